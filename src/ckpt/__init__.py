@@ -1,0 +1,28 @@
+"""ckpt: checkpoint/restore of running Linux processes, in Python.
+
+    import ckpt
+    ckpt.dump(pid, "/tmp/images")              # the process is killed once saved
+    pid = ckpt.restore("/tmp/images").pid      # back, same PID, running
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import CkptError, DumpError, ImageError, RestoreError, UnsupportedError  # noqa: E402
+
+
+def dump(pid: int, images_dir: str, **kwargs):  # type: ignore[no-untyped-def]
+    """Checkpoint process ``pid`` into ``images_dir``; see ``ckpt.dumper.dump``."""
+    from .dumper import dump as _dump
+    return _dump(pid, images_dir, **kwargs)
+
+
+def restore(images_dir: str, **kwargs):  # type: ignore[no-untyped-def]
+    """Restore the process saved in ``images_dir``; see ``ckpt.restorer.restore``."""
+    from .restorer import restore as _restore
+    return _restore(images_dir, **kwargs)
+
+
+__all__ = ["dump", "restore", "CkptError", "DumpError", "ImageError", "RestoreError",
+           "UnsupportedError", "__version__"]

@@ -1,0 +1,108 @@
+"""The ``ckpt`` command: a thin layer over the Python API, with criu's flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from . import __version__
+from . import log as ckpt_log
+from .errors import CkptError, UsageError
+
+
+def _normalize_verbosity(argv: list[str]) -> list[str]:
+    """criu spells verbosity -v4 or -vvvv; turn both into --verbosity=N."""
+    out = []
+    for a in argv:
+        if re.fullmatch(r"-v\d", a):
+            out.append(f"--verbosity={a[2:]}")
+        elif re.fullmatch(r"-v+", a):
+            out.append(f"--verbosity={min(4, 1 + len(a) - 1)}")
+        else:
+            out.append(a)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.")
+    p.add_argument("--version", action="version", version=f"ckpt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-D", "--images-dir", required=True, metavar="DIR",
+                        help="folder of the images")
+        sp.add_argument("-o", "--log-file", metavar="LOG", help="log file, relative to DIR")
+        sp.add_argument("--verbosity", type=int, default=2, metavar="N",
+                        help="log level 0-4 (also -v0..-v4 or -vvvv)")
+        sp.add_argument("-j", "--shell-job", action="store_true",
+                        help="the process is a job of a shell on a terminal")
+
+    d = sub.add_parser("dump", help="checkpoint a process into a folder of images")
+    d.add_argument("-t", "--tree", type=int, required=True, metavar="PID",
+                   help="the process to dump")
+    common(d)
+    d.add_argument("-R", "--leave-running", action="store_true",
+                   help="let the process run on after the dump")
+    d.add_argument("-s", "--leave-stopped", action="store_true",
+                   help="leave the process stopped (SIGSTOP) after the dump")
+    d.add_argument("--external", action="append", default=[], metavar="RES",
+                   help="an external resource, e.g. unix[INODE]")
+
+    r = sub.add_parser("restore", help="restore a process from a folder of images")
+    common(r)
+    r.add_argument("-d", "--restore-detached", action="store_true",
+                   help="return once the process runs instead of waiting for it")
+    r.add_argument("--pidfile", metavar="FILE", help="write the restored PID here "
+                   "(relative to DIR)")
+    r.add_argument("--inherit-fd", action="append", default=[], metavar="fd[N]:KEY",
+                   help="give the restorer's fd N to the files matching KEY")
+
+    sub.add_parser("check", help="check that the kernel has what ckpt needs")
+
+    s = sub.add_parser("show", help="decode images to JSON")
+    s.add_argument("path", metavar="DIR|FILE")
+    s.add_argument("--fds", action="store_true", help="list each fd with its inherit-fd key")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(_normalize_verbosity(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.command == "dump":
+            from .dumper import dump
+            if args.leave_running and args.leave_stopped:
+                raise UsageError("-R (--leave-running) and -s (--leave-stopped) exclude each other")
+            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir)
+            dump(args.tree, args.images_dir, leave_running=args.leave_running,
+                 leave_stopped=args.leave_stopped, shell_job=args.shell_job,
+                 external=tuple(args.external))
+            return 0
+        if args.command == "restore":
+            from .restorer import restore
+            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir)
+            res = restore(args.images_dir, detach=args.restore_detached,
+                          shell_job=args.shell_job or None, inherit_fds=args.inherit_fd,
+                          pidfile=args.pidfile)
+            if res.exit_status is None:
+                return 0
+            return res.exit_status if res.exit_status >= 0 else 128 - res.exit_status
+        if args.command == "check":
+            from .check import run_checks
+            return run_checks()
+        if args.command == "show":
+            from .show import show
+            json.dump(show(args.path, fds=args.fds), sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return 0
+    except CkptError as e:
+        print(f"ckpt {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

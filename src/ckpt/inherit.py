@@ -1,0 +1,41 @@
+"""--inherit-fd arguments: ``fd[N]:KEY`` hands the restorer's fd N to every
+restored fd whose file matches KEY; ``debug[N]:TEXT`` writes TEXT to fd N as
+a restore marker."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from .errors import UsageError
+
+_ARG_RE = re.compile(r"^(fd|debug)\[(\d+)\]:(.+)$", re.S)
+FORMAT_HELP = ("fd[N]:KEY (KEY: tmp/old, pipe:[INODE], socket:[INODE], tty[RDEV:DEV]) "
+               "or debug[N]:TEXT")
+
+
+def parse_inherit_fd(arg: str) -> tuple[int, str] | None:
+    """(fd, key) for ``fd[N]:KEY``; None for ``debug[N]:TEXT`` after writing TEXT."""
+    m = _ARG_RE.match(arg)
+    if not m:
+        raise UsageError(f"malformed --inherit-fd argument {arg!r}; expected {FORMAT_HELP}")
+    kind, num, rest = m[1], int(m[2]), m[3]
+    try:
+        os.fstat(num)
+    except OSError:
+        raise UsageError(f"--inherit-fd {arg!r}: fd {num} is not open in the restorer") from None
+    if kind == "debug":
+        os.write(num, rest.encode())
+        return None
+    return num, rest
+
+
+def available_keys(descriptions: dict[str, dict[str, Any]]) -> list[str]:
+    from .resources.files import keys_of
+    out: list[str] = []
+    for desc in descriptions.values():
+        keys = keys_of(desc)
+        if keys and keys[0] not in out:
+            out.append(keys[0])
+    return out

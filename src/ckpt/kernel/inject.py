@@ -1,0 +1,89 @@
+"""Run syscalls inside a ptrace-stopped task, with no code of ours in it.
+
+The task's registers are pointed at a ``syscall`` instruction that already
+exists in its address space (in the vDSO, or a helper page at restore), and a
+single step executes exactly that instruction. ``orig_rax`` is set to -1 so the
+kernel's syscall-restart logic leaves the injected call alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from . import libc, ptrace
+from .procfs import ProcessGone
+
+_SYSCALL_SITE_RE = re.compile(rb"\xb8....\x0f\x05", re.S)
+
+
+class InjectionError(OSError):
+    """An injected syscall failed inside the target."""
+
+
+def find_syscall_site(code: bytes, base: int) -> int | None:
+    """The address of a ``syscall`` instruction that follows ``mov eax, imm32`` in ``code``."""
+    m = _SYSCALL_SITE_RE.search(code)
+    return base + m.start() + 5 if m else None
+
+
+def vdso_syscall_offset(vdso_code: bytes) -> int:
+    site = find_syscall_site(vdso_code, 0)
+    if site is None:
+        raise RuntimeError("no syscall instruction found in the vDSO")
+    return site
+
+
+class Injector:
+    """Executes syscalls in stopped task ``pid`` through the instruction at ``site``."""
+
+    def __init__(self, pid: int, site: int, base_regs: ptrace.UserRegs):
+        self.pid = pid
+        self.site = site
+        self.base = base_regs.copy()
+        self.count = 0
+        self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
+
+    def close(self) -> None:
+        if self._mem >= 0:
+            os.close(self._mem)
+            self._mem = -1
+
+    def raw(self, name: str, *args: int) -> int:
+        """Run syscall ``name``; return its raw result (a negative errno on failure)."""
+        regs = self.base.copy()
+        regs.rip = self.site
+        regs.rax = libc.NR[name]
+        regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+        for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(regs, reg, val & 0xFFFFFFFFFFFFFFFF)
+        ptrace.set_regs(self.pid, regs)
+        ptrace.singlestep(self.pid)
+        stop = ptrace.wait_stop(self.pid)
+        if stop.exited:
+            raise ProcessGone(self.pid, f"died during injected {name}: {stop.describe()}")
+        if stop.stopsig != libc.SIGTRAP:
+            raise InjectionError(0, f"unexpected stop during injected {name}: {stop.describe()}")
+        self.count += 1
+        res = ptrace.get_regs(self.pid).rax
+        return res - (1 << 64) if res >= 1 << 63 else res
+
+    def call(self, name: str, *args: int) -> int:
+        """Run syscall ``name``; raise InjectionError when it fails."""
+        res = self.raw(name, *args)
+        if -4096 < res < 0:
+            raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
+        return res
+
+    def read(self, addr: int, size: int) -> bytes:
+        return os.pread(self._mem, size, addr)
+
+    def write(self, addr: int, data: bytes) -> None:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._mem, data[done:], addr + done)
+
+    def write_string(self, addr: int, s: str) -> int:
+        data = os.fsencode(s) + b"\0"
+        self.write(addr, data)
+        return len(data)

@@ -1,0 +1,202 @@
+"""Typed ctypes bindings for the raw Linux syscalls ckpt needs (x86_64).
+
+This module knows nothing of checkpoints: it only turns syscalls into Python
+functions that raise ``OSError`` with the right errno.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+if platform.machine() != "x86_64":  # pragma: no cover - other arches are future work
+    raise ImportError(f"ckpt supports x86_64 only, not {platform.machine()}")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_syscall.argtypes = [ctypes.c_long] * 7
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+# x86_64 syscall numbers.
+NR = {
+    "read": 0, "write": 1, "open": 2, "close": 3, "lseek": 8, "mmap": 9,
+    "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13,
+    "rt_sigprocmask": 14, "pread64": 17, "mremap": 25, "madvise": 28,
+    "dup2": 33, "nanosleep": 35, "getitimer": 36, "setitimer": 38,
+    "getpid": 39, "wait4": 61, "kill": 62, "fcntl": 72, "chdir": 80,
+    "fchdir": 81, "umask": 95, "setgroups": 116, "setresuid": 117,
+    "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131,
+    "personality": 135, "prctl": 157, "arch_prctl": 158, "gettid": 186,
+    "set_tid_address": 218, "clock_nanosleep": 230, "exit_group": 231,
+    "openat": 257, "set_robust_list": 273, "get_robust_list": 274,
+    "tee": 276, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
+    "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
+    "seccomp": 317, "rseq": 334, "pidfd_send_signal": 424,
+    "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438,
+}
+SYSCALL_NAMES = {v: k for k, v in NR.items()}
+
+# mmap / mremap
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_GROWSDOWN, MAP_NORESERVE, MAP_FIXED_NOREPLACE = 0x100, 0x4000, 0x100000
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+
+# prctl
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
+PR_SET_NAME = 15
+PR_GET_SECCOMP = 21
+PR_SET_MM = 35
+PR_SET_MM_MAP = 14
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
+PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS = 38, 39
+PR_GET_TID_ADDRESS = 40
+
+# signals
+NSIG = 64
+SIGKILL, SIGSTOP, SIGTRAP, SIGCHLD = 9, 19, 5, 17
+
+# clone
+CLONE_PIDFD = 0x1000
+CLONE_PARENT = 0x8000
+
+# kcmp
+KCMP_FILE = 0
+
+# seccomp
+SECCOMP_SET_MODE_FILTER = 1
+
+# rseq
+RSEQ_FLAG_UNREGISTER = 1
+
+# splice
+SPLICE_F_NONBLOCK = 2
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
+
+# errno values of interrupted syscalls, as seen by a tracer
+ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+
+
+def _check(res: int, what: str) -> int:
+    if res == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return res
+
+
+def syscall(name: str, *args: int) -> int:
+    """Call syscall ``name`` with up to six integer arguments; raise OSError on failure."""
+    padded = list(args) + [0] * (6 - len(args))
+    return _check(_syscall(NR[name], *padded), name)
+
+
+class IOVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class CloneArgs(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64), ("pidfd", ctypes.c_uint64),
+        ("child_tid", ctypes.c_uint64), ("parent_tid", ctypes.c_uint64),
+        ("exit_signal", ctypes.c_uint64), ("stack", ctypes.c_uint64),
+        ("stack_size", ctypes.c_uint64), ("tls", ctypes.c_uint64),
+        ("set_tid", ctypes.c_uint64), ("set_tid_size", ctypes.c_uint64),
+        ("cgroup", ctypes.c_uint64),
+    ]
+
+
+class RLimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
+
+
+RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
+
+
+def clone3_with_pid(pid: int) -> int:
+    """Fork this process so that the child gets PID ``pid``; 0 in the child.
+
+    Runs without Python's fork hooks: the child must only do simple work and
+    must leave through ``os._exit``.
+    """
+    tid = (ctypes.c_int * 1)(pid)
+    args = CloneArgs(exit_signal=SIGCHLD, set_tid=ctypes.addressof(tid), set_tid_size=1)
+    return syscall("clone3", ctypes.addressof(args), ctypes.sizeof(args))
+
+
+def pidfd_open(pid: int) -> int:
+    return syscall("pidfd_open", pid, 0)
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """Duplicate fd ``targetfd`` of the process behind ``pidfd`` into this process."""
+    return syscall("pidfd_getfd", pidfd, targetfd, 0)
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    syscall("pidfd_send_signal", pidfd, sig, 0, 0)
+
+
+def kcmp_file(pid1: int, pid2: int, fd1: int, fd2: int) -> int:
+    """0 when both fds refer to one open file description."""
+    return syscall("kcmp", pid1, pid2, KCMP_FILE, fd1, fd2)
+
+
+def process_vm_readv(pid: int, local: int, remote: int, length: int) -> int:
+    """Copy ``length`` bytes at ``remote`` in ``pid`` to the local address ``local``."""
+    lv = IOVec(local, length)
+    rv = IOVec(remote, length)
+    return syscall("process_vm_readv", pid, ctypes.addressof(lv), 1, ctypes.addressof(rv), 1, 0)
+
+
+def process_vm_writev(pid: int, local: int, remote: int, length: int) -> int:
+    lv = IOVec(local, length)
+    rv = IOVec(remote, length)
+    return syscall("process_vm_writev", pid, ctypes.addressof(lv), 1, ctypes.addressof(rv), 1, 0)
+
+
+def get_robust_list(pid: int) -> tuple[int, int]:
+    head = ctypes.c_uint64()
+    size = ctypes.c_uint64()
+    syscall("get_robust_list", pid, ctypes.addressof(head), ctypes.addressof(size))
+    return head.value, size.value
+
+
+def prlimit(pid: int, resource: int, new: tuple[int, int] | None = None) -> tuple[int, int]:
+    old = RLimit()
+    if new is None:
+        syscall("prlimit64", pid, resource, 0, ctypes.addressof(old))
+    else:
+        nl = RLimit(*new)
+        syscall("prlimit64", pid, resource, ctypes.addressof(nl), ctypes.addressof(old))
+    return old.cur, old.max
+
+
+def tee(fd_in: int, fd_out: int, length: int, flags: int = SPLICE_F_NONBLOCK) -> int:
+    return syscall("tee", fd_in, fd_out, length, flags)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return syscall("prctl", option, arg2, arg3, arg4, arg5)
+
+
+def set_child_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+
+
+def anon_buffer(size: int) -> int:
+    """Map ``size`` bytes of private anonymous memory in this process; return its address."""
+    addr = _libc.mmap(None, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        err = ctypes.get_errno()
+        raise OSError(err, f"mmap: {os.strerror(err)}")
+    return addr

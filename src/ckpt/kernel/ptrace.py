@@ -1,0 +1,219 @@
+"""ptrace requests, the x86_64 register set, and waiting for ptrace-stops."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from dataclasses import dataclass
+
+from .libc import _check, _libc
+
+PTRACE_CONT = 7
+PTRACE_KILL = 8
+PTRACE_SINGLESTEP = 9
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_DETACH = 17
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_GETREGSET = 0x4204
+PTRACE_SETREGSET = 0x4205
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+PTRACE_PEEKSIGINFO = 0x4209
+PTRACE_GETSIGMASK = 0x420A
+PTRACE_SETSIGMASK = 0x420B
+PTRACE_SECCOMP_GET_FILTER = 0x420C
+PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+
+PTRACE_PEEKSIGINFO_SHARED = 1
+PTRACE_EVENT_STOP = 128
+PTRACE_O_TRACESYSGOOD = 1
+
+NT_X86_XSTATE = 0x202
+__WALL = 0x40000000
+
+_ptrace = _libc.ptrace
+_ptrace.restype = ctypes.c_long
+_ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+
+REG_NAMES = (
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
+    "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss",
+    "fs_base", "gs_base", "ds", "es", "fs", "gs",
+)
+
+
+class UserRegs(ctypes.Structure):
+    """struct user_regs_struct (x86_64)."""
+
+    _fields_ = [(n, ctypes.c_uint64) for n in REG_NAMES]
+
+    def to_dict(self) -> dict[str, int]:
+        return {n: getattr(self, n) for n in REG_NAMES}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, int]) -> UserRegs:
+        return cls(**{n: d[n] & 0xFFFFFFFFFFFFFFFF for n in REG_NAMES})
+
+    def copy(self) -> UserRegs:
+        return UserRegs.from_buffer_copy(self)
+
+
+class RseqConfig(ctypes.Structure):
+    _fields_ = [("rseq_abi_pointer", ctypes.c_uint64), ("rseq_abi_size", ctypes.c_uint32),
+                ("signature", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
+
+
+class PeekSigInfoArgs(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("flags", ctypes.c_uint32), ("nr", ctypes.c_int32)]
+
+
+SIGINFO_SIZE = 128
+
+
+def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
+    ctypes.set_errno(0)
+    res = _ptrace(request, pid, addr, data)
+    if res == -1 and ctypes.get_errno() != 0:
+        _check(-1, f"ptrace({request:#x}, {pid})")
+    return res
+
+
+def seize(pid: int, options: int = 0) -> None:
+    ptrace(PTRACE_SEIZE, pid, 0, options)
+
+
+def interrupt(pid: int) -> None:
+    ptrace(PTRACE_INTERRUPT, pid)
+
+
+def detach(pid: int, sig: int = 0) -> None:
+    ptrace(PTRACE_DETACH, pid, 0, sig)
+
+
+def cont(pid: int, sig: int = 0) -> None:
+    ptrace(PTRACE_CONT, pid, 0, sig)
+
+
+def singlestep(pid: int) -> None:
+    ptrace(PTRACE_SINGLESTEP, pid, 0, 0)
+
+
+def get_regs(pid: int) -> UserRegs:
+    regs = UserRegs()
+    ptrace(PTRACE_GETREGS, pid, 0, ctypes.addressof(regs))
+    return regs
+
+
+def set_regs(pid: int, regs: UserRegs) -> None:
+    ptrace(PTRACE_SETREGS, pid, 0, ctypes.addressof(regs))
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def get_xstate(pid: int, size: int = 4096) -> bytes:
+    """The full FPU/SSE/AVX state (NT_X86_XSTATE), as the kernel lays it out."""
+    buf = ctypes.create_string_buffer(size)
+    iov = _IOVec(ctypes.addressof(buf), size)
+    ptrace(PTRACE_GETREGSET, pid, NT_X86_XSTATE, ctypes.addressof(iov))
+    return buf.raw[: iov.iov_len]
+
+
+def set_xstate(pid: int, data: bytes) -> None:
+    buf = ctypes.create_string_buffer(data, len(data))
+    iov = _IOVec(ctypes.addressof(buf), len(data))
+    ptrace(PTRACE_SETREGSET, pid, NT_X86_XSTATE, ctypes.addressof(iov))
+
+
+def get_sigmask(pid: int) -> int:
+    mask = ctypes.c_uint64()
+    ptrace(PTRACE_GETSIGMASK, pid, 8, ctypes.addressof(mask))
+    return mask.value
+
+
+def set_sigmask(pid: int, mask: int) -> None:
+    m = ctypes.c_uint64(mask)
+    ptrace(PTRACE_SETSIGMASK, pid, 8, ctypes.addressof(m))
+
+
+def get_rseq(pid: int) -> RseqConfig:
+    conf = RseqConfig()
+    ptrace(PTRACE_GET_RSEQ_CONFIGURATION, pid, ctypes.sizeof(conf), ctypes.addressof(conf))
+    return conf
+
+
+def peek_siginfo(pid: int, shared: bool) -> list[bytes]:
+    """Every queued signal of ``pid`` (its own queue, or the process-wide one), as raw siginfo."""
+    out: list[bytes] = []
+    batch = 32
+    buf = ctypes.create_string_buffer(SIGINFO_SIZE * batch)
+    while True:
+        args = PeekSigInfoArgs(len(out), PTRACE_PEEKSIGINFO_SHARED if shared else 0, batch)
+        n = ptrace(PTRACE_PEEKSIGINFO, pid, ctypes.addressof(args), ctypes.addressof(buf))
+        for i in range(n):
+            out.append(buf.raw[i * SIGINFO_SIZE:(i + 1) * SIGINFO_SIZE])
+        if n < batch:
+            return out
+
+
+def seccomp_filters(pid: int) -> list[bytes]:
+    """The target's seccomp BPF programs, newest first (index 0 is the last installed)."""
+    progs: list[bytes] = []
+    index = 0
+    while True:
+        try:
+            count = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, 0)
+        except OSError as e:
+            if e.errno == 2:  # ENOENT: no more filters
+                return progs
+            if e.errno == 22 and index > 0:  # EINVAL: filter mode without filter
+                return progs
+            raise
+        buf = ctypes.create_string_buffer(count * 8)
+        ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, ctypes.addressof(buf))
+        progs.append(buf.raw)
+        index += 1
+
+
+@dataclass
+class Stop:
+    """What ``waitpid`` reported for a traced task."""
+
+    pid: int
+    status: int
+
+    @property
+    def exited(self) -> bool:
+        return os.WIFEXITED(self.status) or os.WIFSIGNALED(self.status)
+
+    @property
+    def stopsig(self) -> int:
+        return os.WSTOPSIG(self.status) if os.WIFSTOPPED(self.status) else 0
+
+    @property
+    def event(self) -> int:
+        return self.status >> 16
+
+    def describe(self) -> str:
+        if os.WIFEXITED(self.status):
+            return f"exited with status {os.WEXITSTATUS(self.status)}"
+        if os.WIFSIGNALED(self.status):
+            return f"killed by {signal.Signals(os.WTERMSIG(self.status)).name}"
+        return f"stopped by signal {self.stopsig} event {self.event}"
+
+
+def wait_stop(pid: int) -> Stop:
+    """Wait for the next ptrace-stop (or death) of ``pid``."""
+    while True:
+        try:
+            wpid, status = os.waitpid(pid, __WALL)
+        except InterruptedError:
+            continue
+        return Stop(wpid, status)

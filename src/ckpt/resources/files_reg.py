@@ -1,0 +1,59 @@
+"""Regular files and directories, reopened by path with their flags and offset.
+
+A file that grew since the dump is reopened as it is (logs keep growing); a
+file that shrank below the saved offset or size is refused, since bytes the
+process wrote would be lost.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as st_mod
+from typing import Any
+
+from ..errors import RestoreError, UnsupportedError
+from . import files
+
+_OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | 0o2000000)
+
+
+class RegularFiles:
+    KIND = "reg"
+
+    def claims(self, link: str, st: os.stat_result) -> bool:
+        return st_mod.S_ISREG(st.st_mode) or st_mod.S_ISDIR(st.st_mode)
+
+    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
+             dup: int, info: dict[str, str]) -> dict[str, Any]:
+        if link.endswith(" (deleted)") or st.st_nlink == 0:
+            raise UnsupportedError(f"process {pid} fd {fd}: {link} is an unlinked file; "
+                                   "not supported yet")
+        if not link.startswith("/"):
+            raise UnsupportedError(f"process {pid} fd {fd}: {link} has no path")
+        return {"path": link, "pos": int(info.get("pos", "0")), "size": st.st_size,
+                "dir": st_mod.S_ISDIR(st.st_mode)}
+
+    def keys(self, desc: dict[str, Any]) -> list[str]:
+        return [desc["path"].lstrip("/"), desc["path"]]
+
+    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+        path = desc["path"]
+        try:
+            fd = os.open(path, desc["flags"] & _OPEN_MASK)
+        except OSError as e:
+            raise RestoreError(f"cannot reopen {path}: {e.strerror}") from None
+        try:
+            if not desc.get("dir"):
+                size = os.fstat(fd).st_size
+                if size < desc["size"] or size < desc["pos"]:
+                    raise RestoreError(
+                        f"{path} shrank since the dump ({size} bytes, was {desc['size']} "
+                        f"with the offset at {desc['pos']}); refusing to restore over lost data")
+            os.lseek(fd, desc["pos"], os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+files.register(RegularFiles())

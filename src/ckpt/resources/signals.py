@@ -1,0 +1,95 @@
+"""Signal state of a task: handlers, blocked mask, alternate stack, queued
+signals and interval timers.
+
+Handlers, the alternate stack and itimers can only be read from inside the
+task, so they go through injected syscalls into the helper/scratch page.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import logging
+from typing import Any
+
+from ..kernel import libc, ptrace
+from ..kernel.inject import Injector
+
+log = logging.getLogger("ckpt.signals")
+
+ALL_BLOCKED = (1 << 64) - 1
+_UNCATCHABLE = (libc.SIGKILL, libc.SIGSTOP)
+
+
+class KSigaction(ctypes.Structure):
+    _fields_ = [("handler", ctypes.c_uint64), ("flags", ctypes.c_uint64),
+                ("restorer", ctypes.c_uint64), ("mask", ctypes.c_uint64)]
+
+
+class StackT(ctypes.Structure):
+    _fields_ = [("sp", ctypes.c_uint64), ("flags", ctypes.c_int32), ("pad", ctypes.c_int32),
+                ("size", ctypes.c_uint64)]
+
+
+class ITimerVal(ctypes.Structure):
+    _fields_ = [("interval_sec", ctypes.c_int64), ("interval_usec", ctypes.c_int64),
+                ("value_sec", ctypes.c_int64), ("value_usec", ctypes.c_int64)]
+
+
+SS_DISABLE = 2
+
+
+def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
+    """``mask`` is the blocked mask read when the task was frozen."""
+    actions = {}
+    size = ctypes.sizeof(KSigaction)
+    for sig in range(1, libc.NSIG + 1):
+        if sig in _UNCATCHABLE:
+            continue
+        inj.call("rt_sigaction", sig, 0, scratch, 8)
+        act = KSigaction.from_buffer_copy(inj.read(scratch, size))
+        if act.handler or act.flags or act.mask:
+            actions[str(sig)] = [act.handler, act.flags, act.restorer, act.mask]
+    inj.call("sigaltstack", 0, scratch)
+    ss = StackT.from_buffer_copy(inj.read(scratch, ctypes.sizeof(StackT)))
+    itimers = []
+    for which in range(3):
+        inj.call("getitimer", which, scratch)
+        t = ITimerVal.from_buffer_copy(inj.read(scratch, ctypes.sizeof(ITimerVal)))
+        itimers.append([t.interval_sec, t.interval_usec, t.value_sec, t.value_usec])
+    pending = {
+        "private": [base64.b64encode(s).decode() for s in ptrace.peek_siginfo(pid, False)],
+        "shared": [base64.b64encode(s).decode() for s in ptrace.peek_siginfo(pid, True)],
+    }
+    return {"actions": actions, "blocked": mask,
+            "altstack": [ss.sp, ss.flags & ~1, ss.size],  # SS_ONSTACK is not settable
+            "itimers": itimers, "pending": pending}
+
+
+def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:
+    """Everything but the blocked mask, which is set last by the driver."""
+    for s in range(1, libc.NSIG + 1):
+        if s in _UNCATCHABLE:
+            continue
+        a = sig["actions"].get(str(s), [0, 0, 0, 0])
+        inj.write(scratch, bytes(KSigaction(*a)))
+        inj.call("rt_sigaction", s, scratch, 0, 8)
+    sp, flags, ss_size = sig["altstack"]
+    inj.write(scratch, bytes(StackT(sp, flags, 0, ss_size)))
+    if not flags & SS_DISABLE or sp:
+        inj.call("sigaltstack", scratch, 0)
+    for which, t in enumerate(sig["itimers"]):
+        if any(t):
+            inj.write(scratch, bytes(ITimerVal(*t)))
+            inj.call("setitimer", which, scratch, 0)
+    tgid = pid
+    for info in sig["pending"]["shared"]:
+        raw = base64.b64decode(info)
+        inj.write(scratch, raw)
+        signo = int.from_bytes(raw[:4], "little", signed=True)
+        inj.call("rt_sigqueueinfo", tgid, signo, scratch)
+    for info in sig["pending"]["private"]:
+        raw = base64.b64decode(info)
+        inj.write(scratch, raw)
+        signo = int.from_bytes(raw[:4], "little", signed=True)
+        inj.call("rt_tgsigqueueinfo", tgid, pid, signo, scratch)

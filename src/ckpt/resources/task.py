@@ -1,0 +1,118 @@
+"""Per-task state that is neither memory, registers, signals nor files:
+rlimits, umask, cwd, comm, personality, rseq, tid address, robust list,
+credentials, parent-death signal, no_new_privs and the seccomp filters.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import logging
+import os
+from typing import Any
+
+from ..errors import RestoreError, UnsupportedError
+from ..kernel import libc, procfs, ptrace
+from ..kernel.inject import Injector
+
+log = logging.getLogger("ckpt.task")
+
+
+def _ids(value: str) -> list[int]:
+    return [int(x) for x in value.split()]
+
+
+def dump(pid: int, inj: Injector, scratch: int, st: dict[str, str]) -> dict[str, Any]:
+    """``st`` is /proc/PID/status read while the task was frozen."""
+    root = procfs.root(pid)
+    if root != "/":
+        raise UnsupportedError(f"process {pid} runs in a chroot ({root}); not supported yet")
+    seccomp_mode = int(st.get("Seccomp", "0"))
+    if seccomp_mode == 1:
+        raise UnsupportedError(f"process {pid} is in strict seccomp mode; not supported")
+    filters = ptrace.seccomp_filters(pid) if seccomp_mode == 2 else []
+    rseq = ptrace.get_rseq(pid)
+    inj.call("prctl", libc.PR_GET_TID_ADDRESS, scratch)
+    tid_address = int.from_bytes(inj.read(scratch, 8), "little")
+    inj.call("prctl", libc.PR_GET_PDEATHSIG, scratch)
+    pdeathsig = int.from_bytes(inj.read(scratch, 4), "little")
+    dumpable = inj.call("prctl", libc.PR_GET_DUMPABLE)
+    robust_head, robust_len = libc.get_robust_list(pid)
+    return {
+        "comm": procfs.stat(pid).comm,
+        "cwd": procfs.cwd(pid),
+        "umask": int(st["Umask"], 8),
+        "personality": procfs.personality(pid),
+        "rlimits": {n: list(libc.prlimit(pid, i)) for i, n in enumerate(procfs.LIMIT_NAMES)},
+        "uids": _ids(st["Uid"]), "gids": _ids(st["Gid"]), "groups": _ids(st.get("Groups", "")),
+        "no_new_privs": int(st.get("NoNewPrivs", "0")),
+        "seccomp": [base64.b64encode(f).decode() for f in reversed(filters)],
+        "rseq": [rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature],
+        "tid_address": tid_address,
+        "robust_list": [robust_head, robust_len],
+        "pdeathsig": pdeathsig,
+        "dumpable": dumpable,
+        "affinity": sorted(os.sched_getaffinity(pid)),
+    }
+
+
+def unregister_rseq(pid: int, inj: Injector) -> None:
+    """Drop the fresh child's rseq area before its memory goes away (it would crash)."""
+    conf = ptrace.get_rseq(pid)
+    if conf.rseq_abi_pointer:
+        inj.call("rseq", conf.rseq_abi_pointer, conf.rseq_abi_size, libc.RSEQ_FLAG_UNREGISTER,
+                 conf.signature)
+
+
+def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
+    """Everything but credentials and seccomp, which come last (see ``restore_final``)."""
+    inj.write_string(scratch, t["cwd"])
+    try:
+        inj.call("chdir", scratch)
+    except OSError as e:
+        raise RestoreError(f"working directory {t['cwd']}: {os.strerror(e.errno)}") from None
+    inj.call("umask", t["umask"])
+    inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
+    inj.call("prctl", libc.PR_SET_NAME, scratch)
+    inj.call("personality", t["personality"])
+    for i, name in enumerate(procfs.LIMIT_NAMES):
+        cur, hard = t["rlimits"][name]
+        _, my_hard = libc.prlimit(pid, i)
+        if hard > my_hard:
+            log.warning("rlimit %s: hard limit %d is above the restorer's %d "
+                        "(no CAP_SYS_RESOURCE); keeping %d", name, hard, my_hard, my_hard)
+            hard = my_hard
+            cur = min(cur, hard)
+        libc.prlimit(pid, i, (cur, hard))
+    inj.call("set_tid_address", t["tid_address"])
+    head, size = t["robust_list"]
+    if head:
+        inj.call("set_robust_list", head, size)
+    ptr, size, sig = t["rseq"]
+    if ptr:
+        inj.call("rseq", ptr, size, 0, sig)
+    inj.call("prctl", libc.PR_SET_PDEATHSIG, t["pdeathsig"])
+    if t["dumpable"] != 1:
+        inj.call("prctl", libc.PR_SET_DUMPABLE, t["dumpable"])
+    try:
+        os.sched_setaffinity(pid, t["affinity"])
+    except OSError as e:
+        log.warning("CPU affinity %s not restored: %s", t["affinity"], e.strerror)
+
+
+def restore_final(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
+    """Credentials, then no_new_privs and seccomp: after these, injected calls may be refused."""
+    groups = t["groups"]
+    inj.write(scratch, b"".join(g.to_bytes(4, "little") for g in groups) or b"\0")
+    inj.call("setgroups", len(groups), scratch)
+    inj.call("setresgid", *t["gids"][:3])
+    inj.call("setresuid", *t["uids"][:3])
+    if t["no_new_privs"]:
+        inj.call("prctl", libc.PR_SET_NO_NEW_PRIVS, 1)
+    for prog in t["seccomp"]:
+        raw = base64.b64decode(prog)
+        inj.write(scratch + 64, raw)
+        fprog = ctypes.c_uint16(len(raw) // 8).value.to_bytes(2, "little") + b"\0" * 6 + \
+            (scratch + 64).to_bytes(8, "little")
+        inj.write(scratch, fprog)
+        inj.call("seccomp", libc.SECCOMP_SET_MODE_FILTER, 0, scratch)
