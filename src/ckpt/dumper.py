@@ -9,6 +9,7 @@ process killed.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import platform
@@ -38,7 +39,7 @@ class DumpResult:
     pages_bytes: int
     seconds: float
     fate: str  # "killed", "running" or "stopped"
-    notes: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
 
 
 class _Frozen:
@@ -50,22 +51,32 @@ class _Frozen:
         self.mask0: int | None = None
         self.inj: Injector | None = None
         self.scratch = 0
+        self.attached = False
+
+    def freeze(self) -> bool:
+        """Seize and stop the task; False if it turned out to be a zombie or gone."""
+        pid = self.pid
         try:
             ptrace.seize(pid)
         except OSError as e:
-            if e.errno == 1:
-                tracer = procfs.status(pid).get("TracerPid", "0")
+            if e.errno == errno.ESRCH:
+                return False
+            if e.errno == errno.EPERM:
+                st = procfs.status(pid)
+                if st.get("State", "").startswith(("Z", "X")):
+                    return False
+                tracer = st.get("TracerPid", "0")
                 raise DumpError(f"process {pid} cannot be traced"
                                 f"{' (already traced by ' + tracer + ')' if tracer != '0' else ''}"
                                 ) from None
-            if e.errno == 3:
-                raise DumpError(f"process {pid} does not exist") from None
             raise
+        self.attached = True
         ptrace.interrupt(pid)
         while True:
             stop = ptrace.wait_stop(pid)
             if stop.exited:
-                raise DumpError(f"process {pid} exited while being frozen ({stop.describe()})")
+                self.attached = False
+                return False
             if stop.event == ptrace.PTRACE_EVENT_STOP:
                 break
             # A signal arrived before the freeze: let it be delivered as it would have been.
@@ -73,15 +84,17 @@ class _Frozen:
         self.regs0 = ptrace.get_regs(pid)
         self.mask0 = ptrace.get_sigmask(pid)
         ptrace.set_sigmask(pid, signals.ALL_BLOCKED)
+        return True
 
     def thaw(self) -> None:
-        """Undo every change made while frozen and detach."""
+        """Undo every change made while frozen."""
         try:
             if self.inj is not None:
                 if self.scratch:
                     self.inj.raw("munmap", self.scratch, SCRATCH_SIZE)
                     self.scratch = 0
                 self.inj.close()
+                self.inj = None
             if self.regs0 is not None:
                 ptrace.set_regs(self.pid, self.regs0)
             if self.mask0 is not None:
@@ -90,12 +103,125 @@ class _Frozen:
             log.warning("process %d: could not undo the freeze: %s", self.pid, e)
 
 
-def _wait_gone(pidfd: int, timeout: float = 5.0) -> None:
-    select.select([pidfd], [], [], timeout)
+@dataclass
+class _Task:
+    """One process of the dumped tree."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    frozen: _Frozen | None = None  # None for a zombie
+    exit_status: int = 0
+
+    def info(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"pid": self.pid, "ppid": self.ppid, "pgid": self.pgid,
+                             "sid": self.sid}
+        if self.frozen is None:
+            d["zombie"] = True
+            d["exit_status"] = self.exit_status
+        return d
 
 
-def _check_dumpable(pid: int, shell_job: bool) -> procfs.Stat:
-    """Refuse early, before freezing, what this ckpt cannot dump."""
+def _freeze_tree(root: int) -> list[_Task]:
+    """Seize ``root`` and all its descendants, parents before children.
+
+    A task's children are listed only once it is frozen, so no fork can slip
+    through.
+    """
+    tasks: list[_Task] = []
+    queue = [root]
+    seen = {root}
+    try:
+        while queue:
+            pid = queue.pop(0)
+            fr = _Frozen(pid)
+            alive = fr.freeze()
+            try:
+                st = procfs.stat(pid)
+            except procfs.ProcessGone:
+                if pid == root:
+                    raise DumpError(f"process {pid} exited during the dump") from None
+                continue
+            if not alive and st.state not in ("Z", "X"):
+                raise DumpError(f"process {pid} could not be frozen")
+            task = _Task(pid, st.ppid, st.pgid, st.sid, fr if alive else None, st.exit_code)
+            tasks.append(task)
+            if not alive:
+                if pid == root:
+                    raise DumpError(f"process {pid} is a zombie")
+                continue
+            if st.num_threads > 1:
+                raise UnsupportedError(f"process {pid} has {st.num_threads} threads; "
+                                       "multi-threaded processes are not supported yet")
+            for kid in sorted(procfs.children(pid)):
+                if kid not in seen:
+                    seen.add(kid)
+                    queue.append(kid)
+    except BaseException:
+        _release(tasks, kill=False)
+        raise
+    return tasks
+
+
+def _release(tasks: list[_Task], kill: bool, stop: bool = False) -> None:
+    """Thaw and detach every frozen task, or kill them all."""
+    for t in reversed(tasks):
+        fr = t.frozen
+        if fr is None or not fr.attached:
+            continue
+        fr.thaw()
+        try:
+            if kill:
+                os.kill(t.pid, libc.SIGKILL)
+            else:
+                ptrace.detach(t.pid, libc.SIGSTOP if stop else 0)
+        except OSError as e:
+            log.warning("process %d: release: %s", t.pid, e)
+        fr.attached = False
+
+
+def _check_sessions(tasks: list[_Task], shell_job: bool) -> None:
+    """Refuse trees whose sessions and groups ckpt could not build again."""
+    root = tasks[0]
+    pids = {t.pid for t in tasks}
+    by_pid = {t.pid: t for t in tasks}
+    outside_sid = root.sid not in pids
+    if outside_sid and not shell_job:
+        raise DumpError(f"process {root.pid} belongs to session {root.sid} of a process "
+                        "outside the dump (a shell job?); dump it with -j (--shell-job)")
+    for t in tasks:
+        if t.sid not in pids and not (shell_job and t.sid == root.sid):
+            raise UnsupportedError(f"process {t.pid} is in session {t.sid}, which is neither "
+                                   "in the dumped tree nor the shell job's session")
+        if t.pgid not in pids and not (shell_job and t.pgid == root.pgid):
+            raise UnsupportedError(f"process {t.pid} is in process group {t.pgid}, whose "
+                                   "leader is outside the dumped tree")
+        parent = by_pid.get(t.ppid)
+        if parent is not None and t.sid not in (t.pid, parent.sid):
+            grand = by_pid.get(parent.ppid)
+            inherited = grand.sid if grand is not None else root.sid
+            if not (parent.sid == parent.pid and t.sid == inherited):
+                raise UnsupportedError(f"process {t.pid}: its session {t.sid} cannot be "
+                                       "recreated from its parent's (not supported yet)")
+
+
+def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
+    """Wait until each killed process has exited (it may stay a zombie)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        try:
+            pidfd = libc.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(pidfd)
+
+
+def _check_dumpable(pid: int) -> procfs.Stat:
+    """Refuse early, before freezing, what is plainly wrong."""
     if pid <= 0:
         raise DumpError(f"invalid PID {pid}")
     if pid == os.getpid():
@@ -106,21 +232,20 @@ def _check_dumpable(pid: int, shell_job: bool) -> procfs.Stat:
         raise DumpError(f"process {pid} does not exist") from None
     if st.state in ("Z", "X"):
         raise DumpError(f"process {pid} is a zombie")
-    if st.num_threads > 1:
-        raise UnsupportedError(f"process {pid} has {st.num_threads} threads; "
-                               "multi-threaded processes are not supported yet")
-    kids = procfs.children(pid)
-    if kids:
-        raise UnsupportedError(f"process {pid} has child processes {kids}; "
-                               "process trees are not supported yet")
-    if st.sid != pid and not shell_job:
-        raise DumpError(f"process {pid} belongs to session {st.sid} of a process outside "
-                        "the dump (a shell job?); dump it with -j (--shell-job)")
-    timers = procfs.posix_timers(pid)
-    if timers:
-        raise UnsupportedError(f"process {pid} has {len(timers)} POSIX timer(s) "
-                               "(timer_create); not supported yet")
+    if pid in _ancestors(os.getpid()):
+        raise DumpError(f"process {pid} is an ancestor of ckpt; ckpt cannot dump itself")
     return st
+
+
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        try:
+            pid = procfs.stat(pid).ppid
+        except procfs.ProcessGone:
+            break
+        out.append(pid)
+    return out
 
 
 def _syscall_site(pid: int, vmas: list[procfs.Vma]) -> int:
@@ -142,89 +267,107 @@ def _syscall_site(pid: int, vmas: list[procfs.Vma]) -> int:
     raise DumpError(f"process {pid}: no syscall instruction found to run syscalls with")
 
 
+def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
+               shmem_seen: dict[int, int]) -> dict[str, int]:
+    """Save everything of one frozen task; return its page summary."""
+    pid = t.pid
+    fr = t.frozen
+    assert fr is not None and fr.regs0 is not None and fr.mask0 is not None
+    timers = procfs.posix_timers(pid)
+    if timers:
+        raise UnsupportedError(f"process {pid} has {len(timers)} POSIX timer(s) "
+                               "(timer_create); not supported yet")
+    vmas = procfs.maps(pid, with_flags=True)
+    for v in vmas:
+        mem.classify(v)
+    status = procfs.status(pid)
+    stat = procfs.stat(pid)
+    inj = Injector(pid, _syscall_site(pid, vmas), fr.regs0)
+    fr.inj = inj
+    fr.scratch = inj.call("mmap", 0, SCRATCH_SIZE, libc.PROT_READ | libc.PROT_WRITE,
+                          libc.MAP_PRIVATE | libc.MAP_ANONYMOUS, -1, 0)
+    core: dict[str, Any] = {
+        **t.info(),
+        "cpu": cpu.dump(pid, fr.regs0),
+        "signals": signals.dump(pid, inj, fr.scratch, fr.mask0),
+        "task": task.dump(pid, inj, fr.scratch, status),
+    }
+    log.info("process %d: registers, signals and task state saved", pid)
+    pidfd = libc.pidfd_open(pid)
+    try:
+        fd_table = dumper.dump_task(pid, pidfd)
+    finally:
+        os.close(pidfd)
+    log.info("process %d: %d fds saved", pid, len(fd_table))
+    mm = mem.dump(pid, vmas, inj, images, stat, shmem_seen)
+    pages = mem.summarize_pagemap(mm["pagemap"])
+    log.info("process %d: %d mappings, %d pages in %d runs saved (%d injected syscalls)",
+             pid, len(mm["vmas"]), pages["pages"], pages["runs"], inj.count)
+    images.write_json(f"core-{pid}.json", core)
+    images.write_json(f"mm-{pid}.json", mm)
+    images.write_json(f"fds-{pid}.json", fd_table)
+    return pages
+
+
 def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          leave_stopped: bool = False, shell_job: bool = False,
          external: tuple[str, ...] = ()) -> DumpResult:
-    """Checkpoint process ``pid`` into ``images_dir``.
+    """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
-    By default the process is killed once the images are safely on disk;
-    ``leave_running`` lets it go on, ``leave_stopped`` leaves it stopped (SIGSTOP).
+    By default the processes are killed once the images are safely on disk;
+    ``leave_running`` lets them go on, ``leave_stopped`` leaves them stopped.
     """
     t0 = time.monotonic()
-    stat0 = _check_dumpable(pid, shell_job)
-    log.info("dumping process %d (%s) into %s", pid, stat0.comm, images_dir)
-    pidfd = libc.pidfd_open(pid)
-    frozen: _Frozen | None = None
+    if leave_running and leave_stopped:
+        raise DumpError("leave_running and leave_stopped exclude each other")
+    stat0 = _check_dumpable(pid)
+    log.info("dumping process %d (%s) and its descendants into %s", pid, stat0.comm,
+             images_dir)
+    tasks: list[_Task] = []
     images: ImageWriter | None = None
     ok = False
+    total = 0
     try:
-        frozen = _Frozen(pid)
-        log.debug("process %d frozen at rip=%#x", pid, frozen.regs0.rip)
-        vmas = procfs.maps(pid, with_flags=True)
-        for v in vmas:
-            mem.classify(v)
-        status = procfs.status(pid)
-        stat = procfs.stat(pid)
+        tasks = _freeze_tree(pid)
+        log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
+        _check_sessions(tasks, shell_job)
         images = ImageWriter(images_dir)
-        inj = Injector(pid, _syscall_site(pid, vmas), frozen.regs0)
-        frozen.inj = inj
-        frozen.scratch = inj.call("mmap", 0, SCRATCH_SIZE, libc.PROT_READ | libc.PROT_WRITE,
-                                  libc.MAP_PRIVATE | libc.MAP_ANONYMOUS, -1, 0)
-
-        core: dict[str, Any] = {
-            "pid": pid, "ppid": stat.ppid, "pgid": stat.pgid, "sid": stat.sid,
-            "cpu": cpu.dump(pid, frozen.regs0),
-            "signals": signals.dump(pid, inj, frozen.scratch, frozen.mask0),
-            "task": task.dump(pid, inj, frozen.scratch, status),
-        }
-        log.info("process %d: registers, signals and task state saved", pid)
         fctx = files.DumpCtx(images, shell_job=shell_job, external=set(external))
         dumper = files.DumpFiles(fctx)
-        fd_table = dumper.dump_task(pid, pidfd)
-        log.info("process %d: %d fds saved", pid, len(fd_table))
-        mm = mem.dump(pid, vmas, inj, images, stat)
-        pages = mem.summarize_pagemap(mm["pagemap"])
-        log.info("process %d: %d mappings, %d pages in %d runs saved", pid, len(mm["vmas"]),
-                 pages["pages"], pages["runs"])
-
-        images.write_json(f"core-{pid}.json", core)
-        images.write_json(f"mm-{pid}.json", mm)
-        images.write_json(f"fds-{pid}.json", fd_table)
+        shmem_seen: dict[int, int] = {}
+        for t in tasks:
+            if t.frozen is not None:
+                total += _dump_task(t, images, dumper, shmem_seen)["bytes"]
+        files.check_external(fctx, dumper)
         images.write_json("files.json", dumper.descriptions)
+        root = tasks[0]
         images.finish({
             "root_pid": pid,
-            "tasks": [{"pid": pid, "ppid": stat.ppid, "pgid": stat.pgid, "sid": stat.sid}],
+            "tasks": [t.info() for t in tasks],
             "shell_job": shell_job,
+            "outside_sid": root.sid if root.sid != root.pid else None,
+            "outside_pgid": root.pgid if root.pgid not in {t.pid for t in tasks} else None,
             "kernel": platform.release(),
             "arch": platform.machine(),
             "ckpt_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "injected_syscalls": inj.count,
         })
-        log.info("images written and synced (%d injected syscalls)", inj.count)
+        log.info("images written and synced")
         ok = True
     except CkptError:
         raise
     except procfs.ProcessGone as e:
-        raise DumpError(f"process {pid} vanished during the dump ({e})") from None
+        raise DumpError(f"a process vanished during the dump ({e})") from None
     except OSError as e:
         raise DumpError(f"dump of process {pid} failed: {e}") from e
     finally:
         if not ok and images is not None:
             images.abort()
-        if frozen is not None:
-            frozen.thaw()
-            try:
-                if ok and not leave_running and not leave_stopped:
-                    libc.pidfd_send_signal(pidfd, libc.SIGKILL)
-                else:
-                    ptrace.detach(pid, libc.SIGSTOP if (ok and leave_stopped) else 0)
-            except OSError as e:
-                log.warning("process %d: detach: %s", pid, e)
-        if ok and not leave_running and not leave_stopped:
-            _wait_gone(pidfd)
-        os.close(pidfd)
+        kill = ok and not leave_running and not leave_stopped
+        _release(tasks, kill=kill, stop=ok and leave_stopped)
+        if kill:
+            _wait_gone([t.pid for t in tasks if t.frozen is not None])
     fate = "running" if leave_running else "stopped" if leave_stopped else "killed"
     dt = time.monotonic() - t0
-    log.info("dump of %d done in %.3f s; process %s", pid, dt, fate)
-    return DumpResult(pid, images_dir, pages["bytes"], dt, fate)
+    log.info("dump of %d done in %.3f s; processes %s", pid, dt, fate)
+    return DumpResult(pid, images_dir, total, dt, fate, pids=[t.pid for t in tasks])

@@ -1,11 +1,14 @@
-"""The restore driver: verify the images, fork a child under the saved PID,
-turn it into the saved process with injected syscalls, and let it run.
+"""The restore driver: verify the images, fork the saved tree under its saved
+PIDs, turn each process into the saved one with injected syscalls, and let
+them all run.
 
-The child is a plain fork of ckpt (clone3 with set_tid) that puts its fds in
-place and waits. ckpt then seizes it, unmaps everything it had, rebuilds the
-saved memory, per-task state, signals and credentials, and loads the saved
-registers last. If anything fails the child is killed: no half-restored
-process is left behind.
+The tree is first built by plain forks of ckpt (clone3 with set_tid): each
+new process calls setsid/setpgid as its saved self did, forks its own
+children, puts its fds in place and waits. Zombies are forked too and exit at
+once with their saved status, for their parent to reap later. ckpt then
+seizes every waiting process, unmaps everything it had, rebuilds memory,
+per-task state, signals and credentials, and loads the saved registers last.
+If anything fails every new process is killed: nothing half-restored is left.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import errno
 import logging
 import os
 import signal
+import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import CkptError, RestoreError
 from .images import ImageReader
@@ -28,6 +33,7 @@ log = logging.getLogger("ckpt.restore")
 
 HELPER_SIZE = 64 << 10
 PID_WAIT_SECONDS = 5.0
+_SITE_OFFSET = HELPER_SIZE - 16
 
 
 @dataclass
@@ -35,6 +41,25 @@ class RestoreResult:
     pid: int
     seconds: float
     exit_status: int | None = None
+    pids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Node:
+    """One process to create in the tree-building phase."""
+
+    info: dict[str, Any]
+    plan: list[tuple[int, int, bool]] = field(default_factory=list)
+    early: list[_Node] = field(default_factory=list)  # forked before setsid
+    late: list[_Node] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return int(self.info["pid"])
+
+    @property
+    def zombie(self) -> bool:
+        return bool(self.info.get("zombie"))
 
 
 def _own_vdso_offset() -> int:
@@ -56,44 +81,107 @@ def _pid_holder(pid: int) -> str:
     return f"{st.comm} (state {st.state}, parent {st.ppid})"
 
 
-def _fork_with_pid(pid: int, plan: list[tuple[int, int, bool]], session: str,
-                   pgid_leader: bool) -> tuple[int, int, int]:
-    """Fork a child with PID ``pid`` whose fds follow ``plan``; it waits, ready to be seized.
+# ---------------------------------------------------------------- the tree-building phase
+# Runs in forks of ckpt that Python does not know are forks: simple code only,
+# and every exit through os._exit.
 
-    Returns (pid, ready_r, go_w): closing ``go_w`` makes a waiting child exit.
-    """
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+def _report(fd: int, pid: int, error: str = "") -> None:
+    msg = error.encode()[:400]
+    os.write(fd, struct.pack("<iH", pid, len(msg)) + msg)
+
+
+def _spawn(node: _Node, ready_w: int, go_r: int) -> None:
     deadline = time.monotonic() + PID_WAIT_SECONDS
     while True:
         try:
-            child = libc.clone3_with_pid(pid)
+            pid = libc.clone3_with_pid(node.pid)
             break
         except OSError as e:
-            if e.errno != errno.EEXIST:
-                for fd in (ready_r, ready_w, go_r, go_w):
-                    os.close(fd)
-                raise RestoreError(f"cannot create a process with PID {pid}: "
-                                   f"{e.strerror}") from None
-            if time.monotonic() > deadline:
-                for fd in (ready_r, ready_w, go_r, go_w):
-                    os.close(fd)
-                raise RestoreError(f"PID {pid} is taken by {_pid_holder(pid)}") from None
-            time.sleep(0.05)
-    if child == 0:  # the child: no Python fork hooks ran; keep it simple, leave with _exit
+            if e.errno != errno.EEXIST or time.monotonic() > deadline:
+                why = (f"PID {node.pid} is taken by {_pid_holder(node.pid)}"
+                       if e.errno == errno.EEXIST else
+                       f"cannot create a process with PID {node.pid}: {e.strerror}")
+                _report(ready_w, node.pid, why)
+                return
+            time.sleep(0.02)
+    if pid == 0:
         try:
-            if session == "own":
-                os.setsid()
-            elif pgid_leader:
-                os.setpgid(0, 0)
-            rw, gr = files.install_in_child(plan, [ready_w, go_r])
-            os.write(rw, b"R")
-            os.read(gr, 1)
+            _become(node, ready_w, go_r)
         finally:
             os._exit(127)
-    os.close(ready_w)
-    os.close(go_r)
-    return child, ready_r, go_w
+
+
+def _become(node: _Node, ready_w: int, go_r: int) -> None:
+    """Turn this fresh fork into ``node``'s process, up to the point where ckpt takes over."""
+    info = node.info
+    try:
+        for kid in node.early:
+            _spawn(kid, ready_w, go_r)
+        if info.get("setsid"):
+            os.setsid()
+        elif info["pgid"] == info["pid"]:
+            os.setpgid(0, 0)
+        for kid in node.late:
+            _spawn(kid, ready_w, go_r)
+    except OSError as e:
+        _report(ready_w, node.pid, f"process {node.pid}: session/group set-up failed: {e}")
+        return
+    if node.zombie:
+        status = info.get("exit_status", 0)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            signal.signal(sig, signal.SIG_DFL)
+            libc.prlimit(0, 4, (0, libc.prlimit(0, 4)[1]))  # no core file
+            os.kill(os.getpid(), sig)
+        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0)
+    try:
+        ready_w, go_r = files.install_in_child(node.plan, [ready_w, go_r])
+    except OSError as e:
+        _report(ready_w, node.pid, f"process {node.pid}: fd set-up failed: {e}")
+        return
+    _report(ready_w, node.pid)
+    os.read(go_r, 1)
+
+
+# ---------------------------------------------------------------- the driver
+
+def _build_nodes(tasks: list[dict[str, Any]], root_pid: int, outside_sid: int | None
+                 ) -> tuple[_Node, list[_Node]]:
+    """The creation tree: children under parents, split around their parent's setsid."""
+    nodes = {t["pid"]: _Node(dict(t)) for t in tasks}
+    order = [nodes[t["pid"]] for t in tasks]
+    for n in order:
+        n.info["setsid"] = n.info["sid"] == n.pid
+        if outside_sid is not None and n.info["sid"] == outside_sid:
+            n.info["sid"] = None  # stays in the restorer's session
+    for n in order:
+        if n.pid == root_pid:
+            continue
+        parent = nodes[n.info["ppid"]]
+        if parent.info["setsid"] and n.info["sid"] != parent.pid and not n.info["setsid"]:
+            parent.early.append(n)
+        else:
+            parent.late.append(n)
+    return nodes[root_pid], order
+
+
+def _collect_ready(ready_r: int, expected: set[int]) -> None:
+    """Wait for each live process to report; raise the first error reported."""
+    pending = set(expected)
+    buf = b""
+    while pending:
+        chunk = os.read(ready_r, 4096)
+        if not chunk:
+            raise RestoreError(f"processes {sorted(pending)} died while being created")
+        buf += chunk
+        while len(buf) >= 6:
+            pid, n = struct.unpack("<iH", buf[:6])
+            if len(buf) < 6 + n:
+                break
+            msg, buf = buf[6:6 + n].decode(errors="replace"), buf[6 + n:]
+            if msg:
+                raise RestoreError(msg)
+            pending.discard(pid)
 
 
 def _parse_inherit(inherit_fds: list[str] | tuple[str, ...]) -> dict[str, int]:
@@ -107,13 +195,47 @@ def _parse_inherit(inherit_fds: list[str] | tuple[str, ...]) -> dict[str, int]:
     return out
 
 
+def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers: set[int],
+                  images_dir: str, helper: int, vdso_offset: int,
+                  shmem: dict[int, tuple[int, int, int]], pgid: int | None) -> None:
+    """Turn seized, waiting process ``pid`` into its saved self (registers last)."""
+    regs = ptrace.get_regs(pid)
+    inj = Injector(pid, helper + _SITE_OFFSET, regs)
+    try:
+        for fd in procfs.fd_numbers(pid):
+            if fd not in fd_numbers:  # the fds it waited on
+                inj.call("close", fd)
+        if pgid is not None and pgid != pid:
+            try:
+                inj.call("setpgid", 0, pgid)
+            except OSError as e:
+                raise RestoreError(f"process {pid}: cannot join process group {pgid}: "
+                                   f"{os.strerror(e.errno)}") from None
+        task.unregister_rseq(pid, inj)
+        mem.restore(pid, inj, mm, images_dir, helper, HELPER_SIZE, shmem)
+        log.info("process %d: memory restored (%d injected syscalls so far)", pid, inj.count)
+        task.restore(pid, inj, helper, core["task"])
+        signals.drain_pending(inj, helper)
+        signals.restore(pid, inj, helper, core["signals"])
+        task.restore_final(pid, inj, helper, core["task"])
+        saved_vdso = [v["start"] for v in mm["vmas"] if v["path"] == "[vdso]"]
+        if saved_vdso:
+            inj.site = saved_vdso[0] + vdso_offset
+        inj.call("munmap", helper, HELPER_SIZE)
+        cpu.restore(pid, core["cpu"])
+        ptrace.set_sigmask(pid, core["signals"]["blocked"])
+        log.info("process %d: state restored with %d injected syscalls", pid, inj.count)
+    finally:
+        inj.close()
+
+
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,
             inherit_fds: tuple[str, ...] | list[str] = (), pidfile: str | None = None
             ) -> RestoreResult:
-    """Restore the process saved in ``images_dir``; return its PID.
+    """Restore the process tree saved in ``images_dir``.
 
-    With ``detach`` the process runs on its own when this returns; otherwise
-    this waits for it to exit and returns its exit status too.
+    With ``detach`` the processes run on their own when this returns;
+    otherwise this waits for the root to exit and returns its exit status too.
     """
     t0 = time.monotonic()
     images = ImageReader(images_dir)
@@ -124,115 +246,136 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         shell_job = bool(inv.get("shell_job"))
     if inv.get("shell_job") and not shell_job:
         raise RestoreError("the image is of a shell job; restore it with -j (--shell-job)")
-    tinfo = inv["tasks"][0]
-    pid = tinfo["pid"]
-    core = images.load_json(f"core-{pid}.json")
-    mm = images.load_json(f"mm-{pid}.json")
-    fd_table = images.load_json(f"fds-{pid}.json")
+    root_pid = inv["root_pid"]
+    tasks = inv["tasks"]
+    live = [t for t in tasks if not t.get("zombie")]
+    cores = {t["pid"]: images.load_json(f"core-{t['pid']}.json") for t in live}
+    mms = {t["pid"]: images.load_json(f"mm-{t['pid']}.json") for t in live}
+    fd_tables = {t["pid"]: images.load_json(f"fds-{t['pid']}.json") for t in live}
     descriptions = images.load_json("files.json")
-    mem.check_files(mm)
-    log.info("restoring process %d from %s", pid, images_dir)
+    for mm in mms.values():
+        mem.check_files(mm)
+    log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid, images_dir)
 
     fctx = files.RestoreCtx(images, shell_job=shell_job, inherit=inherit)
-    child = 0
+    root, order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
+    outside_pgid = inv.get("outside_pgid")
+    started: list[int] = []
     ready_r = go_w = -1
     try:
-        plan = files.prepare_task(fctx, fd_table, descriptions)
+        for n in order:
+            if not n.zombie:
+                n.plan = files.prepare_task(fctx, fd_tables[n.pid], descriptions)
         unused = set(inherit) - fctx.used_keys
         if unused:
             from .inherit import available_keys
             raise RestoreError(
                 f"--inherit-fd key {sorted(unused)[0]!r} matches no file in the image; "
                 f"keys in the image: {', '.join(available_keys(descriptions)) or 'none'}")
+        files.warn_external(descriptions, fctx)
         vdso_offset = _own_vdso_offset()
         occupied = [(v.start, v.end) for v in procfs.maps(os.getpid())]
-        occupied += [(v["start"], v["end"]) for v in mm["vmas"]]
+        for mm in mms.values():
+            occupied += [(v["start"], v["end"]) for v in mm["vmas"]]
         helper = mem.free_area(occupied, HELPER_SIZE)
         libc.syscall("mmap", helper, HELPER_SIZE,
                      libc.PROT_READ | libc.PROT_WRITE | libc.PROT_EXEC,
                      libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE, -1, 0)
-        # The child runs its injected syscalls from here: its vDSO will move.
-        ctypes.memmove(helper + HELPER_SIZE - 16, b"\x0f\x05\xcc", 3)
+        # The new processes run their injected syscalls from here: their vDSO moves.
+        ctypes.memmove(helper + _SITE_OFFSET, b"\x0f\x05\xcc", 3)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
         try:
-            own_session = tinfo["sid"] == pid
-            child, ready_r, go_w = _fork_with_pid(
-                pid, plan, "own" if own_session else "join", tinfo["pgid"] == pid)
+            _spawn(root, ready_w, go_r)
         finally:
             libc.syscall("munmap", helper, HELPER_SIZE)
-        for fd in set(fctx.opened.values()):
-            os.close(fd)
-        for r, w in fctx.state.get("pipes", {}).values():
-            os.close(r)
-            if w != r:
-                os.close(w)
-        fctx.opened.clear()
-        fctx.state.clear()
-        if os.read(ready_r, 1) != b"R":
-            raise RestoreError(f"the new process {pid} died while setting up its files")
-        ptrace.seize(child)
-        ptrace.interrupt(child)
-        stop = ptrace.wait_stop(child)
-        if stop.exited:
-            raise RestoreError(f"the new process {pid} died: {stop.describe()}")
-        ptrace.set_sigmask(child, signals.ALL_BLOCKED)
-        regs = ptrace.get_regs(child)
-        inj = Injector(child, helper + HELPER_SIZE - 16, regs)
+            os.close(ready_w)
+            os.close(go_r)
+            fctx.close_all()
+        expected = {n.pid for n in order if not n.zombie}
         try:
-            # The child's own fds used to wait for ckpt.
-            for fd in procfs.fd_numbers(child):
-                if fd not in {e["fd"] for e in fd_table}:
-                    inj.call("close", fd)
-            task.unregister_rseq(child, inj)
-            mem.restore(child, inj, mm, images_dir, helper, HELPER_SIZE)
-            log.info("process %d: memory restored (%d injected syscalls so far)", pid, inj.count)
-            task.restore(child, inj, helper, core["task"])
-            signals.restore(child, inj, helper, core["signals"])
-            task.restore_final(child, inj, helper, core["task"])
-            saved_vdso = [v["start"] for v in mm["vmas"] if v["path"] == "[vdso]"]
-            if saved_vdso:
-                inj.site = saved_vdso[0] + vdso_offset
-            inj.call("munmap", helper, HELPER_SIZE)
-            cpu.restore(child, core["cpu"])
-            ptrace.set_sigmask(child, core["signals"]["blocked"])
-            log.info("process %d: state restored with %d injected syscalls", pid, inj.count)
+            _collect_ready(ready_r, expected)
         finally:
-            inj.close()
+            started = [p for p in (n.pid for n in order if not n.zombie)
+                       if _is_ours(p, root_pid)]
+        for pid in started:
+            ptrace.seize(pid)
+            ptrace.interrupt(pid)
+        for pid in started:
+            stop = ptrace.wait_stop(pid)
+            if stop.exited:
+                raise RestoreError(f"the new process {pid} died: {stop.describe()}")
+            ptrace.set_sigmask(pid, signals.ALL_BLOCKED)
+        shmem: dict[int, tuple[int, int, int]] = {}
+        for n in order:
+            if n.zombie:
+                continue
+            pgid = n.info["pgid"]
+            if pgid == outside_pgid:
+                pgid = None
+            _restore_task(n.pid, cores[n.pid], mms[n.pid],
+                          {e["fd"] for e in fd_tables[n.pid]}, images_dir, helper,
+                          vdso_offset, shmem, pgid)
         if pidfile:
             path = pidfile if os.path.isabs(pidfile) else os.path.join(images_dir, pidfile)
             with open(path, "w") as f:
-                f.write(f"{pid}\n")
-        ptrace.detach(child)
+                f.write(f"{root_pid}\n")
+        for pid in started:
+            ptrace.detach(pid)
         os.close(go_w)
         os.close(ready_r)
         go_w = ready_r = -1
     except BaseException as e:
-        for fd in fctx.opened.values():
+        fctx.close_all()
+        for pid in started:
             try:
-                os.close(fd)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        if child:
-            os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
         for fd in (ready_r, go_w):
             if fd >= 0:
-                os.close(fd)
+                os.close(fd)  # processes still waiting see EOF and exit
+        if started or root_pid in _children_of_self():
+            try:
+                os.waitpid(root_pid, 0)
+            except ChildProcessError:
+                pass
         if isinstance(e, CkptError):
             raise
         if isinstance(e, procfs.ProcessGone):
-            raise RestoreError(f"the new process {pid} died during the restore") from None
+            raise RestoreError(f"a new process died during the restore ({e})") from None
         if isinstance(e, OSError):
-            raise RestoreError(f"restore of process {pid} failed: {e}") from e
+            raise RestoreError(f"restore of process {root_pid} failed: {e}") from e
         raise
     dt = time.monotonic() - t0
-    log.info("process %d restored in %.3f s", pid, dt)
-    result = RestoreResult(pid, dt)
+    log.info("%d processes restored in %.3f s", len(tasks), dt)
+    result = RestoreResult(root_pid, dt, pids=[t["pid"] for t in tasks])
     if not detach:
         while True:
             try:
-                _, status = os.waitpid(pid, 0)
+                _, status = os.waitpid(root_pid, 0)
                 break
             except InterruptedError:
                 continue
         result.exit_status = os.waitstatus_to_exitcode(status)
     return result
+
+
+def _children_of_self() -> list[int]:
+    return procfs.children(os.getpid())
+
+
+def _is_ours(pid: int, root_pid: int) -> bool:
+    """True if ``pid`` is ckpt's root child or one of its descendants."""
+    me = os.getpid()
+    seen = 0
+    while pid > 1 and seen < 4096:
+        try:
+            ppid = procfs.stat(pid).ppid
+        except procfs.ProcessGone:
+            return False
+        if ppid == me:
+            return pid == root_pid
+        pid = ppid
+        seen += 1
+    return False

@@ -46,6 +46,23 @@ class RestoreCtx:
     state: dict[str, Any] = field(default_factory=dict)
 
 
+    def close_all(self) -> None:
+        """Close ckpt's own copies once the new processes hold theirs."""
+        for fd in set(self.opened.values()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for r, w in self.state.get("pipes", {}).values():
+            for fd in {r, w}:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.opened.clear()
+        self.state.clear()
+
+
 class FileKind(Protocol):
     """The interface each file-kind module provides."""
 
@@ -128,6 +145,27 @@ class DumpFiles:
             table.append({"fd": fd, "file": fid, "cloexec": cloexec})
             log.debug("process %d fd %d -> file %s (%s)", pid, fd, fid, link)
         return table
+
+
+def check_external(ctx: DumpCtx, dumper: DumpFiles) -> None:
+    """Mark pipes with an end outside the dumped tree; the restore needs to know."""
+    ends: dict[int, set[int]] = {}
+    for desc in dumper.descriptions.values():
+        if desc["kind"] == "pipe" and "fifo" not in desc:
+            ends.setdefault(desc["inode"], set()).add(desc["flags"] & os.O_ACCMODE)
+    for desc in dumper.descriptions.values():
+        if desc["kind"] == "pipe" and "fifo" not in desc:
+            modes = ends[desc["inode"]]
+            desc["external"] = not ({os.O_RDONLY, os.O_WRONLY} <= modes or os.O_RDWR in modes)
+
+
+def warn_external(descriptions: dict[str, dict[str, Any]], ctx: RestoreCtx) -> None:
+    """Say which pipes lost their outside end, and how to give them a new one."""
+    for desc in descriptions.values():
+        if desc.get("external") and not any(k in ctx.inherit for k in keys_of(desc)):
+            log.warning("pipe:[%s] had its other end outside the dumped tree; it is restored "
+                        "as a new pipe whose other end nobody holds (give one with "
+                        "--inherit-fd 'fd[N]:pipe:[%s]')", desc["inode"], desc["inode"])
 
 
 def keys_of(desc: dict[str, Any]) -> list[str]:

@@ -129,8 +129,15 @@ def _shmem_data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
 
 
 def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
-         stat: procfs.Stat) -> dict[str, Any]:
-    """Save mappings and pages of ``pid``; ``vmas`` were read before any injection."""
+         stat: procfs.Stat, shmem_seen: dict[int, int] | None = None) -> dict[str, Any]:
+    """Save mappings and pages of ``pid``; ``vmas`` were read before any injection.
+
+    ``shmem_seen`` (shared by every task of one dump) maps the inode of each
+    shared anonymous object to the task that saved its pages: the others
+    only refer to it.
+    """
+    if shmem_seen is None:
+        shmem_seen = {}
     out_vmas: list[dict[str, Any]] = []
     runs: list[list[int]] = []
     pages = images.raw(f"pages-{pid}.img")
@@ -153,6 +160,13 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
             if kind == "shmem":
                 fd = os.open(f"/proc/{pid}/map_files/{v.start:x}-{v.end:x}", os.O_RDONLY)
                 try:
+                    ino = os.fstat(fd).st_ino
+                    entry["shmem_id"] = ino
+                    if ino in shmem_seen:
+                        entry["shmem_owner"] = shmem_seen[ino]
+                        continue
+                    shmem_seen[ino] = pid
+                    entry["shmem_owner"] = pid
                     for s, e in _shmem_data_ranges(fd, v.size):
                         runs.append([v.start + s, (e - s) // PAGE])
                         _copy_out(pid, memfd, v.start + s, e - s, "r" in v.perms, pages)
@@ -276,8 +290,15 @@ class _TargetFiles:
 
 
 def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper: int,
-            helper_size: int) -> None:
-    """Replace the address space of stopped child ``pid`` with the saved one."""
+            helper_size: int, shmem: dict[int, tuple[int, int, int]] | None = None) -> None:
+    """Replace the address space of stopped child ``pid`` with the saved one.
+
+    ``shmem`` (shared by every task of one restore) maps a shared anonymous
+    object's id to (pid, start, end) of its first restored mapping; later
+    tasks map that same object through /proc/PID/map_files.
+    """
+    if shmem is None:
+        shmem = {}
     current = procfs.maps(pid)
     saved = mm["vmas"]
     keep = [(helper, helper + helper_size)]
@@ -301,8 +322,15 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
         if not (v["kind"] == "file" and v["shared"]) and not prot & libc.PROT_WRITE:
             prot |= libc.PROT_WRITE
             to_protect.append(v)
-        if v["kind"] in ("anon", "shmem"):
+        sid = v.get("shmem_id")
+        if v["kind"] == "shmem" and sid in shmem:
+            opid, ostart, oend = shmem[sid]
+            fd = files.open(f"/proc/{opid}/map_files/{ostart:x}-{oend:x}", os.O_RDWR)
+            inj.call("mmap", v["start"], length, prot, flags, fd, v["offset"])
+        elif v["kind"] in ("anon", "shmem"):
             inj.call("mmap", v["start"], length, prot, flags | libc.MAP_ANONYMOUS, -1, 0)
+            if v["kind"] == "shmem":
+                shmem[sid] = (pid, v["start"], v["end"])
         else:
             mode = os.O_RDWR if (v["shared"] and "mw" in v["flags"]) else os.O_RDONLY
             fd = files.open(v["path"], mode)

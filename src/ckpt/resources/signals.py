@@ -66,6 +66,14 @@ def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
             "itimers": itimers, "pending": pending}
 
 
+def drain_pending(inj: Injector, scratch: int) -> None:
+    """Discard signals the fresh process got while being built (SIGCHLD of zombies...)."""
+    inj.write(scratch, ALL_BLOCKED.to_bytes(8, "little") + bytes(16))  # set, then timespec 0
+    for _ in range(256):
+        if inj.raw("rt_sigtimedwait", scratch, 0, scratch + 8, 8) < 0:
+            return
+
+
 def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:
     """Everything but the blocked mask, which is set last by the driver."""
     for s in range(1, libc.NSIG + 1):
