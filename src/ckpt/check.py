@@ -18,14 +18,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
-import random
 import re
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, find_syscall_site
@@ -42,6 +39,15 @@ _PIPE_PAYLOAD = b"ckpt-check-tee"
 _SHM_BYTE = b"\x5a"
 # A one-instruction seccomp program: return SECCOMP_RET_ALLOW.
 _BPF_ALLOW = (0x06).to_bytes(2, "little") + b"\0\0" + (0x7FFF0000).to_bytes(4, "little")
+
+
+class PrctlMmMap(ctypes.Structure):
+    """struct prctl_mm_map (include/uapi/linux/prctl.h)."""
+
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+        "start_stack", "arg_start", "arg_end", "env_start", "env_end", "auxv")] + [
+        ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]
 
 
 class Missing(Exception):
@@ -68,33 +74,41 @@ def _has_cap(cap: int) -> bool:
 
 
 def _cr_capable_hint() -> str:
+    """Why an EPERM happened, when ckpt lacks the checkpoint/restore capabilities."""
     if _has_cap(CAP_CHECKPOINT_RESTORE) or _has_cap(CAP_SYS_ADMIN):
         return ""
-    return "; ckpt has neither CAP_CHECKPOINT_RESTORE nor CAP_SYS_ADMIN"
+    return " (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, which ckpt lacks)"
 
 
-@dataclass
 class _Ctx:
     """The throwaway child and what the probes learned about it."""
 
-    child: int = 0
-    pidfd: int = -1
-    seized: bool = False
-    stopped: bool = False
-    regs: ptrace.UserRegs | None = None
-    inj: Injector | None = None
-    scratch: int = 0
-    pipe_r: int = -1
-    pipe_w: int = -1
-    exe_fd: int = -1
-    shm: int = 0
-    vmas: list[procfs.Vma] = field(default_factory=list)
-    failed: set[str] = field(default_factory=set)
+    def __init__(self) -> None:
+        self.child = 0
+        self.pidfd = -1
+        self.regs: ptrace.UserRegs | None = None
+        self.inj: Injector | None = None
+        self.scratch = 0
+        self.pipe_r = self.pipe_w = self.exe_fd = -1
+        self.shm = 0
+        self.failed: set[str] = set()
 
     def need(self, *probes: str) -> None:
         for p in probes:
             if p in self.failed:
                 raise Skipped(f"not probed, since {p} failed")
+
+
+def _free_area(ranges: list[tuple[int, int]], size: int, hint: int = 0x100000000000) -> int:
+    """A page-aligned address where ``size`` bytes overlap none of ``ranges``."""
+    addr = hint
+    for s, e in sorted(ranges):
+        if e <= addr:
+            continue
+        if s >= addr + size:
+            break
+        addr = (e + libc.PAGE_SIZE - 1) & ~(libc.PAGE_SIZE - 1)
+    return addr
 
 
 def _wait_stop(pid: int, timeout: float = 2.0) -> ptrace.Stop:
@@ -136,7 +150,7 @@ def _fork_child(ctx: _Ctx) -> None:
 # ---------------------------------------------------------------- probes
 
 def probe_kernel(ctx: _Ctx) -> None:
-    rel = platform.release()
+    rel = os.uname().release
     m = re.match(r"(\d+)\.(\d+)", rel)
     if not m:
         raise Missing(f"cannot read the version of kernel {rel!r}")
@@ -158,7 +172,6 @@ def probe_seize(ctx: _Ctx) -> None:
         except OSError:
             pass
         raise Missing(f"PTRACE_SEIZE of a child failed: {_errno_text(e)}{hint}") from None
-    ctx.seized = True
     try:
         ptrace.interrupt(ctx.child)
     except OSError as e:
@@ -170,7 +183,6 @@ def probe_seize(ctx: _Ctx) -> None:
         if stop.event == ptrace.PTRACE_EVENT_STOP:
             break
         ptrace.cont(ctx.child, stop.stopsig)
-    ctx.stopped = True
 
 
 def probe_regs(ctx: _Ctx) -> None:
@@ -239,8 +251,7 @@ def probe_robust_rlimit(ctx: _Ctx) -> None:
 
 def probe_inject(ctx: _Ctx) -> None:
     ctx.need("ptrace", "PTRACE_GETREGS")
-    ctx.vmas = procfs.maps(ctx.child)
-    vdso = [v for v in ctx.vmas if v.path == "[vdso]"]
+    vdso = [v for v in procfs.maps(ctx.child) if v.path == "[vdso]"]
     if not vdso:
         raise Missing("the child has no [vdso] mapping to run syscalls from")
     try:
@@ -323,12 +334,16 @@ def probe_vm_readv(ctx: _Ctx) -> None:
 
 
 def probe_pagemap(ctx: _Ctx) -> None:
+    ctx.need("PTRACE_GETREGS")
+    assert ctx.regs is not None
+    sp_page = ctx.regs.rsp - ctx.regs.rsp % libc.PAGE_SIZE  # surely present: in use
     try:
-        flags = procfs.pagemap_flags(ctx.child, ctx.shm - ctx.shm % libc.PAGE_SIZE, 1)
+        flags = procfs.pagemap_flags(ctx.child, sp_page, 1)
     except OSError as e:
         raise Missing(f"reading /proc/PID/pagemap failed: {_errno_text(e)}") from None
     if len(flags) != 1 or not flags[0] & 0x80:
-        raise Missing("/proc/PID/pagemap does not show a page the child has as present")
+        raise Missing("/proc/PID/pagemap does not show the page at the child's stack pointer "
+                      "as present")
     try:
         vmas = procfs.maps(ctx.child, with_flags=True)
     except OSError as e:
@@ -445,8 +460,6 @@ def probe_mm_map(ctx: _Ctx) -> None:
     The exe file is still mapped, so the kernel answers EBUSY after every check
     ckpt depends on has passed (field validation, the capability for exe_fd).
     """
-    from .resources.mem import PrctlMmMap
-
     size = ctypes.c_uint32()
     try:
         libc.prctl(libc.PR_SET_MM, PR_SET_MM_MAP_SIZE, ctypes.addressof(size))
@@ -470,11 +483,10 @@ def probe_mm_map(ctx: _Ctx) -> None:
                   ctypes.sizeof(m), 0)
     if res in (0, -errno.EBUSY):
         return
-    why = {errno.EPERM: "setting exe_fd needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN"
-                        + _cr_capable_hint(),
-           errno.EINVAL: "the kernel refused the child's own memory layout"}.get(-res, "")
+    why = {errno.EPERM: " setting exe_fd" + (_cr_capable_hint() or " was refused"),
+           errno.EINVAL: ": the kernel refused the child's own memory layout"}.get(-res, "")
     raise Missing(f"prctl(PR_SET_MM, PR_SET_MM_MAP) failed: "
-                  f"{_errno_text(OSError(-res, ''))}{'; ' + why if why else ''}")
+                  f"{_errno_text(OSError(-res, ''))}{why}")
 
 
 def probe_vdso_mremap(ctx: _Ctx) -> None:
@@ -482,15 +494,13 @@ def probe_vdso_mremap(ctx: _Ctx) -> None:
     ctx.need("syscall injection")
     inj = ctx.inj
     assert inj is not None
-    from .resources.mem import free_area
-
     vmas = procfs.maps(ctx.child)
     trio = [v for v in vmas if v.path in _VDSO_NAMES]
     if not trio:
         raise Missing("the child has no vDSO mappings")
     base = min(v.start for v in trio)
     span = max(v.end for v in trio) - base
-    temp = free_area([(v.start, v.end) for v in vmas], span)
+    temp = _free_area([(v.start, v.end) for v in vmas], span)
     for v in trio:
         res = inj.raw("mremap", v.start, v.size, v.size,
                       libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED, temp + v.start - base)
@@ -513,6 +523,8 @@ def probe_seccomp(ctx: _Ctx) -> None:
     inj.write(prog_at, _BPF_ALLOW)
     inj.write(ctx.scratch, (1).to_bytes(2, "little") + b"\0" * 6 + prog_at.to_bytes(8, "little"))
     try:
+        # Lets a filter in without privileges. Unpassed arguments would be left-over registers.
+        inj.call("prctl", libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         inj.call("seccomp", libc.SECCOMP_SET_MODE_FILTER, 0, ctx.scratch)
     except OSError as e:
         raise Missing(f"installing a seccomp filter by injection failed: {e}") from None
@@ -521,7 +533,7 @@ def probe_seccomp(ctx: _Ctx) -> None:
     except OSError as e:
         why = ""
         if e.errno == errno.EACCES:
-            why = " (needs CAP_SYS_ADMIN, and ckpt itself outside seccomp)"
+            why = " (needs CAP_SYS_ADMIN and ckpt itself outside seccomp)"
         raise Missing(f"PTRACE_SECCOMP_GET_FILTER failed: {_errno_text(e)}{why}; processes "
                       "with seccomp filters cannot be dumped") from None
     if progs != [_BPF_ALLOW]:
@@ -545,9 +557,9 @@ def _free_pid() -> int:
             pid_max = int(f.read())
     except (OSError, ValueError):
         pid_max = 32768
-    rnd = random.Random()
+    low = max(300, pid_max // 2)
     for _ in range(1000):
-        pid = rnd.randrange(max(300, pid_max // 2), pid_max)
+        pid = low + int.from_bytes(os.urandom(4), "little") % (pid_max - low)
         if not os.path.exists(f"/proc/{pid}"):
             return pid
     raise Missing("found no free PID to try clone3 with set_tid")
@@ -576,7 +588,7 @@ def probe_clone3(ctx: _Ctx) -> None:
     assert last is not None
     why = ""
     if last.errno == errno.EPERM:
-        why = " (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN" + _cr_capable_hint() + ")"
+        why = _cr_capable_hint()
     elif last.errno == errno.ENOSYS:
         why = " (needs Linux 5.3, set_tid 5.5)"
     elif last.errno == errno.EINVAL:

@@ -23,7 +23,7 @@ from .errors import CkptError, DumpError, UnsupportedError
 from .images import ImageWriter
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, find_syscall_site
-from .resources import chrdev, cpu, files, files_reg, mem, pipes, signals, task, tty  # noqa: F401  (register file kinds)
+from .resources import chrdev, cpu, files, files_reg, mem, pipes, signals, sk_unix, task, tty  # noqa: F401,I001  (file kinds register)
 
 log = logging.getLogger("ckpt.dump")
 
@@ -339,6 +339,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             if t.frozen is not None:
                 total += _dump_task(t, images, dumper, shmem_seen)["bytes"]
         files.check_external(fctx, dumper)
+        sk_unix.check_external(dumper.descriptions, fctx.external)
         images.write_json("files.json", dumper.descriptions)
         root = tasks[0]
         images.finish({

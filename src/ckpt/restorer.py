@@ -27,7 +27,7 @@ from .errors import CkptError, RestoreError
 from .images import ImageReader
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
-from .resources import chrdev, cpu, files, files_reg, mem, pipes, signals, task, tty  # noqa: F401  (register file kinds)
+from .resources import chrdev, cpu, files, files_reg, mem, pipes, signals, sk_unix, task, tty  # noqa: F401,I001  (file kinds register)
 
 log = logging.getLogger("ckpt.restore")
 
@@ -257,7 +257,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         mem.check_files(mm)
     log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid, images_dir)
 
-    fctx = files.RestoreCtx(images, shell_job=shell_job, inherit=inherit)
+    fctx = files.RestoreCtx(images, shell_job=shell_job, inherit=inherit,
+                            descriptions=descriptions)
     root, order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
     outside_pgid = inv.get("outside_pgid")
     started: list[int] = []

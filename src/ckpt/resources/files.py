@@ -44,6 +44,7 @@ class RestoreCtx:
     used_keys: set[str] = field(default_factory=set)
     opened: dict[str, int] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    descriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
     def close_all(self) -> None:
@@ -53,12 +54,13 @@ class RestoreCtx:
                 os.close(fd)
             except OSError:
                 pass
-        for r, w in self.state.get("pipes", {}).values():
-            for fd in {r, w}:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        held = [fd for r, w in self.state.get("pipes", {}).values() for fd in {r, w}]
+        held += list(self.state.get("unix", {}).values())
+        for fd in held:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         self.opened.clear()
         self.state.clear()
 

@@ -355,9 +355,20 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
     for v in to_protect:
         inj.call("mprotect", v["start"], v["end"] - v["start"], v["prot"])
 
-    exe_fd = files.open(mm["exe"], os.O_RDONLY)
+    exe_fd = -1 if _same_exe(pid, mm["exe"]) else files.open(mm["exe"], os.O_RDONLY)
     _set_mm_map(inj, mm, helper, exe_fd)
     files.close_all()
+
+
+def _same_exe(pid: int, path: str) -> bool:
+    """Whether the child's exe already is ``path`` (a Python target restored by ckpt
+    running on the same interpreter). The kernel refuses to replace an exe that is
+    still mapped (EBUSY), and here there is nothing to replace."""
+    try:
+        return (os.readlink(f"/proc/{pid}/exe") == path
+                and os.path.samefile(f"/proc/{pid}/exe", path))
+    except OSError:
+        return False
 
 
 class PrctlMmMap(ctypes.Structure):
@@ -374,7 +385,7 @@ def _set_mm_map(inj: Injector, mm: dict[str, Any], scratch: int, exe_fd: int) ->
     m = PrctlMmMap(**{k: mm[k] for k in (
         "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
         "start_stack", "arg_start", "arg_end", "env_start", "env_end")},
-        auxv=auxv_addr, auxv_size=len(auxv), exe_fd=exe_fd)
+        auxv=auxv_addr, auxv_size=len(auxv), exe_fd=exe_fd & 0xFFFFFFFF)  # -1: keep the exe
     inj.write(scratch, bytes(m))
     try:
         inj.call("prctl", libc.PR_SET_MM, libc.PR_SET_MM_MAP, scratch, ctypes.sizeof(m), 0)

@@ -1,0 +1,326 @@
+"""Helpers shared by ckpt's tests: target processes, their output, and the ckpt CLI.
+
+Everything here works on real processes and the real kernel. Waits poll with a
+timeout; nothing sleeps for a fixed long time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+TESTS = Path(__file__).resolve().parent
+PROGS = TESTS / "progs"
+BUILD = TESTS / ".build"
+PYTHON = sys.executable
+POLL = 0.01
+
+T = TypeVar("T")
+
+
+def wait_until(pred: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = pred()
+        if res:
+            return res
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(POLL)
+
+
+# ------------------------------------------------------------------ processes
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of ``pid`` (R, S, T, t, Z, ...), or None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return raw[raw.rindex(")") + 2:].split()[0]
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict of raw values."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+def proc_ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    return int(raw[raw.rindex(")") + 2:].split()[1])
+
+
+def is_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is neither a zombie nor dead."""
+    return proc_state(pid) not in (None, "Z", "X")
+
+
+def my_children() -> set[int]:
+    """Direct children of every thread of this (pytest) process."""
+    kids: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                kids.update(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            continue
+    return kids
+
+
+def free_pid() -> int:
+    """A PID that no process holds right now (highest first, far from new PIDs)."""
+    with open("/proc/sys/kernel/pid_max") as f:
+        top = int(f.read()) - 1
+    for pid in range(top, 300, -1):
+        if not os.path.exists(f"/proc/{pid}"):
+            return pid
+    raise AssertionError("no free PID found")
+
+
+class Output:
+    """The stdout file of a target; only complete lines count."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def lines(self) -> list[str]:
+        try:
+            text = self.path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return text[: text.rfind("\n") + 1].splitlines()
+
+    def numbers(self) -> list[int]:
+        """The lines that are plain numbers (the tick counters of the test programs)."""
+        return [int(x) for x in self.lines() if x.isdigit()]
+
+    def first_field_numbers(self) -> list[int]:
+        """The leading number of each line that starts with one ("12 ..." -> 12)."""
+        out = []
+        for line in self.lines():
+            head = line.split(" ", 1)[0]
+            if head.isdigit():
+                out.append(int(head))
+        return out
+
+    def wait_numbers(self, count: int, timeout: float = 10.0) -> list[int]:
+        """Wait until at least ``count`` number lines were printed."""
+        def enough() -> list[int] | None:
+            nums = self.numbers()
+            return nums if len(nums) >= count else None
+
+        return wait_until(enough, timeout, f"{count} number lines in {self.path}")
+
+    def wait_line(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
+        """Wait for a line matching regex ``pattern`` at or after line index ``start``."""
+        rx = re.compile(pattern)
+
+        def find() -> str | None:
+            return next((ln for ln in self.lines()[start:] if rx.search(ln)), None)
+
+        return wait_until(find, timeout, f"a line matching {pattern!r} in {self.path}")
+
+    def wait_quiet(self, quiet: float = 0.2, timeout: float = 5.0) -> list[str]:
+        """Wait until the output did not change for ``quiet`` seconds; return its lines."""
+        deadline = time.monotonic() + timeout
+        last = self.lines()
+        since = time.monotonic()
+        while time.monotonic() - since < quiet:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.path} keeps growing")
+            time.sleep(POLL)
+            now = self.lines()
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
+
+
+def assert_consecutive(nums: Sequence[int], start: int = 0) -> None:
+    """``nums`` must be start, start+1, ...: no number skipped or repeated."""
+    assert nums, "no numbers printed"
+    expected = list(range(start, start + len(nums)))
+    if list(nums) != expected:
+        bad = next(i for i, (a, b) in enumerate(zip(nums, expected, strict=True)) if a != b)
+        raise AssertionError(f"sequence broken at index {bad}: "
+                             f"...{list(nums[max(0, bad - 3):bad + 3])}..., "
+                             f"expected {expected[bad]}")
+
+
+@dataclass
+class Proc:
+    """A process a test started or restored, and the file its stdout goes to."""
+
+    pid: int
+    out: Output
+    popen: subprocess.Popen[bytes] | None = None
+    pidfd: int = -1
+    argv: list[str] = field(default_factory=list)
+
+
+class Procs:
+    """Starts targets and tracks them (and restored processes) to kill and reap them all."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.tracked: list[Proc] = []
+        self.children_before = my_children()
+
+    def start(self, argv: Sequence[str | os.PathLike[str]], name: str = "target",
+              cwd: Path | None = None) -> Proc:
+        """Start ``argv`` in a new session, stdout+stderr to ``tmp_path/NAME.out``."""
+        out = self.tmp_path / f"{name}.out"
+        args = [os.fspath(a) for a in argv]
+        with open(out, "wb") as f, open(os.devnull, "rb") as null:
+            popen = subprocess.Popen(args, stdin=null, stdout=f, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=cwd)
+        proc = Proc(popen.pid, Output(out), popen, os.pidfd_open(popen.pid), args)
+        self.tracked.append(proc)
+        return proc
+
+    def adopt(self, pid: int, out: Output) -> Proc:
+        """Track a restored process (it is our child: we are a child subreaper)."""
+        proc = Proc(pid, out, None, os.pidfd_open(pid))
+        self.tracked.append(proc)
+        return proc
+
+    def wait_gone(self, proc: Proc | int, timeout: float = 10.0) -> int | None:
+        """Wait until the process is fully gone, reaping it if it is ours.
+
+        Returns its exit code as ``Popen.returncode`` spells it (-9 for SIGKILL) when
+        this process reaped it, else None.
+        """
+        p = proc if isinstance(proc, Proc) else next(
+            (t for t in reversed(self.tracked) if t.pid == proc), None)
+        pid = proc.pid if isinstance(proc, Proc) else proc
+        if p is not None and p.popen is not None and p.popen.returncode is None:
+            try:
+                return p.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"process {pid} still there after {timeout} s "
+                                     f"(state {proc_state(pid)})") from None
+        code: list[int | None] = [None]
+
+        def gone() -> bool:
+            try:
+                wpid, status = os.waitpid(pid, os.WNOHANG)
+                if wpid == pid:
+                    code[0] = os.waitstatus_to_exitcode(status)
+                    return True
+            except ChildProcessError:
+                pass
+            return not os.path.exists(f"/proc/{pid}")
+
+        wait_until(gone, timeout, f"process {pid} to be gone")
+        return code[0]
+
+    def cleanup(self) -> None:
+        """Kill and reap every tracked process and every new child (restored ones too)."""
+        for p in self.tracked:
+            try:
+                if p.pidfd >= 0:
+                    signal.pidfd_send_signal(p.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except OSError:
+                pass
+            if p.popen is not None:
+                p.popen.kill()
+        for p in self.tracked:
+            try:
+                self.wait_gone(p, timeout=5.0)
+            except AssertionError:
+                pass
+            if p.pidfd >= 0:
+                os.close(p.pidfd)
+                p.pidfd = -1
+        # Anything else that became our child during the test (a restored process whose
+        # PID the test never learnt, a child of a killed ckpt): kill and reap it too.
+        for pid in my_children() - self.children_before:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+# ------------------------------------------------------------------ the ckpt CLI
+
+def ckpt_cmd() -> list[str]:
+    """How to run the ckpt CLI: the venv's console script next to our interpreter."""
+    script = Path(PYTHON).with_name("ckpt")
+    return [str(script)] if script.exists() else [PYTHON, "-m", "ckpt"]
+
+
+def run_ckpt(*args: str | int | os.PathLike[str], timeout: float = 60.0
+             ) -> subprocess.CompletedProcess[str]:
+    """Run ``ckpt ARGS``; return the finished process (stdout/stderr as text)."""
+    argv = ckpt_cmd() + [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def ckpt_ok(*args: str | int | os.PathLike[str], timeout: float = 60.0
+            ) -> subprocess.CompletedProcess[str]:
+    """Run ``ckpt ARGS`` and insist that it succeeds."""
+    res = run_ckpt(*args, timeout=timeout)
+    assert res.returncode == 0, (f"ckpt {' '.join(map(str, args))} exited {res.returncode}\n"
+                                 f"stdout: {res.stdout}\nstderr: {res.stderr}")
+    return res
+
+
+def ckpt_fails(*args: str | int | os.PathLike[str], code: int = 1, timeout: float = 60.0
+               ) -> str:
+    """Run ``ckpt ARGS``, insist it fails cleanly with ``code``; return its stderr."""
+    res = run_ckpt(*args, timeout=timeout)
+    assert res.returncode == code, (f"ckpt {' '.join(map(str, args))} exited "
+                                    f"{res.returncode}, expected {code}\nstderr: {res.stderr}")
+    assert "Traceback" not in res.stderr, res.stderr
+    return res.stderr
+
+
+# ------------------------------------------------------------------ a whole cycle
+
+def dump_and_check_dead(procs: Procs, target: Proc, images: Path, *extra: str,
+                        timeout: float = 60.0) -> list[int]:
+    """Dump ``target`` (killing it), check it died of SIGKILL; return its numbers so far."""
+    ckpt_ok("dump", "-t", target.pid, "-D", images, *extra, timeout=timeout)
+    code = procs.wait_gone(target)
+    assert code == -signal.SIGKILL, f"dumped process ended with {code}, expected SIGKILL"
+    assert not os.path.exists(f"/proc/{target.pid}")
+    assert (images / "inventory.json").is_file()
+    return target.out.numbers()
+
+
+def restore_detached(procs: Procs, pid: int, out: Output, images: Path, *extra: str,
+                     timeout: float = 60.0) -> Proc:
+    """``ckpt restore -d``; check the process runs under ``pid``, re-parented to us."""
+    ckpt_ok("restore", "-D", images, "-d", *extra, timeout=timeout)
+    assert is_alive(pid), f"restored process {pid} is not running (state {proc_state(pid)})"
+    proc = procs.adopt(pid, out)
+    assert proc_ppid(pid) == os.getpid(), "restored process was not re-parented to pytest"
+    return proc

@@ -1,0 +1,89 @@
+"""pytest set-up for ckpt: a child subreaper, compiled test programs, tracked processes.
+
+pytest is made a child subreaper so that processes restored with ``-d`` (whose
+parent, the ckpt command, exits) are re-parented to it and can be reaped here,
+instead of lingering as zombies of PID 1, which reaps lazily on this machine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ckpt_helpers import BUILD, PROGS, Procs
+
+PR_SET_CHILD_SUBREAPER = 36
+CFLAGS = ["-O2", "-Wall", "-Wextra"]
+
+
+def _set_child_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Become a child subreaper before any test starts a process."""
+    _set_child_subreaper()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """ckpt needs root (ptrace, clone3 with set_tid, PR_SET_MM_MAP)."""
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="ckpt tests need root")
+        for item in items:
+            item.add_marker(skip)
+
+
+Builder = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def build() -> Builder:
+    """``build(name, static=False)``: compile tests/progs/NAME.c (cached in tests/.build/)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    BUILD.mkdir(exist_ok=True)
+
+    def compile_prog(name: str, static: bool = False) -> Path:
+        src = PROGS / f"{name}.c"
+        flags = CFLAGS + (["-static"] if static else [])
+        key = hashlib.sha256(src.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+        out = BUILD / f"{name}{'-static' if static else ''}-{key}"
+        if out.exists():
+            return out
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        res = subprocess.run(["gcc", *flags, "-o", str(tmp), str(src)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            if static and compile_prog(name).exists():
+                pytest.skip(f"cannot link statically (static libc missing?): {res.stderr}")
+            pytest.fail(f"gcc failed on {src}:\n{res.stderr}")
+        tmp.rename(out)
+        return out
+
+    return compile_prog
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """Start targets; every process started or restored is killed and reaped at teardown."""
+    p = Procs(tmp_path)
+    try:
+        yield p
+    finally:
+        p.cleanup()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """The image folder of a test (not created: ckpt dump creates it)."""
+    return tmp_path / "images"

@@ -1,0 +1,44 @@
+"""Files and pipes: an O_APPEND file keeps appending, a pipe keeps its unread bytes."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from ckpt_helpers import Procs, assert_consecutive, dump_and_check_dead, restore_detached
+from conftest import Builder
+
+
+def _file_numbers(lines: list[str]) -> list[int]:
+    return [int(ln.split()[1]) for ln in lines]
+
+
+def test_append_file_and_pipe(build: Builder, procs: Procs, images: Path,
+                              tmp_path: Path) -> None:
+    """Unread pipe data (100000 bytes, 128 KiB pipe) is read back intact after restore;
+    appends go on at the end of the file, after what others appended meanwhile."""
+    log = tmp_path / "append.log"
+    target = procs.start([build("pipefile"), log])
+    target.out.wait_numbers(4)
+    before = dump_and_check_dead(procs, target, images)
+    dumped_lines = log.read_text().splitlines()
+    assert _file_numbers(dumped_lines) == list(range(len(dumped_lines)))
+    with open(log, "a") as f:  # the file grows between dump and restore
+        f.write("external\n")
+
+    restored = restore_detached(procs, target.pid, target.out, images)
+    target.out.wait_numbers(len(before) + 2)
+    n_lines = len(target.out.lines())
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
+    assert target.out.wait_line(r"^pipe ", start=n_lines) == "pipe ok 100000 cap 131072"
+    assert target.out.wait_line(r"^pipe again", start=n_lines) == "pipe again ok"
+    target.out.wait_numbers(len(target.out.numbers()) + 2)
+    assert_consecutive(target.out.numbers())
+
+    lines = log.read_text().splitlines()
+    assert lines.count("external") == 1
+    cut = lines.index("external")
+    assert lines[:cut] == dumped_lines, "lines written before the dump changed"
+    after = _file_numbers(lines[cut + 1:])
+    assert after, "no appends after the restore"
+    assert_consecutive(_file_numbers(lines[:cut]) + after)

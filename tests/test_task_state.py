@@ -1,0 +1,61 @@
+"""Per-process state survives: signal mask, ignored and pending signals, sigaltstack,
+umask, cwd, comm and rlimits."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+from pathlib import Path
+
+from ckpt_helpers import Procs, assert_consecutive, dump_and_check_dead, restore_detached
+from conftest import Builder
+
+
+def _sigbit(*sigs: int) -> int:
+    return sum(1 << (s - 1) for s in sigs)
+
+
+def _state(line: str) -> dict[str, str]:
+    """"STATE a=1 b=x y" -> {"a": "1", "b": "x y"} (values may hold spaces)."""
+    return dict(re.findall(r"(\w+)=(.*?)(?= \w+=|$)", line))
+
+
+def test_signal_and_task_state(build: Builder, procs: Procs, images: Path,
+                               tmp_path: Path) -> None:
+    """The program reports its state on SIGUSR1 before the dump and after the restore."""
+    workdir = tmp_path / "work dir"
+    workdir.mkdir()
+    target = procs.start([build("sigstate"), workdir])
+    target.out.wait_numbers(2)
+    os.kill(target.pid, signal.SIGUSR2)  # blocked: stays pending across the dump
+    os.kill(target.pid, signal.SIGUSR1)
+    before = _state(target.out.wait_line(r"^STATE "))
+    hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard_core = resource.getrlimit(resource.RLIMIT_CORE)[1] % (1 << 64)  # RLIM_INFINITY is -1
+    assert int(before["blk"], 16) == _sigbit(signal.SIGUSR2, signal.SIGRTMIN + 3)
+    assert int(before["ign"], 16) & _sigbit(signal.SIGHUP)
+    assert int(before["shdpnd"], 16) == _sigbit(signal.SIGUSR2)
+    assert int(before["pnd"], 16) == 0
+    assert before["umask"] == "0027"
+    assert before["cwd"] == str(workdir)
+    assert before["comm"] == "sigstate-x"
+    assert before["altstack"] == "1,65536,0"
+    assert before["onstack"] == "1"
+    assert before["nofile"] == f"123,{hard_nofile}"
+    assert before["core"] == f"4096,{hard_core}"
+
+    n_before = dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    target.out.wait_numbers(len(n_before) + 1)
+    n_lines = len(target.out.lines())
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
+    line = target.out.wait_line(r"^STATE ", start=n_lines)
+    assert _state(line) == before
+    status = {k: v.strip() for k, _, v in (ln.partition(":") for ln in
+                                            open(f"/proc/{restored.pid}/status"))}
+    assert status["Name"] == "sigstate-x"
+    assert os.readlink(f"/proc/{restored.pid}/cwd") == str(workdir)
+    target.out.wait_numbers(len(target.out.numbers()) + 1)
+    assert_consecutive(target.out.numbers())
