@@ -262,6 +262,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     root, order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
     outside_pgid = inv.get("outside_pgid")
     started: list[int] = []
+    foreground: tty.Foreground | None = None
     ready_r = go_w = -1
     try:
         for n in order:
@@ -321,6 +322,9 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             path = pidfile if os.path.isabs(pidfile) else os.path.join(images_dir, pidfile)
             with open(path, "w") as f:
                 f.write(f"{root_pid}\n")
+        if not detach and shell_job:
+            root_pgid = root.info["pgid"] if root.info["pgid"] != outside_pgid else None
+            foreground = tty.Foreground(root_pgid or os.getpgrp())
         for pid in started:
             ptrace.detach(pid)
         os.close(go_w)
@@ -328,6 +332,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         go_w = ready_r = -1
     except BaseException as e:
         fctx.close_all()
+        if foreground is not None:
+            foreground.close()
         for pid in started:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -352,14 +358,24 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     log.info("%d processes restored in %.3f s", len(tasks), dt)
     result = RestoreResult(root_pid, dt, pids=[t["pid"] for t in tasks])
     if not detach:
-        while True:
+        if foreground is None:
+            status = _wait_for(root_pid)
+        else:
             try:
-                _, status = os.waitpid(root_pid, 0)
-                break
-            except InterruptedError:
-                continue
+                status = foreground.wait(root_pid)
+            finally:
+                foreground.close()
         result.exit_status = os.waitstatus_to_exitcode(status)
     return result
+
+
+def _wait_for(pid: int) -> int:
+    """The waitpid() status of child ``pid`` once it has ended."""
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
 
 
 def _children_of_self() -> list[int]:

@@ -1,0 +1,71 @@
+"""An interactive shell on a real pseudo-terminal, driven by a test as a user would."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import termios
+import threading
+from pathlib import Path
+
+from ckpt_helpers import wait_until
+
+
+class Terminal:
+    """``bash -i`` on a new pty: the session leader, with job control on."""
+
+    def __init__(self, cwd: Path, path_dirs: list[str]):
+        self.master, slave = os.openpty()
+        self.slave_path = os.ttyname(slave)
+        env = {"PATH": ":".join(path_dirs + [os.environ.get("PATH", "/usr/bin:/bin")]),
+               "HOME": str(cwd), "TERM": "dumb", "PS1": "$ ", "LC_ALL": "C"}
+        self.shell = subprocess.Popen(
+            ["bash", "--norc", "--noprofile", "-i"], stdin=slave, stdout=slave, stderr=slave,
+            cwd=cwd, env=env, start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(slave)
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._marks = 0
+        self.run("true")
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._buf += chunk
+
+    def text(self) -> str:
+        with self._lock:
+            return self._buf.decode(errors="replace").replace("\r", "")
+
+    def send(self, data: str) -> None:
+        os.write(self.master, data.encode())
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match[str]:
+        rx = re.compile(pattern, re.M)
+        return wait_until(lambda: rx.search(self.text(), start), timeout,
+                          f"{pattern!r} on the terminal; it shows:\n{self.text()[-2000:]}")
+
+    def run(self, command: str, timeout: float = 60.0) -> tuple[int, str]:
+        """Type ``command`` at the prompt; return its exit status and what it printed."""
+        self._marks += 1
+        mark = f"__done{self._marks}_"
+        start = len(self.text())
+        self.send(f"{command}\necho {mark}$?__\n")
+        m = self.wait_for(rf"^{mark}(\d+)__$", timeout, start)
+        return int(m[1]), self.text()[start:m.start()]
+
+    def close(self) -> None:
+        self.shell.kill()
+        self.shell.wait()
+        os.close(self.master)

@@ -1,0 +1,107 @@
+"""Process trees: same PIDs, parents, groups and sessions; zombies, waiting parents,
+shared memory, shared file offsets and pipes between processes of the tree."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+from ckpt_helpers import (
+    Output,
+    Procs,
+    assert_consecutive,
+    ckpt_ok,
+    is_alive,
+    proc_ppid,
+    proc_state,
+    restore_detached,
+)
+from conftest import Builder
+
+
+def _ids(pid: int) -> tuple[int, int, int]:
+    """(ppid, pgid, sid) of ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def _role_numbers(out: Output, role: str) -> list[int]:
+    rx = re.compile(rf"^{role} (\d+)\b")
+    return [int(m[1]) for m in map(rx.match, out.lines()) if m]
+
+
+def _dump_tree(procs: Procs, root: int, pids: list[int], images: Path, *extra: str) -> None:
+    """Dump the tree at ``root``, then reap every process of it (we are their subreaper)."""
+    ckpt_ok("dump", "-t", root, "-D", images, *extra)
+    for pid in pids:
+        procs.wait_gone(pid)
+        assert not os.path.exists(f"/proc/{pid}"), f"process {pid} survived the dump"
+
+
+def test_tree_with_zombie_waiter_groups_sessions_and_shared_memory(
+        build: Builder, procs: Procs, images: Path) -> None:
+    target = procs.start([build("tree")])
+    out = target.out
+    pids_line = out.wait_line(r"^pids ")
+    p, a, b, c, g, z = map(int, pids_line.split()[1:])
+    assert p == target.pid
+    for role in "PABG":  # C is blocked in waitpid() until G ends
+        out.wait_line(rf"^{role} 5\b")
+    assert proc_state(z) == "Z"
+    ids = {pid: _ids(pid) for pid in (a, b, c, g)}
+    ids[p] = (os.getpid(), *_ids(p)[1:])  # the root comes back re-parented to us
+    assert ids[b][1] == b and ids[c][2] == c and ids[g][2] == c  # the set-up is as meant
+    a_before = max(int(m[1]) for m in re.finditer(r"^P \d+ a=(\d+)$", "\n".join(out.lines()),
+                                                  re.M))
+
+    _dump_tree(procs, p, [p, a, b, c, g, z], images)
+    counts = {role: len(_role_numbers(out, role)) for role in "PABG"}
+    restore_detached(procs, p, out, images)
+
+    for pid, want in ids.items():
+        assert is_alive(pid), f"process {pid} not running after restore"
+        assert _ids(pid) == want, f"process {pid}: (ppid, pgid, sid) {_ids(pid)} != {want}"
+    assert proc_state(z) == "Z" and proc_ppid(z) == p, "the zombie did not come back"
+    for role in "PABG":
+        out.wait_line(rf"^{role} {counts[role] + 3}\b")
+    # Shared anonymous memory: A's stores still reach P.
+    a_after = [int(m[1]) for m in re.finditer(r"^P \d+ a=(\d+)$", "\n".join(out.lines()), re.M)]
+    assert a_after[-1] > a_before + 3, "P no longer sees A's writes to the shared page"
+
+    os.kill(g, signal.SIGUSR2)  # C, blocked in waitpid() since before the dump, reaps G
+    assert out.wait_line(r"^C waited") == "C waited G 3"
+    os.kill(p, signal.SIGUSR1)  # P reaps the zombie with its saved exit status
+    assert out.wait_line(r"^P reaped") == "P reaped Z 5"
+    procs.wait_gone(z)
+    out.wait_line(r"^C 3$")
+    # One shared offset: no process overwrote another's lines, none lost a tick.
+    for role in "PABCG":
+        assert_consecutive(_role_numbers(out, role))
+    assert all(re.match(r"^(pids|[PABCG] \d+|C waited|P reaped)", ln) for ln in out.lines())
+
+
+def test_pipe_chain_mid_stream(build: Builder, procs: Procs, images: Path) -> None:
+    """producer | filter | consumer with full pipes: no byte lost or repeated."""
+    target = procs.start([build("chain")])
+    out = target.out
+    pids = [int(x) for x in out.wait_line(r"^pids ").split()[1:]]
+    out.wait_line(r"^ok 100000$", timeout=20)
+    ids = {pid: _ids(pid) for pid in pids[1:]}
+    _dump_tree(procs, pids[0], pids, images)
+    last = int(out.lines()[-1].split()[1])
+    pipes = [f for f in os.listdir(images) if f.startswith("pipes")]
+    assert pipes, "no pipe data in the images"
+    restore_detached(procs, pids[0], out, images)
+    for pid, want in ids.items():
+        assert _ids(pid) == want
+    out.wait_line(rf"^ok {last + 100000}$", timeout=30)
+    assert not [ln for ln in out.lines() if ln.startswith(("BAD", "child"))], out.lines()[-5:]
+    oks = [int(ln.split()[1]) // 20000 for ln in out.lines() if ln.startswith("ok ")]
+    assert_consecutive(oks)
+    # The parent still waits in wait(): it sees the consumer end.
+    os.kill(pids[3], signal.SIGTERM)
+    assert out.wait_line(rf"^child {pids[3]} ") == f"child {pids[3]} {signal.SIGTERM}"
