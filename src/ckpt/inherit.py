@@ -11,8 +11,9 @@ from typing import Any
 from .errors import UsageError
 
 _ARG_RE = re.compile(r"^(fd|debug)\[(\d+)\]:(.+)$", re.S)
-FORMAT_HELP = ("fd[N]:KEY (KEY: tmp/old, pipe:[INODE], socket:[INODE], tty[RDEV:DEV]) "
-               "or debug[N]:TEXT")
+_ORIG_FD_RE = re.compile(r"^orig-fd\[(\d+)\]$")
+FORMAT_HELP = ("fd[N]:KEY (KEY: tmp/old, /tmp/old, pipe:[INODE], socket:[INODE], "
+               "tty[RDEV:DEV], orig-fd[M]) or debug[N]:TEXT")
 
 
 def parse_inherit_fd(arg: str) -> tuple[int, str] | None:
@@ -38,4 +39,20 @@ def available_keys(descriptions: dict[str, dict[str, Any]]) -> list[str]:
         keys = keys_of(desc)
         if keys and keys[0] not in out:
             out.append(keys[0])
+    return out
+
+
+def resolve_original_fds(inherit: dict[str, int], root_pid: int,
+                         root_table: list[dict[str, Any]]) -> dict[str, int]:
+    """Take the ``orig-fd[M]`` keys out of ``inherit``: each names the file the root
+    process had open as fd M at dump time. Returns {description id: restorer's fd}."""
+    by_fd = {e["fd"]: e["file"] for e in root_table}
+    out: dict[str, int] = {}
+    for key in [k for k in inherit if _ORIG_FD_RE.match(k)]:
+        num = int(key[len("orig-fd["):-1])
+        if num not in by_fd:
+            have = ", ".join(str(n) for n in sorted(by_fd)) or "none"
+            raise UsageError(f"--inherit-fd key {key!r}: the root process {root_pid} had no "
+                             f"fd {num} at dump time; its fds: {have}")
+        out[by_fd[num]] = inherit.pop(key)
     return out

@@ -25,6 +25,7 @@ from typing import Any
 
 from .errors import CkptError, RestoreError
 from .images import ImageReader
+from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
 from .resources import chrdev, cpu, files, files_reg, mem, pipes, signals, sk_unix, task, tty  # noqa: F401,I001  (file kinds register)
@@ -185,7 +186,6 @@ def _collect_ready(ready_r: int, expected: set[int]) -> None:
 
 
 def _parse_inherit(inherit_fds: list[str] | tuple[str, ...]) -> dict[str, int]:
-    from .inherit import parse_inherit_fd
     out: dict[str, int] = {}
     for arg in inherit_fds:
         parsed = parse_inherit_fd(arg)
@@ -239,8 +239,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     """
     t0 = time.monotonic()
     images = ImageReader(images_dir)
-    inherit = _parse_inherit(inherit_fds)
     images.verify()
+    inherit = _parse_inherit(inherit_fds)
     inv = images.inventory
     if shell_job is None:
         shell_job = bool(inv.get("shell_job"))
@@ -257,8 +257,9 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         mem.check_files(mm)
     log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid, images_dir)
 
+    by_original_fd = resolve_original_fds(inherit, root_pid, fd_tables.get(root_pid, []))
     fctx = files.RestoreCtx(images, shell_job=shell_job, inherit=inherit,
-                            descriptions=descriptions)
+                            inherit_files=by_original_fd, descriptions=descriptions)
     root, order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
     outside_pgid = inv.get("outside_pgid")
     started: list[int] = []
@@ -270,7 +271,6 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
                 n.plan = files.prepare_task(fctx, fd_tables[n.pid], descriptions)
         unused = set(inherit) - fctx.used_keys
         if unused:
-            from .inherit import available_keys
             raise RestoreError(
                 f"--inherit-fd key {sorted(unused)[0]!r} matches no file in the image; "
                 f"keys in the image: {', '.join(available_keys(descriptions)) or 'none'}")

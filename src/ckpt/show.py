@@ -58,6 +58,7 @@ def _fd_list(reader: ImageReader) -> list[dict[str, Any]]:
     """One entry per process and fd, with the inherit-fd key the restorer accepts."""
     descriptions: dict[str, dict[str, Any]] = reader.load_json("files.json")
     out: list[dict[str, Any]] = []
+    root_pid = reader.inventory.get("root_pid")
     for t in reader.inventory.get("tasks", []):
         if t.get("zombie"):
             continue
@@ -75,7 +76,9 @@ def _fd_list(reader: ImageReader) -> list[dict[str, Any]]:
                 raise ImageError(f"{reader.path('files.json')}: file {fid}: {e}") from None
             out.append({"pid": pid, "fd": entry["fd"], "file": fid, "kind": desc["kind"],
                         "path": _fd_path(desc), "cloexec": entry.get("cloexec", False),
-                        "key": keys[0] if keys else None})
+                        "key": keys[0] if keys else None,
+                        # every key that names it; the root's fds also by their number
+                        "keys": keys + ([f"orig-fd[{entry['fd']}]"] if pid == root_pid else [])})
     return out
 
 

@@ -41,6 +41,7 @@ class RestoreCtx:
     images: ImageReader
     shell_job: bool = False
     inherit: dict[str, int] = field(default_factory=dict)
+    inherit_files: dict[str, int] = field(default_factory=dict)  # description id -> fd
     used_keys: set[str] = field(default_factory=set)
     opened: dict[str, int] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
@@ -178,6 +179,11 @@ def open_description(ctx: RestoreCtx, fid: str, desc: dict[str, Any]) -> int:
     """An fd in ckpt for description ``fid``: inherited if an --inherit-fd key matches."""
     if fid in ctx.opened:
         return ctx.opened[fid]
+    if fid in ctx.inherit_files:
+        fd = os.dup(ctx.inherit_files[fid])
+        log.info("file %s replaced by the restorer's fd %d", fid, ctx.inherit_files[fid])
+        ctx.opened[fid] = fd
+        return fd
     for key in keys_of(desc):
         if key in ctx.inherit:
             ctx.used_keys.add(key)
