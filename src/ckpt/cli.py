@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             from .dumper import dump
             if args.leave_running and args.leave_stopped:
                 raise UsageError("-R (--leave-running) and -s (--leave-stopped) exclude each other")
-            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir)
+            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir, create_dir=True)
             dump(args.tree, args.images_dir, leave_running=args.leave_running,
                  leave_stopped=args.leave_stopped, shell_job=args.shell_job,
                  external=tuple(args.external))
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # ``ckpt show DIR | head``
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 2
 
 

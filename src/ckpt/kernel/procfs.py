@@ -193,8 +193,13 @@ def threads(pid: int) -> list[int]:
 
 def posix_timers(pid: int) -> list[str]:
     """Raw lines of /proc/PID/timers (one block per POSIX timer)."""
-    text = str(_read(pid, "timers"))
-    return [b for b in text.split("ID:") if b.strip()]
+    blocks: list[str] = []
+    for line in str(_read(pid, "timers")).splitlines():
+        if line.startswith("ID:"):  # each block starts so; "ClockID:" lines do not
+            blocks.append("")
+        if blocks:
+            blocks[-1] += line + "\n"
+    return blocks
 
 
 def pagemap_flags(pid: int, start: int, npages: int, fd: int | None = None) -> bytes:

@@ -1,0 +1,219 @@
+"""The ckpt command's options: -R, -s, -o/-v4, --pidfile, check, --version, bad options."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from ckpt import __version__
+from ckpt_helpers import (
+    Procs,
+    assert_consecutive,
+    ckpt_ok,
+    dump_and_check_dead,
+    is_alive,
+    my_children,
+    proc_state,
+    proc_status,
+    restore_detached,
+    run_ckpt,
+    wait_until,
+)
+from conftest import Builder
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
+
+
+# ------------------------------------------------------------------ check, --version
+
+
+def test_check() -> None:
+    res = run_ckpt("check", timeout=30)
+    assert res.returncode == 0, f"stdout: {res.stdout}\nstderr: {res.stderr}"
+    assert "Looks good." in res.stdout.splitlines()
+
+
+def test_version() -> None:
+    res = run_ckpt("--version")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"ckpt {__version__}"
+
+
+# ------------------------------------------------------------------ malformed options
+
+
+def _assert_usage_error(args: list[str | os.PathLike[str]], quoted: str) -> str:
+    res = run_ckpt(*args)
+    assert res.returncode != 0, f"ckpt {args} succeeded:\n{res.stdout}"
+    assert "Traceback" not in res.stderr, res.stderr
+    assert quoted in res.stderr, f"{quoted!r} not in: {res.stderr}"
+    return res.stderr
+
+
+@pytest.mark.parametrize(("args", "quoted"), [
+    (["dump", "--no-such-option", "-t", "1", "-D", "{images}"], "--no-such-option"),
+    (["dump", "-t", "notanumber", "-D", "{images}"], "notanumber"),
+    (["dump", "-t", "1"], "-D"),
+    (["restore"], "-D"),
+    (["dump", "-D", "{images}"], "-t"),
+    (["restore", "-D", "{images}", "--bogus"], "--bogus"),
+    (["frobnicate"], "frobnicate"),
+], ids=["unknown-option", "pid-not-a-number", "dump-without-D", "restore-without-D",
+        "dump-without-t", "restore-unknown-option", "unknown-command"])
+def test_malformed_options(images: Path, args: list[str], quoted: str) -> None:
+    """A clean one-line complaint that quotes the problem; nothing written."""
+    _assert_usage_error([a.format(images=images) for a in args], quoted)
+    assert not images.exists()
+
+
+def test_no_command() -> None:
+    res = run_ckpt()
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and res.stderr.strip(), res.stderr
+
+
+def test_leave_running_and_stopped_exclusive(build: Builder, procs: Procs,
+                                             images: Path) -> None:
+    """-R with -s is refused before the target is touched."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    err = _assert_usage_error(["dump", "-t", str(target.pid), "-D", images, "-R", "-s"], "-R")
+    assert "-s" in err, err
+    assert not (images / "inventory.json").exists()
+    assert proc_state(target.pid) in ("R", "S")
+    assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))
+
+
+@pytest.mark.parametrize(("arg", "quoted"), [
+    ("garbage", "garbage"),
+    ("fd[987]:tmp/x", "987"),
+    ("fd[x]:tmp/x", "fd[x]:tmp/x"),
+], ids=["garbage", "fd-not-open", "fd-not-a-number"])
+def test_restore_bad_inherit_fd(build: Builder, procs: Procs, images: Path, arg: str,
+                                quoted: str) -> None:
+    """A malformed --inherit-fd is refused, and nothing is restored."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    dump_and_check_dead(procs, target, images)
+    _assert_usage_error(["restore", "-D", images, "-d", "--inherit-fd", arg], quoted)
+    assert not is_alive(target.pid), "restored despite a malformed --inherit-fd"
+    assert not my_children() - procs.children_before
+
+
+# ------------------------------------------------------------------ dump -R and -s
+
+
+def test_leave_running_then_restore(build: Builder, procs: Procs, images: Path) -> None:
+    """-R: the process runs on untraced; later the images restore it at the dump point."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(5)
+    blk = proc_status(target.pid)["SigBlk"]
+    maps = _maps(target.pid)
+    n_before = len(target.out.numbers())
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
+    n_after = len(target.out.numbers())
+    assert (images / "inventory.json").is_file()
+    assert is_alive(target.pid) and target.popen is not None and target.popen.poll() is None
+    assert_consecutive(target.out.wait_numbers(n_after + 5))
+    st = proc_status(target.pid)
+    assert proc_state(target.pid) in ("R", "S")
+    assert st["TracerPid"] == "0" and st["SigBlk"] == blk
+    assert _maps(target.pid) == maps, "the dump left a mapping behind"
+
+    signal.pidfd_send_signal(target.pidfd, signal.SIGKILL)
+    procs.wait_gone(target)
+    final = len(target.out.numbers())
+    # Blank out every digit (same size: the file must not shrink under the saved offset);
+    # what the restored process writes from its saved offset is then told apart.
+    path = target.out.path
+    path.write_bytes(re.sub(rb"\d", b"x", path.read_bytes()))
+    restore_detached(procs, target.pid, target.out, images)
+
+    def restored_past_final() -> list[int] | None:
+        nums = target.out.numbers()
+        return nums if nums and nums[-1] >= final + 2 else None
+
+    nums = wait_until(restored_past_final, 10, "the restored process to count on")
+    first = nums[0]
+    assert n_before <= first <= n_after, (
+        f"restored process resumed at {first}, the dump was taken between {n_before} "
+        f"and {n_after}")
+    lines = target.out.lines()
+    assert all(set(ln) == {"x"} for ln in lines[:first]), lines[:first + 2]
+    assert_consecutive([int(ln) for ln in lines[first:]], start=first)
+
+
+def test_leave_stopped_then_continue(build: Builder, procs: Procs, images: Path) -> None:
+    """-s: the process is left stopped (T), untraced; SIGCONT lets it count on."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    blk = proc_status(target.pid)["SigBlk"]
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-s")
+    assert (images / "inventory.json").is_file()
+    assert proc_state(target.pid) == "T", f"state {proc_state(target.pid)}, expected T"
+    st = proc_status(target.pid)
+    assert st["TracerPid"] == "0", f"still traced by {st['TracerPid']}"
+    assert st["SigBlk"] == blk
+    frozen = target.out.wait_quiet(quiet=0.4)
+    assert proc_state(target.pid) == "T"
+    os.kill(target.pid, signal.SIGCONT)
+    nums = target.out.wait_numbers(len(target.out.numbers()) + 3)
+    assert len(nums) > len([ln for ln in frozen if ln.isdigit()])
+    assert_consecutive(nums)
+    assert proc_state(target.pid) in ("R", "S")
+
+
+# ------------------------------------------------------------------ -o LOG -v4
+
+
+def test_log_file_in_images_dir(build: Builder, procs: Procs, images: Path,
+                                tmp_path: Path) -> None:
+    """-o LOG -v4 logs each step into DIR/LOG (not stderr), for dump and for restore."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    res = ckpt_ok("dump", "-t", target.pid, "-D", images, "-o", "dump.log", "-v4")
+    assert procs.wait_gone(target) == -signal.SIGKILL
+    assert not res.stderr.strip(), f"log lines went to stderr: {res.stderr}"
+    log = dump_log = (images / "dump.log").read_text()
+    assert len(log.splitlines()) >= 4, log
+    for step in (rf"dumping process {target.pid}\b", r"froze", r"images written",
+                 rf"dump of {target.pid} done"):
+        assert re.search(step, log), f"no /{step}/ line in dump.log:\n{log}"
+    assert not (tmp_path / "dump.log").exists() and not Path("dump.log").exists()
+
+    res = ckpt_ok("restore", "-D", images, "-d", "-o", "restore.log", "-v4")
+    procs.adopt(target.pid, target.out)
+    assert not res.stderr.strip(), f"log lines went to stderr: {res.stderr}"
+    log = (images / "restore.log").read_text()
+    for step in (r"restoring 1 process", rf"process {target.pid}: memory restored",
+                 r"restored in"):
+        assert re.search(step, log), f"no /{step}/ line in restore.log:\n{log}"
+    assert (images / "dump.log").read_text() == dump_log, "the restore touched dump.log"
+    assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))
+
+
+# ------------------------------------------------------------------ --pidfile
+
+
+@pytest.mark.parametrize("absolute", [False, True], ids=["relative", "absolute"])
+def test_pidfile(build: Builder, procs: Procs, images: Path, tmp_path: Path,
+                 absolute: bool) -> None:
+    """--pidfile F: the restored PID in F, relative to DIR unless absolute."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    dump_and_check_dead(procs, target, images)
+    name = f"ckpt-test-{os.getpid()}-{tmp_path.name}.pid"
+    arg = str(tmp_path / name) if absolute else name
+    restore_detached(procs, target.pid, target.out, images, "--pidfile", arg)
+    where = tmp_path / name if absolute else images / name
+    assert where.read_text().strip() == str(target.pid)
+    assert not Path(name).exists(), "the pidfile was written relative to the cwd"
+    if absolute:
+        assert not (images / name).exists()
