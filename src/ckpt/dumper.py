@@ -113,10 +113,15 @@ class _Task:
     sid: int
     frozen: _Frozen | None = None  # None for a zombie
     exit_status: int = 0
+    ctty: int = 0  # the session's controlling terminal (a device number), 0 for none
+    tpgid: int = -1  # that terminal's foreground process group
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"pid": self.pid, "ppid": self.ppid, "pgid": self.pgid,
                              "sid": self.sid}
+        if self.ctty and self.sid == self.pid:
+            d["ctty"] = self.ctty
+            d["tpgid"] = self.tpgid
         if self.frozen is None:
             d["zombie"] = True
             d["exit_status"] = self.exit_status
@@ -145,7 +150,8 @@ def _freeze_tree(root: int) -> list[_Task]:
                 continue
             if not alive and st.state not in ("Z", "X"):
                 raise DumpError(f"process {pid} could not be frozen")
-            task = _Task(pid, st.ppid, st.pgid, st.sid, fr if alive else None, st.exit_code)
+            task = _Task(pid, st.ppid, st.pgid, st.sid, fr if alive else None, st.exit_code,
+                         st.tty_nr, st.tpgid)
             tasks.append(task)
             if not alive:
                 if pid == root:
@@ -340,6 +346,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                 total += _dump_task(t, images, dumper, shmem_seen)["bytes"]
         files.check_external(fctx, dumper)
         sk_unix.check_external(dumper.descriptions, fctx.external)
+        tty.check_terminals(fctx, dumper.descriptions, [t.info() for t in tasks])
         images.write_json("files.json", dumper.descriptions)
         root = tasks[0]
         images.finish({

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import struct
+import termios
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,8 @@ def _become(node: _Node, ready_w: int, go_r: int) -> None:
             _spawn(kid, ready_w, go_r)
         if info.get("setsid"):
             os.setsid()
+            if info.get("ctty_fd") is not None:
+                tty.acquire_controlling(info["ctty_fd"])
         elif info["pgid"] == info["pid"]:
             os.setpgid(0, 0)
         for kid in node.late:
@@ -211,6 +214,8 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
             except OSError as e:
                 raise RestoreError(f"process {pid}: cannot join process group {pgid}: "
                                    f"{os.strerror(e.errno)}") from None
+        if core.get("ctty") and core.get("tpgid", pid) not in (pid, -1, 0):
+            _set_foreground_group(inj, helper, core["tpgid"])
         task.unregister_rseq(pid, inj)
         mem.restore(pid, inj, mm, images_dir, helper, HELPER_SIZE, shmem)
         log.info("process %d: memory restored (%d injected syscalls so far)", pid, inj.count)
@@ -227,6 +232,19 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
         log.info("process %d: state restored with %d injected syscalls", pid, inj.count)
     finally:
         inj.close()
+
+
+def _set_foreground_group(inj: Injector, scratch: int, pgid: int) -> None:
+    """In a session leader: make ``pgid`` the foreground group of its terminal."""
+    inj.write(scratch, b"/dev/tty\0" + struct.pack("<i", pgid))
+    fd = inj.call("open", scratch, os.O_RDWR | os.O_NOCTTY)
+    try:
+        inj.call("ioctl", fd, termios.TIOCSPGRP, scratch + 9)
+    except OSError as e:
+        raise RestoreError(f"process {inj.pid}: cannot make group {pgid} the foreground of "
+                           f"its terminal: {os.strerror(e.errno)}") from None
+    finally:
+        inj.call("close", fd)
 
 
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,
@@ -269,6 +287,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         for n in order:
             if not n.zombie:
                 n.plan = files.prepare_task(fctx, fd_tables[n.pid], descriptions)
+                if n.info["setsid"]:
+                    n.info["ctty_fd"] = tty.controlling_slave(fctx, n.info)
         unused = set(inherit) - fctx.used_keys
         if unused:
             raise RestoreError(

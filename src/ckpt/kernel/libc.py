@@ -23,7 +23,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # x86_64 syscall numbers.
 NR = {
-    "read": 0, "write": 1, "open": 2, "close": 3, "lseek": 8, "mmap": 9,
+    "read": 0, "write": 1, "open": 2, "close": 3, "lseek": 8, "mmap": 9, "ioctl": 16,
     "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13,
     "rt_sigprocmask": 14, "pread64": 17, "mremap": 25, "madvise": 28,
     "dup2": 33, "nanosleep": 35, "getitimer": 36, "setitimer": 38,

@@ -50,6 +50,7 @@ class Stat:
     pgid: int
     sid: int
     tty_nr: int
+    tpgid: int
     num_threads: int
     start_code: int
     end_code: int
@@ -75,7 +76,7 @@ def stat(pid: int) -> Stat:
         return int(f[n - 3])
     return Stat(
         pid=int(raw[:lpar]), comm=comm, state=f[0], ppid=g(4), pgid=g(5), sid=g(6),
-        tty_nr=g(7), num_threads=g(20), start_code=g(26), end_code=g(27),
+        tty_nr=g(7), tpgid=g(8), num_threads=g(20), start_code=g(26), end_code=g(27),
         start_stack=g(28), start_data=g(45), end_data=g(46), start_brk=g(47),
         arg_start=g(48), arg_end=g(49), env_start=g(50), env_end=g(51), exit_code=g(52),
     )

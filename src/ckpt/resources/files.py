@@ -57,6 +57,7 @@ class RestoreCtx:
                 pass
         held = [fd for r, w in self.state.get("pipes", {}).values() for fd in {r, w}]
         held += list(self.state.get("unix", {}).values())
+        held += self.state.get("held", [])  # any other fd a file kind keeps until the end
         for fd in held:
             try:
                 os.close(fd)

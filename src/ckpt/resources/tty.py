@@ -1,16 +1,35 @@
-"""Terminals. A process of a shell job (``-j``) keeps fds on the user's terminal;
-at restore with ``-j`` they point to the terminal ckpt runs on, as in criu."""
+"""Terminals.
+
+Two cases. A process of a shell job (``-j``) keeps fds on the user's terminal,
+outside the tree; at restore with ``-j`` they point to the terminal ckpt runs on,
+as in criu. A tree that made its own pseudo-terminal pair (both the ``/dev/ptmx``
+master and the ``/dev/pts/N`` slave inside, like ``script`` or a terminal
+multiplexer) gets a new pair with the same settings (termios, window size); the
+session whose controlling terminal the slave was gets the new slave as its
+controlling terminal, with the same foreground process group. Bytes buffered in
+the pair at dump time are not saved.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import stat as st_mod
+import struct
+import termios
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from . import files
 from .chrdev import TTY_MAJORS
+
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+TIOCSCTTY = 0x540E
+PTMX_RDEV = os.makedev(5, 2)
+PTS_MAJORS = range(136, 144)
 
 
 def restorer_terminal() -> int:
@@ -28,6 +47,25 @@ def restorer_terminal() -> int:
                            "none (stdin, stdout, stderr and /dev/tty)") from None
 
 
+def pts_index(rdev: int) -> int | None:
+    """N of /dev/pts/N for a pty slave's device number, else None."""
+    if os.major(rdev) not in PTS_MAJORS:
+        return None
+    return (os.major(rdev) - PTS_MAJORS.start) * 256 + os.minor(rdev)
+
+
+def _settings(slave: int) -> dict[str, Any]:
+    attrs = termios.tcgetattr(slave)
+    cc = [c if isinstance(c, int) else c[0] for c in attrs[6]]
+    winsize = struct.unpack("4H", fcntl.ioctl(slave, termios.TIOCGWINSZ, b"\0" * 8))
+    return {"termios": attrs[:6] + [cc], "winsize": list(winsize)}
+
+
+def _apply_settings(slave: int, desc: dict[str, Any]) -> None:
+    termios.tcsetattr(slave, termios.TCSANOW, desc["termios"])
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("4H", *desc["winsize"]))
+
+
 class Terminals:
     KIND = "tty"
 
@@ -36,28 +74,97 @@ class Terminals:
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
              dup: int, info: dict[str, str]) -> dict[str, Any]:
-        if link in ("/dev/ptmx", "/dev/pts/ptmx"):
-            raise UnsupportedError(f"process {pid} fd {fd}: a pseudo-terminal master; "
-                                   "not supported yet")
-        if not ctx.shell_job:
-            raise UnsupportedError(f"process {pid} fd {fd} is the terminal {link}; dump it "
-                                   "as a shell job with -j (--shell-job)")
-        return {"path": link, "rdev": [os.major(st.st_rdev), os.minor(st.st_rdev)],
-                "dev": st.st_dev}
+        desc: dict[str, Any] = {"path": link, "rdev": [os.major(st.st_rdev),
+                                                       os.minor(st.st_rdev)],
+                                "dev": st.st_dev}
+        if st.st_rdev == PTMX_RDEV:
+            index = struct.unpack("I", fcntl.ioctl(dup, TIOCGPTN, b"\0" * 4))[0]
+            slave = fcntl.ioctl(dup, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                desc.update(pty="master", index=index, **_settings(slave))
+            finally:
+                os.close(slave)
+            return desc
+        index = pts_index(st.st_rdev)
+        if index is not None:
+            desc.update(pty="slave", index=index)
+        ctx.raw.setdefault("terminals", []).append((pid, fd, desc))
+        return desc
 
     def keys(self, desc: dict[str, Any]) -> list[str]:
         ma, mi = desc["rdev"]
         return [f"tty[{os.makedev(ma, mi):x}:{desc['dev']:x}]"]
 
     def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+        if desc.get("pty") == "master":
+            fd = os.dup(_pair(ctx, desc["index"])[0])
+            fcntl.fcntl(fd, fcntl.F_SETFL, desc["flags"] & os.O_NONBLOCK)
+            return fd
+        if desc.get("internal"):
+            master = _pair(ctx, desc["index"])[0]
+            return fcntl.ioctl(master, TIOCGPTPEER, (desc["flags"] & (
+                os.O_ACCMODE | os.O_NONBLOCK)) | os.O_NOCTTY)
         if not ctx.shell_job:
             raise RestoreError(f"the image holds the terminal {desc['path']}: restore it "
                                "as a shell job with -j (--shell-job)")
-        fd = os.dup(restorer_terminal())
-        return fd
+        return os.dup(restorer_terminal())
 
 
 files.register(Terminals())
+
+
+def _pair(ctx: files.RestoreCtx, index: int) -> tuple[int, int]:
+    """(master, slave) fds in ckpt of the new pair standing for old pair ``index``."""
+    pairs: dict[int, tuple[int, int]] = ctx.state.setdefault("pty", {})
+    if index not in pairs:
+        master_desc = next((d for d in ctx.descriptions.values() if d["kind"] == "tty"
+                            and d.get("pty") == "master" and d["index"] == index), None)
+        if master_desc is None:
+            raise RestoreError(f"the image has no master for /dev/pts/{index}")
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        ctx.state.setdefault("held", []).append(master)
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        ctx.state["held"].append(slave)
+        _apply_settings(slave, master_desc)
+        pairs[index] = (master, slave)
+    return pairs[index]
+
+
+def check_terminals(ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
+                    tasks: list[dict[str, Any]]) -> None:
+    """Once every fd is known: a pty slave whose master is in the tree is part of an
+    inner pair; any other terminal is the user's, which needs ``-j``. A session
+    leader's controlling terminal must be an inner pty (or none)."""
+    masters = {d["index"] for d in descriptions.values()
+               if d["kind"] == "tty" and d.get("pty") == "master"}
+    for pid, fd, desc in ctx.raw.get("terminals", []):
+        desc["internal"] = desc.get("pty") == "slave" and desc["index"] in masters
+        if not desc["internal"] and not ctx.shell_job:
+            raise UnsupportedError(f"process {pid} fd {fd} is the terminal {desc['path']}; "
+                                   "dump it as a shell job with -j (--shell-job)")
+    for t in tasks:
+        if "ctty" in t and pts_index(t["ctty"]) not in masters:
+            raise UnsupportedError(
+                f"process {t['pid']} leads a session whose controlling terminal "
+                f"{os.major(t['ctty'])}:{os.minor(t['ctty'])} is outside the dumped tree; "
+                "not supported")
+
+
+def controlling_slave(ctx: files.RestoreCtx, task: dict[str, Any]) -> int | None:
+    """For a session leader whose controlling terminal was an inner pty: ckpt's fd of
+    the new slave, to make it the controlling terminal again (TIOCSCTTY)."""
+    if "ctty" not in task:
+        return None
+    index = pts_index(task["ctty"])
+    assert index is not None  # checked at dump
+    return _pair(ctx, index)[1]
+
+
+def acquire_controlling(slave: int) -> None:
+    """In a fresh session leader: make ``slave`` its controlling terminal. The
+    terminal's foreground group becomes the leader's own."""
+    fcntl.ioctl(slave, TIOCSCTTY, 0)
 
 
 class Foreground:

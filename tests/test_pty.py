@@ -1,0 +1,55 @@
+"""A tree with its own pseudo-terminal pair comes back with a new pair: the same
+settings, the same controlling terminal for its session, the same foreground group."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ckpt_helpers import Procs, assert_consecutive, ckpt_ok, is_alive, restore_detached
+from conftest import Builder
+
+
+def _ids(pid: int) -> tuple[int, int, int]:
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def _state(lines: list[str], role: str) -> list[tuple[int, str]]:
+    rx = re.compile(rf"^{role} (\d+) (.*)$")
+    return [(int(m[1]), m[2]) for m in map(rx.match, lines) if m]
+
+
+def test_own_pty_pair(build: Builder, procs: Procs, images: Path) -> None:
+    target = procs.start([build("ptypair")])
+    out = target.out
+    parent, child, grandchild = map(int, out.wait_line(r"^pids ").split()[1:])
+    out.wait_line(r"^C 5 ")
+    out.wait_line(r"^G 5 ")
+    ids = {pid: _ids(pid) for pid in (child, grandchild)}
+    before = _state(out.lines(), "C")[-1][1]
+    old_tty = re.search(r"tty=(\S+)", before)[1]  # type: ignore[index]
+    assert f"fg={grandchild}" in before and "rows=33 cols=101" in before and "ok" in before
+
+    ckpt_ok("dump", "-t", parent, "-D", images)
+    for pid in (parent, child, grandchild):
+        procs.wait_gone(pid)
+    counts = {r: len(_state(out.lines(), r)) for r in "CG"}
+    restore_detached(procs, parent, out, images)
+    for pid, want in ids.items():
+        assert is_alive(pid) and _ids(pid) == want
+    out.wait_line(rf"^C {counts['C'] + 3} ")
+    out.wait_line(rf"^G {counts['G'] + 3} ")
+    for role in "CG":
+        states = _state(out.lines(), role)
+        assert_consecutive([n for n, _ in states])
+        after = states[-1][1]
+        # Same settings and foreground group, on the new pair's slave.
+        assert re.sub(r"tty=\S+", "", after) == re.sub(r"tty=\S+", "", states[0][1])
+        new_tty = re.search(r"tty=(\S+)", after)[1]  # type: ignore[index]
+        assert os.readlink(f"/proc/{child}/fd/0") == new_tty
+        assert after.endswith(" ok")
+    assert old_tty  # the old pair is gone; the new one may or may not reuse its number
