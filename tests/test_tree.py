@@ -9,6 +9,8 @@ import signal
 from pathlib import Path
 
 from ckpt_helpers import (
+    PROGS,
+    PYTHON,
     Output,
     Procs,
     assert_consecutive,
@@ -105,3 +107,23 @@ def test_pipe_chain_mid_stream(build: Builder, procs: Procs, images: Path) -> No
     # The parent still waits in wait(): it sees the consumer end.
     os.kill(pids[3], signal.SIGTERM)
     assert out.wait_line(rf"^child {pids[3]} ") == f"child {pids[3]} {signal.SIGTERM}"
+
+
+def test_socketpair_between_parent_and_child(procs: Procs, images: Path) -> None:
+    """A stream socketpair in use both ways, and a seqpacket pair with 30 queued messages
+    that the child reads only after the restore."""
+    target = procs.start([PYTHON, PROGS / "sockpair_tree.py"])
+    out = target.out
+    parent, child = map(int, out.wait_line(r"^pids ", timeout=20).split()[1:])
+    out.wait_line(r"^P 5$")
+    ids = _ids(child)
+    _dump_tree(procs, parent, [parent, child], images)
+    count = len(_role_numbers(out, "P"))
+    restore_detached(procs, parent, out, images)
+    assert _ids(child) == ids
+    out.wait_line(rf"^P {count + 3}$")
+    os.kill(child, signal.SIGUSR1)
+    assert out.wait_line(r"^extra ") == "extra ok"
+    out.wait_line(rf"^P {count + 6}$")
+    assert_consecutive(_role_numbers(out, "P"))
+    assert not [ln for ln in out.lines() if ln.startswith("BAD")]
