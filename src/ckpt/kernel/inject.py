@@ -55,7 +55,10 @@ class Injector:
         regs.rip = self.site
         regs.rax = libc.NR[name]
         regs.orig_rax = 0xFFFFFFFFFFFFFFFF
-        for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+        # Arguments not given are 0, never left-over registers: prctl and others
+        # refuse non-zero unused arguments.
+        padded = tuple(args) + (0,) * (6 - len(args))
+        for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), padded, strict=True):
             setattr(regs, reg, val & 0xFFFFFFFFFFFFFFFF)
         ptrace.set_regs(self.pid, regs)
         ptrace.singlestep(self.pid)
