@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ckpt_helpers import (
     Procs,
     assert_consecutive,
     ckpt_cmd,
+    ckpt_fails,
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
@@ -170,3 +172,43 @@ def test_external_pipe_without_inherit_is_a_new_pipe(procs: Procs, images: Path,
     wait_until(lambda: "eof" in Output(out).lines(), 15, "the reader to reach end-of-file")
     assert Output(out).lines() == [f"got line {i}" for i in range(6)] + ["eof"], got
     assert procs.wait_gone(reader.pid) == 0
+
+
+def test_external_unix_socket(procs: Procs, images: Path, tmp_path: Path) -> None:
+    """A socket connected outside the tree: refused at dump without --external; with it,
+    the restore needs --inherit-fd fd[N]:socket:[INODE], and the new socket carries on."""
+    ours, theirs = socket.socketpair()
+    out = tmp_path / "reader.out"
+    with open(out, "wb") as f:
+        reader = subprocess.Popen(["sh", "-c", 'while read l; do echo "got $l"; done'],
+                                  stdin=theirs, stdout=f, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    procs.adopt(reader.pid, Output(out))
+    inode = os.fstat(theirs.fileno()).st_ino
+    theirs.close()
+    ours.sendall(b"one\n")
+    Output(out).wait_line("^got one$")
+
+    err = ckpt_fails("dump", "-t", reader.pid, "-D", images)
+    assert f"--external 'unix[{inode}]'" in err, err
+    ours.sendall(b"two\n")
+    Output(out).wait_line("^got two$")  # untouched by the refused dump
+
+    ckpt_ok("dump", "-t", reader.pid, "-D", images, "--external", f"unix[{inode}]")
+    reader.wait(10)
+    err = ckpt_fails("restore", "-d", "-D", images)
+    assert f"--inherit-fd 'fd[N]:socket:[{inode}]'" in err, err
+    assert not is_alive(reader.pid)
+
+    new_ours, new_theirs = socket.socketpair()
+    fd = new_theirs.fileno()
+    res = _ckpt_with_fd(fd, "restore", "-d", "-D", images, "--inherit-fd",
+                        f"fd[{fd}]:socket:[{inode}]")
+    assert res.returncode == 0, res.stderr
+    new_theirs.close()
+    new_ours.sendall(b"three\n")
+    Output(out).wait_line("^got three$")
+    assert Output(out).lines() == ["got one", "got two", "got three"]
+    new_ours.close()  # end-of-file: the loop ends and the shell exits 0
+    assert procs.wait_gone(reader.pid) == 0
+    ours.close()

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,4 +137,35 @@ def test_job_control_after_foreground_restore(build: Builder, term: Terminal, pr
     term.send("\x03")  # Ctrl-C
     wait_until(lambda: proc_state(pid) is None, 10, "the job to end on Ctrl-C")
     assert term.run("(exit $?)")[0] == 128 + signal.SIGINT, "ckpt restore's exit status"
+    assert_consecutive(_numbers(out))
+
+
+def test_terminal_replaced_by_tty_key(build: Builder, term: Terminal, procs: Procs,
+                                      tmp_path: Path) -> None:
+    """A job's terminal fds named by ``tty[RDEV:DEV]`` (as ``show --fds`` lists it) are
+    replaced by a file: the restore then needs no terminal at all."""
+    out, images, log = tmp_path / "out", tmp_path / "images", tmp_path / "tty.log"
+    term.run(f"{build('counter')} > {out} &")
+    pid = _last_job_pid(term)
+    wait_until(lambda: len(_numbers(out)) >= 3, 10, "the counter's lines")
+    rc, said = term.run(f"ckpt dump -j -t {pid} -D {images}")
+    assert rc == 0, said
+    procs.wait_gone(pid)
+    fds = json.loads(subprocess.run(ckpt_cmd() + ["show", "--fds", str(images)],
+                                    capture_output=True, text=True, check=True).stdout)
+    key = next(e["key"] for e in fds if e["fd"] == 0)
+    assert key.startswith("tty[")
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        res = subprocess.run(ckpt_cmd() + ["restore", "-d", "-j", "-D", str(images),
+                                           "--inherit-fd", f"fd[{fd}]:{key}"],
+                             capture_output=True, text=True, pass_fds=(fd,),
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        os.close(fd)
+    assert res.returncode == 0, res.stderr
+    procs.adopt(pid, Output(out))
+    assert os.readlink(f"/proc/{pid}/fd/0") == os.readlink(f"/proc/{pid}/fd/2") == str(log)
+    count = len(_numbers(out))
+    wait_until(lambda: len(_numbers(out)) >= count + 3, 10, "lines after the restore")
     assert_consecutive(_numbers(out))
