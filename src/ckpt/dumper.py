@@ -306,7 +306,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         os.close(pidfd)
     log.info("process %d: %d fds saved", pid, len(fd_table))
     mm = mem.dump(pid, vmas, inj, images, stat, shmem_seen)
-    pages = mem.summarize_pagemap(mm["pagemap"])
+    pages = mem.summarize(mm)
     log.info("process %d: %d mappings, %d pages in %d runs saved (%d injected syscalls)",
              pid, len(mm["vmas"]), pages["pages"], pages["runs"], inj.count)
     images.write_json(f"core-{pid}.json", core)

@@ -9,6 +9,12 @@ Restore: everything of the fresh child is unmapped but the vDSO trio and the
 helper page, the vDSO is moved to its saved place, each mapping is recreated,
 and the target itself reads its pages from the image file with injected
 ``pread64`` calls (page cache to its memory, no copy through ckpt).
+
+A shared anonymous object (MAP_SHARED|MAP_ANONYMOUS, inherited across fork,
+split by mprotect or munmap into mappings at different offsets) is saved
+once, whole: its size and data by offset in the object, read from the object
+itself through /proc/PID/map_files. At restore it is created once with that
+size, and every mapping of it, in every process, maps it at its own offset.
 """
 
 from __future__ import annotations
@@ -112,8 +118,8 @@ def _copy_out(pid: int, memfd: int, start: int, length: int, readable: bool,
 
 
 def _shmem_data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
-    """Offsets of the data (not holes) of a shared anonymous mapping."""
-    ranges = []
+    """Page-aligned offsets of the data (not holes) of a shared anonymous object."""
+    ranges: list[tuple[int, int]] = []
     off = 0
     while off < size:
         try:
@@ -123,9 +129,36 @@ def _shmem_data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
         if start >= size:
             break
         end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        start &= ~(PAGE - 1)
+        end = min((end + PAGE - 1) & ~(PAGE - 1), size)
+        if ranges and start <= ranges[-1][1]:
+            start = ranges.pop()[0]
         ranges.append((start, end))
         off = end
     return ranges
+
+
+def _dump_shmem(fd: int, ino: int, size: int, pages: Any) -> dict[str, Any]:
+    """Save the data of one whole shared anonymous object, by its file offsets.
+
+    ``fd`` is the object itself (opened through /proc/PID/map_files), so every
+    page of it is read, whichever mapping (of whichever process) shows it, or
+    none: its size is the object's (set by the mmap that created it), not that
+    of one of its mappings.
+    """
+    size = (size + PAGE - 1) & ~(PAGE - 1)
+    obj: dict[str, Any] = {"id": ino, "size": size, "pages_off": pages.size, "runs": []}
+    buf = _get_buffer()
+    for s, e in _shmem_data_ranges(fd, size):
+        obj["runs"].append([s, (e - s) // PAGE])
+        done = s
+        while done < e:
+            got = os.preadv(fd, [buf.view[:min(BUF_SIZE, e - done)]], done)
+            if got <= 0:
+                raise OSError(5, f"short read of shared memory object {ino} at {done:#x}")
+            pages.write(buf.view[:got])
+            done += got
+    return obj
 
 
 def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
@@ -133,13 +166,16 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
     """Save mappings and pages of ``pid``; ``vmas`` were read before any injection.
 
     ``shmem_seen`` (shared by every task of one dump) maps the inode of each
-    shared anonymous object to the task that saved its pages: the others
-    only refer to it.
+    shared anonymous object to the task that saved it: the first to map it
+    saves its size and all its data (``shmem``, by offset in the object),
+    every mapping of it, in any task, only refers to it by ``shmem_id`` and
+    maps it at its own ``offset``.
     """
     if shmem_seen is None:
         shmem_seen = {}
     out_vmas: list[dict[str, Any]] = []
     runs: list[list[int]] = []
+    owned: list[tuple[int, int, int]] = []  # (fd, inode, size) of the objects saved here
     pages = images.raw(f"pages-{pid}.img")
     pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     memfd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
@@ -159,19 +195,14 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                 continue
             if kind == "shmem":
                 fd = os.open(f"/proc/{pid}/map_files/{v.start:x}-{v.end:x}", os.O_RDONLY)
-                try:
-                    ino = os.fstat(fd).st_ino
-                    entry["shmem_id"] = ino
-                    if ino in shmem_seen:
-                        entry["shmem_owner"] = shmem_seen[ino]
-                        continue
-                    shmem_seen[ino] = pid
-                    entry["shmem_owner"] = pid
-                    for s, e in _shmem_data_ranges(fd, v.size):
-                        runs.append([v.start + s, (e - s) // PAGE])
-                        _copy_out(pid, memfd, v.start + s, e - s, "r" in v.perms, pages)
-                finally:
+                st = os.fstat(fd)
+                entry["shmem_id"] = st.st_ino
+                if st.st_ino in shmem_seen:
                     os.close(fd)
+                else:
+                    shmem_seen[st.st_ino] = pid
+                    owned.append((fd, st.st_ino, st.st_size))
+                entry["shmem_owner"] = shmem_seen[st.st_ino]
                 continue
             flags = procfs.pagemap_flags(pid, v.start, v.size // PAGE, pagemap)
             table = _ANON_PAGES if kind == "anon" else _COW_PAGES
@@ -180,13 +211,18 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                 length = (m.end() - m.start()) * PAGE
                 runs.append([start, length // PAGE])
                 _copy_out(pid, memfd, start, length, "r" in v.perms, pages)
+        # After every run of ``pagemap``, which must be one after the other in the file.
+        objects = [_dump_shmem(fd, ino, size, pages) for fd, ino, size in owned]
     finally:
         os.close(pagemap)
         os.close(memfd)
+        for fd, _ino, _size in owned:
+            os.close(fd)
 
     return {
         "vmas": out_vmas,
         "pagemap": runs,
+        "shmem": objects,
         "pages_file": f"pages-{pid}.img",
         "exe": procfs.exe(pid),
         "auxv": procfs.auxv(pid).hex(),
@@ -289,6 +325,104 @@ class _TargetFiles:
         self.fds.clear()
 
 
+class _SharedObjects:
+    """The shared anonymous objects of one restored task.
+
+    Each object gets a target fd: a mapping of another task already restored
+    (``shmem``, shared by every task of one restore), else a fresh object of
+    the saved size, created by mapping it whole at a free place (``temp``) and
+    opened through /proc/PID/map_files. Every mapping of the object is then
+    an mmap of that fd at the mapping's own offset, and the saved data is
+    read into a whole, writable view of the object by its offsets.
+    """
+
+    def __init__(self, pid: int, inj: Injector, files: _TargetFiles, mm: dict[str, Any],
+                 shmem: dict[int, tuple[int, int, int]], occupied: list[tuple[int, int]]):
+        self.pid = pid
+        self.inj = inj
+        self.files = files
+        self.shmem = shmem
+        self.occupied = occupied
+        self.saved = {o["id"]: o for o in mm.get("shmem", [])}
+        self.vmas = mm["vmas"]
+        self.fds: dict[int, int] = {}
+        self.views: dict[int, int] = {}  # id -> address of a whole, writable view
+        self.temps: list[tuple[int, int]] = []
+
+    def _size(self, sid: int) -> int:
+        obj = self.saved.get(sid)
+        if obj is not None:
+            size = int(obj["size"])
+        else:  # not saved here (an image without sizes): as far as the mappings reach
+            size = max(v["offset"] + v["end"] - v["start"] for v in self.vmas
+                       if v.get("shmem_id") == sid)
+        return (size + PAGE - 1) & ~(PAGE - 1)
+
+    def _temp(self, size: int, flags: int, fd: int) -> int:
+        addr = free_area(self.occupied, size)
+        self.occupied.append((addr, addr + size))
+        self.inj.call("mmap", addr, size, libc.PROT_READ | libc.PROT_WRITE,
+                      libc.MAP_SHARED | libc.MAP_FIXED | flags, fd, 0)
+        self.temps.append((addr, size))
+        return addr
+
+    def fd(self, sid: int) -> int:
+        if sid in self.fds:
+            return self.fds[sid]
+        if sid in self.shmem:
+            opid, ostart, _oend = self.shmem[sid]
+            fd = self.files.open(_map_files(opid, ostart), os.O_RDWR)
+        else:
+            size = self._size(sid)
+            addr = self._temp(size, libc.MAP_ANONYMOUS, -1)
+            self.views[sid] = addr
+            fd = self.files.open(f"/proc/{self.pid}/map_files/{addr:x}-{addr + size:x}",
+                                 os.O_RDWR)
+        self.fds[sid] = fd
+        if sid in self.saved and sid not in self.views:
+            self.views[sid] = self._temp(self._size(sid), 0, fd)
+        return fd
+
+    def mapped(self, sid: int, start: int, end: int) -> None:
+        """A mapping of ``sid`` is in place: later tasks can open the object through it."""
+        self.shmem.setdefault(sid, (self.pid, start, end))
+
+    def fill(self, pages_fd: int, pages_file: str) -> None:
+        """Read the saved data of the objects saved by this task into them."""
+        for sid, obj in self.saved.items():
+            if sid not in self.views:
+                self.fd(sid)  # an object none of this task's mappings shows any more
+            off = obj["pages_off"]
+            for obj_off, npages in obj["runs"]:
+                _pread_into(self.inj, pages_fd, self.views[sid] + obj_off, npages * PAGE,
+                            off, pages_file)
+                off += npages * PAGE
+
+    def unmap_temps(self) -> None:
+        for addr, size in self.temps:
+            self.inj.call("munmap", addr, size)
+        self.temps.clear()
+
+
+def _map_files(pid: int, addr: int) -> str:
+    """The /proc/PID/map_files path of the mapping of ``pid`` that holds ``addr``."""
+    for v in procfs.maps(pid):
+        if v.start <= addr < v.end:
+            return f"/proc/{pid}/map_files/{v.start:x}-{v.end:x}"
+    raise RestoreError(f"process {pid} no longer maps {addr:#x}, a shared memory object "
+                       "other processes map too")
+
+
+def _pread_into(inj: Injector, fd: int, vaddr: int, length: int, off: int,
+                name: str) -> None:
+    done = 0
+    while done < length:
+        got = inj.call("pread64", fd, vaddr + done, length - done, off + done)
+        if got <= 0:
+            raise RestoreError(f"{name}: short read at offset {off + done}")
+        done += got
+
+
 def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper: int,
             helper_size: int, shmem: dict[int, tuple[int, int, int]] | None = None) -> None:
     """Replace the address space of stopped child ``pid`` with the saved one.
@@ -310,6 +444,7 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
     _move_vdso(inj, current, saved, temp)
 
     files = _TargetFiles(inj, helper)
+    objects = _SharedObjects(pid, inj, files, mm, shmem, occupied)
     to_protect: list[dict[str, Any]] = []
     for v in saved:
         if v["kind"] == "vdso":
@@ -322,15 +457,12 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
         if not (v["kind"] == "file" and v["shared"]) and not prot & libc.PROT_WRITE:
             prot |= libc.PROT_WRITE
             to_protect.append(v)
-        sid = v.get("shmem_id")
-        if v["kind"] == "shmem" and sid in shmem:
-            opid, ostart, oend = shmem[sid]
-            fd = files.open(f"/proc/{opid}/map_files/{ostart:x}-{oend:x}", os.O_RDWR)
-            inj.call("mmap", v["start"], length, prot, flags, fd, v["offset"])
-        elif v["kind"] in ("anon", "shmem"):
+        if v["kind"] == "shmem":
+            sid = v["shmem_id"]
+            inj.call("mmap", v["start"], length, prot, flags, objects.fd(sid), v["offset"])
+            objects.mapped(sid, v["start"], v["end"])
+        elif v["kind"] == "anon":
             inj.call("mmap", v["start"], length, prot, flags | libc.MAP_ANONYMOUS, -1, 0)
-            if v["kind"] == "shmem":
-                shmem[sid] = (pid, v["start"], v["end"])
         else:
             mode = os.O_RDWR if (v["shared"] and "mw" in v["flags"]) else os.O_RDONLY
             fd = files.open(v["path"], mode)
@@ -343,14 +475,10 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
                           os.O_RDONLY)
     off = 0
     for vaddr, npages in mm["pagemap"]:
-        length = npages * PAGE
-        done = 0
-        while done < length:
-            got = inj.call("pread64", pages_fd, vaddr + done, length - done, off + done)
-            if got <= 0:
-                raise RestoreError(f"{mm['pages_file']}: short read at offset {off + done}")
-            done += got
-        off += length
+        _pread_into(inj, pages_fd, vaddr, npages * PAGE, off, mm["pages_file"])
+        off += npages * PAGE
+    objects.fill(pages_fd, mm["pages_file"])
+    objects.unmap_temps()
 
     for v in to_protect:
         inj.call("mprotect", v["start"], v["end"] - v["start"], v["prot"])
@@ -393,7 +521,9 @@ def _set_mm_map(inj: Injector, mm: dict[str, Any], scratch: int, exe_fd: int) ->
         raise RestoreError(f"prctl(PR_SET_MM_MAP) failed: {os.strerror(e.errno)}") from None
 
 
-def summarize_pagemap(runs: list[list[int]]) -> dict[str, int]:
-    return {"runs": len(runs), "pages": sum(n for _, n in runs),
-            "bytes": sum(n for _, n in runs) * PAGE}
+def summarize(mm: dict[str, Any]) -> dict[str, int]:
+    """Runs, pages and bytes in the pages file of one process (shared objects too)."""
+    runs = list(mm["pagemap"]) + [r for obj in mm.get("shmem", []) for r in obj["runs"]]
+    pages = sum(n for _, n in runs)
+    return {"runs": len(runs), "pages": pages, "bytes": pages * PAGE}
 

@@ -4,8 +4,8 @@ the tree (``--external unix[INODE]`` at dump, ``--inherit-fd
 fd[N]:socket:[INODE]`` at restore).
 
 The kernel's sock_diag netlink interface tells each socket's type, state and
-peer; queued data is read with MSG_PEEK (and SO_PEEK_OFF for datagrams) so it
-stays in place.
+peer; queued data is read with MSG_PEEK and SO_PEEK_OFF so it stays in place,
+message by message for datagram and seqpacket sockets.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x10
 UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 4, 6
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
 SO_PEEK_OFF = 42
+_PEEK_BUF = 64 << 10
+RCV_SHUTDOWN = 1
 QUEUE_FILE = "sk-queues.img"
 _TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
 
@@ -80,26 +82,55 @@ def unix_sockets() -> dict[int, dict[str, Any]]:
         nl.close()
 
 
-def _peek_queue(sock: socket.socket, stype: int, rqueue: int) -> list[bytes]:
-    """The data queued for reading on ``sock``, left in place."""
-    if stype == socket.SOCK_STREAM:
-        if rqueue == 0:
-            return []
-        try:
-            data = sock.recv(rqueue, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return []
-        return [data]
+def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int) -> list[bytes]:
+    """The data queued for reading on ``sock``, left in place: for a stream socket one
+    chunk of bytes, for datagram and seqpacket sockets each message, in order.
+
+    ``rqueue`` (UNIX_DIAG_RQLEN) is no message count: for a datagram socket it
+    is the length of the first message only. So the messages are peeked in
+    turn until the queue says EAGAIN, each at its byte offset in the queue set
+    with SO_PEEK_OFF, which makes a peek skip whole messages up to that offset
+    (an empty message is skipped once it has been peeked). MSG_TRUNC gives a
+    message's full length (a longer one is peeked again with a buffer that
+    fits), so the next offset lands exactly past it. The first message is
+    peeked with the offset disabled, so an empty one at the head is seen even
+    if the process had peeked it before. The socket's own SO_PEEK_OFF is put
+    back afterwards.
+
+    A seqpacket socket whose peer shut down writing returns 0 (EOF) instead of
+    EAGAIN at the end of its queue, like an empty message: there ``rqueue`` is
+    the byte count of the whole queue, and a 0 once every byte was seen ends
+    it (trailing empty messages read as EOF to the process too).
+    """
+    flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
+    stream = stype == socket.SOCK_STREAM
+    if not stream:
+        flags |= socket.MSG_TRUNC
+    eof_at_end = stream or (stype == socket.SOCK_SEQPACKET and shutdown & RCV_SHUTDOWN)
+    saved_off = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
+    buf = bytearray(_PEEK_BUF)
     msgs: list[bytes] = []
-    sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    off = 0
     try:
-        for _ in range(max(rqueue, 0) + 1):
+        while True:
+            at = off if msgs or stream else -1
+            sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, at)
             try:
-                msgs.append(sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+                n = sock.recv_into(buf, len(buf), flags)
             except BlockingIOError:
                 break
+            if n > len(buf):  # a message longer than the buffer: peek it whole
+                buf = bytearray(n)
+                sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, at)
+                n = sock.recv_into(buf, len(buf), flags)
+            if n == 0 and eof_at_end and (stream or off >= rqueue):
+                break
+            msgs.append(bytes(buf[:n]))
+            off += n
     finally:
-        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved_off)
+    if stream:
+        return [b"".join(msgs)] if msgs else []
     return msgs
 
 
@@ -131,7 +162,7 @@ class UnixSockets:
             if me["state"] != TCP_ESTABLISHED or not me["peer"]:
                 raise UnsupportedError(f"{where}: unconnected unix sockets are not "
                                        "supported yet")
-            queue = _peek_queue(sock, me["type"], me.get("rqueue", 0))
+            queue = _peek_queue(sock, me["type"], me.get("rqueue", 0), me["shutdown"])
             if "skq_raw" not in ctx.raw:
                 ctx.raw["skq_raw"] = ctx.images.raw(QUEUE_FILE)
             chunks = [[ctx.raw["skq_raw"].write(m), len(m)] for m in queue]
