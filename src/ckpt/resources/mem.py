@@ -35,7 +35,7 @@ log = logging.getLogger("ckpt.mem")
 
 VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 TASK_SIZE = 0x7FFFFFFFF000
-BUF_SIZE = 32 << 20
+BUF_SIZE = 4 << 20  # page data passes through it: small enough to stay in the CPU cache
 PAGE = libc.PAGE_SIZE
 
 # pagemap top byte: bit 7 present, bit 6 swapped, bit 5 file page / shared anon.
