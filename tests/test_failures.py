@@ -119,7 +119,7 @@ UNSUPPORTED = [
     ("unix-dgram-bound", r"fd 3\b.*bound"),
     ("unix-unconnected", r"fd 3\b.*unconnected"),
     ("posix-timer", r"\b1 POSIX timer"),
-    ("thread", r"\b2 threads\b.*multi-threaded"),
+    ("thread-eventfd", r"fd 3\b.*eventfd"),
 ]
 
 

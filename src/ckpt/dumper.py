@@ -23,7 +23,19 @@ from .errors import CkptError, DumpError, UnsupportedError
 from .images import ImageWriter
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, find_syscall_site
-from .resources import chrdev, cpu, files, files_reg, mem, pipes, signals, sk_unix, task, tty  # noqa: F401,I001  (file kinds register)
+from .resources import (  # noqa: F401  (importing a file kind registers it)
+    chrdev,
+    cpu,
+    files,
+    files_reg,
+    mem,
+    pipes,
+    signals,
+    sk_unix,
+    task,
+    thread,
+    tty,
+)
 
 log = logging.getLogger("ckpt.dump")
 
@@ -115,6 +127,20 @@ class _Task:
     exit_status: int = 0
     ctty: int = 0  # the session's controlling terminal (a device number), 0 for none
     tpgid: int = -1  # that terminal's foreground process group
+    threads: list[_Frozen] = field(default_factory=list)  # all but the first
+
+    def freeze_threads(self) -> None:
+        """Seize every other thread; again until no new one appeared meanwhile."""
+        done = {self.pid}
+        while True:
+            new = [tid for tid in procfs.threads(self.pid) if tid not in done]
+            if not new:
+                return
+            for tid in new:
+                done.add(tid)
+                fr = _Frozen(tid)
+                if fr.freeze():
+                    self.threads.append(fr)
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"pid": self.pid, "ppid": self.ppid, "pgid": self.pgid,
@@ -157,9 +183,7 @@ def _freeze_tree(root: int) -> list[_Task]:
                 if pid == root:
                     raise DumpError(f"process {pid} is a zombie")
                 continue
-            if st.num_threads > 1:
-                raise UnsupportedError(f"process {pid} has {st.num_threads} threads; "
-                                       "multi-threaded processes are not supported yet")
+            task.freeze_threads()
             for kid in sorted(procfs.children(pid)):
                 if kid not in seen:
                     seen.add(kid)
@@ -176,6 +200,15 @@ def _release(tasks: list[_Task], kill: bool, stop: bool = False) -> None:
         fr = t.frozen
         if fr is None or not fr.attached:
             continue
+        for th in t.threads:  # a killed process takes its threads along
+            if th.attached:
+                th.thaw()
+                if not kill:
+                    try:
+                        ptrace.detach(th.pid)
+                    except OSError as e:
+                        log.warning("thread %d: release: %s", th.pid, e)
+                th.attached = False
         fr.thaw()
         try:
             if kill:
@@ -298,7 +331,13 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         "signals": signals.dump(pid, inj, fr.scratch, fr.mask0),
         "task": task.dump(pid, inj, fr.scratch, status),
     }
-    log.info("process %d: registers, signals and task state saved", pid)
+    core["threads"] = []
+    for th in t.threads:
+        assert th.regs0 is not None and th.mask0 is not None
+        th.inj = Injector(th.pid, inj.site, th.regs0)
+        core["threads"].append(thread.dump(th.pid, th.inj, fr.scratch, th.regs0, th.mask0))
+    log.info("process %d: registers, signals and task state saved (%d threads)", pid,
+             1 + len(t.threads))
     pidfd = libc.pidfd_open(pid)
     try:
         fd_table = dumper.dump_task(pid, pidfd)

@@ -29,7 +29,19 @@ from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
-from .resources import chrdev, cpu, files, files_reg, mem, pipes, signals, sk_unix, task, tty  # noqa: F401,I001  (file kinds register)
+from .resources import (  # noqa: F401  (importing a file kind registers it)
+    chrdev,
+    cpu,
+    files,
+    files_reg,
+    mem,
+    pipes,
+    signals,
+    sk_unix,
+    task,
+    thread,
+    tty,
+)
 
 log = logging.getLogger("ckpt.restore")
 
@@ -220,13 +232,32 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
         mem.restore(pid, inj, mm, images_dir, helper, HELPER_SIZE, shmem)
         log.info("process %d: memory restored (%d injected syscalls so far)", pid, inj.count)
         task.restore(pid, inj, helper, core["task"])
+        threads = core.get("threads", [])
+        for th in threads:
+            tinj = thread.create(inj, helper, th["tid"])
+            try:
+                thread.restore(tinj, helper, th)
+            finally:
+                tinj.close()
+        if threads:
+            log.info("process %d: %d more threads created", pid, len(threads))
         signals.drain_pending(inj, helper)
         signals.restore(pid, inj, helper, core["signals"])
+        for th in threads:
+            signals.queue_private(inj, helper, pid, th["tid"], th["pending"])
+        for th in threads:  # credentials and seccomp filters are per thread
+            tinj = Injector(th["tid"], inj.site, ptrace.get_regs(th["tid"]))
+            try:
+                task.restore_final(th["tid"], tinj, helper, core["task"])
+            finally:
+                tinj.close()
         task.restore_final(pid, inj, helper, core["task"])
         saved_vdso = [v["start"] for v in mm["vmas"] if v["path"] == "[vdso]"]
         if saved_vdso:
             inj.site = saved_vdso[0] + vdso_offset
         inj.call("munmap", helper, HELPER_SIZE)
+        for th in threads:
+            thread.finish(th)
         cpu.restore(pid, core["cpu"])
         ptrace.set_sigmask(pid, core["signals"]["blocked"])
         log.info("process %d: state restored with %d injected syscalls", pid, inj.count)
@@ -346,6 +377,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             root_pgid = root.info["pgid"] if root.info["pgid"] != outside_pgid else None
             foreground = tty.Foreground(root_pgid or os.getpgrp())
         for pid in started:
+            for th in cores[pid].get("threads", []):
+                ptrace.detach(th["tid"])
             ptrace.detach(pid)
         os.close(go_w)
         os.close(ready_r)

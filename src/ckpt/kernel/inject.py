@@ -63,6 +63,9 @@ class Injector:
         ptrace.set_regs(self.pid, regs)
         ptrace.singlestep(self.pid)
         stop = ptrace.wait_stop(self.pid)
+        if stop.stopsig == libc.SIGTRAP and stop.event == ptrace.PTRACE_EVENT_CLONE:
+            ptrace.singlestep(self.pid)  # a traced clone stops once more before returning
+            stop = ptrace.wait_stop(self.pid)
         if stop.exited:
             raise ProcessGone(self.pid, f"died during injected {name}: {stop.describe()}")
         if stop.stopsig != libc.SIGTRAP:

@@ -192,6 +192,11 @@ def threads(pid: int) -> list[int]:
         raise ProcessGone(pid, "task") from e
 
 
+def thread_comm(pid: int, tid: int) -> str:
+    """The name of thread ``tid`` of process ``pid`` (its comm)."""
+    return str(_read(pid, f"task/{tid}/comm")).rstrip("\n")
+
+
 def posix_timers(pid: int) -> list[str]:
     """Raw lines of /proc/PID/timers (one block per POSIX timer)."""
     blocks: list[str] = []

@@ -32,6 +32,8 @@ PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
 PTRACE_PEEKSIGINFO_SHARED = 1
 PTRACE_EVENT_STOP = 128
 PTRACE_O_TRACESYSGOOD = 1
+PTRACE_O_TRACECLONE = 8
+PTRACE_EVENT_CLONE = 3
 
 NT_X86_XSTATE = 0x202
 __WALL = 0x40000000
@@ -86,6 +88,10 @@ def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
 
 def seize(pid: int, options: int = 0) -> None:
     ptrace(PTRACE_SEIZE, pid, 0, options)
+
+
+def set_options(pid: int, options: int) -> None:
+    ptrace(PTRACE_SETOPTIONS, pid, 0, options)
 
 
 def interrupt(pid: int) -> None:

@@ -50,20 +50,45 @@ def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
         act = KSigaction.from_buffer_copy(inj.read(scratch, size))
         if act.handler or act.flags or act.mask:
             actions[str(sig)] = [act.handler, act.flags, act.restorer, act.mask]
-    inj.call("sigaltstack", 0, scratch)
-    ss = StackT.from_buffer_copy(inj.read(scratch, ctypes.sizeof(StackT)))
     itimers = []
     for which in range(3):
         inj.call("getitimer", which, scratch)
         t = ITimerVal.from_buffer_copy(inj.read(scratch, ctypes.sizeof(ITimerVal)))
         itimers.append([t.interval_sec, t.interval_usec, t.value_sec, t.value_usec])
     pending = {
-        "private": [base64.b64encode(s).decode() for s in ptrace.peek_siginfo(pid, False)],
+        "private": pending_private(pid),
         "shared": [base64.b64encode(s).decode() for s in ptrace.peek_siginfo(pid, True)],
     }
-    return {"actions": actions, "blocked": mask,
-            "altstack": [ss.sp, ss.flags & ~1, ss.size],  # SS_ONSTACK is not settable
+    return {"actions": actions, "blocked": mask, "altstack": dump_altstack(inj, scratch),
             "itimers": itimers, "pending": pending}
+
+
+def pending_private(tid: int) -> list[str]:
+    """Signals queued for thread ``tid`` alone, as base64 siginfo."""
+    return [base64.b64encode(s).decode() for s in ptrace.peek_siginfo(tid, False)]
+
+
+def dump_altstack(inj: Injector, scratch: int) -> list[int]:
+    """[sp, flags, size] of the alternate signal stack of the thread ``inj`` runs in."""
+    inj.call("sigaltstack", 0, scratch)
+    ss = StackT.from_buffer_copy(inj.read(scratch, ctypes.sizeof(StackT)))
+    return [ss.sp, ss.flags & ~1, ss.size]  # SS_ONSTACK is not settable
+
+
+def restore_altstack(inj: Injector, scratch: int, altstack: list[int]) -> None:
+    sp, flags, ss_size = altstack
+    inj.write(scratch, bytes(StackT(sp, flags, 0, ss_size)))
+    if not flags & SS_DISABLE or sp:
+        inj.call("sigaltstack", scratch, 0)
+
+
+def queue_private(inj: Injector, scratch: int, tgid: int, tid: int, infos: list[str]) -> None:
+    """Queue the saved signals of thread ``tid`` again (``inj`` may run in any thread)."""
+    for info in infos:
+        raw = base64.b64decode(info)
+        inj.write(scratch, raw)
+        signo = int.from_bytes(raw[:4], "little", signed=True)
+        inj.call("rt_tgsigqueueinfo", tgid, tid, signo, scratch)
 
 
 def drain_pending(inj: Injector, scratch: int) -> None:
@@ -82,10 +107,7 @@ def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:
         a = sig["actions"].get(str(s), [0, 0, 0, 0])
         inj.write(scratch, bytes(KSigaction(*a)))
         inj.call("rt_sigaction", s, scratch, 0, 8)
-    sp, flags, ss_size = sig["altstack"]
-    inj.write(scratch, bytes(StackT(sp, flags, 0, ss_size)))
-    if not flags & SS_DISABLE or sp:
-        inj.call("sigaltstack", scratch, 0)
+    restore_altstack(inj, scratch, sig["altstack"])
     for which, t in enumerate(sig["itimers"]):
         if any(t):
             inj.write(scratch, bytes(ITimerVal(*t)))
@@ -96,8 +118,4 @@ def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:
         inj.write(scratch, raw)
         signo = int.from_bytes(raw[:4], "little", signed=True)
         inj.call("rt_sigqueueinfo", tgid, signo, scratch)
-    for info in sig["pending"]["private"]:
-        raw = base64.b64decode(info)
-        inj.write(scratch, raw)
-        signo = int.from_bytes(raw[:4], "little", signed=True)
-        inj.call("rt_tgsigqueueinfo", tgid, pid, signo, scratch)
+    queue_private(inj, scratch, tgid, pid, sig["pending"]["private"])

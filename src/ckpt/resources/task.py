@@ -31,15 +31,11 @@ def dump(pid: int, inj: Injector, scratch: int, st: dict[str, str]) -> dict[str,
     if seccomp_mode == 1:
         raise UnsupportedError(f"process {pid} is in strict seccomp mode; not supported")
     filters = ptrace.seccomp_filters(pid) if seccomp_mode == 2 else []
-    rseq = ptrace.get_rseq(pid)
-    inj.call("prctl", libc.PR_GET_TID_ADDRESS, scratch)
-    tid_address = int.from_bytes(inj.read(scratch, 8), "little")
     inj.call("prctl", libc.PR_GET_PDEATHSIG, scratch)
     pdeathsig = int.from_bytes(inj.read(scratch, 4), "little")
     dumpable = inj.call("prctl", libc.PR_GET_DUMPABLE)
-    robust_head, robust_len = libc.get_robust_list(pid)
     return {
-        "comm": procfs.stat(pid).comm,
+        **dump_own(pid, inj, scratch),
         "cwd": procfs.cwd(pid),
         "umask": int(st["Umask"], 8),
         "personality": procfs.personality(pid),
@@ -47,13 +43,42 @@ def dump(pid: int, inj: Injector, scratch: int, st: dict[str, str]) -> dict[str,
         "uids": _ids(st["Uid"]), "gids": _ids(st["Gid"]), "groups": _ids(st.get("Groups", "")),
         "no_new_privs": int(st.get("NoNewPrivs", "0")),
         "seccomp": [base64.b64encode(f).decode() for f in reversed(filters)],
-        "rseq": [rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature],
-        "tid_address": tid_address,
-        "robust_list": [robust_head, robust_len],
         "pdeathsig": pdeathsig,
         "dumpable": dumpable,
-        "affinity": sorted(os.sched_getaffinity(pid)),
     }
+
+
+def dump_own(tid: int, inj: Injector, scratch: int) -> dict[str, Any]:
+    """What each thread has of its own: comm, rseq, tid address, robust list, affinity.
+    ``inj`` runs in thread ``tid``."""
+    rseq = ptrace.get_rseq(tid)
+    inj.call("prctl", libc.PR_GET_TID_ADDRESS, scratch)
+    robust_head, robust_len = libc.get_robust_list(tid)
+    return {
+        "comm": procfs.thread_comm(inj.pid, tid),
+        "rseq": [rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature],
+        "tid_address": int.from_bytes(inj.read(scratch, 8), "little"),
+        "robust_list": [robust_head, robust_len],
+        "affinity": sorted(os.sched_getaffinity(tid)),
+    }
+
+
+def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
+    """Inverse of ``dump_own``; ``inj`` runs in thread ``tid``."""
+    inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
+    inj.call("prctl", libc.PR_SET_NAME, scratch)
+    inj.call("set_tid_address", t["tid_address"])
+    head, size = t["robust_list"]
+    if head:
+        inj.call("set_robust_list", head, size)
+    ptr, size, sig = t["rseq"]
+    if ptr:
+        inj.call("rseq", ptr, size, 0, sig)
+    try:
+        os.sched_setaffinity(tid, t["affinity"])
+    except OSError as e:
+        log.warning("thread %d: CPU affinity %s not restored: %s", tid, t["affinity"],
+                    e.strerror)
 
 
 def unregister_rseq(pid: int, inj: Injector) -> None:
@@ -72,8 +97,6 @@ def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
     except OSError as e:
         raise RestoreError(f"working directory {t['cwd']}: {os.strerror(e.errno)}") from None
     inj.call("umask", t["umask"])
-    inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
-    inj.call("prctl", libc.PR_SET_NAME, scratch)
     inj.call("personality", t["personality"])
     for i, name in enumerate(procfs.LIMIT_NAMES):
         cur, hard = t["rlimits"][name]
@@ -84,20 +107,10 @@ def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
             hard = my_hard
             cur = min(cur, hard)
         libc.prlimit(pid, i, (cur, hard))
-    inj.call("set_tid_address", t["tid_address"])
-    head, size = t["robust_list"]
-    if head:
-        inj.call("set_robust_list", head, size)
-    ptr, size, sig = t["rseq"]
-    if ptr:
-        inj.call("rseq", ptr, size, 0, sig)
+    restore_own(pid, inj, scratch, t)
     inj.call("prctl", libc.PR_SET_PDEATHSIG, t["pdeathsig"])
     if t["dumpable"] != 1:
         inj.call("prctl", libc.PR_SET_DUMPABLE, t["dumpable"])
-    try:
-        os.sched_setaffinity(pid, t["affinity"])
-    except OSError as e:
-        log.warning("CPU affinity %s not restored: %s", t["affinity"], e.strerror)
 
 
 def restore_final(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:

@@ -1,0 +1,71 @@
+"""Threads of a process.
+
+What each thread has of its own is saved per thread: registers and xstate,
+blocked mask, signals queued for it alone, alternate signal stack, name, rseq
+area, tid address, robust futex list and CPU affinity. Everything else
+(memory, files, signal handlers, credentials...) is the process's and is saved
+once, with its first thread.
+
+At restore the process is rebuilt as a single thread first; every other
+thread is then created inside it by an injected ``clone3`` with ``set_tid``,
+so each gets its old TID, and ``PTRACE_O_TRACECLONE`` keeps the new thread
+stopped under ckpt until its own state is loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from typing import Any
+
+from ..errors import RestoreError
+from ..kernel import libc, ptrace
+from ..kernel.inject import Injector
+from . import cpu, signals, task
+
+THREAD_FLAGS = (libc.CLONE_VM | libc.CLONE_FS | libc.CLONE_FILES | libc.CLONE_SIGHAND
+                | libc.CLONE_THREAD | libc.CLONE_SYSVSEM)
+
+
+def dump(tid: int, inj: Injector, scratch: int, regs: ptrace.UserRegs,
+         blocked: int) -> dict[str, Any]:
+    """The state of frozen thread ``tid``; ``inj`` runs in it, ``regs`` and ``blocked``
+    were read when it was frozen."""
+    return {"tid": tid, "cpu": cpu.dump(tid, regs), "blocked": blocked,
+            "pending": signals.pending_private(tid),
+            "altstack": signals.dump_altstack(inj, scratch), "own": task.dump_own(tid, inj,
+                                                                                   scratch)}
+
+
+def create(leader: Injector, scratch: int, tid: int) -> Injector:
+    """Make thread ``tid`` in the process ``leader`` runs in; return an injector that
+    runs in the new thread, which stays stopped under ckpt."""
+    args = libc.CloneArgs(flags=THREAD_FLAGS, set_tid=scratch + 256, set_tid_size=1)
+    leader.write(scratch, bytes(args))
+    leader.write(scratch + 256, struct.pack("<i", tid))
+    ptrace.set_options(leader.pid, ptrace.PTRACE_O_TRACECLONE)
+    try:
+        got = leader.call("clone3", scratch, ctypes.sizeof(args))
+    except OSError as e:
+        raise RestoreError(f"process {leader.pid}: cannot create thread {tid}: "
+                           f"{e.strerror}") from None
+    finally:
+        ptrace.set_options(leader.pid, 0)
+    if got != tid:
+        raise RestoreError(f"process {leader.pid}: thread {tid} came back as {got}")
+    stop = ptrace.wait_stop(tid)
+    if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:
+        raise RestoreError(f"process {leader.pid}: new thread {tid}: {stop.describe()}")
+    return Injector(tid, leader.site, ptrace.get_regs(tid))
+
+
+def restore(inj: Injector, scratch: int, state: dict[str, Any]) -> None:
+    """What the new thread ``inj`` runs in has of its own, but registers and mask."""
+    task.restore_own(inj.pid, inj, scratch, state["own"])
+    signals.restore_altstack(inj, scratch, state["altstack"])
+
+
+def finish(state: dict[str, Any]) -> None:
+    """Registers and blocked mask last: the thread then runs as saved once detached."""
+    cpu.restore(state["tid"], state["cpu"])
+    ptrace.set_sigmask(state["tid"], state["blocked"])
