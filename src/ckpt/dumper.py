@@ -23,18 +23,14 @@ from .errors import CkptError, DumpError, UnsupportedError
 from .images import ImageWriter
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, find_syscall_site
-from .resources import (  # noqa: F401  (importing a file kind registers it)
-    chrdev,
+from .resources import (
     cpu,
     files,
-    files_reg,
+    kinds,  # noqa: F401  (registers every kind of file)
     mem,
-    pipes,
     signals,
-    sk_unix,
     task,
     thread,
-    tty,
 )
 
 log = logging.getLogger("ckpt.dump")
@@ -383,9 +379,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         for t in tasks:
             if t.frozen is not None:
                 total += _dump_task(t, images, dumper, shmem_seen)["bytes"]
-        files.check_external(fctx, dumper)
-        sk_unix.check_external(dumper.descriptions, fctx.external)
-        tty.check_terminals(fctx, dumper.descriptions, [t.info() for t in tasks])
+        files.after_dump(fctx, dumper.descriptions, [t.info() for t in tasks])
         images.write_json("files.json", dumper.descriptions)
         root = tasks[0]
         images.finish({

@@ -29,15 +29,12 @@ from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
-from .resources import (  # noqa: F401  (importing a file kind registers it)
-    chrdev,
+from .resources import (
     cpu,
     files,
-    files_reg,
+    kinds,  # noqa: F401  (registers every kind of file)
     mem,
-    pipes,
     signals,
-    sk_unix,
     task,
     thread,
     tty,
@@ -325,7 +322,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             raise RestoreError(
                 f"--inherit-fd key {sorted(unused)[0]!r} matches no file in the image; "
                 f"keys in the image: {', '.join(available_keys(descriptions)) or 'none'}")
-        files.warn_external(descriptions, fctx)
+        files.before_restore(fctx, descriptions)
         vdso_offset = _own_vdso_offset()
         occupied = [(v.start, v.end) for v in procfs.maps(os.getpid())]
         for mm in mms.values():

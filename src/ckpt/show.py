@@ -16,7 +16,10 @@ from typing import Any
 
 from .errors import CkptError, ImageError, UsageError
 from .images import INVENTORY, ImageReader
-from .resources import chrdev, files, files_reg, pipes, sk_unix, tty  # noqa: F401  (file kinds register)
+from .resources import (
+    files,
+    kinds,  # noqa: F401  (registers every kind of file)
+)
 
 
 def _is_json(name: str) -> bool:

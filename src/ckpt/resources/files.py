@@ -78,6 +78,11 @@ class FileKind(Protocol):
     def keys(self, desc: dict[str, Any]) -> list[str]: ...
     def open(self, ctx: RestoreCtx, desc: dict[str, Any]) -> int: ...
 
+    # Optional, called once per dump / restore when every description is known:
+    # after_dump(ctx, descriptions, tasks) checks or completes what needs the whole
+    # tree (a pipe's other end, a socket's peer); before_restore(ctx, descriptions)
+    # may warn or refuse before any process is created.
+
 
 KINDS: list[FileKind] = []
 
@@ -92,6 +97,22 @@ def kind_of(name: str) -> FileKind:
         if k.KIND == name:
             return k
     raise RestoreError(f"the image holds a file of kind {name!r}, unknown to this ckpt")
+
+
+def after_dump(ctx: DumpCtx, descriptions: dict[str, dict[str, Any]],
+               tasks: list[dict[str, Any]]) -> None:
+    """Let every kind check what needs the whole tree (see ``FileKind``)."""
+    for kind in KINDS:
+        hook = getattr(kind, "after_dump", None)
+        if hook is not None:
+            hook(ctx, descriptions, tasks)
+
+
+def before_restore(ctx: RestoreCtx, descriptions: dict[str, dict[str, Any]]) -> None:
+    for kind in KINDS:
+        hook = getattr(kind, "before_restore", None)
+        if hook is not None:
+            hook(ctx, descriptions)
 
 
 def describe_unsupported(link: str, st: os.stat_result) -> str:
@@ -149,27 +170,6 @@ class DumpFiles:
             table.append({"fd": fd, "file": fid, "cloexec": cloexec})
             log.debug("process %d fd %d -> file %s (%s)", pid, fd, fid, link)
         return table
-
-
-def check_external(ctx: DumpCtx, dumper: DumpFiles) -> None:
-    """Mark pipes with an end outside the dumped tree; the restore needs to know."""
-    ends: dict[int, set[int]] = {}
-    for desc in dumper.descriptions.values():
-        if desc["kind"] == "pipe" and "fifo" not in desc:
-            ends.setdefault(desc["inode"], set()).add(desc["flags"] & os.O_ACCMODE)
-    for desc in dumper.descriptions.values():
-        if desc["kind"] == "pipe" and "fifo" not in desc:
-            modes = ends[desc["inode"]]
-            desc["external"] = not ({os.O_RDONLY, os.O_WRONLY} <= modes or os.O_RDWR in modes)
-
-
-def warn_external(descriptions: dict[str, dict[str, Any]], ctx: RestoreCtx) -> None:
-    """Say which pipes lost their outside end, and how to give them a new one."""
-    for desc in descriptions.values():
-        if desc.get("external") and not any(k in ctx.inherit for k in keys_of(desc)):
-            log.warning("pipe:[%s] had its other end outside the dumped tree; it is restored "
-                        "as a new pipe whose other end nobody holds (give one with "
-                        "--inherit-fd 'fd[N]:pipe:[%s]')", desc["inode"], desc["inode"])
 
 
 def keys_of(desc: dict[str, Any]) -> list[str]:

@@ -48,6 +48,29 @@ def _read_buffered(pid: int, fd: int, capacity: int) -> bytes:
 class Pipes:
     KIND = "pipe"
 
+    def after_dump(self, ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
+                   tasks: list[dict[str, Any]]) -> None:
+        """Mark pipes with an end outside the dumped tree; the restore needs to know."""
+        unnamed = [d for d in descriptions.values() if d["kind"] == "pipe" and "fifo" not in d]
+        ends: dict[int, set[int]] = {}
+        for desc in unnamed:
+            ends.setdefault(desc["inode"], set()).add(desc["flags"] & os.O_ACCMODE)
+        for desc in unnamed:
+            modes = ends[desc["inode"]]
+            desc["external"] = not ({os.O_RDONLY, os.O_WRONLY} <= modes or os.O_RDWR in modes)
+
+    def before_restore(self, ctx: files.RestoreCtx,
+                       descriptions: dict[str, dict[str, Any]]) -> None:
+        """Say which pipes lost their outside end, and how to give them a new one."""
+        for fid, desc in descriptions.items():
+            if desc["kind"] != "pipe" or not desc.get("external"):
+                continue
+            if fid in ctx.inherit_files or any(k in ctx.inherit for k in self.keys(desc)):
+                continue
+            log.warning("pipe:[%s] had its other end outside the dumped tree; it is restored "
+                        "as a new pipe whose other end nobody holds (give one with "
+                        "--inherit-fd 'fd[N]:pipe:[%s]')", desc["inode"], desc["inode"])
+
     def claims(self, link: str, st: os.stat_result) -> bool:
         return st_mod.S_ISFIFO(st.st_mode)
 

@@ -176,6 +176,10 @@ class UnixSockets:
     def keys(self, desc: dict[str, Any]) -> list[str]:
         return [f"socket:[{desc['inode']}]"]
 
+    def after_dump(self, ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
+                   tasks: list[dict[str, Any]]) -> None:
+        _check_external(descriptions, ctx.external)
+
     def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
         socks: dict[int, int] = ctx.state.setdefault("unix", {})
         ino = desc["inode"]
@@ -223,7 +227,7 @@ def _refill(ctx: files.RestoreCtx, sender: socket.socket, receiver: dict[str, An
                 sender.send(data)
 
 
-def check_external(descriptions: dict[str, dict[str, Any]], external: set[str]) -> None:
+def _check_external(descriptions: dict[str, dict[str, Any]], external: set[str]) -> None:
     """At dump: a socket whose peer is outside the tree needs ``--external unix[INODE]``."""
     inodes = {d["inode"] for d in descriptions.values() if d["kind"] == "unix"}
     for d in descriptions.values():

@@ -91,6 +91,10 @@ class Terminals:
         ctx.raw.setdefault("terminals", []).append((pid, fd, desc))
         return desc
 
+    def after_dump(self, ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
+                   tasks: list[dict[str, Any]]) -> None:
+        _check_terminals(ctx, descriptions, tasks)
+
     def keys(self, desc: dict[str, Any]) -> list[str]:
         ma, mi = desc["rdev"]
         return [f"tty[{os.makedev(ma, mi):x}:{desc['dev']:x}]"]
@@ -131,8 +135,8 @@ def _pair(ctx: files.RestoreCtx, index: int) -> tuple[int, int]:
     return pairs[index]
 
 
-def check_terminals(ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
-                    tasks: list[dict[str, Any]]) -> None:
+def _check_terminals(ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
+                     tasks: list[dict[str, Any]]) -> None:
     """Once every fd is known: a pty slave whose master is in the tree is part of an
     inner pair; any other terminal is the user's, which needs ``-j``. A session
     leader's controlling terminal must be an inner pty (or none)."""
