@@ -118,7 +118,6 @@ UNSUPPORTED = [
     ("unix-listen", r"fd 3\b.*(listening|bound)"),
     ("unix-dgram-bound", r"fd 3\b.*bound"),
     ("unix-unconnected", r"fd 3\b.*unconnected"),
-    ("posix-timer", r"\b1 POSIX timer"),
     ("thread-eventfd", r"fd 3\b.*eventfd"),
 ]
 

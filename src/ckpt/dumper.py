@@ -31,6 +31,7 @@ from .resources import (
     signals,
     task,
     thread,
+    timers,
 )
 
 log = logging.getLogger("ckpt.dump")
@@ -308,10 +309,6 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     pid = t.pid
     fr = t.frozen
     assert fr is not None and fr.regs0 is not None and fr.mask0 is not None
-    timers = procfs.posix_timers(pid)
-    if timers:
-        raise UnsupportedError(f"process {pid} has {len(timers)} POSIX timer(s) "
-                               "(timer_create); not supported yet")
     vmas = procfs.maps(pid, with_flags=True)
     for v in vmas:
         mem.classify(v)
@@ -326,6 +323,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         "cpu": cpu.dump(pid, fr.regs0),
         "signals": signals.dump(pid, inj, fr.scratch, fr.mask0),
         "task": task.dump(pid, inj, fr.scratch, status),
+        "timers": timers.dump(pid, inj, fr.scratch),
     }
     core["threads"] = []
     for th in t.threads:

@@ -37,6 +37,7 @@ from .resources import (
     signals,
     task,
     thread,
+    timers,
     tty,
 )
 
@@ -242,6 +243,7 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
         signals.restore(pid, inj, helper, core["signals"])
         for th in threads:
             signals.queue_private(inj, helper, pid, th["tid"], th["pending"])
+        timers.restore(pid, inj, helper, core.get("timers", []))
         for th in threads:  # credentials and seccomp filters are per thread
             tinj = Injector(th["tid"], inj.site, ptrace.get_regs(th["tid"]))
             try:

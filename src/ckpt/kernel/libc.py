@@ -31,7 +31,8 @@ NR = {
     "fchdir": 81, "umask": 95, "setgroups": 116, "setresuid": 117,
     "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131,
     "personality": 135, "setpgid": 109, "rt_sigtimedwait": 128, "prctl": 157,
-    "arch_prctl": 158, "gettid": 186,
+    "arch_prctl": 158, "gettid": 186, "timer_create": 222, "timer_settime": 223,
+    "timer_gettime": 224, "timer_delete": 226,
     "set_tid_address": 218, "clock_nanosleep": 230, "exit_group": 231,
     "openat": 257, "set_robust_list": 273, "get_robust_list": 274,
     "tee": 276, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
@@ -57,6 +58,7 @@ PR_SET_MM_MAP = 14
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS = 38, 39
 PR_GET_TID_ADDRESS = 40
+PR_TIMER_CREATE_RESTORE_IDS = 77  # Linux 6.15: timer_create takes the wanted ID
 
 # signals
 NSIG = 64
