@@ -41,15 +41,6 @@ _SHM_BYTE = b"\x5a"
 _BPF_ALLOW = (0x06).to_bytes(2, "little") + b"\0\0" + (0x7FFF0000).to_bytes(4, "little")
 
 
-class PrctlMmMap(ctypes.Structure):
-    """struct prctl_mm_map (include/uapi/linux/prctl.h)."""
-
-    _fields_ = [(n, ctypes.c_uint64) for n in (
-        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
-        "start_stack", "arg_start", "arg_end", "env_start", "env_end", "auxv")] + [
-        ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]
-
-
 class Missing(Exception):
     """A probe found that the kernel (or ckpt's privileges) lack what ckpt needs."""
 
@@ -97,18 +88,6 @@ class _Ctx:
         for p in probes:
             if p in self.failed:
                 raise Skipped(f"not probed, since {p} failed")
-
-
-def _free_area(ranges: list[tuple[int, int]], size: int, hint: int = 0x100000000000) -> int:
-    """A page-aligned address where ``size`` bytes overlap none of ``ranges``."""
-    addr = hint
-    for s, e in sorted(ranges):
-        if e <= addr:
-            continue
-        if s >= addr + size:
-            break
-        addr = (e + libc.PAGE_SIZE - 1) & ~(libc.PAGE_SIZE - 1)
-    return addr
 
 
 def _wait_stop(pid: int, timeout: float = 2.0) -> ptrace.Stop:
@@ -466,14 +445,14 @@ def probe_mm_map(ctx: _Ctx) -> None:
     except OSError as e:
         raise Missing(f"prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE) failed: {_errno_text(e)} "
                       "(needs CONFIG_CHECKPOINT_RESTORE)") from None
-    if size.value != ctypes.sizeof(PrctlMmMap):
+    if size.value != ctypes.sizeof(libc.PrctlMmMap):
         raise Missing(f"the kernel's struct prctl_mm_map has {size.value} bytes, "
-                      f"ckpt's {ctypes.sizeof(PrctlMmMap)}")
+                      f"ckpt's {ctypes.sizeof(libc.PrctlMmMap)}")
     ctx.need("syscall injection")
     inj = ctx.inj
     assert inj is not None
     st = procfs.stat(ctx.child)
-    m = PrctlMmMap(start_code=st.start_code, end_code=st.end_code, start_data=st.start_data,
+    m = libc.PrctlMmMap(start_code=st.start_code, end_code=st.end_code, start_data=st.start_data,
                    end_data=st.end_data, start_brk=st.start_brk, brk=inj.call("brk", 0),
                    start_stack=st.start_stack, arg_start=st.arg_start, arg_end=st.arg_end,
                    env_start=st.env_start, env_end=st.env_end, auxv=0, auxv_size=0,
@@ -500,7 +479,7 @@ def probe_vdso_mremap(ctx: _Ctx) -> None:
         raise Missing("the child has no vDSO mappings")
     base = min(v.start for v in trio)
     span = max(v.end for v in trio) - base
-    temp = _free_area([(v.start, v.end) for v in vmas], span)
+    temp = libc.free_area([(v.start, v.end) for v in vmas], span)
     for v in trio:
         res = inj.raw("mremap", v.start, v.size, v.size,
                       libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED, temp + v.start - base)

@@ -209,3 +209,30 @@ def anon_buffer(size: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"mmap: {os.strerror(err)}")
     return addr
+
+
+class PrctlMmMap(ctypes.Structure):
+    """struct prctl_mm_map (include/uapi/linux/prctl.h), for PR_SET_MM_MAP."""
+
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+        "start_stack", "arg_start", "arg_end", "env_start", "env_end", "auxv")] + [
+        ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]
+
+
+TASK_SIZE = 0x7FFFFFFFF000  # the top of x86_64 user space (4-level page tables)
+
+
+def free_area(ranges: list[tuple[int, int]], size: int, hint: int = 0x100000000000) -> int:
+    """A page-aligned address from ``hint`` on where ``size`` bytes overlap none of
+    ``ranges``; raises OSError(ENOMEM) if user space has no such gap."""
+    addr = hint
+    for s, e in sorted(ranges):
+        if e <= addr:
+            continue
+        if s >= addr + size:
+            break
+        addr = (e + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    if addr + size > TASK_SIZE:
+        raise OSError(12, f"no free range of {size} bytes in the address space")
+    return addr

@@ -34,7 +34,7 @@ from ..kernel.inject import Injector
 log = logging.getLogger("ckpt.mem")
 
 VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
-TASK_SIZE = 0x7FFFFFFFF000
+TASK_SIZE = libc.TASK_SIZE
 BUF_SIZE = 4 << 20  # page data passes through it: small enough to stay in the CPU cache
 PAGE = libc.PAGE_SIZE
 
@@ -253,18 +253,12 @@ def check_files(mm: dict[str, Any]) -> None:
                                f"(size/mtime {now} vs {v['file']})")
 
 
-def free_area(ranges: list[tuple[int, int]], size: int, hint: int = 0x100000000000) -> int:
+def free_area(ranges: list[tuple[int, int]], size: int) -> int:
     """A page-aligned address where ``size`` bytes overlap none of ``ranges``."""
-    addr = hint
-    for s, e in sorted(ranges):
-        if e <= addr:
-            continue
-        if s >= addr + size:
-            break
-        addr = (e + PAGE - 1) & ~(PAGE - 1)
-    if addr + size > TASK_SIZE:
-        raise RestoreError("no free address range for the restore helper")
-    return addr
+    try:
+        return libc.free_area(ranges, size)
+    except OSError:
+        raise RestoreError("no free address range for the restore helper") from None
 
 
 def _unmap_all_except(inj: Injector, keep: list[tuple[int, int]]) -> None:
@@ -499,18 +493,11 @@ def _same_exe(pid: int, path: str) -> bool:
         return False
 
 
-class PrctlMmMap(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in (
-        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
-        "start_stack", "arg_start", "arg_end", "env_start", "env_end", "auxv")] + [
-        ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]
-
-
 def _set_mm_map(inj: Injector, mm: dict[str, Any], scratch: int, exe_fd: int) -> None:
     auxv = bytes.fromhex(mm["auxv"])
     auxv_addr = scratch + 4096
     inj.write(auxv_addr, auxv)
-    m = PrctlMmMap(**{k: mm[k] for k in (
+    m = libc.PrctlMmMap(**{k: mm[k] for k in (
         "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
         "start_stack", "arg_start", "arg_end", "env_start", "env_end")},
         auxv=auxv_addr, auxv_size=len(auxv), exe_fd=exe_fd & 0xFFFFFFFF)  # -1: keep the exe
