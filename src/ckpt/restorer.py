@@ -210,7 +210,8 @@ def _parse_inherit(inherit_fds: list[str] | tuple[str, ...]) -> dict[str, int]:
 
 def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers: set[int],
                   images_dir: str, helper: int, vdso_offset: int,
-                  shmem: dict[int, tuple[int, int, int]], pgid: int | None) -> None:
+                  shmem: dict[int, tuple[int, int, int]], pgid: int | None,
+                  fctx: files.RestoreCtx, fd_table: list[dict[str, Any]]) -> None:
     """Turn seized, waiting process ``pid`` into its saved self (registers last)."""
     regs = ptrace.get_regs(pid)
     inj = Injector(pid, helper + _SITE_OFFSET, regs)
@@ -218,6 +219,8 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
         for fd in procfs.fd_numbers(pid):
             if fd not in fd_numbers:  # the fds it waited on
                 inj.call("close", fd)
+        # File kinds that must act inside the process, on its final fd numbers.
+        files.restore_in_task(fctx, pid, inj, helper, fd_table, fctx.descriptions)
         if pgid is not None and pgid != pid:
             try:
                 inj.call("setpgid", 0, pgid)
@@ -234,15 +237,13 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
         for th in threads:
             tinj = thread.create(inj, helper, th["tid"])
             try:
-                thread.restore(tinj, helper, th)
+                thread.restore(pid, tinj, helper, th)
             finally:
                 tinj.close()
         if threads:
             log.info("process %d: %d more threads created", pid, len(threads))
         signals.drain_pending(inj, helper)
         signals.restore(pid, inj, helper, core["signals"])
-        for th in threads:
-            signals.queue_private(inj, helper, pid, th["tid"], th["pending"])
         timers.restore(pid, inj, helper, core.get("timers", []))
         for th in threads:  # credentials and seccomp filters are per thread
             tinj = Injector(th["tid"], inj.site, ptrace.get_regs(th["tid"]))
@@ -367,7 +368,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
                 pgid = None
             _restore_task(n.pid, cores[n.pid], mms[n.pid],
                           {e["fd"] for e in fd_tables[n.pid]}, images_dir, helper,
-                          vdso_offset, shmem, pgid)
+                          vdso_offset, shmem, pgid, fctx, fd_tables[n.pid])
         if pidfile:
             path = pidfile if os.path.isabs(pidfile) else os.path.join(images_dir, pidfile)
             with open(path, "w") as f:
@@ -394,6 +395,12 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         for fd in (ready_r, go_w):
             if fd >= 0:
                 os.close(fd)  # processes still waiting see EOF and exit
+        for pid in started:  # dead threads still traced by ckpt hold their leader back
+            for th in cores[pid].get("threads", []):
+                try:
+                    os.waitpid(th["tid"], ptrace.__WALL)
+                except ChildProcessError:
+                    pass
         if started or root_pid in _children_of_self():
             try:
                 os.waitpid(root_pid, 0)

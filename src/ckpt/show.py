@@ -52,9 +52,11 @@ def _fd_path(desc: dict[str, Any]) -> str:
     kind = desc.get("kind")
     if kind == "pipe":
         return str(desc.get("fifo") or f"pipe:[{desc['inode']}]")
-    if kind == "unix":
+    if kind in ("unix", "inet"):
         return f"socket:[{desc['inode']}]"
-    return str(desc.get("path", "?"))
+    if "path" in desc:
+        return str(desc["path"])
+    return f"anon_inode:[{'eventpoll' if kind == 'epoll' else kind}]"
 
 
 def _fd_list(reader: ImageReader) -> list[dict[str, Any]]:

@@ -82,6 +82,11 @@ class FileKind(Protocol):
     # after_dump(ctx, descriptions, tasks) checks or completes what needs the whole
     # tree (a pipe's other end, a socket's peer); before_restore(ctx, descriptions)
     # may warn or refuse before any process is created.
+    # restore_in_task(ctx, pid, inj, scratch, fd_table, descriptions) runs once per
+    # restored process (``inj`` its Injector, ``scratch`` a scratch page in it,
+    # ``fd_table`` its fds-PID.json) when its fds are at their final numbers and
+    # before its memory is restored: for what only the process itself can do with
+    # its own fd numbers (epoll watches). ``ctx.opened``/``ctx.state`` are gone by then.
 
 
 KINDS: list[FileKind] = []
@@ -113,6 +118,16 @@ def before_restore(ctx: RestoreCtx, descriptions: dict[str, dict[str, Any]]) -> 
         hook = getattr(kind, "before_restore", None)
         if hook is not None:
             hook(ctx, descriptions)
+
+
+def restore_in_task(ctx: RestoreCtx, pid: int, inj: Any, scratch: int,
+                    fd_table: list[dict[str, Any]],
+                    descriptions: dict[str, dict[str, Any]]) -> None:
+    """Let every kind finish inside restored process ``pid`` (see ``FileKind``)."""
+    for kind in KINDS:
+        hook = getattr(kind, "restore_in_task", None)
+        if hook is not None:
+            hook(ctx, pid, inj, scratch, fd_table, descriptions)
 
 
 def describe_unsupported(link: str, st: os.stat_result) -> str:

@@ -3,8 +3,13 @@
 
 from . import (  # noqa: F401  (each registers its kind on import)
     chrdev,
+    epoll,
+    eventfd,
     files_reg,
     pipes,
+    signalfd,
+    sk_inet,
     sk_unix,
+    timerfd,
     tty,
 )

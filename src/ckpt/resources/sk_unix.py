@@ -1,20 +1,48 @@
-"""Unix domain sockets: connected pairs inside the dumped tree (socketpair), with
-the bytes or datagrams queued in them, and sockets connected to a peer outside
-the tree (``--external unix[INODE]`` at dump, ``--inherit-fd
+"""Unix domain sockets: connected pairs, listening sockets, bound and unbound
+sockets, with the bytes or datagrams queued in them; sockets connected to a peer
+outside the tree (``--external unix[INODE]`` at dump, ``--inherit-fd
 fd[N]:socket:[INODE]`` at restore).
 
-The kernel's sock_diag netlink interface tells each socket's type, state and
-peer; queued data is read with MSG_PEEK and SO_PEEK_OFF so it stays in place,
-message by message for datagram and seqpacket sockets.
+The kernel's sock_diag netlink interface tells each socket's type, state, peer,
+address (and the inode of its socket file), backlog and pending connections;
+queued data is read with MSG_PEEK and SO_PEEK_OFF so it stays in place,
+message by message for datagram and seqpacket sockets, with each datagram's
+sender address.
+
+How each socket comes back:
+
+* a connected stream or seqpacket socket, and a datagram socket connected both
+  ways with a peer when at most one of the two is bound: a ``socketpair``, each
+  end refilled from the other (a bound datagram end is bound again). A socket
+  whose peer was closed is one end of a new pair whose other end is closed once
+  the queue is refilled: it reads what was left, then end-of-file;
+* every other socket on its own: ``socket``, ``bind`` to its name (a stale
+  socket file is removed first; the new file gets the saved mode and owner),
+  ``listen`` with its backlog; datagrams queued on it are sent again to its name
+  from the socket of the tree that had sent them (or from an unbound socket when
+  their sender was unbound); then datagram sockets ``connect`` to their peer's
+  name.
+
+Refused at dump: a listener with connections not yet accepted (and a client
+whose connection is not accepted yet), a queued message carrying file
+descriptors, queued messages on a socket that receives credentials
+(SO_PASSCRED), a datagram queued from a socket outside the tree, a socket bound
+to a file that was removed or replaced, a connected stream socket that was
+bound by its process (the name of an *accepted* socket is its listener's and is
+not needed).
 """
 
 from __future__ import annotations
 
+import array
+import contextlib
+import errno
 import logging
 import os
 import socket
 import stat as st_mod
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
@@ -24,31 +52,43 @@ log = logging.getLogger("ckpt.sk_unix")
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLMSG_DONE, NLMSG_ERROR = 3, 2
-UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x10
-UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 4, 6
-TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
+UDIAG_SHOW_NAME, UDIAG_SHOW_VFS, UDIAG_SHOW_PEER = 0x1, 0x2, 0x4
+UDIAG_SHOW_ICONS, UDIAG_SHOW_RQLEN = 0x8, 0x10
+UDIAG_SHOW_ALL = 0x1F
+UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS = 0, 1, 2, 3
+UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 4, 6
+TCP_ESTABLISHED, TCP_SYN_SENT, TCP_CLOSE, TCP_LISTEN = 1, 2, 7, 10
+NOCOOKIE = 0xFFFFFFFF
 SO_PEEK_OFF = 42
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+SCM_PIDFD = 4
 _PEEK_BUF = 64 << 10
+_ANC_BUF = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(64)
 RCV_SHUTDOWN = 1
 QUEUE_FILE = "sk-queues.img"
 _TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
+_SHUT = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
 
 
-def unix_sockets() -> dict[int, dict[str, Any]]:
-    """Every unix socket of this network namespace: inode -> type, state, peer, name."""
-    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+# ------------------------------------------------------------------ sock_diag
+
+
+def sock_diag(req: bytes, dump: bool = True, mtype: int = SOCK_DIAG_BY_FAMILY) -> list[bytes]:
+    """Send one sock_diag request; the bodies of the answers (none for an exact
+    request that found nothing, or for SOCK_DESTROY)."""
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                       NETLINK_SOCK_DIAG)
     try:
-        req = struct.pack("=BBHIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0,
-                          UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN,
-                          0xFFFFFFFF) + struct.pack("=I", 0xFFFFFFFF)
-        hdr = struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY,
-                          NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+        if mtype != SOCK_DIAG_BY_FAMILY:
+            flags |= NLM_F_ACK
+        hdr = struct.pack("=IHHII", 16 + len(req), mtype, flags, 1, 0)
         nl.sendto(hdr + req, (0, 0))
-        out: dict[int, dict[str, Any]] = {}
+        out: list[bytes] = []
         while True:
-            data = nl.recv(1 << 16)
+            data = nl.recv(1 << 17)
             off = 0
             while off + 16 <= len(data):
                 length, mtype, _flags, _seq, _pid = struct.unpack_from("=IHHII", data, off)
@@ -56,35 +96,281 @@ def unix_sockets() -> dict[int, dict[str, Any]]:
                     return out
                 if mtype == NLMSG_ERROR:
                     err = -struct.unpack_from("=i", data, off + 16)[0]
+                    if err in (0, errno.ENOENT) and not dump:
+                        return out
                     raise OSError(err, f"sock_diag: {os.strerror(err)}")
-                body = data[off + 16:off + length]
-                _fam, stype, state, _pad, ino = struct.unpack_from("=BBBBI", body, 0)
-                info: dict[str, Any] = {"type": stype, "state": state, "peer": 0,
-                                        "name": None, "shutdown": 0}
-                a = 16
-                while a + 4 <= len(body):
-                    alen, atype = struct.unpack_from("=HH", body, a)
-                    if alen < 4:
-                        break
-                    payload = body[a + 4:a + alen]
-                    if atype == UNIX_DIAG_NAME:
-                        info["name"] = payload.hex()
-                    elif atype == UNIX_DIAG_PEER:
-                        info["peer"] = struct.unpack_from("=I", payload)[0]
-                    elif atype == UNIX_DIAG_RQLEN:
-                        info["rqueue"], info["wqueue"] = struct.unpack_from("=II", payload)
-                    elif atype == UNIX_DIAG_SHUTDOWN:
-                        info["shutdown"] = payload[0]
-                    a += (alen + 3) & ~3
-                out[ino] = info
+                out.append(data[off + 16:off + length])
+                if not dump:
+                    return out
                 off += (length + 3) & ~3
     finally:
         nl.close()
 
 
-def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int) -> list[bytes]:
+def nl_attrs(body: bytes, start: int) -> Iterator[tuple[int, bytes]]:
+    """The netlink attributes (type, payload) of a message body from ``start``."""
+    a = start
+    while a + 4 <= len(body):
+        alen, atype = struct.unpack_from("=HH", body, a)
+        if alen < 4:
+            break
+        yield atype & 0x3FFF, body[a + 4:a + alen]
+        a += (alen + 3) & ~3
+
+
+def _parse_unix(body: bytes) -> tuple[int, dict[str, Any]]:
+    _fam, stype, state, _pad, ino = struct.unpack_from("=BBBBI", body, 0)
+    info: dict[str, Any] = {"type": stype, "state": state, "peer": 0, "has_peer": False,
+                            "name": None,
+                            "shutdown": 0, "rqueue": 0, "wqueue": 0, "icons": [],
+                            "vfs": None}
+    for atype, payload in nl_attrs(body, 16):
+        if atype == UNIX_DIAG_NAME:
+            info["name"] = payload.hex()
+        elif atype == UNIX_DIAG_VFS:
+            info["vfs"] = struct.unpack_from("=II", payload)
+        elif atype == UNIX_DIAG_PEER:  # 0: a peer that was closed (or not accepted yet)
+            info["peer"] = struct.unpack_from("=I", payload)[0]
+            info["has_peer"] = True
+        elif atype == UNIX_DIAG_ICONS:
+            info["icons"] = list(struct.unpack(f"={len(payload) // 4}I", payload))
+        elif atype == UNIX_DIAG_RQLEN:
+            info["rqueue"], info["wqueue"] = struct.unpack_from("=II", payload)
+        elif atype == UNIX_DIAG_SHUTDOWN:
+            info["shutdown"] = payload[0]
+    return ino, info
+
+
+def _unix_req(ino: int) -> bytes:
+    return struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino, UDIAG_SHOW_ALL,
+                       NOCOOKIE, NOCOOKIE)
+
+
+def unix_sockets() -> dict[int, dict[str, Any]]:
+    """Every unix socket of this network namespace: inode -> type, state, peer, name
+    (hex, as the kernel keeps it), socket file (vfs inode, kernel dev), pending
+    connections (icons: their clients' inodes), queue lengths, shutdown."""
+    return dict(_parse_unix(b) for b in sock_diag(_unix_req(0)))
+
+
+def unix_socket(ino: int) -> dict[str, Any] | None:
+    """The sock_diag record of unix socket ``ino``, or None if it is no unix socket."""
+    for body in sock_diag(_unix_req(ino), dump=False):
+        return _parse_unix(body)[1]
+    return None
+
+
+_last_lookup: tuple[int, bool] = (0, False)
+
+
+def is_unix_socket(ino: int) -> bool:
+    """Whether socket inode ``ino`` is a unix socket (one exact sock_diag lookup)."""
+    global _last_lookup
+    if _last_lookup[0] != ino:
+        _last_lookup = (ino, unix_socket(ino) is not None)
+    return _last_lookup[1]
+
+
+# ------------------------------------------------------------------ socket options
+
+
+# name -> (level, option read, option written, kind): kind "int", "str" (a
+# NUL-terminated name of up to 16 bytes), or a size in bytes (a struct, kept as hex);
+# "buf" is a buffer size, read doubled and written halved with the *FORCE option.
+SockOpts = dict[str, tuple[int, int, int, Any]]
+
+UNIX_OPTS: SockOpts = {
+    "SO_PASSCRED": (socket.SOL_SOCKET, 16, 16, "int"),
+    "SO_PASSSEC": (socket.SOL_SOCKET, 34, 34, "int"),
+    "SO_PASSPIDFD": (socket.SOL_SOCKET, 76, 76, "int"),
+    "SO_PEEK_OFF": (socket.SOL_SOCKET, SO_PEEK_OFF, SO_PEEK_OFF, "int"),
+    "SO_RCVLOWAT": (socket.SOL_SOCKET, 18, 18, "int"),
+    "SO_RCVTIMEO": (socket.SOL_SOCKET, 20, 20, 16),
+    "SO_SNDTIMEO": (socket.SOL_SOCKET, 21, 21, 16),
+    "SO_PRIORITY": (socket.SOL_SOCKET, 12, 12, "int"),
+    "SO_MARK": (socket.SOL_SOCKET, 36, 36, "int"),
+}
+
+
+def _read_opt(sock: socket.socket, level: int, opt: int, kind: Any) -> Any:
+    if kind in ("int", "buf"):
+        return sock.getsockopt(level, opt)
+    if kind == "str":
+        return sock.getsockopt(level, opt, 16).split(b"\0", 1)[0].decode("ascii", "replace")
+    return sock.getsockopt(level, opt, kind).hex()
+
+
+def read_opts(sock: socket.socket, table: SockOpts, fresh: socket.socket) -> dict[str, Any]:
+    """The options of ``sock`` that differ from those of ``fresh``, a new socket of
+    the same family and type (those the process set); unreadable ones are left out."""
+    out = {}
+    for name, (level, opt, _wopt, kind) in table.items():
+        try:
+            value = _read_opt(sock, level, opt, kind)
+        except OSError:
+            continue
+        try:
+            default = _read_opt(fresh, level, opt, kind)
+        except OSError:
+            default = None
+        if value != default:
+            out[name] = value
+    return out
+
+
+def apply_opts(sock: socket.socket, opts: dict[str, Any], table: SockOpts, where: str,
+               skip: tuple[str, ...] = ()) -> None:
+    """Set the saved options ``opts`` on the new ``sock``."""
+    for name, value in opts.items():
+        if name in skip:
+            continue
+        if name not in table:
+            raise RestoreError(f"{where}: the image sets socket option {name}, unknown to "
+                               "this ckpt")
+        level, _opt, wopt, kind = table[name]
+        try:
+            if kind == "buf":
+                sock.setsockopt(level, wopt, max(value // 2, 1))
+            elif kind == "int":
+                sock.setsockopt(level, wopt, value)
+            elif kind == "str":
+                sock.setsockopt(level, wopt, value.encode())
+            else:
+                sock.setsockopt(level, wopt, bytes.fromhex(value))
+        except OSError as e:
+            raise RestoreError(f"{where}: cannot set socket option {name} to {value!r}: "
+                               f"{e.strerror}") from None
+
+
+# ------------------------------------------------------------------ names
+
+
+def _kdev_to_dev(kdev: int) -> int:
+    """A dev_t as the kernel keeps it inside (major << 20 | minor), as stat shows it."""
+    return os.makedev(kdev >> 20, kdev & 0xFFFFF)
+
+
+def _name_bytes(diag_hex: str) -> bytes:
+    """An address as bind() takes it: abstract names whole (leading NUL), paths
+    without the NUL the kernel keeps after them."""
+    raw = bytes.fromhex(diag_hex)
+    if raw[:1] == b"\0":
+        return raw
+    return raw.split(b"\0", 1)[0]
+
+
+def show_name(raw: bytes) -> str:
+    """An address for messages: a path, or @name for an abstract one."""
+    if raw[:1] == b"\0":
+        return "@" + raw[1:].decode("utf-8", "backslashreplace")
+    return os.fsdecode(raw) if raw else "(unnamed)"
+
+
+def _sender_bytes(addr: Any) -> bytes:
+    if not addr:
+        return b""
+    if isinstance(addr, bytes):
+        return addr
+    return os.fsencode(addr)
+
+
+def _bound_name(pid: int, where: str, me: dict[str, Any]) -> dict[str, Any]:
+    """The ``name`` (and for a path, ``file``) fields of a socket bound again at restore."""
+    raw = _name_bytes(me["name"])
+    if raw[:1] == b"\0":
+        return {"name": raw.hex()}
+    path = os.fsdecode(raw)
+    full = path if path.startswith("/") else os.path.join(os.readlink(f"/proc/{pid}/cwd"),
+                                                          path)
+    try:
+        fst: os.stat_result | None = os.lstat(full)
+    except OSError:
+        fst = None
+    vfs = me["vfs"]
+    if (fst is None or not st_mod.S_ISSOCK(fst.st_mode) or vfs is None
+            or fst.st_ino != vfs[0] or fst.st_dev != _kdev_to_dev(vfs[1])):
+        raise UnsupportedError(
+            f"{where}: bound to {path!r}, but that socket file was removed or replaced"
+            + ("" if path.startswith("/") else
+               " (or, a relative name, is not found from the process's working directory)")
+            + "; ckpt cannot bind it again as it was")
+    return {"name": raw.hex(), "file": {"path": full, "mode": st_mod.S_IMODE(fst.st_mode),
+                                        "uid": fst.st_uid, "gid": fst.st_gid}}
+
+
+def _holder_of(path: str) -> int | None:
+    """The unix socket bound to the socket file at ``path`` now, if any."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    for ino, info in unix_sockets().items():
+        vfs = info["vfs"]
+        if vfs and vfs[0] == st.st_ino and _kdev_to_dev(vfs[1]) == st.st_dev:
+            return ino
+    return None
+
+
+def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
+    """Bind a new socket to the saved name; a path gets its saved mode and owner."""
+    raw = bytes.fromhex(desc["name"])
+    ino = desc["inode"]
+    if raw[:1] == b"\0":
+        try:
+            sock.bind(raw)
+        except OSError as e:
+            hint = (" (in use by another socket: is the dumped process still running?)"
+                    if e.errno == errno.EADDRINUSE else "")
+            raise RestoreError(f"socket:[{ino}]: cannot bind the abstract name "
+                               f"{show_name(raw)}: {e.strerror}{hint}") from None
+        return
+    f = desc["file"]
+    path = f["path"]
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not st_mod.S_ISSOCK(st.st_mode):
+            raise RestoreError(f"socket:[{ino}]: cannot bind {path}: it exists and is not "
+                               "a socket (left in place)")
+        holder = _holder_of(path)
+        if holder is not None:
+            raise RestoreError(f"socket:[{ino}]: cannot bind {path}: socket:[{holder}] is "
+                               "bound to it (is the dumped process still running?)")
+        log.info("removing the stale socket file %s", path)
+        os.unlink(path)
+    rel = os.fsdecode(raw)
+    cwd = -1
+    umask = os.umask(0o777)  # no window with wider permissions than the saved ones
+    try:
+        if rel != path:  # bound by a relative name: bind it from the same directory
+            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.chdir(path[:len(path) - len(rel)] or "/")
+        sock.bind(raw)
+    except OSError as e:
+        raise RestoreError(f"socket:[{ino}]: cannot bind {path}: {e.strerror}") from None
+    finally:
+        os.umask(umask)
+        if cwd >= 0:
+            os.fchdir(cwd)
+            os.close(cwd)
+    try:
+        os.chown(path, f["uid"], f["gid"], follow_symlinks=False)
+        os.chmod(path, f["mode"])
+    except OSError as e:
+        raise RestoreError(f"socket:[{ino}]: cannot set the owner and mode of {path}: "
+                           f"{e.strerror}") from None
+
+
+# ------------------------------------------------------------------ queues
+
+
+def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int,
+                where: str) -> list[tuple[bytes, bytes]]:
     """The data queued for reading on ``sock``, left in place: for a stream socket one
-    chunk of bytes, for datagram and seqpacket sockets each message, in order.
+    chunk of bytes, for datagram and seqpacket sockets each message, in order; each
+    with the sender's address (meaningful for datagrams only).
 
     ``rqueue`` (UNIX_DIAG_RQLEN) is no message count: for a datagram socket it
     is the length of the first message only. So the messages are peeked in
@@ -101,6 +387,10 @@ def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int) -> 
     EAGAIN at the end of its queue, like an empty message: there ``rqueue`` is
     the byte count of the whole queue, and a 0 once every byte was seen ends
     it (trailing empty messages read as EOF to the process too).
+
+    Messages are peeked with room for control messages: file descriptors
+    attached to one (SCM_RIGHTS) are refused (ckpt would lose them), and the
+    copies the peek gave ckpt are closed.
     """
     flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
     stream = stype == socket.SOCK_STREAM
@@ -109,36 +399,98 @@ def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int) -> 
     eof_at_end = stream or (stype == socket.SOCK_SEQPACKET and shutdown & RCV_SHUTDOWN)
     saved_off = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
     buf = bytearray(_PEEK_BUF)
-    msgs: list[bytes] = []
+    msgs: list[tuple[bytes, bytes]] = []
     off = 0
     try:
         while True:
             at = off if msgs or stream else -1
             sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, at)
             try:
-                n = sock.recv_into(buf, len(buf), flags)
+                n, anc, mflags, addr = sock.recvmsg_into([buf], _ANC_BUF, flags)
             except BlockingIOError:
                 break
+            _check_control(anc, mflags, where)
             if n > len(buf):  # a message longer than the buffer: peek it whole
                 buf = bytearray(n)
                 sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, at)
-                n = sock.recv_into(buf, len(buf), flags)
+                n, anc, mflags, addr = sock.recvmsg_into([buf], _ANC_BUF, flags)
+                _check_control(anc, mflags, where)
             if n == 0 and eof_at_end and (stream or off >= rqueue):
                 break
-            msgs.append(bytes(buf[:n]))
+            msgs.append((bytes(buf[:n]), _sender_bytes(addr)))
             off += n
     finally:
         sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved_off)
     if stream:
-        return [b"".join(msgs)] if msgs else []
+        return [(b"".join(m for m, _ in msgs), b"")] if msgs else []
     return msgs
+
+
+def _check_control(anc: list[tuple[int, int, bytes]], mflags: int, where: str) -> None:
+    """Close fds a peek passed to ckpt; refuse a queue that carries any."""
+    passed = False
+    for level, ctype, data in anc:
+        if level == socket.SOL_SOCKET and ctype in (socket.SCM_RIGHTS, SCM_PIDFD):
+            fds = array.array("i")
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+            for fd in fds:
+                os.close(fd)
+            passed = passed or ctype == socket.SCM_RIGHTS
+    if passed or mflags & socket.MSG_CTRUNC:
+        raise UnsupportedError(f"{where}: a message queued on it carries file descriptors "
+                               "(SCM_RIGHTS), which ckpt cannot save")
+
+
+def _send_queue(ctx: files.RestoreCtx, receiver: dict[str, Any]) -> Iterator[tuple[bytes, str]]:
+    """The messages queued on ``receiver`` at dump: (data, sender name in hex)."""
+    if not receiver["queue"]:
+        return
+    senders = receiver.get("senders") or [""] * len(receiver["queue"])
+    with open(ctx.images.path(QUEUE_FILE), "rb") as f:
+        for (off, length), sender in zip(receiver["queue"], senders, strict=True):
+            f.seek(off)
+            yield f.read(length), sender
+
+
+def _refill(ctx: files.RestoreCtx, sender: socket.socket, receiver: dict[str, Any]) -> None:
+    """Queue again, from the peer, what ``receiver`` had not read yet."""
+    for data, _ in _send_queue(ctx, receiver):
+        if receiver["type"] == socket.SOCK_STREAM:
+            sender.sendall(data)
+        else:
+            sender.send(data)
+
+
+# ------------------------------------------------------------------ the file kind
+
+
+def _state(d: dict[str, Any]) -> int:
+    return d.get("state", TCP_ESTABLISHED)  # images before "state" held connected ones only
+
+
+def _pair_mode(d: dict[str, Any], by_ino: dict[int, dict[str, Any]]) -> bool:
+    """Whether ``d`` comes back as one end of a socketpair (else on its own)."""
+    if _state(d) != TCP_ESTABLISHED:
+        return False
+    if d["type"] != socket.SOCK_DGRAM:
+        return True
+    peer = by_ino.get(d["peer"])
+    if peer is None:
+        return True  # outside the tree: replaced by --inherit-fd, or refused
+    mutual = _state(peer) == TCP_ESTABLISHED and peer["peer"] == d["inode"]
+    return mutual and not (d.get("name") and peer.get("name"))
+
+
+def _by_ino(descriptions: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {d["inode"]: d for d in descriptions.values() if d["kind"] == "unix"}
 
 
 class UnixSockets:
     KIND = "unix"
 
     def claims(self, link: str, st: os.stat_result) -> bool:
-        return st_mod.S_ISSOCK(st.st_mode) and link.startswith("socket:")
+        return (st_mod.S_ISSOCK(st.st_mode) and link.startswith("socket:")
+                and is_unix_socket(st.st_ino))
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
              dup: int, info: dict[str, str]) -> dict[str, Any]:
@@ -146,32 +498,87 @@ class UnixSockets:
         try:
             if sock.family != socket.AF_UNIX:
                 raise UnsupportedError(f"process {pid} fd {fd}: {link} is a "
-                                       f"{sock.family.name} socket; only unix sockets are "
-                                       "supported yet")
+                                       f"{sock.family.name} socket, not a unix socket")
             if "unix" not in ctx.raw:
                 ctx.raw["unix"] = unix_sockets()
             table = ctx.raw["unix"]
             ino = st.st_ino
-            me = table.get(ino)
+            me = table.get(ino) or unix_socket(ino)
             if me is None:
                 raise DumpError(f"process {pid} fd {fd}: {link} not found by sock_diag")
-            where = f"process {pid} fd {fd} ({_TYPES.get(me['type'], me['type'])} {link})"
-            if me["name"] or me["state"] == TCP_LISTEN:
-                raise UnsupportedError(f"{where}: bound or listening unix sockets are not "
-                                       "supported yet")
-            if me["state"] != TCP_ESTABLISHED or not me["peer"]:
-                raise UnsupportedError(f"{where}: unconnected unix sockets are not "
-                                       "supported yet")
-            queue = _peek_queue(sock, me["type"], me.get("rqueue", 0), me["shutdown"])
-            if "skq_raw" not in ctx.raw:
-                ctx.raw["skq_raw"] = ctx.images.raw(QUEUE_FILE)
-            chunks = [[ctx.raw["skq_raw"].write(m), len(m)] for m in queue]
-            return {"inode": ino, "type": me["type"], "peer": me["peer"],
-                    "shutdown": me["shutdown"], "queue": chunks,
-                    "sndbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-                    "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}
+            return self._describe(ctx, pid, sock, ino, me, table,
+                                  f"process {pid} fd {fd} "
+                                  f"({_TYPES.get(me['type'], me['type'])} {link})", st)
         finally:
             sock.close()
+
+    def _describe(self, ctx: files.DumpCtx, pid: int, sock: socket.socket, ino: int,
+                  me: dict[str, Any], table: dict[int, dict[str, Any]], where: str,
+                  st: os.stat_result) -> dict[str, Any]:
+        stype, state = me["type"], me["state"]
+        if stype == socket.SOCK_DGRAM and state != TCP_LISTEN:
+            # a datagram socket another one connected to is TCP_ESTABLISHED too
+            state = TCP_ESTABLISHED if me["has_peer"] else TCP_CLOSE
+        with socket.socket(socket.AF_UNIX, stype) as fresh:
+            opts = read_opts(sock, UNIX_OPTS, fresh)
+        desc: dict[str, Any] = {
+            "inode": ino, "type": stype, "state": state, "peer": me["peer"],
+            "shutdown": me["shutdown"], "queue": [], "owner": [st.st_uid, st.st_gid],
+            "sndbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), "opts": opts}
+        name = me["name"]
+        if state == TCP_LISTEN:
+            if me["rqueue"]:
+                raise UnsupportedError(
+                    f"{where}: listening on {show_name(_name_bytes(name or ''))} with "
+                    f"{me['rqueue']} connection(s) not accepted yet; ckpt cannot restore "
+                    "pending connections (it would have to connect them again itself, "
+                    "under its own credentials): retry once they are accepted")
+            desc["backlog"] = me["wqueue"]
+            if name:
+                desc.update(_bound_name(pid, where, me))
+            return desc
+        if state == TCP_SYN_SENT:
+            raise UnsupportedError(f"{where}: a connection in progress is not supported")
+        if state not in (TCP_ESTABLISHED, TCP_CLOSE):
+            raise UnsupportedError(f"{where}: unix socket in state {state}, unknown to ckpt")
+        if state == TCP_ESTABLISHED and stype != socket.SOCK_DGRAM:
+            if not me["peer"]:
+                listener = next((i for i, o in table.items()
+                                 if o["state"] == TCP_LISTEN and ino in o["icons"]), None)
+                if listener is not None:
+                    raise UnsupportedError(
+                        f"{where}: its connection to "
+                        f"{show_name(_name_bytes(table[listener]['name'] or ''))} "
+                        f"(socket:[{listener}]) is not accepted yet; ckpt cannot restore "
+                        "pending connections: retry once it is accepted")
+            if name:
+                if not any(o["state"] == TCP_LISTEN and o["name"] == name
+                           for o in table.values()):
+                    raise UnsupportedError(
+                        f"{where}: connected, and bound to {show_name(_name_bytes(name))} "
+                        "by its process; ckpt cannot restore the name of a connected "
+                        "stream socket")
+                desc["accepted_on"] = _name_bytes(name).hex()
+        else:
+            if state == TCP_ESTABLISHED and not me["peer"]:
+                raise UnsupportedError(f"{where}: connected to a datagram socket that was "
+                                       "closed since; not supported")
+            if name:
+                desc.update(_bound_name(pid, where, me))
+        if state == TCP_ESTABLISHED or stype == socket.SOCK_DGRAM:
+            queue = _peek_queue(sock, stype, me.get("rqueue", 0), me["shutdown"], where)
+            if queue and (opts.get("SO_PASSCRED") or opts.get("SO_PASSPIDFD")):
+                raise UnsupportedError(
+                    f"{where}: {len(queue)} message(s) queued on a socket that receives "
+                    "their senders' credentials (SO_PASSCRED): ckpt cannot send them "
+                    "again with those credentials")
+            if "skq_raw" not in ctx.raw:
+                ctx.raw["skq_raw"] = ctx.images.raw(QUEUE_FILE)
+            desc["queue"] = [[ctx.raw["skq_raw"].write(m), len(m)] for m, _ in queue]
+            if stype == socket.SOCK_DGRAM:
+                desc["senders"] = [s.hex() for _, s in queue]
+        return desc
 
     def keys(self, desc: dict[str, Any]) -> list[str]:
         return [f"socket:[{desc['inode']}]"]
@@ -179,31 +586,174 @@ class UnixSockets:
     def after_dump(self, ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
                    tasks: list[dict[str, Any]]) -> None:
         _check_external(descriptions, ctx.external)
+        _check_senders(descriptions)
 
     def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
         socks: dict[int, int] = ctx.state.setdefault("unix", {})
         ino = desc["inode"]
         if ino not in socks:
-            peer = _find_peer(ctx, desc)
-            if peer is None:
-                raise RestoreError(
-                    f"socket:[{ino}] was connected to a peer outside the dumped tree; "
-                    f"give its replacement with --inherit-fd 'fd[N]:socket:[{ino}]'")
-            a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
-            for s, d in ((a, desc), (b, peer)):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(d["sndbuf"] // 2, 1024))
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(d["rcvbuf"] // 2, 1024))
-            _refill(ctx, b, desc)
-            _refill(ctx, a, peer)
-            for s, d in ((a, desc), (b, peer)):
-                how = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}.get(
-                    d["shutdown"])
-                if how is not None:
-                    s.shutdown(how)
-            socks[ino] = a.detach()
-            socks[peer["inode"]] = b.detach()
+            if _pair_mode(desc, _by_ino(ctx.descriptions)):
+                _open_pair(ctx, desc)
+            else:
+                _open_alone(ctx)
         fd = os.dup(socks[ino])
+        if desc["flags"] & os.O_NONBLOCK:
+            os.set_blocking(fd, False)
         return fd
+
+
+def _setup(sock: socket.socket, d: dict[str, Any]) -> None:
+    """Owner and buffer sizes of a new socket (options come once it is filled)."""
+    if "owner" in d:
+        os.fchown(sock.fileno(), *d["owner"])
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(d["sndbuf"] // 2, 1024))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(d["rcvbuf"] // 2, 1024))
+
+
+def _finish(sock: socket.socket, d: dict[str, Any]) -> None:
+    apply_opts(sock, d.get("opts", {}), UNIX_OPTS, f"socket:[{d['inode']}]")
+
+
+def _open_pair(ctx: files.RestoreCtx, desc: dict[str, Any]) -> None:
+    """A socketpair for ``desc`` and its peer (or for ``desc`` alone if its peer was
+    closed: the other end is closed once the queue is refilled)."""
+    socks: dict[int, int] = ctx.state["unix"]
+    ino = desc["inode"]
+    if desc["peer"] == 0:
+        a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
+        with b:
+            _setup(a, desc)
+            _refill(ctx, b, desc)
+        _finish(a, desc)
+        socks[ino] = a.detach()
+        return
+    peer = _find_peer(ctx, desc)
+    if peer is None:
+        raise RestoreError(
+            f"socket:[{ino}] was connected to a peer outside the dumped tree; "
+            f"give its replacement with --inherit-fd 'fd[N]:socket:[{ino}]'")
+    a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
+    try:
+        for s, d in ((a, desc), (b, peer)):
+            _setup(s, d)
+            if d.get("name"):  # a datagram end bound after socketpair()
+                _bind(s, d)
+        _refill(ctx, b, desc)
+        _refill(ctx, a, peer)
+        for s, d in ((a, desc), (b, peer)):
+            how = _SHUT.get(d["shutdown"])
+            if how is not None:
+                s.shutdown(how)
+            _finish(s, d)
+    except BaseException:
+        a.close()
+        b.close()
+        raise
+    socks[ino] = a.detach()
+    socks[peer["inode"]] = b.detach()
+
+
+def _inherited(ctx: files.RestoreCtx, fid: str, d: dict[str, Any]) -> bool:
+    return fid in ctx.inherit_files or any(k in ctx.inherit for k in files.keys_of(d))
+
+
+@contextlib.contextmanager
+def _borrow(fd: int) -> Iterator[socket.socket]:
+    """A socket object on ``fd`` that leaves ``fd`` open."""
+    s = socket.socket(fileno=fd)
+    try:
+        yield s
+    finally:
+        s.detach()
+
+
+def _open_alone(ctx: files.RestoreCtx) -> None:
+    """Every unix socket of the image that is no end of a socketpair, at once: created
+    and bound (listening), then their queued datagrams sent again, then the datagram
+    sockets connected (in an order the kernel accepts)."""
+    socks: dict[int, int] = ctx.state["unix"]
+    by_ino = _by_ino(ctx.descriptions)
+    alone = [d for fid, d in ctx.descriptions.items()
+             if d["kind"] == "unix" and d["inode"] not in socks
+             and not _pair_mode(d, by_ino) and not _inherited(ctx, fid, d)]
+    for d in alone:
+        with socket.socket(socket.AF_UNIX, d["type"]) as s:
+            _setup(s, d)
+            if d.get("name"):
+                _bind(s, d)
+            if "backlog" in d:
+                s.listen(d["backlog"])
+            socks[d["inode"]] = s.detach()
+    with contextlib.ExitStack() as stack:
+        anon: socket.socket | None = None
+        for d in alone:
+            for data, sender in _send_queue(ctx, d):
+                to = _address(d)
+                if sender:
+                    src = _sender(ctx, by_ino, sender, d)
+                    with _borrow(socks[src]) as s:
+                        s.sendto(data, to)
+                else:
+                    if anon is None:
+                        anon = stack.enter_context(socket.socket(socket.AF_UNIX,
+                                                                 socket.SOCK_DGRAM))
+                    anon.sendto(data, to)
+    waiting = [d for d in alone if _state(d) == TCP_ESTABLISHED]
+    while waiting:
+        # X may connect to P unless P is connected already to a third socket: those
+        # that connect to X go first.
+        ready = next((d for d in waiting
+                      if not any(o["peer"] == d["inode"] and d["peer"] != o["inode"]
+                                 for o in waiting if o is not d)), None)
+        if ready is None:
+            raise RestoreError("unix datagram sockets connected in a cycle: "
+                               + ", ".join(f"socket:[{d['inode']}]" for d in waiting))
+        waiting.remove(ready)
+        peer = by_ino.get(ready["peer"])
+        ino = ready["inode"]
+        if peer is None or not peer.get("name"):
+            raise RestoreError(f"socket:[{ino}] was connected to a peer outside the dumped "
+                               f"tree; give its replacement with --inherit-fd "
+                               f"'fd[N]:socket:[{ino}]'")
+        with _borrow(socks[ino]) as s:
+            try:
+                s.connect(_address(peer))
+            except OSError as e:
+                raise RestoreError(f"socket:[{ino}]: cannot connect again to "
+                                   f"{show_name(bytes.fromhex(peer['name']))}: "
+                                   f"{e.strerror}") from None
+    for d in alone:
+        with _borrow(socks[d["inode"]]) as s:
+            how = _SHUT.get(d["shutdown"])
+            if how is not None:
+                s.shutdown(how)
+            _finish(s, d)
+
+
+def _address(d: dict[str, Any]) -> bytes | str:
+    """Where to send to (or connect to) the socket of ``d``."""
+    if not d.get("name"):
+        raise RestoreError(f"socket:[{d['inode']}] has datagrams queued but no name "
+                           "to send them to")
+    if "file" in d:
+        return d["file"]["path"]
+    return bytes.fromhex(d["name"])
+
+
+def _sender(ctx: files.RestoreCtx, by_ino: dict[int, dict[str, Any]], name: str,
+            receiver: dict[str, Any]) -> int:
+    """The inode of the restored socket named ``name`` (opened now if needed)."""
+    socks: dict[int, int] = ctx.state["unix"]
+    for d in by_ino.values():
+        if d["type"] == socket.SOCK_DGRAM and d.get("name") == name:
+            if d["inode"] not in socks:
+                if not _pair_mode(d, by_ino):
+                    break  # replaced by --inherit-fd
+                _open_pair(ctx, d)
+            return d["inode"]
+    raise RestoreError(f"socket:[{receiver['inode']}] holds a datagram from "
+                       f"{show_name(bytes.fromhex(name))}, whose socket is not restored "
+                       "(replaced by --inherit-fd?)")
 
 
 def _find_peer(ctx: files.RestoreCtx, desc: dict[str, Any]) -> dict[str, Any] | None:
@@ -213,25 +763,12 @@ def _find_peer(ctx: files.RestoreCtx, desc: dict[str, Any]) -> dict[str, Any] | 
     return None
 
 
-def _refill(ctx: files.RestoreCtx, sender: socket.socket, receiver: dict[str, Any]) -> None:
-    """Queue again, from the peer, what ``receiver`` had not read yet."""
-    if not receiver["queue"]:
-        return
-    with open(ctx.images.path(QUEUE_FILE), "rb") as f:
-        for off, length in receiver["queue"]:
-            f.seek(off)
-            data = f.read(length)
-            if receiver["type"] == socket.SOCK_STREAM:
-                sender.sendall(data)
-            else:
-                sender.send(data)
-
-
 def _check_external(descriptions: dict[str, dict[str, Any]], external: set[str]) -> None:
     """At dump: a socket whose peer is outside the tree needs ``--external unix[INODE]``."""
     inodes = {d["inode"] for d in descriptions.values() if d["kind"] == "unix"}
     for d in descriptions.values():
-        if d["kind"] != "unix" or d["peer"] in inodes:
+        if (d["kind"] != "unix" or _state(d) != TCP_ESTABLISHED or d["peer"] == 0
+                or d["peer"] in inodes):
             continue
         if f"unix[{d['inode']}]" in external or f"unix[{d['peer']}]" in external:
             d["external"] = True
@@ -240,6 +777,27 @@ def _check_external(descriptions: dict[str, dict[str, Any]], external: set[str])
             f"socket:[{d['inode']}] is connected to socket:[{d['peer']}] outside the dumped "
             f"tree; dump with --external 'unix[{d['inode']}]' and restore with "
             f"--inherit-fd 'fd[N]:socket:[{d['inode']}]'")
+
+
+def _check_senders(descriptions: dict[str, dict[str, Any]]) -> None:
+    """At dump: every datagram queued on a socket that comes back on its own must be
+    sendable again, from its sender's socket in the tree (or an unbound one)."""
+    by_ino = _by_ino(descriptions)
+    names = {d["name"] for d in by_ino.values()
+             if d["type"] == socket.SOCK_DGRAM and d.get("name")}
+    for d in by_ino.values():
+        if not d["queue"] or d["type"] != socket.SOCK_DGRAM or _pair_mode(d, by_ino):
+            continue
+        where = f"socket:[{d['inode']}]"
+        if not d.get("name"):
+            raise UnsupportedError(f"{where}: unbound, unconnected, with {len(d['queue'])} "
+                                   "datagram(s) queued: ckpt cannot queue them again")
+        for sender in d["senders"]:
+            if sender and sender not in names:
+                raise UnsupportedError(
+                    f"{where} ({show_name(bytes.fromhex(d['name']))}) holds a datagram "
+                    f"from {show_name(bytes.fromhex(sender))}, a socket outside the dumped "
+                    "tree; ckpt cannot send it again from that address")
 
 
 files.register(UnixSockets())

@@ -59,10 +59,15 @@ def create(leader: Injector, scratch: int, tid: int) -> Injector:
     return Injector(tid, leader.site, ptrace.get_regs(tid))
 
 
-def restore(inj: Injector, scratch: int, state: dict[str, Any]) -> None:
-    """What the new thread ``inj`` runs in has of its own, but registers and mask."""
+def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any]) -> None:
+    """What the new thread ``inj`` runs in has of its own, but registers and mask.
+
+    Its queued signals are queued by itself: the kernel refuses to queue a
+    thread-directed siginfo (SI_TKILL) to another thread. They stay pending, as
+    the new thread has every signal blocked until ``finish``."""
     task.restore_own(inj.pid, inj, scratch, state["own"])
     signals.restore_altstack(inj, scratch, state["altstack"])
+    signals.queue_private(inj, scratch, tgid, inj.pid, state["pending"])
 
 
 def finish(state: dict[str, Any]) -> None:

@@ -1,0 +1,327 @@
+"""TCP and UDP sockets, IPv4 and IPv6, that hold no connection state: TCP sockets
+listening (with no connection waiting to be accepted) or not yet used (bound or
+not), UDP sockets bound or not, connected or not, with no datagram queued.
+
+Each comes back as a new socket with the same owner and the options the process
+had changed (every option of ``OPTS`` whose value differs from a new socket's),
+bound to the same address and port, then listening with the same backlog or
+connected to the same peer. A TCP port still held by connections in TIME_WAIT
+(the dumped socket's, since the dump closed them) is freed with SOCK_DESTROY
+before the bind is tried again.
+
+Refused at dump: established TCP connections and every other TCP state with a
+connection (they would need TCP_REPAIR), a listener with connections not yet
+accepted, a TCP socket whose connection ended or failed, a UDP socket with
+datagrams queued (their senders' addresses could not be reproduced), and every
+other protocol or family.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat as st_mod
+import struct
+from typing import Any
+
+from ..errors import RestoreError, UnsupportedError
+from . import files
+from .sk_unix import SockOpts, apply_opts, is_unix_socket, read_opts, sock_diag
+
+log = logging.getLogger("ckpt.sk_inet")
+
+TCP_ESTABLISHED, TCP_TIME_WAIT, TCP_CLOSE, TCP_LISTEN = 1, 6, 7, 10
+SOCK_DESTROY = 21
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
+              5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK",
+              10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
+_PROTOS = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP"}
+_FAMILIES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+SOL_SOCKET, SOL_IP, SOL_IPV6 = socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_IPV6
+SOL_TCP, SOL_UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
+
+_COMMON: SockOpts = {
+    "SO_REUSEADDR": (SOL_SOCKET, 2, 2, "int"),
+    "SO_REUSEPORT": (SOL_SOCKET, 15, 15, "int"),
+    "SO_KEEPALIVE": (SOL_SOCKET, 9, 9, "int"),
+    "SO_BROADCAST": (SOL_SOCKET, 6, 6, "int"),
+    "SO_DONTROUTE": (SOL_SOCKET, 5, 5, "int"),
+    "SO_OOBINLINE": (SOL_SOCKET, 10, 10, "int"),
+    "SO_PRIORITY": (SOL_SOCKET, 12, 12, "int"),
+    "SO_MARK": (SOL_SOCKET, 36, 36, "int"),
+    "SO_RCVLOWAT": (SOL_SOCKET, 18, 18, "int"),
+    "SO_LINGER": (SOL_SOCKET, 13, 13, 8),
+    "SO_RCVTIMEO": (SOL_SOCKET, 20, 20, 16),
+    "SO_SNDTIMEO": (SOL_SOCKET, 21, 21, 16),
+    "SO_SNDBUF": (SOL_SOCKET, 7, 32, "buf"),  # written with SO_SNDBUFFORCE
+    "SO_RCVBUF": (SOL_SOCKET, 8, 33, "buf"),  # written with SO_RCVBUFFORCE
+    "SO_BINDTODEVICE": (SOL_SOCKET, 25, 25, "str"),
+    "SO_TIMESTAMP": (SOL_SOCKET, 29, 29, "int"),
+    "SO_TIMESTAMPNS": (SOL_SOCKET, 35, 35, "int"),
+    "SO_RXQ_OVFL": (SOL_SOCKET, 40, 40, "int"),
+    "SO_INCOMING_CPU": (SOL_SOCKET, 49, 49, "int"),
+}
+_IPV4: SockOpts = {
+    "IP_TOS": (SOL_IP, 1, 1, "int"),
+    "IP_TTL": (SOL_IP, 2, 2, "int"),
+    "IP_PKTINFO": (SOL_IP, 8, 8, "int"),
+    "IP_MTU_DISCOVER": (SOL_IP, 10, 10, "int"),
+    "IP_RECVERR": (SOL_IP, 11, 11, "int"),
+    "IP_RECVTTL": (SOL_IP, 12, 12, "int"),
+    "IP_RECVTOS": (SOL_IP, 13, 13, "int"),
+    "IP_FREEBIND": (SOL_IP, 15, 15, "int"),
+    "IP_TRANSPARENT": (SOL_IP, 19, 19, "int"),
+    "IP_RECVORIGDSTADDR": (SOL_IP, 20, 20, "int"),
+    "IP_BIND_ADDRESS_NO_PORT": (SOL_IP, 24, 24, "int"),
+    "IP_MULTICAST_TTL": (SOL_IP, 33, 33, "int"),
+    "IP_MULTICAST_LOOP": (SOL_IP, 34, 34, "int"),
+    "IP_MULTICAST_ALL": (SOL_IP, 49, 49, "int"),
+}
+_IPV6: SockOpts = {
+    "IPV6_UNICAST_HOPS": (SOL_IPV6, 16, 16, "int"),
+    "IPV6_MULTICAST_HOPS": (SOL_IPV6, 18, 18, "int"),
+    "IPV6_MULTICAST_LOOP": (SOL_IPV6, 19, 19, "int"),
+    "IPV6_MTU_DISCOVER": (SOL_IPV6, 23, 23, "int"),
+    "IPV6_RECVERR": (SOL_IPV6, 25, 25, "int"),
+    "IPV6_V6ONLY": (SOL_IPV6, 26, 26, "int"),
+    "IPV6_RECVPKTINFO": (SOL_IPV6, 49, 49, "int"),
+    "IPV6_RECVTCLASS": (SOL_IPV6, 66, 66, "int"),
+    "IPV6_TCLASS": (SOL_IPV6, 67, 67, "int"),
+    "IPV6_TRANSPARENT": (SOL_IPV6, 75, 75, "int"),
+    "IPV6_FREEBIND": (SOL_IPV6, 78, 78, "int"),
+}
+_TCP: SockOpts = {
+    "TCP_NODELAY": (SOL_TCP, 1, 1, "int"),
+    "TCP_MAXSEG": (SOL_TCP, 2, 2, "int"),
+    "TCP_CORK": (SOL_TCP, 3, 3, "int"),
+    "TCP_KEEPIDLE": (SOL_TCP, 4, 4, "int"),
+    "TCP_KEEPINTVL": (SOL_TCP, 5, 5, "int"),
+    "TCP_KEEPCNT": (SOL_TCP, 6, 6, "int"),
+    "TCP_SYNCNT": (SOL_TCP, 7, 7, "int"),
+    "TCP_LINGER2": (SOL_TCP, 8, 8, "int"),
+    "TCP_DEFER_ACCEPT": (SOL_TCP, 9, 9, "int"),
+    "TCP_WINDOW_CLAMP": (SOL_TCP, 10, 10, "int"),
+    "TCP_CONGESTION": (SOL_TCP, 13, 13, "str"),
+    "TCP_USER_TIMEOUT": (SOL_TCP, 18, 18, "int"),
+    "TCP_FASTOPEN": (SOL_TCP, 23, 23, "int"),
+    "TCP_NOTSENT_LOWAT": (SOL_TCP, 25, 25, "int"),
+    "TCP_FASTOPEN_CONNECT": (SOL_TCP, 30, 30, "int"),
+}
+_UDP: SockOpts = {
+    "UDP_CORK": (SOL_UDP, 1, 1, "int"),
+    "UDP_SEGMENT": (SOL_UDP, 103, 103, "int"),
+    "UDP_GRO": (SOL_UDP, 104, 104, "int"),
+}
+
+
+def opts_table(family: int, proto: int) -> SockOpts:
+    """The options ckpt saves for a socket of ``family`` and ``proto``."""
+    return {**_COMMON, **(_IPV4 if family == socket.AF_INET else _IPV6),
+            **(_TCP if proto == socket.IPPROTO_TCP else _UDP)}
+
+
+def _fmt(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bound(addr: tuple[Any, ...]) -> list[Any] | None:
+    """A local address as saved: null when unbound (any address, port 0)."""
+    if addr[1] == 0 and addr[0] in ("0.0.0.0", "::"):
+        return None
+    return list(addr)
+
+
+def udp_queues(family: int) -> dict[int, tuple[int, int]]:
+    """inode -> (bytes queued for reading, bytes queued for sending) of every hashed
+    (bound) UDP socket of ``family``, from sock_diag."""
+    req = struct.pack("=BBBxI", family, socket.IPPROTO_UDP, 0, 0xFFFFFFFF) + bytes(48)
+    out = {}
+    for body in sock_diag(req):
+        rqueue, wqueue, _uid, ino = struct.unpack_from("=IIII", body, 56)
+        out[ino] = (rqueue, wqueue)
+    return out
+
+
+class InetSockets:
+    KIND = "inet"
+
+    def claims(self, link: str, st: os.stat_result) -> bool:
+        # every socket that is not a unix one; other families are refused in dump()
+        return (st_mod.S_ISSOCK(st.st_mode) and link.startswith("socket:")
+                and not is_unix_socket(st.st_ino))
+
+    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
+             dup: int, info: dict[str, str]) -> dict[str, Any]:
+        sock = socket.socket(fileno=os.dup(dup))
+        try:
+            fam, stype, proto = sock.family, sock.type, sock.proto
+            if fam == socket.AF_UNIX:
+                raise UnsupportedError(f"process {pid} fd {fd}: {link} is a unix socket "
+                                       "sock_diag does not know (of another network "
+                                       "namespace?)")
+            if fam not in _FAMILIES:
+                fname = getattr(fam, "name", str(int(fam)))
+                raise UnsupportedError(f"process {pid} fd {fd}: {link} is an {fname} socket; "
+                                       "ckpt supports unix, TCP and UDP sockets only")
+            if (stype, proto) not in ((socket.SOCK_STREAM, socket.IPPROTO_TCP),
+                                      (socket.SOCK_DGRAM, socket.IPPROTO_UDP)):
+                raise UnsupportedError(f"process {pid} fd {fd}: {link} is an {fam.name} "
+                                       f"socket of type {int(stype)}, protocol {proto}; "
+                                       "ckpt supports TCP and UDP only")
+            where = f"process {pid} fd {fd} ({_PROTOS[proto]} {_FAMILIES[fam]} {link})"
+            with socket.socket(fam, stype, proto) as fresh:
+                opts = read_opts(sock, opts_table(fam, proto), fresh)
+            desc: dict[str, Any] = {"inode": st.st_ino, "family": int(fam),
+                                    "type": int(stype), "proto": proto,
+                                    "addr": _bound(sock.getsockname()), "peer": None,
+                                    "owner": [st.st_uid, st.st_gid], "opts": opts}
+            if proto == socket.IPPROTO_TCP:
+                self._tcp(sock, desc, where)
+            else:
+                self._udp(ctx, sock, desc, where)
+            log.info("%s: %s", where, desc)
+            return desc
+        finally:
+            sock.close()
+
+    def _tcp(self, sock: socket.socket, desc: dict[str, Any], where: str) -> None:
+        ti = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        state = ti[0]
+        desc["state"] = state
+        if state == TCP_LISTEN:
+            pending, backlog = struct.unpack_from("=II", ti, 24)  # tcpi_unacked, _sacked
+            if pending:
+                raise UnsupportedError(
+                    f"{where}: listening on {_fmt(desc['addr'] or sock.getsockname())} with "
+                    f"{pending} connection(s) not accepted yet; accepted or not, TCP "
+                    "connections are not supported (would need TCP_REPAIR): retry once "
+                    "they are accepted and closed")
+            desc["backlog"] = backlog
+            return
+        if state == TCP_ESTABLISHED:
+            raise UnsupportedError(f"{where}: established TCP connections are not supported "
+                                   "(would need TCP_REPAIR)")
+        if state != TCP_CLOSE:
+            raise UnsupportedError(f"{where}: TCP connection in state "
+                                   f"{TCP_STATES.get(state, state)}; TCP connections are not "
+                                   "supported (would need TCP_REPAIR)")
+        segs_out, segs_in = struct.unpack_from("=II", ti, 136) if len(ti) >= 144 else (0, 0)
+        if segs_out or segs_in:
+            raise UnsupportedError(f"{where}: a TCP socket whose connection ended or failed "
+                                   "is not supported")
+
+    def _udp(self, ctx: files.DumpCtx, sock: socket.socket, desc: dict[str, Any],
+             where: str) -> None:
+        try:
+            desc["peer"] = list(sock.getpeername())
+            desc["state"] = TCP_ESTABLISHED
+        except OSError:
+            desc["state"] = TCP_CLOSE
+        key = f"udp{desc['family']}"
+        if key not in ctx.raw:
+            ctx.raw[key] = udp_queues(desc["family"])
+        rqueue, wqueue = ctx.raw[key].get(desc["inode"], (0, 0))
+        if rqueue:
+            raise UnsupportedError(
+                f"{where}: datagrams queued for reading ({rqueue} bytes); ckpt does not save "
+                "them, since it could not send them again from their senders' addresses: "
+                "retry when the process has read them")
+        if desc["opts"].get("UDP_CORK") and wqueue:
+            raise UnsupportedError(f"{where}: corked (UDP_CORK) with data not sent yet; "
+                                   "not supported")
+
+    def keys(self, desc: dict[str, Any]) -> list[str]:
+        return [f"socket:[{desc['inode']}]"]
+
+    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+        fam, proto = desc["family"], desc["proto"]
+        where = (f"socket:[{desc['inode']}] ({_PROTOS.get(proto, proto)} "
+                 f"{_FAMILIES.get(fam, fam)})")
+        sock = socket.socket(fam, desc["type"], proto)
+        try:
+            os.fchown(sock.fileno(), *desc["owner"])
+            apply_opts(sock, desc["opts"], opts_table(fam, proto), where)
+            if desc["addr"] is not None:
+                _bind(sock, desc, where)
+            if desc["state"] == TCP_LISTEN:
+                try:
+                    sock.listen(desc["backlog"])
+                except OSError as e:
+                    raise RestoreError(f"{where}: cannot listen on "
+                                       f"{_fmt(sock.getsockname())}: {e.strerror}") from None
+            if desc["peer"] is not None:
+                try:
+                    sock.connect(tuple(desc["peer"]))
+                except OSError as e:
+                    raise RestoreError(f"{where}: cannot connect to {_fmt(desc['peer'])}: "
+                                       f"{e.strerror}") from None
+            if desc["flags"] & os.O_NONBLOCK:
+                sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock.detach()
+
+
+def _bind(sock: socket.socket, desc: dict[str, Any], where: str) -> None:
+    """Bind to the saved address. A TCP port held only by connections in TIME_WAIT
+    (those of the dumped socket, closed by the dump) is freed first: the kernel
+    lets a listener bind over them only when they had SO_REUSEADDR too."""
+    addr = tuple(desc["addr"])
+    try:
+        sock.bind(addr)
+        return
+    except OSError as e:
+        err = e
+    if err.errno == errno.EADDRINUSE and desc["proto"] == socket.IPPROTO_TCP:
+        try:
+            n = _destroy_time_wait(addr)
+        except OSError as e:
+            log.warning("%s: cannot close TIME_WAIT connections on %s: %s", where,
+                        _fmt(addr), e.strerror)
+            n = 0
+        if n:
+            log.info("%s: %d connection(s) in TIME_WAIT on %s closed", where, n, _fmt(addr))
+            try:
+                sock.bind(addr)
+                return
+            except OSError as e:
+                err = e
+    raise RestoreError(f"{where}: cannot bind {_fmt(addr)}: {err.strerror}"
+                       + (" (is the dumped process still running?)"
+                          if err.errno == errno.EADDRINUSE else "")) from None
+
+
+def _destroy_time_wait(addr: tuple[Any, ...]) -> int:
+    """Close (SOCK_DESTROY) the TCP connections in TIME_WAIT on local port ``addr[1]``
+    (and local address ``addr[0]`` unless it is a wildcard); how many were closed."""
+    host, port = addr[0], addr[1]
+    n = 0
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        req = struct.pack("=BBBxI", fam, socket.IPPROTO_TCP, 0, 1 << TCP_TIME_WAIT)
+        for body in sock_diag(req + bytes(48)):
+            sockid = body[4:52]
+            sport = struct.unpack_from(">H", sockid, 0)[0]
+            if sport != port:
+                continue
+            if host not in ("0.0.0.0", "::"):
+                alen = 4 if fam == socket.AF_INET else 16
+                if sockid[4:4 + alen] != _packed(host, fam):
+                    continue
+            sock_diag(struct.pack("=BBBxI", fam, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + sockid,
+                      dump=False, mtype=SOCK_DESTROY)
+            n += 1
+    return n
+
+
+def _packed(host: str, fam: int) -> bytes | None:
+    try:
+        return socket.inet_pton(fam, host)
+    except OSError:
+        return None
+
+
+files.register(InetSockets())

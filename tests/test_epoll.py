@@ -1,0 +1,202 @@
+"""epoll: the watches of an epoll instance come back, with their events, flags and data.
+
+An epoll instance is restored empty and its watches are added again inside the
+restored process, under its own fd numbers. Level-triggered readiness is
+re-evaluated by the kernel; an edge pending at dump time is reported once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from ckpt_helpers import (
+    PROGS,
+    PYTHON,
+    Procs,
+    assert_consecutive,
+    ckpt_fails,
+    ckpt_ok,
+    dump_and_check_dead,
+    is_alive,
+    proc_state,
+    proc_status,
+    restore_detached,
+)
+from conftest import Builder
+
+EPOLLIN, EPOLLERR, EPOLLHUP = 0x1, 0x8, 0x10
+EPOLLET, EPOLLONESHOT = 1 << 31, 1 << 30
+DATA = {"P": 0x1111111100000001, "S": 0x2222222200000002,
+        "E": 0x3333333300000003, "O": 0x4444444400000004}
+
+
+def _write_fd(pid: int, fd: int, data: bytes) -> None:
+    """Write into the pipe behind ``pid``'s ``fd`` through /proc."""
+    with open(f"/proc/{pid}/fd/{fd}", "wb", buffering=0) as f:
+        f.write(data)
+
+
+def _ev(name: str, text: str) -> str:
+    return f"ev {name} {DATA[name]:x} {EPOLLIN:x} {text}"
+
+
+def _fd_flags(pid: int) -> dict[int, str]:
+    """fd -> the flags line of its fdinfo (octal), for every fd of ``pid``."""
+    out = {}
+    for name in os.listdir(f"/proc/{pid}/fdinfo"):
+        with open(f"/proc/{pid}/fdinfo/{name}") as f:
+            out[int(name)] = next(ln.split()[1] for ln in f if ln.startswith("flags:"))
+    return out
+
+
+def _epolls(images: Path) -> list[dict]:
+    files = json.loads((images / "files.json").read_text())
+    return [d for d in files.values() if d["kind"] == "epoll"]
+
+
+def test_epoll_pipes_and_socketpair(build: Builder, procs: Procs, images: Path) -> None:
+    """Level, edge-triggered and one-shot watches over pipes and a socketpair, in an
+    epoll shared by parent and child: pending events are seen after the restore with
+    their data fields, new data wakes epoll_wait, EPOLLET and EPOLLONESHOT still hold."""
+    target = procs.start([build("epoll_loop")])
+    pid = target.pid
+    out = target.out
+    _, p1, q1, o1, child = (int(x) if x.isdigit() else x
+                            for x in out.wait_line(r"^ready ").split())
+    out.wait_numbers(3)
+
+    _write_fd(pid, p1, b"ab")
+    assert out.wait_line(r"^ev P ") == _ev("P", "ab")
+    _write_fd(pid, q1, b"12345678")  # edge-triggered: 4 bytes read, 4 left with no new edge
+    assert out.wait_line(r"^ev E ") == _ev("E", "1234")
+    _write_fd(pid, o1, b"x")  # one-shot: fires once, then stays disarmed
+    assert out.wait_line(r"^ev O ") == _ev("O", "x")
+    _write_fd(pid, o1, b"y")
+
+    os.kill(pid, signal.SIGUSR2)  # stop calling epoll_wait: events stay pending
+    out.wait_line(r"^paused$")
+    _write_fd(pid, p1, b"late")
+    os.kill(child, signal.SIGUSR1)  # the child writes "w0\n" into p, s and q
+    out.wait_line(r"^wrote 0$")
+    out.wait_numbers(len(out.numbers()) + 2)
+    cut = len(out.lines())
+
+    before = dump_and_check_dead(procs, target, images)
+    procs.wait_gone(child)
+    (ep,) = _epolls(images)
+    assert ep["owner"] == pid
+    by_data = {w["data"]: w for w in ep["watches"]}
+    assert set(by_data) == set(DATA.values()), ep
+    assert by_data[DATA["P"]]["events"] == EPOLLIN | EPOLLERR | EPOLLHUP
+    assert by_data[DATA["S"]]["events"] == EPOLLIN | EPOLLERR | EPOLLHUP
+    assert by_data[DATA["E"]]["events"] == EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLET
+    assert by_data[DATA["O"]]["events"] == EPOLLONESHOT  # fired: only its flag is left
+
+    restored = restore_detached(procs, pid, out, images)
+    assert is_alive(child), "the writer child was not restored"
+    out.wait_numbers(len(before) + 3)
+    assert not [ln for ln in out.lines()[cut:] if ln.startswith("ev ")], \
+        "events reported while paused"
+
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR2)
+    out.wait_line(r"^resumed$", start=cut)
+    # pending at dump time, reported after the restore with their data fields
+    assert out.wait_line(r"^ev P ", start=cut) == _ev("P", "latew0|")
+    assert out.wait_line(r"^ev S ", start=cut) == _ev("S", "w0|")
+    assert out.wait_line(r"^ev E ", start=cut) == _ev("E", "5678")
+    out.wait_numbers(len(out.numbers()) + 3)
+
+    # new data after the restore, from the restored child and through the parent's fd
+    after = len(out.lines())
+    os.kill(child, signal.SIGUSR1)
+    out.wait_line(r"^wrote 1$", start=after)
+    assert out.wait_line(r"^ev P ", start=after) == _ev("P", "w1|")
+    assert out.wait_line(r"^ev S ", start=after) == _ev("S", "w1|")
+    assert out.wait_line(r"^ev E ", start=after) == _ev("E", "w0|w")
+    mark = len(out.lines())
+    _write_fd(pid, p1, b"after")
+    assert out.wait_line(r"^ev P ", start=mark) == _ev("P", "after")
+    _write_fd(pid, o1, b"z")
+    out.wait_numbers(len(out.numbers()) + 6)
+
+    lines = out.lines()
+    edge = [ln for ln in lines[cut:] if ln.startswith("ev E ")]
+    assert edge == [_ev("E", "5678"), _ev("E", "w0|w")], \
+        f"the edge-triggered watch fired as level-triggered: {edge}"
+    assert not [ln for ln in lines[cut:] if ln.startswith("ev O ")], \
+        "the fired one-shot watch was re-armed"
+    assert not [ln for ln in lines if "BAD" in ln or ln.startswith("ev ?")], lines
+    assert_consecutive(out.numbers())
+
+
+def test_asyncio_loop(procs: Procs, images: Path) -> None:
+    """An asyncio program (epoll, a socketpair self-pipe that is also the signal wakeup
+    fd, stream transports) goes on: its timer task, its echo over a socketpair, and
+    a SIGUSR1 handled by loop.add_signal_handler."""
+    target = procs.start([PYTHON, PROGS / "epoll_asyncio.py"])
+    out = target.out
+    out.wait_line(r"^ready$")
+    out.wait_line(r"^echo 3 ok$")
+    flags = _fd_flags(target.pid)
+    before = dump_and_check_dead(procs, target, images)
+    (ep,) = _epolls(images)
+    assert ep["watches"], "the event loop's epoll had no watches"
+
+    echoes = [int(m[1]) for ln in out.lines() if (m := re.match(r"^echo (\d+) ok$", ln))]
+    restored = restore_detached(procs, target.pid, out, images)
+    cut = len(out.lines())
+    # asyncio's sockets are non-blocking: its self-pipe is drained until EAGAIN
+    now = _fd_flags(target.pid)
+    assert now == flags, "file status flags changed (fd: before -> after): " + ", ".join(
+        f"{fd}: {flags.get(fd)} -> {now.get(fd)}" for fd in sorted(set(flags) | set(now))
+        if flags.get(fd) != now.get(fd))
+    out.wait_numbers(len(before) + 10)
+    out.wait_line(rf"^echo {echoes[-1] + 5} ok$", start=cut)
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
+    out.wait_line(r"^usr1 \d+$", start=cut)
+    out.wait_numbers(len(out.numbers()) + 3)
+
+    lines = out.lines()
+    assert not [ln for ln in lines if "BAD" in ln or "Traceback" in ln], lines
+    assert_consecutive(out.numbers())
+    all_echoes = [int(m[1]) for ln in lines if (m := re.match(r"^echo (\d+) ok$", ln))]
+    assert_consecutive(all_echoes)
+
+
+@pytest.mark.parametrize("mode", ["closed", "reused"])
+def test_stale_watch_refused(procs: Procs, images: Path, mode: str) -> None:
+    """A watch added under fd R, whose file is now held only through a dup (R closed,
+    or R reused by another file): the dump is refused naming fd R, the target runs on."""
+    target = procs.start([PYTHON, PROGS / "epoll_stale.py", mode])
+    _, epfd, r, _dup = target.out.wait_line(r"^ready ").split()
+    target.out.wait_numbers(3)
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+    assert not (images / "inventory.json").exists(), "a refused dump left an inventory"
+    why = "closed" if mode == "closed" else "another file"
+    assert re.search(rf"process {target.pid} fd {epfd} \(epoll\) watches fd {r}\b.*"
+                     rf"fd {r} is (now )?{why}", err), err
+
+    assert is_alive(target.pid)
+    n = len(target.out.numbers())
+    assert_consecutive(target.out.wait_numbers(n + 4, timeout=5))
+    assert proc_state(target.pid) in ("R", "S")
+    assert proc_status(target.pid)["TracerPid"] == "0"
+
+
+def test_epoll_shown(build: Builder, procs: Procs, images: Path) -> None:
+    """ckpt show --fds lists the epoll fd, with no inherit-fd key but orig-fd[N]."""
+    target = procs.start([build("epoll_loop")])
+    target.out.wait_line(r"^ready ")
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
+    assert is_alive(target.pid)
+    fds = json.loads(ckpt_ok("show", "--fds", images).stdout)
+    eps = [e for e in fds if e["kind"] == "epoll"]
+    assert len(eps) == 2, fds  # the parent's and the child's, one description
+    assert len({e["file"] for e in eps}) == 1
+    assert all(e["key"] is None for e in eps)
