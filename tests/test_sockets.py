@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import stat
+import struct
 import subprocess
 from pathlib import Path
 
@@ -216,6 +217,11 @@ def test_relative_name(procs: Procs, images: Path, tmp_path: Path) -> None:
     target.out.wait_line(r"^would block|^accepted at once", start=n)
     with socket.socket(socket.AF_UNIX) as c:
         c.connect(str(tmp_path / "rel.sock"))
+        # The listener listens again from inside the restored process: its clients see
+        # that process as their peer, not ckpt.
+        pid, _uid, _gid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET,
+                                                           socket.SO_PEERCRED, 12))
+        assert pid == target.pid
     target.out.wait_line(r"^accepted$", start=n)
     got = [ln for ln in target.out.lines()[n:] if not ln.isdigit()]
     assert got == ["name 'rel.sock'", "would block", "accepted"], got

@@ -27,7 +27,7 @@ NR = {
     "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13,
     "rt_sigprocmask": 14, "pread64": 17, "mremap": 25, "madvise": 28,
     "dup2": 33, "nanosleep": 35, "getitimer": 36, "setitimer": 38,
-    "getpid": 39, "wait4": 61, "kill": 62, "fcntl": 72, "chdir": 80,
+    "getpid": 39, "listen": 50, "wait4": 61, "kill": 62, "fcntl": 72, "chdir": 80,
     "fchdir": 81, "umask": 95, "setgroups": 116, "setresuid": 117,
     "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131,
     "personality": 135, "setpgid": 109, "rt_sigtimedwait": 128, "prctl": 157,

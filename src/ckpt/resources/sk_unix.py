@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
+from ..kernel.inject import Injector
 from . import files
 
 log = logging.getLogger("ckpt.sk_unix")
@@ -588,6 +589,27 @@ class UnixSockets:
         _check_external(descriptions, ctx.external)
         _check_senders(descriptions)
 
+    def restore_in_task(self, ctx: files.RestoreCtx, pid: int, inj: Injector, scratch: int,
+                        fd_table: list[dict[str, Any]],
+                        descriptions: dict[str, dict[str, Any]]) -> None:
+        """The first restored process holding a listener calls listen() on it, so its
+        clients' SO_PEERCRED name that process, as before the dump."""
+        listening: set[str] = ctx.state.setdefault("unix_listening", set())
+        for entry in fd_table:
+            fid = entry["file"]
+            d = descriptions[fid]
+            if d["kind"] != self.KIND or "backlog" not in d or fid in listening:
+                continue
+            listening.add(fid)
+            if _inherited(ctx, fid, d):
+                continue
+            try:
+                inj.call("listen", entry["fd"], d["backlog"])
+            except OSError as e:
+                raise RestoreError(f"process {pid} fd {entry['fd']}: cannot listen on "
+                                   f"socket:[{d['inode']}] again: {os.strerror(e.errno)}"
+                                   ) from None
+
     def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
         socks: dict[int, int] = ctx.state.setdefault("unix", {})
         ino = desc["inode"]
@@ -681,8 +703,8 @@ def _open_alone(ctx: files.RestoreCtx) -> None:
             _setup(s, d)
             if d.get("name"):
                 _bind(s, d)
-            if "backlog" in d:
-                s.listen(d["backlog"])
+            # A listener listens from inside its process (``restore_in_task``): clients
+            # see the listener's SO_PEERCRED, which is whoever called listen().
             socks[d["inode"]] = s.detach()
     with contextlib.ExitStack() as stack:
         anon: socket.socket | None = None
