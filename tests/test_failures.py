@@ -104,11 +104,9 @@ def test_dump_nonexistent_pid(images: Path) -> None:
 
 
 UNSUPPORTED = [
-    ("inotify", r"fd 3\b.*inotify"),
     ("pidfd", r"fd 3\b.*pidfd"),
-    ("memfd", r"fd 3\b.*memfd"),
     ("netlink", r"fd 3\b.*netlink"),
-    ("thread-inotify", r"fd 3\b.*inotify"),
+    ("thread-pidfd", r"fd 3\b.*pidfd"),
 ]
 
 
@@ -128,9 +126,9 @@ def test_dump_refuses_unsupported(build: Builder, procs: Procs, images: Path, ki
 
 def test_dump_refuses_unsupported_in_child(build: Builder, procs: Procs, images: Path,
                                            tmp_path: Path) -> None:
-    """The child of the root holds an inotify fd: refused, and both run on unharmed."""
+    """The child of the root holds a pidfd: refused, and both run on unharmed."""
     child_out = Output(tmp_path / "child.out")
-    target = procs.start(["sh", "-c", '"$0" inotify > "$1" & exec "$2"',
+    target = procs.start(["sh", "-c", '"$0" pidfd > "$1" & exec "$2"',
                           build("holdfd"), child_out.path, build("counter")])
     target.out.wait_numbers(3)
     child_out.wait_numbers(3)
@@ -143,7 +141,7 @@ def test_dump_refuses_unsupported_in_child(build: Builder, procs: Procs, images:
     assert_untouched(target, before[0])
     assert_untouched(child_proc, before[1])
     assert proc_ppid(child) == target.pid
-    assert names(child, err) and re.search(r"fd 3\b.*inotify", err), err
+    assert names(child, err) and re.search(r"fd 3\b.*pidfd", err), err
 
 
 @pytest.mark.parametrize("extra", [[], ["-o", "dump.log"]], ids=["plain", "with-log"])

@@ -132,6 +132,11 @@ def test_servers_serve_new_clients_after_restore(procs: Procs, images: Path,
     server.out.wait_line(rf"^P {counts[0] + 3}$")
     server.out.wait_line(rf"^C {counts[1] + 3}$")
     _serves(srv, b"after")
+    # The server prints what it served after answering: wait for its lines.
+    for want in ("unix u-", "abstract a-", "tcp4 t-", "tcp6 6-"):
+        server.out.wait_line(rf"^served {want}after$")
+    server.out.wait_line(r"^udp d-after$")
+    server.out.wait_line(r"^dgram x-after$")
     lines = server.out.lines()
     assert not [ln for ln in lines if "BAD" in ln]
     for want in ("unix u-", "abstract a-", "tcp4 t-", "tcp6 6-"):

@@ -18,11 +18,18 @@ def dump(pid: int, images_dir: str, **kwargs):  # type: ignore[no-untyped-def]
     return _dump(pid, images_dir, **kwargs)
 
 
+def pre_dump(pid: int, images_dir: str, **kwargs):  # type: ignore[no-untyped-def]
+    """Save the memory of ``pid``'s tree while it keeps running, for a later incremental
+    dump (``--prev-images-dir``); see ``ckpt.dumper.pre_dump``."""
+    from .dumper import pre_dump as _pre_dump
+    return _pre_dump(pid, images_dir, **kwargs)
+
+
 def restore(images_dir: str, **kwargs):  # type: ignore[no-untyped-def]
     """Restore the process saved in ``images_dir``; see ``ckpt.restorer.restore``."""
     from .restorer import restore as _restore
     return _restore(images_dir, **kwargs)
 
 
-__all__ = ["dump", "restore", "CkptError", "DumpError", "ImageError", "RestoreError",
+__all__ = ["dump", "pre_dump", "restore", "CkptError", "DumpError", "ImageError", "RestoreError",
            "UnsupportedError", "__version__"]

@@ -26,6 +26,25 @@ def _normalize_verbosity(argv: list[str]) -> list[str]:
     return out
 
 
+def _size(text: str) -> int:
+    """A size in bytes, with an optional K, M or G suffix (criu's --ghost-limit 1M)."""
+    m = re.fullmatch(r"(\d+)([KMG]?)", text.strip(), re.I)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 1048576, 512K, 64M)")
+    return int(m[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[m[2].upper()]
+
+
+def _page_server(args: argparse.Namespace) -> tuple[str, int] | None:
+    """(address, port) of --page-server, or None; --address/--port need it, and it them."""
+    if not args.page_server:
+        if args.address is not None or args.port is not None:
+            raise UsageError("--address and --port go with --page-server")
+        return None
+    if args.address is None or args.port is None:
+        raise UsageError("--page-server needs --address and --port")
+    return args.address, args.port
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.")
     p.add_argument("--version", action="version", version=f"ckpt {__version__}")
@@ -40,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-j", "--shell-job", action="store_true",
                         help="the process is a job of a shell on a terminal")
 
+    def incremental(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--track-mem", action="store_true",
+                        help="track memory changes from now on, for a next dump")
+        sp.add_argument("--prev-images-dir", metavar="DIR",
+                        help="parent images (relative to -D): pages unchanged since are "
+                             "left there")
+        sp.add_argument("--page-server", action="store_true",
+                        help="send the images to a page server (--address, --port)")
+        sp.add_argument("--address", metavar="ADDR", help="the page server's address")
+        sp.add_argument("--port", type=int, metavar="PORT", help="the page server's port")
+
     d = sub.add_parser("dump", help="checkpoint a process into a folder of images")
     d.add_argument("-t", "--tree", type=int, required=True, metavar="PID",
                    help="the process to dump")
@@ -50,6 +80,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="leave the process stopped (SIGSTOP) after the dump")
     d.add_argument("--external", action="append", default=[], metavar="RES",
                    help="an external resource, e.g. unix[INODE]")
+    d.add_argument("--ghost-limit", type=_size, default=None, metavar="SIZE",
+                   help="largest deleted file to save, e.g. 64M (the default)")
+    incremental(d)
+
+    pd = sub.add_parser("pre-dump", help="save the memory pages of a process and let it run on")
+    pd.add_argument("-t", "--tree", type=int, required=True, metavar="PID",
+                    help="the process to pre-dump")
+    common(pd)
+    incremental(pd)
+
+    ps = sub.add_parser("page-server", help="receive the images of one dump over TCP")
+    ps.add_argument("-D", "--images-dir", required=True, metavar="DIR",
+                    help="folder to write the images into")
+    ps.add_argument("--address", default="0.0.0.0", metavar="ADDR",
+                    help="address to listen on (default: all)")
+    ps.add_argument("--port", type=int, required=True, metavar="PORT",
+                    help="TCP port to listen on (0: any free port, printed)")
+    ps.add_argument("-o", "--log-file", metavar="LOG", help="log file, relative to DIR")
+    ps.add_argument("--verbosity", type=int, default=2, metavar="N",
+                    help="log level 0-4 (also -v0..-v4 or -vvvv)")
 
     r = sub.add_parser("restore", help="restore a process from a folder of images")
     common(r)
@@ -75,10 +125,29 @@ def main(argv: list[str] | None = None) -> int:
             from .dumper import dump
             if args.leave_running and args.leave_stopped:
                 raise UsageError("-R (--leave-running) and -s (--leave-stopped) exclude each other")
+            server = _page_server(args)
             ckpt_log.setup(args.verbosity, args.log_file, args.images_dir, create_dir=True)
             dump(args.tree, args.images_dir, leave_running=args.leave_running,
                  leave_stopped=args.leave_stopped, shell_job=args.shell_job,
-                 external=tuple(args.external))
+                 external=tuple(args.external), ghost_limit=args.ghost_limit,
+                 track_mem=args.track_mem, prev_images_dir=args.prev_images_dir,
+                 page_server=server)
+            return 0
+        if args.command == "pre-dump":
+            from .dumper import pre_dump
+            server = _page_server(args)
+            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir, create_dir=True)
+            pre_dump(args.tree, args.images_dir, track_mem=args.track_mem,
+                     prev_images_dir=args.prev_images_dir, page_server=server)
+            return 0
+        if args.command == "page-server":
+            from .page_server import serve
+            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir, create_dir=True)
+
+            def ready(addr: str, port: int) -> None:
+                print(f"ckpt page-server: listening on {addr}:{port}", flush=True)
+
+            serve(args.images_dir, args.port, args.address, ready=ready)
             return 0
         if args.command == "restore":
             from .restorer import restore

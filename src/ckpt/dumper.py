@@ -5,6 +5,11 @@ A dump that fails at any step gives the process back exactly as it was: the
 scratch page is unmapped, its registers and signal mask are put back and it is
 detached. Only after every image file and the folder are fsynced is the
 process killed.
+
+A pre-dump (``pre_dump``) saves only memory pages, and lets the processes run
+on as soon as they are copied. With a parent (``prev_images_dir``) either
+saves only the pages that changed since (pages.py); with ``page_server`` the
+images go over TCP to a ``ckpt page-server`` (page_server.py).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
+from . import pages as incr
 from .errors import CkptError, DumpError, UnsupportedError
 from .images import ImageWriter
 from .kernel import libc, procfs, ptrace
@@ -26,6 +32,7 @@ from .kernel.inject import Injector, find_syscall_site
 from .resources import (
     cpu,
     files,
+    ghost,
     kinds,  # noqa: F401  (registers every kind of file)
     mem,
     signals,
@@ -49,6 +56,9 @@ class DumpResult:
     seconds: float
     fate: str  # "killed", "running" or "stopped"
     pids: list[int] = field(default_factory=list)
+    frozen_seconds: float = 0.0  # from the first freeze to the release (or the kill)
+    parent_bytes: int = 0  # page data left in the parent images
+    image_bytes: int = 0  # every image file written (or sent), the inventory aside
 
 
 class _Frozen:
@@ -304,7 +314,8 @@ def _syscall_site(pid: int, vmas: list[procfs.Vma]) -> int:
 
 
 def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
-               shmem_seen: dict[int, int]) -> dict[str, int]:
+               shmem_seen: dict[int, int], memctx: incr.DumpMemory | None = None
+               ) -> dict[str, int]:
     """Save everything of one frozen task; return its page summary."""
     pid = t.pid
     fr = t.frozen
@@ -338,10 +349,14 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     finally:
         os.close(pidfd)
     log.info("process %d: %d fds saved", pid, len(fd_table))
-    mm = mem.dump(pid, vmas, inj, images, stat, shmem_seen)
+    track = memctx.task(pid) if memctx is not None else None
+    mm = mem.dump(pid, vmas, inj, images, stat, shmem_seen, track=track)
+    if track is not None:
+        track.after_pages()
     pages = mem.summarize(mm)
-    log.info("process %d: %d mappings, %d pages in %d runs saved (%d injected syscalls)",
-             pid, len(mm["vmas"]), pages["pages"], pages["runs"], inj.count)
+    log.info("process %d: %d mappings, %d pages in %d runs saved, %d in the parent "
+             "(%d injected syscalls)", pid, len(mm["vmas"]), pages["pages"], pages["runs"],
+             sum(n for _, n in mm.get("in_parent", [])), inj.count)
     images.write_json(f"core-{pid}.json", core)
     images.write_json(f"mm-{pid}.json", mm)
     images.write_json(f"fds-{pid}.json", fd_table)
@@ -350,11 +365,19 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
 
 def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          leave_stopped: bool = False, shell_job: bool = False,
-         external: tuple[str, ...] = ()) -> DumpResult:
+         external: tuple[str, ...] = (), ghost_limit: int | None = None,
+         track_mem: bool = False, prev_images_dir: str | None = None,
+         page_server: tuple[str, int] | None = None) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
     ``leave_running`` lets them go on, ``leave_stopped`` leaves them stopped.
+    ``ghost_limit``: the largest deleted file saved, in bytes (64 MiB by default).
+    ``prev_images_dir`` (relative to ``images_dir``): the parent images; pages
+    unchanged since are left there. ``track_mem``: track memory changes from
+    now on, for a next dump (when the processes survive this one).
+    ``page_server``: (address, port) of a ``ckpt page-server`` that gets the
+    images; ``images_dir`` then gets everything but the page data.
     """
     t0 = time.monotonic()
     if leave_running and leave_stopped:
@@ -362,21 +385,26 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     stat0 = _check_dumpable(pid)
     log.info("dumping process %d (%s) and its descendants into %s", pid, stat0.comm,
              images_dir)
+    memctx = incr.DumpMemory(images_dir, prev_images_dir, track_mem,
+                             will_run=leave_running or leave_stopped)
+    remote = _connect(page_server, images_dir)
     tasks: list[_Task] = []
     images: ImageWriter | None = None
     ok = False
     total = 0
+    t_freeze = time.monotonic()
     try:
         tasks = _freeze_tree(pid)
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
         _check_sessions(tasks, shell_job)
-        images = ImageWriter(images_dir)
+        images = ImageWriter(images_dir, remote=remote)
+        ghost.configure(images, ghost_limit)
         fctx = files.DumpCtx(images, shell_job=shell_job, external=set(external))
         dumper = files.DumpFiles(fctx)
         shmem_seen: dict[int, int] = {}
         for t in tasks:
             if t.frozen is not None:
-                total += _dump_task(t, images, dumper, shmem_seen)["bytes"]
+                total += _dump_task(t, images, dumper, shmem_seen, memctx)["bytes"]
         files.after_dump(fctx, dumper.descriptions, [t.info() for t in tasks])
         images.write_json("files.json", dumper.descriptions)
         root = tasks[0]
@@ -386,10 +414,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             "shell_job": shell_job,
             "outside_sid": root.sid if root.sid != root.pid else None,
             "outside_pgid": root.pgid if root.pgid not in {t.pid for t in tasks} else None,
-            "kernel": platform.release(),
-            "arch": platform.machine(),
-            "ckpt_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **_common_inventory("dump", memctx, track_mem),
         })
         log.info("images written and synced")
         ok = True
@@ -400,13 +425,114 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     except OSError as e:
         raise DumpError(f"dump of process {pid} failed: {e}") from e
     finally:
-        if not ok and images is not None:
-            images.abort()
+        if not ok:
+            if images is not None:
+                images.abort()
+            elif remote is not None:
+                remote.abort()
         kill = ok and not leave_running and not leave_stopped
         _release(tasks, kill=kill, stop=ok and leave_stopped)
+        frozen = time.monotonic() - t_freeze
         if kill:
             _wait_gone([t.pid for t in tasks if t.frozen is not None])
     fate = "running" if leave_running else "stopped" if leave_stopped else "killed"
     dt = time.monotonic() - t0
-    log.info("dump of %d done in %.3f s; processes %s", pid, dt, fate)
-    return DumpResult(pid, images_dir, total, dt, fate, pids=[t.pid for t in tasks])
+    log.info("dump of %d done in %.3f s (frozen %.3f s); processes %s", pid, dt, frozen, fate)
+    return DumpResult(pid, images_dir, total, dt, fate, pids=[t.pid for t in tasks],
+                      frozen_seconds=frozen, parent_bytes=memctx.parent_pages * incr.PAGE,
+                      image_bytes=sum(f["size"] for f in images.files.values()))
+
+
+def _connect(page_server: tuple[str, int] | None, images_dir: str) -> Any:
+    """The page server's client, connected before anything is frozen; or None."""
+    if page_server is None:
+        return None
+    from .page_server import Client
+    os.makedirs(images_dir, exist_ok=True)
+    return Client(page_server[0], page_server[1], images_dir)
+
+
+def _common_inventory(kind: str, memctx: incr.DumpMemory, track_mem: bool) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "parent": memctx.parent_link(),
+        "track_mem": track_mem,
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "ckpt_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
+             prev_images_dir: str | None = None,
+             page_server: tuple[str, int] | None = None) -> DumpResult:
+    """Save the memory pages of ``pid`` and its descendants, and let them run on.
+
+    The processes are frozen only while the pages to save are chosen; they are
+    copied once the processes run again (pages.PreDumpTask says why that is
+    right), and the files synced after. ``track_mem`` tracks memory changes from then on, so that a
+    dump or pre-dump with this one as ``prev_images_dir`` saves only what
+    changed. A pre-dump cannot be restored: it is the parent of a dump.
+    """
+    t0 = time.monotonic()
+    stat0 = _check_dumpable(pid)
+    log.info("pre-dumping the memory of process %d (%s) and its descendants into %s", pid,
+             stat0.comm, images_dir)
+    memctx = incr.DumpMemory(images_dir, prev_images_dir, track_mem, will_run=True)
+    remote = _connect(page_server, images_dir)
+    tasks: list[_Task] = []
+    images: ImageWriter | None = None
+    ok = False
+    frozen = 0.0
+    jobs: list[incr.PreDumpTask] = []
+    try:
+        t_freeze = time.monotonic()
+        try:  # frozen: the mappings, which pages to save, soft-dirty bits cleared
+            tasks = _freeze_tree(pid)
+            log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
+            images = ImageWriter(images_dir, remote=remote)
+            buf = mem._get_buffer()
+            for t in tasks:
+                if t.frozen is None:
+                    continue
+                vmas = procfs.maps(t.pid, with_flags=True)
+                job = incr.PreDumpTask(t.pid, memctx.task(t.pid))
+                jobs.append(job)
+                job.plan(vmas, mem.classify, mem._prot, images, buf.addr, buf.view)
+                job.tp.after_pages()
+        finally:
+            _release(tasks, kill=False)
+            frozen = time.monotonic() - t_freeze
+        log.info("processes released after %.3f s frozen; copying their pages", frozen)
+        for job in jobs:  # the processes run meanwhile
+            mm = job.copy()
+            log.info("process %d: %d pages saved, %d in the parent", job.pid,
+                     sum(n for _, n in mm["pagemap"]), sum(n for _, n in mm["in_parent"]))
+            images.write_json(f"mm-{job.pid}.json", mm)
+        images.finish({
+            "root_pid": pid,
+            "tasks": [t.info() for t in tasks],
+            **_common_inventory("pre-dump", memctx, track_mem),
+        })
+        ok = True
+    except CkptError:
+        raise
+    except procfs.ProcessGone as e:
+        raise DumpError(f"a process vanished during the pre-dump ({e})") from None
+    except OSError as e:
+        raise DumpError(f"pre-dump of process {pid} failed: {e}") from e
+    finally:
+        for job in jobs:
+            job.close()
+        if not ok:
+            if images is not None:
+                images.abort()
+            elif remote is not None:
+                remote.abort()
+    dt = time.monotonic() - t0
+    log.info("pre-dump of %d done in %.3f s (frozen %.3f s)", pid, dt, frozen)
+    return DumpResult(pid, images_dir, memctx.own_pages * incr.PAGE, dt, "running",
+                      pids=[t.pid for t in tasks], frozen_seconds=frozen,
+                      parent_bytes=memctx.parent_pages * incr.PAGE,
+                      image_bytes=sum(f["size"] for f in images.files.values()))

@@ -3,6 +3,9 @@
 Every file's size and CRC-32 is recorded in ``inventory.json``, which is written
 last and carries a checksum of its own. ``ImageReader.verify`` checks them all
 before a restore changes anything. See docs/image-format.md.
+
+With a page server (page_server.py) the writer sends every file to it as well,
+and page data (``pages-PID.img``) only to it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 from .errors import ImageError
 
 FORMAT = "ckpt-images"
-VERSION = 1
+VERSION = 2  # what this ckpt writes
+READ_VERSIONS = (1, 2)  # what it restores
 INVENTORY = "inventory.json"
+SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data
 _CHUNK = 8 << 20
 
 
@@ -55,14 +60,18 @@ class RawWriter:
 class ImageWriter:
     """Writes one image folder; nothing is valid until ``finish`` wrote the inventory."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, remote: Any = None):
+        """``remote``: a ``page_server.Client``; every file goes to it too, and the
+        page data (``pages-*.img``) only to it."""
         self.dir = directory
+        self.remote = remote
         os.makedirs(directory, exist_ok=True)
         # A stale inventory must never describe new files.
-        try:
-            os.unlink(os.path.join(directory, INVENTORY))
-        except FileNotFoundError:
-            pass
+        for stale in (INVENTORY, SENT_NOTE):
+            try:
+                os.unlink(os.path.join(directory, stale))
+            except FileNotFoundError:
+                pass
         self.files: dict[str, dict[str, int]] = {}
         self._raw: dict[str, RawWriter] = {}
 
@@ -79,9 +88,14 @@ class ImageWriter:
         finally:
             os.close(fd)
         self.files[name] = {"size": len(data), "crc32": zlib.crc32(data)}
+        if self.remote is not None:
+            self.remote.send_file(name, path)
 
     def raw(self, name: str) -> RawWriter:
-        w = RawWriter(os.path.join(self.dir, name))
+        if self.remote is not None and name.startswith("pages-"):
+            w = self.remote.raw(name)
+        else:
+            w = RawWriter(os.path.join(self.dir, name))
         self._raw[name] = w
         return w
 
@@ -90,6 +104,8 @@ class ImageWriter:
         for name, w in self._raw.items():
             w.close()
             self.files[name] = {"size": w.size, "crc32": w.crc}
+            if self.remote is not None and isinstance(w, RawWriter):
+                self.remote.send_file(name, w.path)
         body = dict(inventory, format=FORMAT, version=VERSION, files=self.files)
         body["crc32"] = zlib.crc32(_canonical(body))
         self.write_json_plain(INVENTORY, body)
@@ -98,6 +114,11 @@ class ImageWriter:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        if self.remote is not None:  # last, once the page server has everything else
+            self.remote.send_file(INVENTORY, os.path.join(self.dir, INVENTORY))
+            self.remote.finish()
+            with open(os.path.join(self.dir, SENT_NOTE), "w") as f:
+                f.write(f"{self.remote.where} {self.remote.remote_dir}\n")
 
     def write_json_plain(self, name: str, obj: Any) -> None:
         tmp = os.path.join(self.dir, name + ".tmp")
@@ -110,9 +131,11 @@ class ImageWriter:
 
     def abort(self) -> None:
         for w in self._raw.values():
-            if w.fd >= 0:
+            if isinstance(w, RawWriter) and w.fd >= 0:
                 os.close(w.fd)
                 w.fd = -1
+        if self.remote is not None:
+            self.remote.abort()
 
 
 class ImageReader:
@@ -134,12 +157,15 @@ class ImageReader:
             raise ImageError(f"{path}: corrupted ({e})") from None
         if not isinstance(inv, dict) or inv.get("format") != FORMAT:
             raise ImageError(f"{path}: not a ckpt image inventory")
-        if inv.get("version") != VERSION:
+        if inv.get("version") not in READ_VERSIONS:
             raise ImageError(f"{path}: image format version {inv.get('version')} is not "
-                             f"supported (this ckpt reads version {VERSION})")
+                             f"supported (this ckpt reads versions "
+                             f"{', '.join(map(str, READ_VERSIONS))})")
         crc = inv.pop("crc32", None)
         if crc != zlib.crc32(_canonical(inv)):
             raise ImageError(f"{path}: corrupted (checksum mismatch)")
+        self.crc32: int = crc  # what a child's ``parent`` link records
+        self.version: int = inv["version"]
         self.inventory: dict[str, Any] = inv
         self.files: dict[str, dict[str, int]] = inv["files"]
 
@@ -154,7 +180,8 @@ class ImageReader:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                raise ImageError(f"{path}: missing from the image folder") from None
+                raise ImageError(f"{path}: missing from the image folder"
+                                 f"{self._sent_hint(name)}") from None
             try:
                 size = os.fstat(fd).st_size
                 if size != meta["size"]:
@@ -173,6 +200,17 @@ class ImageReader:
                     raise ImageError(f"{path}: corrupted (checksum mismatch)")
             finally:
                 os.close(fd)
+
+    def _sent_hint(self, name: str) -> str:
+        try:
+            with open(self.path(SENT_NOTE)) as f:
+                where, _, remote_dir = f.read().strip().partition(" ")
+        except OSError:
+            return ""
+        if not name.startswith("pages-"):
+            return ""
+        return (f" (the page data went to the page server at {where}: restore from its "
+                f"folder, {remote_dir})")
 
     def load_json(self, name: str) -> Any:
         if name not in self.files:

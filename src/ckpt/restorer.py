@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import pages as incr
 from .errors import CkptError, RestoreError
 from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
@@ -211,7 +212,8 @@ def _parse_inherit(inherit_fds: list[str] | tuple[str, ...]) -> dict[str, int]:
 def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers: set[int],
                   images_dir: str, helper: int, vdso_offset: int,
                   shmem: dict[int, tuple[int, int, int]], pgid: int | None,
-                  fctx: files.RestoreCtx, fd_table: list[dict[str, Any]]) -> None:
+                  fctx: files.RestoreCtx, fd_table: list[dict[str, Any]],
+                  segments: list[incr.Segment] | None = None) -> None:
     """Turn seized, waiting process ``pid`` into its saved self (registers last)."""
     regs = ptrace.get_regs(pid)
     inj = Injector(pid, helper + _SITE_OFFSET, regs)
@@ -230,7 +232,7 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
         if core.get("ctty") and core.get("tpgid", pid) not in (pid, -1, 0):
             _set_foreground_group(inj, helper, core["tpgid"])
         task.unregister_rseq(pid, inj)
-        mem.restore(pid, inj, mm, images_dir, helper, HELPER_SIZE, shmem)
+        mem.restore(pid, inj, mm, images_dir, helper, HELPER_SIZE, shmem, segments)
         log.info("process %d: memory restored (%d injected syscalls so far)", pid, inj.count)
         task.restore(pid, inj, helper, core["task"])
         threads = core.get("threads", [])
@@ -289,8 +291,12 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     t0 = time.monotonic()
     images = ImageReader(images_dir)
     images.verify()
-    inherit = _parse_inherit(inherit_fds)
     inv = images.inventory
+    if inv.get("type", "dump") != "dump":
+        raise RestoreError(f"{images_dir} holds a {inv.get('type')} (memory pages only); "
+                           "restore the folder of the dump made after it")
+    chain = incr.Chain(images)  # every parent checked too, before anything is created
+    inherit = _parse_inherit(inherit_fds)
     if shell_job is None:
         shell_job = bool(inv.get("shell_job"))
     if inv.get("shell_job") and not shell_job:
@@ -302,6 +308,9 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     mms = {t["pid"]: images.load_json(f"mm-{t['pid']}.json") for t in live}
     fd_tables = {t["pid"]: images.load_json(f"fds-{t['pid']}.json") for t in live}
     descriptions = images.load_json("files.json")
+    segments = {pid: chain.segments(pid, mm) for pid, mm in mms.items()}
+    if chain.depth:
+        log.info("pages come from a chain of %d image folders", chain.depth + 1)
     for mm in mms.values():
         mem.check_files(mm)
     log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid, images_dir)
@@ -368,7 +377,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
                 pgid = None
             _restore_task(n.pid, cores[n.pid], mms[n.pid],
                           {e["fd"] for e in fd_tables[n.pid]}, images_dir, helper,
-                          vdso_offset, shmem, pgid, fctx, fd_tables[n.pid])
+                          vdso_offset, shmem, pgid, fctx, fd_tables[n.pid], segments[n.pid])
         if pidfile:
             path = pidfile if os.path.isabs(pidfile) else os.path.join(images_dir, pidfile)
             with open(path, "w") as f:

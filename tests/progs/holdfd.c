@@ -4,12 +4,12 @@
  * Usage: holdfd KIND
  *   KIND is one of: inotify eventfd signalfd timerfd epoll pidfd memfd
  *                   tcp-listen tcp udp netlink unix-listen unix-dgram-bound
- *                   unix-unconnected posix-timer thread-inotify none
+ *                   unix-unconnected posix-timer thread-pidfd none
  *
  * Before counting it blocks SIGUSR2 and SIGRTMIN+2 (so the signal mask is not
  * empty) and prints "ready FD", FD being the fd of the resource (-1 when the
- * resource is not an fd). With "thread-inotify", a second thread sleeps
- * forever besides the inotify fd: a refused dump must leave both threads as they were.
+ * resource is not an fd). With "thread-pidfd", a second thread sleeps
+ * forever besides the pidfd: a refused dump must leave both threads as they were.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -137,13 +137,13 @@ int main(int argc, char **argv)
             perror("timer_create");
             return 3;
         }
-    } else if (!strcmp(kind, "thread-inotify")) {
+    } else if (!strcmp(kind, "thread-pidfd")) {
         pthread_t th;
         if (pthread_create(&th, NULL, sleeper, NULL) != 0) {
             fprintf(stderr, "pthread_create failed\n");
             return 3;
         }
-        fd = make("inotify");
+        fd = make("pidfd");
     } else if (strcmp(kind, "none")) {
         fd = make(kind);
         if (fd < 0) {

@@ -3,6 +3,11 @@
 A file that grew since the dump is reopened as it is (logs keep growing); a
 file that shrank below the saved offset or size is refused, since bytes the
 process wrote would be lost.
+
+A regular file unlinked while open (``/path (deleted)``) is a ghost (ghost.py):
+its content is saved once in ghost-data.img, and at restore it is made again
+in its directory, filled, reopened with the saved flags and offset, and
+unlinked again. memfds are memfd.py's.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import stat as st_mod
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
-from . import files
+from . import files, ghost
 
 _OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | 0o2000000)
 
@@ -21,13 +26,21 @@ class RegularFiles:
     KIND = "reg"
 
     def claims(self, link: str, st: os.stat_result) -> bool:
-        return st_mod.S_ISREG(st.st_mode) or st_mod.S_ISDIR(st.st_mode)
+        return ((st_mod.S_ISREG(st.st_mode) and not ghost.is_memfd(link, st))
+                or st_mod.S_ISDIR(st.st_mode))
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
              dup: int, info: dict[str, str]) -> dict[str, Any]:
-        if link.endswith(" (deleted)") or st.st_nlink == 0:
-            raise UnsupportedError(f"process {pid} fd {fd}: {link} is an unlinked file; "
-                                   "not supported yet")
+        if ghost.is_ghost(link, st):
+            if st_mod.S_ISDIR(st.st_mode):
+                raise UnsupportedError(f"process {pid} fd {fd}: {link} is a removed "
+                                       "directory; not supported yet")
+            obj = ghost.save_fd(ctx.images, dup, st, link, f"process {pid} fd {fd}")
+            return {"path": obj["path"], "pos": int(info.get("pos", "0")),
+                    "size": st.st_size, "dir": False, "ghost": obj}
+        if st.st_nlink == 0:
+            raise UnsupportedError(f"process {pid} fd {fd}: {link} is an unlinked file "
+                                   "without a (deleted) path; not supported")
         if not link.startswith("/"):
             raise UnsupportedError(f"process {pid} fd {fd}: {link} has no path")
         return {"path": link, "pos": int(info.get("pos", "0")), "size": st.st_size,
@@ -37,6 +50,8 @@ class RegularFiles:
         return [desc["path"].lstrip("/"), desc["path"]]
 
     def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+        if "ghost" in desc:
+            return ghost.open_description(ctx, desc, _OPEN_MASK)
         path = desc["path"]
         try:
             fd = os.open(path, desc["flags"] & _OPEN_MASK)

@@ -15,6 +15,11 @@ split by mprotect or munmap into mappings at different offsets) is saved
 once, whole: its size and data by offset in the object, read from the object
 itself through /proc/PID/map_files. At restore it is created once with that
 size, and every mapping of it, in every process, maps it at its own offset.
+
+Mappings of deleted files and of memfds map *ghost* objects (ghost.py): the
+file is saved once per dump (whoever maps or holds it) and made once per
+restore; every mapping, in every process, maps that one object again (a
+private mapping's own pages are in the pages file, as for other files).
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from .. import pages as incr
 from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter, ctypes_view
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
+from . import ghost
 
 log = logging.getLogger("ckpt.mem")
 
@@ -37,12 +43,6 @@ VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 TASK_SIZE = libc.TASK_SIZE
 BUF_SIZE = 4 << 20  # page data passes through it: small enough to stay in the CPU cache
 PAGE = libc.PAGE_SIZE
-
-# pagemap top byte: bit 7 present, bit 6 swapped, bit 5 file page / shared anon.
-_ANON_PAGES = bytes(0x31 if b & 0xC0 else 0x30 for b in range(256))
-_COW_PAGES = bytes(0x31 if (b & 0x40) or (b & 0x80 and not b & 0x20) else 0x30
-                   for b in range(256))
-_RUN_RE = re.compile(b"1+")
 
 # VmFlags that are restored with madvise, and their MADV_ values.
 _MADVISE = {"dc": 10, "dd": 16, "wf": 18, "hg": 14, "nh": 15}
@@ -85,9 +85,8 @@ def classify(v: procfs.Vma) -> str:
         raise UnsupportedError(f"{where}: device (I/O or PFN) mappings are not supported")
     if v.shared and (v.path == "/dev/zero (deleted)" or v.path == "/dev/zero" and v.inode == 0):
         return "shmem"
-    if v.path.startswith(("/SYSV", "/memfd:")) or v.path.endswith(" (deleted)"):
-        raise UnsupportedError(f"{where}: mappings of deleted files, memfd and SysV shared "
-                               "memory are not supported yet")
+    if v.path.startswith("/SYSV"):
+        raise UnsupportedError(f"{where}: SysV shared memory is not supported yet")
     if not v.path or v.path.startswith("["):
         return "anon"
     if v.path.startswith("/"):
@@ -98,23 +97,6 @@ def classify(v: procfs.Vma) -> str:
 def _file_id(path: str) -> dict[str, int]:
     st = os.stat(path)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _copy_out(pid: int, memfd: int, start: int, length: int, readable: bool,
-              out: Any) -> None:
-    """Copy target memory [start, start+length) to ``out`` through the reused buffer."""
-    buf = _get_buffer()
-    done = 0
-    while done < length:
-        n = min(BUF_SIZE, length - done)
-        if readable:
-            got = libc.process_vm_readv(pid, buf.addr, start + done, n)
-        else:
-            got = os.preadv(memfd, [buf.view[:n]], start + done)
-        if got <= 0:
-            raise OSError(5, f"short read of process {pid} memory at {start + done:#x}")
-        out.write(buf.view[:got])
-        done += got
 
 
 def _shmem_data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
@@ -162,8 +144,13 @@ def _dump_shmem(fd: int, ino: int, size: int, pages: Any) -> dict[str, Any]:
 
 
 def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
-         stat: procfs.Stat, shmem_seen: dict[int, int] | None = None) -> dict[str, Any]:
+         stat: procfs.Stat, shmem_seen: dict[int, int] | None = None,
+         track: incr.TaskPages | None = None) -> dict[str, Any]:
     """Save mappings and pages of ``pid``; ``vmas`` were read before any injection.
+
+    Which pages are saved, and which are left in the parent images of an
+    incremental dump, is ``track``'s business (pages.py; by default: every page
+    that exists, no parent).
 
     ``shmem_seen`` (shared by every task of one dump) maps the inode of each
     shared anonymous object to the task that saved it: the first to map it
@@ -174,11 +161,13 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
     if shmem_seen is None:
         shmem_seen = {}
     out_vmas: list[dict[str, Any]] = []
-    runs: list[list[int]] = []
     owned: list[tuple[int, int, int]] = []  # (fd, inode, size) of the objects saved here
     pages = images.raw(f"pages-{pid}.img")
     pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     memfd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    tp = track if track is not None else incr.DumpMemory.plain().task(pid)
+    buf = _get_buffer()
+    tp.begin(images, pagemap, memfd, pages, buf.addr, buf.view)
     try:
         for v in vmas:
             kind = classify(v)
@@ -189,7 +178,11 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                 "kind": kind, "path": v.path, "offset": v.offset, "flags": v.flags,
             }
             if kind == "file":
-                entry["file"] = _file_id(v.path)
+                obj = ghost.save_mapping(images, pid, v.start, v.end, v.path)
+                if obj is not None:  # a deleted file or a memfd: its content is saved
+                    entry["ghost"] = obj
+                else:
+                    entry["file"] = _file_id(v.path)
             out_vmas.append(entry)
             if kind in ("vdso",) or (kind == "file" and v.shared):
                 continue
@@ -204,13 +197,7 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                     owned.append((fd, st.st_ino, st.st_size))
                 entry["shmem_owner"] = shmem_seen[st.st_ino]
                 continue
-            flags = procfs.pagemap_flags(pid, v.start, v.size // PAGE, pagemap)
-            table = _ANON_PAGES if kind == "anon" else _COW_PAGES
-            for m in _RUN_RE.finditer(flags.translate(table)):
-                start = v.start + m.start() * PAGE
-                length = (m.end() - m.start()) * PAGE
-                runs.append([start, length // PAGE])
-                _copy_out(pid, memfd, start, length, "r" in v.perms, pages)
+            tp.save_vma(entry, "r" in v.perms)
         # After every run of ``pagemap``, which must be one after the other in the file.
         objects = [_dump_shmem(fd, ino, size, pages) for fd, ino, size in owned]
     finally:
@@ -219,12 +206,16 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
         for fd, _ino, _size in owned:
             os.close(fd)
 
+    exe = procfs.exe(pid)
+    exe_ghost = ghost.save_exe(images, pid, exe)  # a deleted (e.g. upgraded) binary
     return {
+        **({"exe_ghost": exe_ghost} if exe_ghost is not None else {}),
         "vmas": out_vmas,
-        "pagemap": runs,
+        "pagemap": tp.own.runs,
+        **tp.finish(),  # in_parent, start_time, tracking
         "shmem": objects,
         "pages_file": f"pages-{pid}.img",
-        "exe": procfs.exe(pid),
+        "exe": exe,
         "auxv": procfs.auxv(pid).hex(),
         "brk": inj.call("brk", 0),
         "start_code": stat.start_code, "end_code": stat.end_code,
@@ -240,8 +231,11 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
 def check_files(mm: dict[str, Any]) -> None:
     """Refuse to restore when a mapped file is gone or changed since the dump."""
     seen: set[str] = set()
+    for obj in [v["ghost"] for v in mm["vmas"] if "ghost" in v] + [mm.get("exe_ghost")]:
+        if obj is not None:
+            ghost.check(obj)  # a deleted file is made again in its directory
     for v in mm["vmas"]:
-        if v["kind"] != "file" or v["path"] in seen:
+        if v["kind"] != "file" or "ghost" in v or v["path"] in seen:
             continue
         seen.add(v["path"])
         try:
@@ -302,8 +296,9 @@ class _TargetFiles:
         self.scratch = scratch
         self.fds: dict[tuple[str, int], int] = {}
 
-    def open(self, path: str, flags: int) -> int:
-        key = (path, flags)
+    def open(self, path: str, flags: int, key: tuple[str, int] | None = None) -> int:
+        """A target fd of ``path`` (once per ``key``, by default the path and flags)."""
+        key = key or (path, flags)
         if key not in self.fds:
             self.inj.write_string(self.scratch, path)
             try:
@@ -398,6 +393,45 @@ class _SharedObjects:
         self.temps.clear()
 
 
+class _Ghosts:
+    """The deleted files and memfds (ghost.py) mapped by one restored task.
+
+    Each is one object for the whole restore. A target fd of it is opened
+    through its first restored mapping (``shared``, as for shared anonymous
+    objects), else through the fd of a process that holds it (its fd
+    description made it already; every process of the tree holds its fds by
+    now), else the object is made here, by ckpt, and opened through
+    /proc/<ckpt>/fd.
+    """
+
+    def __init__(self, pid: int, files: _TargetFiles, images_dir: str,
+                 shared: dict[Any, tuple[int, int, int]]):
+        self.pid = pid
+        self.files = files
+        self.images_dir = images_dir
+        self.shared = shared
+        self._holders: dict[int, tuple[int, int]] | None = None
+
+    def fd(self, info: dict[str, Any], mode: int) -> int:
+        key = f"ghost:{int(info['id'])}"
+        if key in self.shared:
+            opid, ostart, _oend = self.shared[key]
+            return self.files.open(_map_files(opid, ostart), mode)
+        if self._holders is None:
+            self._holders = ghost.holders(self.images_dir)
+        holder = self._holders.get(int(info["id"]))
+        if holder is not None:
+            return self.files.open(f"/proc/{holder[0]}/fd/{holder[1]}", mode)
+        own = ghost.create(os.path.join(self.images_dir, ghost.DATA_FILE), info)
+        try:
+            return self.files.open(f"/proc/{os.getpid()}/fd/{own}", mode, key=(key, mode))
+        finally:
+            os.close(own)  # a writer left open would keep an exe from being set (EACCES)
+
+    def mapped(self, info: dict[str, Any], start: int, end: int) -> None:
+        self.shared.setdefault(f"ghost:{int(info['id'])}", (self.pid, start, end))
+
+
 def _map_files(pid: int, addr: int) -> str:
     """The /proc/PID/map_files path of the mapping of ``pid`` that holds ``addr``."""
     for v in procfs.maps(pid):
@@ -418,12 +452,17 @@ def _pread_into(inj: Injector, fd: int, vaddr: int, length: int, off: int,
 
 
 def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper: int,
-            helper_size: int, shmem: dict[int, tuple[int, int, int]] | None = None) -> None:
+            helper_size: int, shmem: dict[int, tuple[int, int, int]] | None = None,
+            segments: list[incr.Segment] | None = None) -> None:
     """Replace the address space of stopped child ``pid`` with the saved one.
+
+    ``segments`` (pages.Chain, for images with a parent) say in which file of the
+    chain each page is; by default every page is in ``mm``'s own pages file.
 
     ``shmem`` (shared by every task of one restore) maps a shared anonymous
     object's id to (pid, start, end) of its first restored mapping; later
-    tasks map that same object through /proc/PID/map_files.
+    tasks map that same object through /proc/PID/map_files. Ghost objects
+    (deleted files, memfds) are in it too, as ``"ghost:ID"``.
     """
     if shmem is None:
         shmem = {}
@@ -439,6 +478,7 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
 
     files = _TargetFiles(inj, helper)
     objects = _SharedObjects(pid, inj, files, mm, shmem, occupied)
+    ghosts = _Ghosts(pid, files, images_dir, shmem)
     to_protect: list[dict[str, Any]] = []
     for v in saved:
         if v["kind"] == "vdso":
@@ -459,25 +499,38 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
             inj.call("mmap", v["start"], length, prot, flags | libc.MAP_ANONYMOUS, -1, 0)
         else:
             mode = os.O_RDWR if (v["shared"] and "mw" in v["flags"]) else os.O_RDONLY
-            fd = files.open(v["path"], mode)
+            if "ghost" in v:
+                fd = ghosts.fd(v["ghost"], mode)
+            else:
+                fd = files.open(v["path"], mode)
             inj.call("mmap", v["start"], length, prot, flags, fd, v["offset"])
+            if "ghost" in v:
+                ghosts.mapped(v["ghost"], v["start"], v["end"])
         for flag, advice in _MADVISE.items():
             if flag in v["flags"]:
                 inj.raw("madvise", v["start"], length, advice)
 
     pages_fd = files.open(os.path.join(os.path.abspath(images_dir), mm["pages_file"]),
                           os.O_RDONLY)
-    off = 0
-    for vaddr, npages in mm["pagemap"]:
-        _pread_into(inj, pages_fd, vaddr, npages * PAGE, off, mm["pages_file"])
-        off += npages * PAGE
+    if segments is None:
+        off = 0
+        for vaddr, npages in mm["pagemap"]:
+            _pread_into(inj, pages_fd, vaddr, npages * PAGE, off, mm["pages_file"])
+            off += npages * PAGE
+    else:  # the target preads each page from the image of the chain that has it
+        for seg in segments:
+            fd = files.open(seg.path, os.O_RDONLY)
+            _pread_into(inj, fd, seg.start, seg.end - seg.start, seg.offset, seg.path)
     objects.fill(pages_fd, mm["pages_file"])
     objects.unmap_temps()
 
     for v in to_protect:
         inj.call("mprotect", v["start"], v["end"] - v["start"], v["prot"])
 
-    exe_fd = -1 if _same_exe(pid, mm["exe"]) else files.open(mm["exe"], os.O_RDONLY)
+    if "exe_ghost" in mm:
+        exe_fd = ghosts.fd(mm["exe_ghost"], os.O_RDONLY)
+    else:
+        exe_fd = -1 if _same_exe(pid, mm["exe"]) else files.open(mm["exe"], os.O_RDONLY)
     _set_mm_map(inj, mm, helper, exe_fd)
     files.close_all()
 

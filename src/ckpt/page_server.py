@@ -1,0 +1,422 @@
+"""The page server: a receiving end that writes the images of one dump into its
+folder as they come over TCP, and the client a dump sends them with.
+
+``ckpt page-server -D DIR --port P`` accepts one connection, writes every file
+the dump sends into DIR (page data as it is read from the process, the other
+images as they are written, the inventory last), fsyncs them and the folder,
+answers, and exits: ``ckpt restore -D DIR`` then works on the receiving side.
+The sender keeps a copy of everything but the page data in its own ``-D``, so
+that a later dump can name it with ``--prev-images-dir``.
+
+Page data never becomes Python objects: the sender sends it from the reused
+page buffer (``sendmsg`` of a memoryview, after ``process_vm_readv``), other
+images from their files (``sendfile``); the receiver moves it from the socket
+to the file with ``splice`` through a pipe (or ``recv_into`` one buffer and
+``write``, where splice is refused, or with ``CKPT_PAGE_SERVER_COPY=1``).
+
+Protocol (all integers little-endian), see docs/image-format.md:
+
+    client: "CKPTPGSV" u32 version(1)
+    server: u32 status(0 ok) u32 length, then that many bytes (JSON: dir, dev, ino)
+    client: messages, each u8 op, u16 file id, u64 arg:
+        1 OPEN   arg = name length, then the name (UTF-8)
+        2 DATA   arg = length, then that many bytes, appended to the file
+        3 CLOSE  arg = the file's size (the server checks it)
+        4 FINISH (arg 0): write inventory.json (sent last), fsync the folder
+    server: u32 status u32 length, message  (after FINISH, or at the first error)
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import socket
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from .errors import CkptError, DumpError
+from .images import INVENTORY
+
+log = logging.getLogger("ckpt.page-server")
+
+MAGIC = b"CKPTPGSV"
+PROTO = 1
+HDR = struct.Struct("<BHQ")
+REPLY = struct.Struct("<II")
+OPEN, DATA, CLOSE, FINISH = 1, 2, 3, 4
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+PIPE_SIZE = 1 << 20
+COPY_BUF = 4 << 20
+CONNECT_TIMEOUT = 10.0
+_NO_SPLICE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+class PageServerError(CkptError):
+    """The page server refused something, or the connection broke."""
+
+
+# ---------------------------------------------------------------- the client (dump side)
+
+class RemoteRawWriter:
+    """A raw image file written on the page server, checksummed as it is sent."""
+
+    def __init__(self, client: Client, fid: int, name: str):
+        self.client = client
+        self.fid = fid
+        self.name = name
+        self.size = 0
+        self.crc = 0
+        self.closed = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        off = self.size
+        mv = memoryview(data)
+        self.crc = zlib.crc32(mv, self.crc)
+        self.client.send_data(self.fid, mv)
+        self.size += len(mv)
+        return off
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.client.send_msg(CLOSE, self.fid, self.size)
+
+
+class Client:
+    """One dump's connection to a page server."""
+
+    def __init__(self, address: str, port: int, images_dir: str):
+        self.where = f"{address}:{port}"
+        try:
+            self.sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
+        except OSError as e:
+            raise DumpError(f"cannot connect to the page server at {self.where}: "
+                            f"{e.strerror or e}") from None
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._next = 0
+        self.sent = 0
+        self.seconds = 0.0
+        try:
+            self.sock.sendall(MAGIC + struct.pack("<I", PROTO))
+            info = json.loads(self._reply("hello"))
+        except (OSError, ValueError) as e:
+            self.sock.close()
+            raise DumpError(f"page server at {self.where}: {e}") from None
+        try:
+            here = os.stat(images_dir)
+            if (here.st_dev, here.st_ino) == (info.get("dev"), info.get("ino")):
+                self.sock.close()
+                raise DumpError(f"the page server at {self.where} writes into {images_dir} "
+                                "itself; give the dump another -D")
+        except FileNotFoundError:
+            pass
+        self.remote_dir = info.get("dir", "?")
+        log.info("connected to the page server at %s (folder %s)", self.where, self.remote_dir)
+
+    def _reply(self, what: str) -> str:
+        head = _recv_exact(self.sock, REPLY.size)
+        if head is None:
+            raise PageServerError(f"the page server at {self.where} closed the connection "
+                                  f"({what})")
+        status, n = REPLY.unpack(head)
+        msg = (_recv_exact(self.sock, n) or b"").decode(errors="replace")
+        if status != 0:
+            raise PageServerError(f"page server at {self.where}: {msg}")
+        return msg
+
+    def _fail(self, e: OSError) -> PageServerError:
+        """A send failed: the server may have said why before closing."""
+        try:
+            self.sock.settimeout(2.0)
+            self._reply("send")
+        except PageServerError as why:
+            return why
+        except OSError:
+            pass
+        return PageServerError(f"sending to the page server at {self.where} failed: "
+                               f"{e.strerror or e}")
+
+    def _send(self, bufs: list[Any]) -> None:
+        views = [memoryview(b).cast("B") for b in bufs]
+        t0 = time.monotonic()
+        try:
+            while views:
+                n = self.sock.sendmsg(views)
+                self.sent += n
+                while views and n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                if views and n:
+                    views[0] = views[0][n:]
+        except OSError as e:
+            raise self._fail(e) from None
+        self.seconds += time.monotonic() - t0
+
+    def send_msg(self, op: int, fid: int = 0, arg: int = 0, payload: bytes = b"") -> None:
+        self._send([HDR.pack(op, fid, arg), payload] if payload else [HDR.pack(op, fid, arg)])
+
+    def send_data(self, fid: int, mv: memoryview) -> None:
+        if len(mv):
+            self._send([HDR.pack(DATA, fid, len(mv)), mv])
+
+    def _open(self, name: str) -> int:
+        fid = self._next
+        self._next = (self._next + 1) & 0xFFFF
+        raw = name.encode()
+        self.send_msg(OPEN, fid, len(raw), raw)
+        return fid
+
+    def raw(self, name: str) -> RemoteRawWriter:
+        return RemoteRawWriter(self, self._open(name), name)
+
+    def send_file(self, name: str, path: str) -> None:
+        """Send a local file whole, by the kernel (``sendfile``)."""
+        fid = self._open(name)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self.send_msg(DATA, fid, size)
+            t0 = time.monotonic()
+            try:
+                done = self.sock.sendfile(f, 0, size) if size else 0
+            except OSError as e:
+                raise self._fail(e) from None
+            self.seconds += time.monotonic() - t0
+            self.sent += done
+            if done != size:
+                raise PageServerError(f"{path}: sent {done} of {size} bytes to the page server")
+        self.send_msg(CLOSE, fid, size)
+
+    def finish(self) -> None:
+        """The dump is complete: wait until the page server has it all on disk."""
+        self.send_msg(FINISH)
+        try:
+            self._reply("finish")
+        except OSError as e:
+            raise PageServerError(f"page server at {self.where}: {e}") from None
+        finally:
+            self.sock.close()
+        log.info("page server at %s has the images: %d bytes sent in %.3f s", self.where,
+                 self.sent, self.seconds)
+
+    def abort(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- the server
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    """Exactly ``n`` bytes (headers and names only), or None at end of stream."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            if got == 0:
+                return None
+            raise PageServerError("the connection closed in the middle of a message")
+        got += k
+    return bytes(buf)
+
+
+class _Receiver:
+    """Moves ``n`` bytes from the socket to a file: splice through a pipe, or a copy."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.pipe: tuple[int, int] | None = None
+        self.buf: bytearray | None = None
+        self.mode = "copy" if os.environ.get("CKPT_PAGE_SERVER_COPY") == "1" else "splice"
+        if self.mode == "splice":
+            r, w = os.pipe2(os.O_CLOEXEC)
+            try:
+                fcntl.fcntl(w, 1031, PIPE_SIZE)  # F_SETPIPE_SZ
+            except OSError:
+                pass
+            self.pipe = (r, w)
+            self.pipe_size = fcntl.fcntl(w, 1032)  # F_GETPIPE_SZ
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            for fd in self.pipe:
+                os.close(fd)
+            self.pipe = None
+
+    def to_file(self, fd: int, n: int) -> None:
+        if self.mode == "splice":
+            n = self._splice(fd, n)
+        if n:
+            self._copy(self.sock.recv_into, fd, n)
+
+    def _splice(self, fd: int, n: int) -> int:
+        """Splice what it can; return what is left to copy (splice refused)."""
+        assert self.pipe is not None
+        r, w = self.pipe
+        sfd = self.sock.fileno()
+        while n:
+            try:
+                got = os.splice(sfd, w, min(n, self.pipe_size), flags=1)  # SPLICE_F_MOVE
+            except OSError as e:
+                if e.errno not in _NO_SPLICE:
+                    raise
+                self._fall_back(e)
+                return n
+            if got == 0:
+                raise PageServerError("the connection closed in the middle of a file")
+            n -= got
+            try:
+                while got:
+                    got -= os.splice(r, fd, got, flags=1)
+            except OSError as e:
+                if e.errno not in _NO_SPLICE:
+                    raise
+                self._fall_back(e)
+                self._copy(lambda v: os.readv(r, [v]), fd, got)  # what is in the pipe
+                return n
+        return 0
+
+    def _fall_back(self, e: OSError) -> None:
+        log.info("splice refused (%s); copying through a buffer", e.strerror or e)
+        self.mode = "copy"
+
+    def _copy(self, read_into: Callable[[memoryview], int], fd: int, n: int) -> None:
+        if self.buf is None:
+            self.buf = bytearray(COPY_BUF)
+        view = memoryview(self.buf)
+        while n:
+            k = read_into(view[:min(n, COPY_BUF)])
+            if k == 0:
+                raise PageServerError("the connection closed in the middle of a file")
+            done = 0
+            while done < k:
+                done += os.write(fd, view[done:k])
+            n -= k
+
+
+def _reply(sock: socket.socket, status: int, msg: str) -> None:
+    raw = msg.encode()
+    try:
+        sock.sendall(REPLY.pack(status, len(raw)) + raw)
+    except OSError:
+        pass
+
+
+def serve(directory: str, port: int, address: str = "0.0.0.0",
+          ready: Callable[[str, int], None] | None = None) -> int:
+    """Receive one dump into ``directory``; return its size in bytes.
+
+    ``ready(address, port)`` is called once the server listens (``port`` 0 picks one).
+    """
+    os.makedirs(directory, exist_ok=True)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as lsock:
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            lsock.bind((address, port))
+        except OSError as e:
+            raise CkptError(f"cannot listen on {address}:{port}: {e.strerror or e}") from None
+        lsock.listen(1)
+        bound = lsock.getsockname()
+        log.info("listening on %s:%d, images into %s", bound[0], bound[1], directory)
+        if ready is not None:
+            ready(bound[0], bound[1])
+        conn, peer = lsock.accept()
+    with conn:
+        log.info("connection from %s:%d", peer[0], peer[1])
+        return _session(conn, directory)
+
+
+def _session(sock: socket.socket, directory: str) -> int:
+    hello = _recv_exact(sock, len(MAGIC) + 4)
+    if hello is None or hello[:len(MAGIC)] != MAGIC:
+        _reply(sock, 1, "not a ckpt page server client")
+        raise CkptError("the client is not a ckpt dump")
+    version = struct.unpack("<I", hello[len(MAGIC):])[0]
+    if version != PROTO:
+        _reply(sock, 1, f"protocol version {version} is not supported (this server speaks "
+                        f"{PROTO})")
+        raise CkptError(f"the client speaks protocol version {version}, not {PROTO}")
+    try:  # a stale inventory must never describe new files
+        os.unlink(os.path.join(directory, INVENTORY))
+    except FileNotFoundError:
+        pass
+    st = os.stat(directory)
+    _reply(sock, 0, json.dumps({"dir": os.path.abspath(directory), "dev": st.st_dev,
+                                "ino": st.st_ino}))
+    recv = _Receiver(sock)
+    files: dict[int, list[Any]] = {}  # id -> [fd, name, size]
+    total = 0
+    t0 = time.monotonic()
+    try:
+        while True:
+            head = _recv_exact(sock, HDR.size)
+            if head is None:
+                raise CkptError(f"the dump stopped before it was complete; {directory} holds "
+                                "no complete dump")
+            op, fid, arg = HDR.unpack(head)
+            if op == OPEN:
+                name = (_recv_exact(sock, arg) or b"").decode(errors="replace")
+                if not _NAME.fullmatch(name):
+                    raise CkptError(f"refused file name {name!r}")
+                if fid in files:
+                    raise CkptError(f"file id {fid} opened twice")
+                path = os.path.join(directory, name + (".tmp" if name == INVENTORY else ""))
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                files[fid] = [fd, name, 0]
+            elif op == DATA:
+                f = files.get(fid)
+                if f is None:
+                    raise CkptError(f"data for file id {fid}, which is not open")
+                recv.to_file(f[0], arg)
+                f[2] += arg
+                total += arg
+            elif op == CLOSE:
+                f = files.pop(fid, None)
+                if f is None:
+                    raise CkptError(f"close of file id {fid}, which is not open")
+                fd, name, size = f
+                try:
+                    if size != arg:
+                        raise CkptError(f"{name}: {size} bytes received, the sender says {arg}")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            elif op == FINISH:
+                if files:
+                    raise CkptError(f"finished with files still open: "
+                                    f"{sorted(f[1] for f in files.values())}")
+                tmp = os.path.join(directory, INVENTORY + ".tmp")
+                if not os.path.exists(tmp):
+                    raise CkptError("finished without an inventory")
+                os.rename(tmp, os.path.join(directory, INVENTORY))
+                dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+                dt = time.monotonic() - t0
+                log.info("received %d bytes in %.3f s (%s) into %s", total, dt, recv.mode,
+                         directory)
+                _reply(sock, 0, "")
+                return total
+            else:
+                raise CkptError(f"unknown message {op}")
+    except (CkptError, OSError) as e:
+        msg = str(e) if isinstance(e, CkptError) else f"{directory}: {e.strerror or e}"
+        _reply(sock, 1, msg)
+        raise CkptError(msg) from None
+    finally:
+        recv.close()
+        for f in files.values():
+            os.close(f[0])

@@ -1,0 +1,215 @@
+"""fanotify groups: the ``fanotify_init`` flags and every mark (on an inode, a
+mount or a whole filesystem), made again with ``fanotify_mark``.
+
+``/proc/PID/fdinfo/FD`` shows the group and its marks (numbers in hex)::
+
+    fanotify flags:F event-flags:E
+    fanotify ino:I sdev:D mflags:M mask:X ignored_mask:Y fhandle-bytes:.. fhandle-type:..
+             f_handle:..
+    fanotify mnt_id:N mflags:M mask:X ignored_mask:Y
+    fanotify sdev:D mflags:M mask:X ignored_mask:Y
+
+An inode mark's path is found as for inotify (``inotify.PathFinder``: file handle,
+``open_by_handle_at``, ``/proc/self/fd``; a deleted inode is refused). A mount mark
+is saved as the mount point of mount N (``/proc/self/mountinfo``), refused when
+another mount hides it; a filesystem mark as a mount point of that device.
+``mflags`` are the mark flags the kernel keeps (FAN_MARK_IGNORED_SURV_MODIFY 0x40,
+FAN_MARK_EVICTABLE 0x200, FAN_MARK_IGNORE 0x400); ``mask`` and ``ignored_mask`` are
+the kernel's (FAN_ONDIR, FAN_EVENT_ON_CHILD included).
+
+Restore: ``fanotify_init(flags, event-flags)`` as saved (``O_NONBLOCK`` then set
+from the fd's flags), then, oldest mark first, ``fanotify_mark(FAN_MARK_ADD | type,
+mask, path)`` and, for an ignore mask, a second call with FAN_MARK_IGNORED_MASK (or
+FAN_MARK_IGNORE) and FAN_MARK_IGNORED_SURV_MODIFY as saved; FAN_MARK_EVICTABLE is
+given on every call. Inode marks use FAN_MARK_DONT_FOLLOW: the path is the marked
+inode itself.
+
+Not saved, as for inotify: events queued and not read at dump time (a warning
+gives their size). For permission classes (FAN_CLASS_CONTENT, PRE_CONTENT) the
+kernel answers FAN_ALLOW to every request still pending when the dumped process
+dies; a response the restored process writes for a request it had read before
+the dump is refused by the new group (ENOENT). Mount-namespace marks (Linux
+6.14+) are refused. The group is created by the restorer (root): its limits are
+root's. A fanotify fd has no --inherit-fd key but ``orig-fd[N]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+from ..errors import DumpError, RestoreError, UnsupportedError
+from ..kernel import anon
+from . import files
+from .inotify import Deleted, Mount, NotFound, PathFinder, Watch, mounts
+
+log = logging.getLogger("ckpt.fanotify")
+
+LINK = "anon_inode:[fanotify]"
+MARK_FLAGS = anon.FAN_MARK_IGNORED_SURV_MODIFY | anon.FAN_MARK_EVICTABLE | anon.FAN_MARK_IGNORE
+
+_H = r"([0-9a-fA-F]+)"
+_GROUP_RE = re.compile(rf"^fanotify flags:{_H} event-flags:{_H}$")
+_TAIL = rf"mflags:{_H} mask:{_H} ignored_mask:{_H}"
+_INODE_RE = re.compile(rf"^fanotify ino:{_H} sdev:{_H} {_TAIL}"
+                       rf"(?: fhandle-bytes:{_H} fhandle-type:{_H} f_handle:{_H})?")
+_MOUNT_RE = re.compile(rf"^fanotify mnt_id:{_H} {_TAIL}$")
+_SB_RE = re.compile(rf"^fanotify sdev:{_H} {_TAIL}$")
+
+
+def _mnt_id(path: str) -> int | None:
+    """The mount ``path`` resolves to (fdinfo's ``mnt_id``)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    return None
+
+
+def _visible(ms: list[Mount]) -> Mount | None:
+    """The first of ``ms`` whose mount point leads to it."""
+    return next((m for m in ms if _mnt_id(m.point) == m.mount_id), None)
+
+
+class Fanotify:
+    KIND = "fanotify"
+
+    def claims(self, link: str, st: os.stat_result) -> bool:
+        return link == LINK
+
+    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
+             dup: int, info: dict[str, str]) -> dict[str, Any]:
+        what = f"process {pid} fd {fd} (fanotify)"
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                lines = [ln.strip() for ln in f if ln.startswith("fanotify")]
+        except OSError as e:
+            raise DumpError(f"{what}: cannot read its fdinfo: {e.strerror}") from None
+        group = _GROUP_RE.match(lines[0]) if lines else None
+        if group is None:
+            raise DumpError(f"{what}: no 'fanotify flags:' line in its fdinfo")
+        finder = PathFinder()
+        table = mounts()
+        marks: list[dict[str, Any]] = []
+        try:
+            for line in lines[1:]:
+                marks.append(self._mark(what, line, finder, table))
+        finally:
+            finder.close()
+        marks.reverse()  # the kernel lists the newest first
+        queued = anon.fionread(dup)
+        if queued:
+            log.warning("%s: %d bytes of fanotify events were queued and not read; they are "
+                        "lost (a restored fanotify starts with an empty queue)", what, queued)
+        log.info("%s: %d marks", what, len(marks))
+        return {"init_flags": int(group[1], 16), "event_flags": int(group[2], 16),
+                "marks": marks}
+
+    def _mark(self, what: str, line: str, finder: PathFinder,
+              table: list[Mount]) -> dict[str, Any]:
+        if m := _INODE_RE.match(line):
+            sdev = int(m[2], 16)
+            w = Watch(0, int(m[1], 16), sdev >> 20, sdev & 0xFFFFF, 0)
+            if m[6] is not None and len(bytes.fromhex(m[8])) == int(m[6], 16):
+                w.handle_type, w.handle = int(m[7], 16), bytes.fromhex(m[8])
+            try:
+                path = finder.path(w)
+            except Deleted as e:
+                raise UnsupportedError(f"{what}: a mark is on {e.args[0]}, which was deleted "
+                                       "(it is still open somewhere); ckpt cannot mark a "
+                                       "deleted file again") from None
+            except NotFound as e:
+                raise UnsupportedError(f"{what}: cannot find the path of the marked inode "
+                                       f"{w.ino} on device {w.major}:{w.minor}: {e}") from None
+            mark: dict[str, Any] = {"type": "inode", "path": path, "ino": w.ino, "dev": w.dev}
+            rest = m.groups()[2:5]
+        elif m := _MOUNT_RE.match(line):
+            mnt = int(m[1], 16)
+            mount = _visible([x for x in table if x.mount_id == mnt])
+            if mount is None:
+                raise UnsupportedError(f"{what}: mount {mnt} is marked, and ckpt cannot reach "
+                                       "it (not in /proc/self/mountinfo, or hidden under "
+                                       "another mount)")
+            mark = {"type": "mount", "path": mount.point}
+            rest = m.groups()[1:4]
+        elif m := _SB_RE.match(line):
+            sdev = int(m[1], 16)
+            major, minor = sdev >> 20, sdev & 0xFFFFF
+            mount = _visible([x for x in table if (x.major, x.minor) == (major, minor)])
+            if mount is None:
+                raise UnsupportedError(f"{what}: the filesystem on device {major}:{minor} is "
+                                       "marked, and ckpt finds no mount of it")
+            mark = {"type": "filesystem", "path": mount.point, "dev": os.makedev(major, minor)}
+            rest = m.groups()[1:4]
+        else:
+            raise UnsupportedError(f"{what}: a mark ckpt does not know: {line!r}")
+        mark["mflags"], mark["mask"], mark["ignored_mask"] = (int(x, 16) for x in rest)
+        log.debug("%s: %s", what, mark)
+        return mark
+
+    def keys(self, desc: dict[str, Any]) -> list[str]:
+        return []
+
+    def before_restore(self, ctx: files.RestoreCtx,
+                       descriptions: dict[str, dict[str, Any]]) -> None:
+        for fid, desc in descriptions.items():
+            if desc.get("kind") != self.KIND or fid in ctx.inherit_files:
+                continue
+            for mk in desc["marks"]:
+                try:
+                    st = os.lstat(mk["path"])
+                except OSError as e:
+                    raise RestoreError(f"fanotify (file {fid}): cannot mark {mk['path']} "
+                                       f"again: {e.strerror}") from None
+                if mk["type"] == "inode" and (st.st_ino, st.st_dev) != (mk["ino"], mk["dev"]):
+                    log.warning("fanotify (file %s): %s is another file than at dump; it is "
+                                "marked instead", fid, mk["path"])
+
+    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+        flags = desc["init_flags"]  # as given (fdinfo shows them), FAN_CLOEXEC or not
+        try:
+            fd = anon.fanotify_init(flags, desc["event_flags"])
+        except OSError as e:
+            raise RestoreError(f"fanotify_init({flags:#x}, {desc['event_flags']:#x}): "
+                               f"{os.strerror(e.errno or 0)}") from None
+        try:
+            os.set_inheritable(fd, False)
+            os.set_blocking(fd, not desc["flags"] & os.O_NONBLOCK)
+            for mk in desc["marks"]:
+                self._add(fd, mk)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _add(self, fd: int, mk: dict[str, Any]) -> None:
+        base = anon.FAN_MARK_ADD | (mk["mflags"] & anon.FAN_MARK_EVICTABLE)
+        base |= {"inode": anon.FAN_MARK_DONT_FOLLOW, "mount": anon.FAN_MARK_MOUNT,
+                 "filesystem": anon.FAN_MARK_FILESYSTEM}[mk["type"]]
+        calls = []
+        if mk["mask"] or not mk["ignored_mask"]:
+            calls.append((base, mk["mask"]))
+        if mk["ignored_mask"]:
+            ign = anon.FAN_MARK_IGNORE if mk["mflags"] & anon.FAN_MARK_IGNORE \
+                else anon.FAN_MARK_IGNORED_MASK
+            calls.append((base | ign | (mk["mflags"] & anon.FAN_MARK_IGNORED_SURV_MODIFY),
+                          mk["ignored_mask"]))
+        for flags, mask in calls:
+            try:
+                anon.fanotify_mark(fd, flags, mask, mk["path"])
+            except OSError as e:
+                raise RestoreError(f"fanotify: cannot mark {mk['type']} {mk['path']} again "
+                                   f"(flags {flags:#x}, mask {mask:#x}): "
+                                   f"{os.strerror(e.errno or 0)}") from None
+
+
+files.register(Fanotify())
