@@ -137,6 +137,12 @@ def fd_link(pid: int, fd: int) -> str:
         raise ProcessGone(pid, f"fd {fd}") from e
 
 
+def fdinfo_lines(pid: int, fd: int) -> list[str]:
+    """/proc/PID/fdinfo/FD line by line, stripped: kinds with one line per watch or mark
+    (epoll, inotify, fanotify) parse these."""
+    return [ln.strip() for ln in str(_read(pid, f"fdinfo/{fd}")).splitlines()]
+
+
 def fdinfo(pid: int, fd: int) -> dict[str, str]:
     """/proc/PID/fdinfo/FD: pos, flags (octal), mnt_id, ino and kind-specific lines."""
     out: dict[str, str] = {}

@@ -39,8 +39,8 @@ import re
 import struct
 from typing import Any
 
-from ..errors import DumpError, RestoreError, UnsupportedError
-from ..kernel import libc
+from ..errors import RestoreError, UnsupportedError
+from ..kernel import libc, procfs
 from ..kernel.inject import InjectionError, Injector
 from . import files
 
@@ -67,14 +67,9 @@ _TFD_RE = re.compile(r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a
 def watches(pid: int, fd: int) -> list[dict[str, int]]:
     """The watches of epoll ``fd`` of ``pid``, in the kernel's order (``ino``/``sdev``
     as the kernel prints them: ``sdev`` is its internal dev_t, major << 20 | minor)."""
-    try:
-        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-            text = f.read()
-    except OSError as e:
-        raise DumpError(f"process {pid} fd {fd}: cannot read its fdinfo: {e.strerror}") from None
     out = []
-    for line in text.splitlines():
-        m = _TFD_RE.match(line.strip())
+    for line in procfs.fdinfo_lines(pid, fd):
+        m = _TFD_RE.match(line)
         if m:
             out.append({"tfd": int(m[1]), "events": int(m[2], 16), "data": int(m[3], 16),
                         "ino": int(m[5], 16), "sdev": int(m[6], 16)})

@@ -41,7 +41,7 @@ import re
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
-from ..kernel import anon
+from ..kernel import anon, procfs
 from . import files
 from .inotify import Deleted, Mount, NotFound, PathFinder, Watch, mounts
 
@@ -89,11 +89,7 @@ class Fanotify:
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
              dup: int, info: dict[str, str]) -> dict[str, Any]:
         what = f"process {pid} fd {fd} (fanotify)"
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                lines = [ln.strip() for ln in f if ln.startswith("fanotify")]
-        except OSError as e:
-            raise DumpError(f"{what}: cannot read its fdinfo: {e.strerror}") from None
+        lines = [ln for ln in procfs.fdinfo_lines(pid, fd) if ln.startswith("fanotify")]
         group = _GROUP_RE.match(lines[0]) if lines else None
         if group is None:
             raise DumpError(f"{what}: no 'fanotify flags:' line in its fdinfo")

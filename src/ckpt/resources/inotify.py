@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
-from ..kernel import anon
+from ..kernel import anon, procfs
 from . import files
 
 log = logging.getLogger("ckpt.inotify")
@@ -96,14 +96,9 @@ class Watch:
 
 def watches(pid: int, fd: int) -> list[Watch]:
     """The watches of inotify ``fd`` of ``pid``, in wd order."""
-    try:
-        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-            text = f.read()
-    except OSError as e:
-        raise DumpError(f"process {pid} fd {fd}: cannot read its fdinfo: {e.strerror}") from None
     out = []
-    for line in text.splitlines():
-        m = _WATCH_RE.match(line.strip())
+    for line in procfs.fdinfo_lines(pid, fd):
+        m = _WATCH_RE.match(line)
         if not m:
             if line.startswith("inotify"):
                 raise DumpError(f"process {pid} fd {fd} (inotify): cannot parse the watch "
