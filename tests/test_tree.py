@@ -3,6 +3,7 @@ shared memory, shared file offsets and pipes between processes of the tree."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -127,3 +128,27 @@ def test_socketpair_between_parent_and_child(procs: Procs, images: Path) -> None
     out.wait_line(rf"^P {count + 6}$")
     assert_consecutive(_role_numbers(out, "P"))
     assert not [ln for ln in out.lines() if ln.startswith("BAD")]
+
+
+def test_fifo_with_buffered_bytes(build: Builder, procs: Procs, images: Path,
+                                  tmp_path: Path) -> None:
+    """A FIFO between parent and child keeps the 100 lines buffered in it at the dump."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = procs.start([build("fifo"), fifo])
+    out = target.out
+    parent, child = map(int, out.wait_line(r"^pids ").split()[1:])
+    out.wait_line(r"^P 3$")
+    _dump_tree(procs, parent, [parent, child], images)
+    descs = json.loads((images / "files.json").read_text()).values()
+    assert [d for d in descs if d.get("fifo") == str(fifo)], "the FIFO was not saved as one"
+    counts = {r: len(_role_numbers(out, r)) for r in "PC"}
+    restore_detached(procs, parent, out, images)
+    out.wait_line(rf"^P {counts['P'] + 2}$")
+    os.kill(parent, signal.SIGUSR1)
+    early = sum(len(f"early {i}\n") for i in range(100))
+    assert out.wait_line(r"^drained ") == f"drained ok {early}"
+    os.kill(child, signal.SIGUSR2)
+    assert out.wait_line(r"^got ") == "got late 0"
+    for role in "PC":
+        assert_consecutive(_role_numbers(out, role))
