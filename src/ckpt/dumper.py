@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__
+from . import __version__, faults
 from . import pages as incr
 from .errors import CkptError, DumpError, UnsupportedError
 from .images import ImageWriter
@@ -225,6 +225,12 @@ def _release(tasks: list[_Task], kill: bool, stop: bool = False) -> None:
         except OSError as e:
             log.warning("process %d: release: %s", t.pid, e)
         fr.attached = False
+        if kill:  # its dead threads, still traced by ckpt, hold the process back: reap them
+            for th in t.threads:
+                try:
+                    os.waitpid(th.pid, ptrace.__WALL)
+                except ChildProcessError:
+                    pass
 
 
 def _check_sessions(tasks: list[_Task], shell_job: bool) -> None:
@@ -343,12 +349,14 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         core["threads"].append(thread.dump(th.pid, th.inj, fr.scratch, th.regs0, th.mask0))
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))
+    faults.point("dump.task.core")
     pidfd = libc.pidfd_open(pid)
     try:
         fd_table = dumper.dump_task(pid, pidfd)
     finally:
         os.close(pidfd)
     log.info("process %d: %d fds saved", pid, len(fd_table))
+    faults.point("dump.task.fds")
     track = memctx.task(pid) if memctx is not None else None
     mm = mem.dump(pid, vmas, inj, images, stat, shmem_seen, track=track)
     if track is not None:
@@ -360,6 +368,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     images.write_json(f"core-{pid}.json", core)
     images.write_json(f"mm-{pid}.json", mm)
     images.write_json(f"fds-{pid}.json", fd_table)
+    faults.point("dump.task.done")
     return pages
 
 
@@ -396,6 +405,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     try:
         tasks = _freeze_tree(pid)
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
+        faults.point("dump.frozen")
         _check_sessions(tasks, shell_job)
         images = ImageWriter(images_dir, remote=remote)
         ghost.configure(images, ghost_limit)
@@ -407,7 +417,9 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                 total += _dump_task(t, images, dumper, shmem_seen, memctx)["bytes"]
         files.after_dump(fctx, dumper.descriptions, [t.info() for t in tasks])
         images.write_json("files.json", dumper.descriptions)
+        faults.point("dump.files")
         root = tasks[0]
+        faults.point("dump.inventory")
         images.finish({
             "root_pid": pid,
             "tasks": [t.info() for t in tasks],
@@ -417,6 +429,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             **_common_inventory("dump", memctx, track_mem),
         })
         log.info("images written and synced")
+        faults.point("dump.before_kill")
         ok = True
     except CkptError:
         raise
@@ -491,6 +504,7 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
         try:  # frozen: the mappings, which pages to save, soft-dirty bits cleared
             tasks = _freeze_tree(pid)
             log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
+            faults.point("predump.frozen")
             images = ImageWriter(images_dir, remote=remote)
             buf = mem._get_buffer()
             for t in tasks:
@@ -501,15 +515,18 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
                 jobs.append(job)
                 job.plan(vmas, mem.classify, mem._prot, images, buf.addr, buf.view)
                 job.tp.after_pages()
+            faults.point("predump.planned")
         finally:
             _release(tasks, kill=False)
             frozen = time.monotonic() - t_freeze
         log.info("processes released after %.3f s frozen; copying their pages", frozen)
+        faults.point("predump.released")
         for job in jobs:  # the processes run meanwhile
             mm = job.copy()
             log.info("process %d: %d pages saved, %d in the parent", job.pid,
                      sum(n for _, n in mm["pagemap"]), sum(n for _, n in mm["in_parent"]))
             images.write_json(f"mm-{job.pid}.json", mm)
+        faults.point("predump.inventory")
         images.finish({
             "root_pid": pid,
             "tasks": [t.info() for t in tasks],

@@ -130,10 +130,28 @@ class ImageWriter:
         os.rename(tmp, os.path.join(self.dir, name))
 
     def abort(self) -> None:
+        """Give up: the folder holds no complete dump afterwards.
+
+        An inventory already written (a failure after ``finish``) is removed, so
+        a dump reported as failed never leaves images that look valid.
+        """
         for w in self._raw.values():
             if isinstance(w, RawWriter) and w.fd >= 0:
                 os.close(w.fd)
                 w.fd = -1
+        removed = False
+        for name in (INVENTORY, INVENTORY + ".tmp", SENT_NOTE):
+            try:
+                os.unlink(os.path.join(self.dir, name))
+                removed = True
+            except FileNotFoundError:
+                pass
+        if removed:
+            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
         if self.remote is not None:
             self.remote.abort()
 

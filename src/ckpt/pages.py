@@ -52,6 +52,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from . import faults
 from .errors import DumpError, ImageError
 from .images import ImageReader, ImageWriter
 from .kernel import libc
@@ -489,8 +490,11 @@ class TaskPages:
         """Write ``count`` pages of the buffer from page ``first``: target pages at
         ``vaddr + first * PAGE`` on."""
         self.pages.write(self.view[first * PAGE:(first + count) * PAGE])
+        first_run = not self.own.runs
         self.own.add(vaddr + first * PAGE, count)
         self.ctx.own_pages += count
+        if first_run and not self.deferred:
+            faults.point("dump.task.pages")
 
     # -- reading and writing
 

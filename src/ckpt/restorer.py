@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import faults
 from . import pages as incr
 from .errors import CkptError, RestoreError
 from .images import ImageReader
@@ -234,6 +235,7 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
         task.unregister_rseq(pid, inj)
         mem.restore(pid, inj, mm, images_dir, helper, HELPER_SIZE, shmem, segments)
         log.info("process %d: memory restored (%d injected syscalls so far)", pid, inj.count)
+        faults.point("restore.task.memory")
         task.restore(pid, inj, helper, core["task"])
         threads = core.get("threads", [])
         for th in threads:
@@ -244,9 +246,11 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
                 tinj.close()
         if threads:
             log.info("process %d: %d more threads created", pid, len(threads))
+            faults.point("restore.task.threads")
         signals.drain_pending(inj, helper)
         signals.restore(pid, inj, helper, core["signals"])
         timers.restore(pid, inj, helper, core.get("timers", []))
+        faults.point("restore.task.signals")
         for th in threads:  # credentials and seccomp filters are per thread
             tinj = Injector(th["tid"], inj.site, ptrace.get_regs(th["tid"]))
             try:
@@ -254,6 +258,7 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
             finally:
                 tinj.close()
         task.restore_final(pid, inj, helper, core["task"])
+        faults.point("restore.task.final")
         saved_vdso = [v["start"] for v in mm["vmas"] if v["path"] == "[vdso]"]
         if saved_vdso:
             inj.site = saved_vdso[0] + vdso_offset
@@ -291,6 +296,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     t0 = time.monotonic()
     images = ImageReader(images_dir)
     images.verify()
+    faults.point("restore.verified")
     inv = images.inventory
     if inv.get("type", "dump") != "dump":
         raise RestoreError(f"{images_dir} holds a {inv.get('type')} (memory pages only); "
@@ -323,6 +329,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     started: list[int] = []
     foreground: tty.Foreground | None = None
     ready_r = go_w = -1
+    pidfile_written: str | None = None
     try:
         for n in order:
             if not n.zombie:
@@ -335,6 +342,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
                 f"--inherit-fd key {sorted(unused)[0]!r} matches no file in the image; "
                 f"keys in the image: {', '.join(available_keys(descriptions)) or 'none'}")
         files.before_restore(fctx, descriptions)
+        faults.point("restore.fds_opened")
         vdso_offset = _own_vdso_offset()
         occupied = [(v.start, v.end) for v in procfs.maps(os.getpid())]
         for mm in mms.values():
@@ -360,6 +368,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         finally:
             started = [p for p in (n.pid for n in order if not n.zombie)
                        if _is_ours(p, root_pid)]
+        faults.point("restore.forked")
         for pid in started:
             ptrace.seize(pid)
             ptrace.interrupt(pid)
@@ -368,6 +377,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             if stop.exited:
                 raise RestoreError(f"the new process {pid} died: {stop.describe()}")
             ptrace.set_sigmask(pid, signals.ALL_BLOCKED)
+        faults.point("restore.seized")
         shmem: dict[int, tuple[int, int, int]] = {}
         for n in order:
             if n.zombie:
@@ -381,10 +391,12 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         if pidfile:
             path = pidfile if os.path.isabs(pidfile) else os.path.join(images_dir, pidfile)
             with open(path, "w") as f:
+                pidfile_written = path
                 f.write(f"{root_pid}\n")
         if not detach and shell_job:
             root_pgid = root.info["pgid"] if root.info["pgid"] != outside_pgid else None
             foreground = tty.Foreground(root_pgid or os.getpgrp())
+        faults.point("restore.before_detach")
         for pid in started:
             for th in cores[pid].get("threads", []):
                 ptrace.detach(th["tid"])
@@ -396,25 +408,12 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         fctx.close_all()
         if foreground is not None:
             foreground.close()
-        for pid in started:
+        if pidfile_written is not None:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.unlink(pidfile_written)
             except OSError:
                 pass
-        for fd in (ready_r, go_w):
-            if fd >= 0:
-                os.close(fd)  # processes still waiting see EOF and exit
-        for pid in started:  # dead threads still traced by ckpt hold their leader back
-            for th in cores[pid].get("threads", []):
-                try:
-                    os.waitpid(th["tid"], ptrace.__WALL)
-                except ChildProcessError:
-                    pass
-        if started or root_pid in _children_of_self():
-            try:
-                os.waitpid(root_pid, 0)
-            except ChildProcessError:
-                pass
+        _kill_tree(started, [n.pid for n in order], cores, (ready_r, go_w))
         if isinstance(e, CkptError):
             raise
         if isinstance(e, procfs.ProcessGone):
@@ -435,6 +434,68 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
                 foreground.close()
         result.exit_status = os.waitstatus_to_exitcode(status)
     return result
+
+
+def _kill_tree(started: list[int], tree: list[int], cores: dict[int, dict[str, Any]],
+               fds: tuple[int, int]) -> None:
+    """Kill every process a failed restore created and reap them all.
+
+    Killed parents would hand their dead or dying children to the nearest child
+    subreaper (or init), so ckpt is one meanwhile: every orphan comes back to
+    it and is reaped here; nothing is left to the caller. Parents are reaped
+    before their children (``tree`` is in creation order), each thread before
+    its leader, whose exit it holds back while ckpt still traces it.
+    """
+    was = ctypes.c_int(0)
+    try:
+        libc.prctl(libc.PR_GET_CHILD_SUBREAPER, ctypes.addressof(was))
+        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+    except OSError as e:
+        log.warning("cannot become a child subreaper to clean up: %s", e)
+    try:
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)  # processes still waiting see EOF and exit
+        for pid in started:
+            for th in cores.get(pid, {}).get("threads", []):
+                _reap(th["tid"])
+        for pid in started:
+            _reap(pid)
+        # What was forked but not seized (a zombie of the tree, a process that
+        # reported an error) is ckpt's now, or soon: kill and reap until none is left.
+        wanted = set(tree)
+        deadline = time.monotonic() + PID_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            left = [p for p in _children_of_self() if p in wanted]
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                _reap(pid)
+    finally:
+        try:
+            libc.prctl(libc.PR_SET_CHILD_SUBREAPER, was.value)
+        except OSError:
+            pass
+
+
+def _reap(pid: int) -> None:
+    """Wait for ``pid`` as its tracer, then as its parent, until it is neither."""
+    for _ in range(3):
+        try:
+            os.waitpid(pid, ptrace.__WALL)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
 
 
 def _wait_for(pid: int) -> int:

@@ -1,0 +1,90 @@
+"""Fault injection: make a dump or restore fail at a chosen step, for tests.
+
+``CKPT_FAULT=NAME`` (or ``NAME,NAME2,...``) in the environment makes
+``point(NAME)`` raise ``InjectedFault`` the first time it is reached;
+``NAME:N`` fails at its N-th time instead (e.g. the second process of a tree).
+The environment is read once, at import; unset, ``point`` is a dict lookup.
+
+Every point is listed in ``POINTS`` below and named by a plain string at its
+call site (``faults.point("dump.frozen")``); ``point`` refuses a name not
+listed, and tests/test_faults.py checks that the call sites and the list agree
+and that every point is reached.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import CkptError
+
+POINTS: dict[str, str] = {
+    # dump (dumper.dump): the tree stays frozen until the failure is handled
+    "dump.frozen": "every task and thread of the tree seized and stopped",
+    "dump.task.core": "a task's registers, signals, task state and threads saved",
+    "dump.task.fds": "a task's fds saved",
+    "dump.task.pages": "the first run of a task's pages written",
+    "dump.task.done": "a task's core, mm and fds images written",
+    "dump.files": "files.json written",
+    "dump.inventory": "right before images.finish writes the inventory",
+    "dump.before_kill": "images finished and synced, the tree not yet killed or released",
+    # pre-dump (dumper.pre_dump)
+    "predump.frozen": "the tree frozen",
+    "predump.planned": "the pages to copy chosen, the tree still frozen",
+    "predump.released": "the tree running again, no page copied yet",
+    "predump.inventory": "pages copied, right before the inventory",
+    # restore (restorer.restore)
+    "restore.verified": "every image file verified, nothing created",
+    "restore.fds_opened": "the files of every task opened in ckpt",
+    "restore.forked": "the tree forked and waiting, not yet seized",
+    "restore.seized": "every new process seized and stopped",
+    "restore.task.memory": "a task's memory restored",
+    "restore.task.threads": "a task's other threads created",
+    "restore.task.signals": "a task's signals and timers restored",
+    "restore.task.final": "a task's credentials and seccomp set (restore_final)",
+    "restore.before_detach": "every task restored, right before detaching",
+}
+
+
+class InjectedFault(CkptError):
+    """A failure injected with CKPT_FAULT."""
+
+
+def _parse(spec: str) -> dict[str, int]:
+    armed: dict[str, int] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, nth = item.partition(":")
+        armed[name] = int(nth) if nth.isdigit() and int(nth) > 0 else 1
+    return armed
+
+
+_armed: dict[str, int] = _parse(os.environ.get("CKPT_FAULT", ""))
+_hits: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """Fail here if CKPT_FAULT names this point (at this hit)."""
+    if not _armed:
+        return
+    if name not in POINTS:
+        raise AssertionError(f"undeclared fault point {name!r}")
+    nth = _armed.get(name)
+    if nth is None:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == nth:
+        raise InjectedFault(f"injected fault at {name}")
+
+
+def arm(spec: str) -> None:
+    """Arm points as CKPT_FAULT would (for in-process use); "" disarms."""
+    _armed.clear()
+    _armed.update(_parse(spec))
+    _hits.clear()
+
+
+def names() -> list[str]:
+    """Every fault point, in the order of the steps."""
+    return list(POINTS)

@@ -1,0 +1,253 @@
+"""Fault injection: a dump or restore made to fail at each of its steps (CKPT_FAULT).
+
+A failed dump or pre-dump leaves every process of the tree as it was: running,
+not traced, same signal mask per thread, same mappings, same fds, each counter
+going on without a gap, and no inventory (no complete dump) in the folder. A
+failed restore leaves nothing behind: no process of the tree, no stray child.
+After either, a plain dump or restore works.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ckpt import faults
+from ckpt_helpers import (
+    Output,
+    Procs,
+    assert_consecutive,
+    ckpt_cmd,
+    ckpt_fails,
+    ckpt_ok,
+    is_alive,
+    my_children,
+    proc_ppid,
+    proc_state,
+    proc_status,
+    wait_until,
+)
+from conftest import Builder
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "ckpt"
+
+# A point reached once per task also fails at its second hit: the child, once the
+# root was dumped (or restored) completely.
+SECOND = ["dump.task.core:2", "dump.task.pages:2", "dump.task.done:2",
+          "restore.task.memory:2", "restore.task.final:2"]
+DUMP_POINTS = [n for n in faults.names() if n.startswith(("dump.", "predump."))]
+DUMP_POINTS += [n for n in SECOND if n.startswith("dump.")]
+RESTORE_POINTS = [n for n in faults.names() if n.startswith("restore.")]
+RESTORE_POINTS += [n for n in SECOND if n.startswith("restore.")]
+
+
+def test_points_match_call_sites() -> None:
+    """Every point named in the code is declared, and every declared point is in the code."""
+    used: set[str] = set()
+    for path in SRC.rglob("*.py"):
+        used |= set(re.findall(r'faults\.point\("([^"]+)"\)', path.read_text()))
+    assert used == set(faults.names()), (
+        f"undeclared: {sorted(used - set(faults.names()))}, "
+        f"never called: {sorted(set(faults.names()) - used)}")
+    # and every one is exercised below (reached: the command fails with its message)
+    assert {p.partition(":")[0] for p in DUMP_POINTS + RESTORE_POINTS} == set(faults.names())
+
+
+# ------------------------------------------------------------------ the tree
+
+
+def prefixed(out: Output, prefix: str) -> list[int]:
+    return [int(line[len(prefix):]) for line in out.lines()
+            if line.startswith(prefix) and line[len(prefix):].isdigit()]
+
+
+def counters(out: Output) -> dict[str, list[int]]:
+    return {"P": out.numbers(), "t": prefixed(out, "t "), "c": prefixed(out, "c ")}
+
+
+def wait_counting(out: Output, more: int = 3, timeout: float = 5.0) -> None:
+    """Each counter (root, its thread, the child) goes on, from 0, without a gap."""
+    before = {k: len(v) for k, v in counters(out).items()}
+
+    def advanced() -> bool:
+        now = counters(out)
+        return all(len(now[k]) >= before[k] + more for k in now)
+
+    wait_until(advanced, timeout, f"every counter to advance by {more}: {before}")
+    for name, nums in counters(out).items():
+        try:
+            assert_consecutive(nums)
+        except AssertionError as e:
+            raise AssertionError(f"counter {name}: {e}") from None
+
+
+def child_of(pid: int) -> int:
+    def one() -> int | None:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+        return kids[0] if len(kids) == 1 else None
+
+    return wait_until(one, 5, f"the child of {pid}")
+
+
+def snapshot(pid: int) -> dict[str, object]:
+    """What a failed dump must not change: per thread tracer and mask, maps, fds."""
+    threads = {}
+    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            st = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        threads[int(tid)] = (st["TracerPid"], st["SigBlk"])
+    with open(f"/proc/{pid}/maps") as f:
+        maps = f.read()
+    fds = {int(n): os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+    return {"threads": threads, "maps": maps, "fds": fds}
+
+
+@dataclass
+class Tree:
+    root: int
+    child: int
+    out: Output
+
+
+def start_tree(build: Builder, procs: Procs, tmp_path: Path) -> Tree:
+    root = procs.start([build("faulttree"), tmp_path / "lines.txt"])
+    child = child_of(root.pid)
+    procs.adopt(child, root.out)
+    wait_until(lambda: len(os.listdir(f"/proc/{root.pid}/task")) == 2, 5, "the thread")
+    wait_counting(root.out)
+    return Tree(root.pid, child, root.out)
+
+
+def assert_untouched(tree: Tree, before: dict[int, dict[str, object]]) -> None:
+    for pid in (tree.root, tree.child):
+        assert is_alive(pid), f"{pid} is gone (state {proc_state(pid)})"
+    wait_counting(tree.out, more=4)
+    assert proc_ppid(tree.child) == tree.root
+    for pid in (tree.root, tree.child):
+        after = snapshot(pid)
+        for tid, (tracer, _blk) in after["threads"].items():  # type: ignore[attr-defined]
+            assert tracer == "0", f"thread {tid} still traced by {tracer}"
+            state = proc_state(tid)
+            assert state in ("R", "S"), f"thread {tid} left in state {state}"
+        for key in ("threads", "fds", "maps"):
+            assert after[key] == before[pid][key], (
+                f"process {pid}: {key} changed:\n{before[pid][key]}\n->\n{after[key]}")
+
+
+def assert_pipe_intact(tree: Tree) -> None:
+    os.kill(tree.root, signal.SIGUSR1)
+    line = wait_until(lambda: next((x for x in tree.out.lines() if x.startswith("pipe")), None),
+                      5, "the pipe check")
+    assert line == "pipe ok 5000", line
+
+
+def restore_and_check(procs: Procs, tree: Tree, images: Path) -> None:
+    ckpt_ok("restore", "-D", images, "-d")
+    assert is_alive(tree.root) and is_alive(tree.child)
+    procs.adopt(tree.root, tree.out)
+    procs.adopt(tree.child, tree.out)
+    assert proc_ppid(tree.child) == tree.root
+    assert proc_status(tree.root)["TracerPid"] == "0"
+    wait_counting(tree.out)
+    assert_pipe_intact(tree)
+
+
+# ------------------------------------------------------------------ dump and pre-dump
+
+
+@pytest.mark.parametrize("point", DUMP_POINTS)
+def test_dump_fault(build: Builder, procs: Procs, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    tree = start_tree(build, procs, tmp_path)
+    before = {pid: snapshot(pid) for pid in (tree.root, tree.child)}
+    images = tmp_path / "images"
+    command = "pre-dump" if point.startswith("predump.") else "dump"
+    monkeypatch.setenv("CKPT_FAULT", point)
+    err = ckpt_fails(command, "-t", tree.root, "-D", images)
+    monkeypatch.delenv("CKPT_FAULT")
+    assert f"injected fault at {point.partition(':')[0]}" in err, err
+    assert not (images / "inventory.json").exists(), "a failed dump left an inventory"
+    assert_untouched(tree, before)
+    # The same folder, with what the failed dump left in it, takes a plain dump.
+    ckpt_ok("dump", "-t", tree.root, "-D", images)
+    for pid in (tree.child, tree.root):
+        procs.wait_gone(pid)
+    restore_and_check(procs, tree, images)
+
+
+# ------------------------------------------------------------------ restore
+
+
+@dataclass
+class Dumped:
+    images: Path
+    tree: Tree
+    sizes: dict[Path, int]
+
+
+@pytest.fixture(scope="module")
+def dumped(build: Builder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dumped]:
+    """The tree dumped (and killed) once; each test restores a copy of the images."""
+    base = tmp_path_factory.mktemp("faults")
+    out, lines = base / "target.out", base / "lines.txt"
+    with open(out, "wb") as f, open(os.devnull, "rb") as null:
+        popen = subprocess.Popen([build("faulttree"), str(lines)], stdin=null, stdout=f,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    child = -1
+    try:
+        child = child_of(popen.pid)
+        tree = Tree(popen.pid, child, Output(out))
+        wait_counting(tree.out)
+        images = base / "images"
+        res = subprocess.run(ckpt_cmd() + ["dump", "-t", str(popen.pid), "-D", str(images)],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert popen.wait(10) == -signal.SIGKILL
+        wait_until(lambda: not os.path.exists(f"/proc/{child}") or _reap(child), 5,
+                   "the dumped child to be gone")
+        yield Dumped(images, tree, {out: out.stat().st_size, lines: lines.stat().st_size})
+    finally:
+        popen.kill()
+        popen.wait()
+        if child > 0 and os.path.exists(f"/proc/{child}"):
+            os.kill(child, signal.SIGKILL)
+            wait_until(lambda: not os.path.exists(f"/proc/{child}") or _reap(child), 5,
+                       "the child to be gone")
+
+
+def _reap(pid: int) -> bool:
+    """Reap ``pid`` if it is a zombie child of ours (re-parented: we are a subreaper)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return False
+
+
+@pytest.mark.parametrize("point", RESTORE_POINTS)
+def test_restore_fault(dumped: Dumped, procs: Procs, tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(dumped.images, images)
+    for path, size in dumped.sizes.items():  # as at the dump: earlier tests wrote on
+        os.truncate(path, size)
+    tree = dumped.tree
+    pidfile = tmp_path / "restored.pid"
+    monkeypatch.setenv("CKPT_FAULT", point)
+    err = ckpt_fails("restore", "-D", images, "-d", "--pidfile", pidfile)
+    monkeypatch.delenv("CKPT_FAULT")
+    assert f"injected fault at {point.partition(':')[0]}" in err, err
+    for pid in (tree.root, tree.child):
+        assert proc_state(pid) is None, f"{pid} left behind (state {proc_state(pid)})"
+    stray = my_children() - procs.children_before
+    assert not stray, f"a failed restore left processes: {sorted(stray)}"
+    assert not pidfile.exists(), "a failed restore left its pidfile"
+    restore_and_check(procs, tree, images)
