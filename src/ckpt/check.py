@@ -659,11 +659,52 @@ def probe_all(verbose: bool = False) -> list[tuple[str, str]]:
     return failures
 
 
+def _soft_dirty() -> str | None:
+    """None if the kernel tracks soft-dirty pages, else what incremental dumps do instead."""
+    page = libc.anon_buffer(libc.PAGE_SIZE)
+    try:
+        ctypes.memset(page, 1, 1)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("4")
+        ctypes.memset(page, 2, 1)
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(page // libc.PAGE_SIZE * 8)
+            entry = int.from_bytes(f.read(8), "little")
+    except OSError as e:
+        return f"cannot probe ({e.strerror}); incremental dumps compare page digests"
+    finally:
+        libc.syscall("munmap", page, libc.PAGE_SIZE)
+    if entry >> 55 & 1:
+        return None
+    return "not in this kernel (CONFIG_MEM_SOFT_DIRTY); incremental dumps compare page digests"
+
+
+def _timer_ids() -> str | None:
+    try:
+        libc.prctl(libc.PR_TIMER_CREATE_RESTORE_IDS, 2)  # _GET
+    except OSError:
+        return ("PR_TIMER_CREATE_RESTORE_IDS missing (Linux 6.15); POSIX timers get their "
+                "IDs back by being created in order")
+    return None
+
+
+OPTIONAL: list[tuple[str, Callable[[], str | None]]] = [
+    ("soft-dirty page tracking", _soft_dirty),
+    ("POSIX timer IDs", _timer_ids),
+]
+
+
 def run_checks(verbose: bool = False) -> int:
-    """Probe the kernel; print a line per missing interface, or "Looks good."."""
+    """Probe the kernel; print a line per missing interface, or "Looks good.".
+
+    Optional interfaces, whose absence ckpt works around, are reported as notes."""
     failures = probe_all(verbose)
     for name, why in failures:
         print(f"{name}: {why}")
+    for name, probe in OPTIONAL:
+        note = probe()
+        if note:
+            print(f"note: {name}: {note}")
     if failures:
         return 1
     print("Looks good.")
