@@ -209,8 +209,11 @@ def probe_rseq(ctx: _Ctx) -> None:
     try:
         conf = ptrace.get_rseq(ctx.child)
     except OSError as e:
-        raise Missing(f"PTRACE_GET_RSEQ_CONFIGURATION failed: {_errno_text(e)} "
-                      "(needs Linux 5.13)") from None
+        if e.errno in (errno.EIO, errno.EINVAL):  # before Linux 5.13: worked around
+            _NOTES.append("rseq configuration: PTRACE_GET_RSEQ_CONFIGURATION missing (Linux "
+                          "5.13); rseq areas are not saved, restored threads run without")
+            return
+        raise Missing(f"PTRACE_GET_RSEQ_CONFIGURATION failed: {_errno_text(e)}") from None
     if conf.rseq_abi_pointer and conf.rseq_abi_size < 32:
         raise Missing(f"PTRACE_GET_RSEQ_CONFIGURATION gave a bad area size "
                       f"{conf.rseq_abi_size}")
@@ -421,7 +424,10 @@ def probe_rseq_register(ctx: _Ctx) -> None:
     """A restore unregisters the fresh child's rseq area and registers the saved one."""
     ctx.need("PTRACE_GET_RSEQ_CONFIGURATION", "syscall injection")
     assert ctx.inj is not None
-    conf = ptrace.get_rseq(ctx.child)
+    try:
+        conf = ptrace.get_rseq(ctx.child)
+    except OSError:
+        return  # before Linux 5.13 (see probe_rseq)
     if not conf.rseq_abi_pointer:
         return  # this libc registers no rseq area: nothing to try
     try:
@@ -688,6 +694,8 @@ def _timer_ids() -> str | None:
     return None
 
 
+_NOTES: list[str] = []  # what probes found missing but worked around
+
 OPTIONAL: list[tuple[str, Callable[[], str | None]]] = [
     ("soft-dirty page tracking", _soft_dirty),
     ("POSIX timer IDs", _timer_ids),
@@ -701,6 +709,8 @@ def run_checks(verbose: bool = False) -> int:
     failures = probe_all(verbose)
     for name, why in failures:
         print(f"{name}: {why}")
+    for note in _NOTES:
+        print(f"note: {note}")
     for name, probe in OPTIONAL:
         note = probe()
         if note:

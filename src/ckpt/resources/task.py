@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import errno
 import logging
 import os
 from typing import Any
@@ -16,6 +17,8 @@ from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import Injector
 
 log = logging.getLogger("ckpt.task")
+
+RSEQ_SIG = 0x53053053  # the signature glibc registers its rseq area with on x86
 
 
 def _ids(value: str) -> list[int]:
@@ -51,7 +54,7 @@ def dump(pid: int, inj: Injector, scratch: int, st: dict[str, str]) -> dict[str,
 def dump_own(tid: int, inj: Injector, scratch: int) -> dict[str, Any]:
     """What each thread has of its own: comm, rseq, tid address, robust list, affinity.
     ``inj`` runs in thread ``tid``."""
-    rseq = ptrace.get_rseq(tid)
+    rseq = _rseq_config(tid)
     inj.call("prctl", libc.PR_GET_TID_ADDRESS, scratch)
     robust_head, robust_len = libc.get_robust_list(tid)
     return {
@@ -81,12 +84,47 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> Non
                     e.strerror)
 
 
+def _rseq_config(tid: int) -> ptrace.RseqConfig:
+    """The rseq area of ``tid``; an empty one, with a warning, on kernels before 5.13,
+    which cannot tell (PTRACE_GET_RSEQ_CONFIGURATION). The restored thread then runs
+    without rseq: glibc's sched_getcpu() may report a stale CPU, nothing worse."""
+    try:
+        return ptrace.get_rseq(tid)
+    except OSError as e:
+        if e.errno not in (errno.EIO, errno.EINVAL):
+            raise
+        log.warning("thread %d: this kernel cannot report rseq areas (Linux 5.13); "
+                    "its rseq registration is not saved", tid)
+        return ptrace.RseqConfig()
+
+
+def _own_rseq_area(regs: ptrace.UserRegs) -> tuple[int, int, int]:
+    """Where glibc (2.35+) registered the rseq area of a fresh fork of ckpt: at
+    ``__rseq_offset`` from its thread pointer. (0, 0, 0) if this libc registers none."""
+    lib = ctypes.CDLL(None)
+    try:
+        offset = ctypes.c_long.in_dll(lib, "__rseq_offset").value
+        size = ctypes.c_uint.in_dll(lib, "__rseq_size").value
+    except ValueError:
+        return 0, 0, 0
+    if not size:
+        return 0, 0, 0
+    return regs.fs_base + offset, max(size, 32), RSEQ_SIG
+
+
 def unregister_rseq(pid: int, inj: Injector) -> None:
     """Drop the fresh child's rseq area before its memory goes away (it would crash)."""
-    conf = ptrace.get_rseq(pid)
-    if conf.rseq_abi_pointer:
-        inj.call("rseq", conf.rseq_abi_pointer, conf.rseq_abi_size, libc.RSEQ_FLAG_UNREGISTER,
-                 conf.signature)
+    try:
+        conf = ptrace.get_rseq(pid)
+        area = (conf.rseq_abi_pointer, conf.rseq_abi_size, conf.signature)
+    except OSError as e:  # before Linux 5.13: the child is ckpt's fork, ask ckpt's libc
+        if e.errno not in (errno.EIO, errno.EINVAL):
+            raise
+        area = _own_rseq_area(ptrace.get_regs(pid))
+    if area[0]:
+        res = inj.raw("rseq", area[0], area[1], libc.RSEQ_FLAG_UNREGISTER, area[2])
+        if res < 0 and res != -errno.EINVAL:  # EINVAL: none registered there
+            raise OSError(-res, f"rseq unregister in process {pid}: {os.strerror(-res)}")
 
 
 def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
