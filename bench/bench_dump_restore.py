@@ -17,7 +17,6 @@ it asserts nothing about speed. Everything it creates is removed.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import re
 import shutil
@@ -29,8 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-PR_SET_CHILD_SUBREAPER = 36
-MIB = 1 << 20
+from benchlib import MIB, ckpt_command, kill_and_reap, ready, run, wait_for
 
 PROGRAM = r"""
 #include <signal.h>
@@ -88,39 +86,10 @@ def mount_of(path: str) -> tuple[str, str, str]:
     return best
 
 
-def ckpt_command() -> list[str]:
-    """The ckpt CLI next to this interpreter (the venv's), else ``python -m ckpt``."""
-    exe = Path(sys.executable).parent / "ckpt"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ckpt"]
-
-
 def timed(fn: Callable[[], object]) -> float:
     t0 = time.monotonic()
     fn()
     return time.monotonic() - t0
-
-
-def run(argv: list[str]) -> None:
-    res = subprocess.run(argv, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({res.returncode}): "
-                           f"{(res.stderr or res.stdout).strip()}")
-
-
-def wait_for(log: Path, pattern: str, after: int, timeout: float) -> re.Match[str]:
-    """The first line matching ``pattern`` in ``log`` beyond byte ``after``."""
-    rx = re.compile(pattern, re.M)
-    deadline = time.monotonic() + timeout
-    while True:
-        text = log.read_bytes()[after:].decode(errors="replace")
-        if "CORRUPT" in text:
-            raise RuntimeError(f"the target found its memory changed: {text.strip()[-200:]}")
-        m = rx.search(text)
-        if m:
-            return m
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {pattern!r} in {log}")
-        time.sleep(0.02)
 
 
 def last_tick(log: Path) -> int:
@@ -135,17 +104,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
-
-
-def kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def check_restored(pid: int, log: Path, before: int, timeout: float) -> None:
@@ -248,21 +206,9 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=1024, metavar="N",
                     help="memory of the target process, MiB (default 1024)")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench_dump_restore: run as root", file=sys.stderr)
-        return 2
-    if shutil.which("gcc") is None:
-        print("bench_dump_restore: gcc is needed", file=sys.stderr)
-        return 2
     base = "/var/tmp"
-    need = 2 * args.size_mib * MIB + 64 * MIB
-    if shutil.disk_usage(base).free < need:
-        print(f"bench_dump_restore: {base} needs {need // MIB} MiB free", file=sys.stderr)
+    if not ready("bench_dump_restore", base, 2 * args.size_mib * MIB + 64 * MIB):
         return 2
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
     root = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=base))
     try:
         mnt, fstype, dev = mount_of(str(root))

@@ -30,7 +30,6 @@ speed. Everything it creates is removed.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import re
 import shutil
@@ -41,8 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PR_SET_CHILD_SUBREAPER = 36
-MIB = 1 << 20
+from benchlib import MIB, ckpt_command, kill_and_reap, ready, run, wait_for
 
 PROGRAM = r"""
 #include <signal.h>
@@ -93,43 +91,6 @@ int main(int argc, char **argv)
     }
 }
 """
-
-
-def ckpt_command() -> list[str]:
-    exe = Path(sys.executable).parent / "ckpt"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ckpt"]
-
-
-def run(argv: list[str]) -> None:
-    res = subprocess.run(argv, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({res.returncode}): "
-                           f"{(res.stderr or res.stdout).strip()}")
-
-
-def wait_for(log: Path, pattern: str, after: int, timeout: float) -> None:
-    rx = re.compile(pattern, re.M)
-    deadline = time.monotonic() + timeout
-    while True:
-        text = log.read_bytes()[after:].decode(errors="replace")
-        if "CORRUPT" in text:
-            raise RuntimeError(f"the target found its memory changed: {text.strip()[-200:]}")
-        if rx.search(text):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {pattern!r} in {log}")
-        time.sleep(0.02)
-
-
-def kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def check_restored(pid: int, log: Path, timeout: float) -> None:
@@ -312,21 +273,9 @@ def main() -> int:
     ap.add_argument("--hot-mib", type=int, default=4, metavar="H",
                     help="the part it keeps rewriting, MiB (default 4)")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench_migration: run as root", file=sys.stderr)
-        return 2
-    if shutil.which("gcc") is None:
-        print("bench_migration: gcc is needed", file=sys.stderr)
-        return 2
     base = "/var/tmp"
-    need = 6 * args.size_mib * MIB + 64 * MIB
-    if shutil.disk_usage(base).free < need:
-        print(f"bench_migration: {base} needs {need // MIB} MiB free", file=sys.stderr)
+    if not ready("bench_migration", base, 6 * args.size_mib * MIB + 64 * MIB):
         return 2
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
     from ckpt import pages
     root = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=base))
     try:

@@ -60,10 +60,26 @@ def proc_status(pid: int) -> dict[str, str]:
     return out
 
 
-def proc_ppid(pid: int) -> int:
+def proc_ids(pid: int) -> tuple[int, int, int]:
+    """(ppid, pgid, sid) of ``pid``."""
     with open(f"/proc/{pid}/stat") as f:
         raw = f.read()
-    return int(raw[raw.rindex(")") + 2:].split()[1])
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def proc_ppid(pid: int) -> int:
+    return proc_ids(pid)[0]
+
+
+def only_child(pid: int, timeout: float = 5.0) -> int:
+    """The one child of ``pid``, waiting until it has exactly one."""
+    def one() -> int | None:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+        return kids[0] if len(kids) == 1 else None
+
+    return wait_until(one, timeout, f"the child of {pid}")
 
 
 def is_alive(pid: int) -> bool:

@@ -30,6 +30,7 @@ from ckpt_helpers import (
     ckpt_ok,
     is_alive,
     my_children,
+    only_child,
     proc_ppid,
     proc_state,
     proc_status,
@@ -89,14 +90,6 @@ def wait_counting(out: Output, more: int = 3, timeout: float = 5.0) -> None:
             raise AssertionError(f"counter {name}: {e}") from None
 
 
-def child_of(pid: int) -> int:
-    def one() -> int | None:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            kids = [int(x) for x in f.read().split()]
-        return kids[0] if len(kids) == 1 else None
-
-    return wait_until(one, 5, f"the child of {pid}")
-
 
 def snapshot(pid: int) -> dict[str, object]:
     """What a failed dump must not change: per thread tracer and mask, maps, fds."""
@@ -120,7 +113,7 @@ class Tree:
 
 def start_tree(build: Builder, procs: Procs, tmp_path: Path) -> Tree:
     root = procs.start([build("faulttree"), tmp_path / "lines.txt"])
-    child = child_of(root.pid)
+    child = only_child(root.pid)
     procs.adopt(child, root.out)
     wait_until(lambda: len(os.listdir(f"/proc/{root.pid}/task")) == 2, 5, "the thread")
     wait_counting(root.out)
@@ -204,7 +197,7 @@ def dumped(build: Builder, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                                  stderr=subprocess.STDOUT, start_new_session=True)
     child = -1
     try:
-        child = child_of(popen.pid)
+        child = only_child(popen.pid)
         tree = Tree(popen.pid, child, Output(out))
         wait_counting(tree.out)
         images = base / "images"

@@ -27,8 +27,8 @@ from ckpt_helpers import (
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
+    only_child,
     restore_detached,
-    wait_until,
 )
 from conftest import Builder
 
@@ -45,11 +45,6 @@ def start_incr(procs: Procs, build: Builder, *args: str) -> Proc:
     target.out.wait_numbers(2)
     return target
 
-
-def child_of(pid: int) -> int:
-    kids = wait_until(lambda: open(f"/proc/{pid}/task/{pid}/children").read().split(), 5,
-                      f"a child of {pid}")
-    return int(kids[0])
 
 
 def verify(proc: Proc, child: bool = False) -> None:
@@ -93,7 +88,7 @@ def restore_and_check(procs: Procs, target: Proc, images: Path, before: int,
                       child: bool = False) -> Proc:
     restored = restore_detached(procs, target.pid, target.out, images, timeout=120)
     if child:
-        procs.adopt(child_of(restored.pid), target.out)
+        procs.adopt(only_child(restored.pid), target.out)
     target.out.wait_numbers(before + 2)
     verify(restored, child=child)
     target.out.wait_numbers(len(target.out.numbers()) + 1)
@@ -125,7 +120,7 @@ def test_pre_dumps_then_dump_write_only_what_changed(build: Builder, procs: Proc
     """pre-dump -> pre-dump -> dump of a tree whose mappings move between them: the last
     dump writes little, and a restore from it gets every byte back from the chain."""
     target = start_incr(procs, build, "-f")
-    pid, kid = target.pid, child_of(target.pid)
+    pid, kid = target.pid, only_child(target.pid)
     original_kid = procs.adopt(kid, target.out)  # reaped here once killed (a subreaper)
     d1, d2, d3 = tmp_path / "1", tmp_path / "2", tmp_path / "3"
 
@@ -415,7 +410,7 @@ def test_live_migration_over_page_server(build: Builder, procs: Procs,
     then the final dump over another with --prev-images-dir, restore where they went."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     target = start_incr(procs, build, "-f")
-    pid, kid = target.pid, child_of(target.pid)
+    pid, kid = target.pid, only_child(target.pid)
     original_kid = procs.adopt(kid, target.out)  # reaped here once killed (a subreaper)
 
     server, port = page_server(procs, dst / "1")

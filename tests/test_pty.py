@@ -7,15 +7,8 @@ import os
 import re
 from pathlib import Path
 
-from ckpt_helpers import Procs, assert_consecutive, ckpt_ok, is_alive, restore_detached
+from ckpt_helpers import Procs, assert_consecutive, ckpt_ok, is_alive, proc_ids, restore_detached
 from conftest import Builder
-
-
-def _ids(pid: int) -> tuple[int, int, int]:
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(")") + 2:].split()
-    return int(fields[1]), int(fields[2]), int(fields[3])
 
 
 def _state(lines: list[str], role: str) -> list[tuple[int, str]]:
@@ -29,7 +22,7 @@ def test_own_pty_pair(build: Builder, procs: Procs, images: Path) -> None:
     parent, child, grandchild = map(int, out.wait_line(r"^pids ").split()[1:])
     out.wait_line(r"^C 5 ")
     out.wait_line(r"^G 5 ")
-    ids = {pid: _ids(pid) for pid in (child, grandchild)}
+    ids = {pid: proc_ids(pid) for pid in (child, grandchild)}
     before = _state(out.lines(), "C")[-1][1]
     old_tty = re.search(r"tty=(\S+)", before)[1]  # type: ignore[index]
     assert f"fg={grandchild}" in before and "rows=33 cols=101" in before and "ok" in before
@@ -40,7 +33,7 @@ def test_own_pty_pair(build: Builder, procs: Procs, images: Path) -> None:
     counts = {r: len(_state(out.lines(), r)) for r in "CG"}
     restore_detached(procs, parent, out, images)
     for pid, want in ids.items():
-        assert is_alive(pid) and _ids(pid) == want
+        assert is_alive(pid) and proc_ids(pid) == want
     out.wait_line(rf"^C {counts['C'] + 3} ")
     out.wait_line(rf"^G {counts['G'] + 3} ")
     for role in "CG":

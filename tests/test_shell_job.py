@@ -18,6 +18,7 @@ from ckpt_helpers import (
     assert_consecutive,
     ckpt_cmd,
     is_alive,
+    proc_ids,
     proc_ppid,
     proc_state,
     wait_until,
@@ -43,13 +44,6 @@ def term(tmp_path: Path) -> Iterator[Terminal]:
     finally:
         t.close()
 
-
-def _stat_ids(pid: int) -> tuple[int, int]:
-    """(pgid, sid) of ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(")") + 2:].split()
-    return int(fields[2]), int(fields[3])
 
 
 def _last_job_pid(term: Terminal) -> int:
@@ -78,7 +72,7 @@ def test_howto_example_1_shell_loop(term: Terminal, procs: Procs, tmp_path: Path
     assert rc == 0
     pid = _last_job_pid(term)
     wait_until(lambda: len(_numbers(old)) >= 5, 10, "the loop's lines in old")
-    assert _stat_ids(pid) == (pid, term.shell.pid)
+    assert proc_ids(pid)[1:] == (pid, term.shell.pid)
 
     rc, said = term.run(f"ckpt dump -t {pid} -D {tmp_path / 'refused'}")
     assert rc == 1 and "-j" in said and "shell job" in said, said
@@ -100,7 +94,7 @@ def test_howto_example_1_shell_loop(term: Terminal, procs: Procs, tmp_path: Path
     wait_until(lambda: len(_numbers(new)) >= 5, 10, "the loop's lines in new")
     assert _numbers(old) == in_old, "the restored loop still wrote to old"
     assert_consecutive(in_old + _numbers(new))
-    assert _stat_ids(pid) == (pid, term.shell.pid), "not in its group, in the terminal session"
+    assert proc_ids(pid)[1:] == (pid, term.shell.pid), "not in its group, in the terminal session"
     assert os.readlink(f"/proc/{pid}/fd/0") == term.slave_path
     assert os.readlink(f"/proc/{pid}/fd/1") == str(new)
 
@@ -120,7 +114,7 @@ def test_job_control_after_foreground_restore(build: Builder, term: Terminal, pr
     term.send(f"ckpt restore -j -D {images}\n")
     count = len(_numbers(out))
     wait_until(lambda: len(_numbers(out)) >= count + 5, 10, "the restored counter's lines")
-    assert _stat_ids(pid) == (pid, term.shell.pid)
+    assert proc_ids(pid)[1:] == (pid, term.shell.pid)
     assert os.tcgetpgrp(term.master) == pid, "the restored job is not in the foreground"
 
     term.send("\x1a")  # Ctrl-Z

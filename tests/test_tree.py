@@ -17,19 +17,12 @@ from ckpt_helpers import (
     assert_consecutive,
     ckpt_ok,
     is_alive,
+    proc_ids,
     proc_ppid,
     proc_state,
     restore_detached,
 )
 from conftest import Builder
-
-
-def _ids(pid: int) -> tuple[int, int, int]:
-    """(ppid, pgid, sid) of ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(")") + 2:].split()
-    return int(fields[1]), int(fields[2]), int(fields[3])
 
 
 def _role_numbers(out: Output, role: str) -> list[int]:
@@ -55,8 +48,8 @@ def test_tree_with_zombie_waiter_groups_sessions_and_shared_memory(
     for role in "PABG":  # C is blocked in waitpid() until G ends
         out.wait_line(rf"^{role} 5\b")
     assert proc_state(z) == "Z"
-    ids = {pid: _ids(pid) for pid in (a, b, c, g)}
-    ids[p] = (os.getpid(), *_ids(p)[1:])  # the root comes back re-parented to us
+    ids = {pid: proc_ids(pid) for pid in (a, b, c, g)}
+    ids[p] = (os.getpid(), *proc_ids(p)[1:])  # the root comes back re-parented to us
     assert ids[b][1] == b and ids[c][2] == c and ids[g][2] == c  # the set-up is as meant
     a_before = max(int(m[1]) for m in re.finditer(r"^P \d+ a=(\d+)$", "\n".join(out.lines()),
                                                   re.M))
@@ -67,7 +60,7 @@ def test_tree_with_zombie_waiter_groups_sessions_and_shared_memory(
 
     for pid, want in ids.items():
         assert is_alive(pid), f"process {pid} not running after restore"
-        assert _ids(pid) == want, f"process {pid}: (ppid, pgid, sid) {_ids(pid)} != {want}"
+        assert proc_ids(pid) == want, f"process {pid}: (ppid, pgid, sid) {proc_ids(pid)} != {want}"
     assert proc_state(z) == "Z" and proc_ppid(z) == p, "the zombie did not come back"
     for role in "PABG":
         out.wait_line(rf"^{role} {counts[role] + 3}\b")
@@ -93,14 +86,14 @@ def test_pipe_chain_mid_stream(build: Builder, procs: Procs, images: Path) -> No
     out = target.out
     pids = [int(x) for x in out.wait_line(r"^pids ").split()[1:]]
     out.wait_line(r"^ok 100000$", timeout=20)
-    ids = {pid: _ids(pid) for pid in pids[1:]}
+    ids = {pid: proc_ids(pid) for pid in pids[1:]}
     _dump_tree(procs, pids[0], pids, images)
     last = int(out.lines()[-1].split()[1])
     pipes = [f for f in os.listdir(images) if f.startswith("pipes")]
     assert pipes, "no pipe data in the images"
     restore_detached(procs, pids[0], out, images)
     for pid, want in ids.items():
-        assert _ids(pid) == want
+        assert proc_ids(pid) == want
     out.wait_line(rf"^ok {last + 100000}$", timeout=30)
     assert not [ln for ln in out.lines() if ln.startswith(("BAD", "child"))], out.lines()[-5:]
     oks = [int(ln.split()[1]) // 20000 for ln in out.lines() if ln.startswith("ok ")]
@@ -117,11 +110,11 @@ def test_socketpair_between_parent_and_child(procs: Procs, images: Path) -> None
     out = target.out
     parent, child = map(int, out.wait_line(r"^pids ", timeout=20).split()[1:])
     out.wait_line(r"^P 5$")
-    ids = _ids(child)
+    ids = proc_ids(child)
     _dump_tree(procs, parent, [parent, child], images)
     count = len(_role_numbers(out, "P"))
     restore_detached(procs, parent, out, images)
-    assert _ids(child) == ids
+    assert proc_ids(child) == ids
     out.wait_line(rf"^P {count + 3}$")
     os.kill(child, signal.SIGUSR1)
     assert out.wait_line(r"^extra ") == "extra ok"

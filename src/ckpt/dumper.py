@@ -433,10 +433,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         ok = True
     except CkptError:
         raise
-    except procfs.ProcessGone as e:
-        raise DumpError(f"a process vanished during the dump ({e})") from None
-    except OSError as e:
-        raise DumpError(f"dump of process {pid} failed: {e}") from e
+    except (procfs.ProcessGone, OSError) as e:
+        raise _failed("dump", pid, e) from e
     finally:
         if not ok:
             if images is not None:
@@ -475,6 +473,13 @@ def _common_inventory(kind: str, memctx: incr.DumpMemory, track_mem: bool) -> di
         "ckpt_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _failed(what: str, pid: int, e: procfs.ProcessGone | OSError) -> DumpError:
+    """The error a dump or pre-dump reports for a system error that stopped it."""
+    if isinstance(e, procfs.ProcessGone):
+        return DumpError(f"a process vanished during the {what} ({e})")
+    return DumpError(f"{what} of process {pid} failed: {e}")
 
 
 def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
@@ -535,10 +540,8 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
         ok = True
     except CkptError:
         raise
-    except procfs.ProcessGone as e:
-        raise DumpError(f"a process vanished during the pre-dump ({e})") from None
-    except OSError as e:
-        raise DumpError(f"pre-dump of process {pid} failed: {e}") from e
+    except (procfs.ProcessGone, OSError) as e:
+        raise _failed("pre-dump", pid, e) from e
     finally:
         for job in jobs:
             job.close()

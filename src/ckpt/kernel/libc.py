@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import platform
 
@@ -236,3 +237,23 @@ def free_area(ranges: list[tuple[int, int]], size: int, hint: int = 0x1000000000
     if addr + size > TASK_SIZE:
         raise OSError(12, f"no free range of {size} bytes in the address space")
     return addr
+
+
+def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the data of file ``fd`` up to ``size``, holes left out
+    (SEEK_DATA/SEEK_HOLE); the whole of it where the file system cannot tell."""
+    out: list[tuple[int, int]] = []
+    off = 0
+    while off < size:
+        try:
+            start = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole up to the end
+                break
+            return [(0, size)]
+        if start >= size:
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        out.append((start, end - start))
+        off = end
+    return out

@@ -36,6 +36,7 @@ from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, RawWriter
+from ..kernel import libc
 
 log = logging.getLogger("ckpt.ghost")
 
@@ -88,25 +89,6 @@ def may_be_ghost(path: str) -> bool:
 # ---------------------------------------------------------------- dump
 
 
-def _data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
-    """(offset, length) of the data (not holes) of the file ``fd``, up to ``size``."""
-    out: list[tuple[int, int]] = []
-    off = 0
-    while off < size:
-        try:
-            start = os.lseek(fd, off, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # only a hole up to the end
-                break
-            return [(0, size)]  # no SEEK_DATA here: all of it
-        if start >= size:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        out.append((start, end - start))
-        off = end
-    return out
-
-
 class GhostStore:
     """The ghost objects of one dump, saved once each into ``ghost-data.img``."""
 
@@ -156,7 +138,7 @@ class GhostStore:
         data = self._writer()
         info["data_off"] = data.size
         info["runs"] = []
-        for off, length in _data_ranges(fd, st.st_size):
+        for off, length in libc.data_ranges(fd, st.st_size):
             _append(data, fd, off, length, f"{what}: {link}")
             info["runs"].append([off, length])
         log.info("%s: %s saved (%d bytes, %d in the image)", what, link, st.st_size,

@@ -100,23 +100,14 @@ def _file_id(path: str) -> dict[str, int]:
 
 
 def _shmem_data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
-    """Page-aligned offsets of the data (not holes) of a shared anonymous object."""
+    """Page-aligned (start, end) of the data of a shared anonymous object, merged."""
     ranges: list[tuple[int, int]] = []
-    off = 0
-    while off < size:
-        try:
-            start = os.lseek(fd, off, os.SEEK_DATA)
-        except OSError:
-            break
-        if start >= size:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        start &= ~(PAGE - 1)
-        end = min((end + PAGE - 1) & ~(PAGE - 1), size)
+    for off, length in libc.data_ranges(fd, size):
+        start = off & ~(PAGE - 1)
+        end = min((off + length + PAGE - 1) & ~(PAGE - 1), size)
         if ranges and start <= ranges[-1][1]:
             start = ranges.pop()[0]
         ranges.append((start, end))
-        off = end
     return ranges
 
 
