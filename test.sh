@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up ckpt and run the linter and the whole test suite (as root).
+# Set up ckpt, run the linter, then both tiers of the test suite: tests/unit (any user)
+# and the tests on real processes (root; skipped without it). Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/bootstrap.sh

@@ -1,7 +1,9 @@
 """Helpers shared by ckpt's tests: target processes, their output, and the ckpt CLI.
 
 Everything here works on real processes and the real kernel. Waits poll with a
-timeout; nothing sleeps for a fixed long time.
+timeout; nothing sleeps for a fixed long time. Every timeout and every quiet window
+(a wait that proves nothing more happens) is stretched by one factor,
+``CKPT_TEST_SLOWNESS`` (default 1), for slow or loaded machines.
 """
 
 from __future__ import annotations
@@ -18,16 +20,43 @@ from pathlib import Path
 from typing import TypeVar
 
 TESTS = Path(__file__).resolve().parent
+UNIT = TESTS / "unit"
 PROGS = TESTS / "progs"
 BUILD = TESTS / ".build"
 PYTHON = sys.executable
 POLL = 0.01
+QUIET = 0.3  # seconds without a change that prove a process does nothing more (scaled)
 
 T = TypeVar("T")
 
+Builder = Callable[..., Path]
+"""The ``build`` fixture: ``build(name, static=False)`` -> a compiled tests/progs/NAME.c."""
+
+
+def _slowness() -> float:
+    raw = os.environ.get("CKPT_TEST_SLOWNESS", "1")
+    try:
+        factor = float(raw)
+    except ValueError:
+        factor = 0.0
+    if not 1 <= factor < float("inf"):
+        raise ValueError(f"CKPT_TEST_SLOWNESS={raw!r}: expected a number of at least 1 "
+                         f"(how many times slower than usual this machine is)")
+    return factor
+
+
+SLOWNESS = _slowness()
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` stretched by CKPT_TEST_SLOWNESS: for timeouts and quiet windows."""
+    return seconds * SLOWNESS
+
 
 def wait_until(pred: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds
+    (scaled)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         res = pred()
@@ -152,9 +181,10 @@ class Output:
 
         return wait_until(find, timeout, f"a line matching {pattern!r} in {self.path}")
 
-    def wait_quiet(self, quiet: float = 0.2, timeout: float = 5.0) -> list[str]:
-        """Wait until the output did not change for ``quiet`` seconds; return its lines."""
-        deadline = time.monotonic() + timeout
+    def wait_quiet(self, quiet: float = QUIET, timeout: float = 5.0) -> list[str]:
+        """Wait until the output did not change for ``quiet`` seconds; return its lines.
+        Both times are scaled."""
+        quiet, deadline = scaled(quiet), time.monotonic() + scaled(timeout)
         last = self.lines()
         since = time.monotonic()
         while time.monotonic() - since < quiet:
@@ -176,6 +206,20 @@ def assert_consecutive(nums: Sequence[int], start: int = 0) -> None:
         raise AssertionError(f"sequence broken at index {bad}: "
                              f"...{list(nums[max(0, bad - 3):bad + 3])}..., "
                              f"expected {expected[bad]}")
+
+
+def assert_silent(pid: int, out: Output, quiet: float = QUIET) -> list[str]:
+    """``pid`` stays alive and prints no new line for ``quiet`` seconds (scaled): it is
+    held (stopped, blocked), not dead. Returns its lines."""
+    before = out.lines()
+    deadline = time.monotonic() + scaled(quiet)
+    while True:
+        assert is_alive(pid), f"process {pid} ended (state {proc_state(pid)}) while silent"
+        new = out.lines()[len(before):]
+        assert not new, f"process {pid} printed {new[:5]} while it should print nothing"
+        if time.monotonic() > deadline:
+            return before
+        time.sleep(POLL)
 
 
 @dataclass
@@ -226,9 +270,9 @@ class Procs:
         pid = proc.pid if isinstance(proc, Proc) else proc
         if p is not None and p.popen is not None and p.popen.returncode is None:
             try:
-                return p.popen.wait(timeout)
+                return p.popen.wait(scaled(timeout))
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"process {pid} still there after {timeout} s "
+                raise AssertionError(f"process {pid} still there after {scaled(timeout)} s "
                                      f"(state {proc_state(pid)})") from None
         code: list[int | None] = [None]
 
@@ -294,9 +338,10 @@ def ckpt_cmd() -> list[str]:
 
 def run_ckpt(*args: str | int | os.PathLike[str], timeout: float = 60.0
              ) -> subprocess.CompletedProcess[str]:
-    """Run ``ckpt ARGS``; return the finished process (stdout/stderr as text)."""
+    """Run ``ckpt ARGS``; return the finished process (stdout/stderr as text).
+    ``timeout`` is scaled."""
     argv = ckpt_cmd() + [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+    return subprocess.run(argv, capture_output=True, text=True, timeout=scaled(timeout),
                           stdin=subprocess.DEVNULL)
 
 

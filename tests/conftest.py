@@ -1,4 +1,9 @@
-"""pytest set-up for ckpt: a child subreaper, compiled test programs, tracked processes.
+"""pytest set-up for ckpt: two tiers, a child subreaper, compiled test programs, tracked
+processes.
+
+tests/unit/ holds fast tests of pure logic: no root, no target processes; they always
+run, and run first. Every other test works on real processes with ptrace and needs
+root; without root each is skipped, saying so.
 
 pytest is made a child subreaper so that processes restored with ``-d`` (whose
 parent, the ckpt command, exits) are re-parented to it and can be reaped here,
@@ -12,12 +17,12 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import BUILD, PROGS, Procs
+from ckpt_helpers import BUILD, PROGS, UNIT, Builder, Procs
 
 PR_SET_CHILD_SUBREAPER = 36
 CFLAGS = ["-O2", "-Wall", "-Wextra"]
@@ -35,15 +40,19 @@ def pytest_configure(config: pytest.Config) -> None:
     _set_child_subreaper()
 
 
+def is_unit(item: pytest.Item) -> bool:
+    return item.path.is_relative_to(UNIT)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """ckpt needs root (ptrace, clone3 with set_tid, PR_SET_MM_MAP)."""
+    """Unit tests first (seconds); the others need root, or are skipped saying why."""
+    items.sort(key=lambda item: not is_unit(item))  # stable: each tier keeps its order
     if os.geteuid() != 0:
-        skip = pytest.mark.skip(reason="ckpt tests need root")
+        skip = pytest.mark.skip(reason="needs root (ptrace, clone3 with set_tid, "
+                                       "PR_SET_MM_MAP); without root only tests/unit runs")
         for item in items:
-            item.add_marker(skip)
-
-
-Builder = Callable[..., Path]
+            if not is_unit(item):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

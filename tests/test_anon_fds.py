@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ckpt_helpers import (
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -25,7 +26,6 @@ from ckpt_helpers import (
     restore_detached,
     wait_until,
 )
-from conftest import Builder
 
 FAST_NS = 20_000_000  # the "fast" timer's interval in anonfds.c
 SEC = 1_000_000_000

@@ -11,6 +11,7 @@ import pytest
 
 from ckpt import __version__
 from ckpt_helpers import (
+    Builder,
     Procs,
     assert_consecutive,
     ckpt_ok,
@@ -23,7 +24,6 @@ from ckpt_helpers import (
     run_ckpt,
     wait_until,
 )
-from conftest import Builder
 
 
 def _maps(pid: int) -> str:

@@ -18,6 +18,7 @@ import pytest
 from ckpt_helpers import (
     PROGS,
     PYTHON,
+    Builder,
     Procs,
     assert_consecutive,
     ckpt_fails,
@@ -28,7 +29,6 @@ from ckpt_helpers import (
     proc_status,
     restore_detached,
 )
-from conftest import Builder
 
 EPOLLIN, EPOLLERR, EPOLLHUP = 0x1, 0x8, 0x10
 EPOLLET, EPOLLONESHOT = 1 << 31, 1 << 30

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import (
+    Builder,
     Output,
     Proc,
     Procs,
@@ -34,7 +35,6 @@ from ckpt_helpers import (
     proc_status,
     wait_until,
 )
-from conftest import Builder
 
 # ------------------------------------------------------------------ a target, observed
 

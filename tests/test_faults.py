@@ -22,6 +22,7 @@ import pytest
 
 from ckpt import faults
 from ckpt_helpers import (
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -36,7 +37,6 @@ from ckpt_helpers import (
     proc_status,
     wait_until,
 )
-from conftest import Builder
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "ckpt"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import (
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -23,7 +24,6 @@ from ckpt_helpers import (
     proc_status,
     restore_detached,
 )
-from conftest import Builder
 
 PAGE = 4096
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from ckpt import pages as incr
 from ckpt.images import _canonical
 from ckpt_helpers import (
+    Builder,
     Proc,
     Procs,
     assert_consecutive,
@@ -30,7 +31,6 @@ from ckpt_helpers import (
     only_child,
     restore_detached,
 )
-from conftest import Builder
 
 MIB = 1 << 20
 REGION = 256 * MIB

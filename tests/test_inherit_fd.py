@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import (
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -25,7 +26,6 @@ from ckpt_helpers import (
     proc_ppid,
     wait_until,
 )
-from conftest import Builder
 
 
 def _ckpt_with_fd(fd: int, *args: str | int | os.PathLike[str]

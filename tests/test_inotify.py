@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ckpt_helpers import (
+    Builder,
     Output,
     Procs,
     ckpt_fails,
@@ -23,7 +24,6 @@ from ckpt_helpers import (
     restore_detached,
     wait_until,
 )
-from conftest import Builder
 
 _WATCH = re.compile(r"^inotify wd:(\w+) ino:(\w+) sdev:(\w+) mask:(\w+)")
 

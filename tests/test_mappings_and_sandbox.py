@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from ckpt_helpers import (
+    Builder,
     Procs,
     assert_consecutive,
     ckpt_fails,
@@ -17,7 +18,6 @@ from ckpt_helpers import (
     proc_status,
     restore_detached,
 )
-from conftest import Builder
 
 PG = 4096
 

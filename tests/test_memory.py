@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from ckpt_helpers import Procs, assert_consecutive, dump_and_check_dead, restore_detached
-from conftest import Builder
+from ckpt_helpers import Builder, Procs, assert_consecutive, dump_and_check_dead, restore_detached
 
 GIB = 1 << 30
 

@@ -11,8 +11,7 @@ import pytest
 
 import ckpt
 from ckpt.kernel import ptrace
-from ckpt_helpers import Procs, assert_consecutive, is_alive
-from conftest import Builder
+from ckpt_helpers import Builder, Procs, assert_consecutive, is_alive
 
 
 def _no_rseq_config(pid: int) -> ptrace.RseqConfig:

@@ -7,8 +7,15 @@ import os
 import re
 from pathlib import Path
 
-from ckpt_helpers import Procs, assert_consecutive, ckpt_ok, is_alive, proc_ids, restore_detached
-from conftest import Builder
+from ckpt_helpers import (
+    Builder,
+    Procs,
+    assert_consecutive,
+    ckpt_ok,
+    is_alive,
+    proc_ids,
+    restore_detached,
+)
 
 
 def _state(lines: list[str], role: str) -> list[tuple[int, str]]:

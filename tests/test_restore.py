@@ -17,6 +17,7 @@ import pytest
 from ckpt_helpers import (
     PROGS,
     PYTHON,
+    Builder,
     Procs,
     assert_consecutive,
     ckpt_cmd,
@@ -25,7 +26,6 @@ from ckpt_helpers import (
     restore_detached,
     run_ckpt,
 )
-from conftest import Builder
 
 
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])

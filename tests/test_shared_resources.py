@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 from ckpt_helpers import (
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -18,7 +19,6 @@ from ckpt_helpers import (
     dump_and_check_dead,
     restore_detached,
 )
-from conftest import Builder
 
 PAGE = os.sysconf("SC_PAGESIZE")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import (
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -23,7 +24,6 @@ from ckpt_helpers import (
     proc_state,
     wait_until,
 )
-from conftest import Builder
 from terminal import Terminal
 
 LOOP = """#!/bin/sh

@@ -9,8 +9,7 @@ import resource
 import signal
 from pathlib import Path
 
-from ckpt_helpers import Procs, assert_consecutive, dump_and_check_dead, restore_detached
-from conftest import Builder
+from ckpt_helpers import Builder, Procs, assert_consecutive, dump_and_check_dead, restore_detached
 
 
 def _sigbit(*sigs: int) -> int:

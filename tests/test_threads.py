@@ -22,6 +22,7 @@ import pytest
 from ckpt_helpers import (
     PROGS,
     PYTHON,
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -33,7 +34,6 @@ from ckpt_helpers import (
     restore_detached,
     wait_until,
 )
-from conftest import Builder
 
 SYS_READ = 0
 SYS_FUTEX = 202

@@ -12,6 +12,7 @@ from pathlib import Path
 from ckpt_helpers import (
     PROGS,
     PYTHON,
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -22,7 +23,6 @@ from ckpt_helpers import (
     proc_state,
     restore_detached,
 )
-from conftest import Builder
 
 
 def _role_numbers(out: Output, role: str) -> list[int]:
