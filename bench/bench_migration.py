@@ -276,11 +276,11 @@ def main() -> int:
     base = "/var/tmp"
     if not ready("bench_migration", base, 6 * args.size_mib * MIB + 64 * MIB):
         return 2
-    from ckpt import pages
+    from ckpt.pages import tracking
     root = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=base))
     try:
         print(f"size {args.size_mib} MiB, working set {args.hot_mib} MiB; images in {root}; "
-              f"kernel {os.uname().release}; memory tracking: {pages.tracking_method()}")
+              f"kernel {os.uname().release}; memory tracking: {tracking.tracking_method()}")
         rows = bench(args.size_mib, args.hot_mib, root)
         moved = transport(args.size_mib, root)
     finally:

@@ -16,8 +16,8 @@ import subprocess
 import zlib
 from pathlib import Path
 
-from ckpt import pages as incr
 from ckpt.images import _canonical
+from ckpt.kernel import pagemap
 from ckpt_helpers import (
     Builder,
     Proc,
@@ -148,7 +148,7 @@ def test_pre_dumps_then_dump_write_only_what_changed(build: Builder, procs: Proc
     assert inventory(d3)["type"] == "dump" and inventory(d3)["parent"]["dir"] == "../2"
     assert pages_size(d3, pid) < SMALL, f"{pages_size(d3, pid)} bytes for {REGION}"
     assert pages_size(d3, kid) < 2 * MIB
-    in_parent = sum(n for _, n in mm(d3, pid)["in_parent"]) * incr.PAGE
+    in_parent = sum(n for _, n in mm(d3, pid)["in_parent"]) * pagemap.PAGE
     assert in_parent > REGION - SMALL
 
     restore_and_check(procs, target, d3, before, child=True)
@@ -214,7 +214,7 @@ def test_soft_dirty_unavailable_falls_back(build: Builder, procs: Procs,
                           env=env, capture_output=True, text=True)
     assert dump.returncode == 0, dump.stderr
     procs.wait_gone(target)
-    if incr._probe()["soft_dirty"]:
+    if pagemap.probe().soft_dirty:
         assert mm(tmp_path / "p", pid)["tracking"]["method"] == "soft-dirty"
         assert pages_size(tmp_path / "d", pid) < SMALL
     else:
@@ -295,55 +295,6 @@ def test_version_1_images_still_restore(build: Builder, procs: Procs, images: Pa
     (images / "inventory.json").write_text(json.dumps(body, indent=1))
     restore_detached(procs, target.pid, target.out, images)
     assert_consecutive(target.out.wait_numbers(len(before) + 3))
-
-
-# ---------------------------------------------------------------- soft-dirty, synthetically
-
-def _entry(present: bool = True, dirty: bool = False, swapped: bool = False,
-           file: bool = False, pfn: int = 0x1234) -> bytes:
-    e = pfn | (1 << 63 if present else 0) | (1 << 62 if swapped else 0)
-    e |= (1 << 61 if file else 0) | (1 << 55 if dirty else 0)
-    return e.to_bytes(8, "little")
-
-
-def test_soft_dirty_selection() -> None:
-    """Pagemap entries made up: a page is left in the parent only if it is saved,
-    clean, the parent has it in a mapping of the same identity, and it is not the
-    huge zero page; the zero page is not saved at all. (This kernel may lack
-    soft-dirty: the selection is checked on its own.)"""
-    raw = b"".join([
-        _entry(),                        # 0 clean, covered      -> parent
-        _entry(dirty=True),              # 1 dirty, covered      -> here
-        _entry(),                        # 2 clean, not covered  -> here
-        _entry(present=False),           # 3 absent              -> nothing
-        _entry(swapped=True, present=False),  # 4 swapped clean  -> parent
-        _entry(file=True),               # 5 huge zero page      -> here
-        _entry(pfn=0x77),                # 6 the zero page       -> nothing
-        _entry(),                        # 7 clean, other identity -> here
-    ])
-    page = incr.PAGE
-    base = 0x10000000
-    anon = {"start": base, "end": base + 8 * page, "kind": "anon", "path": "", "shared": False,
-            "offset": 0}
-    other = dict(anon, path="[heap]")
-    parent = incr.ParentMm({
-        "vmas": [dict(anon, end=base + 7 * page), dict(other, start=base + 7 * page)],
-        "pagemap": [[base, 2]], "in_parent": [[base + 4 * page, 4]],
-        "start_time": 1, "tracking": {"method": "soft-dirty", "token": "t"},
-    }, None, "test")
-    cover = parent.cover(anon, base, base + 8 * page)
-    assert cover == [(base, base + 2 * page, 0), (base + 4 * page, base + 7 * page, 2)]
-    tp = incr.TaskPages.__new__(incr.TaskPages)
-    tp.zero_pfn = 0x77
-    sel = tp._selected(raw, "anon")
-    assert list(sel) == [1, 1, 1, 0, 1, 1, 0, 1]
-    mask = incr._cover_mask(base, 8, cover)
-    status = incr.split_soft_dirty(raw, sel, mask, anon=True)
-    assert list(status) == [2, 1, 1, 0, 2, 1, 0, 1]
-    # a private file mapping: only its own copies are saved (not file pages)
-    cow = incr.TaskPages.__new__(incr.TaskPages)
-    cow.zero_pfn = 0x77
-    assert list(cow._selected(raw, "file")) == [1, 1, 1, 0, 1, 0, 1, 1]
 
 
 # ---------------------------------------------------------------- page server

@@ -8,7 +8,7 @@ process killed.
 
 A pre-dump (``pre_dump``) saves only memory pages, and lets the processes run
 on as soon as they are copied. With a parent (``prev_images_dir``) either
-saves only the pages that changed since (pages.py); with ``page_server`` the
+saves only the pages that changed since (the pages package); with ``page_server`` the
 images go over TCP to a ``ckpt page-server`` (page_server.py).
 """
 
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__, faults
-from . import pages as incr
 from .errors import CkptError, DumpError, UnsupportedError
 from .images import ImageWriter
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, find_syscall_site
+from .pages.save import DumpMemory
 from .resources import (
     cpu,
     files,
@@ -320,7 +320,7 @@ def _syscall_site(pid: int, vmas: list[procfs.Vma]) -> int:
 
 
 def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
-               shmem_seen: dict[int, int], memctx: incr.DumpMemory | None = None
+               shmem_seen: dict[int, int], memctx: DumpMemory | None = None
                ) -> dict[str, int]:
     """Save everything of one frozen task; return its page summary."""
     pid = t.pid
@@ -394,7 +394,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     stat0 = _check_dumpable(pid)
     log.info("dumping process %d (%s) and its descendants into %s", pid, stat0.comm,
              images_dir)
-    memctx = incr.DumpMemory(images_dir, prev_images_dir, track_mem,
+    memctx = DumpMemory(images_dir, prev_images_dir, track_mem,
                              will_run=leave_running or leave_stopped)
     remote = _connect(page_server, images_dir)
     tasks: list[_Task] = []
@@ -450,7 +450,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     dt = time.monotonic() - t0
     log.info("dump of %d done in %.3f s (frozen %.3f s); processes %s", pid, dt, frozen, fate)
     return DumpResult(pid, images_dir, total, dt, fate, pids=[t.pid for t in tasks],
-                      frozen_seconds=frozen, parent_bytes=memctx.parent_pages * incr.PAGE,
+                      frozen_seconds=frozen, parent_bytes=memctx.parent_pages * libc.PAGE_SIZE,
                       image_bytes=sum(f["size"] for f in images.files.values()))
 
 
@@ -463,7 +463,7 @@ def _connect(page_server: tuple[str, int] | None, images_dir: str) -> Any:
     return Client(page_server[0], page_server[1], images_dir)
 
 
-def _common_inventory(kind: str, memctx: incr.DumpMemory, track_mem: bool) -> dict[str, Any]:
+def _common_inventory(kind: str, memctx: DumpMemory, track_mem: bool) -> dict[str, Any]:
     return {
         "type": kind,
         "parent": memctx.parent_link(),
@@ -488,7 +488,7 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
     """Save the memory pages of ``pid`` and its descendants, and let them run on.
 
     The processes are frozen only while the pages to save are chosen; they are
-    copied once the processes run again (pages.PreDumpTask says why that is
+    copied once the processes run again (mem.PreDumpTask says why that is
     right), and the files synced after. ``track_mem`` tracks memory changes from then on, so that a
     dump or pre-dump with this one as ``prev_images_dir`` saves only what
     changed. A pre-dump cannot be restored: it is the parent of a dump.
@@ -497,13 +497,13 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
     stat0 = _check_dumpable(pid)
     log.info("pre-dumping the memory of process %d (%s) and its descendants into %s", pid,
              stat0.comm, images_dir)
-    memctx = incr.DumpMemory(images_dir, prev_images_dir, track_mem, will_run=True)
+    memctx = DumpMemory(images_dir, prev_images_dir, track_mem, will_run=True)
     remote = _connect(page_server, images_dir)
     tasks: list[_Task] = []
     images: ImageWriter | None = None
     ok = False
     frozen = 0.0
-    jobs: list[incr.PreDumpTask] = []
+    jobs: list[mem.PreDumpTask] = []
     try:
         t_freeze = time.monotonic()
         try:  # frozen: the mappings, which pages to save, soft-dirty bits cleared
@@ -511,15 +511,12 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
             log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
             faults.point("predump.frozen")
             images = ImageWriter(images_dir, remote=remote)
-            buf = mem._get_buffer()
             for t in tasks:
                 if t.frozen is None:
                     continue
-                vmas = procfs.maps(t.pid, with_flags=True)
-                job = incr.PreDumpTask(t.pid, memctx.task(t.pid))
+                job = mem.PreDumpTask(t.pid, memctx.task(t.pid))
                 jobs.append(job)
-                job.plan(vmas, mem.classify, mem._prot, images, buf.addr, buf.view)
-                job.tp.after_pages()
+                job.plan(procfs.maps(t.pid, with_flags=True), images)
             faults.point("predump.planned")
         finally:
             _release(tasks, kill=False)
@@ -552,7 +549,7 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
                 remote.abort()
     dt = time.monotonic() - t0
     log.info("pre-dump of %d done in %.3f s (frozen %.3f s)", pid, dt, frozen)
-    return DumpResult(pid, images_dir, memctx.own_pages * incr.PAGE, dt, "running",
+    return DumpResult(pid, images_dir, memctx.own_pages * libc.PAGE_SIZE, dt, "running",
                       pids=[t.pid for t in tasks], frozen_seconds=frozen,
-                      parent_bytes=memctx.parent_pages * incr.PAGE,
+                      parent_bytes=memctx.parent_pages * libc.PAGE_SIZE,
                       image_bytes=sum(f["size"] for f in images.files.values()))

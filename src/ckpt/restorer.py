@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import faults
-from . import pages as incr
 from .errors import CkptError, RestoreError
 from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
+from .pages.chain import Chain, Segment
 from .resources import (
     cpu,
     files,
@@ -214,7 +214,7 @@ def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers
                   images_dir: str, helper: int, vdso_offset: int,
                   shmem: dict[int, tuple[int, int, int]], pgid: int | None,
                   fctx: files.RestoreCtx, fd_table: list[dict[str, Any]],
-                  segments: list[incr.Segment] | None = None) -> None:
+                  segments: list[Segment] | None = None) -> None:
     """Turn seized, waiting process ``pid`` into its saved self (registers last)."""
     regs = ptrace.get_regs(pid)
     inj = Injector(pid, helper + _SITE_OFFSET, regs)
@@ -301,7 +301,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     if inv.get("type", "dump") != "dump":
         raise RestoreError(f"{images_dir} holds a {inv.get('type')} (memory pages only); "
                            "restore the folder of the dump made after it")
-    chain = incr.Chain(images)  # every parent checked too, before anything is created
+    chain = Chain(images)  # every parent checked too, before anything is created
     inherit = _parse_inherit(inherit_fds)
     if shell_job is None:
         shell_job = bool(inv.get("shell_job"))

@@ -1,9 +1,11 @@
 """Memory: the mappings of a process, the pages that exist in them, and mm fields.
 
 Dump: every mapping from /proc/PID/smaps; pagemap says which pages exist.
-Page data is copied by the kernel (process_vm_readv, or pread on
-/proc/PID/mem) into one reused buffer and written straight to
-``pages-PID.img``: it never becomes Python objects.
+Which pages, and how they are copied (process_vm_readv, or pread on
+/proc/PID/mem, into one reused buffer and straight to ``pages-PID.img``: they
+never become Python objects), is the pages package's business, a layer below.
+A pre-dump lists the mappings the same way, and copies the pages chosen while
+the process was frozen once it runs again (``PreDumpTask``).
 
 Restore: everything of the fresh child is unmapped but the vDSO trio and the
 helper page, the vDSO is moved to its saved place, each mapping is recreated,
@@ -27,43 +29,24 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from .. import pages as incr
 from ..errors import RestoreError, UnsupportedError
-from ..images import ImageWriter, ctypes_view
+from ..images import ImageWriter
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
+from ..pages.chain import Segment
+from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
 from . import ghost
 
 log = logging.getLogger("ckpt.mem")
 
 VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 TASK_SIZE = libc.TASK_SIZE
-BUF_SIZE = 4 << 20  # page data passes through it: small enough to stay in the CPU cache
 PAGE = libc.PAGE_SIZE
 
 # VmFlags that are restored with madvise, and their MADV_ values.
 _MADVISE = {"dc": 10, "dd": 16, "wf": 18, "hg": 14, "nh": 15}
-
-
-@dataclass
-class _Buffer:
-    addr: int
-    view: memoryview
-
-
-_buffer: _Buffer | None = None
-
-
-def _get_buffer() -> _Buffer:
-    """One page-data buffer for the life of the process: fresh memory is slow to touch."""
-    global _buffer
-    if _buffer is None:
-        addr = libc.anon_buffer(BUF_SIZE)
-        _buffer = _Buffer(addr, ctypes_view(addr, BUF_SIZE))
-    return _buffer
 
 
 def _prot(perms: str) -> int:
@@ -94,6 +77,12 @@ def classify(v: procfs.Vma) -> str:
     raise UnsupportedError(f"{where}: unknown kind of mapping")
 
 
+def _entry(v: procfs.Vma, kind: str) -> dict[str, Any]:
+    """The ``mm-PID.json`` entry of a mapping of that kind (what identity needs)."""
+    return {"start": v.start, "end": v.end, "prot": _prot(v.perms), "shared": v.shared,
+            "kind": kind, "path": v.path, "offset": v.offset, "flags": v.flags}
+
+
 def _file_id(path: str) -> dict[str, int]:
     st = os.stat(path)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -121,7 +110,7 @@ def _dump_shmem(fd: int, ino: int, size: int, pages: Any) -> dict[str, Any]:
     """
     size = (size + PAGE - 1) & ~(PAGE - 1)
     obj: dict[str, Any] = {"id": ino, "size": size, "pages_off": pages.size, "runs": []}
-    buf = _get_buffer()
+    buf = page_buffer()
     for s, e in _shmem_data_ranges(fd, size):
         obj["runs"].append([s, (e - s) // PAGE])
         done = s
@@ -136,12 +125,12 @@ def _dump_shmem(fd: int, ino: int, size: int, pages: Any) -> dict[str, Any]:
 
 def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
          stat: procfs.Stat, shmem_seen: dict[int, int] | None = None,
-         track: incr.TaskPages | None = None) -> dict[str, Any]:
+         track: TaskPages | None = None) -> dict[str, Any]:
     """Save mappings and pages of ``pid``; ``vmas`` were read before any injection.
 
     Which pages are saved, and which are left in the parent images of an
-    incremental dump, is ``track``'s business (pages.py; by default: every page
-    that exists, no parent).
+    incremental dump, is ``track``'s business (the pages package; by default:
+    every page that exists, no parent).
 
     ``shmem_seen`` (shared by every task of one dump) maps the inode of each
     shared anonymous object to the task that saved it: the first to map it
@@ -154,20 +143,14 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
     out_vmas: list[dict[str, Any]] = []
     owned: list[tuple[int, int, int]] = []  # (fd, inode, size) of the objects saved here
     pages = images.raw(f"pages-{pid}.img")
-    pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
-    memfd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
-    tp = track if track is not None else incr.DumpMemory.plain().task(pid)
-    buf = _get_buffer()
-    tp.begin(images, pagemap, memfd, pages, buf.addr, buf.view)
+    tp = track if track is not None else DumpMemory.plain().task(pid)
+    tp.begin(images, pages)
     try:
         for v in vmas:
             kind = classify(v)
             if kind == "skip":
                 continue
-            entry: dict[str, Any] = {
-                "start": v.start, "end": v.end, "prot": _prot(v.perms), "shared": v.shared,
-                "kind": kind, "path": v.path, "offset": v.offset, "flags": v.flags,
-            }
+            entry = _entry(v, kind)
             if kind == "file":
                 obj = ghost.save_mapping(images, pid, v.start, v.end, v.path)
                 if obj is not None:  # a deleted file or a memfd: its content is saved
@@ -192,8 +175,7 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
         # After every run of ``pagemap``, which must be one after the other in the file.
         objects = [_dump_shmem(fd, ino, size, pages) for fd, ino, size in owned]
     finally:
-        os.close(pagemap)
-        os.close(memfd)
+        tp.close()
         for fd, _ino, _size in owned:
             os.close(fd)
 
@@ -202,8 +184,7 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
     return {
         **({"exe_ghost": exe_ghost} if exe_ghost is not None else {}),
         "vmas": out_vmas,
-        "pagemap": tp.own.runs,
-        **tp.finish(),  # in_parent, start_time, tracking
+        **tp.finish(),  # pagemap, in_parent, start_time, tracking
         "shmem": objects,
         "pages_file": f"pages-{pid}.img",
         "exe": exe,
@@ -215,6 +196,48 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
         "arg_start": stat.arg_start, "arg_end": stat.arg_end,
         "env_start": stat.env_start, "env_end": stat.env_end,
     }
+
+
+class PreDumpTask:
+    """One process of a pre-dump: ``plan`` while it is frozen, ``copy`` once it runs.
+
+    Mappings are listed as a dump lists them (what identity needs) and the pages
+    to save chosen from the pagemap while the process is frozen; soft-dirty bits
+    are cleared then too (``TaskPages.after_pages``). The pages are copied after
+    the process is let go: a page written meanwhile is soft-dirty again, or its
+    digest is that of the bytes saved, so the next dump saves it again either
+    way. Shared memory is not saved: the final dump saves it whole.
+    """
+
+    def __init__(self, pid: int, tp: TaskPages):
+        self.pid = pid
+        self.tp = tp
+        self.vmas: list[dict[str, Any]] = []
+
+    def plan(self, vmas: list[procfs.Vma], images: ImageWriter) -> None:
+        self.tp.begin(images, images.raw(f"pages-{self.pid}.img"), deferred=True)
+        for v in vmas:
+            kind = classify(v)
+            if kind == "skip":
+                continue
+            entry = _entry(v, kind)
+            self.vmas.append(entry)
+            if kind in ("vdso", "shmem") or v.shared:
+                continue
+            self.tp.save_vma(entry, "r" in v.perms)
+        self.tp.after_pages()
+
+    def copy(self) -> dict[str, Any]:
+        """Copy the pages; return ``mm-PID.json``'s content."""
+        try:
+            self.tp.copy_deferred()
+        finally:
+            self.close()
+        return {"vmas": self.vmas, "shmem": [], "pages_file": f"pages-{self.pid}.img",
+                **self.tp.finish()}
+
+    def close(self) -> None:
+        self.tp.close()
 
 
 # ---------------------------------------------------------------- restore
@@ -444,10 +467,10 @@ def _pread_into(inj: Injector, fd: int, vaddr: int, length: int, off: int,
 
 def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper: int,
             helper_size: int, shmem: dict[int, tuple[int, int, int]] | None = None,
-            segments: list[incr.Segment] | None = None) -> None:
+            segments: list[Segment] | None = None) -> None:
     """Replace the address space of stopped child ``pid`` with the saved one.
 
-    ``segments`` (pages.Chain, for images with a parent) say in which file of the
+    ``segments`` (pages.chain.Chain, for images with a parent) say in which file of the
     chain each page is; by default every page is in ``mm``'s own pages file.
 
     ``shmem`` (shared by every task of one restore) maps a shared anonymous

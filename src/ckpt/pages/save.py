@@ -1,0 +1,316 @@
+"""Saving the pages of a (pre-)dump: for each process, the pages chosen (select.py) are
+copied from its memory to the image file or the page server through one reused buffer,
+and those left in the parent images recorded as runs."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .. import faults
+from ..images import ImageWriter, ctypes_view
+from ..kernel import libc, pagemap
+from ..kernel.libc import PAGE_SIZE as PAGE
+from . import select
+from .parent import ParentImages, ParentMm
+from .runs import Runs
+from .select import DIGEST_SIZE, PARENT, SAVE, Cover, runs_of
+from .tracking import clear_soft_dirty, start_time, tracking_method
+
+log = logging.getLogger("ckpt.pages")
+
+BUF_SIZE = 4 << 20  # page data passes through it: small enough to stay in the CPU cache
+CHUNK_PAGES = 1 << 16  # pagemap entries read at once (256 MiB of address space)
+
+
+@dataclass
+class Buffer:
+    addr: int
+    view: memoryview
+
+
+_buffer: Buffer | None = None
+
+
+def page_buffer() -> Buffer:
+    """One page-data buffer for the life of the process: fresh memory is slow to touch."""
+    global _buffer
+    if _buffer is None:
+        addr = libc.anon_buffer(BUF_SIZE)
+        _buffer = Buffer(addr, ctypes_view(addr, BUF_SIZE))
+    return _buffer
+
+
+class DumpMemory:
+    """The memory side of one dump or pre-dump: its parent, and how it tracks memory."""
+
+    def __init__(self, images_dir: str, prev: str | None, track_mem: bool, will_run: bool):
+        self.parent = ParentImages(images_dir, prev) if prev else None
+        self.method = tracking_method()
+        self.record: str | None = None
+        if track_mem:
+            if not will_run:
+                log.info("--track-mem: the processes do not survive this dump; nothing to track")
+            elif self.method is None:
+                log.warning("--track-mem: soft-dirty tracking is not available on this kernel "
+                            "(CONFIG_MEM_SOFT_DIRTY); the next dump will save every page")
+            else:
+                self.record = self.method
+                log.info("--track-mem: memory changes are tracked by %s", self.method)
+        self.own_pages = 0
+        self.parent_pages = 0
+
+    @classmethod
+    def plain(cls) -> DumpMemory:
+        """A dump that neither has a parent nor tracks memory."""
+        return cls("", None, track_mem=False, will_run=False)
+
+    def task(self, pid: int) -> TaskPages:
+        started = start_time(pid)
+        parent: ParentMm | None = None
+        if self.parent is not None:
+            parent, why = self.parent.task(pid, started)
+            if parent is None:
+                log.warning("process %d: %s; saving every page (full dump)", pid, why)
+            else:
+                log.info("process %d: pages unchanged since %s are left there (%s)", pid,
+                         self.parent.dir, parent.method)
+        return TaskPages(self, pid, started, parent)
+
+    def parent_link(self) -> dict[str, Any] | None:
+        """The inventory's ``parent``: only when some page was left in the parent."""
+        if self.parent is None:
+            return None
+        if not self.parent.used:
+            log.warning("no page was left in %s: these images do not depend on it",
+                        self.parent.dir)
+            return None
+        return {"dir": self.parent.rel, "crc32": self.parent.crc32}
+
+
+@dataclass
+class _Chunk:
+    """Pages of one mapping chosen while the process is frozen, copied then or later."""
+
+    lo: int  # the address of the first page
+    pages: bytes | bytearray  # per page: the selection (by digest), else the status
+    cover: Cover  # what the parent has (by digest only)
+    anon: bool
+    readable: bool  # by process_vm_readv, else through /proc/PID/mem
+    by_digest: bool
+
+
+class TaskPages:
+    """Saves the pages of one process: what ``select`` chooses, read from its memory
+    into the buffer and written out; the runs saved and those left in the parent."""
+
+    def __init__(self, ctx: DumpMemory, pid: int, started: int, parent: ParentMm | None):
+        self.ctx = ctx
+        self.pid = pid
+        self.started = started
+        self.parent = parent
+        self.compare = parent.method if parent is not None else None
+        self.record = ctx.record
+        self.token = os.urandom(8).hex() if self.record == "soft-dirty" else None
+        self.zero_pfn = pagemap.probe().zero_pfn
+        self.own = Runs()
+        self.in_parent = Runs()
+        self._digests: Any = None  # the digests file's writer
+        self.deferred = False  # copy after the process runs again (a pre-dump)
+        self.skipped = 0  # pages a deferred copy could not read (their mapping changed)
+        self._chunks: list[_Chunk] = []
+        self._dbuf = bytearray()
+        self.fds: list[int] = []
+
+    def begin(self, images: ImageWriter, pages: Any, deferred: bool = False) -> None:
+        """Open the process's pagemap and memory; ``pages`` is the pages file's writer.
+        ``deferred``: copy the pages chosen only in ``copy_deferred``."""
+        pid = self.pid
+        self.pagemap_fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        self.fds.append(self.pagemap_fd)
+        self.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        self.fds.append(self.mem_fd)
+        self.pages = pages
+        self.deferred = deferred
+        buf = page_buffer()
+        self.buf_addr = buf.addr
+        self.view = buf.view
+        self.buf_pages = len(buf.view) // PAGE
+        if self.record == "digest":
+            self._digests = images.raw(f"digests-{pid}.img")
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+    def save_vma(self, entry: dict[str, Any], readable: bool) -> None:
+        """Save the pages of one mapping (an ``mm-PID.json`` vma entry), in address order.
+
+        Which pages is decided now, from the pagemap (the process is frozen); they
+        are copied now too, or, when ``deferred``, by ``copy_deferred`` once the
+        process runs again (a pre-dump).
+        """
+        kind = entry["kind"]
+        anon = kind == "anon"
+        trackable = anon or (kind == "file" and not entry["shared"])
+        start, end = entry["start"], entry["end"]
+        for lo in range(start, end, CHUNK_PAGES * PAGE):
+            hi = min(end, lo + CHUNK_PAGES * PAGE)
+            raw = pagemap.read(self.pagemap_fd, self.pid, lo, (hi - lo) // PAGE)
+            sel = select.selected(raw, kind, self.zero_pfn)
+            if 1 not in sel:
+                continue
+            cover = (self.parent.cover(entry, lo, hi)
+                     if self.parent is not None and trackable else [])
+            if self.compare == "digest" or self.record == "digest":
+                chunk = _Chunk(lo, sel, cover, anon, readable, by_digest=True)
+            else:
+                status = select.soft_dirty_status(
+                    raw, sel, lo, cover if self.compare == "soft-dirty" else [], anon)
+                chunk = _Chunk(lo, status, [], anon, readable, by_digest=False)
+            if self.deferred:
+                self._chunks.append(chunk)
+            else:
+                self._copy(chunk)
+
+    def copy_deferred(self) -> None:
+        """Copy what ``save_vma`` chose while the process was frozen."""
+        for chunk in self._chunks:
+            self._copy(chunk)
+        self._chunks.clear()
+        if self.skipped:
+            log.info("process %d: %d pages were unmapped before they could be copied; "
+                     "left out", self.pid, self.skipped)
+
+    def _copy(self, chunk: _Chunk) -> None:
+        if chunk.by_digest:
+            self._by_digest(chunk)
+            return
+        lo, status = chunk.lo, chunk.pages
+        for first, count in runs_of(status, PARENT):
+            self.in_parent.add(lo + first * PAGE, count)
+        for first, npages in runs_of(status, SAVE):
+            vaddr = lo + first * PAGE
+            done = 0
+            while done < npages:
+                k = min(self.buf_pages, npages - done)
+                valid = self._read(vaddr + done * PAGE, k, chunk.readable)
+                if valid is None:
+                    self._write(vaddr + done * PAGE, 0, k)
+                else:
+                    for r, count in runs_of(valid, SAVE):
+                        self._write(vaddr + done * PAGE, r, count)
+                done += k
+
+    def _write(self, vaddr: int, first: int, count: int) -> None:
+        """Write ``count`` pages of the buffer from page ``first``: target pages at
+        ``vaddr + first * PAGE`` on."""
+        self.pages.write(self.view[first * PAGE:(first + count) * PAGE])
+        first_run = not self.own.runs
+        self.own.add(vaddr + first * PAGE, count)
+        self.ctx.own_pages += count
+        if first_run and not self.deferred:
+            faults.point("dump.task.pages")
+
+    def _read(self, vaddr: int, npages: int, readable: bool) -> bytes | None:
+        """Target memory [vaddr, +npages) into the buffer (at most its size).
+
+        Returns None when every page was read. A deferred copy (the process runs)
+        may find a mapping gone or changed: the pages it cannot read are skipped,
+        and then the result is a 0/1 mask of the pages read.
+        """
+        length = npages * PAGE
+        done = 0
+        mask: bytearray | None = None
+        while done < length:
+            try:
+                if readable:
+                    got = libc.process_vm_readv(self.pid, self.buf_addr + done, vaddr + done,
+                                                length - done)
+                else:
+                    got = os.preadv(self.mem_fd, [self.view[done:length]], vaddr + done)
+            except OSError as e:
+                if not self.deferred or e.errno not in (errno.EFAULT, errno.EIO, errno.ENOMEM):
+                    raise
+                got = 0
+            if got > 0:
+                done += got
+                continue
+            if not self.deferred:
+                raise OSError(errno.EIO, f"short read of process {self.pid} memory at "
+                              f"{vaddr + done:#x}")
+            if mask is None:
+                mask = bytearray(b"\x01") * npages
+            mask[done // PAGE] = 0  # that page (even if partly read) is left out
+            self.skipped += 1
+            done = (done // PAGE + 1) * PAGE
+        return None if mask is None else bytes(mask)
+
+    def _by_digest(self, chunk: _Chunk) -> None:
+        """Hash every selected page: the same digest as the parent's leaves it there, an
+        all-zero anonymous page is not saved at all; the rest is written.
+
+        Per buffer of pages: the digests in one comprehension, compared with the
+        parent's in another; runs found by regex. A digest is always that of the
+        bytes saved (or left in the parent), even when the process runs meanwhile.
+        """
+        lo, sel = chunk.lo, chunk.pages
+        if self.compare == "digest" and chunk.cover:
+            assert self.parent is not None and self.parent.digests is not None
+            theirs = select.parent_digests(lo, len(sel), chunk.cover, self.parent.digests)
+        else:
+            theirs = [None] * len(sel)
+        for start, count in runs_of(sel, SAVE):
+            i, end = start, start + count
+            while i < end:
+                k = min(self.buf_pages, end - i)
+                valid = self._read(lo + i * PAGE, k, chunk.readable)
+                digests = self._hash(k)
+                status = select.digest_status(digests, theirs[i:i + k], chunk.anon, valid)
+                for r, n in runs_of(status, PARENT):
+                    self.in_parent.add(lo + (i + r) * PAGE, n)
+                for r, n in runs_of(status, SAVE):
+                    self._write(lo + i * PAGE, r, n)
+                if self._digests is not None:
+                    if 0 in status:
+                        digests = [dg for dg, st in zip(digests, status, strict=True) if st]
+                    self._dbuf += b"".join(digests)
+                    if len(self._dbuf) >= 1 << 16:
+                        self._digests.write(self._dbuf)
+                        self._dbuf.clear()
+                i += k
+
+    def _hash(self, k: int) -> list[bytes]:
+        """The digests of the first ``k`` pages of the buffer (threads do not help:
+        measured, hashlib's GIL release does not pay on 4 KiB pages)."""
+        sha, view = hashlib.sha256, self.view
+        return [sha(view[x:x + PAGE]).digest()[:DIGEST_SIZE] for x in range(0, k * PAGE, PAGE)]
+
+    def finish(self) -> dict[str, Any]:
+        """The fields this adds to ``mm-PID.json``: ``pagemap`` (the runs saved here),
+        ``in_parent``, ``start_time`` and ``tracking``."""
+        if self._digests is not None and self._dbuf:
+            self._digests.write(self._dbuf)
+            self._dbuf.clear()
+        nparent = self.in_parent.pages
+        self.ctx.parent_pages += nparent
+        if nparent and self.ctx.parent is not None:
+            self.ctx.parent.used = True
+        tracking: dict[str, Any] | None = None
+        if self.record == "soft-dirty":
+            tracking = {"method": "soft-dirty", "token": self.token}
+        elif self.record == "digest":
+            tracking = {"method": "digest", "file": f"digests-{self.pid}.img"}
+        return {"pagemap": self.own.runs, "in_parent": self.in_parent.runs,
+                "start_time": self.started, "tracking": tracking}
+
+    def after_pages(self) -> None:
+        """Once every page of the process is read (still frozen): clear soft-dirty bits."""
+        if self.record == "soft-dirty":
+            assert self.token is not None
+            clear_soft_dirty(self.pid, self.started, self.token)
