@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt.resources.sk_unix import unix_sockets
+from ckpt.kernel.sock_diag import unix_sockets
 from ckpt_helpers import (
     PROGS,
     PYTHON,

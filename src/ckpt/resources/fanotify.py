@@ -9,7 +9,7 @@ mount or a whole filesystem), made again with ``fanotify_mark``.
     fanotify mnt_id:N mflags:M mask:X ignored_mask:Y
     fanotify sdev:D mflags:M mask:X ignored_mask:Y
 
-An inode mark's path is found as for inotify (``inotify.PathFinder``: file handle,
+An inode mark's path is found as for inotify (kernel/inode_path.py: file handle,
 ``open_by_handle_at``, ``/proc/self/fd``; a deleted inode is refused). A mount mark
 is saved as the mount point of mount N (``/proc/self/mountinfo``), refused when
 another mount hides it; a filesystem mark as a mount point of that device.
@@ -42,8 +42,8 @@ from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs
+from ..kernel.inode_path import Deleted, Inode, Mount, NotFound, PathFinder, mounts
 from . import files
-from .inotify import Deleted, Mount, NotFound, PathFinder, Watch, mounts
 
 log = logging.getLogger("ckpt.fanotify")
 
@@ -113,10 +113,7 @@ class Fanotify:
     def _mark(self, what: str, line: str, finder: PathFinder,
               table: list[Mount]) -> dict[str, Any]:
         if m := _INODE_RE.match(line):
-            sdev = int(m[2], 16)
-            w = Watch(0, int(m[1], 16), sdev >> 20, sdev & 0xFFFFF, 0)
-            if m[6] is not None and len(bytes.fromhex(m[8])) == int(m[6], 16):
-                w.handle_type, w.handle = int(m[7], 16), bytes.fromhex(m[8])
+            w = Inode.from_fdinfo(m[1], m[2], m[6], m[7], m[8])
             try:
                 path = finder.path(w)
             except Deleted as e:

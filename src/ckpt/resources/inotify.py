@@ -8,16 +8,10 @@ At dump ``/proc/PID/fdinfo/FD`` lists each watch::
 
 (all numbers hex, ``wd`` too; ``sdev`` is the kernel's internal dev_t,
 major << 20 | minor). The watch holds an inode, not a path, so the path is found
-again from the file handle: the filesystem's mounts are looked up in
-``/proc/self/mountinfo`` by device number, a mount's root is opened (``O_RDONLY |
-O_DIRECTORY``: on 6.18 an ``O_PATH`` mount fd gives EBADF), ``open_by_handle_at(...,
-O_PATH)`` opens the inode, and ``/proc/self/fd/N`` names it. The name must lead back
-to the same inode (``lstat``), through some mount of that filesystem. Filesystems
-that cannot open handles (procfs, sysfs, cgroupfs) are covered when the watched
-inode is the root of one of their mounts (a watch on ``/proc`` or on a cgroup
-folder that is a mount point). A watched inode that was deleted (still held open
-somewhere, else the kernel would have dropped the watch) cannot be watched again
-and is refused, as is one whose path cannot be found.
+again from the file handle, through a mount of its filesystem (kernel/inode_path.py).
+A watched inode that was deleted (still held open somewhere, else the kernel would
+have dropped the watch) cannot be watched again and is refused, as is one whose
+path cannot be found.
 
 Restore makes a new instance (``inotify_init1``) and adds the watches in wd order,
 each by path with ``IN_DONT_FOLLOW`` (the path is the watched inode itself, a
@@ -54,6 +48,7 @@ from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs
+from ..kernel.inode_path import Deleted, Inode, NotFound, PathFinder
 from . import files
 
 log = logging.getLogger("ckpt.inotify")
@@ -79,19 +74,8 @@ class Watch:
     """One line of an inotify fd's fdinfo."""
 
     wd: int
-    ino: int
-    major: int
-    minor: int
     mask: int
-    handle_type: int | None = None
-    handle: bytes | None = None
-
-    @property
-    def dev(self) -> int:
-        return os.makedev(self.major, self.minor)
-
-    def same(self, st: os.stat_result) -> bool:
-        return st.st_ino == self.ino and st.st_dev == self.dev
+    inode: Inode
 
 
 def watches(pid: int, fd: int) -> list[Watch]:
@@ -104,129 +88,9 @@ def watches(pid: int, fd: int) -> list[Watch]:
                 raise DumpError(f"process {pid} fd {fd} (inotify): cannot parse the watch "
                                 f"{line.strip()!r} in its fdinfo")
             continue
-        sdev = int(m[3], 16)
-        w = Watch(int(m[1], 16), int(m[2], 16), sdev >> 20, sdev & 0xFFFFF, int(m[4], 16))
-        if m[6] is not None:
-            n = int(m[6], 16)
-            raw = bytes.fromhex(m[8])
-            if len(raw) == n:
-                w.handle_type, w.handle = int(m[7], 16), raw
-        out.append(w)
+        out.append(Watch(int(m[1], 16), int(m[4], 16),
+                         Inode.from_fdinfo(m[2], m[3], m[6], m[7], m[8])))
     return sorted(out, key=lambda w: w.wd)
-
-
-@dataclass
-class Mount:
-    mount_id: int
-    major: int
-    minor: int
-    root: str    # the folder of the filesystem mounted
-    point: str   # where
-    fstype: str
-
-
-def _unescape(field: bytes) -> str:
-    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
-
-
-def mounts() -> list[Mount]:
-    """ckpt's mounts (/proc/self/mountinfo); the dumped tree shares them (no namespaces)."""
-    out = []
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            left, _, right = line.rstrip(b"\n").partition(b" - ")
-            fields = left.split(b" ")
-            major, minor = (int(x) for x in fields[2].split(b":"))
-            out.append(Mount(int(fields[0]), major, minor, _unescape(fields[3]),
-                             _unescape(fields[4]), os.fsdecode(right.split(b" ")[0])))
-    return out
-
-
-class NotFound(Exception):
-    """The path of a watched inode cannot be found; the message says why."""
-
-
-class Deleted(Exception):
-    """The watched inode has no name any more; the argument is its last one."""
-
-
-class PathFinder:
-    """Finds the path of watched inodes; keeps one fd per mount it opened."""
-
-    def __init__(self) -> None:
-        self._mounts: list[Mount] | None = None
-        self._fds: dict[str, int | None] = {}
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            if fd is not None:
-                os.close(fd)
-        self._fds.clear()
-
-    def _candidates(self, w: Watch) -> list[Mount]:
-        if self._mounts is None:
-            self._mounts = mounts()
-        ms = [m for m in self._mounts if (m.major, m.minor) == (w.major, w.minor)]
-        return sorted(ms, key=lambda m: m.root != "/")  # whole filesystems first
-
-    def _mount_fd(self, m: Mount, w: Watch) -> int | None:
-        if m.point not in self._fds:
-            try:
-                fd = os.open(m.point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError:
-                fd = None
-            if fd is not None and os.fstat(fd).st_dev != w.dev:  # overmounted
-                os.close(fd)
-                fd = None
-            self._fds[m.point] = fd
-        return self._fds[m.point]
-
-    def path(self, w: Watch) -> str:
-        ms = self._candidates(w)
-        if not ms:
-            raise NotFound(f"no mount of device {w.major}:{w.minor} in /proc/self/mountinfo")
-        reasons = []
-        if w.handle is None or w.handle_type is None:
-            reasons.append("the kernel gives no file handle for it")
-        else:
-            for m in ms:
-                mfd = self._mount_fd(m, w)
-                if mfd is None:
-                    continue
-                try:
-                    h = anon.open_by_handle_at(mfd, w.handle_type, w.handle,
-                                               os.O_PATH | os.O_CLOEXEC)
-                except OSError as e:
-                    reasons.append(f"open_by_handle_at through {m.point} ({m.fstype}): "
-                                   f"{os.strerror(e.errno or 0)}")
-                    continue
-                try:
-                    st = os.fstat(h)
-                    link = os.readlink(f"/proc/self/fd/{h}")
-                finally:
-                    os.close(h)
-                if not w.same(st):
-                    reasons.append(f"the handle opens inode {st.st_ino}, another file")
-                    continue
-                if st.st_nlink == 0:
-                    raise Deleted(link.removesuffix(" (deleted)"))
-                if link.endswith(" (deleted)") or not link.startswith("/"):
-                    reasons.append(f"the name it is known by ({link}) was deleted and ckpt "
-                                   "cannot find its other links")
-                    continue
-                try:
-                    if w.same(os.lstat(link)):
-                        return link
-                except OSError:
-                    pass
-                reasons.append(f"its path {link} leads to another file (overmounted?)")
-        for m in ms:  # the root of a mount (procfs, sysfs, ... cannot open handles)
-            try:
-                if w.same(os.lstat(m.point)):
-                    return m.point
-            except OSError:
-                continue
-        raise NotFound("; ".join(dict.fromkeys(reasons)) or "no mount of it is reachable")
 
 
 def _drain(fd: int) -> int:
@@ -276,8 +140,9 @@ class Inotify:
         out = []
         try:
             for w in ws:
+                inode = w.inode
                 try:
-                    path = finder.path(w)
+                    path = finder.path(inode)
                 except Deleted as e:
                     raise UnsupportedError(
                         f"{what}: watch {w.wd} is on {e.args[0]}, which was deleted (it is "
@@ -286,9 +151,10 @@ class Inotify:
                 except NotFound as e:
                     raise UnsupportedError(
                         f"{what}: cannot find the path of the file watched by wd {w.wd} "
-                        f"(inode {w.ino} on device {w.major}:{w.minor}): {e}") from None
-                out.append({"wd": w.wd, "mask": w.mask, "path": path, "ino": w.ino,
-                            "dev": w.dev})
+                        f"(inode {inode.ino} on device {inode.major}:{inode.minor}): {e}"
+                    ) from None
+                out.append({"wd": w.wd, "mask": w.mask, "path": path, "ino": inode.ino,
+                            "dev": inode.dev})
                 log.debug("%s: wd %d mask %#x on %s", what, w.wd, w.mask, path)
         finally:
             finder.close()

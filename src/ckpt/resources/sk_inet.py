@@ -27,13 +27,13 @@ import struct
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
+from ..kernel import sock_diag
+from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from . import files
-from .sk_unix import SockOpts, apply_opts, is_unix_socket, read_opts, sock_diag
+from .sk_unix import SockOpts, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_inet")
 
-TCP_ESTABLISHED, TCP_TIME_WAIT, TCP_CLOSE, TCP_LISTEN = 1, 6, 7, 10
-SOCK_DESTROY = 21
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK",
               10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
@@ -137,12 +137,8 @@ def _bound(addr: tuple[Any, ...]) -> list[Any] | None:
 def udp_queues(family: int) -> dict[int, tuple[int, int]]:
     """inode -> (bytes queued for reading, bytes queued for sending) of every hashed
     (bound) UDP socket of ``family``, from sock_diag."""
-    req = struct.pack("=BBBxI", family, socket.IPPROTO_UDP, 0, 0xFFFFFFFF) + bytes(48)
-    out = {}
-    for body in sock_diag(req):
-        rqueue, wqueue, _uid, ino = struct.unpack_from("=IIII", body, 56)
-        out[ino] = (rqueue, wqueue)
-    return out
+    return {s.inode: (s.rqueue, s.wqueue)
+            for s in sock_diag.inet_sockets(family, socket.IPPROTO_UDP)}
 
 
 class InetSockets:
@@ -151,7 +147,7 @@ class InetSockets:
     def claims(self, link: str, st: os.stat_result) -> bool:
         # every socket that is not a unix one; other families are refused in dump()
         return (st_mod.S_ISSOCK(st.st_mode) and link.startswith("socket:")
-                and not is_unix_socket(st.st_ino))
+                and not sock_diag.is_unix_socket(st.st_ino))
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
              dup: int, info: dict[str, str]) -> dict[str, Any]:
@@ -301,18 +297,12 @@ def _destroy_time_wait(addr: tuple[Any, ...]) -> int:
     host, port = addr[0], addr[1]
     n = 0
     for fam in (socket.AF_INET, socket.AF_INET6):
-        req = struct.pack("=BBBxI", fam, socket.IPPROTO_TCP, 0, 1 << TCP_TIME_WAIT)
-        for body in sock_diag(req + bytes(48)):
-            sockid = body[4:52]
-            sport = struct.unpack_from(">H", sockid, 0)[0]
-            if sport != port:
+        for s in sock_diag.inet_sockets(fam, socket.IPPROTO_TCP, 1 << TCP_TIME_WAIT):
+            if s.sport != port:
                 continue
-            if host not in ("0.0.0.0", "::"):
-                alen = 4 if fam == socket.AF_INET else 16
-                if sockid[4:4 + alen] != _packed(host, fam):
-                    continue
-            sock_diag(struct.pack("=BBBxI", fam, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + sockid,
-                      dump=False, mtype=SOCK_DESTROY)
+            if host not in ("0.0.0.0", "::") and s.src != _packed(host, fam):
+                continue
+            sock_diag.destroy(s)
             n += 1
     return n
 

@@ -41,27 +41,25 @@ import logging
 import os
 import socket
 import stat as st_mod
-import struct
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel.inject import Injector
+from ..kernel.sock_diag import (
+    TCP_CLOSE,
+    TCP_ESTABLISHED,
+    TCP_LISTEN,
+    TCP_SYN_SENT,
+    UnixDiag,
+    is_unix_socket,
+    unix_socket,
+    unix_sockets,
+)
 from . import files
 
 log = logging.getLogger("ckpt.sk_unix")
 
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
-NLMSG_DONE, NLMSG_ERROR = 3, 2
-UDIAG_SHOW_NAME, UDIAG_SHOW_VFS, UDIAG_SHOW_PEER = 0x1, 0x2, 0x4
-UDIAG_SHOW_ICONS, UDIAG_SHOW_RQLEN = 0x8, 0x10
-UDIAG_SHOW_ALL = 0x1F
-UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS = 0, 1, 2, 3
-UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 4, 6
-TCP_ESTABLISHED, TCP_SYN_SENT, TCP_CLOSE, TCP_LISTEN = 1, 2, 7, 10
-NOCOOKIE = 0xFFFFFFFF
 SO_PEEK_OFF = 42
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 SCM_PIDFD = 4
@@ -71,105 +69,6 @@ RCV_SHUTDOWN = 1
 QUEUE_FILE = "sk-queues.img"
 _TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
 _SHUT = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
-
-
-# ------------------------------------------------------------------ sock_diag
-
-
-def sock_diag(req: bytes, dump: bool = True, mtype: int = SOCK_DIAG_BY_FAMILY) -> list[bytes]:
-    """Send one sock_diag request; the bodies of the answers (none for an exact
-    request that found nothing, or for SOCK_DESTROY)."""
-    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                       NETLINK_SOCK_DIAG)
-    try:
-        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
-        if mtype != SOCK_DIAG_BY_FAMILY:
-            flags |= NLM_F_ACK
-        hdr = struct.pack("=IHHII", 16 + len(req), mtype, flags, 1, 0)
-        nl.sendto(hdr + req, (0, 0))
-        out: list[bytes] = []
-        while True:
-            data = nl.recv(1 << 17)
-            off = 0
-            while off + 16 <= len(data):
-                length, mtype, _flags, _seq, _pid = struct.unpack_from("=IHHII", data, off)
-                if mtype == NLMSG_DONE:
-                    return out
-                if mtype == NLMSG_ERROR:
-                    err = -struct.unpack_from("=i", data, off + 16)[0]
-                    if err in (0, errno.ENOENT) and not dump:
-                        return out
-                    raise OSError(err, f"sock_diag: {os.strerror(err)}")
-                out.append(data[off + 16:off + length])
-                if not dump:
-                    return out
-                off += (length + 3) & ~3
-    finally:
-        nl.close()
-
-
-def nl_attrs(body: bytes, start: int) -> Iterator[tuple[int, bytes]]:
-    """The netlink attributes (type, payload) of a message body from ``start``."""
-    a = start
-    while a + 4 <= len(body):
-        alen, atype = struct.unpack_from("=HH", body, a)
-        if alen < 4:
-            break
-        yield atype & 0x3FFF, body[a + 4:a + alen]
-        a += (alen + 3) & ~3
-
-
-def _parse_unix(body: bytes) -> tuple[int, dict[str, Any]]:
-    _fam, stype, state, _pad, ino = struct.unpack_from("=BBBBI", body, 0)
-    info: dict[str, Any] = {"type": stype, "state": state, "peer": 0, "has_peer": False,
-                            "name": None,
-                            "shutdown": 0, "rqueue": 0, "wqueue": 0, "icons": [],
-                            "vfs": None}
-    for atype, payload in nl_attrs(body, 16):
-        if atype == UNIX_DIAG_NAME:
-            info["name"] = payload.hex()
-        elif atype == UNIX_DIAG_VFS:
-            info["vfs"] = struct.unpack_from("=II", payload)
-        elif atype == UNIX_DIAG_PEER:  # 0: a peer that was closed (or not accepted yet)
-            info["peer"] = struct.unpack_from("=I", payload)[0]
-            info["has_peer"] = True
-        elif atype == UNIX_DIAG_ICONS:
-            info["icons"] = list(struct.unpack(f"={len(payload) // 4}I", payload))
-        elif atype == UNIX_DIAG_RQLEN:
-            info["rqueue"], info["wqueue"] = struct.unpack_from("=II", payload)
-        elif atype == UNIX_DIAG_SHUTDOWN:
-            info["shutdown"] = payload[0]
-    return ino, info
-
-
-def _unix_req(ino: int) -> bytes:
-    return struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino, UDIAG_SHOW_ALL,
-                       NOCOOKIE, NOCOOKIE)
-
-
-def unix_sockets() -> dict[int, dict[str, Any]]:
-    """Every unix socket of this network namespace: inode -> type, state, peer, name
-    (hex, as the kernel keeps it), socket file (vfs inode, kernel dev), pending
-    connections (icons: their clients' inodes), queue lengths, shutdown."""
-    return dict(_parse_unix(b) for b in sock_diag(_unix_req(0)))
-
-
-def unix_socket(ino: int) -> dict[str, Any] | None:
-    """The sock_diag record of unix socket ``ino``, or None if it is no unix socket."""
-    for body in sock_diag(_unix_req(ino), dump=False):
-        return _parse_unix(body)[1]
-    return None
-
-
-_last_lookup: tuple[int, bool] = (0, False)
-
-
-def is_unix_socket(ino: int) -> bool:
-    """Whether socket inode ``ino`` is a unix socket (one exact sock_diag lookup)."""
-    global _last_lookup
-    if _last_lookup[0] != ino:
-        _last_lookup = (ino, unix_socket(ino) is not None)
-    return _last_lookup[1]
 
 
 # ------------------------------------------------------------------ socket options
@@ -275,7 +174,7 @@ def _sender_bytes(addr: Any) -> bytes:
     return os.fsencode(addr)
 
 
-def _bound_name(pid: int, where: str, me: dict[str, Any]) -> dict[str, Any]:
+def _bound_name(pid: int, where: str, me: UnixDiag) -> dict[str, Any]:
     """The ``name`` (and for a path, ``file``) fields of a socket bound again at restore."""
     raw = _name_bytes(me["name"])
     if raw[:1] == b"\0":
@@ -514,7 +413,7 @@ class UnixSockets:
             sock.close()
 
     def _describe(self, ctx: files.DumpCtx, pid: int, sock: socket.socket, ino: int,
-                  me: dict[str, Any], table: dict[int, dict[str, Any]], where: str,
+                  me: UnixDiag, table: dict[int, UnixDiag], where: str,
                   st: os.stat_result) -> dict[str, Any]:
         stype, state = me["type"], me["state"]
         if stype == socket.SOCK_DGRAM and state != TCP_LISTEN:

@@ -1,0 +1,184 @@
+"""The netlink sock_diag interface: the unix sockets of this network namespace (type,
+state, peer, name, socket file, pending connections, queues), inet sockets by protocol
+and state, and SOCK_DESTROY; one request, one socket, answers parsed into typed records."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TypedDict
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+SOCK_DESTROY = 21
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLMSG_DONE, NLMSG_ERROR = 3, 2
+UDIAG_SHOW_ALL = 0x1F  # name, vfs, peer, icons, rqlen
+UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS = 0, 1, 2, 3
+UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 4, 6
+NOCOOKIE = 0xFFFFFFFF
+ALL_STATES = 0xFFFFFFFF
+
+# Socket states as sock_diag reports them (the kernel's TCP_* numbers, for unix sockets too).
+TCP_ESTABLISHED, TCP_SYN_SENT, TCP_TIME_WAIT, TCP_CLOSE, TCP_LISTEN = 1, 2, 6, 7, 10
+
+
+def request(req: bytes, dump: bool = True, mtype: int = SOCK_DIAG_BY_FAMILY) -> list[bytes]:
+    """Send one sock_diag request; the bodies of the answers (none for an exact
+    request that found nothing, or for SOCK_DESTROY)."""
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                       NETLINK_SOCK_DIAG)
+    try:
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+        if mtype != SOCK_DIAG_BY_FAMILY:
+            flags |= NLM_F_ACK
+        hdr = struct.pack("=IHHII", 16 + len(req), mtype, flags, 1, 0)
+        nl.sendto(hdr + req, (0, 0))
+        out: list[bytes] = []
+        while True:
+            data = nl.recv(1 << 17)
+            off = 0
+            while off + 16 <= len(data):
+                length, mtype, _flags, _seq, _pid = struct.unpack_from("=IHHII", data, off)
+                if mtype == NLMSG_DONE:
+                    return out
+                if mtype == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", data, off + 16)[0]
+                    if err in (0, errno.ENOENT) and not dump:
+                        return out
+                    raise OSError(err, f"sock_diag: {os.strerror(err)}")
+                out.append(data[off + 16:off + length])
+                if not dump:
+                    return out
+                off += (length + 3) & ~3
+    finally:
+        nl.close()
+
+
+def attrs(body: bytes, start: int) -> Iterator[tuple[int, bytes]]:
+    """The netlink attributes (type, payload) of a message body from ``start``."""
+    a = start
+    while a + 4 <= len(body):
+        alen, atype = struct.unpack_from("=HH", body, a)
+        if alen < 4:
+            break
+        yield atype & 0x3FFF, body[a + 4:a + alen]
+        a += (alen + 3) & ~3
+
+
+# ------------------------------------------------------------------ unix sockets
+
+
+class UnixDiag(TypedDict):
+    """One unix socket as sock_diag shows it."""
+
+    type: int  # SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+    state: int  # TCP_LISTEN, TCP_ESTABLISHED, ...
+    peer: int  # the peer's inode; 0 with has_peer: a peer that was closed (or not accepted)
+    has_peer: bool
+    name: str | None  # the address, hex, as the kernel keeps it (a path ends with NUL)
+    shutdown: int
+    rqueue: int  # a listener: connections not accepted yet; else bytes (or first message)
+    wqueue: int  # a listener: its backlog
+    icons: list[int]  # a listener: the inodes of its clients not accepted yet
+    vfs: tuple[int, int] | None  # the socket file's inode and (kernel) device
+
+
+def _parse_unix(body: bytes) -> tuple[int, UnixDiag]:
+    _fam, stype, state, _pad, ino = struct.unpack_from("=BBBBI", body, 0)
+    info: UnixDiag = {"type": stype, "state": state, "peer": 0, "has_peer": False,
+                      "name": None, "shutdown": 0, "rqueue": 0, "wqueue": 0, "icons": [],
+                      "vfs": None}
+    for atype, payload in attrs(body, 16):
+        if atype == UNIX_DIAG_NAME:
+            info["name"] = payload.hex()
+        elif atype == UNIX_DIAG_VFS:
+            info["vfs"] = struct.unpack_from("=II", payload)
+        elif atype == UNIX_DIAG_PEER:
+            info["peer"] = struct.unpack_from("=I", payload)[0]
+            info["has_peer"] = True
+        elif atype == UNIX_DIAG_ICONS:
+            info["icons"] = list(struct.unpack(f"={len(payload) // 4}I", payload))
+        elif atype == UNIX_DIAG_RQLEN:
+            info["rqueue"], info["wqueue"] = struct.unpack_from("=II", payload)
+        elif atype == UNIX_DIAG_SHUTDOWN:
+            info["shutdown"] = payload[0]
+    return ino, info
+
+
+def _unix_req(ino: int) -> bytes:
+    return struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, ALL_STATES, ino, UDIAG_SHOW_ALL,
+                       NOCOOKIE, NOCOOKIE)
+
+
+def unix_sockets() -> dict[int, UnixDiag]:
+    """Every unix socket of this network namespace, by inode."""
+    return dict(_parse_unix(b) for b in request(_unix_req(0)))
+
+
+def unix_socket(ino: int) -> UnixDiag | None:
+    """The record of unix socket ``ino``, or None if it is no unix socket."""
+    for body in request(_unix_req(ino), dump=False):
+        return _parse_unix(body)[1]
+    return None
+
+
+_last_lookup: tuple[int, bool] = (0, False)
+
+
+def is_unix_socket(ino: int) -> bool:
+    """Whether socket inode ``ino`` is a unix socket (one exact lookup, the last kept)."""
+    global _last_lookup
+    if _last_lookup[0] != ino:
+        _last_lookup = (ino, unix_socket(ino) is not None)
+    return _last_lookup[1]
+
+
+# ------------------------------------------------------------------ inet sockets
+
+
+@dataclass(frozen=True)
+class InetDiag:
+    """One TCP or UDP socket as sock_diag shows it."""
+
+    family: int
+    proto: int
+    state: int
+    sockid: bytes  # the kernel's inet_diag_sockid, as given back to SOCK_DESTROY
+    rqueue: int
+    wqueue: int
+    inode: int
+
+    @property
+    def sport(self) -> int:
+        return int(struct.unpack_from(">H", self.sockid, 0)[0])
+
+    @property
+    def src(self) -> bytes:
+        """The local address, packed (4 or 16 bytes)."""
+        return self.sockid[4:4 + (4 if self.family == socket.AF_INET else 16)]
+
+
+def _inet_req(family: int, proto: int, states: int, sockid: bytes = bytes(48)) -> bytes:
+    return struct.pack("=BBBxI", family, proto, 0, states) + sockid
+
+
+def inet_sockets(family: int, proto: int, states: int = ALL_STATES) -> list[InetDiag]:
+    """The sockets of ``family`` and ``proto`` in ``states`` (a mask of 1 << state); for
+    UDP, the bound ones."""
+    out = []
+    for body in request(_inet_req(family, proto, states)):
+        _fam, state = body[0], body[1]
+        rqueue, wqueue, _uid, ino = struct.unpack_from("=IIII", body, 56)
+        out.append(InetDiag(family, proto, state, body[4:52], rqueue, wqueue, ino))
+    return out
+
+
+def destroy(sock: InetDiag) -> None:
+    """Close the socket (SOCK_DESTROY: the kernel needs CONFIG_INET_DIAG_DESTROY)."""
+    request(_inet_req(sock.family, sock.proto, ALL_STATES, sock.sockid), dump=False,
+            mtype=SOCK_DESTROY)
