@@ -25,6 +25,7 @@ from typing import Any
 
 from . import __version__, faults
 from .errors import CkptError, DumpError, UnsupportedError
+from .hooks import Notify, ignore
 from .images import ImageWriter
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, find_syscall_site
@@ -376,7 +377,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          leave_stopped: bool = False, shell_job: bool = False,
          external: tuple[str, ...] = (), ghost_limit: int | None = None,
          track_mem: bool = False, prev_images_dir: str | None = None,
-         page_server: tuple[str, int] | None = None) -> DumpResult:
+         page_server: tuple[str, int] | None = None, notify: Notify | None = None
+         ) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -387,13 +389,16 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     now on, for a next dump (when the processes survive this one).
     ``page_server``: (address, port) of a ``ckpt page-server`` that gets the
     images; ``images_dir`` then gets everything but the page data.
+    ``notify``: called at hooks.DUMP_ACTIONS (see hooks.py).
     """
     t0 = time.monotonic()
     if leave_running and leave_stopped:
         raise DumpError("leave_running and leave_stopped exclude each other")
+    notify = notify or ignore
     stat0 = _check_dumpable(pid)
     log.info("dumping process %d (%s) and its descendants into %s", pid, stat0.comm,
              images_dir)
+    notify("pre-dump", 0)
     memctx = DumpMemory(images_dir, prev_images_dir, track_mem,
                              will_run=leave_running or leave_stopped)
     remote = _connect(page_server, images_dir)
@@ -406,6 +411,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         tasks = _freeze_tree(pid)
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
         faults.point("dump.frozen")
+        external = (*external, *(notify("query-ext-files", 0) or ()))
         _check_sessions(tasks, shell_job)
         images = ImageWriter(images_dir, remote=remote)
         ghost.configure(images, ghost_limit)
@@ -430,6 +436,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         })
         log.info("images written and synced")
         faults.point("dump.before_kill")
+        notify("post-dump", 0)
         ok = True
     except CkptError:
         raise

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import faults
 from .errors import CkptError, RestoreError
+from .hooks import Notify, ignore
 from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .kernel import libc, procfs, ptrace
@@ -104,11 +105,11 @@ def _report(fd: int, pid: int, error: str = "") -> None:
     os.write(fd, struct.pack("<iH", pid, len(msg)) + msg)
 
 
-def _spawn(node: _Node, ready_w: int, go_r: int) -> None:
+def _spawn(node: _Node, ready_w: int, go_r: int, sibling: bool = False) -> None:
     deadline = time.monotonic() + PID_WAIT_SECONDS
     while True:
         try:
-            pid = libc.clone3_with_pid(node.pid)
+            pid = libc.clone3_with_pid(node.pid, sibling)
             break
         except OSError as e:
             if e.errno != errno.EEXIST or time.monotonic() > deadline:
@@ -286,14 +287,20 @@ def _set_foreground_group(inj: Injector, scratch: int, pgid: int) -> None:
 
 
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,
-            inherit_fds: tuple[str, ...] | list[str] = (), pidfile: str | None = None
-            ) -> RestoreResult:
+            inherit_fds: tuple[str, ...] | list[str] = (), pidfile: str | None = None,
+            notify: Notify | None = None, sibling: bool = False) -> RestoreResult:
     """Restore the process tree saved in ``images_dir``.
 
     With ``detach`` the processes run on their own when this returns;
     otherwise this waits for the root to exit and returns its exit status too.
+    ``notify``: called at hooks.RESTORE_ACTIONS (see hooks.py). ``sibling``: the
+    root becomes a child of ckpt's parent instead of ckpt's (criu's rst_sibling);
+    implies ``detach``.
     """
     t0 = time.monotonic()
+    notify = notify or ignore
+    detach = detach or sibling
+    notify("pre-restore", 0)
     images = ImageReader(images_dir)
     images.verify()
     faults.point("restore.verified")
@@ -356,7 +363,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         try:
-            _spawn(root, ready_w, go_r)
+            _spawn(root, ready_w, go_r, sibling)
         finally:
             libc.syscall("munmap", helper, HELPER_SIZE)
             os.close(ready_w)
@@ -366,8 +373,9 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         try:
             _collect_ready(ready_r, expected)
         finally:
+            parent = os.getppid() if sibling else os.getpid()
             started = [p for p in (n.pid for n in order if not n.zombie)
-                       if _is_ours(p, root_pid)]
+                       if _is_ours(p, root_pid, parent)]
         faults.point("restore.forked")
         for pid in started:
             ptrace.seize(pid)
@@ -396,7 +404,9 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         if not detach and shell_job:
             root_pgid = root.info["pgid"] if root.info["pgid"] != outside_pgid else None
             foreground = tty.Foreground(root_pgid or os.getpgrp())
+        notify("post-restore", root_pid)
         faults.point("restore.before_detach")
+        notify("pre-resume", 0)
         for pid in started:
             for th in cores[pid].get("threads", []):
                 ptrace.detach(th["tid"])
@@ -423,6 +433,10 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
         raise
     dt = time.monotonic() - t0
     log.info("%d processes restored in %.3f s", len(tasks), dt)
+    try:
+        notify("post-resume", 0)
+    except CkptError as e:  # the processes run already: nothing to undo
+        log.warning("post-resume: %s", e)
     result = RestoreResult(root_pid, dt, pids=[t["pid"] for t in tasks])
     if not detach:
         if foreground is None:
@@ -511,16 +525,15 @@ def _children_of_self() -> list[int]:
     return procfs.children(os.getpid())
 
 
-def _is_ours(pid: int, root_pid: int) -> bool:
-    """True if ``pid`` is ckpt's root child or one of its descendants."""
-    me = os.getpid()
+def _is_ours(pid: int, root_pid: int, parent: int) -> bool:
+    """True if ``pid`` is the root (a child of ``parent``) or one of its descendants."""
     seen = 0
     while pid > 1 and seen < 4096:
         try:
             ppid = procfs.stat(pid).ppid
         except procfs.ProcessGone:
             return False
-        if ppid == me:
+        if ppid == parent:
             return pid == root_pid
         pid = ppid
         seen += 1

@@ -127,14 +127,17 @@ class RLimit(ctypes.Structure):
 RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
 
 
-def clone3_with_pid(pid: int) -> int:
+def clone3_with_pid(pid: int, sibling: bool = False) -> int:
     """Fork this process so that the child gets PID ``pid``; 0 in the child.
+    ``sibling``: the child is our parent's child (CLONE_PARENT), not ours.
 
     Runs without Python's fork hooks: the child must only do simple work and
     must leave through ``os._exit``.
     """
     tid = (ctypes.c_int * 1)(pid)
-    args = CloneArgs(exit_signal=SIGCHLD, set_tid=ctypes.addressof(tid), set_tid_size=1)
+    args = CloneArgs(flags=CLONE_PARENT if sibling else 0,
+                     exit_signal=0 if sibling else SIGCHLD,
+                     set_tid=ctypes.addressof(tid), set_tid_size=1)
     return syscall("clone3", ctypes.addressof(args), ctypes.sizeof(args))
 
 
