@@ -10,7 +10,8 @@ if ! command -v gcc >/dev/null 2>&1; then
     echo "bootstrap: gcc is missing; the tests on real processes need it (and root)" >&2
   fi
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import ckpt, pytest' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ckpt-criu ] \
+    || ! .venv/bin/python -c 'import ckpt, pytest' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 fi

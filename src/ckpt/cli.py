@@ -112,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check", help="check that the kernel has what ckpt needs")
 
+    sw = sub.add_parser("swrk", help="serve criu's RPC on an inherited socket (as runc runs "
+                        "criu)")
+    sw.add_argument("fd", type=int, metavar="FD", help="the SOCK_SEQPACKET socket's fd")
+
     s = sub.add_parser("show", help="decode images to JSON")
     s.add_argument("path", metavar="DIR|FILE")
     s.add_argument("--fds", action="store_true", help="list each fd with its inherit-fd key")
@@ -161,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from .check import run_checks
             return run_checks()
+        if args.command == "swrk":
+            from .rpc.server import serve_fd
+            return serve_fd(args.fd)
         if args.command == "show":
             from .show import show
             json.dump(show(args.path, fds=args.fds), sys.stdout, indent=1)

@@ -1,0 +1,229 @@
+"""What each of criu's RPC options (``criu_opts``) means to ckpt: used, accepted
+without effect (logged), or refused with an error that names it.
+
+Every option criu knows is in exactly one table below; tests check that. The
+container options are refused together (``CONTAINER``) until ckpt dumps
+namespaces, mounts and cgroups: that work moves them into ``args_for`` one by
+one.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Any
+
+from ..errors import CkptError
+from .schema import CG_IGNORE, CG_NONE, DUMP, MESSAGES, PRE_DUMP, RESTORE, SINGLE_PRE_DUMP
+
+log = logging.getLogger("ckpt.rpc")
+
+
+class RequestError(CkptError):
+    """A request ckpt cannot serve; ``errno`` goes into the response's cr_errno."""
+
+    def __init__(self, message: str, err: int = errno.EBADRQC):
+        super().__init__(message)
+        self.errno = err
+
+
+# Options ckpt reads (see args_for and Dirs).
+USED = {
+    "images_dir_fd", "images_dir", "work_dir_fd", "log_file", "log_level", "log_to_stderr",
+    "pid", "leave_running", "leave_stopped", "shell_job", "ext_unix_sk", "unix_sk_ino",
+    "external", "ghost_limit", "track_mem", "parent_img", "ps", "notify_scripts",
+    "inherit_fd", "rst_sibling", "exec_cmd",
+}
+
+# Accepted, logged, and without effect: why ckpt needs none of them.
+IGNORED = {
+    "tcp_established": "established TCP connections are still refused at dump, naming them",
+    "tcp_skip_in_flight": "connections not yet accepted are still refused at dump",
+    "tcp_close": "established TCP connections are still refused at dump",
+    "evasive_devices": "devices are reopened by their path, or the restore fails naming it",
+    "link_remap": "ckpt always saves deleted files as ghost files",
+    "auto_dedup": "parent images are kept whole",
+    "cpu_cap": "ckpt restores the saved xstate on any CPU that can load it",
+    "force_irmap": "inotify watches are found through their file handles",
+    "irmap_scan_paths": "inotify watches are found through their file handles",
+    "timeout": "ckpt freezes without a time limit",
+    "weak_sysctls": "ckpt restores no sysctls",
+    "pre_dump_mode": "ckpt has one way of copying pages",
+    "pidfd_store_sk": "ckpt does not keep pidfds between pre-dumps",
+    "network_lock": "ckpt locks no network (no network namespace is dumped)",
+    "skip_file_rwx_check": "ckpt reopens files with their saved access mode only",
+    "unprivileged": "ckpt runs as root",
+    "display_stats": "the log has the times",
+    "allow_uprobes": "ckpt does not look for uprobes",
+    "ghost_fiemap": "ghost files are read with SEEK_DATA",
+    "file_validation_method": "mapped files are checked by size and mtime",
+}
+
+# Refused when set to anything but their neutral value: ckpt cannot do it yet.
+UNSUPPORTED = {
+    "file_locks": "file locks are not saved yet",
+    "lazy_pages": "lazy pages (userfaultfd) are not supported",
+    "status_fd": "status_fd is not supported (criu deprecates it)",
+    "config_file": "criu configuration files are not read (this one exists)",
+    "lsm_profile": "LSM profiles are not set at restore",
+    "lsm_mount_context": "LSM mount contexts are not set at restore",
+    "tls": "the page server speaks no TLS",
+    "tls_cacert": "the page server speaks no TLS",
+    "tls_cacrl": "the page server speaks no TLS",
+    "tls_cert": "the page server speaks no TLS",
+    "tls_key": "the page server speaks no TLS",
+    "tls_no_cn_verify": "the page server speaks no TLS",
+}
+
+# Refused when set to anything but their neutral value: namespaces, mounts and
+# cgroups are not dumped yet.
+CONTAINER = {
+    "root", "veths", "ext_mnt", "manage_cgroups", "cg_root", "auto_ext_mnt", "ext_sharing",
+    "ext_masters", "skip_mnt", "enable_fs", "manage_cgroups_mode", "empty_ns", "join_ns",
+    "cgroup_props", "cgroup_props_file", "cgroup_dump_controller", "freeze_cgroup",
+    "orphan_pts_master", "cgroup_yard", "mntns_compat_mode",
+}
+
+DEFAULT_LOG = "criu.log"  # criu's name for the log of an RPC request without log_file
+
+
+def _neutral(name: str, value: Any) -> bool:
+    """True for a value that asks for nothing (false, empty, "/", cgroups left alone)."""
+    if name == "root":
+        return value in ("", "/")
+    if name == "manage_cgroups_mode":
+        return value in (CG_IGNORE, CG_NONE)
+    return not value
+
+
+def screen(opts: dict[str, Any]) -> None:
+    """Refuse the options ckpt cannot honour; log those it accepts without effect."""
+    for number in opts.get("_unknown", []):
+        log.warning("option field %d is unknown to ckpt; ignored", number)
+    for name, value in opts.items():
+        if name in USED or name == "_unknown" or _neutral(name, value):
+            continue
+        if name == "config_file" and not os.path.exists(value):
+            log.info("option config_file: %s does not exist; nothing to read", value)
+            continue  # runc names /etc/criu/runc.conf whether it exists or not
+        if name in CONTAINER:
+            raise RequestError(f"option {name}: containers (namespaces, mounts, cgroups) are "
+                               "not supported yet", errno.EOPNOTSUPP)
+        if name in UNSUPPORTED:
+            raise RequestError(f"option {name}: {UNSUPPORTED[name]}", errno.EOPNOTSUPP)
+        if name in IGNORED:
+            log.info("option %s accepted without effect: %s", name, IGNORED[name])
+    ps = opts.get("ps") or {}
+    if ps.get("fd") is not None:
+        raise RequestError("option ps.fd: a page server connection made by the client is "
+                           "not supported; give address and port", errno.EOPNOTSUPP)
+
+
+def _resolve_dir(peer: int, fd: int, what: str) -> tuple[str, int]:
+    """(path, held fd) of the folder that the client has open as ``fd``."""
+    try:
+        held = os.open(f"/proc/{peer}/fd/{fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise RequestError(f"{what} {fd}: cannot open the client's fd {fd} (process "
+                           f"{peer}): {e.strerror}", e.errno) from None
+    try:
+        path = os.readlink(f"/proc/self/fd/{held}")
+        st, mine = os.stat(path), os.fstat(held)
+        if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+            return path, held
+    except OSError:
+        pass
+    return f"/proc/self/fd/{held}", held  # unreachable by name: through our own fd
+
+
+class Dirs:
+    """The images and work folders of a request, and how its log is set up."""
+
+    def __init__(self, images: str, work: str, log_file: str | None, verbosity: int,
+                 held: list[int]):
+        self.images = images
+        self.work = work
+        self.log_file = log_file  # absolute; None for stderr
+        self.verbosity = verbosity
+        self.held = held  # fds of the folders, closed by close()
+
+    def close(self) -> None:
+        for fd in self.held:
+            os.close(fd)
+        self.held.clear()
+
+    @classmethod
+    def from_opts(cls, opts: dict[str, Any], peer: int) -> Dirs:
+        held: list[int] = []
+        try:
+            if opts.get("images_dir_fd", -1) >= 0:
+                images, fd = _resolve_dir(peer, opts["images_dir_fd"], "images_dir_fd")
+                held.append(fd)
+            elif opts.get("images_dir"):
+                images = opts["images_dir"]
+                if not os.path.isdir(images):
+                    raise RequestError(f"images_dir {images}: not a folder", errno.ENOENT)
+            else:
+                raise RequestError("neither images_dir_fd nor images_dir given")
+            work = images
+            if opts.get("work_dir_fd") is not None:
+                work, fd = _resolve_dir(peer, opts["work_dir_fd"], "work_dir_fd")
+                held.append(fd)
+            log_file: str | None = None
+            if opts.get("log_file"):
+                if "/" in opts["log_file"]:
+                    raise RequestError(f"log_file {opts['log_file']!r}: a name in the work "
+                                       "folder, without '/', as in criu")
+                log_file = os.path.join(work, opts["log_file"])
+            elif not opts.get("log_to_stderr"):
+                log_file = os.path.join(work, DEFAULT_LOG)
+        except BaseException:
+            for fd in held:
+                os.close(fd)
+            raise
+        return cls(images, work, log_file, opts.get("log_level", 2), held)
+
+
+def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
+    """Keyword arguments of ckpt.dump, ckpt.pre_dump or ckpt.restore for request ``kind``."""
+    if kind == RESTORE:
+        inherit = [f"fd[{e['fd']}]:{e['key']}" for e in opts.get("inherit_fd", [])]
+        if opts.get("external"):
+            raise RequestError("option external at restore: give each external file to "
+                               "restore through inherit_fd", errno.EOPNOTSUPP)
+        return {"detach": True, "shell_job": opts.get("shell_job") or None,
+                "inherit_fds": inherit, "sibling": bool(opts.get("rst_sibling"))}
+    if opts.get("inherit_fd"):
+        log.info("option inherit_fd is for restores; ignored")
+    parent = opts.get("parent_img")
+    ps = opts.get("ps")
+    args: dict[str, Any] = {
+        "track_mem": bool(opts.get("track_mem")),
+        "prev_images_dir": parent or None,
+        "page_server": (ps.get("address") or "127.0.0.1", ps["port"])
+        if ps and ps.get("port") else None,
+    }
+    if ps and not ps.get("port"):
+        raise RequestError("option ps: a page server needs a port")
+    if kind in (PRE_DUMP, SINGLE_PRE_DUMP):
+        return args
+    assert kind == DUMP
+    if opts.get("leave_running") and opts.get("leave_stopped"):
+        raise RequestError("options leave_running and leave_stopped exclude each other")
+    external = list(opts.get("external", []))
+    external += [f"unix[{u['inode']}]" for u in opts.get("unix_sk_ino", [])]
+    if opts.get("ext_unix_sk") and not opts.get("unix_sk_ino"):
+        log.info("option ext_unix_sk without unix_sk_ino: ckpt needs each external unix "
+                 "socket named (unix_sk_ino, or external unix[INODE]); others are refused")
+    return {**args, "leave_running": bool(opts.get("leave_running")),
+            "leave_stopped": bool(opts.get("leave_stopped")),
+            "shell_job": bool(opts.get("shell_job")), "external": tuple(external),
+            "ghost_limit": opts.get("ghost_limit")}
+
+
+def check_tables() -> list[str]:
+    """Option names of the schema in no table, or in more than one (for tests)."""
+    tables = [USED, set(IGNORED), set(UNSUPPORTED), CONTAINER]
+    return [f.name for f in MESSAGES["opts"].values()
+            if sum(f.name in t for t in tables) != 1]
