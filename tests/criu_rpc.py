@@ -13,9 +13,9 @@ from typing import Any
 
 from ckpt.rpc import schema
 from ckpt.rpc.wire import decode, encode
-from ckpt_helpers import PYTHON, ckpt_cmd
+from ckpt_helpers import PYTHON, ckpt_cmd, scaled
 
-TIMEOUT = 60.0
+TIMEOUT = scaled(60.0)
 
 
 def criu_cmd() -> list[str]:

@@ -25,6 +25,7 @@ from ckpt_helpers import (
     is_alive,
     proc_ppid,
     proc_state,
+    scaled,
     wait_until,
 )
 from conftest import Builder
@@ -78,13 +79,13 @@ def test_check() -> None:
 def test_criu_version_line() -> None:
     """``ckpt-criu --version`` prints criu's "Version: X.Y" line, which runc parses."""
     res = subprocess.run([*criu_cmd(), "--version"], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=scaled(60))
     assert res.returncode == 0, res.stderr
     m = re.match(r"Version: (\d+)\.(\d+)(?:\.(\d+))?\n", res.stdout)
     assert m and (int(m[1]), int(m[2])) >= (3, 0), res.stdout
     assert "GitID: ckpt-" in res.stdout
     assert subprocess.run([*criu_cmd(), "-V"], capture_output=True, text=True,
-                          timeout=60).stdout == res.stdout
+                          timeout=scaled(60)).stdout == res.stdout
 
 
 def test_criu_entry_point_serves_swrk_and_ckpt_commands(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_criu_entry_point_serves_swrk_and_ckpt_commands(tmp_path: Path) -> None:
         _ok(c.call({"type": schema.VERSION}), schema.VERSION)
         _closed_with(c, 0)
     res = subprocess.run([*criu_cmd(), "restore", "-D", str(tmp_path / "none")],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=scaled(60))
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
 
 

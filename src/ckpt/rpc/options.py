@@ -199,7 +199,8 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
     parent = opts.get("parent_img")
     ps = opts.get("ps")
     args: dict[str, Any] = {
-        "track_mem": bool(opts.get("track_mem")),
+        # criu's pre-dumps always track memory: the next dump builds on them
+        "track_mem": bool(opts.get("track_mem")) or kind in (PRE_DUMP, SINGLE_PRE_DUMP),
         "prev_images_dir": parent or None,
         "page_server": (ps.get("address") or "127.0.0.1", ps["port"])
         if ps and ps.get("port") else None,
