@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ckpt.hooks import DUMP_ACTIONS, RESTORE_ACTIONS
 from ckpt.rpc import schema
 from ckpt_helpers import (
     Output,
@@ -130,6 +131,7 @@ def test_dump_and_restore_with_notifications(build: Builder, procs: Procs,
             _ok(resp, schema.DUMP)
             assert resp["dump"] == {"restored": False}
             assert c.notes == [("pre-dump", 0), ("query-ext-files", 0), ("post-dump", 0)]
+            assert [a for a, _ in c.notes] == list(DUMP_ACTIONS)
             _closed_with(c, 0)
         assert seen["pre-dump"] in ("R", "S"), seen
         assert seen["query-ext-files"] == "t" and seen["post-dump"] == "t", seen
@@ -146,6 +148,7 @@ def test_dump_and_restore_with_notifications(build: Builder, procs: Procs,
             assert proc_ppid(target.pid) == os.getpid()
             assert c.notes == [("pre-restore", 0), ("post-restore", target.pid),
                                ("pre-resume", 0), ("post-resume", 0)]
+            assert [a for a, _ in c.notes] == list(RESTORE_ACTIONS)
             _closed_with(c, 0)
         assert seen["post-restore"] == "t" and seen["pre-resume"] == "t", seen
         procs.adopt(target.pid, target.out)
