@@ -1,4 +1,7 @@
-"""The ckpt command's options: -R, -s, -o/-v4, --pidfile, check, --version, bad options."""
+"""The ckpt command's options: -R, -s, -o/-v4, --pidfile, check, bad options with a target.
+
+Malformed options that need no target are tested in tests/unit/test_cli_usage.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from ckpt import __version__
 from ckpt_helpers import (
     Builder,
     Procs,
@@ -31,7 +33,7 @@ def _maps(pid: int) -> str:
         return f.read()
 
 
-# ------------------------------------------------------------------ check, --version
+# ------------------------------------------------------------------ check
 
 
 def test_check() -> None:
@@ -40,13 +42,7 @@ def test_check() -> None:
     assert "Looks good." in res.stdout.splitlines()
 
 
-def test_version() -> None:
-    res = run_ckpt("--version")
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == f"ckpt {__version__}"
-
-
-# ------------------------------------------------------------------ malformed options
+# ------------------------------------------------------------ malformed options, with a target
 
 
 def _assert_usage_error(args: list[str | os.PathLike[str]], quoted: str) -> str:
@@ -55,28 +51,6 @@ def _assert_usage_error(args: list[str | os.PathLike[str]], quoted: str) -> str:
     assert "Traceback" not in res.stderr, res.stderr
     assert quoted in res.stderr, f"{quoted!r} not in: {res.stderr}"
     return res.stderr
-
-
-@pytest.mark.parametrize(("args", "quoted"), [
-    (["dump", "--no-such-option", "-t", "1", "-D", "{images}"], "--no-such-option"),
-    (["dump", "-t", "notanumber", "-D", "{images}"], "notanumber"),
-    (["dump", "-t", "1"], "-D"),
-    (["restore"], "-D"),
-    (["dump", "-D", "{images}"], "-t"),
-    (["restore", "-D", "{images}", "--bogus"], "--bogus"),
-    (["frobnicate"], "frobnicate"),
-], ids=["unknown-option", "pid-not-a-number", "dump-without-D", "restore-without-D",
-        "dump-without-t", "restore-unknown-option", "unknown-command"])
-def test_malformed_options(images: Path, args: list[str], quoted: str) -> None:
-    """A clean one-line complaint that quotes the problem; nothing written."""
-    _assert_usage_error([a.format(images=images) for a in args], quoted)
-    assert not images.exists()
-
-
-def test_no_command() -> None:
-    res = run_ckpt()
-    assert res.returncode != 0
-    assert "Traceback" not in res.stderr and res.stderr.strip(), res.stderr
 
 
 def test_leave_running_and_stopped_exclusive(build: Builder, procs: Procs,

@@ -7,8 +7,8 @@ The environment is read once, at import; unset, ``point`` is a dict lookup.
 
 Every point is listed in ``POINTS`` below and named by a plain string at its
 call site (``faults.point("dump.frozen")``); ``point`` refuses a name not
-listed, and tests/test_faults.py checks that the call sites and the list agree
-and that every point is reached.
+listed; tests/unit/test_fault_points.py checks that the call sites and the list
+agree, and tests/test_faults.py that every point is reached.
 """
 
 from __future__ import annotations
