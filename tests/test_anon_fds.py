@@ -24,6 +24,7 @@ from ckpt_helpers import (
     is_alive,
     proc_ppid,
     restore_detached,
+    scaled,
     wait_until,
 )
 
@@ -122,7 +123,7 @@ def test_eventfd_signalfd_timerfd(build: Builder, procs: Procs, images: Path) ->
             assert after[name].get(key) == before[name].get(key), f"{name}: {key} changed"
     assert after["wall"]["settime flags"] == "03"
     left = _ns(after["wall"]["it_value"])
-    assert abs(now_rt + left - deadline) < SEC // 4, \
+    assert abs(now_rt + left - deadline) < scaled(0.25) * SEC, \
         f"absolute timer now due {(now_rt + left - deadline) / SEC:+.3f} s off its deadline"
 
     report = _report(pid, out)
@@ -141,12 +142,10 @@ def test_eventfd_signalfd_timerfd(build: Builder, procs: Procs, images: Path) ->
         f"sig signo={int(signal.SIGUSR1)} code=0 pid={os.getpid()}"
 
     # The periodic timer fires on: 5 ticks within a couple of seconds, not too fast.
-    t0 = time.monotonic()
     _wait_ticks(out, len(ticks_before) + 5, timeout=2.5)
     t5 = time.monotonic()
     _wait_ticks(out, len(ticks_before) + 15, timeout=5.0)
     assert time.monotonic() - t5 >= 0.5, "10 ticks of a 100 ms timer in under 0.5 s"
-    assert t5 - t0 < 2.5
     ticks = _ticks(out)
     assert_consecutive([n for n, _ in ticks])
     assert all(1 <= e <= 50 for _, e in ticks), ticks
@@ -191,7 +190,7 @@ def test_eventfd_inherited_by_original_fd(build: Builder, procs: Procs, images: 
     try:
         res = subprocess.run(ckpt_cmd() + ["restore", "-D", str(images), "-d", "--inherit-fd",
                                            f"fd[{mine}]:orig-fd[{fds['efd']}]"],
-                             capture_output=True, text=True, timeout=60, pass_fds=(mine,),
+                             capture_output=True, text=True, timeout=scaled(60), pass_fds=(mine,),
                              stdin=subprocess.DEVNULL)
         assert res.returncode == 0, res.stderr
         procs.adopt(pid, out)

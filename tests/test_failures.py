@@ -33,6 +33,7 @@ from ckpt_helpers import (
     proc_ppid,
     proc_state,
     proc_status,
+    scaled,
     wait_until,
 )
 
@@ -190,9 +191,9 @@ def dumped(build: Builder, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         Output(out).wait_numbers(3)
         images = base / "images"
         res = subprocess.run(ckpt_cmd() + ["dump", "-t", str(popen.pid), "-D", str(images)],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=scaled(60))
         assert res.returncode == 0, res.stderr
-        assert popen.wait(10) == -signal.SIGKILL
+        assert popen.wait(scaled(10)) == -signal.SIGKILL
         yield Dumped(images, popen.pid, Output(out))
     finally:
         popen.kill()
@@ -290,7 +291,7 @@ def test_restore_pid_taken(build: Builder, dumped: Dumped, procs: Procs, copy: P
     blk = proc_status(holder.pid)["SigBlk"]
     t0 = time.monotonic()
     err = ckpt_fails("restore", "-D", copy, "-d", timeout=30)
-    assert time.monotonic() - t0 < 15
+    assert time.monotonic() - t0 < scaled(15), "the restore waited for the PID"
     assert names(dumped.pid, err), err
     assert comm in err, f"the holder ({comm}) is not named: {err}"
     # The holder is untouched: alive, still ours, not traced or stopped, counting on.

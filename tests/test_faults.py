@@ -34,6 +34,7 @@ from ckpt_helpers import (
     proc_ppid,
     proc_state,
     proc_status,
+    scaled,
     wait_until,
 )
 
@@ -193,9 +194,9 @@ def dumped(build: Builder, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         wait_counting(tree.out)
         images = base / "images"
         res = subprocess.run(ckpt_cmd() + ["dump", "-t", str(popen.pid), "-D", str(images)],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=scaled(60))
         assert res.returncode == 0, res.stderr
-        assert popen.wait(10) == -signal.SIGKILL
+        assert popen.wait(scaled(10)) == -signal.SIGKILL
         wait_until(lambda: not os.path.exists(f"/proc/{child}") or _reap(child), 5,
                    "the dumped child to be gone")
         yield Dumped(images, tree, {out: out.stat().st_size, lines: lines.stat().st_size})

@@ -30,6 +30,7 @@ from ckpt_helpers import (
     is_alive,
     only_child,
     restore_detached,
+    scaled,
 )
 
 MIB = 1 << 20
@@ -109,7 +110,7 @@ def page_server(procs: Procs, directory: Path) -> tuple[subprocess.Popen[str], i
 
 
 def server_done(server: subprocess.Popen[str]) -> None:
-    _out, err = server.communicate(timeout=60)
+    _out, err = server.communicate(timeout=scaled(60))
     assert server.returncode == 0, err
 
 
@@ -347,7 +348,7 @@ def test_failed_dump_leaves_no_images_on_the_page_server(build: Builder, procs: 
     err = ckpt_fails("dump", "-t", target.pid, "-D", tmp_path / "local", "--page-server",
                      "--address", "127.0.0.1", "--port", str(port))
     assert "pidfd" in err
-    _out, server_err = server.communicate(timeout=30)
+    _out, server_err = server.communicate(timeout=scaled(30))
     assert server.returncode == 1
     assert "holds no complete dump" in server_err
     assert not (tmp_path / "received" / "inventory.json").exists()

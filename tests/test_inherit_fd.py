@@ -24,6 +24,7 @@ from ckpt_helpers import (
     is_alive,
     my_children,
     proc_ppid,
+    scaled,
     wait_until,
 )
 
@@ -33,7 +34,7 @@ def _ckpt_with_fd(fd: int, *args: str | int | os.PathLike[str]
     """Run ckpt with this process's ``fd`` open under the same number in ckpt."""
     return subprocess.run(ckpt_cmd() + [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
                                         for a in args],
-                          capture_output=True, text=True, timeout=60, pass_fds=(fd,),
+                          capture_output=True, text=True, timeout=scaled(60), pass_fds=(fd,),
                           stdin=subprocess.DEVNULL)
 
 
@@ -160,7 +161,7 @@ def test_external_pipe_without_inherit_is_a_new_pipe(procs: Procs, images: Path,
     reader.stdin.flush()
     Output(out).wait_line(r"^got line 1$")
     ckpt_ok("dump", "-t", reader.pid, "-D", images)
-    reader.wait(10)
+    reader.wait(scaled(10))
     for pid in my_children():
         if pid != reader.pid and not is_alive(pid):
             procs.wait_gone(pid)  # the loop's sleep, re-parented to us
@@ -195,7 +196,7 @@ def test_external_unix_socket(procs: Procs, images: Path, tmp_path: Path) -> Non
     Output(out).wait_line("^got two$")  # untouched by the refused dump
 
     ckpt_ok("dump", "-t", reader.pid, "-D", images, "--external", f"unix[{inode}]")
-    reader.wait(10)
+    reader.wait(scaled(10))
     err = ckpt_fails("restore", "-d", "-D", images)
     assert f"--inherit-fd 'fd[N]:socket:[{inode}]'" in err, err
     assert not is_alive(reader.pid)

@@ -11,7 +11,7 @@ import pytest
 
 import ckpt
 from ckpt.kernel import ptrace
-from ckpt_helpers import Builder, Procs, assert_consecutive, is_alive
+from ckpt_helpers import Builder, Procs, assert_consecutive, is_alive, proc_status
 
 
 def _no_rseq_config(pid: int) -> ptrace.RseqConfig:
@@ -33,5 +33,5 @@ def test_dump_and_restore_without_rseq_configuration(
     procs.adopt(target.pid, target.out)
     target.out.wait_numbers(len(before) + 5)
     assert_consecutive(target.out.numbers())
-    with open(f"/proc/{target.pid}/status") as f:
-        assert "State:\tS" in f.read() or is_alive(target.pid)
+    status = proc_status(target.pid)  # running on its own: not stopped, not traced
+    assert status["State"][0] in "RS" and status["TracerPid"] == "0", status

@@ -23,6 +23,14 @@ def _state(lines: list[str], role: str) -> list[tuple[int, str]]:
     return [(int(m[1]), m[2]) for m in map(rx.match, lines) if m]
 
 
+def _ctty(pid: int) -> tuple[int, int]:
+    """(device number of the controlling terminal, its foreground group) of ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[4]), int(fields[5])
+
+
 def test_own_pty_pair(build: Builder, procs: Procs, images: Path) -> None:
     target = procs.start([build("ptypair")])
     out = target.out
@@ -33,6 +41,8 @@ def test_own_pty_pair(build: Builder, procs: Procs, images: Path) -> None:
     before = _state(out.lines(), "C")[-1][1]
     old_tty = re.search(r"tty=(\S+)", before)[1]  # type: ignore[index]
     assert f"fg={grandchild}" in before and "rows=33 cols=101" in before and "ok" in before
+    for pid in (child, grandchild):
+        assert _ctty(pid) == (os.stat(old_tty).st_rdev, grandchild)
 
     ckpt_ok("dump", "-t", parent, "-D", images)
     for pid in (parent, child, grandchild):
@@ -52,4 +62,7 @@ def test_own_pty_pair(build: Builder, procs: Procs, images: Path) -> None:
         new_tty = re.search(r"tty=(\S+)", after)[1]  # type: ignore[index]
         assert os.readlink(f"/proc/{child}/fd/0") == new_tty
         assert after.endswith(" ok")
-    assert old_tty  # the old pair is gone; the new one may or may not reuse its number
+    # The new slave is the session's controlling terminal, the grandchild in its
+    # foreground. (The new pair may or may not reuse the old one's number.)
+    for pid in (child, grandchild):
+        assert _ctty(pid) == (os.stat(new_tty).st_rdev, grandchild)

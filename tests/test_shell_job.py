@@ -17,6 +17,7 @@ from ckpt_helpers import (
     Output,
     Procs,
     assert_consecutive,
+    assert_silent,
     ckpt_cmd,
     is_alive,
     proc_ids,
@@ -120,9 +121,10 @@ def test_job_control_after_foreground_restore(build: Builder, term: Terminal, pr
     term.send("\x1a")  # Ctrl-Z
     term.wait_for(r"Stopped", start=start)
     assert proc_state(pid) == "T"
-    stopped_at = len(_numbers(out))
     assert os.tcgetpgrp(term.master) == term.shell.pid, "the shell did not get its terminal"
-    assert len(_numbers(out)) == stopped_at
+    assert_silent(pid, Output(out))
+    assert proc_state(pid) == "T"
+    stopped_at = len(_numbers(out))
 
     start = len(term.text())
     term.send("fg\n")
