@@ -9,10 +9,14 @@ once with their saved status, for their parent to reap later. ckpt then
 seizes every waiting process, unmaps everything it had, rebuilds memory,
 per-task state, signals and credentials, and loads the saved registers last.
 If anything fails every new process is killed: nothing half-restored is left.
+
+``Restore`` holds one restore's state and runs its phases in order;
+``_TaskRestore`` lists the steps that turn one process into its saved self.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -29,6 +33,7 @@ from .errors import CkptError, RestoreError
 from .hooks import Notify, ignore
 from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
+from .job_control import Foreground, wait_for_exit
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
 from .pages.chain import Chain, Segment
@@ -50,7 +55,6 @@ HELPER_SIZE = 64 << 10
 PID_WAIT_SECONDS = 5.0
 _SITE_OFFSET = HELPER_SIZE - 16
 
-
 @dataclass
 class RestoreResult:
     pid: int
@@ -61,9 +65,14 @@ class RestoreResult:
 
 @dataclass
 class _Node:
-    """One process to create in the tree-building phase."""
+    """One process of the tree: its inventory entry and, unless a zombie, its images;
+    then the fds it is to get and the children it forks around its setsid."""
 
     info: dict[str, Any]
+    core: dict[str, Any] = field(default_factory=dict)
+    mm: dict[str, Any] = field(default_factory=dict)
+    fd_table: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[Segment] | None = None
     plan: list[tuple[int, int, bool]] = field(default_factory=list)
     early: list[_Node] = field(default_factory=list)  # forked before setsid
     late: list[_Node] = field(default_factory=list)
@@ -75,6 +84,15 @@ class _Node:
     @property
     def zombie(self) -> bool:
         return bool(self.info.get("zombie"))
+
+    @property
+    def threads(self) -> list[dict[str, Any]]:
+        """The saved state of each of its other threads (thread.py)."""
+        return list(self.core.get("threads", []))
+
+    @property
+    def thread_ids(self) -> list[int]:
+        return [th["tid"] for th in self.threads]
 
 
 def _own_vdso_offset() -> int:
@@ -211,79 +229,365 @@ def _parse_inherit(inherit_fds: list[str] | tuple[str, ...]) -> dict[str, int]:
     return out
 
 
-def _restore_task(pid: int, core: dict[str, Any], mm: dict[str, Any], fd_numbers: set[int],
-                  images_dir: str, helper: int, vdso_offset: int,
-                  shmem: dict[int, tuple[int, int, int]], pgid: int | None,
-                  fctx: files.RestoreCtx, fd_table: list[dict[str, Any]],
-                  segments: list[Segment] | None = None) -> None:
-    """Turn seized, waiting process ``pid`` into its saved self (registers last)."""
-    regs = ptrace.get_regs(pid)
-    inj = Injector(pid, helper + _SITE_OFFSET, regs)
-    try:
-        for fd in procfs.fd_numbers(pid):
-            if fd not in fd_numbers:  # the fds it waited on
-                inj.call("close", fd)
-        # File kinds that must act inside the process, on its final fd numbers.
-        files.restore_in_task(fctx, pid, inj, helper, fd_table, fctx.descriptions)
-        if pgid is not None and pgid != pid:
+class Restore:
+    """One restore of the tree saved in ``images_dir``: its inputs, what it has
+    created so far, and its phases, which ``run`` calls in order.
+
+    Nothing is created before ``open_files``. From there on a failure in any
+    phase undoes everything (``undo``): every new process is killed and reaped,
+    the pidfile removed. ``notify`` is called between phases, at each of
+    hooks.RESTORE_ACTIONS; raising fails the restore, except at "post-resume",
+    when the processes run already.
+    """
+
+    def __init__(self, images_dir: str, *, detach: bool = True,
+                 shell_job: bool | None = None,
+                 inherit_fds: tuple[str, ...] | list[str] = (),
+                 pidfile: str | None = None, notify: Notify | None = None,
+                 sibling: bool = False):
+        self.images_dir = images_dir
+        self.detach = detach or sibling
+        self.shell_job = shell_job
+        self.inherit_fds = inherit_fds
+        self.pidfile = pidfile
+        self.notify = notify or ignore
+        self.sibling = sibling  # the root a child of ckpt's parent (criu's rst_sibling)
+        # What ``load`` reads from the images.
+        self.root_pid = 0
+        self.tasks: list[dict[str, Any]] = []
+        self.order: list[_Node] = []  # every process, parents before children
+        self.live: list[_Node] = []  # the same, zombies left out
+        self.outside_pgid: int | None = None  # a shell job's group, outside the tree
+        self.inherit: dict[str, int] = {}
+        self.fctx: files.RestoreCtx | None = None
+        # What the phases create; ``undo`` takes it all back.
+        self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
+        self.helper_in_ckpt = False
+        self.vdso_offset = 0
+        self.ready_r = self.go_w = -1  # the pipes the forked tree reports and waits on
+        self.started: list[_Node] = []  # forked processes that are ckpt's
+        self.shmem: dict[int, tuple[int, int, int]] = {}  # shared memory mapped so far
+        self.pidfile_written: str | None = None
+        self.foreground: Foreground | None = None
+
+    @property
+    def root(self) -> _Node:
+        return next(n for n in self.order if n.pid == self.root_pid)
+
+    def run(self) -> RestoreResult:
+        t0 = time.monotonic()
+        self.notify("pre-restore", 0)
+        self.load()
+        try:
+            self.open_files()
+            self.map_helper()
+            self.create_tree()
+            self.seize()
+            for node in self.live:
+                _TaskRestore(self, node).run()
+            self.write_pidfile()
+            self.lend_terminal()
+            self.notify("post-restore", self.root_pid)
+            faults.point("restore.before_detach")
+            self.notify("pre-resume", 0)
+            self.resume()
+        except BaseException as e:
+            self.undo()
+            if isinstance(e, CkptError):
+                raise
+            if isinstance(e, procfs.ProcessGone):
+                raise RestoreError(f"a new process died during the restore ({e})") from None
+            if isinstance(e, OSError):
+                raise RestoreError(f"restore of process {self.root_pid} failed: {e}") from e
+            raise
+        dt = time.monotonic() - t0
+        log.info("%d processes restored in %.3f s", len(self.tasks), dt)
+        return RestoreResult(self.root_pid, dt, exit_status=self.finish(),
+                             pids=[t["pid"] for t in self.tasks])
+
+    # ------------------------------------------------------------ the phases, in order
+
+    def load(self) -> None:
+        """Verify every image and read what the restore needs; nothing is created."""
+        images = ImageReader(self.images_dir)
+        images.verify()
+        faults.point("restore.verified")
+        inv = images.inventory
+        if inv.get("type", "dump") != "dump":
+            raise RestoreError(f"{self.images_dir} holds a {inv.get('type')} (memory pages "
+                               "only); restore the folder of the dump made after it")
+        chain = Chain(images)  # every parent checked too, before anything is created
+        self.inherit = _parse_inherit(self.inherit_fds)
+        if self.shell_job is None:
+            self.shell_job = bool(inv.get("shell_job"))
+        if inv.get("shell_job") and not self.shell_job:
+            raise RestoreError("the image is of a shell job; restore it with -j (--shell-job)")
+        self.root_pid = root_pid = inv["root_pid"]
+        self.tasks = tasks = inv["tasks"]
+        live = [t for t in tasks if not t.get("zombie")]
+        cores = {t["pid"]: images.load_json(f"core-{t['pid']}.json") for t in live}
+        mms = {t["pid"]: images.load_json(f"mm-{t['pid']}.json") for t in live}
+        fd_tables = {t["pid"]: images.load_json(f"fds-{t['pid']}.json") for t in live}
+        descriptions = images.load_json("files.json")
+        segments = {pid: chain.segments(pid, mm) for pid, mm in mms.items()}
+        if chain.depth:
+            log.info("pages come from a chain of %d image folders", chain.depth + 1)
+        for mm in mms.values():
+            mem.check_files(mm)
+        log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid,
+                 self.images_dir)
+        by_original_fd = resolve_original_fds(self.inherit, root_pid, fd_tables.get(root_pid, []))
+        self.fctx = files.RestoreCtx(images, shell_job=self.shell_job, inherit=self.inherit,
+                                     inherit_files=by_original_fd, descriptions=descriptions)
+        _, self.order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
+        self.live = [n for n in self.order if not n.zombie]
+        for n in self.live:
+            n.core, n.mm, n.fd_table = cores[n.pid], mms[n.pid], fd_tables[n.pid]
+            n.segments = segments[n.pid]
+        self.outside_pgid = inv.get("outside_pgid")
+
+    def open_files(self) -> None:
+        """Open, in ckpt, every file of every process (each process's plan of fds)."""
+        fctx = self._files()
+        for n in self.live:
+            n.plan = files.prepare_task(fctx, n.fd_table, fctx.descriptions)
+            if n.info["setsid"]:
+                n.info["ctty_fd"] = tty.controlling_slave(fctx, n.info)
+        unused = set(self.inherit) - fctx.used_keys
+        if unused:
+            raise RestoreError(
+                f"--inherit-fd key {sorted(unused)[0]!r} matches no file in the image; keys "
+                f"in the image: {', '.join(available_keys(fctx.descriptions)) or 'none'}")
+        files.before_restore(fctx, fctx.descriptions)
+        faults.point("restore.fds_opened")
+
+    def map_helper(self) -> None:
+        """Map, in ckpt, the helper area the new processes inherit: free in ckpt and in
+        every saved address space, it holds the syscall instruction and the scratch
+        memory their injected syscalls use while their vDSO moves."""
+        self.vdso_offset = _own_vdso_offset()
+        occupied = [(v.start, v.end) for v in procfs.maps(os.getpid())]
+        for n in self.live:
+            occupied += [(v["start"], v["end"]) for v in n.mm["vmas"]]
+        self.helper = mem.free_area(occupied, HELPER_SIZE)
+        libc.syscall("mmap", self.helper, HELPER_SIZE,
+                     libc.PROT_READ | libc.PROT_WRITE | libc.PROT_EXEC,
+                     libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE, -1, 0)
+        self.helper_in_ckpt = True
+        ctypes.memmove(self.helper + _SITE_OFFSET, b"\x0f\x05\xcc", 3)
+
+    def create_tree(self) -> None:
+        """Fork the tree under its saved PIDs; each process puts its fds in place and
+        waits. ckpt drops its copies of the helper and the files once forked."""
+        self.ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            _spawn(self.root, ready_w, go_r, self.sibling)
+        finally:
+            self._unmap_helper()
+            os.close(ready_w)
+            os.close(go_r)
+            self._files().close_all()
+        try:
+            _collect_ready(self.ready_r, {n.pid for n in self.live})
+        finally:
+            parent = os.getppid() if self.sibling else os.getpid()
+            self.started = [n for n in self.live if _is_ours(n.pid, self.root_pid, parent)]
+        faults.point("restore.forked")
+
+    def seize(self) -> None:
+        """Seize and stop every new process, every signal blocked while it is rebuilt."""
+        for n in self.started:
+            ptrace.seize(n.pid)
+            ptrace.interrupt(n.pid)
+        for n in self.started:
+            stop = ptrace.wait_stop(n.pid)
+            if stop.exited:
+                raise RestoreError(f"the new process {n.pid} died: {stop.describe()}")
+            ptrace.set_sigmask(n.pid, signals.ALL_BLOCKED)
+        faults.point("restore.seized")
+
+    def write_pidfile(self) -> None:
+        if not self.pidfile:
+            return
+        path = (self.pidfile if os.path.isabs(self.pidfile)
+                else os.path.join(self.images_dir, self.pidfile))
+        with open(path, "w") as f:
+            self.pidfile_written = path
+            f.write(f"{self.root_pid}\n")
+
+    def lend_terminal(self) -> None:
+        """A shell job restored without ``detach`` gets ckpt's terminal (job_control.py)."""
+        if self.detach or not self.shell_job:
+            return
+        pgid = self.root.info["pgid"]
+        self.foreground = Foreground((pgid if pgid != self.outside_pgid else None)
+                                     or os.getpgrp())
+
+    def resume(self) -> None:
+        """Detach every thread of every process: the tree runs as saved."""
+        for n in self.started:
+            for tid in n.thread_ids:
+                ptrace.detach(tid)
+            ptrace.detach(n.pid)
+        os.close(self.go_w)
+        os.close(self.ready_r)
+        self.go_w = self.ready_r = -1
+
+    def finish(self) -> int | None:
+        """The tree runs: report ``post-resume``; without ``detach``, wait for the root
+        and return its exit code."""
+        with self.foreground or contextlib.nullcontext():
             try:
-                inj.call("setpgid", 0, pgid)
-            except OSError as e:
-                raise RestoreError(f"process {pid}: cannot join process group {pgid}: "
-                                   f"{os.strerror(e.errno)}") from None
-        if core.get("ctty") and core.get("tpgid", pid) not in (pid, -1, 0):
-            _set_foreground_group(inj, helper, core["tpgid"])
-        task.unregister_rseq(pid, inj)
-        mem.restore(pid, inj, mm, images_dir, helper, HELPER_SIZE, shmem, segments)
-        log.info("process %d: memory restored (%d injected syscalls so far)", pid, inj.count)
+                self.notify("post-resume", 0)
+            except CkptError as e:  # the processes run already: nothing to undo
+                log.warning("post-resume: %s", e)
+            if self.detach:
+                return None
+            if self.foreground is None:
+                status = wait_for_exit(self.root_pid)
+            else:
+                status = self.foreground.wait(self.root_pid)
+        return os.waitstatus_to_exitcode(status)
+
+    # ------------------------------------------------------------ failure
+
+    def undo(self) -> None:
+        """Take back everything the phases created, after a failure in any of them."""
+        self._unmap_helper()
+        self._files().close_all()
+        if self.foreground is not None:
+            self.foreground.close()
+        if self.pidfile_written is not None:
+            try:
+                os.unlink(self.pidfile_written)
+            except OSError:
+                pass
+        _kill_tree(self.started, [n.pid for n in self.order], (self.ready_r, self.go_w))
+
+    def _unmap_helper(self) -> None:
+        if self.helper_in_ckpt:
+            self.helper_in_ckpt = False
+            libc.syscall("munmap", self.helper, HELPER_SIZE)
+
+    def _files(self) -> files.RestoreCtx:
+        assert self.fctx is not None, "load() runs first"
+        return self.fctx
+
+
+class _TaskRestore:
+    """Turns one seized, waiting process into its saved self, step by step in the
+    order of ``run``. Its other threads are made in one step, once the process's
+    own state is in place; like the first thread they get their credentials and
+    their registers last (thread.py)."""
+
+    def __init__(self, restore: Restore, node: _Node):
+        self.r = restore
+        self.node = node
+        self.pid = node.pid
+        self.core = node.core
+        self.scratch = restore.helper  # the helper area, mapped in every new process
+        pgid = node.info["pgid"]
+        self.pgid = None if pgid == restore.outside_pgid else pgid  # None: keep ckpt's
+        self.inj = Injector(self.pid, restore.helper + _SITE_OFFSET, ptrace.get_regs(self.pid))
+
+    def run(self) -> None:
+        with self.inj:
+            self.close_unsaved_fds()
+            self.finish_files()
+            self.join_group()
+            self.give_terminal_foreground()
+            self.restore_memory()
+            task.restore(self.pid, self.inj, self.scratch, self.core["task"])
+            self.create_threads()
+            self.restore_signals()
+            self.restore_credentials()
+            self.drop_helper()
+            self.load_registers()
+        log.info("process %d: state restored with %d injected syscalls", self.pid,
+                 self.inj.count)
+
+    def close_unsaved_fds(self) -> None:
+        """Close the fds it has beyond its saved ones (the pipes it waited on)."""
+        saved = {e["fd"] for e in self.node.fd_table}
+        for fd in procfs.fd_numbers(self.pid):
+            if fd not in saved:
+                self.inj.call("close", fd)
+
+    def finish_files(self) -> None:
+        """File kinds that must act inside the process, on its final fd numbers."""
+        fctx = self.r._files()
+        files.restore_in_task(fctx, self.pid, self.inj, self.scratch, self.node.fd_table,
+                              fctx.descriptions)
+
+    def join_group(self) -> None:
+        if self.pgid is None or self.pgid == self.pid:
+            return
+        try:
+            self.inj.call("setpgid", 0, self.pgid)
+        except OSError as e:
+            raise RestoreError(f"process {self.pid}: cannot join process group {self.pgid}: "
+                               f"{os.strerror(e.errno)}") from None
+
+    def give_terminal_foreground(self) -> None:
+        """In a session leader: make the saved group the foreground of its terminal."""
+        tpgid = self.core.get("tpgid", self.pid)
+        if not self.core.get("ctty") or tpgid in (self.pid, -1, 0):
+            return
+        inj = self.inj
+        inj.write(self.scratch, b"/dev/tty\0" + struct.pack("<i", tpgid))
+        fd = inj.call("open", self.scratch, os.O_RDWR | os.O_NOCTTY)
+        try:
+            inj.call("ioctl", fd, termios.TIOCSPGRP, self.scratch + 9)
+        except OSError as e:
+            raise RestoreError(f"process {self.pid}: cannot make group {tpgid} the foreground "
+                               f"of its terminal: {os.strerror(e.errno)}") from None
+        finally:
+            inj.call("close", fd)
+
+    def restore_memory(self) -> None:
+        task.unregister_rseq(self.pid, self.inj)
+        mem.restore(self.pid, self.inj, self.node.mm, self.r.images_dir, self.scratch,
+                    HELPER_SIZE, self.r.shmem, self.node.segments)
+        log.info("process %d: memory restored (%d injected syscalls so far)", self.pid,
+                 self.inj.count)
         faults.point("restore.task.memory")
-        task.restore(pid, inj, helper, core["task"])
-        threads = core.get("threads", [])
-        for th in threads:
-            tinj = thread.create(inj, helper, th["tid"])
-            try:
-                thread.restore(pid, tinj, helper, th)
-            finally:
-                tinj.close()
-        if threads:
-            log.info("process %d: %d more threads created", pid, len(threads))
-            faults.point("restore.task.threads")
-        signals.drain_pending(inj, helper)
-        signals.restore(pid, inj, helper, core["signals"])
-        timers.restore(pid, inj, helper, core.get("timers", []))
+
+    def create_threads(self) -> None:
+        """Its other threads, each under its TID, with what is its own but credentials,
+        registers and mask (before the signals: timers may target a thread)."""
+        threads = self.node.threads
+        if not threads:
+            return
+        thread.create_all(self.inj, self.scratch, threads)
+        log.info("process %d: %d more threads created", self.pid, len(threads))
+        faults.point("restore.task.threads")
+
+    def restore_signals(self) -> None:
+        signals.drain_pending(self.inj, self.scratch)
+        signals.restore(self.pid, self.inj, self.scratch, self.core["signals"])
+        timers.restore(self.pid, self.inj, self.scratch, self.core.get("timers", []))
         faults.point("restore.task.signals")
-        for th in threads:  # credentials and seccomp filters are per thread
-            tinj = Injector(th["tid"], inj.site, ptrace.get_regs(th["tid"]))
-            try:
-                task.restore_final(th["tid"], tinj, helper, core["task"])
-            finally:
-                tinj.close()
-        task.restore_final(pid, inj, helper, core["task"])
+
+    def restore_credentials(self) -> None:
+        """Credentials and seccomp filters, per thread, the first thread last: after
+        these, injected syscalls may be refused."""
+        thread.restore_final_all(self.inj, self.scratch, self.node.threads, self.core["task"])
+        task.restore_final(self.pid, self.inj, self.scratch, self.core["task"])
         faults.point("restore.task.final")
-        saved_vdso = [v["start"] for v in mm["vmas"] if v["path"] == "[vdso]"]
+
+    def drop_helper(self) -> None:
+        """Unmap the helper area, through the syscall instruction of its restored vDSO."""
+        saved_vdso = [v["start"] for v in self.node.mm["vmas"] if v["path"] == "[vdso]"]
         if saved_vdso:
-            inj.site = saved_vdso[0] + vdso_offset
-        inj.call("munmap", helper, HELPER_SIZE)
-        for th in threads:
-            thread.finish(th)
-        cpu.restore(pid, core["cpu"])
-        ptrace.set_sigmask(pid, core["signals"]["blocked"])
-        log.info("process %d: state restored with %d injected syscalls", pid, inj.count)
-    finally:
-        inj.close()
+            self.inj.site = saved_vdso[0] + self.r.vdso_offset
+        self.inj.call("munmap", self.scratch, HELPER_SIZE)
 
-
-def _set_foreground_group(inj: Injector, scratch: int, pgid: int) -> None:
-    """In a session leader: make ``pgid`` the foreground group of its terminal."""
-    inj.write(scratch, b"/dev/tty\0" + struct.pack("<i", pgid))
-    fd = inj.call("open", scratch, os.O_RDWR | os.O_NOCTTY)
-    try:
-        inj.call("ioctl", fd, termios.TIOCSPGRP, scratch + 9)
-    except OSError as e:
-        raise RestoreError(f"process {inj.pid}: cannot make group {pgid} the foreground of "
-                           f"its terminal: {os.strerror(e.errno)}") from None
-    finally:
-        inj.call("close", fd)
+    def load_registers(self) -> None:
+        """Registers and blocked masks, every thread's: each runs as saved once detached."""
+        thread.finish_all(self.node.threads)
+        cpu.restore(self.pid, self.core["cpu"])
+        ptrace.set_sigmask(self.pid, self.core["signals"]["blocked"])
 
 
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,
@@ -297,161 +601,11 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     root becomes a child of ckpt's parent instead of ckpt's (criu's rst_sibling);
     implies ``detach``.
     """
-    t0 = time.monotonic()
-    notify = notify or ignore
-    detach = detach or sibling
-    notify("pre-restore", 0)
-    images = ImageReader(images_dir)
-    images.verify()
-    faults.point("restore.verified")
-    inv = images.inventory
-    if inv.get("type", "dump") != "dump":
-        raise RestoreError(f"{images_dir} holds a {inv.get('type')} (memory pages only); "
-                           "restore the folder of the dump made after it")
-    chain = Chain(images)  # every parent checked too, before anything is created
-    inherit = _parse_inherit(inherit_fds)
-    if shell_job is None:
-        shell_job = bool(inv.get("shell_job"))
-    if inv.get("shell_job") and not shell_job:
-        raise RestoreError("the image is of a shell job; restore it with -j (--shell-job)")
-    root_pid = inv["root_pid"]
-    tasks = inv["tasks"]
-    live = [t for t in tasks if not t.get("zombie")]
-    cores = {t["pid"]: images.load_json(f"core-{t['pid']}.json") for t in live}
-    mms = {t["pid"]: images.load_json(f"mm-{t['pid']}.json") for t in live}
-    fd_tables = {t["pid"]: images.load_json(f"fds-{t['pid']}.json") for t in live}
-    descriptions = images.load_json("files.json")
-    segments = {pid: chain.segments(pid, mm) for pid, mm in mms.items()}
-    if chain.depth:
-        log.info("pages come from a chain of %d image folders", chain.depth + 1)
-    for mm in mms.values():
-        mem.check_files(mm)
-    log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid, images_dir)
-
-    by_original_fd = resolve_original_fds(inherit, root_pid, fd_tables.get(root_pid, []))
-    fctx = files.RestoreCtx(images, shell_job=shell_job, inherit=inherit,
-                            inherit_files=by_original_fd, descriptions=descriptions)
-    root, order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
-    outside_pgid = inv.get("outside_pgid")
-    started: list[int] = []
-    foreground: tty.Foreground | None = None
-    ready_r = go_w = -1
-    pidfile_written: str | None = None
-    try:
-        for n in order:
-            if not n.zombie:
-                n.plan = files.prepare_task(fctx, fd_tables[n.pid], descriptions)
-                if n.info["setsid"]:
-                    n.info["ctty_fd"] = tty.controlling_slave(fctx, n.info)
-        unused = set(inherit) - fctx.used_keys
-        if unused:
-            raise RestoreError(
-                f"--inherit-fd key {sorted(unused)[0]!r} matches no file in the image; "
-                f"keys in the image: {', '.join(available_keys(descriptions)) or 'none'}")
-        files.before_restore(fctx, descriptions)
-        faults.point("restore.fds_opened")
-        vdso_offset = _own_vdso_offset()
-        occupied = [(v.start, v.end) for v in procfs.maps(os.getpid())]
-        for mm in mms.values():
-            occupied += [(v["start"], v["end"]) for v in mm["vmas"]]
-        helper = mem.free_area(occupied, HELPER_SIZE)
-        libc.syscall("mmap", helper, HELPER_SIZE,
-                     libc.PROT_READ | libc.PROT_WRITE | libc.PROT_EXEC,
-                     libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE, -1, 0)
-        # The new processes run their injected syscalls from here: their vDSO moves.
-        ctypes.memmove(helper + _SITE_OFFSET, b"\x0f\x05\xcc", 3)
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            _spawn(root, ready_w, go_r, sibling)
-        finally:
-            libc.syscall("munmap", helper, HELPER_SIZE)
-            os.close(ready_w)
-            os.close(go_r)
-            fctx.close_all()
-        expected = {n.pid for n in order if not n.zombie}
-        try:
-            _collect_ready(ready_r, expected)
-        finally:
-            parent = os.getppid() if sibling else os.getpid()
-            started = [p for p in (n.pid for n in order if not n.zombie)
-                       if _is_ours(p, root_pid, parent)]
-        faults.point("restore.forked")
-        for pid in started:
-            ptrace.seize(pid)
-            ptrace.interrupt(pid)
-        for pid in started:
-            stop = ptrace.wait_stop(pid)
-            if stop.exited:
-                raise RestoreError(f"the new process {pid} died: {stop.describe()}")
-            ptrace.set_sigmask(pid, signals.ALL_BLOCKED)
-        faults.point("restore.seized")
-        shmem: dict[int, tuple[int, int, int]] = {}
-        for n in order:
-            if n.zombie:
-                continue
-            pgid = n.info["pgid"]
-            if pgid == outside_pgid:
-                pgid = None
-            _restore_task(n.pid, cores[n.pid], mms[n.pid],
-                          {e["fd"] for e in fd_tables[n.pid]}, images_dir, helper,
-                          vdso_offset, shmem, pgid, fctx, fd_tables[n.pid], segments[n.pid])
-        if pidfile:
-            path = pidfile if os.path.isabs(pidfile) else os.path.join(images_dir, pidfile)
-            with open(path, "w") as f:
-                pidfile_written = path
-                f.write(f"{root_pid}\n")
-        if not detach and shell_job:
-            root_pgid = root.info["pgid"] if root.info["pgid"] != outside_pgid else None
-            foreground = tty.Foreground(root_pgid or os.getpgrp())
-        notify("post-restore", root_pid)
-        faults.point("restore.before_detach")
-        notify("pre-resume", 0)
-        for pid in started:
-            for th in cores[pid].get("threads", []):
-                ptrace.detach(th["tid"])
-            ptrace.detach(pid)
-        os.close(go_w)
-        os.close(ready_r)
-        go_w = ready_r = -1
-    except BaseException as e:
-        fctx.close_all()
-        if foreground is not None:
-            foreground.close()
-        if pidfile_written is not None:
-            try:
-                os.unlink(pidfile_written)
-            except OSError:
-                pass
-        _kill_tree(started, [n.pid for n in order], cores, (ready_r, go_w))
-        if isinstance(e, CkptError):
-            raise
-        if isinstance(e, procfs.ProcessGone):
-            raise RestoreError(f"a new process died during the restore ({e})") from None
-        if isinstance(e, OSError):
-            raise RestoreError(f"restore of process {root_pid} failed: {e}") from e
-        raise
-    dt = time.monotonic() - t0
-    log.info("%d processes restored in %.3f s", len(tasks), dt)
-    try:
-        notify("post-resume", 0)
-    except CkptError as e:  # the processes run already: nothing to undo
-        log.warning("post-resume: %s", e)
-    result = RestoreResult(root_pid, dt, pids=[t["pid"] for t in tasks])
-    if not detach:
-        if foreground is None:
-            status = _wait_for(root_pid)
-        else:
-            try:
-                status = foreground.wait(root_pid)
-            finally:
-                foreground.close()
-        result.exit_status = os.waitstatus_to_exitcode(status)
-    return result
+    return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
+                   pidfile=pidfile, notify=notify, sibling=sibling).run()
 
 
-def _kill_tree(started: list[int], tree: list[int], cores: dict[int, dict[str, Any]],
-               fds: tuple[int, int]) -> None:
+def _kill_tree(started: list[_Node], tree: list[int], fds: tuple[int, int]) -> None:
     """Kill every process a failed restore created and reap them all.
 
     Killed parents would hand their dead or dying children to the nearest child
@@ -467,19 +621,19 @@ def _kill_tree(started: list[int], tree: list[int], cores: dict[int, dict[str, A
     except OSError as e:
         log.warning("cannot become a child subreaper to clean up: %s", e)
     try:
-        for pid in started:
+        for n in started:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(n.pid, signal.SIGKILL)
             except OSError:
                 pass
         for fd in fds:
             if fd >= 0:
                 os.close(fd)  # processes still waiting see EOF and exit
-        for pid in started:
-            for th in cores.get(pid, {}).get("threads", []):
-                _reap(th["tid"])
-        for pid in started:
-            _reap(pid)
+        for n in started:
+            for tid in n.thread_ids:
+                _reap(tid)
+        for n in started:
+            _reap(n.pid)
         # What was forked but not seized (a zombie of the tree, a process that
         # reported an error) is ckpt's now, or soon: kill and reap until none is left.
         wanted = set(tree)
@@ -508,15 +662,6 @@ def _reap(pid: int) -> None:
             os.waitpid(pid, ptrace.__WALL)
         except ChildProcessError:
             return
-        except InterruptedError:
-            continue
-
-
-def _wait_for(pid: int) -> int:
-    """The waitpid() status of child ``pid`` once it has ended."""
-    while True:
-        try:
-            return os.waitpid(pid, 0)[1]
         except InterruptedError:
             continue
 

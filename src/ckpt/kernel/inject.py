@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from types import TracebackType
 
 from . import libc, ptrace
 from .procfs import ProcessGone
@@ -35,7 +36,10 @@ def vdso_syscall_offset(vdso_code: bytes) -> int:
 
 
 class Injector:
-    """Executes syscalls in stopped task ``pid`` through the instruction at ``site``."""
+    """Executes syscalls in stopped task ``pid`` through the instruction at ``site``.
+
+    Holds the task's /proc/PID/mem open until ``close``; as a context manager it
+    closes it on leaving the ``with`` block."""
 
     def __init__(self, pid: int, site: int, base_regs: ptrace.UserRegs):
         self.pid = pid
@@ -48,6 +52,13 @@ class Injector:
         if self._mem >= 0:
             os.close(self._mem)
             self._mem = -1
+
+    def __enter__(self) -> Injector:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
     def raw(self, name: str, *args: int) -> int:
         """Run syscall ``name``; return its raw result (a negative errno on failure)."""

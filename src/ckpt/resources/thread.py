@@ -70,6 +70,28 @@ def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any]) -> No
     signals.queue_private(inj, scratch, tgid, inj.pid, state["pending"])
 
 
+def create_all(leader: Injector, scratch: int, states: list[dict[str, Any]]) -> None:
+    """Create every other thread of the process ``leader`` runs in and ``restore`` it."""
+    for state in states:
+        with create(leader, scratch, state["tid"]) as inj:
+            restore(leader.pid, inj, scratch, state)
+
+
+def restore_final_all(leader: Injector, scratch: int, states: list[dict[str, Any]],
+                      task_state: dict[str, Any]) -> None:
+    """The process's credentials and seccomp filters in each of its other threads: the
+    kernel keeps them per thread (``task.restore_final``, before the leader's own)."""
+    for state in states:
+        tid = state["tid"]
+        with Injector(tid, leader.site, ptrace.get_regs(tid)) as inj:
+            task.restore_final(tid, inj, scratch, task_state)
+
+
+def finish_all(states: list[dict[str, Any]]) -> None:
+    for state in states:
+        finish(state)
+
+
 def finish(state: dict[str, Any]) -> None:
     """Registers and blocked mask last: the thread then runs as saved once detached."""
     cpu.restore(state["tid"], state["cpu"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import stat as st_mod
 import struct
 import termios
@@ -170,59 +169,3 @@ def acquire_controlling(slave: int) -> None:
     terminal's foreground group becomes the leader's own."""
     fcntl.ioctl(slave, TIOCSCTTY, 0)
 
-
-class Foreground:
-    """Lends ckpt's terminal to a restored shell job while ckpt waits for it in the
-    foreground, the way a shell runs a job: Ctrl-C and Ctrl-Z reach the job, and when
-    the job stops ckpt stops too, so the user's shell sees a stopped job that ``fg``
-    continues. Does nothing unless ckpt is in the foreground of its terminal."""
-
-    def __init__(self, pgid: int):
-        self.pgid = pgid
-        self.tty = -1
-        self._saved: dict[int, Any] = {}
-        try:
-            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            if os.tcgetpgrp(fd) != os.getpgrp():
-                os.close(fd)
-                return
-        except OSError:
-            os.close(fd)
-            return
-        self.tty = fd
-        # SIGTTOU: taking the terminal back from the job; SIGINT/SIGQUIT: the job may share
-        # ckpt's group (its saved group was outside the tree) and ckpt must outlive it.
-        for sig in (signal.SIGTTOU, signal.SIGINT, signal.SIGQUIT):
-            self._saved[sig] = signal.signal(sig, signal.SIG_IGN)
-        if pgid != os.getpgrp():
-            os.tcsetpgrp(fd, pgid)
-
-    def wait(self, pid: int) -> int:
-        """waitpid() status of ``pid`` once it has ended, following it through stops."""
-        own_group = self.tty < 0 or self.pgid == os.getpgrp()  # stops reach ckpt too
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0 if own_group else os.WUNTRACED)
-            except InterruptedError:
-                continue
-            if not os.WIFSTOPPED(status):
-                return status
-            os.tcsetpgrp(self.tty, os.getpgrp())
-            os.kill(os.getpid(), signal.SIGSTOP)  # the shell now shows the job stopped
-            os.tcsetpgrp(self.tty, self.pgid)  # ``fg``: continued, hand the terminal back
-            os.killpg(self.pgid, signal.SIGCONT)
-
-    def close(self) -> None:
-        if self.tty < 0:
-            return
-        try:
-            os.tcsetpgrp(self.tty, os.getpgrp())
-        except OSError:
-            pass
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
-        os.close(self.tty)
-        self.tty = -1

@@ -1,0 +1,87 @@
+"""Job control while ckpt waits for a restored tree: a shell job restored in the
+foreground gets ckpt's terminal, and ckpt follows it through stops as a shell does.
+
+This is the restore driver's concern (how ckpt itself waits), not a kind of file:
+the terminals a restored process holds are resources/tty.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import TracebackType
+from typing import Any
+
+
+class Foreground:
+    """Lends ckpt's terminal to a restored shell job while ckpt waits for it in the
+    foreground, the way a shell runs a job: Ctrl-C and Ctrl-Z reach the job, and when
+    the job stops ckpt stops too, so the user's shell sees a stopped job that ``fg``
+    continues. Does nothing unless ckpt is in the foreground of its terminal.
+    ``close`` (or leaving a ``with`` block) takes the terminal back."""
+
+    def __init__(self, pgid: int):
+        self.pgid = pgid
+        self.tty = -1
+        self._saved: dict[int, Any] = {}
+        try:
+            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if os.tcgetpgrp(fd) != os.getpgrp():
+                os.close(fd)
+                return
+        except OSError:
+            os.close(fd)
+            return
+        self.tty = fd
+        # SIGTTOU: taking the terminal back from the job; SIGINT/SIGQUIT: the job may share
+        # ckpt's group (its saved group was outside the tree) and ckpt must outlive it.
+        for sig in (signal.SIGTTOU, signal.SIGINT, signal.SIGQUIT):
+            self._saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        if pgid != os.getpgrp():
+            os.tcsetpgrp(fd, pgid)
+
+    def __enter__(self) -> Foreground:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def wait(self, pid: int) -> int:
+        """waitpid() status of ``pid`` once it has ended, following it through stops."""
+        own_group = self.tty < 0 or self.pgid == os.getpgrp()  # stops reach ckpt too
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0 if own_group else os.WUNTRACED)
+            except InterruptedError:
+                continue
+            if not os.WIFSTOPPED(status):
+                return status
+            os.tcsetpgrp(self.tty, os.getpgrp())
+            os.kill(os.getpid(), signal.SIGSTOP)  # the shell now shows the job stopped
+            os.tcsetpgrp(self.tty, self.pgid)  # ``fg``: continued, hand the terminal back
+            os.killpg(self.pgid, signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.tty < 0:
+            return
+        try:
+            os.tcsetpgrp(self.tty, os.getpgrp())
+        except OSError:
+            pass
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        os.close(self.tty)
+        self.tty = -1
+
+
+def wait_for_exit(pid: int) -> int:
+    """The waitpid() status of child ``pid`` once it has ended (no job control)."""
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
