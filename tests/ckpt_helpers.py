@@ -72,11 +72,11 @@ def wait_until(pred: Callable[[], T], timeout: float, what: str) -> T:
 def proc_state(pid: int) -> str | None:
     """The state letter of ``pid`` (R, S, T, t, Z, ...), or None when it does not exist."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(f"/proc/{pid}/stat", "rb") as f:  # the name may hold any byte
             raw = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return raw[raw.rindex(")") + 2:].split()[0]
+    return raw[raw.rindex(b")") + 2:].split()[0].decode()
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -91,9 +91,9 @@ def proc_status(pid: int) -> dict[str, str]:
 
 def proc_ids(pid: int) -> tuple[int, int, int]:
     """(ppid, pgid, sid) of ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
+    with open(f"/proc/{pid}/stat", "rb") as f:
         raw = f.read()
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(b")") + 2:].split()
     return int(fields[1]), int(fields[2]), int(fields[3])
 
 

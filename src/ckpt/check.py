@@ -55,7 +55,7 @@ def _errno_text(e: OSError) -> str:
 
 def _caps() -> int:
     try:
-        return int(procfs.status(os.getpid()).get("CapEff", "0"), 16)
+        return procfs.status(os.getpid()).cap_effective
     except (ValueError, procfs.ProcessGone):
         return 0
 

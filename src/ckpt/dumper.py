@@ -83,12 +83,10 @@ class _Frozen:
                 return False
             if e.errno == errno.EPERM:
                 st = procfs.status(pid)
-                if st.get("State", "").startswith(("Z", "X")):
+                if st.state in ("Z", "X"):
                     return False
-                tracer = st.get("TracerPid", "0")
-                raise DumpError(f"process {pid} cannot be traced"
-                                f"{' (already traced by ' + tracer + ')' if tracer != '0' else ''}"
-                                ) from None
+                tracer = f" (already traced by {st.tracer_pid})" if st.tracer_pid else ""
+                raise DumpError(f"process {pid} cannot be traced{tracer}") from None
             raise
         self.attached = True
         ptrace.interrupt(pid)

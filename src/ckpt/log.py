@@ -30,7 +30,9 @@ def setup(verbosity: int = 2, log_file: str | None = None, images_dir: str | Non
                 elif not os.path.isdir(images_dir):
                     raise CkptError(f"the images folder {images_dir} does not exist")
                 log_file = os.path.join(images_dir, log_file)
-            handler: logging.Handler = logging.FileHandler(log_file, mode="w")
+            # a name may hold bytes that are not UTF-8 (surrogate escapes): log them escaped
+            handler: logging.Handler = logging.FileHandler(log_file, mode="w",
+                                                           errors="backslashreplace")
         except OSError as e:
             raise CkptError(f"cannot write the log file {log_file}: "
                             f"{e.strerror or e} ({e.filename or log_file})") from None

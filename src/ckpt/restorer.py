@@ -119,7 +119,7 @@ def _pid_holder(pid: int) -> str:
 # and every exit through os._exit.
 
 def _report(fd: int, pid: int, error: str = "") -> None:
-    msg = error.encode()[:400]
+    msg = error.encode(errors="backslashreplace")[:400]
     os.write(fd, struct.pack("<iH", pid, len(msg)) + msg)
 
 

@@ -18,38 +18,7 @@ import re
 from dataclasses import dataclass
 
 from . import anon
-
-
-@dataclass
-class Inode:
-    """An inode as fdinfo shows it: number, device, and a file handle when there is one."""
-
-    ino: int
-    major: int
-    minor: int
-    handle_type: int | None = None
-    handle: bytes | None = None
-
-    @classmethod
-    def from_fdinfo(cls, ino: str, sdev: str, nbytes: str | None, htype: str | None,
-                    handle: str | None) -> Inode:
-        """From fdinfo's hex fields ``ino``, ``sdev`` (the kernel's internal dev_t,
-        major << 20 | minor) and, if given, ``fhandle-bytes``, ``fhandle-type`` and
-        ``f_handle`` (ignored unless the handle has that many bytes)."""
-        dev = int(sdev, 16)
-        out = cls(int(ino, 16), dev >> 20, dev & 0xFFFFF)
-        if nbytes is not None and htype is not None and handle is not None:
-            raw = bytes.fromhex(handle)
-            if len(raw) == int(nbytes, 16):
-                out.handle_type, out.handle = int(htype, 16), raw
-        return out
-
-    @property
-    def dev(self) -> int:
-        return os.makedev(self.major, self.minor)
-
-    def same(self, st: os.stat_result) -> bool:
-        return st.st_ino == self.ino and st.st_dev == self.dev
+from .procfs import Inode
 
 
 @dataclass

@@ -1,13 +1,22 @@
-"""Small, named parsers for /proc/PID files.
+"""Small, named parsers for /proc/PID files, with typed results.
 
-Each function reads one file and raises ``ProcessGone`` when the process has
-vanished, so callers can tell "the process exited" from other I/O errors.
+/proc is read as bytes: a process name (comm) may hold any byte, a path any
+byte but NUL. Names and paths are decoded with ``os.fsdecode`` (UTF-8 with
+surrogateescape), so a name that is not valid UTF-8 comes back byte for byte
+through ``os.fsencode`` and every ``os`` function.
+
+Every reader raises ``ProcessGone`` when the process, its thread or its fd has
+vanished (``_gone`` is the one place that says so), so callers can tell "the
+process exited" from other I/O errors. The ``parse_*`` functions take the
+file's bytes and touch nothing: they are what the unit tests exercise.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -19,30 +28,96 @@ class ProcessGone(Exception):
         self.pid = pid
 
 
-def _read(pid: int, name: str, binary: bool = False) -> str | bytes:
-    path = f"/proc/{pid}/{name}"
+@contextmanager
+def _gone(pid: int, what: str) -> Iterator[None]:
+    """Turn "no such file" (ENOENT) and "no such process" (ESRCH), which /proc gives
+    when the process, thread or fd vanished, into ``ProcessGone``."""
     try:
-        with open(path, "rb" if binary else "r") as f:
-            return f.read()
+        yield
     except (FileNotFoundError, ProcessLookupError) as e:
-        raise ProcessGone(pid, name) from e
+        raise ProcessGone(pid, what) from e
+
+
+def _read(pid: int, name: str) -> bytes:
+    with _gone(pid, name), open(f"/proc/{pid}/{name}", "rb") as f:
+        return f.read()
+
+
+def _readlink(pid: int, name: str) -> str:
+    with _gone(pid, name):
+        return os.readlink(f"/proc/{pid}/{name}")
+
+
+def _listdir(pid: int, name: str) -> list[str]:
+    with _gone(pid, name):
+        return os.listdir(f"/proc/{pid}/{name}")
+
+
+def _lines(raw: bytes) -> list[str]:
+    return os.fsdecode(raw).splitlines()
 
 
 def exists(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def status(pid: int) -> dict[str, str]:
-    """/proc/PID/status as a dict of raw string values."""
-    out = {}
-    for line in str(_read(pid, "status")).splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.strip()
-    return out
+# ---------------------------------------------------------------- status
 
+@dataclass
+class Status:
+    """The fields of /proc/PID/status ckpt uses (signal sets: bit N-1 = signal N)."""
+
+    state: str           # the letter: R, S, D, T, t, Z, X, ...
+    tracer_pid: int
+    uids: list[int]      # real, effective, saved, filesystem
+    gids: list[int]
+    groups: list[int]
+    umask: int | None   # None for a zombie (it has no files left)
+    no_new_privs: int
+    seccomp: int         # 0 off, 1 strict, 2 filter
+    sig_pending: int     # SigPnd: queued for the thread
+    shared_pending: int  # ShdPnd: queued for the process
+    sig_blocked: int
+    sig_ignored: int
+    sig_caught: int
+    cap_effective: int
+    threads: int
+
+
+def parse_status(raw: bytes) -> Status:
+    """/proc/PID/status; every line is ``Key:<tab>value``."""
+    v: dict[str, str] = {}
+    for line in _lines(raw):
+        key, _, value = line.partition(":")
+        v.setdefault(key, value.strip())
+
+    def ids(key: str) -> list[int]:
+        return [int(x) for x in v.get(key, "").split()]
+
+    def hex_(key: str) -> int:
+        return int(v.get(key, "0"), 16)
+
+    return Status(
+        state=v.get("State", "?")[:1], tracer_pid=int(v.get("TracerPid", "0")),
+        uids=ids("Uid"), gids=ids("Gid"), groups=ids("Groups"),
+        umask=int(v["Umask"], 8) if "Umask" in v else None,
+        no_new_privs=int(v.get("NoNewPrivs", "0")), seccomp=int(v.get("Seccomp", "0")),
+        sig_pending=hex_("SigPnd"), shared_pending=hex_("ShdPnd"), sig_blocked=hex_("SigBlk"),
+        sig_ignored=hex_("SigIgn"), sig_caught=hex_("SigCgt"), cap_effective=hex_("CapEff"),
+        threads=int(v.get("Threads", "1")),
+    )
+
+
+def status(pid: int) -> Status:
+    return parse_status(_read(pid, "status"))
+
+
+# ---------------------------------------------------------------- stat
 
 @dataclass
 class Stat:
+    """/proc/PID/stat (field numbers as in proc(5))."""
+
     pid: int
     comm: str
     state: str
@@ -52,6 +127,7 @@ class Stat:
     tty_nr: int
     tpgid: int
     num_threads: int
+    start_time: int  # clock ticks after boot: tells a reused PID from the process dumped
     start_code: int
     end_code: int
     start_stack: int
@@ -65,22 +141,31 @@ class Stat:
     exit_code: int
 
 
-def stat(pid: int) -> Stat:
-    """/proc/PID/stat; the comm field may hold spaces and parentheses."""
-    raw = str(_read(pid, "stat"))
-    lpar, rpar = raw.index("("), raw.rindex(")")
-    comm = raw[lpar + 1:rpar]
+def parse_stat(raw: bytes) -> Stat:
+    """/proc/PID/stat. The comm field (between the first "(" and the last ")") may hold
+    any byte, spaces, parentheses and ") (" included: the fields after it are found
+    from the last ")"."""
+    lpar, rpar = raw.index(b"("), raw.rindex(b")")
+    comm = os.fsdecode(raw[lpar + 1:rpar])
     f = raw[rpar + 2:].split()
-    # f[0] is field 3 (state); field N is f[N - 3].
-    def g(n: int) -> int:
+
+    def g(n: int) -> int:  # field N is f[N - 3] (f[0] is field 3, the state)
         return int(f[n - 3])
+
     return Stat(
-        pid=int(raw[:lpar]), comm=comm, state=f[0], ppid=g(4), pgid=g(5), sid=g(6),
-        tty_nr=g(7), tpgid=g(8), num_threads=g(20), start_code=g(26), end_code=g(27),
-        start_stack=g(28), start_data=g(45), end_data=g(46), start_brk=g(47),
-        arg_start=g(48), arg_end=g(49), env_start=g(50), env_end=g(51), exit_code=g(52),
+        pid=int(raw[:lpar]), comm=comm, state=f[0].decode("ascii", "replace"),
+        ppid=g(4), pgid=g(5), sid=g(6), tty_nr=g(7), tpgid=g(8), num_threads=g(20),
+        start_time=g(22), start_code=g(26), end_code=g(27), start_stack=g(28),
+        start_data=g(45), end_data=g(46), start_brk=g(47), arg_start=g(48), arg_end=g(49),
+        env_start=g(50), env_end=g(51), exit_code=g(52),
     )
 
+
+def stat(pid: int) -> Stat:
+    return parse_stat(_read(pid, "stat"))
+
+
+# ---------------------------------------------------------------- maps
 
 @dataclass
 class Vma:
@@ -105,113 +190,330 @@ class Vma:
 
 
 _MAPS_RE = re.compile(
-    r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$"
+    rb"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$"
 )
+
+
+def parse_maps(raw: bytes) -> list[Vma]:
+    """/proc/PID/maps or smaps (whose VmFlags lines go to the mapping above them)."""
+    vmas: list[Vma] = []
+    for line in raw.split(b"\n"):
+        m = _MAPS_RE.match(line)
+        if m:
+            vmas.append(Vma(int(m[1], 16), int(m[2], 16), m[3].decode(), int(m[4], 16),
+                            m[5].decode(), int(m[6]), os.fsdecode(m[7])))
+        elif line.startswith(b"VmFlags:") and vmas:
+            vmas[-1].flags = line.decode("ascii", "replace").split()[1:]
+    return vmas
 
 
 def maps(pid: int, with_flags: bool = False) -> list[Vma]:
     """The memory mappings; with ``with_flags`` VmFlags are read from smaps too."""
-    text = str(_read(pid, "smaps" if with_flags else "maps"))
-    vmas: list[Vma] = []
-    for line in text.splitlines():
-        m = _MAPS_RE.match(line)
-        if m:
-            vmas.append(Vma(int(m[1], 16), int(m[2], 16), m[3], int(m[4], 16), m[5],
-                            int(m[6]), m[7]))
-        elif line.startswith("VmFlags:") and vmas:
-            vmas[-1].flags = line.split()[1:]
-    return vmas
+    return parse_maps(_read(pid, "smaps" if with_flags else "maps"))
 
+
+# ---------------------------------------------------------------- fds and fdinfo
 
 def fd_numbers(pid: int) -> list[int]:
-    try:
-        return sorted(int(x) for x in os.listdir(f"/proc/{pid}/fd"))
-    except (FileNotFoundError, ProcessLookupError) as e:
-        raise ProcessGone(pid, "fd") from e
+    return sorted(int(x) for x in _listdir(pid, "fd"))
 
 
 def fd_link(pid: int, fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/fd/{fd}")
-    except (FileNotFoundError, ProcessLookupError) as e:
-        raise ProcessGone(pid, f"fd {fd}") from e
+    return _readlink(pid, f"fd/{fd}")
 
 
-def fdinfo_lines(pid: int, fd: int) -> list[str]:
-    """/proc/PID/fdinfo/FD line by line, stripped: kinds with one line per watch or mark
-    (epoll, inotify, fanotify) parse these."""
-    return [ln.strip() for ln in str(_read(pid, f"fdinfo/{fd}")).splitlines()]
+def _kdev(sdev: int) -> tuple[int, int]:
+    """(major, minor) of a dev_t as the kernel keeps it inside (major << 20 | minor)."""
+    return sdev >> 20, sdev & 0xFFFFF
 
 
-def fdinfo(pid: int, fd: int) -> dict[str, str]:
-    """/proc/PID/fdinfo/FD: pos, flags (octal), mnt_id, ino and kind-specific lines."""
-    out: dict[str, str] = {}
-    for line in str(_read(pid, f"fdinfo/{fd}")).splitlines():
-        key, _, value = line.partition(":")
-        out.setdefault(key.strip(), value.strip())
+@dataclass
+class EpollWatch:
+    """One ``tfd:`` line of an epoll fd: the watched fd number, events and data."""
+
+    tfd: int
+    events: int
+    data: int
+    ino: int
+    major: int
+    minor: int
+
+
+@dataclass
+class Inode:
+    """An inode as inotify and fanotify fdinfo show it: number, device, and a file
+    handle when there is one (kernel/inode_path.py finds its path from them)."""
+
+    ino: int
+    major: int
+    minor: int
+    handle_type: int | None = None
+    handle: bytes | None = None
+
+    @property
+    def dev(self) -> int:
+        return os.makedev(self.major, self.minor)
+
+    def same(self, st: os.stat_result) -> bool:
+        return st.st_ino == self.ino and st.st_dev == self.dev
+
+
+@dataclass
+class InotifyWatch:
+    """One ``inotify wd:`` line: the watch descriptor, its masks, the watched inode."""
+
+    wd: int
+    mask: int
+    ignored_mask: int
+    inode: Inode
+
+
+@dataclass
+class FanotifyMark:
+    """One mark of a fanotify group: ``type`` inode (``inode``), mount (``mnt_id``) or
+    filesystem (``major``, ``minor``)."""
+
+    type: str
+    mflags: int
+    mask: int
+    ignored_mask: int
+    inode: Inode | None = None
+    mnt_id: int = 0
+    major: int = 0
+    minor: int = 0
+
+
+@dataclass
+class FanotifyGroup:
+    """The ``fanotify_init`` flags of a group and its marks, newest first (as listed)."""
+
+    flags: int
+    event_flags: int
+    marks: list[FanotifyMark] = field(default_factory=list)
+
+
+@dataclass
+class TimerFdState:
+    """A timerfd's fdinfo: clock, unread expirations, settime flags, times in ns."""
+
+    clockid: int
+    ticks: int
+    settime_flags: int
+    value_ns: int
+    interval_ns: int
+
+
+@dataclass
+class FdInfo:
+    """/proc/PID/fdinfo/FD: what every fd has, then what its kind adds (None or empty
+    for other kinds). ``flags`` are the file status flags and access mode, O_CLOEXEC
+    (0o2000000) included; ``unparsed`` holds watch and mark lines of a form ckpt does
+    not know, for the kind to refuse; ``other`` every other ``key: value`` line."""
+
+    pos: int = 0
+    flags: int = 0
+    mnt_id: int = 0
+    ino: int = 0
+    eventfd_count: int | None = None
+    eventfd_semaphore: bool | None = None  # not shown before Linux 6.6
+    sigmask: int | None = None
+    timerfd: TimerFdState | None = None
+    epoll: list[EpollWatch] = field(default_factory=list)
+    inotify: list[InotifyWatch] = field(default_factory=list)
+    fanotify: FanotifyGroup | None = None
+    unparsed: list[str] = field(default_factory=list)
+    other: dict[str, str] = field(default_factory=dict)
+
+
+_H = r"([0-9a-fA-F]+)"
+_HANDLE = rf"(?:\s+fhandle-bytes:{_H}\s+fhandle-type:{_H}\s+f_handle:{_H})?"
+_EPOLL_RE = re.compile(rf"^tfd:\s*(\d+)\s+events:\s*{_H}\s+data:\s*{_H}\s+pos:\s*-?\d+"
+                       rf"\s+ino:\s*{_H}\s+sdev:\s*{_H}")
+_INOTIFY_RE = re.compile(rf"^inotify\s+wd:{_H}\s+ino:{_H}\s+sdev:{_H}\s+mask:{_H}"
+                         rf"\s+ignored_mask:{_H}{_HANDLE}")
+_FAN_GROUP_RE = re.compile(rf"^fanotify flags:{_H} event-flags:{_H}$")
+_FAN_TAIL = rf"mflags:{_H} mask:{_H} ignored_mask:{_H}"
+_FAN_INODE_RE = re.compile(rf"^fanotify ino:{_H} sdev:{_H} {_FAN_TAIL}{_HANDLE}")
+_FAN_MOUNT_RE = re.compile(rf"^fanotify mnt_id:{_H} {_FAN_TAIL}$")
+_FAN_SB_RE = re.compile(rf"^fanotify sdev:{_H} {_FAN_TAIL}$")
+_TIMES_RE = re.compile(r"^\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$")
+
+
+def _inode(ino: str, sdev: str, nbytes: str | None, htype: str | None,
+           hexbytes: str | None) -> Inode:
+    """An inode from fdinfo's hex fields ``ino``, ``sdev`` and, if given, its file handle
+    (``fhandle-bytes``, ``fhandle-type``, ``f_handle``: left out unless the handle has
+    that many bytes)."""
+    major, minor = _kdev(int(sdev, 16))
+    out = Inode(int(ino, 16), major, minor)
+    if nbytes is not None and htype is not None and hexbytes is not None:
+        raw = bytes.fromhex(hexbytes)
+        if len(raw) == int(nbytes, 16):
+            out.handle_type, out.handle = int(htype, 16), raw
     return out
 
 
+def _ns(pair: str) -> int:
+    """fdinfo's "(SEC, NSEC)" in nanoseconds."""
+    m = _TIMES_RE.match(pair)
+    if m is None:
+        raise ValueError(f"not a (sec, nsec) pair: {pair!r}")
+    return int(m[1]) * 1_000_000_000 + int(m[2])
+
+
+def _fanotify_mark(line: str) -> FanotifyMark | None:
+    if m := _FAN_INODE_RE.match(line):
+        return FanotifyMark("inode", int(m[3], 16), int(m[4], 16), int(m[5], 16),
+                            inode=_inode(m[1], m[2], m[6], m[7], m[8]))
+    if m := _FAN_MOUNT_RE.match(line):
+        return FanotifyMark("mount", int(m[2], 16), int(m[3], 16), int(m[4], 16),
+                            mnt_id=int(m[1], 16))
+    if m := _FAN_SB_RE.match(line):
+        major, minor = _kdev(int(m[1], 16))
+        return FanotifyMark("filesystem", int(m[2], 16), int(m[3], 16), int(m[4], 16),
+                            major=major, minor=minor)
+    return None
+
+
+def parse_fdinfo(raw: bytes) -> FdInfo:
+    """/proc/PID/fdinfo/FD of any kind of file (numbers as the kernel prints them:
+    ``flags`` octal, watch and mark fields hex, ``tfd`` decimal)."""
+    info = FdInfo()
+    kv: dict[str, str] = {}
+    for line in (ln.strip() for ln in _lines(raw)):
+        if line.startswith("tfd:"):
+            if m := _EPOLL_RE.match(line):
+                major, minor = _kdev(int(m[5], 16))
+                info.epoll.append(EpollWatch(int(m[1]), int(m[2], 16), int(m[3], 16),
+                                             int(m[4], 16), major, minor))
+            else:
+                info.unparsed.append(line)
+        elif line.startswith("inotify"):
+            if m := _INOTIFY_RE.match(line):
+                info.inotify.append(InotifyWatch(int(m[1], 16), int(m[4], 16), int(m[5], 16),
+                                                 _inode(m[2], m[3], m[6], m[7], m[8])))
+            else:
+                info.unparsed.append(line)
+        elif line.startswith("fanotify"):
+            if m := _FAN_GROUP_RE.match(line):
+                info.fanotify = FanotifyGroup(int(m[1], 16), int(m[2], 16))
+            elif (mark := _fanotify_mark(line)) is not None and info.fanotify is not None:
+                info.fanotify.marks.append(mark)
+            else:
+                info.unparsed.append(line)
+        else:
+            key, sep, value = line.partition(":")
+            if sep:
+                kv.setdefault(key.strip(), value.strip())
+    info.pos = int(kv.pop("pos", "0"))
+    info.flags = int(kv.pop("flags", "0"), 8)
+    info.mnt_id = int(kv.pop("mnt_id", "0"))
+    info.ino = int(kv.pop("ino", "0"))
+    if "eventfd-count" in kv:
+        info.eventfd_count = int(kv.pop("eventfd-count"), 16)
+        if "eventfd-semaphore" in kv:
+            info.eventfd_semaphore = kv.pop("eventfd-semaphore") == "1"
+    if "sigmask" in kv:
+        info.sigmask = int(kv.pop("sigmask"), 16)
+    if "clockid" in kv and "it_value" in kv:
+        info.timerfd = TimerFdState(
+            clockid=int(kv.pop("clockid")), ticks=int(kv.pop("ticks", "0")),
+            settime_flags=int(kv.pop("settime flags", "0"), 8),
+            value_ns=_ns(kv.pop("it_value")), interval_ns=_ns(kv.pop("it_interval", "(0, 0)")))
+    info.other = kv
+    return info
+
+
+def fdinfo(pid: int, fd: int) -> FdInfo:
+    """/proc/PID/fdinfo/FD, typed (see ``FdInfo``)."""
+    return parse_fdinfo(_read(pid, f"fdinfo/{fd}"))
+
+
+# ---------------------------------------------------------------- the rest
+
 def auxv(pid: int) -> bytes:
-    return bytes(_read(pid, "auxv", binary=True))
+    return _read(pid, "auxv")
 
 
 def exe(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except (FileNotFoundError, ProcessLookupError) as e:
-        raise ProcessGone(pid, "exe") from e
+    return _readlink(pid, "exe")
 
 
 def cwd(pid: int) -> str:
-    return os.readlink(f"/proc/{pid}/cwd")
+    return _readlink(pid, "cwd")
 
 
 def root(pid: int) -> str:
-    return os.readlink(f"/proc/{pid}/root")
+    return _readlink(pid, "root")
 
 
 def personality(pid: int) -> int:
-    return int(str(_read(pid, "personality")).strip(), 16)
+    return int(_read(pid, "personality").strip(), 16)
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of every thread of ``pid``."""
+    """Direct children of every thread of ``pid`` (a thread that exits meanwhile has none)."""
     out: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError as e:
-        raise ProcessGone(pid, "task") from e
-    for tid in tids:
+    for tid in _listdir(pid, "task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out.extend(int(x) for x in f.read().split())
-        except FileNotFoundError:
+            out.extend(int(x) for x in _read(pid, f"task/{tid}/children").split())
+        except ProcessGone:
             continue
     return out
 
 
 def threads(pid: int) -> list[int]:
-    try:
-        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
-    except FileNotFoundError as e:
-        raise ProcessGone(pid, "task") from e
+    return sorted(int(t) for t in _listdir(pid, "task"))
+
+
+def parse_comm(raw: bytes) -> str:
+    """/proc/PID/comm: the name and one newline (the name itself may end with one)."""
+    return os.fsdecode(raw[:-1] if raw.endswith(b"\n") else raw)
 
 
 def thread_comm(pid: int, tid: int) -> str:
-    """The name of thread ``tid`` of process ``pid`` (its comm)."""
-    return str(_read(pid, f"task/{tid}/comm")).rstrip("\n")
+    """The name of thread ``tid`` of process ``pid`` (its comm), any bytes but NUL."""
+    return parse_comm(_read(pid, f"task/{tid}/comm"))
 
 
-def posix_timers(pid: int) -> list[str]:
-    """Raw lines of /proc/PID/timers (one block per POSIX timer)."""
+@dataclass
+class PosixTimer:
+    """One block of /proc/PID/timers: a POSIX timer and how it notifies."""
+
+    id: int
+    signo: int
+    value: int     # sigev_value
+    notify: str    # "signal", "none" or "thread"
+    to_thread: bool  # SIGEV_THREAD_ID: ``target`` is a TID, else the PID
+    target: int
+    clock: int
+
+
+_TIMER_RE = re.compile(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\n"
+                       r"notify: (\w+)/(pid|tid)\.(\d+)\nClockID: (\d+)")
+
+
+def parse_timers(raw: bytes) -> list[PosixTimer]:
+    """/proc/PID/timers: one block per timer, each starting with ``ID:``."""
     blocks: list[str] = []
-    for line in str(_read(pid, "timers")).splitlines():
-        if line.startswith("ID:"):  # each block starts so; "ClockID:" lines do not
+    for line in _lines(raw):
+        if line.startswith("ID:"):  # "ClockID:" lines do not
             blocks.append("")
         if blocks:
             blocks[-1] += line + "\n"
-    return blocks
+    out = []
+    for block in blocks:
+        m = _TIMER_RE.search(block)
+        if m is None:
+            raise ValueError(f"cannot parse a block of /proc/PID/timers: {block!r}")
+        out.append(PosixTimer(int(m[1]), int(m[2]), int(m[3], 16), m[4], m[5] == "tid",
+                              int(m[6]), int(m[7])))
+    return out
+
+
+def posix_timers(pid: int) -> list[PosixTimer]:
+    """The POSIX timers of ``pid`` (ValueError for a block of an unknown form)."""
+    return parse_timers(_read(pid, "timers"))
 
 
 def pagemap_flags(pid: int, start: int, npages: int, fd: int | None = None) -> bytes:
@@ -221,8 +523,9 @@ def pagemap_flags(pid: int, start: int, npages: int, fd: int | None = None) -> b
     Returning only that byte per page keeps later scanning in C (bytes.translate, re).
     """
     own = fd is None
-    if own:
-        fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    if fd is None:
+        with _gone(pid, "pagemap"):
+            fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     try:
         data = os.pread(fd, npages * 8, (start // 4096) * 8)
     finally:

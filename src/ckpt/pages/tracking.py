@@ -7,7 +7,7 @@ import logging
 import os
 
 from ..errors import DumpError
-from ..kernel import pagemap
+from ..kernel import pagemap, procfs
 
 log = logging.getLogger("ckpt.pages")
 
@@ -31,11 +31,9 @@ def tracking_method() -> str | None:
 def start_time(pid: int) -> int:
     """Field 22 of /proc/PID/stat: when the process started (a PID reused differs)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+        return procfs.stat(pid).start_time
+    except procfs.ProcessGone:
         raise DumpError(f"process {pid} exited during the dump") from None
-    return int(raw[raw.rindex(b")") + 2:].split()[19])
 
 
 def _state_path(pid: int) -> str:

@@ -8,6 +8,7 @@ import stat as st_mod
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
+from ..kernel import procfs
 from . import files
 
 TTY_MAJORS = {3, 4, 5, 136, 137, 138, 139, 140, 141, 142, 143}
@@ -21,12 +22,12 @@ class CharDevices:
         return st_mod.S_ISCHR(st.st_mode) and os.major(st.st_rdev) not in TTY_MAJORS
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         if not link.startswith("/dev/"):
             raise UnsupportedError(f"process {pid} fd {fd}: character device {link} "
                                    "outside /dev")
         return {"path": link, "rdev": [os.major(st.st_rdev), os.minor(st.st_rdev)],
-                "pos": int(info.get("pos", "0"))}
+                "pos": info.pos}
 
     def keys(self, desc: dict[str, Any]) -> list[str]:
         return [desc["path"].lstrip("/"), desc["path"]]

@@ -35,11 +35,10 @@ import ctypes
 import errno
 import logging
 import os
-import re
 import struct
 from typing import Any
 
-from ..errors import RestoreError, UnsupportedError
+from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import InjectionError, Injector
 from . import files
@@ -60,29 +59,13 @@ EPOLLEXCLUSIVE = 1 << 28
 KCMP_EPOLL_TFD = 7
 LINK = "anon_inode:[eventpoll]"
 
-_TFD_RE = re.compile(r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
-                     r"\s+pos:\s*(-?\d+)\s+ino:\s*([0-9a-fA-F]+)\s+sdev:\s*([0-9a-fA-F]+)")
-
-
-def watches(pid: int, fd: int) -> list[dict[str, int]]:
-    """The watches of epoll ``fd`` of ``pid``, in the kernel's order (``ino``/``sdev``
-    as the kernel prints them: ``sdev`` is its internal dev_t, major << 20 | minor)."""
-    out = []
-    for line in procfs.fdinfo_lines(pid, fd):
-        m = _TFD_RE.match(line)
-        if m:
-            out.append({"tfd": int(m[1]), "events": int(m[2], 16), "data": int(m[3], 16),
-                        "ino": int(m[5], 16), "sdev": int(m[6], 16)})
-    return out
-
-
-def _same_file(pid: int, epfd: int, w: dict[str, int], toff: int) -> bool | None:
-    """Whether fd ``w['tfd']`` of ``pid`` is the file epoll ``epfd`` watches there
+def _same_file(pid: int, epfd: int, w: procfs.EpollWatch, toff: int) -> bool | None:
+    """Whether fd ``w.tfd`` of ``pid`` is the file epoll ``epfd`` watches there
     (``toff``: the index of this watch among those with the same fd number);
     None when kcmp cannot tell."""
-    slot = (ctypes.c_uint32 * 3)(epfd, w["tfd"], toff)
+    slot = (ctypes.c_uint32 * 3)(epfd, w.tfd, toff)
     try:
-        return libc.syscall("kcmp", pid, pid, KCMP_EPOLL_TFD, w["tfd"],
+        return libc.syscall("kcmp", pid, pid, KCMP_EPOLL_TFD, w.tfd,
                             ctypes.addressof(slot)) == 0
     except OSError as e:
         if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
@@ -92,14 +75,14 @@ def _same_file(pid: int, epfd: int, w: dict[str, int], toff: int) -> bool | None
         raise
 
 
-def _check(pid: int, epfd: int, ws: list[dict[str, int]]) -> None:
+def _check(pid: int, epfd: int, ws: list[procfs.EpollWatch]) -> None:
     """Refuse a watch whose fd number no longer names the watched file in ``pid``."""
     seen: dict[int, int] = {}
     for w in ws:
-        tfd = w["tfd"]
+        tfd = w.tfd
         toff = seen.get(tfd, 0)
         seen[tfd] = toff + 1
-        what = f"process {pid} fd {epfd} (epoll) watches fd {tfd} (inode {w['ino']})"
+        what = f"process {pid} fd {epfd} (epoll) watches fd {tfd} (inode {w.ino})"
         try:
             st = os.stat(f"/proc/{pid}/fd/{tfd}")
         except FileNotFoundError:
@@ -109,8 +92,7 @@ def _check(pid: int, epfd: int, ws: list[dict[str, int]]) -> None:
                 "the process no longer has") from None
         same = _same_file(pid, epfd, w, toff)
         if same is None:  # no kcmp: the inode and device must match
-            same = (st.st_ino == w["ino"] and os.major(st.st_dev) == w["sdev"] >> 20
-                    and os.minor(st.st_dev) == w["sdev"] & 0xFFFFF)
+            same = st.st_ino == w.ino and st.st_dev == os.makedev(w.major, w.minor)
         if not same:
             raise UnsupportedError(
                 f"{what}, but fd {tfd} is now another file (inode {st.st_ino}): the watched "
@@ -125,13 +107,15 @@ class Epoll:
         return link == LINK
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
-        ws = watches(pid, fd)
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
+        if info.unparsed:
+            raise DumpError(f"process {pid} fd {fd} (epoll): cannot parse the watch "
+                            f"{info.unparsed[0]!r} in its fdinfo")
+        ws = info.epoll
         _check(pid, fd, ws)
         log.info("process %d fd %d: epoll with %d watches", pid, fd, len(ws))
         return {"owner": pid,
-                "watches": [{"tfd": w["tfd"], "events": w["events"], "data": w["data"]}
-                            for w in ws]}
+                "watches": [{"tfd": w.tfd, "events": w.events, "data": w.data} for w in ws]}
 
     def keys(self, desc: dict[str, Any]) -> list[str]:
         return []  # nothing outside names an epoll instance; only orig-fd[N] replaces it

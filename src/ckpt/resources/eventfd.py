@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from ..errors import DumpError, RestoreError
+from ..kernel import procfs
 from . import files
 
 log = logging.getLogger("ckpt.eventfd")
@@ -27,14 +28,13 @@ class EventFds:
         return link == LINK
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
-        try:
-            count = int(info["eventfd-count"], 16)
-        except (KeyError, ValueError):
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
+        if info.eventfd_count is None:
             raise DumpError(f"process {pid} fd {fd}: eventfd without a readable "
-                            "eventfd-count in its fdinfo") from None
-        if "eventfd-semaphore" in info:
-            semaphore = info["eventfd-semaphore"] == "1"
+                            "eventfd-count in its fdinfo")
+        count = info.eventfd_count
+        if info.eventfd_semaphore is not None:
+            semaphore = info.eventfd_semaphore
         else:  # kernels before 6.6 do not say
             semaphore = False
             log.warning("process %d fd %d: this kernel does not show whether the eventfd is "

@@ -37,27 +37,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs
-from ..kernel.inode_path import Deleted, Inode, Mount, NotFound, PathFinder, mounts
+from ..kernel.inode_path import Deleted, Mount, NotFound, PathFinder, mounts
 from . import files
 
 log = logging.getLogger("ckpt.fanotify")
 
 LINK = "anon_inode:[fanotify]"
 MARK_FLAGS = anon.FAN_MARK_IGNORED_SURV_MODIFY | anon.FAN_MARK_EVICTABLE | anon.FAN_MARK_IGNORE
-
-_H = r"([0-9a-fA-F]+)"
-_GROUP_RE = re.compile(rf"^fanotify flags:{_H} event-flags:{_H}$")
-_TAIL = rf"mflags:{_H} mask:{_H} ignored_mask:{_H}"
-_INODE_RE = re.compile(rf"^fanotify ino:{_H} sdev:{_H} {_TAIL}"
-                       rf"(?: fhandle-bytes:{_H} fhandle-type:{_H} f_handle:{_H})?")
-_MOUNT_RE = re.compile(rf"^fanotify mnt_id:{_H} {_TAIL}$")
-_SB_RE = re.compile(rf"^fanotify sdev:{_H} {_TAIL}$")
-
 
 def _mnt_id(path: str) -> int | None:
     """The mount ``path`` resolves to (fdinfo's ``mnt_id``)."""
@@ -66,13 +56,9 @@ def _mnt_id(path: str) -> int | None:
     except OSError:
         return None
     try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                if line.startswith("mnt_id:"):
-                    return int(line.split()[1])
+        return procfs.fdinfo(os.getpid(), fd).mnt_id
     finally:
         os.close(fd)
-    return None
 
 
 def _visible(ms: list[Mount]) -> Mount | None:
@@ -87,18 +73,19 @@ class Fanotify:
         return link == LINK
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         what = f"process {pid} fd {fd} (fanotify)"
-        lines = [ln for ln in procfs.fdinfo_lines(pid, fd) if ln.startswith("fanotify")]
-        group = _GROUP_RE.match(lines[0]) if lines else None
+        group = info.fanotify
         if group is None:
             raise DumpError(f"{what}: no 'fanotify flags:' line in its fdinfo")
+        if info.unparsed:
+            raise UnsupportedError(f"{what}: a mark ckpt does not know: {info.unparsed[0]!r}")
         finder = PathFinder()
         table = mounts()
         marks: list[dict[str, Any]] = []
         try:
-            for line in lines[1:]:
-                marks.append(self._mark(what, line, finder, table))
+            for mark in group.marks:
+                marks.append(self._mark(what, mark, finder, table))
         finally:
             finder.close()
         marks.reverse()  # the kernel lists the newest first
@@ -107,13 +94,12 @@ class Fanotify:
             log.warning("%s: %d bytes of fanotify events were queued and not read; they are "
                         "lost (a restored fanotify starts with an empty queue)", what, queued)
         log.info("%s: %d marks", what, len(marks))
-        return {"init_flags": int(group[1], 16), "event_flags": int(group[2], 16),
-                "marks": marks}
+        return {"init_flags": group.flags, "event_flags": group.event_flags, "marks": marks}
 
-    def _mark(self, what: str, line: str, finder: PathFinder,
+    def _mark(self, what: str, fm: procfs.FanotifyMark, finder: PathFinder,
               table: list[Mount]) -> dict[str, Any]:
-        if m := _INODE_RE.match(line):
-            w = Inode.from_fdinfo(m[1], m[2], m[6], m[7], m[8])
+        if fm.inode is not None:
+            w = fm.inode
             try:
                 path = finder.path(w)
             except Deleted as e:
@@ -124,28 +110,21 @@ class Fanotify:
                 raise UnsupportedError(f"{what}: cannot find the path of the marked inode "
                                        f"{w.ino} on device {w.major}:{w.minor}: {e}") from None
             mark: dict[str, Any] = {"type": "inode", "path": path, "ino": w.ino, "dev": w.dev}
-            rest = m.groups()[2:5]
-        elif m := _MOUNT_RE.match(line):
-            mnt = int(m[1], 16)
-            mount = _visible([x for x in table if x.mount_id == mnt])
+        elif fm.type == "mount":
+            mount = _visible([x for x in table if x.mount_id == fm.mnt_id])
             if mount is None:
-                raise UnsupportedError(f"{what}: mount {mnt} is marked, and ckpt cannot reach "
-                                       "it (not in /proc/self/mountinfo, or hidden under "
-                                       "another mount)")
+                raise UnsupportedError(f"{what}: mount {fm.mnt_id} is marked, and ckpt cannot "
+                                       "reach it (not in /proc/self/mountinfo, or hidden "
+                                       "under another mount)")
             mark = {"type": "mount", "path": mount.point}
-            rest = m.groups()[1:4]
-        elif m := _SB_RE.match(line):
-            sdev = int(m[1], 16)
-            major, minor = sdev >> 20, sdev & 0xFFFFF
-            mount = _visible([x for x in table if (x.major, x.minor) == (major, minor)])
-            if mount is None:
-                raise UnsupportedError(f"{what}: the filesystem on device {major}:{minor} is "
-                                       "marked, and ckpt finds no mount of it")
-            mark = {"type": "filesystem", "path": mount.point, "dev": os.makedev(major, minor)}
-            rest = m.groups()[1:4]
         else:
-            raise UnsupportedError(f"{what}: a mark ckpt does not know: {line!r}")
-        mark["mflags"], mark["mask"], mark["ignored_mask"] = (int(x, 16) for x in rest)
+            mount = _visible([x for x in table if (x.major, x.minor) == (fm.major, fm.minor)])
+            if mount is None:
+                raise UnsupportedError(f"{what}: the filesystem on device {fm.major}:{fm.minor} "
+                                       "is marked, and ckpt finds no mount of it")
+            mark = {"type": "filesystem", "path": mount.point,
+                    "dev": os.makedev(fm.major, fm.minor)}
+        mark.update(mflags=fm.mflags, mask=fm.mask, ignored_mask=fm.ignored_mask)
         log.debug("%s: %s", what, mark)
         return mark
 

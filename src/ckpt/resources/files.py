@@ -74,7 +74,7 @@ class FileKind(Protocol):
 
     def claims(self, link: str, st: os.stat_result) -> bool: ...
     def dump(self, ctx: DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]: ...
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]: ...
     def keys(self, desc: dict[str, Any]) -> list[str]: ...
     def open(self, ctx: RestoreCtx, desc: dict[str, Any]) -> int: ...
 
@@ -163,7 +163,7 @@ class DumpFiles:
         for fd in procfs.fd_numbers(pid):
             link = procfs.fd_link(pid, fd)
             info = procfs.fdinfo(pid, fd)
-            cloexec = bool(int(info.get("flags", "0"), 8) & O_CLOEXEC_FDINFO)
+            cloexec = bool(info.flags & O_CLOEXEC_FDINFO)
             dup = libc.pidfd_getfd(pidfd, fd)
             try:
                 st = os.fstat(dup)
@@ -176,7 +176,7 @@ class DumpFiles:
                             "is a kind of file ckpt cannot dump yet")
                     desc = kind.dump(self.ctx, pid, fd, link, st, dup, info)
                     desc["kind"] = kind.KIND
-                    desc.setdefault("flags", int(info.get("flags", "0"), 8) & ~O_CLOEXEC_FDINFO)
+                    desc.setdefault("flags", info.flags & ~O_CLOEXEC_FDINFO)
                     fid = str(len(self.descriptions) + 1)
                     self.descriptions[fid] = desc
                     self._seen.setdefault((st.st_dev, st.st_ino), []).append((pid, fd, fid))

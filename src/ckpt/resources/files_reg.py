@@ -17,6 +17,7 @@ import stat as st_mod
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
+from ..kernel import procfs
 from . import files, ghost
 
 _OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | 0o2000000)
@@ -30,20 +31,20 @@ class RegularFiles:
                 or st_mod.S_ISDIR(st.st_mode))
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         if ghost.is_ghost(link, st):
             if st_mod.S_ISDIR(st.st_mode):
                 raise UnsupportedError(f"process {pid} fd {fd}: {link} is a removed "
                                        "directory; not supported yet")
             obj = ghost.save_fd(ctx.images, dup, st, link, f"process {pid} fd {fd}")
-            return {"path": obj["path"], "pos": int(info.get("pos", "0")),
+            return {"path": obj["path"], "pos": info.pos,
                     "size": st.st_size, "dir": False, "ghost": obj}
         if st.st_nlink == 0:
             raise UnsupportedError(f"process {pid} fd {fd}: {link} is an unlinked file "
                                    "without a (deleted) path; not supported")
         if not link.startswith("/"):
             raise UnsupportedError(f"process {pid} fd {fd}: {link} has no path")
-        return {"path": link, "pos": int(info.get("pos", "0")), "size": st.st_size,
+        return {"path": link, "pos": info.pos, "size": st.st_size,
                 "dir": st_mod.S_ISDIR(st.st_mode)}
 
     def keys(self, desc: dict[str, Any]) -> list[str]:

@@ -42,13 +42,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs
-from ..kernel.inode_path import Deleted, Inode, NotFound, PathFinder
+from ..kernel.inode_path import Deleted, NotFound, PathFinder
 from . import files
 
 log = logging.getLogger("ckpt.inotify")
@@ -62,35 +60,14 @@ FILLER_MASK = anon.IN_DELETE_SELF
 MAX_FILLERS = 1 << 24  # ~7 us each: about two minutes of restore
 DRAIN_EVERY = 4096     # fillers between two reads of the queue (16384 events max)
 
-_WATCH_RE = re.compile(
-    r"^inotify\s+wd:([0-9a-fA-F]+)\s+ino:([0-9a-fA-F]+)\s+sdev:([0-9a-fA-F]+)"
-    r"\s+mask:([0-9a-fA-F]+)\s+ignored_mask:([0-9a-fA-F]+)"
-    r"(?:\s+fhandle-bytes:([0-9a-fA-F]+)\s+fhandle-type:([0-9a-fA-F]+)"
-    r"\s+f_handle:([0-9a-fA-F]+))?")
-
-
-@dataclass
-class Watch:
-    """One line of an inotify fd's fdinfo."""
-
-    wd: int
-    mask: int
-    inode: Inode
-
-
-def watches(pid: int, fd: int) -> list[Watch]:
-    """The watches of inotify ``fd`` of ``pid``, in wd order."""
-    out = []
-    for line in procfs.fdinfo_lines(pid, fd):
-        m = _WATCH_RE.match(line)
-        if not m:
-            if line.startswith("inotify"):
-                raise DumpError(f"process {pid} fd {fd} (inotify): cannot parse the watch "
-                                f"{line.strip()!r} in its fdinfo")
-            continue
-        out.append(Watch(int(m[1], 16), int(m[4], 16),
-                         Inode.from_fdinfo(m[2], m[3], m[6], m[7], m[8])))
-    return sorted(out, key=lambda w: w.wd)
+def watches(pid: int, fd: int, info: procfs.FdInfo | None = None) -> list[procfs.InotifyWatch]:
+    """The watches of inotify ``fd`` of ``pid`` (``info``: its fdinfo), in wd order."""
+    if info is None:
+        info = procfs.fdinfo(pid, fd)
+    if info.unparsed:
+        raise DumpError(f"process {pid} fd {fd} (inotify): cannot parse the watch "
+                        f"{info.unparsed[0]!r} in its fdinfo")
+    return sorted(info.inotify, key=lambda w: w.wd)
 
 
 def _drain(fd: int) -> int:
@@ -133,9 +110,9 @@ class Inotify:
         return link == LINK
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         what = f"process {pid} fd {fd} (inotify)"
-        ws = watches(pid, fd)
+        ws = watches(pid, fd, info)
         finder = PathFinder()
         out = []
         try:

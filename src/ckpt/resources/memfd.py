@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..kernel import procfs
 from . import files, ghost
 
 _OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | 0o2000000)
@@ -25,9 +26,9 @@ class MemFds:
         return ghost.is_memfd(link, st)
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         obj = ghost.save_fd(ctx.images, dup, st, link, f"process {pid} fd {fd}")
-        return {"path": link, "pos": int(info.get("pos", "0")), "ghost": obj}
+        return {"path": link, "pos": info.pos, "ghost": obj}
 
     def keys(self, desc: dict[str, Any]) -> list[str]:
         return []

@@ -14,7 +14,7 @@ import stat as st_mod
 from typing import Any
 
 from ..errors import DumpError, RestoreError
-from ..kernel import libc
+from ..kernel import libc, procfs
 from . import files
 
 log = logging.getLogger("ckpt.pipes")
@@ -75,7 +75,7 @@ class Pipes:
         return st_mod.S_ISFIFO(st.st_mode)
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         pipes: dict[int, dict[str, Any]] = ctx.raw.setdefault("pipes", {})
         ino = st.st_ino
         if ino not in pipes:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from ..errors import DumpError
-from ..kernel import anon
+from ..kernel import anon, procfs
 from . import files
 
 LINK = "anon_inode:[signalfd]"
@@ -25,13 +25,11 @@ class SignalFds:
         return link == LINK
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
-        try:
-            mask = int(info["sigmask"], 16)
-        except (KeyError, ValueError):
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
+        if info.sigmask is None:
             raise DumpError(f"process {pid} fd {fd}: signalfd without a readable sigmask "
-                            "in its fdinfo") from None
-        return {"sigmask": mask}
+                            "in its fdinfo")
+        return {"sigmask": info.sigmask}
 
     def keys(self, desc: dict[str, Any]) -> list[str]:
         return []

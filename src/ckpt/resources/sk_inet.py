@@ -27,7 +27,7 @@ import struct
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
-from ..kernel import sock_diag
+from ..kernel import procfs, sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from . import files
 from .sk_unix import SockOpts, apply_opts, read_opts
@@ -150,7 +150,7 @@ class InetSockets:
                 and not sock_diag.is_unix_socket(st.st_ino))
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         sock = socket.socket(fileno=os.dup(dup))
         try:
             fam, stype, proto = sock.family, sock.type, sock.proto

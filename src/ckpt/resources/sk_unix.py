@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
+from ..kernel import procfs
 from ..kernel.inject import Injector
 from ..kernel.sock_diag import (
     TCP_CLOSE,
@@ -180,8 +181,7 @@ def _bound_name(pid: int, where: str, me: UnixDiag) -> dict[str, Any]:
     if raw[:1] == b"\0":
         return {"name": raw.hex()}
     path = os.fsdecode(raw)
-    full = path if path.startswith("/") else os.path.join(os.readlink(f"/proc/{pid}/cwd"),
-                                                          path)
+    full = path if path.startswith("/") else os.path.join(procfs.cwd(pid), path)
     try:
         fst: os.stat_result | None = os.lstat(full)
     except OSError:
@@ -393,7 +393,7 @@ class UnixSockets:
                 and is_unix_socket(st.st_ino))
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         sock = socket.socket(fileno=os.dup(dup))
         try:
             if sock.family != socket.AF_UNIX:

@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any
 
-from ..errors import RestoreError, UnsupportedError
+from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import Injector
 
@@ -21,16 +21,14 @@ log = logging.getLogger("ckpt.task")
 RSEQ_SIG = 0x53053053  # the signature glibc registers its rseq area with on x86
 
 
-def _ids(value: str) -> list[int]:
-    return [int(x) for x in value.split()]
-
-
-def dump(pid: int, inj: Injector, scratch: int, st: dict[str, str]) -> dict[str, Any]:
+def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, Any]:
     """``st`` is /proc/PID/status read while the task was frozen."""
     root = procfs.root(pid)
     if root != "/":
         raise UnsupportedError(f"process {pid} runs in a chroot ({root}); not supported yet")
-    seccomp_mode = int(st.get("Seccomp", "0"))
+    if st.umask is None:
+        raise DumpError(f"process {pid} has no umask in /proc/{pid}/status (exiting?)")
+    seccomp_mode = st.seccomp
     if seccomp_mode == 1:
         raise UnsupportedError(f"process {pid} is in strict seccomp mode; not supported")
     filters = ptrace.seccomp_filters(pid) if seccomp_mode == 2 else []
@@ -40,11 +38,11 @@ def dump(pid: int, inj: Injector, scratch: int, st: dict[str, str]) -> dict[str,
     return {
         **dump_own(pid, inj, scratch),
         "cwd": procfs.cwd(pid),
-        "umask": int(st["Umask"], 8),
+        "umask": st.umask,
         "personality": procfs.personality(pid),
         "rlimits": {n: list(libc.prlimit(pid, i)) for i, n in enumerate(procfs.LIMIT_NAMES)},
-        "uids": _ids(st["Uid"]), "gids": _ids(st["Gid"]), "groups": _ids(st.get("Groups", "")),
-        "no_new_privs": int(st.get("NoNewPrivs", "0")),
+        "uids": st.uids, "gids": st.gids, "groups": st.groups,
+        "no_new_privs": st.no_new_privs,
         "seccomp": [base64.b64encode(f).decode() for f in reversed(filters)],
         "pdeathsig": pdeathsig,
         "dumpable": dumpable,

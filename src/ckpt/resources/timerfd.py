@@ -32,12 +32,6 @@ LINK = "anon_inode:[timerfd]"
 _WALL_CLOCKS = {anon.CLOCK_REALTIME, anon.CLOCK_REALTIME_ALARM}
 
 
-def _ns(pair: str) -> int:
-    """fdinfo's "(SEC, NSEC)" in nanoseconds."""
-    sec, nsec = pair.strip("() ").split(",")
-    return int(sec) * anon.NSEC + int(nsec)
-
-
 class TimerFds:
     KIND = "timerfd"
 
@@ -45,20 +39,23 @@ class TimerFds:
         return link == LINK
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
+        if info.timerfd is None:
+            raise DumpError(f"process {pid} fd {fd}: cannot read the timerfd's state from "
+                            "its fdinfo")
         try:
             for _ in range(10):
                 anon.timerfd_gettime(dup)  # fold unread periodic expirations into ticks
-                now = time.clock_gettime_ns(int(info["clockid"]))
-                fi = procfs.fdinfo(os.getpid(), dup)
-                value, interval = _ns(fi["it_value"]), _ns(fi["it_interval"])
-                if value or not interval:
+                now = time.clock_gettime_ns(info.timerfd.clockid)
+                tfd = procfs.fdinfo(os.getpid(), dup).timerfd
+                assert tfd is not None  # the same file as ``info``'s
+                if tfd.value_ns or not tfd.interval_ns:
                     break  # else it fired again between the two reads
-            clockid, ticks = int(fi["clockid"]), int(fi["ticks"])
-            settime_flags = int(fi["settime flags"], 8)
-        except (KeyError, ValueError, OSError) as e:
+        except OSError as e:
             raise DumpError(f"process {pid} fd {fd}: cannot read the timerfd's state: "
                             f"{e}") from None
+        clockid, ticks, settime_flags = tfd.clockid, tfd.ticks, tfd.settime_flags
+        value, interval = tfd.value_ns, tfd.interval_ns
         desc: dict[str, Any] = {"clockid": clockid, "settime_flags": settime_flags,
                                 "ticks": ticks, "value_ns": value, "interval_ns": interval}
         if settime_flags & anon.TFD_TIMER_ABSTIME and clockid in _WALL_CLOCKS and value:
@@ -104,7 +101,8 @@ class TimerFds:
             return
         try:
             # settime cleared the count; keep any expiry since (a very short timer)
-            now = int(procfs.fdinfo(os.getpid(), fd).get("ticks", "0"))
+            state = procfs.fdinfo(os.getpid(), fd).timerfd
+            now = state.ticks if state is not None else 0
             anon.timerfd_set_ticks(fd, ticks + now)
         except OSError as e:
             if not armed:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import re
 from typing import Any
 
 from ..errors import DumpError, RestoreError
@@ -22,8 +21,6 @@ from ..kernel.inject import Injector
 
 SIGEV_THREAD_ID = 4
 _NOTIFY = {"signal": 0, "none": 1, "thread": 2}
-_BLOCK_RE = re.compile(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\nnotify: (\w+)/(pid|tid)\.(\d+)\n"
-                       r"ClockID: (\d+)")
 _MAX_FILLERS = 1 << 16
 
 
@@ -43,17 +40,17 @@ class ITimerSpec(ctypes.Structure):
 def dump(pid: int, inj: Injector, scratch: int) -> list[dict[str, Any]]:
     """Every POSIX timer of process ``pid`` (``inj`` runs in it), in ID order."""
     out = []
-    for block in procfs.posix_timers(pid):
-        m = _BLOCK_RE.search(block)
-        if m is None:
-            raise DumpError(f"process {pid}: cannot parse /proc/{pid}/timers: {block!r}")
-        tid, signo, value, how, target, who, clock = m.groups()
-        inj.call("timer_gettime", int(tid), scratch)
+    try:
+        found = procfs.posix_timers(pid)
+    except ValueError as e:
+        raise DumpError(f"process {pid}: {e}") from None
+    for t in found:
+        inj.call("timer_gettime", t.id, scratch)
         its = ITimerSpec.from_buffer_copy(inj.read(scratch, ctypes.sizeof(ITimerSpec)))
         out.append({
-            "id": int(tid), "clock": int(clock), "signo": int(signo), "value": int(value, 16),
-            "notify": _NOTIFY[how] | (SIGEV_THREAD_ID if target == "tid" else 0),
-            "tid": int(who) if target == "tid" else 0,
+            "id": t.id, "clock": t.clock, "signo": t.signo, "value": t.value,
+            "notify": _NOTIFY[t.notify] | (SIGEV_THREAD_ID if t.to_thread else 0),
+            "tid": t.target if t.to_thread else 0,
             "interval": [its.interval_sec, its.interval_nsec],
             "left": [its.value_sec, its.value_nsec],
         })

@@ -20,6 +20,7 @@ import termios
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
+from ..kernel import procfs
 from . import files
 from .chrdev import TTY_MAJORS
 
@@ -72,7 +73,7 @@ class Terminals:
         return st_mod.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in TTY_MAJORS
 
     def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: dict[str, str]) -> dict[str, Any]:
+             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
         desc: dict[str, Any] = {"path": link, "rdev": [os.major(st.st_rdev),
                                                        os.minor(st.st_rdev)],
                                 "dev": st.st_dev}
