@@ -171,6 +171,27 @@ def test_inotify_path_gone_at_restore(build: Builder, procs: Procs, images: Path
     assert my_children() - children == set()
 
 
+def test_refusal_before_anything_is_created(build: Builder, procs: Procs, images: Path,
+                                            tmp_path: Path) -> None:
+    """A watched file gone at restore is refused before any file is opened: the unix
+    socket of fd 3, bound to a path, is not bound again (its socket file is not made),
+    though its fd comes before the inotify's."""
+    sock, watched = tmp_path / "listener.sock", tmp_path / "watched.txt"
+    watched.write_text("x\n")
+    target = procs.start([build("sockwatch"), sock, watched])
+    target.out.wait_line(r"^ready$")
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    procs.wait_gone(target)
+    sock.unlink()
+    watched.unlink()
+    children = my_children()
+    err = ckpt_fails("restore", "-D", images, "-d")
+    assert str(watched) in err and "wd 1" in err, err
+    assert not sock.exists(), "the restore bound the socket before refusing"
+    assert not is_alive(target.pid)
+    assert my_children() - children == set()
+
+
 def _fan_marks(pid: int, fd: int) -> list[str]:
     with open(f"/proc/{pid}/fdinfo/{fd}") as f:
         return [ln.strip() for ln in f if ln.startswith("fanotify")]

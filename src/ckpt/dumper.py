@@ -34,7 +34,6 @@ from .resources import (
     cpu,
     files,
     ghost,
-    kinds,  # noqa: F401  (registers every kind of file)
     mem,
     signals,
     task,
@@ -413,13 +412,12 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         _check_sessions(tasks, shell_job)
         images = ImageWriter(images_dir, remote=remote)
         ghost.configure(images, ghost_limit)
-        fctx = files.DumpCtx(images, shell_job=shell_job, external=set(external))
-        dumper = files.DumpFiles(fctx)
+        dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external))
         shmem_seen: dict[int, int] = {}
         for t in tasks:
             if t.frozen is not None:
                 total += _dump_task(t, images, dumper, shmem_seen, memctx)["bytes"]
-        files.after_dump(fctx, dumper.descriptions, [t.info() for t in tasks])
+        dumper.after_dump([t.info() for t in tasks])
         images.write_json("files.json", dumper.descriptions)
         faults.point("dump.files")
         root = tasks[0]

@@ -33,10 +33,10 @@ def parse_inherit_fd(arg: str) -> tuple[int, str] | None:
 
 
 def available_keys(descriptions: dict[str, dict[str, Any]]) -> list[str]:
-    from .resources.files import keys_of
+    from .resources.kinds import kind_of
     out: list[str] = []
     for desc in descriptions.values():
-        keys = keys_of(desc)
+        keys = kind_of(desc["kind"]).keys(desc)
         if keys and keys[0] not in out:
             out.append(keys[0])
     return out

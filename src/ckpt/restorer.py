@@ -40,7 +40,6 @@ from .pages.chain import Chain, Segment
 from .resources import (
     cpu,
     files,
-    kinds,  # noqa: F401  (registers every kind of file)
     mem,
     signals,
     task,
@@ -259,7 +258,7 @@ class Restore:
         self.live: list[_Node] = []  # the same, zombies left out
         self.outside_pgid: int | None = None  # a shell job's group, outside the tree
         self.inherit: dict[str, int] = {}
-        self.fctx: files.RestoreCtx | None = None
+        self.fctx: files.RestoreFiles | None = None
         # What the phases create; ``undo`` takes it all back.
         self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
         self.helper_in_ckpt = False
@@ -337,8 +336,8 @@ class Restore:
         log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid,
                  self.images_dir)
         by_original_fd = resolve_original_fds(self.inherit, root_pid, fd_tables.get(root_pid, []))
-        self.fctx = files.RestoreCtx(images, shell_job=self.shell_job, inherit=self.inherit,
-                                     inherit_files=by_original_fd, descriptions=descriptions)
+        self.fctx = files.RestoreFiles(images, descriptions, shell_job=self.shell_job,
+                                       inherit=self.inherit, inherit_files=by_original_fd)
         _, self.order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
         self.live = [n for n in self.order if not n.zombie]
         for n in self.live:
@@ -347,18 +346,20 @@ class Restore:
         self.outside_pgid = inv.get("outside_pgid")
 
     def open_files(self) -> None:
-        """Open, in ckpt, every file of every process (each process's plan of fds)."""
+        """Open, in ckpt, every file of every process (each process's plan of fds), once
+        every --inherit-fd key names a file and every kind had its say."""
         fctx = self._files()
-        for n in self.live:
-            n.plan = files.prepare_task(fctx, n.fd_table, fctx.descriptions)
-            if n.info["setsid"]:
-                n.info["ctty_fd"] = tty.controlling_slave(fctx, n.info)
         unused = set(self.inherit) - fctx.used_keys
         if unused:
             raise RestoreError(
                 f"--inherit-fd key {sorted(unused)[0]!r} matches no file in the image; keys "
                 f"in the image: {', '.join(available_keys(fctx.descriptions)) or 'none'}")
-        files.before_restore(fctx, fctx.descriptions)
+        fctx.check()  # each kind refuses now, before anything is opened
+        terminals = fctx.kind(tty.Terminals)
+        for n in self.live:
+            n.plan = fctx.prepare_task(n.fd_table)
+            if n.info["setsid"]:
+                n.info["ctty_fd"] = terminals.controlling_slave(n.info)
         faults.point("restore.fds_opened")
 
     def map_helper(self) -> None:
@@ -470,7 +471,7 @@ class Restore:
             self.helper_in_ckpt = False
             libc.syscall("munmap", self.helper, HELPER_SIZE)
 
-    def _files(self) -> files.RestoreCtx:
+    def _files(self) -> files.RestoreFiles:
         assert self.fctx is not None, "load() runs first"
         return self.fctx
 
@@ -516,9 +517,7 @@ class _TaskRestore:
 
     def finish_files(self) -> None:
         """File kinds that must act inside the process, on its final fd numbers."""
-        fctx = self.r._files()
-        files.restore_in_task(fctx, self.pid, self.inj, self.scratch, self.node.fd_table,
-                              fctx.descriptions)
+        self.r._files().restore_in_task(self.pid, self.inj, self.scratch, self.node.fd_table)
 
     def join_group(self) -> None:
         if self.pgid is None or self.pgid == self.pid:

@@ -16,10 +16,7 @@ from typing import Any
 
 from .errors import CkptError, ImageError, UsageError
 from .images import INVENTORY, ImageReader
-from .resources import (
-    files,
-    kinds,  # noqa: F401  (registers every kind of file)
-)
+from .resources import kinds
 
 
 def _is_json(name: str) -> bool:
@@ -47,18 +44,6 @@ def _show_dir(reader: ImageReader) -> dict[str, Any]:
     return out
 
 
-def _fd_path(desc: dict[str, Any]) -> str:
-    """What the fd pointed to, as /proc/PID/fd/N showed it."""
-    kind = desc.get("kind")
-    if kind == "pipe":
-        return str(desc.get("fifo") or f"pipe:[{desc['inode']}]")
-    if kind in ("unix", "inet"):
-        return f"socket:[{desc['inode']}]"
-    if "path" in desc:
-        return str(desc["path"])
-    return f"anon_inode:[{'eventpoll' if kind == 'epoll' else kind}]"
-
-
 def _fd_list(reader: ImageReader) -> list[dict[str, Any]]:
     """One entry per process and fd, with the inherit-fd key the restorer accepts."""
     descriptions: dict[str, dict[str, Any]] = reader.load_json("files.json")
@@ -76,11 +61,13 @@ def _fd_list(reader: ImageReader) -> list[dict[str, Any]]:
                 raise ImageError(f"{reader.path(name)}: fd {entry.get('fd')} refers to file "
                                  f"{fid!r}, which files.json does not describe")
             try:
-                keys = files.keys_of(desc)
+                kind = kinds.kind_of(desc["kind"])
+                keys = kind.keys(desc)
+                path = kind.shown_path(desc)  # as /proc/PID/fd/N showed it
             except (CkptError, KeyError, TypeError, ValueError) as e:
                 raise ImageError(f"{reader.path('files.json')}: file {fid}: {e}") from None
             out.append({"pid": pid, "fd": entry["fd"], "file": fid, "kind": desc["kind"],
-                        "path": _fd_path(desc), "cloexec": entry.get("cloexec", False),
+                        "path": path, "cloexec": entry.get("cloexec", False),
                         "key": keys[0] if keys else None,
                         # every key that names it; the root's fds also by their number
                         "keys": keys + ([f"orig-fd[{entry['fd']}]"] if pid == root_pid else [])})

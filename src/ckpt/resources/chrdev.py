@@ -5,34 +5,32 @@ from __future__ import annotations
 
 import os
 import stat as st_mod
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
-from ..kernel import procfs
-from . import files
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 TTY_MAJORS = {3, 4, 5, 136, 137, 138, 139, 140, 141, 142, 143}
 _OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | 0o2000000)
 
 
-class CharDevices:
+class CharDevices(FileKind):
     KIND = "chr"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
         return st_mod.S_ISCHR(st.st_mode) and os.major(st.st_rdev) not in TTY_MAJORS
 
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        if not link.startswith("/dev/"):
-            raise UnsupportedError(f"process {pid} fd {fd}: character device {link} "
-                                   "outside /dev")
-        return {"path": link, "rdev": [os.major(st.st_rdev), os.minor(st.st_rdev)],
-                "pos": info.pos}
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        if not f.link.startswith("/dev/"):
+            raise UnsupportedError(f"{f.where}: character device {f.link} outside /dev")
+        return {"path": f.link, "rdev": [os.major(f.st.st_rdev), os.minor(f.st.st_rdev)],
+                "pos": f.info.pos}
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
         return [desc["path"].lstrip("/"), desc["path"]]
 
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         try:
             fd = os.open(desc["path"], desc["flags"] & _OPEN_MASK)
         except OSError as e:
@@ -43,5 +41,3 @@ class CharDevices:
             raise RestoreError(f"{desc['path']} is now a different device")
         return fd
 
-
-files.register(CharDevices())

@@ -36,12 +36,11 @@ import errno
 import logging
 import os
 import struct
-from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import InjectionError, Injector
-from . import files
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, TaskFd
 
 log = logging.getLogger("ckpt.epoll")
 
@@ -57,7 +56,6 @@ EPOLLONESHOT = 1 << 30
 EPOLLWAKEUP = 1 << 29
 EPOLLEXCLUSIVE = 1 << 28
 KCMP_EPOLL_TFD = 7
-LINK = "anon_inode:[eventpoll]"
 
 def _same_file(pid: int, epfd: int, w: procfs.EpollWatch, toff: int) -> bool | None:
     """Whether fd ``w.tfd`` of ``pid`` is the file epoll ``epfd`` watches there
@@ -100,48 +98,33 @@ def _check(pid: int, epfd: int, ws: list[procfs.EpollWatch]) -> None:
                 "cannot restore a watch under an fd number that names another file")
 
 
-class Epoll:
+class Epoll(FileKind):
     KIND = "epoll"
+    LINK = "anon_inode:[eventpoll]"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
-        return link == LINK
-
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        if info.unparsed:
-            raise DumpError(f"process {pid} fd {fd} (epoll): cannot parse the watch "
-                            f"{info.unparsed[0]!r} in its fdinfo")
-        ws = info.epoll
-        _check(pid, fd, ws)
-        log.info("process %d fd %d: epoll with %d watches", pid, fd, len(ws))
-        return {"owner": pid,
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        if f.info.unparsed:
+            raise DumpError(f"{f.where} (epoll): cannot parse the watch "
+                            f"{f.info.unparsed[0]!r} in its fdinfo")
+        ws = f.info.epoll
+        _check(f.pid, f.fd, ws)
+        log.info("%s: epoll with %d watches", f.where, len(ws))
+        return {"owner": f.pid,
                 "watches": [{"tfd": w.tfd, "events": w.events, "data": w.data} for w in ws]}
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return []  # nothing outside names an epoll instance; only orig-fd[N] replaces it
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
+        return libc.syscall("epoll_create1", EPOLL_CLOEXEC)
 
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
-        fd = libc.syscall("epoll_create1", EPOLL_CLOEXEC)
-        if desc["flags"] & os.O_NONBLOCK:
-            os.set_blocking(fd, False)
-        return fd
-
-    def restore_in_task(self, ctx: files.RestoreCtx, pid: int, inj: Injector, scratch: int,
-                        fd_table: list[dict[str, Any]],
-                        descriptions: dict[str, dict[str, Any]]) -> None:
+    def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
+                        fds: list[TaskFd]) -> None:
         """In the owner of each epoll: add its watches, with the owner's fd numbers."""
         done: set[str] = set()
-        for entry in fd_table:
-            fid = entry["file"]
-            desc = descriptions[fid]
-            if desc["kind"] != self.KIND or desc.get("owner") != pid or fid in done:
+        for f in fds:
+            desc = f.desc
+            if desc.get("owner") != pid or f.file in done:
                 continue
-            done.add(fid)
-            if fid in ctx.inherit_files:
-                log.info("process %d fd %d: epoll replaced by an inherited fd; its %d watches "
-                         "are not added", pid, entry["fd"], len(desc["watches"]))
-                continue
-            epfd = entry["fd"]
+            done.add(f.file)
+            epfd = f.fd
             for w in desc["watches"]:
                 inj.write(scratch, struct.pack("<IQ", w["events"], w["data"]))
                 try:
@@ -154,4 +137,3 @@ class Epoll:
                      len(desc["watches"]))
 
 
-files.register(Epoll())

@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 from ..errors import DumpError, RestoreError
-from ..kernel import procfs
-from . import files
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.eventfd")
 
-LINK = "anon_inode:[eventfd]"
 _MAX_INIT = 0xFFFFFFFF  # eventfd()'s initial value is an unsigned int
 
 
-class EventFds:
+class EventFds(FileKind):
     KIND = "eventfd"
+    LINK = "anon_inode:[eventfd]"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
-        return link == LINK
-
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        info, pid, fd = f.info, f.pid, f.fd
         if info.eventfd_count is None:
             raise DumpError(f"process {pid} fd {fd}: eventfd without a readable "
                             "eventfd-count in its fdinfo")
@@ -43,15 +38,10 @@ class EventFds:
                  " (semaphore)" if semaphore else "")
         return {"count": count, "semaphore": semaphore}
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return []
-
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         flags = os.EFD_CLOEXEC
         if desc["semaphore"]:
             flags |= os.EFD_SEMAPHORE
-        if desc["flags"] & os.O_NONBLOCK:
-            flags |= os.EFD_NONBLOCK
         count = int(desc["count"])
         if not 0 <= count < 2**64 - 1:
             raise RestoreError(f"eventfd count {count} out of range")
@@ -60,5 +50,3 @@ class EventFds:
             os.eventfd_write(fd, count)  # the counter was 0: this never blocks
         return fd
 
-
-files.register(EventFds())

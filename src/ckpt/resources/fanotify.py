@@ -42,11 +42,10 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs
 from ..kernel.inode_path import Deleted, Mount, NotFound, PathFinder, mounts
-from . import files
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.fanotify")
 
-LINK = "anon_inode:[fanotify]"
 MARK_FLAGS = anon.FAN_MARK_IGNORED_SURV_MODIFY | anon.FAN_MARK_EVICTABLE | anon.FAN_MARK_IGNORE
 
 def _mnt_id(path: str) -> int | None:
@@ -66,15 +65,13 @@ def _visible(ms: list[Mount]) -> Mount | None:
     return next((m for m in ms if _mnt_id(m.point) == m.mount_id), None)
 
 
-class Fanotify:
+class Fanotify(FileKind):
     KIND = "fanotify"
+    LINK = "anon_inode:[fanotify]"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
-        return link == LINK
-
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        what = f"process {pid} fd {fd} (fanotify)"
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        what = f"{f.where} (fanotify)"
+        info = f.info
         group = info.fanotify
         if group is None:
             raise DumpError(f"{what}: no 'fanotify flags:' line in its fdinfo")
@@ -89,7 +86,7 @@ class Fanotify:
         finally:
             finder.close()
         marks.reverse()  # the kernel lists the newest first
-        queued = anon.fionread(dup)
+        queued = anon.fionread(f.dup)
         if queued:
             log.warning("%s: %d bytes of fanotify events were queued and not read; they are "
                         "lost (a restored fanotify starts with an empty queue)", what, queued)
@@ -128,13 +125,10 @@ class Fanotify:
         log.debug("%s: %s", what, mark)
         return mark
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return []
-
-    def before_restore(self, ctx: files.RestoreCtx,
-                       descriptions: dict[str, dict[str, Any]]) -> None:
-        for fid, desc in descriptions.items():
-            if desc.get("kind") != self.KIND or fid in ctx.inherit_files:
+    def before_restore(self, ctx: RestoreCtx) -> None:
+        """Refuse before anything is created if a marked path is gone."""
+        for fid, desc in self.descriptions.items():
+            if fid in ctx.replaced:
                 continue
             for mk in desc["marks"]:
                 try:
@@ -146,7 +140,7 @@ class Fanotify:
                     log.warning("fanotify (file %s): %s is another file than at dump; it is "
                                 "marked instead", fid, mk["path"])
 
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         flags = desc["init_flags"]  # as given (fdinfo shows them), FAN_CLOEXEC or not
         try:
             fd = anon.fanotify_init(flags, desc["event_flags"])
@@ -155,7 +149,6 @@ class Fanotify:
                                f"{os.strerror(e.errno or 0)}") from None
         try:
             os.set_inheritable(fd, False)
-            os.set_blocking(fd, not desc["flags"] & os.O_NONBLOCK)
             for mk in desc["marks"]:
                 self._add(fd, mk)
         except BaseException:
@@ -183,5 +176,3 @@ class Fanotify:
                                    f"(flags {flags:#x}, mask {mask:#x}): "
                                    f"{os.strerror(e.errno or 0)}") from None
 
-
-files.register(Fanotify())

@@ -1,133 +1,51 @@
-"""File descriptors: the fd table of each task and the registry of file kinds.
+"""File descriptors: the fd table of each process, and the steps every fd goes
+through whatever its kind.
 
-An fd points to an *open file description* (offset, flags), which several fds
-and processes may share. Each kind of file (regular file, pipe, character
-device, terminal, ...) lives in its own module that knows how to describe one
-at dump time, which inherit-fd key names it, and how to open it again at
-restore. This module finds the kind of each fd and keeps the table.
+An fd points to an *open file description* (offset, status flags), which several
+fds and processes may share. Each kind of file lives in its own module
+(filekind.py says what one provides; kinds.py lists them). This module finds the
+kind of each fd at dump, notices shared descriptions, and saves the status flags;
+at restore it lets every kind refuse before anything is opened, opens each
+description once (or takes the restorer's own fd for it, ``--inherit-fd``), sets
+its status flags, builds each process's fd table, and lets each kind finish
+inside the processes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat as st_mod
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 from ..errors import RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter
 from ..kernel import libc, procfs
+from ..kernel.inject import Injector
+from . import kinds
+from .filekind import (
+    Description,
+    DumpCtx,
+    FileKind,
+    OpenFd,
+    RestoreCtx,
+    TaskFd,
+    close_quietly,
+)
 
 log = logging.getLogger("ckpt.files")
 
 O_CLOEXEC_FDINFO = 0o2000000
+# The file status flags F_SETFL sets (the others are fixed at open: the access mode,
+# O_CREAT, ...); fcntl(2).
+STATUS_FLAGS = os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | fcntl.FASYNC
+
+K = TypeVar("K", bound=FileKind)
 
 
-@dataclass
-class DumpCtx:
-    """What file kinds may need while dumping."""
-
-    images: ImageWriter
-    shell_job: bool = False
-    external: set[str] = field(default_factory=set)
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RestoreCtx:
-    """What file kinds may need while restoring; ``opened`` caches one fd per description."""
-
-    images: ImageReader
-    shell_job: bool = False
-    inherit: dict[str, int] = field(default_factory=dict)
-    inherit_files: dict[str, int] = field(default_factory=dict)  # description id -> fd
-    used_keys: set[str] = field(default_factory=set)
-    opened: dict[str, int] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
-    descriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-    def close_all(self) -> None:
-        """Close ckpt's own copies once the new processes hold theirs."""
-        for fd in set(self.opened.values()):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        held = [fd for r, w in self.state.get("pipes", {}).values() for fd in {r, w}]
-        held += list(self.state.get("unix", {}).values())
-        held += self.state.get("held", [])  # any other fd a file kind keeps until the end
-        for fd in held:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.opened.clear()
-        self.state.clear()
-
-
-class FileKind(Protocol):
-    """The interface each file-kind module provides."""
-
-    KIND: str
-
-    def claims(self, link: str, st: os.stat_result) -> bool: ...
-    def dump(self, ctx: DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]: ...
-    def keys(self, desc: dict[str, Any]) -> list[str]: ...
-    def open(self, ctx: RestoreCtx, desc: dict[str, Any]) -> int: ...
-
-    # Optional, called once per dump / restore when every description is known:
-    # after_dump(ctx, descriptions, tasks) checks or completes what needs the whole
-    # tree (a pipe's other end, a socket's peer); before_restore(ctx, descriptions)
-    # may warn or refuse before any process is created.
-    # restore_in_task(ctx, pid, inj, scratch, fd_table, descriptions) runs once per
-    # restored process (``inj`` its Injector, ``scratch`` a scratch page in it,
-    # ``fd_table`` its fds-PID.json) when its fds are at their final numbers and
-    # before its memory is restored: for what only the process itself can do with
-    # its own fd numbers (epoll watches). ``ctx.opened``/``ctx.state`` are gone by then.
-
-
-KINDS: list[FileKind] = []
-
-
-def register(kind: FileKind) -> FileKind:
-    KINDS.append(kind)
-    return kind
-
-
-def kind_of(name: str) -> FileKind:
-    for k in KINDS:
-        if k.KIND == name:
-            return k
-    raise RestoreError(f"the image holds a file of kind {name!r}, unknown to this ckpt")
-
-
-def after_dump(ctx: DumpCtx, descriptions: dict[str, dict[str, Any]],
-               tasks: list[dict[str, Any]]) -> None:
-    """Let every kind check what needs the whole tree (see ``FileKind``)."""
-    for kind in KINDS:
-        hook = getattr(kind, "after_dump", None)
-        if hook is not None:
-            hook(ctx, descriptions, tasks)
-
-
-def before_restore(ctx: RestoreCtx, descriptions: dict[str, dict[str, Any]]) -> None:
-    for kind in KINDS:
-        hook = getattr(kind, "before_restore", None)
-        if hook is not None:
-            hook(ctx, descriptions)
-
-
-def restore_in_task(ctx: RestoreCtx, pid: int, inj: Any, scratch: int,
-                    fd_table: list[dict[str, Any]],
-                    descriptions: dict[str, dict[str, Any]]) -> None:
-    """Let every kind finish inside restored process ``pid`` (see ``FileKind``)."""
-    for kind in KINDS:
-        hook = getattr(kind, "restore_in_task", None)
-        if hook is not None:
-            hook(ctx, pid, inj, scratch, fd_table, descriptions)
+def keys_of(desc: Description) -> list[str]:
+    return kinds.kind_of(desc["kind"]).keys(desc)
 
 
 def describe_unsupported(link: str, st: os.stat_result) -> str:
@@ -140,12 +58,16 @@ def describe_unsupported(link: str, st: os.stat_result) -> str:
     return link
 
 
+# ---------------------------------------------------------------- dump
+
 class DumpFiles:
     """Builds the description table shared by every task of one dump."""
 
-    def __init__(self, ctx: DumpCtx):
-        self.ctx = ctx
-        self.descriptions: dict[str, dict[str, Any]] = {}
+    def __init__(self, images: ImageWriter, *, shell_job: bool = False,
+                 external: set[str] | None = None):
+        self.ctx = DumpCtx(images, shell_job, external or set())
+        self.kinds = [cls() for cls in kinds.KINDS]  # in claim order
+        self.descriptions: dict[str, Description] = {}
         # (st_dev, st_ino) -> [(pid, fd, id)] to find shared descriptions with kcmp
         self._seen: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
 
@@ -158,65 +80,149 @@ class DumpFiles:
                 continue
         return None
 
+    def _describe(self, f: OpenFd) -> str:
+        """Describe a description seen for the first time; its id."""
+        kind = next((k for k in self.kinds if k.claims(f.link, f.st)), None)
+        if kind is None:
+            raise UnsupportedError(f"{f.where}: {describe_unsupported(f.link, f.st)} is a kind "
+                                   "of file ckpt cannot dump yet")
+        desc = kind.dump(self.ctx, f)
+        desc["kind"] = kind.KIND
+        desc.setdefault("flags", f.info.flags & ~O_CLOEXEC_FDINFO)
+        fid = str(len(self.descriptions) + 1)
+        self.descriptions[fid] = kind.descriptions[fid] = desc
+        return fid
+
     def dump_task(self, pid: int, pidfd: int) -> list[dict[str, Any]]:
         table = []
         for fd in procfs.fd_numbers(pid):
             link = procfs.fd_link(pid, fd)
             info = procfs.fdinfo(pid, fd)
-            cloexec = bool(info.flags & O_CLOEXEC_FDINFO)
             dup = libc.pidfd_getfd(pidfd, fd)
             try:
                 st = os.fstat(dup)
                 fid = self._find_shared(pid, fd, st)
                 if fid is None:
-                    kind = next((k for k in KINDS if k.claims(link, st)), None)
-                    if kind is None:
-                        raise UnsupportedError(
-                            f"process {pid} fd {fd}: {describe_unsupported(link, st)} "
-                            "is a kind of file ckpt cannot dump yet")
-                    desc = kind.dump(self.ctx, pid, fd, link, st, dup, info)
-                    desc["kind"] = kind.KIND
-                    desc.setdefault("flags", info.flags & ~O_CLOEXEC_FDINFO)
-                    fid = str(len(self.descriptions) + 1)
-                    self.descriptions[fid] = desc
+                    fid = self._describe(OpenFd(pid, fd, link, st, dup, info))
                     self._seen.setdefault((st.st_dev, st.st_ino), []).append((pid, fd, fid))
             finally:
                 os.close(dup)
-            table.append({"fd": fd, "file": fid, "cloexec": cloexec})
+            table.append({"fd": fd, "file": fid, "cloexec": bool(info.flags & O_CLOEXEC_FDINFO)})
             log.debug("process %d fd %d -> file %s (%s)", pid, fd, fid, link)
         return table
 
+    def after_dump(self, tasks: list[dict[str, Any]]) -> None:
+        """Let every kind check what needs the whole tree, on its own descriptions."""
+        for kind in self.kinds:
+            kind.after_dump(self.ctx, tasks)
 
-def keys_of(desc: dict[str, Any]) -> list[str]:
-    return kind_of(desc["kind"]).keys(desc)
 
+# ---------------------------------------------------------------- restore
 
-def open_description(ctx: RestoreCtx, fid: str, desc: dict[str, Any]) -> int:
-    """An fd in ckpt for description ``fid``: inherited if an --inherit-fd key matches."""
-    if fid in ctx.opened:
-        return ctx.opened[fid]
-    if fid in ctx.inherit_files:
-        fd = os.dup(ctx.inherit_files[fid])
-        log.info("file %s replaced by the restorer's fd %d", fid, ctx.inherit_files[fid])
-        ctx.opened[fid] = fd
+class RestoreFiles:
+    """Every file of one restore: the kinds' objects, and one fd of ckpt's per
+    description, kept until every new process holds its own."""
+
+    def __init__(self, images: ImageReader, descriptions: dict[str, Description], *,
+                 shell_job: bool = False, inherit: dict[str, int] | None = None,
+                 inherit_files: dict[str, int] | None = None):
+        self.ctx = RestoreCtx(images, shell_job, inherit or {}, inherit_files or {})
+        self.descriptions = descriptions
+        self.kinds: dict[str, FileKind] = {cls.KIND: cls() for cls in kinds.KINDS}
+        self.used_keys: set[str] = set()  # the --inherit-fd keys that name a description
+        self._theirs: dict[str, int] = {}  # description id -> the restorer's fd for it
+        for fid, desc in descriptions.items():
+            self._kind(desc).descriptions[fid] = desc
+            theirs = self._inherited_fd(fid, desc)
+            if theirs is not None:
+                self._theirs[fid] = theirs
+        self.ctx.replaced = set(self._theirs)
+        self.opened: dict[str, int] = {}
+
+    def _kind(self, desc: Description) -> FileKind:
+        name = desc.get("kind")
+        kind = self.kinds.get(name) if isinstance(name, str) else None
+        if kind is None:
+            raise RestoreError(f"the image holds a file of kind {name!r}, unknown to this ckpt")
+        return kind
+
+    def kind(self, cls: type[K]) -> K:
+        """This restore's object of kind ``cls``."""
+        kind = self.kinds[cls.KIND]
+        assert isinstance(kind, cls)
+        return kind
+
+    def _inherited_fd(self, fid: str, desc: Description) -> int | None:
+        """The restorer's fd standing for description ``fid``, if ``--inherit-fd`` gives one
+        (by its id, or by the first of its keys given)."""
+        if fid in self.ctx.inherit_files:
+            return self.ctx.inherit_files[fid]
+        for key in self._kind(desc).keys(desc):
+            if key in self.ctx.inherit:
+                self.used_keys.add(key)
+                return self.ctx.inherit[key]
+        return None
+
+    def check(self) -> None:
+        """Let every kind warn or refuse (``before_restore``), before anything is opened."""
+        for kind in self.kinds.values():
+            kind.before_restore(self.ctx)
+
+    def open_description(self, fid: str) -> int:
+        """An fd in ckpt for description ``fid``, its status flags set."""
+        if fid in self.opened:
+            return self.opened[fid]
+        desc = self.descriptions[fid]
+        kind = self._kind(desc)
+        theirs = self._theirs.get(fid)
+        if theirs is not None:
+            fd = os.dup(theirs)
+            log.info("file %s (%s) replaced by the restorer's fd %d", fid, desc["kind"], theirs)
+        else:
+            fd = kind.open(self.ctx, desc)
+            if not kind.borrowed(desc):
+                try:
+                    set_status_flags(fd, desc)
+                except BaseException:
+                    os.close(fd)
+                    raise
+        self.opened[fid] = fd
         return fd
-    for key in keys_of(desc):
-        if key in ctx.inherit:
-            ctx.used_keys.add(key)
-            fd = os.dup(ctx.inherit[key])
-            log.info("file %s (%s) replaced by the restorer's fd %d", fid, key, ctx.inherit[key])
-            break
-    else:
-        fd = kind_of(desc["kind"]).open(ctx, desc)
-    ctx.opened[fid] = fd
-    return fd
+
+    def prepare_task(self, table: list[dict[str, Any]]) -> list[tuple[int, int, bool]]:
+        """(target fd, ckpt's fd, close-on-exec) for each fd of one task."""
+        return [(e["fd"], self.open_description(e["file"]), e["cloexec"]) for e in table]
+
+    def close_all(self) -> None:
+        """Close ckpt's own copies once the new processes hold theirs."""
+        close_quietly(set(self.opened.values()))
+        self.opened.clear()
+        for kind in self.kinds.values():
+            kind.close()
+
+    def restore_in_task(self, pid: int, inj: Injector, scratch: int,
+                        table: list[dict[str, Any]]) -> None:
+        """Let every kind finish inside restored process ``pid`` (see ``FileKind``), on
+        its fds of that kind that the restore made (inherited ones are the restorer's)."""
+        mine: dict[str, list[TaskFd]] = {}
+        for e in table:
+            if e["file"] not in self.ctx.replaced:
+                desc = self.descriptions[e["file"]]
+                mine.setdefault(desc["kind"], []).append(TaskFd(e["fd"], e["file"], desc))
+        for name, kind in self.kinds.items():
+            if name in mine:
+                kind.restore_in_task(self.ctx, pid, inj, scratch, mine[name])
 
 
-def prepare_task(ctx: RestoreCtx, table: list[dict[str, Any]],
-                 descriptions: dict[str, dict[str, Any]]) -> list[tuple[int, int, bool]]:
-    """(target fd, ckpt's fd, close-on-exec) for each fd of one task."""
-    return [(e["fd"], open_description(ctx, e["file"], descriptions[e["file"]]), e["cloexec"])
-            for e in table]
+def set_status_flags(fd: int, desc: Description) -> None:
+    """The one step that gives every description made by a kind its saved file status
+    flags (O_NONBLOCK, O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME), whatever the kind."""
+    flags = desc["flags"] & STATUS_FLAGS
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    except OSError as e:
+        raise RestoreError(f"{desc['kind']} file {kinds.kind_of(desc['kind']).shown_path(desc)}: "
+                           f"cannot set its status flags {flags:#o}: {e.strerror}") from None
 
 
 def install_in_child(plan: list[tuple[int, int, bool]], keep: list[int]) -> list[int]:

@@ -14,45 +14,50 @@ from __future__ import annotations
 
 import os
 import stat as st_mod
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
-from ..kernel import procfs
-from . import files, ghost
+from . import ghost
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 _OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | 0o2000000)
 
 
-class RegularFiles:
+class RegularFiles(FileKind):
     KIND = "reg"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
+    def __init__(self) -> None:
+        super().__init__()
+        self._ghosts = ghost.Made()  # deleted files made again, by ghost id
+
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
         return ((st_mod.S_ISREG(st.st_mode) and not ghost.is_memfd(link, st))
                 or st_mod.S_ISDIR(st.st_mode))
 
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        link, st = f.link, f.st
         if ghost.is_ghost(link, st):
             if st_mod.S_ISDIR(st.st_mode):
-                raise UnsupportedError(f"process {pid} fd {fd}: {link} is a removed "
-                                       "directory; not supported yet")
-            obj = ghost.save_fd(ctx.images, dup, st, link, f"process {pid} fd {fd}")
-            return {"path": obj["path"], "pos": info.pos,
-                    "size": st.st_size, "dir": False, "ghost": obj}
+                raise UnsupportedError(f"{f.where}: {link} is a removed directory; not "
+                                       "supported yet")
+            obj = ghost.save_fd(ctx.images, f.dup, st, link, f.where)
+            return {"path": obj["path"], "pos": f.info.pos, "size": st.st_size, "dir": False,
+                    "ghost": obj}
         if st.st_nlink == 0:
-            raise UnsupportedError(f"process {pid} fd {fd}: {link} is an unlinked file "
-                                   "without a (deleted) path; not supported")
+            raise UnsupportedError(f"{f.where}: {link} is an unlinked file without a "
+                                   "(deleted) path; not supported")
         if not link.startswith("/"):
-            raise UnsupportedError(f"process {pid} fd {fd}: {link} has no path")
-        return {"path": link, "pos": info.pos, "size": st.st_size,
+            raise UnsupportedError(f"{f.where}: {link} has no path")
+        return {"path": link, "pos": f.info.pos, "size": st.st_size,
                 "dir": st_mod.S_ISDIR(st.st_mode)}
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
         return [desc["path"].lstrip("/"), desc["path"]]
 
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         if "ghost" in desc:
-            return ghost.open_description(ctx, desc, _OPEN_MASK)
+            return self._ghosts.reopen(ctx.images, desc, _OPEN_MASK)
         path = desc["path"]
         try:
             fd = os.open(path, desc["flags"] & _OPEN_MASK)
@@ -72,4 +77,5 @@ class RegularFiles:
         return fd
 
 
-files.register(RegularFiles())
+    def close(self) -> None:
+        self._ghosts.close()

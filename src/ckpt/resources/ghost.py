@@ -17,8 +17,8 @@ Restore: ``create`` makes the object again in ckpt and fills it from the image
 by the kernel again: an ``O_TMPFILE`` in the file's directory, linked under its
 old name (or a hidden one if that name is taken now) and unlinked at once, so
 that /proc shows ``/path (deleted)`` again; or ``memfd_create`` with the
-name, mode and seals. Fd descriptions reopen that one object (files.RestoreCtx
-state), and mappings map it (mem.py: through a process already holding it).
+name, mode and seals. Fd descriptions reopen that one object (``Made``), and
+mappings map it (mem.py: through a process already holding it).
 """
 
 from __future__ import annotations
@@ -401,24 +401,31 @@ def _fill(fd: int, data_path: str, info: dict[str, Any]) -> None:
         os.close(src)
 
 
-def open_description(ctx: Any, desc: dict[str, Any], open_mask: int) -> int:
-    """An fd for one fd description of a ghost object (a files.RestoreCtx ``ctx``).
+class Made:
+    """The ghost objects one kind made during a restore, by id: each is made once and
+    kept open until every process holds its fds; each description reopens it with its
+    own flags and offset."""
 
-    The object is made once per restore (``ctx.state["ghosts"]``, kept until every
-    process holds its fds); each description reopens it with its own flags and offset.
-    """
-    info = desc["ghost"]
-    objects: dict[int, int] = ctx.state.setdefault("ghosts", {})
-    gid = int(info["id"])
-    if gid not in objects:
-        objects[gid] = create(ctx.images.path(DATA_FILE), info)
-        ctx.state.setdefault("held", []).append(objects[gid])
-    try:
-        fd = os.open(f"/proc/self/fd/{objects[gid]}", desc["flags"] & open_mask)
-    except OSError as e:
-        raise RestoreError(f"cannot reopen {describe(info)}: {e.strerror}") from None
-    os.lseek(fd, int(desc.get("pos", 0)), os.SEEK_SET)
-    return fd
+    def __init__(self) -> None:
+        self._objects: dict[int, int] = {}
+
+    def reopen(self, images: ImageReader, desc: dict[str, Any], open_mask: int) -> int:
+        """An fd for fd description ``desc`` of a ghost object."""
+        info = desc["ghost"]
+        gid = int(info["id"])
+        if gid not in self._objects:
+            self._objects[gid] = create(images.path(DATA_FILE), info)
+        try:
+            fd = os.open(f"/proc/self/fd/{self._objects[gid]}", desc["flags"] & open_mask)
+        except OSError as e:
+            raise RestoreError(f"cannot reopen {describe(info)}: {e.strerror}") from None
+        os.lseek(fd, int(desc.get("pos", 0)), os.SEEK_SET)
+        return fd
+
+    def close(self) -> None:
+        for fd in self._objects.values():
+            os.close(fd)
+        self._objects.clear()
 
 
 def holders(images_dir: str) -> dict[int, tuple[int, int]]:

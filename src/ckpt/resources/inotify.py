@@ -47,11 +47,10 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs
 from ..kernel.inode_path import Deleted, NotFound, PathFinder
-from . import files
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.inotify")
 
-LINK = "anon_inode:inotify"
 # mask bits given back to inotify_add_watch (the kernel may show internal bits too)
 RESTORE_MASK = anon.IN_ALL_EVENTS | anon.IN_ONESHOT | anon.IN_EXCL_UNLINK
 ADD_FLAGS = anon.IN_DONT_FOLLOW | anon.IN_MASK_CREATE
@@ -59,6 +58,7 @@ FILLERS = ("/", "/proc", "/sys", "/dev", "/tmp", "/etc", "/usr", "/var")
 FILLER_MASK = anon.IN_DELETE_SELF
 MAX_FILLERS = 1 << 24  # ~7 us each: about two minutes of restore
 DRAIN_EVERY = 4096     # fillers between two reads of the queue (16384 events max)
+
 
 def watches(pid: int, fd: int, info: procfs.FdInfo | None = None) -> list[procfs.InotifyWatch]:
     """The watches of inotify ``fd`` of ``pid`` (``info``: its fdinfo), in wd order."""
@@ -103,16 +103,13 @@ def _filler(paths: list[str]) -> str:
                        f"({', '.join(FILLERS)}) is watched; cannot recreate the wd numbers")
 
 
-class Inotify:
+class Inotify(FileKind):
     KIND = "inotify"
+    LINK = "anon_inode:inotify"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
-        return link == LINK
-
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        what = f"process {pid} fd {fd} (inotify)"
-        ws = watches(pid, fd, info)
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        what = f"{f.where} (inotify)"
+        ws = watches(f.pid, f.fd, f.info)
         finder = PathFinder()
         out = []
         try:
@@ -140,21 +137,17 @@ class Inotify:
             raise UnsupportedError(
                 f"{what}: its highest watch descriptor is {ws[-1].wd}; recreating it would "
                 f"take {fillers} filler watches (at most {MAX_FILLERS})")
-        queued = anon.fionread(dup)
+        queued = anon.fionread(f.dup)
         if queued:
             log.warning("%s: %d bytes of inotify events were queued and not read; they are "
                         "lost (a restored inotify starts with an empty queue)", what, queued)
         log.info("%s: %d watches", what, len(out))
         return {"watches": out}
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return []  # an anon inode: only orig-fd[N] replaces it
-
-    def before_restore(self, ctx: files.RestoreCtx,
-                       descriptions: dict[str, dict[str, Any]]) -> None:
-        """Refuse before any process exists if a watched path is gone."""
-        for fid, desc in descriptions.items():
-            if desc.get("kind") != self.KIND or fid in ctx.inherit_files:
+    def before_restore(self, ctx: RestoreCtx) -> None:
+        """Refuse before anything is created if a watched path is gone."""
+        for fid, desc in self.descriptions.items():
+            if fid in ctx.replaced:
                 continue
             for w in desc["watches"]:
                 try:
@@ -167,12 +160,11 @@ class Inotify:
                                 "%d, was %d); wd %d watches the one there now", fid,
                                 w["path"], st.st_ino, w["ino"], w["wd"])
 
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
+        # non-blocking while ckpt drains the fillers' events; the saved flags come after
         fd = anon.inotify_init1(anon.IN_NONBLOCK | anon.IN_CLOEXEC)
         try:
             self._fill(fd, sorted(desc["watches"], key=lambda w: w["wd"]))
-            if not desc["flags"] & os.O_NONBLOCK:
-                os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise
@@ -225,5 +217,3 @@ class Inotify:
             log.info("inotify: %d watches restored, %d filler watches to skip numbers",
                      len(ws), used)
 
-
-files.register(Inotify())

@@ -11,30 +11,30 @@ MFD_ALLOW_SEALING shows as seals without F_SEAL_SEAL. There is no
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from ..kernel import procfs
-from . import files, ghost
+from . import ghost
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 _OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | 0o2000000)
 
 
-class MemFds:
+class MemFds(FileKind):
     KIND = "memfd"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
+    def __init__(self) -> None:
+        super().__init__()
+        self._made = ghost.Made()  # memfds made again, by ghost id
+
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
         return ghost.is_memfd(link, st)
 
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        obj = ghost.save_fd(ctx.images, dup, st, link, f"process {pid} fd {fd}")
-        return {"path": link, "pos": info.pos, "ghost": obj}
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        obj = ghost.save_fd(ctx.images, f.dup, f.st, f.link, f.where)
+        return {"path": f.link, "pos": f.info.pos, "ghost": obj}
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return []
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
+        return self._made.reopen(ctx.images, desc, _OPEN_MASK)
 
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
-        return ghost.open_description(ctx, desc, _OPEN_MASK)
-
-
-files.register(MemFds())
+    def close(self) -> None:
+        self._made.close()

@@ -14,8 +14,16 @@ import stat as st_mod
 from typing import Any
 
 from ..errors import DumpError, RestoreError
-from ..kernel import libc, procfs
-from . import files
+from ..images import RawWriter
+from ..kernel import libc
+from .filekind import (
+    Description,
+    DumpCtx,
+    FileKind,
+    OpenFd,
+    RestoreCtx,
+    close_quietly,
+)
 
 log = logging.getLogger("ckpt.pipes")
 
@@ -45,13 +53,52 @@ def _read_buffered(pid: int, fd: int, capacity: int) -> bytes:
             os.close(x)
 
 
-class Pipes:
+class Pipes(FileKind):
     KIND = "pipe"
 
-    def after_dump(self, ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
-                   tasks: list[dict[str, Any]]) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self._saved: dict[int, dict[str, Any]] = {}  # dump: inode -> capacity, data_off, _len
+        self._data: RawWriter | None = None          # dump: pipes-data.img
+        self._made: dict[int, tuple[int, int]] = {}  # restore: inode -> (read, write) ends
+
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
+        return st_mod.S_ISFIFO(st.st_mode)
+
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
+        keys = [f"pipe:[{desc['inode']}]"]
+        if "fifo" in desc:
+            keys += [desc["fifo"].lstrip("/"), desc["fifo"]]
+        return keys
+
+    @classmethod
+    def shown_path(cls, desc: Description) -> str:
+        return str(desc.get("fifo") or f"pipe:[{desc['inode']}]")
+
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        ino = f.st.st_ino
+        if ino not in self._saved:
+            capacity = fcntl.fcntl(f.dup, libc.F_GETPIPE_SZ)
+            try:
+                data = _read_buffered(f.pid, f.fd, capacity)
+            except OSError as e:
+                raise DumpError(f"{f.where}: cannot read the data buffered in {f.link}: "
+                                f"{e.strerror}") from None
+            if self._data is None:
+                self._data = ctx.images.raw(DATA_FILE)
+            off = self._data.write(data)
+            self._saved[ino] = {"capacity": capacity, "data_off": off, "data_len": len(data)}
+            log.info("pipe %s: %d bytes buffered", f.link, len(data))
+        desc: Description = {"inode": ino, **self._saved[ino]}
+        if not f.link.startswith("pipe:"):
+            desc["fifo"] = f.link  # a named pipe
+        return desc
+
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         """Mark pipes with an end outside the dumped tree; the restore needs to know."""
-        unnamed = [d for d in descriptions.values() if d["kind"] == "pipe" and "fifo" not in d]
+        unnamed = [d for d in self.descriptions.values() if "fifo" not in d]
         ends: dict[int, set[int]] = {}
         for desc in unnamed:
             ends.setdefault(desc["inode"], set()).add(desc["flags"] & os.O_ACCMODE)
@@ -59,59 +106,33 @@ class Pipes:
             modes = ends[desc["inode"]]
             desc["external"] = not ({os.O_RDONLY, os.O_WRONLY} <= modes or os.O_RDWR in modes)
 
-    def before_restore(self, ctx: files.RestoreCtx,
-                       descriptions: dict[str, dict[str, Any]]) -> None:
+    def before_restore(self, ctx: RestoreCtx) -> None:
         """Say which pipes lost their outside end, and how to give them a new one."""
-        for fid, desc in descriptions.items():
-            if desc["kind"] != "pipe" or not desc.get("external"):
-                continue
-            if fid in ctx.inherit_files or any(k in ctx.inherit for k in self.keys(desc)):
-                continue
-            log.warning("pipe:[%s] had its other end outside the dumped tree; it is restored "
-                        "as a new pipe whose other end nobody holds (give one with "
-                        "--inherit-fd 'fd[N]:pipe:[%s]')", desc["inode"], desc["inode"])
+        for fid, desc in self.descriptions.items():
+            if desc.get("external") and fid not in ctx.replaced:
+                log.warning("pipe:[%s] had its other end outside the dumped tree; it is "
+                            "restored as a new pipe whose other end nobody holds (give one "
+                            "with --inherit-fd 'fd[N]:pipe:[%s]')", desc["inode"], desc["inode"])
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
-        return st_mod.S_ISFIFO(st.st_mode)
-
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        pipes: dict[int, dict[str, Any]] = ctx.raw.setdefault("pipes", {})
-        ino = st.st_ino
-        if ino not in pipes:
-            capacity = fcntl.fcntl(dup, libc.F_GETPIPE_SZ)
-            try:
-                data = _read_buffered(pid, fd, capacity)
-            except OSError as e:
-                raise DumpError(f"process {pid} fd {fd}: cannot read the data buffered in "
-                                f"{link}: {e.strerror}") from None
-            if "pipes_raw" not in ctx.raw:
-                ctx.raw["pipes_raw"] = ctx.images.raw(DATA_FILE)
-            off = ctx.raw["pipes_raw"].write(data)
-            pipes[ino] = {"capacity": capacity, "data_off": off, "data_len": len(data)}
-            log.info("pipe %s: %d bytes buffered", link, len(data))
-        desc: dict[str, Any] = {"inode": ino, **pipes[ino]}
-        if not link.startswith("pipe:"):
-            desc["fifo"] = link  # a named pipe
-        return desc
-
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        keys = [f"pipe:[{desc['inode']}]"]
-        if "fifo" in desc:
-            keys += [desc["fifo"].lstrip("/"), desc["fifo"]]
-        return keys
-
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
-        pipes: dict[int, tuple[int, int]] = ctx.state.setdefault("pipes", {})
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         ino = desc["inode"]
-        if ino not in pipes:
-            if "fifo" in desc:
-                # A named pipe: open both ends on the FIFO so its bytes can go back in.
-                rw = os.open(desc["fifo"], os.O_RDWR | os.O_NONBLOCK)
-                pipes[ino] = (rw, rw)
-            else:
-                pipes[ino] = os.pipe2(os.O_CLOEXEC)
-            r, w = pipes[ino]
+        if ino not in self._made:
+            self._made[ino] = self._make(ctx, desc)
+        r, w = self._made[ino]
+        if "fifo" in desc:
+            return os.open(f"/proc/self/fd/{r}", (desc["flags"] & ~0o2000000) | os.O_NONBLOCK)
+        return os.dup(r if desc["flags"] & os.O_ACCMODE == os.O_RDONLY else w)
+
+    def _make(self, ctx: RestoreCtx, desc: Description) -> tuple[int, int]:
+        """A new pipe for ``desc``'s, with its capacity and buffered bytes."""
+        ino = desc["inode"]
+        if "fifo" in desc:
+            # A named pipe: open both ends on the FIFO so its bytes can go back in.
+            rw = os.open(desc["fifo"], os.O_RDWR | os.O_NONBLOCK)
+            r, w = rw, rw
+        else:
+            r, w = os.pipe2(os.O_CLOEXEC)
+        try:
             try:
                 fcntl.fcntl(w, libc.F_SETPIPE_SZ, desc["capacity"])
             except OSError as e:
@@ -124,14 +145,11 @@ class Pipes:
                 if len(data) != desc["data_len"]:
                     raise RestoreError(f"{DATA_FILE}: truncated")
                 os.write(w, data)
-        r, w = pipes[ino]
-        acc = desc["flags"] & os.O_ACCMODE
-        if "fifo" in desc:
-            fd = os.open(f"/proc/self/fd/{r}", (desc["flags"] & ~0o2000000) | os.O_NONBLOCK)
-        else:
-            fd = os.dup(r if acc == os.O_RDONLY else w)
-        fcntl.fcntl(fd, fcntl.F_SETFL, desc["flags"] & (os.O_NONBLOCK | os.O_APPEND | os.O_DIRECT))
-        return fd
+        except BaseException:
+            close_quietly({r, w})
+            raise
+        return r, w
 
-
-files.register(Pipes())
+    def close(self) -> None:
+        close_quietly({fd for ends in self._made.values() for fd in ends})
+        self._made.clear()

@@ -8,37 +8,19 @@ signal pending at dump is read from the new signalfd. fdinfo shows ``sigmask``
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from ..errors import DumpError
-from ..kernel import anon, procfs
-from . import files
-
-LINK = "anon_inode:[signalfd]"
+from ..kernel import anon
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 
-class SignalFds:
+class SignalFds(FileKind):
     KIND = "signalfd"
+    LINK = "anon_inode:[signalfd]"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
-        return link == LINK
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        if f.info.sigmask is None:
+            raise DumpError(f"{f.where}: signalfd without a readable sigmask in its fdinfo")
+        return {"sigmask": f.info.sigmask}
 
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        if info.sigmask is None:
-            raise DumpError(f"process {pid} fd {fd}: signalfd without a readable sigmask "
-                            "in its fdinfo")
-        return {"sigmask": info.sigmask}
-
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return []
-
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
-        flags = anon.SFD_CLOEXEC
-        if desc["flags"] & os.O_NONBLOCK:
-            flags |= anon.SFD_NONBLOCK
-        return anon.signalfd(int(desc["sigmask"]), flags)
-
-
-files.register(SignalFds())
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
+        return anon.signalfd(int(desc["sigmask"]), anon.SFD_CLOEXEC)

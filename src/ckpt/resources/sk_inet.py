@@ -27,9 +27,9 @@ import struct
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
-from ..kernel import procfs, sock_diag
+from ..kernel import sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
-from . import files
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 from .sk_unix import SockOpts, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_inet")
@@ -141,17 +141,30 @@ def udp_queues(family: int) -> dict[int, tuple[int, int]]:
             for s in sock_diag.inet_sockets(family, socket.IPPROTO_UDP)}
 
 
-class InetSockets:
+class InetSockets(FileKind):
     KIND = "inet"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
+    def __init__(self) -> None:
+        super().__init__()
+        self._udp_queues: dict[int, dict[int, tuple[int, int]]] = {}  # dump: by family
+
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
         # every socket that is not a unix one; other families are refused in dump()
         return (st_mod.S_ISSOCK(st.st_mode) and link.startswith("socket:")
                 and not sock_diag.is_unix_socket(st.st_ino))
 
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        sock = socket.socket(fileno=os.dup(dup))
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
+        return [f"socket:[{desc['inode']}]"]
+
+    @classmethod
+    def shown_path(cls, desc: Description) -> str:
+        return f"socket:[{desc['inode']}]"
+
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        pid, fd, link, st = f.pid, f.fd, f.link, f.st
+        sock = socket.socket(fileno=os.dup(f.dup))
         try:
             fam, stype, proto = sock.family, sock.type, sock.proto
             if fam == socket.AF_UNIX:
@@ -177,7 +190,7 @@ class InetSockets:
             if proto == socket.IPPROTO_TCP:
                 self._tcp(sock, desc, where)
             else:
-                self._udp(ctx, sock, desc, where)
+                self._udp(sock, desc, where)
             log.info("%s: %s", where, desc)
             return desc
         finally:
@@ -209,17 +222,16 @@ class InetSockets:
             raise UnsupportedError(f"{where}: a TCP socket whose connection ended or failed "
                                    "is not supported")
 
-    def _udp(self, ctx: files.DumpCtx, sock: socket.socket, desc: dict[str, Any],
-             where: str) -> None:
+    def _udp(self, sock: socket.socket, desc: dict[str, Any], where: str) -> None:
         try:
             desc["peer"] = list(sock.getpeername())
             desc["state"] = TCP_ESTABLISHED
         except OSError:
             desc["state"] = TCP_CLOSE
-        key = f"udp{desc['family']}"
-        if key not in ctx.raw:
-            ctx.raw[key] = udp_queues(desc["family"])
-        rqueue, wqueue = ctx.raw[key].get(desc["inode"], (0, 0))
+        fam = desc["family"]
+        if fam not in self._udp_queues:
+            self._udp_queues[fam] = udp_queues(fam)
+        rqueue, wqueue = self._udp_queues[fam].get(desc["inode"], (0, 0))
         if rqueue:
             raise UnsupportedError(
                 f"{where}: datagrams queued for reading ({rqueue} bytes); ckpt does not save "
@@ -229,10 +241,7 @@ class InetSockets:
             raise UnsupportedError(f"{where}: corked (UDP_CORK) with data not sent yet; "
                                    "not supported")
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return [f"socket:[{desc['inode']}]"]
-
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         fam, proto = desc["family"], desc["proto"]
         where = (f"socket:[{desc['inode']}] ({_PROTOS.get(proto, proto)} "
                  f"{_FAMILIES.get(fam, fam)})")
@@ -254,8 +263,6 @@ class InetSockets:
                 except OSError as e:
                     raise RestoreError(f"{where}: cannot connect to {_fmt(desc['peer'])}: "
                                        f"{e.strerror}") from None
-            if desc["flags"] & os.O_NONBLOCK:
-                sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
@@ -313,5 +320,3 @@ def _packed(host: str, fam: int) -> bytes | None:
     except OSError:
         return None
 
-
-files.register(InetSockets())

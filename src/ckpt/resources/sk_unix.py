@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
+from ..images import RawWriter
 from ..kernel import procfs
 from ..kernel.inject import Injector
 from ..kernel.sock_diag import (
@@ -57,7 +58,15 @@ from ..kernel.sock_diag import (
     unix_socket,
     unix_sockets,
 )
-from . import files
+from .filekind import (
+    Description,
+    DumpCtx,
+    FileKind,
+    OpenFd,
+    RestoreCtx,
+    TaskFd,
+    close_quietly,
+)
 
 log = logging.getLogger("ckpt.sk_unix")
 
@@ -341,7 +350,7 @@ def _check_control(anc: list[tuple[int, int, bytes]], mflags: int, where: str) -
                                "(SCM_RIGHTS), which ckpt cannot save")
 
 
-def _send_queue(ctx: files.RestoreCtx, receiver: dict[str, Any]) -> Iterator[tuple[bytes, str]]:
+def _send_queue(ctx: RestoreCtx, receiver: dict[str, Any]) -> Iterator[tuple[bytes, str]]:
     """The messages queued on ``receiver`` at dump: (data, sender name in hex)."""
     if not receiver["queue"]:
         return
@@ -352,7 +361,7 @@ def _send_queue(ctx: files.RestoreCtx, receiver: dict[str, Any]) -> Iterator[tup
             yield f.read(length), sender
 
 
-def _refill(ctx: files.RestoreCtx, sender: socket.socket, receiver: dict[str, Any]) -> None:
+def _refill(ctx: RestoreCtx, sender: socket.socket, receiver: dict[str, Any]) -> None:
     """Queue again, from the peer, what ``receiver`` had not read yet."""
     for data, _ in _send_queue(ctx, receiver):
         if receiver["type"] == socket.SOCK_STREAM:
@@ -382,37 +391,51 @@ def _pair_mode(d: dict[str, Any], by_ino: dict[int, dict[str, Any]]) -> bool:
 
 
 def _by_ino(descriptions: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    return {d["inode"]: d for d in descriptions.values() if d["kind"] == "unix"}
+    return {d["inode"]: d for d in descriptions.values()}
 
 
-class UnixSockets:
+class UnixSockets(FileKind):
     KIND = "unix"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
+    def __init__(self) -> None:
+        super().__init__()
+        self._table: dict[int, dict[str, Any]] | None = None  # dump: sock_diag of them all
+        self._queues: RawWriter | None = None                 # dump: sk-queues.img
+        self._socks: dict[int, int] = {}      # restore: inode -> ckpt's fd of the new socket
+        self._listening: set[str] = set()     # restore: listeners already listening
+
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
         return (st_mod.S_ISSOCK(st.st_mode) and link.startswith("socket:")
                 and is_unix_socket(st.st_ino))
 
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        sock = socket.socket(fileno=os.dup(dup))
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
+        return [f"socket:[{desc['inode']}]"]
+
+    @classmethod
+    def shown_path(cls, desc: Description) -> str:
+        return f"socket:[{desc['inode']}]"
+
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        sock = socket.socket(fileno=os.dup(f.dup))
         try:
             if sock.family != socket.AF_UNIX:
-                raise UnsupportedError(f"process {pid} fd {fd}: {link} is a "
-                                       f"{sock.family.name} socket, not a unix socket")
-            if "unix" not in ctx.raw:
-                ctx.raw["unix"] = unix_sockets()
-            table = ctx.raw["unix"]
-            ino = st.st_ino
-            me = table.get(ino) or unix_socket(ino)
+                raise UnsupportedError(f"{f.where}: {f.link} is a {sock.family.name} "
+                                       "socket, not a unix socket")
+            if self._table is None:
+                self._table = unix_sockets()
+            ino = f.st.st_ino
+            me = self._table.get(ino) or unix_socket(ino)
             if me is None:
-                raise DumpError(f"process {pid} fd {fd}: {link} not found by sock_diag")
-            return self._describe(ctx, pid, sock, ino, me, table,
-                                  f"process {pid} fd {fd} "
-                                  f"({_TYPES.get(me['type'], me['type'])} {link})", st)
+                raise DumpError(f"{f.where}: {f.link} not found by sock_diag")
+            return self._describe(ctx, f.pid, sock, ino, me, self._table,
+                                  f"{f.where} ({_TYPES.get(me['type'], me['type'])} {f.link})",
+                                  f.st)
         finally:
             sock.close()
 
-    def _describe(self, ctx: files.DumpCtx, pid: int, sock: socket.socket, ino: int,
+    def _describe(self, ctx: DumpCtx, pid: int, sock: socket.socket, ino: int,
                   me: UnixDiag, table: dict[int, UnixDiag], where: str,
                   st: os.stat_result) -> dict[str, Any]:
         stype, state = me["type"], me["state"]
@@ -473,54 +496,163 @@ class UnixSockets:
                     f"{where}: {len(queue)} message(s) queued on a socket that receives "
                     "their senders' credentials (SO_PASSCRED): ckpt cannot send them "
                     "again with those credentials")
-            if "skq_raw" not in ctx.raw:
-                ctx.raw["skq_raw"] = ctx.images.raw(QUEUE_FILE)
-            desc["queue"] = [[ctx.raw["skq_raw"].write(m), len(m)] for m, _ in queue]
+            if self._queues is None:
+                self._queues = ctx.images.raw(QUEUE_FILE)
+            desc["queue"] = [[self._queues.write(m), len(m)] for m, _ in queue]
             if stype == socket.SOCK_DGRAM:
                 desc["senders"] = [s.hex() for _, s in queue]
         return desc
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return [f"socket:[{desc['inode']}]"]
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
+        _check_external(self.descriptions, ctx.external)
+        _check_senders(self.descriptions)
 
-    def after_dump(self, ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
-                   tasks: list[dict[str, Any]]) -> None:
-        _check_external(descriptions, ctx.external)
-        _check_senders(descriptions)
-
-    def restore_in_task(self, ctx: files.RestoreCtx, pid: int, inj: Injector, scratch: int,
-                        fd_table: list[dict[str, Any]],
-                        descriptions: dict[str, dict[str, Any]]) -> None:
+    def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
+                        fds: list[TaskFd]) -> None:
         """The first restored process holding a listener calls listen() on it, so its
         clients' SO_PEERCRED name that process, as before the dump."""
-        listening: set[str] = ctx.state.setdefault("unix_listening", set())
-        for entry in fd_table:
-            fid = entry["file"]
-            d = descriptions[fid]
-            if d["kind"] != self.KIND or "backlog" not in d or fid in listening:
+        for f in fds:
+            d = f.desc
+            if "backlog" not in d or f.file in self._listening:
                 continue
-            listening.add(fid)
-            if _inherited(ctx, fid, d):
-                continue
+            self._listening.add(f.file)
             try:
-                inj.call("listen", entry["fd"], d["backlog"])
+                inj.call("listen", f.fd, d["backlog"])
             except OSError as e:
-                raise RestoreError(f"process {pid} fd {entry['fd']}: cannot listen on "
+                raise RestoreError(f"process {pid} fd {f.fd}: cannot listen on "
                                    f"socket:[{d['inode']}] again: {os.strerror(e.errno)}"
                                    ) from None
 
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
-        socks: dict[int, int] = ctx.state.setdefault("unix", {})
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         ino = desc["inode"]
-        if ino not in socks:
-            if _pair_mode(desc, _by_ino(ctx.descriptions)):
-                _open_pair(ctx, desc)
+        if ino not in self._socks:
+            if _pair_mode(desc, _by_ino(self.descriptions)):
+                self._open_pair(ctx, desc)
             else:
-                _open_alone(ctx)
-        fd = os.dup(socks[ino])
-        if desc["flags"] & os.O_NONBLOCK:
-            os.set_blocking(fd, False)
-        return fd
+                self._open_alone(ctx)
+        return os.dup(self._socks[ino])
+
+    def close(self) -> None:
+        close_quietly(set(self._socks.values()))
+        self._socks.clear()
+
+
+    def _open_pair(self, ctx: RestoreCtx, desc: Description) -> None:
+        """A socketpair for ``desc`` and its peer (or for ``desc`` alone if its peer was
+        closed: the other end is closed once the queue is refilled)."""
+        socks = self._socks
+        ino = desc["inode"]
+        if desc["peer"] == 0:
+            a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
+            with b:
+                _setup(a, desc)
+                _refill(ctx, b, desc)
+            _finish(a, desc)
+            socks[ino] = a.detach()
+            return
+        peer = _by_ino(self.descriptions).get(desc["peer"])
+        if peer is None:
+            raise RestoreError(
+                f"socket:[{ino}] was connected to a peer outside the dumped tree; "
+                f"give its replacement with --inherit-fd 'fd[N]:socket:[{ino}]'")
+        a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
+        try:
+            for s, d in ((a, desc), (b, peer)):
+                _setup(s, d)
+                if d.get("name"):  # a datagram end bound after socketpair()
+                    _bind(s, d)
+            _refill(ctx, b, desc)
+            _refill(ctx, a, peer)
+            for s, d in ((a, desc), (b, peer)):
+                how = _SHUT.get(d["shutdown"])
+                if how is not None:
+                    s.shutdown(how)
+                _finish(s, d)
+        except BaseException:
+            a.close()
+            b.close()
+            raise
+        socks[ino] = a.detach()
+        socks[peer["inode"]] = b.detach()
+
+
+    def _open_alone(self, ctx: RestoreCtx) -> None:
+        """Every unix socket of the image that is no end of a socketpair, at once: created
+        and bound (listening), then their queued datagrams sent again, then the datagram
+        sockets connected (in an order the kernel accepts)."""
+        socks = self._socks
+        by_ino = _by_ino(self.descriptions)
+        alone = [d for fid, d in self.descriptions.items()
+                 if d["inode"] not in socks and not _pair_mode(d, by_ino)
+                 and fid not in ctx.replaced]
+        for d in alone:
+            with socket.socket(socket.AF_UNIX, d["type"]) as s:
+                _setup(s, d)
+                if d.get("name"):
+                    _bind(s, d)
+                # A listener listens from inside its process (``restore_in_task``): clients
+                # see the listener's SO_PEERCRED, which is whoever called listen().
+                socks[d["inode"]] = s.detach()
+        with contextlib.ExitStack() as stack:
+            anon: socket.socket | None = None
+            for d in alone:
+                for data, sender in _send_queue(ctx, d):
+                    to = _address(d)
+                    if sender:
+                        src = self._sender(ctx, by_ino, sender, d)
+                        with _borrow(socks[src]) as s:
+                            s.sendto(data, to)
+                    else:
+                        if anon is None:
+                            anon = stack.enter_context(socket.socket(socket.AF_UNIX,
+                                                                     socket.SOCK_DGRAM))
+                        anon.sendto(data, to)
+        waiting = [d for d in alone if _state(d) == TCP_ESTABLISHED]
+        while waiting:
+            # X may connect to P unless P is connected already to a third socket: those
+            # that connect to X go first.
+            ready = next((d for d in waiting
+                          if not any(o["peer"] == d["inode"] and d["peer"] != o["inode"]
+                                     for o in waiting if o is not d)), None)
+            if ready is None:
+                raise RestoreError("unix datagram sockets connected in a cycle: "
+                                   + ", ".join(f"socket:[{d['inode']}]" for d in waiting))
+            waiting.remove(ready)
+            peer = by_ino.get(ready["peer"])
+            ino = ready["inode"]
+            if peer is None or not peer.get("name"):
+                raise RestoreError(f"socket:[{ino}] was connected to a peer outside the dumped "
+                                   f"tree; give its replacement with --inherit-fd "
+                                   f"'fd[N]:socket:[{ino}]'")
+            with _borrow(socks[ino]) as s:
+                try:
+                    s.connect(_address(peer))
+                except OSError as e:
+                    raise RestoreError(f"socket:[{ino}]: cannot connect again to "
+                                       f"{show_name(bytes.fromhex(peer['name']))}: "
+                                       f"{e.strerror}") from None
+        for d in alone:
+            with _borrow(socks[d["inode"]]) as s:
+                how = _SHUT.get(d["shutdown"])
+                if how is not None:
+                    s.shutdown(how)
+                _finish(s, d)
+
+
+    def _sender(self, ctx: RestoreCtx, by_ino: dict[int, dict[str, Any]], name: str,
+                receiver: dict[str, Any]) -> int:
+        """The inode of the restored socket named ``name`` (opened now if needed)."""
+        socks = self._socks
+        for d in by_ino.values():
+            if d["type"] == socket.SOCK_DGRAM and d.get("name") == name:
+                if d["inode"] not in socks:
+                    if not _pair_mode(d, by_ino):
+                        break  # replaced by --inherit-fd
+                    self._open_pair(ctx, d)
+                return d["inode"]
+        raise RestoreError(f"socket:[{receiver['inode']}] holds a datagram from "
+                           f"{show_name(bytes.fromhex(name))}, whose socket is not restored "
+                           "(replaced by --inherit-fd?)")
 
 
 def _setup(sock: socket.socket, d: dict[str, Any]) -> None:
@@ -535,49 +667,6 @@ def _finish(sock: socket.socket, d: dict[str, Any]) -> None:
     apply_opts(sock, d.get("opts", {}), UNIX_OPTS, f"socket:[{d['inode']}]")
 
 
-def _open_pair(ctx: files.RestoreCtx, desc: dict[str, Any]) -> None:
-    """A socketpair for ``desc`` and its peer (or for ``desc`` alone if its peer was
-    closed: the other end is closed once the queue is refilled)."""
-    socks: dict[int, int] = ctx.state["unix"]
-    ino = desc["inode"]
-    if desc["peer"] == 0:
-        a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
-        with b:
-            _setup(a, desc)
-            _refill(ctx, b, desc)
-        _finish(a, desc)
-        socks[ino] = a.detach()
-        return
-    peer = _find_peer(ctx, desc)
-    if peer is None:
-        raise RestoreError(
-            f"socket:[{ino}] was connected to a peer outside the dumped tree; "
-            f"give its replacement with --inherit-fd 'fd[N]:socket:[{ino}]'")
-    a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
-    try:
-        for s, d in ((a, desc), (b, peer)):
-            _setup(s, d)
-            if d.get("name"):  # a datagram end bound after socketpair()
-                _bind(s, d)
-        _refill(ctx, b, desc)
-        _refill(ctx, a, peer)
-        for s, d in ((a, desc), (b, peer)):
-            how = _SHUT.get(d["shutdown"])
-            if how is not None:
-                s.shutdown(how)
-            _finish(s, d)
-    except BaseException:
-        a.close()
-        b.close()
-        raise
-    socks[ino] = a.detach()
-    socks[peer["inode"]] = b.detach()
-
-
-def _inherited(ctx: files.RestoreCtx, fid: str, d: dict[str, Any]) -> bool:
-    return fid in ctx.inherit_files or any(k in ctx.inherit for k in files.keys_of(d))
-
-
 @contextlib.contextmanager
 def _borrow(fd: int) -> Iterator[socket.socket]:
     """A socket object on ``fd`` that leaves ``fd`` open."""
@@ -588,69 +677,6 @@ def _borrow(fd: int) -> Iterator[socket.socket]:
         s.detach()
 
 
-def _open_alone(ctx: files.RestoreCtx) -> None:
-    """Every unix socket of the image that is no end of a socketpair, at once: created
-    and bound (listening), then their queued datagrams sent again, then the datagram
-    sockets connected (in an order the kernel accepts)."""
-    socks: dict[int, int] = ctx.state["unix"]
-    by_ino = _by_ino(ctx.descriptions)
-    alone = [d for fid, d in ctx.descriptions.items()
-             if d["kind"] == "unix" and d["inode"] not in socks
-             and not _pair_mode(d, by_ino) and not _inherited(ctx, fid, d)]
-    for d in alone:
-        with socket.socket(socket.AF_UNIX, d["type"]) as s:
-            _setup(s, d)
-            if d.get("name"):
-                _bind(s, d)
-            # A listener listens from inside its process (``restore_in_task``): clients
-            # see the listener's SO_PEERCRED, which is whoever called listen().
-            socks[d["inode"]] = s.detach()
-    with contextlib.ExitStack() as stack:
-        anon: socket.socket | None = None
-        for d in alone:
-            for data, sender in _send_queue(ctx, d):
-                to = _address(d)
-                if sender:
-                    src = _sender(ctx, by_ino, sender, d)
-                    with _borrow(socks[src]) as s:
-                        s.sendto(data, to)
-                else:
-                    if anon is None:
-                        anon = stack.enter_context(socket.socket(socket.AF_UNIX,
-                                                                 socket.SOCK_DGRAM))
-                    anon.sendto(data, to)
-    waiting = [d for d in alone if _state(d) == TCP_ESTABLISHED]
-    while waiting:
-        # X may connect to P unless P is connected already to a third socket: those
-        # that connect to X go first.
-        ready = next((d for d in waiting
-                      if not any(o["peer"] == d["inode"] and d["peer"] != o["inode"]
-                                 for o in waiting if o is not d)), None)
-        if ready is None:
-            raise RestoreError("unix datagram sockets connected in a cycle: "
-                               + ", ".join(f"socket:[{d['inode']}]" for d in waiting))
-        waiting.remove(ready)
-        peer = by_ino.get(ready["peer"])
-        ino = ready["inode"]
-        if peer is None or not peer.get("name"):
-            raise RestoreError(f"socket:[{ino}] was connected to a peer outside the dumped "
-                               f"tree; give its replacement with --inherit-fd "
-                               f"'fd[N]:socket:[{ino}]'")
-        with _borrow(socks[ino]) as s:
-            try:
-                s.connect(_address(peer))
-            except OSError as e:
-                raise RestoreError(f"socket:[{ino}]: cannot connect again to "
-                                   f"{show_name(bytes.fromhex(peer['name']))}: "
-                                   f"{e.strerror}") from None
-    for d in alone:
-        with _borrow(socks[d["inode"]]) as s:
-            how = _SHUT.get(d["shutdown"])
-            if how is not None:
-                s.shutdown(how)
-            _finish(s, d)
-
-
 def _address(d: dict[str, Any]) -> bytes | str:
     """Where to send to (or connect to) the socket of ``d``."""
     if not d.get("name"):
@@ -659,29 +685,6 @@ def _address(d: dict[str, Any]) -> bytes | str:
     if "file" in d:
         return d["file"]["path"]
     return bytes.fromhex(d["name"])
-
-
-def _sender(ctx: files.RestoreCtx, by_ino: dict[int, dict[str, Any]], name: str,
-            receiver: dict[str, Any]) -> int:
-    """The inode of the restored socket named ``name`` (opened now if needed)."""
-    socks: dict[int, int] = ctx.state["unix"]
-    for d in by_ino.values():
-        if d["type"] == socket.SOCK_DGRAM and d.get("name") == name:
-            if d["inode"] not in socks:
-                if not _pair_mode(d, by_ino):
-                    break  # replaced by --inherit-fd
-                _open_pair(ctx, d)
-            return d["inode"]
-    raise RestoreError(f"socket:[{receiver['inode']}] holds a datagram from "
-                       f"{show_name(bytes.fromhex(name))}, whose socket is not restored "
-                       "(replaced by --inherit-fd?)")
-
-
-def _find_peer(ctx: files.RestoreCtx, desc: dict[str, Any]) -> dict[str, Any] | None:
-    for d in ctx.descriptions.values():
-        if d["kind"] == "unix" and d["inode"] == desc["peer"]:
-            return d
-    return None
 
 
 def _check_external(descriptions: dict[str, dict[str, Any]], external: set[str]) -> None:
@@ -720,5 +723,3 @@ def _check_senders(descriptions: dict[str, dict[str, Any]]) -> None:
                     f"from {show_name(bytes.fromhex(sender))}, a socket outside the dumped "
                     "tree; ckpt cannot send it again from that address")
 
-
-files.register(UnixSockets())

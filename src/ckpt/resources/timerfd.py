@@ -24,22 +24,19 @@ from typing import Any
 
 from ..errors import DumpError, RestoreError
 from ..kernel import anon, procfs
-from . import files
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.timerfd")
 
-LINK = "anon_inode:[timerfd]"
 _WALL_CLOCKS = {anon.CLOCK_REALTIME, anon.CLOCK_REALTIME_ALARM}
 
 
-class TimerFds:
+class TimerFds(FileKind):
     KIND = "timerfd"
+    LINK = "anon_inode:[timerfd]"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
-        return link == LINK
-
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        info, pid, fd, dup = f.info, f.pid, f.fd, f.dup
         if info.timerfd is None:
             raise DumpError(f"process {pid} fd {fd}: cannot read the timerfd's state from "
                             "its fdinfo")
@@ -64,15 +61,9 @@ class TimerFds:
                  "%d unread", pid, fd, clockid, value, interval, ticks)
         return desc
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        return []
-
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
-        flags = anon.TFD_CLOEXEC
-        if desc["flags"] & os.O_NONBLOCK:
-            flags |= anon.TFD_NONBLOCK
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         try:
-            fd = anon.timerfd_create(desc["clockid"], flags)
+            fd = anon.timerfd_create(desc["clockid"], anon.TFD_CLOEXEC)
         except OSError as e:
             raise RestoreError(f"cannot create a timerfd on clock {desc['clockid']}: "
                                f"{e.strerror}") from None
@@ -117,5 +108,3 @@ class TimerFds:
                             "%s; the kernel lacks CONFIG_CHECKPOINT_RESTORE?)",
                             ticks, e.strerror)
 
-
-files.register(TimerFds())

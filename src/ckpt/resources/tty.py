@@ -20,9 +20,15 @@ import termios
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
-from ..kernel import procfs
-from . import files
 from .chrdev import TTY_MAJORS
+from .filekind import (
+    Description,
+    DumpCtx,
+    FileKind,
+    OpenFd,
+    RestoreCtx,
+    close_quietly,
+)
 
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
@@ -66,20 +72,35 @@ def _apply_settings(slave: int, desc: dict[str, Any]) -> None:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("4H", *desc["winsize"]))
 
 
-class Terminals:
+class Terminals(FileKind):
     KIND = "tty"
 
-    def claims(self, link: str, st: os.stat_result) -> bool:
+    def __init__(self) -> None:
+        super().__init__()
+        self._terminals: list[tuple[OpenFd, Description]] = []  # dump: those not masters
+        self._pairs: dict[int, tuple[int, int]] = {}  # restore: old index -> (master, slave)
+
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
         return st_mod.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in TTY_MAJORS
 
-    def dump(self, ctx: files.DumpCtx, pid: int, fd: int, link: str, st: os.stat_result,
-             dup: int, info: procfs.FdInfo) -> dict[str, Any]:
-        desc: dict[str, Any] = {"path": link, "rdev": [os.major(st.st_rdev),
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
+        ma, mi = desc["rdev"]
+        return [f"tty[{os.makedev(ma, mi):x}:{desc['dev']:x}]"]
+
+    @classmethod
+    def borrowed(cls, desc: Description) -> bool:
+        return desc.get("pty") != "master" and not desc.get("internal")  # the user's
+
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        st = f.st
+        desc: Description = {"path": f.link, "rdev": [os.major(st.st_rdev),
                                                        os.minor(st.st_rdev)],
-                                "dev": st.st_dev}
+                             "dev": st.st_dev}
         if st.st_rdev == PTMX_RDEV:
-            index = struct.unpack("I", fcntl.ioctl(dup, TIOCGPTN, b"\0" * 4))[0]
-            slave = fcntl.ioctl(dup, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            index = struct.unpack("I", fcntl.ioctl(f.dup, TIOCGPTN, b"\0" * 4))[0]
+            slave = fcntl.ioctl(f.dup, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
             try:
                 desc.update(pty="master", index=index, **_settings(slave))
             finally:
@@ -88,24 +109,31 @@ class Terminals:
         index = pts_index(st.st_rdev)
         if index is not None:
             desc.update(pty="slave", index=index)
-        ctx.raw.setdefault("terminals", []).append((pid, fd, desc))
+        self._terminals.append((f, desc))
         return desc
 
-    def after_dump(self, ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
-                   tasks: list[dict[str, Any]]) -> None:
-        _check_terminals(ctx, descriptions, tasks)
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
+        """Once every fd is known: a pty slave whose master is in the tree is part of an
+        inner pair; any other terminal is the user's, which needs ``-j``. A session
+        leader's controlling terminal must be an inner pty (or none)."""
+        masters = {d["index"] for d in self.descriptions.values() if d.get("pty") == "master"}
+        for f, desc in self._terminals:
+            desc["internal"] = desc.get("pty") == "slave" and desc["index"] in masters
+            if not desc["internal"] and not ctx.shell_job:
+                raise UnsupportedError(f"{f.where} is the terminal {desc['path']}; dump it "
+                                       "as a shell job with -j (--shell-job)")
+        for t in tasks:
+            if "ctty" in t and pts_index(t["ctty"]) not in masters:
+                raise UnsupportedError(
+                    f"process {t['pid']} leads a session whose controlling terminal "
+                    f"{os.major(t['ctty'])}:{os.minor(t['ctty'])} is outside the dumped "
+                    "tree; not supported")
 
-    def keys(self, desc: dict[str, Any]) -> list[str]:
-        ma, mi = desc["rdev"]
-        return [f"tty[{os.makedev(ma, mi):x}:{desc['dev']:x}]"]
-
-    def open(self, ctx: files.RestoreCtx, desc: dict[str, Any]) -> int:
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
         if desc.get("pty") == "master":
-            fd = os.dup(_pair(ctx, desc["index"])[0])
-            fcntl.fcntl(fd, fcntl.F_SETFL, desc["flags"] & os.O_NONBLOCK)
-            return fd
+            return os.dup(self._pair(desc["index"])[0])
         if desc.get("internal"):
-            master = _pair(ctx, desc["index"])[0]
+            master = self._pair(desc["index"])[0]
             return fcntl.ioctl(master, TIOCGPTPEER, (desc["flags"] & (
                 os.O_ACCMODE | os.O_NONBLOCK)) | os.O_NOCTTY)
         if not ctx.shell_job:
@@ -113,56 +141,37 @@ class Terminals:
                                "as a shell job with -j (--shell-job)")
         return os.dup(restorer_terminal())
 
+    def _pair(self, index: int) -> tuple[int, int]:
+        """(master, slave) fds in ckpt of the new pair standing for old pair ``index``."""
+        if index not in self._pairs:
+            master_desc = next((d for d in self.descriptions.values()
+                                if d.get("pty") == "master" and d["index"] == index), None)
+            if master_desc is None:
+                raise RestoreError(f"the image has no master for /dev/pts/{index}")
+            master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+                slave = fcntl.ioctl(master, TIOCGPTPEER,
+                                    os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            except BaseException:
+                os.close(master)
+                raise
+            self._pairs[index] = (master, slave)
+            _apply_settings(slave, master_desc)
+        return self._pairs[index]
 
-files.register(Terminals())
+    def controlling_slave(self, task: dict[str, Any]) -> int | None:
+        """For a session leader whose controlling terminal was an inner pty: ckpt's fd of
+        the new slave, to make it the controlling terminal again (TIOCSCTTY)."""
+        if "ctty" not in task:
+            return None
+        index = pts_index(task["ctty"])
+        assert index is not None  # checked at dump
+        return self._pair(index)[1]
 
-
-def _pair(ctx: files.RestoreCtx, index: int) -> tuple[int, int]:
-    """(master, slave) fds in ckpt of the new pair standing for old pair ``index``."""
-    pairs: dict[int, tuple[int, int]] = ctx.state.setdefault("pty", {})
-    if index not in pairs:
-        master_desc = next((d for d in ctx.descriptions.values() if d["kind"] == "tty"
-                            and d.get("pty") == "master" and d["index"] == index), None)
-        if master_desc is None:
-            raise RestoreError(f"the image has no master for /dev/pts/{index}")
-        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        ctx.state.setdefault("held", []).append(master)
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        ctx.state["held"].append(slave)
-        _apply_settings(slave, master_desc)
-        pairs[index] = (master, slave)
-    return pairs[index]
-
-
-def _check_terminals(ctx: files.DumpCtx, descriptions: dict[str, dict[str, Any]],
-                     tasks: list[dict[str, Any]]) -> None:
-    """Once every fd is known: a pty slave whose master is in the tree is part of an
-    inner pair; any other terminal is the user's, which needs ``-j``. A session
-    leader's controlling terminal must be an inner pty (or none)."""
-    masters = {d["index"] for d in descriptions.values()
-               if d["kind"] == "tty" and d.get("pty") == "master"}
-    for pid, fd, desc in ctx.raw.get("terminals", []):
-        desc["internal"] = desc.get("pty") == "slave" and desc["index"] in masters
-        if not desc["internal"] and not ctx.shell_job:
-            raise UnsupportedError(f"process {pid} fd {fd} is the terminal {desc['path']}; "
-                                   "dump it as a shell job with -j (--shell-job)")
-    for t in tasks:
-        if "ctty" in t and pts_index(t["ctty"]) not in masters:
-            raise UnsupportedError(
-                f"process {t['pid']} leads a session whose controlling terminal "
-                f"{os.major(t['ctty'])}:{os.minor(t['ctty'])} is outside the dumped tree; "
-                "not supported")
-
-
-def controlling_slave(ctx: files.RestoreCtx, task: dict[str, Any]) -> int | None:
-    """For a session leader whose controlling terminal was an inner pty: ckpt's fd of
-    the new slave, to make it the controlling terminal again (TIOCSCTTY)."""
-    if "ctty" not in task:
-        return None
-    index = pts_index(task["ctty"])
-    assert index is not None  # checked at dump
-    return _pair(ctx, index)[1]
+    def close(self) -> None:
+        close_quietly({fd for pair in self._pairs.values() for fd in pair})
+        self._pairs.clear()
 
 
 def acquire_controlling(slave: int) -> None:

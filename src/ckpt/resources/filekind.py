@@ -1,0 +1,153 @@
+"""What every kind of file module builds on: the ``FileKind`` base class and the
+contexts its hooks get.
+
+A kind of file (regular file, pipe, unix socket, epoll, ...) is one module with
+one ``FileKind`` subclass, listed once in ``kinds.KINDS``. The registry makes one
+object of it per dump and one per restore: its attributes are the kind's own
+state between its hooks (data files it writes, pipes it made, sockets it
+bound), and ``descriptions`` are its own descriptions only. Whatever every fd
+needs whatever its kind (finding the kind, shared descriptions, the file status
+flags, installing the fds in the new processes) is files.py's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..images import ImageReader, ImageWriter
+from ..kernel import procfs
+from ..kernel.inject import Injector
+
+Description = dict[str, Any]  # one entry of files.json: "kind", "flags", then the kind's own
+
+
+@dataclass
+class DumpCtx:
+    """What every kind may need while dumping."""
+
+    images: ImageWriter
+    shell_job: bool = False
+    external: set[str] = field(default_factory=set)
+
+
+@dataclass
+class RestoreCtx:
+    """What every kind may need while restoring: the images, and the files the
+    restorer hands over itself (``--inherit-fd``): ``inherit`` by key,
+    ``inherit_files`` by description id (``orig-fd[N]``)."""
+
+    images: ImageReader
+    shell_job: bool = False
+    inherit: dict[str, int] = field(default_factory=dict)
+    inherit_files: dict[str, int] = field(default_factory=dict)
+    # the descriptions those fds stand for: no kind opens them
+    replaced: set[str] = field(default_factory=set)
+
+
+@dataclass
+class OpenFd:
+    """One fd of a process being dumped, as a kind's ``dump`` sees it."""
+
+    pid: int
+    fd: int
+    link: str              # what /proc/PID/fd/N points to
+    st: os.stat_result     # fstat of the file
+    dup: int               # ckpt's copy of the fd (pidfd_getfd): the same open file description
+    info: procfs.FdInfo    # /proc/PID/fdinfo/N
+
+    @property
+    def where(self) -> str:
+        return f"process {self.pid} fd {self.fd}"
+
+
+@dataclass
+class TaskFd:
+    """One fd of a restored process whose description is of the hook's kind."""
+
+    fd: int
+    file: str  # the description id
+    desc: Description
+
+
+class FileKind:
+    """One kind of file. Subclasses set ``KIND`` (its name in files.json) and define
+    ``claims``, ``dump`` and ``open``; the other hooks are optional.
+
+    Dump: ``claims`` is asked for every fd, in the registry's order; the first kind
+    that claims it gets ``dump`` once per open file description (ckpt stores the
+    result, with ``kind`` and the file status ``flags``, in files.json), then
+    ``after_dump`` once every process is dumped.
+
+    Restore: ``before_restore`` runs before anything is opened or created, to warn
+    or refuse; ``open`` returns an fd of ckpt's for each description the restore
+    needs (ckpt sets its status flags afterwards); ``restore_in_task`` runs in
+    each restored process once its fds are at their final numbers; ``close``
+    once every process holds its fds.
+    """
+
+    KIND: ClassVar[str]
+    LINK: ClassVar[str] = ""  # the fd link of an anon-inode kind, e.g. "anon_inode:[eventfd]"
+
+    def __init__(self) -> None:
+        self.descriptions: dict[str, Description] = {}  # this kind's, by id
+
+    # ---- what does not depend on one dump or restore
+
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
+        """Whether an fd pointing to ``link`` (``st`` its fstat) is of this kind."""
+        return bool(cls.LINK) and link == cls.LINK
+
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
+        """The ``--inherit-fd`` keys naming ``desc``, the usual one first (see
+        docs/image-format.md)."""
+        return []
+
+    @classmethod
+    def shown_path(cls, desc: Description) -> str:
+        """What /proc/PID/fd/N showed for ``desc`` (for ``ckpt show --fds``)."""
+        return str(desc["path"]) if "path" in desc else cls.LINK
+
+    @classmethod
+    def borrowed(cls, desc: Description) -> bool:
+        """Whether ``open`` hands out a file the restore does not own (the user's
+        terminal of a shell job): ckpt then leaves its status flags alone."""
+        return False
+
+    # ---- dump
+
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        raise NotImplementedError
+
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
+        """Check or complete what needs every description of the tree (``tasks``: the
+        inventory's tasks, with ``ctty`` for session leaders)."""
+
+    # ---- restore
+
+    def before_restore(self, ctx: RestoreCtx) -> None:
+        """Warn or refuse, before any file is opened and any process created."""
+
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
+        raise NotImplementedError
+
+    def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
+                        fds: list[TaskFd]) -> None:
+        """In restored process ``pid`` (``inj`` its injector, ``scratch`` a scratch page
+        in it), once its fds are at their final numbers and before its memory comes
+        back: what only the process itself can do with its fd numbers. ``fds``: its
+        fds of this kind, inherited ones left out."""
+
+    def close(self) -> None:
+        """Close what ckpt kept open for ``open`` (pipes, sockets, pty pairs, ghosts)."""
+
+
+def close_quietly(fds: list[int] | set[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
