@@ -72,11 +72,9 @@ def wait_until(pred: Callable[[], T], timeout: float, what: str) -> T:
 def proc_state(pid: int) -> str | None:
     """The state letter of ``pid`` (R, S, T, t, Z, ...), or None when it does not exist."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:  # the name may hold any byte
-            raw = f.read()
+        return proc_stat_fields(pid)[0]
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return raw[raw.rindex(b")") + 2:].split()[0].decode()
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -89,11 +87,17 @@ def proc_status(pid: int) -> dict[str, str]:
     return out
 
 
+def proc_stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the name: state, ppid, pgrp, session, tty_nr,
+    tpgid, ..."""
+    with open(f"/proc/{pid}/stat", "rb") as f:  # the name may hold any byte
+        raw = f.read()
+    return raw[raw.rindex(b")") + 2:].decode().split()
+
+
 def proc_ids(pid: int) -> tuple[int, int, int]:
     """(ppid, pgid, sid) of ``pid``."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(b")") + 2:].split()
+    fields = proc_stat_fields(pid)
     return int(fields[1]), int(fields[2]), int(fields[3])
 
 

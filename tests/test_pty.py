@@ -14,6 +14,7 @@ from ckpt_helpers import (
     ckpt_ok,
     is_alive,
     proc_ids,
+    proc_stat_fields,
     restore_detached,
 )
 
@@ -25,9 +26,7 @@ def _state(lines: list[str], role: str) -> list[tuple[int, str]]:
 
 def _ctty(pid: int) -> tuple[int, int]:
     """(device number of the controlling terminal, its foreground group) of ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = proc_stat_fields(pid)
     return int(fields[4]), int(fields[5])
 
 

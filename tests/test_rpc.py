@@ -19,6 +19,7 @@ import pytest
 from ckpt.hooks import DUMP_ACTIONS, RESTORE_ACTIONS
 from ckpt.rpc import schema
 from ckpt_helpers import (
+    Builder,
     Output,
     Proc,
     Procs,
@@ -29,7 +30,6 @@ from ckpt_helpers import (
     scaled,
     wait_until,
 )
-from conftest import Builder
 from criu_rpc import Client, criu_cmd, open_dir
 
 NOTIFY_ACK = {"type": schema.NOTIFY, "notify_success": True}
