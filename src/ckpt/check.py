@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from .kernel import libc, procfs, ptrace
+from .kernel import libc, pagemap, procfs, ptrace, vdso
 from .kernel.inject import Injector, find_syscall_site
 
 MIN_KERNEL = (5, 10)
@@ -33,7 +33,6 @@ CAP_CHECKPOINT_RESTORE = 40
 PR_SET_MM_MAP_SIZE = 15
 SIGNALS_ALL = (1 << 64) - 1
 _UNBLOCKABLE = (1 << (libc.SIGKILL - 1)) | (1 << (libc.SIGSTOP - 1))
-_VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 _SI_QUEUE = -1
 _PIPE_PAYLOAD = b"ckpt-check-tee"
 _SHM_BYTE = b"\x5a"
@@ -480,21 +479,17 @@ def probe_vdso_mremap(ctx: _Ctx) -> None:
     inj = ctx.inj
     assert inj is not None
     vmas = procfs.maps(ctx.child)
-    trio = [v for v in vmas if v.path in _VDSO_NAMES]
+    trio = vdso.areas(vmas)
     if not trio:
         raise Missing("the child has no vDSO mappings")
-    base = min(v.start for v in trio)
-    span = max(v.end for v in trio) - base
-    temp = libc.free_area([(v.start, v.end) for v in vmas], span)
-    for v in trio:
-        res = inj.raw("mremap", v.start, v.size, v.size,
-                      libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED, temp + v.start - base)
-        if res < 0:
-            why = " (the vDSO is sealed: CONFIG_MSEAL_SYSTEM_MAPPINGS)" \
-                if -res == errno.EPERM else ""
-            raise Missing(f"mremap of {v.path} failed: {_errno_text(OSError(-res, ''))}{why}")
-    moved = {v.path: v.start for v in procfs.maps(ctx.child) if v.path in _VDSO_NAMES}
-    want = {v.path: temp + v.start - base for v in trio}
+    temp = libc.free_area([(v.start, v.end) for v in vmas], vdso.span(trio))
+    try:
+        want = vdso.move_together(inj, trio, temp)
+    except vdso.MoveError as e:
+        why = " (the vDSO is sealed: CONFIG_MSEAL_SYSTEM_MAPPINGS)" \
+            if e.errno == errno.EPERM else ""
+        raise Missing(f"mremap of {e.area} failed: {_errno_text(e)}{why}") from None
+    moved = {v.path: v.start for v in vdso.areas(procfs.maps(ctx.child))}
     if moved != want:
         raise Missing(f"after mremap the vDSO areas are at {moved}, not {want}")
 
@@ -667,21 +662,11 @@ def probe_all(verbose: bool = False) -> list[tuple[str, str]]:
 
 def _soft_dirty() -> str | None:
     """None if the kernel tracks soft-dirty pages, else what incremental dumps do instead."""
-    page = libc.anon_buffer(libc.PAGE_SIZE)
     try:
-        ctypes.memset(page, 1, 1)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("4")
-        ctypes.memset(page, 2, 1)
-        with open("/proc/self/pagemap", "rb") as f:
-            f.seek(page // libc.PAGE_SIZE * 8)
-            entry = int.from_bytes(f.read(8), "little")
+        if pagemap.probe().soft_dirty:
+            return None
     except OSError as e:
         return f"cannot probe ({e.strerror}); incremental dumps compare page digests"
-    finally:
-        libc.syscall("munmap", page, libc.PAGE_SIZE)
-    if entry >> 55 & 1:
-        return None
     return "not in this kernel (CONFIG_MEM_SOFT_DIRTY); incremental dumps compare page digests"
 
 

@@ -30,6 +30,15 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
+def fsync_dir(path: str) -> None:
+    """Make the names in folder ``path`` (files created, renamed, removed) durable."""
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 class RawWriter:
     """An image file of raw bytes (page data, pipe data), checksummed as it is written."""
 
@@ -109,11 +118,7 @@ class ImageWriter:
         body = dict(inventory, format=FORMAT, version=VERSION, files=self.files)
         body["crc32"] = zlib.crc32(_canonical(body))
         self.write_json_plain(INVENTORY, body)
-        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self.dir)
         if self.remote is not None:  # last, once the page server has everything else
             self.remote.send_file(INVENTORY, os.path.join(self.dir, INVENTORY))
             self.remote.finish()
@@ -147,11 +152,7 @@ class ImageWriter:
             except FileNotFoundError:
                 pass
         if removed:
-            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(self.dir)
         if self.remote is not None:
             self.remote.abort()
 
@@ -192,32 +193,58 @@ class ImageReader:
 
     def verify(self) -> None:
         """Check every file's size and CRC-32 against the inventory."""
-        buf = None
-        for name, meta in sorted(self.files.items()):
-            path = self.path(name)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise ImageError(f"{path}: missing from the image folder"
-                                 f"{self._sent_hint(name)}") from None
-            try:
-                size = os.fstat(fd).st_size
-                if size != meta["size"]:
-                    raise ImageError(f"{path}: truncated or changed: {size} bytes, "
-                                     f"the inventory says {meta['size']}")
-                if buf is None:
-                    buf = bytearray(_CHUNK)
-                mv = memoryview(buf)
-                crc = 0
-                while True:
-                    n = os.readv(fd, [mv])
-                    if n == 0:
-                        break
-                    crc = zlib.crc32(mv[:n], crc)
-                if crc != meta["crc32"]:
-                    raise ImageError(f"{path}: corrupted (checksum mismatch)")
-            finally:
-                os.close(fd)
+        buf = bytearray(_CHUNK) if self.files else None
+        for name in sorted(self.files):
+            self.verify_file(name, buf)
+
+    def verify_file(self, name: str, buf: bytearray | None = None) -> None:
+        """Check one file's size and CRC-32 against the inventory, reading it through
+        ``buf`` (a new one by default)."""
+        fd = self._open_listed(name)
+        try:
+            self._check_size(name, os.fstat(fd).st_size)
+            mv = memoryview(buf if buf is not None else bytearray(_CHUNK))
+            crc = 0
+            while True:
+                n = os.readv(fd, [mv])
+                if n == 0:
+                    break
+                crc = zlib.crc32(mv[:n], crc)
+            self._check_crc(name, crc)
+        finally:
+            os.close(fd)
+
+    def read_raw(self, name: str) -> bytes:
+        """A small raw file (digests) whole, checked against the inventory."""
+        fd = self._open_listed(name)
+        try:
+            size = os.fstat(fd).st_size
+            self._check_size(name, size)
+            data = os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+        self._check_size(name, len(data))
+        self._check_crc(name, zlib.crc32(data))
+        return data
+
+    def _open_listed(self, name: str) -> int:
+        path = self.path(name)
+        if name not in self.files:
+            raise ImageError(f"{path}: not listed in the inventory")
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ImageError(f"{path}: missing from the image folder"
+                             f"{self._sent_hint(name)}") from None
+
+    def _check_size(self, name: str, size: int) -> None:
+        if size != self.files[name]["size"]:
+            raise ImageError(f"{self.path(name)}: truncated or changed: {size} bytes, "
+                             f"the inventory says {self.files[name]['size']}")
+
+    def _check_crc(self, name: str, crc: int) -> None:
+        if crc != self.files[name]["crc32"]:
+            raise ImageError(f"{self.path(name)}: corrupted (checksum mismatch)")
 
     def _sent_hint(self, name: str) -> str:
         try:

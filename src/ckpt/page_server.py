@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import CkptError, DumpError
-from .images import INVENTORY
+from .images import INVENTORY, fsync_dir
 
 log = logging.getLogger("ckpt.page-server")
 
@@ -400,11 +400,7 @@ def _session(sock: socket.socket, directory: str) -> int:
                 if not os.path.exists(tmp):
                     raise CkptError("finished without an inventory")
                 os.rename(tmp, os.path.join(directory, INVENTORY))
-                dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_dir(directory)
                 dt = time.monotonic() - t0
                 log.info("received %d bytes in %.3f s (%s) into %s", total, dt, recv.mode,
                          directory)

@@ -9,7 +9,6 @@ give to ``restore --inherit-fd fd[N]:KEY``.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from typing import Any
@@ -74,13 +73,6 @@ def _fd_list(reader: ImageReader) -> list[dict[str, Any]]:
     return out
 
 
-def _verify_one(reader: ImageReader, name: str) -> None:
-    """Check one file's size and CRC-32 against the inventory, as a restore would."""
-    one = copy.copy(reader)
-    one.files = {name: reader.files[name]}
-    one.verify()
-
-
 def _show_file(path: str) -> Any:
     """One image file decoded; verified against the folder's inventory when there is one."""
     directory, name = os.path.split(os.path.abspath(path))
@@ -91,7 +83,7 @@ def _show_file(path: str) -> Any:
         assert reader is not None
         return _load_inventory(reader)
     if reader is not None and name in reader.files:
-        _verify_one(reader, name)
+        reader.verify_file(name)  # as a restore would
     if not _is_json(name):
         return _raw_summary(os.stat(path).st_size)
     try:

@@ -4,14 +4,16 @@ no root. (This kernel may lack soft-dirty: the selection is checked on its own.)
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from ckpt.errors import ImageError
+from ckpt.images import ImageWriter
 from ckpt.kernel.libc import PAGE_SIZE as PAGE
 from ckpt.pages import select
 from ckpt.pages.chain import Segment, merge_segments, take
-from ckpt.pages.parent import ParentMm, same_identity
+from ckpt.pages.parent import ParentImages, ParentMm, same_identity
 from ckpt.pages.runs import Runs, merge_runs
 from ckpt.pages.select import PARENT, SAVE, SKIP
 
@@ -177,6 +179,30 @@ def test_digest_parent_needs_one_digest_a_page() -> None:
         ParentMm({"vmas": [ANON], "pagemap": [[BASE, 6]],
                   "tracking": {"method": "digest", "file": "d"}},
                  bytes(5 * select.DIGEST_SIZE), "test")
+
+
+def test_parent_digests_are_checked_against_its_inventory(tmp_path: Path) -> None:
+    """A parent's digests file that changed since it was written is refused, naming it."""
+    w = ImageWriter(str(tmp_path / "parent"))
+    w.raw("digests-1.img").write(bytes(range(2 * select.DIGEST_SIZE)))
+    w.write_json("mm-1.json", {"vmas": [ANON], "pagemap": [[BASE, 2]], "start_time": 1,
+                               "tracking": {"method": "digest", "file": "digests-1.img"}})
+    w.finish({"tasks": [{"pid": 1}]})
+    child = str(tmp_path / "child")
+    assert ParentImages(child, "../parent").tasks[1].npages == 2
+
+    digests = tmp_path / "parent" / "digests-1.img"
+    data = digests.read_bytes()
+    digests.write_bytes(data[:5] + b"X" + data[6:])
+    with pytest.raises(ImageError, match=f"{digests}: corrupted \\(checksum mismatch\\)"):
+        ParentImages(child, "../parent")
+    digests.write_bytes(data[:-1])
+    with pytest.raises(ImageError, match=f"{digests}: truncated or changed: 31 bytes, "
+                                         "the inventory says 32"):
+        ParentImages(child, "../parent")
+    digests.unlink()
+    with pytest.raises(ImageError, match=f"{digests}: missing from the image folder"):
+        ParentImages(child, "../parent")
 
 
 # ---------------------------------------------------------------- the chain

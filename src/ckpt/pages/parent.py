@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import zlib
 from typing import Any
 
 from ..errors import DumpError, ImageError
@@ -96,23 +95,8 @@ class ParentImages:
             tracking = mm.get("tracking") or {}
             digests = None
             if tracking.get("method") == "digest":
-                digests = self._load_raw(tracking.get("file", ""))
+                digests = self.reader.read_raw(tracking.get("file", ""))
             self.tasks[int(t["pid"])] = ParentMm(mm, digests, self.reader.path(name))
-
-    def _load_raw(self, name: str) -> bytes:
-        """A small raw file of the parent (digests), checked against its inventory."""
-        meta = self.reader.files.get(name)
-        path = self.reader.path(name)
-        if meta is None:
-            raise ImageError(f"{path}: not listed in the inventory")
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise ImageError(f"{path}: missing from the image folder") from None
-        if len(data) != meta["size"] or zlib.crc32(data) != meta["crc32"]:
-            raise ImageError(f"{path}: corrupted (size or checksum differs from the inventory)")
-        return data
 
     def task(self, pid: int, started: int) -> tuple[ParentMm | None, str]:
         """The parent's record of process ``pid``, or None and why it cannot be used."""

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter
-from ..kernel import libc, procfs
+from ..kernel import libc, procfs, vdso
 from ..kernel.inject import Injector
 from ..pages.chain import Segment
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
@@ -41,7 +41,6 @@ from . import ghost
 
 log = logging.getLogger("ckpt.mem")
 
-VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 TASK_SIZE = libc.TASK_SIZE
 PAGE = libc.PAGE_SIZE
 
@@ -57,7 +56,7 @@ def _prot(perms: str) -> int:
 
 def classify(v: procfs.Vma) -> str:
     """The kind of a mapping: vdso, anon, file, shmem; raise for what ckpt cannot save."""
-    if v.path in VDSO_NAMES:
+    if v.path in vdso.NAMES:
         return "vdso"
     if v.path == "[vsyscall]":
         return "skip"
@@ -281,7 +280,7 @@ def _unmap_all_except(inj: Injector, keep: list[tuple[int, int]]) -> None:
 def _move_vdso(inj: Injector, current: list[procfs.Vma], saved: list[dict[str, Any]],
                temp: int) -> int:
     """Move the vDSO trio to its saved addresses; return the saved vDSO's start."""
-    cur = {v.path: v for v in current if v.path in VDSO_NAMES}
+    cur = {v.path: v for v in vdso.areas(current)}
     want = {v["path"]: v for v in saved if v["kind"] == "vdso"}
     if set(cur) != set(want) or any(cur[n].size != want[n]["end"] - want[n]["start"]
                                      for n in cur):
@@ -291,14 +290,11 @@ def _move_vdso(inj: Injector, current: list[procfs.Vma], saved: list[dict[str, A
                            "restore on the kernel the dump was taken on")
     if all(cur[n].start == want[n]["start"] for n in cur):
         return want["[vdso]"]["start"]
-    base = min(v.start for v in cur.values())
     # Through a temporary place, so no move lands on a part not yet moved.
-    for v in cur.values():
-        inj.call("mremap", v.start, v.size, v.size, libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED,
-                 temp + v.start - base)
+    at = vdso.move_together(inj, list(cur.values()), temp)
     for n, v in cur.items():
-        inj.call("mremap", temp + v.start - base, v.size, v.size,
-                 libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED, want[n]["start"])
+        inj.call("mremap", at[n], v.size, v.size, libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED,
+                 want[n]["start"])
     return want["[vdso]"]["start"]
 
 
@@ -483,11 +479,10 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
     current = procfs.maps(pid)
     saved = mm["vmas"]
     keep = [(helper, helper + helper_size)]
-    keep += [(v.start, v.end) for v in current if v.path in VDSO_NAMES]
+    keep += [(v.start, v.end) for v in vdso.areas(current)]
     _unmap_all_except(inj, keep)
     occupied = keep + [(v["start"], v["end"]) for v in saved]
-    vdso_span = sum(v.size for v in current if v.path in VDSO_NAMES)
-    temp = free_area(occupied, vdso_span)
+    temp = free_area(occupied, vdso.span(vdso.areas(current)))
     _move_vdso(inj, current, saved, temp)
 
     files = _TargetFiles(inj, helper)
