@@ -145,6 +145,19 @@ class FileKind:
         """Close what ckpt kept open for ``open`` (pipes, sockets, pty pairs, ghosts)."""
 
 
+class SocketKind(FileKind):
+    """A kind of socket: its descriptions have the socket's ``inode``, which names it
+    (``socket:[INODE]``) in /proc and for ``--inherit-fd``."""
+
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
+        return [cls.shown_path(desc)]
+
+    @classmethod
+    def shown_path(cls, desc: Description) -> str:
+        return f"socket:[{desc['inode']}]"
+
+
 def close_quietly(fds: list[int] | set[int]) -> None:
     for fd in fds:
         try:

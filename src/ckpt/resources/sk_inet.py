@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
-from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
+from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
 from .sk_unix import SockOpts, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_inet")
@@ -141,7 +141,7 @@ def udp_queues(family: int) -> dict[int, tuple[int, int]]:
             for s in sock_diag.inet_sockets(family, socket.IPPROTO_UDP)}
 
 
-class InetSockets(FileKind):
+class InetSockets(SocketKind):
     KIND = "inet"
 
     def __init__(self) -> None:
@@ -153,14 +153,6 @@ class InetSockets(FileKind):
         # every socket that is not a unix one; other families are refused in dump()
         return (st_mod.S_ISSOCK(st.st_mode) and link.startswith("socket:")
                 and not sock_diag.is_unix_socket(st.st_ino))
-
-    @classmethod
-    def keys(cls, desc: Description) -> list[str]:
-        return [f"socket:[{desc['inode']}]"]
-
-    @classmethod
-    def shown_path(cls, desc: Description) -> str:
-        return f"socket:[{desc['inode']}]"
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         pid, fd, link, st = f.pid, f.fd, f.link, f.st

@@ -61,9 +61,9 @@ from ..kernel.sock_diag import (
 from .filekind import (
     Description,
     DumpCtx,
-    FileKind,
     OpenFd,
     RestoreCtx,
+    SocketKind,
     TaskFd,
     close_quietly,
 )
@@ -394,7 +394,7 @@ def _by_ino(descriptions: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]
     return {d["inode"]: d for d in descriptions.values()}
 
 
-class UnixSockets(FileKind):
+class UnixSockets(SocketKind):
     KIND = "unix"
 
     def __init__(self) -> None:
@@ -408,14 +408,6 @@ class UnixSockets(FileKind):
     def claims(cls, link: str, st: os.stat_result) -> bool:
         return (st_mod.S_ISSOCK(st.st_mode) and link.startswith("socket:")
                 and is_unix_socket(st.st_ino))
-
-    @classmethod
-    def keys(cls, desc: Description) -> list[str]:
-        return [f"socket:[{desc['inode']}]"]
-
-    @classmethod
-    def shown_path(cls, desc: Description) -> str:
-        return f"socket:[{desc['inode']}]"
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         sock = socket.socket(fileno=os.dup(f.dup))
