@@ -1,11 +1,18 @@
-"""Files and pipes: an O_APPEND file keeps appending, a pipe keeps its unread bytes."""
+"""Files and pipes: an O_APPEND file keeps appending, a pipe keeps its unread bytes, an
+O_ASYNC pipe keeps signalling its owner."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 from pathlib import Path
 
 from ckpt_helpers import Builder, Procs, assert_consecutive, dump_and_check_dead, restore_detached
+
+
+def inventory_version(images: Path) -> int:
+    return int(json.loads((images / "inventory.json").read_text())["version"])
 
 
 def _file_numbers(lines: list[str]) -> list[int]:
@@ -41,3 +48,24 @@ def test_append_file_and_pipe(build: Builder, procs: Procs, images: Path,
     after = _file_numbers(lines[cut + 1:])
     assert after, "no appends after the restore"
     assert_consecutive(_file_numbers(lines[:cut]) + after)
+
+
+def test_sigio_owner_and_signal(build: Builder, procs: Procs, images: Path) -> None:
+    """A pipe whose read end is O_ASYNC, owned by its process (F_SETOWN_EX) with
+    F_SETSIG SIGRTMIN+1: after the restore a write into it still signals the process
+    with SIGRTMIN+1 (never SIGIO), with the same owner, signal and flags."""
+    target = procs.start([build("sigio")])
+    target.out.wait_numbers(2)
+    os.kill(target.pid, signal.SIGUSR1)
+    before = target.out.wait_line(r"^sigio 1 ")
+    assert f"owner=1:{target.pid} sig=1 " in before and "bad=0" in before, before
+    assert "signo=1 " in before, before
+    dump_and_check_dead(procs, target, images)
+    assert inventory_version(images) == 3  # the owner is in the images (fown)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    n_lines = len(target.out.lines())
+    target.out.wait_numbers(len(target.out.numbers()) + 2)
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
+    after = target.out.wait_line(r"^sigio 2 ", start=n_lines)
+    assert after.split(" ", 2)[2] == before.split(" ", 2)[2], (before, after)
+    assert_consecutive(target.out.numbers())

@@ -19,8 +19,8 @@ from typing import Any
 from .errors import ImageError
 
 FORMAT = "ckpt-images"
-VERSION = 2  # what this ckpt writes
-READ_VERSIONS = (1, 2)  # what it restores
+VERSION = 2  # what this ckpt writes, unless a dump holds what only 3 says (``need``)
+READ_VERSIONS = (1, 2, 3)  # what it restores
 INVENTORY = "inventory.json"
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data
 _CHUNK = 8 << 20
@@ -83,6 +83,12 @@ class ImageWriter:
                 pass
         self.files: dict[str, dict[str, int]] = {}
         self._raw: dict[str, RawWriter] = {}
+        self.version = VERSION
+
+    def need(self, version: int) -> None:
+        """The images hold something readers of older versions would lose: write at
+        least ``version`` (docs/image-format.md, Compatibility)."""
+        self.version = max(self.version, version)
 
     def write_json(self, name: str, obj: Any) -> None:
         data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
@@ -115,7 +121,7 @@ class ImageWriter:
             self.files[name] = {"size": w.size, "crc32": w.crc}
             if self.remote is not None and isinstance(w, RawWriter):
                 self.remote.send_file(name, w.path)
-        body = dict(inventory, format=FORMAT, version=VERSION, files=self.files)
+        body = dict(inventory, format=FORMAT, version=self.version, files=self.files)
         body["crc32"] = zlib.crc32(_canonical(body))
         self.write_json_plain(INVENTORY, body)
         fsync_dir(self.dir)

@@ -284,6 +284,7 @@ class Restore:
             self.seize()
             for node in self.live:
                 _TaskRestore(self, node).run()
+            self._files().set_owners()  # once every process and thread exists
             self.write_pidfile()
             self.lend_terminal()
             self.notify("post-restore", self.root_pid)

@@ -1,14 +1,15 @@
 """File descriptors: the fd table of each process, and the steps every fd goes
 through whatever its kind.
 
-An fd points to an *open file description* (offset, status flags), which several
-fds and processes may share. Each kind of file lives in its own module
+An fd points to an *open file description* (offset, status flags, signal owner),
+which several fds and processes may share. Each kind of file lives in its own module
 (filekind.py says what one provides; kinds.py lists them). This module finds the
-kind of each fd at dump, notices shared descriptions, and saves the status flags;
-at restore it lets every kind refuse before anything is opened, opens each
-description once (or takes the restorer's own fd for it, ``--inherit-fd``), sets
-its status flags, builds each process's fd table, and lets each kind finish
-inside the processes.
+kind of each fd at dump, notices shared descriptions, and saves the status flags and
+who gets the description's signals (``fown``); at restore it lets every kind refuse
+before anything is opened, opens each description once (or takes the restorer's own
+fd for it, ``--inherit-fd``), sets its status flags and signal, builds each
+process's fd table, lets each kind finish inside the processes and, once every
+process and thread exists, gives each description its signal owner again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import fcntl
 import logging
 import os
 import stat as st_mod
+import struct
 from typing import Any, TypeVar
 
 from ..errors import RestoreError, UnsupportedError
@@ -40,6 +42,10 @@ O_CLOEXEC_FDINFO = 0o2000000
 # The file status flags F_SETFL sets (the others are fixed at open: the access mode,
 # O_CREAT, ...); fcntl(2).
 STATUS_FLAGS = os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | fcntl.FASYNC
+# Who gets the SIGIO/SIGURG of a description, and which signal (fcntl(2)).
+F_SETSIG, F_GETSIG, F_SETOWN_EX, F_GETOWN_EX = 10, 11, 15, 16
+OWNER_TYPES = {0: "tid", 1: "pid", 2: "pgrp"}  # F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP
+FOWN_VERSION = 3  # the image format version that has ``fown``
 
 K = TypeVar("K", bound=FileKind)
 
@@ -70,6 +76,7 @@ class DumpFiles:
         self.descriptions: dict[str, Description] = {}
         # (st_dev, st_ino) -> [(pid, fd, id)] to find shared descriptions with kcmp
         self._seen: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
+        self._owners: list[tuple[str, dict[str, Any]]] = []  # (where, fown) to check
 
     def _find_shared(self, pid: int, fd: int, st: os.stat_result) -> str | None:
         for opid, ofd, fid in self._seen.get((st.st_dev, st.st_ino), []):
@@ -89,6 +96,11 @@ class DumpFiles:
         desc = kind.dump(self.ctx, f)
         desc["kind"] = kind.KIND
         desc.setdefault("flags", f.info.flags & ~O_CLOEXEC_FDINFO)
+        fown = read_fown(f.dup)
+        if fown is not None:
+            desc["fown"] = fown
+            self.ctx.images.need(FOWN_VERSION)
+            self._owners.append((f.where, fown))
         fid = str(len(self.descriptions) + 1)
         self.descriptions[fid] = kind.descriptions[fid] = desc
         return fid
@@ -112,9 +124,12 @@ class DumpFiles:
         return table
 
     def after_dump(self, tasks: list[dict[str, Any]]) -> None:
-        """Let every kind check what needs the whole tree, on its own descriptions."""
+        """Let every kind check what needs the whole tree, on its own descriptions; check
+        that every signal owner comes back with the tree."""
         for kind in self.kinds:
             kind.after_dump(self.ctx, tasks)
+        for where, fown in self._owners:
+            _check_owner(where, fown, tasks)
 
 
 # ---------------------------------------------------------------- restore
@@ -138,6 +153,7 @@ class RestoreFiles:
                 self._theirs[fid] = theirs
         self.ctx.replaced = set(self._theirs)
         self.opened: dict[str, int] = {}
+        self._holders: dict[str, tuple[int, int]] = {}  # id -> (pid, fd) of a new process
 
     def _kind(self, desc: Description) -> FileKind:
         name = desc.get("kind")
@@ -206,23 +222,105 @@ class RestoreFiles:
         its fds of that kind that the restore made (inherited ones are the restorer's)."""
         mine: dict[str, list[TaskFd]] = {}
         for e in table:
-            if e["file"] not in self.ctx.replaced:
-                desc = self.descriptions[e["file"]]
-                mine.setdefault(desc["kind"], []).append(TaskFd(e["fd"], e["file"], desc))
+            fid, fd = e["file"], e["fd"]
+            first = fid not in self._holders
+            self._holders.setdefault(fid, (pid, fd))
+            if fid in self.ctx.replaced:
+                continue
+            desc = self.descriptions[fid]
+            mine.setdefault(desc["kind"], []).append(TaskFd(fd, fid, desc))
+            if first and desc["flags"] & fcntl.FASYNC and not self._kind(desc).borrowed(desc):
+                _set_async(pid, inj, fd, desc)
         for name, kind in self.kinds.items():
             if name in mine:
                 kind.restore_in_task(self.ctx, pid, inj, scratch, mine[name])
 
+    def set_owners(self) -> None:
+        """Once every process and thread of the tree exists: give each description its
+        saved signal owner (``F_SETOWN_EX`` on a copy of a restored process's fd), as the
+        owner's number must exist when it is set."""
+        for fid, desc in self.descriptions.items():
+            fown = desc.get("fown")
+            if fown is None or not fown["pid"] or fid in self.ctx.replaced:
+                continue
+            if self._kind(desc).borrowed(desc):
+                log.warning("file %s: its signals went to %s %d; they do not on ckpt's own "
+                            "terminal, which stands for it", fid, fown["type"], fown["pid"])
+                continue
+            pid, fd = self._holders[fid]
+            pidfd = os.pidfd_open(pid)
+            try:
+                copy = libc.pidfd_getfd(pidfd, fd)
+            finally:
+                os.close(pidfd)
+            kind = next((k for k, v in OWNER_TYPES.items() if v == fown["type"]), -1)
+            try:
+                fcntl.fcntl(copy, F_SETOWN_EX, struct.pack("ii", kind, fown["pid"]))
+            except OSError as e:
+                raise RestoreError(f"process {pid} fd {fd}: cannot send its signals to "
+                                   f"{fown['type']} {fown['pid']} again: {e.strerror}"
+                                   ) from None
+            finally:
+                os.close(copy)
+            log.info("process %d fd %d: its signals go to %s %d", pid, fd, fown["type"],
+                     fown["pid"])
+
+
+def read_fown(fd: int) -> dict[str, Any] | None:
+    """Who gets the signals of ``fd``'s description and which (F_GETOWN_EX, F_GETSIG), or
+    None when nobody does and the signal is the default."""
+    kind, pid = struct.unpack("ii", fcntl.fcntl(fd, F_GETOWN_EX, bytes(8)))
+    sig = fcntl.fcntl(fd, F_GETSIG)
+    if not pid and not sig:
+        return None
+    return {"type": OWNER_TYPES.get(kind, str(kind)), "pid": pid, "sig": sig}
+
+
+def _check_owner(where: str, fown: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+    """Refuse a signal owner the restore cannot name again: a process, thread or
+    process group outside the dumped tree."""
+    pid, what = fown["pid"], fown["type"]
+    if not pid:
+        return
+    if what == "pid":
+        ok = any(t["pid"] == pid for t in tasks)
+    elif what == "pgrp":  # the groups the restore makes again: those led in the tree
+        ok = any(t["pid"] == pid and t["pgid"] == pid for t in tasks)
+    elif what == "tid":
+        ok = any(not t.get("zombie") and pid in procfs.threads(t["pid"]) for t in tasks)
+    else:
+        ok = False
+    if not ok:
+        raise UnsupportedError(f"{where}: its signals (O_ASYNC, SIGURG) go to {what} {pid}, "
+                               "outside the dumped tree; ckpt cannot restore that owner")
+
 
 def set_status_flags(fd: int, desc: Description) -> None:
     """The one step that gives every description made by a kind its saved file status
-    flags (O_NONBLOCK, O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME), whatever the kind."""
-    flags = desc["flags"] & STATUS_FLAGS
+    flags (O_NONBLOCK, O_APPEND, O_DIRECT, O_NOATIME) and the signal it sends
+    (F_SETSIG), whatever the kind. O_ASYNC comes from inside a process (``_set_async``),
+    the owner once every process exists (``RestoreFiles.set_owners``)."""
+    flags = desc["flags"] & STATUS_FLAGS & ~fcntl.FASYNC
     try:
+        sig = desc.get("fown", {}).get("sig", 0)
+        if sig:
+            fcntl.fcntl(fd, F_SETSIG, sig)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags)
     except OSError as e:
         raise RestoreError(f"{desc['kind']} file {kinds.kind_of(desc['kind']).shown_path(desc)}: "
                            f"cannot set its status flags {flags:#o}: {e.strerror}") from None
+
+
+def _set_async(pid: int, inj: Injector, fd: int, desc: Description) -> None:
+    """O_ASYNC set by restored process ``pid`` itself on its fd ``fd``: the kernel
+    sends that fd number with the signal (``si_fd``), the number of the fd O_ASYNC was
+    set through; ckpt's own would be wrong."""
+    flags = desc["flags"] & STATUS_FLAGS
+    try:
+        inj.call("fcntl", fd, fcntl.F_SETFL, flags)
+    except OSError as e:
+        raise RestoreError(f"process {pid} fd {fd}: cannot set O_ASYNC again: "
+                           f"{os.strerror(e.errno or 0)}") from None
 
 
 def install_in_child(plan: list[tuple[int, int, bool]], keep: list[int]) -> list[int]:
