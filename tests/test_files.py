@@ -1,5 +1,5 @@
 """Files and pipes: an O_APPEND file keeps appending, a pipe keeps its unread bytes, an
-O_ASYNC pipe keeps signalling its owner."""
+O_ASYNC pipe keeps signalling its owner, an O_PATH fd stays one."""
 
 from __future__ import annotations
 
@@ -69,3 +69,17 @@ def test_sigio_owner_and_signal(build: Builder, procs: Procs, images: Path) -> N
     after = target.out.wait_line(r"^sigio 2 ", start=n_lines)
     assert after.split(" ", 2)[2] == before.split(" ", 2)[2], (before, after)
     assert_consecutive(target.out.numbers())
+
+
+def test_o_path_fd(build: Builder, procs: Procs, images: Path) -> None:
+    """An O_PATH fd (no offset, no status flags) comes back on the same file, O_PATH."""
+    target = procs.start([build("holdfd"), "opath"])
+    fd = int(target.out.wait_line(r"^ready ").split()[1])
+    target.out.wait_numbers(2)
+    before = dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    assert os.readlink(f"/proc/{restored.pid}/fd/{fd}") == "/etc/hostname"
+    with open(f"/proc/{restored.pid}/fdinfo/{fd}") as f:
+        flags = int(next(ln.split()[1] for ln in f if ln.startswith("flags:")), 8)
+    assert flags & os.O_PATH
+    assert_consecutive(target.out.wait_numbers(len(before) + 2))

@@ -4,7 +4,8 @@
  * Usage: holdfd KIND
  *   KIND is one of: inotify eventfd signalfd timerfd epoll pidfd memfd
  *                   tcp-listen tcp udp netlink unix-listen unix-dgram-bound
- *                   unix-unconnected posix-timer thread-pidfd none
+ *                   unix-unconnected posix-timer thread-pidfd opath none
+ *   (opath: an O_PATH fd on /etc/hostname)
  *
  * Before counting it blocks SIGUSR2 and SIGRTMIN+2 (so the signal mask is not
  * empty) and prints "ready FD", FD being the fd of the resource (-1 when the
@@ -13,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
 #include <pthread.h>
@@ -81,6 +83,8 @@ static int make(const char *kind)
     }
     if (!strcmp(kind, "epoll"))
         return epoll_create1(0);
+    if (!strcmp(kind, "opath"))
+        return open("/etc/hostname", O_PATH);
     if (!strcmp(kind, "pidfd"))
         return (int)syscall(SYS_pidfd_open, getpid(), 0);
     if (!strcmp(kind, "memfd")) {

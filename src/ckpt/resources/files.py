@@ -96,7 +96,7 @@ class DumpFiles:
         desc = kind.dump(self.ctx, f)
         desc["kind"] = kind.KIND
         desc.setdefault("flags", f.info.flags & ~O_CLOEXEC_FDINFO)
-        fown = read_fown(f.dup)
+        fown = None if desc["flags"] & os.O_PATH else read_fown(f.dup)
         if fown is not None:
             desc["fown"] = fown
             self.ctx.images.need(FOWN_VERSION)
@@ -300,6 +300,8 @@ def set_status_flags(fd: int, desc: Description) -> None:
     flags (O_NONBLOCK, O_APPEND, O_DIRECT, O_NOATIME) and the signal it sends
     (F_SETSIG), whatever the kind. O_ASYNC comes from inside a process (``_set_async``),
     the owner once every process exists (``RestoreFiles.set_owners``)."""
+    if desc["flags"] & os.O_PATH:
+        return  # a path only, without status flags (fcntl refuses them)
     flags = desc["flags"] & STATUS_FLAGS & ~fcntl.FASYNC
     try:
         sig = desc.get("fown", {}).get("sig", 0)

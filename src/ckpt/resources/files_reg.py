@@ -70,7 +70,8 @@ class RegularFiles(FileKind):
                     raise RestoreError(
                         f"{path} shrank since the dump ({size} bytes, was {desc['size']} "
                         f"with the offset at {desc['pos']}); refusing to restore over lost data")
-            os.lseek(fd, desc["pos"], os.SEEK_SET)
+            if not desc["flags"] & os.O_PATH:  # an O_PATH fd has no offset
+                os.lseek(fd, desc["pos"], os.SEEK_SET)
         except BaseException:
             os.close(fd)
             raise
