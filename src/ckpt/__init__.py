@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import CkptError, DumpError, ImageError, RestoreError, UnsupportedError  # noqa: E402
+from .errors import CkptError, DumpError, ImageError, RestoreError, UnsupportedError
+from .version import __version__
 
 
 def dump(pid: int, images_dir: str, **kwargs):  # type: ignore[no-untyped-def]

@@ -1,3 +1,5 @@
+"""``python -m ckpt``: the ``ckpt`` command (cli.py)."""
+
 import sys
 
 from .cli import main

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, faults
+from . import faults
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
@@ -40,6 +40,7 @@ from .resources import (
     thread,
     timers,
 )
+from .version import __version__
 
 log = logging.getLogger("ckpt.dump")
 

@@ -1,4 +1,5 @@
-"""Threads of a process.
+"""Threads of a process: what each has of its own, saved per thread and restored in
+threads created under their old TIDs.
 
 What each thread has of its own is saved per thread: registers and xstate,
 blocked mask, signals queued for it alone, alternate signal stack, name, rseq

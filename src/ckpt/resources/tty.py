@@ -1,4 +1,5 @@
-"""Terminals.
+"""Terminals: a shell job's fds on the user's terminal, and pseudo-terminal pairs made
+inside the tree, made again with their settings and controlling terminals.
 
 Two cases. A process of a shell job (``-j``) keeps fds on the user's terminal,
 outside the tree; at restore with ``-j`` they point to the terminal ckpt runs on,
