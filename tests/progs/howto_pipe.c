@@ -3,13 +3,16 @@
  * Usage: howto_pipe [-s] CKPT IMAGES_DIR
  *
  * The parent, a child subreaper, forks a child that writes "hello 1" .. "hello 4"
- * to it through a pipe (-s: a unix socketpair) on the child's fd 4, every 0.4 s.
- * After two messages the parent runs `CKPT dump` on the child, makes a new pipe,
+ * to it through a pipe (-s: a unix socketpair) on the child's fd 4. After two
+ * messages the child waits for SIGUSR1 (so no message can race the dump, however
+ * loaded the machine), and the parent runs `CKPT dump` on the child, makes a new pipe,
  * and runs `CKPT restore -d ... --inherit-fd fd[3]:pipe:[OLD]` with the new pipe's
- * write end as fd 3. It reads messages 3 and 4 from the new pipe, reaps the child
+ * write end as fd 3, sends the restored child SIGUSR1. It reads messages 3 and 4 from
+ * the new pipe, reaps the child
  * and exits 0 if all went as it should (1 otherwise).
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,13 @@
 #include <unistd.h>
 
 static int use_socket;
+static volatile sig_atomic_t go;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    go = 1;
+}
 
 static void make_pair(int fds[2])
 {
@@ -91,7 +101,10 @@ int main(int argc, char **argv)
         close(old[0]);
         if (old[1] != 4) close(old[1]);
         char name[64];
+        signal(SIGUSR1, on_usr1);
         for (int i = 1; i <= 4; i++) {
+            if (i == 3)
+                while (!go) pause();  /* dumped and restored meanwhile */
             dprintf(1, "[child %d] writing hello %d to %s via fd 4\n", getpid(), i,
                     name_of(4, name, sizeof name));
             dprintf(4, "hello %d\n", i);
@@ -145,6 +158,7 @@ int main(int argc, char **argv)
                        "restore.pid", "-v4", "-j", "--inherit-fd", inherit, NULL};
     if (run(restore, new[1])) return 1;
     close(new[1]);
+    kill(child, SIGUSR1);
     name_of(new[0], name, sizeof name);
     int ok = 1;
     for (int i = 3; i <= 4; i++) {
