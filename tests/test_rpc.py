@@ -384,7 +384,6 @@ def test_bad_requests(req: dict[str, Any], kind: int, words: list[str]) -> None:
     ("ext_mnt", [{"key": "/data", "val": "/srv/data"}], ["ext_mnt", "containers"]),
     ("empty_ns", 0x40000000, ["empty_ns", "containers"]),
     ("freeze_cgroup", "/sys/fs/cgroup/x", ["freeze_cgroup", "containers"]),
-    ("file_locks", True, ["file_locks", "not saved yet"]),
     ("lazy_pages", True, ["lazy_pages"]),
     ("log_file", "sub/dump.log", ["log_file", "'/'"]),
 ], ids=lambda v: v if isinstance(v, str) else None)
@@ -465,3 +464,35 @@ def test_query_ext_files_answer_adds_externals(procs: Procs, images: Path,
     finally:
         os.close(images_fd)
         ours.close()
+
+
+def test_file_locks_option(procs: Procs, tmp_path: Path, images: Path) -> None:
+    """A tree holding a lock: refused without file_locks, naming the flag and leaving it
+    running; dumped with it, and restored with its lock."""
+    flock = shutil.which("flock")
+    if flock is None:
+        pytest.skip("flock(1) (util-linux) is not installed")
+    lk = tmp_path / "lk"
+    target = procs.start([flock, lk, "sleep", "1000"])
+    wait_until(lambda: f" {target.pid} " in Path("/proc/locks").read_text(), 10,
+               "flock(1)'s lock")
+    sleeper = int(Path(f"/proc/{target.pid}/task/{target.pid}/children").read_text())
+    images_fd = open_dir(images)
+    try:
+        with Client() as c:
+            _refused(c.call(_dump_req(target.pid, images_fd)), schema.DUMP, "--file-locks")
+            _closed_with(c, 1)
+        assert is_alive(target.pid) and proc_state(target.pid) != "t"
+        with Client() as c:
+            _ok(c.call(_dump_req(target.pid, images_fd, file_locks=True)), schema.DUMP)
+            _closed_with(c, 0)
+        procs.wait_gone(target)
+        procs.wait_gone(sleeper)
+        with Client() as c:
+            _ok(c.call(_restore_req(images_fd)), schema.RESTORE)
+            _closed_with(c, 0)
+        procs.adopt(target.pid, target.out)
+        wait_until(lambda: f" {target.pid} " in Path("/proc/locks").read_text(), 10,
+                   "the restored lock")
+    finally:
+        os.close(images_fd)

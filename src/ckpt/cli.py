@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="log level 0-4 (also -v0..-v4 or -vvvv)")
         sp.add_argument("-j", "--shell-job", action="store_true",
                         help="the process is a job of a shell on a terminal")
+        sp.add_argument("-l", "--file-locks", action="store_true",
+                        help="save file locks (flock, POSIX, OFD, leases); a restore always "
+                             "takes the saved ones again")
 
     def incremental(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--track-mem", action="store_true",
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                  leave_stopped=args.leave_stopped, shell_job=args.shell_job,
                  external=tuple(args.external), ghost_limit=args.ghost_limit,
                  track_mem=args.track_mem, prev_images_dir=args.prev_images_dir,
-                 page_server=server)
+                 page_server=server, file_locks=args.file_locks)
             return 0
         if args.command == "pre-dump":
             from .dumper import pre_dump

@@ -34,6 +34,7 @@ from .resources import (
     cpu,
     files,
     ghost,
+    locks,
     mem,
     signals,
     task,
@@ -375,8 +376,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          leave_stopped: bool = False, shell_job: bool = False,
          external: tuple[str, ...] = (), ghost_limit: int | None = None,
          track_mem: bool = False, prev_images_dir: str | None = None,
-         page_server: tuple[str, int] | None = None, notify: Notify | None = None
-         ) -> DumpResult:
+         page_server: tuple[str, int] | None = None, notify: Notify | None = None,
+         file_locks: bool = False) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -388,6 +389,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     ``page_server``: (address, port) of a ``ckpt page-server`` that gets the
     images; ``images_dir`` then gets everything but the page data.
     ``notify``: called at hooks.DUMP_ACTIONS (see hooks.py).
+    ``file_locks``: save the file locks the processes hold (else such a tree is refused).
     """
     t0 = time.monotonic()
     if leave_running and leave_stopped:
@@ -413,13 +415,17 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         _check_sessions(tasks, shell_job)
         images = ImageWriter(images_dir, remote=remote)
         ghost.configure(images, ghost_limit)
-        dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external))
+        dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
+                                 file_locks=file_locks)
         shmem_seen: dict[int, int] = {}
         for t in tasks:
             if t.frozen is not None:
                 total += _dump_task(t, images, dumper, shmem_seen, memctx)["bytes"]
         dumper.after_dump([t.info() for t in tasks])
         images.write_json("files.json", dumper.descriptions)
+        if dumper.locks.saved:
+            images.write_json(locks.IMAGE, dumper.locks.saved)
+            images.need(locks.VERSION)
         faults.point("dump.files")
         root = tasks[0]
         faults.point("dump.inventory")

@@ -40,6 +40,7 @@ from .pages.chain import Chain, Segment
 from .resources import (
     cpu,
     files,
+    locks,
     mem,
     signals,
     task,
@@ -259,6 +260,7 @@ class Restore:
         self.outside_pgid: int | None = None  # a shell job's group, outside the tree
         self.inherit: dict[str, int] = {}
         self.fctx: files.RestoreFiles | None = None
+        self.locks: locks.RestoreLocks | None = None
         # What the phases create; ``undo`` takes it all back.
         self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
         self.helper_in_ckpt = False
@@ -345,6 +347,8 @@ class Restore:
             n.core, n.mm, n.fd_table = cores[n.pid], mms[n.pid], fd_tables[n.pid]
             n.segments = segments[n.pid]
         self.outside_pgid = inv.get("outside_pgid")
+        self.locks = locks.RestoreLocks(
+            images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables)
 
     def open_files(self) -> None:
         """Open, in ckpt, every file of every process (each process's plan of fds), once
@@ -500,6 +504,7 @@ class _TaskRestore:
             self.join_group()
             self.give_terminal_foreground()
             self.restore_memory()
+            self.take_locks()
             task.restore(self.pid, self.inj, self.scratch, self.core["task"])
             self.create_threads()
             self.restore_signals()
@@ -519,6 +524,13 @@ class _TaskRestore:
     def finish_files(self) -> None:
         """File kinds that must act inside the process, on its final fd numbers."""
         self.r._files().restore_in_task(self.pid, self.inj, self.scratch, self.node.fd_table)
+
+    def take_locks(self) -> None:
+        """Its file locks (locks.py): after its memory, whose restore opens and closes
+        the files it maps inside it (a close drops the process's POSIX locks on that
+        file), before its credentials (a lease on a file it does not own needs root)."""
+        assert self.r.locks is not None
+        self.r.locks.take(self.pid, self.inj, self.scratch, self.r._files().descriptions)
 
     def join_group(self) -> None:
         if self.pgid is None or self.pgid == self.pid:

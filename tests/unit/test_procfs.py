@@ -102,14 +102,40 @@ COMMON = b"pos:\t12345\nflags:\t02106002\nmnt_id:\t17\nino:\t1038\n"
 
 def test_fdinfo_regular_file() -> None:
     """flags are octal with O_CLOEXEC (0o2000000); pos may be past 2**32."""
-    info = procfs.parse_fdinfo(COMMON.replace(b"12345", b"5000000000") + b"lock:\t1: POSIX\n")
+    info = procfs.parse_fdinfo(COMMON.replace(b"12345", b"5000000000") + b"other:\t1\n")
     assert info.pos == 5000000000
     assert info.flags == 0o2106002
     assert info.flags & os.O_APPEND and info.flags & os.O_NONBLOCK
     assert (info.mnt_id, info.ino) == (17, 1038)
     assert info.eventfd_count is None and info.sigmask is None and info.timerfd is None
     assert info.epoll == [] and info.inotify == [] and info.fanotify is None
-    assert info.other == {"lock": "1: POSIX"}
+    assert info.other == {"other": "1"} and info.locks == []
+
+
+def test_fdinfo_locks() -> None:
+    """fdinfo's "lock:" lines, as Linux prints them; a form not known is kept unparsed."""
+    info = procfs.parse_fdinfo(
+        COMMON + b"lock:\t1: POSIX  ADVISORY  WRITE 14400 fe:00:2148834 0 9\n"
+        b"lock:\t2: OFDLCK ADVISORY  READ -1 fe:00:2148834 500 EOF\n"
+        b"lock:\t3: FLOCK  ADVISORY  WRITE 77 103:0a:12 0 EOF\n"
+        b"lock:\t4: LEASE  BREAKING  UNLCK 77 103:0a:12 0 EOF\n"
+        b"lock:\t5: POSIX  *NOINODE* WRITE 7 <none>:0 0 EOF\n")
+    posix, ofd, flock, lease = info.locks
+    assert posix == procfs.FileLock("POSIX", "ADVISORY", "WRITE", 14400, 0xfe, 0, 2148834, 0, 9)
+    assert (ofd.kind, ofd.type, ofd.pid, ofd.start, ofd.end) == ("OFDLCK", "READ", -1, 500, None)
+    assert (flock.kind, flock.major, flock.minor, flock.ino) == ("FLOCK", 0x103, 0xa, 12)
+    assert (lease.kind, lease.state, lease.type) == ("LEASE", "BREAKING", "UNLCK")
+    assert info.unparsed == ["lock:\t5: POSIX  *NOINODE* WRITE 7 <none>:0 0 EOF"]
+    assert "lock" not in info.other
+
+
+def test_proc_locks_waiters() -> None:
+    """/proc/locks: a request blocked behind a lock is marked as waiting."""
+    locks = procfs.parse_locks(b"1: FLOCK  ADVISORY  WRITE 12 fe:00:5 0 EOF\n"
+                               b"1: -> FLOCK  ADVISORY  WRITE 13 fe:00:5 0 EOF\n"
+                               b"2: LEASE  BREAKER   READ 14 fe:00:6 0 EOF\n")
+    assert [(lk.pid, lk.waiting, lk.state) for lk in locks] == [
+        (12, False, "ADVISORY"), (13, True, "ADVISORY"), (14, False, "BREAKER")]
 
 
 def test_fdinfo_eventfd() -> None:

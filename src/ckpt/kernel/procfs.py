@@ -304,6 +304,46 @@ class TimerFdState:
 
 
 @dataclass
+class FileLock:
+    """One lock as /proc/locks and fdinfo's "lock:" lines show it."""
+
+    kind: str    # POSIX, OFDLCK, FLOCK, LEASE, DELEG, ACCESS
+    state: str   # ADVISORY for locks; ACTIVE, BREAKING or BREAKER for leases
+    type: str    # READ, WRITE or UNLCK (a lease being broken shows its target)
+    pid: int     # who took it (-1 for OFD locks, which belong to no process)
+    major: int
+    minor: int
+    ino: int
+    start: int
+    end: int | None  # the last byte locked; None: to the end of the file, however long
+    waiting: bool = False  # a request blocked behind the lock above it ("->")
+
+
+_LOCK_RE = re.compile(r"^\d+:\s+(->\s+)?(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+"
+                      r"([0-9a-fA-F]+):([0-9a-fA-F]+):(\d+)\s+(\d+)\s+(\d+|EOF)$")
+
+
+def parse_lock(line: str) -> FileLock | None:
+    """A line of /proc/locks (or what follows "lock:" in fdinfo); None if it has no
+    inode or a form ckpt does not know."""
+    m = _LOCK_RE.match(line.strip())
+    if m is None:
+        return None
+    return FileLock(m[2], m[3], m[4], int(m[5]), int(m[6], 16), int(m[7], 16), int(m[8]),
+                    int(m[9]), None if m[10] == "EOF" else int(m[10]), bool(m[1]))
+
+
+def parse_locks(raw: bytes) -> list[FileLock]:
+    """/proc/locks: every lock of the system, and the requests waiting on them."""
+    return [lk for lk in map(parse_lock, _lines(raw)) if lk is not None]
+
+
+def locks() -> list[FileLock]:
+    with open("/proc/locks", "rb") as f:
+        return parse_locks(f.read())
+
+
+@dataclass
 class FdInfo:
     """/proc/PID/fdinfo/FD: what every fd has, then what its kind adds (None or empty
     for other kinds). ``flags`` are the file status flags and access mode, O_CLOEXEC
@@ -321,6 +361,7 @@ class FdInfo:
     epoll: list[EpollWatch] = field(default_factory=list)
     inotify: list[InotifyWatch] = field(default_factory=list)
     fanotify: FanotifyGroup | None = None
+    locks: list[FileLock] = field(default_factory=list)  # held on this open file
     unparsed: list[str] = field(default_factory=list)
     other: dict[str, str] = field(default_factory=dict)
 
@@ -399,6 +440,11 @@ def parse_fdinfo(raw: bytes) -> FdInfo:
                 info.fanotify = FanotifyGroup(int(m[1], 16), int(m[2], 16))
             elif (mark := _fanotify_mark(line)) is not None and info.fanotify is not None:
                 info.fanotify.marks.append(mark)
+            else:
+                info.unparsed.append(line)
+        elif line.startswith("lock:"):
+            if (lock := parse_lock(line[5:])) is not None:
+                info.locks.append(lock)
             else:
                 info.unparsed.append(line)
         else:

@@ -25,7 +25,7 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
-from . import kinds
+from . import kinds, locks
 from .filekind import (
     Description,
     DumpCtx,
@@ -70,10 +70,11 @@ class DumpFiles:
     """Builds the description table shared by every task of one dump."""
 
     def __init__(self, images: ImageWriter, *, shell_job: bool = False,
-                 external: set[str] | None = None):
+                 external: set[str] | None = None, file_locks: bool = False):
         self.ctx = DumpCtx(images, shell_job, external or set())
         self.kinds = [cls() for cls in kinds.KINDS]  # in claim order
         self.descriptions: dict[str, Description] = {}
+        self.locks = locks.DumpLocks(file_locks)
         # (st_dev, st_ino) -> [(pid, fd, id)] to find shared descriptions with kcmp
         self._seen: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
         self._owners: list[tuple[str, dict[str, Any]]] = []  # (where, fown) to check
@@ -112,11 +113,12 @@ class DumpFiles:
             info = procfs.fdinfo(pid, fd)
             dup = libc.pidfd_getfd(pidfd, fd)
             try:
-                st = os.fstat(dup)
-                fid = self._find_shared(pid, fd, st)
+                f = OpenFd(pid, fd, link, os.fstat(dup), dup, info)
+                fid = self._find_shared(pid, fd, f.st)
                 if fid is None:
-                    fid = self._describe(OpenFd(pid, fd, link, st, dup, info))
-                    self._seen.setdefault((st.st_dev, st.st_ino), []).append((pid, fd, fid))
+                    fid = self._describe(f)
+                    self._seen.setdefault((f.st.st_dev, f.st.st_ino), []).append((pid, fd, fid))
+                self.locks.add(f, fid, pid)
             finally:
                 os.close(dup)
             table.append({"fd": fd, "file": fid, "cloexec": bool(info.flags & O_CLOEXEC_FDINFO)})
@@ -130,6 +132,7 @@ class DumpFiles:
             kind.after_dump(self.ctx, tasks)
         for where, fown in self._owners:
             _check_owner(where, fown, tasks)
+        self.locks.check_tree({t["pid"] for t in tasks})
 
 
 # ---------------------------------------------------------------- restore

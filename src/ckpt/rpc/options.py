@@ -33,7 +33,7 @@ USED = {
     "images_dir_fd", "images_dir", "work_dir_fd", "log_file", "log_level", "log_to_stderr",
     "pid", "leave_running", "leave_stopped", "shell_job", "ext_unix_sk", "unix_sk_ino",
     "external", "ghost_limit", "track_mem", "parent_img", "ps", "notify_scripts",
-    "inherit_fd", "rst_sibling", "exec_cmd",
+    "inherit_fd", "rst_sibling", "exec_cmd", "file_locks",
 }
 
 # Accepted, logged, and without effect: why ckpt needs none of them.
@@ -62,7 +62,6 @@ IGNORED = {
 
 # Refused when set to anything but their neutral value: ckpt cannot do it yet.
 UNSUPPORTED = {
-    "file_locks": "file locks are not saved yet",
     "lazy_pages": "lazy pages (userfaultfd) are not supported",
     "status_fd": "status_fd is not supported (criu deprecates it)",
     "config_file": "criu configuration files are not read (this one exists)",
@@ -220,7 +219,7 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
     return {**args, "leave_running": bool(opts.get("leave_running")),
             "leave_stopped": bool(opts.get("leave_stopped")),
             "shell_job": bool(opts.get("shell_job")), "external": tuple(external),
-            "ghost_limit": opts.get("ghost_limit")}
+            "ghost_limit": opts.get("ghost_limit"), "file_locks": bool(opts.get("file_locks"))}
 
 
 def check_tables() -> list[str]:
