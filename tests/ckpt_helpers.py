@@ -389,3 +389,35 @@ def restore_detached(procs: Procs, pid: int, out: Output, images: Path, *extra: 
     proc = procs.adopt(pid, out)
     assert proc_ppid(pid) == os.getpid(), "restored process was not re-parented to pytest"
     return proc
+
+
+# ------------------------------------------------------------------ "N ok" tick programs
+
+def ticks(out: Output, prefix: str = "") -> list[tuple[int, str]]:
+    """(N, rest) of the "PREFIX N ok" / "PREFIX N BAD what" lines of a checking program."""
+    rx = re.compile(rf"^{prefix}(\d+) (.*)$")
+    return [(int(m[1]), m[2]) for m in map(rx.match, out.lines()) if m]
+
+
+def ticks_go_on(out: Output, prefix: str = "", more: int = 10) -> list[tuple[int, str]]:
+    """Wait for ``more`` new ticks; all of them consecutive from 0, every one "ok"."""
+    n = len(ticks(out, prefix))
+    out.wait_line(rf"^{prefix}{n + more} ")
+    got = ticks(out, prefix)
+    assert [t for t, _ in got] == list(range(len(got))), got[-20:]
+    bad = [t for t in got if t[1] != "ok"]
+    assert bad == [], bad[:5]
+    return got
+
+
+def printed_fds(out: Output) -> dict[str, int]:
+    """NAME -> fd of the "fds NAME=FD ..." line a checking program prints."""
+    line = out.wait_line(r"^fds ")
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+
+
+def fd_pos_flags(pid: int, fd: int) -> tuple[int, int]:
+    """(offset, flags) of ``pid``'s fd ``fd``, from its fdinfo."""
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        kv = dict(line.split(":", 1) for line in f if ":" in line)
+    return int(kv["pos"]), int(kv["flags"], 8)

@@ -37,7 +37,7 @@ NR = {
     "timer_gettime": 224, "timer_delete": 226,
     "set_tid_address": 218, "clock_nanosleep": 230, "exit_group": 231,
     "openat": 257, "set_robust_list": 273, "get_robust_list": 274,
-    "tee": 276, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
+    "tee": 276, "dup3": 292, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
     "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
     "seccomp": 317, "rseq": 334, "pidfd_send_signal": 424,
     "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438,

@@ -12,6 +12,7 @@ flags, installing the fds in the new processes) is files.py's.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,6 +22,27 @@ from ..kernel import procfs
 from ..kernel.inject import Injector
 
 Description = dict[str, Any]  # one entry of files.json: "kind", "flags", then the kind's own
+
+O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE: os.O_TMPFILE without its O_DIRECTORY
+O_CLOEXEC_FDINFO = 0o2000000
+# Flags that act only when a file is made or first opened: never given to a reopen.
+_OPEN_ONLY = (os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | O_TMPFILE_BIT
+              | O_CLOEXEC_FDINFO)
+
+
+def reopen_flags(flags: int, directory: bool = False, through_proc: bool = False) -> int:
+    """The flags to open a file again with, from its saved ``flags``: without those that
+    act only when a file is made (O_CREAT, O_EXCL, O_TRUNC, O_NOCTTY, O_TMPFILE: a
+    ``tempfile.TemporaryFile`` has them), O_DIRECTORY kept for a directory only, and
+    O_NOFOLLOW left out when the file is reopened through a /proc/self/fd link, which
+    is a symbolic link to follow (``tempfile.mkstemp`` opens with O_NOFOLLOW).
+    O_CLOEXEC is added: the copy is ckpt's (close-on-exec is per fd, in the fd table)."""
+    flags &= ~_OPEN_ONLY
+    if not directory:
+        flags &= ~os.O_DIRECTORY
+    if through_proc:
+        flags &= ~os.O_NOFOLLOW
+    return flags | os.O_CLOEXEC
 
 
 @dataclass
@@ -78,10 +100,14 @@ class FileKind:
     Dump: ``claims`` is asked for every fd, in the registry's order; the first kind
     that claims it gets ``dump`` once per open file description (ckpt stores the
     result, with ``kind`` and the file status ``flags``, in files.json), then
-    ``after_dump`` once every process is dumped.
+    ``verify`` on it, then ``after_dump`` once every process is dumped.
 
-    Restore: ``before_restore`` runs before anything is opened or created, to warn
-    or refuse; ``open`` returns an fd of ckpt's for each description the restore
+    ``verify`` holds whatever the restore would check or refuse about one
+    description: the dump runs it before the kill (a refusal then names the fd
+    and leaves the process running), the restore before anything is opened.
+
+    Restore: ``before_restore`` and ``verify`` run before anything is opened or
+    created, to warn or refuse; ``open`` returns an fd of ckpt's for each description the restore
     needs (ckpt sets its status flags afterwards); ``restore_in_task`` runs in
     each restored process once its fds are at their final numbers; ``close``
     once every process holds its fds.
@@ -99,6 +125,12 @@ class FileKind:
     def claims(cls, link: str, st: os.stat_result) -> bool:
         """Whether an fd pointing to ``link`` (``st`` its fstat) is of this kind."""
         return bool(cls.LINK) and link == cls.LINK
+
+    @classmethod
+    def claims_fd(cls, f: OpenFd) -> bool:
+        """Whether fd ``f`` is of this kind: ``claims`` on its link and fstat, unless the
+        kind decides by more (the fd's flags)."""
+        return cls.claims(f.link, f.st)
 
     @classmethod
     def keys(cls, desc: Description) -> list[str]:
@@ -121,6 +153,10 @@ class FileKind:
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         raise NotImplementedError
+
+    def verify(self, ctx: DumpCtx | RestoreCtx, desc: Description) -> None:
+        """Raise ``RestoreError`` for what ``open`` would refuse about ``desc`` on the
+        system as it is now (at dump: as the restore would find it if nothing changed)."""
 
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         """Check or complete what needs every description of the tree (``tasks``: the
@@ -164,3 +200,20 @@ def close_quietly(fds: list[int] | set[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def install_own_fd(inj: Injector, own: int, target: int) -> None:
+    """Make fd ``target`` of the process ``inj`` runs in a copy of ckpt's fd ``own`` (the
+    same open file description), keeping its close-on-exec flag: for files that can be
+    opened only once the restored processes exist. The process takes the copy itself
+    (``pidfd_getfd`` on ckpt, its tracer and parent, whose credentials it still has)."""
+    cloexec = inj.call("fcntl", target, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    pidfd = inj.call("pidfd_open", os.getpid(), 0)
+    try:
+        copy = inj.call("pidfd_getfd", pidfd, own, 0)
+    finally:
+        inj.call("close", pidfd)
+    try:
+        inj.call("dup3", copy, target, os.O_CLOEXEC if cloexec else 0)
+    finally:
+        inj.call("close", copy)

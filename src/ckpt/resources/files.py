@@ -90,13 +90,17 @@ class DumpFiles:
 
     def _describe(self, f: OpenFd) -> str:
         """Describe a description seen for the first time; its id."""
-        kind = next((k for k in self.kinds if k.claims(f.link, f.st)), None)
+        kind = next((k for k in self.kinds if k.claims_fd(f)), None)
         if kind is None:
             raise UnsupportedError(f"{f.where}: {describe_unsupported(f.link, f.st)} is a kind "
                                    "of file ckpt cannot dump yet")
         desc = kind.dump(self.ctx, f)
         desc["kind"] = kind.KIND
         desc.setdefault("flags", f.info.flags & ~O_CLOEXEC_FDINFO)
+        try:  # what the restore would refuse is refused now, before the kill
+            kind.verify(self.ctx, desc)
+        except RestoreError as e:
+            raise UnsupportedError(f"{f.where}: {e} (the restore would fail)") from None
         fown = None if desc["flags"] & os.O_PATH else read_fown(f.dup)
         if fown is not None:
             desc["fown"] = fown
@@ -183,9 +187,13 @@ class RestoreFiles:
         return None
 
     def check(self) -> None:
-        """Let every kind warn or refuse (``before_restore``), before anything is opened."""
+        """Let every kind warn or refuse (``before_restore``, and ``verify`` on each
+        description it is to open), before anything is opened."""
         for kind in self.kinds.values():
             kind.before_restore(self.ctx)
+        for fid, desc in self.descriptions.items():
+            if fid not in self.ctx.replaced:
+                self._kind(desc).verify(self.ctx, desc)
 
     def open_description(self, fid: str) -> int:
         """An fd in ckpt for description ``fid``, its status flags set."""
@@ -224,6 +232,7 @@ class RestoreFiles:
         """Let every kind finish inside restored process ``pid`` (see ``FileKind``), on
         its fds of that kind that the restore made (inherited ones are the restorer's)."""
         mine: dict[str, list[TaskFd]] = {}
+        asynchronous: list[TaskFd] = []
         for e in table:
             fid, fd = e["file"], e["fd"]
             first = fid not in self._holders
@@ -233,10 +242,12 @@ class RestoreFiles:
             desc = self.descriptions[fid]
             mine.setdefault(desc["kind"], []).append(TaskFd(fd, fid, desc))
             if first and desc["flags"] & fcntl.FASYNC and not self._kind(desc).borrowed(desc):
-                _set_async(pid, inj, fd, desc)
+                asynchronous.append(TaskFd(fd, fid, desc))
         for name, kind in self.kinds.items():
             if name in mine:
                 kind.restore_in_task(self.ctx, pid, inj, scratch, mine[name])
+        for t in asynchronous:  # after the kinds, which may have put another file there
+            _set_async(pid, inj, t.fd, t.desc)
 
     def set_owners(self) -> None:
         """Once every process and thread of the tree exists: give each description its

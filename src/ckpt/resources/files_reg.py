@@ -1,8 +1,25 @@
 """Regular files and directories, reopened by path with their flags and offset.
 
-A file that grew since the dump is reopened as it is (logs keep growing); a
-file that shrank below the saved offset or size is refused, since bytes the
-process wrote would be lost.
+``reopen`` is the restore of one description; the dump runs it too (``verify``),
+so that a file the restore could not reopen is refused before the kill.
+
+A file changed between dump and restore (the rule, also in docs/state.md):
+one that grew is reopened as it is (logs keep growing; ``O_APPEND`` writers go
+on at its end); one that shrank below its size at dump is refused, since bytes
+the process wrote or read up to its offset would be lost; one replaced by
+another file under the same path (an editor's rename, an upgrade, another
+machine) is reopened under the same rule, as ckpt cannot tell it from the same
+file changed in place. A directory must still be a directory, a regular file a
+regular file. An offset beyond the end of the file is kept as it was.
+
+Files of pseudo file systems (procfs, sysfs, cgroupfs, ...) have sizes that
+mean nothing and change all the time: they are reopened and seeked, never
+compared. A file under ``/proc/PID`` names a process of the dumped tree, which
+has the same PID after the restore (the dump refuses one that names a process
+outside the tree: after a restore that PID is free or another process's). It
+exists only once that process does, so it is opened *late*: the fd is a
+placeholder while the tree is made, replaced inside each holding process once
+every process exists (``restore_in_task``).
 
 A regular file unlinked while open (``/path (deleted)``) is a ghost (ghost.py):
 its content is saved once in ghost-data.img, and at restore it is made again
@@ -13,13 +30,82 @@ unlinked again. memfds are memfd.py's.
 from __future__ import annotations
 
 import os
+import re
 import stat as st_mod
+from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
+from ..kernel import inode_path, libc, procfs
+from ..kernel.inject import Injector
 from . import ghost
-from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
+from .filekind import (
+    Description,
+    DumpCtx,
+    FileKind,
+    OpenFd,
+    RestoreCtx,
+    TaskFd,
+    install_own_fd,
+    reopen_flags,
+)
 
-_OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | 0o2000000)
+# File systems whose files are made up by the kernel as they are read: no size to check.
+PSEUDO_FS = frozenset({
+    "proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs",
+    "bpf", "pstore", "efivarfs", "fusectl", "binfmt_misc",
+})
+_PROC_PID = re.compile(r"^/(\d+)(?:/task/(\d+))?(?:/|$)")
+
+
+def _kind_of(st: os.stat_result) -> str:
+    if st_mod.S_ISDIR(st.st_mode):
+        return "a directory"
+    if st_mod.S_ISREG(st.st_mode):
+        return "a regular file"
+    return f"a file of type {st_mod.filemode(st.st_mode)[0]!r}"
+
+
+def reopen(desc: Description) -> int:
+    """The file of ``desc`` opened again by its path, as the restore does it: with its
+    flags, checked against what it was (the module docstring says the rule), at its
+    offset. Raises RestoreError naming what is wrong."""
+    path, directory, pseudo = desc["path"], bool(desc.get("dir")), "fs" in desc
+    flags = reopen_flags(desc["flags"], directory)
+    if not pseudo:
+        flags |= os.O_NONBLOCK  # a FIFO put in its place must not block; flags are set after
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise RestoreError(f"cannot reopen {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st_mod.S_ISDIR(st.st_mode) != directory or not (directory or st_mod.S_ISREG(
+                st.st_mode)):
+            raise RestoreError(f"{path} is now {_kind_of(st)}; it was "
+                               f"{'a directory' if directory else 'a regular file'}")
+        if not pseudo and not directory and st.st_size < desc["size"]:
+            raise RestoreError(f"{path} shrank since the dump (now {st.st_size} bytes, "
+                               f"{desc['size']} then); refusing to restore over lost data")
+        if not desc["flags"] & os.O_PATH:  # an O_PATH fd has no offset
+            try:
+                os.lseek(fd, desc["pos"], os.SEEK_SET)
+            except OSError as e:
+                raise RestoreError(f"{path}: cannot seek to offset {desc['pos']}: "
+                                   f"{e.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def proc_owner(path: str, mount_point: str) -> tuple[int, int | None] | None:
+    """(PID, TID or None) of a procfs path under ``/proc/PID`` (or ``/proc/PID/task/TID``)
+    of a procfs mounted at ``mount_point``; None for other procfs paths (/proc/loadavg)."""
+    rel = path[len(mount_point.rstrip("/")):]
+    m = _PROC_PID.match(rel)
+    if not path.startswith(mount_point) or m is None:
+        return None
+    return int(m[1]), (int(m[2]) if m[2] else None)
 
 
 class RegularFiles(FileKind):
@@ -28,11 +114,21 @@ class RegularFiles(FileKind):
     def __init__(self) -> None:
         super().__init__()
         self._ghosts = ghost.Made()  # deleted files made again, by ghost id
+        self._mounts: dict[int, inode_path.Mount] | None = None  # dump: by mount id
+        self._proc_refs: list[tuple[str, str, set[int]]] = []  # dump: (where, path, ids)
+        self._late: dict[str, tuple[int, int]] = {}  # restore: id -> (pid, fd) holding it
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
         return ((st_mod.S_ISREG(st.st_mode) and not ghost.is_memfd(link, st))
                 or st_mod.S_ISDIR(st.st_mode))
+
+    # ---- dump
+
+    def _mount(self, mnt_id: int) -> inode_path.Mount | None:
+        if self._mounts is None:
+            self._mounts = {m.mount_id: m for m in inode_path.mounts()}
+        return self._mounts.get(mnt_id)
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         link, st = f.link, f.st
@@ -48,8 +144,51 @@ class RegularFiles(FileKind):
                                    "(deleted) path; not supported")
         if not link.startswith("/"):
             raise UnsupportedError(f"{f.where}: {link} has no path")
-        return {"path": link, "pos": f.info.pos, "size": st.st_size,
-                "dir": st_mod.S_ISDIR(st.st_mode)}
+        desc: Description = {"path": link, "pos": f.info.pos, "size": st.st_size,
+                             "dir": st_mod.S_ISDIR(st.st_mode)}
+        mount = self._mount(f.info.mnt_id)
+        if mount is not None and mount.fstype in PSEUDO_FS:
+            desc["fs"] = mount.fstype
+            owner = proc_owner(link, mount.point) if mount.fstype == "proc" else None
+            if owner is not None:
+                desc["proc_pid"] = owner[0]
+                self._proc_refs.append((f.where, link, {n for n in owner if n is not None}))
+            return desc
+        try:
+            now = os.stat(link)
+        except OSError as e:
+            raise UnsupportedError(f"{f.where}: {link} cannot be found by its path "
+                                   f"({e.strerror}); ckpt reopens files by path") from None
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise UnsupportedError(f"{f.where}: the path {link} leads to another file than "
+                                   "the one open (mounted over, or in another mount "
+                                   "namespace); ckpt reopens files by path")
+        return desc
+
+    def verify(self, ctx: DumpCtx | RestoreCtx, desc: Description) -> None:
+        if "ghost" in desc:
+            ghost.check(desc["ghost"])
+        elif "proc_pid" in desc and isinstance(ctx, RestoreCtx):
+            return  # opened once its process exists (and checked then)
+        else:
+            os.close(reopen(desc))
+
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
+        """Refuse a /proc/PID file of a process outside the tree."""
+        if not self._proc_refs:
+            return
+        ids = {t["pid"] for t in tasks}
+        for t in tasks:
+            if not t.get("zombie"):
+                ids.update(procfs.threads(t["pid"]))
+        for where, path, named in self._proc_refs:
+            outside = sorted(named - ids)
+            if outside:
+                raise UnsupportedError(
+                    f"{where}: {path} is a file of process {outside[0]}, outside the dumped "
+                    "tree; after a restore that PID would be free or another process's")
+
+    # ---- restore
 
     @classmethod
     def keys(cls, desc: Description) -> list[str]:
@@ -57,26 +196,31 @@ class RegularFiles(FileKind):
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
         if "ghost" in desc:
-            return self._ghosts.reopen(ctx.images, desc, _OPEN_MASK)
-        path = desc["path"]
-        try:
-            fd = os.open(path, desc["flags"] & _OPEN_MASK)
-        except OSError as e:
-            raise RestoreError(f"cannot reopen {path}: {e.strerror}") from None
-        try:
-            if not desc.get("dir"):
-                size = os.fstat(fd).st_size
-                if size < desc["size"] or size < desc["pos"]:
-                    raise RestoreError(
-                        f"{path} shrank since the dump ({size} bytes, was {desc['size']} "
-                        f"with the offset at {desc['pos']}); refusing to restore over lost data")
-            if not desc["flags"] & os.O_PATH:  # an O_PATH fd has no offset
-                os.lseek(fd, desc["pos"], os.SEEK_SET)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            return self._ghosts.reopen(ctx.images, desc)
+        if "proc_pid" in desc:  # a placeholder until its process exists
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return reopen(desc)
 
+    def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
+                        fds: list[TaskFd]) -> None:
+        """Every process of the tree exists now: open its /proc/PID files (once per
+        description) and put them in place of their placeholders."""
+        for t in fds:
+            if "proc_pid" not in t.desc:
+                continue
+            if t.file in self._late:  # shared with an fd restored before
+                holder = libc.pidfd_open(self._late[t.file][0])
+                try:
+                    own = libc.pidfd_getfd(holder, self._late[t.file][1])
+                finally:
+                    os.close(holder)
+            else:
+                own = reopen(t.desc)
+                self._late[t.file] = (pid, t.fd)
+            try:
+                install_own_fd(inj, own, t.fd)
+            finally:
+                os.close(own)
 
     def close(self) -> None:
         self._ghosts.close()

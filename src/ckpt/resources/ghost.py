@@ -37,6 +37,7 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, RawWriter
 from ..kernel import libc
+from .filekind import reopen_flags
 
 log = logging.getLogger("ckpt.ghost")
 
@@ -409,17 +410,20 @@ class Made:
     def __init__(self) -> None:
         self._objects: dict[int, int] = {}
 
-    def reopen(self, images: ImageReader, desc: dict[str, Any], open_mask: int) -> int:
-        """An fd for fd description ``desc`` of a ghost object."""
+    def reopen(self, images: ImageReader, desc: dict[str, Any]) -> int:
+        """An fd for fd description ``desc`` of a ghost object: the object reopened
+        through /proc/self/fd with the description's flags, at its offset."""
         info = desc["ghost"]
         gid = int(info["id"])
         if gid not in self._objects:
             self._objects[gid] = create(images.path(DATA_FILE), info)
+        flags = reopen_flags(desc["flags"], bool(info.get("dir")), through_proc=True)
         try:
-            fd = os.open(f"/proc/self/fd/{self._objects[gid]}", desc["flags"] & open_mask)
+            fd = os.open(f"/proc/self/fd/{self._objects[gid]}", flags)
         except OSError as e:
             raise RestoreError(f"cannot reopen {describe(info)}: {e.strerror}") from None
-        os.lseek(fd, int(desc.get("pos", 0)), os.SEEK_SET)
+        if not desc["flags"] & os.O_PATH:
+            os.lseek(fd, int(desc.get("pos", 0)), os.SEEK_SET)
         return fd
 
     def close(self) -> None:

@@ -15,8 +15,6 @@ import os
 from . import ghost
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
-_OPEN_MASK = ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | 0o2000000)
-
 
 class MemFds(FileKind):
     KIND = "memfd"
@@ -34,7 +32,7 @@ class MemFds(FileKind):
         return {"path": f.link, "pos": f.info.pos, "ghost": obj}
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
-        return self._made.reopen(ctx.images, desc, _OPEN_MASK)
+        return self._made.reopen(ctx.images, desc)
 
     def close(self) -> None:
         self._made.close()
