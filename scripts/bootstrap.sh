@@ -10,6 +10,20 @@ if ! command -v gcc >/dev/null 2>&1; then
     echo "bootstrap: gcc is missing; the tests on real processes need it (and root)" >&2
   fi
 fi
+# The network lock of TCP dumps (nftables, iptables as the fallback) and the servers
+# the tests run (redis-server), from Debian; as root only, and only what is missing.
+missing=""
+for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
+    || missing="$missing ${pair##*:}"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "bootstrap: missing$missing (Debian packages; the TCP tests skip without them)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ckpt-criu ] \
     || ! .venv/bin/python -c 'import ckpt, pytest' 2>/dev/null; then
   python3 -m venv .venv

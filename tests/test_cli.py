@@ -41,6 +41,8 @@ def test_check() -> None:
     res = run_ckpt("check", timeout=30)
     assert res.returncode == 0, f"stdout: {res.stdout}\nstderr: {res.stderr}"
     assert "Looks good." in res.stdout.splitlines()
+    # the network lock that works here (the setup installs both)
+    assert re.search(r"^network lock: (nftables|iptables)\b", res.stdout, re.M), res.stdout
 
 
 # ------------------------------------------------------------ malformed options, with a target

@@ -294,8 +294,8 @@ def test_inherit_fd_replaces_a_tcp_listener(procs: Procs, images: Path,
 
 
 REFUSED = [
-    ("tcp-established", r"fd \d+ \(TCP IPv4 socket:\[\d+\]\): established TCP connections "
-                        r"are not supported \(would need TCP_REPAIR\)"),
+    ("tcp-established", r"fd \d+ \(TCP IPv4 socket:\[\d+\]\): ESTABLISHED TCP connection "
+                        r"to 127\.0\.0\.1:\d+; dump with --tcp-established"),
     ("tcp-pending", r"fd 3 \(TCP IPv4 .*1 connection\(s\) not accepted yet"),
     ("unix-pending", r"fd 3 \(stream .*@ckpt-test-pending-\d+ with 1 connection\(s\) not "
                      r"accepted yet"),

@@ -687,6 +687,24 @@ OPTIONAL: list[tuple[str, Callable[[], str | None]]] = [
 ]
 
 
+def network_lock() -> str:
+    """Which network lock works here (for --tcp-established), as ``check`` reports it."""
+    from . import netlock
+    works, why = [], []
+    for backend in netlock.BACKENDS:
+        err = netlock.probe(backend)
+        if err is None:
+            works.append(backend)
+        else:
+            why.append(f"{backend}: {err}")
+    if not works:
+        return ("network lock: none works (" + "; ".join(why) + "); dumps of TCP "
+                "connections need --network-lock skip")
+    others = f" ({', '.join(works[1:])} works too)" if works[1:] else ""
+    missing = f" ({'; '.join(why)})" if why else ""
+    return f"network lock: {works[0]}{others}{missing}"
+
+
 def run_checks(verbose: bool = False) -> int:
     """Probe the kernel; print a line per missing interface, or "Looks good.".
 
@@ -700,6 +718,7 @@ def run_checks(verbose: bool = False) -> int:
         note = probe()
         if note:
             print(f"note: {name}: {note}")
+    print(network_lock())
     if failures:
         return 1
     print("Looks good.")

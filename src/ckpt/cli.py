@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+from typing import Any
 
 from . import __version__
 from . import log as ckpt_log
@@ -45,6 +46,13 @@ def _page_server(args: argparse.Namespace) -> tuple[str, int] | None:
     return args.address, args.port
 
 
+def _tcp(args: argparse.Namespace) -> dict[str, Any]:
+    from .resources.filekind import TcpFlags
+    return {"tcp": TcpFlags(established=args.tcp_established, close=args.tcp_close,
+                            skip_in_flight=getattr(args, "skip_in_flight", False)),
+            "network_lock": args.network_lock}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.")
     p.add_argument("--version", action="version", version=f"ckpt {__version__}")
@@ -61,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-l", "--file-locks", action="store_true",
                         help="save file locks (flock, POSIX, OFD, leases); a restore always "
                              "takes the saved ones again")
+
+    def tcp(sp: argparse.ArgumentParser, dump: bool) -> None:
+        sp.add_argument("--tcp-established", action="store_true",
+                        help="save (restore) established TCP connections")
+        sp.add_argument("--tcp-close", action="store_true",
+                        help="restore TCP connections closed" + (
+                            " (at dump: do not save their state)" if dump else ""))
+        if dump:
+            sp.add_argument("--skip-in-flight", action="store_true",
+                            help="drop TCP connections not yet accepted")
+        sp.add_argument("--network-lock", choices=("nftables", "iptables", "skip"),
+                        default=None, help="how to keep packets from the connections "
+                        "between dump and restore (default: the first that works here)")
 
     def incremental(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--track-mem", action="store_true",
@@ -85,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="an external resource, e.g. unix[INODE]")
     d.add_argument("--ghost-limit", type=_size, default=None, metavar="SIZE",
                    help="largest deleted file to save, e.g. 64M (the default)")
+    tcp(d, dump=True)
     incremental(d)
 
     pd = sub.add_parser("pre-dump", help="save the memory pages of a process and let it run on")
@@ -112,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
                    "(relative to DIR)")
     r.add_argument("--inherit-fd", action="append", default=[], metavar="fd[N]:KEY",
                    help="give the restorer's fd N to the files matching KEY")
+    tcp(r, dump=False)
 
     sub.add_parser("check", help="check that the kernel has what ckpt needs")
 
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                  leave_stopped=args.leave_stopped, shell_job=args.shell_job,
                  external=tuple(args.external), ghost_limit=args.ghost_limit,
                  track_mem=args.track_mem, prev_images_dir=args.prev_images_dir,
-                 page_server=server, file_locks=args.file_locks)
+                 page_server=server, file_locks=args.file_locks, **_tcp(args))
             return 0
         if args.command == "pre-dump":
             from .dumper import pre_dump
@@ -161,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             ckpt_log.setup(args.verbosity, args.log_file, args.images_dir)
             res = restore(args.images_dir, detach=args.restore_detached,
                           shell_job=args.shell_job or None, inherit_fds=args.inherit_fd,
-                          pidfile=args.pidfile)
+                          pidfile=args.pidfile, **_tcp(args))
             if res.exit_status is None:
                 return 0
             return res.exit_status if res.exit_status >= 0 else 128 - res.exit_status

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import faults
+from . import faults, netlock
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
@@ -37,10 +37,12 @@ from .resources import (
     locks,
     mem,
     signals,
+    sk_tcp,
     task,
     thread,
     timers,
 )
+from .resources.filekind import TcpFlags
 from .version import __version__
 
 log = logging.getLogger("ckpt.dump")
@@ -372,12 +374,40 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     return pages
 
 
+def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None
+                  ) -> netlock.Lock | None:
+    """With --tcp-established: drop every packet of the tree's TCP connections from now
+    on (the tree is frozen), before any of them is read."""
+    if not tcp.established or tcp.close:
+        return None
+    pids = [t.pid for t in tasks if t.frozen is not None]
+    conns = [netlock.Conn(local, peer) for local, peer in sk_tcp.tree_connections(pids)]
+    if not conns:
+        return None
+    return netlock.lock(conns, netlock.choose(backend))
+
+
+def _unlock_network(lock: netlock.Lock | None, notify: Notify, failed: bool) -> None:
+    """The connections run on (a failed dump, -R, -s): let their packets pass again.
+    After a failure, a failing unlock is logged, not raised over the first error."""
+    if lock is None or not lock.held:
+        return
+    try:
+        netlock.unlock(lock)
+        notify("network-unlock", 0)
+    except CkptError as e:
+        if not failed:
+            raise
+        log.error("%s", e)
+
+
 def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          leave_stopped: bool = False, shell_job: bool = False,
          external: tuple[str, ...] = (), ghost_limit: int | None = None,
          track_mem: bool = False, prev_images_dir: str | None = None,
          page_server: tuple[str, int] | None = None, notify: Notify | None = None,
-         file_locks: bool = False) -> DumpResult:
+         file_locks: bool = False, tcp: TcpFlags | None = None,
+         network_lock: str | None = None) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -390,8 +420,12 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     images; ``images_dir`` then gets everything but the page data.
     ``notify``: called at hooks.DUMP_ACTIONS (see hooks.py).
     ``file_locks``: save the file locks the processes hold (else such a tree is refused).
+    ``tcp``: criu's --tcp-established, --tcp-close, --skip-in-flight; ``network_lock``:
+    "nftables", "iptables", "skip" or None (the first backend that works here). The
+    lock is released unless the processes are killed; then the restore releases it.
     """
     t0 = time.monotonic()
+    tcp = tcp or TcpFlags()
     if leave_running and leave_stopped:
         raise DumpError("leave_running and leave_stopped exclude each other")
     notify = notify or ignore
@@ -404,6 +438,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     remote = _connect(page_server, images_dir)
     tasks: list[_Task] = []
     images: ImageWriter | None = None
+    dumper: files.DumpFiles | None = None
+    lock: netlock.Lock | None = None
     ok = False
     total = 0
     t_freeze = time.monotonic()
@@ -413,10 +449,14 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         faults.point("dump.frozen")
         external = (*external, *(notify("query-ext-files", 0) or ()))
         _check_sessions(tasks, shell_job)
+        lock = _lock_network(tasks, tcp, network_lock)
+        if lock is not None:
+            notify("network-lock", 0)
+        faults.point("dump.network_locked")
         images = ImageWriter(images_dir, remote=remote)
         ghost.configure(images, ghost_limit)
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
-                                 file_locks=file_locks)
+                                 file_locks=file_locks, tcp=tcp)
         shmem_seen: dict[int, int] = {}
         for t in tasks:
             if t.frozen is not None:
@@ -435,6 +475,9 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             "shell_job": shell_job,
             "outside_sid": root.sid if root.sid != root.pid else None,
             "outside_pgid": root.pgid if root.pgid not in {t.pid for t in tasks} else None,
+            # held until the restore unless the processes run on (then released below)
+            "network_lock": lock.to_json() if lock is not None and lock.held
+            and not (leave_running or leave_stopped) else None,
             **_common_inventory("dump", memctx, track_mem),
         })
         log.info("images written and synced")
@@ -452,10 +495,16 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             elif remote is not None:
                 remote.abort()
         kill = ok and not leave_running and not leave_stopped
+        if kill and dumper is not None:
+            dumper.before_kill()
         _release(tasks, kill=kill, stop=ok and leave_stopped)
         frozen = time.monotonic() - t_freeze
         if kill:
             _wait_gone([t.pid for t in tasks if t.frozen is not None])
+        if dumper is not None:
+            dumper.close()
+        if not kill:  # killed, the connections stay locked until their restore
+            _unlock_network(lock, notify, failed=not ok)
     fate = "running" if leave_running else "stopped" if leave_stopped else "killed"
     dt = time.monotonic() - t0
     log.info("dump of %d done in %.3f s (frozen %.3f s); processes %s", pid, dt, frozen, fate)

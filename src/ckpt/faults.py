@@ -20,6 +20,7 @@ from .errors import CkptError
 POINTS: dict[str, str] = {
     # dump (dumper.dump): the tree stays frozen until the failure is handled
     "dump.frozen": "every task and thread of the tree seized and stopped",
+    "dump.network_locked": "the tree's TCP connections locked (--tcp-established), none read",
     "dump.task.core": "a task's registers, signals, task state and threads saved",
     "dump.task.fds": "a task's fds saved",
     "dump.task.pages": "the first run of a task's pages written",
@@ -42,6 +43,8 @@ POINTS: dict[str, str] = {
     "restore.task.signals": "a task's signals and timers restored",
     "restore.task.final": "a task's credentials and seccomp set (restore_final)",
     "restore.before_detach": "every task restored, right before detaching",
+    "restore.network_unlocked": "the network unlocked, the TCP connections still in repair "
+                                "mode, the tree not yet running",
 }
 
 

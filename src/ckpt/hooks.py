@@ -18,6 +18,11 @@ Notify = Callable[[str, int], Sequence[str] | None]
 DUMP_ACTIONS = ("pre-dump", "query-ext-files", "post-dump")
 # In the order a restore sends them.
 RESTORE_ACTIONS = ("pre-restore", "post-restore", "pre-resume", "post-resume")
+# Sent only when TCP connections are locked (--tcp-established, netlock.py): a dump
+# sends "network-lock" after "query-ext-files" and, when the processes run on (-R, -s,
+# a failure), "network-unlock" last; a restore sends "network-unlock" between
+# "post-restore" and "pre-resume".
+NETWORK_ACTIONS = ("network-lock", "network-unlock")
 
 
 def ignore(action: str, pid: int) -> None:

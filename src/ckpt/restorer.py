@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import faults
+from . import faults, netlock
 from .errors import CkptError, RestoreError
 from .hooks import Notify, ignore
 from .images import ImageReader
@@ -43,11 +43,13 @@ from .resources import (
     locks,
     mem,
     signals,
+    sk_inet,
     task,
     thread,
     timers,
     tty,
 )
+from .resources.filekind import TcpFlags
 
 log = logging.getLogger("ckpt.restore")
 
@@ -244,7 +246,8 @@ class Restore:
                  shell_job: bool | None = None,
                  inherit_fds: tuple[str, ...] | list[str] = (),
                  pidfile: str | None = None, notify: Notify | None = None,
-                 sibling: bool = False):
+                 sibling: bool = False, tcp: TcpFlags | None = None,
+                 network_lock: str | None = None):
         self.images_dir = images_dir
         self.detach = detach or sibling
         self.shell_job = shell_job
@@ -252,6 +255,9 @@ class Restore:
         self.pidfile = pidfile
         self.notify = notify or ignore
         self.sibling = sibling  # the root a child of ckpt's parent (criu's rst_sibling)
+        self.tcp = tcp or TcpFlags()
+        self.network_lock = network_lock  # "skip": leave the dump's lock alone
+        self.net_lock: netlock.Lock | None = None  # the dump's network lock, still held
         # What ``load`` reads from the images.
         self.root_pid = 0
         self.tasks: list[dict[str, Any]] = []
@@ -291,6 +297,7 @@ class Restore:
             self.lend_terminal()
             self.notify("post-restore", self.root_pid)
             faults.point("restore.before_detach")
+            self.unlock_network()
             self.notify("pre-resume", 0)
             self.resume()
         except BaseException as e:
@@ -340,7 +347,8 @@ class Restore:
                  self.images_dir)
         by_original_fd = resolve_original_fds(self.inherit, root_pid, fd_tables.get(root_pid, []))
         self.fctx = files.RestoreFiles(images, descriptions, shell_job=self.shell_job,
-                                       inherit=self.inherit, inherit_files=by_original_fd)
+                                       inherit=self.inherit, inherit_files=by_original_fd,
+                                       tcp=self.tcp)
         _, self.order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
         self.live = [n for n in self.order if not n.zombie]
         for n in self.live:
@@ -349,6 +357,13 @@ class Restore:
         self.outside_pgid = inv.get("outside_pgid")
         self.locks = locks.RestoreLocks(
             images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables)
+        # before anything is created: a refused restore leaves the lock for a next try
+        self.fctx.kind(sk_inet.InetSockets).check_connections(self.fctx.ctx)
+        if inv.get("network_lock") and self.network_lock != "skip":
+            try:
+                self.net_lock = netlock.Lock.from_json(inv["network_lock"])
+            except (LookupError, TypeError, ValueError) as e:
+                raise RestoreError(f"the image's network lock is malformed: {e}") from None
 
     def open_files(self) -> None:
         """Open, in ckpt, every file of every process (each process's plan of fds), once
@@ -430,6 +445,15 @@ class Restore:
         self.foreground = Foreground((pgid if pgid != self.outside_pgid else None)
                                      or os.getpgrp())
 
+    def unlock_network(self) -> None:
+        """Every process restored and stopped: the dump's network lock goes, then the TCP
+        connections leave repair mode (their window probes and unsent bytes go out)."""
+        if self.net_lock is not None:
+            netlock.unlock(self.net_lock)
+            self.notify("network-unlock", 0)
+        faults.point("restore.network_unlocked")
+        self._files().kind(sk_inet.InetSockets).connections.finish()
+
     def resume(self) -> None:
         """Detach every thread of every process: the tree runs as saved."""
         for n in self.started:
@@ -459,8 +483,11 @@ class Restore:
     # ------------------------------------------------------------ failure
 
     def undo(self) -> None:
-        """Take back everything the phases created, after a failure in any of them."""
+        """Take back everything the phases created, after a failure in any of them. The
+        rebuilt TCP connections are closed silently and the network lock released."""
         self._unmap_helper()
+        if self.fctx is not None:
+            self.fctx.kind(sk_inet.InetSockets).connections.drop()
         self._files().close_all()
         if self.foreground is not None:
             self.foreground.close()
@@ -470,6 +497,11 @@ class Restore:
             except OSError:
                 pass
         _kill_tree(self.started, [n.pid for n in self.order], (self.ready_r, self.go_w))
+        if self.net_lock is not None and self.net_lock.held:
+            try:
+                netlock.unlock(self.net_lock)
+            except CkptError as e:
+                log.error("%s", e)
 
     def _unmap_helper(self) -> None:
         if self.helper_in_ckpt:
@@ -604,17 +636,21 @@ class _TaskRestore:
 
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,
             inherit_fds: tuple[str, ...] | list[str] = (), pidfile: str | None = None,
-            notify: Notify | None = None, sibling: bool = False) -> RestoreResult:
+            notify: Notify | None = None, sibling: bool = False, tcp: TcpFlags | None = None,
+            network_lock: str | None = None) -> RestoreResult:
     """Restore the process tree saved in ``images_dir``.
 
     With ``detach`` the processes run on their own when this returns;
     otherwise this waits for the root to exit and returns its exit status too.
     ``notify``: called at hooks.RESTORE_ACTIONS (see hooks.py). ``sibling``: the
     root becomes a child of ckpt's parent instead of ckpt's (criu's rst_sibling);
-    implies ``detach``.
+    implies ``detach``. ``tcp``: criu's --tcp-established (needed when the images hold
+    TCP connections) and --tcp-close; the dump's network lock is released once every
+    process is restored (on failure too), unless ``network_lock`` is "skip".
     """
     return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
-                   pidfile=pidfile, notify=notify, sibling=sibling).run()
+                   pidfile=pidfile, notify=notify, sibling=sibling, tcp=tcp,
+                   network_lock=network_lock).run()
 
 
 def _kill_tree(started: list[_Node], tree: list[int], fds: tuple[int, int]) -> None:

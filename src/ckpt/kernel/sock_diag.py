@@ -162,6 +162,20 @@ class InetDiag:
         """The local address, packed (4 or 16 bytes)."""
         return self.sockid[4:4 + (4 if self.family == socket.AF_INET else 16)]
 
+    @property
+    def dport(self) -> int:
+        return int(struct.unpack_from(">H", self.sockid, 2)[0])
+
+    @property
+    def dst(self) -> bytes:
+        """The peer's address, packed (4 or 16 bytes)."""
+        return self.sockid[20:20 + (4 if self.family == socket.AF_INET else 16)]
+
+    def endpoints(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        """(local, peer) as (address, port), addresses as text."""
+        return ((socket.inet_ntop(self.family, self.src), self.sport),
+                (socket.inet_ntop(self.family, self.dst), self.dport))
+
 
 def _inet_req(family: int, proto: int, states: int, sockid: bytes = bytes(48)) -> bytes:
     return struct.pack("=BBBxI", family, proto, 0, states) + sockid

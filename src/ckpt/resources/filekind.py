@@ -45,6 +45,15 @@ def reopen_flags(flags: int, directory: bool = False, through_proc: bool = False
     return flags | os.O_CLOEXEC
 
 
+@dataclass(frozen=True)
+class TcpFlags:
+    """criu's TCP options, for dump and restore alike."""
+
+    established: bool = False  # --tcp-established: save (restore) TCP connections
+    close: bool = False  # --tcp-close: restore them closed (at dump: do not save them)
+    skip_in_flight: bool = False  # --skip-in-flight: drop connections not yet accepted
+
+
 @dataclass
 class DumpCtx:
     """What every kind may need while dumping."""
@@ -52,6 +61,7 @@ class DumpCtx:
     images: ImageWriter
     shell_job: bool = False
     external: set[str] = field(default_factory=set)
+    tcp: TcpFlags = field(default_factory=TcpFlags)
 
 
 @dataclass
@@ -66,6 +76,7 @@ class RestoreCtx:
     inherit_files: dict[str, int] = field(default_factory=dict)
     # the descriptions those fds stand for: no kind opens them
     replaced: set[str] = field(default_factory=set)
+    tcp: TcpFlags = field(default_factory=TcpFlags)
 
 
 @dataclass
@@ -162,6 +173,9 @@ class FileKind:
         """Check or complete what needs every description of the tree (``tasks``: the
         inventory's tasks, with ``ctty`` for session leaders)."""
 
+    def before_kill(self) -> None:
+        """The images are complete and the dumped processes are about to be killed."""
+
     # ---- restore
 
     def before_restore(self, ctx: RestoreCtx) -> None:
@@ -178,7 +192,8 @@ class FileKind:
         fds of this kind, inherited ones left out."""
 
     def close(self) -> None:
-        """Close what ckpt kept open for ``open`` (pipes, sockets, pty pairs, ghosts)."""
+        """Close what ckpt kept open for ``open`` (pipes, sockets, pty pairs, ghosts), or
+        at the end of a dump, what it kept from ``dump``."""
 
 
 class SocketKind(FileKind):

@@ -33,6 +33,7 @@ from .filekind import (
     OpenFd,
     RestoreCtx,
     TaskFd,
+    TcpFlags,
     close_quietly,
 )
 
@@ -70,8 +71,9 @@ class DumpFiles:
     """Builds the description table shared by every task of one dump."""
 
     def __init__(self, images: ImageWriter, *, shell_job: bool = False,
-                 external: set[str] | None = None, file_locks: bool = False):
-        self.ctx = DumpCtx(images, shell_job, external or set())
+                 external: set[str] | None = None, file_locks: bool = False,
+                 tcp: TcpFlags | None = None):
+        self.ctx = DumpCtx(images, shell_job, external or set(), tcp or TcpFlags())
         self.kinds = [cls() for cls in kinds.KINDS]  # in claim order
         self.descriptions: dict[str, Description] = {}
         self.locks = locks.DumpLocks(file_locks)
@@ -138,6 +140,15 @@ class DumpFiles:
             _check_owner(where, fown, tasks)
         self.locks.check_tree({t["pid"] for t in tasks})
 
+    def before_kill(self) -> None:
+        for kind in self.kinds:
+            kind.before_kill()
+
+    def close(self) -> None:
+        """The dump is over: what the kinds kept goes."""
+        for kind in self.kinds:
+            kind.close()
+
 
 # ---------------------------------------------------------------- restore
 
@@ -147,8 +158,9 @@ class RestoreFiles:
 
     def __init__(self, images: ImageReader, descriptions: dict[str, Description], *,
                  shell_job: bool = False, inherit: dict[str, int] | None = None,
-                 inherit_files: dict[str, int] | None = None):
-        self.ctx = RestoreCtx(images, shell_job, inherit or {}, inherit_files or {})
+                 inherit_files: dict[str, int] | None = None, tcp: TcpFlags | None = None):
+        self.ctx = RestoreCtx(images, shell_job, inherit or {}, inherit_files or {},
+                              tcp=tcp or TcpFlags())
         self.descriptions = descriptions
         self.kinds: dict[str, FileKind] = {cls.KIND: cls() for cls in kinds.KINDS}
         self.used_keys: set[str] = set()  # the --inherit-fd keys that name a description

@@ -1,6 +1,7 @@
-"""TCP and UDP sockets, IPv4 and IPv6, that hold no connection state: TCP sockets
-listening (with no connection waiting to be accepted) or not yet used (bound or
-not), UDP sockets bound or not, connected or not, with no datagram queued.
+"""TCP and UDP sockets, IPv4 and IPv6: TCP sockets listening (with no connection
+waiting to be accepted) or not yet used (bound or not), TCP connections (with
+``--tcp-established``: sk_tcp.py saves and rebuilds them), UDP sockets bound or not,
+connected or not, with no datagram queued.
 
 Each comes back as a new socket with the same owner and the options the process
 had changed (every option of ``OPTS`` whose value differs from a new socket's),
@@ -9,11 +10,11 @@ connected to the same peer. A TCP port still held by connections in TIME_WAIT
 (the dumped socket's, since the dump closed them) is freed with SOCK_DESTROY
 before the bind is tried again.
 
-Refused at dump: established TCP connections and every other TCP state with a
-connection (they would need TCP_REPAIR), a listener with connections not yet
-accepted, a TCP socket whose connection ended or failed, a UDP socket with
-datagrams queued (their senders' addresses could not be reproduced), and every
-other protocol or family.
+Refused at dump: TCP connections without ``--tcp-established``, connections
+being made (SYN_SENT, SYN_RECV), a listener with connections not yet accepted, a
+TCP socket whose connection ended or failed, a UDP socket with datagrams queued
+(their senders' addresses could not be reproduced), and every other protocol or
+family.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
+from . import sk_tcp
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
 from .sk_unix import SockOpts, apply_opts, read_opts
 
@@ -116,10 +118,19 @@ _UDP: SockOpts = {
 }
 
 
+# Multicast hop limits a TCP socket refuses to set (an accepted one reads the TTL of
+# the peer's SYN there).
+_NOT_TCP = ("IP_MULTICAST_TTL", "IPV6_MULTICAST_HOPS")
+
+
 def opts_table(family: int, proto: int) -> SockOpts:
     """The options ckpt saves for a socket of ``family`` and ``proto``."""
-    return {**_COMMON, **(_IPV4 if family == socket.AF_INET else _IPV6),
-            **(_TCP if proto == socket.IPPROTO_TCP else _UDP)}
+    table = {**_COMMON, **(_IPV4 if family == socket.AF_INET else _IPV6),
+             **(_TCP if proto == socket.IPPROTO_TCP else _UDP)}
+    if proto == socket.IPPROTO_TCP:
+        for name in _NOT_TCP:
+            table.pop(name, None)
+    return table
 
 
 def _fmt(addr: Any) -> str:
@@ -147,6 +158,7 @@ class InetSockets(SocketKind):
     def __init__(self) -> None:
         super().__init__()
         self._udp_queues: dict[int, dict[int, tuple[int, int]]] = {}  # dump: by family
+        self.connections = sk_tcp.Connections()  # TCP connections, dump and restore
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
@@ -180,7 +192,7 @@ class InetSockets(SocketKind):
                                     "addr": _bound(sock.getsockname()), "peer": None,
                                     "owner": [st.st_uid, st.st_gid], "opts": opts}
             if proto == socket.IPPROTO_TCP:
-                self._tcp(sock, desc, where)
+                self._tcp(ctx, sock, desc, where)
             else:
                 self._udp(sock, desc, where)
             log.info("%s: %s", where, desc)
@@ -188,7 +200,8 @@ class InetSockets(SocketKind):
         finally:
             sock.close()
 
-    def _tcp(self, sock: socket.socket, desc: dict[str, Any], where: str) -> None:
+    def _tcp(self, ctx: DumpCtx, sock: socket.socket, desc: dict[str, Any],
+             where: str) -> None:
         ti = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
         state = ti[0]
         desc["state"] = state
@@ -202,13 +215,14 @@ class InetSockets(SocketKind):
                     "they are accepted and closed")
             desc["backlog"] = backlog
             return
-        if state == TCP_ESTABLISHED:
-            raise UnsupportedError(f"{where}: established TCP connections are not supported "
-                                   "(would need TCP_REPAIR)")
+        if state in sk_tcp.CONNECTED:
+            desc["peer"] = list(sock.getpeername())
+            self.connections.dump(ctx, sock, desc, where)
+            return
         if state != TCP_CLOSE:
             raise UnsupportedError(f"{where}: TCP connection in state "
-                                   f"{TCP_STATES.get(state, state)}; TCP connections are not "
-                                   "supported (would need TCP_REPAIR)")
+                                   f"{TCP_STATES.get(state, state)} (being made); retry once "
+                                   "it is established")
         segs_out, segs_in = struct.unpack_from("=II", ti, 136) if len(ti) >= 144 else (0, 0)
         if segs_out or segs_in:
             raise UnsupportedError(f"{where}: a TCP socket whose connection ended or failed "
@@ -233,6 +247,18 @@ class InetSockets(SocketKind):
             raise UnsupportedError(f"{where}: corked (UDP_CORK) with data not sent yet; "
                                    "not supported")
 
+    def before_kill(self) -> None:
+        self.connections.before_kill()
+
+    def close(self) -> None:
+        self.connections.close()
+
+    def check_connections(self, ctx: RestoreCtx) -> None:
+        """Refuse TCP connections the restore's options do not allow (the restorer asks
+        before anything is made, and before the network lock is touched)."""
+        self.connections.check(ctx, [d for fid, d in self.descriptions.items()
+                                     if "tcp" in d and fid not in ctx.replaced])
+
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
         fam, proto = desc["family"], desc["proto"]
         where = (f"socket:[{desc['inode']}] ({_PROTOS.get(proto, proto)} "
@@ -240,25 +266,36 @@ class InetSockets(SocketKind):
         sock = socket.socket(fam, desc["type"], proto)
         try:
             os.fchown(sock.fileno(), *desc["owner"])
-            apply_opts(sock, desc["opts"], opts_table(fam, proto), where)
-            if desc["addr"] is not None:
-                _bind(sock, desc, where)
-            if desc["state"] == TCP_LISTEN:
-                try:
-                    sock.listen(desc["backlog"])
-                except OSError as e:
-                    raise RestoreError(f"{where}: cannot listen on "
-                                       f"{_fmt(sock.getsockname())}: {e.strerror}") from None
-            if desc["peer"] is not None:
-                try:
-                    sock.connect(tuple(desc["peer"]))
-                except OSError as e:
-                    raise RestoreError(f"{where}: cannot connect to {_fmt(desc['peer'])}: "
-                                       f"{e.strerror}") from None
+            connection = "tcp" in desc
+            # a connection's MSS is the negotiated one, set with the repair options
+            apply_opts(sock, desc["opts"], opts_table(fam, proto), where,
+                       skip=("TCP_MAXSEG",) if connection else ())
+            if connection:
+                self.connections.rebuild(ctx, sock, desc, where)
+            else:
+                _unconnected(sock, desc, where)
         except BaseException:
             sock.close()
             raise
         return sock.detach()
+
+
+def _unconnected(sock: socket.socket, desc: Description, where: str) -> None:
+    """A socket without a TCP connection: bound, then listening or (UDP) connected."""
+    if desc["addr"] is not None:
+        _bind(sock, desc, where)
+    if desc["state"] == TCP_LISTEN:
+        try:
+            sock.listen(desc["backlog"])
+        except OSError as e:
+            raise RestoreError(f"{where}: cannot listen on "
+                               f"{_fmt(sock.getsockname())}: {e.strerror}") from None
+    if desc["peer"] is not None:
+        try:
+            sock.connect(tuple(desc["peer"]))
+        except OSError as e:
+            raise RestoreError(f"{where}: cannot connect to {_fmt(desc['peer'])}: "
+                               f"{e.strerror}") from None
 
 
 def _bind(sock: socket.socket, desc: dict[str, Any], where: str) -> None:

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from ..errors import CkptError
+from ..resources.filekind import TcpFlags
 from .schema import CG_IGNORE, CG_NONE, DUMP, MESSAGES, PRE_DUMP, RESTORE, SINGLE_PRE_DUMP
 
 log = logging.getLogger("ckpt.rpc")
@@ -33,14 +34,12 @@ USED = {
     "images_dir_fd", "images_dir", "work_dir_fd", "log_file", "log_level", "log_to_stderr",
     "pid", "leave_running", "leave_stopped", "shell_job", "ext_unix_sk", "unix_sk_ino",
     "external", "ghost_limit", "track_mem", "parent_img", "ps", "notify_scripts",
-    "inherit_fd", "rst_sibling", "exec_cmd", "file_locks",
+    "inherit_fd", "rst_sibling", "exec_cmd", "file_locks", "tcp_established",
+    "tcp_skip_in_flight", "tcp_close", "network_lock",
 }
 
 # Accepted, logged, and without effect: why ckpt needs none of them.
 IGNORED = {
-    "tcp_established": "established TCP connections are still refused at dump, naming them",
-    "tcp_skip_in_flight": "connections not yet accepted are still refused at dump",
-    "tcp_close": "established TCP connections are still refused at dump",
     "evasive_devices": "devices are reopened by their path, or the restore fails naming it",
     "link_remap": "ckpt always saves deleted files as ghost files",
     "auto_dedup": "parent images are kept whole",
@@ -51,7 +50,6 @@ IGNORED = {
     "weak_sysctls": "ckpt restores no sysctls",
     "pre_dump_mode": "ckpt has one way of copying pages",
     "pidfd_store_sk": "ckpt does not keep pidfds between pre-dumps",
-    "network_lock": "ckpt locks no network (no network namespace is dumped)",
     "skip_file_rwx_check": "ckpt reopens files with their saved access mode only",
     "unprivileged": "ckpt runs as root",
     "display_stats": "the log has the times",
@@ -184,6 +182,21 @@ class Dirs:
         return cls(images, work, log_file, opts.get("log_level", 2), held)
 
 
+# criu_network_lock_method
+NETWORK_LOCKS = {1: "iptables", 2: "nftables", 3: "skip"}
+
+
+def _tcp(opts: dict[str, Any]) -> dict[str, Any]:
+    """The TCP options and the network lock, as ckpt.dump and ckpt.restore take them."""
+    method = opts.get("network_lock")
+    if method is not None and method not in NETWORK_LOCKS:
+        raise RequestError(f"option network_lock: unknown method {method}")
+    return {"tcp": TcpFlags(established=bool(opts.get("tcp_established")),
+                            close=bool(opts.get("tcp_close")),
+                            skip_in_flight=bool(opts.get("tcp_skip_in_flight"))),
+            "network_lock": NETWORK_LOCKS.get(method) if method is not None else None}
+
+
 def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
     """Keyword arguments of ckpt.dump, ckpt.pre_dump or ckpt.restore for request ``kind``."""
     if kind == RESTORE:
@@ -192,7 +205,7 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
             raise RequestError("option external at restore: give each external file to "
                                "restore through inherit_fd", errno.EOPNOTSUPP)
         return {"detach": True, "shell_job": opts.get("shell_job") or None,
-                "inherit_fds": inherit, "sibling": bool(opts.get("rst_sibling"))}
+                "inherit_fds": inherit, "sibling": bool(opts.get("rst_sibling")), **_tcp(opts)}
     if opts.get("inherit_fd"):
         log.info("option inherit_fd is for restores; ignored")
     parent = opts.get("parent_img")
@@ -219,7 +232,8 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
     return {**args, "leave_running": bool(opts.get("leave_running")),
             "leave_stopped": bool(opts.get("leave_stopped")),
             "shell_job": bool(opts.get("shell_job")), "external": tuple(external),
-            "ghost_limit": opts.get("ghost_limit"), "file_locks": bool(opts.get("file_locks"))}
+            "ghost_limit": opts.get("ghost_limit"), "file_locks": bool(opts.get("file_locks")),
+            **_tcp(opts)}
 
 
 def check_tables() -> list[str]:

@@ -1,0 +1,363 @@
+"""TCP connections (``--tcp-established``): saved and rebuilt in TCP repair mode so that
+the peer never notices. Part of the inet kind (sk_inet.py hands its connected TCP
+sockets here).
+
+Saved: both queues (bytes sent but not acknowledged, and those never sent; bytes
+received but not read), where each starts in sequence space, the options the
+handshake negotiated (MSS, window scale, SACK, timestamps), the timestamp clock and
+the window (``TCP_REPAIR_WINDOW``). Half-closed connections keep their FINs: ours
+(FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING) is queued as sent again, and the peer's
+(CLOSE_WAIT, LAST_ACK, CLOSING) and its ACK of ours (FIN_WAIT2) are received again
+from a segment ckpt sends as the peer. A connection that ended, or was reset by its
+peer, comes back closed with its unread bytes and its pending error.
+
+At dump a socket is in repair mode only while it is read (the network lock keeps
+its packets out, the freeze keeps its process still); it enters repair mode again
+right before its process is killed, so that the close sends nothing. At restore
+each socket is built in repair mode before the processes are created, and leaves it
+once the network is unlocked (``finish``): a window probe then tells the peer where
+we are, and bytes never sent go out.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DumpError, RestoreError, UnsupportedError
+from ..images import RawWriter
+from ..kernel import procfs, sock_diag
+from ..kernel import tcp_repair as repair
+from .filekind import Description, DumpCtx, RestoreCtx
+
+log = logging.getLogger("ckpt.sk_tcp")
+
+QUEUE_FILE = "tcp-queues.img"
+(ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT,
+ LAST_ACK, LISTEN, CLOSING) = range(1, 12)
+CONNECTED = frozenset({ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING})
+OUR_FIN = frozenset({FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING})  # we sent a FIN
+PEER_FIN = frozenset({CLOSE_WAIT, LAST_ACK, CLOSING})  # we received the peer's FIN
+_SEND_TIMEOUT = 30.0  # seconds to hand the bytes never sent to the kernel at restore
+# pending errors a reset connection comes back with, by the state the RST found it in
+_RESET_STATE = {errno.ECONNRESET: ESTABLISHED, errno.EPIPE: CLOSE_WAIT}
+
+
+def _fmt(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def tree_connections(pids: list[int]) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """(local, peer) of every TCP connection held by an fd of ``pids``."""
+    inodes: set[int] = set()
+    for pid in pids:
+        for fd in procfs.fd_numbers(pid):
+            try:
+                link = procfs.fd_link(pid, fd)
+            except (OSError, procfs.ProcessGone):
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    mask = sum(1 << s for s in CONNECTED)
+    out = []
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for s in sock_diag.inet_sockets(fam, socket.IPPROTO_TCP, mask):
+            if s.inode in inodes:
+                out.append(s.endpoints())
+    return out
+
+
+@dataclass
+class _Rebuilt:
+    """A socket rebuilt in repair mode, waiting for ``finish``."""
+
+    sock: socket.socket
+    where: str
+    state: int
+    unsent: bytes = b""
+    fin_unsent: bool = False
+    reuse: int = 0
+
+
+@dataclass
+class Connections:
+    """The TCP connections of one dump or one restore."""
+
+    queues: RawWriter | None = None  # dump: tcp-queues.img
+    held: list[socket.socket] = field(default_factory=list)  # dump: ckpt's copies
+    rebuilt: list[_Rebuilt] = field(default_factory=list)  # restore: in repair mode
+
+    # ------------------------------------------------------------ dump
+
+    def dump(self, ctx: DumpCtx, sock: socket.socket, desc: Description, where: str) -> None:
+        """Save the connection of ``sock`` (state ``desc["state"]``) into ``desc["tcp"]``."""
+        state = desc["state"]
+        if not ctx.tcp.established:
+            raise UnsupportedError(
+                f"{where}: {_name(state)} TCP connection to {_fmt(desc['peer'])}; dump "
+                "with --tcp-established to save it (or --tcp-close to restore it closed)")
+        ctx.images.need(4)  # a version-3 reader would reconnect it with a handshake
+        if ctx.tcp.close:
+            desc["tcp"] = {"closed": True}
+            return
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        repair.on(sock)
+        try:
+            send = repair.read_queue(sock, repair.SEND_QUEUE)
+            recv = repair.read_queue(sock, repair.RECV_QUEUE)
+            opts = repair.read_options(sock)
+            stamp = repair.timestamp(sock) if opts.timestamps else None
+            window = repair.read_window(sock)
+        finally:
+            repair.off(sock, probe=False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+        our_fin, peer_fin = state in OUR_FIN, state in PEER_FIN
+        fin_unsent = our_fin and send.unsent > 0  # the FIN is last: unsent if anything is
+        unsent = send.unsent - fin_unsent
+        if unsent > len(send.data):
+            raise DumpError(f"{where}: the send queue holds {len(send.data)} bytes, less than "
+                            f"the {unsent} not sent yet")
+        desc["tcp"] = {
+            "send": {"seq": (send.seq - our_fin) & 0xFFFFFFFF, **self._save(ctx, send.data),
+                     "unsent": unsent},
+            "recv": {"seq": (recv.seq - peer_fin) & 0xFFFFFFFF, **self._save(ctx, recv.data)},
+            "fin_unsent": fin_unsent,
+            "mss": opts.mss, "snd_wscale": opts.snd_wscale, "rcv_wscale": opts.rcv_wscale,
+            "sack": opts.sack, "timestamps": opts.timestamps, "timestamp": stamp,
+            "window": [window.snd_wl1, window.snd_wnd, window.max_window, window.rcv_wnd,
+                       window.rcv_wup],
+        }
+        self.held.append(socket.socket(fileno=os.dup(sock.fileno())))
+        log.info("%s: %s to %s, %d bytes to send (%d never sent), %d received unread",
+                 where, _name(state), _fmt(desc["peer"]), len(send.data), unsent,
+                 len(recv.data))
+
+    def _save(self, ctx: DumpCtx, data: bytes) -> dict[str, int]:
+        if not data:
+            return {"off": 0, "len": 0}
+        if self.queues is None:
+            self.queues = ctx.images.raw(QUEUE_FILE)
+        return {"off": self.queues.write(data), "len": len(data)}
+
+    def before_kill(self) -> None:
+        """Repair mode again: the close that comes with the kill sends nothing (no FIN,
+        no RST), so the peer waits for the restored connection."""
+        for s in self.held:
+            try:
+                repair.on(s)
+            except OSError as e:
+                log.warning("socket %d: cannot enter repair mode before the kill: %s",
+                            s.fileno(), e.strerror)
+
+    def close(self) -> None:
+        """The end of a dump: ckpt's copies go (after the kill: closed in repair mode)."""
+        for s in self.held:
+            s.close()
+        self.held.clear()
+
+    # ------------------------------------------------------------ restore
+
+    def check(self, ctx: RestoreCtx, descs: list[Description]) -> None:
+        """Refuse, before anything is made, connections the options do not allow."""
+        if not descs or ctx.tcp.established or ctx.tcp.close:
+            return
+        if all(d["tcp"].get("closed") for d in descs):
+            return
+        d = next(d for d in descs if not d["tcp"].get("closed"))
+        raise RestoreError(f"socket:[{d['inode']}]: the images hold {len(descs)} TCP "
+                           f"connection(s) (this one to {_fmt(d['peer'])}); restore with "
+                           "--tcp-established, or --tcp-close to restore them closed")
+
+    def rebuild(self, ctx: RestoreCtx, sock: socket.socket, desc: Description,
+                where: str) -> None:
+        """Make ``sock`` (new, options set) the saved connection, in repair mode."""
+        t = desc["tcp"]
+        if t.get("closed") or ctx.tcp.close:
+            _closed(sock, desc, where)
+            return
+        state = desc["state"]
+        send, recv = t["send"], t["recv"]
+        send_data, recv_data = _load(ctx, send, where), _load(ctx, recv, where)
+        sent = send_data[:len(send_data) - send["unsent"]]
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        _grow_buffers(sock, len(send_data), len(recv_data))
+        repair.on(sock)
+        _bind(sock, desc, where)
+        repair.set_seq(sock, repair.RECV_QUEUE, recv["seq"] - len(recv_data))
+        repair.set_seq(sock, repair.SEND_QUEUE, send["seq"] - len(send_data))
+        _connect(sock, desc, where)
+        repair.set_options(sock, repair.Options(t["mss"], t["snd_wscale"], t["rcv_wscale"],
+                                                t["sack"], t["timestamps"]))
+        if t["timestamps"] and t["timestamp"] is not None:
+            repair.set_timestamp(sock, t["timestamp"])
+        try:
+            repair.fill_queue(sock, repair.RECV_QUEUE, recv_data)
+            repair.fill_queue(sock, repair.SEND_QUEUE, sent)
+        except OSError as e:
+            raise RestoreError(f"{where}: cannot refill the queues ({len(recv_data)} bytes "
+                               f"received, {len(sent)} sent): {e.strerror}") from None
+        una = (send["seq"] - len(send_data)) & 0xFFFFFFFF
+        self._close_states(sock, desc, una, (una + len(sent)) & 0xFFFFFFFF, where)
+        try:
+            repair.set_window(sock, repair.Window(*t["window"]))
+        except OSError as e:
+            raise RestoreError(f"{where}: cannot set the window: {e.strerror}") from None
+        got = repair.state(sock)
+        expected = ESTABLISHED if t["fin_unsent"] and state == FIN_WAIT1 else state
+        if t["fin_unsent"] and state == LAST_ACK:
+            expected = CLOSE_WAIT
+        if got != expected:
+            raise RestoreError(f"{where}: rebuilt in state {_name(got)}, not "
+                               f"{_name(expected)}")
+        self.rebuilt.append(_Rebuilt(socket.socket(fileno=os.dup(sock.fileno())), where,
+                                     state, send_data[len(sent):], t["fin_unsent"], reuse))
+        log.info("%s: %s to %s rebuilt (%d bytes to send, %d received unread)", where,
+                 _name(state), _fmt(desc["peer"]), len(send_data), len(recv_data))
+
+    def _close_states(self, sock: socket.socket, desc: Description, una: int, snd_end: int,
+                      where: str) -> None:
+        """The FINs of a half-closed connection, in the order they happened. The peer's
+        segments acknowledge nothing new (``una``: bytes sent but not acknowledged stay
+        so), but our FIN in FIN_WAIT2 (``snd_end``: after the bytes that went out)."""
+        state, t = desc["state"], desc["tcp"]
+        local, peer = tuple(desc["addr"]), tuple(desc["peer"])
+        rcv_end = t["recv"]["seq"]  # after the bytes received
+        our_fin = state in OUR_FIN and not t["fin_unsent"]
+        fin_ack = repair.TH_FIN | repair.TH_ACK
+        try:
+            if state == LAST_ACK:  # the peer's FIN came first, then ours
+                repair.send_as_peer(peer, local, rcv_end, una, fin_ack)
+                _wait_state(sock, CLOSE_WAIT, where)
+            if our_fin:
+                sock.setsockopt(repair.SOL_TCP, repair.TCP_REPAIR_QUEUE, repair.SEND_QUEUE)
+                try:
+                    sock.shutdown(socket.SHUT_WR)  # queued as sent: nothing goes out
+                finally:
+                    sock.setsockopt(repair.SOL_TCP, repair.TCP_REPAIR_QUEUE, repair.NO_QUEUE)
+            if state == FIN_WAIT2:  # the peer acknowledged our FIN
+                repair.send_as_peer(peer, local, rcv_end, snd_end + 1, repair.TH_ACK)
+                _wait_state(sock, FIN_WAIT2, where)
+            if state in (CLOSE_WAIT, CLOSING):
+                repair.send_as_peer(peer, local, rcv_end, una, fin_ack)
+                _wait_state(sock, state, where)
+        except OSError as e:
+            raise RestoreError(f"{where}: cannot rebuild the {_name(state)} state: "
+                               f"{e.strerror}") from None
+
+    def drop(self) -> None:
+        """A failed restore: the rebuilt sockets are closed in repair mode, silently."""
+        for r in self.rebuilt:
+            r.sock.close()
+        self.rebuilt.clear()
+
+    def finish(self) -> None:
+        """Once the network is unlocked: every rebuilt socket leaves repair mode (a window
+        probe goes out), and what was never sent is sent."""
+        errors = []
+        for r in self.rebuilt:
+            try:
+                repair.off(r.sock)
+                r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, r.reuse)
+                _send_all(r.sock, r.unsent)
+                if r.fin_unsent:
+                    r.sock.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                errors.append(f"{r.where}: {e.strerror or e}")
+            finally:
+                r.sock.close()
+        self.rebuilt.clear()
+        if errors:
+            raise RestoreError("cannot hand a TCP connection back: " + "; ".join(errors))
+
+
+def _name(state: int) -> str:
+    names = {ESTABLISHED: "ESTABLISHED", SYN_SENT: "SYN_SENT", SYN_RECV: "SYN_RECV",
+             FIN_WAIT1: "FIN_WAIT1", FIN_WAIT2: "FIN_WAIT2", TIME_WAIT: "TIME_WAIT",
+             CLOSE: "CLOSE", CLOSE_WAIT: "CLOSE_WAIT", LAST_ACK: "LAST_ACK", LISTEN: "LISTEN",
+             CLOSING: "CLOSING"}
+    return names.get(state, str(state))
+
+
+def _load(ctx: RestoreCtx, q: dict[str, int], where: str) -> bytes:
+    if not q["len"]:
+        return b""
+    with open(ctx.images.path(QUEUE_FILE), "rb") as f:
+        f.seek(q["off"])
+        data = f.read(q["len"])
+    if len(data) != q["len"]:
+        raise RestoreError(f"{where}: {QUEUE_FILE} is truncated")
+    return data
+
+
+def _grow_buffers(sock: socket.socket, send: int, recv: int) -> None:
+    """Buffers big enough to take the queues back (each byte costs about twice its
+    size in the kernel's accounting)."""
+    for opt, force, size in ((socket.SO_SNDBUF, 32, send), (socket.SO_RCVBUF, 33, recv)):
+        want = 2 * size + (64 << 10)
+        if size and sock.getsockopt(socket.SOL_SOCKET, opt) < want:
+            sock.setsockopt(socket.SOL_SOCKET, force, want)
+
+
+def _bind(sock: socket.socket, desc: Description, where: str) -> None:
+    try:
+        sock.bind(tuple(desc["addr"]))
+    except OSError as e:
+        raise RestoreError(f"{where}: cannot bind {_fmt(desc['addr'])}: {e.strerror}") from None
+
+
+def _connect(sock: socket.socket, desc: Description, where: str) -> None:
+    """In repair mode: no handshake, the socket is ESTABLISHED at once."""
+    try:
+        sock.connect(tuple(desc["peer"]))
+    except OSError as e:
+        hint = (" (the connection exists already: is the dumped process still running?)"
+                if e.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE) else "")
+        raise RestoreError(f"{where}: cannot rebuild the connection {_fmt(desc['addr'])} -> "
+                           f"{_fmt(desc['peer'])}: {e.strerror}{hint}") from None
+
+
+def _wait_state(sock: socket.socket, state: int, where: str, timeout: float = 5.0) -> None:
+    """The segment sent as the peer goes through loopback: wait until it was taken."""
+    deadline = time.monotonic() + timeout
+    while repair.state(sock) != state:
+        if time.monotonic() > deadline:
+            raise RestoreError(f"{where}: the segment sent as the peer did not bring the "
+                               f"socket to {_name(state)} (it is {_name(repair.state(sock))})")
+        time.sleep(0.001)
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    deadline = time.monotonic() + _SEND_TIMEOUT
+    while view:
+        try:
+            view = view[sock.send(view, socket.MSG_DONTWAIT):]
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OSError(errno.ETIMEDOUT, f"{len(view)} bytes never sent could not be "
+                              "queued again") from None
+            select.select([], [sock], [], left)
+
+
+def _closed(sock: socket.socket, desc: Description, where: str) -> None:
+    """--tcp-close: the socket comes back closed (reading and writing fail), and no
+    packet goes out."""
+    repair.on(sock)
+    try:
+        _bind(sock, desc, where)
+        try:
+            sock.connect(tuple(desc["peer"]))
+            repair.disconnect(sock)
+        except OSError as e:
+            log.info("%s: %s; left unconnected", where, e.strerror)
+    finally:
+        repair.off(sock, probe=False)
+    log.info("%s: connection to %s restored closed", where, _fmt(desc["peer"]))

@@ -1,0 +1,290 @@
+"""Established TCP connections (--tcp-established) across dump and restore: an echo pair
+streaming numbered lines both ways, redis-server with an idle client and with a
+pipeline in flight, the network lock released on success, failure and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+import ckpt
+from ckpt.resources.filekind import TcpFlags
+from ckpt_helpers import (
+    PROGS,
+    PYTHON,
+    Output,
+    Proc,
+    Procs,
+    ckpt_fails,
+    ckpt_ok,
+    is_alive,
+    only_child,
+    proc_state,
+    scaled,
+    wait_until,
+)
+from tcp_helpers import (
+    RespReader,
+    ckpt_tables,
+    lock_of,
+    lock_present,
+    need,
+    resp,
+    start_redis,
+)
+
+TIMEOUT = 20.0  # seconds, scaled where used
+ECHO = PROGS / "tcp_echo.py"
+
+
+def _got(out: Output, name: str) -> int:
+    """The last count of lines ``name`` reported; fails on a reported error."""
+    lines = out.lines()
+    errors = [ln for ln in lines if "ERROR" in ln]
+    assert not errors, errors
+    counts = [int(m[1]) for m in map(re.compile(rf"^{name} got (\d+)$").match, lines) if m]
+    return max(counts, default=0)
+
+
+def _streaming(out: Output, more: int = 2000, names: tuple[str, ...] = ("server", "client")
+               ) -> None:
+    """Both ends receive ``more`` lines beyond what they had: the connection carries on."""
+    start = {n: _got(out, n) for n in names}
+    for n in names:
+        wait_until(lambda n=n: _got(out, n) >= start[n] + more, TIMEOUT,
+                   f"{n} to receive {more} more lines")
+
+
+def _start_pair(procs: Procs) -> tuple[Proc, int]:
+    pair = procs.start([PYTHON, ECHO, "pair"])
+    child = only_child(pair.pid)
+    _streaming(pair.out)
+    return pair, child
+
+
+def _restore(procs: Procs, images: Path, pids: list[int], out: Output, *extra: str) -> None:
+    ckpt_ok("restore", "-D", images, "-d", "--tcp-established", *extra)
+    for pid in pids:
+        assert is_alive(pid), f"{pid} not restored (state {proc_state(pid)})"
+        procs.adopt(pid, out)
+
+
+def _queued(images: Path) -> list[tuple[int, int]]:
+    """(bytes in the send queue, bytes in the receive queue) of each saved connection."""
+    files = json.loads((images / "files.json").read_text())
+    return [(d["tcp"]["send"]["len"], d["tcp"]["recv"]["len"]) for d in files.values()
+            if "tcp" in d]
+
+
+def test_echo_pair_survives(procs: Procs, images: Path) -> None:
+    """Both ends in the tree, lines streaming both ways: after dump (killed) and restore,
+    every line arrives once and in order, both ways; the lock is held between dump and
+    restore and gone after."""
+    need("nft")
+    pair, child = _start_pair(procs)
+    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    assert len(_queued(images)) == 2
+    lock = lock_of(images)
+    assert lock is not None and lock_present(lock)
+    _restore(procs, images, [pair.pid, child], pair.out)
+    assert not lock_present(lock)
+    _streaming(pair.out, 5000)
+
+
+def test_echo_pair_leave_running_then_dump(procs: Procs, images: Path,
+                                           tmp_path: Path) -> None:
+    """-R: the pair streams on at once, the lock released; then dumped without -R,
+    restored, and streaming still."""
+    need("nft")
+    pair, child = _start_pair(procs)
+    before = ckpt_tables()
+    ckpt_ok("dump", "-t", pair.pid, "-D", tmp_path / "running", "--tcp-established", "-R")
+    assert lock_of(tmp_path / "running") is None
+    assert ckpt_tables() == before
+    _streaming(pair.out)
+    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    _restore(procs, images, [pair.pid, child], pair.out)
+    _streaming(pair.out, 5000)
+
+
+def test_redis_idle_client(procs: Procs, images: Path, tmp_path: Path) -> None:
+    """A client sets keys and stays connected; redis is dumped and restored; the same
+    connection gets the keys and increments a counter."""
+    server, port = start_redis(procs, tmp_path)
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT)) as c:
+        rd = RespReader(c)
+        for i in range(10):
+            c.sendall(resp("SET", f"key{i}", f"value{i}"))
+            assert rd.reply() == "OK"
+        c.sendall(resp("INCR", "counter"))
+        assert rd.reply() == 1
+        ckpt_ok("dump", "-t", server.pid, "-D", images, "--tcp-established")
+        procs.wait_gone(server)
+        _restore(procs, images, [server.pid], server.out)
+        for i in range(10):
+            c.sendall(resp("GET", f"key{i}"))
+            assert rd.reply() == f"value{i}"
+        c.sendall(resp("INCR", "counter"))
+        assert rd.reply() == 2
+
+
+def test_redis_pipeline_in_flight(procs: Procs, images: Path, tmp_path: Path) -> None:
+    """10,000 INCRs sent without waiting while redis is dumped: every reply arrives, in
+    order, exactly once (1, 2, ..., 10000), on the same connection."""
+    server, port = start_redis(procs, tmp_path)
+    n = 10_000
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(60)) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies queue up in redis
+        rd = RespReader(c)
+        c.sendall(resp("PING"))
+        assert rd.reply() == "PONG"
+        half = threading.Event()
+        failed: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                for i in range(n):
+                    c.sendall(resp("INCR", "counter"))
+                    if i == n // 2:
+                        half.set()
+            except BaseException as e:  # noqa: BLE001 - reported by the test
+                failed.append(e)
+                half.set()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        assert half.wait(scaled(TIMEOUT))
+        ckpt_ok("dump", "-t", server.pid, "-D", images, "--tcp-established")
+        procs.wait_gone(server)
+        assert any(s or r for s, r in _queued(images)), "nothing was in flight"
+        _restore(procs, images, [server.pid], server.out)
+        got = [rd.reply() for _ in range(n)]
+        sender.join(scaled(TIMEOUT))
+        assert not failed, failed
+        assert got == list(range(1, n + 1))
+        c.sendall(resp("GET", "counter"))
+        assert rd.reply() == str(n)
+
+
+# ------------------------------------------------------------------ failures
+
+
+@pytest.mark.parametrize("point", ["dump.network_locked", "dump.files", "dump.before_kill"])
+def test_failed_dump_releases_the_lock(procs: Procs, images: Path,
+                                       monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """A dump that fails once the connections are locked releases the lock: the pair
+    streams on as if nothing happened."""
+    need("nft")
+    pair, _ = _start_pair(procs)
+    before = ckpt_tables()
+    monkeypatch.setenv("CKPT_FAULT", point)
+    err = ckpt_fails("dump", "-t", pair.pid, "-D", images, "--tcp-established")
+    monkeypatch.delenv("CKPT_FAULT")
+    assert f"injected fault at {point}" in err, err
+    assert ckpt_tables() == before
+    _streaming(pair.out)
+
+
+@pytest.mark.parametrize("point", ["restore.fds_opened", "restore.task.memory",
+                                   "restore.network_unlocked"])
+def test_failed_restore_releases_the_lock(procs: Procs, images: Path,
+                                          monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    need("nft")
+    pair, child = _start_pair(procs)
+    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    lock = lock_of(images)
+    assert lock is not None and lock_present(lock)
+    monkeypatch.setenv("CKPT_FAULT", point)
+    err = ckpt_fails("restore", "-D", images, "-d", "--tcp-established")
+    monkeypatch.delenv("CKPT_FAULT")
+    assert f"injected fault at {point}" in err, err
+    assert not lock_present(lock)
+    assert proc_state(pair.pid) is None and proc_state(child) is None
+
+
+def test_restore_without_the_flag_keeps_the_lock(procs: Procs, images: Path) -> None:
+    """Images with connections restored without --tcp-established: refused before
+    anything is made, the lock left for the next try, which works."""
+    need("nft")
+    pair, child = _start_pair(procs)
+    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    err = ckpt_fails("restore", "-D", images, "-d")
+    assert re.search(r"the images hold 2 TCP connection\(s\) .*restore with "
+                     r"--tcp-established", err), err
+    lock = lock_of(images)
+    assert lock is not None and lock_present(lock)
+    _restore(procs, images, [pair.pid, child], pair.out)
+    _streaming(pair.out)
+
+
+def test_dump_refuses_connections_without_the_flag(procs: Procs, images: Path) -> None:
+    pair, _ = _start_pair(procs)
+    err = ckpt_fails("dump", "-t", pair.pid, "-D", images)
+    assert re.search(r"ESTABLISHED TCP connection to 127\.0\.0\.1:\d+; dump with "
+                     r"--tcp-established", err), err
+    _streaming(pair.out)
+
+
+def test_ctrl_c_releases_the_lock(procs: Procs, images: Path, tmp_path: Path) -> None:
+    """Ctrl-C (KeyboardInterrupt) while the connections are locked, in a dump and then in
+    a restore: the lock goes either way; the interrupted dump leaves the pair running."""
+    need("nft")
+    pair, child = _start_pair(procs)
+    before = ckpt_tables()
+
+    def interrupt_at(action: str):  # type: ignore[no-untyped-def]
+        def notify(what: str, pid: int) -> None:
+            if what == action:
+                raise KeyboardInterrupt
+        return notify
+
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.dump(pair.pid, str(tmp_path / "first"), tcp=TcpFlags(established=True),
+                  notify=interrupt_at("network-lock"))
+    assert ckpt_tables() == before
+    _streaming(pair.out)
+    ckpt.dump(pair.pid, str(images), tcp=TcpFlags(established=True))
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    lock = lock_of(images)
+    assert lock is not None and lock_present(lock)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.restore(str(images), tcp=TcpFlags(established=True),
+                     notify=interrupt_at("post-restore"))
+    assert not lock_present(lock)
+    assert proc_state(pair.pid) is None
+
+
+def test_tcp_close_restores_connections_closed(procs: Procs, images: Path,
+                                               tmp_path: Path) -> None:
+    """--tcp-close at restore: each end finds its connection gone (an error, no data) and
+    says so; the processes run on."""
+    need("nft")
+    pair, child = _start_pair(procs)
+    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    lock = lock_of(images)
+    assert lock is not None
+    ckpt_ok("restore", "-D", images, "-d", "--tcp-close")
+    assert not lock_present(lock)
+    procs.adopt(pair.pid, pair.out)
+    procs.adopt(child, pair.out)
+    wait_until(lambda: len([ln for ln in pair.out.lines() if "ERROR" in ln]) >= 1, TIMEOUT,
+               "an end to report its connection gone")
+    os.kill(pair.pid, signal.SIGKILL)
