@@ -23,6 +23,7 @@ mappings map it (mem.py: through a process already holding it).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import fcntl
@@ -32,10 +33,11 @@ import os
 import stat as st_mod
 import weakref
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
-from ..images import ImageReader, ImageWriter, RawWriter
+from ..images import ImageReader, ImageWriter, RawWriter, ctypes_view
 from ..kernel import libc
 from .filekind import reopen_flags
 
@@ -142,6 +144,9 @@ class GhostStore:
         for off, length in libc.data_ranges(fd, st.st_size):
             _append(data, fd, off, length, f"{what}: {link}")
             info["runs"].append([off, length])
+        tail = _save_tail(data, fd, st.st_size)
+        if tail is not None:
+            info["tail"] = tail
         log.info("%s: %s saved (%d bytes, %d in the image)", what, link, st.st_size,
                  data.size - info["data_off"])
         self.saved[key] = info
@@ -174,6 +179,40 @@ def _append(raw: RawWriter, src: int, off: int, length: int, what: str) -> None:
         done += n
     raw.size += length
     raw.crc = _crc_of(raw.path, start, length, raw.crc)
+
+
+@contextlib.contextmanager
+def _page_of(fd: int, offset: int, writable: bool) -> Iterator[memoryview]:
+    """The page of file ``fd`` at ``offset``, mapped shared in ckpt (whole, even where
+    it lies past the end of the file, which Python's mmap refuses)."""
+    prot = libc.PROT_READ | (libc.PROT_WRITE if writable else 0)
+    addr = libc.syscall("mmap", 0, PAGE, prot, libc.MAP_SHARED, fd, offset)
+    try:
+        with ctypes_view(addr, PAGE) as view:
+            yield view
+    finally:
+        libc.syscall("munmap", addr, PAGE)
+
+
+def _save_tail(raw: RawWriter, fd: int, size: int) -> list[int] | None:
+    """Save the bytes past the end of the object in its last page, if any is not zero.
+
+    A mapping of the last page may write there (the page is whole in memory), and
+    every mapping of the page shows those bytes, though no read() does. On tmpfs
+    (memfds, /dev/shm) they last as long as the page; read through a mapping of
+    that page. Returns ``[offset in the image, length]``.
+    """
+    used = size % PAGE
+    if not used:
+        return None
+    try:
+        with _page_of(fd, size - used, writable=False) as page:
+            tail = page[used:]
+            if tail == bytes(len(tail)):
+                return None
+            return [raw.write(tail), PAGE - used]
+    except OSError:
+        return None  # a file that cannot be mapped: no mapping wrote there
 
 
 def _crc_of(path: str, start: int, length: int, crc: int) -> int:
@@ -368,10 +407,32 @@ def _named(fd: int, path: str) -> int:
     return fd
 
 
+def _fill_tail(fd: int, data_path: str, info: dict[str, Any]) -> None:
+    """Put back the bytes past the end in the last page (``_save_tail``), through a
+    mapping of that page, as the process had written them."""
+    img_off, length = (int(x) for x in info["tail"])
+    size = int(info["size"])
+    used = size % PAGE
+    if not used or length != PAGE - used:
+        raise RestoreError(f"{describe(info)}: bad tail {info['tail']} for size {size}")
+    src = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with _page_of(fd, size - used, writable=True) as page:
+            if os.preadv(src, [page[used:]], img_off) != length:
+                raise RestoreError(f"{data_path}: short read at offset {img_off}")
+    finally:
+        os.close(src)
+
+
 def _fill(fd: int, data_path: str, info: dict[str, Any]) -> None:
     """Copy the saved data ranges into the new object, by the kernel."""
-    if not info["runs"]:
-        return
+    if info["runs"]:
+        _fill_runs(fd, data_path, info)
+    if info.get("tail"):
+        _fill_tail(fd, data_path, info)
+
+
+def _fill_runs(fd: int, data_path: str, info: dict[str, Any]) -> None:
     try:
         src = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
