@@ -1,6 +1,7 @@
 """Established TCP connections (--tcp-established) across dump and restore: an echo pair
 streaming numbered lines both ways, redis-server with an idle client and with a
-pipeline in flight, the network lock released on success, failure and Ctrl-C."""
+pipeline in flight, each half-closed state, the network lock released on success,
+failure and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -288,3 +289,80 @@ def test_tcp_close_restores_connections_closed(procs: Procs, images: Path,
     wait_until(lambda: len([ln for ln in pair.out.lines() if "ERROR" in ln]) >= 1, TIMEOUT,
                "an end to report its connection gone")
     os.kill(pair.pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ half-closed states
+
+HALF = PROGS / "tcp_half.py"
+STATES = {"FIN_WAIT1": 4, "FIN_WAIT2": 5, "CLOSE_WAIT": 8, "LAST_ACK": 9, "CLOSING": 11}
+
+
+def _state_of(port: int) -> int | None:
+    """The state of the TCP socket whose local port is ``port`` (127.0.0.1)."""
+    from ckpt.kernel.sock_diag import inet_sockets
+    for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP):
+        if s.sport == port and s.inode:
+            return s.state
+    return None
+
+
+def _half_closed(procs: Procs, images: Path, state: str) -> None:
+    """The target's end is brought to ``state`` (the test's end, the peer, answering or
+    not), dumped (killed) and restored; then both ends finish the close and every byte
+    and FIN arrives once."""
+    need("nft")
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        target = procs.start([PYTHON, HALF, "127.0.0.1", str(lst.getsockname()[1])])
+        peer, _ = lst.accept()
+    with peer:
+        peer.settimeout(scaled(TIMEOUT))
+        port = int(target.out.wait_line(r"^local ").split()[1])
+        quiet = state in ("FIN_WAIT1", "LAST_ACK", "CLOSING")  # our FIN never acknowledged
+        from tcp_helpers import dropped
+        with dropped(("127.0.0.1", port), peer.getsockname()) if quiet else _nothing():
+            if state in ("CLOSE_WAIT", "LAST_ACK"):
+                peer.sendall(b"before")
+                peer.shutdown(socket.SHUT_WR)
+                wait_until(lambda: _state_of(port) == STATES["CLOSE_WAIT"], TIMEOUT,
+                           "CLOSE_WAIT")
+            if state != "CLOSE_WAIT":
+                os.kill(target.pid, signal.SIGUSR1)
+                target.out.wait_line("^shut$")
+            if state == "CLOSING":
+                peer.shutdown(socket.SHUT_WR)
+            wait_until(lambda: _state_of(port) == STATES[state], TIMEOUT, state)
+            ckpt_ok("dump", "-t", target.pid, "-D", images, "--tcp-established")
+            procs.wait_gone(target)
+        files = json.loads((images / "files.json").read_text())
+        assert [d["state"] for d in files.values() if "tcp" in d] == [STATES[state]]
+        _restore(procs, images, [target.pid], target.out)
+        if state != "CLOSE_WAIT":  # our FIN reaches the peer (again, if it was lost)
+            assert peer.recv(100) == b""
+        if state == "FIN_WAIT2":
+            peer.sendall(b"after")
+        if state in ("FIN_WAIT1", "FIN_WAIT2"):
+            peer.shutdown(socket.SHUT_WR)
+        os.kill(target.pid, signal.SIGUSR2)
+        target.out.wait_line("^closed$")
+        lines = target.out.lines()
+        expected = {"CLOSE_WAIT": b"before", "LAST_ACK": b"before", "FIN_WAIT2": b"after"}
+        assert f"read {expected.get(state, b'')!r}" in lines, lines
+        assert ("write ok" if state == "CLOSE_WAIT" else "write EPIPE") in lines, lines
+        if state == "CLOSE_WAIT":
+            assert peer.recv(100) == b"reply"
+            assert peer.recv(100) == b""
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("state", list(STATES))
+def test_half_closed(procs: Procs, images: Path, state: str) -> None:
+    _half_closed(procs, images, state)

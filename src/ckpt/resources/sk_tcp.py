@@ -210,9 +210,10 @@ class Connections:
         except OSError as e:
             raise RestoreError(f"{where}: cannot set the window: {e.strerror}") from None
         got = repair.state(sock)
-        expected = ESTABLISHED if t["fin_unsent"] and state == FIN_WAIT1 else state
-        if t["fin_unsent"] and state == LAST_ACK:
-            expected = CLOSE_WAIT
+        expected = state
+        if t["fin_unsent"]:  # our FIN goes out in finish (a FIN dropped on its way out
+            # by a local firewall, the lock too, counts as not sent)
+            expected = CLOSE_WAIT if state in PEER_FIN else ESTABLISHED
         if got != expected:
             raise RestoreError(f"{where}: rebuilt in state {_name(got)}, not "
                                f"{_name(expected)}")
@@ -232,7 +233,8 @@ class Connections:
         our_fin = state in OUR_FIN and not t["fin_unsent"]
         fin_ack = repair.TH_FIN | repair.TH_ACK
         try:
-            if state == LAST_ACK:  # the peer's FIN came first, then ours
+            if state in PEER_FIN and (state == LAST_ACK or not our_fin):
+                # the peer's FIN came first (LAST_ACK), or ours is still to be sent
                 repair.send_as_peer(peer, local, rcv_end, una, fin_ack)
                 _wait_state(sock, CLOSE_WAIT, where)
             if our_fin:
@@ -244,9 +246,9 @@ class Connections:
             if state == FIN_WAIT2:  # the peer acknowledged our FIN
                 repair.send_as_peer(peer, local, rcv_end, snd_end + 1, repair.TH_ACK)
                 _wait_state(sock, FIN_WAIT2, where)
-            if state in (CLOSE_WAIT, CLOSING):
+            if state == CLOSING and our_fin:  # ours first, then the peer's
                 repair.send_as_peer(peer, local, rcv_end, una, fin_ack)
-                _wait_state(sock, state, where)
+                _wait_state(sock, CLOSING, where)
         except OSError as e:
             raise RestoreError(f"{where}: cannot rebuild the {_name(state)} state: "
                                f"{e.strerror}") from None
