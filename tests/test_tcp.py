@@ -70,6 +70,17 @@ def _start_pair(procs: Procs) -> tuple[Proc, int]:
     return pair, child
 
 
+def _dump_pair(procs: Procs, images: Path) -> tuple[Proc, int, dict[str, object]]:
+    """A streaming pair dumped (killed) with --tcp-established; the lock it left held."""
+    pair, child = _start_pair(procs)
+    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    lock = lock_of(images)
+    assert lock is not None and lock_present(lock)
+    return pair, child, lock
+
+
 def _restore(procs: Procs, images: Path, pids: list[int], out: Output, *extra: str) -> None:
     ckpt_ok("restore", "-D", images, "-d", "--tcp-established", *extra)
     for pid in pids:
@@ -202,12 +213,7 @@ def test_failed_dump_releases_the_lock(procs: Procs, images: Path,
 def test_failed_restore_releases_the_lock(procs: Procs, images: Path,
                                           monkeypatch: pytest.MonkeyPatch, point: str) -> None:
     need("nft")
-    pair, child = _start_pair(procs)
-    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
-    procs.wait_gone(pair)
-    procs.wait_gone(child)
-    lock = lock_of(images)
-    assert lock is not None and lock_present(lock)
+    pair, child, lock = _dump_pair(procs, images)
     monkeypatch.setenv("CKPT_FAULT", point)
     err = ckpt_fails("restore", "-D", images, "-d", "--tcp-established")
     monkeypatch.delenv("CKPT_FAULT")
@@ -276,12 +282,7 @@ def test_tcp_close_restores_connections_closed(procs: Procs, images: Path,
     """--tcp-close at restore: each end finds its connection gone (an error, no data) and
     says so; the processes run on."""
     need("nft")
-    pair, child = _start_pair(procs)
-    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
-    procs.wait_gone(pair)
-    procs.wait_gone(child)
-    lock = lock_of(images)
-    assert lock is not None
+    pair, child, lock = _dump_pair(procs, images)
     ckpt_ok("restore", "-D", images, "-d", "--tcp-close")
     assert not lock_present(lock)
     procs.adopt(pair.pid, pair.out)
