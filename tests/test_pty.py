@@ -3,8 +3,11 @@ settings, the same controlling terminal for its session, the same foreground gro
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import signal
+import stat
 from pathlib import Path
 
 from ckpt_helpers import (
@@ -12,6 +15,7 @@ from ckpt_helpers import (
     Procs,
     assert_consecutive,
     ckpt_ok,
+    dump_and_check_dead,
     is_alive,
     proc_ids,
     proc_stat_fields,
@@ -22,6 +26,12 @@ from ckpt_helpers import (
 def _state(lines: list[str], role: str) -> list[tuple[int, str]]:
     rx = re.compile(rf"^{role} (\d+) (.*)$")
     return [(int(m[1]), m[2]) for m in map(rx.match, lines) if m]
+
+
+def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    """Whether two fds are one open file description (kcmp KCMP_FILE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(312, pid1, pid2, 0, fd1, fd2) == 0
 
 
 def _ctty(pid: int) -> tuple[int, int]:
@@ -42,6 +52,8 @@ def test_own_pty_pair(build: Builder, procs: Procs, images: Path) -> None:
     assert f"fg={grandchild}" in before and "rows=33 cols=101" in before and "ok" in before
     for pid in (child, grandchild):
         assert _ctty(pid) == (os.stat(old_tty).st_rdev, grandchild)
+    assert os.readlink(f"/proc/{grandchild}/fd/1") == "/dev/tty"
+    assert _same_file(child, 7, grandchild, 1)
 
     ckpt_ok("dump", "-t", parent, "-D", images)
     for pid in (parent, child, grandchild):
@@ -65,3 +77,53 @@ def test_own_pty_pair(build: Builder, procs: Procs, images: Path) -> None:
     # foreground. (The new pair may or may not reuse the old one's number.)
     for pid in (child, grandchild):
         assert _ctty(pid) == (os.stat(new_tty).st_rdev, grandchild)
+    # /dev/tty (the grandchild prints through it) is still one file, shared.
+    assert os.readlink(f"/proc/{grandchild}/fd/1") == "/dev/tty"
+    assert _same_file(child, 7, grandchild, 1) and _same_file(grandchild, 7, grandchild, 1)
+
+
+def _slave_owner(pid: int) -> tuple[str, int, int, int]:
+    """(path, uid, gid, mode) of the pty slave that is ``pid``'s stdin."""
+    path = os.readlink(f"/proc/{pid}/fd/0")
+    st = os.stat(path)
+    return path, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+def test_bytes_waiting_in_pty_pair(build: Builder, procs: Procs, tmp_path: Path) -> None:
+    """Output nobody read from the master and input the slave's reader has not read
+    (whole lines and a partial one) survive a dump that leaves the tree running and a
+    dump and restore, in order; the slave keeps its owner and mode."""
+    target = procs.start([build("ptybuf")])
+    parent, child = map(int, target.out.wait_line(r"^pids ").split()[1:])
+    assert _slave_owner(child)[1:] == (4321, 5, 0o620)
+    ckpt_ok("dump", "-t", parent, "-D", tmp_path / "running", "-R")
+    images = tmp_path / "images"
+    ckpt_ok("dump", "-t", parent, "-D", images)
+    for pid in (parent, child):
+        procs.wait_gone(pid)
+    restore_detached(procs, parent, target.out, images)
+    assert is_alive(child)
+    assert _slave_owner(child)[1:] == (4321, 5, 0o620)
+    os.kill(parent, signal.SIGUSR1)
+    target.out.wait_line(r"^got partial tail")
+    text = target.out.path.read_text().replace("\r", "")
+    assert text == (f"pids {parent} {child}\n" + "".join(f"out {i}\n" for i in range(5))
+                    + "out partial got line one\ngot line two\ngot partial tail\n")
+
+
+def test_slave_of_a_closed_master(build: Builder, procs: Procs, images: Path) -> None:
+    """A slave whose master was closed comes back hung up and nameless, as it was."""
+    target = procs.start([build("ptydeleted")])
+    target.out.wait_line(r"^2 ")
+    link = os.readlink(f"/proc/{target.pid}/fd/5")
+    assert re.fullmatch(r"/dev/pts/\d+ \(deleted\)", link), link
+    lines = target.out.lines()
+    assert all(ln.endswith(" read=0 write=5") for ln in lines), lines  # EOF, EIO
+    dump_and_check_dead(procs, target, images)
+    count = len(target.out.lines())
+    restore_detached(procs, target.pid, target.out, images)
+    target.out.wait_line(rf"^{count + 2} ")
+    assert re.fullmatch(r"/dev/pts/\d+ \(deleted\)", os.readlink(f"/proc/{target.pid}/fd/5"))
+    lines = target.out.lines()
+    assert_consecutive(target.out.first_field_numbers())
+    assert all(ln.endswith(" read=0 write=5") for ln in lines), lines

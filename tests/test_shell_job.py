@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import shutil
 import signal
+import struct
 import subprocess
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ckpt_helpers import (
+    PROGS,
+    PYTHON,
     Builder,
     Output,
     Procs,
     assert_consecutive,
     assert_silent,
     ckpt_cmd,
+    ckpt_ok,
     is_alive,
+    only_child,
     proc_ids,
     proc_ppid,
     proc_state,
@@ -165,3 +173,81 @@ def test_terminal_replaced_by_tty_key(build: Builder, term: Terminal, procs: Pro
     count = len(_numbers(out))
     wait_until(lambda: len(_numbers(out)) >= count + 3, 10, "lines after the restore")
     assert_consecutive(_numbers(out))
+
+
+def _children(pid: int) -> int | None:
+    """The first child of ``pid``, if any."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(kids[0]) if kids else None
+
+
+RAW = termios.ECHO | termios.ICANON | termios.ISIG
+
+
+def _mode(term: Terminal) -> tuple[int, tuple[int, ...]]:
+    """(the ECHO, ICANON and ISIG bits of the terminal's settings, its window size)."""
+    lflag = termios.tcgetattr(term.master)[3] & RAW
+    size = struct.unpack("4H", fcntl.ioctl(term.master, termios.TIOCGWINSZ, b"\0" * 8))
+    return lflag, size
+
+
+def _set_size(term: Terminal, rows: int, cols: int) -> None:
+    fcntl.ioctl(term.master, termios.TIOCSWINSZ, struct.pack("4H", rows, cols, 0, 0))
+
+
+def test_full_screen_program_keeps_raw_mode(term: Terminal, procs: Procs,
+                                            tmp_path: Path) -> None:
+    """A program in raw mode on the shell's terminal (-echo -icanon -isig, reading keys
+    from /dev/tty), dumped with -j and restored with -j in the foreground: the terminal
+    has its mode and window size again, and keys reach it one by one, without Enter
+    (Ctrl-C is a key for it, not a signal)."""
+    out, images = tmp_path / "keys", tmp_path / "images"
+    _set_size(term, 40, 120)
+    term.send(f"{PYTHON} {PROGS / 'rawkeys.py'} {out}\n")
+    wait_until(lambda: out.exists() and "ready" in out.read_text(), 20, "the program")
+    pid = only_child(term.shell.pid)
+    wait_until(lambda: _mode(term)[0] == 0, 10, "raw mode")
+    term.send("a")
+    wait_until(lambda: "key 97" in out.read_text(), 10, "the key a")
+
+    ckpt_ok("dump", "-j", "-t", pid, "-D", images)
+    procs.wait_gone(pid)
+    _set_size(term, 24, 80)  # the terminal changed meanwhile; bash took it back
+    wait_until(lambda: _mode(term)[0] & termios.ISIG, 10, "the shell's own mode")
+    term.send(f"ckpt restore -j -D {images}\n")
+    wait_until(lambda: is_alive(pid), 20, "the restored program")
+    procs.adopt(pid, Output(out))
+    wait_until(lambda: _mode(term) == (0, (40, 120, 0, 0)), 10,
+               "the program's raw mode and window size")
+    assert os.readlink(f"/proc/{pid}/fd/3") == "/dev/tty"
+    term.send("b")
+    wait_until(lambda: "key 98" in out.read_text(), 10, "the key b, without Enter")
+    term.send("\x03")
+    wait_until(lambda: "key 3" in out.read_text(), 10, "Ctrl-C read as a key")
+    assert is_alive(pid)
+    assert out.read_text().splitlines() == ["ready", "key 97", "key 98", "key 3"]
+
+
+def test_vim_after_restore(term: Terminal, procs: Procs, tmp_path: Path) -> None:
+    """vim, dumped with -j and restored with -j: its keys work again at once (insert
+    text, Escape, :wq), and the file it writes has the text typed before and after."""
+    vim = shutil.which("vim.basic") or shutil.which("vim")
+    if vim is None:
+        pytest.skip("vim is not installed")
+    text, images = tmp_path / "text", tmp_path / "images"
+    term.send(f"{vim} -u NONE -i NONE -N -n {text}\n")
+    pid = wait_until(lambda: _children(term.shell.pid), 20, "vim")
+    wait_until(lambda: _mode(term)[0] & (termios.ECHO | termios.ICANON) == 0, 20,
+               "vim's raw mode")
+    term.send("ibefore ")
+    ckpt_ok("dump", "-j", "-t", pid, "-D", images)
+    procs.wait_gone(pid)
+    wait_until(lambda: _mode(term)[0] & termios.ISIG, 10, "the shell's own mode")
+    term.send(f"ckpt restore -j -D {images}\n")
+    wait_until(lambda: is_alive(pid), 20, "the restored vim")
+    procs.adopt(pid, Output(text))
+    wait_until(lambda: _mode(term)[0] & (termios.ECHO | termios.ICANON) == 0, 10,
+               "vim's raw mode again")
+    term.send("after\x1b:wq\r")
+    wait_until(lambda: text.exists() and not is_alive(pid), 20, "vim to write and quit")
+    assert text.read_text() == "before after\n"

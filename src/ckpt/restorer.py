@@ -438,8 +438,12 @@ class Restore:
             f.write(f"{self.root_pid}\n")
 
     def lend_terminal(self) -> None:
-        """A shell job restored without ``detach`` gets ckpt's terminal (job_control.py)."""
-        if self.detach or not self.shell_job:
+        """A shell job's terminal gets the job's settings again (raw mode, window size);
+        restored without ``detach`` the job gets ckpt's terminal (job_control.py)."""
+        if not self.shell_job:
+            return
+        self._files().kind(tty.Terminals).lend_to_job()
+        if self.detach:
             return
         pgid = self.root.info["pgid"]
         self.foreground = Foreground((pgid if pgid != self.outside_pgid else None)
@@ -489,6 +493,7 @@ class Restore:
         if self.fctx is not None:
             self.fctx.kind(sk_inet.InetSockets).connections.drop()
         self._files().close_all()
+        self._files().kind(tty.Terminals).take_back()
         if self.foreground is not None:
             self.foreground.close()
         if self.pidfile_written is not None:

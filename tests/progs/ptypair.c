@@ -6,6 +6,8 @@
  * and makes that group the terminal's foreground. Both print "ROLE N STATE" every
  * 50 ms to the terminal, STATE being what they see of it: "lflag=... rows=... fg=...
  * tty=/dev/pts/N ok|BAD". The parent copies whatever the master gives to its stdout.
+ * The child also opens /dev/tty as its fd 7; the grandchild shares it, and prints
+ * through it (its stdout).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -51,6 +53,9 @@ int main(void)
         dup2(s, 0); dup2(s, 1); dup2(s, 2);
         if (s > 2) close(s);
         close(master);
+        int ctty = open("/dev/tty", O_RDWR);
+        if (ctty < 0 || dup2(ctty, 7) != 7) return 1;
+        close(ctty);
         struct termios t;
         tcgetattr(0, &t);
         t.c_lflag &= ~ECHO;
@@ -60,6 +65,7 @@ int main(void)
         pid_t g = fork();
         if (g == 0) {
             setpgid(0, 0);
+            dup2(7, 1);
             loop("G");
         }
         setpgid(g, g);

@@ -21,6 +21,10 @@ from ..images import ImageReader, ImageWriter
 from ..kernel import procfs
 from ..kernel.inject import Injector
 
+# The file status flags F_SETFL sets (the others are fixed at open: the access mode,
+# O_CREAT, ...); fcntl(2).
+STATUS_FLAGS = os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | fcntl.FASYNC
+
 Description = dict[str, Any]  # one entry of files.json: "kind", "flags", then the kind's own
 
 O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE: os.O_TMPFILE without its O_DIRECTORY

@@ -27,6 +27,7 @@ from ..kernel import libc, procfs
 from ..kernel.inject import Injector
 from . import kinds, locks
 from .filekind import (
+    STATUS_FLAGS,
     Description,
     DumpCtx,
     FileKind,
@@ -40,9 +41,6 @@ from .filekind import (
 log = logging.getLogger("ckpt.files")
 
 O_CLOEXEC_FDINFO = 0o2000000
-# The file status flags F_SETFL sets (the others are fixed at open: the access mode,
-# O_CREAT, ...); fcntl(2).
-STATUS_FLAGS = os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | fcntl.FASYNC
 # Who gets the SIGIO/SIGURG of a description, and which signal (fcntl(2)).
 F_SETSIG, F_GETSIG, F_SETOWN_EX, F_GETOWN_EX = 10, 11, 15, 16
 OWNER_TYPES = {0: "tid", 1: "pid", 2: "pgrp"}  # F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP

@@ -1,26 +1,46 @@
-"""Terminals: a shell job's fds on the user's terminal, and pseudo-terminal pairs made
-inside the tree, made again with their settings and controlling terminals.
+"""Terminals: a shell job's fds on the user's terminal, pseudo-terminal pairs made
+inside the tree (made again with their settings, owner, queued bytes and
+controlling terminals), slaves whose master was closed, and ``/dev/tty``.
 
-Two cases. A process of a shell job (``-j``) keeps fds on the user's terminal,
-outside the tree; at restore with ``-j`` they point to the terminal ckpt runs on,
-as in criu. A tree that made its own pseudo-terminal pair (both the ``/dev/ptmx``
-master and the ``/dev/pts/N`` slave inside, like ``script`` or a terminal
-multiplexer) gets a new pair with the same settings (termios, window size); the
+A process of a shell job (``-j``) keeps fds on the user's terminal, outside the
+tree; at restore with ``-j`` they point to the terminal ckpt runs on, as in criu,
+and that terminal gets the job's settings (termios, window size: a full-screen
+program comes back in its raw mode) just before the job runs again.
+
+A tree that made its own pseudo-terminal pair (both the ``/dev/ptmx`` master and
+the ``/dev/pts/N`` slave inside, like ``script`` or a terminal multiplexer) gets
+a new pair with the same settings (termios, window size, packet mode, lock), the
+slave's owner and mode, and the bytes queued in it both ways (pty_queue.py); the
 session whose controlling terminal the slave was gets the new slave as its
-controlling terminal, with the same foreground process group. Bytes buffered in
-the pair at dump time are not saved.
+controlling terminal, with the same foreground process group. A slave whose
+master was closed (``/dev/pts/N (deleted)``, hung up) comes back as the slave of a
+new pair whose master is closed at once.
+
+``/dev/tty`` stands for the controlling terminal of whoever opened it. It must be
+its session's terminal (an inner pty's slave, or with ``-j`` the user's); the
+first restored process holding it opens ``/dev/tty`` itself (inside.py), so it is
+the new terminal, and the others share that file.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import errno
 import fcntl
+import logging
 import os
+import signal
 import stat as st_mod
 import struct
 import termios
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from ..errors import RestoreError, UnsupportedError
+from ..errors import ImageError, RestoreError, UnsupportedError
+from ..kernel.inject import InjectionError, Injector
+from . import pty_queue
 from .chrdev import TTY_MAJORS
 from .filekind import (
     Description,
@@ -28,13 +48,21 @@ from .filekind import (
     FileKind,
     OpenFd,
     RestoreCtx,
+    TaskFd,
     close_quietly,
 )
+from .inside import OpenedInside
+
+log = logging.getLogger("ckpt.tty")
 
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 TIOCSCTTY = 0x540E
+TIOCGPTLCK = 0x80045439
+TIOCGDEV = 0x80045432
+VERSION = 5  # the image format version of what this module saves beyond version 4's
+DEV_TTY_RDEV = os.makedev(5, 0)
 PTMX_RDEV = os.makedev(5, 2)
 PTS_MAJORS = range(136, 144)
 
@@ -61,16 +89,61 @@ def pts_index(rdev: int) -> int | None:
     return (os.major(rdev) - PTS_MAJORS.start) * 256 + os.minor(rdev)
 
 
-def _settings(slave: int) -> dict[str, Any]:
-    attrs = termios.tcgetattr(slave)
+def _settings(fd: int) -> dict[str, Any]:
+    attrs = termios.tcgetattr(fd)
     cc = [c if isinstance(c, int) else c[0] for c in attrs[6]]
-    winsize = struct.unpack("4H", fcntl.ioctl(slave, termios.TIOCGWINSZ, b"\0" * 8))
+    winsize = struct.unpack("4H", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
     return {"termios": attrs[:6] + [cc], "winsize": list(winsize)}
 
 
-def _apply_settings(slave: int, desc: dict[str, Any]) -> None:
-    termios.tcsetattr(slave, termios.TCSANOW, desc["termios"])
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("4H", *desc["winsize"]))
+def _apply_settings(fd: int, desc: Description) -> None:
+    termios.tcsetattr(fd, termios.TCSANOW, desc["termios"])
+    winsize = struct.pack("4H", *desc["winsize"])
+    if fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8) != winsize:  # else no SIGWINCH
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, winsize)
+
+
+@contextmanager
+def _job_terminal() -> Iterator[int]:
+    """ckpt's terminal, which stands for a shell job's (``restorer_terminal``), with
+    SIGTTOU ignored: ckpt may change its settings even from a background process
+    group (the kernel would stop it otherwise)."""
+    fd = restorer_terminal()
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        yield fd
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+        if fd > 2:
+            os.close(fd)
+
+
+def _dump_master(f: OpenFd, desc: Description) -> None:
+    """A master's pair: settings, the slave's owner and mode, packet mode, lock, and the
+    bytes queued both ways."""
+    index = struct.unpack("I", fcntl.ioctl(f.dup, TIOCGPTN, b"\0" * 4))[0]
+    locked = struct.unpack("i", fcntl.ioctl(f.dup, TIOCGPTLCK, b"\0" * 4))[0]
+    slave = fcntl.ioctl(f.dup, TIOCGPTPEER,
+                        os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(slave)
+        desc.update(pty="master", index=index, **_settings(slave),
+                    owner=[st.st_uid, st.st_gid], mode=st_mod.S_IMODE(st.st_mode),
+                    packet=pty_queue.packet_mode(f.dup), locked=bool(locked))
+        typed = pty_queue.take_input(slave)  # first: its echo goes to the master
+        written = pty_queue.take_output(f.dup)
+    finally:
+        os.close(slave)
+    desc.update(input=base64.b64encode(typed).decode(),
+                output=base64.b64encode(written).decode())
+
+
+def _queued(desc: Description, key: str) -> bytes:
+    try:
+        return base64.b64decode(desc.get(key, ""), validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise ImageError(f"files.json: the {key} bytes of /dev/pts/{desc.get('index')} are "
+                         "not base64") from None
 
 
 class Terminals(FileKind):
@@ -80,6 +153,9 @@ class Terminals(FileKind):
         super().__init__()
         self._terminals: list[tuple[OpenFd, Description]] = []  # dump: those not masters
         self._pairs: dict[int, tuple[int, int]] = {}  # restore: old index -> (master, slave)
+        self._ctty = OpenedInside()  # restore: /dev/tty, opened by the processes
+        self._job_settings: Description | None = None  # a shell job's terminal, as saved
+        self._job_tty_was: list[Any] | None = None  # ckpt's terminal before the job's
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
@@ -92,7 +168,8 @@ class Terminals(FileKind):
 
     @classmethod
     def borrowed(cls, desc: Description) -> bool:
-        return desc.get("pty") != "master" and not desc.get("internal")  # the user's
+        return (desc.get("pty") != "master" and not desc.get("internal")
+                and not desc.get("deleted"))  # the user's
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         st = f.st
@@ -100,27 +177,45 @@ class Terminals(FileKind):
                                                        os.minor(st.st_rdev)],
                              "dev": st.st_dev}
         if st.st_rdev == PTMX_RDEV:
-            index = struct.unpack("I", fcntl.ioctl(f.dup, TIOCGPTN, b"\0" * 4))[0]
-            slave = fcntl.ioctl(f.dup, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-            try:
-                desc.update(pty="master", index=index, **_settings(slave))
-            finally:
-                os.close(slave)
+            _dump_master(f, desc)
+            ctx.images.need(VERSION)
             return desc
+        if st.st_rdev == DEV_TTY_RDEV:
+            try:
+                real = struct.unpack("I", fcntl.ioctl(f.dup, TIOCGDEV, b"\0" * 4))[0]
+            except OSError as e:
+                raise UnsupportedError(f"{f.where}: /dev/tty whose terminal is gone "
+                                       f"({e.strerror}); not supported") from None
+            desc.update(ctty=True, real=real)
         index = pts_index(st.st_rdev)
         if index is not None:
             desc.update(pty="slave", index=index)
+            if f.link.endswith(" (deleted)"):  # its master was closed: hung up
+                desc["deleted"] = True
+        if not desc.get("deleted") and not desc.get("ctty") and ctx.shell_job:
+            try:
+                desc.update(_settings(f.dup))  # the job's terminal, as the job left it
+            except OSError:
+                pass
+        if desc.keys() & {"ctty", "deleted", "termios"}:
+            ctx.images.need(VERSION)
         self._terminals.append((f, desc))
         return desc
 
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         """Once every fd is known: a pty slave whose master is in the tree is part of an
-        inner pair; any other terminal is the user's, which needs ``-j``. A session
-        leader's controlling terminal must be an inner pty (or none)."""
+        inner pair; /dev/tty must be its session's terminal; any other terminal is the
+        user's, which needs ``-j``. A session leader's controlling terminal must be an
+        inner pty (or none)."""
         masters = {d["index"] for d in self.descriptions.values() if d.get("pty") == "master"}
         for f, desc in self._terminals:
-            desc["internal"] = desc.get("pty") == "slave" and desc["index"] in masters
-            if not desc["internal"] and not ctx.shell_job:
+            if desc.get("ctty"):
+                desc["internal"] = pts_index(desc["real"]) in masters
+                _check_ctty(f, desc, tasks, desc["internal"])
+            else:
+                desc["internal"] = (desc.get("pty") == "slave" and not desc.get("deleted")
+                                    and desc["index"] in masters)
+            if self.borrowed(desc) and not ctx.shell_job:
                 raise UnsupportedError(f"{f.where} is the terminal {desc['path']}; dump it "
                                        "as a shell job with -j (--shell-job)")
         for t in tasks:
@@ -131,8 +226,14 @@ class Terminals(FileKind):
                     "tree; not supported")
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
+        """ckpt's fd for ``desc``; for /dev/tty a stand-in: the terminal it will stand for,
+        until its process opens /dev/tty itself (``restore_in_task``)."""
         if desc.get("pty") == "master":
             return os.dup(self._pair(desc["index"])[0])
+        if desc.get("deleted"):
+            return _hung_up_slave(desc)
+        if desc.get("ctty") and desc.get("internal"):
+            return os.dup(self._pair(_index(desc["real"]))[1])
         if desc.get("internal"):
             master = self._pair(desc["index"])[0]
             return fcntl.ioctl(master, TIOCGPTPEER, (desc["flags"] & (
@@ -140,7 +241,31 @@ class Terminals(FileKind):
         if not ctx.shell_job:
             raise RestoreError(f"the image holds the terminal {desc['path']}: restore it "
                                "as a shell job with -j (--shell-job)")
-        return os.dup(restorer_terminal())
+        if "termios" in desc and self._job_settings is None:
+            self._job_settings = desc
+        with _job_terminal() as tty:
+            return os.dup(tty)
+
+    def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
+                        fds: list[TaskFd]) -> None:
+        """/dev/tty opened by the process itself: its session's terminal, now the new one."""
+        for t in fds:
+            if not t.desc.get("ctty"):
+                continue
+            flags = (t.desc["flags"] & (os.O_ACCMODE | os.O_NONBLOCK)) | os.O_NOCTTY
+
+            def open_inside(flags: int = flags) -> int:
+                inj.write(scratch, b"/dev/tty\0")
+                return inj.call("open", scratch, flags | os.O_CLOEXEC)
+
+            try:
+                self._ctty.place(pid, inj, t, open_inside)
+            except InjectionError as e:
+                if e.errno != errno.ENXIO or t.desc.get("internal"):
+                    raise RestoreError(f"process {pid} fd {t.fd}: cannot open /dev/tty "
+                                       f"again: {os.strerror(e.errno)}") from None
+                log.info("process %d fd %d: /dev/tty is ckpt's terminal (the restored "
+                         "session has no controlling terminal)", pid, t.fd)
 
     def _pair(self, index: int) -> tuple[int, int]:
         """(master, slave) fds in ckpt of the new pair standing for old pair ``index``."""
@@ -149,16 +274,18 @@ class Terminals(FileKind):
                                 if d.get("pty") == "master" and d["index"] == index), None)
             if master_desc is None:
                 raise RestoreError(f"the image has no master for /dev/pts/{index}")
-            master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-            try:
-                fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-                slave = fcntl.ioctl(master, TIOCGPTPEER,
-                                    os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-            except BaseException:
-                os.close(master)
-                raise
+            typed, written = _queued(master_desc, "input"), _queued(master_desc, "output")
+            master, slave = _new_pair()
             self._pairs[index] = (master, slave)
             _apply_settings(slave, master_desc)
+            if "owner" in master_desc:
+                os.fchown(slave, *master_desc["owner"])
+                os.fchmod(slave, master_desc["mode"])
+            pty_queue.set_packet_mode(master, bool(master_desc.get("packet")))
+            pty_queue.put_input(slave, typed, master_desc["termios"])
+            pty_queue.put_output(master, written)
+            if master_desc.get("locked"):
+                fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 1))
         return self._pairs[index]
 
     def controlling_slave(self, task: dict[str, Any]) -> int | None:
@@ -170,9 +297,79 @@ class Terminals(FileKind):
         assert index is not None  # checked at dump
         return self._pair(index)[1]
 
+    def lend_to_job(self) -> None:
+        """Just before a shell job runs again: give ckpt's terminal the job's settings
+        (termios, window size) as the job left its own; ``take_back`` undoes it."""
+        saved = self._job_settings
+        if saved is None:  # no fd on it, or every one replaced (--inherit-fd)
+            return
+        with _job_terminal() as tty:
+            self._job_tty_was = termios.tcgetattr(tty)
+            try:
+                _apply_settings(tty, saved)
+            except (OSError, termios.error) as e:
+                raise RestoreError(f"cannot give the terminal the job's settings: {e}"
+                                   ) from None
+
+    def take_back(self) -> None:
+        """After a failed restore: ckpt's terminal as it was before ``lend_to_job``."""
+        if self._job_tty_was is None:
+            return
+        with _job_terminal() as tty:
+            try:
+                termios.tcsetattr(tty, termios.TCSANOW, self._job_tty_was)
+            except (OSError, termios.error):
+                pass
+        self._job_tty_was = None
+
     def close(self) -> None:
         close_quietly({fd for pair in self._pairs.values() for fd in pair})
         self._pairs.clear()
+
+
+def _new_pair() -> tuple[int, int]:
+    """A new pty pair: (master, slave) fds of ckpt's, unlocked."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave
+
+
+def _hung_up_slave(desc: Description) -> int:
+    """A slave whose master is closed: hung up, its /dev/pts name gone, as at dump."""
+    master, slave = _new_pair()
+    os.close(slave)
+    try:
+        return fcntl.ioctl(master, TIOCGPTPEER,
+                           (desc["flags"] & (os.O_ACCMODE | os.O_NONBLOCK)) | os.O_NOCTTY)
+    finally:
+        os.close(master)
+
+
+def _index(rdev: int) -> int:
+    index = pts_index(rdev)
+    if index is None:
+        raise ImageError(f"files.json: /dev/tty stands for {rdev:#x}, not a pty slave")
+    return index
+
+
+def _check_ctty(f: OpenFd, desc: Description, tasks: list[dict[str, Any]],
+                internal: bool) -> None:
+    """/dev/tty must stand for its holder's session's terminal: the restored process
+    reopens /dev/tty, which is then its session's terminal (an inner pty's new slave,
+    or with -j the terminal ckpt runs on)."""
+    me = next(t for t in tasks if t["pid"] == f.pid)
+    leader = next((t for t in tasks if t["pid"] == me["sid"]), None)
+    real = desc["real"]
+    if (leader.get("ctty") == real) if leader is not None else not internal:
+        return
+    raise UnsupportedError(f"{f.where}: /dev/tty there is the terminal {os.major(real)}:"
+                           f"{os.minor(real)}, which is not its session's controlling "
+                           "terminal any more; not supported")
 
 
 def acquire_controlling(slave: int) -> None:

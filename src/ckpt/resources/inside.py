@@ -1,0 +1,64 @@
+"""Open files only a restored process can open itself (its ``/dev/tty``, a pidfd on a
+process of the tree), shared again by every process that held them.
+
+ckpt gives such an fd a stand-in when the tree is forked. Then, in the first
+restored process holding the description, the real file is opened inside (an
+injected syscall) and put at the fd's number; every later holder takes that very
+file from the first (``pidfd_getfd``, injected), so one open file description is
+shared again, as it was.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+
+from ..kernel.inject import Injector
+from .filekind import STATUS_FLAGS, Description, TaskFd
+
+
+class OpenedInside:
+    """The descriptions of one kind that restored processes opened themselves, by id:
+    the (pid, fd) of the first one holding each."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, tuple[int, int]] = {}
+
+    def place(self, pid: int, inj: Injector, t: TaskFd, open_inside: Callable[[], int]
+              ) -> None:
+        """Put the real file of ``t`` at its fd in process ``pid``: ``open_inside`` opens it
+        there (returning the new fd) if no process holds it yet, else it is taken from
+        the first holder."""
+        first = self._first.get(t.file)
+        if first is None:
+            new = open_inside()
+            set_status_flags(inj, new, t.desc)
+            self._first[t.file] = (pid, t.fd)
+        else:
+            new = take_fd(inj, *first)
+        replace_fd(inj, t.fd, new)
+
+
+def take_fd(inj: Injector, pid: int, fd: int) -> int:
+    """A copy, in the process of ``inj``, of process ``pid``'s fd ``fd``: the same open
+    file description."""
+    pidfd = inj.call("pidfd_open", pid, 0)
+    try:
+        return inj.call("pidfd_getfd", pidfd, fd, 0)
+    finally:
+        inj.call("close", pidfd)
+
+
+def replace_fd(inj: Injector, fd: int, new: int) -> None:
+    """Put fd ``new`` at ``fd`` in place of what is there, keeping ``fd``'s
+    close-on-exec flag; ``new`` is closed."""
+    cloexec = inj.call("fcntl", fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    inj.call("dup3", new, fd, os.O_CLOEXEC if cloexec else 0)
+    inj.call("close", new)
+
+
+def set_status_flags(inj: Injector, fd: int, desc: Description) -> None:
+    """The saved file status flags (O_ASYNC too: set from inside, the kernel names this
+    fd in the signal)."""
+    inj.call("fcntl", fd, fcntl.F_SETFL, desc["flags"] & STATUS_FLAGS)
