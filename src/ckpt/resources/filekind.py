@@ -226,13 +226,19 @@ def install_own_fd(inj: Injector, own: int, target: int) -> None:
     same open file description), keeping its close-on-exec flag: for files that can be
     opened only once the restored processes exist. The process takes the copy itself
     (``pidfd_getfd`` on ckpt, its tracer and parent, whose credentials it still has)."""
-    cloexec = inj.call("fcntl", target, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
     pidfd = inj.call("pidfd_open", os.getpid(), 0)
     try:
         copy = inj.call("pidfd_getfd", pidfd, own, 0)
     finally:
         inj.call("close", pidfd)
+    replace_fd(inj, target, copy)
+
+
+def replace_fd(inj: Injector, target: int, new: int) -> None:
+    """Put the process's fd ``new`` at ``target`` in place of what is there, keeping
+    ``target``'s close-on-exec flag; ``new`` is closed."""
     try:
-        inj.call("dup3", copy, target, os.O_CLOEXEC if cloexec else 0)
+        cloexec = inj.call("fcntl", target, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        inj.call("dup3", new, target, os.O_CLOEXEC if cloexec else 0)
     finally:
-        inj.call("close", copy)
+        inj.call("close", new)

@@ -5,7 +5,8 @@ ckpt gives such an fd a stand-in when the tree is forked. Then, in the first
 restored process holding the description, the real file is opened inside (an
 injected syscall) and put at the fd's number; every later holder takes that very
 file from the first (``pidfd_getfd``, injected), so one open file description is
-shared again, as it was.
+shared again, as it was. (Files ckpt can open itself once the processes exist,
+a /proc/PID file, are files_reg's: ``filekind.install_own_fd``.)
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import fcntl
 import os
 from collections.abc import Callable
 
+from ..kernel import libc
 from ..kernel.inject import Injector
-from .filekind import STATUS_FLAGS, Description, TaskFd
+from .filekind import STATUS_FLAGS, Description, TaskFd, install_own_fd, replace_fd
 
 
 class OpenedInside:
@@ -34,28 +36,18 @@ class OpenedInside:
         if first is None:
             new = open_inside()
             set_status_flags(inj, new, t.desc)
+            replace_fd(inj, t.fd, new)
             self._first[t.file] = (pid, t.fd)
-        else:
-            new = take_fd(inj, *first)
-        replace_fd(inj, t.fd, new)
-
-
-def take_fd(inj: Injector, pid: int, fd: int) -> int:
-    """A copy, in the process of ``inj``, of process ``pid``'s fd ``fd``: the same open
-    file description."""
-    pidfd = inj.call("pidfd_open", pid, 0)
-    try:
-        return inj.call("pidfd_getfd", pidfd, fd, 0)
-    finally:
-        inj.call("close", pidfd)
-
-
-def replace_fd(inj: Injector, fd: int, new: int) -> None:
-    """Put fd ``new`` at ``fd`` in place of what is there, keeping ``fd``'s
-    close-on-exec flag; ``new`` is closed."""
-    cloexec = inj.call("fcntl", fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
-    inj.call("dup3", new, fd, os.O_CLOEXEC if cloexec else 0)
-    inj.call("close", new)
+            return
+        holder = libc.pidfd_open(first[0])
+        try:
+            own = libc.pidfd_getfd(holder, first[1])
+        finally:
+            os.close(holder)
+        try:
+            install_own_fd(inj, own, t.fd)
+        finally:
+            os.close(own)
 
 
 def set_status_flags(inj: Injector, fd: int, desc: Description) -> None:
