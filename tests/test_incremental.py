@@ -16,6 +16,8 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import pytest
+
 from ckpt.images import _canonical
 from ckpt.kernel import pagemap
 from ckpt_helpers import (
@@ -273,29 +275,24 @@ def test_chain_with_a_changed_parent_is_refused(build: Builder, procs: Procs,
     restore_and_check(procs, target, child, len(target.out.numbers()))
 
 
-def test_version_1_images_still_restore(build: Builder, procs: Procs, images: Path) -> None:
-    """A folder as ckpt wrote it before version 2 (no type, parent, in_parent,
-    start_time, tracking) is restored."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_versions_are_refused(build: Builder, procs: Procs, images: Path,
+                                    version: int) -> None:
+    """Folders of versions 1 and 2 do not say which capabilities and per-thread
+    credentials the process had: restoring them would grant ckpt's. They are refused,
+    naming the version; nothing is created."""
     target = procs.start([build("counter")])
     target.out.wait_numbers(3)
-    before = dump_and_check_dead(procs, target, images)
+    dump_and_check_dead(procs, target, images)
     body = inventory(images)
-    assert body["version"] == 2
-    for name in list(body["files"]):
-        if name.startswith("mm-"):
-            m = json.loads((images / name).read_text())
-            for key in ("in_parent", "start_time", "tracking"):
-                del m[key]
-            data = json.dumps(m, indent=1, sort_keys=True).encode() + b"\n"
-            (images / name).write_bytes(data)
-            body["files"][name] = {"size": len(data), "crc32": zlib.crc32(data)}
-    for key in ("type", "parent", "track_mem", "crc32"):
-        del body[key]
-    body["version"] = 1
+    assert body["version"] == 3
+    del body["crc32"]
+    body["version"] = version
     body["crc32"] = zlib.crc32(_canonical(body))
     (images / "inventory.json").write_text(json.dumps(body, indent=1))
-    restore_detached(procs, target.pid, target.out, images)
-    assert_consecutive(target.out.wait_numbers(len(before) + 3))
+    err = ckpt_fails("restore", "-D", images, "-d")
+    assert f"image format version {version} is not supported" in err, err
+    assert not os.path.exists(f"/proc/{target.pid}")
 
 
 # ---------------------------------------------------------------- page server

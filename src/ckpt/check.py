@@ -139,7 +139,7 @@ def probe_kernel(ctx: _Ctx) -> None:
 
 def probe_seize(ctx: _Ctx) -> None:
     try:
-        ptrace.seize(ctx.child)
+        ptrace.seize(ctx.child, ptrace.INJECT_OPTIONS)
     except OSError as e:
         hint = ""
         try:

@@ -75,12 +75,13 @@ class _Frozen:
         self.inj: Injector | None = None
         self.scratch = 0
         self.attached = False
+        self.stop_signal = 0  # the signal of the group stop it was in (SIGSTOP...), or 0
 
     def freeze(self) -> bool:
         """Seize and stop the task; False if it turned out to be a zombie or gone."""
         pid = self.pid
         try:
-            ptrace.seize(pid)
+            ptrace.seize(pid, ptrace.INJECT_OPTIONS)
         except OSError as e:
             if e.errno == errno.ESRCH:
                 return False
@@ -99,17 +100,41 @@ class _Frozen:
                 self.attached = False
                 return False
             if stop.event == ptrace.PTRACE_EVENT_STOP:
+                # Seized in a group stop, the trap reports the stop's signal.
+                if stop.stopsig in ptrace.STOP_SIGNALS:
+                    self.stop_signal = stop.stopsig
                 break
             # A signal arrived before the freeze: let it be delivered as it would have been.
             ptrace.cont(pid, stop.stopsig)
+        try:
+            self._suspend_seccomp()
+        except BaseException:
+            self.attached = False
+            ptrace.detach(pid)
+            raise
         self.regs0 = ptrace.get_regs(pid)
         self.mask0 = ptrace.get_sigmask(pid)
         ptrace.set_sigmask(pid, signals.ALL_BLOCKED)
         return True
 
+    def _suspend_seccomp(self) -> None:
+        """A task under seccomp runs ckpt's syscalls with its filters suspended: a filter
+        could refuse them or kill the task, and strict mode kills it on the first one."""
+        mode = procfs.status(self.pid).seccomp
+        if not mode:
+            return
+        try:
+            ptrace.set_options(self.pid, ptrace.INJECT_OPTIONS | ptrace.PTRACE_O_SUSPEND_SECCOMP)
+        except OSError as e:
+            what = "strict seccomp mode" if mode == 1 else "seccomp filters"
+            raise DumpError(f"process {self.pid} runs under {what}, which ckpt cannot suspend "
+                            f"while it works in the process ({e.strerror}: it needs "
+                            "CAP_SYS_ADMIN and must not run under seccomp itself)") from None
+
     def thaw(self) -> None:
         """Undo every change made while frozen."""
         try:
+            injected = self.inj is not None
             if self.inj is not None:
                 if self.scratch:
                     self.inj.raw("munmap", self.scratch, SCRATCH_SIZE)
@@ -118,10 +143,27 @@ class _Frozen:
                 self.inj = None
             if self.regs0 is not None:
                 ptrace.set_regs(self.pid, self.regs0)
+                if injected:
+                    _settle(self.pid)
             if self.mask0 is not None:
                 ptrace.set_sigmask(self.pid, self.mask0)
         except (OSError, procfs.ProcessGone) as e:
             log.warning("process %d: could not undo the freeze: %s", self.pid, e)
+
+
+def _settle(pid: int) -> None:
+    """Move a task from the syscall stop of an injected call back into a trap stop, as it
+    was frozen: leaving that trap runs the kernel's syscall-restart logic on its own
+    registers (a syscall it was interrupted in starts again), which leaving a syscall
+    stop skips."""
+    ptrace.interrupt(pid)
+    sig = 0
+    while True:
+        ptrace.cont(pid, sig)
+        stop = ptrace.wait_stop(pid)
+        if stop.exited or stop.event == ptrace.PTRACE_EVENT_STOP:
+            return
+        sig = stop.stopsig if stop.stopsig in ptrace.STOP_SIGNALS else 0
 
 
 @dataclass
@@ -343,12 +385,14 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         "signals": signals.dump(pid, inj, fr.scratch, fr.mask0),
         "task": task.dump(pid, inj, fr.scratch, status),
         "timers": timers.dump(pid, inj, fr.scratch),
+        "stop_signal": fr.stop_signal,
     }
     core["threads"] = []
     for th in t.threads:
         assert th.regs0 is not None and th.mask0 is not None
         th.inj = Injector(th.pid, inj.site, th.regs0)
-        core["threads"].append(thread.dump(th.pid, th.inj, fr.scratch, th.regs0, th.mask0))
+        core["threads"].append(thread.dump(pid, th.pid, th.inj, fr.scratch, th.regs0,
+                                           th.mask0))
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))
     faults.point("dump.task.core")
@@ -460,7 +504,10 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         shmem_seen: dict[int, int] = {}
         for t in tasks:
             if t.frozen is not None:
-                total += _dump_task(t, images, dumper, shmem_seen, memctx)["bytes"]
+                try:
+                    total += _dump_task(t, images, dumper, shmem_seen, memctx)["bytes"]
+                except OSError as e:
+                    raise _task_failed(t.pid, e) from e
         dumper.after_dump([t.info() for t in tasks])
         images.write_json("files.json", dumper.descriptions)
         if dumper.locks.saved:
@@ -532,6 +579,22 @@ def _common_inventory(kind: str, memctx: DumpMemory, track_mem: bool) -> dict[st
         "ckpt_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _task_failed(pid: int, e: OSError) -> DumpError:
+    """The error naming the process whose dump failed (not the tree's root), and the
+    user it ran as when that is the likely cause."""
+    why = e.strerror or str(e)
+    try:
+        st = procfs.status(pid)
+        comm = procfs.stat(pid).comm
+    except procfs.ProcessGone:
+        return DumpError(f"dump of process {pid} failed: {why} (it exited meanwhile)")
+    hint = ""
+    if e.errno in (errno.EPERM, errno.EACCES) and st.uids[:1] != [os.getuid()]:
+        hint = (f"; it runs as user {st.uids[0]}, ckpt as {os.getuid()}: this kernel "
+                "refused ckpt the access (a capability ckpt lacks?)")
+    return DumpError(f"dump of process {pid} ({comm}) failed: {why}{hint}")
 
 
 def _failed(what: str, pid: int, e: procfs.ProcessGone | OSError) -> DumpError:

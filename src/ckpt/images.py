@@ -19,8 +19,8 @@ from typing import Any
 from .errors import ImageError
 
 FORMAT = "ckpt-images"
-VERSION = 2  # what this ckpt writes, unless a dump holds what only 3 to 5 say (``need``)
-READ_VERSIONS = (1, 2, 3, 4, 5)  # what it restores
+VERSION = 6  # what this ckpt writes (every dump has per-thread credentials, ``need`` aside)
+READ_VERSIONS = (6,)  # what it restores (see docs/image-format.md, Compatibility)
 INVENTORY = "inventory.json"
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data
 _CHUNK = 8 << 20

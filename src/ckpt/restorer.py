@@ -42,6 +42,7 @@ from .resources import (
     files,
     locks,
     mem,
+    seccomp,
     signals,
     sk_inet,
     task,
@@ -419,13 +420,15 @@ class Restore:
     def seize(self) -> None:
         """Seize and stop every new process, every signal blocked while it is rebuilt."""
         for n in self.started:
-            ptrace.seize(n.pid)
+            ptrace.seize(n.pid, _options(n))
             ptrace.interrupt(n.pid)
         for n in self.started:
             stop = ptrace.wait_stop(n.pid)
             if stop.exited:
                 raise RestoreError(f"the new process {n.pid} died: {stop.describe()}")
             ptrace.set_sigmask(n.pid, signals.ALL_BLOCKED)
+        for n in self.started:  # before any process's signals are back (see enter_stop)
+            signals.enter_stop(n.pid, n.core.get("stop_signal", 0), n.core["signals"])
         faults.point("restore.seized")
 
     def write_pidfile(self) -> None:
@@ -532,7 +535,8 @@ class _TaskRestore:
         self.scratch = restore.helper  # the helper area, mapped in every new process
         pgid = node.info["pgid"]
         self.pgid = None if pgid == restore.outside_pgid else pgid  # None: keep ckpt's
-        self.inj = Injector(self.pid, restore.helper + _SITE_OFFSET, ptrace.get_regs(self.pid))
+        self.inj = Injector(self.pid, restore.helper + _SITE_OFFSET, ptrace.get_regs(self.pid),
+                            _options(node))
 
     def run(self) -> None:
         with self.inj:
@@ -619,10 +623,24 @@ class _TaskRestore:
         faults.point("restore.task.signals")
 
     def restore_credentials(self) -> None:
-        """Credentials and seccomp filters, per thread, the first thread last: after
-        these, injected syscalls may be refused."""
-        thread.restore_final_all(self.inj, self.scratch, self.node.threads, self.core["task"])
-        task.restore_final(self.pid, self.inj, self.scratch, self.core["task"])
+        """seccomp, then credentials per thread, the first thread last: the kernel keeps
+        both per thread. ckpt's own injected syscalls go past the filters until it lets
+        the process go (suspended: ``_options``). The root's parent-death signal is left
+        unset when ckpt, its parent, exits at once (``restore -d``): it would kill it."""
+        threads = self.node.threads
+        seccomp.restore(self.inj, self.scratch, self.core["task"]["seccomp"],
+                        [(th["tid"], th["own"]["seccomp"]) for th in threads],
+                        lambda tid: thread.open_thread(self.inj, tid))
+        orphaned = self.pid == self.r.root_pid and self.r.detach and not self.r.sibling
+        signalled = sorted({t["pdeathsig"] for t in [self.core["task"]]
+                            + [th["own"] for th in threads]} - {0})
+        if orphaned and signalled:
+            log.warning("process %d: its parent-death signal (%s) is not restored: its "
+                        "parent at restore is ckpt, which exits now (-d) and would send it",
+                        self.pid, ", ".join(map(str, signalled)))
+        thread.restore_final_all(self.inj, self.scratch, threads, pdeathsig=not orphaned)
+        task.restore_final(self.pid, self.inj, self.scratch, self.core["task"],
+                           pdeathsig=not orphaned)
         faults.point("restore.task.final")
 
     def drop_helper(self) -> None:
@@ -637,6 +655,15 @@ class _TaskRestore:
         thread.finish_all(self.node.threads)
         cpu.restore(self.pid, self.core["cpu"])
         ptrace.set_sigmask(self.pid, self.core["signals"]["blocked"])
+
+
+def _options(node: _Node) -> int:
+    """The ptrace options a new process is seized with: seccomp suspended while ckpt
+    works in it when it gets filters or strict mode (they are installed before its
+    last injected syscalls)."""
+    if seccomp.used(node.core):
+        return ptrace.INJECT_OPTIONS | ptrace.PTRACE_O_SUSPEND_SECCOMP
+    return ptrace.INJECT_OPTIONS
 
 
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,

@@ -31,7 +31,9 @@ NR = {
     "getpid": 39, "listen": 50, "wait4": 61, "kill": 62, "fcntl": 72, "flock": 73,
     "chdir": 80,
     "fchdir": 81, "umask": 95, "setgroups": 116, "setresuid": 117,
-    "setresgid": 119, "rt_sigqueueinfo": 129, "sigaltstack": 131,
+    "setresgid": 119, "setfsuid": 122, "setfsgid": 123, "capget": 125, "capset": 126,
+    "getpriority": 140, "setpriority": 141, "sched_setattr": 314, "sched_getattr": 315,
+    "membarrier": 324, "rt_sigqueueinfo": 129, "sigaltstack": 131,
     "personality": 135, "setpgid": 109, "rt_sigtimedwait": 128, "prctl": 157,
     "arch_prctl": 158, "gettid": 186, "timer_create": 222, "timer_settime": 223,
     "timer_gettime": 224, "timer_delete": 226,
@@ -80,7 +82,8 @@ CLONE_PARENT = 0x8000
 KCMP_FILE = 0
 
 # seccomp
-SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_SET_MODE_STRICT, SECCOMP_SET_MODE_FILTER = 0, 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
 
 # rseq
 RSEQ_FLAG_UNREGISTER = 1

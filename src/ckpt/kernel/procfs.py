@@ -82,6 +82,11 @@ class Status:
     sig_caught: int
     cap_effective: int
     threads: int
+    cap_inheritable: int = 0
+    cap_permitted: int = 0
+    cap_bounding: int = 0
+    cap_ambient: int = 0
+    seccomp_filters: int = 0
 
 
 def parse_status(raw: bytes) -> Status:
@@ -104,12 +109,20 @@ def parse_status(raw: bytes) -> Status:
         no_new_privs=int(v.get("NoNewPrivs", "0")), seccomp=int(v.get("Seccomp", "0")),
         sig_pending=hex_("SigPnd"), shared_pending=hex_("ShdPnd"), sig_blocked=hex_("SigBlk"),
         sig_ignored=hex_("SigIgn"), sig_caught=hex_("SigCgt"), cap_effective=hex_("CapEff"),
-        threads=int(v.get("Threads", "1")),
+        threads=int(v.get("Threads", "1")), cap_inheritable=hex_("CapInh"),
+        cap_permitted=hex_("CapPrm"), cap_bounding=hex_("CapBnd"), cap_ambient=hex_("CapAmb"),
+        seccomp_filters=int(v.get("Seccomp_filters", "0")),
     )
 
 
 def status(pid: int) -> Status:
     return parse_status(_read(pid, "status"))
+
+
+def thread_status(pid: int, tid: int) -> Status:
+    """/proc/PID/task/TID/status: what is the thread's own (credentials, capabilities,
+    seccomp, its blocked mask) is its own there."""
+    return parse_status(_read(pid, f"task/{tid}/status"))
 
 
 # ---------------------------------------------------------------- stat
@@ -578,6 +591,42 @@ def pagemap_flags(pid: int, start: int, npages: int, fd: int | None = None) -> b
         if own:
             os.close(fd)
     return data[7::8]
+
+
+def thread_file(pid: int, tid: int, name: str) -> bytes:
+    """/proc/PID/task/TID/NAME, as bytes (loginuid, ...)."""
+    return _read(pid, f"task/{tid}/{name}")
+
+
+def oom_score_adj(pid: int) -> int:
+    return int(_read(pid, "oom_score_adj"))
+
+
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def parse_limits(raw: bytes) -> list[tuple[int, int]]:
+    """/proc/PID/limits: (soft, hard) of each resource in ``LIMIT_NAMES`` order, the
+    kernel's order; "unlimited" is RLIM_INFINITY. The kernel prints fixed-width columns
+    (``%-25s %-20s %-20s %-10s``): the names hold spaces and the units may be empty."""
+    out: list[tuple[int, int]] = []
+    for line in _lines(raw)[1:]:
+        if line.strip():
+            out.append((_limit(line[26:47].strip()), _limit(line[47:68].strip())))
+    if len(out) != len(LIMIT_NAMES):
+        raise ValueError(f"/proc/PID/limits has {len(out)} limits, expected "
+                         f"{len(LIMIT_NAMES)}")
+    return out
+
+
+def _limit(text: str) -> int:
+    return RLIM_INFINITY if text == "unlimited" else int(text)
+
+
+def limits(pid: int) -> list[tuple[int, int]]:
+    """The rlimits of ``pid`` (readable for any process, unlike prlimit64 on another
+    user's process without CAP_SYS_RESOURCE)."""
+    return parse_limits(_read(pid, "limits"))
 
 
 LIMIT_NAMES = (

@@ -27,13 +27,20 @@ PTRACE_PEEKSIGINFO = 0x4209
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_SECCOMP_GET_FILTER = 0x420C
+PTRACE_SECCOMP_GET_METADATA = 0x420D
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
 
 PTRACE_PEEKSIGINFO_SHARED = 1
 PTRACE_EVENT_STOP = 128
 PTRACE_O_TRACESYSGOOD = 1
 PTRACE_O_TRACECLONE = 8
+PTRACE_O_SUSPEND_SECCOMP = 0x200000
 PTRACE_EVENT_CLONE = 3
+SYSCALL_STOP = 0x80 | 5  # the stop signal of a syscall stop, with PTRACE_O_TRACESYSGOOD
+# What every tracee of ckpt gets: injected syscalls run from syscall stop to syscall
+# stop (kernel/inject.py), told apart from signals by TRACESYSGOOD.
+INJECT_OPTIONS = PTRACE_O_TRACESYSGOOD
+STOP_SIGNALS = (19, 20, 21, 22)  # SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU: group-stop signals
 
 NT_X86_XSTATE = 0x202
 __WALL = 0x40000000
@@ -108,6 +115,11 @@ def cont(pid: int, sig: int = 0) -> None:
 
 def singlestep(pid: int) -> None:
     ptrace(PTRACE_SINGLESTEP, pid, 0, 0)
+
+
+def syscall(pid: int, sig: int = 0) -> None:
+    """Resume ``pid`` up to its next syscall entry or exit (PTRACE_SYSCALL)."""
+    ptrace(PTRACE_SYSCALL, pid, 0, sig)
 
 
 def get_regs(pid: int) -> UserRegs:
@@ -186,6 +198,18 @@ def seccomp_filters(pid: int) -> list[bytes]:
         ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, ctypes.addressof(buf))
         progs.append(buf.raw)
         index += 1
+
+
+class _SeccompMetadata(ctypes.Structure):
+    _fields_ = [("filter_off", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+def seccomp_flags(pid: int, index: int) -> int:
+    """The flags filter ``index`` (0 = newest) was installed with that the kernel keeps
+    (SECCOMP_FILTER_FLAG_LOG)."""
+    md = _SeccompMetadata(index, 0)
+    ptrace(PTRACE_SECCOMP_GET_METADATA, pid, ctypes.sizeof(md), ctypes.addressof(md))
+    return md.flags
 
 
 @dataclass

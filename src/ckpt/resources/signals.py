@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import ctypes
 import logging
+import os
 from typing import Any
 
+from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import Injector
 
@@ -97,6 +99,43 @@ def drain_pending(inj: Injector, scratch: int) -> None:
     for _ in range(256):
         if inj.raw("rt_sigtimedwait", scratch, 0, scratch + 8, 8) < 0:
             return
+
+
+def enter_stop(pid: int, sig: int, saved: dict[str, Any]) -> None:
+    """Put the new, seized process ``pid`` in the group stop it was saved in (signal
+    ``sig``: SIGSTOP, SIGTSTP, ...; 0 for none), before its queued signals are back:
+    once let go it stays stopped until SIGCONT, and only then handles the signals
+    queued for it, as it would have. Threads created later stop with it when ckpt
+    detaches them. Done before any process of the tree gets its signals back, so the
+    SIGCHLD its parent gets is drained with the rest (``drain_pending``).
+
+    SIGSTOP is sent, and delivered as ``sig`` instead (the tracer may change it), so
+    that the parent's wait reports the same signal; a stop signal the process catches
+    or ignores is delivered as SIGSTOP, since its handler must not run, and so is one
+    the kernel discards (SIGTSTP in an orphaned process group)."""
+    if not sig:
+        return
+    if sig not in ptrace.STOP_SIGNALS or saved["actions"].get(str(sig), [0])[0] != 0:
+        sig = libc.SIGSTOP
+    os.kill(pid, libc.SIGSTOP)
+    ptrace.cont(pid)
+    stop = ptrace.wait_stop(pid)
+    if stop.event or stop.stopsig != libc.SIGSTOP:
+        raise RestoreError(f"process {pid}: SIGSTOP did not reach it to stop it again "
+                           f"({stop.describe()})")
+    ptrace.set_sigmask(pid, ALL_BLOCKED & ~(1 << (sig - 1)))  # blocked, it would be queued
+    ptrace.cont(pid, sig)
+    ptrace.interrupt(pid)  # a trap either way: the group stop's, or a plain one
+    stop = ptrace.wait_stop(pid)
+    ptrace.set_sigmask(pid, ALL_BLOCKED)
+    if stop.event == ptrace.PTRACE_EVENT_STOP and stop.stopsig == sig:
+        return
+    if stop.event == ptrace.PTRACE_EVENT_STOP and stop.stopsig == libc.SIGTRAP \
+            and sig != libc.SIGSTOP:
+        enter_stop(pid, libc.SIGSTOP, saved)  # discarded: SIGSTOP always stops
+        return
+    raise RestoreError(f"process {pid}: did not stop again with signal {sig} "
+                       f"({stop.describe()})")
 
 
 def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:

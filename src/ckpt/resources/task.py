@@ -1,11 +1,16 @@
-"""Per-task state that is neither memory, registers, signals nor files:
-rlimits, umask, cwd, comm, personality, rseq, tid address, robust list,
-credentials, parent-death signal, no_new_privs and the seccomp filters.
+"""Per-task state that is neither memory, registers, signals nor files: rlimits,
+umask, cwd, personality, oom_score_adj, the prctl knobs of the process (dumpable,
+THP disabled, child subreaper), membarrier registrations; and what each thread has
+of its own (``dump_own``): comm, rseq, tid address, robust list, CPU affinity,
+scheduling, parent-death signal, credentials and seccomp.
+
+Credentials and seccomp come last at restore (``restore_final``): a change of
+credentials resets the parent-death signal and the process's dumpable flag, so
+those are set after them.
 """
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import errno
 import logging
@@ -15,10 +20,17 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import Injector
+from . import creds, sched, seccomp
 
 log = logging.getLogger("ckpt.task")
 
 RSEQ_SIG = 0x53053053  # the signature glibc registers its rseq area with on x86
+CAP_SYS_RESOURCE = 24
+PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42
+SUID_DUMP_ROOT = 2
+# membarrier: the registrations a process holds (6.3+), each re-done by its own command.
+MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9
+MEMBARRIER_REGISTER_COMMANDS = (1 << 2, 1 << 4, 1 << 6, 1 << 8)
 
 
 def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, Any]:
@@ -28,44 +40,111 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
         raise UnsupportedError(f"process {pid} runs in a chroot ({root}); not supported yet")
     if st.umask is None:
         raise DumpError(f"process {pid} has no umask in /proc/{pid}/status (exiting?)")
-    seccomp_mode = st.seccomp
-    if seccomp_mode == 1:
-        raise UnsupportedError(f"process {pid} is in strict seccomp mode; not supported")
-    filters = ptrace.seccomp_filters(pid) if seccomp_mode == 2 else []
-    inj.call("prctl", libc.PR_GET_PDEATHSIG, scratch)
-    pdeathsig = int.from_bytes(inj.read(scratch, 4), "little")
+    rlimits = procfs.limits(pid)
+    _check_rlimits(pid, rlimits)
+    oom = procfs.oom_score_adj(pid)
+    _check_oom_score_adj(pid, oom)
     dumpable = inj.call("prctl", libc.PR_GET_DUMPABLE)
+    if dumpable == SUID_DUMP_ROOT and _suid_dumpable() != SUID_DUMP_ROOT:
+        raise UnsupportedError(
+            f"process {pid} is dumpable by root only (dumpable 2, from fs.suid_dumpable=2 "
+            "when it changed credentials), which a restore cannot set now that "
+            f"fs.suid_dumpable is {_suid_dumpable()}")
+    inj.call("prctl", libc.PR_GET_CHILD_SUBREAPER, scratch)
+    subreaper = int.from_bytes(inj.read(scratch, 4), "little")
     return {
-        **dump_own(pid, inj, scratch),
+        **dump_own(pid, pid, inj, scratch),
         "cwd": procfs.cwd(pid),
         "umask": st.umask,
         "personality": procfs.personality(pid),
-        "rlimits": {n: list(libc.prlimit(pid, i)) for i, n in enumerate(procfs.LIMIT_NAMES)},
-        "uids": st.uids, "gids": st.gids, "groups": st.groups,
-        "no_new_privs": st.no_new_privs,
-        "seccomp": [base64.b64encode(f).decode() for f in reversed(filters)],
-        "pdeathsig": pdeathsig,
+        "rlimits": {n: list(lim) for n, lim in zip(procfs.LIMIT_NAMES, rlimits, strict=True)},
+        "oom_score_adj": oom,
         "dumpable": dumpable,
+        "thp_disable": inj.call("prctl", PR_GET_THP_DISABLE),
+        "child_subreaper": subreaper,
+        "membarrier": _membarrier_registrations(pid, inj),
     }
 
 
-def dump_own(tid: int, inj: Injector, scratch: int) -> dict[str, Any]:
-    """What each thread has of its own: comm, rseq, tid address, robust list, affinity.
-    ``inj`` runs in thread ``tid``."""
+def _check_rlimits(pid: int, rlimits: list[tuple[int, int]]) -> None:
+    """Without CAP_SYS_RESOURCE ckpt cannot raise a hard limit above its own: a process
+    with a higher one could not get it back, so it is refused (not lowered)."""
+    if _has_cap(CAP_SYS_RESOURCE):
+        return
+    for i, (name, (_, hard)) in enumerate(zip(procfs.LIMIT_NAMES, rlimits, strict=True)):
+        mine = libc.prlimit(0, i)[1]
+        if hard > mine:
+            raise UnsupportedError(
+                f"process {pid}: its hard {name} limit {_limit_text(hard)} is above ckpt's "
+                f"own ({_limit_text(mine)}), and ckpt lacks CAP_SYS_RESOURCE to raise it at "
+                f"restore; run ckpt with a hard {name} limit of at least {_limit_text(hard)}")
+
+
+def _check_oom_score_adj(pid: int, value: int) -> None:
+    """A new process inherits ckpt's oom_score_adj; lowering it needs CAP_SYS_RESOURCE."""
+    mine = procfs.oom_score_adj(os.getpid())
+    if value < mine and not _has_cap(CAP_SYS_RESOURCE):
+        raise UnsupportedError(
+            f"process {pid} has oom_score_adj {value}, below ckpt's own ({mine}): a restore "
+            "could not set it without CAP_SYS_RESOURCE; run ckpt with an oom_score_adj of "
+            f"{value} or lower")
+
+
+def _limit_text(value: int) -> str:
+    return "unlimited" if value == procfs.RLIM_INFINITY else str(value)
+
+
+def _has_cap(cap: int) -> bool:
+    return bool(procfs.status(os.getpid()).cap_effective >> cap & 1)
+
+
+def _suid_dumpable() -> int:
+    with open("/proc/sys/fs/suid_dumpable") as f:
+        return int(f.read())
+
+
+def _membarrier_registrations(pid: int, inj: Injector) -> int:
+    """The membarrier commands the process registered for (a mask of REGISTER_*)."""
+    got = inj.raw("membarrier", MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
+    if got >= 0:
+        return got
+    if got == -errno.EINVAL:  # before Linux 6.3: registrations cannot be read
+        log.warning("process %d: this kernel cannot report membarrier registrations "
+                    "(Linux 6.3); any are not restored", pid)
+        return 0
+    raise OSError(-got, f"process {pid}: membarrier registrations: {os.strerror(-got)}")
+
+
+def dump_own(pid: int, tid: int, inj: Injector, scratch: int) -> dict[str, Any]:
+    """What each thread has of its own: comm, rseq, tid address, robust list, affinity,
+    scheduling, parent-death signal, credentials, seccomp. ``inj`` runs in thread
+    ``tid`` of process ``pid``."""
     rseq = _rseq_config(tid)
     inj.call("prctl", libc.PR_GET_TID_ADDRESS, scratch)
+    tid_address = int.from_bytes(inj.read(scratch, 8), "little")
+    inj.call("prctl", libc.PR_GET_PDEATHSIG, scratch)
+    pdeathsig = int.from_bytes(inj.read(scratch, 4), "little")
     robust_head, robust_len = libc.get_robust_list(tid)
+    cred = creds.dump(pid, tid, inj)
+    creds.check(pid, tid, cred)
+    scheduling = sched.dump(tid)
+    sched.check(pid, tid, scheduling)
     return {
-        "comm": procfs.thread_comm(inj.pid, tid),
+        "comm": procfs.thread_comm(pid, tid),
         "rseq": [rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature],
-        "tid_address": int.from_bytes(inj.read(scratch, 8), "little"),
+        "tid_address": tid_address,
         "robust_list": [robust_head, robust_len],
         "affinity": sorted(os.sched_getaffinity(tid)),
+        "sched": scheduling,
+        "pdeathsig": pdeathsig,
+        "creds": cred,
+        "seccomp": seccomp.dump(pid, tid),
     }
 
 
 def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
-    """Inverse of ``dump_own``; ``inj`` runs in thread ``tid``."""
+    """Inverse of ``dump_own`` but for the parent-death signal, credentials and seccomp
+    (``restore_final_own``); ``inj`` runs in thread ``tid``."""
     inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
     inj.call("prctl", libc.PR_SET_NAME, scratch)
     inj.call("set_tid_address", t["tid_address"])
@@ -80,6 +159,7 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> Non
     except OSError as e:
         log.warning("thread %d: CPU affinity %s not restored: %s", tid, t["affinity"],
                     e.strerror)
+    sched.restore(tid, t["sched"])
 
 
 def _rseq_config(tid: int) -> ptrace.RseqConfig:
@@ -126,42 +206,67 @@ def unregister_rseq(pid: int, inj: Injector) -> None:
 
 
 def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
-    """Everything but credentials and seccomp, which come last (see ``restore_final``)."""
+    """Everything but credentials and seccomp, which come last (``restore_final``)."""
     inj.write_string(scratch, t["cwd"])
     try:
         inj.call("chdir", scratch)
     except OSError as e:
-        raise RestoreError(f"working directory {t['cwd']}: {os.strerror(e.errno)}") from None
+        raise RestoreError(f"process {pid}: working directory {t['cwd']}: "
+                           f"{os.strerror(e.errno)}") from None
     inj.call("umask", t["umask"])
     inj.call("personality", t["personality"])
-    for i, name in enumerate(procfs.LIMIT_NAMES):
-        cur, hard = t["rlimits"][name]
-        _, my_hard = libc.prlimit(pid, i)
-        if hard > my_hard:
-            log.warning("rlimit %s: hard limit %d is above the restorer's %d "
-                        "(no CAP_SYS_RESOURCE); keeping %d", name, hard, my_hard, my_hard)
-            hard = my_hard
-            cur = min(cur, hard)
-        libc.prlimit(pid, i, (cur, hard))
+    _restore_rlimits(pid, t["rlimits"])
+    with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+        f.write(str(t["oom_score_adj"]))
+    thp = t["thp_disable"]
+    inj.call("prctl", PR_SET_THP_DISABLE, thp & 1, thp & ~1)
+    if t["child_subreaper"]:
+        inj.call("prctl", libc.PR_SET_CHILD_SUBREAPER, 1)
+    for cmd in MEMBARRIER_REGISTER_COMMANDS:
+        if t["membarrier"] & cmd:
+            inj.call("membarrier", cmd, 0, 0)
     restore_own(pid, inj, scratch, t)
-    inj.call("prctl", libc.PR_SET_PDEATHSIG, t["pdeathsig"])
-    if t["dumpable"] != 1:
+
+
+def _restore_rlimits(pid: int, rlimits: dict[str, list[int]]) -> None:
+    """Set from ckpt while the new process still has ckpt's credentials (once they are
+    another user's, only CAP_SYS_RESOURCE could). A hard limit above ckpt's own is
+    refused, as the dump refuses it: ckpt does not lower limits silently."""
+    for i, name in enumerate(procfs.LIMIT_NAMES):
+        cur, hard = rlimits[name]
+        try:
+            libc.prlimit(pid, i, (cur, hard))
+        except OSError as e:
+            raise RestoreError(
+                f"process {pid}: cannot set its {name} limit to {_limit_text(cur)} (hard "
+                f"{_limit_text(hard)}): {e.strerror}; ckpt's own hard limit is "
+                f"{_limit_text(libc.prlimit(0, i)[1])}") from None
+
+
+def restore_final(pid: int, inj: Injector, scratch: int, t: dict[str, Any],
+                  pdeathsig: bool = True) -> None:
+    """The first thread's credentials, then what a change of credentials resets: the
+    process's dumpable flag and the thread's parent-death signal (``pdeathsig`` False
+    leaves it unset). Its other threads and seccomp are done (thread.py, seccomp.py)."""
+    restore_final_own(pid, inj, scratch, t, pdeathsig,
+                      before_drop=lambda: _restore_dumpable(inj, t))
+
+
+def restore_final_own(pid: int, inj: Injector, scratch: int, own: dict[str, Any],
+                      pdeathsig: bool = True, before_drop: Any = None) -> None:
+    """A thread's credentials, then its parent-death signal."""
+    creds.restore(pid, inj, scratch, own["creds"], before_drop)
+    if pdeathsig and own["pdeathsig"]:
+        inj.call("prctl", libc.PR_SET_PDEATHSIG, own["pdeathsig"])
+
+
+def _restore_dumpable(inj: Injector, t: dict[str, Any]) -> None:
+    """Set once every thread has its credentials (each change resets it). Dumpable 2
+    cannot be set by prctl; the kernel gives it on a change of credentials when
+    fs.suid_dumpable is 2 (checked at dump): a passing change of fsuid makes one."""
+    if t["dumpable"] != SUID_DUMP_ROOT:
         inj.call("prctl", libc.PR_SET_DUMPABLE, t["dumpable"])
-
-
-def restore_final(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
-    """Credentials, then no_new_privs and seccomp: after these, injected calls may be refused."""
-    groups = t["groups"]
-    inj.write(scratch, b"".join(g.to_bytes(4, "little") for g in groups) or b"\0")
-    inj.call("setgroups", len(groups), scratch)
-    inj.call("setresgid", *t["gids"][:3])
-    inj.call("setresuid", *t["uids"][:3])
-    if t["no_new_privs"]:
-        inj.call("prctl", libc.PR_SET_NO_NEW_PRIVS, 1)
-    for prog in t["seccomp"]:
-        raw = base64.b64decode(prog)
-        inj.write(scratch + 64, raw)
-        fprog = ctypes.c_uint16(len(raw) // 8).value.to_bytes(2, "little") + b"\0" * 6 + \
-            (scratch + 64).to_bytes(8, "little")
-        inj.write(scratch, fprog)
-        inj.call("seccomp", libc.SECCOMP_SET_MODE_FILTER, 0, scratch)
+    elif inj.call("prctl", libc.PR_GET_DUMPABLE) != SUID_DUMP_ROOT:
+        fsuid = t["creds"]["uids"][3]
+        inj.call("setfsuid", fsuid ^ 1)
+        inj.call("setfsuid", fsuid)

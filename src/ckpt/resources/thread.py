@@ -3,9 +3,10 @@ threads created under their old TIDs.
 
 What each thread has of its own is saved per thread: registers and xstate,
 blocked mask, signals queued for it alone, alternate signal stack, name, rseq
-area, tid address, robust futex list and CPU affinity. Everything else
-(memory, files, signal handlers, credentials...) is the process's and is saved
-once, with its first thread.
+area, tid address, robust futex list, CPU affinity, scheduling, parent-death
+signal, credentials and seccomp (task.dump_own). Everything else (memory,
+files, signal handlers...) is the process's and is saved once, with its first
+thread.
 
 At restore the process is rebuilt as a single thread first; every other
 thread is then created inside it by an injected ``clone3`` with ``set_tid``,
@@ -28,14 +29,14 @@ THREAD_FLAGS = (libc.CLONE_VM | libc.CLONE_FS | libc.CLONE_FILES | libc.CLONE_SI
                 | libc.CLONE_THREAD | libc.CLONE_SYSVSEM)
 
 
-def dump(tid: int, inj: Injector, scratch: int, regs: ptrace.UserRegs,
+def dump(pid: int, tid: int, inj: Injector, scratch: int, regs: ptrace.UserRegs,
          blocked: int) -> dict[str, Any]:
-    """The state of frozen thread ``tid``; ``inj`` runs in it, ``regs`` and ``blocked``
-    were read when it was frozen."""
+    """The state of frozen thread ``tid`` of process ``pid``; ``inj`` runs in it,
+    ``regs`` and ``blocked`` were read when it was frozen."""
     return {"tid": tid, "cpu": cpu.dump(tid, regs), "blocked": blocked,
             "pending": signals.pending_private(tid),
-            "altstack": signals.dump_altstack(inj, scratch), "own": task.dump_own(tid, inj,
-                                                                                   scratch)}
+            "altstack": signals.dump_altstack(inj, scratch),
+            "own": task.dump_own(pid, tid, inj, scratch)}
 
 
 def create(leader: Injector, scratch: int, tid: int) -> Injector:
@@ -44,20 +45,20 @@ def create(leader: Injector, scratch: int, tid: int) -> Injector:
     args = libc.CloneArgs(flags=THREAD_FLAGS, set_tid=scratch + 256, set_tid_size=1)
     leader.write(scratch, bytes(args))
     leader.write(scratch + 256, struct.pack("<i", tid))
-    ptrace.set_options(leader.pid, ptrace.PTRACE_O_TRACECLONE)
+    ptrace.set_options(leader.pid, leader.options | ptrace.PTRACE_O_TRACECLONE)
     try:
         got = leader.call("clone3", scratch, ctypes.sizeof(args))
     except OSError as e:
         raise RestoreError(f"process {leader.pid}: cannot create thread {tid}: "
                            f"{e.strerror}") from None
     finally:
-        ptrace.set_options(leader.pid, 0)
+        ptrace.set_options(leader.pid, leader.options)
     if got != tid:
         raise RestoreError(f"process {leader.pid}: thread {tid} came back as {got}")
     stop = ptrace.wait_stop(tid)
     if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:
         raise RestoreError(f"process {leader.pid}: new thread {tid}: {stop.describe()}")
-    return Injector(tid, leader.site, ptrace.get_regs(tid))
+    return Injector(tid, leader.site, ptrace.get_regs(tid), leader.options)
 
 
 def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any]) -> None:
@@ -78,14 +79,18 @@ def create_all(leader: Injector, scratch: int, states: list[dict[str, Any]]) -> 
             restore(leader.pid, inj, scratch, state)
 
 
+def open_thread(leader: Injector, tid: int) -> Injector:
+    """An injector running in thread ``tid`` of the process ``leader`` runs in."""
+    return Injector(tid, leader.site, ptrace.get_regs(tid), leader.options)
+
+
 def restore_final_all(leader: Injector, scratch: int, states: list[dict[str, Any]],
-                      task_state: dict[str, Any]) -> None:
-    """The process's credentials and seccomp filters in each of its other threads: the
-    kernel keeps them per thread (``task.restore_final``, before the leader's own)."""
+                      pdeathsig: bool = True) -> None:
+    """Each other thread's credentials and parent-death signal (the kernel keeps them
+    per thread), before the first thread's own (``task.restore_final``)."""
     for state in states:
-        tid = state["tid"]
-        with Injector(tid, leader.site, ptrace.get_regs(tid)) as inj:
-            task.restore_final(tid, inj, scratch, task_state)
+        with open_thread(leader, state["tid"]) as inj:
+            task.restore_final_own(leader.pid, inj, scratch, state["own"], pdeathsig)
 
 
 def finish_all(states: list[dict[str, Any]]) -> None:

@@ -1,0 +1,86 @@
+"""Scheduling of a thread: policy (SCHED_OTHER, BATCH, IDLE, FIFO, RR, DEADLINE),
+its flags (reset-on-fork), priority, nice value, deadline parameters and
+utilization clamps. The kernel keeps all of them per thread; ckpt reads and sets
+them from outside (sched_getattr, setpriority, sched_setattr on the TID).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+from ..errors import RestoreError, UnsupportedError
+from ..kernel import libc, procfs
+
+SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE, SCHED_DEADLINE = 0, 1, 2, 3, 5, 6
+POLICY_NAMES = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH",
+                5: "SCHED_IDLE", 6: "SCHED_DEADLINE"}
+SCHED_FLAG_RESET_ON_FORK = 0x01
+SCHED_FLAG_UTIL_CLAMP = 0x20 | 0x40  # min and max
+UCLAMP_UNSET = ((0, 1024), (0, 0))  # the default clamps; (0, 0) without CONFIG_UCLAMP_TASK
+CAP_SYS_NICE = 23
+PRIO_PROCESS = 0
+
+
+class SchedAttr(ctypes.Structure):
+    """struct sched_attr (SCHED_ATTR_SIZE_VER1)."""
+
+    _fields_ = [("size", ctypes.c_uint32), ("policy", ctypes.c_uint32),
+                ("flags", ctypes.c_uint64), ("nice", ctypes.c_int32),
+                ("priority", ctypes.c_uint32), ("runtime", ctypes.c_uint64),
+                ("deadline", ctypes.c_uint64), ("period", ctypes.c_uint64),
+                ("util_min", ctypes.c_uint32), ("util_max", ctypes.c_uint32)]
+
+
+def _getattr(tid: int) -> SchedAttr:
+    attr = SchedAttr()
+    libc.syscall("sched_getattr", tid, ctypes.addressof(attr), ctypes.sizeof(attr), 0)
+    return attr
+
+
+def dump(tid: int) -> dict[str, Any]:
+    """``deadline`` is [runtime, deadline, period]: a SCHED_DEADLINE thread's parameters;
+    for the others, runtime is their time slice (custom since Linux 6.12). The nice
+    value is read apart: sched_getattr reports 0 for a real-time thread, which keeps
+    one all the same."""
+    attr = _getattr(tid)
+    return {"policy": attr.policy, "flags": attr.flags & SCHED_FLAG_RESET_ON_FORK,
+            "nice": os.getpriority(os.PRIO_PROCESS, tid), "priority": attr.priority,
+            "deadline": [attr.runtime, attr.deadline, attr.period],
+            "uclamp": [attr.util_min, attr.util_max]}
+
+
+def check(pid: int, tid: int, s: dict[str, Any]) -> None:
+    """Refuse at dump what ckpt could not set at restore: real-time and deadline
+    policies, and a nice value below ckpt's own, need CAP_SYS_NICE."""
+    if s["policy"] not in POLICY_NAMES:
+        raise UnsupportedError(f"thread {tid} of process {pid} has scheduling policy "
+                               f"{s['policy']}, which ckpt does not know")
+    privileged = (s["policy"] in (SCHED_FIFO, SCHED_RR, SCHED_DEADLINE)
+                  or s["nice"] < os.getpriority(os.PRIO_PROCESS, 0))
+    if privileged and not procfs.status(os.getpid()).cap_effective >> CAP_SYS_NICE & 1:
+        raise UnsupportedError(
+            f"thread {tid} of process {pid} runs under {POLICY_NAMES[s['policy']]} "
+            f"(priority {s['priority']}, nice {s['nice']}), which ckpt cannot set without "
+            "CAP_SYS_NICE")
+
+
+def restore(tid: int, s: dict[str, Any]) -> None:
+    """The nice value first (a real-time thread keeps one for when it leaves its policy),
+    then the policy with its parameters."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, s["nice"])
+        runtime, deadline, period = s["deadline"]
+        if s["policy"] != SCHED_DEADLINE and runtime == _getattr(0).runtime:
+            runtime = 0  # the default slice, as ckpt's: setting it would make it custom
+        flags = s["flags"]
+        if tuple(s["uclamp"]) not in UCLAMP_UNSET:
+            flags |= SCHED_FLAG_UTIL_CLAMP
+        attr = SchedAttr(ctypes.sizeof(SchedAttr), s["policy"], flags, s["nice"],
+                         s["priority"], runtime, deadline, period, *s["uclamp"])
+        libc.syscall("sched_setattr", tid, ctypes.addressof(attr), 0)
+    except OSError as e:
+        raise RestoreError(f"thread {tid}: cannot set its scheduling "
+                           f"({POLICY_NAMES.get(s['policy'], s['policy'])}, priority "
+                           f"{s['priority']}, nice {s['nice']}): {e.strerror}") from None

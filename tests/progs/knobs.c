@@ -1,0 +1,106 @@
+/* knobs: scheduling per thread and the process's kernel knobs.
+ *
+ * Threads: main SCHED_BATCH nice 7; "fifo" SCHED_FIFO priority 10; "rr" nice -3 then
+ * SCHED_RR priority 3; "idle" SCHED_IDLE nice 4.
+ * Process: oom_score_adj 345, THP disabled, child subreaper, membarrier registered
+ * for private expedited commands, not dumpable.
+ * It forks a child, which forks a grandchild; the child exits on SIGTERM, leaving the
+ * grandchild to the subreaper. Prints "CHILD PID" and "GRANDCHILD PID", then every
+ * 50 ms "N thp=T sub=S mb=M dumpable=D" (what the process reads of itself).
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static void tick(void)
+{
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static void die(const char *what)
+{
+    perror(what);
+    exit(1);
+}
+
+static void set_sched(int policy, int prio, int nice)
+{
+    if (setpriority(PRIO_PROCESS, syscall(SYS_gettid), nice))
+        die("setpriority");
+    struct sched_param p = {prio};
+    if (sched_setscheduler(syscall(SYS_gettid), policy, &p))
+        die("sched_setscheduler");
+}
+
+struct spec {
+    int policy, prio, nice;
+};
+
+static volatile int ready;
+
+static void *thread_main(void *arg)
+{
+    struct spec *s = arg;
+    set_sched(s->policy, s->prio, s->nice);
+    __sync_fetch_and_add(&ready, 1);
+    for (;;)
+        tick();
+    return NULL;
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1))
+        die("subreaper");
+    pid_t kid = fork();
+    if (kid == 0) {
+        pid_t grandkid = fork();
+        if (grandkid == 0) {
+            for (;;)
+                pause();
+        }
+        printf("GRANDCHILD %d\n", grandkid);
+        signal(SIGTERM, SIG_DFL);
+        for (;;)
+            pause();
+    }
+    printf("CHILD %d\n", kid);
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+    if (fd < 0 || write(fd, "345", 3) != 3)
+        die("oom_score_adj");
+    close(fd);
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+        die("thp");
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0))
+        die("membarrier");
+    static struct spec specs[] = {{SCHED_FIFO, 10, 0}, {SCHED_RR, 3, -3}, {SCHED_IDLE, 0, 4}};
+    for (int i = 0; i < 3; i++) {
+        pthread_t t;
+        pthread_create(&t, NULL, thread_main, &specs[i]);
+    }
+    set_sched(SCHED_BATCH, 0, 7);
+    while (ready < 3)
+        usleep(1000);
+    if (prctl(PR_SET_DUMPABLE, 0))
+        die("dumpable");
+    for (long n = 0;; n++) {
+        int sub = 0;
+        prctl(PR_GET_CHILD_SUBREAPER, &sub);
+        long mb = syscall(SYS_membarrier, 1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0);
+        printf("%ld thp=%d sub=%d mb=%ld dumpable=%d\n", n, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0),
+               sub, mb, prctl(PR_GET_DUMPABLE));
+        tick();
+    }
+}

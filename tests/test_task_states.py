@@ -1,0 +1,148 @@
+"""Task states: stopped processes and threads (SIGSTOP, job-control stops) stay stopped
+after a dump that leaves them running and after a restore, and carry on at SIGCONT;
+signals sent to them while stopped are handled only then."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from ckpt_helpers import (
+    Builder,
+    Output,
+    Procs,
+    assert_consecutive,
+    assert_silent,
+    ckpt_ok,
+    dump_and_check_dead,
+    proc_ids,
+    proc_state,
+    proc_status,
+    restore_detached,
+    wait_until,
+)
+
+
+def thread_states(pid: int) -> set[str]:
+    states = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            raw = f.read()
+        states.add(raw[raw.rindex(b")") + 2:].split()[0].decode())
+    return states
+
+
+def role_numbers(out: Output, role: str) -> list[int]:
+    return [int(ln.split()[0]) for ln in out.lines() if ln.endswith(f" {role}")]
+
+
+def start_stopped_job(build: Builder, procs: Procs) -> tuple[int, int]:
+    """jobstop with its child stopped by SIGTSTP (a job-control stop: its group is not
+    orphaned) and a SIGUSR1 left pending in it; returns (parent, child)."""
+    target = procs.start([build("jobstop")])
+    child = int(target.out.wait_line(r"^CHILD ").split()[1])
+    target.out.wait_line(r"^3 child-thread$")
+    os.kill(child, signal.SIGTSTP)
+    target.out.wait_line(r"^EVENT stopped 20$")
+    wait_until(lambda: thread_states(child) == {"T"}, 5, "every thread of the job stopped")
+    os.kill(child, signal.SIGUSR1)
+    return target.pid, child
+
+
+def test_stopped_job_restored_stopped(build: Builder, procs: Procs, images: Path) -> None:
+    pid, child = start_stopped_job(build, procs)
+    target = procs.tracked[-1]
+    assert proc_status(child)["ShdPnd"] != "0000000000000000"
+    dump_and_check_dead(procs, target, images)
+    procs.wait_gone(child)  # re-parented to pytest: reaped here
+    count = len(target.out.lines())
+    restore_detached(procs, pid, target.out, images)
+    assert thread_states(child) == {"T"}
+    target.out.wait_line(r" parent$", start=count)
+    assert_silent(child, target.out, quiet=0.0)  # the child is alive
+    wait_until(lambda: len([ln for ln in target.out.lines()[count:]
+                            if ln.endswith(" parent")]) >= 5, 10, "the parent ticking")
+    after = target.out.lines()[count:]
+    assert not [ln for ln in after if "child" in ln or ln == "USR1"], after
+    assert thread_states(child) == {"T"}
+    # Stopped with the same signal: if the parent sees the stop again, it says 20.
+    assert all(ln == "EVENT stopped 20" for ln in after if ln.startswith("EVENT"))
+    os.kill(child, signal.SIGCONT)
+    target.out.wait_line(r"^USR1$", start=count)
+    target.out.wait_line(r"^EVENT continued$", start=count)
+    for role in ("child-main", "child-thread"):
+        n = len(role_numbers(target.out, role))
+        wait_until(lambda r=role, n=n: len(role_numbers(target.out, r)) >= n + 3, 10,
+                   f"{role} ticking again")
+        assert_consecutive(role_numbers(target.out, role))
+    assert_consecutive(role_numbers(target.out, "parent"))
+    assert thread_states(child) <= {"S", "R"}
+
+
+def test_stopped_process_left_running_stays_stopped(build: Builder, procs: Procs,
+                                                    images: Path) -> None:
+    """dump -R of a process stopped by SIGSTOP leaves it stopped, untraced, its mask as
+    it was; SIGCONT lets it carry on."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    os.kill(target.pid, signal.SIGSTOP)
+    wait_until(lambda: proc_state(target.pid) == "T", 5, "the stop")
+    blocked = proc_status(target.pid)["SigBlk"]
+    n = len(target.out.numbers())
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
+    status = proc_status(target.pid)
+    assert status["State"].startswith("T") and status["TracerPid"] == "0"
+    assert status["SigBlk"] == blocked
+    assert_silent(target.pid, target.out)
+    assert len(target.out.numbers()) == n
+    os.kill(target.pid, signal.SIGCONT)
+    assert_consecutive(target.out.wait_numbers(n + 3))
+    # And the images restore it stopped too.
+    os.kill(target.pid, signal.SIGKILL)
+    procs.wait_gone(target)
+    restore_detached(procs, target.pid, target.out, images)
+    assert proc_state(target.pid) == "T"
+    os.kill(target.pid, signal.SIGCONT)
+    assert_consecutive(target.out.wait_numbers(n + 3))
+
+
+def sched_of_threads(pid: int) -> list[tuple[int, int, int]]:
+    """(policy, priority, nice) of each thread, as the kernel reports them."""
+    out = []
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        out.append((os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority,
+                    os.getpriority(os.PRIO_PROCESS, tid)))
+    return out
+
+
+def test_scheduling_and_process_knobs(build: Builder, procs: Procs, images: Path) -> None:
+    """Per thread: policy, priority, nice (SCHED_BATCH, FIFO, RR, IDLE). Per process:
+    oom_score_adj, THP disabled, child subreaper (an orphan made after the restore goes
+    to it), membarrier registration, dumpable 0 (set after the credentials)."""
+    target = procs.start([build("knobs")])
+    child = int(target.out.wait_line(r"^CHILD ").split()[1])
+    grandchild = int(target.out.wait_line(r"^GRANDCHILD ").split()[1])
+    target.out.wait_line(r"^2 thp=")
+    sched = sched_of_threads(target.pid)
+    assert sorted(sched) == sorted([(os.SCHED_BATCH, 0, 7), (os.SCHED_FIFO, 10, 0),
+                                    (os.SCHED_RR, 3, -3), (os.SCHED_IDLE, 0, 4)])
+    inside = target.out.lines()[-1].split(" ", 1)[1]
+    assert inside == "thp=1 sub=1 mb=16 dumpable=0"
+    dump_and_check_dead(procs, target, images)
+    procs.wait_gone(child)
+    procs.wait_gone(grandchild)
+    count = len(target.out.lines())
+    restore_detached(procs, target.pid, target.out, images)
+    assert sched_of_threads(target.pid) == sched
+    with open(f"/proc/{target.pid}/oom_score_adj") as f:
+        assert f.read().strip() == "345"
+    line = target.out.wait_line(r"^\d+ thp=", start=count)
+    assert line.split(" ", 1)[1] == inside
+    assert proc_status(target.pid)["THP_enabled"] == "0"
+    os.kill(child, signal.SIGTERM)
+    wait_until(lambda: proc_ids(grandchild)[0] == target.pid, 10,
+               "the orphan re-parented to the restored subreaper")
+    n = len(target.out.first_field_numbers())
+    wait_until(lambda: len(target.out.first_field_numbers()) >= n + 2, 10, "ticks")
+    assert_consecutive(target.out.first_field_numbers())
