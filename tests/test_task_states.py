@@ -146,3 +146,21 @@ def test_scheduling_and_process_knobs(build: Builder, procs: Procs, images: Path
     n = len(target.out.first_field_numbers())
     wait_until(lambda: len(target.out.first_field_numbers()) >= n + 2, 10, "ticks")
     assert_consecutive(target.out.first_field_numbers())
+
+
+def test_zombies_reaped_with_their_status(build: Builder, procs: Procs, images: Path) -> None:
+    """Zombies that exited, were killed by their parent (SIGKILL) or by a signal of their
+    own are reaped after the restore with the status they ended with."""
+    target = procs.start([build("zombies")])
+    e, k, t = (int(x) for x in target.out.wait_line(r"^pids ").split()[1:])
+    n = len(dump_and_check_dead(procs, target, images))
+    for pid in (e, k, t):
+        procs.wait_gone(pid)
+    restore_detached(procs, target.pid, target.out, images)
+    assert {proc_state(p) for p in (e, k, t)} == {"Z"}
+    target.out.wait_numbers(n + 1)
+    os.kill(target.pid, signal.SIGUSR1)
+    target.out.wait_line(rf"^reaped {t} ")
+    reaped = [ln for ln in target.out.lines() if ln.startswith("reaped ")]
+    assert reaped == [f"reaped {e} exited 7", f"reaped {k} killed 9", f"reaped {t} killed 15"]
+    assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 2))

@@ -233,6 +233,9 @@ def _freeze_tree(root: int) -> list[_Task]:
             if not alive:
                 if pid == root:
                     raise DumpError(f"process {pid} is a zombie")
+                if os.WCOREDUMP(st.exit_code):
+                    log.warning("zombie %d dumped core; its restored zombie will not say "
+                                "so to its parent (WCOREDUMP)", pid)
                 continue
             task.freeze_threads()
             for kid in sorted(procfs.children(pid)):
@@ -265,7 +268,9 @@ def _release(tasks: list[_Task], kill: bool, stop: bool = False) -> None:
             if kill:
                 os.kill(t.pid, libc.SIGKILL)
             else:
-                ptrace.detach(t.pid, libc.SIGSTOP if stop else 0)
+                if stop:  # queued: detaching from a trap stop delivers no signal
+                    os.kill(t.pid, libc.SIGSTOP)
+                ptrace.detach(t.pid)
         except OSError as e:
             log.warning("process %d: release: %s", t.pid, e)
         fr.attached = False

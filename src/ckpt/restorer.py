@@ -168,7 +168,8 @@ def _become(node: _Node, ready_w: int, go_r: int) -> None:
         status = info.get("exit_status", 0)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            signal.signal(sig, signal.SIG_DFL)
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):  # these cannot be caught
+                signal.signal(sig, signal.SIG_DFL)
             libc.prlimit(0, 4, (0, libc.prlimit(0, 4)[1]))  # no core file
             os.kill(os.getpid(), sig)
         os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0)
