@@ -61,7 +61,7 @@ def test_sigio_owner_and_signal(build: Builder, procs: Procs, images: Path) -> N
     assert f"owner=1:{target.pid} sig=1 " in before and "bad=0" in before, before
     assert "signo=1 " in before, before
     dump_and_check_dead(procs, target, images)
-    assert inventory_version(images) == 3  # the owner is in the images (fown)
+    assert inventory_version(images) >= 3  # the owner is in the images (fown)
     restored = restore_detached(procs, target.pid, target.out, images)
     n_lines = len(target.out.lines())
     target.out.wait_numbers(len(target.out.numbers()) + 2)
