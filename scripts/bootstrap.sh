@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with ckpt installed (editable) and the test tools; idempotent.
-# As root it installs gcc if missing; any user can run it for the unit tier.
+# As root it installs gcc if missing, and the servers some tests run (nginx-light) when
+# apt-get can; any user can run it for the unit tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v gcc >/dev/null 2>&1; then
@@ -11,9 +12,9 @@ if ! command -v gcc >/dev/null 2>&1; then
   fi
 fi
 # The network lock of TCP dumps (nftables, iptables as the fallback) and the servers
-# the tests run (redis-server), from Debian; as root only, and only what is missing.
+# the tests run (redis-server, nginx-light), from Debian; as root only, and only what is missing.
 missing=""
-for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2; do
+for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2 nginx:nginx-light; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done
@@ -21,7 +22,7 @@ if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "bootstrap: missing$missing (Debian packages; the TCP tests skip without them)" >&2
+    echo "bootstrap: missing$missing (Debian packages; the tests that need them skip)" >&2
   fi
 fi
 if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ckpt-criu ] \

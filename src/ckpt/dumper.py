@@ -297,7 +297,9 @@ def _check_sessions(tasks: list[_Task], shell_job: bool) -> None:
                                    "in the dumped tree nor the shell job's session")
         if t.pgid not in pids and not (shell_job and t.pgid == root.pgid):
             raise UnsupportedError(f"process {t.pid} is in process group {t.pgid}, whose "
-                                   "leader is outside the dumped tree")
+                                   f"leader {_outside(t.pgid)}; ckpt recreates a group "
+                                   "without its leader only for a shell job's own group "
+                                   "(-j), not yet others")
         parent = by_pid.get(t.ppid)
         if parent is not None and t.sid not in (t.pid, parent.sid):
             grand = by_pid.get(parent.ppid)
@@ -305,6 +307,14 @@ def _check_sessions(tasks: list[_Task], shell_job: bool) -> None:
             if not (parent.sid == parent.pid and t.sid == inherited):
                 raise UnsupportedError(f"process {t.pid}: its session {t.sid} cannot be "
                                        "recreated from its parent's (not supported yet)")
+
+
+def _outside(pid: int) -> str:
+    """How a group's or session's leader outside the tree is described."""
+    try:
+        return f"({procfs.stat(pid).comm}) is outside the dumped tree"
+    except procfs.ProcessGone:
+        return "has exited"
 
 
 def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
