@@ -212,6 +212,20 @@ def assert_consecutive(nums: Sequence[int], start: int = 0) -> None:
                              f"expected {expected[bad]}")
 
 
+def tagged_numbers(out: Output, tag: str) -> list[int]:
+    """N of every line "N TAG" (a thread's or process's ticks on shared output), in order."""
+    return [int(ln.split()[0]) for ln in out.lines() if ln.endswith(f" {tag}")]
+
+
+def assert_tags_carry_on(out: Output, tags: Sequence[str], more: int = 2) -> None:
+    """Each tag prints ``more`` new ticks, and its ticks are consecutive from 0."""
+    for tag in tags:
+        n = len(tagged_numbers(out, tag))
+        wait_until(lambda t=tag, n=n: len(tagged_numbers(out, t)) >= n + more, 10,
+                   f"{more} more ticks of {tag} in {out.path}")
+        assert_consecutive(tagged_numbers(out, tag))
+
+
 def assert_silent(pid: int, out: Output, quiet: float = QUIET) -> list[str]:
     """``pid`` stays alive and prints no new line for ``quiet`` seconds (scaled): it is
     held (stopped, blocked), not dead. Returns its lines."""

@@ -17,9 +17,8 @@ import pytest
 
 from ckpt_helpers import (
     Builder,
-    Output,
     Procs,
-    assert_consecutive,
+    assert_tags_carry_on,
     ckpt_ok,
     dump_and_check_dead,
     proc_status,
@@ -33,9 +32,6 @@ def limits(pid: int) -> str:
     with open(f"/proc/{pid}/limits") as f:
         return f.read()
 
-
-def role_numbers(out: Output, role: str) -> list[int]:
-    return [int(ln.split()[0]) for ln in out.lines() if ln.endswith(f" {role}")]
 
 
 def test_child_as_nobody_with_its_own_limits(build: Builder, procs: Procs,
@@ -54,11 +50,7 @@ def test_child_as_nobody_with_its_own_limits(build: Builder, procs: Procs,
     assert proc_status(child)["Groups"] == ""
     assert limits(child) == child_limits
     target.out.wait_line(r" child$", start=count)
-    for role in ("parent", "child"):
-        n = len(role_numbers(target.out, role))
-        wait_until(lambda r=role, n=n: len(role_numbers(target.out, r)) >= n + 2, 10,
-                   f"the {role} going on")
-        assert_consecutive(role_numbers(target.out, role))
+    assert_tags_carry_on(target.out, ("parent", "child"), 2)
 
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

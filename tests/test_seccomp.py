@@ -11,15 +11,14 @@ from pathlib import Path
 
 from ckpt_helpers import (
     Builder,
-    Output,
     Procs,
     assert_consecutive,
+    assert_tags_carry_on,
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
     proc_status,
     restore_detached,
-    wait_until,
 )
 
 
@@ -30,9 +29,6 @@ def seccomp_of_threads(pid: int) -> list[tuple[str, str]]:
         out.append((status["Seccomp"], status["Seccomp_filters"]))
     return out
 
-
-def role_numbers(out: Output, role: str) -> list[int]:
-    return [int(ln.split()[0]) for ln in out.lines() if ln.endswith(f" {role}")]
 
 
 def test_strict_mode(build: Builder, procs: Procs, images: Path) -> None:
@@ -57,10 +53,7 @@ def test_filter_killing_injected_syscalls_with_tsync(build: Builder, procs: Proc
     target.out.wait_line(r"^3 main$")
     assert seccomp_of_threads(target.pid) == [("2", "1"), ("2", "1")]
     ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
-    counts = {r: len(role_numbers(target.out, r)) for r in ("main", "thread")}
-    for role, n in counts.items():
-        wait_until(lambda r=role, n=n: len(role_numbers(target.out, r)) >= n + 2, 10,
-                   f"{role} going on after dump -R")
+    assert_tags_carry_on(target.out, ("main", "thread"))
     dump_and_check_dead(procs, target, images)
     count = len(target.out.lines())
     restore_detached(procs, target.pid, target.out, images)
@@ -70,8 +63,4 @@ def test_filter_killing_injected_syscalls_with_tsync(build: Builder, procs: Proc
     os.kill(target.pid, signal.SIGUSR1)
     assert target.out.wait_line(r"^TSYNC ", start=count) == "TSYNC 0"
     assert seccomp_of_threads(target.pid) == [("2", "2"), ("2", "2")]
-    for role in ("main", "thread"):
-        n = len(role_numbers(target.out, role))
-        wait_until(lambda r=role, n=n: len(role_numbers(target.out, r)) >= n + 2, 10,
-                   f"{role} going on after restore")
-        assert_consecutive(role_numbers(target.out, role))
+    assert_tags_carry_on(target.out, ("main", "thread"), 2)

@@ -10,16 +10,17 @@ from pathlib import Path
 
 from ckpt_helpers import (
     Builder,
-    Output,
     Procs,
     assert_consecutive,
     assert_silent,
+    assert_tags_carry_on,
     ckpt_ok,
     dump_and_check_dead,
     proc_ids,
     proc_state,
     proc_status,
     restore_detached,
+    tagged_numbers,
     wait_until,
 )
 
@@ -32,9 +33,6 @@ def thread_states(pid: int) -> set[str]:
         states.add(raw[raw.rindex(b")") + 2:].split()[0].decode())
     return states
 
-
-def role_numbers(out: Output, role: str) -> list[int]:
-    return [int(ln.split()[0]) for ln in out.lines() if ln.endswith(f" {role}")]
 
 
 def start_stopped_job(build: Builder, procs: Procs) -> tuple[int, int]:
@@ -71,12 +69,8 @@ def test_stopped_job_restored_stopped(build: Builder, procs: Procs, images: Path
     os.kill(child, signal.SIGCONT)
     target.out.wait_line(r"^USR1$", start=count)
     target.out.wait_line(r"^EVENT continued$", start=count)
-    for role in ("child-main", "child-thread"):
-        n = len(role_numbers(target.out, role))
-        wait_until(lambda r=role, n=n: len(role_numbers(target.out, r)) >= n + 3, 10,
-                   f"{role} ticking again")
-        assert_consecutive(role_numbers(target.out, role))
-    assert_consecutive(role_numbers(target.out, "parent"))
+    assert_tags_carry_on(target.out, ("child-main", "child-thread"), 3)
+    assert_consecutive(tagged_numbers(target.out, "parent"))
     assert thread_states(child) <= {"S", "R"}
 
 
