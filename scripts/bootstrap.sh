@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with ckpt installed (editable) and the test tools; idempotent.
-# As root it installs gcc if missing, and the servers some tests run (nginx-light) when
-# apt-get can; any user can run it for the unit tier.
+# As root it installs gcc if missing and the Debian packages some tests need; any user
+# can run it for the unit tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v gcc >/dev/null 2>&1; then
