@@ -14,8 +14,10 @@ from ckpt_helpers import (
     assert_consecutive,
     assert_silent,
     assert_tags_carry_on,
+    ckpt_fails,
     ckpt_ok,
     dump_and_check_dead,
+    only_child,
     proc_ids,
     proc_state,
     proc_status,
@@ -158,3 +160,32 @@ def test_zombies_reaped_with_their_status(build: Builder, procs: Procs, images: 
     reaped = [ln for ln in target.out.lines() if ln.startswith("reaped ")]
     assert reaped == [f"reaped {e} exited 7", f"reaped {k} killed 9", f"reaped {t} killed 15"]
     assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 2))
+
+
+def test_tree_in_a_shells_group_with_zombies(build: Builder, procs: Procs,
+                                             images: Path) -> None:
+    """A tree started from a shell without job control (sh -c 'prog &'): its process
+    group and session are the shell's, whose leader is outside the dumped tree. Without
+    -j the dump is refused, suggesting it; with -j the tree, zombies included, comes back
+    in one group (the restorer's, as criu does) and the zombies are reaped with their
+    status."""
+    shell = procs.start(["sh", "-c", f"{build('zombies')} & wait"])
+    root = only_child(shell.pid)
+    shell.out.wait_line(r"^pids ")
+    assert proc_ids(root)[1:] == (shell.pid, shell.pid)
+    err = ckpt_fails("dump", "-t", root, "-D", images)
+    assert f"process {root}" in err and "-j" in err, err
+    e, k, t = (int(x) for x in shell.out.wait_line(r"^pids ").split()[1:])
+    ckpt_ok("dump", "-t", root, "-D", images, "-j")
+    for pid in (root, e, k, t):
+        procs.wait_gone(pid)
+    n = len(shell.out.numbers())
+    ckpt_ok("restore", "-D", images, "-d", "-j")
+    procs.adopt(root, shell.out)
+    group = os.getpgrp()
+    assert {proc_ids(p)[1] for p in (root, e, k, t)} == {group}
+    os.kill(root, signal.SIGUSR1)
+    shell.out.wait_line(rf"^reaped {t} ")
+    reaped = [ln for ln in shell.out.lines() if ln.startswith("reaped ")]
+    assert reaped == [f"reaped {e} exited 7", f"reaped {k} killed 9", f"reaped {t} killed 15"]
+    assert_consecutive(shell.out.wait_numbers(n + 2))
