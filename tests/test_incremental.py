@@ -275,17 +275,17 @@ def test_chain_with_a_changed_parent_is_refused(build: Builder, procs: Procs,
     restore_and_check(procs, target, child, len(target.out.numbers()))
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_older_versions_are_refused(build: Builder, procs: Procs, images: Path,
                                     version: int) -> None:
-    """Folders of versions 1 to 4 do not say which capabilities and per-thread
+    """Folders of versions 1 to 5 do not say which capabilities and per-thread
     credentials the process had: restoring them would grant ckpt's. They are refused,
     naming the version; nothing is created."""
     target = procs.start([build("counter")])
     target.out.wait_numbers(3)
     dump_and_check_dead(procs, target, images)
     body = inventory(images)
-    assert body["version"] == 5
+    assert body["version"] == 6
     del body["crc32"]
     body["version"] = version
     body["crc32"] = zlib.crc32(_canonical(body))
