@@ -189,3 +189,30 @@ def test_tree_in_a_shells_group_with_zombies(build: Builder, procs: Procs,
     reaped = [ln for ln in shell.out.lines() if ln.startswith("reaped ")]
     assert reaped == [f"reaped {e} exited 7", f"reaped {k} killed 9", f"reaped {t} killed 15"]
     assert_consecutive(shell.out.wait_numbers(n + 2))
+
+
+def test_sigtrap_handler_and_pending_sigtrap(build: Builder, procs: Procs,
+                                             images: Path) -> None:
+    """ckpt's injected syscalls raise no SIGTRAP of their own: a SIGTRAP handler and a
+    SIGTRAP pending (blocked, with its value) are the same after dump -R and after a
+    restore, and the handler gets that very signal once it is unblocked."""
+    trap = 1 << (signal.SIGTRAP - 1)
+    target = procs.start([build("sigtrap")])
+    target.out.wait_numbers(2)
+
+    def trap_state() -> tuple[bool, bool, bool]:
+        st = proc_status(target.pid)
+        return (bool(int(st["SigCgt"], 16) & trap), bool(int(st["ShdPnd"], 16) & trap),
+                bool(int(st["SigBlk"], 16) & trap))
+
+    assert trap_state() == (True, True, True)
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
+    assert trap_state() == (True, True, True)
+    n = len(dump_and_check_dead(procs, target, images))
+    restore_detached(procs, target.pid, target.out, images)
+    assert trap_state() == (True, True, True)
+    os.kill(target.pid, signal.SIGUSR1)
+    assert target.out.wait_line(r"^TRAP ") == "TRAP code=-1 value=4242"  # SI_QUEUE
+    assert_consecutive(target.out.wait_numbers(n + 2))
+    assert [ln for ln in target.out.lines() if ln.startswith("TRAP")] == [
+        "TRAP code=-1 value=4242"]
