@@ -113,9 +113,10 @@ def sched_of_threads(pid: int) -> list[tuple[int, int, int]]:
 
 
 def test_scheduling_and_process_knobs(build: Builder, procs: Procs, images: Path) -> None:
-    """Per thread: policy, priority, nice (SCHED_BATCH, FIFO, RR, IDLE). Per process:
-    oom_score_adj, THP disabled, child subreaper (an orphan made after the restore goes
-    to it), membarrier registration, dumpable 0 (set after the credentials)."""
+    """Per thread: policy, priority, nice (SCHED_BATCH, FIFO, RR, IDLE), timer slack, TSC
+    access, machine-check kill policy. Per process: oom_score_adj, THP disabled, child
+    subreaper (an orphan made after the restore goes to it), membarrier registration,
+    memory-deny-write-execute, dumpable 0 (set after the credentials)."""
     target = procs.start([build("knobs")])
     child = int(target.out.wait_line(r"^CHILD ").split()[1])
     grandchild = int(target.out.wait_line(r"^GRANDCHILD ").split()[1])
@@ -124,7 +125,9 @@ def test_scheduling_and_process_knobs(build: Builder, procs: Procs, images: Path
     assert sorted(sched) == sorted([(os.SCHED_BATCH, 0, 7), (os.SCHED_FIFO, 10, 0),
                                     (os.SCHED_RR, 3, -3), (os.SCHED_IDLE, 0, 4)])
     inside = target.out.lines()[-1].split(" ", 1)[1]
-    assert inside == "thp=1 sub=1 mb=16 dumpable=0"
+    # Per thread slack/tsc/mce: fifo (slack 0 under a real-time policy, MCE kill early),
+    # rr, idle (slack 777000, rdtsc faulting).
+    assert inside == "thp=1 sub=1 mb=16 dumpable=0 mdwe=1 threads=0/1/1,0/1/2,777000/2/2"
     dump_and_check_dead(procs, target, images)
     procs.wait_gone(child)
     procs.wait_gone(grandchild)

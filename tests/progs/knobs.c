@@ -1,12 +1,14 @@
 /* knobs: scheduling per thread and the process's kernel knobs.
  *
- * Threads: main SCHED_BATCH nice 7; "fifo" SCHED_FIFO priority 10; "rr" nice -3 then
- * SCHED_RR priority 3; "idle" SCHED_IDLE nice 4.
+ * Threads: main SCHED_BATCH nice 7; "fifo" SCHED_FIFO priority 10, machine-check kill
+ * early; "rr" nice -3 then SCHED_RR priority 3; "idle" SCHED_IDLE nice 4, timer slack
+ * 777000 ns, rdtsc faulting (PR_TSC_SIGSEGV).
  * Process: oom_score_adj 345, THP disabled, child subreaper, membarrier registered
- * for private expedited commands, not dumpable.
+ * for private expedited commands, memory-deny-write-execute, not dumpable.
  * It forks a child, which forks a grandchild; the child exits on SIGTERM, leaving the
  * grandchild to the subreaper. Prints "CHILD PID" and "GRANDCHILD PID", then every
- * 50 ms "N thp=T sub=S mb=M dumpable=D" (what the process reads of itself).
+ * 50 ms "N thp=T sub=S mb=M dumpable=D mdwe=W threads=..." (what the process reads of
+ * itself; per thread "slack/tsc/mce" as each thread reads its own).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -45,6 +47,10 @@ static void set_sched(int policy, int prio, int nice)
 
 struct spec {
     int policy, prio, nice;
+    long slack;
+    int tsc, mce;
+    volatile long seen_slack;
+    volatile int seen_tsc, seen_mce;
 };
 
 static volatile int ready;
@@ -52,10 +58,22 @@ static volatile int ready;
 static void *thread_main(void *arg)
 {
     struct spec *s = arg;
+    if (s->slack && prctl(PR_SET_TIMERSLACK, s->slack, 0, 0, 0))
+        die("timerslack");
+    if (s->tsc && prctl(PR_SET_TSC, s->tsc, 0, 0, 0))
+        die("tsc");
+    if (s->mce >= 0 && prctl(PR_MCE_KILL, PR_MCE_KILL_SET, s->mce, 0, 0))
+        die("mce");
     set_sched(s->policy, s->prio, s->nice);
     __sync_fetch_and_add(&ready, 1);
-    for (;;)
+    for (;;) {
+        int tsc = 0;
+        prctl(PR_GET_TSC, &tsc, 0, 0, 0);
+        s->seen_tsc = tsc;
+        s->seen_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+        s->seen_mce = prctl(PR_MCE_KILL_GET, 0, 0, 0, 0);
         tick();
+    }
     return NULL;
 }
 
@@ -85,7 +103,9 @@ int main(void)
         die("thp");
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0))
         die("membarrier");
-    static struct spec specs[] = {{SCHED_FIFO, 10, 0}, {SCHED_RR, 3, -3}, {SCHED_IDLE, 0, 4}};
+    static struct spec specs[] = {{SCHED_FIFO, 10, 0, 0, 0, PR_MCE_KILL_EARLY, 0, 0, 0},
+                                  {SCHED_RR, 3, -3, 0, 0, -1, 0, 0, 0},
+                                  {SCHED_IDLE, 0, 4, 777000, PR_TSC_SIGSEGV, -1, 0, 0, 0}};
     for (int i = 0; i < 3; i++) {
         pthread_t t;
         pthread_create(&t, NULL, thread_main, &specs[i]);
@@ -95,12 +115,19 @@ int main(void)
         usleep(1000);
     if (prctl(PR_SET_DUMPABLE, 0))
         die("dumpable");
+    if (prctl(65 /* PR_SET_MDWE */, 1 /* PR_MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0))
+        die("mdwe");
     for (long n = 0;; n++) {
         int sub = 0;
         prctl(PR_GET_CHILD_SUBREAPER, &sub);
         long mb = syscall(SYS_membarrier, 1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0);
-        printf("%ld thp=%d sub=%d mb=%ld dumpable=%d\n", n, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0),
-               sub, mb, prctl(PR_GET_DUMPABLE));
+        printf("%ld thp=%d sub=%d mb=%ld dumpable=%d mdwe=%d threads=", n,
+               prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), sub, mb, prctl(PR_GET_DUMPABLE),
+               prctl(66 /* PR_GET_MDWE */, 0, 0, 0, 0));
+        for (int i = 0; i < 3; i++)
+            printf("%s%ld/%d/%d", i ? "," : "", specs[i].seen_slack, specs[i].seen_tsc,
+                   specs[i].seen_mce);
+        printf("\n");
         tick();
     }
 }

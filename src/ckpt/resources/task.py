@@ -1,8 +1,9 @@
 """Per-task state that is neither memory, registers, signals nor files: rlimits,
 umask, cwd, personality, oom_score_adj, the prctl knobs of the process (dumpable,
-THP disabled, child subreaper), membarrier registrations; and what each thread has
-of its own (``dump_own``): comm, rseq, tid address, robust list, CPU affinity,
-scheduling, parent-death signal, credentials and seccomp.
+THP disabled, child subreaper, memory-deny-write-execute, KSM merging),
+membarrier registrations; and what each thread has of its own (``dump_own``):
+comm, rseq, tid address, robust list, CPU affinity, scheduling, timer slack, TSC
+access, machine-check kill policy, parent-death signal, credentials and seccomp.
 
 Credentials and seccomp come last at restore (``restore_final``): a change of
 credentials resets the parent-death signal and the process's dumpable flag, so
@@ -27,6 +28,12 @@ log = logging.getLogger("ckpt.task")
 RSEQ_SIG = 0x53053053  # the signature glibc registers its rseq area with on x86
 CAP_SYS_RESOURCE = 24
 PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42
+PR_GET_TSC, PR_SET_TSC = 25, 26
+PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30
+PR_MCE_KILL, PR_MCE_KILL_GET = 33, 34
+PR_MCE_KILL_CLEAR, PR_MCE_KILL_SET, PR_MCE_KILL_DEFAULT = 0, 1, 2
+PR_SET_MDWE, PR_GET_MDWE = 65, 66
+PR_SET_MEMORY_MERGE, PR_GET_MEMORY_MERGE = 67, 68
 SUID_DUMP_ROOT = 2
 # membarrier: the registrations a process holds (6.3+), each re-done by its own command.
 MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9
@@ -63,7 +70,19 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
         "thp_disable": inj.call("prctl", PR_GET_THP_DISABLE),
         "child_subreaper": subreaper,
         "membarrier": _membarrier_registrations(pid, inj),
+        "mdwe": _optional_prctl(inj, PR_GET_MDWE),  # Linux 6.3
+        "memory_merge": _optional_prctl(inj, PR_GET_MEMORY_MERGE),  # Linux 6.4
     }
+
+
+def _optional_prctl(inj: Injector, option: int) -> int:
+    """A prctl value this kernel may not know (EINVAL): 0, what every process has there."""
+    got = inj.raw("prctl", option)
+    if got == -errno.EINVAL:
+        return 0
+    if got < 0:
+        raise OSError(-got, f"prctl {option} in process {inj.pid}: {os.strerror(-got)}")
+    return got
 
 
 def _check_rlimits(pid: int, rlimits: list[tuple[int, int]]) -> None:
@@ -129,6 +148,8 @@ def dump_own(pid: int, tid: int, inj: Injector, scratch: int) -> dict[str, Any]:
     creds.check(pid, tid, cred)
     scheduling = sched.dump(tid)
     sched.check(pid, tid, scheduling)
+    inj.call("prctl", PR_GET_TSC, scratch)
+    tsc = int.from_bytes(inj.read(scratch, 4), "little")
     return {
         "comm": procfs.thread_comm(pid, tid),
         "rseq": [rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature],
@@ -136,6 +157,9 @@ def dump_own(pid: int, tid: int, inj: Injector, scratch: int) -> dict[str, Any]:
         "robust_list": [robust_head, robust_len],
         "affinity": sorted(os.sched_getaffinity(tid)),
         "sched": scheduling,
+        "timerslack": inj.call("prctl", PR_GET_TIMERSLACK),
+        "tsc": tsc,
+        "mce_kill": inj.call("prctl", PR_MCE_KILL_GET),
         "pdeathsig": pdeathsig,
         "creds": cred,
         "seccomp": seccomp.dump(pid, tid),
@@ -159,6 +183,13 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> Non
     except OSError as e:
         log.warning("thread %d: CPU affinity %s not restored: %s", tid, t["affinity"],
                     e.strerror)
+    inj.call("prctl", PR_SET_TIMERSLACK, t["timerslack"])  # before a real-time policy
+    if t["tsc"]:
+        inj.call("prctl", PR_SET_TSC, t["tsc"])
+    if t["mce_kill"] == PR_MCE_KILL_DEFAULT:
+        inj.call("prctl", PR_MCE_KILL, PR_MCE_KILL_CLEAR)
+    else:
+        inj.call("prctl", PR_MCE_KILL, PR_MCE_KILL_SET, t["mce_kill"])
     sched.restore(tid, t["sched"])
 
 
@@ -225,6 +256,10 @@ def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
     for cmd in MEMBARRIER_REGISTER_COMMANDS:
         if t["membarrier"] & cmd:
             inj.call("membarrier", cmd, 0, 0)
+    if t["memory_merge"]:  # KSM for all its memory, which is in place now
+        inj.call("prctl", PR_SET_MEMORY_MERGE, 1)
+    if t["mdwe"]:  # no mapping may become writable and executable from here on
+        inj.call("prctl", PR_SET_MDWE, t["mdwe"])
     restore_own(pid, inj, scratch, t)
 
 
