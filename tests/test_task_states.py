@@ -219,3 +219,20 @@ def test_sigtrap_handler_and_pending_sigtrap(build: Builder, procs: Procs,
     assert_consecutive(target.out.wait_numbers(n + 2))
     assert [ln for ln in target.out.lines() if ln.startswith("TRAP")] == [
         "TRAP code=-1 value=4242"]
+
+
+def test_zombie_leader_refused_unharmed(build: Builder, procs: Procs, images: Path) -> None:
+    """A child whose main thread exited while its other thread runs looks like a zombie:
+    saving it as one would lose the thread. The dump refuses, naming it; the tree runs
+    on, untraced."""
+    target = procs.start([build("zombie_leader")])
+    child = int(target.out.wait_line(r"^CHILD ").split()[1])
+    target.out.wait_line(r"^2 thread$")
+    assert proc_state(child) == "Z"
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+    assert f"process {child}" in err and "main thread has exited" in err, err
+    assert not (images / "inventory.json").exists()
+    assert_tags_carry_on(target.out, ("parent", "thread"))
+    assert proc_status(target.pid)["TracerPid"] == "0"
+    assert all(proc_status(f"{child}/task/{t}")["TracerPid"] == "0"  # type: ignore[arg-type]
+               for t in os.listdir(f"/proc/{child}/task"))

@@ -231,6 +231,7 @@ def _freeze_tree(root: int) -> list[_Task]:
                          st.tty_nr, st.tpgid)
             tasks.append(task)
             if not alive:
+                _refuse_zombie_leader(pid)
                 if pid == root:
                     raise DumpError(f"process {pid} is a zombie")
                 if os.WCOREDUMP(st.exit_code):
@@ -342,10 +343,24 @@ def _check_dumpable(pid: int) -> procfs.Stat:
     except procfs.ProcessGone:
         raise DumpError(f"process {pid} does not exist") from None
     if st.state in ("Z", "X"):
+        _refuse_zombie_leader(pid)
         raise DumpError(f"process {pid} is a zombie")
     if pid in _ancestors(os.getpid()):
         raise DumpError(f"process {pid} is an ancestor of ckpt; ckpt cannot dump itself")
     return st
+
+
+def _refuse_zombie_leader(pid: int) -> None:
+    """A process whose first thread exited while others run shows as a zombie: it is
+    not one, and saving it as one would lose its threads."""
+    try:
+        others = [t for t in procfs.threads(pid) if t != pid]
+    except procfs.ProcessGone:
+        return
+    if others:
+        raise UnsupportedError(f"process {pid}: its main thread has exited while its "
+                               f"threads {others[:5]} run on (a zombie leader); not "
+                               "supported yet")
 
 
 def _ancestors(pid: int) -> list[int]:
