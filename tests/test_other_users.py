@@ -5,6 +5,7 @@ as nobody answers HTTP after a restore."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -142,3 +143,16 @@ def _answers(port: int) -> bool:
     except OSError:
         return False
 
+
+
+def test_error_names_the_failing_process_and_its_user(build: Builder, procs: Procs) -> None:
+    """A system error while saving one process of a tree names that process (not the
+    root), its name and the user it runs as when the kernel refused ckpt access."""
+    from ckpt.dumper import _task_failed
+
+    target = procs.start([build("otheruser")])
+    child = int(target.out.wait_line(r"^CHILD ").split()[1])
+    target.out.wait_line(r"^1 child$")
+    err = str(_task_failed(child, OSError(errno.EPERM, "prlimit64: Operation not permitted")))
+    assert err.startswith(f"dump of process {child} (otheruser"), err
+    assert "prlimit64: Operation not permitted" in err and "runs as user 65534" in err, err
