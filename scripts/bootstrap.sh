@@ -30,3 +30,8 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ckpt-criu ] \
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 fi
+# gunicorn, a real server the tests dump and restore (its test skips without it).
+if [ "$(id -u)" = 0 ] && ! .venv/bin/python -c 'import gunicorn' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check gunicorn \
+    || echo "bootstrap: gunicorn could not be installed; its test will be skipped" >&2
+fi
