@@ -417,6 +417,9 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         "timers": timers.dump(pid, inj, fr.scratch),
         "stop_signal": fr.stop_signal,
     }
+    cwd_ghost = ghost.save_cwd(images, pid, core["task"]["cwd"])  # a removed directory
+    if cwd_ghost is not None:
+        core["task"]["cwd_ghost"] = cwd_ghost
     core["threads"] = []
     for th in t.threads:
         assert th.regs0 is not None and th.mask0 is not None

@@ -40,6 +40,7 @@ from .pages.chain import Chain, Segment
 from .resources import (
     cpu,
     files,
+    ghost,
     locks,
     mem,
     seccomp,
@@ -276,6 +277,7 @@ class Restore:
         self.ready_r = self.go_w = -1  # the pipes the forked tree reports and waits on
         self.started: list[_Node] = []  # forked processes that are ckpt's
         self.shmem: dict[int, tuple[int, int, int]] = {}  # shared memory mapped so far
+        self.cwds: dict[int, int] = {}  # removed working directories: ghost id -> a pid in it
         self.pidfile_written: str | None = None
         self.foreground: Foreground | None = None
 
@@ -547,6 +549,7 @@ class _TaskRestore:
             self.give_terminal_foreground()
             self.restore_memory()
             self.take_locks()
+            self.enter_removed_cwd()
             task.restore(self.pid, self.inj, self.scratch, self.core["task"])
             self.create_threads()
             self.restore_signals()
@@ -606,6 +609,26 @@ class _TaskRestore:
         log.info("process %d: memory restored (%d injected syscalls so far)", self.pid,
                  self.inj.count)
         faults.point("restore.task.memory")
+
+    def enter_removed_cwd(self) -> None:
+        """A working directory that was removed: the restored one (ghost.py), the same
+        directory as the fds and other processes that hold it."""
+        info = self.core["task"].get("cwd_ghost")
+        if info is None:
+            return
+        path, own = ghost.cwd_source(self.r.images_dir, info, self.r.cwds)
+        try:
+            self.inj.write_string(self.scratch, path)
+            fd = self.inj.call("openat", -100, self.scratch,
+                               os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        finally:
+            if own is not None:
+                os.close(own)
+        try:
+            self.inj.call("fchdir", fd)
+        finally:
+            self.inj.call("close", fd)
+        self.r.cwds.setdefault(int(info["id"]), self.pid)
 
     def create_threads(self) -> None:
         """Its other threads, each under its TID, with what is its own but credentials,

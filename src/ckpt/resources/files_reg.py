@@ -133,12 +133,9 @@ class RegularFiles(FileKind):
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         link, st = f.link, f.st
         if ghost.is_ghost(link, st):
-            if st_mod.S_ISDIR(st.st_mode):
-                raise UnsupportedError(f"{f.where}: {link} is a removed directory; not "
-                                       "supported yet")
             obj = ghost.save_fd(ctx.images, f.dup, st, link, f.where)
-            return {"path": obj["path"], "pos": f.info.pos, "size": st.st_size, "dir": False,
-                    "ghost": obj}
+            return {"path": obj["path"], "pos": f.info.pos, "size": st.st_size,
+                    "dir": st_mod.S_ISDIR(st.st_mode), "ghost": obj}
         if st.st_nlink == 0:
             raise UnsupportedError(f"{f.where}: {link} is an unlinked file without a "
                                    "(deleted) path; not supported")

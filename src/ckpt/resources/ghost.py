@@ -1,24 +1,34 @@
 """Ghost objects: files that have no name any more, whose content only the kernel holds.
 
-Two sorts: *deleted files* (a regular file unlinked while open or mapped,
-``/path (deleted)``; criu calls them ghost files) and *memfds*
-(``memfd_create``, ``/memfd:NAME (deleted)``). A process may hold one through
-fds, mappings (MAP_SHARED or MAP_PRIVATE) and its exe link, and several
-processes may share it.
+Two sorts: *deleted files* (a file unlinked while open or mapped, ``/path
+(deleted)``; criu calls them ghost files) and *memfds* (``memfd_create``,
+``/memfd:NAME (deleted)``). A deleted file is a regular file (a temporary file:
+``mkstemp`` + ``unlink``, ``O_TMPFILE``), a removed directory (an fd on it, a
+working directory), a FIFO, a device node or a symbolic link (through an
+``O_PATH`` fd). A process may hold one through fds, mappings (MAP_SHARED or
+MAP_PRIVATE), its exe link and its cwd, and several processes may share it.
 
-Dump: each object is saved once per dump, whoever holds it and however: its
-data ranges (``SEEK_DATA``/``SEEK_HOLE``) are copied by the kernel
-(``copy_file_range``, else ``sendfile``) from a descriptor of the object to
-``ghost-data.img``; every reference (fd description, mapping, exe) carries the
-same description, with its ``id``. A deleted file larger than the ghost limit
-(``--ghost-limit``, 64 MiB by default) is refused.
+Dump: each object is saved once per dump, whoever holds it and however: a
+regular file's data ranges (``SEEK_DATA``/``SEEK_HOLE``) are copied by the
+kernel (``copy_file_range``, else ``sendfile``) from a descriptor of the object
+to ``ghost-data.img``; every reference (fd description, mapping, exe, cwd)
+carries the same description, with its ``id``. A deleted file larger than the
+ghost limit (``--ghost-limit``, 64 MiB by default) is refused. What the restore
+would refuse (``check``) is refused then.
 
-Restore: ``create`` makes the object again in ckpt and fills it from the image
-by the kernel again: an ``O_TMPFILE`` in the file's directory, linked under its
-old name (or a hidden one if that name is taken now) and unlinked at once, so
-that /proc shows ``/path (deleted)`` again; or ``memfd_create`` with the
-name, mode and seals. Fd descriptions reopen that one object (``Made``), and
-mappings map it (mem.py: through a process already holding it).
+Restore: ``create`` makes the object again in ckpt: a regular file as an
+``O_TMPFILE`` in its directory, filled from the image by the kernel, linked
+under its old name (or a hidden one if that name is taken now) and unlinked at
+once, so that /proc shows ``/path (deleted)`` again; a directory, FIFO, device
+node or symlink made under that name, opened and removed. Directories on the
+way that are gone now are made for that time and removed after (a file of a
+removed directory shows ``/dir/file (deleted)`` again); where one is a file now,
+a hidden name in the nearest directory is used. The object gets its owner,
+mode, access and modification times back, and every directory ckpt made or
+removed a name in gets its times back too. A memfd is made with
+``memfd_create`` with its name, mode and seals. Fd descriptions reopen that one
+object (``Made``), mappings map it (mem.py: through a process already holding
+it), a removed working directory is entered through it (``cwd_source``).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ log = logging.getLogger("ckpt.ghost")
 
 DATA_FILE = "ghost-data.img"
 DEFAULT_LIMIT = 64 << 20
+NODE_VERSION = 7  # the image format version with deleted files that are not regular files
 DELETED = " (deleted)"
 MEMFD_PREFIX = "/memfd:"
 
@@ -92,6 +103,25 @@ def may_be_ghost(path: str) -> bool:
 # ---------------------------------------------------------------- dump
 
 
+def _node_type(st: os.stat_result, fd: int | None, link: str, what: str) -> dict[str, Any]:
+    """What a deleted file that is not a regular file needs to be made again: its
+    ``type`` (dir, fifo, chr, blk, link), a device's ``rdev``, a symlink's ``target``."""
+    mode = st.st_mode
+    if st_mod.S_ISREG(mode):
+        return {}
+    if st_mod.S_ISDIR(mode):
+        return {"type": "dir"}
+    if st_mod.S_ISFIFO(mode):
+        return {"type": "fifo"}
+    if st_mod.S_ISCHR(mode) or st_mod.S_ISBLK(mode):
+        return {"type": "chr" if st_mod.S_ISCHR(mode) else "blk",
+                "rdev": [os.major(st.st_rdev), os.minor(st.st_rdev)]}
+    if st_mod.S_ISLNK(mode) and fd is not None:
+        return {"type": "link", "target": os.readlink("", dir_fd=fd)}
+    raise UnsupportedError(f"{what}: {link} is a deleted {st_mod.filemode(mode)[0]!r} file; "
+                           "ckpt cannot make one again")
+
+
 class GhostStore:
     """The ghost objects of one dump, saved once each into ``ghost-data.img``."""
 
@@ -101,11 +131,14 @@ class GhostStore:
         self.saved: dict[tuple[int, int], dict[str, Any]] = {}
         self._data: RawWriter | None = None
 
-    def save(self, fd: int, st: os.stat_result, link: str, what: str) -> dict[str, Any]:
-        """The description of the object ``fd`` reads (saved now if it was not yet).
+    def save(self, fd: int | None, st: os.stat_result, link: str, what: str
+             ) -> dict[str, Any]:
+        """The description of the object ``st`` is the fstat of (saved now if it was not
+        yet).
 
-        ``fd`` is ckpt's own readable descriptor of it, ``link`` what /proc shows
-        for it, ``what`` names the holder for messages ("process 12 fd 3").
+        ``fd`` is ckpt's own readable descriptor of a regular file (None for other
+        types), ``link`` what /proc shows for it, ``what`` names the holder for
+        messages ("process 12 fd 3").
         """
         key = (st.st_dev, st.st_ino)
         if key in self.saved:
@@ -130,25 +163,35 @@ class GhostStore:
                     "other link(s) elsewhere; not supported yet")
             if not path.startswith("/") or path == "/secretmem":
                 raise UnsupportedError(f"{what}: {link} is a file ckpt cannot save")
-            if st.st_size > self.limit:
+            info["path"] = path
+            info.update(_node_type(st, fd, link, what))
+            if "type" in info:
+                self.images.need(NODE_VERSION)
+            if st_mod.S_ISREG(st.st_mode) and st.st_size > self.limit:
                 raise UnsupportedError(
                     f"{what}: {path} is a deleted file of {st.st_size} bytes, more than "
                     f"the ghost file limit of {self.limit} bytes; raise it with "
                     "--ghost-limit (ghost_limit=) to save it")
-            info["path"] = path
         info.update(size=st.st_size, mode=st_mod.S_IMODE(st.st_mode), uid=st.st_uid,
-                    gid=st.st_gid)
-        data = self._writer()
-        info["data_off"] = data.size
-        info["runs"] = []
-        for off, length in libc.data_ranges(fd, st.st_size):
-            _append(data, fd, off, length, f"{what}: {link}")
-            info["runs"].append([off, length])
-        tail = _save_tail(data, fd, st.st_size)
-        if tail is not None:
-            info["tail"] = tail
-        log.info("%s: %s saved (%d bytes, %d in the image)", what, link, st.st_size,
-                 data.size - info["data_off"])
+                    gid=st.st_gid, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
+        try:  # what the restore would refuse is refused now
+            check(info)
+        except RestoreError as e:
+            raise UnsupportedError(f"{what}: {e} (the restore would fail)") from None
+        if fd is not None and st_mod.S_ISREG(st.st_mode):
+            data = self._writer()
+            info["data_off"] = data.size
+            info["runs"] = []
+            for off, length in libc.data_ranges(fd, st.st_size):
+                _append(data, fd, off, length, f"{what}: {link}")
+                info["runs"].append([off, length])
+            tail = _save_tail(data, fd, st.st_size)
+            if tail is not None:
+                info["tail"] = tail
+            log.info("%s: %s saved (%d bytes, %d in the image)", what, link, st.st_size,
+                     data.size - info["data_off"])
+        else:
+            log.info("%s: %s saved (%s)", what, link, info.get("type"))
         self.saved[key] = info
         return copy.deepcopy(info)
 
@@ -252,9 +295,27 @@ def store(images: ImageWriter) -> GhostStore:
 def save_fd(images: ImageWriter, dup: int, st: os.stat_result, link: str,
             what: str) -> dict[str, Any]:
     """Save the object behind ``dup`` (ckpt's pidfd_getfd copy of a target's fd)."""
+    if st_mod.S_ISLNK(st.st_mode):  # an O_PATH fd on the link itself
+        return store(images).save(dup, st, link, what)
+    if not st_mod.S_ISREG(st.st_mode):
+        return store(images).save(None, st, link, what)
     fd = os.open(f"/proc/self/fd/{dup}", os.O_RDONLY | os.O_CLOEXEC)  # dup may be write-only
     try:
         return store(images).save(fd, st, link, what)
+    finally:
+        os.close(fd)
+
+
+def save_cwd(images: ImageWriter, pid: int, link: str) -> dict[str, Any] | None:
+    """The ghost description of ``pid``'s working directory if it was removed, else None."""
+    if not link.endswith(DELETED):
+        return None
+    fd = os.open(f"/proc/{pid}/cwd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not is_ghost(link, st):
+            return None
+        return store(images).save(None, st, link, f"process {pid} cwd")
     finally:
         os.close(fd)
 
@@ -291,37 +352,69 @@ def save_exe(images: ImageWriter, pid: int, link: str) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- restore
 
 
+_KINDS = {None: "deleted file", "dir": "removed directory", "fifo": "deleted FIFO",
+          "chr": "deleted character device", "blk": "deleted block device",
+          "link": "deleted symbolic link"}
+
+
 def describe(info: dict[str, Any]) -> str:
     if "memfd" in info:
         return f"memfd {info['memfd']!r}"
-    return f"deleted file {info['path']}"
+    return f"{_KINDS.get(info.get('type'), 'deleted file')} {info['path']}"
+
+
+def _nearest_dir(path: str) -> str:
+    """``path`` if it is a directory, else its nearest ancestor that is."""
+    while not os.path.isdir(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def check(info: dict[str, Any]) -> None:
-    """Refuse early what ``create`` could not do: a deleted file's directory is gone."""
-    if "path" in info and not os.path.isdir(os.path.dirname(info["path"])):
-        raise RestoreError(f"cannot recreate deleted file {info['path']}: its directory "
-                           f"{os.path.dirname(info['path'])} no longer exists")
+    """Refuse what ``create`` could not do: the object's type is unknown, or the
+    directory it is to be made in cannot take it (a read-only file system)."""
+    if "memfd" in info:
+        return
+    if info.get("type") not in _KINDS:
+        raise RestoreError(f"cannot recreate {info['path']}: unknown type {info.get('type')!r}")
+    where = _nearest_dir(os.path.dirname(info["path"]) or "/")
+    if not os.access(where, os.W_OK):
+        raise RestoreError(f"cannot recreate {describe(info)}: {where} is not writable")
 
 
 def create(data_path: str, info: dict[str, Any]) -> int:
-    """Make the object of ``info`` again, filled from ``data_path``; ckpt's O_RDWR fd of it."""
-    fd = _new_memfd(info) if "memfd" in info else _new_file(info)
+    """Make the object of ``info`` again (a regular file filled from ``data_path``); ckpt's
+    fd of it: O_RDWR for a file or memfd, O_RDONLY for a directory, O_RDWR|O_NONBLOCK for a
+    FIFO, O_PATH for a device node or symlink."""
+    check(info)
     try:
-        os.ftruncate(fd, info["size"])
-        _fill(fd, data_path, info)
-        os.fchown(fd, info["uid"], info["gid"])
-        os.fchmod(fd, info["mode"])  # after chown, which drops set-id bits
         if "memfd" in info:
-            want = int(info["seals"])
-            have = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-            if want & ~have:
-                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, want & ~have)
-        else:
-            fd = _named(fd, info["path"])
+            return _new_memfd(data_path, info)
+        if info.get("type") is None:
+            return _new_file(data_path, info)
+        return _new_node(info)
     except OSError as e:
-        os.close(fd)
         raise RestoreError(f"cannot recreate {describe(info)}: {e.strerror or e}") from None
+
+
+def _new_memfd(data_path: str, info: dict[str, Any]) -> int:
+    seals, mode = int(info["seals"]), int(info["mode"])
+    flags = os.MFD_CLOEXEC
+    if not seals & F_SEAL_SEAL:
+        flags |= os.MFD_ALLOW_SEALING
+    exec_flags = MFD_NOEXEC_SEAL if seals & F_SEAL_EXEC and not mode & 0o111 else MFD_EXEC
+    try:
+        fd = os.memfd_create(info["memfd"], flags | exec_flags)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: a kernel before 6.3, without these flags
+            raise
+        fd = os.memfd_create(info["memfd"], flags)
+    try:
+        _fill_attributes(fd, data_path, info)
+        want = int(info["seals"])
+        have = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        if want & ~have:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, want & ~have)
     except BaseException:
         os.close(fd)
         raise
@@ -329,38 +422,82 @@ def create(data_path: str, info: dict[str, Any]) -> int:
     return fd
 
 
-def _new_memfd(info: dict[str, Any]) -> int:
-    seals, mode = int(info["seals"]), int(info["mode"])
-    flags = os.MFD_CLOEXEC
-    if not seals & F_SEAL_SEAL:
-        flags |= os.MFD_ALLOW_SEALING
-    exec_flags = MFD_NOEXEC_SEAL if seals & F_SEAL_EXEC and not mode & 0o111 else MFD_EXEC
-    try:
-        return os.memfd_create(info["memfd"], flags | exec_flags)
-    except OSError as e:
-        if e.errno != errno.EINVAL:  # EINVAL: a kernel before 6.3, without these flags
-            raise RestoreError(f"cannot recreate {describe(info)}: {e.strerror}") from None
-    return os.memfd_create(info["memfd"], flags)
+def _fill_attributes(fd: int, data_path: str, info: dict[str, Any]) -> None:
+    """Size, content, owner, mode and times of a new regular file or memfd."""
+    os.ftruncate(fd, info["size"])
+    _fill(fd, data_path, info)
+    os.fchown(fd, info["uid"], info["gid"])
+    os.fchmod(fd, info["mode"])  # after chown, which drops set-id bits
+    _set_times(fd, info)
 
 
-def _new_file(info: dict[str, Any]) -> int:
-    check(info)
-    directory = os.path.dirname(info["path"])
+def _set_times(target: int | str, info: dict[str, Any], follow: bool = True) -> None:
+    if "mtime_ns" in info:
+        os.utime(target, ns=(info["atime_ns"], info["mtime_ns"]), follow_symlinks=follow)
+
+
+@contextlib.contextmanager
+def _spot(path: str) -> Iterator[tuple[str, list[str]]]:
+    """Where to make a ghost that had ``path``: (its directory, the names to try in order).
+
+    The directory is made if it is gone (with the missing ones above it), for the
+    time the block runs, and removed after. The names: ``path``, then hidden names next
+    to it for when it is taken now. Where a directory on the way is a file now, the
+    nearest directory is used, with hidden names only. Every directory whose entries
+    change gets its access and modification times back afterwards."""
+    directory, base = os.path.split(path)
+    made: list[str] = []
+    missing = directory
+    while not os.path.lexists(missing):
+        made.append(missing)
+        missing = os.path.dirname(missing)
+    hidden = [f".{base}.ckpt-ghost.{n}" for n in range(100)]
+    names = [base] + hidden
+    if not os.path.isdir(missing):  # a file now stands where a directory was
+        made, directory, names = [], _nearest_dir(missing), hidden
+    parent = os.path.dirname(made[-1]) if made else directory  # whose entries change
+    kept = os.stat(parent)
     try:
-        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            raise RestoreError(f"cannot recreate {describe(info)}: {e.strerror}") from None
-    # A file system without O_TMPFILE: a hidden name, removed at once.
-    for n in range(1000):
-        hidden = os.path.join(directory, f".{os.path.basename(info['path'])}.ckpt-ghost.{n}")
+        for d in reversed(made):
+            os.mkdir(d, 0o700)
+        yield directory, [os.path.join(directory, n) for n in names]
+    finally:
+        for d in made:
+            try:
+                os.rmdir(d)
+            except OSError as e:
+                log.warning("%s: cannot remove the folder made for a ghost: %s", d, e.strerror)
+        os.utime(parent, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+
+
+def _new_file(data_path: str, info: dict[str, Any]) -> int:
+    """A deleted regular file: an O_TMPFILE in its directory, filled, then named."""
+    with _spot(info["path"]) as (directory, names):
         try:
-            fd = os.open(hidden, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            fd = _hidden_file(names[1:])  # a file system without O_TMPFILE
+        try:
+            _fill_attributes(fd, data_path, info)
+            fd = _named(fd, info, names)
+        except BaseException:
+            os.close(fd)
+            raise
+    log.info("%s recreated (%d bytes)", describe(info), info["size"])
+    return fd
+
+
+def _hidden_file(names: list[str]) -> int:
+    for name in names:
+        try:
+            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             continue
-        os.unlink(hidden)
+        os.unlink(name)
         return fd
-    raise RestoreError(f"cannot recreate {describe(info)}: no free hidden name")
+    raise OSError(errno.EEXIST, "no free hidden name")
 
 
 def _link_fd(fd: int, name: str) -> None:
@@ -372,19 +509,13 @@ def _link_fd(fd: int, name: str) -> None:
         os.close(procfd)
 
 
-def _named(fd: int, path: str) -> int:
-    """The O_TMPFILE file ``fd`` reopened under its old name, which is removed at once.
-
-    Opened through a name, the file shows as "PATH (deleted)" in /proc again (so
-    do the descriptions reopened from it). If the name is taken now (the file was
-    replaced, e.g. by an upgrade), a hidden name next to it is used. A file that
-    never had a name (O_TMPFILE, "#INODE") gets none.
-    """
-    if os.fstat(fd).st_nlink or os.path.basename(path).startswith("#"):
+def _named(fd: int, info: dict[str, Any], names: list[str]) -> int:
+    """The O_TMPFILE file ``fd`` reopened under the first free of ``names``, which is
+    removed at once: opened through a name, the file shows as "PATH (deleted)" in /proc
+    again (so do the descriptions reopened from it). A file that never had a name
+    (O_TMPFILE, "#INODE") gets none."""
+    if os.fstat(fd).st_nlink or os.path.basename(info["path"]).startswith("#"):
         return fd
-    names = [path] + [os.path.join(os.path.dirname(path),
-                                   f".{os.path.basename(path)}.ckpt-ghost.{n}")
-                      for n in range(100)]
     for name in names:
         try:
             _link_fd(fd, name)
@@ -393,7 +524,7 @@ def _named(fd: int, path: str) -> int:
         except OSError as e:
             if e.errno != errno.ENOENT:  # ENOENT: not an O_TMPFILE file, it cannot be linked
                 log.warning("%s: cannot name the recreated file (%s); it stays nameless",
-                            path, e.strerror)
+                            info["path"], e.strerror)
             return fd
         try:
             named = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -405,6 +536,44 @@ def _named(fd: int, path: str) -> int:
         os.close(named)  # replaced meanwhile: keep the nameless one
         return fd
     return fd
+
+
+def _new_node(info: dict[str, Any]) -> int:
+    """A removed directory, deleted FIFO, device node or symlink: made under its old name
+    (or a hidden one), given its owner, mode and times, opened, and removed."""
+    kind = info["type"]
+    with _spot(info["path"]) as (_, names):
+        for name in names:
+            try:
+                if kind == "dir":
+                    os.mkdir(name, 0o700)
+                elif kind == "fifo":
+                    os.mkfifo(name, 0o600)
+                elif kind in ("chr", "blk"):
+                    dev = os.makedev(*info["rdev"])
+                    os.mknod(name, 0o600 | (st_mod.S_IFCHR if kind == "chr" else st_mod.S_IFBLK),
+                             dev)
+                else:
+                    os.symlink(info["target"], name)
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise OSError(errno.EEXIST, "no free name")
+        try:
+            os.chown(name, info["uid"], info["gid"], follow_symlinks=False)
+            if kind != "link":  # a symlink's mode is always 0777
+                os.chmod(name, info["mode"])
+            _set_times(name, info, follow=False)
+            fd = os.open(name, _NODE_OPEN[kind] | os.O_CLOEXEC)
+        finally:
+            (os.rmdir if kind == "dir" else os.unlink)(name)
+    log.info("%s recreated", describe(info))
+    return fd
+
+
+_NODE_OPEN = {"dir": os.O_RDONLY | os.O_DIRECTORY, "fifo": os.O_RDWR | os.O_NONBLOCK,
+              "chr": os.O_PATH, "blk": os.O_PATH, "link": os.O_PATH | os.O_NOFOLLOW}
 
 
 def _fill_tail(fd: int, data_path: str, info: dict[str, Any]) -> None:
@@ -478,12 +647,13 @@ class Made:
         gid = int(info["id"])
         if gid not in self._objects:
             self._objects[gid] = create(images.path(DATA_FILE), info)
-        flags = reopen_flags(desc["flags"], bool(info.get("dir")), through_proc=True)
+        kind = info.get("type")
+        flags = reopen_flags(desc["flags"], kind == "dir", through_proc=True)
         try:
             fd = os.open(f"/proc/self/fd/{self._objects[gid]}", flags)
         except OSError as e:
             raise RestoreError(f"cannot reopen {describe(info)}: {e.strerror}") from None
-        if not desc["flags"] & os.O_PATH:
+        if kind in (None, "dir") and not desc["flags"] & os.O_PATH:
             os.lseek(fd, int(desc.get("pos", 0)), os.SEEK_SET)
         return fd
 
@@ -508,3 +678,19 @@ def holders(images_dir: str) -> dict[int, tuple[int, int]]:
             if e["file"] in ids:
                 out.setdefault(ids[e["file"]], (int(t["pid"]), int(e["fd"])))
     return out
+
+
+def cwd_source(images_dir: str, info: dict[str, Any], cwds: dict[int, int]
+               ) -> tuple[str, int | None]:
+    """How a restored process enters its removed working directory ``info``, the same
+    object as its fds on it and other processes' cwd: (a path to open, ckpt's own fd
+    to close once it is opened, or None). ``cwds``: ghost id -> a process restored
+    before whose cwd it is."""
+    gid = int(info["id"])
+    if gid in cwds:
+        return f"/proc/{cwds[gid]}/cwd", None
+    holder = holders(images_dir).get(gid)
+    if holder is not None:
+        return f"/proc/{holder[0]}/fd/{holder[1]}", None
+    own = create(os.path.join(images_dir, DATA_FILE), info)
+    return f"/proc/{os.getpid()}/fd/{own}", own

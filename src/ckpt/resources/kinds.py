@@ -14,6 +14,7 @@ from . import (
     files_reg,
     inotify,
     memfd,
+    opath,
     pipes,
     signalfd,
     sk_inet,
@@ -24,6 +25,7 @@ from . import (
 from .filekind import FileKind
 
 KINDS: list[type[FileKind]] = [
+    opath.PathFds,         # O_PATH fds but on regular files and directories (by flags)
     chrdev.CharDevices,    # character devices but terminals
     epoll.Epoll,
     eventfd.EventFds,

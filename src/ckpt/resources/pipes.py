@@ -2,7 +2,10 @@
 
 Buffered bytes are read without consuming them: the pipe is opened again
 through /proc/PID/fd/N and ``tee``d into a pipe of ckpt's. At restore a new
-pipe per saved pipe is filled with those bytes before the process runs.
+pipe per saved pipe is filled with those bytes before the process runs. A FIFO
+is reopened by its path (the dump checks it is still there); one deleted while
+open is a ghost (ghost.py), made again under its name and removed; a FIFO
+refilled gets its modification time back.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from ..errors import DumpError, RestoreError
 from ..images import RawWriter
 from ..kernel import libc
+from . import ghost
 from .filekind import (
     Description,
     DumpCtx,
@@ -92,9 +96,26 @@ class Pipes(FileKind):
             self._saved[ino] = {"capacity": capacity, "data_off": off, "data_len": len(data)}
             log.info("pipe %s: %d bytes buffered", f.link, len(data))
         desc: Description = {"inode": ino, **self._saved[ino]}
-        if not f.link.startswith("pipe:"):
+        if ghost.is_ghost(f.link, f.st):  # a FIFO deleted while open
+            desc["ghost"] = ghost.save_fd(ctx.images, f.dup, f.st, f.link, f.where)
+            desc["fifo"] = desc["ghost"]["path"]
+        elif not f.link.startswith("pipe:"):
             desc["fifo"] = f.link  # a named pipe
         return desc
+
+    def verify(self, ctx: DumpCtx | RestoreCtx, desc: Description) -> None:
+        """A FIFO is reopened by its path: it must still be one (a deleted one is made
+        again: ghost.py)."""
+        if "ghost" in desc:
+            ghost.check(desc["ghost"])
+        elif "fifo" in desc:
+            try:
+                st = os.stat(desc["fifo"])
+            except OSError as e:
+                raise RestoreError(f"cannot reopen the FIFO {desc['fifo']}: {e.strerror}"
+                                   ) from None
+            if not st_mod.S_ISFIFO(st.st_mode):
+                raise RestoreError(f"{desc['fifo']} is no longer a FIFO")
 
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         """Mark pipes with an end outside the dumped tree; the restore needs to know."""
@@ -126,10 +147,17 @@ class Pipes(FileKind):
     def _make(self, ctx: RestoreCtx, desc: Description) -> tuple[int, int]:
         """A new pipe for ``desc``'s, with its capacity and buffered bytes."""
         ino = desc["inode"]
-        if "fifo" in desc:
-            # A named pipe: open both ends on the FIFO so its bytes can go back in.
-            rw = os.open(desc["fifo"], os.O_RDWR | os.O_NONBLOCK)
+        times = None  # a FIFO's times, put back once it is refilled
+        if "ghost" in desc:  # made again, both ends open
+            rw = ghost.create(ctx.images.path(ghost.DATA_FILE), desc["ghost"])
             r, w = rw, rw
+            times = (desc["ghost"]["atime_ns"], desc["ghost"]["mtime_ns"])
+        elif "fifo" in desc:
+            # A named pipe: open both ends on the FIFO so its bytes can go back in.
+            rw = os.open(desc["fifo"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            r, w = rw, rw
+            st = os.fstat(rw)
+            times = (st.st_atime_ns, st.st_mtime_ns)
         else:
             r, w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -145,6 +173,8 @@ class Pipes(FileKind):
                 if len(data) != desc["data_len"]:
                     raise RestoreError(f"{DATA_FILE}: truncated")
                 os.write(w, data)
+            if times is not None and desc["data_len"]:
+                os.utime(w, ns=times)  # the refill is not a write of the process's
         except BaseException:
             close_quietly({r, w})
             raise

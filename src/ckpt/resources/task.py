@@ -238,12 +238,13 @@ def unregister_rseq(pid: int, inj: Injector) -> None:
 
 def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
     """Everything but credentials and seccomp, which come last (``restore_final``)."""
-    inj.write_string(scratch, t["cwd"])
-    try:
-        inj.call("chdir", scratch)
-    except OSError as e:
-        raise RestoreError(f"process {pid}: working directory {t['cwd']}: "
-                           f"{os.strerror(e.errno)}") from None
+    if "cwd_ghost" not in t:  # a removed one is entered before (ghost.cwd_source)
+        inj.write_string(scratch, t["cwd"])
+        try:
+            inj.call("chdir", scratch)
+        except OSError as e:
+            raise RestoreError(f"process {pid}: working directory {t['cwd']}: "
+                               f"{os.strerror(e.errno)}") from None
     inj.call("umask", t["umask"])
     inj.call("personality", t["personality"])
     _restore_rlimits(pid, t["rlimits"])
