@@ -5,6 +5,8 @@
  * 777000 ns, rdtsc faulting (PR_TSC_SIGSEGV).
  * Process: oom_score_adj 345, THP disabled, child subreaper, membarrier registered
  * for private expedited commands, memory-deny-write-execute, not dumpable.
+ * With the argument "drop-nice", every thread then drops CAP_SYS_NICE from all its
+ * capability sets (keeping its policy).
  * It forks a child, which forks a grandchild; the child exits on SIGTERM, leaving the
  * grandchild to the subreaper. Prints "CHILD PID" and "GRANDCHILD PID", then every
  * 50 ms "N thp=T sub=S mb=M dumpable=D mdwe=W threads=..." (what the process reads of
@@ -12,12 +14,14 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -45,6 +49,23 @@ static void set_sched(int policy, int prio, int nice)
         die("sched_setscheduler");
 }
 
+static int drop_nice;
+
+static void drop_sys_nice(void)
+{
+    if (!drop_nice)
+        return;
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    if (prctl(PR_CAPBSET_DROP, CAP_SYS_NICE, 0, 0, 0) || syscall(SYS_capget, &h, d))
+        die("drop CAP_SYS_NICE");
+    d[0].effective &= ~(1u << CAP_SYS_NICE);
+    d[0].permitted &= ~(1u << CAP_SYS_NICE);
+    d[0].inheritable &= ~(1u << CAP_SYS_NICE);
+    if (syscall(SYS_capset, &h, d))
+        die("capset");
+}
+
 struct spec {
     int policy, prio, nice;
     long slack;
@@ -65,6 +86,7 @@ static void *thread_main(void *arg)
     if (s->mce >= 0 && prctl(PR_MCE_KILL, PR_MCE_KILL_SET, s->mce, 0, 0))
         die("mce");
     set_sched(s->policy, s->prio, s->nice);
+    drop_sys_nice();
     __sync_fetch_and_add(&ready, 1);
     for (;;) {
         int tsc = 0;
@@ -77,8 +99,9 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    drop_nice = argc > 1 && strcmp(argv[1], "drop-nice") == 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (prctl(PR_SET_CHILD_SUBREAPER, 1))
         die("subreaper");
@@ -113,6 +136,7 @@ int main(void)
     set_sched(SCHED_BATCH, 0, 7);
     while (ready < 3)
         usleep(1000);
+    drop_sys_nice();
     if (prctl(PR_SET_DUMPABLE, 0))
         die("dumpable");
     if (prctl(65 /* PR_SET_MDWE */, 1 /* PR_MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0))

@@ -52,18 +52,28 @@ def dump(tid: int) -> dict[str, Any]:
 
 
 def check(pid: int, tid: int, s: dict[str, Any]) -> None:
-    """Refuse at dump what ckpt could not set at restore: real-time and deadline
-    policies, and a nice value below ckpt's own, need CAP_SYS_NICE."""
-    if s["policy"] not in POLICY_NAMES:
+    """Refuse at dump what ckpt could not set at restore. Without CAP_SYS_NICE, ckpt
+    sets what the kernel lets the process's own limits allow (its rlimits are back by
+    then): a real-time priority up to RLIMIT_RTPRIO, a nice value down to 20 -
+    RLIMIT_NICE (or ckpt's own); never SCHED_DEADLINE."""
+    name = POLICY_NAMES.get(s["policy"])
+    if name is None:
         raise UnsupportedError(f"thread {tid} of process {pid} has scheduling policy "
                                f"{s['policy']}, which ckpt does not know")
-    privileged = (s["policy"] in (SCHED_FIFO, SCHED_RR, SCHED_DEADLINE)
-                  or s["nice"] < os.getpriority(os.PRIO_PROCESS, 0))
-    if privileged and not procfs.status(os.getpid()).cap_effective >> CAP_SYS_NICE & 1:
-        raise UnsupportedError(
-            f"thread {tid} of process {pid} runs under {POLICY_NAMES[s['policy']]} "
-            f"(priority {s['priority']}, nice {s['nice']}), which ckpt cannot set without "
-            "CAP_SYS_NICE")
+    if procfs.status(os.getpid()).cap_effective >> CAP_SYS_NICE & 1:
+        return
+    limits = dict(zip(procfs.LIMIT_NAMES, procfs.limits(pid), strict=True))
+    rtprio, nice_limit = limits["rtprio"][0], limits["nice"][0]
+    why = ""
+    if s["policy"] == SCHED_DEADLINE:
+        why = "SCHED_DEADLINE"
+    elif s["policy"] in (SCHED_FIFO, SCHED_RR) and s["priority"] > rtprio:
+        why = f"{name} priority {s['priority']}, above its RLIMIT_RTPRIO ({rtprio})"
+    elif s["nice"] < os.getpriority(os.PRIO_PROCESS, 0) and s["nice"] < 20 - nice_limit:
+        why = f"nice {s['nice']}, below what its RLIMIT_NICE ({nice_limit}) allows"
+    if why:
+        raise UnsupportedError(f"thread {tid} of process {pid} runs with {why}, which "
+                               "ckpt cannot set without CAP_SYS_NICE; run ckpt with it")
 
 
 def restore(tid: int, s: dict[str, Any]) -> None:
