@@ -8,11 +8,14 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from ckpt_helpers import (
+    PROGS,
+    PYTHON,
     Builder,
     Output,
     Procs,
@@ -20,9 +23,12 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     dump_and_check_dead,
+    fd_pos_flags,
     is_alive,
+    printed_fds,
     proc_status,
     restore_detached,
+    ticks_go_on,
 )
 
 PAGE = 4096
@@ -250,3 +256,98 @@ def test_ghost_file_over_limit_is_refused(build: Builder, procs: Procs, images: 
     assert_consecutive([t for t, _ in ticks])
     assert all(r == "ok" for _, r in ticks)
     assert os.readlink(f"/proc/{restored.pid}/fd/3") == f"{path} (deleted)"
+
+
+def test_sparse_deleted_file(procs: Procs, images: Path, tmp_path: Path) -> None:
+    """A deleted file of 2 GiB holding three pages of data is saved under --ghost-limit 1M
+    (its data counts, not its size), holes kept: the image holds its three pages, and
+    the restored file is 2 GiB with its data where it was and holes elsewhere.
+    criu's --ghost-fiemap is accepted."""
+    path = tmp_path / "sparse"
+    size = 2 << 30
+    marks = {0: b"a", 1 << 30: b"b", size - PAGE: b"c"}
+    with open(path, "wb") as f:
+        for off, mark in marks.items():
+            f.seek(off)
+            f.write(mark * PAGE)
+    target = procs.start([PYTHON, PROGS / "holdfiles.py", f"s=rw:{path}@{1 << 30}",
+                          f"unlink:{path}"])
+    fd = printed_fds(target.out)["s"]
+    target.out.wait_line(r"^3 ")
+    dump_and_check_dead(procs, target, images, "--ghost-limit", "1M", "--ghost-fiemap")
+    assert (images / "ghost-data.img").stat().st_size == 3 * PAGE
+    restored = restore_detached(procs, target.pid, target.out, images)
+    ticks_go_on(target.out)
+    assert os.readlink(f"/proc/{restored.pid}/fd/{fd}") == f"{path} (deleted)"
+    assert fd_pos_flags(restored.pid, fd)[0] == 1 << 30
+    check = os.open(f"/proc/{restored.pid}/fd/{fd}", os.O_RDONLY)
+    try:
+        st = os.fstat(check)
+        assert st.st_size == size and st.st_nlink == 0
+        assert st.st_blocks * 512 < 1 << 20, "the holes were filled"
+        for off, mark in marks.items():
+            assert os.pread(check, PAGE, off) == mark * PAGE
+        assert os.pread(check, PAGE, PAGE) == bytes(PAGE)
+        assert os.lseek(check, PAGE, os.SEEK_DATA) == 1 << 30
+    finally:
+        os.close(check)
+
+
+def test_deleted_name_of_a_file_with_other_links(procs: Procs, images: Path,
+                                                 tmp_path: Path) -> None:
+    """A file opened through a name that was removed (with its directory) while another
+    hard link to it stays is saved as a link, not a copy, and the file system is left as
+    it was; after the restore the fds are on that very file again (what was written to
+    it since shows), under the removed name, with the links it had."""
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    name, other = top / "sub" / "f", top / "g"
+    name.write_bytes(b"0123456789")
+    os.link(name, other)
+    target = procs.start([PYTHON, PROGS / "holdfiles.py", f"w=rw:{name}@5", f"r=r:{name}@2",
+                          f"unlink:{name}", f"rmdir:{top / 'sub'}"])
+    fds = printed_fds(target.out)
+    target.out.wait_line(r"^3 ")
+    before = (sorted(os.listdir(top)), top.stat().st_mtime_ns)
+    dump_and_check_dead(procs, target, images, "--link-remap")
+    assert (sorted(os.listdir(top)), top.stat().st_mtime_ns) == before
+    assert not (images / "ghost-data.img").exists(), "the file was copied"
+    descs = [d for d in json.loads((images / "files.json").read_text()).values()
+             if d.get("deleted")]
+    assert {(d["path"], d["deleted"]) for d in descs} == {(str(other), str(name))}
+    with open(other, "ab") as f:
+        f.write(b"written meanwhile")
+
+    restored = restore_detached(procs, target.pid, target.out, images)
+    ticks_go_on(target.out)
+    for fd in fds.values():
+        assert os.readlink(f"/proc/{restored.pid}/fd/{fd}") == f"{name} (deleted)"
+        st = _fd_stat(restored.pid, fd)
+        assert (st.st_ino, st.st_nlink) == (other.stat().st_ino, 1)
+    with open(f"/proc/{restored.pid}/fd/{fds['r']}", "rb") as f:
+        assert f.read() == b"0123456789written meanwhile"
+    assert (sorted(os.listdir(top)), top.stat().st_mtime_ns) == before
+
+
+def test_other_link_not_found_is_refused(procs: Procs, images: Path, tmp_path: Path
+                                         ) -> None:
+    """A removed name whose file's other link ckpt cannot see (mounted over): the dump
+    refuses, naming it, and the process runs on untouched."""
+    top = tmp_path / "top"
+    (top / "hidden").mkdir(parents=True)
+    name = top / "f"
+    name.write_bytes(b"data")
+    os.link(name, top / "hidden" / "g")
+    target = procs.start([PYTHON, PROGS / "holdfiles.py", f"f=r:{name}@1", f"unlink:{name}"])
+    fd = printed_fds(target.out)["f"]
+    target.out.wait_line(r"^3 ")
+    subprocess.run(["mount", "-t", "tmpfs", "none", top / "hidden"], check=True)
+    try:
+        err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+    finally:
+        subprocess.run(["umount", top / "hidden"], check=True)
+    assert f"process {target.pid} fd {fd}: {name} (deleted) was unlinked" in err, err
+    assert "1 other link(s), which ckpt did not find" in err, err
+    assert not (images / "inventory.json").exists()
+    assert is_alive(target.pid) and proc_status(target.pid)["TracerPid"] == "0"
+    ticks_go_on(target.out)

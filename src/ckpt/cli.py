@@ -105,7 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--external", action="append", default=[], metavar="RES",
                    help="an external resource, e.g. unix[INODE]")
     d.add_argument("--ghost-limit", type=_size, default=None, metavar="SIZE",
-                   help="largest deleted file to save, e.g. 64M (the default)")
+                   help="most data of a deleted file to save, e.g. 64M (the default)")
+    d.add_argument("--ghost-fiemap", action=argparse.BooleanOptionalAction, default=None,
+                   help="criu's; no effect: deleted files' data is found with SEEK_DATA")
+    d.add_argument("--link-remap", action="store_true",
+                   help="criu's; no effect: a removed name of a file with other links is "
+                        "always saved as a link")
     tcp(d, dump=True)
     incremental(d)
 
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                  leave_stopped=args.leave_stopped, shell_job=args.shell_job,
                  external=tuple(args.external), ghost_limit=args.ghost_limit,
                  track_mem=args.track_mem, prev_images_dir=args.prev_images_dir,
-                 page_server=server, file_locks=args.file_locks, **_tcp(args))
+                 page_server=server, file_locks=args.file_locks, link_remap=args.link_remap,
+                 ghost_fiemap=args.ghost_fiemap, **_tcp(args))
             return 0
         if args.command == "pre-dump":
             from .dumper import pre_dump

@@ -484,12 +484,17 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          track_mem: bool = False, prev_images_dir: str | None = None,
          page_server: tuple[str, int] | None = None, notify: Notify | None = None,
          file_locks: bool = False, tcp: TcpFlags | None = None,
-         network_lock: str | None = None) -> DumpResult:
+         network_lock: str | None = None, link_remap: bool = False,
+         ghost_fiemap: bool | None = None) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
     ``leave_running`` lets them go on, ``leave_stopped`` leaves them stopped.
-    ``ghost_limit``: the largest deleted file saved, in bytes (64 MiB by default).
+    ``ghost_limit``: the most data of a deleted file saved, in bytes (64 MiB by default;
+    holes do not count). ``link_remap`` and ``ghost_fiemap`` (criu's flags) change
+    nothing: a removed name of a file with other links is always saved as a link, found
+    without changing the file system, and a deleted file's data is always found with
+    SEEK_DATA/SEEK_HOLE (files_reg.py, ghost.py).
     ``prev_images_dir`` (relative to ``images_dir``): the parent images; pages
     unchanged since are left there. ``track_mem``: track memory changes from
     now on, for a next dump (when the processes survive this one).
@@ -507,6 +512,12 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         raise DumpError("leave_running and leave_stopped exclude each other")
     notify = notify or ignore
     stat0 = _check_dumpable(pid)
+    if link_remap:
+        log.info("--link-remap: not needed; a removed name of a file with other links is "
+                 "saved as a link to another of its names, the file system left unchanged")
+    if ghost_fiemap is not None:
+        log.info("--%sghost-fiemap: the data of deleted files is found with SEEK_DATA and "
+                 "SEEK_HOLE either way", "" if ghost_fiemap else "no-")
     log.info("dumping process %d (%s) and its descendants into %s", pid, stat0.comm,
              images_dir)
     notify("pre-dump", 0)

@@ -21,6 +21,14 @@ exists only once that process does, so it is opened *late*: the fd is a
 placeholder while the tree is made, replaced inside each holding process once
 every process exists (``restore_in_task``).
 
+A removed name of a file that has other links (a hard link elsewhere) is saved
+as a link: by another name of the file, found near the removed one
+(``ghost.other_name``); the restore reopens the file by it, then through the
+removed name made again for the moment (``ghost.as_deleted``), so /proc shows
+``/path (deleted)`` and the file has the links it had. Nothing is copied and the
+file system is not changed at dump (criu's ``--link-remap`` links the file under
+a hidden name at dump instead: ckpt accepts the flag and needs no such link).
+
 A regular file unlinked while open (``/path (deleted)``) is a ghost (ghost.py):
 its content is saved once in ghost-data.img, and at restore it is made again
 in its directory, filled, reopened with the saved flags and offset, and
@@ -29,6 +37,7 @@ unlinked again. memfds are memfd.py's.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat as st_mod
@@ -48,6 +57,8 @@ from .filekind import (
     install_own_fd,
     reopen_flags,
 )
+
+log = logging.getLogger("ckpt.files_reg")
 
 # File systems whose files are made up by the kernel as they are read: no size to check.
 PSEUDO_FS = frozenset({
@@ -132,6 +143,8 @@ class RegularFiles(FileKind):
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         link, st = f.link, f.st
+        if ghost.is_ghost(link, st) and st.st_nlink and st_mod.S_ISREG(st.st_mode):
+            return self._dump_link(f)
         if ghost.is_ghost(link, st):
             obj = ghost.save_fd(ctx.images, f.dup, st, link, f.where)
             return {"path": obj["path"], "pos": f.info.pos, "size": st.st_size,
@@ -161,6 +174,19 @@ class RegularFiles(FileKind):
                                    "the one open (mounted over, or in another mount "
                                    "namespace); ckpt reopens files by path")
         return desc
+
+    def _dump_link(self, f: OpenFd) -> Description:
+        """A removed name of a file that still has other links: saved as a link, by one
+        of its other names (the file, whose data is elsewhere, is not copied)."""
+        deleted = f.link[:-len(ghost.DELETED)]
+        other = ghost.other_name(f.st, deleted)
+        if other is None:
+            raise UnsupportedError(
+                f"{f.where}: {f.link} was unlinked but the file still has {f.st.st_nlink} "
+                f"other link(s), which ckpt did not find near {os.path.dirname(deleted)}")
+        log.info("%s: %s is %s under another name", f.where, f.link, other)
+        return {"path": other, "pos": f.info.pos, "size": f.st.st_size, "dir": False,
+                "deleted": deleted}
 
     def verify(self, ctx: DumpCtx | RestoreCtx, desc: Description) -> None:
         if "ghost" in desc:
@@ -196,7 +222,18 @@ class RegularFiles(FileKind):
             return self._ghosts.reopen(ctx.images, desc)
         if "proc_pid" in desc:  # a placeholder until its process exists
             return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        return reopen(desc)
+        fd = reopen(desc)
+        if "deleted" not in desc:
+            return fd
+        try:  # a removed name of a file with other links: under that name again
+            named = ghost.as_deleted(fd, desc["deleted"], reopen_flags(desc["flags"]))
+        except OSError as e:
+            raise RestoreError(f"cannot reopen {desc['path']} as {desc['deleted']}: "
+                               f"{e.strerror}") from None
+        finally:
+            os.close(fd)
+        os.lseek(named, desc["pos"], os.SEEK_SET)
+        return named
 
     def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
                         fds: list[TaskFd]) -> None:

@@ -160,18 +160,22 @@ class GhostStore:
             if st.st_nlink:
                 raise UnsupportedError(
                     f"{what}: {link} was unlinked but the file still has {st.st_nlink} "
-                    "other link(s) elsewhere; not supported yet")
+                    "other link(s) elsewhere; ckpt saves it as a link only when it is open "
+                    "through an fd (not mapped, nor the exe)")
             if not path.startswith("/") or path == "/secretmem":
                 raise UnsupportedError(f"{what}: {link} is a file ckpt cannot save")
             info["path"] = path
             info.update(_node_type(st, fd, link, what))
             if "type" in info:
                 self.images.need(NODE_VERSION)
-            if st_mod.S_ISREG(st.st_mode) and st.st_size > self.limit:
-                raise UnsupportedError(
-                    f"{what}: {path} is a deleted file of {st.st_size} bytes, more than "
-                    f"the ghost file limit of {self.limit} bytes; raise it with "
-                    "--ghost-limit (ghost_limit=) to save it")
+        runs = libc.data_ranges(fd, st.st_size) if fd is not None and st_mod.S_ISREG(
+            st.st_mode) else []
+        data_bytes = sum(n for _, n in runs)
+        if name is None and data_bytes > self.limit:  # memfds have no limit
+            raise UnsupportedError(
+                f"{what}: {info['path']} is a deleted file with {data_bytes} bytes of data "
+                f"(its size: {st.st_size}), more than the ghost file limit of {self.limit} "
+                "bytes; raise it with --ghost-limit (ghost_limit=) to save it")
         info.update(size=st.st_size, mode=st_mod.S_IMODE(st.st_mode), uid=st.st_uid,
                     gid=st.st_gid, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
         try:  # what the restore would refuse is refused now
@@ -182,7 +186,7 @@ class GhostStore:
             data = self._writer()
             info["data_off"] = data.size
             info["runs"] = []
-            for off, length in libc.data_ranges(fd, st.st_size):
+            for off, length in runs:
                 _append(data, fd, off, length, f"{what}: {link}")
                 info["runs"].append([off, length])
             tail = _save_tail(data, fd, st.st_size)
@@ -347,6 +351,45 @@ def save_exe(images: ImageWriter, pid: int, link: str) -> dict[str, Any] | None:
         return store(images).save(fd, st, link, f"process {pid} exe")
     finally:
         os.close(fd)
+
+
+def other_name(st: os.stat_result, deleted: str, budget: int = 100_000) -> str | None:
+    """Another name of the regular file ``st``, whose name ``deleted`` was removed while
+    it has other links, or None: looked for around that name, nearest first (its nearest
+    directory still there, then each one above it), breadth first, never into another
+    file system, at most ``budget`` entries in all. A name found leads to that very file
+    (``lstat``). The kernel keeps no list of a file's names: this is the only way."""
+    searched: set[str] = set()
+    here = _nearest_dir(os.path.dirname(deleted) or "/")
+    seen = 0
+    while True:
+        queue = [here]
+        while queue:
+            d = queue.pop(0)
+            if d in searched:
+                continue
+            searched.add(d)
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                seen += 1
+                if seen > budget:
+                    return None
+                try:
+                    if e.inode() == st.st_ino:
+                        s = e.stat(follow_symlinks=False)
+                        if (s.st_dev, s.st_ino) == (st.st_dev, st.st_ino):
+                            return e.path
+                    elif e.is_dir(follow_symlinks=False) and e.path not in searched and \
+                            e.stat(follow_symlinks=False).st_dev == st.st_dev:
+                        queue.append(e.path)
+                except OSError:
+                    continue
+        if here == "/" or os.lstat(os.path.dirname(here)).st_dev != st.st_dev:
+            return None
+        here = os.path.dirname(here)
 
 
 # ---------------------------------------------------------------- restore
@@ -536,6 +579,23 @@ def _named(fd: int, info: dict[str, Any], names: list[str]) -> int:
         os.close(named)  # replaced meanwhile: keep the nameless one
         return fd
     return fd
+
+
+def as_deleted(fd: int, path: str, flags: int) -> int:
+    """File ``fd``, which has other names, opened again with ``flags`` through its removed
+    name ``path`` (or a hidden one next to it), which is removed at once: /proc shows
+    ``PATH (deleted)`` again, and the file has the links it had."""
+    with _spot(path) as (_, names):
+        for name in names:
+            try:
+                _link_fd(fd, name)
+            except FileExistsError:
+                continue
+            try:
+                return os.open(name, flags)
+            finally:
+                os.unlink(name)
+    raise OSError(errno.EEXIST, f"no free name next to {path}")
 
 
 def _new_node(info: dict[str, Any]) -> int:

@@ -41,7 +41,7 @@ USED = {
 # Accepted, logged, and without effect: why ckpt needs none of them.
 IGNORED = {
     "evasive_devices": "devices are reopened by their path, or the restore fails naming it",
-    "link_remap": "ckpt always saves deleted files as ghost files",
+    "link_remap": "a removed name of a file with other links is always saved as a link",
     "auto_dedup": "parent images are kept whole",
     "cpu_cap": "ckpt restores the saved xstate on any CPU that can load it",
     "force_irmap": "inotify watches are found through their file handles",
@@ -54,7 +54,7 @@ IGNORED = {
     "unprivileged": "ckpt runs as root",
     "display_stats": "the log has the times",
     "allow_uprobes": "ckpt does not look for uprobes",
-    "ghost_fiemap": "ghost files are read with SEEK_DATA",
+    "ghost_fiemap": "the data of deleted files is found with SEEK_DATA/SEEK_HOLE",
     "file_validation_method": "mapped files are checked by size and mtime",
 }
 
