@@ -46,8 +46,8 @@ def last_report(lines: list[str], who: str) -> str:
 
 def test_credentials_per_thread(build: Builder, procs: Procs, images: Path) -> None:
     """Every credential of each thread, read from /proc and from inside (securebits, the
-    parent-death signal). Restored without -d, so ckpt stays the parent and the
-    parent-death signals are set again."""
+    parent-death signal, dumpable set again after a uid change). Restored without -d,
+    so ckpt stays the parent and the parent-death signals are set again."""
     target = procs.start([build("creds")])
     target.out.wait_line("^READY$")
     target.out.wait_line(r"^3 thread ")
@@ -59,8 +59,8 @@ def test_credentials_per_thread(build: Builder, procs: Procs, images: Path) -> N
     assert before[main_tid]["loginuid"] == "4321"
     assert before[other_tid]["NoNewPrivs"] == "1" and before[main_tid]["NoNewPrivs"] == "0"
     lines = target.out.lines()
-    assert last_report(lines, "main") == "sb=4 pd=12"
-    assert last_report(lines, "thread") == "sb=4 pd=1"
+    assert last_report(lines, "main") == "sb=4 pd=12 dumpable=1"
+    assert last_report(lines, "thread") == "sb=4 pd=1 dumpable=1"
     dump_and_check_dead(procs, target, images)
     count = len(target.out.lines())
     restorer = subprocess.Popen([*ckpt_cmd(), "restore", "-D", str(images)],
@@ -70,8 +70,9 @@ def test_credentials_per_thread(build: Builder, procs: Procs, images: Path) -> N
         target.out.wait_line(r" thread ", start=count)
         assert thread_creds(target.pid) == before
         lines = target.out.lines()[count:]
-        assert last_report(lines, "main") == "sb=4 pd=12"
-        assert last_report(lines, "thread") == "sb=4 pd=1"
+        # Dumpable 1 after the uid change, which would have reset it.
+        assert last_report(lines, "main") == "sb=4 pd=12 dumpable=1"
+        assert last_report(lines, "thread") == "sb=4 pd=1 dumpable=1"
         for who in ("main", "thread"):
             nums = [int(ln.split()[0]) for ln in target.out.lines() if f" {who} " in ln]
             assert_consecutive(nums)

@@ -5,12 +5,14 @@
  *   {chown kill setuid setgid setpcap net_bind_service net_raw}; inheritable
  *   {net_bind_service net_raw}; uids 1000 1001 1002 (fsuid 1002), gids 2000 2001 2002
  *   (fsgid 2001); ambient {net_bind_service}; securebits NO_SETUID_FIXUP; effective
- *   {kill net_raw}; parent-death signal SIGUSR2.
+ *   {kill net_raw}; parent-death signal SIGUSR2; dumpable again (the uid change made it
+ *   not dumpable, fs.suid_dumpable being 0).
  * A second thread then takes uids 3000 3000 3000, effective {}, no_new_privs and
  * parent-death signal SIGHUP, for itself only.
  *
- * Prints "READY" once set up, then every 50 ms "N main sb=S pd=P" and "N thread sb=S pd=P"
- * (securebits and parent-death signal as each thread reads them itself).
+ * Prints "READY" once set up, then every 50 ms "N main sb=S pd=P dumpable=D" and
+ * "N thread sb=S pd=P dumpable=D" (securebits, parent-death signal and the process's
+ * dumpable flag as each thread reads them itself).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -50,7 +52,7 @@ static void report(long n, const char *who)
     prctl(PR_GET_PDEATHSIG, &pd);
     int sb = prctl(PR_GET_SECUREBITS);
     pthread_mutex_lock(&lock);
-    printf("%ld %s sb=%d pd=%d\n", n, who, sb, pd);
+    printf("%ld %s sb=%d pd=%d dumpable=%d\n", n, who, sb, pd, prctl(PR_GET_DUMPABLE));
     fflush(stdout);
     pthread_mutex_unlock(&lock);
 }
@@ -110,6 +112,8 @@ int main(void)
         die("pthread_create");
     while (!thread_ready)
         usleep(1000);
+    if (prctl(PR_SET_DUMPABLE, 1)) /* after every uid change, which resets it */
+        die("dumpable");
     printf("READY\n");
     fflush(stdout);
     for (long n = 0;; n++) {
