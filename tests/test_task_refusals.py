@@ -23,7 +23,7 @@ from ckpt_helpers import (
     scaled,
     wait_until,
 )
-from test_task_states import sched_of_threads
+from test_task_states import sched_of_threads, start_knobs
 
 
 def refused_dump(target: Proc, images: Path, prefix: list[str] = (),  # type: ignore[assignment]
@@ -78,7 +78,7 @@ def test_realtime_thread_without_cap_sys_nice(build: Builder, procs: Procs,
                                               images: Path) -> None:
     """Threads that set real-time policies, then dropped CAP_SYS_NICE: ckpt without it
     could not set those again (their RLIMIT_RTPRIO is 0): refused, naming the thread."""
-    target = procs.start([build("knobs"), "drop-nice"])
+    target = start_knobs(build, procs, "drop-nice")[0]
     target.out.wait_line(r"^2 thp=")
     assert not int(proc_status(target.pid)["CapBnd"], 16) >> 23 & 1
     sched = sched_of_threads(target.pid)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ckpt_helpers import (
     Builder,
+    Proc,
     Procs,
     assert_consecutive,
     assert_silent,
@@ -112,14 +113,23 @@ def sched_of_threads(pid: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def start_knobs(build: Builder, procs: Procs, *args: str) -> tuple[Proc, int, int]:
+    """knobs with its child and grandchild, all three tracked to be killed at the end:
+    the grandchild outlives whichever process reaps orphans (pytest included)."""
+    target = procs.start([build("knobs"), *args])
+    child = int(target.out.wait_line(r"^CHILD ").split()[1])
+    grandchild = int(target.out.wait_line(r"^GRANDCHILD ").split()[1])
+    procs.adopt(child, target.out)
+    procs.adopt(grandchild, target.out)
+    return target, child, grandchild
+
+
 def test_scheduling_and_process_knobs(build: Builder, procs: Procs, images: Path) -> None:
     """Per thread: policy, priority, nice (SCHED_BATCH, FIFO, RR, IDLE), timer slack, TSC
     access, machine-check kill policy. Per process: oom_score_adj, THP disabled, child
     subreaper (an orphan made after the restore goes to it), membarrier registration,
     memory-deny-write-execute, dumpable 0 (set after the credentials)."""
-    target = procs.start([build("knobs")])
-    child = int(target.out.wait_line(r"^CHILD ").split()[1])
-    grandchild = int(target.out.wait_line(r"^GRANDCHILD ").split()[1])
+    target, child, grandchild = start_knobs(build, procs)
     target.out.wait_line(r"^2 thp=")
     sched = sched_of_threads(target.pid)
     assert sorted(sched) == sorted([(os.SCHED_BATCH, 0, 7), (os.SCHED_FIFO, 10, 0),
@@ -133,6 +143,7 @@ def test_scheduling_and_process_knobs(build: Builder, procs: Procs, images: Path
     procs.wait_gone(grandchild)
     count = len(target.out.lines())
     restore_detached(procs, target.pid, target.out, images)
+    procs.adopt(grandchild, target.out)  # the restored one, killed at the end
     assert sched_of_threads(target.pid) == sched
     with open(f"/proc/{target.pid}/oom_score_adj") as f:
         assert f.read().strip() == "345"
