@@ -127,7 +127,8 @@ def test_dump_refuses_unsupported(build: Builder, procs: Procs, images: Path, ki
 
 def test_dump_refuses_unsupported_in_child(build: Builder, procs: Procs, images: Path,
                                            tmp_path: Path) -> None:
-    """The child of the root holds a pidfd: refused, and both run on unharmed."""
+    """The child of the root holds a pidfd on a process outside the tree: refused, and
+    both run on unharmed."""
     child_out = Output(tmp_path / "child.out")
     target = procs.start(["sh", "-c", '"$0" pidfd > "$1" & exec "$2"',
                           build("holdfd"), child_out.path, build("counter")])

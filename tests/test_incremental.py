@@ -339,7 +339,7 @@ def test_failed_dump_leaves_no_images_on_the_page_server(build: Builder, procs: 
                                                          tmp_path: Path) -> None:
     """A dump refused after it connected: the page server says the dump is incomplete,
     exits with an error, and its folder has no inventory; the target runs on."""
-    target = procs.start([build("holdfd"), "pidfd"])  # a pidfd: refused by the dump
+    target = procs.start([build("holdfd"), "pidfd"])  # a pidfd on PID 1: refused by the dump
     target.out.wait_numbers(2)
     server, port = page_server(procs, tmp_path / "received")
     err = ckpt_fails("dump", "-t", target.pid, "-D", tmp_path / "local", "--page-server",

@@ -352,7 +352,7 @@ class Restore:
         by_original_fd = resolve_original_fds(self.inherit, root_pid, fd_tables.get(root_pid, []))
         self.fctx = files.RestoreFiles(images, descriptions, shell_job=self.shell_job,
                                        inherit=self.inherit, inherit_files=by_original_fd,
-                                       tcp=self.tcp)
+                                       tcp=self.tcp, tree={t["pid"] for t in tasks})
         _, self.order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
         self.live = [n for n in self.order if not n.zombie]
         for n in self.live:

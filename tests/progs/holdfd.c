@@ -5,7 +5,8 @@
  *   KIND is one of: inotify eventfd signalfd timerfd epoll pidfd memfd
  *                   tcp-listen tcp udp netlink unix-listen unix-dgram-bound
  *                   unix-unconnected posix-timer thread-pidfd opath none
- *   (opath: an O_PATH fd on /etc/hostname)
+ *   (opath: an O_PATH fd on /etc/hostname; pidfd: a pidfd on PID 1, outside any
+ *   dumped tree)
  *
  * Before counting it blocks SIGUSR2 and SIGRTMIN+2 (so the signal mask is not
  * empty) and prints "ready FD", FD being the fd of the resource (-1 when the
@@ -86,7 +87,7 @@ static int make(const char *kind)
     if (!strcmp(kind, "opath"))
         return open("/etc/hostname", O_PATH);
     if (!strcmp(kind, "pidfd"))
-        return (int)syscall(SYS_pidfd_open, getpid(), 0);
+        return (int)syscall(SYS_pidfd_open, 1, 0);
     if (!strcmp(kind, "memfd")) {
         int fd = memfd_create("ckpt-test", 0);
         if (fd >= 0 && write(fd, "data", 4) != 4)

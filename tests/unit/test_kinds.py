@@ -51,7 +51,7 @@ def test_each_fd_is_claimed_by_its_kind(tmp_path: Path) -> None:
     for link, kind in (("anon_inode:[eventfd]", "eventfd"), ("anon_inode:[signalfd]", "signalfd"),
                        ("anon_inode:[timerfd]", "timerfd"), ("anon_inode:[eventpoll]", "epoll"),
                        ("anon_inode:inotify", "inotify"), ("anon_inode:[fanotify]", "fanotify"),
-                       ("anon_inode:[pidfd]", None)):
+                       ("anon_inode:[pidfd]", "pidfd"), ("anon_inode:[io_uring]", None)):
         assert _claimer(link, anon) == kind
     a, b = socket.socketpair()
     with a, b:

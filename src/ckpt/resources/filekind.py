@@ -81,6 +81,7 @@ class RestoreCtx:
     # the descriptions those fds stand for: no kind opens them
     replaced: set[str] = field(default_factory=set)
     tcp: TcpFlags = field(default_factory=TcpFlags)
+    tree: set[int] = field(default_factory=set)  # the PIDs of the restored tree
 
 
 @dataclass

@@ -156,9 +156,10 @@ class RestoreFiles:
 
     def __init__(self, images: ImageReader, descriptions: dict[str, Description], *,
                  shell_job: bool = False, inherit: dict[str, int] | None = None,
-                 inherit_files: dict[str, int] | None = None, tcp: TcpFlags | None = None):
+                 inherit_files: dict[str, int] | None = None, tcp: TcpFlags | None = None,
+                 tree: set[int] | None = None):
         self.ctx = RestoreCtx(images, shell_job, inherit or {}, inherit_files or {},
-                              tcp=tcp or TcpFlags())
+                              tcp=tcp or TcpFlags(), tree=tree or set())
         self.descriptions = descriptions
         self.kinds: dict[str, FileKind] = {cls.KIND: cls() for cls in kinds.KINDS}
         self.used_keys: set[str] = set()  # the --inherit-fd keys that name a description

@@ -15,6 +15,7 @@ from . import (
     inotify,
     memfd,
     opath,
+    pidfd,
     pipes,
     signalfd,
     sk_inet,
@@ -33,6 +34,7 @@ KINDS: list[type[FileKind]] = [
     files_reg.RegularFiles,  # regular files (not memfds) and directories
     inotify.Inotify,
     memfd.MemFds,
+    pidfd.PidFds,
     pipes.Pipes,           # pipes and FIFOs
     signalfd.SignalFds,
     sk_inet.InetSockets,   # sockets that are not unix ones
