@@ -36,6 +36,7 @@ from .resources import (
     ghost,
     locks,
     mem,
+    sharing,
     signals,
     sk_tcp,
     task,
@@ -179,6 +180,8 @@ class _Task:
     ctty: int = 0  # the session's controlling terminal (a device number), 0 for none
     tpgid: int = -1  # that terminal's foreground process group
     threads: list[_Frozen] = field(default_factory=list)  # all but the first
+    shares: dict[str, int] = field(default_factory=dict)  # files_of, fs_of (sharing.py)
+    fd_owner: int = 0  # the first process sharing its fd table, if another one
 
     def freeze_threads(self) -> None:
         """Seize every other thread; again until no new one appeared meanwhile."""
@@ -202,7 +205,7 @@ class _Task:
         if self.frozen is None:
             d["zombie"] = True
             d["exit_status"] = self.exit_status
-        return d
+        return {**d, **self.shares}
 
 
 def _freeze_tree(root: int) -> list[_Task]:
@@ -393,6 +396,17 @@ def _syscall_site(pid: int, vmas: list[procfs.Vma]) -> int:
     raise DumpError(f"process {pid}: no syscall instruction found to run syscalls with")
 
 
+def _find_sharing(tasks: list[_Task]) -> None:
+    """Which processes share their parent's fd table or fs struct (sharing.py)."""
+    found = sharing.find([t.info() for t in tasks])
+    by_pid = {t.pid: t for t in tasks}
+    for t in tasks:  # parents first
+        t.shares = found.get(t.pid, {})
+        if "files_of" in t.shares:
+            parent = by_pid[t.shares["files_of"]]
+            t.fd_owner = parent.fd_owner or parent.pid
+
+
 def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
                shmem_seen: dict[int, int], memctx: DumpMemory | None = None
                ) -> dict[str, int]:
@@ -431,7 +445,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     faults.point("dump.task.core")
     pidfd = libc.pidfd_open(pid)
     try:
-        fd_table = dumper.dump_task(pid, pidfd)
+        fd_table = dumper.dump_task(pid, pidfd, t.fd_owner or pid)
     finally:
         os.close(pidfd)
     log.info("process %d: %d fds saved", pid, len(fd_table))
@@ -444,6 +458,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     log.info("process %d: %d mappings, %d pages in %d runs saved, %d in the parent "
              "(%d injected syscalls)", pid, len(mm["vmas"]), pages["pages"], pages["runs"],
              sum(n for _, n in mm.get("in_parent", [])), inj.count)
+    if t.shares or "root" in core["task"]:
+        images.need(sharing.VERSION)
     images.write_json(f"core-{pid}.json", core)
     images.write_json(f"mm-{pid}.json", mm)
     images.write_json(f"fds-{pid}.json", fd_table)
@@ -537,6 +553,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         faults.point("dump.frozen")
         external = (*external, *(notify("query-ext-files", 0) or ()))
         _check_sessions(tasks, shell_job)
+        _find_sharing(tasks)
         lock = _lock_network(tasks, tcp, network_lock)
         if lock is not None:
             notify("network-lock", 0)

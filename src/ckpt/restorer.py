@@ -44,6 +44,7 @@ from .resources import (
     locks,
     mem,
     seccomp,
+    sharing,
     signals,
     sk_inet,
     task,
@@ -127,11 +128,19 @@ def _report(fd: int, pid: int, error: str = "") -> None:
     os.write(fd, struct.pack("<iH", pid, len(msg)) + msg)
 
 
-def _spawn(node: _Node, ready_w: int, go_r: int, sibling: bool = False) -> None:
+def _spawn(node: _Node, ready_w: int, go_r: int, sibling: bool = False) -> int | None:
+    """Fork ``node``'s process. One that shares this process's fd table gets a pipe
+    whose read end is returned: the child closes its write end once it has forked its
+    own children, and this process waits for that before it installs the shared
+    table's fds (``_become``)."""
+    hold_r = hold_w = -1
+    flags = sharing.clone_flags(node.info)
+    if flags & libc.CLONE_FILES:
+        hold_r, hold_w = os.pipe()
     deadline = time.monotonic() + PID_WAIT_SECONDS
     while True:
         try:
-            pid = libc.clone3_with_pid(node.pid, sibling)
+            pid = libc.clone3_with_pid(node.pid, sibling, flags)
             break
         except OSError as e:
             if e.errno != errno.EEXIST or time.monotonic() > deadline:
@@ -139,21 +148,26 @@ def _spawn(node: _Node, ready_w: int, go_r: int, sibling: bool = False) -> None:
                        if e.errno == errno.EEXIST else
                        f"cannot create a process with PID {node.pid}: {e.strerror}")
                 _report(ready_w, node.pid, why)
-                return
+                return None
             time.sleep(0.02)
     if pid == 0:
         try:
-            _become(node, ready_w, go_r)
+            _become(node, ready_w, go_r, hold_w)
         finally:
             os._exit(127)
+    return hold_r if hold_r >= 0 else None
 
 
-def _become(node: _Node, ready_w: int, go_r: int) -> None:
-    """Turn this fresh fork into ``node``'s process, up to the point where ckpt takes over."""
+def _become(node: _Node, ready_w: int, go_r: int, hold_w: int = -1) -> None:
+    """Turn this fresh fork into ``node``'s process, up to the point where ckpt takes over.
+    A process sharing its parent's fd table (``hold_w``, CLONE_FILES) installs no fds:
+    its parent does, once it is told (``hold_w`` closed) that this one has forked its
+    children and its own sharing children have too."""
     info = node.info
+    holds: list[int] = []  # of the children sharing this fd table
     try:
         for kid in node.early:
-            _spawn(kid, ready_w, go_r)
+            holds.append(_spawn(kid, ready_w, go_r))
         if info.get("setsid"):
             os.setsid()
             if info.get("ctty_fd") is not None:
@@ -161,7 +175,11 @@ def _become(node: _Node, ready_w: int, go_r: int) -> None:
         elif info["pgid"] == info["pid"]:
             os.setpgid(0, 0)
         for kid in node.late:
-            _spawn(kid, ready_w, go_r)
+            holds.append(_spawn(kid, ready_w, go_r))
+        for r in holds:
+            if r is not None:
+                os.read(r, 1)  # EOF: that child is done forking
+                os.close(r)
     except OSError as e:
         _report(ready_w, node.pid, f"process {node.pid}: session/group set-up failed: {e}")
         return
@@ -174,6 +192,12 @@ def _become(node: _Node, ready_w: int, go_r: int) -> None:
             libc.prlimit(0, 4, (0, libc.prlimit(0, 4)[1]))  # no core file
             os.kill(os.getpid(), sig)
         os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0)
+    if hold_w >= 0:  # the fd table is the parent's, which installs the fds: once told,
+        _report(ready_w, node.pid)  # it renumbers them, so this one touches none after
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)  # no go_r: go with the parent
+        os.close(hold_w)
+        while True:
+            signal.pause()  # until ckpt takes over
     try:
         ready_w, go_r = files.install_in_child(node.plan, [ready_w, go_r])
     except OSError as e:
@@ -347,6 +371,9 @@ class Restore:
             log.info("pages come from a chain of %d image folders", chain.depth + 1)
         for mm in mms.values():
             mem.check_files(mm)
+        for pid, core in cores.items():
+            task.check_root(pid, core["task"])
+        sharing.check(tasks)
         log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid,
                  self.images_dir)
         by_original_fd = resolve_original_fds(self.inherit, root_pid, fd_tables.get(root_pid, []))
@@ -550,7 +577,8 @@ class _TaskRestore:
             self.restore_memory()
             self.take_locks()
             self.enter_removed_cwd()
-            task.restore(self.pid, self.inj, self.scratch, self.core["task"])
+            task.restore(self.pid, self.inj, self.scratch, self.core["task"],
+                         fs="fs_of" not in self.node.info)
             self.create_threads()
             self.restore_signals()
             self.restore_credentials()
@@ -560,14 +588,20 @@ class _TaskRestore:
                  self.inj.count)
 
     def close_unsaved_fds(self) -> None:
-        """Close the fds it has beyond its saved ones (the pipes it waited on)."""
+        """Close the fds it has beyond its saved ones (the pipes it waited on); not in a
+        process sharing its parent's fd table (CLONE_FILES), restored already."""
+        if "files_of" in self.node.info:
+            return
         saved = {e["fd"] for e in self.node.fd_table}
         for fd in procfs.fd_numbers(self.pid):
             if fd not in saved:
                 self.inj.call("close", fd)
 
     def finish_files(self) -> None:
-        """File kinds that must act inside the process, on its final fd numbers."""
+        """File kinds that must act inside the process, on its final fd numbers (once
+        per fd table: not again in a process sharing its parent's)."""
+        if "files_of" in self.node.info:
+            return
         self.r._files().restore_in_task(self.pid, self.inj, self.scratch, self.node.fd_table)
 
     def take_locks(self) -> None:
@@ -614,7 +648,7 @@ class _TaskRestore:
         """A working directory that was removed: the restored one (ghost.py), the same
         directory as the fds and other processes that hold it."""
         info = self.core["task"].get("cwd_ghost")
-        if info is None:
+        if info is None or "fs_of" in self.node.info:  # shared: its parent entered it
             return
         path, own = ghost.cwd_source(self.r.images_dir, info, self.r.cwds)
         try:

@@ -34,7 +34,7 @@ NR = {
     "setresgid": 119, "setfsuid": 122, "setfsgid": 123, "capget": 125, "capset": 126,
     "getpriority": 140, "setpriority": 141, "sched_setattr": 314, "sched_getattr": 315,
     "membarrier": 324, "rt_sigqueueinfo": 129, "sigaltstack": 131,
-    "personality": 135, "setpgid": 109, "rt_sigtimedwait": 128, "prctl": 157,
+    "personality": 135, "chroot": 161, "setpgid": 109, "rt_sigtimedwait": 128, "prctl": 157,
     "arch_prctl": 158, "gettid": 186, "timer_create": 222, "timer_settime": 223,
     "timer_gettime": 224, "timer_delete": 226,
     "set_tid_address": 218, "clock_nanosleep": 230, "exit_group": 231,
@@ -131,15 +131,16 @@ class RLimit(ctypes.Structure):
 RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
 
 
-def clone3_with_pid(pid: int, sibling: bool = False) -> int:
+def clone3_with_pid(pid: int, sibling: bool = False, flags: int = 0) -> int:
     """Fork this process so that the child gets PID ``pid``; 0 in the child.
     ``sibling``: the child is our parent's child (CLONE_PARENT), not ours.
+    ``flags``: more clone flags (CLONE_FILES, CLONE_FS: what the child shares).
 
     Runs without Python's fork hooks: the child must only do simple work and
     must leave through ``os._exit``.
     """
     tid = (ctypes.c_int * 1)(pid)
-    args = CloneArgs(flags=CLONE_PARENT if sibling else 0,
+    args = CloneArgs(flags=flags | (CLONE_PARENT if sibling else 0),
                      exit_signal=0 if sibling else SIGCHLD,
                      set_tid=ctypes.addressof(tid), set_tid_size=1)
     return syscall("clone3", ctypes.addressof(args), ctypes.sizeof(args))

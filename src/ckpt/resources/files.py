@@ -110,7 +110,9 @@ class DumpFiles:
         self.descriptions[fid] = kind.descriptions[fid] = desc
         return fid
 
-    def dump_task(self, pid: int, pidfd: int) -> list[dict[str, Any]]:
+    def dump_task(self, pid: int, pidfd: int, owner: int = 0) -> list[dict[str, Any]]:
+        """The fd table of ``pid``; ``owner``: the process whose fd table it is (the
+        first of those sharing it, CLONE_FILES), which owns its POSIX locks."""
         table = []
         for fd in procfs.fd_numbers(pid):
             link = procfs.fd_link(pid, fd)
@@ -122,7 +124,7 @@ class DumpFiles:
                 if fid is None:
                     fid = self._describe(f)
                     self._seen.setdefault((f.st.st_dev, f.st.st_ino), []).append((pid, fd, fid))
-                self.locks.add(f, fid, pid)
+                self.locks.add(f, fid, owner or pid)
             finally:
                 os.close(dup)
             table.append({"fd": fd, "file": fid, "cloexec": bool(info.flags & O_CLOEXEC_FDINFO)})

@@ -43,8 +43,9 @@ MEMBARRIER_REGISTER_COMMANDS = (1 << 2, 1 << 4, 1 << 6, 1 << 8)
 def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, Any]:
     """``st`` is /proc/PID/status read while the task was frozen."""
     root = procfs.root(pid)
-    if root != "/":
-        raise UnsupportedError(f"process {pid} runs in a chroot ({root}); not supported yet")
+    if root.endswith(" (deleted)") or not os.path.isdir(root):
+        raise UnsupportedError(f"process {pid} runs in a chroot whose directory {root} was "
+                               "removed; not supported")
     if st.umask is None:
         raise DumpError(f"process {pid} has no umask in /proc/{pid}/status (exiting?)")
     rlimits = procfs.limits(pid)
@@ -62,6 +63,7 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
     return {
         **dump_own(pid, pid, inj, scratch),
         "cwd": procfs.cwd(pid),
+        **({"root": root} if root != "/" else {}),
         "umask": st.umask,
         "personality": procfs.personality(pid),
         "rlimits": {n: list(lim) for n, lim in zip(procfs.LIMIT_NAMES, rlimits, strict=True)},
@@ -236,16 +238,13 @@ def unregister_rseq(pid: int, inj: Injector) -> None:
             raise OSError(-res, f"rseq unregister in process {pid}: {os.strerror(-res)}")
 
 
-def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
-    """Everything but credentials and seccomp, which come last (``restore_final``)."""
-    if "cwd_ghost" not in t:  # a removed one is entered before (ghost.cwd_source)
-        inj.write_string(scratch, t["cwd"])
-        try:
-            inj.call("chdir", scratch)
-        except OSError as e:
-            raise RestoreError(f"process {pid}: working directory {t['cwd']}: "
-                               f"{os.strerror(e.errno)}") from None
-    inj.call("umask", t["umask"])
+def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any], fs: bool = True
+            ) -> None:
+    """Everything but credentials and seccomp, which come last (``restore_final``).
+    ``fs``: the working directory, root (chroot) and umask too, unless the process
+    shares them with its parent, restored already (CLONE_FS)."""
+    if fs:
+        _restore_fs(pid, inj, scratch, t)
     inj.call("personality", t["personality"])
     _restore_rlimits(pid, t["rlimits"])
     with open(f"/proc/{pid}/oom_score_adj", "w") as f:
@@ -306,3 +305,30 @@ def _restore_dumpable(inj: Injector, t: dict[str, Any]) -> None:
         fsuid = t["creds"]["uids"][3]
         inj.call("setfsuid", fsuid ^ 1)
         inj.call("setfsuid", fsuid)
+
+
+def _restore_fs(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
+    """cwd, then the root (chroot keeps the cwd, which may lie outside it), umask."""
+    if "cwd_ghost" not in t:  # a removed one is entered before (ghost.cwd_source)
+        inj.write_string(scratch, t["cwd"])
+        try:
+            inj.call("chdir", scratch)
+        except OSError as e:
+            raise RestoreError(f"process {pid}: working directory {t['cwd']}: "
+                               f"{os.strerror(e.errno)}") from None
+    if t.get("root"):
+        inj.write_string(scratch, t["root"])
+        try:
+            inj.call("chroot", scratch)
+        except OSError as e:
+            raise RestoreError(f"process {pid}: cannot chroot to {t['root']}: "
+                               f"{os.strerror(e.errno)}") from None
+    inj.call("umask", t["umask"])
+
+
+def check_root(pid: int, t: dict[str, Any]) -> None:
+    """Before anything is created: the directory a chrooted process had as its root."""
+    root = t.get("root")
+    if root is not None and (not isinstance(root, str) or not os.path.isdir(root)):
+        raise RestoreError(f"process {pid} ran in a chroot at {root}, which is not a "
+                           "directory now")
