@@ -8,6 +8,7 @@ timeout; nothing sleeps for a fixed long time. Every timeout and every quiet win
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -93,6 +94,17 @@ def proc_stat_fields(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat", "rb") as f:  # the name may hold any byte
         raw = f.read()
     return raw[raw.rindex(b")") + 2:].decode().split()
+
+
+KCMP_FILE, KCMP_FILES, KCMP_FS = 0, 2, 3
+
+
+def kcmp_same(pid1: int, pid2: int, kind: int, idx1: int = 0, idx2: int = 0) -> bool:
+    """Whether two processes share one kernel object (kcmp(2)): an open file
+    description (KCMP_FILE, with both fd numbers), an fd table (KCMP_FILES), an fs
+    struct (KCMP_FS)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(312, pid1, pid2, kind, idx1, idx2) == 0
 
 
 def proc_ids(pid: int) -> tuple[int, int, int]:

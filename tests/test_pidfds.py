@@ -3,7 +3,6 @@ a process outside the tree, or on one reaped already, is refused at dump."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import (
+    KCMP_FILE,
     PYTHON,
     Builder,
     Procs,
@@ -19,6 +19,7 @@ from ckpt_helpers import (
     ckpt_fails,
     dump_and_check_dead,
     is_alive,
+    kcmp_same,
     proc_state,
     restore_detached,
     wait_until,
@@ -34,8 +35,7 @@ def _pidfd_target(pid: int, fd: int) -> int:
 
 
 def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.syscall(312, pid1, pid2, 0, fd1, fd2) == 0  # kcmp KCMP_FILE
+    return kcmp_same(pid1, pid2, KCMP_FILE, fd1, fd2)
 
 
 def test_pidfds_on_children(build: Builder, procs: Procs, images: Path) -> None:

@@ -3,7 +3,6 @@ settings, the same controlling terminal for its session, the same foreground gro
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
@@ -11,12 +10,14 @@ import stat
 from pathlib import Path
 
 from ckpt_helpers import (
+    KCMP_FILE,
     Builder,
     Procs,
     assert_consecutive,
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
+    kcmp_same,
     proc_ids,
     proc_stat_fields,
     restore_detached,
@@ -29,9 +30,7 @@ def _state(lines: list[str], role: str) -> list[tuple[int, str]]:
 
 
 def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
-    """Whether two fds are one open file description (kcmp KCMP_FILE)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.syscall(312, pid1, pid2, 0, fd1, fd2) == 0
+    return kcmp_same(pid1, pid2, KCMP_FILE, fd1, fd2)
 
 
 def _ctty(pid: int) -> tuple[int, int]:

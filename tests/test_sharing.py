@@ -5,7 +5,6 @@ comes back in its chroot."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import (
+    KCMP_FILES,
+    KCMP_FS,
     PYTHON,
     Builder,
     Procs,
@@ -21,17 +22,13 @@ from ckpt_helpers import (
     ckpt_fails,
     dump_and_check_dead,
     is_alive,
+    kcmp_same,
     proc_state,
     restore_detached,
     wait_until,
 )
 
-KCMP_FILES, KCMP_FS = 2, 3
-
-
-def _shared(pid1: int, pid2: int, kind: int) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.syscall(312, pid1, pid2, kind, 0, 0) == 0
+_shared = kcmp_same
 
 
 def test_shared_fd_table_and_fs(build: Builder, procs: Procs, tmp_path: Path,
