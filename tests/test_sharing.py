@@ -49,6 +49,8 @@ def test_shared_fd_table_and_fs(build: Builder, procs: Procs, tmp_path: Path,
     for pid in (files, fs, sharer, copy):
         procs.wait_gone(pid)
     restore_detached(procs, parent, target.out, images)
+    for pid in (files, fs, sharer, copy):  # killed at the end, grandchildren too
+        procs.adopt(pid, target.out)
     assert all(is_alive(pid) for pid in (files, fs, sharer, copy))
     assert _shared(parent, sharer, KCMP_FILES) and not _shared(parent, copy, KCMP_FILES)
     assert os.readlink(f"/proc/{copy}/fd/1") == str(target.out.path)
