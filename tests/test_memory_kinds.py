@@ -1,14 +1,30 @@
-"""Memory of every kind, byte for byte: memfd mappings (private, shared, at offsets,
+"""Memory of every kind: every byte of memfd mappings (private, shared, at offsets,
 with holes, past the end of the file in the last page), private file mappings written
 partly or grown after mapping, mremap'd and mprotect-split mappings, MAP_POPULATE,
-MAP_NORESERVE, the stack."""
+MAP_NORESERVE, the stack; memfds executed and sealed; madvise flags and locks; guard
+pages; AIO rings; and what is refused (io_uring, userfaultfd, hugetlb memfds)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
-from ckpt_helpers import Builder, Procs, dump_and_check_dead, restore_detached
+import pytest
+
+from ckpt_helpers import (
+    Builder,
+    Proc,
+    Procs,
+    ckpt_fails,
+    dump_and_check_dead,
+    is_alive,
+    proc_status,
+    restore_detached,
+)
+
+PAGE = 4096
 
 TICK = re.compile(r"^(-?\d+) (ok|BAD .*)$")
 
@@ -32,3 +48,140 @@ def test_every_byte_of_many_kinds_of_mappings(build: Builder, procs: Procs, imag
     ticks = _ticks(target.out.lines())
     assert [t for t in ticks if t[1] != "ok"] == [], "memory differs after the restore"
     assert [n for n, _ in ticks] == list(range(len(ticks)))
+
+
+def _cycle(build: Builder, procs: Procs, images: Path, argv: list[str | Path],
+           ticks_before: int = 2) -> Proc:
+    """Start ``argv``, wait for "ready" and a few ticks, dump it (killed), restore it."""
+    target = procs.start(argv)
+    target.out.wait_line(r"^ready$")
+    target.out.wait_line(rf"^{ticks_before} ")
+    dump_and_check_dead(procs, target, images)
+    return restore_detached(procs, target.pid, target.out, images)
+
+
+def _all_ok_after(target: Proc, more: int = 5) -> None:
+    """The ticks go on after the restore, each one "ok", none missing."""
+    before = len(_ticks(target.out.lines()))
+    target.out.wait_line(rf"^{before + more} ")
+    ticks = _ticks(target.out.lines())
+    assert [t for t in ticks if t[1] != "ok"] == [], "a check failed after the restore"
+    assert [n for n, _ in ticks] == list(range(len(ticks)))
+
+
+def test_memfds_executed_mapped_executable_and_sealed(build: Builder, procs: Procs,
+                                                      images: Path) -> None:
+    """memfd_kinds: a memfd still runs with execveat after the restore (no description of
+    it was reopened for writing), one mapped PROT_EXEC still runs its code, and the seals
+    (F_SEAL_FUTURE_WRITE with a writable mapping made before it, F_SEAL_WRITE with a
+    read-only one, F_SEAL_EXEC from MFD_NOEXEC_SEAL and added to an MFD_EXEC memfd) are
+    the same and still refuse what they refused."""
+    target = _cycle(build, procs, images, [build("memfd_kinds")])
+    _all_ok_after(target)
+
+
+def _vm_flags(pid: int, starts: dict[int, str]) -> dict[str, tuple[str, ...]]:
+    """NAME -> (Rss, Locked, VmFlags...) of the mappings of ``pid`` starting at ``starts``."""
+    out: dict[str, tuple[str, ...]] = {}
+    name = None
+    fields: list[str] = []
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+$", head):
+                name = starts.get(int(head.split("-")[0], 16))
+                fields = []
+            elif name and head in ("Rss:", "Locked:"):
+                fields.append(line.split()[1])
+            elif name and head == "VmFlags:":
+                out[name] = (*fields, *sorted(line.split()[1:]))
+    return out
+
+
+def test_madvise_flags_and_locks(build: Builder, procs: Procs, images: Path) -> None:
+    """madv: each mapping's VmFlags (DONTFORK, DONTDUMP, HUGEPAGE, NOHUGEPAGE, MERGEABLE,
+    WIPEONFORK; DOFORK, DODUMP, KEEPONFORK back to the defaults; mlock; mlock2 ONFAULT),
+    its resident and locked sizes, seen in smaps from outside, are the same after the
+    restore (an ONFAULT lock does not bring in the pages never touched)."""
+    target = procs.start([build("madv")])
+    target.out.wait_line(r"^ready$")
+    starts = {int(ln.split()[2], 16): ln.split()[1]
+              for ln in target.out.lines() if ln.startswith("map ")}
+    assert {"dontfork", "dontdump", "wipeonfork", "locked", "onfault"} <= set(starts.values())
+    before = _vm_flags(target.pid, starts)
+    assert before["onfault"][:2] == ("8", "8") and "lf" in before["onfault"], before
+    assert "dc" in before["dontfork"] and "dc" not in before["dofork"], before
+    target.out.wait_line(r"^2 ")
+    dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    assert _vm_flags(restored.pid, starts) == before
+    _all_ok_after(restored)
+
+
+def _guard_pages(pid: int, start: int, npages: int) -> list[int]:
+    """The pages from ``start`` whose pagemap entry says guard page (bit 58)."""
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        raw = os.pread(f.fileno(), npages * 8, start // PAGE * 8)
+    return [i for i in range(npages) if raw[i * 8 + 7] & 0x04]
+
+
+def test_guard_regions_and_unreadable_mappings(build: Builder, procs: Procs, images: Path,
+                                              tmp_path: Path) -> None:
+    """guards: guard pages (MADV_GUARD_INSTALL), which pagemap shows as swapped and which
+    cannot be read (the dump failed with "process_vm_readv: Bad address"), come back as
+    guard pages, in anonymous and file mappings, the data around them intact; PROT_NONE
+    mappings with and without pages, and an execute-only one, too."""
+    target = procs.start([build("guards"), tmp_path / "file"])
+    line = target.out.wait_line(r"^(ready|skip guard regions)$")
+    if line.startswith("skip"):
+        pytest.skip("this kernel has no guard regions (MADV_GUARD_INSTALL, Linux 6.13)")
+    addr = int(next(ln for ln in target.out.lines() if ln.startswith("guard ")).split()[1], 16)
+    assert _guard_pages(target.pid, addr, 8) == [3, 4]
+    target.out.wait_line(r"^2 ")
+    dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    assert _guard_pages(restored.pid, addr, 8) == [3, 4]
+    _all_ok_after(restored)
+
+
+def test_aio_ring_with_unreaped_events(build: Builder, procs: Procs, images: Path) -> None:
+    """aioring: an AIO context whose 7 completed events wait, not reaped, across the end
+    of its ring (the dump failed on the ring's mapping), comes back at the same address:
+    io_getevents returns those 7 in order, and the context goes on working."""
+    target = procs.start([build("aioring")])
+    target.out.wait_line(r"^ready$")
+    ctx = int(target.out.wait_line(r"^ctx ").split()[1], 16)
+    dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    with open(f"/proc/{restored.pid}/maps") as f:
+        assert any(ln.startswith(f"{ctx:x}-") and "[aio]" in ln for ln in f)
+    os.kill(restored.pid, signal.SIGUSR1)
+    assert restored.out.wait_line(r"^aio ") == "aio ok"
+    restored.out.wait_line(r"^3 tick")
+
+
+REFUSED = [
+    ("uring", r"io_uring"),
+    ("uring-nofd", r"io_uring"),
+    ("uffd", r"userfaultfd"),
+    ("uffd-region", r"userfaultfd"),
+    ("hugetlb", r"huge pages|MFD_HUGETLB"),
+]
+
+
+@pytest.mark.parametrize(("kind", "message"), REFUSED, ids=[k for k, _ in REFUSED])
+def test_refused_at_dump_process_unharmed(build: Builder, procs: Procs, images: Path,
+                                          kind: str, message: str) -> None:
+    """io_uring instances (fd and rings, or rings alone), userfaultfds (alone, or with a
+    range registered) and memfds of huge pages: refused at dump, naming the process and
+    what it holds; the process runs on, untraced."""
+    target = procs.start([build("refused_kinds"), kind])
+    target.out.wait_line(r"^ready$")
+    target.out.wait_line(r"^2 tick")
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+    assert re.search(rf"\b{target.pid}\b", err) and re.search(message, err), err
+    assert not (images / "inventory.json").exists()
+    n = len(target.out.lines())
+    target.out.wait_line(rf"^{n + 2} tick")
+    assert proc_status(target.pid)["TracerPid"] == "0"
+    assert is_alive(target.pid)

@@ -416,7 +416,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     assert fr is not None and fr.regs0 is not None and fr.mask0 is not None
     vmas = procfs.maps(pid, with_flags=True)
     for v in vmas:
-        mem.classify(v)
+        mem.classify(v, pid)
     status = procfs.status(pid)
     stat = procfs.stat(pid)
     inj = Injector(pid, _syscall_site(pid, vmas), fr.regs0)

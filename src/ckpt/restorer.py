@@ -320,6 +320,7 @@ class Restore:
             self.seize()
             for node in self.live:
                 _TaskRestore(self, node).run()
+            ghost.seal_memfds()  # once every mapping of every memfd is made
             self._files().set_owners()  # once every process and thread exists
             self.write_pidfile()
             self.lend_terminal()
@@ -527,6 +528,7 @@ class Restore:
             self.fctx.kind(sk_inet.InetSockets).connections.drop()
         self._files().close_all()
         self._files().kind(tty.Terminals).take_back()
+        ghost.drop_memfds()
         if self.foreground is not None:
             self.foreground.close()
         if self.pidfile_written is not None:

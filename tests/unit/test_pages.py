@@ -119,6 +119,21 @@ def test_private_file_mapping_saves_its_own_copies_only() -> None:
     assert list(select.selected(RAW, "file", ZERO_PFN)) == [1, 1, 1, 0, 1, 0, 1, 1]
 
 
+def test_guard_pages_are_never_read_and_are_found() -> None:
+    """A guard page (MADV_GUARD_INSTALL) shows as swapped with bit 58: it holds no data
+    (reading it faults), in any kind of mapping; ``guards`` finds it."""
+    guard = (1 << 62 | 1 << 58).to_bytes(8, "little")
+    raw = entry() + guard + entry(swapped=True, present=False) + guard
+    for kind in ("anon", "file", "aio"):
+        assert list(select.selected(raw, kind, ZERO_PFN)) == [1, 0, 1, 0], kind
+    assert list(select.guards(raw)) == [0, 1, 0, 1]
+
+
+def test_aio_ring_pages_are_all_saved() -> None:
+    """An AIO ring's pages are the kernel's (file pages to pagemap): all are saved."""
+    assert list(select.selected(RAW, "aio", ZERO_PFN)) == [1, 1, 1, 0, 1, 1, 1, 1]
+
+
 def test_parent_cover_follows_identity() -> None:
     parent = parent_mm()
     assert parent.npages == 6

@@ -149,7 +149,8 @@ class TaskPages:
         self.fds.clear()
 
     def save_vma(self, entry: dict[str, Any], readable: bool) -> None:
-        """Save the pages of one mapping (an ``mm-PID.json`` vma entry), in address order.
+        """Save the pages of one mapping (an ``mm-PID.json`` vma entry), in address order;
+        its guard pages go in the entry's ``guards`` (runs of [address, pages]).
 
         Which pages is decided now, from the pagemap (the process is frozen); they
         are copied now too, or, when ``deferred``, by ``copy_deferred`` once the
@@ -162,6 +163,8 @@ class TaskPages:
         for lo in range(start, end, CHUNK_PAGES * PAGE):
             hi = min(end, lo + CHUNK_PAGES * PAGE)
             raw = pagemap.read(self.pagemap_fd, self.pid, lo, (hi - lo) // PAGE)
+            for first, count in runs_of(select.guards(raw), SAVE):
+                entry.setdefault("guards", []).append([lo + first * PAGE, count])
             sel = select.selected(raw, kind, self.zero_pfn)
             if 1 not in sel:
                 continue

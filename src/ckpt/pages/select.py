@@ -20,10 +20,14 @@ SKIP, SAVE, PARENT = 0, 1, 2
 # A parent's cover of a range: (start, end, index of the parent's page at start).
 Cover = list[tuple[int, int, int]]
 
-# pagemap, byte 7 (bits 56-63): 0x80 present, 0x40 swapped, 0x20 file page or shared anon.
+# pagemap, byte 7 (bits 56-63): 0x80 present, 0x40 swapped, 0x20 file page or shared anon,
+# 0x04 a guard page (MADV_GUARD_INSTALL; shown as swapped too, but holds no data).
 # Selection: 1 = the page's data belongs in the image.
-_ANON_SEL = bytes(1 if b & 0xC0 else 0 for b in range(256))
-_COW_SEL = bytes(1 if (b & 0x40) or (b & 0x80 and not b & 0x20) else 0 for b in range(256))
+_GUARD = 0x04
+_SWAPPED = bytes(1 if b & 0x40 and not b & _GUARD else 0 for b in range(256))
+_ANON_SEL = bytes(1 if b & 0x80 or _SWAPPED[b] else 0 for b in range(256))
+_COW_SEL = bytes(1 if _SWAPPED[b] or (b & 0x80 and not b & 0x20) else 0 for b in range(256))
+_GUARD_SEL = bytes(1 if b & 0x40 and b & _GUARD else 0 for b in range(256))
 # An anonymous mapping showing a page that is not anonymous (the huge zero page, a special
 # mapping's page): saved, never left in a parent.
 _ODD = bytes(1 if b & 0x80 and b & 0x20 else 0 for b in range(256))
@@ -47,9 +51,10 @@ def selected(raw: bytes, kind: str, zero_pfn: int | None) -> bytearray:
     ``anon``: present or swapped, but not the zero page (``zero_pfn``, when the
     kernel shows frames: a page never written reads as zeros again from a fresh
     mapping). Private ``file``: the process's own copies (present anonymous pages,
-    or swapped). Other kinds: as ``file``.
+    or swapped). ``aio`` (a ring): every page present. Other kinds: as ``file``.
     """
-    sel = bytearray(raw[7::8].translate(_ANON_SEL if kind == "anon" else _COW_SEL))
+    whole = kind in ("anon", "aio")  # an AIO ring: every page it has (aio.py)
+    sel = bytearray(raw[7::8].translate(_ANON_SEL if whole else _COW_SEL))
     if kind == "anon" and zero_pfn is not None:
         key = struct.pack("<Q", zero_pfn)[:6]
         high = zero_pfn >> 48
@@ -59,6 +64,11 @@ def selected(raw: bytes, kind: str, zero_pfn: int | None) -> bytearray:
                 sel[pos // 8] = 0
             pos = raw.find(key, pos + 1)
     return sel
+
+
+def guards(raw: bytes) -> bytes:
+    """1 for each page of the pagemap ``raw`` that is a guard page (MADV_GUARD_INSTALL)."""
+    return raw[7::8].translate(_GUARD_SEL)
 
 
 def cover_mask(lo: int, n: int, cover: Cover) -> bytearray:

@@ -443,7 +443,7 @@ def create(data_path: str, info: dict[str, Any]) -> int:
 def _new_memfd(data_path: str, info: dict[str, Any]) -> int:
     seals, mode = int(info["seals"]), int(info["mode"])
     flags = os.MFD_CLOEXEC
-    if not seals & F_SEAL_SEAL:
+    if seals != F_SEAL_SEAL:  # F_SEAL_SEAL alone: made without MFD_ALLOW_SEALING
         flags |= os.MFD_ALLOW_SEALING
     exec_flags = MFD_NOEXEC_SEAL if seals & F_SEAL_EXEC and not mode & 0o111 else MFD_EXEC
     try:
@@ -453,11 +453,7 @@ def _new_memfd(data_path: str, info: dict[str, Any]) -> int:
             raise
         fd = os.memfd_create(info["memfd"], flags)
     try:
-        _fill_attributes(fd, data_path, info)
-        want = int(info["seals"])
-        have = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-        if want & ~have:
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, want & ~have)
+        _fill_attributes(fd, data_path, info)  # its seals wait for its mappings (seal_memfds)
     except BaseException:
         os.close(fd)
         raise
@@ -692,6 +688,46 @@ def _fill_runs(fd: int, data_path: str, info: dict[str, Any]) -> None:
         os.close(src)
 
 
+# The memfds of the restore running in this process, by ghost id: ckpt's fd of each,
+# the one memfd_create returned. The first read-write fd description of a memfd and
+# its mappings are that very file (a dup, or pidfd_getfd inside the process): a
+# memfd reopened for writing through /proc can no longer be executed (execveat
+# fails with ETXTBSY while any such file is open), and the one memfd_create
+# returns does not count as a writer. Its seals are added once every process has
+# mapped it: F_SEAL_FUTURE_WRITE refuses writable mappings made after it.
+_memfds: dict[int, tuple[int, int]] = {}  # ghost id -> (fd, seals)
+
+
+def memfd(data_path: str, info: dict[str, Any]) -> int:
+    """ckpt's fd of the memfd of ``info``, made and filled once per restore, not sealed
+    yet; it stays ckpt's until ``seal_memfds`` or ``drop_memfds``."""
+    gid = int(info["id"])
+    if gid not in _memfds:
+        _memfds[gid] = (create(data_path, info), int(info["seals"]))
+    return _memfds[gid][0]
+
+
+def seal_memfds() -> None:
+    """Once every process is restored: add each memfd's saved seals, let ckpt's fds go."""
+    try:
+        for gid, (fd, want) in sorted(_memfds.items()):
+            have = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            if want & ~have:
+                try:
+                    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, want & ~have)
+                except OSError as e:
+                    raise RestoreError(f"memfd {gid}: cannot add seals {want & ~have:#x}: "
+                                       f"{e.strerror}") from None
+    finally:
+        drop_memfds()
+
+
+def drop_memfds() -> None:
+    for fd, _seals in _memfds.values():
+        os.close(fd)
+    _memfds.clear()
+
+
 class Made:
     """The ghost objects one kind made during a restore, by id: each is made once and
     kept open until every process holds its fds; each description reopens it with its
@@ -699,18 +735,29 @@ class Made:
 
     def __init__(self) -> None:
         self._objects: dict[int, int] = {}
+        self._first_rw: set[int] = set()  # memfds whose first read-write fd is given
 
     def reopen(self, images: ImageReader, desc: dict[str, Any]) -> int:
         """An fd for fd description ``desc`` of a ghost object: the object reopened
-        through /proc/self/fd with the description's flags, at its offset."""
+        through /proc/self/fd with the description's flags, at its offset (the first
+        read-write description of a memfd is the memfd itself, see ``memfd``)."""
         info = desc["ghost"]
         gid = int(info["id"])
-        if gid not in self._objects:
-            self._objects[gid] = create(images.path(DATA_FILE), info)
+        if "memfd" in info:
+            base = memfd(images.path(DATA_FILE), info)
+            if desc["flags"] & os.O_ACCMODE == os.O_RDWR and gid not in self._first_rw:
+                self._first_rw.add(gid)
+                fd = os.dup(base)
+                os.lseek(fd, int(desc.get("pos", 0)), os.SEEK_SET)
+                return fd
+        else:
+            if gid not in self._objects:
+                self._objects[gid] = create(images.path(DATA_FILE), info)
+            base = self._objects[gid]
         kind = info.get("type")
         flags = reopen_flags(desc["flags"], kind == "dir", through_proc=True)
         try:
-            fd = os.open(f"/proc/self/fd/{self._objects[gid]}", flags)
+            fd = os.open(f"/proc/self/fd/{base}", flags)
         except OSError as e:
             raise RestoreError(f"cannot reopen {describe(info)}: {e.strerror}") from None
         if kind in (None, "dir") and not desc["flags"] & os.O_PATH:

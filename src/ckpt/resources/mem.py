@@ -27,6 +27,7 @@ private mapping's own pages are in the pages file, as for other files).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import os
 from typing import Any
@@ -37,15 +38,20 @@ from ..kernel import libc, procfs, vdso
 from ..kernel.inject import Injector
 from ..pages.chain import Segment
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
-from . import ghost
+from . import aio, ghost
 
 log = logging.getLogger("ckpt.mem")
 
 TASK_SIZE = libc.TASK_SIZE
 PAGE = libc.PAGE_SIZE
 
-# VmFlags that are restored with madvise, and their MADV_ values.
-_MADVISE = {"dc": 10, "dd": 16, "wf": 18, "hg": 14, "nh": 15}
+# VmFlags that are restored with madvise, and their MADV_ values: DONTFORK, DONTDUMP,
+# WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE (DOFORK, DODUMP, KEEPONFORK: the defaults).
+_MADVISE = {"dc": 10, "dd": 16, "wf": 18, "hg": 14, "nh": 15, "mg": 12}
+MADV_GUARD_INSTALL = 102
+MLOCK_ONFAULT = 1
+# VmFlags of a range registered with a userfaultfd (missing, write-protect, minor).
+_USERFAULT = ("um", "uw", "ui")
 
 
 def _prot(perms: str) -> int:
@@ -54,13 +60,19 @@ def _prot(perms: str) -> int:
             | (libc.PROT_EXEC if perms[2] == "x" else 0))
 
 
-def classify(v: procfs.Vma) -> str:
+def classify(v: procfs.Vma, pid: int) -> str:
     """The kind of a mapping: vdso, anon, file, shmem; raise for what ckpt cannot save."""
     if v.path in vdso.NAMES:
         return "vdso"
     if v.path == "[vsyscall]":
         return "skip"
-    where = f"mapping {v.start:#x}-{v.end:#x} {v.path or '(anonymous)'}"
+    where = f"process {pid} mapping {v.start:#x}-{v.end:#x} {v.path or '(anonymous)'}"
+    if v.path.startswith("anon_inode:[io_uring]"):
+        raise UnsupportedError(f"{where}: the rings of an io_uring instance; io_uring is "
+                               "not supported")
+    if any(f in v.flags for f in _USERFAULT):
+        raise UnsupportedError(f"{where}: registered with a userfaultfd; userfaultfd is "
+                               "not supported")
     if "ht" in v.flags:
         raise UnsupportedError(f"{where}: hugetlbfs mappings are not supported yet")
     if "io" in v.flags or "pf" in v.flags:
@@ -71,9 +83,11 @@ def classify(v: procfs.Vma) -> str:
         raise UnsupportedError(f"{where}: SysV shared memory is not supported yet")
     if not v.path or v.path.startswith("["):
         return "anon"
+    if aio.is_ring(v.path) and v.shared:
+        return "aio"
     if v.path.startswith("/"):
         return "file"
-    raise UnsupportedError(f"{where}: unknown kind of mapping")
+    raise UnsupportedError(f"{where}: a kind of mapping ckpt does not know; not supported")
 
 
 def _entry(v: procfs.Vma, kind: str) -> dict[str, Any]:
@@ -146,10 +160,12 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
     tp.begin(images, pages)
     try:
         for v in vmas:
-            kind = classify(v)
+            kind = classify(v, pid)
             if kind == "skip":
                 continue
             entry = _entry(v, kind)
+            if kind == "aio":
+                entry["aio"] = aio.dump(pid, v.start, v.end)
             if kind == "file":
                 obj = ghost.save_mapping(images, pid, v.start, v.end, v.path)
                 if obj is not None:  # a deleted file or a memfd: its content is saved
@@ -216,7 +232,7 @@ class PreDumpTask:
     def plan(self, vmas: list[procfs.Vma], images: ImageWriter) -> None:
         self.tp.begin(images, images.raw(f"pages-{self.pid}.img"), deferred=True)
         for v in vmas:
-            kind = classify(v)
+            kind = classify(v, self.pid)
             if kind == "skip":
                 continue
             entry = _entry(v, kind)
@@ -316,6 +332,20 @@ class _TargetFiles:
             except OSError as e:
                 raise RestoreError(f"cannot open {path} in the restored process: "
                                    f"{os.strerror(e.errno)}") from None
+        return self.fds[key]
+
+    def take(self, fd: int, key: tuple[str, int]) -> int:
+        """A target fd of ckpt's own ``fd``: the same open file (pidfd_getfd inside the
+        target, which is still root), not a reopening of it."""
+        if key not in self.fds:
+            pidfd = self.inj.call("pidfd_open", os.getpid(), 0)
+            try:
+                self.fds[key] = self.inj.call("pidfd_getfd", pidfd, fd, 0)
+            except OSError as e:
+                raise RestoreError(f"cannot pass fd {fd} of ckpt to the restored process: "
+                                   f"{os.strerror(e.errno)}") from None
+            finally:
+                self.inj.call("close", pidfd)
         return self.fds[key]
 
     def close_all(self) -> None:
@@ -422,8 +452,14 @@ class _Ghosts:
         self.shared = shared
         self._holders: dict[int, tuple[int, int]] | None = None
 
-    def fd(self, info: dict[str, Any], mode: int) -> int:
+    def fd(self, info: dict[str, Any], mode: int, shared_ro: bool = False) -> int:
+        """A target fd of the object, to map with ``mode``; ``shared_ro``: for a shared
+        mapping that may never write (no VM_MAYWRITE, as a write-sealed memfd's)."""
         key = f"ghost:{int(info['id'])}"
+        if "memfd" in info and not shared_ro:  # the memfd itself (ghost.memfd)
+            own = ghost.memfd(os.path.join(self.images_dir, ghost.DATA_FILE), info)
+            if not fcntl.fcntl(own, fcntl.F_GETFL) & os.O_APPEND:  # else not mappable
+                return self.files.take(own, (key, -1))
         if key in self.shared:
             opid, ostart, _oend = self.shared[key]
             return self.files.open(_map_files(opid, ostart), mode)
@@ -490,7 +526,7 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
     ghosts = _Ghosts(pid, files, images_dir, shmem)
     to_protect: list[dict[str, Any]] = []
     for v in saved:
-        if v["kind"] == "vdso":
+        if v["kind"] in ("vdso", "aio"):
             continue
         length = v["end"] - v["start"]
         prot = v["prot"]
@@ -509,7 +545,7 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
         else:
             mode = os.O_RDWR if (v["shared"] and "mw" in v["flags"]) else os.O_RDONLY
             if "ghost" in v:
-                fd = ghosts.fd(v["ghost"], mode)
+                fd = ghosts.fd(v["ghost"], mode, shared_ro=v["shared"] and mode == os.O_RDONLY)
             else:
                 fd = files.open(v["path"], mode)
             inj.call("mmap", v["start"], length, prot, flags, fd, v["offset"])
@@ -518,6 +554,10 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
         for flag, advice in _MADVISE.items():
             if flag in v["flags"]:
                 inj.raw("madvise", v["start"], length, advice)
+
+    for v in saved:  # now that nothing else will be mapped where io_setup puts a ring
+        if v["kind"] == "aio":
+            aio.restore(inj, helper, v, files.open("/dev/null", os.O_WRONLY))
 
     pages_fd = files.open(os.path.join(os.path.abspath(images_dir), mm["pages_file"]),
                           os.O_RDONLY)
@@ -535,6 +575,8 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
 
     for v in to_protect:
         inj.call("mprotect", v["start"], v["end"] - v["start"], v["prot"])
+    for v in saved:
+        _guards_and_locks(inj, v)
 
     if "exe_ghost" in mm:
         exe_fd = ghosts.fd(mm["exe_ghost"], os.O_RDONLY)
@@ -542,6 +584,27 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
         exe_fd = -1 if _same_exe(pid, mm["exe"]) else files.open(mm["exe"], os.O_RDONLY)
     _set_mm_map(inj, mm, helper, exe_fd)
     files.close_all()
+
+
+def _guards_and_locks(inj: Injector, v: dict[str, Any]) -> None:
+    """Once its pages are in: a mapping's guard pages installed again, then its lock
+    (mlock, or mlock2 MLOCK_ONFAULT: only the pages present are locked, as before)."""
+    for addr, npages in v.get("guards", []):
+        try:
+            inj.call("madvise", addr, npages * PAGE, MADV_GUARD_INSTALL)
+        except OSError as e:
+            raise RestoreError(f"cannot install guard pages at {addr:#x}: "
+                               f"{os.strerror(e.errno)}") from None
+    if "lo" in v["flags"]:
+        length = v["end"] - v["start"]
+        try:
+            if "lf" in v["flags"]:
+                inj.call("mlock2", v["start"], length, MLOCK_ONFAULT)
+            else:
+                inj.call("mlock", v["start"], length)
+        except OSError as e:
+            raise RestoreError(f"cannot lock the mapping at {v['start']:#x}: "
+                               f"{os.strerror(e.errno)}") from None
 
 
 def _same_exe(pid: int, path: str) -> bool:
