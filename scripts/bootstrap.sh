@@ -12,12 +12,14 @@ if ! command -v gcc >/dev/null 2>&1; then
   fi
 fi
 # The network lock of TCP dumps (nftables, iptables as the fallback) and the servers
-# the tests run (redis-server, nginx-light), from Debian; as root only, and only what is missing.
+# the tests run (redis-server, nginx-light, postgresql), from Debian; as root only, and only what is missing.
 missing=""
 for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2 nginx:nginx-light; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done
+# PostgreSQL 15 (its binaries are not on PATH), for the test of its SysV segment
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql-15"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

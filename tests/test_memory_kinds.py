@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from ckpt.kernel import sysvipc
 from ckpt_helpers import (
     Builder,
     Proc,
@@ -185,3 +187,70 @@ def test_refused_at_dump_process_unharmed(build: Builder, procs: Procs, images: 
     target.out.wait_line(rf"^{n + 2} tick")
     assert proc_status(target.pid)["TracerPid"] == "0"
     assert is_alive(target.pid)
+
+
+def _ipc(kind: str) -> dict[int, dict[str, int]]:
+    """id -> row of /proc/sysvipc/KIND (perms in octal)."""
+    out = {}
+    with open(f"/proc/sysvipc/{kind}") as f:
+        names = f.readline().split()
+        for line in f:
+            row = dict(zip(names, line.split(), strict=False))
+            row["perms"] = str(int(row["perms"], 8))
+            out[int(line.split()[1])] = {k: int(v) for k, v in row.items()}
+    return out
+
+
+def test_sysv_ipc_objects_and_blocked_processes(build: Builder, procs: Procs,
+                                                images: Path) -> None:
+    """sysv_ipc: two SysV segments (one removed while attached), a semaphore set and a
+    message queue come back under their ids, keys, modes and owners, with their bytes,
+    values and messages; a child blocked in msgrcv and one blocked in semop come back
+    blocked in them and are woken by what the parent sends after the restore. A
+    segment attached by a process outside the tree refuses the dump; one still
+    attached when the restore starts refuses the restore."""
+    target = procs.start([build("sysv_ipc")])
+    shm1, shm2, sem, msq = map(int, target.out.wait_line(r"^ids ").split()[1:])
+    target.out.wait_line(r"^ready$")
+    with open(f"/proc/{target.pid}/task/{target.pid}/children") as f:
+        kids = [int(x) for x in f.read().split()]
+    try:
+        before = {k: _ipc(k) for k in ("shm", "sem", "msg")}
+        outside = sysvipc.shmat(shm1, sysvipc.SHM_RDONLY)  # this process, outside the tree
+        try:
+            err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+        finally:
+            sysvipc.shmdt(outside)
+        assert "outside the dumped tree" in err and f"segment {shm1}" in err, err
+        assert not (images / "inventory.json").exists()
+        target.out.wait_line(rf"^{len(_ticks(target.out.lines())) + 2} ok")
+
+        dump_and_check_dead(procs, target, images)
+        for pid in kids:
+            procs.wait_gone(pid)
+        assert shm2 not in _ipc("shm"), "the removed segment outlived its processes"
+        outside = sysvipc.shmat(shm1, 0)
+        try:
+            err = ckpt_fails("restore", "-D", images, "-d")
+            assert f"{shm1}" in err and "still attached" in err, err
+        finally:
+            sysvipc.shmdt(outside)
+        restored = restore_detached(procs, target.pid, target.out, images)
+        after = {k: _ipc(k) for k in ("shm", "sem", "msg")}
+        fields = ("key", "perms", "uid", "gid")
+        for kind, ident in (("shm", shm1), ("shm", shm2), ("sem", sem), ("msg", msq)):
+            assert {f: after[kind][ident][f] for f in fields} == \
+                {f: before[kind][ident][f] for f in fields}, (kind, ident)
+        assert after["msg"][msq]["qnum"] == 3
+        assert after["shm"][shm1]["nattch"] == 3 and after["shm"][shm2]["nattch"] == 3
+        os.kill(restored.pid, signal.SIGUSR1)
+        assert restored.out.wait_line(r"^state ") == "state ok"
+        restored.out.wait_line(r"^A got wake$")
+        restored.out.wait_line(r"^B got it$")
+        n = len(_ticks(restored.out.lines()))
+        restored.out.wait_line(rf"^{n + 2} ")
+        assert [t for t in _ticks(restored.out.lines()) if t[1] != "ok"] == []
+    finally:
+        procs.cleanup()
+        for kind, ident in (("m", shm1), ("m", shm2), ("s", sem), ("q", msq)):
+            subprocess.run(["ipcrm", f"-{kind}", str(ident)], capture_output=True, check=False)

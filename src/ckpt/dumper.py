@@ -39,6 +39,7 @@ from .resources import (
     sharing,
     signals,
     sk_tcp,
+    sysv,
     task,
     thread,
     timers,
@@ -143,7 +144,7 @@ class _Frozen:
                 self.inj.close()
                 self.inj = None
             if self.regs0 is not None:
-                ptrace.set_regs(self.pid, self.regs0)
+                ptrace.set_regs(self.pid, cpu.on_release(self.regs0))
                 if injected:
                     _settle(self.pid)
             if self.mask0 is not None:
@@ -569,6 +570,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                     total += _dump_task(t, images, dumper, shmem_seen, memctx)["bytes"]
                 except OSError as e:
                     raise _task_failed(t.pid, e) from e
+        sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
         dumper.after_dump([t.info() for t in tasks])
         images.write_json("files.json", dumper.descriptions)
         if dumper.locks.saved:

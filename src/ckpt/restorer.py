@@ -47,6 +47,7 @@ from .resources import (
     sharing,
     signals,
     sk_inet,
+    sysv,
     task,
     thread,
     timers,
@@ -294,6 +295,7 @@ class Restore:
         self.inherit: dict[str, int] = {}
         self.fctx: files.RestoreFiles | None = None
         self.locks: locks.RestoreLocks | None = None
+        self.ipc: sysv.Objects | None = None
         # What the phases create; ``undo`` takes it all back.
         self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
         self.helper_in_ckpt = False
@@ -314,6 +316,7 @@ class Restore:
         self.notify("pre-restore", 0)
         self.load()
         try:
+            self.make_ipc()
             self.open_files()
             self.map_helper()
             self.create_tree()
@@ -321,6 +324,7 @@ class Restore:
             for node in self.live:
                 _TaskRestore(self, node).run()
             ghost.seal_memfds()  # once every mapping of every memfd is made
+            self.ipc.finish()  # type: ignore[union-attr]
             self._files().set_owners()  # once every process and thread exists
             self.write_pidfile()
             self.lend_terminal()
@@ -389,6 +393,8 @@ class Restore:
         self.outside_pgid = inv.get("outside_pgid")
         self.locks = locks.RestoreLocks(
             images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables)
+        self.ipc = sysv.Objects(images)
+        self.ipc.check()  # ids and keys free, or the tree's own objects left behind
         # before anything is created: a refused restore leaves the lock for a next try
         self.fctx.kind(sk_inet.InetSockets).check_connections(self.fctx.ctx)
         if inv.get("network_lock") and self.network_lock != "skip":
@@ -396,6 +402,11 @@ class Restore:
                 self.net_lock = netlock.Lock.from_json(inv["network_lock"])
             except (LookupError, TypeError, ValueError) as e:
                 raise RestoreError(f"the image's network lock is malformed: {e}") from None
+
+    def make_ipc(self) -> None:
+        """The tree's SysV objects, under their ids, before any process attaches them."""
+        assert self.ipc is not None, "load() runs first"
+        self.ipc.make()
 
     def open_files(self) -> None:
         """Open, in ckpt, every file of every process (each process's plan of fds), once
@@ -529,6 +540,8 @@ class Restore:
         self._files().close_all()
         self._files().kind(tty.Terminals).take_back()
         ghost.drop_memfds()
+        if self.ipc is not None:
+            self.ipc.undo()
         if self.foreground is not None:
             self.foreground.close()
         if self.pidfile_written is not None:

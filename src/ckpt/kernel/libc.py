@@ -44,7 +44,7 @@ NR = {
     "seccomp": 317, "rseq": 334, "pidfd_send_signal": 424,
     "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438,
     "mlock": 149, "mlock2": 325, "mseal": 462,
-    "io_setup": 206, "io_getevents": 208, "io_submit": 209,
+    "io_setup": 206, "io_getevents": 208, "io_submit": 209, "shmat": 30,
 }
 SYSCALL_NAMES = {v: k for k, v in NR.items()}
 

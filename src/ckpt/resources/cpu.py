@@ -17,6 +17,10 @@ log = logging.getLogger("ckpt.cpu")
 
 TIMER_ABSTIME = 1
 _RESTART_AS_IS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
+# Calls the kernel never restarts, which return EINTR when the task is merely stopped
+# (man 7 signal): semop and semtimedop. Frozen in one, a task comes back in it.
+_EINTR_WHEN_STOPPED = (65, 220)
+_EINTR = 4
 _U64 = 1 << 64
 
 
@@ -27,7 +31,8 @@ def _signed(v: int) -> int:
 def fix_interrupted_syscall(regs: ptrace.UserRegs) -> str | None:
     """Rewrite ``regs`` of a task stopped in an interrupted syscall; say what was done.
 
-    ERESTART{SYS,NOINTR,NOHAND}: run the syscall again. ERESTART_RESTARTBLOCK
+    ERESTART{SYS,NOINTR,NOHAND}, and EINTR of semop and semtimedop (which the
+    stop itself caused): run the syscall again. ERESTART_RESTARTBLOCK
     (relative sleeps, poll with timeout): a relative nanosleep is run again in
     full (a sleep may always last longer); anything else returns EINTR, as CRIU
     does.
@@ -37,7 +42,7 @@ def fix_interrupted_syscall(regs: ptrace.UserRegs) -> str | None:
     if nr < 0:
         return None
     name = libc.SYSCALL_NAMES.get(nr, str(nr))
-    if err in _RESTART_AS_IS:
+    if err in _RESTART_AS_IS or (err == _EINTR and nr in _EINTR_WHEN_STOPPED):
         regs.rax = regs.orig_rax
         regs.rip -= 2
         return f"{name} will be restarted"
@@ -51,6 +56,17 @@ def fix_interrupted_syscall(regs: ptrace.UserRegs) -> str | None:
         regs.rax = (-4) % _U64  # -EINTR
         return f"{name} will return EINTR"
     return None
+
+
+def on_release(regs: ptrace.UserRegs) -> ptrace.UserRegs:
+    """The registers a task frozen and released unchanged (a refused dump, -R) gets
+    back: one frozen in semop or semtimedop runs it again rather than see the EINTR
+    the stop caused; the kernel restarts the other calls itself."""
+    if _signed(regs.orig_rax) in _EINTR_WHEN_STOPPED and -_signed(regs.rax) == _EINTR:
+        regs = regs.copy()
+        regs.rax = regs.orig_rax
+        regs.rip -= 2
+    return regs
 
 
 def dump(pid: int, regs: ptrace.UserRegs) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from .filekind import reopen_flags
 log = logging.getLogger("ckpt.ghost")
 
 DATA_FILE = "ghost-data.img"
+TAIL_VERSION = 9  # the image format version with a ghost's ``tail``
 DEFAULT_LIMIT = 64 << 20
 NODE_VERSION = 7  # the image format version with deleted files that are not regular files
 DELETED = " (deleted)"
@@ -192,6 +193,7 @@ class GhostStore:
             tail = _save_tail(data, fd, st.st_size)
             if tail is not None:
                 info["tail"] = tail
+                self.images.need(TAIL_VERSION)
             log.info("%s: %s saved (%d bytes, %d in the image)", what, link, st.st_size,
                      data.size - info["data_off"])
         else:

@@ -38,12 +38,14 @@ from ..kernel import libc, procfs, vdso
 from ..kernel.inject import Injector
 from ..pages.chain import Segment
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
-from . import aio, ghost
+from . import aio, ghost, sysv
 
 log = logging.getLogger("ckpt.mem")
 
 TASK_SIZE = libc.TASK_SIZE
 PAGE = libc.PAGE_SIZE
+
+VERSION = 9  # the image format version with aio and sysv mappings and guard pages
 
 # VmFlags that are restored with madvise, and their MADV_ values: DONTFORK, DONTDUMP,
 # WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE (DOFORK, DODUMP, KEEPONFORK: the defaults).
@@ -79,8 +81,8 @@ def classify(v: procfs.Vma, pid: int) -> str:
         raise UnsupportedError(f"{where}: device (I/O or PFN) mappings are not supported")
     if v.shared and (v.path == "/dev/zero (deleted)" or v.path == "/dev/zero" and v.inode == 0):
         return "shmem"
-    if v.path.startswith("/SYSV"):
-        raise UnsupportedError(f"{where}: SysV shared memory is not supported yet")
+    if sysv.is_attachment(v.path) and v.shared:
+        return "sysv"
     if not v.path or v.path.startswith("["):
         return "anon"
     if aio.is_ring(v.path) and v.shared:
@@ -166,6 +168,8 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
             entry = _entry(v, kind)
             if kind == "aio":
                 entry["aio"] = aio.dump(pid, v.start, v.end)
+            if kind == "sysv":  # its contents: sysv.py, once per dump
+                entry["shmid"] = v.inode
             if kind == "file":
                 obj = ghost.save_mapping(images, pid, v.start, v.end, v.path)
                 if obj is not None:  # a deleted file or a memfd: its content is saved
@@ -173,7 +177,7 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                 else:
                     entry["file"] = _file_id(v.path)
             out_vmas.append(entry)
-            if kind in ("vdso",) or (kind == "file" and v.shared):
+            if kind in ("vdso", "sysv") or (kind == "file" and v.shared):
                 continue
             if kind == "shmem":
                 fd = os.open(f"/proc/{pid}/map_files/{v.start:x}-{v.end:x}", os.O_RDONLY)
@@ -187,6 +191,8 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                 entry["shmem_owner"] = shmem_seen[st.st_ino]
                 continue
             tp.save_vma(entry, "r" in v.perms)
+        if any(e["kind"] in ("aio", "sysv") or "guards" in e for e in out_vmas):
+            images.need(VERSION)
         # After every run of ``pagemap``, which must be one after the other in the file.
         objects = [_dump_shmem(fd, ino, size, pages) for fd, ino, size in owned]
     finally:
@@ -533,6 +539,9 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
         flags = libc.MAP_FIXED | (libc.MAP_SHARED if v["shared"] else libc.MAP_PRIVATE)
         if "gd" in v["flags"]:
             flags |= libc.MAP_GROWSDOWN
+        if v["kind"] == "sysv":
+            _attach_sysv(inj, v)
+            continue
         if not (v["kind"] == "file" and v["shared"]) and not prot & libc.PROT_WRITE:
             prot |= libc.PROT_WRITE
             to_protect.append(v)
@@ -584,6 +593,24 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
         exe_fd = -1 if _same_exe(pid, mm["exe"]) else files.open(mm["exe"], os.O_RDONLY)
     _set_mm_map(inj, mm, helper, exe_fd)
     files.close_all()
+
+
+def _attach_sysv(inj: Injector, v: dict[str, Any]) -> None:
+    """Attach the SysV segment of mapping ``v`` at its address (sysv.py made it)."""
+    prot = v["prot"]
+    flags = (0 if prot & libc.PROT_WRITE else sysv.SHM_RDONLY) \
+        | (sysv.SHM_EXEC if prot & libc.PROT_EXEC else 0)
+    try:
+        at = inj.call("shmat", v["shmid"], v["start"], flags)
+    except OSError as e:
+        raise RestoreError(f"cannot attach SysV shared memory {v['shmid']} at "
+                           f"{v['start']:#x}: {os.strerror(e.errno)}") from None
+    if at != v["start"]:
+        raise RestoreError(f"SysV shared memory {v['shmid']} attached at {at:#x}, not at "
+                           f"{v['start']:#x}")
+    given = libc.PROT_READ | (prot & (libc.PROT_WRITE | libc.PROT_EXEC))
+    if prot != given:  # mprotect'ed after shmat (PROT_NONE, ...)
+        inj.call("mprotect", v["start"], v["end"] - v["start"], prot)
 
 
 def _guards_and_locks(inj: Injector, v: dict[str, Any]) -> None:
