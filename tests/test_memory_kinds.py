@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt.kernel import sysvipc
+from ckpt.kernel import mqueue, sysvipc
 from ckpt_helpers import (
     Builder,
     Proc,
@@ -254,3 +254,33 @@ def test_sysv_ipc_objects_and_blocked_processes(build: Builder, procs: Procs,
         procs.cleanup()
         for kind, ident in (("m", shm1), ("m", shm2), ("s", sem), ("q", msq)):
             subprocess.run(["ipcrm", f"-{kind}", str(ident)], capture_output=True, check=False)
+
+
+def test_posix_message_queues(build: Builder, procs: Procs, images: Path) -> None:
+    """mqueues: a named queue with messages of several priorities (held read-write and
+    read-only, non-blocking), an unlinked one with a message, and one a child is blocked
+    on in mq_receive: after the restore the messages come in the same order with the
+    same priorities, limits and mode are kept, the unlinked queue has no name again,
+    and the child wakes up with what the parent sends."""
+    target = procs.start([build("mqueues")])
+    names = target.out.wait_line(r"^names ").split()[1:]
+    target.out.wait_line(r"^ready$")
+    try:
+        with open(f"/proc/{target.pid}/task/{target.pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+        dump_and_check_dead(procs, target, images)
+        for pid in kids:
+            procs.wait_gone(pid)
+        restored = restore_detached(procs, target.pid, target.out, images)
+        links = sorted(os.readlink(f"/proc/{restored.pid}/fd/{fd}") for fd in (3, 4, 5, 6))
+        assert links == sorted([names[0], names[0], f"{names[1]} (deleted)", names[2]])
+        os.kill(restored.pid, signal.SIGUSR1)
+        assert restored.out.wait_line(r"^state ") == "state ok"
+        restored.out.wait_line(r"^child got wake$")
+    finally:
+        procs.cleanup()
+        for name in (names[0], names[2]):
+            try:
+                mqueue.mq_unlink(name)
+            except OSError:
+                pass

@@ -14,6 +14,7 @@ from . import (
     files_reg,
     inotify,
     memfd,
+    mqueue,
     opath,
     pidfd,
     pipes,
@@ -31,6 +32,7 @@ KINDS: list[type[FileKind]] = [
     epoll.Epoll,
     eventfd.EventFds,
     fanotify.Fanotify,
+    mqueue.MessageQueues,  # regular files of the mqueue file system: before files_reg
     files_reg.RegularFiles,  # regular files (not memfds) and directories
     inotify.Inotify,
     memfd.MemFds,
