@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from ckpt.kernel import mqueue, sysvipc
 from ckpt_helpers import (
+    PROGS,
     Builder,
     Proc,
     Procs,
@@ -284,3 +286,24 @@ def test_posix_message_queues(build: Builder, procs: Procs, images: Path) -> Non
                 mqueue.mq_unlink(name)
             except OSError:
                 pass
+
+
+def test_node_with_io_uring_refused(procs: Procs, images: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node with UV_USE_IO_URING=1 (libuv's io_uring for file system calls): the dump is
+    refused naming io_uring and the process, which goes on counting."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("node is not installed")
+    monkeypatch.setenv("UV_USE_IO_URING", "1")
+    target = procs.start([node, PROGS / "uv_ticks.js"])
+    target.out.wait_numbers(3, timeout=30)
+    if not any("io_uring" in os.readlink(f"/proc/{target.pid}/fd/{fd}")
+               for fd in os.listdir(f"/proc/{target.pid}/fd")):
+        pytest.skip("this node's libuv does not use io_uring (libuv before 1.45)")
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+    assert "io_uring" in err and re.search(rf"\b{target.pid}\b", err), err
+    assert not (images / "inventory.json").exists()
+    n = len(target.out.numbers())
+    target.out.wait_numbers(n + 3)
+    assert proc_status(target.pid)["TracerPid"] == "0"
