@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import (
+    PYTHON,
     Builder,
     Procs,
     assert_consecutive,
@@ -173,6 +174,75 @@ def test_log_file_in_images_dir(build: Builder, procs: Procs, images: Path,
         assert re.search(step, log), f"no /{step}/ line in restore.log:\n{log}"
     assert (images / "dump.log").read_text() == dump_log, "the restore touched dump.log"
     assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))
+
+
+LOG_LINE = re.compile(r"^\((\d{2,})\.(\d{6})\) (Error \(|Warn  \(|ckpt\.)")
+SIGNAL_OWNER = r"""
+import fcntl, os, time
+r, w = os.pipe()
+fcntl.fcntl(r, fcntl.F_SETOWN, os.getppid())  # its SIGIO would go outside the tree
+print("ready", flush=True)
+n = 0
+while True:
+    print(n, flush=True)
+    n += 1
+    time.sleep(0.05)
+"""
+
+
+def _log_lines(log: str) -> list[re.Match[str]]:
+    """Every line of a log whose line starts with criu's timestamp, the others (a
+    traceback's) left out; the timestamps never go back."""
+    found = [m for m in map(LOG_LINE.match, log.splitlines()) if m]
+    assert found, log
+    times = [int(m[1]) * 1_000_000 + int(m[2]) for m in found]
+    assert times == sorted(times), log
+    return found
+
+
+def test_log_holds_a_refused_dump_and_its_exception(procs: Procs, images: Path) -> None:
+    """A refused dump's log ends with the error the user saw, at the place it was
+    raised (criu's "Error (FILE:LINE): "), and at -v4 with the exception behind it; every
+    line starts with criu's (SS.uuuuuu) timestamp. Without -v4 no traceback."""
+    target = procs.start([PYTHON, "-c", SIGNAL_OWNER])
+    target.out.wait_numbers(3)
+    for verbosity, traceback in (("-v4", True), ("-v2", False)):
+        res = run_ckpt("dump", "-t", target.pid, "-D", images, "-o", "dump.log", verbosity)
+        assert res.returncode == 1, res.stderr
+        said = res.stderr.strip()
+        assert said.startswith("ckpt dump: error: ") and "outside the dumped tree" in said
+        log = (images / "dump.log").read_text()
+        _log_lines(log)
+        errors = [ln for ln in log.splitlines() if " Error (" in ln]
+        assert errors and errors[0].endswith(f"dump failed: {said[len('ckpt dump: error: '):]}"
+                                             ), log
+        assert re.search(r" Error \(ckpt/resources/files\.py:\d+\): dump failed", errors[0])
+        assert ("Traceback (most recent call last)" in log) == traceback, log
+        if traceback:
+            assert "froze 1 processes" in log and "UnsupportedError" in log, log
+            assert re.search(r"ckpt: the exception behind it:\nTraceback", log), log
+        else:
+            assert log.splitlines()[-1] == errors[0], log
+        assert is_alive(target.pid)
+    assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))
+
+
+def test_log_holds_a_failed_restore(build: Builder, procs: Procs, images: Path) -> None:
+    """A restore that fails (the PID is taken: the process runs on after dump -R) says
+    why in its log, as on stderr, with the exception at -v4."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R", "-o", "dump.log", "-v4")
+    _log_lines((images / "dump.log").read_text())
+    res = run_ckpt("restore", "-D", images, "-d", "-o", "restore.log", "-v4")
+    assert res.returncode == 1, res.stderr
+    said = res.stderr.strip()
+    assert said.startswith("ckpt restore: error: ") and str(target.pid) in said, said
+    log = (images / "restore.log").read_text()
+    _log_lines(log)
+    assert f"restore failed: {said[len('ckpt restore: error: '):]}" in log, log
+    assert "Traceback (most recent call last)" in log and "RestoreError" in log, log
+    assert is_alive(target.pid)
 
 
 # ------------------------------------------------------------------ --pidfile

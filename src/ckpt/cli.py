@@ -206,13 +206,19 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write("\n")
             return 0
     except CkptError as e:
+        ckpt_log.failure(args.command, e)
         print(f"ckpt {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        ckpt_log.failure(args.command, CkptError("interrupted (Ctrl-C)").with_traceback(
+            e.__traceback__))
         return 130
     except BrokenPipeError:  # ``ckpt show DIR | head``
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # a bug: in the log too, then the traceback as Python shows it
+        ckpt_log.failure(args.command, e)
+        raise
     return 2
 
 

@@ -140,13 +140,8 @@ class Session:
 
     def _fail(self, kind: int, e: BaseException) -> None:
         """Answer request ``kind`` with the error ``e``."""
-        if isinstance(e, CkptError):
-            msg = str(e)
-        else:
-            import traceback
-            log.error("internal error:\n%s", traceback.format_exc())
-            msg = f"internal error: {type(e).__name__}: {e}"
-        log.error("%s failed: %s", s.REQUEST_NAMES.get(kind, kind), msg)
+        msg = str(e) if isinstance(e, CkptError) else f"internal error: {type(e).__name__}: {e}"
+        ckpt_log.failure(str(s.REQUEST_NAMES.get(kind, kind)), e, always=True)
         resp: dict[str, Any] = {"type": kind if kind in s.REQUEST_NAMES else s.EMPTY,
                                 "success": False, "cr_errmsg": msg}
         err = _errno_of(e)
