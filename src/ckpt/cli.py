@@ -1,38 +1,23 @@
-"""The ``ckpt`` command: a thin layer over the Python API, with criu's flags."""
+"""The ``ckpt`` command: a thin layer over the Python API, with every one of criu's
+flags (flags.py says what ckpt does with each)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import logging
 import os
-import re
 import sys
 from typing import Any
 
-from . import __version__
+from . import __version__, flags
 from . import log as ckpt_log
 from .errors import CkptError, UsageError
 
+log = logging.getLogger("ckpt.cli")
 
-def _normalize_verbosity(argv: list[str]) -> list[str]:
-    """criu spells verbosity -v4 or -vvvv; turn both into --verbosity=N."""
-    out = []
-    for a in argv:
-        if re.fullmatch(r"-v\d", a):
-            out.append(f"--verbosity={a[2:]}")
-        elif re.fullmatch(r"-v+", a):
-            out.append(f"--verbosity={min(4, 1 + len(a) - 1)}")
-        else:
-            out.append(a)
-    return out
-
-
-def _size(text: str) -> int:
-    """A size in bytes, with an optional K, M or G suffix (criu's --ghost-limit 1M)."""
-    m = re.fullmatch(r"(\d+)([KMG]?)", text.strip(), re.I)
-    if m is None:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 1048576, 512K, 64M)")
-    return int(m[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[m[2].upper()]
+OWN_COMMANDS = ("swrk", "show")
 
 
 def _page_server(args: argparse.Namespace) -> tuple[str, int] | None:
@@ -46,102 +31,21 @@ def _page_server(args: argparse.Namespace) -> tuple[str, int] | None:
     return args.address, args.port
 
 
-def _tcp(args: argparse.Namespace) -> dict[str, Any]:
-    from .resources.filekind import TcpFlags
-    return {"tcp": TcpFlags(established=args.tcp_established, close=args.tcp_close,
-                            skip_in_flight=getattr(args, "skip_in_flight", False)),
-            "network_lock": args.network_lock}
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.")
-    p.add_argument("--version", action="version", version=f"ckpt {__version__}")
+    p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.",
+                                epilog=flags.help_epilog(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-V", "--version", action="version", version=f"ckpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-D", "--images-dir", required=True, metavar="DIR",
-                        help="folder of the images")
-        sp.add_argument("-o", "--log-file", metavar="LOG", help="log file, relative to DIR")
-        sp.add_argument("--verbosity", type=int, default=2, metavar="N",
-                        help="log level 0-4 (also -v0..-v4 or -vvvv)")
-        sp.add_argument("-j", "--shell-job", action="store_true",
-                        help="the process is a job of a shell on a terminal")
-        sp.add_argument("-l", "--file-locks", action="store_true",
-                        help="save file locks (flock, POSIX, OFD, leases); a restore always "
-                             "takes the saved ones again")
-
-    def tcp(sp: argparse.ArgumentParser, dump: bool) -> None:
-        sp.add_argument("--tcp-established", action="store_true",
-                        help="save (restore) established TCP connections")
-        sp.add_argument("--tcp-close", action="store_true",
-                        help="restore TCP connections closed" + (
-                            " (at dump: do not save their state)" if dump else ""))
-        if dump:
-            sp.add_argument("--skip-in-flight", action="store_true",
-                            help="drop TCP connections not yet accepted")
-        sp.add_argument("--network-lock", choices=("nftables", "iptables", "skip"),
-                        default=None, help="how to keep packets from the connections "
-                        "between dump and restore (default: the first that works here)")
-
-    def incremental(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--track-mem", action="store_true",
-                        help="track memory changes from now on, for a next dump")
-        sp.add_argument("--prev-images-dir", metavar="DIR",
-                        help="parent images (relative to -D): pages unchanged since are "
-                             "left there")
-        sp.add_argument("--page-server", action="store_true",
-                        help="send the images to a page server (--address, --port)")
-        sp.add_argument("--address", metavar="ADDR", help="the page server's address")
-        sp.add_argument("--port", type=int, metavar="PORT", help="the page server's port")
-
-    d = sub.add_parser("dump", help="checkpoint a process into a folder of images")
-    d.add_argument("-t", "--tree", type=int, required=True, metavar="PID",
-                   help="the process to dump")
-    common(d)
-    d.add_argument("-R", "--leave-running", action="store_true",
-                   help="let the process run on after the dump")
-    d.add_argument("-s", "--leave-stopped", action="store_true",
-                   help="leave the process stopped (SIGSTOP) after the dump")
-    d.add_argument("--external", action="append", default=[], metavar="RES",
-                   help="an external resource, e.g. unix[INODE]")
-    d.add_argument("--ghost-limit", type=_size, default=None, metavar="SIZE",
-                   help="most data of a deleted file to save, e.g. 64M (the default)")
-    d.add_argument("--ghost-fiemap", action=argparse.BooleanOptionalAction, default=None,
-                   help="criu's; no effect: deleted files' data is found with SEEK_DATA")
-    d.add_argument("--link-remap", action="store_true",
-                   help="criu's; no effect: a removed name of a file with other links is "
-                        "always saved as a link")
-    tcp(d, dump=True)
-    incremental(d)
-
-    pd = sub.add_parser("pre-dump", help="save the memory pages of a process and let it run on")
-    pd.add_argument("-t", "--tree", type=int, required=True, metavar="PID",
-                    help="the process to pre-dump")
-    common(pd)
-    incremental(pd)
-
-    ps = sub.add_parser("page-server", help="receive the images of one dump over TCP")
-    ps.add_argument("-D", "--images-dir", required=True, metavar="DIR",
-                    help="folder to write the images into")
-    ps.add_argument("--address", default="0.0.0.0", metavar="ADDR",
-                    help="address to listen on (default: all)")
-    ps.add_argument("--port", type=int, required=True, metavar="PORT",
-                    help="TCP port to listen on (0: any free port, printed)")
-    ps.add_argument("-o", "--log-file", metavar="LOG", help="log file, relative to DIR")
-    ps.add_argument("--verbosity", type=int, default=2, metavar="N",
-                    help="log level 0-4 (also -v0..-v4 or -vvvv)")
-
-    r = sub.add_parser("restore", help="restore a process from a folder of images")
-    common(r)
-    r.add_argument("-d", "--restore-detached", action="store_true",
-                   help="return once the process runs instead of waiting for it")
-    r.add_argument("--pidfile", metavar="FILE", help="write the restored PID here "
-                   "(relative to DIR)")
-    r.add_argument("--inherit-fd", action="append", default=[], metavar="fd[N]:KEY",
-                   help="give the restorer's fd N to the files matching KEY")
-    tcp(r, dump=False)
-
-    sub.add_parser("check", help="check that the kernel has what ckpt needs")
+    helps = {
+        flags.DUMP: "checkpoint a process tree into a folder of images",
+        flags.PRE_DUMP: "save the memory pages of a process tree and let it run on",
+        flags.RESTORE: "restore a process tree from a folder of images",
+        flags.CHECK: "check that the kernel has what ckpt needs",
+        flags.PAGE_SERVER: "receive the images of one dump over TCP",
+    }
+    for command in flags.CRIU_COMMANDS:
+        flags.add_flags(sub.add_parser(command, help=helps[command]), command)
 
     sw = sub.add_parser("swrk", help="serve criu's RPC on an inherited socket (as runc runs "
                         "criu)")
@@ -153,49 +57,161 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _prepare(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(arguments for argparse, the command after ``--`` for --exec-cmd): the command
+    word first, then the configuration files' options, then the command line's."""
+    argv = flags.command_first(argv, (*flags.CRIU_COMMANDS, *OWN_COMMANDS))
+    if not argv or argv[0] not in flags.CRIU_COMMANDS:
+        return argv, []
+    command, rest = argv[0], argv[1:]
+    tail: list[str] = []
+    if "--" in rest:
+        cut = rest.index("--")
+        rest, tail = rest[:cut], rest[cut + 1:]
+    rest = flags.verbosity([*flags.config_args(rest), *rest])
+    return [command, *rest], tail
+
+
+def _tcp(args: argparse.Namespace) -> dict[str, Any]:
+    """criu's TCP flags as ckpt.dump and ckpt.restore take them."""
+    from .resources.filekind import TcpFlags
+    return {"tcp": TcpFlags(established=bool(args.tcp_established), close=bool(args.tcp_close),
+                            skip_in_flight=bool(args.skip_in_flight)),
+            "network_lock": args.network_lock}
+
+
+def _work_dir(args: argparse.Namespace) -> str:
+    return args.work_dir or args.images_dir
+
+
+def _setup_log(args: argparse.Namespace, notes: list[str], create: bool) -> None:
+    work = _work_dir(args)
+    ckpt_log.setup(args.verbosity, args.log_file, work,
+                   create_dir=create and work == args.images_dir)
+    for note in notes:
+        log.info("%s", note)
+
+
+def _external(args: argparse.Namespace) -> tuple[str, ...]:
+    """--external, and the inodes named by -x/--ext-unix-sk as unix[INODE]."""
+    out = list(args.external or [])
+    if args.ext_unix_sk:
+        for ino in args.ext_unix_sk.split(","):
+            if not ino.strip().isdigit():
+                raise UsageError(f"--ext-unix-sk {args.ext_unix_sk}: expected socket inode "
+                                 "numbers, separated by commas")
+            out.append(f"unix[{int(ino)}]")
+    return tuple(out)
+
+
+def _notify(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if not args.action_script:
+        return None
+    from .hooks import action_scripts
+    return action_scripts(args.action_script, args.images_dir)
+
+
+def _dump(args: argparse.Namespace, notes: list[str]) -> int:
+    from .dumper import dump
+    if args.leave_running and args.leave_stopped:
+        raise UsageError("-R (--leave-running) and -s (--leave-stopped) exclude each other")
+    server = _page_server(args)
+    external = _external(args)
+    _setup_log(args, notes, create=True)
+    dump(args.tree, args.images_dir, external=external, page_server=server,
+         notify=_notify(args), **_tcp(args), **flags.api_kwargs(flags.DUMP, args))
+    return 0
+
+
+def _pre_dump(args: argparse.Namespace, notes: list[str]) -> int:
+    from .dumper import pre_dump
+    server = _page_server(args)
+    _setup_log(args, notes, create=True)
+    pre_dump(args.tree, args.images_dir, page_server=server,
+             **flags.api_kwargs(flags.PRE_DUMP, args))
+    return 0
+
+
+def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) -> int:
+    from .restorer import restore
+    detach = bool(args.restore_detached or args.daemon)
+    if args.restore_sibling and not detach:
+        raise UsageError("--restore-sibling (-S) goes with --restore-detached (-d)")
+    if args.exec_cmd and not exec_cmd:
+        raise UsageError("--exec-cmd needs the command after --")
+    pidfile = None
+    if args.pidfile:
+        pidfile = os.path.abspath(os.path.join(_work_dir(args), args.pidfile))
+    _setup_log(args, notes, create=False)
+    res = restore(args.images_dir, detach=detach or bool(args.exec_cmd), pidfile=pidfile,
+                  sibling=bool(args.restore_sibling), notify=_notify(args), **_tcp(args),
+                  **flags.api_kwargs(flags.RESTORE, args))
+    if args.exec_cmd:
+        log.info("executing %s", exec_cmd)
+        try:
+            os.execvp(exec_cmd[0], exec_cmd)
+        except OSError as e:
+            raise CkptError(f"--exec-cmd: cannot execute {exec_cmd[0]}: {e.strerror} "
+                            f"(process {res.pid} was restored and runs)") from None
+    if res.exit_status is None:
+        return 0
+    return res.exit_status if res.exit_status >= 0 else 128 - res.exit_status
+
+
+def _page_server_command(args: argparse.Namespace, notes: list[str]) -> int:
+    from .page_server import serve
+    _setup_log(args, notes, create=True)
+
+    def ready(addr: str, port: int) -> None:
+        print(f"ckpt page-server: listening on {addr}:{port}", flush=True)
+        if args.pidfile:
+            with open(os.path.join(_work_dir(args), args.pidfile), "w") as f:
+                f.write(f"{os.getpid()}\n")
+        if args.status_fd is not None:
+            os.write(args.status_fd, b"\0")
+            os.close(args.status_fd)
+
+    serve(args.images_dir, args.port, args.address or "0.0.0.0", ready=ready)
+    return 0
+
+
+def _close_fds(fds: list[int] | None) -> None:
+    """criu's --close FD: fds the caller leaves open by mistake."""
+    for fd in fds or ():
+        try:
+            os.close(fd)
+        except OSError as e:
+            if e.errno != errno.EBADF:
+                raise
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(_normalize_verbosity(sys.argv[1:] if argv is None else argv))
+    raw = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args.command == "dump":
-            from .dumper import dump
-            if args.leave_running and args.leave_stopped:
-                raise UsageError("-R (--leave-running) and -s (--leave-stopped) exclude each other")
-            server = _page_server(args)
-            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir, create_dir=True)
-            dump(args.tree, args.images_dir, leave_running=args.leave_running,
-                 leave_stopped=args.leave_stopped, shell_job=args.shell_job,
-                 external=tuple(args.external), ghost_limit=args.ghost_limit,
-                 track_mem=args.track_mem, prev_images_dir=args.prev_images_dir,
-                 page_server=server, file_locks=args.file_locks, link_remap=args.link_remap,
-                 ghost_fiemap=args.ghost_fiemap, **_tcp(args))
-            return 0
-        if args.command == "pre-dump":
-            from .dumper import pre_dump
-            server = _page_server(args)
-            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir, create_dir=True)
-            pre_dump(args.tree, args.images_dir, track_mem=args.track_mem,
-                     prev_images_dir=args.prev_images_dir, page_server=server)
-            return 0
-        if args.command == "page-server":
-            from .page_server import serve
-            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir, create_dir=True)
-
-            def ready(addr: str, port: int) -> None:
-                print(f"ckpt page-server: listening on {addr}:{port}", flush=True)
-
-            serve(args.images_dir, args.port, args.address, ready=ready)
-            return 0
-        if args.command == "restore":
-            from .restorer import restore
-            ckpt_log.setup(args.verbosity, args.log_file, args.images_dir)
-            res = restore(args.images_dir, detach=args.restore_detached,
-                          shell_job=args.shell_job or None, inherit_fds=args.inherit_fd,
-                          pidfile=args.pidfile, **_tcp(args))
-            if res.exit_status is None:
-                return 0
-            return res.exit_status if res.exit_status >= 0 else 128 - res.exit_status
-        if args.command == "check":
+        prepared, exec_cmd = _prepare(raw)
+    except CkptError as e:
+        print(f"ckpt: error: {e}", file=sys.stderr)
+        return 1
+    parser = _parser()
+    args = parser.parse_args(prepared)
+    if exec_cmd and args.command != flags.RESTORE:
+        parser.error(f"unrecognized arguments: -- {' '.join(exec_cmd)}")
+    try:
+        if args.command in flags.CRIU_COMMANDS:
+            notes = flags.screen(args.command, args)
+            _close_fds(args.close)
+        if args.command == flags.DUMP:
+            return _dump(args, notes)
+        if args.command == flags.PRE_DUMP:
+            return _pre_dump(args, notes)
+        if args.command == flags.RESTORE:
+            return _restore(args, notes, exec_cmd)
+        if args.command == flags.PAGE_SERVER:
+            return _page_server_command(args, notes)
+        if args.command == flags.CHECK:
             from .check import run_checks
+            if args.log_file:
+                _setup_log(args, notes, create=False)
             return run_checks()
         if args.command == "swrk":
             from .rpc.server import serve_fd

@@ -8,7 +8,11 @@ a dump leaves the processes running, a restore kills what it created.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Sequence
+
+from .errors import CkptError
 
 # notify(action, pid): pid is the restored root's for "post-restore", else 0. The return
 # value is used for "query-ext-files" only: more --external keys for the dump.
@@ -28,3 +32,26 @@ NETWORK_ACTIONS = ("network-lock", "network-unlock")
 def ignore(action: str, pid: int) -> None:
     """The callback of drivers called without one."""
     return None
+
+
+def action_scripts(scripts: Sequence[str], images_dir: str) -> Notify:
+    """criu's ``--action-script``: a notify callback that runs each script with
+    ``sh -c`` at every action, told which in CRTOOLS_SCRIPT_ACTION (the images in
+    CRTOOLS_IMAGE_DIR, the restored root in CRTOOLS_INIT_PID); one that fails fails
+    the step."""
+    folder = os.path.abspath(images_dir)
+
+    def notify(action: str, pid: int) -> None:
+        if action == "query-ext-files":  # criu asks RPC clients only
+            return
+        env = {**os.environ, "CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_IMAGE_DIR": folder}
+        if pid:
+            env["CRTOOLS_INIT_PID"] = str(pid)
+        for script in scripts:
+            status = subprocess.run(["sh", "-c", script], env=env,
+                                    stdin=subprocess.DEVNULL).returncode
+            if status != 0:
+                how = f"exit status {status}" if status > 0 else f"signal {-status}"
+                raise CkptError(f"--action-script {script!r} failed at {action} ({how})")
+
+    return notify

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from ckpt.cli import _size
+from ckpt.flags import size as _size
 
 
 @pytest.mark.parametrize(("text", "size"), [
