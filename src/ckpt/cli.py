@@ -31,7 +31,8 @@ def _page_server(args: argparse.Namespace) -> tuple[str, int] | None:
     return args.address, args.port
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command gets its flags (they are many)."""
     p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.",
                                 epilog=flags.help_epilog(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         flags.CHECK: "check that the kernel has what ckpt needs",
         flags.PAGE_SERVER: "receive the images of one dump over TCP",
     }
-    for command in flags.CRIU_COMMANDS:
-        flags.add_flags(sub.add_parser(command, help=helps[command]), command)
+    for name in flags.CRIU_COMMANDS:
+        sp = sub.add_parser(name, help=helps[name])
+        if command in (None, name):
+            flags.add_flags(sp, name)
 
     sw = sub.add_parser("swrk", help="serve criu's RPC on an inherited socket (as runc runs "
                         "criu)")
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     except CkptError as e:
         print(f"ckpt: error: {e}", file=sys.stderr)
         return 1
-    parser = _parser()
+    parser = _parser(prepared[0] if prepared else None)
     args = parser.parse_args(prepared)
     if exec_cmd and args.command != flags.RESTORE:
         parser.error(f"unrecognized arguments: -- {' '.join(exec_cmd)}")
