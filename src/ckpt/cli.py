@@ -11,9 +11,10 @@ import os
 import sys
 from typing import Any
 
-from . import __version__, flags
+from . import flags
 from . import log as ckpt_log
 from .errors import CkptError, UsageError
+from .version import __version__
 
 log = logging.getLogger("ckpt.cli")
 

@@ -296,7 +296,7 @@ def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
         kw: dict[str, Any] = {"dest": f.dest, "default": f.default,
                               "help": (f.what if effect == USE else "") + note}
         if f.dest == "version":
-            from . import __version__
+            from .version import __version__
             parser.add_argument(*f.names, action="version", version=f"ckpt {__version__}",
                                 help=f.what)
             continue
