@@ -28,8 +28,8 @@ NR = {
     "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13,
     "rt_sigprocmask": 14, "pread64": 17, "mremap": 25, "madvise": 28,
     "dup2": 33, "nanosleep": 35, "getitimer": 36, "setitimer": 38,
-    "getpid": 39, "listen": 50, "wait4": 61, "kill": 62, "fcntl": 72, "flock": 73,
-    "chdir": 80,
+    "getpid": 39, "listen": 50, "getsockopt": 55, "wait4": 61, "kill": 62, "fcntl": 72,
+    "flock": 73, "chdir": 80,
     "fchdir": 81, "umask": 95, "setgroups": 116, "setresuid": 117,
     "setresgid": 119, "setfsuid": 122, "setfsgid": 123, "capget": 125, "capset": 126,
     "getpriority": 140, "setpriority": 141, "sched_setattr": 314, "sched_getattr": 315,
@@ -109,6 +109,16 @@ def syscall(name: str, *args: int) -> int:
     """Call syscall ``name`` with up to six integer arguments; raise OSError on failure."""
     padded = list(args) + [0] * (6 - len(args))
     return _check(_syscall(NR[name], *padded), name)
+
+
+def getsockopt(fd: int, level: int, opt: int, size: int, optlen: int) -> tuple[bytes, int]:
+    """getsockopt into a buffer of ``size`` bytes, passing ``optlen`` as the length: for
+    options whose length counts no bytes (SO_GET_FILTER counts instructions), which
+    socket.getsockopt cannot read. (The buffer, the length the kernel gave back.)"""
+    buf = ctypes.create_string_buffer(size)
+    length = ctypes.c_uint32(optlen)
+    syscall("getsockopt", fd, level, opt, ctypes.addressof(buf), ctypes.addressof(length))
+    return buf.raw, length.value
 
 
 class IOVec(ctypes.Structure):

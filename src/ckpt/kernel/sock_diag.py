@@ -20,6 +20,7 @@ NLMSG_DONE, NLMSG_ERROR = 3, 2
 UDIAG_SHOW_ALL = 0x1F  # name, vfs, peer, icons, rqlen
 UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS = 0, 1, 2, 3
 UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 4, 6
+INET_DIAG_SHUTDOWN = 8
 NOCOOKIE = 0xFFFFFFFF
 ALL_STATES = 0xFFFFFFFF
 
@@ -152,6 +153,8 @@ class InetDiag:
     rqueue: int
     wqueue: int
     inode: int
+    shutdown: int = 0  # RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2
+
 
     @property
     def sport(self) -> int:
@@ -188,7 +191,8 @@ def inet_sockets(family: int, proto: int, states: int = ALL_STATES) -> list[Inet
     for body in request(_inet_req(family, proto, states)):
         _fam, state = body[0], body[1]
         rqueue, wqueue, _uid, ino = struct.unpack_from("=IIII", body, 56)
-        out.append(InetDiag(family, proto, state, body[4:52], rqueue, wqueue, ino))
+        shutdown = next((p[0] for t, p in attrs(body, 72) if t == INET_DIAG_SHUTDOWN and p), 0)
+        out.append(InetDiag(family, proto, state, body[4:52], rqueue, wqueue, ino, shutdown))
     return out
 
 

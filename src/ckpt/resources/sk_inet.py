@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import socket
 import stat as st_mod
 import struct
@@ -32,92 +33,17 @@ from ..kernel import sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from . import sk_tcp
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
-from .sk_unix import SockOpts, apply_opts, read_opts
+from .sockopts import IP, IPV6, SOCKET, TCP, UDP, SockOpts, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_inet")
+
+RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
 
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK",
               10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
 _PROTOS = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP"}
 _FAMILIES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
-SOL_SOCKET, SOL_IP, SOL_IPV6 = socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_IPV6
-SOL_TCP, SOL_UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
-
-_COMMON: SockOpts = {
-    "SO_REUSEADDR": (SOL_SOCKET, 2, 2, "int"),
-    "SO_REUSEPORT": (SOL_SOCKET, 15, 15, "int"),
-    "SO_KEEPALIVE": (SOL_SOCKET, 9, 9, "int"),
-    "SO_BROADCAST": (SOL_SOCKET, 6, 6, "int"),
-    "SO_DONTROUTE": (SOL_SOCKET, 5, 5, "int"),
-    "SO_OOBINLINE": (SOL_SOCKET, 10, 10, "int"),
-    "SO_PRIORITY": (SOL_SOCKET, 12, 12, "int"),
-    "SO_MARK": (SOL_SOCKET, 36, 36, "int"),
-    "SO_RCVLOWAT": (SOL_SOCKET, 18, 18, "int"),
-    "SO_LINGER": (SOL_SOCKET, 13, 13, 8),
-    "SO_RCVTIMEO": (SOL_SOCKET, 20, 20, 16),
-    "SO_SNDTIMEO": (SOL_SOCKET, 21, 21, 16),
-    "SO_SNDBUF": (SOL_SOCKET, 7, 32, "buf"),  # written with SO_SNDBUFFORCE
-    "SO_RCVBUF": (SOL_SOCKET, 8, 33, "buf"),  # written with SO_RCVBUFFORCE
-    "SO_BINDTODEVICE": (SOL_SOCKET, 25, 25, "str"),
-    "SO_TIMESTAMP": (SOL_SOCKET, 29, 29, "int"),
-    "SO_TIMESTAMPNS": (SOL_SOCKET, 35, 35, "int"),
-    "SO_RXQ_OVFL": (SOL_SOCKET, 40, 40, "int"),
-    "SO_INCOMING_CPU": (SOL_SOCKET, 49, 49, "int"),
-}
-_IPV4: SockOpts = {
-    "IP_TOS": (SOL_IP, 1, 1, "int"),
-    "IP_TTL": (SOL_IP, 2, 2, "int"),
-    "IP_PKTINFO": (SOL_IP, 8, 8, "int"),
-    "IP_MTU_DISCOVER": (SOL_IP, 10, 10, "int"),
-    "IP_RECVERR": (SOL_IP, 11, 11, "int"),
-    "IP_RECVTTL": (SOL_IP, 12, 12, "int"),
-    "IP_RECVTOS": (SOL_IP, 13, 13, "int"),
-    "IP_FREEBIND": (SOL_IP, 15, 15, "int"),
-    "IP_TRANSPARENT": (SOL_IP, 19, 19, "int"),
-    "IP_RECVORIGDSTADDR": (SOL_IP, 20, 20, "int"),
-    "IP_BIND_ADDRESS_NO_PORT": (SOL_IP, 24, 24, "int"),
-    "IP_MULTICAST_TTL": (SOL_IP, 33, 33, "int"),
-    "IP_MULTICAST_LOOP": (SOL_IP, 34, 34, "int"),
-    "IP_MULTICAST_ALL": (SOL_IP, 49, 49, "int"),
-}
-_IPV6: SockOpts = {
-    "IPV6_UNICAST_HOPS": (SOL_IPV6, 16, 16, "int"),
-    "IPV6_MULTICAST_HOPS": (SOL_IPV6, 18, 18, "int"),
-    "IPV6_MULTICAST_LOOP": (SOL_IPV6, 19, 19, "int"),
-    "IPV6_MTU_DISCOVER": (SOL_IPV6, 23, 23, "int"),
-    "IPV6_RECVERR": (SOL_IPV6, 25, 25, "int"),
-    "IPV6_V6ONLY": (SOL_IPV6, 26, 26, "int"),
-    "IPV6_RECVPKTINFO": (SOL_IPV6, 49, 49, "int"),
-    "IPV6_RECVTCLASS": (SOL_IPV6, 66, 66, "int"),
-    "IPV6_TCLASS": (SOL_IPV6, 67, 67, "int"),
-    "IPV6_TRANSPARENT": (SOL_IPV6, 75, 75, "int"),
-    "IPV6_FREEBIND": (SOL_IPV6, 78, 78, "int"),
-}
-_TCP: SockOpts = {
-    "TCP_NODELAY": (SOL_TCP, 1, 1, "int"),
-    "TCP_MAXSEG": (SOL_TCP, 2, 2, "int"),
-    "TCP_CORK": (SOL_TCP, 3, 3, "int"),
-    "TCP_KEEPIDLE": (SOL_TCP, 4, 4, "int"),
-    "TCP_KEEPINTVL": (SOL_TCP, 5, 5, "int"),
-    "TCP_KEEPCNT": (SOL_TCP, 6, 6, "int"),
-    "TCP_SYNCNT": (SOL_TCP, 7, 7, "int"),
-    "TCP_LINGER2": (SOL_TCP, 8, 8, "int"),
-    "TCP_DEFER_ACCEPT": (SOL_TCP, 9, 9, "int"),
-    "TCP_WINDOW_CLAMP": (SOL_TCP, 10, 10, "int"),
-    "TCP_CONGESTION": (SOL_TCP, 13, 13, "str"),
-    "TCP_USER_TIMEOUT": (SOL_TCP, 18, 18, "int"),
-    "TCP_FASTOPEN": (SOL_TCP, 23, 23, "int"),
-    "TCP_NOTSENT_LOWAT": (SOL_TCP, 25, 25, "int"),
-    "TCP_FASTOPEN_CONNECT": (SOL_TCP, 30, 30, "int"),
-}
-_UDP: SockOpts = {
-    "UDP_CORK": (SOL_UDP, 1, 1, "int"),
-    "UDP_SEGMENT": (SOL_UDP, 103, 103, "int"),
-    "UDP_GRO": (SOL_UDP, 104, 104, "int"),
-}
-
-
 # Multicast hop limits a TCP socket refuses to set (an accepted one reads the TTL of
 # the peer's SYN there).
 _NOT_TCP = ("IP_MULTICAST_TTL", "IPV6_MULTICAST_HOPS")
@@ -125,8 +51,8 @@ _NOT_TCP = ("IP_MULTICAST_TTL", "IPV6_MULTICAST_HOPS")
 
 def opts_table(family: int, proto: int) -> SockOpts:
     """The options ckpt saves for a socket of ``family`` and ``proto``."""
-    table = {**_COMMON, **(_IPV4 if family == socket.AF_INET else _IPV6),
-             **(_TCP if proto == socket.IPPROTO_TCP else _UDP)}
+    table = {**SOCKET, **(IP if family == socket.AF_INET else IPV6),
+             **(TCP if proto == socket.IPPROTO_TCP else UDP)}
     if proto == socket.IPPROTO_TCP:
         for name in _NOT_TCP:
             table.pop(name, None)
@@ -145,11 +71,23 @@ def _bound(addr: tuple[Any, ...]) -> list[Any] | None:
     return list(addr)
 
 
-def udp_queues(family: int) -> dict[int, tuple[int, int]]:
-    """inode -> (bytes queued for reading, bytes queued for sending) of every hashed
-    (bound) UDP socket of ``family``, from sock_diag."""
-    return {s.inode: (s.rqueue, s.wqueue)
-            for s in sock_diag.inet_sockets(family, socket.IPPROTO_UDP)}
+def udp_sockets(family: int) -> dict[int, sock_diag.InetDiag]:
+    """The hashed (bound) UDP sockets of ``family`` by inode, from sock_diag: their
+    queues and shutdown state."""
+    return {s.inode: s for s in sock_diag.inet_sockets(family, socket.IPPROTO_UDP)}
+
+
+def _shutdown_by_poll(sock: socket.socket) -> int:
+    """The shutdown state of a socket sock_diag does not list (an unbound UDP socket), as
+    poll shows it: both ways (POLLHUP) or reading (POLLRDHUP); writing alone does not
+    show."""
+    p = select.poll()
+    p.register(sock, select.POLLRDHUP)
+    events = p.poll(0)
+    mask = events[0][1] if events else 0
+    if mask & select.POLLHUP:
+        return RCV_SHUTDOWN | SEND_SHUTDOWN
+    return RCV_SHUTDOWN if mask & select.POLLRDHUP else 0
 
 
 class InetSockets(SocketKind):
@@ -157,7 +95,7 @@ class InetSockets(SocketKind):
 
     def __init__(self) -> None:
         super().__init__()
-        self._udp_queues: dict[int, dict[int, tuple[int, int]]] = {}  # dump: by family
+        self._udp_diag: dict[int, dict[int, sock_diag.InetDiag]] = {}  # dump: by family
         self.connections = sk_tcp.Connections()  # TCP connections, dump and restore
 
     @classmethod
@@ -186,7 +124,7 @@ class InetSockets(SocketKind):
                                        "ckpt supports TCP and UDP only")
             where = f"process {pid} fd {fd} ({_PROTOS[proto]} {_FAMILIES[fam]} {link})"
             with socket.socket(fam, stype, proto) as fresh:
-                opts = read_opts(sock, opts_table(fam, proto), fresh)
+                opts = read_opts(sock, opts_table(fam, proto), fresh, where)
             desc: dict[str, Any] = {"inode": st.st_ino, "family": int(fam),
                                     "type": int(stype), "proto": proto,
                                     "addr": _bound(sock.getsockname()), "peer": None,
@@ -235,9 +173,11 @@ class InetSockets(SocketKind):
         except OSError:
             desc["state"] = TCP_CLOSE
         fam = desc["family"]
-        if fam not in self._udp_queues:
-            self._udp_queues[fam] = udp_queues(fam)
-        rqueue, wqueue = self._udp_queues[fam].get(desc["inode"], (0, 0))
+        if fam not in self._udp_diag:
+            self._udp_diag[fam] = udp_sockets(fam)
+        diag = self._udp_diag[fam].get(desc["inode"])
+        rqueue, wqueue = (diag.rqueue, diag.wqueue) if diag else (0, 0)
+        desc["shutdown"] = diag.shutdown if diag else _shutdown_by_poll(sock)
         if rqueue:
             raise UnsupportedError(
                 f"{where}: datagrams queued for reading ({rqueue} bytes); ckpt does not save "
@@ -296,18 +236,47 @@ def _unconnected(sock: socket.socket, desc: Description, where: str) -> None:
         except OSError as e:
             raise RestoreError(f"{where}: cannot connect to {_fmt(desc['peer'])}: "
                                f"{e.strerror}") from None
+    _shut(sock, desc.get("shutdown", 0))
+
+
+def _shut(sock: socket.socket, how: int) -> None:
+    """Shut the new socket down as the old one was. An unconnected UDP socket says
+    ENOTCONN, but is shut down all the same (as the process's was)."""
+    if not how:
+        return
+    try:
+        sock.shutdown({RCV_SHUTDOWN: socket.SHUT_RD, SEND_SHUTDOWN: socket.SHUT_WR}.get(
+            how, socket.SHUT_RDWR))
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
 
 
 def _bind(sock: socket.socket, desc: dict[str, Any], where: str) -> None:
     """Bind to the saved address. A TCP port held only by connections in TIME_WAIT
     (those of the dumped socket, closed by the dump) is freed first: the kernel
-    lets a listener bind over them only when they had SO_REUSEADDR too."""
+    lets a listener bind over them only when they had SO_REUSEADDR too. An
+    address this host does not have (any more) is bound with IP_FREEBIND (the
+    socket's own setting put back after), as criu does."""
     addr = tuple(desc["addr"])
     try:
         sock.bind(addr)
         return
     except OSError as e:
         err = e
+    if err.errno == errno.EADDRNOTAVAIL:
+        name = "IP_FREEBIND" if desc["family"] == socket.AF_INET else "IPV6_FREEBIND"
+        level, opt, _, _ = (IP if desc["family"] == socket.AF_INET else IPV6)[name]
+        sock.setsockopt(level, opt, 1)
+        try:
+            sock.bind(addr)
+            log.info("%s: %s is not an address of this host; bound with %s", where,
+                     _fmt(addr), name)
+            return
+        except OSError as e:
+            err = e
+        finally:
+            sock.setsockopt(level, opt, desc["opts"].get(name, 0))
     if err.errno == errno.EADDRINUSE and desc["proto"] == socket.IPPROTO_TCP:
         try:
             n = _destroy_time_wait(addr)

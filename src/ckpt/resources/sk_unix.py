@@ -67,11 +67,11 @@ from .filekind import (
     TaskFd,
     close_quietly,
 )
+from .sockopts import SOCKET, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_unix")
 
 SO_PEEK_OFF = 42
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 SCM_PIDFD = 4
 _PEEK_BUF = 64 << 10
 _ANC_BUF = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(64)
@@ -79,77 +79,6 @@ RCV_SHUTDOWN = 1
 QUEUE_FILE = "sk-queues.img"
 _TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
 _SHUT = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
-
-
-# ------------------------------------------------------------------ socket options
-
-
-# name -> (level, option read, option written, kind): kind "int", "str" (a
-# NUL-terminated name of up to 16 bytes), or a size in bytes (a struct, kept as hex);
-# "buf" is a buffer size, read doubled and written halved with the *FORCE option.
-SockOpts = dict[str, tuple[int, int, int, Any]]
-
-UNIX_OPTS: SockOpts = {
-    "SO_PASSCRED": (socket.SOL_SOCKET, 16, 16, "int"),
-    "SO_PASSSEC": (socket.SOL_SOCKET, 34, 34, "int"),
-    "SO_PASSPIDFD": (socket.SOL_SOCKET, 76, 76, "int"),
-    "SO_PEEK_OFF": (socket.SOL_SOCKET, SO_PEEK_OFF, SO_PEEK_OFF, "int"),
-    "SO_RCVLOWAT": (socket.SOL_SOCKET, 18, 18, "int"),
-    "SO_RCVTIMEO": (socket.SOL_SOCKET, 20, 20, 16),
-    "SO_SNDTIMEO": (socket.SOL_SOCKET, 21, 21, 16),
-    "SO_PRIORITY": (socket.SOL_SOCKET, 12, 12, "int"),
-    "SO_MARK": (socket.SOL_SOCKET, 36, 36, "int"),
-}
-
-
-def _read_opt(sock: socket.socket, level: int, opt: int, kind: Any) -> Any:
-    if kind in ("int", "buf"):
-        return sock.getsockopt(level, opt)
-    if kind == "str":
-        return sock.getsockopt(level, opt, 16).split(b"\0", 1)[0].decode("ascii", "replace")
-    return sock.getsockopt(level, opt, kind).hex()
-
-
-def read_opts(sock: socket.socket, table: SockOpts, fresh: socket.socket) -> dict[str, Any]:
-    """The options of ``sock`` that differ from those of ``fresh``, a new socket of
-    the same family and type (those the process set); unreadable ones are left out."""
-    out = {}
-    for name, (level, opt, _wopt, kind) in table.items():
-        try:
-            value = _read_opt(sock, level, opt, kind)
-        except OSError:
-            continue
-        try:
-            default = _read_opt(fresh, level, opt, kind)
-        except OSError:
-            default = None
-        if value != default:
-            out[name] = value
-    return out
-
-
-def apply_opts(sock: socket.socket, opts: dict[str, Any], table: SockOpts, where: str,
-               skip: tuple[str, ...] = ()) -> None:
-    """Set the saved options ``opts`` on the new ``sock``."""
-    for name, value in opts.items():
-        if name in skip:
-            continue
-        if name not in table:
-            raise RestoreError(f"{where}: the image sets socket option {name}, unknown to "
-                               "this ckpt")
-        level, _opt, wopt, kind = table[name]
-        try:
-            if kind == "buf":
-                sock.setsockopt(level, wopt, max(value // 2, 1))
-            elif kind == "int":
-                sock.setsockopt(level, wopt, value)
-            elif kind == "str":
-                sock.setsockopt(level, wopt, value.encode())
-            else:
-                sock.setsockopt(level, wopt, bytes.fromhex(value))
-        except OSError as e:
-            raise RestoreError(f"{where}: cannot set socket option {name} to {value!r}: "
-                               f"{e.strerror}") from None
 
 
 # ------------------------------------------------------------------ names
@@ -435,7 +364,7 @@ class UnixSockets(SocketKind):
             # a datagram socket another one connected to is TCP_ESTABLISHED too
             state = TCP_ESTABLISHED if me["has_peer"] else TCP_CLOSE
         with socket.socket(socket.AF_UNIX, stype) as fresh:
-            opts = read_opts(sock, UNIX_OPTS, fresh)
+            opts = read_opts(sock, SOCKET, fresh, where)
         desc: dict[str, Any] = {
             "inode": ino, "type": stype, "state": state, "peer": me["peer"],
             "shutdown": me["shutdown"], "queue": [], "owner": [st.st_uid, st.st_gid],
@@ -656,7 +585,7 @@ def _setup(sock: socket.socket, d: dict[str, Any]) -> None:
 
 
 def _finish(sock: socket.socket, d: dict[str, Any]) -> None:
-    apply_opts(sock, d.get("opts", {}), UNIX_OPTS, f"socket:[{d['inode']}]")
+    apply_opts(sock, d.get("opts", {}), SOCKET, f"socket:[{d['inode']}]")
 
 
 @contextlib.contextmanager

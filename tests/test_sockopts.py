@@ -1,0 +1,84 @@
+"""Socket options, filters and shutdown come back as they were, read from inside the
+restored process: buffer sizes and their locks, timeouts, linger, priority, mark,
+keepalive (and TCP's keepalive settings), SO_BINDTODEVICE, FREEBIND, V6ONLY, reuse
+flags, SO_PASSCRED/SO_PASSSEC, rcvlowat, SO_NO_CHECK; a classic BPF filter (still
+dropping what it dropped) and its lock; UDP sockets shut down for writing or both
+ways still refuse to send; sockets bound to an address gone at restore."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ckpt_helpers import (
+    PROGS,
+    PYTHON,
+    Proc,
+    Procs,
+    ckpt_ok,
+    restore_detached,
+    scaled,
+    wait_until,
+)
+
+
+def _state(proc: Proc) -> dict[str, Any]:
+    start = len(proc.out.lines())
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+    line = proc.out.wait_line(r"^STATE ", start=start)
+    return json.loads(line[len("STATE "):])
+
+
+def test_options_filters_and_shutdown(procs: Procs, images: Path) -> None:
+    target = procs.start([PYTHON, PROGS / "sockopts.py"])
+    target.out.wait_line(r"^ready ")
+    before = _state(target)
+    # what the program set is what it reads (so the comparison below means something)
+    u4 = before["u4"]
+    assert (u4["SO_NO_CHECK"], u4["SO_PRIORITY"], u4["SO_MARK"], u4["SO_BUF_LOCK"]) == (1, 5, 7, 1)
+    assert u4["filter_len"] == 4 and u4["SO_LOCK_FILTER"] == 1 and u4["IP_FREEBIND"] == 1
+    assert before["u6"]["IPV6_V6ONLY"] == 1 and before["tcp"]["TCP_KEEPIDLE"] == 33
+    assert before["u4_got"] == ["keep"], "the filter should drop the X datagram"
+    assert before["shut_wr_sends"] == before["shut_rdwr_sends"] == "EPIPE"
+    assert "POLLHUP" in before["shut_rdwr_poll"]
+
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    procs.wait_gone(target)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    after = _state(restored)
+    for name in before:
+        assert after[name] == before[name], (name, before[name], after[name])
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=scaled(10))
+
+
+def test_bound_to_an_address_gone_since(procs: Procs, images: Path) -> None:
+    """Sockets bound to an IPv6 address that is gone at restore are bound again with
+    IPV6_FREEBIND (their own setting put back), and receive once it is back."""
+    addr = f"2001:db8:c4:{os.getpid() & 0xFFFF:x}::1"
+    _ip("-6", "addr", "add", f"{addr}/128", "dev", "lo", "nodad")
+    try:
+        target = procs.start([PYTHON, PROGS / "bindaddr.py", addr])
+        target.out.wait_line(r"^ready")
+        before = _state(target)
+        assert before["udp"][0] == addr and before["freebind"] == [0, 0]
+        ckpt_ok("dump", "-t", target.pid, "-D", images)
+        procs.wait_gone(target)
+        _ip("-6", "addr", "del", f"{addr}/128", "dev", "lo")
+        restored = restore_detached(procs, target.pid, target.out, images)
+        assert _state(restored) == before
+        _ip("-6", "addr", "add", f"{addr}/128", "dev", "lo", "nodad")
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.sendto(b"hello", (addr, before["udp"][1]))
+        got = wait_until(lambda: _state(restored)["got"], 10, "the datagram to arrive")
+        assert got == ["hello"]
+    finally:
+        subprocess.run(["ip", "-6", "addr", "del", f"{addr}/128", "dev", "lo"],
+                       capture_output=True, timeout=scaled(10))
