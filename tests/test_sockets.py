@@ -299,7 +299,8 @@ REFUSED = [
     ("tcp-pending", r"fd 3 \(TCP IPv4 .*1 connection\(s\) not accepted yet"),
     ("unix-pending", r"fd 3 \(stream .*@ckpt-test-pending-\d+ with 1 connection\(s\) not "
                      r"accepted yet"),
-    ("udp-queued", r"fd 3 \(UDP IPv4 .*datagrams queued for reading"),
+    ("ebpf-filter", r"fd \d+ \(UDP IPv4 .*an eBPF program is attached to it "
+                    r"\(SO_ATTACH_BPF\)"),
     ("unix-rights", r"fd \d \(stream .*carries file descriptors \(SCM_RIGHTS\)"),
     ("unix-outside", r"@ckpt-test-srv-\d+\) holds a datagram from @ckpt-test-gone-\d+, "
                      r"a socket outside the dumped tree"),

@@ -82,3 +82,45 @@ def test_bound_to_an_address_gone_since(procs: Procs, images: Path) -> None:
     finally:
         subprocess.run(["ip", "-6", "addr", "del", f"{addr}/128", "dev", "lo"],
                        capture_output=True, timeout=scaled(10))
+
+
+def _send(family: int, proto: int, data: bytes, to: tuple[str, int],
+          ttl: int | None = None) -> str:
+    """Send one datagram from a new socket, closed after; its address as host:port."""
+    with socket.socket(family, socket.SOCK_DGRAM, proto) as s:
+        if ttl is not None:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        s.bind(("127.0.0.1", 0) if family == socket.AF_INET else ("::1", 0))
+        s.sendto(data, to)
+        host, port = s.getsockname()[:2]
+        return f"{host}:{port}"
+
+
+def test_udp_queues(procs: Procs, images: Path) -> None:
+    """Datagrams queued on UDP and UDP-Lite sockets come back in order, each from its
+    sender's address and port, to the address it was sent to, with its TTL; from
+    senders gone since, from a socket of the tree, empty ones, IPv4 on a dual-stack
+    IPv6 socket, on a connected socket from its peer."""
+    target = procs.start([PYTHON, PROGS / "udpqueue.py"])
+    _, u4, u6, lite, inner, peer = target.out.wait_line(r"^ready ").split()
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    udp, udplite = socket.IPPROTO_UDP, 136
+    a = _send(v4, udp, b"one", ("127.0.0.1", int(u4)), ttl=33)
+    b = _send(v4, udp, b"", ("127.0.0.2", int(u4)))
+    c = _send(v4, udp, b"three", ("127.0.0.1", int(u4)))
+    d = _send(v6, udp, b"six", ("::1", int(u6)))
+    e = _send(v4, udp, b"mapped", ("127.0.0.1", int(u6)))
+    f = _send(v4, udplite, b"lite", ("127.0.0.1", int(lite)))
+    expected = [
+        f"GOT u4 from-inner 127.0.0.1:{inner} 127.0.0.1 64",
+        f"GOT u4 one {a} 127.0.0.1 33", f"GOT u4 (empty) {b} 127.0.0.2 64",
+        f"GOT u4 three {c} 127.0.0.1 64", f"GOT u6 six {d} ::1 -",
+        f"GOT u6 mapped ::ffff:{e} ::ffff:127.0.0.1 -", f"GOT lite lite {f} - -",
+        f"GOT conn c1 127.0.0.1:{peer} - -", f"GOT conn c2 127.0.0.1:{peer} - -"]
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    procs.wait_gone(target)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    start = len(restored.out.lines())
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
+    restored.out.wait_line(r"^END", start=start)
+    assert [ln for ln in restored.out.lines()[start:] if ln.startswith("GOT")] == expected

@@ -6,7 +6,7 @@ Refused by a dump (the process must run on unharmed):
   tcp-established   a TCP connection to itself, accepted
   tcp-pending       a TCP listener with one connection not accepted yet
   unix-pending      a unix listener (abstract name) with one connection not accepted
-  udp-queued        a bound UDP socket with one datagram queued
+  ebpf-filter       a UDP socket with an eBPF program attached (SO_ATTACH_BPF)
   unix-rights       a socketpair with a message carrying an fd (SCM_RIGHTS) queued
   unix-outside      a bound datagram socket holding a datagram from a socket since closed
 Restored (on SIGUSR1 the process prints what it finds):
@@ -58,11 +58,23 @@ elif mode == "unix-pending":
     cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     cli.connect(lst.getsockname())
     keep += [lst, cli]
-elif mode == "udp-queued":
+elif mode == "ebpf-filter":
+    import ctypes
+    import struct
+    insns = struct.pack("=BBhi", 0xB7, 0, 0, 0) + struct.pack("=BBhi", 0x95, 0, 0, 0)
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = struct.pack("=IIQQIIQ", 1, 2, ctypes.addressof(code), ctypes.addressof(lic),
+                       0, 0, 0)  # BPF_PROG_TYPE_SOCKET_FILTER, 2 insns, r0 = 0; exit
+    attr += bytes(128 - len(attr))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    prog = libc.syscall(321, 5, ctypes.c_char_p(attr), len(attr))  # bpf(BPF_PROG_LOAD)
+    if prog < 0:
+        raise OSError(ctypes.get_errno(), "bpf(BPF_PROG_LOAD)")
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("127.0.0.1", 0))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(b"queued", u.getsockname())
+    u.setsockopt(socket.SOL_SOCKET, 50, prog)  # SO_ATTACH_BPF
+    os.close(prog)
     keep.append(u)
 elif mode == "unix-rights":
     a, b = socket.socketpair()

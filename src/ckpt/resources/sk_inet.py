@@ -1,20 +1,22 @@
-"""TCP and UDP sockets, IPv4 and IPv6: TCP sockets listening (with no connection
-waiting to be accepted) or not yet used (bound or not), TCP connections (with
-``--tcp-established``: sk_tcp.py saves and rebuilds them), UDP sockets bound or not,
-connected or not, with no datagram queued.
+"""TCP, UDP and UDP-Lite sockets, IPv4 and IPv6: TCP sockets listening (with no
+connection waiting to be accepted) or not yet used (bound or not), TCP connections
+(with ``--tcp-established``: sk_tcp.py saves and rebuilds them), UDP and UDP-Lite
+sockets bound or not, connected or not, shut down or not, with the datagrams
+queued on them (udp_queue.py).
+
 
 Each comes back as a new socket with the same owner and the options the process
-had changed (every option of ``OPTS`` whose value differs from a new socket's),
-bound to the same address and port, then listening with the same backlog or
-connected to the same peer. A TCP port still held by connections in TIME_WAIT
-(the dumped socket's, since the dump closed them) is freed with SOCK_DESTROY
-before the bind is tried again.
+had changed (sockopts.py), bound to the same address and port (with IP_FREEBIND
+if the host no longer has that address), then listening with the same backlog
+or connected to the same peer, and shut down as it was. A TCP port still held
+by connections in TIME_WAIT (the dumped socket's, since the dump closed them) is
+freed with SOCK_DESTROY before the bind is tried again.
 
 Refused at dump: TCP connections without ``--tcp-established``, connections
 being made (SYN_SENT, SYN_RECV), a listener with connections not yet accepted, a
-TCP socket whose connection ended or failed, a UDP socket with datagrams queued
-(their senders' addresses could not be reproduced), and every other protocol or
-family.
+TCP socket whose connection ended or failed, a corked UDP socket with data not
+sent yet, and every other protocol or family.
+
 """
 
 from __future__ import annotations
@@ -29,20 +31,24 @@ import struct
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
+from ..images import RawWriter
 from ..kernel import sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
-from . import sk_tcp
+from . import sk_tcp, udp_queue
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
-from .sockopts import IP, IPV6, SOCKET, TCP, UDP, SockOpts, apply_opts, read_opts
+from .sockopts import IP, IPV6, SOCKET, TCP, UDP, UDPLITE, SockOpts, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_inet")
 
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
+IPPROTO_UDPLITE = udp_queue.IPPROTO_UDPLITE
+# Set once the datagrams queued at dump are delivered again: they would keep them out.
+_AFTER_QUEUE = ("SO_BINDTODEVICE", "SO_ATTACH_FILTER", "SO_LOCK_FILTER")
 
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK",
               10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
-_PROTOS = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP"}
+_PROTOS = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", 136: "UDP-Lite"}
 _FAMILIES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 # Multicast hop limits a TCP socket refuses to set (an accepted one reads the TTL of
 # the peer's SYN there).
@@ -52,7 +58,7 @@ _NOT_TCP = ("IP_MULTICAST_TTL", "IPV6_MULTICAST_HOPS")
 def opts_table(family: int, proto: int) -> SockOpts:
     """The options ckpt saves for a socket of ``family`` and ``proto``."""
     table = {**SOCKET, **(IP if family == socket.AF_INET else IPV6),
-             **(TCP if proto == socket.IPPROTO_TCP else UDP)}
+             **{socket.IPPROTO_TCP: TCP, IPPROTO_UDPLITE: UDPLITE}.get(proto, UDP)}
     if proto == socket.IPPROTO_TCP:
         for name in _NOT_TCP:
             table.pop(name, None)
@@ -71,10 +77,10 @@ def _bound(addr: tuple[Any, ...]) -> list[Any] | None:
     return list(addr)
 
 
-def udp_sockets(family: int) -> dict[int, sock_diag.InetDiag]:
-    """The hashed (bound) UDP sockets of ``family`` by inode, from sock_diag: their
-    queues and shutdown state."""
-    return {s.inode: s for s in sock_diag.inet_sockets(family, socket.IPPROTO_UDP)}
+def udp_sockets(family: int, proto: int) -> dict[int, sock_diag.InetDiag]:
+    """The hashed (bound) UDP or UDP-Lite sockets of ``family`` by inode, from sock_diag:
+    their queues and shutdown state."""
+    return {s.inode: s for s in sock_diag.inet_sockets(family, proto)}
 
 
 def _shutdown_by_poll(sock: socket.socket) -> int:
@@ -95,7 +101,8 @@ class InetSockets(SocketKind):
 
     def __init__(self) -> None:
         super().__init__()
-        self._udp_diag: dict[int, dict[int, sock_diag.InetDiag]] = {}  # dump: by family
+        self._udp_diag: dict[tuple[int, int], dict[int, sock_diag.InetDiag]] = {}  # dump
+        self._queues: RawWriter | None = None  # dump: udp-queues.img
         self.connections = sk_tcp.Connections()  # TCP connections, dump and restore
 
     @classmethod
@@ -118,10 +125,11 @@ class InetSockets(SocketKind):
                 raise UnsupportedError(f"process {pid} fd {fd}: {link} is an {fname} socket; "
                                        "ckpt supports unix, TCP and UDP sockets only")
             if (stype, proto) not in ((socket.SOCK_STREAM, socket.IPPROTO_TCP),
-                                      (socket.SOCK_DGRAM, socket.IPPROTO_UDP)):
+                                      (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
+                                      (socket.SOCK_DGRAM, IPPROTO_UDPLITE)):
                 raise UnsupportedError(f"process {pid} fd {fd}: {link} is an {fam.name} "
                                        f"socket of type {int(stype)}, protocol {proto}; "
-                                       "ckpt supports TCP and UDP only")
+                                       "ckpt supports TCP, UDP and UDP-Lite only")
             where = f"process {pid} fd {fd} ({_PROTOS[proto]} {_FAMILIES[fam]} {link})"
             with socket.socket(fam, stype, proto) as fresh:
                 opts = read_opts(sock, opts_table(fam, proto), fresh, where)
@@ -132,7 +140,7 @@ class InetSockets(SocketKind):
             if proto == socket.IPPROTO_TCP:
                 self._tcp(ctx, sock, desc, where)
             else:
-                self._udp(sock, desc, where)
+                self._udp(ctx, sock, desc, where)
             log.info("%s: %s", where, desc)
             return desc
         finally:
@@ -166,23 +174,23 @@ class InetSockets(SocketKind):
             raise UnsupportedError(f"{where}: a TCP socket whose connection ended or failed "
                                    "is not supported")
 
-    def _udp(self, sock: socket.socket, desc: dict[str, Any], where: str) -> None:
+    def _udp(self, ctx: DumpCtx, sock: socket.socket, desc: dict[str, Any],
+             where: str) -> None:
         try:
             desc["peer"] = list(sock.getpeername())
             desc["state"] = TCP_ESTABLISHED
         except OSError:
             desc["state"] = TCP_CLOSE
-        fam = desc["family"]
-        if fam not in self._udp_diag:
-            self._udp_diag[fam] = udp_sockets(fam)
-        diag = self._udp_diag[fam].get(desc["inode"])
+        key = (desc["family"], desc["proto"])
+        if key not in self._udp_diag:
+            self._udp_diag[key] = udp_sockets(*key)
+        diag = self._udp_diag[key].get(desc["inode"])
         rqueue, wqueue = (diag.rqueue, diag.wqueue) if diag else (0, 0)
         desc["shutdown"] = diag.shutdown if diag else _shutdown_by_poll(sock)
         if rqueue:
-            raise UnsupportedError(
-                f"{where}: datagrams queued for reading ({rqueue} bytes); ckpt does not save "
-                "them, since it could not send them again from their senders' addresses: "
-                "retry when the process has read them")
+            if self._queues is None:
+                self._queues = ctx.images.raw(udp_queue.QUEUE_FILE)
+            desc["queue"] = udp_queue.save(sock, self._queues, where)
         if desc["opts"].get("UDP_CORK") and wqueue:
             raise UnsupportedError(f"{where}: corked (UDP_CORK) with data not sent yet; "
                                    "not supported")
@@ -204,26 +212,36 @@ class InetSockets(SocketKind):
         where = (f"socket:[{desc['inode']}] ({_PROTOS.get(proto, proto)} "
                  f"{_FAMILIES.get(fam, fam)})")
         sock = socket.socket(fam, desc["type"], proto)
+        table = opts_table(fam, proto)
+        # with datagrams to deliver again: bound to a device and filtered once they are in
+        later = _AFTER_QUEUE if desc.get("queue") else ()
         try:
             os.fchown(sock.fileno(), *desc["owner"])
             connection = "tcp" in desc
             # a connection's MSS is the negotiated one, set with the repair options
-            apply_opts(sock, desc["opts"], opts_table(fam, proto), where,
-                       skip=("TCP_MAXSEG",) if connection else ())
+            apply_opts(sock, desc["opts"], table, where,
+                       skip=("TCP_MAXSEG",) if connection else later)
             if connection:
                 self.connections.rebuild(ctx, sock, desc, where)
             else:
-                _unconnected(sock, desc, where)
+                _unconnected(ctx, sock, desc, where, later)
         except BaseException:
             sock.close()
             raise
         return sock.detach()
 
 
-def _unconnected(sock: socket.socket, desc: Description, where: str) -> None:
-    """A socket without a TCP connection: bound, then listening or (UDP) connected."""
+def _unconnected(ctx: RestoreCtx, sock: socket.socket, desc: Description, where: str,
+                 later: tuple[str, ...]) -> None:
+    """A socket without a TCP connection: bound, then its queued datagrams delivered
+    again and the options ``later`` set, then listening or (UDP) connected."""
     if desc["addr"] is not None:
         _bind(sock, desc, where)
+    if later:
+        udp_queue.deliver(sock, desc["proto"], desc["queue"],
+                          ctx.images.path(udp_queue.QUEUE_FILE), where)
+        apply_opts(sock, {k: v for k, v in desc["opts"].items() if k in later},
+                   opts_table(desc["family"], desc["proto"]), where)
     if desc["state"] == TCP_LISTEN:
         try:
             sock.listen(desc["backlog"])
