@@ -20,7 +20,7 @@ from .errors import ImageError
 
 FORMAT = "ckpt-images"
 VERSION = 6  # what this ckpt writes (every dump has per-thread credentials, ``need`` aside)
-READ_VERSIONS = (6, 7, 8, 9)  # what it restores (see docs/image-format.md, Compatibility)
+READ_VERSIONS = (6, 7, 8, 9, 10)  # what it restores (see docs/image-format.md, Compatibility)
 INVENTORY = "inventory.json"
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data
 _CHUNK = 8 << 20

@@ -41,6 +41,7 @@ from .sockopts import IP, IPV6, SOCKET, TCP, UDP, UDPLITE, SockOpts, apply_opts,
 log = logging.getLogger("ckpt.sk_inet")
 
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
+SOCKETS_VERSION = 10  # the image format version with UDP queues and shutdown
 IPPROTO_UDPLITE = udp_queue.IPPROTO_UDPLITE
 # Set once the datagrams queued at dump are delivered again: they would keep them out.
 _AFTER_QUEUE = ("SO_BINDTODEVICE", "SO_ATTACH_FILTER", "SO_LOCK_FILTER")
@@ -191,6 +192,8 @@ class InetSockets(SocketKind):
             if self._queues is None:
                 self._queues = ctx.images.raw(udp_queue.QUEUE_FILE)
             desc["queue"] = udp_queue.save(sock, self._queues, where)
+        if desc["shutdown"] or desc.get("queue"):
+            ctx.images.need(SOCKETS_VERSION)  # a version-9 reader would drop them
         if desc["opts"].get("UDP_CORK") and wqueue:
             raise UnsupportedError(f"{where}: corked (UDP_CORK) with data not sent yet; "
                                    "not supported")
