@@ -301,7 +301,7 @@ REFUSED = [
                      r"accepted yet"),
     ("ebpf-filter", r"fd \d+ \(UDP IPv4 .*an eBPF program is attached to it "
                     r"\(SO_ATTACH_BPF\)"),
-    ("unix-rights", r"fd \d \(stream .*carries file descriptors \(SCM_RIGHTS\)"),
+    ("unix-epoll", r"fd \d \(stream .*carries an epoll instance \(SCM_RIGHTS\)"),
     ("unix-outside", r"@ckpt-test-srv-\d+\) holds a datagram from @ckpt-test-gone-\d+, "
                      r"a socket outside the dumped tree"),
 ]

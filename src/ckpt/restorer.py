@@ -423,6 +423,7 @@ class Restore:
             n.plan = fctx.prepare_task(n.fd_table)
             if n.info["setsid"]:
                 n.info["ctty_fd"] = terminals.controlling_slave(n.info)
+        fctx.after_open()
         faults.point("restore.fds_opened")
 
     def map_helper(self) -> None:

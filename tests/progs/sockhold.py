@@ -7,7 +7,7 @@ Refused by a dump (the process must run on unharmed):
   tcp-pending       a TCP listener with one connection not accepted yet
   unix-pending      a unix listener (abstract name) with one connection not accepted
   ebpf-filter       a UDP socket with an eBPF program attached (SO_ATTACH_BPF)
-  unix-rights       a socketpair with a message carrying an fd (SCM_RIGHTS) queued
+  unix-epoll        a socketpair with a message carrying an epoll instance queued
   unix-outside      a bound datagram socket holding a datagram from a socket since closed
 Restored (on SIGUSR1 the process prints what it finds):
   unix-dgram        DIR/srv.sock, a bound datagram socket with three datagrams queued:
@@ -76,9 +76,12 @@ elif mode == "ebpf-filter":
     u.setsockopt(socket.SOL_SOCKET, 50, prog)  # SO_ATTACH_BPF
     os.close(prog)
     keep.append(u)
-elif mode == "unix-rights":
+elif mode == "unix-epoll":
+    import select
+    ep = select.epoll()
     a, b = socket.socketpair()
-    a.sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [1]))])
+    a.sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [ep.fileno()]))])
+    ep.close()
     keep += [a, b]
 elif mode == "unix-outside":
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

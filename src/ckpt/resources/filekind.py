@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -66,6 +67,10 @@ class DumpCtx:
     shell_job: bool = False
     external: set[str] = field(default_factory=set)
     tcp: TcpFlags = field(default_factory=TcpFlags)
+    # in_flight(fd, where, done): a file ckpt holds as ``fd`` (passed in a queued
+    # SCM_RIGHTS message) to dump like any fd's, once the current description is
+    # done; ``done`` gets its description id. ckpt closes ``fd`` at the dump's end.
+    in_flight: Callable[[int, str, Callable[[str], None]], None] | None = None
 
 
 @dataclass
@@ -82,6 +87,9 @@ class RestoreCtx:
     replaced: set[str] = field(default_factory=set)
     tcp: TcpFlags = field(default_factory=TcpFlags)
     tree: set[int] = field(default_factory=set)  # the PIDs of the restored tree
+    # open_file(id): ckpt's fd for the description ``id``, opened now if need be (a
+    # file a queued message carries); ckpt closes it with the others
+    open_file: Callable[[str], int] | None = None
 
 
 @dataclass
@@ -94,10 +102,11 @@ class OpenFd:
     st: os.stat_result     # fstat of the file
     dup: int               # ckpt's copy of the fd (pidfd_getfd): the same open file description
     info: procfs.FdInfo    # /proc/PID/fdinfo/N
+    label: str = ""        # for a file no process holds (in flight): what names it
 
     @property
     def where(self) -> str:
-        return f"process {self.pid} fd {self.fd}"
+        return self.label or f"process {self.pid} fd {self.fd}"
 
 
 @dataclass
@@ -188,6 +197,10 @@ class FileKind:
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
         raise NotImplementedError
+
+    def after_open(self, ctx: RestoreCtx) -> None:
+        """Once every process's files are open: what needs other files open first (a
+        unix socket's queue carrying fds, ``ctx.open_file``)."""
 
     def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
                         fds: list[TaskFd]) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import stat as st_mod
 import struct
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..errors import RestoreError, UnsupportedError
@@ -78,6 +79,11 @@ class DumpFiles:
         # (st_dev, st_ino) -> [(pid, fd, id)] to find shared descriptions with kcmp
         self._seen: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
         self._owners: list[tuple[str, dict[str, Any]]] = []  # (where, fown) to check
+        # files passed in queued messages (SCM_RIGHTS), to describe: (ckpt's fd, where,
+        # done); and ckpt's fds of them, kept open until the dump's end (kcmp finds them)
+        self._in_flight: list[tuple[int, str, Callable[[str], None]]] = []
+        self._held: list[int] = []
+        self.ctx.in_flight = self._add_in_flight
 
     def _find_shared(self, pid: int, fd: int, st: os.stat_result) -> str | None:
         for opid, ofd, fid in self._seen.get((st.st_dev, st.st_ino), []):
@@ -110,6 +116,25 @@ class DumpFiles:
         self.descriptions[fid] = kind.descriptions[fid] = desc
         return fid
 
+    def _add_in_flight(self, fd: int, where: str, done: Callable[[str], None]) -> None:
+        self._held.append(fd)
+        self._in_flight.append((fd, where, done))
+
+    def _describe_in_flight(self) -> None:
+        """Describe the files passed in queued messages (each once, shared with a process's
+        fd if it is one), those they carry in turn too."""
+        me = os.getpid()
+        while self._in_flight:
+            fd, where, done = self._in_flight.pop(0)
+            st = os.fstat(fd)
+            fid = self._find_shared(me, fd, st)
+            if fid is None:
+                f = OpenFd(me, fd, os.readlink(f"/proc/self/fd/{fd}"), st, fd,
+                           procfs.fdinfo(me, fd), label=where)
+                fid = self._describe(f)
+                self._seen.setdefault((st.st_dev, st.st_ino), []).append((me, fd, fid))
+            done(fid)
+
     def dump_task(self, pid: int, pidfd: int, owner: int = 0) -> list[dict[str, Any]]:
         """The fd table of ``pid``; ``owner``: the process whose fd table it is (the
         first of those sharing it, CLONE_FILES), which owns its POSIX locks."""
@@ -129,6 +154,7 @@ class DumpFiles:
                 os.close(dup)
             table.append({"fd": fd, "file": fid, "cloexec": bool(info.flags & O_CLOEXEC_FDINFO)})
             log.debug("process %d fd %d -> file %s (%s)", pid, fd, fid, link)
+            self._describe_in_flight()
         return table
 
     def after_dump(self, tasks: list[dict[str, Any]]) -> None:
@@ -145,9 +171,11 @@ class DumpFiles:
             kind.before_kill()
 
     def close(self) -> None:
-        """The dump is over: what the kinds kept goes."""
+        """The dump is over: what the kinds kept goes, and the files in flight."""
         for kind in self.kinds:
             kind.close()
+        close_quietly(self._held)
+        self._held.clear()
 
 
 # ---------------------------------------------------------------- restore
@@ -173,6 +201,7 @@ class RestoreFiles:
                 self._theirs[fid] = theirs
         self.ctx.replaced = set(self._theirs)
         self.opened: dict[str, int] = {}
+        self.ctx.open_file = self.open_description
         self._holders: dict[str, tuple[int, int]] = {}  # id -> (pid, fd) of a new process
 
     def _kind(self, desc: Description) -> FileKind:
@@ -232,6 +261,12 @@ class RestoreFiles:
     def prepare_task(self, table: list[dict[str, Any]]) -> list[tuple[int, int, bool]]:
         """(target fd, ckpt's fd, close-on-exec) for each fd of one task."""
         return [(e["fd"], self.open_description(e["file"]), e["cloexec"]) for e in table]
+
+    def after_open(self) -> None:
+        """Once every process's files are open: let each kind finish what needs other
+        files open (``FileKind.after_open``)."""
+        for kind in self.kinds.values():
+            kind.after_open(self.ctx)
 
     def close_all(self) -> None:
         """Close ckpt's own copies once the new processes hold theirs."""

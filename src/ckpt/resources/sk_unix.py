@@ -7,7 +7,9 @@ The kernel's sock_diag netlink interface tells each socket's type, state, peer,
 address (and the inode of its socket file), backlog and pending connections;
 queued data is read with MSG_PEEK and SO_PEEK_OFF so it stays in place,
 message by message for datagram and seqpacket sockets, with each datagram's
-sender address.
+sender address and the files each message carries (SCM_RIGHTS: the peek gives
+ckpt its own fds of them, dumped like any process's fd, even files no process
+holds any more, or the socket itself).
 
 How each socket comes back:
 
@@ -23,9 +25,13 @@ How each socket comes back:
   their sender was unbound); then datagram sockets ``connect`` to their peer's
   name.
 
+Queues whose messages carry files are sent again once every file of the restore
+is open (``after_open``), each message with its files.
+
 Refused at dump: a listener with connections not yet accepted (and a client
-whose connection is not accepted yet), a queued message carrying file
-descriptors, queued messages on a socket that receives credentials
+whose connection is not accepted yet), a queued message carrying an epoll
+instance (its watches are fd numbers of a process), queued messages on a socket
+that receives credentials
 (SO_PASSCRED), a datagram queued from a socket outside the tree, a socket bound
 to a file that was removed or replaced, a connected stream socket that was
 bound by its process (the name of an *accepted* socket is its listener's and is
@@ -41,8 +47,8 @@ import logging
 import os
 import socket
 import stat as st_mod
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
@@ -77,6 +83,7 @@ _PEEK_BUF = 64 << 10
 _ANC_BUF = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(64)
 RCV_SHUTDOWN = 1
 QUEUE_FILE = "sk-queues.img"
+UNIX_FILES_VERSION = 10  # the image format version with files in unix queues
 _TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
 _SHUT = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
 
@@ -204,11 +211,19 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ queues
 
 
+class Message(NamedTuple):
+    """One message (for a stream socket: a run of bytes) queued on a socket at dump."""
+
+    data: bytes
+    sender: bytes  # the sender's address (datagrams only)
+    fds: list[int]  # ckpt's copies of the files it carries (SCM_RIGHTS)
+
+
 def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int,
-                where: str) -> list[tuple[bytes, bytes]]:
-    """The data queued for reading on ``sock``, left in place: for a stream socket one
-    chunk of bytes, for datagram and seqpacket sockets each message, in order; each
-    with the sender's address (meaningful for datagrams only).
+                where: str) -> list[Message]:
+    """The data queued for reading on ``sock``, left in place: for a stream socket runs
+    of bytes, for datagram and seqpacket sockets each message, in order; each with
+    the sender's address (meaningful for datagrams only) and the files it carries.
 
     ``rqueue`` (UNIX_DIAG_RQLEN) is no message count: for a datagram socket it
     is the length of the first message only. So the messages are peeked in
@@ -226,77 +241,157 @@ def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int,
     the byte count of the whole queue, and a 0 once every byte was seen ends
     it (trailing empty messages read as EOF to the process too).
 
-    Messages are peeked with room for control messages: file descriptors
-    attached to one (SCM_RIGHTS) are refused (ckpt would lose them), and the
-    copies the peek gave ckpt are closed.
+    Files passed with a message (SCM_RIGHTS) come to ckpt as fds of its own (a
+    peek passes them too). On a stream socket a peek stops after the chunk that
+    carries files, and brings them whatever its size: where that chunk starts
+    cannot be seen, so the bytes since the previous one go with it (a reader
+    reading fewer bytes than those gets the files earlier than it would have;
+    one that reads them all sees no difference).
     """
-    flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
+    flags = socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
     stream = stype == socket.SOCK_STREAM
     if not stream:
         flags |= socket.MSG_TRUNC
     eof_at_end = stream or (stype == socket.SOCK_SEQPACKET and shutdown & RCV_SHUTDOWN)
     saved_off = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
-    buf = bytearray(_PEEK_BUF)
-    msgs: list[tuple[bytes, bytes]] = []
+    size = _PEEK_BUF
+    msgs: list[Message] = []
     off = 0
+
+    def peek(at: int, n: int) -> tuple[bytes, list[int], Any, int] | None:
+        """(data, fds passed, sender, whole length) of a peek of ``n`` bytes at ``at``
+        (-1: the head); None at the end of the queue."""
+        buf = bytearray(n)
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, at)
+        try:
+            k, anc, mflags, addr = sock.recvmsg_into([buf], _ANC_BUF, flags)
+        except BlockingIOError:
+            return None
+        return bytes(buf[:min(k, n)]), _passed(anc, mflags, where), addr, k
+
     try:
         while True:
             at = off if msgs or stream else -1
-            sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, at)
-            try:
-                n, anc, mflags, addr = sock.recvmsg_into([buf], _ANC_BUF, flags)
-            except BlockingIOError:
+            got = peek(at, size)
+            if got is None:
                 break
-            _check_control(anc, mflags, where)
-            if n > len(buf):  # a message longer than the buffer: peek it whole
-                buf = bytearray(n)
-                sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, at)
-                n, anc, mflags, addr = sock.recvmsg_into([buf], _ANC_BUF, flags)
-                _check_control(anc, mflags, where)
-            if n == 0 and eof_at_end and (stream or off >= rqueue):
+            data, fds, addr, whole = got
+            if whole > size or (stream and fds and whole == size):
+                # a message longer than the buffer, or a stream's chunk with files that
+                # may go on past it: peek it again with a buffer that fits
+                _close(fds)
+                size = max(whole, size * 4)
+                continue
+            if not data and eof_at_end and (stream or off >= rqueue):
+                _close(fds)
                 break
-            msgs.append((bytes(buf[:n]), _sender_bytes(addr)))
-            off += n
+            msgs.append(Message(data, _sender_bytes(addr), fds))
+            off += len(data)
+    except BaseException:
+        for m in msgs:
+            _close(m.fds)
+        raise
     finally:
         sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved_off)
     if stream:
-        return [(b"".join(m for m, _ in msgs), b"")] if msgs else []
+        return _merge_plain(msgs)
     return msgs
 
 
-def _check_control(anc: list[tuple[int, int, bytes]], mflags: int, where: str) -> None:
-    """Close fds a peek passed to ckpt; refuse a queue that carries any."""
-    passed = False
+def _merge_plain(msgs: list[Message]) -> list[Message]:
+    """A stream's chunks with adjacent plain ones joined; a chunk that carries files stays
+    one of its own (sent alone again, its files arrive with its first byte)."""
+    out: list[Message] = []
+    for m in msgs:
+        if out and not m.fds and not out[-1].fds:
+            out[-1] = Message(out[-1].data + m.data, b"", [])
+        else:
+            out.append(m)
+    return out
+
+
+def _passed(anc: list[tuple[int, int, bytes]], mflags: int, where: str) -> list[int]:
+    """The fds a peek passed to ckpt (SCM_RIGHTS); pidfds (SCM_PIDFD) closed. Refuses a
+    message whose control data did not fit."""
+    fds: list[int] = []
+    pidfds: list[int] = []
     for level, ctype, data in anc:
         if level == socket.SOL_SOCKET and ctype in (socket.SCM_RIGHTS, SCM_PIDFD):
-            fds = array.array("i")
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-            for fd in fds:
-                os.close(fd)
-            passed = passed or ctype == socket.SCM_RIGHTS
-    if passed or mflags & socket.MSG_CTRUNC:
-        raise UnsupportedError(f"{where}: a message queued on it carries file descriptors "
-                               "(SCM_RIGHTS), which ckpt cannot save")
+            got = array.array("i")
+            got.frombytes(data[:len(data) - len(data) % got.itemsize])
+            (fds if ctype == socket.SCM_RIGHTS else pidfds).extend(got)
+    _close(pidfds)
+    if mflags & socket.MSG_CTRUNC:
+        _close(fds)
+        raise UnsupportedError(f"{where}: a message queued on it carries more control data "
+                               "than ckpt can read")
+    return fds
 
 
-def _send_queue(ctx: RestoreCtx, receiver: dict[str, Any]) -> Iterator[tuple[bytes, str]]:
-    """The messages queued on ``receiver`` at dump: (data, sender name in hex)."""
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _check_passed(fd: int, where: str) -> None:
+    """Refuse a passed file that only makes sense in a process's fd table (an epoll's
+    watches are fd numbers of the process holding it)."""
+    link = os.readlink(f"/proc/self/fd/{fd}")
+    if link == "anon_inode:[eventpoll]":
+        raise UnsupportedError(f"{where}: a message queued on it carries an epoll instance "
+                               "(SCM_RIGHTS), which ckpt cannot restore outside a process")
+
+
+def _pass_files(ctx: DumpCtx, queue: list[Message], where: str) -> list[list[str]]:
+    """The description ids of the files each message carries (in its order): each file
+    handed to the dump as in flight (``DumpCtx.in_flight``), which fills them in."""
+    assert ctx.in_flight is not None
+    files: list[list[str]] = [[""] * len(m.fds) for m in queue]
+    ctx.images.need(UNIX_FILES_VERSION)
+    for i, m in enumerate(queue):
+        for j, fd in enumerate(m.fds):
+            def done(fid: str, i: int = i, j: int = j) -> None:
+                files[i][j] = fid
+            ctx.in_flight(fd, f"{where}: file {j + 1} passed in message {i + 1} queued on "
+                              "it", done)
+    return files
+
+
+def _send_queue(ctx: RestoreCtx, receiver: dict[str, Any]
+                ) -> Iterator[tuple[bytes, str, list[int]]]:
+    """The messages queued on ``receiver`` at dump: (data, sender name in hex, ckpt's
+    fds of the files it carries)."""
     if not receiver["queue"]:
         return
-    senders = receiver.get("senders") or [""] * len(receiver["queue"])
+    n = len(receiver["queue"])
+    senders = receiver.get("senders") or [""] * n
+    files = receiver.get("files") or [[]] * n
     with open(ctx.images.path(QUEUE_FILE), "rb") as f:
-        for (off, length), sender in zip(receiver["queue"], senders, strict=True):
+        for (off, length), sender, fids in zip(receiver["queue"], senders, files, strict=True):
             f.seek(off)
-            yield f.read(length), sender
+            fds = []
+            for fid in fids:
+                assert ctx.open_file is not None
+                fds.append(ctx.open_file(fid))
+            yield f.read(length), sender, fds
+
+
+def _send(sock: socket.socket, data: bytes, fds: list[int], to: Any = None) -> None:
+    """Send one message (or a stream's run of bytes) with the files it carries."""
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    sent = sock.sendmsg([data], anc, 0, to) if to is not None else sock.sendmsg([data], anc)
+    if sent < len(data):  # a stream: the rest, the files gone with the first part
+        sock.sendall(data[sent:])
 
 
 def _refill(ctx: RestoreCtx, sender: socket.socket, receiver: dict[str, Any]) -> None:
     """Queue again, from the peer, what ``receiver`` had not read yet."""
-    for data, _ in _send_queue(ctx, receiver):
-        if receiver["type"] == socket.SOCK_STREAM:
-            sender.sendall(data)
-        else:
-            sender.send(data)
+    for data, _, fds in _send_queue(ctx, receiver):
+        _send(sender, data, fds)
+
+
+def _carries_files(*descs: dict[str, Any]) -> bool:
+    return any(any(d.get("files") or ()) for d in descs)
 
 
 # ------------------------------------------------------------------ the file kind
@@ -332,6 +427,7 @@ class UnixSockets(SocketKind):
         self._queues: RawWriter | None = None                 # dump: sk-queues.img
         self._socks: dict[int, int] = {}      # restore: inode -> ckpt's fd of the new socket
         self._listening: set[str] = set()     # restore: listeners already listening
+        self._deferred: list[Callable[[], None]] = []  # restore: queues carrying files
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
@@ -412,16 +508,26 @@ class UnixSockets(SocketKind):
                 desc.update(_bound_name(pid, where, me))
         if state == TCP_ESTABLISHED or stype == socket.SOCK_DGRAM:
             queue = _peek_queue(sock, stype, me.get("rqueue", 0), me["shutdown"], where)
-            if queue and (opts.get("SO_PASSCRED") or opts.get("SO_PASSPIDFD")):
-                raise UnsupportedError(
-                    f"{where}: {len(queue)} message(s) queued on a socket that receives "
-                    "their senders' credentials (SO_PASSCRED): ckpt cannot send them "
-                    "again with those credentials")
+            try:
+                if queue and (opts.get("SO_PASSCRED") or opts.get("SO_PASSPIDFD")):
+                    raise UnsupportedError(
+                        f"{where}: {len(queue)} message(s) queued on a socket that receives "
+                        "their senders' credentials (SO_PASSCRED): ckpt cannot send them "
+                        "again with those credentials")
+                for m in queue:
+                    for fd in m.fds:
+                        _check_passed(fd, where)
+            except BaseException:
+                for m in queue:
+                    _close(m.fds)
+                raise
             if self._queues is None:
                 self._queues = ctx.images.raw(QUEUE_FILE)
-            desc["queue"] = [[self._queues.write(m), len(m)] for m, _ in queue]
+            desc["queue"] = [[self._queues.write(m.data), len(m.data)] for m in queue]
             if stype == socket.SOCK_DGRAM:
-                desc["senders"] = [s.hex() for _, s in queue]
+                desc["senders"] = [m.sender.hex() for m in queue]
+            if any(m.fds for m in queue):
+                desc["files"] = _pass_files(ctx, queue, where)
         return desc
 
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
@@ -458,6 +564,20 @@ class UnixSockets(SocketKind):
         self._socks.clear()
 
 
+    def after_open(self, ctx: RestoreCtx) -> None:
+        """Fill the queues that carry files, now that the files can be opened (opening
+        one may defer another socket's)."""
+        while self._deferred:
+            self._deferred.pop(0)()
+
+    def _when_files_open(self, fill: Callable[[], None], *descs: dict[str, Any]) -> None:
+        """Run ``fill`` now, or once every file is open if a queue of ``descs`` carries
+        files."""
+        if _carries_files(*descs):
+            self._deferred.append(fill)
+        else:
+            fill()
+
     def _open_pair(self, ctx: RestoreCtx, desc: Description) -> None:
         """A socketpair for ``desc`` and its peer (or for ``desc`` alone if its peer was
         closed: the other end is closed once the queue is refilled)."""
@@ -465,11 +585,25 @@ class UnixSockets(SocketKind):
         ino = desc["inode"]
         if desc["peer"] == 0:
             a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
-            with b:
+            try:
                 _setup(a, desc)
-                _refill(ctx, b, desc)
-            _finish(a, desc)
+            except BaseException:
+                a.close()
+                b.close()
+                raise
             socks[ino] = a.detach()
+            other = b.detach()  # closed once the queue is sent
+
+            def fill_alone() -> None:
+                try:
+                    with _borrow(other) as s:
+                        _refill(ctx, s, desc)
+                finally:
+                    os.close(other)
+                with _borrow(socks[ino]) as s:
+                    _finish(s, desc)
+
+            self._when_files_open(fill_alone, desc)
             return
         peer = _by_ino(self.descriptions).get(desc["peer"])
         if peer is None:
@@ -482,13 +616,6 @@ class UnixSockets(SocketKind):
                 _setup(s, d)
                 if d.get("name"):  # a datagram end bound after socketpair()
                     _bind(s, d)
-            _refill(ctx, b, desc)
-            _refill(ctx, a, peer)
-            for s, d in ((a, desc), (b, peer)):
-                how = _SHUT.get(d["shutdown"])
-                if how is not None:
-                    s.shutdown(how)
-                _finish(s, d)
         except BaseException:
             a.close()
             b.close()
@@ -496,6 +623,17 @@ class UnixSockets(SocketKind):
         socks[ino] = a.detach()
         socks[peer["inode"]] = b.detach()
 
+        def fill() -> None:
+            with _borrow(socks[ino]) as a, _borrow(socks[peer["inode"]]) as b:
+                _refill(ctx, b, desc)
+                _refill(ctx, a, peer)
+                for s, d in ((a, desc), (b, peer)):
+                    how = _SHUT.get(d["shutdown"])
+                    if how is not None:
+                        s.shutdown(how)
+                    _finish(s, d)
+
+        self._when_files_open(fill, desc, peer)
 
     def _open_alone(self, ctx: RestoreCtx) -> None:
         """Every unix socket of the image that is no end of a socketpair, at once: created
@@ -514,20 +652,27 @@ class UnixSockets(SocketKind):
                 # A listener listens from inside its process (``restore_in_task``): clients
                 # see the listener's SO_PEERCRED, which is whoever called listen().
                 socks[d["inode"]] = s.detach()
+        self._when_files_open(lambda: self._fill_alone(ctx, alone), *alone)
+
+    def _fill_alone(self, ctx: RestoreCtx, alone: list[dict[str, Any]]) -> None:
+        """The sockets of ``_open_alone``: their queued datagrams sent again, then the
+        datagram sockets connected, then shutdown and options."""
+        socks = self._socks
+        by_ino = _by_ino(self.descriptions)
         with contextlib.ExitStack() as stack:
             anon: socket.socket | None = None
             for d in alone:
-                for data, sender in _send_queue(ctx, d):
+                for data, sender, fds in _send_queue(ctx, d):
                     to = _address(d)
                     if sender:
                         src = self._sender(ctx, by_ino, sender, d)
                         with _borrow(socks[src]) as s:
-                            s.sendto(data, to)
+                            _send(s, data, fds, to)
                     else:
                         if anon is None:
                             anon = stack.enter_context(socket.socket(socket.AF_UNIX,
                                                                      socket.SOCK_DGRAM))
-                        anon.sendto(data, to)
+                        _send(anon, data, fds, to)
         waiting = [d for d in alone if _state(d) == TCP_ESTABLISHED]
         while waiting:
             # X may connect to P unless P is connected already to a third socket: those
@@ -558,7 +703,6 @@ class UnixSockets(SocketKind):
                 if how is not None:
                     s.shutdown(how)
                 _finish(s, d)
-
 
     def _sender(self, ctx: RestoreCtx, by_ino: dict[int, dict[str, Any]], name: str,
                 receiver: dict[str, Any]) -> int:
