@@ -297,8 +297,8 @@ REFUSED = [
     ("tcp-established", r"fd \d+ \(TCP IPv4 socket:\[\d+\]\): ESTABLISHED TCP connection "
                         r"to 127\.0\.0\.1:\d+; dump with --tcp-established"),
     ("tcp-pending", r"fd 3 \(TCP IPv4 .*1 connection\(s\) not accepted yet"),
-    ("unix-pending", r"fd 3 \(stream .*@ckpt-test-pending-\d+ with 1 connection\(s\) not "
-                     r"accepted yet"),
+    ("unix-pending", r"fd \d \(stream .*sent data on its connection to "
+                     r"@ckpt-test-pending-\d+ \(socket:\[\d+\]\), not accepted yet"),
     ("ebpf-filter", r"fd \d+ \(UDP IPv4 .*an eBPF program is attached to it "
                     r"\(SO_ATTACH_BPF\)"),
     ("unix-epoll", r"fd \d \(stream .*carries an epoll instance \(SCM_RIGHTS\)"),

@@ -123,7 +123,8 @@ def _dump(args: argparse.Namespace, notes: list[str]) -> int:
     external = _external(args)
     _setup_log(args, notes, create=True)
     dump(args.tree, args.images_dir, external=external, page_server=server,
-         notify=_notify(args), **_tcp(args), **flags.api_kwargs(flags.DUMP, args))
+         notify=_notify(args), ext_unix_sk=args.ext_unix_sk is not None, **_tcp(args),
+         **flags.api_kwargs(flags.DUMP, args))
     return 0
 
 

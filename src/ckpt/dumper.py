@@ -502,7 +502,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          page_server: tuple[str, int] | None = None, notify: Notify | None = None,
          file_locks: bool = False, tcp: TcpFlags | None = None,
          network_lock: str | None = None, link_remap: bool = False,
-         ghost_fiemap: bool | None = None) -> DumpResult:
+         ghost_fiemap: bool | None = None, ext_unix_sk: bool = False) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -522,6 +522,9 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     ``tcp``: criu's --tcp-established, --tcp-close, --skip-in-flight; ``network_lock``:
     "nftables", "iptables", "skip" or None (the first backend that works here). The
     lock is released unless the processes are killed; then the restore releases it.
+    ``ext_unix_sk``: criu's --ext-unix-sk: connections to a unix listener of the tree
+    from clients outside it, not accepted yet, come back as connections whose
+    client left (else they are refused).
     """
     t0 = time.monotonic()
     tcp = tcp or TcpFlags()
@@ -562,7 +565,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         images = ImageWriter(images_dir, remote=remote)
         ghost.configure(images, ghost_limit)
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
-                                 file_locks=file_locks, tcp=tcp)
+                                 file_locks=file_locks, tcp=tcp, ext_unix_sk=ext_unix_sk)
         shmem_seen: dict[int, int] = {}
         for t in tasks:
             if t.frozen is not None:

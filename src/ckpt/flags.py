@@ -154,8 +154,10 @@ FLAGS: tuple[Flag, ...] = (
          commands=frozenset({DUMP}),
          special=((RESTORE, REFUSE, "external mounts, devices and network devices need "
                    "namespaces, not supported yet; give files with --inherit-fd"),)),
-    Flag(("-x", "--ext-unix-sk"), USE, "allow unix sockets connected outside the tree; "
-         "INODE[,INODE...] names them (as --external unix[INODE])", value="INODE",
+    Flag(("-x", "--ext-unix-sk"), USE, "connections to a unix listener of the tree from "
+         "clients outside it, not accepted yet, come back as connections whose client "
+         "left; INODE[,INODE...] names unix sockets connected outside the tree (as "
+         "--external unix[INODE])", value="INODE",
          optional=True, commands=frozenset({DUMP})),
     Flag(("-j", "--shell-job"), USE, "the tree is a job of a shell on a terminal",
          negatable=True, commands=_DR, api="shell_job"),

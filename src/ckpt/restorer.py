@@ -321,6 +321,7 @@ class Restore:
             self.map_helper()
             self.create_tree()
             self.seize()
+            self.across_tasks()
             for node in self.live:
                 _TaskRestore(self, node).run()
             ghost.seal_memfds()  # once every mapping of every memfd is made
@@ -473,6 +474,30 @@ class Restore:
         for n in self.started:  # before any process's signals are back (see enter_stop)
             signals.enter_stop(n.pid, n.core.get("stop_signal", 0), n.core["signals"])
         faults.point("restore.seized")
+
+    def across_tasks(self) -> None:
+        """What kinds of files do in several new processes in turn, before any is
+        restored (unix connections not accepted yet: the listener listens in its
+        process, then each client connects from its own); each process's registers
+        put back after."""
+        holders: dict[str, list[tuple[int, int]]] = {}
+        for n in self.live:
+            for e in n.fd_table:
+                holders.setdefault(e["file"], []).append((n.pid, e["fd"]))
+        injectors: dict[int, tuple[Injector, ptrace.UserRegs]] = {}
+
+        def injector(pid: int) -> Injector:
+            if pid not in injectors:
+                regs = ptrace.get_regs(pid)
+                injectors[pid] = (Injector(pid, self.helper + _SITE_OFFSET, regs), regs)
+            return injectors[pid][0]
+
+        try:
+            self._files().restore_across_tasks(holders, injector, self.helper)
+        finally:
+            for inj, regs in injectors.values():
+                inj.close()
+                ptrace.set_regs(inj.pid, regs)
 
     def write_pidfile(self) -> None:
         if not self.pidfile:

@@ -5,7 +5,8 @@ Usage: sockhold.py MODE [DIR]
 Refused by a dump (the process must run on unharmed):
   tcp-established   a TCP connection to itself, accepted
   tcp-pending       a TCP listener with one connection not accepted yet
-  unix-pending      a unix listener (abstract name) with one connection not accepted
+  unix-pending      a unix listener (abstract name) with one connection not accepted, its
+                    client having sent data on it
   ebpf-filter       a UDP socket with an eBPF program attached (SO_ATTACH_BPF)
   unix-epoll        a socketpair with a message carrying an epoll instance queued
   unix-outside      a bound datagram socket holding a datagram from a socket since closed
@@ -57,6 +58,7 @@ elif mode == "unix-pending":
     lst.listen(4)
     cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     cli.connect(lst.getsockname())
+    cli.send(b"early")
     keep += [lst, cli]
 elif mode == "ebpf-filter":
     import ctypes

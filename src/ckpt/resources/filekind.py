@@ -67,6 +67,7 @@ class DumpCtx:
     shell_job: bool = False
     external: set[str] = field(default_factory=set)
     tcp: TcpFlags = field(default_factory=TcpFlags)
+    ext_unix_sk: bool = False  # --ext-unix-sk: pending connections from outside allowed
     # in_flight(fd, where, done): a file ckpt holds as ``fd`` (passed in a queued
     # SCM_RIGHTS message) to dump like any fd's, once the current description is
     # done; ``done`` gets its description id. ckpt closes ``fd`` at the dump's end.
@@ -201,6 +202,13 @@ class FileKind:
     def after_open(self, ctx: RestoreCtx) -> None:
         """Once every process's files are open: what needs other files open first (a
         unix socket's queue carrying fds, ``ctx.open_file``)."""
+
+    def restore_across_tasks(self, ctx: RestoreCtx, holders: dict[str, list[tuple[int, int]]],
+                             injector: Callable[[int], Injector], scratch: int) -> None:
+        """Once every process exists with its fds, before any is restored: what takes
+        several processes in turn (``holders``: this kind's descriptions by id, each
+        with the (pid, fd) holding it; ``injector(pid)`` an injector in that process,
+        ``scratch`` a scratch page there)."""
 
     def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
                         fds: list[TaskFd]) -> None:

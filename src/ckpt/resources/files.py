@@ -71,8 +71,9 @@ class DumpFiles:
 
     def __init__(self, images: ImageWriter, *, shell_job: bool = False,
                  external: set[str] | None = None, file_locks: bool = False,
-                 tcp: TcpFlags | None = None):
-        self.ctx = DumpCtx(images, shell_job, external or set(), tcp or TcpFlags())
+                 tcp: TcpFlags | None = None, ext_unix_sk: bool = False):
+        self.ctx = DumpCtx(images, shell_job, external or set(), tcp or TcpFlags(),
+                           ext_unix_sk=ext_unix_sk)
         self.kinds = [cls() for cls in kinds.KINDS]  # in claim order
         self.descriptions: dict[str, Description] = {}
         self.locks = locks.DumpLocks(file_locks)
@@ -274,6 +275,16 @@ class RestoreFiles:
         self.opened.clear()
         for kind in self.kinds.values():
             kind.close()
+
+    def restore_across_tasks(self, holders: dict[str, list[tuple[int, int]]],
+                             injector: Callable[[int], Injector], scratch: int) -> None:
+        """Let every kind act in several new processes in turn (``FileKind``), on its
+        descriptions the restore made; ``holders``: (pid, fd) holding each."""
+        for kind in self.kinds.values():
+            mine = {fid: holders[fid] for fid in kind.descriptions
+                    if fid in holders and fid not in self.ctx.replaced}
+            if mine:
+                kind.restore_across_tasks(self.ctx, mine, injector, scratch)
 
     def restore_in_task(self, pid: int, inj: Injector, scratch: int,
                         table: list[dict[str, Any]]) -> None:

@@ -28,8 +28,16 @@ How each socket comes back:
 Queues whose messages carry files are sent again once every file of the restore
 is open (``after_open``), each message with its files.
 
-Refused at dump: a listener with connections not yet accepted (and a client
-whose connection is not accepted yet), a queued message carrying an epoll
+Connections a listener had not accepted yet come back once every process exists
+(``restore_across_tasks``): the listener listens from its process, then each
+client, restored unconnected, connects from its own process, in the order
+accept() takes them (so each end sees the other's credentials as before); a
+client outside the tree (allowed with --ext-unix-sk) is replaced by a socket the
+listener's process connects and closes at once: a connection whose client left.
+
+Refused at dump: a connection not accepted yet on which its client sent data
+(it waits in a socket no fd reaches), or whose client was closed, or from
+outside the tree without --ext-unix-sk; a queued message carrying an epoll
 instance (its watches are fd numbers of a process), queued messages on a socket
 that receives credentials
 (SO_PASSCRED), a datagram queued from a socket outside the tree, a socket bound
@@ -47,6 +55,7 @@ import logging
 import os
 import socket
 import stat as st_mod
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -403,7 +412,7 @@ def _state(d: dict[str, Any]) -> int:
 
 def _pair_mode(d: dict[str, Any], by_ino: dict[int, dict[str, Any]]) -> bool:
     """Whether ``d`` comes back as one end of a socketpair (else on its own)."""
-    if _state(d) != TCP_ESTABLISHED:
+    if _state(d) != TCP_ESTABLISHED or "connecting_to" in d:
         return False
     if d["type"] != socket.SOCK_DGRAM:
         return True
@@ -468,15 +477,13 @@ class UnixSockets(SocketKind):
             "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), "opts": opts}
         name = me["name"]
         if state == TCP_LISTEN:
-            if me["rqueue"]:
-                raise UnsupportedError(
-                    f"{where}: listening on {show_name(_name_bytes(name or ''))} with "
-                    f"{me['rqueue']} connection(s) not accepted yet; ckpt cannot restore "
-                    "pending connections (it would have to connect them again itself, "
-                    "under its own credentials): retry once they are accepted")
             desc["backlog"] = me["wqueue"]
             if name:
                 desc.update(_bound_name(pid, where, me))
+            if me["rqueue"]:
+                # its clients, in the order accept() takes them (checked in after_dump)
+                desc["pending"] = list(me["icons"])
+                ctx.images.need(UNIX_FILES_VERSION)
             return desc
         if state == TCP_SYN_SENT:
             raise UnsupportedError(f"{where}: a connection in progress is not supported")
@@ -487,11 +494,7 @@ class UnixSockets(SocketKind):
                 listener = next((i for i, o in table.items()
                                  if o["state"] == TCP_LISTEN and ino in o["icons"]), None)
                 if listener is not None:
-                    raise UnsupportedError(
-                        f"{where}: its connection to "
-                        f"{show_name(_name_bytes(table[listener]['name'] or ''))} "
-                        f"(socket:[{listener}]) is not accepted yet; ckpt cannot restore "
-                        "pending connections: retry once it is accepted")
+                    return self._connecting(pid, where, desc, me, listener)
             if name:
                 if not any(o["state"] == TCP_LISTEN and o["name"] == name
                            for o in table.values()):
@@ -530,9 +533,91 @@ class UnixSockets(SocketKind):
                 desc["files"] = _pass_files(ctx, queue, where)
         return desc
 
+    def _connecting(self, pid: int, where: str, desc: dict[str, Any], me: UnixDiag,
+                    listener: int) -> dict[str, Any]:
+        """A client whose connection to ``listener`` is not accepted yet: restored
+        unconnected, then connected again from its process (``restore_across_tasks``).
+        What it sent is in a socket no fd reaches: refused."""
+        assert self._table is not None
+        lname = show_name(_name_bytes(self._table[listener]["name"] or ""))
+        if me["wqueue"]:
+            raise UnsupportedError(
+                f"{where}: sent data on its connection to {lname} "
+                f"(socket:[{listener}]), not accepted yet; ckpt cannot read them back "
+                "(retry once the connection is accepted)")
+        desc.update(state=TCP_CLOSE, connecting_to=listener)
+        if me["name"]:
+            desc.update(_bound_name(pid, where, me))
+        return desc
+
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         _check_external(self.descriptions, ctx.external)
         _check_senders(self.descriptions)
+        self._check_pending(ctx)
+
+    def _check_pending(self, ctx: DumpCtx) -> None:
+        """Each connection a listener of the tree has not accepted yet comes from a client
+        of the tree, or (with --ext-unix-sk) from one outside that sent nothing: marked 0,
+        it comes back as a connection whose client left."""
+        inodes = {d["inode"] for d in self.descriptions.values()}
+        table = self._table or {}
+        for d in self.descriptions.values():
+            where = f"socket:[{d['inode']}] ({show_name(bytes.fromhex(d.get('name', '')))})"
+            for i, client in enumerate(d.get("pending", ())):
+                if client in inodes:
+                    continue
+                info = table.get(client)
+                if client == 0 or info is None:
+                    raise UnsupportedError(
+                        f"{where}: a connection not accepted yet whose client was closed; "
+                        "what it sent cannot be read back (retry once it is accepted)")
+                if info["wqueue"]:
+                    raise UnsupportedError(
+                        f"{where}: socket:[{client}] outside the dumped tree sent data on "
+                        "a connection not accepted yet; ckpt cannot read it back")
+                if not ctx.ext_unix_sk:
+                    raise UnsupportedError(
+                        f"{where}: socket:[{client}] outside the dumped tree connected to it "
+                        "and is not accepted yet; dump with --ext-unix-sk to restore it as a "
+                        "connection whose client left")
+                d["pending"][i] = 0
+
+    def restore_across_tasks(self, ctx: RestoreCtx, holders: dict[str, list[tuple[int, int]]],
+                             injector: Callable[[int], Injector], scratch: int) -> None:
+        """Connections not accepted yet, in the order accept() takes them: the listener
+        listens in its process, then each client connects from its own (so each end
+        sees the other's credentials, as before), or, for a client outside the tree,
+        the listener's process connects a socket it closes at once."""
+        fid_of = {d["inode"]: fid for fid, d in self.descriptions.items()}
+        for fid, d in self.descriptions.items():
+            if not d.get("pending") or fid not in holders:
+                continue
+            lpid, lfd = holders[fid][0]
+            linj = injector(lpid)
+            where = f"socket:[{d['inode']}]"
+            addr = _sockaddr(d)
+            try:
+                linj.call("listen", lfd, d["backlog"])
+                self._listening.add(fid)
+                for client in d["pending"]:
+                    cfid = fid_of.get(client)
+                    if cfid is None or cfid not in holders:  # outside the tree, or replaced
+                        fd = linj.call("socket", socket.AF_UNIX, d["type"] | socket.SOCK_CLOEXEC,
+                                       0)
+                        linj.write(scratch, addr)
+                        linj.call("connect", fd, scratch, len(addr))
+                        linj.call("close", fd)
+                        continue
+                    cpid, cfd = holders[cfid][0]
+                    cinj = injector(cpid)
+                    cinj.write(scratch, addr)
+                    cinj.call("connect", cfd, scratch, len(addr))
+                    how = _SHUT.get(self.descriptions[cfid]["shutdown"])
+                    if how is not None:
+                        cinj.call("shutdown", cfd, how)
+            except OSError as e:
+                raise RestoreError(f"{where}: cannot connect its clients not accepted yet "
+                                   f"again: {e.strerror}") from None
 
     def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
                         fds: list[TaskFd]) -> None:
@@ -700,7 +785,7 @@ class UnixSockets(SocketKind):
         for d in alone:
             with _borrow(socks[d["inode"]]) as s:
                 how = _SHUT.get(d["shutdown"])
-                if how is not None:
+                if how is not None and "connecting_to" not in d:  # shut once connected
                     s.shutdown(how)
                 _finish(s, d)
 
@@ -740,6 +825,13 @@ def _borrow(fd: int) -> Iterator[socket.socket]:
         yield s
     finally:
         s.detach()
+
+
+def _sockaddr(d: dict[str, Any]) -> bytes:
+    """The struct sockaddr_un of the socket of ``d`` (a path ends with its NUL)."""
+    to = _address(d)
+    raw = os.fsencode(to) + b"\0" if isinstance(to, str) else to
+    return struct.pack("=H", socket.AF_UNIX) + raw
 
 
 def _address(d: dict[str, Any]) -> bytes | str:

@@ -226,10 +226,8 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
         raise RequestError("options leave_running and leave_stopped exclude each other")
     external = list(opts.get("external", []))
     external += [f"unix[{u['inode']}]" for u in opts.get("unix_sk_ino", [])]
-    if opts.get("ext_unix_sk") and not opts.get("unix_sk_ino"):
-        log.info("option ext_unix_sk without unix_sk_ino: ckpt needs each external unix "
-                 "socket named (unix_sk_ino, or external unix[INODE]); others are refused")
     return {**args, "leave_running": bool(opts.get("leave_running")),
+            "ext_unix_sk": bool(opts.get("ext_unix_sk")),
             "leave_stopped": bool(opts.get("leave_stopped")),
             "shell_job": bool(opts.get("shell_job")), "external": tuple(external),
             "ghost_limit": opts.get("ghost_limit"), "file_locks": bool(opts.get("file_locks")),

@@ -1,0 +1,59 @@
+"""Connections to unix listeners that were not accepted yet come back, in the order
+accept() takes them: from clients of the tree (connected again from their own
+processes, so each end sees the other's pid, as before), and, with --ext-unix-sk,
+from a client outside the tree, as a connection whose client left. Without
+--ext-unix-sk that one is refused, the tree left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+from ckpt_helpers import (
+    PROGS,
+    PYTHON,
+    Procs,
+    ckpt_fails,
+    ckpt_ok,
+    is_alive,
+    proc_state,
+    restore_detached,
+    scaled,
+)
+
+
+def test_pending_connections(procs: Procs, images: Path, tmp_path: Path) -> None:
+    target = procs.start([PYTHON, PROGS / "pending.py", tmp_path])
+    pid = int(target.out.wait_line(r"^ready ").split()[1])
+    target.out.wait_line(r"^child ready")
+    child = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+    outside = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        outside.connect(b"\0ckpt-test-pend-%d" % pid)
+        err = ckpt_fails("dump", "-t", pid, "-D", images)
+        assert "--ext-unix-sk" in err and "not accepted yet" in err, err
+        assert is_alive(pid) and proc_state(pid) in ("R", "S")
+        ckpt_ok("dump", "-t", pid, "-D", images, "--ext-unix-sk")
+        procs.wait_gone(target)
+        procs.wait_gone(child)
+        outside.settimeout(scaled(5))
+        try:
+            gone = outside.recv(10) == b""
+        except ConnectionResetError:
+            gone = True
+        assert gone, "the outside client's connection should be gone"
+    finally:
+        outside.close()
+    restored = restore_detached(procs, pid, target.out, images)
+    start = len(restored.out.lines())
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
+    restored.out.wait_line(r"^END", start=start)
+    os.kill(child, signal.SIGUSR1)
+    restored.out.wait_line(r"^CHILD ", start=start)
+    got = [ln for ln in restored.out.lines()[start:] if ln != "END"]
+    assert got == [
+        f"ACCEPT stream {pid}", f"ACCEPT stream {child}", f"ACCEPT stream {pid}",
+        f"c1 sees listener {pid}", "first reads from-c1", "third reads eof",
+        f"ACCEPT seqpacket {child} reads eof", "CHILD c2 reads to-c2"], got
