@@ -57,3 +57,28 @@ def test_pending_connections(procs: Procs, images: Path, tmp_path: Path) -> None
         f"ACCEPT stream {pid}", f"ACCEPT stream {child}", f"ACCEPT stream {pid}",
         f"c1 sees listener {pid}", "first reads from-c1", "third reads eof",
         f"ACCEPT seqpacket {child} reads eof", "CHILD c2 reads to-c2"], got
+
+
+
+def test_names_gone_and_peers_closed(procs: Procs, images: Path, tmp_path: Path) -> None:
+    """A listener whose socket file was removed, a datagram socket whose file was
+    replaced: bound again to their names, with files no one reaches (the replacement
+    is left alone). Datagram sockets whose peer closed: still connected to it (its
+    name, what it sent), sending fails as it did."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    target = procs.start([PYTHON, PROGS / "sockgone.py", folder])
+    target.out.wait_line(r"^ready")
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    procs.wait_gone(target)
+    assert not (folder / "a" / "srv.sock").exists()
+    restored = restore_detached(procs, target.pid, target.out, images)
+    assert not (folder / "a" / "srv.sock").exists(), "the removed name came back"
+    start = len(restored.out.lines())
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
+    restored.out.wait_line(r"^END", start=start)
+    assert restored.out.lines()[start:-1] == [
+        f"srv name {folder / 'a' / 'srv.sock'}", "srv connect ENOENT",
+        f"dg name {folder / 'b.sock'}", "b.sock holds replaced",
+        f"d1 peer {folder / 'peer.sock'}", f"d1 got hello from {folder / 'peer.sock'}",
+        "d1 send ECONNREFUSED", "d2 send ECONNREFUSED"]

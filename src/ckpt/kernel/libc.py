@@ -143,6 +143,21 @@ class RLimit(ctypes.Structure):
 RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
 
 
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None
+          ) -> None:
+    _check(_libc.mount(source.encode(), os.fsencode(target),
+                       fstype.encode() if fstype else None, ctypes.c_ulong(flags),
+                       data.encode() if data else None), f"mount {target}")
+
+
 def clone3_with_pid(pid: int, sibling: bool = False, flags: int = 0) -> int:
     """Fork this process so that the child gets PID ``pid``; 0 in the child.
     ``sibling``: the child is our parent's child (CLONE_PARENT), not ours.

@@ -39,11 +39,15 @@ Refused at dump: a connection not accepted yet on which its client sent data
 (it waits in a socket no fd reaches), or whose client was closed, or from
 outside the tree without --ext-unix-sk; a queued message carrying an epoll
 instance (its watches are fd numbers of a process), queued messages on a socket
-that receives credentials
-(SO_PASSCRED), a datagram queued from a socket outside the tree, a socket bound
-to a file that was removed or replaced, a connected stream socket that was
-bound by its process (the name of an *accepted* socket is its listener's and is
-not needed).
+that receives credentials (SO_PASSCRED), a datagram queued from a socket outside
+the tree, a connected stream socket that was bound by its process (the name of
+an *accepted* socket is its listener's and is not needed).
+
+A socket bound to a path whose file was removed or replaced since is bound
+again to its name with a file no one reaches (``_bind_hidden``: from a child in
+a mount namespace of its own, on a tmpfs there); a datagram socket connected to
+a peer closed since is one end of a new pair whose other end, bound to the
+peer's name the same way, sends the queue again and closes.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from typing import Any, NamedTuple
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
-from ..kernel import procfs
+from ..kernel import libc, procfs
 from ..kernel.inject import Injector
 from ..kernel.sock_diag import (
     TCP_CLOSE,
@@ -143,13 +147,62 @@ def _bound_name(pid: int, where: str, me: UnixDiag) -> dict[str, Any]:
     vfs = me["vfs"]
     if (fst is None or not st_mod.S_ISSOCK(fst.st_mode) or vfs is None
             or fst.st_ino != vfs[0] or fst.st_dev != _kdev_to_dev(vfs[1])):
-        raise UnsupportedError(
-            f"{where}: bound to {path!r}, but that socket file was removed or replaced"
-            + ("" if path.startswith("/") else
-               " (or, a relative name, is not found from the process's working directory)")
-            + "; ckpt cannot bind it again as it was")
+        log.info("%s: bound to %r, whose socket file was removed or replaced since (or, a "
+                 "relative name, is not found from the process's working directory): bound "
+                 "again to a file nobody reaches", where, path)
+        return {"name": raw.hex(), "file": {"path": full, "gone": True}}
     return {"name": raw.hex(), "file": {"path": full, "mode": st_mod.S_IMODE(fst.st_mode),
                                         "uid": fst.st_uid, "gid": fst.st_gid}}
+
+
+def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> None:
+    """Bind ``sock`` to the path name ``raw`` (``path`` in full) with a socket file no
+    one can reach, as the dumped socket's was removed or replaced: from a child in a
+    mount namespace of its own, on a tmpfs mounted there over the folder, which goes
+    when the child does (the real path is not touched)."""
+    rel = os.fsdecode(raw)
+    folder = os.path.dirname(path)
+    top = folder
+    while not os.path.isdir(top):
+        top = os.path.dirname(top)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing of ckpt's but the socket and the pipe matter
+        code = 1
+        try:
+            os.close(r)
+            libc.unshare(libc.CLONE_NEWNS)
+            libc.mount("none", "/", None, libc.MS_REC | libc.MS_PRIVATE)
+            libc.mount("tmpfs", top, "tmpfs", 0, "mode=0755")
+            os.makedirs(folder, exist_ok=True)
+            os.chdir(path[:len(path) - len(rel)] or "/")  # a relative name from its folder
+            sock.bind(raw)
+            code = 0
+        except BaseException as e:
+            os.write(w, str(getattr(e, "strerror", None) or e).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    with open(r, "rb") as pipe:
+        why = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status:
+        raise RestoreError(f"{where}: cannot bind {path} again (to a socket file no one "
+                           f"reaches, as it was): {why or status}")
+
+
+def _bind_peer_name(sock: socket.socket, raw: bytes, where: str) -> None:
+    """Bind the stand-in of a closed datagram peer to that peer's name: an abstract one
+    if it is free, a path to a socket file no one reaches (a relative one under /tmp)."""
+    try:
+        if raw[:1] == b"\0":
+            sock.bind(raw)
+            return
+    except OSError as e:
+        raise RestoreError(f"{where}: its peer, closed since, was {show_name(raw)}, which it "
+                           f"cannot be bound to again: {e.strerror}") from None
+    rel = os.fsdecode(raw)
+    _bind_hidden(sock, raw, rel if rel.startswith("/") else os.path.join("/tmp", rel), where)
 
 
 def _holder_of(path: str) -> int | None:
@@ -180,6 +233,9 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
         return
     f = desc["file"]
     path = f["path"]
+    if f.get("gone"):
+        _bind_hidden(sock, raw, path, f"socket:[{ino}]")
+        return
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -455,9 +511,12 @@ class UnixSockets(SocketKind):
             me = self._table.get(ino) or unix_socket(ino)
             if me is None:
                 raise DumpError(f"{f.where}: {f.link} not found by sock_diag")
-            return self._describe(ctx, f.pid, sock, ino, me, self._table,
+            desc = self._describe(ctx, f.pid, sock, ino, me, self._table,
                                   f"{f.where} ({_TYPES.get(me['type'], me['type'])} {f.link})",
                                   f.st)
+            if "peer_name" in desc or desc.get("file", {}).get("gone"):
+                ctx.images.need(UNIX_FILES_VERSION)  # a version-9 reader would fail or lose it
+            return desc
         finally:
             sock.close()
 
@@ -505,8 +564,8 @@ class UnixSockets(SocketKind):
                 desc["accepted_on"] = _name_bytes(name).hex()
         else:
             if state == TCP_ESTABLISHED and not me["peer"]:
-                raise UnsupportedError(f"{where}: connected to a datagram socket that was "
-                                       "closed since; not supported")
+                # connected to a socket closed since: its name is still the peer's name
+                desc["peer_name"] = _sender_bytes(sock.getpeername()).hex()
             if name:
                 desc.update(_bound_name(pid, where, me))
         if state == TCP_ESTABLISHED or stype == socket.SOCK_DGRAM:
@@ -672,6 +731,10 @@ class UnixSockets(SocketKind):
             a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
             try:
                 _setup(a, desc)
+                if desc.get("name"):  # a datagram socket, bound
+                    _bind(a, desc)
+                if desc.get("peer_name"):  # its peer's name, which its datagrams came from
+                    _bind_peer_name(b, bytes.fromhex(desc["peer_name"]), f"socket:[{ino}]")
             except BaseException:
                 a.close()
                 b.close()
