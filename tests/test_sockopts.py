@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from ckpt_helpers import (
     PROGS,
@@ -62,6 +65,8 @@ def _ip(*args: str) -> None:
 def test_bound_to_an_address_gone_since(procs: Procs, images: Path) -> None:
     """Sockets bound to an IPv6 address that is gone at restore are bound again with
     IPV6_FREEBIND (their own setting put back), and receive once it is back."""
+    if shutil.which("ip") is None:
+        pytest.skip("ip (iproute2) is not installed")
     addr = f"2001:db8:c4:{os.getpid() & 0xFFFF:x}::1"
     _ip("-6", "addr", "add", f"{addr}/128", "dev", "lo", "nodad")
     try:

@@ -1,6 +1,7 @@
 """The netlink sock_diag interface: the unix sockets of this network namespace (type,
 state, peer, name, socket file, pending connections, queues), inet sockets by protocol
-and state, and SOCK_DESTROY; one request, one socket, answers parsed into typed records."""
+and state, SOCK_DESTROY, and netlink and AF_PACKET sockets; one request, one socket,
+answers parsed into typed records."""
 
 from __future__ import annotations
 
@@ -200,3 +201,95 @@ def destroy(sock: InetDiag) -> None:
     """Close the socket (SOCK_DESTROY: the kernel needs CONFIG_INET_DIAG_DESTROY)."""
     request(_inet_req(sock.family, sock.proto, ALL_STATES, sock.sockid), dump=False,
             mtype=SOCK_DESTROY)
+
+
+# ------------------------------------------------------------------ netlink and packet sockets
+
+NDIAG_PROTO_ALL = 255
+NDIAG_SHOW_MEMINFO, NDIAG_SHOW_GROUPS, NDIAG_SHOW_FLAGS = 0x1, 0x2, 0x8
+NETLINK_DIAG_MEMINFO, NETLINK_DIAG_GROUPS, NETLINK_DIAG_FLAGS = 0, 1, 4
+NDIAG_FLAG_CB_RUNNING = 0x1
+PACKET_SHOW_INFO, PACKET_SHOW_MCLIST, PACKET_SHOW_RING_CFG = 0x1, 0x2, 0x4
+PACKET_SHOW_FANOUT, PACKET_SHOW_MEMINFO = 0x8, 0x20
+PACKET_DIAG_INFO, PACKET_DIAG_MCLIST, PACKET_DIAG_RX_RING, PACKET_DIAG_TX_RING = 0, 1, 2, 3
+PACKET_DIAG_FANOUT, PACKET_DIAG_MEMINFO = 4, 6
+
+
+@dataclass(frozen=True)
+class NetlinkDiag:
+    """One netlink socket as sock_diag shows it."""
+
+    protocol: int
+    portid: int
+    dst_portid: int
+    dst_group: int
+    groups: tuple[int, ...]  # the multicast groups it is a member of (1-based)
+    rqueue: int  # bytes of messages queued for reading (receive memory)
+    dumping: bool  # an answer in several parts is being made (NDIAG_FLAG_CB_RUNNING)
+
+
+def _groups(bitmap: bytes) -> tuple[int, ...]:
+    return tuple(i + 1 for i in range(len(bitmap) * 8) if bitmap[i // 8] >> (i % 8) & 1)
+
+
+def netlink_sockets() -> dict[int, NetlinkDiag]:
+    """Every netlink socket of this network namespace, by inode."""
+    req = struct.pack("=BBHIIII", socket.AF_NETLINK, NDIAG_PROTO_ALL, 0, 0,
+                      NDIAG_SHOW_MEMINFO | NDIAG_SHOW_GROUPS | NDIAG_SHOW_FLAGS,
+                      NOCOOKIE, NOCOOKIE)
+    out = {}
+    for body in request(req):
+        _fam, _type, proto, _state, portid, dport, dgroup, ino = struct.unpack_from(
+            "=BBBBIIII", body)
+        groups: tuple[int, ...] = ()
+        rqueue, flags = 0, 0
+        for atype, payload in attrs(body, 28):
+            if atype == NETLINK_DIAG_GROUPS:
+                groups = _groups(payload)
+            elif atype == NETLINK_DIAG_MEMINFO:
+                rqueue = struct.unpack_from("=I", payload)[0]
+            elif atype == NETLINK_DIAG_FLAGS:
+                flags = struct.unpack_from("=I", payload)[0]
+        out[ino] = NetlinkDiag(proto, portid, dport, dgroup, groups, rqueue,
+                               bool(flags & NDIAG_FLAG_CB_RUNNING))
+    return out
+
+
+@dataclass(frozen=True)
+class PacketDiag:
+    """One AF_PACKET socket as sock_diag shows it."""
+
+    ifindex: int  # the device it is bound to, 0 for all
+    version: int  # PACKET_VERSION
+    memberships: tuple[tuple[int, int, int, bytes], ...]  # (ifindex, count, type, address)
+    rings: bool  # a PACKET_RX_RING or PACKET_TX_RING is set up
+    fanout: bool  # a member of a PACKET_FANOUT group
+    rqueue: int  # bytes of packets queued for reading (receive memory)
+
+
+def packet_sockets() -> dict[int, PacketDiag]:
+    """Every AF_PACKET socket of this network namespace, by inode."""
+    req = struct.pack("=BBHIIII", socket.AF_PACKET, 0, 0, 0,
+                      PACKET_SHOW_INFO | PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG
+                      | PACKET_SHOW_FANOUT | PACKET_SHOW_MEMINFO, NOCOOKIE, NOCOOKIE)
+    out = {}
+    for body in request(req):
+        ino = struct.unpack_from("=I", body, 4)[0]
+        ifindex = version = rqueue = 0
+        rings = fanout = False
+        members = []
+        for atype, payload in attrs(body, 16):
+            if atype == PACKET_DIAG_INFO:
+                ifindex, version = struct.unpack_from("=II", payload)
+            elif atype == PACKET_DIAG_MCLIST:
+                for off in range(0, len(payload) - 43, 44):
+                    index, count, mtype, alen = struct.unpack_from("=IIHH", payload, off)
+                    members.append((index, count, mtype, payload[off + 12:off + 12 + alen]))
+            elif atype in (PACKET_DIAG_RX_RING, PACKET_DIAG_TX_RING):
+                rings = True
+            elif atype == PACKET_DIAG_FANOUT:
+                fanout = True
+            elif atype == PACKET_DIAG_MEMINFO:
+                rqueue = struct.unpack_from("=I", payload)[0]
+        out[ino] = PacketDiag(ifindex, version, tuple(members), rings, fanout, rqueue)
+    return out

@@ -20,6 +20,8 @@ from . import (
     pipes,
     signalfd,
     sk_inet,
+    sk_netlink,
+    sk_packet,
     sk_unix,
     timerfd,
     tty,
@@ -39,6 +41,8 @@ KINDS: list[type[FileKind]] = [
     pidfd.PidFds,
     pipes.Pipes,           # pipes and FIFOs
     signalfd.SignalFds,
+    sk_netlink.NetlinkSockets,  # before inet, which takes every socket but unix ones
+    sk_packet.PacketSockets,
     sk_inet.InetSockets,   # sockets that are not unix ones
     sk_unix.UnixSockets,
     timerfd.TimerFds,

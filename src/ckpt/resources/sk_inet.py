@@ -32,11 +32,23 @@ from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..images import RawWriter
-from ..kernel import sock_diag
+from ..kernel import proc_net, sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from . import sk_tcp, udp_queue
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
-from .sockopts import IP, IPV6, SOCKET, TCP, UDP, UDPLITE, SockOpts, apply_opts, read_opts
+from .sockopts import (
+    IP,
+    IPV6,
+    RAW_ICMP,
+    RAW_ICMPV6,
+    SOCKET,
+    TCP,
+    UDP,
+    UDPLITE,
+    SockOpts,
+    apply_opts,
+    read_opts,
+)
 
 log = logging.getLogger("ckpt.sk_inet")
 
@@ -56,14 +68,43 @@ _FAMILIES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 _NOT_TCP = ("IP_MULTICAST_TTL", "IPV6_MULTICAST_HOPS")
 
 
-def opts_table(family: int, proto: int) -> SockOpts:
-    """The options ckpt saves for a socket of ``family`` and ``proto``."""
-    table = {**SOCKET, **(IP if family == socket.AF_INET else IPV6),
+def opts_table(family: int, proto: int, stype: int = 0) -> SockOpts:
+    """The options ckpt saves for a socket of ``family``, ``proto`` (and ``stype``)."""
+    ip = IP if family == socket.AF_INET else IPV6
+    if stype == socket.SOCK_RAW:
+        extra = {(socket.AF_INET, 1): RAW_ICMP, (socket.AF_INET6, 58): RAW_ICMPV6}
+        return {**SOCKET, **ip, **extra.get((family, proto), {})}
+    if _is_ping(stype, proto):
+        return {**SOCKET, **ip}
+    table = {**SOCKET, **ip,
              **{socket.IPPROTO_TCP: TCP, IPPROTO_UDPLITE: UDPLITE}.get(proto, UDP)}
     if proto == socket.IPPROTO_TCP:
         for name in _NOT_TCP:
             table.pop(name, None)
     return table
+
+
+def _is_ping(stype: int, proto: int) -> bool:
+    return stype == socket.SOCK_DGRAM and proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6)
+
+
+def _proto_name(stype: int, proto: int) -> str:
+    if stype == socket.SOCK_RAW:
+        return f"raw (protocol {proto})"
+    return "ICMP (ping)" if _is_ping(stype, proto) else _PROTOS.get(proto, str(proto))
+
+
+def new_socket(family: int, stype: int, proto: int, gid: int) -> socket.socket:
+    """A new socket; an ICMP (ping) one made under group ``gid``, the owner's, since
+    net.ipv4.ping_group_range lets some groups only make them (root is no exception)."""
+    if not _is_ping(stype, proto) or os.getegid() == gid:
+        return socket.socket(family, stype, proto)
+    saved = os.getegid()
+    os.setegid(gid)
+    try:
+        return socket.socket(family, stype, proto)
+    finally:
+        os.setegid(saved)
 
 
 def _fmt(addr: Any) -> str:
@@ -127,18 +168,21 @@ class InetSockets(SocketKind):
                                        "ckpt supports unix, TCP and UDP sockets only")
             if (stype, proto) not in ((socket.SOCK_STREAM, socket.IPPROTO_TCP),
                                       (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
-                                      (socket.SOCK_DGRAM, IPPROTO_UDPLITE)):
-                raise UnsupportedError(f"process {pid} fd {fd}: {link} is an {fam.name} "
-                                       f"socket of type {int(stype)}, protocol {proto}; "
-                                       "ckpt supports TCP, UDP and UDP-Lite only")
-            where = f"process {pid} fd {fd} ({_PROTOS[proto]} {_FAMILIES[fam]} {link})"
-            with socket.socket(fam, stype, proto) as fresh:
-                opts = read_opts(sock, opts_table(fam, proto), fresh, where)
+                                      (socket.SOCK_DGRAM, IPPROTO_UDPLITE)) and \
+                    stype != socket.SOCK_RAW and not _is_ping(stype, proto):
+                raise UnsupportedError(f"{f.where}: {link} is an {fam.name} socket of type "
+                                       f"{int(stype)}, protocol {proto}; ckpt supports TCP, "
+                                       "UDP, UDP-Lite, raw and ICMP (ping) sockets only")
+            where = f"{f.where} ({_proto_name(stype, proto)} {_FAMILIES[fam]} {link})"
+            with new_socket(fam, stype, proto, st.st_gid) as fresh:
+                opts = read_opts(sock, opts_table(fam, proto, stype), fresh, where)
             desc: dict[str, Any] = {"inode": st.st_ino, "family": int(fam),
                                     "type": int(stype), "proto": proto,
                                     "addr": _bound(sock.getsockname()), "peer": None,
                                     "owner": [st.st_uid, st.st_gid], "opts": opts}
-            if proto == socket.IPPROTO_TCP:
+            if stype == socket.SOCK_RAW or _is_ping(stype, proto):
+                self._raw(ctx, sock, desc, where)
+            elif proto == socket.IPPROTO_TCP:
                 self._tcp(ctx, sock, desc, where)
             else:
                 self._udp(ctx, sock, desc, where)
@@ -174,6 +218,29 @@ class InetSockets(SocketKind):
         if segs_out or segs_in:
             raise UnsupportedError(f"{where}: a TCP socket whose connection ended or failed "
                                    "is not supported")
+
+    def _raw(self, ctx: DumpCtx, sock: socket.socket, desc: dict[str, Any],
+             where: str) -> None:
+        """A raw or ICMP (ping) socket: its peer (/proc/net tells a raw socket's, which
+        getpeername does not); refused with packets queued, which no one could send
+        again to it alone."""
+        listed = proc_net.sockets(desc["family"], "raw" if desc["type"] == socket.SOCK_RAW
+                                  else "icmp").get(desc["inode"])
+        if desc["type"] == socket.SOCK_RAW and desc["addr"] is not None:
+            # a raw socket's "port" is its protocol; bound to a wildcard means not bound
+            desc["addr"] = (None if desc["addr"][0] in ("0.0.0.0", "::")
+                            else [desc["addr"][0], 0, *desc["addr"][2:]])
+        connected = listed is not None and listed.state == TCP_ESTABLISHED
+        desc["state"] = TCP_ESTABLISHED if connected else TCP_CLOSE
+        if connected:
+            assert listed is not None
+            desc["peer"] = [listed.remote[0], 0]
+        if listed is not None and listed.rqueue:
+            raise UnsupportedError(f"{where}: packets queued for reading ({listed.rqueue} "
+                                   "bytes); ckpt could not give them back to this socket "
+                                   "alone: retry when the process has read them")
+        desc["shutdown"] = _shutdown_by_poll(sock)
+        ctx.images.need(SOCKETS_VERSION)  # a version-6 reader knows no raw or ping socket
 
     def _udp(self, ctx: DumpCtx, sock: socket.socket, desc: dict[str, Any],
              where: str) -> None:
@@ -212,10 +279,13 @@ class InetSockets(SocketKind):
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
         fam, proto = desc["family"], desc["proto"]
-        where = (f"socket:[{desc['inode']}] ({_PROTOS.get(proto, proto)} "
+        where = (f"socket:[{desc['inode']}] ({_proto_name(desc['type'], proto)} "
                  f"{_FAMILIES.get(fam, fam)})")
-        sock = socket.socket(fam, desc["type"], proto)
-        table = opts_table(fam, proto)
+        try:
+            sock = new_socket(fam, desc["type"], proto, desc["owner"][1])
+        except OSError as e:
+            raise RestoreError(f"{where}: cannot make it again: {e.strerror}") from None
+        table = opts_table(fam, proto, desc["type"])
         # with datagrams to deliver again: bound to a device and filtered once they are in
         later = _AFTER_QUEUE if desc.get("queue") else ()
         try:
@@ -244,7 +314,7 @@ def _unconnected(ctx: RestoreCtx, sock: socket.socket, desc: Description, where:
         udp_queue.deliver(sock, desc["proto"], desc["queue"],
                           ctx.images.path(udp_queue.QUEUE_FILE), where)
         apply_opts(sock, {k: v for k, v in desc["opts"].items() if k in later},
-                   opts_table(desc["family"], desc["proto"]), where)
+                   opts_table(desc["family"], desc["proto"], desc["type"]), where)
     if desc["state"] == TCP_LISTEN:
         try:
             sock.listen(desc["backlog"])

@@ -166,6 +166,28 @@ UDPLITE: SockOpts = {
 # Set after every other: IP_TOS and IPV6_TCLASS set the priority too.
 LAST = ("SO_PRIORITY",)
 
+NETLINK: SockOpts = {
+    "NETLINK_PKTINFO": (270, 3, 3, "int"),
+    "NETLINK_BROADCAST_ERROR": (270, 4, 4, "int"),
+    "NETLINK_NO_ENOBUFS": (270, 5, 5, "int"),
+    "NETLINK_LISTEN_ALL_NSID": (270, 8, 8, "int"),
+    "NETLINK_CAP_ACK": (270, 10, 10, "int"),
+    "NETLINK_EXT_ACK": (270, 11, 11, "int"),
+    "NETLINK_GET_STRICT_CHK": (270, 12, 12, "int"),
+}
+PACKET: SockOpts = {  # SOL_PACKET
+    "PACKET_VERSION": (263, 10, 10, "int"),
+    "PACKET_RESERVE": (263, 12, 12, "int"),
+    "PACKET_AUXDATA": (263, 8, 8, "int"),
+    "PACKET_ORIGDEV": (263, 9, 9, "int"),
+    "PACKET_VNET_HDR": (263, 15, 15, "int"),
+    "PACKET_TIMESTAMP": (263, 17, 17, "int"),
+    "PACKET_QDISC_BYPASS": (263, 20, 20, "int"),
+    "PACKET_IGNORE_OUTGOING": (263, 23, 23, "int"),
+}
+RAW_ICMP: SockOpts = {"ICMP_FILTER": (255, 1, 1, 4)}  # SOL_RAW: ICMP types dropped
+RAW_ICMPV6: SockOpts = {"ICMPV6_FILTER": (58, 1, 1, 32)}  # SOL_ICMPV6
+
 # Saved whatever their value: what SO_BUF_LOCK says is set, unasked, by the buffer
 # sizes a restore sets on every unix socket.
 ALWAYS = frozenset({"SO_BUF_LOCK"})

@@ -1,0 +1,130 @@
+"""Raw and ICMP (ping) sockets, netlink and packet sockets: restored and used from
+inside the process, or refused naming the process. The tests run the target and
+ckpt in a network namespace of their own (made and removed by the test), where
+ping sockets are allowed and no other traffic reaches the loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ckpt_helpers import (
+    PROGS,
+    PYTHON,
+    Proc,
+    Procs,
+    ckpt_cmd,
+    is_alive,
+    proc_ppid,
+    proc_status,
+    scaled,
+)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    for tool in ("ip", "nsenter", "sysctl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (iproute2, util-linux, procps)")
+    name = f"ckpt-sk-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True,
+                   timeout=scaled(10))
+    try:
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]):
+            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True,
+                           capture_output=True, timeout=scaled(10))
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=scaled(10))
+
+
+def _in(ns: str, argv: list[str | os.PathLike[str]]) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{ns}", *map(os.fspath, argv)]
+
+
+def _ckpt(ns: str, *args: str | int | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_in(ns, [*ckpt_cmd(), *map(str, args)]), capture_output=True,
+                          text=True, timeout=scaled(60), stdin=subprocess.DEVNULL)
+
+
+def _report(proc: Proc) -> list[str]:
+    start = len(proc.out.lines())
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+    proc.out.wait_line(r"^END", start=start)
+    return proc.out.lines()[start:-1]
+
+
+def _dump_restore(procs: Procs, ns: str, target: Proc, images: Path) -> Proc:
+    res = _ckpt(ns, "dump", "-t", target.pid, "-D", images)
+    assert res.returncode == 0, res.stderr
+    procs.wait_gone(target)
+    res = _ckpt(ns, "restore", "-d", "-D", images)
+    assert res.returncode == 0, res.stderr
+    assert is_alive(target.pid) and proc_ppid(target.pid) == os.getpid()
+    return procs.adopt(target.pid, target.out)
+
+
+def test_raw_and_ping_sockets(procs: Procs, images: Path, netns: str) -> None:
+    target = procs.start(_in(netns, [PYTHON, PROGS / "rawping.py"]))
+    target.out.wait_line(r"^ready")
+    before = _report(target)
+    assert "icmp4 filter ffdfffff" in before and "icmp4 empty" in before, before
+    assert "raw4 got to-myself" in before, before
+    restored = _dump_restore(procs, netns, target, images)
+    assert _report(restored) == before
+
+
+def test_netlink_and_packet_sockets(procs: Procs, images: Path, netns: str) -> None:
+    """The rtnetlink socket keeps its port id and group (an address added after the
+    restore reaches it) and answers; the packet socket gets frames on lo."""
+    target = procs.start(_in(netns, [PYTHON, PROGS / "netlinkpacket.py"]))
+    target.out.wait_line(r"^ready")
+    before = _report(target)
+    assert "netlink events []" in before and "packet got frame!" in before, before
+    restored = _dump_restore(procs, netns, target, images)
+    subprocess.run(["ip", "-n", netns, "addr", "add", "127.0.0.77/8", "dev", "lo"],
+                   check=True, capture_output=True, timeout=scaled(10))
+    after = _report(restored)
+    assert after == [ln.replace("events []", "events [20]") for ln in before], after
+
+
+REFUSED = {
+    "netlink-queued": (
+        "import socket, time\n"
+        "s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)\n"
+        "s.bind((0, 0x10))\n"
+        "print('ready', flush=True)\n"
+        "while True: time.sleep(0.05)\n",
+        r"fd \d+ \(netlink protocol 0 socket:\[\d+\]\): messages queued for reading"),
+    "packet-ring": (
+        "import socket, struct, time\n"
+        "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))\n"
+        "s.setsockopt(263, 5, struct.pack('=IIII', 4096, 4, 2048, 8))  # PACKET_RX_RING\n"
+        "print('ready', flush=True)\n"
+        "while True: time.sleep(0.05)\n",
+        r"fd \d+ \(packet socket:\[\d+\]\): has a ring \(PACKET_RX_RING or PACKET_TX_RING\)"),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(REFUSED))
+def test_refused_families(procs: Procs, images: Path, netns: str, mode: str) -> None:
+    """Refused naming the process and fd; the process runs on, untouched."""
+    code, message = REFUSED[mode]
+    target = procs.start(_in(netns, [PYTHON, "-c", code]))
+    target.out.wait_line(r"^ready")
+    if mode == "netlink-queued":  # an event it has not read
+        subprocess.run(["ip", "-n", netns, "addr", "add", "127.0.0.78/8", "dev", "lo"],
+                       check=True, capture_output=True, timeout=scaled(10))
+    res = _ckpt(netns, "dump", "-t", target.pid, "-D", images)
+    assert res.returncode == 1 and re.search(rf"process {target.pid} {message}", res.stderr), \
+        res.stderr
+    assert is_alive(target.pid) and proc_status(target.pid)["TracerPid"] == "0"
+    assert not (images / "inventory.json").exists()
