@@ -358,6 +358,16 @@ class Procs:
                 pass
 
 
+def signal_report(proc: Proc, end: str = r"^END") -> list[str]:
+    """Send SIGUSR1 to ``proc`` (a test program that reports on it) and return the lines
+    it prints, up to the one matching ``end`` (left out)."""
+    start = len(proc.out.lines())
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+    last = proc.out.wait_line(end, start=start)
+    lines = proc.out.lines()[start:]
+    return lines[:lines.index(last)]
+
+
 # ------------------------------------------------------------------ the ckpt CLI
 
 def ckpt_cmd() -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from ckpt_helpers import (
     proc_ppid,
     proc_status,
     scaled,
+    signal_report,
 )
 
 
@@ -55,13 +55,6 @@ def _ckpt(ns: str, *args: str | int | os.PathLike[str]) -> subprocess.CompletedP
                           text=True, timeout=scaled(60), stdin=subprocess.DEVNULL)
 
 
-def _report(proc: Proc) -> list[str]:
-    start = len(proc.out.lines())
-    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
-    proc.out.wait_line(r"^END", start=start)
-    return proc.out.lines()[start:-1]
-
-
 def _dump_restore(procs: Procs, ns: str, target: Proc, images: Path) -> Proc:
     res = _ckpt(ns, "dump", "-t", target.pid, "-D", images)
     assert res.returncode == 0, res.stderr
@@ -75,11 +68,11 @@ def _dump_restore(procs: Procs, ns: str, target: Proc, images: Path) -> Proc:
 def test_raw_and_ping_sockets(procs: Procs, images: Path, netns: str) -> None:
     target = procs.start(_in(netns, [PYTHON, PROGS / "rawping.py"]))
     target.out.wait_line(r"^ready")
-    before = _report(target)
+    before = signal_report(target)
     assert "icmp4 filter ffdfffff" in before and "icmp4 empty" in before, before
     assert "raw4 got to-myself" in before, before
     restored = _dump_restore(procs, netns, target, images)
-    assert _report(restored) == before
+    assert signal_report(restored) == before
 
 
 def test_netlink_and_packet_sockets(procs: Procs, images: Path, netns: str) -> None:
@@ -87,12 +80,12 @@ def test_netlink_and_packet_sockets(procs: Procs, images: Path, netns: str) -> N
     restore reaches it) and answers; the packet socket gets frames on lo."""
     target = procs.start(_in(netns, [PYTHON, PROGS / "netlinkpacket.py"]))
     target.out.wait_line(r"^ready")
-    before = _report(target)
+    before = signal_report(target)
     assert "netlink events []" in before and "packet got frame!" in before, before
     restored = _dump_restore(procs, netns, target, images)
     subprocess.run(["ip", "-n", netns, "addr", "add", "127.0.0.77/8", "dev", "lo"],
                    check=True, capture_output=True, timeout=scaled(10))
-    after = _report(restored)
+    after = signal_report(restored)
     assert after == [ln.replace("events []", "events [20]") for ln in before], after
 
 

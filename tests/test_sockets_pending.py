@@ -21,6 +21,7 @@ from ckpt_helpers import (
     proc_state,
     restore_detached,
     scaled,
+    signal_report,
 )
 
 
@@ -47,12 +48,10 @@ def test_pending_connections(procs: Procs, images: Path, tmp_path: Path) -> None
     finally:
         outside.close()
     restored = restore_detached(procs, pid, target.out, images)
+    got = signal_report(restored)
     start = len(restored.out.lines())
-    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
-    restored.out.wait_line(r"^END", start=start)
     os.kill(child, signal.SIGUSR1)
-    restored.out.wait_line(r"^CHILD ", start=start)
-    got = [ln for ln in restored.out.lines()[start:] if ln != "END"]
+    got.append(restored.out.wait_line(r"^CHILD ", start=start))
     assert got == [
         f"ACCEPT stream {pid}", f"ACCEPT stream {child}", f"ACCEPT stream {pid}",
         f"c1 sees listener {pid}", "first reads from-c1", "third reads eof",
@@ -74,10 +73,7 @@ def test_names_gone_and_peers_closed(procs: Procs, images: Path, tmp_path: Path)
     assert not (folder / "a" / "srv.sock").exists()
     restored = restore_detached(procs, target.pid, target.out, images)
     assert not (folder / "a" / "srv.sock").exists(), "the removed name came back"
-    start = len(restored.out.lines())
-    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
-    restored.out.wait_line(r"^END", start=start)
-    assert restored.out.lines()[start:-1] == [
+    assert signal_report(restored) == [
         f"srv name {folder / 'a' / 'srv.sock'}", "srv connect ENOENT",
         f"dg name {folder / 'b.sock'}", "b.sock holds replaced",
         f"d1 peer {folder / 'peer.sock'}", f"d1 got hello from {folder / 'peer.sock'}",

@@ -5,10 +5,9 @@ that carries them; a socket in its own queue; an eventfd on a datagram."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
-from ckpt_helpers import PROGS, PYTHON, Procs, ckpt_ok, restore_detached
+from ckpt_helpers import PROGS, PYTHON, Procs, ckpt_ok, restore_detached, signal_report
 
 EXPECTED = [
     "GOT stream hellopipe files 1",
@@ -27,8 +26,4 @@ def test_files_in_queued_messages(procs: Procs, images: Path, tmp_path: Path) ->
     ckpt_ok("dump", "-t", target.pid, "-D", images)
     procs.wait_gone(target)
     restored = restore_detached(procs, target.pid, target.out, images)
-    start = len(restored.out.lines())
-    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
-    restored.out.wait_line(r"^END", start=start)
-    got = [ln for ln in restored.out.lines()[start:] if ln.startswith("GOT")]
-    assert got == EXPECTED
+    assert signal_report(restored) == EXPECTED

@@ -26,6 +26,7 @@ from ckpt_helpers import (
     ckpt_ok,
     restore_detached,
     scaled,
+    signal_report,
     wait_until,
 )
 
@@ -130,7 +131,4 @@ def test_udp_queues(procs: Procs, images: Path) -> None:
     ckpt_ok("dump", "-t", target.pid, "-D", images)
     procs.wait_gone(target)
     restored = restore_detached(procs, target.pid, target.out, images)
-    start = len(restored.out.lines())
-    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
-    restored.out.wait_line(r"^END", start=start)
-    assert [ln for ln in restored.out.lines()[start:] if ln.startswith("GOT")] == expected
+    assert signal_report(restored) == expected

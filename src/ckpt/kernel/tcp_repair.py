@@ -202,7 +202,8 @@ def on_the_wire(addr: str) -> tuple[int, str]:
     return (socket.AF_INET if ip.version == 4 else socket.AF_INET6), str(ip)
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``: TCP's, UDP's, ICMP's."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -221,7 +222,7 @@ def segment(family: int, src: tuple[str, int], dst: tuple[str, int], seq: int, a
         pseudo = s + d + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(hdr))
     else:
         pseudo = s + d + struct.pack("!I3xB", len(hdr), socket.IPPROTO_TCP)
-    return hdr[:16] + struct.pack("!H", _checksum(pseudo + hdr)) + hdr[18:]
+    return hdr[:16] + struct.pack("!H", checksum(pseudo + hdr)) + hdr[18:]
 
 
 def send_as_peer(src: tuple[str, int], dst: tuple[str, int], seq: int, ack: int,

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..images import RawWriter
+from ..kernel.tcp_repair import checksum, on_the_wire
 
 SO_PEEK_OFF = 42
 IP_PKTINFO, IP_RECVTTL, IP_RECVTOS, IP_TTL, IP_TOS = 8, 12, 13, 2, 1
@@ -112,46 +113,26 @@ def save(sock: socket.socket, raw: RawWriter, where: str) -> list[dict[str, Any]
 # ------------------------------------------------------------------ restore
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _v4_mapped(host: str) -> str | None:
-    ip = ipaddress.ip_address(host)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return host if isinstance(ip, ipaddress.IPv4Address) else None
-
-
 def packet(proto: int, data: bytes, e: dict[str, Any], dport: int) -> tuple[int, bytes, str]:
     """(family, the IP packet, its destination) carrying ``data`` from e's sender to
     port ``dport`` of e's destination, with e's TTL and TOS; UDP's checksum set, and
     UDP-Lite's (covering everything)."""
-    src4, dst4 = _v4_mapped(e["src"]), _v4_mapped(e["dst"])
+    fam, src_host = on_the_wire(e["src"])
+    _, dst_host = on_the_wire(e["dst"])
     length = 8 + len(data)
     field = 0 if proto == IPPROTO_UDPLITE else length  # UDP-Lite: the coverage, 0 = all
     udp = struct.pack("!HHHH", e["sport"], dport, field, 0) + data
-    if src4 is not None and dst4 is not None:
-        src, dst = socket.inet_aton(src4), socket.inet_aton(dst4)
+    src, dst = socket.inet_pton(fam, src_host), socket.inet_pton(fam, dst_host)
+    if fam == socket.AF_INET:
         pseudo = src + dst + struct.pack("!BBH", 0, proto, length)
-        csum = _checksum(pseudo + udp) or 0xFFFF
-        udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, e["tos"], 20 + length, 0, 0, e["ttl"], proto,
                          0, src, dst)  # the kernel fills in the IP checksum
-        return socket.AF_INET, ip + udp, dst4
-    src, dst = (socket.inet_pton(socket.AF_INET6, e["src"]),
-                socket.inet_pton(socket.AF_INET6, e["dst"]))
-    pseudo = src + dst + struct.pack("!I3xB", length, proto)
-    csum = _checksum(pseudo + udp) or 0xFFFF
-    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
-    ip = struct.pack("!IHBB16s16s", (6 << 28) | (e["tos"] << 20), length, proto, e["ttl"],
-                     src, dst)
-    return socket.AF_INET6, ip + udp, e["dst"]
+    else:
+        pseudo = src + dst + struct.pack("!I3xB", length, proto)
+        ip = struct.pack("!IHBB16s16s", (6 << 28) | (e["tos"] << 20), length, proto, e["ttl"],
+                         src, dst)
+    csum = checksum(pseudo + udp) or 0xFFFF  # 0 would say "no checksum"
+    return fam, ip + udp[:6] + struct.pack("!H", csum) + udp[8:], dst_host
 
 
 def _queued(sock: socket.socket) -> int:
