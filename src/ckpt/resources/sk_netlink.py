@@ -40,6 +40,22 @@ def socket_family(f: OpenFd) -> int | None:
         sock.close()
 
 
+def made_again(family: int, desc: Description, table: dict[str, Any], where: str
+               ) -> socket.socket:
+    """A new socket of ``family`` for ``desc``: its type and protocol, owner, options."""
+    try:
+        sock = socket.socket(family, desc["type"], desc["proto"])
+    except OSError as e:
+        raise RestoreError(f"{where}: cannot make it again: {e.strerror}") from None
+    try:
+        os.fchown(sock.fileno(), *desc["owner"])
+        apply_opts(sock, desc["opts"], table, where)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class NetlinkSockets(SocketKind):
     KIND = "netlink"
 
@@ -80,13 +96,8 @@ class NetlinkSockets(SocketKind):
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
         where = f"socket:[{desc['inode']}] (netlink protocol {desc['proto']})"
+        sock = made_again(socket.AF_NETLINK, desc, TABLE, where)
         try:
-            sock = socket.socket(socket.AF_NETLINK, desc["type"], desc["proto"])
-        except OSError as e:
-            raise RestoreError(f"{where}: cannot make it again: {e.strerror}") from None
-        try:
-            os.fchown(sock.fileno(), *desc["owner"])
-            apply_opts(sock, desc["opts"], TABLE, where)
             _bind(sock, desc, where)
             if desc["peer"] != [0, 0]:
                 sock.connect(tuple(desc["peer"]))

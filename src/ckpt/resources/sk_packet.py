@@ -18,8 +18,8 @@ from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
 from .sk_inet import SOCKETS_VERSION
-from .sk_netlink import socket_family
-from .sockopts import PACKET, SOCKET, apply_opts, read_opts
+from .sk_netlink import made_again, socket_family
+from .sockopts import PACKET, SOCKET, read_opts
 
 log = logging.getLogger("ckpt.sk_packet")
 
@@ -74,13 +74,8 @@ class PacketSockets(SocketKind):
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
         where = f"socket:[{desc['inode']}] (packet)"
+        sock = made_again(socket.AF_PACKET, desc, TABLE, where)
         try:
-            sock = socket.socket(socket.AF_PACKET, desc["type"], desc["proto"])
-        except OSError as e:
-            raise RestoreError(f"{where}: cannot make it again: {e.strerror}") from None
-        try:
-            os.fchown(sock.fileno(), *desc["owner"])
-            apply_opts(sock, desc["opts"], TABLE, where)
             if desc["device"]:
                 sock.bind((desc["device"], desc["protocol"]))
             for device, count, mtype, addr in desc["memberships"]:
