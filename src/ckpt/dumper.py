@@ -460,7 +460,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
              "(%d injected syscalls)", pid, len(mm["vmas"]), pages["pages"], pages["runs"],
              sum(n for _, n in mm.get("in_parent", [])), inj.count)
     if t.shares or "root" in core["task"]:
-        images.need(sharing.VERSION)
+        images.need(sharing.FEATURE)
     images.write_json(f"core-{pid}.json", core)
     images.write_json(f"mm-{pid}.json", mm)
     images.write_json(f"fds-{pid}.json", fd_table)
@@ -578,7 +578,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         images.write_json("files.json", dumper.descriptions)
         if dumper.locks.saved:
             images.write_json(locks.IMAGE, dumper.locks.saved)
-            images.need(locks.VERSION)
+            images.need(locks.FEATURE)
         faults.point("dump.files")
         root = tasks[0]
         faults.point("dump.inventory")

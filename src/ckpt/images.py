@@ -19,8 +19,29 @@ from typing import Any
 from .errors import ImageError
 
 FORMAT = "ckpt-images"
-VERSION = 6  # what this ckpt writes (every dump has per-thread credentials, ``need`` aside)
-READ_VERSIONS = (6, 7, 8, 9, 10)  # what it restores (see docs/image-format.md, Compatibility)
+VERSION = 11  # the layout this ckpt writes; what a dump uses beyond it is named in ``needs``
+READ_VERSIONS = (6, 7, 8, 9, 10, 11)  # what it restores (see docs/image-format.md, Compatibility)
+
+# What a dump may hold that a reader must know, or it would restore it wrong or not
+# at all: a feature name -> what it adds. A dump lists the ones it uses in the
+# inventory's ``needs``; a reader refuses a folder that needs one it does not know.
+# A new feature is one line here and one in docs/image-format.md, never a new version.
+FEATURES: dict[str, str] = {
+    "fown": "the signal owner and signal of O_ASYNC files (a description's fown)",
+    "tcp": "established TCP connections (tcp in inet descriptions, tcp-queues.img)",
+    "tty": "pty queues, owners and modes, deleted slaves, /dev/tty, a job's termios",
+    "ghost-nodes": "deleted files that are not regular files, a removed cwd, the path kind",
+    "ghost-tail": "a ghost file's tail beyond --ghost-limit",
+    "shared-tables": "fd tables and fs structs shared by processes (files_of, fs_of), chroot",
+    "pidfd": "pidfds",
+    "locks": "file locks (locks.json)",
+    "memory-kinds": "aio rings, SysV mappings and guard pages in mm-PID.json",
+    "sysv": "SysV IPC objects (sysv.json, sysv-shm.img)",
+    "mqueue": "POSIX message queues",
+    "socket-queues": "UDP datagram queues and shutdown, raw and ping sockets",
+    "socket-families": "netlink and packet sockets",
+    "unix-files": "files in unix messages, unaccepted unix connections, gone socket files",
+}
 INVENTORY = "inventory.json"
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data
 _CHUNK = 8 << 20
@@ -83,12 +104,14 @@ class ImageWriter:
                 pass
         self.files: dict[str, dict[str, int]] = {}
         self._raw: dict[str, RawWriter] = {}
-        self.version = VERSION
+        self.needs: set[str] = set()
 
-    def need(self, version: int) -> None:
-        """The images hold something readers of older versions would lose: write at
-        least ``version`` (docs/image-format.md, Compatibility)."""
-        self.version = max(self.version, version)
+    def need(self, feature: str) -> None:
+        """The images hold ``feature`` (a key of FEATURES), which a reader must know
+        (docs/image-format.md, Compatibility)."""
+        if feature not in FEATURES:
+            raise ValueError(f"unknown image feature {feature!r}")
+        self.needs.add(feature)
 
     def write_json(self, name: str, obj: Any) -> None:
         data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
@@ -121,7 +144,9 @@ class ImageWriter:
             self.files[name] = {"size": w.size, "crc32": w.crc}
             if self.remote is not None and isinstance(w, RawWriter):
                 self.remote.send_file(name, w.path)
-        body = dict(inventory, format=FORMAT, version=self.version, files=self.files)
+        body = dict(inventory, format=FORMAT, version=VERSION, files=self.files)
+        if self.needs:
+            body["needs"] = sorted(self.needs)
         body["crc32"] = zlib.crc32(_canonical(body))
         self.write_json_plain(INVENTORY, body)
         fsync_dir(self.dir)
@@ -189,6 +214,13 @@ class ImageReader:
         crc = inv.pop("crc32", None)
         if crc != zlib.crc32(_canonical(inv)):
             raise ImageError(f"{path}: corrupted (checksum mismatch)")
+        needs = inv.get("needs", [])
+        if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+            raise ImageError(f"{path}: needs: not a list of feature names")
+        unknown = [n for n in needs if n not in FEATURES]
+        if unknown:
+            raise ImageError(f"{path}: the dump uses {', '.join(unknown)}, which this ckpt "
+                             "does not know; restore it with the ckpt that made it or a newer one")
         self.crc32: int = crc  # what a child's ``parent`` link records
         self.version: int = inv["version"]
         self.inventory: dict[str, Any] = inv

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from ckpt.errors import ImageError
-from ckpt.images import INVENTORY, READ_VERSIONS, VERSION, ImageReader, ImageWriter, _canonical
+from ckpt.images import (
+    FEATURES,
+    INVENTORY,
+    READ_VERSIONS,
+    VERSION,
+    ImageReader,
+    ImageWriter,
+    _canonical,
+)
 from ckpt_helpers import run_ckpt
 
 CORE = {"pid": 4242, "comm": "demo", "regs": list(range(27))}
@@ -177,6 +185,33 @@ def test_unknown_version(folder: Path, version: object, sign: bool) -> None:
     msg = refused(folder, folder / INVENTORY, rf"image format version {version} is not "
                                               rf"supported")
     assert ", ".join(map(str, READ_VERSIONS)) in msg, msg
+
+
+@pytest.mark.parametrize("needs", [["no-such-feature"], ["tcp", "teleport"]])
+def test_unknown_feature_is_refused(folder: Path, needs: list[str]) -> None:
+    """A dump that uses a feature this ckpt does not know is refused, naming it."""
+    rewrite_inventory(folder, {"needs": needs}, sign=True)
+    msg = refused(folder, folder / INVENTORY, r"which this ckpt does not know")
+    assert needs[-1] in msg and "tcp," not in msg, msg
+
+
+@pytest.mark.parametrize("needs", ["tcp", [1], {"tcp": 1}])
+def test_malformed_needs_is_refused(folder: Path, needs: object) -> None:
+    rewrite_inventory(folder, {"needs": needs}, sign=True)
+    refused(folder, folder / INVENTORY, r"needs: not a list of feature names")
+
+
+def test_needs_are_recorded(tmp_path: Path) -> None:
+    """What a dump needs is listed once, sorted; a feature name not in FEATURES is a bug."""
+    w = ImageWriter(str(tmp_path / "f"))
+    for name in ("tcp", "fown", "tcp"):
+        w.need(name)
+    with pytest.raises(ValueError):
+        w.need("teleport")
+    w.finish({"tasks": []})
+    reader = ImageReader(str(tmp_path / "f"))
+    assert reader.inventory["needs"] == ["fown", "tcp"]
+    assert set(reader.inventory["needs"]) <= set(FEATURES)
 
 
 # ------------------------------------------------------------------ the writer

@@ -45,7 +45,6 @@ O_CLOEXEC_FDINFO = 0o2000000
 # Who gets the SIGIO/SIGURG of a description, and which signal (fcntl(2)).
 F_SETSIG, F_GETSIG, F_SETOWN_EX, F_GETOWN_EX = 10, 11, 15, 16
 OWNER_TYPES = {0: "tid", 1: "pid", 2: "pgrp"}  # F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP
-FOWN_VERSION = 3  # the image format version that has ``fown``
 
 K = TypeVar("K", bound=FileKind)
 
@@ -111,7 +110,7 @@ class DumpFiles:
         fown = None if desc["flags"] & os.O_PATH else read_fown(f.dup)
         if fown is not None:
             desc["fown"] = fown
-            self.ctx.images.need(FOWN_VERSION)
+            self.ctx.images.need("fown")
             self._owners.append((f.where, fown))
         fid = str(len(self.descriptions) + 1)
         self.descriptions[fid] = kind.descriptions[fid] = desc

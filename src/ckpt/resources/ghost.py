@@ -54,9 +54,7 @@ from .filekind import reopen_flags
 log = logging.getLogger("ckpt.ghost")
 
 DATA_FILE = "ghost-data.img"
-TAIL_VERSION = 9  # the image format version with a ghost's ``tail``
 DEFAULT_LIMIT = 64 << 20
-NODE_VERSION = 7  # the image format version with deleted files that are not regular files
 DELETED = " (deleted)"
 MEMFD_PREFIX = "/memfd:"
 
@@ -168,7 +166,7 @@ class GhostStore:
             info["path"] = path
             info.update(_node_type(st, fd, link, what))
             if "type" in info:
-                self.images.need(NODE_VERSION)
+                self.images.need("ghost-nodes")
         runs = libc.data_ranges(fd, st.st_size) if fd is not None and st_mod.S_ISREG(
             st.st_mode) else []
         data_bytes = sum(n for _, n in runs)
@@ -193,7 +191,7 @@ class GhostStore:
             tail = _save_tail(data, fd, st.st_size)
             if tail is not None:
                 info["tail"] = tail
-                self.images.need(TAIL_VERSION)
+                self.images.need("ghost-tail")
             log.info("%s: %s saved (%d bytes, %d in the image)", what, link, st.st_size,
                      data.size - info["data_off"])
         else:

@@ -36,7 +36,7 @@ from .filekind import Description, OpenFd
 log = logging.getLogger("ckpt.locks")
 
 IMAGE = "locks.json"
-VERSION = 3  # the image format version that has locks.json
+FEATURE = "locks"  # the image feature of locks.json
 _KINDS = {"POSIX": "posix", "OFDLCK": "ofd", "FLOCK": "flock", "LEASE": "lease"}
 _SHOWN = {"posix": "POSIX lock", "ofd": "OFD lock", "flock": "flock lock", "lease": "lease"}
 _TYPES = {"READ": "read", "WRITE": "write"}

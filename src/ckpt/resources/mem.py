@@ -45,7 +45,6 @@ log = logging.getLogger("ckpt.mem")
 TASK_SIZE = libc.TASK_SIZE
 PAGE = libc.PAGE_SIZE
 
-VERSION = 9  # the image format version with aio and sysv mappings and guard pages
 
 # VmFlags that are restored with madvise, and their MADV_ values: DONTFORK, DONTDUMP,
 # WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE (DOFORK, DODUMP, KEEPONFORK: the defaults).
@@ -192,7 +191,7 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                 continue
             tp.save_vma(entry, "r" in v.perms)
         if any(e["kind"] in ("aio", "sysv") or "guards" in e for e in out_vmas):
-            images.need(VERSION)
+            images.need("memory-kinds")
         # After every run of ``pagemap``, which must be one after the other in the file.
         objects = [_dump_shmem(fd, ino, size, pages) for fd, ino, size in owned]
     finally:

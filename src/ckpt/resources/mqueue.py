@@ -28,7 +28,6 @@ from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.mqueue")
 
-VERSION = 9  # the image format version with this kind
 DELETED = " (deleted)"
 _OPEN_MASK = os.O_ACCMODE
 
@@ -83,7 +82,7 @@ class MessageQueues(FileKind):
             "mode": st_mod.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
             "unlinked": st.st_nlink == 0,
         }
-        ctx.images.need(VERSION)
+        ctx.images.need("mqueue")
         if st.st_ino not in self._saved:  # once per queue, whoever holds it
             self._saved.add(st.st_ino)
             desc["messages"] = self._copy_messages(f, attr.msgsize)

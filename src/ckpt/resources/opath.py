@@ -68,7 +68,7 @@ class PathFds(FileKind):
         return [desc["path"].lstrip("/"), desc["path"]]
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
-        ctx.images.need(ghost.NODE_VERSION)  # a kind readers of version 3 do not know
+        ctx.images.need("ghost-nodes")
         if ghost.is_ghost(f.link, f.st):
             obj = ghost.save_fd(ctx.images, f.dup, f.st, f.link, f.where)
             return {"path": obj["path"], "type": _type(f.st), "ghost": obj}

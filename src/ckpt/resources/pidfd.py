@@ -20,7 +20,6 @@ from ..kernel.inject import Injector
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, TaskFd
 from .inside import OpenedInside
 
-VERSION = 8  # the image format version that has pidfds
 PIDFD_THREAD = os.O_EXCL  # pidfd_open(2): a pidfd on a thread, not its whole process
 
 
@@ -54,7 +53,7 @@ class PidFds(FileKind):
                                    "supported yet")
         desc: Description = {"pid": pid}
         self._found.append((f.where, desc))
-        ctx.images.need(VERSION)
+        ctx.images.need("pidfd")
         return desc
 
     def verify(self, ctx: DumpCtx | RestoreCtx, desc: Description) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ImageError, UnsupportedError
 from ..kernel import libc, procfs
 
-VERSION = 8  # the image format version that has files_of, fs_of and a task's root
+FEATURE = "shared-tables"  # the image feature of files_of, fs_of and a task's root
 KCMP_FILES, KCMP_FS = 2, 3
 WHAT = {KCMP_FILES: ("files_of", "fd table", "CLONE_FILES"),
         KCMP_FS: ("fs_of", "working directory, root and umask", "CLONE_FS")}

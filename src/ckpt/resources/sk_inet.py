@@ -53,7 +53,6 @@ from .sockopts import (
 log = logging.getLogger("ckpt.sk_inet")
 
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
-SOCKETS_VERSION = 10  # the image format version with UDP queues and shutdown
 IPPROTO_UDPLITE = udp_queue.IPPROTO_UDPLITE
 # Set once the datagrams queued at dump are delivered again: they would keep them out.
 _AFTER_QUEUE = ("SO_BINDTODEVICE", "SO_ATTACH_FILTER", "SO_LOCK_FILTER")
@@ -240,7 +239,7 @@ class InetSockets(SocketKind):
                                    "bytes); ckpt could not give them back to this socket "
                                    "alone: retry when the process has read them")
         desc["shutdown"] = _shutdown_by_poll(sock)
-        ctx.images.need(SOCKETS_VERSION)  # a version-6 reader knows no raw or ping socket
+        ctx.images.need("socket-queues")  # raw and ping sockets
 
     def _udp(self, ctx: DumpCtx, sock: socket.socket, desc: dict[str, Any],
              where: str) -> None:
@@ -260,7 +259,7 @@ class InetSockets(SocketKind):
                 self._queues = ctx.images.raw(udp_queue.QUEUE_FILE)
             desc["queue"] = udp_queue.save(sock, self._queues, where)
         if desc["shutdown"] or desc.get("queue"):
-            ctx.images.need(SOCKETS_VERSION)  # a version-9 reader would drop them
+            ctx.images.need("socket-queues")
         if desc["opts"].get("UDP_CORK") and wqueue:
             raise UnsupportedError(f"{where}: corked (UDP_CORK) with data not sent yet; "
                                    "not supported")

@@ -19,7 +19,6 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
-from .sk_inet import SOCKETS_VERSION
 from .sockopts import NETLINK, SOCKET, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_netlink")
@@ -84,7 +83,7 @@ class NetlinkSockets(SocketKind):
                 raise UnsupportedError(f"{where}: messages queued for reading (answers or "
                                        "events not read yet); ckpt cannot have them sent "
                                        "again: retry when the process has read them")
-            ctx.images.need(SOCKETS_VERSION)  # a version-6 reader knows no such kind
+            ctx.images.need("socket-families")
             with socket.socket(socket.AF_NETLINK, sock.type, sock.proto) as fresh:
                 opts = read_opts(sock, TABLE, fresh, where)
             return {"inode": f.st.st_ino, "type": int(sock.type), "proto": sock.proto,

@@ -17,7 +17,6 @@ import struct
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
-from .sk_inet import SOCKETS_VERSION
 from .sk_netlink import made_again, socket_family
 from .sockopts import PACKET, SOCKET, read_opts
 
@@ -59,7 +58,7 @@ class PacketSockets(SocketKind):
                 raise UnsupportedError(f"{where}: packets queued for reading; ckpt could not "
                                        "give them back to this socket alone: retry when the "
                                        "process has read them")
-            ctx.images.need(SOCKETS_VERSION)  # a version-6 reader knows no such kind
+            ctx.images.need("socket-families")
             with socket.socket(socket.AF_PACKET, sock.type, sock.proto) as fresh:
                 opts = read_opts(sock, TABLE, fresh, where)
             name = sock.getsockname()  # (device, protocol, ...) in host order

@@ -103,7 +103,7 @@ class Connections:
             raise UnsupportedError(
                 f"{where}: {_name(state)} TCP connection to {_fmt(desc['peer'])}; dump "
                 "with --tcp-established to save it (or --tcp-close to restore it closed)")
-        ctx.images.need(4)  # a version-3 reader would reconnect it with a handshake
+        ctx.images.need("tcp")
         if ctx.tcp.close:
             desc["tcp"] = {"closed": True}
             return

@@ -96,7 +96,6 @@ _PEEK_BUF = 64 << 10
 _ANC_BUF = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(64)
 RCV_SHUTDOWN = 1
 QUEUE_FILE = "sk-queues.img"
-UNIX_FILES_VERSION = 10  # the image format version with files in unix queues
 _TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
 _SHUT = {1: socket.SHUT_RD, 2: socket.SHUT_WR, 3: socket.SHUT_RDWR}
 
@@ -412,7 +411,7 @@ def _pass_files(ctx: DumpCtx, queue: list[Message], where: str) -> list[list[str
     handed to the dump as in flight (``DumpCtx.in_flight``), which fills them in."""
     assert ctx.in_flight is not None
     files: list[list[str]] = [[""] * len(m.fds) for m in queue]
-    ctx.images.need(UNIX_FILES_VERSION)
+    ctx.images.need("unix-files")
     for i, m in enumerate(queue):
         for j, fd in enumerate(m.fds):
             def done(fid: str, i: int = i, j: int = j) -> None:
@@ -515,7 +514,7 @@ class UnixSockets(SocketKind):
                                   f"{f.where} ({_TYPES.get(me['type'], me['type'])} {f.link})",
                                   f.st)
             if "peer_name" in desc or desc.get("file", {}).get("gone"):
-                ctx.images.need(UNIX_FILES_VERSION)  # a version-9 reader would fail or lose it
+                ctx.images.need("unix-files")
             return desc
         finally:
             sock.close()
@@ -542,7 +541,7 @@ class UnixSockets(SocketKind):
             if me["rqueue"]:
                 # its clients, in the order accept() takes them (checked in after_dump)
                 desc["pending"] = list(me["icons"])
-                ctx.images.need(UNIX_FILES_VERSION)
+                ctx.images.need("unix-files")
             return desc
         if state == TCP_SYN_SENT:
             raise UnsupportedError(f"{where}: a connection in progress is not supported")

@@ -36,7 +36,6 @@ from ..kernel.libc import PAGE_SIZE as PAGE
 
 log = logging.getLogger("ckpt.sysv")
 
-VERSION = 9  # the image format version with sysv.json
 IMAGE = "sysv.json"
 DATA = "sysv-shm.img"
 PREFIX = "/SYSV"
@@ -169,7 +168,7 @@ def dump(images: ImageWriter, pids: list[int]) -> None:
                  len(entry["messages"]))
     if any(saved.values()):
         images.write_json(IMAGE, saved)
-        images.need(VERSION)
+        images.need("sysv")
 
 
 def _common(e: sysvipc.Entry) -> dict[str, Any]:

@@ -61,7 +61,6 @@ TIOCGPTPEER = 0x5441
 TIOCSCTTY = 0x540E
 TIOCGPTLCK = 0x80045439
 TIOCGDEV = 0x80045432
-VERSION = 5  # the image format version of what this module saves beyond version 4's
 DEV_TTY_RDEV = os.makedev(5, 0)
 PTMX_RDEV = os.makedev(5, 2)
 PTS_MAJORS = range(136, 144)
@@ -178,7 +177,7 @@ class Terminals(FileKind):
                              "dev": st.st_dev}
         if st.st_rdev == PTMX_RDEV:
             _dump_master(f, desc)
-            ctx.images.need(VERSION)
+            ctx.images.need("tty")
             return desc
         if st.st_rdev == DEV_TTY_RDEV:
             try:
@@ -198,7 +197,7 @@ class Terminals(FileKind):
             except OSError:
                 pass
         if desc.keys() & {"ctty", "deleted", "termios"}:
-            ctx.images.need(VERSION)
+            ctx.images.need("tty")
         self._terminals.append((f, desc))
         return desc
 
