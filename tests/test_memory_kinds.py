@@ -104,7 +104,8 @@ def _vm_flags(pid: int, starts: dict[int, str]) -> dict[str, tuple[str, ...]]:
 
 def test_madvise_flags_and_locks(build: Builder, procs: Procs, images: Path) -> None:
     """madv: each mapping's VmFlags (DONTFORK, DONTDUMP, HUGEPAGE, NOHUGEPAGE, MERGEABLE,
-    WIPEONFORK; DOFORK, DODUMP, KEEPONFORK back to the defaults; mlock; mlock2 ONFAULT),
+    WIPEONFORK; DOFORK, DODUMP, KEEPONFORK back to the defaults; mlock; mlock2 ONFAULT;
+    mseal),
     its resident and locked sizes, seen in smaps from outside, are the same after the
     restore (an ONFAULT lock does not bring in the pages never touched)."""
     target = procs.start([build("madv")])
@@ -119,6 +120,8 @@ def test_madvise_flags_and_locks(build: Builder, procs: Procs, images: Path) -> 
     dump_and_check_dead(procs, target, images)
     restored = restore_detached(procs, target.pid, target.out, images)
     assert _vm_flags(restored.pid, starts) == before
+    if "sealed" in before:
+        assert "sl" in before["sealed"], before
     _all_ok_after(restored)
 
 

@@ -35,7 +35,7 @@ FEATURES: dict[str, str] = {
     "shared-tables": "fd tables and fs structs shared by processes (files_of, fs_of), chroot",
     "pidfd": "pidfds",
     "locks": "file locks (locks.json)",
-    "memory-kinds": "aio rings, SysV mappings and guard pages in mm-PID.json",
+    "memory-kinds": "aio rings, SysV mappings, guard pages and sealed mappings in mm-PID.json",
     "sysv": "SysV IPC objects (sysv.json, sysv-shm.img)",
     "mqueue": "POSIX message queues",
     "socket-queues": "UDP datagram queues and shutdown, raw and ping sockets",

@@ -1,6 +1,7 @@
 /* madv: anonymous mappings, each with one madvise flag or lock, for the test to read
  * in /proc/PID/smaps (VmFlags, Rss, Locked) before and after a restore.
  *
+ * "sealed" is sealed with mseal (Linux 6.10+).
  * Each mapping is 16 pages, pages 0 and 5 written (the rest never touched); prints
  * "map NAME ADDR" for each, "ready", then "N ok" every 50 ms while every mapping
  * still holds its bytes ("N BAD NAME" else). A NAME whose madvise this kernel
@@ -25,7 +26,7 @@
 struct map {
     const char *name;
     int advice[2]; /* applied in order; -1: none */
-    int lock;      /* 1: mlock, 2: mlock2(MLOCK_ONFAULT) */
+    int lock;      /* 1: mlock, 2: mlock2(MLOCK_ONFAULT), 3: mseal */
     unsigned char *addr;
 };
 
@@ -42,6 +43,7 @@ static struct map maps[] = {
     {"keeponfork", {MADV_WIPEONFORK, MADV_KEEPONFORK}, 0, NULL},
     {"locked", {-1, -1}, 1, NULL},
     {"onfault", {-1, -1}, 2, NULL},
+    {"sealed", {-1, -1}, 3, NULL},
 };
 #define NMAPS (sizeof maps / sizeof maps[0])
 
@@ -71,6 +73,10 @@ int main(void)
         if (mp->lock == 2 && syscall(SYS_mlock2, a, NPG * PG, MLOCK_ONFAULT)) return 4;
         memset(a, byte_of(m, 0), PG);
         memset(a + 5 * PG, byte_of(m, 5), PG);
+        if (mp->lock == 3 && syscall(462 /* mseal */, a, NPG * PG, 0)) {
+            printf("skip %s %d\n", mp->name, errno);
+            skipped = 1;
+        }
         if (!skipped) printf("map %s %lx\n", mp->name, (unsigned long)a);
     }
     printf("ready\n");

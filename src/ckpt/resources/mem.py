@@ -190,7 +190,8 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                 entry["shmem_owner"] = shmem_seen[st.st_ino]
                 continue
             tp.save_vma(entry, "r" in v.perms)
-        if any(e["kind"] in ("aio", "sysv") or "guards" in e for e in out_vmas):
+        if any(e["kind"] in ("aio", "sysv") or "guards" in e or "sl" in e["flags"]
+               for e in out_vmas):
             images.need("memory-kinds")
         # After every run of ``pagemap``, which must be one after the other in the file.
         objects = [_dump_shmem(fd, ino, size, pages) for fd, ino, size in owned]
@@ -592,6 +593,13 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
         exe_fd = -1 if _same_exe(pid, mm["exe"]) else files.open(mm["exe"], os.O_RDONLY)
     _set_mm_map(inj, mm, helper, exe_fd)
     files.close_all()
+    for v in saved:  # last: a sealed mapping can no longer be changed
+        if "sl" in v["flags"] and v["kind"] != "vdso":
+            try:
+                inj.call("mseal", v["start"], v["end"] - v["start"], 0)
+            except OSError as e:
+                raise RestoreError(f"cannot seal the mapping at {v['start']:#x} (mseal): "
+                                   f"{os.strerror(e.errno)}") from None
 
 
 def _attach_sysv(inj: Injector, v: dict[str, Any]) -> None:
