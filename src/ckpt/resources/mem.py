@@ -27,6 +27,7 @@ private mapping's own pages are in the pages file, as for other files).
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -340,16 +341,22 @@ class _TargetFiles:
                                    f"{os.strerror(e.errno)}") from None
         return self.fds[key]
 
-    def take(self, fd: int, key: tuple[str, int]) -> int:
+    def take(self, fd: int, key: tuple[str, int]) -> int | None:
         """A target fd of ckpt's own ``fd``: the same open file (pidfd_getfd inside the
-        target, which is still root), not a reopening of it."""
+        target, which is still root), not a reopening of it; None where the kernel
+        does not let the target reach ckpt (a Yama ptrace scope)."""
         if key not in self.fds:
             pidfd = self.inj.call("pidfd_open", os.getpid(), 0)
             try:
                 self.fds[key] = self.inj.call("pidfd_getfd", pidfd, fd, 0)
             except OSError as e:
-                raise RestoreError(f"cannot pass fd {fd} of ckpt to the restored process: "
-                                   f"{os.strerror(e.errno)}") from None
+                if e.errno not in (errno.EPERM, errno.EACCES):
+                    raise RestoreError(f"cannot pass fd {fd} of ckpt to the restored "
+                                       f"process: {os.strerror(e.errno)}") from None
+                log.warning("the restored process cannot take ckpt's fd %d (%s): the memfd "
+                            "is reopened instead, and cannot be executed (execveat)", fd,
+                            os.strerror(e.errno))
+                return None
             finally:
                 self.inj.call("close", pidfd)
         return self.fds[key]
@@ -465,7 +472,9 @@ class _Ghosts:
         if "memfd" in info and not shared_ro:  # the memfd itself (ghost.memfd)
             own = ghost.memfd(os.path.join(self.images_dir, ghost.DATA_FILE), info)
             if not fcntl.fcntl(own, fcntl.F_GETFL) & os.O_APPEND:  # else not mappable
-                return self.files.take(own, (key, -1))
+                taken = self.files.take(own, (key, -1))
+                if taken is not None:
+                    return taken
         if key in self.shared:
             opid, ostart, _oend = self.shared[key]
             return self.files.open(_map_files(opid, ostart), mode)
