@@ -36,6 +36,7 @@ from .resources import (
     ghost,
     locks,
     mem,
+    namespaces,
     sharing,
     signals,
     sk_tcp,
@@ -558,6 +559,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         external = (*external, *(notify("query-ext-files", 0) or ()))
         _check_sessions(tasks, shell_job)
         _find_sharing(tasks)
+        namespaces.check_tree([t.pid for t in tasks if t.frozen is not None])
         lock = _lock_network(tasks, tcp, network_lock)
         if lock is not None:
             notify("network-lock", 0)

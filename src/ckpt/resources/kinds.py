@@ -15,6 +15,7 @@ from . import (
     inotify,
     memfd,
     mqueue,
+    namespaces,
     opath,
     pidfd,
     pipes,
@@ -29,6 +30,7 @@ from . import (
 from .filekind import FileKind
 
 KINDS: list[type[FileKind]] = [
+    namespaces.NamespaceFiles,  # namespace files (net:[N]), regular files to fstat
     opath.PathFds,         # O_PATH fds but on regular files and directories (by flags)
     chrdev.CharDevices,    # character devices but terminals
     epoll.Epoll,

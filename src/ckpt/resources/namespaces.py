@@ -1,0 +1,114 @@
+"""Namespaces: a dumped process must live in ckpt's own (the restore makes it there),
+and its fds on namespace files (``/proc/PID/ns/net`` opened, ``net:[N]``) are its own
+namespaces, opened again from the restored process's.
+
+ckpt creates no namespaces: a restored process lives in the restorer's. A process
+in another namespace than the dumping ckpt's (``unshare --net``) would come back in
+the wrong one, so the dump refuses it, naming it and the namespace
+(``check_tree``); run ckpt inside the process's namespaces instead (``nsenter``).
+
+An fd on a namespace (``NamespaceFiles``) is saved as which of the process's own
+namespaces it is (``net``, ``pid`` or ``pid_for_children``, ...), found by its inode;
+the restore opens that name of the restored process (ckpt's own, the same
+namespace) with the saved flags. An fd on any other namespace (another netns,
+``/run/netns/NAME``) is refused at dump, naming the fd and the namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from ..errors import RestoreError, UnsupportedError
+from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
+
+log = logging.getLogger("ckpt.namespaces")
+
+# The names of /proc/PID/ns/ by the type a namespace fd's link shows (``net:[N]``);
+# the *_for_children ones are the namespace the process's children get.
+NAMES: dict[str, tuple[str, ...]] = {
+    "cgroup": ("cgroup",), "ipc": ("ipc",), "mnt": ("mnt",), "net": ("net",),
+    "pid": ("pid", "pid_for_children"), "time": ("time", "time_for_children"),
+    "user": ("user",), "uts": ("uts",),
+}
+_LINK = re.compile(r"(\w+):\[(\d+)\]")
+FEATURE = "namespace-fds"  # what a dump with this kind needs of its reader (images.py)
+
+
+def own(pid: int | str) -> dict[str, tuple[int, int]]:
+    """(st_dev, st_ino) of every namespace of ``pid`` ("self" for ckpt) by its name in
+    /proc/PID/ns; names this kernel lacks are left out."""
+    out = {}
+    for names in NAMES.values():
+        for name in names:
+            try:
+                st = os.stat(f"/proc/{pid}/ns/{name}")
+            except FileNotFoundError:
+                continue
+            out[name] = (st.st_dev, st.st_ino)
+    return out
+
+
+def _shown(name: str, ino: int) -> str:
+    kind = next(k for k, names in NAMES.items() if name in names)
+    return f"{kind}:[{ino}]"
+
+
+def check_tree(pids: list[int]) -> None:
+    """Refuse a process (zombies left out) in another namespace than ckpt's."""
+    mine = own("self")
+    for pid in pids:
+        try:
+            theirs = own(pid)
+        except OSError:
+            continue  # gone or a zombie: the freeze reports what matters
+        for name, ident in theirs.items():
+            if name in mine and ident != mine[name]:
+                raise UnsupportedError(
+                    f"process {pid} is in {name} namespace {_shown(name, ident[1])}, not "
+                    f"ckpt's ({_shown(name, mine[name][1])}): ckpt restores processes in its "
+                    "own namespaces only; run ckpt inside the process's (nsenter)")
+
+
+class NamespaceFiles(FileKind):
+    KIND = "ns"
+
+    @classmethod
+    def claims(cls, link: str, st: os.stat_result) -> bool:
+        m = _LINK.fullmatch(link)
+        return m is not None and m[1] in NAMES and int(m[2]) == st.st_ino
+
+    @classmethod
+    def shown_path(cls, desc: Description) -> str:
+        return _shown(desc["ns"], desc["ino"])
+
+    @classmethod
+    def keys(cls, desc: Description) -> list[str]:
+        return [cls.shown_path(desc)]
+
+    def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        kind = f.link.split(":", 1)[0]
+        theirs = own(f.pid)
+        ident = (f.st.st_dev, f.st.st_ino)
+        name = next((n for n in NAMES[kind] if theirs.get(n) == ident), None)
+        if name is None:
+            mine = ", ".join(_shown(n, theirs[n][1]) + f" ({n})" for n in NAMES[kind]
+                             if n in theirs)
+            raise UnsupportedError(
+                f"{f.where}: {f.link} is a {kind} namespace other than the process's own "
+                f"({mine}); ckpt restores an fd on the process's own namespaces only")
+        log.info("%s: its own %s namespace %s", f.where, name, f.link)
+        ctx.images.need(FEATURE)
+        return {"ns": name, "ino": f.st.st_ino}
+
+    def open(self, ctx: RestoreCtx, desc: Description) -> int:
+        """The restored processes live in ckpt's namespaces: ckpt's is theirs."""
+        name = desc.get("ns")
+        if not any(name in names for names in NAMES.values()):
+            raise RestoreError(f"the image holds an fd on an unknown namespace {name!r}")
+        try:
+            return os.open(f"/proc/self/ns/{name}", reopen_flags(desc["flags"]))
+        except OSError as e:
+            raise RestoreError(f"cannot open the {name} namespace again: {e.strerror}"
+                               ) from None
