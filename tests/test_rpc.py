@@ -380,7 +380,8 @@ def test_bad_requests(req: dict[str, Any], kind: int, words: list[str]) -> None:
 
 @pytest.mark.parametrize("opt, value, words", [
     ("root", "/run/ctr/rootfs", ["root", "containers"]),
-    ("manage_cgroups", True, ["manage_cgroups", "containers"]),
+    ("cg_root", [{"path": "/sys/fs/cgroup/x"}], ["cg_root", "containers"]),
+    ("manage_cgroups_mode", 9, ["manage_cgroups_mode", "unknown mode 9"]),
     ("ext_mnt", [{"key": "/data", "val": "/srv/data"}], ["ext_mnt", "containers"]),
     ("empty_ns", 0x40000000, ["empty_ns", "containers"]),
     ("freeze_cgroup", "/sys/fs/cgroup/x", ["freeze_cgroup", "containers"]),

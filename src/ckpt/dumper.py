@@ -31,6 +31,7 @@ from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, find_syscall_site
 from .pages.save import DumpMemory
 from .resources import (
+    cgroups,
     cpu,
     files,
     ghost,
@@ -503,7 +504,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          page_server: tuple[str, int] | None = None, notify: Notify | None = None,
          file_locks: bool = False, tcp: TcpFlags | None = None,
          network_lock: str | None = None, link_remap: bool = False,
-         ghost_fiemap: bool | None = None, ext_unix_sk: bool = False) -> DumpResult:
+         ghost_fiemap: bool | None = None, ext_unix_sk: bool = False,
+         manage_cgroups: str | None = None) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -526,9 +528,12 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     ``ext_unix_sk``: criu's --ext-unix-sk: connections to a unix listener of the tree
     from clients outside it, not accepted yet, come back as connections whose
     client left (else they are refused).
+    ``manage_cgroups``: criu's mode (cgroups.MODES; None: criu's default, soft): with
+    "ignore" the processes' cgroups are not saved.
     """
     t0 = time.monotonic()
     tcp = tcp or TcpFlags()
+    cgroups.check_mode(manage_cgroups)
     if leave_running and leave_stopped:
         raise DumpError("leave_running and leave_stopped exclude each other")
     notify = notify or ignore
@@ -559,12 +564,18 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         external = (*external, *(notify("query-ext-files", 0) or ()))
         _check_sessions(tasks, shell_job)
         _find_sharing(tasks)
-        namespaces.check_tree([t.pid for t in tasks if t.frozen is not None])
+        live = [t for t in tasks if t.frozen is not None]
+        namespaces.check_tree([t.pid for t in live])
+        memberships = cgroups.dump({t.pid: [th.pid for th in t.threads] for t in live},
+                                   manage_cgroups)
         lock = _lock_network(tasks, tcp, network_lock)
         if lock is not None:
             notify("network-lock", 0)
         faults.point("dump.network_locked")
         images = ImageWriter(images_dir, remote=remote)
+        if memberships is not None:
+            images.write_json(cgroups.IMAGE, memberships)
+            images.need(cgroups.FEATURE)
         ghost.configure(images, ghost_limit)
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
                                  file_locks=file_locks, tcp=tcp, ext_unix_sk=ext_unix_sk)

@@ -36,6 +36,7 @@ POINTS: dict[str, str] = {
     # restore (restorer.restore)
     "restore.verified": "every image file verified, nothing created",
     "restore.fds_opened": "the files of every task opened in ckpt",
+    "restore.cgroups": "the cgroups the tree goes back into made (--manage-cgroups)",
     "restore.forked": "the tree forked and waiting, not yet seized",
     "restore.seized": "every new process seized and stopped",
     "restore.task.memory": "a task's memory restored",

@@ -104,7 +104,7 @@ class Flag:
 
 _NS = "namespaces are not supported yet"
 _MNT = "ckpt dumps no mount namespace (a tree in a mount namespace of its own is refused)"
-_CG = "cgroups are not saved yet"
+_CG = "cgroup roots, yards and chosen knobs are not supported yet"
 _TLS = "the page server speaks no TLS"
 
 FLAGS: tuple[Flag, ...] = (
@@ -216,10 +216,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--deprecated",), NO_EFFECT, "ckpt has no deprecated features", negatable=True),
     Flag(("--status-fd",), USE, "page-server: write a zero byte to FD and close it once "
          "listening", value="FD", type=int, commands=frozenset({PAGE_SERVER})),
-    # ---- features being built (REFUSE until then; ``api`` is their keyword)
-    Flag(("--manage-cgroups",), REFUSE, _CG, value="MODE", optional=True, bare="soft",
-         choices=("none", "props", "soft", "full", "strict", "ignore"), neutral=("ignore",),
-         commands=_DR, api="manage_cgroups"),
+    Flag(("--manage-cgroups",), USE, "each process back into the cgroups it was in, made "
+         "if missing; MODE as criu's: soft (the default, also without the flag: knobs of the "
+         "cgroups ckpt makes), full (every knob), strict (the cgroups must not exist), props "
+         "(they must exist; knobs written), none (they must exist), ignore (none saved, "
+         "none joined)", value="MODE", optional=True, bare="soft",
+         choices=("none", "props", "soft", "full", "strict", "ignore"), commands=_DR,
+         api="manage_cgroups"),
     # ---- containers and other features ckpt lacks
     Flag(("--cgroup-root",), REFUSE, _CG, value="[CTL:]PATH", repeat=True, commands=_DR),
     Flag(("--cgroup-props",), REFUSE, _CG, value="SPEC", commands=_DUMPS),

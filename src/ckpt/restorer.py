@@ -38,6 +38,7 @@ from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
 from .pages.chain import Chain, Segment
 from .resources import (
+    cgroups,
     cpu,
     files,
     ghost,
@@ -275,8 +276,9 @@ class Restore:
                  inherit_fds: tuple[str, ...] | list[str] = (),
                  pidfile: str | None = None, notify: Notify | None = None,
                  sibling: bool = False, tcp: TcpFlags | None = None,
-                 network_lock: str | None = None):
+                 network_lock: str | None = None, manage_cgroups: str | None = None):
         self.images_dir = images_dir
+        self.manage_cgroups = manage_cgroups
         self.detach = detach or sibling
         self.shell_job = shell_job
         self.inherit_fds = inherit_fds
@@ -296,6 +298,7 @@ class Restore:
         self.fctx: files.RestoreFiles | None = None
         self.locks: locks.RestoreLocks | None = None
         self.ipc: sysv.Objects | None = None
+        self.cgroups: cgroups.RestoreCgroups | None = None
         # What the phases create; ``undo`` takes it all back.
         self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
         self.helper_in_ckpt = False
@@ -318,6 +321,7 @@ class Restore:
         try:
             self.make_ipc()
             self.open_files()
+            self.make_cgroups()
             self.map_helper()
             self.create_tree()
             self.seize()
@@ -396,6 +400,10 @@ class Restore:
             images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables)
         self.ipc = sysv.Objects(images)
         self.ipc.check()  # ids and keys free, or the tree's own objects left behind
+        self.cgroups = cgroups.RestoreCgroups(
+            images.load_json(cgroups.IMAGE) if cgroups.IMAGE in images.files else None,
+            self.manage_cgroups, [n.pid for n in self.live])
+        self.cgroups.check()
         # before anything is created: a refused restore leaves the lock for a next try
         self.fctx.kind(sk_inet.InetSockets).check_connections(self.fctx.ctx)
         if inv.get("network_lock") and self.network_lock != "skip":
@@ -426,6 +434,13 @@ class Restore:
                 n.info["ctty_fd"] = terminals.controlling_slave(n.info)
         fctx.after_open()
         faults.point("restore.fds_opened")
+
+    def make_cgroups(self) -> None:
+        """The cgroups the processes go back into, made if missing, their knobs set, as
+        the mode wants (cgroups.py)."""
+        assert self.cgroups is not None
+        self.cgroups.make()
+        faults.point("restore.cgroups")
 
     def map_helper(self) -> None:
         """Map, in ckpt, the helper area the new processes inherit: free in ckpt and in
@@ -576,6 +591,8 @@ class Restore:
             except OSError:
                 pass
         _kill_tree(self.started, [n.pid for n in self.order], (self.ready_r, self.go_w))
+        if self.cgroups is not None:
+            self.cgroups.undo()
         if self.net_lock is not None and self.net_lock.held:
             try:
                 netlock.unlock(self.net_lock)
@@ -611,6 +628,7 @@ class _TaskRestore:
 
     def run(self) -> None:
         with self.inj:
+            self.join_cgroups()
             self.close_unsaved_fds()
             self.finish_files()
             self.join_group()
@@ -627,6 +645,11 @@ class _TaskRestore:
             self.load_registers()
         log.info("process %d: state restored with %d injected syscalls", self.pid,
                  self.inj.count)
+
+    def join_cgroups(self) -> None:
+        """Its cgroups, before its memory is rebuilt (its pages are charged there)."""
+        assert self.r.cgroups is not None
+        self.r.cgroups.join(self.pid)
 
     def close_unsaved_fds(self) -> None:
         """Close the fds it has beyond its saved ones (the pipes it waited on); not in a
@@ -768,7 +791,8 @@ def _options(node: _Node) -> int:
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,
             inherit_fds: tuple[str, ...] | list[str] = (), pidfile: str | None = None,
             notify: Notify | None = None, sibling: bool = False, tcp: TcpFlags | None = None,
-            network_lock: str | None = None) -> RestoreResult:
+            network_lock: str | None = None, manage_cgroups: str | None = None
+            ) -> RestoreResult:
     """Restore the process tree saved in ``images_dir``.
 
     With ``detach`` the processes run on their own when this returns;
@@ -778,10 +802,11 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     implies ``detach``. ``tcp``: criu's --tcp-established (needed when the images hold
     TCP connections) and --tcp-close; the dump's network lock is released once every
     process is restored (on failure too), unless ``network_lock`` is "skip".
+    ``manage_cgroups``: criu's mode (cgroups.MODES; None: criu's default, soft).
     """
     return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
                    pidfile=pidfile, notify=notify, sibling=sibling, tcp=tcp,
-                   network_lock=network_lock).run()
+                   network_lock=network_lock, manage_cgroups=manage_cgroups).run()
 
 
 def _kill_tree(started: list[_Node], tree: list[int], fds: tuple[int, int]) -> None:

@@ -38,10 +38,6 @@ CRIU_FLAGS = """
 --mntns-compat-mode --unprivileged --allow-uprobes --skip-file-rwx-check
 """.split()
 
-# The flags other work wires up: refused until then, under these API keywords.
-PENDING = {"--manage-cgroups": "manage_cgroups"}
-
-
 @pytest.fixture(autouse=True)
 def _no_config_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The user's own criu configuration stays out of these tests."""
@@ -116,7 +112,6 @@ def test_negated_flags_ask_for_nothing(flag: flags.Flag) -> None:
 
 
 @pytest.mark.parametrize(("argv", "dest"), [
-    (["--manage-cgroups=ignore"], "manage_cgroups"),
     (["--root", "/"], "root"),
 ])
 def test_neutral_values_accepted(argv: list[str], dest: str) -> None:
@@ -125,15 +120,17 @@ def test_neutral_values_accepted(argv: list[str], dest: str) -> None:
     assert flags.screen("restore", args) == []
 
 
-@pytest.mark.parametrize(("name", "api"), sorted(PENDING.items()))
-def test_pending_flags_refused_until_wired(name: str, api: str) -> None:
-    """--manage-cgroups: refused with "not supported yet", and
-    named by the keyword their work will pass to dump and restore."""
-    f = next(f for f in flags.FLAGS if f.long == name)
-    assert f.effect == flags.REFUSE and "not" in f.what and f.api == api
-    args, _ = _parse("dump", "-t", "1", *_sample(f))
-    with pytest.raises(UnsupportedError, match=f"^{name}"):
-        flags.screen("dump", args)
+@pytest.mark.parametrize(("argv", "mode"), [
+    ([], None), (["--manage-cgroups"], "soft"), (["--manage-cgroups=ignore"], "ignore"),
+    (["--manage-cgroups", "strict"], "strict"),
+])
+def test_manage_cgroups_passed(argv: list[str], mode: str | None) -> None:
+    """--manage-cgroups[=MODE] goes to dump and restore; bare, it is soft (as in criu);
+    without it None (criu's default, soft, chosen by cgroups.py)."""
+    for command in ("dump", "restore"):
+        args, _ = _parse(command, *(["-t", "1"] if command == "dump" else []), *argv)
+        assert flags.screen(command, args) == []
+        assert flags.api_kwargs(command, args).get("manage_cgroups") == mode
 
 
 def test_refused_at_restore_only() -> None:
@@ -269,10 +266,8 @@ def _cli(*args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(("argv", "line"), [
     (["dump", "--lazy-pages"], "ckpt dump: error: --lazy-pages: lazy pages (userfaultfd) "
                                "are not supported"),
-    (["dump", "--manage-cgroups"], "ckpt dump: error: --manage-cgroups soft: cgroups are "
-                                   "not saved yet"),
-    (["dump", "--manage-cgroups=full"], "ckpt dump: error: --manage-cgroups full: cgroups "
-                                        "are not saved yet"),
+    (["dump", "--cgroup-yard", "/x"], "ckpt dump: error: --cgroup-yard /x: cgroup roots, "
+                                      "yards and chosen knobs are not supported yet"),
     (["restore", "--lazy-pages"], "ckpt restore: error: --lazy-pages: lazy pages "
                                   "(userfaultfd) are not supported"),
     (["restore", "--root", "/srv/c"], "ckpt restore: error: --root /srv/c: restoring into "

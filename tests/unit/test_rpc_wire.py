@@ -81,8 +81,8 @@ def test_every_option_has_one_meaning() -> None:
 def test_screen_refuses_container_options_and_accepts_neutral_ones() -> None:
     with pytest.raises(RequestError, match="option root: containers"):
         screen({"images_dir_fd": 3, "root": "/run/x"})
-    with pytest.raises(RequestError, match="option manage_cgroups_mode: containers"):
-        screen({"images_dir_fd": 3, "manage_cgroups_mode": 3})
+    with pytest.raises(RequestError, match="option cg_root: containers"):
+        screen({"images_dir_fd": 3, "cg_root": [{"path": "/x"}]})
     with pytest.raises(RequestError, match="option ps.fd"):
         screen({"images_dir_fd": 3, "ps": {"fd": 4}})
     with pytest.raises(RequestError, match="option config_file: .* exists"):

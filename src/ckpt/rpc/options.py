@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import CkptError
 from ..resources.filekind import TcpFlags
-from .schema import CG_IGNORE, CG_NONE, DUMP, MESSAGES, PRE_DUMP, RESTORE, SINGLE_PRE_DUMP
+from .schema import CG_MODES, DUMP, MESSAGES, PRE_DUMP, RESTORE, SINGLE_PRE_DUMP
 
 log = logging.getLogger("ckpt.rpc")
 
@@ -35,7 +35,8 @@ USED = {
     "pid", "leave_running", "leave_stopped", "shell_job", "ext_unix_sk", "unix_sk_ino",
     "external", "ghost_limit", "track_mem", "parent_img", "ps", "notify_scripts",
     "inherit_fd", "rst_sibling", "exec_cmd", "file_locks", "tcp_established",
-    "tcp_skip_in_flight", "tcp_close", "network_lock",
+    "tcp_skip_in_flight", "tcp_close", "network_lock", "manage_cgroups",
+    "manage_cgroups_mode",
 }
 
 # Accepted, logged, and without effect: why ckpt needs none of them.
@@ -76,8 +77,8 @@ UNSUPPORTED = {
 # Refused when set to anything but their neutral value: namespaces, mounts and
 # cgroups are not dumped yet.
 CONTAINER = {
-    "root", "veths", "ext_mnt", "manage_cgroups", "cg_root", "auto_ext_mnt", "ext_sharing",
-    "ext_masters", "skip_mnt", "enable_fs", "manage_cgroups_mode", "empty_ns", "join_ns",
+    "root", "veths", "ext_mnt", "cg_root", "auto_ext_mnt", "ext_sharing",
+    "ext_masters", "skip_mnt", "enable_fs", "empty_ns", "join_ns",
     "cgroup_props", "cgroup_props_file", "cgroup_dump_controller", "freeze_cgroup",
     "orphan_pts_master", "cgroup_yard", "mntns_compat_mode",
 }
@@ -89,8 +90,6 @@ def _neutral(name: str, value: Any) -> bool:
     """True for a value that asks for nothing (false, empty, "/", cgroups left alone)."""
     if name == "root":
         return value in ("", "/")
-    if name == "manage_cgroups_mode":
-        return value in (CG_IGNORE, CG_NONE)
     return not value
 
 
@@ -197,6 +196,20 @@ def _tcp(opts: dict[str, Any]) -> dict[str, Any]:
             "network_lock": NETWORK_LOCKS.get(method) if method is not None else None}
 
 
+def _cgroups(opts: dict[str, Any]) -> str | None:
+    """criu's cgroup mode: ``manage_cgroups`` true is soft, false ignore (as criu's
+    service reads it), ``manage_cgroups_mode`` wins; None for criu's default."""
+    mode = None
+    if opts.get("manage_cgroups") is not None:
+        mode = "soft" if opts["manage_cgroups"] else "ignore"
+    number = opts.get("manage_cgroups_mode")
+    if number is not None:
+        if number not in CG_MODES:
+            raise RequestError(f"option manage_cgroups_mode: unknown mode {number}")
+        mode = CG_MODES[number]
+    return mode
+
+
 def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
     """Keyword arguments of ckpt.dump, ckpt.pre_dump or ckpt.restore for request ``kind``."""
     if kind == RESTORE:
@@ -205,7 +218,8 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
             raise RequestError("option external at restore: give each external file to "
                                "restore through inherit_fd", errno.EOPNOTSUPP)
         return {"detach": True, "shell_job": opts.get("shell_job") or None,
-                "inherit_fds": inherit, "sibling": bool(opts.get("rst_sibling")), **_tcp(opts)}
+                "inherit_fds": inherit, "sibling": bool(opts.get("rst_sibling")),
+                "manage_cgroups": _cgroups(opts), **_tcp(opts)}
     if opts.get("inherit_fd"):
         log.info("option inherit_fd is for restores; ignored")
     parent = opts.get("parent_img")
@@ -231,7 +245,7 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
             "leave_stopped": bool(opts.get("leave_stopped")),
             "shell_job": bool(opts.get("shell_job")), "external": tuple(external),
             "ghost_limit": opts.get("ghost_limit"), "file_locks": bool(opts.get("file_locks")),
-            **_tcp(opts)}
+            "manage_cgroups": _cgroups(opts), **_tcp(opts)}
 
 
 def check_tables() -> list[str]:

@@ -35,8 +35,8 @@ REQUEST_NAMES = {
     SINGLE_PRE_DUMP: "SINGLE_PRE_DUMP",
 }
 
-# criu_cg_mode values that leave cgroups alone.
-CG_IGNORE, CG_NONE = 0, 1
+# criu_cg_mode values, as --manage-cgroups names them (CG_MODE_DEFAULT: criu's, soft).
+CG_MODES = {0: "ignore", 1: "none", 2: "props", 3: "soft", 4: "full", 5: "strict", 6: "soft"}
 
 MESSAGES: dict[str, dict[int, Field]] = {
     "page_server_info": _msg(

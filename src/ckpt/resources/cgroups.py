@@ -1,0 +1,307 @@
+"""Cgroup membership (``--manage-cgroups[=MODE]``): each process goes back into the
+cgroups, v1 and v2, it was in, made again if missing, with their knobs.
+
+Dump: a hierarchy in which every process of the tree is in ckpt's own cgroup is not
+saved (as criu): they come back in the restorer's. In any other, each process's
+cgroup is saved (``None`` for one in ckpt's own: it goes into the restorer's), and
+for each cgroup holding a process, the knobs of ``KNOBS`` it has (limits, weights,
+CPU and memory sets; not the devices whitelist, freezer state, hugetlb or net_prio
+maps, pressure thresholds, io.max, ...). A thread in another cgroup than its process
+is refused. ``--manage-cgroups=ignore`` saves nothing.
+
+Restore, by criu's modes (``soft`` without the flag, as criu): ``none`` and
+``props`` need every saved cgroup to exist, ``strict`` none of them; ``soft``,
+``full`` and ``strict`` make the missing ones (and the folders above them); knobs are
+written to every saved cgroup with ``props``, ``full`` and ``strict``, to those ckpt
+made with ``soft``, to none with ``none``; ``ignore`` leaves the processes in the
+restorer's cgroups. Checks run before anything is created; the cgroups are made
+before the processes, each process joins its own before its memory is rebuilt (so
+its pages are charged there), and a failed restore removes the cgroups it made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..errors import RestoreError, UnsupportedError, UsageError
+from ..kernel import cgroupfs
+from ..kernel.cgroupfs import V2
+
+log = logging.getLogger("ckpt.cgroups")
+
+IMAGE = "cgroups.json"
+FEATURE = "cgroups"  # what a dump with cgroups.json needs of its reader (images.py)
+MODES = ("ignore", "none", "props", "soft", "full", "strict")
+DEFAULT = "soft"  # criu's, with or without --manage-cgroups
+
+# The knobs saved and written back, by v1 controller (in the order they are written:
+# a CPU period before its quota, cpus and mems before anything joins a cpuset), and
+# those of every v1 cgroup and of cgroup2.
+V1_KNOBS: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu.shares", "cpu.cfs_period_us", "cpu.cfs_quota_us", "cpu.cfs_burst_us",
+            "cpu.rt_period_us", "cpu.rt_runtime_us", "cpu.idle"),
+    "cpuset": ("cpuset.cpus", "cpuset.mems", "cpuset.cpu_exclusive", "cpuset.mem_exclusive",
+               "cpuset.memory_migrate"),
+    "memory": ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes",
+               "memory.soft_limit_in_bytes", "memory.swappiness",
+               "memory.move_charge_at_immigrate"),
+    "pids": ("pids.max",),
+    "blkio": ("blkio.weight", "blkio.bfq.weight"),
+    "net_cls": ("net_cls.classid",),
+}
+V1_COMMON = ("notify_on_release", "cgroup.clone_children")
+V2_KNOBS = ("cgroup.max.descendants", "cgroup.max.depth", "cpuset.cpus", "cpuset.mems",
+            "cpu.max", "cpu.weight", "cpu.idle", "memory.min", "memory.low", "memory.high",
+            "memory.max", "memory.swap.max", "memory.oom.group", "pids.max", "io.weight")
+_MAX_VALUE = 4096
+
+
+def knobs_of(hierarchy: str) -> tuple[str, ...]:
+    """The knobs saved for a cgroup of ``hierarchy``, in writing order."""
+    if hierarchy == V2:
+        return V2_KNOBS
+    own = [k for c in hierarchy.split(",") for k in V1_KNOBS.get(c, ())]
+    return (*own, *V1_COMMON)
+
+
+def shown(hierarchy: str, path: str) -> str:
+    """A cgroup as a person reads it: ``memory:/a/b``, ``cgroup2:/a``."""
+    return f"{hierarchy or 'cgroup2'}:{path}"
+
+
+def check_mode(mode: str | None) -> str:
+    """The mode ``--manage-cgroups`` asks for (criu's default when not given)."""
+    mode = mode or DEFAULT
+    if mode not in MODES:
+        raise UsageError(f"--manage-cgroups={mode}: not one of {', '.join(MODES)}")
+    return mode
+
+
+# ---------------------------------------------------------------- dump
+
+def dump(tasks: dict[int, list[int]], mode: str | None) -> dict[str, Any] | None:
+    """What cgroups.json holds for the processes ``tasks`` (pid -> its other threads),
+    or None when they are all in ckpt's cgroups (or ``mode`` is ignore)."""
+    mode = check_mode(mode)
+    if mode == "ignore":
+        log.info("cgroups not saved (--manage-cgroups=ignore)")
+        return None
+    mine = cgroupfs.memberships("self")
+    members = {pid: _process_cgroups(pid, threads) for pid, threads in tasks.items()}
+    differ = sorted({h for m in members.values() for h, p in m.items() if mine.get(h) != p})
+    if not differ:
+        log.info("every process is in ckpt's cgroups: none saved")
+        return None
+    mounts = cgroupfs.hierarchy_mounts()
+    saved: dict[str, dict[str, str | None]] = {}
+    cgroups: dict[tuple[str, str], dict[str, Any]] = {}
+    for pid, m in members.items():
+        saved[str(pid)] = {}
+        for h in differ:
+            path = m.get(h)
+            if path is None:
+                raise UnsupportedError(f"process {pid} is in no cgroup of hierarchy "
+                                       f"{h or 'cgroup2'}, which ckpt sees")
+            if path == mine.get(h):
+                saved[str(pid)][h] = None  # ckpt's own: the restorer's
+                continue
+            saved[str(pid)][h] = path
+            if (h, path) not in cgroups:
+                cgroups[(h, path)] = _dump_cgroup(pid, h, path, mounts)
+    log.info("cgroups saved: %s", ", ".join(shown(h, p) for h, p in cgroups))
+    return {"hierarchies": differ, "tasks": saved, "cgroups": list(cgroups.values())}
+
+
+def _process_cgroups(pid: int, threads: list[int]) -> dict[str, str]:
+    """The cgroups of process ``pid``, refused when one of its threads is elsewhere."""
+    own = cgroupfs.memberships(pid)
+    for tid in threads:
+        theirs = cgroupfs.memberships(pid, tid)
+        for h, path in theirs.items():
+            if own.get(h) != path:
+                raise UnsupportedError(
+                    f"thread {tid} of process {pid} is in cgroup {shown(h, path)}, its process "
+                    f"in {shown(h, own.get(h, '?'))}: ckpt puts a process's threads back in "
+                    "its own cgroups only (not supported yet)")
+    return own
+
+
+def _dump_cgroup(pid: int, hierarchy: str, path: str,
+                 mounts: dict[str, list[cgroupfs.Mount]]) -> dict[str, Any]:
+    """One cgroup a process is in: where, and its knobs."""
+    folder = cgroupfs.directory(mounts.get(hierarchy, []), path)
+    if folder is None or not os.path.isdir(folder):
+        raise UnsupportedError(f"process {pid} is in cgroup {shown(hierarchy, path)}, which "
+                               "no mount of ckpt's reaches")
+    knobs = []
+    for knob in knobs_of(hierarchy):
+        try:
+            with open(os.path.join(folder, knob), "rb") as f:
+                value = f.read(_MAX_VALUE + 1).decode().strip()
+        except (FileNotFoundError, PermissionError):
+            continue  # not on this kernel, or not enabled in this cgroup (cgroup2)
+        except (OSError, UnicodeDecodeError) as e:
+            log.debug("cgroup %s: %s unreadable (%s); not saved", shown(hierarchy, path), knob,
+                      e)
+            continue
+        if value and len(value) <= _MAX_VALUE and "\n" not in value:
+            knobs.append([knob, value])
+    return {"hierarchy": hierarchy, "path": path, "knobs": knobs}
+
+
+# ---------------------------------------------------------------- restore
+
+def _valid_path(path: Any) -> bool:
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        return False
+    parts = path.split("/")[1:]
+    return path == "/" or all(p not in ("", ".", "..") for p in parts)
+
+
+class RestoreCgroups:
+    """The cgroups of one restore: checked, made, joined, and removed on failure."""
+
+    def __init__(self, image: dict[str, Any] | None, mode: str | None, pids: list[int]):
+        self.mode = check_mode(mode)
+        self.image = image if self.mode != "ignore" else None
+        self.created: list[str] = []  # folders made, in order (removed in reverse)
+        self._folders: dict[tuple[str, str], str] = {}
+        self._mine: dict[str, str] = {}
+        if image is not None and self.mode == "ignore":
+            log.info("the processes stay in the restorer's cgroups (--manage-cgroups=ignore)")
+        if self.image is not None:
+            self._validate(self.image, pids)
+
+    def _validate(self, image: dict[str, Any], pids: list[int]) -> None:
+        """Every field checked, every hierarchy found here; nothing created."""
+        try:
+            hierarchies = list(image["hierarchies"])
+            tasks = image["tasks"]
+            cgroups = list(image["cgroups"])
+            if not all(isinstance(h, str) for h in hierarchies) or not isinstance(tasks, dict):
+                raise TypeError("malformed hierarchies or tasks")
+            for pid in pids:
+                for h, path in tasks.get(str(pid), {}).items():
+                    if h not in hierarchies or not (path is None or _valid_path(path)):
+                        raise ValueError(f"process {pid}: bad cgroup {h!r}:{path!r}")
+            for cg in cgroups:
+                h, path, knobs = cg["hierarchy"], cg["path"], cg["knobs"]
+                if h not in hierarchies or not _valid_path(path):
+                    raise ValueError(f"bad cgroup {h!r}:{path!r}")
+                allowed = knobs_of(h)
+                for name, value in knobs:
+                    if name not in allowed or not isinstance(value, str) or "\n" in value \
+                            or "\0" in value or len(value) > _MAX_VALUE:
+                        raise ValueError(f"cgroup {shown(h, path)}: bad knob {name!r}")
+        except (KeyError, TypeError, ValueError) as e:
+            raise RestoreError(f"{IMAGE} is malformed: {e}") from None
+        mounts = cgroupfs.hierarchy_mounts()
+        self._mine = cgroupfs.memberships("self")
+        for h in hierarchies:
+            if h not in mounts or h not in self._mine:
+                raise RestoreError(f"the processes were in cgroups of hierarchy "
+                                   f"{h or 'cgroup2'}, which is not mounted here; restore "
+                                   "with --manage-cgroups=ignore to leave them in ckpt's")
+        for cg in cgroups:
+            h, path = cg["hierarchy"], cg["path"]
+            folder = cgroupfs.directory(mounts[h], path)
+            if folder is None:
+                raise RestoreError(f"cgroup {shown(h, path)}: no mount of ckpt's reaches it")
+            self._folders[(h, path)] = folder
+        for h, path in self._mine.items():
+            if h in hierarchies:
+                folder = cgroupfs.directory(mounts[h], path)
+                if folder is None:
+                    raise RestoreError(f"ckpt's own cgroup {shown(h, path)} is out of reach")
+                self._folders[(h, path)] = folder
+
+    def check(self) -> None:
+        """Refuse what the mode forbids, before anything is created."""
+        if self.image is None:
+            return
+        for cg in self.image["cgroups"]:
+            where = shown(cg["hierarchy"], cg["path"])
+            exists = os.path.isdir(self._folders[(cg["hierarchy"], cg["path"])])
+            if not exists and self.mode in ("none", "props"):
+                raise RestoreError(f"cgroup {where} does not exist; --manage-cgroups="
+                                   f"{self.mode} puts processes only into cgroups that do "
+                                   "(soft, full or strict make them)")
+            if exists and self.mode == "strict":
+                raise RestoreError(f"cgroup {where} exists; --manage-cgroups=strict makes "
+                                   "every cgroup anew")
+
+    def make(self) -> None:
+        """Make the missing cgroups (and the folders above them) and write the knobs the
+        mode wants, before any process joins them."""
+        if self.image is None:
+            return
+        for cg in self.image["cgroups"]:
+            h, path = cg["hierarchy"], cg["path"]
+            folder = self._folders[(h, path)]
+            made = self._make(folder, shown(h, path))
+            if self.mode in ("props", "full", "strict") or (self.mode == "soft" and made):
+                for name, value in cg["knobs"]:
+                    _write(folder, name, value, shown(h, path))
+            log.info("cgroup %s %s", shown(h, path), "made" if made else "exists")
+
+    def _make(self, folder: str, where: str) -> bool:
+        """Make ``folder`` and the missing folders above it; whether it was missing."""
+        if os.path.isdir(folder):
+            return False
+        missing = []
+        up = folder
+        while not os.path.isdir(up):
+            missing.append(up)
+            up = os.path.dirname(up)
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except OSError as e:
+                raise RestoreError(f"cannot make cgroup {where} ({d}): {e.strerror}") from None
+            self.created.append(d)
+        return True
+
+    def join(self, pid: int) -> None:
+        """Put restored process ``pid`` into its cgroups (ckpt's own where it was in the
+        dumping ckpt's)."""
+        if self.image is None:
+            return
+        for h, path in self.image["tasks"].get(str(pid), {}).items():
+            target = path if path is not None else self._mine[h]
+            folder = self._folders[(h, target)]
+            try:
+                with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+                    f.write(str(pid))
+            except OSError as e:
+                raise RestoreError(f"process {pid}: cannot join cgroup {shown(h, target)}: "
+                                   f"{e.strerror}") from None
+            log.debug("process %d joined cgroup %s", pid, shown(h, target))
+
+    def undo(self) -> None:
+        """A failed restore: remove the cgroups it made (its processes are gone)."""
+        for d in reversed(self.created):
+            try:
+                os.rmdir(d)
+            except OSError as e:
+                log.warning("cannot remove the cgroup folder %s made by this restore: %s", d,
+                            e.strerror)
+        self.created.clear()
+
+
+def _write(folder: str, name: str, value: str, where: str) -> None:
+    try:
+        fd = os.open(os.path.join(folder, name), os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        log.warning("cgroup %s has no %s here; %s not set", where, name, value)
+        return
+    except OSError as e:
+        raise RestoreError(f"cgroup {where}: cannot open {name}: {e.strerror}") from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as e:
+        raise RestoreError(f"cgroup {where}: cannot set {name} to {value}: {e.strerror}"
+                           ) from None
+    finally:
+        os.close(fd)
