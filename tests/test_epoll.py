@@ -19,6 +19,7 @@ from ckpt_helpers import (
     PROGS,
     PYTHON,
     Builder,
+    Output,
     Procs,
     assert_consecutive,
     ckpt_fails,
@@ -169,20 +170,76 @@ def test_asyncio_loop(procs: Procs, images: Path) -> None:
     assert_consecutive(all_echoes)
 
 
-@pytest.mark.parametrize("mode", ["closed", "reused"])
-def test_stale_watch_refused(procs: Procs, images: Path, mode: str) -> None:
-    """A watch added under fd R, whose file is now held only through a dup (R closed,
-    or R reused by another file): the dump is refused naming fd R, the target runs on."""
-    target = procs.start([PYTHON, PROGS / "epoll_stale.py", mode])
-    _, epfd, r, _dup = target.out.wait_line(r"^ready ").split()
+def _watches(pid: int, epfd: int) -> list[tuple[int, int, int]]:
+    """(tfd, data, inode) of each watch of ``pid``'s epoll ``epfd``, sorted."""
+    with open(f"/proc/{pid}/fdinfo/{epfd}") as f:
+        return sorted((int(m[1]), int(m[2], 16), int(m[3], 16)) for m in re.finditer(
+            r"tfd:\s+(\d+) events:\s+\S+ data:\s+([0-9a-f]+)\s+pos:\d+ ino:([0-9a-f]+)",
+            f.read()))
+
+
+def _inode(pid: int, fd: int) -> int:
+    return os.stat(f"/proc/{pid}/fd/{fd}").st_ino
+
+
+def _poke(out: Output, pid: int, sig: int, data: int) -> None:
+    """Signal ``pid`` to write into a watched file; the owner reports the event."""
+    start = len(out.lines())
+    os.kill(pid, sig)
+    out.wait_line(rf"^ev {data:x}$", start=start)
+
+
+@pytest.mark.parametrize("mode", ["closed", "reused", "child"])
+def test_watch_of_a_moved_fd(build: Builder, procs: Procs, images: Path, mode: str) -> None:
+    """A watch added under fd R whose file is now held elsewhere: through a dup (R
+    closed), through a dup while R names another watched file, or by a child only.
+    Dumped and restored: the epoll watches the same files under R (fdinfo), R is as it
+    was, and a write into each watched file wakes epoll_wait with the watch's data."""
+    target = procs.start([build("epoll_moved"), mode])
+    epfd, r, dup, kid = map(int, target.out.wait_line(r"^ready ").split()[1:])
+    out = target.out
+    out.wait_numbers(3)
+    pokes = {"closed": [(target.pid, signal.SIGUSR1, 0xa)],
+             "reused": [(target.pid, signal.SIGUSR1, 0xa), (target.pid, signal.SIGUSR2, 0xb)],
+             "child": [(kid, signal.SIGUSR1, 0xe)]}[mode]
+    for who, sig, data in pokes:
+        _poke(out, who, sig, data)
+    watches = _watches(target.pid, epfd)
+    holder = (kid if mode == "child" else target.pid, dup if mode != "child" else r)
+    expected = {(r, 0xa if mode != "child" else 0xe, _inode(*holder))}
+    if mode == "reused":
+        expected.add((r, 0xb, _inode(target.pid, r)))
+    assert set(watches) == expected, watches
+    links = sorted(os.listdir(f"/proc/{target.pid}/fd"))
+
+    dump_and_check_dead(procs, target, images)
+    if kid:
+        procs.wait_gone(kid)
+    (ep,) = _epolls(images)
+    moved = [w for w in ep["watches"] if "holder" in w]
+    assert len(moved) == 1 and moved[0]["holder"] == list(holder), ep
+    restore_detached(procs, target.pid, out, images)
+    if kid:
+        assert is_alive(kid)
+    assert sorted(os.listdir(f"/proc/{target.pid}/fd")) == links
+    assert set(_watches(target.pid, epfd)) == {
+        (t, d, _inode(*holder) if d != 0xb else _inode(target.pid, r)) for t, d, _ in expected}
+    for who, sig, data in pokes:
+        _poke(out, who, sig, data)
+    assert_consecutive(out.wait_numbers(len(out.numbers()) + 3))
+
+
+def test_watch_held_outside_refused(build: Builder, procs: Procs, images: Path) -> None:
+    """A watch whose file only a process outside the tree holds (a grandchild whose
+    parent exited): refused at dump naming the epoll and the fd; the target runs on."""
+    target = procs.start([build("epoll_moved"), "outside"])
+    epfd, r, _, grandchild = map(int, target.out.wait_line(r"^ready ").split()[1:])
     target.out.wait_numbers(3)
     err = ckpt_fails("dump", "-t", target.pid, "-D", images)
     assert not (images / "inventory.json").exists(), "a refused dump left an inventory"
-    why = "closed" if mode == "closed" else "another file"
     assert re.search(rf"process {target.pid} fd {epfd} \(epoll\) watches fd {r}\b.*"
-                     rf"fd {r} is (now )?{why}", err), err
-
-    assert is_alive(target.pid)
+                     rf"fd {r} is closed, and no process of the dumped tree holds", err), err
+    assert is_alive(target.pid) and is_alive(grandchild)
     n = len(target.out.numbers())
     assert_consecutive(target.out.wait_numbers(n + 4, timeout=5))
     assert proc_state(target.pid) in ("R", "S")

@@ -43,6 +43,7 @@ FEATURES: dict[str, str] = {
     "unix-files": "files in unix messages, unaccepted unix connections, gone socket files",
     "namespace-fds": "fds on the process's own namespaces (the ns kind)",
     "cgroups": "the processes' cgroups and their knobs (cgroups.json)",
+    "epoll-moved": "epoll watches whose fd number no longer named their file (holder)",
 }
 INVENTORY = "inventory.json"
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data

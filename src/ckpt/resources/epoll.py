@@ -5,17 +5,25 @@ file had, in the process that called ``epoll_ctl``, when it was added. At dump
 ``/proc/PID/fdinfo/EPFD`` lists every watch (``tfd: N events: HEX data: HEX
 pos: ... ino: HEX sdev: HEX``); each is checked against the fd table of the
 process that holds the epoll fd (the first process of the dump that does, the
-*owner*): fd N must still be open and be the very file that is watched
-(``kcmp(KCMP_EPOLL_TFD)``, or its inode and device when kcmp cannot tell).
-A watch whose fd was closed or reused (the file is still held through another
-fd or by another process, else the kernel would have dropped the watch)
-cannot be made again and is refused.
+*owner*): fd N is the very file that is watched (``kcmp(KCMP_EPOLL_TFD)``, or
+its inode and device when kcmp cannot tell).
+
+A watch whose fd N was closed or now names another file (``dup2`` over it, a
+reused number) lives on while its file is open elsewhere. Once every process is
+dumped, that file is looked for among the tree's open files of the same inode,
+compared with the watched one by ``kcmp(KCMP_EPOLL_TFD)``: the watch keeps the
+description (``file``) and one fd of the tree holding it (``holder``: its process
+and number). Held by no fd of the tree (by a process outside it, or only by a
+mapping), it is refused, naming it.
 
 At restore the description is an empty epoll instance (``epoll_create1``);
 once the owner's fds are at their final numbers, ``restore_in_task`` injects
 ``epoll_ctl(EPFD, EPOLL_CTL_ADD, N, &event)`` in it for every watch, so the
 registrations carry the owner's own fd numbers. An epoll shared by several
-processes is filled once, in its owner.
+processes is filled once, in its owner. A watch whose file the owner no longer
+has under N is added through a temporary fd N: the owner takes a copy of the
+holder's fd (``pidfd_getfd``), puts it at N (moving aside what N holds), adds
+the watch, and puts N back as it was.
 
 Readiness is not saved: on EPOLL_CTL_ADD the kernel polls the file and queues
 the watch as ready if it is, for level- and edge-triggered watches alike. A
@@ -33,9 +41,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import logging
 import os
 import struct
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs
@@ -56,14 +67,18 @@ EPOLLONESHOT = 1 << 30
 EPOLLWAKEUP = 1 << 29
 EPOLLEXCLUSIVE = 1 << 28
 KCMP_EPOLL_TFD = 7
+F_DUPFD_CLOEXEC = 1030
+FEATURE = "epoll-moved"  # what a dump with a moved watch needs of its reader (images.py)
 
-def _same_file(pid: int, epfd: int, w: procfs.EpollWatch, toff: int) -> bool | None:
-    """Whether fd ``w.tfd`` of ``pid`` is the file epoll ``epfd`` watches there
-    (``toff``: the index of this watch among those with the same fd number);
-    None when kcmp cannot tell."""
+def _same_file(pid: int, epfd: int, w: procfs.EpollWatch, toff: int,
+               holder: tuple[int, int] | None = None) -> bool | None:
+    """Whether fd ``w.tfd`` of ``pid`` (or fd ``holder[1]`` of process ``holder[0]``) is
+    the file epoll ``epfd`` of ``pid`` watches under ``w.tfd`` (``toff``: the index of
+    this watch among those with the same fd number); None when kcmp cannot tell."""
     slot = (ctypes.c_uint32 * 3)(epfd, w.tfd, toff)
+    hpid, hfd = holder or (pid, w.tfd)
     try:
-        return libc.syscall("kcmp", pid, pid, KCMP_EPOLL_TFD, w.tfd,
+        return libc.syscall("kcmp", hpid, pid, KCMP_EPOLL_TFD, hfd,
                             ctypes.addressof(slot)) == 0
     except OSError as e:
         if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
@@ -73,44 +88,91 @@ def _same_file(pid: int, epfd: int, w: procfs.EpollWatch, toff: int) -> bool | N
         raise
 
 
-def _check(pid: int, epfd: int, ws: list[procfs.EpollWatch]) -> None:
-    """Refuse a watch whose fd number no longer names the watched file in ``pid``."""
+@dataclass
+class _Moved:
+    """A watch whose fd number no longer names its file in the owner, to be found in
+    the tree once every process is dumped."""
+
+    watch: dict[str, Any]  # its entry in the description
+    where: str
+    pid: int
+    epfd: int
+    w: procfs.EpollWatch
+    toff: int
+
+
+def _check(pid: int, epfd: int, ws: list[procfs.EpollWatch]
+           ) -> list[tuple[procfs.EpollWatch, int, str | None]]:
+    """Each watch, the index among those of its fd number, and why its fd no longer
+    names the watched file in ``pid`` (None when it does)."""
     seen: dict[int, int] = {}
+    out = []
     for w in ws:
         tfd = w.tfd
         toff = seen.get(tfd, 0)
         seen[tfd] = toff + 1
-        what = f"process {pid} fd {epfd} (epoll) watches fd {tfd} (inode {w.ino})"
         try:
             st = os.stat(f"/proc/{pid}/fd/{tfd}")
         except FileNotFoundError:
-            raise UnsupportedError(
-                f"{what}, but fd {tfd} is closed: the watched file is still open through "
-                "another fd or process, and ckpt cannot restore a watch under an fd number "
-                "the process no longer has") from None
+            out.append((w, toff, f"fd {tfd} is closed"))
+            continue
         same = _same_file(pid, epfd, w, toff)
         if same is None:  # no kcmp: the inode and device must match
             same = st.st_ino == w.ino and st.st_dev == os.makedev(w.major, w.minor)
-        if not same:
-            raise UnsupportedError(
-                f"{what}, but fd {tfd} is now another file (inode {st.st_ino}): the watched "
-                "file was closed under that number while still open elsewhere, and ckpt "
-                "cannot restore a watch under an fd number that names another file")
+        out.append((w, toff, None if same else f"fd {tfd} is now another file "
+                    f"(inode {st.st_ino})"))
+    return out
 
 
 class Epoll(FileKind):
     KIND = "epoll"
     LINK = "anon_inode:[eventpoll]"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._moved: list[_Moved] = []
+
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         if f.info.unparsed:
             raise DumpError(f"{f.where} (epoll): cannot parse the watch "
                             f"{f.info.unparsed[0]!r} in its fdinfo")
-        ws = f.info.epoll
-        _check(f.pid, f.fd, ws)
-        log.info("%s: epoll with %d watches", f.where, len(ws))
-        return {"owner": f.pid,
-                "watches": [{"tfd": w.tfd, "events": w.events, "data": w.data} for w in ws]}
+        watches = []
+        for w, toff, moved in _check(f.pid, f.fd, f.info.epoll):
+            watch: dict[str, Any] = {"tfd": w.tfd, "events": w.events, "data": w.data}
+            watches.append(watch)
+            if moved is not None:
+                where = (f"{f.where} (epoll) watches fd {w.tfd} (inode {w.ino}), but "
+                         f"{moved}")
+                self._moved.append(_Moved(watch, where, f.pid, f.fd, w, toff))
+        log.info("%s: epoll with %d watches", f.where, len(watches))
+        return {"owner": f.pid, "watches": watches}
+
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
+        """Find the file of each watch whose fd number moved: one fd of the tree holding
+        it, or refuse."""
+        for m in self._moved:
+            found = None
+            for hpid, hfd, fid in ctx.holders.get((os.makedev(m.w.major, m.w.minor),
+                                                    m.w.ino), []):
+                same = _same_file(m.pid, m.epfd, m.w, m.toff, (hpid, hfd))
+                if same is None:
+                    raise UnsupportedError(f"{m.where}; ckpt cannot find the watched file "
+                                           "without kcmp(KCMP_EPOLL_TFD)")
+                if same:
+                    found = (hpid, hfd, fid)
+                    break
+            if found is None:
+                raise UnsupportedError(
+                    f"{m.where}, and no process of the dumped tree holds the watched file "
+                    "through an fd (a process outside the tree, or a mapping, keeps it "
+                    "open); ckpt cannot add that watch again")
+            m.watch["file"], m.watch["holder"] = found[2], [found[0], found[1]]
+            ctx.images.need(FEATURE)
+            log.info("%s: the watched file is file %s, held by process %d fd %d", m.where,
+                     found[2], found[0], found[1])
+
+    def close(self) -> None:
+        self._moved.clear()
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
         return libc.syscall("epoll_create1", EPOLL_CLOEXEC)
@@ -128,7 +190,10 @@ class Epoll(FileKind):
             for w in desc["watches"]:
                 inj.write(scratch, struct.pack("<IQ", w["events"], w["data"]))
                 try:
-                    inj.call("epoll_ctl", epfd, EPOLL_CTL_ADD, w["tfd"], scratch)
+                    if "holder" in w:
+                        _add_moved(inj, epfd, w["tfd"], w["holder"], scratch)
+                    else:
+                        inj.call("epoll_ctl", epfd, EPOLL_CTL_ADD, w["tfd"], scratch)
                 except InjectionError as e:
                     raise RestoreError(
                         f"process {pid} fd {epfd} (epoll): cannot watch fd {w['tfd']} again "
@@ -137,3 +202,32 @@ class Epoll(FileKind):
                      len(desc["watches"]))
 
 
+def _add_moved(inj: Injector, epfd: int, tfd: int, holder: list[int], event: int) -> None:
+    """Add a watch on the file fd ``holder[1]`` of process ``holder[0]`` holds, under fd
+    number ``tfd``, which the process no longer has on that file: a copy of the
+    holder's fd at ``tfd`` for the time of ``epoll_ctl``, what ``tfd`` held put back."""
+    pidfd = inj.call("pidfd_open", holder[0], 0)
+    try:
+        copy = inj.call("pidfd_getfd", pidfd, holder[1], 0)
+    finally:
+        inj.call("close", pidfd)
+    aside = flags = -1
+    try:
+        try:
+            flags = inj.call("fcntl", tfd, fcntl.F_GETFD)
+            aside = inj.call("fcntl", tfd, F_DUPFD_CLOEXEC, 0)
+        except InjectionError as e:
+            if e.errno != errno.EBADF:
+                raise
+        inj.call("dup3", copy, tfd, os.O_CLOEXEC)
+        try:
+            inj.call("epoll_ctl", epfd, EPOLL_CTL_ADD, tfd, event)
+        finally:
+            if aside >= 0:
+                inj.call("dup3", aside, tfd, os.O_CLOEXEC if flags & fcntl.FD_CLOEXEC else 0)
+            else:
+                inj.call("close", tfd)
+    finally:
+        if aside >= 0:
+            inj.call("close", aside)
+        inj.call("close", copy)

@@ -61,7 +61,8 @@ class TcpFlags:
 
 @dataclass
 class DumpCtx:
-    """What every kind may need while dumping."""
+    """What every kind may need while dumping; ``holders``: (st_dev, st_ino) of a file ->
+    (pid, fd, description id) of one fd of each description open on it so far."""
 
     images: ImageWriter
     shell_job: bool = False
@@ -72,6 +73,7 @@ class DumpCtx:
     # SCM_RIGHTS message) to dump like any fd's, once the current description is
     # done; ``done`` gets its description id. ckpt closes ``fd`` at the dump's end.
     in_flight: Callable[[int, str, Callable[[str], None]], None] | None = None
+    holders: dict[tuple[int, int], list[tuple[int, int, str]]] = field(default_factory=dict)
 
 
 @dataclass

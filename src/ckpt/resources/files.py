@@ -148,6 +148,8 @@ class DumpFiles:
                 fid = self._find_shared(pid, fd, f.st)
                 if fid is None:
                     fid = self._describe(f)
+                    self.ctx.holders.setdefault((f.st.st_dev, f.st.st_ino), []).append(
+                        (pid, fd, fid))
                     self._seen.setdefault((f.st.st_dev, f.st.st_ino), []).append((pid, fd, fid))
                 self.locks.add(f, fid, owner or pid)
             finally:
