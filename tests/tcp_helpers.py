@@ -37,20 +37,27 @@ def lock_present(lock: dict[str, object]) -> bool:
     """Whether the rules of ``lock`` are in the kernel."""
     name = str(lock["name"])
     if lock["backend"] == "nftables":
-        res = subprocess.run(["nft", "list", "table", "inet", name], capture_output=True)
-        return res.returncode == 0
+        return table_present(name)
     res = subprocess.run(["iptables", "-w", "-n", "-L", name], capture_output=True)
     return res.returncode == 0
 
 
-def ckpt_tables() -> set[str]:
-    """The nftables tables and iptables chains ckpt's locks make, present now."""
+def ckpt_tables(pid: int) -> set[str]:
+    """The nftables tables and iptables chains of the locks ckpt took to dump the tree
+    of ``pid`` (their names carry it), present now. Other dumps' locks (other tests
+    running at the same time) are not counted."""
     out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    found = set(re.findall(r"table inet (ckpt_[0-9a-f]{8})\b", out))
+    found = set(re.findall(rf"table inet (ckpt_{pid}_[0-9a-f]{{8}})\b", out))
     if shutil.which("iptables"):
         out = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
-        found |= set(re.findall(r"-N (CKPT-[0-9a-f]{8})\b", out))
+        found |= set(re.findall(rf"-N (CKPT-{pid}-[0-9a-f]{{8}})\b", out))
     return found
+
+
+def table_present(name: str) -> bool:
+    """Whether nftables table ``name`` (inet) exists."""
+    return subprocess.run(["nft", "list", "table", "inet", name],
+                          capture_output=True).returncode == 0
 
 
 def free_port() -> int:

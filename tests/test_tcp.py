@@ -10,12 +10,14 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 import ckpt
+from ckpt.kernel import libc
 from ckpt.resources.filekind import TcpFlags
 from ckpt_helpers import (
     PROGS,
@@ -39,6 +41,7 @@ from tcp_helpers import (
     need,
     resp,
     start_redis,
+    table_present,
 )
 
 TIMEOUT = 20.0  # seconds, scaled where used
@@ -118,10 +121,9 @@ def test_echo_pair_leave_running_then_dump(procs: Procs, images: Path,
     restored, and streaming still."""
     need("nft")
     pair, child = _start_pair(procs)
-    before = ckpt_tables()
     ckpt_ok("dump", "-t", pair.pid, "-D", tmp_path / "running", "--tcp-established", "-R")
     assert lock_of(tmp_path / "running") is None
-    assert ckpt_tables() == before
+    assert ckpt_tables(pair.pid) == set()
     _streaming(pair.out)
     ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
     procs.wait_gone(pair)
@@ -199,12 +201,11 @@ def test_failed_dump_releases_the_lock(procs: Procs, images: Path,
     streams on as if nothing happened."""
     need("nft")
     pair, _ = _start_pair(procs)
-    before = ckpt_tables()
     monkeypatch.setenv("CKPT_FAULT", point)
     err = ckpt_fails("dump", "-t", pair.pid, "-D", images, "--tcp-established")
     monkeypatch.delenv("CKPT_FAULT")
     assert f"injected fault at {point}" in err, err
-    assert ckpt_tables() == before
+    assert ckpt_tables(pair.pid) == set()
     _streaming(pair.out)
 
 
@@ -252,7 +253,6 @@ def test_ctrl_c_releases_the_lock(procs: Procs, images: Path, tmp_path: Path) ->
     a restore: the lock goes either way; the interrupted dump leaves the pair running."""
     need("nft")
     pair, child = _start_pair(procs)
-    before = ckpt_tables()
 
     def interrupt_at(action: str):  # type: ignore[no-untyped-def]
         def notify(what: str, pid: int) -> None:
@@ -263,7 +263,7 @@ def test_ctrl_c_releases_the_lock(procs: Procs, images: Path, tmp_path: Path) ->
     with pytest.raises(KeyboardInterrupt):
         ckpt.dump(pair.pid, str(tmp_path / "first"), tcp=TcpFlags(established=True),
                   notify=interrupt_at("network-lock"))
-    assert ckpt_tables() == before
+    assert ckpt_tables(pair.pid) == set()
     _streaming(pair.out)
     ckpt.dump(pair.pid, str(images), tcp=TcpFlags(established=True))
     procs.wait_gone(pair)
@@ -367,3 +367,100 @@ class _nothing:
 @pytest.mark.parametrize("state", list(STATES))
 def test_half_closed(procs: Procs, images: Path, state: str) -> None:
     _half_closed(procs, images, state)
+
+
+# ------------------------------------------------------------------ ckpt killed mid-dump
+
+KILLED = PROGS / "ckpt_killed.py"
+POLL_ECHO = PROGS / "tcp_poll_echo.py"
+
+
+def _kill_ckpt_during_dump(pid: int, images: Path, notes: Path) -> str:
+    """Run a dump of ``pid`` that kills itself once the network is locked; the lock it
+    left (its note in ``notes``, its table present), by name."""
+    res = subprocess.run([PYTHON, KILLED, str(pid), str(images)],
+                         capture_output=True, text=True, timeout=scaled(60))
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    found = [json.loads(n.read_text()) for n in notes.glob("*.json")]
+    assert len(found) == 1, found
+    name = str(found[0]["name"])
+    assert table_present(name)
+    assert [s["pid"] for s in found[0]["sockets"]] != []
+    return name
+
+
+def _in_repair_mode(pid: int, turn_on: bool = False) -> list[bool]:
+    """For each TCP socket of ``pid``: whether it is in repair mode (after putting it
+    in repair mode, with ``turn_on``)."""
+    out = []
+    pidfd = os.pidfd_open(pid)
+    try:
+        for fd in sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd")):
+            if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                continue
+            with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as s:
+                if s.type == socket.SOCK_STREAM and s.family != socket.AF_UNIX:
+                    if turn_on:
+                        s.setsockopt(socket.IPPROTO_TCP, 19, 1)
+                    out.append(bool(s.getsockopt(socket.IPPROTO_TCP, 19)))  # TCP_REPAIR
+    finally:
+        os.close(pidfd)
+    return out
+
+
+def test_ckpt_killed_with_the_network_locked(procs: Procs, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """ckpt killed (SIGKILL) once the pair's connection is locked: the pair runs on but
+    its packets are dropped. The lock has a note naming it; the next ckpt (a dump with
+    -R of the same pair) finds the note of a dead ckpt whose sockets are still open,
+    removes the rules and says so: the pair streams on, nothing lost or repeated."""
+    need("nft")
+    notes = tmp_path / "notes"  # this test's own: no other ckpt recovers it first
+    monkeypatch.setenv("CKPT_NETLOCK_DIR", str(notes))
+    pair, child = _start_pair(procs)
+    name = _kill_ckpt_during_dump(pair.pid, tmp_path / "killed", notes)
+    assert is_alive(pair.pid) and is_alive(child)
+    out = ckpt_ok("check").stdout
+    assert re.search(rf"network lock {name} .*left by a ckpt killed during a dump", out), out
+    res = ckpt_ok("dump", "-t", pair.pid, "-D", tmp_path / "again", "--tcp-established", "-R")
+    assert re.search(rf"network lock {name} .* left by a ckpt killed during a dump "
+                     "released", res.stderr), res.stderr
+    assert not table_present(name)
+    assert list(notes.glob("*.json")) == []
+    _streaming(pair.out, 3000)
+
+
+def test_ckpt_killed_with_a_socket_in_repair_mode(procs: Procs, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """ckpt killed with a connection in repair mode (as when killed while reading it):
+    the process runs on with its socket sending nothing, the lock held. The next ckpt
+    takes the socket out of repair mode and removes the lock: the connection echoes
+    again. (ckpt is killed once the network is locked, then the test puts the socket in
+    repair mode: a ckpt killed later in the dump leaves its injected registers in the
+    process, which safety's recovery puts back.)"""
+    need("nft")
+    notes = tmp_path / "notes"
+    monkeypatch.setenv("CKPT_NETLOCK_DIR", str(notes))
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        target = procs.start([PYTHON, POLL_ECHO, "127.0.0.1", str(lst.getsockname()[1])])
+        peer, _ = lst.accept()
+    with peer:
+        peer.settimeout(scaled(TIMEOUT))
+        target.out.wait_line(r"^local ")
+        peer.sendall(b"before")
+        assert peer.recv(100) == b"before"
+        name = _kill_ckpt_during_dump(target.pid, tmp_path / "killed", notes)
+        assert _in_repair_mode(target.pid, turn_on=True) == [True]
+        res = ckpt_ok("dump", "-t", target.pid, "-D", tmp_path / "again",
+                      "--tcp-established", "-R")
+        assert "1 socket(s) taken out of repair mode" in res.stderr, res.stderr
+        assert _in_repair_mode(target.pid) == [False]
+        assert not table_present(name)
+        peer.sendall(b"after")
+        got = b""
+        while len(got) < 5:
+            got += peer.recv(100)
+        assert got == b"after"
+        target.out.wait_line("^echoed 11$")

@@ -705,6 +705,32 @@ def network_lock() -> str:
     return f"network lock: {works[0]}{others}{missing}"
 
 
+def held_network_locks() -> list[str]:
+    """The network locks taken by dumps and not released yet, one line each: those of
+    running dumps, those kept for a restore, those of ckpts killed mid-dump (which
+    the next dump or restore releases)."""
+    from . import netlock
+    lines = []
+    for note, owned in netlock.held():
+        lk = note.lock
+        running = [h for h in note.holders if h.still_open()]
+        if owned:
+            state = "taken by a dump running now"
+        elif running:
+            state = ("left by a ckpt killed during a dump; the next dump or restore "
+                     "releases it")
+        else:
+            state = (f"held for the restore of {note.images}" if note.images
+                     else "held for a restore")
+        drop = (f"nft delete table inet {lk.name}" if lk.backend == "nftables"
+                else f"remove the iptables and ip6tables chain {lk.name} and its jumps "
+                "from INPUT and OUTPUT")
+        lines.append(f"network lock {lk.name} ({lk.backend}, {len(lk.conns)} "
+                     f"connection(s)): {state}"
+                     + ("" if owned or running else f" (to drop it by hand: {drop})"))
+    return lines
+
+
 def run_checks(verbose: bool = False) -> int:
     """Probe the kernel; print a line per missing interface, or "Looks good.".
 
@@ -719,6 +745,8 @@ def run_checks(verbose: bool = False) -> int:
         if note:
             print(f"note: {name}: {note}")
     print(network_lock())
+    for line in held_network_locks():
+        print(line)
     if failures:
         return 1
     print("Looks good.")

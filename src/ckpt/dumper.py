@@ -477,10 +477,12 @@ def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None
     if not tcp.established or tcp.close:
         return None
     pids = [t.pid for t in tasks if t.frozen is not None]
-    conns = [netlock.Conn(local, peer) for local, peer in sk_tcp.tree_connections(pids)]
-    if not conns:
+    found = sk_tcp.tree_connections(pids)
+    if not found:
         return None
-    return netlock.lock(conns, netlock.choose(backend))
+    conns = [netlock.Conn(c.local, c.peer) for c in found]
+    holders = [netlock.Holder.of(pid, fd, c.inode) for c in found for pid, fd in c.holders]
+    return netlock.lock(conns, netlock.choose(backend), tasks[0].pid, holders)
 
 
 def _unlock_network(lock: netlock.Lock | None, notify: Notify, failed: bool) -> None:
@@ -544,6 +546,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     if ghost_fiemap is not None:
         log.info("--%sghost-fiemap: the data of deleted files is found with SEEK_DATA and "
                  "SEEK_HOLE either way", "" if ghost_fiemap else "no-")
+    netlock.recover()
     log.info("dumping process %d (%s) and its descendants into %s", pid, stat0.comm,
              images_dir)
     notify("pre-dump", 0)
@@ -629,8 +632,10 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             _wait_gone([t.pid for t in tasks if t.frozen is not None])
         if dumper is not None:
             dumper.close()
-        if not kill:  # killed, the connections stay locked until their restore
+        if not kill:
             _unlock_network(lock, notify, failed=not ok)
+        elif lock is not None:  # the connections stay locked until their restore
+            netlock.keep(lock, images_dir)
     fate = "running" if leave_running else "stopped" if leave_stopped else "killed"
     dt = time.monotonic() - t0
     log.info("dump of %d done in %.3f s (frozen %.3f s); processes %s", pid, dt, frozen, fate)

@@ -9,19 +9,35 @@ all of it in one transaction and removed in one; packets ckpt sends itself (mark
 (criu's ``--network-lock nftables|iptables|skip``) and says which it took. The
 lock's name goes into the images: the dump takes it, the restore releases it, and
 either releases it when it fails.
+
+Each lock has a note, ``/run/ckpt/netlock/NAME.json``, written before its rules:
+the rules' name, the images folder, and the sockets it locks (process, start time,
+fd, inode, SO_REUSEADDR). The dump holds the note locked (flock) while it runs. A
+ckpt killed mid-dump leaves rules that would cut the connections of a tree that
+runs on, and maybe a socket in repair mode (which sends nothing): ``recover``,
+which every dump and restore runs first, finds such a note unlocked with a locked
+socket still open in its process, takes the socket out of repair mode and removes
+the rules. A lock whose sockets are gone was left by a dump that killed its
+processes: it is kept for their restore, which removes it and its note.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import logging
 import os
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import CkptError
+from .kernel import libc, procfs
+from .kernel import tcp_repair as repair
 from .kernel.tcp_repair import PEER_MARK as MARK
 from .kernel.tcp_repair import on_the_wire as _wire
 
@@ -29,7 +45,13 @@ log = logging.getLogger("ckpt.netlock")
 
 BACKENDS = ("nftables", "iptables")
 CHOICES = (*BACKENDS, "skip")
+NOTES_DIR = "/run/ckpt/netlock"
 _TIMEOUT = 30.0
+
+
+def notes_dir() -> str:
+    """Where the notes of the locks are (``CKPT_NETLOCK_DIR`` overrides, for tests)."""
+    return os.environ.get("CKPT_NETLOCK_DIR", NOTES_DIR)
 
 
 class LockError(CkptError):
@@ -191,6 +213,42 @@ def choose(wanted: str | None) -> str:
                     "nftables or iptables package, or dump with --network-lock skip")
 
 
+@dataclass(frozen=True)
+class Holder:
+    """A socket a lock locks, in the process that holds it: enough to find it again
+    (a reused PID or fd number is not it) and to give it back as it was."""
+
+    pid: int
+    start: int  # the process's start time (/proc/PID/stat)
+    fd: int
+    inode: int
+    reuse: int  # its SO_REUSEADDR (repair mode changes it)
+
+    @classmethod
+    def of(cls, pid: int, fd: int, inode: int) -> Holder:
+        """The holder of socket ``inode`` at ``pid``'s fd ``fd``, as it is now."""
+        with _socket_of(pid, fd) as sock:
+            reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        return cls(pid, procfs.stat(pid).start_time, fd, inode, reuse)
+
+    def still_open(self) -> bool:
+        """Whether the process still runs and holds the socket at that fd."""
+        try:
+            return (procfs.stat(self.pid).start_time == self.start
+                    and procfs.fd_link(self.pid, self.fd) == f"socket:[{self.inode}]")
+        except (OSError, procfs.ProcessGone):
+            return False
+
+
+def _socket_of(pid: int, fd: int) -> socket.socket:
+    """ckpt's own copy of ``pid``'s fd ``fd`` (a socket)."""
+    pidfd = libc.pidfd_open(pid)
+    try:
+        return socket.socket(fileno=libc.pidfd_getfd(pidfd, fd))
+    finally:
+        os.close(pidfd)
+
+
 @dataclass
 class Lock:
     """The rules that drop the packets of ``conns``, under ``name``."""
@@ -199,6 +257,8 @@ class Lock:
     name: str
     conns: list[Conn]
     held: bool = False
+    holders: list[Holder] = field(default_factory=list)
+    note_fd: int = -1  # the note, flocked while the dump that took the lock runs
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "name": self.name,
@@ -214,12 +274,21 @@ class Lock:
                    held=True)
 
 
-def lock(conns: list[Conn], backend: str) -> Lock:
-    """Drop every packet of ``conns`` from now on, until ``unlock``."""
+def lock_name(backend: str, tag: int) -> str:
+    """A new lock's name: ckpt's prefix, ``tag`` (the dumped tree's root PID: a dump's
+    lock is found by it) and a random part."""
     token = os.urandom(4).hex()
-    lk = Lock(backend, f"ckpt_{token}" if backend == "nftables" else f"CKPT-{token}", conns)
+    return f"ckpt_{tag}_{token}" if backend == "nftables" else f"CKPT-{tag}-{token}"
+
+
+def lock(conns: list[Conn], backend: str, tag: int = 0,
+         holders: list[Holder] | None = None) -> Lock:
+    """Drop every packet of ``conns`` from now on, until ``unlock``. ``holders``: the
+    sockets of the connections, in the note a later ckpt reads should this one die."""
+    lk = Lock(backend, lock_name(backend, tag), conns, holders=list(holders or []))
     if backend == "skip" or not conns:
         return lk
+    _write_note(lk, images=None)
     lk.held = True  # set first: an interrupted lock is undone too
     err = (_nft_lock if backend == "nftables" else _ipt_lock)(lk.name, conns)
     if err is not None:
@@ -229,12 +298,202 @@ def lock(conns: list[Conn], backend: str) -> Lock:
     return lk
 
 
-def unlock(lk: Lock) -> None:
-    """Remove the rules of ``lk``; gone already is fine."""
-    if not lk.held or lk.backend == "skip":
+def keep(lk: Lock, images_dir: str) -> None:
+    """The dump killed the processes: the lock stays for their restore from
+    ``images_dir`` (named in its note), and this ckpt no longer owns it."""
+    if lk.note_fd < 0:
         return
-    err = (_nft_unlock if lk.backend == "nftables" else _ipt_unlock)(lk.name)
-    if err is not None:
-        raise LockError(f"cannot unlock the network ({lk.backend} {lk.name}): {err}")
-    lk.held = False
-    log.info("network unlocked (%s %s)", lk.backend, lk.name)
+    try:
+        _fill_note(lk, images_dir)
+    except OSError as e:
+        log.warning("network lock %s: cannot update its note: %s", lk.name, e)
+    os.close(lk.note_fd)
+    lk.note_fd = -1
+
+
+def unlock(lk: Lock) -> None:
+    """Remove the rules of ``lk``, then its note; gone already is fine."""
+    if lk.held and lk.backend != "skip":
+        err = (_nft_unlock if lk.backend == "nftables" else _ipt_unlock)(lk.name)
+        if err is not None:
+            raise LockError(f"cannot unlock the network ({lk.backend} {lk.name}): {err}")
+        lk.held = False
+        log.info("network unlocked (%s %s)", lk.backend, lk.name)
+    _remove_note(lk)
+
+
+# ------------------------------------------------------------------ notes
+
+
+def _note_path(name: str) -> str:
+    return os.path.join(notes_dir(), f"{name}.json")
+
+
+def _netns() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def _fill_note(lk: Lock, images: str | None) -> None:
+    body = {"backend": lk.backend, "name": lk.name, "netns": _netns(),
+            "images": os.path.abspath(images) if images else None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "owner": os.getpid(),
+            "connections": [c.to_json() for c in lk.conns],
+            "sockets": [asdict(h) for h in lk.holders]}
+    data = json.dumps(body, indent=1).encode() + b"\n"
+    os.ftruncate(lk.note_fd, 0)
+    os.pwrite(lk.note_fd, data, 0)
+    os.fsync(lk.note_fd)
+
+
+def _write_note(lk: Lock, images: str | None) -> None:
+    """Create the note of ``lk``, flocked (by a name no reader looks at until the lock
+    is taken), then give it its name. Without a note the lock still works: a warning."""
+    folder = notes_dir()
+    tmp = os.path.join(folder, f".{lk.name}.new")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError as e:
+        log.warning("cannot keep a note of network lock %s in %s (%s): if ckpt is killed, "
+                    "no later ckpt will find it", lk.name, folder, e)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        lk.note_fd = fd
+        _fill_note(lk, images)
+        os.rename(tmp, _note_path(lk.name))
+    except OSError as e:
+        os.close(fd)
+        lk.note_fd = -1
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        log.warning("cannot keep a note of network lock %s: %s", lk.name, e)
+
+
+def _remove_note(lk: Lock) -> None:
+    try:
+        os.unlink(_note_path(lk.name))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("network lock %s: cannot remove its note: %s", lk.name, e)
+    if lk.note_fd >= 0:
+        os.close(lk.note_fd)
+        lk.note_fd = -1
+
+
+@dataclass
+class Note:
+    """A lock as its note describes it."""
+
+    lock: Lock
+    netns: int
+    images: str | None
+    holders: list[Holder]
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Note:
+        lk = Lock.from_json(raw)
+        holders = [Holder(**{k: int(h[k]) for k in ("pid", "start", "fd", "inode", "reuse")})
+                   for h in raw.get("sockets", [])]
+        lk.holders = holders
+        images = raw.get("images")
+        return cls(lk, int(raw["netns"]), images if isinstance(images, str) else None, holders)
+
+
+def _notes() -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(notes_dir())
+                      if n.endswith(".json") and not n.startswith("."))
+    except OSError:
+        return []
+
+
+def held() -> list[tuple[Note, bool]]:
+    """Every lock with a note in this network namespace, and whether a ckpt owns it
+    now (a dump running); for ``ckpt check``."""
+    out = []
+    for name in _notes():
+        path = os.path.join(notes_dir(), name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                owned = False
+            except OSError:
+                owned = True
+            with os.fdopen(os.dup(fd), "rb") as f:
+                note = Note.parse(json.loads(f.read()))
+            if note.netns == _netns():
+                out.append((note, owned))
+        except (OSError, ValueError, KeyError, TypeError, LockError):
+            continue
+        finally:
+            os.close(fd)
+    return out
+
+
+def recover() -> list[str]:
+    """Undo what killed dumps left: for each lock whose note no ckpt owns and whose
+    sockets are still open in their processes (the dump never killed them), take those
+    sockets out of repair mode and remove the rules. What was done, one line each."""
+    done = []
+    for name in _notes():
+        path = os.path.join(notes_dir(), name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue  # a running dump's
+                raise
+            if os.fstat(fd).st_nlink == 0:
+                continue  # released meanwhile
+            with os.fdopen(os.dup(fd), "rb") as f:
+                note = Note.parse(json.loads(f.read()))
+            if note.netns != _netns():
+                continue  # another namespace's: for a ckpt running there
+            line = _recover(note)
+            if line:
+                done.append(line)
+                log.warning("%s", line)
+        except (OSError, ValueError, KeyError, TypeError, LockError) as e:
+            log.warning("network lock note %s: %s", path, e)
+        finally:
+            os.close(fd)
+    return done
+
+
+def _recover(note: Note) -> str | None:
+    """Release the lock of ``note`` if its sockets are still open; None if it is held
+    for a restore."""
+    running = [h for h in note.holders if h.still_open()]
+    if not running and note.holders:
+        return None
+    lk = note.lock
+    unlock(lk)
+    repaired = 0
+    for h in running:
+        try:
+            with _socket_of(h.pid, h.fd) as sock:
+                if sock.getsockopt(repair.SOL_TCP, repair.TCP_REPAIR):
+                    repair.off(sock)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, h.reuse)
+                    repaired += 1
+        except OSError as e:
+            log.warning("process %d fd %d: cannot take it out of repair mode: %s", h.pid,
+                        h.fd, e)
+    pids = sorted({h.pid for h in running})
+    return (f"network lock {lk.name} ({lk.backend}) left by a ckpt killed during a dump "
+            f"released: process(es) {', '.join(map(str, pids)) or 'none'} run on"
+            + (f"; {repaired} socket(s) taken out of repair mode" if repaired else ""))

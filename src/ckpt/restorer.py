@@ -356,6 +356,7 @@ class Restore:
 
     def load(self) -> None:
         """Verify every image and read what the restore needs; nothing is created."""
+        netlock.recover()
         images = ImageReader(self.images_dir)
         images.verify()
         faults.point("restore.verified")

@@ -54,9 +54,19 @@ def _fmt(addr: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def tree_connections(pids: list[int]) -> list[tuple[tuple[str, int], tuple[str, int]]]:
-    """(local, peer) of every TCP connection held by an fd of ``pids``."""
-    inodes: set[int] = set()
+@dataclass(frozen=True)
+class TreeConnection:
+    """A TCP connection of the tree: our end, the peer's, and the fds holding it."""
+
+    local: tuple[str, int]
+    peer: tuple[str, int]
+    inode: int
+    holders: tuple[tuple[int, int], ...]  # (pid, fd)
+
+
+def tree_connections(pids: list[int]) -> list[TreeConnection]:
+    """Every TCP connection held by an fd of ``pids``."""
+    held: dict[int, list[tuple[int, int]]] = {}
     for pid in pids:
         for fd in procfs.fd_numbers(pid):
             try:
@@ -64,13 +74,14 @@ def tree_connections(pids: list[int]) -> list[tuple[tuple[str, int], tuple[str, 
             except (OSError, procfs.ProcessGone):
                 continue
             if link.startswith("socket:["):
-                inodes.add(int(link[8:-1]))
+                held.setdefault(int(link[8:-1]), []).append((pid, fd))
     mask = sum(1 << s for s in CONNECTED)
     out = []
     for fam in (socket.AF_INET, socket.AF_INET6):
         for s in sock_diag.inet_sockets(fam, socket.IPPROTO_TCP, mask):
-            if s.inode in inodes:
-                out.append(s.endpoints())
+            if s.inode in held:
+                local, peer = s.endpoints()
+                out.append(TreeConnection(local, peer, s.inode, tuple(held[s.inode])))
     return out
 
 
