@@ -33,11 +33,11 @@ def lock_of(images: Path) -> dict[str, object] | None:
     return lock
 
 
-def lock_present(lock: dict[str, object]) -> bool:
-    """Whether the rules of ``lock`` are in the kernel."""
+def lock_present(lock: dict[str, object], ns: Netns | None = None) -> bool:
+    """Whether the rules of ``lock`` are in the kernel (of network namespace ``ns``)."""
     name = str(lock["name"])
     if lock["backend"] == "nftables":
-        return table_present(name)
+        return table_present(name, ns)
     res = subprocess.run(["iptables", "-w", "-n", "-L", name], capture_output=True)
     return res.returncode == 0
 
@@ -54,10 +54,19 @@ def ckpt_tables(pid: int) -> set[str]:
     return found
 
 
-def table_present(name: str) -> bool:
-    """Whether nftables table ``name`` (inet) exists."""
-    return subprocess.run(["nft", "list", "table", "inet", name],
+def table_present(name: str, ns: Netns | None = None) -> bool:
+    """Whether nftables table ``name`` (inet) exists (in network namespace ``ns``)."""
+    argv = ["nft", "list", "table", "inet", name]
+    return subprocess.run(ns.enter_argv(argv) if ns else argv,
                           capture_output=True).returncode == 0
+
+
+def lock_drops(name: str, ns: Netns | None = None) -> int:
+    """How many packets coming in the nftables lock ``name`` dropped so far."""
+    argv = ["nft", "list", "chain", "inet", name, "input"]
+    out = subprocess.run(ns.enter_argv(argv) if ns else argv, capture_output=True,
+                         text=True, check=True).stdout
+    return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
 
 
 def free_port() -> int:
@@ -200,6 +209,15 @@ class Netns:
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
+
+    def enter_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run in the namespace's network only (``ip netns exec`` gives each
+        command a mount namespace of its own too: ckpt and its target must share one)."""
+        return ["nsenter", f"--net=/run/netns/{self.name}", *argv]
+
+    def holds(self, pid: int) -> bool:
+        """Whether process ``pid`` is in this network namespace."""
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{self.name}").st_ino
 
     def quiet(self, on: bool) -> None:
         """The far host stops answering (its end of the veth down), or comes back."""

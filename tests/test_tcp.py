@@ -25,6 +25,7 @@ from ckpt_helpers import (
     Output,
     Proc,
     Procs,
+    ckpt_cmd,
     ckpt_fails,
     ckpt_ok,
     is_alive,
@@ -34,8 +35,10 @@ from ckpt_helpers import (
     wait_until,
 )
 from tcp_helpers import (
+    Netns,
     RespReader,
     ckpt_tables,
+    lock_drops,
     lock_of,
     lock_present,
     need,
@@ -60,9 +63,15 @@ def _got(out: Output, name: str) -> int:
 def _streaming(out: Output, more: int = 2000, names: tuple[str, ...] = ("server", "client")
                ) -> None:
     """Both ends receive ``more`` lines beyond what they had: the connection carries on."""
-    start = {n: _got(out, n) for n in names}
-    for n in names:
-        wait_until(lambda n=n: _got(out, n) >= start[n] + more, TIMEOUT,
+    _streams({n: out for n in names}, more)
+
+
+def _streams(outs: dict[str, Output], more: int = 2000, timeout: float = TIMEOUT) -> None:
+    """Each end (by name, with the output it prints to) receives ``more`` lines beyond
+    what it had, none lost, repeated or out of order (each end checks)."""
+    start = {n: _got(o, n) for n, o in outs.items()}
+    for n, o in outs.items():
+        wait_until(lambda n=n, o=o: _got(o, n) >= start[n] + more, timeout,
                    f"{n} to receive {more} more lines")
 
 
@@ -464,3 +473,72 @@ def test_ckpt_killed_with_a_socket_in_repair_mode(procs: Procs, tmp_path: Path,
             got += peer.recv(100)
         assert got == b"after"
         target.out.wait_line("^echoed 11$")
+
+
+# ------------------------------------------------------------------ two network namespaces
+
+
+def _ckpt_in(ns: Netns, *args: str | int | Path) -> subprocess.CompletedProcess[str]:
+    """``ckpt ARGS`` run in ``ns``'s network namespace; it must succeed."""
+    argv = ns.enter_argv(ckpt_cmd() + [str(a) for a in args])
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=scaled(60),
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, f"{argv} exited {res.returncode}\n{res.stderr}"
+    return res
+
+
+def test_peer_in_another_namespace_goes_quiet(procs: Procs, images: Path) -> None:
+    """The server dumped, its client outside the tree in a network namespace of its own
+    (a veth pair, link-local addresses the test made). While the server is dumped the
+    client retransmits: the lock drops every packet (its counter says so). Then the
+    client's host goes quiet (its end of the link down) while the server is restored:
+    the window probe and retransmissions of the restore are lost. Once the host is back,
+    both ends stream on: every line once, in order, both ways."""
+    need("nft", "ip")
+    with Netns() as ns:
+        server = procs.start([PYTHON, ECHO, "serve", ns.here], name="server")
+        port = server.out.wait_line(r"^port ").split()[1]
+        client = procs.start(ns.exec_argv([PYTHON, str(ECHO), "connect", ns.here, port]),
+                             name="client")
+        outs = {"server": server.out, "client": client.out}
+        _streams(outs)
+        ckpt_ok("dump", "-t", server.pid, "-D", images, "--tcp-established")
+        procs.wait_gone(server)
+        lock = lock_of(images)
+        assert lock is not None and lock["backend"] == "nftables"
+        wait_until(lambda: lock_drops(str(lock["name"])) > 0, TIMEOUT,
+                   "the client's retransmissions to meet the lock")
+        ns.quiet(True)
+        try:
+            _restore(procs, images, [server.pid], server.out)
+        finally:
+            ns.quiet(False)
+        assert not lock_present(lock)
+        _streams(outs, 5000, timeout=90)  # the client's retransmissions backed off meanwhile
+        os.kill(client.pid, signal.SIGKILL)
+
+
+def test_client_dumped_in_its_own_namespace(procs: Procs, images: Path) -> None:
+    """The two-namespace pair the other way round: the client, in a network namespace
+    of its own, dumped and restored by a ckpt running in that namespace (its lock is
+    that namespace's); the server, in the root namespace, outside the tree. The
+    restored client is in its namespace again and both ends stream on."""
+    need("nft", "ip", "nsenter")
+    with Netns() as ns:
+        server = procs.start([PYTHON, ECHO, "serve", ns.here], name="server")
+        port = server.out.wait_line(r"^port ").split()[1]
+        client = procs.start(ns.enter_argv([PYTHON, str(ECHO), "connect", ns.here, port]),
+                             name="client")
+        wait_until(lambda: ns.holds(client.pid), TIMEOUT, "nsenter to enter the namespace")
+        outs = {"server": server.out, "client": client.out}
+        _streams(outs)
+        _ckpt_in(ns, "dump", "-t", client.pid, "-D", images, "--tcp-established")
+        procs.wait_gone(client)
+        lock = lock_of(images)
+        assert lock is not None and lock_present(lock, ns) and not lock_present(lock)
+        _ckpt_in(ns, "restore", "-D", images, "-d", "--tcp-established")
+        assert is_alive(client.pid) and ns.holds(client.pid)
+        procs.adopt(client.pid, client.out)
+        assert not lock_present(lock, ns)
+        _streams(outs, 5000)
+        os.kill(client.pid, signal.SIGKILL)

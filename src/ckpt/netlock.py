@@ -99,7 +99,7 @@ def _nft_match(c: Conn, inbound: bool) -> str:
     sport, dport = (c.remote[1], c.local[1]) if inbound else (c.local[1], c.remote[1])
     ip = "ip" if fam == socket.AF_INET else "ip6"
     return (f"{ip} saddr {src} {ip} daddr {dst} tcp sport {sport} tcp dport {dport} "
-            f"meta mark != {MARK:#x} drop")
+            f"meta mark != {MARK:#x} counter drop")
 
 
 def _nft_lock(name: str, conns: list[Conn]) -> str | None:
