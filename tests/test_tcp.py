@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import threading
 from pathlib import Path
@@ -308,11 +309,21 @@ STATES = {"FIN_WAIT1": 4, "FIN_WAIT2": 5, "CLOSE_WAIT": 8, "LAST_ACK": 9, "CLOSI
 
 
 def _state_of(port: int) -> int | None:
-    """The state of the TCP socket whose local port is ``port`` (127.0.0.1)."""
+    """The state of the TCP socket whose local port is ``port`` (127.0.0.1); None when
+    sock_diag does not list it (closed)."""
     from ckpt.kernel.sock_diag import inet_sockets
     for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP):
         if s.sport == port and s.inode:
             return s.state
+    return None
+
+
+def _rqueue(port: int) -> int | None:
+    """The bytes queued for reading on the TCP socket whose local port is ``port``."""
+    from ckpt.kernel.sock_diag import inet_sockets
+    for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP):
+        if s.sport == port and s.inode:
+            return s.rqueue
     return None
 
 
@@ -542,3 +553,91 @@ def test_client_dumped_in_its_own_namespace(procs: Procs, images: Path) -> None:
         assert not lock_present(lock, ns)
         _streams(outs, 5000)
         os.kill(client.pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ connections that ended
+
+ENDED = PROGS / "tcp_ended.py"
+
+
+def _ended_target(procs: Procs) -> tuple[Proc, socket.socket, int]:
+    """The target connected to a peer of the test's: (target, peer, target's port)."""
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        target = procs.start([PYTHON, ENDED, "127.0.0.1", str(lst.getsockname()[1])])
+        peer, _ = lst.accept()
+    peer.settimeout(scaled(TIMEOUT))
+    port = int(target.out.wait_line(r"^local ").split()[1])
+    return target, peer, port
+
+
+def _reset(peer: socket.socket) -> None:
+    """Close ``peer`` with a reset (SO_LINGER 0)."""
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+
+
+def _signal_and_wait(target: Proc, sig: int, line: str) -> None:
+    n = len(target.out.lines())
+    os.kill(target.pid, sig)
+    target.out.wait_line(line, start=n)
+
+
+def _finish_ended(procs: Procs, images: Path, target: Proc) -> list[str]:
+    """Dump (no --tcp-established needed: nothing is locked) and restore ``target``; it
+    reads and writes its ended connection; what it printed then."""
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    procs.wait_gone(target)
+    assert lock_of(images) is None
+    files = json.loads((images / "files.json").read_text())
+    assert [d["tcp"].get("ended") for d in files.values() if "tcp" in d] == [True]
+    _restore(procs, images, [target.pid], target.out)
+    n = len(target.out.lines())
+    os.kill(target.pid, signal.SIGUSR2)
+    target.out.wait_line("^write ", start=n)
+    return target.out.lines()[n:]
+
+
+def test_reset_connection_seen_by_the_process(procs: Procs, images: Path) -> None:
+    """The peer sent bytes, then reset the connection; the process saw the error
+    (ECONNRESET) but not the bytes. Restored, it reads the bytes, then the end of
+    file, and a write fails with EPIPE: as it would have without the dump."""
+    target, peer, port = _ended_target(procs)
+    peer.sendall(b"unread")
+    wait_until(lambda: _rqueue(port) == 6, TIMEOUT, "the bytes to arrive")
+    _reset(peer)
+    wait_until(lambda: _state_of(port) is None, TIMEOUT, "the reset")  # CLOSE: unhashed
+    _signal_and_wait(target, signal.SIGUSR1, "^error ECONNRESET$")
+    assert _finish_ended(procs, images, target) == ["read b'unread'", "eof", "write EPIPE"]
+
+
+def test_reset_while_frozen_is_refused(procs: Procs, images: Path) -> None:
+    """The peer resets the connection and the process has not seen the error yet (as
+    when the reset comes while it is frozen): the dump is refused, naming the state,
+    and the process still gets its error; dumped once it has, it restores."""
+    target, peer, port = _ended_target(procs)
+    peer.sendall(b"unread")
+    wait_until(lambda: _rqueue(port) == 6, TIMEOUT, "the bytes to arrive")
+    _reset(peer)
+    wait_until(lambda: _state_of(port) is None, TIMEOUT, "the reset")
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images, "--tcp-established")
+    assert re.search(r"process \d+ fd \d+ .*connection ended \(state CLOSE\) with an error "
+                     r"the process has not read yet .*retry once the process has seen the "
+                     r"error", err), err
+    _signal_and_wait(target, signal.SIGUSR1, "^error ECONNRESET$")
+    assert _finish_ended(procs, images, target) == ["read b'unread'", "eof", "write EPIPE"]
+
+
+def test_connection_closed_both_ways(procs: Procs, images: Path) -> None:
+    """Both ends sent their FIN (the peer's bytes before it, unread): the socket is in
+    CLOSE. Restored, the process reads the bytes, then the end of file; writes fail."""
+    target, peer, port = _ended_target(procs)
+    with peer:
+        peer.sendall(b"bye")
+        peer.shutdown(socket.SHUT_WR)
+        wait_until(lambda: _state_of(port) == STATES["CLOSE_WAIT"], TIMEOUT, "CLOSE_WAIT")
+        _signal_and_wait(target, signal.SIGHUP, "^shut$")
+        assert peer.recv(10) == b""
+        wait_until(lambda: _state_of(port) is None, TIMEOUT, "the close")
+        assert _finish_ended(procs, images, target) == ["read b'bye'", "eof", "write EPIPE"]

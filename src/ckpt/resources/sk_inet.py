@@ -1,8 +1,8 @@
 """TCP, UDP and UDP-Lite sockets, IPv4 and IPv6: TCP sockets listening (with no
 connection waiting to be accepted) or not yet used (bound or not), TCP connections
-(with ``--tcp-established``: sk_tcp.py saves and rebuilds them), UDP and UDP-Lite
-sockets bound or not, connected or not, shut down or not, with the datagrams
-queued on them (udp_queue.py).
+(with ``--tcp-established``: sk_tcp.py saves and rebuilds them, and those that
+ended), UDP and UDP-Lite sockets bound or not, connected or not, shut down or not,
+with the datagrams queued on them (udp_queue.py).
 
 
 Each comes back as a new socket with the same owner and the options the process
@@ -14,8 +14,9 @@ freed with SOCK_DESTROY before the bind is tried again.
 
 Refused at dump: TCP connections without ``--tcp-established``, connections
 being made (SYN_SENT, SYN_RECV), a listener with connections not yet accepted, a
-TCP socket whose connection ended or failed, a corked UDP socket with data not
-sent yet, and every other protocol or family.
+TCP connection that ended with an error not read yet or whose attempt failed
+(sk_tcp.py), a corked UDP socket with data not sent yet, and every other protocol
+or family.
 
 """
 
@@ -214,9 +215,8 @@ class InetSockets(SocketKind):
                                    f"{TCP_STATES.get(state, state)} (being made); retry once "
                                    "it is established")
         segs_out, segs_in = struct.unpack_from("=II", ti, 136) if len(ti) >= 144 else (0, 0)
-        if segs_out or segs_in:
-            raise UnsupportedError(f"{where}: a TCP socket whose connection ended or failed "
-                                   "is not supported")
+        if segs_out or segs_in:  # it had a connection, or tried to
+            self.connections.ended(ctx, sock, desc, ti, where)
 
     def _raw(self, ctx: DumpCtx, sock: socket.socket, desc: dict[str, Any],
              where: str) -> None:

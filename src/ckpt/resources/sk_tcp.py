@@ -8,8 +8,17 @@ handshake negotiated (MSS, window scale, SACK, timestamps), the timestamp clock 
 the window (``TCP_REPAIR_WINDOW``). Half-closed connections keep their FINs: ours
 (FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING) is queued as sent again, and the peer's
 (CLOSE_WAIT, LAST_ACK, CLOSING) and its ACK of ours (FIN_WAIT2) are received again
-from a segment ckpt sends as the peer. A connection that ended, or was reset by its
-peer, comes back closed with its unread bytes and its pending error.
+from a segment ckpt sends as the peer. A connection that ended (both FINs, or a reset
+whose error the process has read) comes back closed, its unread bytes read before
+the end of file, as criu restores a connection in CLOSE: it is rebuilt in repair
+mode and closed by the peer's FIN and ACK sent as the peer.
+
+Refused: a connection with an error the process has not read yet (reset by the
+peer while frozen, timed out, or an ICMP error with IP_RECVERR), and one with
+messages on its error queue. The kernel gives a pending error only through
+SO_ERROR, which clears it: read by a dump that then fails or lets the process run
+(-R), the process would never see it. poll() shows it (POLLERR) without clearing
+it; a retry once the process has seen it works.
 
 At dump a socket is in repair mode only while it is read (the network lock keeps
 its packets out, the freeze keeps its process still); it enters repair mode again
@@ -26,6 +35,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +55,23 @@ CONNECTED = frozenset({ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, 
 OUR_FIN = frozenset({FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING})  # we sent a FIN
 PEER_FIN = frozenset({CLOSE_WAIT, LAST_ACK, CLOSING})  # we received the peer's FIN
 _SEND_TIMEOUT = 30.0  # seconds to hand the bytes never sent to the kernel at restore
-# pending errors a reset connection comes back with, by the state the RST found it in
-_RESET_STATE = {errno.ECONNRESET: ESTABLISHED, errno.EPIPE: CLOSE_WAIT}
+
+
+def pending_error(sock: socket.socket) -> bool:
+    """Whether ``sock`` has an error the process has not read, or messages on its error
+    queue (poll shows both as POLLERR, and reads neither)."""
+    p = select.poll()
+    p.register(sock, select.POLLERR)
+    return any(ev & select.POLLERR for _, ev in p.poll(0))
+
+
+def _ever_established(ti: bytes) -> bool:
+    """From the TCP_INFO of a closed socket: whether its connection was established once
+    (an attempt that was refused or timed out negotiated no option, measured no round
+    trip, and moved no byte)."""
+    rtt = struct.unpack_from("=I", ti, 68)[0]  # tcpi_rtt
+    acked, received = struct.unpack_from("=QQ", ti, 120) if len(ti) >= 136 else (0, 0)
+    return bool(ti[5] or rtt or acked or received)  # tcpi_options
 
 
 def _fmt(addr: Any) -> str:
@@ -95,6 +120,7 @@ class _Rebuilt:
     unsent: bytes = b""
     fin_unsent: bool = False
     reuse: int = 0
+    ended: bool = False  # closed already: it only leaves repair mode
 
 
 @dataclass
@@ -115,6 +141,12 @@ class Connections:
                 f"{where}: {_name(state)} TCP connection to {_fmt(desc['peer'])}; dump "
                 "with --tcp-established to save it (or --tcp-close to restore it closed)")
         ctx.images.need("tcp")
+        if pending_error(sock):
+            raise UnsupportedError(
+                f"{where}: {_name(state)} TCP connection to {_fmt(desc['peer'])} with an "
+                "error the process has not read yet (an ICMP error), or messages on its "
+                "error queue; ckpt cannot read either without taking it from the process: "
+                "retry once the process has read them")
         if ctx.tcp.close:
             desc["tcp"] = {"closed": True}
             return
@@ -150,6 +182,36 @@ class Connections:
                  where, _name(state), _fmt(desc["peer"]), len(send.data), unsent,
                  len(recv.data))
 
+    def ended(self, ctx: DumpCtx, sock: socket.socket, desc: Description, ti: bytes,
+              where: str) -> None:
+        """Save a socket whose connection ended (state CLOSE, ``ti`` its TCP_INFO): the
+        bytes received and not read. It locks nothing and needs no --tcp-established
+        (as criu's closed sockets)."""
+        if pending_error(sock):
+            raise UnsupportedError(
+                f"{where}: its TCP connection ended (state CLOSE) with an error the "
+                "process has not read yet (reset by the peer, timed out or refused); "
+                "reading it would clear it (SO_ERROR), and a dump that fails or lets the "
+                "process run (-R) would leave it never seen: retry once the process has "
+                "seen the error")
+        if not _ever_established(ti):
+            raise UnsupportedError(f"{where}: a TCP connection attempt that failed (state "
+                                   "CLOSE, never established) is not supported")
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        repair.on(sock)
+        try:
+            recv = repair.read_queue(sock, repair.RECV_QUEUE)
+            send = repair.read_queue(sock, repair.SEND_QUEUE)  # left unread: nobody can
+        finally:
+            repair.off(sock, probe=False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+        desc["tcp"] = {"ended": True,
+                       "recv": {"seq": recv.seq, **self._save(ctx, recv.data)},
+                       "send": {"seq": send.seq}}
+        ctx.images.need("tcp-ended")
+        log.info("%s: its connection ended; %d bytes received unread", where,
+                 len(recv.data))
+
     def _save(self, ctx: DumpCtx, data: bytes) -> dict[str, int]:
         if not data:
             return {"off": 0, "len": 0}
@@ -177,11 +239,10 @@ class Connections:
 
     def check(self, ctx: RestoreCtx, descs: list[Description]) -> None:
         """Refuse, before anything is made, connections the options do not allow."""
-        if not descs or ctx.tcp.established or ctx.tcp.close:
+        live = [d for d in descs if not d["tcp"].get("closed") and not d["tcp"].get("ended")]
+        if not live or ctx.tcp.established or ctx.tcp.close:
             return
-        if all(d["tcp"].get("closed") for d in descs):
-            return
-        d = next(d for d in descs if not d["tcp"].get("closed"))
+        d = live[0]
         raise RestoreError(f"socket:[{d['inode']}]: the images hold {len(descs)} TCP "
                            f"connection(s) (this one to {_fmt(d['peer'])}); restore with "
                            "--tcp-established, or --tcp-close to restore them closed")
@@ -190,6 +251,9 @@ class Connections:
                 where: str) -> None:
         """Make ``sock`` (new, options set) the saved connection, in repair mode."""
         t = desc["tcp"]
+        if t.get("ended"):
+            self._rebuild_ended(ctx, sock, desc, where)
+            return
         if t.get("closed") or ctx.tcp.close:
             _closed(sock, desc, where)
             return
@@ -232,6 +296,44 @@ class Connections:
                                      state, send_data[len(sent):], t["fin_unsent"], reuse))
         log.info("%s: %s to %s rebuilt (%d bytes to send, %d received unread)", where,
                  _name(state), _fmt(desc["peer"]), len(send_data), len(recv_data))
+
+    def _rebuild_ended(self, ctx: RestoreCtx, sock: socket.socket, desc: Description,
+                       where: str) -> None:
+        """A connection that ended: in repair mode, bound to its address and "connected"
+        to itself (the peer is gone, its address unknown: nothing goes out), the bytes
+        received put back, then closed by the peer's FIN, ours, and the peer's ACK of it:
+        state CLOSE, reads give the bytes, then the end of file; writes fail (EPIPE)."""
+        t = desc["tcp"]
+        data = _load(ctx, t["recv"], where)
+        rcv = (t["recv"]["seq"] - len(data) - 1) & 0xFFFFFFFF  # the peer's FIN last
+        snd = (t["send"]["seq"] - 1) & 0xFFFFFFFF  # ours
+        local = tuple(desc["addr"])
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        _grow_buffers(sock, 0, len(data))
+        repair.on(sock)
+        _bind(sock, desc, where)
+        repair.set_seq(sock, repair.RECV_QUEUE, rcv)
+        repair.set_seq(sock, repair.SEND_QUEUE, snd)
+        try:
+            sock.connect(local)
+            repair.fill_queue(sock, repair.RECV_QUEUE, data)
+            fin_at = (rcv + len(data)) & 0xFFFFFFFF
+            repair.send_as_peer(local, local, fin_at, snd, repair.TH_FIN | repair.TH_ACK)
+            _wait_state(sock, CLOSE_WAIT, where)
+            sock.setsockopt(repair.SOL_TCP, repair.TCP_REPAIR_QUEUE, repair.SEND_QUEUE)
+            try:
+                sock.shutdown(socket.SHUT_WR)  # queued as sent: nothing goes out
+            finally:
+                sock.setsockopt(repair.SOL_TCP, repair.TCP_REPAIR_QUEUE, repair.NO_QUEUE)
+            repair.send_as_peer(local, local, fin_at + 1, snd + 1, repair.TH_ACK)
+            _wait_state(sock, CLOSE, where)
+        except OSError as e:
+            raise RestoreError(f"{where}: cannot rebuild the connection that ended: "
+                               f"{e.strerror}") from None
+        self.rebuilt.append(_Rebuilt(socket.socket(fileno=os.dup(sock.fileno())), where,
+                                     CLOSE, reuse=reuse, ended=True))
+        log.info("%s: connection that ended rebuilt (%d bytes received unread)", where,
+                 len(data))
 
     def _close_states(self, sock: socket.socket, desc: Description, una: int, snd_end: int,
                       where: str) -> None:
@@ -276,7 +378,7 @@ class Connections:
         errors = []
         for r in self.rebuilt:
             try:
-                repair.off(r.sock)
+                repair.off(r.sock, probe=not r.ended)
                 r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, r.reuse)
                 _send_all(r.sock, r.unsent)
                 if r.fin_unsent:
