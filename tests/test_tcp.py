@@ -578,9 +578,11 @@ def _reset(peer: socket.socket) -> None:
     peer.close()
 
 
-def _signal_and_wait(target: Proc, sig: int, line: str) -> None:
+def _signal_and_wait(target: Proc, sig: int, line: str, pid: int | None = None) -> None:
+    """Send ``sig`` to ``target`` (or to ``pid``, printing to the same output) and wait
+    for a new line matching ``line``."""
     n = len(target.out.lines())
-    os.kill(target.pid, sig)
+    os.kill(pid or target.pid, sig)
     target.out.wait_line(line, start=n)
 
 
@@ -641,3 +643,102 @@ def test_connection_closed_both_ways(procs: Procs, images: Path) -> None:
         assert peer.recv(10) == b""
         wait_until(lambda: _state_of(port) is None, TIMEOUT, "the close")
         assert _finish_ended(procs, images, target) == ["read b'bye'", "eof", "write EPIPE"]
+
+
+# ------------------------------------------------------------------ not accepted yet
+
+INFLIGHT = PROGS / "tcp_inflight.py"
+
+
+def _waiting(port: int) -> list[tuple[int, int]]:
+    """(client port, bytes received) of each connection to 127.0.0.1:``port`` that no
+    process holds yet (in the listener's queue)."""
+    from ckpt.kernel.sock_diag import inet_sockets
+    return [(s.dport, s.rqueue) for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP)
+            if s.sport == port and not s.inode and s.state == 1]
+
+
+@pytest.mark.parametrize("sent", ["after", "unacknowledged"])
+def test_not_accepted_from_the_tree(procs: Procs, images: Path, sent: str) -> None:
+    """The server's connection from its own child is not accepted yet at dump. At
+    restore the child's socket connects again to the restored listener, so the
+    server accepts it as it would have; the child's "ping" (sent after the restore, or
+    sent before the dump and never acknowledged: the test drops it on its way) reaches
+    the server once, and the server's answer the child."""
+    need("nft")
+    tree = procs.start([PYTHON, INFLIGHT, "tree"])
+    port = int(tree.out.wait_line(r"^port ").split()[1])
+    client = only_child(tree.pid)
+    cport = int(tree.out.wait_line(r"^client local ").split()[2])
+    assert _waiting(port) == [(cport, 0)]
+    if sent == "unacknowledged":
+        from tcp_helpers import dropped
+        with dropped(("127.0.0.1", cport), ("127.0.0.1", port)):
+            _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
+            ckpt_ok("dump", "-t", tree.pid, "-D", images, "--tcp-established")
+    else:
+        ckpt_ok("dump", "-t", tree.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(tree)
+    procs.wait_gone(client)
+    files = json.loads((images / "files.json").read_text())
+    assert [d["in_flight"] for d in files.values() if "in_flight" in d] == \
+        [[["127.0.0.1", cport]]]
+    assert [d["tcp"].get("reconnect") for d in files.values() if "tcp" in d] == [True]
+    _restore(procs, images, [tree.pid, client], tree.out)
+    if sent == "after":
+        _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
+    os.kill(tree.pid, signal.SIGUSR2)
+    tree.out.wait_line("^client got ")
+    lines = tree.out.lines()
+    assert "server got b'ping'" in lines and "client got b'pong'" in lines, lines
+
+
+def test_not_accepted_with_bytes_received(procs: Procs, images: Path) -> None:
+    """A connection not accepted yet that has received bytes (which only the kernel
+    holds) is refused, naming it; with --skip-in-flight it is dropped: the restored
+    client's connection is reset."""
+    need("nft")
+    tree = procs.start([PYTHON, INFLIGHT, "tree"])
+    port = int(tree.out.wait_line(r"^port ").split()[1])
+    client = only_child(tree.pid)
+    cport = int(tree.out.wait_line(r"^client local ").split()[2])
+    _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
+    wait_until(lambda: _waiting(port) == [(cport, 4)], TIMEOUT, "the bytes to arrive")
+    err = ckpt_fails("dump", "-t", tree.pid, "-D", images, "--tcp-established")
+    assert re.search(rf"process {tree.pid} fd \d+ .*listening with a connection from "
+                     rf"127\.0\.0\.1:{cport} not accepted yet, which has received 4 bytes "
+                     r".*--skip-in-flight drops it", err), err
+    ckpt_ok("dump", "-t", tree.pid, "-D", images, "--tcp-established", "--skip-in-flight")
+    procs.wait_gone(tree)
+    procs.wait_gone(client)
+    _restore(procs, images, [tree.pid, client], tree.out)
+    tree.out.wait_line("^client (got|error) ")
+    assert "client error ECONNRESET" in tree.out.lines(), tree.out.lines()
+
+
+def test_not_accepted_from_outside(procs: Procs, images: Path) -> None:
+    """A connection from outside the tree, not accepted yet, is refused, naming its
+    client; with --skip-in-flight it is dropped (its client sees a reset) and the
+    restored server accepts a new connection."""
+    server = procs.start([PYTHON, INFLIGHT, "serve"])
+    port = int(server.out.wait_line(r"^port ").split()[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT)) as outside:
+        oport = outside.getsockname()[1]
+        wait_until(lambda: _waiting(port) == [(oport, 0)], TIMEOUT, "the connection")
+        err = ckpt_fails("dump", "-t", server.pid, "-D", images)
+        assert re.search(r"listening on 127\.0\.0\.1:\d+ with 1 connection\(s\) not "
+                         r"accepted yet; dump with --tcp-established", err), err
+        err = ckpt_fails("dump", "-t", server.pid, "-D", images, "--tcp-established")
+        assert re.search(rf"listening with a connection from 127\.0\.0\.1:{oport} not "
+                         r"accepted yet, whose client is outside the dumped tree; ckpt "
+                         r"cannot bring it back \(--skip-in-flight drops it", err), err
+        assert _waiting(port) == [(oport, 0)]  # the refused dump left it in the queue
+        ckpt_ok("dump", "-t", server.pid, "-D", images, "--skip-in-flight")
+        procs.wait_gone(server)
+        with pytest.raises(ConnectionResetError):
+            outside.recv(10)
+    _restore(procs, images, [server.pid], server.out)
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT)) as again:
+        os.kill(server.pid, signal.SIGUSR2)
+        again.sendall(b"ping")
+        assert again.recv(10) == b"pong"

@@ -198,12 +198,8 @@ class InetSockets(SocketKind):
         desc["state"] = state
         if state == TCP_LISTEN:
             pending, backlog = struct.unpack_from("=II", ti, 24)  # tcpi_unacked, _sacked
-            if pending:
-                raise UnsupportedError(
-                    f"{where}: listening on {_fmt(desc['addr'] or sock.getsockname())} with "
-                    f"{pending} connection(s) not accepted yet; accepted or not, TCP "
-                    "connections are not supported (would need TCP_REPAIR): retry once "
-                    "they are accepted and closed")
+            if pending:  # connections not accepted yet
+                self.connections.listening(ctx, desc, pending, where)
             desc["backlog"] = backlog
             return
         if state in sk_tcp.CONNECTED:
@@ -263,6 +259,9 @@ class InetSockets(SocketKind):
         if desc["opts"].get("UDP_CORK") and wqueue:
             raise UnsupportedError(f"{where}: corked (UDP_CORK) with data not sent yet; "
                                    "not supported")
+
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
+        self.connections.after_dump(ctx, list(self.descriptions.values()))
 
     def before_kill(self) -> None:
         self.connections.before_kill()

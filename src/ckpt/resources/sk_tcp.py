@@ -13,6 +13,15 @@ whose error the process has read) comes back closed, its unread bytes read befor
 the end of file, as criu restores a connection in CLOSE: it is rebuilt in repair
 mode and closed by the peer's FIN and ACK sent as the peer.
 
+Connections not accepted yet (in a listener's queue: the kernel made them, no
+process holds them) whose client is in the tree, and received nothing: the client's
+connection is saved as any, and at restore connects again to the restored listener
+once the network is unlocked (a handshake over the same addresses), and sends what
+it had sent and not seen acknowledged: the listener's queue holds a connection to
+the restored client. Others (a client outside the tree, bytes or a FIN received)
+are refused naming them, or dropped with --skip-in-flight, as criu does (their
+client then sees a reset).
+
 Refused: a connection with an error the process has not read yet (reset by the
 peer while frozen, timed out, or an ICMP error with IP_RECVERR), and one with
 messages on its error queue. The kernel gives a pending error only through
@@ -110,6 +119,47 @@ def tree_connections(pids: list[int]) -> list[TreeConnection]:
     return out
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A connection in a listener's queue, not accepted yet, as sock_diag shows it."""
+
+    local: tuple[str, int]  # the listener's side
+    peer: tuple[str, int]  # the client
+    state: int
+    rqueue: int  # bytes received (a FIN received: CLOSE_WAIT)
+
+
+def _wire(addr: Any) -> tuple[str, int]:
+    """An address as packets carry it (IPv4-mapped IPv6 as IPv4), with its port."""
+    return repair.on_the_wire(addr[0])[1], int(addr[1])
+
+
+def _queued_on(listener: tuple[str, int]) -> list[_Waiting]:
+    """The connections no process holds yet (no inode) whose local end is ``listener``'s
+    address and port (any address, for a listener on a wildcard)."""
+    host, port = _wire(listener)
+    wildcard = host in ("0.0.0.0", "::")
+    mask = (1 << ESTABLISHED) | (1 << CLOSE_WAIT)
+    out = []
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for s in sock_diag.inet_sockets(fam, socket.IPPROTO_TCP, mask):
+            local, peer = s.endpoints()
+            if s.inode or s.sport != port or not (wildcard or _wire(local)[0] == host):
+                continue
+            out.append(_Waiting(_wire(local), _wire(peer), s.state, s.rqueue))
+    return out
+
+
+@dataclass
+class _Listener:
+    """A listener of the tree with connections not accepted yet."""
+
+    desc: Description
+    where: str
+    waiting: list[_Waiting]
+    pending: int  # how many the listener says it has
+
+
 @dataclass
 class _Rebuilt:
     """A socket rebuilt in repair mode, waiting for ``finish``."""
@@ -121,6 +171,7 @@ class _Rebuilt:
     fin_unsent: bool = False
     reuse: int = 0
     ended: bool = False  # closed already: it only leaves repair mode
+    connect_to: tuple[str, int] | None = None  # not accepted at dump: connects again
 
 
 @dataclass
@@ -130,6 +181,7 @@ class Connections:
     queues: RawWriter | None = None  # dump: tcp-queues.img
     held: list[socket.socket] = field(default_factory=list)  # dump: ckpt's copies
     rebuilt: list[_Rebuilt] = field(default_factory=list)  # restore: in repair mode
+    listeners: list[_Listener] = field(default_factory=list)  # dump: with a queue
 
     # ------------------------------------------------------------ dump
 
@@ -181,6 +233,56 @@ class Connections:
         log.info("%s: %s to %s, %d bytes to send (%d never sent), %d received unread",
                  where, _name(state), _fmt(desc["peer"]), len(send.data), unsent,
                  len(recv.data))
+
+    def listening(self, ctx: DumpCtx, desc: Description, pending: int, where: str) -> None:
+        """A listener with ``pending`` connections not accepted yet: which they are is
+        settled once every socket of the tree is dumped (``after_dump``)."""
+        addr = desc["addr"] or ["0.0.0.0", 0]
+        if not ctx.tcp.established and not ctx.tcp.skip_in_flight:
+            raise UnsupportedError(
+                f"{where}: listening on {_fmt(addr)} with {pending} connection(s) not "
+                "accepted yet; dump with --tcp-established (those whose client is in the "
+                "tree connect again at restore) or --skip-in-flight (dropped)")
+        self.listeners.append(_Listener(desc, where, _queued_on((addr[0], addr[1])),
+                                        pending))
+
+    def after_dump(self, ctx: DumpCtx, descs: list[Description]) -> None:
+        """Each connection waiting in a listener's queue: its client's connection (in
+        the tree) marked to connect again at restore, or refused, or dropped with
+        --skip-in-flight."""
+        if not self.listeners:
+            return
+        clients = {(_wire(d["addr"]), _wire(d["peer"])): d for d in descs
+                   if "tcp" in d and "window" in d["tcp"]}  # saved live connections
+        for lst in self.listeners:
+            if len(lst.waiting) != lst.pending:
+                self._cannot(ctx, lst, f"{lst.pending} connection(s) not accepted yet, of "
+                             "which ckpt finds "
+                             f"{len(lst.waiting)} (another listener on its port?)")
+                continue
+            again = []
+            for w in lst.waiting:
+                client = clients.get((w.peer, w.local))
+                why = _why_not_again(w, client)
+                if why:
+                    self._cannot(ctx, lst, f"a connection from {_fmt(w.peer)} not accepted "
+                                 f"yet, {why}")
+                    continue
+                assert client is not None
+                client["tcp"]["reconnect"] = True
+                again.append(list(w.peer))
+            lst.desc["in_flight"] = again
+            if again:
+                ctx.images.need("tcp-reconnect")
+                log.info("%s: %d connection(s) not accepted yet, from the tree: connected "
+                         "again at restore", lst.where, len(again))
+
+    def _cannot(self, ctx: DumpCtx, lst: _Listener, what: str) -> None:
+        if not ctx.tcp.skip_in_flight:
+            raise UnsupportedError(f"{lst.where}: listening with {what}; ckpt cannot bring "
+                                   "it back (--skip-in-flight drops it: its client sees a "
+                                   "reset)")
+        log.warning("%s: %s: dropped (--skip-in-flight)", lst.where, what)
 
     def ended(self, ctx: DumpCtx, sock: socket.socket, desc: Description, ti: bytes,
               where: str) -> None:
@@ -257,6 +359,9 @@ class Connections:
         if t.get("closed") or ctx.tcp.close:
             _closed(sock, desc, where)
             return
+        if t.get("reconnect"):
+            self._to_connect_again(ctx, sock, desc, where)
+            return
         state = desc["state"]
         send, recv = t["send"], t["recv"]
         send_data, recv_data = _load(ctx, send, where), _load(ctx, recv, where)
@@ -296,6 +401,22 @@ class Connections:
                                      state, send_data[len(sent):], t["fin_unsent"], reuse))
         log.info("%s: %s to %s rebuilt (%d bytes to send, %d received unread)", where,
                  _name(state), _fmt(desc["peer"]), len(send_data), len(recv_data))
+
+    def _to_connect_again(self, ctx: RestoreCtx, sock: socket.socket, desc: Description,
+                          where: str) -> None:
+        """A connection that was not accepted at dump: bound now, connected once the
+        network is unlocked (``finish``), then what it had sent goes again (the other
+        end had received none of it)."""
+        t = desc["tcp"]
+        data = _load(ctx, t["send"], where)
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its port, as before
+        _bind(sock, desc, where)
+        self.rebuilt.append(_Rebuilt(socket.socket(fileno=os.dup(sock.fileno())), where,
+                                     desc["state"], unsent=data, reuse=reuse,
+                                     connect_to=(desc["peer"][0], desc["peer"][1])))
+        log.info("%s: not accepted at dump: connects again to %s (%d bytes to send)", where,
+                 _fmt(desc["peer"]), len(data))
 
     def _rebuild_ended(self, ctx: RestoreCtx, sock: socket.socket, desc: Description,
                        where: str) -> None:
@@ -378,7 +499,10 @@ class Connections:
         errors = []
         for r in self.rebuilt:
             try:
-                repair.off(r.sock, probe=not r.ended)
+                if r.connect_to is not None:
+                    _connect_again(r.sock, r.connect_to)
+                else:
+                    repair.off(r.sock, probe=not r.ended)
                 r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, r.reuse)
                 _send_all(r.sock, r.unsent)
                 if r.fin_unsent:
@@ -446,6 +570,31 @@ def _wait_state(sock: socket.socket, state: int, where: str, timeout: float = 5.
             raise RestoreError(f"{where}: the segment sent as the peer did not bring the "
                                f"socket to {_name(state)} (it is {_name(repair.state(sock))})")
         time.sleep(0.001)
+
+
+def _why_not_again(w: _Waiting, client: Description | None) -> str | None:
+    """Why the connection ``w`` waiting in a listener's queue cannot connect again at
+    restore (its client ``client``), or None if it can."""
+    if client is None:
+        return "whose client is outside the dumped tree"
+    if w.rqueue or w.state != ESTABLISHED:
+        return (f"which has received {w.rqueue} bytes"
+                + (" and the end of the stream" if w.state != ESTABLISHED else "")
+                + " that only the kernel holds")
+    t = client["tcp"]
+    if client["state"] != ESTABLISHED or t["recv"]["len"] or t.get("fin_unsent"):
+        return "whose client has received bytes or closed its end"
+    return None
+
+
+def _connect_again(sock: socket.socket, peer: tuple[str, int]) -> None:
+    """Connect ``sock`` to ``peer`` (blocking or not, as the process has it)."""
+    err = sock.connect_ex(peer)
+    if err == errno.EINPROGRESS:
+        select.select([], [sock], [], _SEND_TIMEOUT)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # a new socket's own
+    if err:
+        raise OSError(err, f"cannot connect again to {_fmt(peer)}: {os.strerror(err)}")
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:
