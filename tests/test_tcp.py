@@ -327,19 +327,26 @@ def _rqueue(port: int) -> int | None:
     return None
 
 
+def _connected(procs: Procs, prog: Path) -> tuple[Proc, socket.socket, int]:
+    """``prog HOST PORT`` connected to a peer of the test's (which it prints "local PORT"
+    for): (the target, the peer, the target's port)."""
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        target = procs.start([PYTHON, prog, "127.0.0.1", str(lst.getsockname()[1])])
+        peer, _ = lst.accept()
+    peer.settimeout(scaled(TIMEOUT))
+    port = int(target.out.wait_line(r"^local ").split()[1])
+    return target, peer, port
+
+
 def _half_closed(procs: Procs, images: Path, state: str) -> None:
     """The target's end is brought to ``state`` (the test's end, the peer, answering or
     not), dumped (killed) and restored; then both ends finish the close and every byte
     and FIN arrives once."""
     need("nft")
-    with socket.socket() as lst:
-        lst.bind(("127.0.0.1", 0))
-        lst.listen(1)
-        target = procs.start([PYTHON, HALF, "127.0.0.1", str(lst.getsockname()[1])])
-        peer, _ = lst.accept()
+    target, peer, port = _connected(procs, HALF)
     with peer:
-        peer.settimeout(scaled(TIMEOUT))
-        port = int(target.out.wait_line(r"^local ").split()[1])
         quiet = state in ("FIN_WAIT1", "LAST_ACK", "CLOSING")  # our FIN never acknowledged
         from tcp_helpers import dropped
         with dropped(("127.0.0.1", port), peer.getsockname()) if quiet else _nothing():
@@ -461,14 +468,8 @@ def test_ckpt_killed_with_a_socket_in_repair_mode(procs: Procs, tmp_path: Path,
     need("nft")
     notes = tmp_path / "notes"
     monkeypatch.setenv("CKPT_NETLOCK_DIR", str(notes))
-    with socket.socket() as lst:
-        lst.bind(("127.0.0.1", 0))
-        lst.listen(1)
-        target = procs.start([PYTHON, POLL_ECHO, "127.0.0.1", str(lst.getsockname()[1])])
-        peer, _ = lst.accept()
+    target, peer, _ = _connected(procs, POLL_ECHO)
     with peer:
-        peer.settimeout(scaled(TIMEOUT))
-        target.out.wait_line(r"^local ")
         peer.sendall(b"before")
         assert peer.recv(100) == b"before"
         name = _kill_ckpt_during_dump(target.pid, tmp_path / "killed", notes)
@@ -560,18 +561,6 @@ def test_client_dumped_in_its_own_namespace(procs: Procs, images: Path) -> None:
 ENDED = PROGS / "tcp_ended.py"
 
 
-def _ended_target(procs: Procs) -> tuple[Proc, socket.socket, int]:
-    """The target connected to a peer of the test's: (target, peer, target's port)."""
-    with socket.socket() as lst:
-        lst.bind(("127.0.0.1", 0))
-        lst.listen(1)
-        target = procs.start([PYTHON, ENDED, "127.0.0.1", str(lst.getsockname()[1])])
-        peer, _ = lst.accept()
-    peer.settimeout(scaled(TIMEOUT))
-    port = int(target.out.wait_line(r"^local ").split()[1])
-    return target, peer, port
-
-
 def _reset(peer: socket.socket) -> None:
     """Close ``peer`` with a reset (SO_LINGER 0)."""
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -605,7 +594,7 @@ def test_reset_connection_seen_by_the_process(procs: Procs, images: Path) -> Non
     """The peer sent bytes, then reset the connection; the process saw the error
     (ECONNRESET) but not the bytes. Restored, it reads the bytes, then the end of
     file, and a write fails with EPIPE: as it would have without the dump."""
-    target, peer, port = _ended_target(procs)
+    target, peer, port = _connected(procs, ENDED)
     peer.sendall(b"unread")
     wait_until(lambda: _rqueue(port) == 6, TIMEOUT, "the bytes to arrive")
     _reset(peer)
@@ -618,7 +607,7 @@ def test_reset_while_frozen_is_refused(procs: Procs, images: Path) -> None:
     """The peer resets the connection and the process has not seen the error yet (as
     when the reset comes while it is frozen): the dump is refused, naming the state,
     and the process still gets its error; dumped once it has, it restores."""
-    target, peer, port = _ended_target(procs)
+    target, peer, port = _connected(procs, ENDED)
     peer.sendall(b"unread")
     wait_until(lambda: _rqueue(port) == 6, TIMEOUT, "the bytes to arrive")
     _reset(peer)
@@ -634,7 +623,7 @@ def test_reset_while_frozen_is_refused(procs: Procs, images: Path) -> None:
 def test_connection_closed_both_ways(procs: Procs, images: Path) -> None:
     """Both ends sent their FIN (the peer's bytes before it, unread): the socket is in
     CLOSE. Restored, the process reads the bytes, then the end of file; writes fail."""
-    target, peer, port = _ended_target(procs)
+    target, peer, port = _connected(procs, ENDED)
     with peer:
         peer.sendall(b"bye")
         peer.shutdown(socket.SHUT_WR)

@@ -23,7 +23,6 @@ processes: it is kept for their restore, which removes it and its note.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -32,6 +31,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -412,10 +412,9 @@ def _notes() -> list[str]:
         return []
 
 
-def held() -> list[tuple[Note, bool]]:
-    """Every lock with a note in this network namespace, and whether a ckpt owns it
-    now (a dump running); for ``ckpt check``."""
-    out = []
+def _each_note(mode: int) -> Iterator[tuple[Note, bool]]:
+    """Each lock noted in this network namespace, and whether its note was free to
+    flock with ``mode`` (no running dump owns it): read, and yielded, under that flock."""
     for name in _notes():
         path = os.path.join(notes_dir(), name)
         try:
@@ -424,19 +423,26 @@ def held() -> list[tuple[Note, bool]]:
             continue
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                owned = False
-            except OSError:
-                owned = True
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                free = True
+            except BlockingIOError:
+                free = False
+            if free and os.fstat(fd).st_nlink == 0:
+                continue  # released meanwhile
             with os.fdopen(os.dup(fd), "rb") as f:
                 note = Note.parse(json.loads(f.read()))
-            if note.netns == _netns():
-                out.append((note, owned))
-        except (OSError, ValueError, KeyError, TypeError, LockError):
-            continue
+            if note.netns == _netns():  # another namespace's is for a ckpt running there
+                yield note, free
+        except (OSError, ValueError, KeyError, TypeError, LockError) as e:
+            log.warning("network lock note %s: %s", path, e)
         finally:
             os.close(fd)
-    return out
+
+
+def held() -> list[tuple[Note, bool]]:
+    """Every lock with a note in this network namespace, and whether a ckpt owns it
+    now (a dump running); for ``ckpt check``."""
+    return [(note, not free) for note, free in _each_note(fcntl.LOCK_SH)]
 
 
 def recover() -> list[str]:
@@ -444,33 +450,17 @@ def recover() -> list[str]:
     sockets are still open in their processes (the dump never killed them), take those
     sockets out of repair mode and remove the rules. What was done, one line each."""
     done = []
-    for name in _notes():
-        path = os.path.join(notes_dir(), name)
+    for note, free in _each_note(fcntl.LOCK_EX):
+        if not free:
+            continue  # a running dump's
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    continue  # a running dump's
-                raise
-            if os.fstat(fd).st_nlink == 0:
-                continue  # released meanwhile
-            with os.fdopen(os.dup(fd), "rb") as f:
-                note = Note.parse(json.loads(f.read()))
-            if note.netns != _netns():
-                continue  # another namespace's: for a ckpt running there
             line = _recover(note)
-            if line:
-                done.append(line)
-                log.warning("%s", line)
-        except (OSError, ValueError, KeyError, TypeError, LockError) as e:
-            log.warning("network lock note %s: %s", path, e)
-        finally:
-            os.close(fd)
+        except LockError as e:
+            log.warning("%s", e)
+            continue
+        if line:
+            done.append(line)
+            log.warning("%s", line)
     return done
 
 
