@@ -562,7 +562,7 @@ def _connect(sock: socket.socket, desc: Description, where: str) -> None:
                            f"{_fmt(desc['peer'])}: {e.strerror}{hint}") from None
 
 
-def _wait_state(sock: socket.socket, state: int, where: str, timeout: float = 5.0) -> None:
+def _wait_state(sock: socket.socket, state: int, where: str, timeout: float = 30.0) -> None:
     """The segment sent as the peer goes through loopback: wait until it was taken."""
     deadline = time.monotonic() + timeout
     while repair.state(sock) != state:
