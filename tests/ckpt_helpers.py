@@ -272,11 +272,13 @@ class Procs:
         self.children_before = my_children()
 
     def start(self, argv: Sequence[str | os.PathLike[str]], name: str = "target",
-              cwd: Path | None = None) -> Proc:
-        """Start ``argv`` in a new session, stdout+stderr to ``tmp_path/NAME.out``."""
+              cwd: Path | None = None, append: bool = False) -> Proc:
+        """Start ``argv`` in a new session, stdout+stderr to ``tmp_path/NAME.out``
+        (opened with O_APPEND with ``append``: what each restore of one image writes
+        then follows what the one before wrote, instead of overwriting it)."""
         out = self.tmp_path / f"{name}.out"
         args = [os.fspath(a) for a in argv]
-        with open(out, "wb") as f, open(os.devnull, "rb") as null:
+        with open(out, "ab" if append else "wb") as f, open(os.devnull, "rb") as null:
             popen = subprocess.Popen(args, stdin=null, stdout=f, stderr=subprocess.STDOUT,
                                      start_new_session=True, cwd=cwd)
         proc = Proc(popen.pid, Output(out), popen, os.pidfd_open(popen.pid), args)

@@ -1,10 +1,15 @@
-"""Fault injection: a dump or restore made to fail at each of its steps (CKPT_FAULT).
+"""Fault injection: a dump or restore made to fail at each of its steps (CKPT_FAULT),
+ckpt SIGKILLed there (``:kill``), or sent SIGINT, SIGTERM, SIGHUP or SIGPIPE there.
 
 A failed dump or pre-dump leaves every process of the tree as it was: running,
 not traced, same signal mask per thread, same mappings, same fds, each counter
-going on without a gap, and no inventory (no complete dump) in the folder. A
-failed restore leaves nothing behind: no process of the tree, no stray child.
-After either, a plain dump or restore works.
+going on without a gap, and no inventory (no complete dump) in the folder. So
+does one interrupted by a signal, which exits with 128 + its number. A killed
+one leaves the tree running, and the next ckpt takes back the scratch area it
+left (or wakes a thread it left in the middle of an injected syscall): then the
+tree is as it was. A failed, interrupted or killed restore leaves nothing behind:
+no process of the tree, no stray child, no pidfile. After any of them, a plain
+dump or restore works.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ckpt_helpers import (
     proc_ppid,
     proc_state,
     proc_status,
+    run_ckpt,
     scaled,
     wait_until,
 )
@@ -46,6 +52,10 @@ DUMP_POINTS = [n for n in faults.names() if n.startswith(("dump.", "predump."))]
 DUMP_POINTS += [n for n in SECOND if n.startswith("dump.")]
 RESTORE_POINTS = [n for n in faults.names() if n.startswith("restore.")]
 RESTORE_POINTS += [n for n in SECOND if n.startswith("restore.")]
+# ckpt killed at each point; in the middle of its first injected syscall (the mmap of
+# the scratch area) and of its 40th (a signal handler read), the parking code holds
+# the process for the next ckpt.
+KILL_POINTS = DUMP_POINTS + ["dump.inject:40"]
 
 
 def test_every_point_exercised() -> None:
@@ -169,6 +179,79 @@ def test_dump_fault(build: Builder, procs: Procs, tmp_path: Path,
     restore_and_check(procs, tree, images)
 
 
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_dump_killed(build: Builder, procs: Procs, tmp_path: Path,
+                     monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    tree = start_tree(build, procs, tmp_path)
+    before = {pid: snapshot(pid) for pid in (tree.root, tree.child)}
+    images = tmp_path / "images"
+    command = "pre-dump" if point.startswith("predump.") else "dump"
+    monkeypatch.setenv("CKPT_FAULT", f"{point}:kill")
+    res = run_ckpt(command, "-t", tree.root, "-D", images)
+    monkeypatch.delenv("CKPT_FAULT")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    for pid in (tree.root, tree.child):
+        assert is_alive(pid), f"{pid} did not survive ckpt's death (state {proc_state(pid)})"
+    # Killed once the images were complete and synced, ckpt leaves a valid dump.
+    complete = point == "dump.before_kill"
+    assert (images / "inventory.json").exists() == complete, "inventory.json"
+    # The next ckpt undoes what the killed one left (recovery.py), and dumps.
+    res = ckpt_ok("dump", "-R", "-t", tree.root, "-D", tmp_path / "again")
+    assert "Traceback" not in res.stderr
+    assert_untouched(tree, before)
+    ckpt_ok("dump", "-t", tree.root, "-D", tmp_path / "last")
+    for pid in (tree.child, tree.root):
+        procs.wait_gone(pid)
+    restore_and_check(procs, tree, tmp_path / "last")
+
+
+STOP_AND_SIGNAL = [("dump", "dump.frozen", signal.SIGINT),
+                   ("dump", "dump.task.pages", signal.SIGTERM),
+                   ("dump", "dump.task.fds:2", signal.SIGHUP),
+                   ("dump", "dump.before_kill", signal.SIGPIPE),
+                   ("pre-dump", "predump.planned", signal.SIGTERM)]
+
+
+@pytest.mark.parametrize("command, point, sig", STOP_AND_SIGNAL,
+                         ids=[f"{p}-{s.name}" for _, p, s in STOP_AND_SIGNAL])
+def test_dump_interrupted(build: Builder, procs: Procs, tmp_path: Path, command: str,
+                          point: str, sig: signal.Signals) -> None:
+    tree = start_tree(build, procs, tmp_path)
+    before = {pid: snapshot(pid) for pid in (tree.root, tree.child)}
+    images = tmp_path / "images"
+    err, code = interrupted_at(point, sig, command, "-t", tree.root, "-D", images)
+    assert code == 128 + sig, err
+    assert err.strip() == f"ckpt {command}: interrupted by {sig.name}", err
+    assert not (images / "inventory.json").exists(), "an interrupted dump left an inventory"
+    assert_untouched(tree, before)
+    ckpt_ok("dump", "-t", tree.root, "-D", images)
+    for pid in (tree.child, tree.root):
+        procs.wait_gone(pid)
+    restore_and_check(procs, tree, images)
+
+
+def interrupted_at(point: str, sig: signal.Signals, *args: str | int | Path
+                   ) -> tuple[str, int]:
+    """Run ckpt ARGS stopped at ``point`` (``:stop``), send it ``sig`` and let it go on;
+    return its stderr and exit status."""
+    env = dict(os.environ, CKPT_FAULT=f"{point}:stop")
+    p = subprocess.Popen(ckpt_cmd() + [str(a) for a in args], env=env, text=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: proc_state(p.pid) in ("T", "Z", None), 60, f"ckpt to stop at {point}")
+        assert proc_state(p.pid) == "T", f"ckpt never reached {point}"
+        p.send_signal(sig)
+        p.send_signal(signal.SIGCONT)
+        _, err = p.communicate(timeout=scaled(60))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "Traceback" not in err, err
+    return err, p.returncode
+
+
 # ------------------------------------------------------------------ restore
 
 
@@ -220,10 +303,7 @@ def _reap(pid: int) -> bool:
 @pytest.mark.parametrize("point", RESTORE_POINTS)
 def test_restore_fault(dumped: Dumped, procs: Procs, tmp_path: Path,
                        monkeypatch: pytest.MonkeyPatch, point: str) -> None:
-    images = tmp_path / "images"
-    shutil.copytree(dumped.images, images)
-    for path, size in dumped.sizes.items():  # as at the dump: earlier tests wrote on
-        os.truncate(path, size)
+    images = fresh_images(dumped, tmp_path)
     tree = dumped.tree
     pidfile = tmp_path / "restored.pid"
     monkeypatch.setenv("CKPT_FAULT", point)
@@ -236,3 +316,47 @@ def test_restore_fault(dumped: Dumped, procs: Procs, tmp_path: Path,
     assert not stray, f"a failed restore left processes: {sorted(stray)}"
     assert not pidfile.exists(), "a failed restore left its pidfile"
     restore_and_check(procs, tree, images)
+
+
+def assert_nothing_left(procs: Procs, tree: Tree, pidfile: Path) -> None:
+    """A killed restore's processes are gone (reaped here: they became ours)."""
+    for pid in (tree.root, tree.child):
+        if proc_state(pid) is not None:
+            procs.wait_gone(pid)
+    stray = my_children() - procs.children_before
+    assert not stray, f"a killed restore left processes: {sorted(stray)}"
+    assert not pidfile.exists(), "a killed restore left its pidfile"
+
+
+def fresh_images(dumped: Dumped, tmp_path: Path) -> Path:
+    images = tmp_path / "images"
+    shutil.copytree(dumped.images, images)
+    for path, size in dumped.sizes.items():  # as at the dump: earlier tests wrote on
+        os.truncate(path, size)
+    return images
+
+
+@pytest.mark.parametrize("point", RESTORE_POINTS)
+def test_restore_killed(dumped: Dumped, procs: Procs, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    images = fresh_images(dumped, tmp_path)
+    pidfile = tmp_path / "restored.pid"
+    monkeypatch.setenv("CKPT_FAULT", f"{point}:kill")
+    res = run_ckpt("restore", "-D", images, "-d", "--pidfile", pidfile)
+    monkeypatch.delenv("CKPT_FAULT")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert_nothing_left(procs, dumped.tree, pidfile)
+    restore_and_check(procs, dumped.tree, images)
+
+
+@pytest.mark.parametrize("point, sig", [("restore.task.memory", signal.SIGTERM),
+                                        ("restore.before_detach", signal.SIGINT)])
+def test_restore_interrupted(dumped: Dumped, procs: Procs, tmp_path: Path, point: str,
+                             sig: signal.Signals) -> None:
+    images = fresh_images(dumped, tmp_path)
+    pidfile = tmp_path / "restored.pid"
+    err, code = interrupted_at(point, sig, "restore", "-D", images, "-d", "--pidfile", pidfile)
+    assert code == 128 + sig, err
+    assert err.strip() == f"ckpt restore: interrupted by {sig.name}", err
+    assert_nothing_left(procs, dumped.tree, pidfile)
+    restore_and_check(procs, dumped.tree, images)

@@ -7,6 +7,15 @@
 
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
+if _os.path.basename(_sys.argv[0] if _sys.argv else "") in ("ckpt", "ckpt-criu"):
+    # The ckpt command: SIGINT and the like are noted from here on, and make it roll
+    # back and exit once its main function runs (cli.py), never print a traceback.
+    from .kernel import interrupts as _interrupts
+    _interrupts.record()
+
 from .errors import CkptError, DumpError, ImageError, RestoreError, UnsupportedError
 from .version import __version__
 

@@ -1,5 +1,10 @@
 """The ``ckpt`` command: a thin layer over the Python API, with every one of criu's
-flags (flags.py says what ckpt does with each)."""
+flags (flags.py says what ckpt does with each).
+
+SIGINT, SIGTERM, SIGHUP and SIGPIPE make any command roll back and exit with
+128 + the signal's number, one line, no traceback (kernel/interrupts.py): noted
+from the first import of ckpt, raised once ``main`` can catch them.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Any
 from . import flags
 from . import log as ckpt_log
 from .errors import CkptError, UsageError
+from .kernel import interrupts
 from .version import __version__
 
 log = logging.getLogger("ckpt.cli")
@@ -193,12 +199,16 @@ def _close_fds(fds: list[int] | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
+        interrupts.install()  # raises at once for a signal noted during start-up
         prepared, exec_cmd = _prepare(raw)
+        parser = _parser(prepared[0] if prepared else None)
+        args = parser.parse_args(prepared)
     except CkptError as e:
-        print(f"ckpt: error: {e}", file=sys.stderr)
+        _say(f"ckpt: error: {e}")
         return 1
-    parser = _parser(prepared[0] if prepared else None)
-    args = parser.parse_args(prepared)
+    except interrupts.Interrupted as e:
+        _say(f"ckpt: {e}")
+        return e.exit_status
     if exec_cmd and args.command != flags.RESTORE:
         parser.error(f"unrecognized arguments: -- {' '.join(exec_cmd)}")
     try:
@@ -228,19 +238,36 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     except CkptError as e:
         ckpt_log.failure(args.command, e)
-        print(f"ckpt {args.command}: error: {e}", file=sys.stderr)
+        _say(f"ckpt {args.command}: error: {e}")
         return 1
-    except KeyboardInterrupt as e:
-        ckpt_log.failure(args.command, CkptError("interrupted (Ctrl-C)").with_traceback(
-            e.__traceback__))
-        return 130
+    except interrupts.Interrupted as e:
+        if args.command == "show" and e.signum == interrupts.SIGPIPE:  # ``ckpt show | head``
+            return _quiet_stdout()
+        ckpt_log.failure(args.command, CkptError(str(e)).with_traceback(e.__traceback__))
+        _say(f"ckpt {args.command}: {e}")
+        return e.exit_status
     except BrokenPipeError:  # ``ckpt show DIR | head``
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return _quiet_stdout()
     except Exception as e:  # a bug: in the log too, then the traceback as Python shows it
         ckpt_log.failure(args.command, e)
         raise
+    finally:
+        interrupts.record()  # done: a signal now changes nothing
     return 2
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if stderr is still there."""
+    try:
+        print(line, file=sys.stderr)
+    except OSError:
+        pass
+
+
+def _quiet_stdout() -> int:
+    """stdout was closed by its reader: end quietly (Python would complain at exit)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from . import __version__
+from .kernel import interrupts
 
 
 def version_text() -> str:
@@ -16,6 +17,11 @@ def version_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        interrupts.install()  # raises at once for a signal noted during start-up
+    except interrupts.Interrupted as e:
+        print(f"ckpt: {e}", file=sys.stderr)
+        return e.exit_status
     args = sys.argv[1:] if argv is None else argv
     if args[:1] in (["--version"], ["-V"]):
         sys.stdout.write(version_text())
@@ -29,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         except CkptError as e:
             print(f"ckpt swrk: error: {e}", file=sys.stderr)
             return 1
+        except interrupts.Interrupted as e:
+            print(f"ckpt swrk: {e}", file=sys.stderr)
+            return e.exit_status
     from .cli import main as ckpt_main
     return ckpt_main(args)
 

@@ -4,7 +4,9 @@ stop or release it.
 A dump that fails at any step gives the process back exactly as it was: the
 scratch page is unmapped, its registers and signal mask are put back and it is
 detached. Only after every image file and the folder are fsynced is the
-process killed.
+process killed. ckpt itself may be killed at any moment: between injected
+syscalls each task holds its own registers and mask (kernel/inject.py), and a
+note of what is left to undo lets the next ckpt finish the job (recovery.py).
 
 A pre-dump (``pre_dump``) saves only memory pages, and lets the processes run
 on as soon as they are copied. With a parent (``prev_images_dir``) either
@@ -23,12 +25,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import faults, netlock
+from . import faults, netlock, recovery
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
-from .kernel import libc, procfs, ptrace
-from .kernel.inject import Injector, find_syscall_site
+from .kernel import interrupts, libc, procfs, ptrace, vdso
+from .kernel.inject import PARK_CODE, Injector, find_syscall_site, resumable
 from .pages.save import DumpMemory
 from .resources import (
     cgroups,
@@ -69,6 +71,10 @@ class DumpResult:
     image_bytes: int = 0  # every image file written (or sent), the inventory aside
 
 
+def _fault_in_syscall() -> None:
+    faults.point("dump.inject")
+
+
 class _Frozen:
     """A seized, interrupted task and what is needed to let it go unchanged."""
 
@@ -77,9 +83,9 @@ class _Frozen:
         self.regs0: ptrace.UserRegs | None = None
         self.mask0: int | None = None
         self.inj: Injector | None = None
-        self.scratch = 0
         self.attached = False
         self.stop_signal = 0  # the signal of the group stop it was in (SIGSTOP...), or 0
+        self.options = ptrace.INJECT_OPTIONS  # as seized (and seccomp suspended)
 
     def freeze(self) -> bool:
         """Seize and stop the task; False if it turned out to be a zombie or gone."""
@@ -118,7 +124,6 @@ class _Frozen:
             raise
         self.regs0 = ptrace.get_regs(pid)
         self.mask0 = ptrace.get_sigmask(pid)
-        ptrace.set_sigmask(pid, signals.ALL_BLOCKED)
         return True
 
     def _suspend_seccomp(self) -> None:
@@ -128,46 +133,50 @@ class _Frozen:
         if not mode:
             return
         try:
-            ptrace.set_options(self.pid, ptrace.INJECT_OPTIONS | ptrace.PTRACE_O_SUSPEND_SECCOMP)
+            ptrace.set_options(self.pid, self.options | ptrace.PTRACE_O_SUSPEND_SECCOMP)
         except OSError as e:
             what = "strict seccomp mode" if mode == 1 else "seccomp filters"
             raise DumpError(f"process {self.pid} runs under {what}, which ckpt cannot suspend "
                             f"while it works in the process ({e.strerror}: it needs "
                             "CAP_SYS_ADMIN and must not run under seccomp itself)") from None
+        self.options |= ptrace.PTRACE_O_SUSPEND_SECCOMP
+
+    def injector(self, site: int) -> Injector:
+        """An injector for syscalls in this task, through the instruction at ``site``."""
+        assert self.regs0 is not None and self.mask0 is not None
+        self.inj = Injector(self.pid, site, cpu.on_release(self.regs0), mask=self.mask0,
+                            options=self.options)
+        self.inj.on_entry = _fault_in_syscall
+        return self.inj
+
+    @property
+    def scratch(self) -> int:
+        """The address of the scratch area mapped in the task."""
+        assert self.inj is not None and self.inj.scratch is not None
+        return self.inj.scratch[0]
 
     def thaw(self) -> None:
-        """Undo every change made while frozen."""
+        """Undo every change made while frozen: the scratch area unmapped, the task
+        stopped as it was found, with its own registers and mask."""
+        inj, self.inj = self.inj, None
+        if inj is None:  # still in the trap stop it was frozen in
+            if self.regs0 is not None and cpu.on_release(self.regs0) is not self.regs0:
+                try:
+                    ptrace.set_regs(self.pid, cpu.on_release(self.regs0))
+                except OSError as e:
+                    log.warning("process %d: could not undo the freeze: %s", self.pid, e)
+            return
+        for undo, what in ((inj.unmap_scratch, "unmap the scratch area"),
+                           (inj.unpark, "take back the parking code")):
+            try:
+                undo()
+            except (OSError, procfs.ProcessGone) as e:
+                log.warning("process %d: could not %s: %s", self.pid, what, e)
         try:
-            injected = self.inj is not None
-            if self.inj is not None:
-                if self.scratch:
-                    self.inj.raw("munmap", self.scratch, SCRATCH_SIZE)
-                    self.scratch = 0
-                self.inj.close()
-                self.inj = None
-            if self.regs0 is not None:
-                ptrace.set_regs(self.pid, cpu.on_release(self.regs0))
-                if injected:
-                    _settle(self.pid)
-            if self.mask0 is not None:
-                ptrace.set_sigmask(self.pid, self.mask0)
+            inj.settle()
         except (OSError, procfs.ProcessGone) as e:
             log.warning("process %d: could not undo the freeze: %s", self.pid, e)
-
-
-def _settle(pid: int) -> None:
-    """Move a task from the syscall stop of an injected call back into a trap stop, as it
-    was frozen: leaving that trap runs the kernel's syscall-restart logic on its own
-    registers (a syscall it was interrupted in starts again), which leaving a syscall
-    stop skips."""
-    ptrace.interrupt(pid)
-    sig = 0
-    while True:
-        ptrace.cont(pid, sig)
-        stop = ptrace.wait_stop(pid)
-        if stop.exited or stop.event == ptrace.PTRACE_EVENT_STOP:
-            return
-        sig = stop.stopsig if stop.stopsig in ptrace.STOP_SIGNALS else 0
+        inj.close()
 
 
 @dataclass
@@ -256,37 +265,62 @@ def _freeze_tree(root: int) -> list[_Task]:
 
 
 def _release(tasks: list[_Task], kill: bool, stop: bool = False) -> None:
-    """Thaw and detach every frozen task, or kill them all."""
-    for t in reversed(tasks):
-        fr = t.frozen
-        if fr is None or not fr.attached:
-            continue
-        for th in t.threads:  # a killed process takes its threads along
-            if th.attached:
-                th.thaw()
-                if not kill:
-                    try:
-                        ptrace.detach(th.pid)
-                    except OSError as e:
-                        log.warning("thread %d: release: %s", th.pid, e)
-                th.attached = False
-        fr.thaw()
-        try:
+    """Thaw and detach every frozen task, or kill them all. Not cut short by a signal."""
+    with interrupts.held():
+        if kill:
+            _exit_kill(tasks)
+        for t in reversed(tasks):
+            fr = t.frozen
+            if fr is None or not fr.attached:
+                continue
             if kill:
-                os.kill(t.pid, libc.SIGKILL)
+                _kill(t)
             else:
-                if stop:  # queued: detaching from a trap stop delivers no signal
-                    os.kill(t.pid, libc.SIGSTOP)
-                ptrace.detach(t.pid)
-        except OSError as e:
-            log.warning("process %d: release: %s", t.pid, e)
-        fr.attached = False
-        if kill:  # its dead threads, still traced by ckpt, hold the process back: reap them
-            for th in t.threads:
+                _let_go(t, stop)
+
+
+def _exit_kill(tasks: list[_Task]) -> None:
+    """Make the kernel kill every frozen task should ckpt die before it does."""
+    for t in tasks:
+        for fr in [t.frozen, *t.threads] if t.frozen is not None else []:
+            if fr.attached:
                 try:
-                    os.waitpid(th.pid, ptrace.__WALL)
-                except ChildProcessError:
-                    pass
+                    ptrace.set_options(fr.pid, fr.options | ptrace.PTRACE_O_EXITKILL)
+                except OSError as e:
+                    log.warning("thread %d: %s", fr.pid, e)
+
+
+def _let_go(t: _Task, stop: bool) -> None:
+    """Thaw and detach every thread of ``t``, the first last; SIGSTOP it with ``stop``."""
+    assert t.frozen is not None
+    frozen = [fr for fr in [*t.threads, t.frozen] if fr.attached]
+    for fr in frozen:
+        fr.thaw()
+    if stop:  # queued now, taken by the first thread let go: none runs on
+        os.kill(t.pid, libc.SIGSTOP)
+    for fr in frozen:
+        try:
+            ptrace.detach(fr.pid)
+        except OSError as e:
+            log.warning("thread %d: release: %s", fr.pid, e)
+        fr.attached = False
+
+
+def _kill(t: _Task) -> None:
+    """Kill ``t`` and reap its threads, which ckpt traces."""
+    assert t.frozen is not None
+    try:
+        os.kill(t.pid, libc.SIGKILL)
+    except OSError as e:
+        log.warning("process %d: kill: %s", t.pid, e)
+    t.frozen.attached = False
+    for th in t.threads:
+        th.attached = False
+    for th in t.threads:  # dead threads still traced by ckpt hold the process back
+        try:
+            os.waitpid(th.pid, ptrace.__WALL)
+        except ChildProcessError:
+            pass
 
 
 def _check_sessions(tasks: list[_Task], shell_job: bool) -> None:
@@ -380,10 +414,12 @@ def _ancestors(pid: int) -> list[int]:
     return out
 
 
-def _syscall_site(pid: int, vmas: list[procfs.Vma]) -> int:
-    """An existing ``syscall`` instruction in the target: its vDSO, else any code."""
+def _syscall_sites(pid: int, vmas: list[procfs.Vma]) -> tuple[int, int | None]:
+    """An existing ``syscall`` instruction in the target (in its vDSO, else in any
+    code), and where parking code fits in its vDSO (kernel/inject.py), if it does."""
     candidates = [v for v in vmas if v.path == "[vdso]"]
     candidates += [v for v in vmas if v.perms[2] == "x" and v.path != "[vsyscall]"]
+    park = None
     fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
     try:
         for v in candidates:
@@ -391,9 +427,12 @@ def _syscall_site(pid: int, vmas: list[procfs.Vma]) -> int:
                 code = os.pread(fd, min(v.size, 1 << 20), v.start)
             except OSError:
                 continue
+            if v.path == "[vdso]":
+                offset = vdso.padding(code, len(PARK_CODE))
+                park = None if offset is None else v.start + offset
             site = find_syscall_site(code, v.start)
             if site is not None:
-                return site
+                return site, park
     finally:
         os.close(fd)
     raise DumpError(f"process {pid}: no syscall instruction found to run syscalls with")
@@ -411,8 +450,8 @@ def _find_sharing(tasks: list[_Task]) -> None:
 
 
 def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
-               shmem_seen: dict[int, int], memctx: DumpMemory | None = None
-               ) -> dict[str, int]:
+               shmem_seen: dict[int, int], note: recovery.Note,
+               memctx: DumpMemory | None = None) -> dict[str, int]:
     """Save everything of one frozen task; return its page summary."""
     pid = t.pid
     fr = t.frozen
@@ -422,10 +461,16 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         mem.classify(v, pid)
     status = procfs.status(pid)
     stat = procfs.stat(pid)
-    inj = Injector(pid, _syscall_site(pid, vmas), fr.regs0)
-    fr.inj = inj
-    fr.scratch = inj.call("mmap", 0, SCRATCH_SIZE, libc.PROT_READ | libc.PROT_WRITE,
-                          libc.MAP_PRIVATE | libc.MAP_ANONYMOUS, -1, 0)
+    site, park = _syscall_sites(pid, vmas)
+    scratch = libc.free_area([(v.start, v.end) for v in vmas], SCRATCH_SIZE)
+    note.process(pid, stat.start_time, [(th.pid, resumable(th.regs0), th.mask0)
+                                        for th in (fr, *t.threads)
+                                        if th.regs0 is not None and th.mask0 is not None],
+                 park, (scratch, SCRATCH_SIZE))
+    inj = fr.injector(site)
+    if park is not None and not inj.park_at(park):
+        log.info("process %d: cannot write parking code in its vDSO", pid)
+    inj.map_scratch(scratch, SCRATCH_SIZE)
     core: dict[str, Any] = {
         **t.info(),
         "cpu": cpu.dump(pid, fr.regs0),
@@ -440,9 +485,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     core["threads"] = []
     for th in t.threads:
         assert th.regs0 is not None and th.mask0 is not None
-        th.inj = Injector(th.pid, inj.site, th.regs0)
-        core["threads"].append(thread.dump(pid, th.pid, th.inj, fr.scratch, th.regs0,
-                                           th.mask0))
+        core["threads"].append(thread.dump(pid, th.pid, th.injector(inj.site), fr.scratch,
+                                           th.regs0, th.mask0))
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))
     faults.point("dump.task.core")
@@ -539,6 +583,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     if leave_running and leave_stopped:
         raise DumpError("leave_running and leave_stopped exclude each other")
     notify = notify or ignore
+    recovery.recover()
     stat0 = _check_dumpable(pid)
     if link_remap:
         log.info("--link-remap: not needed; a removed name of a file with other links is "
@@ -557,6 +602,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     images: ImageWriter | None = None
     dumper: files.DumpFiles | None = None
     lock: netlock.Lock | None = None
+    note = recovery.Note()
     ok = False
     total = 0
     t_freeze = time.monotonic()
@@ -586,7 +632,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         for t in tasks:
             if t.frozen is not None:
                 try:
-                    total += _dump_task(t, images, dumper, shmem_seen, memctx)["bytes"]
+                    total += _dump_task(t, images, dumper, shmem_seen, note, memctx)["bytes"]
                 except OSError as e:
                     raise _task_failed(t.pid, e) from e
         sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
@@ -618,24 +664,31 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     except (procfs.ProcessGone, OSError) as e:
         raise _failed("dump", pid, e) from e
     finally:
-        if not ok:
-            if images is not None:
-                images.abort()
-            elif remote is not None:
-                remote.abort()
-        kill = ok and not leave_running and not leave_stopped
-        if kill and dumper is not None:
-            dumper.before_kill()
-        _release(tasks, kill=kill, stop=ok and leave_stopped)
-        frozen = time.monotonic() - t_freeze
-        if kill:
-            _wait_gone([t.pid for t in tasks if t.frozen is not None])
-        if dumper is not None:
-            dumper.close()
-        if not kill:
-            _unlock_network(lock, notify, failed=not ok)
-        elif lock is not None:  # the connections stay locked until their restore
-            netlock.keep(lock, images_dir)
+        try:
+            with interrupts.held():  # a signal now waits until the tree is let go
+                if not ok:
+                    if images is not None:
+                        images.abort()
+                    elif remote is not None:
+                        remote.abort()
+                kill = ok and not leave_running and not leave_stopped
+                if kill and dumper is not None:
+                    dumper.before_kill()
+                _release(tasks, kill=kill, stop=ok and leave_stopped)
+                note.close()
+                frozen = time.monotonic() - t_freeze
+                if kill:
+                    _wait_gone([t.pid for t in tasks if t.frozen is not None])
+                if dumper is not None:
+                    dumper.close()
+                if not kill:
+                    _unlock_network(lock, notify, failed=not ok)
+                elif lock is not None:  # the connections stay locked until their restore
+                    netlock.keep(lock, images_dir)
+        except interrupts.Interrupted as e:
+            if not ok:
+                raise
+            log.warning("%s once the dump was complete: it stands", e)
     fate = "running" if leave_running else "stopped" if leave_stopped else "killed"
     dt = time.monotonic() - t0
     log.info("dump of %d done in %.3f s (frozen %.3f s); processes %s", pid, dt, frozen, fate)
@@ -700,6 +753,7 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
     changed. A pre-dump cannot be restored: it is the parent of a dump.
     """
     t0 = time.monotonic()
+    recovery.recover()
     stat0 = _check_dumpable(pid)
     log.info("pre-dumping the memory of process %d (%s) and its descendants into %s", pid,
              stat0.comm, images_dir)

@@ -3,7 +3,10 @@
 ``CKPT_FAULT=NAME`` (or ``NAME,NAME2,...``) in the environment makes
 ``point(NAME)`` raise ``InjectedFault`` the first time it is reached;
 ``NAME:N`` fails at its N-th time instead (e.g. the second process of a tree).
-The environment is read once, at import; unset, ``point`` is a dict lookup.
+``NAME:kill`` or ``NAME:N:kill`` makes ckpt SIGKILL itself there instead, as
+the OOM killer or ``kill -9`` would; ``NAME:stop`` makes it SIGSTOP itself
+there and go on once continued (a test sends it a signal meanwhile). The
+environment is read once, at import; unset, ``point`` is a dict lookup.
 
 Every point is listed in ``POINTS`` below and named by a plain string at its
 call site (``faults.point("dump.frozen")``); ``point`` refuses a name not
@@ -14,6 +17,7 @@ agree, and tests/test_faults.py that every point is reached.
 from __future__ import annotations
 
 import os
+import signal
 
 from .errors import CkptError
 
@@ -21,6 +25,7 @@ POINTS: dict[str, str] = {
     # dump (dumper.dump): the tree stays frozen until the failure is handled
     "dump.frozen": "every task and thread of the tree seized and stopped",
     "dump.network_locked": "the tree's TCP connections locked (--tcp-established), none read",
+    "dump.inject": "at the entry of an injected syscall, the task holding ckpt's registers",
     "dump.task.core": "a task's registers, signals, task state and threads saved",
     "dump.task.fds": "a task's fds saved",
     "dump.task.pages": "the first run of a task's pages written",
@@ -53,18 +58,23 @@ class InjectedFault(CkptError):
     """A failure injected with CKPT_FAULT."""
 
 
-def _parse(spec: str) -> dict[str, int]:
-    armed: dict[str, int] = {}
+_ACTIONS = ("fail", "kill", "stop")
+
+
+def _parse(spec: str) -> dict[str, tuple[int, str]]:
+    """{name: (the hit that acts, what it does: one of _ACTIONS)}"""
+    armed: dict[str, tuple[int, str]] = {}
     for item in spec.split(","):
-        item = item.strip()
-        if not item:
+        name, *rest = item.strip().split(":")
+        if not name:
             continue
-        name, _, nth = item.partition(":")
-        armed[name] = int(nth) if nth.isdigit() and int(nth) > 0 else 1
+        action = next((r for r in rest if r in _ACTIONS), "fail")
+        nth = next((int(r) for r in rest if r.isdigit() and int(r) > 0), 1)
+        armed[name] = (nth, action)
     return armed
 
 
-_armed: dict[str, int] = _parse(os.environ.get("CKPT_FAULT", ""))
+_armed: dict[str, tuple[int, str]] = _parse(os.environ.get("CKPT_FAULT", ""))
 _hits: dict[str, int] = {}
 
 
@@ -74,12 +84,19 @@ def point(name: str) -> None:
         return
     if name not in POINTS:
         raise AssertionError(f"undeclared fault point {name!r}")
-    nth = _armed.get(name)
-    if nth is None:
+    armed = _armed.get(name)
+    if armed is None:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == nth:
-        raise InjectedFault(f"injected fault at {name}")
+    nth, action = armed
+    if _hits[name] != nth:
+        return
+    if action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise InjectedFault(f"injected fault at {name}")
 
 
 def arm(spec: str) -> None:

@@ -28,13 +28,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import faults, netlock
+from . import faults, netlock, recovery
 from .errors import CkptError, RestoreError
 from .hooks import Notify, ignore
 from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
-from .kernel import libc, procfs, ptrace
+from .kernel import interrupts, libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
 from .pages.chain import Chain, Segment
 from .resources import (
@@ -316,6 +316,7 @@ class Restore:
 
     def run(self) -> RestoreResult:
         t0 = time.monotonic()
+        recovery.recover()
         self.notify("pre-restore", 0)
         self.load()
         try:
@@ -331,7 +332,6 @@ class Restore:
             ghost.seal_memfds()  # once every mapping of every memfd is made
             self.ipc.finish()  # type: ignore[union-attr]
             self._files().set_owners()  # once every process and thread exists
-            self.write_pidfile()
             self.lend_terminal()
             self.notify("post-restore", self.root_pid)
             faults.point("restore.before_detach")
@@ -339,7 +339,8 @@ class Restore:
             self.notify("pre-resume", 0)
             self.resume()
         except BaseException as e:
-            self.undo()
+            with interrupts.held():
+                self.undo()
             if isinstance(e, CkptError):
                 raise
             if isinstance(e, procfs.ProcessGone):
@@ -516,6 +517,7 @@ class Restore:
                 ptrace.set_regs(inj.pid, regs)
 
     def write_pidfile(self) -> None:
+        """Once the tree is sure to run: a killed restore leaves no pidfile."""
         if not self.pidfile:
             return
         path = (self.pidfile if os.path.isabs(self.pidfile)
@@ -546,11 +548,19 @@ class Restore:
         self._files().kind(sk_inet.InetSockets).connections.finish()
 
     def resume(self) -> None:
-        """Detach every thread of every process: the tree runs as saved."""
-        for n in self.started:
-            for tid in n.thread_ids:
-                ptrace.detach(tid)
-            ptrace.detach(n.pid)
+        """Detach every thread of every process: the tree runs as saved.
+
+        Every process first stops depending on ckpt's life (no EXITKILL): from then
+        on, a killed ckpt lets the complete tree run; before, it takes it along."""
+        with interrupts.held():
+            for n in self.started:
+                for tid in [*n.thread_ids, n.pid]:
+                    ptrace.set_options(tid, _options(n) & ~ptrace.PTRACE_O_EXITKILL)
+            self.write_pidfile()
+            for n in self.started:
+                for tid in n.thread_ids:
+                    ptrace.detach(tid)
+                ptrace.detach(n.pid)
         os.close(self.go_w)
         os.close(self.ready_r)
         self.go_w = self.ready_r = -1
@@ -625,7 +635,7 @@ class _TaskRestore:
         pgid = node.info["pgid"]
         self.pgid = None if pgid == restore.outside_pgid else pgid  # None: keep ckpt's
         self.inj = Injector(self.pid, restore.helper + _SITE_OFFSET, ptrace.get_regs(self.pid),
-                            _options(node))
+                            options=_options(node))
 
     def run(self) -> None:
         with self.inj:
@@ -781,12 +791,14 @@ class _TaskRestore:
 
 
 def _options(node: _Node) -> int:
-    """The ptrace options a new process is seized with: seccomp suspended while ckpt
-    works in it when it gets filters or strict mode (they are installed before its
-    last injected syscalls)."""
+    """The ptrace options a new process is seized with: EXITKILL, so that a killed ckpt
+    takes it along until the tree is complete (``Restore.resume`` clears it); seccomp
+    suspended while ckpt works in it when it gets filters or strict mode (they are
+    installed before its last injected syscalls)."""
+    options = ptrace.INJECT_OPTIONS | ptrace.PTRACE_O_EXITKILL
     if seccomp.used(node.core):
-        return ptrace.INJECT_OPTIONS | ptrace.PTRACE_O_SUSPEND_SECCOMP
-    return ptrace.INJECT_OPTIONS
+        options |= ptrace.PTRACE_O_SUSPEND_SECCOMP
+    return options
 
 
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,

@@ -67,3 +67,15 @@ def test_undeclared_point_refused_when_armed(armed: None) -> None:
     faults.arm("dump.files")
     with pytest.raises(AssertionError, match="undeclared fault point 'dump.nowhere'"):
         faults.point("dump.nowhere")
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("dump.files:kill", {"dump.files": (1, "kill")}),
+    ("dump.files:3:kill", {"dump.files": (3, "kill")}),
+    ("dump.files:stop:3, dump.frozen:2", {"dump.files": (3, "stop"),
+                                          "dump.frozen": (2, "fail")}),
+])
+def test_action_spec(spec: str, expected: dict[str, tuple[int, str]]) -> None:
+    """``NAME[:N]:kill``: ckpt SIGKILLs itself at that hit instead of failing;
+    ``NAME[:N]:stop``: it SIGSTOPs itself, and goes on once continued."""
+    assert faults._parse(spec) == expected

@@ -1,17 +1,31 @@
-"""Run syscalls inside a ptrace-stopped task, with no code of ours in it.
+"""Run syscalls inside a ptrace-stopped task, with no code of ours in it, leaving the
+task runnable between any two of them.
 
-The task's registers are pointed at a ``syscall`` instruction that already
-exists in its address space (in the vDSO, or a helper page at restore), and the
-task is resumed with PTRACE_SYSCALL: it stops on entering the syscall and again
-on leaving it, where the result is read. ``orig_rax`` is set to -1 so the
-kernel's syscall-restart logic leaves the injected call alone, and the trap
-flag is cleared.
+The task's registers are pointed at a ``syscall`` instruction that already exists
+in its address space (in its vDSO, or a helper page at restore) and it is resumed
+with PTRACE_SYSCALL: it stops on entering the syscall and again on leaving it,
+where the result is read. ``orig_rax`` is -1 in injected registers, so the
+kernel's syscall-restart logic leaves the injected call alone, and the trap flag
+is cleared.
 
 Syscall stops are not signals, which is why this is not done by single-stepping
 the instruction: a single-step trap is a forced SIGTRAP, which (while SIGTRAP is
-blocked, as during a dump) resets the task's SIGTRAP handler to SIG_DFL, and
-which merges with a SIGTRAP the task already had pending, so that one would be
-consumed. The tracee must have PTRACE_O_TRACESYSGOOD (``ptrace.INJECT_OPTIONS``).
+blocked) resets the task's SIGTRAP handler to SIG_DFL, merges with a SIGTRAP the
+task already had pending, and kills the task if ckpt dies before taking it back.
+The tracee must have PTRACE_O_TRACESYSGOOD (``ptrace.INJECT_OPTIONS``).
+
+Between two calls the task waits at that syscall-exit stop with its own state
+back in place: its registers (as they resume its interrupted syscall), its
+signal mask, and no pending trap. If ckpt dies there, the kernel lets it run on
+as if nothing happened (the exit stop's SIGTRAP|0x80 is no signal and is
+dropped). ``settle`` takes it back to a plain trap stop before it is let go.
+
+``park_at`` writes, in bytes of the task's code that nothing runs (the padding
+at the end of its vDSO), ``syscall`` followed by a loop of ``pause()``, and
+runs every later call from there. Should ckpt die during one of them, the task
+does not run on with borrowed registers: it stops in ``pause()`` with every
+signal blocked, to be woken by the next ckpt (see ckpt/recovery.py), which puts
+its own registers back.
 
 A task in a group stop (SIGSTOP, Ctrl-Z) runs injected syscalls all the same:
 the trap it reports first when resumed (PTRACE_EVENT_STOP) is passed over, and
@@ -22,13 +36,20 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from types import TracebackType
 
-from . import libc, ptrace
+from . import interrupts, libc, ptrace
 from .procfs import ProcessGone
 
 _TRAP_FLAG = 0x100  # EFLAGS.TF
 _SYSCALL_SITE_RE = re.compile(rb"\xb8....\x0f\x05", re.S)
+_U64 = 1 << 64
+ALL_BLOCKED = _U64 - 1
+
+# syscall; then forever: mov eax, __NR_pause; syscall; jmp back to the mov
+PARK_CODE = b"\x0f\x05" + b"\xb8" + libc.NR["pause"].to_bytes(4, "little") + b"\x0f\x05\xeb\xf7"
+_RESTARTS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
 
 
 class InjectionError(OSError):
@@ -48,21 +69,46 @@ def vdso_syscall_offset(vdso_code: bytes) -> int:
     return site
 
 
+def resumable(regs: ptrace.UserRegs) -> ptrace.UserRegs:
+    """``regs`` of a task stopped in an interrupted syscall, rewritten as the kernel
+    resumes it when no signal handler runs: the syscall runs again (through
+    restart_syscall for ERESTART_RESTARTBLOCK). Loaded at a syscall-exit stop,
+    where no restart logic runs, they let the task go on as if never stopped."""
+    out = regs.copy()
+    nr = out.orig_rax - _U64 if out.orig_rax >= 1 << 63 else out.orig_rax
+    err = _U64 - out.rax if out.rax >= 1 << 63 else 0
+    if nr >= 0 and (err in _RESTARTS or err == libc.ERESTART_RESTARTBLOCK):
+        out.rax = out.orig_rax if err in _RESTARTS else libc.NR["restart_syscall"]
+        out.rip -= 2
+    out.orig_rax = _U64 - 1
+    return out
+
+
 class Injector:
     """Executes syscalls in stopped task ``pid`` through the instruction at ``site``.
 
-    ``options`` are the ptrace options the task was seized with (INJECT_OPTIONS at
-    least), for whoever needs to add one for a while. Holds the task's
-    /proc/PID/mem open until ``close``; as a context manager it closes it on
-    leaving the ``with`` block."""
+    ``regs`` are the task's registers as it was stopped; ``mask``, its signal mask:
+    both are put back after every call (``mask`` None: the mask is left as the
+    caller set it, and must block every signal). ``options`` are the ptrace options
+    the task was seized with (INJECT_OPTIONS at least), for whoever needs to add
+    one for a while.
 
-    def __init__(self, pid: int, site: int, base_regs: ptrace.UserRegs,
+    Holds the task's /proc/PID/mem open until ``close``; as a context manager it
+    closes it on leaving the ``with`` block."""
+
+    def __init__(self, pid: int, site: int, regs: ptrace.UserRegs, *, mask: int | None = None,
                  options: int = ptrace.INJECT_OPTIONS):
         self.pid = pid
-        self.options = options
         self.site = site
-        self.base = base_regs.copy()
+        self.regs = regs.copy()  # as stopped: what ``settle`` gives back
+        self.home = resumable(regs)  # what the task resumes with from a syscall-exit stop
+        self.mask = mask
+        self.options = options
         self.count = 0
+        self.on_entry: Callable[[], None] | None = None  # called at each entry stop (tests)
+        self.scratch: tuple[int, int] | None = None  # (address, size) of map_scratch's area
+        self._parked: tuple[int, bytes, int] | None = None  # park_at's (address, bytes, site)
+        self._at_exit = False  # the task waits at a syscall-exit stop of ours
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
 
     def close(self) -> None:
@@ -77,27 +123,47 @@ class Injector:
                  tb: TracebackType | None) -> None:
         self.close()
 
+    # ------------------------------------------------------------ calls
+
     def raw(self, name: str, *args: int) -> int:
         """Run syscall ``name``; return its raw result (a negative errno on failure)."""
-        regs = self.base.copy()
+        regs = self.home.copy()
         regs.rip = self.site
         regs.rax = libc.NR[name]
-        regs.orig_rax = 0xFFFFFFFFFFFFFFFF
         # Arguments not given are 0, never left-over registers: prctl and others
         # refuse non-zero unused arguments.
         padded = tuple(args) + (0,) * (6 - len(args))
         for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), padded, strict=True):
             setattr(regs, reg, val & 0xFFFFFFFFFFFFFFFF)
         regs.eflags &= ~_TRAP_FLAG
-        ptrace.set_regs(self.pid, regs)
-        self._run(name)
+        with interrupts.held():  # never leave the task with borrowed registers
+            # Registers first, mask after (and back in the other order): should ckpt
+            # die in between, the task parks, and is woken with its own mask.
+            ptrace.set_regs(self.pid, regs)
+            if self.mask is not None:
+                ptrace.set_sigmask(self.pid, ALL_BLOCKED)
+            state = {"entered": False}
+            try:
+                self._run(name, state)
+                res = ptrace.get_regs(self.pid).rax
+            except BaseException:
+                self._abandon(state["entered"])
+                raise
+            self._at_exit = True
+            self._go_home()
         self.count += 1
-        res = ptrace.get_regs(self.pid).rax
-        return res - (1 << 64) if res >= 1 << 63 else res
+        return res - _U64 if res >= 1 << 63 else res
 
-    def _run(self, name: str) -> None:
-        """Resume the task from stop to stop until it leaves the injected syscall."""
-        entered = False
+    def call(self, name: str, *args: int) -> int:
+        """Run syscall ``name``; raise InjectionError when it fails."""
+        res = self.raw(name, *args)
+        if -4096 < res < 0:
+            raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
+        return res
+
+    def _run(self, name: str, state: dict[str, bool]) -> None:
+        """Resume the task from stop to stop until it leaves the injected syscall;
+        ``state["entered"]`` once it stopped on entering it."""
         sig = 0
         while True:
             ptrace.syscall(self.pid, sig)
@@ -106,9 +172,11 @@ class Injector:
             if stop.exited:
                 raise ProcessGone(self.pid, f"died during injected {name}: {stop.describe()}")
             if stop.stopsig == ptrace.SYSCALL_STOP:
-                if entered:
+                if state["entered"]:
                     return
-                entered = True
+                state["entered"] = True
+                if self.on_entry is not None:
+                    self.on_entry()
             elif stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE):
                 continue  # a group-stop or interrupt trap; a traced clone's event
             elif stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS:
@@ -117,12 +185,77 @@ class Injector:
                 raise InjectionError(0, f"unexpected stop during injected {name} in process "
                                         f"{self.pid}: {stop.describe()}")
 
-    def call(self, name: str, *args: int) -> int:
-        """Run syscall ``name``; raise InjectionError when it fails."""
-        res = self.raw(name, *args)
-        if -4096 < res < 0:
-            raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
-        return res
+    def _go_home(self) -> None:
+        if self.mask is not None:
+            ptrace.set_sigmask(self.pid, self.mask)
+        ptrace.set_regs(self.pid, self.home)
+
+    def _abandon(self, entered: bool) -> None:
+        """After a failure in the middle of a call: the task's own state back, the
+        call skipped if it has not run yet."""
+        try:
+            if entered:  # at the entry stop: skip the call, stop at its exit
+                ptrace.set_regs(self.pid, self.home)
+                ptrace.syscall(self.pid)
+                ptrace.wait_stop(self.pid)
+            self._go_home()
+        except (OSError, ProcessGone):
+            pass
+
+    def settle(self) -> None:
+        """Take the task from the syscall-exit stop of the last call to a plain ptrace
+        stop holding the registers and mask it was stopped with: from there the
+        kernel itself resumes its interrupted syscall, or delivers a signal that came
+        meanwhile, exactly as it would have. Call before detaching."""
+        if not self._at_exit:
+            return
+        with interrupts.held():  # the trap comes before any signal (get_signal's order)
+            ptrace.interrupt(self.pid)
+            sig = 0
+            while True:
+                ptrace.cont(self.pid, sig)
+                stop = ptrace.wait_stop(self.pid)
+                if stop.exited:
+                    raise ProcessGone(self.pid, f"died while being released: {stop.describe()}")
+                if stop.event == ptrace.PTRACE_EVENT_STOP:
+                    break
+                sig = stop.stopsig if stop.stopsig in ptrace.STOP_SIGNALS else 0
+            self._at_exit = False
+            ptrace.set_regs(self.pid, self.regs)
+
+    # ------------------------------------------------------------ parking, scratch memory
+
+    def park_at(self, addr: int) -> bool:
+        """Write the parking code at ``addr``, in executable memory that nothing runs,
+        and run later calls from there (module doc); ``unpark`` puts the bytes back.
+        False if the memory cannot be written: calls stay where they were."""
+        old = self.read(addr, len(PARK_CODE))
+        try:
+            self.write(addr, PARK_CODE)  # through /proc/PID/mem: the page is read-only
+        except OSError:
+            return False
+        self._parked = (addr, old, self.site)
+        self.site = addr
+        return True
+
+    def unpark(self) -> None:
+        if self._parked is not None:
+            addr, old, self.site = self._parked
+            self.write(addr, old)
+            self._parked = None
+
+    def map_scratch(self, addr: int, size: int) -> None:
+        """Map ``size`` bytes of scratch memory in the task at ``addr`` (free there)."""
+        self.call("mmap", addr, size, libc.PROT_READ | libc.PROT_WRITE,
+                  libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE, -1, 0)
+        self.scratch = (addr, size)
+
+    def unmap_scratch(self) -> None:
+        if self.scratch is not None:
+            self.call("munmap", *self.scratch)
+            self.scratch = None
+
+    # ------------------------------------------------------------ memory
 
     def read(self, addr: int, size: int) -> bytes:
         return os.pread(self._mem, size, addr)

@@ -35,6 +35,7 @@ PTRACE_EVENT_STOP = 128
 PTRACE_O_TRACESYSGOOD = 1
 PTRACE_O_TRACECLONE = 8
 PTRACE_O_SUSPEND_SECCOMP = 0x200000
+PTRACE_O_EXITKILL = 0x100000
 PTRACE_EVENT_CLONE = 3
 SYSCALL_STOP = 0x80 | 5  # the stop signal of a syscall stop, with PTRACE_O_TRACESYSGOOD
 # What every tracee of ckpt gets: injected syscalls run from syscall stop to syscall

@@ -1,8 +1,10 @@
-"""The vDSO areas of a process (``[vvar]``, ``[vvar_vclock]``, ``[vdso]``) and moving
-them together, each at the same distance from the others, with injected ``mremap``."""
+"""The vDSO areas of a process (``[vvar]``, ``[vvar_vclock]``, ``[vdso]``): moving
+them together, each at the same distance from the others, with injected ``mremap``;
+and the padding after the vDSO's ELF image, which no code runs."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 from . import libc
@@ -46,3 +48,25 @@ def move_together(inj: Injector, found: Sequence[Vma], to: int) -> dict[str, int
             raise MoveError(e, v.path) from None
         out[v.path] = dest
     return out
+
+
+def padding(image: bytes, need: int) -> int | None:
+    """The offset of ``need`` zero bytes (16-aligned) after the end of the ELF image
+    ``image`` (a [vdso] area as read from memory): past its section headers and the
+    contents of its segments, in the page rounding that nothing runs; None if there
+    is no such room."""
+    if len(image) < 64 or image[:4] != b"\x7fELF" or image[4] != 2:
+        return None
+    phoff, shoff = struct.unpack_from("<QQ", image, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", image, 0x36)
+    end = shoff + shnum * shentsize
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if at + 40 > len(image):
+            return None
+        offset, _, _, filesz = struct.unpack_from("<QQQQ", image, at + 8)
+        end = max(end, offset + filesz)
+    start = (end + 15) & ~15
+    if start + need > len(image) or any(image[start:start + need]):
+        return None
+    return start

@@ -58,7 +58,7 @@ def create(leader: Injector, scratch: int, tid: int) -> Injector:
     stop = ptrace.wait_stop(tid)
     if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:
         raise RestoreError(f"process {leader.pid}: new thread {tid}: {stop.describe()}")
-    return Injector(tid, leader.site, ptrace.get_regs(tid), leader.options)
+    return Injector(tid, leader.site, ptrace.get_regs(tid), options=leader.options)
 
 
 def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any]) -> None:
@@ -81,7 +81,7 @@ def create_all(leader: Injector, scratch: int, states: list[dict[str, Any]]) -> 
 
 def open_thread(leader: Injector, tid: int) -> Injector:
     """An injector running in thread ``tid`` of the process ``leader`` runs in."""
-    return Injector(tid, leader.site, ptrace.get_regs(tid), leader.options)
+    return Injector(tid, leader.site, ptrace.get_regs(tid), options=leader.options)
 
 
 def restore_final_all(leader: Injector, scratch: int, states: list[dict[str, Any]],

@@ -1,0 +1,83 @@
+"""SIGINT, SIGTERM, SIGHUP and SIGPIPE turned into an exception, and sections they wait for.
+
+The ckpt command makes each of these signals raise ``Interrupted`` (once), so
+that a dump or restore stopped by ``timeout``, a service manager or a closed
+terminal rolls back exactly as a failed one does. Code that must not be cut in
+the middle (an injected syscall, the rollback itself) runs under ``held()``:
+the signals are blocked meanwhile and arrive as soon as it ends.
+
+``record()`` is for start-up, before anything could catch the exception: a
+signal is only noted, and ``install()`` raises it. This module imports only
+the builtin ``_signal`` so that it can be loaded first and fast.
+"""
+
+from __future__ import annotations
+
+import _signal
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from types import FrameType, TracebackType
+
+SIGINT, SIGHUP, SIGPIPE, SIGTERM = 2, 1, 13, 15
+TERMINATING = (SIGINT, SIGTERM, SIGHUP, SIGPIPE)
+_NAMES = {SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP", SIGPIPE: "SIGPIPE"}
+
+_received: list[int] = []
+_raising = False
+
+
+class Interrupted(BaseException):
+    """ckpt got a terminating signal; unwinding rolls back what it was doing."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {_NAMES.get(signum, signum)}")
+
+    @property
+    def exit_status(self) -> int:
+        """What a shell reports for a command killed by this signal."""
+        return 128 + self.signum
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _received:  # the first one is being handled: a second must not cut the rollback
+        return
+    _received.append(signum)
+    if _raising:
+        raise Interrupted(signum)
+
+
+def record() -> None:
+    """From now on, only note each terminating signal (for ``install`` to raise)."""
+    global _raising
+    _raising = False
+    for sig in TERMINATING:
+        _signal.signal(sig, _handler)
+
+
+def install() -> None:
+    """From now on, each terminating signal raises ``Interrupted`` (the first one
+    only); one noted since ``record`` is raised at once."""
+    global _raising
+    record()
+    _raising = True
+    if _received:
+        raise Interrupted(_received[0])
+
+
+def received() -> int | None:
+    """The terminating signal ckpt got, if any."""
+    return _received[0] if _received else None
+
+
+class held:
+    """Block the terminating signals for a ``with`` block; one that came meanwhile is
+    handled when the block ends."""
+
+    def __enter__(self) -> None:
+        self._old = _signal.pthread_sigmask(_signal.SIG_BLOCK, TERMINATING)
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self._old)

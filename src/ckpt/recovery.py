@@ -1,0 +1,209 @@
+"""Notes of what a running dump changed in its processes, so that the next ckpt undoes
+what a killed one left behind.
+
+While a dump holds a process, the only traces of ckpt in it are a scratch area,
+parking code in its vDSO's padding (kernel/inject.py) and, for the microseconds
+of an injected syscall, borrowed registers. A dump writes, in
+``/run/ckpt/dumps/PID.jsonl`` and before it touches a process, each thread's own
+registers and signal mask, where the parking code goes and where the scratch area
+goes; it keeps the file locked (flock) while it runs and removes it at the end.
+The kernel drops the lock of a killed ckpt: ``recover``, which every dump,
+pre-dump and restore runs first, then finds the note unlocked, wakes any thread
+parked with its own registers and mask, unmaps the area and erases the code.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+from typing import Any
+
+from .kernel import procfs, ptrace
+from .kernel.inject import PARK_CODE, Injector
+
+log = logging.getLogger("ckpt.recovery")
+
+NOTES_DIR = "/run/ckpt/dumps"
+
+
+def _notes_dir() -> str:
+    return os.environ.get("CKPT_NOTES_DIR", NOTES_DIR)
+
+
+class Note:
+    """The note of one dump: created on first use, removed by ``close``."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.path = ""
+        self._failed = False
+
+    def _open(self) -> bool:
+        if self.fd >= 0 or self._failed:
+            return self.fd >= 0
+        folder = _notes_dir()
+        path = os.path.join(folder, f"{os.getpid()}.jsonl")
+        tmp = path + ".new"
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            try:
+                os.unlink(tmp)  # left by an earlier ckpt under the same PID
+            except FileNotFoundError:
+                pass
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # before the name is visible to ``recover``
+            os.rename(tmp, path)
+        except OSError as e:
+            self._failed = True
+            log.warning("cannot keep a note of the dump in %s (%s): if ckpt is killed, "
+                        "nothing will clean up after it", folder, e)
+            return False
+        self.fd, self.path = fd, path
+        return True
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        if self._open():
+            os.write(self.fd, json.dumps(entry, separators=(",", ":")).encode() + b"\n")
+
+    def process(self, pid: int, started: int, threads: list[tuple[int, ptrace.UserRegs, int]],
+                park: int | None, scratch: tuple[int, int]) -> None:
+        """Process ``pid``'s threads, each with the registers and mask it resumes with;
+        where its parking code and its scratch area (address, size) go."""
+        self._add({"pid": pid, "start": started, "park": park, "scratch": list(scratch),
+                   "threads": [{"tid": tid, "regs": regs.to_dict(), "mask": mask}
+                               for tid, regs, mask in threads]})
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = -1
+
+
+def recover() -> None:
+    """Undo what killed dumps left in their processes (see the module doc)."""
+    folder = _notes_dir()
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".jsonl"))
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue  # a running dump's, or another ckpt recovering it
+                raise
+            if os.fstat(fd).st_nlink == 0:
+                continue  # recovered and removed meanwhile
+            with os.fdopen(os.dup(fd), "rb") as f:
+                entries = [json.loads(line) for line in f if line.endswith(b"\n")]
+            _recover(name, entries)
+            os.unlink(path)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("note %s of a killed ckpt: %s", path, e)
+        finally:
+            os.close(fd)
+
+
+def _recover(name: str, entries: list[dict[str, Any]]) -> None:
+    for entry in entries:
+        pid = entry["pid"]
+        try:
+            if procfs.stat(pid).start_time != entry["start"]:
+                continue  # gone, its PID reused
+        except procfs.ProcessGone:
+            continue
+        try:
+            _recover_process(entry)
+        except (OSError, procfs.ProcessGone) as e:
+            log.warning("process %d, left by a killed ckpt (%s): %s", pid, name, e)
+
+
+def _recover_process(entry: dict[str, Any]) -> None:
+    pid, park = entry["pid"], entry["park"]
+    base, size = entry["scratch"]
+    if park is not None and _read(pid, park, len(PARK_CODE)) != PARK_CODE:
+        park = None
+    mapped = _holds_scratch(pid, base, size)
+    if park is None and not mapped:
+        return
+    seized: list[int] = []
+    try:
+        for th in entry["threads"]:
+            tid = th["tid"]
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue
+            ptrace.seize(tid, ptrace.PTRACE_O_TRACESYSGOOD)
+            seized.append(tid)
+            _stop(tid)
+            rip = ptrace.get_regs(tid).rip
+            if park is not None and park <= rip <= park + len(PARK_CODE):
+                ptrace.set_regs(tid, ptrace.UserRegs.from_dict(th["regs"]))
+                ptrace.set_sigmask(tid, th["mask"])
+                log.warning("thread %d of process %d woken: a killed ckpt left it waiting "
+                            "in the middle of an injected syscall", tid, pid)
+        if mapped and seized and park is not None:
+            tid = seized[0]
+            with Injector(tid, park, ptrace.get_regs(tid), mask=ptrace.get_sigmask(tid)) as inj:
+                inj.scratch = (base, size)
+                inj.unmap_scratch()
+                inj.settle()
+            log.warning("process %d: unmapped the scratch area a killed ckpt left in it", pid)
+        elif mapped:
+            log.warning("process %d: a killed ckpt left a scratch area of %d KiB at %#x in "
+                        "it", pid, size >> 10, base)
+        if park is not None:
+            _write(pid, park, bytes(len(PARK_CODE)))  # the vDSO's padding, as it was
+    finally:
+        for tid in seized:
+            try:
+                ptrace.detach(tid)
+            except OSError as e:
+                log.warning("thread %d: detach: %s", tid, e)
+
+
+def _stop(tid: int) -> None:
+    ptrace.interrupt(tid)
+    while True:
+        stop = ptrace.wait_stop(tid)
+        if stop.exited:
+            raise procfs.ProcessGone(tid, "exited")
+        if stop.event == ptrace.PTRACE_EVENT_STOP:
+            return
+        ptrace.cont(tid, stop.stopsig)
+
+
+def _holds_scratch(pid: int, base: int, size: int) -> bool:
+    """True if ``pid`` still has anonymous read-write memory at ckpt's scratch area."""
+    return any(v.start <= base and base + size <= v.end and v.perms[:3] == "rw-"
+               and not v.inode and not v.path for v in procfs.maps(pid))
+
+
+def _read(pid: int, addr: int, size: int) -> bytes:
+    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, addr)
+    finally:
+        os.close(fd)
+
+
+def _write(pid: int, addr: int, data: bytes) -> None:
+    fd = os.open(f"/proc/{pid}/mem", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, data, addr)
+    finally:
+        os.close(fd)
