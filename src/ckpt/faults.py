@@ -44,6 +44,7 @@ POINTS: dict[str, str] = {
     "restore.cgroups": "the cgroups the tree goes back into made (--manage-cgroups)",
     "restore.forked": "the tree forked and waiting, not yet seized",
     "restore.seized": "every new process seized and stopped",
+    "restore.fds_given": "every new process holds its fds, ckpt closed its copies",
     "restore.task.memory": "a task's memory restored",
     "restore.task.threads": "a task's other threads created",
     "restore.task.signals": "a task's signals and timers restored",

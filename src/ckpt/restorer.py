@@ -40,6 +40,7 @@ from .pages.chain import Chain, Segment
 from .resources import (
     cgroups,
     cpu,
+    fdtable,
     files,
     ghost,
     locks,
@@ -80,7 +81,8 @@ class _Node:
     mm: dict[str, Any] = field(default_factory=dict)
     fd_table: list[dict[str, Any]] = field(default_factory=list)
     segments: list[Segment] | None = None
-    plan: list[tuple[int, int, bool]] = field(default_factory=list)
+    plan: list[fdtable.Want] = field(default_factory=list)
+    sock: int = -1  # where it holds the socket its fds come through
     early: list[_Node] = field(default_factory=list)  # forked before setsid
     late: list[_Node] = field(default_factory=list)
 
@@ -128,6 +130,9 @@ def _pid_holder(pid: int) -> str:
 def _report(fd: int, pid: int, error: str = "") -> None:
     msg = error.encode(errors="backslashreplace")[:400]
     os.write(fd, struct.pack("<iH", pid, len(msg)) + msg)
+
+
+_go_w = [-1]  # ckpt's end of the pipe the forked tree waits on, which a fork closes
 
 
 def _spawn(node: _Node, ready_w: int, go_r: int, sibling: bool = False) -> int | None:
@@ -194,18 +199,14 @@ def _become(node: _Node, ready_w: int, go_r: int, hold_w: int = -1) -> None:
             libc.prlimit(0, 4, (0, libc.prlimit(0, 4)[1]))  # no core file
             os.kill(os.getpid(), sig)
         os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0)
-    if hold_w >= 0:  # the fd table is the parent's, which installs the fds: once told,
-        _report(ready_w, node.pid)  # it renumbers them, so this one touches none after
+    if hold_w >= 0:  # the fd table is the parent's, which gets the fds (``give_fds``)
+        _report(ready_w, node.pid)
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)  # no go_r: go with the parent
         os.close(hold_w)
         while True:
             signal.pause()  # until ckpt takes over
-    try:
-        ready_w, go_r = files.install_in_child(node.plan, [ready_w, go_r])
-    except OSError as e:
-        _report(ready_w, node.pid, f"process {node.pid}: fd set-up failed: {e}")
-        return
     _report(ready_w, node.pid)
+    os.close(_go_w[0])  # ckpt's end: EOF once ckpt is gone
     os.read(go_r, 1)
 
 
@@ -304,6 +305,8 @@ class Restore:
         self.helper_in_ckpt = False
         self.vdso_offset = 0
         self.ready_r = self.go_w = -1  # the pipes the forked tree reports and waits on
+        self.sender: fdtable.FdSender | None = None  # passes the fds to the new processes
+        self.fd_limit = 0  # ckpt's RLIMIT_NOFILE, raised as far as it goes
         self.started: list[_Node] = []  # forked processes that are ckpt's
         self.shmem: dict[int, tuple[int, int, int]] = {}  # shared memory mapped so far
         self.cwds: dict[int, int] = {}  # removed working directories: ghost id -> a pid in it
@@ -318,6 +321,7 @@ class Restore:
         t0 = time.monotonic()
         recovery.recover()
         self.notify("pre-restore", 0)
+        self.fd_limit = fdtable.raise_limit()  # ckpt holds every description at once
         self.load()
         try:
             self.make_ipc()
@@ -326,6 +330,7 @@ class Restore:
             self.map_helper()
             self.create_tree()
             self.seize()
+            self.give_fds()
             self.across_tasks()
             for node in self.live:
                 _TaskRestore(self, node).run()
@@ -429,6 +434,10 @@ class Restore:
                 f"--inherit-fd key {sorted(unused)[0]!r} matches no file in the image; keys "
                 f"in the image: {', '.join(available_keys(fctx.descriptions)) or 'none'}")
         fctx.check()  # each kind refuses now, before anything is opened
+        problem = files.check_limits({n.pid: n.fd_table for n in self.live}, fctx.descriptions,
+                                     self.fd_limit)
+        if problem:
+            raise RestoreError(f"{problem} (ckpt's hard RLIMIT_NOFILE here)")
         terminals = fctx.kind(tty.Terminals)
         for n in self.live:
             n.plan = fctx.prepare_task(n.fd_table)
@@ -464,13 +473,16 @@ class Restore:
         waits. ckpt drops its copies of the helper and the files once forked."""
         self.ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
+        self.sender = fdtable.FdSender()
+        for n in self.live:
+            n.sock = self.sender.theirs.fileno()
         try:
+            _go_w[0] = self.go_w
             _spawn(self.root, ready_w, go_r, self.sibling)
         finally:
             self._unmap_helper()
             os.close(ready_w)
             os.close(go_r)
-            self._files().close_all()
         try:
             _collect_ready(self.ready_r, {n.pid for n in self.live})
         finally:
@@ -491,6 +503,19 @@ class Restore:
         for n in self.started:  # before any process's signals are back (see enter_stop)
             signals.enter_stop(n.pid, n.core.get("stop_signal", 0), n.core["signals"])
         faults.point("restore.seized")
+
+    def give_fds(self) -> None:
+        """Each new process gets its fds (fdtable.py); ckpt then closes its own copies."""
+        sender = self._sender()
+        for n in self.started:
+            if "files_of" in n.info:
+                continue  # its parent's table, which gets them
+            with Injector(n.pid, self.helper + _SITE_OFFSET, ptrace.get_regs(n.pid)) as inj:
+                n.sock = sender.install(inj, self.helper, n.sock, n.plan)
+        log.info("%d fds passed to %d processes", sender.sent, len(self.started))
+        self._files().close_all()
+        sender.close()
+        faults.point("restore.fds_given")
 
     def across_tasks(self) -> None:
         """What kinds of files do in several new processes in turn, before any is
@@ -594,6 +619,8 @@ class Restore:
         ghost.drop_memfds()
         if self.ipc is not None:
             self.ipc.undo()
+        if self.sender is not None:
+            self.sender.close()
         if self.foreground is not None:
             self.foreground.close()
         if self.pidfile_written is not None:
@@ -614,6 +641,10 @@ class Restore:
         if self.helper_in_ckpt:
             self.helper_in_ckpt = False
             libc.syscall("munmap", self.helper, HELPER_SIZE)
+
+    def _sender(self) -> fdtable.FdSender:
+        assert self.sender is not None, "create_tree() runs first"
+        return self.sender
 
     def _files(self) -> files.RestoreFiles:
         assert self.fctx is not None, "load() runs first"
@@ -663,14 +694,11 @@ class _TaskRestore:
         self.r.cgroups.join(self.pid)
 
     def close_unsaved_fds(self) -> None:
-        """Close the fds it has beyond its saved ones (the pipes it waited on); not in a
-        process sharing its parent's fd table (CLONE_FILES), restored already."""
+        """Close the socket its fds came through; not in a process sharing its parent's fd
+        table (CLONE_FILES): its parent does."""
         if "files_of" in self.node.info:
             return
-        saved = {e["fd"] for e in self.node.fd_table}
-        for fd in procfs.fd_numbers(self.pid):
-            if fd not in saved:
-                self.inj.call("close", fd)
+        self.inj.call("close", self.node.sock)
 
     def finish_files(self) -> None:
         """File kinds that must act inside the process, on its final fd numbers (once

@@ -28,21 +28,24 @@ NR = {
     "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13,
     "rt_sigprocmask": 14, "pread64": 17, "mremap": 25, "madvise": 28,
     "dup2": 33, "nanosleep": 35, "getitimer": 36, "setitimer": 38,
-    "pause": 34, "getpid": 39, "socket": 41, "connect": 42, "shutdown": 48, "listen": 50,
-    "getsockopt": 55, "wait4": 61, "kill": 62, "fcntl": 72, "flock": 73, "chdir": 80,
+    "pause": 34, "getpid": 39, "socket": 41, "connect": 42, "sendmsg": 46, "recvmsg": 47,
+    "shutdown": 48, "listen": 50, "getsockopt": 55, "wait4": 61, "kill": 62, "fcntl": 72,
+    "flock": 73, "chdir": 80,
     "fchdir": 81, "umask": 95, "setgroups": 116, "setresuid": 117,
     "setresgid": 119, "setfsuid": 122, "setfsgid": 123, "capget": 125, "capset": 126,
     "getpriority": 140, "setpriority": 141, "sched_setattr": 314, "sched_getattr": 315,
     "membarrier": 324, "rt_sigqueueinfo": 129, "sigaltstack": 131,
-    "personality": 135, "chroot": 161, "setpgid": 109, "rt_sigtimedwait": 128, "prctl": 157,
+    "personality": 135, "chroot": 161, "setpgid": 109, "setsid": 112,
+    "rt_sigtimedwait": 128, "prctl": 157,
     "arch_prctl": 158, "gettid": 186, "timer_create": 222, "timer_settime": 223,
     "timer_gettime": 224, "timer_delete": 226,
     "restart_syscall": 219, "set_tid_address": 218, "clock_nanosleep": 230, "exit_group": 231,
+    "tgkill": 234,
     "openat": 257, "set_robust_list": 273, "get_robust_list": 274,
     "tee": 276, "dup3": 292, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
     "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
     "seccomp": 317, "rseq": 334, "pidfd_send_signal": 424,
-    "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438,
+    "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
     "mlock": 149, "mlock2": 325, "mseal": 462,
     "io_setup": 206, "io_getevents": 208, "io_submit": 209, "shmat": 30,
 }
@@ -82,6 +85,11 @@ CLONE_PARENT = 0x8000
 
 # kcmp
 KCMP_FILE = 0
+
+# sockets: SCM_RIGHTS
+SOL_SOCKET, SCM_RIGHTS = 1, 1
+MSG_CTRUNC, MSG_DONTWAIT, MSG_CMSG_CLOEXEC = 0x8, 0x40, 0x40000000
+SCM_MAX_FD = 253  # fds in one SCM_RIGHTS message
 
 # seccomp
 SECCOMP_SET_MODE_STRICT, SECCOMP_SET_MODE_FILTER = 0, 1
@@ -123,6 +131,20 @@ def getsockopt(fd: int, level: int, opt: int, size: int, optlen: int) -> tuple[b
 
 class IOVec(ctypes.Structure):
     _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_uint64), ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.c_uint64), ("msg_iovlen", ctypes.c_uint64),
+        ("msg_control", ctypes.c_uint64), ("msg_controllen", ctypes.c_uint64),
+        ("msg_flags", ctypes.c_int32),
+    ]
+
+
+class CmsgHdr(ctypes.Structure):
+    _fields_ = [("cmsg_len", ctypes.c_uint64), ("cmsg_level", ctypes.c_int32),
+                ("cmsg_type", ctypes.c_int32)]
 
 
 class CloneArgs(ctypes.Structure):

@@ -172,6 +172,13 @@ class FileKind:
         return str(desc["path"]) if "path" in desc else cls.LINK
 
     @classmethod
+    def held_at_restore(cls, desc: Description) -> int:
+        """How many fds ckpt holds for ``desc`` while the tree is created, at most: its
+        own fd of the description, and what ``open`` keeps to make it (files.check_limits
+        checks at dump that a restore can hold them all at once)."""
+        return 1
+
+    @classmethod
     def borrowed(cls, desc: Description) -> bool:
         """Whether ``open`` hands out a file the restore does not own (the user's
         terminal of a shell job): ckpt then leaves its status flags alone."""

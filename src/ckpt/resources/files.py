@@ -26,7 +26,8 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
-from . import kinds, locks
+from . import fdtable, kinds, locks
+from .fdtable import Want
 from .filekind import (
     STATUS_FLAGS,
     Description,
@@ -76,8 +77,11 @@ class DumpFiles:
         self.kinds = [cls() for cls in kinds.KINDS]  # in claim order
         self.descriptions: dict[str, Description] = {}
         self.locks = locks.DumpLocks(file_locks)
-        # (st_dev, st_ino) -> [(pid, fd, id)] to find shared descriptions with kcmp
-        self._seen: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
+        # What fds of one description share (the file, its offset and status flags) ->
+        # [(pid, fd, id)] of the descriptions seen with those, in kcmp's order of open
+        # file descriptions: found by bisection, N log N kcmp calls at worst.
+        self._seen: dict[tuple[int, int, int, int], list[tuple[int, int, str]]] = {}
+        self.tables: dict[int, list[dict[str, Any]]] = {}  # pid -> its fd table
         self._owners: list[tuple[str, dict[str, Any]]] = []  # (where, fown) to check
         # files passed in queued messages (SCM_RIGHTS), to describe: (ckpt's fd, where,
         # done); and ckpt's fds of them, kept open until the dump's end (kcmp finds them)
@@ -85,14 +89,27 @@ class DumpFiles:
         self._held: list[int] = []
         self.ctx.in_flight = self._add_in_flight
 
-    def _find_shared(self, pid: int, fd: int, st: os.stat_result) -> str | None:
-        for opid, ofd, fid in self._seen.get((st.st_dev, st.st_ino), []):
-            try:
-                if libc.kcmp_file(pid, opid, fd, ofd) == 0:
-                    return fid
-            except OSError:
-                continue
-        return None
+    @staticmethod
+    def _bucket(st: os.stat_result, info: procfs.FdInfo) -> tuple[int, int, int, int]:
+        return st.st_dev, st.st_ino, info.pos, info.flags & ~O_CLOEXEC_FDINFO
+
+    def _find_shared(self, pid: int, fd: int, bucket: tuple[int, int, int, int]
+                     ) -> tuple[str | None, int]:
+        """The id of the description ``fd`` of ``pid`` shares with an fd seen before, or
+        None and where it goes in its bucket's ordered list."""
+        seen = self._seen.get(bucket, [])
+        lo, hi = 0, len(seen)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            opid, ofd, fid = seen[mid]
+            order = libc.kcmp_file(pid, opid, fd, ofd)
+            if order == 0:
+                return fid, mid
+            if order == 1:  # ours sorts first
+                hi = mid
+            else:
+                lo = mid + 1
+        return None, lo
 
     def _describe(self, f: OpenFd) -> str:
         """Describe a description seen for the first time; its id."""
@@ -127,12 +144,14 @@ class DumpFiles:
         while self._in_flight:
             fd, where, done = self._in_flight.pop(0)
             st = os.fstat(fd)
-            fid = self._find_shared(me, fd, st)
+            info = procfs.fdinfo(me, fd)
+            bucket = self._bucket(st, info)
+            fid, at = self._find_shared(me, fd, bucket)
             if fid is None:
-                f = OpenFd(me, fd, os.readlink(f"/proc/self/fd/{fd}"), st, fd,
-                           procfs.fdinfo(me, fd), label=where)
+                f = OpenFd(me, fd, os.readlink(f"/proc/self/fd/{fd}"), st, fd, info,
+                           label=where)
                 fid = self._describe(f)
-                self._seen.setdefault((st.st_dev, st.st_ino), []).append((me, fd, fid))
+                self._seen.setdefault(bucket, []).insert(at, (me, fd, fid))
             done(fid)
 
     def dump_task(self, pid: int, pidfd: int, owner: int = 0) -> list[dict[str, Any]]:
@@ -145,28 +164,35 @@ class DumpFiles:
             dup = libc.pidfd_getfd(pidfd, fd)
             try:
                 f = OpenFd(pid, fd, link, os.fstat(dup), dup, info)
-                fid = self._find_shared(pid, fd, f.st)
+                bucket = self._bucket(f.st, info)
+                fid, at = self._find_shared(pid, fd, bucket)
                 if fid is None:
                     fid = self._describe(f)
                     self.ctx.holders.setdefault((f.st.st_dev, f.st.st_ino), []).append(
                         (pid, fd, fid))
-                    self._seen.setdefault((f.st.st_dev, f.st.st_ino), []).append((pid, fd, fid))
+                    self._seen.setdefault(bucket, []).insert(at, (pid, fd, fid))
                 self.locks.add(f, fid, owner or pid)
             finally:
                 os.close(dup)
             table.append({"fd": fd, "file": fid, "cloexec": bool(info.flags & O_CLOEXEC_FDINFO)})
             log.debug("process %d fd %d -> file %s (%s)", pid, fd, fid, link)
             self._describe_in_flight()
+        self.tables[pid] = table
         return table
 
     def after_dump(self, tasks: list[dict[str, Any]]) -> None:
         """Let every kind check what needs the whole tree, on its own descriptions; check
-        that every signal owner comes back with the tree."""
+        that every signal owner comes back with the tree, and that a restore here could
+        hold them all (``check_limits``)."""
         for kind in self.kinds:
             kind.after_dump(self.ctx, tasks)
         for where, fown in self._owners:
             _check_owner(where, fown, tasks)
         self.locks.check_tree({t["pid"] for t in tasks})
+        problem = check_limits(self.tables, self.descriptions, fdtable.reachable_limit())
+        if problem:
+            raise UnsupportedError(f"{problem} (ckpt's hard RLIMIT_NOFILE: raise it, as a "
+                                   "user with CAP_SYS_RESOURCE, before dumping)")
 
     def before_kill(self) -> None:
         for kind in self.kinds:
@@ -260,9 +286,9 @@ class RestoreFiles:
         self.opened[fid] = fd
         return fd
 
-    def prepare_task(self, table: list[dict[str, Any]]) -> list[tuple[int, int, bool]]:
-        """(target fd, ckpt's fd, close-on-exec) for each fd of one task."""
-        return [(e["fd"], self.open_description(e["file"]), e["cloexec"]) for e in table]
+    def prepare_task(self, table: list[dict[str, Any]]) -> list[Want]:
+        """Each fd of one task: its number, ckpt's fd of its description, close-on-exec."""
+        return [Want(e["fd"], self.open_description(e["file"]), e["cloexec"]) for e in table]
 
     def after_open(self) -> None:
         """Once every process's files are open: let each kind finish what needs other
@@ -369,6 +395,16 @@ def _check_owner(where: str, fown: dict[str, Any], tasks: list[dict[str, Any]]) 
                                "outside the dumped tree; ckpt cannot restore that owner")
 
 
+def check_limits(tables: dict[int, list[dict[str, Any]]], descriptions: dict[str, Description],
+                 limit: int) -> str | None:
+    """Why a restore allowed ``limit`` open files could not make these fd tables (each
+    process's highest fd, and the fds ckpt holds meanwhile); None when it can. The dump
+    asks it too, with the limit a restore here will have."""
+    held = sum(kinds.kind_of(d["kind"]).held_at_restore(d) for d in descriptions.values())
+    return fdtable.limit_problem({pid: [e["fd"] for e in t] for pid, t in tables.items()},
+                                 held, limit)
+
+
 def set_status_flags(fd: int, desc: Description) -> None:
     """The one step that gives every description made by a kind its saved file status
     flags (O_NONBLOCK, O_APPEND, O_DIRECT, O_NOATIME) and the signal it sends
@@ -397,29 +433,3 @@ def _set_async(pid: int, inj: Injector, fd: int, desc: Description) -> None:
     except OSError as e:
         raise RestoreError(f"process {pid} fd {fd}: cannot set O_ASYNC again: "
                            f"{os.strerror(e.errno or 0)}") from None
-
-
-def install_in_child(plan: list[tuple[int, int, bool]], keep: list[int]) -> list[int]:
-    """Run in the fresh child: put every fd at its number, close all others.
-
-    ``keep`` are ckpt's own fds that must survive; they are moved above every
-    target fd and their new numbers returned.
-    """
-    top = max([t for t, _, _ in plan] + [s for _, s, _ in plan] + keep + [2]) + 1
-    moved = [(t, os.dup2(s, top + i, inheritable=True), c) for i, (t, s, c) in enumerate(plan)]
-    base = top + len(plan)
-    new_keep = [os.dup2(k, base + i, inheritable=True) for i, k in enumerate(keep)]
-    wanted = {t for t, _, _ in plan} | set(new_keep) | {m for _, m, _ in moved}
-    for fd in range(0, base + len(keep)):
-        if fd not in wanted:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    os.closerange(base + len(keep), 65536)
-    for t, m, c in moved:
-        os.dup2(m, t, inheritable=not c)
-    for _, m, _ in moved:
-        if m not in {t for t, _, _ in plan}:
-            os.close(m)
-    return new_keep

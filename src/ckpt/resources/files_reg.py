@@ -122,6 +122,10 @@ def proc_owner(path: str, mount_point: str) -> tuple[int, int | None] | None:
 class RegularFiles(FileKind):
     KIND = "reg"
 
+    @classmethod
+    def held_at_restore(cls, desc: Description) -> int:
+        return 2 if "ghost" in desc else 1  # a deleted file made again, and its reopen
+
     def __init__(self) -> None:
         super().__init__()
         self._ghosts = ghost.Made()  # deleted files made again, by ghost id

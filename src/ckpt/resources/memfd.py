@@ -19,6 +19,10 @@ from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 class MemFds(FileKind):
     KIND = "memfd"
 
+    @classmethod
+    def held_at_restore(cls, desc: Description) -> int:
+        return 2  # the memfd made again, and its reopen
+
     def __init__(self) -> None:
         super().__init__()
         self._made = ghost.Made()  # memfds made again, by ghost id

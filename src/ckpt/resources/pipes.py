@@ -60,6 +60,10 @@ def _read_buffered(pid: int, fd: int, capacity: int) -> bytes:
 class Pipes(FileKind):
     KIND = "pipe"
 
+    @classmethod
+    def held_at_restore(cls, desc: Description) -> int:
+        return 3  # a pipe made for one end: both its ends, and the end handed out
+
     def __init__(self) -> None:
         super().__init__()
         self._saved: dict[int, dict[str, Any]] = {}  # dump: inode -> capacity, data_off, _len

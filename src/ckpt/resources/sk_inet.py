@@ -141,6 +141,10 @@ def _shutdown_by_poll(sock: socket.socket) -> int:
 class InetSockets(SocketKind):
     KIND = "inet"
 
+    @classmethod
+    def held_at_restore(cls, desc: Description) -> int:
+        return 2 if "tcp" in desc else 1  # a connection: ckpt's copy, kept until it runs
+
     def __init__(self) -> None:
         super().__init__()
         self._udp_diag: dict[tuple[int, int], dict[int, sock_diag.InetDiag]] = {}  # dump

@@ -485,6 +485,10 @@ def _by_ino(descriptions: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]
 class UnixSockets(SocketKind):
     KIND = "unix"
 
+    @classmethod
+    def held_at_restore(cls, desc: Description) -> int:
+        return 2  # the socket made, and the dup handed out
+
     def __init__(self) -> None:
         super().__init__()
         self._table: dict[int, dict[str, Any]] | None = None  # dump: sock_diag of them all

@@ -148,6 +148,10 @@ def _queued(desc: Description, key: str) -> bytes:
 class Terminals(FileKind):
     KIND = "tty"
 
+    @classmethod
+    def held_at_restore(cls, desc: Description) -> int:
+        return 3  # a pty pair made for one end: master and slave, and the end handed out
+
     def __init__(self) -> None:
         super().__init__()
         self._terminals: list[tuple[OpenFd, Description]] = []  # dump: those not masters
