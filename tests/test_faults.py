@@ -47,7 +47,8 @@ from ckpt_helpers import (
 # A point reached once per task also fails at its second hit: the child, once the
 # root was dumped (or restored) completely.
 SECOND = ["dump.task.core:2", "dump.task.pages:2", "dump.task.done:2",
-          "restore.task.memory:2", "restore.task.final:2"]
+          "restore.task.fds:2", "restore.task.memory:2", "restore.task.children:2",
+          "restore.task.final:2"]
 DUMP_POINTS = [n for n in faults.names() if n.startswith(("dump.", "predump."))]
 DUMP_POINTS += [n for n in SECOND if n.startswith("dump.")]
 RESTORE_POINTS = [n for n in faults.names() if n.startswith("restore.")]

@@ -31,7 +31,8 @@ from .hooks import Notify, ignore
 from .images import ImageWriter
 from .kernel import interrupts, libc, procfs, ptrace, vdso
 from .kernel.inject import PARK_CODE, Injector, find_syscall_site, resumable
-from .pages.save import DumpMemory
+from .pages import forked
+from .pages.save import DumpMemory, ForkParent
 from .resources import (
     cgroups,
     cpu,
@@ -451,8 +452,11 @@ def _find_sharing(tasks: list[_Task]) -> None:
 
 def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
                shmem_seen: dict[int, int], note: recovery.Note,
-               memctx: DumpMemory | None = None) -> dict[str, int]:
-    """Save everything of one frozen task; return its page summary."""
+               memctx: DumpMemory | None = None,
+               mappings: dict[int, list[dict[str, Any]]] | None = None) -> dict[str, int]:
+    """Save everything of one frozen task; return its page summary. ``mappings``: the
+    saved mappings of the tasks saved so far, whose children may share their pages."""
+    mappings = {} if mappings is None else mappings
     pid = t.pid
     fr = t.frozen
     assert fr is not None and fr.regs0 is not None and fr.mask0 is not None
@@ -497,14 +501,17 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         os.close(pidfd)
     log.info("process %d: %d fds saved", pid, len(fd_table))
     faults.point("dump.task.fds")
-    track = memctx.task(pid) if memctx is not None else None
+    fork = ForkParent(t.ppid, mappings[t.ppid]) if t.ppid in mappings else None
+    track = memctx.task(pid, fork) if memctx is not None else None
     mm = mem.dump(pid, vmas, inj, images, stat, shmem_seen, track=track)
     if track is not None:
         track.after_pages()
+    mappings[pid] = sorted(mm["vmas"], key=lambda v: v["start"])
     pages = mem.summarize(mm)
-    log.info("process %d: %d mappings, %d pages in %d runs saved, %d in the parent "
-             "(%d injected syscalls)", pid, len(mm["vmas"]), pages["pages"], pages["runs"],
-             sum(n for _, n in mm.get("in_parent", [])), inj.count)
+    log.info("process %d: %d mappings, %d pages in %d runs saved, %d in the parent images, "
+             "%d shared with its parent process (%d injected syscalls)", pid, len(mm["vmas"]),
+             pages["pages"], pages["runs"], sum(n for _, n in mm.get("in_parent", [])),
+             sum(n for _, n in mm.get("inherited", [])), inj.count)
     if t.shares or "root" in core["task"]:
         images.need(sharing.FEATURE)
     images.write_json(f"core-{pid}.json", core)
@@ -629,14 +636,18 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
                                  file_locks=file_locks, tcp=tcp, ext_unix_sk=ext_unix_sk)
         shmem_seen: dict[int, int] = {}
-        for t in tasks:
+        mappings: dict[int, list[dict[str, Any]]] = {}
+        for t in tasks:  # parents first: their children's pages are compared with theirs
             if t.frozen is not None:
                 try:
-                    total += _dump_task(t, images, dumper, shmem_seen, note, memctx)["bytes"]
+                    total += _dump_task(t, images, dumper, shmem_seen, note, memctx,
+                                        mappings)["bytes"]
                 except OSError as e:
                     raise _task_failed(t.pid, e) from e
         sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
         dumper.after_dump([t.info() for t in tasks])
+        if memctx.inherited_pages:
+            images.need(forked.FEATURE)
         images.write_json("files.json", dumper.descriptions)
         if dumper.locks.saved:
             images.write_json(locks.IMAGE, dumper.locks.saved)

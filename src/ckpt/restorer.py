@@ -2,13 +2,15 @@
 PIDs, turn each process into the saved one with injected syscalls, and let
 them all run.
 
-The tree is first built by plain forks of ckpt (clone3 with set_tid): each
-new process calls setsid/setpgid as its saved self did, forks its own
-children, puts its fds in place and waits. Zombies are forked too and exit at
-once with their saved status, for their parent to reap later. ckpt then
-seizes every waiting process, unmaps everything it had, rebuilds memory,
-per-task state, signals and credentials, and loads the saved registers last.
-If anything fails every new process is killed: nothing half-restored is left.
+The tree is created first (tree.py): the root is a fork of ckpt (clone3 with
+set_tid), whose address space becomes the saved one; every other process is
+cloned from its restored parent, so that the memory they shared copy-on-write
+is shared again, and changes only what differs. Each gets its fds and memory on
+the way, calls setsid/setpgid as its saved self did, and clones its children;
+zombies exit at once with their saved status, for their parent to reap later.
+ckpt then restores each process's own state: per-task state, threads, signals
+and credentials, and the saved registers last. If anything fails every new
+process is killed: nothing half-restored is left.
 
 ``Restore`` holds one restore's state and runs its phases in order;
 ``_TaskRestore`` lists the steps that turn one process into its saved self.
@@ -18,25 +20,23 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import logging
 import os
-import signal
 import struct
 import termios
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import faults, netlock, recovery
-from .errors import CkptError, RestoreError
+from . import faults, netlock, recovery, tree
+from .errors import CkptError, ImageError, RestoreError
 from .hooks import Notify, ignore
 from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
 from .kernel import interrupts, libc, procfs, ptrace
 from .kernel.inject import Injector, vdso_syscall_offset
-from .pages.chain import Chain, Segment
+from .pages.chain import Chain
 from .resources import (
     cgroups,
     cpu,
@@ -60,7 +60,6 @@ from .resources.filekind import TcpFlags
 log = logging.getLogger("ckpt.restore")
 
 HELPER_SIZE = 64 << 10
-PID_WAIT_SECONDS = 5.0
 _SITE_OFFSET = HELPER_SIZE - 16
 
 @dataclass
@@ -71,39 +70,6 @@ class RestoreResult:
     pids: list[int] = field(default_factory=list)
 
 
-@dataclass
-class _Node:
-    """One process of the tree: its inventory entry and, unless a zombie, its images;
-    then the fds it is to get and the children it forks around its setsid."""
-
-    info: dict[str, Any]
-    core: dict[str, Any] = field(default_factory=dict)
-    mm: dict[str, Any] = field(default_factory=dict)
-    fd_table: list[dict[str, Any]] = field(default_factory=list)
-    segments: list[Segment] | None = None
-    plan: list[fdtable.Want] = field(default_factory=list)
-    sock: int = -1  # where it holds the socket its fds come through
-    early: list[_Node] = field(default_factory=list)  # forked before setsid
-    late: list[_Node] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return int(self.info["pid"])
-
-    @property
-    def zombie(self) -> bool:
-        return bool(self.info.get("zombie"))
-
-    @property
-    def threads(self) -> list[dict[str, Any]]:
-        """The saved state of each of its other threads (thread.py)."""
-        return list(self.core.get("threads", []))
-
-    @property
-    def thread_ids(self) -> list[int]:
-        return [th["tid"] for th in self.threads]
-
-
 def _own_vdso_offset() -> int:
     for v in procfs.maps(os.getpid()):
         if v.path == "[vdso]":
@@ -111,144 +77,6 @@ def _own_vdso_offset() -> int:
                 f.seek(v.start)
                 return vdso_syscall_offset(f.read(v.size))
     raise RestoreError("ckpt itself has no vDSO; cannot restore")
-
-
-def _pid_holder(pid: int) -> str:
-    try:
-        st = procfs.stat(pid)
-    except procfs.ProcessGone:
-        return "a process that just exited"
-    if st.state == "Z":
-        return f"a zombie ({st.comm}) not yet reaped by its parent {st.ppid}"
-    return f"{st.comm} (state {st.state}, parent {st.ppid})"
-
-
-# ---------------------------------------------------------------- the tree-building phase
-# Runs in forks of ckpt that Python does not know are forks: simple code only,
-# and every exit through os._exit.
-
-def _report(fd: int, pid: int, error: str = "") -> None:
-    msg = error.encode(errors="backslashreplace")[:400]
-    os.write(fd, struct.pack("<iH", pid, len(msg)) + msg)
-
-
-_go_w = [-1]  # ckpt's end of the pipe the forked tree waits on, which a fork closes
-
-
-def _spawn(node: _Node, ready_w: int, go_r: int, sibling: bool = False) -> int | None:
-    """Fork ``node``'s process. One that shares this process's fd table gets a pipe
-    whose read end is returned: the child closes its write end once it has forked its
-    own children, and this process waits for that before it installs the shared
-    table's fds (``_become``)."""
-    hold_r = hold_w = -1
-    flags = sharing.clone_flags(node.info)
-    if flags & libc.CLONE_FILES:
-        hold_r, hold_w = os.pipe()
-    deadline = time.monotonic() + PID_WAIT_SECONDS
-    while True:
-        try:
-            pid = libc.clone3_with_pid(node.pid, sibling, flags)
-            break
-        except OSError as e:
-            if e.errno != errno.EEXIST or time.monotonic() > deadline:
-                why = (f"PID {node.pid} is taken by {_pid_holder(node.pid)}"
-                       if e.errno == errno.EEXIST else
-                       f"cannot create a process with PID {node.pid}: {e.strerror}")
-                _report(ready_w, node.pid, why)
-                return None
-            time.sleep(0.02)
-    if pid == 0:
-        try:
-            _become(node, ready_w, go_r, hold_w)
-        finally:
-            os._exit(127)
-    return hold_r if hold_r >= 0 else None
-
-
-def _become(node: _Node, ready_w: int, go_r: int, hold_w: int = -1) -> None:
-    """Turn this fresh fork into ``node``'s process, up to the point where ckpt takes over.
-    A process sharing its parent's fd table (``hold_w``, CLONE_FILES) installs no fds:
-    its parent does, once it is told (``hold_w`` closed) that this one has forked its
-    children and its own sharing children have too."""
-    info = node.info
-    holds: list[int] = []  # of the children sharing this fd table
-    try:
-        for kid in node.early:
-            holds.append(_spawn(kid, ready_w, go_r))
-        if info.get("setsid"):
-            os.setsid()
-            if info.get("ctty_fd") is not None:
-                tty.acquire_controlling(info["ctty_fd"])
-        elif info["pgid"] == info["pid"]:
-            os.setpgid(0, 0)
-        for kid in node.late:
-            holds.append(_spawn(kid, ready_w, go_r))
-        for r in holds:
-            if r is not None:
-                os.read(r, 1)  # EOF: that child is done forking
-                os.close(r)
-    except OSError as e:
-        _report(ready_w, node.pid, f"process {node.pid}: session/group set-up failed: {e}")
-        return
-    if node.zombie:
-        status = info.get("exit_status", 0)
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):  # these cannot be caught
-                signal.signal(sig, signal.SIG_DFL)
-            libc.prlimit(0, 4, (0, libc.prlimit(0, 4)[1]))  # no core file
-            os.kill(os.getpid(), sig)
-        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0)
-    if hold_w >= 0:  # the fd table is the parent's, which gets the fds (``give_fds``)
-        _report(ready_w, node.pid)
-        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)  # no go_r: go with the parent
-        os.close(hold_w)
-        while True:
-            signal.pause()  # until ckpt takes over
-    _report(ready_w, node.pid)
-    os.close(_go_w[0])  # ckpt's end: EOF once ckpt is gone
-    os.read(go_r, 1)
-
-
-# ---------------------------------------------------------------- the driver
-
-def _build_nodes(tasks: list[dict[str, Any]], root_pid: int, outside_sid: int | None
-                 ) -> tuple[_Node, list[_Node]]:
-    """The creation tree: children under parents, split around their parent's setsid."""
-    nodes = {t["pid"]: _Node(dict(t)) for t in tasks}
-    order = [nodes[t["pid"]] for t in tasks]
-    for n in order:
-        n.info["setsid"] = n.info["sid"] == n.pid
-        if outside_sid is not None and n.info["sid"] == outside_sid:
-            n.info["sid"] = None  # stays in the restorer's session
-    for n in order:
-        if n.pid == root_pid:
-            continue
-        parent = nodes[n.info["ppid"]]
-        if parent.info["setsid"] and n.info["sid"] != parent.pid and not n.info["setsid"]:
-            parent.early.append(n)
-        else:
-            parent.late.append(n)
-    return nodes[root_pid], order
-
-
-def _collect_ready(ready_r: int, expected: set[int]) -> None:
-    """Wait for each live process to report; raise the first error reported."""
-    pending = set(expected)
-    buf = b""
-    while pending:
-        chunk = os.read(ready_r, 4096)
-        if not chunk:
-            raise RestoreError(f"processes {sorted(pending)} died while being created")
-        buf += chunk
-        while len(buf) >= 6:
-            pid, n = struct.unpack("<iH", buf[:6])
-            if len(buf) < 6 + n:
-                break
-            msg, buf = buf[6:6 + n].decode(errors="replace"), buf[6 + n:]
-            if msg:
-                raise RestoreError(msg)
-            pending.discard(pid)
 
 
 def _parse_inherit(inherit_fds: list[str] | tuple[str, ...]) -> dict[str, int]:
@@ -292,8 +120,8 @@ class Restore:
         # What ``load`` reads from the images.
         self.root_pid = 0
         self.tasks: list[dict[str, Any]] = []
-        self.order: list[_Node] = []  # every process, parents before children
-        self.live: list[_Node] = []  # the same, zombies left out
+        self.order: list[tree.Node] = []  # every process, parents before children
+        self.live: list[tree.Node] = []  # the same, zombies left out
         self.outside_pgid: int | None = None  # a shell job's group, outside the tree
         self.inherit: dict[str, int] = {}
         self.fctx: files.RestoreFiles | None = None
@@ -304,17 +132,16 @@ class Restore:
         self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
         self.helper_in_ckpt = False
         self.vdso_offset = 0
-        self.ready_r = self.go_w = -1  # the pipes the forked tree reports and waits on
         self.sender: fdtable.FdSender | None = None  # passes the fds to the new processes
         self.fd_limit = 0  # ckpt's RLIMIT_NOFILE, raised as far as it goes
-        self.started: list[_Node] = []  # forked processes that are ckpt's
+        self.creation: tree.Creation | None = None  # the processes made so far
         self.shmem: dict[int, tuple[int, int, int]] = {}  # shared memory mapped so far
         self.cwds: dict[int, int] = {}  # removed working directories: ghost id -> a pid in it
         self.pidfile_written: str | None = None
         self.foreground: Foreground | None = None
 
     @property
-    def root(self) -> _Node:
+    def root(self) -> tree.Node:
         return next(n for n in self.order if n.pid == self.root_pid)
 
     def run(self) -> RestoreResult:
@@ -329,8 +156,6 @@ class Restore:
             self.make_cgroups()
             self.map_helper()
             self.create_tree()
-            self.seize()
-            self.give_fds()
             self.across_tasks()
             for node in self.live:
                 _TaskRestore(self, node).run()
@@ -391,13 +216,19 @@ class Restore:
         for pid, core in cores.items():
             task.check_root(pid, core["task"])
         sharing.check(tasks)
+        for t in live:  # the pages a process shares with the parent it is cloned from
+            pid = t["pid"]
+            problem = mem.check_inherited(mms.get(t["ppid"]) if pid != root_pid else None,
+                                          mms[pid])
+            if problem:
+                raise ImageError(f"{images.path(f'mm-{pid}.json')}: {problem}")
         log.info("restoring %d processes (root %d) from %s", len(tasks), root_pid,
                  self.images_dir)
         by_original_fd = resolve_original_fds(self.inherit, root_pid, fd_tables.get(root_pid, []))
         self.fctx = files.RestoreFiles(images, descriptions, shell_job=self.shell_job,
                                        inherit=self.inherit, inherit_files=by_original_fd,
                                        tcp=self.tcp, tree={t["pid"] for t in tasks})
-        _, self.order = _build_nodes(tasks, root_pid, inv.get("outside_sid"))
+        _, self.order = tree.build_nodes(tasks, root_pid, inv.get("outside_sid"))
         self.live = [n for n in self.order if not n.zombie]
         for n in self.live:
             n.core, n.mm, n.fd_table = cores[n.pid], mms[n.pid], fd_tables[n.pid]
@@ -469,53 +300,31 @@ class Restore:
         ctypes.memmove(self.helper + _SITE_OFFSET, b"\x0f\x05\xcc", 3)
 
     def create_tree(self) -> None:
-        """Fork the tree under its saved PIDs; each process puts its fds in place and
-        waits. ckpt drops its copies of the helper and the files once forked."""
-        self.ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
+        """Fork the root, then clone every other process from its restored parent, each
+        with its fds and memory (tree.py); ckpt then drops its copies of the helper and
+        of the files. Then each process stops as it was saved, if it was."""
         self.sender = fdtable.FdSender()
-        for n in self.live:
-            n.sock = self.sender.theirs.fileno()
+        helper = tree.Helper(self.helper, HELPER_SIZE, self.helper + _SITE_OFFSET)
+        assert self.cgroups is not None
+        creation = self.creation = tree.Creation(helper, self.sender, self.images_dir,
+                                                 self.shmem, self._files().held_ghosts(),
+                                                 self.cgroups.join)
         try:
-            _go_w[0] = self.go_w
-            _spawn(self.root, ready_w, go_r, self.sibling)
+            creation.fork_root(self.root, self.sibling)
         finally:
             self._unmap_helper()
-            os.close(ready_w)
-            os.close(go_r)
-        try:
-            _collect_ready(self.ready_r, {n.pid for n in self.live})
-        finally:
-            parent = os.getppid() if self.sibling else os.getpid()
-            self.started = [n for n in self.live if _is_ours(n.pid, self.root_pid, parent)]
-        faults.point("restore.forked")
-
-    def seize(self) -> None:
-        """Seize and stop every new process, every signal blocked while it is rebuilt."""
-        for n in self.started:
-            ptrace.seize(n.pid, _options(n))
-            ptrace.interrupt(n.pid)
-        for n in self.started:
-            stop = ptrace.wait_stop(n.pid)
-            if stop.exited:
-                raise RestoreError(f"the new process {n.pid} died: {stop.describe()}")
-            ptrace.set_sigmask(n.pid, signals.ALL_BLOCKED)
-        for n in self.started:  # before any process's signals are back (see enter_stop)
-            signals.enter_stop(n.pid, n.core.get("stop_signal", 0), n.core["signals"])
-        faults.point("restore.seized")
-
-    def give_fds(self) -> None:
-        """Each new process gets its fds (fdtable.py); ckpt then closes its own copies."""
-        sender = self._sender()
-        for n in self.started:
-            if "files_of" in n.info:
-                continue  # its parent's table, which gets them
-            with Injector(n.pid, self.helper + _SITE_OFFSET, ptrace.get_regs(n.pid)) as inj:
-                n.sock = sender.install(inj, self.helper, n.sock, n.plan)
-        log.info("%d fds passed to %d processes", sender.sent, len(self.started))
+        creation.build(self.root)
+        log.info("%d processes created, %d fds passed", len(creation.made), self.sender.sent)
         self._files().close_all()
-        sender.close()
-        faults.point("restore.fds_given")
+        self.sender.close()
+        for n in creation.made:  # before any process's signals are back (see enter_stop)
+            signals.enter_stop(n.pid, n.core.get("stop_signal", 0), n.core["signals"])
+        faults.point("restore.created")
+
+    @property
+    def started(self) -> list[tree.Node]:
+        """Every live process created so far (ckpt traces them all)."""
+        return self.creation.made if self.creation is not None else []
 
     def across_tasks(self) -> None:
         """What kinds of files do in several new processes in turn, before any is
@@ -580,15 +389,14 @@ class Restore:
         with interrupts.held():
             for n in self.started:
                 for tid in [*n.thread_ids, n.pid]:
-                    ptrace.set_options(tid, _options(n) & ~ptrace.PTRACE_O_EXITKILL)
+                    ptrace.set_options(tid, tree.ptrace_options(n) & ~ptrace.PTRACE_O_EXITKILL)
             self.write_pidfile()
             for n in self.started:
                 for tid in n.thread_ids:
                     ptrace.detach(tid)
                 ptrace.detach(n.pid)
-        os.close(self.go_w)
-        os.close(self.ready_r)
-        self.go_w = self.ready_r = -1
+        if self.creation is not None:
+            self.creation.close()
 
     def finish(self) -> int | None:
         """The tree runs: report ``post-resume``; without ``detach``, wait for the root
@@ -628,7 +436,9 @@ class Restore:
                 os.unlink(self.pidfile_written)
             except OSError:
                 pass
-        _kill_tree(self.started, [n.pid for n in self.order], (self.ready_r, self.go_w))
+        tree.kill(self.started, [n.pid for n in self.order])
+        if self.creation is not None:
+            self.creation.close()
         if self.cgroups is not None:
             self.cgroups.undo()
         if self.net_lock is not None and self.net_lock.held:
@@ -642,10 +452,6 @@ class Restore:
             self.helper_in_ckpt = False
             libc.syscall("munmap", self.helper, HELPER_SIZE)
 
-    def _sender(self) -> fdtable.FdSender:
-        assert self.sender is not None, "create_tree() runs first"
-        return self.sender
-
     def _files(self) -> files.RestoreFiles:
         assert self.fctx is not None, "load() runs first"
         return self.fctx
@@ -657,7 +463,7 @@ class _TaskRestore:
     own state is in place; like the first thread they get their credentials and
     their registers last (thread.py)."""
 
-    def __init__(self, restore: Restore, node: _Node):
+    def __init__(self, restore: Restore, node: tree.Node):
         self.r = restore
         self.node = node
         self.pid = node.pid
@@ -666,17 +472,16 @@ class _TaskRestore:
         pgid = node.info["pgid"]
         self.pgid = None if pgid == restore.outside_pgid else pgid  # None: keep ckpt's
         self.inj = Injector(self.pid, restore.helper + _SITE_OFFSET, ptrace.get_regs(self.pid),
-                            options=_options(node))
+                            options=tree.ptrace_options(node))
 
     def run(self) -> None:
         with self.inj:
-            self.join_cgroups()
             self.close_unsaved_fds()
             self.finish_files()
             self.join_group()
             self.give_terminal_foreground()
-            self.restore_memory()
             self.take_locks()
+            mem.seal(self.inj, self.node.mm)  # once its children are cloned
             self.enter_removed_cwd()
             task.restore(self.pid, self.inj, self.scratch, self.core["task"],
                          fs="fs_of" not in self.node.info)
@@ -687,11 +492,6 @@ class _TaskRestore:
             self.load_registers()
         log.info("process %d: state restored with %d injected syscalls", self.pid,
                  self.inj.count)
-
-    def join_cgroups(self) -> None:
-        """Its cgroups, before its memory is rebuilt (its pages are charged there)."""
-        assert self.r.cgroups is not None
-        self.r.cgroups.join(self.pid)
 
     def close_unsaved_fds(self) -> None:
         """Close the socket its fds came through; not in a process sharing its parent's fd
@@ -738,14 +538,6 @@ class _TaskRestore:
                                f"of its terminal: {os.strerror(e.errno)}") from None
         finally:
             inj.call("close", fd)
-
-    def restore_memory(self) -> None:
-        task.unregister_rseq(self.pid, self.inj)
-        mem.restore(self.pid, self.inj, self.node.mm, self.r.images_dir, self.scratch,
-                    HELPER_SIZE, self.r.shmem, self.node.segments)
-        log.info("process %d: memory restored (%d injected syscalls so far)", self.pid,
-                 self.inj.count)
-        faults.point("restore.task.memory")
 
     def enter_removed_cwd(self) -> None:
         """A working directory that was removed: the restored one (ghost.py), the same
@@ -818,17 +610,6 @@ class _TaskRestore:
         ptrace.set_sigmask(self.pid, self.core["signals"]["blocked"])
 
 
-def _options(node: _Node) -> int:
-    """The ptrace options a new process is seized with: EXITKILL, so that a killed ckpt
-    takes it along until the tree is complete (``Restore.resume`` clears it); seccomp
-    suspended while ckpt works in it when it gets filters or strict mode (they are
-    installed before its last injected syscalls)."""
-    options = ptrace.INJECT_OPTIONS | ptrace.PTRACE_O_EXITKILL
-    if seccomp.used(node.core):
-        options |= ptrace.PTRACE_O_SUSPEND_SECCOMP
-    return options
-
-
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,
             inherit_fds: tuple[str, ...] | list[str] = (), pidfile: str | None = None,
             notify: Notify | None = None, sibling: bool = False, tcp: TcpFlags | None = None,
@@ -848,83 +629,3 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
                    pidfile=pidfile, notify=notify, sibling=sibling, tcp=tcp,
                    network_lock=network_lock, manage_cgroups=manage_cgroups).run()
-
-
-def _kill_tree(started: list[_Node], tree: list[int], fds: tuple[int, int]) -> None:
-    """Kill every process a failed restore created and reap them all.
-
-    Killed parents would hand their dead or dying children to the nearest child
-    subreaper (or init), so ckpt is one meanwhile: every orphan comes back to
-    it and is reaped here; nothing is left to the caller. Parents are reaped
-    before their children (``tree`` is in creation order), each thread before
-    its leader, whose exit it holds back while ckpt still traces it.
-    """
-    was = ctypes.c_int(0)
-    try:
-        libc.prctl(libc.PR_GET_CHILD_SUBREAPER, ctypes.addressof(was))
-        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-    except OSError as e:
-        log.warning("cannot become a child subreaper to clean up: %s", e)
-    try:
-        for n in started:
-            try:
-                os.kill(n.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)  # processes still waiting see EOF and exit
-        for n in started:
-            for tid in n.thread_ids:
-                _reap(tid)
-        for n in started:
-            _reap(n.pid)
-        # What was forked but not seized (a zombie of the tree, a process that
-        # reported an error) is ckpt's now, or soon: kill and reap until none is left.
-        wanted = set(tree)
-        deadline = time.monotonic() + PID_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            left = [p for p in _children_of_self() if p in wanted]
-            if not left:
-                break
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                _reap(pid)
-    finally:
-        try:
-            libc.prctl(libc.PR_SET_CHILD_SUBREAPER, was.value)
-        except OSError:
-            pass
-
-
-def _reap(pid: int) -> None:
-    """Wait for ``pid`` as its tracer, then as its parent, until it is neither."""
-    for _ in range(3):
-        try:
-            os.waitpid(pid, ptrace.__WALL)
-        except ChildProcessError:
-            return
-        except InterruptedError:
-            continue
-
-
-def _children_of_self() -> list[int]:
-    return procfs.children(os.getpid())
-
-
-def _is_ours(pid: int, root_pid: int, parent: int) -> bool:
-    """True if ``pid`` is the root (a child of ``parent``) or one of its descendants."""
-    seen = 0
-    while pid > 1 and seen < 4096:
-        try:
-            ppid = procfs.stat(pid).ppid
-        except procfs.ProcessGone:
-            return False
-        if ppid == parent:
-            return pid == root_pid
-        pid = ppid
-        seen += 1
-    return False

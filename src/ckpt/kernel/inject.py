@@ -177,7 +177,8 @@ class Injector:
                 state["entered"] = True
                 if self.on_entry is not None:
                     self.on_entry()
-            elif stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE):
+            elif stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE,
+                                ptrace.PTRACE_EVENT_FORK):
                 continue  # a group-stop or interrupt trap; a traced clone's event
             elif stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS:
                 sig = stop.stopsig  # someone stopped the task meanwhile: let it stop

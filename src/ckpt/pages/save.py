@@ -8,6 +8,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from .. import faults
 from ..images import ImageWriter, ctypes_view
 from ..kernel import libc, pagemap
 from ..kernel.libc import PAGE_SIZE as PAGE
-from . import select
+from . import forked, select
 from .parent import ParentImages, ParentMm
 from .runs import Runs
 from .select import DIGEST_SIZE, PARENT, SAVE, Cover, runs_of
@@ -63,13 +64,14 @@ class DumpMemory:
                 log.info("--track-mem: memory changes are tracked by %s", self.method)
         self.own_pages = 0
         self.parent_pages = 0
+        self.inherited_pages = 0  # shared with the parent process (pages.forked)
 
     @classmethod
     def plain(cls) -> DumpMemory:
         """A dump that neither has a parent nor tracks memory."""
         return cls("", None, track_mem=False, will_run=False)
 
-    def task(self, pid: int) -> TaskPages:
+    def task(self, pid: int, fork: ForkParent | None = None) -> TaskPages:
         started = start_time(pid)
         parent: ParentMm | None = None
         if self.parent is not None:
@@ -79,7 +81,7 @@ class DumpMemory:
             else:
                 log.info("process %d: pages unchanged since %s are left there (%s)", pid,
                          self.parent.dir, parent.method)
-        return TaskPages(self, pid, started, parent)
+        return TaskPages(self, pid, started, parent, fork)
 
     def parent_link(self) -> dict[str, Any] | None:
         """The inventory's ``parent``: only when some page was left in the parent."""
@@ -92,6 +94,21 @@ class DumpMemory:
         return {"dir": self.parent.rel, "crc32": self.parent.crc32}
 
 
+def _same_runs(flags: bytes) -> list[tuple[int, int, int]]:
+    """``(first, count, value)`` of each run of equal bytes in ``flags`` (0s and 1s)."""
+    return [(m.start(), m.end() - m.start(), flags[m.start()])
+            for m in re.finditer(rb"\x00+|\x01+", flags)]
+
+
+@dataclass
+class ForkParent:
+    """The parent process of a process a dump saves, whose memory the child may share
+    since a fork (pages.forked): its PID and its saved mappings, sorted."""
+
+    pid: int
+    vmas: list[dict[str, Any]]
+
+
 @dataclass
 class _Chunk:
     """Pages of one mapping chosen while the process is frozen, copied then or later."""
@@ -101,6 +118,7 @@ class _Chunk:
     cover: Cover  # what the parent has (by digest only)
     anon: bool
     readable: bool  # by process_vm_readv, else through /proc/PID/mem
+    elsewhere: bytes  # per page: mapped by another process too (select.mapped_elsewhere)
     by_digest: bool
 
 
@@ -108,7 +126,8 @@ class TaskPages:
     """Saves the pages of one process: what ``select`` chooses, read from its memory
     into the buffer and written out; the runs saved and those left in the parent."""
 
-    def __init__(self, ctx: DumpMemory, pid: int, started: int, parent: ParentMm | None):
+    def __init__(self, ctx: DumpMemory, pid: int, started: int, parent: ParentMm | None,
+                 fork: ForkParent | None = None):
         self.ctx = ctx
         self.pid = pid
         self.started = started
@@ -119,6 +138,8 @@ class TaskPages:
         self.zero_pfn = pagemap.probe().zero_pfn
         self.own = Runs()
         self.in_parent = Runs()
+        self.fork = fork
+        self.inherited = Runs()  # the pages of the parent process, as its own are
         self._digests: Any = None  # the digests file's writer
         self.deferred = False  # copy after the process runs again (a pre-dump)
         self.skipped = 0  # pages a deferred copy could not read (their mapping changed)
@@ -134,6 +155,10 @@ class TaskPages:
         self.fds.append(self.pagemap_fd)
         self.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
         self.fds.append(self.mem_fd)
+        if self.fork is not None:
+            self.fork_pagemap = os.open(f"/proc/{self.fork.pid}/pagemap",
+                                        os.O_RDONLY | os.O_CLOEXEC)
+            self.fds.append(self.fork_pagemap)
         self.pages = pages
         self.deferred = deferred
         buf = page_buffer()
@@ -160,26 +185,52 @@ class TaskPages:
         anon = kind == "anon"
         trackable = anon or (kind == "file" and not entry["shared"])
         start, end = entry["start"], entry["end"]
+        shared = (forked.overlaps(self.fork.vmas, entry)
+                  if self.fork is not None and forked.private(entry) else [])
         for lo in range(start, end, CHUNK_PAGES * PAGE):
             hi = min(end, lo + CHUNK_PAGES * PAGE)
             raw = pagemap.read(self.pagemap_fd, self.pid, lo, (hi - lo) // PAGE)
             for first, count in runs_of(select.guards(raw), SAVE):
                 entry.setdefault("guards", []).append([lo + first * PAGE, count])
             sel = select.selected(raw, kind, self.zero_pfn)
+            if 1 in sel and shared:
+                self._leave_inherited(lo, hi, raw, sel, shared)
             if 1 not in sel:
                 continue
+            elsewhere = select.mapped_elsewhere(raw) if readable else b""
             cover = (self.parent.cover(entry, lo, hi)
                      if self.parent is not None and trackable else [])
             if self.compare == "digest" or self.record == "digest":
-                chunk = _Chunk(lo, sel, cover, anon, readable, by_digest=True)
+                chunk = _Chunk(lo, sel, cover, anon, readable, elsewhere, by_digest=True)
             else:
                 status = select.soft_dirty_status(
                     raw, sel, lo, cover if self.compare == "soft-dirty" else [], anon)
-                chunk = _Chunk(lo, status, [], anon, readable, by_digest=False)
+                chunk = _Chunk(lo, status, [], anon, readable, elsewhere, by_digest=False)
             if self.deferred:
                 self._chunks.append(chunk)
             else:
                 self._copy(chunk)
+
+    def _leave_inherited(self, lo: int, hi: int, raw: bytes, sel: bytearray,
+                         shared: list[tuple[int, int, dict[str, Any]]]) -> None:
+        """Take out of ``sel`` the pages of [lo, hi) at the very frame the parent process
+        has there, in a mapping of the same origin (``shared``): recorded ``inherited``."""
+        assert self.fork is not None
+        for a, b, _pv in shared:
+            a, b = max(a, lo), min(b, hi)
+            if a >= b:
+                continue
+            i, j = (a - lo) // PAGE, (b - lo) // PAGE
+            if 1 not in sel[i:j]:
+                continue
+            theirs = pagemap.read(self.fork_pagemap, self.fork.pid, a, j - i)
+            same = forked.same_frames(raw[i * pagemap.ENTRY:j * pagemap.ENTRY], theirs)
+            both = (int.from_bytes(sel[i:j], "little")
+                    & int.from_bytes(same, "little")).to_bytes(j - i, "little")
+            for first, count in runs_of(both, SAVE):
+                self.inherited.add(a + first * PAGE, count)
+                sel[i + first:i + first + count] = bytes(count)
+                self.ctx.inherited_pages += count
 
     def copy_deferred(self) -> None:
         """Copy what ``save_vma`` chose while the process was frozen."""
@@ -202,7 +253,8 @@ class TaskPages:
             done = 0
             while done < npages:
                 k = min(self.buf_pages, npages - done)
-                valid = self._read(vaddr + done * PAGE, k, chunk.readable)
+                valid = self._read(vaddr + done * PAGE, k, chunk.readable,
+                                   chunk.elsewhere[first + done:first + done + k])
                 if valid is None:
                     self._write(vaddr + done * PAGE, 0, k)
                 else:
@@ -220,23 +272,47 @@ class TaskPages:
         if first_run and not self.deferred:
             faults.point("dump.task.pages")
 
-    def _read(self, vaddr: int, npages: int, readable: bool) -> bytes | None:
-        """Target memory [vaddr, +npages) into the buffer (at most its size).
+    def _read(self, vaddr: int, npages: int, readable: bool, elsewhere: bytes
+              ) -> bytes | None:
+        """Target memory [vaddr, +npages) into the buffer (at most its size): by
+        ``process_vm_readv`` when ``readable``, but the pages another process maps too
+        (``elsewhere``), which go through /proc/PID/mem: a dump must leave the pages a
+        tree shares copy-on-write shared (select.mapped_elsewhere says why).
 
         Returns None when every page was read. A deferred copy (the process runs)
         may find a mapping gone or changed: the pages it cannot read are skipped,
         and then the result is a 0/1 mask of the pages read.
         """
+        if not readable or 1 not in elsewhere:
+            return self._read_run(vaddr, 0, npages, readable)
+        if 0 not in elsewhere:
+            return self._read_run(vaddr, 0, npages, False)
+        masks = [(first, count, self._read_run(vaddr, first, count, by_vm == 0))
+                 for first, count, by_vm in _same_runs(elsewhere)]
+        if all(m is None for _, _, m in masks):
+            return None
+        out = bytearray(b"\x01") * npages
+        for first, count, m in masks:
+            if m is not None:
+                out[first:first + count] = m
+        return bytes(out)
+
+    def _read_run(self, vaddr: int, first: int, npages: int, by_vm: bool) -> bytes | None:
+        """Pages [first, +npages) of the ones ``_read`` reads from ``vaddr`` (into the
+        buffer at page ``first``), all by one method; None or the mask of those read."""
+        start = vaddr + first * PAGE
+        base = first * PAGE
         length = npages * PAGE
         done = 0
         mask: bytearray | None = None
         while done < length:
             try:
-                if readable:
-                    got = libc.process_vm_readv(self.pid, self.buf_addr + done, vaddr + done,
-                                                length - done)
+                if by_vm:
+                    got = libc.process_vm_readv(self.pid, self.buf_addr + base + done,
+                                                start + done, length - done)
                 else:
-                    got = os.preadv(self.mem_fd, [self.view[done:length]], vaddr + done)
+                    got = os.preadv(self.mem_fd, [self.view[base + done:base + length]],
+                                    start + done)
             except OSError as e:
                 if not self.deferred or e.errno not in (errno.EFAULT, errno.EIO, errno.ENOMEM):
                     raise
@@ -246,7 +322,7 @@ class TaskPages:
                 continue
             if not self.deferred:
                 raise OSError(errno.EIO, f"short read of process {self.pid} memory at "
-                              f"{vaddr + done:#x}")
+                              f"{start + done:#x}")
             if mask is None:
                 mask = bytearray(b"\x01") * npages
             mask[done // PAGE] = 0  # that page (even if partly read) is left out
@@ -272,7 +348,7 @@ class TaskPages:
             i, end = start, start + count
             while i < end:
                 k = min(self.buf_pages, end - i)
-                valid = self._read(lo + i * PAGE, k, chunk.readable)
+                valid = self._read(lo + i * PAGE, k, chunk.readable, chunk.elsewhere[i:i + k])
                 digests = self._hash(k)
                 status = select.digest_status(digests, theirs[i:i + k], chunk.anon, valid)
                 for r, n in runs_of(status, PARENT):
@@ -296,7 +372,7 @@ class TaskPages:
 
     def finish(self) -> dict[str, Any]:
         """The fields this adds to ``mm-PID.json``: ``pagemap`` (the runs saved here),
-        ``in_parent``, ``start_time`` and ``tracking``."""
+        ``in_parent``, ``inherited`` (the parent process's), ``start_time``, ``tracking``."""
         if self._digests is not None and self._dbuf:
             self._digests.write(self._dbuf)
             self._dbuf.clear()
@@ -310,6 +386,7 @@ class TaskPages:
         elif self.record == "digest":
             tracking = {"method": "digest", "file": f"digests-{self.pid}.img"}
         return {"pagemap": self.own.runs, "in_parent": self.in_parent.runs,
+                "inherited": self.inherited.runs,
                 "start_time": self.started, "tracking": tracking}
 
     def after_pages(self) -> None:

@@ -31,6 +31,8 @@ _GUARD_SEL = bytes(1 if b & 0x40 and b & _GUARD else 0 for b in range(256))
 # An anonymous mapping showing a page that is not anonymous (the huge zero page, a special
 # mapping's page): saved, never left in a parent.
 _ODD = bytes(1 if b & 0x80 and b & 0x20 else 0 for b in range(256))
+# Present but not exclusively mapped (bit 56 clear): other processes map that page too.
+_ELSEWHERE = bytes(1 if b & 0x80 and not b & 0x01 else 0 for b in range(256))
 # pagemap byte 6 (bits 48-55): bit 55 is soft-dirty.
 _DIRTY = bytes(1 if b & 0x80 else 0 for b in range(256))
 # code = sel | cover<<1 | dirty<<2 | odd<<3  ->  0 not saved, 1 saved here, 2 in the parent
@@ -69,6 +71,13 @@ def selected(raw: bytes, kind: str, zero_pfn: int | None) -> bytearray:
 def guards(raw: bytes) -> bytes:
     """1 for each page of the pagemap ``raw`` that is a guard page (MADV_GUARD_INSTALL)."""
     return raw[7::8].translate(_GUARD_SEL)
+
+
+def mapped_elsewhere(raw: bytes) -> bytes:
+    """1 for each page another process maps too (copy-on-write after a fork, or a file's
+    page): ``process_vm_readv`` pins pages, and the kernel gives a process its own copy
+    of an anonymous page it shared before such a pin, so these are read otherwise."""
+    return raw[7::8].translate(_ELSEWHERE)
 
 
 def cover_mask(lo: int, n: int, cover: Cover) -> bytearray:

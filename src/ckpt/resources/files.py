@@ -296,6 +296,15 @@ class RestoreFiles:
         for kind in self.kinds.values():
             kind.after_open(self.ctx)
 
+    def held_ghosts(self) -> dict[int, int]:
+        """Ghost id (ghost.py) -> ckpt's fd of a description open on that object."""
+        out: dict[int, int] = {}
+        for fid, fd in self.opened.items():
+            desc = self.descriptions[fid]
+            if "ghost" in desc and fid not in self.ctx.replaced:
+                out.setdefault(int(desc["ghost"]["id"]), fd)
+        return out
+
     def close_all(self) -> None:
         """Close ckpt's own copies once the new processes hold theirs."""
         close_quietly(set(self.opened.values()))

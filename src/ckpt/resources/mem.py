@@ -10,7 +10,9 @@ the process was frozen once it runs again (``PreDumpTask``).
 Restore: everything of the fresh child is unmapped but the vDSO trio and the
 helper page, the vDSO is moved to its saved place, each mapping is recreated,
 and the target itself reads its pages from the image file with injected
-``pread64`` calls (page cache to its memory, no copy through ckpt).
+``pread64`` calls (page cache to its memory, no copy through ckpt). A process
+cloned from its restored parent keeps the parts of its parent's memory it shared
+at dump (pages.forked), copy-on-write: only what differs is changed.
 
 A shared anonymous object (MAP_SHARED|MAP_ANONYMOUS, inherited across fork,
 split by mprotect or munmap into mappings at different offsets) is saved
@@ -37,7 +39,9 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter
 from ..kernel import libc, procfs, vdso
 from ..kernel.inject import Injector
+from ..pages import forked
 from ..pages.chain import Segment
+from ..pages.runs import merge_runs
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
 from . import aio, ghost, sysv
 
@@ -54,6 +58,7 @@ MADV_GUARD_INSTALL = 102
 MLOCK_ONFAULT = 1
 # VmFlags of a range registered with a userfaultfd (missing, write-protect, minor).
 _USERFAULT = ("um", "uw", "ui")
+MADV_DONTNEED = 4
 
 
 def _prot(perms: str) -> int:
@@ -451,19 +456,18 @@ class _Ghosts:
 
     Each is one object for the whole restore. A target fd of it is opened
     through its first restored mapping (``shared``, as for shared anonymous
-    objects), else through the fd of a process that holds it (its fd
-    description made it already; every process of the tree holds its fds by
-    now), else the object is made here, by ckpt, and opened through
-    /proc/<ckpt>/fd.
+    objects), else through ckpt's fd of a description on it (``held``: its fd
+    description made it already), else the object is made here, by ckpt, and
+    opened through /proc/<ckpt>/fd.
     """
 
     def __init__(self, pid: int, files: _TargetFiles, images_dir: str,
-                 shared: dict[Any, tuple[int, int, int]]):
+                 shared: dict[Any, tuple[int, int, int]], held: dict[int, int]):
         self.pid = pid
         self.files = files
         self.images_dir = images_dir
         self.shared = shared
-        self._holders: dict[int, tuple[int, int]] | None = None
+        self.held = held
 
     def fd(self, info: dict[str, Any], mode: int, shared_ro: bool = False) -> int:
         """A target fd of the object, to map with ``mode``; ``shared_ro``: for a shared
@@ -478,11 +482,9 @@ class _Ghosts:
         if key in self.shared:
             opid, ostart, _oend = self.shared[key]
             return self.files.open(_map_files(opid, ostart), mode)
-        if self._holders is None:
-            self._holders = ghost.holders(self.images_dir)
-        holder = self._holders.get(int(info["id"]))
-        if holder is not None:
-            return self.files.open(f"/proc/{holder[0]}/fd/{holder[1]}", mode)
+        held = self.held.get(int(info["id"]))
+        if held is not None:
+            return self.files.open(f"/proc/{os.getpid()}/fd/{held}", mode)
         own = ghost.create(os.path.join(self.images_dir, ghost.DATA_FILE), info)
         try:
             return self.files.open(f"/proc/{os.getpid()}/fd/{own}", mode, key=(key, mode))
@@ -513,9 +515,10 @@ def _pread_into(inj: Injector, fd: int, vaddr: int, length: int, off: int,
 
 
 def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper: int,
-            helper_size: int, shmem: dict[int, tuple[int, int, int]] | None = None,
-            segments: list[Segment] | None = None) -> None:
-    """Replace the address space of stopped child ``pid`` with the saved one.
+            helper_size: int, shmem: dict[Any, tuple[int, int, int]] | None = None,
+            segments: list[Segment] | None = None, parent: dict[str, Any] | None = None,
+            held: dict[int, int] | None = None) -> None:
+    """Replace the address space of stopped process ``pid`` with the saved one.
 
     ``segments`` (pages.chain.Chain, for images with a parent) say in which file of the
     chain each page is; by default every page is in ``mm``'s own pages file.
@@ -523,86 +526,183 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
     ``shmem`` (shared by every task of one restore) maps a shared anonymous
     object's id to (pid, start, end) of its first restored mapping; later
     tasks map that same object through /proc/PID/map_files. Ghost objects
-    (deleted files, memfds) are in it too, as ``"ghost:ID"``.
-    """
-    if shmem is None:
-        shmem = {}
-    current = procfs.maps(pid)
-    saved = mm["vmas"]
-    keep = [(helper, helper + helper_size)]
-    keep += [(v.start, v.end) for v in vdso.areas(current)]
-    _unmap_all_except(inj, keep)
-    occupied = keep + [(v["start"], v["end"]) for v in saved]
-    temp = free_area(occupied, vdso.span(vdso.areas(current)))
-    _move_vdso(inj, current, saved, temp)
+    (deleted files, memfds) are in it too, as ``"ghost:ID"``; ``held`` maps a ghost's
+    id to an fd of ckpt's on it (a description the restore holds), if any.
 
-    files = _TargetFiles(inj, helper)
-    objects = _SharedObjects(pid, inj, files, mm, shmem, occupied)
-    ghosts = _Ghosts(pid, files, images_dir, shmem)
-    to_protect: list[dict[str, Any]] = []
-    for v in saved:
-        if v["kind"] in ("vdso", "aio"):
-            continue
-        length = v["end"] - v["start"]
+    ``parent``: the ``mm`` of the process ``pid`` was cloned from, its memory restored
+    already (pages.forked): what it keeps of it stays, but the pages it must drop.
+    """
+    _Rebuild(pid, inj, mm, images_dir, (helper, helper + helper_size),
+             {} if shmem is None else shmem, segments, parent, held or {}).run()
+
+
+class _Rebuild:
+    """One address space rebuilt, in the steps of ``run``: everything unmapped but the
+    helper area, the vDSO and what is kept from the parent; the vDSO moved to its saved
+    place; each mapping (or its part not kept) made again; the pages the parent has and
+    this process had not dropped; its own pages read into place by the process itself
+    (injected ``pread64``: page cache to its memory, no copy through ckpt); guard pages
+    and locks last."""
+
+    def __init__(self, pid: int, inj: Injector, mm: dict[str, Any], images_dir: str,
+                 helper: tuple[int, int], shmem: dict[Any, tuple[int, int, int]],
+                 segments: list[Segment] | None, parent: dict[str, Any] | None,
+                 held: dict[int, int]):
+        self.pid = pid
+        self.inj = inj
+        self.mm = mm
+        self.images_dir = images_dir
+        self.helper = helper
+        self.shmem = shmem
+        self.segments = segments
+        self.parent = parent
+        self.files = _TargetFiles(inj, helper[0])
+        self.ghosts = _Ghosts(pid, self.files, images_dir, shmem, held)
+        self.to_protect: list[tuple[int, int, int]] = []  # (start, end, final prot)
+        if parent is None:
+            self.pieces = [forked.Piece(v["start"], v["end"], v) for v in mm["vmas"]
+                           if v["kind"] not in forked.NOT_MAPPED]
+        else:
+            self.pieces = forked.pieces(parent["vmas"], mm["vmas"], mm.get("inherited", []))
+        self.own = forked.Spans(merge_runs(mm["pagemap"], mm.get("in_parent", [])))
+
+    def run(self) -> None:
+        inj, mm = self.inj, self.mm
+        current = procfs.maps(self.pid)
+        areas = vdso.areas(current)
+        keep = [self.helper] + [(v.start, v.end) for v in areas]
+        keep += [(p.start, p.end) for p in self.pieces if p.parent is not None]
+        _unmap_all_except(inj, keep)
+        occupied = keep + [(v["start"], v["end"]) for v in mm["vmas"]]
+        _move_vdso(inj, current, mm["vmas"], free_area(occupied, vdso.span(areas)))
+        self.objects = _SharedObjects(self.pid, inj, self.files, mm, self.shmem, occupied)
+        for p in self.pieces:
+            if p.parent is None:
+                self._map(p)
+            else:
+                self._keep(p)
+        for v in mm["vmas"]:  # now that nothing else will be mapped where io_setup puts a ring
+            if v["kind"] == "aio":
+                aio.restore(inj, self.helper[0], v, self.files.open("/dev/null", os.O_WRONLY))
+        self._drop_stale()
+        self._write_pages()
+        for start, end, prot in self.to_protect:
+            inj.call("mprotect", start, end - start, prot)
+        for v in mm["vmas"]:
+            _guards_and_locks(inj, v)
+        if "exe_ghost" in mm:
+            exe_fd = self.ghosts.fd(mm["exe_ghost"], os.O_RDONLY)
+        else:
+            exe_fd = -1 if _same_exe(self.pid, mm["exe"]) else self.files.open(mm["exe"],
+                                                                                os.O_RDONLY)
+        _set_mm_map(inj, mm, self.helper[0], exe_fd)
+        self.files.close_all()
+
+    def _map(self, p: forked.Piece) -> None:
+        """Map a mapping (or the part of it not kept from the parent) anew."""
+        inj, v = self.inj, p.vma
+        if v["kind"] == "sysv":  # never kept: a whole mapping
+            _attach_sysv(inj, v)
+            return
+        length = p.end - p.start
+        offset = v["offset"] + p.start - v["start"]
         prot = v["prot"]
         flags = libc.MAP_FIXED | (libc.MAP_SHARED if v["shared"] else libc.MAP_PRIVATE)
         if "gd" in v["flags"]:
             flags |= libc.MAP_GROWSDOWN
-        if v["kind"] == "sysv":
-            _attach_sysv(inj, v)
-            continue
         if not (v["kind"] == "file" and v["shared"]) and not prot & libc.PROT_WRITE:
             prot |= libc.PROT_WRITE
-            to_protect.append(v)
+            self.to_protect.append((p.start, p.end, v["prot"]))
         if v["kind"] == "shmem":
             sid = v["shmem_id"]
-            inj.call("mmap", v["start"], length, prot, flags, objects.fd(sid), v["offset"])
-            objects.mapped(sid, v["start"], v["end"])
+            inj.call("mmap", p.start, length, prot, flags, self.objects.fd(sid), offset)
+            self.objects.mapped(sid, p.start, p.end)
         elif v["kind"] == "anon":
-            inj.call("mmap", v["start"], length, prot, flags | libc.MAP_ANONYMOUS, -1, 0)
+            inj.call("mmap", p.start, length, prot, flags | libc.MAP_ANONYMOUS, -1, 0)
         else:
             mode = os.O_RDWR if (v["shared"] and "mw" in v["flags"]) else os.O_RDONLY
             if "ghost" in v:
-                fd = ghosts.fd(v["ghost"], mode, shared_ro=v["shared"] and mode == os.O_RDONLY)
+                fd = self.ghosts.fd(v["ghost"], mode,
+                                    shared_ro=v["shared"] and mode == os.O_RDONLY)
             else:
-                fd = files.open(v["path"], mode)
-            inj.call("mmap", v["start"], length, prot, flags, fd, v["offset"])
+                fd = self.files.open(v["path"], mode)
+            inj.call("mmap", p.start, length, prot, flags, fd, offset)
             if "ghost" in v:
-                ghosts.mapped(v["ghost"], v["start"], v["end"])
+                self.ghosts.mapped(v["ghost"], p.start, p.end)
         for flag, advice in _MADVISE.items():
             if flag in v["flags"]:
-                inj.raw("madvise", v["start"], length, advice)
+                inj.raw("madvise", p.start, length, advice)
 
-    for v in saved:  # now that nothing else will be mapped where io_setup puts a ring
-        if v["kind"] == "aio":
-            aio.restore(inj, helper, v, files.open("/dev/null", os.O_WRONLY))
+    def _keep(self, p: forked.Piece) -> None:
+        """A part kept from the parent: its protection (writable while its own pages are
+        written in), and the objects it shows, for later processes to find."""
+        v, pv = p.vma, p.parent
+        assert pv is not None
+        prot = v["prot"]
+        if forked.private(v) and self.own.clip(p.start, p.end):
+            prot |= libc.PROT_WRITE
+        if prot != pv["prot"]:
+            self.inj.call("mprotect", p.start, p.end - p.start, prot)
+        if prot != v["prot"]:
+            self.to_protect.append((p.start, p.end, v["prot"]))
+        if v["kind"] == "shmem":
+            self.objects.mapped(v["shmem_id"], p.start, p.end)
+        elif "ghost" in v:
+            self.ghosts.mapped(v["ghost"], p.start, p.end)
 
-    pages_fd = files.open(os.path.join(os.path.abspath(images_dir), mm["pages_file"]),
-                          os.O_RDONLY)
-    if segments is None:
-        off = 0
-        for vaddr, npages in mm["pagemap"]:
-            _pread_into(inj, pages_fd, vaddr, npages * PAGE, off, mm["pages_file"])
-            off += npages * PAGE
-    else:  # the target preads each page from the image of the chain that has it
-        for seg in segments:
-            fd = files.open(seg.path, os.O_RDONLY)
-            _pread_into(inj, fd, seg.start, seg.end - seg.start, seg.offset, seg.path)
-    objects.fill(pages_fd, mm["pages_file"])
-    objects.unmap_temps()
+    def _drop_stale(self) -> None:
+        """In the kept parts, the pages the parent has data in and this process had not:
+        dropped (MADV_DONTNEED), they read as zeros, or as their file, again."""
+        if self.parent is None:
+            return
+        kept = [p for p in self.pieces if p.parent is not None]
+        for start, end in forked.stale(_data(self.parent), _data(self.mm), kept):
+            self.inj.call("madvise", start, end - start, MADV_DONTNEED)
 
-    for v in to_protect:
-        inj.call("mprotect", v["start"], v["end"] - v["start"], v["prot"])
-    for v in saved:
-        _guards_and_locks(inj, v)
+    def _write_pages(self) -> None:
+        """Its own pages, read into place by the process from the images."""
+        inj, mm = self.inj, self.mm
+        pages_fd = self.files.open(os.path.join(os.path.abspath(self.images_dir),
+                                                mm["pages_file"]), os.O_RDONLY)
+        if self.segments is None:
+            off = 0
+            for vaddr, npages in mm["pagemap"]:
+                _pread_into(inj, pages_fd, vaddr, npages * PAGE, off, mm["pages_file"])
+                off += npages * PAGE
+        else:  # the target preads each page from the image of the chain that has it
+            for seg in self.segments:
+                fd = self.files.open(seg.path, os.O_RDONLY)
+                _pread_into(inj, fd, seg.start, seg.end - seg.start, seg.offset, seg.path)
+        self.objects.fill(pages_fd, mm["pages_file"])
+        self.objects.unmap_temps()
 
-    if "exe_ghost" in mm:
-        exe_fd = ghosts.fd(mm["exe_ghost"], os.O_RDONLY)
-    else:
-        exe_fd = -1 if _same_exe(pid, mm["exe"]) else files.open(mm["exe"], os.O_RDONLY)
-    _set_mm_map(inj, mm, helper, exe_fd)
-    files.close_all()
-    for v in saved:  # last: a sealed mapping can no longer be changed
+
+def _data(mm: dict[str, Any]) -> forked.Spans:
+    """Where a restored process has data: its own pages, in parent images or inherited."""
+    return forked.Spans(merge_runs(mm["pagemap"], mm.get("in_parent", []),
+                                   mm.get("inherited", [])))
+
+
+def check_inherited(parent: dict[str, Any] | None, mm: dict[str, Any]) -> str | None:
+    """Why ``mm``'s pages inherited from its parent (``parent``'s mm, None for a process
+    that has none in the tree) cannot be: checked before anything is created."""
+    inherited = mm.get("inherited") or []
+    if not inherited:
+        return None
+    if parent is None:
+        return "pages are said to be its parent's, which is not restored with it"
+    try:
+        _data(mm)
+    except ValueError as e:
+        return str(e)
+    return forked.check_inherited(parent["vmas"], mm["vmas"], inherited)
+
+
+def seal(inj: Injector, mm: dict[str, Any]) -> None:
+    """Seal the mappings that were sealed (mseal), once the process's children are cloned
+    (a seal is copied to a child, which could not unmap what it has not) and nothing
+    else changes them."""
+    for v in mm["vmas"]:
         if "sl" in v["flags"] and v["kind"] != "vdso":
             try:
                 inj.call("mseal", v["start"], v["end"] - v["start"], 0)

@@ -1,0 +1,388 @@
+"""The process tree of a restore: its nodes, how it is created, and how a failed restore
+kills it.
+
+Only the root is a fork of ckpt (clone3 with set_tid). Each process is then made what
+it is before its own state comes back, parents first (``Creation``): it gets its fds
+(fdtable.py) and its memory (mem.restore), then clones its children by an injected
+clone3 with set_tid and without CLONE_VM, before and after its ``setsid`` as their
+sessions need. A child so starts with its parent's restored address space,
+copy-on-write, and a copy of its parent's fd table: it keeps what it shared with its
+parent at dump (the pages it still had from its fork, pages/forked.py; the fds on the
+same description at the same number) and changes only the rest. A zombie is cloned
+like the others and made to exit at once with its saved status.
+
+Every process so comes back as a child of the one that was its parent, and ckpt traces
+each one from its creation (the root seized, the others attached at their clone) until
+the restore lets them go, or kills and reaps them all (``kill``). A restore into a PID
+namespace of its own (issue 15) changes who forks the root and the PIDs asked for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import signal
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import faults
+from .errors import RestoreError
+from .kernel import libc, procfs, ptrace
+from .kernel.inject import Injector
+from .pages.chain import Segment
+from .resources import fdtable, mem, seccomp, sharing, signals, task, tty
+
+log = logging.getLogger("ckpt.restore")
+
+PID_WAIT_SECONDS = 5.0  # a PID held by a zombie its parent (or init) has yet to reap
+RLIMIT_CORE = 4
+
+
+@dataclass
+class Node:
+    """One process of the tree: its inventory entry and, unless a zombie, its images;
+    then the fds it is to get and the children it clones around its setsid."""
+
+    info: dict[str, Any]
+    core: dict[str, Any] = field(default_factory=dict)
+    mm: dict[str, Any] = field(default_factory=dict)
+    fd_table: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[Segment] | None = None
+    plan: list[fdtable.Want] = field(default_factory=list)
+    sock: int = -1  # where it holds the socket its fds come through
+    parent: Node | None = None  # None for the root
+    early: list[Node] = field(default_factory=list)  # cloned before its setsid
+    late: list[Node] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return int(self.info["pid"])
+
+    @property
+    def zombie(self) -> bool:
+        return bool(self.info.get("zombie"))
+
+    @property
+    def threads(self) -> list[dict[str, Any]]:
+        """The saved state of each of its other threads (thread.py)."""
+        return list(self.core.get("threads", []))
+
+    @property
+    def thread_ids(self) -> list[int]:
+        return [th["tid"] for th in self.threads]
+
+
+def build_nodes(tasks: list[dict[str, Any]], root_pid: int, outside_sid: int | None
+                ) -> tuple[Node, list[Node]]:
+    """The creation tree: children under parents, split around their parent's setsid."""
+    nodes = {t["pid"]: Node(dict(t)) for t in tasks}
+    order = [nodes[t["pid"]] for t in tasks]
+    for n in order:
+        n.info["setsid"] = n.info["sid"] == n.pid
+        if outside_sid is not None and n.info["sid"] == outside_sid:
+            n.info["sid"] = None  # stays in the restorer's session
+    for n in order:
+        if n.pid == root_pid:
+            continue
+        parent = n.parent = nodes[n.info["ppid"]]
+        if parent.info["setsid"] and n.info["sid"] != parent.pid and not n.info["setsid"]:
+            parent.early.append(n)
+        else:
+            parent.late.append(n)
+    return nodes[root_pid], order
+
+
+def ptrace_options(node: Node) -> int:
+    """The ptrace options ckpt traces a new process with: EXITKILL, so that a killed ckpt
+    takes it along until the tree is complete (``Restore.resume`` clears it); seccomp
+    suspended while ckpt works in it when it gets filters or strict mode (they are
+    installed before its last injected syscalls)."""
+    options = ptrace.INJECT_OPTIONS | ptrace.PTRACE_O_EXITKILL
+    if node.core and seccomp.used(node.core):
+        options |= ptrace.PTRACE_O_SUSPEND_SECCOMP
+    return options
+
+
+def pid_holder(pid: int) -> str:
+    try:
+        st = procfs.stat(pid)
+    except procfs.ProcessGone:
+        return "a process that just exited"
+    if st.state == "Z":
+        return f"a zombie ({st.comm}) not yet reaped by its parent {st.ppid}"
+    return f"{st.comm} (state {st.state}, parent {st.ppid})"
+
+
+def _pid_refused(pid: int, err: int) -> RestoreError:
+    if err == errno.EEXIST:
+        return RestoreError(f"PID {pid} is taken by {pid_holder(pid)}")
+    return RestoreError(f"cannot create a process with PID {pid}: {os.strerror(err)}")
+
+
+@dataclass
+class Helper:
+    """The helper area every new process has until it is restored: scratch memory at
+    its start, a ``syscall`` instruction at ``site``."""
+
+    start: int
+    size: int
+    site: int
+
+
+class Creation:
+    """Creates the tree of one restore. ``made`` lists every live process created so far
+    (traced by ckpt), for the restore to go on with, or to kill on failure."""
+
+    def __init__(self, helper: Helper, sender: fdtable.FdSender, images_dir: str,
+                 shmem: dict[Any, tuple[int, int, int]], held: dict[int, int],
+                 join_cgroups: Callable[[int], None]):
+        self.helper = helper
+        self.join_cgroups = join_cgroups  # before its memory: its pages are charged there
+        self.sender = sender
+        self.images_dir = images_dir
+        self.shmem = shmem  # shared memory mapped so far (mem.restore)
+        self.held = held  # ghost id -> ckpt's fd on it
+        self.made: list[Node] = []
+        self.go_w = -1  # the root waits on the other end until ckpt has seized it
+
+    def fork_root(self, root: Node, sibling: bool) -> None:
+        """Fork ckpt under the root's PID (``sibling``: as a child of ckpt's parent); the
+        fork waits, and leaves if ckpt dies first, until ckpt seizes and stops it."""
+        go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            deadline = time.monotonic() + PID_WAIT_SECONDS
+            while True:
+                try:
+                    pid = libc.clone3_with_pid(root.pid, sibling)
+                    break
+                except OSError as e:
+                    if e.errno != errno.EEXIST or time.monotonic() > deadline:
+                        raise _pid_refused(root.pid, e.errno or 0) from None
+                    time.sleep(0.02)
+            if pid == 0:  # a fork Python does not know of: simple code, out by os._exit
+                try:
+                    os.close(self.go_w)  # ckpt's end: EOF once ckpt is gone
+                    os.read(go_r, 1)
+                finally:
+                    os._exit(127)
+        finally:
+            os.close(go_r)
+        self.made.append(root)
+        faults.point("restore.forked")
+        ptrace.seize(root.pid, ptrace_options(root))
+        ptrace.interrupt(root.pid)
+        stop = ptrace.wait_stop(root.pid)
+        if stop.exited:
+            raise RestoreError(f"the new process {root.pid} died: {stop.describe()}")
+        ptrace.set_sigmask(root.pid, signals.ALL_BLOCKED)
+        root.sock = self.sender.theirs.fileno()
+        faults.point("restore.seized")
+
+    def build(self, root: Node) -> None:
+        """Every process of the tree, from the root down, each parent before its children."""
+        todo = [root]
+        while todo:
+            todo += self._make(todo.pop(0))
+
+    def close(self) -> None:
+        if self.go_w >= 0:
+            os.close(self.go_w)
+            self.go_w = -1
+
+    # ------------------------------------------------------------ one process
+
+    def _make(self, node: Node) -> list[Node]:
+        """Make ``node``'s process what it is before its own state: its fds, its memory,
+        its session or group, its children; return the live ones."""
+        with Injector(node.pid, self.helper.site, ptrace.get_regs(node.pid),
+                      options=ptrace_options(node)) as inj:
+            self._give_fds(node, inj)
+            self.join_cgroups(node.pid)
+            self._restore_memory(node, inj)
+            for kid in node.early:
+                self._clone(node, inj, kid)
+            self._set_session(node, inj)
+            for kid in node.late:
+                self._clone(node, inj, kid)
+            faults.point("restore.task.children")
+        return [kid for kid in node.early + node.late if not kid.zombie]
+
+    def _give_fds(self, node: Node, inj: Injector) -> None:
+        """Its fds: those its parent holds at the same number on the same description (and
+        close-on-exec flag) it has already; the others come from ckpt (fdtable.py). A
+        process sharing its parent's fd table (CLONE_FILES) has its parent's, all of them."""
+        if "files_of" in node.info:
+            return
+        theirs = ({w.fd: w for w in node.parent.plan} if node.parent is not None else {})
+        kept = {w.fd for w in node.plan if theirs.get(w.fd) == w}
+        node.sock = self.sender.install(inj, self.helper.start, node.sock,
+                                        [w for w in node.plan if w.fd not in kept], kept)
+        log.info("process %d: %d fds (%d as its parent's)", node.pid, len(node.plan),
+                 len(kept))
+        faults.point("restore.task.fds")
+
+    def _restore_memory(self, node: Node, inj: Injector) -> None:
+        task.unregister_rseq(node.pid, inj)
+        parent = node.parent.mm if node.parent is not None else None
+        mem.restore(node.pid, inj, node.mm, self.images_dir, self.helper.start,
+                    self.helper.size, self.shmem, node.segments, parent, self.held)
+        log.info("process %d: memory restored (%d pages its own, %d its parent's; %d "
+                 "injected syscalls so far)", node.pid,
+                 sum(n for _, n in node.mm["pagemap"] + node.mm.get("in_parent", [])),
+                 sum(n for _, n in node.mm.get("inherited", [])), inj.count)
+        faults.point("restore.task.memory")
+
+    def _set_session(self, node: Node, inj: Injector) -> None:
+        """``setsid`` (with its controlling terminal again) or a group of its own."""
+        info = node.info
+        try:
+            if info.get("setsid"):
+                inj.call("setsid")
+                slave = info.get("ctty_fd")
+                if slave is not None:
+                    fd = self.sender.lend(inj, self.helper.start, node.sock, slave)
+                    try:
+                        inj.call("ioctl", fd, tty.TIOCSCTTY, 0)
+                    finally:
+                        inj.call("close", fd)
+            elif info["pgid"] == node.pid:
+                inj.call("setpgid", 0, 0)
+        except OSError as e:
+            raise RestoreError(f"process {node.pid}: session/group set-up failed: "
+                               f"{os.strerror(e.errno or 0)}") from None
+
+    def _clone(self, parent: Node, inj: Injector, kid: Node) -> None:
+        """Clone ``kid`` from ``parent`` under its PID: its copy of the parent's memory and
+        fds (its parent's fd table or fs struct themselves if it shared them: sharing.py),
+        stopped under ckpt (PTRACE_O_TRACEFORK); then made, or made a zombie."""
+        scratch = self.helper.start
+        args = libc.CloneArgs(flags=sharing.clone_flags(kid.info), exit_signal=libc.SIGCHLD,
+                              set_tid=scratch + 256, set_tid_size=1)
+        inj.write(scratch, bytes(args))
+        inj.write(scratch + 256, struct.pack("<i", kid.pid))
+        ptrace.set_options(parent.pid, inj.options | ptrace.PTRACE_O_TRACEFORK)
+        try:
+            deadline = time.monotonic() + PID_WAIT_SECONDS
+            while True:
+                got = inj.raw("clone3", scratch, ctypes.sizeof(args))
+                if got != -errno.EEXIST or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        finally:
+            ptrace.set_options(parent.pid, inj.options)
+        if got < 0:
+            raise _pid_refused(kid.pid, -got)
+        self.made.append(kid)
+        if got != kid.pid:
+            raise RestoreError(f"process {parent.pid}: child {kid.pid} came back as {got}")
+        stop = ptrace.wait_stop(kid.pid)
+        if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:
+            raise RestoreError(f"the new process {kid.pid}: {stop.describe()}")
+        ptrace.set_options(kid.pid, ptrace_options(kid))  # it came with its parent's
+        kid.sock = parent.sock
+        if kid.zombie:
+            self._make_zombie(kid)
+
+    def _make_zombie(self, kid: Node) -> None:
+        """Make the fresh ``kid`` exit as it did, in its session or group: its parent has
+        it to reap, with its saved exit status."""
+        status = kid.info.get("exit_status", 0)
+        with Injector(kid.pid, self.helper.site, ptrace.get_regs(kid.pid),
+                      options=ptrace_options(kid)) as inj:
+            self._set_session(kid, inj)
+            if os.WIFSIGNALED(status):
+                _die_of(kid.pid, inj, self.helper.start, os.WTERMSIG(status))
+            else:
+                try:
+                    inj.raw("exit_group", os.WEXITSTATUS(status))
+                except procfs.ProcessGone:
+                    pass  # gone as it should, its exit seen by ckpt (its tracer)
+        self.made.remove(kid)  # a zombie of its parent's now, no longer traced
+        log.info("process %d: a zombie again (status %#x)", kid.pid, status)
+
+
+def _die_of(pid: int, inj: Injector, scratch: int, sig: int) -> None:
+    """Kill the traced process ``pid`` with ``sig`` as its default action would, without
+    a core file: the status its parent sees is the one saved."""
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        inj.write(scratch, bytes(32))  # struct sigaction: SIG_DFL
+        inj.call("rt_sigaction", sig, scratch, 0, 8)
+    inj.write(scratch, struct.pack("<QQ", 0, libc.prlimit(pid, RLIMIT_CORE)[1]))
+    inj.call("prlimit64", 0, RLIMIT_CORE, scratch, 0)
+    ptrace.set_sigmask(pid, signals.ALL_BLOCKED & ~(1 << (sig - 1)))
+    os.kill(pid, sig)
+    deliver = 0
+    while True:
+        try:
+            ptrace.cont(pid, deliver)
+        except OSError as e:
+            if e.errno != errno.ESRCH:  # dying already (SIGKILL): no longer in a stop
+                raise
+        stop = ptrace.wait_stop(pid)
+        if stop.exited:
+            return
+        deliver = sig if stop.stopsig == sig else 0
+
+
+# ---------------------------------------------------------------- failure
+
+def kill(made: list[Node], tree: list[int]) -> None:
+    """Kill every process a failed restore created and reap them all.
+
+    Killed parents would hand their dead or dying children to the nearest child
+    subreaper (or init), so ckpt is one meanwhile: every orphan comes back to
+    it and is reaped here; nothing is left to the caller. Parents are reaped
+    before their children (``made`` is in creation order), each thread before
+    its leader, whose exit it holds back while ckpt still traces it.
+    """
+    was = ctypes.c_int(0)
+    try:
+        libc.prctl(libc.PR_GET_CHILD_SUBREAPER, ctypes.addressof(was))
+        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+    except OSError as e:
+        log.warning("cannot become a child subreaper to clean up: %s", e)
+    try:
+        for n in made:
+            try:
+                os.kill(n.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for n in made:
+            for tid in n.thread_ids:
+                _reap(tid)
+        for n in made:
+            _reap(n.pid)
+        # The zombies of the tree, orphans now, are ckpt's, or soon: reap until none is left.
+        wanted = set(tree)
+        deadline = time.monotonic() + PID_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            left = [p for p in procfs.children(os.getpid()) if p in wanted]
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                _reap(pid)
+    finally:
+        try:
+            libc.prctl(libc.PR_SET_CHILD_SUBREAPER, was.value)
+        except OSError:
+            pass
+
+
+def _reap(pid: int) -> None:
+    """Wait for ``pid`` as its tracer, then as its parent, until it is neither."""
+    for _ in range(3):
+        try:
+            os.waitpid(pid, ptrace.__WALL)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
