@@ -370,6 +370,21 @@ def signal_report(proc: Proc, end: str = r"^END") -> list[str]:
     return lines[:lines.index(last)]
 
 
+def start_with_pid(procs: Procs, argv: list[str | os.PathLike[str]], pid: int) -> Proc:
+    """Start ``argv`` under PID ``pid`` (ns_last_pid = pid - 1, then fork; retry if raced)."""
+    for attempt in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        proc = procs.start(argv, name=f"holder{attempt}")
+        if proc.pid == pid:
+            return proc
+        signal.pidfd_send_signal(proc.pidfd, signal.SIGKILL)
+        procs.wait_gone(proc)
+        if is_alive(pid):
+            raise AssertionError(f"PID {pid} was taken by another process meanwhile")
+    raise AssertionError(f"could not start a process under PID {pid}")
+
+
 # ------------------------------------------------------------------ the ckpt CLI
 
 def ckpt_cmd() -> list[str]:

@@ -34,6 +34,7 @@ from ckpt_helpers import (
     proc_state,
     proc_status,
     scaled,
+    start_with_pid,
     wait_until,
 )
 
@@ -268,24 +269,9 @@ def test_restore_missing_pages(dumped: Dumped, procs: Procs, copy: Path) -> None
     assert_nothing_restored(procs, dumped.pid)
 
 
-def _start_with_pid(procs: Procs, argv: list[str | os.PathLike[str]], pid: int) -> Proc:
-    """Start ``argv`` under PID ``pid`` (ns_last_pid = pid - 1, then fork; retry if raced)."""
-    for attempt in range(50):
-        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-            f.write(str(pid - 1))
-        proc = procs.start(argv, name=f"holder{attempt}")
-        if proc.pid == pid:
-            return proc
-        signal.pidfd_send_signal(proc.pidfd, signal.SIGKILL)
-        procs.wait_gone(proc)
-        if is_alive(pid):
-            pytest.fail(f"PID {pid} was taken by another process meanwhile")
-    pytest.fail(f"could not start a process under PID {pid}")
-
-
 def test_restore_pid_taken(build: Builder, dumped: Dumped, procs: Procs, copy: Path) -> None:
     """The saved PID is held by another process: an error naming both, the holder unharmed."""
-    holder = _start_with_pid(procs, [build("counter")], dumped.pid)
+    holder = start_with_pid(procs, [build("counter")], dumped.pid)
     holder.out.wait_numbers(3)
     with open(f"/proc/{holder.pid}/comm") as f:
         comm = f.read().strip()

@@ -16,12 +16,15 @@ from ckpt_helpers import (
     Output,
     Procs,
     assert_consecutive,
+    ckpt_fails,
     ckpt_ok,
     is_alive,
     proc_ids,
     proc_ppid,
     proc_state,
+    proc_status,
     restore_detached,
+    start_with_pid,
 )
 
 
@@ -145,3 +148,22 @@ def test_fifo_with_buffered_bytes(build: Builder, procs: Procs, images: Path,
     assert out.wait_line(r"^got ") == "got late 0"
     for role in "PC":
         assert_consecutive(_role_numbers(out, role))
+
+
+def test_child_pid_taken(build: Builder, procs: Procs, images: Path) -> None:
+    """A child's saved PID is held by another process: its parent, restored already, tries
+    to clone it; the error names the PID and the holder, and nothing of the tree is left
+    (the holder runs on, untraced)."""
+    target = procs.start([PYTHON, PROGS / "sockpair_tree.py"])
+    parent, child = map(int, target.out.wait_line(r"^pids ", timeout=20).split()[1:])
+    target.out.wait_line(r"^P 2$")
+    _dump_tree(procs, parent, [parent, child], images)
+    holder = start_with_pid(procs, [build("counter")], child)
+    holder.out.wait_numbers(2)
+    err = ckpt_fails("restore", "-D", images, "-d")
+    assert f"PID {child} is taken by" in err and "counter" in err, err
+    assert not is_alive(parent), "the parent was left after a failed restore"
+    assert is_alive(child) and proc_ppid(child) == os.getpid()
+    assert proc_status(child)["TracerPid"] == "0"
+    count = len(holder.out.numbers())
+    holder.out.wait_numbers(count + 2)
