@@ -1,62 +1,107 @@
-"""Dump and restore of a process holding N MiB of memory, next to ``dd`` in the same folder.
+"""How fast ckpt is, in one table: the fixed cost of a command, the cost per megabyte,
+1 GiB next to ``dd``, ckpt's own memory, and ``--compress`` (issue 12).
 
 Run as root, from the repository:
 
-    .venv/bin/python bench/bench_dump_restore.py [--size-mib N]     # default 1024
+    .venv/bin/python bench/bench_dump_restore.py [--runs N] [--size-mib N] [--quick]
 
-A small C program fills N MiB with a pattern and prints a counter every 100 ms.
-The bench times ``ckpt dump`` and ``ckpt restore -d`` (the CLI, as a user runs
-them), then ``ckpt.dump`` and ``ckpt.restore`` in-process (no interpreter
-start-up; this restore reads pages that were evicted from the page cache),
-checks after each restore that the counter goes on and that the whole pattern
-is intact, and compares with ``dd`` writing (``conv=fsync``, as a dump fsyncs
-its images) and reading the same amount in the same folder. It prints a table;
-it asserts nothing about speed. Everything it creates is removed.
+Every time is a whole command as a user runs it (``ckpt dump``, ``ckpt restore -d``,
+``ckpt check``: interpreter start included), of the venv's ``ckpt``:
+
+* **fixed cost**: a trivial process (``sleep 1000``), images on tmpfs, median (and
+  minimum) of ``--runs`` (default 7); ``python -c pass`` is the floor every command
+  pays;
+* **per megabyte**: a C program with 24 threads holding 105 MiB (half of it
+  compressible text, half random), images on tmpfs, median of 3;
+* **1 GiB**: a C program holding ``--size-mib`` (default 1024) of random bytes, with
+  images on tmpfs (/dev/shm) and on disk (/var/tmp; the page cache dropped before each
+  read), each next to ``dd`` moving the same bytes in the same round:
+  ``dd if=/dev/zero of=DIR/file bs=1M conv=fsync`` for a dump (the dump fsyncs its
+  images too), ``dd if=pages.img of=/dev/null bs=SIZE`` for a restore (one read into
+  fresh memory, as the restored process's memory is). The ratio is the median over
+  the rounds of ckpt's time over dd's in the same round;
+* **memory**: ckpt's peak RSS (``wait4``'s ``ru_maxrss``) during the 1 GiB dump and
+  restore on tmpfs;
+* **--compress**: dump and restore of the 105 MiB and 1 GiB processes, and the size of
+  the images against the plain dump's.
+
+After each restore the process must count on and find every byte of its memory as
+it was (it checks on SIGUSR1). With ``CKPT_BENCH_CRIU`` naming a criu that passes
+``criu check``, criu runs the same commands in the same rounds, in a column of its
+own. The machine is shared and noisy: rounds interleave the tools, and ratios come
+from the same round. It asserts nothing about speed. Everything it creates is removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
+import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import MIB, ckpt_command, kill_and_reap, ready, run, wait_for
+from benchlib import MIB, ckpt_command, kill_and_reap, ready, wait_for
 
 PROGRAM = r"""
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
+/* argv: MiB of memory, threads, percent of it that is compressible text */
 static volatile sig_atomic_t full_check;
 static void on_usr1(int sig) { (void)sig; full_check = 1; }
-static uint64_t pattern(uint64_t i) { return i * 0x9E3779B97F4A7C15ull ^ 0xC0FFEEull; }
+static size_t text_words;
+static const char *phrase[] = {"checkpoint ", "restore ", "the process ", "memory ",
+                               "pages ", "of a tree ", "kernel ", "Linux "};
+static uint64_t word(size_t i)
+{
+    if (i < text_words) {  /* text: a few phrases, numbered now and then */
+        uint64_t w;
+        const char *p = phrase[(i / 3) % 8];
+        size_t len = strlen(p), at = (i * 8) % len;
+        for (int k = 0; k < 8; k++) ((char *)&w)[k] = p[(at + k) % len];
+        return (i % 64) ? w : i;
+    }
+    uint64_t x = i * 0x9E3779B97F4A7C15ull + 0xC0FFEEull;  /* splitmix64 */
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+static void *idle(void *arg) { (void)arg; for (;;) pause(); return NULL; }
 
 int main(int argc, char **argv)
 {
     size_t words = (size_t)atol(argv[1]) * (1u << 20) / 8;
+    int threads = atoi(argv[2]);
+    text_words = words / 100 * (size_t)atoi(argv[3]);
     uint64_t *mem = mmap(NULL, words * 8, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) { perror("mmap"); return 1; }
-    for (size_t i = 0; i < words; i++) mem[i] = pattern(i);
+    for (size_t i = 0; i < words; i++) mem[i] = word(i);
+    for (int t = 0; t < threads; t++) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, idle, NULL)) { perror("pthread_create"); return 1; }
+    }
     signal(SIGUSR1, on_usr1);
-    printf("ready\n");
-    fflush(stdout);
     struct timespec tick = {0, 100 * 1000 * 1000};
     for (long n = 0;; n++) {
         size_t step = full_check ? 1 : 512;  /* one word per page, or every word */
         for (size_t i = 0; i < words; i += step)
-            if (mem[i] != pattern(i)) {
+            if (mem[i] != word(i)) {
                 printf("CORRUPT word %zu\n", i);
                 fflush(stdout);
                 return 3;
@@ -70,57 +115,95 @@ int main(int argc, char **argv)
 """
 
 
-# ---------------------------------------------------------------- helpers
+@dataclass
+class Run:
+    """One command: wall seconds, CPU seconds (user + system) and peak RSS in bytes."""
 
-def mount_of(path: str) -> tuple[str, str, str]:
-    """(mount point, fs type, device) of the file system holding ``path``."""
-    path = os.path.realpath(path)
-    best = ("/", "?", "?")
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            dev, mnt, fstype = line.split()[:3]
-            mnt = mnt.replace("\\040", " ")
-            inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
-            if inside and len(mnt) >= len(best[0]):
-                best = (mnt, fstype, dev)
-    return best
+    wall: float
+    cpu: float
+    maxrss: int
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.monotonic()
-    fn()
-    return time.monotonic() - t0
+def run(argv: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run ``argv`` to its end; fail on a non-zero exit."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): "
+                           f"{err.decode(errors='replace').strip()}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
 
 
-def last_tick(log: Path) -> int:
-    ticks = re.findall(r"^tick (\d+)$", log.read_text(), re.M)
-    return int(ticks[-1]) if ticks else -1
+@dataclass
+class Tool:
+    """A checkpoint tool: ckpt, or criu."""
+
+    name: str
+    argv: list[str]
+
+    def dump(self, pid: int, images: Path, *extra: str) -> Run:
+        return run(self.argv + ["dump", "-t", str(pid), "-D", str(images), *extra])
+
+    def restore(self, images: Path, *extra: str) -> Run:
+        return run(self.argv + ["restore", "-d", "-D", str(images), *extra])
+
+    def check(self) -> Run:
+        return run(self.argv + ["check"])
 
 
-def alive(pid: int) -> bool:
+def criu_tool() -> Tool | None:
+    """criu from CKPT_BENCH_CRIU, when it passes ``criu check``."""
+    path = os.environ.get("CKPT_BENCH_CRIU")
+    if not path:
+        return None
+    tool = Tool("criu", [path])
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+        tool.check()
+    except (RuntimeError, OSError) as e:
+        print(f"CKPT_BENCH_CRIU={path}: criu check fails, no criu column ({e})",
+              file=sys.stderr)
+        return None
+    return tool
 
 
-def check_restored(pid: int, log: Path, before: int, timeout: float) -> None:
-    """The restored process runs on: its counter goes past ``before`` and its memory is intact."""
-    if not alive(pid):
-        raise RuntimeError(f"restored process {pid} is not running")
-    size = log.stat().st_size
-    wait_for(log, r"^tick \d+$", size, timeout)
-    if last_tick(log) <= before:
-        raise RuntimeError(f"counter did not go on after the restore (at {last_tick(log)})")
-    size = log.stat().st_size
-    os.kill(pid, signal.SIGUSR1)
-    wait_for(log, r"^FULL OK$", size, timeout)
+class Target:
+    """The bench's C program holding memory, started in a session of its own."""
+
+    def __init__(self, exe: Path, log: Path, mib: int, threads: int, text_pct: int):
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([str(exe), str(mib), str(threads), str(text_pct)],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                         start_new_session=True)
+        self.pid = self.proc.pid
+        self.timeout = 60 + mib / 20
+        wait_for(log, r"^tick 1$", 0, self.timeout)
+
+    def killed(self) -> None:
+        """The dump killed it: reap it, so that its PID is free again."""
+        self.proc.wait()
+
+    def check_restored(self) -> None:
+        """It counts on after the restore and its whole memory is intact."""
+        size = self.log.stat().st_size
+        wait_for(self.log, r"^tick \d+$", size, self.timeout)
+        size = self.log.stat().st_size
+        os.kill(self.pid, signal.SIGUSR1)
+        wait_for(self.log, r"^FULL OK$", size, self.timeout)
+
+    def stop(self) -> None:
+        kill_and_reap(self.pid)
 
 
 def drop_cache(path: Path) -> None:
-    """Evict ``path`` from the page cache (it is fsynced, so its pages are clean)."""
+    """Evict ``path`` from the page cache (fsynced first, so its pages are clean)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -129,98 +212,261 @@ def drop_cache(path: Path) -> None:
         os.close(fd)
 
 
-# ---------------------------------------------------------------- the bench
+def pages_bytes(images: Path, pid: int) -> int:
+    return sum(p.stat().st_size for p in images.glob(f"pages-{pid}.img*"))
 
-def bench(size_mib: int, root: Path) -> list[tuple[str, float, float]]:
-    """Run every step; return (operation, seconds, MiB moved)."""
-    import ckpt
 
-    exe = root / "bigmem"
-    src = root / "bigmem.c"
-    src.write_text(PROGRAM)
-    run(["gcc", "-O2", "-o", str(exe), str(src)])
-    log = root / "out.log"
-    cli_dir, api_dir = root / "images-cli", root / "images-api"
-    rows: list[tuple[str, float, float]] = []
-    live: set[int] = set()
-    try:
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([str(exe), str(size_mib)], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=out, start_new_session=True)
-        pid = proc.pid
-        live.add(pid)
-        wait_for(log, r"^tick 2$", 0, 60 + size_mib / 100)
+def images_bytes(images: Path) -> int:
+    return sum(p.stat().st_size for p in images.iterdir() if p.is_file())
 
-        # The CLI, as a user runs it.
-        before = last_tick(log)
-        t = timed(lambda: run(ckpt_command() + ["dump", "-t", str(pid), "-D", str(cli_dir)]))
-        proc.wait()  # reap it, so that its PID is free again
-        pages = cli_dir / f"pages-{pid}.img"
-        mib = pages.stat().st_size / MIB
-        rows.append(("ckpt dump (CLI)", t, mib))
-        t = timed(lambda: run(ckpt_command() + ["restore", "-D", str(cli_dir), "-d"]))
-        rows.append(("ckpt restore -d (CLI, pages cached)", t, mib))
-        check_restored(pid, log, before, 30 + size_mib / 50)
 
-        # The API, in-process; this restore reads pages evicted from the cache.
-        before = last_tick(log)
-        t = timed(lambda: ckpt.dump(pid, str(api_dir)))
-        kill_and_reap(pid)  # a zombie now: it was our child (we are its subreaper)
-        rows.append(("ckpt.dump (API)", t, (api_dir / f"pages-{pid}.img").stat().st_size / MIB))
-        drop_cache(api_dir / f"pages-{pid}.img")
-        t = timed(lambda: ckpt.restore(str(api_dir), detach=True))
-        rows.append(("ckpt.restore (API, pages not cached)", t, rows[-1][2]))
-        check_restored(pid, log, before, 30 + size_mib / 50)
-        kill_and_reap(pid)
-        live.discard(pid)
-        if alive(pid):
-            raise RuntimeError(f"process {pid} survived SIGKILL")
-        shutil.rmtree(api_dir)
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    return path
 
-        # dd in the same folder.
-        dd = cli_dir / "ddfile"
-        t = timed(lambda: run(["dd", "if=/dev/zero", f"of={dd}", "bs=1M", f"count={size_mib}",
-                               "conv=fsync", "status=none"]))
-        rows.append(("dd write (conv=fsync)", t, size_mib))
-        dd.unlink()
-        read = ["dd", f"if={pages}", "of=/dev/null", "bs=1M", "status=none"]
-        rows.append(("dd read pages file (cached)", timed(lambda: run(read)), mib))
-        drop_cache(pages)
-        rows.append(("dd read pages file (not cached)", timed(lambda: run(read)), mib))
-    finally:
-        for p in live:
-            kill_and_reap(p)
+
+# ---------------------------------------------------------------- the table
+
+@dataclass
+class Row:
+    case: str
+    values: dict[str, str]  # tool name -> cell
+    note: str = ""
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def secs(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def median_min(values: list[float], fmt: Callable[[float], str]) -> str:
+    return f"{fmt(statistics.median(values))} (min {fmt(min(values))})"
+
+
+def print_table(rows: list[Row], tools: list[str], header: str) -> None:
+    print(header)
+    width = max(len(r.case) for r in rows) + 2
+    cols = {t: max([len(t)] + [len(r.values.get(t, "")) for r in rows]) + 2 for t in tools}
+    print(f"{'case':{width}}" + "".join(f"{t:>{cols[t]}}" for t in tools) + "  note")
+    for r in rows:
+        cells = "".join(f"{r.values.get(t, '-'):>{cols[t]}}" for t in tools)
+        print(f"{r.case:{width}}{cells}  {r.note}".rstrip())
+
+
+# ---------------------------------------------------------------- the cases
+
+def fixed_cost(tools: list[Tool], root: Path, runs: int) -> list[Row]:
+    """dump, restore -d and check of ``sleep 1000``, interleaved, images on tmpfs."""
+    times: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    floor = [run([sys.executable, "-c", "pass"]) for _ in range(runs)]
+    for _ in range(runs):
+        for tool in tools:
+            images = fresh(root / f"trivial-{tool.name}")
+            sleeper = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       start_new_session=True)
+            try:
+                time.sleep(0.05)
+                d = tool.dump(sleeper.pid, images)
+                sleeper.wait()
+                r = tool.restore(images)
+                if not os.path.exists(f"/proc/{sleeper.pid}"):
+                    raise RuntimeError(f"{tool.name} restore: sleep {sleeper.pid} not back")
+            finally:
+                kill_and_reap(sleeper.pid)
+            for what, res in (("dump", d), ("restore", r), ("check", tool.check())):
+                times.setdefault((tool.name, what), []).append(res.wall)
+                cpu.setdefault((tool.name, what), []).append(res.cpu)
+    rows = [Row("python -c pass (the floor)", {"ckpt": median_min([f.wall for f in floor], ms)},
+                f"CPU {ms(statistics.median(f.cpu for f in floor))}")]
+    for what, label in (("dump", "dump, sleep 1000"), ("restore", "restore -d, sleep 1000"),
+                        ("check", "check")):
+        rows.append(Row(f"{label} (median of {runs})",
+                        {t.name: median_min(times[(t.name, what)], ms) for t in tools},
+                        "CPU " + ", ".join(f"{t.name} {ms(statistics.median(cpu[(t.name, what)]))}"
+                                           for t in tools)))
     return rows
 
 
-def print_table(rows: list[tuple[str, float, float]]) -> None:
-    dd_write = next(m / s for name, s, m in rows if name.startswith("dd write"))
-    print(f"{'operation':40} {'seconds':>8} {'MiB/s':>8} {'x dd write':>11}")
-    for name, secs, mib in rows:
-        rate = mib / secs if secs > 0 else float("inf")
-        print(f"{name:40} {secs:8.3f} {rate:8.0f} {rate / dd_write:11.2f}")
+def per_megabyte(tools: list[Tool], exe: Path, root: Path, runs: int) -> list[Row]:
+    """A 24-thread process holding 105 MiB: dump and restore, images on tmpfs."""
+    times: dict[tuple[str, str], list[float]] = {}
+    size = 0
+    for _ in range(runs):
+        for tool in tools:
+            images = fresh(root / f"mid-{tool.name}")
+            target = Target(exe, root / "mid.log", 105, 24, 50)
+            try:
+                times.setdefault((tool.name, "dump"), []).append(
+                    tool.dump(target.pid, images).wall)
+                target.killed()
+                size = pages_bytes(images, target.pid) or images_bytes(images)
+                times.setdefault((tool.name, "restore"), []).append(
+                    tool.restore(images).wall)
+                target.check_restored()
+            finally:
+                target.stop()
+    note = f"{size / MIB:.0f} MiB of pages, 25 threads"
+    return [Row(f"dump, 105 MiB (median of {runs})",
+                {t.name: secs(statistics.median(times[(t.name, "dump")])) for t in tools}, note),
+            Row(f"restore -d, 105 MiB (median of {runs})",
+                {t.name: secs(statistics.median(times[(t.name, "restore")])) for t in tools})]
+
+
+def gigabyte(tools: list[Tool], exe: Path, where: str, base: Path, size_mib: int,
+             rounds: int, rss: dict[str, Run]) -> list[Row]:
+    """Dump and restore of ``size_mib`` of random bytes with images under ``base``, each
+    next to dd in the same round."""
+    ratio: dict[tuple[str, str], list[float]] = {}
+    took: dict[tuple[str, str], list[float]] = {}
+    dd: dict[str, list[float]] = {"write": [], "read": []}
+    on_disk = where == "disk"
+    for _ in range(rounds):
+        for tool in tools:
+            images = fresh(base / f"big-{tool.name}")
+            target = Target(exe, base / "big.log", size_mib, 0, 0)
+            try:
+                images.mkdir()
+                ddfile = images / "dd.out"
+                w = run(["dd", "if=/dev/zero", f"of={ddfile}", "bs=1M", f"count={size_mib}",
+                         "conv=fsync", "status=none"]).wall
+                ddfile.unlink()
+                d = tool.dump(target.pid, images)
+                target.killed()
+                pages = next(images.glob(f"pages-{target.pid}.img"), None)
+                if pages is None:  # criu names its pages files otherwise
+                    pages = max(images.iterdir(), key=lambda p: p.stat().st_size)
+                if on_disk:
+                    drop_cache(pages)
+                r_dd = run(["dd", f"if={pages}", "of=/dev/null", f"bs={pages.stat().st_size}",
+                            "count=1", "iflag=fullblock", "status=none"]).wall
+                if on_disk:
+                    drop_cache(pages)
+                r = tool.restore(images)
+                target.check_restored()
+            finally:
+                target.stop()
+            dd["write"].append(w)
+            dd["read"].append(r_dd)
+            for what, t, base_t in (("dump", d.wall, w), ("restore", r.wall, r_dd)):
+                took.setdefault((tool.name, what), []).append(t)
+                ratio.setdefault((tool.name, what), []).append(t / base_t)
+            if not on_disk:
+                rss[f"{tool.name} dump"] = d
+                rss[f"{tool.name} restore"] = r
+            shutil.rmtree(images, ignore_errors=True)
+    gib = f"{size_mib / 1024:g} GiB"
+    rows = []
+    for what in ("dump", "restore"):
+        cells = {t.name: f"{secs(statistics.median(took[(t.name, what)]))} = "
+                         f"{statistics.median(ratio[(t.name, what)]):.2f}x dd"
+                 for t in tools}
+        base_t = statistics.median(dd["write" if what == "dump" else "read"])
+        rows.append(Row(f"{what} {gib}, {where} ({rounds} rounds)", cells,
+                        f"dd {'write' if what == 'dump' else 'read'}: {secs(base_t)}"))
+    return rows
+
+
+def compress(exe: Path, root: Path, size_mib: int) -> list[Row]:
+    """``--compress`` against a plain dump, on the 105 MiB and the big processes."""
+    ckpt = Tool("ckpt", ckpt_command())
+    rows = []
+    for mib, threads, text, label in ((105, 24, 50, "105 MiB, half text"),
+                                      (size_mib, 0, 0, f"{size_mib / 1024:g} GiB random")):
+        sizes, dumps, restores = {}, {}, {}
+        for mode in ("plain", "compress"):
+            images = fresh(root / f"z-{mode}")
+            target = Target(exe, root / "z.log", mib, threads, text)
+            try:
+                extra = ["--compress"] if mode == "compress" else []
+                dumps[mode] = ckpt.dump(target.pid, images, *extra).wall
+                target.killed()
+                sizes[mode] = images_bytes(images)
+                restores[mode] = ckpt.restore(images).wall
+                target.check_restored()
+            finally:
+                target.stop()
+                shutil.rmtree(images, ignore_errors=True)
+        rows.append(Row(f"dump --compress, {label}",
+                        {"ckpt": f"{secs(dumps['compress'])} vs {secs(dumps['plain'])}"},
+                        f"images {sizes['compress'] / sizes['plain']:.0%} of plain "
+                        f"({sizes['compress'] / MIB:.0f} MiB)"))
+        rows.append(Row(f"restore -d --compress'd, {label}",
+                        {"ckpt": f"{secs(restores['compress'])} vs {secs(restores['plain'])}"}))
+    return rows
+
+
+def supports_compress() -> bool:
+    res = subprocess.run(ckpt_command() + ["dump", "--help"], capture_output=True, text=True)
+    return "--compress" in res.stdout
+
+
+def machine() -> str:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()[0]
+    return (f"{cpu}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
+            f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}, "
+            f"load {load:.1f}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=7, help="runs of the trivial case")
     ap.add_argument("--size-mib", type=int, default=1024, metavar="N",
-                    help="memory of the target process, MiB (default 1024)")
+                    help="memory of the big process, MiB (default 1024)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of the big case")
+    ap.add_argument("--quick", action="store_true",
+                    help="the fixed cost and per-megabyte rows only")
     args = ap.parse_args()
-    base = "/var/tmp"
-    if not ready("bench_dump_restore", base, 2 * args.size_mib * MIB + 64 * MIB):
+    disk, tmpfs = Path("/var/tmp"), Path("/dev/shm")
+    need = 2 * args.size_mib * MIB + 256 * MIB
+    if not ready("bench_dump_restore", str(disk), need) or \
+            not ready("bench_dump_restore", str(tmpfs), need):
         return 2
-    root = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=base))
+    # Byte-compiled once, as an installed ckpt is: PYTHONDONTWRITEBYTECODE would
+    # otherwise make every command compile ckpt from source.
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    str(Path(__file__).resolve().parent.parent / "src")],
+                   check=True, stdout=subprocess.DEVNULL)
+    tools = [Tool("ckpt", ckpt_command())]
+    criu = criu_tool()
+    if criu is not None:
+        tools.append(criu)
+    work_disk = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=disk))
+    work_tmpfs = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=tmpfs))
+    header = f"machine: {machine()}"
+    rows: list[Row] = []
     try:
-        mnt, fstype, dev = mount_of(str(root))
-        tmp_fs = mount_of("/tmp")[1]
-        print(f"size {args.size_mib} MiB; images in {root} on {fstype} ({dev} at {mnt}); "
-              f"/tmp is {tmp_fs}; kernel {os.uname().release}")
-        rows = bench(args.size_mib, root)
+        exe = work_disk / "holder"
+        (work_disk / "holder.c").write_text(PROGRAM)
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(work_disk / "holder.c")],
+                       check=True)
+        rows += fixed_cost(tools, work_tmpfs, args.runs)
+        rows += per_megabyte(tools, exe, work_tmpfs, 3)
+        if not args.quick:
+            rss: dict[str, Run] = {}
+            rows += gigabyte(tools, exe, "tmpfs", work_tmpfs, args.size_mib, args.rounds, rss)
+            rows += gigabyte(tools, exe, "disk", work_disk, args.size_mib, args.rounds, rss)
+            for what in ("dump", "restore"):
+                rows.append(Row(f"peak RSS, {what} {args.size_mib / 1024:g} GiB",
+                                {t.name: f"{rss[f'{t.name} {what}'].maxrss / MIB:.0f} MiB"
+                                 for t in tools if f"{t.name} {what}" in rss},
+                                "the command's own memory (wait4 ru_maxrss)"))
+            if supports_compress():
+                rows += compress(exe, work_tmpfs, args.size_mib)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-    print_table(rows)
-    print("MiB: page data moved (pages-PID.img) or dd's count; "
-          "x dd write: throughput relative to dd write.")
+        shutil.rmtree(work_disk, ignore_errors=True)
+        shutil.rmtree(work_tmpfs, ignore_errors=True)
+    print_table(rows, [t.name for t in tools], header)
     return 0
 
 
