@@ -32,6 +32,20 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ckpt-criu ] \
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 fi
+# Optional, for speed (ckpt works without them): zlib-ng checksums page data 15 times
+# faster than the standard library, zstandard compresses images (--compress).
+if ! .venv/bin/python -c 'import zlib_ng, zstandard' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check zlib-ng zstandard \
+    || echo "bootstrap: zlib-ng/zstandard could not be installed; ckpt runs slower without" >&2
+fi
+# setuptools is only needed to build ckpt (pip builds it in an environment of its own);
+# left in the venv, its distutils hook runs at every interpreter start.
+if [ -e .venv/lib/python3*/site-packages/distutils-precedence.pth ]; then
+  .venv/bin/pip uninstall -q -y --disable-pip-version-check setuptools >/dev/null 2>&1 || true
+fi
+# Byte-compiled once (as an installed package is): with PYTHONDONTWRITEBYTECODE set, every
+# command would otherwise compile ckpt from source at start-up.
+.venv/bin/python -m compileall -q src >/dev/null
 # gunicorn, a real server the tests dump and restore (its test skips without it).
 if [ "$(id -u)" = 0 ] && ! .venv/bin/python -c 'import gunicorn' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check gunicorn \

@@ -197,6 +197,8 @@ def _close_fds(fds: list[int] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .deferred import defer_imports
+    defer_imports()  # before a command's modules import dataclasses
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
         interrupts.install()  # raises at once for a signal noted during start-up

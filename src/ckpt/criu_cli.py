@@ -17,6 +17,8 @@ def version_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .deferred import defer_imports
+    defer_imports()
     try:
         interrupts.install()  # raises at once for a signal noted during start-up
     except interrupts.Interrupted as e:

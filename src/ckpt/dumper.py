@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import platform
 import select
 import time
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ from .resources import (
     namespaces,
     sharing,
     signals,
-    sk_tcp,
     sysv,
     task,
     thread,
@@ -527,6 +525,8 @@ def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None
     on (the tree is frozen), before any of them is read."""
     if not tcp.established or tcp.close:
         return None
+    from .resources import sk_tcp  # here: a dump of no TCP connection needs it not
+
     pids = [t.pid for t in tasks if t.frozen is not None]
     found = sk_tcp.tree_connections(pids)
     if not found:
@@ -722,8 +722,8 @@ def _common_inventory(kind: str, memctx: DumpMemory, track_mem: bool) -> dict[st
         "type": kind,
         "parent": memctx.parent_link(),
         "track_mem": track_mem,
-        "kernel": platform.release(),
-        "arch": platform.machine(),
+        "kernel": os.uname().release,
+        "arch": os.uname().machine,
         "ckpt_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

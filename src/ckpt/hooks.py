@@ -9,7 +9,6 @@ a dump leaves the processes running, a restore kills what it created.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 
 from .errors import CkptError
@@ -47,6 +46,8 @@ def action_scripts(scripts: Sequence[str], images_dir: str) -> Notify:
         env = {**os.environ, "CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_IMAGE_DIR": folder}
         if pid:
             env["CRTOOLS_INIT_PID"] = str(pid)
+        import subprocess  # here: only action scripts need it
+
         for script in scripts:
             status = subprocess.run(["sh", "-c", script], env=env,
                                     stdin=subprocess.DEVNULL).returncode

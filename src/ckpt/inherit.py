@@ -9,9 +9,10 @@ import re
 from typing import Any
 
 from .errors import UsageError
+from .kernel.lazyre import LazyPattern
 
-_ARG_RE = re.compile(r"^(fd|debug)\[(\d+)\]:(.+)$", re.S)
-_ORIG_FD_RE = re.compile(r"^orig-fd\[(\d+)\]$")
+_ARG_RE = LazyPattern(r"^(fd|debug)\[(\d+)\]:(.+)$", re.S)
+_ORIG_FD_RE = LazyPattern(r"^orig-fd\[(\d+)\]$")
 FORMAT_HELP = ("fd[N]:KEY (KEY: tmp/old, /tmp/old, pipe:[INODE], socket:[INODE], "
                "tty[RDEV:DEV], orig-fd[M]) or debug[N]:TEXT")
 

@@ -27,9 +27,7 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -37,9 +35,6 @@ from typing import Any
 
 from .errors import CkptError
 from .kernel import libc, procfs
-from .kernel import tcp_repair as repair
-from .kernel.tcp_repair import PEER_MARK as MARK
-from .kernel.tcp_repair import on_the_wire as _wire
 
 log = logging.getLogger("ckpt.netlock")
 
@@ -73,7 +68,19 @@ class Conn:
         return cls((str(raw[0][0]), int(raw[0][1])), (str(raw[1][0]), int(raw[1][1])))
 
 
+def _wire(host: str) -> tuple[int, str]:
+    from .kernel.tcp_repair import on_the_wire  # here: only locking needs it
+    return on_the_wire(host)
+
+
+def _mark() -> int:
+    """The mark of the packets ckpt sends itself, which the lock lets pass."""
+    from .kernel.tcp_repair import PEER_MARK
+    return PEER_MARK
+
+
 def _run(argv: list[str], text: str = "") -> str | None:
+    import subprocess  # here: a command that finds no lock to undo runs no tool
     """Run a netfilter tool; None when it worked, else why not (one line)."""
     try:
         res = subprocess.run(argv, input=text, capture_output=True, text=True,
@@ -99,7 +106,7 @@ def _nft_match(c: Conn, inbound: bool) -> str:
     sport, dport = (c.remote[1], c.local[1]) if inbound else (c.local[1], c.remote[1])
     ip = "ip" if fam == socket.AF_INET else "ip6"
     return (f"{ip} saddr {src} {ip} daddr {dst} tcp sport {sport} tcp dport {dport} "
-            f"meta mark != {MARK:#x} counter drop")
+            f"meta mark != {_mark():#x} counter drop")
 
 
 def _nft_lock(name: str, conns: list[Conn]) -> str | None:
@@ -125,7 +132,7 @@ def _ipt_rule(chain: str, c: Conn, inbound: bool) -> str:
     src, dst = (remote, local) if inbound else (local, remote)
     sport, dport = (c.remote[1], c.local[1]) if inbound else (c.local[1], c.remote[1])
     return (f"-A {chain} -p tcp -s {src} -d {dst} --sport {sport} --dport {dport} "
-            f"-m mark ! --mark {MARK:#x} -j DROP")
+            f"-m mark ! --mark {_mark():#x} -j DROP")
 
 
 def _ipt_tools(fam: int) -> str:
@@ -153,6 +160,8 @@ def _ipt_lock(name: str, conns: list[Conn]) -> str | None:
 
 def _ipt_unlock_family(name: str, fam: int) -> str | None:
     tool = "iptables" if fam == socket.AF_INET else "ip6tables"
+    import shutil
+
     if shutil.which(tool) is None:
         return None
     present = _run([tool, "-w", "-n", "-L", name]) is None
@@ -476,6 +485,8 @@ def _recover(note: Note) -> str | None:
     for h in running:
         try:
             with _socket_of(h.pid, h.fd) as sock:
+                from .kernel import tcp_repair as repair
+
                 if sock.getsockopt(repair.SOL_TCP, repair.TCP_REPAIR):
                     repair.off(sock)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, h.reuse)

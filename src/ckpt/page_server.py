@@ -33,16 +33,15 @@ import fcntl
 import json
 import logging
 import os
-import re
 import socket
 import struct
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 from .errors import CkptError, DumpError
-from .images import INVENTORY, fsync_dir
+from .images import INVENTORY, crc32, fsync_dir
+from .kernel.lazyre import LazyPattern
 
 log = logging.getLogger("ckpt.page-server")
 
@@ -51,7 +50,7 @@ PROTO = 1
 HDR = struct.Struct("<BHQ")
 REPLY = struct.Struct("<II")
 OPEN, DATA, CLOSE, FINISH = 1, 2, 3, 4
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+_NAME = LazyPattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 PIPE_SIZE = 1 << 20
 COPY_BUF = 4 << 20
 CONNECT_TIMEOUT = 10.0
@@ -78,7 +77,7 @@ class RemoteRawWriter:
     def write(self, data: bytes | memoryview) -> int:
         off = self.size
         mv = memoryview(data)
-        self.crc = zlib.crc32(mv, self.crc)
+        self.crc = crc32(mv, self.crc)
         self.client.send_data(self.fid, mv)
         self.size += len(mv)
         return off

@@ -64,6 +64,8 @@ _SITE_OFFSET = HELPER_SIZE - 16
 
 @dataclass
 class RestoreResult:
+    """What a restore did, for callers of the API."""
+
     pid: int
     seconds: float
     exit_status: int | None = None

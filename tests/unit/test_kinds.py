@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from ckpt.resources import kinds
@@ -12,8 +14,13 @@ from ckpt.resources.filekind import FileKind
 
 
 def _claimer(link: str, st: os.stat_result) -> str | None:
-    """The kind that dumps an fd on ``link``: the first in the registry that claims it."""
-    return next((k.KIND for k in kinds.KINDS if k.claims(link, st)), None)
+    """The kind that dumps an fd on ``link``: the first in the registry that claims it,
+    the same whether every kind is asked or only those its line says may claim it."""
+    every = next((k.KIND for k in kinds.KINDS if k.claims(link, st)), None)
+    gated = next((n for n in kinds.may_claim(link, st, 0) if kinds.load(n).claims(link, st)),
+                 None)
+    assert gated == every
+    return gated
 
 
 def test_registry_is_one_ordered_list_of_distinct_kinds() -> None:
@@ -24,6 +31,20 @@ def test_registry_is_one_ordered_list_of_distinct_kinds() -> None:
             "epoll", "inotify", "fanotify", "memfd"} <= set(names)
     for name in names:
         assert kinds.kind_of(name).KIND == name
+    assert names == [name for name, *_ in kinds.REGISTRY]
+
+
+def test_a_kind_is_imported_only_when_needed() -> None:
+    """A command imports only the kinds of the files it meets: ``ckpt dump`` of a process
+    holding /dev/null does not import the socket kinds."""
+    code = ("import os, sys; from ckpt.resources import kinds; "
+            "names = kinds.may_claim('/dev/null', os.stat('/dev/null'), 0); "
+            "[kinds.load(n) for n in names]; "
+            "print(names, 'ckpt.resources.sk_inet' in sys.modules, "
+            "'ckpt.resources.sk_unix' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("]")
+    assert out[0] == "['chr', 'tty'" and out[1].split() == ["False", "False"]
 
 
 def test_each_fd_is_claimed_by_its_kind(tmp_path: Path) -> None:

@@ -40,10 +40,11 @@ from collections.abc import Callable
 from types import TracebackType
 
 from . import interrupts, libc, ptrace
+from .lazyre import LazyPattern
 from .procfs import ProcessGone
 
 _TRAP_FLAG = 0x100  # EFLAGS.TF
-_SYSCALL_SITE_RE = re.compile(rb"\xb8....\x0f\x05", re.S)
+_SYSCALL_SITE_RE = LazyPattern(rb"\xb8....\x0f\x05", re.S)
 _U64 = 1 << 64
 ALL_BLOCKED = _U64 - 1
 

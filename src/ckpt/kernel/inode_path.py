@@ -23,6 +23,8 @@ from .procfs import Inode
 
 @dataclass
 class Mount:
+    """One line of /proc/PID/mountinfo."""
+
     mount_id: int
     major: int
     minor: int

@@ -7,15 +7,15 @@ functions that raise ``OSError`` with the right errno.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
-import platform
 
-if platform.machine() != "x86_64":  # pragma: no cover - other arches are future work
-    raise ImportError(f"ckpt supports x86_64 only, not {platform.machine()}")
+if os.uname().machine != "x86_64":  # pragma: no cover - other arches are future work
+    raise ImportError(f"ckpt supports x86_64 only, not {os.uname().machine}")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library already loaded in this process (ctypes.util.find_library would run
+# ldconfig, a process of its own, at every start).
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _syscall.argtypes = [ctypes.c_long] * 7

@@ -14,10 +14,11 @@ file's bytes and touch nothing: they are what the unit tests exercise.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from .lazyre import LazyPattern
 
 
 class ProcessGone(Exception):
@@ -202,7 +203,7 @@ class Vma:
         return self.perms[3] == "s"
 
 
-_MAPS_RE = re.compile(
+_MAPS_RE = LazyPattern(
     rb"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$"
 )
 
@@ -332,7 +333,7 @@ class FileLock:
     waiting: bool = False  # a request blocked behind the lock above it ("->")
 
 
-_LOCK_RE = re.compile(r"^\d+:\s+(->\s+)?(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+"
+_LOCK_RE = LazyPattern(r"^\d+:\s+(->\s+)?(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+"
                       r"([0-9a-fA-F]+):([0-9a-fA-F]+):(\d+)\s+(\d+)\s+(\d+|EOF)$")
 
 
@@ -381,16 +382,16 @@ class FdInfo:
 
 _H = r"([0-9a-fA-F]+)"
 _HANDLE = rf"(?:\s+fhandle-bytes:{_H}\s+fhandle-type:{_H}\s+f_handle:{_H})?"
-_EPOLL_RE = re.compile(rf"^tfd:\s*(\d+)\s+events:\s*{_H}\s+data:\s*{_H}\s+pos:\s*-?\d+"
+_EPOLL_RE = LazyPattern(rf"^tfd:\s*(\d+)\s+events:\s*{_H}\s+data:\s*{_H}\s+pos:\s*-?\d+"
                        rf"\s+ino:\s*{_H}\s+sdev:\s*{_H}")
-_INOTIFY_RE = re.compile(rf"^inotify\s+wd:{_H}\s+ino:{_H}\s+sdev:{_H}\s+mask:{_H}"
+_INOTIFY_RE = LazyPattern(rf"^inotify\s+wd:{_H}\s+ino:{_H}\s+sdev:{_H}\s+mask:{_H}"
                          rf"\s+ignored_mask:{_H}{_HANDLE}")
-_FAN_GROUP_RE = re.compile(rf"^fanotify flags:{_H} event-flags:{_H}$")
+_FAN_GROUP_RE = LazyPattern(rf"^fanotify flags:{_H} event-flags:{_H}$")
 _FAN_TAIL = rf"mflags:{_H} mask:{_H} ignored_mask:{_H}"
-_FAN_INODE_RE = re.compile(rf"^fanotify ino:{_H} sdev:{_H} {_FAN_TAIL}{_HANDLE}")
-_FAN_MOUNT_RE = re.compile(rf"^fanotify mnt_id:{_H} {_FAN_TAIL}$")
-_FAN_SB_RE = re.compile(rf"^fanotify sdev:{_H} {_FAN_TAIL}$")
-_TIMES_RE = re.compile(r"^\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$")
+_FAN_INODE_RE = LazyPattern(rf"^fanotify ino:{_H} sdev:{_H} {_FAN_TAIL}{_HANDLE}")
+_FAN_MOUNT_RE = LazyPattern(rf"^fanotify mnt_id:{_H} {_FAN_TAIL}$")
+_FAN_SB_RE = LazyPattern(rf"^fanotify sdev:{_H} {_FAN_TAIL}$")
+_TIMES_RE = LazyPattern(r"^\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$")
 
 
 def _inode(ino: str, sdev: str, nbytes: str | None, htype: str | None,
@@ -548,7 +549,7 @@ class PosixTimer:
     clock: int
 
 
-_TIMER_RE = re.compile(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\n"
+_TIMER_RE = LazyPattern(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\n"
                        r"notify: (\w+)/(pid|tid)\.(\d+)\nClockID: (\d+)")
 
 

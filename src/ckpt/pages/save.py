@@ -5,7 +5,6 @@ and those left in the parent images recorded as runs."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -30,6 +29,8 @@ CHUNK_PAGES = 1 << 16  # pagemap entries read at once (256 MiB of address space)
 
 @dataclass
 class Buffer:
+    """The page-data buffer: its address and a view of it."""
+
     addr: int
     view: memoryview
 
@@ -367,6 +368,8 @@ class TaskPages:
     def _hash(self, k: int) -> list[bytes]:
         """The digests of the first ``k`` pages of the buffer (threads do not help:
         measured, hashlib's GIL release does not pay on 4 KiB pages)."""
+        import hashlib  # here: only incremental dumps hash pages
+
         sha, view = hashlib.sha256, self.view
         return [sha(view[x:x + PAGE]).digest()[:DIGEST_SIZE] for x in range(0, k * PAGE, PAGE)]
 

@@ -4,15 +4,16 @@ the parent images. Bytes in, bytes out, one byte a page, no Python loop over pag
 
 from __future__ import annotations
 
-import hashlib
-import re
 import struct
 from collections.abc import Iterator, Sequence
 
+from ..kernel.lazyre import LazyPattern
 from ..kernel.libc import PAGE_SIZE as PAGE
 
 DIGEST_SIZE = 16  # the first bytes of a page's SHA-256
-ZERO_DIGEST = hashlib.sha256(bytes(PAGE)).digest()[:DIGEST_SIZE]
+# The digest of a page of zeros, written out: hashlib is not imported by every command
+# for it (tests/unit/test_pages.py checks it).
+ZERO_DIGEST = bytes.fromhex("ad7facb2586fc6e966c004d7d1d16b02")
 
 # Per-page status.
 SKIP, SAVE, PARENT = 0, 1, 2
@@ -38,7 +39,7 @@ _DIRTY = bytes(1 if b & 0x80 else 0 for b in range(256))
 # code = sel | cover<<1 | dirty<<2 | odd<<3  ->  0 not saved, 1 saved here, 2 in the parent
 _STATUS = bytes((SKIP if not c & 1 else PARENT if (c & 2 and not c & 12) else SAVE)
                 for c in range(256))
-_RUN = {SAVE: re.compile(b"\x01+"), PARENT: re.compile(b"\x02+")}
+_RUN = {SAVE: LazyPattern(b"\x01+"), PARENT: LazyPattern(b"\x02+")}
 
 
 def runs_of(status: bytes | bytearray, value: int) -> Iterator[tuple[int, int]]:

@@ -74,7 +74,7 @@ class DumpFiles:
                  tcp: TcpFlags | None = None, ext_unix_sk: bool = False):
         self.ctx = DumpCtx(images, shell_job, external or set(), tcp or TcpFlags(),
                            ext_unix_sk=ext_unix_sk)
-        self.kinds = [cls() for cls in kinds.KINDS]  # in claim order
+        self.kinds: dict[str, FileKind] = {}  # made when an fd they may claim comes
         self.descriptions: dict[str, Description] = {}
         self.locks = locks.DumpLocks(file_locks)
         # What fds of one description share (the file, its offset and status flags) ->
@@ -113,7 +113,8 @@ class DumpFiles:
 
     def _describe(self, f: OpenFd) -> str:
         """Describe a description seen for the first time; its id."""
-        kind = next((k for k in self.kinds if k.claims_fd(f)), None)
+        kind = next((k for k in map(self._kind, kinds.may_claim(f.link, f.st, f.info.flags))
+                     if k.claims_fd(f)), None)
         if kind is None:
             raise UnsupportedError(f"{f.where}: {describe_unsupported(f.link, f.st)} is a kind "
                                    "of file ckpt cannot dump yet")
@@ -132,6 +133,15 @@ class DumpFiles:
         fid = str(len(self.descriptions) + 1)
         self.descriptions[fid] = kind.descriptions[fid] = desc
         return fid
+
+    def _kind(self, name: str) -> FileKind:
+        if name not in self.kinds:
+            self.kinds[name] = kinds.load(name)()
+        return self.kinds[name]
+
+    def _made(self) -> list[FileKind]:
+        """The kinds of this dump, in the registry's order."""
+        return [self.kinds[name] for name, *_ in kinds.REGISTRY if name in self.kinds]
 
     def _add_in_flight(self, fd: int, where: str, done: Callable[[str], None]) -> None:
         self._held.append(fd)
@@ -184,7 +194,7 @@ class DumpFiles:
         """Let every kind check what needs the whole tree, on its own descriptions; check
         that every signal owner comes back with the tree, and that a restore here could
         hold them all (``check_limits``)."""
-        for kind in self.kinds:
+        for kind in self._made():
             kind.after_dump(self.ctx, tasks)
         for where, fown in self._owners:
             _check_owner(where, fown, tasks)
@@ -195,12 +205,12 @@ class DumpFiles:
                                    "user with CAP_SYS_RESOURCE, before dumping)")
 
     def before_kill(self) -> None:
-        for kind in self.kinds:
+        for kind in self._made():
             kind.before_kill()
 
     def close(self) -> None:
         """The dump is over: what the kinds kept goes, and the files in flight."""
-        for kind in self.kinds:
+        for kind in self._made():
             kind.close()
         close_quietly(self._held)
         self._held.clear()
@@ -219,7 +229,7 @@ class RestoreFiles:
         self.ctx = RestoreCtx(images, shell_job, inherit or {}, inherit_files or {},
                               tcp=tcp or TcpFlags(), tree=tree or set())
         self.descriptions = descriptions
-        self.kinds: dict[str, FileKind] = {cls.KIND: cls() for cls in kinds.KINDS}
+        self.kinds: dict[str, FileKind] = {}  # made for the descriptions of their kind
         self.used_keys: set[str] = set()  # the --inherit-fd keys that name a description
         self._theirs: dict[str, int] = {}  # description id -> the restorer's fd for it
         for fid, desc in descriptions.items():
@@ -234,14 +244,19 @@ class RestoreFiles:
 
     def _kind(self, desc: Description) -> FileKind:
         name = desc.get("kind")
-        kind = self.kinds.get(name) if isinstance(name, str) else None
-        if kind is None:
+        if not isinstance(name, str):
             raise RestoreError(f"the image holds a file of kind {name!r}, unknown to this ckpt")
-        return kind
+        if name not in self.kinds:
+            self.kinds[name] = kinds.load(name)()
+        return self.kinds[name]
+
+    def _made(self) -> list[FileKind]:
+        """The kinds of this restore, in the registry's order."""
+        return [self.kinds[name] for name, *_ in kinds.REGISTRY if name in self.kinds]
 
     def kind(self, cls: type[K]) -> K:
         """This restore's object of kind ``cls``."""
-        kind = self.kinds[cls.KIND]
+        kind = self._kind({"kind": cls.KIND})
         assert isinstance(kind, cls)
         return kind
 
@@ -259,7 +274,7 @@ class RestoreFiles:
     def check(self) -> None:
         """Let every kind warn or refuse (``before_restore``, and ``verify`` on each
         description it is to open), before anything is opened."""
-        for kind in self.kinds.values():
+        for kind in self._made():
             kind.before_restore(self.ctx)
         for fid, desc in self.descriptions.items():
             if fid not in self.ctx.replaced:
@@ -293,7 +308,7 @@ class RestoreFiles:
     def after_open(self) -> None:
         """Once every process's files are open: let each kind finish what needs other
         files open (``FileKind.after_open``)."""
-        for kind in self.kinds.values():
+        for kind in self._made():
             kind.after_open(self.ctx)
 
     def held_ghosts(self) -> dict[int, int]:
@@ -309,14 +324,14 @@ class RestoreFiles:
         """Close ckpt's own copies once the new processes hold theirs."""
         close_quietly(set(self.opened.values()))
         self.opened.clear()
-        for kind in self.kinds.values():
+        for kind in self._made():
             kind.close()
 
     def restore_across_tasks(self, holders: dict[str, list[tuple[int, int]]],
                              injector: Callable[[int], Injector], scratch: int) -> None:
         """Let every kind act in several new processes in turn (``FileKind``), on its
         descriptions the restore made; ``holders``: (pid, fd) holding each."""
-        for kind in self.kinds.values():
+        for kind in self._made():
             mine = {fid: holders[fid] for fid in kind.descriptions
                     if fid in holders and fid not in self.ctx.replaced}
             if mine:
@@ -338,9 +353,9 @@ class RestoreFiles:
             mine.setdefault(desc["kind"], []).append(TaskFd(fd, fid, desc))
             if first and desc["flags"] & fcntl.FASYNC and not self._kind(desc).borrowed(desc):
                 asynchronous.append(TaskFd(fd, fid, desc))
-        for name, kind in self.kinds.items():
-            if name in mine:
-                kind.restore_in_task(self.ctx, pid, inj, scratch, mine[name])
+        for kind in self._made():
+            if kind.KIND in mine:
+                kind.restore_in_task(self.ctx, pid, inj, scratch, mine[kind.KIND])
         for t in asynchronous:  # after the kinds, which may have put another file there
             _set_async(pid, inj, t.fd, t.desc)
 

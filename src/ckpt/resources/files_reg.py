@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat as st_mod
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import inode_path, libc, procfs
 from ..kernel.inject import Injector
+from ..kernel.lazyre import LazyPattern
 from . import ghost
 from .filekind import (
     Description,
@@ -65,7 +65,7 @@ PSEUDO_FS = frozenset({
     "proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs",
     "bpf", "pstore", "efivarfs", "fusectl", "binfmt_misc",
 })
-_PROC_PID = re.compile(r"^/(\d+)(?:/task/(\d+))?(?:/|$)")
+_PROC_PID = LazyPattern(r"^/(\d+)(?:/task/(\d+))?(?:/|$)")
 
 
 def _kind_of(st: os.stat_result) -> str:

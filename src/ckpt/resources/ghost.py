@@ -42,12 +42,11 @@ import mmap
 import os
 import stat as st_mod
 import weakref
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
-from ..images import ImageReader, ImageWriter, RawWriter, ctypes_view
+from ..images import ImageReader, ImageWriter, RawWriter, crc32, ctypes_view
 from ..kernel import libc
 from .filekind import reopen_flags
 
@@ -272,7 +271,7 @@ def _crc_of(path: str, start: int, length: int, crc: int) -> int:
             n = min(_CHUNK, start + length - pos)
             with mmap.mmap(fd, pos - base + n, mmap.MAP_SHARED, mmap.PROT_READ,
                            offset=base) as m, memoryview(m) as mv:
-                crc = zlib.crc32(mv[pos - base:], crc)
+                crc = crc32(mv[pos - base:], crc)
             pos += n
     finally:
         os.close(fd)

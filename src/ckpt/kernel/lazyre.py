@@ -1,0 +1,22 @@
+"""Regular expressions compiled on first use: compiling every pattern of every module
+at import would make each command pay, at start-up, for patterns it never uses."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+class LazyPattern:
+    """Stands for ``re.compile(pattern, flags)``: the first method used compiles it."""
+
+    __slots__ = ("_args", "_compiled")
+
+    def __init__(self, pattern: str | bytes, flags: int = 0):
+        self._args = (pattern, flags)
+        self._compiled: re.Pattern[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # match, search, finditer, pattern, ...
+        if self._compiled is None:
+            self._compiled = re.compile(*self._args)
+        return getattr(self._compiled, name)
