@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from . import flags
+from . import flags, progress
 from . import log as ckpt_log
 from .errors import CkptError, UsageError
 from .kernel import interrupts
@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in flags.CRIU_COMMANDS:
             notes = flags.screen(args.command, args)
             _close_fds(args.close)
+            progress.enable(args.command, quiet=bool(args.quiet))
         if args.command == flags.DUMP:
             return _dump(args, notes)
         if args.command == flags.PRE_DUMP:
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         ckpt_log.failure(args.command, e)
         raise
     finally:
+        progress.finish()
         interrupts.record()  # done: a signal now changes nothing
     return 2
 

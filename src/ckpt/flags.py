@@ -282,6 +282,10 @@ FLAGS: tuple[Flag, ...] = (
          commands=frozenset({CHECK})),
     Flag(("--feature",), REFUSE, "ckpt check probes all its interfaces at once",
          value="NAME", commands=frozenset({CHECK})),
+    # ---- ckpt's own, not criu's
+    Flag(("-q", "--quiet"), USE, "(ckpt's own) no progress line: a dump or restore that "
+         "takes over a second shows the page data moved and the rate on stderr when it is "
+         "a terminal", commands=frozenset({DUMP, PRE_DUMP, RESTORE})),
 )
 
 BY_DEST = {f.dest: f for f in FLAGS}

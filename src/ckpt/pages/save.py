@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .. import faults
+from .. import faults, progress
 from ..images import ImageWriter, ctypes_view
 from ..kernel import libc, pagemap
 from ..kernel.libc import PAGE_SIZE as PAGE
@@ -23,7 +23,7 @@ from .tracking import clear_soft_dirty, start_time, tracking_method
 
 log = logging.getLogger("ckpt.pages")
 
-BUF_SIZE = 4 << 20  # page data passes through it: small enough to stay in the CPU cache
+BUF_SIZE = 1 << 20  # page data passes through it: small enough to stay in the CPU cache
 CHUNK_PAGES = 1 << 16  # pagemap entries read at once (256 MiB of address space)
 
 
@@ -267,6 +267,7 @@ class TaskPages:
         """Write ``count`` pages of the buffer from page ``first``: target pages at
         ``vaddr + first * PAGE`` on."""
         self.pages.write(self.view[first * PAGE:(first + count) * PAGE])
+        progress.advance(count * PAGE)
         first_run = not self.own.runs
         self.own.add(vaddr + first * PAGE, count)
         self.ctx.own_pages += count

@@ -35,6 +35,7 @@ import logging
 import os
 from typing import Any
 
+from .. import progress
 from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter
 from ..kernel import libc, procfs, vdso
@@ -46,6 +47,8 @@ from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
 from . import aio, ghost, sysv
 
 log = logging.getLogger("ckpt.mem")
+
+_PREAD_MAX = 64 << 20  # bytes one injected pread64 reads
 
 TASK_SIZE = libc.TASK_SIZE
 PAGE = libc.PAGE_SIZE
@@ -506,12 +509,16 @@ def _map_files(pid: int, addr: int) -> str:
 
 def _pread_into(inj: Injector, fd: int, vaddr: int, length: int, off: int,
                 name: str) -> None:
+    """The process reads its pages [vaddr, +length) from offset ``off`` of its fd ``fd``
+    (no copy through ckpt), in pieces of at most ``_PREAD_MAX`` for the progress line."""
     done = 0
     while done < length:
-        got = inj.call("pread64", fd, vaddr + done, length - done, off + done)
+        got = inj.call("pread64", fd, vaddr + done, min(length - done, _PREAD_MAX),
+                       off + done)
         if got <= 0:
             raise RestoreError(f"{name}: short read at offset {off + done}")
         done += got
+        progress.advance(got)
 
 
 def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper: int,
