@@ -390,8 +390,9 @@ class Restore:
         on, a killed ckpt lets the complete tree run; before, it takes it along."""
         with interrupts.held():
             for n in self.started:
+                options = tree.ptrace_options(n) & ~ptrace.PTRACE_O_EXITKILL
                 for tid in [*n.thread_ids, n.pid]:
-                    ptrace.set_options(tid, tree.ptrace_options(n) & ~ptrace.PTRACE_O_EXITKILL)
+                    ptrace.set_options(tid, options)
             self.write_pidfile()
             for n in self.started:
                 for tid in n.thread_ids:
