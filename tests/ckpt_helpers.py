@@ -30,6 +30,13 @@ QUIET = 0.3  # seconds without a change that prove a process does nothing more (
 
 T = TypeVar("T")
 
+
+def target_env() -> dict[str, str]:
+    """The environment of a target: ours without PYTHONUNBUFFERED. Unbuffered, CPython
+    writes each piece of a print apart, and the lines of processes sharing their output
+    interleave ("P 10W2 10"); buffered, a print with flush=True is one write."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
 Builder = Callable[..., Path]
 """The ``build`` fixture: ``build(name, static=False)`` -> a compiled tests/progs/NAME.c."""
 
@@ -280,7 +287,7 @@ class Procs:
         args = [os.fspath(a) for a in argv]
         with open(out, "ab" if append else "wb") as f, open(os.devnull, "rb") as null:
             popen = subprocess.Popen(args, stdin=null, stdout=f, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=cwd)
+                                     start_new_session=True, cwd=cwd, env=target_env())
         proc = Proc(popen.pid, Output(out), popen, os.pidfd_open(popen.pid), args)
         self.tracked.append(proc)
         return proc
