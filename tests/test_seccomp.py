@@ -41,7 +41,7 @@ def test_strict_mode(build: Builder, procs: Procs, images: Path) -> None:
     n = len(target.out.numbers())
     target.out.wait_numbers(n + 2)
     assert is_alive(target.pid) and proc_status(target.pid)["TracerPid"] == "0"
-    n = len(dump_and_check_dead(procs, target, images))
+    n = len(dump_and_check_dead(procs, target, images, "--overwrite"))
     restore_detached(procs, target.pid, target.out, images)
     assert seccomp_of_threads(target.pid) == [("1", "0")]
     assert_consecutive(target.out.wait_numbers(n + 2))
@@ -54,7 +54,7 @@ def test_filter_killing_injected_syscalls_with_tsync(build: Builder, procs: Proc
     assert seccomp_of_threads(target.pid) == [("2", "1"), ("2", "1")]
     ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
     assert_tags_carry_on(target.out, ("main", "thread"))
-    dump_and_check_dead(procs, target, images)
+    dump_and_check_dead(procs, target, images, "--overwrite")
     count = len(target.out.lines())
     restore_detached(procs, target.pid, target.out, images)
     assert seccomp_of_threads(target.pid) == [("2", "1"), ("2", "1")]

@@ -222,7 +222,7 @@ def test_sigtrap_handler_and_pending_sigtrap(build: Builder, procs: Procs,
     assert trap_state() == (True, True, True)
     ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
     assert trap_state() == (True, True, True)
-    n = len(dump_and_check_dead(procs, target, images))
+    n = len(dump_and_check_dead(procs, target, images, "--overwrite"))
     restore_detached(procs, target.pid, target.out, images)
     assert trap_state() == (True, True, True)
     os.kill(target.pid, signal.SIGUSR1)

@@ -19,7 +19,7 @@ from typing import Any
 from . import flags, progress
 from . import log as ckpt_log
 from .errors import CkptError, UsageError
-from .kernel import interrupts
+from .kernel import interrupts, safefs
 from .version import __version__
 
 log = logging.getLogger("ckpt.cli")
@@ -102,6 +102,13 @@ def _setup_log(args: argparse.Namespace, notes: list[str], create: bool) -> None
         log.info("%s", note)
 
 
+def _claim_folder(args: argparse.Namespace) -> None:
+    """Refuse -D before a log is written in it, as the dump would (images.Folder)."""
+    from .images import Folder
+    if os.path.lexists(args.images_dir):  # a folder still to make is nobody else's
+        Folder.for_dump(args.images_dir, bool(args.overwrite)).close()
+
+
 def _external(args: argparse.Namespace) -> tuple[str, ...]:
     """--external, and the inodes named by -x/--ext-unix-sk as unix[INODE]."""
     out = list(args.external or [])
@@ -127,6 +134,7 @@ def _dump(args: argparse.Namespace, notes: list[str]) -> int:
         raise UsageError("-R (--leave-running) and -s (--leave-stopped) exclude each other")
     server = _page_server(args)
     external = _external(args)
+    _claim_folder(args)
     _setup_log(args, notes, create=True)
     dump(args.tree, args.images_dir, external=external, page_server=server,
          notify=_notify(args), ext_unix_sk=args.ext_unix_sk is not None, **_tcp(args),
@@ -137,6 +145,7 @@ def _dump(args: argparse.Namespace, notes: list[str]) -> int:
 def _pre_dump(args: argparse.Namespace, notes: list[str]) -> int:
     from .dumper import pre_dump
     server = _page_server(args)
+    _claim_folder(args)
     _setup_log(args, notes, create=True)
     pre_dump(args.tree, args.images_dir, page_server=server,
              **flags.api_kwargs(flags.PRE_DUMP, args))
@@ -171,18 +180,20 @@ def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) ->
 
 def _page_server_command(args: argparse.Namespace, notes: list[str]) -> int:
     from .page_server import serve
+    _claim_folder(args)
     _setup_log(args, notes, create=True)
 
     def ready(addr: str, port: int) -> None:
         print(f"ckpt page-server: listening on {addr}:{port}", flush=True)
         if args.pidfile:
-            with open(os.path.join(_work_dir(args), args.pidfile), "w") as f:
-                f.write(f"{os.getpid()}\n")
+            safefs.write_new(os.path.join(_work_dir(args), args.pidfile),
+                             f"{os.getpid()}\n".encode())
         if args.status_fd is not None:
             os.write(args.status_fd, b"\0")
             os.close(args.status_fd)
 
-    serve(args.images_dir, args.port, args.address or "0.0.0.0", ready=ready)
+    serve(args.images_dir, args.port, args.address or "0.0.0.0", ready=ready,
+          overwrite=bool(args.overwrite))
     return 0
 
 

@@ -389,6 +389,20 @@ def _check_dumpable(pid: int) -> procfs.Stat:
     return st
 
 
+_CAP_SYS_ADMIN, _CAP_CHECKPOINT_RESTORE = 21, 40
+
+
+def _check_restorable_here() -> None:
+    """Refuse, before anything is frozen, a dump by a ckpt that lacks what any restore
+    needs: it would kill processes for images only root could bring back."""
+    caps = procfs.status(os.getpid()).cap_effective
+    if not caps >> _CAP_CHECKPOINT_RESTORE & 1 and not caps >> _CAP_SYS_ADMIN & 1:
+        raise DumpError("ckpt runs without CAP_CHECKPOINT_RESTORE and CAP_SYS_ADMIN, one of "
+                        "which a restore needs (to give processes their PIDs, clone3 "
+                        "set_tid, and their memory layout, PR_SET_MM_MAP): run ckpt as root "
+                        "or give it CAP_CHECKPOINT_RESTORE")
+
+
 def _refuse_zombie_leader(pid: int) -> None:
     """A process whose first thread exited while others run shows as a zombie: it is
     not one, and saving it as one would lose its threads."""
@@ -558,7 +572,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          file_locks: bool = False, tcp: TcpFlags | None = None,
          network_lock: str | None = None, link_remap: bool = False,
          ghost_fiemap: bool | None = None, ext_unix_sk: bool = False,
-         manage_cgroups: str | None = None) -> DumpResult:
+         manage_cgroups: str | None = None, overwrite: bool = False) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -583,6 +597,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     client left (else they are refused).
     ``manage_cgroups``: criu's mode (cgroups.MODES; None: criu's default, soft): with
     "ignore" the processes' cgroups are not saved.
+    ``overwrite``: dump into a folder that holds images already (they are replaced),
+    or that belongs to another user; refused otherwise (images.Folder.for_dump).
     """
     t0 = time.monotonic()
     tcp = tcp or TcpFlags()
@@ -590,6 +606,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     if leave_running and leave_stopped:
         raise DumpError("leave_running and leave_stopped exclude each other")
     notify = notify or ignore
+    _check_restorable_here()
     recovery.recover()
     stat0 = _check_dumpable(pid)
     if link_remap:
@@ -614,6 +631,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     total = 0
     t_freeze = time.monotonic()
     try:
+        images = ImageWriter(images_dir, remote=remote, overwrite=overwrite)  # refused now
         tasks = _freeze_tree(pid)
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
         faults.point("dump.frozen")
@@ -628,7 +646,6 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         if lock is not None:
             notify("network-lock", 0)
         faults.point("dump.network_locked")
-        images = ImageWriter(images_dir, remote=remote)
         if memberships is not None:
             images.write_json(cgroups.IMAGE, memberships)
             images.need(cgroups.FEATURE)
@@ -687,6 +704,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                     dumper.before_kill()
                 _release(tasks, kill=kill, stop=ok and leave_stopped)
                 note.close()
+                if images is not None:
+                    images.close()
                 frozen = time.monotonic() - t_freeze
                 if kill:
                     _wait_gone([t.pid for t in tasks if t.frozen is not None])
@@ -752,7 +771,7 @@ def _failed(what: str, pid: int, e: procfs.ProcessGone | OSError) -> DumpError:
     return DumpError(f"{what} of process {pid} failed: {e}")
 
 
-def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
+def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False, overwrite: bool = False,
              prev_images_dir: str | None = None,
              page_server: tuple[str, int] | None = None) -> DumpResult:
     """Save the memory pages of ``pid`` and its descendants, and let them run on.
@@ -762,6 +781,7 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
     right), and the files synced after. ``track_mem`` tracks memory changes from then on, so that a
     dump or pre-dump with this one as ``prev_images_dir`` saves only what
     changed. A pre-dump cannot be restored: it is the parent of a dump.
+    ``overwrite``: as for ``dump``.
     """
     t0 = time.monotonic()
     recovery.recover()
@@ -778,10 +798,10 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
     try:
         t_freeze = time.monotonic()
         try:  # frozen: the mappings, which pages to save, soft-dirty bits cleared
+            images = ImageWriter(images_dir, remote=remote, overwrite=overwrite)
             tasks = _freeze_tree(pid)
             log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
             faults.point("predump.frozen")
-            images = ImageWriter(images_dir, remote=remote)
             for t in tasks:
                 if t.frozen is None:
                     continue
@@ -818,6 +838,8 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False,
                 images.abort()
             elif remote is not None:
                 remote.abort()
+        if images is not None:
+            images.close()
     dt = time.monotonic() - t0
     log.info("pre-dump of %d done in %.3f s (frozen %.3f s)", pid, dt, frozen)
     return DumpResult(pid, images_dir, memctx.own_pages * libc.PAGE_SIZE, dt, "running",

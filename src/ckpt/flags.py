@@ -185,6 +185,9 @@ FLAGS: tuple[Flag, ...] = (
          negatable=True, commands=_DUMPS, api="track_mem"),
     Flag(("--prev-images-dir",), USE, "parent images (relative to -D): pages unchanged "
          "since are left there", value="DIR", commands=_DUMPS, api="prev_images_dir"),
+    Flag(("--overwrite",), USE, "ckpt's own: write into a -D that holds images already "
+         "(they are replaced) or belongs to another user, which is refused without it "
+         "(criu overwrites silently)", commands=_DUMPS | {PAGE_SERVER}, api="overwrite"),
     Flag(("--page-server",), USE, "send the images to a page server (--address, --port)",
          negatable=True, commands=_DUMPS),
     Flag(("--address",), USE, "the page server's address (page-server: to listen on, "

@@ -4,6 +4,11 @@ Every file's size and CRC-32 is recorded in ``inventory.json``, which is written
 last and carries a checksum of its own. ``ImageReader.verify`` checks them all
 before a restore changes anything. See docs/image-format.md.
 
+Files are created through a ``Folder``, an fd of the folder: never through a
+path, never following a symlink, never opening a file ckpt did not create
+(kernel/safefs.py). A dump refuses a folder that holds images already, or that
+belongs to another user, unless told to overwrite (docs/security.md).
+
 With a page server (page_server.py) the writer sends every file to it as well,
 and page data (``pages-PID.img``) only to it.
 """
@@ -11,12 +16,16 @@ and page data (``pages-PID.img``) only to it.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
+import re
+import stat
 import zlib
 from typing import Any
 
-from .errors import ImageError
+from .errors import CkptError, ImageError
+from .kernel import safefs
 
 FORMAT = "ckpt-images"
 VERSION = 11  # the layout this ckpt writes; what a dump uses beyond it is named in ``needs``
@@ -70,27 +79,87 @@ def crc32(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
                 _fast_crc = zlib.crc32
         return int(_fast_crc(data, crc))
     return zlib.crc32(data, crc)
+# The names ckpt writes in a folder: metadata (NAME.json, NAME-PID.json), raw data
+# (NAME.img, NAME-PID.img), the inventory and its temporary name, the page-server note.
+IMAGE_NAME = re.compile(r"inventory\.json(\.tmp)?|pages-sent\.txt|[a-z][a-z-]*(-\d+)?\.(json|img)")
 
 
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def fsync_dir(path: str) -> None:
-    """Make the names in folder ``path`` (files created, renamed, removed) durable."""
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+class Folder:
+    """An image folder held open by its fd: files are created in it through
+    kernel/safefs.py (never through a symlink, never into a file that was there)."""
+
+    def __init__(self, path: str, fd: int):
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def open(cls, path: str, create: bool = False) -> Folder:
+        """Open folder ``path`` (made, mode 0700, if missing and ``create``)."""
+        try:
+            return cls(path, safefs.open_dir(path, create))
+        except OSError as e:
+            raise CkptError(f"cannot {'create' if create else 'open'} the folder {path}: "
+                            f"{e.strerror or e}") from None
+
+    @classmethod
+    def for_dump(cls, path: str, overwrite: bool = False) -> Folder:
+        """The folder a dump writes into, created if missing. Unless ``overwrite``,
+        refuse one that holds images already, or that belongs to another user."""
+        folder = cls.open(path, create=True)
+        try:
+            if not overwrite:
+                folder._check_fresh()
+        except BaseException:
+            folder.close()
+            raise
+        return folder
+
+    def _check_fresh(self) -> None:
+        owner = os.fstat(self.fd).st_uid
+        if owner != os.geteuid():
+            raise CkptError(f"{self.path} belongs to user {owner}, who could change the "
+                            "images ckpt writes there: dump into a folder of your own user, "
+                            "or pass --overwrite")
+        held = sorted(n for n in os.listdir(self.fd) if IMAGE_NAME.fullmatch(n))
+        if held:
+            more = ", ..." if len(held) > 3 else ""
+            raise CkptError(f"{self.path} already holds images ({', '.join(held[:3])}{more}): "
+                            "dump into an empty folder, or pass --overwrite to replace them")
+
+    def create(self, name: str, readable: bool = False) -> int:
+        """A new file ``name``, open for writing (an old one of that name is removed)."""
+        return safefs.create(self.fd, name, readable=readable)
+
+    def read(self, name: str) -> int:
+        """File ``name``, open for reading, if it is not a symlink."""
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+
+    def rename(self, old: str, new: str) -> None:
+        os.rename(old, new, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def remove(self, name: str) -> bool:
+        """Remove ``name`` if it is there; True if it was."""
+        return safefs.remove(self.fd, name)
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class RawWriter:
     """An image file of raw bytes (page data, pipe data), checksummed as it is written."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    def __init__(self, folder: Folder, name: str):
+        self.name = name
+        self.fd = folder.create(name, readable=True)  # readable: ghost.py checksums in place
         self.size = 0
         self.crc = 0
 
@@ -115,21 +184,19 @@ class RawWriter:
 class ImageWriter:
     """Writes one image folder; nothing is valid until ``finish`` wrote the inventory."""
 
-    def __init__(self, directory: str, remote: Any = None):
+    def __init__(self, directory: str, remote: Any = None, overwrite: bool = False):
         """``remote``: a ``page_server.Client``; every file goes to it too, and the
-        page data (``pages-*.img``) only to it."""
+        page data (``pages-*.img``) only to it. ``overwrite``: see ``Folder.for_dump``."""
         self.dir = directory
         self.remote = remote
-        os.makedirs(directory, exist_ok=True)
+        self.folder = Folder.for_dump(directory, overwrite)
         # A stale inventory must never describe new files.
         for stale in (INVENTORY, SENT_NOTE):
-            try:
-                os.unlink(os.path.join(directory, stale))
-            except FileNotFoundError:
-                pass
+            self.folder.remove(stale)
         self.files: dict[str, dict[str, int]] = {}
         self._raw: dict[str, RawWriter] = {}
         self.needs: set[str] = set()
+        self._created: list[str] = []  # every file written, for ``abort``
 
     def need(self, feature: str) -> None:
         """The images hold ``feature`` (a key of FEATURES), which a reader must know
@@ -138,27 +205,37 @@ class ImageWriter:
             raise ValueError(f"unknown image feature {feature!r}")
         self.needs.add(feature)
 
+    def _create(self, name: str) -> int:
+        fd = self.folder.create(name)
+        self._created.append(name)
+        return fd
+
     def write_json(self, name: str, obj: Any) -> None:
         data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
-        path = os.path.join(self.dir, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = self._create(name)
         try:
-            mv = memoryview(data)
-            done = 0
-            while done < len(mv):
-                done += os.write(fd, mv[done:])
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
         self.files[name] = {"size": len(data), "crc32": zlib.crc32(data)}
         if self.remote is not None:
-            self.remote.send_file(name, path)
+            self._send(name)
+
+    def _send(self, name: str) -> None:
+        """Send the file ``name`` just written to the page server."""
+        fd = self.folder.read(name)
+        try:
+            self.remote.send_file(name, fd)
+        finally:
+            os.close(fd)
 
     def raw(self, name: str) -> RawWriter:
         if self.remote is not None and name.startswith("pages-"):
             w = self.remote.raw(name)
         else:
-            w = RawWriter(os.path.join(self.dir, name))
+            self._created.append(name)
+            w = RawWriter(self.folder, name)
         self._raw[name] = w
         return w
 
@@ -168,49 +245,54 @@ class ImageWriter:
             w.close()
             self.files[name] = {"size": w.size, "crc32": w.crc}
             if self.remote is not None and isinstance(w, RawWriter):
-                self.remote.send_file(name, w.path)
+                self._send(name)
         body = dict(inventory, format=FORMAT, version=VERSION, files=self.files)
         if self.needs:
             body["needs"] = sorted(self.needs)
         body["crc32"] = zlib.crc32(_canonical(body))
         self.write_json_plain(INVENTORY, body)
-        fsync_dir(self.dir)
+        self.folder.fsync()
         if self.remote is not None:  # last, once the page server has everything else
-            self.remote.send_file(INVENTORY, os.path.join(self.dir, INVENTORY))
+            self._send(INVENTORY)
             self.remote.finish()
-            with open(os.path.join(self.dir, SENT_NOTE), "w") as f:
-                f.write(f"{self.remote.where} {self.remote.remote_dir}\n")
+            fd = self._create(SENT_NOTE)
+            try:
+                _write_all(fd, f"{self.remote.where} {self.remote.remote_dir}\n".encode())
+            finally:
+                os.close(fd)
 
     def write_json_plain(self, name: str, obj: Any) -> None:
-        tmp = os.path.join(self.dir, name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, os.path.join(self.dir, name))
+        """``name`` written under a temporary name, then renamed: never half there."""
+        tmp = name + ".tmp"
+        data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
+        fd = self._create(tmp)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.folder.rename(tmp, name)
+        self._created.append(name)
 
     def abort(self) -> None:
-        """Give up: the folder holds no complete dump afterwards.
-
-        An inventory already written (a failure after ``finish``) is removed, so
-        a dump reported as failed never leaves images that look valid.
-        """
+        """Give up: every file this dump wrote is removed (an inventory already
+        written too: a dump reported as failed never leaves images that look valid),
+        so that the folder takes a new dump as it was."""
         for w in self._raw.values():
             if isinstance(w, RawWriter) and w.fd >= 0:
                 os.close(w.fd)
                 w.fd = -1
-        removed = False
-        for name in (INVENTORY, INVENTORY + ".tmp", SENT_NOTE):
-            try:
-                os.unlink(os.path.join(self.dir, name))
-                removed = True
-            except FileNotFoundError:
-                pass
-        if removed:
-            fsync_dir(self.dir)
+        if self.folder.fd >= 0:
+            removed = [n for n in dict.fromkeys(self._created) if self.folder.remove(n)]
+            if removed:
+                self.folder.fsync()
+            self.folder.close()
         if self.remote is not None:
             self.remote.abort()
+
+    def close(self) -> None:
+        """Let go of the folder (after ``finish``, or ``abort``, which closes it too)."""
+        self.folder.close()
 
 
 class ImageReader:
@@ -218,14 +300,21 @@ class ImageReader:
 
     def __init__(self, directory: str):
         self.dir = directory
-        if not os.path.isdir(directory):
-            raise ImageError(f"image folder {directory} does not exist")
+        try:
+            if not stat.S_ISDIR(os.stat(directory).st_mode):
+                raise ImageError(f"{directory} is not a folder")
+        except FileNotFoundError:
+            raise ImageError(f"image folder {directory} does not exist") from None
+        except OSError as e:
+            raise _unreadable(directory, e) from None
         path = os.path.join(directory, INVENTORY)
         try:
             with open(path, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
             raise ImageError(f"{path}: missing; {directory} holds no complete dump") from None
+        except OSError as e:
+            raise _unreadable(path, e) from None
         try:
             inv = json.loads(raw)
         except ValueError as e:
@@ -296,7 +385,9 @@ class ImageReader:
             raise ImageError(f"{path}: not listed in the inventory")
         try:
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise _unreadable(path, e) from None
             raise ImageError(f"{path}: missing from the image folder"
                              f"{self._sent_hint(name)}") from None
 
@@ -328,8 +419,21 @@ class ImageReader:
                 return json.load(f)
         except FileNotFoundError:
             raise ImageError(f"{self.path(name)}: missing from the image folder") from None
+        except OSError as e:
+            raise _unreadable(self.path(name), e) from None
         except ValueError as e:
             raise ImageError(f"{self.path(name)}: corrupted ({e})") from None
+
+
+def _unreadable(path: str, e: OSError) -> ImageError:
+    return ImageError(f"{path}: cannot be read ({e.strerror or e})")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    mv = memoryview(data)
+    done = 0
+    while done < len(mv):
+        done += os.write(fd, mv[done:])
 
 
 def ctypes_view(addr: int, size: int) -> memoryview:

@@ -18,6 +18,7 @@ import time
 import traceback
 
 from .errors import CkptError
+from .kernel import safefs
 
 _LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO,
            4: logging.DEBUG}
@@ -58,10 +59,24 @@ def _short_path(path: str) -> str:
     return parts[-1]
 
 
+class _LogFile(logging.FileHandler):
+    """A log file already opened (as ``fd``) by ckpt."""
+
+    def __init__(self, path: str, fd: int):
+        self._fd = fd
+        # a name may hold bytes that are not UTF-8 (surrogate escapes): log them escaped
+        super().__init__(path, mode="w", encoding="utf-8", errors="backslashreplace")
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        return open(self._fd, "w", encoding=self.encoding, errors=self.errors)
+
+
 def setup(verbosity: int = 2, log_file: str | None = None, images_dir: str | None = None,
           create_dir: bool = False) -> None:
     """Send ckpt's log to stderr, or to ``log_file`` (relative to ``images_dir``, which
-    a dump creates and a restore expects to exist)."""
+    a dump creates and a restore expects to exist). A log file in that folder is made
+    anew, as images are (kernel/safefs.py): a symlink planted under its name in a
+    folder others can write is removed, not written through."""
     root = logging.getLogger("ckpt")
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -69,15 +84,16 @@ def setup(verbosity: int = 2, log_file: str | None = None, images_dir: str | Non
     level = _LEVELS.get(max(0, min(verbosity, 4)), logging.DEBUG)
     if log_file:
         try:
+            handler: logging.Handler
             if not os.path.isabs(log_file) and images_dir:
                 if create_dir:
-                    os.makedirs(images_dir, exist_ok=True)
+                    os.makedirs(images_dir, mode=0o700, exist_ok=True)
                 elif not os.path.isdir(images_dir):
                     raise CkptError(f"the images folder {images_dir} does not exist")
                 log_file = os.path.join(images_dir, log_file)
-            # a name may hold bytes that are not UTF-8 (surrogate escapes): log them escaped
-            handler: logging.Handler = logging.FileHandler(log_file, mode="w",
-                                                           errors="backslashreplace")
+                handler = _LogFile(log_file, safefs.create_path(log_file))
+            else:  # a path the user named: written as named, as criu does
+                handler = logging.FileHandler(log_file, mode="w", errors="backslashreplace")
         except OSError as e:
             raise CkptError(f"cannot write the log file {log_file}: "
                             f"{e.strerror or e} ({e.filename or log_file})") from None

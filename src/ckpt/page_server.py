@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import CkptError, DumpError
-from .images import INVENTORY, crc32, fsync_dir
+from .images import INVENTORY, Folder, crc32
 from .kernel.lazyre import LazyPattern
 
 log = logging.getLogger("ckpt.page-server")
@@ -92,6 +92,7 @@ class Client:
     """One dump's connection to a page server."""
 
     def __init__(self, address: str, port: int, images_dir: str):
+        _check_port(port)
         self.where = f"{address}:{port}"
         try:
             self.sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
@@ -176,21 +177,25 @@ class Client:
     def raw(self, name: str) -> RemoteRawWriter:
         return RemoteRawWriter(self, self._open(name), name)
 
-    def send_file(self, name: str, path: str) -> None:
-        """Send a local file whole, by the kernel (``sendfile``)."""
+    def send_file(self, name: str, fd: int) -> None:
+        """Send the file open as ``fd`` whole, as ``name``, by the kernel (``sendfile``)."""
         fid = self._open(name)
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            self.send_msg(DATA, fid, size)
-            t0 = time.monotonic()
-            try:
-                done = self.sock.sendfile(f, 0, size) if size else 0
-            except OSError as e:
-                raise self._fail(e) from None
-            self.seconds += time.monotonic() - t0
-            self.sent += done
-            if done != size:
-                raise PageServerError(f"{path}: sent {done} of {size} bytes to the page server")
+        size = os.fstat(fd).st_size
+        self.send_msg(DATA, fid, size)
+        t0 = time.monotonic()
+        done = 0
+        try:
+            while done < size:
+                n = os.sendfile(self.sock.fileno(), fd, done, size - done)
+                if n == 0:
+                    break
+                done += n
+        except OSError as e:
+            raise self._fail(e) from None
+        self.seconds += time.monotonic() - t0
+        self.sent += done
+        if done != size:
+            raise PageServerError(f"{name}: sent {done} of {size} bytes to the page server")
         self.send_msg(CLOSE, fid, size)
 
     def finish(self) -> None:
@@ -312,12 +317,29 @@ def _reply(sock: socket.socket, status: int, msg: str) -> None:
 
 
 def serve(directory: str, port: int, address: str = "0.0.0.0",
-          ready: Callable[[str, int], None] | None = None) -> int:
+          ready: Callable[[str, int], None] | None = None, overwrite: bool = False) -> int:
     """Receive one dump into ``directory``; return its size in bytes.
 
     ``ready(address, port)`` is called once the server listens (``port`` 0 picks one).
+    ``overwrite``: as for a dump (images.Folder.for_dump): unless given, a folder that
+    holds images already or belongs to another user is refused.
     """
-    os.makedirs(directory, exist_ok=True)
+    _check_port(port)
+    folder = Folder.for_dump(directory, overwrite)
+    try:
+        return _listen(folder, port, address, ready)
+    finally:
+        folder.close()
+
+
+def _check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise CkptError(f"port {port} is out of range (0-65535)")
+
+
+def _listen(folder: Folder, port: int, address: str,
+            ready: Callable[[str, int], None] | None) -> int:
+    directory = folder.path
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as lsock:
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -333,10 +355,11 @@ def serve(directory: str, port: int, address: str = "0.0.0.0",
         conn, peer = lsock.accept()
     with conn:
         log.info("connection from %s:%d", peer[0], peer[1])
-        return _session(conn, directory)
+        return _session(conn, folder)
 
 
-def _session(sock: socket.socket, directory: str) -> int:
+def _session(sock: socket.socket, folder: Folder) -> int:
+    directory = folder.path
     hello = _recv_exact(sock, len(MAGIC) + 4)
     if hello is None or hello[:len(MAGIC)] != MAGIC:
         _reply(sock, 1, "not a ckpt page server client")
@@ -346,11 +369,8 @@ def _session(sock: socket.socket, directory: str) -> int:
         _reply(sock, 1, f"protocol version {version} is not supported (this server speaks "
                         f"{PROTO})")
         raise CkptError(f"the client speaks protocol version {version}, not {PROTO}")
-    try:  # a stale inventory must never describe new files
-        os.unlink(os.path.join(directory, INVENTORY))
-    except FileNotFoundError:
-        pass
-    st = os.stat(directory)
+    folder.remove(INVENTORY)  # a stale inventory must never describe new files
+    st = os.fstat(folder.fd)
     _reply(sock, 0, json.dumps({"dir": os.path.abspath(directory), "dev": st.st_dev,
                                 "ino": st.st_ino}))
     recv = _Receiver(sock)
@@ -370,8 +390,7 @@ def _session(sock: socket.socket, directory: str) -> int:
                     raise CkptError(f"refused file name {name!r}")
                 if fid in files:
                     raise CkptError(f"file id {fid} opened twice")
-                path = os.path.join(directory, name + (".tmp" if name == INVENTORY else ""))
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                fd = folder.create(name + (".tmp" if name == INVENTORY else ""))
                 files[fid] = [fd, name, 0]
             elif op == DATA:
                 f = files.get(fid)
@@ -395,11 +414,11 @@ def _session(sock: socket.socket, directory: str) -> int:
                 if files:
                     raise CkptError(f"finished with files still open: "
                                     f"{sorted(f[1] for f in files.values())}")
-                tmp = os.path.join(directory, INVENTORY + ".tmp")
-                if not os.path.exists(tmp):
-                    raise CkptError("finished without an inventory")
-                os.rename(tmp, os.path.join(directory, INVENTORY))
-                fsync_dir(directory)
+                try:
+                    folder.rename(INVENTORY + ".tmp", INVENTORY)
+                except FileNotFoundError:
+                    raise CkptError("finished without an inventory") from None
+                folder.fsync()
                 dt = time.monotonic() - t0
                 log.info("received %d bytes in %.3f s (%s) into %s", total, dt, recv.mode,
                          directory)

@@ -34,7 +34,7 @@ from .hooks import Notify, ignore
 from .images import ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
-from .kernel import interrupts, libc, procfs, ptrace
+from .kernel import interrupts, libc, procfs, ptrace, safefs
 from .kernel.inject import Injector, vdso_syscall_offset
 from .pages.chain import Chain
 from .resources import (
@@ -358,9 +358,8 @@ class Restore:
             return
         path = (self.pidfile if os.path.isabs(self.pidfile)
                 else os.path.join(self.images_dir, self.pidfile))
-        with open(path, "w") as f:
-            self.pidfile_written = path
-            f.write(f"{self.root_pid}\n")
+        self.pidfile_written = path
+        safefs.write_new(path, f"{self.root_pid}\n".encode())  # never through a symlink
 
     def lend_terminal(self) -> None:
         """A shell job's terminal gets the job's settings again (raw mode, window size);

@@ -84,11 +84,13 @@ def _show_file(path: str) -> Any:
         return _load_inventory(reader)
     if reader is not None and name in reader.files:
         reader.verify_file(name)  # as a restore would
-    if not _is_json(name):
-        return _raw_summary(os.stat(path).st_size)
     try:
+        if not _is_json(name):
+            return _raw_summary(os.stat(path).st_size)
         with open(path, "rb") as f:
             return json.load(f)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot be read ({e.strerror or e})") from None
     except ValueError as e:
         raise ImageError(f"{path}: corrupted ({e})") from None
 
@@ -109,6 +111,10 @@ def show(path: str, fds: bool = False) -> Any:
         return _fd_list(reader) if fds else _show_dir(reader)
     if fds:
         raise UsageError("--fds needs an image folder, not a file")
-    if not os.path.exists(path):
-        raise ImageError(f"{path}: no such image file or folder")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file or folder") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot be read ({e.strerror or e})") from None
     return _show_file(path)

@@ -105,3 +105,11 @@ def test_show_nothing_there(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert res.stderr == f"ckpt show: error: {missing}: no such image file or folder\n"
     assert not os.path.exists(missing)
+
+
+@pytest.mark.parametrize("port", ["99999", "65536"])
+def test_page_server_port_out_of_range(images: Path, port: str) -> None:
+    res = run_ckpt("page-server", "-D", images, "--port", port)
+    assert res.returncode == 1, f"exit {res.returncode}\n{res.stderr}"
+    assert res.stderr == f"ckpt page-server: error: port {port} is out of range (0-65535)\n"
+    assert not images.exists()

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ckpt.errors import ImageError
+from ckpt.errors import CkptError, ImageError
 from ckpt.images import (
     FEATURES,
+    IMAGE_NAME,
     INVENTORY,
     READ_VERSIONS,
     VERSION,
@@ -218,8 +219,9 @@ def test_needs_are_recorded(tmp_path: Path) -> None:
 
 
 def test_new_dump_removes_a_stale_inventory(folder: Path) -> None:
-    """A second dump into the folder: until it finishes, the folder is no dump at all."""
-    w = ImageWriter(str(folder))
+    """A second dump into the folder (overwrite): until it finishes, the folder is no
+    dump at all."""
+    w = ImageWriter(str(folder), overwrite=True)
     refused(folder, folder / INVENTORY, r"missing")
     w.write_json("core-4242.json", CORE)
     w.finish({"type": "dump", "tasks": [{"pid": 4242}]})
@@ -227,7 +229,7 @@ def test_new_dump_removes_a_stale_inventory(folder: Path) -> None:
 
 
 def test_abort_after_finish_leaves_no_dump(folder: Path) -> None:
-    w = ImageWriter(str(folder))
+    w = ImageWriter(str(folder), overwrite=True)
     w.write_json("core-4242.json", CORE)
     w.finish({"type": "dump", "tasks": [{"pid": 4242}]})
     w.abort()
@@ -253,3 +255,54 @@ def test_show_refuses_a_damaged_folder(folder: Path, damage: str) -> None:
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("ckpt show: error: "), res.stderr
     assert str(path) in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------ the folder is no trap
+
+
+def test_planted_symlinks_are_replaced(tmp_path: Path) -> None:
+    """Symlinks planted under the names a dump writes (towards a file of the dumper's)
+    are replaced by the dump's own files, never written through; without overwrite the
+    folder is refused, naming them."""
+    canary = tmp_path / "canary"
+    canary.write_text("keep\n")
+    d = tmp_path / "images"
+    d.mkdir()
+    names = ["core-4242.json", "pages-4242.img", "inventory.json.tmp", "inventory.json"]
+    for name in names:
+        (d / name).symlink_to(canary)
+    with pytest.raises(CkptError, match=r"already holds images \(core-4242.json, "
+                                        r"inventory.json, inventory.json.tmp, \.\.\.\)"):
+        ImageWriter(str(d))
+    w = ImageWriter(str(d), overwrite=True)
+    w.write_json("core-4242.json", CORE)
+    w.raw("pages-4242.img").write(PAGES)
+    w.finish({"type": "dump", "tasks": [{"pid": 4242}]})
+    w.close()
+    assert canary.read_text() == "keep\n"
+    for name in ["core-4242.json", "pages-4242.img", "inventory.json"]:
+        assert not (d / name).is_symlink(), name
+    assert not os.path.lexists(d / "inventory.json.tmp")
+    ImageReader(str(d)).verify()
+
+
+def test_abort_removes_what_the_dump_wrote(tmp_path: Path) -> None:
+    """A failed dump leaves the folder as it found it: the next dump needs no overwrite."""
+    d = tmp_path / "images"
+    d.mkdir()
+    (d / "notes.txt").write_text("mine\n")
+    w = ImageWriter(str(d))
+    w.write_json("core-4242.json", CORE)
+    w.raw("pages-4242.img").write(PAGES)
+    w.abort()
+    assert sorted(os.listdir(d)) == ["notes.txt"]
+    ImageWriter(str(d)).close()
+
+
+@pytest.mark.parametrize("name, image", [("core-12.json", True), ("files.json", True),
+                                         ("pages-12.img", True), ("sk-queues.img", True),
+                                         ("inventory.json.tmp", True), ("dump.log", False),
+                                         ("restore.pid", False), ("notes.txt", False)])
+def test_image_names(name: str, image: bool) -> None:
+    """What makes a folder one that holds images: the names a dump writes, not its log."""
+    assert bool(IMAGE_NAME.fullmatch(name)) == image

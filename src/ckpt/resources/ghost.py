@@ -224,7 +224,7 @@ def _append(raw: RawWriter, src: int, off: int, length: int, what: str) -> None:
             raise DumpError(f"{what}: the file shrank while it was being saved")
         done += n
     raw.size += length
-    raw.crc = _crc_of(raw.path, start, length, raw.crc)
+    raw.crc = _crc_of(raw.fd, start, length, raw.crc)
 
 
 @contextlib.contextmanager
@@ -261,20 +261,17 @@ def _save_tail(raw: RawWriter, fd: int, size: int) -> list[int] | None:
         return None  # a file that cannot be mapped: no mapping wrote there
 
 
-def _crc_of(path: str, start: int, length: int, crc: int) -> int:
-    """Continue ``crc`` over bytes [start, start+length) of file ``path`` (mapped, no copy)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        pos = start
-        while pos < start + length:
-            base = pos & ~(mmap.ALLOCATIONGRANULARITY - 1)
-            n = min(_CHUNK, start + length - pos)
-            with mmap.mmap(fd, pos - base + n, mmap.MAP_SHARED, mmap.PROT_READ,
-                           offset=base) as m, memoryview(m) as mv:
-                crc = crc32(mv[pos - base:], crc)
-            pos += n
-    finally:
-        os.close(fd)
+def _crc_of(fd: int, start: int, length: int, crc: int) -> int:
+    """Continue ``crc`` over bytes [start, start+length) of the file open as ``fd`` (mapped,
+    no copy)."""
+    pos = start
+    while pos < start + length:
+        base = pos & ~(mmap.ALLOCATIONGRANULARITY - 1)
+        n = min(_CHUNK, start + length - pos)
+        with mmap.mmap(fd, pos - base + n, mmap.MAP_SHARED, mmap.PROT_READ,
+                       offset=base) as m, memoryview(m) as mv:
+            crc = crc32(mv[pos - base:], crc)
+        pos += n
     return crc
 
 

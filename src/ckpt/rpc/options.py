@@ -225,6 +225,10 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
     parent = opts.get("parent_img")
     ps = opts.get("ps")
     args: dict[str, Any] = {
+        # The runtime owns the folder it hands over (runc's ./checkpoint, reused from one
+        # checkpoint to the next) and expects criu's overwriting; files are still
+        # created safely in it (images.Folder).
+        "overwrite": True,
         # criu's pre-dumps always track memory: the next dump builds on them
         "track_mem": bool(opts.get("track_mem")) or kind in (PRE_DUMP, SINGLE_PRE_DUMP),
         "prev_images_dir": parent or None,
