@@ -205,19 +205,19 @@ class ImageWriter:
             raise ValueError(f"unknown image feature {feature!r}")
         self.needs.add(feature)
 
-    def _create(self, name: str) -> int:
+    def _write(self, name: str, data: bytes) -> None:
+        """A new file ``name`` holding ``data``, synced."""
         fd = self.folder.create(name)
         self._created.append(name)
-        return fd
-
-    def write_json(self, name: str, obj: Any) -> None:
-        data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
-        fd = self._create(name)
         try:
             _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
+        self._write(name, data)
         self.files[name] = {"size": len(data), "crc32": zlib.crc32(data)}
         if self.remote is not None:
             self._send(name)
@@ -255,22 +255,12 @@ class ImageWriter:
         if self.remote is not None:  # last, once the page server has everything else
             self._send(INVENTORY)
             self.remote.finish()
-            fd = self._create(SENT_NOTE)
-            try:
-                _write_all(fd, f"{self.remote.where} {self.remote.remote_dir}\n".encode())
-            finally:
-                os.close(fd)
+            self._write(SENT_NOTE, f"{self.remote.where} {self.remote.remote_dir}\n".encode())
 
     def write_json_plain(self, name: str, obj: Any) -> None:
         """``name`` written under a temporary name, then renamed: never half there."""
         tmp = name + ".tmp"
-        data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
-        fd = self._create(tmp)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._write(tmp, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n")
         self.folder.rename(tmp, name)
         self._created.append(name)
 
