@@ -12,12 +12,14 @@ if ! command -v gcc >/dev/null 2>&1; then
   fi
 fi
 # The network lock of TCP dumps (nftables, iptables as the fallback) and the servers
-# the tests run (redis-server, nginx-light, postgresql), from Debian; as root only, and only what is missing.
+# the tests run (redis-server, nginx-light, postgresql, runc), from Debian; as root only, and only what is missing.
 missing=""
-for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2 nginx:nginx-light; do
+for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2 nginx:nginx-light runc:runc; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done
+# A static busybox, the rootfs of the containers runc runs in the tests
+dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 # PostgreSQL 15 (its binaries are not on PATH), for the test of its SysV segment
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql-15"
 if [ -n "$missing" ]; then

@@ -1,0 +1,135 @@
+"""OCI containers for the tests: a bundle with a busybox rootfs, run by runc with its
+stdio on pipes (copied into a file by a ``cat``), checkpointed and restored with
+``ckpt-criu`` as runc's criu."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ckpt_helpers import PYTHON, Output, scaled
+
+BUSYBOX = "/usr/bin/busybox"
+APPLETS = ("sh", "sleep", "echo", "cat", "ls", "mount", "hostname")
+
+# The counter of issue 11: a shell loop printing n and appending it to /data/count.
+COUNTER = ("i=0; while true; do i=$((i+1)); echo $i; echo $i >> /data/count; "
+           "sleep 0.1; done")
+
+
+def runc_or_skip() -> str:
+    """The path of runc, or a skip naming what is missing (the bootstrap installs runc
+    and busybox-static from Debian as root)."""
+    runc = shutil.which("runc") or ("/usr/sbin/runc" if os.path.exists("/usr/sbin/runc")
+                                    else None)
+    if runc is None:
+        pytest.skip("runc is not installed (Debian package runc; scripts/bootstrap.sh "
+                    "installs it as root)")
+    if not os.path.exists(BUSYBOX) or b"ld-linux" in Path(BUSYBOX).read_bytes()[:4096]:
+        pytest.skip("a static busybox is not installed (Debian package busybox-static)")
+    return runc
+
+
+def ckpt_criu() -> str:
+    """The ``ckpt-criu`` console script next to the tests' interpreter."""
+    return str(Path(PYTHON).with_name("ckpt-criu"))
+
+
+def make_bundle(where: Path, args: list[str], data: Path) -> Path:
+    """An OCI bundle at ``where``: busybox's rootfs, ``args`` as the process, no
+    terminal, a writable root and ``data`` bound at /data."""
+    rootfs = where / "rootfs"
+    for d in ("bin", "data", "proc", "dev", "sys", "tmp"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
+    for applet in APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    subprocess.run([runc_or_skip(), "spec"], cwd=where, check=True)
+    config = json.loads((where / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = args
+    config["root"]["readonly"] = False
+    config["mounts"].append({"destination": "/data", "type": "bind", "source": str(data),
+                             "options": ["rbind", "rw"]})
+    (where / "config.json").write_text(json.dumps(config, indent=1))
+    return where
+
+
+@dataclass
+class Container:
+    """One container ID under a runc state folder of the test's own."""
+
+    runc: str
+    state: Path
+    bundle: Path
+    cid: str
+    out: Output
+    copiers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def cmd(self, *args: str, criu: bool = False) -> list[str]:
+        extra = ["--criu", ckpt_criu()] if criu else []
+        return [self.runc, "--root", str(self.state), *extra, *args]
+
+    def _pipe_to_out(self) -> int:
+        """A pipe whose read end a ``cat`` appends to ``out``; return its write end."""
+        r, w = os.pipe()
+        with open(self.out.path, "ab") as f:
+            self.copiers.append(subprocess.Popen(["cat"], stdin=r, stdout=f))
+        os.close(r)
+        return w
+
+    def _run_piped(self, args: list[str], timeout: float = 60.0
+                   ) -> subprocess.CompletedProcess[str]:
+        """Run runc with stdout and stderr on a new pipe to ``out``; stdin /dev/null."""
+        w = self._pipe_to_out()
+        try:
+            with open(self.bundle / f"runc-{len(self.copiers)}.log", "w+") as log:
+                res = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=w, stderr=log,
+                                     cwd=self.bundle, timeout=scaled(timeout))
+                log.seek(0)
+                return subprocess.CompletedProcess(args, res.returncode, "", log.read())
+        finally:
+            os.close(w)
+
+    def run(self) -> None:
+        res = self._run_piped(self.cmd("run", "-d", self.cid))
+        assert res.returncode == 0, f"runc run failed: {res.stderr}"
+
+    def pid(self) -> int:
+        st = json.loads(subprocess.run(self.cmd("state", self.cid), capture_output=True,
+                                       text=True, check=True).stdout)
+        return int(st["pid"])
+
+    def status(self) -> str:
+        res = subprocess.run(self.cmd("state", self.cid), capture_output=True, text=True)
+        return json.loads(res.stdout)["status"] if res.returncode == 0 else "absent"
+
+    def checkpoint(self, images: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        work = images.with_name(images.name + "-work")
+        images.mkdir(exist_ok=True)
+        work.mkdir(exist_ok=True)
+        return subprocess.run(self.cmd("checkpoint", "--image-path", str(images),
+                                       "--work-path", str(work), *extra, self.cid,
+                                       criu=True),
+                              capture_output=True, text=True, cwd=self.bundle,
+                              timeout=scaled(120), stdin=subprocess.DEVNULL)
+
+    def restore(self, images: Path) -> subprocess.CompletedProcess[str]:
+        work = images.with_name(images.name + "-work")
+        work.mkdir(exist_ok=True)
+        return self._run_piped(self.cmd("restore", "-d", "--image-path", str(images),
+                                        "--work-path", str(work), self.cid, criu=True),
+                               timeout=120)
+
+    def delete(self) -> None:
+        subprocess.run(self.cmd("delete", "-f", self.cid), capture_output=True)
+        for c in self.copiers:
+            c.kill()
+            c.wait()
+        self.copiers.clear()
