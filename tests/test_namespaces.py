@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 from ckpt_helpers import (
     PROGS,
     PYTHON,
+    Builder,
     Procs,
     assert_consecutive,
     ckpt_fails,
@@ -82,14 +84,76 @@ def test_fd_on_another_namespace_refused(procs: Procs, images: Path) -> None:
 
 
 def test_process_in_another_namespace_refused(procs: Procs, images: Path) -> None:
-    """A process in a UTS namespace of its own would come back in ckpt's: refused at
+    """A process in a network namespace of its own would come back in ckpt's: refused at
     dump, naming the process and the namespace; it runs on as it was."""
-    target = procs.start(["unshare", "--uts", PYTHON, NSFDS])
+    target = procs.start(["unshare", "--net", PYTHON, NSFDS])
     printed_fds(target.out)
     target.out.wait_numbers(3)
-    uts = os.stat(f"/proc/{target.pid}/ns/uts").st_ino
+    net = os.stat(f"/proc/{target.pid}/ns/net").st_ino
     before = snapshot(target.pid)
     err = ckpt_fails("dump", "-t", target.pid, "-D", images)
-    assert f"process {target.pid} is in uts namespace uts:[{uts}], not ckpt's" in err, err
+    assert f"process {target.pid} is in net namespace net:[{net}], not ckpt's" in err, err
     assert "nsenter" in err
     assert_untouched(target, before)
+
+
+def _in_ns(pid: int, flag: str, *argv: str) -> str:
+    return subprocess.run(["nsenter", "-t", str(pid), flag, *argv], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def _ns(pid: int, name: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{name}").st_ino
+
+
+def test_uts_and_ipc_namespaces_of_the_tree(build: Builder, procs: Procs,
+                                            images: Path) -> None:
+    """A tree in uts and ipc namespaces of its own (unshare --uts --ipc): its host name,
+    an ipc sysctl and its SysV objects (a segment, a semaphore set, a queue; children
+    blocked in msgrcv and semop) come back in new namespaces of the restored tree, not
+    ckpt's: the children wake up with what the parent sends after the restore."""
+    prog = build("sysv_ipc")
+    target = procs.start(["unshare", "--uts", "--ipc", "sh", "-c",
+                          "hostname ckpt-uts-test && echo 12345 > /proc/sys/kernel/msgmax "
+                          f"&& exec {prog}"])
+    target.out.wait_line(r"^ready$")
+    with open(f"/proc/{target.pid}/task/{target.pid}/children") as f:
+        kids = [int(x) for x in f.read().split()]
+    assert _ns(target.pid, "uts") != _ns(os.getpid(), "uts")
+    queues = _in_ns(target.pid, "-i", "cat", "/proc/sysvipc/msg")
+
+    dump_and_check_dead(procs, target, images)
+    for pid in kids:
+        procs.wait_gone(pid)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    for pid in [restored.pid, *kids]:
+        for name in ("uts", "ipc"):
+            assert _ns(pid, name) != _ns(os.getpid(), name), f"{pid} is in our {name}"
+            assert _ns(pid, name) == _ns(restored.pid, name)
+    assert _in_ns(restored.pid, "-u", "hostname") == "ckpt-uts-test"
+    assert _in_ns(restored.pid, "-i", "cat", "/proc/sys/kernel/msgmax") == "12345"
+    assert _in_ns(restored.pid, "-i", "cat", "/proc/sysvipc/msg").split("\n")[1].split()[:4] \
+        == queues.split("\n")[1].split()[:4]
+    os.kill(restored.pid, signal.SIGUSR1)
+    assert restored.out.wait_line(r"^state ") == "state ok"
+    restored.out.wait_line(r"^A got wake$")
+    restored.out.wait_line(r"^B got it$")
+
+
+def test_child_in_another_uts_namespace_refused(procs: Procs, images: Path) -> None:
+    """A child in a uts namespace other than its parent's: the tree's namespaces are
+    saved only when all its processes share them; refused at dump, the tree unharmed."""
+    target = procs.start(["sh", "-c", f"unshare --uts {PYTHON} {NSFDS} & wait"])
+    kid = wait_until(lambda: next(iter(_children(target.pid)), None), 10, "the child")
+    wait_until(lambda: _ns(kid, "uts") != _ns(target.pid, "uts"), 10, "its namespace")
+    target.out.wait_numbers(3)
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+    assert f"process {kid} is in uts namespace" in err, err
+    assert not (images / "inventory.json").exists()
+    n = len(target.out.numbers())
+    assert_consecutive(target.out.wait_numbers(n + 3))
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]

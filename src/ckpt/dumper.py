@@ -28,7 +28,7 @@ from . import faults, netlock, recovery
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
-from .kernel import interrupts, libc, procfs, ptrace, vdso
+from .kernel import interrupts, libc, nsenter, procfs, ptrace, vdso
 from .kernel.inject import PARK_CODE, Injector, find_syscall_site, resumable
 from .pages import forked
 from .pages.save import DumpMemory, ForkParent
@@ -46,6 +46,7 @@ from .resources import (
     task,
     thread,
     timers,
+    treens,
 )
 from .resources.filekind import TcpFlags
 from .version import __version__
@@ -639,7 +640,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         _check_sessions(tasks, shell_job)
         _find_sharing(tasks)
         live = [t for t in tasks if t.frozen is not None]
-        namespaces.check_tree([t.pid for t in live])
+        own_ns = treens.others([t.pid for t in live], pid)
+        namespaces.check_tree([t.pid for t in live], tuple(own_ns))
         memberships = cgroups.dump({t.pid: [th.pid for th in t.threads] for t in live},
                                    manage_cgroups)
         lock = _lock_network(tasks, tcp, network_lock)
@@ -649,6 +651,9 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         if memberships is not None:
             images.write_json(cgroups.IMAGE, memberships)
             images.need(cgroups.FEATURE)
+        if own_ns:
+            images.write_json(treens.IMAGE, treens.dump(pid, own_ns))
+            images.need(treens.FEATURE)
         ghost.configure(images, ghost_limit)
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
                                  file_locks=file_locks, tcp=tcp, ext_unix_sk=ext_unix_sk)
@@ -661,7 +666,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                                         mappings)["bytes"]
                 except OSError as e:
                     raise _task_failed(t.pid, e) from e
-        sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
+        with nsenter.entered(pid, [k for k in own_ns if k == "ipc"]):
+            sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
         dumper.after_dump([t.info() for t in tasks])
         if memctx.inherited_pages:
             images.need(forked.FEATURE)

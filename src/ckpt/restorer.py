@@ -53,6 +53,7 @@ from .resources import (
     task,
     thread,
     timers,
+    treens,
     tty,
 )
 from .resources.filekind import TcpFlags
@@ -129,6 +130,7 @@ class Restore:
         self.fctx: files.RestoreFiles | None = None
         self.locks: locks.RestoreLocks | None = None
         self.ipc: sysv.Objects | None = None
+        self.namespaces = treens.Enter({})  # the tree's own uts and ipc namespaces
         self.cgroups: cgroups.RestoreCgroups | None = None
         # What the phases create; ``undo`` takes it all back.
         self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
@@ -153,6 +155,7 @@ class Restore:
         self.fd_limit = fdtable.raise_limit()  # ckpt holds every description at once
         self.load()
         try:
+            self.enter_namespaces()
             self.make_ipc()
             self.open_files()
             self.make_cgroups()
@@ -180,6 +183,8 @@ class Restore:
             if isinstance(e, OSError):
                 raise RestoreError(f"restore of process {self.root_pid} failed: {e}") from e
             raise
+        finally:
+            self.namespaces.leave()  # they live on in the tree, or vanish with it
         dt = time.monotonic() - t0
         log.info("%d processes restored in %.3f s", len(self.tasks), dt)
         return RestoreResult(self.root_pid, dt, exit_status=self.finish(),
@@ -239,7 +244,9 @@ class Restore:
         self.locks = locks.RestoreLocks(
             images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables)
         self.ipc = sysv.Objects(images)
-        self.ipc.check()  # ids and keys free, or the tree's own objects left behind
+        if treens.IMAGE in images.files:
+            self.namespaces = treens.Enter(treens.check_image(
+                images.load_json(treens.IMAGE), images.path(treens.IMAGE)))
         self.cgroups = cgroups.RestoreCgroups(
             images.load_json(cgroups.IMAGE) if cgroups.IMAGE in images.files else None,
             self.manage_cgroups, [n.pid for n in self.live])
@@ -252,9 +259,15 @@ class Restore:
             except (LookupError, TypeError, ValueError) as e:
                 raise RestoreError(f"the image's network lock is malformed: {e}") from None
 
+    def enter_namespaces(self) -> None:
+        """ckpt in the new uts and ipc namespaces of the tree, if it had its own: what it
+        makes from now on (SysV objects, files, the root) is made in them (treens.py)."""
+        self.namespaces.enter()
+
     def make_ipc(self) -> None:
         """The tree's SysV objects, under their ids, before any process attaches them."""
         assert self.ipc is not None, "load() runs first"
+        self.ipc.check()  # ids and keys free, or the tree's own objects left behind
         self.ipc.make()
 
     def open_files(self) -> None:

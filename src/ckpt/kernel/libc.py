@@ -45,7 +45,7 @@ NR = {
     "tee": 276, "dup3": 292, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
     "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
     "seccomp": 317, "rseq": 334, "pidfd_send_signal": 424,
-    "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
+    "setns": 308, "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
     "mlock": 149, "mlock2": 325, "mseal": 462,
     "io_setup": 206, "io_getevents": 208, "io_submit": 209, "shmat": 30,
 }

@@ -2,10 +2,11 @@
 and its fds on namespace files (``/proc/PID/ns/net`` opened, ``net:[N]``) are its own
 namespaces, opened again from the restored process's.
 
-ckpt creates no namespaces: a restored process lives in the restorer's. A process
-in another namespace than the dumping ckpt's (``unshare --net``) would come back in
-the wrong one, so the dump refuses it, naming it and the namespace
-(``check_tree``); run ckpt inside the process's namespaces instead (``nsenter``).
+A restored process lives in the restorer's namespaces, but for the uts and ipc
+namespaces a tree has of its own (treens.py). A process in another namespace than the
+dumping ckpt's (``unshare --net``) would come back in the wrong one, so the dump
+refuses it, naming it and the namespace (``check_tree``); run ckpt inside the
+process's namespaces instead (``nsenter``).
 
 An fd on a namespace (``NamespaceFiles``) is saved as which of the process's own
 namespaces it is (``net``, ``pid`` or ``pid_for_children``, ...), found by its inode;
@@ -50,13 +51,14 @@ def own(pid: int | str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _shown(name: str, ino: int) -> str:
+def shown(name: str, ino: int) -> str:
     kind = next(k for k, names in NAMES.items() if name in names)
     return f"{kind}:[{ino}]"
 
 
-def check_tree(pids: list[int]) -> None:
-    """Refuse a process (zombies left out) in another namespace than ckpt's."""
+def check_tree(pids: list[int], theirs_too: tuple[str, ...] = ()) -> None:
+    """Refuse a process (zombies left out) in another namespace than ckpt's, but for the
+    kinds ``theirs_too``, which the tree may have of its own (treens.py)."""
     mine = own("self")
     for pid in pids:
         try:
@@ -64,10 +66,10 @@ def check_tree(pids: list[int]) -> None:
         except OSError:
             continue  # gone or a zombie: the freeze reports what matters
         for name, ident in theirs.items():
-            if name in mine and ident != mine[name]:
+            if name in mine and ident != mine[name] and name not in theirs_too:
                 raise UnsupportedError(
-                    f"process {pid} is in {name} namespace {_shown(name, ident[1])}, not "
-                    f"ckpt's ({_shown(name, mine[name][1])}): ckpt restores processes in its "
+                    f"process {pid} is in {name} namespace {shown(name, ident[1])}, not "
+                    f"ckpt's ({shown(name, mine[name][1])}): ckpt restores processes in its "
                     "own namespaces only; run ckpt inside the process's (nsenter)")
 
 
@@ -81,7 +83,7 @@ class NamespaceFiles(FileKind):
 
     @classmethod
     def shown_path(cls, desc: Description) -> str:
-        return _shown(desc["ns"], desc["ino"])
+        return shown(desc["ns"], desc["ino"])
 
     @classmethod
     def keys(cls, desc: Description) -> list[str]:
@@ -93,7 +95,7 @@ class NamespaceFiles(FileKind):
         ident = (f.st.st_dev, f.st.st_ino)
         name = next((n for n in NAMES[kind] if theirs.get(n) == ident), None)
         if name is None:
-            mine = ", ".join(_shown(n, theirs[n][1]) + f" ({n})" for n in NAMES[kind]
+            mine = ", ".join(shown(n, theirs[n][1]) + f" ({n})" for n in NAMES[kind]
                              if n in theirs)
             raise UnsupportedError(
                 f"{f.where}: {f.link} is a {kind} namespace other than the process's own "

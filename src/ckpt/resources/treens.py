@@ -1,0 +1,155 @@
+"""The uts and ipc namespaces of a tree that are not ckpt's (a container's, ``unshare
+--uts --ipc``): saved at dump, made anew at restore for the whole tree.
+
+A tree may live in a uts and an ipc namespace of its own when every process of it is
+in the root's: the dump saves the uts namespace's names and the ipc namespace's
+sysctls (its SysV objects go through sysv.py, read inside it), into
+``namespaces.json``. A process in another one than the root's is refused at dump,
+naming it. The restore makes a new namespace of each kind the image names, in ckpt
+itself (``Enter``) before anything of the tree is created, so that the SysV objects,
+the files ckpt opens and the root it forks are made in them, and leaves them at the
+end: the namespaces live on in the restored processes.
+
+Other namespaces of the tree (mount, net, pid, user, cgroup, time) still have to be
+ckpt's (namespaces.check_tree refuses the rest, before the kill).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from ..errors import ImageError, RestoreError, UnsupportedError
+from ..kernel import nsenter
+from .namespaces import own, shown
+
+log = logging.getLogger("ckpt.namespaces")
+
+IMAGE = "namespaces.json"
+FEATURE = "tree-namespaces"
+KINDS = ("uts", "ipc")  # the namespaces a tree may have of its own
+
+# The ipc namespace's sysctls, by their path under /proc/sys (each namespace has its own).
+IPC_SYSCTLS = (
+    "kernel/shmmax", "kernel/shmall", "kernel/shmmni", "kernel/shm_rmid_forced",
+    "kernel/msgmax", "kernel/msgmni", "kernel/msgmnb", "kernel/sem",
+    "fs/mqueue/queues_max", "fs/mqueue/msg_max", "fs/mqueue/msgsize_max",
+    "fs/mqueue/msg_default", "fs/mqueue/msgsize_default",
+)
+_NUMBERS = re.compile(r"[0-9]{1,20}(?:[ \t][0-9]{1,20}){0,3}")
+_MAX_NAME = 64  # __NEW_UTS_LEN
+
+
+def others(pids: list[int], root: int) -> list[str]:
+    """The names of KINDS in which the tree's root is not in ckpt's namespace, checking
+    that every process of ``pids`` is in the root's; refused otherwise."""
+    mine, theirs = own("self"), own(root)
+    out = [k for k in KINDS if k in theirs and theirs[k] != mine.get(k)]
+    for pid in pids:
+        try:
+            ns = own(pid)
+        except OSError:
+            continue  # a zombie: the freeze reports what matters
+        for kind in out:
+            if ns.get(kind) != theirs[kind]:
+                raise UnsupportedError(
+                    f"process {pid} is in {kind} namespace {shown(kind, ns[kind][1])}, not "
+                    f"the root's ({shown(kind, theirs[kind][1])}): a tree's namespaces are "
+                    "saved only when all its processes share them")
+    return out
+
+
+def _read_sysctl(name: str) -> str:
+    with open(f"/proc/sys/{name}") as f:
+        return " ".join(f.read().split())
+
+
+def dump(root: int, kinds: list[str]) -> dict[str, Any]:
+    """What namespaces.json holds of the root's namespaces ``kinds``."""
+    saved: dict[str, Any] = {}
+    if "uts" in kinds:
+        with nsenter.entered(root, ["uts"]):
+            node, domain = nsenter.hostname()
+        saved["uts"] = {"hostname": node, "domainname": domain}
+        log.info("uts namespace of its own: %s (%s)", node, domain)
+    if "ipc" in kinds:
+        with nsenter.entered(root, ["ipc"]):
+            sysctls = {}
+            for name in IPC_SYSCTLS:
+                try:
+                    sysctls[name] = _read_sysctl(name)
+                except FileNotFoundError:
+                    continue  # a kernel without it (mqueue left out)
+        saved["ipc"] = {"sysctls": sysctls}
+        log.info("ipc namespace of its own, sysctls %s", sysctls)
+    return saved
+
+
+def check_image(data: Any, where: str) -> dict[str, Any]:
+    """namespaces.json as a restore may use it, or ImageError naming what is wrong."""
+    def bad(what: str) -> ImageError:
+        return ImageError(f"{where}: {what}")
+
+    if not isinstance(data, dict) or set(data) - set(KINDS):
+        raise bad(f"an object with keys among {', '.join(KINDS)} is expected")
+    uts = data.get("uts")
+    if uts is not None:
+        if not isinstance(uts, dict) or set(uts) != {"hostname", "domainname"}:
+            raise bad("uts must hold hostname and domainname")
+        for key, value in uts.items():
+            if not isinstance(value, str) or len(value.encode()) > _MAX_NAME \
+                    or "\n" in value or "\0" in value:
+                raise bad(f"uts {key}: a name of at most {_MAX_NAME} bytes on one line")
+    ipc = data.get("ipc")
+    if ipc is not None:
+        sysctls = ipc.get("sysctls") if isinstance(ipc, dict) else None
+        if not isinstance(sysctls, dict) or set(ipc) != {"sysctls"}:
+            raise bad("ipc must hold sysctls")
+        for name, value in sysctls.items():
+            if name not in IPC_SYSCTLS:
+                raise bad(f"ipc sysctl {name!r} is not an ipc namespace's")
+            if not isinstance(value, str) or not _NUMBERS.fullmatch(value):
+                raise bad(f"ipc sysctl {name}: {value!r} is not a list of numbers")
+    return data
+
+
+class Enter:
+    """ckpt in new namespaces of the tree for the time of a restore (``leave``)."""
+
+    def __init__(self, saved: dict[str, Any]):
+        self.saved = saved
+        self.kinds = [k for k in KINDS if k in saved]
+        self.unshared: nsenter.Unshared | None = None
+
+    def enter(self) -> None:
+        """Make the namespaces, named and set as saved."""
+        if not self.kinds:
+            return
+        try:
+            self.unshared = nsenter.Unshared(self.kinds)
+        except OSError as e:
+            raise RestoreError(f"cannot make new {' and '.join(self.kinds)} namespaces: "
+                               f"{e.strerror}") from None
+        uts = self.saved.get("uts")
+        if uts is not None:
+            try:
+                nsenter.set_hostname(uts["hostname"], uts["domainname"])
+            except OSError as e:
+                raise RestoreError(f"cannot name the new uts namespace "
+                                   f"{uts['hostname']!r}: {e.strerror}") from None
+        for name, value in self.saved.get("ipc", {}).get("sysctls", {}).items():
+            try:
+                with open(f"/proc/sys/{name}", "w") as f:
+                    f.write(value)
+            except FileNotFoundError:
+                log.warning("ipc sysctl %s does not exist here; left out", name)
+            except OSError as e:
+                raise RestoreError(f"cannot set {name} to {value} in the new ipc "
+                                   f"namespace: {e.strerror}") from None
+        log.info("in new %s namespaces", " and ".join(self.kinds))
+
+    def leave(self) -> None:
+        if self.unshared is not None:
+            self.unshared.leave()
+            self.unshared = None
