@@ -516,7 +516,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     faults.point("dump.task.fds")
     fork = ForkParent(t.ppid, mappings[t.ppid]) if t.ppid in mappings else None
     track = memctx.task(pid, fork) if memctx is not None else None
-    mm = mem.dump(pid, vmas, inj, images, stat, shmem_seen, track=track)
+    mm = mem.dump(pid, vmas, inj, images, stat, shmem_seen, track=track,
+                  compress=memctx is not None and memctx.compress)
     if track is not None:
         track.after_pages()
     mappings[pid] = sorted(mm["vmas"], key=lambda v: v["start"])
@@ -573,7 +574,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          file_locks: bool = False, tcp: TcpFlags | None = None,
          network_lock: str | None = None, link_remap: bool = False,
          ghost_fiemap: bool | None = None, ext_unix_sk: bool = False,
-         manage_cgroups: str | None = None, overwrite: bool = False) -> DumpResult:
+         manage_cgroups: str | None = None, overwrite: bool = False,
+         compress: bool = False) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -622,6 +624,11 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     notify("pre-dump", 0)
     memctx = DumpMemory(images_dir, prev_images_dir, track_mem,
                              will_run=leave_running or leave_stopped)
+    if compress:  # ``compress``: page data as zstd streams (pages/compressed.py)
+        if prev_images_dir or page_server or track_mem:
+            raise DumpError("--compress goes with neither --prev-images-dir, --track-mem "
+                            "nor --page-server: compressed pages are read in order only")
+        memctx.compress = True
     remote = _connect(page_server, images_dir)
     tasks: list[_Task] = []
     images: ImageWriter | None = None

@@ -286,6 +286,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--feature",), REFUSE, "ckpt check probes all its interfaces at once",
          value="NAME", commands=frozenset({CHECK})),
     # ---- ckpt's own, not criu's
+    Flag(("--compress",), USE, "(ckpt's own) compress the page data with zstd, for images "
+         "that travel (not with --prev-images-dir, --track-mem or --page-server)",
+         commands=frozenset({DUMP}), api="compress"),
     Flag(("-q", "--quiet"), USE, "(ckpt's own) no progress line: a dump or restore that "
          "takes over a second shows the page data moved and the rate on stderr when it is "
          "a terminal", commands=frozenset({DUMP, PRE_DUMP, RESTORE})),

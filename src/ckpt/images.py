@@ -57,6 +57,7 @@ FEATURES: dict[str, str] = {
     "epoll-moved": "epoll watches whose fd number no longer named their file (holder)",
     "inherited-pages": "pages a child shares with its parent process (mm-PID.json inherited)",
     "tree-namespaces": "uts and ipc namespaces of the tree's own (namespaces.json)",
+    "compressed-pages": "pages files compressed with zstd (mm-PID.json pages_compression)",
 }
 INVENTORY = "inventory.json"
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data

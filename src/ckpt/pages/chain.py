@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ImageError
 from ..images import ImageReader
 from ..kernel.libc import PAGE_SIZE as PAGE
+from .compressed import FEATURE
 
 
 @dataclass
@@ -50,6 +51,9 @@ class Chain:
                 parent = ImageReader(path)
             except ImageError as e:
                 raise ImageError(f"{e} ({what})") from None
+            if FEATURE in parent.inventory.get("needs", []):
+                raise ImageError(f"{path}: {what} hold compressed page data, which cannot "
+                                 "be read in place")
             if parent.crc32 != link.get("crc32"):
                 raise ImageError(
                     f"{parent.path('inventory.json')}: {what} changed since they were "

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import DumpError, ImageError
 from ..images import ImageReader
 from ..kernel.libc import PAGE_SIZE as PAGE
+from .compressed import check_parent
 from .runs import merge_runs
 from .select import DIGEST_SIZE, Cover
 from .tracking import current_token, soft_dirty_available
@@ -84,6 +85,7 @@ class ParentImages:
         if not os.path.isdir(self.dir):
             raise DumpError(f"--prev-images-dir: {self.dir} does not exist")
         self.reader = ImageReader(self.dir)  # format, version and the inventory's checksum
+        check_parent(self.reader.inventory, self.dir)
         self.crc32 = self.reader.crc32
         self.used = False
         self.tasks: dict[int, ParentMm] = {}

@@ -52,6 +52,7 @@ class DumpMemory:
 
     def __init__(self, images_dir: str, prev: str | None, track_mem: bool, will_run: bool):
         self.parent = ParentImages(images_dir, prev) if prev else None
+        self.compress = False  # page data through zstd (compressed.py)
         self.method = tracking_method()
         self.record: str | None = None
         if track_mem:

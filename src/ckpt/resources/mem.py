@@ -40,7 +40,7 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter
 from ..kernel import libc, procfs, vdso
 from ..kernel.inject import Injector
-from ..pages import forked
+from ..pages import compressed, forked
 from ..pages.chain import Segment
 from ..pages.runs import merge_runs
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
@@ -148,8 +148,10 @@ def _dump_shmem(fd: int, ino: int, size: int, pages: Any) -> dict[str, Any]:
 
 def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
          stat: procfs.Stat, shmem_seen: dict[int, int] | None = None,
-         track: TaskPages | None = None) -> dict[str, Any]:
+         track: TaskPages | None = None, compress: bool = False) -> dict[str, Any]:
     """Save mappings and pages of ``pid``; ``vmas`` were read before any injection.
+
+    ``compress``: the pages file is a zstd stream (pages/compressed.py).
 
     Which pages are saved, and which are left in the parent images of an
     incremental dump, is ``track``'s business (the pages package; by default:
@@ -165,7 +167,10 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
         shmem_seen = {}
     out_vmas: list[dict[str, Any]] = []
     owned: list[tuple[int, int, int]] = []  # (fd, inode, size) of the objects saved here
-    pages = images.raw(f"pages-{pid}.img")
+    pages: Any = images.raw(f"pages-{pid}.img")
+    if compress:
+        pages = compressed.ZstdWriter(pages)
+        images.need(compressed.FEATURE)
     tp = track if track is not None else DumpMemory.plain().task(pid)
     tp.begin(images, pages)
     try:
@@ -204,6 +209,8 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
             images.need("memory-kinds")
         # After every run of ``pagemap``, which must be one after the other in the file.
         objects = [_dump_shmem(fd, ino, size, pages) for fd, ino, size in owned]
+        if compress:
+            pages.finish()
     finally:
         tp.close()
         for fd, _ino, _size in owned:
@@ -217,6 +224,7 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
         **tp.finish(),  # pagemap, in_parent, start_time, tracking
         "shmem": objects,
         "pages_file": f"pages-{pid}.img",
+        **({"pages_compression": compressed.METHOD} if compress else {}),
         "exe": exe,
         "auxv": procfs.auxv(pid).hex(),
         "brk": inj.call("brk", 0),
@@ -437,15 +445,14 @@ class _SharedObjects:
         """A mapping of ``sid`` is in place: later tasks can open the object through it."""
         self.shmem.setdefault(sid, (self.pid, start, end))
 
-    def fill(self, pages_fd: int, pages_file: str) -> None:
+    def fill(self, pages: _PagesFile) -> None:
         """Read the saved data of the objects saved by this task into them."""
         for sid, obj in self.saved.items():
             if sid not in self.views:
                 self.fd(sid)  # an object none of this task's mappings shows any more
             off = obj["pages_off"]
             for obj_off, npages in obj["runs"]:
-                _pread_into(self.inj, pages_fd, self.views[sid] + obj_off, npages * PAGE,
-                            off, pages_file)
+                pages.into(self.views[sid] + obj_off, npages * PAGE, off)
                 off += npages * PAGE
 
     def unmap_temps(self) -> None:
@@ -505,6 +512,39 @@ def _map_files(pid: int, addr: int) -> str:
             return f"/proc/{pid}/map_files/{v.start:x}-{v.end:x}"
     raise RestoreError(f"process {pid} no longer maps {addr:#x}, a shared memory object "
                        "other processes map too")
+
+
+class _PagesFile:
+    """The pages file of one restored process: the process preads its pages from it
+    itself, or, when it is compressed, ckpt writes them into it in order."""
+
+    def __init__(self, pid: int, inj: Injector, files: _TargetFiles, path: str,
+                 compression: str | None):
+        self.pid = pid
+        self.inj = inj
+        self.name = os.path.basename(path)
+        self.reader: compressed.ZstdReader | None = None
+        self.fd = -1
+        if compression is None:
+            self.fd = files.open(path, os.O_RDONLY)
+        elif compression == compressed.METHOD:
+            buf = page_buffer()
+            self.reader = compressed.ZstdReader(path, buf.addr, buf.view)
+        else:
+            raise RestoreError(f"{self.name}: unknown compression {compression!r}")
+
+    def into(self, vaddr: int, length: int, off: int) -> None:
+        """The process's memory [vaddr, +length) from offset ``off`` of the page data."""
+        if self.reader is None:
+            _pread_into(self.inj, self.fd, vaddr, length, off, self.name)
+        else:
+            self.reader.into_process(self.pid, vaddr, length, off)
+            progress.advance(length)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 def _pread_into(inj: Injector, fd: int, vaddr: int, length: int, off: int,
@@ -669,18 +709,25 @@ class _Rebuild:
     def _write_pages(self) -> None:
         """Its own pages, read into place by the process from the images."""
         inj, mm = self.inj, self.mm
-        pages_fd = self.files.open(os.path.join(os.path.abspath(self.images_dir),
-                                                mm["pages_file"]), os.O_RDONLY)
-        if self.segments is None:
-            off = 0
-            for vaddr, npages in mm["pagemap"]:
-                _pread_into(inj, pages_fd, vaddr, npages * PAGE, off, mm["pages_file"])
-                off += npages * PAGE
-        else:  # the target preads each page from the image of the chain that has it
-            for seg in self.segments:
-                fd = self.files.open(seg.path, os.O_RDONLY)
-                _pread_into(inj, fd, seg.start, seg.end - seg.start, seg.offset, seg.path)
-        self.objects.fill(pages_fd, mm["pages_file"])
+        pages = _PagesFile(self.pid, inj, self.files,
+                           os.path.join(os.path.abspath(self.images_dir), mm["pages_file"]),
+                           mm.get("pages_compression"))
+        try:
+            if self.segments is None:
+                off = 0
+                for vaddr, npages in mm["pagemap"]:
+                    pages.into(vaddr, npages * PAGE, off)
+                    off += npages * PAGE
+            elif pages.reader is not None:
+                raise RestoreError(f"{mm['pages_file']}: compressed page data cannot have "
+                                   "parent images")
+            else:  # the target preads each page from the image of the chain that has it
+                for seg in self.segments:
+                    fd = self.files.open(seg.path, os.O_RDONLY)
+                    _pread_into(inj, fd, seg.start, seg.end - seg.start, seg.offset, seg.path)
+            self.objects.fill(pages)
+        finally:
+            pages.close()
         self.objects.unmap_temps()
 
 
