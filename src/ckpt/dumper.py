@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import faults, netlock, recovery
+from . import faults, netlock, recovery, standins
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
@@ -323,39 +323,49 @@ def _kill(t: _Task) -> None:
             pass
 
 
-def _check_sessions(tasks: list[_Task], shell_job: bool) -> None:
-    """Refuse trees whose sessions and groups ckpt could not build again."""
+def _outside_ids(tasks: list[_Task], shell_job: bool) -> tuple[int | None, int | None]:
+    """The root's session and group that stay the restorer's: a shell job's (-j)."""
+    root, pids = tasks[0], {t.pid for t in tasks}
+    if not shell_job:
+        return None, None
+    return (root.sid if root.sid not in pids else None,
+            root.pgid if root.pgid not in pids else None)
+
+
+def _check_sessions(tasks: list[_Task], shell_job: bool) -> list[standins.StandIn]:
+    """Refuse trees whose sessions and groups ckpt could not build again; return the
+    stand-ins that make those whose leader has exited (standins.py)."""
     root = tasks[0]
-    pids = {t.pid for t in tasks}
-    by_pid = {t.pid: t for t in tasks}
-    outside_sid = root.sid not in pids
-    if outside_sid and not shell_job:
+    outside = _outside_ids(tasks, shell_job)
+    sessions, groups = standins.leaderless([t.info() for t in tasks], outside)
+    if root.sid in sessions and _alive(root.sid):
         raise DumpError(f"process {root.pid} belongs to session {root.sid} of a process "
                         "outside the dump (a shell job?); dump it with -j (--shell-job)")
     for t in tasks:
-        if t.sid not in pids and not (shell_job and t.sid == root.sid):
-            raise UnsupportedError(f"process {t.pid} is in session {t.sid}, which is neither "
-                                   "in the dumped tree nor the shell job's session")
-        if t.pgid not in pids and not (shell_job and t.pgid == root.pgid):
-            raise UnsupportedError(f"process {t.pid} is in process group {t.pgid}, whose "
-                                   f"leader {_outside(t.pgid)}; ckpt recreates a group "
-                                   "without its leader only for a shell job's own group "
-                                   "(-j), not yet others")
-        parent = by_pid.get(t.ppid)
-        if parent is not None and t.sid not in (t.pid, parent.sid):
-            grand = by_pid.get(parent.ppid)
-            inherited = grand.sid if grand is not None else root.sid
-            if not (parent.sid == parent.pid and t.sid == inherited):
-                raise UnsupportedError(f"process {t.pid}: its session {t.sid} cannot be "
-                                       "recreated from its parent's (not supported yet)")
-
-
-def _outside(pid: int) -> str:
-    """How a group's or session's leader outside the tree is described."""
+        for what, ident in (("session", t.sid), ("process group", t.pgid)):
+            if ident in sessions or ident in groups:
+                holder = _alive(ident)
+                if holder:
+                    raise UnsupportedError(
+                        f"process {t.pid} is in {what} {ident}, whose leader {ident} "
+                        f"({holder}) is alive outside the dumped tree: its PID would be "
+                        "taken at restore; dump the tree from the leader" +
+                        (", or with -j when it is the shell's" if not shell_job else ""))
     try:
-        return f"({procfs.stat(pid).comm}) is outside the dumped tree"
+        return standins.plan([t.info() for t in tasks], *outside)
+    except standins.Unbuildable as e:
+        raise UnsupportedError(str(e)) from None
+
+
+def _alive(pid: int) -> str:
+    """The name of the process holding ``pid``, or '' when none does (a group's or
+    session's leader that has exited: the kernel keeps its PID for the group, taken by
+    no other process, while the group has members)."""
+    try:
+        st = procfs.stat(pid)
     except procfs.ProcessGone:
-        return "has exited"
+        return ""
+    return st.comm + (", a zombie" if st.state == "Z" else "")
 
 
 def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
@@ -644,7 +654,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
         faults.point("dump.frozen")
         external = (*external, *(notify("query-ext-files", 0) or ()))
-        _check_sessions(tasks, shell_job)
+        stand_ins = _check_sessions(tasks, shell_job)
         _find_sharing(tasks)
         live = [t for t in tasks if t.frozen is not None]
         own_ns = treens.others([t.pid for t in live], pid)
@@ -683,14 +693,17 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             images.write_json(locks.IMAGE, dumper.locks.saved)
             images.need(locks.FEATURE)
         faults.point("dump.files")
-        root = tasks[0]
+        outside_sid, outside_pgid = _outside_ids(tasks, shell_job)
+        if stand_ins:
+            images.need(standins.FEATURE)
         faults.point("dump.inventory")
         images.finish({
             "root_pid": pid,
             "tasks": [t.info() for t in tasks],
             "shell_job": shell_job,
-            "outside_sid": root.sid if root.sid != root.pid else None,
-            "outside_pgid": root.pgid if root.pgid not in {t.pid for t in tasks} else None,
+            "outside_sid": outside_sid,
+            "outside_pgid": outside_pgid,
+            **({"standins": [s.record() for s in stand_ins]} if stand_ins else {}),
             # held until the restore unless the processes run on (then released below)
             "network_lock": lock.to_json() if lock is not None and lock.held
             and not (leave_running or leave_stopped) else None,

@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import faults, netlock, recovery, tree
+from . import faults, netlock, recovery, standins, tree
 from .errors import CkptError, ImageError, RestoreError
 from .hooks import Notify, ignore
-from .images import ImageReader
+from .images import INVENTORY, ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
 from .kernel import interrupts, libc, procfs, ptrace, safefs
@@ -80,6 +80,19 @@ def _own_vdso_offset() -> int:
                 f.seek(v.start)
                 return vdso_syscall_offset(f.read(v.size))
     raise RestoreError("ckpt itself has no vDSO; cannot restore")
+
+
+def _stand_ins(images: ImageReader, inv: dict[str, Any]) -> list[standins.StandIn]:
+    """The stand-ins for groups and sessions whose leader had exited: the tree's, which
+    must be those the inventory records."""
+    try:
+        planned = standins.plan(inv["tasks"], inv.get("outside_sid"), inv.get("outside_pgid"))
+    except standins.Unbuildable as e:
+        raise ImageError(f"{images.path(INVENTORY)}: {e}") from None
+    problem = standins.check_recorded(inv.get("standins", []), planned)
+    if problem:
+        raise ImageError(f"{images.path(INVENTORY)}: {problem}")
+    return planned
 
 
 def _parse_inherit(inherit_fds: list[str] | tuple[str, ...]) -> dict[str, int]:
@@ -235,7 +248,8 @@ class Restore:
         self.fctx = files.RestoreFiles(images, descriptions, shell_job=self.shell_job,
                                        inherit=self.inherit, inherit_files=by_original_fd,
                                        tcp=self.tcp, tree={t["pid"] for t in tasks})
-        _, self.order = tree.build_nodes(tasks, root_pid, inv.get("outside_sid"))
+        _, self.order = tree.build_nodes(tasks, root_pid, inv.get("outside_sid"),
+                                         _stand_ins(images, inv))
         self.live = [n for n in self.order if not n.zombie]
         for n in self.live:
             n.core, n.mm, n.fd_table = cores[n.pid], mms[n.pid], fd_tables[n.pid]

@@ -9,7 +9,9 @@ sessions need. A child so starts with its parent's restored address space,
 copy-on-write, and a copy of its parent's fd table: it keeps what it shared with its
 parent at dump (the pages it still had from its fork, pages/forked.py; the fds on the
 same description at the same number) and changes only the rest. A zombie is cloned
-like the others and made to exit at once with its saved status.
+like the others and made to exit at once with its saved status. A group or session
+whose leader had exited is made by a stand-in (standins.py), killed and reaped by its
+creator once the tree is complete.
 
 Every process so comes back as a child of the one that was its parent, and ckpt traces
 each one from its creation (the root seized, the others attached at their clone) until
@@ -26,11 +28,11 @@ import os
 import signal
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import faults
+from . import faults, standins
 from .errors import RestoreError
 from .kernel import libc, procfs, ptrace
 from .kernel.inject import Injector
@@ -41,6 +43,7 @@ log = logging.getLogger("ckpt.restore")
 
 PID_WAIT_SECONDS = 5.0  # a PID held by a zombie its parent (or init) has yet to reap
 RLIMIT_CORE = 4
+_WALL = ptrace.__WALL
 
 
 @dataclass
@@ -58,6 +61,9 @@ class Node:
     parent: Node | None = None  # None for the root
     early: list[Node] = field(default_factory=list)  # cloned before its setsid
     late: list[Node] = field(default_factory=list)
+    stand_in: standins.StandIn | None = None  # a stand-in's plan (its parent: its creator)
+    creator: Node | None = None  # the stand-in that clones it, when not its parent
+    joins_group: bool = False  # joins a stand-in's group as soon as it is made
 
     @property
     def pid(self) -> int:
@@ -77,9 +83,11 @@ class Node:
         return [th["tid"] for th in self.threads]
 
 
-def build_nodes(tasks: list[dict[str, Any]], root_pid: int, outside_sid: int | None
-                ) -> tuple[Node, list[Node]]:
-    """The creation tree: children under parents, split around their parent's setsid."""
+def build_nodes(tasks: list[dict[str, Any]], root_pid: int, outside_sid: int | None,
+                stand_ins: Sequence[standins.StandIn] = ()) -> tuple[Node, list[Node]]:
+    """The creation tree: children under parents, split around their parent's setsid;
+    stand-ins where they are cloned (not in the returned order: they are no process to
+    restore)."""
     nodes = {t["pid"]: Node(dict(t)) for t in tasks}
     order = [nodes[t["pid"]] for t in tasks]
     for n in order:
@@ -94,7 +102,34 @@ def build_nodes(tasks: list[dict[str, Any]], root_pid: int, outside_sid: int | N
             parent.early.append(n)
         else:
             parent.late.append(n)
+    _place_stand_ins(nodes, order, stand_ins)
     return nodes[root_pid], order
+
+
+def _place_stand_ins(nodes: dict[int, Node], order: list[Node],
+                     stand_ins: Sequence[standins.StandIn]) -> None:
+    """Each stand-in under its creator; a session's members it clones under it."""
+    for s in stand_ins:
+        creator = nodes[s.creator] if s.creator is not None else None
+        node = nodes[s.pid] = Node({"pid": s.pid, "ppid": s.creator or 0, "pgid": s.pid,
+                                    "sid": s.pid if s.session else None,
+                                    "setsid": s.session},
+                                   parent=creator, stand_in=s)
+        for pid in s.members:
+            member = nodes[pid]
+            if member.parent is not None:
+                parent = member.parent
+                parent.early = [k for k in parent.early if k is not member]
+                parent.late = [k for k in parent.late if k is not member]
+            member.creator = node
+            node.late.append(member)
+        if creator is not None:
+            kids = creator.early if s.early else creator.late
+            at = next((i for i, k in enumerate(kids) if k.pid == s.before), len(kids))
+            kids.insert(at, node)
+    groups = {s.pid for s in stand_ins}
+    for n in order:
+        n.joins_group = n.info["pgid"] in groups and n.info["pgid"] != n.pid
 
 
 def ptrace_options(node: Node) -> int:
@@ -148,11 +183,21 @@ class Creation:
         self.shmem = shmem  # shared memory mapped so far (mem.restore)
         self.held = held  # ghost id -> ckpt's fd on it
         self.made: list[Node] = []
+        self.stand_ins: list[Node] = []  # alive until the tree is complete
         self.go_w = -1  # the root waits on the other end until ckpt has seized it
 
     def fork_root(self, root: Node, sibling: bool) -> None:
         """Fork ckpt under the root's PID (``sibling``: as a child of ckpt's parent); the
-        fork waits, and leaves if ckpt dies first, until ckpt seizes and stops it."""
+        fork waits, and leaves if ckpt dies first, until ckpt seizes and stops it. A root
+        whose session's leader had exited is cloned by that session's stand-in, forked so."""
+        if root.creator is not None:
+            if sibling:
+                raise RestoreError(f"process {root.pid}: its session's leader "
+                                   f"{root.creator.pid} had exited; ckpt recreates the "
+                                   "session only for a root that is ckpt's child, not "
+                                   "with --restore-sibling")
+            root = root.creator
+            self.stand_ins.append(root)
         go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
         try:
             deadline = time.monotonic() + PID_WAIT_SECONDS
@@ -162,7 +207,7 @@ class Creation:
                     break
                 except OSError as e:
                     if e.errno != errno.EEXIST or time.monotonic() > deadline:
-                        raise _pid_refused(root.pid, e.errno or 0) from None
+                        raise _refused(root, e.errno or 0) from None
                     time.sleep(0.02)
             if pid == 0:  # a fork Python does not know of: simple code, out by os._exit
                 try:
@@ -185,9 +230,11 @@ class Creation:
 
     def build(self, root: Node) -> None:
         """Every process of the tree, from the root down, each parent before its children."""
-        todo = [root]
+        todo = [root.creator or root]
         while todo:
             todo += self._make(todo.pop(0))
+        for stand_in in reversed(self.stand_ins):
+            self._retire(stand_in)
 
     def close(self) -> None:
         if self.go_w >= 0:
@@ -199,6 +246,10 @@ class Creation:
     def _make(self, node: Node) -> list[Node]:
         """Make ``node``'s process what it is before its own state: its fds, its memory,
         its session or group, its children; return the live ones."""
+        if node.stand_in is not None:  # a group's made as soon as it is cloned
+            if node.stand_in.session:
+                self._make_session(node)
+            return [kid for kid in node.late if not kid.zombie]
         with Injector(node.pid, self.helper.site, ptrace.get_regs(node.pid),
                       options=ptrace_options(node)) as inj:
             self._give_fds(node, inj)
@@ -252,6 +303,8 @@ class Creation:
                         inj.call("close", fd)
             elif info["pgid"] == node.pid:
                 inj.call("setpgid", 0, 0)
+            elif node.joins_group:  # while its stand-in lives
+                inj.call("setpgid", 0, info["pgid"])
         except OSError as e:
             raise RestoreError(f"process {node.pid}: session/group set-up failed: "
                                f"{os.strerror(e.errno or 0)}") from None
@@ -261,11 +314,17 @@ class Creation:
         fds (its parent's fd table or fs struct themselves if it shared them: sharing.py),
         stopped under ckpt (PTRACE_O_TRACEFORK); then made, or made a zombie."""
         scratch = self.helper.start
-        args = libc.CloneArgs(flags=sharing.clone_flags(kid.info), exit_signal=libc.SIGCHLD,
+        flags, exit_signal = sharing.clone_flags(kid.info), libc.SIGCHLD
+        if parent.stand_in is not None and kid.stand_in is None:
+            # the parent it had, as the kernel reparented it; its exit signal then is
+            # the stand-in's, SIGCHLD (clone3 wants none given)
+            flags, exit_signal = flags | libc.CLONE_PARENT, 0
+        args = libc.CloneArgs(flags=flags, exit_signal=exit_signal,
                               set_tid=scratch + 256, set_tid_size=1)
         inj.write(scratch, bytes(args))
         inj.write(scratch + 256, struct.pack("<i", kid.pid))
-        ptrace.set_options(parent.pid, inj.options | ptrace.PTRACE_O_TRACEFORK)
+        ptrace.set_options(parent.pid, inj.options | ptrace.PTRACE_O_TRACEFORK
+                           | ptrace.PTRACE_O_TRACECLONE)  # CLONE_PARENT: a clone event
         try:
             deadline = time.monotonic() + PID_WAIT_SECONDS
             while True:
@@ -276,7 +335,7 @@ class Creation:
         finally:
             ptrace.set_options(parent.pid, inj.options)
         if got < 0:
-            raise _pid_refused(kid.pid, -got)
+            raise _refused(kid, -got)
         self.made.append(kid)
         if got != kid.pid:
             raise RestoreError(f"process {parent.pid}: child {kid.pid} came back as {got}")
@@ -287,6 +346,35 @@ class Creation:
         kid.sock = parent.sock
         if kid.zombie:
             self._make_zombie(kid)
+        if kid.stand_in is not None:
+            self.stand_ins.append(kid)
+            if not kid.stand_in.session:  # the group, before a member may join it
+                self._make_session(kid)
+
+    def _make_session(self, node: Node) -> None:
+        """A stand-in's ``setsid`` (then the session's members it clones) or
+        ``setpgid(0, 0)``."""
+        with Injector(node.pid, self.helper.site, ptrace.get_regs(node.pid),
+                      options=ptrace_options(node)) as inj:
+            self._set_session(node, inj)
+            for kid in node.late:
+                self._clone(node, inj, kid)
+        log.info("process %d: a stand-in for the exited leader of %s %d", node.pid,
+                 _what(node), node.pid)
+
+    def _retire(self, stand_in: Node) -> None:
+        """Kill a stand-in, the tree complete, and have its creator reap it: no trace is
+        left (the SIGCHLD its creator gets goes with its pending signals, signals.py)."""
+        os.kill(stand_in.pid, signal.SIGKILL)
+        _reap(stand_in.pid)  # as its tracer (and its parent, if ckpt forked it)
+        self.made.remove(stand_in)
+        creator = stand_in.parent
+        if creator is None:
+            return
+        with Injector(creator.pid, self.helper.site, ptrace.get_regs(creator.pid),
+                      options=ptrace_options(creator)) as inj:
+            inj.call("wait4", stand_in.pid, 0, _WALL, 0)
+
 
     def _make_zombie(self, kid: Node) -> None:
         """Make the fresh ``kid`` exit as it did, in its session or group: its parent has
@@ -304,6 +392,19 @@ class Creation:
                     pass  # gone as it should, its exit seen by ckpt (its tracer)
         self.made.remove(kid)  # a zombie of its parent's now, no longer traced
         log.info("process %d: a zombie again (status %#x)", kid.pid, status)
+
+
+def _what(stand_in: Node) -> str:
+    return "session" if stand_in.info["setsid"] else "process group"
+
+
+def _refused(node: Node, err: int) -> RestoreError:
+    """Why ``node``'s process could not be created under its PID."""
+    e = _pid_refused(node.pid, err)
+    if node.stand_in is None:
+        return e
+    return RestoreError(f"the stand-in for {_what(node)} {node.pid}, whose leader had "
+                        f"exited: {e}")
 
 
 def _die_of(pid: int, inj: Injector, scratch: int, sig: int) -> None:
