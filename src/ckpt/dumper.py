@@ -654,8 +654,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
         faults.point("dump.frozen")
         external = (*external, *(notify("query-ext-files", 0) or ()))
-        stand_ins = _check_sessions(tasks, shell_job)
         _find_sharing(tasks)
+        stand_ins = _check_sessions(tasks, shell_job)  # after: a stand-in cannot share
         live = [t for t in tasks if t.frozen is not None]
         own_ns = treens.others([t.pid for t in live], pid)
         namespaces.check_tree([t.pid for t in live], tuple(own_ns))
