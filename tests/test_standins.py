@@ -171,3 +171,20 @@ def _runs_prog(pid: int) -> bool:
             return PROG.name.encode() in f.read()
     except OSError:
         return False
+
+
+def test_daemon_restore_sibling_is_refused(procs: Procs, images: Path) -> None:
+    """--restore-sibling of a root whose session leader had exited: the root would be
+    a child of ckpt's parent, which cannot reap the stand-in; refused in one line, nothing
+    left, and a plain restore of the same images works after."""
+    _, (sid, c, d) = _start(procs, "daemon")
+    out = procs.tracked[-1].out
+    ckpt_ok("dump", "-t", c, "-D", images)
+    for pid in (c, d):
+        procs.wait_gone(pid)
+    err = ckpt_fails("restore", "-D", images, "-d", "--restore-sibling")
+    assert f"process {c}: its session's leader {sid} had exited" in err, err
+    assert not [p for p in (c, d) if _runs_prog(p)], "a process was left"
+    restore_detached(procs, c, out, images)
+    procs.adopt(d, out)
+    assert proc_ids(d) == (c, sid, sid)
