@@ -150,10 +150,13 @@ def _creation_order(tasks: Sequence[dict[str, Any]], made: list[StandIn]) -> lis
     return order
 
 
-def check_recorded(recorded: Sequence[dict[str, Any]], planned: Sequence[StandIn]) -> str:
+def check_recorded(recorded: Any, planned: Sequence[StandIn]) -> str:
     """A problem with the inventory's ``standins`` against the tree's, or ''."""
     want = sorted((s.pid, s.session) for s in planned)
-    got = sorted((int(r.get("pid", 0)), bool(r.get("session"))) for r in recorded)
+    try:
+        got = sorted((int(r["pid"]), bool(r["session"])) for r in recorded)
+    except (TypeError, KeyError, ValueError):
+        return "standins: not a list of {\"pid\": PID, \"session\": bool}"
     if want != got:
         return (f"standins: {got} does not match the groups and sessions of the tasks "
                 f"whose leader is not in the tree ({want})")

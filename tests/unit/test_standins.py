@@ -103,3 +103,5 @@ def test_recorded_stand_ins_must_be_the_trees() -> None:
     assert "does not match" in standins.check_recorded([], plan)
     assert "does not match" in standins.check_recorded([{"pid": 8, "session": False}], plan)
     assert "does not match" in standins.check_recorded([{"pid": 9, "session": True}], [])
+    for bad in (5, [5], [{"pid": "x", "session": True}], [{"session": True}]):
+        assert "not a list" in standins.check_recorded(bad, plan)
