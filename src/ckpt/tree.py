@@ -199,6 +199,7 @@ class Creation:
             root = root.creator
             self.stand_ins.append(root)
         go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         try:
             deadline = time.monotonic() + PID_WAIT_SECONDS
             while True:
@@ -211,12 +212,23 @@ class Creation:
                     time.sleep(0.02)
             if pid == 0:  # a fork Python does not know of: simple code, out by os._exit
                 try:
+                    # ckpt's handlers are not the process's; the processes cloned from
+                    # it start from the defaults too (signals.restore counts on it)
+                    signals.reset_actions()
+                    os.write(ready_w, b".")
                     os.close(self.go_w)  # ckpt's end: EOF once ckpt is gone
                     os.read(go_r, 1)
                 finally:
                     os._exit(127)
+            os.close(ready_w)
+            ready_w = -1
+            if os.read(ready_r, 1) != b".":
+                raise RestoreError(f"the new process {root.pid} died before it was seized")
         finally:
             os.close(go_r)
+            os.close(ready_r)
+            if ready_w >= 0:
+                os.close(ready_w)
         self.made.append(root)
         faults.point("restore.forked")
         ptrace.seize(root.pid, ptrace_options(root))

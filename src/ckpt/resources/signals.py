@@ -39,6 +39,17 @@ class ITimerVal(ctypes.Structure):
 
 
 SS_DISABLE = 2
+_DEFAULT = KSigaction()  # SIG_DFL, no flags, empty mask: the action the images leave out
+
+
+def reset_actions() -> None:
+    """Every signal's action the default in this process: a new process of a restore
+    does this natively before ckpt seizes it (it had ckpt's handlers), so that
+    ``restore`` injects a call only for the actions saved (a process that catches
+    nothing: none, instead of 62)."""
+    for sig in range(1, libc.NSIG + 1):
+        if sig not in _UNCATCHABLE:
+            libc.syscall("rt_sigaction", sig, ctypes.addressof(_DEFAULT), 0, 8)
 
 
 def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
@@ -139,11 +150,12 @@ def enter_stop(pid: int, sig: int, saved: dict[str, Any]) -> None:
 
 
 def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:
-    """Everything but the blocked mask, which is set last by the driver."""
+    """Everything but the blocked mask, which is set last by the driver. The process's
+    actions are the defaults (``reset_actions``, in the root it was cloned from)."""
     for s in range(1, libc.NSIG + 1):
-        if s in _UNCATCHABLE:
+        a = sig["actions"].get(str(s))
+        if a is None or s in _UNCATCHABLE:
             continue
-        a = sig["actions"].get(str(s), [0, 0, 0, 0])
         inj.write(scratch, bytes(KSigaction(*a)))
         inj.call("rt_sigaction", s, scratch, 0, 8)
     restore_altstack(inj, scratch, sig["altstack"])
