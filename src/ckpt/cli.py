@@ -38,11 +38,35 @@ def _page_server(args: argparse.Namespace) -> tuple[str, int] | None:
     return args.address, args.port
 
 
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size finds it, without importing
+    shutil (and the three compression modules it imports)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, given its width: argparse makes one to check each
+    flag as it is added (about 95 per command), and each asked shutil for the width."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_columns() - 2)
+
+
+class _RawFormatter(argparse.RawDescriptionHelpFormatter, _Formatter):
+    """The same, for the top parser, whose description and epilog keep their lines."""
+
+
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``command``, only that command gets its flags (they are many)."""
     p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.",
-                                epilog=flags.help_epilog(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=flags.help_epilog(), formatter_class=_RawFormatter)
     p.add_argument("-V", "--version", action="version", version=f"ckpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {
@@ -53,15 +77,15 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         flags.PAGE_SERVER: "receive the images of one dump over TCP",
     }
     for name in flags.CRIU_COMMANDS:
-        sp = sub.add_parser(name, help=helps[name])
+        sp = sub.add_parser(name, help=helps[name], formatter_class=_Formatter)
         if command in (None, name):
             flags.add_flags(sp, name)
 
     sw = sub.add_parser("swrk", help="serve criu's RPC on an inherited socket (as runc runs "
-                        "criu)")
+                        "criu)", formatter_class=_Formatter)
     sw.add_argument("fd", type=int, metavar="FD", help="the SOCK_SEQPACKET socket's fd")
 
-    s = sub.add_parser("show", help="decode images to JSON")
+    s = sub.add_parser("show", help="decode images to JSON", formatter_class=_Formatter)
     s.add_argument("path", metavar="DIR|FILE")
     s.add_argument("--fds", action="store_true", help="list each fd with its inherit-fd key")
     return p

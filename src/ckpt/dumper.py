@@ -22,9 +22,9 @@ import os
 import select
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import faults, netlock, recovery, standins
+from . import faults, recovery, standins
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
@@ -49,6 +49,9 @@ from .resources import (
     treens,
 )
 from .resources.filekind import TcpFlags
+
+if TYPE_CHECKING:  # imported when a lock is taken: most dumps take none
+    from . import netlock
 from .version import __version__
 
 log = logging.getLogger("ckpt.dump")
@@ -551,8 +554,8 @@ def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None
     on (the tree is frozen), before any of them is read."""
     if not tcp.established or tcp.close:
         return None
+    from . import netlock
     from .resources import sk_tcp  # here: a dump of no TCP connection needs it not
-
     pids = [t.pid for t in tasks if t.frozen is not None]
     found = sk_tcp.tree_connections(pids)
     if not found:
@@ -567,6 +570,7 @@ def _unlock_network(lock: netlock.Lock | None, notify: Notify, failed: bool) -> 
     After a failure, a failing unlock is logged, not raised over the first error."""
     if lock is None or not lock.held:
         return
+    from . import netlock
     try:
         netlock.unlock(lock)
         notify("network-unlock", 0)
@@ -628,7 +632,6 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     if ghost_fiemap is not None:
         log.info("--%sghost-fiemap: the data of deleted files is found with SEEK_DATA and "
                  "SEEK_HOLE either way", "" if ghost_fiemap else "no-")
-    netlock.recover()
     log.info("dumping process %d (%s) and its descendants into %s", pid, stat0.comm,
              images_dir)
     notify("pre-dump", 0)
@@ -740,6 +743,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                 if not kill:
                     _unlock_network(lock, notify, failed=not ok)
                 elif lock is not None:  # the connections stay locked until their restore
+                    from . import netlock
                     netlock.keep(lock, images_dir)
         except interrupts.Interrupted as e:
             if not ok:

@@ -35,18 +35,13 @@ from typing import Any
 
 from .errors import CkptError
 from .kernel import libc, procfs
+from .recovery import netlock_dir as notes_dir
 
 log = logging.getLogger("ckpt.netlock")
 
 BACKENDS = ("nftables", "iptables")
 CHOICES = (*BACKENDS, "skip")
-NOTES_DIR = "/run/ckpt/netlock"
 _TIMEOUT = 30.0
-
-
-def notes_dir() -> str:
-    """Where the notes of the locks are (``CKPT_NETLOCK_DIR`` overrides, for tests)."""
-    return os.environ.get("CKPT_NETLOCK_DIR", NOTES_DIR)
 
 
 class LockError(CkptError):

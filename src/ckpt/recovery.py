@@ -27,10 +27,16 @@ from .kernel.inject import PARK_CODE, Injector
 log = logging.getLogger("ckpt.recovery")
 
 NOTES_DIR = "/run/ckpt/dumps"
+NETLOCK_DIR = "/run/ckpt/netlock"  # the notes of network locks (netlock.py)
 
 
 def _notes_dir() -> str:
     return os.environ.get("CKPT_NOTES_DIR", NOTES_DIR)
+
+
+def netlock_dir() -> str:
+    """Where the notes of network locks are (``CKPT_NETLOCK_DIR`` overrides, for tests)."""
+    return os.environ.get("CKPT_NETLOCK_DIR", NETLOCK_DIR)
 
 
 class Note:
@@ -88,7 +94,20 @@ class Note:
 
 
 def recover() -> None:
-    """Undo what killed dumps left in their processes (see the module doc)."""
+    """Undo what killed dumps left in their processes (see the module doc), and the
+    network locks they left (netlock.recover; netlock, with its types and sockets, is
+    imported only when a lock has a note: most commands never lock the network)."""
+    _recover_dumps()
+    try:
+        locked = any(n.endswith(".json") for n in os.listdir(netlock_dir()))
+    except OSError:
+        locked = False
+    if locked:
+        from . import netlock
+        netlock.recover()
+
+
+def _recover_dumps() -> None:
     folder = _notes_dir()
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(".jsonl"))

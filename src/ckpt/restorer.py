@@ -26,9 +26,9 @@ import struct
 import termios
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import faults, netlock, recovery, standins, tree
+from . import faults, recovery, standins, tree
 from .errors import CkptError, ImageError, RestoreError
 from .hooks import Notify, ignore
 from .images import INVENTORY, ImageReader
@@ -48,7 +48,6 @@ from .resources import (
     seccomp,
     sharing,
     signals,
-    sk_inet,
     sysv,
     task,
     thread,
@@ -57,6 +56,10 @@ from .resources import (
     tty,
 )
 from .resources.filekind import TcpFlags
+
+if TYPE_CHECKING:  # imported when the images hold a lock, or sockets
+    from . import netlock
+    from .resources import sk_inet
 
 log = logging.getLogger("ckpt.restore")
 
@@ -207,7 +210,6 @@ class Restore:
 
     def load(self) -> None:
         """Verify every image and read what the restore needs; nothing is created."""
-        netlock.recover()
         images = ImageReader(self.images_dir)
         images.verify()
         faults.point("restore.verified")
@@ -266,8 +268,11 @@ class Restore:
             self.manage_cgroups, [n.pid for n in self.live])
         self.cgroups.check()
         # before anything is created: a refused restore leaves the lock for a next try
-        self.fctx.kind(sk_inet.InetSockets).check_connections(self.fctx.ctx)
+        inet = self._inet()
+        if inet is not None:
+            inet.check_connections(self.fctx.ctx)
         if inv.get("network_lock") and self.network_lock != "skip":
+            from . import netlock
             try:
                 self.net_lock = netlock.Lock.from_json(inv["network_lock"])
             except (LookupError, TypeError, ValueError) as e:
@@ -404,10 +409,13 @@ class Restore:
         """Every process restored and stopped: the dump's network lock goes, then the TCP
         connections leave repair mode (their window probes and unsent bytes go out)."""
         if self.net_lock is not None:
+            from . import netlock
             netlock.unlock(self.net_lock)
             self.notify("network-unlock", 0)
         faults.point("restore.network_unlocked")
-        self._files().kind(sk_inet.InetSockets).connections.finish()
+        inet = self._inet()
+        if inet is not None:
+            inet.connections.finish()
 
     def resume(self) -> None:
         """Detach every thread of every process: the tree runs as saved.
@@ -449,8 +457,9 @@ class Restore:
         """Take back everything the phases created, after a failure in any of them. The
         rebuilt TCP connections are closed silently and the network lock released."""
         self._unmap_helper()
-        if self.fctx is not None:
-            self.fctx.kind(sk_inet.InetSockets).connections.drop()
+        inet = self._inet()
+        if inet is not None:
+            inet.connections.drop()
         self._files().close_all()
         self._files().kind(tty.Terminals).take_back()
         ghost.drop_memfds()
@@ -471,10 +480,17 @@ class Restore:
         if self.cgroups is not None:
             self.cgroups.undo()
         if self.net_lock is not None and self.net_lock.held:
+            from . import netlock
             try:
                 netlock.unlock(self.net_lock)
             except CkptError as e:
                 log.error("%s", e)
+
+    def _inet(self) -> sk_inet.InetSockets | None:
+        """The restore's sockets of kind inet (TCP connections among them), None when
+        the images hold none: sk_inet and the TCP modules are then never imported."""
+        kind = self.fctx.kinds.get("inet") if self.fctx is not None else None
+        return kind  # type: ignore[return-value]
 
     def _unmap_helper(self) -> None:
         if self.helper_in_ckpt:

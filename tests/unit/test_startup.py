@@ -33,3 +33,13 @@ def test_no_subprocess_at_import() -> None:
                "subprocess.Popen.__init__ = lambda *a, **k: calls.append(a); "
                "import ckpt.dumper, ckpt.restorer, ckpt.check; print(len(calls))")
     assert out == "0"
+
+
+def test_drivers_leave_out_what_few_commands_use() -> None:
+    """The network lock and the inet kind are imported by a dump or restore that meets
+    one; argparse's help formatter is sized without shutil."""
+    out = _run("import sys; import ckpt.cli, ckpt.dumper, ckpt.restorer; "
+               "ckpt.cli._parser('dump').parse_args(['dump', '-t', '1']); "
+               "print(sorted(m for m in ('ckpt.netlock', 'ckpt.resources.sk_inet', "
+               "'ckpt.resources.sk_tcp', 'shutil') if m in sys.modules))")
+    assert out == "[]"
