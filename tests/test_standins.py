@@ -188,3 +188,26 @@ def test_daemon_restore_sibling_is_refused(procs: Procs, images: Path) -> None:
     restore_detached(procs, c, out, images)
     procs.adopt(d, out)
     assert proc_ids(d) == (c, sid, sid)
+
+
+def test_zombie_in_a_siblings_group(procs: Procs, images: Path) -> None:
+    """A zombie in the group of its sibling, which lives in the tree: the restored zombie
+    joins that group before it exits (every zombie exits once the tree is complete),
+    not its parent's."""
+    root, (leader, m1, m2, m3) = _start(procs, "zombie")
+    out = procs.tracked[-1].out
+    wait_until(lambda: proc_state(m3) == "Z" or None, 10, "the zombie")
+    before = {p: proc_ids(p) for p in (root, leader, m1, m2, m3)}
+    assert before[m3] == (root, leader, root) and before[leader] == (root, leader, root)
+    ckpt_ok("dump", "-t", root, "-D", images)
+    for pid in (root, leader, m1, m2, m3):
+        procs.wait_gone(pid)
+    inv = json.loads((images / "inventory.json").read_text())
+    assert "standins" not in inv.get("needs", []), inv
+    restore_detached(procs, root, out, images)
+    for p in (leader, m1, m2):
+        procs.adopt(p, out)
+    assert {p: proc_ids(p) for p in (root, leader, m1, m2, m3)} == before
+    assert proc_state(m3) == "Z"
+    _carry_on(out, ["R", "L", "M1", "M2"])
+    _group_signal_reaches(out, leader, {"L": leader, "M1": m1, "M2": m2})

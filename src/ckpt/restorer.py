@@ -7,7 +7,7 @@ set_tid), whose address space becomes the saved one; every other process is
 cloned from its restored parent, so that the memory they shared copy-on-write
 is shared again, and changes only what differs. Each gets its fds and memory on
 the way, calls setsid/setpgid as its saved self did, and clones its children;
-zombies exit at once with their saved status, for their parent to reap later.
+zombies exit with their saved status once all are created, for their parent to reap.
 ckpt then restores each process's own state: per-task state, threads, signals
 and credentials, and the saved registers last. If anything fails every new
 process is killed: nothing half-restored is left.

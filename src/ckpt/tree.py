@@ -9,7 +9,8 @@ sessions need. A child so starts with its parent's restored address space,
 copy-on-write, and a copy of its parent's fd table: it keeps what it shared with its
 parent at dump (the pages it still had from its fork, pages/forked.py; the fds on the
 same description at the same number) and changes only the rest. A zombie is cloned
-like the others and made to exit at once with its saved status. A group or session
+like the others and made to exit with its saved status once the tree is complete (its
+group exists then). A group or session
 whose leader had exited is made by a stand-in (standins.py), killed and reaped by its
 creator once the tree is complete.
 
@@ -128,8 +129,9 @@ def _place_stand_ins(nodes: dict[int, Node], order: list[Node],
             at = next((i for i, k in enumerate(kids) if k.pid == s.before), len(kids))
             kids.insert(at, node)
     groups = {s.pid for s in stand_ins}
-    for n in order:
-        n.joins_group = n.info["pgid"] in groups and n.info["pgid"] != n.pid
+    for n in order:  # a zombie joins its group last, once every group is made
+        n.joins_group = n.info["pgid"] != n.pid and (
+            n.info["pgid"] in groups or (n.zombie and n.info["pgid"] in nodes))
 
 
 def ptrace_options(node: Node) -> int:
@@ -184,6 +186,7 @@ class Creation:
         self.held = held  # ghost id -> ckpt's fd on it
         self.made: list[Node] = []
         self.stand_ins: list[Node] = []  # alive until the tree is complete
+        self.zombies: list[Node] = []  # exit once the tree is complete, in their groups
         self.go_w = -1  # the root waits on the other end until ckpt has seized it
 
     def fork_root(self, root: Node, sibling: bool) -> None:
@@ -245,6 +248,8 @@ class Creation:
         todo = [root.creator or root]
         while todo:
             todo += self._make(todo.pop(0))
+        for kid in sorted(self.zombies, key=lambda z: z.info["pgid"] != z.pid):
+            self._make_zombie(kid)  # group leaders first
         for stand_in in reversed(self.stand_ins):
             self._retire(stand_in)
 
@@ -357,7 +362,7 @@ class Creation:
         ptrace.set_options(kid.pid, ptrace_options(kid))  # it came with its parent's
         kid.sock = parent.sock
         if kid.zombie:
-            self._make_zombie(kid)
+            self.zombies.append(kid)
         if kid.stand_in is not None:
             self.stand_ins.append(kid)
             if not kid.stand_in.session:  # the group, before a member may join it

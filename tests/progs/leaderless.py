@@ -9,6 +9,8 @@ group: the root (a session leader) forks L, the leader of a group of its own, th
 daemon: the root forks B, which calls setsid and forks C, which forks D; B exits, so C is
   reparented to the nearest subreaper (a double-fork daemon); the root exits: "pids B C
   D", tags C, D.
+zombie: as group, but L lives on in the tree (tag L): M3 is a zombie in another
+  process's group.
 subreaper: as daemon, the root a child subreaper that lives on (tag A): C is reparented
   to the root.
 outside: as group, but L is forked by a child P that exits at once: L lives on outside
@@ -42,8 +44,8 @@ def into_group(pid: int, pgid: int) -> None:
         pass
 
 
-def group(outside: bool) -> None:
-    if outside:
+def group(mode: str) -> None:
+    if mode == "outside":
         r, w = os.pipe()
         p = os.fork()
         if p == 0:
@@ -61,6 +63,9 @@ def group(outside: bool) -> None:
     else:
         leader = os.fork()
         if leader == 0:
+            if mode == "zombie":
+                into_group(0, 0)
+                loop("L")
             while True:
                 signal.pause()
         into_group(leader, leader)
@@ -74,7 +79,7 @@ def group(outside: bool) -> None:
             loop(tag)
         into_group(pid, leader)
         members.append(pid)
-    if not outside:
+    if mode == "group":
         os.kill(leader, signal.SIGKILL)
         os.waitpid(leader, 0)
     say(f"pids {leader} {members[1]} {members[2]} {members[0]}")
@@ -104,7 +109,7 @@ def daemon(subreaper: bool) -> None:
 
 
 mode = sys.argv[1]
-if mode in ("group", "outside"):
-    group(mode == "outside")
+if mode in ("group", "outside", "zombie"):
+    group(mode)
 else:
     daemon(mode == "subreaper")
