@@ -17,7 +17,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -57,20 +57,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def build() -> Builder:
-    """``build(name, static=False)``: compile tests/progs/NAME.c (cached in tests/.build/)."""
+    """``build(name, static=False, where=PROGS, extra=())``: compile WHERE/NAME.c with
+    gcc's ``extra`` flags (cached in tests/.build/, keyed by the source, the headers
+    beside it and the flags)."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
     BUILD.mkdir(exist_ok=True)
 
-    def compile_prog(name: str, static: bool = False) -> Path:
-        src = PROGS / f"{name}.c"
+    def compile_prog(name: str, static: bool = False, where: Path = PROGS,
+                     extra: Sequence[str] = ()) -> Path:
+        src = where / f"{name}.c"
         flags = CFLAGS + (["-static"] if static else [])
-        key = hashlib.sha256(src.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+        headers = b"".join(h.read_bytes() for h in sorted(where.glob("*.h")))
+        key = hashlib.sha256(src.read_bytes() + headers + " ".join([*flags, *extra]).encode()
+                             ).hexdigest()[:12]
         out = BUILD / f"{name}{'-static' if static else ''}-{key}"
         if out.exists():
             return out
         tmp = out.with_suffix(f".tmp{os.getpid()}")
-        res = subprocess.run(["gcc", *flags, "-o", str(tmp), str(src)],
+        res = subprocess.run(["gcc", *flags, "-o", str(tmp), str(src), *extra],
                              capture_output=True, text=True)
         if res.returncode != 0:
             if static and compile_prog(name).exists():

@@ -235,6 +235,7 @@ def _freeze_tree(root: int) -> list[_Task]:
     try:
         while queue:
             pid = queue.pop(0)
+            _refuse_shared_vm(pid)
             fr = _Frozen(pid)
             alive = fr.freeze()
             try:
@@ -428,6 +429,24 @@ def _refuse_zombie_leader(pid: int) -> None:
         raise UnsupportedError(f"process {pid}: its main thread has exited while its "
                                f"threads {others[:5]} run on (a zombie leader); not "
                                "supported yet")
+
+
+def _refuse_shared_vm(pid: int) -> None:
+    """A parent waiting in vfork() cannot be stopped until its child execs or exits (the
+    freeze would wait for ever), and a child sharing its memory (vfork, CLONE_VM) is
+    not supported: refuse both before seizing anything of it."""
+    try:
+        kids = procfs.children(pid)
+    except procfs.ProcessGone:
+        return
+    for kid in kids:
+        try:
+            shared = libc.kcmp_vm(pid, kid)
+        except OSError:
+            continue
+        if shared:
+            raise UnsupportedError(f"process {pid} shares its memory with its child {kid} "
+                                   "(vfork or CLONE_VM); not supported")
 
 
 def _ancestors(pid: int) -> list[int]:

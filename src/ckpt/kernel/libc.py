@@ -84,7 +84,7 @@ CLONE_SYSVSEM = 0x40000
 CLONE_PARENT = 0x8000
 
 # kcmp
-KCMP_FILE = 0
+KCMP_FILE, KCMP_VM = 0, 1
 
 # sockets: SCM_RIGHTS
 SOL_SOCKET, SCM_RIGHTS = 1, 1
@@ -211,6 +211,11 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
 def kcmp_file(pid1: int, pid2: int, fd1: int, fd2: int) -> int:
     """0 when both fds refer to one open file description."""
     return syscall("kcmp", pid1, pid2, KCMP_FILE, fd1, fd2)
+
+
+def kcmp_vm(pid1: int, pid2: int) -> bool:
+    """Whether two processes share one address space (vfork, CLONE_VM)."""
+    return syscall("kcmp", pid1, pid2, KCMP_VM, 0, 0) == 0
 
 
 def process_vm_readv(pid: int, local: int, remote: int, length: int) -> int:
