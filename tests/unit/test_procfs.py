@@ -229,6 +229,9 @@ def test_posix_timers() -> None:
     a, b = procfs.parse_timers(raw)
     assert a == procfs.PosixTimer(0, 14, 0x7F0000001234, "signal", False, 4242, 1)
     assert b == procfs.PosixTimer(3, 34, 0, "thread", True, 4243, 0)
+    # a timer on the process's CPU-time clock: a negative clock ID
+    cpu, = procfs.parse_timers(b"ID: 1\nsignal: 37/0\nnotify: signal/pid.9\nClockID: -6\n")
+    assert cpu.clock == -6
     with pytest.raises(ValueError):
         procfs.parse_timers(b"ID: 0\nsignal: what\n")
 

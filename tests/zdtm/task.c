@@ -297,10 +297,13 @@ static void on_usr1(int s) { (void)s; got_usr1 = 1; }
 
 static int stopped(int sig, int kill_too, int tkill_too)
 {
+	int ready[2];
+	SYS(pipe(ready));
 	pid_t c = SYS(fork());
 	if (c == 0) {
 		setpgid(0, 0);
 		signal(SIGUSR1, on_usr1);
+		close(ready[1]); /* set up: the parent may stop it now */
 		for (;;) {
 			if (got_usr1)
 				_exit(7);
@@ -310,7 +313,10 @@ static int stopped(int sig, int kill_too, int tkill_too)
 		}
 	}
 	setpgid(c, c);
-	usleep(10000);
+	close(ready[1]);
+	char x;
+	if (read(ready[0], &x, 1) != 0)
+		zt_setup_fail("child set-up");
 	stop_and_wait(c, sig);
 	if (kill_too)
 		kill(c, SIGUSR1);

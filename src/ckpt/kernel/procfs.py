@@ -550,7 +550,7 @@ class PosixTimer:
 
 
 _TIMER_RE = LazyPattern(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\n"
-                       r"notify: (\w+)/(pid|tid)\.(\d+)\nClockID: (\d+)")
+                       r"notify: (\w+)/(pid|tid)\.(\d+)\nClockID: (-?\d+)")
 
 
 def parse_timers(raw: bytes) -> list[PosixTimer]:

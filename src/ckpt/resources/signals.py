@@ -161,6 +161,8 @@ def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:
     restore_altstack(inj, scratch, sig["altstack"])
     for which, t in enumerate(sig["itimers"]):
         if any(t):
+            if not any(t[2:]):  # expired, its signal pending: the kernel re-arms it for
+                t = [*t[:2], *t[:2]]  # the next interval once that is taken; so do we
             inj.write(scratch, bytes(ITimerVal(*t)))
             inj.call("setitimer", which, scratch, 0)
     tgid = pid

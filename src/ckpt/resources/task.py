@@ -62,7 +62,7 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
     subreaper = int.from_bytes(inj.read(scratch, 4), "little")
     return {
         **dump_own(pid, pid, inj, scratch),
-        "cwd": procfs.cwd(pid),
+        "cwd": _cwd(pid),
         **({"root": root} if root != "/" else {}),
         "umask": st.umask,
         "personality": procfs.personality(pid),
@@ -85,6 +85,22 @@ def _optional_prctl(inj: Injector, option: int) -> int:
     if got < 0:
         raise OSError(-got, f"prctl {option} in process {inj.pid}: {os.strerror(-got)}")
     return got
+
+
+def _cwd(pid: int) -> str:
+    """The working directory. One that is the /proc folder of a process that has
+    exited cannot even be opened (/proc answers "no such process"): refused."""
+    link = procfs.cwd(pid)
+    try:
+        os.close(os.open(f"/proc/{pid}/cwd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    except ProcessLookupError:
+        if procfs.status(pid).state not in ("Z", "X"):
+            raise UnsupportedError(f"process {pid}: its working directory {link} is the /proc "
+                                   "folder of a process that has exited; not supported"
+                                   ) from None
+    except OSError:
+        pass  # another trouble: for the steps that use it to report
+    return link
 
 
 def _check_rlimits(pid: int, rlimits: list[tuple[int, int]]) -> None:

@@ -1,0 +1,474 @@
+/* Threads and CPU state: per-thread TLS, names, masks, pending signals, futex
+ * waiters, robust lists, credentials per thread, thread timers; FPU/SSE/AVX
+ * registers, the vDSO, rseq. */
+#include "zdtm.h"
+#include <linux/futex.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define NT 4
+static pthread_t th[NT];
+static volatile int verdict[NT];
+static __thread int tls_value;
+static pthread_barrier_t barrier;
+
+static void *tls_thread(void *arg)
+{
+	long i = (long)arg;
+	char name[16];
+	tls_value = 1000 + i;
+	snprintf(name, sizeof(name), "worker-%ld", i);
+	prctl(PR_SET_NAME, name);
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGUSR1 + (i % 2)); /* each thread a mask of its own */
+	sigaddset(&m, SIGRTMIN + i);
+	pthread_sigmask(SIG_BLOCK, &m, NULL);
+	pid_t tid = gettid();
+	pthread_barrier_wait(&barrier);
+	while (!zt_stopped)
+		usleep(2000);
+	char now[16];
+	prctl(PR_GET_NAME, now);
+	sigset_t after;
+	pthread_sigmask(SIG_BLOCK, NULL, &after);
+	verdict[i] = tls_value == 1000 + i && !strcmp(now, name) && gettid() == tid
+		     && sigismember(&after, SIGUSR1 + (i % 2)) && sigismember(&after, SIGRTMIN + (int)i)
+		     && !sigismember(&after, SIGUSR1 + !(i % 2)) ? 1 : 2;
+	return NULL;
+}
+
+static void join_all(int n)
+{
+	for (int i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+}
+
+static int threads(void)
+{
+	pthread_barrier_init(&barrier, NULL, NT + 1);
+	for (long i = 0; i < NT; i++)
+		SYS(-pthread_create(&th[i], NULL, tls_thread, (void *)i));
+	pthread_barrier_wait(&barrier);
+	tls_value = 7;
+	zt_ready();
+	zt_wait();
+	join_all(NT);
+	CHECK(tls_value == 7, "main TLS %d", tls_value);
+	for (int i = 0; i < NT; i++)
+		CHECK(verdict[i] == 1, "thread %d lost its TLS, name, TID or mask", i);
+	zt_pass();
+}
+
+/* Signals pending for one thread only, and for the process, while all block them. */
+static volatile int thread_got[NT];
+static void on_usr(int s) { (void)s; }
+static void *pending_thread(void *arg)
+{
+	long i = (long)arg;
+	pthread_barrier_wait(&barrier);
+	while (!zt_stopped)
+		usleep(2000);
+	sigset_t p;
+	sigpending(&p); /* the thread's own and the process's */
+	thread_got[i] = sigismember(&p, SIGUSR1) && (i == 1 ? sigismember(&p, SIGUSR2)
+						     : !sigismember(&p, SIGUSR2)) ? 1 : 2;
+	return NULL;
+}
+
+static int thread_pending(void)
+{
+	signal(SIGUSR1, on_usr);
+	signal(SIGUSR2, on_usr);
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGUSR1);
+	sigaddset(&m, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &m, NULL);
+	pthread_barrier_init(&barrier, NULL, 3);
+	for (long i = 0; i < 2; i++)
+		SYS(-pthread_create(&th[i], NULL, pending_thread, (void *)i));
+	pthread_barrier_wait(&barrier);
+	kill(getpid(), SIGUSR1);
+	pthread_kill(th[1], SIGUSR2);
+	zt_ready();
+	zt_wait();
+	join_all(2);
+	CHECK(thread_got[0] == 1 && thread_got[1] == 1, "pending signals: %d %d", thread_got[0],
+	      thread_got[1]);
+	zt_pass();
+}
+
+/* Threads blocked on a mutex, a condition variable and a raw futex. */
+static pthread_mutex_t mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t cmtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static volatile int go, done_count;
+static int raw_futex;
+
+static void *mutex_waiter(void *a) { (void)a; pthread_mutex_lock(&mtx); done_count++; pthread_mutex_unlock(&mtx); return NULL; }
+static void *cond_waiter(void *a)
+{
+	(void)a;
+	pthread_mutex_lock(&cmtx);
+	while (!go)
+		pthread_cond_wait(&cond, &cmtx);
+	pthread_mutex_unlock(&cmtx);
+	__atomic_add_fetch(&done_count, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+static void *futex_waiter(void *a)
+{
+	(void)a;
+	while (__atomic_load_n(&raw_futex, __ATOMIC_SEQ_CST) == 0)
+		syscall(SYS_futex, &raw_futex, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+	__atomic_add_fetch(&done_count, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static int futexes(void)
+{
+	pthread_mutex_lock(&mtx);
+	SYS(-pthread_create(&th[0], NULL, mutex_waiter, NULL));
+	SYS(-pthread_create(&th[1], NULL, cond_waiter, NULL));
+	SYS(-pthread_create(&th[2], NULL, futex_waiter, NULL));
+	usleep(100000);
+	zt_ready();
+	zt_wait();
+	pthread_mutex_unlock(&mtx);
+	pthread_mutex_lock(&cmtx);
+	go = 1;
+	pthread_cond_broadcast(&cond);
+	pthread_mutex_unlock(&cmtx);
+	__atomic_store_n(&raw_futex, 1, __ATOMIC_SEQ_CST);
+	syscall(SYS_futex, &raw_futex, FUTEX_WAKE_PRIVATE, 10, NULL, NULL, 0);
+	join_all(3);
+	CHECK(done_count == 3, "%d of 3 waiters done", done_count);
+	zt_pass();
+}
+
+/* A robust mutex held by a thread that exits after the restore: the next locker gets
+ * EOWNERDEAD (the kernel walks the thread's robust list). */
+static pthread_mutex_t robust;
+static void *robust_holder(void *a)
+{
+	(void)a;
+	pthread_mutex_lock(&robust);
+	pthread_barrier_wait(&barrier);
+	while (!zt_stopped)
+		usleep(2000);
+	return NULL; /* dies holding it */
+}
+
+static int robust_list(void)
+{
+	pthread_mutexattr_t at;
+	pthread_mutexattr_init(&at);
+	pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+	pthread_mutex_init(&robust, &at);
+	pthread_barrier_init(&barrier, NULL, 2);
+	struct robust_list_head *head;
+	size_t len;
+	SYS(syscall(SYS_get_robust_list, 0, &head, &len));
+	SYS(-pthread_create(&th[0], NULL, robust_holder, NULL));
+	pthread_barrier_wait(&barrier);
+	zt_ready();
+	zt_wait();
+	struct robust_list_head *head2;
+	SYS(syscall(SYS_get_robust_list, 0, &head2, &len));
+	CHECK(head == head2, "main thread's robust list moved");
+	pthread_join(th[0], NULL);
+	int r = pthread_mutex_lock(&robust);
+	CHECK(r == EOWNERDEAD, "lock after the holder died: %d, expected EOWNERDEAD", r);
+	zt_pass();
+}
+
+/* Threads with credentials of their own (raw setresuid affects one thread). */
+static void *cred_thread(void *arg)
+{
+	long i = (long)arg;
+	if (syscall(SYS_setresgid, 300 + i, 300 + i, 300 + i) || syscall(SYS_setresuid, 200 + i, 200 + i, 0)) {
+		verdict[i] = 3;
+		return NULL;
+	}
+	pthread_barrier_wait(&barrier);
+	while (!zt_stopped)
+		usleep(2000);
+	uid_t r, e, s;
+	gid_t gr, ge, gs;
+	syscall(SYS_getresuid, &r, &e, &s);
+	syscall(SYS_getresgid, &gr, &ge, &gs);
+	verdict[i] = r == 200 + i && e == 200 + i && s == 0 && gr == 300 + i ? 1 : 2;
+	return NULL;
+}
+
+static int thread_creds(void)
+{
+	pthread_barrier_init(&barrier, NULL, 3);
+	for (long i = 0; i < 2; i++)
+		SYS(-pthread_create(&th[i], NULL, cred_thread, (void *)i));
+	pthread_barrier_wait(&barrier);
+	zt_ready();
+	zt_wait();
+	join_all(2);
+	CHECK(getuid() == 0, "main thread's uid %d", getuid());
+	CHECK(verdict[0] == 1 && verdict[1] == 1, "thread credentials: %d %d", verdict[0], verdict[1]);
+	zt_pass();
+}
+
+/* POSIX timers aimed at one thread (SIGEV_THREAD_ID). */
+static volatile int thread_ticks[NT];
+static volatile pid_t thread_tid[NT];
+static void on_rt(int s, siginfo_t *si, void *uc)
+{
+	(void)s; (void)uc;
+	int i = si->si_value.sival_int;
+	if (i >= 0 && i < NT && gettid() == thread_tid[i])
+		thread_ticks[i]++;
+}
+static void *ticking_thread(void *arg)
+{
+	long i = (long)arg;
+	thread_tid[i] = gettid();
+	pthread_barrier_wait(&barrier);
+	while (!zt_stopped)
+		usleep(1000);
+	int before = thread_ticks[i];
+	for (int k = 0; k < 3000 && thread_ticks[i] < before + 3; k++)
+		usleep(1000);
+	verdict[i] = thread_ticks[i] >= before + 3 ? 1 : 2;
+	return NULL;
+}
+
+static int thread_timers(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_rt;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigaction(SIGRTMIN, &sa, NULL);
+	pthread_barrier_init(&barrier, NULL, 3);
+	for (long i = 0; i < 2; i++)
+		SYS(-pthread_create(&th[i], NULL, ticking_thread, (void *)i));
+	pthread_barrier_wait(&barrier);
+	for (int i = 0; i < 2; i++) {
+		timer_t t;
+		struct sigevent ev;
+		memset(&ev, 0, sizeof(ev));
+		ev.sigev_notify = SIGEV_THREAD_ID;
+		ev._sigev_un._tid = thread_tid[i];
+		ev.sigev_signo = SIGRTMIN;
+		ev.sigev_value.sival_int = i;
+		SYS(timer_create(CLOCK_MONOTONIC, &ev, &t));
+		struct itimerspec its = { { 0, 10000000 }, { 0, 10000000 } };
+		SYS(timer_settime(t, 0, &its, NULL));
+	}
+	zt_ready();
+	zt_wait();
+	join_all(2);
+	CHECK(verdict[0] == 1 && verdict[1] == 1, "thread timers: %d %d", verdict[0], verdict[1]);
+	zt_pass();
+}
+
+/* The main thread exits while another runs on (a zombie leader). */
+static void *survivor(void *a)
+{
+	(void)a;
+	zt_wait();
+	zt_pass();
+}
+
+static int zombie_leader(void)
+{
+	SYS(-pthread_create(&th[0], NULL, survivor, NULL));
+	zt_ready();
+	pthread_exit(NULL);
+}
+
+/* Registers of the FPU and vector units hold values across the dump. */
+static volatile int asm_stop;
+static void on_term_flag(int s) { (void)s; asm_stop = 1; }
+
+static int sse_regs(void)
+{
+	static double in[16][2] __attribute__((aligned(16))), out[16][2] __attribute__((aligned(16)));
+	for (int i = 0; i < 16; i++)
+		in[i][0] = i * 1.5 + 0.25, in[i][1] = -i * 3.75;
+	signal(SIGTERM, on_term_flag);
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGTERM);
+	zt_ready();
+	sigprocmask(SIG_UNBLOCK, &s, NULL);
+	asm volatile(
+		"movapd 0(%0), %%xmm0\n movapd 16(%0), %%xmm1\n movapd 32(%0), %%xmm2\n movapd 48(%0), %%xmm3\n"
+		"movapd 64(%0), %%xmm4\n movapd 80(%0), %%xmm5\n movapd 96(%0), %%xmm6\n movapd 112(%0), %%xmm7\n"
+		"movapd 128(%0), %%xmm8\n movapd 144(%0), %%xmm9\n movapd 160(%0), %%xmm10\n movapd 176(%0), %%xmm11\n"
+		"movapd 192(%0), %%xmm12\n movapd 208(%0), %%xmm13\n movapd 224(%0), %%xmm14\n movapd 240(%0), %%xmm15\n"
+		"1: pause\n cmpl $0, %2\n je 1b\n"
+		"movapd %%xmm0, 0(%1)\n movapd %%xmm1, 16(%1)\n movapd %%xmm2, 32(%1)\n movapd %%xmm3, 48(%1)\n"
+		"movapd %%xmm4, 64(%1)\n movapd %%xmm5, 80(%1)\n movapd %%xmm6, 96(%1)\n movapd %%xmm7, 112(%1)\n"
+		"movapd %%xmm8, 128(%1)\n movapd %%xmm9, 144(%1)\n movapd %%xmm10, 160(%1)\n movapd %%xmm11, 176(%1)\n"
+		"movapd %%xmm12, 192(%1)\n movapd %%xmm13, 208(%1)\n movapd %%xmm14, 224(%1)\n movapd %%xmm15, 240(%1)\n"
+		: : "r"(in), "r"(out), "m"(asm_stop)
+		: "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+		  "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+	CHECK(!memcmp(in, out, sizeof(in)), "SSE registers changed");
+	zt_pass();
+}
+
+static int avx_regs(void)
+{
+	__builtin_cpu_init();
+	if (!__builtin_cpu_supports("avx")) {
+		zt_ready();
+		zt_wait();
+		zt_pass(); /* nothing to check here */
+	}
+	static double in[4][4] __attribute__((aligned(32))), out[4][4] __attribute__((aligned(32)));
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 4; j++)
+			in[i][j] = i * 10 + j + 0.125;
+	signal(SIGTERM, on_term_flag);
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGTERM);
+	zt_ready();
+	sigprocmask(SIG_UNBLOCK, &s, NULL);
+	asm volatile(
+		"vmovapd 0(%0), %%ymm0\n vmovapd 32(%0), %%ymm7\n vmovapd 64(%0), %%ymm8\n vmovapd 96(%0), %%ymm15\n"
+		"1: pause\n cmpl $0, %2\n je 1b\n"
+		"vmovapd %%ymm0, 0(%1)\n vmovapd %%ymm7, 32(%1)\n vmovapd %%ymm8, 64(%1)\n vmovapd %%ymm15, 96(%1)\n"
+		"vzeroupper\n"
+		: : "r"(in), "r"(out), "m"(asm_stop) : "memory", "xmm0", "xmm7", "xmm8", "xmm15");
+	CHECK(!memcmp(in, out, sizeof(in)), "AVX registers changed");
+	zt_pass();
+}
+
+/* The x87 stack and control word; MMX registers (which alias it) in another mode. */
+static int x87_regs(int mmx)
+{
+	static long double in[4] = { 1.25L, -3.5L, 1e300L, 3.14159265358979323846L }, out[4];
+	static unsigned long long mm_in[2] = { 0x0123456789abcdefULL, 0xfedcba9876543210ULL }, mm_out[2];
+	unsigned short cw = 0x0f7f, cw_out = 0; /* round toward zero, all exceptions masked */
+	signal(SIGTERM, on_term_flag);
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGTERM);
+	zt_ready();
+	sigprocmask(SIG_UNBLOCK, &s, NULL);
+	if (mmx) {
+		asm volatile("movq 0(%0), %%mm0\n movq 8(%0), %%mm7\n"
+			     "1: pause\n cmpl $0, %2\n je 1b\n"
+			     "movq %%mm0, 0(%1)\n movq %%mm7, 8(%1)\n emms\n"
+			     : : "r"(mm_in), "r"(mm_out), "m"(asm_stop) : "memory", "mm0", "mm7");
+		CHECK(!memcmp(mm_in, mm_out, sizeof(mm_in)), "MMX registers changed");
+		zt_pass();
+	}
+	asm volatile("fldcw %3\n fldt 0(%0)\n fldt 16(%0)\n fldt 32(%0)\n fldt 48(%0)\n"
+		     "1: pause\n cmpl $0, %2\n je 1b\n"
+		     "fstpt 48(%1)\n fstpt 32(%1)\n fstpt 16(%1)\n fstpt 0(%1)\n fnstcw %4\n"
+		     : : "r"(in), "r"(out), "m"(asm_stop), "m"(cw), "m"(cw_out) : "memory");
+	CHECK(!memcmp(in, out, sizeof(in)), "x87 stack changed");
+	CHECK(cw_out == cw, "x87 control word %x, expected %x", cw_out, cw);
+	zt_pass();
+}
+
+static void *sse_in_thread(void *a)
+{
+	(void)a;
+	sse_regs();
+	return NULL;
+}
+
+static int fpu_thread(void)
+{
+	SYS(-pthread_create(&th[0], NULL, sse_in_thread, NULL));
+	pthread_join(th[0], NULL);
+	return 1;
+}
+
+/* The vDSO: time calls keep working and agree with the kernel's syscalls; the vDSO
+ * and its data stay where they were. */
+static void vdso_maps(char *out, size_t size)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	out[0] = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, "[vdso]") || strstr(line, "[vvar"))
+			strncat(out, line, size - strlen(out) - 1);
+	if (f)
+		fclose(f);
+}
+
+static int vdso(void)
+{
+	char before[2048], after[2048];
+	vdso_maps(before, sizeof(before));
+	zt_ready();
+	struct timespec a, b;
+	struct timeval tv;
+	while (!zt_term_pending()) {
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		usleep(1000);
+	}
+	for (int i = 0; i < 100; i++) {
+		clock_gettime(CLOCK_REALTIME, &a);
+		syscall(SYS_clock_gettime, CLOCK_REALTIME, &b);
+		long d = (b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec);
+		CHECK(d >= 0 && d < 500000000L, "vDSO realtime off the syscall's by %ld ns", d);
+		gettimeofday(&tv, NULL);
+		CHECK(labs(tv.tv_sec - b.tv_sec) <= 1, "gettimeofday off");
+		CHECK(labs(time(NULL) - b.tv_sec) <= 1, "time() off");
+	}
+	vdso_maps(after, sizeof(after));
+	CHECK(!strcmp(before, after), "vDSO mappings moved:\n%s---\n%s", before, after);
+	zt_pass();
+}
+
+/* rseq, registered by glibc for every thread: the CPU number in it is kept current. */
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+
+static int rseq_check(void)
+{
+	if (!&__rseq_size || __rseq_size == 0)
+		zt_setup_fail("glibc registered no rseq area");
+	volatile unsigned int *cpu_id = (void *)((char *)__builtin_thread_pointer() + __rseq_offset + 4);
+	zt_ready();
+	zt_wait();
+	for (int i = 0; i < 100; i++) {
+		int now = sched_getcpu();
+		unsigned int seen = *cpu_id;
+		if ((int)seen == now || (int)*cpu_id == sched_getcpu())
+			zt_pass();
+	}
+	zt_fail("rseq cpu_id %u never matched sched_getcpu %d (unregistered?)", *cpu_id, sched_getcpu());
+}
+
+int main(int argc, char **argv)
+{
+	const char *m = zt_mode(argc, argv);
+	zt_init();
+	if (!strcmp(m, "threads")) return threads();
+	if (!strcmp(m, "thread-pending")) return thread_pending();
+	if (!strcmp(m, "futex")) return futexes();
+	if (!strcmp(m, "robust-list")) return robust_list();
+	if (!strcmp(m, "thread-creds")) return thread_creds();
+	if (!strcmp(m, "thread-timers")) return thread_timers();
+	if (!strcmp(m, "zombie-leader")) return zombie_leader();
+	if (!strcmp(m, "sse")) return sse_regs();
+	if (!strcmp(m, "avx")) return avx_regs();
+	if (!strcmp(m, "x87")) return x87_regs(0);
+	if (!strcmp(m, "mmx")) return x87_regs(1);
+	if (!strcmp(m, "fpu-thread")) return fpu_thread();
+	if (!strcmp(m, "vdso")) return vdso();
+	if (!strcmp(m, "rseq")) return rseq_check();
+	zt_setup_fail("unknown mode %s", m);
+}
