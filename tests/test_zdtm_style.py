@@ -67,6 +67,7 @@ def xfail(case: Case, area: str, why: str) -> pytest.param:  # type: ignore[vali
 
 PT = ("-pthread",)
 RT = ("-pthread", "-lrt")
+LOCKS = ("--file-locks",)
 
 CASES: list[Case | object] = [
     # ---------------------------------------------------------------- tasks and trees
@@ -195,6 +196,25 @@ CASES: list[Case | object] = [
     C("pidfd", "fds", zdtm="pidfd_self pidfd_child pidfd_kill"),
     C("pidfd-zombie", "fds", zdtm="pidfd_diffdead"),
     C("pidfd-dead", "fds", zdtm="pidfd_dead", refuse=r"pidfd"),
+    # ---------------------------------------------------------------- event files, locks
+    C("eventfd", "evfd", zdtm="eventfs00"),
+    C("signalfd", "evfd", zdtm="signalfd00"),
+    C("timerfd", "evfd", zdtm="timerfd"),
+    C("epoll", "evfd", zdtm="epoll"),
+    xfail(C("epoll-moved", "evfd", zdtm="epoll01"), "long-tail",
+          "an epoll watch registered under an fd number since closed (the file kept open "
+          "under another fd) is refused at dump"),
+    C("poll", "evfd", zdtm="poll"),
+    C("inotify", "evfd", zdtm="inotify00 inotify01 inotify_irmap inotify_system"),
+    C("inotify-removed", "evfd", zdtm="inotify02 inotify04 inotify_system_nodel"),
+    C("fanotify", "evfd", zdtm="fanotify00"),
+    C("locks", "evfd", zdtm="file_locks00 file_locks01 file_locks02 file_locks03 "
+      "file_locks06 file_locks07 file_locks08", dump=LOCKS, restore=LOCKS),
+    C("locks-shared", "evfd", zdtm="file_locks04 file_locks05", dump=LOCKS, restore=LOCKS),
+    C("lease-read", "evfd", zdtm="file_lease00 file_lease02", dump=LOCKS, restore=LOCKS),
+    C("lease-write", "evfd", zdtm="file_lease01 file_lease03 file_lease04", dump=LOCKS,
+      restore=LOCKS),
+    C("locks-no-flag", "evfd", zdtm="file_locks00_fail", refuse=r"--file-locks"),
 ]
 
 

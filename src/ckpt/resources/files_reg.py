@@ -76,13 +76,16 @@ def _kind_of(st: os.stat_result) -> str:
     return f"a file of type {st_mod.filemode(st.st_mode)[0]!r}"
 
 
-def reopen(desc: Description) -> int:
+def reopen(desc: Description, path_only: bool = False) -> int:
     """The file of ``desc`` opened again by its path, as the restore does it: with its
     flags, checked against what it was (the module docstring says the rule), at its
-    offset. Raises RestoreError naming what is wrong."""
+    offset. Raises RestoreError naming what is wrong. ``path_only``: opened with
+    O_PATH, which checks all but the permission to open it."""
     path, directory, pseudo = desc["path"], bool(desc.get("dir")), "fs" in desc
     flags = reopen_flags(desc["flags"], directory)
-    if not pseudo:
+    if path_only:
+        flags = os.O_PATH | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
+    elif not pseudo:
         flags |= os.O_NONBLOCK  # a FIFO put in its place must not block; flags are set after
     try:
         fd = os.open(path, flags)
@@ -97,7 +100,7 @@ def reopen(desc: Description) -> int:
         if not pseudo and not directory and st.st_size < desc["size"]:
             raise RestoreError(f"{path} shrank since the dump (now {st.st_size} bytes, "
                                f"{desc['size']} then); refusing to restore over lost data")
-        if not desc["flags"] & os.O_PATH:  # an O_PATH fd has no offset
+        if not (desc["flags"] & os.O_PATH or path_only):  # an O_PATH fd has no offset
             try:
                 os.lseek(fd, desc["pos"], os.SEEK_SET)
             except OSError as e:
@@ -107,6 +110,18 @@ def reopen(desc: Description) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _leased(path: str) -> bool:
+    """Whether someone holds a lease on the file at ``path`` (/proc/locks)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    me = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(" LEASE " in ln and me in ln.split() for ln in lines)
 
 
 def proc_owner(path: str, mount_point: str) -> tuple[int, int | None] | None:
@@ -197,6 +212,10 @@ class RegularFiles(FileKind):
             ghost.check(desc["ghost"])
         elif "proc_pid" in desc and isinstance(ctx, RestoreCtx):
             return  # opened once its process exists (and checked then)
+        elif isinstance(ctx, DumpCtx) and _leased(desc["path"]):
+            # Opening a leased file (for writing, or any open of a write-leased one)
+            # would start breaking the lease of the process being dumped.
+            os.close(reopen(desc, path_only=True))
         else:
             os.close(reopen(desc))
 

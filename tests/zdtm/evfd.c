@@ -1,0 +1,350 @@
+/* Anonymous-inode files and notification: eventfd, signalfd, timerfd, epoll, poll,
+ * inotify, fanotify; file locks and leases (dumped with --file-locks). */
+#include "zdtm.h"
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/fanotify.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+
+static int eventfds(void)
+{
+	int a = SYS(eventfd(42, EFD_NONBLOCK));
+	int b = SYS(eventfd(3, EFD_SEMAPHORE));
+	int z = SYS(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+	zt_ready();
+	zt_wait();
+	uint64_t v;
+	CHECK(read(a, &v, 8) == 8 && v == 42, "counter %llu", (unsigned long long)v);
+	CHECK(read(a, &v, 8) < 0 && errno == EAGAIN, "counter not emptied");
+	CHECK(read(b, &v, 8) == 8 && v == 1, "semaphore mode lost (%llu)", (unsigned long long)v);
+	CHECK(read(z, &v, 8) < 0 && errno == EAGAIN, "empty counter");
+	CHECK(fcntl(z, F_GETFD) == FD_CLOEXEC, "close-on-exec");
+	zt_pass();
+}
+
+static int signalfds(void)
+{
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGUSR1);
+	sigaddset(&m, SIGRTMIN + 1);
+	sigprocmask(SIG_BLOCK, &m, NULL);
+	int fd = SYS(signalfd(-1, &m, SFD_NONBLOCK));
+	union sigval v = { .sival_int = 31337 };
+	SYS(sigqueue(getpid(), SIGRTMIN + 1, v));
+	kill(getpid(), SIGUSR1);
+	zt_ready();
+	zt_wait();
+	struct signalfd_siginfo si[2];
+	ssize_t n = read(fd, si, sizeof(si));
+	CHECK(n == 2 * (ssize_t)sizeof(si[0]), "read %zd bytes of signals", n);
+	CHECK(si[0].ssi_signo == SIGUSR1 && si[1].ssi_signo == (unsigned)SIGRTMIN + 1
+	      && si[1].ssi_int == 31337, "signals %u %u value %d", si[0].ssi_signo, si[1].ssi_signo,
+	      si[1].ssi_int);
+	kill(getpid(), SIGUSR1);
+	CHECK(read(fd, si, sizeof(si)) == sizeof(si[0]) && si[0].ssi_signo == SIGUSR1,
+	      "the mask of the signalfd");
+	zt_pass();
+}
+
+static int timerfds(void)
+{
+	int periodic = SYS(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK));
+	int oneshot = SYS(timerfd_create(CLOCK_REALTIME, 0));
+	int boot = SYS(timerfd_create(CLOCK_BOOTTIME, TFD_NONBLOCK));
+	struct itimerspec p = { { 0, 20000000 }, { 0, 20000000 } }, o = { { 0, 0 }, { 300, 0 } };
+	SYS(timerfd_settime(periodic, 0, &p, NULL));
+	SYS(timerfd_settime(oneshot, 0, &o, NULL));
+	struct itimerspec b = { { 0, 0 }, { 0, 1000000 } };
+	SYS(timerfd_settime(boot, 0, &b, NULL));
+	usleep(10000); /* boot expired, unread */
+	zt_ready();
+	zt_wait();
+	struct itimerspec got;
+	SYS(timerfd_gettime(periodic, &got));
+	CHECK(got.it_interval.tv_nsec == 20000000, "interval %ld", got.it_interval.tv_nsec);
+	SYS(timerfd_gettime(oneshot, &got));
+	CHECK(got.it_value.tv_sec > 200 && got.it_value.tv_sec <= 300, "one-shot: %ld s left",
+	      (long)got.it_value.tv_sec);
+	uint64_t n = 0;
+	CHECK(read(boot, &n, 8) == 8 && n == 1, "unread expiration lost (%llu)", (unsigned long long)n);
+	struct pollfd pf = { periodic, POLLIN, 0 };
+	CHECK(poll(&pf, 1, 5000) == 1, "periodic timer does not fire");
+	CHECK(read(periodic, &n, 8) == 8 && n >= 1, "ticks");
+	zt_pass();
+}
+
+/* epoll watching pipes, an eventfd and a socket, level and edge triggered, with data;
+ * a watch on an fd that was dup'ed and closed. */
+static int epolls(int closed)
+{
+	int ep = SYS(epoll_create1(EPOLL_CLOEXEC));
+	int p[2], q[2];
+	SYS(pipe(p));
+	SYS(pipe(q));
+	int ev = SYS(eventfd(0, EFD_NONBLOCK));
+	struct epoll_event e = { .events = EPOLLIN, .data.u64 = 0x1111 };
+	SYS(epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &e));
+	e = (struct epoll_event){ .events = EPOLLIN | EPOLLET, .data.u64 = 0x2222 };
+	SYS(epoll_ctl(ep, EPOLL_CTL_ADD, q[0], &e));
+	e = (struct epoll_event){ .events = EPOLLIN | EPOLLONESHOT, .data.u64 = 0x3333 };
+	SYS(epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e));
+	e = (struct epoll_event){ .events = EPOLLOUT, .data.u64 = 0x4444 };
+	SYS(epoll_ctl(ep, EPOLL_CTL_ADD, p[1], &e));
+	if (closed) { /* the watched fd renumbered: watch registered under a closed number */
+		int moved = SYS(dup(p[0]));
+		close(p[0]);
+		p[0] = moved;
+	}
+	SYS(write(p[1], "a", 1));
+	zt_ready();
+	zt_wait();
+	struct epoll_event out[8];
+	int n = epoll_wait(ep, out, 8, 1000);
+	uint64_t seen = 0;
+	for (int i = 0; i < n; i++)
+		seen |= out[i].data.u64;
+	CHECK(n == 2 && seen == (0x1111 | 0x4444), "%d events, data %llx", n, (unsigned long long)seen);
+	SYS(write(q[1], "b", 1));
+	uint64_t one = 1;
+	SYS(write(ev, &one, 8));
+	n = epoll_wait(ep, out, 8, 1000);
+	seen = 0;
+	for (int i = 0; i < n; i++)
+		seen |= out[i].data.u64;
+	CHECK(seen == (0x1111 | 0x2222 | 0x3333 | 0x4444), "after writes: data %llx", (unsigned long long)seen);
+	n = epoll_wait(ep, out, 8, 100); /* edge and one-shot report once */
+	seen = 0;
+	for (int i = 0; i < n; i++)
+		seen |= out[i].data.u64;
+	CHECK(seen == (0x1111 | 0x4444), "edge/one-shot reported again: %llx", (unsigned long long)seen);
+	zt_pass();
+}
+
+/* poll() on a pipe, blocked in it during the dump, woken after. */
+static int polling(void)
+{
+	int p[2];
+	SYS(pipe(p));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		struct pollfd pf = { p[0], POLLIN, 0 };
+		int r;
+		do
+			r = poll(&pf, 1, -1);
+		while (r < 0 && errno == EINTR);
+		char x;
+		_exit(r == 1 && read(p[0], &x, 1) == 1 && x == 'w' ? 0 : 1);
+	}
+	usleep(50000);
+	zt_ready();
+	zt_wait();
+	SYS(write(p[1], "w", 1));
+	CHECK(zt_reap(c) == 0, "the poller did not wake with the byte");
+	zt_pass();
+}
+
+/* inotify watches on a directory and a file: events after the restore carry the
+ * same watch descriptors. */
+static int inotifies(int deleted_watch)
+{
+	SYS(mkdir("watched", 0755));
+	int f = SYS(open("watched/file", O_CREAT | O_RDWR, 0644));
+	close(f);
+	int in = SYS(inotify_init1(IN_NONBLOCK));
+	int wd_dir = SYS(inotify_add_watch(in, "watched", IN_CREATE | IN_DELETE));
+	int wd_file = SYS(inotify_add_watch(in, "watched/file", IN_MODIFY | IN_CLOSE_WRITE));
+	int wd_gone = -1;
+	if (deleted_watch) {
+		SYS(mkdir("watched/sub", 0755));
+		wd_gone = SYS(inotify_add_watch(in, "watched/sub", IN_ALL_EVENTS));
+		SYS(rmdir("watched/sub"));
+		char buf[4096];
+		usleep(10000);
+		while (read(in, buf, sizeof(buf)) > 0)
+			;
+	}
+	zt_ready();
+	zt_wait();
+	int fd = SYS(open("watched/new", O_CREAT | O_WRONLY, 0644));
+	close(fd);
+	fd = SYS(open("watched/file", O_WRONLY));
+	SYS(write(fd, "x", 1));
+	close(fd);
+	char buf[4096] __attribute__((aligned(8)));
+	int got_create = 0, got_modify = 0;
+	for (int tries = 0; tries < 100 && !(got_create && got_modify); tries++) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n <= 0) {
+			usleep(10000);
+			continue;
+		}
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *e = (void *)p;
+			if (e->wd == wd_dir && (e->mask & IN_CREATE) && !strcmp(e->name, "new"))
+				got_create = 1;
+			if (e->wd == wd_file && (e->mask & IN_MODIFY))
+				got_modify = 1;
+			CHECK(e->wd == wd_dir || e->wd == wd_file || e->wd == wd_gone,
+			      "event with unknown wd %d", e->wd);
+			p += sizeof(*e) + e->len;
+		}
+	}
+	CHECK(got_create && got_modify, "events: create %d modify %d", got_create, got_modify);
+	zt_pass();
+}
+
+static int fanotifies(void)
+{
+	SYS(mkdir("fan", 0755));
+	int fd = SYS(fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY));
+	SYS(fanotify_mark(fd, FAN_MARK_ADD, FAN_CLOSE_WRITE | FAN_EVENT_ON_CHILD, AT_FDCWD, "fan"));
+	zt_ready();
+	zt_wait();
+	int w = SYS(open("fan/f", O_CREAT | O_WRONLY, 0644));
+	close(w);
+	char buf[4096] __attribute__((aligned(8)));
+	for (int i = 0; i < 100; i++) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n > 0) {
+			struct fanotify_event_metadata *m = (void *)buf;
+			CHECK(m->mask & FAN_CLOSE_WRITE, "mask %llx", (unsigned long long)m->mask);
+			zt_pass();
+		}
+		usleep(10000);
+	}
+	zt_fail("no fanotify event after the restore");
+}
+
+/* Whether a child can take the lock (0: it can, 1: it cannot). */
+static int child_can(int (*try)(const char *, int), const char *path, int arg)
+{
+	pid_t c = fork();
+	if (c == 0)
+		_exit(try(path, arg));
+	return zt_reap(c);
+}
+
+static int try_flock(const char *path, int how)
+{
+	int fd = open(path, O_RDWR);
+	return flock(fd, how | LOCK_NB) == 0 ? 0 : 1;
+}
+
+static int try_posix(const char *path, int start)
+{
+	int fd = open(path, O_RDWR);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = 10 };
+	return fcntl(fd, F_SETLK, &fl) == 0 ? 0 : 1;
+}
+
+static int try_ofd(const char *path, int type)
+{
+	int fd = open(path, O_RDWR);
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : 1;
+}
+
+static int locks(void)
+{
+	close(open("flock.file", O_CREAT | O_RDWR, 0644));
+	close(open("posix.file", O_CREAT | O_RDWR, 0644));
+	close(open("ofd.file", O_CREAT | O_RDWR, 0644));
+	close(open("shared.file", O_CREAT | O_RDWR, 0644));
+	int a = SYS(open("flock.file", O_RDWR));
+	SYS(flock(a, LOCK_EX));
+	int s = SYS(open("shared.file", O_RDWR));
+	SYS(flock(s, LOCK_SH));
+	int b = SYS(open("posix.file", O_RDWR));
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 10 };
+	SYS(fcntl(b, F_SETLK, &fl));
+	fl.l_type = F_RDLCK;
+	fl.l_start = 200;
+	SYS(fcntl(b, F_SETLK, &fl));
+	int c = SYS(open("ofd.file", O_RDWR));
+	struct flock ofd = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
+	SYS(fcntl(c, F_OFD_SETLK, &ofd));
+	zt_ready();
+	zt_wait();
+	CHECK(child_can(try_flock, "flock.file", LOCK_SH) == 1, "flock exclusive lock lost");
+	CHECK(child_can(try_flock, "shared.file", LOCK_SH) == 0, "shared flock");
+	CHECK(child_can(try_flock, "shared.file", LOCK_EX) == 1, "shared flock lost");
+	CHECK(child_can(try_posix, "posix.file", 100) == 1, "POSIX write lock lost");
+	CHECK(child_can(try_posix, "posix.file", 200) == 1, "POSIX read lock lost");
+	CHECK(child_can(try_posix, "posix.file", 300) == 0, "POSIX lock grew");
+	CHECK(child_can(try_ofd, "ofd.file", F_RDLCK) == 0, "OFD read lock excludes readers");
+	CHECK(child_can(try_ofd, "ofd.file", F_WRLCK) == 1, "OFD read lock lost");
+	zt_pass();
+}
+
+/* A lock the parent and child share through one open file (flock), and a POSIX lock
+ * of the child's own. */
+static int locks_shared(void)
+{
+	close(open("sh.file", O_CREAT | O_RDWR, 0644));
+	int fd = SYS(open("sh.file", O_RDWR));
+	SYS(flock(fd, LOCK_EX));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+		if (fcntl(fd, F_SETLK, &fl) < 0)
+			_exit(5);
+		zt_wait();
+		_exit(0);
+	}
+	usleep(20000);
+	zt_ready();
+	zt_wait();
+	CHECK(child_can(try_flock, "sh.file", LOCK_SH) == 1, "shared flock lost");
+	CHECK(child_can(try_posix, "sh.file", 0) == 1, "the child's POSIX lock lost");
+	zt_children_verdict(&c, 1);
+	zt_pass();
+}
+
+static int lease(int type)
+{
+	close(open("lease.file", O_CREAT | O_RDWR, 0644));
+	int fd = SYS(open("lease.file", type == F_WRLCK ? O_RDWR : O_RDONLY));
+	SYS(fcntl(fd, F_SETLEASE, type));
+	zt_ready();
+	zt_wait();
+	CHECK(fcntl(fd, F_GETLEASE) == type, "lease %d, expected %d", fcntl(fd, F_GETLEASE), type);
+	zt_pass();
+}
+
+static int lock_refused(void)
+{
+	close(open("r.file", O_CREAT | O_RDWR, 0644));
+	int fd = SYS(open("r.file", O_RDWR));
+	SYS(flock(fd, LOCK_EX));
+	zt_ready();
+	zt_wait();
+	CHECK(child_can(try_flock, "r.file", LOCK_SH) == 1, "lock lost");
+	zt_pass();
+}
+
+int main(int argc, char **argv)
+{
+	const char *m = zt_mode(argc, argv);
+	zt_init();
+	if (!strcmp(m, "eventfd")) return eventfds();
+	if (!strcmp(m, "signalfd")) return signalfds();
+	if (!strcmp(m, "timerfd")) return timerfds();
+	if (!strcmp(m, "epoll")) return epolls(0);
+	if (!strcmp(m, "epoll-moved")) return epolls(1);
+	if (!strcmp(m, "poll")) return polling();
+	if (!strcmp(m, "inotify")) return inotifies(0);
+	if (!strcmp(m, "inotify-removed")) return inotifies(1);
+	if (!strcmp(m, "fanotify")) return fanotifies();
+	if (!strcmp(m, "locks")) return locks();
+	if (!strcmp(m, "locks-shared")) return locks_shared();
+	if (!strcmp(m, "lease-read")) return lease(F_RDLCK);
+	if (!strcmp(m, "lease-write")) return lease(F_WRLCK);
+	if (!strcmp(m, "locks-no-flag")) return lock_refused();
+	zt_setup_fail("unknown mode %s", m);
+}
