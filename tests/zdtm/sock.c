@@ -1,0 +1,523 @@
+/* Sockets: unix (stream, dgram, seqpacket; pairs, listeners, bound, unconnected,
+ * queued data, shutdown, deleted names, abstract names, fds in flight), inet (TCP
+ * listeners, UDP, ICMP, raw, UDP-lite), netlink, packet; socket options, filters. */
+#include "zdtm.h"
+#include <linux/filter.h>
+#include <stddef.h>
+#include <linux/netlink.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+
+static int type_of(const char *m)
+{
+	if (strstr(m, "seqpacket")) return SOCK_SEQPACKET;
+	if (strstr(m, "dgram")) return SOCK_DGRAM;
+	return SOCK_STREAM;
+}
+
+static socklen_t un_addr(struct sockaddr_un *a, const char *name, int abstract)
+{
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	if (abstract) {
+		snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, "%s.%d", name, getpid());
+		return offsetof(struct sockaddr_un, sun_path) + 1 + strlen(a->sun_path + 1);
+	}
+	snprintf(a->sun_path, sizeof(a->sun_path), "%s", name);
+	return offsetof(struct sockaddr_un, sun_path) + strlen(name) + 1;
+}
+
+static void expect_msg(int fd, const char *want, const char *what)
+{
+	char buf[256];
+	ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	CHECK(n == (ssize_t)strlen(want) && !memcmp(buf, want, n), "%s: got %zd bytes", what, n);
+}
+
+/* A socketpair with messages queued both ways, across two processes. */
+static int unix_pair(int type)
+{
+	int sv[2];
+	SYS(socketpair(AF_UNIX, type, 0, sv));
+	SYS(send(sv[0], "one", 3, 0));
+	SYS(send(sv[0], "two", 3, 0));
+	SYS(send(sv[1], "back", 4, 0));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		close(sv[0]);
+		zt_wait();
+		char buf[16];
+		ssize_t n = recv(sv[1], buf, sizeof(buf), 0);
+		if (type == SOCK_STREAM)
+			_exit(n == 6 && !memcmp(buf, "onetwo", 6) ? 0 : 1);
+		if (n != 3 || memcmp(buf, "one", 3))
+			_exit(2);
+		n = recv(sv[1], buf, sizeof(buf), 0);
+		_exit(n == 3 && !memcmp(buf, "two", 3) ? 0 : 3);
+	}
+	close(sv[1]);
+	zt_ready();
+	zt_wait();
+	expect_msg(sv[0], "back", "queued to the parent");
+	zt_children_verdict(&c, 1);
+	int t;
+	socklen_t l = sizeof(t);
+	getsockopt(sv[0], SOL_SOCKET, SO_TYPE, &t, &l);
+	CHECK(t == type, "socket type %d", t);
+	zt_pass();
+}
+
+/* A listener (path or abstract), a connection accepted, one not yet accepted. */
+static int unix_listen(int type, int abstract, int unaccepted)
+{
+	struct sockaddr_un a;
+	socklen_t len = un_addr(&a, "listen.sock", abstract);
+	int l = SYS(socket(AF_UNIX, type, 0));
+	SYS(bind(l, (void *)&a, len));
+	SYS(listen(l, 5));
+	int c = SYS(socket(AF_UNIX, type, 0));
+	SYS(connect(c, (void *)&a, len));
+	int s = -1;
+	if (!unaccepted) {
+		s = SYS(accept(l, NULL, NULL));
+		SYS(send(s, "srv", 3, 0));
+	}
+	SYS(send(c, "cli", 3, 0));
+	zt_ready();
+	zt_wait();
+	if (unaccepted)
+		s = accept(l, NULL, NULL);
+	CHECK(s >= 0, "the pending connection was lost");
+	expect_msg(s, "cli", "client's bytes");
+	if (!unaccepted)
+		expect_msg(c, "srv", "server's bytes");
+	int n = SYS(socket(AF_UNIX, type, 0));
+	CHECK(connect(n, (void *)&a, len) == 0, "cannot connect to the listener again");
+	int m = accept(l, NULL, NULL);
+	CHECK(m >= 0, "accept after the restore");
+	SYS(send(n, "new", 3, 0));
+	expect_msg(m, "new", "new connection");
+	zt_pass();
+}
+
+/* Datagram sockets: bound, a connected sender, messages queued with their senders. */
+static int unix_dgram(int abstract)
+{
+	struct sockaddr_un a, b;
+	socklen_t la = un_addr(&a, "dgram.a", abstract), lb = un_addr(&b, "dgram.b", abstract);
+	int sa = SYS(socket(AF_UNIX, SOCK_DGRAM, 0));
+	int sb = SYS(socket(AF_UNIX, SOCK_DGRAM, 0));
+	SYS(bind(sa, (void *)&a, la));
+	SYS(bind(sb, (void *)&b, lb));
+	SYS(connect(sb, (void *)&a, la));
+	SYS(send(sb, "m1", 2, 0));
+	SYS(sendto(sb, "m2", 2, 0, (void *)&a, la));
+	int anon = SYS(socket(AF_UNIX, SOCK_DGRAM, 0));
+	SYS(sendto(anon, "m3", 2, 0, (void *)&a, la));
+	zt_ready();
+	zt_wait();
+	char buf[16];
+	struct sockaddr_un from;
+	socklen_t fl = sizeof(from);
+	ssize_t n = recvfrom(sa, buf, sizeof(buf), MSG_DONTWAIT, (void *)&from, &fl);
+	CHECK(n == 2 && !memcmp(buf, "m1", 2), "first message");
+	CHECK(fl == lb && !memcmp(&from, &b, lb), "sender of the first message");
+	expect_msg(sa, "m2", "second message");
+	expect_msg(sa, "m3", "third message");
+	SYS(send(sb, "m4", 2, 0));
+	expect_msg(sa, "m4", "connected sender after the restore");
+	zt_pass();
+}
+
+/* Sockets never connected: a bare one of each type, one bound. */
+static int unix_unconnected(void)
+{
+	int s1 = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
+	int s2 = SYS(socket(AF_UNIX, SOCK_SEQPACKET, 0));
+	int s3 = SYS(socket(AF_UNIX, SOCK_DGRAM, 0));
+	struct sockaddr_un a;
+	socklen_t la = un_addr(&a, "bound.sock", 0);
+	int s4 = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
+	SYS(bind(s4, (void *)&a, la));
+	zt_ready();
+	zt_wait();
+	struct sockaddr_un got;
+	socklen_t gl = sizeof(got);
+	SYS(getsockname(s4, (void *)&got, &gl));
+	CHECK(gl == la && !strcmp(got.sun_path, "bound.sock"), "bound name");
+	SYS(listen(s4, 1));
+	int t;
+	socklen_t l = sizeof(t);
+	getsockopt(s2, SOL_SOCKET, SO_TYPE, &t, &l);
+	CHECK(t == SOCK_SEQPACKET, "type");
+	(void)s1; (void)s3;
+	zt_pass();
+}
+
+/* Shut down halves of stream pairs. */
+static int unix_shutdown(void)
+{
+	int a[2], b[2];
+	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, a));
+	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, b));
+	SYS(send(a[0], "bye", 3, 0));
+	SYS(shutdown(a[0], SHUT_WR));
+	SYS(shutdown(b[1], SHUT_RD));
+	zt_ready();
+	zt_wait();
+	char buf[8];
+	CHECK(recv(a[1], buf, 8, MSG_DONTWAIT) == 3, "bytes before the shutdown");
+	CHECK(recv(a[1], buf, 8, MSG_DONTWAIT) == 0, "no EOF after the shutdown");
+	CHECK(send(a[0], "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "write after SHUT_WR");
+	CHECK(send(b[1], "y", 1, 0) == 1, "SHUT_RD side can write");
+	zt_pass();
+}
+
+/* A socket bound to a name that was removed (and one replaced by another file). */
+static int unix_deleted(int listening)
+{
+	struct sockaddr_un a;
+	socklen_t la = un_addr(&a, "gone.sock", 0);
+	int s = SYS(socket(AF_UNIX, listening ? SOCK_STREAM : SOCK_DGRAM, 0));
+	SYS(bind(s, (void *)&a, la));
+	if (listening)
+		SYS(listen(s, 2));
+	SYS(unlink("gone.sock"));
+	zt_ready();
+	zt_wait();
+	CHECK(access("gone.sock", F_OK) < 0, "the removed name came back");
+	struct sockaddr_un got;
+	socklen_t gl = sizeof(got);
+	SYS(getsockname(s, (void *)&got, &gl));
+	CHECK(!strcmp(got.sun_path, "gone.sock"), "name %s", got.sun_path);
+	zt_pass();
+}
+
+/* An fd in flight: sent with SCM_RIGHTS, not yet received. */
+static int scm_rights(int keep)
+{
+	int sv[2], p[2];
+	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	SYS(pipe(p));
+	SYS(write(p[1], "through", 7));
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { "x", 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &p[0], sizeof(int));
+	SYS(sendmsg(sv[0], &mh, 0));
+	if (!keep)
+		close(p[0]);
+	zt_ready();
+	zt_wait();
+	char x;
+	memset(cbuf, 0, sizeof(cbuf));
+	mh.msg_controllen = sizeof(cbuf);
+	iov.iov_base = &x;
+	CHECK(recvmsg(sv[1], &mh, MSG_DONTWAIT) == 1, "message lost");
+	cm = CMSG_FIRSTHDR(&mh);
+	CHECK(cm && cm->cmsg_type == SCM_RIGHTS, "the fd in flight was lost");
+	int got;
+	memcpy(&got, CMSG_DATA(cm), sizeof(int));
+	char buf[8];
+	CHECK(read(got, buf, 7) == 7 && !memcmp(buf, "through", 7), "the passed pipe");
+	zt_pass();
+}
+
+/* SO_PEERCRED of a pair and of an accepted connection. */
+static int peercred(void)
+{
+	int sv[2];
+	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	struct ucred before, after;
+	socklen_t l = sizeof(before);
+	SYS(getsockopt(sv[0], SOL_SOCKET, SO_PEERCRED, &before, &l));
+	zt_ready();
+	zt_wait();
+	SYS(getsockopt(sv[0], SOL_SOCKET, SO_PEERCRED, &after, &l));
+	CHECK(after.pid == before.pid && after.uid == before.uid, "SO_PEERCRED pid %d, was %d",
+	      after.pid, before.pid);
+	zt_pass();
+}
+
+static void inet_addr_of(struct sockaddr_storage *ss, socklen_t *len, int family, int port)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *a = (void *)ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons(port);
+		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		*len = sizeof(*a);
+	} else {
+		struct sockaddr_in6 *a = (void *)ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons(port);
+		a->sin6_addr = in6addr_loopback;
+		*len = sizeof(*a);
+	}
+}
+
+static int port_of(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof(ss);
+	getsockname(fd, (void *)&ss, &l);
+	return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* A TCP listener: clients connect after the restore. */
+static int tcp_listen(int family, int v4v6)
+{
+	int l = SYS(socket(family, SOCK_STREAM, 0));
+	int one = 1;
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (v4v6) { /* IPv6 any address, reached over IPv4 */
+		struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
+		SYS(bind(l, (void *)&a, sizeof(a)));
+	} else {
+		inet_addr_of(&ss, &len, family, 0);
+		SYS(bind(l, (void *)&ss, len));
+	}
+	SYS(listen(l, 10));
+	int port = port_of(l);
+	zt_ready();
+	zt_wait();
+	CHECK(port_of(l) == port, "port %d, was %d", port_of(l), port);
+	int c = SYS(socket(v4v6 ? AF_INET : family, SOCK_STREAM, 0));
+	inet_addr_of(&ss, &len, v4v6 ? AF_INET : family, port);
+	CHECK(connect(c, (void *)&ss, len) == 0, "connect: %s", strerror(errno));
+	int s = accept(l, NULL, NULL);
+	CHECK(s >= 0, "accept");
+	SYS(send(c, "ping", 4, 0));
+	char buf[8];
+	CHECK(recv(s, buf, 8, 0) == 4, "data over the new connection");
+	zt_pass();
+}
+
+/* UDP (and UDP-lite, ICMP ping) sockets: bound, connected, options. */
+static int udp(int family, int proto, int connected)
+{
+	int type = proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 ? SOCK_DGRAM : SOCK_DGRAM;
+	int a = SYS(socket(family, type, proto));
+	int b = SYS(socket(family, type, proto));
+	struct sockaddr_storage ss;
+	socklen_t len;
+	inet_addr_of(&ss, &len, family, 0);
+	SYS(bind(a, (void *)&ss, len));
+	SYS(bind(b, (void *)&ss, len));
+	int pa = port_of(a), pb = port_of(b);
+	if (connected) {
+		inet_addr_of(&ss, &len, family, pa);
+		SYS(connect(b, (void *)&ss, len));
+	}
+	int one = 1;
+	SYS(setsockopt(a, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)));
+	zt_ready();
+	zt_wait();
+	CHECK(port_of(a) == pa && port_of(b) == pb, "ports");
+	int v = 0;
+	socklen_t l = sizeof(v);
+	getsockopt(a, SOL_SOCKET, SO_BROADCAST, &v, &l);
+	CHECK(v == 1, "SO_BROADCAST lost");
+	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+		zt_pass();
+	inet_addr_of(&ss, &len, family, pa);
+	if (connected)
+		SYS(send(b, "dg", 2, 0));
+	else
+		SYS(sendto(b, "dg", 2, 0, (void *)&ss, len));
+	char buf[8];
+	CHECK(recv(a, buf, 8, 0) == 2, "datagram");
+	zt_pass();
+}
+
+/* A UDP socket with datagrams queued. */
+static int udp_queued(void)
+{
+	int a = SYS(socket(AF_INET, SOCK_DGRAM, 0));
+	struct sockaddr_storage ss;
+	socklen_t len;
+	inet_addr_of(&ss, &len, AF_INET, 0);
+	SYS(bind(a, (void *)&ss, len));
+	inet_addr_of(&ss, &len, AF_INET, port_of(a));
+	SYS(sendto(a, "q1", 2, 0, (void *)&ss, len));
+	zt_ready();
+	zt_wait();
+	char buf[8];
+	CHECK(recv(a, buf, 8, MSG_DONTWAIT) == 2, "queued datagram lost");
+	zt_pass();
+}
+
+/* Socket options that differ from a new socket's. */
+static int sock_opts(int family)
+{
+	int s = SYS(socket(family, SOCK_STREAM, 0));
+	int u = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
+	int one = 1, snd = 65536, rcv = 90000, prio = 5, mark = 77;
+	struct linger lg = { 1, 7 };
+	struct timeval tv = { 3, 500000 };
+	SYS(setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)));
+
+	SYS(setsockopt(s, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)));
+	SYS(setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)));
+	int idle = 77, cnt = 4, intvl = 9;
+	SYS(setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)));
+	SYS(setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)));
+	SYS(setsockopt(s, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)));
+	if (family == AF_INET) {
+		int tos = 0x10, ttl = 33;
+		SYS(setsockopt(s, IPPROTO_IP, IP_TOS, &tos, sizeof(tos)));
+		SYS(setsockopt(s, IPPROTO_IP, IP_TTL, &ttl, sizeof(ttl)));
+		SYS(setsockopt(s, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)));
+	} else {
+		SYS(setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)));
+	}
+	/* after IP_TOS, which sets the priority too */
+	SYS(setsockopt(s, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio)));
+	SYS(setsockopt(u, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)));
+	SYS(setsockopt(u, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)));
+	struct { int level, name, want; const char *what; } opts[] = {
+		{ SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR" }, { SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE" },
+		{ SOL_SOCKET, SO_SNDBUF, 2 * snd, "SO_SNDBUF" }, { SOL_SOCKET, SO_RCVBUF, 2 * rcv, "SO_RCVBUF" },
+		{ SOL_SOCKET, SO_PRIORITY, prio, "SO_PRIORITY" }, { SOL_SOCKET, SO_MARK, mark, "SO_MARK" },
+		{ SOL_SOCKET, SO_OOBINLINE, 1, "SO_OOBINLINE" }, { SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT" },
+		{ IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY" }, { IPPROTO_TCP, TCP_KEEPIDLE, 77, "TCP_KEEPIDLE" },
+		{ IPPROTO_TCP, TCP_KEEPCNT, 4, "TCP_KEEPCNT" }, { IPPROTO_TCP, TCP_KEEPINTVL, 9, "TCP_KEEPINTVL" },
+	};
+	zt_ready();
+	zt_wait();
+	for (unsigned i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+		int v = -1;
+		socklen_t l = sizeof(v);
+		getsockopt(s, opts[i].level, opts[i].name, &v, &l);
+		CHECK(v == opts[i].want, "%s: %d, expected %d", opts[i].what, v, opts[i].want);
+	}
+	struct linger lg2;
+	socklen_t l = sizeof(lg2);
+	getsockopt(s, SOL_SOCKET, SO_LINGER, &lg2, &l);
+	CHECK(lg2.l_onoff == 1 && lg2.l_linger == 7, "SO_LINGER");
+	struct timeval tv2;
+	l = sizeof(tv2);
+	getsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv2, &l);
+	CHECK(tv2.tv_sec == 3 && tv2.tv_usec == 500000, "SO_RCVTIMEO %ld.%06ld", (long)tv2.tv_sec,
+	      (long)tv2.tv_usec);
+	int v = 0;
+	l = sizeof(v);
+	if (family == AF_INET) {
+		getsockopt(s, IPPROTO_IP, IP_TOS, &v, &l);
+		CHECK(v == 0x10, "IP_TOS %x", v);
+		getsockopt(s, IPPROTO_IP, IP_TTL, &v, &l);
+		CHECK(v == 33, "IP_TTL %d", v);
+		getsockopt(s, IPPROTO_IP, IP_FREEBIND, &v, &l);
+		CHECK(v == 1, "IP_FREEBIND");
+	} else {
+		getsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &v, &l);
+		CHECK(v == 1, "IPV6_V6ONLY");
+	}
+	getsockopt(u, SOL_SOCKET, SO_PASSCRED, &v, &l);
+	CHECK(v == 1, "unix SO_PASSCRED");
+	getsockopt(u, SOL_SOCKET, SO_SNDBUF, &v, &l);
+	CHECK(v == 2 * snd, "unix SO_SNDBUF %d", v);
+	zt_pass();
+}
+
+/* A classic BPF filter attached to a socket (and locked). */
+static int sock_filter(int lock)
+{
+	int s = SYS(socket(AF_INET, SOCK_DGRAM, 0));
+	struct sock_filter code[] = { { BPF_RET | BPF_K, 0, 0, 0 } }; /* drop everything */
+	struct sock_fprog prog = { 1, code };
+	SYS(setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)));
+	if (lock) {
+		int one = 1;
+		SYS(setsockopt(s, SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof(one)));
+	}
+	struct sockaddr_storage ss;
+	socklen_t len;
+	inet_addr_of(&ss, &len, AF_INET, 0);
+	SYS(bind(s, (void *)&ss, len));
+	zt_ready();
+	zt_wait();
+	struct sock_filter got[4];
+	socklen_t n = 4;
+	CHECK(getsockopt(s, SOL_SOCKET, SO_GET_FILTER, got, &n) == 0 && n == 1, "filter lost (%u)", n);
+	inet_addr_of(&ss, &len, AF_INET, port_of(s));
+	sendto(s, "f", 1, 0, (void *)&ss, len);
+	char b;
+	CHECK(recv(s, &b, 1, MSG_DONTWAIT) < 0, "the filter no longer drops");
+	zt_pass();
+}
+
+static int other_family(int family, int type, int proto)
+{
+	int s = SYS(socket(family, type, proto));
+	if (family == AF_NETLINK) {
+		struct sockaddr_nl a = { .nl_family = AF_NETLINK };
+		SYS(bind(s, (void *)&a, sizeof(a)));
+	}
+	zt_ready();
+	zt_wait();
+	int t;
+	socklen_t l = sizeof(t);
+	CHECK(getsockopt(s, SOL_SOCKET, SO_TYPE, &t, &l) == 0 && t == type, "socket type");
+	zt_pass();
+}
+
+int main(int argc, char **argv)
+{
+	const char *m = zt_mode(argc, argv);
+	zt_init();
+	if (!strncmp(m, "unix-pair", 9)) return unix_pair(type_of(m));
+	if (!strcmp(m, "unix-listen")) return unix_listen(SOCK_STREAM, 0, 0);
+	if (!strcmp(m, "unix-listen-seqpacket")) return unix_listen(SOCK_SEQPACKET, 0, 0);
+	if (!strcmp(m, "unix-listen-abstract")) return unix_listen(SOCK_STREAM, 1, 0);
+	if (!strcmp(m, "unix-unaccepted")) return unix_listen(SOCK_STREAM, 0, 1);
+	if (!strcmp(m, "unix-dgram")) return unix_dgram(0);
+	if (!strcmp(m, "unix-dgram-abstract")) return unix_dgram(1);
+	if (!strcmp(m, "unix-unconnected")) return unix_unconnected();
+	if (!strcmp(m, "unix-shutdown")) return unix_shutdown();
+	if (!strcmp(m, "unix-deleted")) return unix_deleted(1);
+	if (!strcmp(m, "unix-deleted-dgram")) return unix_deleted(0);
+	if (!strcmp(m, "scm-rights")) return scm_rights(0);
+	if (!strcmp(m, "scm-rights-kept")) return scm_rights(1);
+	if (!strcmp(m, "peercred")) return peercred();
+	if (!strcmp(m, "tcp-listen")) return tcp_listen(AF_INET, 0);
+	if (!strcmp(m, "tcp6-listen")) return tcp_listen(AF_INET6, 0);
+	if (!strcmp(m, "tcp4v6-listen")) return tcp_listen(AF_INET6, 1);
+	if (!strcmp(m, "udp")) return udp(AF_INET, 0, 0);
+	if (!strcmp(m, "udp-connected")) return udp(AF_INET, 0, 1);
+	if (!strcmp(m, "udp6")) return udp(AF_INET6, 0, 1);
+	if (!strcmp(m, "udplite")) return udp(AF_INET, IPPROTO_UDPLITE, 0);
+	if (!strcmp(m, "icmp")) return udp(AF_INET, IPPROTO_ICMP, 0);
+	if (!strcmp(m, "udp-queued")) return udp_queued();
+	if (!strcmp(m, "sock-opts")) return sock_opts(AF_INET);
+	if (!strcmp(m, "sock-opts6")) return sock_opts(AF_INET6);
+	if (!strcmp(m, "sock-filter")) return sock_filter(0);
+	if (!strcmp(m, "sock-filter-locked")) return sock_filter(1);
+	if (!strcmp(m, "netlink")) return other_family(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	if (!strcmp(m, "packet")) return other_family(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+	if (!strcmp(m, "raw")) return other_family(AF_INET, SOCK_RAW, IPPROTO_UDP);
+	zt_setup_fail("unknown mode %s", m);
+}
