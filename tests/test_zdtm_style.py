@@ -68,6 +68,7 @@ def xfail(case: Case, area: str, why: str) -> pytest.param:  # type: ignore[vali
 PT = ("-pthread",)
 RT = ("-pthread", "-lrt")
 LOCKS = ("--file-locks",)
+TCP = ("--tcp-established",)
 
 CASES: list[Case | object] = [
     # ---------------------------------------------------------------- tasks and trees
@@ -263,6 +264,40 @@ CASES: list[Case | object] = [
     C("packet", "sock", zdtm="packet_sock packet_sock_mmap packet_sock_spkt",
       refuse=r"packet|socket"),
     C("raw", "sock", zdtm="socket-raw", refuse=r"raw|socket"),
+    # ---------------------------------------------------------------- TCP connections
+    C("tcp", "tcp", zdtm="socket-tcp socket-tcp-local", dump=TCP, restore=TCP),
+    C("tcp6", "tcp", zdtm="socket-tcp6 socket-tcp6-local", dump=TCP, restore=TCP),
+    C("tcp4v6", "tcp", zdtm="socket-tcp4v6 socket-tcp4v6-local", dump=TCP, restore=TCP),
+    C("tcpbuf", "tcp", zdtm="socket-tcpbuf socket-tcpbuf-local", dump=TCP, restore=TCP),
+    C("tcpbuf6", "tcp", zdtm="socket-tcpbuf6 socket-tcpbuf6-local", dump=TCP, restore=TCP),
+    C("tcp-unconn", "tcp", zdtm="socket-tcp-unconn socket-tcp6-unconn", dump=TCP, restore=TCP),
+    xfail(C("tcp-reset", "tcp", zdtm="socket-tcp-reseted socket-tcp-closed", dump=TCP,
+            restore=TCP), "tcp2", "a TCP socket whose connection was reset (state CLOSE) is "
+          "refused at dump"),
+    C("tcp-syn-sent", "tcp", zdtm="socket-tcp-syn-sent", dump=TCP,
+      refuse=r"SYN_SENT|being made|not accepted yet"),
+    C("tcp-reuseport", "tcp", zdtm="socket-tcp-reuseport", dump=TCP, restore=TCP),
+    C("tcp-no-flag", "tcp", zdtm="(criu refuses too)", refuse=r"--tcp-established"),
+    # ---------------------------------------------------------------- IPC, kernel memory
+    xfail(C("sysv-shm", "ipc", zdtm="shm shm-unaligned", libs=RT), "memory-kinds",
+          "SysV shared memory attached (twice) is refused at dump"),
+    xfail(C("sysv-shm-child", "ipc", zdtm="shm-mp", libs=RT), "memory-kinds",
+          "SysV shared memory shared with a child is refused at dump"),
+    C("sysv-sem-msg", "ipc", zdtm="sem msgque", libs=RT),
+    xfail(C("sysv-sem-undo", "ipc", zdtm="sem (SEM_UNDO)", libs=RT), "memory-kinds",
+          "a semop with SEM_UNDO is undone by the kernel when the dump kills the process "
+          "and not taken again at restore: the semaphore's value changes"),
+    xfail(C("posix-sem", "ipc", zdtm="posix_sem", libs=RT), "memory-kinds",
+          "a named POSIX semaphore (sem_open maps a file it made, linked under the name, "
+          "then unlinked its temporary name) is refused: a mapping of a removed name with "
+          "other links is saved only for fds"),
+    xfail(C("posix-mq", "ipc", zdtm="(POSIX message queues)", libs=RT), "memory-kinds",
+          "a POSIX message queue fd is refused at dump ('cannot be found by its path')"),
+    xfail(C("aio", "ipc", zdtm="aio00 aio01 socket_aio", libs=RT), "memory-kinds",
+          "an AIO ring ('/[aio] (deleted)' mapping) is taken for a deleted file: opening "
+          "its map_files entry fails with ENXIO and the dump fails with that raw error"),
+    C("io-uring", "ipc", zdtm="(io_uring)", libs=RT, refuse=r"io_uring"),
+    C("uffd", "ipc", zdtm="uffd-events", libs=RT, refuse=r"userfaultfd"),
 ]
 
 

@@ -1,0 +1,163 @@
+/* IPC and kernel-kept memory: SysV shared memory, semaphores and message queues,
+ * POSIX semaphores and message queues, AIO rings, io_uring, userfaultfd. */
+#include "zdtm.h"
+#include <linux/aio_abi.h>
+#include <linux/io_uring.h>
+#include <linux/userfaultfd.h>
+#include <mqueue.h>
+#include <semaphore.h>
+#include <sys/ioctl.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+
+static int sysv_shm(int detached_child)
+{
+	int id = SYS(shmget(IPC_PRIVATE, 5000, IPC_CREAT | 0600));
+	char *p = shmat(id, NULL, 0);
+	if (p == (void *)-1)
+		zt_setup_fail("shmat");
+	zt_fill(p, 5000, 90);
+	char *ro = shmat(id, NULL, SHM_RDONLY);
+	shmctl(id, IPC_RMID, NULL); /* gone once unmapped */
+	pid_t c = 0;
+	if (detached_child) {
+		c = SYS(fork());
+		if (c == 0) {
+			zt_wait();
+			_exit(zt_diff(p, 5000, 90) < 0 ? 0 : 1);
+		}
+	}
+	zt_ready();
+	zt_wait();
+	CHECK(zt_diff(p, 5000, 90) < 0 && zt_diff(ro, 5000, 90) < 0, "SysV shm data");
+	p[0] = 'S';
+	CHECK(ro[0] == 'S', "the two attachments are no longer one segment");
+	if (c) {
+		p[0] = (char)90;
+		zt_children_verdict(&c, 1);
+	}
+	zt_pass();
+}
+
+static int sysv_sem_msg(int undo)
+{
+	int sem = SYS(semget(IPC_PRIVATE, 3, IPC_CREAT | 0600));
+	unsigned short vals[3] = { 4, 0, 9 };
+	SYS(semctl(sem, 0, SETALL, vals));
+	struct sembuf op = { 1, 2, undo ? SEM_UNDO : 0 };
+	SYS(semop(sem, &op, 1));
+	int q = SYS(msgget(IPC_PRIVATE, IPC_CREAT | 0600));
+	struct { long type; char text[8]; } msg = { 7, "queued" };
+	SYS(msgsnd(q, &msg, 7, 0));
+	zt_ready();
+	zt_wait();
+	unsigned short now[3];
+	SYS(semctl(sem, 0, GETALL, now));
+	CHECK(now[0] == 4 && now[1] == 2 && now[2] == 9, "semaphores %d %d %d", now[0], now[1], now[2]);
+	CHECK(msgrcv(q, &msg, 8, 7, IPC_NOWAIT) == 7 && !strcmp(msg.text, "queued"), "message");
+	semctl(sem, 0, IPC_RMID);
+	msgctl(q, IPC_RMID, NULL);
+	zt_pass();
+}
+
+static int posix_sem(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "/zdtm-sem-%d", getpid());
+	sem_t *s = sem_open(name, O_CREAT | O_EXCL, 0600, 3);
+	if (s == SEM_FAILED)
+		zt_setup_fail("sem_open");
+	sem_wait(s);
+	sem_t *shared = mmap(NULL, sizeof(sem_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	sem_init(shared, 1, 5);
+	zt_ready();
+	zt_wait();
+	int v = -1, w = -1;
+	sem_getvalue(s, &v);
+	sem_getvalue(shared, &w);
+	sem_unlink(name);
+	CHECK(v == 2 && w == 5, "semaphore values %d %d", v, w);
+	zt_pass();
+}
+
+static int posix_mq(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "/zdtm-mq-%d", getpid());
+	struct mq_attr at = { .mq_maxmsg = 4, .mq_msgsize = 32 };
+	mqd_t q = mq_open(name, O_CREAT | O_RDWR | O_NONBLOCK, 0600, &at);
+	if (q < 0)
+		zt_setup_fail("mq_open");
+	SYS(mq_send(q, "hello mq", 8, 3));
+	zt_ready();
+	zt_wait();
+	char buf[32];
+	unsigned prio;
+	ssize_t n = mq_receive(q, buf, sizeof(buf), &prio);
+	mq_unlink(name);
+	CHECK(n == 8 && prio == 3 && !memcmp(buf, "hello mq", 8), "message %zd", n);
+	zt_pass();
+}
+
+static int aio(void)
+{
+	aio_context_t ctx = 0;
+	SYS(syscall(SYS_io_setup, 16, &ctx));
+	int fd = SYS(open("aio.file", O_CREAT | O_RDWR | O_TRUNC, 0600));
+	SYS(write(fd, "aiodata", 7));
+	char buf[8] = "";
+	struct iocb cb = { .aio_fildes = fd, .aio_lio_opcode = IOCB_CMD_PREAD,
+			   .aio_buf = (uint64_t)(uintptr_t)buf, .aio_nbytes = 7, .aio_offset = 0 };
+	struct iocb *cbs[1] = { &cb };
+	SYS(syscall(SYS_io_submit, ctx, 1, cbs));
+	struct io_event ev;
+	SYS(syscall(SYS_io_getevents, ctx, 1, 1, &ev, NULL));
+	zt_ready();
+	zt_wait();
+	memset(buf, 0, sizeof(buf));
+	CHECK(syscall(SYS_io_submit, ctx, 1, cbs) == 1, "io_submit on the restored context: %s",
+	      strerror(errno));
+	CHECK(syscall(SYS_io_getevents, ctx, 1, 1, &ev, NULL) == 1 && !memcmp(buf, "aiodata", 7),
+	      "AIO read");
+	zt_pass();
+}
+
+static int io_uring(void)
+{
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	int fd = SYS(syscall(SYS_io_uring_setup, 4, &p));
+	(void)fd;
+	zt_ready();
+	zt_wait();
+	zt_pass();
+}
+
+static int uffd(void)
+{
+	int fd = SYS(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+	struct uffdio_api api = { .api = UFFD_API };
+	SYS(ioctl(fd, UFFDIO_API, &api));
+	zt_ready();
+	zt_wait();
+	zt_pass();
+}
+
+int main(int argc, char **argv)
+{
+	const char *m = zt_mode(argc, argv);
+	zt_init();
+	if (!strcmp(m, "sysv-shm")) return sysv_shm(0);
+	if (!strcmp(m, "sysv-shm-child")) return sysv_shm(1);
+	if (!strcmp(m, "sysv-sem-msg")) return sysv_sem_msg(0);
+	if (!strcmp(m, "sysv-sem-undo")) return sysv_sem_msg(1);
+	if (!strcmp(m, "posix-sem")) return posix_sem();
+	if (!strcmp(m, "posix-mq")) return posix_mq();
+	if (!strcmp(m, "aio")) return aio();
+	if (!strcmp(m, "io-uring")) return io_uring();
+	if (!strcmp(m, "uffd")) return uffd();
+	zt_setup_fail("unknown mode %s", m);
+}

@@ -1,0 +1,200 @@
+/* TCP connections inside the process (both ends), dumped with --tcp-established:
+ * bytes in flight both ways, big unread buffers, IPv6, v4-mapped, an unconnected
+ * socket, a reset connection, a connection still being made. */
+#include "zdtm.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+static socklen_t addr(struct sockaddr_storage *ss, int family, int port)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *a = (void *)ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons(port);
+		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		return sizeof(*a);
+	}
+	struct sockaddr_in6 *a = (void *)ss;
+	a->sin6_family = AF_INET6;
+	a->sin6_port = htons(port);
+	a->sin6_addr = in6addr_loopback;
+	return sizeof(*a);
+}
+
+static int port_of(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof(ss);
+	getsockname(fd, (void *)&ss, &l);
+	return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* A connected pair (client, server) over loopback. */
+static void pair(int lfamily, int cfamily, int *cli, int *srv)
+{
+	struct sockaddr_storage ss;
+	int l = SYS(socket(lfamily, SOCK_STREAM, 0));
+	if (lfamily == AF_INET6 && cfamily == AF_INET) {
+		struct sockaddr_in6 any = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
+		SYS(bind(l, (void *)&any, sizeof(any)));
+	} else
+		SYS(bind(l, (void *)&ss, addr(&ss, lfamily, 0)));
+	SYS(listen(l, 1));
+	*cli = SYS(socket(cfamily, SOCK_STREAM, 0));
+	SYS(connect(*cli, (void *)&ss, addr(&ss, cfamily, port_of(l))));
+	*srv = SYS(accept(l, NULL, NULL));
+	close(l);
+}
+
+static void recv_all(int fd, char *buf, size_t len, const char *what)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = recv(fd, buf + got, len - got, 0);
+		CHECK(n > 0, "%s: connection broke after %zu of %zu bytes (%s)", what, got, len,
+		      n < 0 ? strerror(errno) : "EOF");
+		got += n;
+	}
+}
+
+static int established(int lfamily, int cfamily, size_t big)
+{
+	int c, s;
+	pair(lfamily, cfamily, &c, &s);
+	size_t len = big ? big : 1000;
+	char *out = malloc(len), *in = malloc(len);
+	zt_fill(out, len, 17);
+	SYS(fcntl(c, F_SETFL, O_NONBLOCK));
+	size_t sent = 0; /* fill both queues: unread by the server, some never sent */
+	while (sent < len) {
+		ssize_t n = send(c, out + sent, len - sent, 0);
+		if (n <= 0)
+			break;
+		sent += n;
+	}
+	SYS(fcntl(c, F_SETFL, 0));
+	SYS(send(s, "reply", 5, 0));
+	zt_ready();
+	zt_wait();
+	if (sent < len) { /* the rest goes once the reader reads */
+		pid_t w = SYS(fork());
+		if (w == 0) {
+			while (sent < len) {
+				ssize_t n = send(c, out + sent, len - sent, 0);
+				if (n <= 0)
+					_exit(1);
+				sent += n;
+			}
+			_exit(0);
+		}
+		recv_all(s, in, len, "client to server");
+		CHECK(zt_reap(w) == 0, "the rest of the bytes could not be sent");
+	} else
+		recv_all(s, in, len, "client to server");
+	CHECK(!memcmp(in, out, len), "bytes differ");
+	char r[5];
+	recv_all(c, r, 5, "server to client");
+	CHECK(!memcmp(r, "reply", 5), "reply");
+	SYS(send(c, "more", 4, 0));
+	recv_all(s, r, 4, "after the restore");
+	zt_pass();
+}
+
+static int unconnected(void)
+{
+	int s = SYS(socket(AF_INET, SOCK_STREAM, 0));
+	int b = SYS(socket(AF_INET, SOCK_STREAM, 0));
+	struct sockaddr_storage ss;
+	SYS(bind(b, (void *)&ss, addr(&ss, AF_INET, 0)));
+	int port = port_of(b);
+	zt_ready();
+	zt_wait();
+	CHECK(port_of(b) == port, "bound port");
+	int t;
+	socklen_t l = sizeof(t);
+	CHECK(getsockopt(s, SOL_SOCKET, SO_TYPE, &t, &l) == 0 && t == SOCK_STREAM, "socket");
+	zt_pass();
+}
+
+/* A connection the peer reset: reads report the reset (or EOF) as before. */
+static int reset(void)
+{
+	int c, s;
+	pair(AF_INET, AF_INET, &c, &s);
+	struct linger lg = { 1, 0 };
+	SYS(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+	close(s); /* RST */
+	usleep(20000);
+	zt_ready();
+	zt_wait();
+	char b;
+	ssize_t n = recv(c, &b, 1, 0);
+	CHECK(n <= 0, "a reset connection reads data");
+	zt_pass();
+}
+
+/* A connect() in SYN_SENT: to a loopback listener whose queue is full, which drops
+ * the SYN (nothing leaves the machine). */
+static int syn_sent(void)
+{
+	struct sockaddr_storage ss;
+	int l = SYS(socket(AF_INET, SOCK_STREAM, 0));
+	SYS(bind(l, (void *)&ss, addr(&ss, AF_INET, 0)));
+	SYS(listen(l, 0));
+	socklen_t len = addr(&ss, AF_INET, port_of(l));
+	for (int i = 0; i < 16; i++) {
+		int s = SYS(socket(AF_INET, SOCK_STREAM, 0));
+		SYS(fcntl(s, F_SETFL, O_NONBLOCK));
+		connect(s, (void *)&ss, len);
+		usleep(20000);
+		struct tcp_info ti;
+		socklen_t tl = sizeof(ti);
+		SYS(getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &tl));
+		if (ti.tcpi_state == TCP_SYN_SENT) {
+			zt_ready();
+			zt_wait();
+			zt_pass();
+		}
+	}
+	zt_setup_fail("no connection stayed in SYN_SENT");
+}
+
+/* Two listeners sharing a port (SO_REUSEPORT). */
+static int reuseport(void)
+{
+	int one = 1, l[2];
+	struct sockaddr_storage ss;
+	for (int i = 0; i < 2; i++) {
+		l[i] = SYS(socket(AF_INET, SOCK_STREAM, 0));
+		SYS(setsockopt(l[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)));
+		SYS(bind(l[i], (void *)&ss, addr(&ss, AF_INET, i ? port_of(l[0]) : 0)));
+		SYS(listen(l[i], 4));
+	}
+	zt_ready();
+	zt_wait();
+	CHECK(port_of(l[0]) == port_of(l[1]), "ports differ");
+	int c = SYS(socket(AF_INET, SOCK_STREAM, 0));
+	CHECK(connect(c, (void *)&ss, addr(&ss, AF_INET, port_of(l[0]))) == 0, "connect");
+	zt_pass();
+}
+
+int main(int argc, char **argv)
+{
+	const char *m = zt_mode(argc, argv);
+	zt_init();
+	if (!strcmp(m, "tcp")) return established(AF_INET, AF_INET, 0);
+	if (!strcmp(m, "tcp6")) return established(AF_INET6, AF_INET6, 0);
+	if (!strcmp(m, "tcp4v6")) return established(AF_INET6, AF_INET, 0);
+	if (!strcmp(m, "tcpbuf")) return established(AF_INET, AF_INET, 4 << 20);
+	if (!strcmp(m, "tcpbuf6")) return established(AF_INET6, AF_INET6, 4 << 20);
+	if (!strcmp(m, "tcp-unconn")) return unconnected();
+	if (!strcmp(m, "tcp-reset")) return reset();
+	if (!strcmp(m, "tcp-syn-sent")) return syn_sent();
+	if (!strcmp(m, "tcp-reuseport")) return reuseport();
+	if (!strcmp(m, "tcp-no-flag")) return established(AF_INET, AF_INET, 0);
+	zt_setup_fail("unknown mode %s", m);
+}
