@@ -298,6 +298,17 @@ CASES: list[Case | object] = [
           "its map_files entry fails with ENXIO and the dump fails with that raw error"),
     C("io-uring", "ipc", zdtm="(io_uring)", libs=RT, refuse=r"io_uring"),
     C("uffd", "ipc", zdtm="uffd-events", libs=RT, refuse=r"userfaultfd"),
+    # ---------------------------------------------------------------- terminals, seccomp, knobs
+    C("pty", "misc", zdtm="pty00 pty01 tty00", libs=PT),
+    C("pty-session", "misc", zdtm="pty02 pty03 tty02 tty03 session (with a terminal)", libs=PT),
+    C("pty-hungup", "misc", zdtm="pty04", libs=PT),
+    C("pty-split", "misc", zdtm="pty01 (ends in two processes)", libs=PT),
+    C("seccomp-strict", "misc", zdtm="seccomp_strict", libs=PT),
+    C("seccomp-filter", "misc", zdtm="seccomp_filter seccomp_filter_inheritance "
+      "seccomp_no_new_privs", libs=PT),
+    C("seccomp-tsync", "misc", zdtm="seccomp_filter_tsync seccomp_filter_threads", libs=PT),
+    C("knobs", "misc", zdtm="cpu-affinity0 (personality, name, no_new_privs, timer slack)",
+      libs=PT),
 ]
 
 

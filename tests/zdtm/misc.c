@@ -1,0 +1,250 @@
+/* Terminals (pty pairs, controlling terminals, sessions on them), seccomp, and the
+ * small per-process knobs: personality, name, no_new_privs, affinity, timer slack. */
+#include "zdtm.h"
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <termios.h>
+
+static int open_pair(int *master, char *name, size_t size)
+{
+	*master = SYS(posix_openpt(O_RDWR | O_NOCTTY));
+	SYS(grantpt(*master));
+	SYS(unlockpt(*master));
+	SYS(ptsname_r(*master, name, size));
+	return SYS(open(name, O_RDWR | O_NOCTTY));
+}
+
+/* A pty pair: settings, window size, bytes waiting both ways. */
+static int pty(void)
+{
+	char name[64];
+	int m, s = open_pair(&m, name, sizeof(name));
+	struct termios t;
+	SYS(tcgetattr(s, &t));
+	t.c_lflag &= ~ECHO;
+	t.c_cc[VINTR] = 3;
+	t.c_cc[VMIN] = 1;
+	SYS(tcsetattr(s, TCSANOW, &t));
+	struct winsize ws = { 33, 111, 0, 0 };
+	SYS(ioctl(m, TIOCSWINSZ, &ws));
+	SYS(write(m, "typed\n", 6));
+	SYS(write(s, "shown\n", 6));
+	zt_ready();
+	zt_wait();
+	struct termios t2;
+	SYS(tcgetattr(s, &t2));
+	CHECK(!(t2.c_lflag & ECHO) && t2.c_cc[VINTR] == 3, "termios");
+	struct winsize w2;
+	SYS(ioctl(s, TIOCGWINSZ, &w2));
+	CHECK(w2.ws_row == 33 && w2.ws_col == 111, "window size %dx%d", w2.ws_row, w2.ws_col);
+	char buf[16];
+	ssize_t n = read(s, buf, sizeof(buf));
+	CHECK(n == 6 && !memcmp(buf, "typed\n", 6), "bytes typed: %zd", n);
+	n = read(m, buf, sizeof(buf));
+	CHECK(n >= 6 && !memcmp(buf, "shown", 5), "bytes shown: %zd", n);
+	/* the pair's number may differ: another pair may hold it by then (no devpts of
+	 * its own on a shared host); the slave is still the master's */
+	char now[64];
+	SYS(ptsname_r(m, now, sizeof(now)));
+	CHECK(!strncmp(now, "/dev/pts/", 9), "slave %s", now);
+	zt_pass();
+}
+
+/* A child session leader with a pty as its controlling terminal, a job in the
+ * foreground group, and one in the background. */
+static int pty_session(void)
+{
+	char name[64];
+	int m, s = open_pair(&m, name, sizeof(name));
+	close(s);
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		setsid();
+		int t = SYS(open(name, O_RDWR)); /* becomes the controlling terminal */
+		pid_t bg = SYS(fork());
+		if (bg == 0) {
+			setpgid(0, 0);
+			zt_wait();
+			_exit(tcgetpgrp(t) != getpgrp() ? 0 : 1);
+		}
+		setpgid(bg, bg);
+		pid_t fg = SYS(fork());
+		if (fg == 0) {
+			setpgid(0, 0);
+			zt_wait();
+			_exit(tcgetpgrp(t) == getpgrp() && tcgetsid(t) == getsid(0) ? 0 : 1);
+		}
+		setpgid(fg, fg);
+		signal(SIGTTOU, SIG_IGN);
+		SYS(tcsetpgrp(t, fg));
+		zt_wait();
+		kill(bg, SIGTERM);
+		kill(fg, SIGTERM);
+		int a = zt_reap(bg), b = zt_reap(fg);
+		_exit(a == 0 && b == 0 && tcgetsid(t) == getpid() ? 0 : 1);
+	}
+	usleep(100000);
+	zt_ready();
+	zt_wait();
+	zt_children_verdict(&c, 1);
+	zt_pass();
+}
+
+/* A pty whose master was closed (hung up slave). */
+static int pty_hungup(void)
+{
+	char name[64];
+	int m, s = open_pair(&m, name, sizeof(name));
+	close(m);
+	zt_ready();
+	zt_wait();
+	char b;
+	CHECK(read(s, &b, 1) <= 0, "a hung-up slave reads data");
+	zt_pass();
+}
+
+/* A pty pair where the child holds the master and the parent the slave. */
+static int pty_split(void)
+{
+	char name[64];
+	int m, s = open_pair(&m, name, sizeof(name));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		close(s);
+		zt_wait();
+		char buf[8];
+		ssize_t n = read(m, buf, sizeof(buf));
+		_exit(n >= 4 && !memcmp(buf, "from", 4) ? 0 : 1);
+	}
+	close(m);
+	zt_ready();
+	zt_wait();
+	SYS(write(s, "from", 4));
+	zt_children_verdict(&c, 1);
+	zt_pass();
+}
+
+static int seccomp_strict(void)
+{
+	int p[2];
+	SYS(pipe(p));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		close(p[1]);
+		SYS(prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT));
+		char x = 0;
+		ssize_t n = read(p[0], &x, 1); /* blocks until the parent writes */
+		syscall(SYS_exit, n == 1 && x == 'g' ? 0 : 1);
+	}
+	close(p[0]);
+	usleep(50000);
+	zt_ready();
+	zt_wait();
+	char path[64], buf[2048];
+	snprintf(path, sizeof(path), "/proc/%d/status", c);
+	int fd = SYS(open(path, O_RDONLY));
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	char *sc = strstr(buf, "Seccomp:");
+	CHECK(sc && atoi(sc + 8) == 1, "child's seccomp mode lost");
+	SYS(write(p[1], "g", 1));
+	int code = zt_reap(c);
+	CHECK(code == 0, "strict child ended with %d", code);
+	zt_pass();
+}
+
+/* A filter that fails getppid() with errno 77, inherited by a child and
+ * installed in all threads with TSYNC. */
+static void install_filter(unsigned flags)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 77),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { 4, code };
+	SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	SYS(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog));
+}
+
+static int filtered(void) { return syscall(SYS_getppid) < 0 && errno == 77; }
+
+static volatile int thread_ok;
+static void *filter_thread(void *a)
+{
+	(void)a;
+	while (!zt_stopped)
+		usleep(2000);
+	thread_ok = filtered() ? 1 : 2;
+	return NULL;
+}
+
+static int seccomp_filter(int tsync)
+{
+	pthread_t t;
+	if (tsync)
+		SYS(-pthread_create(&t, NULL, filter_thread, NULL));
+	install_filter(tsync ? SECCOMP_FILTER_FLAG_TSYNC : 0);
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		zt_wait();
+		_exit(filtered() ? 0 : 1);
+	}
+	zt_ready();
+	zt_wait();
+	CHECK(filtered(), "the filter is gone");
+	CHECK(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1, "no_new_privs lost");
+	if (tsync) {
+		pthread_join(t, NULL);
+		CHECK(thread_ok == 1, "the thread's filter is gone");
+	}
+	zt_children_verdict(&c, 1);
+	zt_pass();
+}
+
+static int knobs(void)
+{
+	SYS(personality(PER_LINUX | ADDR_NO_RANDOMIZE | READ_IMPLIES_EXEC));
+	int pers = personality(0xffffffff);
+	SYS(prctl(PR_SET_NAME, "zdtm-named"));
+	SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	SYS(prctl(PR_SET_TIMERSLACK, 123456));
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	SYS(sched_setaffinity(0, sizeof(set), &set));
+	zt_ready();
+	zt_wait();
+	CHECK(personality(0xffffffff) == pers, "personality %x, was %x", personality(0xffffffff), pers);
+	char name[16];
+	prctl(PR_GET_NAME, name);
+	CHECK(!strcmp(name, "zdtm-named"), "name %s", name);
+	CHECK(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1, "no_new_privs");
+	CHECK(prctl(PR_GET_TIMERSLACK) == 123456, "timer slack %d", prctl(PR_GET_TIMERSLACK));
+	cpu_set_t now;
+	SYS(sched_getaffinity(0, sizeof(now), &now));
+	CHECK(CPU_EQUAL(&now, &set), "CPU affinity");
+	zt_pass();
+}
+
+int main(int argc, char **argv)
+{
+	const char *m = zt_mode(argc, argv);
+	zt_init();
+	if (!strcmp(m, "pty")) return pty();
+	if (!strcmp(m, "pty-session")) return pty_session();
+	if (!strcmp(m, "pty-hungup")) return pty_hungup();
+	if (!strcmp(m, "pty-split")) return pty_split();
+	if (!strcmp(m, "seccomp-strict")) return seccomp_strict();
+	if (!strcmp(m, "seccomp-filter")) return seccomp_filter(0);
+	if (!strcmp(m, "seccomp-tsync")) return seccomp_filter(1);
+	if (!strcmp(m, "knobs")) return knobs();
+	zt_setup_fail("unknown mode %s", m);
+}
