@@ -328,6 +328,10 @@ static int stopped(int sig, int kill_too, int tkill_too)
 	memset(&si, 0, sizeof(si));
 	CHECK(waitid(P_PID, c, &si, WSTOPPED | WNOWAIT | WNOHANG) == 0 && si.si_pid == c
 	      && si.si_status == sig, "no stop (%d) reported for the child", sig);
+	/* ckpt let it go from a ptrace stop: it passes through R on its way back into the
+	 * group stop */
+	for (int i = 0; i < 2000 && proc_state(c) != 'T'; i++)
+		usleep(1000);
 	CHECK(proc_state(c) == 'T', "child state %c, expected stopped", proc_state(c));
 	if (!kill_too && !tkill_too)
 		kill(c, SIGTERM);
