@@ -2,6 +2,7 @@
  * and directories, FIFOs, pipes, cwd and chroot, /proc files, O_PATH, devices. */
 #include "zdtm.h"
 #include <dirent.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -566,6 +567,53 @@ static int pidfds(int variant)
 	zt_pass();
 }
 
+/* A pidfd on one of our threads (PIDFD_THREAD). */
+static void *idle_thread(void *a) { (void)a; for (;;) pause(); return NULL; }
+
+static int pidfd_thread(void)
+{
+	pthread_t t;
+	SYS(-pthread_create(&t, NULL, idle_thread, NULL));
+	usleep(20000);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task");
+	DIR *d = opendir(path);
+	struct dirent *e;
+	pid_t tid = 0;
+	while ((e = readdir(d)))
+		if (atoi(e->d_name) > 0 && atoi(e->d_name) != getpid())
+			tid = atoi(e->d_name);
+	closedir(d);
+	int pfd = SYS(syscall(SYS_pidfd_open, tid, O_EXCL)); /* PIDFD_THREAD */
+	zt_ready();
+	zt_wait();
+	CHECK(fcntl(pfd, F_GETFD) >= 0, "pidfd lost");
+	zt_pass();
+}
+
+/* An fd taken from a child with pidfd_getfd: one open file, shared with the child. */
+static int fd_from_pidfd(void)
+{
+	int p[2];
+	SYS(pipe(p));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		int f = SYS(open("child.file", O_CREAT | O_RDWR | O_TRUNC, 0600));
+		SYS(write(p[1], &f, sizeof(f)));
+		zt_wait();
+		_exit(lseek(f, 0, SEEK_CUR) == 5 ? 0 : 1);
+	}
+	int f;
+	SYS(read(p[0], &f, sizeof(f)));
+	int pfd = SYS(syscall(SYS_pidfd_open, c, 0));
+	int mine = SYS(syscall(SYS_pidfd_getfd, pfd, f, 0));
+	zt_ready();
+	zt_wait();
+	SYS(write(mine, "12345", 5)); /* moves the child's offset too */
+	zt_children_verdict(&c, 1);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -607,5 +655,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "pidfd")) return pidfds(0);
 	if (!strcmp(m, "pidfd-zombie")) return pidfds(1);
 	if (!strcmp(m, "pidfd-dead")) return pidfds(2);
+	if (!strcmp(m, "pidfd-thread")) return pidfd_thread();
+	if (!strcmp(m, "fd-from-pidfd")) return fd_from_pidfd();
 	zt_setup_fail("unknown mode %s", m);
 }

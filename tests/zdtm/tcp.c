@@ -182,6 +182,41 @@ static int reuseport(void)
 	zt_pass();
 }
 
+/* Dumped with --tcp-close: the connection comes back closed. */
+static int closed_on_restore(void)
+{
+	int c, s;
+	pair(AF_INET, AF_INET, &c, &s);
+	SYS(send(c, "lost", 4, 0));
+	zt_ready();
+	zt_wait();
+	char b[8];
+	CHECK(recv(s, b, sizeof(b), MSG_DONTWAIT) <= 0, "a connection restored with --tcp-close reads");
+	CHECK(send(c, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0, "a closed connection writes");
+	zt_pass();
+}
+
+/* A connection not yet accepted, dumped with --skip-in-flight: the listener comes
+ * back without it and accepts new ones. */
+static int in_flight(void)
+{
+	struct sockaddr_storage ss;
+	int l = SYS(socket(AF_INET, SOCK_STREAM, 0));
+	SYS(bind(l, (void *)&ss, addr(&ss, AF_INET, 0)));
+	SYS(listen(l, 4));
+	int c = SYS(socket(AF_INET, SOCK_STREAM, 0));
+	SYS(connect(c, (void *)&ss, addr(&ss, AF_INET, port_of(l))));
+	close(c);
+	usleep(20000);
+	zt_ready();
+	zt_wait();
+	int n = SYS(socket(AF_INET, SOCK_STREAM, 0));
+	CHECK(connect(n, (void *)&ss, addr(&ss, AF_INET, port_of(l))) == 0, "connect");
+	int a = accept(l, NULL, NULL);
+	CHECK(a >= 0, "accept");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -196,5 +231,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "tcp-syn-sent")) return syn_sent();
 	if (!strcmp(m, "tcp-reuseport")) return reuseport();
 	if (!strcmp(m, "tcp-no-flag")) return established(AF_INET, AF_INET, 0);
+	if (!strcmp(m, "tcp-close")) return closed_on_restore();
+	if (!strcmp(m, "tcp-skip-in-flight")) return in_flight();
 	zt_setup_fail("unknown mode %s", m);
 }
