@@ -330,6 +330,11 @@ class Procs:
 
     def cleanup(self) -> None:
         """Kill and reap every tracked process and every new child (restored ones too)."""
+        self.kill_tracked()
+        self.kill_new_children()
+
+    def kill_tracked(self) -> None:
+        """Kill and reap the processes this test started or adopted."""
         for p in self.tracked:
             try:
                 if p.pidfd >= 0:
@@ -348,8 +353,10 @@ class Procs:
             if p.pidfd >= 0:
                 os.close(p.pidfd)
                 p.pidfd = -1
-        # Anything else that became our child during the test (a restored process whose
-        # PID the test never learnt, a child of a killed ckpt): kill and reap it too.
+
+    def kill_new_children(self) -> None:
+        """Anything else that became our child during the test (a restored process whose
+        PID the test never learnt, a child of a killed ckpt): kill and reap it too."""
         for pid in my_children() - self.children_before:
             try:
                 fd = os.pidfd_open(pid)

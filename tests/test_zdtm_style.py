@@ -69,8 +69,10 @@ PT = ("-pthread",)
 RT = ("-pthread", "-lrt")
 LOCKS = ("--file-locks",)
 TCP = ("--tcp-established",)
-IPV6_TCP = ("sockets", "a TCP IPv6 connection fails to restore: the socket options step "
-            "sets IPV6_MULTICAST_IF on it (ENOPROTOOPT)")
+IPV6_TCP = ("sockets", "a TCP IPv6 connection is killed by the dump, then its restore fails: "
+            "an accepted IPv6 TCP socket reports IPV6_MULTICAST_IF = its incoming interface "
+            "(lo), saved as differing from a new socket's, and setting it on a stream "
+            "socket fails with ENOPROTOOPT")
 
 CASES: list[Case | object] = [
     # ---------------------------------------------------------------- tasks and trees
@@ -331,18 +333,7 @@ class CaseProcs(Procs):
     it, their processes also pytest's children)."""
 
     def cleanup(self) -> None:
-        for p in self.tracked:
-            try:
-                os.kill(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                self.wait_gone(p, timeout=5.0)
-            except AssertionError:
-                pass
-            if p.pidfd >= 0:
-                os.close(p.pidfd)
-                p.pidfd = -1
+        self.kill_tracked()
 
 
 def dumped_pids(images: Path) -> list[int]:

@@ -10,16 +10,6 @@
 
 #define PG 4096
 
-static int make_file(const char *name, size_t len, unsigned seed)
-{
-	int fd = SYS(open(name, O_RDWR | O_CREAT | O_TRUNC, 0640));
-	char *buf = malloc(len);
-	zt_fill(buf, len, seed);
-	SYS(write(fd, buf, len));
-	free(buf);
-	return fd;
-}
-
 static int fd_flags(int fd) { return fcntl(fd, F_GETFL) & ~O_LARGEFILE; }
 
 static void check_content(int fd, off_t off, size_t len, unsigned seed, const char *what)
@@ -36,7 +26,7 @@ static void check_content(int fd, off_t off, size_t len, unsigned seed, const ch
  * an O_APPEND writer, close-on-exec per fd. */
 static int fd_table(void)
 {
-	int f = make_file("a.file", 3 * PG, 1);
+	int f = zt_make_file("a.file", 3 * PG, 1);
 	SYS(lseek(f, 1234, SEEK_SET));
 	int hi = SYS(dup2(f, 1000));
 	int cx = SYS(fcntl(f, F_DUPFD_CLOEXEC, 200));
@@ -44,7 +34,7 @@ static int fd_table(void)
 	SYS(lseek(ro, 77, SEEK_SET));
 	int ap = SYS(open("a.file", O_WRONLY | O_APPEND));
 	int ex = SYS(open("a.file", O_RDONLY | O_CLOEXEC));
-	close(make_file("b.file", 10, 2));
+	close(zt_make_file("b.file", 10, 2));
 	int wr = SYS(open("b.file", O_WRONLY));
 	SYS(lseek(wr, 5, SEEK_SET));
 	int flags[6] = { fd_flags(f), fd_flags(ro), fd_flags(ap), fd_flags(ex), fd_flags(wr), fd_flags(hi) };
@@ -88,7 +78,7 @@ static int write_read(void)
 /* The file keeps its mode, owner, size and times; a second name (hard link) too. */
 static int file_attr(void)
 {
-	int fd = make_file("attr.file", 1000, 3);
+	int fd = zt_make_file("attr.file", 1000, 3);
 	SYS(fchmod(fd, 04751));
 	SYS(fchown(fd, 1234, 5678));
 	SYS(link("attr.file", "attr.link"));
@@ -110,7 +100,7 @@ static int file_attr(void)
  * name, one written after the unlink, two fds, a mapping only. */
 static int unlinked(int variant)
 {
-	int fd = make_file("gone.file", 5 * PG + 17, 8), fd2 = -1;
+	int fd = zt_make_file("gone.file", 5 * PG + 17, 8), fd2 = -1;
 	char *map = NULL;
 	if (variant == 1)
 		fd2 = SYS(open("gone.file", O_RDONLY));
@@ -121,7 +111,7 @@ static int unlinked(int variant)
 	}
 	SYS(unlink("gone.file"));
 	if (variant == 2) /* another file takes the name */
-		close(make_file("gone.file", 100, 9));
+		close(zt_make_file("gone.file", 100, 9));
 	if (variant == 3)
 		SYS(pwrite(fd, "after", 5, 3));
 	if (variant == 4) {
@@ -247,8 +237,8 @@ static int chrooted(void)
 {
 	SYS(mkdir("root", 0755));
 	SYS(mkdir("root/inner", 0755));
-	int inside = make_file("root/inner/in.file", 100, 4);
-	int outside = make_file("out.file", 200, 5);
+	int inside = zt_make_file("root/inner/in.file", 100, 4);
+	int outside = zt_make_file("out.file", 200, 5);
 	SYS(chroot("root"));
 	SYS(chdir("/inner"));
 	zt_ready();
@@ -491,7 +481,7 @@ static int proc_outside(int what)
 /* O_PATH fds on a file, a directory, a symlink (O_NOFOLLOW), a deleted symlink. */
 static int opath(int deleted)
 {
-	close(make_file("target.file", 10, 1));
+	close(zt_make_file("target.file", 10, 1));
 	SYS(mkdir("adir", 0700));
 	SYS(symlink("target.file", "the.link"));
 	int f = SYS(open("target.file", O_PATH));

@@ -63,22 +63,12 @@ static void map_line(void *addr, char *out, size_t size)
 		fclose(f);
 }
 
-static int make_file(const char *name, size_t len, unsigned seed)
-{
-	int fd = SYS(open(name, O_RDWR | O_CREAT | O_TRUNC, 0644));
-	char *buf = malloc(len);
-	zt_fill(buf, len, seed);
-	SYS(write(fd, buf, len));
-	free(buf);
-	return fd;
-}
-
 /* Mappings of every kind with data in them; after the restore the same layout and
  * the same bytes, shared file mappings still writing to the file. */
 static int mappings(void)
 {
 	struct m { void *p; size_t len; unsigned seed; char line[700]; } m[8];
-	int fd = make_file("data.file", 16 * PG, 50);
+	int fd = zt_make_file("data.file", 16 * PG, 50);
 	m[0].p = map(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	m[1].p = map(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	m[2].p = map(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
@@ -261,7 +251,7 @@ static int many_maps(void)
 /* A file mapping longer than the file: the part past the end faults with SIGBUS. */
 static int past_eof(void)
 {
-	int fd = make_file("short.file", PG + 100, 77);
+	int fd = zt_make_file("short.file", PG + 100, 77);
 	char *p = map(NULL, 4 * PG, PROT_READ, MAP_SHARED, fd, 0);
 	zt_ready();
 	zt_wait();
@@ -304,7 +294,7 @@ static int touch_later(void)
  * before and after the restore; shared anonymous memory stays shared. */
 static int cow(int file)
 {
-	int fd = file ? make_file("cow.file", 32 * PG, 1) : -1;
+	int fd = file ? zt_make_file("cow.file", 32 * PG, 1) : -1;
 	char *p = map(NULL, 32 * PG, PROT_READ | PROT_WRITE,
 		      file ? MAP_PRIVATE : MAP_PRIVATE | MAP_ANONYMOUS, fd, 0);
 	char *sh = map(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

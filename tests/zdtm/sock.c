@@ -2,6 +2,7 @@
  * queued data, shutdown, deleted names, abstract names, fds in flight), inet (TCP
  * listeners, UDP, ICMP, raw, UDP-lite), netlink, packet; socket options, filters. */
 #include "zdtm.h"
+#include "net.h"
 #include <linux/filter.h>
 #include <stddef.h>
 #include <linux/netlink.h>
@@ -250,33 +251,6 @@ static int peercred(void)
 	zt_pass();
 }
 
-static void inet_addr_of(struct sockaddr_storage *ss, socklen_t *len, int family, int port)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (family == AF_INET) {
-		struct sockaddr_in *a = (void *)ss;
-		a->sin_family = AF_INET;
-		a->sin_port = htons(port);
-		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		*len = sizeof(*a);
-	} else {
-		struct sockaddr_in6 *a = (void *)ss;
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons(port);
-		a->sin6_addr = in6addr_loopback;
-		*len = sizeof(*a);
-	}
-}
-
-static int port_of(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t l = sizeof(ss);
-	getsockname(fd, (void *)&ss, &l);
-	return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
-}
-
 /* A TCP listener: clients connect after the restore. */
 static int tcp_listen(int family, int v4v6)
 {
@@ -289,16 +263,16 @@ static int tcp_listen(int family, int v4v6)
 		struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
 		SYS(bind(l, (void *)&a, sizeof(a)));
 	} else {
-		inet_addr_of(&ss, &len, family, 0);
+		len = zt_loopback(&ss, family, 0);
 		SYS(bind(l, (void *)&ss, len));
 	}
 	SYS(listen(l, 10));
-	int port = port_of(l);
+	int port = zt_port_of(l);
 	zt_ready();
 	zt_wait();
-	CHECK(port_of(l) == port, "port %d, was %d", port_of(l), port);
+	CHECK(zt_port_of(l) == port, "port %d, was %d", zt_port_of(l), port);
 	int c = SYS(socket(v4v6 ? AF_INET : family, SOCK_STREAM, 0));
-	inet_addr_of(&ss, &len, v4v6 ? AF_INET : family, port);
+	len = zt_loopback(&ss, v4v6 ? AF_INET : family, port);
 	CHECK(connect(c, (void *)&ss, len) == 0, "connect: %s", strerror(errno));
 	int s = accept(l, NULL, NULL);
 	CHECK(s >= 0, "accept");
@@ -316,26 +290,26 @@ static int udp(int family, int proto, int connected)
 	int b = SYS(socket(family, type, proto));
 	struct sockaddr_storage ss;
 	socklen_t len;
-	inet_addr_of(&ss, &len, family, 0);
+	len = zt_loopback(&ss, family, 0);
 	SYS(bind(a, (void *)&ss, len));
 	SYS(bind(b, (void *)&ss, len));
-	int pa = port_of(a), pb = port_of(b);
+	int pa = zt_port_of(a), pb = zt_port_of(b);
 	if (connected) {
-		inet_addr_of(&ss, &len, family, pa);
+		len = zt_loopback(&ss, family, pa);
 		SYS(connect(b, (void *)&ss, len));
 	}
 	int one = 1;
 	SYS(setsockopt(a, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)));
 	zt_ready();
 	zt_wait();
-	CHECK(port_of(a) == pa && port_of(b) == pb, "ports");
+	CHECK(zt_port_of(a) == pa && zt_port_of(b) == pb, "ports");
 	int v = 0;
 	socklen_t l = sizeof(v);
 	getsockopt(a, SOL_SOCKET, SO_BROADCAST, &v, &l);
 	CHECK(v == 1, "SO_BROADCAST lost");
 	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
 		zt_pass();
-	inet_addr_of(&ss, &len, family, pa);
+	len = zt_loopback(&ss, family, pa);
 	if (connected)
 		SYS(send(b, "dg", 2, 0));
 	else
@@ -351,9 +325,9 @@ static int udp_queued(void)
 	int a = SYS(socket(AF_INET, SOCK_DGRAM, 0));
 	struct sockaddr_storage ss;
 	socklen_t len;
-	inet_addr_of(&ss, &len, AF_INET, 0);
+	len = zt_loopback(&ss, AF_INET, 0);
 	SYS(bind(a, (void *)&ss, len));
-	inet_addr_of(&ss, &len, AF_INET, port_of(a));
+	len = zt_loopback(&ss, AF_INET, zt_port_of(a));
 	SYS(sendto(a, "q1", 2, 0, (void *)&ss, len));
 	zt_ready();
 	zt_wait();
@@ -456,14 +430,14 @@ static int sock_filter(int lock)
 	}
 	struct sockaddr_storage ss;
 	socklen_t len;
-	inet_addr_of(&ss, &len, AF_INET, 0);
+	len = zt_loopback(&ss, AF_INET, 0);
 	SYS(bind(s, (void *)&ss, len));
 	zt_ready();
 	zt_wait();
 	struct sock_filter got[4];
 	socklen_t n = 4;
 	CHECK(getsockopt(s, SOL_SOCKET, SO_GET_FILTER, got, &n) == 0 && n == 1, "filter lost (%u)", n);
-	inet_addr_of(&ss, &len, AF_INET, port_of(s));
+	len = zt_loopback(&ss, AF_INET, zt_port_of(s));
 	sendto(s, "f", 1, 0, (void *)&ss, len);
 	char b;
 	CHECK(recv(s, &b, 1, MSG_DONTWAIT) < 0, "the filter no longer drops");
@@ -518,6 +492,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "sock-filter-locked")) return sock_filter(1);
 	if (!strcmp(m, "netlink")) return other_family(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
 	if (!strcmp(m, "packet")) return other_family(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-	if (!strcmp(m, "raw")) return other_family(AF_INET, SOCK_RAW, IPPROTO_UDP);
+	if (!strcmp(m, "raw")) /* protocol 253 (for experiments): no packets arrive */
+		return other_family(AF_INET, SOCK_RAW, 253);
 	zt_setup_fail("unknown mode %s", m);
 }

@@ -2,36 +2,11 @@
  * bytes in flight both ways, big unread buffers, IPv6, v4-mapped, an unconnected
  * socket, a reset connection, a connection still being made. */
 #include "zdtm.h"
+#include "net.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-
-static socklen_t addr(struct sockaddr_storage *ss, int family, int port)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (family == AF_INET) {
-		struct sockaddr_in *a = (void *)ss;
-		a->sin_family = AF_INET;
-		a->sin_port = htons(port);
-		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		return sizeof(*a);
-	}
-	struct sockaddr_in6 *a = (void *)ss;
-	a->sin6_family = AF_INET6;
-	a->sin6_port = htons(port);
-	a->sin6_addr = in6addr_loopback;
-	return sizeof(*a);
-}
-
-static int port_of(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t l = sizeof(ss);
-	getsockname(fd, (void *)&ss, &l);
-	return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
-}
 
 /* A connected pair (client, server) over loopback. */
 static void pair(int lfamily, int cfamily, int *cli, int *srv)
@@ -42,10 +17,10 @@ static void pair(int lfamily, int cfamily, int *cli, int *srv)
 		struct sockaddr_in6 any = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
 		SYS(bind(l, (void *)&any, sizeof(any)));
 	} else
-		SYS(bind(l, (void *)&ss, addr(&ss, lfamily, 0)));
+		SYS(bind(l, (void *)&ss, zt_loopback(&ss, lfamily, 0)));
 	SYS(listen(l, 1));
 	*cli = SYS(socket(cfamily, SOCK_STREAM, 0));
-	SYS(connect(*cli, (void *)&ss, addr(&ss, cfamily, port_of(l))));
+	SYS(connect(*cli, (void *)&ss, zt_loopback(&ss, cfamily, zt_port_of(l))));
 	*srv = SYS(accept(l, NULL, NULL));
 	close(l);
 }
@@ -109,11 +84,11 @@ static int unconnected(void)
 	int s = SYS(socket(AF_INET, SOCK_STREAM, 0));
 	int b = SYS(socket(AF_INET, SOCK_STREAM, 0));
 	struct sockaddr_storage ss;
-	SYS(bind(b, (void *)&ss, addr(&ss, AF_INET, 0)));
-	int port = port_of(b);
+	SYS(bind(b, (void *)&ss, zt_loopback(&ss, AF_INET, 0)));
+	int port = zt_port_of(b);
 	zt_ready();
 	zt_wait();
-	CHECK(port_of(b) == port, "bound port");
+	CHECK(zt_port_of(b) == port, "bound port");
 	int t;
 	socklen_t l = sizeof(t);
 	CHECK(getsockopt(s, SOL_SOCKET, SO_TYPE, &t, &l) == 0 && t == SOCK_STREAM, "socket");
@@ -143,9 +118,9 @@ static int syn_sent(void)
 {
 	struct sockaddr_storage ss;
 	int l = SYS(socket(AF_INET, SOCK_STREAM, 0));
-	SYS(bind(l, (void *)&ss, addr(&ss, AF_INET, 0)));
+	SYS(bind(l, (void *)&ss, zt_loopback(&ss, AF_INET, 0)));
 	SYS(listen(l, 0));
-	socklen_t len = addr(&ss, AF_INET, port_of(l));
+	socklen_t len = zt_loopback(&ss, AF_INET, zt_port_of(l));
 	for (int i = 0; i < 16; i++) {
 		int s = SYS(socket(AF_INET, SOCK_STREAM, 0));
 		SYS(fcntl(s, F_SETFL, O_NONBLOCK));
@@ -171,14 +146,14 @@ static int reuseport(void)
 	for (int i = 0; i < 2; i++) {
 		l[i] = SYS(socket(AF_INET, SOCK_STREAM, 0));
 		SYS(setsockopt(l[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)));
-		SYS(bind(l[i], (void *)&ss, addr(&ss, AF_INET, i ? port_of(l[0]) : 0)));
+		SYS(bind(l[i], (void *)&ss, zt_loopback(&ss, AF_INET, i ? zt_port_of(l[0]) : 0)));
 		SYS(listen(l[i], 4));
 	}
 	zt_ready();
 	zt_wait();
-	CHECK(port_of(l[0]) == port_of(l[1]), "ports differ");
+	CHECK(zt_port_of(l[0]) == zt_port_of(l[1]), "ports differ");
 	int c = SYS(socket(AF_INET, SOCK_STREAM, 0));
-	CHECK(connect(c, (void *)&ss, addr(&ss, AF_INET, port_of(l[0]))) == 0, "connect");
+	CHECK(connect(c, (void *)&ss, zt_loopback(&ss, AF_INET, zt_port_of(l[0]))) == 0, "connect");
 	zt_pass();
 }
 
@@ -202,16 +177,16 @@ static int in_flight(void)
 {
 	struct sockaddr_storage ss;
 	int l = SYS(socket(AF_INET, SOCK_STREAM, 0));
-	SYS(bind(l, (void *)&ss, addr(&ss, AF_INET, 0)));
+	SYS(bind(l, (void *)&ss, zt_loopback(&ss, AF_INET, 0)));
 	SYS(listen(l, 4));
 	int c = SYS(socket(AF_INET, SOCK_STREAM, 0));
-	SYS(connect(c, (void *)&ss, addr(&ss, AF_INET, port_of(l))));
+	SYS(connect(c, (void *)&ss, zt_loopback(&ss, AF_INET, zt_port_of(l))));
 	close(c);
 	usleep(20000);
 	zt_ready();
 	zt_wait();
 	int n = SYS(socket(AF_INET, SOCK_STREAM, 0));
-	CHECK(connect(n, (void *)&ss, addr(&ss, AF_INET, port_of(l))) == 0, "connect");
+	CHECK(connect(n, (void *)&ss, zt_loopback(&ss, AF_INET, zt_port_of(l))) == 0, "connect");
 	int a = accept(l, NULL, NULL);
 	CHECK(a >= 0, "accept");
 	zt_pass();

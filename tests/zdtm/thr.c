@@ -294,17 +294,24 @@ static int zombie_leader(void)
 static volatile int asm_stop;
 static void on_term_flag(int s) { (void)s; asm_stop = 1; }
 
+/* Say ready; SIGTERM then sets asm_stop, which the register-holding loop polls (the
+ * kernel saves and restores the registers around the handler). */
+static void ready_for_asm(void)
+{
+	sigset_t s;
+	signal(SIGTERM, on_term_flag);
+	sigemptyset(&s);
+	sigaddset(&s, SIGTERM);
+	zt_ready();
+	sigprocmask(SIG_UNBLOCK, &s, NULL);
+}
+
 static int sse_regs(void)
 {
 	static double in[16][2] __attribute__((aligned(16))), out[16][2] __attribute__((aligned(16)));
 	for (int i = 0; i < 16; i++)
 		in[i][0] = i * 1.5 + 0.25, in[i][1] = -i * 3.75;
-	signal(SIGTERM, on_term_flag);
-	sigset_t s;
-	sigemptyset(&s);
-	sigaddset(&s, SIGTERM);
-	zt_ready();
-	sigprocmask(SIG_UNBLOCK, &s, NULL);
+	ready_for_asm();
 	asm volatile(
 		"movapd 0(%0), %%xmm0\n movapd 16(%0), %%xmm1\n movapd 32(%0), %%xmm2\n movapd 48(%0), %%xmm3\n"
 		"movapd 64(%0), %%xmm4\n movapd 80(%0), %%xmm5\n movapd 96(%0), %%xmm6\n movapd 112(%0), %%xmm7\n"
@@ -334,12 +341,7 @@ static int avx_regs(void)
 	for (int i = 0; i < 4; i++)
 		for (int j = 0; j < 4; j++)
 			in[i][j] = i * 10 + j + 0.125;
-	signal(SIGTERM, on_term_flag);
-	sigset_t s;
-	sigemptyset(&s);
-	sigaddset(&s, SIGTERM);
-	zt_ready();
-	sigprocmask(SIG_UNBLOCK, &s, NULL);
+	ready_for_asm();
 	asm volatile(
 		"vmovapd 0(%0), %%ymm0\n vmovapd 32(%0), %%ymm7\n vmovapd 64(%0), %%ymm8\n vmovapd 96(%0), %%ymm15\n"
 		"1: pause\n cmpl $0, %2\n je 1b\n"
@@ -356,12 +358,7 @@ static int x87_regs(int mmx)
 	static long double in[4] = { 1.25L, -3.5L, 1e300L, 3.14159265358979323846L }, out[4];
 	static unsigned long long mm_in[2] = { 0x0123456789abcdefULL, 0xfedcba9876543210ULL }, mm_out[2];
 	unsigned short cw = 0x0f7f, cw_out = 0; /* round toward zero, all exceptions masked */
-	signal(SIGTERM, on_term_flag);
-	sigset_t s;
-	sigemptyset(&s);
-	sigaddset(&s, SIGTERM);
-	zt_ready();
-	sigprocmask(SIG_UNBLOCK, &s, NULL);
+	ready_for_asm();
 	if (mmx) {
 		asm volatile("movq 0(%0), %%mm0\n movq 8(%0), %%mm7\n"
 			     "1: pause\n cmpl $0, %2\n je 1b\n"

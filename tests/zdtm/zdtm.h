@@ -139,6 +139,17 @@ static long zt_diff(const void *p, size_t len, unsigned seed)
 	return -1;
 }
 
+/* A file NAME of LEN bytes of the zt_fill pattern SEED, open read-write. */
+static int zt_make_file(const char *name, size_t len, unsigned seed)
+{
+	int fd = SYS(open(name, O_RDWR | O_CREAT | O_TRUNC, 0640));
+	char *buf = malloc(len);
+	zt_fill(buf, len, seed);
+	SYS(write(fd, buf, len));
+	free(buf);
+	return fd;
+}
+
 /* Reap a child; its exit code (0..255), 128+signal, or -1. */
 static int zt_reap(pid_t pid)
 {
