@@ -285,11 +285,8 @@ CASES: list[Case | object] = [
             dump=("--tcp-close",), restore=("--tcp-close",)), "tcp2",
           "dump --tcp-close without --tcp-established is refused (criu's dump takes "
           "--tcp-close alone: connections not saved, restored closed)"),
-    xfail(C("tcp-skip-in-flight", "tcp", zdtm="socket-tcp-skip-in-flight",
-            dump=(*TCP, "--skip-in-flight"), restore=TCP), "tcp2",
-          "--skip-in-flight: a listener with a connection not yet accepted is still refused "
-          "('TCP connections are not supported (would need TCP_REPAIR)', even with "
-          "--tcp-established)"),
+    C("tcp-skip-in-flight", "tcp", zdtm="socket-tcp-skip-in-flight",
+      dump=(*TCP, "--skip-in-flight"), restore=TCP),
     # ---------------------------------------------------------------- IPC, kernel memory
     C("sysv-shm", "ipc", zdtm="shm shm-unaligned", libs=RT),
     C("sysv-shm-child", "ipc", zdtm="shm-mp", libs=RT),
