@@ -69,10 +69,6 @@ PT = ("-pthread",)
 RT = ("-pthread", "-lrt")
 LOCKS = ("--file-locks",)
 TCP = ("--tcp-established",)
-IPV6_TCP = ("sockets", "a TCP IPv6 connection is killed by the dump, then its restore fails: "
-            "an accepted IPv6 TCP socket reports IPV6_MULTICAST_IF = its incoming interface "
-            "(lo), saved as differing from a new socket's, and setting it on a stream "
-            "socket fails with ENOPROTOOPT")
 
 CASES: list[Case | object] = [
     # ---------------------------------------------------------------- tasks and trees
@@ -264,13 +260,10 @@ CASES: list[Case | object] = [
     C("raw", "sock", zdtm="socket-raw"),
     # ---------------------------------------------------------------- TCP connections
     C("tcp", "tcp", zdtm="socket-tcp socket-tcp-local", dump=TCP, restore=TCP),
-    xfail(C("tcp6", "tcp", zdtm="socket-tcp6 socket-tcp6-local", dump=TCP, restore=TCP),
-          *IPV6_TCP),
-    xfail(C("tcp4v6", "tcp", zdtm="socket-tcp4v6 socket-tcp4v6-local", dump=TCP, restore=TCP),
-          *IPV6_TCP),
+    C("tcp6", "tcp", zdtm="socket-tcp6 socket-tcp6-local", dump=TCP, restore=TCP),
+    C("tcp4v6", "tcp", zdtm="socket-tcp4v6 socket-tcp4v6-local", dump=TCP, restore=TCP),
     C("tcpbuf", "tcp", zdtm="socket-tcpbuf socket-tcpbuf-local", dump=TCP, restore=TCP),
-    xfail(C("tcpbuf6", "tcp", zdtm="socket-tcpbuf6 socket-tcpbuf6-local", dump=TCP, restore=TCP),
-          *IPV6_TCP),
+    C("tcpbuf6", "tcp", zdtm="socket-tcpbuf6 socket-tcpbuf6-local", dump=TCP, restore=TCP),
     C("tcp-unconn", "tcp", zdtm="socket-tcp-unconn socket-tcp6-unconn", dump=TCP, restore=TCP),
     xfail(C("tcp-reset", "tcp", zdtm="socket-tcp-reseted socket-tcp-closed", dump=TCP,
             restore=TCP), "tcp2", "a TCP socket whose connection was reset (state CLOSE) is "

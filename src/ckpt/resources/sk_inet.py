@@ -63,9 +63,9 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
 _PROTOS = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", 136: "UDP-Lite"}
 _FAMILIES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
-# Multicast hop limits a TCP socket refuses to set (an accepted one reads the TTL of
-# the peer's SYN there).
-_NOT_TCP = ("IP_MULTICAST_TTL", "IPV6_MULTICAST_HOPS")
+# Multicast options a TCP socket refuses to set, which an accepted one reads from the
+# peer's SYN: its TTL (hop limit) and, for IPv6, the interface it came in on.
+_NOT_TCP = ("IP_MULTICAST_TTL", "IPV6_MULTICAST_HOPS", "IPV6_MULTICAST_IF")
 
 
 def opts_table(family: int, proto: int, stype: int = 0) -> SockOpts:
