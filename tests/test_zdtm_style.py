@@ -140,9 +140,7 @@ CASES: list[Case | object] = [
     C("mappings", "mem", zdtm="maps00 maps01 maps_file_prot write_read (mapped)"),
     C("mprotect", "mem", zdtm="mprotect00"),
     C("madvise", "mem", zdtm="maps02"),
-    xfail(C("madvise-access", "mem", zdtm="maps02"), "memory-kinds",
-          "MADV_SEQUENTIAL and MADV_RANDOM (VmFlags sr, rr) are not restored: mem.py's "
-          "_MADVISE table lacks them"),
+    C("madvise-access", "mem", zdtm="maps02"),
     C("mlock", "mem", zdtm="mlock_setuid"),
     C("growsdown", "mem", zdtm="grow_map grow_map02 grow_map03"),
     C("high-map", "mem", zdtm="maps03"),

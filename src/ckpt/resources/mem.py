@@ -55,8 +55,9 @@ PAGE = libc.PAGE_SIZE
 
 
 # VmFlags that are restored with madvise, and their MADV_ values: DONTFORK, DONTDUMP,
-# WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE (DOFORK, DODUMP, KEEPONFORK: the defaults).
-_MADVISE = {"dc": 10, "dd": 16, "wf": 18, "hg": 14, "nh": 15, "mg": 12}
+# WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE, SEQUENTIAL, RANDOM (DOFORK, DODUMP,
+# KEEPONFORK, NORMAL: the defaults).
+_MADVISE = {"dc": 10, "dd": 16, "wf": 18, "hg": 14, "nh": 15, "mg": 12, "sr": 2, "rr": 1}
 MADV_GUARD_INSTALL = 102
 MLOCK_ONFAULT = 1
 # VmFlags of a range registered with a userfaultfd (missing, write-protect, minor).
