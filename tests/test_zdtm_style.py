@@ -179,9 +179,7 @@ CASES: list[Case | object] = [
     C("pipe", "fds", zdtm="pipe00"),
     C("pipe-big", "fds", zdtm="pipe01"),
     C("pipe-nonblock", "fds", zdtm="pipe02"),
-    xfail(C("pipe-packet", "fds", zdtm="pipe03"), "pipes (no owner)",
-          "a packet-mode pipe (O_DIRECT) comes back with its buffered packets merged into "
-          "one: the dump saves the bytes, not the boundaries (needs an image field)"),
+    C("pipe-packet", "fds", zdtm="pipe03"),
     C("file-fown", "fds", zdtm="file_fown"),
     C("proc-self", "fds", zdtm="proc-self"),
     C("proc-child", "fds", zdtm="child_opened_proc"),

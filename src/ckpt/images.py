@@ -59,6 +59,7 @@ FEATURES: dict[str, str] = {
     "tree-namespaces": "uts and ipc namespaces of the tree's own (namespaces.json)",
     "compressed-pages": "pages files compressed with zstd (mm-PID.json pages_compression)",
     "standins": "groups and sessions whose leader had exited, made by stand-ins (standins)",
+    "pipe-packets": "the packets buffered in a pipe in packet mode (O_DIRECT)",
 }
 INVENTORY = "inventory.json"
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data

@@ -6,6 +6,12 @@ pipe per saved pipe is filled with those bytes before the process runs. A FIFO
 is reopened by its path (the dump checks it is still there); one deleted while
 open is a ghost (ghost.py), made again under its name and removed; a FIFO
 refilled gets its modification time back.
+
+A pipe in packet mode (O_DIRECT) keeps each write apart: a read returns one write at
+most. Reading ckpt's copy read by read gives those packets (the copy keeps which
+buffers are packets); their lengths are saved, and the restore writes each in packet
+mode. Bytes written in normal mode just before a packet are read with it and come
+back as part of it.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ log = logging.getLogger("ckpt.pipes")
 DATA_FILE = "pipes-data.img"
 
 
-def _read_buffered(pid: int, fd: int, capacity: int) -> bytes:
-    """The bytes in the pipe behind ``pid``'s ``fd``, left in place."""
+def _read_buffered(pid: int, fd: int, capacity: int) -> list[bytes]:
+    """The bytes in the pipe behind ``pid``'s ``fd``, left in place, as reads return
+    them (one read per packet of a pipe in packet mode)."""
     src = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -43,18 +50,38 @@ def _read_buffered(pid: int, fd: int, capacity: int) -> bytes:
         try:
             n = libc.tee(src, w, capacity)
         except BlockingIOError:
-            return b""
+            return []
         except OSError as e:
             if e.errno == 11:
-                return b""
+                return []
             raise
-        data = b""
-        while len(data) < n:
-            data += os.read(r, n - len(data))
-        return data
+        reads: list[bytes] = []
+        while n > 0:
+            reads.append(os.read(r, n))
+            n -= len(reads[-1])
+        return reads
     finally:
         for x in (src, r, w):
             os.close(x)
+
+
+def _refill(w: int, data: bytes, packets: list[int] | None) -> None:
+    """Write ``data`` into the pipe's write end ``w``: as the packets of those lengths
+    (in packet mode, then back to the mode ``w`` had), or at once."""
+    if packets is None:
+        os.write(w, data)
+        return
+    if sum(packets) != len(data) or min(packets, default=1) <= 0:
+        raise RestoreError("a pipe's packets do not add up to its bytes")
+    mode = fcntl.fcntl(w, fcntl.F_GETFL)
+    fcntl.fcntl(w, fcntl.F_SETFL, mode | os.O_DIRECT)
+    try:
+        view = memoryview(data)
+        for size in packets:
+            os.write(w, view[:size])
+            view = view[size:]
+    finally:
+        fcntl.fcntl(w, fcntl.F_SETFL, mode)
 
 
 class Pipes(FileKind):
@@ -90,14 +117,18 @@ class Pipes(FileKind):
         if ino not in self._saved:
             capacity = fcntl.fcntl(f.dup, libc.F_GETPIPE_SZ)
             try:
-                data = _read_buffered(f.pid, f.fd, capacity)
+                reads = _read_buffered(f.pid, f.fd, capacity)
             except OSError as e:
                 raise DumpError(f"{f.where}: cannot read the data buffered in {f.link}: "
                                 f"{e.strerror}") from None
+            data = b"".join(reads)
             if self._data is None:
                 self._data = ctx.images.raw(DATA_FILE)
             off = self._data.write(data)
             self._saved[ino] = {"capacity": capacity, "data_off": off, "data_len": len(data)}
+            if len(reads) > 1 or (reads and f.info.flags & os.O_DIRECT):
+                self._saved[ino]["packets"] = [len(x) for x in reads]
+                ctx.images.need("pipe-packets")
             log.info("pipe %s: %d bytes buffered", f.link, len(data))
         desc: Description = {"inode": ino, **self._saved[ino]}
         if ghost.is_ghost(f.link, f.st):  # a FIFO deleted while open
@@ -176,7 +207,7 @@ class Pipes(FileKind):
                     data = f.read(desc["data_len"])
                 if len(data) != desc["data_len"]:
                     raise RestoreError(f"{DATA_FILE}: truncated")
-                os.write(w, data)
+                _refill(w, data, desc.get("packets"))
             if times is not None and desc["data_len"]:
                 os.utime(w, ns=times)  # the refill is not a write of the process's
         except BaseException:
