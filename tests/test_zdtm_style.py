@@ -270,10 +270,8 @@ CASES: list[Case | object] = [
     C("tcp-no-flag", "tcp", zdtm="(criu refuses too)", refuse=r"--tcp-established"),
     C("tcp-close", "tcp", zdtm="socket-tcp-close0 socket-tcp-close1 socket-tcp-close2",
       dump=(*TCP, "--tcp-close"), restore=("--tcp-close",)),
-    xfail(C("tcp-dump-close", "tcp", "tcp-close", zdtm="socket-dump-tcp-close",
-            dump=("--tcp-close",), restore=("--tcp-close",)), "tcp2",
-          "dump --tcp-close without --tcp-established is refused (criu's dump takes "
-          "--tcp-close alone: connections not saved, restored closed)"),
+    C("tcp-dump-close", "tcp", "tcp-close", zdtm="socket-dump-tcp-close",
+      dump=("--tcp-close",), restore=("--tcp-close",)),
     C("tcp-skip-in-flight", "tcp", zdtm="socket-tcp-skip-in-flight",
       dump=(*TCP, "--skip-in-flight"), restore=TCP),
     # ---------------------------------------------------------------- IPC, kernel memory

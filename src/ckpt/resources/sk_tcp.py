@@ -22,6 +22,9 @@ the restored client. Others (a client outside the tree, bytes or a FIN received)
 are refused naming them, or dropped with --skip-in-flight, as criu does (their
 client then sees a reset).
 
+A dump with --tcp-close (alone or with --tcp-established) saves no connection's
+state: each is restored closed.
+
 Refused: a connection with an error the process has not read yet (reset by the
 peer while frozen, timed out, or an ICMP error with IP_RECVERR), and one with
 messages on its error queue. The kernel gives a pending error only through
@@ -188,7 +191,7 @@ class Connections:
     def dump(self, ctx: DumpCtx, sock: socket.socket, desc: Description, where: str) -> None:
         """Save the connection of ``sock`` (state ``desc["state"]``) into ``desc["tcp"]``."""
         state = desc["state"]
-        if not ctx.tcp.established:
+        if not ctx.tcp.established and not ctx.tcp.close:
             raise UnsupportedError(
                 f"{where}: {_name(state)} TCP connection to {_fmt(desc['peer'])}; dump "
                 "with --tcp-established to save it (or --tcp-close to restore it closed)")
