@@ -279,10 +279,7 @@ CASES: list[Case | object] = [
     C("sysv-shm-child", "ipc", zdtm="shm-mp", libs=RT),
     C("sysv-sem-msg", "ipc", zdtm="sem msgque", libs=RT),
     C("sysv-sem-undo", "ipc", zdtm="sem (SEM_UNDO)", libs=RT),
-    xfail(C("posix-sem", "ipc", zdtm="posix_sem", libs=RT), "memory-kinds",
-          "a named POSIX semaphore (sem_open maps a file it made, linked under the name, "
-          "then unlinked its temporary name) is refused: a mapping of a removed name with "
-          "other links is saved only for fds"),
+    C("posix-sem", "ipc", zdtm="posix_sem", libs=RT),
     C("posix-mq", "ipc", zdtm="(POSIX message queues)", libs=RT),
     C("aio", "ipc", zdtm="aio00 aio01 socket_aio", libs=RT),
     C("io-uring", "ipc", zdtm="(io_uring)", libs=RT, refuse=r"io_uring"),

@@ -78,8 +78,24 @@ static int posix_sem(void)
 	int v = -1, w = -1;
 	sem_getvalue(s, &v);
 	sem_getvalue(shared, &w);
-	sem_unlink(name);
 	CHECK(v == 2 && w == 5, "semaphore values %d %d", v, w);
+	/* The name still leads to the mapped semaphore, and the mapping shows the
+	 * temporary name sem_open removed. */
+	sem_t *again = sem_open(name, 0);
+	CHECK(again != SEM_FAILED, "sem_open of %s again", name);
+	sem_post(again);
+	sem_getvalue(s, &v);
+	CHECK(v == 3, "the name leads to another semaphore (%d)", v);
+	char line[512];
+	int deleted = 0;
+	FILE *maps = fopen("/proc/self/maps", "r");
+	while (maps && fgets(line, sizeof(line), maps))
+		if (strstr(line, "/dev/shm/sem.") && strstr(line, " (deleted)"))
+			deleted = 1;
+	if (maps)
+		fclose(maps);
+	CHECK(deleted, "no mapping of a removed /dev/shm/sem.* name");
+	sem_unlink(name);
 	zt_pass();
 }
 

@@ -159,7 +159,7 @@ class GhostStore:
                 raise UnsupportedError(
                     f"{what}: {link} was unlinked but the file still has {st.st_nlink} "
                     "other link(s) elsewhere; ckpt saves it as a link only when it is open "
-                    "through an fd (not mapped, nor the exe)")
+                    "through an fd or mapped (not as the exe)")
             if not path.startswith("/") or path == "/secretmem":
                 raise UnsupportedError(f"{what}: {link} is a file ckpt cannot save")
             info["path"] = path
@@ -333,6 +333,28 @@ def save_mapping(images: ImageWriter, pid: int, start: int, end: int,
         return store(images).save(fd, st, path, f"process {pid} mapping {start:#x}-{end:#x}")
     finally:
         os.close(fd)
+
+
+def mapped_other_name(pid: int, start: int, end: int, path: str) -> str | None:
+    """Another name of the regular file mapped by ``pid`` at ``start``-``end`` under
+    ``path``, a name it lost while it has other links; None for other mappings. Raise
+    when none is found."""
+    if not path.endswith(DELETED):
+        return None
+    fd = os.open(f"/proc/{pid}/map_files/{start:x}-{end:x}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not st_mod.S_ISREG(st.st_mode) or not st.st_nlink or not is_ghost(path, st):
+        return None
+    other = other_name(st, path[:-len(DELETED)])
+    if other is None:
+        raise UnsupportedError(
+            f"process {pid} mapping {start:#x}-{end:#x}: {path} was unlinked but the file "
+            f"still has {st.st_nlink} other link(s), which ckpt did not find near "
+            f"{os.path.dirname(path)}")
+    return other
 
 
 def save_exe(images: ImageWriter, pid: int, link: str) -> dict[str, Any] | None:

@@ -24,6 +24,10 @@ Mappings of deleted files and of memfds map *ghost* objects (ghost.py): the
 file is saved once per dump (whoever maps or holds it) and made once per
 restore; every mapping, in every process, maps that one object again (a
 private mapping's own pages are in the pages file, as for other files).
+A mapped name removed while the file has other links (a named POSIX semaphore:
+sem_open links the file it made under the name and removes its temporary name) is
+saved as a link, by another name of the file (``deleted``: the removed one); the
+restore maps it through the removed name made again for the moment, as an fd.
 """
 
 from __future__ import annotations
@@ -185,11 +189,16 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
             if kind == "sysv":  # its contents: sysv.py, once per dump
                 entry["shmid"] = v.inode
             if kind == "file":
-                obj = ghost.save_mapping(images, pid, v.start, v.end, v.path)
+                other = ghost.mapped_other_name(pid, v.start, v.end, v.path)
+                obj = None if other else ghost.save_mapping(images, pid, v.start, v.end,
+                                                            v.path)
                 if obj is not None:  # a deleted file or a memfd: its content is saved
                     entry["ghost"] = obj
                 else:
-                    entry["file"] = _file_id(v.path)
+                    if other:  # a removed name of a file with other links
+                        entry["path"], entry["deleted"] = other, v.path[:-len(ghost.DELETED)]
+                        images.need("linked-mappings")
+                    entry["file"] = _file_id(entry["path"])
             out_vmas.append(entry)
             if kind in ("vdso", "sysv") or (kind == "file" and v.shared):
                 continue
@@ -672,6 +681,8 @@ class _Rebuild:
             if "ghost" in v:
                 fd = self.ghosts.fd(v["ghost"], mode,
                                     shared_ro=v["shared"] and mode == os.O_RDONLY)
+            elif "deleted" in v:
+                fd = self._open_linked(v["path"], v["deleted"], mode)
             else:
                 fd = self.files.open(v["path"], mode)
             inj.call("mmap", p.start, length, prot, flags, fd, offset)
@@ -680,6 +691,26 @@ class _Rebuild:
         for flag, advice in _MADVISE.items():
             if flag in v["flags"]:
                 inj.raw("madvise", p.start, length, advice)
+
+    def _open_linked(self, path: str, deleted: str, mode: int) -> int:
+        """A target fd of the file ``path`` through its removed name ``deleted`` made
+        again for the moment (ghost.as_deleted): the mapping shows ``deleted (deleted)``
+        as before."""
+        key = (f"deleted:{deleted}", mode)
+        if key in self.files.fds:
+            return self.files.fds[key]
+        try:
+            own = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                named = ghost.as_deleted(own, deleted, os.O_RDONLY | os.O_CLOEXEC)
+            finally:
+                os.close(own)
+        except OSError as e:
+            raise RestoreError(f"cannot map {path} as {deleted}: {e.strerror}") from None
+        try:
+            return self.files.open(f"/proc/{os.getpid()}/fd/{named}", mode, key=key)
+        finally:
+            os.close(named)
 
     def _keep(self, p: forked.Piece) -> None:
         """A part kept from the parent: its protection (writable while its own pages are
