@@ -79,11 +79,8 @@ CASES: list[Case | object] = [
     C("sessions", "task", zdtm="session00 session01 session02 session03"),
     C("wait", "task", zdtm="wait00"),
     C("zombies", "task", zdtm="zombie00"),
-    xfail(C("zombie-pgid", "task", zdtm="zombie01"), "tree-cow",
-          "a zombie whose group is another process's comes back in its parent's group: "
-          "the restore's zombie exits as soon as forked, before processes join groups"),
-    C("helper-zombie", "task", zdtm="helper_zombie_child",
-      refuse=r"in session \d+, which is neither in the dumped tree"),
+    C("zombie-pgid", "task", zdtm="zombie01"),
+    C("helper-zombie", "task", zdtm="helper_zombie_child"),
     C("stopped", "task", zdtm="stopped"),
     C("stopped-kill", "task", zdtm="stopped01"),
     C("stopped-tkill", "task", zdtm="stopped02"),
