@@ -35,9 +35,23 @@ def _set_child_subreaper() -> None:
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
+def _notes_dir() -> str:
+    return f"/run/ckpt/test-{os.getpid()}/dumps"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Become a child subreaper before any test starts a process."""
+    """Become a child subreaper before any test starts a process. The ckpt commands of
+    this run keep their notes of running dumps (ckpt/recovery.py) apart from other
+    runs': a run's ckpt would otherwise take back what another run's test left on
+    purpose, tracing its process meanwhile ("already traced by")."""
     _set_child_subreaper()
+    if os.geteuid() == 0 and "CKPT_NOTES_DIR" not in os.environ:
+        os.environ["CKPT_NOTES_DIR"] = _notes_dir()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get("CKPT_NOTES_DIR") == _notes_dir():
+        shutil.rmtree(os.path.dirname(_notes_dir()), ignore_errors=True)
 
 
 def is_unit(item: pytest.Item) -> bool:
