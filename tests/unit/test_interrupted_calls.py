@@ -5,7 +5,7 @@ from __future__ import annotations
 from ckpt.kernel import ptrace
 from ckpt.resources import cpu
 
-EINTR, ERESTARTSYS = 4, 512
+EINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK = 4, 512, 516
 U64 = 1 << 64
 
 
@@ -33,3 +33,17 @@ def test_other_calls_are_left_to_the_kernel_on_release() -> None:
         r = regs(nr, ret)
         out = cpu.on_release(r)
         assert (out.rax, out.rip) == (ret % U64, 0x1000)
+
+
+def test_waits_the_kernel_would_restart_with_its_restart_block_run_again() -> None:
+    """ERESTART_RESTARTBLOCK (the kernel would go on with what only it kept): nanosleep,
+    clock_nanosleep, poll and futex run again with their own arguments (a restored
+    ``tail -f`` is back in its poll, not dying of EINTR); restart_syscall itself, whose
+    call is no longer known, returns EINTR."""
+    for nr in (35, 230, 7, 202):
+        saved = regs(nr, -ERESTART_RESTARTBLOCK)
+        assert cpu.fix_interrupted_syscall(saved) is not None
+        assert (saved.rax, saved.rip) == (nr, 0x1000 - 2)
+    saved = regs(219, -ERESTART_RESTARTBLOCK)
+    assert cpu.fix_interrupted_syscall(saved) == "restart_syscall will return EINTR"
+    assert (saved.rax, saved.rip) == (-EINTR % U64, 0x1000)

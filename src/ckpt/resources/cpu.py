@@ -15,12 +15,15 @@ from ..kernel import libc, ptrace
 
 log = logging.getLogger("ckpt.cpu")
 
-TIMER_ABSTIME = 1
 _RESTART_AS_IS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
 # Calls the kernel never restarts, which return EINTR when the task is merely stopped
 # (man 7 signal): semop and semtimedop. Frozen in one, a task comes back in it.
 _EINTR_WHEN_STOPPED = (65, 220)
 _EINTR = 4
+# Calls whose restart block the kernel keeps (ERESTART_RESTARTBLOCK), run again with
+# their own arguments at restore: nanosleep and clock_nanosleep (a relative one; an
+# absolute one returns ERESTARTNOHAND), poll, futex (FUTEX_WAIT with a timeout).
+_RERUN_WHEN_RESTARTED = (35, 230, 7, 202)
 _U64 = 1 << 64
 
 
@@ -32,10 +35,16 @@ def fix_interrupted_syscall(regs: ptrace.UserRegs) -> str | None:
     """Rewrite ``regs`` of a task stopped in an interrupted syscall; say what was done.
 
     ERESTART{SYS,NOINTR,NOHAND}, and EINTR of semop and semtimedop (which the
-    stop itself caused): run the syscall again. ERESTART_RESTARTBLOCK
-    (relative sleeps, poll with timeout): a relative nanosleep is run again in
-    full (a sleep may always last longer); anything else returns EINTR, as CRIU
-    does.
+    stop itself caused): run the syscall again. ERESTART_RESTARTBLOCK: the
+    kernel would go on through restart_syscall with what it kept (the time
+    left), which a new process does not have; so nanosleep, poll (always
+    restarted this way, a timeout or not) and futex waits are run again with
+    their arguments, still in the registers: a wait for ever, or until an
+    absolute time, is then exactly what it was, a relative one lasts its whole
+    time again (a wait may always last longer). ``tail -f`` dies of an EINTR
+    from poll; CRIU returns EINTR for them all. Anything else (restart_syscall
+    itself, a call already restarted once: what it was is no longer known)
+    returns EINTR.
     """
     nr = _signed(regs.orig_rax)
     err = -_signed(regs.rax)
@@ -47,12 +56,10 @@ def fix_interrupted_syscall(regs: ptrace.UserRegs) -> str | None:
         regs.rip -= 2
         return f"{name} will be restarted"
     if err == libc.ERESTART_RESTARTBLOCK:
-        relative_sleep = nr == libc.NR["nanosleep"] or (
-            nr == libc.NR["clock_nanosleep"] and not regs.rsi & TIMER_ABSTIME)
-        if relative_sleep:
+        if nr in _RERUN_WHEN_RESTARTED:
             regs.rax = regs.orig_rax
             regs.rip -= 2
-            return f"{name} will sleep again"
+            return f"{name} will wait again"
         regs.rax = (-4) % _U64  # -EINTR
         return f"{name} will return EINTR"
     return None
