@@ -1,0 +1,99 @@
+"""What the tests of real programs share: a dump-and-restore cycle of a whole tree that
+says how long each half took, the tree of a process, a free loopback port, an HTTP GET,
+and a skip naming the Debian package a missing program comes from."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ckpt_helpers import (
+    Output,
+    Proc,
+    Procs,
+    ckpt_ok,
+    is_alive,
+    proc_state,
+    scaled,
+)
+
+TIMEOUT = 30.0  # seconds (scaled) for a program to answer or print what it should
+
+
+def need(program: str, package: str) -> str:
+    """The path of ``program``; skip, saying which Debian package brings it, without it."""
+    path = shutil.which(program)
+    if path is None:
+        pytest.skip(f"{program} is not installed (Debian package {package}; "
+                    "scripts/bootstrap.sh installs it as root)")
+    return path
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, parents first."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        for tid in os.listdir(f"/proc/{p}/task"):
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(x) for x in f.read().split()]
+            except FileNotFoundError:
+                continue
+    return out
+
+
+def threads(pid: int) -> set[int]:
+    return {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def cycle(procs: Procs, root: Proc | int, images: Path, *flags: str,
+          out: Output | None = None, timeout: float = 120.0) -> list[int]:
+    """Dump the tree of ``root`` (killed), wait until every process of it is gone, and
+    restore it with ``-d``: the root runs again under its PID. Returns the PIDs the
+    dump saved (short-lived ones, a loop's ``sleep``, may have ended since). The
+    seconds each half took are printed (``pytest -s`` shows them; never asserted)."""
+    pid = root.pid if isinstance(root, Proc) else root
+    t0 = time.monotonic()
+    ckpt_ok("dump", "-t", pid, "-D", images, *flags, timeout=timeout)
+    t1 = time.monotonic()
+    tasks = json.loads((images / "inventory.json").read_text())["tasks"]
+    pids = [t["pid"] for t in tasks]
+    for p in pids:
+        procs.wait_gone(p)
+    t2 = time.monotonic()
+    ckpt_ok("restore", "-D", images, "-d", *flags, timeout=timeout)
+    t3 = time.monotonic()
+    print(f"\n{pid}: dump {t1 - t0:.2f} s, restore {t3 - t2:.2f} s, "
+          f"{sum(f.stat().st_size for f in images.iterdir()) >> 20} MiB of images")
+    assert is_alive(pid), f"process {pid} was not restored (state {proc_state(pid)})"
+    if out is None and isinstance(root, Proc):
+        out = root.out
+    assert out is not None
+    procs.adopt(pid, out)
+    return pids
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(port: int, path: str = "/") -> str | None:
+    """The body of GET ``path`` on loopback ``port``, or None when nobody answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}",
+                                    timeout=scaled(10)) as r:
+            return r.read().decode()
+    except OSError:
+        return None
