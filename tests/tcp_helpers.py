@@ -119,7 +119,7 @@ class RespReader:
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()  # grows in place: bytes += made reading 50 MB quadratic
 
     def _line(self) -> bytes:
         while b"\r\n" not in self.buf:
@@ -127,7 +127,9 @@ class RespReader:
             if not chunk:
                 raise AssertionError("redis closed the connection")
             self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
+        end = self.buf.index(b"\r\n")
+        line = bytes(self.buf[:end])
+        del self.buf[:end + 2]
         return line
 
     def reply(self) -> object:
@@ -146,8 +148,9 @@ class RespReader:
                 if not chunk:
                     raise AssertionError("redis closed the connection")
                 self.buf += chunk
-            data, self.buf = self.buf[:n], self.buf[n + 2:]
-            return data.decode()
+            data = self.buf[:n].decode()
+            del self.buf[:n + 2]
+            return data
         raise AssertionError(f"unexpected reply {line!r}")
 
 

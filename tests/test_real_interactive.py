@@ -55,6 +55,9 @@ def _dump_and_restore_job(term: Terminal, procs: Procs, pid: int, images: Path,
     term.send(f"ckpt restore -j -D {images} {' '.join(flags)}\n")
     wait_until(lambda: is_alive(pid), TIMEOUT, f"the restored {pid}")
     procs.adopt(pid, Output(images / "none"))
+    # The PID lives from the restore's first fork on; its group comes later.
+    wait_until(lambda: not is_alive(pid) or proc_ids(pid)[1:] == (pid, term.shell.pid),
+               TIMEOUT, "the restored job in a group of its own in the shell's session")
     assert proc_ids(pid)[1:] == (pid, term.shell.pid), "not a job of the shell"
     wait_until(lambda: os.tcgetpgrp(term.master) == pid, TIMEOUT,
                "the restored job in the foreground")
