@@ -235,3 +235,73 @@ def test_lock_taken_meanwhile(procs: Procs, tmp_path: Path, images: Path) -> Non
     assert f"process {target.pid}" in err and "flock lock" in err and str(lk) in err, err
     assert f"locked by process {os.getpid()}" in err, err
     assert proc_state(target.pid) is None and proc_state(sleeper) is None
+
+
+MAPPED = """
+import ctypes, fcntl, os, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+
+def mapped(path, lock):
+    # Map the file, lock it, close the fd: the mapping alone keeps the lock (the JVM).
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.ftruncate(fd, 4096)
+    addr = libc.mmap(None, 4096, 3, 1, fd, 0)  # PROT_READ|PROT_WRITE, MAP_SHARED
+    lock(fd)
+    os.close(fd)
+    return (ctypes.c_char * 4096).from_address(addr)
+
+perf = mapped(sys.argv[1] + "/perf", lambda fd: fcntl.flock(fd, fcntl.LOCK_EX))
+ofd = mapped(sys.argv[1] + "/ofd", lambda fd: fcntl.fcntl(
+    fd, 37, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 100, 0)))
+child = os.fork()
+if child == 0:
+    while True:
+        time.sleep(1)
+os.write(1, f"pids {os.getpid()} {child}\\n".encode())
+n = 0
+while True:
+    perf[0:8] = n.to_bytes(8, "little")
+    os.write(1, f"{n}\\n".encode())
+    n += 1
+    time.sleep(0.05)
+"""
+
+
+def test_locks_held_through_a_mapping(procs: Procs, tmp_path: Path, images: Path) -> None:
+    """A flock and an OFD lock on files the process mapped shared and closed (as the
+    JVM does with its hsperfdata), its child mapping them too: refused without
+    --file-locks (the tree unharmed); with it both locks are held again by the same
+    open files as the mappings, a second process is kept out, and what the process
+    writes into the mapping still reaches the file."""
+    work = tmp_path / "files"
+    work.mkdir()
+    target = procs.start([PYTHON, "-c", MAPPED, work])
+    parent, child = map(int, target.out.wait_line(r"^pids ").split()[1:])
+    target.out.wait_numbers(3)
+    before = {"perf": [("FLOCK", "WRITE", parent, "0", "EOF")],
+              "ofd": [("OFDLCK", "READ", -1, "0", "99")]}
+    assert {n: proc_locks(work / n) for n in before} == before
+    specs = [f"flock:{work / 'perf'}", f"ofd:{work / 'ofd'}:write:0:100",
+             f"ofd:{work / 'ofd'}:read:0:100"]
+    kept_out = ["EAGAIN", "EAGAIN", "got"]
+    assert probe(*specs) == kept_out
+
+    said = ckpt_fails("dump", "-t", parent, "-D", tmp_path / "refused")
+    assert "--file-locks" in said, said
+    assert is_alive(parent) and is_alive(child)
+
+    nums = dump_and_check_dead(procs, target, images, "--file-locks")
+    procs.wait_gone(child)
+    assert probe(*specs) == ["got"] * 3
+    restore_detached(procs, parent, target.out, images)
+    assert is_alive(child)
+    assert {n: proc_locks(work / n) for n in before} == before
+    assert probe(*specs) == kept_out
+    target.out.wait_numbers(len(nums) + 5)
+    assert_consecutive(target.out.numbers())
+    last = target.out.numbers()[-1]
+    wait_until(lambda: int.from_bytes((work / "perf").read_bytes()[:8], "little") >= last,
+               scaled(10), "the mapping's writes in the file")

@@ -16,8 +16,6 @@ import socket
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from ckpt_helpers import (
     BUILD,
     PROGS,
@@ -82,14 +80,28 @@ def _jvm_counts(port: int, n: int) -> tuple[int, list[int]]:
     return int(m[1]), counts
 
 
-@pytest.mark.xfail(strict=True, reason="the JVM's flock on its hsperfdata file, held through "
-                   "a mapping only (the fd closed), is refused even with --file-locks")
+def _perf_data_lock(pid: int) -> str | None:
+    """The "dev:inode" of the file ``pid`` holds a write flock on through a shared
+    mapping (its hsperfdata), or None."""
+    with open(f"/proc/{pid}/maps") as f:
+        mapped = {f"{dev}:{ino}" for _s, perms, _o, dev, ino, *_ in map(str.split, f)
+                  if perms.endswith("s") and ino != "0"}
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1:5] == ["FLOCK", "ADVISORY", "WRITE", str(pid)] and fields[5] in mapped:
+                return fields[5]
+    return None
+
+
 def test_jvm_many_threads(procs: Procs, images: Path, tmp_path: Path) -> None:
     """A JVM (OpenJDK 17) with 24 counting threads sharing a HashMap, a ServerSocket and
     a ticking main thread: same PID and thread IDs after the restore, every thread
     counts on from where it was, the map is intact, the socket answers, the ticks go
     on without a gap. The JVM holds a flock on its perf data file (hsperfdata) through
-    a mapping only: without --file-locks the dump is refused (the JVM unharmed)."""
+    a mapping only: without --file-locks the dump is refused (the JVM unharmed); with
+    it the restored JVM holds that flock again (another JVM of its PID would see the
+    file in use)."""
     java = need("java", "openjdk-17-jre-headless")
     n = 24
     jvm = procs.start([java, "-Xmx128m", "-cp", _java_class(), "BusyJvm", str(n)],
@@ -106,7 +118,10 @@ def test_jvm_many_threads(procs: Procs, images: Path, tmp_path: Path) -> None:
     assert is_alive(jvm.pid)
     assert _jvm_counts(port, n)[1] > before
 
+    perf = _perf_data_lock(jvm.pid)
+    assert perf is not None, "the JVM holds no flock on a mapped file"
     cycle(procs, jvm, images, "--file-locks")
+    assert _perf_data_lock(jvm.pid) == perf, "the flock on hsperfdata was not taken again"
     assert threads(jvm.pid) == tids, "threads came back under other IDs"
     wait_until(lambda: _jvm_counts(port, n)[1] > before, TIMEOUT,
                "every thread to count on")

@@ -707,13 +707,15 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                     raise _task_failed(t.pid, e) from e
         with nsenter.entered(pid, [k for k in own_ns if k == "ipc"]):
             sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
-        dumper.after_dump([t.info() for t in tasks])
+        dumper.after_dump([t.info() for t in tasks], mappings)
         if memctx.inherited_pages:
             images.need(forked.FEATURE)
         images.write_json("files.json", dumper.descriptions)
         if dumper.locks.saved:
             images.write_json(locks.IMAGE, dumper.locks.saved)
             images.need(locks.FEATURE)
+            if dumper.locks.mapped:
+                images.need(locks.MAPPED_FEATURE)
         faults.point("dump.files")
         outside_sid, outside_pgid = _outside_ids(tasks, shell_job)
         if stand_ins:

@@ -46,6 +46,7 @@ FEATURES: dict[str, str] = {
     "shared-tables": "fd tables and fs structs shared by processes (files_of, fs_of), chroot",
     "pidfd": "pidfds",
     "locks": "file locks (locks.json)",
+    "mapped-locks": "flock and OFD locks held through a memory mapping only (locks.json)",
     "memory-kinds": "aio rings, SysV mappings, guard pages and sealed mappings in mm-PID.json",
     "sysv": "SysV IPC objects (sysv.json, sysv-shm.img)",
     "mqueue": "POSIX message queues",

@@ -258,7 +258,8 @@ class Restore:
             n.segments = segments[n.pid]
         self.outside_pgid = inv.get("outside_pgid")
         self.locks = locks.RestoreLocks(
-            images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables)
+            images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables,
+            mms)
         self.ipc = sysv.Objects(images)
         if treens.IMAGE in images.files:
             self.namespaces = treens.Enter(treens.check_image(
@@ -339,10 +340,10 @@ class Restore:
         of the files. Then each process stops as it was saved, if it was."""
         self.sender = fdtable.FdSender()
         helper = tree.Helper(self.helper, HELPER_SIZE, self.helper + _SITE_OFFSET)
-        assert self.cgroups is not None
+        assert self.cgroups is not None and self.locks is not None
         creation = self.creation = tree.Creation(helper, self.sender, self.images_dir,
                                                  self.shmem, self._files().held_ghosts(),
-                                                 self.cgroups.join)
+                                                 self.cgroups.join, self.locks.by_mapping)
         try:
             creation.fork_root(self.root, self.sibling)
         finally:

@@ -177,8 +177,10 @@ class Creation:
 
     def __init__(self, helper: Helper, sender: fdtable.FdSender, images_dir: str,
                  shmem: dict[Any, tuple[int, int, int]], held: dict[int, int],
-                 join_cgroups: Callable[[int], None]):
+                 join_cgroups: Callable[[int], None],
+                 mapped_locks: dict[int, dict[int, dict[str, Any]]] | None = None):
         self.helper = helper
+        self.mapped_locks = mapped_locks or {}  # pid -> mapping start -> lock (locks.py)
         self.join_cgroups = join_cgroups  # before its memory: its pages are charged there
         self.sender = sender
         self.images_dir = images_dir
@@ -298,7 +300,8 @@ class Creation:
         task.unregister_rseq(node.pid, inj)
         parent = node.parent.mm if node.parent is not None else None
         mem.restore(node.pid, inj, node.mm, self.images_dir, self.helper.start,
-                    self.helper.size, self.shmem, node.segments, parent, self.held)
+                    self.helper.size, self.shmem, node.segments, parent, self.held,
+                    self.mapped_locks.get(node.pid))
         log.info("process %d: memory restored (%d pages its own, %d its parent's; %d "
                  "injected syscalls so far)", node.pid,
                  sum(n for _, n in node.mm["pagemap"] + node.mm.get("in_parent", [])),

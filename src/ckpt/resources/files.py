@@ -190,15 +190,17 @@ class DumpFiles:
         self.tables[pid] = table
         return table
 
-    def after_dump(self, tasks: list[dict[str, Any]]) -> None:
+    def after_dump(self, tasks: list[dict[str, Any]],
+                   mappings: dict[int, list[dict[str, Any]]] | None = None) -> None:
         """Let every kind check what needs the whole tree, on its own descriptions; check
-        that every signal owner comes back with the tree, and that a restore here could
-        hold them all (``check_limits``)."""
+        that every signal owner comes back with the tree, that a restore here could
+        hold them all (``check_limits``), and the locks held through no fd (through
+        one of the processes' ``mappings``, parents first, or refused)."""
         for kind in self._made():
             kind.after_dump(self.ctx, tasks)
         for where, fown in self._owners:
             _check_owner(where, fown, tasks)
-        self.locks.check_tree({t["pid"] for t in tasks})
+        self.locks.check_tree({t["pid"] for t in tasks}, mappings)
         problem = check_limits(self.tables, self.descriptions, fdtable.reachable_limit())
         if problem:
             raise UnsupportedError(f"{problem} (ckpt's hard RLIMIT_NOFILE: raise it, as a "

@@ -15,13 +15,22 @@ signal and the process it signals are its description's ``fown`` (files.py),
 set again after the lease. A lock another process took meanwhile fails the
 restore, naming the holder.
 
+A flock or OFD lock belongs to an open file, which a memory mapping holds too:
+a process may map a file, lock it and close its fd (the JVM's hsperfdata file).
+Such a lock shows in /proc/locks only; it is saved with the mapping of a process
+of the tree on that file instead of an fd, and taken again by mem.py on the fd
+the restored mapping is made from, before that fd is closed.
+
 Saved in ``locks.json`` (written only when there are locks): a list of
 ``{"kind": posix|ofd|flock|lease, "type": read|write, "start", "end" (the last
-byte, null to the end of the file), "pid", "fd", "file"}``.
+byte, null to the end of the file), "pid", "fd", "file"}``; a lock held through
+a mapping has ``"mapping"`` (the start of the mapping of ``pid``) in place of
+``fd`` and ``file``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -37,6 +46,7 @@ log = logging.getLogger("ckpt.locks")
 
 IMAGE = "locks.json"
 FEATURE = "locks"  # the image feature of locks.json
+MAPPED_FEATURE = "mapped-locks"  # locks held through a memory mapping only
 _KINDS = {"POSIX": "posix", "OFDLCK": "ofd", "FLOCK": "flock", "LEASE": "lease"}
 _SHOWN = {"posix": "POSIX lock", "ofd": "OFD lock", "flock": "flock lock", "lease": "lease"}
 _TYPES = {"READ": "read", "WRITE": "write"}
@@ -107,21 +117,107 @@ class DumpLocks:
         return {"kind": kind, "type": _TYPES[raw.type], "start": raw.start, "end": raw.end,
                 "pid": f.pid}
 
-    def check_tree(self, pids: set[int]) -> None:
-        """Refuse a lock a process of the tree holds through no fd (a file kept open only
-        by a memory mapping, or passed to a process outside): the restore could not take
-        it again."""
+    def check_tree(self, pids: set[int],
+                   mappings: dict[int, list[dict[str, Any]]] | None = None) -> None:
+        """Save a flock or OFD lock a process of the tree holds through no fd with a
+        mapping of its file (``mappings``: each process's saved mappings, parents
+        first); refuse any other lock held through no fd (a file passed to a process
+        outside, a POSIX lock): the restore could not take it again."""
         for raw in procfs.locks():
-            if (raw.waiting or raw.pid not in pids or raw.kind not in _KINDS
-                    or raw.state == "BREAKER"
+            if (raw.waiting or raw.kind not in _KINDS or raw.state == "BREAKER"
                     or (raw.major, raw.minor, raw.ino) in self._inodes):
                 continue
             what = f"a {raw.kind} lock on inode {raw.ino} of device {raw.major}:{raw.minor}"
+            if raw.pid == -1:  # an OFD lock: /proc/locks names no process
+                if not _ofd_of_tree(raw, pids, mappings or {}, what):
+                    continue
+                raw = dataclasses.replace(raw, pid=next(iter(mappings or {})))
+            elif raw.pid not in pids:
+                continue
             if not self.enabled:
                 raise UnsupportedError(f"process {raw.pid} holds {what}; dump with "
                                        "--file-locks to save file locks")
-            raise UnsupportedError(f"process {raw.pid} holds {what} through no open fd (a "
-                                   "file kept only by a memory mapping?); not supported")
+            mapped = (_mapping_of(raw, mappings or {})
+                      if raw.kind in ("FLOCK", "OFDLCK") else None)
+            if mapped is None:
+                raise UnsupportedError(f"process {raw.pid} holds {what} through no open fd "
+                                       "and no mapping of the file in the tree; not "
+                                       "supported")
+            pid, vma = mapped
+            lock = {"kind": _KINDS[raw.kind], "type": _TYPES.get(raw.type), "start": raw.start,
+                    "end": raw.end, "pid": pid, "mapping": vma["start"]}
+            if lock["type"] is None:
+                raise UnsupportedError(f"process {raw.pid} holds {what} of type {raw.type}; "
+                                       "not supported")
+            log.info("process %d: %s on %s held through its mapping at %#x", pid,
+                     describe(lock), vma["path"], vma["start"])
+            self._inodes.add((raw.major, raw.minor, raw.ino))
+            self.saved.append(lock)
+
+    @property
+    def mapped(self) -> bool:
+        """Some lock is held through a mapping (the image feature it needs)."""
+        return any("mapping" in lock for lock in self.saved)
+
+
+def _ofd_of_tree(raw: procfs.FileLock, pids: set[int],
+                 mappings: dict[int, list[dict[str, Any]]], what: str) -> bool:
+    """Whether an OFD lock on no fd of the tree is the tree's: a process of it maps the
+    file and no process outside has it open or mapped (whose the lock could be; then
+    the dump is refused: ckpt cannot tell)."""
+    if _mapping_of(raw, mappings) is None:
+        return False
+    outside = _holders(raw, pids)
+    if outside:
+        raise UnsupportedError(f"{what}, a file the tree maps, is held through no fd of the "
+                               f"tree; process {outside[0]} outside the tree has the file "
+                               "too, and the kernel does not say whose the lock is")
+    return True
+
+
+def _holders(raw: procfs.FileLock, pids: set[int]) -> list[int]:
+    """The processes not in ``pids`` with an fd or a mapping on the locked inode."""
+    where = f"{raw.major:02x}:{raw.minor:02x}"
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in pids or int(name) == os.getpid():
+            continue
+        pid = int(name)
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                if any(ln.split()[3:5] == [where, str(raw.ino)] for ln in f):
+                    found.append(pid)
+                    continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+                if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) == (
+                        raw.major, raw.minor, raw.ino):
+                    found.append(pid)
+                    break
+        except OSError:
+            continue  # gone, or a kernel thread
+    return found
+
+
+def _mapping_of(raw: procfs.FileLock, mappings: dict[int, list[dict[str, Any]]]
+                ) -> tuple[int, dict[str, Any]] | None:
+    """(pid, mapping) of the first process of the tree (parents first) that maps the
+    locked file, a file still on disk; None if none does. The first is one whose
+    mapping the restore makes anew (not one its children inherit from it), on an fd
+    the lock can be taken through; the kernel does not say which open file of the
+    inode holds the lock."""
+    for pid, vmas in mappings.items():
+        for v in vmas:
+            if v["kind"] != "file" or "ghost" in v:
+                continue
+            try:
+                st = os.stat(f"/proc/{pid}/map_files/{v['start']:x}-{v['end']:x}")
+            except OSError:
+                continue
+            if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) == (
+                    raw.major, raw.minor, raw.ino):
+                return pid, v
+    return None
 
 
 # ---------------------------------------------------------------- restore
@@ -130,11 +226,17 @@ class RestoreLocks:
     """The saved locks, checked against the fd tables before anything is created;
     ``take`` takes one process's locks inside it."""
 
-    def __init__(self, saved: Any, fd_tables: dict[int, list[dict[str, Any]]]):
+    def __init__(self, saved: Any, fd_tables: dict[int, list[dict[str, Any]]],
+                 mms: dict[int, dict[str, Any]] | None = None):
         if not isinstance(saved, list):
             raise ImageError(f"{IMAGE}: not a list of locks")
         self.by_pid: dict[int, list[dict[str, Any]]] = {}
+        self.by_mapping: dict[int, dict[int, dict[str, Any]]] = {}  # pid -> start -> lock
         for lock in saved:
+            if isinstance(lock, dict) and "mapping" in lock:
+                _validate_mapped(lock, mms or {})
+                self.by_mapping.setdefault(lock["pid"], {})[lock["mapping"]] = lock
+                continue
             _validate(lock, fd_tables)
             self.by_pid.setdefault(lock["pid"], []).append(lock)
 
@@ -151,17 +253,54 @@ class RestoreLocks:
             log.info("process %d fd %d: %s taken again", pid, lock["fd"], describe(lock))
 
 
-def _validate(lock: Any, fd_tables: dict[int, list[dict[str, Any]]]) -> None:
-    def bad(why: str) -> ImageError:
-        return ImageError(f"{IMAGE}: lock {lock!r}: {why}")
+def take_mapped(inj: Injector, scratch: int, pid: int, lock: dict[str, Any], fd: int,
+                path: str) -> None:
+    """Take ``lock`` again on ``fd``, the fd process ``pid`` maps its file from (before
+    it is closed: the mapping keeps that open file, and the lock with it)."""
+    try:
+        _take(inj, scratch, {**lock, "fd": fd})
+    except InjectionError as e:
+        raise RestoreError(f"process {pid}: cannot take {describe(lock)} on {path} "
+                           f"again (held through its mapping at {lock['mapping']:#x}): "
+                           f"{_why(e, lock, path)}") from None
+    log.info("process %d: %s on %s taken again through its mapping", pid, describe(lock),
+             path)
 
+
+def _bad(lock: Any, why: str) -> ImageError:
+    return ImageError(f"{IMAGE}: lock {lock!r}: {why}")
+
+
+def _validate_common(lock: Any) -> None:
+    """What every lock has: its kind, type and range."""
     if not isinstance(lock, dict):
-        raise bad("not an object")
+        raise _bad(lock, "not an object")
     if lock.get("kind") not in _SHOWN or lock.get("type") not in _TYPES.values():
-        raise bad("unknown kind or type")
+        raise _bad(lock, "unknown kind or type")
     start, end = lock.get("start"), lock.get("end")
     if not _int(start) or start < 0 or not (end is None or (_int(end) and end >= start)):
-        raise bad("bad range")
+        raise _bad(lock, "bad range")
+
+
+def _validate_mapped(lock: dict[str, Any], mms: dict[int, dict[str, Any]]) -> None:
+    """A lock held through a mapping: a flock or OFD lock on a file mapping of ``pid``."""
+    _validate_common(lock)
+    if lock["kind"] not in ("flock", "ofd"):
+        raise _bad(lock, "only flock and OFD locks are held through a mapping")
+    pid, start = lock.get("pid"), lock.get("mapping")
+    mm = mms.get(pid) if _int(pid) else None
+    if mm is None:
+        raise _bad(lock, "not held by a process of the tree")
+    if not any(isinstance(v, dict) and v.get("start") == start and v.get("kind") == "file"
+               and "ghost" not in v for v in mm.get("vmas", [])):
+        raise _bad(lock, f"process {pid} has no mapping of a file at {start!r}")
+
+
+def _validate(lock: Any, fd_tables: dict[int, list[dict[str, Any]]]) -> None:
+    def bad(why: str) -> ImageError:
+        return _bad(lock, why)
+
+    _validate_common(lock)
     pid, fd = lock.get("pid"), lock.get("fd")
     table = fd_tables.get(pid) if _int(pid) else None
     if table is None:

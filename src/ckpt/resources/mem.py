@@ -48,7 +48,7 @@ from ..pages import compressed, forked
 from ..pages.chain import Segment
 from ..pages.runs import merge_runs
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
-from . import aio, ghost, sysv
+from . import aio, ghost, locks, sysv
 
 log = logging.getLogger("ckpt.mem")
 
@@ -574,8 +574,12 @@ def _pread_into(inj: Injector, fd: int, vaddr: int, length: int, off: int,
 def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper: int,
             helper_size: int, shmem: dict[Any, tuple[int, int, int]] | None = None,
             segments: list[Segment] | None = None, parent: dict[str, Any] | None = None,
-            held: dict[int, int] | None = None) -> None:
+            held: dict[int, int] | None = None,
+            file_locks: dict[int, dict[str, Any]] | None = None) -> None:
     """Replace the address space of stopped process ``pid`` with the saved one.
+
+    ``file_locks`` maps the start of a file mapping to the lock held through it only
+    (locks.py), taken again on the fd the mapping is made from.
 
     ``segments`` (pages.chain.Chain, for images with a parent) say in which file of the
     chain each page is; by default every page is in ``mm``'s own pages file.
@@ -590,7 +594,8 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
     already (pages.forked): what it keeps of it stays, but the pages it must drop.
     """
     _Rebuild(pid, inj, mm, images_dir, (helper, helper + helper_size),
-             {} if shmem is None else shmem, segments, parent, held or {}).run()
+             {} if shmem is None else shmem, segments, parent, held or {},
+             file_locks or {}).run()
 
 
 class _Rebuild:
@@ -604,8 +609,9 @@ class _Rebuild:
     def __init__(self, pid: int, inj: Injector, mm: dict[str, Any], images_dir: str,
                  helper: tuple[int, int], shmem: dict[Any, tuple[int, int, int]],
                  segments: list[Segment] | None, parent: dict[str, Any] | None,
-                 held: dict[int, int]):
+                 held: dict[int, int], file_locks: dict[int, dict[str, Any]]):
         self.pid = pid
+        self.file_locks = file_locks
         self.inj = inj
         self.mm = mm
         self.images_dir = images_dir
@@ -686,6 +692,9 @@ class _Rebuild:
             else:
                 fd = self.files.open(v["path"], mode)
             inj.call("mmap", p.start, length, prot, flags, fd, offset)
+            lock = self.file_locks.get(v["start"])
+            if lock is not None and "ghost" not in v:
+                locks.take_mapped(inj, self.helper[0], self.pid, lock, fd, v["path"])
             if "ghost" in v:
                 self.ghosts.mapped(v["ghost"], p.start, p.end)
         for flag, advice in _MADVISE.items():
