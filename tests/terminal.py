@@ -66,6 +66,10 @@ class Terminal:
         return int(m[1]), self.text()[start:m.start()]
 
     def close(self) -> None:
+        """The shell killed and the terminal gone (once; again does nothing)."""
+        if self.master < 0:
+            return
         self.shell.kill()
         self.shell.wait()
         os.close(self.master)
+        self.master = -1

@@ -1,9 +1,10 @@
-"""Interactive programs a user would checkpoint, as a user would: ``top``, ``less`` and
-the ``sqlite3`` shell on the terminal of an interactive bash, dumped with -j and restored
-with -j in the foreground from that shell: their screen comes back and they answer keys
-again at once; and terminal multiplexers, tmux and screen, whose server holds the
-session's terminal and shell, dumped and restored with -d: the shell in the session
-goes on, and keys sent through the server reach it."""
+"""Interactive programs a user would checkpoint, as a user would: ``top``, ``less``
+and the ``sqlite3`` shell on the terminal of an interactive bash, dumped with -j and
+restored with -j in the foreground from that shell: their screen comes back and they
+answer keys again at once; ``vim`` the same, restored from a shell on a new terminal
+once its own is closed; and terminal multiplexers, tmux and screen, whose server holds
+the session's terminal and shell, dumped and restored with -d: the shell in the
+session goes on, and keys sent through the server reach it."""
 
 from __future__ import annotations
 
@@ -125,6 +126,43 @@ def test_sqlite3_shell_in_a_transaction(term: Terminal, procs: Procs, images: Pa
     _back_at_prompt(term, pid)
     with sqlite3.connect(db) as con:
         assert [n for (n,) in con.execute("select n from t order by n")] == [1, 2, 3]
+
+
+def test_vim_restored_on_another_terminal(term: Terminal, procs: Procs, images: Path,
+                                          tmp_path: Path) -> None:
+    """vim editing a file, in insert mode with unsaved text (its swap file open), dumped
+    with -j from its terminal, which is then closed, and restored with -j from a shell
+    on a new terminal: Ctrl-L draws its screen there, it takes the rest of the text,
+    :wq writes all of it, and ckpt restore exits with its status 0."""
+    need("vim", "vim")
+    text = tmp_path / "notes.txt"
+    swap = tmp_path / ".notes.txt.swp"
+    pid = _start_job(term, f"TERM=xterm LINES=24 COLUMNS=80 vim {text}")
+    term.wait_for(r"notes\.txt")
+    term.send("ifirst line before the dump\n")
+    term.wait_for(r"first line before the dump")
+    wait_until(swap.exists, TIMEOUT, "vim's swap file")
+    ckpt_ok("dump", "-j", "-t", pid, "-D", images)
+    procs.wait_gone(pid)
+    term.close()
+    other = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
+    try:
+        other.send(f"ckpt restore -j -D {images}\n")
+        wait_until(lambda: is_alive(pid), TIMEOUT, f"the restored {pid}")
+        procs.adopt(pid, Output(images / "none"))
+        wait_until(lambda: os.tcgetpgrp(other.master) == pid, TIMEOUT,
+                   "the restored vim in the foreground of the new terminal")
+        start = len(other.text())
+        other.send("second line after the restore\x1b\x0c")
+        other.wait_for(r"first line before the dump", start=start)
+        other.wait_for(r"second line after the restore", start=start)
+        other.send(":wq\r")
+        _back_at_prompt(other, pid)
+    finally:
+        other.close()
+    assert text.read_text() == ("first line before the dump\n"
+                                "second line after the restore\n")
+    assert not swap.exists()
 
 
 def _readable_now(db: Path) -> bool:
