@@ -18,7 +18,8 @@ fi
 missing=""
 for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2 nginx:nginx-light runc:runc \
     memcached:memcached socat:socat inotifywait:inotify-tools screen:screen \
-    tmux:tmux sqlite3:sqlite3 less:less top:procps; do
+    tmux:tmux sqlite3:sqlite3 less:less top:procps vim:vim dbus-daemon:dbus-daemon \
+    dbus-send:dbus-bin; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done

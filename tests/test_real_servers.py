@@ -3,8 +3,9 @@ serves again under the same PIDs, with what it held before (its data, its counte
 its threads), and what it prints carries on where it stopped.
 
 The JVM, node, Python's http.server and an asyncio server, memcached, busybox httpd,
-a socat relay with a connection open through it, redis holding a 50 MB value. The
-seconds each dump and restore took are printed (``pytest -s``)."""
+a socat relay with a connection open through it, a session dbus-daemon, redis
+holding a 50 MB value. The seconds each dump and restore took are
+printed (``pytest -s``)."""
 
 from __future__ import annotations
 
@@ -325,6 +326,44 @@ def _connect(port: int) -> socket.socket | None:
         return socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT))
     except OSError:
         return None
+
+
+# ------------------------------------------------------------------ dbus-daemon
+
+def test_dbus_daemon(procs: Procs, images: Path, tmp_path: Path) -> None:
+    """A session dbus-daemon (its audit netlink socket never bound): after the restore
+    the bus has the same ID, answers method calls, and routes a signal from one new
+    connection to a monitor on another. (A client connected through the dump is a
+    unix connection to a process outside the tree: refused, as criu does.)"""
+    daemon = need("dbus-daemon", "dbus-daemon")
+    send = need("dbus-send", "dbus-bin")
+    monitor = need("dbus-monitor", "dbus-bin")
+    bus = f"unix:path={tmp_path / 'bus'}"
+    proc = procs.start([daemon, "--session", "--nofork", "--nopidfile", f"--address={bus}"],
+                       name="dbus")
+    wait_until((tmp_path / "bus").exists, TIMEOUT, "the bus's socket")
+
+    def call(method: str) -> str:
+        reply = subprocess.run([send, f"--bus={bus}", "--print-reply",
+                                "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                f"org.freedesktop.DBus.{method}"], capture_output=True,
+                               text=True, check=True, timeout=scaled(TIMEOUT)).stdout
+        return reply.split("\n", 1)[1]  # the answer, after its header (time, serial)
+
+    bus_id = call("GetId")
+    cycle(procs, proc, images)
+    assert call("GetId") == bus_id
+    assert "org.freedesktop.DBus" in call("ListNames")
+    watcher = procs.start([monitor, "--address", bus, "type='signal',interface='ckpt.test'"],
+                          name="monitor")
+
+    def reaches_monitor() -> bool:
+        subprocess.run([send, f"--bus={bus}", "--type=signal", "/ckpt/test",
+                        "ckpt.test.Tick", "int32:42"], check=True, timeout=scaled(TIMEOUT))
+        # sent again until the monitor has it: it subscribes once connected
+        return any(ln.endswith("int32 42") for ln in watcher.out.lines())
+
+    wait_until(reaches_monitor, TIMEOUT, "a signal at the monitor after the restore")
 
 
 # ------------------------------------------------------------------ redis, 50 MB

@@ -73,6 +73,8 @@ class NetlinkSockets(SocketKind):
             if self._diag is None:
                 self._diag = sock_diag.netlink_sockets()
             diag = self._diag.get(f.st.st_ino)
+            if diag is None and sock.getsockname() == (0, 0):
+                diag = _unbound(sock.proto)
             if diag is None:
                 raise UnsupportedError(f"{where}: not found by sock_diag (of another network "
                                        "namespace?)")
@@ -108,6 +110,14 @@ class NetlinkSockets(SocketKind):
             sock.close()
             raise
         return sock.detach()
+
+
+def _unbound(proto: int) -> sock_diag.NetlinkDiag:
+    """What sock_diag would say of a socket never bound (nor connected or used to send,
+    which bind it), which it does not list: no port id, no groups, no peer, nothing
+    queued (dbus-daemon's audit socket)."""
+    return sock_diag.NetlinkDiag(protocol=proto, portid=0, dst_portid=0, dst_group=0,
+                                 groups=(), rqueue=0, dumping=False)
 
 
 def _bind(sock: socket.socket, desc: dict[str, Any], where: str) -> None:
