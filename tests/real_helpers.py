@@ -65,8 +65,7 @@ def cycle(procs: Procs, root: Proc | int, images: Path, *flags: str,
     t0 = time.monotonic()
     ckpt_ok("dump", "-t", pid, "-D", images, *flags, timeout=timeout)
     t1 = time.monotonic()
-    tasks = json.loads((images / "inventory.json").read_text())["tasks"]
-    pids = [t["pid"] for t in tasks]
+    pids = dumped_pids(images)
     for p in pids:
         procs.wait_gone(p)
     t2 = time.monotonic()
@@ -80,6 +79,11 @@ def cycle(procs: Procs, root: Proc | int, images: Path, *flags: str,
     assert out is not None
     procs.adopt(pid, out)
     return pids
+
+
+def dumped_pids(images: Path) -> list[int]:
+    """The PIDs of every process the dump in ``images`` saved, parents first."""
+    return [t["pid"] for t in json.loads((images / "inventory.json").read_text())["tasks"]]
 
 
 def free_port() -> int:

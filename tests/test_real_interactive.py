@@ -27,7 +27,7 @@ from ckpt_helpers import (
     proc_ids,
     wait_until,
 )
-from real_helpers import TIMEOUT, cycle, need, tree
+from real_helpers import TIMEOUT, cycle, dumped_pids, need, tree
 from terminal import Terminal
 
 
@@ -51,7 +51,8 @@ def _dump_and_restore_job(term: Terminal, procs: Procs, pid: int, images: Path,
     """Dump the foreground job ``pid`` with -j (killed), restore it with -j from the
     shell, in the foreground; return where the terminal's text then stood."""
     ckpt_ok("dump", "-j", "-t", pid, "-D", images, *flags)
-    procs.wait_gone(pid)
+    for p in dumped_pids(images):  # each of its PIDs free (and its group's, a zombie's)
+        procs.wait_gone(p)
     start = len(term.text())
     term.send(f"ckpt restore -j -D {images} {' '.join(flags)}\n")
     wait_until(lambda: is_alive(pid), TIMEOUT, f"the restored {pid}")
