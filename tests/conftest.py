@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import BUILD, PROGS, UNIT, Builder, Procs
+from terminal import Terminal
 
 PR_SET_CHILD_SUBREAPER = 36
 CFLAGS = ["-O2", "-Wall", "-Wextra"]
@@ -115,3 +116,13 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 def images(tmp_path: Path) -> Path:
     """The image folder of a test (not created: ckpt dump creates it)."""
     return tmp_path / "images"
+
+
+@pytest.fixture
+def term(tmp_path: Path) -> Iterator[Terminal]:
+    """An interactive bash on a new pty (terminal.py), ckpt on its PATH."""
+    t = Terminal.with_ckpt(tmp_path)
+    try:
+        yield t
+    finally:
+        t.close()

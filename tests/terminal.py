@@ -10,7 +10,7 @@ import termios
 import threading
 from pathlib import Path
 
-from ckpt_helpers import wait_until
+from ckpt_helpers import ckpt_cmd, wait_until
 
 
 class Terminal:
@@ -32,6 +32,11 @@ class Terminal:
         self._reader.start()
         self._marks = 0
         self.run("true")
+
+    @classmethod
+    def with_ckpt(cls, cwd: Path) -> Terminal:
+        """A terminal whose shell finds ``ckpt`` (the one the tests run) on its PATH."""
+        return cls(cwd, [str(Path(ckpt_cmd()[0]).parent)])
 
     def _read(self) -> None:
         while True:

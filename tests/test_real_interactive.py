@@ -12,7 +12,6 @@ import os
 import re
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ import pytest
 from ckpt_helpers import (
     Output,
     Procs,
-    ckpt_cmd,
     ckpt_ok,
     is_alive,
     only_child,
@@ -29,15 +27,6 @@ from ckpt_helpers import (
 )
 from real_helpers import TIMEOUT, cycle, dumped_pids, need, tree
 from terminal import Terminal
-
-
-@pytest.fixture
-def term(tmp_path: Path) -> Iterator[Terminal]:
-    t = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 def _start_job(term: Terminal, command: str) -> int:
@@ -146,7 +135,7 @@ def test_vim_restored_on_another_terminal(term: Terminal, procs: Procs, images: 
     ckpt_ok("dump", "-j", "-t", pid, "-D", images)
     procs.wait_gone(pid)
     term.close()
-    other = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
+    other = Terminal.with_ckpt(tmp_path)
     try:
         other.send(f"ckpt restore -j -D {images}\n")
         wait_until(lambda: is_alive(pid), TIMEOUT, f"the restored {pid}")

@@ -11,7 +11,6 @@ import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,15 +42,6 @@ while :; do
     i=$((i+1))
 done
 """
-
-
-@pytest.fixture
-def term(tmp_path: Path) -> Iterator[Terminal]:
-    t = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 
