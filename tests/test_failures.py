@@ -107,7 +107,6 @@ def test_dump_nonexistent_pid(images: Path) -> None:
 
 UNSUPPORTED = [
     ("pidfd", r"fd 3\b.*pidfd"),
-    ("netlink", r"fd 3\b.*netlink"),
     ("thread-pidfd", r"fd 3\b.*pidfd"),
 ]
 

@@ -8,21 +8,27 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ckpt.kernel import libc
 from ckpt_helpers import (
     PROGS,
     PYTHON,
+    Builder,
     Proc,
     Procs,
+    assert_consecutive,
     ckpt_cmd,
+    dump_and_check_dead,
     is_alive,
     proc_ppid,
     proc_status,
+    restore_detached,
     scaled,
     signal_report,
 )
@@ -73,6 +79,22 @@ def test_raw_and_ping_sockets(procs: Procs, images: Path, netns: str) -> None:
     assert "raw4 got to-myself" in before, before
     restored = _dump_restore(procs, netns, target, images)
     assert signal_report(restored) == before
+
+
+def test_netlink_socket_never_bound(build: Builder, procs: Procs, images: Path) -> None:
+    """An rtnetlink socket made and never bound (as dbus-daemon's audit socket), which
+    sock_diag does not list: restored as a netlink socket of the same protocol, still
+    unbound (no port id taken)."""
+    target = procs.start([build("holdfd"), "netlink"])
+    fd = int(target.out.wait_line(r"^ready ").split()[1])
+    target.out.wait_numbers(3)
+    nums = dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    with socket.socket(fileno=libc.pidfd_getfd(restored.pidfd, fd)) as sock:
+        assert (sock.family, sock.proto) == (socket.AF_NETLINK, 0)  # NETLINK_ROUTE
+        assert sock.getsockname() == (0, 0), "bound at restore"
+    target.out.wait_numbers(len(nums) + 3)
+    assert_consecutive(target.out.numbers())
 
 
 def test_netlink_and_packet_sockets(procs: Procs, images: Path, netns: str) -> None:
