@@ -16,7 +16,7 @@ import pytest
 from ckpt_helpers import PYTHON, Output, scaled
 
 BUSYBOX = "/usr/bin/busybox"
-APPLETS = ("sh", "sleep", "echo", "cat", "ls", "mount", "hostname")
+APPLETS = ("sh", "sleep", "echo", "cat", "ls", "mount", "umount", "hostname", "setsid")
 
 # The counter of issue 11: a shell loop printing n and appending it to /data/count.
 COUNTER = ("i=0; while true; do i=$((i+1)); echo $i; echo $i >> /data/count; "
@@ -31,8 +31,7 @@ def runc_or_skip() -> str:
     if runc is None:
         pytest.skip("runc is not installed (Debian package runc; scripts/bootstrap.sh "
                     "installs it as root)")
-    if not os.path.exists(BUSYBOX) or b"ld-linux" in Path(BUSYBOX).read_bytes()[:4096]:
-        pytest.skip("a static busybox is not installed (Debian package busybox-static)")
+    busybox_or_skip()
     return runc
 
 
@@ -41,15 +40,26 @@ def ckpt_criu() -> str:
     return str(Path(PYTHON).with_name("ckpt-criu"))
 
 
-def make_bundle(where: Path, args: list[str], data: Path) -> Path:
-    """An OCI bundle at ``where``: busybox's rootfs, ``args`` as the process, no
-    terminal, a writable root and ``data`` bound at /data."""
-    rootfs = where / "rootfs"
+def make_rootfs(rootfs: Path) -> Path:
+    """A root file system of a static busybox and its applets, with the usual mount
+    points."""
     for d in ("bin", "data", "proc", "dev", "sys", "tmp"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
     shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
     for applet in APPLETS:
         (rootfs / "bin" / applet).symlink_to("busybox")
+    return rootfs
+
+
+def busybox_or_skip() -> None:
+    if not os.path.exists(BUSYBOX) or b"ld-linux" in Path(BUSYBOX).read_bytes()[:4096]:
+        pytest.skip("a static busybox is not installed (Debian package busybox-static)")
+
+
+def make_bundle(where: Path, args: list[str], data: Path) -> Path:
+    """An OCI bundle at ``where``: busybox's rootfs, ``args`` as the process, no
+    terminal, a writable root and ``data`` bound at /data."""
+    make_rootfs(where / "rootfs")
     subprocess.run([runc_or_skip(), "spec"], cwd=where, check=True)
     config = json.loads((where / "config.json").read_text())
     config["process"]["terminal"] = False
@@ -86,16 +96,18 @@ class Container:
 
     def _run_piped(self, args: list[str], timeout: float = 60.0
                    ) -> subprocess.CompletedProcess[str]:
-        """Run runc with stdout and stderr on a new pipe to ``out``; stdin /dev/null."""
+        """Run runc with stdout and stderr on a new pipe to ``out`` (the container's
+        stdio; runc's own messages go there too, and the lines since are returned as
+        its stderr); stdin /dev/null."""
         w = self._pipe_to_out()
+        before = len(self.out.lines())
         try:
-            with open(self.bundle / f"runc-{len(self.copiers)}.log", "w+") as log:
-                res = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=w, stderr=log,
-                                     cwd=self.bundle, timeout=scaled(timeout))
-                log.seek(0)
-                return subprocess.CompletedProcess(args, res.returncode, "", log.read())
+            res = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+                                 cwd=self.bundle, timeout=scaled(timeout))
         finally:
             os.close(w)
+        said = "\n".join(ln for ln in self.out.lines()[before:] if not ln.isdigit())
+        return subprocess.CompletedProcess(args, res.returncode, "", said)
 
     def run(self) -> None:
         res = self._run_piped(self.cmd("run", "-d", self.cid))

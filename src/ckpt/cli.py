@@ -189,6 +189,7 @@ def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) ->
     _setup_log(args, notes, create=False)
     res = restore(args.images_dir, detach=detach or bool(args.exec_cmd), pidfile=pidfile,
                   sibling=bool(args.restore_sibling), notify=_notify(args), **_tcp(args),
+                  external=tuple(args.external or ()),
                   **flags.api_kwargs(flags.RESTORE, args))
     if args.exec_cmd:
         log.info("executing %s", exec_cmd)

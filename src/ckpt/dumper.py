@@ -16,6 +16,7 @@ images go over TCP to a ``ckpt page-server`` (page_server.py).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -28,7 +29,7 @@ from . import faults, recovery, standins
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
-from .kernel import interrupts, libc, nsenter, procfs, ptrace, vdso
+from .kernel import interrupts, libc, nsenter, procfs, ptrace, treeroot, vdso
 from .kernel.inject import PARK_CODE, Injector, find_syscall_site, resumable
 from .pages import forked
 from .pages.save import DumpMemory, ForkParent
@@ -39,7 +40,9 @@ from .resources import (
     ghost,
     locks,
     mem,
+    mounts,
     namespaces,
+    nspids,
     sharing,
     signals,
     sysv,
@@ -608,7 +611,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          network_lock: str | None = None, link_remap: bool = False,
          ghost_fiemap: bool | None = None, ext_unix_sk: bool = False,
          manage_cgroups: str | None = None, overwrite: bool = False,
-         compress: bool = False) -> DumpResult:
+         compress: bool = False, empty_ns: str | tuple[str, ...] = ()) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -635,7 +638,10 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     "ignore" the processes' cgroups are not saved.
     ``overwrite``: dump into a folder that holds images already (they are replaced),
     or that belongs to another user; refused otherwise (images.Folder.for_dump).
+    ``empty_ns``: criu's --empty-ns ("net"): the tree's own network namespace is not
+    saved; the restore makes an empty one (its loopback up). Else such a tree is refused.
     """
+    empty_ns = tuple(empty_ns.split(",")) if isinstance(empty_ns, str) else empty_ns
     t0 = time.monotonic()
     tcp = tcp or TcpFlags()
     cgroups.check_mode(manage_cgroups)
@@ -670,17 +676,31 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     ok = False
     total = 0
     t_freeze = time.monotonic()
+    scope = contextlib.ExitStack()  # what holds while the tree is dumped
     try:
         images = ImageWriter(images_dir, remote=remote, overwrite=overwrite)  # refused now
         tasks = _freeze_tree(pid)
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
         faults.point("dump.frozen")
         external = (*external, *(notify("query-ext-files", 0) or ()))
+        ext_mounts, external = mounts.split_external(external)
         _find_sharing(tasks)
         stand_ins = _check_sessions(tasks, shell_job)  # after: a stand-in cannot share
         live = [t for t in tasks if t.frozen is not None]
         own_ns = treens.others([t.pid for t in live], pid)
-        namespaces.check_tree([t.pid for t in live], tuple(own_ns))
+        if "net" in own_ns and "net" not in empty_ns:
+            own_ns.remove("net")  # refused below: its network namespace is not saved
+        namespaces.check_tree([t.pid for t in live], (*own_ns, "pid_for_children")
+                              if "pid" in own_ns else tuple(own_ns))
+        inside = nspids.dump({t.pid: [th.pid for th in t.threads] for t in tasks}, pid) \
+            if "pid" in own_ns else None
+        if "net" in own_ns:  # its sockets are found by sock_diag from inside it
+            scope.enter_context(nsenter.entered(pid, ["net"]))
+        if "mnt" in own_ns:  # the tree's paths are under its own root
+            scope.enter_context(treeroot.at(f"/proc/{pid}/root"))
+        elif ext_mounts:
+            log.info("external mounts %s: the tree has no mount namespace of its own",
+                     sorted(ext_mounts))
         memberships = cgroups.dump({t.pid: [th.pid for th in t.threads] for t in live},
                                    manage_cgroups)
         lock = _lock_network(tasks, tcp, network_lock)
@@ -690,12 +710,15 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         if memberships is not None:
             images.write_json(cgroups.IMAGE, memberships)
             images.need(cgroups.FEATURE)
-        if own_ns:
-            images.write_json(treens.IMAGE, treens.dump(pid, own_ns))
+        if set(own_ns) & {*treens.KINDS, "net", "pid"}:
+            images.write_json(treens.IMAGE, treens.dump(pid, own_ns, inside))
             images.need(treens.FEATURE)
+        if "mnt" in own_ns:
+            mounts.DumpMounts(images, pid, ext_mounts).dump()
         ghost.configure(images, ghost_limit)
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
-                                 file_locks=file_locks, tcp=tcp, ext_unix_sk=ext_unix_sk)
+                                 file_locks=file_locks, tcp=tcp, ext_unix_sk=ext_unix_sk,
+                                 empty_net="net" in own_ns)
         shmem_seen: dict[int, int] = {}
         mappings: dict[int, list[dict[str, Any]]] = {}
         for t in tasks:  # parents first: their children's pages are compared with theirs
@@ -742,6 +765,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     except (procfs.ProcessGone, OSError) as e:
         raise _failed("dump", pid, e) from e
     finally:
+        scope.close()
         try:
             with interrupts.held():  # a signal now waits until the tree is let go
                 if not ok:

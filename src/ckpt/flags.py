@@ -150,10 +150,10 @@ FLAGS: tuple[Flag, ...] = (
          special=((RESTORE, REFUSE, "leaving restored processes stopped is not supported "
                    "yet"),)),
     Flag(("--external",), USE, "unix[INODE]: a unix socket connected outside the tree "
-         "may be dumped (restore it with --inherit-fd)", value="RES", repeat=True,
-         commands=frozenset({DUMP}),
-         special=((RESTORE, REFUSE, "external mounts, devices and network devices need "
-                   "namespaces, not supported yet; give files with --inherit-fd"),)),
+         "may be dumped (restore it with --inherit-fd); mnt[POINT]:NAME at dump: the "
+         "mount at POINT of the tree's own mount namespace is external, NAME its key; "
+         "mnt[NAME]:PATH at restore: the host folder or file bound there",
+         value="RES", repeat=True, commands=frozenset({DUMP, RESTORE})),
     Flag(("-x", "--ext-unix-sk"), USE, "connections to a unix listener of the tree from "
          "clients outside it, not accepted yet, come back as connections whose client "
          "left; INODE[,INODE...] names unix sockets connected outside the tree (as "
@@ -233,11 +233,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--cgroup-dump-controller",), REFUSE, _CG, value="NAME", repeat=True,
          commands=_DUMPS),
     Flag(("--cgroup-yard",), REFUSE, _CG, value="PATH", commands=_DR),
-    Flag(("-r", "--root"), REFUSE, "restoring into another root (mount namespaces) is not "
-         "supported yet", value="PATH", neutral=("/",), commands=frozenset({RESTORE})),
+    Flag(("-r", "--root"), USE, "the folder the root mount of a tree's own mount "
+         "namespace comes back from (a container's rootfs)", value="PATH",
+         commands=frozenset({RESTORE}), api="root"),
     Flag(("--veth-pair",), REFUSE, _NS, value="IN=OUT", repeat=True,
          commands=frozenset({RESTORE})),
-    Flag(("--empty-ns",), REFUSE, _NS, value="net", commands=frozenset({RESTORE})),
+    Flag(("--empty-ns",), USE, "net: the tree's own network namespace is not saved; the "
+         "restore makes an empty one, its loopback up (sockets other than unix ones in "
+         "it are refused)", value="net", commands=frozenset({DUMP, RESTORE}),
+         api="empty_ns"),
     Flag(("-J", "--join-ns"), REFUSE, _NS, value="NS:PID|FILE[,OPTS]", repeat=True,
          commands=frozenset({RESTORE})),
     Flag(("-M", "--ext-mount-map"), NO_EFFECT, _MNT, value="KEY:VALUE|auto", repeat=True),

@@ -62,6 +62,7 @@ FEATURES: dict[str, str] = {
     "standins": "groups and sessions whose leader had exited, made by stand-ins (standins)",
     "pipe-packets": "the packets buffered in a pipe in packet mode (O_DIRECT)",
     "linked-mappings": "mappings of a removed name of a file with other links (deleted)",
+    "mounts": "the mount tree of the tree's own mount namespace (mounts.json, mounts-data.img)",
 }
 INVENTORY = "inventory.json"
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data

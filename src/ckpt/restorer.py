@@ -34,7 +34,7 @@ from .hooks import Notify, ignore
 from .images import INVENTORY, ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
-from .kernel import interrupts, libc, procfs, ptrace, safefs
+from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot
 from .kernel.inject import Injector, vdso_syscall_offset
 from .pages.chain import Chain
 from .resources import (
@@ -45,6 +45,8 @@ from .resources import (
     ghost,
     locks,
     mem,
+    mounts,
+    nspids,
     seccomp,
     sharing,
     signals,
@@ -124,8 +126,13 @@ class Restore:
                  inherit_fds: tuple[str, ...] | list[str] = (),
                  pidfile: str | None = None, notify: Notify | None = None,
                  sibling: bool = False, tcp: TcpFlags | None = None,
-                 network_lock: str | None = None, manage_cgroups: str | None = None):
+                 network_lock: str | None = None, manage_cgroups: str | None = None,
+                 root: str | None = None, external: tuple[str, ...] = (),
+                 cg_root: dict[str, str] | None = None):
         self.images_dir = images_dir
+        self.new_root = root  # where the root mount of the tree's mount namespace comes from
+        self.external = external  # mnt[KEY]:PATH: the host paths of external mounts
+        self.cg_root = cg_root or {}  # criu's cgroup roots: where the tree's cgroups are
         self.manage_cgroups = manage_cgroups
         self.detach = detach or sibling
         self.shell_job = shell_job
@@ -147,6 +154,8 @@ class Restore:
         self.locks: locks.RestoreLocks | None = None
         self.ipc: sysv.Objects | None = None
         self.namespaces = treens.Enter({})  # the tree's own uts and ipc namespaces
+        self.mounts: mounts.Builder | None = None  # its mount tree, if it had its own
+        self.scope = contextlib.ExitStack()  # what holds until the restore ends
         self.cgroups: cgroups.RestoreCgroups | None = None
         # What the phases create; ``undo`` takes it all back.
         self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
@@ -200,6 +209,9 @@ class Restore:
                 raise RestoreError(f"restore of process {self.root_pid} failed: {e}") from e
             raise
         finally:
+            self.scope.close()
+            if self.mounts is not None:
+                self.mounts.close()
             self.namespaces.leave()  # they live on in the tree, or vanish with it
         dt = time.monotonic() - t0
         log.info("%d processes restored in %.3f s", len(self.tasks), dt)
@@ -233,8 +245,6 @@ class Restore:
         segments = {pid: chain.segments(pid, mm) for pid, mm in mms.items()}
         if chain.depth:
             log.info("pages come from a chain of %d image folders", chain.depth + 1)
-        for mm in mms.values():
-            mem.check_files(mm)
         for pid, core in cores.items():
             task.check_root(pid, core["task"])
         sharing.check(tasks)
@@ -264,10 +274,18 @@ class Restore:
         if treens.IMAGE in images.files:
             self.namespaces = treens.Enter(treens.check_image(
                 images.load_json(treens.IMAGE), images.path(treens.IMAGE)))
+        self.load_mounts(images)
+        pids = self.namespaces.pids
+        if pids and (pids.get(root_pid) != 1 or any(t["pid"] not in pids for t in tasks)):
+            raise ImageError(f"{images.path(treens.IMAGE)}: the PIDs inside must name every "
+                             "process, the root as 1")
+        if self.mounts is None:  # else once its mounts are made (enter_namespaces)
+            self.check_mapped_files()
         self.cgroups = cgroups.RestoreCgroups(
             images.load_json(cgroups.IMAGE) if cgroups.IMAGE in images.files else None,
             self.manage_cgroups, [n.pid for n in self.live])
         self.cgroups.check()
+        self.cgroups.check_roots(root_pid, self.cg_root)
         # before anything is created: a refused restore leaves the lock for a next try
         inet = self._inet()
         if inet is not None:
@@ -279,10 +297,51 @@ class Restore:
             except (LookupError, TypeError, ValueError) as e:
                 raise RestoreError(f"the image's network lock is malformed: {e}") from None
 
+    def load_mounts(self, images: ImageReader) -> None:
+        """The tree's mount tree, if it had a mount namespace of its own, checked with
+        --root and the external mounts' sources (mounts.py)."""
+        ext, others = mounts.split_external(self.external)
+        if others:
+            raise RestoreError(f"--external {others[0]} at restore: only mounts "
+                               "(mnt[KEY]:PATH); give files with --inherit-fd")
+        if mounts.IMAGE not in images.files:
+            if self.new_root not in (None, "", "/"):
+                raise RestoreError(f"--root {self.new_root}: the tree had no mount "
+                                   "namespace of its own")
+            return
+        saved = mounts.check_image(images.load_json(mounts.IMAGE), images.path(mounts.IMAGE))
+        if self.new_root in (None, "", "/"):
+            raise RestoreError("the tree had a mount namespace of its own: give the folder "
+                               "its root mount comes back from (--root, runc's root)")
+        self.mounts = mounts.Builder(images, saved, self.new_root, ext,
+                                     pid_ns=bool(self.namespaces.pids))
+        self.mounts.check()
+
     def enter_namespaces(self) -> None:
-        """ckpt in the new uts and ipc namespaces of the tree, if it had its own: what it
-        makes from now on (SysV objects, files, the root) is made in them (treens.py)."""
+        """ckpt in the new uts, ipc and mount namespaces of the tree, if it had its own:
+        what it makes from now on (mounts, SysV objects, files, the root) is made in them
+        (treens.py); the tree's mounts built under --root (mounts.py)."""
         self.namespaces.enter()
+        self.scope.enter_context(nspids.restoring(self.namespaces.pids))
+        if self.mounts is not None:
+            self.mounts.hold()
+            self.mounts.build()
+            self.scope.enter_context(treeroot.at(f"/proc/{self.mounts.holder}/root"))
+            self.check_mapped_files()
+
+    def finish_mounts(self) -> None:
+        """The tree's proc mounts, now that its PID namespace exists (the root's)."""
+        assert self.mounts is not None
+        pid_ns = os.open(f"/proc/{self.root_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.mounts.finish(pid_ns)
+        finally:
+            os.close(pid_ns)
+
+    def check_mapped_files(self) -> None:
+        """Every mapped file is there, unchanged since the dump (mem.py)."""
+        for n in self.live:
+            mem.check_files(n.mm)
 
     def make_ipc(self) -> None:
         """The tree's SysV objects, under their ids, before any process attaches them."""
@@ -345,7 +404,10 @@ class Restore:
                                                  self.shmem, self._files().held_ghosts(),
                                                  self.cgroups.join, self.locks.by_mapping)
         try:
-            creation.fork_root(self.root, self.sibling)
+            creation.fork_root(self.root, self.sibling,
+                               self.mounts.ns_fd if self.mounts is not None else -1)
+            if self.mounts is not None and self.namespaces.pids:
+                self.finish_mounts()
         finally:
             self._unmap_helper()
         creation.build(self.root)
@@ -564,7 +626,7 @@ class _TaskRestore:
         if self.pgid is None or self.pgid == self.pid:
             return
         try:
-            self.inj.call("setpgid", 0, self.pgid)
+            self.inj.call("setpgid", 0, nspids.inner(self.pgid))
         except OSError as e:
             raise RestoreError(f"process {self.pid}: cannot join process group {self.pgid}: "
                                f"{os.strerror(e.errno)}") from None
@@ -659,7 +721,9 @@ class _TaskRestore:
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,
             inherit_fds: tuple[str, ...] | list[str] = (), pidfile: str | None = None,
             notify: Notify | None = None, sibling: bool = False, tcp: TcpFlags | None = None,
-            network_lock: str | None = None, manage_cgroups: str | None = None
+            network_lock: str | None = None, manage_cgroups: str | None = None,
+            root: str | None = None, external: tuple[str, ...] = (),
+            empty_ns: str | tuple[str, ...] = (), cg_root: dict[str, str] | None = None
             ) -> RestoreResult:
     """Restore the process tree saved in ``images_dir``.
 
@@ -671,7 +735,15 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     TCP connections) and --tcp-close; the dump's network lock is released once every
     process is restored (on failure too), unless ``network_lock`` is "skip".
     ``manage_cgroups``: criu's mode (cgroups.MODES; None: criu's default, soft).
+    ``root``: the folder the root mount of a tree's own mount namespace comes back from;
+    ``external``: ``mnt[KEY]:PATH``, the host path of each mount saved as external.
+    ``empty_ns``: criu's --empty-ns; the images say whether the tree had a network
+    namespace of its own (made empty), so it changes nothing here. ``cg_root``:
+    {controller: path}, criu's cgroup roots; each must be where the tree was.
     """
+    if empty_ns not in ((), "net", ("net",)):
+        raise RestoreError(f"--empty-ns {empty_ns}: only net")
     return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
                    pidfile=pidfile, notify=notify, sibling=sibling, tcp=tcp,
-                   network_lock=network_lock, manage_cgroups=manage_cgroups).run()
+                   network_lock=network_lock, manage_cgroups=manage_cgroups, root=root,
+                   external=external, cg_root=cg_root).run()

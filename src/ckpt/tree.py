@@ -35,10 +35,10 @@ from typing import Any
 
 from . import faults, standins
 from .errors import RestoreError
-from .kernel import libc, procfs, ptrace
+from .kernel import libc, nsenter, procfs, ptrace
 from .kernel.inject import Injector
 from .pages.chain import Segment
-from .resources import fdtable, mem, seccomp, sharing, signals, task, tty
+from .resources import fdtable, mem, nspids, seccomp, sharing, signals, task, tty
 
 log = logging.getLogger("ckpt.restore")
 
@@ -191,10 +191,13 @@ class Creation:
         self.zombies: list[Node] = []  # exit once the tree is complete, in their groups
         self.go_w = -1  # the root waits on the other end until ckpt has seized it
 
-    def fork_root(self, root: Node, sibling: bool) -> None:
+    def fork_root(self, root: Node, sibling: bool, mount_ns: int = -1) -> None:
         """Fork ckpt under the root's PID (``sibling``: as a child of ckpt's parent); the
         fork waits, and leaves if ckpt dies first, until ckpt seizes and stops it. A root
-        whose session's leader had exited is cloned by that session's stand-in, forked so."""
+        whose session's leader had exited is cloned by that session's stand-in, forked so.
+        With ``mount_ns`` (an fd on the tree's new mount namespace, mounts.py) it enters
+        it first; a root that is PID 1 of a PID namespace of its own starts it
+        (nspids.py)."""
         if root.creator is not None:
             if sibling:
                 raise RestoreError(f"process {root.pid}: its session's leader "
@@ -207,9 +210,11 @@ class Creation:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         try:
             deadline = time.monotonic() + PID_WAIT_SECONDS
+            tids = nspids.levels(root.pid)
             while True:
                 try:
-                    pid = libc.clone3_with_pid(root.pid, sibling)
+                    pid = libc.clone3_with_pid(
+                        tids, sibling, nsenter.CLONE_NEWPID if len(tids) > 1 else 0)
                     break
                 except OSError as e:
                     if e.errno != errno.EEXIST or time.monotonic() > deadline:
@@ -220,7 +225,10 @@ class Creation:
                     # ckpt's handlers are not the process's; the processes cloned from
                     # it start from the defaults too (signals.restore counts on it)
                     signals.reset_actions()
-                    os.write(ready_w, b".")
+                    if mount_ns >= 0:
+                        nsenter.setns(mount_ns, nsenter.CLONE_NEWNS)
+                        os.chdir("/")
+                    os.write(ready_w, b".")  # ckpt may seize it now
                     os.close(self.go_w)  # ckpt's end: EOF once ckpt is gone
                     os.read(go_r, 1)
                 finally:
@@ -228,7 +236,10 @@ class Creation:
             os.close(ready_w)
             ready_w = -1
             if os.read(ready_r, 1) != b".":
-                raise RestoreError(f"the new process {root.pid} died before it was seized")
+                self.made.append(root)
+                raise RestoreError(f"the new process {root.pid} died before it was seized"
+                                   + (" (entering the tree's mount namespace)"
+                                      if mount_ns >= 0 else ""))
         finally:
             os.close(go_r)
             os.close(ready_r)
@@ -301,7 +312,8 @@ class Creation:
         parent = node.parent.mm if node.parent is not None else None
         mem.restore(node.pid, inj, node.mm, self.images_dir, self.helper.start,
                     self.helper.size, self.shmem, node.segments, parent, self.held,
-                    self.mapped_locks.get(node.pid))
+                    self.mapped_locks.get(node.pid),
+                    lambda fd: self.sender.lend(inj, self.helper.start, node.sock, fd))
         log.info("process %d: memory restored (%d pages its own, %d its parent's; %d "
                  "injected syscalls so far)", node.pid,
                  sum(n for _, n in node.mm["pagemap"] + node.mm.get("in_parent", [])),
@@ -339,10 +351,11 @@ class Creation:
             # the parent it had, as the kernel reparented it; its exit signal then is
             # the stand-in's, SIGCHLD (clone3 wants none given)
             flags, exit_signal = flags | libc.CLONE_PARENT, 0
+        tids = nspids.levels(kid.pid)
         args = libc.CloneArgs(flags=flags, exit_signal=exit_signal,
-                              set_tid=scratch + 256, set_tid_size=1)
+                              set_tid=scratch + 256, set_tid_size=len(tids))
         inj.write(scratch, bytes(args))
-        inj.write(scratch + 256, struct.pack("<i", kid.pid))
+        inj.write(scratch + 256, struct.pack(f"<{len(tids)}i", *tids))
         ptrace.set_options(parent.pid, inj.options | ptrace.PTRACE_O_TRACEFORK
                            | ptrace.PTRACE_O_TRACECLONE)  # CLONE_PARENT: a clone event
         try:
@@ -357,7 +370,7 @@ class Creation:
         if got < 0:
             raise _refused(kid, -got)
         self.made.append(kid)
-        if got != kid.pid:
+        if got != tids[0]:
             raise RestoreError(f"process {parent.pid}: child {kid.pid} came back as {got}")
         stop = ptrace.wait_stop(kid.pid)
         if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:

@@ -270,8 +270,8 @@ def _cli(*args: str) -> tuple[int, str]:
                                       "yards and chosen knobs are not supported yet"),
     (["restore", "--lazy-pages"], "ckpt restore: error: --lazy-pages: lazy pages "
                                   "(userfaultfd) are not supported"),
-    (["restore", "--root", "/srv/c"], "ckpt restore: error: --root /srv/c: restoring into "
-                                      "another root (mount namespaces) is not supported yet"),
+    (["restore", "--veth-pair", "a=b"], "ckpt restore: error: --veth-pair a=b: namespaces "
+                                        "are not supported yet"),
 ])
 def test_refused_flag_one_line(tmp_path: Path, argv: list[str], line: str) -> None:
     """Exit 1, one line naming the flag; nothing created."""

@@ -45,7 +45,9 @@ NR = {
     "tee": 276, "dup3": 292, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
     "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
     "seccomp": 317, "rseq": 334, "pidfd_send_signal": 424,
-    "setns": 308, "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
+    "setns": 308, "umount2": 166, "pivot_root": 155, "open_tree": 428, "openat2": 437,
+    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+    "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
     "mlock": 149, "mlock2": 325, "mseal": 462,
     "io_setup": 206, "io_getevents": 208, "io_submit": 209, "shmat": 30,
 }
@@ -180,18 +182,20 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
                        data.encode() if data else None), f"mount {target}")
 
 
-def clone3_with_pid(pid: int, sibling: bool = False, flags: int = 0) -> int:
-    """Fork this process so that the child gets PID ``pid``; 0 in the child.
-    ``sibling``: the child is our parent's child (CLONE_PARENT), not ours.
+def clone3_with_pid(pid: int | list[int], sibling: bool = False, flags: int = 0) -> int:
+    """Fork this process so that the child gets PID ``pid`` (or the set_tid array
+    ``pid``: its PID in a new PID namespace first, CLONE_NEWPID in ``flags``); 0 in
+    the child. ``sibling``: the child is our parent's child (CLONE_PARENT), not ours.
     ``flags``: more clone flags (CLONE_FILES, CLONE_FS: what the child shares).
 
     Runs without Python's fork hooks: the child must only do simple work and
     must leave through ``os._exit``.
     """
-    tid = (ctypes.c_int * 1)(pid)
+    pids = pid if isinstance(pid, list) else [pid]
+    tid = (ctypes.c_int * len(pids))(*pids)
     args = CloneArgs(flags=flags | (CLONE_PARENT if sibling else 0),
                      exit_signal=0 if sibling else SIGCHLD,
-                     set_tid=ctypes.addressof(tid), set_tid_size=1)
+                     set_tid=ctypes.addressof(tid), set_tid_size=len(pids))
     return syscall("clone3", ctypes.addressof(args), ctypes.sizeof(args))
 
 

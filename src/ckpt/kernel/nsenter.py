@@ -2,8 +2,8 @@
 ones (``unshared``), and back in its own at the end of the block, whatever happens.
 
 setns(2) and unshare(2) of uts, ipc and net work in a process with several threads;
-ckpt only ever moves its one thread. The way back is an fd on each namespace it left,
-opened before it moved.
+a mount namespace needs a thread whose fs struct is its own, which unshare makes it.
+The way back is an fd on each namespace it left, opened before it moved.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from contextlib import contextmanager
 from . import libc
 
 CLONE_NEWNS = libc.CLONE_NEWNS
+CLONE_FS = libc.CLONE_FS
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
 
 # /proc/PID/ns/ names of the namespaces this module moves between, and their flags.
-FLAGS = {"uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC, "net": CLONE_NEWNET}
+FLAGS = {"uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC, "net": CLONE_NEWNET, "mnt": CLONE_NEWNS}
 
 
 def setns(fd: int, nstype: int) -> None:
@@ -56,11 +58,16 @@ def _return(back: list[tuple[int, int]]) -> None:
 
 @contextmanager
 def entered(pid: int, names: list[str]) -> Iterator[None]:
-    """Run the block in process ``pid``'s namespaces ``names`` (of FLAGS); none: as is."""
+    """Run the block in process ``pid``'s namespaces ``names`` (of FLAGS); none: as is.
+    Entering a mount namespace moves to its root: the working directory is put back."""
     if not names:
         yield
         return
     back = _own(names)
+    cwd = -1
+    if "mnt" in names:
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        libc.unshare(CLONE_FS)  # setns of a mount namespace wants an fs struct of its own
     try:
         for name in names:
             fd = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
@@ -71,6 +78,9 @@ def entered(pid: int, names: list[str]) -> Iterator[None]:
         yield
     finally:
         _return(back)
+        if cwd >= 0:
+            os.fchdir(cwd)
+            os.close(cwd)
 
 
 class Unshared:
@@ -92,6 +102,19 @@ class Unshared:
     def leave(self) -> None:
         back, self.back = self.back, []
         _return(back)
+
+
+def loopback_up() -> None:
+    """Bring up ``lo`` of this process's network namespace (SIOCSIFFLAGS, IFF_UP)."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sh14x", b"lo", flags | iff_up))
 
 
 def hostname() -> tuple[str, str]:

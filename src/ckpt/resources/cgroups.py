@@ -174,6 +174,25 @@ class RestoreCgroups:
         if self.image is not None:
             self._validate(self.image, pids)
 
+    def check_roots(self, root_pid: int, roots: dict[str, str]) -> None:
+        """criu's cgroup roots (``--cgroup-root``, runc's cg_root): {controller ("" for
+        cgroup2): path}. ckpt puts the processes back in the cgroups they were in, so
+        each given root must be the cgroup the tree's root was in (runc gives those);
+        moving the tree elsewhere is refused."""
+        saved = (self.image or {}).get("tasks", {}).get(str(root_pid), {})
+        for ctrl, path in roots.items():
+            hier = next((h for h in saved if (h == "" and ctrl == "")
+                         or (ctrl and ctrl in h.split(","))), None)
+            if hier is None:
+                log.info("cgroup root %s:%s: no cgroup of that controller was saved",
+                         ctrl, path)
+                continue
+            was = saved[hier]
+            if was is not None and was.rstrip("/") != path.rstrip("/"):
+                raise RestoreError(f"cgroup root {ctrl or 'cgroup2'}:{path}: the tree was "
+                                   f"in {was}; moving it to another cgroup is not "
+                                   "supported yet")
+
     def _validate(self, image: dict[str, Any], pids: list[int]) -> None:
         """Every field checked, every hierarchy found here; nothing created."""
         try:

@@ -10,6 +10,7 @@ import os
 import stat as st_mod
 
 from ..errors import RestoreError, UnsupportedError
+from ..kernel import treeroot
 from . import ghost
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
 
@@ -46,7 +47,7 @@ class CharDevices(FileKind):
             ghost.check(desc["ghost"])
             return
         try:
-            st = os.stat(desc["path"])
+            st = os.stat(treeroot.path(desc["path"]))
         except OSError as e:
             raise RestoreError(f"cannot reopen {desc['path']}: {e.strerror}") from None
         if not st_mod.S_ISCHR(st.st_mode) or [os.major(st.st_rdev),
@@ -57,7 +58,7 @@ class CharDevices(FileKind):
         if "ghost" in desc:
             return self._ghosts.reopen(ctx.images, desc)
         try:
-            fd = os.open(desc["path"], reopen_flags(desc["flags"]))
+            fd = os.open(treeroot.path(desc["path"]), reopen_flags(desc["flags"]))
         except OSError as e:
             raise RestoreError(f"cannot reopen {desc['path']}: {e.strerror}") from None
         st = os.fstat(fd)

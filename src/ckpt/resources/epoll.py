@@ -51,6 +51,7 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import InjectionError, Injector
+from . import nspids
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, TaskFd
 
 log = logging.getLogger("ckpt.epoll")
@@ -206,7 +207,7 @@ def _add_moved(inj: Injector, epfd: int, tfd: int, holder: list[int], event: int
     """Add a watch on the file fd ``holder[1]`` of process ``holder[0]`` holds, under fd
     number ``tfd``, which the process no longer has on that file: a copy of the
     holder's fd at ``tfd`` for the time of ``epoll_ctl``, what ``tfd`` held put back."""
-    pidfd = inj.call("pidfd_open", holder[0], 0)
+    pidfd = inj.call("pidfd_open", nspids.inner(holder[0]), 0)
     try:
         copy = inj.call("pidfd_getfd", pidfd, holder[1], 0)
     finally:

@@ -40,7 +40,7 @@ import os
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
-from ..kernel import anon, procfs
+from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, Mount, NotFound, PathFinder, mounts
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
@@ -71,6 +71,9 @@ class Fanotify(FileKind):
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         what = f"{f.where} (fanotify)"
+        if treeroot.is_own():
+            raise UnsupportedError(f"{what}: ckpt does not restore fanotify marks of "
+                                   f"{treeroot.OWN_NS} yet")
         info = f.info
         group = info.fanotify
         if group is None:

@@ -69,6 +69,7 @@ class DumpCtx:
     external: set[str] = field(default_factory=set)
     tcp: TcpFlags = field(default_factory=TcpFlags)
     ext_unix_sk: bool = False  # --ext-unix-sk: pending connections from outside allowed
+    empty_net: bool = False  # the tree's own network namespace, not saved (--empty-ns net)
     # in_flight(fd, where, done): a file ckpt holds as ``fd`` (passed in a queued
     # SCM_RIGHTS message) to dump like any fd's, once the current description is
     # done; ``done`` gets its description id. ckpt closes ``fd`` at the dump's end.

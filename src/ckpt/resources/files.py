@@ -71,9 +71,10 @@ class DumpFiles:
 
     def __init__(self, images: ImageWriter, *, shell_job: bool = False,
                  external: set[str] | None = None, file_locks: bool = False,
-                 tcp: TcpFlags | None = None, ext_unix_sk: bool = False):
+                 tcp: TcpFlags | None = None, ext_unix_sk: bool = False,
+                 empty_net: bool = False):
         self.ctx = DumpCtx(images, shell_job, external or set(), tcp or TcpFlags(),
-                           ext_unix_sk=ext_unix_sk)
+                           ext_unix_sk=ext_unix_sk, empty_net=empty_net)
         self.kinds: dict[str, FileKind] = {}  # made when an fd they may claim comes
         self.descriptions: dict[str, Description] = {}
         self.locks = locks.DumpLocks(file_locks)

@@ -43,7 +43,7 @@ import stat as st_mod
 from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
-from ..kernel import inode_path, libc, procfs
+from ..kernel import inode_path, libc, procfs, treeroot
 from ..kernel.inject import Injector
 from ..kernel.lazyre import LazyPattern
 from . import ghost
@@ -88,7 +88,7 @@ def reopen(desc: Description, path_only: bool = False) -> int:
     elif not pseudo:
         flags |= os.O_NONBLOCK  # a FIFO put in its place must not block; flags are set after
     try:
-        fd = os.open(path, flags)
+        fd = os.open(treeroot.path(path), flags)
     except OSError as e:
         raise RestoreError(f"cannot reopen {path}: {e.strerror}") from None
     try:
@@ -184,7 +184,7 @@ class RegularFiles(FileKind):
                 self._proc_refs.append((f.where, link, {n for n in owner if n is not None}))
             return desc
         try:
-            now = os.stat(link)
+            now = os.stat(treeroot.path(link))
         except OSError as e:
             raise UnsupportedError(f"{f.where}: {link} cannot be found by its path "
                                    f"({e.strerror}); ckpt reopens files by path") from None

@@ -47,7 +47,7 @@ from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, RawWriter, crc32, ctypes_view
-from ..kernel import libc
+from ..kernel import libc, treeroot
 from .filekind import reopen_flags
 
 log = logging.getLogger("ckpt.ghost")
@@ -138,6 +138,9 @@ class GhostStore:
         types), ``link`` what /proc shows for it, ``what`` names the holder for
         messages ("process 12 fd 3").
         """
+        if treeroot.is_own() and not link.startswith("/memfd:"):
+            raise UnsupportedError(f"{what}: {link} was deleted; ckpt does not save deleted "
+                                   f"files of {treeroot.OWN_NS} yet")
         key = (st.st_dev, st.st_ino)
         if key in self.saved:
             return copy.deepcopy(self.saved[key])
@@ -185,7 +188,7 @@ class GhostStore:
             info["data_off"] = data.size
             info["runs"] = []
             for off, length in runs:
-                _append(data, fd, off, length, f"{what}: {link}")
+                append_data(data, fd, off, length, f"{what}: {link}")
                 info["runs"].append([off, length])
             tail = _save_tail(data, fd, st.st_size)
             if tail is not None:
@@ -204,7 +207,7 @@ class GhostStore:
         return self._data
 
 
-def _append(raw: RawWriter, src: int, off: int, length: int, what: str) -> None:
+def append_data(raw: RawWriter, src: int, off: int, length: int, what: str) -> None:
     """Append ``length`` bytes of ``src`` at ``off`` to ``raw``, copied by the kernel."""
     start = raw.size
     done = 0
@@ -675,35 +678,45 @@ def _fill(fd: int, data_path: str, info: dict[str, Any]) -> None:
         _fill_tail(fd, data_path, info)
 
 
+def fill_data(fd: int, src: int, img_off: int, length: int, what: str) -> None:
+    """Copy ``length`` bytes at ``img_off`` of the open image file ``src`` into ``fd``
+    from offset 0, by the kernel (the contents of a file of a tmpfs mount: mounts.py)."""
+    _copy_runs(src, fd, [[0, length]], img_off, what)
+
+
 def _fill_runs(fd: int, data_path: str, info: dict[str, Any]) -> None:
     try:
         src = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise RestoreError(f"{data_path}: missing, but {describe(info)} is in it") from None
     try:
-        img_off = int(info["data_off"])
-        use_sendfile = False
-        for off, length in info["runs"]:
-            done = 0
-            while done < length:
-                n = -1
-                if not use_sendfile:
-                    try:
-                        n = os.copy_file_range(src, fd, length - done, img_off + done,
-                                               off + done)
-                    except OSError as e:
-                        if e.errno not in _COPY_FALLBACK:
-                            raise
-                        use_sendfile = True
-                if use_sendfile:
-                    os.lseek(fd, off + done, os.SEEK_SET)
-                    n = os.sendfile(fd, src, img_off + done, length - done)
-                if n == 0:
-                    raise RestoreError(f"{data_path}: short read at offset {img_off + done}")
-                done += n
-            img_off += length
+        _copy_runs(src, fd, info["runs"], int(info["data_off"]), data_path)
     finally:
         os.close(src)
+
+
+def _copy_runs(src: int, fd: int, runs: list[list[int]], img_off: int, what: str) -> None:
+    """The bytes of ``src`` from ``img_off`` on, into each (offset, length) of ``fd``."""
+    use_sendfile = False
+    for off, length in runs:
+        done = 0
+        while done < length:
+            n = -1
+            if not use_sendfile:
+                try:
+                    n = os.copy_file_range(src, fd, length - done, img_off + done,
+                                           off + done)
+                except OSError as e:
+                    if e.errno not in _COPY_FALLBACK:
+                        raise
+                    use_sendfile = True
+            if use_sendfile:
+                os.lseek(fd, off + done, os.SEEK_SET)
+                n = os.sendfile(fd, src, img_off + done, length - done)
+            if n == 0:
+                raise RestoreError(f"{what}: short read at offset {img_off + done}")
+            done += n
+        img_off += length
 
 
 # The memfds of the restore running in this process, by ghost id: ckpt's fd of each,

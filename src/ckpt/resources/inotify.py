@@ -45,7 +45,7 @@ import os
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
-from ..kernel import anon, procfs
+from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, NotFound, PathFinder
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
@@ -109,6 +109,9 @@ class Inotify(FileKind):
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         what = f"{f.where} (inotify)"
+        if treeroot.is_own():
+            raise UnsupportedError(f"{what}: ckpt does not restore inotify watches of "
+                                   f"{treeroot.OWN_NS} yet")
         ws = watches(f.pid, f.fd, f.info)
         finder = PathFinder()
         out = []

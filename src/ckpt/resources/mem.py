@@ -37,18 +37,21 @@ import errno
 import fcntl
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .. import progress
 from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter
-from ..kernel import libc, procfs, vdso
+from ..kernel import libc, procfs, treeroot, vdso
 from ..kernel.inject import Injector
 from ..pages import compressed, forked
 from ..pages.chain import Segment
 from ..pages.runs import merge_runs
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
-from . import aio, ghost, locks, sysv
+from . import aio, ghost, locks, nspids, sysv
+
+Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
 
 log = logging.getLogger("ckpt.mem")
 
@@ -112,7 +115,7 @@ def _entry(v: procfs.Vma, kind: str) -> dict[str, Any]:
 
 
 def _file_id(path: str) -> dict[str, int]:
-    st = os.stat(path)
+    st = os.stat(treeroot.path(path))
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -350,9 +353,10 @@ def _move_vdso(inj: Injector, current: list[procfs.Vma], saved: list[dict[str, A
 class _TargetFiles:
     """Files opened inside the target during restore, closed all at once."""
 
-    def __init__(self, inj: Injector, scratch: int):
+    def __init__(self, inj: Injector, scratch: int, lend: Lend | None = None):
         self.inj = inj
         self.scratch = scratch
+        self.lend = lend  # passes one of ckpt's fds in, when the target cannot take it
         self.fds: dict[tuple[str, int], int] = {}
 
     def open(self, path: str, flags: int, key: tuple[str, int] | None = None) -> int:
@@ -367,10 +371,28 @@ class _TargetFiles:
                                    f"{os.strerror(e.errno)}") from None
         return self.fds[key]
 
+    def image(self, path: str) -> int:
+        """A target fd on the image file ``path``, read-only: opened by the target by its
+        path, or, when the target has a root of its own (a container's) where the
+        images are not, opened by ckpt and taken by the target."""
+        if not treeroot.is_own():
+            return self.open(path, os.O_RDONLY)
+        key = (path, -1)
+        if key not in self.fds:
+            own = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if self.take(own, key) is None:
+                    raise RestoreError(f"the restored process cannot take ckpt's fd on {path}")
+            finally:
+                os.close(own)
+        return self.fds[key]
+
     def take(self, fd: int, key: tuple[str, int]) -> int | None:
         """A target fd of ckpt's own ``fd``: the same open file (pidfd_getfd inside the
         target, which is still root), not a reopening of it; None where the kernel
         does not let the target reach ckpt (a Yama ptrace scope)."""
+        if key not in self.fds and self.lend is not None and nspids.active():
+            self.fds[key] = self.lend(fd)  # ckpt is not in the target's PID namespace
         if key not in self.fds:
             pidfd = self.inj.call("pidfd_open", os.getpid(), 0)
             try:
@@ -536,7 +558,7 @@ class _PagesFile:
         self.reader: compressed.ZstdReader | None = None
         self.fd = -1
         if compression is None:
-            self.fd = files.open(path, os.O_RDONLY)
+            self.fd = files.image(path)
         elif compression == compressed.METHOD:
             buf = page_buffer()
             self.reader = compressed.ZstdReader(path, buf.addr, buf.view)
@@ -575,7 +597,8 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
             helper_size: int, shmem: dict[Any, tuple[int, int, int]] | None = None,
             segments: list[Segment] | None = None, parent: dict[str, Any] | None = None,
             held: dict[int, int] | None = None,
-            file_locks: dict[int, dict[str, Any]] | None = None) -> None:
+            file_locks: dict[int, dict[str, Any]] | None = None,
+            lend: Lend | None = None) -> None:
     """Replace the address space of stopped process ``pid`` with the saved one.
 
     ``file_locks`` maps the start of a file mapping to the lock held through it only
@@ -592,10 +615,12 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
 
     ``parent``: the ``mm`` of the process ``pid`` was cloned from, its memory restored
     already (pages.forked): what it keeps of it stays, but the pages it must drop.
+    ``lend``: passes one of ckpt's fds into the process (over the fd socket), returning
+    its number there, for a process in a PID namespace where it cannot take it itself.
     """
     _Rebuild(pid, inj, mm, images_dir, (helper, helper + helper_size),
              {} if shmem is None else shmem, segments, parent, held or {},
-             file_locks or {}).run()
+             file_locks or {}, lend).run()
 
 
 class _Rebuild:
@@ -609,7 +634,8 @@ class _Rebuild:
     def __init__(self, pid: int, inj: Injector, mm: dict[str, Any], images_dir: str,
                  helper: tuple[int, int], shmem: dict[Any, tuple[int, int, int]],
                  segments: list[Segment] | None, parent: dict[str, Any] | None,
-                 held: dict[int, int], file_locks: dict[int, dict[str, Any]]):
+                 held: dict[int, int], file_locks: dict[int, dict[str, Any]],
+                 lend: Lend | None = None):
         self.pid = pid
         self.file_locks = file_locks
         self.inj = inj
@@ -619,7 +645,7 @@ class _Rebuild:
         self.shmem = shmem
         self.segments = segments
         self.parent = parent
-        self.files = _TargetFiles(inj, helper[0])
+        self.files = _TargetFiles(inj, helper[0], lend)
         self.ghosts = _Ghosts(pid, self.files, images_dir, shmem, held)
         self.to_protect: list[tuple[int, int, int]] = []  # (start, end, final prot)
         if parent is None:
@@ -764,7 +790,7 @@ class _Rebuild:
                                    "parent images")
             else:  # the target preads each page from the image of the chain that has it
                 for seg in self.segments:
-                    fd = self.files.open(seg.path, os.O_RDONLY)
+                    fd = self.files.image(seg.path)
                     _pread_into(inj, fd, seg.start, seg.end - seg.start, seg.offset, seg.path)
             self.objects.fill(pages)
         finally:
@@ -851,7 +877,7 @@ def _same_exe(pid: int, path: str) -> bool:
     still mapped (EBUSY), and here there is nothing to replace."""
     try:
         return (os.readlink(f"/proc/{pid}/exe") == path
-                and os.path.samefile(f"/proc/{pid}/exe", path))
+                and os.path.samefile(f"/proc/{pid}/exe", treeroot.path(path)))
     except OSError:
         return False
 

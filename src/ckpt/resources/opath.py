@@ -14,6 +14,7 @@ import os
 import stat as st_mod
 
 from ..errors import RestoreError, UnsupportedError
+from ..kernel import treeroot
 from . import ghost
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
 
@@ -36,7 +37,7 @@ def reopen(desc: Description) -> int:
     if desc["type"] == "link":
         flags |= os.O_NOFOLLOW
     try:
-        fd = os.open(path, flags)
+        fd = os.open(treeroot.path(path), flags)
     except OSError as e:
         raise RestoreError(f"cannot reopen {path}: {e.strerror}") from None
     st = os.fstat(fd)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import DumpError, RestoreError
 from ..images import RawWriter
-from ..kernel import libc
+from ..kernel import libc, treeroot
 from . import ghost
 from .filekind import (
     Description,
@@ -145,7 +145,7 @@ class Pipes(FileKind):
             ghost.check(desc["ghost"])
         elif "fifo" in desc:
             try:
-                st = os.stat(desc["fifo"])
+                st = os.stat(treeroot.path(desc["fifo"]))
             except OSError as e:
                 raise RestoreError(f"cannot reopen the FIFO {desc['fifo']}: {e.strerror}"
                                    ) from None
@@ -189,7 +189,7 @@ class Pipes(FileKind):
             times = (desc["ghost"]["atime_ns"], desc["ghost"]["mtime_ns"])
         elif "fifo" in desc:
             # A named pipe: open both ends on the FIFO so its bytes can go back in.
-            rw = os.open(desc["fifo"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            rw = os.open(treeroot.path(desc["fifo"]), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             r, w = rw, rw
             st = os.fstat(rw)
             times = (st.st_atime_ns, st.st_mtime_ns)

@@ -158,6 +158,9 @@ class InetSockets(SocketKind):
                 and not sock_diag.is_unix_socket(st.st_ino))
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        if ctx.empty_net:
+            raise UnsupportedError(f"{f.where}: {f.link} is an inet socket of the tree's own "
+                                   "network namespace, which is not saved (--empty-ns net)")
         pid, fd, link, st = f.pid, f.fd, f.link, f.st
         sock = socket.socket(fileno=os.dup(f.dup))
         try:

@@ -67,6 +67,9 @@ class NetlinkSockets(SocketKind):
         return socket_family(f) == socket.AF_NETLINK
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        if ctx.empty_net:
+            raise UnsupportedError(f"{f.where}: {f.link} is a netlink socket of the tree's own "
+                                   "network namespace, which is not saved (--empty-ns net)")
         sock = socket.socket(fileno=os.dup(f.dup))
         try:
             where = f"{f.where} (netlink protocol {sock.proto} {f.link})"

@@ -39,6 +39,9 @@ class PacketSockets(SocketKind):
         return socket_family(f) == socket.AF_PACKET
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
+        if ctx.empty_net:
+            raise UnsupportedError(f"{f.where}: {f.link} is a packet socket of the tree's own "
+                                   "network namespace, which is not saved (--empty-ns net)")
         sock = socket.socket(fileno=os.dup(f.dup))
         try:
             where = f"{f.where} (packet {f.link})"

@@ -65,7 +65,7 @@ from typing import Any, NamedTuple
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
-from ..kernel import libc, procfs
+from ..kernel import libc, procfs, treeroot
 from ..kernel.inject import Injector
 from ..kernel.sock_diag import (
     TCP_CLOSE,
@@ -517,6 +517,10 @@ class UnixSockets(SocketKind):
             desc = self._describe(ctx, f.pid, sock, ino, me, self._table,
                                   f"{f.where} ({_TYPES.get(me['type'], me['type'])} {f.link})",
                                   f.st)
+            if "file" in desc and treeroot.is_own():
+                raise UnsupportedError(f"{f.where}: unix socket bound to "
+                                       f"{desc['file']['path']}: ckpt does not restore "
+                                       f"socket files of {treeroot.OWN_NS} yet")
             if "peer_name" in desc or desc.get("file", {}).get("gone"):
                 ctx.images.need("unix-files")
             return desc

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import Injector
-from . import cpu, signals, task
+from . import cpu, nspids, signals, task
 
 THREAD_FLAGS = (libc.CLONE_VM | libc.CLONE_FS | libc.CLONE_FILES | libc.CLONE_SIGHAND
                 | libc.CLONE_THREAD | libc.CLONE_SYSVSEM)
@@ -42,9 +42,10 @@ def dump(pid: int, tid: int, inj: Injector, scratch: int, regs: ptrace.UserRegs,
 def create(leader: Injector, scratch: int, tid: int) -> Injector:
     """Make thread ``tid`` in the process ``leader`` runs in; return an injector that
     runs in the new thread, which stays stopped under ckpt."""
-    args = libc.CloneArgs(flags=THREAD_FLAGS, set_tid=scratch + 256, set_tid_size=1)
+    tids = nspids.levels(tid)
+    args = libc.CloneArgs(flags=THREAD_FLAGS, set_tid=scratch + 256, set_tid_size=len(tids))
     leader.write(scratch, bytes(args))
-    leader.write(scratch + 256, struct.pack("<i", tid))
+    leader.write(scratch + 256, struct.pack(f"<{len(tids)}i", *tids))
     ptrace.set_options(leader.pid, leader.options | ptrace.PTRACE_O_TRACECLONE)
     try:
         got = leader.call("clone3", scratch, ctypes.sizeof(args))
@@ -53,7 +54,7 @@ def create(leader: Injector, scratch: int, tid: int) -> Injector:
                            f"{e.strerror}") from None
     finally:
         ptrace.set_options(leader.pid, leader.options)
-    if got != tid:
+    if got != tids[0]:
         raise RestoreError(f"process {leader.pid}: thread {tid} came back as {got}")
     stop = ptrace.wait_stop(tid)
     if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:

@@ -28,7 +28,9 @@ log = logging.getLogger("ckpt.namespaces")
 
 IMAGE = "namespaces.json"
 FEATURE = "tree-namespaces"
-KINDS = ("uts", "ipc")  # the namespaces a tree may have of its own
+KINDS = ("uts", "ipc")  # the namespaces saved here
+OWN = (*KINDS, "mnt", "net", "pid")  # the namespaces a tree may have of its own (mnt:
+# mounts.py; net: made empty, --empty-ns net; pid: nspids.py)
 
 # The ipc namespace's sysctls, by their path under /proc/sys (each namespace has its own).
 IPC_SYSCTLS = (
@@ -42,10 +44,10 @@ _MAX_NAME = 64  # __NEW_UTS_LEN
 
 
 def others(pids: list[int], root: int) -> list[str]:
-    """The names of KINDS in which the tree's root is not in ckpt's namespace, checking
+    """The names of OWN in which the tree's root is not in ckpt's namespace, checking
     that every process of ``pids`` is in the root's; refused otherwise."""
     mine, theirs = own("self"), own(root)
-    out = [k for k in KINDS if k in theirs and theirs[k] != mine.get(k)]
+    out = [k for k in OWN if k in theirs and theirs[k] != mine.get(k)]
     for pid in pids:
         try:
             ns = own(pid)
@@ -65,9 +67,13 @@ def _read_sysctl(name: str) -> str:
         return " ".join(f.read().split())
 
 
-def dump(root: int, kinds: list[str]) -> dict[str, Any]:
-    """What namespaces.json holds of the root's namespaces ``kinds``."""
+def dump(root: int, kinds: list[str], pids: dict[int, int] | None = None
+         ) -> dict[str, Any]:
+    """What namespaces.json holds of the root's namespaces ``kinds`` (``pids``: the
+    PIDs inside of a PID namespace of the tree's own, nspids.py)."""
     saved: dict[str, Any] = {}
+    if pids:
+        saved["pid"] = {"ids": {str(host): inside for host, inside in pids.items()}}
     if "uts" in kinds:
         with nsenter.entered(root, ["uts"]):
             node, domain = nsenter.hostname()
@@ -83,6 +89,9 @@ def dump(root: int, kinds: list[str]) -> dict[str, Any]:
                     continue  # a kernel without it (mqueue left out)
         saved["ipc"] = {"sysctls": sysctls}
         log.info("ipc namespace of its own, sysctls %s", sysctls)
+    if "net" in kinds:
+        saved["net"] = {}  # made empty at restore, its loopback up
+        log.info("network namespace of its own, not saved (--empty-ns net)")
     return saved
 
 
@@ -91,8 +100,21 @@ def check_image(data: Any, where: str) -> dict[str, Any]:
     def bad(what: str) -> ImageError:
         return ImageError(f"{where}: {what}")
 
-    if not isinstance(data, dict) or set(data) - set(KINDS):
-        raise bad(f"an object with keys among {', '.join(KINDS)} is expected")
+    if not isinstance(data, dict) or set(data) - {*KINDS, "net", "pid"}:
+        raise bad(f"an object with keys among {', '.join(KINDS)}, net, pid is expected")
+    if data.get("net", {}) != {}:
+        raise bad("net must be an empty object")
+    pid = data.get("pid")
+    if pid is not None:
+        ids = pid.get("ids") if isinstance(pid, dict) else None
+        if not isinstance(ids, dict) or set(pid) != {"ids"} or not ids:
+            raise bad("pid must hold ids")
+        for host, inside in ids.items():
+            if not (isinstance(host, str) and host.isdigit() and 0 < int(host) < 1 << 22
+                    and isinstance(inside, int) and 0 < inside < 1 << 22):
+                raise bad(f"pid ids: {host!r} -> {inside!r} is not a pair of PIDs")
+        if len(set(ids.values())) != len(ids):
+            raise bad("pid ids: two PIDs inside are the same")
     uts = data.get("uts")
     if uts is not None:
         if not isinstance(uts, dict) or set(uts) != {"hostname", "domainname"}:
@@ -119,17 +141,19 @@ class Enter:
 
     def __init__(self, saved: dict[str, Any]):
         self.saved = saved
-        self.kinds = [k for k in KINDS if k in saved]
+        self.kinds = [k for k in (*KINDS, "net") if k in saved]  # pid: by the root's clone
+        self.pids = {int(h): i for h, i in saved.get("pid", {}).get("ids", {}).items()}
         self.unshared: nsenter.Unshared | None = None
 
     def enter(self) -> None:
         """Make the namespaces, named and set as saved."""
-        if not self.kinds:
+        kinds = self.kinds
+        if not kinds:
             return
         try:
-            self.unshared = nsenter.Unshared(self.kinds)
+            self.unshared = nsenter.Unshared(kinds)
         except OSError as e:
-            raise RestoreError(f"cannot make new {' and '.join(self.kinds)} namespaces: "
+            raise RestoreError(f"cannot make new {' and '.join(kinds)} namespaces: "
                                f"{e.strerror}") from None
         uts = self.saved.get("uts")
         if uts is not None:
@@ -147,7 +171,13 @@ class Enter:
             except OSError as e:
                 raise RestoreError(f"cannot set {name} to {value} in the new ipc "
                                    f"namespace: {e.strerror}") from None
-        log.info("in new %s namespaces", " and ".join(self.kinds))
+        if "net" in kinds:
+            try:
+                nsenter.loopback_up()
+            except OSError as e:
+                raise RestoreError(f"cannot bring up lo in the new network namespace: "
+                                   f"{e.strerror}") from None
+        log.info("in new %s namespaces", " and ".join(kinds))
 
     def leave(self) -> None:
         if self.unshared is not None:

@@ -36,7 +36,7 @@ USED = {
     "external", "ghost_limit", "track_mem", "parent_img", "ps", "notify_scripts",
     "inherit_fd", "rst_sibling", "exec_cmd", "file_locks", "tcp_established",
     "tcp_skip_in_flight", "tcp_close", "network_lock", "manage_cgroups",
-    "manage_cgroups_mode",
+    "manage_cgroups_mode", "root", "ext_mnt", "empty_ns", "cg_root",
 }
 
 # Accepted, logged, and without effect: why ckpt needs none of them.
@@ -57,6 +57,8 @@ IGNORED = {
     "allow_uprobes": "ckpt does not look for uprobes",
     "ghost_fiemap": "the data of deleted files is found with SEEK_DATA/SEEK_HOLE",
     "file_validation_method": "mapped files are checked by size and mtime",
+    "freeze_cgroup": "ckpt freezes the tree with ptrace alone (the cgroup is left as it is)",
+    "orphan_pts_master": "a pty whose master is outside the tree is refused at dump",
 }
 
 # Refused when set to anything but their neutral value: ckpt cannot do it yet.
@@ -77,10 +79,10 @@ UNSUPPORTED = {
 # Refused when set to anything but their neutral value: namespaces, mounts and
 # cgroups are not dumped yet.
 CONTAINER = {
-    "root", "veths", "ext_mnt", "cg_root", "auto_ext_mnt", "ext_sharing",
-    "ext_masters", "skip_mnt", "enable_fs", "empty_ns", "join_ns",
-    "cgroup_props", "cgroup_props_file", "cgroup_dump_controller", "freeze_cgroup",
-    "orphan_pts_master", "cgroup_yard", "mntns_compat_mode",
+    "veths", "auto_ext_mnt", "ext_sharing",
+    "ext_masters", "skip_mnt", "enable_fs", "join_ns",
+    "cgroup_props", "cgroup_props_file", "cgroup_dump_controller",
+    "cgroup_yard", "mntns_compat_mode",
 }
 
 DEFAULT_LOG = "criu.log"  # criu's name for the log of an RPC request without log_file
@@ -210,8 +212,21 @@ def _cgroups(opts: dict[str, Any]) -> str | None:
     return mode
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _empty_ns(opts: dict[str, Any]) -> tuple[str, ...]:
+    """criu's empty_ns: only the network namespace may be left unsaved."""
+    flags = opts.get("empty_ns") or 0
+    if flags & ~CLONE_NEWNET:
+        raise RequestError(f"option empty_ns {flags:#x}: only CLONE_NEWNET is supported",
+                           errno.EOPNOTSUPP)
+    return ("net",) if flags else ()
+
+
 def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
     """Keyword arguments of ckpt.dump, ckpt.pre_dump or ckpt.restore for request ``kind``."""
+    mounts = tuple(f"mnt[{e['key']}]:{e['val']}" for e in opts.get("ext_mnt", []))
     if kind == RESTORE:
         inherit = [f"fd[{e['fd']}]:{e['key']}" for e in opts.get("inherit_fd", [])]
         if opts.get("external"):
@@ -219,7 +234,10 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
                                "restore through inherit_fd", errno.EOPNOTSUPP)
         return {"detach": True, "shell_job": opts.get("shell_job") or None,
                 "inherit_fds": inherit, "sibling": bool(opts.get("rst_sibling")),
-                "manage_cgroups": _cgroups(opts), **_tcp(opts)}
+                "manage_cgroups": _cgroups(opts), "root": opts.get("root") or None,
+                "external": mounts, "empty_ns": _empty_ns(opts),
+                "cg_root": {e.get("ctrl") or "": e["path"] for e in opts.get("cg_root", [])},
+                **_tcp(opts)}
     if opts.get("inherit_fd"):
         log.info("option inherit_fd is for restores; ignored")
     parent = opts.get("parent_img")
@@ -240,16 +258,22 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
     if kind in (PRE_DUMP, SINGLE_PRE_DUMP):
         return args
     assert kind == DUMP
+    if opts.get("cg_root"):
+        raise RequestError("option cg_root at dump: the cgroups are saved as they are",
+                           errno.EOPNOTSUPP)
     if opts.get("leave_running") and opts.get("leave_stopped"):
         raise RequestError("options leave_running and leave_stopped exclude each other")
     external = list(opts.get("external", []))
     external += [f"unix[{u['inode']}]" for u in opts.get("unix_sk_ino", [])]
+    external += mounts  # POINT -> NAME: the mounts the restore binds from the host
+    if opts.get("root") not in (None, "", "/"):
+        log.info("option root at dump: the tree's root is read through /proc/PID/root")
     return {**args, "leave_running": bool(opts.get("leave_running")),
             "ext_unix_sk": bool(opts.get("ext_unix_sk")),
             "leave_stopped": bool(opts.get("leave_stopped")),
             "shell_job": bool(opts.get("shell_job")), "external": tuple(external),
             "ghost_limit": opts.get("ghost_limit"), "file_locks": bool(opts.get("file_locks")),
-            "manage_cgroups": _cgroups(opts), **_tcp(opts)}
+            "manage_cgroups": _cgroups(opts), "empty_ns": _empty_ns(opts), **_tcp(opts)}
 
 
 def check_tables() -> list[str]:
