@@ -79,10 +79,12 @@ def test_every_option_has_one_meaning() -> None:
 
 
 def test_screen_refuses_container_options_and_accepts_neutral_ones() -> None:
-    with pytest.raises(RequestError, match="option root: containers"):
-        screen({"images_dir_fd": 3, "root": "/run/x"})
-    with pytest.raises(RequestError, match="option cg_root: containers"):
-        screen({"images_dir_fd": 3, "cg_root": [{"path": "/x"}]})
+    with pytest.raises(RequestError, match="option veths: containers"):
+        screen({"images_dir_fd": 3, "veths": [{"if_in": "a", "if_out": "b"}]})
+    with pytest.raises(RequestError, match="option join_ns: containers"):
+        screen({"images_dir_fd": 3, "join_ns": [{"ns": "net", "ns_file": "/x"}]})
+    screen({"images_dir_fd": 3, "root": "/run/x", "cg_root": [{"path": "/x"}],
+            "ext_mnt": [{"key": "/data", "val": "data"}], "empty_ns": 0x40000000})
     with pytest.raises(RequestError, match="option ps.fd"):
         screen({"images_dir_fd": 3, "ps": {"fd": 4}})
     with pytest.raises(RequestError, match="option config_file: .* exists"):
@@ -91,3 +93,26 @@ def test_screen_refuses_container_options_and_accepts_neutral_ones() -> None:
             "config_file": "/nonexistent/runc.conf",
             "manage_cgroups_mode": 0, "ext_mnt": [], "file_locks": False,
             "tcp_established": True, UNKNOWN: [99]})
+
+
+def test_container_options_become_arguments() -> None:
+    """runc's container options: ext_mnt as --external mnt[KEY]:VAL at dump and restore,
+    empty_ns as "net" (other namespaces refused), root and cg_root at restore."""
+    from ckpt.rpc.options import args_for
+    from ckpt.rpc.schema import DUMP, RESTORE
+
+    class _Dirs:
+        images = work = "/tmp"
+
+    opts = {"pid": 5, "ext_mnt": [{"key": "/data", "val": "data"}], "empty_ns": 0x40000000}
+    args = args_for(DUMP, opts, _Dirs())  # type: ignore[arg-type]
+    assert "mnt[/data]:data" in args["external"] and args["empty_ns"] == ("net",)
+    args = args_for(RESTORE, {"root": "/r", "ext_mnt": [{"key": "data", "val": "/srv"}],
+                              "cg_root": [{"ctrl": "cpu", "path": "/c"}, {"path": "/c"}]},
+                    _Dirs())  # type: ignore[arg-type]
+    assert args["root"] == "/r" and args["external"] == ("mnt[data]:/srv",)
+    assert args["cg_root"] == {"cpu": "/c", "": "/c"}
+    with pytest.raises(RequestError, match="empty_ns"):
+        args_for(DUMP, {"pid": 5, "empty_ns": 0x20000000}, _Dirs())  # type: ignore[arg-type]
+    with pytest.raises(RequestError, match="cg_root at dump"):
+        args_for(DUMP, {"pid": 5, "cg_root": [{"path": "/c"}]}, _Dirs())  # type: ignore[arg-type]

@@ -20,7 +20,9 @@ def test_good_image_passes() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    [], {"net": {}}, {"uts": {"hostname": "x"}}, {"uts": {"hostname": "x" * 65, "domainname": ""}},
+    [], {"net": {"up": 1}}, {"mnt": {}}, {"pid": {}}, {"pid": {"ids": {"x": 1}}},
+    {"pid": {"ids": {"12": 0}}}, {"pid": {"ids": {"12": 1, "13": 1}}},
+    {"uts": {"hostname": "x"}}, {"uts": {"hostname": "x" * 65, "domainname": ""}},
     {"uts": {"hostname": "a\nb", "domainname": ""}}, {"uts": {"hostname": 3, "domainname": ""}},
     {"ipc": {}}, {"ipc": {"sysctls": {"kernel/core_pattern": "1"}}},
     {"ipc": {"sysctls": {"../../etc/passwd": "1"}}},
