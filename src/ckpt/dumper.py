@@ -376,17 +376,33 @@ def _alive(pid: int) -> str:
 
 
 def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
-    """Wait until each killed process has exited (it may stay a zombie)."""
+    """Wait until each killed process has exited (it may stay a zombie). A process
+    whose exit ckpt, its tracer, has not collected cannot be reaped by its parent: the
+    init of a PID namespace of the tree's own waits for that before it exits itself, so
+    each exit is collected (waitpid by the tracer hands the zombie to its parent)."""
     deadline = time.monotonic() + timeout
+    pending: dict[int, int] = {}  # pidfd -> pid
     for pid in pids:
         try:
-            pidfd = libc.pidfd_open(pid)
+            pending[libc.pidfd_open(pid)] = pid
         except OSError:
             continue
-        try:
-            select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
-        finally:
-            os.close(pidfd)
+    try:
+        while pending:
+            for pid in pending.values():
+                try:
+                    os.waitpid(pid, os.WNOHANG | ptrace.__WALL)
+                except ChildProcessError:
+                    pass
+            left = deadline - time.monotonic()
+            for fd in select.select(list(pending), [], [], max(0.0, min(left, 0.05)))[0]:
+                os.close(fd)
+                del pending[fd]
+            if left <= 0:
+                break
+    finally:
+        for fd in pending:
+            os.close(fd)
 
 
 def _check_dumpable(pid: int) -> procfs.Stat:
