@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,14 +124,27 @@ class Container:
         return json.loads(res.stdout)["status"] if res.returncode == 0 else "absent"
 
     def checkpoint(self, images: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        """runc checkpoint; meanwhile the container's init, our child (runc run -d left
+        it to us, a child subreaper), is reaped once killed, as a shim would: runc
+        removes the container's cgroups only once it is gone."""
         work = images.with_name(images.name + "-work")
         images.mkdir(exist_ok=True)
         work.mkdir(exist_ok=True)
-        return subprocess.run(self.cmd("checkpoint", "--image-path", str(images),
+        init = self.pid()
+        with subprocess.Popen(self.cmd("checkpoint", "--image-path", str(images),
                                        "--work-path", str(work), *extra, self.cid,
                                        criu=True),
-                              capture_output=True, text=True, cwd=self.bundle,
-                              timeout=scaled(120), stdin=subprocess.DEVNULL)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=self.bundle, stdin=subprocess.DEVNULL) as p:
+            deadline = time.monotonic() + scaled(120)
+            while p.poll() is None and time.monotonic() < deadline:
+                try:
+                    os.waitpid(init, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                time.sleep(0.02)
+            out, err = p.communicate(timeout=scaled(10))
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
     def restore(self, images: Path) -> subprocess.CompletedProcess[str]:
         work = images.with_name(images.name + "-work")

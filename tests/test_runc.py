@@ -113,3 +113,60 @@ def test_refused_checkpoint_leaves_the_container_running(
     _grows(data, ctr.out)
     nums = _count(data)
     assert nums == list(range(1, len(nums) + 1))
+
+
+# Two processes of the container joined by a pipe, and a file on its /dev/shm tmpfs.
+PIPELINE = ("mkdir -p /dev/shm/kept && echo kept > /dev/shm/kept/file; i=0; "
+            "while true; do i=$((i+1)); echo $i; sleep 0.1; done | "
+            "while read n; do echo $n >> /data/count; echo $n; done")
+
+
+def test_pipeline_and_tmpfs_file(tmp_path: Path) -> None:
+    """A container whose init has children joined by a pipe, and a file on its /dev/shm:
+    after runc checkpoint and restore the numbers go on through the pipe, none lost,
+    and the file is there."""
+    runc = runc_or_skip()
+    data = tmp_path / "data"
+    data.mkdir()
+    ctr = Container(runc, tmp_path / "state", make_bundle(tmp_path / "bundle",
+                    ["sh", "-c", PIPELINE], data), f"ckpt-{os.getpid()}-pipe",
+                    Output(tmp_path / "stdout"))
+    try:
+        ctr.run()
+        _grows(data, ctr.out)
+        images = tmp_path / "images"
+        res = ctr.checkpoint(images)
+        assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'dump.log')}"
+        assert len(json.loads((images / "inventory.json").read_text())["tasks"]) >= 3
+        assert ctr.status() == "absent", f"runc kept the container: {res.stderr}"
+        _reap(images)
+        last = _count(data)[-1]
+        res = ctr.restore(images)
+        assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'restore.log')}"
+        _grows(data, ctr.out)
+        nums = _count(data)
+        assert nums == list(range(1, len(nums) + 1)) and last + 1 in nums
+        assert Path(f"/proc/{ctr.pid()}/root/dev/shm/kept/file").read_text() == "kept\n"
+    finally:
+        ctr.delete()
+
+
+def test_leave_running(counter: tuple[Container, Path], tmp_path: Path) -> None:
+    """runc checkpoint --leave-running: the container counts on; removed, it comes back
+    from the images and counts from where it was checkpointed."""
+    ctr, data = counter
+    images = tmp_path / "images"
+    res = ctr.checkpoint(images, "--leave-running")
+    assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'dump.log')}"
+    assert ctr.status() == "running"
+    _grows(data, ctr.out)
+    subprocess.run(ctr.cmd("delete", "-f", ctr.cid), check=True)
+    _reap(images)
+    cut = len(ctr.out.numbers())
+    res = ctr.restore(images)
+    assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'restore.log')}"
+    assert ctr.status() == "running"
+    wait_until(lambda: len(ctr.out.numbers()) > cut + 3, 30, "numbers after the restore")
+    again = ctr.out.numbers()[cut:]
+    assert again == list(range(again[0], again[0] + len(again))), again[:10]
+    assert again[0] <= _count(data)[cut - 1] + 1

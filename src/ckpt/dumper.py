@@ -387,13 +387,15 @@ def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
             pending[libc.pidfd_open(pid)] = pid
         except OSError:
             continue
+    uncollected = set(pids)  # exits ckpt may still hold as the tracer
     try:
         while pending:
-            for pid in pending.values():
+            for pid in list(uncollected):
                 try:
-                    os.waitpid(pid, os.WNOHANG | ptrace.__WALL)
+                    if os.waitpid(pid, os.WNOHANG | ptrace.__WALL)[0] == pid:
+                        uncollected.discard(pid)
                 except ChildProcessError:
-                    pass
+                    uncollected.discard(pid)
             left = deadline - time.monotonic()
             for fd in select.select(list(pending), [], [], max(0.0, min(left, 0.05)))[0]:
                 os.close(fd)
@@ -401,6 +403,10 @@ def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
             if left <= 0:
                 break
     finally:
+        if pending:
+            log.warning("killed processes not gone after %.0f s: %s", timeout,
+                        ", ".join(f"{pid} ({procfs.stat(pid).state})" if os.path.exists(
+                            f"/proc/{pid}") else str(pid) for pid in pending.values()))
         for fd in pending:
             os.close(fd)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import stat
 from typing import Any
 
@@ -426,7 +427,6 @@ class Builder:
         self.later = self._after_proc() if pid_ns else set()
         self.holder = 0  # the process holding the tree's mount namespace (``hold``)
         self.ns_fd = -1  # ckpt's fd on that namespace
-        self._release = -1  # the holder leaves when this end is closed
 
     def _after_proc(self) -> set[int]:
         """The ids of the new proc mounts and of every mount on, or bound from, them."""
@@ -456,22 +456,20 @@ class Builder:
         the new root bound over itself, pivoted into by a child of ckpt that holds it
         while the restore goes on (and leaves with ckpt). ckpt opens the tree's files
         through the holder's root; the restored root enters it (tree.py)."""
-        release_r, self._release = os.pipe2(os.O_CLOEXEC)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        ckpt = os.getpid()
         pid = os.fork()
         if pid == 0:
-            status = 0
             try:
-                os.close(self._release)
                 os.close(ready_r)
-                _pivot(self.root)
-                os.write(ready_w, b"p")
-                os.read(release_r, 1)  # EOF: the restore is over, or ckpt is gone
-            except BaseException:
-                status = 1
+                libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)  # it leaves with ckpt
+                if os.getppid() == ckpt:
+                    _pivot(self.root)
+                    os.write(ready_w, b"p")
+                    while True:  # until ckpt kills it (close)
+                        signal.pause()
             finally:
-                os._exit(status)
-        os.close(release_r)
+                os._exit(1)
         os.close(ready_w)
         self.holder = pid
         try:
@@ -610,11 +608,11 @@ class Builder:
                 os.close(dirfd)
 
     def close(self) -> None:
-        for fd in (self.ns_fd, self._release):
-            if fd >= 0:
-                os.close(fd)
-        self.ns_fd = self._release = -1
+        if self.ns_fd >= 0:
+            os.close(self.ns_fd)
+            self.ns_fd = -1
         if self.holder:
+            os.kill(self.holder, signal.SIGKILL)
             os.waitpid(self.holder, 0)
             self.holder = 0
 
