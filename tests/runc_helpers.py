@@ -154,7 +154,20 @@ class Container:
                                timeout=120)
 
     def delete(self) -> None:
+        """The container killed, its init reaped (ours: runc would leave its cgroups,
+        which a zombie keeps busy), then removed."""
+        init = self.pid() if self.status() != "absent" else 0
         subprocess.run(self.cmd("delete", "-f", self.cid), capture_output=True)
+        deadline = time.monotonic() + scaled(10)
+        while init and time.monotonic() < deadline:
+            try:
+                if os.waitpid(init, os.WNOHANG)[0] == init:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.05)
+        if init:  # its cgroups, left while its zombie held them
+            subprocess.run(self.cmd("delete", "-f", self.cid), capture_output=True)
         for c in self.copiers:
             c.kill()
             c.wait()
