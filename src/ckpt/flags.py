@@ -296,6 +296,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("-q", "--quiet"), USE, "(ckpt's own) no progress line: a dump or restore that "
          "takes over a second shows the page data moved and the rate on stderr when it is "
          "a terminal", commands=frozenset({DUMP, PRE_DUMP, RESTORE})),
+    Flag(("--new-pidns",), USE, "(ckpt's own) restore the tree in a PID namespace of its "
+         "own, where every process keeps its saved PID whatever holds it on the host (the "
+         "same images may run many times side by side): ckpt's minimal init is its PID 1, "
+         "reaps orphans and exits with the root's status; the tree gets a mount namespace "
+         "of its own whose /proc is the new namespace's (every other mount shared); "
+         "--pidfile and the log name the root's PID on the host",
+         commands=frozenset({RESTORE}), api="new_pidns"),
 )
 
 BY_DEST = {f.dest: f for f in FLAGS}

@@ -8,6 +8,7 @@ the terminals a restored process holds are resources/tty.py.
 from __future__ import annotations
 
 import os
+import select
 import signal
 from types import TracebackType
 from typing import Any
@@ -60,10 +61,30 @@ class Foreground:
                 continue
             if not os.WIFSTOPPED(status):
                 return status
-            os.tcsetpgrp(self.tty, os.getpgrp())
-            os.kill(os.getpid(), signal.SIGSTOP)  # the shell now shows the job stopped
-            os.tcsetpgrp(self.tty, self.pgid)  # ``fg``: continued, hand the terminal back
-            os.killpg(self.pgid, signal.SIGCONT)
+            self._job_stopped()
+
+    def follow(self, ended: int, stops: int) -> None:
+        """Until ``ended`` (a pidfd) is readable, take each 4-byte wait status on ``stops``
+        as a stop of the job: the job's parent is not ckpt (a new PID namespace's init,
+        which reports them)."""
+        own_group = self.tty < 0 or self.pgid == os.getpgrp()
+        while True:
+            try:
+                ready = select.select([ended, stops], [], [])[0]
+            except InterruptedError:
+                continue
+            if ended in ready:
+                return
+            if len(os.read(stops, 4)) == 4 and not own_group:
+                self._job_stopped()
+
+    def _job_stopped(self) -> None:
+        """Stop as the job did, so that the shell shows it stopped; at ``fg`` (ckpt is
+        continued) hand the terminal back to the job and continue it."""
+        os.tcsetpgrp(self.tty, os.getpgrp())
+        os.kill(os.getpid(), signal.SIGSTOP)
+        os.tcsetpgrp(self.tty, self.pgid)
+        os.killpg(self.pgid, signal.SIGCONT)
 
     def close(self) -> None:
         if self.tty < 0:

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import faults, recovery, standins, tree
-from .errors import CkptError, ImageError, RestoreError
+from . import faults, new_pidns, recovery, standins, tree
+from .errors import CkptError, ImageError, RestoreError, UsageError
 from .hooks import Notify, ignore
 from .images import INVENTORY, ImageReader
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
@@ -75,7 +75,8 @@ class RestoreResult:
     pid: int
     seconds: float
     exit_status: int | None = None
-    pids: list[int] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)  # as saved (in its namespace: --new-pidns)
+    init_pid: int | None = None  # --new-pidns: the namespace's init, on the host
 
 
 def _own_vdso_offset() -> int:
@@ -128,8 +129,9 @@ class Restore:
                  sibling: bool = False, tcp: TcpFlags | None = None,
                  network_lock: str | None = None, manage_cgroups: str | None = None,
                  root: str | None = None, external: tuple[str, ...] = (),
-                 cg_root: dict[str, str] | None = None):
+                 cg_root: dict[str, str] | None = None, in_new_pidns: bool = False):
         self.images_dir = images_dir
+        self.in_new_pidns = in_new_pidns  # run by the init of a new PID namespace
         self.new_root = root  # where the root mount of the tree's mount namespace comes from
         self.external = external  # mnt[KEY]:PATH: the host paths of external mounts
         self.cg_root = cg_root or {}  # criu's cgroup roots: where the tree's cgroups are
@@ -175,7 +177,8 @@ class Restore:
 
     def run(self) -> RestoreResult:
         t0 = time.monotonic()
-        recovery.recover()
+        if not self.in_new_pidns:  # else done outside, where the notes' PIDs are
+            recovery.recover()
         self.notify("pre-restore", 0)
         self.fd_limit = fdtable.raise_limit()  # ckpt holds every description at once
         self.load()
@@ -237,6 +240,9 @@ class Restore:
             raise RestoreError("the image is of a shell job; restore it with -j (--shell-job)")
         self.root_pid = root_pid = inv["root_pid"]
         self.tasks = tasks = inv["tasks"]
+        if self.in_new_pidns and any(t["pid"] == 1 for t in tasks):
+            raise RestoreError("the tree holds PID 1, which in a new PID namespace is "
+                               "ckpt's init")
         live = [t for t in tasks if not t.get("zombie")]
         cores = {t["pid"]: images.load_json(f"core-{t['pid']}.json") for t in live}
         mms = {t["pid"]: images.load_json(f"mm-{t['pid']}.json") for t in live}
@@ -692,7 +698,8 @@ class _TaskRestore:
         seccomp.restore(self.inj, self.scratch, self.core["task"]["seccomp"],
                         [(th["tid"], th["own"]["seccomp"]) for th in threads],
                         lambda tid: thread.open_thread(self.inj, tid))
-        orphaned = self.pid == self.r.root_pid and self.r.detach and not self.r.sibling
+        orphaned = (self.pid == self.r.root_pid and self.r.detach and not self.r.sibling
+                    and not self.r.in_new_pidns)  # there the init is its parent
         signalled = sorted({t["pdeathsig"] for t in [self.core["task"]]
                             + [th["own"] for th in threads]} - {0})
         if orphaned and signalled:
@@ -723,8 +730,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             notify: Notify | None = None, sibling: bool = False, tcp: TcpFlags | None = None,
             network_lock: str | None = None, manage_cgroups: str | None = None,
             root: str | None = None, external: tuple[str, ...] = (),
-            empty_ns: str | tuple[str, ...] = (), cg_root: dict[str, str] | None = None
-            ) -> RestoreResult:
+            empty_ns: str | tuple[str, ...] = (), cg_root: dict[str, str] | None = None,
+            new_pidns: bool = False) -> RestoreResult:
     """Restore the process tree saved in ``images_dir``.
 
     With ``detach`` the processes run on their own when this returns;
@@ -740,10 +747,46 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     ``empty_ns``: criu's --empty-ns; the images say whether the tree had a network
     namespace of its own (made empty), so it changes nothing here. ``cg_root``:
     {controller: path}, criu's cgroup roots; each must be where the tree was.
+    ``new_pidns``: restore the tree in a PID namespace of its own (new_pidns.py); the
+    result's ``pid`` (and the pidfile) is then the root's PID on the host.
     """
     if empty_ns not in ((), "net", ("net",)):
         raise RestoreError(f"--empty-ns {empty_ns}: only net")
+    if new_pidns:
+        return _restore_in_new_pidns(
+            images_dir, detach=detach, pidfile=pidfile, sibling=sibling,
+            kwargs=dict(shell_job=shell_job, inherit_fds=inherit_fds, notify=notify, tcp=tcp,
+                        network_lock=network_lock, manage_cgroups=manage_cgroups, root=root,
+                        external=external, cg_root=cg_root))
     return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
                    pidfile=pidfile, notify=notify, sibling=sibling, tcp=tcp,
                    network_lock=network_lock, manage_cgroups=manage_cgroups, root=root,
                    external=external, cg_root=cg_root).run()
+
+
+def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,
+                          sibling: bool, kwargs: dict[str, Any]) -> RestoreResult:
+    """``Restore`` run by the init of a new PID namespace (new_pidns.py)."""
+    if sibling:
+        raise UsageError("--new-pidns: the root is a child of the namespace's init, not a "
+                         "sibling of ckpt (--restore-sibling)")
+    t0 = time.monotonic()
+    recovery.recover()  # and the network locks' notes
+    if pidfile and not os.path.isabs(pidfile):
+        pidfile = os.path.join(images_dir, pidfile)
+
+    def run(handshake: new_pidns.Handshake) -> int:
+        r = Restore(images_dir, detach=True, in_new_pidns=True, **kwargs)
+        notify = r.notify
+
+        def notify_and_wait(action: str, pid: int) -> None:
+            notify(action, pid)
+            if action == "pre-resume":
+                handshake.ready(r.root_pid, bool(r.shell_job), [t["pid"] for t in r.tasks])
+
+        r.notify = notify_and_wait
+        return r.run().pid
+
+    out = new_pidns.restore(run, detach=detach, pidfile=pidfile)
+    return RestoreResult(out.pid, time.monotonic() - t0, exit_status=out.exit_status,
+                         pids=out.pids, init_pid=out.init_pid)

@@ -157,7 +157,8 @@ def pid_holder(pid: int) -> str:
 
 def _pid_refused(pid: int, err: int) -> RestoreError:
     if err == errno.EEXIST:
-        return RestoreError(f"PID {pid} is taken by {pid_holder(pid)}")
+        return RestoreError(f"PID {pid} is taken by {pid_holder(pid)}; restore with "
+                            "--new-pidns to give the tree a PID namespace of its own")
     return RestoreError(f"cannot create a process with PID {pid}: {os.strerror(err)}")
 
 

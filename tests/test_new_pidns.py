@@ -1,0 +1,212 @@
+"""restore --new-pidns: the tree in a PID namespace of its own, every process under its
+saved PID there, ckpt's minimal init as PID 1; the same images restored many times side
+by side while the dumped tree itself runs on."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+from ckpt_helpers import (
+    PROGS,
+    PYTHON,
+    Builder,
+    Output,
+    Procs,
+    assert_consecutive,
+    ckpt_cmd,
+    ckpt_fails,
+    ckpt_ok,
+    is_alive,
+    proc_ppid,
+    proc_state,
+    proc_status,
+    scaled,
+    wait_until,
+)
+from terminal import Terminal
+
+TREE = PROGS / "pidns_tree.py"
+
+
+def nspid(pid: int) -> list[int]:
+    """``pid``'s PID in each of its namespaces, the host's first."""
+    return [int(x) for x in proc_status(pid)["NSpid"].split()]
+
+
+def children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        kids += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return kids
+
+
+def role_ticks(out: Output, role: str) -> list[tuple[int, str]]:
+    rx = re.compile(rf"^{role} (\d+) (.*)$")
+    return [(int(m[1]), m[2]) for m in map(rx.match, out.lines()) if m]
+
+
+def start_tree(procs: Procs) -> tuple[Output, int, int, int]:
+    """pidns_tree.py running: its output, and the PIDs of its root, A and the zombie."""
+    target = procs.start([PYTHON, TREE])
+    p, a, z = map(int, target.out.wait_line(r"^pids ").split()[1:])
+    for role in "PAT":
+        target.out.wait_line(rf"^{role} 3 ")
+    assert proc_state(z) == "Z"
+    return target.out, p, a, z
+
+
+def restore_copy(procs: Procs, images: Path, out: Path, key: str, *extra: str,
+                 detach: bool = True) -> tuple[int, int] | subprocess.Popen[str]:
+    """``ckpt restore --new-pidns`` with the file of KEY replaced by a new ``out``:
+    (the root's and the init's host PIDs) with ``detach``, else the running ckpt."""
+    pidfile = out.with_suffix(".pid")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    argv = ckpt_cmd() + ["restore", "-D", str(images), "--new-pidns", "--pidfile",
+                         str(pidfile), "--inherit-fd", f"fd[{fd}]:{key}", *extra]
+    try:
+        if not detach:
+            ckpt = subprocess.Popen(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            wait_until(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), 60,
+                       "the pidfile")
+            init = proc_ppid(int(pidfile.read_text()))
+            procs.adopt(init, Output(out))
+            return ckpt
+        res = subprocess.run(argv + ["-d"], pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=scaled(60))
+    finally:
+        os.close(fd)
+    assert res.returncode == 0, res.stderr
+    root = int(pidfile.read_text())
+    init = proc_ppid(root)
+    procs.adopt(init, Output(out))
+    procs.adopt(root, Output(out))
+    return root, init
+
+
+def check_copy(root: int, init: int, out: Output, p: int, a: int, z: int) -> None:
+    """One restored copy of pidns_tree.py: its PIDs in its namespace are the saved ones,
+    the init is PID 1 there and small, /proc inside names the namespace's PIDs, every
+    thread and process ticks on, the zombie is back and is reaped with its status."""
+    assert nspid(root)[1:] == [p] and root != p, nspid(root)
+    assert nspid(init)[1:] == [1]
+    assert proc_status(init)["Name"] == "ckpt-init"
+    assert int(proc_status(init)["VmRSS"].split()[0]) <= 64, proc_status(init)["VmRSS"]
+    assert len(os.listdir(f"/proc/{root}/task")) == 2, "the root's thread is missing"
+    kids = {nspid(k)[-1]: k for k in children(root)}
+    assert sorted(kids) == sorted([a, z]), kids
+    assert proc_state(kids[z]) == "Z" and is_alive(kids[a])
+    assert os.readlink(f"/proc/{root}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    for role, pid in (("P", p), ("A", a), ("T", p)):
+        n = len(role_ticks(out, role))
+        wait_until(lambda r=role, n=n: len(role_ticks(out, r)) >= n + 3, 10,
+                   f"3 more ticks of {role}")
+        got = role_ticks(out, role)
+        assert_consecutive([t for t, _ in got], got[0][0])
+        assert {rest for _, rest in got} == {f"getpid={pid} stat={pid}"}, got[-3:]
+    os.kill(root, signal.SIGUSR1)
+    assert out.wait_line(r"^reaped ") == "reaped Z 5"
+    wait_until(lambda: proc_state(kids[z]) is None, 10, "the zombie to be reaped")
+
+
+def test_taken_pid_restored_twice_side_by_side(procs: Procs, images: Path,
+                                               tmp_path: Path) -> None:
+    """The tree dumped with -R keeps its PIDs: a plain restore fails naming the PID and
+    --new-pidns; two --new-pidns copies then run at once beside the original."""
+    out, p, a, z = start_tree(procs)
+    ckpt_ok("dump", "-t", p, "-D", images, "-R")
+    err = ckpt_fails("restore", "-D", images, "-d")
+    assert f"PID {p} is taken" in err and "--new-pidns" in err, err
+    key = str(out.path).lstrip("/")
+    copies = [restore_copy(procs, images, tmp_path / f"copy{i}.out", key) for i in (1, 2)]
+    for (root, init), i in zip(copies, (1, 2), strict=True):
+        check_copy(root, init, Output(tmp_path / f"copy{i}.out"), p, a, z)
+    assert len({c[0] for c in copies} | {p}) == 3
+    for root, _ in copies:
+        assert is_alive(root)
+    n = len(role_ticks(out, "P"))
+    wait_until(lambda: len(role_ticks(out, "P")) >= n + 3, 10, "the original's ticks")
+    assert {rest for _, rest in role_ticks(out, "P")} == {f"getpid={p} stat={p}"}
+
+
+def test_exit_status_passed_on_and_orphans_reaped(procs: Procs, images: Path,
+                                                  tmp_path: Path) -> None:
+    """Without -d ckpt waits: the init reaps an orphan of the tree, and ends with the
+    root, whose exit code (7) or signal (SIGKILL: 137) ckpt exits with."""
+    out, p, a, z = start_tree(procs)
+    ckpt_ok("dump", "-t", p, "-D", images)
+    procs.wait_gone(p)
+    key = str(out.path).lstrip("/")
+    ckpt = restore_copy(procs, images, tmp_path / "copy.out", key, detach=False)
+    assert isinstance(ckpt, subprocess.Popen)
+    copy = Output(tmp_path / "copy.out")
+    root = int((tmp_path / "copy.pid").read_text())
+    init = proc_ppid(root)
+    copy.wait_line(r"^P \d+ ")
+    os.kill(root, signal.SIGUSR2)
+    orphan_ns = int(copy.wait_line(r"^orphan ").split()[1])
+    orphan = next(k for k in children(init) if nspid(k)[-1] == orphan_ns)
+    assert proc_ppid(orphan) == init, "the orphan was not adopted by the namespace's init"
+    wait_until(lambda: proc_state(orphan) is None, 10, "the orphan to end and be reaped")
+    assert is_alive(root) and is_alive(init)
+    os.kill(root, signal.SIGTERM)
+    assert ckpt.wait(scaled(30)) == 7, ckpt.stderr.read() if ckpt.stderr else ""
+    wait_until(lambda: proc_state(init) is None, 10, "the init to end with the root")
+
+    ckpt = restore_copy(procs, images, tmp_path / "copy2.out", key, detach=False)
+    assert isinstance(ckpt, subprocess.Popen)
+    root = int((tmp_path / "copy2.pid").read_text())
+    Output(tmp_path / "copy2.out").wait_line(r"^A \d+ ")
+    os.kill(root, signal.SIGKILL)
+    assert ckpt.wait(scaled(30)) == 128 + signal.SIGKILL
+
+
+def _numbers(path: Path) -> list[int]:
+    text = path.read_text() if path.exists() else ""
+    return [int(ln.split()[0]) for ln in text[:text.rfind("\n") + 1].splitlines()]
+
+
+def test_shell_job_in_new_pidns_keeps_job_control(build: Builder, procs: Procs,
+                                                  tmp_path: Path) -> None:
+    """``ckpt restore -j --new-pidns`` in the foreground of a shell: the job has the
+    terminal, Ctrl-Z stops it (and ckpt: the shell shows it stopped), ``fg`` continues
+    it, Ctrl-C ends it and ckpt exits 130; its PID inside is the saved one."""
+    term = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
+    try:
+        out, images, pidfile = tmp_path / "out", tmp_path / "images", tmp_path / "pid"
+        term.run(f"{build('counter')} > {out} &")
+        pid = int(re.findall(r"^PID=(\d+)$", term.run("echo PID=$!")[1], re.M)[0])
+        wait_until(lambda: len(_numbers(out)) >= 3, 10, "the counter's lines")
+        rc, said = term.run(f"ckpt dump -j -t {pid} -D {images}")
+        assert rc == 0, said
+        procs.wait_gone(pid)
+        start = len(term.text())
+        term.send(f"ckpt restore -j --new-pidns -D {images} --pidfile {pidfile}\n")
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), 30,
+                   "the pidfile")
+        root = int(pidfile.read_text())
+        procs.adopt(proc_ppid(root), Output(out))
+        assert nspid(root)[1:] == [pid]
+        count = len(_numbers(out))
+        wait_until(lambda: len(_numbers(out)) >= count + 5, 10, "the restored counter's lines")
+        assert os.tcgetpgrp(term.master) == root, "the restored job is not in the foreground"
+
+        term.send("\x1a")  # Ctrl-Z
+        term.wait_for(r"Stopped", start=start)
+        wait_until(lambda: proc_state(root) == "T", 10, "the job to stop")
+        assert os.tcgetpgrp(term.master) == term.shell.pid, "the shell did not get its terminal"
+        stopped_at = len(_numbers(out))
+
+        term.send("fg\n")
+        wait_until(lambda: len(_numbers(out)) >= stopped_at + 5, 10, "lines after fg")
+        assert os.tcgetpgrp(term.master) == root
+        term.send("\x03")  # Ctrl-C
+        wait_until(lambda: proc_state(root) is None, 10, "the job to end on Ctrl-C")
+        assert term.run("(exit $?)")[0] == 128 + signal.SIGINT, "ckpt restore's exit status"
+        assert_consecutive(_numbers(out))
+    finally:
+        term.close()
