@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -210,3 +211,60 @@ def test_shell_job_in_new_pidns_keeps_job_control(build: Builder, procs: Procs,
         assert_consecutive(_numbers(out))
     finally:
         term.close()
+
+
+def ask(path: Path, key: str) -> str:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(scaled(30))
+        s.connect(str(path))
+        s.sendall(key.encode())
+        return s.makefile().readline().strip()
+
+
+def test_listener_copies_each_get_their_own(procs: Procs, images: Path,
+                                            tmp_path: Path) -> None:
+    """A service's unix listener, passed in by its parent: a copy restored while the
+    original runs is refused on its path, naming --inherit-fd; two copies each given a
+    listener of its own answer on it from their warm state, and so does the original."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "orig.sock"))
+    listener.listen(8)
+    out = tmp_path / "service.out"
+    with open(out, "wb") as f:
+        popen = subprocess.Popen([PYTHON, str(PROGS / "warm_service.py")], stdout=f,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 pass_fds=(listener.fileno(),), start_new_session=True,
+                                 env={**os.environ, "SERVICE_MB": "2",
+                                      "SERVICE_FD": str(listener.fileno())})
+    procs.adopt(popen.pid, Output(out))
+    Output(out).wait_line(r"^ready ", timeout=60)
+    ino = os.fstat(listener.fileno()).st_ino
+    listener.close()
+    p = popen.pid
+    warm = f"{p} {p} 20000 value-000000007-" + "x" * 40
+    assert ask(tmp_path / "orig.sock", "key-000000007") == warm
+    ckpt_ok("dump", "-t", p, "-D", images, "-R")
+    err = ckpt_fails("restore", "-D", images, "-d", "--new-pidns")
+    assert "orig.sock" in err and f"--inherit-fd 'fd[N]:socket:[{ino}]'" in err, err
+    roots = []
+    for i in (1, 2):
+        own = socket.socket(socket.AF_UNIX)
+        own.bind(str(tmp_path / f"copy{i}.sock"))
+        own.listen(8)
+        try:
+            res = subprocess.run(ckpt_cmd() + [
+                "restore", "-D", str(images), "-d", "--new-pidns", "--pidfile",
+                str(tmp_path / f"copy{i}.pid"), "--inherit-fd",
+                f"fd[{own.fileno()}]:socket:[{ino}]"], pass_fds=(own.fileno(),),
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=scaled(60))
+        finally:
+            own.close()
+        assert res.returncode == 0, res.stderr
+        root = int((tmp_path / f"copy{i}.pid").read_text())
+        procs.adopt(proc_ppid(root), Output(out))
+        roots.append(root)
+        assert nspid(root)[1:] == [p]
+    for i in (1, 2):
+        assert ask(tmp_path / f"copy{i}.sock", "key-000000007") == warm
+    assert ask(tmp_path / "orig.sock", "key-000000007") == warm
+    assert all(is_alive(r) for r in [p, *roots])

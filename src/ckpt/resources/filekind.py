@@ -274,3 +274,10 @@ def replace_fd(inj: Injector, target: int, new: int) -> None:
         inj.call("dup3", new, target, os.O_CLOEXEC if cloexec else 0)
     finally:
         inj.call("close", new)
+
+
+def taken_hint(inode: int) -> str:
+    """What to say of a socket address in use at restore: images are never consumed, so
+    the dumped tree or another restored copy of it may hold it (restore --new-pidns)."""
+    return ("is the dumped process, or another restore of these images, still running? "
+            f"give each copy a listener of its own with --inherit-fd 'fd[N]:socket:[{inode}]'")

@@ -36,7 +36,7 @@ from ..images import RawWriter
 from ..kernel import proc_net, sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from . import sk_tcp, udp_queue
-from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
+from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind, taken_hint
 from .sockopts import (
     IP,
     IPV6,
@@ -388,7 +388,7 @@ def _bind(sock: socket.socket, desc: dict[str, Any], where: str) -> None:
             except OSError as e:
                 err = e
     raise RestoreError(f"{where}: cannot bind {_fmt(addr)}: {err.strerror}"
-                       + (" (is the dumped process still running?)"
+                       + (f" ({taken_hint(desc['inode'])})"
                           if err.errno == errno.EADDRINUSE else "")) from None
 
 

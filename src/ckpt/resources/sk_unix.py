@@ -85,6 +85,7 @@ from .filekind import (
     SocketKind,
     TaskFd,
     close_quietly,
+    taken_hint,
 )
 from .sockopts import SOCKET, apply_opts, read_opts
 
@@ -225,7 +226,7 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
         try:
             sock.bind(raw)
         except OSError as e:
-            hint = (" (in use by another socket: is the dumped process still running?)"
+            hint = (f" (in use by another socket: {taken_hint(ino)})"
                     if e.errno == errno.EADDRINUSE else "")
             raise RestoreError(f"socket:[{ino}]: cannot bind the abstract name "
                                f"{show_name(raw)}: {e.strerror}{hint}") from None
@@ -246,7 +247,7 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
         holder = _holder_of(path)
         if holder is not None:
             raise RestoreError(f"socket:[{ino}]: cannot bind {path}: socket:[{holder}] is "
-                               "bound to it (is the dumped process still running?)")
+                               f"bound to it ({taken_hint(ino)})")
         log.info("removing the stale socket file %s", path)
         os.unlink(path)
     rel = os.fsdecode(raw)
