@@ -4,6 +4,7 @@ by side while the dumped tree itself runs on."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -268,3 +269,38 @@ def test_listener_copies_each_get_their_own(procs: Procs, images: Path,
         assert ask(tmp_path / f"copy{i}.sock", "key-000000007") == warm
     assert ask(tmp_path / "orig.sock", "key-000000007") == warm
     assert all(is_alive(r) for r in [p, *roots])
+
+
+def test_dump_inside_a_new_pidns_and_of_its_whole_tree(procs: Procs, images: Path,
+                                                       tmp_path: Path) -> None:
+    """A copy restored with --new-pidns is dumped by its host PID (-R: it runs on), the
+    images holding the PIDs it has in its namespace; then its namespace is dumped by
+    its init's PID, the init standing for its tree, and restored in a new namespace:
+    the tree goes on where it was, under the same PIDs."""
+    out, p, a, z = start_tree(procs)
+    ckpt_ok("dump", "-t", p, "-D", images)
+    procs.wait_gone(p)
+    key = str(out.path).lstrip("/")
+    first = restore_copy(procs, images, tmp_path / "first.out", key)
+    assert isinstance(first, tuple)
+    root, init = first
+    inner = tmp_path / "inner"
+    ckpt_ok("dump", "-t", root, "-D", inner, "-R")
+    inventory = json.loads((inner / "inventory.json").read_text())
+    assert inventory["root_pid"] == p
+    assert sorted(t["pid"] for t in inventory["tasks"]) == sorted([p, a, z])
+    copy1 = Output(tmp_path / "first.out")
+    n = len(role_ticks(copy1, "P"))
+    wait_until(lambda: len(role_ticks(copy1, "P")) >= n + 3, 10, "ticks after dump -R")
+
+    whole = tmp_path / "whole"
+    ckpt_ok("dump", "-t", init, "-D", whole)
+    procs.wait_gone(init)  # ended with the dumped root, which it reaped
+    procs.wait_gone(root)
+    last = role_ticks(copy1, "P")[-1][0]
+    again = restore_copy(procs, whole, tmp_path / "again.out",
+                         str(tmp_path / "first.out").lstrip("/"))
+    assert isinstance(again, tuple)
+    copy2 = Output(tmp_path / "again.out")
+    check_copy(*again, copy2, p, a, z)
+    assert role_ticks(copy2, "P")[0][0] == last + 1, "the tree did not go on where it was"

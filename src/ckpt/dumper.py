@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import faults, recovery, standins
+from . import faults, new_pidns, recovery, standins
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
@@ -662,7 +662,16 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     or that belongs to another user; refused otherwise (images.Folder.for_dump).
     ``empty_ns``: criu's --empty-ns ("net"): the tree's own network namespace is not
     saved; the restore makes an empty one (its loopback up). Else such a tree is refused.
+    A process in a PID namespace below ckpt's (one ``restore --new-pidns`` made), not
+    its init, is dumped by a fork of ckpt in its namespaces, under the PIDs it has there
+    (new_pidns.run_inside); its namespace's init, when ckpt's, stands for its tree.
     """
+    options = {k: v for k, v in locals().items() if k not in ("pid", "images_dir")}
+    where = _namespace_of(pid)
+    if where is not None:
+        folder = os.path.abspath(images_dir)
+        return new_pidns.run_inside(  # type: ignore[return-value]
+            where, lambda ns_pid: dump(ns_pid, folder, **options))
     empty_ns = tuple(empty_ns.split(",")) if isinstance(empty_ns, str) else empty_ns
     t0 = time.monotonic()
     tcp = tcp or TcpFlags()
@@ -822,6 +831,15 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     return DumpResult(pid, images_dir, total, dt, fate, pids=[t.pid for t in tasks],
                       frozen_seconds=frozen, parent_bytes=memctx.parent_pages * libc.PAGE_SIZE,
                       image_bytes=sum(f["size"] for f in images.files.values()))
+
+
+def _namespace_of(pid: int) -> new_pidns.Inside | None:
+    """Where ``pid`` lives if in a PID namespace below ckpt's; None in ckpt's (or gone:
+    ``_check_dumpable`` says so)."""
+    try:
+        return new_pidns.inside(pid) if pid > 0 else None
+    except (FileNotFoundError, ProcessLookupError, procfs.ProcessGone):
+        return None
 
 
 def _connect(page_server: tuple[str, int] | None, images_dir: str) -> Any:

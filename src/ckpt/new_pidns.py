@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import errors
+from . import errors, recovery
 from .errors import RestoreError
 from .job_control import Foreground
 from .kernel import libc, pidns, procfs
@@ -219,3 +219,153 @@ def _wait(host: _Host) -> int:
         exact = pidns.exit_code_status(os.waitstatus_to_exitcode(status))
     return os.waitstatus_to_exitcode(exact)
 
+
+
+# ---------------------------------------------------------------- work inside a namespace
+
+@dataclass
+class Inside:
+    """A process of a PID namespace below ckpt's, as ckpt's work there sees it."""
+
+    host_pid: int
+    pid: int  # in its namespace
+    ns_ino: int  # its PID namespace
+
+    @property
+    def notes_dir(self) -> str:
+        """The namespace's own folder under a notes folder: notes name PIDs as the
+        namespace numbers them."""
+        return f"pidns-{self.ns_ino}"
+
+
+def inside(pid: int) -> Inside | None:
+    """Where ``pid`` lives, if in a PID namespace below ckpt's (None: in ckpt's). ckpt's
+    init of a namespace stands for the tree it holds: its one child."""
+    if os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat("/proc/self/ns/pid").st_ino:
+        return None
+    numbers = pidns.ns_pids(pid)
+    if len(numbers) < 2:
+        raise errors.UnsupportedError(f"process {pid} is in a PID namespace ckpt's is not "
+                                      "an ancestor of; run ckpt in that namespace")
+    if numbers[-1] == 1:
+        if procfs.stat(pid).comm != pidns.REAPER_NAME:
+            return None  # another init: its whole tree is dumped from here (nspids.py)
+        pid = _tree_of_init(pid)
+        numbers = pidns.ns_pids(pid)
+    _check_mounts(pid)
+    return Inside(pid, numbers[-1], os.stat(f"/proc/{pid}/ns/pid").st_ino)
+
+
+def _mounts(pid: int | str) -> set[tuple[str, ...]]:
+    """What is mounted where (mount point, root, type, source) outside /proc, as
+    ``pid`` sees it."""
+    out = set()
+    with open(f"/proc/{pid}/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index(b"-")
+            point = fields[4].decode(errors="replace")
+            if point == "/proc" or point.startswith("/proc/"):
+                continue
+            out.add((point, fields[3].decode(errors="replace"),
+                     *(x.decode(errors="replace") for x in fields[sep + 1:sep + 3])))
+    return out
+
+
+def _check_mounts(pid: int) -> None:
+    """A mount namespace other than ckpt's is taken as the one ``restore --new-pidns``
+    makes (ckpt's mounts, a /proc of its own): refuse one with other differences, which
+    a restore would not bring back (mount namespaces are issue 11's)."""
+    if os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+        return
+    theirs, mine = _mounts(pid), _mounts("self")
+    differ = sorted(p[0] for p in theirs ^ mine)
+    if differ:
+        raise errors.UnsupportedError(
+            f"process {pid} is in a mount namespace whose mounts differ from ckpt's at "
+            f"{differ[0]}: ckpt restores a tree with ckpt's mounts and a /proc of its own")
+
+
+def _tree_of_init(pid: int) -> int:
+    """The namespace whose init, ``pid``, is ckpt's: its tree is the init's one child
+    (``restore --new-pidns`` makes the init again)."""
+    kids = sorted(int(k) for t in os.listdir(f"/proc/{pid}/task")
+                  for k in open(f"/proc/{pid}/task/{t}/children").read().split())
+    if len(kids) != 1:
+        raise errors.UnsupportedError(
+            f"process {pid}, ckpt's init of a PID namespace, has {len(kids)} children "
+            f"({', '.join(map(str, kids)) or 'none'}): its tree is the tree of its one "
+            "child (restore --new-pidns gives it a new init)")
+    log.info("process %d is ckpt's init of its PID namespace: dumping its child %d",
+             pid, kids[0])
+    return kids[0]
+
+
+def run_inside(where: Inside, work: Callable[[int], object]) -> object:
+    """Run ``work(pid in the namespace)`` in a fork of ckpt living in ``where``'s PID and
+    mount namespaces, where its PIDs and /proc are the namespace's; its result (or
+    error) comes back. ckpt's notes (recovery, network locks) go to the namespace's own
+    folders. The fork dies with ckpt."""
+    pid_fd = os.open(f"/proc/{where.host_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    mnt_fd = os.open(f"/proc/{where.host_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pidns.setns(pid_fd, pidns.CLONE_NEWPID)
+        try:
+            child = os.fork()
+        finally:
+            if child != 0:
+                pidns.setns(own, pidns.CLONE_NEWPID)
+        if child == 0:
+            os.close(r)
+            _worker(w, mnt_fd, where, work)
+        os.close(w)
+        w = -1
+        with os.fdopen(r, "rb") as f:
+            r = -1
+            data = f.read()
+        os.waitpid(child, 0)
+    finally:
+        for fd in (pid_fd, mnt_fd, own, r, w):
+            if fd >= 0:
+                os.close(fd)
+        for folder in (recovery.notes_dir(), recovery.netlock_dir()):
+            with contextlib.suppress(OSError):  # left empty by the worker: gone
+                os.rmdir(os.path.join(folder, where.notes_dir))
+    if not data:
+        raise errors.CkptError(f"ckpt's worker in the PID namespace of process "
+                               f"{where.host_pid} died")
+    import pickle  # our own fork's answer
+    kind, value = pickle.loads(data)
+    if kind == "ok":
+        return value
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.CkptError)):
+        cls = errors.CkptError
+    raise cls(value)
+
+
+def _worker(w: int, mnt_fd: int, where: Inside, work: Callable[[int], object]) -> None:
+    import pickle
+    out: tuple[str, object]
+    try:
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        pidns.setns(mnt_fd, pidns.CLONE_NEWNS)
+        os.fchdir(cwd)  # the same directory: the namespace's mounts are ckpt's
+        os.close(cwd)
+        if os.readlink("/proc/self") != str(os.getpid()):
+            raise errors.UnsupportedError(
+                f"process {where.host_pid}: its /proc is not its PID namespace's (mount a "
+                "proc file system in its mount namespace, or run ckpt there)")
+        for var, folder in (("CKPT_NOTES_DIR", recovery.notes_dir()),
+                            ("CKPT_NETLOCK_DIR", recovery.netlock_dir())):
+            os.environ[var] = os.path.join(folder, where.notes_dir)
+        out = ("ok", work(where.pid))
+    except BaseException as e:  # noqa: BLE001 - everything goes back to ckpt
+        out = (type(e).__name__, str(e) or type(e).__name__)
+    try:
+        os.write(w, pickle.dumps(out))
+    finally:
+        os._exit(0)

@@ -30,7 +30,7 @@ NOTES_DIR = "/run/ckpt/dumps"
 NETLOCK_DIR = "/run/ckpt/netlock"  # the notes of network locks (netlock.py)
 
 
-def _notes_dir() -> str:
+def notes_dir() -> str:
     return os.environ.get("CKPT_NOTES_DIR", NOTES_DIR)
 
 
@@ -50,7 +50,7 @@ class Note:
     def _open(self) -> bool:
         if self.fd >= 0 or self._failed:
             return self.fd >= 0
-        folder = _notes_dir()
+        folder = notes_dir()
         path = os.path.join(folder, f"{os.getpid()}.jsonl")
         tmp = path + ".new"
         try:
@@ -108,7 +108,7 @@ def recover() -> None:
 
 
 def _recover_dumps() -> None:
-    folder = _notes_dir()
+    folder = notes_dir()
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(".jsonl"))
     except OSError:

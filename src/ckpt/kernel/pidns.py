@@ -118,6 +118,7 @@ _REAPER_CODE = bytes.fromhex(
     "f674573b05ab07000075d78b3d9f07000089f981e1ff00000083f97f751b8b3d94070000488d3585"
     "070000ba04000000b8010000000f05eba989f883e07f74070580000000eb0a89f8c1e80825ff0000"
     "0089c7b8e70000000f05bfff000000b8e70000000f05")
+REAPER_NAME = "ckpt-init"  # its comm
 _DATA = 0x800  # STATUS, ROOT, NOTIFY, FLAGS: four 32-bit words
 _RSEQ_SIG = 0x53053053
 _ARCH_GET_FS = 0x1003
@@ -157,7 +158,8 @@ def become_reaper(root: int, notify_fd: int = -1) -> None:
     ctypes.memmove(page, _REAPER_CODE, len(_REAPER_CODE))
     ctypes.memmove(page + _DATA, struct.pack("<iiiI", 0, root, notify_fd, flags), 16)
     os.chdir("/")
-    libc.prctl(libc.PR_SET_NAME, ctypes.addressof(ctypes.create_string_buffer(b"ckpt-init")))
+    name = ctypes.create_string_buffer(REAPER_NAME.encode())
+    libc.prctl(libc.PR_SET_NAME, ctypes.addressof(name))
     libc.prctl(libc.PR_SET_PDEATHSIG, 0)
     for sig in range(1, signal.NSIG):
         if sig not in (signal.SIGKILL, signal.SIGSTOP):
