@@ -5,12 +5,20 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import signal
 import subprocess
 import termios
 import threading
 from pathlib import Path
 
-from ckpt_helpers import ckpt_cmd, wait_until
+from ckpt_helpers import (
+    Output,
+    assert_consecutive,
+    assert_silent,
+    ckpt_cmd,
+    proc_state,
+    wait_until,
+)
 
 
 class Terminal:
@@ -78,3 +86,25 @@ class Terminal:
         self.shell.wait()
         os.close(self.master)
         self.master = -1
+
+
+
+def job_control_round(term: Terminal, pid: int, out: Output, start: int) -> None:
+    """A job restored in the foreground of ``term`` (its group ``pid``, printing numbered
+    lines to ``out``; ``start``: where the terminal's text stood when it was started):
+    Ctrl-Z stops it (the shell shows it stopped and gets its terminal back), ``fg``
+    continues it, Ctrl-C ends it and ckpt restore exits 130; no line lost or repeated."""
+    term.send("\x1a")  # Ctrl-Z
+    term.wait_for(r"Stopped", start=start)
+    wait_until(lambda: proc_state(pid) == "T", 10, "the job to stop")
+    assert os.tcgetpgrp(term.master) == term.shell.pid, "the shell did not get its terminal"
+    assert_silent(pid, out)
+    assert proc_state(pid) == "T"
+    stopped_at = len(out.first_field_numbers())
+    term.send("fg\n")
+    wait_until(lambda: len(out.first_field_numbers()) >= stopped_at + 5, 10, "lines after fg")
+    assert os.tcgetpgrp(term.master) == pid
+    term.send("\x03")  # Ctrl-C
+    wait_until(lambda: proc_state(pid) is None, 10, "the job to end on Ctrl-C")
+    assert term.run("(exit $?)")[0] == 128 + signal.SIGINT, "ckpt restore's exit status"
+    assert_consecutive(out.first_field_numbers())

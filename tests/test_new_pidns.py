@@ -29,7 +29,7 @@ from ckpt_helpers import (
     scaled,
     wait_until,
 )
-from terminal import Terminal
+from terminal import Terminal, job_control_round
 
 TREE = PROGS / "pidns_tree.py"
 
@@ -197,19 +197,7 @@ def test_shell_job_in_new_pidns_keeps_job_control(build: Builder, procs: Procs,
         wait_until(lambda: len(_numbers(out)) >= count + 5, 10, "the restored counter's lines")
         assert os.tcgetpgrp(term.master) == root, "the restored job is not in the foreground"
 
-        term.send("\x1a")  # Ctrl-Z
-        term.wait_for(r"Stopped", start=start)
-        wait_until(lambda: proc_state(root) == "T", 10, "the job to stop")
-        assert os.tcgetpgrp(term.master) == term.shell.pid, "the shell did not get its terminal"
-        stopped_at = len(_numbers(out))
-
-        term.send("fg\n")
-        wait_until(lambda: len(_numbers(out)) >= stopped_at + 5, 10, "lines after fg")
-        assert os.tcgetpgrp(term.master) == root
-        term.send("\x03")  # Ctrl-C
-        wait_until(lambda: proc_state(root) is None, 10, "the job to end on Ctrl-C")
-        assert term.run("(exit $?)")[0] == 128 + signal.SIGINT, "ckpt restore's exit status"
-        assert_consecutive(_numbers(out))
+        job_control_round(term, root, Output(out), start)
     finally:
         term.close()
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import termios
@@ -22,7 +21,6 @@ from ckpt_helpers import (
     Output,
     Procs,
     assert_consecutive,
-    assert_silent,
     ckpt_cmd,
     ckpt_ok,
     is_alive,
@@ -32,7 +30,7 @@ from ckpt_helpers import (
     proc_state,
     wait_until,
 )
-from terminal import Terminal
+from terminal import Terminal, job_control_round
 
 LOOP = """#!/bin/sh
 i=0
@@ -116,22 +114,7 @@ def test_job_control_after_foreground_restore(build: Builder, term: Terminal, pr
     assert proc_ids(pid)[1:] == (pid, term.shell.pid)
     assert os.tcgetpgrp(term.master) == pid, "the restored job is not in the foreground"
 
-    term.send("\x1a")  # Ctrl-Z
-    term.wait_for(r"Stopped", start=start)
-    assert proc_state(pid) == "T"
-    assert os.tcgetpgrp(term.master) == term.shell.pid, "the shell did not get its terminal"
-    assert_silent(pid, Output(out))
-    assert proc_state(pid) == "T"
-    stopped_at = len(_numbers(out))
-
-    start = len(term.text())
-    term.send("fg\n")
-    wait_until(lambda: len(_numbers(out)) >= stopped_at + 5, 10, "lines after fg")
-    assert os.tcgetpgrp(term.master) == pid
-    term.send("\x03")  # Ctrl-C
-    wait_until(lambda: proc_state(pid) is None, 10, "the job to end on Ctrl-C")
-    assert term.run("(exit $?)")[0] == 128 + signal.SIGINT, "ckpt restore's exit status"
-    assert_consecutive(_numbers(out))
+    job_control_round(term, pid, Output(out), start)
 
 
 def test_terminal_replaced_by_tty_key(build: Builder, term: Terminal, procs: Procs,
