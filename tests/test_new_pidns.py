@@ -292,3 +292,30 @@ def test_dump_inside_a_new_pidns_and_of_its_whole_tree(procs: Procs, images: Pat
     copy2 = Output(tmp_path / "again.out")
     check_copy(*again, copy2, p, a, z)
     assert role_ticks(copy2, "P")[0][0] == last + 1, "the tree did not go on where it was"
+
+
+def test_detached_shell_job_in_new_pidns(build: Builder, procs: Procs, tmp_path: Path) -> None:
+    """``ckpt restore -d -j --new-pidns``: the job runs on in its namespace under its
+    saved PID, in a group of its own, in the terminal's session, on the terminal."""
+    term = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
+    try:
+        out, images, pidfile = tmp_path / "out", tmp_path / "images", tmp_path / "pid"
+        term.run(f"{build('counter')} > {out} &")
+        pid = int(re.findall(r"^PID=(\d+)$", term.run("echo PID=$!")[1], re.M)[0])
+        wait_until(lambda: len(_numbers(out)) >= 3, 10, "the counter's lines")
+        rc, said = term.run(f"ckpt dump -j -t {pid} -D {images}")
+        assert rc == 0, said
+        procs.wait_gone(pid)
+        rc, said = term.run(f"ckpt restore -d -j --new-pidns -D {images} --pidfile {pidfile}")
+        assert rc == 0, said
+        root = int(pidfile.read_text())
+        procs.adopt(proc_ppid(root), Output(out))
+        assert nspid(root)[1:] == [pid]
+        fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+        assert (int(fields[2]), int(fields[3])) == (root, term.shell.pid), fields[:6]
+        assert os.readlink(f"/proc/{root}/fd/0") == term.slave_path
+        count = len(_numbers(out))
+        wait_until(lambda: len(_numbers(out)) >= count + 5, 10, "the restored counter's lines")
+        assert_consecutive(_numbers(out))
+    finally:
+        term.close()
