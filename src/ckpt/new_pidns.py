@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from . import errors, recovery
 from .errors import RestoreError
 from .job_control import Foreground
-from .kernel import libc, pidns, procfs
+from .kernel import libc, pidns, procfs, safefs
 
 log = logging.getLogger("ckpt.restore")
 
@@ -189,8 +189,7 @@ def restore(run: Callable[[Handshake], int], *, detach: bool, pidfile: str | Non
         log.info("the tree runs in a PID namespace of its own: root %d (%d in it), init %d",
                  host.root_pid, msg["restored"], init_pid)
         if pidfile:
-            with open(pidfile, "w") as f:
-                f.write(f"{host.root_pid}\n")
+            safefs.write_new(pidfile, f"{host.root_pid}\n".encode())  # never through a symlink
         pids = [int(p) for p in msg["pids"]]  # type: ignore[attr-defined]
         if detach:
             return Outcome(host.root_pid, init_pid, None, pids)
