@@ -16,6 +16,10 @@ the reaper. Until go, the init dies with ckpt (its parent-death signal), taking 
 unfinished tree along; from then on the tree runs on whatever happens to ckpt. ckpt
 writes the pidfile with the root's PID as the host sees it and, without -d, waits for
 the init, following a shell job's stops that the reaper reports on the socket.
+
+The other way in (``run_inside``): a dump of a process in a PID namespace below
+ckpt's runs in a fork of ckpt that enters its PID and mount namespaces, where the
+tree's PIDs and /proc are the namespace's, as a restore there will want them.
 """
 
 from __future__ import annotations
