@@ -20,6 +20,7 @@ import signal
 import struct
 
 from . import libc
+from .nsenter import setns
 
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNS = libc.CLONE_NEWNS
@@ -29,10 +30,6 @@ WUNTRACED, WALL = 2, 0x40000000
 PIDFD_INFO_PID, PIDFD_INFO_EXIT = 1 << 0, 1 << 3
 _PIDFD_INFO_SIZE = 64  # struct pidfd_info, its first version
 PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO_SIZE << 16) | (0xFF << 8) | 11  # _IOWR(0xFF, 11)
-
-
-def setns(fd: int, nstype: int) -> None:
-    libc.syscall("setns", fd, nstype)
 
 
 def fork_init() -> int:
