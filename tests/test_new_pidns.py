@@ -172,6 +172,17 @@ def _numbers(path: Path) -> list[int]:
     return [int(ln.split()[0]) for ln in text[:text.rfind("\n") + 1].splitlines()]
 
 
+def dumped_job(term: Terminal, build: Builder, procs: Procs, out: Path, images: Path) -> int:
+    """A counter started as a job of ``term``'s shell and dumped with -j; its PID."""
+    term.run(f"{build('counter')} > {out} &")
+    pid = int(re.findall(r"^PID=(\d+)$", term.run("echo PID=$!")[1], re.M)[0])
+    wait_until(lambda: len(_numbers(out)) >= 3, 10, "the counter's lines")
+    rc, said = term.run(f"ckpt dump -j -t {pid} -D {images}")
+    assert rc == 0, said
+    procs.wait_gone(pid)
+    return pid
+
+
 def test_shell_job_in_new_pidns_keeps_job_control(build: Builder, procs: Procs,
                                                   tmp_path: Path) -> None:
     """``ckpt restore -j --new-pidns`` in the foreground of a shell: the job has the
@@ -180,12 +191,7 @@ def test_shell_job_in_new_pidns_keeps_job_control(build: Builder, procs: Procs,
     term = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
     try:
         out, images, pidfile = tmp_path / "out", tmp_path / "images", tmp_path / "pid"
-        term.run(f"{build('counter')} > {out} &")
-        pid = int(re.findall(r"^PID=(\d+)$", term.run("echo PID=$!")[1], re.M)[0])
-        wait_until(lambda: len(_numbers(out)) >= 3, 10, "the counter's lines")
-        rc, said = term.run(f"ckpt dump -j -t {pid} -D {images}")
-        assert rc == 0, said
-        procs.wait_gone(pid)
+        pid = dumped_job(term, build, procs, out, images)
         start = len(term.text())
         term.send(f"ckpt restore -j --new-pidns -D {images} --pidfile {pidfile}\n")
         wait_until(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), 30,
@@ -300,12 +306,7 @@ def test_detached_shell_job_in_new_pidns(build: Builder, procs: Procs, tmp_path:
     term = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
     try:
         out, images, pidfile = tmp_path / "out", tmp_path / "images", tmp_path / "pid"
-        term.run(f"{build('counter')} > {out} &")
-        pid = int(re.findall(r"^PID=(\d+)$", term.run("echo PID=$!")[1], re.M)[0])
-        wait_until(lambda: len(_numbers(out)) >= 3, 10, "the counter's lines")
-        rc, said = term.run(f"ckpt dump -j -t {pid} -D {images}")
-        assert rc == 0, said
-        procs.wait_gone(pid)
+        pid = dumped_job(term, build, procs, out, images)
         rc, said = term.run(f"ckpt restore -d -j --new-pidns -D {images} --pidfile {pidfile}")
         assert rc == 0, said
         root = int(pidfile.read_text())
