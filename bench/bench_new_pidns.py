@@ -8,11 +8,12 @@ Run as root, from the repository:
 tests/progs/warm_service.py imports modules and builds a table of MEGABYTES (200) MB,
 then answers on a unix listener it inherits (socket activation's way). The bench
 starts it cold, times its first answer, and dumps it once with -R (it runs on). Then
-COPIES (10) copies are restored at once, each with ``ckpt restore -d --new-pidns`` and
-a listener of its own given by ``--inherit-fd 'fd[N]:socket:[INODE]'``; each copy's
-time is from the start of its ckpt to its first answer, every copy checked to answer
-from its warm table under the PID it was dumped with. Memory: the Pss and Rss of the
-copies' processes (/proc/PID/smaps_rollup), their inits' too, and the original's.
+one copy is restored alone (``ckpt restore -d --new-pidns`` with a listener of its own
+given by ``--inherit-fd 'fd[N]:socket:[INODE]'``) and ended, then COPIES (10) copies
+are restored at once the same way; each copy's time is from the start of its ckpt to
+its first answer, every copy checked to answer from its warm table under the PID it
+was dumped with. Memory: the Pss and Rss of the copies' processes
+(/proc/PID/smaps_rollup), their inits' too, and the original's.
 It asserts nothing but the answers.
 """
 
@@ -124,6 +125,19 @@ def main() -> int:
         ino = int(os.readlink(f"/proc/{original}/fd/"
                               f"{_service_fd(original)}").strip("socket:[]"))
 
+        alone = listener(work / "alone.sock")
+        t0 = time.monotonic()
+        subprocess.run(ckpt_command() + [
+            "restore", "-D", str(images), "-d", "--new-pidns", "--pidfile",
+            str(work / "alone.pid"), "--inherit-fd", f"fd[{alone.fileno()}]:socket:[{ino}]"],
+            pass_fds=(alone.fileno(),), stdin=subprocess.DEVNULL, check=True,
+            capture_output=True)
+        alone.close()
+        ask(work / "alone.sock")
+        alone_s = time.monotonic() - t0
+        root = int((work / "alone.pid").read_text())
+        kill_and_reap(int(Path(f"/proc/{root}/stat").read_text().split()[3]))  # its init
+
         listeners = [listener(work / f"copy{i}.sock") for i in range(copies)]
         started, runs = [], []
         for i, lst in enumerate(listeners):
@@ -164,6 +178,7 @@ def main() -> int:
         print(f"| cold start to first answer (3 runs) | {', '.join(ms(c) for c in colds)} |")
         print(f"| dump -R of the warm service ({image_bytes / MIB:.0f} MiB of images) "
               f"| {ms(dump_s)} |")
+        print(f"| restore --new-pidns to first answer, one copy alone | {ms(alone_s)} |")
         print(f"| restore --new-pidns to first answer, {copies} at once: median, min, max "
               f"| {ms(statistics.median(firsts))}, {ms(min(firsts))}, {ms(max(firsts))} |")
         print()
