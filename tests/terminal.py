@@ -88,7 +88,6 @@ class Terminal:
         self.master = -1
 
 
-
 def job_control_round(term: Terminal, pid: int, out: Output, start: int) -> None:
     """A job restored in the foreground of ``term`` (its group ``pid``, printing numbered
     lines to ``out``; ``start``: where the terminal's text stood when it was started):
