@@ -31,7 +31,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import errors, recovery
@@ -233,6 +233,7 @@ class Inside:
     host_pid: int
     pid: int  # in its namespace
     ns_ino: int  # its PID namespace
+    init: int = 0  # the namespace's init, on the host (0: not found)
 
     @property
     def notes_dir(self) -> str:
@@ -256,7 +257,39 @@ def inside(pid: int) -> Inside | None:
         pid = _tree_of_init(pid)
         numbers = pidns.ns_pids(pid)
     _check_mounts(pid)
-    return Inside(pid, numbers[-1], os.stat(f"/proc/{pid}/ns/pid").st_ino)
+    ino = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    return Inside(pid, numbers[-1], ino, _init_of(pid, ino))
+
+
+def _init_of(pid: int, ino: int) -> int:
+    """The host PID of the init of ``pid``'s namespace (``ino``): up its ancestors."""
+    while pid > 1:
+        try:
+            if pidns.ns_pids(pid)[-1] == 1 and os.stat(f"/proc/{pid}/ns/pid").st_ino == ino:
+                return pid
+            pid = procfs.stat(pid).ppid
+        except (OSError, procfs.ProcessGone):
+            return 0
+    return 0
+
+
+@contextlib.contextmanager
+def _init_held(init: int) -> Iterator[None]:
+    """The namespace's init stopped meanwhile (SIGSTOP from outside reaches an init):
+    a dump that kills the tree would have it reap the root and exit, and the kernel
+    would then kill every process of the namespace, ckpt's worker too."""
+    if not init:
+        yield
+        return
+    os.kill(init, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + INIT_GRACE_SECONDS
+        while procfs.stat(init).state not in ("T", "t") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(init, signal.SIGCONT)
 
 
 def _mounts(pid: int | str) -> set[tuple[str, ...]]:
@@ -308,11 +341,29 @@ def run_inside(where: Inside, work: Callable[[int], object]) -> object:
     """Run ``work(pid in the namespace)`` in a fork of ckpt living in ``where``'s PID and
     mount namespaces, where its PIDs and /proc are the namespace's; its result (or
     error) comes back. ckpt's notes (recovery, network locks) go to the namespace's own
-    folders. The fork dies with ckpt."""
+    folders. The fork dies with ckpt; the namespace's init is held meanwhile."""
+    with _init_held(where.init):
+        data = _fork_inside(where, work)
+    if not data:
+        raise errors.CkptError(f"ckpt's worker in the PID namespace of process "
+                               f"{where.host_pid} died")
+    import pickle  # our own fork's answer
+    kind, value = pickle.loads(data)
+    if kind == "ok":
+        return value
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.CkptError)):
+        cls = errors.CkptError
+    raise cls(value)
+
+
+def _fork_inside(where: Inside, work: Callable[[int], object]) -> bytes:
+    """Fork the worker into ``where``'s namespaces; what it wrote back."""
     pid_fd = os.open(f"/proc/{where.host_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     mnt_fd = os.open(f"/proc/{where.host_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     r, w = os.pipe2(os.O_CLOEXEC)
+    child = -1
     try:
         pidns.setns(pid_fd, pidns.CLONE_NEWPID)
         try:
@@ -329,6 +380,7 @@ def run_inside(where: Inside, work: Callable[[int], object]) -> object:
             r = -1
             data = f.read()
         os.waitpid(child, 0)
+        return data
     finally:
         for fd in (pid_fd, mnt_fd, own, r, w):
             if fd >= 0:
@@ -336,18 +388,6 @@ def run_inside(where: Inside, work: Callable[[int], object]) -> object:
         for folder in (recovery.notes_dir(), recovery.netlock_dir()):
             with contextlib.suppress(OSError):  # left empty by the worker: gone
                 os.rmdir(os.path.join(folder, where.notes_dir))
-    if not data:
-        raise errors.CkptError(f"ckpt's worker in the PID namespace of process "
-                               f"{where.host_pid} died")
-    import pickle  # our own fork's answer
-    kind, value = pickle.loads(data)
-    if kind == "ok":
-        return value
-    cls = getattr(errors, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.CkptError)):
-        cls = errors.CkptError
-    raise cls(value)
-
 
 def _worker(w: int, mnt_fd: int, where: Inside, work: Callable[[int], object]) -> None:
     import pickle
