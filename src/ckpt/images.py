@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import CkptError, ImageError
 from .kernel import safefs
+from .schema import NAT, U32, Map, Obj, Str, check
 
 FORMAT = "ckpt-images"
 VERSION = 11  # the layout this ckpt writes; what a dump uses beyond it is named in ``needs``
@@ -65,6 +66,9 @@ FEATURES: dict[str, str] = {
     "mounts": "the mount tree of the tree's own mount namespace (mounts.json, mounts-data.img)",
 }
 INVENTORY = "inventory.json"
+# The inventory's files: a plain name in the folder (never a path) -> size and CRC-32.
+FILE_NAME = Str(255, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+FILES = Map(Obj(size=NAT, crc32=U32), key=FILE_NAME, max=1 << 22)
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data
 _CHUNK = 1 << 20  # read to verify: small enough to stay in the CPU cache for the checksum
 _FAST_CRC_FROM = 64 << 10  # data at least this large is checksummed by zlib-ng when it is there
@@ -314,7 +318,7 @@ class ImageReader:
             raise _unreadable(path, e) from None
         try:
             inv = json.loads(raw)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ImageError(f"{path}: corrupted ({e})") from None
         if not isinstance(inv, dict) or inv.get("format") != FORMAT:
             raise ImageError(f"{path}: not a ckpt image inventory")
@@ -332,10 +336,12 @@ class ImageReader:
         if unknown:
             raise ImageError(f"{path}: the dump uses {', '.join(unknown)}, which this ckpt "
                              "does not know; restore it with the ckpt that made it or a newer one")
+        check(inv.get("files"), FILES, f"{path}: files")
         self.crc32: int = crc  # what a child's ``parent`` link records
         self.version: int = inv["version"]
         self.inventory: dict[str, Any] = inv
         self.files: dict[str, dict[str, int]] = inv["files"]
+        self._json: dict[str, Any] = {}  # the JSON images read so far, by name
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
@@ -360,6 +366,8 @@ class ImageReader:
                     break
                 crc = crc32(mv[:n], crc)
             self._check_crc(name, crc)
+        except OSError as e:
+            raise ImageError(f"{self.path(name)}: unreadable ({e.strerror})") from None
         finally:
             os.close(fd)
 
@@ -409,17 +417,22 @@ class ImageReader:
                 f"folder, {remote_dir})")
 
     def load_json(self, name: str) -> Any:
+        """JSON image ``name``, read once: later calls return the same object (the one
+        validate.py checked against its schema)."""
+        if name in self._json:
+            return self._json[name]
         if name not in self.files:
             raise ImageError(f"{self.path(name)}: not listed in the inventory")
         try:
             with open(self.path(name), "rb") as f:
-                return json.load(f)
+                self._json[name] = json.load(f)
         except FileNotFoundError:
             raise ImageError(f"{self.path(name)}: missing from the image folder") from None
         except OSError as e:
             raise _unreadable(self.path(name), e) from None
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ImageError(f"{self.path(name)}: corrupted ({e})") from None
+        return self._json[name]
 
 
 def _unreadable(path: str, e: OSError) -> ImageError:

@@ -36,6 +36,7 @@ from typing import Any
 from .errors import CkptError
 from .kernel import libc, procfs
 from .recovery import netlock_dir as notes_dir
+from .schema import U16, List, Obj, Str, Tup
 
 log = logging.getLogger("ckpt.netlock")
 
@@ -43,6 +44,10 @@ BACKENDS = ("nftables", "iptables")
 CHOICES = (*BACKENDS, "skip")
 _TIMEOUT = 30.0
 
+_END = Tup(Str(64, pattern="[0-9a-fA-F.:%a-z]+"), U16)  # [host, port]
+# The inventory's network_lock: what ``Lock.to_json`` writes.
+SCHEMA = Obj(backend=Str(choices=CHOICES), name=Str(32, pattern="ckpt_[0-9a-f]+|CKPT-[0-9a-f]+"),
+             connections=List(Tup(_END, _END)))
 
 class LockError(CkptError):
     """The network could not be locked or unlocked."""

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import faults, new_pidns, recovery, standins, tree
+from . import faults, new_pidns, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError, UsageError
 from .hooks import Notify, ignore
 from .images import INVENTORY, ImageReader
@@ -232,7 +232,10 @@ class Restore:
         if inv.get("type", "dump") != "dump":
             raise RestoreError(f"{self.images_dir} holds a {inv.get('type')} (memory pages "
                                "only); restore the folder of the dump made after it")
+        checked = validate.load(images)  # every image against its schema, and each other
         chain = Chain(images)  # every parent checked too, before anything is created
+        for parent in chain.readers[1:]:
+            validate.check_parent(parent, checked.live)
         self.inherit = _parse_inherit(self.inherit_fds)
         if self.shell_job is None:
             self.shell_job = bool(inv.get("shell_job"))
@@ -244,10 +247,8 @@ class Restore:
             raise RestoreError("the tree holds PID 1, which in a new PID namespace is "
                                "ckpt's init")
         live = [t for t in tasks if not t.get("zombie")]
-        cores = {t["pid"]: images.load_json(f"core-{t['pid']}.json") for t in live}
-        mms = {t["pid"]: images.load_json(f"mm-{t['pid']}.json") for t in live}
-        fd_tables = {t["pid"]: images.load_json(f"fds-{t['pid']}.json") for t in live}
-        descriptions = images.load_json("files.json")
+        cores, mms, fd_tables = checked.cores, checked.mms, checked.fd_tables
+        descriptions = checked.descriptions
         segments = {pid: chain.segments(pid, mm) for pid, mm in mms.items()}
         if chain.depth:
             log.info("pages come from a chain of %d image folders", chain.depth + 1)

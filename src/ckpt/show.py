@@ -1,7 +1,9 @@
 """``ckpt show``: an image folder or file decoded to JSON, like ``crit show``.
 
 A folder is verified first (the inventory's own checksum, then every file's
-size and CRC-32), so what is shown is what a restore would read. JSON images
+size and CRC-32, then every JSON image against its schema, validate.py), so what
+is shown is what a restore would read; a single file is checked against its
+inventory and its schema. JSON images
 are shown as they are; raw files (page data, pipe and socket data) are only
 summarized, never dumped. ``--fds`` lists, for each process and fd, the key to
 give to ``restore --inherit-fd fd[N]:KEY``.
@@ -13,7 +15,8 @@ import json
 import os
 from typing import Any
 
-from .errors import CkptError, ImageError, UsageError
+from . import validate
+from .errors import ImageError, UsageError
 from .images import INVENTORY, ImageReader
 from .resources import kinds
 
@@ -32,7 +35,7 @@ def _load_inventory(reader: ImageReader) -> Any:
     try:
         with open(path, "rb") as f:
             return json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ImageError(f"{path}: unreadable ({e})") from None
 
 
@@ -43,28 +46,17 @@ def _show_dir(reader: ImageReader) -> dict[str, Any]:
     return out
 
 
-def _fd_list(reader: ImageReader) -> list[dict[str, Any]]:
+def _fd_list(images: validate.Images) -> list[dict[str, Any]]:
     """One entry per process and fd, with the inherit-fd key the restorer accepts."""
-    descriptions: dict[str, dict[str, Any]] = reader.load_json("files.json")
     out: list[dict[str, Any]] = []
-    root_pid = reader.inventory.get("root_pid")
-    for t in reader.inventory.get("tasks", []):
-        if t.get("zombie"):
-            continue
-        pid = t["pid"]
-        name = f"fds-{pid}.json"
-        for entry in reader.load_json(name):
-            fid = entry.get("file")
-            desc = descriptions.get(fid) if isinstance(fid, str) else None
-            if desc is None:
-                raise ImageError(f"{reader.path(name)}: fd {entry.get('fd')} refers to file "
-                                 f"{fid!r}, which files.json does not describe")
-            try:
-                kind = kinds.kind_of(desc["kind"])
-                keys = kind.keys(desc)
-                path = kind.shown_path(desc)  # as /proc/PID/fd/N showed it
-            except (CkptError, KeyError, TypeError, ValueError) as e:
-                raise ImageError(f"{reader.path('files.json')}: file {fid}: {e}") from None
+    root_pid = images.inventory["root_pid"]
+    for pid in images.live:
+        for entry in images.fd_tables[pid]:
+            fid = entry["file"]
+            desc = images.descriptions[fid]
+            kind = kinds.kind_of(desc["kind"])
+            keys = kind.keys(desc)
+            path = kind.shown_path(desc)  # as /proc/PID/fd/N showed it
             out.append({"pid": pid, "fd": entry["fd"], "file": fid, "kind": desc["kind"],
                         "path": path, "cloexec": entry.get("cloexec", False),
                         "key": keys[0] if keys else None,
@@ -88,11 +80,13 @@ def _show_file(path: str) -> Any:
         if not _is_json(name):
             return _raw_summary(os.stat(path).st_size)
         with open(path, "rb") as f:
-            return json.load(f)
+            value = json.load(f)
     except OSError as e:
         raise ImageError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ImageError(f"{path}: corrupted ({e})") from None
+    validate.check_file(name, value, path)
+    return value
 
 
 def show(path: str, fds: bool = False) -> Any:
@@ -108,7 +102,10 @@ def show(path: str, fds: bool = False) -> Any:
     if os.path.isdir(path):
         reader = ImageReader(path)
         reader.verify()
-        return _fd_list(reader) if fds else _show_dir(reader)
+        images = validate.load(reader)
+        if fds and images.inventory.get("type", "dump") != "dump":
+            raise UsageError(f"--fds: {path} holds a pre-dump, which has no files")
+        return _fd_list(images) if fds else _show_dir(reader)
     if fds:
         raise UsageError("--fds needs an image folder, not a file")
     try:

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc
 from ..kernel.inject import Injector
+from ..schema import Bad, Check, Int, Obj
 
 PATH = "/[aio] (deleted)"
 _HEADER = struct.Struct("<8I")  # id, nr, head, tail, magic, compat, incompat, header length
@@ -33,6 +34,15 @@ _IOCB = struct.Struct("<QIIHhIQQqQII")  # struct iocb, 64 bytes
 _IOCB_CMD_PWRITE = 1
 _BATCH = 64  # iocbs submitted at once
 SCRATCH = 16 << 10  # where in the restore's scratch area this module writes
+
+
+def _in_ring(header: dict[str, int]) -> None:
+    if header["head"] >= header["nr"] or header["tail"] >= header["nr"]:
+        raise Bad("head and tail must be below nr")
+
+
+# A ring's header, in its mapping's entry of mm-PID.json.
+SCHEMA = Check(Obj(nr=Int(1, 1 << 24), head=Int(0, 1 << 24), tail=Int(0, 1 << 24)), _in_ring)
 
 
 def is_ring(path: str) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError, UsageError
 from ..kernel import cgroupfs
 from ..kernel.cgroupfs import V2
+from ..schema import List, Map, Null, Obj, Str, Tup
 
 log = logging.getLogger("ckpt.cgroups")
 
@@ -56,6 +57,16 @@ V2_KNOBS = ("cgroup.max.descendants", "cgroup.max.depth", "cpuset.cpus", "cpuset
             "cpu.max", "cpu.weight", "cpu.idle", "memory.min", "memory.low", "memory.high",
             "memory.max", "memory.swap.max", "memory.oom.group", "pids.max", "io.weight")
 _MAX_VALUE = 4096
+
+_HIERARCHY = Str(256, pattern="[A-Za-z0-9_,=.-]*")  # "cpu,cpuacct", "name=systemd"; "" cgroup2
+_CGROUP = Str(4096, pattern="/.*")
+# What ``dump`` writes (cgroups.json); ``RestoreCgroups`` checks the paths and knobs.
+SCHEMA = Obj(
+    hierarchies=List(_HIERARCHY, max=64),
+    tasks=Map(Map(Null(_CGROUP), key=_HIERARCHY), key=Str(8, pattern="[0-9]+")),
+    cgroups=List(Obj(hierarchy=_HIERARCHY, path=_CGROUP,
+                       knobs=List(Tup(Str(64), Str(_MAX_VALUE)), max=64))),
+)
 
 
 def knobs_of(hierarchy: str) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import stat as st_mod
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import treeroot
+from ..schema import NAT, PATH, U32, Opt, Tup
 from . import ghost
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
 
@@ -19,6 +20,9 @@ TTY_MAJORS = {3, 4, 5, 136, 137, 138, 139, 140, 141, 142, 143}
 
 class CharDevices(FileKind):
     KIND = "chr"
+    # its own fields in files.json
+    SCHEMA = {
+        "path": PATH, "rdev": Tup(U32, U32), "pos": NAT, "ghost": Opt(ghost.SCHEMA)}
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:

@@ -12,8 +12,13 @@ import logging
 from typing import Any
 
 from ..kernel import libc, ptrace
+from ..schema import B64, U64, Null, Obj, Str
 
 log = logging.getLogger("ckpt.cpu")
+
+# A task's CPU state (docs/image-format.md, core-PID.json).
+SCHEMA = Obj(regs=Obj({n: U64 for n in ptrace.REG_NAMES}), xstate=B64(1 << 16),
+             syscall_note=Null(Str(200)))
 
 _RESTART_AS_IS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
 # Calls the kernel never restarts, which return EINTR when the task is merely stopped

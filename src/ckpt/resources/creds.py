@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
+from ..schema import U32, U64, UID, Int, List, Null, Obj, Tup
 
 CAP_NAMES = (
     "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid",
@@ -62,6 +63,13 @@ def _who(pid: int, tid: int) -> str:
 
 
 # ---------------------------------------------------------------- dump
+
+_IDS = Tup(UID, UID, UID, UID)  # real, effective, saved, filesystem
+# What ``dump`` writes (docs/image-format.md, task.creds).
+SCHEMA = Obj(uids=_IDS, gids=_IDS, groups=List(UID, max=65536),
+             caps=Obj(eff=U64, prm=U64, inh=U64, bnd=U64, amb=U64),
+             securebits=U32, no_new_privs=Int(0, 1), loginuid=Null(U32))
+
 
 def dump(pid: int, tid: int, inj: Injector) -> dict[str, Any]:
     """The credentials of thread ``tid`` of the frozen process ``pid``; ``inj`` runs in

@@ -51,8 +51,9 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import InjectionError, Injector
+from ..schema import PID, STR, U32, U64, Int, List, Obj, Opt, Tup
 from . import nspids
-from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, TaskFd
+from .filekind import Description, DumpCtx, FileKind, ImageRefs, OpenFd, RestoreCtx, TaskFd
 
 log = logging.getLogger("ckpt.epoll")
 
@@ -128,6 +129,21 @@ def _check(pid: int, epfd: int, ws: list[procfs.EpollWatch]
 class Epoll(FileKind):
     KIND = "epoll"
     LINK = "anon_inode:[eventpoll]"
+    # its own fields in files.json
+    SCHEMA = {
+        "owner": PID,
+        "watches": List(Obj(tfd=Int(0, (1 << 31) - 1), events=U32, data=U64,
+                            file=Opt(STR), holder=Opt(Tup(PID, Int(0, (1 << 31) - 1))))),
+    }
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        refs.in_tree(desc["owner"], where, "owner")
+        for i, w in enumerate(desc["watches"]):
+            if "file" in w:
+                refs.described(w["file"], where, f"watches[{i}].file")
+            if "holder" in w:
+                refs.in_tree(w["holder"][0], where, f"watches[{i}].holder")
 
     def __init__(self) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ import logging
 import os
 
 from ..errors import DumpError, RestoreError
+from ..schema import BOOL, U64
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.eventfd")
@@ -21,6 +22,8 @@ _MAX_INIT = 0xFFFFFFFF  # eventfd()'s initial value is an unsigned int
 class EventFds(FileKind):
     KIND = "eventfd"
     LINK = "anon_inode:[eventfd]"
+    # its own fields in files.json
+    SCHEMA = {"count": U64, "semaphore": BOOL}
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         info, pid, fd = f.info, f.pid, f.fd

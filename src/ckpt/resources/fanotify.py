@@ -42,6 +42,7 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, Mount, NotFound, PathFinder, mounts
+from ..schema import PATH, U32, U64, List, Obj, Opt, Str
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.fanotify")
@@ -68,6 +69,12 @@ def _visible(ms: list[Mount]) -> Mount | None:
 class Fanotify(FileKind):
     KIND = "fanotify"
     LINK = "anon_inode:[fanotify]"
+    # its own fields in files.json
+    SCHEMA = {
+        "init_flags": U32, "event_flags": U32,
+        "marks": List(Obj(type=Str(choices=("inode", "mount", "filesystem")), path=PATH,
+                          ino=Opt(U64), dev=Opt(U64), mflags=U32, mask=U64, ignored_mask=U64)),
+    }
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         what = f"{f.where} (fanotify)"

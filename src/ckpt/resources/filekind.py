@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from ..images import ImageReader, ImageWriter
 from ..kernel import procfs
 from ..kernel.inject import Injector
+from ..schema import Field, Opt, refuse
 
 # The file status flags F_SETFL sets (the others are fixed at open: the access mode,
 # O_CREAT, ...); fcntl(2).
@@ -97,6 +98,33 @@ class RestoreCtx:
 
 
 @dataclass
+class ImageRefs:
+    """What a kind's ``check_image`` checks a description against: every description
+    (files.json), the size of each raw image file of the folder, the tree's PIDs."""
+
+    descriptions: dict[str, Description]
+    sizes: dict[str, int]
+    pids: set[int]
+
+    def within(self, name: str, off: int, length: int, where: str, field: str) -> None:
+        """Refuse ``length`` bytes at ``off`` of raw file ``name`` that it does not hold."""
+        size = self.sizes.get(name, 0)
+        if off + length > size:
+            raise refuse(where, field, f"{length} bytes at {off}, past the end of {name} "
+                         f"({size} bytes)")
+
+    def described(self, fid: str, where: str, field: str) -> None:
+        """Refuse a reference to a description files.json does not hold."""
+        if fid not in self.descriptions:
+            raise refuse(where, field, f"names file {fid!r}, which files.json does not "
+                         "describe")
+
+    def in_tree(self, pid: int, where: str, field: str) -> None:
+        if pid not in self.pids:
+            raise refuse(where, field, f"process {pid} is not in the tree")
+
+
+@dataclass
 class OpenFd:
     """One fd of a process being dumped, as a kind's ``dump`` sees it."""
 
@@ -144,6 +172,9 @@ class FileKind:
 
     KIND: ClassVar[str]
     LINK: ClassVar[str] = ""  # the fd link of an anon-inode kind, e.g. "anon_inode:[eventfd]"
+    # The fields its ``dump`` adds to a description in files.json, one line each
+    # (schema.py): a field the schema lacks is refused at restore.
+    SCHEMA: ClassVar[dict[str, Field | Opt]] = {}
 
     def __init__(self) -> None:
         self.descriptions: dict[str, Description] = {}  # this kind's, by id
@@ -184,6 +215,12 @@ class FileKind:
         """Whether ``open`` hands out a file the restore does not own (the user's
         terminal of a shell job): ckpt then leaves its status flags alone."""
         return False
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        """Refuse what ``SCHEMA`` allows but the other images contradict (a description
+        it names that files.json lacks, data past the end of a raw file), before the
+        restore creates anything; ``where`` names the description."""
 
     # ---- dump
 

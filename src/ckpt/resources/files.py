@@ -26,6 +26,7 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
+from ..schema import BOOL, PID0, U32, Int, List, Obj, Opt, Str, check, refuse
 from . import fdtable, kinds, locks
 from .fdtable import Want
 from .filekind import (
@@ -33,6 +34,7 @@ from .filekind import (
     Description,
     DumpCtx,
     FileKind,
+    ImageRefs,
     OpenFd,
     RestoreCtx,
     TaskFd,
@@ -46,6 +48,54 @@ O_CLOEXEC_FDINFO = 0o2000000
 # Who gets the SIGIO/SIGURG of a description, and which signal (fcntl(2)).
 F_SETSIG, F_GETSIG, F_SETOWN_EX, F_GETOWN_EX = 10, 11, 15, 16
 OWNER_TYPES = {0: "tid", 1: "pid", 2: "pgrp"}  # F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP
+
+# What every description has in files.json, whatever its kind (the kind's own fields:
+# its ``SCHEMA``); description ids are the keys of files.json.
+FOWN = Obj(type=Str(choices=OWNER_TYPES.values()), pid=PID0, sig=Int(0, 64))
+COMMON = {"kind": Str(32), "flags": U32, "fown": Opt(FOWN)}
+FILE_ID = Str(20, pattern="[0-9]+")
+# One entry of fds-PID.json.
+FD_TABLE = List(Obj(fd=Int(0, (1 << 31) - 1), file=FILE_ID, cloexec=BOOL), max=1 << 24)
+_SCHEMAS: dict[str, Obj] = {}
+
+
+def description_schema(kind: type[FileKind]) -> Obj:
+    """The schema of a description of ``kind``: the common fields and the kind's own."""
+    if kind.KIND not in _SCHEMAS:
+        _SCHEMAS[kind.KIND] = Obj({**COMMON, **kind.SCHEMA})
+    return _SCHEMAS[kind.KIND]
+
+
+def check_descriptions(descriptions: dict[str, Description], where: str,
+                       refs: ImageRefs) -> None:
+    """Refuse a description of files.json (``where``) that its kind's schema does not
+    allow or that names what the other images lack."""
+    for fid, desc in descriptions.items():
+        at = f"{where}: {fid}"
+        check(fid, FILE_ID, f"{where}: the id {fid[:20]!r}")
+        if type(desc) is not dict or not isinstance(desc.get("kind"), str):
+            raise refuse(where, fid, "not a description with a kind")
+        try:
+            kind = kinds.kind_of(desc["kind"])
+        except RestoreError as e:
+            raise refuse(where, f"{fid}.kind", str(e)) from None
+        check(desc, description_schema(kind), at)
+        kind.check_image(desc, at, refs)
+
+
+def check_table(pid: int, table: list[dict[str, Any]], where: str,
+                descriptions: dict[str, Description], nr_open: int) -> None:
+    """Refuse an fd table (``where``, schema-checked) whose fd numbers repeat or go past
+    what the kernel allows (fs.nr_open), or that names a description files.json lacks."""
+    seen: set[int] = set()
+    for i, e in enumerate(table):
+        if e["fd"] in seen:
+            raise refuse(where, f"[{i}].fd", f"fd {e['fd']} twice")
+        if e["fd"] >= nr_open:
+            raise refuse(where, f"[{i}].fd", f"fd {e['fd']} is beyond fs.nr_open ({nr_open})")
+        seen.add(e["fd"])
+        if e["file"] not in descriptions:
+            raise refuse(where, f"[{i}].file", f"file {e['file']} is not in files.json")
 
 K = TypeVar("K", bound=FileKind)
 

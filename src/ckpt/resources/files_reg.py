@@ -46,11 +46,13 @@ from ..errors import RestoreError, UnsupportedError
 from ..kernel import inode_path, libc, procfs, treeroot
 from ..kernel.inject import Injector
 from ..kernel.lazyre import LazyPattern
+from ..schema import BOOL, NAT, PATH, PID, Opt, Str
 from . import ghost
 from .filekind import (
     Description,
     DumpCtx,
     FileKind,
+    ImageRefs,
     OpenFd,
     RestoreCtx,
     TaskFd,
@@ -136,6 +138,19 @@ def proc_owner(path: str, mount_point: str) -> tuple[int, int | None] | None:
 
 class RegularFiles(FileKind):
     KIND = "reg"
+    # its own fields in files.json
+    SCHEMA = {
+        "path": PATH, "pos": NAT, "size": NAT, "dir": BOOL,
+        "fs": Opt(Str(64)),  # a pseudo file system's type
+        "proc_pid": Opt(PID),  # a file under /proc/PID of a process of the tree
+        "ghost": Opt(ghost.SCHEMA),  # a deleted file
+        "deleted": Opt(PATH),  # a removed name of a file with other links (path)
+    }
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        if "proc_pid" in desc:
+            refs.in_tree(desc["proc_pid"], where, "proc_pid")
 
     @classmethod
     def held_at_restore(cls, desc: Description) -> int:

@@ -48,6 +48,7 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, RawWriter, crc32, ctypes_view
 from ..kernel import libc, treeroot
+from ..schema import NAT, PATH, S64, U32, UID, Int, List, Obj, Opt, Str, Tup, refuse
 from .filekind import reopen_flags
 
 log = logging.getLogger("ckpt.ghost")
@@ -64,6 +65,23 @@ MFD_EXEC = 0x10
 PAGE = os.sysconf("SC_PAGE_SIZE")
 _CHUNK = 64 << 20  # the most of the image mapped at once to checksum it
 _COPY_FALLBACK = (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS)
+TYPES = ("dir", "fifo", "chr", "blk", "link")
+
+# A ghost object, as fd descriptions, mappings, the exe and the cwd carry it
+# (docs/image-format.md, Ghost objects); ``check_image`` says how the fields go together.
+SCHEMA = Obj(
+    id=Int(1, 1 << 31),
+    path=Opt(PATH),  # a deleted file's path, without " (deleted)"
+    memfd=Opt(Str(249)),  # a memfd's name
+    seals=Opt(U32),
+    type=Opt(Str(choices=TYPES)),  # absent: a regular file
+    rdev=Opt(Tup(U32, U32)),
+    target=Opt(Str()),  # a symlink's
+    size=NAT, mode=Int(0, 0o7777), uid=UID, gid=UID, atime_ns=S64, mtime_ns=S64,
+    data_off=Opt(NAT),
+    runs=Opt(List(Tup(NAT, Int(1, 1 << 62)))),
+    tail=Opt(Tup(NAT, Int(1, PAGE - 1))),
+)
 
 
 # ---------------------------------------------------------------- what is a ghost
@@ -432,6 +450,44 @@ def _nearest_dir(path: str) -> str:
     while not os.path.isdir(path):
         path = os.path.dirname(path)
     return path
+
+
+def check_image(info: dict[str, Any], where: str, data_size: int) -> None:
+    """Refuse a ghost object (schema-checked) whose fields do not go together, or whose
+    data lies beyond ``data_size`` bytes (ghost-data.img's); ``where`` names it."""
+    kind = info.get("type")
+    if ("memfd" in info) == ("path" in info):
+        raise refuse(where, "path", "a ghost object has a path or a memfd name, not both")
+    if "memfd" in info and ("seals" not in info or kind is not None):
+        raise refuse(where, "memfd", "a memfd is a regular file with seals")
+    if (kind in ("chr", "blk")) != ("rdev" in info):
+        raise refuse(where, "rdev", "only a device node has a device number, and it must")
+    if (kind == "link") != ("target" in info):
+        raise refuse(where, "target", "only a symbolic link has a target, and it must")
+    if kind is not None:
+        if info.keys() & {"runs", "data_off", "tail"}:
+            raise refuse(where, "runs", f"a {kind} has no data")
+        return
+    end = total = 0
+    for i, (off, length) in enumerate(info.get("runs", [])):
+        if off < end:
+            raise refuse(where, f"runs[{i}]", "data ranges overlap or are out of order")
+        end = off + length
+        total += length
+        if end > info["size"]:
+            raise refuse(where, f"runs[{i}]", f"goes past the file's size {info['size']}")
+    if total and "data_off" not in info:
+        raise refuse(where, "data_off", "missing, but the file has data")
+    if info.get("data_off", 0) + total > data_size:
+        raise refuse(where, "runs", f"{total} bytes at {info.get('data_off', 0)}, past the "
+                     f"end of {DATA_FILE} ({data_size} bytes)")
+    tail = info.get("tail")
+    if tail is not None:
+        if info["size"] % PAGE + tail[1] != PAGE:
+            raise refuse(where, "tail", f"is not the rest of the last page of a file of "
+                         f"{info['size']} bytes")
+        if tail[0] + tail[1] > data_size:
+            raise refuse(where, "tail", f"past the end of {DATA_FILE} ({data_size} bytes)")
 
 
 def check(info: dict[str, Any]) -> None:

@@ -47,6 +47,7 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, NotFound, PathFinder
+from ..schema import PATH, U32, U64, Int, List, Obj
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.inotify")
@@ -106,6 +107,9 @@ def _filler(paths: list[str]) -> str:
 class Inotify(FileKind):
     KIND = "inotify"
     LINK = "anon_inode:inotify"
+    # its own fields in files.json
+    SCHEMA = {
+        "watches": List(Obj(wd=Int(1, (1 << 31) - 1), mask=U32, path=PATH, ino=U64, dev=U64))}
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         what = f"{f.where} (inotify)"

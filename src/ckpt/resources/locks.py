@@ -40,6 +40,7 @@ from typing import Any
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import procfs
 from ..kernel.inject import InjectionError, Injector
+from ..schema import NAT, PID, STR, Int, List, Null, Obj, Str
 from .filekind import Description, OpenFd
 
 log = logging.getLogger("ckpt.locks")
@@ -48,6 +49,10 @@ IMAGE = "locks.json"
 FEATURE = "locks"  # the image feature of locks.json
 MAPPED_FEATURE = "mapped-locks"  # locks held through a memory mapping only
 _KINDS = {"POSIX": "posix", "OFDLCK": "ofd", "FLOCK": "flock", "LEASE": "lease"}
+# What locks.json holds (above); the fd and file are checked against the fd tables.
+SCHEMA = List(Obj(kind=Str(choices=_KINDS.values()), type=Str(choices=("read", "write")),
+                  start=NAT, end=Null(NAT), pid=PID, fd=Int(0, (1 << 31) - 1), file=STR),
+              max=1 << 20)
 _SHOWN = {"posix": "POSIX lock", "ofd": "OFD lock", "flock": "flock lock", "lease": "lease"}
 _TYPES = {"READ": "read", "WRITE": "write"}
 F_OFD_SETLK = 37

@@ -32,6 +32,7 @@ restore maps it through the removed name made again for the moment, as an fd.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import fcntl
@@ -49,6 +50,25 @@ from ..pages import compressed, forked
 from ..pages.chain import Segment
 from ..pages.runs import merge_runs
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
+from ..schema import (
+    BOOL,
+    NAT,
+    PATH,
+    PID,
+    S64,
+    U64,
+    U64_MAX,
+    Bad,
+    Hex,
+    Int,
+    List,
+    Null,
+    Obj,
+    Opt,
+    Str,
+    Tup,
+    refuse,
+)
 from . import aio, ghost, locks, nspids, sysv
 
 Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
@@ -70,6 +90,44 @@ MLOCK_ONFAULT = 1
 # VmFlags of a range registered with a userfaultfd (missing, write-protect, minor).
 _USERFAULT = ("um", "uw", "ui")
 MADV_DONTNEED = 4
+
+# ---------------------------------------------------------------- what mm-PID.json holds
+# (docs/image-format.md); ``check_image`` says how the fields go together.
+KINDS = ("vdso", "anon", "file", "shmem", "aio", "sysv")
+ADDR = Int(0, TASK_SIZE, PAGE)  # page aligned, in user space
+RUN = Tup(ADDR, Int(1, TASK_SIZE // PAGE))  # [address, pages]
+VMA = Obj(
+    start=ADDR, end=ADDR, prot=Int(0, 7), shared=BOOL, kind=Str(choices=KINDS),
+    path=Str(), offset=Int(0, U64_MAX, PAGE), flags=List(Str(2), max=64),
+    guards=Opt(List(RUN)),
+    aio=Opt(aio.SCHEMA),
+    shmid=Opt(Int(0, (1 << 31) - 1)),
+    file=Opt(Obj(size=NAT, mtime_ns=S64)),
+    ghost=Opt(ghost.SCHEMA),
+    shmem_id=Opt(U64), shmem_owner=Opt(PID),
+)
+SHMEM = Obj(id=U64, size=Int(0, 1 << 56, PAGE), pages_off=NAT,
+            runs=List(Tup(Int(0, 1 << 56, PAGE), Int(1, 1 << 44))))
+TRACKING = Obj(method=Str(choices=("soft-dirty", "digest")),
+               token=Opt(Str(64, pattern="[0-9a-f]+")),
+               file=Opt(Str(pattern=r"digests-[0-9]+\.img")))
+# A pre-dump's: the mappings and the pages only.
+PAGES_ONLY = Obj(
+    vmas=List(VMA, max=1 << 20), pagemap=List(RUN), in_parent=List(RUN),
+    inherited=Opt(List(RUN)),  # pages kept from the parent process (pages.forked)
+    start_time=Opt(NAT), tracking=Null(TRACKING), pages_file=Str(pattern=r"pages-[0-9]+\.img"),
+    shmem=List(SHMEM),
+)
+_MM_ADDR = Int(0, TASK_SIZE)
+SCHEMA = PAGES_ONLY.extend(
+    exe=PATH, exe_ghost=Opt(ghost.SCHEMA), auxv=Hex(4096),
+    brk=_MM_ADDR, start_code=_MM_ADDR, end_code=_MM_ADDR, start_data=_MM_ADDR,
+    end_data=_MM_ADDR, start_brk=_MM_ADDR, start_stack=_MM_ADDR, arg_start=_MM_ADDR,
+    arg_end=_MM_ADDR, env_start=_MM_ADDR, env_end=_MM_ADDR,
+)
+# Fields only mappings of some kinds have, and must.
+_KIND_FIELDS = {"aio": {"aio"}, "sysv": {"shmid"}, "shmem": {"shmem_id", "shmem_owner"}}
+_ANY_KIND_FIELDS = {"guards"}
 
 
 def _prot(perms: str) -> int:
@@ -310,6 +368,106 @@ def check_files(mm: dict[str, Any]) -> None:
         if now != v["file"]:
             raise RestoreError(f"mapped file {v['path']} changed since the dump "
                                f"(size/mtime {now} vs {v['file']})")
+
+
+def takes_pages(v: dict[str, Any]) -> bool:
+    """Whether the pages file may hold pages of mapping ``v``: private memory only. A
+    shared file mapping's pages are the file's (a restore must never write into a
+    file), shared anonymous and SysV memory are saved once as objects, the vDSO is the
+    kernel's."""
+    return v["kind"] in ("anon", "aio") or (v["kind"] == "file" and not v["shared"])
+
+
+def check_image(pid: int, mm: dict[str, Any], where: str, pages_size: int | None,
+                pre_dump: bool = False) -> None:
+    """Refuse what the schema of ``mm`` (``where``, checked already) cannot say: mappings
+    that overlap, are out of order or lack their kind's fields; pages outside private
+    mappings (``takes_pages``); a pages file of another size than ``pages_size``."""
+    if mm["pages_file"] != f"pages-{pid}.img":
+        raise refuse(where, "pages_file", f"is not pages-{pid}.img")
+    tracking = mm["tracking"] or {}
+    if tracking.get("file", f"digests-{pid}.img") != f"digests-{pid}.img":
+        raise refuse(where, "tracking.file", f"is not digests-{pid}.img")
+    prev = 0
+    for i, v in enumerate(mm["vmas"]):
+        at = f"vmas[{i}]"
+        if v["start"] >= v["end"]:
+            raise refuse(where, at + ".end", "not after its start")
+        if v["start"] < prev:
+            raise refuse(where, at + ".start", "overlaps the mapping before it or is out "
+                         "of order")
+        prev = v["end"]
+        own = _KIND_FIELDS.get(v["kind"], set())
+        others = set().union(*_KIND_FIELDS.values()) - own
+        if others & v.keys():
+            raise refuse(where, f"{at}.{sorted(others & v.keys())[0]}",
+                         f"a {v['kind']} mapping has no such field")
+        if not pre_dump and own - v.keys():
+            raise refuse(where, f"{at}.{sorted(own - v.keys())[0]}", "missing")
+        if v["kind"] == "file":
+            try:
+                PATH.check(v["path"])
+            except Bad as e:
+                raise refuse(where, at + ".path", e.message) from None
+            if not pre_dump and ("file" in v) == ("ghost" in v):
+                raise refuse(where, at + ".file", "a file mapping has file or ghost, "
+                             "not both")
+        elif v.keys() & {"file", "ghost"}:
+            raise refuse(where, at + ".file", f"a {v['kind']} mapping has no file")
+        if v["kind"] == "vdso" and v["path"] not in vdso.NAMES:
+            raise refuse(where, at + ".path", f"{v['path']!r} is not a vDSO area")
+        for j, (addr, npages) in enumerate(v.get("guards", [])):
+            if addr < v["start"] or addr + npages * PAGE > v["end"]:
+                raise refuse(where, f"{at}.guards[{j}]", "outside the mapping")
+    paged = _spans([(v["start"], v["end"]) for v in mm["vmas"] if takes_pages(v)])
+    _check_runs(mm["pagemap"], paged, where, "pagemap", ordered=False)
+    _check_runs(mm["in_parent"], paged, where, "in_parent", ordered=True)
+    size = sum(n for _, n in mm["pagemap"]) * PAGE
+    for i, obj in enumerate(mm["shmem"]):
+        at = f"shmem[{i}]"
+        if obj["pages_off"] != size:
+            raise refuse(where, at + ".pages_off", f"is not {size}, where the data before "
+                         "it ends")
+        end = 0
+        for j, (off, npages) in enumerate(obj["runs"]):
+            if off < end or off + npages * PAGE > obj["size"]:
+                raise refuse(where, f"{at}.runs[{j}]", "out of order or past the object's "
+                             "size")
+            end = off + npages * PAGE
+            size += npages * PAGE
+    if pages_size is not None and size != pages_size:
+        raise refuse(where, "pagemap", f"{size} bytes of pages, but {mm['pages_file']} "
+                     f"holds {pages_size}")
+
+
+def _spans(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ranges`` (sorted) with adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for s, e in ranges:
+        if out and out[-1][1] == s:
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _check_runs(runs: list[list[int]], spans: list[tuple[int, int]], where: str,
+                field: str, ordered: bool) -> None:
+    """Each run of pages lies inside one of ``spans``; in order, without overlap, if
+    ``ordered``."""
+    starts = [s for s, _ in spans]
+    prev = 0
+    for i, (addr, npages) in enumerate(runs):
+        end = addr + npages * PAGE
+        if ordered and addr < prev:
+            raise refuse(where, f"{field}[{i}]", "overlaps the run before it or is out of "
+                         "order")
+        prev = end
+        k = bisect.bisect_right(starts, addr) - 1
+        if k < 0 or end > spans[k][1]:
+            raise refuse(where, f"{field}[{i}]", f"pages {addr:#x}-{end:#x} are not all in "
+                         "private mappings (a restore writes pages only there, never into "
+                         "a file)")
 
 
 def free_area(ranges: list[tuple[int, int]], size: int) -> int:

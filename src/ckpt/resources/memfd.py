@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 
+from ..schema import NAT, STR
 from . import ghost
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 
 class MemFds(FileKind):
     KIND = "memfd"
+    # its own fields in files.json
+    SCHEMA = {"path": STR, "pos": NAT, "ghost": ghost.SCHEMA}
 
     @classmethod
     def held_at_restore(cls, desc: Description) -> int:

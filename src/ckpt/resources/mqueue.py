@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import mqueue
+from ..schema import BOOL, U32, U64, UID, Hex, Int, List, Opt, Str, Tup
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.mqueue")
@@ -49,6 +50,13 @@ def _drain(fd: int, msgsize: int) -> list[tuple[int, bytes]]:
 
 class MessageQueues(FileKind):
     KIND = "mqueue"
+    # its own fields in files.json
+    SCHEMA = {
+        "name": Str(256, pattern="/[^/]+"), "inode": U64, "maxmsg": Int(1, 1 << 20),
+        "msgsize": Int(1, 1 << 24), "mode": Int(0, 0o7777), "uid": UID, "gid": UID,
+        "unlinked": BOOL,
+        "messages": Opt(List(Tup(U32, Hex(1 << 24)), max=1 << 20)),
+    }
 
     def __init__(self) -> None:
         super().__init__()

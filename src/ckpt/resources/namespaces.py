@@ -22,6 +22,7 @@ import os
 import re
 
 from ..errors import RestoreError, UnsupportedError
+from ..schema import U64, Str
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
 
 log = logging.getLogger("ckpt.namespaces")
@@ -75,6 +76,8 @@ def check_tree(pids: list[int], theirs_too: tuple[str, ...] = ()) -> None:
 
 class NamespaceFiles(FileKind):
     KIND = "ns"
+    # its own fields in files.json
+    SCHEMA = {"ns": Str(choices=[n for ns in NAMES.values() for n in ns]), "ino": U64}
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:

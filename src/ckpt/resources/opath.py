@@ -15,6 +15,7 @@ import stat as st_mod
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import treeroot
+from ..schema import PATH, U32, Opt, Str, Tup
 from . import ghost
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
 
@@ -50,6 +51,10 @@ def reopen(desc: Description) -> int:
 
 class PathFds(FileKind):
     KIND = "path"
+    # its own fields in files.json
+    SCHEMA = {
+        "path": PATH, "type": Str(choices=_TYPES.values()), "rdev": Opt(Tup(U32, U32)),
+        "ghost": Opt(ghost.SCHEMA)}
 
     def __init__(self) -> None:
         super().__init__()

@@ -17,7 +17,8 @@ from typing import Any
 
 from ..errors import ImageError, UnsupportedError
 from ..kernel.inject import Injector
-from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, TaskFd
+from ..schema import PID
+from .filekind import Description, DumpCtx, FileKind, ImageRefs, OpenFd, RestoreCtx, TaskFd
 from .inside import OpenedInside
 
 PIDFD_THREAD = os.O_EXCL  # pidfd_open(2): a pidfd on a thread, not its whole process
@@ -26,6 +27,12 @@ PIDFD_THREAD = os.O_EXCL  # pidfd_open(2): a pidfd on a thread, not its whole pr
 class PidFds(FileKind):
     KIND = "pidfd"
     LINK = "anon_inode:[pidfd]"
+    # its own fields in files.json
+    SCHEMA = {"pid": PID}
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        refs.in_tree(desc["pid"], where, "pid")
 
     def __init__(self) -> None:
         super().__init__()

@@ -25,11 +25,13 @@ from typing import Any
 from ..errors import DumpError, RestoreError
 from ..images import RawWriter
 from ..kernel import libc, treeroot
+from ..schema import BOOL, NAT, PATH, U64, Int, Opt
 from . import ghost
 from .filekind import (
     Description,
     DumpCtx,
     FileKind,
+    ImageRefs,
     OpenFd,
     RestoreCtx,
     close_quietly,
@@ -86,6 +88,17 @@ def _refill(w: int, data: bytes, packets: list[int] | None) -> None:
 
 class Pipes(FileKind):
     KIND = "pipe"
+    # its own fields in files.json
+    SCHEMA = {
+        "inode": U64, "capacity": Int(0, 1 << 31), "data_off": NAT, "data_len": Int(0, 1 << 31),
+        "fifo": Opt(PATH),  # a named pipe's path
+        "ghost": Opt(ghost.SCHEMA),  # a deleted FIFO
+        "external": Opt(BOOL),
+    }
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        refs.within(DATA_FILE, desc["data_off"], desc["data_len"], where, "data_len")
 
     @classmethod
     def held_at_restore(cls, desc: Description) -> int:

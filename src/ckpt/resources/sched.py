@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, procfs
+from ..schema import U64, Int, Obj, Tup
 
 SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE, SCHED_DEADLINE = 0, 1, 2, 3, 5, 6
 POLICY_NAMES = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH",
@@ -37,6 +38,11 @@ def _getattr(tid: int) -> SchedAttr:
     attr = SchedAttr()
     libc.syscall("sched_getattr", tid, ctypes.addressof(attr), ctypes.sizeof(attr), 0)
     return attr
+
+
+# What ``dump`` writes (docs/image-format.md, task.sched).
+SCHEMA = Obj(policy=Int(0, 7), flags=U64, nice=Int(-20, 19), priority=Int(0, 99),
+             deadline=Tup(U64, U64, U64), uclamp=Tup(Int(0, 1024), Int(0, 1024)))
 
 
 def dump(tid: int) -> dict[str, Any]:

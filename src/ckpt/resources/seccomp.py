@@ -23,9 +23,13 @@ from typing import Any
 from ..errors import RestoreError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import Injector
+from ..schema import B64, U32, Int, List, Obj, Tup
 
 MODE_STRICT, MODE_FILTER = 1, 2
 KEPT_FLAGS = 2  # SECCOMP_FILTER_FLAG_LOG: the only flag the kernel reports
+
+# What ``dump`` writes (docs/image-format.md, task.seccomp): BPF_MAXINSNS of 8 bytes.
+SCHEMA = Obj(mode=Int(0, 2), filters=List(Tup(B64(4096 * 8), U32), max=1 << 12))
 
 
 def dump(pid: int, tid: int) -> dict[str, Any]:

@@ -20,8 +20,11 @@ from typing import Any
 
 from ..errors import ImageError, UnsupportedError
 from ..kernel import libc, procfs
+from ..schema import PID, Opt
 
 FEATURE = "shared-tables"  # the image feature of files_of, fs_of and a task's root
+# What this adds to the inventory's tasks (and core-PID.json): the parent shared with.
+TASK_FIELDS = {"files_of": Opt(PID), "fs_of": Opt(PID)}
 KCMP_FILES, KCMP_FS = 2, 3
 WHAT = {KCMP_FILES: ("files_of", "fd table", "CLONE_FILES"),
         KCMP_FS: ("fs_of", "working directory, root and umask", "CLONE_FS")}

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from ..errors import DumpError
 from ..kernel import anon
+from ..schema import U64
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 
 class SignalFds(FileKind):
     KIND = "signalfd"
     LINK = "anon_inode:[signalfd]"
+    # its own fields in files.json
+    SCHEMA = {"sigmask": U64}
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         if f.info.sigmask is None:

@@ -16,8 +16,20 @@ from typing import Any
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import Injector
+from ..schema import B64, S32, S64, U64, List, Map, Obj, Str, Tup
 
 log = logging.getLogger("ckpt.signals")
+
+# What ``dump`` writes (docs/image-format.md, core-PID.json's signals).
+SIGINFO = B64(128)
+ALTSTACK = Tup(U64, S32, U64)
+SCHEMA = Obj(
+    actions=Map(Tup(U64, U64, U64, U64), key=Str(2, pattern="[1-9]|[1-5][0-9]|6[0-4]")),
+    blocked=U64,
+    altstack=ALTSTACK,
+    itimers=List(Tup(S64, S64, S64, S64), min=3, max=3),
+    pending=Obj(private=List(SIGINFO, max=1 << 16), shared=List(SIGINFO, max=1 << 16)),
+)
 
 ALL_BLOCKED = (1 << 64) - 1
 _UNCATCHABLE = (libc.SIGKILL, libc.SIGSTOP)

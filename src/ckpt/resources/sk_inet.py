@@ -35,11 +35,21 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import RawWriter
 from ..kernel import proc_net, sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
+from ..schema import NAT, U16, U32, U64, UID, Either, Int, List, Null, Opt, Str, Tup
 from . import sk_tcp, udp_queue
-from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind, taken_hint
+from .filekind import (
+    Description,
+    DumpCtx,
+    ImageRefs,
+    OpenFd,
+    RestoreCtx,
+    SocketKind,
+    taken_hint,
+)
 from .sockopts import (
     IP,
     IPV6,
+    OPTIONS,
     RAW_ICMP,
     RAW_ICMPV6,
     SOCKET,
@@ -138,8 +148,33 @@ def _shutdown_by_poll(sock: socket.socket) -> int:
     return RCV_SHUTDOWN if mask & select.POLLRDHUP else 0
 
 
+# A socket's address as getsockname gives it: [host, port] or [host, port, flowinfo,
+# scope_id].
+ADDRESS = Either(Tup(Str(64), U16), Tup(Str(64), U16, U32, U32))
+
+
 class InetSockets(SocketKind):
     KIND = "inet"
+    # its own fields in files.json
+    SCHEMA = {
+        "inode": U64, "family": Int(2, 10), "type": Int(1, 5), "proto": Int(0, 255),
+        "state": Int(1, 12), "addr": Null(ADDRESS), "peer": Null(ADDRESS),
+        "owner": Tup(UID, UID), "opts": OPTIONS,
+        "backlog": Opt(NAT),
+        "shutdown": Opt(Int(0, 3)),
+        "queue": Opt(List(udp_queue.SCHEMA)),  # UDP datagrams queued
+        "tcp": Opt(sk_tcp.SCHEMA),  # an established connection
+    }
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        for i, d in enumerate(desc.get("queue", [])):
+            refs.within(udp_queue.QUEUE_FILE, d["at"], d["len"], where, f"queue[{i}]")
+        tcp = desc.get("tcp", {})
+        for side in ("send", "recv"):
+            if side in tcp:
+                q = tcp[side]
+                refs.within(sk_tcp.QUEUE_FILE, q["off"], q["len"], where, f"tcp.{side}")
 
     @classmethod
     def held_at_restore(cls, desc: Description) -> int:

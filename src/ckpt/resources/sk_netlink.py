@@ -18,8 +18,9 @@ from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
+from ..schema import U32, U64, UID, Int, List, Tup
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
-from .sockopts import NETLINK, SOCKET, apply_opts, read_opts
+from .sockopts import NETLINK, OPTIONS, SOCKET, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_netlink")
 
@@ -57,6 +58,12 @@ def made_again(family: int, desc: Description, table: dict[str, Any], where: str
 
 class NetlinkSockets(SocketKind):
     KIND = "netlink"
+    # its own fields in files.json
+    SCHEMA = {
+        "inode": U64, "type": Int(1, 5), "proto": Int(0, 255), "portid": U32,
+        "groups": List(U32, max=1 << 16), "peer": Tup(U32, U32), "owner": Tup(UID, UID),
+        "opts": OPTIONS,
+    }
 
     def __init__(self) -> None:
         super().__init__()

@@ -16,9 +16,10 @@ import struct
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
+from ..schema import NAT, U16, U64, UID, Hex, Int, List, Null, Str, Tup
 from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
 from .sk_netlink import made_again, socket_family
-from .sockopts import PACKET, SOCKET, read_opts
+from .sockopts import OPTIONS, PACKET, SOCKET, read_opts
 
 log = logging.getLogger("ckpt.sk_packet")
 
@@ -29,6 +30,13 @@ TABLE = {**SOCKET, **PACKET}
 
 class PacketSockets(SocketKind):
     KIND = "packet"
+    # its own fields in files.json
+    SCHEMA = {
+        "inode": U64, "type": Int(1, 10), "proto": Int(0, 0xFFFF), "device": Null(Str(16)),
+        "protocol": Int(0, 0xFFFF),
+        "memberships": List(Tup(Str(16), NAT, U16, Hex(32))),
+        "owner": Tup(UID, UID), "opts": OPTIONS,
+    }
 
     def __init__(self) -> None:
         super().__init__()

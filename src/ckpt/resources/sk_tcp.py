@@ -56,9 +56,19 @@ from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
 from ..kernel import procfs, sock_diag
 from ..kernel import tcp_repair as repair
+from ..schema import BOOL, NAT, U32, Either, Enum, Int, Null, Obj, Tup
 from .filekind import Description, DumpCtx, RestoreCtx
 
 log = logging.getLogger("ckpt.sk_tcp")
+
+_WSCALE = Null(Int(0, 14))
+# What ``dump`` writes: an inet description's ``tcp`` (docs/image-format.md).
+SCHEMA = Either(
+    Obj(closed=Enum(True)),  # dumped with --tcp-close
+    Obj(send=Obj(seq=U32, off=NAT, len=NAT, unsent=NAT), recv=Obj(seq=U32, off=NAT, len=NAT),
+        fin_unsent=BOOL, mss=Int(0, 0xFFFF), snd_wscale=_WSCALE, rcv_wscale=_WSCALE,
+        sack=BOOL, timestamps=BOOL, timestamp=Null(U32), window=Tup(U32, U32, U32, U32, U32)),
+)
 
 QUEUE_FILE = "tcp-queues.img"
 (ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT,
@@ -164,6 +174,8 @@ class _Listener:
 
 
 @dataclass
+
+
 class _Rebuilt:
     """A socket rebuilt in repair mode, waiting for ``finish``."""
 

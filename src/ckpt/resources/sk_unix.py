@@ -77,9 +77,11 @@ from ..kernel.sock_diag import (
     unix_socket,
     unix_sockets,
 )
+from ..schema import BOOL, NAT, PATH, STR, U64, UID, Hex, Int, List, Obj, Opt, Tup, refuse
 from .filekind import (
     Description,
     DumpCtx,
+    ImageRefs,
     OpenFd,
     RestoreCtx,
     SocketKind,
@@ -87,7 +89,7 @@ from .filekind import (
     close_quietly,
     taken_hint,
 )
-from .sockopts import SOCKET, apply_opts, read_opts
+from .sockopts import OPTIONS, SOCKET, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_unix")
 
@@ -485,6 +487,36 @@ def _by_ino(descriptions: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]
 
 class UnixSockets(SocketKind):
     KIND = "unix"
+    # its own fields in files.json
+    SCHEMA = {
+        "inode": U64, "type": Int(1, 5), "state": Int(1, 10), "peer": U64,
+        "shutdown": Int(0, 3), "queue": List(Tup(NAT, Int(0, 1 << 31))),
+        "owner": Tup(UID, UID), "sndbuf": NAT, "rcvbuf": NAT, "opts": OPTIONS,
+        "name": Opt(Hex(108)),  # the address it is bound to
+        "file": Opt(Obj(path=PATH, mode=Opt(Int(0, 0o7777)), uid=Opt(UID), gid=Opt(UID),
+                        gone=Opt(BOOL))),
+        "backlog": Opt(NAT),
+        "senders": Opt(List(Hex(108))),  # each queued datagram's sender
+        "files": Opt(List(List(STR))),  # the files each queued message carries
+        "peer_name": Opt(Hex(108)),
+        "pending": Opt(List(U64)),  # a listener's connections not accepted yet
+        "connecting_to": Opt(U64),
+        "accepted_on": Opt(Hex(108)),
+        "external": Opt(BOOL),
+    }
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        for i, (off, length) in enumerate(desc["queue"]):
+            refs.within(QUEUE_FILE, off, length, where, f"queue[{i}]")
+        for i, carried in enumerate(desc.get("files", [])):
+            for fid in carried:
+                refs.described(fid, where, f"files[{i}]")
+        if len(desc.get("senders", desc["queue"])) != len(desc["queue"]):
+            raise refuse(where, "senders", "not one per queued message")
+        f = desc.get("file")
+        if f is not None and not f.get("gone") and {"mode", "uid", "gid"} - f.keys():
+            raise refuse(where, "file", "a socket file needs its mode, uid and gid")
 
     @classmethod
     def held_at_restore(cls, desc: Description) -> int:

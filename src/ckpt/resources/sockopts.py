@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc
+from ..schema import S32, Field, Hex, Obj, Opt, Str
 
 SOL_SOCKET, SOL_IP, SOL_IPV6 = socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_IPV6
 SOL_TCP, SOL_UDP, SOL_UDPLITE = socket.IPPROTO_TCP, socket.IPPROTO_UDP, 136
@@ -213,6 +214,16 @@ def _attach_filter(sock: socket.socket, insns_hex: str) -> None:
                     struct.pack("=H6xQ", len(insns) // 8, ctypes.addressof(prog)))
 
 
+def _value_field(kind: Any) -> Field:
+    if kind in ("int", "buf"):
+        return S32
+    if kind == "str":
+        return Str(16)
+    if kind == "filter":
+        return Hex(4096 * 8)
+    return Hex(kind)
+
+
 def _read(sock: socket.socket, level: int, opt: int, kind: Any, where: str) -> Any:
     if kind in ("int", "buf"):
         return sock.getsockopt(level, opt)
@@ -272,3 +283,10 @@ def apply_opts(sock: socket.socket, opts: dict[str, Any], table: SockOpts, where
         except OSError as e:
             raise RestoreError(f"{where}: cannot set socket option {name} to {value!r}: "
                                f"{e.strerror}") from None
+
+
+# The ``opts`` of a socket in files.json: any option ckpt knows, with a value of its kind.
+OPTIONS = Obj({name: Opt(_value_field(kind))
+               for table in (SOCKET, IP, IPV6, TCP, UDP, UDPLITE, NETLINK, PACKET, RAW_ICMP,
+                             RAW_ICMPV6)
+               for name, (_level, _opt, _wopt, kind) in table.items()})

@@ -33,6 +33,7 @@ from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, ctypes_view
 from ..kernel import procfs, sysvipc
 from ..kernel.libc import PAGE_SIZE as PAGE
+from ..schema import BOOL, NAT, S32, U16, UID, Hex, Int, List, Obj, Tup
 
 log = logging.getLogger("ckpt.sysv")
 
@@ -44,6 +45,17 @@ SHM_RDONLY, SHM_EXEC = sysvipc.SHM_RDONLY, sysvipc.SHM_EXEC
 _SEM_CALLS = {65, 220}  # semop, semtimedop
 _MSG_CALLS = {69, 70}  # msgsnd, msgrcv
 
+
+_OBJECT = dict(id=Int(0, (1 << 31) - 1), key=S32, mode=Int(0, 0o777), uid=UID, gid=UID,
+               cuid=UID, cgid=UID)
+# What ``dump`` writes (docs/image-format.md, sysv.json).
+SCHEMA = Obj(
+    shm=List(Obj(**_OBJECT, size=Int(1, 1 << 48), data_off=NAT, length=Int(0, 1 << 48, PAGE),
+                 dest=BOOL, locked=BOOL)),
+    sem=List(Obj(**_OBJECT, values=List(U16, max=1 << 16))),
+    msg=List(Obj(**_OBJECT, qbytes=NAT, messages=List(Tup(Int(1, (1 << 63) - 1),
+                                                          Hex(1 << 16))))),
+)
 
 def is_attachment(path: str) -> bool:
     return path.startswith(PREFIX) and path.endswith(" (deleted)")

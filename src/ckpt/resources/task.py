@@ -21,7 +21,8 @@ from typing import Any
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import Injector
-from . import creds, sched, seccomp
+from ..schema import PATH, U32, U64, Int, List, Obj, Opt, Str, Tup
+from . import creds, ghost, sched, seccomp
 
 log = logging.getLogger("ckpt.task")
 
@@ -38,6 +39,22 @@ SUID_DUMP_ROOT = 2
 # membarrier: the registrations a process holds (6.3+), each re-done by its own command.
 MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9
 MEMBARRIER_REGISTER_COMMANDS = (1 << 2, 1 << 4, 1 << 6, 1 << 8)
+
+
+# What ``dump_own`` writes: a thread's own (docs/image-format.md, core-PID.json).
+OWN = Obj(
+    comm=Str(64), rseq=Tup(U64, U32, U32), tid_address=U64, robust_list=Tup(U64, U64),
+    affinity=List(Int(0, 1 << 16), max=1 << 16), sched=sched.SCHEMA, timerslack=U64,
+    tsc=Int(0, 2), mce_kill=Int(0, 3), pdeathsig=Int(0, 64), creds=creds.SCHEMA,
+    seccomp=seccomp.SCHEMA,
+)
+# What ``dump`` writes: the first thread's own and the process's (core-PID.json's task).
+SCHEMA = OWN.extend(
+    cwd=PATH, cwd_ghost=Opt(ghost.SCHEMA), root=Opt(PATH), umask=Int(0, 0o777),
+    personality=U32, rlimits=Obj({n: Tup(U64, U64) for n in procfs.LIMIT_NAMES}),
+    oom_score_adj=Int(-1000, 1000), dumpable=Int(0, 2), thp_disable=U64,
+    child_subreaper=Int(0, 1), membarrier=U64, mdwe=U64, memory_merge=Int(0, 1),
+)
 
 
 def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, Any]:

@@ -23,10 +23,16 @@ from typing import Any
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import Injector
+from ..schema import PID, U64, List, Obj
 from . import cpu, nspids, signals, task
 
 THREAD_FLAGS = (libc.CLONE_VM | libc.CLONE_FS | libc.CLONE_FILES | libc.CLONE_SIGHAND
                 | libc.CLONE_THREAD | libc.CLONE_SYSVSEM)
+
+
+# What ``dump`` writes: one entry of core-PID.json's threads.
+SCHEMA = Obj(tid=PID, cpu=cpu.SCHEMA, blocked=U64, pending=List(signals.SIGINFO, max=1 << 16),
+             altstack=signals.ALTSTACK, own=task.OWN)
 
 
 def dump(pid: int, tid: int, inj: Injector, scratch: int, regs: ptrace.UserRegs,

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import DumpError, RestoreError
 from ..kernel import anon, procfs
+from ..schema import NAT, S32, U32, U64, Opt
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
 log = logging.getLogger("ckpt.timerfd")
@@ -34,6 +35,10 @@ _WALL_CLOCKS = {anon.CLOCK_REALTIME, anon.CLOCK_REALTIME_ALARM}
 class TimerFds(FileKind):
     KIND = "timerfd"
     LINK = "anon_inode:[timerfd]"
+    # its own fields in files.json
+    SCHEMA = {
+        "clockid": S32, "settime_flags": U32, "ticks": U64, "value_ns": NAT, "interval_ns": NAT,
+        "deadline_ns": Opt(NAT)}
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         info, pid, fd, dup = f.info, f.pid, f.fd, f.dup

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import DumpError, RestoreError
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
+from ..schema import INT, NAT, PID0, S32, Int, List, Obj, Tup
 
 SIGEV_THREAD_ID = 4
 _NOTIFY = {"signal": 0, "none": 1, "thread": 2}
@@ -35,6 +36,13 @@ class SigEvent(ctypes.Structure):
 class ITimerSpec(ctypes.Structure):
     _fields_ = [("interval_sec", ctypes.c_int64), ("interval_nsec", ctypes.c_int64),
                 ("value_sec", ctypes.c_int64), ("value_nsec", ctypes.c_int64)]
+
+
+_TIMESPEC = Tup(NAT, Int(0, 999_999_999))
+# What ``dump`` writes (docs/image-format.md, core-PID.json's timers).
+SCHEMA = List(Obj(id=Int(0, (1 << 31) - 1), clock=S32, signo=Int(0, 64), value=INT,
+                  notify=Int(0, 7), tid=PID0, interval=_TIMESPEC, left=_TIMESPEC),
+              max=1 << 20)
 
 
 def dump(pid: int, inj: Injector, scratch: int) -> list[dict[str, Any]]:

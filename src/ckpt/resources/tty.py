@@ -40,6 +40,7 @@ from typing import Any
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel.inject import InjectionError, Injector
+from ..schema import B64, BOOL, PATH, U8, U16, U32, U64, UID, Int, List, Opt, Str, Tup
 from . import pty_queue
 from .chrdev import TTY_MAJORS
 from .filekind import (
@@ -147,6 +148,17 @@ def _queued(desc: Description, key: str) -> bytes:
 
 class Terminals(FileKind):
     KIND = "tty"
+    # its own fields in files.json
+    SCHEMA = {
+        "path": PATH, "rdev": Tup(U32, U32), "dev": U64,
+        "pty": Opt(Str(choices=("master", "slave"))), "index": Opt(Int(0, 1 << 20)),
+        "termios": Opt(Tup(U32, U32, U32, U32, U32, U32, List(U8, max=64))),
+        "winsize": Opt(Tup(U16, U16, U16, U16)),
+        "owner": Opt(Tup(UID, UID)), "mode": Opt(Int(0, 0o7777)),
+        "packet": Opt(BOOL), "locked": Opt(BOOL),
+        "input": Opt(B64(1 << 20)), "output": Opt(B64(1 << 20)),
+        "internal": Opt(BOOL), "deleted": Opt(BOOL), "ctty": Opt(BOOL), "real": Opt(U32),
+    }
 
     @classmethod
     def held_at_restore(cls, desc: Description) -> int:

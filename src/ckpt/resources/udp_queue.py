@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError
 from ..images import RawWriter
 from ..kernel.tcp_repair import checksum, on_the_wire
+from ..schema import NAT, U16, Int, Obj, Str
 
 SO_PEEK_OFF = 42
 IP_PKTINFO, IP_RECVTTL, IP_RECVTOS, IP_TTL, IP_TOS = 8, 12, 13, 2, 1
@@ -102,6 +103,11 @@ def peek(sock: socket.socket, where: str) -> list[tuple[bytes, dict[str, Any]]]:
         for level, opt, value in saved:
             sock.setsockopt(level, opt, value)
     return out
+
+
+# What ``save`` writes for each datagram: an inet description's ``queue``.
+SCHEMA = Obj(at=NAT, len=Int(0, 0xFFFF), src=Str(64), sport=U16, dst=Str(64), ttl=Int(0, 255),
+             tos=Int(0, 255))
 
 
 def save(sock: socket.socket, raw: RawWriter, where: str) -> list[dict[str, Any]]:

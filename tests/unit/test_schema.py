@@ -1,0 +1,103 @@
+"""The schemas of the images: each field type refuses what it must, errors name the file
+and the field in one line, objects are strict; and the checks across one process's
+mappings (no page data outside private memory, no overlap)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ckpt import schema as s
+from ckpt.errors import ImageError
+from ckpt.resources import mem
+
+PAGE = 4096
+
+
+def refused(value: object, field: s.Field) -> str:
+    with pytest.raises(ImageError) as e:
+        s.check(value, field, "x.json")
+    msg = str(e.value)
+    assert msg.startswith("x.json: ") and "\n" not in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize(("field", "good", "bad"), [
+    (s.U32, [0, 1 << 31, (1 << 32) - 1], [-1, 1 << 32, True, 1.0, "1", None]),
+    (s.Int(0, 1 << 20, PAGE), [0, PAGE], [1, PAGE + 1, -PAGE]),
+    (s.BOOL, [True, False], [0, 1, "true", None]),
+    (s.PATH, ["/", "/a/b", "/a b (deleted)", "/a/#123"],
+     ["a/b", "/a/../etc", "/a/./b", "/a//b", "/a/", "/a\0b", "", 3]),
+    (s.Hex(4), ["", "00ff", "DEADBEEF"], ["abc", "zz", "0011223344", 7]),
+    (s.B64(3), ["", "AAAA"], ["A", "AAAA$", "AAAAAAAA"]),
+    (s.Str(5, choices=("ab", "cd")), ["ab"], ["ef", "abcdef", 1]),
+    (s.Tup(s.U8, s.BOOL), [[1, True]], [[1], [1, True, 2], [256, True], (1, True)]),
+    (s.List(s.U8, max=2), [[], [1, 2]], [[1, 2, 3], [-1], {}]),
+    (s.Null(s.U8), [None, 3], [-3, "x"]),
+    (s.Either(s.U8, s.Str(3)), [3, "abc"], [None, "abcd"]),
+    (s.Map(s.U8, key=s.Str(3, pattern="[0-9]+")), [{}, {"12": 1}], [{"ab": 1}, {"1": -1}, []]),
+])
+def test_field_types(field: s.Field, good: list[object], bad: list[object]) -> None:
+    for v in good:
+        s.check(v, field, "x.json")
+    for v in bad:
+        refused(v, field)
+
+
+def test_objects_are_strict_and_name_the_field() -> None:
+    vma = s.Obj(start=s.U64, guards=s.Opt(s.List(s.Tup(s.U64, s.U64))))
+    mm = s.Obj(vmas=s.List(vma))
+    s.check({"vmas": [{"start": 1}, {"start": 2, "guards": []}]}, mm, "x.json")
+    assert refused({"vmas": [{"start": 1}, {"start": -2}]}, mm) == \
+        "x.json: vmas[1].start: -2 is out of range [0, 18446744073709551615]"
+    assert refused({"vmas": [{"start": 1, "gaurds": []}]}, mm) == \
+        "x.json: vmas[0]: unknown field 'gaurds'"
+    assert refused({"vmas": [{}]}, mm) == "x.json: vmas[0]: missing field 'start'"
+    assert refused({"vmas": [{"start": 1, "guards": [[1, "2"]]}]}, mm) == \
+        "x.json: vmas[0].guards[0][1]: not an integer: '2'"
+    assert refused([], mm) == "x.json: not an object: []"
+    wider = mm.extend(brk=s.U64)
+    s.check({"vmas": [], "brk": 3}, wider, "x.json")
+    refused({"vmas": []}, wider)
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    deep: object = 1
+    for _ in range(100_000):
+        deep = [deep]
+    refused(deep, s.Json(depth=8))
+    refused({"a": deep}, s.Obj(a=s.List(s.List(s.U8))))
+
+
+def _mm(vmas: list[dict], pagemap: list[list[int]], shmem: list | None = None) -> dict:
+    return {"vmas": vmas, "pagemap": pagemap, "in_parent": [], "tracking": None,
+            "pages_file": "pages-7.img", "shmem": shmem or []}
+
+
+def _vma(start: int, end: int, kind: str = "anon", shared: bool = False, **more: object
+         ) -> dict:
+    return {"start": start, "end": end, "prot": 3, "shared": shared, "kind": kind,
+            "path": "/bin/x" if kind == "file" else "", "offset": 0, "flags": [], **more}
+
+
+def test_pages_only_in_private_memory() -> None:
+    """A restore never writes page data into a file: pages of a shared file mapping in
+    the pagemap are refused, as are overlapping mappings and a pages file of the wrong
+    size; private mappings of a file take pages."""
+    a, b = 0x10000, 0x20000
+    ok = _mm([_vma(a, a + 2 * PAGE), _vma(b, b + PAGE, "file", file={"size": 1, "mtime_ns": 0})],
+             [[a, 2], [b, 1]])
+    mem.check_image(7, ok, "mm-7.json", 3 * PAGE)
+    shared = _mm([_vma(b, b + PAGE, "file", shared=True, file={"size": 1, "mtime_ns": 0})],
+                 [[b, 1]])
+    with pytest.raises(ImageError, match=r"mm-7.json: pagemap\[0\]: .*never into a file"):
+        mem.check_image(7, shared, "mm-7.json", PAGE)
+    with pytest.raises(ImageError, match=r"vmas\[1\].start: overlaps"):
+        mem.check_image(7, _mm([_vma(a, a + 2 * PAGE), _vma(a + PAGE, b)], []),
+                        "mm-7.json", 0)
+    with pytest.raises(ImageError, match=r"pagemap: 8192 bytes of pages, but pages-7.img"):
+        mem.check_image(7, _mm([_vma(a, a + 2 * PAGE)], [[a, 2]]), "mm-7.json", PAGE)
+    with pytest.raises(ImageError, match=r"pagemap\[0\]: pages .* not all in private"):
+        mem.check_image(7, _mm([_vma(a, a + PAGE)], [[a, 2]]), "mm-7.json", 2 * PAGE)
+    with pytest.raises(ImageError, match=r"pages_file: is not pages-7.img"):
+        mem.check_image(7, {**ok, "pages_file": "pages-8.img"}, "mm-7.json", 3 * PAGE)
+
