@@ -280,6 +280,10 @@ FLAGS: tuple[Flag, ...] = (
          value="fd[N]:KEY", repeat=True, commands=frozenset({RESTORE}), api="inherit_fds"),
     Flag(("--exec-cmd",), USE, "once restored, run the command given after -- in ckpt's "
          "place: it becomes the parent of the restored root", commands=frozenset({RESTORE})),
+    Flag(("--trust-images",), USE, "ckpt's own: restore, as root, images that users other "
+         "than root could have written (refused otherwise: whoever can write the images can "
+         "run anything as root; docs/security.md), with a warning",
+         commands=frozenset({RESTORE}), api="trust_images"),
     # ---- check
     Flag(("--extra",), NO_EFFECT, "ckpt check probes every interface it uses",
          negatable=True, commands=frozenset({CHECK})),

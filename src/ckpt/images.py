@@ -446,6 +446,60 @@ def _write_all(fd: int, data: bytes) -> None:
         done += os.write(fd, mv[done:])
 
 
+def untrusted(directory: str, names: list[str], owners: tuple[int, ...] = (0,)
+              ) -> tuple[str, str | None]:
+    """(the image folder ``directory``, without the symbolic links it went through, why
+    it or its files ``names`` could have been written by a user not in ``owners`` or
+    None; a folder or file missing is not this function's to report). As sshd's
+    StrictModes: every folder on the way from / and the folder itself must be owned by
+    one of ``owners`` and not writable by its group or others (a folder above may be a
+    sticky one, as /tmp, where no one removes or renames what is not theirs), each file
+    a regular one of such an owner, not writable by group or others. Symbolic links on
+    the way are followed, and must be such an owner's too."""
+    def bad(path: str, st: os.stat_result, what: str) -> str | None:
+        if st.st_uid not in owners:
+            return f"{path} is {what} of user {st.st_uid}"
+        if st.st_mode & 0o022 and not (what == "a folder above" and st.st_mode & stat.S_ISVTX):
+            return f"{path} is {what} writable by {'all' if st.st_mode & 0o002 else 'its group'}"
+        return None
+
+    start = directory if directory.startswith("/") else os.path.join(os.getcwd(), directory)
+    done, todo = "/", [p for p in start.split("/") if p not in ("", ".")]
+    links = 0
+    try:
+        why = bad("/", os.lstat("/"), "a folder above" if todo else "the image folder")
+        while todo and why is None:
+            cur = os.path.normpath(os.path.join(done, todo.pop(0)))  # done has no links
+            st = os.lstat(cur)
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if st.st_uid not in owners or links > 40:
+                    return directory, f"{cur} is a symbolic link of user {st.st_uid}"
+                target = os.readlink(cur)
+                done = "/" if target.startswith("/") else done
+                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                return directory, f"{cur} is not a folder"
+            why = bad(cur, st, "a folder above" if todo else "the image folder")
+            done = cur
+        for name in names:
+            if why is not None:
+                break
+            file = os.path.join(done, name)
+            try:
+                st = os.lstat(file)
+            except FileNotFoundError:
+                continue
+            why = (bad(file, st, "an image") if stat.S_ISREG(st.st_mode)
+                   else f"{file} is not a regular file")
+    except FileNotFoundError:
+        return directory, None
+    except OSError as e:
+        return directory, f"{e.filename or directory}: {e.strerror}"
+    return (done if links else directory), why
+
+
 def ctypes_view(addr: int, size: int) -> memoryview:
     """A memoryview on raw memory at ``addr`` (no copy)."""
     return memoryview((ctypes.c_char * size).from_address(addr)).cast("B")

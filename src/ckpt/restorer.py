@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import faults, new_pidns, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError, UsageError
 from .hooks import Notify, ignore
-from .images import INVENTORY, ImageReader
+from .images import INVENTORY, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
 from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot
@@ -129,9 +129,11 @@ class Restore:
                  sibling: bool = False, tcp: TcpFlags | None = None,
                  network_lock: str | None = None, manage_cgroups: str | None = None,
                  root: str | None = None, external: tuple[str, ...] = (),
-                 cg_root: dict[str, str] | None = None, in_new_pidns: bool = False):
+                 cg_root: dict[str, str] | None = None, in_new_pidns: bool = False,
+                 trust_images: bool = False):
         self.images_dir = images_dir
         self.in_new_pidns = in_new_pidns  # run by the init of a new PID namespace
+        self.trust_images = trust_images  # restore images others could have written
         self.new_root = root  # where the root mount of the tree's mount namespace comes from
         self.external = external  # mnt[KEY]:PATH: the host paths of external mounts
         self.cg_root = cg_root or {}  # criu's cgroup roots: where the tree's cgroups are
@@ -225,7 +227,9 @@ class Restore:
 
     def load(self) -> None:
         """Verify every image and read what the restore needs; nothing is created."""
+        self.images_dir = self.check_owner(self.images_dir, [INVENTORY])
         images = ImageReader(self.images_dir)
+        self.check_owner(self.images_dir, list(images.files))
         images.verify()
         faults.point("restore.verified")
         inv = images.inventory
@@ -235,6 +239,7 @@ class Restore:
         checked = validate.load(images)  # every image against its schema, and each other
         chain = Chain(images)  # every parent checked too, before anything is created
         for parent in chain.readers[1:]:
+            self.check_owner(parent.dir, [INVENTORY, *parent.files])
             validate.check_parent(parent, checked.live)
         self.inherit = _parse_inherit(self.inherit_fds)
         if self.shell_job is None:
@@ -349,6 +354,25 @@ class Restore:
         """Every mapped file is there, unchanged since the dump (mem.py)."""
         for n in self.live:
             mem.check_files(n.mm)
+
+    def check_owner(self, directory: str, names: list[str]) -> str:
+        """Refuse, as root, images anyone but root could have written (``untrusted``:
+        a crafted image could make root run anything), unless ``trust_images``; run by
+        another user, that user's images are taken too. Returns the folder's path
+        without symbolic links, which the restore uses from then on."""
+        euid = os.geteuid()
+        real, why = untrusted(directory, names, (0,) if euid == 0 else (0, euid))
+        if why is None:
+            return real
+        if not self.trust_images:
+            raise RestoreError(
+                f"{why}: images that {'anyone but root' if euid == 0 else 'another user'} "
+                "could have written are not restored (a crafted image runs anything with "
+                "ckpt's privileges); make them root's and writable by root only, or restore "
+                "with --trust-images")
+        log.warning("%s: restored all the same (--trust-images): whoever could write these "
+                    "images can run anything with ckpt's privileges", why)
+        return real
 
     def make_ipc(self) -> None:
         """The tree's SysV objects, under their ids, before any process attaches them."""
@@ -732,7 +756,7 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             network_lock: str | None = None, manage_cgroups: str | None = None,
             root: str | None = None, external: tuple[str, ...] = (),
             empty_ns: str | tuple[str, ...] = (), cg_root: dict[str, str] | None = None,
-            new_pidns: bool = False) -> RestoreResult:
+            new_pidns: bool = False, trust_images: bool = False) -> RestoreResult:
     """Restore the process tree saved in ``images_dir``.
 
     With ``detach`` the processes run on their own when this returns;
@@ -750,6 +774,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     {controller: path}, criu's cgroup roots; each must be where the tree was.
     ``new_pidns``: restore the tree in a PID namespace of its own (new_pidns.py); the
     result's ``pid`` (and the pidfile) is then the root's PID on the host.
+    ``trust_images``: restore, as root, images others than root could have written (a
+    warning says so); by default they are refused (docs/security.md).
     """
     if empty_ns not in ((), "net", ("net",)):
         raise RestoreError(f"--empty-ns {empty_ns}: only net")
@@ -758,11 +784,11 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             images_dir, detach=detach, pidfile=pidfile, sibling=sibling,
             kwargs=dict(shell_job=shell_job, inherit_fds=inherit_fds, notify=notify, tcp=tcp,
                         network_lock=network_lock, manage_cgroups=manage_cgroups, root=root,
-                        external=external, cg_root=cg_root))
+                        external=external, cg_root=cg_root, trust_images=trust_images))
     return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
                    pidfile=pidfile, notify=notify, sibling=sibling, tcp=tcp,
                    network_lock=network_lock, manage_cgroups=manage_cgroups, root=root,
-                   external=external, cg_root=cg_root).run()
+                   external=external, cg_root=cg_root, trust_images=trust_images).run()
 
 
 def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,

@@ -1,13 +1,18 @@
 """The schemas of the images: each field type refuses what it must, errors name the file
-and the field in one line, objects are strict; and the checks across one process's
-mappings (no page data outside private memory, no overlap)."""
+and the field in one line, objects are strict; the image folder's owner check
+(StrictModes); and the checks across one process's mappings (no page data outside
+private memory, no overlap)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
 from ckpt import schema as s
 from ckpt.errors import ImageError
+from ckpt.images import untrusted
 from ckpt.resources import mem
 
 PAGE = 4096
@@ -101,3 +106,27 @@ def test_pages_only_in_private_memory() -> None:
     with pytest.raises(ImageError, match=r"pages_file: is not pages-7.img"):
         mem.check_image(7, {**ok, "pages_file": "pages-8.img"}, "mm-7.json", 3 * PAGE)
 
+
+def test_owner_check_like_sshd_strictmodes(tmp_path: Path) -> None:
+    """A folder and files of the trusted owners, writable by them only, through folders
+    that are too (or sticky); anything else is named."""
+    me = (os.geteuid(),)
+    d = tmp_path / "imgs"
+    d.mkdir(mode=0o700)
+    (d / "inventory.json").write_text("{}")
+    os.chmod(d / "inventory.json", 0o600)
+    real, why = untrusted(str(d), ["inventory.json", "missing.img"], me)
+    assert (real, why) == (str(d), None)
+    os.chmod(d / "inventory.json", 0o620)
+    assert untrusted(str(d), ["inventory.json"], me)[1] == \
+        f"{d}/inventory.json is an image writable by its group"
+    os.chmod(d / "inventory.json", 0o600)
+    os.chmod(d, 0o707)
+    assert untrusted(str(d), [], me)[1] == f"{d} is the image folder writable by all"
+    os.chmod(d, 0o700)
+    link = tmp_path / "link"
+    link.symlink_to(d)
+    assert untrusted(str(link), ["inventory.json"], me) == (str(d), None)
+    (d / "sub").symlink_to("/")
+    assert untrusted(str(d / "sub" / "x"), [], me)[0] == str(d / "sub" / "x")  # missing
+    assert "of user" in str(untrusted(str(d), [], (os.geteuid() + 1,))[1])
