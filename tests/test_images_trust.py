@@ -1,29 +1,39 @@
 """Restore as root takes only images no one but root could have written (as sshd's
-StrictModes), unless told otherwise with --trust-images, which warns.
+StrictModes), unless told otherwise with --trust-images, which warns; and what it
+makes on the host from image content stays within what the process had.
 
 An unprivileged user's images, edited to make its process root (uid 0, every
 capability) or to clear its no_new_privs, with every checksum recomputed, are
 refused; the same images made root's are restored exactly as edited (the edit is
-then root's), which is why the owner is what counts."""
+then root's), which is why the owner is what counts. A deleted device node is made
+again only with no more access than /dev gives to that device; a deleted file whose
+folder is a symbolic link now is made next to it, never where the link leads."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import stat
 import zlib
 from pathlib import Path
 
+import pytest
+
 from ckpt.images import INVENTORY, _canonical
 from ckpt_helpers import (
+    PROGS,
+    PYTHON,
     Builder,
     Procs,
     ckpt_fails,
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
+    printed_fds,
     proc_status,
     restore_detached,
+    ticks_go_on,
 )
 
 NOBODY = 65534
@@ -128,3 +138,59 @@ def test_sticky_tmp_and_root_links_are_fine(build: Builder, procs: Procs,
     restore_detached(procs, target.pid, target.out, link)
     shutil.rmtree(sticky / "images")
 
+
+def _guarded_device() -> tuple[int, int] | None:
+    """A character device /dev has a node of that others may not write to."""
+    for e in os.scandir("/dev"):
+        st = e.stat(follow_symlinks=False)
+        if stat.S_ISCHR(st.st_mode) and not st.st_mode & 0o002:
+            return os.major(st.st_rdev), os.minor(st.st_rdev)
+    return None
+
+
+def test_deleted_device_nodes_grant_no_more_than_dev(procs: Procs, images: Path,
+                                                     tmp_path: Path) -> None:
+    """A deleted node of a device /dev guards, open to all, or of a device /dev has no
+    node of: refused at dump, naming it, the process left running. (A node no wider
+    than /dev's is restored: tests/test_ghost_nodes.py.)"""
+    guarded = _guarded_device()
+    if guarded is None:
+        pytest.skip("/dev has no character device that others may not write to")
+    d = tmp_path / "nodes"
+    d.mkdir()
+    for name, dev in (("wide", guarded), ("unknown", (250, 250))):
+        os.mknod(d / name, 0o666 | stat.S_IFCHR, os.makedev(*dev))
+        os.chmod(d / name, 0o666)
+        target = procs.start([PYTHON, PROGS / "holdfiles.py", f"n=path:{d / name}",
+                              f"unlink:{d / name}"], name=name)
+        target.out.wait_line(r"^3 ")
+        err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+        assert f"cannot recreate deleted character device {d / name}: " in err, err
+        assert ("would give more access to device" if name == "wide"
+                else "/dev has no node of device 250:250") in err, err
+        assert is_alive(target.pid)
+
+
+def test_ghost_folder_now_a_symbolic_link(procs: Procs, images: Path,
+                                          tmp_path: Path) -> None:
+    """A deleted file whose folder was replaced by a symbolic link since the dump comes
+    back next to the link, under a hidden name, and nothing is made where it leads."""
+    d = tmp_path / "top"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "f").write_text("deleted data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = procs.start([PYTHON, PROGS / "holdfiles.py", f"f=rw:{d / 'sub' / 'f'}",
+                          f"unlink:{d / 'sub' / 'f'}"])
+    fds = printed_fds(target.out)
+    target.out.wait_line(r"^3 ")
+    dump_and_check_dead(procs, target, images)
+    (d / "sub").rmdir()
+    (d / "sub").symlink_to(elsewhere)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    ticks_go_on(target.out)
+    assert os.readlink(f"/proc/{restored.pid}/fd/{fds['f']}") == \
+        f"{d}/.f.ckpt-ghost.0 (deleted)"
+    with open(f"/proc/{restored.pid}/fd/{fds['f']}") as f:
+        assert f.read() == "deleted data"
+    assert os.listdir(elsewhere) == [] and sorted(os.listdir(d)) == ["sub"]

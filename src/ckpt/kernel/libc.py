@@ -50,6 +50,7 @@ NR = {
     "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
     "mlock": 149, "mlock2": 325, "mseal": 462,
     "io_setup": 206, "io_getevents": 208, "io_submit": 209, "shmat": 30,
+    "fchownat": 260,
 }
 SYSCALL_NAMES = {v: k for k, v in NR.items()}
 
@@ -129,6 +130,16 @@ def getsockopt(fd: int, level: int, opt: int, size: int, optlen: int) -> tuple[b
     length = ctypes.c_uint32(optlen)
     syscall("getsockopt", fd, level, opt, ctypes.addressof(buf), ctypes.addressof(length))
     return buf.raw, length.value
+
+
+AT_EMPTY_PATH = 0x1000
+_EMPTY = ctypes.create_string_buffer(b"")
+
+
+def fchown_empty(fd: int, uid: int, gid: int) -> None:
+    """fchownat(fd, "", AT_EMPTY_PATH): the owner of the very file ``fd`` is open on,
+    an ``O_PATH`` fd of a symbolic link or device node too (fchown refuses those)."""
+    syscall("fchownat", fd, ctypes.addressof(_EMPTY), uid, gid, AT_EMPTY_PATH)
 
 
 class IOVec(ctypes.Structure):

@@ -497,9 +497,65 @@ def check(info: dict[str, Any]) -> None:
         return
     if info.get("type") not in _KINDS:
         raise RestoreError(f"cannot recreate {info['path']}: unknown type {info.get('type')!r}")
+    if info.get("type") in ("chr", "blk"):
+        why = _wider_than_host(info)
+        if why is not None:
+            raise RestoreError(f"cannot recreate {describe(info)}: {why}")
     where = _nearest_dir(os.path.dirname(info["path"]) or "/")
     if not os.access(where, os.W_OK):
         raise RestoreError(f"cannot recreate {describe(info)}: {where} is not writable")
+
+
+def _host_nodes(kind: str, rdev: int) -> list[tuple[str, os.stat_result]]:
+    """The device nodes of /dev (not through symbolic links) of that type and number."""
+    fmt = _FORMAT[kind]
+    found: list[tuple[str, os.stat_result]] = []
+    todo = ["/dev"]
+    while todo and len(todo) < 10_000:
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if st_mod.S_ISDIR(st.st_mode):
+                todo.append(e.path)
+            elif st_mod.S_IFMT(st.st_mode) == fmt and st.st_rdev == rdev:
+                found.append((e.path, st))
+    return found
+
+
+def _within(bits: int, node: os.stat_result, shift: int, same: bool) -> bool:
+    """Whether permission ``bits`` give no more than ``node`` gives its class at ``shift``
+    (owner 6, group 3, others 0) when ``same`` (the same owner or group), else others."""
+    return not bits & ~((node.st_mode >> (shift if same else 0)) & 0o7)
+
+
+def _wider_than_host(info: dict[str, Any]) -> str | None:
+    """Why making the deleted device node of ``info`` again would grant someone access
+    to the device that the host's own nodes of it do not, or None. A crafted image could
+    otherwise make a node of any device (a disk) that its process can open. Allowed: a
+    device /dev has a node of, whose owner, group and others get at most the access
+    that node gives them (an owner or group other than the node's: at most what it
+    gives others; root is never limited)."""
+    major, minor = info["rdev"]
+    nodes = _host_nodes(info["type"], os.makedev(major, minor))
+    if not nodes:
+        return (f"/dev has no node of device {major}:{minor}: ckpt makes deleted device "
+                "nodes again only of devices the host gives access to")
+    mode = info["mode"] & 0o777
+    for _path, st in nodes:
+        if (_within(mode & 0o7, st, 0, True)
+                and _within((mode >> 3) & 0o7, st, 3, info["gid"] == st.st_gid)
+                and (info["uid"] == 0 or _within(mode >> 6, st, 6, info["uid"] == st.st_uid))):
+            return None
+    path, st = nodes[0]
+    return (f"its mode {mode:o} (owner {info['uid']}, group {info['gid']}) would give more "
+            f"access to device {major}:{minor} than {path} does ({st.st_mode & 0o777:o}, "
+            f"owner {st.st_uid}, group {st.st_gid})")
 
 
 def create(data_path: str, info: dict[str, Any]) -> int:
@@ -547,57 +603,84 @@ def _fill_attributes(fd: int, data_path: str, info: dict[str, Any]) -> None:
     _set_times(fd, info)
 
 
-def _set_times(target: int | str, info: dict[str, Any], follow: bool = True) -> None:
+def _set_times(target: int | str, info: dict[str, Any], follow: bool = True,
+               dir_fd: int | None = None) -> None:
     if "mtime_ns" in info:
-        os.utime(target, ns=(info["atime_ns"], info["mtime_ns"]), follow_symlinks=follow)
+        os.utime(target, ns=(info["atime_ns"], info["mtime_ns"]), follow_symlinks=follow,
+                 dir_fd=dir_fd)
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextlib.contextmanager
-def _spot(path: str) -> Iterator[tuple[str, list[str]]]:
-    """Where to make a ghost that had ``path``: (its directory, the names to try in order).
+def _spot(path: str) -> Iterator[tuple[int, list[str]]]:
+    """Where to make a ghost that had ``path``: (an fd of its directory, the names to try
+    in it, in order).
 
-    The directory is made if it is gone (with the missing ones above it), for the
-    time the block runs, and removed after. The names: ``path``, then hidden names next
-    to it for when it is taken now. Where a directory on the way is a file now, the
-    nearest directory is used, with hidden names only. Every directory whose entries
-    change gets its access and modification times back afterwards."""
+    The directory is reached from / one folder at a time, never through a symbolic
+    link (``O_NOFOLLOW``): a path the kernel showed has none, and one planted since
+    must not lead the restore elsewhere. A folder that is gone is made (with the
+    missing ones above it) for the time the block runs, and removed after. The names:
+    ``path``'s own, then hidden ones next to it for when it is taken now. Where a
+    folder on the way is a file or a symbolic link now, the nearest folder is used,
+    with hidden names only. The folder whose entries change gets its access and
+    modification times back afterwards."""
     directory, base = os.path.split(path)
-    made: list[str] = []
-    missing = directory
-    while not os.path.lexists(missing):
-        made.append(missing)
-        missing = os.path.dirname(missing)
     hidden = [f".{base}.ckpt-ghost.{n}" for n in range(100)]
     names = [base] + hidden
-    if not os.path.isdir(missing):  # a file now stands where a directory was
-        made, directory, names = [], _nearest_dir(missing), hidden
-    parent = os.path.dirname(made[-1]) if made else directory  # whose entries change
-    kept = os.stat(parent)
+    fds = [os.open("/", _DIR)]
+    made: list[tuple[int, str]] = []  # (fd of the folder above, name) of folders made
     try:
-        for d in reversed(made):
-            os.mkdir(d, 0o700)
-        yield directory, [os.path.join(directory, n) for n in names]
-    finally:
-        for d in made:
+        for part in (p for p in directory.split("/") if p):
             try:
-                os.rmdir(d)
+                fds.append(os.open(part, _DIR, dir_fd=fds[-1]))
+                continue
+            except FileNotFoundError:
+                pass
             except OSError as e:
-                log.warning("%s: cannot remove the folder made for a ghost: %s", d, e.strerror)
-        os.utime(parent, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+                if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                if not made:  # a file or a link stands where a folder was
+                    names = hidden
+                    break
+                raise
+            if not made:  # the folder whose entries change, as it was
+                kept = os.fstat(fds[-1])
+            os.mkdir(part, 0o700, dir_fd=fds[-1])
+            made.append((fds[-1], part))
+            fds.append(os.open(part, _DIR, dir_fd=fds[-1]))
+        changed = made[0][0] if made else fds[-1]
+        if not made:
+            kept = os.fstat(changed)
+        try:
+            yield fds[-1], names
+        finally:
+            for up, name in reversed(made):
+                try:
+                    os.rmdir(name, dir_fd=up)
+                except OSError as e:
+                    log.warning("%s: cannot remove the folder made for a ghost: %s", name,
+                                e.strerror)
+            os.utime(changed, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _new_file(data_path: str, info: dict[str, Any]) -> int:
     """A deleted regular file: an O_TMPFILE in its directory, filled, then named."""
-    with _spot(info["path"]) as (directory, names):
+    with _spot(info["path"]) as (dfd, names):
         try:
-            fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=dfd)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
-            fd = _hidden_file(names[1:])  # a file system without O_TMPFILE
+            # a file system without O_TMPFILE
+            fd = _hidden_file(dfd, [n for n in names if ".ckpt-ghost." in n])
         try:
             _fill_attributes(fd, data_path, info)
-            fd = _named(fd, info, names)
+            fd = _named(fd, info, dfd, names)
         except BaseException:
             os.close(fd)
             raise
@@ -605,27 +688,28 @@ def _new_file(data_path: str, info: dict[str, Any]) -> int:
     return fd
 
 
-def _hidden_file(names: list[str]) -> int:
+def _hidden_file(dfd: int, names: list[str]) -> int:
     for name in names:
         try:
-            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=dfd)
         except FileExistsError:
             continue
-        os.unlink(name)
+        os.unlink(name, dir_fd=dfd)
         return fd
     raise OSError(errno.EEXIST, "no free hidden name")
 
 
-def _link_fd(fd: int, name: str) -> None:
-    """linkat(/proc/self/fd/FD, name, AT_SYMLINK_FOLLOW): give file ``fd`` a name."""
+def _link_fd(fd: int, dfd: int, name: str) -> None:
+    """linkat(/proc/self/fd/FD, dfd, name, AT_SYMLINK_FOLLOW): give file ``fd`` a name."""
     procfd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:  # with a dir fd, os.link is linkat (plain link() would link the /proc symlink)
-        os.link(str(fd), name, src_dir_fd=procfd, follow_symlinks=True)
+        os.link(str(fd), name, src_dir_fd=procfd, dst_dir_fd=dfd, follow_symlinks=True)
     finally:
         os.close(procfd)
 
 
-def _named(fd: int, info: dict[str, Any], names: list[str]) -> int:
+def _named(fd: int, info: dict[str, Any], dfd: int, names: list[str]) -> int:
     """The O_TMPFILE file ``fd`` reopened under the first free of ``names``, which is
     removed at once: opened through a name, the file shows as "PATH (deleted)" in /proc
     again (so do the descriptions reopened from it). A file that never had a name
@@ -634,7 +718,7 @@ def _named(fd: int, info: dict[str, Any], names: list[str]) -> int:
         return fd
     for name in names:
         try:
-            _link_fd(fd, name)
+            _link_fd(fd, dfd, name)
         except FileExistsError:
             continue
         except OSError as e:
@@ -643,9 +727,9 @@ def _named(fd: int, info: dict[str, Any], names: list[str]) -> int:
                             info["path"], e.strerror)
             return fd
         try:
-            named = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            named = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         finally:
-            os.unlink(name)
+            os.unlink(name, dir_fd=dfd)
         if os.path.samestat(os.fstat(named), os.fstat(fd)):
             os.close(fd)
             return named
@@ -658,53 +742,75 @@ def as_deleted(fd: int, path: str, flags: int) -> int:
     """File ``fd``, which has other names, opened again with ``flags`` through its removed
     name ``path`` (or a hidden one next to it), which is removed at once: /proc shows
     ``PATH (deleted)`` again, and the file has the links it had."""
-    with _spot(path) as (_, names):
+    with _spot(path) as (dfd, names):
         for name in names:
             try:
-                _link_fd(fd, name)
+                _link_fd(fd, dfd, name)
             except FileExistsError:
                 continue
             try:
-                return os.open(name, flags)
+                named = os.open(name, flags | os.O_NOFOLLOW, dir_fd=dfd)
             finally:
-                os.unlink(name)
+                os.unlink(name, dir_fd=dfd)
+            if not os.path.samestat(os.fstat(named), os.fstat(fd)):  # replaced meanwhile
+                os.close(named)
+                raise OSError(errno.EEXIST, f"{path} was replaced while it was opened")
+            return named
     raise OSError(errno.EEXIST, f"no free name next to {path}")
 
 
 def _new_node(info: dict[str, Any]) -> int:
     """A removed directory, deleted FIFO, device node or symlink: made under its old name
-    (or a hidden one), given its owner, mode and times, opened, and removed."""
+    (or a hidden one), given its owner, mode and times, opened, and removed. Everything
+    after the name is made goes through an ``O_PATH`` fd of what was made, checked to
+    be it: a name swapped meanwhile (in a folder others can write) changes nothing else."""
     kind = info["type"]
-    with _spot(info["path"]) as (_, names):
+    with _spot(info["path"]) as (dfd, names):
         for name in names:
             try:
                 if kind == "dir":
-                    os.mkdir(name, 0o700)
+                    os.mkdir(name, 0o700, dir_fd=dfd)
                 elif kind == "fifo":
-                    os.mkfifo(name, 0o600)
+                    os.mkfifo(name, 0o600, dir_fd=dfd)
                 elif kind in ("chr", "blk"):
-                    dev = os.makedev(*info["rdev"])
-                    os.mknod(name, 0o600 | (st_mod.S_IFCHR if kind == "chr" else st_mod.S_IFBLK),
-                             dev)
+                    os.mknod(name, 0o600 | _FORMAT[kind], os.makedev(*info["rdev"]), dir_fd=dfd)
                 else:
-                    os.symlink(info["target"], name)
+                    os.symlink(info["target"], name, dir_fd=dfd)
             except FileExistsError:
                 continue
             break
         else:
             raise OSError(errno.EEXIST, "no free name")
         try:
-            os.chown(name, info["uid"], info["gid"], follow_symlinks=False)
-            if kind != "link":  # a symlink's mode is always 0777
-                os.chmod(name, info["mode"])
-            _set_times(name, info, follow=False)
-            fd = os.open(name, _NODE_OPEN[kind] | os.O_CLOEXEC)
+            node = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            try:
+                st = os.fstat(node)
+                if st_mod.S_IFMT(st.st_mode) != _FORMAT[kind] or (
+                        kind in ("chr", "blk") and st.st_rdev != os.makedev(*info["rdev"])):
+                    raise OSError(errno.EEXIST, f"{name} was replaced while it was made")
+                libc.fchown_empty(node, info["uid"], info["gid"])
+                if kind == "link":  # a symlink's mode is always 0777
+                    _set_times(name, info, follow=False, dir_fd=dfd)
+                    log.info("%s recreated", describe(info))
+                    return node
+                through = f"/proc/self/fd/{node}"  # the very inode, whatever its name
+                os.chmod(through, info["mode"])  # after chown, which drops set-id bits
+                _set_times(through, info)
+                log.info("%s recreated", describe(info))
+                if kind in ("chr", "blk"):
+                    return node
+                fd = os.open(through, _NODE_OPEN[kind] | os.O_CLOEXEC)
+            except BaseException:
+                os.close(node)
+                raise
+            os.close(node)
+            return fd
         finally:
-            (os.rmdir if kind == "dir" else os.unlink)(name)
-    log.info("%s recreated", describe(info))
-    return fd
+            (os.rmdir if kind == "dir" else os.unlink)(name, dir_fd=dfd)
 
 
+_FORMAT = {"dir": st_mod.S_IFDIR, "fifo": st_mod.S_IFIFO, "chr": st_mod.S_IFCHR,
+           "blk": st_mod.S_IFBLK, "link": st_mod.S_IFLNK}
 _NODE_OPEN = {"dir": os.O_RDONLY | os.O_DIRECTORY, "fifo": os.O_RDWR | os.O_NONBLOCK,
               "chr": os.O_PATH, "blk": os.O_PATH, "link": os.O_PATH | os.O_NOFOLLOW}
 

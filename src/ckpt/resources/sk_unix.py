@@ -254,7 +254,7 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
         os.unlink(path)
     rel = os.fsdecode(raw)
     cwd = -1
-    umask = os.umask(0o777)  # no window with wider permissions than the saved ones
+    umask = os.umask(0o777 & ~f["mode"])  # the file is made with its saved permissions
     try:
         if rel != path:  # bound by a relative name: bind it from the same directory
             cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -267,12 +267,33 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
         if cwd >= 0:
             os.fchdir(cwd)
             os.close(cwd)
+    _own_file(sock, path, f, ino)
+
+
+def _own_file(sock: socket.socket, path: str, f: dict[str, Any], ino: int) -> None:
+    """Give the socket file ``sock`` was just bound to its saved owner and mode, through
+    an ``O_PATH`` fd of the file checked to be the one the socket is bound to (by its
+    inode, from sock_diag): a name swapped meanwhile, in a folder others can write,
+    never makes root change another file's owner or mode."""
     try:
-        os.chown(path, f["uid"], f["gid"], follow_symlinks=False)
-        os.chmod(path, f["mode"])
+        node = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise RestoreError(f"socket:[{ino}]: {path} is gone once bound: {e.strerror}") from None
+    try:
+        st = os.fstat(node)
+        me = unix_socket(os.fstat(sock.fileno()).st_ino)
+        vfs = me["vfs"] if me is not None else None
+        if not st_mod.S_ISSOCK(st.st_mode) or not vfs \
+                or (vfs[0], _kdev_to_dev(vfs[1])) != (st.st_ino, st.st_dev):
+            raise RestoreError(f"socket:[{ino}]: {path} was replaced by another file while "
+                               "it was bound; its owner and mode are left alone")
+        libc.fchown_empty(node, f["uid"], f["gid"])
+        os.chmod(f"/proc/self/fd/{node}", f["mode"])  # the very inode, after chown
     except OSError as e:
         raise RestoreError(f"socket:[{ino}]: cannot set the owner and mode of {path}: "
                            f"{e.strerror}") from None
+    finally:
+        os.close(node)
 
 
 # ------------------------------------------------------------------ queues
