@@ -46,7 +46,8 @@ _TIMEOUT = 30.0
 
 _END = Tup(Str(64, pattern="[0-9a-fA-F.:%a-z]+"), U16)  # [host, port]
 # The inventory's network_lock: what ``Lock.to_json`` writes.
-SCHEMA = Obj(backend=Str(choices=CHOICES), name=Str(32, pattern="ckpt_[0-9a-f]+|CKPT-[0-9a-f]+"),
+SCHEMA = Obj(backend=Str(choices=CHOICES),
+             name=Str(64, pattern="ckpt_[0-9a-z_]+|CKPT-[0-9A-Za-z-]+"),
              connections=List(Tup(_END, _END)))
 
 class LockError(CkptError):

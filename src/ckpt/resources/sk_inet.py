@@ -164,6 +164,7 @@ class InetSockets(SocketKind):
         "shutdown": Opt(Int(0, 3)),
         "queue": Opt(List(udp_queue.SCHEMA)),  # UDP datagrams queued
         "tcp": Opt(sk_tcp.SCHEMA),  # an established connection
+        "in_flight": Opt(List(ADDRESS)),  # a listener's: peers of connections not accepted
     }
 
     @classmethod
@@ -172,7 +173,7 @@ class InetSockets(SocketKind):
             refs.within(udp_queue.QUEUE_FILE, d["at"], d["len"], where, f"queue[{i}]")
         tcp = desc.get("tcp", {})
         for side in ("send", "recv"):
-            if side in tcp:
+            if "off" in tcp.get(side, {}):
                 q = tcp[side]
                 refs.within(sk_tcp.QUEUE_FILE, q["off"], q["len"], where, f"tcp.{side}")
 

@@ -56,18 +56,21 @@ from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
 from ..kernel import procfs, sock_diag
 from ..kernel import tcp_repair as repair
-from ..schema import BOOL, NAT, U32, Either, Enum, Int, Null, Obj, Tup
+from ..schema import BOOL, NAT, U32, Either, Enum, Int, Null, Obj, Opt, Tup
 from .filekind import Description, DumpCtx, RestoreCtx
 
 log = logging.getLogger("ckpt.sk_tcp")
 
 _WSCALE = Null(Int(0, 14))
 # What ``dump`` writes: an inet description's ``tcp`` (docs/image-format.md).
+_QUEUE = Obj(seq=U32, off=NAT, len=NAT)
 SCHEMA = Either(
     Obj(closed=Enum(True)),  # dumped with --tcp-close
-    Obj(send=Obj(seq=U32, off=NAT, len=NAT, unsent=NAT), recv=Obj(seq=U32, off=NAT, len=NAT),
+    Obj(ended=Enum(True), recv=_QUEUE, send=Obj(seq=U32)),  # tcp-ended
+    Obj(send=_QUEUE.extend(unsent=NAT), recv=_QUEUE,
         fin_unsent=BOOL, mss=Int(0, 0xFFFF), snd_wscale=_WSCALE, rcv_wscale=_WSCALE,
-        sack=BOOL, timestamps=BOOL, timestamp=Null(U32), window=Tup(U32, U32, U32, U32, U32)),
+        sack=BOOL, timestamps=BOOL, timestamp=Null(U32), window=Tup(U32, U32, U32, U32, U32),
+        reconnect=Opt(Enum(True))),  # tcp-reconnect: connected again, not accepted yet
 )
 
 QUEUE_FILE = "tcp-queues.img"
