@@ -194,3 +194,20 @@ def test_ghost_folder_now_a_symbolic_link(procs: Procs, images: Path,
     with open(f"/proc/{restored.pid}/fd/{fds['f']}") as f:
         assert f.read() == "deleted data"
     assert os.listdir(elsewhere) == [] and sorted(os.listdir(d)) == ["sub"]
+
+
+def test_pidfile_never_through_a_planted_link(build: Builder, procs: Procs,
+                                              tmp_path: Path) -> None:
+    """A symbolic link planted under the pidfile's name is removed, not followed: the
+    file it led to is unchanged, the pidfile holds the restored PID."""
+    images = tmp_path / "images"
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    dump_and_check_dead(procs, target, images)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "pid").symlink_to(victim)
+    restore_detached(procs, target.pid, target.out, images, "--pidfile", tmp_path / "pid")
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "pid").is_symlink()
+    assert (tmp_path / "pid").read_text() == f"{target.pid}\n"

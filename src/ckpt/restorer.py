@@ -485,7 +485,10 @@ class Restore:
         path = (self.pidfile if os.path.isabs(self.pidfile)
                 else os.path.join(self.images_dir, self.pidfile))
         self.pidfile_written = path
-        safefs.write_new(path, f"{self.root_pid}\n".encode())  # never through a symlink
+        try:  # a symbolic link planted under its name is removed, never written through
+            safefs.write_new(path, f"{self.root_pid}\n".encode())
+        except OSError as e:
+            raise RestoreError(f"cannot write the pidfile {path}: {e.strerror}") from None
 
     def lend_terminal(self) -> None:
         """A shell job's terminal gets the job's settings again (raw mode, window size);

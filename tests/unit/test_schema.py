@@ -12,8 +12,9 @@ import pytest
 
 from ckpt import schema as s
 from ckpt.errors import ImageError
-from ckpt.images import untrusted
+from ckpt.images import ImageReader, ImageWriter, untrusted
 from ckpt.resources import mem
+from ckpt_helpers import run_ckpt
 
 PAGE = 4096
 
@@ -130,3 +131,19 @@ def test_owner_check_like_sshd_strictmodes(tmp_path: Path) -> None:
     (d / "sub").symlink_to("/")
     assert untrusted(str(d / "sub" / "x"), [], me)[0] == str(d / "sub" / "x")  # missing
     assert "of user" in str(untrusted(str(d), [], (os.geteuid() + 1,))[1])
+
+
+def test_unreadable_image_is_one_line(tmp_path: Path) -> None:
+    """An image that cannot be read (here a folder in its place) is an ImageError naming
+    it, for ckpt show as for a restore, not a traceback."""
+    d = tmp_path / "imgs"
+    w = ImageWriter(str(d))
+    w.write_json("mm-7.json", {})
+    w.finish({"type": "dump", "tasks": []})
+    os.unlink(d / "inventory.json")
+    os.mkdir(d / "inventory.json")
+    with pytest.raises(ImageError, match=r"inventory.json: cannot be read \(Is a directory\)$"):
+        ImageReader(str(d))
+    res = run_ckpt("show", d)
+    assert res.returncode == 1 and res.stderr == \
+        f"ckpt show: error: {d}/inventory.json: cannot be read (Is a directory)\n"
