@@ -158,6 +158,11 @@ def check_file(name: str, value: Any, where: str) -> None:
         return
     generic = "-".join(["N" if p.isdigit() else p for p in name.removesuffix(".json")
                         .split("-")]) + ".json"
+    if name == "files.json":
+        if type(value) is not dict:
+            raise ImageError(f"{where}: not an object of descriptions")
+        files.check_descriptions(value, where, None)
+        return
     schema = SCHEMAS.get(generic)
     if schema is not None:
         check(value, schema, where)

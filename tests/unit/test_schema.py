@@ -147,3 +147,18 @@ def test_unreadable_image_is_one_line(tmp_path: Path) -> None:
     res = run_ckpt("show", d)
     assert res.returncode == 1 and res.stderr == \
         f"ckpt show: error: {d}/inventory.json: cannot be read (Is a directory)\n"
+
+
+def test_show_one_file_checks_its_schema(tmp_path: Path) -> None:
+    """``ckpt show FILE`` checks the file against the schema its name says."""
+    d = tmp_path / "imgs"
+    w = ImageWriter(str(d))
+    w.write_json("files.json", {"1": {"kind": "eventfd", "flags": 2, "count": -1,
+                                      "semaphore": False}})
+    w.write_json("fds-7.json", [{"fd": 3, "file": "1", "cloexec": "no"}])
+    w.finish({"type": "dump", "tasks": []})
+    for name, why in (("files.json", "1: count: -1 is out of range [0, 18446744073709551615]"),
+                      ("fds-7.json", "[0].cloexec: not true or false: 'no'")):
+        res = run_ckpt("show", d / name)
+        assert res.returncode == 1 and res.stderr == \
+            f"ckpt show: error: {d / name}: {why}\n", res.stderr

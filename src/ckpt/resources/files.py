@@ -67,9 +67,9 @@ def description_schema(kind: type[FileKind]) -> Obj:
 
 
 def check_descriptions(descriptions: dict[str, Description], where: str,
-                       refs: ImageRefs) -> None:
+                       refs: ImageRefs | None) -> None:
     """Refuse a description of files.json (``where``) that its kind's schema does not
-    allow or that names what the other images lack."""
+    allow or (given ``refs``) that names what the other images lack."""
     for fid, desc in descriptions.items():
         at = f"{where}: {fid}"
         check(fid, FILE_ID, f"{where}: the id {fid[:20]!r}")
@@ -80,7 +80,8 @@ def check_descriptions(descriptions: dict[str, Description], where: str,
         except RestoreError as e:
             raise refuse(where, f"{fid}.kind", str(e)) from None
         check(desc, description_schema(kind), at)
-        kind.check_image(desc, at, refs)
+        if refs is not None:
+            kind.check_image(desc, at, refs)
 
 
 def check_table(pid: int, table: list[dict[str, Any]], where: str,
