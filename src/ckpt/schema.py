@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ImageError
+from .kernel.lazyre import LazyPattern
 
 PATH_MAX = 4096
 U64_MAX = (1 << 64) - 1
@@ -80,7 +80,7 @@ class Str(Field):
     def __init__(self, max: int = PATH_MAX, pattern: str | None = None,
                  choices: Iterable[str] | None = None):
         self.max = max
-        self.pattern = re.compile(pattern) if pattern is not None else None
+        self.pattern = LazyPattern(pattern) if pattern is not None else None
         self.choices = frozenset(choices) if choices is not None else None
 
     def check(self, value: Any) -> None:
