@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import zlib
 from collections.abc import Callable, Iterator
@@ -34,6 +35,8 @@ from ckpt_helpers import my_children, run_ckpt, scaled
 
 SEED = 1313
 PAGE = 4096
+# A restore first puts back what killed ckpts (other tests', other runs') left: warnings.
+_WARNING = re.compile(r"^\(\d+\.\d+\) Warn ")
 Mutant = tuple[str, dict[str, bytes]]  # what was done, file name -> its new bytes
 
 
@@ -328,8 +331,9 @@ def test_fuzzed_images_through_the_command(dumped: Dumped) -> None:
             res = run_ckpt(*argv, timeout=60)
             assert res.returncode in (0, 1), f"{what}: ckpt {argv[0]} exited {res.returncode}"
             assert "Traceback" not in res.stderr, f"{what}: {res.stderr}"
-            if res.returncode == 1:
-                assert res.stderr.count("\n") == 1, f"{what}: {res.stderr}"
+            if res.returncode == 1:  # warnings of notes other ckpts left aside
+                errors = [ln for ln in res.stderr.splitlines() if not _WARNING.match(ln)]
+                assert len(errors) == 1, f"{what}: {res.stderr}"
             if argv[0] == "restore" and res.returncode == 1:
                 assert my_children() == dumped.children, f"{what}: a process left behind"
         _kill_restored(sorted(my_children() - dumped.children))
