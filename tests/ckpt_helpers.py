@@ -9,16 +9,18 @@ timeout; nothing sleeps for a fixed long time. Every timeout and every quiet win
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 TESTS = Path(__file__).resolve().parent
 UNIT = TESTS / "unit"
@@ -433,6 +435,21 @@ def ckpt_fails(*args: str | int | os.PathLike[str], code: int = 1, timeout: floa
                                     f"{res.returncode}, expected {code}\nstderr: {res.stderr}")
     assert "Traceback" not in res.stderr, res.stderr
     return res.stderr
+
+
+def edit_image(images: Path, name: str, change: Callable[[Any], object]) -> None:
+    """Change JSON image ``name`` with ``change(doc)`` and recompute the checksums, as
+    the image format documents them (what anyone who can write the folder can do)."""
+    from ckpt.images import INVENTORY, _canonical
+    doc = json.loads((images / name).read_text())
+    change(doc)
+    data = json.dumps(doc).encode()
+    (images / name).write_bytes(data)
+    inv = json.loads((images / INVENTORY).read_text())
+    inv["files"][name] = {"size": len(data), "crc32": zlib.crc32(data)}
+    del inv["crc32"]
+    inv["crc32"] = zlib.crc32(_canonical(inv))
+    (images / INVENTORY).write_text(json.dumps(inv))
 
 
 # ------------------------------------------------------------------ a whole cycle

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,11 +27,14 @@ from ckpt_helpers import (
     Proc,
     Procs,
     assert_tags_carry_on,
+    ckpt_cmd,
     ckpt_fails,
     ckpt_ok,
+    edit_image,
     is_alive,
     proc_state,
     proc_status,
+    scaled,
     wait_until,
 )
 
@@ -249,4 +254,81 @@ def test_thread_in_another_cgroup_refused(procs: Procs, cgs: MadeCgroups,
     status = proc_status(pid)
     assert status["TracerPid"] == "0" and status["SigBlk"] == blocked
     assert proc_state(pid) in ("R", "S")
+    assert_tags_carry_on(target.out, ["P", "C"], 3)
+
+
+def _escape(path: str) -> str:
+    return f"{path}/../../../ckpt-escape"
+
+
+def test_crafted_cgroup_paths_refused(procs: Procs, cgs: MadeCgroups, images: Path) -> None:
+    """cgroups.json edited, checksums recomputed: a cgroup with '..' in its path, a
+    process sent into a cgroup the dump did not save (the root), a knob outside the
+    list, a value of two lines. Each is refused in one line naming the file and the
+    field, before anything is made: no process, no cgroup anywhere; the images as
+    dumped then restore."""
+    target, child, inner = _dumped(procs, cgs, images)
+    cgs.remove()
+    pid = str(target.pid)
+
+    def escape(doc: dict) -> None:
+        for cg in doc["cgroups"]:
+            cg["path"] = _escape(cg["path"])
+        doc["tasks"][pid] = {h: _escape(p) if p else p for h, p in doc["tasks"][pid].items()}
+
+    def to_root(doc: dict) -> None:
+        doc["tasks"][pid] = {h: "/" for h in doc["tasks"][pid]}
+
+    def knob(doc: dict) -> None:
+        doc["cgroups"][0]["knobs"].append(["cgroup.procs", "1"])
+
+    def two_lines(doc: dict) -> None:
+        doc["cgroups"][0]["knobs"][0][1] += "\n1"
+
+    mounts = cgroupfs.hierarchy_mounts()
+    escaped = [os.path.normpath(os.path.join(m.point, _escape(inner[h]).lstrip("/")))
+               for h in cgs.folders for m in mounts[h]]
+    cases = [(escape, "'..' component"), (to_root, "is not among the cgroups"),
+             (knob, "'cgroup.procs' is not one of"), (two_lines, "is not of the form")]
+    for change, why in cases:
+        crafted = images.with_name(f"{images.name}-{change.__name__}")
+        shutil.copytree(images, crafted)
+        edit_image(crafted, "cgroups.json", change)
+        err = ckpt_fails("restore", "-D", crafted, "-d")
+        assert "cgroups.json: " in err and why in err and len(err.strip().splitlines()) == 1, err
+        assert not os.path.exists(f"/proc/{target.pid}")
+        assert not any(os.path.exists(f) for f in [*cgs.all_folders(), *escaped]), change
+
+    ckpt_ok("restore", "-D", images, "-d")
+    _restored(procs, target, child)
+    assert _where(target.pid) == inner
+
+
+def test_process_outside_the_cgroup_namespace_root_refused(procs: Procs, cgs: MadeCgroups,
+                                                           images: Path) -> None:
+    """ckpt and the target in one cgroup namespace whose root is the inner cgroups, the
+    target moved into the outer ones, which the kernel shows as /..: the dump refuses,
+    naming the process and the cgroup, before it touches the process (a restore puts
+    processes only below its cgroup root, and never follows '..')."""
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        pytest.skip("no unshare(1) or nsenter(1) here")
+    join = "; ".join(f"echo $$ > {f}/cgroup.procs" for f in cgs.folders.values())
+    holder = procs.start(["sh", "-c", f"{join}; exec unshare -C sleep 1000"])
+    enter = ["nsenter", "-C", "-t", str(holder.pid)]
+    wait_until(lambda: os.readlink(f"/proc/{holder.pid}/ns/cgroup")
+               != os.readlink("/proc/self/ns/cgroup"), 10, "the cgroup namespace")
+    target = procs.start([*enter, PYTHON, PAIR])
+    _, parent, _, _ = target.out.wait_line(r"^pids ").split()
+    pid = int(parent)
+    for folder in cgs.folders.values():
+        Path(os.path.dirname(folder), "cgroup.procs").write_text(str(pid))
+    blocked = proc_status(pid)["SigBlk"]
+    res = subprocess.run([*enter, *ckpt_cmd(), "dump", "-t", str(pid), "-D", str(images)],
+                         capture_output=True, text=True, timeout=scaled(60))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert f"process {pid} is in cgroup " in res.stderr, res.stderr
+    assert ":/.., outside ckpt's cgroup namespace" in res.stderr, res.stderr
+    assert not (images / "inventory.json").exists()
+    status = proc_status(pid)
+    assert status["TracerPid"] == "0" and status["SigBlk"] == blocked
     assert_tags_carry_on(target.out, ["P", "C"], 3)

@@ -11,16 +11,13 @@ folder is a symbolic link now is made next to it, never where the link leads."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
-import zlib
 from pathlib import Path
 
 import pytest
 
-from ckpt.images import INVENTORY, _canonical
 from ckpt_helpers import (
     PROGS,
     PYTHON,
@@ -29,6 +26,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     dump_and_check_dead,
+    edit_image,
     is_alive,
     printed_fds,
     proc_status,
@@ -37,20 +35,6 @@ from ckpt_helpers import (
 )
 
 NOBODY = 65534
-
-
-def _edit(images: Path, name: str, change: object) -> None:
-    """Change JSON image ``name`` with ``change(doc)`` and recompute the checksums, as
-    the image format documents them."""
-    doc = json.loads((images / name).read_text())
-    change(doc)  # type: ignore[operator]
-    data = json.dumps(doc).encode()
-    (images / name).write_bytes(data)
-    inv = json.loads((images / INVENTORY).read_text())
-    inv["files"][name] = {"size": len(data), "crc32": zlib.crc32(data)}
-    del inv["crc32"]
-    inv["crc32"] = zlib.crc32(_canonical(inv))
-    (images / INVENTORY).write_text(json.dumps(inv))
 
 
 def _chown_tree(path: Path, uid: int) -> None:
@@ -76,7 +60,7 @@ def test_users_edited_images_are_refused(build: Builder, procs: Procs, images: P
     target.out.wait_numbers(3)
     assert proc_status(target.pid)["NoNewPrivs"] == "1"
     dump_and_check_dead(procs, target, images)
-    _edit(images, f"core-{target.pid}.json", _as_root_with_every_cap)
+    edit_image(images, f"core-{target.pid}.json", _as_root_with_every_cap)
     _chown_tree(images, NOBODY)
     err = ckpt_fails("restore", "-D", images, "-d")
     assert err == (f"ckpt restore: error: {images} is the image folder of user {NOBODY}: "

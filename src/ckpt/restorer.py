@@ -295,7 +295,7 @@ class Restore:
             self.check_mapped_files()
         self.cgroups = cgroups.RestoreCgroups(
             images.load_json(cgroups.IMAGE) if cgroups.IMAGE in images.files else None,
-            self.manage_cgroups, [n.pid for n in self.live])
+            self.manage_cgroups)
         self.cgroups.check()
         self.cgroups.check_roots(root_pid, self.cg_root)
         # before anything is created: a refused restore leaves the lock for a next try

@@ -292,10 +292,14 @@ def _check_others(out: Images, sizes: dict[str, int]) -> None:
                              f"SysV segment {v['shmid']} is not in {sysv.IMAGE}")
     if cgroups.IMAGE in reader.files:
         tree = {str(p) for p in out.live}
-        for key in reader.load_json(cgroups.IMAGE)["tasks"]:
+        cg = reader.load_json(cgroups.IMAGE)
+        for key in cg["tasks"]:
             if key not in tree:
                 raise refuse(reader.path(cgroups.IMAGE), f"tasks.{key}",
                              "not a live process of the tree")
+        problem = cgroups.inconsistency(cg)
+        if problem is not None:
+            raise refuse(reader.path(cgroups.IMAGE), *problem)
 
 
 def _nr_open() -> int:

@@ -67,9 +67,20 @@ def hierarchy_mounts() -> dict[str, list[Mount]]:
     return out
 
 
+def below_root(path: str) -> bool:
+    """Whether cgroup ``path`` is one the reader's cgroup namespace holds: absolute,
+    with no '.', '..' or empty component (the kernel shows a cgroup outside the
+    namespace as /../...)."""
+    return path == "/" or (path.startswith("/")
+                           and all(p not in ("", ".", "..") for p in path[1:].split("/")))
+
+
 def directory(mounts: list[Mount], path: str) -> str | None:
     """The folder of cgroup ``path`` through one of its hierarchy's ``mounts`` (the
-    whole hierarchy's mount first), or None when no mount reaches it."""
+    whole hierarchy's mount first), or None when no mount reaches it or ``path`` is not
+    below the cgroup root (a folder outside the mount is never named)."""
+    if not below_root(path):
+        return None
     for m in sorted(mounts, key=lambda m: len(m.root)):
         root = m.root.rstrip("/")
         if path == m.root or path.startswith(root + "/"):

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError, UsageError
 from ..kernel import cgroupfs
 from ..kernel.cgroupfs import V2
-from ..schema import List, Map, Null, Obj, Str, Tup
+from ..schema import PATH, List, Map, Null, Obj, Str, Tup
 
 log = logging.getLogger("ckpt.cgroups")
 
@@ -59,13 +59,16 @@ V2_KNOBS = ("cgroup.max.descendants", "cgroup.max.depth", "cpuset.cpus", "cpuset
 _MAX_VALUE = 4096
 
 _HIERARCHY = Str(256, pattern="[A-Za-z0-9_,=.-]*")  # "cpu,cpuacct", "name=systemd"; "" cgroup2
-_CGROUP = Str(4096, pattern="/.*")
-# What ``dump`` writes (cgroups.json); ``RestoreCgroups`` checks the paths and knobs.
+# A cgroup below the dumping ckpt's cgroup root (no '.', '..' or empty component: the
+# dump refuses a process in a cgroup outside it, and a restore goes nowhere else).
+_CGROUP = PATH
+_KNOB = Str(64, choices={*V2_KNOBS, *V1_COMMON, *(k for ks in V1_KNOBS.values() for k in ks)})
+# What ``dump`` writes (cgroups.json); ``inconsistency`` checks it against itself.
 SCHEMA = Obj(
     hierarchies=List(_HIERARCHY, max=64),
     tasks=Map(Map(Null(_CGROUP), key=_HIERARCHY), key=Str(8, pattern="[0-9]+")),
     cgroups=List(Obj(hierarchy=_HIERARCHY, path=_CGROUP,
-                       knobs=List(Tup(Str(64), Str(_MAX_VALUE)), max=64))),
+                       knobs=List(Tup(_KNOB, Str(_MAX_VALUE, pattern=r"[^\n]+")), max=64))),
 )
 
 
@@ -88,6 +91,32 @@ def check_mode(mode: str | None) -> str:
     if mode not in MODES:
         raise UsageError(f"--manage-cgroups={mode}: not one of {', '.join(MODES)}")
     return mode
+
+
+def inconsistency(image: dict[str, Any]) -> tuple[str, str] | None:
+    """The first place where cgroups.json (its schema checked) contradicts itself, as
+    (field, what is wrong): every cgroup a process joins and every knob written must be
+    one the dump saved, of a hierarchy it saved."""
+    hierarchies = set(image["hierarchies"])
+    saved = set()
+    for i, cg in enumerate(image["cgroups"]):
+        h = cg["hierarchy"]
+        if h not in hierarchies:
+            return f"cgroups[{i}].hierarchy", f"{h or 'cgroup2'} is not among the hierarchies"
+        if (h, cg["path"]) in saved:
+            return f"cgroups[{i}]", f"{shown(h, cg['path'])} is saved twice"
+        saved.add((h, cg["path"]))
+        allowed = knobs_of(h)
+        for j, (name, _value) in enumerate(cg["knobs"]):
+            if name not in allowed:
+                return f"cgroups[{i}].knobs[{j}]", f"{name} is not a knob of {h or 'cgroup2'}"
+    for pid, where in image["tasks"].items():
+        for h, path in where.items():
+            if h not in hierarchies:
+                return f"tasks.{pid}", f"{h or 'cgroup2'} is not among the hierarchies"
+            if path is not None and (h, path) not in saved:
+                return f"tasks.{pid}", f"cgroup {shown(h, path)} is not among the cgroups"
+    return None
 
 
 # ---------------------------------------------------------------- dump
@@ -118,6 +147,11 @@ def dump(tasks: dict[int, list[int]], mode: str | None) -> dict[str, Any] | None
             if path == mine.get(h):
                 saved[str(pid)][h] = None  # ckpt's own: the restorer's
                 continue
+            if not cgroupfs.below_root(path):
+                raise UnsupportedError(
+                    f"process {pid} is in cgroup {shown(h, path)}, outside ckpt's cgroup "
+                    "namespace: a restore puts processes only into cgroups below its root "
+                    "(dump from the namespace that holds them)")
             saved[str(pid)][h] = path
             if (h, path) not in cgroups:
                 cgroups[(h, path)] = _dump_cgroup(pid, h, path, mounts)
@@ -164,17 +198,10 @@ def _dump_cgroup(pid: int, hierarchy: str, path: str,
 
 # ---------------------------------------------------------------- restore
 
-def _valid_path(path: Any) -> bool:
-    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
-        return False
-    parts = path.split("/")[1:]
-    return path == "/" or all(p not in ("", ".", "..") for p in parts)
-
-
 class RestoreCgroups:
     """The cgroups of one restore: checked, made, joined, and removed on failure."""
 
-    def __init__(self, image: dict[str, Any] | None, mode: str | None, pids: list[int]):
+    def __init__(self, image: dict[str, Any] | None, mode: str | None):
         self.mode = check_mode(mode)
         self.image = image if self.mode != "ignore" else None
         self.created: list[str] = []  # folders made, in order (removed in reverse)
@@ -183,7 +210,7 @@ class RestoreCgroups:
         if image is not None and self.mode == "ignore":
             log.info("the processes stay in the restorer's cgroups (--manage-cgroups=ignore)")
         if self.image is not None:
-            self._validate(self.image, pids)
+            self._find(self.image)
 
     def check_roots(self, root_pid: int, roots: dict[str, str]) -> None:
         """criu's cgroup roots (``--cgroup-root``, runc's cg_root): {controller ("" for
@@ -204,29 +231,10 @@ class RestoreCgroups:
                                    f"in {was}; moving it to another cgroup is not "
                                    "supported yet")
 
-    def _validate(self, image: dict[str, Any], pids: list[int]) -> None:
-        """Every field checked, every hierarchy found here; nothing created."""
-        try:
-            hierarchies = list(image["hierarchies"])
-            tasks = image["tasks"]
-            cgroups = list(image["cgroups"])
-            if not all(isinstance(h, str) for h in hierarchies) or not isinstance(tasks, dict):
-                raise TypeError("malformed hierarchies or tasks")
-            for pid in pids:
-                for h, path in tasks.get(str(pid), {}).items():
-                    if h not in hierarchies or not (path is None or _valid_path(path)):
-                        raise ValueError(f"process {pid}: bad cgroup {h!r}:{path!r}")
-            for cg in cgroups:
-                h, path, knobs = cg["hierarchy"], cg["path"], cg["knobs"]
-                if h not in hierarchies or not _valid_path(path):
-                    raise ValueError(f"bad cgroup {h!r}:{path!r}")
-                allowed = knobs_of(h)
-                for name, value in knobs:
-                    if name not in allowed or not isinstance(value, str) or "\n" in value \
-                            or "\0" in value or len(value) > _MAX_VALUE:
-                        raise ValueError(f"cgroup {shown(h, path)}: bad knob {name!r}")
-        except (KeyError, TypeError, ValueError) as e:
-            raise RestoreError(f"{IMAGE} is malformed: {e}") from None
+    def _find(self, image: dict[str, Any]) -> None:
+        """Every hierarchy and cgroup found here; nothing created (the image itself was
+        checked with the others, validate.py)."""
+        hierarchies, cgroups = image["hierarchies"], image["cgroups"]
         mounts = cgroupfs.hierarchy_mounts()
         self._mine = cgroupfs.memberships("self")
         for h in hierarchies:
