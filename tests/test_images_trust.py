@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ckpt_helpers import (
     printed_fds,
     proc_status,
     restore_detached,
+    scaled,
     ticks_go_on,
 )
 
@@ -195,3 +197,49 @@ def test_pidfile_never_through_a_planted_link(build: Builder, procs: Procs,
     assert victim.read_text() == "precious\n"
     assert not (tmp_path / "pid").is_symlink()
     assert (tmp_path / "pid").read_text() == f"{target.pid}\n"
+
+
+def _says_hi(path: Path, pid: int) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(scaled(10))
+        c.connect(str(path))
+        assert c.recv(64) == f"hi {pid}\n".encode()
+
+
+def test_socket_file_folder_now_a_users_symbolic_link(procs: Procs, images: Path,
+                                                      tmp_path: Path) -> None:
+    """A listener bound in a folder of nobody's, through a symbolic link of root's:
+    replaced since the dump by nobody's link to a folder of root's, the folder makes
+    the restore refuse, naming it, with nothing made where the link leads and
+    nothing running; put back, the socket comes back through root's link, under the
+    same name, its file with its owner and mode, and answers."""
+    users = tmp_path / "users"
+    users.mkdir()
+    os.chown(users, NOBODY, NOBODY)
+    (tmp_path / "via").symlink_to(users)  # root's link on the way, as /var/run -> /run
+    path = tmp_path / "via" / "l.sock"
+    target = procs.start([PYTHON, PROGS / "unixlisten.py", str(path)])
+    target.out.wait_line("^ready")
+    os.chmod(users / "l.sock", 0o640)
+    os.chown(users / "l.sock", NOBODY, 0)
+    _says_hi(path, target.pid)
+    dump_and_check_dead(procs, target, images)
+
+    victim = tmp_path / "root-only"
+    victim.mkdir(mode=0o700)
+    users.rename(tmp_path / "users.moved")  # what nobody could do in a folder of theirs
+    users.symlink_to(victim)
+    os.lchown(users, NOBODY, NOBODY)
+    err = ckpt_fails("restore", "-D", images, "-d")
+    assert f"cannot bind {path}: users on the way is a symbolic link of uid {NOBODY}'s" \
+        in err, err
+    assert os.listdir(victim) == [] and not is_alive(target.pid)
+
+    users.unlink()
+    (tmp_path / "users.moved").rename(users)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    ticks_go_on(target.out)
+    st = os.lstat(users / "l.sock")
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+    assert (st.st_uid, st.st_gid) == (NOBODY, 0)
+    _says_hi(path, restored.pid)

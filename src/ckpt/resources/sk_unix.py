@@ -43,7 +43,10 @@ that receives credentials (SO_PASSCRED), a datagram queued from a socket outside
 the tree, a connected stream socket that was bound by its process (the name of
 an *accepted* socket is its listener's and is not needed).
 
-A socket bound to a path whose file was removed or replaced since is bound
+A socket bound to a path gets its file in the path's folder as reached from /
+following root's symbolic links only, whatever the names lead to by the time of
+the bind (``_folder_of``, ``_bind_in``: a user's link planted since never leads
+root's bind elsewhere). One whose file was removed or replaced since is bound
 again to its name with a file no one reaches (``_bind_hidden``: from a child in
 a mount namespace of its own, on a tmpfs there); a datagram socket connected to
 a peer closed since is one end of a new pair whose other end, bound to the
@@ -157,16 +160,10 @@ def _bound_name(pid: int, where: str, me: UnixDiag) -> dict[str, Any]:
                                         "uid": fst.st_uid, "gid": fst.st_gid}}
 
 
-def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> None:
-    """Bind ``sock`` to the path name ``raw`` (``path`` in full) with a socket file no
-    one can reach, as the dumped socket's was removed or replaced: from a child in a
-    mount namespace of its own, on a tmpfs mounted there over the folder, which goes
-    when the child does (the real path is not touched)."""
-    rel = os.fsdecode(raw)
-    folder = os.path.dirname(path)
-    top = folder
-    while not os.path.isdir(top):
-        top = os.path.dirname(top)
+def _in_own_mounts(work: Callable[[], None], failed: str) -> None:
+    """Run ``work`` in a child with a mount namespace of its own (its mounts go when it
+    does; sockets it binds are ckpt's too, the fds are shared by the fork). Its error:
+    a RestoreError "FAILED: why"."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: nothing of ckpt's but the socket and the pipe matter
@@ -175,10 +172,7 @@ def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> None
             os.close(r)
             libc.unshare(libc.CLONE_NEWNS)
             libc.mount("none", "/", None, libc.MS_REC | libc.MS_PRIVATE)
-            libc.mount("tmpfs", top, "tmpfs", 0, "mode=0755")
-            os.makedirs(folder, exist_ok=True)
-            os.chdir(path[:len(path) - len(rel)] or "/")  # a relative name from its folder
-            sock.bind(raw)
+            work()
             code = 0
         except BaseException as e:
             os.write(w, str(getattr(e, "strerror", None) or e).encode())
@@ -189,8 +183,90 @@ def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> None
         why = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
     if status:
-        raise RestoreError(f"{where}: cannot bind {path} again (to a socket file no one "
-                           f"reaches, as it was): {why or status}")
+        raise RestoreError(f"{failed}: {why or status}")
+
+
+def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> None:
+    """Bind ``sock`` to the path name ``raw`` (``path`` in full) with a socket file no
+    one can reach, as the dumped socket's was removed or replaced: on a tmpfs mounted
+    over the folder in a mount namespace of its own (the real path is not touched)."""
+    rel = os.fsdecode(raw)
+    folder = os.path.dirname(path)
+    top = folder
+    while not os.path.isdir(top):
+        top = os.path.dirname(top)
+
+    def work() -> None:
+        libc.mount("tmpfs", top, "tmpfs", 0, "mode=0755")
+        os.makedirs(folder, exist_ok=True)
+        os.chdir(path[:len(path) - len(rel)] or "/")  # a relative name from its folder
+        sock.bind(raw)
+
+    _in_own_mounts(work, f"{where}: cannot bind {path} again (to a socket file no one "
+                         "reaches, as it was)")
+
+
+_FOLDER = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _folder_of(path: str, where: str) -> int:
+    """An O_PATH fd of the folder of socket file ``path``, reached from / one name at a
+    time following root's symbolic links only (a system's /var/run -> /run): a link a
+    user planted since the dump, in a folder of theirs on the way, never leads root's
+    bind, removal or chown elsewhere."""
+    todo = [p for p in os.path.dirname(path).split("/") if p]
+    fd = os.open("/", _FOLDER)
+    links = 0
+    try:
+        while todo:
+            part = todo.pop(0)
+            try:
+                step = os.open(part, _FOLDER, dir_fd=fd)
+            except OSError as e:
+                if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise RestoreError(f"{where}: cannot bind {path}: {part}: {e.strerror}"
+                                       ) from None
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                links += 1
+                if not st_mod.S_ISLNK(st.st_mode) or st.st_uid != 0 or links > 40:
+                    what = (f"a symbolic link of uid {st.st_uid}'s"
+                            if st_mod.S_ISLNK(st.st_mode) else "not a folder")
+                    raise RestoreError(f"{where}: cannot bind {path}: {part} on the way is "
+                                       f"{what} now (a restore follows root's links only)")
+                target = os.readlink(part, dir_fd=fd)
+                todo[:0] = [p for p in target.split("/") if p]
+                if not target.startswith("/"):
+                    continue
+                step = os.open("/", _FOLDER)
+            os.close(fd)
+            fd = step
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _bind_in(sock: socket.socket, raw: bytes, path: str, where: str) -> None:
+    """Bind ``sock`` to the path name ``raw`` (``path`` in full) with its socket file
+    made in path's folder as ``_folder_of`` reaches it, whatever the names on the way
+    lead to by the time of the bind: from a child in a mount namespace of its own
+    (where the folder is reached again: a bind mount takes a folder of the caller's
+    namespace only), chrooted into a tmpfs where path's folder is a bind mount of
+    the folder reached. The socket gets ``raw`` as its name, as the process gave it."""
+    rel = os.fsdecode(raw)
+    inner = os.path.dirname(path)
+
+    def work() -> None:
+        folder = _folder_of(path, where)
+        top = "/tmp" if os.path.isdir("/tmp") else "/mnt"
+        libc.mount("tmpfs", top, "tmpfs", 0, "mode=0700")
+        os.makedirs(top + inner, exist_ok=True)
+        libc.mount(f"/proc/self/fd/{folder}", top + inner, None, libc.MS_BIND)
+        os.chroot(top)
+        os.chdir(path[:len(path) - len(rel)] or "/")  # a relative name from its folder
+        sock.bind(raw)
+
+    _in_own_mounts(work, f"{where}: cannot bind {path}")
 
 
 def _bind_peer_name(sock: socket.socket, raw: bytes, where: str) -> None:
@@ -207,12 +283,8 @@ def _bind_peer_name(sock: socket.socket, raw: bytes, where: str) -> None:
     _bind_hidden(sock, raw, rel if rel.startswith("/") else os.path.join("/tmp", rel), where)
 
 
-def _holder_of(path: str) -> int | None:
-    """The unix socket bound to the socket file at ``path`` now, if any."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
+def _holder_of(st: os.stat_result) -> int | None:
+    """The unix socket bound to the socket file ``st`` (its lstat) now, if any."""
     for ino, info in unix_sockets().items():
         vfs = info["vfs"]
         if vfs and vfs[0] == st.st_ino and _kdev_to_dev(vfs[1]) == st.st_dev:
@@ -221,7 +293,8 @@ def _holder_of(path: str) -> int | None:
 
 
 def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
-    """Bind a new socket to the saved name; a path gets its saved mode and owner."""
+    """Bind a new socket to the saved name; a path gets its saved mode and owner, its
+    file made, a stale one removed, in its folder as ``_folder_of`` reaches it."""
     raw = bytes.fromhex(desc["name"])
     ino = desc["inode"]
     if raw[:1] == b"\0":
@@ -235,62 +308,61 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
         return
     f = desc["file"]
     path = f["path"]
+    where = f"socket:[{ino}]"
     if f.get("gone"):
-        _bind_hidden(sock, raw, path, f"socket:[{ino}]")
+        _bind_hidden(sock, raw, path, where)
         return
+    folder = _folder_of(path, where)
+    name = os.path.basename(path)
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not st_mod.S_ISSOCK(st.st_mode):
-            raise RestoreError(f"socket:[{ino}]: cannot bind {path}: it exists and is not "
-                               "a socket (left in place)")
-        holder = _holder_of(path)
-        if holder is not None:
-            raise RestoreError(f"socket:[{ino}]: cannot bind {path}: socket:[{holder}] is "
-                               f"bound to it ({taken_hint(ino)})")
-        log.info("removing the stale socket file %s", path)
-        os.unlink(path)
-    rel = os.fsdecode(raw)
-    cwd = -1
-    umask = os.umask(0o777 & ~f["mode"])  # the file is made with its saved permissions
-    try:
-        if rel != path:  # bound by a relative name: bind it from the same directory
-            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            os.chdir(path[:len(path) - len(rel)] or "/")
-        sock.bind(raw)
-    except OSError as e:
-        raise RestoreError(f"socket:[{ino}]: cannot bind {path}: {e.strerror}") from None
+        try:
+            st: os.stat_result | None = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not st_mod.S_ISSOCK(st.st_mode):
+                raise RestoreError(f"{where}: cannot bind {path}: it exists and is not a "
+                                   "socket (left in place)")
+            holder = _holder_of(st)
+            if holder is not None:
+                raise RestoreError(f"{where}: cannot bind {path}: socket:[{holder}] is "
+                                   f"bound to it ({taken_hint(ino)})")
+            log.info("removing the stale socket file %s", path)
+            os.unlink(name, dir_fd=folder)
+        umask = os.umask(0o777 & ~f["mode"])  # the file is made with its saved permissions
+        try:
+            _bind_in(sock, raw, path, where)
+        finally:
+            os.umask(umask)
+        _own_file(sock, folder, name, f, where)
     finally:
-        os.umask(umask)
-        if cwd >= 0:
-            os.fchdir(cwd)
-            os.close(cwd)
-    _own_file(sock, path, f, ino)
+        os.close(folder)
 
 
-def _own_file(sock: socket.socket, path: str, f: dict[str, Any], ino: int) -> None:
-    """Give the socket file ``sock`` was just bound to its saved owner and mode, through
-    an ``O_PATH`` fd of the file checked to be the one the socket is bound to (by its
-    inode, from sock_diag): a name swapped meanwhile, in a folder others can write,
-    never makes root change another file's owner or mode."""
+def _own_file(sock: socket.socket, folder: int, name: str, f: dict[str, Any],
+              where: str) -> None:
+    """Give the socket file ``sock`` was just bound to (``name`` in ``folder``) its
+    saved owner and mode, through an ``O_PATH`` fd of the file checked to be the one
+    the socket is bound to (by its inode, from sock_diag): a name swapped meanwhile,
+    in a folder others can write, never makes root change another file's owner or
+    mode."""
+    path = f["path"]
     try:
-        node = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        node = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
     except OSError as e:
-        raise RestoreError(f"socket:[{ino}]: {path} is gone once bound: {e.strerror}") from None
+        raise RestoreError(f"{where}: {path} is gone once bound: {e.strerror}") from None
     try:
         st = os.fstat(node)
         me = unix_socket(os.fstat(sock.fileno()).st_ino)
         vfs = me["vfs"] if me is not None else None
         if not st_mod.S_ISSOCK(st.st_mode) or not vfs \
                 or (vfs[0], _kdev_to_dev(vfs[1])) != (st.st_ino, st.st_dev):
-            raise RestoreError(f"socket:[{ino}]: {path} was replaced by another file while "
+            raise RestoreError(f"{where}: {path} was replaced by another file while "
                                "it was bound; its owner and mode are left alone")
         libc.fchown_empty(node, f["uid"], f["gid"])
         os.chmod(f"/proc/self/fd/{node}", f["mode"])  # the very inode, after chown
     except OSError as e:
-        raise RestoreError(f"socket:[{ino}]: cannot set the owner and mode of {path}: "
+        raise RestoreError(f"{where}: cannot set the owner and mode of {path}: "
                            f"{e.strerror}") from None
     finally:
         os.close(node)
