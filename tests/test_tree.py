@@ -9,6 +9,8 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
+
 from ckpt_helpers import (
     PROGS,
     PYTHON,
@@ -148,6 +150,31 @@ def test_fifo_with_buffered_bytes(build: Builder, procs: Procs, images: Path,
     assert out.wait_line(r"^got ") == "got late 0"
     for role in "PC":
         assert_consecutive(_role_numbers(out, role))
+
+
+def test_fifo_swapped_for_a_link_gets_no_bytes(build: Builder, procs: Procs, images: Path,
+                                               tmp_path: Path) -> None:
+    """The FIFO replaced since the dump by a symbolic link to another FIFO: the restore
+    refuses, naming it, and the bytes buffered at the dump go nowhere (before, they
+    were written into whatever the link led to); nothing of the tree runs."""
+    fifo, other = tmp_path / "fifo", tmp_path / "other"
+    os.mkfifo(fifo)
+    os.mkfifo(other)
+    target = procs.start([build("fifo"), fifo])
+    parent, child = map(int, target.out.wait_line(r"^pids ").split()[1:])
+    target.out.wait_line(r"^P 3$")
+    _dump_tree(procs, parent, [parent, child], images)
+    fifo.unlink()
+    fifo.symlink_to(other)
+    err = ckpt_fails("restore", "-D", images, "-d")
+    assert f"{fifo} is no longer a FIFO" in err, err
+    assert not is_alive(parent) and not is_alive(child)
+    rw = os.open(other, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        with pytest.raises(BlockingIOError):
+            os.read(rw, 4096)
+    finally:
+        os.close(rw)
 
 
 def test_child_pid_taken(build: Builder, procs: Procs, images: Path) -> None:

@@ -86,6 +86,19 @@ def _refill(w: int, data: bytes, packets: list[int] | None) -> None:
         fcntl.fcntl(w, fcntl.F_SETFL, mode)
 
 
+def _fifo_path_fd(path: str) -> int:
+    """An O_PATH fd of the FIFO at ``path`` (as /proc showed it: its last name is no
+    symbolic link; under the tree's root, treeroot), refused in one line when it is gone or no longer a FIFO."""
+    try:
+        fd = os.open(treeroot.path(path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise RestoreError(f"cannot reopen the FIFO {path}: {e.strerror}") from None
+    if not st_mod.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RestoreError(f"{path} is no longer a FIFO")
+    return fd
+
+
 class Pipes(FileKind):
     KIND = "pipe"
     # its own fields in files.json
@@ -157,13 +170,7 @@ class Pipes(FileKind):
         if "ghost" in desc:
             ghost.check(desc["ghost"])
         elif "fifo" in desc:
-            try:
-                st = os.stat(treeroot.path(desc["fifo"]))
-            except OSError as e:
-                raise RestoreError(f"cannot reopen the FIFO {desc['fifo']}: {e.strerror}"
-                                   ) from None
-            if not st_mod.S_ISFIFO(st.st_mode):
-                raise RestoreError(f"{desc['fifo']} is no longer a FIFO")
+            os.close(_fifo_path_fd(desc["fifo"]))
 
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         """Mark pipes with an end outside the dumped tree; the restore needs to know."""
@@ -201,8 +208,13 @@ class Pipes(FileKind):
             r, w = rw, rw
             times = (desc["ghost"]["atime_ns"], desc["ghost"]["mtime_ns"])
         elif "fifo" in desc:
-            # A named pipe: open both ends on the FIFO so its bytes can go back in.
-            rw = os.open(treeroot.path(desc["fifo"]), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            # A named pipe: open both ends on the FIFO so its bytes can go back in, on
+            # the very FIFO checked (a file swapped in since never gets them).
+            node = _fifo_path_fd(desc["fifo"])
+            try:
+                rw = os.open(f"/proc/self/fd/{node}", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            finally:
+                os.close(node)
             r, w = rw, rw
             st = os.fstat(rw)
             times = (st.st_atime_ns, st.st_mtime_ns)
