@@ -50,6 +50,7 @@ SCHEMA = Obj(backend=Str(choices=CHOICES),
              name=Str(64, pattern="ckpt_[0-9a-z_]+|CKPT-[0-9A-Za-z-]+"),
              connections=List(Tup(_END, _END)))
 
+
 class LockError(CkptError):
     """The network could not be locked or unlocked."""
 
