@@ -450,7 +450,8 @@ def untrusted(directory: str, names: list[str], owners: tuple[int, ...] = (0,)
               ) -> tuple[str, str | None]:
     """(the image folder ``directory``, without the symbolic links it went through, why
     it or its files ``names`` could have been written by a user not in ``owners`` or
-    None; a folder or file missing is not this function's to report). As sshd's
+    None; a folder or file missing or out of reach is not this function's to report: what
+    cannot be looked at cannot be read either). As sshd's
     StrictModes: every folder on the way from / and the folder itself must be owned by
     one of ``owners`` and not writable by its group or others (a folder above may be a
     sticky one, as /tmp, where no one removes or renames what is not theirs), each file
@@ -493,7 +494,7 @@ def untrusted(directory: str, names: list[str], owners: tuple[int, ...] = (0,)
                 continue
             why = (bad(file, st, "an image") if stat.S_ISREG(st.st_mode)
                    else f"{file} is not a regular file")
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # the reader says what it cannot read
         return directory, None
     except OSError as e:
         return directory, f"{e.filename or directory}: {e.strerror}"
