@@ -19,7 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .schema import BOOL, PID, List, Obj
+
 FEATURE = "standins"
+# The inventory's ``standins``: what ``StandIn.record`` writes, one per leader.
+SCHEMA = List(Obj(pid=PID, session=BOOL), max=1 << 22)
 
 
 class Unbuildable(ValueError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import standins
 from .errors import ImageError
 from .images import FILES, FORMAT, INVENTORY, ImageReader
 from .kernel import libc
@@ -59,6 +60,8 @@ TASK = Obj(
     zombie=Opt(BOOL), exit_status=Opt(Int(0, 0xFFFF)),
     **sharing.TASK_FIELDS,
 )
+
+
 def _lock_schema() -> Field:
     from . import netlock  # imported only for an inventory with a network lock (start-up)
     return netlock.SCHEMA
@@ -69,7 +72,7 @@ INVENTORY_SCHEMA = Obj(
     type=Opt(Str(choices=("dump", "pre-dump"))),
     parent=Opt(Null(Obj(dir=Str(), crc32=U32))), track_mem=Opt(BOOL), files=FILES,
     root_pid=PID, tasks=List(TASK, min=1, max=1 << 22), shell_job=Opt(BOOL),
-    outside_sid=Opt(Null(PID)), outside_pgid=Opt(Null(PID)),
+    outside_sid=Opt(Null(PID)), outside_pgid=Opt(Null(PID)), standins=Opt(standins.SCHEMA),
     network_lock=Opt(Null(Deferred(_lock_schema))),
     kernel=Opt(Str(256)), arch=Opt(Str(64)), ckpt_version=Opt(Str(64)), created=Opt(Str(64)),
 )

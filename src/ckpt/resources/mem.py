@@ -124,6 +124,7 @@ SCHEMA = PAGES_ONLY.extend(
     brk=_MM_ADDR, start_code=_MM_ADDR, end_code=_MM_ADDR, start_data=_MM_ADDR,
     end_data=_MM_ADDR, start_brk=_MM_ADDR, start_stack=_MM_ADDR, arg_start=_MM_ADDR,
     arg_end=_MM_ADDR, env_start=_MM_ADDR, env_end=_MM_ADDR,
+    pages_compression=Opt(Str(choices=(compressed.METHOD,))),  # the pages file's (--compress)
 )
 # Fields only mappings of some kinds have, and must.
 _KIND_FIELDS = {"aio": {"aio"}, "sysv": {"shmid"}, "shmem": {"shmem_id", "shmem_owner"}}
@@ -435,7 +436,7 @@ def check_image(pid: int, mm: dict[str, Any], where: str, pages_size: int | None
                              "size")
             end = off + npages * PAGE
             size += npages * PAGE
-    if pages_size is not None and size != pages_size:
+    if pages_size is not None and size != pages_size and "pages_compression" not in mm:
         raise refuse(where, "pagemap", f"{size} bytes of pages, but {mm['pages_file']} "
                      f"holds {pages_size}")
 
