@@ -276,11 +276,20 @@ def _check_others(out: Images, sizes: dict[str, int]) -> None:
     if locks.IMAGE in reader.files:
         where = reader.path(locks.IMAGE)
         for i, lk in enumerate(reader.load_json(locks.IMAGE)):
+            if "mapping" in lk:  # held through a mapping of a file, and no fd
+                mm = out.mms.get(lk["pid"])
+                if "fd" in lk or "file" in lk or mm is None or not any(
+                        v["start"] == lk["mapping"] and v["kind"] == "file" and "ghost" not in v
+                        for v in mm["vmas"]):
+                    raise refuse(where, f"[{i}]", f"process {lk['pid']} has no mapping of a "
+                                 f"file at {lk['mapping']:#x} (and a lock held through one "
+                                 "has no fd)")
+                continue
             table = out.fd_tables.get(lk["pid"])
-            if table is None or not any(e["fd"] == lk["fd"] and e["file"] == lk["file"]
+            if table is None or not any(e["fd"] == lk.get("fd") and e["file"] == lk.get("file")
                                         for e in table):
-                raise refuse(where, f"[{i}]", f"process {lk['pid']} has no fd {lk['fd']} "
-                             f"on file {lk['file']}")
+                raise refuse(where, f"[{i}]", f"process {lk['pid']} has no fd {lk.get('fd')} "
+                             f"on file {lk.get('file')}")
     shmids: set[int] = set()
     if sysv.IMAGE in reader.files:
         where = reader.path(sysv.IMAGE)

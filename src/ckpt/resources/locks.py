@@ -40,7 +40,7 @@ from typing import Any
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import procfs
 from ..kernel.inject import InjectionError, Injector
-from ..schema import NAT, PID, STR, Int, List, Null, Obj, Str
+from ..schema import NAT, PID, STR, Int, List, Null, Obj, Opt, Str
 from .filekind import Description, OpenFd
 
 log = logging.getLogger("ckpt.locks")
@@ -51,7 +51,8 @@ MAPPED_FEATURE = "mapped-locks"  # locks held through a memory mapping only
 _KINDS = {"POSIX": "posix", "OFDLCK": "ofd", "FLOCK": "flock", "LEASE": "lease"}
 # What locks.json holds (above); the fd and file are checked against the fd tables.
 SCHEMA = List(Obj(kind=Str(choices=_KINDS.values()), type=Str(choices=("read", "write")),
-                  start=NAT, end=Null(NAT), pid=PID, fd=Int(0, (1 << 31) - 1), file=STR),
+                  start=NAT, end=Null(NAT), pid=PID, fd=Opt(Int(0, (1 << 31) - 1)),
+                  file=Opt(STR), mapping=Opt(Int(0, 1 << 47))),  # fd and file, or mapping
               max=1 << 20)
 _SHOWN = {"posix": "POSIX lock", "ofd": "OFD lock", "flock": "flock lock", "lease": "lease"}
 _TYPES = {"READ": "read", "WRITE": "write"}

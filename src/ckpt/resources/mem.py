@@ -104,6 +104,7 @@ VMA = Obj(
     shmid=Opt(Int(0, (1 << 31) - 1)),
     file=Opt(Obj(size=NAT, mtime_ns=S64)),
     ghost=Opt(ghost.SCHEMA),
+    deleted=Opt(PATH),  # a file mapped through a removed name of it (ghost.as_deleted)
     shmem_id=Opt(U64), shmem_owner=Opt(PID),
 )
 SHMEM = Obj(id=U64, size=Int(0, 1 << 56, PAGE), pages_off=NAT,

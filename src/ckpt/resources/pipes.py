@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import DumpError, RestoreError
 from ..images import RawWriter
 from ..kernel import libc, treeroot
-from ..schema import BOOL, NAT, PATH, U64, Int, Opt
+from ..schema import BOOL, NAT, PATH, U64, Int, List, Opt
 from . import ghost
 from .filekind import (
     Description,
@@ -107,6 +107,7 @@ class Pipes(FileKind):
         "fifo": Opt(PATH),  # a named pipe's path
         "ghost": Opt(ghost.SCHEMA),  # a deleted FIFO
         "external": Opt(BOOL),
+        "packets": Opt(List(Int(1, 1 << 31), max=1 << 20)),  # in packet mode (O_DIRECT)
     }
 
     @classmethod
