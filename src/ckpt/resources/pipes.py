@@ -88,7 +88,8 @@ def _refill(w: int, data: bytes, packets: list[int] | None) -> None:
 
 def _fifo_path_fd(path: str) -> int:
     """An O_PATH fd of the FIFO at ``path`` (as /proc showed it: its last name is no
-    symbolic link; under the tree's root, treeroot), refused in one line when it is gone or no longer a FIFO."""
+    symbolic link; under the tree's root, treeroot), refused in one line when it is
+    gone or no longer a FIFO."""
     try:
         fd = os.open(treeroot.path(path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
