@@ -31,9 +31,17 @@ PROG = PROGS / "leaderless.py"
 
 
 def _start(procs: Procs, mode: str) -> tuple[int, list[int]]:
+    """Start the program; track every process it names that lives (a daemon's child is
+    no child of ours: a failing test would leave it behind)."""
     target = procs.start([PYTHON, PROG, mode])
     line = target.out.wait_line(r"^pids ")
-    return target.pid, [int(x) for x in line.split()[1:]]
+    pids = [int(x) for x in line.split()[1:]]
+    for pid in pids:
+        try:
+            procs.adopt(pid, target.out)
+        except OSError:  # an exited leader
+            pass
+    return target.pid, pids
 
 
 def _counts(out: Output, tag: str) -> list[int]:
