@@ -126,3 +126,11 @@ def term(tmp_path: Path) -> Iterator[Terminal]:
         yield t
     finally:
         t.close()
+
+
+@pytest.fixture
+def own_notes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notes a killed ckpt leaves (recovery.py) in a folder of the test's own: another
+    helper's ckpt running meanwhile recovers every note it finds, and would undo them
+    while the test looks."""
+    monkeypatch.setenv("CKPT_NOTES_DIR", str(tmp_path / "ckpt-notes"))

@@ -44,6 +44,9 @@ from ckpt_helpers import (
     wait_until,
 )
 
+# notes of killed ckpts kept from other helpers' ckpts (conftest.own_notes)
+pytestmark = pytest.mark.usefixtures("own_notes")
+
 # A point reached once per task also fails at its second hit: the child, once the
 # root was dumped (or restored) completely.
 SECOND = ["dump.task.core:2", "dump.task.pages:2", "dump.task.done:2",
@@ -196,6 +199,11 @@ def test_dump_killed(build: Builder, procs: Procs, tmp_path: Path,
     # Killed once the images were complete and synced, ckpt leaves a valid dump.
     complete = point == "dump.before_kill"
     assert (images / "inventory.json").exists() == complete, "inventory.json"
+    if not complete and images.exists():  # a partial dump is refused in one line
+        err = ckpt_fails("restore", "-D", images, "-d")  # after undoing what ckpt left
+        assert [ln for ln in err.splitlines() if "error" in ln] == [
+            f"ckpt restore: error: {images}/inventory.json: missing; {images} holds no "
+            "complete dump"], err
     # The next ckpt undoes what the killed one left (recovery.py), and dumps.
     res = ckpt_ok("dump", "-R", "-t", tree.root, "-D", tmp_path / "again")
     assert "Traceback" not in res.stderr

@@ -31,8 +31,11 @@ from ckpt_helpers import (
     dump_and_check_dead,
     is_alive,
     only_child,
+    proc_state,
     restore_detached,
+    run_ckpt,
     scaled,
+    wait_until,
 )
 
 MIB = 1 << 20
@@ -351,6 +354,73 @@ def test_failed_dump_leaves_no_images_on_the_page_server(build: Builder, procs: 
     assert not (tmp_path / "received" / "inventory.json").exists()
     assert is_alive(target.pid)
     target.out.wait_numbers(len(target.out.numbers()) + 2)
+
+
+@pytest.mark.parametrize("command, point", [("dump", "dump.task.pages"),
+                                            ("pre-dump", "predump.inventory")])
+def test_killed_dump_leaves_no_images_on_the_page_server(
+        build: Builder, procs: Procs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        command: str, point: str) -> None:
+    """ckpt dump (pre-dump) SIGKILLed once pages went to the page server: the target runs
+    on untraced with its memory intact, the server says the dump is incomplete and exits
+    with an error, and its folder, without inventory, is refused by a restore in one
+    line."""
+    target = start_incr(procs, build)
+    received = tmp_path / "received"
+    server, port = page_server(procs, received)
+    monkeypatch.setenv("CKPT_FAULT", f"{point}:kill")
+    res = run_ckpt(command, "-t", target.pid, "-D", tmp_path / "local", "--page-server",
+                   "--address", "127.0.0.1", "--port", port, timeout=120)
+    monkeypatch.delenv("CKPT_FAULT")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    _out, server_err = server.communicate(timeout=scaled(30))
+    assert server.returncode == 1, server_err
+    assert "holds no complete dump" in server_err, server_err
+    assert not (received / "inventory.json").exists()
+    assert pages_size(received, target.pid) > 0  # pages came before ckpt died
+    still_running(target)
+    verify(target)
+    err = ckpt_fails("restore", "-D", received, "-d")
+    assert err.strip() == (f"ckpt restore: error: {received}/inventory.json: missing; "
+                           f"{received} holds no complete dump"), err
+
+
+def test_page_server_killed_mid_dump(build: Builder, procs: Procs, tmp_path: Path) -> None:
+    """The page server SIGKILLed while a dump sends it pages: the dump fails in one line
+    naming the page server, the target runs on untraced with its memory intact, and
+    neither folder holds an inventory; a dump into a fresh page server works after."""
+    target = start_incr(procs, build)
+    server, port = page_server(procs, tmp_path / "received")
+    env = dict(os.environ, CKPT_FAULT="dump.task.pages:stop")
+    dump = subprocess.Popen(ckpt_cmd() + ["dump", "-t", str(target.pid), "-D",
+                                          str(tmp_path / "local"), "--page-server",
+                                          "--address", "127.0.0.1", "--port", str(port)],
+                            env=env, text=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: proc_state(dump.pid) in ("T", "Z", None), 60,
+                   "ckpt to stop at dump.task.pages")
+        assert proc_state(dump.pid) == "T", "ckpt never reached dump.task.pages"
+        server.kill()
+        server.communicate(timeout=scaled(30))
+        dump.send_signal(signal.SIGCONT)
+        _, err = dump.communicate(timeout=scaled(120))
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    assert dump.returncode == 1, err
+    assert "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "page server" in err, err
+    for side in ("local", "received"):
+        assert not (tmp_path / side / "inventory.json").exists(), side
+    still_running(target)
+    verify(target)
+    server, port = page_server(procs, tmp_path / "again")
+    ckpt_ok("dump", "-R", "-t", target.pid, "-D", tmp_path / "local2", "--page-server",
+            "--address", "127.0.0.1", "--port", str(port))
+    server_done(server)
+    still_running(target)
 
 
 def test_live_migration_over_page_server(build: Builder, procs: Procs,

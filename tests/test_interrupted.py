@@ -40,6 +40,9 @@ from ckpt_helpers import (
     wait_until,
 )
 
+# notes of killed ckpts kept from other helpers' ckpts (conftest.own_notes)
+pytestmark = pytest.mark.usefixtures("own_notes")
+
 MIB = 256
 CUTS = 20  # dumps cut at random moments, per signal
 RESTORE_CUTS = 12

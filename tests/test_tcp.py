@@ -30,6 +30,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     is_alive,
+    my_children,
     only_child,
     proc_state,
     scaled,
@@ -400,25 +401,24 @@ def test_half_closed(procs: Procs, images: Path, state: str) -> None:
 
 KILLED = PROGS / "ckpt_killed.py"
 POLL_ECHO = PROGS / "tcp_poll_echo.py"
+RELEASED = r"network lock (\S+) \(\w+\) left by a ckpt killed during a dump released"
 
 
-def _kill_ckpt_during_dump(pid: int, images: Path, notes: Path) -> str:
-    """Run a dump of ``pid`` that kills itself once the network is locked; the lock it
-    left (its note in ``notes``, its table present), by name."""
-    res = subprocess.run([PYTHON, KILLED, str(pid), str(images)],
+def _kill_ckpt_during_dump(pid: int, images: Path, when: str) -> str:
+    """Run a dump of ``pid`` that kills itself (tests/progs/ckpt_killed.py WHEN); its
+    log. The run ends once its guard has (its stderr is the guard's): the guard, now
+    this process's child (a subreaper), is reaped."""
+    before = my_children()
+    res = subprocess.run([PYTHON, KILLED, str(pid), str(images), when],
                          capture_output=True, text=True, timeout=scaled(60))
     assert res.returncode == -signal.SIGKILL, res.stderr
-    found = [json.loads(n.read_text()) for n in notes.glob("*.json")]
-    assert len(found) == 1, found
-    name = str(found[0]["name"])
-    assert table_present(name)
-    assert [s["pid"] for s in found[0]["sockets"]] != []
-    return name
+    for orphan in my_children() - before:
+        os.waitpid(orphan, 0)
+    return res.stderr
 
 
-def _in_repair_mode(pid: int, turn_on: bool = False) -> list[bool]:
-    """For each TCP socket of ``pid``: whether it is in repair mode (after putting it
-    in repair mode, with ``turn_on``)."""
+def _in_repair_mode(pid: int) -> list[bool]:
+    """For each TCP socket of ``pid``: whether it is in repair mode."""
     out = []
     pidfd = os.pidfd_open(pid)
     try:
@@ -427,8 +427,6 @@ def _in_repair_mode(pid: int, turn_on: bool = False) -> list[bool]:
                 continue
             with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as s:
                 if s.type == socket.SOCK_STREAM and s.family != socket.AF_UNIX:
-                    if turn_on:
-                        s.setsockopt(socket.IPPROTO_TCP, 19, 1)
                     out.append(bool(s.getsockopt(socket.IPPROTO_TCP, 19)))  # TCP_REPAIR
     finally:
         os.close(pidfd)
@@ -437,21 +435,44 @@ def _in_repair_mode(pid: int, turn_on: bool = False) -> list[bool]:
 
 def test_ckpt_killed_with_the_network_locked(procs: Procs, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """ckpt killed (SIGKILL) once the pair's connection is locked: the pair runs on but
-    its packets are dropped. The lock has a note naming it; the next ckpt (a dump with
-    -R of the same pair) finds the note of a dead ckpt whose sockets are still open,
-    removes the rules and says so: the pair streams on, nothing lost or repeated."""
+    """ckpt killed (SIGKILL) once the pair's connection is locked: its guard (guard.py)
+    releases the lock as soon as ckpt is gone, and says so; the pair streams on, nothing
+    lost or repeated, with no other ckpt run."""
     need("nft")
     notes = tmp_path / "notes"  # this test's own: no other ckpt recovers it first
     monkeypatch.setenv("CKPT_NETLOCK_DIR", str(notes))
     pair, child = _start_pair(procs)
-    name = _kill_ckpt_during_dump(pair.pid, tmp_path / "killed", notes)
+    err = _kill_ckpt_during_dump(pair.pid, tmp_path / "killed", "locked")
+    m = re.search(RELEASED, err)
+    assert m, err
+    assert not table_present(m[1])
+    assert list(notes.glob("*.json")) == []
+    assert is_alive(pair.pid) and is_alive(child)
+    _streaming(pair.out, 3000)
+    assert not (tmp_path / "killed" / "inventory.json").exists()
+
+
+def test_ckpt_killed_with_its_guard(procs: Procs, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """ckpt and its guard both killed once the pair's connection is locked (a service
+    manager killing ckpt's cgroup): the pair runs on but its packets are dropped. The
+    lock has a note naming it; the next ckpt (a dump with -R of the same pair) finds the
+    note of a dead ckpt whose sockets are still open, removes the rules and says so: the
+    pair streams on, nothing lost or repeated."""
+    need("nft")
+    notes = tmp_path / "notes"
+    monkeypatch.setenv("CKPT_NETLOCK_DIR", str(notes))
+    pair, child = _start_pair(procs)
+    _kill_ckpt_during_dump(pair.pid, tmp_path / "killed", "guard-too")
+    found = [json.loads(n.read_text()) for n in notes.glob("*.json")]
+    assert len(found) == 1, found
+    name = str(found[0]["name"])
+    assert table_present(name)
     assert is_alive(pair.pid) and is_alive(child)
     out = ckpt_ok("check").stdout
     assert re.search(rf"network lock {name} .*left by a ckpt killed during a dump", out), out
     res = ckpt_ok("dump", "-t", pair.pid, "-D", tmp_path / "again", "--tcp-established", "-R")
-    assert re.search(rf"network lock {name} .* left by a ckpt killed during a dump "
-                     "released", res.stderr), res.stderr
+    assert re.search(RELEASED.replace(r"(\S+)", re.escape(name)), res.stderr), res.stderr
     assert not table_present(name)
     assert list(notes.glob("*.json")) == []
     _streaming(pair.out, 3000)
@@ -459,12 +480,10 @@ def test_ckpt_killed_with_the_network_locked(procs: Procs, tmp_path: Path,
 
 def test_ckpt_killed_with_a_socket_in_repair_mode(procs: Procs, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """ckpt killed with a connection in repair mode (as when killed while reading it):
-    the process runs on with its socket sending nothing, the lock held. The next ckpt
-    takes the socket out of repair mode and removes the lock: the connection echoes
-    again. (ckpt is killed once the network is locked, then the test puts the socket in
-    repair mode: a ckpt killed later in the dump leaves its injected registers in the
-    process, which safety's recovery puts back.)"""
+    """ckpt killed while it reads a connection in repair mode (where the process's reads
+    fail with EPERM and its writes send nothing): its guard takes the socket out of
+    repair mode and removes the lock, with no other ckpt run; the connection echoes
+    again, the bytes before and after in order."""
     need("nft")
     notes = tmp_path / "notes"
     monkeypatch.setenv("CKPT_NETLOCK_DIR", str(notes))
@@ -472,13 +491,12 @@ def test_ckpt_killed_with_a_socket_in_repair_mode(procs: Procs, tmp_path: Path,
     with peer:
         peer.sendall(b"before")
         assert peer.recv(100) == b"before"
-        name = _kill_ckpt_during_dump(target.pid, tmp_path / "killed", notes)
-        assert _in_repair_mode(target.pid, turn_on=True) == [True]
-        res = ckpt_ok("dump", "-t", target.pid, "-D", tmp_path / "again",
-                      "--tcp-established", "-R")
-        assert "1 socket(s) taken out of repair mode" in res.stderr, res.stderr
+        err = _kill_ckpt_during_dump(target.pid, tmp_path / "killed", "repair")
+        m = re.search(RELEASED + r".*; 1 socket\(s\) taken out of repair mode", err)
+        assert m, err
         assert _in_repair_mode(target.pid) == [False]
-        assert not table_present(name)
+        assert not table_present(m[1])
+        assert list(notes.glob("*.json")) == []
         peer.sendall(b"after")
         got = b""
         while len(got) < 5:

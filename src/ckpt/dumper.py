@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import faults, new_pidns, recovery, standins
+from . import faults, guard, new_pidns, recovery, standins
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
@@ -272,10 +272,9 @@ def _freeze_tree(root: int) -> list[_Task]:
 
 
 def _release(tasks: list[_Task], kill: bool, stop: bool = False) -> None:
-    """Thaw and detach every frozen task, or kill them all. Not cut short by a signal."""
+    """Thaw and detach every frozen task, or kill them all (``_exit_kill`` first). Not
+    cut short by a signal."""
     with interrupts.held():
-        if kill:
-            _exit_kill(tasks)
         for t in reversed(tasks):
             fr = t.frozen
             if fr is None or not fr.attached:
@@ -592,10 +591,11 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     return pages
 
 
-def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None
-                  ) -> netlock.Lock | None:
+def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None,
+                  watch: guard.Guard) -> netlock.Lock | None:
     """With --tcp-established: drop every packet of the tree's TCP connections from now
-    on (the tree is frozen), before any of them is read."""
+    on (the tree is frozen), before any of them is read; ``watch`` is started first, to
+    undo the lock should ckpt die before it is released or handed to the restore."""
     if not tcp.established or tcp.close:
         return None
     from . import netlock
@@ -606,7 +606,10 @@ def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None
         return None
     conns = [netlock.Conn(c.local, c.peer) for c in found]
     holders = [netlock.Holder.of(pid, fd, c.inode) for c in found for pid, fd in c.holders]
-    return netlock.lock(conns, netlock.choose(backend), tasks[0].pid, holders)
+    backend = netlock.choose(backend)
+    if backend != "skip":
+        watch.start()
+    return netlock.lock(conns, backend, tasks[0].pid, holders)
 
 
 def _unlock_network(lock: netlock.Lock | None, notify: Notify, failed: bool) -> None:
@@ -703,6 +706,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     images: ImageWriter | None = None
     dumper: files.DumpFiles | None = None
     lock: netlock.Lock | None = None
+    watch = guard.Guard()
     note = recovery.Note()
     ok = False
     total = 0
@@ -734,7 +738,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                      sorted(ext_mounts))
         memberships = cgroups.dump({t.pid: [th.pid for th in t.threads] for t in live},
                                    manage_cgroups)
-        lock = _lock_network(tasks, tcp, network_lock)
+        lock = _lock_network(tasks, tcp, network_lock, watch)
         if lock is not None:
             notify("network-lock", 0)
         faults.point("dump.network_locked")
@@ -805,8 +809,11 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                     elif remote is not None:
                         remote.abort()
                 kill = ok and not leave_running and not leave_stopped
-                if kill and dumper is not None:
-                    dumper.before_kill()
+                if kill:  # from now on a killed ckpt takes the tree along: the lock stays
+                    _exit_kill(tasks)
+                    watch.stand_down()
+                    if dumper is not None:
+                        dumper.before_kill()
                 _release(tasks, kill=kill, stop=ok and leave_stopped)
                 note.close()
                 if images is not None:
@@ -817,7 +824,10 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                 if dumper is not None:
                     dumper.close()
                 if not kill:
-                    _unlock_network(lock, notify, failed=not ok)
+                    try:
+                        _unlock_network(lock, notify, failed=not ok)
+                    finally:
+                        watch.stand_down()
                 elif lock is not None:  # the connections stay locked until their restore
                     from . import netlock
                     netlock.keep(lock, images_dir)
