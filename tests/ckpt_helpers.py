@@ -8,6 +8,7 @@ timeout; nothing sleeps for a fixed long time. Every timeout and every quiet win
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -408,6 +409,26 @@ def ckpt_cmd() -> list[str]:
     script = Path(PYTHON).with_name("ckpt")
     return [str(script)] if script.exists() else [PYTHON, "-m", "ckpt"]
 
+
+@contextlib.contextmanager
+def ckpt_stopped_at(point: str, *args: str | int | os.PathLike[str]
+                    ) -> Iterator[subprocess.Popen[str]]:
+    """``ckpt ARGS`` started with ``CKPT_FAULT=POINT:stop`` and stopped there (its stderr
+    a pipe); the caller sends it signals, lets it go on (SIGCONT) and waits for it. Killed
+    on the way out if it still runs."""
+    env = dict(os.environ, CKPT_FAULT=f"{point}:stop")
+    p = subprocess.Popen(ckpt_cmd() + [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
+                                       for a in args],
+                         env=env, text=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: proc_state(p.pid) in ("T", "Z", None), 60, f"ckpt to stop at {point}")
+        assert proc_state(p.pid) == "T", f"ckpt never reached {point}"
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 def run_ckpt(*args: str | int | os.PathLike[str], timeout: float = 60.0
              ) -> subprocess.CompletedProcess[str]:

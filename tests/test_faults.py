@@ -33,6 +33,7 @@ from ckpt_helpers import (
     ckpt_cmd,
     ckpt_fails,
     ckpt_ok,
+    ckpt_stopped_at,
     is_alive,
     my_children,
     only_child,
@@ -243,20 +244,10 @@ def interrupted_at(point: str, sig: signal.Signals, *args: str | int | Path
                    ) -> tuple[str, int]:
     """Run ckpt ARGS stopped at ``point`` (``:stop``), send it ``sig`` and let it go on;
     return its stderr and exit status."""
-    env = dict(os.environ, CKPT_FAULT=f"{point}:stop")
-    p = subprocess.Popen(ckpt_cmd() + [str(a) for a in args], env=env, text=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: proc_state(p.pid) in ("T", "Z", None), 60, f"ckpt to stop at {point}")
-        assert proc_state(p.pid) == "T", f"ckpt never reached {point}"
+    with ckpt_stopped_at(point, *args) as p:
         p.send_signal(sig)
         p.send_signal(signal.SIGCONT)
         _, err = p.communicate(timeout=scaled(60))
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     assert "Traceback" not in err, err
     return err, p.returncode
 

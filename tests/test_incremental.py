@@ -28,14 +28,13 @@ from ckpt_helpers import (
     ckpt_cmd,
     ckpt_fails,
     ckpt_ok,
+    ckpt_stopped_at,
     dump_and_check_dead,
     is_alive,
     only_child,
-    proc_state,
     restore_detached,
     run_ckpt,
     scaled,
-    wait_until,
 )
 
 MIB = 1 << 20
@@ -391,24 +390,13 @@ def test_page_server_killed_mid_dump(build: Builder, procs: Procs, tmp_path: Pat
     neither folder holds an inventory; a dump into a fresh page server works after."""
     target = start_incr(procs, build)
     server, port = page_server(procs, tmp_path / "received")
-    env = dict(os.environ, CKPT_FAULT="dump.task.pages:stop")
-    dump = subprocess.Popen(ckpt_cmd() + ["dump", "-t", str(target.pid), "-D",
-                                          str(tmp_path / "local"), "--page-server",
-                                          "--address", "127.0.0.1", "--port", str(port)],
-                            env=env, text=True, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: proc_state(dump.pid) in ("T", "Z", None), 60,
-                   "ckpt to stop at dump.task.pages")
-        assert proc_state(dump.pid) == "T", "ckpt never reached dump.task.pages"
+    with ckpt_stopped_at("dump.task.pages", "dump", "-t", target.pid, "-D",
+                         tmp_path / "local", "--page-server", "--address", "127.0.0.1",
+                         "--port", port) as dump:
         server.kill()
         server.communicate(timeout=scaled(30))
         dump.send_signal(signal.SIGCONT)
         _, err = dump.communicate(timeout=scaled(120))
-    finally:
-        if dump.poll() is None:
-            dump.kill()
-            dump.wait()
     assert dump.returncode == 1, err
     assert "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and "page server" in err, err
