@@ -33,6 +33,7 @@ from ckpt_helpers import (
     my_children,
     only_child,
     proc_state,
+    run_ckpt,
     scaled,
     wait_until,
 )
@@ -233,6 +234,30 @@ def test_failed_restore_releases_the_lock(procs: Procs, images: Path,
     assert not lock_present(lock)
     assert proc_state(pair.pid) is None and proc_state(child) is None
 
+
+
+@pytest.mark.parametrize("point", ["restore.task.memory", "restore.before_detach",
+                                   "restore.network_unlocked"])
+def test_killed_restore_leaves_images_that_restore(procs: Procs, images: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   point: str) -> None:
+    """A restore SIGKILLed at each step around the network lock takes its processes
+    along (EXITKILL); the lock stays unless the restore had released it already, and the
+    next restore brings the pair back streaming (both ends are in the tree: no peer saw
+    the connection close)."""
+    need("nft")
+    pair, child, lock = _dump_pair(procs, images)
+    monkeypatch.setenv("CKPT_FAULT", f"{point}:kill")
+    res = run_ckpt("restore", "-D", images, "-d", "--tcp-established")
+    monkeypatch.delenv("CKPT_FAULT")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    for pid in (pair.pid, child):
+        if proc_state(pid) is not None:  # killed with ckpt; reaped here (a subreaper)
+            procs.wait_gone(pid)
+    assert lock_present(lock) == (point != "restore.network_unlocked")
+    _restore(procs, images, [pair.pid, child], pair.out)
+    assert not lock_present(lock)
+    _streaming(pair.out, 3000)
 
 def test_restore_without_the_flag_keeps_the_lock(procs: Procs, images: Path) -> None:
     """Images with connections restored without --tcp-established: refused before
