@@ -477,6 +477,35 @@ def test_ckpt_killed_with_the_network_locked(procs: Procs, tmp_path: Path,
     assert not (tmp_path / "killed" / "inventory.json").exists()
 
 
+
+@pytest.mark.parametrize("point", ["dump.task.fds", "dump.task.pages", "dump.inject:40",
+                                   "dump.files", "dump.before_kill"])
+def test_ckpt_killed_at_each_step(procs: Procs, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """``ckpt dump --tcp-established`` SIGKILLed at each step after the lock, up to the
+    images complete: the pair streams on with no other ckpt run, no lock or repair mode
+    left, each thread untraced (the guard woke what was parked)."""
+    need("nft")
+    monkeypatch.setenv("CKPT_NETLOCK_DIR", str(tmp_path / "notes"))
+    pair, child = _start_pair(procs)
+    before = my_children()
+    monkeypatch.setenv("CKPT_FAULT", f"{point}:kill")
+    res = run_ckpt("dump", "-t", pair.pid, "-D", tmp_path / "killed", "--tcp-established")
+    monkeypatch.delenv("CKPT_FAULT")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    for orphan in my_children() - before:  # the guard, once done
+        os.waitpid(orphan, 0)
+    m = re.search(RELEASED, res.stderr)
+    assert m, res.stderr
+    assert not table_present(m[1])
+    assert list((tmp_path / "notes").glob("*.json")) == []
+    for pid in (pair.pid, child):
+        assert _in_repair_mode(pid) == [False]
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                assert "TracerPid:\t0\n" in f.read(), f"thread {tid} still traced"
+    _streaming(pair.out, 3000)
+
 def test_ckpt_killed_with_its_guard(procs: Procs, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """ckpt and its guard both killed once the pair's connection is locked (a service
