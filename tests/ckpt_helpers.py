@@ -154,6 +154,20 @@ def my_children() -> set[int]:
     return kids
 
 
+
+def reap_guards(before: set[int], comm: str = "ckpt") -> None:
+    """Reap the guard (src/ckpt/guard.py) a killed ckpt left: a fork of ckpt (named
+    ``comm``), re-parented to this process (a subreaper) and exiting once done, among
+    the children that came after ``before``."""
+    for pid in my_children() - before:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except FileNotFoundError:
+            continue
+        if name == comm:
+            os.waitpid(pid, 0)
+
 def free_pid() -> int:
     """A PID that no process holds right now (highest first, far from new PIDs)."""
     with open("/proc/sys/kernel/pid_max") as f:

@@ -33,6 +33,7 @@ from ckpt_helpers import (
     my_children,
     only_child,
     proc_state,
+    reap_guards,
     run_ckpt,
     scaled,
     wait_until,
@@ -237,25 +238,34 @@ def test_failed_restore_releases_the_lock(procs: Procs, images: Path,
 
 
 @pytest.mark.parametrize("point", ["restore.task.memory", "restore.before_detach",
-                                   "restore.network_unlocked"])
-def test_killed_restore_leaves_images_that_restore(procs: Procs, images: Path,
-                                                   monkeypatch: pytest.MonkeyPatch,
-                                                   point: str) -> None:
-    """A restore SIGKILLed at each step around the network lock takes its processes
-    along (EXITKILL); the lock stays unless the restore had released it already, and the
+                                   "restore.network_unlocked", "restore.task.let_go",
+                                   "restore.let_live"])
+def test_killed_restore(procs: Procs, images: Path, monkeypatch: pytest.MonkeyPatch,
+                        point: str) -> None:
+    """A restore SIGKILLed at each step from the network unlock to the tree let go.
+    Before every thread is let go (EXITKILL cleared) it takes its processes along (its
+    guard kills those it let go already), the lock stays unless it was released, and the
     next restore brings the pair back streaming (both ends are in the tree: no peer saw
-    the connection close)."""
+    the connection close). After, the pair streams on."""
     need("nft")
     pair, child, lock = _dump_pair(procs, images)
+    before = my_children()
     monkeypatch.setenv("CKPT_FAULT", f"{point}:kill")
     res = run_ckpt("restore", "-D", images, "-d", "--tcp-established")
     monkeypatch.delenv("CKPT_FAULT")
     assert res.returncode == -signal.SIGKILL, res.stderr
-    for pid in (pair.pid, child):
-        if proc_state(pid) is not None:  # killed with ckpt; reaped here (a subreaper)
-            procs.wait_gone(pid)
-    assert lock_present(lock) == (point != "restore.network_unlocked")
-    _restore(procs, images, [pair.pid, child], pair.out)
+    reap_guards(before)
+    if point == "restore.let_live":
+        for pid in (pair.pid, child):
+            assert is_alive(pid), f"{pid} gone (state {proc_state(pid)})"
+            procs.adopt(pid, pair.out)
+    else:
+        for pid in (pair.pid, child):
+            if proc_state(pid) is not None:  # killed with ckpt; reaped here (a subreaper)
+                procs.wait_gone(pid)
+        assert lock_present(lock) == (point in ("restore.task.memory",
+                                                "restore.before_detach"))
+        _restore(procs, images, [pair.pid, child], pair.out)
     assert not lock_present(lock)
     _streaming(pair.out, 3000)
 
@@ -437,8 +447,7 @@ def _kill_ckpt_during_dump(pid: int, images: Path, when: str) -> str:
     res = subprocess.run([PYTHON, KILLED, str(pid), str(images), when],
                          capture_output=True, text=True, timeout=scaled(60))
     assert res.returncode == -signal.SIGKILL, res.stderr
-    for orphan in my_children() - before:
-        os.waitpid(orphan, 0)
+    reap_guards(before, Path(PYTHON).name[:15])
     return res.stderr
 
 
@@ -493,8 +502,7 @@ def test_ckpt_killed_at_each_step(procs: Procs, tmp_path: Path,
     res = run_ckpt("dump", "-t", pair.pid, "-D", tmp_path / "killed", "--tcp-established")
     monkeypatch.delenv("CKPT_FAULT")
     assert res.returncode == -signal.SIGKILL, res.stderr
-    for orphan in my_children() - before:  # the guard, once done
-        os.waitpid(orphan, 0)
+    reap_guards(before)
     m = re.search(RELEASED, res.stderr)
     assert m, res.stderr
     assert not table_present(m[1])

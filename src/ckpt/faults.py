@@ -54,6 +54,8 @@ POINTS: dict[str, str] = {
     "restore.before_detach": "every task restored, right before detaching",
     "restore.network_unlocked": "the network unlocked, the TCP connections still in repair "
                                 "mode, the tree not yet running",
+    "restore.task.let_go": "a process let go should ckpt die (no EXITKILL), the next not",
+    "restore.let_live": "every thread let go should ckpt die (no EXITKILL), no pidfile yet",
 }
 
 

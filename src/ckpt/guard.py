@@ -1,23 +1,24 @@
-"""The guard of a dump that locks the network: a process forked by ckpt that, should
-ckpt die (SIGKILL, the OOM killer) before the lock is handed over, releases it at once.
+"""A guard: a process forked by ckpt that, should ckpt die (SIGKILL, the OOM killer)
+while the processes it holds depend on it, puts them right at once.
 
 A dump with ``--tcp-established`` drops the packets of the tree's connections and
 puts each socket in repair mode while it reads it. Killed then, ckpt leaves
 processes that run on (the kernel lets its tracees go) with their connections cut
 and maybe a socket in repair mode, whose reads fail with EPERM. The notes of
-netlock.py and recovery.py let the next ckpt undo that; the guard does it as soon
-as ckpt is gone: forked before the lock is taken, it waits on a pipe whose other
-end only ckpt holds. ckpt writes to it when the lock needs no guard any more (it
-was released, or the processes are bound to die with ckpt: EXITKILL is set and the
-lock stays for their restore); then the guard exits. If the pipe closes without a
-word, ckpt died: the guard waits until the kernel has let its tracees go (ckpt's
-pidfd turns readable once its exit is complete), then runs what the next ckpt would
-run first: ``netlock.recover`` (rules removed, sockets out of repair mode) and
-``recovery.recover`` (parked threads woken, the scratch area unmapped).
+netlock.py and recovery.py let the next ckpt undo that; the dump's guard
+(``undo_killed_dump``) does it as soon as ckpt is gone. A restore lets its tree go
+by clearing EXITKILL thread by thread: its guard kills the whole tree should ckpt die
+before the last one (restorer.py), so that none is left half alive.
 
-The guard holds none of ckpt's files but the pipe, the pidfd and its log's (a copy
-of a socket or of a note's lock would keep them alive past ckpt), and ignores the
-signals ckpt is interrupted by, in a session of its own.
+The guard is forked with what it needs in its memory and waits on a pipe whose
+other end only ckpt holds. ckpt writes a word to it when nothing is left to guard
+(``stand_down``); then the guard exits. If the pipe closes without that word, ckpt
+died: the guard waits until the kernel has let its tracees go (ckpt's pidfd turns
+readable once its exit is complete), then calls its ``on_death``.
+
+The guard holds none of ckpt's files but the pipe, the pidfd, its log's and those
+it is given (a copy of a socket or of a note's lock would keep them alive past
+ckpt), and ignores the signals ckpt is interrupted by, in a session of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 import os
 import select
 import signal
+from collections.abc import Callable, Iterable
 
 from . import faults, recovery
 
@@ -35,9 +37,13 @@ _STAND_DOWN = b"x"
 
 
 class Guard:
-    """ckpt's end of one guard; ``start`` forks it, ``stand_down`` lets it go."""
+    """ckpt's end of one guard: ``start`` forks it, ``stand_down`` lets it go.
+    ``on_death()`` runs in the guard should ckpt die first; ``keep``: the fds it needs
+    then."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_death: Callable[[], None], keep: Iterable[int] = ()):
+        self.on_death = on_death
+        self.keep = set(keep)
         self.fd = -1
         self.pid = 0
 
@@ -47,13 +53,13 @@ class Guard:
             return
         pidfd = os.pidfd_open(os.getpid())
         r, w = os.pipe2(os.O_CLOEXEC)
-        keep = {0, 1, 2, r, pidfd, *_log_fds()}
+        keep = {0, 1, 2, r, pidfd, *self.keep, *_log_fds()}
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the guard's side; tests see what it does)
             code = 1
             try:
                 _become_guard(keep)
-                code = _watch(r, pidfd)
+                code = _watch(r, pidfd, self.on_death)
             finally:
                 os._exit(code)
         os.close(r)
@@ -74,6 +80,17 @@ class Guard:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
+
+
+def undo_killed_dump() -> None:
+    """A dump's guard, ckpt dead: what the next ckpt would do first, at once: locks no
+    ckpt holds released (rules removed, sockets out of repair mode), parked threads
+    woken and the scratch area unmapped."""
+    from . import netlock  # here: start-up imports it only for a lock
+
+    log.warning("ckpt died during the dump; its guard releases what it held")
+    netlock.recover()  # each lock released is logged
+    recovery.recover()
 
 
 def _log_fds() -> list[int]:
@@ -104,8 +121,8 @@ def _become_guard(keep: set[int]) -> None:
                 pass
 
 
-def _watch(r: int, pidfd: int) -> int:
-    """Wait for ckpt's word or death; after its death, undo what it left."""
+def _watch(r: int, pidfd: int, on_death: Callable[[], None]) -> int:
+    """Wait for ckpt's word or death; after its death, ``on_death``."""
     while True:
         got = os.read(r, 16)
         if _STAND_DOWN in got:
@@ -113,9 +130,5 @@ def _watch(r: int, pidfd: int) -> int:
         if not got:
             break
     select.select([pidfd], [], [])  # ckpt's exit complete: its tracees let go
-    from . import netlock  # here: start-up imports it only for a lock
-
-    log.warning("ckpt died during the dump; its guard releases what it held")
-    netlock.recover()  # each lock released is logged
-    recovery.recover()
+    on_death()
     return 0

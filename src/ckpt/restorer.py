@@ -22,13 +22,14 @@ import contextlib
 import ctypes
 import logging
 import os
+import signal
 import struct
 import termios
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import faults, new_pidns, recovery, standins, tree, validate
+from . import faults, guard, new_pidns, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError, UsageError
 from .hooks import Notify, ignore
 from .images import INVENTORY, ImageReader, untrusted
@@ -171,6 +172,7 @@ class Restore:
         self.shmem: dict[int, tuple[int, int, int]] = {}  # shared memory mapped so far
         self.cwds: dict[int, int] = {}  # removed working directories: ghost id -> a pid in it
         self.pidfile_written: str | None = None
+        self.watch = guard.Guard(lambda: None)  # the real one made by let_live
         self.foreground: Foreground | None = None
 
     @property
@@ -202,6 +204,7 @@ class Restore:
             faults.point("restore.before_detach")
             self.unlock_network()
             self.notify("pre-resume", 0)
+            self.let_live()
             self.resume()
         except BaseException as e:
             with interrupts.held():
@@ -502,6 +505,27 @@ class Restore:
         self.foreground = Foreground((pgid if pgid != self.outside_pgid else None)
                                      or os.getpgrp())
 
+    def let_live(self) -> None:
+        """The point of no return: every process stops depending on ckpt's life (EXITKILL
+        cleared, thread by thread), so that from now on a killed ckpt lets the complete
+        tree run. Meanwhile a guard (guard.py) kills the whole tree should ckpt die:
+        none is left half alive."""
+        pidfds = [os.pidfd_open(n.pid) for n in self.started]
+        self.watch = guard.Guard(lambda: _kill_all(pidfds), keep=pidfds)
+        try:
+            self.watch.start()
+        finally:
+            for fd in pidfds:  # the guard has its own
+                os.close(fd)
+        with interrupts.held():
+            for n in self.started:
+                options = tree.ptrace_options(n) & ~ptrace.PTRACE_O_EXITKILL
+                for tid in [*n.thread_ids, n.pid]:
+                    ptrace.set_options(tid, options)
+                faults.point("restore.task.let_go")
+            self.watch.stand_down()
+        faults.point("restore.let_live")
+
     def unlock_network(self) -> None:
         """Every process restored and stopped: the dump's network lock goes, then the TCP
         connections leave repair mode (their window probes and unsent bytes go out)."""
@@ -515,15 +539,9 @@ class Restore:
             inet.connections.finish()
 
     def resume(self) -> None:
-        """Detach every thread of every process: the tree runs as saved.
-
-        Every process first stops depending on ckpt's life (no EXITKILL): from then
-        on, a killed ckpt lets the complete tree run; before, it takes it along."""
+        """Write the pidfile and detach every thread of every process (let live before):
+        the tree runs as saved."""
         with interrupts.held():
-            for n in self.started:
-                options = tree.ptrace_options(n) & ~ptrace.PTRACE_O_EXITKILL
-                for tid in [*n.thread_ids, n.pid]:
-                    ptrace.set_options(tid, options)
             self.write_pidfile()
             for n in self.started:
                 for tid in n.thread_ids:
@@ -582,6 +600,7 @@ class Restore:
                 netlock.unlock(self.net_lock)
             except CkptError as e:
                 log.error("%s", e)
+        self.watch.stand_down()
 
     def _inet(self) -> sk_inet.InetSockets | None:
         """The restore's sockets of kind inet (TCP connections among them), None when
@@ -820,3 +839,13 @@ def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,
     out = new_pidns.restore(run, detach=detach, pidfile=pidfile)
     return RestoreResult(out.pid, time.monotonic() - t0, exit_status=out.exit_status,
                          pids=out.pids, init_pid=out.init_pid)
+
+
+def _kill_all(pidfds: list[int]) -> None:
+    """A restore's guard, ckpt dead while it let the tree go: the tree is killed."""
+    for fd in pidfds:
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            pass
+    log.warning("ckpt died while it let the restored tree go: its guard killed the tree")
