@@ -397,9 +397,12 @@ def test_page_server_killed_mid_dump(build: Builder, procs: Procs, tmp_path: Pat
         server.communicate(timeout=scaled(30))
         dump.send_signal(signal.SIGCONT)
         _, err = dump.communicate(timeout=scaled(120))
-    assert dump.returncode == 1, err
+    # a failed send (1), or the SIGPIPE of a write to the closed connection (128 + 13):
+    # either way rolled back
+    assert dump.returncode in (1, 128 + signal.SIGPIPE), err
     assert "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1 and "page server" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "page server" in err or "interrupted by SIGPIPE" in err, err
     for side in ("local", "received"):
         assert not (tmp_path / side / "inventory.json").exists(), side
     still_running(target)

@@ -236,10 +236,10 @@ def test_failed_restore_releases_the_lock(procs: Procs, images: Path,
     assert proc_state(pair.pid) is None and proc_state(child) is None
 
 
-
 @pytest.mark.parametrize("point", ["restore.task.memory", "restore.before_detach",
                                    "restore.network_unlocked", "restore.task.let_go",
                                    "restore.let_live"])
+@pytest.mark.usefixtures("own_notes")  # no other helper's ckpt recovers them
 def test_killed_restore(procs: Procs, images: Path, monkeypatch: pytest.MonkeyPatch,
                         point: str) -> None:
     """A restore SIGKILLed at each step from the network unlock to the tree let go.
@@ -467,6 +467,7 @@ def _in_repair_mode(pid: int) -> list[bool]:
     return out
 
 
+@pytest.mark.usefixtures("own_notes")  # no other helper's ckpt recovers them
 def test_ckpt_killed_with_the_network_locked(procs: Procs, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """ckpt killed (SIGKILL) once the pair's connection is locked: its guard (guard.py)
@@ -489,6 +490,7 @@ def test_ckpt_killed_with_the_network_locked(procs: Procs, tmp_path: Path,
 
 @pytest.mark.parametrize("point", ["dump.task.fds", "dump.task.pages", "dump.inject:40",
                                    "dump.files", "dump.before_kill"])
+@pytest.mark.usefixtures("own_notes")  # no other helper's ckpt recovers them
 def test_ckpt_killed_at_each_step(procs: Procs, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch, point: str) -> None:
     """``ckpt dump --tcp-established`` SIGKILLed at each step after the lock, up to the
@@ -514,6 +516,7 @@ def test_ckpt_killed_at_each_step(procs: Procs, tmp_path: Path,
                 assert "TracerPid:\t0\n" in f.read(), f"thread {tid} still traced"
     _streaming(pair.out, 3000)
 
+@pytest.mark.usefixtures("own_notes")  # no other helper's ckpt recovers them
 def test_ckpt_killed_with_its_guard(procs: Procs, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """ckpt and its guard both killed once the pair's connection is locked (a service
@@ -540,6 +543,7 @@ def test_ckpt_killed_with_its_guard(procs: Procs, tmp_path: Path,
     _streaming(pair.out, 3000)
 
 
+@pytest.mark.usefixtures("own_notes")  # no other helper's ckpt recovers them
 def test_ckpt_killed_with_a_socket_in_repair_mode(procs: Procs, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """ckpt killed while it reads a connection in repair mode (where the process's reads
