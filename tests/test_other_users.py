@@ -117,7 +117,9 @@ http {{
     kids = wait_until(workers, 10, "two nginx workers")
     wait_until(lambda: _answers(port), 10, "nginx answering")
     assert get(port) == b"hello from nginx\n"
-    assert all(proc_status(k)["Uid"].split()[1] == "65534" for k in kids)
+    # One worker may answer while the other, just forked, has not dropped root yet.
+    wait_until(lambda: all(proc_status(k)["Uid"].split()[1] == "65534" for k in kids), 10,
+               "both workers running as nobody")
     ckpt_ok("dump", "-t", master.pid, "-D", images)
     assert procs.wait_gone(master) == -signal.SIGKILL
     for k in kids:
