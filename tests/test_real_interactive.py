@@ -175,6 +175,11 @@ def _ticks(screen: str) -> list[int]:
     return [int(n) for n in re.findall(r"^tick (\d+)$", screen, re.M)]
 
 
+def _last_tick(screen: str) -> int:
+    """The last tick shown, -1 when none is (a copy of the window caught half written)."""
+    return (_ticks(screen) or [-1])[-1]
+
+
 def test_tmux_server(procs: Procs, images: Path, tmp_path: Path) -> None:
     """A tmux server (a daemon, its session's pty master, the shell on the slave)
     with a loop printing in its pane: after the restore the pane shows the loop going
@@ -196,8 +201,9 @@ def test_tmux_server(procs: Procs, images: Path, tmp_path: Path) -> None:
     shell = tree(server)[1]
     cycle(procs, server, images, out=Output(tmp_path / "none"))
     assert tree(server)[1] == shell
-    last = _ticks(cmd("capture-pane", "-p", "-t", "t"))[-1]
-    wait_until(lambda: _ticks(cmd("capture-pane", "-p", "-t", "t"))[-1] >= last + 3,
+    last = wait_until(lambda: _ticks(cmd("capture-pane", "-p", "-t", "t")), TIMEOUT,
+                      "ticks in the pane")[-1]
+    wait_until(lambda: _last_tick(cmd("capture-pane", "-p", "-t", "t")) >= last + 3,
                TIMEOUT, "the loop's ticks after the restore")
     cmd("send-keys", "-t", "t", "C-c", "")
     cmd("send-keys", "-t", "t", "echo done-$((6*7))", "Enter")
@@ -237,8 +243,8 @@ def test_screen_server(procs: Procs, images: Path, tmp_path: Path,
     shell = tree(server.pid)[1]
     cycle(procs, server, images)
     assert tree(server.pid)[1] == shell
-    last = _ticks(window())[-1]
-    wait_until(lambda: _ticks(window())[-1] >= last + 3, TIMEOUT,
+    last = wait_until(lambda: _ticks(window()), TIMEOUT, "ticks in the window")[-1]
+    wait_until(lambda: _last_tick(window()) >= last + 3, TIMEOUT,
                "the loop's ticks after the restore")
     stuff("\x03echo done-`expr 6 \\* 7`\n")  # stuff would expand a $
     wait_until(lambda: re.search("^done-42$", window(), re.M), TIMEOUT,
