@@ -34,7 +34,9 @@ if [ -n "$missing" ]; then
     echo "bootstrap: missing$missing (Debian packages; the tests that need them skip)" >&2
   fi
 fi
+# (again when the console scripts predate their entry points, ckpt.cli:run)
 if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ckpt-criu ] \
+    || ! grep -q 'import run' .venv/bin/ckpt .venv/bin/ckpt-criu \
     || ! .venv/bin/python -c 'import ckpt, pytest' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
@@ -53,6 +55,8 @@ fi
 # Byte-compiled once (as an installed package is): with PYTHONDONTWRITEBYTECODE set, every
 # command would otherwise compile ckpt from source at start-up.
 .venv/bin/python -m compileall -q src >/dev/null
+# The methods dataclasses writes for ckpt's classes, compiled once too (ckpt/dccache.py).
+.venv/bin/python -m ckpt.dccache >/dev/null
 # gunicorn, a real server the tests dump and restore (its test skips without it).
 if [ "$(id -u)" = 0 ] && ! .venv/bin/python -c 'import gunicorn' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check gunicorn \

@@ -15,9 +15,9 @@ if _os.path.basename(_sys.argv[0] if _sys.argv else "") in ("ckpt", "ckpt-criu")
     # back and exit once its main function runs (cli.py), never print a traceback.
     from .kernel import interrupts as _interrupts
     _interrupts.record()
-    # Before cli.py's imports: dataclasses would import inspect (deferred.py).
-    from .deferred import defer_imports as _defer_imports
-    _defer_imports()
+    # Before cli.py's imports: a command starts as quickly as it can (command.py).
+    from .command import begin as _begin
+    _begin()
 
 from .errors import CkptError, DumpError, ImageError, RestoreError, UnsupportedError
 from .version import __version__

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from . import flags, progress
+from . import command, flags, progress
 from . import log as ckpt_log
 from .errors import CkptError, UsageError
 from .kernel import interrupts, safefs
@@ -154,6 +154,7 @@ def _notify(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _dump(args: argparse.Namespace, notes: list[str]) -> int:
     from .dumper import dump
+    command.started()
     if args.leave_running and args.leave_stopped:
         raise UsageError("-R (--leave-running) and -s (--leave-stopped) exclude each other")
     server = _page_server(args)
@@ -168,6 +169,7 @@ def _dump(args: argparse.Namespace, notes: list[str]) -> int:
 
 def _pre_dump(args: argparse.Namespace, notes: list[str]) -> int:
     from .dumper import pre_dump
+    command.started()
     server = _page_server(args)
     _claim_folder(args)
     _setup_log(args, notes, create=True)
@@ -178,6 +180,7 @@ def _pre_dump(args: argparse.Namespace, notes: list[str]) -> int:
 
 def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) -> int:
     from .restorer import restore
+    command.started()
     detach = bool(args.restore_detached or args.daemon)
     if args.restore_sibling and not detach:
         raise UsageError("--restore-sibling (-S) goes with --restore-detached (-d)")
@@ -205,6 +208,7 @@ def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) ->
 
 def _page_server_command(args: argparse.Namespace, notes: list[str]) -> int:
     from .page_server import serve
+    command.started()
     _claim_folder(args)
     _setup_log(args, notes, create=True)
 
@@ -264,14 +268,17 @@ def main(argv: list[str] | None = None) -> int:
             return _page_server_command(args, notes)
         if args.command == flags.CHECK:
             from .check import run_checks
+            command.started()
             if args.log_file:
                 _setup_log(args, notes, create=False)
             return run_checks()
         if args.command == "swrk":
             from .rpc.server import serve_fd
+            command.started()
             return serve_fd(args.fd)
         if args.command == "show":
             from .show import show
+            command.started()
             json.dump(show(args.path, fds=args.fds), sys.stdout, indent=1)
             sys.stdout.write("\n")
             return 0
@@ -308,6 +315,11 @@ def _quiet_stdout() -> int:
     """stdout was closed by its reader: end quietly (Python would complain at exit)."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def run() -> None:
+    """The ``ckpt`` command's entry point: ``main``, then out at once (command.end)."""
+    command.end(main())
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if len(args) == 2 and args[0] == "swrk" and args[1].isdigit():
         # runc's call, once or twice per checkpoint: straight to the server, no argparse
+        from . import command
         from .errors import CkptError
         from .rpc.server import serve_fd
+        command.started()
         try:
             return serve_fd(int(args[1]))
         except CkptError as e:
@@ -42,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
             return e.exit_status
     from .cli import main as ckpt_main
     return ckpt_main(args)
+
+
+def run() -> None:
+    """The ``ckpt-criu`` command's entry point: ``main``, then out at once (command.end)."""
+    from .command import end
+    end(main())
 
 
 if __name__ == "__main__":

@@ -43,3 +43,69 @@ def test_drivers_leave_out_what_few_commands_use() -> None:
                "print(sorted(m for m in ('ckpt.netlock', 'ckpt.resources.sk_inet', "
                "'ckpt.resources.sk_tcp', 'shutil') if m in sys.modules))")
     assert out == "[]"
+
+
+_METHODS = """
+import dataclasses, importlib, inspect, sys
+out = []
+for name in ("ckpt.kernel.procfs", "ckpt.resources.filekind", "ckpt.dumper", "ckpt.netlock"):
+    mod = importlib.import_module(name)
+    for cls in sorted(vars(mod).values(), key=repr):
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == name:
+            for meth in ("__init__", "__repr__", "__eq__", "__setattr__", "__hash__"):
+                fn = cls.__dict__.get(meth)
+                if fn is not None and hasattr(fn, "__code__"):
+                    out.append((cls.__qualname__, meth, str(inspect.signature(fn)),
+                                repr(fn.__annotations__), fn.__code__.co_code,
+                                fn.__code__.co_consts, fn.__code__.co_names))
+print(repr(out))
+"""
+
+
+def test_dataclass_code_from_the_file_is_the_code_compiled(tmp_path) -> None:
+    """Methods whose code came from dccache's file are those dataclasses compiles: same
+    signature, annotations (objects, not the strings ``from __future__`` would give),
+    byte code and constants; and the file is used (each of a module's methods a hit)."""
+    path = tmp_path / "dataclasses.bin"
+    built = _run(f"import ckpt.dccache as d; print(d.build({str(path)!r}))")
+    assert int(built) > 100
+    plain = _run(_METHODS)
+    hits = ("import ckpt.dccache as d, dataclasses, builtins; n = d.install("
+            f"{str(path)!r}); assert n > 100; ex = dataclasses.exec; table = d.load("
+            f"{str(path)!r}); seen = []; "
+            "dataclasses.exec = lambda s, g=None, l=None: (seen.append(s in table), "
+            "ex(s, g, l)); import ckpt.kernel.procfs; print(len(seen), all(seen))")
+    count, all_hits = _run(hits).split()
+    assert int(count) > 10 and all_hits == "True"
+    cached = _run(f"import ckpt.dccache as d; d.install({str(path)!r})\n" + _METHODS)
+    assert cached == plain
+    assert "__init__" in plain
+
+
+def test_dataclass_code_of_another_source_still_compiles(tmp_path) -> None:
+    path = tmp_path / "dataclasses.bin"
+    _run(f"import ckpt.dccache as d; d.build({str(path)!r})")
+    out = _run(f"import ckpt.dccache as d; d.install({str(path)!r}); import dataclasses\n"
+               "@dataclasses.dataclass(frozen=True)\nclass Odd:\n    zz_unheard_of: int = 3\n"
+               "print(Odd(), Odd(4) == Odd(4), hash(Odd()) == hash(Odd(3)))")
+    assert out == "Odd(zz_unheard_of=3) True True"
+
+
+def test_a_file_of_another_python_is_not_used(tmp_path) -> None:
+    path = tmp_path / "dataclasses.bin"
+    path.write_bytes(b"\0\0\r\n" + b"junk")
+    assert _run(f"import ckpt.dccache as d; print(d.install({str(path)!r}))") == "0"
+
+
+def test_the_command_ends_with_its_status_its_output_and_its_log(tmp_path) -> None:
+    """command.end: atexit functions run (logging closes its file), stdout flushed
+    though not a terminal, the status as given; the collector back on once started."""
+    log = tmp_path / "log"
+    res = subprocess.run(
+        [sys.executable, "-c",
+         "import gc, logging, sys; from ckpt import command; command.begin(); "
+         "off = gc.isenabled(); command.started(); "
+         f"h = logging.FileHandler({str(log)!r}); logging.getLogger('t').addHandler(h); "
+         "logging.getLogger('t').warning('kept'); sys.stdout.write(f'{off} {gc.isenabled()}'); "
+         "command.end(3)"], capture_output=True, text=True)
+    assert (res.returncode, res.stdout, log.read_text()) == (3, "False True", "kept\n")
