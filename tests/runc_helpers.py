@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import PYTHON, Output, scaled
+from ckpt_helpers import PYTHON, Output, scaled, wait_until
 
 BUSYBOX = "/usr/bin/busybox"
 APPLETS = ("sh", "sleep", "echo", "cat", "ls", "mount", "umount", "hostname", "setsid")
@@ -152,6 +152,23 @@ class Container:
         return self._run_piped(self.cmd("restore", "-d", "--image-path", str(images),
                                         "--work-path", str(work), self.cid, criu=True),
                                timeout=120)
+
+    @staticmethod
+    def reap(images: Path) -> None:
+        """The checkpointed container's processes are ours (runc run -d left them to us,
+        a child subreaper): reap their zombies, which hold their PIDs."""
+        for task in json.loads((images / "inventory.json").read_text())["tasks"]:
+            try:
+                os.waitpid(task["pid"], 0)
+            except ChildProcessError:
+                wait_until(lambda p=task["pid"]: not os.path.exists(f"/proc/{p}"), 10,
+                           f"process {task['pid']} to be gone")
+
+    @staticmethod
+    def log(images: Path, name: str) -> str:
+        """ckpt's log ``name`` (dump.log, restore.log) of ``images``, for messages."""
+        path = images.with_name(images.name + "-work") / name
+        return path.read_text() if path.exists() else f"(no {path})"
 
     def delete(self) -> None:
         """The container killed, its init reaped (ours: runc would leave its cgroups,

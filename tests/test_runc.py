@@ -47,20 +47,7 @@ def counter(tmp_path: Path) -> Iterator[tuple[Container, Path]]:
         ctr.delete()
 
 
-def _reap(images: Path) -> None:
-    """The dumped container's processes are ours (runc run -d left them to us, a child
-    subreaper): reap their zombies, which hold their PIDs."""
-    for task in json.loads((images / "inventory.json").read_text())["tasks"]:
-        try:
-            os.waitpid(task["pid"], 0)
-        except ChildProcessError:
-            wait_until(lambda p=task["pid"]: not os.path.exists(f"/proc/{p}"), 10,
-                       f"process {task['pid']} to be gone")
-
-
-def _log(images: Path, name: str) -> str:
-    path = images.with_name(images.name + "-work") / name
-    return path.read_text() if path.exists() else f"(no {path})"
+_reap, _log = Container.reap, Container.log
 
 
 def test_checkpoint_and_restore_twice(counter: tuple[Container, Path], tmp_path: Path) -> None:

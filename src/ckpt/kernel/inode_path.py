@@ -1,7 +1,7 @@
 """The path of an inode known only by its device, number and file handle, as the
 fdinfo of inotify and fanotify shows it, found again through a mount of its filesystem.
 
-The filesystem's mounts are looked up in ``/proc/self/mountinfo`` by device number, a
+The filesystem's mounts are looked up in the tree's mountinfo by device number, a
 mount's root is opened (``O_RDONLY | O_DIRECTORY``: on 6.18 an ``O_PATH`` mount fd
 gives EBADF), ``open_by_handle_at(..., O_PATH)`` opens the inode, and
 ``/proc/self/fd/N`` names it. The name must lead back to the same inode (``lstat``),
@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from . import anon
+from . import anon, treeroot
 from .procfs import Inode
 
 
@@ -37,10 +37,11 @@ def _unescape(field: bytes) -> str:
     return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
 
 
-def mounts() -> list[Mount]:
-    """ckpt's mounts (/proc/self/mountinfo); the dumped tree shares them (no namespaces)."""
+def mounts(tree: bool = True) -> list[Mount]:
+    """The tree's mounts (ckpt's, or its own in a container: kernel/treeroot.py), their
+    points as its processes see them; ckpt's own without ``tree``."""
     out = []
-    with open("/proc/self/mountinfo", "rb") as f:
+    with open(treeroot.proc("mountinfo") if tree else "/proc/self/mountinfo", "rb") as f:
         for line in f:
             left, _, right = line.rstrip(b"\n").partition(b" - ")
             fields = left.split(b" ")
@@ -80,7 +81,7 @@ class PathFinder:
     def _mount_fd(self, m: Mount, w: Inode) -> int | None:
         if m.point not in self._fds:
             try:
-                fd = os.open(m.point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fd = treeroot.open_in(m.point, os.O_RDONLY | os.O_DIRECTORY)
             except OSError:
                 fd = None
             if fd is not None and os.fstat(fd).st_dev != w.dev:  # overmounted
@@ -93,7 +94,8 @@ class PathFinder:
         """The path of ``w`` now: leads to that very inode (raises NotFound, Deleted)."""
         ms = self._candidates(w)
         if not ms:
-            raise NotFound(f"no mount of device {w.major}:{w.minor} in /proc/self/mountinfo")
+            raise NotFound(f"no mount of device {w.major}:{w.minor} in "
+                           f"{treeroot.proc('mountinfo')}")
         reasons = []
         if w.handle is None or w.handle_type is None:
             reasons.append("the kernel gives no file handle for it")
@@ -124,14 +126,14 @@ class PathFinder:
                                    "cannot find its other links")
                     continue
                 try:
-                    if w.same(os.lstat(link)):
+                    if w.same(treeroot.stat(link, follow=False)):
                         return link
                 except OSError:
                     pass
                 reasons.append(f"its path {link} leads to another file (overmounted?)")
         for m in ms:  # the root of a mount (procfs, sysfs, ... cannot open handles)
             try:
-                if w.same(os.lstat(m.point)):
+                if w.same(treeroot.stat(m.point, follow=False)):
                     return m.point
             except OSError:
                 continue

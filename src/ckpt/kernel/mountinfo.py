@@ -99,9 +99,13 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
                         ctypes.sizeof(how))
 
 
-def open_tree(path: str, flags: int) -> int:
+AT_EMPTY_PATH = 0x1000
+
+
+def open_tree(path: str, flags: int, dirfd: int = -100) -> int:
+    """open_tree(2) of ``path`` under ``dirfd`` (``""`` and AT_EMPTY_PATH: ``dirfd``)."""
     name = _path(path)
-    return libc.syscall("open_tree", -100, ctypes.addressof(name), flags)
+    return libc.syscall("open_tree", dirfd, ctypes.addressof(name), flags)
 
 
 MOVE_MOUNT_F_EMPTY_PATH = 0x4

@@ -21,8 +21,10 @@ Restore: ``fanotify_init(flags, event-flags)`` as saved (``O_NONBLOCK`` then set
 from the fd's flags), then, oldest mark first, ``fanotify_mark(FAN_MARK_ADD | type,
 mask, path)`` and, for an ignore mask, a second call with FAN_MARK_IGNORED_MASK (or
 FAN_MARK_IGNORE) and FAN_MARK_IGNORED_SURV_MODIFY as saved; FAN_MARK_EVICTABLE is
-given on every call. Inode marks use FAN_MARK_DONT_FOLLOW: the path is the marked
-inode itself.
+given on every call. Each path is the marked inode itself (an ``O_PATH | O_NOFOLLOW``
+fd of it named through ``/proc/self/fd``), resolved as the tree sees it (a
+container's root and mounts, kernel/treeroot.py); mount points are read from the
+tree's mountinfo.
 
 Not saved, as for inotify: events queued and not read at dump time (a warning
 gives their size). For permission classes (FAN_CLASS_CONTENT, PRE_CONTENT) the
@@ -50,9 +52,9 @@ log = logging.getLogger("ckpt.fanotify")
 MARK_FLAGS = anon.FAN_MARK_IGNORED_SURV_MODIFY | anon.FAN_MARK_EVICTABLE | anon.FAN_MARK_IGNORE
 
 def _mnt_id(path: str) -> int | None:
-    """The mount ``path`` resolves to (fdinfo's ``mnt_id``)."""
+    """The mount the tree's ``path`` resolves to (fdinfo's ``mnt_id``)."""
     try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        fd = treeroot.open_in(path, os.O_PATH)
     except OSError:
         return None
     try:
@@ -78,9 +80,6 @@ class Fanotify(FileKind):
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         what = f"{f.where} (fanotify)"
-        if treeroot.is_own():
-            raise UnsupportedError(f"{what}: ckpt does not restore fanotify marks of "
-                                   f"{treeroot.OWN_NS} yet")
         info = f.info
         group = info.fanotify
         if group is None:
@@ -142,7 +141,7 @@ class Fanotify(FileKind):
                 continue
             for mk in desc["marks"]:
                 try:
-                    st = os.lstat(mk["path"])
+                    st = treeroot.stat(mk["path"], follow=False)
                 except OSError as e:
                     raise RestoreError(f"fanotify (file {fid}): cannot mark {mk['path']} "
                                        f"again: {e.strerror}") from None
@@ -168,7 +167,7 @@ class Fanotify(FileKind):
 
     def _add(self, fd: int, mk: dict[str, Any]) -> None:
         base = anon.FAN_MARK_ADD | (mk["mflags"] & anon.FAN_MARK_EVICTABLE)
-        base |= {"inode": anon.FAN_MARK_DONT_FOLLOW, "mount": anon.FAN_MARK_MOUNT,
+        base |= {"inode": 0, "mount": anon.FAN_MARK_MOUNT,
                  "filesystem": anon.FAN_MARK_FILESYSTEM}[mk["type"]]
         calls = []
         if mk["mask"] or not mk["ignored_mask"]:
@@ -180,7 +179,8 @@ class Fanotify(FileKind):
                           mk["ignored_mask"]))
         for flags, mask in calls:
             try:
-                anon.fanotify_mark(fd, flags, mask, mk["path"])
+                with treeroot.held(mk["path"]) as name:  # followed: the path's inode
+                    anon.fanotify_mark(fd, flags, mask, name)
             except OSError as e:
                 raise RestoreError(f"fanotify: cannot mark {mk['type']} {mk['path']} again "
                                    f"(flags {flags:#x}, mask {mask:#x}): "

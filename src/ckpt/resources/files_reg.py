@@ -172,7 +172,8 @@ class RegularFiles(FileKind):
 
     def _mount(self, mnt_id: int) -> inode_path.Mount | None:
         if self._mounts is None:
-            self._mounts = {m.mount_id: m for m in inode_path.mounts()}
+            # ckpt's: a container's /proc files are reopened by path in its own /proc
+            self._mounts = {m.mount_id: m for m in inode_path.mounts(tree=False)}
         return self._mounts.get(mnt_id)
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:

@@ -105,7 +105,7 @@ def is_ghost(link: str, st: os.stat_result) -> bool:
     if st.st_nlink == 0:
         return True
     try:  # a live file whose name really ends with " (deleted)"
-        now = os.stat(link)
+        now = treeroot.stat(link)
         return (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
     except OSError:
         return True
@@ -156,9 +156,6 @@ class GhostStore:
         types), ``link`` what /proc shows for it, ``what`` names the holder for
         messages ("process 12 fd 3").
         """
-        if treeroot.is_own() and not link.startswith("/memfd:"):
-            raise UnsupportedError(f"{what}: {link} was deleted; ckpt does not save deleted "
-                                   f"files of {treeroot.OWN_NS} yet")
         key = (st.st_dev, st.st_ino)
         if key in self.saved:
             return copy.deepcopy(self.saved[key])
@@ -409,24 +406,25 @@ def other_name(st: os.stat_result, deleted: str, budget: int = 100_000) -> str |
                 continue
             searched.add(d)
             try:
-                entries = list(os.scandir(d))
+                entries = list(os.scandir(treeroot.path(d)))
             except OSError:
                 continue
             for e in entries:
                 seen += 1
                 if seen > budget:
                     return None
+                path = os.path.join(d, e.name)  # the tree's
                 try:
                     if e.inode() == st.st_ino:
                         s = e.stat(follow_symlinks=False)
                         if (s.st_dev, s.st_ino) == (st.st_dev, st.st_ino):
-                            return e.path
-                    elif e.is_dir(follow_symlinks=False) and e.path not in searched and \
+                            return path
+                    elif e.is_dir(follow_symlinks=False) and path not in searched and \
                             e.stat(follow_symlinks=False).st_dev == st.st_dev:
-                        queue.append(e.path)
+                        queue.append(path)
                 except OSError:
                     continue
-        if here == "/" or os.lstat(os.path.dirname(here)).st_dev != st.st_dev:
+        if here == "/" or treeroot.stat(os.path.dirname(here), False).st_dev != st.st_dev:
             return None
         here = os.path.dirname(here)
 
@@ -446,10 +444,15 @@ def describe(info: dict[str, Any]) -> str:
 
 
 def _nearest_dir(path: str) -> str:
-    """``path`` if it is a directory, else its nearest ancestor that is."""
-    while not os.path.isdir(path):
+    """The tree's ``path`` if it is a directory, else its nearest ancestor that is."""
+    while path and path != "/":
+        try:
+            if st_mod.S_ISDIR(treeroot.stat(path).st_mode):
+                break
+        except OSError:
+            pass
         path = os.path.dirname(path)
-    return path
+    return path or "/"
 
 
 def check_image(info: dict[str, Any], where: str, data_size: int) -> None:
@@ -502,7 +505,7 @@ def check(info: dict[str, Any]) -> None:
         if why is not None:
             raise RestoreError(f"cannot recreate {describe(info)}: {why}")
     where = _nearest_dir(os.path.dirname(info["path"]) or "/")
-    if not os.access(where, os.W_OK):
+    if not os.access(treeroot.path(where), os.W_OK):
         raise RestoreError(f"cannot recreate {describe(info)}: {where} is not writable")
 
 
@@ -629,7 +632,7 @@ def _spot(path: str) -> Iterator[tuple[int, list[str]]]:
     directory, base = os.path.split(path)
     hidden = [f".{base}.ckpt-ghost.{n}" for n in range(100)]
     names = [base] + hidden
-    fds = [os.open("/", _DIR)]
+    fds = [treeroot.open_root()]  # the tree's own, in a container
     made: list[tuple[int, str]] = []  # (fd of the folder above, name) of folders made
     try:
         for part in (p for p in directory.split("/") if p):

@@ -14,9 +14,10 @@ have dropped the watch) cannot be watched again and is refused, as is one whose
 path cannot be found.
 
 Restore makes a new instance (``inotify_init1``) and adds the watches in wd order,
-each by path with ``IN_DONT_FOLLOW`` (the path is the watched inode itself, a
-symlink stays a symlink) and ``IN_MASK_CREATE`` (two watches that would land on
-one inode fail instead of merging). The kernel hands out wds in increasing order
+each on the path's inode itself (an ``O_PATH | O_NOFOLLOW`` fd of it named through
+``/proc/self/fd``: a symlink stays a symlink; in a container the path is resolved in
+its root and mounts, kernel/treeroot.py) with ``IN_MASK_CREATE`` (two watches that
+would land on one inode fail instead of merging). The kernel hands out wds in increasing order
 (``idr_alloc_cyclic`` from the last one given, never reusing a freed number until
 it wraps), so a number the dump does not have is used up by a *filler*: a watch on
 a directory no real watch is on (``/``, or ``/proc``, ...), added and removed at
@@ -54,7 +55,6 @@ log = logging.getLogger("ckpt.inotify")
 
 # mask bits given back to inotify_add_watch (the kernel may show internal bits too)
 RESTORE_MASK = anon.IN_ALL_EVENTS | anon.IN_ONESHOT | anon.IN_EXCL_UNLINK
-ADD_FLAGS = anon.IN_DONT_FOLLOW | anon.IN_MASK_CREATE
 FILLERS = ("/", "/proc", "/sys", "/dev", "/tmp", "/etc", "/usr", "/var")
 FILLER_MASK = anon.IN_DELETE_SELF
 MAX_FILLERS = 1 << 24  # ~7 us each: about two minutes of restore
@@ -89,19 +89,26 @@ def _filler(paths: list[str]) -> str:
     taken = set()
     for p in paths:
         try:
-            st = os.lstat(p)
+            st = treeroot.stat(p, follow=False)
             taken.add((st.st_dev, st.st_ino))
         except OSError:
             pass
     for p in FILLERS:
         try:
-            st = os.lstat(p)
+            st = treeroot.stat(p, follow=False)
         except OSError:
             continue
         if (st.st_dev, st.st_ino) not in taken:
             return p
     raise RestoreError("inotify: every folder ckpt uses to skip watch descriptors "
                        f"({', '.join(FILLERS)}) is watched; cannot recreate the wd numbers")
+
+
+def _add_watch(fd: int, path: str, mask: int) -> int:
+    """inotify_add_watch on the tree's ``path`` itself (a symlink not followed), as the
+    tree resolves it (a container's root, its mounts)."""
+    with treeroot.held(path) as name:  # followed: the O_PATH fd's inode
+        return anon.inotify_add_watch(fd, name, mask | anon.IN_MASK_CREATE)
 
 
 class Inotify(FileKind):
@@ -113,9 +120,6 @@ class Inotify(FileKind):
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         what = f"{f.where} (inotify)"
-        if treeroot.is_own():
-            raise UnsupportedError(f"{what}: ckpt does not restore inotify watches of "
-                                   f"{treeroot.OWN_NS} yet")
         ws = watches(f.pid, f.fd, f.info)
         finder = PathFinder()
         out = []
@@ -158,7 +162,7 @@ class Inotify(FileKind):
                 continue
             for w in desc["watches"]:
                 try:
-                    st = os.lstat(w["path"])
+                    st = treeroot.stat(w["path"], follow=False)
                 except OSError as e:
                     raise RestoreError(f"inotify (file {fid}): cannot watch {w['path']} "
                                        f"again (wd {w['wd']}): {e.strerror}") from None
@@ -187,7 +191,7 @@ class Inotify(FileKind):
                 if filler is None:
                     filler = _filler([x["path"] for x in ws])
                 try:
-                    got = anon.inotify_add_watch(fd, filler, FILLER_MASK | ADD_FLAGS)
+                    got = _add_watch(fd, filler, FILLER_MASK)
                     anon.inotify_rm_watch(fd, got)
                 except OSError as e:
                     raise RestoreError(f"inotify: cannot add a filler watch on {filler} to "
@@ -200,7 +204,7 @@ class Inotify(FileKind):
                 if used % DRAIN_EVERY == 0:
                     _drain(fd)
             try:
-                got = anon.inotify_add_watch(fd, path, (w["mask"] & RESTORE_MASK) | ADD_FLAGS)
+                got = _add_watch(fd, path, w["mask"] & RESTORE_MASK)
             except OSError as e:
                 why = os.strerror(e.errno or 0)
                 if e.errno == errno.EEXIST:

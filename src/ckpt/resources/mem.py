@@ -532,14 +532,19 @@ class _TargetFiles:
         return self.fds[key]
 
     def image(self, path: str) -> int:
-        """A target fd on the image file ``path``, read-only: opened by the target by its
-        path, or, when the target has a root of its own (a container's) where the
-        images are not, opened by ckpt and taken by the target."""
+        """A target fd on the image file ``path``, read-only."""
+        return self.ckpt_path(path, os.O_RDONLY)
+
+    def ckpt_path(self, path: str, flags: int, key: tuple[str, int] | None = None) -> int:
+        """A target fd of ``path`` as ckpt sees it (an image, a file of ckpt's /proc):
+        opened by the target by its path, or, when the target has a root of its own (a
+        container's, with its own /proc) where it is not, opened by ckpt and taken by
+        the target."""
         if not treeroot.is_own():
-            return self.open(path, os.O_RDONLY)
-        key = (path, -1)
+            return self.open(path, flags, key)
+        key = key or (path, flags)
         if key not in self.fds:
-            own = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            own = os.open(path, flags | os.O_CLOEXEC)
             try:
                 if self.take(own, key) is None:
                     raise RestoreError(f"the restored process cannot take ckpt's fd on {path}")
@@ -621,13 +626,13 @@ class _SharedObjects:
             return self.fds[sid]
         if sid in self.shmem:
             opid, ostart, _oend = self.shmem[sid]
-            fd = self.files.open(_map_files(opid, ostart), os.O_RDWR)
+            fd = self.files.ckpt_path(_map_files(opid, ostart), os.O_RDWR)
         else:
             size = self._size(sid)
             addr = self._temp(size, libc.MAP_ANONYMOUS, -1)
             self.views[sid] = addr
-            fd = self.files.open(f"/proc/{self.pid}/map_files/{addr:x}-{addr + size:x}",
-                                 os.O_RDWR)
+            fd = self.files.ckpt_path(f"/proc/{self.pid}/map_files/{addr:x}-{addr + size:x}",
+                                      os.O_RDWR)
         self.fds[sid] = fd
         if sid in self.saved and sid not in self.views:
             self.views[sid] = self._temp(self._size(sid), 0, fd)
@@ -683,13 +688,13 @@ class _Ghosts:
                     return taken
         if key in self.shared:
             opid, ostart, _oend = self.shared[key]
-            return self.files.open(_map_files(opid, ostart), mode)
+            return self.files.ckpt_path(_map_files(opid, ostart), mode)
         held = self.held.get(int(info["id"]))
         if held is not None:
-            return self.files.open(f"/proc/{os.getpid()}/fd/{held}", mode)
+            return self.files.ckpt_path(f"/proc/{os.getpid()}/fd/{held}", mode)
         own = ghost.create(os.path.join(self.images_dir, ghost.DATA_FILE), info)
         try:
-            return self.files.open(f"/proc/{os.getpid()}/fd/{own}", mode, key=(key, mode))
+            return self.files.ckpt_path(f"/proc/{os.getpid()}/fd/{own}", mode, key=(key, mode))
         finally:
             os.close(own)  # a writer left open would keep an exe from being set (EACCES)
 
@@ -903,7 +908,7 @@ class _Rebuild:
         except OSError as e:
             raise RestoreError(f"cannot map {path} as {deleted}: {e.strerror}") from None
         try:
-            return self.files.open(f"/proc/{os.getpid()}/fd/{named}", mode, key=key)
+            return self.files.ckpt_path(f"/proc/{os.getpid()}/fd/{named}", mode, key=key)
         finally:
             os.close(named)
 

@@ -68,7 +68,7 @@ from typing import Any, NamedTuple
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
-from ..kernel import libc, procfs, treeroot
+from ..kernel import libc, mountinfo, procfs, treeroot
 from ..kernel.inject import Injector
 from ..kernel.sock_diag import (
     TCP_CLOSE,
@@ -146,7 +146,7 @@ def _bound_name(pid: int, where: str, me: UnixDiag) -> dict[str, Any]:
     path = os.fsdecode(raw)
     full = path if path.startswith("/") else os.path.join(procfs.cwd(pid), path)
     try:
-        fst: os.stat_result | None = os.lstat(full)
+        fst: os.stat_result | None = treeroot.stat(full, follow=False)
     except OSError:
         fst = None
     vfs = me["vfs"]
@@ -162,17 +162,24 @@ def _bound_name(pid: int, where: str, me: UnixDiag) -> dict[str, Any]:
 
 def _in_own_mounts(work: Callable[[], None], failed: str) -> None:
     """Run ``work`` in a child with a mount namespace of its own (its mounts go when it
-    does; sockets it binds are ckpt's too, the fds are shared by the fork). Its error:
-    a RestoreError "FAILED: why"."""
+    does; sockets it binds are ckpt's too, the fds are shared by the fork), a copy of
+    the tree's (a container's: its paths are then the child's own, from its ``/``). Its
+    error: a RestoreError "FAILED: why"."""
+    tree_ns = treeroot.proc("ns/mnt") if treeroot.is_own() else None
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: nothing of ckpt's but the socket and the pipe matter
         code = 1
         try:
             os.close(r)
+            if tree_ns is not None:
+                ns = os.open(tree_ns, os.O_RDONLY | os.O_CLOEXEC)
+                libc.syscall("setns", ns, libc.CLONE_NEWNS)
+                os.close(ns)
             libc.unshare(libc.CLONE_NEWNS)
             libc.mount("none", "/", None, libc.MS_REC | libc.MS_PRIVATE)
-            work()
+            with treeroot.at(""):
+                work()
             code = 0
         except BaseException as e:
             os.write(w, str(getattr(e, "strerror", None) or e).encode())
@@ -192,11 +199,11 @@ def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> None
     over the folder in a mount namespace of its own (the real path is not touched)."""
     rel = os.fsdecode(raw)
     folder = os.path.dirname(path)
-    top = folder
-    while not os.path.isdir(top):
-        top = os.path.dirname(top)
 
     def work() -> None:
+        top = folder
+        while not os.path.isdir(top):
+            top = os.path.dirname(top)
         libc.mount("tmpfs", top, "tmpfs", 0, "mode=0755")
         os.makedirs(folder, exist_ok=True)
         os.chdir(path[:len(path) - len(rel)] or "/")  # a relative name from its folder
@@ -207,15 +214,16 @@ def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> None
 
 
 _FOLDER = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT = os.O_PATH | os.O_DIRECTORY
 
 
 def _folder_of(path: str, where: str) -> int:
-    """An O_PATH fd of the folder of socket file ``path``, reached from / one name at a
-    time following root's symbolic links only (a system's /var/run -> /run): a link a
-    user planted since the dump, in a folder of theirs on the way, never leads root's
-    bind, removal or chown elsewhere."""
+    """An O_PATH fd of the folder of socket file ``path``, reached from the tree's / one
+    name at a time following root's symbolic links only (a system's /var/run -> /run;
+    an absolute one from the tree's /): a link a user planted since the dump, in a
+    folder of theirs on the way, never leads root's bind, removal or chown elsewhere."""
     todo = [p for p in os.path.dirname(path).split("/") if p]
-    fd = os.open("/", _FOLDER)
+    fd = treeroot.open_root(_ROOT)
     links = 0
     try:
         while todo:
@@ -237,7 +245,7 @@ def _folder_of(path: str, where: str) -> int:
                 todo[:0] = [p for p in target.split("/") if p]
                 if not target.startswith("/"):
                     continue
-                step = os.open("/", _FOLDER)
+                step = treeroot.open_root(_ROOT)
             os.close(fd)
             fd = step
     except BaseException:
@@ -258,10 +266,12 @@ def _bind_in(sock: socket.socket, raw: bytes, path: str, where: str) -> None:
 
     def work() -> None:
         folder = _folder_of(path, where)
-        top = "/tmp" if os.path.isdir("/tmp") else "/mnt"
+        bound = mountinfo.open_tree("", mountinfo.OPEN_TREE_CLONE | mountinfo.OPEN_TREE_CLOEXEC
+                                    | mountinfo.AT_EMPTY_PATH, folder)  # no /proc needed
+        top = next((d for d in ("/tmp", "/mnt", "/run", "/dev") if os.path.isdir(d)), "/")
         libc.mount("tmpfs", top, "tmpfs", 0, "mode=0700")
         os.makedirs(top + inner, exist_ok=True)
-        libc.mount(f"/proc/self/fd/{folder}", top + inner, None, libc.MS_BIND)
+        mountinfo.move_mount(bound, top + inner)
         os.chroot(top)
         os.chdir(path[:len(path) - len(rel)] or "/")  # a relative name from its folder
         sock.bind(raw)
@@ -643,10 +653,6 @@ class UnixSockets(SocketKind):
             desc = self._describe(ctx, f.pid, sock, ino, me, self._table,
                                   f"{f.where} ({_TYPES.get(me['type'], me['type'])} {f.link})",
                                   f.st)
-            if "file" in desc and treeroot.is_own():
-                raise UnsupportedError(f"{f.where}: unix socket bound to "
-                                       f"{desc['file']['path']}: ckpt does not restore "
-                                       f"socket files of {treeroot.OWN_NS} yet")
             if "peer_name" in desc or desc.get("file", {}).get("gone"):
                 ctx.images.need("unix-files")
             return desc
