@@ -37,6 +37,7 @@ from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
 from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot
 from .kernel.inject import Injector, vdso_syscall_offset
+from .pages import fill
 from .pages.chain import Chain
 from .resources import (
     cgroups,
@@ -173,6 +174,7 @@ class Restore:
         self.cwds: dict[int, int] = {}  # removed working directories: ghost id -> a pid in it
         self.pidfile_written: str | None = None
         self.watch = guard.Guard(lambda: None)  # the real one made by let_live
+        self.pages: fill.Fill | None = None  # the pages files, checked as they are read
         self.foreground: Foreground | None = None
 
     @property
@@ -233,7 +235,9 @@ class Restore:
         self.images_dir = self.check_owner(self.images_dir, [INVENTORY])
         images = ImageReader(self.images_dir)
         self.check_owner(self.images_dir, list(images.files))
-        images.verify()
+        # Pages files: their size now, their checksum as the pages are written (fill.py).
+        self.pages = fill.Fill(images, images.verify(later=fill.is_pages))
+        self.scope.callback(self.pages.close)
         faults.point("restore.verified")
         inv = images.inventory
         if inv.get("type", "dump") != "dump":
@@ -436,7 +440,8 @@ class Restore:
         assert self.cgroups is not None and self.locks is not None
         creation = self.creation = tree.Creation(helper, self.sender, self.images_dir,
                                                  self.shmem, self._files().held_ghosts(),
-                                                 self.cgroups.join, self.locks.by_mapping)
+                                                 self.cgroups.join, self.locks.by_mapping,
+                                                 self.pages)
         try:
             creation.fork_root(self.root, self.sibling,
                                self.mounts.ns_fd if self.mounts is not None else -1)
@@ -445,6 +450,8 @@ class Restore:
         finally:
             self._unmap_helper()
         creation.build(self.root)
+        assert self.pages is not None
+        self.pages.finish()  # every pages file checked, before any process runs
         log.info("%d processes created, %d fds passed", len(creation.made), self.sender.sent)
         self._files().close_all()
         self.sender.close()

@@ -37,6 +37,7 @@ from . import faults, standins
 from .errors import RestoreError
 from .kernel import libc, nsenter, procfs, ptrace
 from .kernel.inject import Injector
+from .pages import fill
 from .pages.chain import Segment
 from .resources import fdtable, mem, nspids, seccomp, sharing, signals, task, tty
 
@@ -179,8 +180,10 @@ class Creation:
     def __init__(self, helper: Helper, sender: fdtable.FdSender, images_dir: str,
                  shmem: dict[Any, tuple[int, int, int]], held: dict[int, int],
                  join_cgroups: Callable[[int], None],
-                 mapped_locks: dict[int, dict[int, dict[str, Any]]] | None = None):
+                 mapped_locks: dict[int, dict[int, dict[str, Any]]] | None = None,
+                 pages: fill.Fill | None = None):
         self.helper = helper
+        self.pages = pages  # the pages files, checked as the processes' pages are written
         self.mapped_locks = mapped_locks or {}  # pid -> mapping start -> lock (locks.py)
         self.join_cgroups = join_cgroups  # before its memory: its pages are charged there
         self.sender = sender
@@ -314,7 +317,8 @@ class Creation:
         mem.restore(node.pid, inj, node.mm, self.images_dir, self.helper.start,
                     self.helper.size, self.shmem, node.segments, parent, self.held,
                     self.mapped_locks.get(node.pid),
-                    lambda fd: self.sender.lend(inj, self.helper.start, node.sock, fd))
+                    lambda fd: self.sender.lend(inj, self.helper.start, node.sock, fd),
+                    self.pages)
         log.info("process %d: memory restored (%d pages its own, %d its parent's; %d "
                  "injected syscalls so far)", node.pid,
                  sum(n for _, n in node.mm["pagemap"] + node.mm.get("in_parent", [])),

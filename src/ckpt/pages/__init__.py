@@ -46,5 +46,7 @@ whose mem.py uses it, and above kernel/ and images.py):
 * ``tracking``: soft-dirty or digests, and the token of the last soft-dirty clear;
 * ``parent``: the parent images of a dump, and what each process has there;
 * ``save``: choosing and copying the pages of each process of a (pre-)dump;
-* ``chain``: at restore, the chain of parent images and where each page is.
+* ``chain``: at restore, the chain of parent images and where each page is;
+* ``fill``: at restore, each pages file read once, checksummed on the way, and
+  written into the restored process (``process_vm_writev``).
 """

@@ -14,7 +14,6 @@ imported only by a dump or restore that compresses.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ..errors import DumpError, ImageError
@@ -70,23 +69,19 @@ class _Sink:
 
 class ZstdReader:
     """The page data of a compressed pages file, read in order: ``into_process`` writes
-    [offset, +length) of it into a process's memory."""
+    [offset, +length) of it into a process's memory. ``source`` reads the stored file
+    from its start, checksumming it (pages.fill)."""
 
-    def __init__(self, path: str, buf_addr: int, buf: memoryview):
-        try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise ImageError(f"{path}: {e.strerror}") from None
-        self.path = path
+    def __init__(self, source: Any, buf_addr: int, buf: memoryview):
+        self.path = source.path
         self.buf_addr = buf_addr
         self.buf = buf
         self.pos = 0  # offset in the uncompressed data
-        self._stream = _zstd().ZstdDecompressor().stream_reader(
-            os.fdopen(self.fd, "rb", closefd=False), read_size=_OUT)
+        self._stream = _zstd().ZstdDecompressor().stream_reader(source, read_size=_OUT,
+                                                                closefd=False)
 
     def close(self) -> None:
         self._stream.close()
-        os.close(self.fd)
 
     def _fill(self, n: int) -> int:
         got = self._stream.readinto(self.buf[:n])

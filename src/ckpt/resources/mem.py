@@ -9,8 +9,8 @@ the process was frozen once it runs again (``PreDumpTask``).
 
 Restore: everything of the fresh child is unmapped but the vDSO trio and the
 helper page, the vDSO is moved to its saved place, each mapping is recreated,
-and the target itself reads its pages from the image file with injected
-``pread64`` calls (page cache to its memory, no copy through ckpt). A process
+and ckpt writes its pages into it (pages.fill: each pages file read once, in
+order, checksummed on the way, ``process_vm_writev``: no injected call). A process
 cloned from its restored parent keeps the parts of its parent's memory it shared
 at dump (pages.forked), copy-on-write: only what differs is changed.
 
@@ -46,8 +46,9 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter
 from ..kernel import libc, procfs, treeroot, vdso
 from ..kernel.inject import Injector
-from ..pages import compressed, forked
+from ..pages import compressed, fill, forked
 from ..pages.chain import Segment
+from ..pages.fill import PagesFile
 from ..pages.runs import merge_runs
 from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
 from ..schema import (
@@ -74,8 +75,6 @@ from . import aio, ghost, locks, nspids, sysv
 Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
 
 log = logging.getLogger("ckpt.mem")
-
-_PREAD_MAX = 64 << 20  # bytes one injected pread64 reads
 
 TASK_SIZE = libc.TASK_SIZE
 PAGE = libc.PAGE_SIZE
@@ -531,10 +530,6 @@ class _TargetFiles:
                                    f"{os.strerror(e.errno)}") from None
         return self.fds[key]
 
-    def image(self, path: str) -> int:
-        """A target fd on the image file ``path``, read-only."""
-        return self.ckpt_path(path, os.O_RDONLY)
-
     def ckpt_path(self, path: str, flags: int, key: tuple[str, int] | None = None) -> int:
         """A target fd of ``path`` as ckpt sees it (an image, a file of ckpt's /proc):
         opened by the target by its path, or, when the target has a root of its own (a
@@ -647,10 +642,8 @@ class _SharedObjects:
         for sid, obj in self.saved.items():
             if sid not in self.views:
                 self.fd(sid)  # an object none of this task's mappings shows any more
-            off = obj["pages_off"]
-            for obj_off, npages in obj["runs"]:
-                pages.into(self.views[sid] + obj_off, npages * PAGE, off)
-                off += npages * PAGE
+            pages.into(obj["pages_off"], [(self.views[sid] + obj_off, npages * PAGE)
+                                          for obj_off, npages in obj["runs"]])
 
     def unmap_temps(self) -> None:
         for addr, size in self.temps:
@@ -712,31 +705,30 @@ def _map_files(pid: int, addr: int) -> str:
 
 
 class _PagesFile:
-    """The pages file of one restored process: the process preads its pages from it
-    itself, or, when it is compressed, ckpt writes them into it in order."""
+    """The pages file of one restored process, read by ckpt and written into the process
+    (pages.fill); through zstd when it is compressed."""
 
-    def __init__(self, pid: int, inj: Injector, files: _TargetFiles, path: str,
-                 compression: str | None):
+    def __init__(self, pid: int, source: PagesFile, compression: str | None):
         self.pid = pid
-        self.inj = inj
-        self.name = os.path.basename(path)
+        self.source = source
         self.reader: compressed.ZstdReader | None = None
-        self.fd = -1
-        if compression is None:
-            self.fd = files.image(path)
-        elif compression == compressed.METHOD:
+        if compression == compressed.METHOD:
             buf = page_buffer()
-            self.reader = compressed.ZstdReader(path, buf.addr, buf.view)
-        else:
-            raise RestoreError(f"{self.name}: unknown compression {compression!r}")
+            self.reader = compressed.ZstdReader(source, buf.addr, buf.view)
+        elif compression is not None:
+            raise RestoreError(f"{os.path.basename(source.path)}: unknown compression "
+                               f"{compression!r}")
 
-    def into(self, vaddr: int, length: int, off: int) -> None:
-        """The process's memory [vaddr, +length) from offset ``off`` of the page data."""
+    def into(self, off: int, runs: list[tuple[int, int]]) -> None:
+        """The runs ``(vaddr, length)`` of the process, one after the other, from offset
+        ``off`` of the page data."""
         if self.reader is None:
-            _pread_into(self.inj, self.fd, vaddr, length, off, self.name)
-        else:
+            self.source.write(self.pid, off, runs)
+            return
+        for vaddr, length in runs:
             self.reader.into_process(self.pid, vaddr, length, off)
             progress.advance(length)
+            off += length
 
     def close(self) -> None:
         if self.reader is not None:
@@ -744,27 +736,14 @@ class _PagesFile:
             self.reader = None
 
 
-def _pread_into(inj: Injector, fd: int, vaddr: int, length: int, off: int,
-                name: str) -> None:
-    """The process reads its pages [vaddr, +length) from offset ``off`` of its fd ``fd``
-    (no copy through ckpt), in pieces of at most ``_PREAD_MAX`` for the progress line."""
-    done = 0
-    while done < length:
-        got = inj.call("pread64", fd, vaddr + done, min(length - done, _PREAD_MAX),
-                       off + done)
-        if got <= 0:
-            raise RestoreError(f"{name}: short read at offset {off + done}")
-        done += got
-        progress.advance(got)
-
-
 def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper: int,
             helper_size: int, shmem: dict[Any, tuple[int, int, int]] | None = None,
             segments: list[Segment] | None = None, parent: dict[str, Any] | None = None,
             held: dict[int, int] | None = None,
             file_locks: dict[int, dict[str, Any]] | None = None,
-            lend: Lend | None = None) -> None:
-    """Replace the address space of stopped process ``pid`` with the saved one.
+            lend: Lend | None = None, pages: fill.Fill | None = None) -> None:
+    """Replace the address space of stopped process ``pid`` with the saved one; ckpt
+    writes its pages into it from ``pages``, the restore's pages files (pages.fill).
 
     ``file_locks`` maps the start of a file mapping to the lock held through it only
     (locks.py), taken again on the fd the mapping is made from.
@@ -783,25 +762,27 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
     ``lend``: passes one of ckpt's fds into the process (over the fd socket), returning
     its number there, for a process in a PID namespace where it cannot take it itself.
     """
+    assert pages is not None
     _Rebuild(pid, inj, mm, images_dir, (helper, helper + helper_size),
              {} if shmem is None else shmem, segments, parent, held or {},
-             file_locks or {}, lend).run()
+             file_locks or {}, lend, pages).run()
 
 
 class _Rebuild:
     """One address space rebuilt, in the steps of ``run``: everything unmapped but the
     helper area, the vDSO and what is kept from the parent; the vDSO moved to its saved
     place; each mapping (or its part not kept) made again; the pages the parent has and
-    this process had not dropped; its own pages read into place by the process itself
-    (injected ``pread64``: page cache to its memory, no copy through ckpt); guard pages
+    this process had not dropped; its own pages written into place
+    by ckpt (pages.fill: read once, checked on the way, process_vm_writev); guard pages
     and locks last."""
 
     def __init__(self, pid: int, inj: Injector, mm: dict[str, Any], images_dir: str,
                  helper: tuple[int, int], shmem: dict[Any, tuple[int, int, int]],
                  segments: list[Segment] | None, parent: dict[str, Any] | None,
                  held: dict[int, int], file_locks: dict[int, dict[str, Any]],
-                 lend: Lend | None = None):
+                 lend: Lend | None, pages: fill.Fill):
         self.pid = pid
+        self.pages = pages
         self.file_locks = file_locks
         self.inj = inj
         self.mm = mm
@@ -939,28 +920,40 @@ class _Rebuild:
             self.inj.call("madvise", start, end - start, MADV_DONTNEED)
 
     def _write_pages(self) -> None:
-        """Its own pages, read into place by the process from the images."""
-        inj, mm = self.inj, self.mm
-        pages = _PagesFile(self.pid, inj, self.files,
-                           os.path.join(os.path.abspath(self.images_dir), mm["pages_file"]),
-                           mm.get("pages_compression"))
+        """Its own pages, read by ckpt from the images and written into place, its pages
+        file checksummed on the way (pages.fill)."""
+        mm = self.mm
+        path = os.path.join(os.path.abspath(self.images_dir), mm["pages_file"])
+        pages = _PagesFile(self.pid, self.pages.file(path), mm.get("pages_compression"))
         try:
             if self.segments is None:
-                off = 0
-                for vaddr, npages in mm["pagemap"]:
-                    pages.into(vaddr, npages * PAGE, off)
-                    off += npages * PAGE
+                pages.into(0, [(vaddr, npages * PAGE) for vaddr, npages in mm["pagemap"]])
             elif pages.reader is not None:
                 raise RestoreError(f"{mm['pages_file']}: compressed page data cannot have "
                                    "parent images")
-            else:  # the target preads each page from the image of the chain that has it
-                for seg in self.segments:
-                    fd = self.files.image(seg.path)
-                    _pread_into(inj, fd, seg.start, seg.end - seg.start, seg.offset, seg.path)
+            else:  # each page from the image of the chain that has it
+                for seg_path, off, runs in _batches(self.segments):
+                    self.pages.file(seg_path).write(self.pid, off, runs)
             self.objects.fill(pages)
         finally:
             pages.close()
+        self.pages.done(path)
         self.objects.unmap_temps()
+
+
+def _batches(segments: list[Segment]) -> list[tuple[str, int, list[tuple[int, int]]]]:
+    """Segments that follow each other in one file, as (file, offset, runs): one read
+    and one write each, for as many as a buffer holds."""
+    out: list[tuple[str, int, list[tuple[int, int]]]] = []
+    end = -1
+    for seg in segments:
+        length = seg.end - seg.start
+        if out and out[-1][0] == seg.path and seg.offset == end:
+            out[-1][2].append((seg.start, length))
+        else:
+            out.append((seg.path, seg.offset, [(seg.start, length)]))
+        end = seg.offset + length
+    return out
 
 
 def _data(mm: dict[str, Any]) -> forked.Spans:

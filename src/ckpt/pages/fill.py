@@ -1,0 +1,208 @@
+"""At restore, page data read once: ckpt reads each pages file in order through its one
+reused buffer, checksums what it read while it is still in the CPU cache, and writes it
+into the restored process with ``process_vm_writev`` (no injected call, no fd in the
+process, no second read of the file to check it first).
+
+The images are untrusted: a pages file's CRC-32 is compared when its last byte has
+been read, and a mismatch raises ImageError while the process is still ckpt's,
+stopped, never run; the restore then kills the tree it made (``Restore.undo``).
+Only a pages file whose data is written in the order of the file is checked on the
+way; one read otherwise (an image whose runs are out of order) is read again whole
+to check it before the restore goes on, and so is a pages file no process read.
+Parent images of an incremental dump are checked whole before anything is created
+(``chain.Chain``): a process takes only some of their pages.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterable
+
+from .. import progress
+from ..errors import ImageError, RestoreError
+from ..images import ImageReader, crc32
+from ..kernel import libc
+from .save import BUF_SIZE, page_buffer
+
+_IOV_MAX = 1024  # remote pieces one process_vm_writev takes
+_AHEAD = 16 << 20  # bytes of a file asked of the disk ahead of the reads (readahead)
+
+Run = tuple[int, int]  # (address in the process, length)
+
+
+def is_pages(name: str) -> bool:
+    """Whether image ``name`` is a pages file, whose checksum ``Fill`` checks on the way."""
+    return name.startswith("pages-") and name.endswith(".img")
+
+
+class PagesFile:
+    """One pages file, read from its start: what was read so far is checksummed, unless a
+    read out of order (or ``checked``: its checksum was compared already) stops that."""
+
+    def __init__(self, path: str, size: int, crc: int | None):
+        self.path = path
+        self.size = size
+        self.crc = crc  # the inventory's; None: checked already
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ImageError(f"{path}: cannot be read ({e.strerror})") from None
+        self.pos = 0  # checksummed up to here
+        self.sum = 0
+        self.in_order = crc is not None
+        self._ahead = 0  # readahead asked up to here
+        if self.in_order:
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def write(self, pid: int, off: int, runs: list[Run]) -> None:
+        """The file's bytes from ``off`` on, into the ``runs`` of process ``pid`` one after
+        the other: a buffer of the file at a time, written into as many runs (or parts of
+        them) as it holds with one call."""
+        if off != self.pos:
+            self._out_of_order(off)
+        buf = page_buffer()
+        total = sum(n for _, n in runs)
+        i, addr, left = 0, 0, 0
+        done = 0
+        while done < total:
+            got = self._read(buf.view, min(BUF_SIZE, total - done), off + done)
+            pieces: list[Run] = []
+            at = 0
+            while at < got:
+                if not left:
+                    addr, left = runs[i]
+                    i += 1
+                n = min(left, got - at)
+                pieces.append((addr, n))
+                addr, left, at = addr + n, left - n, at + n
+            _write_pieces(pid, buf.addr, pieces)
+            done += got
+            progress.advance(got)
+
+    def _read(self, view: memoryview, want: int, off: int) -> int:
+        """Bytes [off, +want) of the file into ``view``, checksummed when in order."""
+        if off + want > self.size:
+            raise ImageError(f"{self.path}: the page data ends at {self.size}, before "
+                             f"offset {off + want}")
+        if self.in_order and off + want > self._ahead and self._ahead < self.size:
+            self._ahead = off + want + _AHEAD
+            os.posix_fadvise(self.fd, off + want, _AHEAD, os.POSIX_FADV_WILLNEED)
+        got = 0
+        while got < want:
+            n = os.preadv(self.fd, [view[got:want]], off + got)
+            if n <= 0:
+                raise ImageError(f"{self.path}: short read at offset {off + got}")
+            got += n
+        if self.in_order and off == self.pos:
+            self.sum = crc32(view[:got], self.sum)
+            self.pos += got
+        return got
+
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes of the file, or fewer at its end, checksummed: the
+        compressed stream of a compressed pages file, for zstd to read."""
+        data = os.pread(self.fd, min(size, self.size - self.pos), self.pos)
+        self.sum = crc32(data, self.sum)
+        self.pos += len(data)
+        return data
+
+    def _out_of_order(self, off: int) -> None:
+        """A read at ``off`` beyond the checksummed part: the bytes between are read and
+        checksummed; before it: the file is checked whole at ``finish``."""
+        if not self.in_order:
+            return
+        if off < self.pos:
+            self.in_order = False
+            return
+        view = page_buffer().view
+        while self.pos < off:
+            self._read(view, min(BUF_SIZE, off - self.pos), self.pos)
+
+    def finish(self, reader: ImageReader, name: str) -> None:
+        """Check the checksum: the rest of the file read on, or all of it again if it was
+        read out of order."""
+        if self.crc is None:
+            return
+        if not self.in_order:
+            self.close()
+            reader.verify_file(name)
+            return
+        view = page_buffer().view
+        while self.pos < self.size:
+            self._read(view, min(BUF_SIZE, self.size - self.pos), self.pos)
+        self.close()
+        if self.sum != self.crc:
+            raise ImageError(f"{self.path}: corrupted (checksum mismatch)")
+
+
+def _write_pieces(pid: int, local: int, pieces: list[Run]) -> None:
+    """The bytes at ``local`` into ``pieces`` of process ``pid``, in order."""
+    for i in range(0, len(pieces), _IOV_MAX):
+        part = pieces[i:i + _IOV_MAX]
+        total = sum(n for _, n in part)
+        lv = libc.IOVec(local, total)
+        rv = (libc.IOVec * len(part))(*[libc.IOVec(a, n) for a, n in part])
+        try:
+            done = libc.syscall("process_vm_writev", pid, ctypes.addressof(lv), 1,
+                                ctypes.addressof(rv), len(part), 0)
+        except OSError as e:
+            raise RestoreError(f"process {pid}: cannot write its pages at "
+                               f"{part[0][0]:#x}: {e.strerror}") from None
+        if done != total:
+            raise RestoreError(f"process {pid}: short write of its pages at "
+                               f"{part[0][0]:#x} ({done} of {total} bytes)")
+        local += total
+
+
+class Fill:
+    """The pages files of one restore, each opened once and checksummed as it is read."""
+
+    def __init__(self, images: ImageReader, deferred: Iterable[str]):
+        self.images = images
+        self.deferred = set(deferred)  # the pages files whose checksum is still to check
+        self.open: dict[str, PagesFile] = {}  # by absolute path
+
+    def file(self, path: str) -> PagesFile:
+        """The pages file at ``path``: one of the folder's, checksummed on the way, or a
+        parent's, checked already."""
+        path = os.path.abspath(path)
+        f = self.open.get(path)
+        if f is None:
+            name = self._own_name(path)
+            info = self.images.files.get(name) if name else None
+            crc = int(info["crc32"]) if name in self.deferred and info else None
+            size = int(info["size"]) if info else os.stat(path).st_size
+            f = self.open[path] = PagesFile(path, size, crc)
+        return f
+
+    def _own_name(self, path: str) -> str | None:
+        folder, name = os.path.split(path)
+        return name if folder == os.path.abspath(self.images.dir) else None
+
+    def done(self, path: str) -> None:
+        """Every page the restore takes from ``path`` is in place: check its checksum."""
+        path = os.path.abspath(path)
+        f = self.open.get(path)
+        name = self._own_name(path)
+        if f is None or name is None or name not in self.deferred:
+            return
+        f.finish(self.images, name)
+        self.deferred.discard(name)
+
+    def finish(self) -> None:
+        """Every pages file no process read whole: checked now, before anything runs."""
+        for name in sorted(self.deferred):
+            self.images.verify_file(name)
+        self.deferred.clear()
+        self.close()
+
+    def close(self) -> None:
+        for f in self.open.values():
+            f.close()
+        self.open.clear()
