@@ -12,14 +12,14 @@ if ! command -v gcc >/dev/null 2>&1; then
   fi
 fi
 # The network lock of TCP dumps (nftables, iptables as the fallback) and the servers
-# the tests run (redis-server, nginx-light, postgresql, runc), from Debian; as root only, and only what is missing.
+# the tests run (redis-server, nginx-light, postgresql, runc, podman with conmon), from Debian; as root only, and only what is missing.
 # The small real programs of tests/test_real_*.py too (busybox comes from busybox-static,
 # below; the JDK and node, large, are not installed here: their tests skip without them).
 missing=""
 for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2 nginx:nginx-light runc:runc \
     memcached:memcached socat:socat inotifywait:inotify-tools screen:screen \
     tmux:tmux sqlite3:sqlite3 less:less top:procps vim:vim dbus-daemon:dbus-daemon \
-    dbus-send:dbus-bin; do
+    dbus-send:dbus-bin podman:podman conmon:conmon; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done

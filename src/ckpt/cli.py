@@ -161,9 +161,11 @@ def _dump(args: argparse.Namespace, notes: list[str]) -> int:
     external = _external(args)
     _claim_folder(args)
     _setup_log(args, notes, create=True)
-    dump(args.tree, args.images_dir, external=external, page_server=server,
-         notify=_notify(args), ext_unix_sk=args.ext_unix_sk is not None, **_tcp(args),
-         **flags.api_kwargs(flags.DUMP, args))
+    res = dump(args.tree, args.images_dir, external=external, page_server=server,
+               notify=_notify(args), ext_unix_sk=args.ext_unix_sk is not None, **_tcp(args),
+               **flags.api_kwargs(flags.DUMP, args))
+    from .rpc import stats
+    stats.write(_work_dir(args), stats.DUMP_FILE, stats.dump_entry(res))
     return 0
 
 
@@ -173,8 +175,10 @@ def _pre_dump(args: argparse.Namespace, notes: list[str]) -> int:
     server = _page_server(args)
     _claim_folder(args)
     _setup_log(args, notes, create=True)
-    pre_dump(args.tree, args.images_dir, page_server=server,
-             **flags.api_kwargs(flags.PRE_DUMP, args))
+    res = pre_dump(args.tree, args.images_dir, page_server=server,
+                   **flags.api_kwargs(flags.PRE_DUMP, args))
+    from .rpc import stats
+    stats.write(_work_dir(args), stats.DUMP_FILE, stats.dump_entry(res))
     return 0
 
 
@@ -194,6 +198,8 @@ def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) ->
                   sibling=bool(args.restore_sibling), notify=_notify(args), **_tcp(args),
                   external=tuple(args.external or ()),
                   **flags.api_kwargs(flags.RESTORE, args))
+    from .rpc import stats
+    stats.write(_work_dir(args), stats.RESTORE_FILE, stats.restore_entry(res))
     if args.exec_cmd:
         log.info("executing %s", exec_cmd)
         try:

@@ -75,6 +75,8 @@ class DumpResult:
     frozen_seconds: float = 0.0  # from the first freeze to the release (or the kill)
     parent_bytes: int = 0  # page data left in the parent images
     image_bytes: int = 0  # every image file written (or sent), the inventory aside
+    freezing_seconds: float = 0.0  # seizing and stopping the tree
+    memory_seconds: float = 0.0  # saving the tasks (their memory above all)
 
 
 def _fault_in_syscall() -> None:
@@ -715,6 +717,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     try:
         images = ImageWriter(images_dir, remote=remote, overwrite=overwrite)  # refused now
         tasks = _freeze_tree(pid)
+        freezing = time.monotonic() - t_freeze
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
         faults.point("dump.frozen")
         external = (*external, *(notify("query-ext-files", 0) or ()))
@@ -756,6 +759,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                                  empty_net="net" in own_ns)
         shmem_seen: dict[int, int] = {}
         mappings: dict[int, list[dict[str, Any]]] = {}
+        t_tasks = time.monotonic()
         for t in tasks:  # parents first: their children's pages are compared with theirs
             if t.frozen is not None:
                 try:
@@ -763,6 +767,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                                         mappings)["bytes"]
                 except OSError as e:
                     raise _task_failed(t.pid, e) from e
+        memory = time.monotonic() - t_tasks
         with nsenter.entered(pid, [k for k in own_ns if k == "ipc"]):
             sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
         dumper.after_dump([t.info() for t in tasks], mappings)
@@ -840,7 +845,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     log.info("dump of %d done in %.3f s (frozen %.3f s); processes %s", pid, dt, frozen, fate)
     return DumpResult(pid, images_dir, total, dt, fate, pids=[t.pid for t in tasks],
                       frozen_seconds=frozen, parent_bytes=memctx.parent_pages * libc.PAGE_SIZE,
-                      image_bytes=sum(f["size"] for f in images.files.values()))
+                      image_bytes=sum(f["size"] for f in images.files.values()),
+                      freezing_seconds=freezing, memory_seconds=memory)
 
 
 def _namespace_of(pid: int) -> new_pidns.Inside | None:

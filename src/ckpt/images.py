@@ -71,6 +71,11 @@ INVENTORY = "inventory.json"
 FILE_NAME = Str(255, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 FILES = Map(Obj(size=NAT, crc32=U32), key=FILE_NAME, max=1 << 22)
 SENT_NOTE = "pages-sent.txt"  # not an image: where a page-server dump sent its page data
+# Not an image either: written once a dump is complete, because container engines
+# (podman, CRI-O, runc's tests) take a folder holding criu's inventory.img for a
+# complete checkpoint and refuse to restore one without it.
+COMPLETE_MARK = "inventory.img"
+_COMPLETE_TEXT = b"ckpt images, not criu's: the inventory is inventory.json\n"
 _CHUNK = 1 << 20  # read to verify: small enough to stay in the CPU cache for the checksum
 _FAST_CRC_FROM = 64 << 10  # data at least this large is checksummed by zlib-ng when it is there
 _fast_crc: Any = None
@@ -160,6 +165,16 @@ class Folder:
     def fsync(self) -> None:
         os.fsync(self.fd)
 
+    def mark_complete(self) -> None:
+        """Write ``COMPLETE_MARK`` (after the inventory, which it never describes)."""
+        fd = self.create(COMPLETE_MARK)
+        try:
+            _write_all(fd, _COMPLETE_TEXT)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.fsync()
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -203,7 +218,7 @@ class ImageWriter:
         self.remote = remote
         self.folder = Folder.for_dump(directory, overwrite)
         # A stale inventory must never describe new files.
-        for stale in (INVENTORY, SENT_NOTE):
+        for stale in (COMPLETE_MARK, INVENTORY, SENT_NOTE):
             self.folder.remove(stale)
         self.files: dict[str, dict[str, int]] = {}
         self._raw: dict[str, RawWriter] = {}
@@ -264,6 +279,8 @@ class ImageWriter:
         body["crc32"] = zlib.crc32(_canonical(body))
         self.write_json_plain(INVENTORY, body)
         self.folder.fsync()
+        self._created.append(COMPLETE_MARK)
+        self.folder.mark_complete()
         if self.remote is not None:  # last, once the page server has everything else
             self._send(INVENTORY)
             self.remote.finish()

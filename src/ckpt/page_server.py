@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import CkptError, DumpError
-from .images import INVENTORY, Folder, crc32
+from .images import COMPLETE_MARK, INVENTORY, Folder, crc32
 from .kernel.lazyre import LazyPattern
 
 log = logging.getLogger("ckpt.page-server")
@@ -369,7 +369,8 @@ def _session(sock: socket.socket, folder: Folder) -> int:
         _reply(sock, 1, f"protocol version {version} is not supported (this server speaks "
                         f"{PROTO})")
         raise CkptError(f"the client speaks protocol version {version}, not {PROTO}")
-    folder.remove(INVENTORY)  # a stale inventory must never describe new files
+    folder.remove(COMPLETE_MARK)  # a stale inventory must never describe new files
+    folder.remove(INVENTORY)
     st = os.fstat(folder.fd)
     _reply(sock, 0, json.dumps({"dir": os.path.abspath(directory), "dev": st.st_dev,
                                 "ino": st.st_ino}))
@@ -418,7 +419,7 @@ def _session(sock: socket.socket, folder: Folder) -> int:
                     folder.rename(INVENTORY + ".tmp", INVENTORY)
                 except FileNotFoundError:
                     raise CkptError("finished without an inventory") from None
-                folder.fsync()
+                folder.mark_complete()
                 dt = time.monotonic() - t0
                 log.info("received %d bytes in %.3f s (%s) into %s", total, dt, recv.mode,
                          directory)

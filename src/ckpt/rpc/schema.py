@@ -156,4 +156,17 @@ MESSAGES: dict[str, dict[int, Field]] = {
         (10, "opt", "version", "version"),
         (11, "opt", "int32", "status"),
     ),
+    # criu's statistics files (stats-dump, stats-restore in the work folder), which
+    # podman and go-criu read: times in microseconds, memory in pages.
+    "dump_stats_entry": _msg(
+        (1, "req", "uint32", "freezing_time"), (2, "req", "uint32", "frozen_time"),
+        (3, "req", "uint32", "memdump_time"), (4, "req", "uint32", "memwrite_time"),
+        (5, "req", "uint64", "pages_scanned"), (6, "req", "uint64", "pages_skipped_parent"),
+        (7, "req", "uint64", "pages_written"), (9, "req", "uint64", "pages_lazy")),
+    "restore_stats_entry": _msg(
+        (1, "req", "uint64", "pages_compared"), (2, "req", "uint64", "pages_skipped_cow"),
+        (3, "req", "uint32", "forking_time"), (4, "req", "uint32", "restore_time"),
+        (5, "opt", "uint64", "pages_restored")),
+    "stats_entry": _msg(
+        (1, "opt", "dump_stats_entry", "dump"), (2, "opt", "restore_stats_entry", "restore")),
 }

@@ -27,6 +27,7 @@ from .. import __version__
 from .. import log as ckpt_log
 from ..errors import CkptError, UnsupportedError
 from . import schema as s
+from . import stats
 from .options import Dirs, RequestError, args_for, screen
 from .wire import WireError, decode, encode
 
@@ -194,7 +195,8 @@ def _dump(session: Session, req: dict[str, Any]) -> None:
             raise RequestError("option pid missing: ckpt cannot dump its own client "
                                "(criu's self-dump)", errno.EOPNOTSUPP)
         notify = session.notify if opts.get("notify_scripts") else None
-        dump(opts["pid"], dirs.images, notify=notify, **args_for(s.DUMP, opts, dirs))
+        res = dump(opts["pid"], dirs.images, notify=notify, **args_for(s.DUMP, opts, dirs))
+        stats.write(dirs.work, stats.DUMP_FILE, stats.dump_entry(res))
     finally:
         dirs.close()
     session.send({"type": s.DUMP, "success": True, "dump": {"restored": False}})
@@ -208,7 +210,8 @@ def _pre_dump(session: Session, req: dict[str, Any]) -> None:
         if opts.get("pid") is None:
             raise RequestError("option pid missing: ckpt cannot pre-dump its own client",
                                errno.EOPNOTSUPP)
-        pre_dump(opts["pid"], dirs.images, **args_for(req["type"], opts, dirs))
+        res = pre_dump(opts["pid"], dirs.images, **args_for(req["type"], opts, dirs))
+        stats.write(dirs.work, stats.DUMP_FILE, stats.dump_entry(res))
     finally:
         dirs.close()
     session.send({"type": req["type"], "success": True})
@@ -221,6 +224,7 @@ def _restore(session: Session, req: dict[str, Any]) -> None:
         opts = req["opts"]
         notify = session.notify if opts.get("notify_scripts") else None
         res = restore(dirs.images, notify=notify, **args_for(s.RESTORE, opts, dirs))
+        stats.write(dirs.work, stats.RESTORE_FILE, stats.restore_entry(res))
     finally:
         dirs.close()
     session.send({"type": s.RESTORE, "success": True, "restore": {"pid": res.pid}})

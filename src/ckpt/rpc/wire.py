@@ -21,8 +21,8 @@ from .schema import MESSAGES, Field
 UNKNOWN = "_unknown"  # key of the list of unknown field numbers in a decoded message
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
-_SCALAR_WIRE = {"int32": VARINT, "uint32": VARINT, "bool": VARINT, "enum": VARINT,
-                "string": LEN}
+_SCALAR_WIRE = {"int32": VARINT, "uint32": VARINT, "uint64": VARINT, "bool": VARINT,
+                "enum": VARINT, "string": LEN}
 _MAX_DEPTH = 8
 
 
@@ -57,6 +57,8 @@ def _put_varint(value: int, out: bytearray) -> None:
 def _scalar(f: Field, raw: int) -> int | bool:
     if f.type == "bool":
         return raw != 0
+    if f.type == "uint64":
+        return raw & 0xFFFFFFFFFFFFFFFF
     raw &= 0xFFFFFFFF
     if f.type in ("int32", "enum") and raw & 0x80000000:
         return raw - (1 << 32)
