@@ -24,6 +24,15 @@ COUNTER = ("i=0; while true; do i=$((i+1)); echo $i; echo $i >> /data/count; "
            "sleep 0.1; done")
 
 
+def counted(data: Path) -> list[int]:
+    """The numbers the counter appended to ``data``/count, complete lines only."""
+    try:
+        text = (data / "count").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in text[: text.rfind("\n") + 1].split()]
+
+
 def runc_or_skip() -> str:
     """The path of runc, or a skip naming what is missing (the bootstrap installs runc
     and busybox-static from Debian as root)."""

@@ -21,6 +21,7 @@ import pytest
 
 from ckpt_helpers import scaled, wait_until
 from runc_helpers import COUNTER, busybox_or_skip, ckpt_criu, make_rootfs, runc_or_skip
+from runc_helpers import counted as _count
 
 IMAGE = "localhost/ckpt-busybox:test"
 # Root without CAP_SYS_RESOURCE: podman's own limits (1048576 files, 4194304
@@ -125,22 +126,15 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _count(data: Path) -> list[int]:
-    try:
-        text = (data / "count").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(x) for x in text[: text.rfind("\n") + 1].split()]
-
-
 def _grows(data: Path, more: int = 5) -> None:
     n = len(_count(data))
     wait_until(lambda: len(_count(data)) >= n + more, 30, f"{more} more numbers in the count")
 
 
-def _start_counter(pm: Podman, name: str, data: Path) -> int:
-    pm.ok("run", "--detach", "--name", name, "--network", "none", *LIMITS,
-          "--volume", f"{data}:/data", IMAGE, "sh", "-c", COUNTER)
+def _start_counter(pm: Podman, name: str, data: Path, *extra: str,
+                   counter: str = COUNTER) -> int:
+    pm.ok("run", "--detach", "--name", name, "--network", "none", *LIMITS, *extra,
+          "--volume", f"{data}:/data", IMAGE, "sh", "-c", counter)
     _grows(data)
     return int(pm.state(name)["Pid"])  # type: ignore[call-overload]
 
@@ -208,3 +202,27 @@ def test_export_and_import(podman: Podman, tmp_path: Path) -> None:
     assert podman.running(name), podman.ok("ps", "--all")
     assert podman.state(name)["Pid"] == pid
     _goes_on(podman, name, data, last)
+
+
+def test_terminal_container(podman: Podman, tmp_path: Path) -> None:
+    """``podman run --tty``: the counter prints on a terminal whose master conmon holds
+    (runc's console socket); after checkpoint and restore the restored shell prints on
+    the new terminal conmon got (orphan-pts-master), still its /dev/pts/0, and podman's
+    log carries on."""
+    data = tmp_path / "data"
+    data.mkdir()
+    name = f"ckpt-tty-{os.getpid()}"
+    counter = COUNTER.replace("echo $i;", "echo $i $(tty);")
+    pid = _start_counter(podman, name, data, "--tty", counter=counter)
+    res = podman.run("container", "checkpoint", name)
+    assert res.returncode == 0, f"{res.stderr}\n{podman.diagnose(name, 'dump.log')}"
+    _gone(pid)
+    last = _count(data)[-1]
+    res = podman.run("container", "restore", name)
+    assert res.returncode == 0, f"{res.stderr}\n{podman.diagnose(name, 'restore.log')}"
+    assert podman.running(name) and podman.state(name)["Pid"] == pid
+    _goes_on(podman, name, data, last)
+    lines = podman.ok("logs", name).splitlines()
+    after = [ln.strip() for ln in lines if ln.split()[:1] and ln.split()[0].isdigit()
+             and int(ln.split()[0]) > last]
+    assert after and all(ln.endswith(" /dev/pts/0") for ln in after), lines[-5:]

@@ -14,14 +14,7 @@ import pytest
 
 from ckpt_helpers import Output, wait_until
 from runc_helpers import COUNTER, Container, make_bundle, runc_or_skip
-
-
-def _count(data: Path) -> list[int]:
-    try:
-        text = (data / "count").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(x) for x in text[: text.rfind("\n") + 1].split()]
+from runc_helpers import counted as _count
 
 
 def _grows(data: Path, out: Output, more: int = 5) -> None:

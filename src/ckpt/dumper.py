@@ -638,7 +638,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          network_lock: str | None = None, link_remap: bool = False,
          ghost_fiemap: bool | None = None, ext_unix_sk: bool = False,
          manage_cgroups: str | None = None, overwrite: bool = False,
-         compress: bool = False, empty_ns: str | tuple[str, ...] = ()) -> DumpResult:
+         compress: bool = False, empty_ns: str | tuple[str, ...] = (),
+         orphan_pts_master: bool = False) -> DumpResult:
     """Checkpoint process ``pid`` and all its descendants into ``images_dir``.
 
     By default the processes are killed once the images are safely on disk;
@@ -665,6 +666,9 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     "ignore" the processes' cgroups are not saved.
     ``overwrite``: dump into a folder that holds images already (they are replaced),
     or that belongs to another user; refused otherwise (images.Folder.for_dump).
+    ``orphan_pts_master``: criu's RPC option: a pty slave whose master is outside the
+    tree (a container's console) is saved, to come back as the slave of a new pair whose
+    master the restore hands over (tty.py); else such a tree is refused.
     ``empty_ns``: criu's --empty-ns ("net"): the tree's own network namespace is not
     saved; the restore makes an empty one (its loopback up). Else such a tree is refused.
     A process in a PID namespace below ckpt's (one ``restore --new-pidns`` made), not
@@ -756,7 +760,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         ghost.configure(images, ghost_limit)
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
                                  file_locks=file_locks, tcp=tcp, ext_unix_sk=ext_unix_sk,
-                                 empty_net="net" in own_ns)
+                                 empty_net="net" in own_ns, orphan_pts=orphan_pts_master)
         shmem_seen: dict[int, int] = {}
         mappings: dict[int, list[dict[str, Any]]] = {}
         t_tasks = time.monotonic()

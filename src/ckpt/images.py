@@ -65,6 +65,7 @@ FEATURES: dict[str, str] = {
     "pipe-packets": "the packets buffered in a pipe in packet mode (O_DIRECT)",
     "linked-mappings": "mappings of a removed name of a file with other links (deleted)",
     "mounts": "the mount tree of the tree's own mount namespace (mounts.json, mounts-data.img)",
+    "orphan-pts": "a terminal whose master was outside the tree, a container's console (tty)",
 }
 INVENTORY = "inventory.json"
 # The inventory's files: a plain name in the folder (never a path) -> size and CRC-32.

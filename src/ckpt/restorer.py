@@ -26,6 +26,7 @@ import signal
 import struct
 import termios
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +133,8 @@ class Restore:
                  network_lock: str | None = None, manage_cgroups: str | None = None,
                  root: str | None = None, external: tuple[str, ...] = (),
                  cg_root: dict[str, str] | None = None, in_new_pidns: bool = False,
-                 trust_images: bool = False):
+                 trust_images: bool = False,
+                 orphan_pts_master: Callable[[int], None] | None = None):
         self.images_dir = images_dir
         self.in_new_pidns = in_new_pidns  # run by the init of a new PID namespace
         self.trust_images = trust_images  # restore images others could have written
@@ -142,6 +144,7 @@ class Restore:
         self.manage_cgroups = manage_cgroups
         self.detach = detach or sibling
         self.shell_job = shell_job
+        self.orphan_pts_master = orphan_pts_master  # takes the new master of the console
         self.inherit_fds = inherit_fds
         self.pidfile = pidfile
         self.notify = notify or ignore
@@ -278,7 +281,8 @@ class Restore:
         by_original_fd = resolve_original_fds(self.inherit, root_pid, fd_tables.get(root_pid, []))
         self.fctx = files.RestoreFiles(images, descriptions, shell_job=self.shell_job,
                                        inherit=self.inherit, inherit_files=by_original_fd,
-                                       tcp=self.tcp, tree={t["pid"] for t in tasks})
+                                       tcp=self.tcp, tree={t["pid"] for t in tasks},
+                                       orphan_pts=self.orphan_pts_master)
         _, self.order = tree.build_nodes(tasks, root_pid, inv.get("outside_sid"),
                                          _stand_ins(images, inv))
         self.live = [n for n in self.order if not n.zombie]
@@ -785,7 +789,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             network_lock: str | None = None, manage_cgroups: str | None = None,
             root: str | None = None, external: tuple[str, ...] = (),
             empty_ns: str | tuple[str, ...] = (), cg_root: dict[str, str] | None = None,
-            new_pidns: bool = False, trust_images: bool = False) -> RestoreResult:
+            new_pidns: bool = False, trust_images: bool = False,
+            orphan_pts_master: Callable[[int], None] | None = None) -> RestoreResult:
     """Restore the process tree saved in ``images_dir``.
 
     With ``detach`` the processes run on their own when this returns;
@@ -805,6 +810,9 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     result's ``pid`` (and the pidfile) is then the root's PID on the host.
     ``trust_images``: restore, as root, images others than root could have written (a
     warning says so); by default they are refused (docs/security.md).
+    ``orphan_pts_master``: called with ckpt's fd of the new master of a pty whose master
+    was outside the tree (dumped with ``orphan_pts_master``), once it is made: criu's
+    orphan-pts-master notification (the fd stays ckpt's, closed after).
     """
     if empty_ns not in ((), "net", ("net",)):
         raise RestoreError(f"--empty-ns {empty_ns}: only net")
@@ -817,7 +825,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
                    pidfile=pidfile, notify=notify, sibling=sibling, tcp=tcp,
                    network_lock=network_lock, manage_cgroups=manage_cgroups, root=root,
-                   external=external, cg_root=cg_root, trust_images=trust_images).run()
+                   external=external, cg_root=cg_root, trust_images=trust_images,
+                   orphan_pts_master=orphan_pts_master).run()
 
 
 def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,

@@ -71,6 +71,7 @@ class DumpCtx:
     tcp: TcpFlags = field(default_factory=TcpFlags)
     ext_unix_sk: bool = False  # --ext-unix-sk: pending connections from outside allowed
     empty_net: bool = False  # the tree's own network namespace, not saved (--empty-ns net)
+    orphan_pts: bool = False  # a pty slave whose master is outside may be saved (tty.py)
     # in_flight(fd, where, done): a file ckpt holds as ``fd`` (passed in a queued
     # SCM_RIGHTS message) to dump like any fd's, once the current description is
     # done; ``done`` gets its description id. ckpt closes ``fd`` at the dump's end.
@@ -95,6 +96,9 @@ class RestoreCtx:
     # open_file(id): ckpt's fd for the description ``id``, opened now if need be (a
     # file a queued message carries); ckpt closes it with the others
     open_file: Callable[[str], int] | None = None
+    # orphan_pts(master): hand the new master of a pty whose master was outside the tree
+    # to the restore's caller (criu's orphan-pts-master notification); None: refused
+    orphan_pts: Callable[[int], None] | None = None
 
 
 @dataclass

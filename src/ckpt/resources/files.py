@@ -123,9 +123,9 @@ class DumpFiles:
     def __init__(self, images: ImageWriter, *, shell_job: bool = False,
                  external: set[str] | None = None, file_locks: bool = False,
                  tcp: TcpFlags | None = None, ext_unix_sk: bool = False,
-                 empty_net: bool = False):
+                 empty_net: bool = False, orphan_pts: bool = False):
         self.ctx = DumpCtx(images, shell_job, external or set(), tcp or TcpFlags(),
-                           ext_unix_sk=ext_unix_sk, empty_net=empty_net)
+                           ext_unix_sk=ext_unix_sk, empty_net=empty_net, orphan_pts=orphan_pts)
         self.kinds: dict[str, FileKind] = {}  # made when an fd they may claim comes
         self.descriptions: dict[str, Description] = {}
         self.locks = locks.DumpLocks(file_locks)
@@ -279,9 +279,9 @@ class RestoreFiles:
     def __init__(self, images: ImageReader, descriptions: dict[str, Description], *,
                  shell_job: bool = False, inherit: dict[str, int] | None = None,
                  inherit_files: dict[str, int] | None = None, tcp: TcpFlags | None = None,
-                 tree: set[int] | None = None):
+                 tree: set[int] | None = None, orphan_pts: Callable[[int], None] | None = None):
         self.ctx = RestoreCtx(images, shell_job, inherit or {}, inherit_files or {},
-                              tcp=tcp or TcpFlags(), tree=tree or set())
+                              tcp=tcp or TcpFlags(), tree=tree or set(), orphan_pts=orphan_pts)
         self.descriptions = descriptions
         self.kinds: dict[str, FileKind] = {}  # made for the descriptions of their kind
         self.used_keys: set[str] = set()  # the --inherit-fd keys that name a description

@@ -39,7 +39,7 @@ from ..errors import ImageError, RestoreError, UnsupportedError, UsageError
 from ..images import ImageReader, ImageWriter, RawWriter
 from ..kernel import libc, mountinfo, nsenter
 from ..kernel.mountinfo import Mount
-from . import ghost
+from . import ghost, tty
 
 log = logging.getLogger("ckpt.mounts")
 
@@ -525,6 +525,9 @@ class Builder:
                 src = next(s for s in self.mounts if s["id"] == m["from"])
                 path = os.path.join(src["point"], m["subpath"]) if m["subpath"] \
                     else src["point"]
+                if src["fstype"] == "devpts" and m["subpath"].isdigit() \
+                        and not os.path.exists(path):  # a pty (runc's /dev/console)
+                    tty.make_early(os.path.join(src["point"], "ptmx"), int(m["subpath"]))
                 mountinfo.mount(path, point, None, mountinfo.MS_BIND)
             elif m["fstype"] == "proc" and pid_ns >= 0:
                 opts = [tuple(o.split("=", 1)) for o in filter(None, m["options"].split(","))]
@@ -608,6 +611,7 @@ class Builder:
                 os.close(dirfd)
 
     def close(self) -> None:
+        tty.drop_early()
         if self.ns_fd >= 0:
             os.close(self.ns_fd)
             self.ns_fd = -1

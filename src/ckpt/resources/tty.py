@@ -16,6 +16,15 @@ controlling terminal, with the same foreground process group. A slave whose
 master was closed (``/dev/pts/N (deleted)``, hung up) comes back as the slave of a
 new pair whose master is closed at once.
 
+A container's console is a pty slave whose master is outside the tree (runc hands
+it to its console socket). Dumped with ``orphan_pts_master`` (criu's RPC option),
+its settings, owner, mode and the bytes typed and not read yet are saved; the
+restore makes a new pair in the tree's devpts, gives its slave to the processes
+(the session's controlling terminal again) and hands its master to the caller
+(criu's orphan-pts-master notification: runc passes it to its new console socket).
+What the container wrote and the console's reader had not read stays in the old
+pair, for whoever holds its master.
+
 ``/dev/tty`` stands for the controlling terminal of whoever opened it. It must be
 its session's terminal (an inner pty's slave, or with ``-j`` the user's); the
 first restored process holding it opens ``/dev/tty`` itself (inside.py), so it is
@@ -39,6 +48,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import ImageError, RestoreError, UnsupportedError
+from ..kernel import treeroot
 from ..kernel.inject import InjectionError, Injector
 from ..schema import B64, BOOL, PATH, U8, U16, U32, U64, UID, Int, List, Opt, Str, Tup
 from . import pty_queue
@@ -158,6 +168,7 @@ class Terminals(FileKind):
         "packet": Opt(BOOL), "locked": Opt(BOOL),
         "input": Opt(B64(1 << 20)), "output": Opt(B64(1 << 20)),
         "internal": Opt(BOOL), "deleted": Opt(BOOL), "ctty": Opt(BOOL), "real": Opt(U32),
+        "orphan": Opt(BOOL),
     }
 
     @classmethod
@@ -167,6 +178,8 @@ class Terminals(FileKind):
     def __init__(self) -> None:
         super().__init__()
         self._terminals: list[tuple[OpenFd, Description]] = []  # dump: those not masters
+        self._slaves: dict[int, int] = {}  # dump, orphan_pts: index -> ckpt's fd of a slave
+        self._hand_over: Any = None  # restore: ctx.orphan_pts
         self._pairs: dict[int, tuple[int, int]] = {}  # restore: old index -> (master, slave)
         self._ctty = OpenedInside()  # restore: /dev/tty, opened by the processes
         self._job_settings: Description | None = None  # a shell job's terminal, as saved
@@ -184,7 +197,7 @@ class Terminals(FileKind):
     @classmethod
     def borrowed(cls, desc: Description) -> bool:
         return (desc.get("pty") != "master" and not desc.get("internal")
-                and not desc.get("deleted"))  # the user's
+                and not desc.get("deleted") and not desc.get("orphan"))  # the user's
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         st = f.st
@@ -207,6 +220,8 @@ class Terminals(FileKind):
             desc.update(pty="slave", index=index)
             if f.link.endswith(" (deleted)"):  # its master was closed: hung up
                 desc["deleted"] = True
+            elif ctx.orphan_pts and index not in self._slaves:  # its master may be outside
+                self._slaves[index] = os.dup(f.dup)
         if not desc.get("deleted") and not desc.get("ctty") and ctx.shell_job:
             try:
                 desc.update(_settings(f.dup))  # the job's terminal, as the job left it
@@ -223,22 +238,61 @@ class Terminals(FileKind):
         user's, which needs ``-j``. A session leader's controlling terminal must be an
         inner pty (or none)."""
         masters = {d["index"] for d in self.descriptions.values() if d.get("pty") == "master"}
+        consoles = self._consoles(ctx, masters)
         for f, desc in self._terminals:
             if desc.get("ctty"):
-                desc["internal"] = pts_index(desc["real"]) in masters
+                real = pts_index(desc["real"])
+                desc["internal"] = real in masters or real in consoles
                 _check_ctty(f, desc, tasks, desc["internal"])
             else:
                 desc["internal"] = (desc.get("pty") == "slave" and not desc.get("deleted")
                                     and desc["index"] in masters)
+                if (desc.get("pty") == "slave" and not desc.get("deleted")
+                        and desc["index"] in consoles):
+                    desc.update(consoles[desc["index"]], orphan=True)
+                    ctx.images.need("orphan-pts")
             if self.borrowed(desc) and not ctx.shell_job:
                 raise UnsupportedError(f"{f.where} is the terminal {desc['path']}; dump it "
                                        "as a shell job with -j (--shell-job)")
         for t in tasks:
-            if "ctty" in t and pts_index(t["ctty"]) not in masters:
+            if "ctty" in t and pts_index(t["ctty"]) not in masters | consoles.keys():
                 raise UnsupportedError(
                     f"process {t['pid']} leads a session whose controlling terminal "
                     f"{os.major(t['ctty'])}:{os.minor(t['ctty'])} is outside the dumped "
                     "tree; not supported")
+
+    def _consoles(self, ctx: DumpCtx, masters: set[int]) -> dict[int, Description]:
+        """With ``orphan_pts``: the ptys whose slave is in the tree and master outside,
+        by index, with what the restore gives their new pair; at most one (runc's
+        console)."""
+        found: dict[int, Description] = {}
+        try:
+            for index, slave in self._slaves.items():
+                if index in masters:
+                    continue
+                st = os.fstat(slave)
+                found[index] = {**_settings(slave), "owner": [st.st_uid, st.st_gid],
+                                "mode": st_mod.S_IMODE(st.st_mode),
+                                "input": base64.b64encode(pty_queue.take_input(slave)).decode()}
+        finally:
+            close_quietly(set(self._slaves.values()))
+            self._slaves.clear()
+        if len(found) > 1:
+            raise UnsupportedError(
+                "the tree holds several terminals whose master is outside it ("
+                + ", ".join(f"/dev/pts/{i}" for i in sorted(found))
+                + "); ckpt hands over one (criu's orphan_pts_master)")
+        return found
+
+    def before_restore(self, ctx: RestoreCtx) -> None:
+        """A console (a pty whose master was outside the tree) needs someone to take
+        its new master."""
+        self._hand_over = ctx.orphan_pts
+        if ctx.orphan_pts is None and any(d.get("orphan") for d in self.descriptions.values()):
+            raise RestoreError("the image holds a terminal whose master was outside the "
+                               "tree (a container's console): restore it through a runtime "
+                               "that takes its new master (criu's orphan_pts_master: "
+                               "runc restore --console-socket)")
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
         """ckpt's fd for ``desc``; for /dev/tty a stand-in: the terminal it will stand for,
@@ -249,7 +303,7 @@ class Terminals(FileKind):
             return _hung_up_slave(desc)
         if desc.get("ctty") and desc.get("internal"):
             return os.dup(self._pair(_index(desc["real"]))[1])
-        if desc.get("internal"):
+        if desc.get("internal") or desc.get("orphan"):
             master = self._pair(desc["index"])[0]
             return fcntl.ioctl(master, TIOCGPTPEER, (desc["flags"] & (
                 os.O_ACCMODE | os.O_NONBLOCK)) | os.O_NOCTTY)
@@ -288,7 +342,8 @@ class Terminals(FileKind):
             master_desc = next((d for d in self.descriptions.values()
                                 if d.get("pty") == "master" and d["index"] == index), None)
             if master_desc is None:
-                raise RestoreError(f"the image has no master for /dev/pts/{index}")
+                self._pairs[index] = self._console(index)
+                return self._pairs[index]
             typed, written = _queued(master_desc, "input"), _queued(master_desc, "output")
             master, slave = _new_pair()
             self._pairs[index] = (master, slave)
@@ -302,6 +357,24 @@ class Terminals(FileKind):
             if master_desc.get("locked"):
                 fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 1))
         return self._pairs[index]
+
+    def _console(self, index: int) -> tuple[int, int]:
+        """A new pair for the console ``index``, its master handed over (``_consoles``)."""
+        desc = next((d for d in self.descriptions.values()
+                     if d.get("orphan") and d["index"] == index), None)
+        if desc is None:
+            raise RestoreError(f"the image has no master for /dev/pts/{index}")
+        master, slave = _new_pair(index)
+        try:
+            _apply_settings(slave, desc)
+            os.fchown(slave, *desc["owner"])
+            os.fchmod(slave, desc["mode"])
+            pty_queue.put_input(slave, _queued(desc, "input"), desc["termios"])
+            self._hand_over(master)
+        except BaseException:
+            close_quietly({master, slave})
+            raise
+        return master, slave
 
     def controlling_slave(self, task: dict[str, Any]) -> int | None:
         """For a session leader whose controlling terminal was an inner pty: ckpt's fd of
@@ -340,11 +413,50 @@ class Terminals(FileKind):
     def close(self) -> None:
         close_quietly({fd for pair in self._pairs.values() for fd in pair})
         self._pairs.clear()
+        close_quietly(set(self._slaves.values()))
+        self._slaves.clear()
 
 
-def _new_pair() -> tuple[int, int]:
-    """A new pty pair: (master, slave) fds of ckpt's, unlocked."""
-    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+# Pairs made while the tree's mounts are built, for a bind mount of their slave (runc's
+# /dev/console over the container's /dev/pts/0): devpts index -> ckpt's master. The
+# restore of that pty takes it (``_new_pair``); what is left is closed (``drop_early``).
+_early: dict[int, int] = {}
+
+
+def make_early(ptmx: str, index: int) -> None:
+    """Make pty ``index`` of the devpts whose ``ptmx`` is given, so that its slave can be
+    bound before the tree's files are restored."""
+    held: list[int] = []
+    try:
+        while index not in _early:
+            master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            got = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+            if got == index:
+                fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+                _early[index] = master
+            else:
+                held.append(master)
+                if got > index or len(held) > 64:
+                    raise RestoreError(f"cannot make /dev/pts/{index} again in {ptmx} "
+                                       f"(got /dev/pts/{got})")
+    except OSError as e:
+        raise RestoreError(f"cannot make /dev/pts/{index} in {ptmx}: {e.strerror}") from None
+    finally:
+        close_quietly(held)
+
+
+def drop_early() -> None:
+    close_quietly(set(_early.values()))
+    _early.clear()
+
+
+def _new_pair(index: int | None = None) -> tuple[int, int]:
+    """A new pty pair: (master, slave) fds of ckpt's, unlocked; pty ``index`` if it was
+    made early, else the next one of the tree's devpts."""
+    if index in _early:
+        master = _early.pop(index)
+    else:
+        master = os.open(treeroot.path("/dev/ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
         slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)

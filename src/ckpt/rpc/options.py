@@ -36,7 +36,7 @@ USED = {
     "external", "ghost_limit", "track_mem", "parent_img", "ps", "notify_scripts",
     "inherit_fd", "rst_sibling", "exec_cmd", "file_locks", "tcp_established",
     "tcp_skip_in_flight", "tcp_close", "network_lock", "manage_cgroups",
-    "manage_cgroups_mode", "root", "ext_mnt", "empty_ns", "cg_root",
+    "manage_cgroups_mode", "root", "ext_mnt", "empty_ns", "cg_root", "orphan_pts_master",
 }
 
 # Accepted, logged, and without effect: why ckpt needs none of them.
@@ -58,7 +58,6 @@ IGNORED = {
     "ghost_fiemap": "the data of deleted files is found with SEEK_DATA/SEEK_HOLE",
     "file_validation_method": "mapped files are checked by size and mtime",
     "freeze_cgroup": "ckpt freezes the tree with ptrace alone (the cgroup is left as it is)",
-    "orphan_pts_master": "a pty whose master is outside the tree is refused at dump",
 }
 
 # Refused when set to anything but their neutral value: ckpt cannot do it yet.
@@ -273,7 +272,8 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
             "leave_stopped": bool(opts.get("leave_stopped")),
             "shell_job": bool(opts.get("shell_job")), "external": tuple(external),
             "ghost_limit": opts.get("ghost_limit"), "file_locks": bool(opts.get("file_locks")),
-            "manage_cgroups": _cgroups(opts), "empty_ns": _empty_ns(opts), **_tcp(opts)}
+            "manage_cgroups": _cgroups(opts), "empty_ns": _empty_ns(opts),
+            "orphan_pts_master": bool(opts.get("orphan_pts_master")), **_tcp(opts)}
 
 
 def check_tables() -> list[str]:

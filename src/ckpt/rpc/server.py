@@ -77,19 +77,22 @@ class Session:
         p.register(self.sock, select.POLLIN | select.POLLRDHUP)
         return any(ev & (select.POLLHUP | select.POLLRDHUP) for _, ev in p.poll(0))
 
-    def send(self, resp: dict[str, Any]) -> None:
+    def send(self, resp: dict[str, Any], fd: int = -1) -> None:
+        """Send ``resp``, with ``fd`` attached (SCM_RIGHTS) when it is one."""
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))] if fd >= 0 else []
         try:
-            self.sock.send(encode(resp, "resp"))
+            self.sock.sendmsg([encode(resp, "resp")], rights)
         except (BrokenPipeError, ConnectionResetError):
             raise ClientGone("the client closed the connection") from None
 
-    def notify(self, action: str, pid: int) -> Sequence[str] | None:
-        """Tell the client ``action`` and wait for its acknowledgement (hooks.Notify)."""
+    def notify(self, action: str, pid: int, fd: int = -1) -> Sequence[str] | None:
+        """Tell the client ``action`` and wait for its acknowledgement (hooks.Notify);
+        ``fd`` goes with the message."""
         note: dict[str, Any] = {"script": action}
         if pid:
             note["pid"] = pid
         log.info("notifying the client: %s", action)
-        self.send({"type": s.NOTIFY, "success": True, "notify": note})
+        self.send({"type": s.NOTIFY, "success": True, "notify": note}, fd)
         try:
             ack = self.recv()
         except ClientGone:
@@ -103,6 +106,12 @@ class Session:
                     if ack["type"] != s.NOTIFY else "failure")
             raise CkptError(f"the client answered the {action} notification with {what}")
         return (ack.get("opts") or {}).get("external") or None
+
+    def hand_over_master(self, fd: int) -> None:
+        """criu's orphan-pts-master: the new master of the tree's terminal whose master
+        was outside it (a container's console), for the client to pass on (runc gives
+        it to its console socket)."""
+        self.notify("orphan-pts-master", 0, fd)
 
     # ------------------------------------------------------------ the session
 
@@ -223,7 +232,9 @@ def _restore(session: Session, req: dict[str, Any]) -> None:
     try:
         opts = req["opts"]
         notify = session.notify if opts.get("notify_scripts") else None
-        res = restore(dirs.images, notify=notify, **args_for(s.RESTORE, opts, dirs))
+        orphan = session.hand_over_master if opts.get("orphan_pts_master") else None
+        res = restore(dirs.images, notify=notify, orphan_pts_master=orphan,
+                      **args_for(s.RESTORE, opts, dirs))
         stats.write(dirs.work, stats.RESTORE_FILE, stats.restore_entry(res))
     finally:
         dirs.close()
