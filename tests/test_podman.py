@@ -226,3 +226,27 @@ def test_terminal_container(podman: Podman, tmp_path: Path) -> None:
     after = [ln.strip() for ln in lines if ln.split()[:1] and ln.split()[0].isdigit()
              and int(ln.split()[0]) > last]
     assert after and all(ln.endswith(" /dev/pts/0") for ln in after), lines[-5:]
+
+
+def test_pre_checkpoint(podman: Podman, tmp_path: Path) -> None:
+    """``checkpoint --pre-checkpoint`` (runc --pre-dump) while the counter runs, twice,
+    then ``checkpoint --with-previous`` and ``restore``: the counter goes on at n+1.
+    The counter's ``sleep`` children come and go while a pre-dump copies their pages
+    (the processes run then): one that exited meanwhile is left out of it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    name = f"ckpt-pre-{os.getpid()}"
+    pid = _start_counter(podman, name, data)
+    for _ in range(2):
+        res = podman.run("container", "checkpoint", "--pre-checkpoint", name)
+        assert res.returncode == 0, f"{res.stderr}\n{podman.diagnose(name, 'dump.log')}"
+        assert podman.running(name)
+        _grows(data, 2)
+    res = podman.run("container", "checkpoint", "--with-previous", name)
+    assert res.returncode == 0, f"{res.stderr}\n{podman.diagnose(name, 'dump.log')}"
+    _gone(pid)
+    last = _count(data)[-1]
+    res = podman.run("container", "restore", name)
+    assert res.returncode == 0, f"{res.stderr}\n{podman.diagnose(name, 'restore.log')}"
+    assert podman.running(name) and podman.state(name)["Pid"] == pid
+    _goes_on(podman, name, data, last)

@@ -949,15 +949,26 @@ def pre_dump(pid: int, images_dir: str, *, track_mem: bool = False, overwrite: b
             frozen = time.monotonic() - t_freeze
         log.info("processes released after %.3f s frozen; copying their pages", frozen)
         faults.point("predump.released")
+        gone: set[int] = set()
         for job in jobs:  # the processes run meanwhile
-            mm = job.copy()
+            try:
+                mm = job.copy()
+            except (ProcessLookupError, procfs.ProcessGone):
+                if job.pid == pid:
+                    raise
+                # it exited since (a shell's short-lived child): the next dump will not
+                # have it, nor need its pages
+                log.info("process %d exited while its pages were copied: left out of the "
+                         "pre-dump", job.pid)
+                gone.add(job.pid)
+                continue
             log.info("process %d: %d pages saved, %d in the parent", job.pid,
                      sum(n for _, n in mm["pagemap"]), sum(n for _, n in mm["in_parent"]))
             images.write_json(f"mm-{job.pid}.json", mm)
         faults.point("predump.inventory")
         images.finish({
             "root_pid": pid,
-            "tasks": [t.info() for t in tasks],
+            "tasks": [t.info() for t in tasks if t.pid not in gone],
             **_common_inventory("pre-dump", memctx, track_mem),
         })
         ok = True
