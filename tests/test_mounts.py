@@ -120,10 +120,19 @@ def test_mount_namespace_of_a_container(procs: Procs, tmp_path: Path, pid_ns: bo
     _dump(procs, pid, images)
     last = _count(data)[-1]
 
+    actions = tmp_path / "actions"
+    script = (f'echo "$CRTOOLS_SCRIPT_ACTION ${{CRTOOLS_INIT_PID:-0}}" >> {actions}; '
+              'if [ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ]; then '
+              f'readlink /proc/$CRTOOLS_INIT_PID/ns/mnt >> {actions}; fi')
     res = run_ckpt("restore", "-D", images, "-d", "--root", rootfs, "--external",
-                   f"mnt[data]:{data}", "-v4", "-o", tmp_path / "restore.log")
+                   f"mnt[data]:{data}", "-v4", "-o", tmp_path / "restore.log",
+                   "--action-script", script)
     assert res.returncode == 0, (tmp_path / "restore.log").read_text()[-3000:]
     assert is_alive(pid) and proc_ppid(pid) == os.getpid()
+    # as criu for a tree with namespaces: the root made in its own, then the others
+    assert actions.read_text().splitlines() == [
+        "pre-restore 0", f"setup-namespaces {pid}", os.readlink(f"/proc/{pid}/ns/mnt"),
+        "post-setup-namespaces 0", f"post-restore {pid}", "pre-resume 0", "post-resume 0"]
     procs.adopt(pid, procs.tracked[0].out)
     _grows(data)
     nums = _count(data)
@@ -170,3 +179,29 @@ def test_mount_not_external_refused(procs: Procs, tmp_path: Path) -> None:
     _grows(data)
     nums = _count(data)
     assert nums == list(range(1, len(nums) + 1))
+
+
+def test_mount_namespace_holder_avoids_the_trees_pids(tmp_path: Path) -> None:
+    """The process holding the restored tree's mount namespace, forked before the tree,
+    never keeps a PID the tree needs: forked under one, it is forked again, the one it
+    took let go. Here every PID but multiples of 7 is the tree's, so that most forks
+    land on one: three holders in turn each end on a multiple of 7, pivoted into the
+    new root, and no rejected fork is left."""
+    from ckpt.resources import mounts
+
+    busybox_or_skip()
+    root = make_rootfs(tmp_path / "rootfs")
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    avoid = {p for p in range(1, pid_max + 1) if p % 7}
+    for _ in range(3):
+        builder = mounts.Builder(None, [], str(root), {})  # type: ignore[arg-type]
+        try:
+            builder.hold(avoid)
+            holder = builder.holder
+            assert holder % 7 == 0, f"the holder took PID {holder}"
+            assert os.path.exists(f"/proc/{holder}/root/bin/busybox")
+            with open(f"/proc/self/task/{os.getpid()}/children") as f:
+                assert [int(p) for p in f.read().split()] == [holder]
+        finally:
+            builder.close()
+        assert not is_alive(holder)

@@ -132,7 +132,8 @@ FLAGS: tuple[Flag, ...] = (
          repeat=True),
     Flag(("-L", "--libdir"), NO_EFFECT, "ckpt loads no plugins", value="DIR"),
     Flag(("--action-script",), USE, "run SCRIPT (sh -c) at pre-dump, post-dump, "
-         "pre-restore, post-restore, pre-resume and post-resume, with CRTOOLS_SCRIPT_ACTION, "
+         "pre-restore, setup-namespaces and post-setup-namespaces (a tree with namespaces of "
+         "its own), post-restore, pre-resume and post-resume, with CRTOOLS_SCRIPT_ACTION, "
          "CRTOOLS_IMAGE_DIR and CRTOOLS_INIT_PID (the restored root) set; a script that "
          "fails fails the step, as in criu (which runs none at pre-dump)", value="SCRIPT",
          repeat=True, commands=_DR),

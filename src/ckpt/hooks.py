@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 from .errors import CkptError
 
-# notify(action, pid): pid is the restored root's for "post-restore", else 0. The return
+# notify(action, pid): pid is the restored root's for "setup-namespaces" and
+# "post-restore", else 0. The return
 # value is used for "query-ext-files" only: more --external keys for the dump.
 Notify = Callable[[str, int], Sequence[str] | None]
 
@@ -26,6 +27,11 @@ RESTORE_ACTIONS = ("pre-restore", "post-restore", "pre-resume", "post-resume")
 # a failure), "network-unlock" last; a restore sends "network-unlock" between
 # "post-restore" and "pre-resume".
 NETWORK_ACTIONS = ("network-lock", "network-unlock")
+# Sent only for a tree with namespaces of its own (a container), between "pre-restore"
+# and "post-restore": "setup-namespaces" once its root is forked in them (runc runs its
+# prestart hooks), "post-setup-namespaces" once they are complete (its mounts), before
+# any other process is made.
+NAMESPACE_ACTIONS = ("setup-namespaces", "post-setup-namespaces")
 
 
 def ignore(action: str, pid: int) -> None:

@@ -164,6 +164,7 @@ class Restore:
         self.ipc: sysv.Objects | None = None
         self.namespaces = treens.Enter({})  # the tree's own uts and ipc namespaces
         self.mounts: mounts.Builder | None = None  # its mount tree, if it had its own
+        self.stand_in_pids: set[int] = set()
         self.scope = contextlib.ExitStack()  # what holds until the restore ends
         self.cgroups: cgroups.RestoreCgroups | None = None
         # What the phases create; ``undo`` takes it all back.
@@ -183,6 +184,13 @@ class Restore:
     @property
     def root(self) -> tree.Node:
         return next(n for n in self.order if n.pid == self.root_pid)
+
+    @property
+    def needed_pids(self) -> set[int]:
+        """The PIDs the restore gives its processes, threads and stand-ins, which ckpt's
+        own helpers must not hold."""
+        return {tid for n in self.order for tid in (n.pid, *n.thread_ids)} | \
+            self.stand_in_pids
 
     def run(self) -> RestoreResult:
         t0 = time.monotonic()
@@ -283,8 +291,9 @@ class Restore:
                                        inherit=self.inherit, inherit_files=by_original_fd,
                                        tcp=self.tcp, tree={t["pid"] for t in tasks},
                                        orphan_pts=self.orphan_pts_master)
-        _, self.order = tree.build_nodes(tasks, root_pid, inv.get("outside_sid"),
-                                         _stand_ins(images, inv))
+        stand_ins = _stand_ins(images, inv)
+        _, self.order = tree.build_nodes(tasks, root_pid, inv.get("outside_sid"), stand_ins)
+        self.stand_in_pids = {s.pid for s in stand_ins}
         self.live = [n for n in self.order if not n.zombie]
         for n in self.live:
             n.core, n.mm, n.fd_table = cores[n.pid], mms[n.pid], fd_tables[n.pid]
@@ -347,7 +356,7 @@ class Restore:
         self.namespaces.enter()
         self.scope.enter_context(nspids.restoring(self.namespaces.pids))
         if self.mounts is not None:
-            self.mounts.hold()
+            self.mounts.hold(self.needed_pids)
             self.mounts.build()
             self.scope.enter_context(treeroot.at(f"/proc/{self.mounts.holder}/root"))
             self.check_mapped_files()
@@ -449,8 +458,13 @@ class Restore:
         try:
             creation.fork_root(self.root, self.sibling,
                                self.mounts.ns_fd if self.mounts is not None else -1)
+            own = self.has_own_namespaces()
+            if own:  # the root in them, stopped (runc runs its prestart hooks then)
+                self.notify("setup-namespaces", self.root_pid)
             if self.mounts is not None and self.namespaces.pids:
                 self.finish_mounts()
+            if own:  # their mounts complete, no other process yet
+                self.notify("post-setup-namespaces", 0)
         finally:
             self._unmap_helper()
         creation.build(self.root)
@@ -462,6 +476,11 @@ class Restore:
         for n in creation.made:  # before any process's signals are back (see enter_stop)
             signals.enter_stop(n.pid, n.core.get("stop_signal", 0), n.core["signals"])
         faults.point("restore.created")
+
+    def has_own_namespaces(self) -> bool:
+        """The tree had namespaces of its own (uts, ipc, net, mount, PID): as criu,
+        the restore then tells its caller when they are made."""
+        return bool(self.namespaces.kinds or self.namespaces.pids) or self.mounts is not None
 
     @property
     def started(self) -> list[tree.Node]:

@@ -340,8 +340,8 @@ class Creation:
                         inj.call("close", fd)
             elif info["pgid"] == node.pid:
                 inj.call("setpgid", 0, 0)
-            elif node.joins_group:  # while its stand-in lives
-                inj.call("setpgid", 0, info["pgid"])
+            elif node.joins_group:  # while its stand-in lives; the PID it knows it by
+                inj.call("setpgid", 0, nspids.inner(info["pgid"]))
         except OSError as e:
             raise RestoreError(f"process {node.pid}: session/group set-up failed: "
                                f"{os.strerror(e.errno or 0)}") from None
@@ -475,9 +475,11 @@ def kill(made: list[Node], tree: list[int]) -> None:
 
     Killed parents would hand their dead or dying children to the nearest child
     subreaper (or init), so ckpt is one meanwhile: every orphan comes back to
-    it and is reaped here; nothing is left to the caller. Parents are reaped
-    before their children (``made`` is in creation order), each thread before
-    its leader, whose exit it holds back while ckpt still traces it.
+    it and is reaped here; nothing is left to the caller. No process is waited
+    for alone: each exit may wait on another's reaping (a thread's holds back its
+    leader's while ckpt traces it; the init of the tree's PID namespace does not
+    exit until it has reaped its children, which ckpt, their tracer, must let go
+    first), so all are polled together until none is left.
     """
     was = ctypes.c_int(0)
     try:
@@ -491,11 +493,7 @@ def kill(made: list[Node], tree: list[int]) -> None:
                 os.kill(n.pid, signal.SIGKILL)
             except OSError:
                 pass
-        for n in made:
-            for tid in n.thread_ids:
-                _reap(tid)
-        for n in made:
-            _reap(n.pid)
+        _reap_all([tid for n in made for tid in (*n.thread_ids, n.pid)])
         # The zombies of the tree, orphans now, are ckpt's, or soon: reap until none is left.
         wanted = set(tree)
         deadline = time.monotonic() + PID_WAIT_SECONDS
@@ -514,6 +512,27 @@ def kill(made: list[Node], tree: list[int]) -> None:
             libc.prctl(libc.PR_SET_CHILD_SUBREAPER, was.value)
         except OSError:
             pass
+
+
+def _reap_all(pids: list[int]) -> None:
+    """Wait for every one of ``pids`` as its tracer, then as its parent, until each is
+    neither, polling them all (see ``kill``)."""
+    pending = set(pids)
+    deadline = time.monotonic() + 6 * PID_WAIT_SECONDS
+    while pending:
+        for pid in list(pending):
+            try:
+                os.waitpid(pid, _WALL | os.WNOHANG)
+            except ChildProcessError:
+                pending.discard(pid)
+            except InterruptedError:
+                pass
+        if pending:
+            if time.monotonic() > deadline:
+                log.warning("processes %s not reaped after they were killed",
+                            ", ".join(map(str, sorted(pending))))
+                return
+            time.sleep(0.005)
 
 
 def _reap(pid: int) -> None:

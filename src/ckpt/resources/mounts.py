@@ -451,11 +451,30 @@ class Builder:
                 if not os.path.exists(src):
                     raise RestoreError(f"mount {m['point']}: source {src} does not exist")
 
-    def hold(self) -> None:
+    def hold(self, avoid: set[int]) -> None:
         """The tree's own mount namespace: a copy of ckpt's made private, whose root is
         the new root bound over itself, pivoted into by a child of ckpt that holds it
         while the restore goes on (and leaves with ckpt). ckpt opens the tree's files
-        through the holder's root; the restored root enters it (tree.py)."""
+        through the holder's root; the restored root enters it (tree.py). The holder
+        lives until the tree is made: it never keeps a PID of ``avoid`` (the tree's),
+        being made again elsewhere when its fork got one."""
+        taken: list[int] = []  # holders forked under a PID of the tree
+        try:
+            while True:
+                pid = self._fork_holder()
+                if pid not in avoid:
+                    break
+                log.info("the mount namespace's holder got PID %d, which the tree needs: "
+                         "forked again", pid)
+                taken.append(pid)  # held until the end: each PID of ``avoid`` once at most
+        finally:
+            for stray in taken:  # their PIDs free again once reaped
+                _end(stray)
+        self.holder = pid
+        self.ns_fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+
+    def _fork_holder(self) -> int:
+        """Fork a child of ckpt pivoted into the new root, waiting to be killed."""
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         ckpt = os.getpid()
         pid = os.fork()
@@ -471,14 +490,14 @@ class Builder:
             finally:
                 os._exit(1)
         os.close(ready_w)
-        self.holder = pid
         try:
             ok = os.read(ready_r, 1) == b"p"
         finally:
             os.close(ready_r)
         if not ok:
+            _end(pid)
             raise RestoreError(f"cannot pivot into {self.root} in a new mount namespace")
-        self.ns_fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        return pid
 
     def build(self) -> None:
         """Every mount but those waiting for the PID namespace, made by ckpt inside the
@@ -616,9 +635,14 @@ class Builder:
             os.close(self.ns_fd)
             self.ns_fd = -1
         if self.holder:
-            os.kill(self.holder, signal.SIGKILL)
-            os.waitpid(self.holder, 0)
+            _end(self.holder)
             self.holder = 0
+
+
+def _end(pid: int) -> None:
+    """Kill and reap a child of ckpt's."""
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def external_source(given: str, root: str) -> str:

@@ -17,6 +17,7 @@ from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import Injector
 from ..schema import B64, S32, S64, U64, List, Map, Obj, Str, Tup
+from . import nspids
 
 log = logging.getLogger("ckpt.signals")
 
@@ -108,7 +109,9 @@ def restore_altstack(inj: Injector, scratch: int, altstack: list[int]) -> None:
 
 
 def queue_private(inj: Injector, scratch: int, tgid: int, tid: int, infos: list[str]) -> None:
-    """Queue the saved signals of thread ``tid`` again (``inj`` may run in any thread)."""
+    """Queue the saved signals of thread ``tid`` again (``inj`` may run in any thread;
+    the kernel takes them as the process's own only under the PIDs it knows itself by)."""
+    tgid, tid = nspids.inner(tgid), nspids.inner(tid)
     for info in infos:
         raw = base64.b64decode(info)
         inj.write(scratch, raw)
@@ -177,10 +180,10 @@ def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:
                 t = [*t[:2], *t[:2]]  # the next interval once that is taken; so do we
             inj.write(scratch, bytes(ITimerVal(*t)))
             inj.call("setitimer", which, scratch, 0)
-    tgid = pid
+    tgid = nspids.inner(pid)  # its PID as it knows it (else EPERM)
     for info in sig["pending"]["shared"]:
         raw = base64.b64decode(info)
         inj.write(scratch, raw)
         signo = int.from_bytes(raw[:4], "little", signed=True)
         inj.call("rt_sigqueueinfo", tgid, signo, scratch)
-    queue_private(inj, scratch, tgid, pid, sig["pending"]["private"])
+    queue_private(inj, scratch, pid, pid, sig["pending"]["private"])

@@ -19,6 +19,7 @@ from ..errors import DumpError, RestoreError
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
 from ..schema import INT, NAT, PID0, S32, Int, List, Obj, Tup
+from . import nspids
 
 SIGEV_THREAD_ID = 4
 _NOTIFY = {"signal": 0, "none": 1, "thread": 2}
@@ -83,7 +84,8 @@ def restore(pid: int, inj: Injector, scratch: int, timers: list[dict[str, Any]])
 
 
 def _create(pid: int, inj: Injector, scratch: int, t: dict[str, Any], explicit: bool) -> None:
-    sev = SigEvent(t["value"], t["signo"], t["notify"], t["tid"])
+    # the thread it signals, by the PID the process knows it by (its PID namespace's)
+    sev = SigEvent(t["value"], t["signo"], t["notify"], nspids.inner(t["tid"]) if t["tid"] else 0)
     id_at = scratch + ctypes.sizeof(SigEvent)
     inj.write(scratch, bytes(sev))
     for _ in range(_MAX_FILLERS):
