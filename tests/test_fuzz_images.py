@@ -96,10 +96,11 @@ _ODD = ["x", "", 1.5, None, True, [], {}, [1, 2], {"a": 1}, 2**64, 2**70, -1, -(
         0, 99999, "/tmp/../etc/shadow", "../../x", "a\0b", "x" * 5000, "\udcff", [[[[[]]]]]]
 
 
-def _json_mutant(folder: Folder, rng: random.Random, canary: Path) -> Mutant:
-    """One value of one JSON image (the inventory too) replaced, removed, added to or
-    nested wrong."""
-    name = rng.choice([*folder.jsons, INVENTORY])
+def _json_mutant(folder: Folder, rng: random.Random, canary: Path,
+                 names: list[str] | None = None) -> Mutant:
+    """One value of one JSON image (of ``names``; by default any, the inventory too)
+    replaced, removed, added to or nested wrong."""
+    name = rng.choice(names or [*folder.jsons, INVENTORY])
     doc = folder.load(name)
     spots = [p for p in _spots(doc) if p and not (name == INVENTORY and p[0] == "crc32")]
     path = rng.choice(spots)
@@ -339,3 +340,98 @@ def test_fuzzed_images_through_the_command(dumped: Dumped) -> None:
         _kill_restored(sorted(my_children() - dumped.children))
         folder.reset(new)
     assert _snapshot([dumped.canary, dumped.exe]) == dumped.before
+
+
+@pytest.fixture
+def container(procs: Any, tmp_path: Path) -> tuple[Folder, Path, Path, int]:
+    """A tree in mount, uts, ipc and PID namespaces of its own dumped (test_mounts.py's
+    container): its images, rootfs, data folder and root's PID."""
+    from test_mounts import _dump, _start
+
+    pid, rootfs, data = _start(procs, tmp_path, pid_ns=True)
+    images = tmp_path / "images"
+    _dump(procs, pid, images)
+    return Folder(images), rootfs, data, pid
+
+
+def test_fuzzed_container_images(container: tuple[Folder, Path, Path, int],
+                                 tmp_path: Path) -> None:
+    """mounts.json and namespaces.json fuzzed (values of the wrong type or range, paths
+    with '..', missing and unknown fields) and aimed at: each mutant refused in one
+    line or restored (then killed), nothing left running, the rootfs unchanged."""
+    folder, rootfs, data, pid = container
+    names = ["mounts.json", "namespaces.json"]
+    assert all(n in folder.original for n in names)
+    rng = random.Random(SEED + 2)
+    mutants: list[Mutant] = []
+
+    def edit(name: str, what: str, change: Callable[[Any], Any]) -> None:
+        doc = folder.load(name)
+        change(doc)
+        mutants.append((what, {name: json.dumps(doc).encode()}))
+
+    def tmpfs(doc: Any) -> dict[str, Any]:
+        return next(m for m in doc["mounts"] if m.get("contents") and len(m["contents"]) > 1)
+
+    edit("mounts.json", "a mount point out of the root",
+         lambda d: d["mounts"][1].update(point="/../../../tmp/x"))
+    edit("mounts.json", "an external key given no source",
+         lambda d: next(m for m in d["mounts"] if m["how"] == "external").update(key="other"))
+    edit("mounts.json", "a tmpfs file written out of its mount",
+         lambda d: tmpfs(d)["contents"][-1].update(path="../../../../etc/ckpt-fuzz"))
+    edit("mounts.json", "a disk in a tmpfs",
+         lambda d: tmpfs(d)["contents"][-1].update(type="chr", rdev=[8, 0]))
+    edit("mounts.json", "a bind of the host's root",
+         lambda d: d["mounts"][1].update(how="bind", subpath="../../.."))
+    edit("mounts.json", "a mount of ext4 anew",
+         lambda d: d["mounts"][1].update(how="new", fstype="ext4", options=""))
+    edit("namespaces.json", "the root not PID 1 inside",
+         lambda d: d["pid"]["ids"].update({str(pid): 2}))
+    edit("namespaces.json", "a sysctl of the host",
+         lambda d: d["ipc"]["sysctls"].update({"kernel/core_pattern": "|/bin/sh"}))
+    mutants += [_json_mutant(folder, rng, data, names) for _ in range(250)]
+    before = _snapshot([rootfs])
+    problems: list[str] = []
+    children = my_children()
+    external = (f"mnt[data]:{data}",)
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        for what, new in mutants:
+            folder.apply(new)
+            signal.alarm(int(scaled(30)))
+            try:
+                res = ckpt.restore(str(folder.path), detach=True, root=str(rootfs),
+                                   external=external)
+                _kill_restored(res.pids)
+            except CkptError as e:
+                if "\n" in str(e):
+                    problems.append(f"{what}: a multi-line error: {e}")
+            except _Hang:
+                problems.append(f"{what}: no answer in 30 s")
+            except Exception as e:  # noqa: BLE001 - what the test is about
+                problems.append(f"{what}: {type(e).__name__}: {e}")
+            finally:
+                signal.alarm(0)
+            try:
+                show(str(folder.path))
+            except CkptError:
+                pass
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{what}: ckpt show: {type(e).__name__}: {e}")
+            left = my_children() - children
+            if left:
+                problems.append(f"{what}: processes left behind: {sorted(left)}")
+                _kill_restored(sorted(left))
+            folder.reset(new)
+            if len(problems) > 20:
+                break
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert problems == [], "\n".join(problems)
+    assert _snapshot([rootfs]) == before, "the rootfs changed"
+    assert not Path("/etc/ckpt-fuzz").exists()
+    for _what, new in mutants[:8]:  # the attacks are refused by name
+        folder.apply(new)
+        with pytest.raises(CkptError, match=r"mounts.json|namespaces.json|--external"):
+            ckpt.restore(str(folder.path), detach=True, root=str(rootfs), external=external)
+        folder.reset(new)

@@ -26,12 +26,14 @@ from .resources import (
     ghost,
     locks,
     mem,
+    mounts,
     sharing,
     signals,
     sysv,
     task,
     thread,
     timers,
+    treens,
 )
 from .resources.filekind import ImageRefs
 from .schema import (
@@ -84,7 +86,10 @@ CORE = TASK.extend(
 SCHEMAS = {
     "core-N.json": CORE, "mm-N.json": mem.SCHEMA, "fds-N.json": files.FD_TABLE,
     locks.IMAGE: locks.SCHEMA, sysv.IMAGE: sysv.SCHEMA, cgroups.IMAGE: cgroups.SCHEMA,
+    mounts.IMAGE: mounts.SCHEMA, treens.IMAGE: treens.SCHEMA,
 }
+# Checks of what a schema cannot say in one field, by image name: each raises ImageError.
+RELATIONS = {mounts.IMAGE: mounts.check_image, treens.IMAGE: treens.check_image}
 
 
 @dataclass
@@ -132,9 +137,11 @@ def load(reader: ImageReader) -> Images:
     out.descriptions = descriptions
     _check_processes(out, sizes)
     _check_ghosts(out, sizes.get(ghost.DATA_FILE, 0))
-    for name in (locks.IMAGE, sysv.IMAGE, cgroups.IMAGE):
+    for name in (locks.IMAGE, sysv.IMAGE, cgroups.IMAGE, mounts.IMAGE, treens.IMAGE):
         if name in reader.files:
-            _load(reader, name, SCHEMAS[name])
+            value = _load(reader, name, SCHEMAS[name])
+            if name in RELATIONS:
+                RELATIONS[name](value, reader.path(name))
     _check_others(out, sizes)
     return out
 
@@ -169,6 +176,8 @@ def check_file(name: str, value: Any, where: str) -> None:
     schema = SCHEMAS.get(generic)
     if schema is not None:
         check(value, schema, where)
+    if name in RELATIONS:
+        RELATIONS[name](value, where)
 
 
 def _load(reader: ImageReader, name: str, schema: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ckpt import validate
 from ckpt.errors import ImageError, UnsupportedError, UsageError
 from ckpt.kernel import mountinfo
 from ckpt.resources.mounts import _creation_order, check_image, split_external
@@ -104,3 +105,19 @@ def _bad(path: list[Any], value: Any) -> dict[str, Any]:
 def test_bad_image_refused(path: list[Any], value: Any) -> None:
     with pytest.raises(ImageError, match="mounts.json"):
         check_image(_bad(path, value), "mounts.json")
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (["mounts", 1, "surplus"], 1),
+    (["mounts", 1, "contents", 4, "mtime_ns"], "yesterday"),
+    (["mounts", 1, "contents", 4, "uid"], 1 << 40),
+    (["mounts", 1, "id"], -1),
+    (["mounts", 1, "source"], "a\0b"),
+    (["mounts", 1, "flags"], "ro"),
+])
+def test_schema_refuses_what_check_image_lets_by(path: list[Any], value: Any) -> None:
+    """validate's table has mounts.json: its schema (every field's type and range, no
+    unknown field) and then check_image, as a restore and ckpt show read it."""
+    validate.check_file("mounts.json", GOOD, "mounts.json")
+    with pytest.raises(ImageError, match=r"mounts.json: mounts\[1\]"):
+        validate.check_file("mounts.json", _bad(path, value), "mounts.json")

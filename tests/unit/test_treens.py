@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ckpt import validate
 from ckpt.errors import ImageError
 from ckpt.resources.treens import check_image
 
@@ -32,3 +33,15 @@ def test_good_image_passes() -> None:
 def test_bad_image_refused(bad: Any) -> None:
     with pytest.raises(ImageError, match="namespaces.json"):
         check_image(bad, "namespaces.json")
+
+
+@pytest.mark.parametrize("bad", [
+    {"uts": {"hostname": "box", "domainname": "", "more": 1}}, {"net": []},
+    {"pid": {"ids": {"012": 1}}}, {"pid": {"ids": {"12": 1 << 23}}},
+    {"ipc": {"sysctls": {"kernel/msgmax": "1" * 100}}},
+])
+def test_schema_in_validates_table(bad: Any) -> None:
+    """validate's table has namespaces.json: its schema, then check_image."""
+    validate.check_file("namespaces.json", GOOD, "namespaces.json")
+    with pytest.raises(ImageError, match="namespaces.json"):
+        validate.check_file("namespaces.json", bad, "namespaces.json")

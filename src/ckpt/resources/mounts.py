@@ -39,6 +39,7 @@ from ..errors import ImageError, RestoreError, UnsupportedError, UsageError
 from ..images import ImageReader, ImageWriter, RawWriter
 from ..kernel import libc, mountinfo, nsenter
 from ..kernel.mountinfo import Mount
+from ..schema import NAT, PATH, S64, STR, U32, UID, Either, Int, List, Obj, Opt, Path, Str, Tup
 from . import ghost, tty
 
 log = logging.getLogger("ckpt.mounts")
@@ -63,6 +64,24 @@ OPTIONS: dict[str, dict[str, str]] = {
 # ptmx (those runc makes in a container's /dev).
 DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)}
 _ENTRY_TYPES = ("dir", "file", "link", "fifo", "chr")
+
+# What mounts.json holds (check_image then checks how the fields go together): each
+# mount, and each entry of a tmpfs's contents, relative to the tmpfs (``.`` its top).
+_RELATIVE = Either(Str(choices=(".",)), Path(relative=True))
+CONTENT = Obj(
+    path=_RELATIVE, type=Str(choices=(*_ENTRY_TYPES, "hardlink")), mode=Opt(Int(0, 0o7777)),
+    uid=Opt(UID), gid=Opt(UID), mtime_ns=Opt(S64), target=Opt(STR), rdev=Opt(Tup(U32, U32)),
+    size=Opt(NAT), offset=Opt(NAT),
+)
+MOUNT = Obj({
+    "id": Int(0, U32.hi), "point": PATH, "fstype": Str(255), "source": STR,
+    "flags": List(Str(choices=mountinfo.MNT_FLAGS), max=len(mountinfo.MNT_FLAGS)),
+    "how": Str(choices=("root", "external", "bind", "new")), "parent": Opt(Int(0, U32.hi)),
+    "key": Opt(STR), "root": Opt(PATH), "from": Opt(Int(0, U32.hi)),
+    "subpath": Opt(Either(Str(choices=("",)), Path(relative=True))), "options": Opt(STR),
+    "contents": Opt(List(CONTENT, max=MAX_ENTRIES + 1)),
+})
+SCHEMA = Obj(mounts=List(MOUNT, min=1, max=MAX_ENTRIES))
 
 
 _EXTERNAL = re.compile(r"mnt\[([^\]]+)\]:(.+)")

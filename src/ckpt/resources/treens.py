@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import nsenter
+from ..schema import PID, Map, Obj, Opt, Str
 from .namespaces import own, shown
 
 log = logging.getLogger("ckpt.namespaces")
@@ -41,6 +42,16 @@ IPC_SYSCTLS = (
 )
 _NUMBERS = re.compile(r"[0-9]{1,20}(?:[ \t][0-9]{1,20}){0,3}")
 _MAX_NAME = 64  # __NEW_UTS_LEN
+
+# What namespaces.json holds (check_image then checks what the types cannot say: names
+# of at most 64 bytes, PIDs inside that differ).
+SCHEMA = Obj(
+    uts=Opt(Obj(hostname=Str(_MAX_NAME), domainname=Str(_MAX_NAME))),
+    ipc=Opt(Obj(sysctls=Map(Str(80, pattern=_NUMBERS.pattern),
+                            key=Str(choices=IPC_SYSCTLS)))),
+    net=Opt(Obj()),
+    pid=Opt(Obj(ids=Map(PID, key=Str(7, pattern=r"[1-9][0-9]*"), max=1 << 22))),
+)
 
 
 def others(pids: list[int], root: int) -> list[str]:
