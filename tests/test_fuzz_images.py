@@ -255,14 +255,14 @@ def dumped(build: Any, procs: Any, tmp_path: Path) -> Dumped:
                   my_children())
 
 
-def _attempt(what: str, images: Path, problems: list[str]) -> bool:
-    """Restore (then kill what was restored) and show ``images``; note what went wrong;
-    whether it was restored."""
+def _attempt(what: str, images: Path, problems: list[str], **restore: Any) -> bool:
+    """Restore (with ``restore``'s arguments, then kill what was restored) and show
+    ``images``; note what went wrong; whether it was restored."""
     restored = False
     signal.alarm(int(scaled(30)))
     try:
         try:
-            res = ckpt.restore(str(images), detach=True)
+            res = ckpt.restore(str(images), detach=True, **restore)
         except CkptError as e:
             if "\n" in str(e):
                 problems.append(f"{what}: a multi-line error: {e}")
@@ -283,22 +283,18 @@ def _attempt(what: str, images: Path, problems: list[str]) -> bool:
     return restored
 
 
-def test_fuzzed_images(dumped: Dumped) -> None:
-    folder, images = dumped.folder, dumped.folder.path
-    rng = random.Random(SEED)
-    mutants = _targeted(folder, dumped.pid, dumped.exe, dumped.canary)
-    mutants += [_byte_mutant(folder, rng) for _ in range(300)]
-    mutants += [_truncated(folder, rng) for _ in range(100)]
-    mutants += [_json_mutant(folder, rng, dumped.canary) for _ in range(800)]
-    assert len(mutants) >= 1000
+def _run_mutants(folder: Folder, mutants: list[Mutant], children: set[int],
+                 **restore: Any) -> tuple[list[str], int]:
+    """Each mutant written, restored (``restore``'s arguments) and shown, then undone:
+    what went wrong (20 problems at most), and how many were restored."""
     problems: list[str] = []
     accepted = 0
     old = signal.signal(signal.SIGALRM, _on_alarm)
     try:
         for what, new in mutants:
             folder.apply(new)
-            accepted += _attempt(what, images, problems)
-            left = my_children() - dumped.children
+            accepted += _attempt(what, folder.path, problems, **restore)
+            left = my_children() - children
             if left:
                 problems.append(f"{what}: processes left behind: {sorted(left)}")
                 _kill_restored(sorted(left))
@@ -307,6 +303,18 @@ def test_fuzzed_images(dumped: Dumped) -> None:
                 break
     finally:
         signal.signal(signal.SIGALRM, old)
+    return problems, accepted
+
+
+def test_fuzzed_images(dumped: Dumped) -> None:
+    folder, images = dumped.folder, dumped.folder.path
+    rng = random.Random(SEED)
+    mutants = _targeted(folder, dumped.pid, dumped.exe, dumped.canary)
+    mutants += [_byte_mutant(folder, rng) for _ in range(300)]
+    mutants += [_truncated(folder, rng) for _ in range(100)]
+    mutants += [_json_mutant(folder, rng, dumped.canary) for _ in range(800)]
+    assert len(mutants) >= 1000
+    problems, accepted = _run_mutants(folder, mutants, dumped.children)
     assert problems == [], "\n".join(problems)
     assert _snapshot([dumped.canary, dumped.exe]) == dumped.before, \
         "a file outside the image folder changed"
@@ -391,42 +399,9 @@ def test_fuzzed_container_images(container: tuple[Folder, Path, Path, int],
          lambda d: d["ipc"]["sysctls"].update({"kernel/core_pattern": "|/bin/sh"}))
     mutants += [_json_mutant(folder, rng, data, names) for _ in range(250)]
     before = _snapshot([rootfs])
-    problems: list[str] = []
-    children = my_children()
     external = (f"mnt[data]:{data}",)
-    old = signal.signal(signal.SIGALRM, _on_alarm)
-    try:
-        for what, new in mutants:
-            folder.apply(new)
-            signal.alarm(int(scaled(30)))
-            try:
-                res = ckpt.restore(str(folder.path), detach=True, root=str(rootfs),
-                                   external=external)
-                _kill_restored(res.pids)
-            except CkptError as e:
-                if "\n" in str(e):
-                    problems.append(f"{what}: a multi-line error: {e}")
-            except _Hang:
-                problems.append(f"{what}: no answer in 30 s")
-            except Exception as e:  # noqa: BLE001 - what the test is about
-                problems.append(f"{what}: {type(e).__name__}: {e}")
-            finally:
-                signal.alarm(0)
-            try:
-                show(str(folder.path))
-            except CkptError:
-                pass
-            except Exception as e:  # noqa: BLE001
-                problems.append(f"{what}: ckpt show: {type(e).__name__}: {e}")
-            left = my_children() - children
-            if left:
-                problems.append(f"{what}: processes left behind: {sorted(left)}")
-                _kill_restored(sorted(left))
-            folder.reset(new)
-            if len(problems) > 20:
-                break
-    finally:
-        signal.signal(signal.SIGALRM, old)
+    problems, _ = _run_mutants(folder, mutants, my_children(), root=str(rootfs),
+                               external=external)
     assert problems == [], "\n".join(problems)
     assert _snapshot([rootfs]) == before, "the rootfs changed"
     assert not Path("/etc/ckpt-fuzz").exists()

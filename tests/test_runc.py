@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,21 @@ PIPELINE = ("mkdir -p /dev/shm/kept && echo kept > /dev/shm/kept/file; i=0; "
             "while read n; do echo $n >> /data/count; echo $n; done")
 
 
+def _round_trip(ctr: Container, data: Path, images: Path) -> tuple[list[dict[str, Any]], int]:
+    """runc checkpoint then restore -d, both succeeding, the container gone between (its
+    processes reaped) and counting again after; the tasks dumped and the last number
+    counted before the restore."""
+    res = ctr.checkpoint(images)
+    assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'dump.log')}"
+    assert ctr.status() == "absent", f"runc kept the container: {res.stderr}"
+    _reap(images)
+    last = _count(data)[-1]
+    res = ctr.restore(images)
+    assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'restore.log')}"
+    _grows(data, ctr.out)
+    return json.loads((images / "inventory.json").read_text())["tasks"], last
+
+
 def test_pipeline_and_tmpfs_file(tmp_path: Path) -> None:
     """A container whose init has children joined by a pipe, and a file on its /dev/shm:
     after runc checkpoint and restore the numbers go on through the pipe, none lost,
@@ -133,16 +149,8 @@ def test_pipeline_and_tmpfs_file(tmp_path: Path) -> None:
     try:
         ctr.run()
         _grows(data, ctr.out)
-        images = tmp_path / "images"
-        res = ctr.checkpoint(images)
-        assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'dump.log')}"
-        assert len(json.loads((images / "inventory.json").read_text())["tasks"]) >= 3
-        assert ctr.status() == "absent", f"runc kept the container: {res.stderr}"
-        _reap(images)
-        last = _count(data)[-1]
-        res = ctr.restore(images)
-        assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'restore.log')}"
-        _grows(data, ctr.out)
+        tasks, last = _round_trip(ctr, data, tmp_path / "images")
+        assert len(tasks) >= 3
         nums = _count(data)
         assert nums == list(range(1, len(nums) + 1)) and last + 1 in nums
         assert Path(f"/proc/{ctr.pid()}/root/dev/shm/kept/file").read_text() == "kept\n"
@@ -166,15 +174,8 @@ def test_init_state_in_its_pid_namespace(build: Builder, tmp_path: Path) -> None
     try:
         ctr.run()
         _grows(data, ctr.out)
-        images = tmp_path / "images"
-        res = ctr.checkpoint(images)
-        assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'dump.log')}"
-        assert any(t.get("zombie") for t in
-                   json.loads((images / "inventory.json").read_text())["tasks"])
-        _reap(images)
-        res = ctr.restore(images)
-        assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'restore.log')}"
-        _grows(data, ctr.out)
+        tasks, _ = _round_trip(ctr, data, tmp_path / "images")
+        assert any(t.get("zombie") for t in tasks)
         (data / "check").touch()
         wait_until(lambda: (data / "report").exists(), 30, "the init's report")
         zombie = int((data / "zombie").read_text())
@@ -187,8 +188,9 @@ def test_init_state_in_its_pid_namespace(build: Builder, tmp_path: Path) -> None
 
 
 def test_leave_running(counter: tuple[Container, Path], tmp_path: Path) -> None:
-    """runc checkpoint --leave-running: the container counts on; removed, it comes back
-    from the images and counts from where it was checkpointed."""
+    """runc checkpoint --leave-running: the container counts on; removed (runc delete:
+    its ID free, its state gone), it comes back under the same ID from the images and
+    counts from where it was checkpointed."""
     ctr, data = counter
     images = tmp_path / "images"
     res = ctr.checkpoint(images, "--leave-running")
@@ -197,6 +199,7 @@ def test_leave_running(counter: tuple[Container, Path], tmp_path: Path) -> None:
     _grows(data, ctr.out)
     subprocess.run(ctr.cmd("delete", "-f", ctr.cid), check=True)
     _reap(images)
+    assert ctr.status() == "absent"
     cut = len(ctr.out.numbers())
     res = ctr.restore(images)
     assert res.returncode == 0, f"{res.stderr}\n{_log(images, 'restore.log')}"

@@ -2,9 +2,9 @@
 without effect (logged), or refused with an error that names it.
 
 Every option criu knows is in exactly one table below; tests check that. The
-container options are refused together (``CONTAINER``) until ckpt dumps
-namespaces, mounts and cgroups: that work moves them into ``args_for`` one by
-one.
+container options runc sends are used (``root``, ``ext_mnt``, ``empty_ns``,
+``cg_root``, ...); those of criu's other container work (veths, joined namespaces,
+mount masters, cgroup properties) are refused together (``CONTAINER``).
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ UNSUPPORTED = {
     "tls_no_cn_verify": "the page server speaks no TLS",
 }
 
-# Refused when set to anything but their neutral value: namespaces, mounts and
-# cgroups are not dumped yet.
+# Refused when set to anything but their neutral value: container work of criu's that
+# ckpt does not do (runc sends none of these).
 CONTAINER = {
     "veths", "auto_ext_mnt", "ext_sharing",
     "ext_masters", "skip_mnt", "enable_fs", "join_ns",
