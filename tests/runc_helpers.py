@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import PYTHON, Output, scaled, wait_until
+from ckpt_helpers import PYTHON, Output, my_children, scaled, wait_until
 
 BUSYBOX = "/usr/bin/busybox"
 APPLETS = ("sh", "sleep", "echo", "cat", "ls", "mount", "umount", "hostname", "setsid")
@@ -181,16 +181,20 @@ class Container:
 
     def delete(self) -> None:
         """The container killed, its init reaped (ours: runc would leave its cgroups,
-        which a zombie keeps busy), then removed."""
+        which a zombie keeps busy), then removed. Our other children in its PID
+        namespace (a ``runc exec`` process whose runc was killed) are reaped too: its
+        dying init waits for them."""
         init = self.pid() if self.status() != "absent" else 0
+        ours = {init} | _in_pid_ns_of(init) if init else set()
         subprocess.run(self.cmd("delete", "-f", self.cid), capture_output=True)
         deadline = time.monotonic() + scaled(10)
-        while init and time.monotonic() < deadline:
-            try:
-                if os.waitpid(init, os.WNOHANG)[0] == init:
-                    break
-            except ChildProcessError:
-                break
+        while ours and time.monotonic() < deadline:
+            for pid in list(ours):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        ours.discard(pid)
+                except ChildProcessError:
+                    ours.discard(pid)
             time.sleep(0.05)
         if init:  # its cgroups, left while its zombie held them
             subprocess.run(self.cmd("delete", "-f", self.cid), capture_output=True)
@@ -198,3 +202,15 @@ class Container:
             c.kill()
             c.wait()
         self.copiers.clear()
+
+
+def _in_pid_ns_of(init: int) -> set[int]:
+    """Our children in the PID namespace of process ``init``."""
+    def ns(pid: int) -> int | None:
+        try:
+            return os.stat(f"/proc/{pid}/ns/pid").st_ino
+        except OSError:
+            return None
+
+    theirs = ns(init)
+    return {p for p in my_children() if p != init and theirs is not None and ns(p) == theirs}
