@@ -756,7 +756,7 @@ class _TaskRestore:
         threads = self.node.threads
         if not threads:
             return
-        thread.create_all(self.inj, self.scratch, threads)
+        thread.create_all(self.inj, self.scratch, threads, self.core["task"])
         log.info("process %d: %d more threads created", self.pid, len(threads))
         faults.point("restore.task.threads")
 

@@ -146,8 +146,13 @@ def restore(pid: int, inj: Injector, scratch: int, c: dict[str, Any],
     ambient set (its capabilities must be permitted and inheritable, and raising
     may not yet be locked), ``before_drop`` (the leader sets the process's
     dumpable there), securebits, and last the three sets. No privilege is left
-    that ``c`` does not have."""
+    that ``c`` does not have. A thread that has ``c`` already (ckpt's credentials, as
+    root) gets none of it (``unchanged``)."""
     tid = inj.pid
+    if unchanged(pid, tid, c):
+        if before_drop is not None:
+            before_drop()
+        return
     _set_loginuid(inj, scratch, c.get("loginuid"))
     groups = c["groups"]
     inj.write(scratch, b"".join(g.to_bytes(4, "little") for g in groups) or b"\0")
@@ -204,15 +209,39 @@ def _set_loginuid(inj: Injector, scratch: int, value: int | None) -> None:
         inj.call("close", fd)
 
 
-def _verify(pid: int, tid: int, c: dict[str, Any]) -> None:
-    """The thread has exactly the saved credentials (the kernel changes some as a side
-    effect of others: this is where a wrong order would show)."""
+def unchanged(pid: int, tid: int, c: dict[str, Any]) -> bool:
+    """Whether thread ``tid`` of a new process has exactly ``c`` already: it has ckpt's
+    credentials (securebits included) until they are lowered, and those may be the saved
+    ones (a process of root's)."""
+    if c["securebits"] != _own_securebits():
+        return False
+    if c.get("loginuid") is not None and c["loginuid"] != _loginuid(pid, tid):
+        return False
+    got, want = _compared(pid, tid, c)
+    return got == want
+
+
+@cache
+def _own_securebits() -> int:
+    """ckpt's own securebits, which every process it forks starts with."""
+    return libc.syscall("prctl", PR_GET_SECUREBITS)
+
+
+def _compared(pid: int, tid: int, c: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What thread ``tid`` has, and what ``c`` says, of what /proc shows."""
     st = procfs.thread_status(pid, tid)
     got = {"uids": st.uids, "gids": st.gids, "groups": sorted(st.groups),
            "eff": st.cap_effective, "prm": st.cap_permitted, "inh": st.cap_inheritable,
            "bnd": st.cap_bounding, "amb": st.cap_ambient, "no_new_privs": st.no_new_privs}
     want = {"uids": c["uids"], "gids": c["gids"], "groups": sorted(c["groups"]),
             **c["caps"], "no_new_privs": c["no_new_privs"]}
+    return got, want
+
+
+def _verify(pid: int, tid: int, c: dict[str, Any]) -> None:
+    """The thread has exactly the saved credentials (the kernel changes some as a side
+    effect of others: this is where a wrong order would show)."""
+    got, want = _compared(pid, tid, c)
     diff = [k for k in want if got[k] != want[k]]
     if diff:
         raise RestoreError(f"{_who(pid, tid)}: credentials came back different "

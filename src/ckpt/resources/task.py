@@ -201,12 +201,19 @@ def dump_own(pid: int, tid: int, inj: Injector, scratch: int) -> dict[str, Any]:
     }
 
 
-def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
+def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
+                cloned_from: dict[str, Any] | None = None) -> None:
     """Inverse of ``dump_own`` but for the parent-death signal, credentials and seccomp
-    (``restore_final_own``); ``inj`` runs in thread ``tid``."""
-    inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
-    inj.call("prctl", libc.PR_SET_NAME, scratch)
-    inj.call("set_tid_address", t["tid_address"])
+    (``restore_final_own``); ``inj`` runs in thread ``tid``. What the thread has already
+    is not set again (an injected call each): its name and timer slack as /proc shows
+    them; for a thread cloned by its restored leader (``cloned_from``: the leader's
+    state), its tid address (given to clone3) and the machine-check and TSC modes it
+    inherited."""
+    if procfs.thread_comm(tid, tid) != t["comm"]:
+        inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
+        inj.call("prctl", libc.PR_SET_NAME, scratch)
+    if cloned_from is None:
+        inj.call("set_tid_address", t["tid_address"])
     head, size = t["robust_list"]
     if head:
         inj.call("set_robust_list", head, size)
@@ -218,14 +225,27 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> Non
     except OSError as e:
         log.warning("thread %d: CPU affinity %s not restored: %s", tid, t["affinity"],
                     e.strerror)
-    inj.call("prctl", PR_SET_TIMERSLACK, t["timerslack"])  # before a real-time policy
-    if t["tsc"]:
+    if _timerslack(tid) != t["timerslack"]:
+        inj.call("prctl", PR_SET_TIMERSLACK, t["timerslack"])  # before a real-time policy
+    inherited = cloned_from or {}
+    if t["tsc"] and t["tsc"] != inherited.get("tsc"):
         inj.call("prctl", PR_SET_TSC, t["tsc"])
-    if t["mce_kill"] == PR_MCE_KILL_DEFAULT:
+    if t["mce_kill"] == inherited.get("mce_kill"):
+        pass
+    elif t["mce_kill"] == PR_MCE_KILL_DEFAULT:
         inj.call("prctl", PR_MCE_KILL, PR_MCE_KILL_CLEAR)
     else:
         inj.call("prctl", PR_MCE_KILL, PR_MCE_KILL_SET, t["mce_kill"])
     sched.restore(tid, t["sched"])
+
+
+def _timerslack(tid: int) -> int | None:
+    """The timer slack of thread ``tid`` as /proc shows it to ckpt (root), None if not."""
+    try:
+        with open(f"/proc/{tid}/timerslack_ns", "rb") as f:  # a thread's too, by its TID
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 def _rseq_config(tid: int) -> ptrace.RseqConfig:

@@ -24,7 +24,7 @@ from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import Injector
 from ..schema import PID, U64, List, Obj
-from . import cpu, nspids, signals, task
+from . import cpu, creds, nspids, signals, task
 
 THREAD_FLAGS = (libc.CLONE_VM | libc.CLONE_FS | libc.CLONE_FILES | libc.CLONE_SIGHAND
                 | libc.CLONE_THREAD | libc.CLONE_SYSVSEM)
@@ -45,11 +45,14 @@ def dump(pid: int, tid: int, inj: Injector, scratch: int, regs: ptrace.UserRegs,
             "own": task.dump_own(pid, tid, inj, scratch)}
 
 
-def create(leader: Injector, scratch: int, tid: int) -> Injector:
-    """Make thread ``tid`` in the process ``leader`` runs in; return an injector that
-    runs in the new thread, which stays stopped under ckpt."""
+def create(leader: Injector, scratch: int, tid: int, tid_address: int = 0) -> Injector:
+    """Make thread ``tid`` in the process ``leader`` runs in, with its ``tid_address``
+    (CLONE_CHILD_CLEARTID: no set_tid_address later); return an injector that runs in
+    the new thread, which stays stopped under ckpt."""
     tids = nspids.levels(tid)
-    args = libc.CloneArgs(flags=THREAD_FLAGS, set_tid=scratch + 256, set_tid_size=len(tids))
+    flags = THREAD_FLAGS | (libc.CLONE_CHILD_CLEARTID if tid_address else 0)
+    args = libc.CloneArgs(flags=flags, child_tid=tid_address, set_tid=scratch + 256,
+                          set_tid_size=len(tids))
     leader.write(scratch, bytes(args))
     leader.write(scratch + 256, struct.pack(f"<{len(tids)}i", *tids))
     ptrace.set_options(leader.pid, leader.options | ptrace.PTRACE_O_TRACECLONE)
@@ -68,22 +71,26 @@ def create(leader: Injector, scratch: int, tid: int) -> Injector:
     return Injector(tid, leader.site, ptrace.get_regs(tid), options=leader.options)
 
 
-def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any]) -> None:
-    """What the new thread ``inj`` runs in has of its own, but registers and mask.
+def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any],
+            leader: dict[str, Any]) -> None:
+    """What the new thread ``inj`` runs in has of its own, but registers and mask; what
+    it inherited from its restored ``leader`` (its own state) is not set again.
 
     Its queued signals are queued by itself: the kernel refuses to queue a
     thread-directed siginfo (SI_TKILL) to another thread. They stay pending, as
     the new thread has every signal blocked until ``finish``."""
-    task.restore_own(inj.pid, inj, scratch, state["own"])
+    task.restore_own(inj.pid, inj, scratch, state["own"], cloned_from=leader)
     signals.restore_altstack(inj, scratch, state["altstack"])
     signals.queue_private(inj, scratch, tgid, inj.pid, state["pending"])
 
 
-def create_all(leader: Injector, scratch: int, states: list[dict[str, Any]]) -> None:
-    """Create every other thread of the process ``leader`` runs in and ``restore`` it."""
+def create_all(leader: Injector, scratch: int, states: list[dict[str, Any]],
+               leader_own: dict[str, Any]) -> None:
+    """Create every other thread of the process ``leader`` runs in (its own state
+    ``leader_own`` restored) and ``restore`` it."""
     for state in states:
-        with create(leader, scratch, state["tid"]) as inj:
-            restore(leader.pid, inj, scratch, state)
+        with create(leader, scratch, state["tid"], state["own"]["tid_address"]) as inj:
+            restore(leader.pid, inj, scratch, state, leader_own)
 
 
 def open_thread(leader: Injector, tid: int) -> Injector:
@@ -94,8 +101,13 @@ def open_thread(leader: Injector, tid: int) -> Injector:
 def restore_final_all(leader: Injector, scratch: int, states: list[dict[str, Any]],
                       pdeathsig: bool = True) -> None:
     """Each other thread's credentials and parent-death signal (the kernel keeps them
-    per thread), before the first thread's own (``task.restore_final``)."""
+    per thread), before the first thread's own (``task.restore_final``); nothing is
+    injected in a thread that has them already (ckpt's, as root)."""
     for state in states:
+        own = state["own"]
+        if not (pdeathsig and own["pdeathsig"]) and creds.unchanged(leader.pid, state["tid"],
+                                                                     own["creds"]):
+            continue
         with open_thread(leader, state["tid"]) as inj:
             task.restore_final_own(leader.pid, inj, scratch, state["own"], pdeathsig)
 
