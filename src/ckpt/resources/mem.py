@@ -794,6 +794,7 @@ class _Rebuild:
         self.files = _TargetFiles(inj, helper[0], lend)
         self.ghosts = _Ghosts(pid, self.files, images_dir, shmem, held)
         self.to_protect: list[tuple[int, int, int]] = []  # (start, end, final prot)
+        self.advice: list[tuple[int, int, int]] = []  # (madvise advice, start, end)
         if parent is None:
             self.pieces = [forked.Piece(v["start"], v["end"], v) for v in mm["vmas"]
                            if v["kind"] not in forked.NOT_MAPPED]
@@ -816,6 +817,7 @@ class _Rebuild:
                 self._map(p)
             else:
                 self._keep(p)
+        self._advise()
         for v in mm["vmas"]:  # now that nothing else will be mapped where io_setup puts a ring
             if v["kind"] == "aio":
                 aio.restore(inj, self.helper[0], v, self.files.open("/dev/null", os.O_WRONLY))
@@ -845,8 +847,8 @@ class _Rebuild:
         flags = libc.MAP_FIXED | (libc.MAP_SHARED if v["shared"] else libc.MAP_PRIVATE)
         if "gd" in v["flags"]:
             flags |= libc.MAP_GROWSDOWN
-        if not (v["kind"] == "file" and v["shared"]) and not prot & libc.PROT_WRITE:
-            prot |= libc.PROT_WRITE
+        if not prot & libc.PROT_WRITE and self.own.clip(p.start, p.end):
+            prot |= libc.PROT_WRITE  # while its pages are written in (private memory only)
             self.to_protect.append((p.start, p.end, v["prot"]))
         if v["kind"] == "shmem":
             sid = v["shmem_id"]
@@ -871,7 +873,14 @@ class _Rebuild:
                 self.ghosts.mapped(v["ghost"], p.start, p.end)
         for flag, advice in _MADVISE.items():
             if flag in v["flags"]:
-                inj.raw("madvise", p.start, length, advice)
+                self.advice.append((advice, p.start, p.end))
+
+    def _advise(self) -> None:
+        """The madvise flags of the mappings made anew, one call for each run of
+        adjacent mappings with the same advice (a thread's stack and its guard), before
+        their pages come (MADV_HUGEPAGE)."""
+        for advice, start, end in _joined(self.advice):
+            self.inj.raw("madvise", start, end - start, advice)
 
     def _open_linked(self, path: str, deleted: str, mode: int) -> int:
         """A target fd of the file ``path`` through its removed name ``deleted`` made
@@ -939,6 +948,17 @@ class _Rebuild:
             pages.close()
         self.pages.done(path)
         self.objects.unmap_temps()
+
+
+def _joined(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """``(key, start, end)`` ranges with those of one key that touch joined."""
+    out: list[tuple[int, int, int]] = []
+    for key, start, end in sorted(ranges):
+        if out and out[-1][0] == key and out[-1][2] == start:
+            out[-1] = (key, out[-1][1], end)
+        else:
+            out.append((key, start, end))
+    return out
 
 
 def _batches(segments: list[Segment]) -> list[tuple[str, int, list[tuple[int, int]]]]:
