@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from . import interrupts, libc, ptrace
@@ -128,6 +128,24 @@ class Injector:
 
     def raw(self, name: str, *args: int) -> int:
         """Run syscall ``name``; return its raw result (a negative errno on failure)."""
+        with interrupts.held():  # never leave the task with borrowed registers
+            self._load(name, args)
+            entered = False
+            try:
+                ptrace.syscall(self.pid)
+                self._await(name)
+                entered = True
+                self._entered()
+                ptrace.syscall(self.pid)
+                self._await(name)
+                res = self._result()
+            except BaseException:
+                self._abandon(entered)
+                raise
+        return res
+
+    def _load(self, name: str, args: tuple[int, ...]) -> None:
+        """The call's registers, and every signal blocked, in the stopped task."""
         regs = self.home.copy()
         regs.rip = self.site
         regs.rax = libc.NR[name]
@@ -137,21 +155,21 @@ class Injector:
         for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), padded, strict=True):
             setattr(regs, reg, val & 0xFFFFFFFFFFFFFFFF)
         regs.eflags &= ~_TRAP_FLAG
-        with interrupts.held():  # never leave the task with borrowed registers
-            # Registers first, mask after (and back in the other order): should ckpt
-            # die in between, the task parks, and is woken with its own mask.
-            ptrace.set_regs(self.pid, regs)
-            if self.mask is not None:
-                ptrace.set_sigmask(self.pid, ALL_BLOCKED)
-            state = {"entered": False}
-            try:
-                self._run(name, state)
-                res = ptrace.get_regs(self.pid).rax
-            except BaseException:
-                self._abandon(state["entered"])
-                raise
-            self._at_exit = True
-            self._go_home()
+        # Registers first, mask after (and back in the other order): should ckpt
+        # die in between, the task parks, and is woken with its own mask.
+        ptrace.set_regs(self.pid, regs)
+        if self.mask is not None:
+            ptrace.set_sigmask(self.pid, ALL_BLOCKED)
+
+    def _entered(self) -> None:
+        if self.on_entry is not None:
+            self.on_entry()
+
+    def _result(self) -> int:
+        """At the call's exit stop: its result, the task's own registers back."""
+        res = ptrace.get_regs(self.pid).rax
+        self._at_exit = True
+        self._go_home()
         self.count += 1
         return res - _U64 if res >= 1 << 63 else res
 
@@ -162,30 +180,24 @@ class Injector:
             raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
         return res
 
-    def _run(self, name: str, state: dict[str, bool]) -> None:
-        """Resume the task from stop to stop until it leaves the injected syscall;
-        ``state["entered"]`` once it stopped on entering it."""
-        sig = 0
+    def _await(self, name: str) -> None:
+        """Wait for the resumed task's next syscall stop (the entry of the injected call,
+        or its exit), resuming it from any other stop on the way."""
         while True:
-            ptrace.syscall(self.pid, sig)
             stop = ptrace.wait_stop(self.pid)
-            sig = 0
             if stop.exited:
                 raise ProcessGone(self.pid, f"died during injected {name}: {stop.describe()}")
             if stop.stopsig == ptrace.SYSCALL_STOP:
-                if state["entered"]:
-                    return
-                state["entered"] = True
-                if self.on_entry is not None:
-                    self.on_entry()
-            elif stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE,
-                                ptrace.PTRACE_EVENT_FORK):
-                continue  # a group-stop or interrupt trap; a traced clone's event
+                return
+            if stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE,
+                              ptrace.PTRACE_EVENT_FORK):
+                sig = 0  # a group-stop or interrupt trap; a traced clone's event
             elif stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS:
                 sig = stop.stopsig  # someone stopped the task meanwhile: let it stop
             else:
                 raise InjectionError(0, f"unexpected stop during injected {name} in process "
                                         f"{self.pid}: {stop.describe()}")
+            ptrace.syscall(self.pid, sig)
 
     def _go_home(self) -> None:
         if self.mask is not None:
@@ -271,3 +283,56 @@ class Injector:
         data = os.fsencode(s) + b"\0"
         self.write(addr, data)
         return len(data)
+
+
+def raw_each(calls: Sequence[tuple[Injector, str, tuple[int, ...]]]) -> list[int]:
+    """One syscall in each of several tasks (the threads of a process, one call each),
+    their round trips overlapping: every task is resumed into its call before ckpt
+    waits for the first, and so on to their exits. Raw results, in order; each task as
+    ``Injector.raw`` leaves it, and on a failure each left as ``raw`` leaves it then."""
+    # Where each task is: 0 loaded, 1 going to the entry, 2 at it, 3 going to the exit,
+    # 4 back home.
+    where = [0] * len(calls)
+    results = [0] * len(calls)
+    with interrupts.held():
+        failed = -1
+        try:
+            for i, (inj, name, args) in enumerate(calls):
+                failed = i
+                inj._load(name, args)
+                ptrace.syscall(inj.pid)
+                where[i] = 1
+            for i, (inj, name, _) in enumerate(calls):
+                failed = i
+                inj._await(name)
+                where[i] = 2
+                inj._entered()
+                ptrace.syscall(inj.pid)
+                where[i] = 3
+            for i, (inj, name, _) in enumerate(calls):
+                failed = i
+                inj._await(name)
+                results[i] = inj._result()
+                where[i] = 4
+        except BaseException:
+            for i, (inj, name, _) in enumerate(calls):
+                w = where[i]
+                if w == 4:
+                    continue
+                if i == failed:  # stopped where it failed, as in ``raw``
+                    inj._abandon(w >= 2)
+                    continue
+                if w in (1, 3):  # running: taken at its next stop
+                    try:
+                        inj._await(name)
+                    except (OSError, ProcessGone):
+                        continue
+                    w += 1
+                if w == 4:  # the call ran: its own registers back
+                    inj._at_exit = True
+                    inj._go_home()
+                else:
+                    inj._abandon(w == 2)
+            raise
+    return results
+

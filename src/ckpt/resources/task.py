@@ -208,18 +208,15 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
     is not set again (an injected call each): its name and timer slack as /proc shows
     them; for a thread cloned by its restored leader (``cloned_from``: the leader's
     state), its tid address (given to clone3) and the machine-check and TSC modes it
-    inherited."""
+    inherited, and its robust list and rseq area, which ``thread.create_all`` gives every
+    new thread at once (``own_calls``)."""
     if procfs.thread_comm(tid, tid) != t["comm"]:
         inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
         inj.call("prctl", libc.PR_SET_NAME, scratch)
     if cloned_from is None:
         inj.call("set_tid_address", t["tid_address"])
-    head, size = t["robust_list"]
-    if head:
-        inj.call("set_robust_list", head, size)
-    ptr, size, sig = t["rseq"]
-    if ptr:
-        inj.call("rseq", ptr, size, 0, sig)
+        for name, args in own_calls(t):
+            inj.call(name, *args)
     try:
         os.sched_setaffinity(tid, t["affinity"])
     except OSError as e:
@@ -237,6 +234,19 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
     else:
         inj.call("prctl", PR_MCE_KILL, PR_MCE_KILL_SET, t["mce_kill"])
     sched.restore(tid, t["sched"])
+
+
+def own_calls(t: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
+    """The calls only the thread itself can make for what ``t`` holds: its robust futex
+    list and its rseq area."""
+    out: list[tuple[str, tuple[int, ...]]] = []
+    head, size = t["robust_list"]
+    if head:
+        out.append(("set_robust_list", (head, size)))
+    ptr, size, sig = t["rseq"]
+    if ptr:
+        out.append(("rseq", (ptr, size, 0, sig)))
+    return out
 
 
 def _timerslack(tid: int) -> int | None:

@@ -17,12 +17,13 @@ stopped under ckpt until its own state is loaded.
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 from typing import Any
 
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
-from ..kernel.inject import Injector
+from ..kernel.inject import Injector, raw_each
 from ..schema import PID, U64, List, Obj
 from . import cpu, creds, nspids, signals, task
 
@@ -87,10 +88,25 @@ def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any],
 def create_all(leader: Injector, scratch: int, states: list[dict[str, Any]],
                leader_own: dict[str, Any]) -> None:
     """Create every other thread of the process ``leader`` runs in (its own state
-    ``leader_own`` restored) and ``restore`` it."""
-    for state in states:
-        with create(leader, scratch, state["tid"], state["own"]["tid_address"]) as inj:
+    ``leader_own`` restored) and ``restore`` it; what only a thread itself can set
+    (``task.own_calls``) is injected in all of them at once, a call per round."""
+    made: list[Injector] = []
+    try:
+        for state in states:
+            made.append(create(leader, scratch, state["tid"], state["own"]["tid_address"]))
+        calls = [task.own_calls(state["own"]) for state in states]
+        for step in range(max(map(len, calls), default=0)):
+            batch = [(inj, *c[step]) for inj, c in zip(made, calls, strict=True)
+                     if len(c) > step]
+            for (inj, name, _), res in zip(batch, raw_each(batch), strict=True):
+                if -4096 < res < 0:
+                    raise RestoreError(f"thread {inj.pid} of process {leader.pid}: {name}: "
+                                       f"{os.strerror(-res)}")
+        for inj, state in zip(made, states, strict=True):
             restore(leader.pid, inj, scratch, state, leader_own)
+    finally:
+        for inj in made:
+            inj.close()
 
 
 def open_thread(leader: Injector, tid: int) -> Injector:
