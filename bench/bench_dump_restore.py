@@ -13,6 +13,8 @@ Every time is a whole command as a user runs it (``ckpt dump``, ``ckpt restore -
   pays;
 * **per megabyte**: a C program with 24 threads holding 105 MiB (half of it
   compressible text, half random), images on tmpfs, median of 3;
+* **CPU**: of the command (user + system), and for a restore with the restored
+  process's own (it read its pages itself before ckpt wrote them);
 * **1 GiB**: a C program holding ``--size-mib`` (default 1024) of random bytes, with
   images on tmpfs (/dev/shm) and on disk (/var/tmp; the page cache dropped before each
   read), each next to ``dd`` moving the same bytes in the same round:
@@ -186,6 +188,13 @@ class Target:
         self.timeout = 60 + mib / 20
         wait_for(log, r"^tick 1$", 0, self.timeout)
 
+    def cpu(self) -> float:
+        """CPU seconds the (restored) process has used: what a restore makes it do
+        itself (its pages read by the process) counts with ckpt's own."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def killed(self) -> None:
         """The dump killed it: reap it, so that its PID is free again."""
         self.proc.wait()
@@ -295,26 +304,35 @@ def fixed_cost(tools: list[Tool], root: Path, runs: int) -> list[Row]:
 def per_megabyte(tools: list[Tool], exe: Path, root: Path, runs: int) -> list[Row]:
     """A 24-thread process holding 105 MiB: dump and restore, images on tmpfs."""
     times: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     size = 0
     for _ in range(runs):
         for tool in tools:
             images = fresh(root / f"mid-{tool.name}")
             target = Target(exe, root / "mid.log", 105, 24, 50)
             try:
-                times.setdefault((tool.name, "dump"), []).append(
-                    tool.dump(target.pid, images).wall)
+                d = tool.dump(target.pid, images)
                 target.killed()
                 size = pages_bytes(images, target.pid) or images_bytes(images)
-                times.setdefault((tool.name, "restore"), []).append(
-                    tool.restore(images).wall)
+                r = tool.restore(images)
+                restored_cpu = target.cpu()
                 target.check_restored()
+                for what, res, extra in (("dump", d, 0.0), ("restore", r, restored_cpu)):
+                    times.setdefault((tool.name, what), []).append(res.wall)
+                    cpu.setdefault((tool.name, what), []).append(res.cpu + extra)
             finally:
                 target.stop()
-    note = f"{size / MIB:.0f} MiB of pages, 25 threads"
+    def cpu_note(what: str) -> str:
+        return "CPU " + ", ".join(f"{t.name} {secs(statistics.median(cpu[(t.name, what)]))}"
+                                  for t in tools)
+
+    note = f"{size / MIB:.0f} MiB of pages, 25 threads; "
     return [Row(f"dump, 105 MiB (median of {runs})",
-                {t.name: secs(statistics.median(times[(t.name, "dump")])) for t in tools}, note),
+                {t.name: secs(statistics.median(times[(t.name, "dump")])) for t in tools},
+                note + cpu_note("dump")),
             Row(f"restore -d, 105 MiB (median of {runs})",
-                {t.name: secs(statistics.median(times[(t.name, "restore")])) for t in tools})]
+                {t.name: secs(statistics.median(times[(t.name, "restore")])) for t in tools},
+                cpu_note("restore"))]
 
 
 def gigabyte(tools: list[Tool], exe: Path, where: str, base: Path, size_mib: int,
@@ -323,7 +341,9 @@ def gigabyte(tools: list[Tool], exe: Path, where: str, base: Path, size_mib: int
     next to dd in the same round."""
     ratio: dict[tuple[str, str], list[float]] = {}
     took: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     dd: dict[str, list[float]] = {"write": [], "read": []}
+    dd_cpu: dict[str, list[float]] = {"write": [], "read": []}
     on_disk = where == "disk"
     for _ in range(rounds):
         for tool in tools:
@@ -332,8 +352,9 @@ def gigabyte(tools: list[Tool], exe: Path, where: str, base: Path, size_mib: int
             try:
                 images.mkdir()
                 ddfile = images / "dd.out"
-                w = run(["dd", "if=/dev/zero", f"of={ddfile}", "bs=1M", f"count={size_mib}",
-                         "conv=fsync", "status=none"]).wall
+                w_run = run(["dd", "if=/dev/zero", f"of={ddfile}", "bs=1M",
+                             f"count={size_mib}", "conv=fsync", "status=none"])
+                w = w_run.wall
                 ddfile.unlink()
                 d = tool.dump(target.pid, images)
                 target.killed()
@@ -342,16 +363,23 @@ def gigabyte(tools: list[Tool], exe: Path, where: str, base: Path, size_mib: int
                     pages = max(images.iterdir(), key=lambda p: p.stat().st_size)
                 if on_disk:
                     drop_cache(pages)
-                r_dd = run(["dd", f"if={pages}", "of=/dev/null", f"bs={pages.stat().st_size}",
-                            "count=1", "iflag=fullblock", "status=none"]).wall
+                r_run = run(["dd", f"if={pages}", "of=/dev/null",
+                             f"bs={pages.stat().st_size}", "count=1", "iflag=fullblock",
+                             "status=none"])
+                r_dd = r_run.wall
                 if on_disk:
                     drop_cache(pages)
                 r = tool.restore(images)
+                restored_cpu = target.cpu()
                 target.check_restored()
             finally:
                 target.stop()
+            cpu.setdefault((tool.name, "dump"), []).append(d.cpu)
+            cpu.setdefault((tool.name, "restore"), []).append(r.cpu + restored_cpu)
             dd["write"].append(w)
             dd["read"].append(r_dd)
+            dd_cpu["write"].append(w_run.cpu)
+            dd_cpu["read"].append(r_run.cpu)
             for what, t, base_t in (("dump", d.wall, w), ("restore", r.wall, r_dd)):
                 took.setdefault((tool.name, what), []).append(t)
                 ratio.setdefault((tool.name, what), []).append(t / base_t)
@@ -365,9 +393,13 @@ def gigabyte(tools: list[Tool], exe: Path, where: str, base: Path, size_mib: int
         cells = {t.name: f"{secs(statistics.median(took[(t.name, what)]))} = "
                          f"{statistics.median(ratio[(t.name, what)]):.2f}x dd"
                  for t in tools}
-        base_t = statistics.median(dd["write" if what == "dump" else "read"])
+        op = "write" if what == "dump" else "read"
+        base_t = statistics.median(dd[op])
         rows.append(Row(f"{what} {gib}, {where} ({rounds} rounds)", cells,
-                        f"dd {'write' if what == 'dump' else 'read'}: {secs(base_t)}"))
+                        f"dd {op}: {secs(base_t)}; CPU "
+                        + ", ".join(f"{t.name} {secs(statistics.median(cpu[(t.name, what)]))}"
+                                    for t in tools)
+                        + f", dd {secs(statistics.median(dd_cpu[op]))}"))
     return rows
 
 
