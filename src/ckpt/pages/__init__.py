@@ -33,9 +33,10 @@ whole, a pre-dump not at all. ``CKPT_TRACK_MEM=soft-dirty|digest`` forces a
 method (for tests); with ``soft-dirty`` on a kernel without it, ``--track-mem``
 has no effect and the next dump is full.
 
-Page data goes from the target to one reused buffer (``process_vm_readv``,
+Page data goes from the target to reused buffers (``process_vm_readv``,
 or ``/proc/PID/mem`` for unreadable mappings) and from there to the image
-file or the page server: it never becomes Python objects.
+file (written by a thread behind the copy, ``behind``) or the page server:
+it never becomes Python objects.
 
 The modules, lowest first (imports point down; this package is below resources/,
 whose mem.py uses it, and above kernel/ and images.py):
@@ -45,6 +46,8 @@ whose mem.py uses it, and above kernel/ and images.py):
   per page out;
 * ``tracking``: soft-dirty or digests, and the token of the last soft-dirty clear;
 * ``parent``: the parent images of a dump, and what each process has there;
+* ``buffer``: the page-data buffers, kept for the life of the process;
+* ``behind``: the pages file written by a thread of its own, behind the copy;
 * ``save``: choosing and copying the pages of each process of a (pre-)dump;
 * ``chain``: at restore, the chain of parent images and where each page is;
 * ``fill``: at restore, each pages file read once, checksummed on the way, and

@@ -23,7 +23,7 @@ from .. import progress
 from ..errors import ImageError, RestoreError
 from ..images import ImageReader, crc32
 from ..kernel import libc
-from .save import BUF_SIZE, page_buffer
+from .buffer import BUF_SIZE, page_buffer
 
 _IOV_MAX = 1024  # remote pieces one process_vm_writev takes
 _AHEAD = 16 << 20  # bytes of a file asked of the disk ahead of the reads (readahead)

@@ -1,6 +1,7 @@
 """Saving the pages of a (pre-)dump: for each process, the pages chosen (select.py) are
-copied from its memory to the image file or the page server through one reused buffer,
-and those left in the parent images recorded as runs."""
+copied from its memory to the image file (written behind the copy, behind.py) or the
+page server through reused buffers, and those left in the parent images recorded as
+runs."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import faults, progress
-from ..images import ImageWriter, ctypes_view
+from ..images import ImageWriter, RawWriter
 from ..kernel import libc, pagemap
 from ..kernel.libc import PAGE_SIZE as PAGE
 from . import forked, select
+from .behind import WriteBehind, WriteThrough
+from .buffer import BUF_SIZE, Buffer, page_buffer
 from .parent import ParentImages, ParentMm
 from .runs import Runs
 from .select import DIGEST_SIZE, PARENT, SAVE, Cover, runs_of
@@ -23,28 +26,7 @@ from .tracking import clear_soft_dirty, start_time, tracking_method
 
 log = logging.getLogger("ckpt.pages")
 
-BUF_SIZE = 1 << 20  # page data passes through it: small enough to stay in the CPU cache
 CHUNK_PAGES = 1 << 16  # pagemap entries read at once (256 MiB of address space)
-
-
-@dataclass
-class Buffer:
-    """The page-data buffer: its address and a view of it."""
-
-    addr: int
-    view: memoryview
-
-
-_buffer: Buffer | None = None
-
-
-def page_buffer() -> Buffer:
-    """One page-data buffer for the life of the process: fresh memory is slow to touch."""
-    global _buffer
-    if _buffer is None:
-        addr = libc.anon_buffer(BUF_SIZE)
-        _buffer = Buffer(addr, ctypes_view(addr, BUF_SIZE))
-    return _buffer
 
 
 class DumpMemory:
@@ -148,9 +130,11 @@ class TaskPages:
         self._chunks: list[_Chunk] = []
         self._dbuf = bytearray()
         self.fds: list[int] = []
+        self.sink: WriteBehind | WriteThrough | None = None
 
     def begin(self, images: ImageWriter, pages: Any, deferred: bool = False) -> None:
-        """Open the process's pagemap and memory; ``pages`` is the pages file's writer.
+        """Open the process's pagemap and memory; ``pages`` is the pages file's writer
+        (``sink`` writes to it; page data from elsewhere goes through ``sink.write``).
         ``deferred``: copy the pages chosen only in ``copy_deferred``."""
         pid = self.pid
         self.pagemap_fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
@@ -163,14 +147,34 @@ class TaskPages:
             self.fds.append(self.fork_pagemap)
         self.pages = pages
         self.deferred = deferred
-        buf = page_buffer()
-        self.buf_addr = buf.addr
-        self.view = buf.view
-        self.buf_pages = len(buf.view) // PAGE
+        self.buf_pages = BUF_SIZE // PAGE
+        if not deferred:
+            self._open_sink()
         if self.record == "digest":
             self._digests = images.raw(f"digests-{pid}.img")
 
+    def _open_sink(self) -> None:
+        """Start writing to ``pages`` (a write behind starts a thread: one process at a
+        time, as the ring of buffers is one)."""
+        self.sink = sink_for(self.pages)
+        self._use(self.sink.buffer)
+
+    def _use(self, buf: Buffer) -> None:
+        self.buf_addr = buf.addr
+        self.view = buf.view
+
+    def flush(self) -> None:
+        """Every page handed over is in the file (or raise what kept it out)."""
+        if self.sink is not None:
+            self.sink.finish()
+
     def close(self) -> None:
+        if self.sink is not None:
+            try:
+                self.sink.finish()
+            except OSError:
+                pass  # raised by ``flush``, on a way that did not fail already
+            self.sink = None
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
@@ -236,9 +240,11 @@ class TaskPages:
 
     def copy_deferred(self) -> None:
         """Copy what ``save_vma`` chose while the process was frozen."""
+        self._open_sink()
         for chunk in self._chunks:
             self._copy(chunk)
         self._chunks.clear()
+        self.flush()
         if self.skipped:
             log.info("process %d: %d pages were unmapped before they could be copied; "
                      "left out", self.pid, self.skipped)
@@ -262,12 +268,13 @@ class TaskPages:
                 else:
                     for r, count in runs_of(valid, SAVE):
                         self._write(vaddr + done * PAGE, r, count)
+                self._use(self.sink.next_buffer())
                 done += k
 
     def _write(self, vaddr: int, first: int, count: int) -> None:
         """Write ``count`` pages of the buffer from page ``first``: target pages at
         ``vaddr + first * PAGE`` on."""
-        self.pages.write(self.view[first * PAGE:(first + count) * PAGE])
+        self.sink.write_behind(self.view[first * PAGE:(first + count) * PAGE])
         progress.advance(count * PAGE)
         first_run = not self.own.runs
         self.own.add(vaddr + first * PAGE, count)
@@ -365,6 +372,7 @@ class TaskPages:
                     if len(self._dbuf) >= 1 << 16:
                         self._digests.write(self._dbuf)
                         self._dbuf.clear()
+                self._use(self.sink.next_buffer())
                 i += k
 
     def _hash(self, k: int) -> list[bytes]:
@@ -399,3 +407,11 @@ class TaskPages:
         if self.record == "soft-dirty":
             assert self.token is not None
             clear_soft_dirty(self.pid, self.started, self.token)
+
+
+def sink_for(pages: Any) -> WriteBehind | WriteThrough:
+    """How page data reaches ``pages``: a local pages file is written behind the copy;
+    a page server's or a zstd stream's writer, at once through one buffer."""
+    if isinstance(pages, RawWriter):
+        return WriteBehind(pages)
+    return WriteThrough(pages, page_buffer())

@@ -47,10 +47,11 @@ from ..images import ImageWriter
 from ..kernel import libc, procfs, treeroot, vdso
 from ..kernel.inject import Injector
 from ..pages import compressed, fill, forked
+from ..pages.buffer import BUF_SIZE, page_buffer
 from ..pages.chain import Segment
 from ..pages.fill import PagesFile
 from ..pages.runs import merge_runs
-from ..pages.save import BUF_SIZE, DumpMemory, TaskPages, page_buffer
+from ..pages.save import DumpMemory, TaskPages
 from ..schema import (
     BOOL,
     NAT,
@@ -280,7 +281,8 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                for e in out_vmas):
             images.need("memory-kinds")
         # After every run of ``pagemap``, which must be one after the other in the file.
-        objects = [_dump_shmem(fd, ino, size, pages) for fd, ino, size in owned]
+        objects = [_dump_shmem(fd, ino, size, tp.sink) for fd, ino, size in owned]
+        tp.flush()
         if compress:
             pages.finish()
     finally:
