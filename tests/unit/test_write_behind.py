@@ -67,3 +67,15 @@ def test_an_error_of_the_thread_is_raised_by_the_next_call(tmp_path: Path) -> No
             wb.finish()
     finally:
         os.close(out.fd)
+
+
+def test_less_than_a_buffer_is_written_without_a_thread(tmp_path: Path) -> None:
+    out = writer(tmp_path)
+    wb = WriteBehind(out)
+    wb.buffer.view[:4096] = b"p" * 4096
+    wb.write_behind(wb.buffer.view[:4096])
+    wb.write(b"shared memory")
+    wb.finish()
+    assert wb._thread is None
+    out.close()
+    assert (tmp_path / "pages-1.img").read_bytes() == b"p" * 4096 + b"shared memory"

@@ -21,8 +21,6 @@ killed has little left to wait for (on tmpfs it does nothing).
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from typing import Any
 
 from ..images import RawWriter, crc32
@@ -35,19 +33,22 @@ SYNC_FILE_RANGE_WRITE = 2
 
 class WriteBehind:
     """Appends page data to the pages file ``out`` from a thread of its own (module
-    doc); ``size`` counts what was handed over: the offset of the next write."""
+    doc); ``size`` counts what was handed over: the offset of the next write.
+
+    The thread starts when a first buffer is handed over whole: a process of less
+    than a buffer of pages is written at ``finish``, in the caller's thread (no
+    thread, nor its imports, for a small dump)."""
 
     def __init__(self, out: RawWriter):
         self.out = out
         self.buffers = ring()
         self.current = 0
-        self._todo: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for i in range(1, len(self.buffers)):
-            self._free.put(i)
+        self._queued: list[tuple[str, Any]] = []  # until the thread starts
+        self._todo: Any = None  # the thread's queue.SimpleQueue of (kind, item)
+        self._free: Any = None  # and of the buffers it gives back
+        self._thread: Any = None
         self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="ckpt-pages", daemon=True)
-        self._thread.start()
+        self._written = self._flushed = out.size
 
     @property
     def size(self) -> int:
@@ -65,12 +66,14 @@ class WriteBehind:
         off = self.out.size
         self.out.crc = crc32(data, self.out.crc)  # now, while it is in the cache
         self.out.size += len(data)
-        self._todo.put(("data", data))
+        self._put(("data", data))
         return off
 
     def next_buffer(self) -> Buffer:
         """Hand the current buffer over; return a free one (its writes are done)."""
-        self._todo.put(("free", self.current))
+        if self._thread is None:
+            self._start()
+        self._put(("free", self.current))
         self.current = self._free.get()
         self._raise()
         return self.buffer
@@ -82,7 +85,13 @@ class WriteBehind:
 
     def drain(self) -> None:
         """Wait until every queued write is done."""
-        if self._thread.is_alive():
+        if self._thread is None:
+            for kind, item in self._queued:
+                self._do(kind, item)
+            self._queued.clear()
+        elif self._thread.is_alive():
+            import threading
+
             done = threading.Event()
             self._todo.put(("mark", done))
             done.wait()
@@ -90,34 +99,60 @@ class WriteBehind:
 
     def finish(self) -> None:
         """Write what is queued and end the thread."""
-        if self._thread.is_alive():
+        if self._thread is None:
+            self.drain()
+        elif self._thread.is_alive():
             self._todo.put(("end", None))
             self._thread.join()
         self._raise()
 
+    def _put(self, entry: tuple[str, Any]) -> None:
+        if self._todo is None:
+            self._queued.append(entry)
+        else:
+            self._todo.put(entry)
+
+    def _start(self) -> None:
+        import queue
+        import threading
+
+        self._todo, self._free = queue.SimpleQueue(), queue.SimpleQueue()
+        for i in range(len(self.buffers)):
+            if i != self.current:
+                self._free.put(i)
+        for entry in self._queued:
+            self._todo.put(entry)
+        self._queued.clear()
+        self._thread = threading.Thread(target=self._run, name="ckpt-pages", daemon=True)
+        self._thread.start()
+
     def _run(self) -> None:
-        fd = self.out.fd
-        written = flushed = self.out.size
         while True:
             kind, item = self._todo.get()
             if kind == "end":
                 return
-            if kind == "free":
-                self._free.put(item)
-            elif kind == "mark":
-                item.set()
-            elif self._error is None:
-                try:
-                    done = 0
-                    while done < len(item):
-                        done += os.write(fd, item[done:])
-                    written += done
-                    if written - flushed >= FLUSH_EVERY:
-                        libc.syscall("sync_file_range", fd, flushed, written - flushed,
-                                     SYNC_FILE_RANGE_WRITE)
-                        flushed = written
-                except OSError as e:
-                    self._error = e
+            self._do(kind, item)
+
+    def _do(self, kind: str, item: Any) -> None:
+        """One entry of the queue (in the thread, or in the caller's before it starts)."""
+        if kind == "free":
+            self._free.put(item)
+        elif kind == "mark":
+            item.set()
+        elif self._error is None:
+            try:
+                done = 0
+                while done < len(item):
+                    done += os.write(self.out.fd, item[done:])
+                self._written += done
+                if self._written - self._flushed >= FLUSH_EVERY:
+                    libc.syscall("sync_file_range", self.out.fd, self._flushed,
+                                 self._written - self._flushed, SYNC_FILE_RANGE_WRITE)
+                    self._flushed = self._written
+            except OSError as e:
+                self._error = e
+            except Exception as e:  # never a thread that ends and leaves the copy waiting
+                self._error = OSError(f"writing {self.out.name}: {e!r}")
 
     def _raise(self) -> None:
         if self._error is not None:
