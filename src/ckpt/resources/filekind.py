@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..errors import UnsupportedError
 from ..images import ImageReader, ImageWriter
 from ..kernel import procfs
 from ..kernel.inject import Injector
@@ -284,6 +285,15 @@ class SocketKind(FileKind):
     @classmethod
     def shown_path(cls, desc: Description) -> str:
         return f"socket:[{desc['inode']}]"
+
+
+def refuse_if_net_not_saved(ctx: DumpCtx, f: OpenFd, family: str) -> None:
+    """Refuse a socket of ``family`` ("an inet", "a netlink", ...) of the tree's own
+    network namespace when that namespace is not saved (``--empty-ns net``, runc's
+    ``empty_ns``): it lives there, and the restore makes a new, empty one."""
+    if ctx.empty_net:
+        raise UnsupportedError(f"{f.where}: {f.link} is {family} socket of the tree's own "
+                               "network namespace, which is not saved (--empty-ns net)")
 
 
 def close_quietly(fds: list[int] | set[int]) -> None:

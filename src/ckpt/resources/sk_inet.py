@@ -44,6 +44,7 @@ from .filekind import (
     OpenFd,
     RestoreCtx,
     SocketKind,
+    refuse_if_net_not_saved,
     taken_hint,
 )
 from .sockopts import (
@@ -194,9 +195,7 @@ class InetSockets(SocketKind):
                 and not sock_diag.is_unix_socket(st.st_ino))
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
-        if ctx.empty_net:
-            raise UnsupportedError(f"{f.where}: {f.link} is an inet socket of the tree's own "
-                                   "network namespace, which is not saved (--empty-ns net)")
+        refuse_if_net_not_saved(ctx, f, "an inet")
         pid, fd, link, st = f.pid, f.fd, f.link, f.st
         sock = socket.socket(fileno=os.dup(f.dup))
         try:

@@ -19,7 +19,14 @@ from typing import Any
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
 from ..schema import U32, U64, UID, Int, List, Tup
-from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
+from .filekind import (
+    Description,
+    DumpCtx,
+    OpenFd,
+    RestoreCtx,
+    SocketKind,
+    refuse_if_net_not_saved,
+)
 from .sockopts import NETLINK, OPTIONS, SOCKET, apply_opts, read_opts
 
 log = logging.getLogger("ckpt.sk_netlink")
@@ -74,9 +81,7 @@ class NetlinkSockets(SocketKind):
         return socket_family(f) == socket.AF_NETLINK
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
-        if ctx.empty_net:
-            raise UnsupportedError(f"{f.where}: {f.link} is a netlink socket of the tree's own "
-                                   "network namespace, which is not saved (--empty-ns net)")
+        refuse_if_net_not_saved(ctx, f, "a netlink")
         sock = socket.socket(fileno=os.dup(f.dup))
         try:
             where = f"{f.where} (netlink protocol {sock.proto} {f.link})"

@@ -17,7 +17,14 @@ import struct
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
 from ..schema import NAT, U16, U64, UID, Hex, Int, List, Null, Str, Tup
-from .filekind import Description, DumpCtx, OpenFd, RestoreCtx, SocketKind
+from .filekind import (
+    Description,
+    DumpCtx,
+    OpenFd,
+    RestoreCtx,
+    SocketKind,
+    refuse_if_net_not_saved,
+)
 from .sk_netlink import made_again, socket_family
 from .sockopts import OPTIONS, PACKET, SOCKET, read_opts
 
@@ -47,9 +54,7 @@ class PacketSockets(SocketKind):
         return socket_family(f) == socket.AF_PACKET
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
-        if ctx.empty_net:
-            raise UnsupportedError(f"{f.where}: {f.link} is a packet socket of the tree's own "
-                                   "network namespace, which is not saved (--empty-ns net)")
+        refuse_if_net_not_saved(ctx, f, "a packet")
         sock = socket.socket(fileno=os.dup(f.dup))
         try:
             where = f"{f.where} (packet {f.link})"
