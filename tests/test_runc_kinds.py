@@ -130,7 +130,8 @@ def test_deleted_file_folder_now_a_link_out(start: Start, tmp_path: Path) -> Non
 # ------------------------------------------------------------------ unix sockets
 
 
-SOCKETS = ("/listener-on-root.sock", "/data/listener-on-bind.sock")
+SOCKETS = ("/listener-on-root.sock", "/data/listener-on-bind.sock",
+           "/dev/shm/listener-on-tmpfs.sock")
 
 
 def _ask(path: Path, line: str) -> str:
@@ -148,19 +149,40 @@ def _ask(path: Path, line: str) -> str:
 
 
 def test_unix_sockets_bound_to_paths(start: Start, tmp_path: Path) -> None:
-    """Listeners bound to paths on the root and on a bind mount answer clients from the
-    host after the round trip, through their socket files made again where they were."""
+    """Listeners bound to paths on the root, a bind mount and a tmpfs answer clients
+    from the host after the round trip, through their socket files made again where
+    they were, with their modes."""
     ctr = start("unix", *SOCKETS)
-    host = {SOCKETS[0]: ctr.bundle / "rootfs" / SOCKETS[0][1:],
-            SOCKETS[1]: tmp_path / "data" / SOCKETS[1].removeprefix("/data/")}
+    pid = ctr.pid()
+    host = {SOCKETS[0]: lambda: ctr.bundle / "rootfs" / SOCKETS[0][1:],
+            SOCKETS[1]: lambda: tmp_path / "data" / SOCKETS[1].removeprefix("/data/"),
+            SOCKETS[2]: lambda: Path(f"/proc/{pid}/root{SOCKETS[2]}")}
     for inside, path in host.items():
-        assert _ask(path, "before") == f"echo {inside} before\n"
-    mode = os.stat(host[SOCKETS[0]]).st_mode
+        assert _ask(path(), "before") == f"echo {inside} before\n"
+    modes = {inside: os.stat(path()).st_mode for inside, path in host.items()}
     _round_trip(ctr, tmp_path)
     _ticks(ctr, 3)
     for inside, path in host.items():
-        assert _ask(path, "after") == f"echo {inside} after\n"
-    assert os.stat(host[SOCKETS[0]]).st_mode == mode
+        assert _ask(path(), "after") == f"echo {inside} after\n"
+    assert {inside: os.stat(path()).st_mode for inside, path in host.items()} == modes
+
+
+def test_socket_file_on_tmpfs_of_no_socket_refused(start: Start, tmp_path: Path) -> None:
+    """A socket file on the container's tmpfs that no socket of the tree is bound to
+    (its listener closed) would be lost: refused at dump, naming it; the container
+    runs on."""
+    ctr = start("unix", "/listener-on-root.sock")
+    pid = ctr.pid()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(f"/proc/{pid}/root/dev/shm/orphan.sock")
+    images = tmp_path / "images"
+    res = ctr.checkpoint(images)
+    assert res.returncode != 0
+    log = ctr.log(images, "dump.log")
+    assert "/dev/shm/orphan.sock is a socket file no unix socket of the tree is bound to" \
+        in log, log
+    assert ctr.status() == "running" and ctr.pid() == pid
+    _ticks(ctr, 3)
 
 
 # ------------------------------------------------------------------ inotify, fanotify

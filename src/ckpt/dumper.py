@@ -755,8 +755,9 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         if set(own_ns) & {*treens.KINDS, "net", "pid"}:
             images.write_json(treens.IMAGE, treens.dump(pid, own_ns, inside))
             images.need(treens.FEATURE)
-        if "mnt" in own_ns:
-            mounts.DumpMounts(images, pid, ext_mounts).dump()
+        mount_tree = mounts.DumpMounts(images, pid, ext_mounts) if "mnt" in own_ns else None
+        if mount_tree is not None:
+            mount_tree.dump()
         ghost.configure(images, ghost_limit)
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
                                  file_locks=file_locks, tcp=tcp, ext_unix_sk=ext_unix_sk,
@@ -775,6 +776,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         with nsenter.entered(pid, [k for k in own_ns if k == "ipc"]):
             sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
         dumper.after_dump([t.info() for t in tasks], mappings)
+        if mount_tree is not None:  # a tmpfs's socket files are bound again by the tree's
+            mount_tree.check_sockets(dumper.descriptions)
         if memctx.inherited_pages:
             images.need(forked.FEATURE)
         images.write_json("files.json", dumper.descriptions)

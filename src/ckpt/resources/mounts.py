@@ -14,9 +14,11 @@ Dump: the root's /proc/PID/mountinfo, parents before children, each mount one of
   character devices a container's /dev holds: ``DEVICES``).
 
 Each keeps its per-mount flags (ro, nosuid, nodev, noexec, atime) and the options of
-its filesystem that matter (``OPTIONS``). Refused at dump, naming the mount: shared or
-slave propagation, another kind of filesystem that is not external (ext4, overlay,
-cgroup...), a tmpfs holding a socket, another device or more than ``TMPFS_LIMIT``.
+its filesystem that matter (``OPTIONS``). A tmpfs's socket files are left to the unix
+sockets of the tree bound to them (``check_sockets``), which bind them again. Refused at
+dump, naming the mount: shared or slave propagation, another kind of filesystem that is
+not external (ext4, overlay, cgroup...), a socket file of a tmpfs no socket of the tree
+is bound to, another device or more than ``TMPFS_LIMIT``.
 
 Restore (``Builder``): in a mount namespace of ckpt's own, everything made private, the
 root bound over itself, then each mount made on its mount point found inside the new
@@ -170,6 +172,7 @@ class DumpMounts:
         self.data: RawWriter | None = None
         self.bytes = 0
         self.entries = 0
+        self.sockets: list[tuple[str, str]] = []  # (mount, path) of tmpfs socket files
 
     def check(self) -> list[Mount]:
         """Refuse what a restore could not make again, before anything is written."""
@@ -247,13 +250,13 @@ class DumpMounts:
         try:
             out: list[dict[str, Any]] = []
             seen: dict[tuple[int, int], str] = {}
-            self._walk(top, "", out, seen, what)
+            self._walk(top, "", out, seen, what, m.point)
             return out
         finally:
             os.close(top)
 
     def _walk(self, dirfd: int, rel: str, out: list[dict[str, Any]],
-              seen: dict[tuple[int, int], str], what: str) -> None:
+              seen: dict[tuple[int, int], str], what: str, point: str) -> None:
         st = os.fstat(dirfd)
         out.append(_meta("dir", rel or ".", st))
         for name in sorted(os.listdir(dirfd)):
@@ -262,11 +265,14 @@ class DumpMounts:
             if self.entries > MAX_ENTRIES:
                 raise UnsupportedError(f"{what}: more than {MAX_ENTRIES} files in tmpfs mounts")
             st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISSOCK(st.st_mode):  # bound again by its socket (check_sockets)
+                self.sockets.append((what, os.path.join(point, path)))
+                continue
             if stat.S_ISDIR(st.st_mode):
                 fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                              dir_fd=dirfd)
                 try:
-                    self._walk(fd, path, out, seen, what)
+                    self._walk(fd, path, out, seen, what, point)
                 finally:
                     os.close(fd)
                 continue
@@ -291,9 +297,20 @@ class DumpMounts:
                 e = _meta("file", path, st)
                 e.update(size=st.st_size, offset=self._save(dirfd, name, st.st_size, what))
             else:
-                raise UnsupportedError(f"{what}: {path} is a socket or a block device; "
-                                       "ckpt does not save those in a tmpfs")
+                raise UnsupportedError(f"{what}: {path} is a block device; ckpt does not "
+                                       "save those in a tmpfs")
             out.append(e)
+
+    def check_sockets(self, descriptions: dict[str, dict[str, Any]]) -> None:
+        """Each socket file of a tmpfs is the file of a unix socket of the tree, which the
+        restore binds to it again (sk_unix.py); refuse another one (bound by a socket
+        outside the tree, or by none): it would be lost."""
+        bound = {d["file"]["path"] for d in descriptions.values()
+                 if d["kind"] == "unix" and "file" in d and not d["file"].get("gone")}
+        for what, path in self.sockets:
+            if path not in bound:
+                raise UnsupportedError(f"{what}: {path} is a socket file no unix socket of "
+                                       "the tree is bound to; ckpt cannot make it again")
 
     def _save(self, dirfd: int, name: str, size: int, what: str) -> int:
         self.bytes += size
