@@ -3,12 +3,14 @@ its criu: deleted open files, unix sockets bound to a path, inotify watches and 
 marks, each on the container's root file system, on its tmpfs and on a bind mount from
 the host (an ``ext_mnt``). A static program (tests/progs/ctr_kinds.c) holds them in a
 busybox container; after ``runc checkpoint`` and ``restore`` it carries on: it reads the
-deleted files' content, its sockets answer, its watches report events."""
+deleted files' content, its sockets answer, its watches report events, a signal it
+blocks is still pending."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,3 +211,16 @@ def test_watches(start: Start, tmp_path: Path, api: str) -> None:
     _round_trip(ctr, tmp_path)
     _ticks(ctr, 3)
     create("after")
+
+
+# ------------------------------------------------------------------ signals
+
+
+def test_blocked_signal_queued(start: Start, tmp_path: Path) -> None:
+    """A signal queued for the container's init and blocked there is queued again by the
+    restore, addressed by the PID the process has in its own PID namespace."""
+    ctr = start("pending", "-")
+    os.kill(ctr.pid(), signal.SIGUSR1)
+    ctr.out.wait_line("^pending$", 30)
+    _round_trip(ctr, tmp_path)
+    ctr.out.wait_line("^pending$", 30, start=len(ctr.out.lines()))

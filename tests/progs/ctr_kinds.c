@@ -11,6 +11,8 @@
  *                              printed "event DIR NAME".
  *   ctr_kinds fanotify DIR...  the same with a fanotify group (unprivileged: reporting
  *                              directory handles and names) marking each DIR.
+ *   ctr_kinds pending -        SIGUSR1 blocked; "pending" before each tick once one
+ *                              is queued.
  *
  * "ready" once everything is set up. Each line is one write (stdout is a pipe).
  */
@@ -18,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +226,21 @@ static __attribute__((noreturn)) void fan(int argc, char **argv)
 	}
 }
 
+static __attribute__((noreturn)) void pending(void)
+{
+	sigset_t usr1, now;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr1, NULL);
+	say("ready");
+	for (long tick = 1;; tick++) {
+		if (sigpending(&now) == 0 && sigismember(&now, SIGUSR1))
+			say("pending");
+		say("%ld", tick);
+		usleep(100000);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -235,5 +253,7 @@ int main(int argc, char **argv)
 		watcher(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "fanotify"))
 		fan(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "pending"))
+		pending();
 	return 1;
 }
