@@ -129,6 +129,25 @@ def test_deleted_file_folder_now_a_link_out(start: Start, tmp_path: Path) -> Non
     assert "/.ghost.ckpt-ghost.0 (deleted)" in _fd_links(pid), _fd_links(pid)
 
 
+def test_open_file_behind_an_absolute_link(start: Start, tmp_path: Path) -> None:
+    """An open file whose folder became, after the dump, an absolute symbolic link to
+    another folder of the container (``/dir`` -> ``/moved``): it is reopened as the
+    container resolves the path, in its own root (``/moved`` of the host has nothing to
+    do with it)."""
+    ctr = start("open", "/dir/file", folders=("dir",))
+    rootfs = ctr.bundle / "rootfs"
+
+    def move() -> None:
+        (rootfs / "dir").rename(rootfs / "moved")
+        (rootfs / "dir").symlink_to("/moved")
+
+    pid = _round_trip(ctr, tmp_path, move)
+    before = len(ctr.out.lines())
+    _ticks(ctr, 5)
+    assert not [ln for ln in ctr.out.lines()[before:] if not ln.isdigit()]
+    assert "/moved/file" in _fd_links(pid), _fd_links(pid)
+
+
 # ------------------------------------------------------------------ unix sockets
 
 

@@ -5,6 +5,7 @@
  *                              first one mapped shared too) and unlinks it; each tick
  *                              re-reads every one from offset 0, and the mapping ("N"
  *                              if all match, "bad FILE" else).
+ *   ctr_kinds open FILE...     the same, the files kept.
  *   ctr_kinds unix PATH...     a stream listener bound to each PATH; a client's line
  *                              is answered "echo PATH LINE", then closed.
  *   ctr_kinds inotify DIR...   an inotify watch (IN_CREATE) on each DIR; each event is
@@ -60,7 +61,7 @@ static void content(char *buf, size_t size, const char *path)
 	snprintf(buf, size, "the content of %s, deleted while open\n", path);
 }
 
-static __attribute__((noreturn)) void ghost(int argc, char **argv)
+static __attribute__((noreturn)) void ghost(int argc, char **argv, int keep)
 {
 	int fds[MAX];
 	int n = argc < MAX ? argc : MAX;
@@ -72,7 +73,7 @@ static __attribute__((noreturn)) void ghost(int argc, char **argv)
 		content(want, sizeof(want), argv[i]);
 		if (write(fds[i], want, strlen(want)) != (ssize_t)strlen(want))
 			die("write", argv[i]);
-		if (unlink(argv[i]) < 0)
+		if (!keep && unlink(argv[i]) < 0)
 			die("unlink", argv[i]);
 	}
 	const char *map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fds[0], 0);
@@ -246,7 +247,9 @@ int main(int argc, char **argv)
 	if (argc < 3)
 		return 1;
 	if (!strcmp(argv[1], "ghost"))
-		ghost(argc - 2, argv + 2);
+		ghost(argc - 2, argv + 2, 0);
+	if (!strcmp(argv[1], "open"))
+		ghost(argc - 2, argv + 2, 1);
 	if (!strcmp(argv[1], "unix"))
 		unix_listeners(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "inotify"))

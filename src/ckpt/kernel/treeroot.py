@@ -22,7 +22,9 @@ _root = ""
 
 
 def path(p: str) -> str:
-    """The path ckpt uses for the tree's absolute path ``p``."""
+    """The path ckpt uses for the tree's absolute path ``p``, to read (a symbolic link
+    on the way is followed from ckpt's root: ``open_in`` and ``stat`` resolve in the
+    tree's)."""
     return _root + p if _root and p.startswith("/") else p
 
 
@@ -88,6 +90,3 @@ def held(path: str) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
-
-
-OWN_NS = "a tree with a mount namespace of its own (a container)"  # for refusals

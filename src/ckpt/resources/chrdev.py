@@ -51,7 +51,7 @@ class CharDevices(FileKind):
             ghost.check(desc["ghost"])
             return
         try:
-            st = os.stat(treeroot.path(desc["path"]))
+            st = treeroot.stat(desc["path"])
         except OSError as e:
             raise RestoreError(f"cannot reopen {desc['path']}: {e.strerror}") from None
         if not st_mod.S_ISCHR(st.st_mode) or [os.major(st.st_rdev),
@@ -62,7 +62,7 @@ class CharDevices(FileKind):
         if "ghost" in desc:
             return self._ghosts.reopen(ctx.images, desc)
         try:
-            fd = os.open(treeroot.path(desc["path"]), reopen_flags(desc["flags"]))
+            fd = treeroot.open_in(desc["path"], reopen_flags(desc["flags"]))
         except OSError as e:
             raise RestoreError(f"cannot reopen {desc['path']}: {e.strerror}") from None
         st = os.fstat(fd)

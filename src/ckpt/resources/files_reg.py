@@ -90,7 +90,7 @@ def reopen(desc: Description, path_only: bool = False) -> int:
     elif not pseudo:
         flags |= os.O_NONBLOCK  # a FIFO put in its place must not block; flags are set after
     try:
-        fd = os.open(treeroot.path(path), flags)
+        fd = treeroot.open_in(path, flags)
     except OSError as e:
         raise RestoreError(f"cannot reopen {path}: {e.strerror}") from None
     try:
@@ -200,7 +200,7 @@ class RegularFiles(FileKind):
                 self._proc_refs.append((f.where, link, {n for n in owner if n is not None}))
             return desc
         try:
-            now = os.stat(treeroot.path(link))
+            now = treeroot.stat(link)
         except OSError as e:
             raise UnsupportedError(f"{f.where}: {link} cannot be found by its path "
                                    f"({e.strerror}); ckpt reopens files by path") from None

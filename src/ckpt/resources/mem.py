@@ -175,7 +175,7 @@ def _entry(v: procfs.Vma, kind: str) -> dict[str, Any]:
 
 
 def _file_id(path: str) -> dict[str, int]:
-    st = os.stat(treeroot.path(path))
+    st = treeroot.stat(path)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -1057,7 +1057,7 @@ def _same_exe(pid: int, path: str) -> bool:
     still mapped (EBUSY), and here there is nothing to replace."""
     try:
         return (os.readlink(f"/proc/{pid}/exe") == path
-                and os.path.samefile(f"/proc/{pid}/exe", treeroot.path(path)))
+                and os.path.samestat(os.stat(f"/proc/{pid}/exe"), treeroot.stat(path)))
     except OSError:
         return False
 

@@ -38,7 +38,7 @@ def reopen(desc: Description) -> int:
     if desc["type"] == "link":
         flags |= os.O_NOFOLLOW
     try:
-        fd = os.open(treeroot.path(path), flags)
+        fd = treeroot.open_in(path, flags)
     except OSError as e:
         raise RestoreError(f"cannot reopen {path}: {e.strerror}") from None
     st = os.fstat(fd)

@@ -91,7 +91,7 @@ def _fifo_path_fd(path: str) -> int:
     symbolic link; under the tree's root, treeroot), refused in one line when it is
     gone or no longer a FIFO."""
     try:
-        fd = os.open(treeroot.path(path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = treeroot.open_in(path, os.O_PATH | os.O_NOFOLLOW)
     except OSError as e:
         raise RestoreError(f"cannot reopen the FIFO {path}: {e.strerror}") from None
     if not st_mod.S_ISFIFO(os.fstat(fd).st_mode):
