@@ -5,6 +5,7 @@ Malformed options that need no target are tested in tests/unit/test_cli_usage.py
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -38,12 +39,42 @@ def _maps(pid: int) -> str:
 # ------------------------------------------------------------------ check
 
 
-def test_check() -> None:
+def test_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "run" / "check.json"
+    monkeypatch.setenv("CKPT_CHECK_CACHE", str(cache))  # none yet: every probe runs
     res = run_ckpt("check", timeout=30)
     assert res.returncode == 0, f"stdout: {res.stdout}\nstderr: {res.stderr}"
     assert "Looks good." in res.stdout.splitlines()
     # the network lock that works here (the setup installs both)
     assert re.search(r"^network lock: (nftables|iptables)\b", res.stdout, re.M), res.stdout
+    # kept for the next check of this boot: root's alone
+    assert cache.stat().st_mode & 0o777 == 0o600
+    saved = json.loads(cache.read_text())
+    assert saved["lines"] + ["Looks good."] == res.stdout.splitlines()
+    assert saved["key"]["boot"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def test_check_prints_what_the_last_one_found_this_boot(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second check prints the first one's lines without probing (a line only the
+    file holds shows it); a file of another boot, or that others may write, is
+    ignored: every probe runs again."""
+    cache = tmp_path / "check.json"
+    monkeypatch.setenv("CKPT_CHECK_CACHE", str(cache))
+    first = ckpt_ok("check", timeout=30).stdout
+    saved = json.loads(cache.read_text())
+    saved["lines"].insert(0, "note: only in the file")
+    cache.write_text(json.dumps(saved))
+    assert ckpt_ok("check").stdout == "note: only in the file\n" + first
+    cache.chmod(0o620)
+    assert ckpt_ok("check", timeout=30).stdout == first
+    cache.write_text(json.dumps(saved))
+    cache.chmod(0o600)
+    assert ckpt_ok("check").stdout.startswith("note: only in the file")
+    saved["key"]["boot"] = "another boot"
+    cache.write_text(json.dumps(saved))
+    assert ckpt_ok("check", timeout=30).stdout == first
+    assert json.loads(cache.read_text())["key"]["boot"] != "another boot"
 
 
 # ------------------------------------------------------------ malformed options, with a target

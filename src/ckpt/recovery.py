@@ -98,13 +98,17 @@ def recover() -> None:
     network locks they left (netlock.recover; netlock, with its types and sockets, is
     imported only when a lock has a note: most commands never lock the network)."""
     _recover_dumps()
-    try:
-        locked = any(n.endswith(".json") for n in os.listdir(netlock_dir()))
-    except OSError:
-        locked = False
-    if locked:
+    if netlock_notes_exist():
         from . import netlock
         netlock.recover()
+
+
+def netlock_notes_exist() -> bool:
+    """Whether any network lock has a note (without importing netlock)."""
+    try:
+        return any(n.endswith(".json") for n in os.listdir(netlock_dir()))
+    except OSError:
+        return False
 
 
 def _recover_dumps() -> None:
