@@ -38,22 +38,29 @@ def _page_server(args: argparse.Namespace) -> tuple[str, int] | None:
     return args.address, args.port
 
 
+_COLUMNS: list[int] = []
+
+
 def _columns() -> int:
     """The terminal's width as shutil.get_terminal_size finds it, without importing
-    shutil (and the three compression modules it imports)."""
+    shutil (and the three compression modules it imports); asked once."""
+    if _COLUMNS:
+        return _COLUMNS[0]
     try:
-        return int(os.environ["COLUMNS"])
+        width = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):
-        return 80
+        try:
+            width = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            width = 80
+    _COLUMNS.append(width)
+    return width
 
 
 class _Formatter(argparse.HelpFormatter):
     """argparse's help formatter, given its width: argparse makes one to check each
-    flag as it is added (about 95 per command), and each asked shutil for the width."""
+    flag as it is added (about 95 per command), and each asked shutil for the width
+    (an environment lookup and an ioctl)."""
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, width=_columns() - 2)
@@ -64,7 +71,10 @@ class _RawFormatter(argparse.RawDescriptionHelpFormatter, _Formatter):
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``command``, only that command gets its flags (they are many)."""
+    """The parser; with ``command`` (one of ours), only that command's: the others are
+    there for the help of the whole, and their parsers and flags cost start-up time."""
+    if command not in (*flags.CRIU_COMMANDS, *OWN_COMMANDS):
+        command = None
     p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.",
                                 epilog=flags.help_epilog(), formatter_class=_RawFormatter)
     p.add_argument("-V", "--version", action="version", version=f"ckpt {__version__}")
@@ -77,17 +87,18 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         flags.PAGE_SERVER: "receive the images of one dump over TCP",
     }
     for name in flags.CRIU_COMMANDS:
-        sp = sub.add_parser(name, help=helps[name], formatter_class=_Formatter)
         if command in (None, name):
+            sp = sub.add_parser(name, help=helps[name], formatter_class=_Formatter)
             flags.add_flags(sp, name)
-
-    sw = sub.add_parser("swrk", help="serve criu's RPC on an inherited socket (as runc runs "
-                        "criu)", formatter_class=_Formatter)
-    sw.add_argument("fd", type=int, metavar="FD", help="the SOCK_SEQPACKET socket's fd")
-
-    s = sub.add_parser("show", help="decode images to JSON", formatter_class=_Formatter)
-    s.add_argument("path", metavar="DIR|FILE")
-    s.add_argument("--fds", action="store_true", help="list each fd with its inherit-fd key")
+    if command in (None, "swrk"):
+        sw = sub.add_parser("swrk", help="serve criu's RPC on an inherited socket (as runc "
+                            "runs criu)", formatter_class=_Formatter)
+        sw.add_argument("fd", type=int, metavar="FD", help="the SOCK_SEQPACKET socket's fd")
+    if command in (None, "show"):
+        s = sub.add_parser("show", help="decode images to JSON", formatter_class=_Formatter)
+        s.add_argument("path", metavar="DIR|FILE")
+        s.add_argument("--fds", action="store_true",
+                       help="list each fd with its inherit-fd key")
     return p
 
 

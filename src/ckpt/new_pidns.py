@@ -29,15 +29,18 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import errors, recovery
 from .errors import RestoreError
 from .job_control import Foreground
 from .kernel import libc, pidns, procfs, safefs
+
+if TYPE_CHECKING:  # imported where used: a dump of a process in no namespace needs none
+    import socket
 
 log = logging.getLogger("ckpt.restore")
 
@@ -66,6 +69,7 @@ class Handshake:
         """Send a pidfd of the root, wait for ckpt's go, then outlive ckpt."""
         fd = os.pidfd_open(root_pid)
         try:
+            import socket
             socket.send_fds(self.sock, [json.dumps({"restored": root_pid, "pids": pids,
                                                     "shell_job": shell_job}).encode()], [fd])
         finally:
@@ -109,6 +113,7 @@ class _Host:
         self.foreground: Foreground | None = None
 
     def receive(self) -> dict[str, object]:
+        import socket
         data, fds, _, _ = socket.recv_fds(self.sock, _MSG, 1)
         for fd in fds:
             self.root_fd = fd
@@ -167,6 +172,7 @@ def restore(run: Callable[[Handshake], int], *, detach: bool, pidfile: str | Non
     calls the handshake's ``ready`` at pre-resume and returns the root's PID in the
     namespace), then write the host's PID of the root to ``pidfile`` and, without
     ``detach``, wait for the root's end. The init itself is left to run."""
+    import socket
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         init_pid = pidns.fork_init()

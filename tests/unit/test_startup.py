@@ -109,3 +109,12 @@ def test_the_command_ends_with_its_status_its_output_and_its_log(tmp_path) -> No
          "logging.getLogger('t').warning('kept'); sys.stdout.write(f'{off} {gc.isenabled()}'); "
          "command.end(3)"], capture_output=True, text=True)
     assert (res.returncode, res.stdout, log.read_text()) == (3, "False True", "kept\n")
+
+
+def test_a_dump_imports_no_socket_module() -> None:
+    """socket (with selectors, and its enums built at import) serves a restore's fds
+    and a PID namespace's init: a dump's imports leave it out."""
+    out = _run("import sys; from ckpt import command; command.begin(); "
+               "import ckpt.cli, ckpt.dumper; "
+               "print(sorted(m for m in ('socket', 'selectors') if m in sys.modules))")
+    assert out == "[]"

@@ -20,7 +20,6 @@ import bisect
 import ctypes
 import os
 import resource
-import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -212,6 +211,7 @@ class FdSender:
     each of them inherits) receives."""
 
     def __init__(self) -> None:
+        import socket  # here: a dump has no use for it
         self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.placeholder = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         self.sent = 0
