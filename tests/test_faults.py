@@ -26,6 +26,7 @@ import pytest
 
 from ckpt import faults
 from ckpt_helpers import (
+    PYTHON,
     Builder,
     Output,
     Procs,
@@ -34,6 +35,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     ckpt_stopped_at,
+    dump_and_check_dead,
     is_alive,
     my_children,
     only_child,
@@ -380,3 +382,45 @@ def test_restore_interrupted(dumped: Dumped, procs: Procs, tmp_path: Path, point
     assert err.strip() == f"ckpt restore: interrupted by {sig.name}", err
     assert_nothing_left(procs, dumped.tree, pidfile)
     restore_and_check(procs, dumped.tree, images)
+
+
+# a process of two threads, counting on stdout
+_COUNTER = """
+import os, threading, time
+threading.Thread(target=lambda: time.sleep(10**6), daemon=True).start()
+n = 0
+while True:
+    os.write(1, f"{n}\\n".encode())
+    n += 1
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("point", ["restore.before_detach", "restore.task.let_go"])
+def test_one_process_restore_killed(procs: Procs, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """A tree of one process gets no guard: ckpt killed before it lets the process go
+    takes it along (EXITKILL), killed once its threads are let go leaves it running,
+    complete and untraced, counting on where it stopped."""
+    target = procs.start([PYTHON, "-c", _COUNTER])
+    target.out.wait_numbers(3)
+    images = tmp_path / "images"
+    dump_and_check_dead(procs, target, images)
+    before = my_children()
+    monkeypatch.setenv("CKPT_FAULT", f"{point}:kill")
+    res = run_ckpt("restore", "-D", images, "-d")
+    monkeypatch.delenv("CKPT_FAULT")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    if point == "restore.before_detach":
+        if proc_state(target.pid) is not None:
+            procs.wait_gone(target.pid)
+        assert my_children() == before, "a killed restore left a process"
+        return
+    assert my_children() - before == {target.pid}, "no guard, no other process"
+    procs.adopt(target.pid, target.out)
+    tids = os.listdir(f"/proc/{target.pid}/task")
+    assert len(tids) == 2
+    for tid in tids:
+        assert proc_status(int(tid))["TracerPid"] == "0", f"thread {tid} traced"
+    count = len(target.out.numbers())
+    assert_consecutive(target.out.wait_numbers(count + 5))

@@ -539,14 +539,10 @@ class Restore:
         """The point of no return: every process stops depending on ckpt's life (EXITKILL
         cleared, thread by thread), so that from now on a killed ckpt lets the complete
         tree run. Meanwhile a guard (guard.py) kills the whole tree should ckpt die:
-        none is left half alive."""
-        pidfds = [os.pidfd_open(n.pid) for n in self.started]
-        self.watch = guard.Guard(lambda: _kill_all(pidfds), keep=pidfds)
-        try:
-            self.watch.start()
-        finally:
-            for fd in pidfds:  # the guard has its own
-                os.close(fd)
+        none is left half alive. A tree of one process needs none: a thread whose
+        EXITKILL is still set takes its whole process along."""
+        if len(self.started) > 1:
+            self._start_guard()
         with interrupts.held():
             for n in self.started:
                 options = tree.ptrace_options(n) & ~ptrace.PTRACE_O_EXITKILL
@@ -555,6 +551,15 @@ class Restore:
                 faults.point("restore.task.let_go")
             self.watch.stand_down()
         faults.point("restore.let_live")
+
+    def _start_guard(self) -> None:
+        pidfds = [os.pidfd_open(n.pid) for n in self.started]
+        self.watch = guard.Guard(lambda: _kill_all(pidfds), keep=pidfds)
+        try:
+            self.watch.start()
+        finally:
+            for fd in pidfds:  # the guard has its own
+                os.close(fd)
 
     def unlock_network(self) -> None:
         """Every process restored and stopped: the dump's network lock goes, then the TCP
