@@ -19,7 +19,6 @@ import ctypes
 import errno
 import json
 import os
-import re
 import stat
 import zlib
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 
 from .errors import CkptError, ImageError
 from .kernel import safefs
+from .kernel.lazyre import LazyPattern
 from .schema import NAT, U32, Map, Obj, Str, check
 
 FORMAT = "ckpt-images"
@@ -99,7 +99,7 @@ def crc32(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     return zlib.crc32(data, crc)
 # The names ckpt writes in a folder: metadata (NAME.json, NAME-PID.json), raw data
 # (NAME.img, NAME-PID.img), the inventory and its temporary name, the page-server note.
-IMAGE_NAME = re.compile(r"inventory\.json(\.tmp)?|pages-sent\.txt|[a-z][a-z-]*(-\d+)?\.(json|img)")
+IMAGE_NAME = LazyPattern(r"inventory\.json(\.tmp)?|pages-sent\.txt|[a-z][a-z-]*(-\d+)?\.(json|img)")
 
 
 def _canonical(obj: Any) -> bytes:

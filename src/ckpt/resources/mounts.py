@@ -40,6 +40,7 @@ from typing import Any
 from ..errors import ImageError, RestoreError, UnsupportedError, UsageError
 from ..images import ImageReader, ImageWriter, RawWriter
 from ..kernel import libc, mountinfo, nsenter
+from ..kernel.lazyre import LazyPattern
 from ..kernel.mountinfo import Mount
 from ..schema import NAT, PATH, S64, STR, U32, UID, Either, Int, List, Obj, Opt, Path, Str, Tup
 from . import ghost, tty
@@ -86,7 +87,7 @@ MOUNT = Obj({
 SCHEMA = Obj(mounts=List(MOUNT, min=1, max=MAX_ENTRIES))
 
 
-_EXTERNAL = re.compile(r"mnt\[([^\]]+)\]:(.+)")
+_EXTERNAL = LazyPattern(r"mnt\[([^\]]+)\]:(.+)")
 
 
 def split_external(external: tuple[str, ...] | list[str]) -> tuple[dict[str, str],
@@ -351,7 +352,7 @@ def _below(path: str, top: str) -> str | None:
 
 # ---------------------------------------------------------------- restore
 
-_NAME = re.compile(r"[^/\0]+")
+_NAME = LazyPattern(r"[^/\0]+")
 
 
 def _clean(path: str, what: str, absolute: bool) -> str:

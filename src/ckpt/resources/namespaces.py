@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 from ..errors import RestoreError, UnsupportedError
+from ..kernel.lazyre import LazyPattern
 from ..schema import U64, Str
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
 
@@ -34,7 +34,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "pid": ("pid", "pid_for_children"), "time": ("time", "time_for_children"),
     "user": ("user",), "uts": ("uts",),
 }
-_LINK = re.compile(r"(\w+):\[(\d+)\]")
+_LINK = LazyPattern(r"(\w+):\[(\d+)\]")
 FEATURE = "namespace-fds"  # what a dump with this kind needs of its reader (images.py)
 
 

@@ -214,6 +214,8 @@ class Objects:
     def check(self) -> None:
         """Refuse, before anything is made, an id or key taken by another object."""
         for kind in ("shm", "sem", "msg"):
+            if not self.saved.get(kind):
+                continue  # nothing to check: the namespace's table is not read
             now = sysvipc.table(kind)
             keys = {e.key: e.id for e in now.values() if e.key}
             for obj in self.saved.get(kind, []):

@@ -17,11 +17,11 @@ ckpt's (namespaces.check_tree refuses the rest, before the kill).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import nsenter
+from ..kernel.lazyre import LazyPattern
 from ..schema import PID, Map, Obj, Opt, Str
 from .namespaces import own, shown
 
@@ -40,14 +40,15 @@ IPC_SYSCTLS = (
     "fs/mqueue/queues_max", "fs/mqueue/msg_max", "fs/mqueue/msgsize_max",
     "fs/mqueue/msg_default", "fs/mqueue/msgsize_default",
 )
-_NUMBERS = re.compile(r"[0-9]{1,20}(?:[ \t][0-9]{1,20}){0,3}")
+_NUMBER_LIST = r"[0-9]{1,20}(?:[ \t][0-9]{1,20}){0,3}"  # a sysctl's value
+_NUMBERS = LazyPattern(_NUMBER_LIST)
 _MAX_NAME = 64  # __NEW_UTS_LEN
 
 # What namespaces.json holds (check_image then checks what the types cannot say: names
 # of at most 64 bytes, PIDs inside that differ).
 SCHEMA = Obj(
     uts=Opt(Obj(hostname=Str(_MAX_NAME), domainname=Str(_MAX_NAME))),
-    ipc=Opt(Obj(sysctls=Map(Str(80, pattern=_NUMBERS.pattern),
+    ipc=Opt(Obj(sysctls=Map(Str(80, pattern=_NUMBER_LIST),
                             key=Str(choices=IPC_SYSCTLS)))),
     net=Opt(Obj()),
     pid=Opt(Obj(ids=Map(PID, key=Str(7, pattern=r"[1-9][0-9]*"), max=1 << 22))),
