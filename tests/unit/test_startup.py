@@ -111,10 +111,14 @@ def test_the_command_ends_with_its_status_its_output_and_its_log(tmp_path) -> No
     assert (res.returncode, res.stdout, log.read_text()) == (3, "False True", "kept\n")
 
 
-def test_a_dump_imports_no_socket_module() -> None:
+def test_a_dump_imports_only_what_a_dump_needs() -> None:
     """socket (with selectors, and its enums built at import) serves a restore's fds
-    and a PID namespace's init: a dump's imports leave it out."""
+    and a PID namespace's init; the restore's drivers, the RPC server, check, show,
+    subprocess and zstandard serve other commands: a dump's imports leave them out."""
     out = _run("import sys; from ckpt import command; command.begin(); "
                "import ckpt.cli, ckpt.dumper; "
-               "print(sorted(m for m in ('socket', 'selectors') if m in sys.modules))")
+               "ckpt.cli._parser('dump').parse_args(['dump', '-t', '1']); "
+               "print(sorted(m for m in ('socket', 'selectors', 'ckpt.restorer', 'ckpt.tree', "
+               "'ckpt.validate', 'ckpt.rpc', 'ckpt.check', 'ckpt.show', 'subprocess', "
+               "'zstandard', 'hashlib', 'tempfile', 'pathlib') if m in sys.modules))")
     assert out == "[]"
