@@ -11,13 +11,27 @@ def _run(code: str) -> str:
                           check=True).stdout.strip()
 
 
-def test_commands_do_not_import_inspect() -> None:
-    """``dataclasses`` imports ``inspect`` (5 ms) for classes without a docstring only:
-    with the import deferred, the drivers' modules never need it."""
+def test_commands_do_not_import_inspect_nor_traceback() -> None:
+    """``dataclasses`` imports ``inspect`` (5 ms) for classes without a docstring only,
+    ``logging`` ``traceback`` (2 ms, with linecache and tokenize) to show exceptions
+    only: with the imports deferred, the drivers' modules never need them."""
     out = _run("import sys; from ckpt.deferred import defer_imports; defer_imports(); "
                "import ckpt.cli, ckpt.dumper, ckpt.restorer, ckpt.check, ckpt.show; "
-               "print(type(sys.modules['inspect']).__name__)")
-    assert out == "_Deferred"
+               "print(type(sys.modules['inspect']).__name__, "
+               "type(sys.modules['traceback']).__name__, "
+               "[m for m in ('linecache', 'tokenize') if m in sys.modules])")
+    assert out == "_Deferred _Deferred []"
+
+
+def test_a_deferred_traceback_shows_exceptions() -> None:
+    """logging, holding the stand-in, formats an exception with the real module."""
+    out = _run("import sys; from ckpt.deferred import defer_imports; defer_imports(); "
+               "import io, logging; s = io.StringIO(); log = logging.getLogger('t'); "
+               "log.addHandler(logging.StreamHandler(s))\n"
+               "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('failed')\n"
+               "print('ZeroDivisionError: division by zero' in s.getvalue(), "
+               "'line 3' in s.getvalue())")
+    assert out == "True True"
 
 
 def test_a_deferred_module_works_when_used() -> None:
