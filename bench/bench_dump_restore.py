@@ -30,7 +30,9 @@ Every time is a whole command as a user runs it (``ckpt dump``, ``ckpt restore -
 After each restore the process must count on and find every byte of its memory as
 it was (it checks on SIGUSR1). With ``CKPT_BENCH_CRIU`` naming a criu that passes
 ``criu check``, criu runs the same commands in the same rounds, in a column of its
-own. The machine is shared and noisy: rounds interleave the tools, and ratios come
+own; with ``CKPT_BENCH_BASE`` naming another ckpt command (another checkout's
+``.venv/bin/ckpt``: the version before a change), that one too, in a column ``base``.
+The machine is shared and noisy: rounds interleave the tools, and ratios come
 from the same round. It asserts nothing about speed. Everything it creates is removed.
 """
 
@@ -470,6 +472,8 @@ def main() -> int:
                     str(Path(__file__).resolve().parent.parent / "src")],
                    check=True, stdout=subprocess.DEVNULL)
     tools = [Tool("ckpt", ckpt_command())]
+    if os.environ.get("CKPT_BENCH_BASE"):
+        tools.append(Tool("base", [os.environ["CKPT_BENCH_BASE"]]))
     criu = criu_tool()
     if criu is not None:
         tools.append(criu)
