@@ -42,6 +42,7 @@ def _maps(pid: int) -> str:
 def test_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "run" / "check.json"
     monkeypatch.setenv("CKPT_CHECK_CACHE", str(cache))  # none yet: every probe runs
+    monkeypatch.setenv("CKPT_NETLOCK_DIR", str(tmp_path / "notes"))  # no other run's locks
     res = run_ckpt("check", timeout=30)
     assert res.returncode == 0, f"stdout: {res.stdout}\nstderr: {res.stderr}"
     assert "Looks good." in res.stdout.splitlines()
@@ -61,6 +62,7 @@ def test_check_prints_what_the_last_one_found_this_boot(tmp_path: Path,
     ignored: every probe runs again."""
     cache = tmp_path / "check.json"
     monkeypatch.setenv("CKPT_CHECK_CACHE", str(cache))
+    monkeypatch.setenv("CKPT_NETLOCK_DIR", str(tmp_path / "notes"))  # no other run's locks
     first = ckpt_ok("check", timeout=30).stdout
     saved = json.loads(cache.read_text())
     saved["lines"].insert(0, "note: only in the file")

@@ -19,10 +19,10 @@ import fcntl
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .kernel import procfs, ptrace
-from .kernel.inject import PARK_CODE, Injector
+if TYPE_CHECKING:  # imported by the functions that recover a process: ``check`` and a
+    from .kernel import ptrace  # command that finds no note need none of them
 
 log = logging.getLogger("ckpt.recovery")
 
@@ -143,6 +143,7 @@ def _recover_dumps() -> None:
 
 
 def _recover(name: str, entries: list[dict[str, Any]]) -> None:
+    from .kernel import procfs
     for entry in entries:
         pid = entry["pid"]
         try:
@@ -157,6 +158,8 @@ def _recover(name: str, entries: list[dict[str, Any]]) -> None:
 
 
 def _recover_process(entry: dict[str, Any]) -> None:
+    from .kernel import ptrace
+    from .kernel.inject import PARK_CODE, Injector
     pid, park = entry["pid"], entry["park"]
     base, size = entry["scratch"]
     if park is not None and _read(pid, park, len(PARK_CODE)) != PARK_CODE:
@@ -200,6 +203,7 @@ def _recover_process(entry: dict[str, Any]) -> None:
 
 
 def _stop(tid: int) -> None:
+    from .kernel import procfs, ptrace
     ptrace.interrupt(tid)
     while True:
         stop = ptrace.wait_stop(tid)
@@ -212,6 +216,7 @@ def _stop(tid: int) -> None:
 
 def _holds_scratch(pid: int, base: int, size: int) -> bool:
     """True if ``pid`` still has anonymous read-write memory at ckpt's scratch area."""
+    from .kernel import procfs
     return any(v.start <= base and base + size <= v.end and v.perms[:3] == "rw-"
                and not v.inode and not v.path for v in procfs.maps(pid))
 

@@ -136,3 +136,19 @@ def test_a_dump_imports_only_what_a_dump_needs() -> None:
                "'ckpt.validate', 'ckpt.rpc', 'ckpt.check', 'ckpt.show', 'subprocess', "
                "'zstandard', 'hashlib', 'tempfile', 'pathlib') if m in sys.modules))")
     assert out == "[]"
+
+
+def test_a_check_kept_for_the_boot_imports_no_probe(tmp_path) -> None:
+    """A check printing what the last one found this boot imports neither the probes
+    nor what they run on (ctypes, ptrace, procfs): only check and recovery's notes."""
+    cache = tmp_path / "check.json"
+    _run(f"from ckpt import check; check.save_lines(check.cache_key(), ['note: kept'], "
+         f"{str(cache)!r})")
+    out = _run(f"import os, sys; os.environ['CKPT_CHECK_CACHE'] = {str(cache)!r}; "
+               "os.environ['CKPT_NETLOCK_DIR'] = '/nonexistent'; "
+               "from ckpt import command; command.begin(); import ckpt.cli; "
+               "before = set(sys.modules); from ckpt import check; status = check.run_checks(); "
+               "print(status, sorted(m for m in set(sys.modules) - before "
+               "if m.startswith(('ckpt', 'ctypes'))))")
+    assert out.splitlines() == ["note: kept", "Looks good.",
+                                "0 ['ckpt.check', 'ckpt.recovery']"]

@@ -261,7 +261,7 @@ def _exec(argv: list[str], session: Session) -> None:
 
 
 def _check(session: Session, req: dict[str, Any]) -> None:
-    from ..check import probe_all
+    from ..probes import probe_all
     opts = req.get("opts") or {}
     if opts.get("log_file"):
         _with_dirs(session, req).close()
