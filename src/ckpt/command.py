@@ -6,8 +6,8 @@ cyclic garbage collector, which would otherwise sweep the objects of the imports
 again and again (7 to 10 ms); ``started`` (once the command's modules are in)
 freezes those objects and lets it run again; ``end`` leaves without Python's
 teardown of some 150 modules (about 10 ms), after what that teardown would do that
-matters: the ``atexit`` functions (logging's flush and close) and the standard
-streams flushed."""
+matters: threads other than daemons waited for, the ``atexit`` functions (logging's
+flush and close) and the standard streams flushed."""
 
 from __future__ import annotations
 
@@ -34,9 +34,14 @@ def started() -> None:
 
 
 def end(status: int) -> NoReturn:
-    """Exit with ``status`` now, after the atexit functions and a flush of stdout and
-    stderr."""
+    """Exit with ``status`` now, after what Python's own exit does first: wait for the
+    threads that are not daemons, run the atexit functions, flush stdout and stderr."""
     import atexit
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        for thread in threading.enumerate():
+            if not thread.daemon and thread is not threading.main_thread():
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -112,8 +112,9 @@ def test_a_file_of_another_python_is_not_used(tmp_path) -> None:
 
 
 def test_the_command_ends_with_its_status_its_output_and_its_log(tmp_path) -> None:
-    """command.end: atexit functions run (logging closes its file), stdout flushed
-    though not a terminal, the status as given; the collector back on once started."""
+    """command.end: a thread that is no daemon finishes, atexit functions run (logging
+    closes its file), stdout is flushed though not a terminal, the status is as given;
+    the collector is back on once started."""
     log = tmp_path / "log"
     res = subprocess.run(
         [sys.executable, "-c",
@@ -121,8 +122,9 @@ def test_the_command_ends_with_its_status_its_output_and_its_log(tmp_path) -> No
          "off = gc.isenabled(); command.started(); "
          f"h = logging.FileHandler({str(log)!r}); logging.getLogger('t').addHandler(h); "
          "logging.getLogger('t').warning('kept'); sys.stdout.write(f'{off} {gc.isenabled()}'); "
-         "command.end(3)"], capture_output=True, text=True)
-    assert (res.returncode, res.stdout, log.read_text()) == (3, "False True", "kept\n")
+         "import threading, time; threading.Thread(target=lambda: (time.sleep(0.3), "
+         "sys.stdout.write(' late'))).start(); command.end(3)"], capture_output=True, text=True)
+    assert (res.returncode, res.stdout, log.read_text()) == (3, "False True late", "kept\n")
 
 
 def test_a_dump_imports_only_what_a_dump_needs() -> None:
