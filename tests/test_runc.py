@@ -162,8 +162,8 @@ def test_init_state_in_its_pid_namespace(build: Builder, tmp_path: Path) -> None
     """State that names processes by their PIDs inside the container's PID namespace
     (tests/progs/nsstate.c as the container's init): a zombie child in the init's
     group, blocked signals pending for the process and for its thread, a POSIX timer
-    signalling its thread; all back after runc checkpoint and restore, the zombie
-    reaped with its status."""
+    signalling its thread, a pidfd on itself; all back after runc checkpoint and
+    restore, the zombie reaped with its status."""
     runc = runc_or_skip()
     data = tmp_path / "data"
     data.mkdir()
@@ -180,7 +180,7 @@ def test_init_state_in_its_pid_namespace(build: Builder, tmp_path: Path) -> None
         wait_until(lambda: (data / "report").exists(), 30, "the init's report")
         zombie = int((data / "zombie").read_text())
         assert (data / "report").read_text() == \
-            f"pid=1 zombie={zombie} status=7 pending=CHLD,USR1,USR2 timer=ok\n"
+            f"pid=1 zombie={zombie} status=7 pending=CHLD,USR1,USR2 timer=ok pidfd=1\n"
         nums = _count(data)
         assert nums == list(range(1, len(nums) + 1))
     finally:

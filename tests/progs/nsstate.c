@@ -1,14 +1,15 @@
 /* nsstate: a container's init (PID 1 of its PID namespace) holding state whose restore
  * names processes by the PIDs they have inside: an unreaped zombie child in its group,
  * a blocked SIGCHLD and SIGUSR2 pending for the process and SIGUSR1 for its thread,
- * and a POSIX timer signalling this thread (SIGEV_THREAD_ID) with SIGRTMIN, blocked.
+ * a POSIX timer signalling this thread (SIGEV_THREAD_ID) with SIGRTMIN, blocked, and
+ * a pidfd on itself.
  *
  * It writes the zombie's PID into /data/zombie. Every 100 ms it prints a counter and appends it to /data/count. Once /data/check
  * exists it writes /data/report, one line, then goes on counting:
- *   "pid=P zombie=Z status=S pending=CHLD,USR1,USR2 timer=T"
+ *   "pid=P zombie=Z status=S pending=CHLD,USR1,USR2 timer=T pidfd=F"
  * P its PID (1), Z the zombie's PID inside, S its exit status once reaped, the pending
  * blocked signals it finds, and T "ok" if a SIGRTMIN of the timer arrives through
- * sigtimedwait with its value.
+ * sigtimedwait with its value, F the PID its pidfd shows in its fdinfo (1).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -20,7 +21,20 @@
 #include <time.h>
 #include <unistd.h>
 
-static void report(pid_t zombie)
+/* The Pid: line of fd's fdinfo, or -1. */
+static int pidfd_pid(int fd)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+    FILE *f = fopen(path, "r");
+    int pid = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Pid: %d", &pid) == 1) break;
+    if (f) fclose(f);
+    return pid;
+}
+
+static void report(pid_t zombie, int pidfd)
 {
     sigset_t pending;
     sigpending(&pending);
@@ -40,9 +54,9 @@ static void report(pid_t zombie)
                 && si.si_value.sival_int == 0x7157;
     FILE *f = fopen("/data/report.tmp", "w");
     if (!f) return;
-    fprintf(f, "pid=%d zombie=%d status=%d pending=%s timer=%s\n", getpid(),
+    fprintf(f, "pid=%d zombie=%d status=%d pending=%s timer=%s pidfd=%d\n", getpid(),
             got == zombie ? zombie : -1, got == zombie ? WEXITSTATUS(status) : -1, sigs,
-            timer ? "ok" : "none");
+            timer ? "ok" : "none", pidfd_pid(pidfd));
     fclose(f);
     rename("/data/report.tmp", "/data/report");
 }
@@ -80,6 +94,7 @@ int main(void)
     struct itimerspec every = {{0, 200000000}, {0, 200000000}};
     timer_settime(timer, 0, &every, NULL);
 
+    int pidfd = syscall(SYS_pidfd_open, getpid(), 0);
     int checked = 0;
     for (long i = 1;; i++) {
         printf("%ld\n", i);
@@ -90,7 +105,7 @@ int main(void)
             close(fd);
         }
         if (!checked && access("/data/check", F_OK) == 0) {
-            report(zombie);
+            report(zombie, pidfd);
             checked = 1;
         }
         struct timespec tick = {0, 100000000};

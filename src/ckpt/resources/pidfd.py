@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import ImageError, UnsupportedError
 from ..kernel.inject import Injector
 from ..schema import PID
+from . import nspids
 from .filekind import Description, DumpCtx, FileKind, ImageRefs, OpenFd, RestoreCtx, TaskFd
 from .inside import OpenedInside
 
@@ -82,5 +83,6 @@ class PidFds(FileKind):
 
     def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
                         fds: list[TaskFd]) -> None:
-        for t in fds:
-            self._inside.place(pid, inj, t, lambda t=t: inj.call("pidfd_open", t.desc["pid"], 0))
+        for t in fds:  # by the PID the process knows it by (its PID namespace's)
+            self._inside.place(pid, inj, t, lambda t=t: inj.call(
+                "pidfd_open", nspids.inner(t.desc["pid"]), 0))
