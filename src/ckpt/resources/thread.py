@@ -46,30 +46,42 @@ def dump(pid: int, tid: int, inj: Injector, scratch: int, regs: ptrace.UserRegs,
             "own": task.dump_own(pid, tid, inj, scratch)}
 
 
-def create(leader: Injector, scratch: int, tid: int, tid_address: int = 0) -> Injector:
-    """Make thread ``tid`` in the process ``leader`` runs in, with its ``tid_address``
-    (CLONE_CHILD_CLEARTID: no set_tid_address later); return an injector that runs in
-    the new thread, which stays stopped under ckpt."""
-    tids = nspids.levels(tid)
-    flags = THREAD_FLAGS | (libc.CLONE_CHILD_CLEARTID if tid_address else 0)
-    args = libc.CloneArgs(flags=flags, child_tid=tid_address, set_tid=scratch + 256,
-                          set_tid_size=len(tids))
-    leader.write(scratch, bytes(args))
-    leader.write(scratch + 256, struct.pack(f"<{len(tids)}i", *tids))
-    ptrace.set_options(leader.pid, leader.options | ptrace.PTRACE_O_TRACECLONE)
+_CLONE_AREA = 512  # scratch bytes of one creator's clone3 arguments and TIDs
+MAX_CREATORS = 32  # threads creating threads at once (32 areas of the scratch memory)
+
+
+def _create_each(jobs: list[tuple[Injector, int, int]], scratch: int,
+                 leader: Injector) -> list[Injector]:
+    """Each creator of ``jobs`` (``(creator, tid, tid_address)``, creators all distinct
+    threads of ``leader``'s process) makes its thread at once (inject.raw_each), its
+    clone3 arguments in an area of the scratch memory of its own."""
+    calls = []
+    for k, (creator, tid, tid_address) in enumerate(jobs):
+        area = scratch + k * _CLONE_AREA
+        tids = nspids.levels(tid)
+        flags = THREAD_FLAGS | (libc.CLONE_CHILD_CLEARTID if tid_address else 0)
+        args = libc.CloneArgs(flags=flags, child_tid=tid_address, set_tid=area + 256,
+                              set_tid_size=len(tids))
+        creator.write(area, bytes(args))
+        creator.write(area + 256, struct.pack(f"<{len(tids)}i", *tids))
+        calls.append((creator, "clone3", (area, ctypes.sizeof(args))))
+    for creator, _, _ in jobs:
+        ptrace.set_options(creator.pid, creator.options | ptrace.PTRACE_O_TRACECLONE)
     try:
-        got = leader.call("clone3", scratch, ctypes.sizeof(args))
-    except OSError as e:
-        raise RestoreError(f"process {leader.pid}: cannot create thread {tid}: "
-                           f"{e.strerror}") from None
+        results = raw_each(calls)
     finally:
-        ptrace.set_options(leader.pid, leader.options)
-    if got != tids[0]:
-        raise RestoreError(f"process {leader.pid}: thread {tid} came back as {got}")
-    stop = ptrace.wait_stop(tid)
-    if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:
-        raise RestoreError(f"process {leader.pid}: new thread {tid}: {stop.describe()}")
-    return Injector(tid, leader.site, ptrace.get_regs(tid), options=leader.options)
+        for creator, _, _ in jobs:
+            ptrace.set_options(creator.pid, creator.options)
+    made = []
+    for (_, tid, _), got in zip(jobs, results, strict=True):
+        if got != nspids.levels(tid)[0]:
+            why = os.strerror(-got) if -4096 < got < 0 else f"came back as {got}"
+            raise RestoreError(f"process {leader.pid}: cannot create thread {tid}: {why}")
+        stop = ptrace.wait_stop(tid)
+        if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:
+            raise RestoreError(f"process {leader.pid}: new thread {tid}: {stop.describe()}")
+        made.append(Injector(tid, leader.site, ptrace.get_regs(tid), options=leader.options))
+    return made
 
 
 def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any],
@@ -88,12 +100,19 @@ def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any],
 def create_all(leader: Injector, scratch: int, states: list[dict[str, Any]],
                leader_own: dict[str, Any]) -> None:
     """Create every other thread of the process ``leader`` runs in (its own state
-    ``leader_own`` restored) and ``restore`` it; what only a thread itself can set
-    (``task.own_calls``) is injected in all of them at once, a call per round."""
+    ``leader_own`` restored) and ``restore`` it. Every thread made so far makes one more
+    at once, so that 24 threads take 5 rounds of injections, not 24 (each new thread
+    is a copy of its creator, which is one of the leader as restored); what only a
+    thread itself can set (``task.own_calls``) is injected in all of them at once, a
+    call per round."""
     made: list[Injector] = []
     try:
-        for state in states:
-            made.append(create(leader, scratch, state["tid"], state["own"]["tid_address"]))
+        while len(made) < len(states):
+            creators = [leader, *made][:MAX_CREATORS]
+            todo = states[len(made):len(made) + len(creators)]
+            made += _create_each([(c, s["tid"], s["own"]["tid_address"])
+                                  for c, s in zip(creators, todo, strict=False)],
+                                 scratch, leader)
         calls = [task.own_calls(state["own"]) for state in states]
         for step in range(max(map(len, calls), default=0)):
             batch = [(inj, *c[step]) for inj, c in zip(made, calls, strict=True)
