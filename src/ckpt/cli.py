@@ -268,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     except interrupts.Interrupted as e:
         _say(f"ckpt: {e}")
         return e.exit_status
+    except Exception as e:
+        if (cut := interrupts.within(e)) is None:
+            raise
+        _say(f"ckpt: {cut}")
+        return cut.exit_status
     if exec_cmd and args.command != flags.RESTORE:
         parser.error(f"unrecognized arguments: -- {' '.join(exec_cmd)}")
     try:
@@ -312,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # ``ckpt show DIR | head``
         return _quiet_stdout()
     except Exception as e:  # a bug: in the log too, then the traceback as Python shows it
+        if (cut := interrupts.within(e)) is not None:  # the signal came while a late import
+            ckpt_log.failure(args.command, CkptError(str(cut)).with_traceback(cut.__traceback__))
+            _say(f"ckpt {args.command}: {cut}")
+            return cut.exit_status
         ckpt_log.failure(args.command, e)
         raise
     finally:

@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         except interrupts.Interrupted as e:
             print(f"ckpt swrk: {e}", file=sys.stderr)
             return e.exit_status
+        except Exception as e:
+            if (cut := interrupts.within(e)) is None:
+                raise
+            print(f"ckpt swrk: {cut}", file=sys.stderr)
+            return cut.exit_status
     from .cli import main as ckpt_main
     return ckpt_main(args)
 

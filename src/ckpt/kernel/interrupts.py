@@ -66,6 +66,20 @@ def install() -> None:
         raise Interrupted(_received[0])
 
 
+def within(error: BaseException) -> Interrupted | None:
+    """The ``Interrupted`` that ``error`` wraps, if any: Python 3.11 turns an
+    exception raised while a class is built (a dataclass's ``__set_name__``, in a
+    module imported late) into a RuntimeError whose cause it is."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def received() -> int | None:
     """The terminating signal ckpt got, if any."""
     return _received[0] if _received else None

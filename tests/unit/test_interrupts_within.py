@@ -1,0 +1,42 @@
+"""A terminating signal that arrives while a late import builds a class reaches the
+command wrapped (Python 3.11: RuntimeError from ``__set_name__``): ``within`` finds it."""
+
+from __future__ import annotations
+
+import pytest
+
+from ckpt.kernel import interrupts
+
+
+class _Cuts:
+    def __set_name__(self, owner: type, name: str) -> None:
+        raise interrupts.Interrupted(interrupts.SIGTERM)
+
+
+def _build_class_cut_by_a_signal() -> None:
+    type("Late", (), {"field": _Cuts()})
+
+
+def test_the_signal_is_found_inside_the_error_a_class_build_makes() -> None:
+    with pytest.raises(BaseException) as caught:
+        _build_class_cut_by_a_signal()
+    cut = interrupts.within(caught.value)
+    assert cut is not None and cut.signum == interrupts.SIGTERM
+    assert cut.exit_status == 128 + 15
+
+
+def test_a_plain_error_holds_no_signal() -> None:
+    try:
+        try:
+            raise KeyError("x")
+        except KeyError as inner:
+            raise RuntimeError("y") from inner
+    except RuntimeError as e:
+        assert interrupts.within(e) is None
+
+
+def test_a_cycle_of_causes_ends() -> None:
+    a, b = ValueError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a
+    assert interrupts.within(a) is None
+
