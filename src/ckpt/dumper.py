@@ -557,11 +557,11 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     cwd_ghost = ghost.save_cwd(images, pid, core["task"]["cwd"])  # a removed directory
     if cwd_ghost is not None:
         core["task"]["cwd_ghost"] = cwd_ghost
-    core["threads"] = []
+    others = []
     for th in t.threads:
         assert th.regs0 is not None and th.mask0 is not None
-        core["threads"].append(thread.dump(pid, th.pid, th.injector(inj.site), fr.scratch,
-                                           th.regs0, th.mask0))
+        others.append((th.injector(inj.site), th.regs0, th.mask0))
+    core["threads"] = thread.dump_all(pid, others, fr.scratch, SCRATCH_SIZE)
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))
     faults.point("dump.task.core")

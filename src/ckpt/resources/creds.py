@@ -71,15 +71,15 @@ SCHEMA = Obj(uids=_IDS, gids=_IDS, groups=List(UID, max=65536),
              securebits=U32, no_new_privs=Int(0, 1), loginuid=Null(U32))
 
 
-def dump(pid: int, tid: int, inj: Injector) -> dict[str, Any]:
-    """The credentials of thread ``tid`` of the frozen process ``pid``; ``inj`` runs in
-    that thread (securebits can only be read from inside)."""
+def dump(pid: int, tid: int, securebits: int) -> dict[str, Any]:
+    """The credentials of thread ``tid`` of the frozen process ``pid``; ``securebits``
+    as the thread itself told them (an injected ``prctl``: /proc does not show them)."""
     st = procfs.thread_status(pid, tid)
     return {
         "uids": st.uids, "gids": st.gids, "groups": st.groups,
         "caps": {"eff": st.cap_effective, "prm": st.cap_permitted,
                  "inh": st.cap_inheritable, "bnd": st.cap_bounding, "amb": st.cap_ambient},
-        "securebits": inj.call("prctl", PR_GET_SECUREBITS),
+        "securebits": securebits,
         "no_new_privs": st.no_new_privs,
         "loginuid": _loginuid(pid, tid),
     }

@@ -11,11 +11,12 @@ import base64
 import ctypes
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
-from ..kernel.inject import Injector
+from ..kernel.inject import InjectionError, Injector, raw_each
 from ..schema import B64, S32, S64, U64, List, Map, Obj, Str, Tup
 from . import nspids
 
@@ -96,9 +97,21 @@ def pending_private(tid: int) -> list[str]:
 
 def dump_altstack(inj: Injector, scratch: int) -> list[int]:
     """[sp, flags, size] of the alternate signal stack of the thread ``inj`` runs in."""
-    inj.call("sigaltstack", 0, scratch)
-    ss = StackT.from_buffer_copy(inj.read(scratch, ctypes.sizeof(StackT)))
-    return [ss.sp, ss.flags & ~1, ss.size]  # SS_ONSTACK is not settable
+    return dump_altstacks([inj], [scratch])[0]
+
+
+def dump_altstacks(injs: Sequence[Injector], at: Sequence[int]) -> list[list[int]]:
+    """``dump_altstack`` of several threads of one process at once, each writing at its
+    own address of the scratch area (``at``): one round of injections (raw_each)."""
+    size = ctypes.sizeof(StackT)
+    res = raw_each([(inj, "sigaltstack", (0, addr)) for inj, addr in zip(injs, at, strict=True)])
+    out = []
+    for inj, addr, r in zip(injs, at, res, strict=True):
+        if -4096 < r < 0:
+            raise InjectionError(-r, f"sigaltstack in thread {inj.pid}: {os.strerror(-r)}")
+        ss = StackT.from_buffer_copy(inj.read(addr, size))
+        out.append([ss.sp, ss.flags & ~1, ss.size])  # SS_ONSTACK is not settable
+    return out
 
 
 def restore_altstack(inj: Injector, scratch: int, altstack: list[int]) -> None:

@@ -16,11 +16,12 @@ import ctypes
 import errno
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
-from ..kernel.inject import Injector
+from ..kernel.inject import InjectionError, Injector, raw_each
 from ..schema import PATH, U32, U64, Int, List, Obj, Opt, Str, Tup
 from . import creds, ghost, sched, seccomp
 
@@ -169,33 +170,68 @@ def _membarrier_registrations(pid: int, inj: Injector) -> int:
     raise OSError(-got, f"process {pid}: membarrier registrations: {os.strerror(-got)}")
 
 
-def dump_own(pid: int, tid: int, inj: Injector, scratch: int) -> dict[str, Any]:
+# What only a thread itself tells, by an injected prctl: (key, option, where in the
+# thread's slot of the scratch area the value is written, its size), or the value is
+# the call's result (None, 0).
+_OWN_CALLS = (
+    ("tid_address", libc.PR_GET_TID_ADDRESS, 0, 8),
+    ("pdeathsig", libc.PR_GET_PDEATHSIG, 8, 4),
+    ("tsc", PR_GET_TSC, 16, 4),
+    ("timerslack", PR_GET_TIMERSLACK, None, 0),
+    ("mce_kill", PR_MCE_KILL_GET, None, 0),
+    ("securebits", creds.PR_GET_SECUREBITS, None, 0),
+)
+OWN_SLOT = 32  # bytes of the scratch area each thread's calls write into
+
+
+def own_injected(injs: Sequence[Injector], slots: Sequence[int]) -> list[dict[str, int]]:
+    """The values ``_OWN_CALLS`` read, for several threads of one process at once
+    (``injs`` run in them; ``slots``, each one's OWN_SLOT bytes of the scratch area):
+    one round of injections per call, the threads' round trips overlapping
+    (inject.raw_each), instead of one round trip per call and thread."""
+    got: list[dict[str, int]] = [{} for _ in injs]
+    for key, option, at, _size in _OWN_CALLS:
+        batch = [(inj, "prctl", (option,) if at is None else (option, slot + at))
+                 for inj, slot in zip(injs, slots, strict=True)]
+        for i, res in enumerate(raw_each(batch)):
+            if -4096 < res < 0:
+                raise InjectionError(-res, f"prctl {key} in thread {injs[i].pid}: "
+                                           f"{os.strerror(-res)}")
+            got[i][key] = res
+    if slots:  # the threads share their memory: their slots are read at once
+        raw = injs[0].read(slots[0], slots[-1] + OWN_SLOT - slots[0])
+        for i, slot in enumerate(slots):
+            for key, _option, at, size in _OWN_CALLS:
+                if at is not None:
+                    off = slot - slots[0] + at
+                    got[i][key] = int.from_bytes(raw[off:off + size], "little")
+    return got
+
+
+def dump_own(pid: int, tid: int, inj: Injector, scratch: int,
+             got: dict[str, int] | None = None) -> dict[str, Any]:
     """What each thread has of its own: comm, rseq, tid address, robust list, affinity,
     scheduling, parent-death signal, credentials, seccomp. ``inj`` runs in thread
-    ``tid`` of process ``pid``."""
+    ``tid`` of process ``pid``; ``got``: what ``own_injected`` read in it already."""
+    if got is None:
+        got = own_injected([inj], [scratch])[0]
     rseq = _rseq_config(tid)
-    inj.call("prctl", libc.PR_GET_TID_ADDRESS, scratch)
-    tid_address = int.from_bytes(inj.read(scratch, 8), "little")
-    inj.call("prctl", libc.PR_GET_PDEATHSIG, scratch)
-    pdeathsig = int.from_bytes(inj.read(scratch, 4), "little")
     robust_head, robust_len = libc.get_robust_list(tid)
-    cred = creds.dump(pid, tid, inj)
+    cred = creds.dump(pid, tid, got["securebits"])
     creds.check(pid, tid, cred)
     scheduling = sched.dump(tid)
     sched.check(pid, tid, scheduling)
-    inj.call("prctl", PR_GET_TSC, scratch)
-    tsc = int.from_bytes(inj.read(scratch, 4), "little")
     return {
         "comm": procfs.thread_comm(pid, tid),
         "rseq": [rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature],
-        "tid_address": tid_address,
+        "tid_address": got["tid_address"],
         "robust_list": [robust_head, robust_len],
         "affinity": sorted(os.sched_getaffinity(tid)),
         "sched": scheduling,
-        "timerslack": inj.call("prctl", PR_GET_TIMERSLACK),
-        "tsc": tsc,
-        "mce_kill": inj.call("prctl", PR_MCE_KILL_GET),
-        "pdeathsig": pdeathsig,
+        "timerslack": got["timerslack"],
+        "tsc": got["tsc"],
+        "mce_kill": got["mce_kill"],
+        "pdeathsig": got["pdeathsig"],
         "creds": cred,
         "seccomp": seccomp.dump(pid, tid),
     }

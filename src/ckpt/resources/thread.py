@@ -36,14 +36,31 @@ SCHEMA = Obj(tid=PID, cpu=cpu.SCHEMA, blocked=U64, pending=List(signals.SIGINFO,
              altstack=signals.ALTSTACK, own=task.OWN)
 
 
-def dump(pid: int, tid: int, inj: Injector, scratch: int, regs: ptrace.UserRegs,
-         blocked: int) -> dict[str, Any]:
-    """The state of frozen thread ``tid`` of process ``pid``; ``inj`` runs in it,
-    ``regs`` and ``blocked`` were read when it was frozen."""
-    return {"tid": tid, "cpu": cpu.dump(tid, regs), "blocked": blocked,
-            "pending": signals.pending_private(tid),
-            "altstack": signals.dump_altstack(inj, scratch),
-            "own": task.dump_own(pid, tid, inj, scratch)}
+# Bytes of the scratch area each thread's injected calls write into at dump: its own
+# values (task.OWN_SLOT), then its alternate signal stack.
+_SLOT = 64
+
+
+def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int]],
+             scratch: int, scratch_size: int) -> list[dict[str, Any]]:
+    """The state of the frozen threads of process ``pid`` but its first: for each, an
+    injector running in it, and its registers and blocked mask as it was frozen. What
+    only injected calls tell is read in all of them at once, a round per call (as many
+    threads per round as the scratch area has slots for)."""
+    out: list[dict[str, Any]] = []
+    per_round = max(1, scratch_size // _SLOT)
+    for first in range(0, len(threads), per_round):
+        part = threads[first:first + per_round]
+        injs = [inj for inj, _regs, _blocked in part]
+        slots = [scratch + i * _SLOT for i in range(len(part))]
+        got = task.own_injected(injs, slots)
+        stacks = signals.dump_altstacks(injs, [s + task.OWN_SLOT for s in slots])
+        for (inj, regs, blocked), own, stack in zip(part, got, stacks, strict=True):
+            tid = inj.pid
+            out.append({"tid": tid, "cpu": cpu.dump(tid, regs), "blocked": blocked,
+                        "pending": signals.pending_private(tid), "altstack": stack,
+                        "own": task.dump_own(pid, tid, inj, scratch, own)})
+    return out
 
 
 _CLONE_AREA = 512  # scratch bytes of one creator's clone3 arguments and TIDs
