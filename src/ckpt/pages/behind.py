@@ -146,13 +146,21 @@ class WriteBehind:
                     done += os.write(self.out.fd, item[done:])
                 self._written += done
                 if self._written - self._flushed >= FLUSH_EVERY:
-                    libc.syscall("sync_file_range", self.out.fd, self._flushed,
-                                 self._written - self._flushed, SYNC_FILE_RANGE_WRITE)
-                    self._flushed = self._written
+                    self._start_writeback()
             except OSError as e:
                 self._error = e
             except Exception as e:  # never a thread that ends and leaves the copy waiting
                 self._error = OSError(f"writing {self.out.name}: {e!r}")
+
+    def _start_writeback(self) -> None:
+        """Have the kernel start writing what was written since the last time: a hint,
+        whose failure (a file system that does not take it) changes nothing."""
+        try:
+            libc.syscall("sync_file_range", self.out.fd, self._flushed,
+                         self._written - self._flushed, SYNC_FILE_RANGE_WRITE)
+        except OSError:
+            pass
+        self._flushed = self._written
 
     def _raise(self) -> None:
         if self._error is not None:
