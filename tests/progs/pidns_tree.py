@@ -2,7 +2,7 @@
 line naming the PID the process sees by getpid() and in /proc/self/stat; a child Z
 exits at once with status 5 and stays a zombie until SIGUSR1 makes the root reap it;
 SIGUSR2 makes the root leave an orphan O (its parent, a child of the root, exits),
-which lives 1 s; SIGTERM ends the root with exit code 7."""
+which says so once adopted and lives 2 s; SIGTERM ends the root with exit code 7."""
 
 import os
 import signal
@@ -36,9 +36,12 @@ def reap_zombie(signum: int, frame: object) -> None:
 def leave_orphan(signum: int, frame: object) -> None:
     middle = os.fork()
     if middle == 0:
+        me = os.getpid()
         if os.fork() == 0:
+            while os.getppid() == me:  # said once adopted by the init, not before
+                time.sleep(0.01)
             say(f"orphan {os.getpid()}")
-            time.sleep(1)
+            time.sleep(2)
             os._exit(0)
         os._exit(0)
     os.waitpid(middle, 0)
