@@ -164,8 +164,7 @@ def _recover_process(entry: dict[str, Any]) -> None:
     base, size = entry["scratch"]
     if park is not None and _read(pid, park, len(PARK_CODE)) != PARK_CODE:
         park = None
-    mapped = _holds_scratch(pid, base, size)
-    if park is None and not mapped:
+    if park is None and not _holds_scratch(pid, base, size):
         return
     seized: list[int] = []
     try:
@@ -182,6 +181,10 @@ def _recover_process(entry: dict[str, Any]) -> None:
                 ptrace.set_sigmask(tid, th["mask"])
                 log.warning("thread %d of process %d woken: a killed ckpt left it waiting "
                             "in the middle of an injected syscall", tid, pid)
+        # Looked at only now that every thread is stopped: a thread the killed ckpt
+        # left about to run its mmap may have run it since the first look (under load,
+        # long after ckpt died), and no thread maps it any more from here on.
+        mapped = _holds_scratch(pid, base, size)
         if mapped and seized and park is not None:
             tid = seized[0]
             with Injector(tid, park, ptrace.get_regs(tid), mask=ptrace.get_sigmask(tid)) as inj:
