@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
@@ -401,19 +402,25 @@ def signal_report(proc: Proc, end: str = r"^END") -> list[str]:
     return lines[:lines.index(last)]
 
 
-def start_with_pid(procs: Procs, argv: list[str | os.PathLike[str]], pid: int) -> Proc:
-    """Start ``argv`` under PID ``pid`` (ns_last_pid = pid - 1, then fork; retry if raced)."""
-    for attempt in range(50):
-        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-            f.write(str(pid - 1))
-        proc = procs.start(argv, name=f"holder{attempt}")
-        if proc.pid == pid:
-            return proc
-        signal.pidfd_send_signal(proc.pidfd, signal.SIGKILL)
-        procs.wait_gone(proc)
-        if is_alive(pid):
-            raise AssertionError(f"PID {pid} was taken by another process meanwhile")
-    raise AssertionError(f"could not start a process under PID {pid}")
+def start_with_pid(procs: Procs, argv: list[str | os.PathLike[str]], pid: int,
+                   timeout: float = 30.0) -> Proc:
+    """Start ``argv`` under PID ``pid`` (clone3 with set_tid, progs/with_pid.py: no other
+    process can take it in between); while another process holds it, wait for it to go."""
+    out = procs.tmp_path / f"holder-{pid}.out"
+
+    def started() -> bool:
+        with open(out, "wb") as f:
+            rc = subprocess.run([PYTHON, PROGS / "with_pid.py", str(pid), *map(os.fspath, argv)],
+                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.PIPE,
+                                env=target_env(), timeout=scaled(30)).returncode
+        if rc not in (0, errno.EEXIST):
+            raise AssertionError(f"with_pid.py {pid}: exit status {rc}")
+        return rc == 0
+
+    wait_until(started, timeout, f"PID {pid}, held by another process, to be free")
+    proc = procs.adopt(pid, Output(out))
+    proc.argv = [os.fspath(a) for a in argv]
+    return proc
 
 
 # ------------------------------------------------------------------ the ckpt CLI

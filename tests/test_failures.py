@@ -288,6 +288,7 @@ def test_restore_pid_taken(build: Builder, dumped: Dumped, procs: Procs, copy: P
     n = len(holder.out.numbers())
     assert_consecutive(holder.out.wait_numbers(n + 3, timeout=5))
     assert proc_state(holder.pid) in ("R", "S")
-    assert holder.popen is not None and holder.popen.poll() is None
+    assert os.waitid(os.P_PIDFD, holder.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None, \
+        "the holder exited"
     stray = my_children() - procs.children_before - {holder.pid}
     assert not stray, f"a failed restore left processes: {sorted(stray)}"
