@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from ckpt_helpers import (
@@ -33,6 +34,22 @@ def frames(pid: int, addr: int, npages: int) -> list[int]:
         f.seek(addr // PAGE * 8)
         raw = f.read(npages * 8)
     return [e & ((1 << 55) - 1) if e >> 63 else 0 for e in struct.unpack(f"<{npages}Q", raw)]
+
+
+def frames_agree(check: Callable[[], str], what: str) -> None:
+    """Poll ``check`` (which reads frames and returns what is wrong, or "") until it finds
+    nothing wrong: the kernel may migrate a page (compaction) between two reads of the
+    frames of the processes sharing it, which then disagree for a moment."""
+    last = [""]
+
+    def fine() -> bool:
+        last[0] = check()
+        return not last[0]
+
+    try:
+        wait_until(fine, 10, what)
+    except AssertionError:
+        raise AssertionError(f"{what}: {last[0]}") from None
 
 
 def pss(pids: list[int]) -> int:
@@ -69,10 +86,17 @@ def test_forked_workers_share_their_parents_memory_again(build: Builder, procs: 
     _ticking(out, roles, 1)
     ids = {pid: proc_ids(pid) for pid in pids[1:]}
     own_pages = [set(range(own_base + i * own, own_base + (i + 1) * own)) for i in range(3)]
-    parent = frames(pids[0], buf, npages)
-    for pid in pids[1:]:  # the set-up is as meant
-        assert sum(a == b != 0 for a, b in zip(parent, frames(pid, buf, npages),
-                                               strict=True)) == npages - own
+
+    def set_up() -> str:
+        parent = frames(pids[0], buf, npages)
+        for pid in pids[1:]:
+            shared = sum(a == b != 0 for a, b in zip(parent, frames(pid, buf, npages),
+                                                     strict=True))
+            if shared != npages - own:
+                return f"worker {pid} shares {shared} pages with its parent"
+        return ""
+
+    frames_agree(set_up, "the set-up as meant")
     before = pss(pids)
 
     _dump(procs, pids, images)
@@ -88,16 +112,24 @@ def test_forked_workers_share_their_parents_memory_again(build: Builder, procs: 
 
     after = pss(pids)
     assert after < before + 8 * MIB, f"the tree's memory grew from {before} to {after} bytes"
-    parent = frames(pids[0], buf, npages)
-    assert all(parent), "the parent's pages are not all there"
-    for w, pid in enumerate(pids[1:]):
-        mine = frames(pid, buf, npages)
-        for k in range(npages):
-            if k in own_pages[w]:
-                assert mine[k] not in (0, parent[k]), f"worker {w} lost its own page {k}"
-            else:
-                assert mine[k] == parent[k], f"worker {w} page {k} is not its parent's"
-        assert frames(pid, fmap, 1) == frames(pids[0], fmap, 1) != [0], "the file's copy"
+
+    def shared_again() -> str:
+        parent = frames(pids[0], buf, npages)
+        if not all(parent):
+            return "the parent's pages are not all there"
+        for w, pid in enumerate(pids[1:]):
+            mine = frames(pid, buf, npages)
+            for k in range(npages):
+                if k in own_pages[w]:
+                    if mine[k] in (0, parent[k]):
+                        return f"worker {w} lost its own page {k}"
+                elif mine[k] != parent[k]:
+                    return f"worker {w} page {k} is not its parent's"
+            if not frames(pid, fmap, 1) == frames(pids[0], fmap, 1) != [0]:
+                return f"worker {w}: the file's copy is not its parent's"
+        return ""
+
+    frames_agree(shared_again, "the pages shared as before")
 
     # Each sees its memory as it was (the pages P wrote after the forks read as zeros in
     # the workers); a write after the restore stays in the process that makes it.
@@ -107,7 +139,8 @@ def test_forked_workers_share_their_parents_memory_again(build: Builder, procs: 
     out.wait_line(r"^W1 wrote$", start=n)
     out.wait_line(r"^P wrote$", start=n)
     dirty = npages - 50
-    assert len({frames(pid, buf + dirty * PAGE, 1)[0] for pid in pids}) == 3  # P, W1, W0=W2
+    frames_agree(lambda: "" if len({frames(pid, buf + dirty * PAGE, 1)[0] for pid in pids})
+                 == 3 else "not 3 copies", "P, W1 and W0=W2 with their own copies of a page")
     n = len(out.lines())
     for pid in pids:
         os.kill(pid, signal.SIGUSR1)
