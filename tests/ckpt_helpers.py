@@ -13,8 +13,10 @@ import ctypes
 import errno
 import json
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -421,6 +423,25 @@ def start_with_pid(procs: Procs, argv: list[str | os.PathLike[str]], pid: int,
     proc = procs.adopt(pid, Output(out))
     proc.argv = [os.fspath(a) for a in argv]
     return proc
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A loopback port of ``kind`` nobody uses now, below the range the kernel picks ports
+    from (bind to port 0, connect): another test, here or another helper's, is never given
+    it by the kernel between this pick and a server's bind, nor between a dump and the
+    restore that binds it again."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(10000, low) if low > 11000 else 0
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise AssertionError("no free loopback port found")
 
 
 # ------------------------------------------------------------------ the ckpt CLI

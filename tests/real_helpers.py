@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -84,13 +83,6 @@ def cycle(procs: Procs, root: Proc | int, images: Path, *flags: str,
 def dumped_pids(images: Path) -> list[int]:
     """The PIDs of every process the dump in ``images`` saved, parents first."""
     return [t["pid"] for t in json.loads((images / "inventory.json").read_text())["tasks"]]
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now (the kernel's pick)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(port: int, path: str = "/") -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import Proc, Procs, scaled, wait_until
+from ckpt_helpers import Proc, Procs, free_port, scaled, wait_until
 
 
 def need(*tools: str) -> None:
@@ -69,18 +69,12 @@ def lock_drops(name: str, ns: Netns | None = None) -> int:
     return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ------------------------------------------------------------------ redis
 
 
 def start_redis(procs: Procs, tmp_path: Path) -> tuple[Proc, int]:
-    """redis-server on 127.0.0.1, no persistence; a port the kernel picked (bound to 0
-    and read back), again with another if it was taken meanwhile."""
+    """redis-server on 127.0.0.1, no persistence; a free port (``free_port``), again with
+    another if it was taken meanwhile."""
     need("redis-server")
     for attempt in range(5):
         port = free_port()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,7 @@ from ckpt_helpers import (
     PYTHON,
     Procs,
     ckpt_ok,
+    free_port,
     restore_detached,
     scaled,
     wait_until,
@@ -30,12 +30,6 @@ def _gunicorn_version() -> tuple[int, ...] | None:
     if res.returncode != 0:
         return None
     return tuple(int(x) for x in re.findall(r"\d+", res.stdout)[:2])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(port: int) -> tuple[int, int] | None:
@@ -80,11 +74,15 @@ def test_gunicorn_master_and_workers(procs: Procs, images: Path, tmp_path: Path)
     if version is None:
         pytest.skip("gunicorn is not installed in the venv (scripts/bootstrap.sh installs "
                     "it with pip; it could not here)")
-    port = _free_port()
+    port = free_port()
     wtmp = tmp_path / "wtmp"
     wtmp.mkdir()
+    # The master kills a worker whose heartbeat (touched after each request, and every
+    # timeout/2 s when idle) is older than the timeout: the dump and the restore, between
+    # the last requests and the first heartbeat after, take well under 10 s even on a
+    # loaded machine; a timeout of 4 s killed restored workers there.
     argv = [PYTHON, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}", "--chdir",
-            PROGS, "--worker-tmp-dir", wtmp, "--timeout", "4"]
+            PROGS, "--worker-tmp-dir", wtmp, "--timeout", "10"]
     if version >= (24, 0):
         argv += ["--control-socket", tmp_path / "gunicorn.ctl"]
     master = procs.start([*argv, "wsgi_app:application"])

@@ -9,7 +9,6 @@ import errno
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,7 @@ from ckpt_helpers import (
     assert_tags_carry_on,
     ckpt_ok,
     dump_and_check_dead,
+    free_port,
     proc_status,
     restore_detached,
     scaled,
@@ -55,12 +55,6 @@ def test_child_as_nobody_with_its_own_limits(build: Builder, procs: Procs,
 
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(port: int, path: str = "/") -> bytes:

@@ -24,11 +24,12 @@ from ckpt_helpers import (
     Procs,
     assert_consecutive,
     ckpt_fails,
+    free_port,
     is_alive,
     scaled,
     wait_until,
 )
-from real_helpers import TIMEOUT, cycle, free_port, http_get, need, threads
+from real_helpers import TIMEOUT, cycle, http_get, need, threads
 from tcp_helpers import RespReader, resp, start_redis
 
 

@@ -28,6 +28,7 @@ from ckpt_helpers import (
     ckpt_cmd,
     ckpt_fails,
     ckpt_ok,
+    free_port,
     is_alive,
     my_children,
     proc_state,
@@ -37,12 +38,6 @@ from ckpt_helpers import (
 )
 
 TIMEOUT = 5.0  # seconds, scaled where used
-
-
-def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ask_stream(family: socket.AddressFamily, kind: socket.SocketKind, addr: object,
@@ -73,7 +68,7 @@ def _ask_dgram(family: socket.AddressFamily, to: object, data: bytes,
 def _start_server(procs: Procs, tmp_path: Path) -> tuple[Proc, dict[str, object]]:
     d = tmp_path / "d"
     d.mkdir()
-    tcp, udp = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+    tcp, udp = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     server = procs.start([PYTHON, PROGS / "sockserver.py", d, str(tcp), str(udp)])
     _, pid, child, v6 = server.out.wait_line(r"^ready ").split()
     assert int(pid) == server.pid
