@@ -70,11 +70,14 @@ static void on_usr1(int sig)
     usr1 = 1;
 }
 
+static volatile int thread_running;
+
 static void *other(void *arg)
 {
     (void)arg;
     for (long n = 0;; n++) {
         say("%ld thread\n", n);
+        thread_running = 1; /* past the syscalls of its start, which the filter kills */
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -88,7 +91,8 @@ int main(int argc, char **argv)
     signal(SIGUSR1, on_usr1);
     pthread_t t;
     pthread_create(&t, NULL, other, NULL);
-    usleep(10000);
+    while (!thread_running) /* however long the machine takes to run it */
+        usleep(1000);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
         install(deny_most, sizeof deny_most / sizeof deny_most[0], SECCOMP_FILTER_FLAG_TSYNC))
         _exit(1);
