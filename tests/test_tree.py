@@ -7,10 +7,13 @@ import json
 import os
 import re
 import signal
+import socket
+import struct
 from pathlib import Path
 
 import pytest
 
+from ckpt.kernel import libc
 from ckpt_helpers import (
     PROGS,
     PYTHON,
@@ -108,18 +111,37 @@ def test_pipe_chain_mid_stream(build: Builder, procs: Procs, images: Path) -> No
     assert out.wait_line(rf"^child {pids[3]} ") == f"child {pids[3]} {signal.SIGTERM}"
 
 
+def _peercreds(pid: int) -> dict[int, tuple[int, int, int]]:
+    """SO_PEERCRED (pid, uid, gid) of each unix socket fd of ``pid``, read from a copy."""
+    out = {}
+    pidfd = os.pidfd_open(pid)
+    try:
+        for fd in sorted(map(int, os.listdir(f"/proc/{pid}/fd"))):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as s:
+                    out[fd] = struct.unpack(
+                        "3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    finally:
+        os.close(pidfd)
+    return out
+
+
 def test_socketpair_between_parent_and_child(procs: Procs, images: Path) -> None:
     """A stream socketpair in use both ways, and a seqpacket pair with 30 queued messages
-    that the child reads only after the restore."""
+    that the child reads only after the restore; the child's ends name the parent, which
+    made both pairs, in SO_PEERCRED."""
     target = procs.start([PYTHON, PROGS / "sockpair_tree.py"])
     out = target.out
     parent, child = map(int, out.wait_line(r"^pids ", timeout=20).split()[1:])
     out.wait_line(r"^P 5$")
     ids = proc_ids(child)
+    creds = _peercreds(child)
+    assert [pid for pid, _, _ in creds.values()] == [parent, parent], creds
     _dump_tree(procs, parent, [parent, child], images)
     count = len(_role_numbers(out, "P"))
     restore_detached(procs, parent, out, images)
     assert proc_ids(child) == ids
+    assert _peercreds(child) == creds, "SO_PEERCRED does not name the pairs' maker"
     out.wait_line(rf"^P {count + 3}$")
     os.kill(child, signal.SIGUSR1)
     assert out.wait_line(r"^extra ") == "extra ok"

@@ -231,9 +231,7 @@ CASES: list[Case | object] = [
       zdtm="del_standalone_un_seqpacket sk-unix-dgram-ghost deleted_standalone_unix"),
     C("scm-rights", "sock", zdtm="scm00 scm02 scm03 scm03-seqpacket scm04 scm05 scm06 scm09"),
     C("scm-rights-kept", "sock", zdtm="scm01"),
-    xfail(C("peercred", "sock", zdtm="sock_peercred"), "sockets",
-          "a restored socketpair's SO_PEERCRED names ckpt's helper process, not the peer "
-          "(documented limitation)"),
+    C("peercred", "sock", zdtm="sock_peercred"),
     C("tcp-listen", "sock", zdtm="socket_listen socket-tcp-listen"),
     C("tcp6-listen", "sock", zdtm="socket_listen6"),
     C("tcp4v6-listen", "sock", zdtm="socket_listen4v6"),

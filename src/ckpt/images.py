@@ -64,6 +64,7 @@ FEATURES: dict[str, str] = {
     "standins": "groups and sessions whose leader had exited, made by stand-ins (standins)",
     "pipe-packets": "the packets buffered in a pipe in packet mode (O_DIRECT)",
     "linked-mappings": "mappings of a removed name of a file with other links (deleted)",
+    "unix-peercred": "the creator of a unix socket pair (peercred), who makes it again",
     "mounts": "the mount tree of the tree's own mount namespace (mounts.json, mounts-data.img)",
     "orphan-pts": "a terminal whose master was outside the tree, a container's console (tty)",
 }

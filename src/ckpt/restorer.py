@@ -290,7 +290,10 @@ class Restore:
         self.fctx = files.RestoreFiles(images, descriptions, shell_job=self.shell_job,
                                        inherit=self.inherit, inherit_files=by_original_fd,
                                        tcp=self.tcp, tree={t["pid"] for t in tasks},
-                                       orphan_pts=self.orphan_pts_master)
+                                       orphan_pts=self.orphan_pts_master,
+                                       ids={pid: (c["task"]["creds"]["uids"],
+                                                  c["task"]["creds"]["gids"])
+                                            for pid, c in cores.items()})
         stand_ins = _stand_ins(images, inv)
         _, self.order = tree.build_nodes(tasks, root_pid, inv.get("outside_sid"), stand_ins)
         self.stand_in_pids = {s.pid for s in stand_ins}

@@ -94,6 +94,8 @@ class RestoreCtx:
     replaced: set[str] = field(default_factory=set)
     tcp: TcpFlags = field(default_factory=TcpFlags)
     tree: set[int] = field(default_factory=set)  # the PIDs of the restored tree
+    # each live process's uids and gids (credentials' real, effective, saved, fs)
+    ids: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
     # open_file(id): ckpt's fd for the description ``id``, opened now if need be (a
     # file a queued message carries); ckpt closes it with the others
     open_file: Callable[[str], int] | None = None

@@ -279,9 +279,11 @@ class RestoreFiles:
     def __init__(self, images: ImageReader, descriptions: dict[str, Description], *,
                  shell_job: bool = False, inherit: dict[str, int] | None = None,
                  inherit_files: dict[str, int] | None = None, tcp: TcpFlags | None = None,
-                 tree: set[int] | None = None, orphan_pts: Callable[[int], None] | None = None):
+                 tree: set[int] | None = None, orphan_pts: Callable[[int], None] | None = None,
+                 ids: dict[int, tuple[list[int], list[int]]] | None = None):
         self.ctx = RestoreCtx(images, shell_job, inherit or {}, inherit_files or {},
-                              tcp=tcp or TcpFlags(), tree=tree or set(), orphan_pts=orphan_pts)
+                              tcp=tcp or TcpFlags(), tree=tree or set(), orphan_pts=orphan_pts,
+                              ids=ids or {})
         self.descriptions = descriptions
         self.kinds: dict[str, FileKind] = {}  # made for the descriptions of their kind
         self.used_keys: set[str] = set()  # the --inherit-fd keys that name a description

@@ -17,7 +17,9 @@ How each socket comes back:
   ways with a peer when at most one of the two is bound: a ``socketpair``, each
   end refilled from the other (a bound datagram end is bound again). A socket
   whose peer was closed is one end of a new pair whose other end is closed once
-  the queue is refilled: it reads what was left, then end-of-file;
+  the queue is refilled: it reads what was left, then end-of-file. A pair a process
+  of the tree had made is made again by a short-lived child of ckpt's under that
+  PID, with that process's uid and gid, so SO_PEERCRED names them as before;
 * every other socket on its own: ``socket``, ``bind`` to its name (a stale
   socket file is removed first; the new file gets the saved mode and owner),
   ``listen`` with its backlog; datagrams queued on it are sent again to its name
@@ -63,6 +65,7 @@ import os
 import socket
 import stat as st_mod
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -81,6 +84,7 @@ from ..kernel.sock_diag import (
     unix_sockets,
 )
 from ..schema import BOOL, NAT, PATH, STR, U64, UID, Hex, Int, List, Obj, Opt, Tup, refuse
+from . import nspids
 from .filekind import (
     Description,
     DumpCtx,
@@ -606,6 +610,7 @@ class UnixSockets(SocketKind):
         "connecting_to": Opt(U64),
         "accepted_on": Opt(Hex(108)),
         "external": Opt(BOOL),
+        "peercred": Opt(Tup(NAT, UID, UID)),  # SO_PEERCRED: the pair's creator, as pid uid gid
     }
 
     @classmethod
@@ -707,6 +712,12 @@ class UnixSockets(SocketKind):
                 desc["peer_name"] = _sender_bytes(sock.getpeername()).hex()
             if name:
                 desc.update(_bound_name(pid, where, me))
+        if state == TCP_ESTABLISHED:
+            pid, uid, gid = struct.unpack(
+                "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if pid > 0:  # a socketpair's end, or a connection's
+                desc["peercred"] = [pid, uid, gid]
+                ctx.images.need("unix-peercred")
         if state == TCP_ESTABLISHED or stype == socket.SOCK_DGRAM:
             queue = _peek_queue(sock, stype, me.get("rqueue", 0), me["shutdown"], where)
             try:
@@ -867,7 +878,7 @@ class UnixSockets(SocketKind):
         socks = self._socks
         ino = desc["inode"]
         if desc["peer"] == 0:
-            a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
+            a, b = _socketpair(ctx, desc)
             try:
                 _setup(a, desc)
                 if desc.get("name"):  # a datagram socket, bound
@@ -897,7 +908,7 @@ class UnixSockets(SocketKind):
             raise RestoreError(
                 f"socket:[{ino}] was connected to a peer outside the dumped tree; "
                 f"give its replacement with --inherit-fd 'fd[N]:socket:[{ino}]'")
-        a, b = socket.socketpair(socket.AF_UNIX, desc["type"])
+        a, b = _socketpair(ctx, desc, peer)
         try:
             for s, d in ((a, desc), (b, peer)):
                 _setup(s, d)
@@ -1005,6 +1016,68 @@ class UnixSockets(SocketKind):
         raise RestoreError(f"socket:[{receiver['inode']}] holds a datagram from "
                            f"{show_name(bytes.fromhex(name))}, whose socket is not restored "
                            "(replaced by --inherit-fd?)")
+
+
+def _socketpair(ctx: RestoreCtx, *ends: dict[str, Any]) -> tuple[socket.socket, socket.socket]:
+    """A socketpair for ``ends`` (one or both ends of a saved pair). Made by a process
+    of the tree (both ends' ``peercred``), with credentials that process has, it is
+    made under that PID and with those ids, so SO_PEERCRED names them as before;
+    otherwise ckpt makes it (SO_PEERCRED then names ckpt)."""
+    stype = ends[0]["type"]
+    creds = {tuple(d.get("peercred", ())) for d in ends}
+    cred = creds.pop() if len(creds) == 1 else ()
+    where = f"socket:[{ends[0]['inode']}]"
+    if cred and not nspids.active():  # there, PIDs inside are not ckpt's
+        pid, uid, gid = cred
+        ids = ctx.ids.get(pid)
+        if ids is not None and uid in ids[0] and gid in ids[1]:
+            try:
+                return _pair_made_by(stype, pid, uid, gid)
+            except OSError as e:
+                log.warning("%s: made by ckpt, not under PID %d (%s): its SO_PEERCRED "
+                            "names ckpt", where, pid, e.strerror or e)
+        else:
+            log.info("%s: its creator %d (uid %d, gid %d) is not a process of the tree with "
+                     "those ids: made by ckpt", where, pid, uid, gid)
+    return socket.socketpair(socket.AF_UNIX, stype)
+
+
+_PID_WAIT = 5.0  # seconds: a PID held by a zombie its parent (or init) has yet to reap
+
+
+def _pair_made_by(stype: int, pid: int, uid: int, gid: int) -> tuple[socket.socket,
+                                                                       socket.socket]:
+    """A socketpair made by a child of ckpt that runs under PID ``pid`` with effective
+    ids ``uid`` and ``gid`` for the moment it takes (the process of the tree gets the PID
+    later). The child shares ckpt's fd table (CLONE_FILES), so the pair is ckpt's."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + _PID_WAIT
+        while True:
+            try:
+                child = libc.clone3_with_pid(pid, flags=libc.CLONE_FILES)
+                break
+            except OSError as e:
+                if e.errno != errno.EEXIST or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        if child == 0:  # a fork Python does not know of: simple code, out by os._exit
+            try:
+                libc.syscall("setresgid", 0xFFFFFFFF, gid, 0xFFFFFFFF)
+                libc.syscall("setresuid", 0xFFFFFFFF, uid, 0xFFFFFFFF)
+                a, b = socket.socketpair(socket.AF_UNIX, stype)
+                os.write(w, struct.pack("2i", a.detach(), b.detach()))
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(child, 0)
+        got = os.read(r, 8)
+        if status or len(got) != 8:
+            raise OSError(errno.EIO, f"the child under PID {pid} failed (status {status})")
+        fa, fb = struct.unpack("2i", got)
+        return socket.socket(fileno=fa), socket.socket(fileno=fb)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def _setup(sock: socket.socket, d: dict[str, Any]) -> None:
