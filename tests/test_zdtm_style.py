@@ -220,8 +220,10 @@ CASES: list[Case | object] = [
     C("unix-listen-seqpacket", "sock",
       zdtm="sockets01-seqpacket sockets02-seqpacket sk-unix-rel-seqpacket"),
     C("unix-listen-abstract", "sock", zdtm="sockets03 sk-unix-listen02"),
-    xfail(C("unix-unaccepted", "sock", zdtm="sk-unix-listen03 sk-unix-listen04 socket_close_data"),
-          "sockets", "a unix listener with a connection not yet accepted is refused at dump"),
+    # The bytes wait in the server's end, which only accept() reaches, and no accept is
+    # undone: a failed (or -R) dump could not leave the connection pending (as criu).
+    C("unix-unaccepted", "sock", zdtm="sk-unix-listen03 sk-unix-listen04 socket_close_data",
+      refuse=r"sent data on its connection to .* not accepted yet; ckpt cannot read them"),
     C("unix-dgram", "sock", zdtm="socket_snd_addr sk-unix01"),
     C("unix-dgram-abstract", "sock", zdtm="sockets03-seqpacket (abstract) sk-unix01-seqpacket"),
     C("unix-unconnected", "sock", zdtm="sk-unix-unconn sk-unix-unconn-seqpacket unbound_sock"),

@@ -746,14 +746,16 @@ class UnixSockets(SocketKind):
                     listener: int) -> dict[str, Any]:
         """A client whose connection to ``listener`` is not accepted yet: restored
         unconnected, then connected again from its process (``restore_across_tasks``).
-        What it sent is in a socket no fd reaches: refused."""
+        What it sent is in a socket no fd reaches but accept()'s, which no dump may
+        call (it cannot be undone): refused."""
         assert self._table is not None
         lname = show_name(_name_bytes(self._table[listener]["name"] or ""))
         if me["wqueue"]:
             raise UnsupportedError(
                 f"{where}: sent data on its connection to {lname} "
                 f"(socket:[{listener}]), not accepted yet; ckpt cannot read them back "
-                "(retry once the connection is accepted)")
+                "without accepting the connection, which a dump that fails or leaves the "
+                "process running could not undo (retry once the connection is accepted)")
         desc.update(state=TCP_CLOSE, connecting_to=listener)
         if me["name"]:
             desc.update(_bound_name(pid, where, me))
