@@ -158,7 +158,7 @@ def _recover(name: str, entries: list[dict[str, Any]]) -> None:
 
 
 def _recover_process(entry: dict[str, Any]) -> None:
-    from .kernel import ptrace
+    from .kernel import interrupts, ptrace
     from .kernel.inject import PARK_CODE, Injector
     pid, park = entry["pid"], entry["park"]
     base, size = entry["scratch"]
@@ -177,8 +177,12 @@ def _recover_process(entry: dict[str, Any]) -> None:
             _stop(tid)
             rip = ptrace.get_regs(tid).rip
             if park is not None and park <= rip <= park + len(PARK_CODE):
-                ptrace.set_regs(tid, ptrace.UserRegs.from_dict(th["regs"]))
-                ptrace.set_sigmask(tid, th["mask"])
+                # Its mask before its registers: should this ckpt die in between, the
+                # thread still waits in the parking code for the next one (the other
+                # order would let it run on with every signal blocked for good).
+                with interrupts.held():
+                    ptrace.set_sigmask(tid, th["mask"])
+                    ptrace.set_regs(tid, ptrace.UserRegs.from_dict(th["regs"]))
                 log.warning("thread %d of process %d woken: a killed ckpt left it waiting "
                             "in the middle of an injected syscall", tid, pid)
         # Looked at only now that every thread is stopped: a thread the killed ckpt
