@@ -23,6 +23,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     is_alive,
+    proc_ids,
     proc_ppid,
     proc_state,
     proc_status,
@@ -320,3 +321,46 @@ def test_detached_shell_job_in_new_pidns(build: Builder, procs: Procs, tmp_path:
         assert_consecutive(_numbers(out))
     finally:
         term.close()
+
+
+def test_own_pidns_init_with_a_zombie_in_its_group(procs: Procs, images: Path) -> None:
+    """A tree whose root is the init of a PID namespace of its own (``unshare --pid --fork
+    setsid``, as a container's), with a zombie child in the root's group: restored, the
+    zombie joins that group by the PID it knows it by (by its host PID it was refused:
+    EPERM). A restore failing once the child exists takes the namespace down, and does
+    not wait forever for the dying init, which itself waits until ckpt reaps the child
+    it traces."""
+    target = procs.start(["unshare", "--pid", "--fork", "setsid", PYTHON, TREE])
+    out = target.out
+    _, a_in, z_in = map(int, out.wait_line(r"^pids ").split()[1:])
+    for role in "PAT":
+        out.wait_line(rf"^{role} 3 ")
+    root = children(target.pid)[0]
+    kids = {nspid(k)[-1]: k for k in children(root)}
+    a, z = kids[a_in], kids[z_in]
+    assert nspid(root)[1:] == [1] and proc_state(z) == "Z"
+    ids = {pid: proc_ids(pid) for pid in (root, a, z)}
+    assert ids[z][1] == root
+    ckpt_ok("dump", "-t", root, "-D", images)
+    procs.wait_gone(target)  # unshare ends with its child, the namespace's init
+    wait_until(lambda: not any(is_alive(p) for p in (root, a, z)), 10, "the tree to go")
+
+    res = subprocess.run(ckpt_cmd() + ["restore", "-D", str(images), "-d"],
+                         env=dict(os.environ, CKPT_FAULT="restore.task.fds:2"),
+                         capture_output=True, text=True, timeout=scaled(60),
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 1 and "injected fault at restore.task.fds" in res.stderr, \
+        res.stderr
+    assert not any(is_alive(p) for p in (root, a, z)), "a failed restore left processes"
+
+    ckpt_ok("restore", "-D", images, "-d")
+    procs.adopt(root, out)
+    assert nspid(root)[1:] == [1] and nspid(z)[1:] == [z_in] and nspid(a)[1:] == [a_in]
+    assert proc_state(z) == "Z" and proc_ids(z)[1:] == ids[z][1:]
+    for role in "PA":
+        n = len(role_ticks(out, role))
+        wait_until(lambda r=role, n=n: len(role_ticks(out, r)) >= n + 3, 10,
+                   f"3 more ticks of {role}")
+    start = len(out.lines())
+    os.kill(root, signal.SIGUSR1)
+    assert out.wait_line(r"^reaped ", start=start) == "reaped Z 5"

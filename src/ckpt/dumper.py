@@ -315,7 +315,10 @@ def _let_go(t: _Task, stop: bool) -> None:
 
 
 def _kill(t: _Task) -> None:
-    """Kill ``t`` and reap its threads, which ckpt traces."""
+    """Kill ``t`` and reap its threads and itself as their tracer (its parent still
+    reaps it). Its children are killed first (``_release``): the init of a PID
+    namespace of the tree does not finish exiting before every process of its
+    namespace is reaped, which for one ckpt traces takes ckpt's wait first."""
     assert t.frozen is not None
     try:
         os.kill(t.pid, libc.SIGKILL)
@@ -324,9 +327,11 @@ def _kill(t: _Task) -> None:
     t.frozen.attached = False
     for th in t.threads:
         th.attached = False
-    for th in t.threads:  # dead threads still traced by ckpt hold the process back
+    # dead threads still traced by ckpt hold the process back; then the process, unless
+    # ckpt is its parent too (the API's caller): that wait would take its exit status
+    for tid in [th.pid for th in t.threads] + ([t.pid] if t.ppid != os.getpid() else []):
         try:
-            os.waitpid(th.pid, ptrace.__WALL)
+            os.waitpid(tid, ptrace.__WALL)
         except ChildProcessError:
             pass
 
