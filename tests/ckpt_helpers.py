@@ -145,6 +145,17 @@ def is_alive(pid: int) -> bool:
     return proc_state(pid) not in (None, "Z", "X")
 
 
+def left_behind(pid: int) -> bool:
+    """True when a process runs under ``pid`` as our child: what a failed restore would
+    leave (re-parented to us, the subreaper). A process of the machine that took the
+    PID, freed by the dump, meanwhile (other tests, other helpers) is not."""
+    try:
+        fields = proc_stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return fields[0] not in ("Z", "X") and int(fields[1]) == os.getpid()
+
+
 def my_children() -> set[int]:
     """Direct children of every thread of this (pytest) process."""
     kids: set[int] = set()

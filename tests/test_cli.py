@@ -22,6 +22,7 @@ from ckpt_helpers import (
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
+    left_behind,
     my_children,
     proc_state,
     proc_status,
@@ -114,7 +115,7 @@ def test_restore_bad_inherit_fd(build: Builder, procs: Procs, images: Path, arg:
     target.out.wait_numbers(3)
     dump_and_check_dead(procs, target, images)
     _assert_usage_error(["restore", "-D", images, "-d", "--inherit-fd", arg], quoted)
-    assert not is_alive(target.pid), "restored despite a malformed --inherit-fd"
+    assert not left_behind(target.pid), "restored despite a malformed --inherit-fd"
     assert not my_children() - procs.children_before
 
 

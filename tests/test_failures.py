@@ -29,6 +29,7 @@ from ckpt_helpers import (
     ckpt_fails,
     free_pid,
     is_alive,
+    left_behind,
     my_children,
     proc_ppid,
     proc_state,
@@ -210,7 +211,7 @@ def copy(dumped: Dumped, tmp_path: Path) -> Path:
 
 
 def assert_nothing_restored(procs: Procs, pid: int, allowed: set[int] | None = None) -> None:
-    assert not is_alive(pid), f"PID {pid} is alive after a failed restore"
+    assert not left_behind(pid), f"PID {pid} is alive after a failed restore"
     stray = my_children() - procs.children_before - (allowed or set())
     assert not stray, f"a failed restore left processes: {sorted(stray)}"
 

@@ -29,6 +29,7 @@ from ckpt_helpers import (
     dump_and_check_dead,
     edit_image,
     is_alive,
+    left_behind,
     printed_fds,
     proc_status,
     restore_detached,
@@ -69,7 +70,7 @@ def test_users_edited_images_are_refused(build: Builder, procs: Procs, images: P
                    "images that anyone but root could have written are not restored (a "
                    "crafted image runs anything with ckpt's privileges); make them root's "
                    "and writable by root only, or restore with --trust-images\n")
-    assert not is_alive(target.pid)
+    assert not left_behind(target.pid)
     _chown_tree(images, 0)
     restored = restore_detached(procs, target.pid, target.out, images)
     status = proc_status(restored.pid)

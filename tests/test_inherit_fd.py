@@ -22,6 +22,7 @@ from ckpt_helpers import (
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
+    left_behind,
     my_children,
     proc_ppid,
     scaled,
@@ -141,7 +142,7 @@ def test_inherit_fd_errors(build: Builder, procs: Procs, images: Path, tmp_path:
         assert repr(arg) in err and "fd[N]:KEY" in err
     else:
         assert "had no fd 9" in err and "0, 1, 2" in err
-    assert not is_alive(target.pid), "something was restored"
+    assert not left_behind(target.pid), "something was restored"
     assert my_children() == kids
 
 
@@ -199,7 +200,7 @@ def test_external_unix_socket(procs: Procs, images: Path, tmp_path: Path) -> Non
     reader.wait(scaled(10))
     err = ckpt_fails("restore", "-d", "-D", images)
     assert f"--inherit-fd 'fd[N]:socket:[{inode}]'" in err, err
-    assert not is_alive(reader.pid)
+    assert not left_behind(reader.pid)
 
     new_ours, new_theirs = socket.socketpair()
     fd = new_theirs.fileno()

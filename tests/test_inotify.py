@@ -19,6 +19,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     is_alive,
+    left_behind,
     my_children,
     proc_status,
     restore_detached,
@@ -167,7 +168,7 @@ def test_inotify_path_gone_at_restore(build: Builder, procs: Procs, images: Path
     children = my_children()
     err = ckpt_fails("restore", "-D", images, "-d")
     assert str(f) in err and "wd 2" in err, err
-    assert not is_alive(pid)
+    assert not left_behind(pid)
     assert my_children() - children == set()
 
 
@@ -188,7 +189,7 @@ def test_refusal_before_anything_is_created(build: Builder, procs: Procs, images
     err = ckpt_fails("restore", "-D", images, "-d")
     assert str(watched) in err and "wd 1" in err, err
     assert not sock.exists(), "the restore bound the socket before refusing"
-    assert not is_alive(target.pid)
+    assert not left_behind(target.pid)
     assert my_children() - children == set()
 
 

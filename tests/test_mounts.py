@@ -18,6 +18,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     is_alive,
+    left_behind,
     my_children,
     proc_ppid,
     run_ckpt,
@@ -167,7 +168,7 @@ def test_restore_needs_root_and_external_sources(procs: Procs, tmp_path: Path) -
     assert "--root" in err, err
     err = ckpt_fails("restore", "-D", images, "-d", "--root", rootfs)
     assert "mount /data was external with key 'data'" in err, err
-    assert not is_alive(pid)
+    assert not left_behind(pid)
 
 
 def test_mount_not_external_refused(procs: Procs, tmp_path: Path) -> None:

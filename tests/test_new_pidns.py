@@ -23,6 +23,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     is_alive,
+    left_behind,
     proc_ids,
     proc_ppid,
     proc_state,
@@ -351,7 +352,7 @@ def test_own_pidns_init_with_a_zombie_in_its_group(procs: Procs, images: Path) -
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 1 and "injected fault at restore.task.fds" in res.stderr, \
         res.stderr
-    assert not any(is_alive(p) for p in (root, a, z)), "a failed restore left processes"
+    assert not any(left_behind(p) for p in (root, a, z)), "a failed restore left processes"
 
     ckpt_ok("restore", "-D", images, "-d")
     procs.adopt(root, out)

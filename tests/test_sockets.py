@@ -30,6 +30,7 @@ from ckpt_helpers import (
     ckpt_ok,
     free_port,
     is_alive,
+    left_behind,
     my_children,
     proc_state,
     proc_status,
@@ -181,7 +182,7 @@ def test_restore_leaves_a_file_that_is_not_a_socket(procs: Procs, images: Path,
     err = ckpt_fails("restore", "-D", images, "-d")
     assert f"cannot bind {path}: it exists and is not a socket" in err, err
     assert path.read_text() == "mine\n"
-    assert not is_alive(target.pid)
+    assert not left_behind(target.pid)
 
 
 def test_unix_datagrams_keep_their_senders(procs: Procs, images: Path,

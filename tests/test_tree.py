@@ -24,6 +24,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     is_alive,
+    left_behind,
     proc_ids,
     proc_ppid,
     proc_state,
@@ -190,7 +191,7 @@ def test_fifo_swapped_for_a_link_gets_no_bytes(build: Builder, procs: Procs, ima
     fifo.symlink_to(other)
     err = ckpt_fails("restore", "-D", images, "-d")
     assert f"{fifo} is no longer a FIFO" in err, err
-    assert not is_alive(parent) and not is_alive(child)
+    assert not left_behind(parent) and not left_behind(child)
     rw = os.open(other, os.O_RDWR | os.O_NONBLOCK)
     try:
         with pytest.raises(BlockingIOError):
@@ -211,7 +212,7 @@ def test_child_pid_taken(build: Builder, procs: Procs, images: Path) -> None:
     holder.out.wait_numbers(2)
     err = ckpt_fails("restore", "-D", images, "-d")
     assert f"PID {child} is taken by" in err and "counter" in err, err
-    assert not is_alive(parent), "the parent was left after a failed restore"
+    assert not left_behind(parent), "the parent was left after a failed restore"
     assert is_alive(child) and proc_ppid(child) == os.getpid()
     assert proc_status(child)["TracerPid"] == "0"
     count = len(holder.out.numbers())
