@@ -1,6 +1,7 @@
 """A tree for PID-namespace restores: the root (two threads) and a child A tick, each
 line naming the PID the process sees by getpid() and in /proc/self/stat; a child Z
-exits at once with status 5 and stays a zombie until SIGUSR1 makes the root reap it;
+exits at once with status 5 and stays a zombie until SIGUSR1 makes the root reap it
+(its SIGCHLD, blocked, stays pending);
 SIGUSR2 makes the root leave an orphan O (its parent, a child of the root, exits),
 which says so once adopted and lives 2 s; SIGTERM ends the root with exit code 7."""
 
@@ -50,6 +51,7 @@ def leave_orphan(signum: int, frame: object) -> None:
 a = os.fork()
 if a == 0:
     tick("A")
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # the zombie's stays pending
 zombie = os.fork()
 if zombie == 0:
     os._exit(5)
