@@ -120,7 +120,7 @@ def _recover_dumps() -> None:
     for name in names:
         path = os.path.join(folder, name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             continue
         try:
@@ -134,7 +134,7 @@ def _recover_dumps() -> None:
                 continue  # recovered and removed meanwhile
             with os.fdopen(os.dup(fd), "rb") as f:
                 entries = [json.loads(line) for line in f if line.endswith(b"\n")]
-            _recover(name, entries)
+            _recover(name, entries, fd)
             os.unlink(path)
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("note %s of a killed ckpt: %s", path, e)
@@ -142,9 +142,12 @@ def _recover_dumps() -> None:
             os.close(fd)
 
 
-def _recover(name: str, entries: list[dict[str, Any]]) -> None:
+def _recover(name: str, entries: list[dict[str, Any]], note: int) -> None:
     from .kernel import procfs
-    for entry in entries:
+    latest: dict[tuple[int, int], dict[str, Any]] = {}
+    for entry in entries:  # a later entry of a process (a recovery's own) supersedes
+        latest[(entry["pid"], entry["start"])] = entry
+    for entry in latest.values():
         pid = entry["pid"]
         try:
             if procfs.stat(pid).start_time != entry["start"]:
@@ -152,12 +155,12 @@ def _recover(name: str, entries: list[dict[str, Any]]) -> None:
         except procfs.ProcessGone:
             continue
         try:
-            _recover_process(entry)
+            _recover_process(entry, note)
         except (OSError, procfs.ProcessGone) as e:
             log.warning("process %d, left by a killed ckpt (%s): %s", pid, name, e)
 
 
-def _recover_process(entry: dict[str, Any]) -> None:
+def _recover_process(entry: dict[str, Any], note: int) -> None:
     from .kernel import interrupts, ptrace
     from .kernel.inject import PARK_CODE, Injector
     pid, park = entry["pid"], entry["park"]
@@ -190,6 +193,7 @@ def _recover_process(entry: dict[str, Any]) -> None:
         # long after ckpt died), and no thread maps it any more from here on.
         mapped = _holds_scratch(pid, base, size)
         if mapped and seized and park is not None:
+            _note_again(note, entry, seized)
             tid = seized[0]
             with Injector(tid, park, ptrace.get_regs(tid), mask=ptrace.get_sigmask(tid)) as inj:
                 inj.scratch = (base, size)
@@ -207,6 +211,19 @@ def _recover_process(entry: dict[str, Any]) -> None:
                 ptrace.detach(tid)
             except OSError as e:
                 log.warning("thread %d: detach: %s", tid, e)
+
+
+def _note_again(note: int, entry: dict[str, Any], tids: list[int]) -> None:
+    """Add to the note ``entry`` with its stopped threads' own state as it is now: should
+    this ckpt die in the middle of the munmap it injects from the parking code, the next
+    one gives them this state back, not the older one of the killed dump (which took a
+    thread back in time: a counter printed its last numbers twice)."""
+    from .kernel import ptrace
+    from .kernel.inject import resumable
+    threads = [{"tid": tid, "regs": resumable(ptrace.get_regs(tid)).to_dict(),
+                "mask": ptrace.get_sigmask(tid)} for tid in tids]
+    os.write(note, json.dumps({**entry, "threads": threads}, separators=(",", ":")).encode()
+             + b"\n")
 
 
 def _stop(tid: int) -> None:
