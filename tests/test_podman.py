@@ -119,6 +119,9 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
         pm.ok("import", str(tarball), IMAGE)
         yield pm
     finally:
+        for name in pm.run("ps", "--all", "--format", "{{.Names}}").stdout.split():
+            for log in ("dump.log", "restore.log"):  # shown if the test failed
+                print(f"--- {name} {log}:\n{pm.diagnose(name, log)}")
         pm.run("rm", "--all", "--force", "--time", "0")
         pm.run("rmi", "--all", "--force")
         for folder in (root, run_root):
@@ -250,3 +253,23 @@ def test_pre_checkpoint(podman: Podman, tmp_path: Path) -> None:
     assert res.returncode == 0, f"{res.stderr}\n{podman.diagnose(name, 'restore.log')}"
     assert podman.running(name) and podman.state(name)["Pid"] == pid
     _goes_on(podman, name, data, last)
+
+
+def test_refused_checkpoint_leaves_the_container_running(podman: Podman,
+                                                         tmp_path: Path) -> None:
+    """A container ckpt cannot dump (a process of its PID namespace outside its init's
+    tree: ``podman exec``): podman reports the failure, the container counts on,
+    still up under the same PID."""
+    data = tmp_path / "data"
+    data.mkdir()
+    name = f"ckpt-refused-{os.getpid()}"
+    pid = _start_counter(podman, name, data)
+    podman.ok("exec", "--detach", name, "sleep", "1000")
+    res = podman.run("container", "checkpoint", name)
+    assert res.returncode != 0
+    log = podman.diagnose(name, "dump.log")
+    assert "not in its tree" in log, log
+    assert podman.running(name) and podman.state(name)["Pid"] == pid
+    _grows(data)
+    nums = _count(data)
+    assert nums == list(range(1, len(nums) + 1))
