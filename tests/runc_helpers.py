@@ -4,6 +4,7 @@ stdio on pipes (copied into a file by a ``cat``), checkpointed and restored with
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -202,6 +203,25 @@ class Container:
             c.kill()
             c.wait()
         self.copiers.clear()
+        _remove_cgroups(self.cid)
+
+
+def _remove_cgroups(cid: str) -> None:
+    """The container's cgroups that runc left behind (it leaves them when a process it
+    did not start, such as a killed ``runc exec``'s, was still in them), once empty."""
+    deadline = time.monotonic() + scaled(10)
+    left = glob.glob(f"/sys/fs/cgroup/{cid}") + glob.glob(f"/sys/fs/cgroup/*/{cid}")
+    while left and time.monotonic() < deadline:
+        for path in list(left):
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError:  # busy: a process on its way out
+                continue
+            left.remove(path)
+        if left:
+            time.sleep(0.05)
 
 
 def _in_pid_ns_of(init: int) -> set[int]:
