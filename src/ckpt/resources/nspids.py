@@ -19,17 +19,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import UnsupportedError
-from ..kernel import procfs
+from ..kernel import pidns, procfs
 
 _ids: dict[int, int] = {}  # host PID -> PID inside, while a restore makes such a tree
 
 
 def _inner_of(pid: int, tid: int) -> int:
-    with open(f"/proc/{pid}/task/{tid}/status") as f:
-        for line in f:
-            if line.startswith("NSpid:"):
-                return int(line.split()[-1])
-    raise UnsupportedError(f"process {pid}: no NSpid in its status")
+    return pidns.ns_pids(f"{pid}/task/{tid}")[-1]
 
 
 def dump(tasks: dict[int, list[int]], root: int) -> dict[int, int]:
