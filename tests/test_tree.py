@@ -217,3 +217,18 @@ def test_child_pid_taken(build: Builder, procs: Procs, images: Path) -> None:
     assert proc_status(child)["TracerPid"] == "0"
     count = len(holder.out.numbers())
     holder.out.wait_numbers(count + 2)
+
+
+def test_vfork_child_on_its_way_to_exec_is_waited_for(build: Builder, procs: Procs,
+                                                      images: Path) -> None:
+    """A parent that keeps vfork()ing children which exec soon (a shell starting
+    commands) is dumped once the child has exec'd, not refused; it counts on after."""
+    target = procs.start([build("vforker")])
+    target.out.wait_numbers(5)
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    tasks = json.loads((images / "inventory.json").read_text())["tasks"]
+    for pid in [t["pid"] for t in tasks]:  # the exec'd child holds the group's PID
+        procs.wait_gone(pid)
+    restore_detached(procs, target.pid, target.out, images)
+    assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 5))
+    assert not [ln for ln in target.out.lines() if "FAILED" in ln]

@@ -462,22 +462,35 @@ def _refuse_zombie_leader(pid: int) -> None:
                                "supported yet")
 
 
+_VFORK_GRACE = 1.0  # seconds a child may share its parent's memory before the refusal
+
+
 def _refuse_shared_vm(pid: int) -> None:
-    """A parent waiting in vfork() cannot be stopped until its child execs or exits (the
-    freeze would wait for ever), and a child sharing its memory (vfork, CLONE_VM) is
-    not supported: refuse both before seizing anything of it."""
+    """A child sharing its parent's memory (vfork, CLONE_VM) is not supported: refuse it
+    before seizing anything of the parent. A vfork child is most often on its way to
+    exec (a shell starting a command), so it is given ``_VFORK_GRACE`` to get there."""
+    deadline = time.monotonic() + _VFORK_GRACE
+    while (kid := _child_sharing_vm(pid)) is not None:
+        if time.monotonic() > deadline:
+            raise UnsupportedError(f"process {pid} shares its memory with its child {kid} "
+                                   "(vfork or CLONE_VM) for over "
+                                   f"{_VFORK_GRACE:g} s; not supported")
+        time.sleep(0.002)
+
+
+def _child_sharing_vm(pid: int) -> int | None:
+    """A child of ``pid`` that shares its memory, if any."""
     try:
         kids = procfs.children(pid)
     except procfs.ProcessGone:
-        return
+        return None
     for kid in kids:
         try:
-            shared = libc.kcmp_vm(pid, kid)
+            if libc.kcmp_vm(pid, kid):
+                return kid
         except OSError:
             continue
-        if shared:
-            raise UnsupportedError(f"process {pid} shares its memory with its child {kid} "
-                                   "(vfork or CLONE_VM); not supported")
+    return None
 
 
 def _ancestors(pid: int) -> list[int]:
