@@ -14,13 +14,16 @@ import json
 import logging
 import os
 import sys
-from typing import Any
 
 from . import command, flags, progress
 from . import log as ckpt_log
 from .errors import CkptError, UsageError
 from .kernel import interrupts, safefs
 from .version import __version__
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.cli")
 

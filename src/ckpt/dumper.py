@@ -23,7 +23,6 @@ import os
 import select
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from . import faults, guard, new_pidns, recovery, standins
 from .errors import CkptError, DumpError, UnsupportedError
@@ -52,10 +51,13 @@ from .resources import (
     treens,
 )
 from .resources.filekind import TcpFlags
-
-if TYPE_CHECKING:  # imported when a lock is taken: most dumps take none
-    from . import netlock
 from .version import __version__
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:  # imported when a lock is taken: most dumps take none
+    from typing import Any
+
+    from . import netlock
 
 log = logging.getLogger("ckpt.dump")
 

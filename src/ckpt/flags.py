@@ -24,9 +24,12 @@ import re
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import UnsupportedError, UsageError
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 USE = "used"
 NO_EFFECT = "accepted without effect"

@@ -22,12 +22,15 @@ import os
 import stat
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 from .errors import CkptError, ImageError
 from .kernel import safefs
 from .kernel.lazyre import LazyPattern
 from .schema import NAT, U32, Map, Obj, Str, check
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT = "ckpt-images"
 VERSION = 11  # the layout this ckpt writes; what a dump uses beyond it is named in ``needs``

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from .errors import UsageError
 from .kernel.lazyre import LazyPattern
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 _ARG_RE = LazyPattern(r"^(fd|debug)\[(\d+)\]:(.+)$", re.S)
 _ORIG_FD_RE = LazyPattern(r"^orig-fd\[(\d+)\]$")

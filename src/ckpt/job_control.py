@@ -11,7 +11,10 @@ import os
 import select
 import signal
 from types import TracebackType
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Foreground:

@@ -31,12 +31,15 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from .errors import CkptError
 from .kernel import libc, procfs
 from .recovery import netlock_dir as notes_dir
 from .schema import U16, List, Obj, Str, Tup
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.netlock")
 

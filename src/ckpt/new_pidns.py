@@ -32,13 +32,13 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from . import errors, recovery
 from .errors import RestoreError
 from .job_control import Foreground
 from .kernel import libc, pidns, procfs, safefs
 
+TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # imported where used: a dump of a process in no namespace needs none
     import socket
 

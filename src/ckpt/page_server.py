@@ -37,11 +37,14 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .errors import CkptError, DumpError
 from .images import COMPLETE_MARK, INVENTORY, Folder, crc32
 from .kernel.lazyre import LazyPattern
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.page-server")
 

@@ -19,9 +19,11 @@ import fcntl
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # imported by the functions that recover a process: ``check`` and a
+    from typing import Any
+
     from .kernel import ptrace  # command that finds no note need none of them
 
 log = logging.getLogger("ckpt.recovery")

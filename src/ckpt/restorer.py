@@ -28,7 +28,6 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from . import faults, guard, new_pidns, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError, UsageError
@@ -62,7 +61,10 @@ from .resources import (
 )
 from .resources.filekind import TcpFlags
 
+TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # imported when the images hold a lock, or sockets
+    from typing import Any
+
     from . import netlock
     from .resources import sk_inet
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from .errors import ImageError
 from .kernel.lazyre import LazyPattern
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 PATH_MAX = 4096
 U64_MAX = (1 << 64) - 1

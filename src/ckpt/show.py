@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from . import validate
 from .errors import ImageError, UsageError
 from .images import INVENTORY, ImageReader
 from .resources import kinds
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _is_json(name: str) -> bool:

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from .schema import BOOL, PID, List, Obj
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 FEATURE = "standins"
 # The inventory's ``standins``: what ``StandIn.record`` writes, one per leader.

@@ -31,7 +31,6 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import faults, standins
 from .errors import RestoreError
@@ -40,6 +39,10 @@ from .kernel.inject import Injector
 from .pages import fill
 from .pages.chain import Segment
 from .resources import fdtable, mem, nspids, seccomp, sharing, signals, task, tty
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.restore")
 

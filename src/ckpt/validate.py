@@ -13,7 +13,6 @@ problem is an ``ImageError`` naming the file and the field; nothing has been cre
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import standins
 from .errors import ImageError
@@ -53,6 +52,10 @@ from .schema import (
     check,
     refuse,
 )
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 # What the dump driver writes of the tree: an entry of the inventory's tasks, the same
 # fields at the top of core-PID.json.

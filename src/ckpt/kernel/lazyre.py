@@ -4,7 +4,10 @@ at import would make each command pay, at start-up, for patterns it never uses."
 from __future__ import annotations
 
 import re
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class LazyPattern:

@@ -21,11 +21,14 @@ killed has little left to wait for (on tmpfs it does nothing).
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from ..images import RawWriter, crc32
 from ..kernel import libc
 from .buffer import Buffer, ring
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 FLUSH_EVERY = 16 << 20
 SYNC_FILE_RANGE_WRITE = 2

@@ -7,12 +7,15 @@ from __future__ import annotations
 import bisect
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import ImageError
 from ..images import ImageReader
 from ..kernel.libc import PAGE_SIZE as PAGE
 from .compressed import FEATURE
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass

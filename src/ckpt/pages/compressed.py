@@ -14,11 +14,13 @@ imported only by a dump or restore that compresses.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import DumpError, ImageError
 from ..images import RawWriter
 from ..kernel import libc
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 FEATURE = "compressed-pages"
 METHOD = "zstd"

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Any
 
 from ..kernel.libc import PAGE_SIZE as PAGE
 from .runs import merge_runs
 
-Vma = dict[str, Any]
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
+
+Vma = dict[str, "Any"]
 
 FEATURE = "inherited-pages"  # what a dump with ``inherited`` pages needs (images.FEATURES)
 NOT_MAPPED = ("vdso", "aio")  # mappings a restore does not map itself (moved, or io_setup's)

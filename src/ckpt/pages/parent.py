@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import os
-from typing import Any
 
 from ..errors import DumpError, ImageError
 from ..images import ImageReader
@@ -15,6 +14,10 @@ from .compressed import check_parent
 from .runs import merge_runs
 from .select import DIGEST_SIZE, Cover
 from .tracking import current_token, soft_dirty_available
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def same_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -10,7 +10,6 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from .. import faults, progress
 from ..images import ImageWriter, RawWriter
@@ -23,6 +22,10 @@ from .parent import ParentImages, ParentMm
 from .runs import Runs
 from .select import DIGEST_SIZE, PARENT, SAVE, Cover, runs_of
 from .tracking import clear_soft_dirty, start_time, tracking_method
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.pages")
 

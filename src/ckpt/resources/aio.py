@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc
 from ..kernel.inject import Injector
 from ..schema import Bad, Check, Int, Obj
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 PATH = "/[aio] (deleted)"
 _HEADER = struct.Struct("<8I")  # id, nr, head, tail, magic, compat, incompat, header length

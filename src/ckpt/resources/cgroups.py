@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError, UsageError
 from ..kernel import cgroupfs
 from ..kernel.cgroupfs import V2
 from ..schema import PATH, List, Map, Null, Obj, Str, Tup
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.cgroups")
 

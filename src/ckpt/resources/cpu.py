@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
 
 from ..kernel import libc, ptrace
 from ..schema import B64, U64, Null, Obj, Str
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.cpu")
 

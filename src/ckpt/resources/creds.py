@@ -16,12 +16,15 @@ import ctypes
 import os
 from collections.abc import Callable
 from functools import cache
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
 from ..schema import U32, U64, UID, Int, List, Null, Obj, Tup
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 CAP_NAMES = (
     "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid",

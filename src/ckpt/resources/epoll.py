@@ -46,7 +46,6 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs
@@ -54,6 +53,10 @@ from ..kernel.inject import InjectionError, Injector
 from ..schema import PID, STR, U32, U64, Int, List, Obj, Opt, Tup
 from . import nspids
 from .filekind import Description, DumpCtx, FileKind, ImageRefs, OpenFd, RestoreCtx, TaskFd
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.epoll")
 

@@ -39,13 +39,16 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, Mount, NotFound, PathFinder, mounts
 from ..schema import PATH, U32, U64, List, Obj, Opt, Str
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.fanotify")
 

@@ -16,7 +16,6 @@ import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
 from ..errors import UnsupportedError
 from ..images import ImageReader, ImageWriter
@@ -24,11 +23,15 @@ from ..kernel import procfs
 from ..kernel.inject import Injector
 from ..schema import Field, Opt, refuse
 
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
 # The file status flags F_SETFL sets (the others are fixed at open: the access mode,
 # O_CREAT, ...); fcntl(2).
 STATUS_FLAGS = os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | fcntl.FASYNC
 
-Description = dict[str, Any]  # one entry of files.json: "kind", "flags", then the kind's own
+Description = dict[str, "Any"]  # one entry of files.json: "kind", "flags", then the kind's own
 
 O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE: os.O_TMPFILE without its O_DIRECTORY
 O_CLOEXEC_FDINFO = 0o2000000

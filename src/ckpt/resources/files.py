@@ -20,7 +20,6 @@ import os
 import stat as st_mod
 import struct
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from ..errors import RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter
@@ -41,6 +40,10 @@ from .filekind import (
     TcpFlags,
     close_quietly,
 )
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
 
 log = logging.getLogger("ckpt.files")
 
@@ -98,7 +101,8 @@ def check_table(pid: int, table: list[dict[str, Any]], where: str,
         if e["file"] not in descriptions:
             raise refuse(where, f"[{i}].file", f"file {e['file']} is not in files.json")
 
-K = TypeVar("K", bound=FileKind)
+if TYPE_CHECKING:
+    K = TypeVar("K", bound=FileKind)
 
 
 def keys_of(desc: Description) -> list[str]:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import os
 import stat as st_mod
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import inode_path, libc, procfs, treeroot
@@ -59,6 +58,10 @@ from .filekind import (
     install_own_fd,
     reopen_flags,
 )
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.files_reg")
 

@@ -43,13 +43,16 @@ import os
 import stat as st_mod
 import weakref
 from collections.abc import Iterator
-from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, RawWriter, crc32, ctypes_view
 from ..kernel import libc, treeroot
 from ..schema import NAT, PATH, S64, U32, UID, Int, List, Obj, Opt, Str, Tup, refuse
 from .filekind import reopen_flags
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.ghost")
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import importlib
 import os
 import stat as st_mod
-from typing import TYPE_CHECKING, Any
 
 from ..errors import RestoreError
 
+TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from typing import Any
+
     from .filekind import FileKind
 
 # (name in files.json, module, class, the fds it may claim), in claim order.

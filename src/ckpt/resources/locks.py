@@ -35,13 +35,16 @@ import fcntl
 import logging
 import os
 import struct
-from typing import Any
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import procfs
 from ..kernel.inject import InjectionError, Injector
 from ..schema import NAT, PID, STR, Int, List, Null, Obj, Opt, Str
 from .filekind import Description, OpenFd
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.locks")
 

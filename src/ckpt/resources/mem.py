@@ -39,7 +39,6 @@ import fcntl
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
 
 from .. import progress
 from ..errors import RestoreError, UnsupportedError
@@ -72,6 +71,10 @@ from ..schema import (
     refuse,
 )
 from . import aio, ghost, locks, nspids, sysv
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
 

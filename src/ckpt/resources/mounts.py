@@ -35,7 +35,6 @@ import os
 import re
 import signal
 import stat
-from typing import Any
 
 from ..errors import ImageError, RestoreError, UnsupportedError, UsageError
 from ..images import ImageReader, ImageWriter, RawWriter
@@ -44,6 +43,10 @@ from ..kernel.lazyre import LazyPattern
 from ..kernel.mountinfo import Mount
 from ..schema import NAT, PATH, S64, STR, U32, UID, Either, Int, List, Obj, Opt, Path, Str, Tup
 from . import ghost, tty
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.mounts")
 

@@ -20,12 +20,15 @@ import ctypes
 import logging
 import os
 import stat as st_mod
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import mqueue
 from ..schema import BOOL, U32, U64, UID, Hex, Int, List, Opt, Str, Tup
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.mqueue")
 

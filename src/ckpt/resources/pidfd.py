@@ -13,7 +13,6 @@ the fds are in place.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from ..errors import ImageError, UnsupportedError
 from ..kernel.inject import Injector
@@ -21,6 +20,10 @@ from ..schema import PID
 from . import nspids
 from .filekind import Description, DumpCtx, FileKind, ImageRefs, OpenFd, RestoreCtx, TaskFd
 from .inside import OpenedInside
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 PIDFD_THREAD = os.O_EXCL  # pidfd_open(2): a pidfd on a thread, not its whole process
 

@@ -20,7 +20,6 @@ import fcntl
 import logging
 import os
 import stat as st_mod
-from typing import Any
 
 from ..errors import DumpError, RestoreError
 from ..images import RawWriter
@@ -36,6 +35,10 @@ from .filekind import (
     RestoreCtx,
     close_quietly,
 )
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.pipes")
 

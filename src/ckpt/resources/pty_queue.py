@@ -26,7 +26,10 @@ import os
 import select
 import struct
 import termios
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 TIOCSTI = 0x5412
 TIOCPKT = 0x5420

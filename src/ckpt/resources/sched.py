@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..schema import U64, Int, Obj, Tup
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE, SCHED_DEADLINE = 0, 1, 2, 3, 5, 6
 POLICY_NAMES = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH",

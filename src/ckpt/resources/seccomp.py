@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
 
 from ..errors import RestoreError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import Injector
 from ..schema import B64, U32, Int, List, Obj, Tup
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 MODE_STRICT, MODE_FILTER = 1, 2
 KEPT_FLAGS = 2  # SECCOMP_FILTER_FLAG_LOG: the only flag the kernel reports

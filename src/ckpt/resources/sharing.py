@@ -16,11 +16,14 @@ struct the process shares.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from ..errors import ImageError, UnsupportedError
 from ..kernel import libc, procfs
 from ..schema import PID, Opt
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 FEATURE = "shared-tables"  # the image feature of files_of, fs_of and a task's root
 # What this adds to the inventory's tasks (and core-PID.json): the parent shared with.

@@ -12,13 +12,16 @@ import ctypes
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import InjectionError, Injector, raw_each
 from ..schema import B64, S32, S64, U64, List, Map, Obj, Str, Tup
 from . import nspids
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.signals")
 

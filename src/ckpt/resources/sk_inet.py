@@ -29,7 +29,6 @@ import select
 import socket
 import stat as st_mod
 import struct
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..images import RawWriter
@@ -61,6 +60,10 @@ from .sockopts import (
     apply_opts,
     read_opts,
 )
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.sk_inet")
 

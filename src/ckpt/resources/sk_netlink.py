@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import stat as st_mod
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
@@ -28,6 +27,10 @@ from .filekind import (
     refuse_if_net_not_saved,
 )
 from .sockopts import NETLINK, OPTIONS, SOCKET, apply_opts, read_opts
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.sk_netlink")
 

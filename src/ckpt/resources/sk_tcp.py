@@ -50,7 +50,6 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
@@ -58,6 +57,10 @@ from ..kernel import procfs, sock_diag
 from ..kernel import tcp_repair as repair
 from ..schema import BOOL, NAT, U32, Either, Enum, Int, Null, Obj, Opt, Tup
 from .filekind import Description, DumpCtx, RestoreCtx
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.sk_tcp")
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc
 from ..schema import S32, Field, Hex, Obj, Opt, Str
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 SOL_SOCKET, SOL_IP, SOL_IPV6 = socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_IPV6
 SOL_TCP, SOL_UDP, SOL_UDPLITE = socket.IPPROTO_TCP, socket.IPPROTO_UDP, 136
@@ -32,7 +35,7 @@ BPF_MAXINSNS = 4096
 # NUL-terminated name of up to 16 bytes); "buf" a buffer size, read doubled and
 # written halved with the *FORCE option; "filter" a classic BPF program (its
 # instructions, hex); or a size in bytes (a struct, kept as hex).
-SockOpts = dict[str, tuple[int, int, int, Any]]
+SockOpts = dict[str, tuple[int, int, int, "Any"]]
 
 SOCKET: SockOpts = {
     "SO_SNDBUF": (SOL_SOCKET, 7, 32, "buf"),  # written with SO_SNDBUFFORCE

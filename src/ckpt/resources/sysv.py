@@ -27,13 +27,16 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, ctypes_view
 from ..kernel import procfs, sysvipc
 from ..kernel.libc import PAGE_SIZE as PAGE
 from ..schema import BOOL, NAT, S32, U16, UID, Hex, Int, List, Obj, Tup
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.sysv")
 

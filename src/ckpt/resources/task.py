@@ -17,13 +17,16 @@ import errno
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import InjectionError, Injector, raw_each
 from ..schema import PATH, U32, U64, Int, List, Obj, Opt, Str, Tup
 from . import creds, ghost, sched, seccomp
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.task")
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from typing import Any
 
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import Injector, raw_each
 from ..schema import PID, U64, List, Obj
 from . import cpu, creds, nspids, signals, task
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 THREAD_FLAGS = (libc.CLONE_VM | libc.CLONE_FS | libc.CLONE_FILES | libc.CLONE_SIGHAND
                 | libc.CLONE_THREAD | libc.CLONE_SYSVSEM)

@@ -20,12 +20,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 from ..errors import DumpError, RestoreError
 from ..kernel import anon, procfs
 from ..schema import NAT, S32, U32, U64, Opt
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.timerfd")
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
-from typing import Any
 
 from ..errors import DumpError, RestoreError
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
 from ..schema import INT, NAT, PID0, S32, Int, List, Obj, Tup
 from . import nspids
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 SIGEV_THREAD_ID = 4
 _NOTIFY = {"signal": 0, "none": 1, "thread": 2}

@@ -17,13 +17,16 @@ ckpt's (namespaces.check_tree refuses the rest, before the kill).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import nsenter
 from ..kernel.lazyre import LazyPattern
 from ..schema import PID, Map, Obj, Opt, Str
 from .namespaces import own, shown
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.namespaces")
 

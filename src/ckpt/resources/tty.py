@@ -45,7 +45,6 @@ import struct
 import termios
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import treeroot
@@ -63,6 +62,10 @@ from .filekind import (
     close_quietly,
 )
 from .inside import OpenedInside
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.tty")
 

@@ -21,12 +21,15 @@ import ipaddress
 import socket
 import struct
 import time
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..images import RawWriter
 from ..kernel.tcp_repair import checksum, on_the_wire
 from ..schema import NAT, U16, Int, Obj, Str
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 SO_PEEK_OFF = 42
 IP_PKTINFO, IP_RECVTTL, IP_RECVTOS, IP_TTL, IP_TOS = 8, 12, 13, 2, 1

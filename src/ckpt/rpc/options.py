@@ -12,11 +12,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Any
 
 from ..errors import CkptError
 from ..resources.filekind import TcpFlags
 from .schema import CG_MODES, DUMP, MESSAGES, PRE_DUMP, RESTORE, SINGLE_PRE_DUMP
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.rpc")
 

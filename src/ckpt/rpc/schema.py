@@ -7,14 +7,23 @@ clients use (runc's ``Opts.ImagesDirFd`` is ``images_dir_fd`` here).
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
+class Field:
+    """One field of a message (a plain class: typing's NamedTuple costs each command
+    the import of typing)."""
 
-class Field(NamedTuple):
-    name: str
-    type: str  # int32, uint32, bool, string, enum, or the name of a message
-    repeated: bool = False
-    required: bool = False
+    __slots__ = ("name", "type", "repeated", "required")
+
+    def __init__(self, name: str, type: str,  # noqa: A002
+                 repeated: bool = False, required: bool = False):
+        self.name = name
+        self.type = type  # int32, uint32, bool, string, enum, or the name of a message
+        self.repeated = repeated
+        self.required = required
+
+    def __repr__(self) -> str:
+        return (f"Field({self.name!r}, {self.type!r}, repeated={self.repeated}, "
+                f"required={self.required})")
 
 
 def _msg(*fields: tuple[int, str, str, str]) -> dict[int, Field]:

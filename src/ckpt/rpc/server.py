@@ -21,7 +21,6 @@ import stat
 import struct
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from .. import __version__
 from .. import log as ckpt_log
@@ -30,6 +29,10 @@ from . import schema as s
 from . import stats
 from .options import Dirs, RequestError, args_for, screen
 from .wire import WireError, decode, encode
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.rpc")
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from typing import Any
 
 from ..kernel import safefs
 from .wire import encode
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("ckpt.stats")
 

@@ -14,9 +14,11 @@ the caller can say so.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .schema import MESSAGES, Field
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 UNKNOWN = "_unknown"  # key of the list of unknown field numbers in a decoded message
 
