@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
 import os
 import sys
 
@@ -19,13 +18,14 @@ from . import command, flags, progress
 from . import log as ckpt_log
 from .errors import CkptError, UsageError
 from .kernel import interrupts, safefs
+from .log import logger
 from .version import __version__
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.cli")
+log = logger("ckpt.cli")
 
 OWN_COMMANDS = ("swrk", "show")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import select
 import time
@@ -30,6 +29,7 @@ from .hooks import Notify, ignore
 from .images import ImageWriter
 from .kernel import interrupts, libc, nsenter, procfs, ptrace, treeroot, vdso
 from .kernel.inject import PARK_CODE, Injector, find_syscall_site, resumable
+from .log import logger
 from .pages import forked
 from .pages.save import DumpMemory, ForkParent
 from .resources import (
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # imported when a lock is taken: most dumps take none
 
     from . import netlock
 
-log = logging.getLogger("ckpt.dump")
+log = logger("ckpt.dump")
 
 SCRATCH_SIZE = 64 << 10
 

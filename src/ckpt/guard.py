@@ -23,15 +23,15 @@ ckpt), and ignores the signals ckpt is interrupted by, in a session of its own.
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import signal
 from collections.abc import Callable, Iterable
 
 from . import faults, recovery
+from . import log as ckpt_log
 
-log = logging.getLogger("ckpt.guard")
+log = ckpt_log.logger("ckpt.guard")
 
 _STAND_DOWN = b"x"
 
@@ -53,7 +53,7 @@ class Guard:
             return
         pidfd = os.pidfd_open(os.getpid())
         r, w = os.pipe2(os.O_CLOEXEC)
-        keep = {0, 1, 2, r, pidfd, *self.keep, *_log_fds()}
+        keep = {0, 1, 2, r, pidfd, *self.keep, *ckpt_log.fds()}
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the guard's side; tests see what it does)
             code = 1
@@ -91,18 +91,6 @@ def undo_killed_dump() -> None:
     log.warning("ckpt died during the dump; its guard releases what it held")
     netlock.recover()  # each lock released is logged
     recovery.recover()
-
-
-def _log_fds() -> list[int]:
-    """The fds ckpt's log handlers write to (the guard logs there too)."""
-    fds = []
-    for h in logging.getLogger("ckpt").handlers:
-        stream = getattr(h, "stream", None)
-        try:
-            fds.append(stream.fileno())  # type: ignore[union-attr]
-        except (AttributeError, OSError, ValueError):
-            pass
-    return fds
 
 
 def _become_guard(keep: set[int]) -> None:

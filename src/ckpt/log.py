@@ -7,22 +7,33 @@ warnings then say ``Error (FILE:LINE): `` and ``Warn  (FILE:LINE): `` as criu's
 do, other lines name ckpt's part (``ckpt.dump: ``). A failure (``failure``) is
 written to the log file with the place it was raised, and at -v4 with the
 exception behind it.
+
+ckpt's modules log through ``logger(name)``, which stands for
+``logging.getLogger(name)`` and imports ``logging`` (about 3 ms of a command's
+start-up, with ``threading`` and ``string``) only for a record to be made: a
+command's ``setup`` opens the log file at once but leaves the handler (logfile.py)
+to the first record at its level or above, so that a dump at the default
+verbosity, which logs no warning, never imports it. With ``logging`` imported
+already (a program using ckpt as a library, the RPC server) the set-up is made at
+once, as is every record a ``logger`` gets: they go where ``logging`` sends them.
 """
 
 from __future__ import annotations
 
-import logging
+import _thread
 import os
 import sys
 import time
-import traceback
 
 from .errors import CkptError
 from .kernel import safefs
 
-_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO,
-           4: logging.DEBUG}
-_TAGS = {logging.CRITICAL: "Error", logging.ERROR: "Error", logging.WARNING: "Warn "}
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
+
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50  # logging's levels
+_LEVELS = {0: CRITICAL, 1: ERROR, 2: WARNING, 3: INFO, 4: DEBUG}
 
 
 def timestamp(seconds: float) -> str:
@@ -31,44 +42,92 @@ def timestamp(seconds: float) -> str:
     return f"({micros // 1_000_000:02d}.{micros % 1_000_000:06d})"
 
 
-class CriuFormatter(logging.Formatter):
-    """Lines as criu writes them, timed from ``start`` (``time.time()``)."""
+class _SetUp:
+    """What ``setup`` chose, not installed in ``logging`` yet: the level, and the log
+    file (path, fd and encoding) or None for stderr."""
 
-    def __init__(self, start: float):
-        super().__init__()
+    def __init__(self, level: int, file: tuple[str, int, str | None] | None, start: float):
+        self.level = level
+        self.file = file
         self.start = start
 
-    def format(self, record: logging.LogRecord) -> str:
-        head = timestamp(record.created - self.start)
-        tag = _TAGS.get(record.levelno)
-        where = (f"{tag} ({_short_path(record.pathname)}:{record.lineno}): " if tag
-                 else f"{record.name}: ")
-        text = f"{head} {where}{record.getMessage()}"
-        if record.exc_text is None and record.exc_info:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            text += "\n" + record.exc_text
-        return text
+    def install(self) -> None:
+        import logging
+
+        from .logfile import CriuFormatter, LogFile
+        root = logging.getLogger("ckpt")
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        handler: logging.Handler
+        if self.file is not None:
+            handler = LogFile(*self.file)
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(CriuFormatter(self.start))
+        root.addHandler(handler)
+        root.setLevel(self.level)
+        root.propagate = False
 
 
-def _short_path(path: str) -> str:
-    """``ckpt/dumper.py`` for a file of ckpt's, else the file's name."""
-    parts = path.replace(os.sep, "/").split("/")
-    if "ckpt" in parts:
-        return "/".join(parts[len(parts) - 1 - parts[::-1].index("ckpt"):])
-    return parts[-1]
+_pending: list[_SetUp] = []  # setup's choice while logging is not imported
+_installing = _thread.allocate_lock()
 
 
-class _LogFile(logging.FileHandler):
-    """A log file already opened (as ``fd``) by ckpt."""
+def _install_pending() -> None:
+    with _installing:
+        if _pending:
+            _pending[0].install()
+            _pending.clear()
 
-    def __init__(self, path: str, fd: int):
-        self._fd = fd
-        # a name may hold bytes that are not UTF-8 (surrogate escapes): log them escaped
-        super().__init__(path, mode="w", encoding="utf-8", errors="backslashreplace")
 
-    def _open(self):  # type: ignore[no-untyped-def]
-        return open(self._fd, "w", encoding=self.encoding, errors=self.errors)
+class Logger:
+    """``logging.getLogger(name)``, imported on its first record (module doc): the
+    methods ckpt's modules use, each record attributed to its caller's line."""
+
+    __slots__ = ("name", "_real")
+
+    def __init__(self, name: str):
+        self.name = name
+        self._real: Any = None
+
+    def real(self) -> Any:
+        """The ``logging.Logger`` this one stands for."""
+        if _pending:
+            _install_pending()
+        if self._real is None:
+            import logging
+            self._real = logging.getLogger(self.name)
+        return self._real
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802  # logging's name
+        if _pending and level < _pending[0].level:
+            return False
+        return bool(self.real().isEnabledFor(level))
+
+    def _log(self, level: int, msg: object, args: tuple[object, ...],
+             kwargs: dict[str, Any]) -> None:
+        if _pending and level < _pending[0].level:
+            return
+        # the caller's frame: past this method and the one that called it
+        self.real().log(level, msg, *args, stacklevel=3, **kwargs)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._log(DEBUG, msg, args, kwargs)
+
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._log(INFO, msg, args, kwargs)
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._log(WARNING, msg, args, kwargs)
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._log(ERROR, msg, args, kwargs)
+
+
+def logger(name: str) -> Logger:
+    """The logger of ckpt's part ``name`` (``ckpt.dump``...)."""
+    return Logger(name)
 
 
 def setup(verbosity: int = 2, log_file: str | None = None, images_dir: str | None = None,
@@ -77,38 +136,59 @@ def setup(verbosity: int = 2, log_file: str | None = None, images_dir: str | Non
     a dump creates and a restore expects to exist). A log file in that folder is made
     anew, as images are (kernel/safefs.py): a symlink planted under its name in a
     folder others can write is removed, not written through."""
-    root = logging.getLogger("ckpt")
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    level = _LEVELS.get(max(0, min(verbosity, 4)), logging.DEBUG)
+    level = _LEVELS.get(max(0, min(verbosity, 4)), DEBUG)
+    file = None
     if log_file:
         try:
-            handler: logging.Handler
             if not os.path.isabs(log_file) and images_dir:
                 if create_dir:
                     os.makedirs(images_dir, mode=0o700, exist_ok=True)
                 elif not os.path.isdir(images_dir):
                     raise CkptError(f"the images folder {images_dir} does not exist")
                 log_file = os.path.join(images_dir, log_file)
-                handler = _LogFile(log_file, safefs.create_path(log_file))
+                file = (log_file, safefs.create_path(log_file), "utf-8")
             else:  # a path the user named: written as named, as criu does
-                handler = logging.FileHandler(log_file, mode="w", errors="backslashreplace")
+                file = (log_file, os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                                          | os.O_CLOEXEC, 0o666), None)
         except OSError as e:
             raise CkptError(f"cannot write the log file {log_file}: "
                             f"{e.strerror or e} ({e.filename or log_file})") from None
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(CriuFormatter(time.time()))
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+    chosen = _SetUp(level, file, time.time())
+    with _installing:
+        _pending.clear()
+        if "logging" in sys.modules:
+            chosen.install()
+        else:
+            _pending.append(chosen)
 
 
 def to_file() -> bool:
     """Whether ckpt's log goes to a file (-o LOG) rather than stderr."""
+    if _pending:
+        return _pending[0].file is not None
+    if "logging" not in sys.modules:
+        return False
+    import logging
     return any(isinstance(h, logging.FileHandler)
                for h in logging.getLogger("ckpt").handlers)
+
+
+def fds() -> list[int]:
+    """The fds ckpt's log is written to."""
+    if _pending:
+        file = _pending[0].file
+        return [file[1] if file is not None else sys.stderr.fileno()]
+    if "logging" not in sys.modules:
+        return []
+    import logging
+    out = []
+    for h in logging.getLogger("ckpt").handlers:
+        stream = getattr(h, "stream", None)
+        try:
+            out.append(stream.fileno())  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):
+            pass
+    return out
 
 
 def failure(what: str, e: BaseException, *, always: bool = False) -> None:
@@ -118,6 +198,9 @@ def failure(what: str, e: BaseException, *, always: bool = False) -> None:
     line already says it."""
     if not (always or to_file()):
         return
+    import logging
+    import traceback
+    _install_pending()
     log = logging.getLogger("ckpt")
     message = str(e) if isinstance(e, CkptError) else f"internal error: {type(e).__name__}: {e}"
     tb = traceback.extract_tb(e.__traceback__)

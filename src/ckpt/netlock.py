@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import socket
 import time
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import CkptError
 from .kernel import libc, procfs
+from .log import logger
 from .recovery import netlock_dir as notes_dir
 from .schema import U16, List, Obj, Str, Tup
 
@@ -41,7 +41,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.netlock")
+log = logger("ckpt.netlock")
 
 BACKENDS = ("nftables", "iptables")
 CHOICES = (*BACKENDS, "skip")

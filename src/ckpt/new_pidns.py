@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import time
@@ -37,12 +36,13 @@ from . import errors, recovery
 from .errors import RestoreError
 from .job_control import Foreground
 from .kernel import libc, pidns, procfs, safefs
+from .log import logger
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # imported where used: a dump of a process in no namespace needs none
     import socket
 
-log = logging.getLogger("ckpt.restore")
+log = logger("ckpt.restore")
 
 _MSG = 65536
 INIT_GRACE_SECONDS = 10.0  # an interrupted init's own rollback

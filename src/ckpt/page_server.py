@@ -31,7 +31,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import logging
 import os
 import socket
 import struct
@@ -41,12 +40,13 @@ from collections.abc import Callable
 from .errors import CkptError, DumpError
 from .images import COMPLETE_MARK, INVENTORY, Folder, crc32
 from .kernel.lazyre import LazyPattern
+from .log import logger
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.page-server")
+log = logger("ckpt.page-server")
 
 MAGIC = b"CKPTPGSV"
 PROTO = 1

@@ -17,8 +17,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import logging
 import os
+
+from .log import logger
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # imported by the functions that recover a process: ``check`` and a
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # imported by the functions that recover a process: ``check``
 
     from .kernel import ptrace  # command that finds no note need none of them
 
-log = logging.getLogger("ckpt.recovery")
+log = logger("ckpt.recovery")
 
 NOTES_DIR = "/run/ckpt/dumps"
 NETLOCK_DIR = "/run/ckpt/netlock"  # the notes of network locks (netlock.py)

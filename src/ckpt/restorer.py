@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 import signal
 import struct
@@ -37,6 +36,7 @@ from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
 from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot
 from .kernel.inject import Injector, vdso_syscall_offset
+from .log import logger
 from .pages import fill
 from .pages.chain import Chain
 from .resources import (
@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # imported when the images hold a lock, or sockets
     from . import netlock
     from .resources import sk_inet
 
-log = logging.getLogger("ckpt.restore")
+log = logger("ckpt.restore")
 
 HELPER_SIZE = 64 << 10
 _SITE_OFFSET = HELPER_SIZE - 16

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import signal
 import struct
@@ -36,6 +35,7 @@ from . import faults, standins
 from .errors import RestoreError
 from .kernel import libc, nsenter, procfs, ptrace
 from .kernel.inject import Injector
+from .log import logger
 from .pages import fill
 from .pages.chain import Segment
 from .resources import fdtable, mem, nspids, seccomp, sharing, signals, task, tty
@@ -44,7 +44,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.restore")
+log = logger("ckpt.restore")
 
 PID_WAIT_SECONDS = 5.0  # a PID held by a zombie its parent (or init) has yet to reap
 RLIMIT_CORE = 4

@@ -6,7 +6,6 @@ runs."""
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from .. import faults, progress
 from ..images import ImageWriter, RawWriter
 from ..kernel import libc, pagemap
 from ..kernel.libc import PAGE_SIZE as PAGE
+from ..log import logger
 from . import forked, select
 from .behind import WriteBehind, WriteThrough
 from .buffer import BUF_SIZE, Buffer, page_buffer
@@ -27,7 +27,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.pages")
+log = logger("ckpt.pages")
 
 CHUNK_PAGES = 1 << 16  # pagemap entries read at once (256 MiB of address space)
 

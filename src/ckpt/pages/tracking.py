@@ -3,13 +3,13 @@ the token of the last soft-dirty clear, kept per process in ``/run/ckpt/soft-dir
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ..errors import DumpError
 from ..kernel import pagemap, procfs
+from ..log import logger
 
-log = logging.getLogger("ckpt.pages")
+log = logger("ckpt.pages")
 
 STATE_DIR = "/run/ckpt/soft-dirty"
 

@@ -21,19 +21,19 @@ its pages are charged there), and a failed restore removes the cgroups it made.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ..errors import RestoreError, UnsupportedError, UsageError
 from ..kernel import cgroupfs
 from ..kernel.cgroupfs import V2
+from ..log import logger
 from ..schema import PATH, List, Map, Null, Obj, Str, Tup
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.cgroups")
+log = logger("ckpt.cgroups")
 
 IMAGE = "cgroups.json"
 FEATURE = "cgroups"  # what a dump with cgroups.json needs of its reader (images.py)

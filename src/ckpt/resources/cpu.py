@@ -8,16 +8,16 @@ not run when a tracer sets the final registers.
 from __future__ import annotations
 
 import base64
-import logging
 
 from ..kernel import libc, ptrace
+from ..log import logger
 from ..schema import B64, U64, Null, Obj, Str
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.cpu")
+log = logger("ckpt.cpu")
 
 # A task's CPU state (docs/image-format.md, core-PID.json).
 SCHEMA = Obj(regs=Obj({n: U64 for n in ptrace.REG_NAMES}), xstate=B64(1 << 16),

@@ -42,7 +42,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from dataclasses import dataclass
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import InjectionError, Injector
+from ..log import logger
 from ..schema import PID, STR, U32, U64, Int, List, Obj, Opt, Tup
 from . import nspids
 from .filekind import Description, DumpCtx, FileKind, ImageRefs, OpenFd, RestoreCtx, TaskFd
@@ -58,7 +58,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.epoll")
+log = logger("ckpt.epoll")
 
 # libc.NR lists only the syscalls ckpt needed before epoll; epoll adds its own
 # (x86_64 numbers) here rather than in libc.py.

@@ -7,14 +7,14 @@ An anon inode has no inode of its own to name it by, so there is no
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ..errors import DumpError, RestoreError
+from ..log import logger
 from ..schema import BOOL, U64
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
-log = logging.getLogger("ckpt.eventfd")
+log = logger("ckpt.eventfd")
 
 _MAX_INIT = 0xFFFFFFFF  # eventfd()'s initial value is an unsigned int
 

@@ -37,12 +37,12 @@ root's. A fanotify fd has no --inherit-fd key but ``orig-fd[N]``.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, Mount, NotFound, PathFinder, mounts
+from ..log import logger
 from ..schema import PATH, U32, U64, List, Obj, Opt, Str
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
@@ -50,7 +50,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.fanotify")
+log = logger("ckpt.fanotify")
 
 MARK_FLAGS = anon.FAN_MARK_IGNORED_SURV_MODIFY | anon.FAN_MARK_EVICTABLE | anon.FAN_MARK_IGNORE
 

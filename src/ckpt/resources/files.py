@@ -15,7 +15,6 @@ process and thread exists, gives each description its signal owner again.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import stat as st_mod
 import struct
@@ -25,6 +24,7 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
+from ..log import logger
 from ..schema import BOOL, PID0, U32, Int, List, Obj, Opt, Str, check, refuse
 from . import fdtable, kinds, locks
 from .fdtable import Want
@@ -45,7 +45,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
-log = logging.getLogger("ckpt.files")
+log = logger("ckpt.files")
 
 O_CLOEXEC_FDINFO = 0o2000000
 # Who gets the SIGIO/SIGURG of a description, and which signal (fcntl(2)).

@@ -37,7 +37,6 @@ unlinked again. memfds are memfd.py's.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat as st_mod
 
@@ -45,6 +44,7 @@ from ..errors import RestoreError, UnsupportedError
 from ..kernel import inode_path, libc, procfs, treeroot
 from ..kernel.inject import Injector
 from ..kernel.lazyre import LazyPattern
+from ..log import logger
 from ..schema import BOOL, NAT, PATH, PID, Opt, Str
 from . import ghost
 from .filekind import (
@@ -63,7 +63,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.files_reg")
+log = logger("ckpt.files_reg")
 
 # File systems whose files are made up by the kernel as they are read: no size to check.
 PSEUDO_FS = frozenset({

@@ -37,7 +37,6 @@ import contextlib
 import copy
 import errno
 import fcntl
-import logging
 import mmap
 import os
 import stat as st_mod
@@ -47,6 +46,7 @@ from collections.abc import Iterator
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, RawWriter, crc32, ctypes_view
 from ..kernel import libc, treeroot
+from ..log import logger
 from ..schema import NAT, PATH, S64, U32, UID, Int, List, Obj, Opt, Str, Tup, refuse
 from .filekind import reopen_flags
 
@@ -54,7 +54,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.ghost")
+log = logger("ckpt.ghost")
 
 DATA_FILE = "ghost-data.img"
 DEFAULT_LIMIT = 64 << 20

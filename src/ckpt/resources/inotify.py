@@ -41,12 +41,12 @@ An inotify fd has no --inherit-fd key but ``orig-fd[N]``.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, NotFound, PathFinder
+from ..log import logger
 from ..schema import PATH, U32, U64, Int, List, Obj
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
@@ -54,7 +54,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.inotify")
+log = logger("ckpt.inotify")
 
 # mask bits given back to inotify_add_watch (the kernel may show internal bits too)
 RESTORE_MASK = anon.IN_ALL_EVENTS | anon.IN_ONESHOT | anon.IN_EXCL_UNLINK

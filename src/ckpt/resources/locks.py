@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import logging
 import os
 import struct
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import procfs
 from ..kernel.inject import InjectionError, Injector
+from ..log import logger
 from ..schema import NAT, PID, STR, Int, List, Null, Obj, Opt, Str
 from .filekind import Description, OpenFd
 
@@ -46,7 +46,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.locks")
+log = logger("ckpt.locks")
 
 IMAGE = "locks.json"
 FEATURE = "locks"  # the image feature of locks.json

@@ -36,7 +36,6 @@ import bisect
 import ctypes
 import errno
 import fcntl
-import logging
 import os
 from collections.abc import Callable
 
@@ -45,6 +44,7 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter
 from ..kernel import libc, procfs, treeroot, vdso
 from ..kernel.inject import Injector
+from ..log import logger
 from ..pages import compressed, fill, forked
 from ..pages.buffer import BUF_SIZE, page_buffer
 from ..pages.chain import Segment
@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
 Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
 
-log = logging.getLogger("ckpt.mem")
+log = logger("ckpt.mem")
 
 TASK_SIZE = libc.TASK_SIZE
 PAGE = libc.PAGE_SIZE

@@ -30,7 +30,6 @@ behind; ckpt opens the tree's files through the new root (``Builder.path``).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
@@ -41,6 +40,7 @@ from ..images import ImageReader, ImageWriter, RawWriter
 from ..kernel import libc, mountinfo, nsenter
 from ..kernel.lazyre import LazyPattern
 from ..kernel.mountinfo import Mount
+from ..log import logger
 from ..schema import NAT, PATH, S64, STR, U32, UID, Either, Int, List, Obj, Opt, Path, Str, Tup
 from . import ghost, tty
 
@@ -48,7 +48,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.mounts")
+log = logger("ckpt.mounts")
 
 IMAGE = "mounts.json"
 DATA = "mounts-data.img"

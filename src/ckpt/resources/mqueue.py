@@ -17,12 +17,12 @@ priorities. A registration for notification (``mq_notify``) is refused: its
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import stat as st_mod
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import mqueue
+from ..log import logger
 from ..schema import BOOL, U32, U64, UID, Hex, Int, List, Opt, Str, Tup
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
@@ -30,7 +30,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.mqueue")
+log = logger("ckpt.mqueue")
 
 DELETED = " (deleted)"
 _OPEN_MASK = os.O_ACCMODE

@@ -17,15 +17,15 @@ namespace) with the saved flags. An fd on any other namespace (another netns,
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel.lazyre import LazyPattern
+from ..log import logger
 from ..schema import U64, Str
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
 
-log = logging.getLogger("ckpt.namespaces")
+log = logger("ckpt.namespaces")
 
 # The names of /proc/PID/ns/ by the type a namespace fd's link shows (``net:[N]``);
 # the *_for_children ones are the namespace the process's children get.

@@ -17,13 +17,13 @@ back as part of it.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import stat as st_mod
 
 from ..errors import DumpError, RestoreError
 from ..images import RawWriter
 from ..kernel import libc, treeroot
+from ..log import logger
 from ..schema import BOOL, NAT, PATH, U64, Int, List, Opt
 from . import ghost
 from .filekind import (
@@ -40,7 +40,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.pipes")
+log = logger("ckpt.pipes")
 
 DATA_FILE = "pipes-data.img"
 

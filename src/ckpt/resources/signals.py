@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import ctypes
-import logging
 import os
 from collections.abc import Sequence
 
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
 from ..kernel.inject import InjectionError, Injector, raw_each
+from ..log import logger
 from ..schema import B64, S32, S64, U64, List, Map, Obj, Str, Tup
 from . import nspids
 
@@ -23,7 +23,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.signals")
+log = logger("ckpt.signals")
 
 # What ``dump`` writes (docs/image-format.md, core-PID.json's signals).
 SIGINFO = B64(128)

@@ -23,7 +23,6 @@ or family.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import select
 import socket
@@ -34,6 +33,7 @@ from ..errors import RestoreError, UnsupportedError
 from ..images import RawWriter
 from ..kernel import proc_net, sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
+from ..log import logger
 from ..schema import NAT, U16, U32, U64, UID, Either, Int, List, Null, Opt, Str, Tup
 from . import sk_tcp, udp_queue
 from .filekind import (
@@ -65,7 +65,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.sk_inet")
+log = logger("ckpt.sk_inet")
 
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
 IPPROTO_UDPLITE = udp_queue.IPPROTO_UDPLITE

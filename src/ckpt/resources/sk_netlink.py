@@ -10,13 +10,13 @@ being made (a dump request in progress), which would stop halfway.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import stat as st_mod
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
+from ..log import logger
 from ..schema import U32, U64, UID, Int, List, Tup
 from .filekind import (
     Description,
@@ -32,7 +32,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.sk_netlink")
+log = logger("ckpt.sk_netlink")
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1

@@ -9,13 +9,13 @@ mapped from the socket into the process) and PACKET_FANOUT groups.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import struct
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import sock_diag
+from ..log import logger
 from ..schema import NAT, U16, U64, UID, Hex, Int, List, Null, Str, Tup
 from .filekind import (
     Description,
@@ -28,7 +28,7 @@ from .filekind import (
 from .sk_netlink import made_again, socket_family
 from .sockopts import OPTIONS, PACKET, SOCKET, read_opts
 
-log = logging.getLogger("ckpt.sk_packet")
+log = logger("ckpt.sk_packet")
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1

@@ -43,7 +43,6 @@ we are, and bytes never sent go out.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import select
 import socket
@@ -55,6 +54,7 @@ from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
 from ..kernel import procfs, sock_diag
 from ..kernel import tcp_repair as repair
+from ..log import logger
 from ..schema import BOOL, NAT, U32, Either, Enum, Int, Null, Obj, Opt, Tup
 from .filekind import Description, DumpCtx, RestoreCtx
 
@@ -62,7 +62,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.sk_tcp")
+log = logger("ckpt.sk_tcp")
 
 _WSCALE = Null(Int(0, 14))
 # What ``dump`` writes: an inet description's ``tcp`` (docs/image-format.md).

@@ -60,7 +60,6 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
-import logging
 import os
 import socket
 import stat as st_mod
@@ -83,6 +82,7 @@ from ..kernel.sock_diag import (
     unix_socket,
     unix_sockets,
 )
+from ..log import logger
 from ..schema import BOOL, NAT, PATH, STR, U64, UID, Hex, Int, List, Obj, Opt, Tup, refuse
 from . import nspids
 from .filekind import (
@@ -98,7 +98,7 @@ from .filekind import (
 )
 from .sockopts import OPTIONS, SOCKET, apply_opts, read_opts
 
-log = logging.getLogger("ckpt.sk_unix")
+log = logger("ckpt.sk_unix")
 
 SO_PEEK_OFF = 42
 SCM_PIDFD = 4

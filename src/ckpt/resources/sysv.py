@@ -25,20 +25,20 @@ address.
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, ctypes_view
 from ..kernel import procfs, sysvipc
 from ..kernel.libc import PAGE_SIZE as PAGE
+from ..log import logger
 from ..schema import BOOL, NAT, S32, U16, UID, Hex, Int, List, Obj, Tup
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.sysv")
+log = logger("ckpt.sysv")
 
 IMAGE = "sysv.json"
 DATA = "sysv-shm.img"

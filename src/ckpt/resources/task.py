@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 from collections.abc import Sequence
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import InjectionError, Injector, raw_each
+from ..log import logger
 from ..schema import PATH, U32, U64, Int, List, Obj, Opt, Str, Tup
 from . import creds, ghost, sched, seccomp
 
@@ -28,7 +28,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.task")
+log = logger("ckpt.task")
 
 RSEQ_SIG = 0x53053053  # the signature glibc registers its rseq area with on x86
 CAP_SYS_RESOURCE = 24

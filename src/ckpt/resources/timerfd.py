@@ -17,12 +17,12 @@ TFD_IOC_SET_TICKS (CONFIG_CHECKPOINT_RESTORE). No --inherit-fd key but
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
 from ..errors import DumpError, RestoreError
 from ..kernel import anon, procfs
+from ..log import logger
 from ..schema import NAT, S32, U32, U64, Opt
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
 
@@ -30,7 +30,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.timerfd")
+log = logger("ckpt.timerfd")
 
 _WALL_CLOCKS = {anon.CLOCK_REALTIME, anon.CLOCK_REALTIME_ALARM}
 

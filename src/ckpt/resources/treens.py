@@ -16,11 +16,10 @@ ckpt's (namespaces.check_tree refuses the rest, before the kill).
 
 from __future__ import annotations
 
-import logging
-
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import nsenter
 from ..kernel.lazyre import LazyPattern
+from ..log import logger
 from ..schema import PID, Map, Obj, Opt, Str
 from .namespaces import own, shown
 
@@ -28,7 +27,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.namespaces")
+log = logger("ckpt.namespaces")
 
 IMAGE = "namespaces.json"
 FEATURE = "tree-namespaces"

@@ -37,7 +37,6 @@ import base64
 import binascii
 import errno
 import fcntl
-import logging
 import os
 import signal
 import stat as st_mod
@@ -49,6 +48,7 @@ from contextlib import contextmanager
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import treeroot
 from ..kernel.inject import InjectionError, Injector
+from ..log import logger
 from ..schema import B64, BOOL, PATH, U8, U16, U32, U64, UID, Int, List, Opt, Str, Tup
 from . import pty_queue
 from .chrdev import TTY_MAJORS
@@ -67,7 +67,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.tty")
+log = logger("ckpt.tty")
 
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431

@@ -10,10 +10,10 @@ mount masters, cgroup properties) are refused together (``CONTAINER``).
 from __future__ import annotations
 
 import errno
-import logging
 import os
 
 from ..errors import CkptError
+from ..log import logger
 from ..resources.filekind import TcpFlags
 from .schema import CG_MODES, DUMP, MESSAGES, PRE_DUMP, RESTORE, SINGLE_PRE_DUMP
 
@@ -21,7 +21,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.rpc")
+log = logger("ckpt.rpc")
 
 
 class RequestError(CkptError):

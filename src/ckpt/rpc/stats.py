@@ -10,18 +10,18 @@ are 0.
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 
 from ..kernel import safefs
+from ..log import logger
 from .wire import encode
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("ckpt.stats")
+log = logger("ckpt.stats")
 
 SERVICE_MAGIC = 0x55105940
 STATS_MAGIC = 0x57093306
