@@ -8,9 +8,7 @@ from the first import of ckpt, raised once ``main`` can catch them.
 
 from __future__ import annotations
 
-import argparse
 import errno
-import json
 import os
 import sys
 
@@ -23,6 +21,7 @@ from .version import __version__
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 log = logger("ckpt.cli")
@@ -60,22 +59,22 @@ def _columns() -> int:
     return width
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's help formatter, given its width: argparse makes one to check each
-    flag as it is added (about 95 per command), and each asked shutil for the width
-    (an environment lookup and an ioctl)."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_columns() - 2)
-
-
-class _RawFormatter(argparse.RawDescriptionHelpFormatter, _Formatter):
-    """The same, for the top parser, whose description and epilog keep their lines."""
-
-
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``command`` (one of ours), only that command's: the others are
     there for the help of the whole, and their parsers and flags cost start-up time."""
+    import argparse
+
+    class _Formatter(argparse.HelpFormatter):
+        """argparse's help formatter, given its width: argparse makes one to check each
+        flag as it is added (about 95 per command), and each asked shutil for the width
+        (an environment lookup and an ioctl)."""
+
+        def __init__(self, prog: str) -> None:
+            super().__init__(prog, width=_columns() - 2)
+
+    class _RawFormatter(argparse.RawDescriptionHelpFormatter, _Formatter):
+        """The same, for the top parser, whose description and epilog keep their lines."""
+
     if command not in (*flags.CRIU_COMMANDS, *OWN_COMMANDS):
         command = None
     p = argparse.ArgumentParser(prog="ckpt", description="Checkpoint/restore of Linux processes.",
@@ -263,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         interrupts.install()  # raises at once for a signal noted during start-up
         prepared, exec_cmd = _prepare(raw)
-        parser = _parser(prepared[0] if prepared else None)
-        args = parser.parse_args(prepared)
+        args = flags.parse_simple(prepared[0], prepared[1:]) \
+            if prepared and prepared[0] in flags.CRIU_COMMANDS else None
+        if args is None:  # not plain words only: argparse parses it, or says what is wrong
+            args = _parser(prepared[0] if prepared else None).parse_args(prepared)
     except CkptError as e:
         _say(f"ckpt: error: {e}")
         return 1
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"ckpt: {cut}")
         return cut.exit_status
     if exec_cmd and args.command != flags.RESTORE:
-        parser.error(f"unrecognized arguments: -- {' '.join(exec_cmd)}")
+        _parser(args.command).error(f"unrecognized arguments: -- {' '.join(exec_cmd)}")
     try:
         if args.command in flags.CRIU_COMMANDS:
             notes = flags.screen(args.command, args)
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             command.started()
             return serve_fd(args.fd)
         if args.command == "show":
+            import json
+
             from .show import show
             command.started()
             json.dump(show(args.path, fds=args.fds), sys.stdout, indent=1)

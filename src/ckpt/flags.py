@@ -18,17 +18,16 @@ REFUSE with its ``api`` keyword named: making it USE passes its value to
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
-import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from .errors import UnsupportedError, UsageError
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 USE = "used"
@@ -47,8 +46,10 @@ DEFAULT_CONFIGS = ("/etc/criu/default.conf", "~/.criu/default.conf")
 
 def size(text: str) -> int:
     """A size in bytes, with an optional K, M or G suffix (criu's --ghost-limit 1M)."""
+    import re
     m = re.fullmatch(r"(\d+)([KMG]?)", text.strip(), re.I)
     if m is None:
+        import argparse
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 1048576, 512K, 64M)")
     return int(m[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[m[2].upper()]
 
@@ -322,6 +323,7 @@ _ARGPARSE_OWN = {"help"}
 
 def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
     """Every criu flag, on the parser of ``command``."""
+    import argparse
     for f in FLAGS:
         if f.dest in _ARGPARSE_OWN:
             continue
@@ -385,6 +387,70 @@ def api_kwargs(command: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _simple_names() -> dict[str, tuple[Flag, bool]]:
+    """Each name of a flag of ``add_flags`` -> (its flag, whether it is the --no- form)."""
+    if not _SIMPLE_NAMES:
+        for f in FLAGS:
+            if f.dest in _ARGPARSE_OWN or f.dest == "version":
+                continue
+            for n in f.names:
+                _SIMPLE_NAMES[n] = (f, False)
+                if f.negatable and n.startswith("--"):
+                    _SIMPLE_NAMES[f"--no-{n[2:]}"] = (f, True)
+    return _SIMPLE_NAMES
+
+
+_SIMPLE_NAMES: dict[str, tuple[Flag, bool]] = {}
+
+
+def parse_simple(command: str, argv: Sequence[str]) -> SimpleNamespace | None:
+    """The arguments of criu command ``command`` (``argv``: those after its word) as
+    argparse parses them with ``add_flags``, for a command line of plain words only:
+    exact names, --NAME, --no-NAME, --NAME=VALUE, --NAME VALUE, -X, -X VALUE, a value
+    not starting with -. None for any other, and for one argparse would refuse: then
+    argparse parses it, and says what is wrong. No parser is built: argparse's, with
+    its ~95 flags, costs a command about 5 ms with its import."""
+    names = _simple_names()
+    values: dict[str, Any] = {f.dest: f.default for f, _ in names.values()}
+    given: set[str] = set()
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        hit = names.get(name)
+        if hit is None:
+            return None
+        f, negated = hit
+        given.add(f.dest)
+        if f.value is None:  # a switch: store_true, or BooleanOptionalAction
+            if eq:
+                return None
+            values[f.dest] = not negated
+            continue
+        if not eq:
+            if f.optional or i == len(argv) or argv[i].startswith("-"):
+                return None
+            value = argv[i]
+            i += 1
+        try:
+            converted = f.type(value)
+        except Exception:  # argparse's message, from argparse
+            return None
+        if f.choices and converted not in f.choices:
+            return None
+        if f.repeat:
+            values[f.dest] = [*(values[f.dest] or []), converted]
+        else:
+            values[f.dest] = converted
+    if any(f.dest not in given for f in FLAGS if command in f.required):
+        return None
+    for f, _ in names.values():  # argparse converts a default given as a string
+        if f.dest not in given and isinstance(f.default, str) and f.value is not None:
+            values[f.dest] = f.type(f.default)
+    return SimpleNamespace(command=command, **values)
+
+
 # ------------------------------------------------------------ the command line before argparse
 
 
@@ -423,9 +489,12 @@ def verbosity(argv: Sequence[str]) -> list[str]:
     level: int | None = None
     out = []
     for a in argv:
-        if m := re.fullmatch(r"(?:-v|--verbosity=)(\d+)", a):
-            level = int(m[1])
-        elif re.fullmatch(r"-v+", a):
+        # -vN, --verbosity=N (N decimal digits, as re's \d); -v, -vv...
+        number = a[2:] if a.startswith("-v") else a[12:] if a.startswith("--verbosity=") \
+            else ""
+        if number.isdecimal():
+            level = int(number)
+        elif len(a) > 1 and a[0] == "-" and a[1:] == "v" * (len(a) - 1):
             level = (2 if level is None else level) + len(a) - 1
         elif a == "--verbosity":
             level = (2 if level is None else level) + 1
@@ -518,6 +587,7 @@ def config_args(argv: Sequence[str]) -> list[str]:
 
 def help_epilog() -> str:
     """What ``ckpt --help`` says of criu's flags."""
+    import textwrap
     parts = ["criu's flags, every one, are accepted by dump, pre-dump, restore, check and "
              "page-server (docs/flags.md says what each does):"]
     for effect, title in ((USE, "used"), (NO_EFFECT, "accepted without effect (noted in "
@@ -533,6 +603,7 @@ def help_epilog() -> str:
 
 def markdown() -> str:
     """docs/flags.md."""
+    import textwrap
     head = textwrap.dedent("""\
         # criu's flags in ckpt
 
