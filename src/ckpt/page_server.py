@@ -28,6 +28,7 @@ Protocol (all integers little-endian), see docs/image-format.md:
 
 from __future__ import annotations
 
+import _signal
 import errno
 import fcntl
 import json
@@ -44,6 +45,7 @@ from .log import logger
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from types import TracebackType
     from typing import Any
 
 log = logger("ckpt.page-server")
@@ -108,7 +110,7 @@ class Client:
         self.sent = 0
         self.seconds = 0.0
         try:
-            self.sock.sendall(MAGIC + struct.pack("<I", PROTO))
+            self.sock.sendall(MAGIC + struct.pack("<I", PROTO), socket.MSG_NOSIGNAL)
             info = json.loads(self._reply("hello"))
         except (OSError, ValueError) as e:
             self.sock.close()
@@ -136,23 +138,27 @@ class Client:
         return msg
 
     def _fail(self, e: OSError) -> PageServerError:
-        """A send failed: the server may have said why before closing."""
+        """A send failed: the server may have said why before closing; else the
+        connection itself broke (the server died, or its machine went away)."""
         try:
             self.sock.settimeout(2.0)
-            self._reply("send")
+            said = self.sock.recv(REPLY.size, socket.MSG_PEEK | socket.MSG_WAITALL)
+            if len(said) == REPLY.size:  # its reply, not the end of the stream
+                self._reply("send")
         except PageServerError as why:
             return why
         except OSError:
             pass
-        return PageServerError(f"sending to the page server at {self.where} failed: "
-                               f"{e.strerror or e}")
+        return PageServerError(f"the connection to the page server at {self.where} broke "
+                               f"while the dump sent it images ({e.strerror or e}); "
+                               "the dump is not complete")
 
     def _send(self, bufs: list[Any]) -> None:
         views = [memoryview(b).cast("B") for b in bufs]
         t0 = time.monotonic()
         try:
             while views:
-                n = self.sock.sendmsg(views)
+                n = self.sock.sendmsg(views, (), socket.MSG_NOSIGNAL)
                 self.sent += n
                 while views and n >= len(views[0]):
                     n -= len(views[0])
@@ -188,11 +194,12 @@ class Client:
         t0 = time.monotonic()
         done = 0
         try:
-            while done < size:
-                n = os.sendfile(self.sock.fileno(), fd, done, size - done)
-                if n == 0:
-                    break
-                done += n
+            with _own_sigpipe():
+                while done < size:
+                    n = os.sendfile(self.sock.fileno(), fd, done, size - done)
+                    if n == 0:
+                        break
+                    done += n
         except OSError as e:
             raise self._fail(e) from None
         self.seconds += time.monotonic() - t0
@@ -218,6 +225,21 @@ class Client:
             self.sock.close()
         except OSError:
             pass
+
+
+class _own_sigpipe:
+    """SIGPIPE held while ``sendfile`` (which takes no MSG_NOSIGNAL) writes to the
+    connection; the one its EPIPE raised is taken back, so that a page server gone
+    away fails the dump as a broken connection naming it, not as ckpt interrupted."""
+
+    def __enter__(self) -> None:
+        self._old = _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGPIPE,))
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if isinstance(value, OSError) and value.errno == errno.EPIPE:
+            _signal.sigtimedwait((_signal.SIGPIPE,), 0)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self._old)
 
 
 # ---------------------------------------------------------------- the server
@@ -314,7 +336,7 @@ class _Receiver:
 def _reply(sock: socket.socket, status: int, msg: str) -> None:
     raw = msg.encode()
     try:
-        sock.sendall(REPLY.pack(status, len(raw)) + raw)
+        sock.sendall(REPLY.pack(status, len(raw)) + raw, socket.MSG_NOSIGNAL)
     except OSError:
         pass
 
