@@ -151,6 +151,59 @@ def test_socketpair_between_parent_and_child(procs: Procs, images: Path) -> None
     assert not [ln for ln in out.lines() if ln.startswith("BAD")]
 
 
+def _names(pid: int) -> dict[int, str]:
+    """getsockname() of each unix socket fd of ``pid`` (its listener's name for an
+    accepted end), read from a copy."""
+    out = {}
+    pidfd = os.pidfd_open(pid)
+    try:
+        for fd in sorted(map(int, os.listdir(f"/proc/{pid}/fd"))):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as s:
+                    out[fd] = repr(s.getsockname())
+    finally:
+        os.close(pidfd)
+    return out
+
+
+def test_accepted_connections_name_their_peers(procs: Procs, images: Path,
+                                               tmp_path: Path) -> None:
+    """Connections a server accepted from its child (stream on a path, seqpacket on an
+    abstract name) and from itself: after a restore, and after a second dump and
+    restore, each end's SO_PEERCRED names its peer process as before (the accepted
+    ends the child, the child's ends the server that listened), each end keeps its
+    name, the pings go on and the listeners take new clients."""
+    target = procs.start([PYTHON, PROGS / "accepted_tree.py", tmp_path])
+    out = target.out
+    server, child = map(int, out.wait_line(r"^pids ", timeout=20).split()[1:])
+    out.wait_line(r"^P 3$")
+    creds = {server: _peercreds(server), child: _peercreds(child)}
+    names = {server: _names(server), child: _names(child)}
+    assert sorted(pid for pid, _, _ in creds[server].values()) == [
+        server, server, server, server, child, child], creds  # 2 listeners, own, 2 accepted
+    assert [pid for pid, _, _ in creds[child].values()] == [server, server], creds
+    for round in range(2):
+        _dump_tree(procs, server, [server, child], images / str(round))
+        count = len(_role_numbers(out, "P"))
+        restore_detached(procs, server, out, images / str(round))
+        for pid in (server, child):
+            assert _peercreds(pid) == creds[pid], f"SO_PEERCRED of {pid} changed"
+            assert _names(pid) == names[pid], f"socket names of {pid} changed"
+        out.wait_line(rf"^P {count + 3}$")
+    with socket.socket(socket.AF_UNIX) as c, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as q:
+        c.connect(str(tmp_path / "acc.sock"))
+        q.connect(b"\0ckpt-test-acc-%d" % server)
+        os.kill(server, signal.SIGUSR1)
+        for s in (c, q):
+            s.settimeout(30)
+            assert s.recv(10) == b"hello"
+            assert struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    12))[0] == server
+    assert_consecutive(_role_numbers(out, "P"))
+    assert not [ln for ln in out.lines() if ln.startswith("BAD")]
+
+
 def test_fifo_with_buffered_bytes(build: Builder, procs: Procs, images: Path,
                                   tmp_path: Path) -> None:
     """A FIFO between parent and child keeps the 100 lines buffered in it at the dump."""

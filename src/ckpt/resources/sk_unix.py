@@ -19,7 +19,10 @@ How each socket comes back:
   whose peer was closed is one end of a new pair whose other end is closed once
   the queue is refilled: it reads what was left, then end-of-file. A pair a process
   of the tree had made is made again by a short-lived child of ckpt's under that
-  PID, with that process's uid and gid, so SO_PEERCRED names them as before;
+  PID, with that process's uid and gid, so SO_PEERCRED names them as before; a
+  connection accepted on a listener of the tree is made again through the restored
+  listener, listen() and connect() each by such a child (``_connect_through``), so
+  each end names its own peer process and the accepted end has its listener's name;
 * every other socket on its own: ``socket``, ``bind`` to its name (a stale
   socket file is removed first; the new file gets the saved mode and owner),
   ``listen`` with its backlog; datagrams queued on it are sent again to its name
@@ -61,6 +64,7 @@ import array
 import contextlib
 import errno
 import os
+import select
 import socket
 import stat as st_mod
 import struct
@@ -910,7 +914,7 @@ class UnixSockets(SocketKind):
             raise RestoreError(
                 f"socket:[{ino}] was connected to a peer outside the dumped tree; "
                 f"give its replacement with --inherit-fd 'fd[N]:socket:[{ino}]'")
-        a, b = _socketpair(ctx, desc, peer)
+        a, b = self._connection(ctx, desc, peer) or _socketpair(ctx, desc, peer)
         try:
             for s, d in ((a, desc), (b, peer)):
                 _setup(s, d)
@@ -934,6 +938,31 @@ class UnixSockets(SocketKind):
                     _finish(s, d)
 
         self._when_files_open(fill, desc, peer)
+
+    def _connection(self, ctx: RestoreCtx, desc: Description, peer: Description
+                    ) -> tuple[socket.socket, socket.socket] | None:
+        """``desc`` and ``peer`` as the two ends of a connection accepted by a listener
+        restored here, made again through it (``_connect_through``), in that order; None
+        for a pair that is no such connection."""
+        if "accepted_on" in desc:
+            accepted, client = desc, peer
+        elif "accepted_on" in peer:
+            accepted, client = peer, desc
+        else:
+            return None
+        listener = next((d for fid, d in self.descriptions.items()
+                         if _state(d) == TCP_LISTEN and d["type"] == accepted["type"]
+                         and d.get("name") == accepted["accepted_on"]
+                         and fid not in ctx.replaced), None)
+        if listener is None:
+            return None
+        if listener["inode"] not in self._socks:
+            self._open_alone(ctx)
+        ends = _connect_through(ctx, self._socks[listener["inode"]], listener, accepted,
+                                client)
+        if ends is None or accepted is desc:
+            return ends
+        return ends[1], ends[0]
 
     def _open_alone(self, ctx: RestoreCtx) -> None:
         """Every unix socket of the image that is no end of a socketpair, at once: created
@@ -1020,6 +1049,25 @@ class UnixSockets(SocketKind):
                            "(replaced by --inherit-fd?)")
 
 
+Cred = tuple[int, int, int]  # SO_PEERCRED: pid, uid, gid
+
+
+def _maker(ctx: RestoreCtx, cred: Any, where: str) -> Cred | None:
+    """``cred`` (a saved SO_PEERCRED) if it names a process of the tree that has those
+    ids among its own: a socket may be made again under that PID and with those ids;
+    else None (ckpt makes it: an image cannot make a socket claim anyone else).
+    Never where PIDs inside a PID namespace are not ckpt's."""
+    if not cred or nspids.active():
+        return None
+    pid, uid, gid = cred
+    ids = ctx.ids.get(pid)
+    if ids is not None and uid in ids[0] and gid in ids[1]:
+        return pid, uid, gid
+    log.info("%s: %d (uid %d, gid %d) is not a process of the tree with those ids: "
+             "ckpt stands in for it", where, pid, uid, gid)
+    return None
+
+
 def _socketpair(ctx: RestoreCtx, *ends: dict[str, Any]) -> tuple[socket.socket, socket.socket]:
     """A socketpair for ``ends`` (one or both ends of a saved pair). Made by a process
     of the tree (both ends' ``peercred``), with credentials that process has, it is
@@ -1027,31 +1075,32 @@ def _socketpair(ctx: RestoreCtx, *ends: dict[str, Any]) -> tuple[socket.socket, 
     otherwise ckpt makes it (SO_PEERCRED then names ckpt)."""
     stype = ends[0]["type"]
     creds = {tuple(d.get("peercred", ())) for d in ends}
-    cred = creds.pop() if len(creds) == 1 else ()
     where = f"socket:[{ends[0]['inode']}]"
-    if cred and not nspids.active():  # there, PIDs inside are not ckpt's
-        pid, uid, gid = cred
-        ids = ctx.ids.get(pid)
-        if ids is not None and uid in ids[0] and gid in ids[1]:
-            try:
-                return _pair_made_by(stype, pid, uid, gid)
-            except OSError as e:
-                log.warning("%s: made by ckpt, not under PID %d (%s): its SO_PEERCRED "
-                            "names ckpt", where, pid, e.strerror or e)
-        else:
-            log.info("%s: its creator %d (uid %d, gid %d) is not a process of the tree with "
-                     "those ids: made by ckpt", where, pid, uid, gid)
+    maker = _maker(ctx, creds.pop(), where) if len(creds) == 1 else None
+    if maker is not None:
+        def pair() -> list[int]:
+            a, b = socket.socketpair(socket.AF_UNIX, stype)
+            return [a.detach(), b.detach()]
+        try:
+            fa, fb = _as_process(maker, pair)
+            return socket.socket(fileno=fa), socket.socket(fileno=fb)
+        except OSError as e:
+            log.warning("%s: made by ckpt, not under PID %d (%s): its SO_PEERCRED "
+                        "names ckpt", where, maker[0], e.strerror or e)
     return socket.socketpair(socket.AF_UNIX, stype)
 
 
 _PID_WAIT = 5.0  # seconds: a PID held by a zombie its parent (or init) has yet to reap
 
 
-def _pair_made_by(stype: int, pid: int, uid: int, gid: int) -> tuple[socket.socket,
-                                                                       socket.socket]:
-    """A socketpair made by a child of ckpt that runs under PID ``pid`` with effective
-    ids ``uid`` and ``gid`` for the moment it takes (the process of the tree gets the PID
-    later). The child shares ckpt's fd table (CLONE_FILES), so the pair is ckpt's."""
+def _as_process(cred: Cred | None, work: Callable[[], list[int]]) -> list[int]:
+    """``work`` (which returns at most 8 numbers: fds, say) run by a child of ckpt under
+    PID ``cred[0]`` with effective ids ``cred[1:]`` for the moment it takes (the process
+    of the tree gets the PID later), or by ckpt itself when ``cred`` is None. The child
+    shares ckpt's fd table (CLONE_FILES): sockets it makes are ckpt's."""
+    if cred is None:
+        return work()
+    pid, uid, gid = cred
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         deadline = time.monotonic() + _PID_WAIT
@@ -1064,22 +1113,113 @@ def _pair_made_by(stype: int, pid: int, uid: int, gid: int) -> tuple[socket.sock
                     raise
                 time.sleep(0.02)
         if child == 0:  # a fork Python does not know of: simple code, out by os._exit
+            code = 1
             try:
                 libc.syscall("setresgid", 0xFFFFFFFF, gid, 0xFFFFFFFF)
                 libc.syscall("setresuid", 0xFFFFFFFF, uid, 0xFFFFFFFF)
-                a, b = socket.socketpair(socket.AF_UNIX, stype)
-                os.write(w, struct.pack("2i", a.detach(), b.detach()))
+                got = work()
+                os.write(w, struct.pack(f"{len(got) + 1}i", len(got), *got))
+                code = 0
+            except OSError as e:
+                os.write(w, struct.pack("i", -(e.errno or errno.EIO)))
             finally:
-                os._exit(0)
+                os._exit(code)
         _, status = os.waitpid(child, 0)
-        got = os.read(r, 8)
-        if status or len(got) != 8:
-            raise OSError(errno.EIO, f"the child under PID {pid} failed (status {status})")
-        fa, fb = struct.unpack("2i", got)
-        return socket.socket(fileno=fa), socket.socket(fileno=fb)
+        os.set_blocking(r, False)  # the child wrote all it will (its w is ckpt's too)
+        try:
+            got = os.read(r, 64)
+        except BlockingIOError:
+            got = b""
+        head = struct.unpack_from("i", got)[0] if len(got) >= 4 else None
+        if status or head is None or head < 0 or len(got) != 4 * (head + 1):
+            err = -head if head is not None and head < 0 else 0
+            raise OSError(err or errno.EIO, os.strerror(err) if err else
+                          f"the child under PID {pid} failed (status {status})")
+        return list(struct.unpack_from(f"{head}i", got, 4))
     finally:
         os.close(r)
         os.close(w)
+
+
+def _reach(lfd: int, listener: dict[str, Any], where: str
+           ) -> tuple[bytes | str, int | None] | None:
+    """Where a connect() reaches ``listener`` (restored as ckpt's ``lfd``) and no other
+    socket: its
+    abstract name, or ``/proc/self/fd/N`` of an O_PATH fd (returned too, for the caller
+    to close) of its socket file, checked to be the one it is bound to; None if its
+    file is no longer reachable."""
+    raw = bytes.fromhex(listener["name"])
+    if raw[:1] == b"\0":
+        return raw, None
+    f = listener["file"]
+    me = unix_socket(os.fstat(lfd).st_ino) if not f.get("gone") else None
+    if me is None or not me["vfs"]:
+        return None
+    folder = _folder_of(f["path"], where)
+    try:
+        fd = os.open(os.path.basename(f["path"]), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    st = os.fstat(fd)
+    if (st.st_ino, st.st_dev) != (me["vfs"][0], _kdev_to_dev(me["vfs"][1])):
+        os.close(fd)
+        return None
+    return f"/proc/self/fd/{fd}", fd
+
+
+def _connect_through(ctx: RestoreCtx, lfd: int, listener: dict[str, Any],
+                     accepted: dict[str, Any], client: dict[str, Any]
+                     ) -> tuple[socket.socket, socket.socket] | None:
+    """The connection ``client`` -> ``accepted`` made again through its restored
+    listener (ckpt's ``lfd``): listen() by a child under the PID the client's
+    SO_PEERCRED named, connect() by one under the PID the accepted end's named, accept()
+    by ckpt; so each end names its peer process again (and the accepted end has its
+    listener's name). Returns (accepted, client); None if the listener cannot be
+    reached or neither peer is a process of the tree."""
+    where = f"socket:[{accepted['inode']}]"
+    listen_by = _maker(ctx, client.get("peercred"), f"socket:[{client['inode']}]")
+    connect_by = _maker(ctx, accepted.get("peercred"), where)
+    if listen_by is None and connect_by is None:
+        return None
+    target = _reach(lfd, listener, where)
+    if target is None:
+        log.info("%s: its listener socket:[%d] cannot be reached: made as a pair by ckpt",
+                 where, listener["inode"])
+        return None
+    addr, opath = target
+    cli = socket.socket(socket.AF_UNIX, accepted["type"])
+    try:
+        with _borrow(lfd) as lsock:
+            def listen() -> list[int]:
+                lsock.listen(listener.get("backlog", 0))
+                return []
+
+            def connect() -> list[int]:
+                cli.connect(addr)
+                return []
+            _as_process(listen_by, listen)
+            _as_process(connect_by, connect)
+            me = os.fstat(cli.fileno()).st_ino
+            while select.select([lfd], [], [], 0)[0]:  # connected: accept() waits not
+                conn, _ = lsock.accept()
+                info = unix_socket(os.fstat(conn.fileno()).st_ino)
+                if info is not None and info["peer"] == me:
+                    return conn, cli
+                log.warning("%s: a client came to its listener socket:[%d] during the "
+                            "restore: closed", where, listener["inode"])
+                conn.close()
+        raise OSError(errno.ECONNREFUSED, "the connection did not reach the listener")
+    except OSError as e:
+        log.warning("%s: made as a pair by ckpt, not through its listener (%s): its "
+                    "SO_PEERCRED names ckpt", where, e.strerror or e)
+        cli.close()
+        return None
+    finally:
+        if opath is not None:
+            os.close(opath)
 
 
 def _setup(sock: socket.socket, d: dict[str, Any]) -> None:
