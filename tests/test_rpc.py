@@ -160,6 +160,41 @@ def test_dump_and_restore_with_notifications(build: Builder, procs: Procs,
         os.close(images_fd)
 
 
+def test_restore_in_a_new_pidns_as_a_sibling(build: Builder, procs: Procs,
+                                             images: Path) -> None:
+    """criu has no RPC field for ckpt's --new-pidns: empty_ns CLONE_NEWPID at RESTORE
+    asks for it (a bit criu refuses). With rst_sibling, the namespace's init is the
+    client's child (the root must be the init's): the counter goes on under its saved
+    PID inside, the response names its PID on the host, and the init ends with the
+    root's status, which the client reaps."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    images_fd = open_dir(images)
+    try:
+        with Client() as c:
+            _ok(c.call(_dump_req(target.pid, images_fd)), schema.DUMP)
+            _closed_with(c, 0)
+        procs.wait_gone(target)
+        before = target.out.numbers()
+        with Client() as c:
+            resp = c.call(_restore_req(images_fd, empty_ns=0x20000000, rst_sibling=True))
+            _ok(resp, schema.RESTORE)
+            _closed_with(c, 0)
+    finally:
+        os.close(images_fd)
+    root = resp["restore"]["pid"]
+    status = Path(f"/proc/{root}/status").read_text()
+    nspid = [int(x) for x in re.findall(r"^NSpid:\s+(.*)$", status, re.M)[0].split()]
+    assert nspid == [root, target.pid], nspid
+    init = proc_ppid(root)
+    assert proc_ppid(init) == os.getpid(), "the namespace's init is not the client's child"
+    nums = target.out.wait_numbers(len(before) + 5)
+    assert_consecutive(nums)
+    os.kill(root, signal.SIGTERM)
+    pid, wstatus = os.waitpid(init, 0)
+    assert os.waitstatus_to_exitcode(wstatus) == 128 + signal.SIGTERM
+
+
 def _start_on_pipe(procs: Procs, argv: list[str]) -> tuple[Proc, int]:
     """Start ``argv`` in a new session with its stdout on a pipe; (proc, read end)."""
     r, w = os.pipe()

@@ -280,7 +280,8 @@ FLAGS: tuple[Flag, ...] = (
          special=((PAGE_SERVER, REFUSE, "a page server in the background is not supported; "
                    "start it with &"),)),
     Flag(("-S", "--restore-sibling"), USE, "the root becomes a child of ckpt's parent "
-         "(needs -d)", negatable=True, commands=frozenset({RESTORE})),
+         "(needs -d; with --new-pidns, the namespace's init does)", negatable=True,
+         commands=frozenset({RESTORE})),
     Flag(("--inherit-fd",), USE, "give the caller's fd N to the files matching KEY",
          value="fd[N]:KEY", repeat=True, commands=frozenset({RESTORE}), api="inherit_fds"),
     Flag(("--exec-cmd",), USE, "once restored, run the command given after -- in ckpt's "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -105,9 +106,11 @@ def _init_main(sock: socket.socket, restore: Callable[[Handshake], int]) -> None
 class _Host:
     """ckpt's side: the init it forked and what it reported."""
 
-    def __init__(self, init_pid: int, sock: socket.socket):
+    def __init__(self, init_pid: int, sock: socket.socket, sibling: bool = False):
         self.init_pid = init_pid
         self.sock = sock
+        # a sibling's end is seen through a pidfd: ckpt's parent reaps it
+        self.init_fd = os.pidfd_open(init_pid) if sibling else -1
         self.root_fd = -1
         self.root_pid = 0
         self.foreground: Foreground | None = None
@@ -133,10 +136,15 @@ class _Host:
     def _reap(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
         while True:
-            pid, status = os.waitpid(self.init_pid, os.WNOHANG)
-            if pid:
-                self.init_pid = 0
-                return status
+            if self.init_fd >= 0:
+                if select.select([self.init_fd], [], [], 0)[0]:  # ended: its parent reaps it
+                    self.init_pid = 0
+                    return pidns.pidfd_exit_status(self.init_fd)
+            else:
+                pid, status = os.waitpid(self.init_pid, os.WNOHANG)
+                if pid:
+                    self.init_pid = 0
+                    return status
             if time.monotonic() > deadline:
                 os.kill(self.init_pid, signal.SIGKILL)
                 deadline = float("inf")
@@ -153,6 +161,9 @@ class _Host:
     def close(self) -> None:
         if self.foreground is not None:
             self.foreground.close()
+        if self.init_fd >= 0:
+            os.close(self.init_fd)
+            self.init_fd = -1
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
@@ -166,16 +177,19 @@ def _describe(status: int | None) -> str:
     return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
-def restore(run: Callable[[Handshake], int], *, detach: bool, pidfile: str | None
-            ) -> Outcome:
+def restore(run: Callable[[Handshake], int], *, detach: bool, pidfile: str | None,
+            sibling: bool = False) -> Outcome:
     """Fork the init of a new PID namespace, let ``run`` restore the tree in it (``run``
     calls the handshake's ``ready`` at pre-resume and returns the root's PID in the
     namespace), then write the host's PID of the root to ``pidfile`` and, without
-    ``detach``, wait for the root's end. The init itself is left to run."""
+    ``detach``, wait for the root's end. The init itself is left to run. ``sibling``
+    (with ``detach``): the init is a child of ckpt's parent, which reaps it, and gets
+    the root's exit status from it (criu's rst_sibling: the root itself must be a
+    child of the namespace's init)."""
     import socket
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        init_pid = pidns.fork_init()
+        init_pid = pidns.fork_init(sibling)
     except OSError as e:
         ours.close()
         theirs.close()
@@ -184,7 +198,7 @@ def restore(run: Callable[[Handshake], int], *, detach: bool, pidfile: str | Non
         ours.close()
         _init_main(theirs, run)
     theirs.close()
-    host = _Host(init_pid, ours)
+    host = _Host(init_pid, ours, sibling)
     try:
         try:
             msg = host.receive()

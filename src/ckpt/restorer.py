@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import faults, guard, new_pidns, recovery, standins, tree, validate
-from .errors import CkptError, ImageError, RestoreError, UsageError
+from .errors import CkptError, ImageError, RestoreError
 from .hooks import Notify, ignore
 from .images import INVENTORY, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
@@ -860,10 +860,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
 
 def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,
                           sibling: bool, kwargs: dict[str, Any]) -> RestoreResult:
-    """``Restore`` run by the init of a new PID namespace (new_pidns.py)."""
-    if sibling:
-        raise UsageError("--new-pidns: the root is a child of the namespace's init, not a "
-                         "sibling of ckpt (--restore-sibling)")
+    """``Restore`` run by the init of a new PID namespace (new_pidns.py); ``sibling``:
+    that init is the child of ckpt's parent (the root is always the init's child)."""
     t0 = time.monotonic()
     recovery.recover()  # and the network locks' notes
     if pidfile and not os.path.isabs(pidfile):
@@ -881,7 +879,7 @@ def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,
         r.notify = notify_and_wait
         return r.run().pid
 
-    out = new_pidns.restore(run, detach=detach, pidfile=pidfile)
+    out = new_pidns.restore(run, detach=detach or sibling, pidfile=pidfile, sibling=sibling)
     return RestoreResult(out.pid, time.monotonic() - t0, exit_status=out.exit_status,
                          pids=out.pids, init_pid=out.init_pid)
 

@@ -32,21 +32,41 @@ _PIDFD_INFO_SIZE = 64  # struct pidfd_info, its first version
 PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO_SIZE << 16) | (0xFF << 8) | 11  # _IOWR(0xFF, 11)
 
 
-def fork_init() -> int:
+def fork_init(sibling: bool = False) -> int:
     """Fork: the child is PID 1 of a new PID namespace (0 returned there, its PID on
     this side here). This process's own children stay in its namespace: its
-    pid_for_children is set back, so it may do this any number of times."""
+    pid_for_children is set back, so it may do this any number of times.
+    ``sibling``: the child is this process's parent's child (CLONE_PARENT), not its own."""
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         libc.unshare(CLONE_NEWPID)
         try:
-            pid = os.fork()
+            pid = _fork_sibling() if sibling else os.fork()
         finally:
             if os.getpid() != 1:  # the parent (the child is 1, and in the new namespace)
                 setns(own, CLONE_NEWPID)
         return pid
     finally:
         os.close(own)
+
+
+def _fork_sibling() -> int:
+    """``os.fork`` with CLONE_PARENT: Python's own fork steps (its locks, ``at_fork``
+    hooks, the child's interpreter state) around a clone3, so the child may run any
+    Python code, as after ``os.fork``."""
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    try:
+        args = libc.CloneArgs(flags=libc.CLONE_PARENT)  # exit signal: this process's own
+        pid = libc.syscall("clone3", ctypes.addressof(args), ctypes.sizeof(args))
+    except BaseException:
+        api.PyOS_AfterFork_Parent()
+        raise
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+    else:
+        api.PyOS_AfterFork_Parent()
+    return pid
 
 
 def mount_own_proc() -> None:

@@ -214,16 +214,20 @@ def _cgroups(opts: dict[str, Any]) -> str | None:
     return mode
 
 
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNET, CLONE_NEWPID = 0x40000000, 0x20000000
 
 
-def _empty_ns(opts: dict[str, Any]) -> tuple[str, ...]:
-    """criu's empty_ns: only the network namespace may be left unsaved."""
+def _empty_ns(opts: dict[str, Any], restore: bool = False) -> tuple[str, ...]:
+    """criu's empty_ns: only the network namespace may be left unsaved; at restore,
+    CLONE_NEWPID asks for a new, empty PID namespace around the tree (ckpt's
+    --new-pidns, which no field of criu's names; criu refuses that bit)."""
     flags = opts.get("empty_ns") or 0
-    if flags & ~CLONE_NEWNET:
-        raise RequestError(f"option empty_ns {flags:#x}: only CLONE_NEWNET is supported",
+    allowed = CLONE_NEWNET | (CLONE_NEWPID if restore else 0)
+    if flags & ~allowed:
+        raise RequestError(f"option empty_ns {flags:#x}: only CLONE_NEWNET is supported"
+                           + (" (and CLONE_NEWPID at restore: --new-pidns)" if restore else ""),
                            errno.EOPNOTSUPP)
-    return ("net",) if flags else ()
+    return ("net",) if flags & CLONE_NEWNET else ()
 
 
 def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
@@ -237,7 +241,8 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
         return {"detach": True, "shell_job": opts.get("shell_job") or None,
                 "inherit_fds": inherit, "sibling": bool(opts.get("rst_sibling")),
                 "manage_cgroups": _cgroups(opts), "root": opts.get("root") or None,
-                "external": mounts, "empty_ns": _empty_ns(opts),
+                "external": mounts, "empty_ns": _empty_ns(opts, restore=True),
+                "new_pidns": bool((opts.get("empty_ns") or 0) & CLONE_NEWPID),
                 "cg_root": {e.get("ctrl") or "": e["path"] for e in opts.get("cg_root", [])},
                 **_tcp(opts)}
     if opts.get("inherit_fd"):
