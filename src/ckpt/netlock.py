@@ -480,12 +480,12 @@ def recover() -> list[str]:
 
 def _recover(note: Note) -> str | None:
     """Release the lock of ``note`` if its sockets are still open; None if it is held
-    for a restore."""
+    for a restore. The sockets leave repair mode first: the process may run already,
+    and meets EPERM there until then; removing the rules takes the longest (nft)."""
     running = [h for h in note.holders if h.still_open()]
     if not running and note.holders:
         return None
     lk = note.lock
-    unlock(lk)
     repaired = 0
     for h in running:
         try:
@@ -499,6 +499,7 @@ def _recover(note: Note) -> str | None:
         except OSError as e:
             log.warning("process %d fd %d: cannot take it out of repair mode: %s", h.pid,
                         h.fd, e)
+    unlock(lk)
     pids = sorted({h.pid for h in running})
     return (f"network lock {lk.name} ({lk.backend}) left by a ckpt killed during a dump "
             f"released: process(es) {', '.join(map(str, pids)) or 'none'} run on"
