@@ -9,7 +9,9 @@ import re
 import signal
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,19 +114,24 @@ def test_pipe_chain_mid_stream(build: Builder, procs: Procs, images: Path) -> No
     assert out.wait_line(rf"^child {pids[3]} ") == f"child {pids[3]} {signal.SIGTERM}"
 
 
-def _peercreds(pid: int) -> dict[int, tuple[int, int, int]]:
-    """SO_PEERCRED (pid, uid, gid) of each unix socket fd of ``pid``, read from a copy."""
+def _each_socket(pid: int, read: Callable[[socket.socket], Any]) -> dict[int, Any]:
+    """``read`` of each socket fd of ``pid``, through a copy of it."""
     out = {}
     pidfd = os.pidfd_open(pid)
     try:
         for fd in sorted(map(int, os.listdir(f"/proc/{pid}/fd"))):
             if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
                 with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as s:
-                    out[fd] = struct.unpack(
-                        "3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                    out[fd] = read(s)
     finally:
         os.close(pidfd)
     return out
+
+
+def _peercreds(pid: int) -> dict[int, tuple[int, int, int]]:
+    """SO_PEERCRED (pid, uid, gid) of each unix socket fd of ``pid``."""
+    return _each_socket(pid, lambda s: struct.unpack(
+        "3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)))
 
 
 def test_socketpair_between_parent_and_child(procs: Procs, images: Path) -> None:
@@ -153,17 +160,8 @@ def test_socketpair_between_parent_and_child(procs: Procs, images: Path) -> None
 
 def _names(pid: int) -> dict[int, str]:
     """getsockname() of each unix socket fd of ``pid`` (its listener's name for an
-    accepted end), read from a copy."""
-    out = {}
-    pidfd = os.pidfd_open(pid)
-    try:
-        for fd in sorted(map(int, os.listdir(f"/proc/{pid}/fd"))):
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
-                with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as s:
-                    out[fd] = repr(s.getsockname())
-    finally:
-        os.close(pidfd)
-    return out
+    accepted end)."""
+    return _each_socket(pid, lambda s: repr(s.getsockname()))
 
 
 def test_accepted_connections_name_their_peers(procs: Procs, images: Path,
