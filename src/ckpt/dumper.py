@@ -23,7 +23,7 @@ import select
 import time
 from dataclasses import dataclass, field
 
-from . import faults, guard, new_pidns, recovery, standins
+from . import faults, guard, recovery, standins
 from .errors import CkptError, DumpError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
@@ -39,7 +39,6 @@ from .resources import (
     ghost,
     locks,
     mem,
-    mounts,
     namespaces,
     nspids,
     sharing,
@@ -54,10 +53,10 @@ from .resources.filekind import TcpFlags
 from .version import __version__
 
 TYPE_CHECKING = False  # typing is not imported, for speed
-if TYPE_CHECKING:  # imported when a lock is taken: most dumps take none
+if TYPE_CHECKING:  # imported where used: most dumps need none of them
     from typing import Any
 
-    from . import netlock
+    from . import netlock, new_pidns
 
 log = logger("ckpt.dump")
 
@@ -698,6 +697,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     options = {k: v for k, v in locals().items() if k not in ("pid", "images_dir")}
     where = _namespace_of(pid)
     if where is not None:
+        from . import new_pidns
         folder = os.path.abspath(images_dir)
         return new_pidns.run_inside(  # type: ignore[return-value]
             where, lambda ns_pid: dump(ns_pid, folder, **options))
@@ -745,7 +745,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         log.info("froze %d processes: %s", len(tasks), [t.pid for t in tasks])
         faults.point("dump.frozen")
         external = (*external, *(notify("query-ext-files", 0) or ()))
-        ext_mounts, external = mounts.split_external(external)
+        ext_mounts, external = _split_external(external)
         _find_sharing(tasks)
         stand_ins = _check_sessions(tasks, shell_job)  # after: a stand-in cannot share
         live = [t for t in tasks if t.frozen is not None]
@@ -775,8 +775,10 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         if set(own_ns) & {*treens.KINDS, "net", "pid"}:
             images.write_json(treens.IMAGE, treens.dump(pid, own_ns, inside))
             images.need(treens.FEATURE)
-        mount_tree = mounts.DumpMounts(images, pid, ext_mounts) if "mnt" in own_ns else None
-        if mount_tree is not None:
+        mount_tree = None
+        if "mnt" in own_ns:
+            from .resources import mounts
+            mount_tree = mounts.DumpMounts(images, pid, ext_mounts)
             mount_tree.dump()
         ghost.configure(images, ghost_limit)
         dumper = files.DumpFiles(images, shell_job=shell_job, external=set(external),
@@ -878,11 +880,25 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
 
 def _namespace_of(pid: int) -> new_pidns.Inside | None:
     """Where ``pid`` lives if in a PID namespace below ckpt's; None in ckpt's (or gone:
-    ``_check_dumpable`` says so)."""
+    ``_check_dumpable`` says so). new_pidns.py is imported for a process in another
+    PID namespace only."""
     try:
-        return new_pidns.inside(pid) if pid > 0 else None
+        if pid <= 0 or os.stat(f"/proc/{pid}/ns/pid").st_ino == \
+                os.stat("/proc/self/ns/pid").st_ino:
+            return None
+        from . import new_pidns
+        return new_pidns.inside(pid)
     except (FileNotFoundError, ProcessLookupError, procfs.ProcessGone):
         return None
+
+
+def _split_external(external: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """mounts.split_external, mounts.py imported only for an ``mnt[...]`` entry: a tree
+    without a mount namespace of its own needs none of it."""
+    if not any(e.startswith("mnt[") for e in external):
+        return {}, tuple(external)
+    from .resources import mounts
+    return mounts.split_external(external)
 
 
 def _connect(page_server: tuple[str, int] | None, images_dir: str) -> Any:

@@ -16,8 +16,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import mountinfo
-
 _root = ""
 
 
@@ -55,6 +53,7 @@ def open_in(path: str, flags: int) -> int:
     as its processes see it (never through /proc's magic links)."""
     if not _root:
         return os.open(path, flags | os.O_CLOEXEC)
+    from . import mountinfo  # here: only a tree with a root of its own needs it
     root = open_root(os.O_PATH | os.O_DIRECTORY)
     try:
         return mountinfo.openat2(root, path, flags, mountinfo.RESOLVE_IN_ROOT
