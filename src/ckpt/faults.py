@@ -16,8 +16,8 @@ agree, and tests/test_faults.py that every point is reached.
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 
 from .errors import CkptError
 
@@ -97,10 +97,10 @@ def point(name: str) -> None:
     if _hits[name] != nth:
         return
     if action == "stop":
-        os.kill(os.getpid(), signal.SIGSTOP)
+        os.kill(os.getpid(), _signal.SIGSTOP)
         return
     if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _signal.SIGKILL)
     raise InjectedFault(f"injected fault at {name}")
 
 

@@ -23,9 +23,9 @@ ckpt), and ignores the signals ckpt is interrupted by, in a session of its own.
 
 from __future__ import annotations
 
+import _signal
 import os
 import select
-import signal
 from collections.abc import Callable, Iterable
 
 from . import faults, recovery
@@ -96,8 +96,8 @@ def undo_killed_dump() -> None:
 def _become_guard(keep: set[int]) -> None:
     """Drop every fd but ``keep``, leave ckpt's session, ignore what interrupts ckpt,
     disarm fault points."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE):
+        _signal.signal(sig, _signal.SIG_IGN)
     os.setsid()
     faults.arm("")  # the tests' fault points are ckpt's, not the guard's
     for name in os.listdir("/proc/self/fd"):

@@ -13,7 +13,6 @@ until something is wrong: the path of a bad field is built on the way out.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Callable, Iterable
 
@@ -147,7 +146,7 @@ class B64(Field):
         if len(value) > 4 * (self.max + 2) // 3 + 4:
             raise Bad(f"more than {self.max} bytes")
         try:
-            size = len(base64.b64decode(value, validate=True))
+            size = len(binascii.a2b_base64(value, strict_mode=True))
         except (binascii.Error, ValueError):
             raise Bad(f"not base64: {_show(value)}") from None
         if size > self.max:

@@ -13,10 +13,10 @@ shell job's Ctrl-Z). One page of memory, no file, no library.
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import errno
 import os
-import signal
 import struct
 
 from . import libc
@@ -114,7 +114,7 @@ def pidfd_exit_status(pidfd: int) -> int | None:
 
 def exit_code_status(code: int) -> int:
     """The wait status the reaper's exit ``code`` stands for (128 + N: killed by N)."""
-    if 128 < code < 128 + signal.NSIG:
+    if 128 < code < 128 + _signal.NSIG:
         return code - 128
     return (code & 0xFF) << 8
 
@@ -178,16 +178,16 @@ def become_reaper(root: int, notify_fd: int = -1) -> None:
     name = ctypes.create_string_buffer(REAPER_NAME.encode())
     libc.prctl(libc.PR_SET_NAME, ctypes.addressof(name))
     libc.prctl(libc.PR_SET_PDEATHSIG, 0)
-    for sig in range(1, signal.NSIG):
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+    for sig in range(1, _signal.NSIG):
+        if sig not in (_signal.SIGKILL, _signal.SIGSTOP):
             try:
-                signal.signal(sig, signal.SIG_DFL)
+                _signal.signal(sig, _signal.SIG_DFL)
             except (OSError, ValueError):
                 pass  # the signals of the threads library
     _unregister_rseq()
     if notify_fd > 0:
         os.closerange(0, notify_fd)
     os.closerange(notify_fd + 1 if notify_fd >= 0 else 0, 1 << 20)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     ctypes.CFUNCTYPE(None)(page)()
     raise AssertionError("the reaper returned")  # pragma: no cover

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
 from dataclasses import dataclass
 
 from .libc import _check, _libc
@@ -238,6 +237,7 @@ class Stop:
         if os.WIFEXITED(self.status):
             return f"exited with status {os.WEXITSTATUS(self.status)}"
         if os.WIFSIGNALED(self.status):
+            import signal  # here: its enums cost every command start-up time
             return f"killed by {signal.Signals(os.WTERMSIG(self.status)).name}"
         return f"stopped by signal {self.stopsig} event {self.event}"
 

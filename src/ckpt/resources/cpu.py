@@ -7,7 +7,7 @@ not run when a tracer sets the final registers.
 
 from __future__ import annotations
 
-import base64
+import binascii
 
 from ..kernel import libc, ptrace
 from ..log import logger
@@ -92,11 +92,11 @@ def dump(pid: int, regs: ptrace.UserRegs) -> dict[str, Any]:
         log.info("task %d was in a syscall: %s", pid, note)
     fixed.orig_rax = _U64 - 1
     xstate = ptrace.get_xstate(pid)
-    return {"regs": fixed.to_dict(), "xstate": base64.b64encode(xstate).decode(),
+    return {"regs": fixed.to_dict(), "xstate": binascii.b2a_base64(xstate, newline=False).decode(),
             "syscall_note": note}
 
 
 def restore(pid: int, cpu: dict[str, Any]) -> None:
     """Load the saved registers and xstate into stopped task ``pid``."""
-    ptrace.set_xstate(pid, base64.b64decode(cpu["xstate"]))
+    ptrace.set_xstate(pid, binascii.a2b_base64(cpu["xstate"]))
     ptrace.set_regs(pid, ptrace.UserRegs.from_dict(cpu["regs"]))

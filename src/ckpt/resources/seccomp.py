@@ -16,7 +16,7 @@ still finds its threads in step.
 
 from __future__ import annotations
 
-import base64
+import binascii
 from collections.abc import Callable
 
 from ..errors import RestoreError
@@ -42,7 +42,7 @@ def dump(pid: int, tid: int) -> dict[str, Any]:
     filters: list[list[Any]] = []
     if mode == MODE_FILTER:
         progs = ptrace.seccomp_filters(tid)  # newest first
-        filters = [[base64.b64encode(prog).decode(), ptrace.seccomp_flags(tid, i)]
+        filters = [[binascii.b2a_base64(prog, newline=False).decode(), ptrace.seccomp_flags(tid, i)]
                    for i, prog in enumerate(progs)][::-1]
     return {"mode": mode, "filters": filters}
 
@@ -83,7 +83,7 @@ def _install(inj: Injector, scratch: int, state: dict[str, Any], start: int,
     """Filters ``start:stop`` of ``state`` in the thread ``inj`` runs in; strict mode
     when the slice reaches the end."""
     for raw_b64, flags in state["filters"][start:stop]:
-        raw = base64.b64decode(raw_b64)
+        raw = binascii.a2b_base64(raw_b64)
         inj.write(scratch + 64, raw)
         fprog = (len(raw) // 8).to_bytes(2, "little") + b"\0" * 6 + \
             (scratch + 64).to_bytes(8, "little")

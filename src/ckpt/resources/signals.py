@@ -7,7 +7,7 @@ task, so they go through injected syscalls into the helper/scratch page.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import ctypes
 import os
 from collections.abc import Sequence
@@ -87,7 +87,7 @@ def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
         itimers.append([t.interval_sec, t.interval_usec, t.value_sec, t.value_usec])
     pending = {
         "private": pending_private(pid),
-        "shared": [base64.b64encode(s).decode() for s in ptrace.peek_siginfo(pid, True)],
+        "shared": _base64(ptrace.peek_siginfo(pid, True)),
     }
     return {"actions": actions, "blocked": mask, "altstack": dump_altstack(inj, scratch),
             "itimers": itimers, "pending": pending}
@@ -95,7 +95,11 @@ def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
 
 def pending_private(tid: int) -> list[str]:
     """Signals queued for thread ``tid`` alone, as base64 siginfo."""
-    return [base64.b64encode(s).decode() for s in ptrace.peek_siginfo(tid, False)]
+    return _base64(ptrace.peek_siginfo(tid, False))
+
+
+def _base64(infos: list[bytes]) -> list[str]:
+    return [binascii.b2a_base64(info, newline=False).decode() for info in infos]
 
 
 def dump_altstack(inj: Injector, scratch: int) -> list[int]:
@@ -129,7 +133,7 @@ def queue_private(inj: Injector, scratch: int, tgid: int, tid: int, infos: list[
     the kernel takes them as the process's own only under the PIDs it knows itself by)."""
     tgid, tid = nspids.inner(tgid), nspids.inner(tid)
     for info in infos:
-        raw = base64.b64decode(info)
+        raw = binascii.a2b_base64(info)
         inj.write(scratch, raw)
         signo = int.from_bytes(raw[:4], "little", signed=True)
         inj.call("rt_tgsigqueueinfo", tgid, tid, signo, scratch)
@@ -198,7 +202,7 @@ def restore(pid: int, inj: Injector, scratch: int, sig: dict[str, Any]) -> None:
             inj.call("setitimer", which, scratch, 0)
     tgid = nspids.inner(pid)  # its PID as it knows it (else EPERM)
     for info in sig["pending"]["shared"]:
-        raw = base64.b64decode(info)
+        raw = binascii.a2b_base64(info)
         inj.write(scratch, raw)
         signo = int.from_bytes(raw[:4], "little", signed=True)
         inj.call("rt_sigqueueinfo", tgid, signo, scratch)
