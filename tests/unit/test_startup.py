@@ -154,3 +154,15 @@ def test_a_check_kept_for_the_boot_imports_no_probe(tmp_path) -> None:
                "if m.startswith(('ckpt', 'ctypes'))))")
     assert out.splitlines() == ["note: kept", "Looks good.",
                                 "0 ['ckpt.check', 'ckpt.recovery']"]
+
+
+def test_a_dump_imports_only_what_it_runs() -> None:
+    """The modules of a plain ``ckpt dump`` (its command line parsed, the log set up)
+    leave out what only other trees, other command lines or a log record need."""
+    out = _run("import sys; import ckpt.cli, ckpt.dumper, ckpt.rpc.stats\n"
+               "from ckpt import flags, log; log.setup(2)\n"
+               "assert flags.parse_simple('dump', ['-t', '1', '-D', 'x']) is not None\n"
+               "print(sorted(m for m in ('typing', 'logging', 'argparse', 'gettext', "
+               "'textwrap', 'signal', 'base64', 'ckpt.new_pidns', 'ckpt.resources.mounts', "
+               "'ckpt.resources.tty', 'ckpt.kernel.mountinfo') if m in sys.modules))")
+    assert out == "[]"
