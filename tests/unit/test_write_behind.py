@@ -79,3 +79,26 @@ def test_less_than_a_buffer_is_written_without_a_thread(tmp_path: Path) -> None:
     assert wb._thread is None
     out.close()
     assert (tmp_path / "pages-1.img").read_bytes() == b"p" * 4096 + b"shared memory"
+
+
+def test_a_small_process_is_written_without_a_thread(tmp_path: Path) -> None:
+    """Runs of pages handed over before a buffer's worth are written at once, in the
+    caller's thread, which gets the same buffer back; the thread starts after."""
+    out = writer(tmp_path)
+    wb = WriteBehind(out)
+    first = wb.buffer
+    expect = bytearray()
+    for n in range(3):
+        first.view[:4096] = bytes([n + 1]) * 4096
+        wb.write_behind(first.view[:4096])
+        expect += bytes([n + 1]) * 4096
+        assert wb.next_buffer() is first and wb._thread is None
+        assert (tmp_path / "pages-1.img").read_bytes() == bytes(expect)
+    first.view[:] = b"x" * BUF_SIZE
+    wb.write_behind(first.view)
+    expect += b"x" * BUF_SIZE
+    assert wb.next_buffer() is not first and wb._thread is not None
+    wb.finish()
+    out.close()
+    assert (tmp_path / "pages-1.img").read_bytes() == bytes(expect)
+    assert out.crc == zlib.crc32(expect)

@@ -38,9 +38,9 @@ class WriteBehind:
     """Appends page data to the pages file ``out`` from a thread of its own (module
     doc); ``size`` counts what was handed over: the offset of the next write.
 
-    The thread starts when a first buffer is handed over whole: a process of less
-    than a buffer of pages is written at ``finish``, in the caller's thread (no
-    thread, nor its imports, for a small dump)."""
+    The thread starts once a buffer's worth of data was handed over: until then each
+    write is done in the caller's thread (no thread, nor its imports, for a small
+    dump)."""
 
     def __init__(self, out: RawWriter):
         self.out = out
@@ -73,8 +73,14 @@ class WriteBehind:
         return off
 
     def next_buffer(self) -> Buffer:
-        """Hand the current buffer over; return a free one (its writes are done)."""
+        """Hand the current buffer over; return a free one (its writes are done). Until
+        a buffer's worth of data was handed over, it is written here, in the caller's
+        thread, and the same buffer comes back: the few runs of pages of a small
+        process cost no thread, nor a wait for it at each run."""
         if self._thread is None:
+            if self.out.size < len(self.buffer.view):
+                self.drain()
+                return self.buffer
             self._start()
         self._put(("free", self.current))
         self.current = self._free.get()
