@@ -25,7 +25,9 @@ at the end of its vDSO), ``syscall`` followed by a loop of ``pause()``, and
 runs every later call from there. Should ckpt die during one of them, the task
 does not run on with borrowed registers: it stops in ``pause()`` with every
 signal blocked, to be woken by the next ckpt (see ckpt/recovery.py), which puts
-its own registers back.
+its own registers back. Parked, a run of calls (``raw_all``) leaves the task its
+borrowed registers and blocked mask from one call to the next, for the same reason,
+and puts its own back after the last.
 
 A task in a group stop (SIGSTOP, Ctrl-Z) runs injected syscalls all the same:
 the trap it reports first when resumed (PTRACE_EVENT_STOP) is passed over, and
@@ -144,8 +146,40 @@ class Injector:
                 raise
         return res
 
-    def _load(self, name: str, args: tuple[int, ...]) -> None:
-        """The call's registers, and every signal blocked, in the stopped task."""
+    def raw_all(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
+        """``raw`` of each of ``calls`` (name, arguments), in order; their raw results.
+        Parked (``park_at``), the task keeps the calls' registers and its mask blocked
+        from one call to the next and gets its own back after the last: killed in
+        between, ckpt leaves it parked as if killed during a call (module doc). Not
+        parked, each call is a ``raw`` of its own."""
+        if self._parked is None:
+            return [self.raw(name, *args) for name, args in calls]
+        results: list[int] = []
+        entered = False
+        with interrupts.held():
+            try:
+                for name, args in calls:
+                    self._load(name, args, mask=not results)
+                    entered = False
+                    ptrace.syscall(self.pid)
+                    self._await(name)
+                    entered = True
+                    self._entered()
+                    ptrace.syscall(self.pid)
+                    self._await(name)
+                    res = ptrace.get_regs(self.pid).rax
+                    self._at_exit = True
+                    self.count += 1
+                    results.append(res - _U64 if res >= 1 << 63 else res)
+            except BaseException:
+                self._abandon(entered)
+                raise
+            self._go_home()
+        return results
+
+    def _load(self, name: str, args: tuple[int, ...], mask: bool = True) -> None:
+        """The call's registers, and every signal blocked (unless ``mask`` is False: it
+        is already), in the stopped task."""
         regs = self.home.copy()
         regs.rip = self.site
         regs.rax = libc.NR[name]
@@ -158,7 +192,7 @@ class Injector:
         # Registers first, mask after (and back in the other order): should ckpt
         # die in between, the task parks, and is woken with its own mask.
         ptrace.set_regs(self.pid, regs)
-        if self.mask is not None:
+        if self.mask is not None and mask:
             ptrace.set_sigmask(self.pid, ALL_BLOCKED)
 
     def _entered(self) -> None:
@@ -175,7 +209,17 @@ class Injector:
 
     def call(self, name: str, *args: int) -> int:
         """Run syscall ``name``; raise InjectionError when it fails."""
-        res = self.raw(name, *args)
+        return self._checked(name, self.raw(name, *args))
+
+    def call_all(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
+        """``raw_all``; InjectionError for the first call that failed, once all ran (for
+        calls that change nothing, queries)."""
+        results = self.raw_all(calls)
+        for (name, _), res in zip(calls, results, strict=True):
+            self._checked(name, res)
+        return results
+
+    def _checked(self, name: str, res: int) -> int:
         if -4096 < res < 0:
             raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
         return res

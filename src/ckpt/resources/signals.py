@@ -71,19 +71,24 @@ def reset_actions() -> None:
 
 def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
     """``mask`` is the blocked mask read when the task was frozen."""
+    # one run of calls (Injector.raw_all), each writing at its own place in the scratch
+    # area: every action, then the three interval timers, read back at once
+    sigs = [sig for sig in range(1, libc.NSIG + 1) if sig not in _UNCATCHABLE]
+    size, tsize = ctypes.sizeof(KSigaction), ctypes.sizeof(ITimerVal)
+    timers_at = len(sigs) * size
+    inj.call_all([("rt_sigaction", (sig, 0, scratch + i * size, 8))
+                  for i, sig in enumerate(sigs)]
+                 + [("getitimer", (which, scratch + timers_at + which * tsize))
+                    for which in range(3)])
+    raw = inj.read(scratch, timers_at + 3 * tsize)
     actions = {}
-    size = ctypes.sizeof(KSigaction)
-    for sig in range(1, libc.NSIG + 1):
-        if sig in _UNCATCHABLE:
-            continue
-        inj.call("rt_sigaction", sig, 0, scratch, 8)
-        act = KSigaction.from_buffer_copy(inj.read(scratch, size))
+    for i, sig in enumerate(sigs):
+        act = KSigaction.from_buffer_copy(raw, i * size)
         if act.handler or act.flags or act.mask:
             actions[str(sig)] = [act.handler, act.flags, act.restorer, act.mask]
     itimers = []
     for which in range(3):
-        inj.call("getitimer", which, scratch)
-        t = ITimerVal.from_buffer_copy(inj.read(scratch, ctypes.sizeof(ITimerVal)))
+        t = ITimerVal.from_buffer_copy(raw, timers_at + which * tsize)
         itimers.append([t.interval_sec, t.interval_usec, t.value_sec, t.value_usec])
     pending = {
         "private": pending_private(pid),
