@@ -208,14 +208,21 @@ _MAPS_RE = LazyPattern(
 )
 
 
+_HEX_DIGITS = frozenset(b"0123456789abcdef")
+
+
 def parse_maps(raw: bytes) -> list[Vma]:
-    """/proc/PID/maps or smaps (whose VmFlags lines go to the mapping above them)."""
+    """/proc/PID/maps or smaps (whose VmFlags lines go to the mapping above them). Only
+    a line starting with a hex digit can be a mapping's: smaps's some 25 lines of
+    counters per mapping (``Rss:``...) are passed over without the pattern."""
     vmas: list[Vma] = []
+    match = _MAPS_RE.match
     for line in raw.split(b"\n"):
-        m = _MAPS_RE.match(line)
-        if m:
-            vmas.append(Vma(int(m[1], 16), int(m[2], 16), m[3].decode(), int(m[4], 16),
-                            m[5].decode(), int(m[6]), os.fsdecode(m[7])))
+        if line and line[0] in _HEX_DIGITS:
+            m = match(line)
+            if m:
+                vmas.append(Vma(int(m[1], 16), int(m[2], 16), m[3].decode(), int(m[4], 16),
+                                m[5].decode(), int(m[6]), os.fsdecode(m[7])))
         elif line.startswith(b"VmFlags:") and vmas:
             vmas[-1].flags = line.decode("ascii", "replace").split()[1:]
     return vmas
