@@ -10,9 +10,9 @@ command does not pay at start-up for kinds its processes do not have."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat as st_mod
+import sys
 
 from ..errors import RestoreError
 
@@ -54,8 +54,11 @@ def load(name: str) -> type[FileKind]:
     """The class of kind ``name`` (its module imported now if it was not)."""
     for kind, module, cls, _claims in REGISTRY:
         if kind == name:
-            loaded: type[FileKind] = getattr(
-                importlib.import_module(f"{__package__}.{module}"), cls)
+            # __import__, not importlib.import_module: importlib's package (with
+            # warnings) is one more import at a command's start-up
+            name = f"{__package__}.{module}"
+            __import__(name)
+            loaded: type[FileKind] = getattr(sys.modules[name], cls)
             return loaded
     raise RestoreError(f"the image holds a file of kind {name!r}, unknown to this ckpt")
 
