@@ -131,20 +131,7 @@ class Injector:
     def raw(self, name: str, *args: int) -> int:
         """Run syscall ``name``; return its raw result (a negative errno on failure)."""
         with interrupts.held():  # never leave the task with borrowed registers
-            self._load(name, args)
-            entered = False
-            try:
-                ptrace.syscall(self.pid)
-                self._await(name)
-                entered = True
-                self._entered()
-                ptrace.syscall(self.pid)
-                self._await(name)
-                res = self._result()
-            except BaseException:
-                self._abandon(entered)
-                raise
-        return res
+            return self._one(name, args, block=True, home=True)
 
     def raw_all(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
         """``raw`` of each of ``calls`` (name, arguments), in order; their raw results.
@@ -154,28 +141,28 @@ class Injector:
         parked, each call is a ``raw`` of its own."""
         if self._parked is None:
             return [self.raw(name, *args) for name, args in calls]
-        results: list[int] = []
-        entered = False
+        last = len(calls) - 1
         with interrupts.held():
-            try:
-                for name, args in calls:
-                    self._load(name, args, mask=not results)
-                    entered = False
-                    ptrace.syscall(self.pid)
-                    self._await(name)
-                    entered = True
-                    self._entered()
-                    ptrace.syscall(self.pid)
-                    self._await(name)
-                    res = ptrace.get_regs(self.pid).rax
-                    self._at_exit = True
-                    self.count += 1
-                    results.append(res - _U64 if res >= 1 << 63 else res)
-            except BaseException:
-                self._abandon(entered)
-                raise
-            self._go_home()
-        return results
+            return [self._one(name, args, block=i == 0, home=i == last)
+                    for i, (name, args) in enumerate(calls)]
+
+    def _one(self, name: str, args: tuple[int, ...], block: bool, home: bool) -> int:
+        """One call, its registers loaded (with ``block``, every signal blocked first),
+        its result read; with ``home`` the task's own registers and mask back after it.
+        On a failure the task is left as ``raw`` leaves it."""
+        entered = False
+        try:
+            self._load(name, args, mask=block)
+            ptrace.syscall(self.pid)
+            self._await(name)
+            entered = True
+            self._entered()
+            ptrace.syscall(self.pid)
+            self._await(name)
+            return self._result(home)
+        except BaseException:
+            self._abandon(entered)
+            raise
 
     def _load(self, name: str, args: tuple[int, ...], mask: bool = True) -> None:
         """The call's registers, and every signal blocked (unless ``mask`` is False: it
@@ -199,11 +186,13 @@ class Injector:
         if self.on_entry is not None:
             self.on_entry()
 
-    def _result(self) -> int:
-        """At the call's exit stop: its result, the task's own registers back."""
+    def _result(self, home: bool = True) -> int:
+        """At the call's exit stop: its result, the task's own registers back (unless
+        not ``home``)."""
         res = ptrace.get_regs(self.pid).rax
         self._at_exit = True
-        self._go_home()
+        if home:
+            self._go_home()
         self.count += 1
         return res - _U64 if res >= 1 << 63 else res
 
