@@ -87,6 +87,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         flags.RESTORE: "restore a process tree from a folder of images",
         flags.CHECK: "check that the kernel has what ckpt needs",
         flags.PAGE_SERVER: "receive the images of one dump over TCP",
+        flags.LAZY_PAGES: "serve the pages of a restore --lazy-pages on first touch",
     }
     for name in flags.CRIU_COMMANDS:
         if command in (None, name):
@@ -208,6 +209,7 @@ def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) ->
         pidfile = os.path.abspath(os.path.join(_work_dir(args), args.pidfile))
     _setup_log(args, notes, create=False)
     res = restore(args.images_dir, detach=detach or bool(args.exec_cmd), pidfile=pidfile,
+                  work_dir=_work_dir(args),
                   sibling=bool(args.restore_sibling), notify=_notify(args), **_tcp(args),
                   external=tuple(args.external or ()),
                   **flags.api_kwargs(flags.RESTORE, args))
@@ -243,6 +245,23 @@ def _page_server_command(args: argparse.Namespace, notes: list[str]) -> int:
     serve(args.images_dir, args.port, args.address or "0.0.0.0", ready=ready,
           overwrite=bool(args.overwrite))
     return 0
+
+
+def _lazy_pages_command(args: argparse.Namespace, notes: list[str]) -> int:
+    from .lazy_pages import serve
+    command.started()
+    _setup_log(args, notes, create=False)
+
+    def ready(path: str) -> None:
+        print(f"ckpt lazy-pages: listening on {path}", flush=True)
+        if args.pidfile:
+            safefs.write_new(os.path.join(_work_dir(args), args.pidfile),
+                             f"{os.getpid()}\n".encode())
+        if args.status_fd is not None:
+            os.write(args.status_fd, b"\0")
+            os.close(args.status_fd)
+
+    return serve(args.images_dir, _work_dir(args), ready=ready)
 
 
 def _close_fds(fds: list[int] | None) -> None:
@@ -292,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             return _restore(args, notes, exec_cmd)
         if args.command == flags.PAGE_SERVER:
             return _page_server_command(args, notes)
+        if args.command == flags.LAZY_PAGES:
+            return _lazy_pages_command(args, notes)
         if args.command == flags.CHECK:
             from .check import run_checks
             command.started()

@@ -36,7 +36,8 @@ REFUSE = "refused"
 
 DUMP, PRE_DUMP, RESTORE, CHECK, PAGE_SERVER = "dump", "pre-dump", "restore", "check", \
     "page-server"
-CRIU_COMMANDS = (DUMP, PRE_DUMP, RESTORE, CHECK, PAGE_SERVER)
+LAZY_PAGES = "lazy-pages"
+CRIU_COMMANDS = (DUMP, PRE_DUMP, RESTORE, CHECK, PAGE_SERVER, LAZY_PAGES)
 _DUMPS = frozenset({DUMP, PRE_DUMP})
 _DR = frozenset({DUMP, RESTORE})
 _ALL = frozenset(CRIU_COMMANDS)
@@ -127,9 +128,9 @@ FLAGS: tuple[Flag, ...] = (
          value="DIR"),
     Flag(("-o", "--log-file"), USE, "log file, relative to the work folder; stderr without "
          "it", value="FILE"),
-    Flag(("--pidfile",), USE, "write the restored root's PID (the page server's) to FILE, "
-         "relative to the work folder", value="FILE",
-         commands=frozenset({RESTORE, PAGE_SERVER})),
+    Flag(("--pidfile",), USE, "write the restored root's PID (the page server's, the "
+         "lazy-pages daemon's) to FILE, relative to the work folder", value="FILE",
+         commands=frozenset({RESTORE, PAGE_SERVER, LAZY_PAGES})),
     Flag(("--log-pid",), NO_EFFECT, "ckpt writes one log for all processes", negatable=True),
     Flag(("--display-stats",), NO_EFFECT, "the log has the times (-v3)", negatable=True),
     Flag(("--close",), USE, "close the inherited fd FD first", value="FD", type=int,
@@ -194,7 +195,9 @@ FLAGS: tuple[Flag, ...] = (
          "(they are replaced) or belongs to another user, which is refused without it "
          "(criu overwrites silently)", commands=_DUMPS | {PAGE_SERVER}, api="overwrite"),
     Flag(("--page-server",), USE, "send the images to a page server (--address, --port)",
-         negatable=True, commands=_DUMPS),
+         negatable=True, commands=_DUMPS,
+         special=((LAZY_PAGES, REFUSE, "the lazy-pages daemon serves the pages of local "
+                   "images only (criu's remote post-copy is not supported)"),)),
     Flag(("--address",), USE, "the page server's address (page-server: to listen on, "
          "default all)", value="ADDR", commands=_DUMPS | {PAGE_SERVER}),
     Flag(("--port",), USE, "the page server's port", value="PORT", type=int,
@@ -222,8 +225,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--allow-uprobes",), NO_EFFECT, "ckpt does not look for uprobes"),
     Flag(("--weak-sysctls",), NO_EFFECT, "ckpt restores no sysctls", negatable=True),
     Flag(("--deprecated",), NO_EFFECT, "ckpt has no deprecated features", negatable=True),
-    Flag(("--status-fd",), USE, "page-server: write a zero byte to FD and close it once "
-         "listening", value="FD", type=int, commands=frozenset({PAGE_SERVER})),
+    Flag(("--status-fd",), USE, "page-server, lazy-pages: write a zero byte to FD and close "
+         "it once listening", value="FD", type=int,
+         commands=frozenset({PAGE_SERVER, LAZY_PAGES})),
     Flag(("--manage-cgroups",), USE, "each process back into the cgroups it was in, made "
          "if missing; MODE as criu's: soft (the default, also without the flag: knobs of the "
          "cgroups ckpt makes), full (every knob), strict (the cgroups must not exist), props "
@@ -259,8 +263,16 @@ FLAGS: tuple[Flag, ...] = (
          value="TYPE:NAME", commands=frozenset({RESTORE})),
     Flag(("--lsm-mount-context",), REFUSE, "LSM mount contexts are not set at restore",
          value="CTX", commands=frozenset({RESTORE})),
-    Flag(("--lazy-pages",), REFUSE, "lazy pages (userfaultfd) are not supported",
-         commands=_DR | {PAGE_SERVER}),
+    Flag(("--lazy-pages",), USE, "restore: the processes run at once, their private "
+         "anonymous pages filled on first touch (userfaultfd) by the `ckpt lazy-pages` "
+         "daemon started first on the same images, which copies the rest behind; a "
+         "daemon that dies leaves a process waiting on a fault stuck (as with criu)",
+         commands=frozenset({RESTORE}), api="lazy_pages",
+         special=((DUMP, REFUSE, "criu's remote post-copy from a frozen source is not "
+                   "supported: dump, then `ckpt lazy-pages` and `ckpt restore --lazy-pages` "
+                   "on the images"),
+                  (PAGE_SERVER, REFUSE, "criu's remote post-copy is not supported: the "
+                   "lazy-pages daemon serves local images"))),
     Flag(("--ps-socket",), REFUSE, "a page server connection made by the caller is not "
          "supported; give --address and --port", value="FD", commands=_DUMPS | {PAGE_SERVER}),
     Flag(("--tls",), REFUSE, _TLS, negatable=True, commands=_DUMPS | {PAGE_SERVER}),
@@ -611,7 +623,7 @@ def markdown() -> str:
         `ckpt` takes every flag of criu's command line, so a script that works with
         `criu` works with `ckpt` (or `ckpt-criu`) in its place. As with criu, every
         flag is accepted by every criu command (`dump`, `pre-dump`, `restore`,
-        `check`, `page-server`), before or after the command word, and boolean
+        `check`, `page-server`, `lazy-pages`), before or after the command word, and boolean
         flags have a `--no-` form. Configuration files are read as criu reads
         them (`/etc/criu/default.conf`, `~/.criu/default.conf`,
         `$CRIU_CONFIG_FILE`, `--config FILE`; `--no-default-config` skips the
@@ -624,8 +636,8 @@ def markdown() -> str:
           needs none of it; the same for a flag given to a command for which
           criu gives it no meaning;
         - **refused**: the command stops before it touches anything, exit 1, one
-          line naming the flag and why (`ckpt dump: error: --lazy-pages: lazy
-          pages (userfaultfd) are not supported`). Its neutral value (`--no-NAME`,
+          line naming the flag and why (`ckpt restore: error: --lsm-profile: LSM
+          profiles are not set at restore`). Its neutral value (`--no-NAME`,
           `--manage-cgroups ignore`, `--root /`) is accepted.
 
         This file is generated from `src/ckpt/flags.py` (`python -m ckpt.flags >

@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # imported when the images hold a lock, or sockets
     from typing import Any
 
     from . import netlock
+    from .pages.lazy import Handover
     from .resources import sk_inet
 
 log = logger("ckpt.restore")
@@ -136,8 +137,12 @@ class Restore:
                  root: str | None = None, external: tuple[str, ...] = (),
                  cg_root: dict[str, str] | None = None, in_new_pidns: bool = False,
                  trust_images: bool = False,
-                 orphan_pts_master: Callable[[int], None] | None = None):
+                 orphan_pts_master: Callable[[int], None] | None = None,
+                 lazy_pages: bool = False, work_dir: str | None = None):
         self.images_dir = images_dir
+        self.lazy_pages = lazy_pages  # the lazy-pages daemon in work_dir serves the pages
+        self.work_dir = work_dir or images_dir
+        self.lazy: Handover | None = None
         self.in_new_pidns = in_new_pidns  # run by the init of a new PID namespace
         self.trust_images = trust_images  # restore images others could have written
         self.new_root = root  # where the root mount of the tree's mount namespace comes from
@@ -221,6 +226,8 @@ class Restore:
             self.notify("pre-resume", 0)
             self.let_live()
             self.resume()
+            if self.lazy is not None:
+                self.lazy.done()
         except BaseException as e:
             with interrupts.held():
                 self.undo()
@@ -252,6 +259,10 @@ class Restore:
         self.pages = fill.Fill(images, images.verify(later=fill.is_pages))
         self.scope.callback(self.pages.close)
         faults.point("restore.verified")
+        if self.lazy_pages:  # no daemon, no restore: before anything is created
+            from .pages.lazy import Handover
+            self.lazy = Handover(self.work_dir, images.crc32)
+            self.scope.callback(self.lazy.close)
         inv = images.inventory
         if inv.get("type", "dump") != "dump":
             raise RestoreError(f"{self.images_dir} holds a {inv.get('type')} (memory pages "
@@ -459,7 +470,7 @@ class Restore:
         creation = self.creation = tree.Creation(helper, self.sender, self.images_dir,
                                                  self.shmem, self._files().held_ghosts(),
                                                  self.cgroups.join, self.locks.by_mapping,
-                                                 self.pages)
+                                                 self.pages, self.lazy)
         try:
             creation.fork_root(self.root, self.sibling,
                                self.mounts.ns_fd if self.mounts is not None else -1)
@@ -819,7 +830,8 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             root: str | None = None, external: tuple[str, ...] = (),
             empty_ns: str | tuple[str, ...] = (), cg_root: dict[str, str] | None = None,
             new_pidns: bool = False, trust_images: bool = False,
-            orphan_pts_master: Callable[[int], None] | None = None) -> RestoreResult:
+            orphan_pts_master: Callable[[int], None] | None = None,
+            lazy_pages: bool = False, work_dir: str | None = None) -> RestoreResult:
     """Restore the process tree saved in ``images_dir``.
 
     With ``detach`` the processes run on their own when this returns;
@@ -842,6 +854,9 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
     ``orphan_pts_master``: called with ckpt's fd of the new master of a pty whose master
     was outside the tree (dumped with ``orphan_pts_master``), once it is made: criu's
     orphan-pts-master notification (the fd stays ckpt's, closed after).
+    ``lazy_pages``: the private anonymous pages are left to the ``ckpt lazy-pages``
+    daemon listening in ``work_dir`` (default ``images_dir``), which fills them on first
+    touch (pages/lazy.py, lazy_pages.py); without a daemon the restore fails first.
     """
     if empty_ns not in ((), "net", ("net",)):
         raise RestoreError(f"--empty-ns {empty_ns}: only net")
@@ -850,12 +865,14 @@ def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = No
             images_dir, detach=detach, pidfile=pidfile, sibling=sibling,
             kwargs=dict(shell_job=shell_job, inherit_fds=inherit_fds, notify=notify, tcp=tcp,
                         network_lock=network_lock, manage_cgroups=manage_cgroups, root=root,
-                        external=external, cg_root=cg_root, trust_images=trust_images))
+                        external=external, cg_root=cg_root, trust_images=trust_images,
+                        lazy_pages=lazy_pages, work_dir=work_dir))
     return Restore(images_dir, detach=detach, shell_job=shell_job, inherit_fds=inherit_fds,
                    pidfile=pidfile, notify=notify, sibling=sibling, tcp=tcp,
                    network_lock=network_lock, manage_cgroups=manage_cgroups, root=root,
                    external=external, cg_root=cg_root, trust_images=trust_images,
-                   orphan_pts_master=orphan_pts_master).run()
+                   orphan_pts_master=orphan_pts_master, lazy_pages=lazy_pages,
+                   work_dir=work_dir).run()
 
 
 def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,

@@ -44,6 +44,8 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
+    from .pages.lazy import Handover
+
 log = logger("ckpt.restore")
 
 PID_WAIT_SECONDS = 5.0  # a PID held by a zombie its parent (or init) has yet to reap
@@ -184,8 +186,9 @@ class Creation:
                  shmem: dict[Any, tuple[int, int, int]], held: dict[int, int],
                  join_cgroups: Callable[[int], None],
                  mapped_locks: dict[int, dict[int, dict[str, Any]]] | None = None,
-                 pages: fill.Fill | None = None):
+                 pages: fill.Fill | None = None, lazy: Handover | None = None):
         self.helper = helper
+        self.lazy = lazy  # --lazy-pages: the daemon's connection
         self.pages = pages  # the pages files, checked as the processes' pages are written
         self.mapped_locks = mapped_locks or {}  # pid -> mapping start -> lock (locks.py)
         self.join_cgroups = join_cgroups  # before its memory: its pages are charged there
@@ -298,6 +301,8 @@ class Creation:
             for kid in node.late:
                 self._clone(node, inj, kid)
             faults.point("restore.task.children")
+            if self.lazy is not None:  # its children have their copy: faults now served
+                self.lazy.give(node.pid, inj)
         return [kid for kid in node.early + node.late if not kid.zombie]
 
     def _give_fds(self, node: Node, inj: Injector) -> None:
@@ -321,7 +326,8 @@ class Creation:
                     self.helper.size, self.shmem, node.segments, parent, self.held,
                     self.mapped_locks.get(node.pid),
                     lambda fd: self.sender.lend(inj, self.helper.start, node.sock, fd),
-                    self.pages)
+                    self.pages, self.lazy,
+                    [r for kid in node.early + node.late for r in kid.mm.get("inherited", [])])
         log.info("process %d: memory restored (%d pages its own, %d its parent's; %d "
                  "injected syscalls so far)", node.pid,
                  sum(n for _, n in node.mm["pagemap"] + node.mm.get("in_parent", [])),

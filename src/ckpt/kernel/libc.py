@@ -49,7 +49,7 @@ NR = {
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
     "mlock": 149, "mlock2": 325, "mseal": 462,
-    "io_setup": 206, "io_getevents": 208, "io_submit": 209, "shmat": 30,
+    "io_setup": 206, "userfaultfd": 323, "io_getevents": 208, "io_submit": 209, "shmat": 30,
     "fchownat": 260, "sync_file_range": 277,
 }
 SYSCALL_NAMES = {v: k for k, v in NR.items()}

@@ -76,6 +76,8 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
+    from ..pages.lazy import Handover
+
 Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
 
 log = logger("ckpt.mem")
@@ -746,9 +748,14 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
             segments: list[Segment] | None = None, parent: dict[str, Any] | None = None,
             held: dict[int, int] | None = None,
             file_locks: dict[int, dict[str, Any]] | None = None,
-            lend: Lend | None = None, pages: fill.Fill | None = None) -> None:
+            lend: Lend | None = None, pages: fill.Fill | None = None,
+            lazy: Handover | None = None, kids_inherit: list[list[int]] | None = None) -> None:
     """Replace the address space of stopped process ``pid`` with the saved one; ckpt
     writes its pages into it from ``pages``, the restore's pages files (pages.fill).
+
+    ``lazy`` (``--lazy-pages``): the pages the lazy-pages daemon may serve are left out
+    and planned for it (pages.lazy), but those in ``kids_inherit`` (``[vaddr, npages]``
+    runs its children inherit from it: they must be there when they are cloned).
 
     ``file_locks`` maps the start of a file mapping to the lock held through it only
     (locks.py), taken again on the fd the mapping is made from.
@@ -770,7 +777,7 @@ def restore(pid: int, inj: Injector, mm: dict[str, Any], images_dir: str, helper
     assert pages is not None
     _Rebuild(pid, inj, mm, images_dir, (helper, helper + helper_size),
              {} if shmem is None else shmem, segments, parent, held or {},
-             file_locks or {}, lend, pages).run()
+             file_locks or {}, lend, pages, lazy, kids_inherit or []).run()
 
 
 class _Rebuild:
@@ -785,9 +792,12 @@ class _Rebuild:
                  helper: tuple[int, int], shmem: dict[Any, tuple[int, int, int]],
                  segments: list[Segment] | None, parent: dict[str, Any] | None,
                  held: dict[int, int], file_locks: dict[int, dict[str, Any]],
-                 lend: Lend | None, pages: fill.Fill):
+                 lend: Lend | None, pages: fill.Fill, lazy: Handover | None = None,
+                 kids_inherit: list[list[int]] | None = None):
         self.pid = pid
         self.pages = pages
+        self.lazy = lazy
+        self.kids_inherit = kids_inherit or []
         self.file_locks = file_locks
         self.inj = inj
         self.mm = mm
@@ -933,6 +943,21 @@ class _Rebuild:
         for start, end in forked.stale(_data(self.parent), _data(self.mm), kept):
             self.inj.call("madvise", start, end - start, MADV_DONTNEED)
 
+    def _write_eager(self, source: PagesFile) -> None:
+        """``--lazy-pages``: the pages the daemon cannot serve written now, the others
+        planned for it with the mappings to register (pages.lazy)."""
+        from ..pages import lazy  # only for --lazy-pages
+        assert self.lazy is not None
+        fresh = [(p.start, p.end) for p in self.pieces
+                 if p.parent is None and lazy.eligible(p.vma)]
+        spans = lazy.lazy_spans(fresh, self.kids_inherit)
+        cut = lazy.split(self.mm["pagemap"], spans)
+        for off, runs in lazy.file_batches(cut.eager):
+            source.write(self.pid, off, runs)
+        served = forked.Spans([(a, a + n) for a, n, _ in cut.lazy])
+        ranges = [(s, e) for s, e in fresh if served.clip(s, e)]
+        self.lazy.plan(self.pid, self.mm["pages_file"], cut.lazy, ranges)
+
     def _write_pages(self) -> None:
         """Its own pages, read by ckpt from the images and written into place, its pages
         file checksummed on the way (pages.fill)."""
@@ -940,7 +965,9 @@ class _Rebuild:
         path = os.path.join(os.path.abspath(self.images_dir), mm["pages_file"])
         pages = _PagesFile(self.pid, self.pages.file(path), mm.get("pages_compression"))
         try:
-            if self.segments is None:
+            if self.lazy is not None and self.segments is None and pages.reader is None:
+                self._write_eager(pages.source)
+            elif self.segments is None:
                 pages.into(0, [(vaddr, npages * PAGE) for vaddr, npages in mm["pagemap"]])
             elif pages.reader is not None:
                 raise RestoreError(f"{mm['pages_file']}: compressed page data cannot have "
