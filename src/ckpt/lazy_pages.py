@@ -12,7 +12,8 @@ Serving: a page fault on a pending page fills the whole chunk of the pages file 
 is in (read again, its CRC-32 compared with the one kept, then ``UFFDIO_COPY`` of each
 run of the chunk); a fault elsewhere in a registered mapping (a page that was never
 saved: zeros) gets ``UFFDIO_ZEROPAGE``. When no fault waits, the next pending chunk of
-the next process is copied (round robin). A chunk whose bytes changed since start-up
+the next process is copied (round robin; ``CKPT_LAZY_BACKGROUND=0``, for tests: never,
+the pages then come on touch only). A chunk whose bytes changed since start-up
 kills its process with a message: it never runs on wrong memory. Events: a fork gives
 the child's userfaultfd (the child needs what its parent still does), mremap moves
 pending pages, munmap and madvise(DONTNEED) drop them; a page already there (EEXIST)
@@ -226,6 +227,7 @@ class Daemon:
         self.buf = bytearray(uffd.MSG_SIZE * 64)
         self.rr = 0
         self.keeper: Keeper | None = None
+        self.background = os.environ.get("CKPT_LAZY_BACKGROUND") != "0"
 
     # ------------------------------------------------------------ set-up
 
@@ -292,7 +294,7 @@ class Daemon:
 
     def run(self) -> int:
         while self.listener is not None or self.conn is not None or self.procs:
-            busy = any(p.todo for p in self.procs.values())
+            busy = self.background and any(p.todo for p in self.procs.values())
             events = self.ep.poll(0 if busy else -1)
             for fd, _ in events:
                 self._dispatch(fd)
@@ -446,8 +448,12 @@ class Daemon:
                     self._add(p.fork(m.fd))
                     log.info("process %d forked: its child is served too", p.pid)
                 elif m.event == uffd.REMAP:
+                    log.debug("process %d: mremap %#x+%#x to %#x", p.pid, m.start, m.length,
+                              m.to)
                     p.cut(m.start, m.start + m.length, moved=m.to)
                 elif m.event in (uffd.REMOVE, uffd.UNMAP):
+                    log.debug("process %d: %s %#x-%#x", p.pid,
+                              "munmap" if m.event == uffd.UNMAP else "madvise", m.start, m.end)
                     p.cut(m.start, m.end)
 
     def _fault(self, p: Proc, addr: int, tid: int) -> None:

@@ -36,7 +36,6 @@ from ..kernel import libc, uffd
 from ..kernel.inject import Injector
 from ..kernel.libc import PAGE_SIZE as PAGE
 from .forked import Spans
-from .runs import merge_runs
 
 SOCKET = "lazy-pages.socket"
 FEATURES = uffd.EVENT_FORK | uffd.EVENT_REMAP | uffd.EVENT_REMOVE | uffd.EVENT_UNMAP | \
@@ -55,7 +54,12 @@ def eligible(v: dict[str, Any]) -> bool:
 def lazy_spans(fresh: list[tuple[int, int]], keep: list[list[int]]) -> list[tuple[int, int]]:
     """Sorted ``fresh`` spans (eligible mappings mapped anew) without the page runs
     ``keep`` (``[vaddr, npages]``: pages children inherit)."""
-    held = merge_runs(keep) if keep else []
+    held: list[tuple[int, int]] = []  # the union (children's runs overlap each other)
+    for a, b in sorted((int(v), int(v) + int(n) * PAGE) for v, n in keep):
+        if held and a <= held[-1][1]:
+            held[-1] = (held[-1][0], max(held[-1][1], b))
+        else:
+            held.append((a, b))
     out: list[tuple[int, int]] = []
     j = 0
     for s, e in sorted(fresh):

@@ -1,0 +1,248 @@
+"""Lazy restore (criu's --lazy-pages): ``ckpt lazy-pages`` serves the pages of a
+``ckpt restore --lazy-pages`` through userfaultfd while the processes already run.
+
+The targets (tests/progs/lazyheap.c, cowtree.c) check their own memory: every tick a
+slice of their heap, on SIGUSR1 all of it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ckpt.kernel import uffd
+from ckpt_helpers import (
+    Builder,
+    Output,
+    Procs,
+    ckpt_cmd,
+    ckpt_fails,
+    ckpt_ok,
+    dump_and_check_dead,
+    is_alive,
+    my_children,
+    proc_state,
+    reap_guards,
+    restore_detached,
+    scaled,
+    ticks_go_on,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(not uffd.available(), reason="no userfaultfd here")
+
+
+class Daemon:
+    """A ``ckpt lazy-pages`` run in the background, on the same images."""
+
+    def __init__(self, images: Path, log: Path, background: bool = True):
+        env = dict(os.environ)
+        if not background:
+            env["CKPT_LAZY_BACKGROUND"] = "0"
+        self.log = log
+        self.popen = subprocess.Popen(
+            [*ckpt_cmd(), "lazy-pages", "-D", str(images), "-v4", "-o", str(log)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env)
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()
+        assert line.startswith("ckpt lazy-pages: listening on "), (
+            line, self.popen.stderr.read() if self.popen.poll() is not None else "")
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Its exit status, once it ended by itself (every page in place or every
+        process gone)."""
+        return self.popen.wait(scaled(timeout))
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        d.stop()
+
+
+def _lazy_restore(procs: Procs, pid: int, out: Output, images: Path) -> None:
+    restore_detached(procs, pid, out, images, "--lazy-pages", timeout=120)
+
+
+def test_counter_with_large_heap_runs_at_once(build: Builder, procs: Procs, images: Path,
+                                              daemons: list[Daemon], tmp_path: Path) -> None:
+    """256 MiB of checked heap: the counter goes on from where it stopped while its pages
+    come, every slice it checks right; all of it checked once the daemon is done, which
+    exits by itself, the process running on."""
+    target = procs.start([build("lazyheap"), "256"])
+    target.out.wait_line(r"^ready$", timeout=60)
+    ticks_go_on(target.out, more=3)
+    dump_and_check_dead(procs, target, images, timeout=120)
+    daemon = Daemon(images, tmp_path / "lazy.log")
+    daemons.append(daemon)
+    restored_at = len(target.out.lines())
+    _lazy_restore(procs, target.pid, target.out, images)
+    ticks_go_on(target.out, more=5)
+    assert daemon.wait() == 0, daemon.popen.stderr.read()  # type: ignore[union-attr]
+    log = daemon.log_text()
+    served = int(re.search(r"process \d+: (\d+) pages to serve", log)[1])  # type: ignore[index]
+    assert served >= (256 << 20) // 4096, log
+    assert "every page in place" in log
+    signal.pidfd_send_signal(procs.tracked[-1].pidfd, signal.SIGUSR1)
+    assert target.out.wait_line(r"^verify ", start=restored_at, timeout=30) == \
+        f"verify ok {256 << 20}"
+    ticks_go_on(target.out, more=3)
+
+
+def test_tree_of_counters_each_with_its_heap(build: Builder, procs: Procs, images: Path,
+                                             daemons: list[Daemon], tmp_path: Path) -> None:
+    """A parent and 2 children, each with 64 MiB of heap of its own: each gets its own
+    userfaultfd and goes on, every byte right."""
+    target = procs.start([build("lazyheap"), "64", "2"])
+    pids = [int(x) for x in target.out.wait_line(r"^pids ", timeout=30).split()[1:]]
+    roles = ["P ", "K0 ", "K1 "]
+    for role in roles:
+        target.out.wait_line(rf"^{role}ready$", timeout=60)
+        ticks_go_on(target.out, role, more=2)
+    ckpt_ok("dump", "-t", pids[0], "-D", images, timeout=120)
+    for pid in pids:
+        procs.wait_gone(pid)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    _lazy_restore(procs, pids[0], target.out, images)
+    adopted = [procs.tracked[-1]] + [procs.adopt(pid, target.out) for pid in pids[1:]]
+    assert len(re.findall(r"pages to serve", daemon.log_text())) == 3
+    for role, proc in zip(roles, adopted, strict=True):
+        ticks_go_on(target.out, role, more=3)
+        n = len(target.out.lines())
+        signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+        assert target.out.wait_line(rf"^{role}verify ", start=n, timeout=30) == \
+            f"{role}verify ok {64 << 20}"
+    for proc in adopted:  # pages never touched stay pending: the daemon waits for them
+        assert daemon.popen.poll() is None
+        os.kill(proc.pid, signal.SIGKILL)
+        procs.wait_gone(proc)
+    assert daemon.wait() == 0
+    assert len(re.findall(r"process \d+ exited", daemon.log_text())) == 3
+
+
+def test_forked_tree_sharing_memory(build: Builder, procs: Procs, images: Path,
+                                    daemons: list[Daemon], tmp_path: Path) -> None:
+    """cowtree: workers share most of their parent's 64 MiB copy-on-write; the pages they
+    inherit are written at once, the others come lazily; every process checks them all."""
+    target = procs.start([build("cowtree")])
+    out = target.out
+    pids = [int(x) for x in out.wait_line(r"^pids ").split()[1:]]
+    roles = ["P", "W0", "W1", "W2"]
+    for r in roles:
+        out.wait_line(rf"^{r} 2$", timeout=30)
+    ckpt_ok("dump", "-t", pids[0], "-D", images, timeout=120)
+    for pid in pids:
+        procs.wait_gone(pid)
+    daemon = Daemon(images, tmp_path / "lazy.log")
+    daemons.append(daemon)
+    _lazy_restore(procs, pids[0], out, images)
+    adopted = [procs.tracked[-1]] + [procs.adopt(pid, out) for pid in pids[1:]]
+    for role, proc in zip(roles, adopted, strict=True):
+        n = len(out.lines())
+        signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+        assert out.wait_line(rf"^{role} check ", start=n, timeout=30) == f"{role} check ok"
+    assert daemon.wait() == 0
+    for role in roles:
+        count = sum(1 for ln in out.lines() if re.match(rf"^{role} \d+$", ln))
+        out.wait_line(rf"^{role} {count + 2}$", timeout=20)
+
+
+def test_moved_and_dropped_while_pending(build: Builder, procs: Procs, images: Path,
+                                         daemons: list[Daemon], tmp_path: Path) -> None:
+    """Pages not yet served when the process mremaps, munmaps and MADV_DONTNEEDs them:
+    the moved ones come at their new place, the others are forgotten (the dropped MiB
+    reads zeros); the daemon ends when the process exits."""
+    target = procs.start([build("lazyheap"), "32"])
+    target.out.wait_line(r"^ready$", timeout=30)
+    ticks_go_on(target.out, more=2)
+    dump_and_check_dead(procs, target, images)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    _lazy_restore(procs, target.pid, target.out, images)
+    proc = procs.tracked[-1]
+    n = len(target.out.lines())
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR2)
+    assert target.out.wait_line(r"^moved", start=n, timeout=30) == "moved"
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+    assert target.out.wait_line(r"^verify ", start=n, timeout=30) == f"verify ok {32 << 20}"
+    ticks_go_on(target.out, more=3)
+    os.kill(target.pid, signal.SIGKILL)
+    procs.wait_gone(proc)
+    assert daemon.wait() == 0
+    log = daemon.log_text()
+    assert all(f"process {target.pid}: {what}" in log for what in ("mremap", "munmap",
+                                                                   "madvise")), log
+
+
+def test_no_daemon_is_a_clear_error_and_loses_nothing(build: Builder, procs: Procs,
+                                                      images: Path) -> None:
+    """Without a daemon the restore fails before it creates anything; the images then
+    restore without --lazy-pages."""
+    target = procs.start([build("lazyheap"), "8"])
+    target.out.wait_line(r"^ready$", timeout=30)
+    ticks_go_on(target.out, more=2)
+    dump_and_check_dead(procs, target, images)
+    err = ckpt_fails("restore", "-D", images, "-d", "--lazy-pages")
+    assert "no lazy-pages daemon" in err and "lazy-pages.socket" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not is_alive(target.pid)
+    restore_detached(procs, target.pid, target.out, images)
+    ticks_go_on(target.out, more=3)
+
+
+def test_daemon_killed_kills_what_waits_on_it(build: Builder, procs: Procs, images: Path,
+                                              daemons: list[Daemon], tmp_path: Path) -> None:
+    """The daemon killed with pages still to serve: its keeper kills the process, which
+    never reads zeros where its pages were to come; nothing is left behind."""
+    before = my_children()
+    target = procs.start([build("lazyheap"), "32"])
+    target.out.wait_line(r"^ready$", timeout=30)
+    ticks_go_on(target.out, more=2)
+    dump_and_check_dead(procs, target, images)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    _lazy_restore(procs, target.pid, target.out, images)
+    proc = procs.tracked[-1]
+    daemon.popen.kill()
+    daemon.popen.wait()
+    assert procs.wait_gone(proc, timeout=30) == -signal.SIGKILL
+    assert not [ln for ln in target.out.lines() if "BAD" in ln]
+    err = daemon.popen.stderr.read()  # type: ignore[union-attr]
+    assert f"process {target.pid} killed" in err, err
+    wait_until(lambda: all(proc_state(p) in ("Z", None) for p in my_children() - before
+                           if _comm(p) == "ckpt"), 30, "the keeper to exit")
+    reap_guards(before)  # it is ours (we are a subreaper): reaped
+
+
+def test_dump_lazy_pages_is_refused(build: Builder, procs: Procs, images: Path) -> None:
+    """criu's remote post-copy (dump --lazy-pages) is refused, the tree left running."""
+    target = procs.start([build("lazyheap"), "8"])
+    target.out.wait_line(r"^ready$", timeout=30)
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images, "--lazy-pages")
+    assert "--lazy-pages" in err and "post-copy" in err, err
+    ticks_go_on(target.out, more=3)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
