@@ -264,12 +264,14 @@ def _cli(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(("argv", "line"), [
-    (["dump", "--lazy-pages"], "ckpt dump: error: --lazy-pages: lazy pages (userfaultfd) "
-                               "are not supported"),
+    (["dump", "--lazy-pages"], "ckpt dump: error: --lazy-pages: criu's remote post-copy "
+                               "from a frozen source is not supported: dump, then `ckpt "
+                               "lazy-pages` and `ckpt restore --lazy-pages` on the images"),
     (["dump", "--cgroup-yard", "/x"], "ckpt dump: error: --cgroup-yard /x: cgroup roots, "
                                       "yards and chosen knobs are not supported yet"),
-    (["restore", "--lazy-pages"], "ckpt restore: error: --lazy-pages: lazy pages "
-                                  "(userfaultfd) are not supported"),
+    (["page-server", "--lazy-pages", "--port", "1"],
+     "ckpt page-server: error: --lazy-pages: criu's remote post-copy is not supported: the "
+     "lazy-pages daemon serves local images"),
     (["restore", "--veth-pair", "a=b"], "ckpt restore: error: --veth-pair a=b: namespaces "
                                         "are not supported yet"),
 ])
