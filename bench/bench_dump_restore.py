@@ -26,6 +26,10 @@ Every time is a whole command as a user runs it (``ckpt dump``, ``ckpt restore -
   restore on tmpfs;
 * **--compress**: dump and restore of the 105 MiB and 1 GiB processes, and the size of
   the images against the plain dump's.
+* **--lazy-pages**: time to running of ``restore -d`` of the 1 GiB process, images on
+  tmpfs, against ``restore -d --lazy-pages`` with ``ckpt lazy-pages`` started before (its
+  start-up, which checks the images, and the time until every page is in place, from
+  the start of the restore, in the note).
 
 After each restore the process must count on and find every byte of its memory as
 it was (it checks on SIGUSR1). With ``CKPT_BENCH_CRIU`` naming a criu that passes
@@ -434,6 +438,55 @@ def compress(exe: Path, root: Path, size_mib: int) -> list[Row]:
     return rows
 
 
+def lazy(exe: Path, root: Path, size_mib: int, rounds: int) -> list[Row]:
+    """``restore -d`` against ``restore -d --lazy-pages`` of the big process: the time
+    until the process runs, and until every page is in place."""
+    ckpt = Tool("ckpt", ckpt_command())
+    took: dict[str, list[float]] = {"plain": [], "lazy": []}
+    daemon_start: list[float] = []
+    complete: list[float] = []
+    for _ in range(rounds):
+        for mode in ("plain", "lazy"):
+            images = fresh(root / f"lazy-{mode}")
+            target = Target(exe, root / "lazy.log", size_mib, 0, 0)
+            daemon = None
+            try:
+                ckpt.dump(target.pid, images)
+                target.killed()
+                extra: list[str] = []
+                if mode == "lazy":
+                    t0 = time.perf_counter()
+                    daemon = subprocess.Popen(ckpt.argv + ["lazy-pages", "-D", str(images)],
+                                              stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL, text=True)
+                    assert daemon.stdout is not None
+                    if not daemon.stdout.readline().startswith("ckpt lazy-pages: listening"):
+                        raise RuntimeError("ckpt lazy-pages did not start")
+                    daemon_start.append(time.perf_counter() - t0)
+                    extra = ["--lazy-pages"]
+                t0 = time.perf_counter()
+                took[mode].append(ckpt.restore(images, *extra).wall)
+                if daemon is not None:
+                    if daemon.wait(target.timeout) != 0:
+                        raise RuntimeError("ckpt lazy-pages failed")
+                    complete.append(time.perf_counter() - t0)
+                target.check_restored()
+            finally:
+                if daemon is not None and daemon.poll() is None:
+                    daemon.kill()
+                    daemon.wait()
+                target.stop()
+                shutil.rmtree(images, ignore_errors=True)
+    gib = f"{size_mib / 1024:g} GiB"
+    return [Row(f"time to running, restore -d {gib}, tmpfs ({rounds} rounds)",
+                {"ckpt": f"{secs(statistics.median(took['lazy']))} --lazy-pages vs "
+                         f"{secs(statistics.median(took['plain']))}"},
+                f"lazy-pages daemon start-up (checks the pages) "
+                f"{secs(statistics.median(daemon_start))}; every page in place "
+                f"{secs(statistics.median(complete))} after the restore began")]
+
+
 def supports_compress() -> bool:
     res = subprocess.run(ckpt_command() + ["dump", "--help"], capture_output=True, text=True)
     return "--compress" in res.stdout
@@ -460,6 +513,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="rounds of the big case")
     ap.add_argument("--quick", action="store_true",
                     help="the fixed cost and per-megabyte rows only")
+    ap.add_argument("--lazy", action="store_true", help="the --lazy-pages row only")
     args = ap.parse_args()
     disk, tmpfs = Path("/var/tmp"), Path("/dev/shm")
     need = 2 * args.size_mib * MIB + 256 * MIB
@@ -486,9 +540,10 @@ def main() -> int:
         (work_disk / "holder.c").write_text(PROGRAM)
         subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(work_disk / "holder.c")],
                        check=True)
-        rows += fixed_cost(tools, work_tmpfs, args.runs)
-        rows += per_megabyte(tools, exe, work_tmpfs, 3)
-        if not args.quick:
+        if not args.lazy:
+            rows += fixed_cost(tools, work_tmpfs, args.runs)
+            rows += per_megabyte(tools, exe, work_tmpfs, 3)
+        if not args.quick and not args.lazy:
             rss: dict[str, Run] = {}
             rows += gigabyte(tools, exe, "tmpfs", work_tmpfs, args.size_mib, args.rounds, rss)
             rows += gigabyte(tools, exe, "disk", work_disk, args.size_mib, args.rounds, rss)
@@ -499,6 +554,8 @@ def main() -> int:
                                 "the command's own memory (wait4 ru_maxrss)"))
             if supports_compress():
                 rows += compress(exe, work_tmpfs, args.size_mib)
+        if not args.quick:
+            rows += lazy(exe, work_tmpfs, args.size_mib, args.rounds)
     finally:
         shutil.rmtree(work_disk, ignore_errors=True)
         shutil.rmtree(work_tmpfs, ignore_errors=True)

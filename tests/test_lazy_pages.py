@@ -246,3 +246,30 @@ def _comm(pid: int) -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+def test_page_data_changed_after_the_check_kills(build: Builder, procs: Procs, images: Path,
+                                                 daemons: list[Daemon], tmp_path: Path) -> None:
+    """A pages file changed after the daemon checked it: the process touching the changed
+    chunk is killed, never run on those bytes, and the daemon says why and exits 1."""
+    target = procs.start([build("lazyheap"), "32"])
+    target.out.wait_line(r"^ready$", timeout=30)
+    ticks_go_on(target.out, more=2)
+    dump_and_check_dead(procs, target, images)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    pages = images / f"pages-{target.pid}.img"
+    with open(pages, "r+b") as f:  # a byte in the middle of the heap
+        f.seek(pages.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    _lazy_restore(procs, target.pid, target.out, images)
+    proc = procs.tracked[-1]
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)  # touches every page
+    assert procs.wait_gone(proc, timeout=30) == -signal.SIGKILL
+    assert not [ln for ln in target.out.lines() if "BAD" in ln or "verify" in ln]
+    assert daemon.wait() == 1
+    log = daemon.log_text()
+    assert "changed since the daemon checked it" in log and \
+        f"process {target.pid} killed" in log, log

@@ -375,7 +375,8 @@ class Daemon:
             if msg["inventory"] != self.images.crc32:
                 raise LazyError(f"the restore's images are not those of {self.images.dir} "
                                 "(their inventories differ)")
-            return {"ok": True}
+            return {"ok": True, "chunk": CHUNK,
+                    "crcs": {name: d.crcs for name, d in self.data.items()}}
         if "done" in msg:
             self.done = True
             log.info("the restore handed over %s processes; they run", msg["done"])

@@ -37,9 +37,6 @@ def test_split_keeps_file_offsets() -> None:
     cut = lazy.split(pagemap, [(0x11000, 0x13000), (0x20000, 0x30000)])
     assert cut.eager == [(0x10000, P, 0), (0x13000, P, 3 * P)]
     assert cut.lazy == [(0x11000, 2 * P, P), (0x20000, 2 * P, 4 * P)]
-    assert lazy.file_batches(cut.eager) == [(0, [(0x10000, P)]), (3 * P, [(0x13000, P)])]
-    assert lazy.file_batches([(0x1000, P, 0), (0x9000, P, P)]) == [
-        (0, [(0x1000, P), (0x9000, P)])]
 
 
 def _proc(runs: list[tuple[int, int, int]]) -> Proc:

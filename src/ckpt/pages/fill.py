@@ -81,7 +81,7 @@ class PagesFile:
                 n = min(left, got - at)
                 pieces.append((addr, n))
                 addr, left, at = addr + n, left - n, at + n
-            _write_pieces(pid, buf.addr, pieces)
+            write_pieces(pid, buf.addr, pieces)
             done += got
             progress.advance(got)
 
@@ -141,7 +141,7 @@ class PagesFile:
             raise ImageError(f"{self.path}: corrupted (checksum mismatch)")
 
 
-def _write_pieces(pid: int, local: int, pieces: list[Run]) -> None:
+def write_pieces(pid: int, local: int, pieces: list[Run]) -> None:
     """The bytes at ``local`` into ``pieces`` of process ``pid``, in order."""
     for i in range(0, len(pieces), _IOV_MAX):
         part = pieces[i:i + _IOV_MAX]
@@ -184,6 +184,14 @@ class Fill:
     def _own_name(self, path: str) -> str | None:
         folder, name = os.path.split(path)
         return name if folder == os.path.abspath(self.images.dir) else None
+
+    def vouched(self, path: str) -> None:
+        """``path`` (one of the folder's) was checked whole by the lazy-pages daemon,
+        which gave the CRC-32 of each of its chunks: the restore checks what it reads of
+        it against those (pages.lazy), not the whole file again."""
+        name = self._own_name(os.path.abspath(path))
+        if name is not None:
+            self.deferred.discard(name)
 
     def done(self, path: str) -> None:
         """Every page the restore takes from ``path`` is in place: check its checksum."""

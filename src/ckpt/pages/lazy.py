@@ -18,9 +18,11 @@ ranges: a fault there waits for the daemon.
 
 Protocol: a SOCK_SEQPACKET unix socket ``lazy-pages.socket`` in the daemon's work
 folder; each message one JSON object. restore: ``{"inventory": CRC}``; daemon:
-``{"ok": true}`` (or ``{"error": TEXT}``); then per process restore: ``{"pid", "file",
-"runs"}`` with [userfaultfd, pidfd] as SCM_RIGHTS, daemon: ``{"ok": true}``; at the end
-restore: ``{"done": N}`` once the processes run.
+``{"ok": true, "chunk": BYTES, "crcs": {PAGES FILE: [CRC-32 of each chunk]}}`` (or
+``{"error": TEXT}``): the restore checks the pages it writes itself against those, the
+daemon having checked each file whole against the inventory; then per process restore:
+``{"pid", "file", "runs"}`` with [userfaultfd, pidfd] as SCM_RIGHTS, daemon:
+``{"ok": true}``; at the end restore: ``{"done": N}`` once the processes run.
 """
 
 from __future__ import annotations
@@ -28,19 +30,23 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RestoreError
+from ..errors import ImageError, RestoreError
+from ..images import crc32
 from ..kernel import libc, uffd
 from ..kernel.inject import Injector
 from ..kernel.libc import PAGE_SIZE as PAGE
+from . import fill
+from .buffer import BUF_SIZE, Buffer, page_buffer
 from .forked import Spans
 
 SOCKET = "lazy-pages.socket"
 FEATURES = uffd.EVENT_FORK | uffd.EVENT_REMAP | uffd.EVENT_REMOVE | uffd.EVENT_UNMAP | \
     uffd.THREAD_ID
-MAX_MSG = 1 << 22  # a handed-over process's message (runs of a fragmented heap)
+MAX_MSG = 1 << 24  # a message: runs of a fragmented heap, the CRC-32s of every chunk
 
 Run = tuple[int, int, int]  # (address, length, offset in the pages file)
 
@@ -106,19 +112,6 @@ def split(pagemap: list[list[int]], spans: list[tuple[int, int]]) -> Split:
     return out
 
 
-def file_batches(runs: list[Run]) -> list[tuple[int, list[tuple[int, int]]]]:
-    """Runs that follow each other in the file, as (offset, [(vaddr, length)])."""
-    out: list[tuple[int, list[tuple[int, int]]]] = []
-    end = -1
-    for vaddr, length, off in runs:
-        if out and off == end:
-            out[-1][1].append((vaddr, length))
-        else:
-            out.append((off, [(vaddr, length)]))
-        end = off + length
-    return out
-
-
 @dataclass
 class _Pending:
     file: str
@@ -169,9 +162,59 @@ class Handover:
             raise RestoreError(f"--lazy-pages: no lazy-pages daemon at {self.path} "
                                f"({e.strerror or e}); start `ckpt lazy-pages -D DIR` on the "
                                "same images first") from None
-        self._ask({"inventory": inventory_crc}, [], "the images")
+        creds = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                     struct.calcsize("3i"))
+        uid = struct.unpack("3i", creds)[1]
+        if uid not in (0, os.geteuid()):
+            self.sock.close()
+            raise RestoreError(f"--lazy-pages: the daemon at {self.path} runs as user {uid}, "
+                               "not as root")
+        reply = self._ask({"inventory": inventory_crc}, [], "the images")
+        self.chunk = int(reply.get("chunk", 0))
+        self.crcs: dict[str, list[int]] = reply.get("crcs", {})
 
-    def _ask(self, obj: dict[str, Any], fds: list[int], what: str) -> None:
+    def write_eager(self, pid: int, path: str, name: str, runs: list[Run]) -> None:
+        """The pages of ``runs`` not left to the daemon, from pages file ``path``, into
+        process ``pid``: read a chunk at a time, each checked against the CRC-32 the
+        daemon found for it (it checked the whole file against the inventory)."""
+        crcs = self.crcs.get(name)
+        if crcs is None or self.chunk <= 0 or BUF_SIZE % self.chunk:
+            raise RestoreError(f"--lazy-pages: the daemon has no checksums of {name}")
+        buf = page_buffer()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            window = (-1, -1)  # file bytes in the buffer
+            for vaddr, length, off in runs:
+                end = off + length
+                while off < end:
+                    if not window[0] <= off < window[1]:
+                        window = self._read(fd, size, name, crcs, buf,
+                                            off - off % self.chunk)
+                    n = min(end, window[1]) - off
+                    fill.write_pieces(pid, buf.addr + off - window[0], [(vaddr, n)])
+                    vaddr, off = vaddr + n, off + n
+        finally:
+            os.close(fd)
+
+    def _read(self, fd: int, size: int, name: str, crcs: list[int], buf: Buffer,
+              start: int) -> tuple[int, int]:
+        """The chunks of the file from ``start``, a buffer of them, each checked."""
+        want = min(BUF_SIZE, size - start)
+        got = 0
+        while got < want:
+            n = os.preadv(fd, [buf.view[got:want]], start + got)
+            if n <= 0:
+                raise ImageError(f"{name}: short read at offset {start + got}")
+            got += n
+        for at in range(0, got, self.chunk):
+            c = (start + at) // self.chunk
+            if c >= len(crcs) or crc32(buf.view[at:min(got, at + self.chunk)]) != crcs[c]:
+                raise ImageError(f"{name}: the page data at offset {start + at} is not what "
+                                 "the lazy-pages daemon checked (checksum mismatch)")
+        return start, start + got
+
+    def _ask(self, obj: dict[str, Any], fds: list[int], what: str) -> dict[str, Any]:
         try:
             send(self.sock, obj, fds)
             reply, got = recv(self.sock, "the lazy-pages daemon")
@@ -185,6 +228,7 @@ class Handover:
         if not reply.get("ok"):
             raise RestoreError(f"--lazy-pages: the lazy-pages daemon refused {what}: "
                                f"{reply.get('error', reply)}")
+        return reply
 
     def plan(self, pid: int, file: str, runs: list[Run], ranges: list[tuple[int, int]]) -> None:
         """Pages of ``pid`` (in its pages file ``file``) left to the daemon, in the

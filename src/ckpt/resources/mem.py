@@ -952,8 +952,8 @@ class _Rebuild:
                  if p.parent is None and lazy.eligible(p.vma)]
         spans = lazy.lazy_spans(fresh, self.kids_inherit)
         cut = lazy.split(self.mm["pagemap"], spans)
-        for off, runs in lazy.file_batches(cut.eager):
-            source.write(self.pid, off, runs)
+        self.lazy.write_eager(self.pid, source.path, self.mm["pages_file"], cut.eager)
+        self.pages.vouched(source.path)
         served = forked.Spans([(a, a + n) for a, n, _ in cut.lazy])
         ranges = [(s, e) for s, e in fresh if served.clip(s, e)]
         self.lazy.plan(self.pid, self.mm["pages_file"], cut.lazy, ranges)
