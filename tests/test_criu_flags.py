@@ -76,8 +76,9 @@ def test_refused_flag_leaves_process_alone(build: Builder, procs: Procs,
     target = procs.start([build("counter")])
     target.out.wait_numbers(3)
     err = ckpt_fails("dump", "-t", target.pid, "-D", images, "--lazy-pages")
-    assert err == "ckpt dump: error: --lazy-pages: lazy pages (userfaultfd) are not " \
-        "supported\n"
+    assert err == "ckpt dump: error: --lazy-pages: criu's remote post-copy from a frozen " \
+        "source is not supported: dump, then `ckpt lazy-pages` and `ckpt restore " \
+        "--lazy-pages` on the images\n"
     assert not images.exists()
     assert proc_state(target.pid) in ("R", "S")
     assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))

@@ -65,7 +65,8 @@ IGNORED = {
 
 # Refused when set to anything but their neutral value: ckpt cannot do it yet.
 UNSUPPORTED = {
-    "lazy_pages": "lazy pages (userfaultfd) are not supported",
+    "lazy_pages": "lazy pages are not served through RPC: run `ckpt lazy-pages` and "
+                  "`ckpt restore --lazy-pages`",
     "status_fd": "status_fd is not supported (criu deprecates it)",
     "config_file": "criu configuration files are not read (this one exists)",
     "lsm_profile": "LSM profiles are not set at restore",
