@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import logging
 import os
 import select
 import socket
@@ -45,10 +44,11 @@ from .errors import CkptError, ImageError
 from .images import ImageReader, crc32
 from .kernel import libc, uffd
 from .kernel.libc import PAGE_SIZE as PAGE
+from .log import logger
 from .pages import fill, lazy
 from .pages.buffer import BUF_SIZE, page_buffer
 
-log = logging.getLogger("ckpt.lazy-pages")
+log = logger("ckpt.lazy-pages")
 
 CHUNK = 256 << 10  # bytes of a pages file filled per fault, and checked as one
 assert BUF_SIZE % CHUNK == 0
