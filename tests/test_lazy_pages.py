@@ -19,6 +19,7 @@ from ckpt.kernel import uffd
 from ckpt_helpers import (
     Builder,
     Output,
+    Proc,
     Procs,
     ckpt_cmd,
     ckpt_fails,
@@ -74,6 +75,15 @@ def daemons() -> Iterator[list[Daemon]]:
     yield made
     for d in made:
         d.stop()
+
+
+def _dumped(build: Builder, procs: Procs, images: Path, mib: int) -> Proc:
+    """lazyheap with ``mib`` MiB of heap, ticking, then dumped (killed)."""
+    target = procs.start([build("lazyheap"), str(mib)])
+    target.out.wait_line(r"^ready$", timeout=30)
+    ticks_go_on(target.out, more=2)
+    dump_and_check_dead(procs, target, images)
+    return target
 
 
 def _lazy_restore(procs: Procs, pid: int, out: Output, images: Path) -> None:
@@ -169,10 +179,7 @@ def test_moved_and_dropped_while_pending(build: Builder, procs: Procs, images: P
     """Pages not yet served when the process mremaps, munmaps and MADV_DONTNEEDs them:
     the moved ones come at their new place, the others are forgotten (the dropped MiB
     reads zeros); the daemon ends when the process exits."""
-    target = procs.start([build("lazyheap"), "32"])
-    target.out.wait_line(r"^ready$", timeout=30)
-    ticks_go_on(target.out, more=2)
-    dump_and_check_dead(procs, target, images)
+    target = _dumped(build, procs, images, 32)
     daemon = Daemon(images, tmp_path / "lazy.log", background=False)
     daemons.append(daemon)
     _lazy_restore(procs, target.pid, target.out, images)
@@ -195,10 +202,7 @@ def test_no_daemon_is_a_clear_error_and_loses_nothing(build: Builder, procs: Pro
                                                       images: Path) -> None:
     """Without a daemon the restore fails before it creates anything; the images then
     restore without --lazy-pages."""
-    target = procs.start([build("lazyheap"), "8"])
-    target.out.wait_line(r"^ready$", timeout=30)
-    ticks_go_on(target.out, more=2)
-    dump_and_check_dead(procs, target, images)
+    target = _dumped(build, procs, images, 8)
     err = ckpt_fails("restore", "-D", images, "-d", "--lazy-pages")
     assert "no lazy-pages daemon" in err and "lazy-pages.socket" in err, err
     assert len(err.strip().splitlines()) == 1, err
@@ -212,10 +216,7 @@ def test_daemon_killed_kills_what_waits_on_it(build: Builder, procs: Procs, imag
     """The daemon killed with pages still to serve: its keeper kills the process, which
     never reads zeros where its pages were to come; nothing is left behind."""
     before = my_children()
-    target = procs.start([build("lazyheap"), "32"])
-    target.out.wait_line(r"^ready$", timeout=30)
-    ticks_go_on(target.out, more=2)
-    dump_and_check_dead(procs, target, images)
+    target = _dumped(build, procs, images, 32)
     daemon = Daemon(images, tmp_path / "lazy.log", background=False)
     daemons.append(daemon)
     _lazy_restore(procs, target.pid, target.out, images)
@@ -252,10 +253,7 @@ def test_page_data_changed_after_the_check_kills(build: Builder, procs: Procs, i
                                                  daemons: list[Daemon], tmp_path: Path) -> None:
     """A pages file changed after the daemon checked it: the process touching the changed
     chunk is killed, never run on those bytes, and the daemon says why and exits 1."""
-    target = procs.start([build("lazyheap"), "32"])
-    target.out.wait_line(r"^ready$", timeout=30)
-    ticks_go_on(target.out, more=2)
-    dump_and_check_dead(procs, target, images)
+    target = _dumped(build, procs, images, 32)
     daemon = Daemon(images, tmp_path / "lazy.log", background=False)
     daemons.append(daemon)
     pages = images / f"pages-{target.pid}.img"

@@ -234,13 +234,7 @@ def _page_server_command(args: argparse.Namespace, notes: list[str]) -> int:
     _setup_log(args, notes, create=True)
 
     def ready(addr: str, port: int) -> None:
-        print(f"ckpt page-server: listening on {addr}:{port}", flush=True)
-        if args.pidfile:
-            safefs.write_new(os.path.join(_work_dir(args), args.pidfile),
-                             f"{os.getpid()}\n".encode())
-        if args.status_fd is not None:
-            os.write(args.status_fd, b"\0")
-            os.close(args.status_fd)
+        _listening(args, f"ckpt page-server: listening on {addr}:{port}")
 
     serve(args.images_dir, args.port, args.address or "0.0.0.0", ready=ready,
           overwrite=bool(args.overwrite))
@@ -253,15 +247,21 @@ def _lazy_pages_command(args: argparse.Namespace, notes: list[str]) -> int:
     _setup_log(args, notes, create=False)
 
     def ready(path: str) -> None:
-        print(f"ckpt lazy-pages: listening on {path}", flush=True)
-        if args.pidfile:
-            safefs.write_new(os.path.join(_work_dir(args), args.pidfile),
-                             f"{os.getpid()}\n".encode())
-        if args.status_fd is not None:
-            os.write(args.status_fd, b"\0")
-            os.close(args.status_fd)
+        _listening(args, f"ckpt lazy-pages: listening on {path}")
 
     return serve(args.images_dir, _work_dir(args), ready=ready)
+
+
+def _listening(args: argparse.Namespace, line: str) -> None:
+    """A server listens: ``line`` on stdout, its PID in --pidfile, a zero byte to
+    --status-fd (criu's page-server and lazy-pages)."""
+    print(line, flush=True)
+    if args.pidfile:
+        safefs.write_new(os.path.join(_work_dir(args), args.pidfile),
+                         f"{os.getpid()}\n".encode())
+    if args.status_fd is not None:
+        os.write(args.status_fd, b"\0")
+        os.close(args.status_fd)
 
 
 def _close_fds(fds: list[int] | None) -> None:

@@ -87,14 +87,7 @@ class PagesData:
             raise ImageError(f"{self.path}: corrupted (checksum mismatch)")
 
     def _read(self, view: memoryview, off: int) -> int:
-        want = min(CHUNK, self.size - off)
-        got = 0
-        while got < want:
-            n = os.preadv(self.fd, [view[got:want]], off + got)
-            if n <= 0:
-                raise ImageError(f"{self.path}: short read at offset {off + got}")
-            got += n
-        return got
+        return fill.read_full(self.fd, view, min(CHUNK, self.size - off), off, self.path)
 
     def chunk(self, index: int, view: memoryview) -> None:
         """Chunk ``index`` into ``view``, checked; ImageError if it changed."""

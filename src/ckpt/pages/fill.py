@@ -93,12 +93,7 @@ class PagesFile:
         if self.in_order and off + want > self._ahead and self._ahead < self.size:
             self._ahead = off + want + _AHEAD
             os.posix_fadvise(self.fd, off + want, _AHEAD, os.POSIX_FADV_WILLNEED)
-        got = 0
-        while got < want:
-            n = os.preadv(self.fd, [view[got:want]], off + got)
-            if n <= 0:
-                raise ImageError(f"{self.path}: short read at offset {off + got}")
-            got += n
+        got = read_full(self.fd, view, want, off, self.path)
         if self.in_order and off == self.pos:
             self.sum = crc32(view[:got], self.sum)
             self.pos += got
@@ -139,6 +134,18 @@ class PagesFile:
         self.close()
         if self.sum != self.crc:
             raise ImageError(f"{self.path}: corrupted (checksum mismatch)")
+
+
+def read_full(fd: int, view: memoryview, want: int, off: int, path: str) -> int:
+    """Bytes [off, +want) of file ``fd`` (at ``path``) into ``view``; ImageError if it
+    ends before."""
+    got = 0
+    while got < want:
+        n = os.preadv(fd, [view[got:want]], off + got)
+        if n <= 0:
+            raise ImageError(f"{path}: short read at offset {off + got}")
+        got += n
+    return got
 
 
 def write_pieces(pid: int, local: int, pieces: list[Run]) -> None:

@@ -200,13 +200,7 @@ class Handover:
     def _read(self, fd: int, size: int, name: str, crcs: list[int], buf: Buffer,
               start: int) -> tuple[int, int]:
         """The chunks of the file from ``start``, a buffer of them, each checked."""
-        want = min(BUF_SIZE, size - start)
-        got = 0
-        while got < want:
-            n = os.preadv(fd, [buf.view[got:want]], start + got)
-            if n <= 0:
-                raise ImageError(f"{name}: short read at offset {start + got}")
-            got += n
+        got = fill.read_full(fd, buf.view, min(BUF_SIZE, size - start), start, name)
         for at in range(0, got, self.chunk):
             c = (start + at) // self.chunk
             if c >= len(crcs) or crc32(buf.view[at:min(got, at + self.chunk)]) != crcs[c]:
