@@ -271,3 +271,27 @@ def test_page_data_changed_after_the_check_kills(build: Builder, procs: Procs, i
     log = daemon.log_text()
     assert "changed since the daemon checked it" in log and \
         f"process {target.pid} killed" in log, log
+
+
+def test_restore_killed_after_the_handover(build: Builder, procs: Procs, images: Path,
+                                           daemons: list[Daemon], tmp_path: Path) -> None:
+    """ckpt killed once it handed the process over, before it let it run: the process
+    goes with it, the daemon forgets it, says the restore ended early and exits 1; the
+    images restore again, lazily, with a new daemon."""
+    target = _dumped(build, procs, images, 32)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    res = subprocess.run([*ckpt_cmd(), "restore", "-D", str(images), "-d", "--lazy-pages"],
+                         env=dict(os.environ, CKPT_FAULT="restore.created:kill"),
+                         stdin=subprocess.DEVNULL, capture_output=True,
+                         timeout=scaled(120))
+    assert res.returncode == -signal.SIGKILL
+    procs.wait_gone(target.pid, timeout=30)  # the half-restored process, reaped
+    assert daemon.wait() == 1
+    log = daemon.log_text()
+    assert "the restore ended before its processes ran" in log and "exited" in log, log
+    again = Daemon(images, tmp_path / "lazy2.log")
+    daemons.append(again)
+    _lazy_restore(procs, target.pid, target.out, images)
+    ticks_go_on(target.out, more=3)
+    assert again.wait() == 0
