@@ -295,3 +295,47 @@ def test_restore_killed_after_the_handover(build: Builder, procs: Procs, images:
     _lazy_restore(procs, target.pid, target.out, images)
     ticks_go_on(target.out, more=3)
     assert again.wait() == 0
+
+
+def test_fork_while_pages_are_pending(build: Builder, procs: Procs, images: Path,
+                                      daemons: list[Daemon], tmp_path: Path) -> None:
+    """The restored process forks before its pages came: the child (served through the
+    userfaultfd the fork gives the daemon) finds every byte, as its parent then does."""
+    target = _dumped(build, procs, images, 32)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    _lazy_restore(procs, target.pid, target.out, images)
+    proc = procs.tracked[-1]
+    n = len(target.out.lines())
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGHUP)
+    assert target.out.wait_line(r"^child verify ", start=n, timeout=30) == \
+        f"child verify ok {32 << 20}"
+    target.out.wait_line(r"^forked$", start=n, timeout=30)
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+    assert target.out.wait_line(r"^verify ", start=n, timeout=30) == f"verify ok {32 << 20}"
+    assert "forked: its child is served too" in daemon.log_text()
+    ticks_go_on(target.out, more=2)
+
+
+def test_threads_fault_side_by_side(build: Builder, procs: Procs, images: Path,
+                                    daemons: list[Daemon], tmp_path: Path) -> None:
+    """4 threads and the main one check the heap while its pages come on touch only:
+    faults from several threads at once, every byte right, every thread back."""
+    target = procs.start([build("lazyheap"), "64", "0", "4"])
+    target.out.wait_line(r"^ready$", timeout=30)
+    ticks_go_on(target.out, more=3)
+    dump_and_check_dead(procs, target, images)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    _lazy_restore(procs, target.pid, target.out, images)
+    assert len(os.listdir(f"/proc/{target.pid}/task")) == 5
+    ticks_go_on(target.out, more=20)  # each slice checked by every thread meanwhile
+    n = len(target.out.lines())
+    signal.pidfd_send_signal(procs.tracked[-1].pidfd, signal.SIGUSR1)
+    assert target.out.wait_line(r"^verify ", start=n, timeout=30) == f"verify ok {64 << 20}"
+    os.kill(target.pid, signal.SIGKILL)
+    procs.wait_gone(procs.tracked[-1])
+    assert daemon.wait() == 0
+    faults = re.search(r"done: (\d+) faults served", daemon.log_text())
+    assert faults is not None and int(faults[1]) >= (64 << 20) // (256 << 10), \
+        daemon.log_text()  # at least a fault a chunk: nothing was copied but on touch

@@ -1,4 +1,4 @@
-/* lazyheap [MIB [KIDS]]: a counter holding a large heap that checks its own memory, for lazy
+/* lazyheap [MIB [KIDS [THREADS]]]: a counter holding a large heap that checks its own memory, for lazy
  * restores (pages arriving on first touch while it runs).
  *
  * HEAP (MIB MiB, malloc: a private anonymous mapping), 256 small malloc blocks (the
@@ -10,17 +10,24 @@
  * With KIDS, it first forks KIDS children, each of them the same counter with a heap
  * of its own: every line then starts with its role ("P ", "K0 ", "K1 ", ...) and the
  * parent prints "pids P K0 K1 ..." first.
+ * With THREADS, that many threads check the slices of HEAP too, one every 5 ms each,
+ * a wrong byte making the next tick "N BAD thread at OFFSET".
+ * SIGHUP: forks a child that checks every byte of HEAP and MOVING as SIGUSR1 does,
+ *         prints "child verify ok BYTES" (or "child verify BAD ...") and exits; the
+ *         parent reaps it and prints "forked".
  * SIGUSR2: MOVING moved elsewhere (mremap), DROPPED unmapped, the first MiB of HEAP
  *          dropped (MADV_DONTNEED: zeros from then on), touching none of them first;
  *          prints "moved".
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,11 +39,13 @@ static uint64_t size = 64UL << 20;
 static uint64_t *heap, *moving, *dropped;
 static uint64_t *blocks[BLOCKS];
 static uint64_t zfrom, zto; /* the part of HEAP dropped (page-aligned), zeros */
-static volatile sig_atomic_t want_verify, want_move;
+static volatile sig_atomic_t want_verify, want_move, want_fork;
 static char role[16];
+static volatile long thread_bad = -1;
 
 static void on_usr1(int sig) { (void)sig; want_verify = 1; }
 static void on_usr2(int sig) { (void)sig; want_move = 1; }
+static void on_hup(int sig) { (void)sig; want_fork = 1; }
 
 static uint64_t pattern(uint64_t off, uint64_t seed)
 {
@@ -68,6 +77,19 @@ static long check_blocks(void)
     return -1;
 }
 
+static void *checker(void *arg)
+{
+    uint64_t slices = size / SLICE;
+    for (uint64_t k = (uintptr_t)arg;; k++) {
+        uint64_t from = (k % slices) * SLICE;
+        long bad = check(heap, from, from + SLICE, 1, zfrom, zto);
+        if (bad >= 0) thread_bad = bad;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) size = strtoul(argv[1], NULL, 10) << 20;
@@ -96,8 +118,14 @@ int main(int argc, char **argv)
         blocks[b] = malloc(1024);
         fill(blocks[b], 1024, 100 + b);
     }
+    int threads = argc > 3 ? atoi(argv[3]) : 0;
+    for (int t = 0; t < threads; t++) {
+        pthread_t th;
+        pthread_create(&th, NULL, checker, (void *)(uintptr_t)(t * 3));
+    }
     signal(SIGUSR1, on_usr1);
     signal(SIGUSR2, on_usr2);
+    signal(SIGHUP, on_hup);
     dprintf(1, "%sready\n", role);
     uint64_t slices = size / SLICE;
     for (long n = 0;; n++) {
@@ -113,6 +141,19 @@ int main(int argc, char **argv)
             }
             dprintf(1, "%smoved%s\n", role, moving == MAP_FAILED || !zto ? " FAILED" : "");
         }
+        if (want_fork) {
+            want_fork = 0;
+            pid_t kid = fork();
+            if (kid == 0) {
+                long bad = check(heap, 0, size, 1, zfrom, zto);
+                if (bad < 0) bad = check(moving, 0, SIDE, 2, 0, 0);
+                if (bad >= 0) dprintf(1, "%schild verify BAD at %ld\n", role, bad);
+                else dprintf(1, "%schild verify ok %lu\n", role, (unsigned long)size);
+                _exit(0);
+            }
+            waitpid(kid, NULL, 0);
+            dprintf(1, "%sforked\n", role);
+        }
         if (want_verify) {
             want_verify = 0;
             long bad = check(heap, 0, size, 1, zfrom, zto);
@@ -126,6 +167,7 @@ int main(int argc, char **argv)
         long bad = check(heap, from, from + SLICE, 1, zfrom, zto);
         long badb = check_blocks();
         if (bad >= 0) dprintf(1, "%s%ld BAD heap+%ld\n", role, n, bad);
+        else if (thread_bad >= 0) dprintf(1, "%s%ld BAD thread at %ld\n", role, n, thread_bad);
         else if (badb >= 0) dprintf(1, "%s%ld BAD block %ld\n", role, n, badb);
         else dprintf(1, "%s%ld ok\n", role, n);
         struct timespec ts = {0, 20 * 1000 * 1000};
