@@ -165,8 +165,8 @@ def test_restore_in_a_new_pidns_as_a_sibling(build: Builder, procs: Procs,
     """criu has no RPC field for ckpt's --new-pidns: empty_ns CLONE_NEWPID at RESTORE
     asks for it (a bit criu refuses). With rst_sibling, the namespace's init is the
     client's child (the root must be the init's): the counter goes on under its saved
-    PID inside, the response names its PID on the host, and the init ends with the
-    root's status, which the client reaps."""
+    PID inside, the response and post-restore name its PID on the host, and the init
+    ends with the root's status, which the client reaps."""
     target = procs.start([build("counter")])
     target.out.wait_numbers(3)
     images_fd = open_dir(images)
@@ -177,12 +177,16 @@ def test_restore_in_a_new_pidns_as_a_sibling(build: Builder, procs: Procs,
         procs.wait_gone(target)
         before = target.out.numbers()
         with Client() as c:
-            resp = c.call(_restore_req(images_fd, empty_ns=0x20000000, rst_sibling=True))
+            resp = c.call(_restore_req(images_fd, empty_ns=0x20000000, rst_sibling=True,
+                                       notify_scripts=True))
             _ok(resp, schema.RESTORE)
+            notes = c.notes
             _closed_with(c, 0)
     finally:
         os.close(images_fd)
     root = resp["restore"]["pid"]
+    assert notes == [("pre-restore", 0), ("post-restore", root), ("pre-resume", 0),
+                     ("post-resume", 0)], notes  # the PID as the client sees it
     status = Path(f"/proc/{root}/status").read_text()
     nspid = [int(x) for x in re.findall(r"^NSpid:\s+(.*)$", status, re.M)[0].split()]
     assert nspid == [root, target.pid], nspid

@@ -81,6 +81,20 @@ class Handshake:
         self.follow_stops = bool(reply["go"])
         libc.prctl(libc.PR_SET_PDEATHSIG, 0)
 
+    def host_pid(self, pid: int) -> int:
+        """``pid`` (a process of the namespace) as the host numbers it: ckpt, outside,
+        reads it from a pidfd (a notification names the PID the client sees)."""
+        import socket
+        fd = os.pidfd_open(pid)
+        try:
+            socket.send_fds(self.sock, [json.dumps({"host_pid_of": pid}).encode()], [fd])
+        finally:
+            os.close(fd)
+        reply = json.loads(self.sock.recv(_MSG) or b"{}")
+        if "pid" not in reply:
+            raise RestoreError("ckpt, outside the new PID namespace, is gone")
+        return int(reply["pid"])
+
     def send(self, **msg: object) -> None:
         self.sock.send(json.dumps(msg).encode())
 
@@ -202,6 +216,11 @@ def restore(run: Callable[[Handshake], int], *, detach: bool, pidfile: str | Non
     try:
         try:
             msg = host.receive()
+            while "host_pid_of" in msg:  # a notification's PID, before the root's
+                host.sock.send(json.dumps({"pid": pidns.pidfd_pid(host.root_fd)}).encode())
+                os.close(host.root_fd)
+                host.root_fd = -1
+                msg = host.receive()
             host.root_pid = pidns.pidfd_pid(host.root_fd)
             if msg.get("shell_job") and not detach:
                 host.foreground = Foreground(procfs.stat(host.root_pid).pgid)

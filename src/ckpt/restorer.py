@@ -889,7 +889,8 @@ def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,
         notify = r.notify
 
         def notify_and_wait(action: str, pid: int) -> None:
-            notify(action, pid)
+            if notify is not ignore:  # the PID as the host (the client) numbers it
+                notify(action, handshake.host_pid(pid) if pid > 0 else pid)
             if action == "pre-resume":
                 handshake.ready(r.root_pid, bool(r.shell_job), [t["pid"] for t in r.tasks])
 
