@@ -339,3 +339,29 @@ def test_threads_fault_side_by_side(build: Builder, procs: Procs, images: Path,
     faults = re.search(r"done: (\d+) faults served", daemon.log_text())
     assert faults is not None and int(faults[1]) >= (64 << 20) // (256 << 10), \
         daemon.log_text()  # at least a fault a chunk: nothing was copied but on touch
+
+
+def test_lazy_restore_through_rpc(build: Builder, procs: Procs, images: Path,
+                                  daemons: list[Daemon], tmp_path: Path) -> None:
+    """criu's RPC: a RESTORE with lazy_pages connects to the daemon in the work folder;
+    the counter runs at once and finds every byte."""
+    from ckpt.rpc import schema
+    from criu_rpc import Client, open_dir
+    target = _dumped(build, procs, images, 32)
+    daemon = Daemon(images, tmp_path / "lazy.log")
+    daemons.append(daemon)
+    images_fd = open_dir(images)
+    try:
+        with Client() as c:
+            resp = c.call({"type": schema.RESTORE, "opts": {
+                "images_dir_fd": images_fd, "log_level": 4, "log_file": "restore.log",
+                "lazy_pages": True, "rst_sibling": True}})
+            assert resp.get("success"), resp
+    finally:
+        os.close(images_fd)
+    proc = procs.adopt(target.pid, target.out)
+    ticks_go_on(target.out, more=3)
+    assert daemon.wait() == 0
+    n = len(target.out.lines())
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+    assert target.out.wait_line(r"^verify ", start=n, timeout=30) == f"verify ok {32 << 20}"

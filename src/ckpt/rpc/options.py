@@ -40,6 +40,7 @@ USED = {
     "inherit_fd", "rst_sibling", "exec_cmd", "file_locks", "tcp_established",
     "tcp_skip_in_flight", "tcp_close", "network_lock", "manage_cgroups",
     "manage_cgroups_mode", "root", "ext_mnt", "empty_ns", "cg_root", "orphan_pts_master",
+    "lazy_pages",
 }
 
 # Accepted, logged, and without effect: why ckpt needs none of them.
@@ -65,8 +66,6 @@ IGNORED = {
 
 # Refused when set to anything but their neutral value: ckpt cannot do it yet.
 UNSUPPORTED = {
-    "lazy_pages": "lazy pages are not served through RPC: run `ckpt lazy-pages` and "
-                  "`ckpt restore --lazy-pages`",
     "status_fd": "status_fd is not supported (criu deprecates it)",
     "config_file": "criu configuration files are not read (this one exists)",
     "lsm_profile": "LSM profiles are not set at restore",
@@ -245,7 +244,13 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
                 "external": mounts, "empty_ns": _empty_ns(opts, restore=True),
                 "new_pidns": bool((opts.get("empty_ns") or 0) & CLONE_NEWPID),
                 "cg_root": {e.get("ctrl") or "": e["path"] for e in opts.get("cg_root", [])},
+                # the lazy-pages daemon listens in the work folder (pages/lazy.py)
+                "lazy_pages": bool(opts.get("lazy_pages")), "work_dir": dirs.work,
                 **_tcp(opts)}
+    if opts.get("lazy_pages"):
+        raise RequestError("option lazy_pages at dump: criu's remote post-copy from a "
+                           "frozen source is not supported: dump, then `ckpt lazy-pages` "
+                           "and a restore with lazy_pages on the images", errno.EOPNOTSUPP)
     if opts.get("inherit_fd"):
         log.info("option inherit_fd is for restores; ignored")
     parent = opts.get("parent_img")
