@@ -557,7 +557,7 @@ class Keeper:
         if self.pid == 0:  # a fork Python does not know of: simple code, out by os._exit
             status = 1
             try:
-                ours.close()
+                _only(theirs.fileno())
                 _keep(theirs)
                 status = 0
             finally:
@@ -586,6 +586,21 @@ class Keeper:
         deadline = time.monotonic() + wait
         while os.waitpid(self.pid, os.WNOHANG) == (0, 0) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+def _only(keep: int) -> None:
+    """The keeper holds nothing of the daemon's but ``keep`` and stderr: not the images,
+    the socket, nor the daemon's stdout (whose reader waits for its end)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _keep(sock: socket.socket) -> None:
