@@ -11,7 +11,6 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypedDict
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -75,19 +74,23 @@ def attrs(body: bytes, start: int) -> Iterator[tuple[int, bytes]]:
 # ------------------------------------------------------------------ unix sockets
 
 
-class UnixDiag(TypedDict):
-    """One unix socket as sock_diag shows it."""
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:  # a dict at run time
+    from typing import TypedDict
 
-    type: int  # SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
-    state: int  # TCP_LISTEN, TCP_ESTABLISHED, ...
-    peer: int  # the peer's inode; 0 with has_peer: a peer that was closed (or not accepted)
-    has_peer: bool
-    name: str | None  # the address, hex, as the kernel keeps it (a path ends with NUL)
-    shutdown: int
-    rqueue: int  # a listener: connections not accepted yet; else bytes (or first message)
-    wqueue: int  # a listener: its backlog
-    icons: list[int]  # a listener: the inodes of its clients not accepted yet
-    vfs: tuple[int, int] | None  # the socket file's inode and (kernel) device
+    class UnixDiag(TypedDict):
+        """One unix socket as sock_diag shows it."""
+
+        type: int  # SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+        state: int  # TCP_LISTEN, TCP_ESTABLISHED, ...
+        peer: int  # the peer's inode; 0 with has_peer: a peer that was closed (or not accepted)
+        has_peer: bool
+        name: str | None  # the address, hex, as the kernel keeps it (a path ends with NUL)
+        shutdown: int
+        rqueue: int  # a listener: connections not accepted yet; else bytes (or first message)
+        wqueue: int  # a listener: its backlog
+        icons: list[int]  # a listener: the inodes of its clients not accepted yet
+        vfs: tuple[int, int] | None  # the socket file's inode and (kernel) device
 
 
 def _parse_unix(body: bytes) -> tuple[int, UnixDiag]:

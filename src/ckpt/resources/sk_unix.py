@@ -70,7 +70,6 @@ import stat as st_mod
 import struct
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
@@ -81,7 +80,6 @@ from ..kernel.sock_diag import (
     TCP_ESTABLISHED,
     TCP_LISTEN,
     TCP_SYN_SENT,
-    UnixDiag,
     is_unix_socket,
     unix_socket,
     unix_sockets,
@@ -101,6 +99,12 @@ from .filekind import (
     taken_hint,
 )
 from .sockopts import OPTIONS, SOCKET, apply_opts, read_opts
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..kernel.sock_diag import UnixDiag
 
 log = logger("ckpt.sk_unix")
 
@@ -389,12 +393,16 @@ def _own_file(sock: socket.socket, folder: int, name: str, f: dict[str, Any],
 # ------------------------------------------------------------------ queues
 
 
-class Message(NamedTuple):
-    """One message (for a stream socket: a run of bytes) queued on a socket at dump."""
+class Message:
+    """One message (for a stream socket: a run of bytes) queued on a socket at dump (a
+    plain class: typing's NamedTuple would cost the import of typing)."""
 
-    data: bytes
-    sender: bytes  # the sender's address (datagrams only)
-    fds: list[int]  # ckpt's copies of the files it carries (SCM_RIGHTS)
+    __slots__ = ("data", "sender", "fds")
+
+    def __init__(self, data: bytes, sender: bytes, fds: list[int]):
+        self.data = data
+        self.sender = sender  # the sender's address (datagrams only)
+        self.fds = fds  # ckpt's copies of the files it carries (SCM_RIGHTS)
 
 
 def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int,
