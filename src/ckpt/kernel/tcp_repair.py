@@ -100,6 +100,35 @@ def read_queue(sock: socket.socket, which: int) -> Queue:
         sock.setsockopt(SOL_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
 
 
+def peek_received(sock: socket.socket) -> bytes:
+    """The bytes received and not read, peeked outside repair mode: the bytes a peek
+    of RECV_QUEUE in repair mode gives (the same code and limits in the kernel), read
+    while a write of the process, should ckpt die, could not be queued as received."""
+    size = _ioctl(sock, SIOCINQ)
+    if size <= 0:
+        return b""
+    try:
+        return sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+def queue_seq(sock: socket.socket, which: int) -> int:
+    """The sequence number after the end of a queue of a socket in repair mode, that
+    queue selected for these three calls only."""
+    sock.setsockopt(SOL_TCP, TCP_REPAIR_QUEUE, which)
+    try:
+        return _u32(sock, TCP_QUEUE_SEQ)
+    finally:
+        sock.setsockopt(SOL_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
+
+
+def received_now(sock: socket.socket) -> int:
+    """How many received bytes the socket holds unread (SIOCINQ), in or out of repair
+    mode."""
+    return _ioctl(sock, SIOCINQ)
+
+
 def set_seq(sock: socket.socket, which: int, seq: int) -> None:
     """Where a queue of an unconnected socket in repair mode starts."""
     sock.setsockopt(SOL_TCP, TCP_REPAIR_QUEUE, which)

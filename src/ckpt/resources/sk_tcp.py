@@ -224,10 +224,16 @@ class Connections:
             desc["tcp"] = {"closed": True}
             return
         reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        # The receive queue is peeked before repair mode: in repair mode with that queue
+        # selected, a write of the process (ckpt killed there) would be queued as
+        # received; only its sequence number needs it, for two calls.
+        received = repair.peek_received(sock)
         repair.on(sock)
         try:
             send = repair.read_queue(sock, repair.SEND_QUEUE)
-            recv = repair.read_queue(sock, repair.RECV_QUEUE)
+            recv = repair.Queue(repair.queue_seq(sock, repair.RECV_QUEUE), received)
+            if repair.received_now(sock) != len(received):  # bytes came meanwhile
+                recv = repair.read_queue(sock, repair.RECV_QUEUE)
             opts = repair.read_options(sock)
             stamp = repair.timestamp(sock) if opts.timestamps else None
             window = repair.read_window(sock)
