@@ -35,7 +35,7 @@ from .images import INVENTORY, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
 from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot
-from .kernel.inject import Injector, vdso_syscall_offset
+from .kernel.inject import BATCH_CODE, BATCH_ENTRY, BatchArea, Injector, vdso_syscall_offset
 from .log import logger
 from .pages import fill
 from .pages.chain import Chain
@@ -73,6 +73,10 @@ log = logger("ckpt.restore")
 
 HELPER_SIZE = 64 << 10
 _SITE_OFFSET = HELPER_SIZE - 16
+# The helper's second half: the table of batched syscalls, then their loop (inject.py);
+# its first is scratch memory.
+_TABLE_OFFSET = HELPER_SIZE // 2
+_BATCH_CODE_OFFSET = HELPER_SIZE - 256
 
 @dataclass
 class RestoreResult:
@@ -459,13 +463,20 @@ class Restore:
                      libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE, -1, 0)
         self.helper_in_ckpt = True
         ctypes.memmove(self.helper + _SITE_OFFSET, b"\x0f\x05\xcc", 3)
+        ctypes.memmove(self.helper + _BATCH_CODE_OFFSET, BATCH_CODE, len(BATCH_CODE))
+
+    @property
+    def batch(self) -> BatchArea:
+        """Where the new processes run batches of injected syscalls (inject.py)."""
+        return BatchArea(self.helper + _BATCH_CODE_OFFSET, self.helper + _TABLE_OFFSET,
+                         (_BATCH_CODE_OFFSET - _TABLE_OFFSET) // BATCH_ENTRY - 1)
 
     def create_tree(self) -> None:
         """Fork the root, then clone every other process from its restored parent, each
         with its fds and memory (tree.py); ckpt then drops its copies of the helper and
         of the files. Then each process stops as it was saved, if it was."""
         self.sender = fdtable.FdSender()
-        helper = tree.Helper(self.helper, HELPER_SIZE, self.helper + _SITE_OFFSET)
+        helper = tree.Helper(self.helper, HELPER_SIZE, self.helper + _SITE_OFFSET, self.batch)
         assert self.cgroups is not None and self.locks is not None
         creation = self.creation = tree.Creation(helper, self.sender, self.images_dir,
                                                  self.shmem, self._files().held_ghosts(),
@@ -702,8 +713,8 @@ class _TaskRestore:
             self.restore_credentials()
             self.drop_helper()
             self.load_registers()
-        log.info("process %d: state restored with %d injected syscalls", self.pid,
-                 self.inj.count)
+        log.info("process %d: state restored with %d injected syscalls in %d round trips",
+                 self.pid, self.inj.count, self.inj.trips)
 
     def close_unsaved_fds(self) -> None:
         """Close the socket its fds came through; not in a process sharing its parent's fd

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from . import faults, standins
 from .errors import RestoreError
 from .kernel import libc, nsenter, procfs, ptrace
-from .kernel.inject import Injector
+from .kernel.inject import BatchArea, Injector
 from .log import logger
 from .pages import fill
 from .pages.chain import Segment
@@ -171,11 +171,13 @@ def _pid_refused(pid: int, err: int) -> RestoreError:
 @dataclass
 class Helper:
     """The helper area every new process has until it is restored: scratch memory at
-    its start, a ``syscall`` instruction at ``site``."""
+    its start, a ``syscall`` instruction at ``site``, the batch loop and its table
+    (``batch``, inject.py)."""
 
     start: int
     size: int
     site: int
+    batch: BatchArea | None = None
 
 
 class Creation:
@@ -291,7 +293,7 @@ class Creation:
                 self._make_session(node)
             return [kid for kid in node.late if not kid.zombie]
         with Injector(node.pid, self.helper.site, ptrace.get_regs(node.pid),
-                      options=ptrace_options(node)) as inj:
+                      options=ptrace_options(node), batch=self.helper.batch) as inj:
             self._give_fds(node, inj)
             self.join_cgroups(node.pid)
             self._restore_memory(node, inj)
@@ -329,9 +331,9 @@ class Creation:
                     self.pages, self.lazy,
                     [r for kid in node.early + node.late for r in kid.mm.get("inherited", [])])
         log.info("process %d: memory restored (%d pages its own, %d its parent's; %d "
-                 "injected syscalls so far)", node.pid,
+                 "injected syscalls so far, in %d round trips)", node.pid,
                  sum(n for _, n in node.mm["pagemap"] + node.mm.get("in_parent", [])),
-                 sum(n for _, n in node.mm.get("inherited", [])), inj.count)
+                 sum(n for _, n in node.mm.get("inherited", [])), inj.count, inj.trips)
         faults.point("restore.task.memory")
 
     def _set_session(self, node: Node, inj: Injector) -> None:

@@ -32,13 +32,23 @@ and puts its own back after the last.
 A task in a group stop (SIGSTOP, Ctrl-Z) runs injected syscalls all the same:
 the trap it reports first when resumed (PTRACE_EVENT_STOP) is passed over, and
 it stays stopped once detached.
+
+A restore's new processes run many calls whose results nobody reads (munmap, mmap
+MAP_FIXED, mprotect, close...): ``later`` queues them and the next ``call``, ``raw``
+or ``flush`` runs the queue in one round trip (``BATCH_CODE``, in the restore's helper
+area: a loop over a table of syscalls that ends on ``int3``). That trap is a forced
+SIGTRAP, harmless only while the process's signal actions are still the defaults and
+ckpt's death kills it (EXITKILL): a restore batches only until the process's signals
+are restored (``stop_batching``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 from . import interrupts, libc, ptrace
@@ -53,6 +63,36 @@ ALL_BLOCKED = _U64 - 1
 # syscall; then forever: mov eax, __NR_pause; syscall; jmp back to the mov
 PARK_CODE = b"\x0f\x05" + b"\xb8" + libc.NR["pause"].to_bytes(4, "little") + b"\x0f\x05\xeb\xf7"
 _RESTARTS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
+
+# The batch loop (x86-64), run with rbx at the table: for each 64-byte entry (u32 syscall
+# number, u32 flags, six arguments, the result) the syscall, its result stored; it stops
+# at the number 0xffffffff, or after a failed entry whose flag 1 (must succeed) is set,
+# on its last byte, int3:
+#   loop: mov eax,[rbx]; cmp eax,-1; je done; mov rdi,[rbx+8]; mov rsi,[rbx+16];
+#         mov rdx,[rbx+24]; mov r10,[rbx+32]; mov r8,[rbx+40]; mov r9,[rbx+48]; syscall
+#         mov [rbx+56],rax; add rbx,64; cmp rax,-4095; jb loop
+#         test byte [rbx-60],1; jz loop
+#   done: int3
+BATCH_CODE = bytes.fromhex(
+    "8b0383f8ff7430488b7b08488b7310488b53184c8b53204c8b43284c8b4b"
+    "300f05488943384883c340483d01f0ffff72cff643c40174c9cc")
+BATCH_ENTRY = 64
+_MUST_SUCCEED = 1
+_END = struct.pack("<I", 0xFFFFFFFF)
+_SIGTRAP_BIT = 1 << (5 - 1)
+# Calls that never join a batch: the new task would start in the loop, or there is no return.
+_ALONE = frozenset(("clone", "clone3", "fork", "vfork", "execve", "execveat", "exit",
+                    "exit_group", "rt_sigreturn"))
+
+
+@dataclass(frozen=True)
+class BatchArea:
+    """Where a task has ``BATCH_CODE`` (``code``) and room for a table of ``entries``
+    syscalls (``table``), in memory no batched call maps over."""
+
+    code: int
+    table: int
+    entries: int
 
 
 class InjectionError(OSError):
@@ -96,40 +136,59 @@ class Injector:
     the task was seized with (INJECT_OPTIONS at least), for whoever needs to add
     one for a while.
 
+    ``batch``: where the task has the batch loop (module doc); without it ``later``
+    runs each call at once.
+
     Holds the task's /proc/PID/mem open until ``close``; as a context manager it
-    closes it on leaving the ``with`` block."""
+    closes it on leaving the ``with`` block (running the queued calls first, unless
+    the block failed)."""
 
     def __init__(self, pid: int, site: int, regs: ptrace.UserRegs, *, mask: int | None = None,
-                 options: int = ptrace.INJECT_OPTIONS):
+                 options: int = ptrace.INJECT_OPTIONS, batch: BatchArea | None = None):
         self.pid = pid
         self.site = site
         self.regs = regs.copy()  # as stopped: what ``settle`` gives back
         self.home = resumable(regs)  # what the task resumes with from a syscall-exit stop
         self.mask = mask
         self.options = options
-        self.count = 0
+        self.count = 0  # syscalls run
+        self.trips = 0  # round trips they took (a batch is one)
         self.on_entry: Callable[[], None] | None = None  # called at each entry stop (tests)
         self.scratch: tuple[int, int] | None = None  # (address, size) of map_scratch's area
         self._parked: tuple[int, bytes, int] | None = None  # park_at's (address, bytes, site)
         self._at_exit = False  # the task waits at a syscall-exit stop of ours
+        self.batch = batch
+        self._queue: list[tuple[str, tuple[int, ...], bool]] = []  # (name, args, check)
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
 
     def close(self) -> None:
-        if self._mem >= 0:
-            os.close(self._mem)
-            self._mem = -1
+        """Run the queued calls, then let go of the task's memory."""
+        try:
+            self.flush()
+        finally:
+            if self._mem >= 0:
+                os.close(self._mem)
+                self._mem = -1
 
     def __enter__(self) -> Injector:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
+        if kind is not None:
+            self._queue.clear()  # the restore fails: nothing more runs in the task
         self.close()
 
     # ------------------------------------------------------------ calls
 
     def raw(self, name: str, *args: int) -> int:
-        """Run syscall ``name``; return its raw result (a negative errno on failure)."""
+        """Run syscall ``name``; return its raw result (a negative errno on failure).
+        Calls queued by ``later`` run first, in the same round trip when they can."""
+        if self._queue:
+            if name not in _ALONE:
+                self._queue.append((name, args, False))
+                return self._run_queue()[-1]
+            self.flush()
         with interrupts.held():  # never leave the task with borrowed registers
             return self._one(name, args, block=True, home=True)
 
@@ -194,6 +253,7 @@ class Injector:
         if home:
             self._go_home()
         self.count += 1
+        self.trips += 1
         return res - _U64 if res >= 1 << 63 else res
 
     def call(self, name: str, *args: int) -> int:
@@ -212,6 +272,93 @@ class Injector:
         if -4096 < res < 0:
             raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
         return res
+
+    def later(self, name: str, *args: int, check: bool = True) -> None:
+        """Queue syscall ``name``, whose result nobody needs, to run before the next call
+        (see the module doc); ``check``: its failure raises InjectionError then, and the
+        calls queued after it do not run. Its arguments must point to nothing in the
+        task's memory: ``write`` does not wait for the queue. Without a batch area it
+        runs at once."""
+        if self.batch is None:
+            res = self.raw(name, *args)
+            if check and -4096 < res < 0:
+                raise InjectionError(-res, f"{name} in process {self.pid}: "
+                                           f"{os.strerror(-res)}")
+            return
+        self._queue.append((name, args, check))
+        if len(self._queue) >= self.batch.entries:
+            self.flush()
+
+    def flush(self) -> None:
+        """Run the queued calls (``later``) now: anything ckpt does to the task other than
+        through this injector may need them done."""
+        if self._queue:
+            self._run_queue()
+
+    def stop_batching(self) -> None:
+        """Run the queued calls and queue no more: from here on the task's signal actions
+        are its own, which the batch's trap would change."""
+        self.flush()
+        self.batch = None
+
+    def _run_queue(self) -> list[int]:
+        """Run the queue in one round trip; the raw results of every call run. Raises
+        InjectionError for the first failure of a checked call (the rest did not run)."""
+        assert self.batch is not None
+        queue, self._queue = self._queue, []
+        table = bytearray()
+        for name, args, check in queue:
+            padded = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
+            table += struct.pack("<II6QQ", libc.NR[name], _MUST_SUCCEED if check else 0,
+                                 *padded, 0)
+        table += _END
+        area = self.batch
+        with interrupts.held():
+            self.write(area.table, bytes(table))
+            mask = ptrace.get_sigmask(self.pid)
+            regs = self.home.copy()
+            regs.rip = area.code
+            regs.rbx = area.table
+            regs.eflags &= ~_TRAP_FLAG
+            ptrace.set_regs(self.pid, regs)
+            if self.mask is not None:
+                ptrace.set_sigmask(self.pid, ALL_BLOCKED)
+            try:
+                self._await_trap(area.code + len(BATCH_CODE))
+            finally:
+                if mask & _SIGTRAP_BIT:  # the trap unblocked SIGTRAP (a forced signal)
+                    ptrace.set_sigmask(self.pid, mask)
+                self._go_home()
+        self._at_exit = True  # a signal-delivery stop, which ``settle`` takes as one
+        self.trips += 1
+        done = self.read(area.table, BATCH_ENTRY * len(queue))
+        results = []
+        for i, (name, _args, check) in enumerate(queue):
+            res = struct.unpack_from("<Q", done, i * BATCH_ENTRY + 56)[0]
+            res = res - _U64 if res >= 1 << 63 else res
+            results.append(res)
+            self.count += 1
+            if check and -4096 < res < 0:
+                raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
+        return results
+
+    def _await_trap(self, rip: int) -> None:
+        """Resume the task and wait for the batch loop's trap at ``rip``."""
+        ptrace.cont(self.pid)
+        while True:
+            stop = ptrace.wait_stop(self.pid)
+            if stop.exited:
+                raise ProcessGone(self.pid, f"died during injected syscalls: {stop.describe()}")
+            if stop.event == 0 and stop.stopsig == 5 and ptrace.get_regs(self.pid).rip == rip:
+                return
+            if stop.event == ptrace.PTRACE_EVENT_STOP:
+                sig = 0  # a group-stop or interrupt trap
+            elif stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS:
+                sig = stop.stopsig
+            else:
+                raise InjectionError(0, f"unexpected stop during injected syscalls in process "
+                                        f"{self.pid}: {stop.describe()}")
+            ptrace.cont(self.pid, sig)
 
     def _await(self, name: str) -> None:
         """Wait for the resumed task's next syscall stop (the entry of the injected call,
@@ -254,6 +401,7 @@ class Injector:
         stop holding the registers and mask it was stopped with: from there the
         kernel itself resumes its interrupted syscall, or delivers a signal that came
         meanwhile, exactly as it would have. Call before detaching."""
+        self.flush()
         if not self._at_exit:
             return
         with interrupts.held():  # the trap comes before any signal (get_signal's order)
@@ -323,6 +471,8 @@ def raw_each(calls: Sequence[tuple[Injector, str, tuple[int, ...]]]) -> list[int
     their round trips overlapping: every task is resumed into its call before ckpt
     waits for the first, and so on to their exits. Raw results, in order; each task as
     ``Injector.raw`` leaves it, and on a failure each left as ``raw`` leaves it then."""
+    for inj, _name, _args in calls:
+        inj.flush()
     # Where each task is: 0 loaded, 1 going to the entry, 2 at it, 3 going to the exit,
     # 4 back home.
     where = [0] * len(calls)

@@ -229,15 +229,15 @@ class FdSender:
         the socket it holds at ``sock``; return where the socket is now."""
         p = plan(wants, set(kept), sock)
         if p.sock_from is not None:
-            inj.call("dup3", p.sock_from, p.sock, os.O_CLOEXEC)
+            inj.later("dup3", p.sock_from, p.sock, os.O_CLOEXEC)
         for first, last in p.close_first:
-            inj.call("close_range", first, last, 0)
+            inj.later("close_range", first, last, 0)
         for batch in p.batches:
             self._pass(inj, scratch, p.sock, batch)
         for slot, w in p.moves:
-            inj.call("dup3", slot, w.fd, os.O_CLOEXEC if w.cloexec else 0)
+            inj.later("dup3", slot, w.fd, os.O_CLOEXEC if w.cloexec else 0)
         for first, last in p.close_after:
-            inj.call("close_range", first, last, 0)
+            inj.later("close_range", first, last, 0)
         return p.sock
 
     def lend(self, inj: Injector, scratch: int, sock: int, source: int) -> int:

@@ -491,7 +491,7 @@ def _unmap_all_except(inj: Injector, keep: list[tuple[int, int]]) -> None:
     cur = 0
     for s, e in sorted(keep) + [(TASK_SIZE, TASK_SIZE)]:
         if s > cur:
-            inj.call("munmap", cur, s - cur)
+            inj.later("munmap", cur, s - cur)
         cur = max(cur, e)
 
 
@@ -578,7 +578,7 @@ class _TargetFiles:
 
     def close_all(self) -> None:
         for fd in self.fds.values():
-            self.inj.call("close", fd)
+            self.inj.later("close", fd)
         self.fds.clear()
 
 
@@ -837,9 +837,10 @@ class _Rebuild:
             if v["kind"] == "aio":
                 aio.restore(inj, self.helper[0], v, self.files.open("/dev/null", os.O_WRONLY))
         self._drop_stale()
+        inj.flush()  # every mapping in place before ckpt writes the pages
         self._write_pages()
         for start, end, prot in self.to_protect:
-            inj.call("mprotect", start, end - start, prot)
+            inj.later("mprotect", start, end - start, prot)
         for v in mm["vmas"]:
             _guards_and_locks(inj, v)
         if "exe_ghost" in mm:
@@ -870,7 +871,7 @@ class _Rebuild:
             inj.call("mmap", p.start, length, prot, flags, self.objects.fd(sid), offset)
             self.objects.mapped(sid, p.start, p.end)
         elif v["kind"] == "anon":
-            inj.call("mmap", p.start, length, prot, flags | libc.MAP_ANONYMOUS, -1, 0)
+            inj.later("mmap", p.start, length, prot, flags | libc.MAP_ANONYMOUS, -1, 0)
         else:
             mode = os.O_RDWR if (v["shared"] and "mw" in v["flags"]) else os.O_RDONLY
             if "ghost" in v:
@@ -880,7 +881,10 @@ class _Rebuild:
                 fd = self._open_linked(v["path"], v["deleted"], mode)
             else:
                 fd = self.files.open(v["path"], mode)
-            inj.call("mmap", p.start, length, prot, flags, fd, offset)
+            if "ghost" in v:  # made now: a later mapping of it opens it through this one
+                inj.call("mmap", p.start, length, prot, flags, fd, offset)
+            else:
+                inj.later("mmap", p.start, length, prot, flags, fd, offset)
             lock = self.file_locks.get(v["start"])
             if lock is not None and "ghost" not in v:
                 locks.take_mapped(inj, self.helper[0], self.pid, lock, fd, v["path"])
@@ -895,7 +899,7 @@ class _Rebuild:
         adjacent mappings with the same advice (a thread's stack and its guard), before
         their pages come (MADV_HUGEPAGE)."""
         for advice, start, end in _joined(self.advice):
-            self.inj.raw("madvise", start, end - start, advice)
+            self.inj.later("madvise", start, end - start, advice, check=False)
 
     def _open_linked(self, path: str, deleted: str, mode: int) -> int:
         """A target fd of the file ``path`` through its removed name ``deleted`` made
@@ -926,7 +930,7 @@ class _Rebuild:
         if forked.private(v) and self.own.clip(p.start, p.end):
             prot |= libc.PROT_WRITE
         if prot != pv["prot"]:
-            self.inj.call("mprotect", p.start, p.end - p.start, prot)
+            self.inj.later("mprotect", p.start, p.end - p.start, prot)
         if prot != v["prot"]:
             self.to_protect.append((p.start, p.end, v["prot"]))
         if v["kind"] == "shmem":
@@ -941,7 +945,7 @@ class _Rebuild:
             return
         kept = [p for p in self.pieces if p.parent is not None]
         for start, end in forked.stale(_data(self.parent), _data(self.mm), kept):
-            self.inj.call("madvise", start, end - start, MADV_DONTNEED)
+            self.inj.later("madvise", start, end - start, MADV_DONTNEED)
 
     def _write_eager(self, source: PagesFile) -> None:
         """``--lazy-pages``: the pages the daemon cannot serve written now, the others

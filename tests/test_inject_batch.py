@@ -1,0 +1,93 @@
+"""Batches of injected syscalls (kernel/inject.py ``later``): queued calls run in the
+traced process, in order, in one round trip, before the next call; a failed checked call
+raises and stops the batch there; the process's mask and its own registers come back."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import time
+
+import pytest
+
+from ckpt.kernel import libc, ptrace
+from ckpt.kernel.inject import BATCH_CODE, BatchArea, InjectionError, Injector
+
+SIZE = 64 << 10
+FREE = 0x7E0000000000  # where the batch maps a page in the child: free in a fresh Python
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
+
+
+@pytest.fixture
+def traced() -> tuple[int, Injector]:
+    """A forked child, every signal blocked (as a restore's new processes), seized and
+    stopped, with the
+    batch loop and a syscall site mapped at the same place in it."""
+    area = libc.syscall("mmap", 0, SIZE, libc.PROT_READ | libc.PROT_WRITE | libc.PROT_EXEC,
+                        libc.MAP_PRIVATE | libc.MAP_ANONYMOUS, -1, 0)
+    ctypes.memmove(area + SIZE - 256, BATCH_CODE, len(BATCH_CODE))
+    ctypes.memmove(area + SIZE - 16, b"\x0f\x05\xcc", 3)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+            os.write(ready_w, b".")
+            while True:
+                time.sleep(1)
+        finally:
+            os._exit(0)
+    libc.syscall("munmap", area, SIZE)
+    os.close(ready_w)
+    os.read(ready_r, 1)
+    os.close(ready_r)
+    ptrace.seize(pid, ptrace.INJECT_OPTIONS | ptrace.PTRACE_O_EXITKILL)
+    ptrace.interrupt(pid)
+    ptrace.wait_stop(pid)
+    inj = Injector(pid, area + SIZE - 16, ptrace.get_regs(pid),
+                   batch=BatchArea(area + SIZE - 256, area + SIZE // 2, 100))
+    try:
+        yield pid, inj
+    finally:
+        inj._queue.clear()
+        inj.close()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_queued_calls_run_in_order_before_the_next_call(traced: tuple[int, Injector]) -> None:
+    pid, inj = traced
+    mask = ptrace.get_sigmask(pid)
+    regs = ptrace.get_regs(pid)
+    inj.later("mmap", FREE, 4096, libc.PROT_READ, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS
+              | libc.MAP_FIXED, -1, 0)
+    inj.later("mprotect", FREE, 4096, libc.PROT_READ | libc.PROT_WRITE)
+    inj.later("close", 1 << 20, check=False)  # fails (EBADF), which nobody checks
+    assert f"{FREE:x}-" not in _maps(pid)  # queued, not run yet
+    assert inj.raw("getpid") == pid  # one round trip: the queue, then getpid
+    assert (inj.count, inj.trips) == (4, 1)
+    line = next(x for x in _maps(pid).splitlines() if x.startswith(f"{FREE:x}-"))
+    assert line.split()[1] == "rw-p"
+    assert mask & (1 << (signal.SIGTRAP - 1))
+    assert ptrace.get_sigmask(pid) == mask  # the forced trap of the loop unblocked it
+    inj.settle()
+    assert ptrace.get_regs(pid).rip == regs.rip
+
+
+def test_a_failed_checked_call_stops_the_batch(traced: tuple[int, Injector]) -> None:
+    pid, inj = traced
+    inj.later("close", 1 << 20)
+    inj.later("mmap", FREE, 4096, libc.PROT_READ, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS
+              | libc.MAP_FIXED, -1, 0)
+    with pytest.raises(InjectionError) as e:
+        inj.flush()
+    assert e.value.errno == errno.EBADF and "close in process" in str(e.value)
+    assert f"{FREE:x}-" not in _maps(pid)  # after the failure: not run
+    assert inj.call("getpid") == pid  # the process goes on taking calls
+    assert os.path.exists(f"/proc/{pid}") and inj.trips == 2
