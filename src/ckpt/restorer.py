@@ -695,7 +695,7 @@ class _TaskRestore:
         pgid = node.info["pgid"]
         self.pgid = None if pgid == restore.outside_pgid else pgid  # None: keep ckpt's
         self.inj = Injector(self.pid, restore.helper + _SITE_OFFSET, ptrace.get_regs(self.pid),
-                            options=tree.ptrace_options(node))
+                            options=tree.ptrace_options(node), batch=restore.batch)
 
     def run(self) -> None:
         with self.inj:
@@ -721,7 +721,7 @@ class _TaskRestore:
         table (CLONE_FILES): its parent does."""
         if "files_of" in self.node.info:
             return
-        self.inj.call("close", self.node.sock)
+        self.inj.later("close", self.node.sock)
 
     def finish_files(self) -> None:
         """File kinds that must act inside the process, on its final fd numbers (once
@@ -793,7 +793,10 @@ class _TaskRestore:
         faults.point("restore.task.threads")
 
     def restore_signals(self) -> None:
+        """Its signals, pending ones dropped first; from here on its signal actions are its
+        own: no more batches of injected calls (whose trap would change them)."""
         signals.drain_pending(self.inj, self.scratch)
+        self.inj.stop_batching()
         signals.restore(self.pid, self.inj, self.scratch, self.core["signals"])
         timers.restore(self.pid, self.inj, self.scratch, self.core.get("timers", []))
         faults.point("restore.task.signals")

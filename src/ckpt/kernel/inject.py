@@ -194,16 +194,30 @@ class Injector:
 
     def raw_all(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
         """``raw`` of each of ``calls`` (name, arguments), in order; their raw results.
-        Parked (``park_at``), the task keeps the calls' registers and its mask blocked
-        from one call to the next and gets its own back after the last: killed in
-        between, ckpt leaves it parked as if killed during a call (module doc). Not
-        parked, each call is a ``raw`` of its own."""
+        With a batch area, after the queued calls, in as few batches as its table
+        allows (module doc). Parked (``park_at``), the task keeps the calls' registers
+        and its mask blocked from one call to the next and gets its own back after the
+        last: killed in between, ckpt leaves it parked as if killed during a call
+        (module doc). Else each call is a ``raw`` of its own."""
+        if self.batch is not None and not any(name in _ALONE for name, _ in calls):
+            return self._batched(calls)
         if self._parked is None:
             return [self.raw(name, *args) for name, args in calls]
         last = len(calls) - 1
         with interrupts.held():
             return [self._one(name, args, block=i == 0, home=i == last)
                     for i, (name, args) in enumerate(calls)]
+
+    def _batched(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
+        assert self.batch is not None
+        out: list[int] = []
+        for name, args in calls:
+            self._queue.append((name, args, False))
+            if len(self._queue) >= self.batch.entries:
+                out += self._run_queue()
+        if self._queue:
+            out += self._run_queue()
+        return out[len(out) - len(calls):]
 
     def _one(self, name: str, args: tuple[int, ...], block: bool, home: bool) -> int:
         """One call, its registers loaded (with ``block``, every signal blocked first),
@@ -281,9 +295,8 @@ class Injector:
         runs at once."""
         if self.batch is None:
             res = self.raw(name, *args)
-            if check and -4096 < res < 0:
-                raise InjectionError(-res, f"{name} in process {self.pid}: "
-                                           f"{os.strerror(-res)}")
+            if check:
+                self._checked(name, res)
             return
         self._queue.append((name, args, check))
         if len(self._queue) >= self.batch.entries:
@@ -338,8 +351,8 @@ class Injector:
             res = res - _U64 if res >= 1 << 63 else res
             results.append(res)
             self.count += 1
-            if check and -4096 < res < 0:
-                raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
+            if check:
+                self._checked(name, res)
         return results
 
     def _await_trap(self, rip: int) -> None:

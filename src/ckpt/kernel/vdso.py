@@ -34,19 +34,23 @@ def span(found: Sequence[Vma]) -> int:
     return max(v.end for v in found) - min(v.start for v in found)
 
 
+def placed(found: Sequence[Vma], to: int) -> dict[str, int]:
+    """Where each of the areas ``found`` goes, by name, when the lowest goes to ``to``
+    and the others keep their distances from it."""
+    base = min(v.start for v in found)
+    return {v.path: to + v.start - base for v in found}
+
+
 def move_together(inj: Injector, found: Sequence[Vma], to: int) -> dict[str, int]:
     """Move the areas ``found`` so that the lowest starts at ``to`` and the others keep
     their distances from it; return where each is now, by name."""
-    base = min(v.start for v in found)
-    out: dict[str, int] = {}
+    out = placed(found, to)
     for v in found:
-        dest = to + v.start - base
         try:
             inj.call("mremap", v.start, v.size, v.size, libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED,
-                     dest)
+                     out[v.path])
         except InjectionError as e:
             raise MoveError(e, v.path) from None
-        out[v.path] = dest
     return out
 
 

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from ..pages.lazy import Handover
 
 Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
+_PATHS_ROOM = 16 << 10  # scratch bytes for the paths of files opened in one round trip
 
 log = logger("ckpt.mem")
 
@@ -509,10 +510,12 @@ def _move_vdso(inj: Injector, current: list[procfs.Vma], saved: list[dict[str, A
     if all(cur[n].start == want[n]["start"] for n in cur):
         return want["[vdso]"]["start"]
     # Through a temporary place, so no move lands on a part not yet moved.
-    at = vdso.move_together(inj, list(cur.values()), temp)
-    for n, v in cur.items():
-        inj.call("mremap", at[n], v.size, v.size, libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED,
-                 want[n]["start"])
+    at = vdso.placed(list(cur.values()), temp)
+    for moves in ({n: (v.start, at[n]) for n, v in cur.items()},
+                  {n: (at[n], want[n]["start"]) for n in cur}):
+        for n, (src, dest) in moves.items():
+            inj.later("mremap", src, cur[n].size, cur[n].size,
+                      libc.MREMAP_MAYMOVE | libc.MREMAP_FIXED, dest)
     return want["[vdso]"]["start"]
 
 
@@ -536,6 +539,33 @@ class _TargetFiles:
                 raise RestoreError(f"cannot open {path} in the restored process: "
                                    f"{os.strerror(e.errno)}") from None
         return self.fds[key]
+
+    def open_all(self, wanted: list[tuple[str, int]]) -> None:
+        """Target fds of every ``(path, flags)`` of ``wanted`` not open yet, opened in as
+        few round trips as the scratch area allows (``open`` then finds them)."""
+        todo = [k for k in dict.fromkeys(wanted) if k not in self.fds]
+        while todo:
+            keys: list[tuple[str, int]] = []
+            names = b""
+            while todo and len(names) + len(os.fsencode(todo[0][0])) < _PATHS_ROOM:
+                keys.append(todo.pop(0))
+                names += os.fsencode(keys[-1][0]) + b"\0"
+            if not keys:  # a path longer than the room: alone
+                self.open(*todo.pop(0))
+                continue
+            self.inj.write(self.scratch, names)
+            calls, at = [], self.scratch
+            for path, flags in keys:
+                calls.append(("openat", (-100, at, flags | os.O_CLOEXEC)))
+                at += len(os.fsencode(path)) + 1
+            results = self.inj.raw_all(calls)
+            for key, res in zip(keys, results, strict=True):
+                if res >= 0:
+                    self.fds[key] = res
+            for (path, _), res in zip(keys, results, strict=True):
+                if res < 0:
+                    raise RestoreError(f"cannot open {path} in the restored process: "
+                                       f"{os.strerror(-res)}")
 
     def ckpt_path(self, path: str, flags: int, key: tuple[str, int] | None = None) -> int:
         """A target fd of ``path`` as ckpt sees it (an image, a file of ckpt's /proc):
@@ -827,6 +857,8 @@ class _Rebuild:
         occupied = keep + [(v["start"], v["end"]) for v in mm["vmas"]]
         _move_vdso(inj, current, mm["vmas"], free_area(occupied, vdso.span(areas)))
         self.objects = _SharedObjects(self.pid, inj, self.files, mm, self.shmem, occupied)
+        self.files.open_all([(p.vma["path"], _file_mode(p.vma)) for p in self.pieces
+                             if p.parent is None and _plain_file(p.vma)])
         for p in self.pieces:
             if p.parent is None:
                 self._map(p)
@@ -873,7 +905,7 @@ class _Rebuild:
         elif v["kind"] == "anon":
             inj.later("mmap", p.start, length, prot, flags | libc.MAP_ANONYMOUS, -1, 0)
         else:
-            mode = os.O_RDWR if (v["shared"] and "mw" in v["flags"]) else os.O_RDONLY
+            mode = _file_mode(v)
             if "ghost" in v:
                 fd = self.ghosts.fd(v["ghost"], mode,
                                     shared_ro=v["shared"] and mode == os.O_RDONLY)
@@ -984,6 +1016,16 @@ class _Rebuild:
             pages.close()
         self.pages.done(path)
         self.objects.unmap_temps()
+
+
+def _file_mode(v: dict[str, Any]) -> int:
+    """How a file mapping's file is opened: for writing if the mapping may write it."""
+    return os.O_RDWR if (v["shared"] and "mw" in v["flags"]) else os.O_RDONLY
+
+
+def _plain_file(v: dict[str, Any]) -> bool:
+    """A mapping of a file opened by its path (not a ghost, nor by a removed name)."""
+    return v["kind"] == "file" and "ghost" not in v and "deleted" not in v
 
 
 def _joined(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:

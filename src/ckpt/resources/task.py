@@ -253,9 +253,9 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
         inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
         inj.call("prctl", libc.PR_SET_NAME, scratch)
     if cloned_from is None:
-        inj.call("set_tid_address", t["tid_address"])
+        inj.later("set_tid_address", t["tid_address"])
         for name, args in own_calls(t):
-            inj.call(name, *args)
+            inj.later(name, *args)
     try:
         os.sched_setaffinity(tid, t["affinity"])
     except OSError as e:
@@ -265,13 +265,13 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
         inj.call("prctl", PR_SET_TIMERSLACK, t["timerslack"])  # before a real-time policy
     inherited = cloned_from or {}
     if t["tsc"] and t["tsc"] != inherited.get("tsc"):
-        inj.call("prctl", PR_SET_TSC, t["tsc"])
+        inj.later("prctl", PR_SET_TSC, t["tsc"])
     if t["mce_kill"] == inherited.get("mce_kill"):
         pass
     elif t["mce_kill"] == PR_MCE_KILL_DEFAULT:
-        inj.call("prctl", PR_MCE_KILL, PR_MCE_KILL_CLEAR)
+        inj.later("prctl", PR_MCE_KILL, PR_MCE_KILL_CLEAR)
     else:
-        inj.call("prctl", PR_MCE_KILL, PR_MCE_KILL_SET, t["mce_kill"])
+        inj.later("prctl", PR_MCE_KILL, PR_MCE_KILL_SET, t["mce_kill"])
     sched.restore(tid, t["sched"])
 
 
@@ -347,21 +347,21 @@ def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any], fs: bool =
     shares them with its parent, restored already (CLONE_FS)."""
     if fs:
         _restore_fs(pid, inj, scratch, t)
-    inj.call("personality", t["personality"])
+    inj.later("personality", t["personality"])
     _restore_rlimits(pid, t["rlimits"])
     with open(f"/proc/{pid}/oom_score_adj", "w") as f:
         f.write(str(t["oom_score_adj"]))
     thp = t["thp_disable"]
-    inj.call("prctl", PR_SET_THP_DISABLE, thp & 1, thp & ~1)
+    inj.later("prctl", PR_SET_THP_DISABLE, thp & 1, thp & ~1)
     if t["child_subreaper"]:
-        inj.call("prctl", libc.PR_SET_CHILD_SUBREAPER, 1)
+        inj.later("prctl", libc.PR_SET_CHILD_SUBREAPER, 1)
     for cmd in MEMBARRIER_REGISTER_COMMANDS:
         if t["membarrier"] & cmd:
-            inj.call("membarrier", cmd, 0, 0)
+            inj.later("membarrier", cmd, 0, 0)
     if t["memory_merge"]:  # KSM for all its memory, which is in place now
-        inj.call("prctl", PR_SET_MEMORY_MERGE, 1)
+        inj.later("prctl", PR_SET_MEMORY_MERGE, 1)
     if t["mdwe"]:  # no mapping may become writable and executable from here on
-        inj.call("prctl", PR_SET_MDWE, t["mdwe"])
+        inj.later("prctl", PR_SET_MDWE, t["mdwe"])
     restore_own(pid, inj, scratch, t)
 
 
@@ -425,7 +425,7 @@ def _restore_fs(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> Non
         except OSError as e:
             raise RestoreError(f"process {pid}: cannot chroot to {t['root']}: "
                                f"{os.strerror(e.errno)}") from None
-    inj.call("umask", t["umask"])
+    inj.later("umask", t["umask"])
 
 
 def check_root(pid: int, t: dict[str, Any]) -> None:
