@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import struct
@@ -90,11 +91,10 @@ class RestoreResult:
 
 
 def _own_vdso_offset() -> int:
-    for v in procfs.maps(os.getpid()):
-        if v.path == "[vdso]":
-            with open("/proc/self/mem", "rb") as f:
-                f.seek(v.start)
-                return vdso_syscall_offset(f.read(v.size))
+    for v in procfs.maps_named(os.getpid(), ("[vdso]",)):
+        with open("/proc/self/mem", "rb") as f:
+            f.seek(v.start)
+            return vdso_syscall_offset(f.read(v.size))
     raise RestoreError("ckpt itself has no vDSO; cannot restore")
 
 
@@ -454,13 +454,21 @@ class Restore:
         every saved address space, it holds the syscall instruction and the scratch
         memory their injected syscalls use while their vDSO moves."""
         self.vdso_offset = _own_vdso_offset()
-        occupied = [(v.start, v.end) for v in procfs.maps(os.getpid())]
-        for n in self.live:
-            occupied += [(v["start"], v["end"]) for v in n.mm["vmas"]]
-        self.helper = mem.free_area(occupied, HELPER_SIZE)
-        libc.syscall("mmap", self.helper, HELPER_SIZE,
-                     libc.PROT_READ | libc.PROT_WRITE | libc.PROT_EXEC,
-                     libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE, -1, 0)
+        occupied = [(v["start"], v["end"]) for n in self.live for v in n.mm["vmas"]]
+        mine = False  # ckpt's own mappings in ``occupied``: read only if one is in the way
+        while True:
+            self.helper = mem.free_area(occupied, HELPER_SIZE)
+            try:
+                libc.syscall("mmap", self.helper, HELPER_SIZE,
+                             libc.PROT_READ | libc.PROT_WRITE | libc.PROT_EXEC,
+                             libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE,
+                             -1, 0)
+                break
+            except OSError as e:
+                if e.errno != errno.EEXIST or mine:
+                    raise
+            occupied += [(v.start, v.end) for v in procfs.maps(os.getpid())]
+            mine = True
         self.helper_in_ckpt = True
         ctypes.memmove(self.helper + _SITE_OFFSET, b"\x0f\x05\xcc", 3)
         ctypes.memmove(self.helper + _BATCH_CODE_OFFSET, BATCH_CODE, len(BATCH_CODE))

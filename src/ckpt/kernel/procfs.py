@@ -233,6 +233,14 @@ def maps(pid: int, with_flags: bool = False) -> list[Vma]:
     return parse_maps(_read(pid, "smaps" if with_flags else "maps"))
 
 
+def maps_named(pid: int, paths: tuple[str, ...]) -> list[Vma]:
+    """The mappings whose path is one of ``paths`` (the vDSO's: ``[vdso]``...), the
+    other lines left unparsed (a Python process maps a few hundred)."""
+    ends = tuple(b" " + os.fsencode(p) for p in paths)
+    return parse_maps(b"\n".join(line for line in _read(pid, "maps").split(b"\n")
+                                  if line.endswith(ends)))
+
+
 # ---------------------------------------------------------------- fds and fdinfo
 
 def fd_numbers(pid: int) -> list[int]:

@@ -211,8 +211,10 @@ class FdSender:
     each of them inherits) receives."""
 
     def __init__(self) -> None:
-        import socket  # here: a dump has no use for it
-        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # the C module: the socket module's import (its enums made from _socket's
+        # constants, selectors) costs a restore about 3 ms, for a pair and sendmsg
+        import _socket
+        self.ours, self.theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         self.placeholder = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         self.sent = 0
 

@@ -849,7 +849,7 @@ class _Rebuild:
 
     def run(self) -> None:
         inj, mm = self.inj, self.mm
-        current = procfs.maps(self.pid)
+        current = procfs.maps_named(self.pid, vdso.NAMES)
         areas = vdso.areas(current)
         keep = [self.helper] + [(v.start, v.end) for v in areas]
         keep += [(p.start, p.end) for p in self.pieces if p.parent is not None]
