@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import faults, guard, new_pidns, recovery, standins, tree, validate
+from . import faults, guard, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError
 from .hooks import Notify, ignore
 from .images import INVENTORY, ImageReader, untrusted
@@ -63,10 +63,10 @@ from .resources import (
 from .resources.filekind import TcpFlags
 
 TYPE_CHECKING = False  # typing is not imported, for speed
-if TYPE_CHECKING:  # imported when the images hold a lock, or sockets
+if TYPE_CHECKING:  # imported when the images hold a lock, or sockets; --new-pidns
     from typing import Any
 
-    from . import netlock
+    from . import netlock, new_pidns
     from .pages.lazy import Handover
     from .resources import sk_inet
 
@@ -919,6 +919,7 @@ def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,
         r.notify = notify_and_wait
         return r.run().pid
 
+    from . import new_pidns
     out = new_pidns.restore(run, detach=detach or sibling, pidfile=pidfile, sibling=sibling)
     return RestoreResult(out.pid, time.monotonic() - t0, exit_status=out.exit_status,
                          pids=out.pids, init_pid=out.init_pid)

@@ -50,7 +50,6 @@ from ..pages.buffer import BUF_SIZE, page_buffer
 from ..pages.chain import Segment
 from ..pages.fill import PagesFile
 from ..pages.runs import merge_runs
-from ..pages.save import DumpMemory, TaskPages
 from ..schema import (
     BOOL,
     NAT,
@@ -77,6 +76,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..pages.lazy import Handover
+    from ..pages.save import TaskPages  # the dump's: a restore does not import it
 
 Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
 _PATHS_ROOM = 16 << 10  # scratch bytes for the paths of files opened in one round trip
@@ -245,7 +245,10 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
     if compress:
         pages = compressed.ZstdWriter(pages)
         images.need(compressed.FEATURE)
-    tp = track if track is not None else DumpMemory.plain().task(pid)
+    if track is None:
+        from ..pages.save import DumpMemory
+        track = DumpMemory.plain().task(pid)
+    tp = track
     tp.begin(images, pages)
     try:
         for v in vmas:
