@@ -6,6 +6,7 @@ slice of their heap, on SIGUSR1 all of it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -365,3 +366,44 @@ def test_lazy_restore_through_rpc(build: Builder, procs: Procs, images: Path,
     n = len(target.out.lines())
     signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
     assert target.out.wait_line(r"^verify ", start=n, timeout=30) == f"verify ok {32 << 20}"
+
+
+def test_many_kinds_of_mappings(build: Builder, procs: Procs, images: Path,
+                                daemons: list[Daemon], tmp_path: Path) -> None:
+    """memkinds (memfds private and shared, file mappings, mremap'd, split by mprotect,
+    PROT_NONE, MAP_POPULATE, MAP_NORESERVE, the stack) checks every byte on every tick:
+    the shared objects' data written at once (checked against the daemon's CRC-32s),
+    the private anonymous pages lazily, none differs."""
+    target = procs.start([build("memkinds"), tmp_path])
+    target.out.wait_line(r"^ready$")
+    target.out.wait_line(r"^2 ")
+    dump_and_check_dead(procs, target, images)
+    daemon = Daemon(images, tmp_path / "lazy.log")
+    daemons.append(daemon)
+    _lazy_restore(procs, target.pid, target.out, images)
+    ticks_go_on(target.out, more=5)
+    assert daemon.wait() == 0
+    assert "pages to serve" in daemon.log_text()
+
+
+def test_shared_data_changed_after_the_check_fails_the_restore(
+        build: Builder, procs: Procs, images: Path, daemons: list[Daemon],
+        tmp_path: Path) -> None:
+    """Shared anonymous memory's saved data changed after the daemon checked the pages
+    file: the restore (which writes it itself) finds it against the daemon's CRC-32s and
+    fails before the process runs; nothing is left, and the daemon says the restore
+    failed."""
+    target = _dumped(build, procs, images, 8)
+    daemon = Daemon(images, tmp_path / "lazy.log")
+    daemons.append(daemon)
+    mm = json.loads((images / f"mm-{target.pid}.json").read_text())
+    obj = next(o for o in mm["shmem"] if o["runs"])
+    with open(images / mm["pages_file"], "r+b") as f:
+        f.seek(obj["pages_off"] + 8)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    err = ckpt_fails("restore", "-D", images, "-d", "--lazy-pages")
+    assert "not what the lazy-pages daemon checked" in err, err
+    procs.wait_gone(target.pid, timeout=30)
+    assert daemon.wait() == 1

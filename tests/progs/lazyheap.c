@@ -2,9 +2,10 @@
  * restores (pages arriving on first touch while it runs).
  *
  * HEAP (MIB MiB, malloc: a private anonymous mapping), 256 small malloc blocks (the
- * brk heap), MOVING and DROPPED (8 MiB mappings each) are filled with patterns.
+ * brk heap), MOVING and DROPPED (8 MiB mappings each) and SHARED (1 MiB, shared
+ * anonymous memory) are filled with patterns.
  * Prints "ready", then "N ok" (or "N BAD what") every 20 ms, each tick checking one
- * 4 MiB slice of HEAP in turn and every small block.
+ * 4 MiB slice of HEAP in turn, every small block and SHARED.
  * SIGUSR1: every byte of HEAP, MOVING and the blocks checked: "verify ok BYTES" or
  *          "verify BAD at WHERE".
  * With KIDS, it first forks KIDS children, each of them the same counter with a heap
@@ -36,7 +37,7 @@
 #define BLOCKS 256
 
 static uint64_t size = 64UL << 20;
-static uint64_t *heap, *moving, *dropped;
+static uint64_t *heap, *moving, *dropped, *shared;
 static uint64_t *blocks[BLOCKS];
 static uint64_t zfrom, zto; /* the part of HEAP dropped (page-aligned), zeros */
 static volatile sig_atomic_t want_verify, want_move, want_fork;
@@ -110,7 +111,12 @@ int main(int argc, char **argv)
     heap = malloc(size);
     moving = mmap(NULL, SIDE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     dropped = mmap(NULL, SIDE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (!heap || moving == MAP_FAILED || dropped == MAP_FAILED) { perror("alloc"); return 1; }
+    shared = mmap(NULL, 1UL << 20, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (!heap || moving == MAP_FAILED || dropped == MAP_FAILED || shared == MAP_FAILED) {
+        perror("alloc");
+        return 1;
+    }
+    fill(shared, 1UL << 20, 4);
     fill(heap, size, 1);
     fill(moving, SIDE, 2);
     fill(dropped, SIDE, 3);
@@ -166,9 +172,11 @@ int main(int argc, char **argv)
         uint64_t from = (n % slices) * SLICE;
         long bad = check(heap, from, from + SLICE, 1, zfrom, zto);
         long badb = check_blocks();
+        long bads = check(shared, 0, 1UL << 20, 4, 0, 0);
         if (bad >= 0) dprintf(1, "%s%ld BAD heap+%ld\n", role, n, bad);
         else if (thread_bad >= 0) dprintf(1, "%s%ld BAD thread at %ld\n", role, n, thread_bad);
         else if (badb >= 0) dprintf(1, "%s%ld BAD block %ld\n", role, n, badb);
+        else if (bads >= 0) dprintf(1, "%s%ld BAD shared+%ld\n", role, n, bads);
         else dprintf(1, "%s%ld ok\n", role, n);
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);

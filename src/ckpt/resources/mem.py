@@ -677,6 +677,19 @@ class _SharedObjects:
         """A mapping of ``sid`` is in place: later tasks can open the object through it."""
         self.shmem.setdefault(sid, (self.pid, start, end))
 
+    def data_runs(self) -> list[tuple[int, int, int]]:
+        """``(address in ckpt's view, length, offset in the pages file)`` of the saved
+        data of the objects saved by this task (``--lazy-pages`` writes them so)."""
+        out = []
+        for sid, obj in self.saved.items():
+            if sid not in self.views:
+                self.fd(sid)
+            off = obj["pages_off"]
+            for obj_off, npages in obj["runs"]:
+                out.append((self.views[sid] + obj_off, npages * PAGE, off))
+                off += npages * PAGE
+        return out
+
     def fill(self, pages: _PagesFile) -> None:
         """Read the saved data of the objects saved by this task into them."""
         for sid, obj in self.saved.items():
@@ -991,7 +1004,8 @@ class _Rebuild:
                  if p.parent is None and lazy.eligible(p.vma)]
         spans = lazy.lazy_spans(fresh, self.kids_inherit)
         cut = lazy.split(self.mm["pagemap"], spans)
-        self.lazy.write_eager(self.pid, source.path, self.mm["pages_file"], cut.eager)
+        self.lazy.write_eager(self.pid, source.path, self.mm["pages_file"],
+                              cut.eager + self.objects.data_runs())
         self.pages.vouched(source.path)
         served = forked.Spans([(a, a + n) for a, n, _ in cut.lazy])
         ranges = [(s, e) for s, e in fresh if served.clip(s, e)]
@@ -1005,16 +1019,17 @@ class _Rebuild:
         pages = _PagesFile(self.pid, self.pages.file(path), mm.get("pages_compression"))
         try:
             if self.lazy is not None and self.segments is None and pages.reader is None:
-                self._write_eager(pages.source)
-            elif self.segments is None:
-                pages.into(0, [(vaddr, npages * PAGE) for vaddr, npages in mm["pagemap"]])
-            elif pages.reader is not None:
-                raise RestoreError(f"{mm['pages_file']}: compressed page data cannot have "
-                                   "parent images")
-            else:  # each page from the image of the chain that has it
-                for seg_path, off, runs in _batches(self.segments):
-                    self.pages.file(seg_path).write(self.pid, off, runs)
-            self.objects.fill(pages)
+                self._write_eager(pages.source)  # the shared objects' data too
+            else:
+                if self.segments is None:
+                    pages.into(0, [(vaddr, npages * PAGE) for vaddr, npages in mm["pagemap"]])
+                elif pages.reader is not None:
+                    raise RestoreError(f"{mm['pages_file']}: compressed page data cannot "
+                                       "have parent images")
+                else:  # each page from the image of the chain that has it
+                    for seg_path, off, runs in _batches(self.segments):
+                        self.pages.file(seg_path).write(self.pid, off, runs)
+                self.objects.fill(pages)
         finally:
             pages.close()
         self.pages.done(path)
