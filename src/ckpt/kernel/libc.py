@@ -48,6 +48,7 @@ NR = {
     "setns": 308, "umount2": 166, "pivot_root": 155, "open_tree": 428, "openat2": 437,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
+    "process_mrelease": 448,
     "mlock": 149, "mlock2": 325, "mseal": 462,
     "io_setup": 206, "userfaultfd": 323, "io_getevents": 208, "io_submit": 209, "shmat": 30,
     "fchownat": 260, "sync_file_range": 277,
@@ -222,6 +223,12 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
     syscall("pidfd_send_signal", pidfd, sig, 0, 0)
+
+
+def process_mrelease(pidfd: int) -> None:
+    """Free the memory of the killed process behind ``pidfd`` now, in this thread,
+    alongside its own exit (Linux 5.15)."""
+    syscall("process_mrelease", pidfd, 0)
 
 
 def kcmp_file(pid1: int, pid2: int, fd1: int, fd2: int) -> int:

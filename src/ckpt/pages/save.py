@@ -87,6 +87,10 @@ def _same_runs(flags: bytes) -> list[tuple[int, int, int]]:
             for m in re.finditer(rb"\x00+|\x01+", flags)]
 
 
+class CopyStopped(Exception):
+    """The copy of a process's pages was stopped from another thread (the dump failed)."""
+
+
 @dataclass
 class ForkParent:
     """The parent process of a process a dump saves, whose memory the child may share
@@ -129,6 +133,7 @@ class TaskPages:
         self.inherited = Runs()  # the pages of the parent process, as its own are
         self._digests: Any = None  # the digests file's writer
         self.deferred = False  # copy after the process runs again (a pre-dump)
+        self.stopped = False  # set from another thread: the copy ends at the next buffer
         self.skipped = 0  # pages a deferred copy could not read (their mapping changed)
         self._chunks: list[_Chunk] = []
         self._dbuf = bytearray()
@@ -271,8 +276,14 @@ class TaskPages:
                 else:
                     for r, count in runs_of(valid, SAVE):
                         self._write(vaddr + done * PAGE, r, count)
-                self._use(self.sink.next_buffer())
+                self._next_buffer()
                 done += k
+
+    def _next_buffer(self) -> None:
+        """The buffer handed over, go on with a free one, unless the copy was stopped."""
+        self._use(self.sink.next_buffer())
+        if self.stopped:
+            raise CopyStopped(f"process {self.pid}: the copy of its pages was stopped")
 
     def _write(self, vaddr: int, first: int, count: int) -> None:
         """Write ``count`` pages of the buffer from page ``first``: target pages at
@@ -375,7 +386,7 @@ class TaskPages:
                     if len(self._dbuf) >= 1 << 16:
                         self._digests.write(self._dbuf)
                         self._dbuf.clear()
-                self._use(self.sink.next_buffer())
+                self._next_buffer()
                 i += k
 
     def _hash(self, k: int) -> list[bytes]:

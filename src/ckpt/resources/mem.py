@@ -73,6 +73,7 @@ from . import aio, ghost, locks, nspids, sysv
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    import threading
     from typing import Any
 
     from ..pages.lazy import Handover
@@ -220,10 +221,17 @@ def _dump_shmem(fd: int, ino: int, size: int, pages: Any) -> dict[str, Any]:
     return obj
 
 
-def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
-         stat: procfs.Stat, shmem_seen: dict[int, int] | None = None,
-         track: TaskPages | None = None, compress: bool = False) -> dict[str, Any]:
-    """Save mappings and pages of ``pid``; ``vmas`` were read before any injection.
+class MemoryDump:
+    """The mappings and pages of one frozen process, saved in two steps, so that the
+    pages can be copied while the dump goes on with the process's other state.
+
+    Created: every mapping is described (what identity needs; a deleted file's
+    content saved), with ``vmas`` read before any injection. ``start``: the pages are
+    copied by a thread of its own (system calls that run without the interpreter's
+    lock, alongside the injected calls that read the task's state, which are mostly
+    waits). ``finish``: wait for the copy, then what needs an injected call (``brk``).
+    Without ``start``, ``finish`` copies in the caller's thread. ``cancel`` stops a
+    copy under way (the dump failed elsewhere).
 
     ``compress``: the pages file is a zstd stream (pages/compressed.py).
 
@@ -237,20 +245,39 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
     every mapping of it, in any task, only refers to it by ``shmem_id`` and
     maps it at its own ``offset``.
     """
-    if shmem_seen is None:
-        shmem_seen = {}
-    out_vmas: list[dict[str, Any]] = []
-    owned: list[tuple[int, int, int]] = []  # (fd, inode, size) of the objects saved here
-    pages: Any = images.raw(f"pages-{pid}.img")
-    if compress:
-        pages = compressed.ZstdWriter(pages)
-        images.need(compressed.FEATURE)
-    if track is None:
-        from ..pages.save import DumpMemory
-        track = DumpMemory.plain().task(pid)
-    tp = track
-    tp.begin(images, pages)
-    try:
+
+    def __init__(self, pid: int, vmas: list[procfs.Vma], images: ImageWriter,
+                 stat: procfs.Stat, shmem_seen: dict[int, int] | None = None,
+                 track: TaskPages | None = None, compress: bool = False):
+        self.pid = pid
+        self.images = images
+        self.stat = stat
+        self.compress = compress
+        self.out_vmas: list[dict[str, Any]] = []
+        self.owned: list[tuple[int, int, int]] = []  # (fd, inode, size) of objects saved here
+        self.to_copy: list[tuple[dict[str, Any], bool]] = []  # (entry, readable)
+        self.objects: list[dict[str, Any]] = []
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        pages: Any = images.raw(f"pages-{pid}.img")
+        if compress:
+            pages = compressed.ZstdWriter(pages)
+            images.need(compressed.FEATURE)
+        self.pages = pages
+        if track is None:
+            from ..pages.save import DumpMemory  # here: a restore does not import it
+            track = DumpMemory.plain().task(pid)
+        self.tp = track
+        self.tp.begin(images, pages)
+        try:
+            self._describe(vmas, {} if shmem_seen is None else shmem_seen)
+        except BaseException:
+            self.close()
+            raise
+
+    def _describe(self, vmas: list[procfs.Vma], shmem_seen: dict[int, int]) -> None:
+        pid, images = self.pid, self.images
         for v in vmas:
             kind = classify(v, pid)
             if kind == "skip":
@@ -271,7 +298,7 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                         entry["path"], entry["deleted"] = other, v.path[:-len(ghost.DELETED)]
                         images.need("linked-mappings")
                     entry["file"] = _file_id(entry["path"])
-            out_vmas.append(entry)
+            self.out_vmas.append(entry)
             if kind in ("vdso", "sysv") or (kind == "file" and v.shared):
                 continue
             if kind == "shmem":
@@ -282,41 +309,87 @@ def dump(pid: int, vmas: list[procfs.Vma], inj: Injector, images: ImageWriter,
                     os.close(fd)
                 else:
                     shmem_seen[st.st_ino] = pid
-                    owned.append((fd, st.st_ino, st.st_size))
+                    self.owned.append((fd, st.st_ino, st.st_size))
                 entry["shmem_owner"] = shmem_seen[st.st_ino]
                 continue
-            tp.save_vma(entry, "r" in v.perms)
-        if any(e["kind"] in ("aio", "sysv") or "guards" in e or "sl" in e["flags"]
-               for e in out_vmas):
-            images.need("memory-kinds")
+            self.to_copy.append((entry, "r" in v.perms))
+
+    def start(self) -> None:
+        """Copy the pages in a thread of its own from now on."""
+        import threading  # here: a restore does not need it
+
+        self._thread = threading.Thread(target=self._copy_caught, name="ckpt-copy",
+                                        daemon=True)
+        self._thread.start()
+
+    def _copy_caught(self) -> None:
+        try:
+            self._copy()
+        except BaseException as e:  # raised by ``finish``, in the dump's thread
+            self._error = e
+
+    def _copy(self) -> None:
+        for entry, readable in self.to_copy:
+            self.tp.save_vma(entry, readable)
         # After every run of ``pagemap``, which must be one after the other in the file.
-        objects = [_dump_shmem(fd, ino, size, tp.sink) for fd, ino, size in owned]
-        tp.flush()
-        if compress:
-            pages.finish()
-    finally:
-        tp.close()
-        for fd, _ino, _size in owned:
+        self.objects = [_dump_shmem(fd, ino, size, self.tp.sink)
+                        for fd, ino, size in self.owned]
+        self.tp.flush()
+        if self.compress:
+            self.pages.finish()
+
+    def cancel(self) -> None:
+        """Stop a copy under way and release what it holds (the dump failed)."""
+        self.tp.stopped = True
+        self._join()
+        self.close()
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.tp.close()
+        for fd, _ino, _size in self.owned:
             os.close(fd)
 
-    exe = procfs.exe(pid)
-    exe_ghost = ghost.save_exe(images, pid, exe)  # a deleted (e.g. upgraded) binary
-    return {
-        **({"exe_ghost": exe_ghost} if exe_ghost is not None else {}),
-        "vmas": out_vmas,
-        **tp.finish(),  # pagemap, in_parent, start_time, tracking
-        "shmem": objects,
-        "pages_file": f"pages-{pid}.img",
-        **({"pages_compression": compressed.METHOD} if compress else {}),
-        "exe": exe,
-        "auxv": procfs.auxv(pid).hex(),
-        "brk": inj.call("brk", 0),
-        "start_code": stat.start_code, "end_code": stat.end_code,
-        "start_data": stat.start_data, "end_data": stat.end_data,
-        "start_brk": stat.start_brk, "start_stack": stat.start_stack,
-        "arg_start": stat.arg_start, "arg_end": stat.arg_end,
-        "env_start": stat.env_start, "env_end": stat.env_end,
-    }
+    def finish(self, inj: Injector) -> dict[str, Any]:
+        """The ``mm-PID.json`` content, once every page is in the pages file."""
+        try:
+            if self._thread is None:
+                self._copy()
+            else:
+                self._join()
+                if self._error is not None:
+                    raise self._error
+        finally:
+            self.close()
+        if any(e["kind"] in ("aio", "sysv") or "guards" in e or "sl" in e["flags"]
+               for e in self.out_vmas):
+            self.images.need("memory-kinds")
+        pid, stat, tp = self.pid, self.stat, self.tp
+        exe = procfs.exe(pid)
+        exe_ghost = ghost.save_exe(self.images, pid, exe)  # a deleted (e.g. upgraded) binary
+        return {
+            **({"exe_ghost": exe_ghost} if exe_ghost is not None else {}),
+            "vmas": self.out_vmas,
+            **tp.finish(),  # pagemap, in_parent, start_time, tracking
+            "shmem": self.objects,
+            "pages_file": f"pages-{pid}.img",
+            **({"pages_compression": compressed.METHOD} if self.compress else {}),
+            "exe": exe,
+            "auxv": procfs.auxv(pid).hex(),
+            "brk": inj.call("brk", 0),
+            "start_code": stat.start_code, "end_code": stat.end_code,
+            "start_data": stat.start_data, "end_data": stat.end_data,
+            "start_brk": stat.start_brk, "start_stack": stat.start_stack,
+            "arg_start": stat.arg_start, "arg_end": stat.arg_end,
+            "env_start": stat.env_start, "env_end": stat.env_end,
+        }
 
 
 class PreDumpTask:
