@@ -592,6 +592,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     except BaseException:
         memory.cancel()
         raise
+    if mm["pagemap"]:  # here, not in the copy's thread: the injected calls are done
+        faults.point("dump.task.pages")
     if track is not None:
         track.after_pages()
     mappings[pid] = sorted(mm["vmas"], key=lambda v: v["start"])

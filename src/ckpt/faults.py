@@ -28,7 +28,7 @@ POINTS: dict[str, str] = {
     "dump.inject": "at the entry of an injected syscall, the task holding ckpt's registers",
     "dump.task.core": "a task's registers, signals, task state and threads saved",
     "dump.task.fds": "a task's fds saved",
-    "dump.task.pages": "the first run of a task's pages written",
+    "dump.task.pages": "a task's pages written, its state and fds read",
     "dump.task.done": "a task's core, mm and fds images written",
     "dump.files": "files.json written",
     "dump.inventory": "right before images.finish writes the inventory",

@@ -454,14 +454,16 @@ class Injector:
 
     def map_scratch(self, addr: int, size: int) -> None:
         """Map ``size`` bytes of scratch memory in the task at ``addr`` (free there)."""
-        self.call("mmap", addr, size, libc.PROT_READ | libc.PROT_WRITE,
-                  libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE, -1, 0)
-        self.scratch = (addr, size)
+        with interrupts.held():  # an interrupt after the call would leave it unknown
+            self.call("mmap", addr, size, libc.PROT_READ | libc.PROT_WRITE,
+                      libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_FIXED_NOREPLACE, -1, 0)
+            self.scratch = (addr, size)
 
     def unmap_scratch(self) -> None:
         if self.scratch is not None:
-            self.call("munmap", *self.scratch)
-            self.scratch = None
+            with interrupts.held():
+                self.call("munmap", *self.scratch)
+                self.scratch = None
 
     # ------------------------------------------------------------ memory
 

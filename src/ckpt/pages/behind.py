@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 
 from ..images import RawWriter, crc32
-from ..kernel import libc
+from ..kernel import interrupts, libc
 from .buffer import Buffer, ring
 
 TYPE_CHECKING = False  # typing is not imported, for speed
@@ -133,7 +133,8 @@ class WriteBehind:
             self._todo.put(entry)
         self._queued.clear()
         self._thread = threading.Thread(target=self._run, name="ckpt-pages", daemon=True)
-        self._thread.start()
+        with interrupts.held():  # kept by the thread: ckpt's signals go to its main thread
+            self._thread.start()
 
     def _run(self) -> None:
         while True:

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .. import faults, progress
+from .. import progress
 from ..images import ImageWriter, RawWriter
 from ..kernel import libc, pagemap
 from ..kernel.libc import PAGE_SIZE as PAGE
@@ -290,11 +290,8 @@ class TaskPages:
         ``vaddr + first * PAGE`` on."""
         self.sink.write_behind(self.view[first * PAGE:(first + count) * PAGE])
         progress.advance(count * PAGE)
-        first_run = not self.own.runs
         self.own.add(vaddr + first * PAGE, count)
         self.ctx.own_pages += count
-        if first_run and not self.deferred:
-            faults.point("dump.task.pages")
 
     def _read(self, vaddr: int, npages: int, readable: bool, elsewhere: bytes
               ) -> bytes | None:

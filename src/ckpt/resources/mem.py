@@ -42,7 +42,7 @@ from collections.abc import Callable
 from .. import progress
 from ..errors import RestoreError, UnsupportedError
 from ..images import ImageWriter
-from ..kernel import libc, procfs, treeroot, vdso
+from ..kernel import interrupts, libc, procfs, treeroot, vdso
 from ..kernel.inject import Injector
 from ..log import logger
 from ..pages import compressed, fill, forked
@@ -320,7 +320,11 @@ class MemoryDump:
 
         self._thread = threading.Thread(target=self._copy_caught, name="ckpt-copy",
                                         daemon=True)
-        self._thread.start()
+        # Started with the terminating signals blocked, which it keeps (and so does the
+        # writer it starts): the kernel gives them to the dump's thread only, never
+        # while that one has them held (in the middle of an injected call).
+        with interrupts.held():
+            self._thread.start()
 
     def _copy_caught(self) -> None:
         try:
