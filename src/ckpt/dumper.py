@@ -584,7 +584,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     track = memctx.task(pid, fork) if memctx is not None else None
     memory = mem.MemoryDump(pid, vmas, images, stat, shmem_seen, track=track,
                             compress=memctx is not None and memctx.compress)
-    if _copy_aside(vmas):
+    if _copy_aside(vmas, images):
         memory.start()
     try:
         core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status)
@@ -614,11 +614,13 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
 COPY_ASIDE_FROM = 8 << 20  # private writable mappings this large: pages copied aside
 
 
-def _copy_aside(vmas: list[procfs.Vma]) -> bool:
+def _copy_aside(vmas: list[procfs.Vma], images: ImageWriter) -> bool:
     """Whether the pages are worth a thread of their own (mem.MemoryDump.start): a
-    process whose private writable mappings are small is copied after its state."""
-    return sum(v.end - v.start for v in vmas
-               if not v.shared and "w" in v.perms) >= COPY_ASIDE_FROM
+    process whose private writable mappings are small is copied after its state, and
+    so is every process whose pages go to a page server (one connection carries every
+    file, one after the other)."""
+    return images.remote is None and sum(
+        v.end - v.start for v in vmas if not v.shared and "w" in v.perms) >= COPY_ASIDE_FROM
 
 
 def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: int,
