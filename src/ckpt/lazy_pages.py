@@ -50,7 +50,10 @@ from .pages.buffer import BUF_SIZE, page_buffer
 
 log = logger("ckpt.lazy-pages")
 
-CHUNK = 256 << 10  # bytes of a pages file filled per fault, and checked as one
+# Bytes of a pages file filled per fault, and checked as one: 1 MiB, as large as the
+# page buffer, and where images.crc32 takes zlib-ng's CRC (the standard one, below it,
+# is the daemon's main cost).
+CHUNK = 1 << 20
 assert BUF_SIZE % CHUNK == 0
 
 Piece = list[int]  # [vaddr, length, offset in the pages file]
