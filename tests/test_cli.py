@@ -103,6 +103,15 @@ def test_leave_running_and_stopped_exclusive(build: Builder, procs: Procs,
     assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))
 
 
+def test_dump_of_init_is_one_line(images: Path) -> None:
+    """PID 1, whose namespace files ckpt may not read (here EACCES), is refused in one
+    line: ckpt's ancestor, never a traceback."""
+    res = run_ckpt("dump", "-t", 1, "-D", images)
+    assert res.returncode == 1, res
+    assert res.stderr.strip().splitlines() == [
+        "ckpt dump: error: process 1 is an ancestor of ckpt; ckpt cannot dump itself"], res.stderr
+
+
 @pytest.mark.parametrize(("arg", "quoted"), [
     ("garbage", "garbage"),
     ("fd[987]:tmp/x", "987"),

@@ -930,16 +930,16 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
 
 
 def _namespace_of(pid: int) -> new_pidns.Inside | None:
-    """Where ``pid`` lives if in a PID namespace below ckpt's; None in ckpt's (or gone:
-    ``_check_dumpable`` says so). new_pidns.py is imported for a process in another
-    PID namespace only."""
+    """Where ``pid`` lives if in a PID namespace below ckpt's; None in ckpt's (or gone,
+    or closed to ckpt: ``_check_dumpable`` and the freeze say so). new_pidns.py is
+    imported for a process in another PID namespace only."""
     try:
         if pid <= 0 or os.stat(f"/proc/{pid}/ns/pid").st_ino == \
                 os.stat("/proc/self/ns/pid").st_ino:
             return None
         from . import new_pidns
         return new_pidns.inside(pid)
-    except (FileNotFoundError, ProcessLookupError, procfs.ProcessGone):
+    except (FileNotFoundError, ProcessLookupError, PermissionError, procfs.ProcessGone):
         return None
 
 
