@@ -38,7 +38,6 @@ import os
 import select
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from .errors import CkptError, ImageError
 from .images import ImageReader, crc32
@@ -47,6 +46,10 @@ from .kernel.libc import PAGE_SIZE as PAGE
 from .log import logger
 from .pages import fill, lazy
 from .pages.buffer import BUF_SIZE, page_buffer
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logger("ckpt.lazy-pages")
 

@@ -32,7 +32,6 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import ImageError, RestoreError
 from ..images import crc32
@@ -42,6 +41,10 @@ from ..kernel.libc import PAGE_SIZE as PAGE
 from . import fill
 from .buffer import BUF_SIZE, Buffer, page_buffer
 from .forked import Spans
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 SOCKET = "lazy-pages.socket"
 FEATURES = uffd.EVENT_FORK | uffd.EVENT_REMAP | uffd.EVENT_REMOVE | uffd.EVENT_UNMAP | \
