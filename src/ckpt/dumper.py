@@ -277,6 +277,7 @@ def _freeze_tree(root: int) -> list[_Task]:
 def _release(tasks: list[_Task], kill: bool, stop: bool = False) -> None:
     """Thaw and detach every frozen task, or kill them all (``_exit_kill`` first). Not
     cut short by a signal."""
+    stopped = []
     with interrupts.held():
         for t in reversed(tasks):
             fr = t.frozen
@@ -286,6 +287,9 @@ def _release(tasks: list[_Task], kill: bool, stop: bool = False) -> None:
                 _kill(t)
             else:
                 _let_go(t, stop)
+                if stop or fr.stop_signal:
+                    stopped.append(t.pid)
+    procfs.settle_stopped(stopped)
 
 
 def _exit_kill(tasks: list[_Task]) -> None:

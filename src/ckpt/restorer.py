@@ -617,6 +617,7 @@ class Restore:
                 for tid in n.thread_ids:
                     ptrace.detach(tid)
                 ptrace.detach(n.pid)
+        procfs.settle_stopped([n.pid for n in self.started if n.core.get("stop_signal")])
         if self.creation is not None:
             self.creation.close()
 

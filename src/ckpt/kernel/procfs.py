@@ -14,6 +14,7 @@ file's bytes and touch nothing: they are what the unit tests exercise.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -226,6 +227,21 @@ def parse_maps(raw: bytes) -> list[Vma]:
         elif line.startswith(b"VmFlags:") and vmas:
             vmas[-1].flags = line.decode("ascii", "replace").split()[1:]
     return vmas
+
+
+def settle_stopped(pids: list[int], timeout: float = 1.0) -> None:
+    """Wait until each of ``pids`` shows as stopped (T). A process detached in a group
+    stop runs an instant inside the kernel before it stops again (it never reaches its
+    own code): whoever looks right after ckpt returns should see it stopped."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                if stat(pid).state in ("T", "Z", "X"):
+                    break
+            except ProcessGone:
+                break
+            time.sleep(0.0005)
 
 
 def maps(pid: int, with_flags: bool = False) -> list[Vma]:
