@@ -270,6 +270,16 @@ while True:
 """
 
 
+NON_UTF8_MAPPER = r"""
+import mmap, os, sys, time
+fd = os.open(os.fsencode(sys.argv[1]) + b"/\xff-mapped", os.O_RDWR | os.O_CREAT, 0o600)
+os.ftruncate(fd, 4096)
+m = mmap.mmap(fd, 4096)
+print("mapped", flush=True)
+time.sleep(1000)
+"""
+
+
 def test_locks_held_through_a_mapping(procs: Procs, tmp_path: Path, images: Path) -> None:
     """A flock and an OFD lock on files the process mapped shared and closed (as the
     JVM does with its hsperfdata), its child mapping them too: refused without
@@ -293,6 +303,10 @@ def test_locks_held_through_a_mapping(procs: Procs, tmp_path: Path, images: Path
     assert "--file-locks" in said, said
     assert is_alive(parent) and is_alive(child)
 
+    # a process outside the tree mapping a file whose name is no UTF-8 (every process's
+    # mappings are read for the lock's other holders: that one stopped the dump once)
+    bystander = procs.start([PYTHON, "-c", NON_UTF8_MAPPER, tmp_path], name="bystander")
+    bystander.out.wait_line(r"^mapped$")
     nums = dump_and_check_dead(procs, target, images, "--file-locks")
     procs.wait_gone(child)
     assert probe(*specs) == ["got"] * 3

@@ -186,15 +186,16 @@ def _ofd_of_tree(raw: procfs.FileLock, pids: set[int],
 
 def _holders(raw: procfs.FileLock, pids: set[int]) -> list[int]:
     """The processes not in ``pids`` with an fd or a mapping on the locked inode."""
-    where = f"{raw.major:02x}:{raw.minor:02x}"
+    # bytes: any process's mapped names may be no UTF-8 at all
+    where = [f"{raw.major:02x}:{raw.minor:02x}".encode(), str(raw.ino).encode()]
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) in pids or int(name) == os.getpid():
             continue
         pid = int(name)
         try:
-            with open(f"/proc/{pid}/maps") as f:
-                if any(ln.split()[3:5] == [where, str(raw.ino)] for ln in f):
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                if any(ln.split()[3:5] == where for ln in f):
                     found.append(pid)
                     continue
             for fd in os.listdir(f"/proc/{pid}/fd"):
