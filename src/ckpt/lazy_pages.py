@@ -635,10 +635,11 @@ def _keep(sock: socket.socket) -> None:
     stuck = []
     for fds in held.values():
         if len(fds) > 1:
+            pid = _pid_of(fds[1])  # before the kill: -1 once it is reaped
             try:
                 libc.pidfd_send_signal(fds[1], libc.SIGKILL)
-                os.write(2, f"ckpt lazy-pages: the daemon died; process {_pid_of(fds[1])} "
-                         "killed: its pages can no longer come\n".encode())
+                os.write(2, f"ckpt lazy-pages: the daemon died; process {pid} killed: its "
+                         "pages can no longer come\n".encode())
             except OSError:
                 pass
         else:
