@@ -7,9 +7,9 @@ the terminals a restored process holds are resources/tty.py.
 
 from __future__ import annotations
 
+import _signal
 import os
 import select
-import signal
 from types import TracebackType
 
 TYPE_CHECKING = False  # typing is not imported, for speed
@@ -42,8 +42,8 @@ class Foreground:
         self.tty = fd
         # SIGTTOU: taking the terminal back from the job; SIGINT/SIGQUIT: the job may share
         # ckpt's group (its saved group was outside the tree) and ckpt must outlive it.
-        for sig in (signal.SIGTTOU, signal.SIGINT, signal.SIGQUIT):
-            self._saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        for sig in (_signal.SIGTTOU, _signal.SIGINT, _signal.SIGQUIT):
+            self._saved[sig] = _signal.signal(sig, _signal.SIG_IGN)
         if pgid != os.getpgrp():
             os.tcsetpgrp(fd, pgid)
 
@@ -85,9 +85,9 @@ class Foreground:
         """Stop as the job did, so that the shell shows it stopped; at ``fg`` (ckpt is
         continued) hand the terminal back to the job and continue it."""
         os.tcsetpgrp(self.tty, os.getpgrp())
-        os.kill(os.getpid(), signal.SIGSTOP)
+        os.kill(os.getpid(), _signal.SIGSTOP)
         os.tcsetpgrp(self.tty, self.pgid)
-        os.killpg(self.pgid, signal.SIGCONT)
+        os.killpg(self.pgid, _signal.SIGCONT)
 
     def close(self) -> None:
         if self.tty < 0:
@@ -97,7 +97,7 @@ class Foreground:
         except OSError:
             pass
         for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
         os.close(self.tty)
         self.tty = -1
 

@@ -18,11 +18,11 @@ process is killed: nothing half-restored is left.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import ctypes
 import errno
 import os
-import signal
 import struct
 import termios
 import time
@@ -930,7 +930,7 @@ def _kill_all(pidfds: list[int]) -> None:
     """A restore's guard, ckpt dead while it let the tree go: the tree is killed."""
     for fd in pidfds:
         try:
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            _signal.pidfd_send_signal(fd, _signal.SIGKILL)
         except OSError:
             pass
     log.warning("ckpt died while it let the restored tree go: its guard killed the tree")

@@ -22,10 +22,10 @@ namespace of its own (issue 15) changes who forks the root and the PIDs asked fo
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import errno
 import os
-import signal
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -414,7 +414,7 @@ class Creation:
     def _retire(self, stand_in: Node) -> None:
         """Kill a stand-in, the tree complete, and have its creator reap it: no trace is
         left (the SIGCHLD its creator gets goes with its pending signals, signals.py)."""
-        os.kill(stand_in.pid, signal.SIGKILL)
+        os.kill(stand_in.pid, _signal.SIGKILL)
         _reap(stand_in.pid)  # as its tracer (and its parent, if ckpt forked it)
         self.made.remove(stand_in)
         creator = stand_in.parent
@@ -459,7 +459,7 @@ def _refused(node: Node, err: int) -> RestoreError:
 def _die_of(pid: int, inj: Injector, scratch: int, sig: int) -> None:
     """Kill the traced process ``pid`` with ``sig`` as its default action would, without
     a core file: the status its parent sees is the one saved."""
-    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+    if sig not in (_signal.SIGKILL, _signal.SIGSTOP):
         inj.write(scratch, bytes(32))  # struct sigaction: SIG_DFL
         inj.call("rt_sigaction", sig, scratch, 0, 8)
     inj.write(scratch, struct.pack("<QQ", 0, libc.prlimit(pid, RLIMIT_CORE)[1]))
@@ -501,7 +501,7 @@ def kill(made: list[Node], tree: list[int]) -> None:
     try:
         for n in made:
             try:
-                os.kill(n.pid, signal.SIGKILL)
+                os.kill(n.pid, _signal.SIGKILL)
             except OSError:
                 pass
         _reap_all([tid for n in made for tid in (*n.thread_ids, n.pid)])
@@ -514,7 +514,7 @@ def kill(made: list[Node], tree: list[int]) -> None:
                 break
             for pid in left:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _signal.SIGKILL)
                 except OSError:
                     pass
                 _reap(pid)

@@ -30,9 +30,9 @@ behind; ckpt opens the tree's files through the new root (``Builder.path``).
 
 from __future__ import annotations
 
+import _signal
 import os
 import re
-import signal
 import stat
 
 from ..errors import ImageError, RestoreError, UnsupportedError, UsageError
@@ -521,12 +521,12 @@ class Builder:
         if pid == 0:
             try:
                 os.close(ready_r)
-                libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)  # it leaves with ckpt
+                libc.prctl(libc.PR_SET_PDEATHSIG, _signal.SIGKILL)  # it leaves with ckpt
                 if os.getppid() == ckpt:
                     _pivot(self.root)
                     os.write(ready_w, b"p")
                     while True:  # until ckpt kills it (close)
-                        signal.pause()
+                        _signal.pause()
             finally:
                 os._exit(1)
         os.close(ready_w)
@@ -681,7 +681,7 @@ class Builder:
 
 def _end(pid: int) -> None:
     """Kill and reap a child of ckpt's."""
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, _signal.SIGKILL)
     os.waitpid(pid, 0)
 
 

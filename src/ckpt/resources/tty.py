@@ -33,12 +33,12 @@ the new terminal, and the others share that file.
 
 from __future__ import annotations
 
+import _signal
 import base64
 import binascii
 import errno
 import fcntl
 import os
-import signal
 import stat as st_mod
 import struct
 import termios
@@ -122,11 +122,11 @@ def _job_terminal() -> Iterator[int]:
     SIGTTOU ignored: ckpt may change its settings even from a background process
     group (the kernel would stop it otherwise)."""
     fd = restorer_terminal()
-    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    old = _signal.signal(_signal.SIGTTOU, _signal.SIG_IGN)
     try:
         yield fd
     finally:
-        signal.signal(signal.SIGTTOU, old)
+        _signal.signal(_signal.SIGTTOU, old)
         if fd > 2:
             os.close(fd)
 
