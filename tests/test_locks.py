@@ -72,7 +72,8 @@ def test_locks_refused_without_flag(procs: Procs, tmp_path: Path, images: Path) 
     assert "--file-locks" in err and "flock" in err and str(lk) in err, err
     assert f"process {target.pid}" in err, err
     assert not (images / "inventory.json").exists()
-    assert is_alive(target.pid) and proc_state(target.pid) == "S"
+    # let go, it goes back into its wait (running an instant first)
+    wait_until(lambda: proc_state(target.pid) == "S", 5, "flock(1) back in its wait")
     assert proc_locks(lk) == held and probe(f"flock:{lk}") == ["EAGAIN"]
 
 
