@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import signal
+import struct
 import subprocess
 import termios
 import threading
+import time
 from pathlib import Path
 
 from ckpt_helpers import (
@@ -22,16 +25,18 @@ from ckpt_helpers import (
 
 
 class Terminal:
-    """``bash -i`` on a new pty: the session leader, with job control on."""
+    """``bash -i`` on a new pty: the session leader, with job control on; or another
+    program ``argv`` there in its place (as ``pty.fork`` starts one), with ``env``."""
 
-    def __init__(self, cwd: Path, path_dirs: list[str]):
+    def __init__(self, cwd: Path, path_dirs: list[str], argv: list[str] | None = None,
+                 env: dict[str, str] | None = None):
         self.master, slave = os.openpty()
         self.slave_path = os.ttyname(slave)
         env = {"PATH": ":".join(path_dirs + [os.environ.get("PATH", "/usr/bin:/bin")]),
-               "HOME": str(cwd), "TERM": "dumb", "PS1": "$ ", "LC_ALL": "C"}
+               "HOME": str(cwd), "TERM": "dumb", "PS1": "$ ", "LC_ALL": "C", **(env or {})}
         self.shell = subprocess.Popen(
-            ["bash", "--norc", "--noprofile", "-i"], stdin=slave, stdout=slave, stderr=slave,
-            cwd=cwd, env=env, start_new_session=True,
+            argv or ["bash", "--norc", "--noprofile", "-i"], stdin=slave, stdout=slave,
+            stderr=slave, cwd=cwd, env=env, start_new_session=True,
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         os.close(slave)
         self._buf = bytearray()
@@ -39,7 +44,8 @@ class Terminal:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self._marks = 0
-        self.run("true")
+        if argv is None:
+            self.run("true")
 
     @classmethod
     def with_ckpt(cls, cwd: Path) -> Terminal:
@@ -50,8 +56,12 @@ class Terminal:
         while True:
             try:
                 chunk = os.read(self.master, 4096)
-            except OSError:
-                return
+            except OSError as e:
+                # EIO: nobody holds the slave (its program dumped), until a restore
+                if e.errno != errno.EIO or self.master < 0:
+                    return
+                time.sleep(0.05)
+                continue
             if not chunk:
                 return
             with self._lock:
@@ -60,6 +70,11 @@ class Terminal:
     def text(self) -> str:
         with self._lock:
             return self._buf.decode(errors="replace").replace("\r", "")
+
+    def resize(self, rows: int, cols: int) -> None:
+        """The terminal's window resized, as a user drags it: its foreground group gets
+        SIGWINCH (a full-screen program draws its whole screen again)."""
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("4H", rows, cols, 0, 0))
 
     def send(self, data: str) -> None:
         os.write(self.master, data.encode())

@@ -70,6 +70,7 @@ FEATURES: dict[str, str] = {
     "unix-peercred": "the creator of a unix socket pair (peercred), who makes it again",
     "mounts": "the mount tree of the tree's own mount namespace (mounts.json, mounts-data.img)",
     "orphan-pts": "a terminal whose master was outside the tree, a container's console (tty)",
+    "job-ctty": "a shell job's session leader whose controlling terminal was the user's",
 }
 INVENTORY = "inventory.json"
 # The inventory's files: a plain name in the folder (never a path) -> size and CRC-32.

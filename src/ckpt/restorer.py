@@ -438,7 +438,7 @@ class Restore:
         for n in self.live:
             n.plan = fctx.prepare_task(n.fd_table)
             if n.info["setsid"]:
-                n.info["ctty_fd"] = terminals.controlling_slave(n.info)
+                n.info["ctty_fd"] = terminals.controlling_slave(n.info, self.shell_job)
         fctx.after_open()
         faults.point("restore.fds_opened")
 
@@ -564,7 +564,7 @@ class Restore:
         if not self.shell_job:
             return
         self._files().kind(tty.Terminals).lend_to_job()
-        if self.detach:
+        if self.detach or self.root.info["setsid"]:  # a session of its own: not ckpt's job
             return
         pgid = self.root.info["pgid"]
         self.foreground = Foreground((pgid if pgid != self.outside_pgid else None)

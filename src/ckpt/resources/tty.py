@@ -73,6 +73,7 @@ TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 TIOCSCTTY = 0x540E
+TIOCGSID = 0x5429
 TIOCGPTLCK = 0x80045439
 TIOCGDEV = 0x80045432
 DEV_TTY_RDEV = os.makedev(5, 0)
@@ -187,6 +188,7 @@ class Terminals(FileKind):
         self._ctty = OpenedInside()  # restore: /dev/tty, opened by the processes
         self._job_settings: Description | None = None  # a shell job's terminal, as saved
         self._job_tty_was: list[Any] | None = None  # ckpt's terminal before the job's
+        self._job_ctty = -1  # restore: ckpt's terminal, for a job's session leader
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
@@ -258,11 +260,14 @@ class Terminals(FileKind):
                 raise UnsupportedError(f"{f.where} is the terminal {desc['path']}; dump it "
                                        "as a shell job with -j (--shell-job)")
         for t in tasks:
-            if "ctty" in t and pts_index(t["ctty"]) not in masters | consoles.keys():
+            if "ctty" not in t or pts_index(t["ctty"]) in masters | consoles.keys():
+                continue
+            if not ctx.shell_job:  # the user's terminal, the session's own (pty.fork())
                 raise UnsupportedError(
                     f"process {t['pid']} leads a session whose controlling terminal "
                     f"{os.major(t['ctty'])}:{os.minor(t['ctty'])} is outside the dumped "
-                    "tree; not supported")
+                    "tree; dump it as a shell job with -j (--shell-job)")
+            ctx.images.need("job-ctty")
 
     def _consoles(self, ctx: DumpCtx, masters: set[int]) -> dict[int, Description]:
         """With ``orphan_pts``: the ptys whose slave is in the tree and master outside,
@@ -316,7 +321,7 @@ class Terminals(FileKind):
         if "termios" in desc and self._job_settings is None:
             self._job_settings = desc
         with _job_terminal() as tty:
-            return os.dup(tty)
+            return _with_mode(tty, desc["flags"])
 
     def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
                         fds: list[TaskFd]) -> None:
@@ -379,14 +384,24 @@ class Terminals(FileKind):
             raise
         return master, slave
 
-    def controlling_slave(self, task: dict[str, Any]) -> int | None:
-        """For a session leader whose controlling terminal was an inner pty: ckpt's fd of
-        the new slave, to make it the controlling terminal again (TIOCSCTTY)."""
+    def controlling_slave(self, task: dict[str, Any], shell_job: bool) -> int | None:
+        """For a session leader: ckpt's fd of the terminal to make its controlling
+        terminal again (TIOCSCTTY): an inner pty's new slave, or with -j, when it led the
+        session of the user's terminal (a program started on a pty of its own, as
+        ``pty.fork`` does), the terminal ckpt runs on."""
         if "ctty" not in task:
             return None
         index = pts_index(task["ctty"])
-        assert index is not None  # checked at dump
-        return self._pair(index)[1]
+        if index is not None and any(d.get("index") == index and (
+                d.get("pty") == "master" or d.get("orphan"))
+                for d in self.descriptions.values()):
+            return self._pair(index)[1]
+        if not shell_job:
+            raise RestoreError(f"process {task['pid']} led a session on the user's terminal: "
+                               "restore it as a shell job with -j (--shell-job)")
+        if self._job_ctty < 0:
+            self._job_ctty = _free_job_terminal(task["pid"])
+        return self._job_ctty
 
     def lend_to_job(self) -> None:
         """Just before a shell job runs again: give ckpt's terminal the job's settings
@@ -414,7 +429,8 @@ class Terminals(FileKind):
         self._job_tty_was = None
 
     def close(self) -> None:
-        close_quietly({fd for pair in self._pairs.values() for fd in pair})
+        close_quietly({fd for pair in self._pairs.values() for fd in pair} | {self._job_ctty})
+        self._job_ctty = -1
         self._pairs.clear()
         close_quietly(set(self._slaves.values()))
         self._slaves.clear()
@@ -500,6 +516,43 @@ def _check_ctty(f: OpenFd, desc: Description, tasks: list[dict[str, Any]],
     raise UnsupportedError(f"{f.where}: /dev/tty there is the terminal {os.major(real)}:"
                            f"{os.minor(real)}, which is not its session's controlling "
                            "terminal any more; not supported")
+
+
+def _with_mode(tty: int, flags: int) -> int:
+    """ckpt's terminal for a job's fd, with the access mode the job's fd had: a dup
+    would carry ckpt's own (read-only for a stdin given as ``< /dev/pts/N``)."""
+    mode = flags & os.O_ACCMODE
+    if fcntl.fcntl(tty, fcntl.F_GETFL) & os.O_ACCMODE == mode:
+        return os.dup(tty)
+    try:
+        return os.open(f"/proc/self/fd/{tty}", mode | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise RestoreError(f"cannot open ckpt's terminal {os.ttyname(tty)} again with the "
+                           f"access mode the job had: {e.strerror}") from None
+
+
+def _free_job_terminal(pid: int) -> int:
+    """A dup of ckpt's terminal for process ``pid``, which led the session of a shell
+    job's terminal, to take it as its controlling terminal. When it is the controlling
+    terminal of a session ckpt leads (ckpt started on it as the job was), ckpt lets it
+    go; of another session (ckpt runs from a shell on it), the restored session could
+    not take it: refused."""
+    with _job_terminal() as tty:
+        try:
+            sid = struct.unpack("i", fcntl.ioctl(tty, TIOCGSID, b"\0" * 4))[0]
+        except OSError:  # ENOTTY: not ckpt's controlling terminal
+            return os.dup(tty)
+        if sid == os.getpid():
+            old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # sent to its foreground
+            try:
+                fcntl.ioctl(tty, termios.TIOCNOTTY)
+            finally:
+                signal.signal(signal.SIGHUP, old)
+            return os.dup(tty)
+        raise RestoreError(
+            f"process {pid} led the session of its terminal, and the terminal ckpt runs on "
+            f"({os.ttyname(tty)}) is the controlling terminal of session {sid} (ckpt's "
+            "shell?): restore it with -j from a terminal that no session holds")
 
 
 def acquire_controlling(slave: int) -> None:

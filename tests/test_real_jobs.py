@@ -1,0 +1,274 @@
+"""Interactive programs a user would checkpoint on a terminal, each dumped and restored
+three times in a row: killed (``-j``), left running (``-j -R``, then killed with the
+rest of its tree, as a crash would) and killed again; each time restored with ``-j``
+in the foreground from the shell on its terminal. After each restore the program
+answers keys at once and remembers what it was told before (a variable, a line of
+text), and at the end it quits on its own key.
+
+Then programs started on a pty of their own, leading its session (as ``pty.fork``
+starts them: no shell), dumped with ``-j``: restored with ``-j -d`` by a ckpt whose
+stdin and stdout are that pty opened again, with ``-R`` too, and with ``-j`` by a
+ckpt started on a new pty the same way (it lets that terminal go to the restored
+session): each time the pty is the program's controlling terminal again and the
+program answers on it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ckpt_helpers import (
+    PYTHON,
+    Output,
+    Procs,
+    ckpt_cmd,
+    ckpt_ok,
+    is_alive,
+    only_child,
+    proc_ids,
+    proc_stat_fields,
+    proc_status,
+    wait_until,
+)
+from real_helpers import TIMEOUT, dumped_pids, need
+from terminal import Terminal
+
+ROUNDS = ("killed", "left running", "killed")
+
+
+@dataclass
+class Job:
+    """An interactive program and how a user talks to it: ``command`` typed at the
+    shell's prompt ({tmp} is the test's folder), ``ready`` shown once it is up,
+    ``setup`` keys and what they show, ``round`` what the user does after the i-th
+    restore (returning what the terminal then shows), ``quit`` steps, ``flags`` for
+    each dump and restore."""
+
+    program: str
+    package: str
+    command: str
+    ready: str
+    setup: tuple[str, str] | None
+    round: Callable[[int, Path, Terminal], str]
+    quit: list[tuple[str, str | None]]
+    flags: tuple[str, ...] = ()
+    check: Callable[[Path], None] | None = None
+    ready_timeout: float = TIMEOUT
+
+
+def _count(keys: str, show: str) -> Callable[[int, Path, Terminal], str]:
+    """Type ``keys``, which add 1 to a variable that started at 6 and show it times 7."""
+    def round_(i: int, _tmp: Path, term: Terminal) -> str:
+        term.send(keys)
+        return show.format((7 + i) * 7)
+    return round_
+
+
+def _keys(keys: str, show: str) -> Callable[[int, Path, Terminal], str]:
+    def round_(_i: int, _tmp: Path, term: Terminal) -> str:
+        term.send(keys)
+        return show
+    return round_
+
+
+def _resized(show: str) -> Callable[[int, Path, Terminal], str]:
+    """The window resized: the program draws its whole screen again."""
+    def round_(i: int, _tmp: Path, term: Terminal) -> str:
+        term.resize(*SIZES[(i + 1) % 2])
+        return show
+    return round_
+
+
+def _state(i: int, tmp: Path, _term: Terminal) -> str:
+    """A file the program shows changed: each of its characters (curses draws only what
+    changed on the screen, and a repeated character as one)."""
+    text = _rotated(i + 1)
+    (tmp / "state").write_text(text + "\n")
+    return text
+
+
+def _rotated(n: int) -> str:
+    return STATE[n:] + STATE[:n]
+
+
+def _nano_saved(tmp: Path) -> None:
+    assert (tmp / "notes.txt").read_text() == "before\nafter0\nafter1\nafter2\n\n"
+
+
+def _script_logged(tmp: Path) -> None:
+    assert re.search(r"^got63\r?$", (tmp / "typescript").read_text(), re.M)
+
+
+STATE = "abcdefghijklmnop"
+SIZES = ((24, 100), (30, 90))  # the window's rows and columns, and after a resize
+AFTER_PROMPT = r"(^|[^\d ])"  # readline's escape sequences may come right before
+JOBS = {
+    "htop": Job("htop", "htop", "TERM=xterm htop -d 5", r"Tasks:", None,
+                _resized(r"Tasks:"), [("q", None)]),
+    "watch": Job("watch", "procps", "TERM=xterm watch -t -n 0.2 cat {tmp}/state",
+                 STATE, None, _state, [("\x03", None)]),
+    "bc": Job("bc", "bc", "bc -q", r"\$ bc -q", ("x = 6\n", r"x = 6"),
+              _count("x = x + 1; x * 7\n", AFTER_PROMPT + r"{}$"), [("quit\n", None)]),
+    "python": Job(PYTHON, "python3", f"{PYTHON} -q", r">>> ", ("x = [6]\n", r">>> .*\n>>> "),
+                  _count("x.append(x[-1] + 1); print('got', x[-1] * 7)\n", r"^got {}$"),
+                  [("exit()\n", None)]),
+    "node": Job("node", "nodejs", "node", r"> ", ("let x = 6\n", r"undefined"),
+                _count("x += 1; console.log('got' + x * 7)\n", r"^got{}$"),
+                [(".exit\n", None)]),
+    "jshell": Job("jshell", "openjdk-17-jdk-headless", "jshell -q", r"jshell> ",
+                  ("int x = 6;\n", r"int x = 6;"),
+                  _count('x += 1; System.out.println("got" + x * 7);\n', r"^got{}$"),
+                  [("/exit\n", None)],
+                  # jshell runs the code in a second JVM it talks to over loopback TCP;
+                  # both JVMs hold a flock on their perf data file
+                  flags=("--tcp-established", "--file-locks"), ready_timeout=90),
+    "nano": Job("nano", "nano", "TERM=xterm nano {tmp}/notes.txt", r"GNU nano",
+                ("before\r", r"before"),
+                lambda i, _tmp, term: term.send(f"after{i}\r") or f"after{i}",
+                [("\x0f\r", r"Wrote"), ("\x18", None)], check=_nano_saved),
+    "script": Job("script", "bsdutils", "script -q -f {tmp}/typescript", r"\$ ",
+                  ("PS1='in$ '; x=6\n", r"in\$ "),
+                  _count("x=$((x+1)); echo got$((x*7))\n", r"^got{}$"),
+                  [("exit\n", None)], check=_script_logged),
+    "dtach": Job("dtach", "dtach", "dtach -c {tmp}/dtach.sock -z bash --norc -i", r"\$ ",
+                 ("PS1='in$ '; x=6\n", r"in\$ "),
+                 _count("x=$((x+1)); echo got$((x*7))\n", r"^got{}$"), [("exit\n", None)]),
+    "mc": Job("mc", "mc", "TERM=xterm mc -u", r"Left", None, _resized(r"Left"),
+              [("\x1b0", None)]),
+}
+
+
+def _restore_job(term: Terminal, procs: Procs, pid: int, images: Path, flags: tuple[str, ...],
+                 how: str) -> int:
+    """Dump the job ``pid`` (killed, or left running and then killed with every process
+    of its tree) and restore it with -j from the shell; where the terminal's text then
+    stood."""
+    if how == "left running":
+        ckpt_ok("dump", "-j", "-R", "-t", pid, "-D", images, *flags)
+        assert is_alive(pid), "dump -R did not leave the job running"
+        for p in dumped_pids(images):
+            os.kill(p, signal.SIGKILL)
+    else:
+        ckpt_ok("dump", "-j", "-t", pid, "-D", images, *flags)
+    for p in dumped_pids(images):
+        procs.wait_gone(p)
+    start = len(term.text())
+    term.send(f"ckpt restore -j -D {images} {' '.join(flags)}\n")
+    wait_until(lambda: is_alive(pid), TIMEOUT, f"the restored {pid}")
+    procs.adopt(pid, Output(images / "none"))
+    wait_until(lambda: os.tcgetpgrp(term.master) == pid, TIMEOUT,
+               "the restored job in the foreground of its terminal")
+    assert proc_ids(pid)[1:] == (pid, term.shell.pid), "not a job of the shell"
+    wait_until(lambda: proc_status(pid)["TracerPid"] == "0", TIMEOUT,
+               "the restore to let the job go")
+    return start
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_job_three_times(name: str, term: Terminal, procs: Procs, tmp_path: Path) -> None:
+    """One program of JOBS: it answers after each of three restores and quits."""
+    job = JOBS[name]
+    need(job.program, job.package)
+    (tmp_path / "state").write_text(STATE + "\n")
+    term.resize(*SIZES[0])
+    term.send(job.command.format(tmp=tmp_path) + "\n")
+    pid = only_child(term.shell.pid, timeout=TIMEOUT)
+    term.wait_for(job.ready, timeout=job.ready_timeout)
+    if job.setup is not None:
+        term.send(job.setup[0])
+        term.wait_for(job.setup[1])
+    for i, how in enumerate(ROUNDS):
+        start = _restore_job(term, procs, pid, tmp_path / f"images{i}", job.flags, how)
+        term.wait_for(job.round(i, tmp_path, term), start=start)
+    for keys, shows in job.quit:
+        term.send(keys)
+        if shows is not None:
+            term.wait_for(shows)
+    wait_until(lambda: not is_alive(pid), TIMEOUT, f"{name} to quit")
+    if job.check is not None:
+        job.check(tmp_path)
+
+
+# ------------------------------------------------------------------ a pty of its own
+
+def _tty_nr(pid: int) -> int:
+    return int(proc_stat_fields(pid)[4])
+
+
+def _restore_on(pty: str, images: Path) -> None:
+    """ckpt restore -j -d with the pty ``pty`` opened again as its stdin (read-only)
+    and stdout (write-only), as a shell's ``< PTY > PTY`` gives them: the program
+    gets read-write fds on it again, as it had."""
+    stdin = os.open(pty, os.O_RDONLY | os.O_NOCTTY)
+    stdout = os.open(pty, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        res = subprocess.run([*ckpt_cmd(), "restore", "-j", "-d", "-D", str(images)],
+                             stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                             timeout=TIMEOUT * 2)
+    finally:
+        os.close(stdin)
+        os.close(stdout)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("program", ["top", "htop", "bc"])
+def test_session_leader_on_its_own_pty(program: str, procs: Procs, tmp_path: Path) -> None:
+    """``top``, ``htop`` or ``bc`` started as the leader of a session on a pty the test
+    holds the master of: restored with -j -d on that pty, again after -j -R, then with
+    -j by a ckpt that leads a session on a new pty (it lets the terminal go): each time
+    the program leads its session with the pty as its controlling terminal, and answers."""
+    argv, ready, ask = {
+        "top": (["top", "-d", "0.5"], r"Tasks:", _resized(r"Tasks:")),
+        "htop": (["htop", "-d", "5"], r"Tasks:", _resized(r"Tasks:")),
+        "bc": (["bc", "-q"], AFTER_PROMPT + r"42$",
+               _count("x = x + 1; x * 7\n", AFTER_PROMPT + r"{}$")),
+    }[program]
+    path = need(program, {"top": "procps"}.get(program, program))
+    env = {"TERM": "xterm"}
+    term = Terminal(tmp_path, [], argv=[path, *argv[1:]], env=env)
+    terms = [term]
+    try:
+        term.resize(*SIZES[0])
+        pid = term.shell.pid
+        if program == "bc":
+            term.send("x = 6; x * 7\n")
+        term.wait_for(ready)
+        for i, how in enumerate(["killed", "left running", "new pty"]):
+            images = tmp_path / f"images{i}"
+            ckpt_ok("dump", "-j", "-t", pid, "-D", images,
+                    *(["-R"] if how == "left running" else []))
+            if how == "left running":
+                os.kill(pid, signal.SIGKILL)
+            procs.wait_gone(pid)
+            if how == "new pty":  # ckpt started as the program was
+                term = Terminal(tmp_path, [], argv=[*ckpt_cmd(), "restore", "-j", "-D",
+                                                    str(images)], env=env)
+                terms.append(term)
+                start = 0
+            else:
+                start = len(term.text())
+                _restore_on(term.slave_path, images)
+            wait_until(lambda: is_alive(pid), TIMEOUT, f"the restored {pid}")
+            procs.adopt(pid, Output(images / "none"))
+            # the PID lives from the restore's first fork on, its session comes later
+            rdev = os.stat(term.slave_path).st_rdev
+            wait_until(lambda r=rdev: is_alive(pid) and proc_ids(pid)[1:] == (pid, pid)
+                       and _tty_nr(pid) == r, TIMEOUT,
+                       "the program leading its session, the pty its controlling terminal")
+            # ckpt gone from it: the terminal has the job's settings back, and the
+            # program its handlers (a resize before would not reach it)
+            wait_until(lambda: proc_status(pid)["TracerPid"] == "0", TIMEOUT,
+                       "the restore to let the program go")
+            term.wait_for(ask(i, tmp_path, term), start=start)
+        term.send("q" if program != "bc" else "quit\n")
+        wait_until(lambda: not is_alive(pid), TIMEOUT, f"{program} to quit")
+    finally:
+        for t in terms:
+            t.close()
