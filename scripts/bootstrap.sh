@@ -19,7 +19,8 @@ missing=""
 for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:iproute2 nginx:nginx-light runc:runc \
     memcached:memcached socat:socat inotifywait:inotify-tools screen:screen \
     tmux:tmux sqlite3:sqlite3 less:less top:procps vim:vim dbus-daemon:dbus-daemon \
-    dbus-send:dbus-bin podman:podman conmon:conmon; do
+    dbus-send:dbus-bin podman:podman conmon:conmon htop:htop bc:bc nano:nano dtach:dtach \
+    mc:mc; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done
