@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -55,16 +56,27 @@ def threads(pid: int) -> set[int]:
 
 
 def cycle(procs: Procs, root: Proc | int, images: Path, *flags: str,
-          out: Output | None = None, timeout: float = 120.0) -> list[int]:
-    """Dump the tree of ``root`` (killed), wait until every process of it is gone, and
-    restore it with ``-d``: the root runs again under its PID. Returns the PIDs the
-    dump saved (short-lived ones, a loop's ``sleep``, may have ended since). The
-    seconds each half took are printed (``pytest -s`` shows them; never asserted)."""
+          out: Output | None = None, timeout: float = 120.0,
+          leave_running: bool = False) -> list[int]:
+    """Dump the tree of ``root`` (killed; with ``leave_running``, dumped with -R and then
+    killed, every process of it at once, as a crash would), wait until every process of
+    it is gone, and restore it with ``-d``: the root runs again under its PID. Returns
+    the PIDs the dump saved (short-lived ones, a loop's ``sleep``, may have ended
+    since). The seconds each half took are printed (``pytest -s`` shows them; never
+    asserted)."""
     pid = root.pid if isinstance(root, Proc) else root
     t0 = time.monotonic()
-    ckpt_ok("dump", "-t", pid, "-D", images, *flags, timeout=timeout)
+    ckpt_ok("dump", "-t", pid, "-D", images, *flags, *(["-R"] if leave_running else []),
+            timeout=timeout)
     t1 = time.monotonic()
     pids = dumped_pids(images)
+    if leave_running:
+        assert is_alive(pid), f"dump -R did not leave {pid} running"
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     for p in pids:
         procs.wait_gone(p)
     t2 = time.monotonic()
