@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +103,15 @@ def _nano_saved(tmp: Path) -> None:
     assert (tmp / "notes.txt").read_text() == "before\nafter0\nafter1\nafter2\n\n"
 
 
+def _vim_saved(tmp: Path) -> None:
+    assert (tmp / "notes.txt").read_text() == "before\n0-after\n1-after\n2-after\n"
+
+
+def _sqlite_committed(tmp: Path) -> None:
+    with sqlite3.connect(tmp / "db.sqlite") as con:
+        assert [n for (n,) in con.execute("select n from t order by n")] == [0, 1, 2, 3]
+
+
 def _script_logged(tmp: Path) -> None:
     assert re.search(r"^got63\r?$", (tmp / "typescript").read_text(), re.M)
 
@@ -140,6 +150,21 @@ JOBS = {
     "dtach": Job("dtach", "dtach", "dtach -c {tmp}/dtach.sock -z bash --norc -i", r"\$ ",
                  ("PS1='in$ '; x=6\n", r"in\$ "),
                  _count("x=$((x+1)); echo got$((x*7))\n", r"^got{}$"), [("exit\n", None)]),
+    "vim": Job("vim", "vim", "TERM=xterm vim {tmp}/notes.txt", r"notes\.txt",
+               ("ibefore\x1b", r"before"),
+               lambda i, _tmp, term: term.send(f"o{i}-after\x1b") or f"{i}-after",
+               [(":wq\r", None)], check=_vim_saved),
+    "less": Job("less", "less", "TERM=xterm less {tmp}/text", r"line 0000", None,
+                lambda i, _tmp, term: term.send(f"{100 * (i + 1)}g") or
+                f"line {100 * (i + 1) - 1:04d}", [("q", None)]),
+    "sqlite3": Job("sqlite3", "sqlite3", "sqlite3 {tmp}/db.sqlite", r"sqlite3 ",
+                   ("create table t (n); begin; insert into t values (0); "
+                    "select 'count', count(*) from t;\n", r"^count\|1$"),
+                   lambda i, _tmp, term: term.send(
+                       f"insert into t values ({i + 1}); select 'count', count(*) from t;\n")
+                   or rf"^count\|{i + 2}$",
+                   [("commit;\n.quit\n", None)], flags=("--file-locks",),
+                   check=_sqlite_committed),
     "mc": Job("mc", "mc", "TERM=xterm mc -u", r"Left", None, _resized(r"Left"),
               [("\x1b0", None)]),
 }
@@ -161,7 +186,10 @@ def _restore_job(term: Terminal, procs: Procs, pid: int, images: Path, flags: tu
         procs.wait_gone(p)
     start = len(term.text())
     term.send(f"ckpt restore -j -D {images} {' '.join(flags)}\n")
-    wait_until(lambda: is_alive(pid), TIMEOUT, f"the restored {pid}")
+    try:
+        wait_until(lambda: is_alive(pid), TIMEOUT, f"the restored {pid}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the terminal shows:\n{term.text()[-1000:]}") from None
     procs.adopt(pid, Output(images / "none"))
     wait_until(lambda: os.tcgetpgrp(term.master) == pid, TIMEOUT,
                "the restored job in the foreground of its terminal")
@@ -177,6 +205,7 @@ def test_job_three_times(name: str, term: Terminal, procs: Procs, tmp_path: Path
     job = JOBS[name]
     need(job.program, job.package)
     (tmp_path / "state").write_text(STATE + "\n")
+    (tmp_path / "text").write_text("".join(f"line {i:04d}\n" for i in range(1000)))
     term.resize(*SIZES[0])
     term.send(job.command.format(tmp=tmp_path) + "\n")
     pid = only_child(term.shell.pid, timeout=TIMEOUT)
