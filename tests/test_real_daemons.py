@@ -94,6 +94,9 @@ def test_sshd_with_a_session(procs: Procs, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ apache2
 
 
+THREADS = 25  # apache's worker threads in each child
+
+
 def test_apache_event_mpm(procs: Procs, tmp_path: Path) -> None:
     """Debian's apache2 with the event MPM: a root parent and three children of 27
     threads each, running as www-data: after each restore the same children and
@@ -123,13 +126,16 @@ ErrorLog {tmp_path}/error.log
 DocumentRoot {www}
 ServerName localhost
 StartServers 3
+ThreadsPerChild {THREADS}
 <Directory {www}>
 Require all granted
 </Directory>
 """)
         proc = procs.start([apache, "-f", conf, "-DFOREGROUND"], name="apache")
         wait_until(lambda: http_get(port, "/index.html"), TIMEOUT, "apache to answer")
-        wait_until(lambda: len(tree(proc.pid)) == 4, TIMEOUT, "apache's three children")
+        wait_until(lambda: len(tree(proc.pid)) == 4 and all(
+            len(threads(c)) == THREADS + 2 for c in tree(proc.pid)[1:]), TIMEOUT,
+            "apache's three children with their threads")  # workers, listener, main
         children = tree(proc.pid)[1:]
         tids = {c: threads(c) for c in children}
         for i, leave_running in enumerate(ROUNDS):
@@ -257,6 +263,7 @@ def test_mosquitto_with_a_subscriber(procs: Procs, tmp_path: Path) -> None:
     (tmp_path / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\n"
                                              "allow_anonymous true\n")
     proc = procs.start([broker, "-c", tmp_path / "mosquitto.conf"], name="mosquitto")
+    wait_until(lambda: _connect(port), TIMEOUT, "mosquitto to listen").close()
     subscriber = procs.start([need("stdbuf", "coreutils"), "-oL", sub, "-p", str(port),
                               "-t", "ckpt/#", "-v"], name="sub")  # a line at a time
 
