@@ -543,11 +543,11 @@ def _free_job_terminal(pid: int) -> int:
         except OSError:  # ENOTTY: not ckpt's controlling terminal
             return os.dup(tty)
         if sid == os.getpid():
-            old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # sent to its foreground
+            old = _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)  # sent to its foreground
             try:
                 fcntl.ioctl(tty, termios.TIOCNOTTY)
             finally:
-                signal.signal(signal.SIGHUP, old)
+                _signal.signal(_signal.SIGHUP, old)
             return os.dup(tty)
         raise RestoreError(
             f"process {pid} led the session of its terminal, and the terminal ckpt runs on "
