@@ -8,7 +8,16 @@ import os
 import signal
 from pathlib import Path
 
-from ckpt_helpers import Builder, Procs, assert_consecutive, dump_and_check_dead, restore_detached
+from ckpt_helpers import (
+    PROGS,
+    PYTHON,
+    Builder,
+    Procs,
+    assert_consecutive,
+    ckpt_ok,
+    dump_and_check_dead,
+    restore_detached,
+)
 
 
 def inventory_needs(images: Path) -> list[str]:
@@ -83,3 +92,17 @@ def test_o_path_fd(build: Builder, procs: Procs, images: Path) -> None:
         flags = int(next(ln.split()[1] for ln in f if ln.startswith("flags:")), 8)
     assert flags & os.O_PATH
     assert_consecutive(target.out.wait_numbers(len(before) + 2))
+
+
+def test_proc_file_of_another_process_open_for_an_instant(procs: Procs,
+                                                          images: Path) -> None:
+    """A /proc file of a process outside the tree, open for an instant (top reading a
+    process's stat): the refused dump leaves the process running and is tried again a
+    moment later, once the file is closed; the dump then succeeds."""
+    other = procs.start(["sleep", "1000"], name="other")
+    target = procs.start([PYTHON, PROGS / "proc_peeker.py", str(other.pid)])
+    target.out.wait_line("^open$")
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    procs.wait_gone(target)
+    restore_detached(procs, target.pid, target.out, images)
+    assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))

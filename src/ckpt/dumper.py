@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import faults, guard, recovery, standins
-from .errors import CkptError, DumpError, UnsupportedError
+from .errors import CkptError, DumpError, TransientError, UnsupportedError
 from .hooks import Notify, ignore
 from .images import ImageWriter
 from .kernel import interrupts, libc, nsenter, procfs, ptrace, treeroot, vdso
@@ -54,6 +54,7 @@ from .version import __version__
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # imported where used: most dumps need none of them
+    from collections.abc import Callable
     from typing import Any
 
     from . import netlock, new_pidns
@@ -703,6 +704,52 @@ def _unlock_network(lock: netlock.Lock | None, notify: Notify, failed: bool) -> 
         log.error("%s", e)
 
 
+_TRANSIENT_TRIES = 5  # dumps tried when one meets state held for an instant only
+
+
+class _SentOnce:
+    """A dump's notify that sends pre-dump and query-ext-files once over several tries
+    (the query's answer kept), and knows whether anything beyond them was sent (a try
+    after that would repeat it to the caller)."""
+
+    ONCE = ("pre-dump", "query-ext-files")
+
+    def __init__(self, notify: Notify):
+        self.notify = notify
+        self.answers: dict[str, Any] = {}
+
+    def __call__(self, action: str, pid: int) -> Any:
+        if action in self.ONCE and action in self.answers:
+            return self.answers[action]
+        self.answers[action] = answer = self.notify(action, pid)
+        return answer
+
+    def beyond_once(self) -> bool:
+        return bool(set(self.answers) - set(self.ONCE))
+
+
+def _tried_again_when_transient(fn: Callable[..., DumpResult]) -> Callable[..., DumpResult]:
+    """Run the dump ``fn`` again, a moment later, when it was refused for state a
+    process holds for an instant only (errors.TransientError): that refusal left the
+    tree running as it was, so trying again changes nothing but the outcome."""
+    def run(pid: int, images_dir: str, **options: Any) -> DumpResult:
+        if isinstance(options.get("notify"), _SentOnce):  # a try of an outer run
+            return fn(pid, images_dir, **options)
+        notify = options["notify"] = _SentOnce(options.get("notify") or ignore)
+        for attempt in range(1, _TRANSIENT_TRIES + 1):
+            try:
+                return fn(pid, images_dir, **options)
+            except TransientError as e:
+                if attempt == _TRANSIENT_TRIES or notify.beyond_once():
+                    raise
+                log.info("%s; the dump is tried again (try %d)", e, attempt + 1)
+                time.sleep(0.02 * attempt)
+        raise AssertionError("unreachable")
+    run.__doc__, run.__name__ = fn.__doc__, fn.__name__
+    return run
+
+
+@_tried_again_when_transient
 def dump(pid: int, images_dir: str, *, leave_running: bool = False,
          leave_stopped: bool = False, shell_job: bool = False,
          external: tuple[str, ...] = (), ghost_limit: int | None = None,

@@ -23,5 +23,10 @@ class UnsupportedError(DumpError):
     """The process holds a kind of resource ckpt cannot dump (yet)."""
 
 
+class TransientError(UnsupportedError):
+    """State a process holds for an instant only (a /proc file of another process, open
+    while it is read): the dump, which left the tree as it was, is tried again."""
+
+
 class UsageError(CkptError):
     """A malformed option or argument."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 import os
 import stat as st_mod
 
-from ..errors import RestoreError, UnsupportedError
+from ..errors import RestoreError, TransientError, UnsupportedError
 from ..kernel import inode_path, libc, procfs, treeroot
 from ..kernel.inject import Injector
 from ..kernel.lazyre import LazyPattern
@@ -249,7 +249,7 @@ class RegularFiles(FileKind):
         for where, path, named in self._proc_refs:
             outside = sorted(named - ids)
             if outside:
-                raise UnsupportedError(
+                raise TransientError(  # top, ps: open while read, then closed
                     f"{where}: {path} is a file of process {outside[0]}, outside the dumped "
                     "tree; after a restore that PID would be free or another process's")
 
