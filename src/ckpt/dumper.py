@@ -201,6 +201,7 @@ class _Task:
     exit_status: int = 0
     ctty: int = 0  # the session's controlling terminal (a device number), 0 for none
     tpgid: int = -1  # that terminal's foreground process group
+    exit_signal: int = libc.SIGCHLD  # what its parent gets when it ends (clone's)
     threads: list[_Frozen] = field(default_factory=list)  # all but the first
     shares: dict[str, int] = field(default_factory=dict)  # files_of, fs_of (sharing.py)
     fd_owner: int = 0  # the first process sharing its fd table, if another one
@@ -227,6 +228,8 @@ class _Task:
         if self.frozen is None:
             d["zombie"] = True
             d["exit_status"] = self.exit_status
+        elif self.exit_signal != libc.SIGCHLD:
+            d["exit_signal"] = self.exit_signal
         return {**d, **self.shares}
 
 
@@ -254,7 +257,8 @@ def _freeze_tree(root: int) -> list[_Task]:
             if not alive and st.state not in ("Z", "X"):
                 raise DumpError(f"process {pid} could not be frozen")
             task = _Task(pid, st.ppid, st.pgid, st.sid, fr if alive else None, st.exit_code,
-                         st.tty_nr, st.tpgid)
+                         st.tty_nr, st.tpgid,
+                         libc.SIGCHLD if pid == root else st.exit_signal)
             tasks.append(task)
             if not alive:
                 _refuse_zombie_leader(pid)
@@ -609,6 +613,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
              sum(n for _, n in mm.get("inherited", [])), inj.count)
     if t.shares or "root" in core["task"]:
         images.need(sharing.FEATURE)
+    if _uses_knobs(core, mm):
+        images.need("process-knobs")
     images.write_json(f"core-{pid}.json", core)
     images.write_json(f"mm-{pid}.json", mm)
     images.write_json(f"fds-{pid}.json", fd_table)
@@ -666,6 +672,13 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
     log.info("process %d: %d fds saved", pid, len(fd_table))
     faults.point("dump.task.fds")
     return core, fd_table, inj
+
+
+def _uses_knobs(core: dict[str, Any], mm: dict[str, Any]) -> bool:
+    """Whether a process's images hold what the feature ``process-knobs`` names."""
+    owns = [core["task"], *(t["own"] for t in core["threads"])]
+    return ("coredump_filter" in core["task"] or "lock_future" in mm
+            or "exit_signal" in core or any("ioprio" in o["sched"] for o in owns))
 
 
 def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None,

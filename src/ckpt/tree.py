@@ -362,7 +362,8 @@ class Creation:
         fds (its parent's fd table or fs struct themselves if it shared them: sharing.py),
         stopped under ckpt (PTRACE_O_TRACEFORK); then made, or made a zombie."""
         scratch = self.helper.start
-        flags, exit_signal = sharing.clone_flags(kid.info), libc.SIGCHLD
+        flags = sharing.clone_flags(kid.info)
+        exit_signal = kid.info.get("exit_signal", libc.SIGCHLD)  # as it was cloned
         if parent.stand_in is not None and kid.stand_in is None:
             # the parent it had, as the kernel reparented it; its exit signal then is
             # the stand-in's, SIGCHLD (clone3 wants none given)

@@ -63,6 +63,7 @@ TASK = Obj(
     pid=PID, ppid=PID0, pgid=PID0, sid=PID0,
     ctty=Opt(U64), tpgid=Opt(Int(-1, 1 << 22)),  # a session leader's terminal
     zombie=Opt(BOOL), exit_status=Opt(Int(0, 0xFFFF)),
+    exit_signal=Opt(Int(0, 64)),  # a child cloned with another signal than SIGCHLD (or none)
     **sharing.TASK_FIELDS,
 )
 

@@ -196,6 +196,55 @@ static int mlocked(void)
 	zt_pass();
 }
 
+/* Areas mapped without swap reserved (MAP_NORESERVE): a sparse 64 GiB one, larger
+ * than memory and swap (as sanitizers' shadow memory), and an address-space
+ * reservation (PROT_NONE, as a runtime's heap reserve). */
+static int noreserve(void)
+{
+	size_t big = 64UL << 30;
+	char *p = map(NULL, big, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	char *r = map(NULL, 256 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		      -1, 0);
+	zt_fill(p, PG, 3);
+	zt_fill(p + big - PG, PG, 4);
+	char before[256], now[256], rbefore[256], rnow[256];
+	vmflags(p, before, sizeof(before));
+	vmflags(r, rbefore, sizeof(rbefore));
+	zt_ready();
+	zt_wait();
+	vmflags(p, now, sizeof(now));
+	vmflags(r, rnow, sizeof(rnow));
+	CHECK(strstr(before, " nr") && !strcmp(now, before), "VmFlags%s, were%s", now, before);
+	CHECK(!strcmp(rnow, rbefore), "reservation's VmFlags%s, were%s", rnow, rbefore);
+	CHECK(zt_diff(p, PG, 3) < 0 && zt_diff(p + big - PG, PG, 4) < 0, "data");
+	/* the reservation is committed a piece at a time, as a runtime grows its heap */
+	SYS(mprotect(r, 16 * PG, PROT_READ | PROT_WRITE));
+	zt_fill(r, 16 * PG, 5);
+	CHECK(zt_diff(r, 16 * PG, 5) < 0, "reservation's data");
+	zt_pass();
+}
+
+/* mlockall(MCL_FUTURE): what the process maps after the restore is locked too. */
+static int mlockall_future(int onfault)
+{
+	SYS(mlockall(MCL_FUTURE | (onfault ? MCL_ONFAULT : 0)));
+	char *old = map(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	old[0] = 1;
+	char before[256], now[256];
+	vmflags(old, before, sizeof(before));
+	zt_ready();
+	zt_wait();
+	vmflags(old, now, sizeof(now));
+	CHECK(!strcmp(now, before), "VmFlags%s, were%s", now, before);
+	char *p = map(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	vmflags(p, now, sizeof(now));
+	CHECK(strstr(now, " lo") && !strstr(now, " lf") == !onfault,
+	      "a new mapping's VmFlags%s: mlockall(MCL_FUTURE%s) lost", now,
+	      onfault ? " | MCL_ONFAULT" : "");
+	zt_pass();
+}
+
 /* A MAP_GROWSDOWN area grows below its start after the restore. */
 static int growsdown(void)
 {
@@ -446,5 +495,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "memfd")) return memfd(0);
 	if (!strcmp(m, "memfd-sealed")) return memfd(1);
 	if (!strcmp(m, "memfd-mapped-only")) return memfd_mapped_only();
+	if (!strcmp(m, "noreserve")) return noreserve();
+	if (!strcmp(m, "mlockall-future")) return mlockall_future(0);
+	if (!strcmp(m, "mlockall-onfault")) return mlockall_future(1);
 	zt_setup_fail("unknown mode %s", m);
 }

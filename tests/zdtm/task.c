@@ -626,6 +626,90 @@ static int thp_disable(void)
 	zt_pass();
 }
 
+/* I/O priorities (ionice): the process's, and a child's of another class. */
+static int ioprio(void)
+{
+	long mine = (2L << 13) | 6, kids = (3L << 13); /* best-effort level 6; idle */
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		SYS(syscall(SYS_ioprio_set, 1, 0, kids));
+		zt_wait();
+		_exit(syscall(SYS_ioprio_get, 1, 0) == kids ? 0 : 1);
+	}
+	SYS(syscall(SYS_ioprio_set, 1, 0, mine));
+	zt_ready();
+	zt_wait();
+	long now = syscall(SYS_ioprio_get, 1, 0);
+	CHECK(now == mine, "I/O priority %#lx, expected %#lx", now, mine);
+	zt_children_verdict(&c, 1);
+	zt_pass();
+}
+
+/* Which mappings a core dump would hold (/proc/self/coredump_filter). */
+static int coredump_filter(void)
+{
+	SYS(write_str("/proc/self/coredump_filter", "0x7b"));
+	zt_ready();
+	zt_wait();
+	char buf[32];
+	int n = read_file("/proc/self/coredump_filter", buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	CHECK(strtoul(buf, NULL, 16) == 0x7b, "coredump_filter %s", buf);
+	zt_pass();
+}
+
+static int clone_kid(void *arg)
+{
+	(void)arg;
+	zt_wait();
+	return 0;
+}
+
+/* The signal a child sends its parent when it ends, as /proc shows it (field 38). */
+static int exit_signal_of(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	int n = read_file(path, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	char *p = strrchr(buf, ')');
+	for (int field = 2; p && field < 38; field++)
+		p = strchr(p + 1, ' ');
+	return p ? atoi(p + 1) : -1;
+}
+
+static volatile sig_atomic_t usr1_got;
+static void count_usr1(int sig) { (void)sig; usr1_got++; }
+
+/* Children cloned with another exit signal than SIGCHLD (SIGUSR1) and with none:
+ * "clone" children, which only waitpid with __WCLONE reaps; the first one's end
+ * sends SIGUSR1. */
+static int exit_signal(void)
+{
+	static char stacks[2][65536];
+	signal(SIGUSR1, count_usr1);
+	int sigs[2] = { SIGUSR1, 0 };
+	pid_t kids[2];
+	for (int i = 0; i < 2; i++)
+		kids[i] = SYS(clone(clone_kid, stacks[i] + sizeof(stacks[i]), sigs[i], NULL));
+	zt_ready();
+	zt_wait();
+	for (int i = 0; i < 2; i++) {
+		int sig = exit_signal_of(kids[i]);
+		CHECK(sig == sigs[i], "child %d: exit signal %d, expected %d", i, sig, sigs[i]);
+	}
+	CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD,
+	      "a clone child is seen by a plain waitpid");
+	for (int i = 0; i < 2; i++) {
+		int st;
+		kill(kids[i], SIGTERM);
+		CHECK(waitpid(kids[i], &st, __WCLONE) == kids[i] && WIFEXITED(st)
+		      && WEXITSTATUS(st) == 0, "child %d: not reaped as a clone child", i);
+		CHECK(usr1_got == 1, "%d SIGUSR1 after child %d ended", (int)usr1_got, i);
+	}
+	zt_pass();
+}
+
 /* A subreaper: a grandchild orphaned before the dump is ours, and one orphaned after
  * the restore becomes ours too. */
 static int subreaper(int existing, int reparent)
@@ -753,6 +837,9 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "subreaper-existing")) return subreaper(1, 0);
 	if (!strcmp(m, "subreaper-reparent")) return subreaper(0, 1);
 	if (!strcmp(m, "membarrier")) return membarrier_check();
+	if (!strcmp(m, "ioprio")) return ioprio();
+	if (!strcmp(m, "coredump-filter")) return coredump_filter();
+	if (!strcmp(m, "exit-signal")) return exit_signal();
 	if (!strcmp(m, "vfork")) return vfork_child();
 	zt_setup_fail("unknown mode %s", m);
 }

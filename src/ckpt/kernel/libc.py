@@ -49,7 +49,8 @@ NR = {
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
     "process_mrelease": 448,
-    "mlock": 149, "mlock2": 325, "mseal": 462,
+    "mlock": 149, "mlock2": 325, "mlockall": 151, "mseal": 462, "ioprio_set": 251,
+    "ioprio_get": 252,
     "io_setup": 206, "userfaultfd": 323, "io_getevents": 208, "io_submit": 209, "shmat": 30,
     "fchownat": 260, "sync_file_range": 277,
 }

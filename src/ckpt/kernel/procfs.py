@@ -89,6 +89,7 @@ class Status:
     cap_bounding: int = 0
     cap_ambient: int = 0
     seccomp_filters: int = 0
+    locked_kb: int = 0   # VmLck: the size of the mappings locked in memory (mm->locked_vm)
 
 
 def parse_status(raw: bytes) -> Status:
@@ -114,6 +115,7 @@ def parse_status(raw: bytes) -> Status:
         threads=int(v.get("Threads", "1")), cap_inheritable=hex_("CapInh"),
         cap_permitted=hex_("CapPrm"), cap_bounding=hex_("CapBnd"), cap_ambient=hex_("CapAmb"),
         seccomp_filters=int(v.get("Seccomp_filters", "0")),
+        locked_kb=int(v.get("VmLck", "0 kB").split()[0]),
     )
 
 
@@ -154,6 +156,7 @@ class Stat:
     env_start: int
     env_end: int
     exit_code: int
+    exit_signal: int = 17  # the signal its parent gets when it ends (SIGCHLD unless cloned so)
 
 
 def parse_stat(raw: bytes) -> Stat:
@@ -172,7 +175,7 @@ def parse_stat(raw: bytes) -> Stat:
         ppid=g(4), pgid=g(5), sid=g(6), tty_nr=g(7), tpgid=g(8), num_threads=g(20),
         start_time=g(22), start_code=g(26), end_code=g(27), start_stack=g(28),
         start_data=g(45), end_data=g(46), start_brk=g(47), arg_start=g(48), arg_end=g(49),
-        env_start=g(50), env_end=g(51), exit_code=g(52),
+        env_start=g(50), env_end=g(51), exit_code=g(52), exit_signal=g(38),
     )
 
 
@@ -632,6 +635,11 @@ def thread_file(pid: int, tid: int, name: str) -> bytes:
 
 def oom_score_adj(pid: int) -> int:
     return int(_read(pid, "oom_score_adj"))
+
+
+def coredump_filter(pid: int) -> int:
+    """Which mappings a core dump of the process holds (a hex bit mask)."""
+    return int(_read(pid, "coredump_filter"), 16)
 
 
 RLIM_INFINITY = (1 << 64) - 1

@@ -94,6 +94,7 @@ PAGE = libc.PAGE_SIZE
 _MADVISE = {"dc": 10, "dd": 16, "wf": 18, "hg": 14, "nh": 15, "mg": 12, "sr": 2, "rr": 1}
 MADV_GUARD_INSTALL = 102
 MLOCK_ONFAULT = 1
+MCL_FUTURE, MCL_ONFAULT = 2, 4
 # VmFlags of a range registered with a userfaultfd (missing, write-protect, minor).
 _USERFAULT = ("um", "uw", "ui")
 MADV_DONTNEED = 4
@@ -133,6 +134,7 @@ SCHEMA = PAGES_ONLY.extend(
     end_data=_MM_ADDR, start_brk=_MM_ADDR, start_stack=_MM_ADDR, arg_start=_MM_ADDR,
     arg_end=_MM_ADDR, env_start=_MM_ADDR, env_end=_MM_ADDR,
     pages_compression=Opt(Str(choices=(compressed.METHOD,))),  # the pages file's (--compress)
+    lock_future=Opt(Int(MCL_FUTURE, MCL_FUTURE | MCL_ONFAULT)),  # mlockall(MCL_FUTURE)
 )
 # Fields only mappings of some kinds have, and must.
 _KIND_FIELDS = {"aio": {"aio"}, "sysv": {"shmid"}, "shmem": {"shmem_id", "shmem_owner"}}
@@ -254,6 +256,8 @@ class MemoryDump:
         self.stat = stat
         self.compress = compress
         self.out_vmas: list[dict[str, Any]] = []
+        # the size of its locked mappings (``_lock_future``)
+        self.locked_kb = sum(v.end - v.start for v in vmas if "lo" in v.flags) // 1024
         self.owned: list[tuple[int, int, int]] = []  # (fd, inode, size) of objects saved here
         self.to_copy: list[tuple[dict[str, Any], bool]] = []  # (entry, readable)
         self.objects: list[dict[str, Any]] = []
@@ -393,7 +397,24 @@ class MemoryDump:
             "start_brk": stat.start_brk, "start_stack": stat.start_stack,
             "arg_start": stat.arg_start, "arg_end": stat.arg_end,
             "env_start": stat.env_start, "env_end": stat.env_end,
+            **_lock_future(pid, self.locked_kb, inj),
         }
+
+
+def _lock_future(pid: int, locked_kb: int, inj: Injector) -> dict[str, int]:
+    """``lock_future``: the mlockall(MCL_FUTURE) flags of a process whose new mappings
+    are locked (the kernel's mm->def_flags, which nothing in /proc shows), seen in the
+    scratch area the dump mapped in it: locked (VmLck counts it beyond ``locked_kb``,
+    its locked mappings before) when nothing else is. MCL_ONFAULT too when its
+    VmFlags say lock-on-fault."""
+    if inj.scratch is None:
+        return {}
+    if procfs.status(pid).locked_kb - locked_kb < inj.scratch[1] // 1024:
+        return {}
+    area = next((v for v in procfs.maps(pid, with_flags=True)
+                 if v.start == inj.scratch[0]), None)
+    onfault = area is not None and "lf" in area.flags
+    return {"lock_future": MCL_FUTURE | (MCL_ONFAULT if onfault else 0)}
 
 
 class PreDumpTask:
@@ -968,6 +989,8 @@ class _Rebuild:
             inj.later("mprotect", start, end - start, prot)
         for v in mm["vmas"]:
             _guards_and_locks(inj, v)
+        if "lock_future" in mm:  # last: what ckpt maps from now on is locked too
+            inj.call("mlockall", mm["lock_future"])
         if "exe_ghost" in mm:
             exe_fd = self.ghosts.fd(mm["exe_ghost"], os.O_RDONLY)
         else:
@@ -988,6 +1011,8 @@ class _Rebuild:
         flags = libc.MAP_FIXED | (libc.MAP_SHARED if v["shared"] else libc.MAP_PRIVATE)
         if "gd" in v["flags"]:
             flags |= libc.MAP_GROWSDOWN
+        if "nr" in v["flags"]:  # no swap reserved: a sparse area larger than memory maps
+            flags |= libc.MAP_NORESERVE
         if not prot & libc.PROT_WRITE and self.own.clip(p.start, p.end):
             prot |= libc.PROT_WRITE  # while its pages are written in (private memory only)
             self.to_protect.append((p.start, p.end, v["prot"]))

@@ -1,7 +1,8 @@
 """Scheduling of a thread: policy (SCHED_OTHER, BATCH, IDLE, FIFO, RR, DEADLINE),
-its flags (reset-on-fork), priority, nice value, deadline parameters and
-utilization clamps. The kernel keeps all of them per thread; ckpt reads and sets
-them from outside (sched_getattr, setpriority, sched_setattr on the TID).
+its flags (reset-on-fork), priority, nice value, deadline parameters, utilization
+clamps and I/O priority (ionice). The kernel keeps all of them per thread; ckpt reads
+and sets them from outside (sched_getattr, setpriority, sched_setattr, ioprio_get and
+ioprio_set on the TID).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, procfs
-from ..schema import U64, Int, Obj, Tup
+from ..schema import U64, Int, Obj, Opt, Tup
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ SCHED_FLAG_UTIL_CLAMP = 0x20 | 0x40  # min and max
 UCLAMP_UNSET = ((0, 1024), (0, 0))  # the default clamps; (0, 0) without CONFIG_UCLAMP_TASK
 CAP_SYS_NICE = 23
 PRIO_PROCESS = 0
+IOPRIO_WHO_PROCESS = 1
+IOPRIO_CLASS_RT = 1
+IOPRIO_CLASS_NAMES = {0: "none", 1: "realtime", 2: "best-effort", 3: "idle"}
 
 
 class SchedAttr(ctypes.Structure):
@@ -45,7 +49,12 @@ def _getattr(tid: int) -> SchedAttr:
 
 # What ``dump`` writes (docs/image-format.md, task.sched).
 SCHEMA = Obj(policy=Int(0, 7), flags=U64, nice=Int(-20, 19), priority=Int(0, 99),
-             deadline=Tup(U64, U64, U64), uclamp=Tup(Int(0, 1024), Int(0, 1024)))
+             deadline=Tup(U64, U64, U64), uclamp=Tup(Int(0, 1024), Int(0, 1024)),
+             ioprio=Opt(Int(1, 0xffff)))  # absent: the default (class none)
+
+
+def _ioprio(tid: int) -> int:
+    return libc.syscall("ioprio_get", IOPRIO_WHO_PROCESS, tid)
 
 
 def dump(tid: int) -> dict[str, Any]:
@@ -54,10 +63,12 @@ def dump(tid: int) -> dict[str, Any]:
     value is read apart: sched_getattr reports 0 for a real-time thread, which keeps
     one all the same."""
     attr = _getattr(tid)
+    ioprio = _ioprio(tid)
     return {"policy": attr.policy, "flags": attr.flags & SCHED_FLAG_RESET_ON_FORK,
             "nice": os.getpriority(os.PRIO_PROCESS, tid), "priority": attr.priority,
             "deadline": [attr.runtime, attr.deadline, attr.period],
-            "uclamp": [attr.util_min, attr.util_max]}
+            "uclamp": [attr.util_min, attr.util_max],
+            **({"ioprio": ioprio} if ioprio else {})}
 
 
 def check(pid: int, tid: int, s: dict[str, Any]) -> None:
@@ -80,6 +91,8 @@ def check(pid: int, tid: int, s: dict[str, Any]) -> None:
         why = f"{name} priority {s['priority']}, above its RLIMIT_RTPRIO ({rtprio})"
     elif s["nice"] < os.getpriority(os.PRIO_PROCESS, 0) and s["nice"] < 20 - nice_limit:
         why = f"nice {s['nice']}, below what its RLIMIT_NICE ({nice_limit}) allows"
+    elif s.get("ioprio", 0) >> 13 == IOPRIO_CLASS_RT:
+        why = "the realtime I/O priority class"
     if why:
         raise UnsupportedError(f"thread {tid} of process {pid} runs with {why}, which "
                                "ckpt cannot set without CAP_SYS_NICE; run ckpt with it")
@@ -87,7 +100,16 @@ def check(pid: int, tid: int, s: dict[str, Any]) -> None:
 
 def restore(tid: int, s: dict[str, Any]) -> None:
     """The nice value first (a real-time thread keeps one for when it leaves its policy),
-    then the policy with its parameters."""
+    then the policy with its parameters, and the I/O priority (unless the thread has
+    it already, inherited from the thread that made it)."""
+    ioprio = s.get("ioprio", 0)
+    try:
+        if _ioprio(tid) != ioprio:
+            libc.syscall("ioprio_set", IOPRIO_WHO_PROCESS, tid, ioprio)
+    except OSError as e:
+        cls = IOPRIO_CLASS_NAMES.get(ioprio >> 13, str(ioprio >> 13))
+        raise RestoreError(f"thread {tid}: cannot set its I/O priority (class {cls}, "
+                           f"level {ioprio & 7}): {e.strerror}") from None
     try:
         os.setpriority(os.PRIO_PROCESS, tid, s["nice"])
         runtime, deadline, period = s["deadline"]

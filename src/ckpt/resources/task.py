@@ -1,5 +1,5 @@
 """Per-task state that is neither memory, registers, signals nor files: rlimits,
-umask, cwd, personality, oom_score_adj, the prctl knobs of the process (dumpable,
+umask, cwd, personality, oom_score_adj, coredump_filter, the prctl knobs of the process (dumpable,
 THP disabled, child subreaper, memory-deny-write-execute, KSM merging),
 membarrier registrations; and what each thread has of its own (``dump_own``):
 comm, rseq, tid address, robust list, CPU affinity, scheduling, timer slack, TSC
@@ -40,6 +40,7 @@ PR_MCE_KILL_CLEAR, PR_MCE_KILL_SET, PR_MCE_KILL_DEFAULT = 0, 1, 2
 PR_SET_MDWE, PR_GET_MDWE = 65, 66
 PR_SET_MEMORY_MERGE, PR_GET_MEMORY_MERGE = 67, 68
 SUID_DUMP_ROOT = 2
+COREDUMP_FILTER_DEFAULT = 0x33  # the kernel's (anonymous, ELF headers, huge pages)
 # membarrier: the registrations a process holds (6.3+), each re-done by its own command.
 MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9
 MEMBARRIER_REGISTER_COMMANDS = (1 << 2, 1 << 4, 1 << 6, 1 << 8)
@@ -58,6 +59,7 @@ SCHEMA = OWN.extend(
     personality=U32, rlimits=Obj({n: Tup(U64, U64) for n in procfs.LIMIT_NAMES}),
     oom_score_adj=Int(-1000, 1000), dumpable=Int(0, 2), thp_disable=U64,
     child_subreaper=Int(0, 1), membarrier=U64, mdwe=U64, memory_merge=Int(0, 1),
+    coredump_filter=Opt(Int(0, 0x1ff)),  # absent: the kernel's default
 )
 
 
@@ -81,6 +83,7 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
             f"fs.suid_dumpable is {_suid_dumpable()}")
     inj.call("prctl", libc.PR_GET_CHILD_SUBREAPER, scratch)
     subreaper = int.from_bytes(inj.read(scratch, 4), "little")
+    core_filter = procfs.coredump_filter(pid)
     return {
         **dump_own(pid, pid, inj, scratch),
         "cwd": _cwd(pid),
@@ -95,6 +98,8 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
         "membarrier": _membarrier_registrations(pid, inj),
         "mdwe": _optional_prctl(inj, PR_GET_MDWE),  # Linux 6.3
         "memory_merge": _optional_prctl(inj, PR_GET_MEMORY_MERGE),  # Linux 6.4
+        **({"coredump_filter": core_filter} if core_filter != COREDUMP_FILTER_DEFAULT
+           else {}),
     }
 
 
@@ -351,6 +356,10 @@ def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any], fs: bool =
     _restore_rlimits(pid, t["rlimits"])
     with open(f"/proc/{pid}/oom_score_adj", "w") as f:
         f.write(str(t["oom_score_adj"]))
+    core_filter = t.get("coredump_filter", COREDUMP_FILTER_DEFAULT)
+    if procfs.coredump_filter(pid) != core_filter:  # else inherited from ckpt already
+        with open(f"/proc/{pid}/coredump_filter", "w") as f:
+            f.write(f"{core_filter:#x}")
     thp = t["thp_disable"]
     inj.later("prctl", PR_SET_THP_DISABLE, thp & 1, thp & ~1)
     if t["child_subreaper"]:
