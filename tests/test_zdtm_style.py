@@ -248,6 +248,7 @@ CASES: list[Case | object] = [
     C("udp6", "sock", zdtm="socket6_udp"),
     C("udplite", "sock", zdtm="socket_udplite"),
     C("udp-queued", "sock", zdtm="socket_udp (queued)"),
+    C("multicast", "sock", zdtm="(IP_ADD_MEMBERSHIP, source filters, IPV6_JOIN_GROUP)"),
     C("sock-opts", "sock", zdtm="sock_opts00 sock_opts01 sock_opts02 sock_ip_opts00 "
       "sock_ip_opts01 sock_tcp_opts00 sock_tcp_opts01 sk-freebind socket-tcp-keepalive "
       "socket-linger"),

@@ -71,6 +71,7 @@ FEATURES: dict[str, str] = {
     "mounts": "the mount tree of the tree's own mount namespace (mounts.json, mounts-data.img)",
     "orphan-pts": "a terminal whose master was outside the tree, a container's console (tty)",
     "job-ctty": "a shell job's session leader whose controlling terminal was the user's",
+    "multicast": "multicast groups joined by inet sockets (mcast)",
     "process-knobs": "I/O priorities, coredump_filter, mlockall(MCL_FUTURE), clone exit signals",
 }
 INVENTORY = "inventory.json"

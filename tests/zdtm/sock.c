@@ -459,6 +459,103 @@ static int other_family(int family, int type, int proto)
 	zt_pass();
 }
 
+/* A datagram sent from a socket of ours to GROUP:PORT on the loopback interface. */
+static void send_group(int family, const char *group, int port, const char *from,
+		       const char *msg)
+{
+	int s = SYS(socket(family, SOCK_DGRAM, 0));
+	if (family == AF_INET) {
+		struct in_addr lo = { htonl(INADDR_LOOPBACK) };
+		SYS(setsockopt(s, IPPROTO_IP, IP_MULTICAST_IF, &lo, sizeof(lo)));
+		struct sockaddr_in src = { AF_INET, 0, { inet_addr(from) }, { 0 } };
+		SYS(bind(s, (void *)&src, sizeof(src)));
+		struct sockaddr_in to = { AF_INET, htons(port), { inet_addr(group) }, { 0 } };
+		SYS(sendto(s, msg, strlen(msg), 0, (void *)&to, sizeof(to)));
+	}
+	close(s);
+}
+
+/* Whether FD has joined GROUP on interface IFINDEX, and its filter: MCAST_MSFILTER
+ * gives the mode and the sources (EADDRNOTAVAIL: not joined). */
+static int group_filter(int fd, int family, const char *group, int ifindex, int *mode,
+			struct sockaddr_storage *src)
+{
+	char buf[sizeof(struct group_filter) + 4 * sizeof(struct sockaddr_storage)];
+	struct group_filter *gf = (void *)buf;
+	memset(buf, 0, sizeof(buf));
+	gf->gf_interface = ifindex;
+	gf->gf_numsrc = 4;
+	gf->gf_group.ss_family = family;
+	if (family == AF_INET)
+		inet_pton(AF_INET, group, &((struct sockaddr_in *)&gf->gf_group)->sin_addr);
+	else
+		inet_pton(AF_INET6, group, &((struct sockaddr_in6 *)&gf->gf_group)->sin6_addr);
+	socklen_t len = sizeof(buf);
+	if (getsockopt(fd, family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6, MCAST_MSFILTER,
+		       buf, &len) < 0)
+		return -1;
+	*mode = gf->gf_fmode;
+	if (gf->gf_numsrc && src)
+		*src = gf->gf_slist[0];
+	return gf->gf_numsrc;
+}
+
+static int bound_port(int fd)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	SYS(getsockname(fd, (void *)&a, &len));
+	return ntohs(a.sin_port);
+}
+
+/* Multicast groups joined on the loopback interface: one any-source group, one with a
+ * source filter (source-specific: only 127.0.0.1), and an IPv6 group. */
+static int multicast(void)
+{
+	const char *any = "239.7.7.7", *ssm = "232.7.7.7", *v6 = "ff15::7:7";
+	int a = SYS(socket(AF_INET, SOCK_DGRAM, 0));
+	struct sockaddr_in at = { AF_INET, 0, { inet_addr(any) }, { 0 } };
+	SYS(bind(a, (void *)&at, sizeof(at)));
+	struct ip_mreqn mr = { { inet_addr(any) }, { htonl(INADDR_LOOPBACK) }, 0 };
+	SYS(setsockopt(a, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mr, sizeof(mr)));
+	int s = SYS(socket(AF_INET, SOCK_DGRAM, 0));
+	struct sockaddr_in st = { AF_INET, 0, { inet_addr(ssm) }, { 0 } };
+	SYS(bind(s, (void *)&st, sizeof(st)));
+	struct ip_mreq_source ms = { { inet_addr(ssm) }, { htonl(INADDR_LOOPBACK) },
+				     { inet_addr("127.0.0.1") } };
+	SYS(setsockopt(s, IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, &ms, sizeof(ms)));
+	int six = SYS(socket(AF_INET6, SOCK_DGRAM, 0));
+	struct ipv6_mreq m6 = { .ipv6mr_interface = 1 };
+	inet_pton(AF_INET6, v6, &m6.ipv6mr_multiaddr);
+	SYS(setsockopt(six, IPPROTO_IPV6, IPV6_JOIN_GROUP, &m6, sizeof(m6)));
+	int pa = bound_port(a), ps = bound_port(s);
+	zt_ready();
+	zt_wait();
+	int mode = -1;
+	struct sockaddr_storage src;
+	CHECK(group_filter(a, AF_INET, any, 1, &mode, NULL) == 0 && mode == MCAST_EXCLUDE,
+	      "group %s: not joined (mode %d)", any, mode);
+	CHECK(group_filter(s, AF_INET, ssm, 1, &mode, &src) == 1 && mode == MCAST_INCLUDE
+	      && ((struct sockaddr_in *)&src)->sin_addr.s_addr == inet_addr("127.0.0.1"),
+	      "group %s: its source filter is lost (mode %d)", ssm, mode);
+	CHECK(group_filter(six, AF_INET6, v6, 1, &mode, NULL) == 0 && mode == MCAST_EXCLUDE,
+	      "group %s: not joined", v6);
+	CHECK(group_filter(a, AF_INET, ssm, 1, &mode, NULL) < 0 && errno == EADDRNOTAVAIL,
+	      "a socket joined a group it had not");
+	struct timeval tv = { 5, 0 };
+	SYS(setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
+	SYS(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
+	send_group(AF_INET, any, pa, "127.0.0.1", "to-any");
+	send_group(AF_INET, ssm, ps, "127.0.0.2", "filtered");
+	send_group(AF_INET, ssm, ps, "127.0.0.1", "to-ssm");
+	char buf[32];
+	ssize_t n = recv(a, buf, sizeof(buf), 0);
+	CHECK(n == 6 && !memcmp(buf, "to-any", 6), "group %s: no datagram (%zd)", any, n);
+	n = recv(s, buf, sizeof(buf), 0);
+	CHECK(n == 6 && !memcmp(buf, "to-ssm", 6), "group %s: %zd bytes, not its source's", ssm, n);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -486,6 +583,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "udplite")) return udp(AF_INET, IPPROTO_UDPLITE, 0);
 	if (!strcmp(m, "icmp")) return udp(AF_INET, IPPROTO_ICMP, 0);
 	if (!strcmp(m, "udp-queued")) return udp_queued();
+	if (!strcmp(m, "multicast")) return multicast();
 	if (!strcmp(m, "sock-opts")) return sock_opts(AF_INET);
 	if (!strcmp(m, "sock-opts6")) return sock_opts(AF_INET6);
 	if (!strcmp(m, "sock-filter")) return sock_filter(0);

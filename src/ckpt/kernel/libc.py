@@ -125,11 +125,13 @@ def syscall(name: str, *args: int) -> int:
     return _check(_syscall(NR[name], *padded), name)
 
 
-def getsockopt(fd: int, level: int, opt: int, size: int, optlen: int) -> tuple[bytes, int]:
+def getsockopt(fd: int, level: int, opt: int, size: int, optlen: int,
+               data: bytes = b"") -> tuple[bytes, int]:
     """getsockopt into a buffer of ``size`` bytes, passing ``optlen`` as the length: for
-    options whose length counts no bytes (SO_GET_FILTER counts instructions), which
-    socket.getsockopt cannot read. (The buffer, the length the kernel gave back.)"""
-    buf = ctypes.create_string_buffer(size)
+    options whose length counts no bytes (SO_GET_FILTER counts instructions), or that
+    read what the buffer holds first (``data``: MCAST_MSFILTER's group), which
+    socket.getsockopt cannot do. (The buffer, the length the kernel gave back.)"""
+    buf = ctypes.create_string_buffer(data, size)
     length = ctypes.c_uint32(optlen)
     syscall("getsockopt", fd, level, opt, ctypes.addressof(buf), ctypes.addressof(length))
     return buf.raw, length.value

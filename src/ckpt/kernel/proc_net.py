@@ -1,5 +1,6 @@
-"""The raw and ICMP (ping) sockets /proc/net lists, for what sock_diag does not tell
-of them here: the address a raw socket is connected to, its queues, its state."""
+"""What /proc/net tells that sock_diag does not: of the raw and ICMP (ping) sockets, the
+address a raw socket is connected to, its queues, its state; the multicast groups joined
+on each interface of a network namespace (igmp, igmp6)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,38 @@ def sockets(family: int, kind: str) -> dict[int, ProcNetSocket]:
                               int(cols[3], 16), tx, rx, int(cols[9]))
             out[s.inode] = s
     return out
+
+
+
+def parse_igmp(text: str) -> list[tuple[int, str]]:
+    """/proc/net/igmp: a line per interface ("1<tab>lo : ..."), then one per group,
+    indented, each group a big-endian address printed as a host-order hex word."""
+    out = []
+    index = None
+    for line in text.splitlines():
+        cols = line.split()
+        if not cols:
+            continue
+        if not line[0].isspace():
+            index = int(cols[0]) if cols[0].isdigit() else None
+        elif index is not None:
+            out.append((index, socket.inet_ntop(socket.AF_INET,
+                                                struct.pack("<I", int(cols[0], 16)))))
+    return out
+
+
+def parse_igmp6(text: str) -> list[tuple[int, str]]:
+    """/proc/net/igmp6: a line per group: interface index, name, group (hex), ..."""
+    return [(int(cols[0]), socket.inet_ntop(socket.AF_INET6, bytes.fromhex(cols[2])))
+            for cols in map(str.split, text.splitlines()) if len(cols) >= 3]
+
+
+def multicast_groups(pid: int, family: int) -> list[tuple[int, str]]:
+    """(interface index, group) of every multicast group joined on an interface of the
+    network namespace of process ``pid``, by any socket or by the kernel itself."""
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return []
+    name = "igmp" if family == socket.AF_INET else "igmp6"
+    with open(f"/proc/{pid}/net/{name}") as f:
+        text = f.read()
+    return parse_igmp(text) if family == socket.AF_INET else parse_igmp6(text)

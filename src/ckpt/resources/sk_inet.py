@@ -35,7 +35,7 @@ from ..kernel import proc_net, sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from ..log import logger
 from ..schema import NAT, U16, U32, U64, UID, Either, Int, List, Null, Opt, Str, Tup
-from . import sk_tcp, udp_queue
+from . import mcast, sk_tcp, udp_queue
 from .filekind import (
     Description,
     DumpCtx,
@@ -169,6 +169,7 @@ class InetSockets(SocketKind):
         "queue": Opt(List(udp_queue.SCHEMA)),  # UDP datagrams queued
         "tcp": Opt(sk_tcp.SCHEMA),  # an established connection
         "in_flight": Opt(List(ADDRESS)),  # a listener's: peers of connections not accepted
+        "mcast": Opt(List(mcast.SCHEMA, max=1024)),  # multicast groups joined
     }
 
     @classmethod
@@ -225,6 +226,11 @@ class InetSockets(SocketKind):
                                     "type": int(stype), "proto": proto,
                                     "addr": _bound(sock.getsockname()), "peer": None,
                                     "owner": [st.st_uid, st.st_gid], "opts": opts}
+            if proto != socket.IPPROTO_TCP:  # (TCP sockets cannot join groups)
+                groups = mcast.dump(pid, sock, where)
+                if groups:
+                    desc["mcast"] = groups
+                    ctx.images.need(mcast.FEATURE)
             if stype == socket.SOCK_RAW or _is_ping(stype, proto):
                 self._raw(ctx, sock, desc, where)
             elif proto == socket.IPPROTO_TCP:
@@ -353,6 +359,7 @@ def _unconnected(ctx: RestoreCtx, sock: socket.socket, desc: Description, where:
     again and the options ``later`` set, then listening or (UDP) connected."""
     if desc["addr"] is not None:
         _bind(sock, desc, where)
+    mcast.restore(sock, desc.get("mcast", []), where)
     if later:
         udp_queue.deliver(sock, desc["proto"], desc["queue"],
                           ctx.images.path(udp_queue.QUEUE_FILE), where)
