@@ -285,6 +285,7 @@ CASES: list[Case | object] = [
     C("sysv-sem-undo", "ipc", zdtm="sem (SEM_UNDO)", libs=RT),
     C("posix-sem", "ipc", zdtm="posix_sem", libs=RT),
     C("posix-mq", "ipc", zdtm="(POSIX message queues)", libs=RT),
+    C("posix-mq-notify", "ipc", zdtm="(mq_notify)", libs=RT, refuse=r"mq_notify"),
     C("aio", "ipc", zdtm="aio00 aio01 socket_aio", libs=RT),
     C("io-uring", "ipc", zdtm="(io_uring)", libs=RT, refuse=r"io_uring"),
     C("uffd", "ipc", zdtm="uffd-events", libs=RT, refuse=r"userfaultfd"),
@@ -293,6 +294,8 @@ CASES: list[Case | object] = [
     C("pty-session", "misc", zdtm="pty02 pty03 tty02 tty03 session (with a terminal)", libs=PT),
     C("pty-hungup", "misc", zdtm="pty04", libs=PT),
     C("pty-split", "misc", zdtm="pty01 (ends in two processes)", libs=PT),
+    C("pty-modes", "misc", zdtm="(TIOCPKT, TIOCEXCL, TIOCSLCKTRMIOS, every termios field)",
+      libs=PT),
     C("seccomp-strict", "misc", zdtm="seccomp_strict", libs=PT),
     C("seccomp-filter", "misc", zdtm="seccomp_filter seccomp_filter_inheritance "
       "seccomp_no_new_privs", libs=PT),

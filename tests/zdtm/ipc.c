@@ -99,6 +99,36 @@ static int posix_sem(void)
 	zt_pass();
 }
 
+static volatile sig_atomic_t mq_signalled;
+static void on_mq(int sig) { (void)sig; mq_signalled = 1; }
+
+/* A queue with a notification registered (mq_notify): refused by design (the
+ * registration's signal value cannot be read back); the process runs on and is
+ * notified still. */
+static int posix_mq_notify(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "/zdtm-mqn-%d", getpid());
+	struct mq_attr at = { .mq_maxmsg = 4, .mq_msgsize = 32 };
+	mqd_t q = mq_open(name, O_CREAT | O_RDWR | O_NONBLOCK, 0600, &at);
+	if (q < 0)
+		zt_setup_fail("mq_open");
+	signal(SIGUSR1, on_mq);
+	struct sigevent ev;
+	memset(&ev, 0, sizeof(ev));
+	ev.sigev_notify = SIGEV_SIGNAL;
+	ev.sigev_signo = SIGUSR1;
+	SYS(mq_notify(q, &ev));
+	zt_ready();
+	zt_wait();
+	SYS(mq_send(q, "note", 4, 0));
+	for (int i = 0; i < 500 && !mq_signalled; i++)
+		usleep(10000);
+	mq_unlink(name);
+	CHECK(mq_signalled, "no notification");
+	zt_pass();
+}
+
 static int posix_mq(void)
 {
 	char name[64];
@@ -172,6 +202,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "sysv-sem-undo")) return sysv_sem_msg(1);
 	if (!strcmp(m, "posix-sem")) return posix_sem();
 	if (!strcmp(m, "posix-mq")) return posix_mq();
+	if (!strcmp(m, "posix-mq-notify")) return posix_mq_notify();
 	if (!strcmp(m, "aio")) return aio();
 	if (!strcmp(m, "io-uring")) return io_uring();
 	if (!strcmp(m, "uffd")) return uffd();

@@ -130,6 +130,55 @@ static int pty_split(void)
 	zt_pass();
 }
 
+/* A pty's modes beyond its settings: packet mode, exclusive use (TIOCEXCL), settings
+ * locked against change (TIOCSLCKTRMIOS), and every field of its termios. */
+static int pty_modes(void)
+{
+	char name[64];
+	int m, s = open_pair(&m, name, sizeof(name));
+	struct termios t;
+	SYS(tcgetattr(s, &t));
+	t.c_iflag = (t.c_iflag | IUTF8 | IXOFF) & ~ICRNL;
+	t.c_oflag &= ~OPOST;
+	t.c_cflag = (t.c_cflag & ~CSIZE) | CS7 | PARENB;
+	t.c_lflag &= ~(ICANON | ECHO);
+	t.c_cc[VMIN] = 3;
+	t.c_cc[VTIME] = 7;
+	t.c_cc[VERASE] = 8;
+	cfsetospeed(&t, B9600);
+	cfsetispeed(&t, B9600);
+	SYS(tcsetattr(s, TCSANOW, &t));
+	int one = 1;
+	SYS(ioctl(m, TIOCPKT, &one));
+	SYS(ioctl(s, TIOCEXCL));
+	struct termios lock;
+	memset(&lock, 0, sizeof(lock));
+	lock.c_cflag = CSIZE; /* the character size may not change */
+	SYS(ioctl(s, TIOCSLCKTRMIOS, &lock));
+	struct termios before, after;
+	memset(&before, 0, sizeof(before));
+	memset(&after, 0, sizeof(after));
+	SYS(tcgetattr(s, &before));
+	zt_ready();
+	zt_wait();
+	SYS(tcgetattr(s, &after));
+	CHECK(before.c_iflag == after.c_iflag && before.c_oflag == after.c_oflag
+	      && before.c_cflag == after.c_cflag && before.c_lflag == after.c_lflag
+	      && before.c_line == after.c_line && !memcmp(before.c_cc, after.c_cc, NCCS)
+	      && cfgetospeed(&after) == B9600, "termios changed");
+	int v = 0;
+	SYS(ioctl(m, TIOCGPKT, &v));
+	CHECK(v == 1, "packet mode lost");
+	v = 0;
+	SYS(ioctl(s, TIOCGEXCL, &v));
+	CHECK(v == 1, "exclusive mode (TIOCEXCL) lost");
+	memset(&lock, 0, sizeof(lock));
+	SYS(ioctl(s, TIOCGLCKTRMIOS, &lock));
+	CHECK(lock.c_cflag == CSIZE && !lock.c_iflag && !lock.c_lflag,
+	      "locked settings (TIOCSLCKTRMIOS) %x, expected %x", lock.c_cflag, CSIZE);
+	zt_pass();
+}
+
 static int seccomp_strict(void)
 {
 	int p[2];
@@ -242,6 +291,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "pty-session")) return pty_session();
 	if (!strcmp(m, "pty-hungup")) return pty_hungup();
 	if (!strcmp(m, "pty-split")) return pty_split();
+	if (!strcmp(m, "pty-modes")) return pty_modes();
 	if (!strcmp(m, "seccomp-strict")) return seccomp_strict();
 	if (!strcmp(m, "seccomp-filter")) return seccomp_filter(0);
 	if (!strcmp(m, "seccomp-tsync")) return seccomp_filter(1);

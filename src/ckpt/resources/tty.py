@@ -49,7 +49,7 @@ from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import treeroot
 from ..kernel.inject import InjectionError, Injector
 from ..log import logger
-from ..schema import B64, BOOL, PATH, U8, U16, U32, U64, UID, Int, List, Opt, Str, Tup
+from ..schema import B64, BOOL, PATH, U8, U16, U32, U64, UID, Hex, Int, List, Opt, Str, Tup
 from . import pty_queue
 from .chrdev import TTY_MAJORS
 from .filekind import (
@@ -76,6 +76,9 @@ TIOCSCTTY = 0x540E
 TIOCGSID = 0x5429
 TIOCGPTLCK = 0x80045439
 TIOCGDEV = 0x80045432
+TIOCEXCL, TIOCGEXCL = 0x540C, 0x80045440
+TIOCGLCKTRMIOS, TIOCSLCKTRMIOS = 0x5456, 0x5457
+KERNEL_TERMIOS = 36  # the kernel's struct termios: 4 flags, the line, 19 control chars
 DEV_TTY_RDEV = os.makedev(5, 0)
 PTMX_RDEV = os.makedev(5, 2)
 PTS_MAJORS = range(136, 144)
@@ -133,8 +136,8 @@ def _job_terminal() -> Iterator[int]:
 
 
 def _dump_master(f: OpenFd, desc: Description) -> None:
-    """A master's pair: settings, the slave's owner and mode, packet mode, lock, and the
-    bytes queued both ways."""
+    """A master's pair: settings, the slave's owner and mode, packet mode, lock,
+    exclusive mode, locked settings, and the bytes queued both ways."""
     index = struct.unpack("I", fcntl.ioctl(f.dup, TIOCGPTN, b"\0" * 4))[0]
     locked = struct.unpack("i", fcntl.ioctl(f.dup, TIOCGPTLCK, b"\0" * 4))[0]
     slave = fcntl.ioctl(f.dup, TIOCGPTPEER,
@@ -144,6 +147,11 @@ def _dump_master(f: OpenFd, desc: Description) -> None:
         desc.update(pty="master", index=index, **_settings(slave),
                     owner=[st.st_uid, st.st_gid], mode=st_mod.S_IMODE(st.st_mode),
                     packet=pty_queue.packet_mode(f.dup), locked=bool(locked))
+        if struct.unpack("i", fcntl.ioctl(slave, TIOCGEXCL, b"\0" * 4))[0]:
+            desc["exclusive"] = True  # TIOCEXCL: no more opens of it (but by root)
+        locked_bits = fcntl.ioctl(slave, TIOCGLCKTRMIOS, b"\0" * KERNEL_TERMIOS)
+        if any(locked_bits):  # settings no one but root may change (TIOCSLCKTRMIOS)
+            desc["locked_termios"] = locked_bits.hex()
         typed = pty_queue.take_input(slave)  # first: its echo goes to the master
         written = pty_queue.take_output(f.dup)
     finally:
@@ -169,7 +177,8 @@ class Terminals(FileKind):
         "termios": Opt(Tup(U32, U32, U32, U32, U32, U32, List(U8, max=64))),
         "winsize": Opt(Tup(U16, U16, U16, U16)),
         "owner": Opt(Tup(UID, UID)), "mode": Opt(Int(0, 0o7777)),
-        "packet": Opt(BOOL), "locked": Opt(BOOL),
+        "packet": Opt(BOOL), "locked": Opt(BOOL), "exclusive": Opt(BOOL),
+        "locked_termios": Opt(Hex(KERNEL_TERMIOS)),
         "input": Opt(B64(1 << 20)), "output": Opt(B64(1 << 20)),
         "internal": Opt(BOOL), "deleted": Opt(BOOL), "ctty": Opt(BOOL), "real": Opt(U32),
         "orphan": Opt(BOOL),
@@ -364,6 +373,10 @@ class Terminals(FileKind):
             pty_queue.put_output(master, written)
             if master_desc.get("locked"):
                 fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 1))
+            if "locked_termios" in master_desc:
+                fcntl.ioctl(slave, TIOCSLCKTRMIOS, bytes.fromhex(master_desc["locked_termios"]))
+            if master_desc.get("exclusive"):  # ckpt's own opens of it pass (root's)
+                fcntl.ioctl(slave, TIOCEXCL)
         return self._pairs[index]
 
     def _console(self, index: int) -> tuple[int, int]:
