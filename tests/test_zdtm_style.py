@@ -149,6 +149,7 @@ CASES: list[Case | object] = [
     C("heap", "mem", zdtm="brk (every test's heap)"),
     C("touch-later", "mem", zdtm="mem-touch"),
     C("noreserve", "mem", zdtm="(MAP_NORESERVE: sanitizers' shadow, heap reserves)"),
+    C("secretmem", "mem", zdtm="(memfd_secret)", refuse=r"memfd_secret"),
     C("mlockall-future", "mem", zdtm="(mlockall MCL_FUTURE)"),
     C("mlockall-onfault", "mem", zdtm="(mlockall MCL_FUTURE|MCL_ONFAULT)"),
     C("cow-anon", "mem", zdtm="cow00"),

@@ -225,6 +225,22 @@ static int noreserve(void)
 	zt_pass();
 }
 
+/* Memory of memfd_secret (no other process can read it): refused by design; the
+ * process runs on with its secret intact. */
+static int secretmem(void)
+{
+	int fd = syscall(SYS_memfd_secret, 0);
+	if (fd < 0)
+		zt_setup_fail("memfd_secret");
+	SYS(ftruncate(fd, 2 * PG));
+	char *p = map(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	zt_fill(p, 2 * PG, 11);
+	zt_ready();
+	zt_wait();
+	CHECK(zt_diff(p, 2 * PG, 11) < 0, "secret memory changed");
+	zt_pass();
+}
+
 /* mlockall(MCL_FUTURE): what the process maps after the restore is locked too. */
 static int mlockall_future(int onfault)
 {
@@ -496,6 +512,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "memfd-sealed")) return memfd(1);
 	if (!strcmp(m, "memfd-mapped-only")) return memfd_mapped_only();
 	if (!strcmp(m, "noreserve")) return noreserve();
+	if (!strcmp(m, "secretmem")) return secretmem();
 	if (!strcmp(m, "mlockall-future")) return mlockall_future(0);
 	if (!strcmp(m, "mlockall-onfault")) return mlockall_future(1);
 	zt_setup_fail("unknown mode %s", m);

@@ -181,6 +181,8 @@ class RegularFiles(FileKind):
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         link, st = f.link, f.st
+        if ghost.is_secretmem(link, os.major(st.st_dev)):
+            raise UnsupportedError(f"{f.where}: {ghost.SECRETMEM_REFUSAL}")
         if ghost.is_ghost(link, st) and st.st_nlink and st_mod.S_ISREG(st.st_mode):
             return self._dump_link(f)
         if ghost.is_ghost(link, st):

@@ -97,6 +97,17 @@ def memfd_name(link: str) -> str | None:
     return None
 
 
+# memfd_secret's files: kept out of every other process's reach by the kernel, so no
+# dump can read them.
+SECRETMEM = "/secretmem (deleted)"
+SECRETMEM_REFUSAL = ("memory of memfd_secret, which the kernel lets no other process "
+                     "read; not supported")
+
+
+def is_secretmem(link: str, dev_major: int) -> bool:
+    return link == SECRETMEM and dev_major == 0  # (a pseudo file system's device)
+
+
 def is_memfd(link: str, st: os.stat_result) -> bool:
     return st_mod.S_ISREG(st.st_mode) and st.st_nlink == 0 and memfd_name(link) is not None
 

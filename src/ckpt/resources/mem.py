@@ -164,6 +164,8 @@ def classify(v: procfs.Vma, pid: int) -> str:
         raise UnsupportedError(f"{where}: hugetlbfs mappings are not supported yet")
     if "io" in v.flags or "pf" in v.flags:
         raise UnsupportedError(f"{where}: device (I/O or PFN) mappings are not supported")
+    if ghost.is_secretmem(v.path, int(v.dev.split(":")[0], 16)):
+        raise UnsupportedError(f"{where}: {ghost.SECRETMEM_REFUSAL}")
     if v.shared and (v.path == "/dev/zero (deleted)" or v.path == "/dev/zero" and v.inode == 0):
         return "shmem"
     if sysv.is_attachment(v.path) and v.shared:
