@@ -241,6 +241,94 @@ static int secretmem(void)
 	zt_pass();
 }
 
+static int all_zero(const char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+/* Whether every page of PAGES (those with GUARDED[i]) still faults on a write, in this
+ * process and in a child forked now (there a guard of a wipe-on-fork page is gone). */
+static int guards_hold(char *base, const int *guarded, const int *wipe, int pages, int child)
+{
+	for (int i = 0; i < pages; i++) {
+		if (!guarded[i] || (child && wipe[i]))
+			continue;
+		if (try_write(base + i * PG))
+			return 0;
+	}
+	return 1;
+}
+
+/* Guard pages (MADV_GUARD_INSTALL) scattered over five mappings of two pages, one of
+ * them wipe-on-fork too; the pages between keep their data. */
+static int guard_pages(void)
+{
+	enum { PAGES = 10 };
+	int guarded[PAGES] = { 0, 1, 1, 0, 0, 1, 1, 0, 0, 0 };
+	int wipe[PAGES] = { 0, 0, 0, 0, 0, 1, 0, 0, 0, 0 };
+	char *base = map(NULL, PAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			 -1, 0);
+	for (int i = 0; i < PAGES; i += 2) /* five mappings side by side */
+		map(base + i * PG, 2 * PG, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	for (int i = 0; i < PAGES; i++) {
+		if (!guarded[i])
+			zt_fill(base + i * PG, PG, 20 + i);
+		if (guarded[i] && madvise(base + i * PG, PG, 102 /* MADV_GUARD_INSTALL */))
+			zt_setup_fail("MADV_GUARD_INSTALL");
+		if (wipe[i])
+			SYS(madvise(base + i * PG, PG, MADV_WIPEONFORK));
+	}
+	signal(SIGSEGV, on_segv);
+	CHECK(guards_hold(base, guarded, wipe, PAGES, 0), "set-up: guards do not hold");
+	zt_ready();
+	zt_wait();
+	CHECK(guards_hold(base, guarded, wipe, PAGES, 0), "a guard page was lost");
+	pid_t c = SYS(fork());
+	if (c == 0)
+		_exit(guards_hold(base, guarded, wipe, PAGES, 1) ? 0 : 1);
+	CHECK(zt_reap(c) == 0, "a child forked after the restore lost a guard page");
+	for (int i = 0; i < PAGES; i++)
+		CHECK(guarded[i] || zt_diff(base + i * PG, PG, 20 + i) < 0, "page %d's data", i);
+	zt_pass();
+}
+
+/* MAP_DROPPABLE (the kernel may drop its pages: zero) and MADV_WIPEONFORK memory, with
+ * a child forked before the dump: after the restore a fork still gives a child zeros in
+ * both, and the wipe-on-fork memory keeps its data. */
+static int droppable(void)
+{
+	const char data[] = "droppable or wiped on fork";
+	char *d = mmap(NULL, PG, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS,
+		       -1, 0);
+	if (d == MAP_FAILED)
+		zt_setup_fail("MAP_DROPPABLE");
+	char *w = map(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	SYS(madvise(w, PG, MADV_WIPEONFORK));
+	memcpy(d, data, sizeof(data));
+	memcpy(w, data, sizeof(data));
+	pid_t early = SYS(fork());
+	if (early == 0) {
+		zt_wait();
+		_exit(all_zero(d, PG) && all_zero(w, PG) ? 0 : 1);
+	}
+	zt_ready();
+	zt_wait();
+	zt_children_verdict(&early, 1);
+	CHECK(!memcmp(w, data, sizeof(data)), "wipe-on-fork memory lost its data");
+	CHECK(!memcmp(d, data, sizeof(data)) || all_zero(d, PG), "droppable memory is neither "
+	      "its data nor dropped");
+	memcpy(d, data, sizeof(data));
+	pid_t late = SYS(fork());
+	if (late == 0)
+		_exit(all_zero(d, PG) && all_zero(w, PG) ? 0 : 1);
+	CHECK(zt_reap(late) == 0, "a child forked after the restore got the memory");
+	zt_pass();
+}
+
 /* mlockall(MCL_FUTURE): what the process maps after the restore is locked too. */
 static int mlockall_future(int onfault)
 {
@@ -513,6 +601,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "memfd-mapped-only")) return memfd_mapped_only();
 	if (!strcmp(m, "noreserve")) return noreserve();
 	if (!strcmp(m, "secretmem")) return secretmem();
+	if (!strcmp(m, "guard-pages")) return guard_pages();
+	if (!strcmp(m, "droppable")) return droppable();
 	if (!strcmp(m, "mlockall-future")) return mlockall_future(0);
 	if (!strcmp(m, "mlockall-onfault")) return mlockall_future(1);
 	zt_setup_fail("unknown mode %s", m);

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <limits.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 
@@ -459,6 +460,39 @@ static int other_family(int family, int type, int proto)
 	zt_pass();
 }
 
+/* A datagram socket bound to a name, and one connected to it; the name removed and a
+ * FIFO made in its place, open. RELATIVE: the name was relative to a working directory
+ * the process left since. */
+static int fifo_over_socket(int relative)
+{
+	char cwd[PATH_MAX], name[PATH_MAX + 16];
+	SYS(getcwd(cwd, sizeof(cwd)) ? 0 : -1);
+	snprintf(name, sizeof(name), relative ? "sock-then-fifo" : "%s/sock-then-fifo", cwd);
+	struct sockaddr_un a;
+	socklen_t len = un_addr(&a, name, 0);
+	int server = SYS(socket(AF_UNIX, SOCK_DGRAM, 0));
+	SYS(bind(server, (void *)&a, len));
+	int client = SYS(socket(AF_UNIX, SOCK_DGRAM, 0));
+	SYS(connect(client, (void *)&a, len));
+	SYS(unlink(name));
+	SYS(mkfifo(name, 0600));
+	int fifo = SYS(open(name, O_RDWR));
+	if (relative)
+		SYS(chdir("/"));
+	zt_ready();
+	zt_wait();
+	SYS(send(client, "dgram", 5, 0));
+	expect_msg(server, "dgram", "the socket whose name became a FIFO");
+	SYS(write(fifo, "fifo", 4));
+	char buf[8];
+	CHECK(read(fifo, buf, sizeof(buf)) == 4 && !memcmp(buf, "fifo", 4), "the FIFO");
+	if (relative)
+		SYS(chdir(cwd));
+	struct stat st;
+	CHECK(stat(name, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO's name");
+	zt_pass();
+}
+
 /* A datagram sent from a socket of ours to GROUP:PORT on the loopback interface. */
 static void send_group(int family, const char *group, int port, const char *from,
 		       const char *msg)
@@ -584,6 +618,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "icmp")) return udp(AF_INET, IPPROTO_ICMP, 0);
 	if (!strcmp(m, "udp-queued")) return udp_queued();
 	if (!strcmp(m, "multicast")) return multicast();
+	if (!strcmp(m, "fifo-over-socket")) return fifo_over_socket(0);
+	if (!strcmp(m, "fifo-over-socket-relative")) return fifo_over_socket(1);
 	if (!strcmp(m, "sock-opts")) return sock_opts(AF_INET);
 	if (!strcmp(m, "sock-opts6")) return sock_opts(AF_INET6);
 	if (!strcmp(m, "sock-filter")) return sock_filter(0);

@@ -205,24 +205,36 @@ def _in_own_mounts(work: Callable[[], None], failed: str) -> None:
         raise RestoreError(f"{failed}: {why or status}")
 
 
-def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> None:
+def _bind_hidden(sock: socket.socket, raw: bytes, path: str, where: str) -> int:
     """Bind ``sock`` to the path name ``raw`` (``path`` in full) with a socket file no
-    one can reach, as the dumped socket's was removed or replaced: on a tmpfs mounted
-    over the folder in a mount namespace of its own (the real path is not touched)."""
+    one can reach, as the dumped socket's was removed or replaced: on a tmpfs of a mount
+    namespace of its own, made the root of the child that binds (so even a name in
+    ``/`` lands in it; the real path is not touched).
+    Return an O_PATH fd of that folder, through which ckpt alone reaches the socket
+    file (``_address``: its clients connect, its queued datagrams are sent)."""
     rel = os.fsdecode(raw)
     folder = os.path.dirname(path)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
 
     def work() -> None:
-        top = folder
-        while not os.path.isdir(top):
-            top = os.path.dirname(top)
+        top = "/tmp"
+        while not os.path.isdir(top):  # (a tree without /tmp: the folder's, or above)
+            top = folder if top == "/tmp" else os.path.dirname(top)
         libc.mount("tmpfs", top, "tmpfs", 0, "mode=0755")
+        os.chroot(top)
         os.makedirs(folder, exist_ok=True)
         os.chdir(path[:len(path) - len(rel)] or "/")  # a relative name from its folder
         sock.bind(raw)
+        socket.send_fds(theirs, [b"f"], [os.open(folder, os.O_PATH | os.O_DIRECTORY)])
 
-    _in_own_mounts(work, f"{where}: cannot bind {path} again (to a socket file no one "
-                         "reaches, as it was)")
+    try:
+        _in_own_mounts(work, f"{where}: cannot bind {path} again (to a socket file no "
+                             "one reaches, as it was)")
+        _, fds, _, _ = socket.recv_fds(mine, 1, 1)
+    finally:
+        mine.close()
+        theirs.close()
+    return fds[0]
 
 
 _FOLDER = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -302,7 +314,8 @@ def _bind_peer_name(sock: socket.socket, raw: bytes, where: str) -> None:
         raise RestoreError(f"{where}: its peer, closed since, was {show_name(raw)}, which it "
                            f"cannot be bound to again: {e.strerror}") from None
     rel = os.fsdecode(raw)
-    _bind_hidden(sock, raw, rel if rel.startswith("/") else os.path.join("/tmp", rel), where)
+    os.close(_bind_hidden(sock, raw, rel if rel.startswith("/") else os.path.join("/tmp", rel),
+                          where))  # (no one sends to it)
 
 
 def _holder_of(st: os.stat_result) -> int | None:
@@ -314,9 +327,10 @@ def _holder_of(st: os.stat_result) -> int | None:
     return None
 
 
-def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
+def _bind(sock: socket.socket, desc: dict[str, Any]) -> int | None:
     """Bind a new socket to the saved name; a path gets its saved mode and owner, its
-    file made, a stale one removed, in its folder as ``_folder_of`` reaches it."""
+    file made, a stale one removed, in its folder as ``_folder_of`` reaches it. For a
+    socket file that was gone: the fd of the folder that hides it (``_bind_hidden``)."""
     raw = bytes.fromhex(desc["name"])
     ino = desc["inode"]
     if raw[:1] == b"\0":
@@ -327,13 +341,12 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
                     if e.errno == errno.EADDRINUSE else "")
             raise RestoreError(f"socket:[{ino}]: cannot bind the abstract name "
                                f"{show_name(raw)}: {e.strerror}{hint}") from None
-        return
+        return None
     f = desc["file"]
     path = f["path"]
     where = f"socket:[{ino}]"
     if f.get("gone"):
-        _bind_hidden(sock, raw, path, where)
-        return
+        return _bind_hidden(sock, raw, path, where)
     folder = _folder_of(path, where)
     name = os.path.basename(path)
     try:
@@ -359,6 +372,7 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> None:
         _own_file(sock, folder, name, f, where)
     finally:
         os.close(folder)
+    return None
 
 
 def _own_file(sock: socket.socket, folder: int, name: str, f: dict[str, Any],
@@ -649,6 +663,7 @@ class UnixSockets(SocketKind):
         self._socks: dict[int, int] = {}      # restore: inode -> ckpt's fd of the new socket
         self._listening: set[str] = set()     # restore: listeners already listening
         self._deferred: list[Callable[[], None]] = []  # restore: queues carrying files
+        self._hidden: dict[int, int] = {}     # restore: inode -> folder hiding its file
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
@@ -868,8 +883,14 @@ class UnixSockets(SocketKind):
         return os.dup(self._socks[ino])
 
     def close(self) -> None:
-        close_quietly(set(self._socks.values()))
+        close_quietly(set(self._socks.values()) | set(self._hidden.values()))
         self._socks.clear()
+        self._hidden.clear()
+
+    def _bind(self, sock: socket.socket, d: dict[str, Any]) -> None:
+        folder = _bind(sock, d)
+        if folder is not None:
+            self._hidden[d["inode"]] = folder
 
 
     def after_open(self, ctx: RestoreCtx) -> None:
@@ -896,7 +917,7 @@ class UnixSockets(SocketKind):
             try:
                 _setup(a, desc)
                 if desc.get("name"):  # a datagram socket, bound
-                    _bind(a, desc)
+                    self._bind(a, desc)
                 if desc.get("peer_name"):  # its peer's name, which its datagrams came from
                     _bind_peer_name(b, bytes.fromhex(desc["peer_name"]), f"socket:[{ino}]")
             except BaseException:
@@ -927,7 +948,7 @@ class UnixSockets(SocketKind):
             for s, d in ((a, desc), (b, peer)):
                 _setup(s, d)
                 if d.get("name"):  # a datagram end bound after socketpair()
-                    _bind(s, d)
+                    self._bind(s, d)
         except BaseException:
             a.close()
             b.close()
@@ -985,7 +1006,7 @@ class UnixSockets(SocketKind):
             with socket.socket(socket.AF_UNIX, d["type"]) as s:
                 _setup(s, d)
                 if d.get("name"):
-                    _bind(s, d)
+                    self._bind(s, d)
                 # A listener listens from inside its process (``restore_in_task``): clients
                 # see the listener's SO_PEERCRED, which is whoever called listen().
                 socks[d["inode"]] = s.detach()
@@ -1000,7 +1021,7 @@ class UnixSockets(SocketKind):
             anon: socket.socket | None = None
             for d in alone:
                 for data, sender, fds in _send_queue(ctx, d):
-                    to = _address(d)
+                    to = _address(d, self._hidden)
                     if sender:
                         src = self._sender(ctx, by_ino, sender, d)
                         with _borrow(socks[src]) as s:
@@ -1029,7 +1050,7 @@ class UnixSockets(SocketKind):
                                    f"'fd[N]:socket:[{ino}]'")
             with _borrow(socks[ino]) as s:
                 try:
-                    s.connect(_address(peer))
+                    s.connect(_address(peer, self._hidden))
                 except OSError as e:
                     raise RestoreError(f"socket:[{ino}]: cannot connect again to "
                                        f"{show_name(bytes.fromhex(peer['name']))}: "
@@ -1259,12 +1280,16 @@ def _sockaddr(d: dict[str, Any]) -> bytes:
     return struct.pack("=H", socket.AF_UNIX) + raw
 
 
-def _address(d: dict[str, Any]) -> bytes | str:
-    """Where to send to (or connect to) the socket of ``d``."""
+def _address(d: dict[str, Any], hidden: dict[int, int] | None = None) -> bytes | str:
+    """Where to send to (or connect to) the socket of ``d``; ``hidden``: the folders
+    of ckpt's that hide the files of sockets whose file was gone (``_bind_hidden``)."""
     if not d.get("name"):
         raise RestoreError(f"socket:[{d['inode']}] has datagrams queued but no name "
                            "to send them to")
     if "file" in d:
+        folder = (hidden or {}).get(d["inode"])
+        if folder is not None:
+            return f"/proc/self/fd/{folder}/{os.path.basename(d['file']['path'])}"
         return d["file"]["path"]
     return bytes.fromhex(d["name"])
 
