@@ -209,6 +209,7 @@ CASES: list[Case | object] = [
     C("timerfd", "evfd", zdtm="timerfd"),
     C("epoll", "evfd", zdtm="epoll"),
     C("epoll-moved", "evfd", zdtm="epoll01"),
+    C("epoll-oneshot", "evfd", zdtm="(EPOLLONESHOT watches that fired, not re-armed yet)"),
     C("poll", "evfd", zdtm="poll"),
     C("inotify", "evfd", zdtm="inotify00 inotify01 inotify_irmap inotify_system"),
     C("inotify-removed", "evfd", zdtm="inotify02 inotify04 inotify_system_nodel"),
@@ -261,6 +262,7 @@ CASES: list[Case | object] = [
     C("sock-filter", "sock", zdtm="sock_filter00"),
     C("sock-filter-locked", "sock", zdtm="sock_filter01"),
     C("netlink", "sock", zdtm="sk-netlink"),
+    C("netlink-groups", "sock", zdtm="sk-netlink (groups joined, port ids)"),
     C("packet", "sock", zdtm="packet_sock packet_sock_mmap packet_sock_spkt"),
     C("raw", "sock", zdtm="socket-raw"),
     # ---------------------------------------------------------------- TCP connections

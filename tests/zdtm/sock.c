@@ -6,6 +6,7 @@
 #include <linux/filter.h>
 #include <stddef.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
@@ -493,6 +494,47 @@ static int fifo_over_socket(int relative)
 	zt_pass();
 }
 
+/* The multicast groups of SOCK (NETLINK_LIST_MEMBERSHIPS), as a bit mask of the first 64. */
+static unsigned long long nl_groups(int sock)
+{
+	unsigned int mask[2] = { 0, 0 };
+	socklen_t len = sizeof(mask);
+	if (getsockopt(sock, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, mask, &len) < 0)
+		return 0;
+	return mask[0] | (unsigned long long)mask[1] << 32;
+}
+
+/* Netlink sockets as daemons use them: an rtnetlink one bound to groups at bind time
+ * and one joined later (above 32, with NETLINK_ADD_MEMBERSHIP), and a uevent listener
+ * (udev's), each under its port id. */
+static int netlink_groups(void)
+{
+	int rt = SYS(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+	struct sockaddr_nl a = { .nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR };
+	SYS(bind(rt, (void *)&a, sizeof(a)));
+	int late = RTNLGRP_IPV6_RULE, high = 36; /* RTNLGRP_STATS */
+	SYS(setsockopt(rt, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &late, sizeof(late)));
+	SYS(setsockopt(rt, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &high, sizeof(high)));
+	int ue = SYS(socket(AF_NETLINK, SOCK_DGRAM, NETLINK_KOBJECT_UEVENT));
+	struct sockaddr_nl u = { .nl_family = AF_NETLINK, .nl_groups = 1 };
+	SYS(bind(ue, (void *)&u, sizeof(u)));
+	struct sockaddr_nl before[2], after[2];
+	socklen_t len = sizeof(before[0]);
+	SYS(getsockname(rt, (void *)&before[0], &len));
+	SYS(getsockname(ue, (void *)&before[1], &len));
+	unsigned long long g_rt = nl_groups(rt), g_ue = nl_groups(ue);
+	zt_ready();
+	zt_wait();
+	SYS(getsockname(rt, (void *)&after[0], &len));
+	SYS(getsockname(ue, (void *)&after[1], &len));
+	CHECK(after[0].nl_pid == before[0].nl_pid && after[1].nl_pid == before[1].nl_pid,
+	      "port ids %u %u, were %u %u", after[0].nl_pid, after[1].nl_pid, before[0].nl_pid,
+	      before[1].nl_pid);
+	CHECK(nl_groups(rt) == g_rt, "rtnetlink groups %llx, were %llx", nl_groups(rt), g_rt);
+	CHECK(nl_groups(ue) == g_ue, "uevent groups %llx, were %llx", nl_groups(ue), g_ue);
+	zt_pass();
+}
+
 /* A datagram sent from a socket of ours to GROUP:PORT on the loopback interface. */
 static void send_group(int family, const char *group, int port, const char *from,
 		       const char *msg)
@@ -624,6 +666,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "sock-opts6")) return sock_opts(AF_INET6);
 	if (!strcmp(m, "sock-filter")) return sock_filter(0);
 	if (!strcmp(m, "sock-filter-locked")) return sock_filter(1);
+	if (!strcmp(m, "netlink-groups")) return netlink_groups();
 	if (!strcmp(m, "netlink")) return other_family(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
 	if (!strcmp(m, "packet")) return other_family(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
 	if (!strcmp(m, "raw")) /* protocol 253 (for experiments): no packets arrive */

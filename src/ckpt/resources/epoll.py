@@ -32,9 +32,12 @@ reports one event after the restore if its file is ready then, even if the
 process had already collected that edge before the dump (one spurious wake-up,
 which edge-triggered code that reads until EAGAIN tolerates); an edge pending
 at dump time is not lost, its file being still ready. A one-shot watch that
-had fired (the kernel shows it with only its flag bits left) comes back
-disarmed for everything but EPOLLERR and EPOLLHUP, which the kernel always
-adds.
+had fired (the kernel shows it with only its flag bits left) cannot be added
+disarmed: the kernel always adds EPOLLERR and EPOLLHUP, so a hang-up would wake
+a second thread while the first one still handles the file (what EPOLLONESHOT
+is for). It is added first, armed for whatever its file is ready for, and fired
+at once by an injected ``epoll_wait``, which disarms it as before; one whose
+file is ready for nothing then is left armed for EPOLLERR and EPOLLHUP only.
 """
 
 from __future__ import annotations
@@ -64,13 +67,17 @@ log = logger("ckpt.epoll")
 # (x86_64 numbers) here rather than in libc.py.
 libc.NR.setdefault("epoll_ctl", 233)
 libc.NR.setdefault("epoll_create1", 291)
+libc.NR.setdefault("epoll_wait", 232)
 
-EPOLL_CTL_ADD = 1
+EPOLL_CTL_ADD, EPOLL_CTL_MOD = 1, 3
 EPOLL_CLOEXEC = 0o2000000
 EPOLLET = 1 << 31
 EPOLLONESHOT = 1 << 30
 EPOLLWAKEUP = 1 << 29
 EPOLLEXCLUSIVE = 1 << 28
+FLAG_BITS = EPOLLET | EPOLLONESHOT | EPOLLWAKEUP | EPOLLEXCLUSIVE  # the kernel's private
+# what a fired one-shot watch is armed for, to fire it again at restore: IN, PRI, OUT, RDHUP
+ANY_READY = 0x1 | 0x2 | 0x4 | 0x2000
 KCMP_EPOLL_TFD = 7
 F_DUPFD_CLOEXEC = 1030
 FEATURE = "epoll-moved"  # what a dump with a moved watch needs of its reader (images.py)
@@ -207,19 +214,53 @@ class Epoll(FileKind):
                 continue
             done.add(f.file)
             epfd = f.fd
+            fired = [w for w in desc["watches"] if _fired(w)]
+            for w in fired:
+                _add(pid, inj, epfd, w, scratch, w["events"] | ANY_READY)
+            if fired:
+                _disarm(pid, inj, epfd, fired, scratch)
             for w in desc["watches"]:
-                inj.write(scratch, struct.pack("<IQ", w["events"], w["data"]))
-                try:
-                    if "holder" in w:
-                        _add_moved(inj, epfd, w["tfd"], w["holder"], scratch)
-                    else:
-                        inj.call("epoll_ctl", epfd, EPOLL_CTL_ADD, w["tfd"], scratch)
-                except InjectionError as e:
-                    raise RestoreError(
-                        f"process {pid} fd {epfd} (epoll): cannot watch fd {w['tfd']} again "
-                        f"(events {w['events']:#x}): {os.strerror(e.errno)}") from None
+                if not _fired(w):
+                    _add(pid, inj, epfd, w, scratch, w["events"])
             log.info("process %d fd %d: epoll with %d watches restored", pid, epfd,
                      len(desc["watches"]))
+
+
+def _fired(w: dict[str, Any]) -> bool:
+    """Whether a watch is a one-shot one that fired (only its flag bits left), on a
+    file its owner holds under its number (a moved one is added as it was)."""
+    return bool(w["events"] & EPOLLONESHOT) and not w["events"] & ~FLAG_BITS \
+        and "holder" not in w
+
+
+def _add(pid: int, inj: Injector, epfd: int, w: dict[str, Any], scratch: int,
+         events: int) -> None:
+    """epoll_ctl ADD of watch ``w`` with ``events``, in the owner ``pid``."""
+    inj.write(scratch, struct.pack("<IQ", events, w["data"]))
+    try:
+        if "holder" in w:
+            _add_moved(inj, epfd, w["tfd"], w["holder"], scratch)
+        else:
+            inj.call("epoll_ctl", epfd, EPOLL_CTL_ADD, w["tfd"], scratch)
+    except InjectionError as e:
+        raise RestoreError(
+            f"process {pid} fd {epfd} (epoll): cannot watch fd {w['tfd']} again "
+            f"(events {w['events']:#x}): {os.strerror(e.errno)}") from None
+
+
+def _disarm(pid: int, inj: Injector, epfd: int, fired: list[dict[str, Any]],
+            scratch: int) -> None:
+    """Fire the one-shot watches ``fired``, the only ones in the epoll yet, so that the
+    kernel disarms them; those whose file was ready for nothing are armed for its
+    flags alone (EPOLLERR and EPOLLHUP then)."""
+    inj.call("epoll_wait", epfd, scratch, len(fired), 0)
+    armed = {(x.tfd, x.data) for x in procfs.fdinfo(pid, epfd).epoll
+             if x.events & ~FLAG_BITS}
+    for w in fired:
+        if (w["tfd"], w["data"]) not in armed:
+            continue
+        inj.write(scratch, struct.pack("<IQ", w["events"], w["data"]))
+        inj.call("epoll_ctl", epfd, EPOLL_CTL_MOD, w["tfd"], scratch)
 
 
 def _add_moved(inj: Injector, epfd: int, tfd: int, holder: list[int], event: int) -> None:
