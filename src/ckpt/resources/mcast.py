@@ -11,11 +11,14 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from typing import Any
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, proc_net
 from ..schema import Int, List, Obj, Str
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from typing import Any
 
 FEATURE = "multicast"
 MCAST_JOIN_GROUP, MCAST_MSFILTER = 42, 48
