@@ -307,6 +307,7 @@ CASES: list[Case | object] = [
     C("seccomp-filter", "misc", zdtm="seccomp_filter seccomp_filter_inheritance "
       "seccomp_no_new_privs", libs=PT),
     C("seccomp-tsync", "misc", zdtm="seccomp_filter_tsync seccomp_filter_threads", libs=PT),
+    C("landlock", "misc", zdtm="(landlock_restrict_self)", refuse=r"Landlock domain"),
     C("knobs", "misc", zdtm="cpu-affinity0 (personality, name, no_new_privs, timer slack)",
       libs=PT),
 ]

@@ -37,6 +37,7 @@ from .resources import (
     cpu,
     files,
     ghost,
+    landlock,
     locks,
     mem,
     namespaces,
@@ -571,9 +572,11 @@ def _find_sharing(tasks: list[_Task]) -> None:
 def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
                shmem_seen: dict[int, int], note: recovery.Note,
                memctx: DumpMemory | None = None,
-               mappings: dict[int, list[dict[str, Any]]] | None = None) -> dict[str, int]:
+               mappings: dict[int, list[dict[str, Any]]] | None = None,
+               confinement: landlock.Probe | None = None) -> dict[str, int]:
     """Save everything of one frozen task; return its page summary. ``mappings``: the
-    saved mappings of the tasks saved so far, whose children may share their pages."""
+    saved mappings of the tasks saved so far, whose children may share their pages;
+    ``confinement``: what tells a process confined by Landlock (refused)."""
     mappings = {} if mappings is None else mappings
     pid = t.pid
     fr = t.frozen
@@ -596,7 +599,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     if _copy_aside(vmas, images):
         memory.start()
     try:
-        core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status)
+        core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status,
+                                          confinement)
         mm = memory.finish(inj)
     except BaseException:
         memory.cancel()
@@ -635,16 +639,20 @@ def _copy_aside(vmas: list[procfs.Vma], images: ImageWriter) -> bool:
 
 
 def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: int,
-                park: int | None, scratch: int, status: procfs.Status
+                park: int | None, scratch: int, status: procfs.Status,
+                confinement: landlock.Probe | None = None
                 ) -> tuple[dict[str, Any], Any, Injector]:
     """The registers, signals, task state and threads of frozen ``t``, and its fds:
-    its core, its fd table, and the injector that read them."""
+    its core, its fd table, and the injector that read them; ``confinement``: what
+    tells a process confined by Landlock (refused)."""
     pid, fr = t.pid, t.frozen
     assert fr is not None
     inj = fr.injector(site)
     if park is not None and not inj.park_at(park):
         log.info("process %d: cannot write parking code in its vDSO", pid)
     inj.map_scratch(scratch, SCRATCH_SIZE)
+    if confinement is not None:
+        confinement.check(pid, inj, status)
     core: dict[str, Any] = {
         **t.info(),
         "cpu": cpu.dump(pid, fr.regs0),
@@ -902,13 +910,17 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         shmem_seen: dict[int, int] = {}
         mappings: dict[int, list[dict[str, Any]]] = {}
         t_tasks = time.monotonic()
-        for t in tasks:  # parents first: their children's pages are compared with theirs
-            if t.frozen is not None:
-                try:
-                    total += _dump_task(t, images, dumper, shmem_seen, note, memctx,
-                                        mappings)["bytes"]
-                except OSError as e:
-                    raise _task_failed(t.pid, e) from e
+        confinement = landlock.Probe()
+        try:
+            for t in tasks:  # parents first: their children's pages are compared with theirs
+                if t.frozen is not None:
+                    try:
+                        total += _dump_task(t, images, dumper, shmem_seen, note, memctx,
+                                            mappings, confinement)["bytes"]
+                    except OSError as e:
+                        raise _task_failed(t.pid, e) from e
+        finally:
+            confinement.close()
         memory = time.monotonic() - t_tasks
         with nsenter.entered(pid, [k for k in own_ns if k == "ipc"]):
             sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])

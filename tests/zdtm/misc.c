@@ -179,6 +179,24 @@ static int pty_modes(void)
 	zt_pass();
 }
 
+/* A process confined by Landlock (here: it may not make directories): refused by
+ * design (no one can read its rules back), and it runs on confined. */
+static int landlocked(void)
+{
+	struct { unsigned long long fs, net, scoped; } attr = { 1ULL << 7 /* MAKE_DIR */, 0, 0 };
+	int rules = syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr.fs), 0);
+	if (rules < 0)
+		zt_setup_fail("landlock_create_ruleset");
+	SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	SYS(syscall(SYS_landlock_restrict_self, rules, 0));
+	close(rules);
+	CHECK(mkdir("made", 0755) < 0 && errno == EACCES, "set-up: not confined");
+	zt_ready();
+	zt_wait();
+	CHECK(mkdir("made", 0755) < 0 && errno == EACCES, "no longer confined");
+	zt_pass();
+}
+
 static int seccomp_strict(void)
 {
 	int p[2];
@@ -292,6 +310,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "pty-hungup")) return pty_hungup();
 	if (!strcmp(m, "pty-split")) return pty_split();
 	if (!strcmp(m, "pty-modes")) return pty_modes();
+	if (!strcmp(m, "landlock")) return landlocked();
 	if (!strcmp(m, "seccomp-strict")) return seccomp_strict();
 	if (!strcmp(m, "seccomp-filter")) return seccomp_filter(0);
 	if (!strcmp(m, "seccomp-tsync")) return seccomp_filter(1);
