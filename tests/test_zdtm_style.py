@@ -308,6 +308,8 @@ CASES: list[Case | object] = [
       "seccomp_no_new_privs", libs=PT),
     C("seccomp-tsync", "misc", zdtm="seccomp_filter_tsync seccomp_filter_threads", libs=PT),
     C("landlock", "misc", zdtm="(landlock_restrict_self)", refuse=r"Landlock domain"),
+    C("proc-views", "views", zdtm="(what /proc and syscalls show of a process with common "
+      "state, line by line)", libs=RT),
     C("knobs", "misc", zdtm="cpu-affinity0 (personality, name, no_new_privs, timer slack)",
       libs=PT),
 ]
