@@ -678,6 +678,46 @@ static int exit_signal_of(pid_t pid)
 	return p ? atoi(p + 1) : -1;
 }
 
+/* NUMA memory policies: the process's (interleave) and a range's (bind), on node 0. */
+static int mempolicy(void)
+{
+	unsigned long nodes = 1;
+	SYS(syscall(SYS_set_mempolicy, 3 /* MPOL_INTERLEAVE */, &nodes, 64));
+	char *p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		zt_setup_fail("mmap");
+	SYS(syscall(SYS_mbind, p, 1 << 20, 2 /* MPOL_BIND */, &nodes, 64, 0));
+	p[0] = 1;
+	zt_ready();
+	zt_wait();
+	int mode = -1;
+	unsigned long got = 0;
+	SYS(syscall(SYS_get_mempolicy, &mode, &got, 64, NULL, 0));
+	CHECK(mode == 3 && got == 1, "process policy %d nodes %lx", mode, got);
+	SYS(syscall(SYS_get_mempolicy, &mode, &got, 64, p, 2 /* MPOL_F_ADDR */));
+	CHECK(mode == 2 && got == 1, "range policy %d nodes %lx", mode, got);
+	zt_pass();
+}
+
+/* A session keyring of the process's own with a key in it. */
+static int session_keyring(void)
+{
+	long ring = syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, "zdtm-ring");
+	if (ring < 0)
+		zt_setup_fail("keyctl join");
+	long key = syscall(SYS_add_key, "user", "zdtm-key", "secret", 6, -3 /* @s */);
+	if (key < 0)
+		zt_setup_fail("add_key");
+	zt_ready();
+	zt_wait();
+	long now = syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0);
+	CHECK(now == ring, "session keyring %ld, was %ld", now, ring);
+	char buf[16];
+	long n = syscall(SYS_keyctl, 11 /* KEYCTL_READ */, key, buf, sizeof(buf));
+	CHECK(n == 6 && !memcmp(buf, "secret", 6), "key unreadable (%ld)", n);
+	zt_pass();
+}
+
 static volatile sig_atomic_t usr1_got;
 static void count_usr1(int sig) { (void)sig; usr1_got++; }
 
@@ -840,6 +880,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "ioprio")) return ioprio();
 	if (!strcmp(m, "coredump-filter")) return coredump_filter();
 	if (!strcmp(m, "exit-signal")) return exit_signal();
+	if (!strcmp(m, "mempolicy")) return mempolicy();
+	if (!strcmp(m, "session-keyring")) return session_keyring();
 	if (!strcmp(m, "vfork")) return vfork_child();
 	zt_setup_fail("unknown mode %s", m);
 }
