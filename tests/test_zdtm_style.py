@@ -111,8 +111,7 @@ CASES: list[Case | object] = [
     C("ioprio", "task", zdtm="(ionice: I/O priorities)"),
     C("coredump-filter", "task", zdtm="(/proc/PID/coredump_filter)"),
     C("exit-signal", "task", zdtm="(clone children with another exit signal)"),
-    xfail(C("mempolicy", "task", zdtm="(set_mempolicy, mbind)"), "zdtm-sweep",
-          "NUMA memory policies are not saved: the restored process has the default one"),
+    C("mempolicy", "task", zdtm="(set_mempolicy, mbind)", libs=PT),
     xfail(C("session-keyring", "task", zdtm="(keyctl session keyrings)"), "zdtm-sweep",
           "the session keyring is not saved: the restored process has ckpt's"),
     # ---------------------------------------------------------------- signals and timers

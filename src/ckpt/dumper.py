@@ -601,7 +601,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     try:
         core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status,
                                           confinement)
-        mm = memory.finish(inj)
+        mm = memory.finish(inj, core["task"].get("mempolicy"))
     except BaseException:
         memory.cancel()
         raise
@@ -686,7 +686,8 @@ def _uses_knobs(core: dict[str, Any], mm: dict[str, Any]) -> bool:
     """Whether a process's images hold what the feature ``process-knobs`` names."""
     owns = [core["task"], *(t["own"] for t in core["threads"])]
     return ("coredump_filter" in core["task"] or "lock_future" in mm
-            or "exit_signal" in core or any("ioprio" in o["sched"] for o in owns))
+            or "exit_signal" in core
+            or any("ioprio" in o["sched"] or "mempolicy" in o for o in owns))
 
 
 def _lock_network(tasks: list[_Task], tcp: TcpFlags, backend: str | None,

@@ -72,7 +72,8 @@ FEATURES: dict[str, str] = {
     "orphan-pts": "a terminal whose master was outside the tree, a container's console (tty)",
     "job-ctty": "a shell job's session leader whose controlling terminal was the user's",
     "multicast": "multicast groups joined by inet sockets (mcast)",
-    "process-knobs": "I/O priorities, coredump_filter, mlockall(MCL_FUTURE), clone exit signals",
+    "process-knobs": "I/O priorities, NUMA policies, coredump_filter, mlockall(MCL_FUTURE), "
+                     "clone exit signals",
 }
 INVENTORY = "inventory.json"
 # The inventory's files: a plain name in the folder (never a path) -> size and CRC-32.

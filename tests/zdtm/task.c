@@ -1,6 +1,7 @@
 /* Processes and trees: busy and sleeping tasks, PIDs, sessions and groups, waiting
  * parents, zombies, stopped children, credentials, limits, scheduling, prctl knobs. */
 #include "zdtm.h"
+#include <pthread.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <sched.h>
@@ -678,11 +679,35 @@ static int exit_signal_of(pid_t pid)
 	return p ? atoi(p + 1) : -1;
 }
 
-/* NUMA memory policies: the process's (interleave) and a range's (bind), on node 0. */
+static volatile int policy_of_thread[2] = { -1, -1 };
+
+/* A thread that sets its own policy (WHICH 0: back to the default, 1: bind) and, after
+ * the restore, says which it has. */
+static void *policy_thread(void *arg)
+{
+	long which = (long)arg;
+	unsigned long nodes = 1;
+	if (which == 0)
+		syscall(SYS_set_mempolicy, 0 /* MPOL_DEFAULT */, NULL, 0);
+	else
+		syscall(SYS_set_mempolicy, 2 /* MPOL_BIND */, &nodes, 64);
+	while (!zt_stopped)
+		usleep(2000);
+	int mode = -1;
+	syscall(SYS_get_mempolicy, &mode, NULL, 0, NULL, 0);
+	policy_of_thread[which] = mode;
+	return NULL;
+}
+
+/* NUMA memory policies, on node 0: the process's (interleave), a range's (bind), a
+ * thread's back to the default and another's bind. */
 static int mempolicy(void)
 {
 	unsigned long nodes = 1;
 	SYS(syscall(SYS_set_mempolicy, 3 /* MPOL_INTERLEAVE */, &nodes, 64));
+	pthread_t threads[2];
+	for (long i = 0; i < 2; i++)
+		SYS(-pthread_create(&threads[i], NULL, policy_thread, (void *)i));
 	char *p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		zt_setup_fail("mmap");
@@ -696,6 +721,10 @@ static int mempolicy(void)
 	CHECK(mode == 3 && got == 1, "process policy %d nodes %lx", mode, got);
 	SYS(syscall(SYS_get_mempolicy, &mode, &got, 64, p, 2 /* MPOL_F_ADDR */));
 	CHECK(mode == 2 && got == 1, "range policy %d nodes %lx", mode, got);
+	for (int i = 0; i < 2; i++)
+		pthread_join(threads[i], NULL);
+	CHECK(policy_of_thread[0] == 0 && policy_of_thread[1] == 2, "threads' policies %d %d",
+	      policy_of_thread[0], policy_of_thread[1]);
 	zt_pass();
 }
 

@@ -50,7 +50,7 @@ NR = {
     "pidfd_open": 434, "clone3": 435, "close_range": 436, "pidfd_getfd": 438,
     "process_mrelease": 448,
     "mlock": 149, "mlock2": 325, "mlockall": 151, "mseal": 462, "ioprio_set": 251,
-    "ioprio_get": 252,
+    "ioprio_get": 252, "mbind": 237, "set_mempolicy": 238, "get_mempolicy": 239,
     "io_setup": 206, "userfaultfd": 323, "io_getevents": 208, "io_submit": 209, "shmat": 30,
     "fchownat": 260, "sync_file_range": 277,
 }

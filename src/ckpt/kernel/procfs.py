@@ -637,6 +637,16 @@ def oom_score_adj(pid: int) -> int:
     return int(_read(pid, "oom_score_adj"))
 
 
+def numa_maps(pid: int) -> list[tuple[int, str]]:
+    """/proc/PID/numa_maps: each mapping's start and the rest of its line (its NUMA
+    policy, then page counts)."""
+    out = []
+    for line in _lines(_read(pid, "numa_maps")):
+        addr, _, rest = line.partition(" ")
+        out.append((int(addr, 16), rest))
+    return out
+
+
 def coredump_filter(pid: int) -> int:
     """Which mappings a core dump of the process holds (a hex bit mask)."""
     return int(_read(pid, "coredump_filter"), 16)

@@ -69,7 +69,7 @@ from ..schema import (
     Tup,
     refuse,
 )
-from . import aio, ghost, locks, nspids, sysv
+from . import aio, ghost, locks, nspids, numa, sysv
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ VMA = Obj(
     ghost=Opt(ghost.SCHEMA),
     deleted=Opt(PATH),  # a file mapped through a removed name of it (ghost.as_deleted)
     shmem_id=Opt(U64), shmem_owner=Opt(PID),
+    mempolicy=Opt(numa.SCHEMA),  # its own NUMA policy (mbind)
 )
 SHMEM = Obj(id=U64, size=Int(0, 1 << 56, PAGE), pages_off=NAT,
             runs=List(Tup(Int(0, 1 << 56, PAGE), Int(1, 1 << 44))))
@@ -367,8 +368,11 @@ class MemoryDump:
         for fd, _ino, _size in self.owned:
             os.close(fd)
 
-    def finish(self, inj: Injector) -> dict[str, Any]:
-        """The ``mm-PID.json`` content, once every page is in the pages file."""
+    def finish(self, inj: Injector, task_policy: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+        """The ``mm-PID.json`` content, once every page is in the pages file.
+        ``task_policy``: its first thread's NUMA policy (None: the default one), which
+        mappings without a policy of their own show."""
         try:
             if self._thread is None:
                 self._copy()
@@ -382,6 +386,11 @@ class MemoryDump:
                for e in self.out_vmas):
             self.images.need("memory-kinds")
         pid, stat, tp = self.pid, self.stat, self.tp
+        policies = numa.mapping_policies(pid, task_policy)
+        for e in self.out_vmas:
+            if e["start"] in policies:
+                e["mempolicy"] = policies[e["start"]]
+                self.images.need("process-knobs")
         exe = procfs.exe(pid)
         exe_ghost = ghost.save_exe(self.images, pid, exe)  # a deleted (e.g. upgraded) binary
         return {
@@ -981,6 +990,9 @@ class _Rebuild:
             else:
                 self._keep(p)
         self._advise()
+        for v in mm["vmas"]:
+            if "mempolicy" in v:  # before its pages come, which it places
+                numa.bind(inj, self.helper[0], v["start"], v["end"], v["mempolicy"])
         for v in mm["vmas"]:  # now that nothing else will be mapped where io_setup puts a ring
             if v["kind"] == "aio":
                 aio.restore(inj, self.helper[0], v, self.files.open("/dev/null", os.O_WRONLY))

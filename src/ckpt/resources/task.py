@@ -22,7 +22,7 @@ from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import InjectionError, Injector, raw_each
 from ..log import logger
 from ..schema import PATH, U32, U64, Int, List, Obj, Opt, Str, Tup
-from . import creds, ghost, sched, seccomp
+from . import creds, ghost, numa, sched, seccomp
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ OWN = Obj(
     comm=Str(64), rseq=Tup(U64, U32, U32), tid_address=U64, robust_list=Tup(U64, U64),
     affinity=List(Int(0, 1 << 16), max=1 << 16), sched=sched.SCHEMA, timerslack=U64,
     tsc=Int(0, 2), mce_kill=Int(0, 3), pdeathsig=Int(0, 64), creds=creds.SCHEMA,
-    seccomp=seccomp.SCHEMA,
+    seccomp=seccomp.SCHEMA, mempolicy=Opt(numa.SCHEMA),  # absent: the default policy
 )
 # What ``dump`` writes: the first thread's own and the process's (core-PID.json's task).
 SCHEMA = OWN.extend(
@@ -190,6 +190,7 @@ _OWN_CALLS = (
     ("securebits", creds.PR_GET_SECUREBITS, None, 0),
 )
 OWN_SLOT = 32  # bytes of the scratch area each thread's calls write into
+_MEMPOLICY_AT = 20  # where in it get_mempolicy writes the thread's NUMA policy mode
 
 
 def own_injected(injs: Sequence[Injector], slots: Sequence[int]) -> list[dict[str, int]]:
@@ -206,6 +207,9 @@ def own_injected(injs: Sequence[Injector], slots: Sequence[int]) -> list[dict[st
                 raise InjectionError(-res, f"prctl {key} in thread {injs[i].pid}: "
                                            f"{os.strerror(-res)}")
             got[i][key] = res
+    batch = [(inj, "get_mempolicy", (slot + _MEMPOLICY_AT, 0, 0, 0, 0))
+             for inj, slot in zip(injs, slots, strict=True)]
+    numa_known = [res == 0 for res in raw_each(batch)]  # (ENOSYS without CONFIG_NUMA)
     if slots:  # the threads share their memory: their slots are read at once
         raw = injs[0].read(slots[0], slots[-1] + OWN_SLOT - slots[0])
         for i, slot in enumerate(slots):
@@ -213,6 +217,9 @@ def own_injected(injs: Sequence[Injector], slots: Sequence[int]) -> list[dict[st
                 if at is not None:
                     off = slot - slots[0] + at
                     got[i][key] = int.from_bytes(raw[off:off + size], "little")
+            off = slot - slots[0] + _MEMPOLICY_AT
+            got[i]["mempolicy"] = (int.from_bytes(raw[off:off + 4], "little")
+                                   if numa_known[i] else 0)
     return got
 
 
@@ -229,6 +236,7 @@ def dump_own(pid: int, tid: int, inj: Injector, scratch: int,
     creds.check(pid, tid, cred)
     scheduling = sched.dump(tid)
     sched.check(pid, tid, scheduling)
+    policy = numa.thread_policy(inj, scratch, got["mempolicy"])
     return {
         "comm": procfs.thread_comm(pid, tid),
         "rseq": [rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature],
@@ -242,6 +250,7 @@ def dump_own(pid: int, tid: int, inj: Injector, scratch: int,
         "pdeathsig": got["pdeathsig"],
         "creds": cred,
         "seccomp": seccomp.dump(pid, tid),
+        **({"mempolicy": policy} if policy is not None else {}),
     }
 
 
@@ -278,6 +287,9 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
     else:
         inj.later("prctl", PR_MCE_KILL, PR_MCE_KILL_SET, t["mce_kill"])
     sched.restore(tid, t["sched"])
+    policy = t.get("mempolicy")
+    if policy != inherited.get("mempolicy"):  # (a new process: its creator's, the default)
+        numa.set_thread_policy(inj, scratch, policy)
 
 
 def own_calls(t: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
