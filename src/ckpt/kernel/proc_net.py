@@ -80,6 +80,9 @@ def multicast_groups(pid: int, family: int) -> list[tuple[int, str]]:
     if family not in (socket.AF_INET, socket.AF_INET6):
         return []
     name = "igmp" if family == socket.AF_INET else "igmp6"
-    with open(f"/proc/{pid}/net/{name}") as f:
-        text = f.read()
+    try:
+        with open(f"/proc/{pid}/net/{name}") as f:
+            text = f.read()
+    except FileNotFoundError:  # a kernel without multicast for the family: no groups
+        return []
     return parse_igmp(text) if family == socket.AF_INET else parse_igmp6(text)
