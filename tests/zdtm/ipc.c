@@ -99,6 +99,17 @@ static int posix_sem(void)
 	zt_pass();
 }
 
+/* A new queue of 4 messages of 32 bytes, named /zdtm-KIND-PID (in NAME). */
+static mqd_t new_queue(char *name, size_t size, const char *kind)
+{
+	snprintf(name, size, "/zdtm-%s-%d", kind, getpid());
+	struct mq_attr at = { .mq_maxmsg = 4, .mq_msgsize = 32 };
+	mqd_t q = mq_open(name, O_CREAT | O_RDWR | O_NONBLOCK, 0600, &at);
+	if (q < 0)
+		zt_setup_fail("mq_open");
+	return q;
+}
+
 static volatile sig_atomic_t mq_signalled;
 static void on_mq(int sig) { (void)sig; mq_signalled = 1; }
 
@@ -108,11 +119,7 @@ static void on_mq(int sig) { (void)sig; mq_signalled = 1; }
 static int posix_mq_notify(void)
 {
 	char name[64];
-	snprintf(name, sizeof(name), "/zdtm-mqn-%d", getpid());
-	struct mq_attr at = { .mq_maxmsg = 4, .mq_msgsize = 32 };
-	mqd_t q = mq_open(name, O_CREAT | O_RDWR | O_NONBLOCK, 0600, &at);
-	if (q < 0)
-		zt_setup_fail("mq_open");
+	mqd_t q = new_queue(name, sizeof(name), "mqn");
 	signal(SIGUSR1, on_mq);
 	struct sigevent ev;
 	memset(&ev, 0, sizeof(ev));
@@ -132,11 +139,7 @@ static int posix_mq_notify(void)
 static int posix_mq(void)
 {
 	char name[64];
-	snprintf(name, sizeof(name), "/zdtm-mq-%d", getpid());
-	struct mq_attr at = { .mq_maxmsg = 4, .mq_msgsize = 32 };
-	mqd_t q = mq_open(name, O_CREAT | O_RDWR | O_NONBLOCK, 0600, &at);
-	if (q < 0)
-		zt_setup_fail("mq_open");
+	mqd_t q = new_queue(name, sizeof(name), "mq");
 	SYS(mq_send(q, "hello mq", 8, 3));
 	zt_ready();
 	zt_wait();
