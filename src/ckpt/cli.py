@@ -286,12 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         if args is None:  # not plain words only: argparse parses it, or says what is wrong
             args = _parser(prepared[0] if prepared else None).parse_args(prepared)
     except CkptError as e:
+        interrupts.record()  # reporting it: a signal now is only noted
         _say(f"ckpt: error: {e}")
         return 1
     except interrupts.Interrupted as e:
         _say(f"ckpt: {e}")
         return e.exit_status
     except Exception as e:
+        interrupts.record()
         if (cut := interrupts.within(e)) is None:
             raise
         _say(f"ckpt: {cut}")
@@ -332,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write("\n")
             return 0
     except CkptError as e:
+        interrupts.record()  # reporting it (the log may import logging): only noted now
         ckpt_log.failure(args.command, e)
         _say(f"ckpt {args.command}: error: {e}")
         return 1
@@ -344,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # ``ckpt show DIR | head``
         return _quiet_stdout()
     except Exception as e:  # a bug: in the log too, then the traceback as Python shows it
+        interrupts.record()
         if (cut := interrupts.within(e)) is not None:  # the signal came while a late import
             ckpt_log.failure(args.command, CkptError(str(cut)).with_traceback(cut.__traceback__))
             _say(f"ckpt {args.command}: {cut}")
@@ -351,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         ckpt_log.failure(args.command, e)
         raise
     finally:
-        progress.finish()
         interrupts.record()  # done: a signal now changes nothing
+        progress.finish()
     return 2
 
 
