@@ -90,6 +90,7 @@ class Status:
     cap_ambient: int = 0
     seccomp_filters: int = 0
     locked_kb: int = 0   # VmLck: the size of the mappings locked in memory (mm->locked_vm)
+    nspids: list[int] = field(default_factory=list)  # NSpid: its PID in each namespace
 
 
 def parse_status(raw: bytes) -> Status:
@@ -115,7 +116,7 @@ def parse_status(raw: bytes) -> Status:
         threads=int(v.get("Threads", "1")), cap_inheritable=hex_("CapInh"),
         cap_permitted=hex_("CapPrm"), cap_bounding=hex_("CapBnd"), cap_ambient=hex_("CapAmb"),
         seccomp_filters=int(v.get("Seccomp_filters", "0")),
-        locked_kb=int(v.get("VmLck", "0 kB").split()[0]),
+        locked_kb=int(v.get("VmLck", "0 kB").split()[0]), nspids=ids("NSpid"),
     )
 
 

@@ -18,7 +18,6 @@ import os
 
 from ..errors import UnsupportedError
 from ..kernel import libc, procfs
-from ..kernel.pidns import ns_pids
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -36,11 +35,12 @@ class Probe:
 
     def __init__(self) -> None:
         self._helpers: dict[tuple[int, int], int] = {}  # ids -> pid
+        self._own_caps: int | None = None  # ckpt's permitted capabilities, read once
 
     def check(self, pid: int, inj: Injector, st: procfs.Status) -> None:
         """Refuse process ``pid`` (``st``: its status; ``inj`` runs in it) if a Landlock
         domain confines it."""
-        if len(ns_pids(pid)) > 1:
+        if len(st.nspids) > 1:
             return  # in a PID namespace of its own: it cannot name the helper (no check)
         uid, gid = st.uids[0], st.gids[0]
         if self._ckpt_will_do(uid, gid, st):
@@ -53,14 +53,14 @@ class Probe:
                 "whose rules no process can read or give to another: a restored process "
                 "would run unconfined; not supported")
 
-    @staticmethod
-    def _ckpt_will_do(uid: int, gid: int, st: procfs.Status) -> bool:
+    def _ckpt_will_do(self, uid: int, gid: int, st: procfs.Status) -> bool:
         """Whether the process could inspect ckpt itself were it not confined: root's
         ids and every capability ckpt has (the usual root target)."""
         if (uid, gid) != (0, 0) or set(st.uids + st.gids) != {0}:
             return False
-        mine = procfs.status(os.getpid())
-        return mine.cap_permitted & ~st.cap_permitted == 0
+        if self._own_caps is None:
+            self._own_caps = procfs.status(os.getpid()).cap_permitted
+        return self._own_caps & ~st.cap_permitted == 0
 
     def _helper(self, uid: int, gid: int) -> int:
         if (uid, gid) not in self._helpers:
