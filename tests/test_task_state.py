@@ -9,7 +9,18 @@ import resource
 import signal
 from pathlib import Path
 
-from ckpt_helpers import Builder, Procs, assert_consecutive, dump_and_check_dead, restore_detached
+import pytest
+
+from ckpt_helpers import (
+    Builder,
+    Procs,
+    assert_consecutive,
+    assert_silent,
+    dump_and_check_dead,
+    proc_state,
+    restore_detached,
+    wait_until,
+)
 
 
 def _sigbit(*sigs: int) -> int:
@@ -58,3 +69,35 @@ def test_signal_and_task_state(build: Builder, procs: Procs, images: Path,
     assert os.readlink(f"/proc/{restored.pid}/cwd") == str(workdir)
     target.out.wait_numbers(len(target.out.numbers()) + 1)
     assert_consecutive(target.out.numbers())
+
+
+# (call, SA_RESTART): what a handler that runs while the process sleeps in the call does to
+# it, as the kernel decides: select, pselect, poll, pause and nanosleep return EINTR
+# whatever the flag (ERESTARTNOHAND, or a restart block); read returns EINTR without
+# SA_RESTART and goes on waiting with it (ERESTARTSYS).
+INTERRUPTED_CALLS = [("select", 0), ("select", 1), ("pselect", 1), ("poll", 1), ("pause", 1),
+                     ("nanosleep", 1), ("read", 0), ("read", 1)]
+
+
+@pytest.mark.parametrize("call,sa_restart", INTERRUPTED_CALLS,
+                         ids=[f"{c}-{'restart' if r else 'plain'}" for c, r in INTERRUPTED_CALLS])
+def test_signal_at_resume_interrupts_the_call(call: str, sa_restart: int, build: Builder,
+                                              procs: Procs, images: Path) -> None:
+    """A signal that comes as the restored process is let go (sent here by a pre-resume
+    action script, before the process is back in its call) is handled as if the process
+    had slept in the call all along: select with an SA_RESTART handler returns EINTR, as
+    mc's main loop needs to redraw after SIGWINCH. Run again from user space, the call
+    would wait for ever with the handler's work undone."""
+    target = procs.start([build("waitsig"), call, str(sa_restart)])
+    target.out.wait_line("^waiting$")
+    wait_until(lambda: proc_state(target.pid) == "S", 5, "the call to block")
+    dump_and_check_dead(procs, target, images)
+    script = f"[ $CRTOOLS_SCRIPT_ACTION != pre-resume ] || kill -USR1 {target.pid}"
+    restore_detached(procs, target.pid, target.out, images, "--action-script", script)
+    target.out.wait_line("^handler$")
+    if call == "read" and sa_restart:
+        assert_silent(target.pid, target.out)
+        assert "woke" not in " ".join(target.out.lines())
+        return
+    line = target.out.wait_line("^woke ")
+    assert line == "woke EINTR", target.out.lines()

@@ -619,6 +619,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         images.need(sharing.FEATURE)
     if _uses_knobs(core, mm):
         images.need("process-knobs")
+    if any("in_call" in c for c in [core["cpu"], *(t["cpu"] for t in core["threads"])]):
+        images.need(cpu.FEATURE)
     images.write_json(f"core-{pid}.json", core)
     images.write_json(f"mm-{pid}.json", mm)
     images.write_json(f"fds-{pid}.json", fd_table)

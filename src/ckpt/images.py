@@ -74,6 +74,7 @@ FEATURES: dict[str, str] = {
     "multicast": "multicast groups joined by inet sockets (mcast)",
     "process-knobs": "I/O priorities, NUMA policies, coredump_filter, mlockall(MCL_FUTURE), "
                      "clone exit signals",
+    "in-call": "a task frozen in a syscall, restored inside it (cpu.in_call)",
 }
 INVENTORY = "inventory.json"
 # The inventory's files: a plain name in the folder (never a path) -> size and CRC-32.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ckpt.kernel import ptrace
 from ckpt.resources import cpu
 
-EINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK = 4, 512, 516
+EINTR, ERESTARTSYS, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 4, 512, 514, 516
 U64 = 1 << 64
 
 
@@ -23,7 +23,7 @@ def test_semop_interrupted_by_the_stop_runs_again() -> None:
         assert cpu.fix_interrupted_syscall(saved) is not None
         assert (saved.rax, saved.rip) == (nr, 0x1000 - 2)
         released = cpu.on_release(regs(nr, -EINTR))
-        assert (released.rax, released.rip) == (nr, 0x1000 - 2)
+        assert (released.rax, released.rip) == (-ERESTARTNOHAND % U64, 0x1000)
 
 
 def test_other_calls_are_left_to_the_kernel_on_release() -> None:
@@ -47,3 +47,17 @@ def test_waits_the_kernel_would_restart_with_its_restart_block_run_again() -> No
     saved = regs(219, -ERESTART_RESTARTBLOCK)
     assert cpu.fix_interrupted_syscall(saved) == "restart_syscall will return EINTR"
     assert (saved.rax, saved.rip) == (-EINTR % U64, 0x1000)
+
+
+def test_in_call_is_the_code_the_kernel_would_wait_with() -> None:
+    """A call run again at restore goes back in with the restart code that decides what a
+    signal handler running first does to it: its own (select's ERESTARTNOHAND, read's
+    ERESTARTSYS), ERESTARTNOHAND for a restart block or semop's EINTR; none for a call
+    that returns EINTR or was not interrupted."""
+    assert cpu.in_call(regs(23, -ERESTARTNOHAND)) == ERESTARTNOHAND
+    assert cpu.in_call(regs(0, -ERESTARTSYS)) == ERESTARTSYS
+    assert cpu.in_call(regs(35, -ERESTART_RESTARTBLOCK)) == ERESTARTNOHAND
+    assert cpu.in_call(regs(65, -EINTR)) == ERESTARTNOHAND
+    assert cpu.in_call(regs(219, -ERESTART_RESTARTBLOCK)) is None
+    assert cpu.in_call(regs(0, -EINTR)) is None
+    assert cpu.in_call(regs(-1 % U64, 0)) is None

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from .libc import _check, _libc
+from .libc import syscall as raw_syscall
 
 PTRACE_CONT = 7
 PTRACE_KILL = 8
@@ -240,6 +241,30 @@ class Stop:
             import signal  # here: its enums cost every command start-up time
             return f"killed by {signal.Signals(os.WTERMSIG(self.status)).name}"
         return f"stopped by signal {self.stopsig} event {self.event}"
+
+
+def trap_stop_all(tgid: int, tids: list[int]) -> None:
+    """Take each of ``tids`` (threads of process ``tgid``), stopped tracees of a seize at
+    any ptrace stop, to a plain
+    trap stop (PTRACE_EVENT_STOP), one round trip for them all: the stop inside
+    get_signal, from which a detached task goes through the kernel's syscall-restart
+    logic (a syscall-exit stop skips it when no signal is pending). The trap comes
+    before any signal (get_signal's order); a signal reported first all the same is
+    sent again, not lost."""
+    for tid in tids:
+        interrupt(tid)
+        cont(tid, 0)
+    for tid in tids:
+        while True:
+            stop = wait_stop(tid)
+            if stop.exited:
+                from .procfs import ProcessGone
+                raise ProcessGone(tid, f"died while being let go: {stop.describe()}")
+            if stop.event == PTRACE_EVENT_STOP:
+                break
+            if stop.event == 0 and 0 < stop.stopsig <= 64:  # a signal, not a syscall stop
+                raw_syscall("tgkill", tgid, tid, stop.stopsig)
+            cont(tid, 0)
 
 
 def wait_stop(pid: int) -> Stop:

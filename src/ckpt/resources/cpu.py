@@ -11,7 +11,7 @@ import binascii
 
 from ..kernel import libc, ptrace
 from ..log import logger
-from ..schema import B64, U64, Null, Obj, Str
+from ..schema import B64, U64, Enum, Null, Obj, Opt, Str
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -21,7 +21,10 @@ log = logger("ckpt.cpu")
 
 # A task's CPU state (docs/image-format.md, core-PID.json).
 SCHEMA = Obj(regs=Obj({n: U64 for n in ptrace.REG_NAMES}), xstate=B64(1 << 16),
-             syscall_note=Null(Str(200)))
+             syscall_note=Null(Str(200)),
+             in_call=Opt(Enum(libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)))
+# The image feature of ``in_call``.
+FEATURE = "in-call"
 
 _RESTART_AS_IS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
 # Calls the kernel never restarts, which return EINTR when the task is merely stopped
@@ -73,30 +76,65 @@ def fix_interrupted_syscall(regs: ptrace.UserRegs) -> str | None:
     return None
 
 
+def in_call(regs: ptrace.UserRegs) -> int | None:
+    """For a task frozen in a syscall that it will run again (``fix_interrupted_syscall``):
+    the restart code with which the kernel would have it wait there, so that a signal
+    handler running before it is back in the call makes it return EINTR, or restarts it,
+    as the kernel decides (ERESTARTNOHAND: EINTR; ERESTARTSYS: EINTR unless SA_RESTART;
+    ERESTARTNOINTR: restarted). The calls restarted through a restart block, and semop,
+    take ERESTARTNOHAND: a handler makes them return EINTR. None otherwise."""
+    nr = _signed(regs.orig_rax)
+    err = -_signed(regs.rax)
+    if nr < 0:
+        return None
+    if err in _RESTART_AS_IS:
+        return err
+    if (err == _EINTR and nr in _EINTR_WHEN_STOPPED) or (
+            err == libc.ERESTART_RESTARTBLOCK and nr in _RERUN_WHEN_RESTARTED):
+        return libc.ERESTARTNOHAND
+    return None
+
+
 def on_release(regs: ptrace.UserRegs) -> ptrace.UserRegs:
     """The registers a task frozen and released unchanged (a refused dump, -R) gets
-    back: one frozen in semop or semtimedop runs it again rather than see the EINTR
-    the stop caused; the kernel restarts the other calls itself."""
+    back: one frozen in semop or semtimedop waits in it again (ERESTARTNOHAND) rather
+    than see the EINTR the stop caused; the kernel restarts the other calls itself."""
     if _signed(regs.orig_rax) in _EINTR_WHEN_STOPPED and -_signed(regs.rax) == _EINTR:
         regs = regs.copy()
-        regs.rax = regs.orig_rax
-        regs.rip -= 2
+        regs.rax = (-libc.ERESTARTNOHAND) % _U64
     return regs
 
 
 def dump(pid: int, regs: ptrace.UserRegs) -> dict[str, Any]:
     """The task's CPU state; ``regs`` are those read when it was frozen."""
     fixed = regs.copy()
+    code = in_call(regs)
     note = fix_interrupted_syscall(fixed)
     if note:
         log.info("task %d was in a syscall: %s", pid, note)
     fixed.orig_rax = _U64 - 1
     xstate = ptrace.get_xstate(pid)
-    return {"regs": fixed.to_dict(), "xstate": binascii.b2a_base64(xstate, newline=False).decode(),
-            "syscall_note": note}
+    out = {"regs": fixed.to_dict(), "xstate": binascii.b2a_base64(xstate, newline=False).decode(),
+           "syscall_note": note}
+    if code is not None:
+        out["in_call"] = code
+    return out
 
 
 def restore(pid: int, cpu: dict[str, Any]) -> None:
-    """Load the saved registers and xstate into stopped task ``pid``."""
+    """Load the saved registers and xstate into stopped task ``pid``. With ``in_call``
+    the task is put back inside its syscall, as the kernel left it stopped there (the
+    restart code in rax), so it must be at a trap stop (``ptrace.trap_stop_all``): once
+    detached, the kernel runs the call again, or has it return EINTR should a signal
+    handler run first (mc waits in select for its SIGWINCH handler to interrupt it)."""
     ptrace.set_xstate(pid, binascii.a2b_base64(cpu["xstate"]))
-    ptrace.set_regs(pid, ptrace.UserRegs.from_dict(cpu["regs"]))
+    regs = ptrace.UserRegs.from_dict(cpu["regs"])
+    if "in_call" in cpu:
+        regs.orig_rax, regs.rax = regs.rax, (-cpu["in_call"]) % _U64
+        regs.rip += 2
+    ptrace.set_regs(pid, regs)
+
+
+def needs_trap_stop(cpu: dict[str, Any]) -> bool:
+    """Whether ``restore`` needs the task at a trap stop."""
+    return "in_call" in cpu
