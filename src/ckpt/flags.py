@@ -55,6 +55,9 @@ def size(text: str) -> int:
     return int(m[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[m[2].upper()]
 
 
+_SPELLINGS: dict[tuple[str, ...], tuple[str, str]] = {}  # Flag.names -> (long, dest)
+
+
 @dataclass(frozen=True)
 class Flag:
     """One of criu's flags and what ckpt does with it."""
@@ -78,11 +81,20 @@ class Flag:
 
     @property
     def long(self) -> str:
-        return next((n for n in self.names if n.startswith("--")), self.names[0])
+        return self._spellings()[0]
 
     @property
     def dest(self) -> str:
-        return self.long.lstrip("-").replace("-", "_")
+        return self._spellings()[1]
+
+    def _spellings(self) -> tuple[str, str]:
+        """(long, dest), worked out once per flag: a command asks for every flag's
+        several times (parse_simple, screen, api_kwargs), some 600 times in all."""
+        got = _SPELLINGS.get(self.names)
+        if got is None:
+            long = next((n for n in self.names if n.startswith("--")), self.names[0])
+            got = _SPELLINGS[self.names] = (long, long.lstrip("-").replace("-", "_"))
+        return got
 
     def effect_on(self, command: str) -> tuple[str, str]:
         """(effect, what) of this flag given to ``command``."""
