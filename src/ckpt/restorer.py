@@ -35,7 +35,7 @@ from .hooks import Notify, ignore
 from .images import INVENTORY, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
-from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot
+from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot, vdso
 from .kernel.inject import BATCH_CODE, BATCH_ENTRY, BatchArea, Injector, vdso_syscall_offset
 from .log import logger
 from .pages import fill
@@ -91,11 +91,10 @@ class RestoreResult:
 
 
 def _own_vdso_offset() -> int:
-    for v in procfs.maps_named(os.getpid(), ("[vdso]",)):
-        with open("/proc/self/mem", "rb") as f:
-            f.seek(v.start)
-            return vdso_syscall_offset(f.read(v.size))
-    raise RestoreError("ckpt itself has no vDSO; cannot restore")
+    image = vdso.own_image()
+    if not image:
+        raise RestoreError("ckpt itself has no vDSO; cannot restore")
+    return vdso_syscall_offset(image)
 
 
 def _stand_ins(images: ImageReader, inv: dict[str, Any]) -> list[standins.StandIn]:

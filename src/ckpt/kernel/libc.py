@@ -282,6 +282,16 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return syscall("prctl", option, arg2, arg3, arg4, arg5)
 
 
+AT_SYSINFO_EHDR = 33  # auxiliary vector: where this process's vDSO starts
+
+
+def getauxval(kind: int) -> int:
+    """An entry of this process's auxiliary vector (0 when it has none)."""
+    _libc.getauxval.restype = ctypes.c_ulong
+    _libc.getauxval.argtypes = [ctypes.c_ulong]
+    return int(_libc.getauxval(kind))
+
+
 def set_child_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
 

@@ -1,9 +1,10 @@
 """The vDSO areas of a process (``[vvar]``, ``[vvar_vclock]``, ``[vdso]``): moving
 them together, each at the same distance from the others, with injected ``mremap``;
-and the padding after the vDSO's ELF image, which no code runs."""
+the padding after the vDSO's ELF image, which no code runs; and ckpt's own vDSO image."""
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from .inject import InjectionError, Injector
 from .procfs import Vma
 
 NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
+_IMAGE_MAX = 1 << 20  # no vDSO is larger: a bound on what a bad header makes us read
 
 
 class MoveError(InjectionError):
@@ -54,11 +56,10 @@ def move_together(inj: Injector, found: Sequence[Vma], to: int) -> dict[str, int
     return out
 
 
-def padding(image: bytes, need: int) -> int | None:
-    """The offset of ``need`` zero bytes (16-aligned) after the end of the ELF image
-    ``image`` (a [vdso] area as read from memory): past its section headers and the
-    contents of its segments, in the page rounding that nothing runs; None if there
-    is no such room."""
+def image_end(image: bytes) -> int | None:
+    """Where the ELF image at the start of ``image`` ends: past its section headers and
+    the contents of its segments; None if ``image`` holds no 64-bit ELF header, or not
+    all of its program headers."""
     if len(image) < 64 or image[:4] != b"\x7fELF" or image[4] != 2:
         return None
     phoff, shoff = struct.unpack_from("<QQ", image, 0x20)
@@ -70,6 +71,34 @@ def padding(image: bytes, need: int) -> int | None:
             return None
         offset, _, _, filesz = struct.unpack_from("<QQQQ", image, at + 8)
         end = max(end, offset + filesz)
+    return end
+
+
+def own_image() -> bytes:
+    """This process's own vDSO's ELF image, found through its auxiliary vector and read
+    in place: no /proc/self/maps to read and parse (it holds some 200 lines in a
+    Python process). Empty if the process has no vDSO."""
+    base = libc.getauxval(libc.AT_SYSINFO_EHDR)
+    if not base:
+        return b""
+    head = ctypes.string_at(base, 64)
+    if head[:4] != b"\x7fELF":
+        return b""
+    phoff = struct.unpack_from("<Q", head, 0x20)[0]
+    phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+    headers = ctypes.string_at(base, min(phoff + phnum * phentsize, _IMAGE_MAX))
+    end = image_end(headers)  # within the image's first page, with the headers it spans
+    return ctypes.string_at(base, min(end, _IMAGE_MAX)) if end else b""
+
+
+def padding(image: bytes, need: int) -> int | None:
+    """The offset of ``need`` zero bytes (16-aligned) after the end of the ELF image
+    ``image`` (a [vdso] area as read from memory): past its section headers and the
+    contents of its segments, in the page rounding that nothing runs; None if there
+    is no such room."""
+    end = image_end(image)
+    if end is None:
+        return None
     start = (end + 15) & ~15
     if start + need > len(image) or any(image[start:start + need]):
         return None
