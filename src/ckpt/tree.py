@@ -294,6 +294,7 @@ class Creation:
             return [kid for kid in node.late if not kid.zombie]
         with Injector(node.pid, self.helper.site, ptrace.get_regs(node.pid),
                       options=ptrace_options(node), batch=self.helper.batch) as inj:
+            task.unregister_rseq(node.pid, inj)  # queued: in the round trip of its fds
             self._give_fds(node, inj)
             self.join_cgroups(node.pid)
             self._restore_memory(node, inj)
@@ -322,7 +323,6 @@ class Creation:
         faults.point("restore.task.fds")
 
     def _restore_memory(self, node: Node, inj: Injector) -> None:
-        task.unregister_rseq(node.pid, inj)
         parent = node.parent.mm if node.parent is not None else None
         mem.restore(node.pid, inj, node.mm, self.images_dir, self.helper.start,
                     self.helper.size, self.shmem, node.segments, parent, self.held,

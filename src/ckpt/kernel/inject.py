@@ -158,7 +158,8 @@ class Injector:
         self._parked: tuple[int, bytes, int] | None = None  # park_at's (address, bytes, site)
         self._at_exit = False  # the task waits at a syscall-exit stop of ours
         self.batch = batch
-        self._queue: list[tuple[str, tuple[int, ...], bool]] = []  # (name, args, check)
+        # (name, args, check, errnos that count as success)
+        self._queue: list[tuple[str, tuple[int, ...], bool, tuple[int, ...]]] = []
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
 
     def close(self) -> None:
@@ -186,7 +187,7 @@ class Injector:
         Calls queued by ``later`` run first, in the same round trip when they can."""
         if self._queue:
             if name not in _ALONE:
-                self._queue.append((name, args, False))
+                self._queue.append((name, args, False, ()))
                 return self._run_queue()[-1]
             self.flush()
         with interrupts.held():  # never leave the task with borrowed registers
@@ -212,7 +213,7 @@ class Injector:
         assert self.batch is not None
         out: list[int] = []
         for name, args in calls:
-            self._queue.append((name, args, False))
+            self._queue.append((name, args, False, ()))
             if len(self._queue) >= self.batch.entries:
                 out += self._run_queue()
         if self._queue:
@@ -287,18 +288,20 @@ class Injector:
             raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
         return res
 
-    def later(self, name: str, *args: int, check: bool = True) -> None:
+    def later(self, name: str, *args: int, check: bool = True, ok: tuple[int, ...] = ()
+              ) -> None:
         """Queue syscall ``name``, whose result nobody needs, to run before the next call
         (see the module doc); ``check``: its failure raises InjectionError then, and the
-        calls queued after it do not run. Its arguments must point to nothing in the
-        task's memory: ``write`` does not wait for the queue. Without a batch area it
-        runs at once."""
+        calls queued after it do not run; ``ok``: errnos that are no failure (the calls
+        after it run whatever it returns, and ckpt raises for the others once they ran).
+        Its arguments must point to nothing in the task's memory: ``write`` does not
+        wait for the queue. Without a batch area it runs at once."""
         if self.batch is None:
             res = self.raw(name, *args)
-            if check:
+            if check and -res not in ok:
                 self._checked(name, res)
             return
-        self._queue.append((name, args, check))
+        self._queue.append((name, args, check, ok))
         if len(self._queue) >= self.batch.entries:
             self.flush()
 
@@ -320,10 +323,10 @@ class Injector:
         assert self.batch is not None
         queue, self._queue = self._queue, []
         table = bytearray()
-        for name, args, check in queue:
+        for name, args, check, ok in queue:
             padded = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
-            table += struct.pack("<II6QQ", libc.NR[name], _MUST_SUCCEED if check else 0,
-                                 *padded, 0)
+            table += struct.pack("<II6QQ", libc.NR[name],
+                                 _MUST_SUCCEED if check and not ok else 0, *padded, 0)
         table += _END
         area = self.batch
         with interrupts.held():
@@ -346,12 +349,12 @@ class Injector:
         self.trips += 1
         done = self.read(area.table, BATCH_ENTRY * len(queue))
         results = []
-        for i, (name, _args, check) in enumerate(queue):
+        for i, (name, _args, check, ok) in enumerate(queue):
             res = struct.unpack_from("<Q", done, i * BATCH_ENTRY + 56)[0]
             res = res - _U64 if res >= 1 << 63 else res
             results.append(res)
             self.count += 1
-            if check:
+            if check and -res not in ok:
                 self._checked(name, res)
         return results
 

@@ -343,7 +343,8 @@ def _own_rseq_area(regs: ptrace.UserRegs) -> tuple[int, int, int]:
 
 
 def unregister_rseq(pid: int, inj: Injector) -> None:
-    """Drop the fresh child's rseq area before its memory goes away (it would crash)."""
+    """Drop the fresh child's rseq area before its memory goes away (it would crash):
+    queued (``Injector.later``), to run with the next calls."""
     try:
         conf = ptrace.get_rseq(pid)
         area = (conf.rseq_abi_pointer, conf.rseq_abi_size, conf.signature)
@@ -351,10 +352,9 @@ def unregister_rseq(pid: int, inj: Injector) -> None:
         if e.errno not in (errno.EIO, errno.EINVAL):
             raise
         area = _own_rseq_area(ptrace.get_regs(pid))
-    if area[0]:
-        res = inj.raw("rseq", area[0], area[1], libc.RSEQ_FLAG_UNREGISTER, area[2])
-        if res < 0 and res != -errno.EINVAL:  # EINVAL: none registered there
-            raise OSError(-res, f"rseq unregister in process {pid}: {os.strerror(-res)}")
+    if area[0]:  # EINVAL: none registered there
+        inj.later("rseq", area[0], area[1], libc.RSEQ_FLAG_UNREGISTER, area[2],
+                  ok=(errno.EINVAL,))
 
 
 def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any], fs: bool = True
