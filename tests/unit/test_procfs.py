@@ -260,3 +260,17 @@ def test_closed_fd_is_gone() -> None:
         procfs.fdinfo(os.getpid(), r)
     with pytest.raises(procfs.ProcessGone):
         procfs.fd_link(os.getpid(), r)
+
+
+def test_own_vdso_image_is_what_the_vdso_mapping_holds() -> None:
+    """vdso.own_image (through the auxiliary vector) reads the ELF image at the start of
+    the [vdso] that /proc/self/maps shows, and a restore finds its syscall site in it."""
+    from ckpt.kernel import inject, vdso
+    (area,) = procfs.maps_named(os.getpid(), ("[vdso]",))
+    with open("/proc/self/mem", "rb") as f:
+        f.seek(area.start)
+        whole = f.read(area.size)
+    image = vdso.own_image()
+    assert image[:4] == b"\x7fELF" and 0 < len(image) <= area.size
+    assert whole.startswith(image) and len(image) == vdso.image_end(whole)
+    assert inject.vdso_syscall_offset(image) == inject.vdso_syscall_offset(whole)
