@@ -162,3 +162,19 @@ def test_show_one_file_checks_its_schema(tmp_path: Path) -> None:
         res = run_ckpt("show", d / name)
         assert res.returncode == 1 and res.stderr == \
             f"ckpt show: error: {d / name}: {why}\n", res.stderr
+
+
+@pytest.mark.parametrize("pattern", sorted(s._PLAIN_PATTERNS))
+def test_patterns_tested_without_a_regex_say_what_the_regex_says(pattern: str) -> None:
+    import random
+    import re
+    regex, test = re.compile(pattern), s._PLAIN_PATTERNS[pattern]
+    rnd = random.Random(12)
+    alphabet = "pages-.img0123456789aZ_\u00e9\u0663/\n "
+    for _ in range(20000):
+        value = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 10)))
+        value = rnd.choice(["", "pages-"]) + value + rnd.choice(["", ".img"])
+        assert bool(regex.fullmatch(value)) == bool(test(value)), value
+    field = s.Str(pattern=pattern)
+    with pytest.raises(s.Bad, match=re.escape(f"is not of the form {pattern}")):
+        field.check("-")
