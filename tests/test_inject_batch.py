@@ -91,3 +91,21 @@ def test_a_failed_checked_call_stops_the_batch(traced: tuple[int, Injector]) -> 
     assert f"{FREE:x}-" not in _maps(pid)  # after the failure: not run
     assert inj.call("getpid") == pid  # the process goes on taking calls
     assert os.path.exists(f"/proc/{pid}") and inj.trips == 2
+
+
+def test_errnos_that_are_no_failure_let_the_batch_go_on(traced: tuple[int, Injector]) -> None:
+    """``ok``: a call failing with one of those errnos is no failure, the calls after it
+    run; failing with another it raises, once the batch ran (Restore unregisters rseq
+    so: EINVAL when none is registered)."""
+    pid, inj = traced
+    inj.later("close", 1 << 20, ok=(errno.EBADF,))
+    inj.later("mmap", FREE, 4096, libc.PROT_READ, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS
+              | libc.MAP_FIXED, -1, 0)
+    inj.flush()
+    assert f"{FREE:x}-" in _maps(pid) and inj.trips == 1
+    inj.later("close", 1 << 20, ok=(errno.EINVAL,))
+    inj.later("munmap", FREE, 4096)
+    with pytest.raises(InjectionError) as e:
+        inj.flush()
+    assert e.value.errno == errno.EBADF and "close in process" in str(e.value)
+    assert f"{FREE:x}-" not in _maps(pid)  # the call after it ran
