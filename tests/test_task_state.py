@@ -76,7 +76,7 @@ def test_signal_and_task_state(build: Builder, procs: Procs, images: Path,
 # whatever the flag (ERESTARTNOHAND, or a restart block); read returns EINTR without
 # SA_RESTART and goes on waiting with it (ERESTARTSYS).
 INTERRUPTED_CALLS = [("select", 0), ("select", 1), ("pselect", 1), ("poll", 1), ("pause", 1),
-                     ("nanosleep", 1), ("read", 0), ("read", 1)]
+                     ("nanosleep", 1), ("read", 0), ("read", 1), ("thread-select", 1)]
 
 
 @pytest.mark.parametrize("call,sa_restart", INTERRUPTED_CALLS,
@@ -87,8 +87,9 @@ def test_signal_at_resume_interrupts_the_call(call: str, sa_restart: int, build:
     action script, before the process is back in its call) is handled as if the process
     had slept in the call all along: select with an SA_RESTART handler returns EINTR, as
     mc's main loop needs to redraw after SIGWINCH. Run again from user space, the call
-    would wait for ever with the handler's work undone."""
-    target = procs.start([build("waitsig"), call, str(sa_restart)])
+    would wait for ever with the handler's work undone. thread-select: in a second
+    thread, the first waiting in pthread_join with the signal blocked."""
+    target = procs.start([build("waitsig", extra=["-pthread"]), call, str(sa_restart)])
     target.out.wait_line("^waiting$")
     wait_until(lambda: proc_state(target.pid) == "S", 5, "the call to block")
     dump_and_check_dead(procs, target, images)

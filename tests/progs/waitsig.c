@@ -6,10 +6,13 @@
  * waits again; so after a signal the output shows whether the call was interrupted
  * (EINTR, as the kernel does for a handler that ran while the process slept in it)
  * or restarted (no "woke"; read with SA_RESTART).
+ * CALL thread-select: the same select in a second thread, the first one waiting for it
+ * (pthread_join) with SIGUSR1 blocked, so that the process's signal goes to the second.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,6 +55,17 @@ static int wait_once(const char *call, int fd)
     return (int)read(fd, &c, 1);
 }
 
+static int pipe_rd;
+
+static void *waiter(void *call)
+{
+    for (;;) {
+        int r = wait_once(call, pipe_rd);
+        printf("woke %s\n", r < 0 ? strerrorname_np(errno) : "0");
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3)
@@ -63,6 +77,19 @@ int main(int argc, char **argv)
     if (pipe(p))
         return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!strncmp(argv[1], "thread-", 7)) {
+        pthread_t t;
+        sigset_t usr1;
+        pipe_rd = p[0];
+        if (pthread_create(&t, NULL, waiter, argv[1] + 7))
+            return 1;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+        printf("waiting\n");
+        pthread_join(t, NULL);
+        return 0;
+    }
     printf("waiting\n");
     for (;;) {
         int r = wait_once(argv[1], p[0]);
