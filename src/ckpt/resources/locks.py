@@ -77,13 +77,15 @@ def describe(lock: dict[str, Any]) -> str:
 
 class DumpLocks:
     """The locks of one dump, found fd by fd (``add``), then checked against the tree
-    and /proc/locks (``check_tree``). ``saved`` is what goes into locks.json."""
+    and /proc/locks (``check_tree``), read from when it is made (the tree frozen) while
+    the dump goes on. ``saved`` is what goes into locks.json."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.saved: list[dict[str, Any]] = []
         self._by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._inodes: set[tuple[int, int, int]] = set()  # (major, minor, ino) of locks seen
+        self._system = procfs.LocksSoon()  # made once the tree is frozen: read meanwhile
 
     def add(self, f: OpenFd, fid: str, owner: int) -> None:
         """The locks fd ``f`` shows (``fid`` its description; ``owner`` the process whose
@@ -132,7 +134,7 @@ class DumpLocks:
         mapping of its file (``mappings``: each process's saved mappings, parents
         first); refuse any other lock held through no fd (a file passed to a process
         outside, a POSIX lock): the restore could not take it again."""
-        for raw in procfs.locks():
+        for raw in self._system.result():
             if (raw.waiting or raw.kind not in _KINDS or raw.state == "BREAKER"
                     or (raw.major, raw.minor, raw.ino) in self._inodes):
                 continue
