@@ -114,6 +114,9 @@ IMAGE_NAME = LazyPattern(r"inventory\.json(\.tmp)?|pages-sent\.txt|[a-z][a-z-]*(
 
 
 def _canonical(obj: Any) -> bytes:
+    """``obj`` as compact JSON, keys sorted: what the inventory's checksum covers, and
+    every JSON image's text (json's C encoder writes it; with an indent, json writes
+    in Python, about 1 ms per 10 KB)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -255,7 +258,7 @@ class ImageWriter:
             os.close(fd)
 
     def write_json(self, name: str, obj: Any) -> None:
-        data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
+        data = _canonical(obj) + b"\n"
         self._write(name, data)
         self.files[name] = {"size": len(data), "crc32": zlib.crc32(data)}
         if self.remote is not None:
@@ -301,7 +304,7 @@ class ImageWriter:
     def write_json_plain(self, name: str, obj: Any) -> None:
         """``name`` written under a temporary name, then renamed: never half there."""
         tmp = name + ".tmp"
-        self._write(tmp, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n")
+        self._write(tmp, _canonical(obj) + b"\n")
         self.folder.rename(tmp, name)
         self._created.append(name)
 
