@@ -1,21 +1,22 @@
-"""Compiled code of the methods ``dataclasses`` writes for ckpt's classes, kept in a
-file next to ckpt's byte code: each ``@dataclass`` compiles its ``__init__``,
-``__repr__``, ``__eq__``... from source as its module is imported, about 15 ms of a
-command's start-up (a fifth of its imports). ``install`` makes ``dataclasses`` look
-each source up in the file first; a source not found there (the code changed since
-the file was made, another Python) compiles as before. ``python -m ckpt.dccache``
-(scripts/bootstrap.sh) makes the file by importing every module of ckpt.
+"""Compiled code of the methods ckpt's dataclasses write (kernel/record.py), kept in a
+file next to ckpt's byte code: compiling each from source costs about 0.1 ms, and a
+command writes dozens. ``install`` makes record.py look each source up in the file
+first (read on the first method written); a source not found there (the code changed
+since the file was made, another Python) compiles as before. ``python -m
+ckpt.dccache`` (scripts/bootstrap.sh) makes the file by importing every module of
+ckpt and writing every method of every class.
 
 The file holds code run as ckpt's own, as its byte code is: it is read only from
 ckpt's ``__pycache__``, in the format of this Python (the magic number of its byte
-code first)."""
+code first): {source: marshalled code}, each code unmarshalled when first used."""
 
 from __future__ import annotations
 
-import builtins
 import marshal
 import os
 import sys
+
+from .kernel import record
 
 PATH = os.path.join(os.path.dirname(__file__), "__pycache__",
                     f"dataclasses.{sys.implementation.cache_tag}.bin")
@@ -25,14 +26,9 @@ def _magic() -> bytes:
     return sys.modules["_frozen_importlib_external"].MAGIC_NUMBER  # type: ignore[no-any-return]
 
 
-def _compile(source: str) -> object:
-    # as exec(source) in dataclasses compiles it: no __future__ flags of this module
-    return compile(source, "<string>", "exec", dont_inherit=True)
-
-
-def load(path: str = PATH) -> dict[str, object]:
-    """The table of the file at ``path``: {source: code}; empty when there is none or it
-    is not this Python's."""
+def load(path: str = PATH) -> dict[str, bytes]:
+    """The table of the file at ``path``: {source: marshalled code}; empty when there is
+    none or it is not this Python's."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -48,40 +44,38 @@ def load(path: str = PATH) -> dict[str, object]:
     return table if isinstance(table, dict) else {}
 
 
-def install(path: str = PATH) -> int:
-    """Have ``dataclasses`` take the code of the file at ``path`` for the sources it
-    holds; the number of sources (0: nothing changed)."""
-    import dataclasses
-    table = load(path)
-    if not table or not hasattr(dataclasses, "_create_fn"):
-        return 0
+def install(path: str = PATH) -> None:
+    """Have record.py take the code of the file at ``path`` for the sources it holds."""
+    table: dict[str, bytes] | None = None
 
-    def exec_cached(source: object, globals: dict | None = None,  # noqa: A002
-                    locals: dict | None = None) -> None:  # noqa: A002
-        code = table.get(source) if isinstance(source, str) else None
-        if code is None:
-            code = _compile(source) if isinstance(source, str) else source
-        builtins.exec(code, globals, locals)  # type: ignore[arg-type]
+    def compile_cached(source: str) -> object:
+        nonlocal table
+        if table is None:
+            table = load(path)
+        raw = table.get(source)
+        if raw is not None:
+            try:
+                return marshal.loads(raw)
+            except (EOFError, ValueError, TypeError):
+                pass
+        return record._compile(source)
 
-    dataclasses.exec = exec_cached  # type: ignore[attr-defined]  # its only exec
-    return len(table)
+    record.compiler = compile_cached
 
 
 def build(path: str = PATH) -> int:
-    """Import every module of ckpt, noting the code of each method ``dataclasses``
-    writes, and save it at ``path``; the number of sources saved."""
-    import dataclasses
+    """Import every module of ckpt, write every method of its dataclasses, and save the
+    code of each at ``path``; the number of sources saved."""
     import importlib
     import pkgutil
-    table: dict[str, object] = {}
+    table: dict[str, bytes] = {}
 
-    def exec_noted(source: object, globals: dict | None = None,  # noqa: A002
-                   locals: dict | None = None) -> None:  # noqa: A002
-        if isinstance(source, str):
-            source = table.setdefault(source, _compile(source))
-        builtins.exec(source, globals, locals)  # type: ignore[arg-type]
+    def compile_noted(source: str) -> object:
+        code = record._compile(source)
+        table[source] = marshal.dumps(code)
+        return code
 
-    dataclasses.exec = exec_noted  # type: ignore[attr-defined]
+    record.compiler = compile_noted
     try:
         for mod in pkgutil.walk_packages([os.path.dirname(__file__)], "ckpt."):
             if mod.name.rpartition(".")[2] == "__main__" or mod.name in sys.modules:
@@ -90,8 +84,11 @@ def build(path: str = PATH) -> int:
                 importlib.import_module(mod.name)
             except ImportError:  # an optional module's dependency missing: its methods compile
                 continue
+        for cls in record.CLASSES:
+            for method in record.unwritten(cls):
+                record.write(cls, method)
     finally:
-        del dataclasses.exec  # type: ignore[attr-defined]
+        record.compiler = record._compile
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:

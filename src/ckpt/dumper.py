@@ -21,7 +21,6 @@ import errno
 import os
 import select
 import time
-from dataclasses import dataclass, field
 
 from . import faults, guard, recovery, standins
 from .errors import CkptError, DumpError, TransientError, UnsupportedError
@@ -29,6 +28,7 @@ from .hooks import Notify, ignore
 from .images import ImageWriter
 from .kernel import interrupts, libc, nsenter, procfs, ptrace, treeroot, vdso
 from .kernel.inject import PARK_CODE, Injector, find_syscall_site, resumable
+from .kernel.record import dataclass, field
 from .log import logger
 from .pages import forked
 from .pages.save import DumpMemory, ForkParent

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 from .errors import UnsupportedError, UsageError
+from .kernel.record import dataclass
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import stat
 import zlib
 from collections.abc import Callable
 
+from . import jsontext
 from .errors import CkptError, ImageError
 from .kernel import safefs
 from .kernel.lazyre import LazyPattern
@@ -117,7 +117,7 @@ def _canonical(obj: Any) -> bytes:
     """``obj`` as compact JSON, keys sorted: what the inventory's checksum covers, and
     every JSON image's text (json's C encoder writes it; with an indent, json writes
     in Python, about 1 ms per 10 KB)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return jsontext.dumps(obj).encode()
 
 
 class Folder:
@@ -350,7 +350,7 @@ class ImageReader:
         except OSError as e:
             raise _unreadable(path, e) from None
         try:
-            inv = json.loads(raw)
+            inv = jsontext.loads(raw)
         except (ValueError, RecursionError) as e:
             raise ImageError(f"{path}: corrupted ({e})") from None
         if not isinstance(inv, dict) or inv.get("format") != FORMAT:
@@ -481,10 +481,10 @@ class ImageReader:
         try:
             data = self._verified.pop(name, None)
             if data is not None:
-                self._json[name] = json.loads(data)
+                self._json[name] = jsontext.loads(data)
             else:
                 with open(self.path(name), "rb") as f:
-                    self._json[name] = json.load(f)
+                    self._json[name] = jsontext.loads(f.read())
         except FileNotFoundError:
             raise ImageError(f"{self.path(name)}: missing from the image folder") from None
         except OSError as e:

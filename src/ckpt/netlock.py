@@ -29,10 +29,10 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 
 from .errors import CkptError
 from .kernel import libc, procfs
+from .kernel.record import asdict, dataclass, field
 from .log import logger
 from .recovery import netlock_dir as notes_dir
 from .schema import U16, List, Obj, Str, Tup

@@ -31,12 +31,12 @@ import select
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from . import errors, recovery
 from .errors import RestoreError
 from .job_control import Foreground
 from .kernel import libc, pidns, procfs, safefs
+from .kernel.record import dataclass, field
 from .log import logger
 
 TYPE_CHECKING = False  # typing is not imported, for speed

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 
+from . import jsontext
 from .log import logger
 
 TYPE_CHECKING = False  # typing is not imported, for speed
@@ -76,7 +76,7 @@ class Note:
 
     def _add(self, entry: dict[str, Any]) -> None:
         if self._open():
-            os.write(self.fd, json.dumps(entry, separators=(",", ":")).encode() + b"\n")
+            os.write(self.fd, jsontext.dumps(entry).encode() + b"\n")
 
     def process(self, pid: int, started: int, threads: list[tuple[int, ptrace.UserRegs, int]],
                 park: int | None, scratch: tuple[int, int]) -> None:
@@ -136,7 +136,7 @@ def _recover_dumps() -> None:
             if os.fstat(fd).st_nlink == 0:
                 continue  # recovered and removed meanwhile
             with os.fdopen(os.dup(fd), "rb") as f:
-                entries = [json.loads(line) for line in f if line.endswith(b"\n")]
+                entries = [jsontext.loads(line) for line in f if line.endswith(b"\n")]
             _recover(name, entries, fd)
             os.unlink(path)
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -225,7 +225,7 @@ def _note_again(note: int, entry: dict[str, Any], tids: list[int]) -> None:
     from .kernel.inject import resumable
     threads = [{"tid": tid, "regs": resumable(ptrace.get_regs(tid)).to_dict(),
                 "mask": ptrace.get_sigmask(tid)} for tid in tids]
-    os.write(note, json.dumps({**entry, "threads": threads}, separators=(",", ":")).encode()
+    os.write(note, jsontext.dumps({**entry, "threads": threads}).encode()
              + b"\n")
 
 

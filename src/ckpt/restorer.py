@@ -27,7 +27,6 @@ import struct
 import termios
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import faults, guard, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError
@@ -37,6 +36,7 @@ from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
 from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot, vdso
 from .kernel.inject import BATCH_CODE, BATCH_ENTRY, BatchArea, Injector, vdso_syscall_offset
+from .kernel.record import dataclass, field
 from .log import logger
 from .pages import fill
 from .pages.chain import Chain

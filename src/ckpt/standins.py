@@ -16,8 +16,8 @@ cannot rebuild (``Unbuildable``), the restore to build it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
+from .kernel.record import dataclass, field
 from .schema import BOOL, PID, List, Obj
 
 TYPE_CHECKING = False  # typing is not imported, for speed

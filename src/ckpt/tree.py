@@ -29,12 +29,12 @@ import os
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from . import faults, standins
 from .errors import RestoreError
 from .kernel import libc, nsenter, procfs, ptrace
 from .kernel.inject import BatchArea, Injector
+from .kernel.record import dataclass, field
 from .log import logger
 from .pages import fill
 from .pages.chain import Segment

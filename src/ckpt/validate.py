@@ -12,12 +12,11 @@ problem is an ``ImageError`` naming the file and the field; nothing has been cre
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from . import standins
 from .errors import ImageError
 from .images import FILES, FORMAT, INVENTORY, ImageReader
 from .kernel import libc
+from .kernel.record import dataclass, field
 from .resources import (
     cgroups,
     cpu,

@@ -60,36 +60,34 @@ def test_drivers_leave_out_what_few_commands_use() -> None:
 
 
 _METHODS = """
-import dataclasses, importlib, inspect, sys
+import importlib, sys
+from ckpt.kernel import record
 out = []
 for name in ("ckpt.kernel.procfs", "ckpt.resources.filekind", "ckpt.dumper", "ckpt.netlock"):
     mod = importlib.import_module(name)
     for cls in sorted(vars(mod).values(), key=repr):
-        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == name:
-            for meth in ("__init__", "__repr__", "__eq__", "__setattr__", "__hash__"):
-                fn = cls.__dict__.get(meth)
-                if fn is not None and hasattr(fn, "__code__"):
-                    out.append((cls.__qualname__, meth, str(inspect.signature(fn)),
-                                repr(fn.__annotations__), fn.__code__.co_code,
-                                fn.__code__.co_consts, fn.__code__.co_names))
+        if record.is_record(cls) and cls.__module__ == name:
+            for meth in record.unwritten(cls):
+                fn = record.write(cls, meth)
+                out.append((cls.__qualname__, meth, fn.__defaults__ is not None,
+                            fn.__code__.co_code, fn.__code__.co_consts, fn.__code__.co_names,
+                            fn.__code__.co_varnames))
 print(repr(out))
 """
 
 
 def test_dataclass_code_from_the_file_is_the_code_compiled(tmp_path) -> None:
-    """Methods whose code came from dccache's file are those dataclasses compiles: same
-    signature, annotations (objects, not the strings ``from __future__`` would give),
-    byte code and constants; and the file is used (each of a module's methods a hit)."""
+    """Methods whose code came from dccache's file are those record.py compiles: same
+    byte code, constants and names; and the file is used (each method written a hit)."""
     path = tmp_path / "dataclasses.bin"
     built = _run(f"import ckpt.dccache as d; print(d.build({str(path)!r}))")
     assert int(built) > 100
     plain = _run(_METHODS)
-    hits = ("import ckpt.dccache as d, dataclasses, builtins; n = d.install("
-            f"{str(path)!r}); assert n > 100; ex = dataclasses.exec; table = d.load("
-            f"{str(path)!r}); seen = []; "
-            "dataclasses.exec = lambda s, g=None, l=None: (seen.append(s in table), "
-            "ex(s, g, l)); import ckpt.kernel.procfs; print(len(seen), all(seen))")
-    count, all_hits = _run(hits).split()
+    hits = (f"import ckpt.dccache as d; from ckpt.kernel import record; d.install({str(path)!r})"
+            f"; table = d.load({str(path)!r}); seen = []; cached = record.compiler\n"
+            "def noted(source):\n    seen.append(source in table)\n    return cached(source)\n"
+            "record.compiler = noted\n" + _METHODS + "print(len(seen), all(seen))")
+    count, all_hits = _run(hits).splitlines()[-1].split()
     assert int(count) > 10 and all_hits == "True"
     cached = _run(f"import ckpt.dccache as d; d.install({str(path)!r})\n" + _METHODS)
     assert cached == plain
@@ -99,8 +97,9 @@ def test_dataclass_code_from_the_file_is_the_code_compiled(tmp_path) -> None:
 def test_dataclass_code_of_another_source_still_compiles(tmp_path) -> None:
     path = tmp_path / "dataclasses.bin"
     _run(f"import ckpt.dccache as d; d.build({str(path)!r})")
-    out = _run(f"import ckpt.dccache as d; d.install({str(path)!r}); import dataclasses\n"
-               "@dataclasses.dataclass(frozen=True)\nclass Odd:\n    zz_unheard_of: int = 3\n"
+    out = _run(f"import ckpt.dccache as d; d.install({str(path)!r})\n"
+               "from ckpt.kernel.record import dataclass\n"
+               "@dataclass(frozen=True)\nclass Odd:\n    zz_unheard_of: int = 3\n"
                "print(Odd(), Odd(4) == Odd(4), hash(Odd()) == hash(Odd(3)))")
     assert out == "Odd(zz_unheard_of=3) True True"
 
@@ -108,7 +107,19 @@ def test_dataclass_code_of_another_source_still_compiles(tmp_path) -> None:
 def test_a_file_of_another_python_is_not_used(tmp_path) -> None:
     path = tmp_path / "dataclasses.bin"
     path.write_bytes(b"\0\0\r\n" + b"junk")
-    assert _run(f"import ckpt.dccache as d; print(d.install({str(path)!r}))") == "0"
+    assert _run(f"import ckpt.dccache as d; print(d.load({str(path)!r}))") == "{}"
+
+
+def test_commands_import_neither_dataclasses_nor_json_nor_re() -> None:
+    """ckpt's dataclasses (kernel/record.py) need not the standard module (which imports
+    re, enum, copy and inspect and writes every method at import); a dump writes JSON
+    with json's C encoder alone; regular expressions are compiled (and re imported) on
+    first use (kernel/lazyre.py), and a dump of a plain process uses none."""
+    out = _run("import sys; from ckpt import command; command.begin(); "
+               "import ckpt.cli, ckpt.dumper; "
+               "print(sorted(m for m in ('dataclasses', 'json', 'copy', 're', 'enum') "
+               "if m in sys.modules))")
+    assert out == "[]"
 
 
 def test_the_command_ends_with_its_status_its_output_and_its_log(tmp_path) -> None:
@@ -142,7 +153,8 @@ def test_a_dump_imports_only_what_a_dump_needs() -> None:
 
 def test_a_check_kept_for_the_boot_imports_no_probe(tmp_path) -> None:
     """A check printing what the last one found this boot imports neither the probes
-    nor what they run on (ctypes, ptrace, procfs): only check and recovery's notes."""
+    nor what they run on (ctypes, ptrace, procfs): only check and recovery's notes
+    (with jsontext, their JSON)."""
     cache = tmp_path / "check.json"
     _run(f"from ckpt import check; check.save_lines(check.cache_key(), ['note: kept'], "
          f"{str(cache)!r})")
@@ -153,7 +165,7 @@ def test_a_check_kept_for_the_boot_imports_no_probe(tmp_path) -> None:
                "print(status, sorted(m for m in set(sys.modules) - before "
                "if m.startswith(('ckpt', 'ctypes'))))")
     assert out.splitlines() == ["note: kept", "Looks good.",
-                                "0 ['ckpt.check', 'ckpt.recovery']"]
+                                "0 ['ckpt.check', 'ckpt.jsontext', 'ckpt.recovery']"]
 
 
 def test_a_dump_imports_only_what_it_runs() -> None:

@@ -9,8 +9,8 @@ path from its hierarchy's root, as the reader's cgroup namespace sees it.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
+
+from .record import dataclass
 
 V2 = ""  # the cgroup2 (unified) hierarchy's name
 
@@ -38,6 +38,9 @@ class Mount:
 
 
 def _unescape(field: str) -> str:
+    if "\\" not in field:  # the usual path: no octal escape, no regular expression
+        return field
+    import re
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 

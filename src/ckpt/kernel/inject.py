@@ -45,18 +45,17 @@ are restored (``stop_batching``).
 from __future__ import annotations
 
 import os
-import re
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
 from . import interrupts, libc, ptrace
-from .lazyre import LazyPattern
 from .procfs import ProcessGone
+from .record import dataclass
 
 _TRAP_FLAG = 0x100  # EFLAGS.TF
-_SYSCALL_SITE_RE = LazyPattern(rb"\xb8....\x0f\x05", re.S)
+_SYSCALL = b"\x0f\x05"
+_MOV_EAX = 0xB8
 _U64 = 1 << 64
 ALL_BLOCKED = _U64 - 1
 
@@ -100,9 +99,14 @@ class InjectionError(OSError):
 
 
 def find_syscall_site(code: bytes, base: int) -> int | None:
-    """The address of a ``syscall`` instruction that follows ``mov eax, imm32`` in ``code``."""
-    m = _SYSCALL_SITE_RE.search(code)
-    return base + m.start() + 5 if m else None
+    """The address of the first ``syscall`` instruction that follows ``mov eax, imm32``
+    (0xb8 and 4 bytes) in ``code``."""
+    at = code.find(_SYSCALL, 5)
+    while at >= 0:
+        if code[at - 5] == _MOV_EAX:
+            return base + at
+        at = code.find(_SYSCALL, at + 1)
+    return None
 
 
 def vdso_syscall_offset(vdso_code: bytes) -> int:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 from . import anon, treeroot
 from .procfs import Inode
+from .record import dataclass
 
 
 @dataclass

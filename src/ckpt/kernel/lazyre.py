@@ -3,10 +3,9 @@ at import would make each command pay, at start-up, for patterns it never uses."
 
 from __future__ import annotations
 
-import re
-
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    import re
     from typing import Any
 
 
@@ -21,5 +20,6 @@ class LazyPattern:
 
     def __getattr__(self, name: str) -> Any:  # match, search, finditer, pattern, ...
         if self._compiled is None:
+            import re  # here: re (with enum) costs a command that compiles no pattern
             self._compiled = re.compile(*self._args)
         return getattr(self._compiled, name)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from dataclasses import dataclass, field
 
 from . import libc
+from .record import dataclass, field
 
 # mount(2) flags, and the per-mount ones shown in mountinfo's fifth field
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8

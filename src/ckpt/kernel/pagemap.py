@@ -7,9 +7,9 @@ import ctypes
 import errno
 import os
 import struct
-from dataclasses import dataclass
 
 from . import libc
+from .record import dataclass
 
 PAGE = libc.PAGE_SIZE
 ENTRY = 8  # bytes per page

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
+
+from .record import dataclass
 
 _FILES = {(socket.AF_INET, "raw"): "raw", (socket.AF_INET6, "raw"): "raw6",
           (socket.AF_INET, "icmp"): "icmp", (socket.AF_INET6, "icmp"): "icmp6"}

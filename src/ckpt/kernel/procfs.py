@@ -18,9 +18,9 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from .lazyre import LazyPattern
+from .record import dataclass, field
 
 
 class ProcessGone(Exception):
@@ -209,29 +209,45 @@ class Vma:
         return self.perms[3] == "s"
 
 
-_MAPS_RE = LazyPattern(
-    rb"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$"
-)
+_HEX = b"0123456789abcdef"
+_HEX_CHARS = frozenset("0123456789abcdefABCDEF")
 
 
-_HEX_DIGITS = frozenset(b"0123456789abcdef")
+def _hex(field: bytes) -> bool:
+    return bool(field) and not field.strip(_HEX)
+
+
+def _vma(line: bytes) -> Vma | None:
+    """A line of maps (``START-END PERMS OFFSET MAJOR:MINOR INODE [PATH]``: the path may
+    hold spaces); None for any other line."""
+    parts = line.split(None, 5)
+    if len(parts) < 5:
+        return None
+    span, perms, offset, dev, inode = parts[:5]
+    lo, dash, hi = span.partition(b"-")
+    if not (dash and _hex(lo) and _hex(hi) and len(perms) == 4 and _hex(offset)
+            and inode.isdigit()):
+        return None
+    return Vma(int(lo, 16), int(hi, 16), perms.decode(), int(offset, 16), dev.decode(),
+               int(inode), os.fsdecode(parts[5]) if len(parts) > 5 else "")
 
 
 def parse_maps(raw: bytes) -> list[Vma]:
     """/proc/PID/maps or smaps (whose VmFlags lines go to the mapping above them). Only
     a line starting with a hex digit can be a mapping's: smaps's some 25 lines of
-    counters per mapping (``Rss:``...) are passed over without the pattern."""
+    counters per mapping (``Rss:``...) are passed over at once."""
     vmas: list[Vma] = []
-    match = _MAPS_RE.match
     for line in raw.split(b"\n"):
         if line and line[0] in _HEX_DIGITS:
-            m = match(line)
-            if m:
-                vmas.append(Vma(int(m[1], 16), int(m[2], 16), m[3].decode(), int(m[4], 16),
-                                m[5].decode(), int(m[6]), os.fsdecode(m[7])))
+            vma = _vma(line)
+            if vma is not None:
+                vmas.append(vma)
         elif line.startswith(b"VmFlags:") and vmas:
             vmas[-1].flags = line.decode("ascii", "replace").split()[1:]
     return vmas
+
+
+_HEX_DIGITS = frozenset(_HEX)
 
 
 def settle_stopped(pids: list[int], timeout: float = 1.0) -> None:
@@ -369,18 +385,26 @@ class FileLock:
     waiting: bool = False  # a request blocked behind the lock above it ("->")
 
 
-_LOCK_RE = LazyPattern(r"^\d+:\s+(->\s+)?(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+"
-                      r"([0-9a-fA-F]+):([0-9a-fA-F]+):(\d+)\s+(\d+)\s+(\d+|EOF)$")
-
-
 def parse_lock(line: str) -> FileLock | None:
-    """A line of /proc/locks (or what follows "lock:" in fdinfo); None if it has no
-    inode or a form ckpt does not know."""
-    m = _LOCK_RE.match(line.strip())
-    if m is None:
+    """A line of /proc/locks (or what follows "lock:" in fdinfo): ``N: [-> ]KIND STATE
+    TYPE PID MAJOR:MINOR:INODE START END``; None if it has no inode or a form ckpt does
+    not know."""
+    parts = line.split()
+    if len(parts) < 2 or not parts[0].endswith(":") or not parts[0][:-1].isdigit():
         return None
-    return FileLock(m[2], m[3], m[4], int(m[5]), int(m[6], 16), int(m[7], 16), int(m[8]),
-                    int(m[9]), None if m[10] == "EOF" else int(m[10]), bool(m[1]))
+    waiting = parts[1] == "->"
+    fields = parts[2:] if waiting else parts[1:]
+    if len(fields) != 7:
+        return None
+    kind, state, typ, pid, where, start, end = fields
+    dev = where.split(":")
+    if (len(dev) != 3 or not all(c in _HEX_CHARS for c in dev[0] + dev[1])
+            or not dev[0] or not dev[1] or not dev[2].isdigit()
+            or not pid.removeprefix("-").isdigit() or not start.isdigit()
+            or not (end.isdigit() or end == "EOF")):
+        return None
+    return FileLock(kind, state, typ, int(pid), int(dev[0], 16), int(dev[1], 16), int(dev[2]),
+                    int(start), None if end == "EOF" else int(end), waiting)
 
 
 def parse_locks(raw: bytes) -> list[FileLock]:

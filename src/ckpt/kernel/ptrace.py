@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
 
 from .libc import _check, _libc
 from .libc import syscall as raw_syscall
+from .record import dataclass
 
 PTRACE_CONT = 7
 PTRACE_KILL = 8

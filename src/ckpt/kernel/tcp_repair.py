@@ -14,7 +14,8 @@ import ipaddress
 import os
 import socket
 import struct
-from dataclasses import dataclass
+
+from .record import dataclass
 
 SOL_TCP = socket.IPPROTO_TCP
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22

@@ -9,9 +9,9 @@ import ctypes
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
 
 from . import libc
+from .record import dataclass
 
 UFFD_API = 0xAA
 # features

@@ -4,10 +4,9 @@ Python objects."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..images import ctypes_view
 from ..kernel import libc
+from ..kernel.record import dataclass
 
 BUF_SIZE = 1 << 20  # small enough to stay in the CPU cache
 RING = 4  # buffers of a write behind the copy (pages.behind)

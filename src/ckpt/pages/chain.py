@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass
 
 from ..errors import ImageError
 from ..images import ImageReader
 from ..kernel.libc import PAGE_SIZE as PAGE
+from ..kernel.record import dataclass
 from .compressed import FEATURE
 
 TYPE_CHECKING = False  # typing is not imported, for speed

@@ -20,9 +20,9 @@ Pure functions over ``mm-PID.json`` entries and pagemap bytes.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 
 from ..kernel.libc import PAGE_SIZE as PAGE
+from ..kernel.record import dataclass
 from .runs import merge_runs
 
 TYPE_CHECKING = False  # typing is not imported, for speed

@@ -31,13 +31,13 @@ import json
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
 
 from ..errors import ImageError, RestoreError
 from ..images import crc32
 from ..kernel import libc, uffd
 from ..kernel.inject import Injector
 from ..kernel.libc import PAGE_SIZE as PAGE
+from ..kernel.record import dataclass, field
 from . import fill
 from .buffer import BUF_SIZE, Buffer, page_buffer
 from .forked import Spans

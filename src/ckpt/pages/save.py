@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-from dataclasses import dataclass
 
 from .. import progress
 from ..images import ImageWriter, RawWriter
 from ..kernel import libc, pagemap
 from ..kernel.libc import PAGE_SIZE as PAGE
+from ..kernel.record import dataclass
 from ..log import logger
 from . import forked, select
 from .behind import WriteBehind, WriteThrough
@@ -86,8 +85,8 @@ class DumpMemory:
 
 def _same_runs(flags: bytes) -> list[tuple[int, int, int]]:
     """``(first, count, value)`` of each run of equal bytes in ``flags`` (0s and 1s)."""
-    return [(m.start(), m.end() - m.start(), flags[m.start()])
-            for m in re.finditer(rb"\x00+|\x01+", flags)]
+    return sorted((first, count, value) for value in (0, 1)
+                  for first, count in runs_of(flags, value))
 
 
 class CopyStopped(Exception):

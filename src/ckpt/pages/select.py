@@ -7,7 +7,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 
-from ..kernel.lazyre import LazyPattern
 from ..kernel.libc import PAGE_SIZE as PAGE
 
 DIGEST_SIZE = 16  # the first bytes of a page's SHA-256
@@ -39,13 +38,20 @@ _DIRTY = bytes(1 if b & 0x80 else 0 for b in range(256))
 # code = sel | cover<<1 | dirty<<2 | odd<<3  ->  0 not saved, 1 saved here, 2 in the parent
 _STATUS = bytes((SKIP if not c & 1 else PARENT if (c & 2 and not c & 12) else SAVE)
                 for c in range(256))
-_RUN = {SAVE: LazyPattern(b"\x01+"), PARENT: LazyPattern(b"\x02+")}
 
 
 def runs_of(status: bytes | bytearray, value: int) -> Iterator[tuple[int, int]]:
     """``(first page, count)`` of each run of pages whose status is ``value`` (1 or 2)."""
-    for m in _RUN[value].finditer(status):
-        yield m.start(), m.end() - m.start()
+    table = bytearray(256)
+    table[value] = 1
+    marks = status.translate(table)  # 1 where the status is ``value``, else 0
+    first = marks.find(1)
+    while first >= 0:
+        end = marks.find(0, first)
+        if end < 0:
+            end = len(marks)
+        yield first, end - first
+        first = marks.find(1, end)
 
 
 def selected(raw: bytes, kind: str, zero_pfn: int | None) -> bytearray:

@@ -47,11 +47,11 @@ import errno
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import InjectionError, Injector
+from ..kernel.record import dataclass
 from ..log import logger
 from ..schema import PID, STR, U32, U64, Int, List, Obj, Opt, Tup
 from . import nspids

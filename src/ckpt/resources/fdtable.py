@@ -22,11 +22,11 @@ import os
 import resource
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from ..errors import RestoreError
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
+from ..kernel.record import dataclass, field
 
 MAX_FD = 0xFFFFFFFF  # close_range's "to the end"
 CAP_SYS_RESOURCE = 24

@@ -15,12 +15,12 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..errors import UnsupportedError
 from ..images import ImageReader, ImageWriter
 from ..kernel import procfs
 from ..kernel.inject import Injector
+from ..kernel.record import dataclass, field
 from ..schema import Field, Opt, refuse
 
 TYPE_CHECKING = False  # typing is not imported, for speed

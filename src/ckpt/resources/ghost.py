@@ -34,7 +34,6 @@ it), a removed working directory is entered through it (``cwd_source``).
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import fcntl
 import mmap
@@ -172,6 +171,7 @@ class GhostStore:
         """
         key = (st.st_dev, st.st_ino)
         if key in self.saved:
+            import copy  # here: only a dump of a deleted file needs it
             return copy.deepcopy(self.saved[key])
         name = memfd_name(link) if st.st_nlink == 0 else None
         info: dict[str, Any] = {"id": len(self.saved) + 1}
@@ -228,6 +228,7 @@ class GhostStore:
         else:
             log.info("%s: %s saved (%s)", what, link, info.get("type"))
         self.saved[key] = info
+        import copy
         return copy.deepcopy(info)
 
     def _writer(self) -> RawWriter:

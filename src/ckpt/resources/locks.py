@@ -30,7 +30,6 @@ a mapping has ``"mapping"`` (the start of the mapping of ``pid``) in place of
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import os
 import struct
@@ -38,6 +37,7 @@ import struct
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import procfs
 from ..kernel.inject import InjectionError, Injector
+from ..kernel.record import replace
 from ..log import logger
 from ..schema import NAT, PID, STR, Int, List, Null, Obj, Opt, Str
 from .filekind import Description, OpenFd
@@ -142,7 +142,7 @@ class DumpLocks:
             if raw.pid == -1:  # an OFD lock: /proc/locks names no process
                 if not _ofd_of_tree(raw, pids, mappings or {}, what):
                     continue
-                raw = dataclasses.replace(raw, pid=next(iter(mappings or {})))
+                raw = replace(raw, pid=next(iter(mappings or {})))
             elif raw.pid not in pids:
                 continue
             if not self.enabled:

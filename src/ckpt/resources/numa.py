@@ -8,9 +8,8 @@ policy itself (injected ``set_mempolicy``), a mapping gets its own with ``mbind`
 
 from __future__ import annotations
 
-import re
-
 from ..kernel import procfs
+from ..kernel.lazyre import LazyPattern
 from ..schema import Int, List, Obj
 
 TYPE_CHECKING = False  # typing is not imported, for speed
@@ -30,7 +29,7 @@ MODE_MASK = 0xff
 # A policy: the mode with its flags, and the nodes.
 SCHEMA = Obj(mode=Int(1, 0xffff), nodes=List(Int(0, MAX_NODES - 1), max=MAX_NODES))
 
-_POLICY = re.compile(r"(weighted interleave|prefer \(many\)|interleave|default|prefer|local"
+_POLICY = LazyPattern(r"(weighted interleave|prefer \(many\)|interleave|default|prefer|local"
                      r"|bind)(?:=([a-z|]+))?(?::([0-9,-]+))?(?:\s|$)")
 
 
@@ -65,6 +64,8 @@ def set_thread_policy(inj: Injector, scratch: int, policy: dict[str, Any] | None
 def parse(text: str) -> dict[str, Any] | None:
     """The policy a numa_maps line shows after its address ("interleave:0-3 anon=..."),
     None for an unknown form."""
+    if text.startswith("default") and text[7:8] in ("", " "):  # most lines, no pattern
+        return {"mode": MODES["default"], "nodes": []}
     m = _POLICY.match(text)
     if m is None:
         return None

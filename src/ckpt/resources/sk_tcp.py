@@ -48,12 +48,12 @@ import select
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
 from ..kernel import procfs, sock_diag
 from ..kernel import tcp_repair as repair
+from ..kernel.record import dataclass, field
 from ..log import logger
 from ..schema import BOOL, NAT, U32, Either, Enum, Int, Null, Obj, Opt, Tup
 from .filekind import Description, DumpCtx, RestoreCtx
