@@ -7,7 +7,6 @@ exception, about 2 ms."""
 from __future__ import annotations
 
 import sys
-import types
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
 DEFERRED = ("inspect", "traceback")
 
 
-class _Deferred(types.ModuleType):
+class _Deferred(type(sys)):  # types.ModuleType, without importing types
     """Stands for a module not imported yet: the first attribute asked for imports it."""
 
     def __getattr__(self, name: str) -> Any:

@@ -16,7 +16,6 @@ images go over TCP to a ``ckpt page-server`` (page_server.py).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
@@ -24,11 +23,12 @@ import time
 
 from . import faults, guard, recovery, standins
 from .errors import CkptError, DumpError, TransientError, UnsupportedError
-from .hooks import Notify, ignore
+from .hooks import ignore
 from .images import ImageWriter
 from .kernel import interrupts, libc, nsenter, procfs, ptrace, treeroot, vdso
 from .kernel.inject import PARK_CODE, Injector, find_syscall_site, resumable
 from .kernel.record import dataclass, field
+from .kernel.scoped import Scope
 from .log import logger
 from .pages import forked
 from .pages.save import DumpMemory, ForkParent
@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # imported where used: most dumps need none of them
     from typing import Any
 
     from . import netlock, new_pidns
+    from .hooks import Notify
 
 log = logger("ckpt.dump")
 
@@ -863,7 +864,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     ok = False
     total = 0
     t_freeze = time.monotonic()
-    scope = contextlib.ExitStack()  # what holds while the tree is dumped
+    scope = Scope()  # what holds while the tree is dumped
     try:
         images = ImageWriter(images_dir, remote=remote, overwrite=overwrite)  # refused now
         tasks = _freeze_tree(pid)
@@ -883,9 +884,9 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         inside = nspids.dump({t.pid: [th.pid for th in t.threads] for t in tasks}, pid) \
             if "pid" in own_ns else None
         if "net" in own_ns:  # its sockets are found by sock_diag from inside it
-            scope.enter_context(nsenter.entered(pid, ["net"]))
+            scope.enter(nsenter.entered(pid, ["net"]))
         if "mnt" in own_ns:  # the tree's paths are under its own root
-            scope.enter_context(treeroot.at(f"/proc/{pid}/root"))
+            scope.enter(treeroot.at(f"/proc/{pid}/root"))
         elif ext_mounts:
             log.info("external mounts %s: the tree has no mount namespace of its own",
                      sorted(ext_mounts))

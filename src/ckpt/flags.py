@@ -19,15 +19,16 @@ REFUSE with its ``api`` keyword named: making it USE passes its value to
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
-from types import SimpleNamespace
+import sys
 
 from .errors import UnsupportedError, UsageError
 from .kernel.record import dataclass
 
+_Namespace = type(sys.implementation)  # types.SimpleNamespace, without importing types
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
 USE = "used"
@@ -428,7 +429,7 @@ def _simple_names() -> dict[str, tuple[Flag, bool]]:
 _SIMPLE_NAMES: dict[str, tuple[Flag, bool]] = {}
 
 
-def parse_simple(command: str, argv: Sequence[str]) -> SimpleNamespace | None:
+def parse_simple(command: str, argv: Sequence[str]) -> argparse.Namespace | None:
     """The arguments of criu command ``command`` (``argv``: those after its word) as
     argparse parses them with ``add_flags``, for a command line of plain words only:
     exact names, --NAME, --no-NAME, --NAME=VALUE, --NAME VALUE, -X, -X VALUE, a value
@@ -473,7 +474,7 @@ def parse_simple(command: str, argv: Sequence[str]) -> SimpleNamespace | None:
     for f, _ in names.values():  # argparse converts a default given as a string
         if f.dest not in given and isinstance(f.default, str) and f.value is not None:
             values[f.dest] = f.type(f.default)
-    return SimpleNamespace(command=command, **values)
+    return _Namespace(command=command, **values)
 
 
 # ------------------------------------------------------------ the command line before argparse

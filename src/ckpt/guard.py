@@ -26,10 +26,13 @@ from __future__ import annotations
 import _signal
 import os
 import select
-from collections.abc import Callable, Iterable
 
 from . import faults, recovery
 from . import log as ckpt_log
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 log = ckpt_log.logger("ckpt.guard")
 

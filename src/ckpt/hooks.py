@@ -9,14 +9,17 @@ a dump leaves the processes running, a restore kills what it created.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 
 from .errors import CkptError
 
-# notify(action, pid): pid is the restored root's for "setup-namespaces" and
-# "post-restore", else 0. The return
-# value is used for "query-ext-files" only: more --external keys for the dump.
-Notify = Callable[[str, int], Sequence[str] | None]
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    # notify(action, pid): pid is the restored root's for "setup-namespaces" and
+    # "post-restore", else 0. The return
+    # value is used for "query-ext-files" only: more --external keys for the dump.
+    Notify = Callable[[str, int], Sequence[str] | None]
 
 # In the order a dump sends them.
 DUMP_ACTIONS = ("pre-dump", "query-ext-files", "post-dump")

@@ -20,7 +20,6 @@ import errno
 import os
 import stat
 import zlib
-from collections.abc import Callable
 
 from . import jsontext
 from .errors import CkptError, ImageError
@@ -30,6 +29,7 @@ from .schema import NAT, U32, Map, Obj, Str, check
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 FORMAT = "ckpt-images"
@@ -239,6 +239,7 @@ class ImageWriter:
         self._raw: dict[str, RawWriter] = {}
         self.needs: set[str] = set()
         self._created: list[str] = []  # every file written, for ``abort``
+        self.kept: dict[str, Any] = {}  # what a resource module keeps for this dump
 
     def need(self, feature: str) -> None:
         """The images hold ``feature`` (a key of FEATURES), which a reader must know

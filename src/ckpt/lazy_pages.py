@@ -37,7 +37,6 @@ import errno
 import os
 import select
 import socket
-from collections.abc import Callable
 
 from .errors import CkptError, ImageError
 from .images import ImageReader, crc32
@@ -49,6 +48,7 @@ from .pages.buffer import BUF_SIZE, page_buffer
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 log = logger("ckpt.lazy-pages")

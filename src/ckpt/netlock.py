@@ -28,7 +28,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 from .errors import CkptError
 from .kernel import libc, procfs
@@ -39,6 +38,7 @@ from .schema import U16, List, Obj, Str, Tup
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 log = logger("ckpt.netlock")

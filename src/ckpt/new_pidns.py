@@ -30,7 +30,6 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable, Iterator
 
 from . import errors, recovery
 from .errors import RestoreError
@@ -42,6 +41,7 @@ from .log import logger
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # imported where used: a dump of a process in no namespace needs none
     import socket
+    from collections.abc import Callable, Iterator
 
 log = logger("ckpt.restore")
 

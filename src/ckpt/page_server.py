@@ -36,7 +36,6 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
 
 from .errors import CkptError, DumpError
 from .images import COMPLETE_MARK, INVENTORY, Folder, crc32
@@ -45,6 +44,7 @@ from .log import logger
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
     from typing import Any
 

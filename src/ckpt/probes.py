@@ -22,10 +22,13 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
 
 from .kernel import libc, pagemap, procfs, ptrace, vdso
 from .kernel.inject import Injector, find_syscall_site
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MIN_KERNEL = (5, 10)
 CAP_SYS_ADMIN = 21

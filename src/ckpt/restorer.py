@@ -26,11 +26,10 @@ import os
 import struct
 import termios
 import time
-from collections.abc import Callable
 
 from . import faults, guard, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError
-from .hooks import Notify, ignore
+from .hooks import ignore
 from .images import INVENTORY, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .job_control import Foreground, wait_for_exit
@@ -64,9 +63,11 @@ from .resources.filekind import TcpFlags
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # imported when the images hold a lock, or sockets; --new-pidns
+    from collections.abc import Callable
     from typing import Any
 
     from . import netlock, new_pidns
+    from .hooks import Notify
     from .pages.lazy import Handover
     from .resources import sk_inet
 

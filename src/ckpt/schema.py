@@ -14,13 +14,13 @@ until something is wrong: the path of a bad field is built on the way out.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Callable, Iterable
 
 from .errors import ImageError
 from .kernel.lazyre import LazyPattern
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 PATH_MAX = 4096

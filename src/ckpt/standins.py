@@ -15,13 +15,12 @@ cannot rebuild (``Unbuildable``), the restore to build it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from .kernel.record import dataclass, field
 from .schema import BOOL, PID, List, Obj
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 FEATURE = "standins"

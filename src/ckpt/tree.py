@@ -28,7 +28,6 @@ import errno
 import os
 import struct
 import time
-from collections.abc import Callable, Sequence
 
 from . import faults, standins
 from .errors import RestoreError
@@ -42,6 +41,7 @@ from .resources import fdtable, mem, nspids, seccomp, sharing, signals, task, tt
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from .pages.lazy import Handover

@@ -46,12 +46,15 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Sequence
-from types import TracebackType
 
 from . import interrupts, libc, ptrace
 from .procfs import ProcessGone
 from .record import dataclass
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import TracebackType
 
 _TRAP_FLAG = 0x100  # EFLAGS.TF
 _SYSCALL = b"\x0f\x05"

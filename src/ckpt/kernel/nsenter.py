@@ -9,10 +9,13 @@ The way back is an fd on each namespace it left, opened before it moved.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from . import libc
+from .scoped import contextmanager
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 CLONE_NEWNS = libc.CLONE_NEWNS
 CLONE_FS = libc.CLONE_FS

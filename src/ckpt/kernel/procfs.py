@@ -16,11 +16,14 @@ from __future__ import annotations
 import _thread
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from .lazyre import LazyPattern
 from .record import dataclass, field
+from .scoped import contextmanager
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class ProcessGone(Exception):

@@ -9,7 +9,6 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
 
 from .record import dataclass
 
@@ -77,6 +76,7 @@ def attrs(body: bytes, start: int) -> Iterator[tuple[int, bytes]]:
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:  # a dict at run time
+    from collections.abc import Iterator
     from typing import TypedDict
 
     class UnixDiag(TypedDict):

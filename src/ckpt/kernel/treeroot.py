@@ -13,8 +13,12 @@ tree's own mounts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+from .scoped import contextmanager
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _root = ""
 

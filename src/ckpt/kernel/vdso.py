@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Sequence
 
 from . import libc
 from .inject import InjectionError, Injector
 from .procfs import Vma
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 _IMAGE_MAX = 1 << 20  # no vDSO is larger: a bound on what a bad header makes us read

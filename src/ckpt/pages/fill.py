@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterable
 
 from .. import progress
 from ..errors import ImageError, RestoreError
 from ..images import ImageReader, crc32
 from ..kernel import libc
 from .buffer import BUF_SIZE, page_buffer
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _IOV_MAX = 1024  # remote pieces one process_vm_writev takes
 _AHEAD = 16 << 20  # bytes of a file asked of the disk ahead of the reads (readahead)

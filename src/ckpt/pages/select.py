@@ -5,9 +5,12 @@ the parent images. Bytes in, bytes out, one byte a page, no Python loop over pag
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
 
 from ..kernel.libc import PAGE_SIZE as PAGE
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 DIGEST_SIZE = 16  # the first bytes of a page's SHA-256
 # The digest of a page of zeros, written out: hashlib is not imported by every command

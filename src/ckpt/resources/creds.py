@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable
-from functools import cache
 
 from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
+from ..kernel.scoped import once
 from ..schema import U32, U64, UID, Int, List, Null, Obj, Tup
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 CAP_NAMES = (
@@ -120,7 +120,7 @@ def check(pid: int, tid: int, c: dict[str, Any]) -> None:
             "ckpt lacks CAP_AUDIT_CONTROL)")
 
 
-@cache
+@once
 def _can_set_loginuid(value: int) -> bool:
     """Try it in a throwaway child of ckpt: the kernel's rules depend on audit settings
     that cannot be read from /proc."""
@@ -224,7 +224,7 @@ def unchanged(pid: int, tid: int, c: dict[str, Any]) -> bool:
     return got == want
 
 
-@cache
+@once
 def _own_securebits() -> int:
     """ckpt's own securebits, which every process it forks starts with."""
     return libc.syscall("prctl", PR_GET_SECUREBITS)

@@ -21,12 +21,15 @@ import ctypes
 import os
 import resource
 import struct
-from collections.abc import Iterator
 
 from ..errors import RestoreError
 from ..kernel import libc, procfs
 from ..kernel.inject import Injector
 from ..kernel.record import dataclass, field
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 MAX_FD = 0xFFFFFFFF  # close_range's "to the end"
 CAP_SYS_RESOURCE = 24

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable
 
 from ..errors import UnsupportedError
 from ..images import ImageReader, ImageWriter
@@ -25,6 +24,7 @@ from ..schema import Field, Opt, refuse
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, ClassVar
 
 # The file status flags F_SETFL sets (the others are fixed at open: the access mode,

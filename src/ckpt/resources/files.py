@@ -18,7 +18,6 @@ import fcntl
 import os
 import stat as st_mod
 import struct
-from collections.abc import Callable
 
 from ..errors import RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter
@@ -43,6 +42,7 @@ from .filekind import (
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeVar
 
 log = logger("ckpt.files")

@@ -33,24 +33,23 @@ it), a removed working directory is entered through it (``cwd_source``).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import mmap
 import os
 import stat as st_mod
-import weakref
-from collections.abc import Iterator
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, RawWriter, crc32, ctypes_view
 from ..kernel import libc, treeroot
+from ..kernel.scoped import contextmanager
 from ..log import logger
 from ..schema import NAT, PATH, S64, U32, UID, Int, List, Obj, Opt, Str, Tup, refuse
 from .filekind import reopen_flags
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 log = logger("ckpt.ghost")
@@ -260,7 +259,7 @@ def append_data(raw: RawWriter, src: int, off: int, length: int, what: str) -> N
     raw.crc = _crc_of(raw.fd, start, length, raw.crc)
 
 
-@contextlib.contextmanager
+@contextmanager
 def _page_of(fd: int, offset: int, writable: bool) -> Iterator[memoryview]:
     """The page of file ``fd`` at ``offset``, mapped shared in ckpt (whole, even where
     it lies past the end of the file, which Python's mmap refuses)."""
@@ -308,21 +307,19 @@ def _crc_of(fd: int, start: int, length: int, crc: int) -> int:
     return crc
 
 
-_stores: weakref.WeakKeyDictionary[ImageWriter, GhostStore] = weakref.WeakKeyDictionary()
-
-
 def configure(images: ImageWriter, limit: int | None) -> None:
     """Set the ghost file limit of the dump writing ``images`` (None: the default)."""
     if limit is not None and limit < 0:
         raise DumpError(f"invalid ghost file limit {limit}")
-    _stores[images] = GhostStore(images, DEFAULT_LIMIT if limit is None else limit)
+    images.kept["ghost"] = GhostStore(images, DEFAULT_LIMIT if limit is None else limit)
 
 
 def store(images: ImageWriter) -> GhostStore:
-    """The ghost objects of the dump writing ``images`` (fds, mappings and exe share it)."""
-    if images not in _stores:
-        _stores[images] = GhostStore(images)
-    return _stores[images]
+    """The ghost objects of the dump writing ``images`` (fds, mappings and exe share it),
+    kept with them."""
+    if "ghost" not in images.kept:
+        images.kept["ghost"] = GhostStore(images)
+    return images.kept["ghost"]  # type: ignore[no-any-return]
 
 
 def save_fd(images: ImageWriter, dup: int, st: os.stat_result, link: str,
@@ -631,7 +628,7 @@ def _set_times(target: int | str, info: dict[str, Any], follow: bool = True,
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@contextlib.contextmanager
+@contextmanager
 def _spot(path: str) -> Iterator[tuple[int, list[str]]]:
     """Where to make a ghost that had ``path``: (an fd of its directory, the names to try
     in it, in order).

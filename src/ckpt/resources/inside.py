@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable
 
 from ..kernel import libc
 from ..kernel.inject import Injector
 from .filekind import STATUS_FLAGS, Description, TaskFd, install_own_fd, replace_fd
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class OpenedInside:

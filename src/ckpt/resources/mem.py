@@ -37,7 +37,6 @@ import ctypes
 import errno
 import fcntl
 import os
-from collections.abc import Callable
 
 from .. import progress
 from ..errors import RestoreError, UnsupportedError
@@ -74,12 +73,14 @@ from . import aio, ghost, locks, nspids, numa, sysv
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable
     from typing import Any
 
     from ..pages.lazy import Handover
     from ..pages.save import TaskPages  # the dump's: a restore does not import it
 
-Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
+    Lend = Callable[[int], int]  # ckpt's fd -> its number in the target
+
 _PATHS_ROOM = 16 << 10  # scratch bytes for the paths of files opened in one round trip
 
 log = logger("ckpt.mem")

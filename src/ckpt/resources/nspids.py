@@ -15,11 +15,14 @@ joins) is its PID inside (``inner``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from ..errors import UnsupportedError
 from ..kernel import pidns, procfs
+from ..kernel.scoped import contextmanager
+
+TYPE_CHECKING = False  # typing is not imported, for speed
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _ids: dict[int, int] = {}  # host PID -> PID inside, while a restore makes such a tree
 

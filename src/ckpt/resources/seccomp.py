@@ -17,7 +17,6 @@ still finds its threads in step.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Callable
 
 from ..errors import RestoreError
 from ..kernel import libc, procfs, ptrace
@@ -26,6 +25,7 @@ from ..schema import B64, U32, Int, List, Obj, Tup
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 MODE_STRICT, MODE_FILTER = 1, 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 import binascii
 import ctypes
 import os
-from collections.abc import Sequence
 
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
@@ -21,6 +20,7 @@ from . import nspids
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 log = logger("ckpt.signals")

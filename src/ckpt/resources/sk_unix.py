@@ -69,7 +69,6 @@ import socket
 import stat as st_mod
 import struct
 import time
-from collections.abc import Callable, Iterator
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
@@ -102,6 +101,7 @@ from .sockopts import OPTIONS, SOCKET, apply_opts, read_opts
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from ..kernel.sock_diag import UnixDiag

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Sequence
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
@@ -26,6 +25,7 @@ from . import creds, ghost, numa, sched, seccomp
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 log = logger("ckpt.task")

@@ -42,7 +42,6 @@ import os
 import stat as st_mod
 import struct
 import termios
-from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import ImageError, RestoreError, UnsupportedError
@@ -65,6 +64,7 @@ from .inside import OpenedInside
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 log = logger("ckpt.tty")

@@ -20,7 +20,6 @@ import socket
 import stat
 import struct
 import sys
-from collections.abc import Sequence
 
 from .. import __version__
 from .. import log as ckpt_log
@@ -32,6 +31,7 @@ from .wire import WireError, decode, encode
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 log = logging.getLogger("ckpt.rpc")
