@@ -40,3 +40,27 @@ def test_a_cycle_of_causes_ends() -> None:
     a.__context__, b.__context__ = b, a
     assert interrupts.within(a) is None
 
+
+
+def test_a_signal_inside_the_import_machinery_is_raised_once_out_of_it() -> None:
+    """In a module lock's weakref callback an exception is printed and dropped, and the
+    command would go on as if no signal had come: the handler sends it again, and it
+    is raised out of that code, once."""
+    import subprocess
+    import sys
+    code = (
+        "import types\n"
+        "from ckpt.kernel import interrupts\n"
+        "interrupts.install()\n"
+        "frame = types.SimpleNamespace(f_code=types.SimpleNamespace("
+        "co_filename='<frozen importlib._bootstrap>'))\n"
+        "try:\n"
+        "    with interrupts.held():  # the signal sent again waits for the block's end\n"
+        "        interrupts._handler(interrupts.SIGTERM, frame)\n"
+        "        print('not raised in there')\n"
+        "    print('not raised after')\n"
+        "except interrupts.Interrupted as e:\n"
+        "    print('raised', e.signum)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["not raised in there", "raised 15"]

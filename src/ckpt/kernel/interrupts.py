@@ -25,6 +25,7 @@ _NAMES = {SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP", SIGPIPE: "SIGP
 
 _received: list[int] = []
 _raising = False
+_again = False  # the first signal was sent again, to be raised out of the import machinery
 
 
 class Interrupted(BaseException):
@@ -41,11 +42,22 @@ class Interrupted(BaseException):
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _received:  # the first one is being handled: a second must not cut the rollback
+    global _again
+    if _received and not _again:  # the first one is handled: a second must not cut the rollback
         return
-    _received.append(signum)
-    if _raising:
-        raise Interrupted(signum)
+    if not _received:
+        _received.append(signum)
+    _again = False
+    if not _raising:
+        return
+    if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+        # Python's import machinery runs (a module lock's weakref callback, where an
+        # exception would be printed and dropped, and the dump go on): the signal is
+        # sent again, for this handler to raise it once that code has returned.
+        _again = True
+        _signal.raise_signal(_received[0])
+        return
+    raise Interrupted(_received[0])
 
 
 def record() -> None:
