@@ -3,7 +3,7 @@
 
 Run as root, from the repository:
 
-    .venv/bin/python bench/bench_dump_restore.py [--runs N] [--size-mib N] [--quick]
+    .venv/bin/python bench/bench_dump_restore.py [--runs N] [--size-mib N] [--quick | --gib]
 
 Every time is a whole command as a user runs it (``ckpt dump``, ``ckpt restore -d``,
 ``ckpt check``: interpreter start included), of the venv's ``ckpt``:
@@ -514,6 +514,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="the fixed cost and per-megabyte rows only")
     ap.add_argument("--lazy", action="store_true", help="the --lazy-pages row only")
+    ap.add_argument("--gib", action="store_true",
+                    help="the 1 GiB rows only (dump and restore on tmpfs and disk, peak RSS)")
     args = ap.parse_args()
     disk, tmpfs = Path("/var/tmp"), Path("/dev/shm")
     need = 2 * args.size_mib * MIB + 256 * MIB
@@ -540,7 +542,7 @@ def main() -> int:
         (work_disk / "holder.c").write_text(PROGRAM)
         subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(work_disk / "holder.c")],
                        check=True)
-        if not args.lazy:
+        if not args.lazy and not args.gib:
             rows += fixed_cost(tools, work_tmpfs, args.runs)
             rows += per_megabyte(tools, exe, work_tmpfs, 3)
         if not args.quick and not args.lazy:
@@ -552,9 +554,9 @@ def main() -> int:
                                 {t.name: f"{rss[f'{t.name} {what}'].maxrss / MIB:.0f} MiB"
                                  for t in tools if f"{t.name} {what}" in rss},
                                 "the command's own memory (wait4 ru_maxrss)"))
-            if supports_compress():
+            if supports_compress() and not args.gib:
                 rows += compress(exe, work_tmpfs, args.size_mib)
-        if not args.quick:
+        if not args.quick and not args.gib:
             rows += lazy(exe, work_tmpfs, args.size_mib, args.rounds)
     finally:
         shutil.rmtree(work_disk, ignore_errors=True)

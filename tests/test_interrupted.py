@@ -34,7 +34,9 @@ from ckpt_helpers import (
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
+    my_children,
     proc_state,
+    reap_guards,
     restore_detached,
     scaled,
     wait_until,
@@ -66,6 +68,10 @@ def assert_memory_intact(target: Proc) -> None:
 def maps(pid: int) -> str:
     with open(f"/proc/{pid}/maps") as f:
         return f.read()
+
+
+def fd_table(pid: int) -> dict[int, str]:
+    return {int(n): os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
 
 
 def timed(*args: str | int | Path) -> float:
@@ -170,6 +176,38 @@ def test_restore_killed_at_random_moments(build: Builder, procs: Procs, tmp_path
         if proc_state(pid) is not None:
             procs.wait_gone(pid)
     print(f"{RESTORE_CUTS} restores killed (seed {seed}): {running} left the process running")
+
+
+def test_dump_killed_while_the_process_moves_its_pages(build: Builder, procs: Procs,
+                                                       tmp_path: Path) -> None:
+    """ckpt killed while the process vmsplices its own pages into a pipe of its own
+    (pages/splice.py): the process lives on, and the dump's guard gives it back its fd
+    table (the pipe's two fds closed), its mappings and its registers at once."""
+    target = start_bigmem(build, procs)
+    pid, out = target.pid, target.out
+    fds_before, maps_before = fd_table(pid), maps(pid)
+    children = my_children()
+    p = subprocess.Popen(ckpt_cmd() + ["dump", "-t", str(pid), "-D", str(tmp_path / "cut")],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        pipes = wait_until(lambda: [fd for fd, what in fd_table(pid).items()
+                                    if fd not in fds_before and what.startswith("pipe:")],
+                           60, "the process to make its pipe")
+        p.kill()
+    finally:
+        p.wait()
+    assert len(pipes) >= 1
+    reap_guards(children)  # once it is reaped, it has put the process right
+    assert fd_table(pid) == fds_before
+    assert maps(pid) == maps_before
+    assert _counts_on(out)
+    assert_consecutive(out.numbers())
+    assert_memory_intact(target)
+    dump_and_check_dead(procs, target, tmp_path / "last")
+    target = restore_detached(procs, pid, out, tmp_path / "last")
+    assert_memory_intact(target)
+    assert_consecutive(out.numbers())
 
 
 def _tail(images: Path) -> str:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
-from ckpt_helpers import Builder, Procs, assert_consecutive, dump_and_check_dead, restore_detached
+from ckpt_helpers import (
+    PYTHON,
+    Builder,
+    Procs,
+    assert_consecutive,
+    dump_and_check_dead,
+    restore_detached,
+)
 
 GIB = 1 << 30
 
@@ -26,3 +34,43 @@ def test_one_gib_verified_after_restore(build: Builder, procs: Procs, images: Pa
     assert verdict == f"verify ok {GIB}"
     target.out.wait_line(r"^\d+$", start=len(target.out.lines()))
     assert_consecutive(target.out.numbers())
+
+
+# 32 MiB of memory (moved by the process itself at dump, pages/splice.py) in a process
+# whose fd table is full: it cannot make the pipe, and ckpt copies the pages instead.
+FULL_FD_TABLE = r"""
+import hashlib, os, resource, signal, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+while True:
+    try:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        break
+data = bytearray(hashlib.sha256(str(i).encode()).digest()[i % 32] for i in range(1 << 16))
+data *= 512
+digest = hashlib.sha256(data).hexdigest()
+signal.signal(signal.SIGUSR1, lambda *_: os.write(1, b"same %d\n" % (
+    hashlib.sha256(data).hexdigest() == digest)))
+n = 0
+while True:
+    os.write(1, b"%d\n" % n)
+    n += 1
+    time.sleep(0.05)
+"""
+
+
+def test_pages_copied_when_the_process_cannot_make_a_pipe(procs: Procs, images: Path) -> None:
+    target = procs.start([PYTHON, "-c", FULL_FD_TABLE])
+    target.out.wait_numbers(2)
+    fds = os.listdir(f"/proc/{target.pid}/fd")
+    assert len(fds) == 64
+    before = dump_and_check_dead(procs, target, images, "-v4", "-o", "dump.log")
+    assert "pipe2: Too many open files: its pages are copied by ckpt" in (
+        images / "dump.log").read_text()
+    restore_detached(procs, target.pid, target.out, images)
+    target.out.wait_numbers(len(before) + 1)
+    start = len(target.out.lines())
+    os.kill(target.pid, signal.SIGUSR1)
+    assert target.out.wait_line(r"^same ", start=start) == "same 1"
+    assert sorted(os.listdir(f"/proc/{target.pid}/fd")) == sorted(fds)

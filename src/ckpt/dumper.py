@@ -26,7 +26,7 @@ from .errors import CkptError, DumpError, TransientError, UnsupportedError
 from .hooks import ignore
 from .images import ImageWriter
 from .kernel import interrupts, libc, nsenter, procfs, ptrace, treeroot, vdso
-from .kernel.inject import PARK_CODE, Injector, find_syscall_site, resumable
+from .kernel.inject import PARK_AREA, PARK_CODE, Injector, find_syscall_site, resumable
 from .kernel.record import dataclass, field
 from .kernel.scoped import Scope
 from .log import logger
@@ -535,12 +535,14 @@ def _ancestors(pid: int) -> list[int]:
     return out
 
 
-def _syscall_sites(pid: int, vmas: list[procfs.Vma]) -> tuple[int, int | None]:
+def _syscall_sites(pid: int, vmas: list[procfs.Vma]) -> tuple[int, int | None, bytes]:
     """An existing ``syscall`` instruction in the target (in its vDSO, else in any
-    code), and where parking code fits in its vDSO (kernel/inject.py), if it does."""
+    code), where parking code fits in its vDSO (kernel/inject.py), if it does, and
+    which: PARK_AREA (with the splice loop, pages/splice.py) where there is room."""
     candidates = [v for v in vmas if v.path == "[vdso]"]
     candidates += [v for v in vmas if v.perms[2] == "x" and v.path != "[vsyscall]"]
     park = None
+    parking = PARK_CODE
     fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
     try:
         for v in candidates:
@@ -549,11 +551,15 @@ def _syscall_sites(pid: int, vmas: list[procfs.Vma]) -> tuple[int, int | None]:
             except OSError:
                 continue
             if v.path == "[vdso]":
-                offset = vdso.padding(code, len(PARK_CODE))
+                offset = vdso.padding(code, len(PARK_AREA))
+                if offset is not None:
+                    parking = PARK_AREA
+                else:
+                    offset = vdso.padding(code, len(PARK_CODE))
                 park = None if offset is None else v.start + offset
             site = find_syscall_site(code, v.start)
             if site is not None:
-                return site, park
+                return site, park, parking
     finally:
         os.close(fd)
     raise DumpError(f"process {pid}: no syscall instruction found to run syscalls with")
@@ -574,10 +580,12 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
                shmem_seen: dict[int, int], note: recovery.Note,
                memctx: DumpMemory | None = None,
                mappings: dict[int, list[dict[str, Any]]] | None = None,
-               confinement: landlock.Probe | None = None) -> dict[str, int]:
+               confinement: landlock.Probe | None = None,
+               watch: guard.Guard | None = None) -> dict[str, int]:
     """Save everything of one frozen task; return its page summary. ``mappings``: the
     saved mappings of the tasks saved so far, whose children may share their pages;
-    ``confinement``: what tells a process confined by Landlock (refused)."""
+    ``confinement``: what tells a process confined by Landlock (refused); ``watch``:
+    the dump's guard, started before a process moves its own pages (pages/splice.py)."""
     mappings = {} if mappings is None else mappings
     pid = t.pid
     fr = t.frozen
@@ -587,22 +595,29 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         mem.classify(v, pid)
     status = procfs.status(pid)
     stat = procfs.stat(pid)
-    site, park = _syscall_sites(pid, vmas)
+    site, park, parking = _syscall_sites(pid, vmas)
     scratch = libc.free_area([(v.start, v.end) for v in vmas], SCRATCH_SIZE)
     note.process(pid, stat.start_time, [(th.pid, resumable(th.regs0), th.mask0)
                                         for th in (fr, *t.threads)
                                         if th.regs0 is not None and th.mask0 is not None],
-                 park, (scratch, SCRATCH_SIZE))
+                 park, (scratch, SCRATCH_SIZE), len(parking))
     fork = ForkParent(t.ppid, mappings[t.ppid]) if t.ppid in mappings else None
     track = memctx.task(pid, fork) if memctx is not None else None
     memory = mem.MemoryDump(pid, vmas, images, stat, shmem_seen, track=track,
                             compress=memctx is not None and memctx.compress)
+    splice = False
     if _copy_aside(vmas, images):
-        memory.start()
+        # A process moves its own pages (pages/splice.py) unless a seccomp filter would
+        # judge the loop's syscalls should ckpt die (then they run unsuspended).
+        splice = parking is PARK_AREA and status.seccomp == 0 and memory.can_splice()
+        if splice and watch is not None:
+            watch.start()  # should ckpt die, the loop's pipe is closed at once
+        elif not splice:
+            memory.start()
     try:
         core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status,
-                                          confinement)
-        mm = memory.finish(inj, core["task"].get("mempolicy"))
+                                          confinement, parking)
+        mm = memory.finish(inj, core["task"].get("mempolicy"), splice=splice)
     except BaseException:
         memory.cancel()
         raise
@@ -643,7 +658,7 @@ def _copy_aside(vmas: list[procfs.Vma], images: ImageWriter) -> bool:
 
 def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: int,
                 park: int | None, scratch: int, status: procfs.Status,
-                confinement: landlock.Probe | None = None
+                confinement: landlock.Probe | None = None, parking: bytes = PARK_CODE
                 ) -> tuple[dict[str, Any], Any, Injector]:
     """The registers, signals, task state and threads of frozen ``t``, and its fds:
     its core, its fd table, and the injector that read them; ``confinement``: what
@@ -651,7 +666,7 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
     pid, fr = t.pid, t.frozen
     assert fr is not None
     inj = fr.injector(site)
-    if park is not None and not inj.park_at(park):
+    if park is not None and not inj.park_at(park, parking):
         log.info("process %d: cannot write parking code in its vDSO", pid)
     inj.map_scratch(scratch, SCRATCH_SIZE)
     if confinement is not None:
@@ -920,7 +935,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                 if t.frozen is not None:
                     try:
                         total += _dump_task(t, images, dumper, shmem_seen, note, memctx,
-                                            mappings, confinement)["bytes"]
+                                            mappings, confinement, watch)["bytes"]
                     except OSError as e:
                         raise _task_failed(t.pid, e) from e
         finally:

@@ -93,13 +93,14 @@ _FAST_CRC_FROM = 1 << 20
 _fast_crc: Any = None
 
 
-def crc32(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
-    """CRC-32 (zlib's) of ``data`` continuing ``crc``. Large data goes through zlib-ng's
-    (the ``zlib-ng`` package, installed by bootstrap; about 15 times the speed of the
-    standard library's here, which would cost a second per GiB of pages at dump and
-    again at restore), imported only when such data comes."""
+def crc32(data: bytes | bytearray | memoryview, crc: int = 0, fast: bool = False) -> int:
+    """CRC-32 (zlib's) of ``data`` continuing ``crc``. Large data (or any, with ``fast``:
+    more is coming) goes through zlib-ng's (the ``zlib-ng`` package, installed by
+    bootstrap; about 15 times the speed of the standard library's here, which would
+    cost a second per GiB of pages at dump and again at restore), imported only when
+    such data comes."""
     global _fast_crc
-    if len(data) >= _FAST_CRC_FROM:
+    if fast or len(data) >= _FAST_CRC_FROM:
         if _fast_crc is None:
             try:
                 from zlib_ng import zlib_ng

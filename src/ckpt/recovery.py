@@ -2,14 +2,17 @@
 what a killed one left behind.
 
 While a dump holds a process, the only traces of ckpt in it are a scratch area,
-parking code in its vDSO's padding (kernel/inject.py) and, for the microseconds
-of an injected syscall, borrowed registers. A dump writes, in
+parking code in its vDSO's padding (kernel/inject.py), for the microseconds
+of an injected syscall, borrowed registers and, while it moves its own pages
+(pages/splice.py), the fds of a pipe. A dump writes, in
 ``/run/ckpt/dumps/PID.jsonl`` and before it touches a process, each thread's own
 registers and signal mask, where the parking code goes and where the scratch area
 goes; it keeps the file locked (flock) while it runs and removes it at the end.
 The kernel drops the lock of a killed ckpt: ``recover``, which every dump,
 pre-dump and restore runs first, then finds the note unlocked, wakes any thread
-parked with its own registers and mask, unmaps the area and erases the code.
+parked with its own registers and mask, closes the pipe's fds the splice loop had
+open where it stopped (read from the loop's block, at the start of the scratch
+area), unmaps the area and erases the code.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 
 from . import jsontext
 from .log import logger
@@ -79,10 +83,12 @@ class Note:
             os.write(self.fd, jsontext.dumps(entry).encode() + b"\n")
 
     def process(self, pid: int, started: int, threads: list[tuple[int, ptrace.UserRegs, int]],
-                park: int | None, scratch: tuple[int, int]) -> None:
+                park: int | None, scratch: tuple[int, int], park_size: int = 0) -> None:
         """Process ``pid``'s threads, each with the registers and mask it resumes with;
-        where its parking code and its scratch area (address, size) go."""
+        where its parking code (of ``park_size`` bytes) and its scratch area (address,
+        size) go."""
         self._add({"pid": pid, "start": started, "park": park, "scratch": list(scratch),
+                   "park_size": park_size,
                    "threads": [{"tid": tid, "regs": regs.to_dict(), "mask": mask}
                                for tid, regs, mask in threads]})
 
@@ -165,14 +171,16 @@ def _recover(name: str, entries: list[dict[str, Any]], note: int) -> None:
 
 def _recover_process(entry: dict[str, Any], note: int) -> None:
     from .kernel import interrupts, ptrace
-    from .kernel.inject import PARK_CODE, Injector
+    from .kernel.inject import PARK_CODE, Injector, splice_fds_open
     pid, park = entry["pid"], entry["park"]
     base, size = entry["scratch"]
+    park_size = max(entry.get("park_size", 0), len(PARK_CODE))
     if park is not None and _read(pid, park, len(PARK_CODE)) != PARK_CODE:
         park = None
     if park is None and not _holds_scratch(pid, base, size):
         return
     seized: list[int] = []
+    left_open: list[int] = []  # fds of the splice loop's pipe (pages/splice.py)
     try:
         for th in entry["threads"]:
             tid = th["tid"]
@@ -182,7 +190,9 @@ def _recover_process(entry: dict[str, Any], note: int) -> None:
             seized.append(tid)
             _stop(tid)
             rip = ptrace.get_regs(tid).rip
-            if park is not None and park <= rip <= park + len(PARK_CODE):
+            if park is not None and park <= rip <= park + park_size:
+                left_open += splice_fds_open(rip - park, struct.unpack(
+                    "<ii", _read(pid, base, 8)))
                 # Its mask before its registers: should this ckpt die in between, the
                 # thread still waits in the parking code for the next one (the other
                 # order would let it run on with every signal blocked for good).
@@ -199,6 +209,11 @@ def _recover_process(entry: dict[str, Any], note: int) -> None:
             _note_again(note, entry, seized)
             tid = seized[0]
             with Injector(tid, park, ptrace.get_regs(tid), mask=ptrace.get_sigmask(tid)) as inj:
+                for fd in left_open:
+                    inj.call("close", fd)
+                if left_open:
+                    log.warning("process %d: closed the fds %s of the pipe a killed ckpt "
+                                "left in it", pid, left_open)
                 inj.scratch = (base, size)
                 inj.unmap_scratch()
                 inj.settle()
@@ -207,7 +222,7 @@ def _recover_process(entry: dict[str, Any], note: int) -> None:
             log.warning("process %d: a killed ckpt left a scratch area of %d KiB at %#x in "
                         "it", pid, size >> 10, base)
         if park is not None:
-            _write(pid, park, bytes(len(PARK_CODE)))  # the vDSO's padding, as it was
+            _write(pid, park, bytes(park_size))  # the vDSO's padding, as it was
     finally:
         for tid in seized:
             try:

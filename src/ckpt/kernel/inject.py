@@ -64,6 +64,37 @@ ALL_BLOCKED = _U64 - 1
 
 # syscall; then forever: mov eax, __NR_pause; syscall; jmp back to the mov
 PARK_CODE = b"\x0f\x05" + b"\xb8" + libc.NR["pause"].to_bytes(4, "little") + b"\x0f\x05\xeb\xf7"
+
+# The parking code, then at SPLICE_ENTRY (pages/splice.py) a loop that moves runs of the
+# task's own memory into a pipe it makes, closes the pipe and parks (x86-64), run with
+# rbx at a block: int fds[2] (-1, -1 before), u64 runs, u64 result (0 or -errno), u64
+# runs done, then per run u64 address, u64 length:
+#   pipe2(block, O_CLOEXEC); on failure: result = rax, park
+#   r12 = block + 32, r13 = runs
+#   next: if r13 == 0: done
+#   more: rax = vmsplice(fds[1], r12, 1, 0); if rax <= 0: result = rax, done
+#         [r12] += rax; [r12+8] -= rax; if not zero: more
+#         r12 += 16; r13 -= 1; runs done += 1; next
+#   done: close(fds[0]); close(fds[1]); park
+# The task keeps the read end open all along: should ckpt die, nothing reads the pipe
+# and the loop waits on a full pipe (no SIGPIPE, which would go to the whole process);
+# ckpt/recovery.py then closes what ``splice_fds_open`` says is open.
+PARK_AREA = PARK_CODE + bytes.fromhex(
+    "0000000000b8250100004889dfbe000008000f054885c075584c8d63204c8b6b084d85ed7436b816"
+    "0100008b7b044c89e6ba010000004531d20f054885c07e1849010424492944240875db4983c41049"
+    "ffcd48ff4318ebc948894310b8030000008b3b0f05b8030000008b7b040f05eb8648894310eb80")
+SPLICE_ENTRY = 0x10
+SPLICE_HEAD = 32  # the block's fields before its runs
+_PIPE_MADE, _READ_CLOSED, _WRITE_CLOSED = 0x1F, 0x70, 0x7A  # rip (offsets) after each
+
+
+def splice_fds_open(offset: int, fds: tuple[int, int]) -> list[int]:
+    """The fds of the splice loop's pipe still open in a task stopped at ``offset`` of the
+    parking area (rip - park), ``fds`` as its block holds them (-1: never made)."""
+    if not _PIPE_MADE <= offset < _WRITE_CLOSED:
+        return []
+    ends = [fds[1]] if offset >= _READ_CLOSED else list(fds)
+    return [fd for fd in ends if fd >= 0]
 _RESTARTS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
 
 # The batch loop (x86-64), run with rbx at the table: for each 64-byte entry (u32 syscall
@@ -164,6 +195,7 @@ class Injector:
         self.scratch: tuple[int, int] | None = None  # (address, size) of map_scratch's area
         self._parked: tuple[int, bytes, int] | None = None  # park_at's (address, bytes, site)
         self._at_exit = False  # the task waits at a syscall-exit stop of ours
+        self._code_running = False  # runs the parking area's code (``run_code``)
         self.batch = batch
         # (name, args, check, errnos that count as success)
         self._queue: list[tuple[str, tuple[int, ...], bool, tuple[int, ...]]] = []
@@ -443,18 +475,88 @@ class Injector:
 
     # ------------------------------------------------------------ parking, scratch memory
 
-    def park_at(self, addr: int) -> bool:
-        """Write the parking code at ``addr``, in executable memory that nothing runs,
-        and run later calls from there (module doc); ``unpark`` puts the bytes back.
-        False if the memory cannot be written: calls stay where they were."""
-        old = self.read(addr, len(PARK_CODE))
+    def park_at(self, addr: int, code: bytes = PARK_CODE) -> bool:
+        """Write the parking code (``code``: PARK_CODE, or PARK_AREA with the splice loop)
+        at ``addr``, in executable memory that nothing runs, and run later calls from
+        there (module doc); ``unpark`` puts the bytes back. False if the memory cannot
+        be written: calls stay where they were."""
+        old = self.read(addr, len(code))
         try:
-            self.write(addr, PARK_CODE)  # through /proc/PID/mem: the page is read-only
+            self.write(addr, code)  # through /proc/PID/mem: the page is read-only
         except OSError:
             return False
         self._parked = (addr, old, self.site)
         self.site = addr
         return True
+
+    @property
+    def splice_loop(self) -> int | None:
+        """The address of the splice loop (PARK_AREA) when the task is parked with it."""
+        if self._parked is None or len(self._parked[1]) < len(PARK_AREA):
+            return None
+        return self._parked[0] + SPLICE_ENTRY
+
+    # ------------------------------------------------------------ code of the parking area
+
+    def start_code(self, entry: int, rbx: int) -> int:
+        """Run the parking area's code at ``entry`` with ``rbx``, every signal blocked, up
+        to the exit of its first syscall; return that syscall's raw result. The task
+        keeps the borrowed registers (should ckpt die, it goes on to park) until
+        ``end_code``; ``run_code`` lets it go on meanwhile."""
+        self.flush()
+        with interrupts.held():
+            regs = self.home.copy()
+            regs.rip = entry
+            regs.rbx = rbx
+            regs.eflags &= ~_TRAP_FLAG
+            ptrace.set_regs(self.pid, regs)
+            ptrace.set_sigmask(self.pid, ALL_BLOCKED)
+            self._at_exit = True  # from here on, whatever happens, ``end_code`` goes home
+            for _ in range(2):  # its entry, then its exit
+                ptrace.syscall(self.pid)
+                self._await("the parking area's code")
+            res = ptrace.get_regs(self.pid).rax
+        return res - _U64 if res >= 1 << 63 else res
+
+    def run_code(self) -> None:
+        """Let the code started by ``start_code`` run on, unwatched but for ``code_stopped``."""
+        ptrace.cont(self.pid)
+        self._code_running = True
+
+    def code_stopped(self) -> None:
+        """Take the stops of the task running the code (a signal that stops it, a group
+        stop) without waiting: each is let go on, as ``raw`` does."""
+        while True:
+            stop = ptrace.poll_stop(self.pid)
+            if stop is None:
+                return
+            if stop.exited:
+                raise ProcessGone(self.pid, f"died in the parking area's code: {stop.describe()}")
+            sig = stop.stopsig if stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS else 0
+            ptrace.cont(self.pid, sig)
+
+    def end_code(self) -> int:
+        """Stop the task (its code done, or waiting: it is stopped wherever it is), put
+        its own registers and mask back; return where it was, as an offset in the
+        parking area."""
+        assert self._parked is not None
+        with interrupts.held():
+            if self._code_running:  # else it waits at the exit of the code's first syscall
+                ptrace.interrupt(self.pid)
+                while True:
+                    stop = ptrace.wait_stop(self.pid)
+                    if stop.exited:
+                        raise ProcessGone(self.pid, f"died in the parking area's code: "
+                                                    f"{stop.describe()}")
+                    if stop.event == ptrace.PTRACE_EVENT_STOP:
+                        break
+                    sig = stop.stopsig if stop.event == 0 \
+                        and stop.stopsig in ptrace.STOP_SIGNALS else 0
+                    ptrace.cont(self.pid, sig)
+                self._code_running = False
+            where = ptrace.get_regs(self.pid).rip - self._parked[0]
+            self._go_home()
+        return where
 
     def unpark(self) -> None:
         if self._parked is not None:

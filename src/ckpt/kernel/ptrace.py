@@ -275,3 +275,13 @@ def wait_stop(pid: int) -> Stop:
         except InterruptedError:
             continue
         return Stop(wpid, status)
+
+
+def poll_stop(pid: int) -> Stop | None:
+    """The next ptrace-stop (or death) of ``pid`` if there is one now, else None."""
+    while True:
+        try:
+            wpid, status = os.waitpid(pid, __WALL | os.WNOHANG)
+        except InterruptedError:
+            continue
+        return Stop(wpid, status) if wpid else None

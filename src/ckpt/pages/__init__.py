@@ -35,8 +35,9 @@ has no effect and the next dump is full.
 
 Page data goes from the target to reused buffers (``process_vm_readv``,
 or ``/proc/PID/mem`` for unreadable mappings) and from there to the image
-file (written by a thread behind the copy, ``behind``) or the page server:
-it never becomes Python objects.
+file (written by a thread behind the copy, ``behind``) or the page server,
+or, for a big process dumped to a local folder, from the process through a
+pipe into the image file (``splice``): it never becomes Python objects.
 
 The modules, lowest first (imports point down; this package is below resources/,
 whose mem.py uses it, and above kernel/ and images.py):
@@ -48,6 +49,7 @@ whose mem.py uses it, and above kernel/ and images.py):
 * ``parent``: the parent images of a dump, and what each process has there;
 * ``buffer``: the page-data buffers, kept for the life of the process;
 * ``behind``: the pages file written by a thread of its own, behind the copy;
+* ``splice``: the pages a process moves itself into the pages file (vmsplice, splice);
 * ``save``: choosing and copying the pages of each process of a (pre-)dump;
 * ``chain``: at restore, the chain of parent images and where each page is;
 * ``fill``: at restore, each pages file read once, checksummed on the way, and

@@ -35,7 +35,13 @@ def page_buffer() -> Buffer:
     return _more(1)[0]
 
 
+def spare_buffer() -> Buffer:
+    """A buffer neither ``page_buffer`` nor the ring's: the pages file read back while
+    page data goes to it by other ways (pages.splice)."""
+    return _more(RING + 2)[RING + 1]
+
+
 def ring() -> list[Buffer]:
     """``RING`` buffers, none of them ``page_buffer``'s (which a shared memory object's
     data is read into while the ring's are still being written)."""
-    return _more(RING + 1)[1:]
+    return _more(RING + 1)[1:RING + 1]

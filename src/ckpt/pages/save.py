@@ -26,6 +26,9 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
+    from ..kernel.inject import Injector
+    from .splice import SplicedPages
+
 log = logger("ckpt.pages")
 
 # Pagemap entries read at once (16 MiB of address space): the pagemap of 256 MiB takes
@@ -141,6 +144,7 @@ class TaskPages:
         self._dbuf = bytearray()
         self.fds: list[int] = []
         self.sink: WriteBehind | WriteThrough | None = None
+        self.spliced: SplicedPages | None = None  # runs the process moves itself
 
     def begin(self, images: ImageWriter, pages: Any, deferred: bool = False) -> None:
         """Open the process's pagemap and memory; ``pages`` is the pages file's writer
@@ -168,6 +172,37 @@ class TaskPages:
         time, as the ring of buffers is one)."""
         self.sink = sink_for(self.pages)
         self._use(self.sink.buffer)
+
+    def can_splice(self) -> bool:
+        """Whether the process may move its own pages (pages/splice.py): a dump (not a
+        pre-dump: the process runs when they are copied) into a local pages file,
+        pages not hashed (digest tracking reads every page)."""
+        return (not self.deferred and isinstance(self.sink, WriteBehind)
+                and "digest" not in (self.compare, self.record))
+
+    def splice_with(self, inj: Injector, scratch: tuple[int, int]) -> None:
+        """From now on, the readable pages are moved by the process itself, through
+        ``inj`` (parked with the splice loop), its block in ``scratch``."""
+        assert self.can_splice() and isinstance(self.sink, WriteBehind)
+        from .splice import SplicedPages  # here: only big dumps splice
+
+        self.spliced = SplicedPages(inj, scratch, self.sink.out)
+
+    def flush_spliced(self) -> None:
+        """Move the runs queued for the process to move (``splice_with``) into the file,
+        after what was written before them."""
+        if self.spliced is not None and self.spliced.runs:
+            assert self.sink is not None
+            self.sink.drain()
+            from .splice import NoPipe
+
+            try:
+                self.spliced.flush()
+            except NoPipe as e:  # copied by ckpt, as if never queued
+                log.info("%s: its pages are copied by ckpt", e)
+                self.spliced = None
+                for vaddr, length in e.runs:  # recorded in ``own`` when queued
+                    self._copy_run(vaddr, length // PAGE, False, b"", record=False)
 
     def _use(self, buf: Buffer) -> None:
         self.buf_addr = buf.addr
@@ -268,18 +303,33 @@ class TaskPages:
             self.in_parent.add(lo + first * PAGE, count)
         for first, npages in runs_of(status, SAVE):
             vaddr = lo + first * PAGE
-            done = 0
-            while done < npages:
-                k = min(self.buf_pages, npages - done)
-                valid = self._read(vaddr + done * PAGE, k, chunk.readable,
-                                   chunk.elsewhere[first + done:first + done + k])
-                if valid is None:
-                    self._write(vaddr + done * PAGE, 0, k)
-                else:
-                    for r, count in runs_of(valid, SAVE):
-                        self._write(vaddr + done * PAGE, r, count)
-                self._next_buffer()
-                done += k
+            if self.spliced is not None and chunk.readable and self.spliced.full:
+                self.flush_spliced()
+            if self.spliced is not None and chunk.readable:
+                self.spliced.add(vaddr, npages * PAGE)
+                self.own.add(vaddr, npages)
+                self.ctx.own_pages += npages
+                continue
+            self.flush_spliced()
+            self._copy_run(vaddr, npages, chunk.readable,
+                           chunk.elsewhere[first:first + npages])
+
+    def _copy_run(self, vaddr: int, npages: int, readable: bool, elsewhere: bytes,
+                  record: bool = True) -> None:
+        """Copy ``npages`` pages from ``vaddr`` through the buffers (``_read``); pages not
+        ``readable``, or mapped ``elsewhere`` too (a mask, or empty), through
+        /proc/PID/mem; ``record``: in ``own`` (else they are already)."""
+        done = 0
+        while done < npages:
+            k = min(self.buf_pages, npages - done)
+            valid = self._read(vaddr + done * PAGE, k, readable, elsewhere[done:done + k])
+            if valid is None:
+                self._write(vaddr + done * PAGE, 0, k, record)
+            else:
+                for r, count in runs_of(valid, SAVE):
+                    self._write(vaddr + done * PAGE, r, count, record)
+            self._next_buffer()
+            done += k
 
     def _next_buffer(self) -> None:
         """The buffer handed over, go on with a free one, unless the copy was stopped."""
@@ -287,13 +337,14 @@ class TaskPages:
         if self.stopped:
             raise CopyStopped(f"process {self.pid}: the copy of its pages was stopped")
 
-    def _write(self, vaddr: int, first: int, count: int) -> None:
+    def _write(self, vaddr: int, first: int, count: int, record: bool = True) -> None:
         """Write ``count`` pages of the buffer from page ``first``: target pages at
-        ``vaddr + first * PAGE`` on."""
+        ``vaddr + first * PAGE`` on, recorded in ``own`` (unless not ``record``)."""
         self.sink.write_behind(self.view[first * PAGE:(first + count) * PAGE])
         progress.advance(count * PAGE)
-        self.own.add(vaddr + first * PAGE, count)
-        self.ctx.own_pages += count
+        if record:
+            self.own.add(vaddr + first * PAGE, count)
+            self.ctx.own_pages += count
 
     def _read(self, vaddr: int, npages: int, readable: bool, elsewhere: bytes
               ) -> bytes | None:

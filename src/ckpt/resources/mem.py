@@ -343,12 +343,17 @@ class MemoryDump:
     def _copy(self) -> None:
         for entry, readable in self.to_copy:
             self.tp.save_vma(entry, readable)
+        self.tp.flush_spliced()
         # After every run of ``pagemap``, which must be one after the other in the file.
         self.objects = [_dump_shmem(fd, ino, size, self.tp.sink)
                         for fd, ino, size in self.owned]
         self.tp.flush()
         if self.compress:
             self.pages.finish()
+
+    def can_splice(self) -> bool:
+        """Whether the process may move its own pages into the pages file (pages/splice.py)."""
+        return not self.compress and self.tp.can_splice()
 
     def cancel(self) -> None:
         """Stop a copy under way and release what it holds (the dump failed)."""
@@ -369,13 +374,16 @@ class MemoryDump:
         for fd, _ino, _size in self.owned:
             os.close(fd)
 
-    def finish(self, inj: Injector, task_policy: dict[str, Any] | None = None
-               ) -> dict[str, Any]:
+    def finish(self, inj: Injector, task_policy: dict[str, Any] | None = None,
+               splice: bool = False) -> dict[str, Any]:
         """The ``mm-PID.json`` content, once every page is in the pages file.
         ``task_policy``: its first thread's NUMA policy (None: the default one), which
-        mappings without a policy of their own show."""
+        mappings without a policy of their own show. ``splice``: the process moves its
+        own pages (``inj`` is parked with the splice loop; pages/splice.py)."""
         try:
             if self._thread is None:
+                if splice and inj.splice_loop is not None and inj.scratch is not None:
+                    self.tp.splice_with(inj, inj.scratch)
                 self._copy()
             else:
                 self._join()
