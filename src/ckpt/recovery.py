@@ -107,6 +107,8 @@ def recover() -> None:
     network locks they left (netlock.recover; netlock, with its types and sockets, is
     imported only when a lock has a note: most commands never lock the network)."""
     _recover_dumps()
+    from .kernel import pipesize
+    pipesize.restore_limit()  # fs.pipe-max-size, raised for an instant by pages/splice.py
     if netlock_notes_exist():
         from . import netlock
         netlock.recover()

@@ -163,18 +163,21 @@ class WriteBehind:
                 self._error = OSError(f"writing {self.out.name}: {e!r}")
 
     def _start_writeback(self) -> None:
-        """Have the kernel start writing what was written since the last time: a hint,
-        whose failure (a file system that does not take it) changes nothing."""
-        try:
-            libc.syscall("sync_file_range", self.out.fd, self._flushed,
-                         self._written - self._flushed, SYNC_FILE_RANGE_WRITE)
-        except OSError:
-            pass
+        start_writeback(self.out.fd, self._flushed, self._written - self._flushed)
         self._flushed = self._written
 
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing ``length`` bytes of file ``fd`` from ``offset`` to
+    disk: a hint, whose failure (a file system that does not take it) changes nothing."""
+    try:
+        libc.syscall("sync_file_range", fd, offset, length, SYNC_FILE_RANGE_WRITE)
+    except OSError:
+        pass
 
 
 class WriteThrough:

@@ -19,23 +19,26 @@ process's fd table is as it was.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import select
 import struct
 
 from .. import progress
 from ..images import RawWriter, crc32
-from ..kernel import interrupts, libc
+from ..kernel import interrupts, libc, pipesize
 from ..kernel.inject import SPLICE_HEAD, Injector, splice_fds_open
 from ..log import logger
+from .behind import FLUSH_EVERY, start_writeback
 from .buffer import spare_buffer
 
 log = logger("ckpt.pages")
 
-F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20  # fs.pipe-max-size's default: what root gets without CAP_SYS_RESOURCE
-PIECE = 1 << 20  # spliced, then checksummed, at a time
+# The pipe's size, the largest that can be had first: the process fills it while it
+# runs, and ckpt drains it whether it runs or not (on a loaded machine, it waits its
+# turn after each wake-up, and a pipe of 1 MiB, fs.pipe-max-size's default, kept a
+# 1 GiB dump waiting 1024 times: 16 s at a load average of 20, where 64 MiB took 1 s).
+PIPE_SIZES = (64 << 20, 16 << 20, 4 << 20, 1 << 20)
+PIECE = 4 << 20  # spliced at a time (then read back for the checksum, hot in the cache)
 _RUN = struct.Struct("<QQ")
 _WAIT_MS = 50  # between looks at the process while the pipe is empty (a stop, a death)
 
@@ -125,10 +128,7 @@ class SplicedPages:
             os.close(pidfd)
         checker = _Checker(self.out)
         try:
-            try:
-                fcntl.fcntl(rfd, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass  # a smaller pipe: more wake-ups, the same bytes
+            pipesize.resize(rfd, PIPE_SIZES)
             inj.run_code()
             poll = select.poll()
             poll.register(rfd, select.POLLIN)
@@ -180,6 +180,7 @@ class _Checker:
     def _run(self) -> None:
         buf = spare_buffer().view
         pos = end = self.start
+        flushed = pos
         while True:
             item = self.todo.get()
             last = item is None
@@ -192,6 +193,9 @@ class _Checker:
                         raise OSError(errno.EIO, f"{self.out.name}: short read back")
                     self.crc = crc32(buf[:got], self.crc, fast=True)
                     pos += got
+                    if pos - flushed >= FLUSH_EVERY:  # as behind.py does, for the fsync
+                        start_writeback(self.out.fd, flushed, pos - flushed)
+                        flushed = pos
             except OSError as e:
                 self.error = e
             if last:
