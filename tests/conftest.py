@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -116,6 +117,17 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 def images(tmp_path: Path) -> Path:
     """The image folder of a test (not created: ckpt dump creates it)."""
     return tmp_path / "images"
+
+
+@pytest.fixture
+def shm_path() -> Iterator[Path]:
+    """A folder of the test's own on tmpfs (/dev/shm), removed at teardown: a big
+    process's pages go into images there by the splice of pages/splice.py."""
+    path = Path(tempfile.mkdtemp(prefix="ckpt-test-", dir="/dev/shm"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

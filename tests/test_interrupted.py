@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -98,16 +99,18 @@ def cut(args: list[str | int | Path], after: float, sig: int) -> tuple[int, str]
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_dump_cut_at_random_moments(build: Builder, procs: Procs, tmp_path: Path,
-                                    sig: signal.Signals) -> None:
+                                    shm_path: Path, sig: signal.Signals) -> None:
+    """Images on tmpfs: the process moves its own pages (pages/splice.py)."""
     target = start_bigmem(build, procs)
     pid, out = target.pid, target.out
-    maps_before = maps(pid)
-    span = timed("dump", "-R", "-t", pid, "-D", tmp_path / "timing")
+    maps_before, fds_before = maps(pid), fd_table(pid)
+    span = timed("dump", "-R", "-t", pid, "-D", shm_path / "timing")
+    shutil.rmtree(shm_path / "timing")
     seed = random.randrange(1 << 32)
     rng = random.Random(seed)
     completed = 0
     for i in range(CUTS):
-        images = tmp_path / f"cut{i}"
+        images = shm_path / f"cut{i}"
         after = rng.uniform(0, span)
         what = f"cut {i} after {after:.3f} s of {span:.3f} (seed {seed})"
         code, err = cut(["dump", "-t", pid, "-D", images, "-v4", "-o", "dump.log"], after, sig)
@@ -125,19 +128,21 @@ def test_dump_cut_at_random_moments(build: Builder, procs: Procs, tmp_path: Path
             procs.wait_gone(target)
             target = restore_detached(procs, pid, out, images)
             maps_before = maps(pid)  # the kernel may merge the restored mappings otherwise
+        shutil.rmtree(images, ignore_errors=True)  # tmpfs is memory
         # Alive, with or without a complete dump (killed between the last fsync and the
         # kill, ckpt leaves a valid dump of a process that runs on).
         assert_consecutive(out.numbers())
     # The next ckpt takes back whatever the killed ones left in the process.
-    ckpt_ok("dump", "-R", "-t", pid, "-D", tmp_path / "after")
+    ckpt_ok("dump", "-R", "-t", pid, "-D", shm_path / "after")
     assert maps(pid) == maps_before, f"mappings changed (seed {seed})"
+    assert fd_table(pid) == fds_before, f"fds changed (seed {seed})"
     before = len(out.numbers())
     wait_until(lambda: len(out.numbers()) > before + 3, 10, "the process to count on")
     assert_consecutive(out.numbers())
     assert_memory_intact(target)
     # And a plain dump and restore work.
-    dump_and_check_dead(procs, target, tmp_path / "last")
-    target = restore_detached(procs, pid, out, tmp_path / "last")
+    dump_and_check_dead(procs, target, shm_path / "last")
+    target = restore_detached(procs, pid, out, shm_path / "last")
     assert_memory_intact(target)
     assert_consecutive(out.numbers())
     print(f"{CUTS} dumps cut by {sig.name} (seed {seed}): {completed} were complete")
@@ -179,7 +184,7 @@ def test_restore_killed_at_random_moments(build: Builder, procs: Procs, tmp_path
 
 
 def test_dump_killed_while_the_process_moves_its_pages(build: Builder, procs: Procs,
-                                                       tmp_path: Path) -> None:
+                                                       shm_path: Path) -> None:
     """ckpt killed while the process vmsplices its own pages into a pipe of its own
     (pages/splice.py): the process lives on, and the dump's guard gives it back its fd
     table (the pipe's two fds closed), its mappings and its registers at once."""
@@ -187,7 +192,7 @@ def test_dump_killed_while_the_process_moves_its_pages(build: Builder, procs: Pr
     pid, out = target.pid, target.out
     fds_before, maps_before = fd_table(pid), maps(pid)
     children = my_children()
-    p = subprocess.Popen(ckpt_cmd() + ["dump", "-t", str(pid), "-D", str(tmp_path / "cut")],
+    p = subprocess.Popen(ckpt_cmd() + ["dump", "-t", str(pid), "-D", str(shm_path / "cut")],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     try:
@@ -204,8 +209,8 @@ def test_dump_killed_while_the_process_moves_its_pages(build: Builder, procs: Pr
     assert _counts_on(out)
     assert_consecutive(out.numbers())
     assert_memory_intact(target)
-    dump_and_check_dead(procs, target, tmp_path / "last")
-    target = restore_detached(procs, pid, out, tmp_path / "last")
+    dump_and_check_dead(procs, target, shm_path / "last")
+    target = restore_detached(procs, pid, out, shm_path / "last")
     assert_memory_intact(target)
     assert_consecutive(out.numbers())
 

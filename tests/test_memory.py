@@ -36,8 +36,9 @@ def test_one_gib_verified_after_restore(build: Builder, procs: Procs, images: Pa
     assert_consecutive(target.out.numbers())
 
 
-# 32 MiB of memory (moved by the process itself at dump, pages/splice.py) in a process
-# whose fd table is full: it cannot make the pipe, and ckpt copies the pages instead.
+# 32 MiB of memory (moved by the process itself at dump into images on tmpfs,
+# pages/splice.py) in a process whose fd table is full: it cannot make the pipe, and
+# ckpt copies the pages instead.
 FULL_FD_TABLE = r"""
 import hashlib, os, resource, signal, sys, time
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
@@ -60,7 +61,9 @@ while True:
 """
 
 
-def test_pages_copied_when_the_process_cannot_make_a_pipe(procs: Procs, images: Path) -> None:
+def test_pages_copied_when_the_process_cannot_make_a_pipe(procs: Procs, shm_path: Path
+                                                          ) -> None:
+    images = shm_path / "images"
     target = procs.start([PYTHON, "-c", FULL_FD_TABLE])
     target.out.wait_numbers(2)
     fds = os.listdir(f"/proc/{target.pid}/fd")

@@ -301,6 +301,18 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
                        ctypes.c_int, ctypes.c_long]
 
 
+TMPFS_MAGIC = 0x01021994
+_libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+
+def fs_type(fd: int) -> int:
+    """The magic number of the file system ``fd`` is on (statfs's f_type); 0 if unknown."""
+    buf = ctypes.create_string_buffer(120)  # struct statfs; f_type is its first field
+    if _libc.fstatfs(fd, buf) != 0:
+        return 0
+    return ctypes.c_long.from_buffer(buf).value
+
+
 def anon_buffer(size: int) -> int:
     """Map ``size`` bytes of private anonymous memory in this process; return its address."""
     addr = _libc.mmap(None, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)

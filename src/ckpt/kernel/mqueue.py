@@ -7,12 +7,13 @@ import ctypes
 import errno
 import os
 
+from . import libc
+
 MQUEUE_MAGIC = 0x19800202
 _NR = {"mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
        "mq_getsetattr": 245}
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-_libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
 
 
 class MqAttr(ctypes.Structure):
@@ -31,10 +32,7 @@ def _call(name: str, *args: object) -> int:
 
 def is_mqueue(fd: int) -> bool:
     """Whether ``fd`` is a file of the mqueue file system."""
-    buf = ctypes.create_string_buffer(120)  # struct statfs; f_type is its first field
-    if _libc.fstatfs(fd, buf) != 0:
-        return False
-    return ctypes.c_long.from_buffer(buf).value == MQUEUE_MAGIC
+    return libc.fs_type(fd) == MQUEUE_MAGIC
 
 
 def mq_open(name: str, flags: int, mode: int = 0, attr: MqAttr | None = None) -> int:

@@ -175,10 +175,11 @@ class TaskPages:
 
     def can_splice(self) -> bool:
         """Whether the process may move its own pages (pages/splice.py): a dump (not a
-        pre-dump: the process runs when they are copied) into a local pages file,
-        pages not hashed (digest tracking reads every page)."""
+        pre-dump: the process runs when they are copied) into a local pages file on
+        tmpfs, pages not hashed (digest tracking reads every page)."""
         return (not self.deferred and isinstance(self.sink, WriteBehind)
-                and "digest" not in (self.compare, self.record))
+                and "digest" not in (self.compare, self.record)
+                and libc.fs_type(self.sink.out.fd) == libc.TMPFS_MAGIC)
 
     def splice_with(self, inj: Injector, scratch: tuple[int, int]) -> None:
         """From now on, the readable pages are moved by the process itself, through

@@ -7,6 +7,10 @@ loop waits on the pipe, not on ckpt): criu's way, without a compiled parasite.
 The pages file keeps its CRC-32 (docs/image-format.md): a thread of ckpt's reads
 each piece back from the file, hot in the CPU cache, while the next is spliced.
 
+Only into a pages file on tmpfs: there, against ``process_vm_readv`` and a write, it
+took a third less CPU and time (1 GiB); into ext4 the splice took twice the system
+time of the write (1.2-1.5 s against 0.6 s for 1 GiB), and the copy stays.
+
 Should ckpt die while the loop runs, the process holds the pipe's read end too, so
 that the loop never meets a pipe without readers (whose SIGPIPE goes to the whole
 process): it waits, parked, on the full pipe; ckpt/recovery.py (the dump's guard at
@@ -28,7 +32,6 @@ from ..images import RawWriter, crc32
 from ..kernel import interrupts, libc, pipesize
 from ..kernel.inject import SPLICE_HEAD, Injector, splice_fds_open
 from ..log import logger
-from .behind import FLUSH_EVERY, start_writeback
 from .buffer import spare_buffer
 
 log = logger("ckpt.pages")
@@ -180,7 +183,6 @@ class _Checker:
     def _run(self) -> None:
         buf = spare_buffer().view
         pos = end = self.start
-        flushed = pos
         while True:
             item = self.todo.get()
             last = item is None
@@ -193,9 +195,6 @@ class _Checker:
                         raise OSError(errno.EIO, f"{self.out.name}: short read back")
                     self.crc = crc32(buf[:got], self.crc, fast=True)
                     pos += got
-                    if pos - flushed >= FLUSH_EVERY:  # as behind.py does, for the fsync
-                        start_writeback(self.out.fd, flushed, pos - flushed)
-                        flushed = pos
             except OSError as e:
                 self.error = e
             if last:
