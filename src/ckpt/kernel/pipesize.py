@@ -39,8 +39,8 @@ def _raised(fd: int, size: int) -> int:
         _put_back(note)
         with open(LIMIT) as f:
             limit = int(f.read())
-        os.write(note, b"%d\n" % limit)
-        os.fsync(note)
+        os.write(note, b"%d\n" % limit)  # no fsync: after a crash of the machine, the
+        # limit is back to its default anyway
         try:
             _write_limit(size)
             return int(fcntl.fcntl(fd, F_SETPIPE_SZ, size))

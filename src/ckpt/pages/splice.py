@@ -92,6 +92,7 @@ class SplicedPages:
         runs, total = self.runs, self.queued
         self.runs, self.queued = [], 0
         inj, pid = self.inj, self.inj.pid
+        log.debug("process %d: moving %d bytes of its memory in %d runs", pid, total, len(runs))
         inj.write(self.block, struct.pack("<iiQQQ", -1, -1, len(runs), 0, 0)
                   + b"".join(_RUN.pack(a, n) for a, n in runs))
         moved = 0
