@@ -215,6 +215,35 @@ def test_dump_killed_while_the_process_moves_its_pages(build: Builder, procs: Pr
     assert_consecutive(out.numbers())
 
 
+def test_process_stopped_while_it_moves_its_pages(build: Builder, procs: Procs,
+                                                  shm_path: Path) -> None:
+    """A SIGSTOP that comes while the process vmsplices its pages (pages/splice.py) does
+    not hold the dump up: it completes, and the process, continued, counts on with
+    its memory and its fds as they were."""
+    target = start_bigmem(build, procs)
+    pid, out = target.pid, target.out
+    fds_before = fd_table(pid)
+    p = subprocess.Popen(ckpt_cmd() + ["dump", "-R", "-t", str(pid), "-D",
+                                       str(shm_path / "images")],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(fd_table(pid)) > len(fds_before), 60,
+                   "the process to make its pipe")
+        os.kill(pid, signal.SIGSTOP)
+        _, err = p.communicate(timeout=scaled(60))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    os.kill(pid, signal.SIGCONT)
+    assert fd_table(pid) == fds_before
+    assert _counts_on(out)
+    assert_consecutive(out.numbers())
+    assert_memory_intact(target)
+
+
 def _tail(images: Path) -> str:
     """The end of ckpt's log, for failure messages."""
     try:
