@@ -129,9 +129,11 @@ def write(cls: type, method: str) -> Callable[..., Any]:
     """The real ``method`` of ``cls``, written, compiled and put on the class."""
     fields, frozen = cls.__dict__[_FIELDS]
     names = [f.name for f in fields]
-    scope: dict[str, Any] = {"_MISSING": _MISSING, "_set": object.__setattr__}
+    scope: dict[str, Any] = {"_MISSING": _MISSING}
     if method == "__init__":
-        params, body = ["self"], []
+        # frozen: the fields go straight into the instance's dict (its __setattr__
+        # refuses them; dataclasses calls object.__setattr__ for each, a few times slower)
+        params, body = ["self"], ["_own = self.__dict__"] if frozen else []
         for f in fields:
             value = f.name
             if f.default_factory is not _MISSING:
@@ -143,8 +145,7 @@ def write(cls: type, method: str) -> Callable[..., Any]:
                 params.append(f"{f.name}=_d_{f.name}")
             else:
                 params.append(f.name)
-            body.append(f"_set(self, {f.name!r}, {value})" if frozen
-                        else f"self.{f.name} = {value}")
+            body.append(f"_own[{f.name!r}] = {value}" if frozen else f"self.{f.name} = {value}")
         source = f"def __init__({', '.join(params)}):\n    " + "\n    ".join(body or ["pass"])
     elif method == "__repr__":
         shown = ", ".join(f"{n}={{self.{n}!r}}" for n in names)
