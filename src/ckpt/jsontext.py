@@ -1,7 +1,8 @@
-"""JSON text as ckpt writes it, compact with keys sorted, by json's C encoder without
+"""JSON text as ckpt writes and reads it, through json's C encoder and scanner without
 the ``json`` package: importing that compiles regular expressions for its Python
-encoder and its decoder (with ``re`` and ``enum``, several ms of a command's start-up).
-Reading JSON (``loads``) imports ``json``."""
+encoder and decoder (with ``re`` and ``enum``, several ms of a command's start-up).
+Text the scanner does not take whole is read again by ``json.loads``, which raises
+its own error for it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,21 @@ if TYPE_CHECKING:
 try:
     from _json import encode_basestring_ascii as _ascii
     from _json import make_encoder as _make_encoder
+    from _json import make_scanner as _make_scanner
 except ImportError:  # a Python without json's C accelerator
-    _make_encoder = None
+    _make_encoder = _make_scanner = None
+
+_SPACE = " \t\n\r"  # what JSON allows around a value
+
+
+class _Options:
+    """What json.loads gives its scanner by default."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
+                      "NaN": float("nan")}.__getitem__
 
 
 def _unknown(obj: object) -> Any:
@@ -32,5 +46,15 @@ def dumps(obj: Any) -> str:
 
 
 def loads(text: str | bytes) -> Any:
+    """``json.loads(text)``."""
+    if _make_scanner is not None:
+        try:
+            doc = text.decode() if isinstance(text, bytes | bytearray) else text
+            start = len(doc) - len(doc.lstrip(_SPACE))
+            value, end = _make_scanner(_Options)(doc, start)
+            if end == len(doc.rstrip(_SPACE)):
+                return value
+        except (ValueError, StopIteration):  # said again, as json says it, below
+            pass
     import json
     return json.loads(text)
