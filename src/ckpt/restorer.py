@@ -24,7 +24,6 @@ import ctypes
 import errno
 import os
 import struct
-import termios
 import time
 
 from . import faults, guard, recovery, standins, tree, validate
@@ -32,7 +31,6 @@ from .errors import CkptError, ImageError, RestoreError
 from .hooks import ignore
 from .images import INVENTORY, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
-from .job_control import Foreground, wait_for_exit
 from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot, vdso
 from .kernel.inject import BATCH_CODE, BATCH_ENTRY, BatchArea, Injector, vdso_syscall_offset
 from .kernel.record import dataclass, field
@@ -57,7 +55,6 @@ from .resources import (
     thread,
     timers,
     treens,
-    tty,
 )
 from .resources.filekind import TcpFlags
 
@@ -68,8 +65,9 @@ if TYPE_CHECKING:  # imported when the images hold a lock, or sockets; --new-pid
 
     from . import netlock, new_pidns
     from .hooks import Notify
+    from .job_control import Foreground
     from .pages.lazy import Handover
-    from .resources import sk_inet
+    from .resources import sk_inet, tty
 
 log = logger("ckpt.restore")
 
@@ -434,11 +432,11 @@ class Restore:
                                      self.fd_limit)
         if problem:
             raise RestoreError(f"{problem} (ckpt's hard RLIMIT_NOFILE here)")
-        terminals = fctx.kind(tty.Terminals)
         for n in self.live:
             n.plan = fctx.prepare_task(n.fd_table)
-            if n.info["setsid"]:
-                n.info["ctty_fd"] = terminals.controlling_slave(n.info, self.shell_job)
+            if n.info["setsid"] and "ctty" in n.info:  # a session leader with a terminal
+                n.info["ctty_fd"] = self._terminals().controlling_slave(n.info,
+                                                                        self.shell_job)
         fctx.after_open()
         faults.point("restore.fds_opened")
 
@@ -563,9 +561,10 @@ class Restore:
         restored without ``detach`` the job gets ckpt's terminal (job_control.py)."""
         if not self.shell_job:
             return
-        self._files().kind(tty.Terminals).lend_to_job()
+        self._terminals().lend_to_job()
         if self.detach or self.root.info["setsid"]:  # a session of its own: not ckpt's job
             return
+        from .job_control import Foreground
         pgid = self.root.info["pgid"]
         self.foreground = Foreground((pgid if pgid != self.outside_pgid else None)
                                      or os.getpgrp())
@@ -632,6 +631,7 @@ class Restore:
             if self.detach:
                 return None
             if self.foreground is None:
+                from .job_control import wait_for_exit
                 status = wait_for_exit(self.root_pid)
             else:
                 status = self.foreground.wait(self.root_pid)
@@ -647,7 +647,9 @@ class Restore:
         if inet is not None:
             inet.connections.drop()
         self._files().close_all()
-        self._files().kind(tty.Terminals).take_back()
+        terminals = self._files().kinds.get("tty")  # made if a process had a terminal
+        if terminals is not None:
+            terminals.take_back()  # type: ignore[attr-defined]
         ghost.drop_memfds()
         if self.ipc is not None:
             self.ipc.undo()
@@ -678,6 +680,12 @@ class Restore:
         the images hold none: sk_inet and the TCP modules are then never imported."""
         kind = self.fctx.kinds.get("inet") if self.fctx is not None else None
         return kind  # type: ignore[return-value]
+
+    def _terminals(self) -> tty.Terminals:
+        """The restore's kind of terminals (tty.py, imported only for a tree where a
+        process had a controlling terminal, or a shell job)."""
+        from .resources.tty import Terminals
+        return self._files().kind(Terminals)
 
     def _unmap_helper(self) -> None:
         if self.helper_in_ckpt:
@@ -763,6 +771,7 @@ class _TaskRestore:
         inj = self.inj
         inj.write(self.scratch, b"/dev/tty\0" + struct.pack("<i", tpgid))
         fd = inj.call("open", self.scratch, os.O_RDWR | os.O_NOCTTY)
+        import termios
         try:
             inj.call("ioctl", fd, termios.TIOCSPGRP, self.scratch + 9)
         except OSError as e:

@@ -37,7 +37,7 @@ from .kernel.record import dataclass, field
 from .log import logger
 from .pages import fill
 from .pages.chain import Segment
-from .resources import fdtable, mem, nspids, seccomp, sharing, signals, task, tty
+from .resources import fdtable, mem, nspids, seccomp, sharing, signals, task
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -344,9 +344,10 @@ class Creation:
                 inj.call("setsid")
                 slave = info.get("ctty_fd")
                 if slave is not None:
+                    from .resources.tty import TIOCSCTTY  # a tree with terminals only
                     fd = self.sender.lend(inj, self.helper.start, node.sock, slave)
                     try:
-                        inj.call("ioctl", fd, tty.TIOCSCTTY, 0)
+                        inj.call("ioctl", fd, TIOCSCTTY, 0)
                     finally:
                         inj.call("close", fd)
             elif info["pgid"] == node.pid:

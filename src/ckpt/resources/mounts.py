@@ -42,7 +42,7 @@ from ..kernel.lazyre import LazyPattern
 from ..kernel.mountinfo import Mount
 from ..log import logger
 from ..schema import NAT, PATH, S64, STR, U32, UID, Either, Int, List, Obj, Opt, Path, Str, Tup
-from . import ghost, tty
+from . import ghost
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -586,6 +586,7 @@ class Builder:
                     else src["point"]
                 if src["fstype"] == "devpts" and m["subpath"].isdigit() \
                         and not os.path.exists(path):  # a pty (runc's /dev/console)
+                    from . import tty  # (tty.py is imported where a tree has terminals)
                     tty.make_early(os.path.join(src["point"], "ptmx"), int(m["subpath"]))
                 mountinfo.mount(path, point, None, mountinfo.MS_BIND)
             elif m["fstype"] == "proc" and pid_ns >= 0:
@@ -670,6 +671,7 @@ class Builder:
                 os.close(dirfd)
 
     def close(self) -> None:
+        from . import tty
         tty.drop_early()
         if self.ns_fd >= 0:
             os.close(self.ns_fd)
