@@ -134,3 +134,25 @@ def test_restore_twice_from_one_dump(build: Builder, procs: Procs, images: Path)
     # the same bytes again from the dump-time offset, so the sequence stays whole.
     restore_detached(procs, target.pid, target.out, images)
     assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))
+
+
+def test_ckpts_own_signal_actions_stay_out(build: Builder, procs: Procs, images: Path) -> None:
+    """The root is a fork of ckpt: the signals ckpt handles or ignores (its own SIGINT
+    and SIGPIPE..., and SIGHUP and SIGUSR2 ignored by whoever started it) come back to
+    the default in it, as the counter had them: none ignored, none caught."""
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    dump_and_check_dead(procs, target, images)
+
+    def ignoring() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    res = subprocess.run(ckpt_cmd() + ["restore", "-D", str(images), "-d"], preexec_fn=ignoring,
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         timeout=scaled(60))
+    assert res.returncode == 0, res.stderr
+    restored = procs.adopt(target.pid, target.out)
+    status = proc_status(restored.pid)
+    assert (int(status["SigIgn"], 16), int(status["SigCgt"], 16)) == (0, 0), status
+    assert_consecutive(target.out.wait_numbers(len(target.out.numbers()) + 3))

@@ -223,10 +223,11 @@ class Creation:
         try:
             deadline = time.monotonic() + PID_WAIT_SECONDS
             tids = nspids.levels(root.pid)
+            handled = signals.not_default()
+            flags = libc.CLONE_CLEAR_SIGHAND | (nsenter.CLONE_NEWPID if len(tids) > 1 else 0)
             while True:
                 try:
-                    pid = libc.clone3_with_pid(
-                        tids, sibling, nsenter.CLONE_NEWPID if len(tids) > 1 else 0)
+                    pid = libc.clone3_with_pid(tids, sibling, flags)
                     break
                 except OSError as e:
                     if e.errno != errno.EEXIST or time.monotonic() > deadline:
@@ -236,7 +237,7 @@ class Creation:
                 try:
                     # ckpt's handlers are not the process's; the processes cloned from
                     # it start from the defaults too (signals.restore counts on it)
-                    signals.reset_actions()
+                    signals.reset_actions(handled)
                     if mount_ns >= 0:
                         nsenter.setns(mount_ns, nsenter.CLONE_NEWNS)
                         os.chdir("/")

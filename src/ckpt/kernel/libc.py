@@ -88,6 +88,7 @@ CLONE_THREAD = 0x10000
 CLONE_SYSVSEM = 0x40000
 CLONE_CHILD_CLEARTID = 0x200000
 CLONE_PARENT = 0x8000
+CLONE_CLEAR_SIGHAND = 0x100000000  # clone3: the child's handled signals back to the default
 
 # kcmp
 KCMP_FILE, KCMP_VM = 0, 1

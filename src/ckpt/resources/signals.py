@@ -7,6 +7,7 @@ task, so they go through injected syscalls into the helper/scratch page.
 
 from __future__ import annotations
 
+import _signal
 import binascii
 import ctypes
 import os
@@ -59,14 +60,31 @@ SS_DISABLE = 2
 _DEFAULT = KSigaction()  # SIG_DFL, no flags, empty mask: the action the images leave out
 
 
-def reset_actions() -> None:
-    """Every signal's action the default in this process: a new process of a restore
-    does this natively before ckpt seizes it (it had ckpt's handlers), so that
-    ``restore`` injects a call only for the actions saved (a process that catches
-    nothing: none, instead of 62)."""
+def not_default() -> list[int]:
+    """The signals whose action in this process may not be the default, as Python
+    knows them (what it found at start-up and what ckpt set; None, a handler Python
+    did not install, counts): some five, where a process asking the kernel would make
+    62 calls."""
+    out = []
     for sig in range(1, libc.NSIG + 1):
         if sig not in _UNCATCHABLE:
-            libc.syscall("rt_sigaction", sig, ctypes.addressof(_DEFAULT), 0, 8)
+            try:
+                default = _signal.getsignal(sig) is _signal.SIG_DFL
+            except (ValueError, OSError):
+                default = False
+            if not default:
+                out.append(sig)
+    return out
+
+
+def reset_actions(sigs: list[int]) -> None:
+    """The action of each of ``sigs`` the default in this process: a new process of a
+    restore, forked by ckpt with CLONE_CLEAR_SIGHAND (its handled signals back to the
+    default), does this natively for those ckpt's ``not_default`` names (ignored ones
+    among them) before ckpt seizes it, so that ``restore`` injects a call only for the
+    actions saved (a process that catches nothing: none, instead of 62)."""
+    for sig in sigs:
+        libc.syscall("rt_sigaction", sig, ctypes.addressof(_DEFAULT), 0, 8)
 
 
 def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
