@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import _signal
 import os
-import re
 import stat
 
 from ..errors import ImageError, RestoreError, UnsupportedError, UsageError
@@ -119,6 +118,7 @@ def _flags(m: Mount) -> list[str]:
 
 
 def _options(m: Mount) -> str:
+    import re  # (a tree without a mount namespace of its own needs no re)
     keep = OPTIONS.get(m.fstype, {})
     out = []
     for opt in m.super_options:
@@ -399,6 +399,7 @@ def check_image(data: Any, where: str) -> list[dict[str, Any]]:
             if m.get("subpath") != "":
                 _clean(m.get("subpath"), what, False)
         elif how == "new":
+            import re
             fstype = m.get("fstype")
             if fstype not in NEW_FS:
                 raise ImageError(f"{what}: ckpt does not mount {fstype!r}")
