@@ -4,6 +4,7 @@ after their source), --external mnt[...] entries, mounts.json as a restore check
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import pytest
@@ -121,3 +122,19 @@ def test_schema_refuses_what_check_image_lets_by(path: list[Any], value: Any) ->
     validate.check_file("mounts.json", GOOD, "mounts.json")
     with pytest.raises(ImageError, match=r"mounts.json: mounts\[1\]"):
         validate.check_file("mounts.json", _bad(path, value), "mounts.json")
+
+
+def test_escapes_undone_as_the_regular_expression_did() -> None:
+    import random
+    import re
+    rnd = random.Random(5)
+    pieces = [b"\\", b"0", b"4", b"1", b"3", b"7", b"8", b"a", b" ", b"\xff"]
+    for _ in range(20000):
+        text = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12)))
+        try:
+            want = os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), text))
+        except ValueError:  # \\4xx and above: no byte
+            with pytest.raises(ValueError):
+                mountinfo._unescape(text)
+            continue
+        assert mountinfo._unescape(text) == want, text
