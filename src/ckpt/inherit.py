@@ -5,7 +5,6 @@ a restore marker."""
 from __future__ import annotations
 
 import os
-import re
 
 from .errors import UsageError
 from .kernel.lazyre import LazyPattern
@@ -14,7 +13,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-_ARG_RE = LazyPattern(r"^(fd|debug)\[(\d+)\]:(.+)$", re.S)
+_ARG_RE = LazyPattern(r"(?s)^(fd|debug)\[(\d+)\]:(.+)$")  # (?s): no re.S, no re at import
 _ORIG_FD_RE = LazyPattern(r"^orig-fd\[(\d+)\]$")
 FORMAT_HELP = ("fd[N]:KEY (KEY: tmp/old, /tmp/old, pipe:[INODE], socket:[INODE], "
                "tty[RDEV:DEV], orig-fd[M]) or debug[N]:TEXT")
