@@ -266,7 +266,7 @@ class Creation:
         if stop.exited:
             raise RestoreError(f"the new process {root.pid} died: {stop.describe()}")
         ptrace.set_sigmask(root.pid, signals.ALL_BLOCKED)
-        root.sock = self.sender.theirs.fileno()
+        root.sock = self.sender.theirs
         faults.point("restore.seized")
 
     def build(self, root: Node) -> None:

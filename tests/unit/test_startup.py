@@ -197,12 +197,13 @@ def test_no_module_of_ckpt_imports_typing() -> None:
 def test_a_restore_imports_only_what_it_runs() -> None:
     """The modules of a plain ``ckpt restore`` (its fd pair made) leave out the dump's
     page path, --new-pidns, the socket and signal modules (their enums built at
-    import): _socket and _signal serve; and terminals (tty.py, with termios and
-    base64) and job control, which a tree without a terminal never uses."""
+    import): _signal and raw syscalls serve (not even _socket's library); and
+    terminals (tty.py, with termios and base64) and job control, which a tree
+    without a terminal never uses."""
     out = _run("import sys; import ckpt.cli, ckpt.restorer, ckpt.rpc.stats\n"
                "from ckpt.resources import fdtable; fdtable.FdSender().close()\n"
                "print(sorted(m for m in ('typing', 'logging', 'argparse', 'signal', 'socket', "
                "'selectors', 'ckpt.dumper', 'ckpt.pages.save', 'ckpt.new_pidns', 'zlib_ng', "
-               "'ckpt.resources.tty', 'ckpt.job_control', 'termios', 'base64') "
+               "'ckpt.resources.tty', 'ckpt.job_control', 'termios', 'base64', '_socket') "
                "if m in sys.modules))")
     assert out == "[]"

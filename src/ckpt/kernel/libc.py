@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 
 if os.uname().machine != "x86_64":  # pragma: no cover - other arches are future work
     raise ImportError(f"ckpt supports x86_64 only, not {os.uname().machine}")
@@ -29,6 +30,7 @@ NR = {
     "rt_sigprocmask": 14, "pread64": 17, "mremap": 25, "madvise": 28,
     "dup2": 33, "nanosleep": 35, "getitimer": 36, "setitimer": 38,
     "pause": 34, "getpid": 39, "socket": 41, "connect": 42, "sendmsg": 46, "recvmsg": 47,
+    "socketpair": 53,
     "shutdown": 48, "listen": 50, "getsockopt": 55, "wait4": 61, "kill": 62, "fcntl": 72,
     "flock": 73, "chdir": 80,
     "fchdir": 81, "umask": 95, "setgroups": 116, "setresuid": 117,
@@ -97,6 +99,7 @@ KCMP_FILE, KCMP_VM = 0, 1
 SOL_SOCKET, SCM_RIGHTS = 1, 1
 MSG_CTRUNC, MSG_DONTWAIT, MSG_CMSG_CLOEXEC = 0x8, 0x40, 0x40000000
 SCM_MAX_FD = 253  # fds in one SCM_RIGHTS message
+AF_UNIX, SOCK_SEQPACKET, SOCK_CLOEXEC = 1, 5, 0o2000000
 
 # seccomp
 SECCOMP_SET_MODE_STRICT, SECCOMP_SET_MODE_FILTER = 0, 1
@@ -164,6 +167,28 @@ class MsgHdr(ctypes.Structure):
 class CmsgHdr(ctypes.Structure):
     _fields_ = [("cmsg_len", ctypes.c_uint64), ("cmsg_level", ctypes.c_int32),
                 ("cmsg_type", ctypes.c_int32)]
+
+
+def socketpair(kind: int) -> tuple[int, int]:
+    """A pair of connected unix sockets of ``kind`` (SOCK_SEQPACKET...), close-on-exec:
+    without the socket modules (_socket alone is a library to load)."""
+    fds = (ctypes.c_int * 2)()
+    syscall("socketpair", AF_UNIX, kind | SOCK_CLOEXEC, 0, ctypes.addressof(fds))
+    return fds[0], fds[1]
+
+
+def send_fds(sock: int, fds: list[int]) -> None:
+    """Send one zero byte carrying ``fds`` (SCM_RIGHTS) on the socket ``sock``."""
+    head = ctypes.sizeof(CmsgHdr)
+    control = ctypes.create_string_buffer(head + (4 * len(fds) + 7) // 8 * 8)
+    cmsg = CmsgHdr.from_buffer(control)
+    cmsg.cmsg_len, cmsg.cmsg_level, cmsg.cmsg_type = head + 4 * len(fds), SOL_SOCKET, SCM_RIGHTS
+    struct.pack_into(f"{len(fds)}i", control, head, *fds)
+    byte = ctypes.create_string_buffer(1)
+    iov = IOVec(ctypes.addressof(byte), 1)
+    msg = MsgHdr(msg_iov=ctypes.addressof(iov), msg_iovlen=1,
+                 msg_control=ctypes.addressof(control), msg_controllen=len(control))
+    syscall("sendmsg", sock, ctypes.addressof(msg), 0)
 
 
 class CloneArgs(ctypes.Structure):

@@ -214,19 +214,19 @@ class FdSender:
     each of them inherits) receives."""
 
     def __init__(self) -> None:
-        # the C module: the socket module's import (its enums made from _socket's
-        # constants, selectors) costs a restore about 3 ms, for a pair and sendmsg
-        import _socket
-        self.ours, self.theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        # raw fds: the socket module's import (its enums made from _socket's constants,
+        # selectors) cost a restore about 3 ms, and _socket's library 0.5, for a pair
+        # and sendmsg
+        self.ours, self.theirs = libc.socketpair(libc.SOCK_SEQPACKET)
         self.placeholder = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         self.sent = 0
 
     def close(self) -> None:
-        for s in (self.ours, self.theirs):
-            s.close()
-        if self.placeholder >= 0:
-            os.close(self.placeholder)
-            self.placeholder = -1
+        """Close the pair and the placeholder, once (a failed restore closes it again)."""
+        for fd in (self.ours, self.theirs, self.placeholder):
+            if fd >= 0:
+                os.close(fd)
+        self.ours = self.theirs = self.placeholder = -1
 
     def install(self, inj: Injector, scratch: int, sock: int, wants: list[Want],
                 kept: set[int] | frozenset[int] = frozenset()) -> int:
@@ -248,14 +248,12 @@ class FdSender:
     def lend(self, inj: Injector, scratch: int, sock: int, source: int) -> int:
         """Pass ckpt's fd ``source`` into the process at its lowest free number, which
         is returned: the caller uses it and closes it."""
-        self.ours.sendmsg([b"\0"], [(libc.SOL_SOCKET, libc.SCM_RIGHTS,
-                                     struct.pack("i", source))])
+        libc.send_fds(self.ours, [source])
         return self._receive(inj, scratch, sock, 1, os.O_CLOEXEC)[0]
 
     def _pass(self, inj: Injector, scratch: int, sock: int, batch: Batch) -> None:
         sources = [self.placeholder if w is None else w.source for w in batch.wants]
-        self.ours.sendmsg([b"\0"], [(libc.SOL_SOCKET, libc.SCM_RIGHTS,
-                                     struct.pack(f"{len(sources)}i", *sources))])
+        libc.send_fds(self.ours, sources)
         got = self._receive(inj, scratch, sock, len(sources),
                             os.O_CLOEXEC if batch.cloexec else 0)
         if got != batch.slots:
