@@ -19,7 +19,6 @@ process is killed: nothing half-restored is left.
 from __future__ import annotations
 
 import _signal
-import contextlib
 import ctypes
 import errno
 import os
@@ -31,7 +30,7 @@ from .errors import CkptError, ImageError, RestoreError
 from .hooks import ignore
 from .images import INVENTORY, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
-from .kernel import interrupts, libc, procfs, ptrace, safefs, treeroot, vdso
+from .kernel import interrupts, libc, procfs, ptrace, safefs, scoped, treeroot, vdso
 from .kernel.inject import BATCH_CODE, BATCH_ENTRY, BatchArea, Injector, vdso_syscall_offset
 from .kernel.record import dataclass, field
 from .log import logger
@@ -174,7 +173,7 @@ class Restore:
         self.namespaces = treens.Enter({})  # the tree's own uts and ipc namespaces
         self.mounts: mounts.Builder | None = None  # its mount tree, if it had its own
         self.stand_in_pids: set[int] = set()
-        self.scope = contextlib.ExitStack()  # what holds until the restore ends
+        self.scope = scoped.Scope()  # what holds until the restore ends
         self.cgroups: cgroups.RestoreCgroups | None = None
         # What the phases create; ``undo`` takes it all back.
         self.helper = 0  # the helper area, mapped in ckpt until the tree is forked
@@ -372,11 +371,11 @@ class Restore:
         what it makes from now on (mounts, SysV objects, files, the root) is made in them
         (treens.py); the tree's mounts built under --root (mounts.py)."""
         self.namespaces.enter()
-        self.scope.enter_context(nspids.restoring(self.namespaces.pids))
+        self.scope.enter(nspids.restoring(self.namespaces.pids))
         if self.mounts is not None:
             self.mounts.hold(self.needed_pids)
             self.mounts.build()
-            self.scope.enter_context(treeroot.at(f"/proc/{self.mounts.holder}/root"))
+            self.scope.enter(treeroot.at(f"/proc/{self.mounts.holder}/root"))
             self.check_mapped_files()
 
     def finish_mounts(self) -> None:
@@ -623,18 +622,23 @@ class Restore:
     def finish(self) -> int | None:
         """The tree runs: report ``post-resume``; without ``detach``, wait for the root
         and return its exit code."""
-        with self.foreground or contextlib.nullcontext():
-            try:
-                self.notify("post-resume", 0)
-            except CkptError as e:  # the processes run already: nothing to undo
-                log.warning("post-resume: %s", e)
-            if self.detach:
-                return None
-            if self.foreground is None:
-                from .job_control import wait_for_exit
-                status = wait_for_exit(self.root_pid)
-            else:
-                status = self.foreground.wait(self.root_pid)
+        if self.foreground is None:
+            return self._finish()
+        with self.foreground:
+            return self._finish()
+
+    def _finish(self) -> int | None:
+        try:
+            self.notify("post-resume", 0)
+        except CkptError as e:  # the processes run already: nothing to undo
+            log.warning("post-resume: %s", e)
+        if self.detach:
+            return None
+        if self.foreground is None:
+            from .job_control import wait_for_exit
+            status = wait_for_exit(self.root_pid)
+        else:
+            status = self.foreground.wait(self.root_pid)
         return os.waitstatus_to_exitcode(status)
 
     # ------------------------------------------------------------ failure

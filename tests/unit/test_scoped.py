@@ -66,3 +66,22 @@ def test_once_computes_once_per_arguments() -> None:
         return n * n
 
     assert (square(3), square(3), square(4)) == (9, 9, 16) and calls == [3, 4]
+
+
+def test_a_callback_is_called_in_its_turn_and_the_error_goes_on() -> None:
+    """``callback`` (ExitStack's): called when the scope is left, among the blocks in the
+    reverse order of their coming, even when a block left after it raised."""
+    log: list[str] = []
+    scope = Scope()
+    scope.enter(noted(log, "a"))
+    scope.callback(lambda: log.append("called"))
+
+    @contextmanager
+    def failing():  # type: ignore[no-untyped-def]
+        yield
+        raise ValueError("on leaving")
+
+    scope.enter(failing())
+    with pytest.raises(ValueError, match="on leaving"):
+        scope.close()
+    assert log == ["enter a", "called", "caught a", "leave a"]

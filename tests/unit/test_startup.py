@@ -199,11 +199,13 @@ def test_a_restore_imports_only_what_it_runs() -> None:
     page path, --new-pidns, the socket and signal modules (their enums built at
     import): _signal and raw syscalls serve (not even _socket's library); and
     terminals (tty.py, with termios and base64) and job control, which a tree
-    without a terminal never uses."""
+    without a terminal never uses; nor json, re and contextlib (images are read by
+    json's C scanner, jsontext.py)."""
     out = _run("import sys; import ckpt.cli, ckpt.restorer, ckpt.rpc.stats\n"
                "from ckpt.resources import fdtable; fdtable.FdSender().close()\n"
                "print(sorted(m for m in ('typing', 'logging', 'argparse', 'signal', 'socket', "
                "'selectors', 'ckpt.dumper', 'ckpt.pages.save', 'ckpt.new_pidns', 'zlib_ng', "
-               "'ckpt.resources.tty', 'ckpt.job_control', 'termios', 'base64', '_socket') "
+               "'ckpt.resources.tty', 'ckpt.job_control', 'termios', 'base64', '_socket', "
+               "'json', 're', 'enum', 'contextlib', 'functools', 'collections') "
                "if m in sys.modules))")
     assert out == "[]"

@@ -60,6 +60,17 @@ def contextmanager(fn: Callable[..., Any]) -> Callable[..., Any]:
     return block
 
 
+class _Callback:
+    """A function called on leaving, whatever the block raised (which goes on)."""
+
+    def __init__(self, fn: Callable[[], object]):
+        self.fn = fn
+
+    def __exit__(self, *exc: object) -> bool:
+        self.fn()
+        return False
+
+
 class Scope:
     """Context managers entered one by one (``enter``) and left together, the last
     first (``close``): an exception one raises goes to those left after it, the last
@@ -72,6 +83,10 @@ class Scope:
         value = manager.__enter__()
         self._held.append(manager)
         return value
+
+    def callback(self, fn: Callable[[], object]) -> None:
+        """Call ``fn`` when the scope is left, in its turn (``ExitStack.callback``)."""
+        self._held.append(_Callback(fn))
 
     def close(self) -> None:
         error: BaseException | None = None
