@@ -22,6 +22,7 @@ from ckpt_helpers import (
     is_alive,
     proc_state,
     scaled,
+    wait_until,
 )
 
 TIMEOUT = 30.0  # seconds (scaled) for a program to answer or print what it should
@@ -72,11 +73,7 @@ def cycle(procs: Procs, root: Proc | int, images: Path, *flags: str,
     pids = dumped_pids(images)
     if leave_running:
         assert is_alive(pid), f"dump -R did not leave {pid} running"
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        crash(procs, pids)
     for p in pids:
         procs.wait_gone(p)
     t2 = time.monotonic()
@@ -90,6 +87,50 @@ def cycle(procs: Procs, root: Proc | int, images: Path, *flags: str,
     assert out is not None
     procs.adopt(pid, out)
     return pids
+
+
+def crash(procs: Procs, pids: list[int]) -> None:
+    """Kill ``pids`` and every process of their process groups at once (what a tree
+    dumped with -R started since, a make's new job, would otherwise live on and keep
+    its group's number, the PID of its leader), and reap those that became ours."""
+    groups = set()
+    for p in pids:
+        try:
+            groups.add(os.getpgid(p))
+        except ProcessLookupError:
+            pass
+    groups.discard(os.getpgrp())
+    for g in groups:
+        try:
+            os.killpg(g, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def members() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.getpgid(int(entry)) in groups:
+                    found.append(int(entry))
+            except ProcessLookupError:
+                pass
+        return found
+
+    def emptied() -> bool:
+        for p in members():
+            if p not in pids:
+                try:
+                    os.waitpid(p, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        return not [p for p in members() if p not in pids]
+
+    wait_until(emptied, 30, "the killed tree's process groups to empty")
 
 
 def dumped_pids(images: Path) -> list[int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ckpt.kernel import libc
+from ckpt.kernel import libc, procfs
 from ckpt_helpers import (
     PROGS,
     PYTHON,
@@ -33,6 +33,7 @@ from ckpt_helpers import (
     proc_status,
     restore_detached,
     start_with_pid,
+    wait_until,
 )
 
 
@@ -268,6 +269,22 @@ def test_child_pid_taken(build: Builder, procs: Procs, images: Path) -> None:
     assert proc_status(child)["TracerPid"] == "0"
     count = len(holder.out.numbers())
     holder.out.wait_numbers(count + 2)
+
+
+def test_leader_pid_kept_by_its_group(procs: Procs, images: Path) -> None:
+    """The root's PID is still a process group's and session's number (the root was
+    killed after a dump -R, its child lived on, as a job's does): the error names the
+    process keeping it, not "a process that just exited"."""
+    target = procs.start(["sh", "-c", "sleep 1000 & wait"])
+    child = wait_until(lambda: next(iter(procfs.children(target.pid)), None), 10,
+                       "the shell's sleep")
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
+    target.popen.kill()
+    procs.wait_gone(target)
+    err = ckpt_fails("restore", "-D", images, "-d")
+    assert f"PID {target.pid} is taken by the process group" in err, err
+    assert f"{child} (sleep)" in err, err
+    assert is_alive(child)
 
 
 def test_vfork_child_on_its_way_to_exec_is_waited_for(build: Builder, procs: Procs,

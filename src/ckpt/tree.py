@@ -155,10 +155,30 @@ def pid_holder(pid: int) -> str:
     try:
         st = procfs.stat(pid)
     except procfs.ProcessGone:
-        return "a process that just exited"
+        return _group_holder(pid) or "a process that just exited"
     if st.state == "Z":
         return f"a zombie ({st.comm}) not yet reaped by its parent {st.ppid}"
     return f"{st.comm} (state {st.state}, parent {st.ppid})"
+
+
+def _group_holder(pid: int) -> str | None:
+    """The processes still in the process group or session numbered ``pid`` after its
+    leader ended (the kernel keeps the number theirs), or None when there are none: a
+    killed job whose children lived on holds its leader's PID."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                st = procfs.stat(int(entry))
+            except procfs.ProcessGone:
+                continue
+            if pid in (st.pgid, st.sid):
+                members.append(f"{st.pid} ({st.comm})")
+    if not members:
+        return None
+    more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+    return (f"the process group or session its process led, which lives on in "
+            f"{', '.join(members[:3])}{more}")
 
 
 def _pid_refused(pid: int, err: int) -> RestoreError:
