@@ -8,12 +8,16 @@ so a dump with -R leaves nothing outside that sees the tree die."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
-from ckpt_helpers import PROGS, PYTHON, Procs, free_port, is_alive, scaled, wait_until
+import pytest
+
+from ckpt_helpers import PROGS, PYTHON, Proc, Procs, free_port, is_alive, scaled, wait_until
 from real_helpers import TIMEOUT, cycle, need, tree
 from tcp_helpers import RespReader, resp
 
@@ -128,3 +132,108 @@ def test_make_parallel_build(procs: Procs, tmp_path: Path) -> None:
         [f"piece{i}" for i in range(1, 21)]
     assert not any("Error" in ln or "jobserver" in ln for ln in make.out.lines()), \
         make.out.lines()
+
+
+# ------------------------------------------------------------------ tmux, screen attached
+
+
+LOOP = "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done\n"
+ESCAPES = re.compile(rb"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|[=>78DEHMc])")
+
+
+def _seen_ticks(path: Path) -> list[int]:
+    """The ticks a terminal showed, from its raw output (escapes taken out)."""
+    text = ESCAPES.sub(b"", path.read_bytes()).decode(errors="replace")
+    return [int(n) for n in re.findall(r"tick (\d+)", text)]
+
+
+def _typed(keys: Path, text: str) -> None:
+    with open(keys, "w") as f:
+        f.write(text)
+
+
+def _attached_cycles(procs: Procs, tmp_path: Path, host: Proc,
+                     pane: Callable[[], str]) -> None:
+    """Dump and restore the terminal ``host`` and its tree (a terminal multiplexer's
+    client and server, the shell in its window and its loop) three times: the loop's
+    ticks go on in the window and on the client's terminal; keys typed on the
+    client's terminal reach the shell."""
+    keys = tmp_path / "keys"
+    _typed(keys, f"bash {tmp_path / 'loop.sh'}\r")
+    wait_until(lambda: len(_pane_ticks(pane())) >= 3, TIMEOUT, "ticks in the window")
+    pids = tree(host.pid)
+    for i, leave_running in enumerate(ROUNDS):
+        cycle(procs, host, tmp_path / f"images{i}", leave_running=leave_running)
+        assert tree(host.pid)[:len(pids) - 1] == pids[:-1], "not the same processes"
+        last = wait_until(lambda: _pane_ticks(pane()), TIMEOUT, "ticks in the window")[-1]
+        wait_until(lambda last=last: (_pane_ticks(pane()) or [-1])[-1] >= last + 3,
+                   TIMEOUT, "the loop's ticks after the restore")
+        wait_until(lambda last=last: max(_seen_ticks(host.out.path), default=-1) >= last + 3,
+                   TIMEOUT, "the ticks on the client's terminal")
+    _typed(keys, "\x03")
+    _typed(keys, "echo done-$((6*7))\r")
+    wait_until(lambda: re.search("^done-42$", pane(), re.M), TIMEOUT,
+               "the shell to answer keys typed on the client's terminal")
+
+
+def _pane_ticks(screen: str) -> list[int]:
+    return [int(n) for n in re.findall(r"^tick (\d+)$", screen, re.M)]
+
+
+def test_tmux_with_an_attached_client(procs: Procs, tmp_path: Path) -> None:
+    """A tmux client attached on a terminal, its server (forked off as a daemon), the
+    shell in its pane and the shell's loop, in one tree under the terminal's host."""
+    tmux = need("tmux", "tmux")
+    sock = tmp_path / "tmux.sock"
+    (tmp_path / "loop.sh").write_text(LOOP)
+    os.mkfifo(tmp_path / "keys")
+
+    def cmd(*args: str) -> str:
+        return subprocess.run([tmux, "-S", str(sock), *args], capture_output=True,
+                              text=True, check=True, timeout=scaled(TIMEOUT)).stdout
+
+    host = procs.start([PYTHON, PROGS / "pty_host.py", tmp_path / "keys", tmux, "-S", sock,
+                        "-f", "/dev/null", "new-session", "-s", "t", "bash --norc -i"],
+                       name="host")
+    wait_until(lambda: sock.exists() and len(tree(host.pid)) >= 4, TIMEOUT,
+               "the client, the server and its shell")
+    client = cmd("list-clients", "-F", "#{client_pid}").split()
+    assert len(client) == 1
+    _attached_cycles(procs, tmp_path, host, lambda: cmd("capture-pane", "-p", "-t", "t"))
+    assert cmd("list-clients", "-F", "#{client_pid}").split() == client
+    cmd("kill-server")
+    host.out.wait_line(r"terminal closed", timeout=TIMEOUT)
+
+
+def test_screen_with_an_attached_client(procs: Procs, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """GNU screen attached on a terminal (the attacher and the SCREEN process it forked,
+    connected by a named socket; the shell in its window and the shell's loop), in one
+    tree under the terminal's host."""
+    screen = need("screen", "screen")
+    sockets = tmp_path / "screens"
+    sockets.mkdir(mode=0o700)
+    monkeypatch.setenv("SCREENDIR", str(sockets))
+    (tmp_path / "loop.sh").write_text(LOOP)
+    os.mkfifo(tmp_path / "keys")
+    copy = tmp_path / "hardcopy"
+
+    def window() -> str:
+        copy.unlink(missing_ok=True)
+        subprocess.run([screen, "-S", "s", "-X", "hardcopy", str(copy)], check=True,
+                       timeout=scaled(TIMEOUT))
+        wait_until(copy.exists, TIMEOUT, "screen's hardcopy")
+        return copy.read_text(errors="replace")
+
+    host = procs.start([PYTHON, PROGS / "pty_host.py", tmp_path / "keys", screen, "-S", "s",
+                        "bash", "--norc", "-i"], name="host")
+    wait_until(lambda: len(tree(host.pid)) >= 4, TIMEOUT,
+               "the attacher, the server and its shell")
+    wait_until(lambda: "(Attached)" in subprocess.run(
+        [screen, "-ls"], capture_output=True, text=True, timeout=scaled(TIMEOUT)).stdout,
+        TIMEOUT, "an attached session")
+    _attached_cycles(procs, tmp_path, host, window)
+    assert "(Attached)" in subprocess.run([screen, "-ls"], capture_output=True, text=True,
+                                          timeout=scaled(TIMEOUT)).stdout
+    _typed(tmp_path / "keys", "exit\r")
+    host.out.wait_line(r"terminal closed", timeout=TIMEOUT)
