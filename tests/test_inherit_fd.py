@@ -176,6 +176,34 @@ def test_external_pipe_without_inherit_is_a_new_pipe(procs: Procs, images: Path,
     assert procs.wait_gone(reader.pid) == 0
 
 
+def test_pipe_whose_writer_is_gone_is_no_external_pipe(procs: Procs, images: Path,
+                                                      tmp_path: Path) -> None:
+    """A reader whose stdin pipe no process writes any more (its writer closed it, as
+    a pipeline's first command ends): no warning about an end outside the tree at
+    restore; it reads the bytes left, then end-of-file, as it would have."""
+    out = tmp_path / "reader.out"
+    with open(out, "wb") as f:
+        reader = subprocess.Popen(
+            ["sh", "-c", 'while read l; do echo "got $l"; sleep 0.2; done; echo eof'],
+            stdin=subprocess.PIPE, stdout=f, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    assert reader.stdin is not None
+    procs.adopt(reader.pid, Output(out))
+    reader.stdin.write(b"".join(b"line %d\n" % i for i in range(6)))
+    reader.stdin.close()
+    Output(out).wait_line(r"^got line 1$")
+    ckpt_ok("dump", "-t", reader.pid, "-D", images)
+    reader.wait(scaled(10))
+    for pid in my_children():
+        if pid != reader.pid and not is_alive(pid):
+            procs.wait_gone(pid)  # the loop's sleep, re-parented to us
+    res = ckpt_ok("restore", "-d", "-D", images)
+    assert "pipe:[" not in res.stderr, res.stderr
+    wait_until(lambda: "eof" in Output(out).lines(), 15, "the reader to reach end-of-file")
+    assert Output(out).lines() == [f"got line {i}" for i in range(6)] + ["eof"]
+    assert procs.wait_gone(reader.pid) == 0
+
+
 def test_external_unix_socket(procs: Procs, images: Path, tmp_path: Path) -> None:
     """A socket connected outside the tree: refused at dump without --external; with it,
     the restore needs --inherit-fd fd[N]:socket:[INODE], and the new socket carries on."""

@@ -173,7 +173,8 @@ def _group_holder(pid: int) -> str | None:
             except procfs.ProcessGone:
                 continue
             if pid in (st.pgid, st.sid):
-                members.append(f"{st.pid} ({st.comm})")
+                zombie = ", a zombie not yet reaped" if st.state == "Z" else ""
+                members.append(f"{st.pid} ({st.comm}{zombie})")
     if not members:
         return None
     more = f" and {len(members) - 3} more" if len(members) > 3 else ""

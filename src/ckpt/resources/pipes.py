@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import stat as st_mod
 
 from ..errors import DumpError, RestoreError
@@ -89,6 +90,19 @@ def _refill(w: int, data: bytes, packets: list[int] | None) -> None:
         fcntl.fcntl(w, fcntl.F_SETFL, mode)
 
 
+def _other_end_closed(end: int, flags: int) -> bool:
+    """Whether no process holds the other end of the pipe whose end ``end`` is (an
+    open file description ckpt holds too): the kernel's poll says so, a hang-up on a
+    read end without writers, an error on a write end without readers."""
+    mode = flags & os.O_ACCMODE
+    if mode == os.O_RDWR:
+        return False
+    poller = select.poll()
+    poller.register(end, select.POLLIN if mode == os.O_RDONLY else select.POLLOUT)
+    events = dict(poller.poll(0)).get(end, 0)
+    return bool(events & (select.POLLHUP if mode == os.O_RDONLY else select.POLLERR))
+
+
 def _fifo_path_fd(path: str) -> int:
     """An O_PATH fd of the FIFO at ``path`` (as /proc showed it: its last name is no
     symbolic link; under the tree's root, treeroot), refused in one line when it is
@@ -127,6 +141,7 @@ class Pipes(FileKind):
         self._saved: dict[int, dict[str, Any]] = {}  # dump: inode -> capacity, data_off, _len
         self._data: RawWriter | None = None          # dump: pipes-data.img
         self._made: dict[int, tuple[int, int]] = {}  # restore: inode -> (read, write) ends
+        self._widowed: set[int] = set()  # dump: pipes whose other end is closed everywhere
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
@@ -167,6 +182,8 @@ class Pipes(FileKind):
             desc["fifo"] = desc["ghost"]["path"]
         elif not f.link.startswith("pipe:"):
             desc["fifo"] = f.link  # a named pipe
+        elif _other_end_closed(f.dup, f.info.flags):
+            self._widowed.add(ino)
         return desc
 
     def verify(self, ctx: DumpCtx | RestoreCtx, desc: Description) -> None:
@@ -178,14 +195,18 @@ class Pipes(FileKind):
             os.close(_fifo_path_fd(desc["fifo"]))
 
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
-        """Mark pipes with an end outside the dumped tree; the restore needs to know."""
+        """Mark pipes with an end outside the dumped tree; the restore needs to know. A
+        pipe whose other end no process holds (a writer that ended: a pipeline's first
+        command done, the input of ``xargs``) is not one: restored alike, both ends
+        made and the other closed, it reads as before."""
         unnamed = [d for d in self.descriptions.values() if "fifo" not in d]
         ends: dict[int, set[int]] = {}
         for desc in unnamed:
             ends.setdefault(desc["inode"], set()).add(desc["flags"] & os.O_ACCMODE)
         for desc in unnamed:
             modes = ends[desc["inode"]]
-            desc["external"] = not ({os.O_RDONLY, os.O_WRONLY} <= modes or os.O_RDWR in modes)
+            desc["external"] = not ({os.O_RDONLY, os.O_WRONLY} <= modes or os.O_RDWR in modes
+                                    or desc["inode"] in self._widowed)
 
     def before_restore(self, ctx: RestoreCtx) -> None:
         """Say which pipes lost their outside end, and how to give them a new one."""
