@@ -128,6 +128,38 @@ def test_echo_pair_survives(procs: Procs, images: Path) -> None:
     _streaming(pair.out, 5000)
 
 
+def _segment_sizes(pids: list[int]) -> list[int]:
+    """The segment size (``ss``'s mss) of each TCP connection of ``pids``."""
+    out = subprocess.run(["ss", "-tnpiH", "state", "established"], capture_output=True,
+                         text=True, check=True).stdout
+    sizes, owned = [], False
+    for ln in out.splitlines():
+        if not ln[:1].isspace():  # a connection; its details on the next line
+            owned = any(f"pid={p}," in ln for p in pids)
+        elif owned and (m := re.search(r"\bmss:(\d+)", ln)):
+            sizes.append(int(m[1]))
+    return sizes
+
+
+def test_segment_size_kept(procs: Procs, images: Path) -> None:
+    """A restored connection sends segments as large as before (it sent 524-byte ones,
+    from the kernel's default, for the rest of its life: the MSS clamp set after the
+    repair-mode connect did not change the size the connect had worked out)."""
+    need("nft")
+    pair, child = _start_pair(procs)
+    before = _segment_sizes([pair.pid, child])
+    assert len(before) == 2 and min(before) > 16000, before  # loopback: 32768
+    ckpt_ok("dump", "-t", pair.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    _restore(procs, images, [pair.pid, child], pair.out)
+    _streaming(pair.out)
+    after = _segment_sizes([pair.pid, child])
+    # (a connect in repair mode takes a clamp of 32767 at most: what a loopback
+    # connection gets, over 60 times the 524 of before; a network's 1460 is whole)
+    assert len(after) == 2 and min(after) >= min(min(before), 32767) - 64, (before, after)
+
+
 def test_echo_pair_leave_running_then_dump(procs: Procs, images: Path,
                                            tmp_path: Path) -> None:
     """-R: the pair streams on at once, the lock released; then dumped without -R,

@@ -399,7 +399,7 @@ class Connections:
         _bind(sock, desc, where)
         repair.set_seq(sock, repair.RECV_QUEUE, recv["seq"] - len(recv_data))
         repair.set_seq(sock, repair.SEND_QUEUE, send["seq"] - len(send_data))
-        _connect(sock, desc, where)
+        repair.connect_with_mss(sock, t["mss"], lambda: _connect(sock, desc, where))
         repair.set_options(sock, repair.Options(t["mss"], t["snd_wscale"], t["rcv_wscale"],
                                                 t["sack"], t["timestamps"]))
         if t["timestamps"] and t["timestamp"] is not None:
