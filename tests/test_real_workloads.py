@@ -277,3 +277,38 @@ def test_sqlite_wal_writer_and_reader(procs: Procs, tmp_path: Path) -> None:
     assert check.execute("SELECT count(*) FROM t WHERE total != n * (n - 1) / 2"
                          ).fetchone() == (0,)
     check.close()
+
+
+# ------------------------------------------------------------------ git fast-import
+
+
+def test_git_fast_import_from_a_pipe(procs: Procs, tmp_path: Path) -> None:
+    """``git fast-import`` reading 1200 commits from a producer through a pipe (its
+    pack being written, its marks in memory), dumped after each 300, the producer
+    waiting for the next go: it ends with every commit, and ``git fsck --strict``
+    finds the repository sound (the -R round, rolled back, wrote its pack again over
+    what it had written)."""
+    git = need("git", "git")
+    repo = tmp_path / "repo"
+    subprocess.run([git, "init", "-q", "-b", "main", repo], check=True,
+                   timeout=scaled(TIMEOUT))
+    go = tmp_path / "go"
+    proc = procs.start(["sh", "-c", f"{PYTHON} {PROGS / 'git_stream.py'} 4 {go} | "
+                        f"{git} -C {repo} fast-import --quiet && echo imported"],
+                       name="import")
+    for i, leave_running in enumerate(ROUNDS):
+        proc.out.wait_line(rf"^chunk {i + 1}$", timeout=TIMEOUT)
+        cycle(procs, proc, tmp_path / f"images{i}", leave_running=leave_running)
+        Path(f"{go}{i + 1}").touch()
+    assert procs.wait_gone(proc.pid, timeout=120) == 0, proc.out.lines()
+    assert proc.out.lines() == ["chunk 1", "chunk 2", "chunk 3", "chunk 4", "imported"]
+
+    def git_out(*args: str) -> str:
+        return subprocess.run([git, "-C", repo, *args], capture_output=True, text=True,
+                              check=True, timeout=scaled(TIMEOUT)).stdout
+
+    git_out("fsck", "--strict")
+    assert git_out("rev-list", "--count", "main").strip() == "1200"
+    for f in range(37):
+        last = max(i for i in range(1, 1201) if i % 37 == f)
+        assert git_out("show", f"main:f{f}") == f"file {last}\n" * 50
