@@ -92,7 +92,8 @@ all: total
 total: $(PARTS) sub
 \tcat $(PARTS) sub/out > $@.tmp && mv $@.tmp $@
 part%:
-\tsleep 0.2; echo $@ $$(( $* * 6 )) > $@
+\t@g=$$(( ($* - 1) / 10 )); while [ $$g -gt 0 ] && [ ! -e go$$g ]; do sleep 0.05; done
+\tsleep 0.1; echo $@ $$(( $* * 6 )) > $@
 sub:
 \t$(MAKE) -C sub
 .PHONY: all sub
@@ -109,9 +110,9 @@ piece%:
 
 def test_make_parallel_build(procs: Procs, tmp_path: Path) -> None:
     """``make -j4`` building 40 parts and a sub-make of 20 more (the jobserver's pipe
-    shared by both makes and their shells): dumped in the middle while jobs run,
-    the build goes on after each restore and ends with every part made once, and
-    make exits 0."""
+    shared by both makes and their shells): dumped in the middle while jobs run
+    (parts past each ten wait for the test's go), the build goes on after each
+    restore and ends with every part made once, and make exits 0."""
     need("make", "make")
     build = tmp_path / "build"
     (build / "sub").mkdir(parents=True)
@@ -119,13 +120,12 @@ def test_make_parallel_build(procs: Procs, tmp_path: Path) -> None:
     (build / "sub" / "Makefile").write_text(SUB.format(parts=20))
     make = procs.start(["make", "-j4", "-C", build], name="make")
 
-    def made() -> int:
-        return len(list(build.glob("part*"))) + len(list(build.glob("sub/piece*")))
-
     for i, leave_running in enumerate(ROUNDS):
-        wait_until(lambda i=i: made() >= 8 * (i + 1), TIMEOUT, "parts made")
+        wait_until(lambda i=i: len(list(build.glob("part*"))) >= 10 * (i + 1), TIMEOUT,
+                   "parts made")
         wait_until(lambda: len(tree(make.pid)) >= 3, TIMEOUT, "jobs running")
         cycle(procs, make, tmp_path / f"images{i}", leave_running=leave_running)
+        (build / f"go{i + 1}").touch()
     code = procs.wait_gone(make.pid, timeout=120)
     assert code == 0, "\n".join(make.out.lines()[-10:])
     total = (build / "total").read_text().splitlines()
