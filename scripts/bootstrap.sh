@@ -21,7 +21,8 @@ for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:
     tmux:tmux sqlite3:sqlite3 less:less top:procps vim:vim dbus-daemon:dbus-daemon \
     dbus-send:dbus-bin podman:podman conmon:conmon htop:htop bc:bc nano:nano dtach:dtach \
     mc:mc sshd:openssh-server apache2:apache2 mosquitto:mosquitto \
-    mosquitto_pub:mosquitto-clients dnsmasq:dnsmasq-base nc:netcat-openbsd curl:curl; do
+    mosquitto_pub:mosquitto-clients dnsmasq:dnsmasq-base nc:netcat-openbsd curl:curl \
+    haproxy:haproxy make:make git:git; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -312,3 +313,79 @@ def test_git_fast_import_from_a_pipe(procs: Procs, tmp_path: Path) -> None:
     for f in range(37):
         last = max(i for i in range(1, 1201) if i % 37 == f)
         assert git_out("show", f"main:f{f}") == f"file {last}\n" * 50
+
+
+# ------------------------------------------------------------------ haproxy and nginx
+
+
+NGINX_CONF = """\
+daemon off;
+user root;
+master_process on;
+worker_processes 2;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  keepalive_timeout 600;
+  server {{ listen 127.0.0.1:{port}; root {dir}/www; }}
+}}
+"""
+
+HAPROXY_CONF = """\
+global
+  nbthread 2
+defaults
+  mode http
+  timeout connect 10s
+  timeout client 600s
+  timeout server 600s
+  timeout http-keep-alive 600s
+frontend front
+  bind 127.0.0.1:{port}
+  default_backend nginx
+backend nginx
+  server web 127.0.0.1:{backend}
+"""
+
+
+def test_haproxy_in_front_of_nginx(procs: Procs, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client GETting a page through haproxy (master-worker, 2 threads) from nginx
+    (a master and 2 workers), over a kept-alive connection and a new one every 10th
+    request, all in one tree (``--tcp-established``: its loopback connections both
+    ways): after each restore the requests go on, each answered right."""
+    need("haproxy", "haproxy")
+    if shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"):
+        pytest.skip("nginx is not installed (Debian package nginx-light)")
+    conf = tmp_path / "conf"
+    (conf / "www").mkdir(parents=True)
+    (conf / "www" / "index.html").write_text("hello through haproxy\n" * 20)
+    port, backend = free_port(), free_port()
+    (conf / "nginx.conf").write_text(NGINX_CONF.format(dir=conf, port=backend))
+    (conf / "haproxy.cfg").write_text(HAPROXY_CONF.format(port=port, backend=backend))
+    monkeypatch.setenv("PATH", f"/usr/sbin:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    client = procs.start([PYTHON, PROGS / "proxy_chain.py", conf, str(port)],
+                         name="client")
+
+    def requests() -> list[int]:
+        errors = [ln for ln in client.out.lines() if ln.startswith("ERROR")]
+        assert not errors, client.out.lines()[-10:]
+        return [int(ln.split()[1]) for ln in client.out.lines() if ln.startswith("req ")]
+
+    wait_until(lambda: len(requests()) >= 3, TIMEOUT, "requests through the chain")
+    pids = tree(client.pid)
+    assert len(pids) >= 5, pids  # the client, nginx and its workers, haproxy's two
+    for i, leave_running in enumerate(ROUNDS):
+        cycle(procs, client, tmp_path / f"images{i}", "--tcp-established",
+              leave_running=leave_running)
+        assert tree(client.pid) == pids
+        done = len(requests())
+        wait_until(lambda done=done: len(requests()) >= done + 3, TIMEOUT,
+                   "requests after the restore")
+        assert requests() == list(range(10, 10 * len(requests()) + 1, 10))
