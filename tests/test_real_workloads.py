@@ -1,7 +1,9 @@
 """Real workloads a CRIU user would checkpoint, each dumped and restored with -d
 several times in a row (killed, dumped with -R and then killed with its whole tree as
-a crash would, killed again), checked for what they carry on doing: a redis client
-pipelining into a redis-server writing its append-only file.
+a crash would, killed again; a database dumped with -R is left running instead),
+checked for what they carry on doing: a redis client pipelining into a redis-server
+writing its append-only file, make -j, tmux and screen with a client attached, a
+sqlite writer and reader, git fast-import, a client through haproxy and nginx.
 
 Clients live in the dumped tree (both ends of their loopback connections are dumped),
 so a dump with -R leaves nothing outside that sees the tree die."""
@@ -19,11 +21,35 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import PROGS, PYTHON, Proc, Procs, free_port, is_alive, scaled, wait_until
+from ckpt_helpers import (
+    PROGS,
+    PYTHON,
+    Proc,
+    Procs,
+    ckpt_ok,
+    free_port,
+    is_alive,
+    scaled,
+    wait_until,
+)
 from real_helpers import TIMEOUT, cycle, need, tree
 from tcp_helpers import RespReader, resp
 
 ROUNDS = (False, True, False)  # leave_running of each dump
+
+
+def _stateful_round(procs: Procs, root: Proc, images: Path, *flags: str,
+                    leave_running: bool) -> None:
+    """One round for a tree writing files it reads back (a database): killed and
+    restored; or dumped with -R and left running, unharmed. Killed and restored after
+    -R, its memory would go back behind its files, which went on (with criu too):
+    the rows written since would be written twice."""
+    if not leave_running:
+        cycle(procs, root, images, *flags)
+        return
+    before = tree(root.pid)
+    ckpt_ok("dump", "-t", root.pid, "-D", images, *flags, "-R")
+    assert tree(root.pid) == before, "dump -R changed the tree"
 
 
 # ------------------------------------------------------------------ redis, AOF
@@ -52,8 +78,8 @@ def test_redis_aof_with_a_pipelining_client(procs: Procs, tmp_path: Path) -> Non
     wait_until(lambda: len(_batches(client.out.lines())) >= 5, TIMEOUT, "batches")
     server = tree(client.pid)[1]
     for i, leave_running in enumerate(ROUNDS):
-        cycle(procs, client, tmp_path / f"images{i}", "--tcp-established",
-              leave_running=leave_running)
+        _stateful_round(procs, client, tmp_path / f"images{i}", "--tcp-established",
+                        leave_running=leave_running)
         assert tree(client.pid)[1:] == [server]
         done = len(_batches(client.out.lines()))
         wait_until(lambda done=done: len(_batches(client.out.lines())) >= done + 5,
@@ -260,8 +286,8 @@ def test_sqlite_wal_writer_and_reader(procs: Procs, tmp_path: Path) -> None:
     proc = procs.start([PYTHON, PROGS / "sqlite_wal.py", db], name="sqlite")
     wait_until(lambda: len(_counts(proc.out.lines(), "read")) >= 2, TIMEOUT, "rows read")
     for i, leave_running in enumerate(ROUNDS):
-        cycle(procs, proc, tmp_path / f"images{i}", "--file-locks",
-              leave_running=leave_running)
+        _stateful_round(procs, proc, tmp_path / f"images{i}", "--file-locks",
+                        leave_running=leave_running)
         assert len(tree(proc.pid)) == 2
         for word in ("wrote", "read"):
             done = _counts(proc.out.lines(), word)[-1]
