@@ -1,6 +1,7 @@
 """PostgreSQL 15 from Debian, dumped and restored: its postmaster tree holds a SysV
 shared memory segment (its interlock, 56 bytes), which comes back under the same id
-with its key, owner and contents, attached where it was in every process."""
+with its key, owner and contents, attached where it was in every process; and
+pgbench's clients with their backends mid-run, dumped three times."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import pytest
 
 from ckpt_helpers import (
     Procs,
+    ckpt_ok,
     dump_and_check_dead,
     restore_detached,
     scaled,
     wait_until,
 )
+from real_helpers import cycle, tree
 
 
 def _bin() -> Path:
@@ -124,4 +127,65 @@ def test_postgres_serves_its_rows_after_restore(procs: Procs, images: Path) -> N
         procs.cleanup()
         if segment is not None and segment in _segments():
             subprocess.run(["ipcrm", "-m", str(segment)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+PGBENCH = """\
+cd {base}
+{bin}/postgres -D data -c listen_addresses= -c unix_socket_directories={base}/sock \\
+  -c dynamic_shared_memory_type=posix > pg.log 2>&1 &
+pg=$!
+until {bin}/pg_isready -q -h {base}/sock; do sleep 0.2; done
+{bin}/pgbench -q -i -s 1 -h {base}/sock -U postgres postgres > init.log 2>&1 \\
+  && echo initialized
+{bin}/pgbench -c 2 -j 2 -t {tx} -P 1 -h {base}/sock -U postgres postgres 2>&1
+echo pgbench-exit $?
+kill -INT $pg
+wait $pg
+echo postgres-exit $?
+"""
+
+
+def test_pgbench_through_dumps(procs: Procs, tmp_path: Path) -> None:
+    """pgbench with 2 clients (2 threads, each on its backend over the unix socket)
+    running TPC-B-like transactions against the postmaster tree, all as user postgres
+    in one tree under a shell: dumped and restored mid-run, dumped with -R (running
+    on), and again: pgbench ends with every transaction done and none failed, and the
+    server shuts down cleanly, its segment removed."""
+    bindir = _bin()
+    base = Path(tempfile.mkdtemp(prefix="ckpt-pgbench-"))
+    try:
+        (base / "sock").mkdir()
+        (base / "run.sh").write_text(PGBENCH.format(base=base, bin=bindir, tx=1500))
+        pg = pwd.getpwnam("postgres")
+        for p in (base, base / "sock", base / "run.sh"):
+            os.chown(p, pg.pw_uid, pg.pw_gid)
+        os.chmod(base, 0o755)
+        _as_postgres([bindir / "initdb", "-D", base / "data", "-A", "trust", "-U",
+                      "postgres"], 120)
+        shell = procs.start(["setpriv", f"--reuid={pg.pw_uid}", f"--regid={pg.pw_gid}",
+                             "--init-groups", "sh", base / "run.sh"], name="pgbench")
+
+        def progress() -> int:
+            return sum(ln.startswith("progress:") for ln in shell.out.lines())
+
+        shell.out.wait_line("^initialized$", timeout=120)
+        mine = [i for i, s in _segments().items() if s["cpid"] in tree(shell.pid)]
+        assert len(mine) == 1, mine  # the postmaster's interlock
+        for i, leave_running in enumerate((False, True, False)):
+            seen = progress()
+            wait_until(lambda seen=seen: progress() >= seen + 2, 60, "pgbench's progress")
+            if leave_running:
+                ckpt_ok("dump", "-t", shell.pid, "-D", tmp_path / f"images{i}", "-R")
+            else:
+                cycle(procs, shell, tmp_path / f"images{i}")
+        shell.out.wait_line("^postgres-exit", timeout=300)
+        text = "\n".join(shell.out.lines())
+        assert "pgbench-exit 0" in text and "postgres-exit 0" in text, text[-2000:]
+        assert "number of transactions actually processed: 3000/3000" in text, text[-2000:]
+        assert "number of failed transactions: 0 " in text, text[-2000:]
+        assert "database system is shut down" in (base / "pg.log").read_text()
+        assert mine[0] not in _segments(), "the restored server left its segment behind"
+    finally:
+        procs.cleanup()
         shutil.rmtree(base, ignore_errors=True)
