@@ -77,3 +77,37 @@ def test_pages_copied_when_the_process_cannot_make_a_pipe(procs: Procs, shm_path
     os.kill(target.pid, signal.SIGUSR1)
     assert target.out.wait_line(r"^same ", start=start) == "same 1"
     assert sorted(os.listdir(f"/proc/{target.pid}/fd")) == sorted(fds)
+
+
+def test_pipe_resized_beyond_the_limit_which_stays() -> None:
+    """pages/splice.py's pipe: made larger than fs.pipe-max-size lets root without
+    CAP_SYS_RESOURCE, the limit raised for that instant only; a limit a killed ckpt left
+    raised (its note says the old one) is put back by the next."""
+    from ckpt.kernel import pipesize
+
+    def limit() -> int:
+        with open(pipesize.LIMIT) as f:
+            return int(f.read())
+
+    before = limit()
+    r, w = os.pipe()
+    try:
+        assert pipesize.resize(r, (before * 4,)) == before * 4
+    finally:
+        os.close(r)
+        os.close(w)
+    assert limit() == before
+    note = pipesize._lock()
+    try:
+        os.write(note, b"%d\n" % before)  # as a ckpt killed while it had it raised
+        with open(pipesize.LIMIT, "w") as f:
+            f.write(f"{before * 2}\n")
+    finally:
+        os.close(note)
+    try:
+        pipesize.restore_limit()
+        assert limit() == before
+        assert os.path.getsize(pipesize.NOTE) == 0
+    finally:
+        with open(pipesize.LIMIT, "w") as f:  # the machine's, whatever happened
+            f.write(f"{before}\n")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import fcntl
 import os
 
+from .libc import F_GETPIPE_SZ, F_SETPIPE_SZ
+
 LIMIT = "/proc/sys/fs/pipe-max-size"
 NOTE = "/run/ckpt/pipe-max-size"  # the lock, and the limit to put back while raised
-F_SETPIPE_SZ = 1031
 
 
 def resize(fd: int, sizes: tuple[int, ...]) -> int:
@@ -30,7 +31,7 @@ def resize(fd: int, sizes: tuple[int, ...]) -> int:
                 continue
         except OSError:  # ENOMEM: a ring that large cannot be allocated now
             continue
-    return int(fcntl.fcntl(fd, 1032))  # F_GETPIPE_SZ
+    return int(fcntl.fcntl(fd, F_GETPIPE_SZ))
 
 
 def _raised(fd: int, size: int) -> int:
