@@ -66,6 +66,16 @@ def assert_memory_intact(target: Proc) -> None:
     assert verdict == f"verify ok {MIB << 20}", verdict
 
 
+def dump_and_restore_intact(procs: Procs, target: Proc, images: Path) -> Proc:
+    """A plain dump and restore into ``images``: the process comes back, its memory
+    intact, its numbers going on."""
+    dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    assert_memory_intact(restored)
+    assert_consecutive(target.out.numbers())
+    return restored
+
+
 def maps(pid: int) -> str:
     with open(f"/proc/{pid}/maps") as f:
         return f.read()
@@ -140,11 +150,7 @@ def test_dump_cut_at_random_moments(build: Builder, procs: Procs, tmp_path: Path
     wait_until(lambda: len(out.numbers()) > before + 3, 10, "the process to count on")
     assert_consecutive(out.numbers())
     assert_memory_intact(target)
-    # And a plain dump and restore work.
-    dump_and_check_dead(procs, target, shm_path / "last")
-    target = restore_detached(procs, pid, out, shm_path / "last")
-    assert_memory_intact(target)
-    assert_consecutive(out.numbers())
+    dump_and_restore_intact(procs, target, shm_path / "last")  # a plain dump works
     print(f"{CUTS} dumps cut by {sig.name} (seed {seed}): {completed} were complete")
 
 
@@ -209,10 +215,7 @@ def test_dump_killed_while_the_process_moves_its_pages(build: Builder, procs: Pr
     assert _counts_on(out)
     assert_consecutive(out.numbers())
     assert_memory_intact(target)
-    dump_and_check_dead(procs, target, shm_path / "last")
-    target = restore_detached(procs, pid, out, shm_path / "last")
-    assert_memory_intact(target)
-    assert_consecutive(out.numbers())
+    dump_and_restore_intact(procs, target, shm_path / "last")
 
 
 def test_process_stopped_while_it_moves_its_pages(build: Builder, procs: Procs,
