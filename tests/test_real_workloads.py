@@ -16,7 +16,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,10 +32,22 @@ from ckpt_helpers import (
     scaled,
     wait_until,
 )
-from real_helpers import TIMEOUT, cycle, need, tree
+from real_helpers import TIMEOUT, crash, cycle, need, tree
 from tcp_helpers import RespReader, resp
 
 ROUNDS = (False, True, False)  # leave_running of each dump
+
+
+@pytest.fixture(autouse=True)
+def _whole_trees(procs: Procs) -> Iterator[None]:
+    """At the end, every process of the trees a test started is killed with its process
+    group, as a crash would: nginx's workers outlive their master, and re-parented to
+    pytest after the fixture ``procs`` looked for its children, they were left
+    running."""
+    yield
+    pids = [p for proc in procs.tracked if is_alive(proc.pid) for p in tree(proc.pid)]
+    if pids:
+        crash(procs, pids)
 
 
 def _stateful_round(procs: Procs, root: Proc, images: Path, *flags: str,
