@@ -38,7 +38,7 @@ from ckpt_helpers import (
     proc_status,
     wait_until,
 )
-from real_helpers import TIMEOUT, dumped_pids, need
+from real_helpers import TIMEOUT, crash, dumped_pids, need
 from terminal import Terminal
 
 ROUNDS = ("killed", "left running", "killed")
@@ -178,8 +178,8 @@ def _restore_job(term: Terminal, procs: Procs, pid: int, images: Path, flags: tu
     if how == "left running":
         ckpt_ok("dump", "-j", "-R", "-t", pid, "-D", images, *flags)
         assert is_alive(pid), "dump -R did not leave the job running"
-        for p in dumped_pids(images):
-            os.kill(p, signal.SIGKILL)
+        # with what it forked since the dump (watch's sh), which would keep its group
+        crash(procs, dumped_pids(images))
     else:
         ckpt_ok("dump", "-j", "-t", pid, "-D", images, *flags)
     for p in dumped_pids(images):
