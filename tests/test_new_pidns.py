@@ -304,6 +304,45 @@ def test_dump_inside_a_new_pidns_and_of_its_whole_tree(procs: Procs, images: Pat
     assert role_ticks(copy2, "P")[0][0] == last + 1, "the tree did not go on where it was"
 
 
+def _mount_tmpfs(at: Path, *enter: str) -> None:
+    at.mkdir(exist_ok=True)
+    subprocess.run([*enter, "mount", "-t", "tmpfs", "ckpt-test", str(at)], check=True,
+                   capture_output=True, timeout=scaled(10))
+
+
+def _umount(at: Path, *enter: str) -> None:
+    subprocess.run([*enter, "umount", str(at)], capture_output=True, timeout=scaled(10))
+
+
+def test_host_mounts_since_the_restore_are_not_the_trees(procs: Procs, images: Path,
+                                                          tmp_path: Path) -> None:
+    """The tree's mount namespace is a copy of ckpt's made at the restore: what the host
+    mounts and unmounts afterwards (other containers come and go) does not stop a dump
+    of the tree; a mount the tree made itself, which a restore would not give it, does."""
+    out, p, _a, _z = start_tree(procs)
+    gone, new, inside = tmp_path / "gone", tmp_path / "new", tmp_path / "inside"
+    _mount_tmpfs(gone)
+    try:
+        ckpt_ok("dump", "-t", p, "-D", images)
+        procs.wait_gone(p)
+        first = restore_copy(procs, images, tmp_path / "first.out", str(out.path).lstrip("/"))
+        assert isinstance(first, tuple)
+        root, _init = first
+        _umount(gone)
+        _mount_tmpfs(new)
+        ckpt_ok("dump", "-t", root, "-D", tmp_path / "after-host", "-R")
+        in_tree = ("nsenter", "-t", str(root), "-m")
+        _mount_tmpfs(inside, *in_tree)
+        if os.path.ismount(inside):
+            return  # the host's mounts are shared: the tree's mount came back to it
+        err = ckpt_fails("dump", "-t", root, "-D", tmp_path / "after-tree", "-R")
+        assert f"mounts differ from ckpt's at {inside}:" in err, err
+        assert is_alive(root)
+    finally:
+        for at in (gone, new, inside):
+            _umount(at)
+
+
 def test_detached_shell_job_in_new_pidns(build: Builder, procs: Procs, tmp_path: Path) -> None:
     """``ckpt restore -d -j --new-pidns``: the job runs on in its namespace under its
     saved PID, in a group of its own, in the terminal's session, on the terminal."""

@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # imported where used: a dump of a process in no namespace ne
     import socket
     from collections.abc import Callable, Iterator
 
+    from .kernel.mountinfo import Mount
+
 log = logger("ckpt.restore")
 
 _MSG = 65536
@@ -331,34 +333,65 @@ def _init_held(init: int) -> Iterator[None]:
             os.kill(init, signal.SIGCONT)
 
 
-def _mounts(pid: int | str) -> set[tuple[str, ...]]:
-    """What is mounted where (mount point, root, type, source) outside /proc, as
-    ``pid`` sees it."""
-    out = set()
-    with open(f"/proc/{pid}/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index(b"-")
-            point = fields[4].decode(errors="replace")
-            if point == "/proc" or point.startswith("/proc/"):
-                continue
-            out.add((point, fields[3].decode(errors="replace"),
-                     *(x.decode(errors="replace") for x in fields[sep + 1:sep + 3])))
-    return out
-
-
 def _check_mounts(pid: int) -> None:
     """A mount namespace other than ckpt's is taken as the one ``restore --new-pidns``
-    makes (ckpt's mounts, a /proc of its own): refuse one with other differences, which
-    a restore would not bring back (mount namespaces are issue 11's)."""
+    made (a copy of ckpt's mounts then, a /proc of its own): refuse one the tree changed
+    since, which a restore would not bring back (mount namespaces are issue 11's). What
+    the host mounted or unmounted since (its mounts are private: the copy does not
+    follow) is the host's, as at any restore: a mount only the tree has must be older
+    than the restore's /proc (copied with the rest), one only ckpt has newer."""
     if os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
         return
-    theirs, mine = _mounts(pid), _mounts("self")
-    differ = sorted(p[0] for p in theirs ^ mine)
-    if differ:
+    from .kernel import mountinfo  # only for a tree in a mount namespace of its own
+    theirs, mine = mountinfo.read(pid), mountinfo.read("self")
+    root = f"/proc/{pid}/root"
+    restored = _restored_proc(root, theirs)
+
+    def older(m: mountinfo.Mount) -> bool:
+        uid = _unique_id(root, m)
+        return restored is not None and uid is not None and uid < restored
+
+    def newer(m: mountinfo.Mount) -> bool:
+        uid = _unique_id("", m)
+        return restored is not None and uid is not None and uid > restored
+
+    changed = [m.point for m in _only_in(theirs, mine) if not older(m)]
+    changed += [m.point for m in _only_in(mine, theirs) if not newer(m)]
+    if changed:
         raise errors.UnsupportedError(
             f"process {pid} is in a mount namespace whose mounts differ from ckpt's at "
-            f"{differ[0]}: ckpt restores a tree with ckpt's mounts and a /proc of its own")
+            f"{sorted(changed)[0]}: ckpt restores a tree with ckpt's mounts and a /proc "
+            "of its own")
+
+
+def _only_in(mounts: list[Mount], others: list[Mount]) -> list[Mount]:
+    """The mounts of ``mounts`` outside /proc that ``others`` has nothing like (the same
+    folder of the same filesystem at the same place)."""
+    def what(m: Mount) -> tuple[str, ...]:
+        return m.point, m.root, m.fstype, m.source
+    seen = {what(m) for m in others}
+    return [m for m in mounts if m.point != "/proc" and not m.point.startswith("/proc/")
+            and what(m) not in seen]
+
+
+def _unique_id(root: str, mount: Mount) -> int | None:
+    """The unique id of ``mount`` (seen under ``root``); None when it cannot be told
+    (hidden under another mount, gone, or a kernel before 6.8)."""
+    from .kernel import mountinfo
+    try:
+        ids = mountinfo.mount_ids(root + mount.point)
+    except OSError:
+        return None
+    return ids[1] if ids is not None and ids[0] == mount.mount_id else None
+
+
+def _restored_proc(root: str, mounts: list[Mount]) -> int | None:
+    """The unique id of the /proc the restore mounted over the copied one, None when
+    the tree's /proc is not that one on top."""
+    at_proc = {m.mount_id for m in mounts if m.point == "/proc"}
+    ours = [m for m in mounts if m.point == "/proc" and m.fstype == "proc"
+            and m.parent_id in at_proc]
+    return _unique_id(root, ours[0]) if len(ours) == 1 else None
 
 
 def _tree_of_init(pid: int) -> int:

@@ -78,6 +78,26 @@ def read(pid: int | str) -> list[Mount]:
         return parse(f.read())
 
 
+STATX_MNT_ID, STATX_MNT_ID_UNIQUE = 0x1000, 0x4000
+AT_SYMLINK_NOFOLLOW, AT_NO_AUTOMOUNT = 0x100, 0x800
+_STX_MASK, _STX_MNT_ID = 0, 144  # offsets in struct statx
+
+
+def mount_ids(path: str) -> tuple[int, int] | None:
+    """The ids of the mount ``path`` is on: the one mountinfo shows, and the unique one
+    (Linux 6.8) that a later mount always has bigger; None without the unique one."""
+    name = _path(path)
+    buf = ctypes.create_string_buffer(256)
+    ids = []
+    for mask in (STATX_MNT_ID, STATX_MNT_ID_UNIQUE):
+        libc.syscall("statx", -100, ctypes.addressof(name),
+                     AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, mask, ctypes.addressof(buf))
+        if not int.from_bytes(buf.raw[_STX_MASK:_STX_MASK + 4], "little") & mask:
+            return None
+        ids.append(int.from_bytes(buf.raw[_STX_MNT_ID:_STX_MNT_ID + 8], "little"))
+    return ids[0], ids[1]
+
+
 def mount(source: str | None, target: str, fstype: str | None, flags: int,
           data: str | None = None) -> None:
     libc.mount(source or "none", target, fstype, flags, data)
