@@ -19,6 +19,7 @@ import pytest
 
 import ckpt
 from ckpt.kernel import libc
+from ckpt.kernel.sock_diag import InetDiag, inet_sockets
 from ckpt.resources.filekind import TcpFlags
 from ckpt_helpers import (
     PROGS,
@@ -376,28 +377,30 @@ HALF = PROGS / "tcp_half.py"
 STATES = {"FIN_WAIT1": 4, "FIN_WAIT2": 5, "CLOSE_WAIT": 8, "LAST_ACK": 9, "CLOSING": 11}
 
 
-def _state_of(port: int) -> int | None:
-    """The state of the TCP socket whose local port is ``port`` (127.0.0.1); None when
-    sock_diag does not list it (closed)."""
-    from ckpt.kernel.sock_diag import inet_sockets
-    for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP):
-        if s.sport == port and s.inode:
-            return s.state
-    return None
+def _target_end(ends: tuple[int, int]) -> InetDiag | None:
+    """The target's socket of the connection between 127.0.0.1 ports ``ends`` (the
+    target's, the peer's), as sock_diag lists it; None when it does not (closed). Both
+    ports: connect() gives a local port to connections to other places too (other tests
+    running side by side)."""
+    return next((s for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP)
+                 if (s.sport, s.dport) == ends and s.inode), None)
 
 
-def _rqueue(port: int) -> int | None:
-    """The bytes queued for reading on the TCP socket whose local port is ``port``."""
-    from ckpt.kernel.sock_diag import inet_sockets
-    for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP):
-        if s.sport == port and s.inode:
-            return s.rqueue
-    return None
+def _state_of(ends: tuple[int, int]) -> int | None:
+    """The TCP state of the target's end (see ``_target_end``); None when closed."""
+    s = _target_end(ends)
+    return None if s is None else s.state
 
 
-def _connected(procs: Procs, prog: Path) -> tuple[Proc, socket.socket, int]:
+def _rqueue(ends: tuple[int, int]) -> int | None:
+    """The bytes queued for reading on the target's end (see ``_target_end``)."""
+    s = _target_end(ends)
+    return None if s is None else s.rqueue
+
+
+def _connected(procs: Procs, prog: Path) -> tuple[Proc, socket.socket, tuple[int, int]]:
     """``prog HOST PORT`` connected to a peer of the test's (which it prints "local PORT"
-    for): (the target, the peer, the target's port)."""
+    for): (the target, the peer, the ports of the target's end and of the peer's)."""
     with socket.socket() as lst:
         lst.bind(("127.0.0.1", 0))
         lst.listen(1)
@@ -405,7 +408,7 @@ def _connected(procs: Procs, prog: Path) -> tuple[Proc, socket.socket, int]:
         peer, _ = lst.accept()
     peer.settimeout(scaled(TIMEOUT))
     port = int(target.out.wait_line(r"^local ").split()[1])
-    return target, peer, port
+    return target, peer, (port, peer.getsockname()[1])
 
 
 def _half_closed(procs: Procs, images: Path, state: str) -> None:
@@ -413,22 +416,22 @@ def _half_closed(procs: Procs, images: Path, state: str) -> None:
     not), dumped (killed) and restored; then both ends finish the close and every byte
     and FIN arrives once."""
     need("nft")
-    target, peer, port = _connected(procs, HALF)
+    target, peer, ends = _connected(procs, HALF)
     with peer:
         quiet = state in ("FIN_WAIT1", "LAST_ACK", "CLOSING")  # our FIN never acknowledged
         from tcp_helpers import dropped
-        with dropped(("127.0.0.1", port), peer.getsockname()) if quiet else _nothing():
+        with dropped(("127.0.0.1", ends[0]), peer.getsockname()) if quiet else _nothing():
             if state in ("CLOSE_WAIT", "LAST_ACK"):
                 peer.sendall(b"before")
                 peer.shutdown(socket.SHUT_WR)
-                wait_until(lambda: _state_of(port) == STATES["CLOSE_WAIT"], TIMEOUT,
+                wait_until(lambda: _state_of(ends) == STATES["CLOSE_WAIT"], TIMEOUT,
                            "CLOSE_WAIT")
             if state != "CLOSE_WAIT":
                 os.kill(target.pid, signal.SIGUSR1)
                 target.out.wait_line("^shut$")
             if state == "CLOSING":
                 peer.shutdown(socket.SHUT_WR)
-            wait_until(lambda: _state_of(port) == STATES[state], TIMEOUT, state)
+            wait_until(lambda: _state_of(ends) == STATES[state], TIMEOUT, state)
             ckpt_ok("dump", "-t", target.pid, "-D", images, "--tcp-established")
             procs.wait_gone(target)
         files = json.loads((images / "files.json").read_text())
@@ -710,11 +713,11 @@ def test_reset_connection_seen_by_the_process(procs: Procs, images: Path) -> Non
     """The peer sent bytes, then reset the connection; the process saw the error
     (ECONNRESET) but not the bytes. Restored, it reads the bytes, then the end of
     file, and a write fails with EPIPE: as it would have without the dump."""
-    target, peer, port = _connected(procs, ENDED)
+    target, peer, ends = _connected(procs, ENDED)
     peer.sendall(b"unread")
-    wait_until(lambda: _rqueue(port) == 6, TIMEOUT, "the bytes to arrive")
+    wait_until(lambda: _rqueue(ends) == 6, TIMEOUT, "the bytes to arrive")
     _reset(peer)
-    wait_until(lambda: _state_of(port) is None, TIMEOUT, "the reset")  # CLOSE: unhashed
+    wait_until(lambda: _state_of(ends) is None, TIMEOUT, "the reset")  # CLOSE: unhashed
     _signal_and_wait(target, signal.SIGUSR1, "^error ECONNRESET$")
     assert _finish_ended(procs, images, target) == ["read b'unread'", "eof", "write EPIPE"]
 
@@ -723,11 +726,11 @@ def test_reset_while_frozen_is_refused(procs: Procs, images: Path) -> None:
     """The peer resets the connection and the process has not seen the error yet (as
     when the reset comes while it is frozen): the dump is refused, naming the state,
     and the process still gets its error; dumped once it has, it restores."""
-    target, peer, port = _connected(procs, ENDED)
+    target, peer, ends = _connected(procs, ENDED)
     peer.sendall(b"unread")
-    wait_until(lambda: _rqueue(port) == 6, TIMEOUT, "the bytes to arrive")
+    wait_until(lambda: _rqueue(ends) == 6, TIMEOUT, "the bytes to arrive")
     _reset(peer)
-    wait_until(lambda: _state_of(port) is None, TIMEOUT, "the reset")
+    wait_until(lambda: _state_of(ends) is None, TIMEOUT, "the reset")
     err = ckpt_fails("dump", "-t", target.pid, "-D", images, "--tcp-established")
     assert re.search(r"process \d+ fd \d+ .*connection ended \(state CLOSE\) with an error "
                      r"the process has not read yet .*retry once the process has seen the "
@@ -739,14 +742,14 @@ def test_reset_while_frozen_is_refused(procs: Procs, images: Path) -> None:
 def test_connection_closed_both_ways(procs: Procs, images: Path) -> None:
     """Both ends sent their FIN (the peer's bytes before it, unread): the socket is in
     CLOSE. Restored, the process reads the bytes, then the end of file; writes fail."""
-    target, peer, port = _connected(procs, ENDED)
+    target, peer, ends = _connected(procs, ENDED)
     with peer:
         peer.sendall(b"bye")
         peer.shutdown(socket.SHUT_WR)
-        wait_until(lambda: _state_of(port) == STATES["CLOSE_WAIT"], TIMEOUT, "CLOSE_WAIT")
+        wait_until(lambda: _state_of(ends) == STATES["CLOSE_WAIT"], TIMEOUT, "CLOSE_WAIT")
         _signal_and_wait(target, signal.SIGHUP, "^shut$")
         assert peer.recv(10) == b""
-        wait_until(lambda: _state_of(port) is None, TIMEOUT, "the close")
+        wait_until(lambda: _state_of(ends) is None, TIMEOUT, "the close")
         assert _finish_ended(procs, images, target) == ["read b'bye'", "eof", "write EPIPE"]
 
 
@@ -758,7 +761,6 @@ INFLIGHT = PROGS / "tcp_inflight.py"
 def _waiting(port: int) -> list[tuple[int, int]]:
     """(client port, bytes received) of each connection to 127.0.0.1:``port`` that no
     process holds yet (in the listener's queue)."""
-    from ckpt.kernel.sock_diag import inet_sockets
     return [(s.dport, s.rqueue) for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP)
             if s.sport == port and not s.inode and s.state == 1]
 
