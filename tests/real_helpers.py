@@ -38,12 +38,16 @@ def need(program: str, package: str) -> str:
 
 
 def tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, parents first."""
+    """``pid`` and its descendants, parents first (one that exits meanwhile left out)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop(0)
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
         out.append(p)
-        for tid in os.listdir(f"/proc/{p}/task"):
+        for tid in tids:
             try:
                 with open(f"/proc/{p}/task/{tid}/children") as f:
                     todo += [int(x) for x in f.read().split()]
