@@ -109,6 +109,16 @@ def crc32(data: bytes | bytearray | memoryview, crc: int = 0, fast: bool = False
                 _fast_crc = zlib.crc32
         return int(_fast_crc(data, crc))
     return zlib.crc32(data, crc)
+def crc32_combiner() -> Any:
+    """zlib-ng's crc32_combine(crc1, crc2, len2), the CRC-32 of two pieces of data from
+    theirs, or None without zlib-ng (the standard library has none)."""
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:
+        return None
+    return zlib_ng.crc32_combine
+
+
 # The names ckpt writes in a folder: metadata (NAME.json, NAME-PID.json), raw data
 # (NAME.img, NAME-PID.img), the inventory and its temporary name, the page-server note.
 IMAGE_NAME = LazyPattern(r"inventory\.json(\.tmp)?|pages-sent\.txt|[a-z][a-z-]*(-\d+)?\.(json|img)")

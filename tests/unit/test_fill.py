@@ -1,6 +1,9 @@
 """pages.fill: a pages file read once, written into a process (this one, through
 process_vm_writev, as into a restored one), its checksum compared when it is read to
-its end; out of order it is checked whole, and a file no process read is checked too."""
+its end; out of order it is checked whole, and a file no process read is checked too.
+A long write is shared by threads, each reading, checksumming and writing buffers: the
+same bytes land, the checksums joined in order catch a flipped byte, a failed write is
+raised (nothing left waiting)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from ckpt.pages.save import BUF_SIZE
 
 PAGE = 4096
 NAME = "pages-4242.img"
-DATA = random.Random(12).randbytes(3 * BUF_SIZE + 5 * PAGE)  # more than one buffer
+DATA = random.Random(12).randbytes(5 * BUF_SIZE + 5 * PAGE)  # read and written at once
 
 
 def folder(tmp_path: Path, data: bytes = DATA, names: tuple[str, ...] = (NAME,)) -> Path:
@@ -147,3 +150,42 @@ def test_short_write_refused(tmp_path: Path) -> None:
     pages, path = open_fill(folder(tmp_path))
     with pytest.raises(RestoreError, match=f"process {os.getpid()}: cannot write its pages"):
         pages.file(path).write(os.getpid(), 0, [(PAGE, PAGE)])  # page 1: never mapped
+
+
+def test_failed_write_of_a_long_run_refused(tmp_path: Path) -> None:
+    """A write shared by threads (pages.fill._parallel) whose third buffer meets memory
+    that is not there: the error of the thread that wrote it, raised here."""
+    pages, path = open_fill(folder(tmp_path))
+    mem = Memory(len(DATA))
+    runs = mem.runs([(0, 2 * BUF_SIZE)]) + [(PAGE, len(DATA) - 2 * BUF_SIZE)]
+    with pytest.raises(RestoreError, match=f"process {os.getpid()}: cannot write its pages"):
+        pages.file(path).write(os.getpid(), 0, runs)
+    assert mem.bytes(0, 2 * BUF_SIZE) == DATA[:2 * BUF_SIZE]
+
+
+def test_long_write_of_a_file_checked_already(tmp_path: Path) -> None:
+    """A file whose checksum is not compared on the way (a parent image, checked before):
+    a long write shared by the threads lands all the same."""
+    d = folder(tmp_path)
+    mem = Memory(len(DATA))
+    src = fill.PagesFile(str(d / NAME), len(DATA), None)
+    src.write(os.getpid(), 0, mem.runs([(0, len(DATA))]))
+    src.close()
+    assert mem.bytes(0, len(DATA)) == DATA
+
+
+def test_without_zlib_ng_read_in_one_thread(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without zlib-ng's crc32_combine the checksums of buffers read apart cannot be
+    joined: a long write is read in order by one thread, its checksum compared as ever."""
+    monkeypatch.setattr(fill, "crc32_combiner", lambda: None)
+    d = folder(tmp_path)
+    data = bytearray(DATA)
+    data[len(DATA) // 2] ^= 1
+    (d / NAME).write_bytes(bytes(data))
+    pages, path = open_fill(d)
+    mem = Memory(len(DATA))
+    pages.file(path).write(os.getpid(), 0, mem.runs([(0, len(DATA))]))
+    assert mem.bytes(0, len(DATA)) == bytes(data)
+    with pytest.raises(ImageError, match="checksum mismatch"):
+        pages.done(path)

@@ -1,7 +1,10 @@
-"""At restore, page data read once: ckpt reads each pages file in order through its one
-reused buffer, checksums what it read while it is still in the CPU cache, and writes it
+"""At restore, page data read once: ckpt reads each pages file in order through its
+reused buffers, checksums what it read while it is still in the CPU cache, and writes it
 into the restored process with ``process_vm_writev`` (no injected call, no fd in the
-process, no second read of the file to check it first).
+process, no second read of the file to check it first). A long run of pages is shared
+by two threads of ckpt's, each reading, checksumming and writing a buffer at a time
+(the kernel giving the process its fresh pages is the larger part of the work); the
+checksums of the buffers are joined in the order of the file.
 
 The images are untrusted: a pages file's CRC-32 is compared when its last byte has
 been read, and a mismatch raises ImageError while the process is still ckpt's,
@@ -20,15 +23,17 @@ import os
 
 from .. import progress
 from ..errors import ImageError, RestoreError
-from ..images import ImageReader, crc32
+from ..images import ImageReader, crc32, crc32_combiner
 from ..kernel import libc
-from .buffer import BUF_SIZE, page_buffer
+from .buffer import BUF_SIZE, Buffer, page_buffer, ring
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 _IOV_MAX = 1024  # remote pieces one process_vm_writev takes
+_PARALLEL_FROM = 4 * BUF_SIZE  # bytes of one write done by several threads (``_parallel``)
+_WORKERS = 2  # threads reading, checksumming and writing buffers at once (one per CPU here)
 _AHEAD = 16 << 20  # bytes of a file asked of the disk ahead of the reads (readahead)
 
 Run = tuple[int, int]  # (address in the process, length)
@@ -69,24 +74,84 @@ class PagesFile:
         them) as it holds with one call."""
         if off != self.pos:
             self._out_of_order(off)
-        buf = page_buffer()
         total = sum(n for _, n in runs)
-        i, addr, left = 0, 0, 0
+        if total >= _PARALLEL_FROM and (not self.in_order or crc32_combiner() is not None):
+            self._parallel(pid, off, _pieces(runs, total))
+            return
+        buf = page_buffer()
         done = 0
-        while done < total:
-            got = self._read(buf.view, min(BUF_SIZE, total - done), off + done)
-            pieces: list[Run] = []
-            at = 0
-            while at < got:
-                if not left:
-                    addr, left = runs[i]
-                    i += 1
-                n = min(left, got - at)
-                pieces.append((addr, n))
-                addr, left, at = addr + n, left - n, at + n
+        for pieces, want in _pieces(runs, total):
+            got = self._read(buf.view, want, off + done)
             write_pieces(pid, buf.addr, pieces)
             done += got
             progress.advance(got)
+
+    def _parallel(self, pid: int, off: int, chunks: list[tuple[list[Run], int]]) -> None:
+        """``write`` by ``_WORKERS`` threads of ckpt's, each reading a buffer of the file,
+        checksumming it while it is in its CPU's cache and writing it into the process
+        (all mostly in the kernel, which lets go of the interpreter's lock; faulting in
+        the process's fresh pages is most of the work); the buffers' checksums are
+        joined here in the order of the file (zlib-ng's crc32_combine). The first failure
+        stops the others and is raised here."""
+        from _queue import SimpleQueue  # (the queue module would import threading)
+        from _thread import start_new_thread
+        summed = self.in_order and off == self.pos
+        combine = crc32_combiner()
+        if summed:
+            os.posix_fadvise(self.fd, off, sum(n for _, n in chunks), os.POSIX_FADV_WILLNEED)
+        jobs: SimpleQueue[tuple[int, int, list[Run], int] | None] = SimpleQueue()
+        done: SimpleQueue[tuple[int, int, int] | None] = SimpleQueue()  # (k, crc, length)
+        failed: list[BaseException] = []
+
+        def worker(buf: Buffer) -> None:
+            while (job := jobs.get()) is not None:
+                k, at, pieces, want = job
+                crc = 0
+                if not failed:
+                    try:
+                        got = read_full(self.fd, buf.view, want, at, self.path)
+                        crc = crc32(buf.view[:got], 0) if summed else 0
+                        write_pieces(pid, buf.addr, pieces)
+                    except BaseException as e:
+                        failed.append(e)
+                done.put((k, crc, want))
+            done.put(None)  # its last word
+
+        at = off
+        for k, (pieces, want) in enumerate(chunks):
+            if at + want > self.size:
+                raise ImageError(f"{self.path}: the page data ends at {self.size}, before "
+                                 f"offset {at + want}")
+            jobs.put((k, at, pieces, want))
+            at += want
+        for buf in ring()[:_WORKERS]:
+            jobs.put(None)
+            start_new_thread(worker, (buf,))
+        crcs: dict[int, tuple[int, int]] = {}
+        next_k, running = 0, _WORKERS
+        try:
+            while running:
+                item = done.get()
+                if item is None:
+                    running -= 1
+                    continue
+                k, crc, want = item
+                crcs[k] = (crc, want)
+                while next_k in crcs and not failed:
+                    crc, want = crcs.pop(next_k)
+                    if summed:
+                        self.sum = combine(self.sum, crc, want)
+                        self.pos += want
+                    progress.advance(want)
+                    next_k += 1
+        finally:
+            if running:  # interrupted: the workers stop at their next buffer
+                failed.append(RestoreError("interrupted"))
+                while running:
+                    if done.get() is None:
+                        running -= 1
+        if failed:
+            raise failed[0]
 
     def _read(self, view: memoryview, want: int, off: int) -> int:
         """Bytes [off, +want) of the file into ``view``, checksummed when in order."""
@@ -137,6 +202,28 @@ class PagesFile:
         self.close()
         if self.sum != self.crc:
             raise ImageError(f"{self.path}: corrupted (checksum mismatch)")
+
+
+def _pieces(runs: list[Run], total: int) -> list[tuple[list[Run], int]]:
+    """The ``total`` bytes of ``runs`` cut in buffers: for each, the pieces of ``runs`` it
+    holds and its length."""
+    out: list[tuple[list[Run], int]] = []
+    i, addr, left = 0, 0, 0
+    done = 0
+    while done < total:
+        want = min(BUF_SIZE, total - done)
+        pieces: list[Run] = []
+        at = 0
+        while at < want:
+            if not left:
+                addr, left = runs[i]
+                i += 1
+            n = min(left, want - at)
+            pieces.append((addr, n))
+            addr, left, at = addr + n, left - n, at + n
+        out.append((pieces, want))
+        done += want
+    return out
 
 
 def read_full(fd: int, view: memoryview, want: int, off: int, path: str) -> int:
