@@ -153,11 +153,12 @@ class _Frozen:
                             "CAP_SYS_ADMIN and must not run under seccomp itself)") from None
         self.options |= ptrace.PTRACE_O_SUSPEND_SECCOMP
 
-    def injector(self, site: int) -> Injector:
-        """An injector for syscalls in this task, through the instruction at ``site``."""
+    def injector(self, site: int, parks: bool = False) -> Injector:
+        """An injector for syscalls in this task, through the instruction at ``site``
+        (``parks``: its parking code, written by another thread's injector)."""
         assert self.regs0 is not None and self.mask0 is not None
         self.inj = Injector(self.pid, site, cpu.on_release(self.regs0), mask=self.mask0,
-                            options=self.options)
+                            options=self.options, parks=parks)
         self.inj.on_entry = _fault_in_syscall
         return self.inj
 
@@ -685,7 +686,7 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
     others = []
     for th in t.threads:
         assert th.regs0 is not None and th.mask0 is not None
-        others.append((th.injector(inj.site), th.regs0, th.mask0))
+        others.append((th.injector(inj.site, inj.parks), th.regs0, th.mask0))
     core["threads"] = thread.dump_all(pid, others, fr.scratch, SCRATCH_SIZE)
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))

@@ -182,7 +182,8 @@ class Injector:
     the block failed)."""
 
     def __init__(self, pid: int, site: int, regs: ptrace.UserRegs, *, mask: int | None = None,
-                 options: int = ptrace.INJECT_OPTIONS, batch: BatchArea | None = None):
+                 options: int = ptrace.INJECT_OPTIONS, batch: BatchArea | None = None,
+                 parks: bool = False):
         self.pid = pid
         self.site = site
         self.regs = regs.copy()  # as stopped: what ``settle`` gives back
@@ -194,6 +195,7 @@ class Injector:
         self.on_entry: Callable[[], None] | None = None  # called at each entry stop (tests)
         self.scratch: tuple[int, int] | None = None  # (address, size) of map_scratch's area
         self._parked: tuple[int, bytes, int] | None = None  # park_at's (address, bytes, site)
+        self.parks = parks  # ``site`` is parking code (park_at's, or another thread's)
         self._at_exit = False  # the task waits at a syscall-exit stop of ours
         self._code_running = False  # runs the parking area's code (``run_code``)
         self.batch = batch
@@ -241,7 +243,7 @@ class Injector:
         (module doc). Else each call is a ``raw`` of its own."""
         if self.batch is not None and not any(name in _ALONE for name, _ in calls):
             return self._batched(calls)
-        if self._parked is None:
+        if not self.parks:
             return [self.raw(name, *args) for name, args in calls]
         last = len(calls) - 1
         with interrupts.held():
@@ -487,6 +489,7 @@ class Injector:
             return False
         self._parked = (addr, old, self.site)
         self.site = addr
+        self.parks = True
         return True
 
     @property
@@ -563,6 +566,7 @@ class Injector:
             addr, old, self.site = self._parked
             self.write(addr, old)
             self._parked = None
+            self.parks = False
 
     def map_scratch(self, addr: int, size: int) -> None:
         """Map ``size`` bytes of scratch memory in the task at ``addr`` (free there)."""
@@ -598,43 +602,74 @@ def raw_each(calls: Sequence[tuple[Injector, str, tuple[int, ...]]]) -> list[int
     their round trips overlapping: every task is resumed into its call before ckpt
     waits for the first, and so on to their exits. Raw results, in order; each task as
     ``Injector.raw`` leaves it, and on a failure each left as ``raw`` leaves it then."""
-    for inj, _name, _args in calls:
+    return [got[0] for got in raw_runs([(inj, [(name, args)]) for inj, name, args in calls])]
+
+
+def raw_runs(runs: Sequence[tuple[Injector, Sequence[tuple[str, tuple[int, ...]]]]]
+             ) -> list[list[int]]:
+    """A run of syscalls in each of several tasks (``(injector, [(name, arguments)...])``,
+    the threads of a process), the tasks' round trips overlapping: each goes on to its
+    next call as soon as ckpt has taken the result of the one before, while the others
+    run theirs. Raw results, per task in order. Between two calls of a parked task
+    (``Injector.parks``) it keeps the calls' registers and every signal blocked and gets
+    its own back after its last, as ``Injector.raw_all``; else after each. Each task
+    is left as ``raw`` leaves it, and on a failure as ``raw`` leaves it then."""
+    for inj, _calls in runs:
         inj.flush()
-    # Where each task is: 0 loaded, 1 going to the entry, 2 at it, 3 going to the exit,
-    # 4 back home.
-    where = [0] * len(calls)
-    results = [0] * len(calls)
+    # Where each task is in its current call: 0 loaded, 1 going to the entry, 2 at it,
+    # 3 going to the exit, 4 back home (that call done); ``step`` is that call.
+    where = [0] * len(runs)
+    step = [0] * len(runs)
+    results: list[list[int]] = [[] for _ in runs]
     with interrupts.held():
         failed = -1
         try:
-            for i, (inj, name, args) in enumerate(calls):
+            for i, (inj, calls) in enumerate(runs):
                 failed = i
+                if not calls:
+                    where[i] = 4
+                    continue
+                name, args = calls[0]
                 inj._load(name, args)
                 ptrace.syscall(inj.pid)
                 where[i] = 1
-            for i, (inj, name, _) in enumerate(calls):
-                failed = i
-                inj._await(name)
-                where[i] = 2
-                inj._entered()
-                ptrace.syscall(inj.pid)
-                where[i] = 3
-            for i, (inj, name, _) in enumerate(calls):
-                failed = i
-                inj._await(name)
-                results[i] = inj._result()
-                where[i] = 4
+            going = [i for i in range(len(runs)) if where[i] != 4]
+            while going:
+                for i in going:
+                    failed = i
+                    inj, calls = runs[i]
+                    name, args = calls[step[i]]
+                    inj._await(name)
+                    if where[i] == 1:
+                        where[i] = 2
+                        inj._entered()
+                        ptrace.syscall(inj.pid)
+                        where[i] = 3
+                        continue
+                    last = step[i] == len(calls) - 1
+                    stay = inj.parks and not last  # its calls' registers kept
+                    results[i].append(inj._result(home=not stay))
+                    where[i] = 4
+                    if last:
+                        continue
+                    step[i] += 1
+                    name, args = calls[step[i]]
+                    where[i] = 0
+                    inj._load(name, args, mask=not stay)
+                    ptrace.syscall(inj.pid)
+                    where[i] = 1
+                going = [i for i in going if where[i] != 4]
         except BaseException:
-            for i, (inj, name, _) in enumerate(calls):
+            for i, (inj, calls) in enumerate(runs):
                 w = where[i]
-                if w == 4:
+                if w == 4 and len(results[i]) == len(calls):
                     continue
                 if i == failed:  # stopped where it failed, as in ``raw``
                     inj._abandon(w >= 2)
                     continue
                 if w in (1, 3):  # running: taken at its next stop
                     try:
-                        inj._await(name)
+                        inj._await(calls[step[i]][0])
                     except (OSError, ProcessGone):
                         continue
                     w += 1
@@ -645,4 +680,3 @@ def raw_each(calls: Sequence[tuple[Injector, str, tuple[int, ...]]]) -> list[int
                     inj._abandon(w == 2)
             raise
     return results
-

@@ -74,10 +74,12 @@ SCHEMA = Obj(uids=_IDS, gids=_IDS, groups=List(UID, max=65536),
              securebits=U32, no_new_privs=Int(0, 1), loginuid=Null(U32))
 
 
-def dump(pid: int, tid: int, securebits: int) -> dict[str, Any]:
+def dump(pid: int, tid: int, securebits: int, st: procfs.Status | None = None
+         ) -> dict[str, Any]:
     """The credentials of thread ``tid`` of the frozen process ``pid``; ``securebits``
-    as the thread itself told them (an injected ``prctl``: /proc does not show them)."""
-    st = procfs.thread_status(pid, tid)
+    as the thread itself told them (an injected ``prctl``: /proc does not show them);
+    ``st``: the thread's status, if read already."""
+    st = st or procfs.thread_status(pid, tid)
     return {
         "uids": st.uids, "gids": st.gids, "groups": st.groups,
         "caps": {"eff": st.cap_effective, "prm": st.cap_permitted,
@@ -96,9 +98,10 @@ def _loginuid(pid: int, tid: int) -> int | None:
         return None
 
 
-def check(pid: int, tid: int, c: dict[str, Any]) -> None:
-    """Refuse, at dump, credentials a restore by this ckpt could not give back."""
-    mine = procfs.status(os.getpid())
+def check(pid: int, tid: int, c: dict[str, Any], mine: procfs.Status | None = None) -> None:
+    """Refuse, at dump, credentials a restore by this ckpt could not give back (``mine``:
+    ckpt's own status, if read already)."""
+    mine = mine or procfs.status(os.getpid())
     caps = c["caps"]
     missing = ((caps["bnd"] & ~mine.cap_bounding) | (caps["prm"] & ~mine.cap_permitted)
                | (caps["inh"] & ~(mine.cap_inheritable | mine.cap_bounding)))
@@ -112,12 +115,18 @@ def check(pid: int, tid: int, c: dict[str, Any]) -> None:
             f"ckpt lacks {cap_names(needed & ~mine.cap_effective)}, which it needs to give "
             f"{_who(pid, tid)} its credentials back at restore")
     wanted = c.get("loginuid")
-    if wanted is not None and wanted != _loginuid(os.getpid(), os.getpid()) \
+    if wanted is not None and wanted != _own_loginuid(os.getpid()) \
             and not _can_set_loginuid(wanted):
         raise UnsupportedError(
             f"{_who(pid, tid)} has audit loginuid {wanted}, which ckpt cannot set in a new "
             "process (ckpt's own loginuid is set and the kernel makes it immutable or "
             "ckpt lacks CAP_AUDIT_CONTROL)")
+
+
+@once
+def _own_loginuid(pid: int) -> int | None:
+    """ckpt's own loginuid (``pid``, its PID: a fork of ckpt reads its own)."""
+    return _loginuid(pid, pid)
 
 
 @once

@@ -71,16 +71,17 @@ def dump(tid: int) -> dict[str, Any]:
             **({"ioprio": ioprio} if ioprio else {})}
 
 
-def check(pid: int, tid: int, s: dict[str, Any]) -> None:
+def check(pid: int, tid: int, s: dict[str, Any], mine: procfs.Status | None = None) -> None:
     """Refuse at dump what ckpt could not set at restore. Without CAP_SYS_NICE, ckpt
     sets what the kernel lets the process's own limits allow (its rlimits are back by
     then): a real-time priority up to RLIMIT_RTPRIO, a nice value down to 20 -
-    RLIMIT_NICE (or ckpt's own); never SCHED_DEADLINE."""
+    RLIMIT_NICE (or ckpt's own); never SCHED_DEADLINE. ``mine``: ckpt's own status, if
+    read already."""
     name = POLICY_NAMES.get(s["policy"])
     if name is None:
         raise UnsupportedError(f"thread {tid} of process {pid} has scheduling policy "
                                f"{s['policy']}, which ckpt does not know")
-    if procfs.status(os.getpid()).cap_effective >> CAP_SYS_NICE & 1:
+    if (mine or procfs.status(os.getpid())).cap_effective >> CAP_SYS_NICE & 1:
         return
     limits = dict(zip(procfs.LIMIT_NAMES, procfs.limits(pid), strict=True))
     rtprio, nice_limit = limits["rtprio"][0], limits["nice"][0]

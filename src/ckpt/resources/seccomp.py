@@ -35,10 +35,10 @@ KEPT_FLAGS = 2  # SECCOMP_FILTER_FLAG_LOG: the only flag the kernel reports
 SCHEMA = Obj(mode=Int(0, 2), filters=List(Tup(B64(4096 * 8), U32), max=1 << 12))
 
 
-def dump(pid: int, tid: int) -> dict[str, Any]:
+def dump(pid: int, tid: int, st: procfs.Status | None = None) -> dict[str, Any]:
     """Thread ``tid``'s mode and filters, oldest first: ``[base64 of its sock_filter
-    array, flags]`` each."""
-    mode = procfs.thread_status(pid, tid).seccomp
+    array, flags]`` each; ``st``: the thread's status, if read already."""
+    mode = (st or procfs.thread_status(pid, tid)).seccomp
     filters: list[list[Any]] = []
     if mode == MODE_FILTER:
         progs = ptrace.seccomp_filters(tid)  # newest first

@@ -14,14 +14,13 @@ import os
 
 from ..errors import RestoreError
 from ..kernel import libc, ptrace
-from ..kernel.inject import InjectionError, Injector, raw_each
+from ..kernel.inject import InjectionError, Injector
 from ..log import logger
 from ..schema import B64, S32, S64, U64, List, Map, Obj, Str, Tup
 from . import nspids
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from typing import Any
 
 log = logger("ckpt.signals")
@@ -127,21 +126,25 @@ def _base64(infos: list[bytes]) -> list[str]:
 
 def dump_altstack(inj: Injector, scratch: int) -> list[int]:
     """[sp, flags, size] of the alternate signal stack of the thread ``inj`` runs in."""
-    return dump_altstacks([inj], [scratch])[0]
+    name, args = altstack_query(scratch)
+    return altstack_value(inj.pid, inj.raw(name, *args), inj.read(scratch, ALTSTACK_SIZE))
 
 
-def dump_altstacks(injs: Sequence[Injector], at: Sequence[int]) -> list[list[int]]:
-    """``dump_altstack`` of several threads of one process at once, each writing at its
-    own address of the scratch area (``at``): one round of injections (raw_each)."""
-    size = ctypes.sizeof(StackT)
-    res = raw_each([(inj, "sigaltstack", (0, addr)) for inj, addr in zip(injs, at, strict=True)])
-    out = []
-    for inj, addr, r in zip(injs, at, res, strict=True):
-        if -4096 < r < 0:
-            raise InjectionError(-r, f"sigaltstack in thread {inj.pid}: {os.strerror(-r)}")
-        ss = StackT.from_buffer_copy(inj.read(addr, size))
-        out.append([ss.sp, ss.flags & ~1, ss.size])  # SS_ONSTACK is not settable
-    return out
+ALTSTACK_SIZE = ctypes.sizeof(StackT)  # bytes ``altstack_query`` writes
+
+
+def altstack_query(addr: int) -> tuple[str, tuple[int, ...]]:
+    """The injected call that writes its thread's alternate signal stack at ``addr``."""
+    return "sigaltstack", (0, addr)
+
+
+def altstack_value(tid: int, res: int, raw: bytes) -> list[int]:
+    """[sp, flags, size] of thread ``tid`` as ``altstack_query`` told: its result ``res``
+    and the bytes ``raw`` it wrote."""
+    if -4096 < res < 0:
+        raise InjectionError(-res, f"sigaltstack in thread {tid}: {os.strerror(-res)}")
+    ss = StackT.from_buffer_copy(raw)
+    return [ss.sp, ss.flags & ~1, ss.size]  # SS_ONSTACK is not settable
 
 
 def restore_altstack(inj: Injector, scratch: int, altstack: list[int]) -> None:

@@ -18,7 +18,7 @@ import os
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
-from ..kernel.inject import InjectionError, Injector, raw_each
+from ..kernel.inject import InjectionError, Injector, raw_runs
 from ..log import logger
 from ..schema import PATH, U32, U64, Int, List, Obj, Opt, Str, Tup
 from . import creds, ghost, numa, sched, seccomp
@@ -193,49 +193,56 @@ OWN_SLOT = 32  # bytes of the scratch area each thread's calls write into
 _MEMPOLICY_AT = 20  # where in it get_mempolicy writes the thread's NUMA policy mode
 
 
-def own_injected(injs: Sequence[Injector], slots: Sequence[int]) -> list[dict[str, int]]:
-    """The values ``_OWN_CALLS`` read, for several threads of one process at once
-    (``injs`` run in them; ``slots``, each one's OWN_SLOT bytes of the scratch area):
-    one round of injections per call, the threads' round trips overlapping
-    (inject.raw_each), instead of one round trip per call and thread."""
-    got: list[dict[str, int]] = [{} for _ in injs]
-    for key, option, at, _size in _OWN_CALLS:
-        batch = [(inj, "prctl", (option,) if at is None else (option, slot + at))
-                 for inj, slot in zip(injs, slots, strict=True)]
-        for i, res in enumerate(raw_each(batch)):
-            if -4096 < res < 0:
-                raise InjectionError(-res, f"prctl {key} in thread {injs[i].pid}: "
-                                           f"{os.strerror(-res)}")
-            got[i][key] = res
-    batch = [(inj, "get_mempolicy", (slot + _MEMPOLICY_AT, 0, 0, 0, 0))
-             for inj, slot in zip(injs, slots, strict=True)]
-    numa_known = [res == 0 for res in raw_each(batch)]  # (ENOSYS without CONFIG_NUMA)
-    if slots:  # the threads share their memory: their slots are read at once
-        raw = injs[0].read(slots[0], slots[-1] + OWN_SLOT - slots[0])
-        for i, slot in enumerate(slots):
-            for key, _option, at, size in _OWN_CALLS:
-                if at is not None:
-                    off = slot - slots[0] + at
-                    got[i][key] = int.from_bytes(raw[off:off + size], "little")
-            off = slot - slots[0] + _MEMPOLICY_AT
-            got[i]["mempolicy"] = (int.from_bytes(raw[off:off + 4], "little")
-                                   if numa_known[i] else 0)
+def own_queries(slot: int) -> list[tuple[str, tuple[int, ...]]]:
+    """The injected calls that read what ``_OWN_CALLS`` names and the thread's NUMA policy
+    mode, for a thread whose OWN_SLOT bytes of the scratch area are at ``slot``."""
+    return [("prctl", (option,) if at is None else (option, slot + at))
+            for _key, option, at, _size in _OWN_CALLS] + \
+        [("get_mempolicy", (slot + _MEMPOLICY_AT, 0, 0, 0, 0))]
+
+
+def own_values(tid: int, results: Sequence[int], raw: bytes) -> dict[str, int]:
+    """What ``own_queries`` read in thread ``tid``: their ``results``, in order, and
+    ``raw``, the OWN_SLOT bytes of its slot after them."""
+    got: dict[str, int] = {}
+    for (key, _option, at, size), res in zip(_OWN_CALLS, results, strict=False):
+        if -4096 < res < 0:
+            raise InjectionError(-res, f"prctl {key} in thread {tid}: {os.strerror(-res)}")
+        got[key] = res if at is None else int.from_bytes(raw[at:at + size], "little")
+    numa_known = results[len(_OWN_CALLS)] == 0  # (ENOSYS without CONFIG_NUMA)
+    got["mempolicy"] = (int.from_bytes(raw[_MEMPOLICY_AT:_MEMPOLICY_AT + 4], "little")
+                        if numa_known else 0)
     return got
 
 
+def own_injected(injs: Sequence[Injector], slots: Sequence[int]) -> list[dict[str, int]]:
+    """The values ``own_queries`` read, for several threads of one process at once
+    (``injs`` run in them; ``slots``, each one's OWN_SLOT bytes of the scratch area),
+    the threads' round trips overlapping (inject.raw_runs)."""
+    results = raw_runs([(inj, own_queries(slot)) for inj, slot in zip(injs, slots, strict=True)])
+    if not slots:
+        return []
+    raw = injs[0].read(slots[0], slots[-1] + OWN_SLOT - slots[0])  # their memory is one
+    return [own_values(inj.pid, res, raw[slot - slots[0]:slot - slots[0] + OWN_SLOT])
+            for inj, slot, res in zip(injs, slots, results, strict=True)]
+
+
 def dump_own(pid: int, tid: int, inj: Injector, scratch: int,
-             got: dict[str, int] | None = None) -> dict[str, Any]:
+             got: dict[str, int] | None = None, mine: procfs.Status | None = None
+             ) -> dict[str, Any]:
     """What each thread has of its own: comm, rseq, tid address, robust list, affinity,
     scheduling, parent-death signal, credentials, seccomp. ``inj`` runs in thread
-    ``tid`` of process ``pid``; ``got``: what ``own_injected`` read in it already."""
+    ``tid`` of process ``pid``; ``got``: what ``own_injected`` read in it already;
+    ``mine``: ckpt's own status, if read already."""
     if got is None:
         got = own_injected([inj], [scratch])[0]
     rseq = _rseq_config(tid)
     robust_head, robust_len = libc.get_robust_list(tid)
-    cred = creds.dump(pid, tid, got["securebits"])
-    creds.check(pid, tid, cred)
+    st = procfs.thread_status(pid, tid)
+    cred = creds.dump(pid, tid, got["securebits"], st)
+    creds.check(pid, tid, cred, mine)
     scheduling = sched.dump(tid)
-    sched.check(pid, tid, scheduling)
+    sched.check(pid, tid, scheduling, mine)
     policy = numa.thread_policy(inj, scratch, got["mempolicy"])
     return {
         "comm": procfs.thread_comm(pid, tid),
@@ -249,7 +256,7 @@ def dump_own(pid: int, tid: int, inj: Injector, scratch: int,
         "mce_kill": got["mce_kill"],
         "pdeathsig": got["pdeathsig"],
         "creds": cred,
-        "seccomp": seccomp.dump(pid, tid),
+        "seccomp": seccomp.dump(pid, tid, st),
         **({"mempolicy": policy} if policy is not None else {}),
     }
 

@@ -21,8 +21,8 @@ import os
 import struct
 
 from ..errors import RestoreError
-from ..kernel import libc, ptrace
-from ..kernel.inject import Injector, raw_each
+from ..kernel import libc, procfs, ptrace
+from ..kernel.inject import Injector, raw_each, raw_runs
 from ..schema import PID, U64, List, Obj
 from . import cpu, creds, nspids, signals, task
 
@@ -48,21 +48,28 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int]],
              scratch: int, scratch_size: int) -> list[dict[str, Any]]:
     """The state of the frozen threads of process ``pid`` but its first: for each, an
     injector running in it, and its registers and blocked mask as it was frozen. What
-    only injected calls tell is read in all of them at once, a round per call (as many
-    threads per round as the scratch area has slots for)."""
+    only injected calls tell is read in all of them at once, each thread running its
+    calls one after the other while the others run theirs (inject.raw_runs; as many
+    threads at once as the scratch area has slots for)."""
     out: list[dict[str, Any]] = []
     per_round = max(1, scratch_size // _SLOT)
+    mine = procfs.status(os.getpid())  # ckpt's own, which each thread's are checked with
     for first in range(0, len(threads), per_round):
         part = threads[first:first + per_round]
-        injs = [inj for inj, _regs, _blocked in part]
         slots = [scratch + i * _SLOT for i in range(len(part))]
-        got = task.own_injected(injs, slots)
-        stacks = signals.dump_altstacks(injs, [s + task.OWN_SLOT for s in slots])
-        for (inj, regs, blocked), own, stack in zip(part, got, stacks, strict=True):
+        results = raw_runs([(inj, [*task.own_queries(slot),
+                                   signals.altstack_query(slot + task.OWN_SLOT)])
+                            for (inj, _regs, _blocked), slot in zip(part, slots, strict=True)])
+        raw = part[0][0].read(scratch, len(part) * _SLOT)  # the threads' memory is one
+        for (inj, regs, blocked), slot, res in zip(part, slots, results, strict=True):
             tid = inj.pid
+            at = slot - scratch
+            own = task.own_values(tid, res[:-1], raw[at:at + task.OWN_SLOT])
+            at += task.OWN_SLOT
+            stack = signals.altstack_value(tid, res[-1], raw[at:at + signals.ALTSTACK_SIZE])
             out.append({"tid": tid, "cpu": cpu.dump(tid, regs), "blocked": blocked,
                         "pending": signals.pending_private(tid), "altstack": stack,
-                        "own": task.dump_own(pid, tid, inj, scratch, own)})
+                        "own": task.dump_own(pid, tid, inj, scratch, own, mine)})
     return out
 
 
