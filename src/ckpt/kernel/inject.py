@@ -250,6 +250,15 @@ class Injector:
             return [self._one(name, args, block=i == 0, home=i == last)
                     for i, (name, args) in enumerate(calls)]
 
+    def clone_all(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
+        """``raw_all`` of clone3 calls that make threads, in as few batches as the table
+        allows: the task must be traced with PTRACE_O_TRACECLONE, so that each new
+        thread stops before it runs an instruction (it would start in the batch loop);
+        whoever takes it gives it registers of its own."""
+        if self.batch is None:
+            return [self.raw(name, *args) for name, args in calls]
+        return self._batched(calls)
+
     def _batched(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
         assert self.batch is not None
         out: list[int] = []
@@ -408,8 +417,8 @@ class Injector:
                 raise ProcessGone(self.pid, f"died during injected syscalls: {stop.describe()}")
             if stop.event == 0 and stop.stopsig == 5 and ptrace.get_regs(self.pid).rip == rip:
                 return
-            if stop.event == ptrace.PTRACE_EVENT_STOP:
-                sig = 0  # a group-stop or interrupt trap
+            if stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE):
+                sig = 0  # a group-stop or interrupt trap; a traced clone's event
             elif stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS:
                 sig = stop.stopsig
             else:

@@ -22,7 +22,7 @@ import struct
 
 from ..errors import RestoreError
 from ..kernel import libc, procfs, ptrace
-from ..kernel.inject import Injector, raw_each, raw_runs
+from ..kernel.inject import Injector, raw_runs
 from ..schema import PID, U64, List, Obj
 from . import cpu, creds, nspids, signals, task
 
@@ -73,37 +73,38 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int]],
     return out
 
 
-_CLONE_AREA = 512  # scratch bytes of one creator's clone3 arguments and TIDs
-MAX_CREATORS = 32  # threads creating threads at once (32 areas of the scratch memory)
+_CLONE_SLOT = 128  # scratch bytes of one new thread's clone3 arguments, then its TIDs
+_TIDS_AT = 96  # where in it the TIDs are (struct clone_args is 88 bytes)
+CLONES_AT_ONCE = 128  # threads one batch makes (their slots: 16 KiB of the scratch memory)
 
 
-def _create_each(jobs: list[tuple[Injector, int, int]], scratch: int,
-                 leader: Injector) -> list[Injector]:
-    """Each creator of ``jobs`` (``(creator, tid, tid_address)``, creators all distinct
-    threads of ``leader``'s process) makes its thread at once (inject.raw_each), its
-    clone3 arguments in an area of the scratch memory of its own."""
+def _create(leader: Injector, scratch: int, jobs: list[tuple[int, int]]) -> list[Injector]:
+    """The threads ``jobs`` (``(tid, tid_address)`` each) made by ``leader``'s thread in
+    one batch of injected clone3 calls (Injector.clone_all), their arguments in slots of
+    the scratch memory written at once; an injector for each, taken in its first stop."""
+    blob = bytearray()
     calls = []
-    for k, (creator, tid, tid_address) in enumerate(jobs):
-        area = scratch + k * _CLONE_AREA
+    for k, (tid, tid_address) in enumerate(jobs):
+        area = scratch + k * _CLONE_SLOT
         tids = nspids.levels(tid)
         flags = THREAD_FLAGS | (libc.CLONE_CHILD_CLEARTID if tid_address else 0)
-        args = libc.CloneArgs(flags=flags, child_tid=tid_address, set_tid=area + 256,
+        args = libc.CloneArgs(flags=flags, child_tid=tid_address, set_tid=area + _TIDS_AT,
                               set_tid_size=len(tids))
-        creator.write(area, bytes(args))
-        creator.write(area + 256, struct.pack(f"<{len(tids)}i", *tids))
-        calls.append((creator, "clone3", (area, ctypes.sizeof(args))))
-    for creator, _, _ in jobs:
-        ptrace.set_options(creator.pid, creator.options | ptrace.PTRACE_O_TRACECLONE)
+        blob += bytes(args).ljust(_TIDS_AT, b"\0")
+        blob += struct.pack(f"<{len(tids)}i", *tids).ljust(_CLONE_SLOT - _TIDS_AT, b"\0")
+        calls.append(("clone3", (area, ctypes.sizeof(args))))
+    leader.write(scratch, bytes(blob))
+    ptrace.set_options(leader.pid, leader.options | ptrace.PTRACE_O_TRACECLONE)
     try:
-        results = raw_each(calls)
+        results = leader.clone_all(calls)
     finally:
-        for creator, _, _ in jobs:
-            ptrace.set_options(creator.pid, creator.options)
-    made = []
-    for (_, tid, _), got in zip(jobs, results, strict=True):
+        ptrace.set_options(leader.pid, leader.options)
+    for (tid, _), got in zip(jobs, results, strict=True):
         if got != nspids.levels(tid)[0]:
             why = os.strerror(-got) if -4096 < got < 0 else f"came back as {got}"
             raise RestoreError(f"process {leader.pid}: cannot create thread {tid}: {why}")
+    made = []
+    for tid, _ in jobs:
         stop = ptrace.wait_stop(tid)
         if stop.exited or stop.event != ptrace.PTRACE_EVENT_STOP:
             raise RestoreError(f"process {leader.pid}: new thread {tid}: {stop.describe()}")
@@ -127,24 +128,19 @@ def restore(tgid: int, inj: Injector, scratch: int, state: dict[str, Any],
 def create_all(leader: Injector, scratch: int, states: list[dict[str, Any]],
                leader_own: dict[str, Any]) -> None:
     """Create every other thread of the process ``leader`` runs in (its own state
-    ``leader_own`` restored) and ``restore`` it. Every thread made so far makes one more
-    at once, so that 24 threads take 5 rounds of injections, not 24 (each new thread
-    is a copy of its creator, which is one of the leader as restored); what only a
-    thread itself can set (``task.own_calls``) is injected in all of them at once, a
-    call per round."""
+    ``leader_own`` restored), each a copy of it, and ``restore`` it. The leader makes
+    them in one batch of injections (``_create``); what only a thread itself can set
+    (``task.own_calls``) is injected in all of them at once, each thread running its
+    calls one after the other while the others run theirs (inject.raw_runs)."""
     made: list[Injector] = []
     try:
-        while len(made) < len(states):
-            creators = [leader, *made][:MAX_CREATORS]
-            todo = states[len(made):len(made) + len(creators)]
-            made += _create_each([(c, s["tid"], s["own"]["tid_address"])
-                                  for c, s in zip(creators, todo, strict=False)],
-                                 scratch, leader)
+        for first in range(0, len(states), CLONES_AT_ONCE):
+            made += _create(leader, scratch, [(s["tid"], s["own"]["tid_address"])
+                                              for s in states[first:first + CLONES_AT_ONCE]])
         calls = [task.own_calls(state["own"]) for state in states]
-        for step in range(max(map(len, calls), default=0)):
-            batch = [(inj, *c[step]) for inj, c in zip(made, calls, strict=True)
-                     if len(c) > step]
-            for (inj, name, _), res in zip(batch, raw_each(batch), strict=True):
+        for inj, c, results in zip(made, calls, raw_runs(list(zip(made, calls, strict=True))),
+                                   strict=True):
+            for (name, _), res in zip(c, results, strict=True):
                 if -4096 < res < 0:
                     raise RestoreError(f"thread {inj.pid} of process {leader.pid}: {name}: "
                                        f"{os.strerror(-res)}")
