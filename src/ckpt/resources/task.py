@@ -267,10 +267,12 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
     (``restore_final_own``); ``inj`` runs in thread ``tid``. What the thread has already
     is not set again (an injected call each): its name and timer slack as /proc shows
     them; for a thread cloned by its restored leader (``cloned_from``: the leader's
-    state), its tid address (given to clone3) and the machine-check and TSC modes it
-    inherited, and its robust list and rseq area, which ``thread.create_all`` gives every
-    new thread at once (``own_calls``)."""
-    if procfs.thread_comm(tid, tid) != t["comm"]:
+    state), its name when it is the leader's (not even read), its tid address (given to
+    clone3) and the machine-check and TSC modes it inherited, and its robust list and
+    rseq area, which ``thread.create_all`` gives every new thread at once
+    (``own_calls``)."""
+    inherited = cloned_from or {}
+    if t["comm"] != inherited.get("comm") and procfs.thread_comm(tid, tid) != t["comm"]:
         inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
         inj.call("prctl", libc.PR_SET_NAME, scratch)
     if cloned_from is None:
@@ -284,7 +286,6 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
                     e.strerror)
     if _timerslack(tid) != t["timerslack"]:
         inj.call("prctl", PR_SET_TIMERSLACK, t["timerslack"])  # before a real-time policy
-    inherited = cloned_from or {}
     if t["tsc"] and t["tsc"] != inherited.get("tsc"):
         inj.later("prctl", PR_SET_TSC, t["tsc"])
     if t["mce_kill"] == inherited.get("mce_kill"):

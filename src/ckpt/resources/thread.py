@@ -161,13 +161,27 @@ def restore_final_all(leader: Injector, scratch: int, states: list[dict[str, Any
     """Each other thread's credentials and parent-death signal (the kernel keeps them
     per thread), before the first thread's own (``task.restore_final``); nothing is
     injected in a thread that has them already (ckpt's, as root)."""
+    known: dict[str, bool] = {}
     for state in states:
         own = state["own"]
-        if not (pdeathsig and own["pdeathsig"]) and creds.unchanged(leader.pid, state["tid"],
-                                                                     own["creds"]):
+        if not (pdeathsig and own["pdeathsig"]) and _has_creds(leader.pid, state, known):
             continue
         with open_thread(leader, state["tid"]) as inj:
             task.restore_final_own(leader.pid, inj, scratch, state["own"], pdeathsig)
+
+
+def _has_creds(pid: int, state: dict[str, Any], known: dict[str, bool]) -> bool:
+    """Whether the new thread ``state`` of process ``pid`` has its saved credentials
+    already (creds.unchanged). A thread under no seccomp filter still has those of the
+    leader it was cloned from: the answer for one holds for every other saved with the
+    same credentials (``known``, by them)."""
+    own = state["own"]
+    if own["seccomp"]["mode"]:
+        return creds.unchanged(pid, state["tid"], own["creds"])
+    key = repr(own["creds"])
+    if key not in known:
+        known[key] = creds.unchanged(pid, state["tid"], own["creds"])
+    return known[key]
 
 
 def finish_all(states: list[dict[str, Any]]) -> None:
