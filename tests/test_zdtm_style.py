@@ -112,8 +112,9 @@ CASES: list[Case | object] = [
     C("coredump-filter", "task", zdtm="(/proc/PID/coredump_filter)"),
     C("exit-signal", "task", zdtm="(clone children with another exit signal)"),
     C("mempolicy", "task", zdtm="(set_mempolicy, mbind)", libs=PT),
-    xfail(C("session-keyring", "task", zdtm="(keyctl session keyrings)"), "zdtm-sweep",
-          "the session keyring is not saved: the restored process has ckpt's"),
+    C("session-keyring", "task", zdtm="(keyctl session keyrings)", libs=PT),
+    C("keyring-logon", "task", zdtm="(a logon key in a session keyring)", libs=PT,
+      refuse=r"holds a key 'zdtm:pass' of type 'logon'"),
     # ---------------------------------------------------------------- signals and timers
     C("handlers", "sig", zdtm="sigaction masks (every zdtm test's handlers)"),
     C("sigpending", "sig", zdtm="sigpending"),

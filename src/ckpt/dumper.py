@@ -37,6 +37,7 @@ from .resources import (
     cpu,
     files,
     ghost,
+    keyring,
     landlock,
     locks,
     mem,
@@ -582,11 +583,13 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
                memctx: DumpMemory | None = None,
                mappings: dict[int, list[dict[str, Any]]] | None = None,
                confinement: landlock.Probe | None = None,
-               watch: guard.Guard | None = None) -> dict[str, int]:
+               watch: guard.Guard | None = None,
+               keyrings: keyring.Probe | None = None) -> dict[str, int]:
     """Save everything of one frozen task; return its page summary. ``mappings``: the
     saved mappings of the tasks saved so far, whose children may share their pages;
     ``confinement``: what tells a process confined by Landlock (refused); ``watch``:
-    the dump's guard, started before a process moves its own pages (pages/splice.py)."""
+    the dump's guard, started before a process moves its own pages (pages/splice.py);
+    ``keyrings``: what finds the session keyring a process joined."""
     mappings = {} if mappings is None else mappings
     pid = t.pid
     fr = t.frozen
@@ -617,7 +620,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
             memory.start()
     try:
         core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status,
-                                          confinement, parking)
+                                          confinement, parking, keyrings)
         mm = memory.finish(inj, core["task"].get("mempolicy"), splice=splice)
     except BaseException:
         memory.cancel()
@@ -659,7 +662,8 @@ def _copy_aside(vmas: list[procfs.Vma], images: ImageWriter) -> bool:
 
 def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: int,
                 park: int | None, scratch: int, status: procfs.Status,
-                confinement: landlock.Probe | None = None, parking: bytes = PARK_CODE
+                confinement: landlock.Probe | None = None, parking: bytes = PARK_CODE,
+                keyrings: keyring.Probe | None = None
                 ) -> tuple[dict[str, Any], Any, Injector]:
     """The registers, signals, task state and threads of frozen ``t``, and its fds:
     its core, its fd table, and the injector that read them; ``confinement``: what
@@ -680,6 +684,11 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
         "timers": timers.dump(pid, inj, fr.scratch),
         "stop_signal": fr.stop_signal,
     }
+    if keyrings is not None:
+        ring = keyrings.dump(pid, t.ppid, inj, fr.scratch, status.uids, status.gids)
+        if ring is not None:
+            core["task"]["keyring"] = ring
+            images.need(keyring.FEATURE)
     cwd_ghost = ghost.save_cwd(images, pid, core["task"]["cwd"])  # a removed directory
     if cwd_ghost is not None:
         core["task"]["cwd_ghost"] = cwd_ghost
@@ -931,12 +940,14 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         mappings: dict[int, list[dict[str, Any]]] = {}
         t_tasks = time.monotonic()
         confinement = landlock.Probe()
+        keyrings = keyring.Probe()
         try:
             for t in tasks:  # parents first: their children's pages are compared with theirs
                 if t.frozen is not None:
                     try:
                         total += _dump_task(t, images, dumper, shmem_seen, note, memctx,
-                                            mappings, confinement, watch)["bytes"]
+                                            mappings, confinement, watch,
+                                            keyrings)["bytes"]
                     except OSError as e:
                         raise _task_failed(t.pid, e) from e
         finally:

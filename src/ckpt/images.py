@@ -72,6 +72,7 @@ FEATURES: dict[str, str] = {
     "orphan-pts": "a terminal whose master was outside the tree, a container's console (tty)",
     "job-ctty": "a shell job's session leader whose controlling terminal was the user's",
     "multicast": "multicast groups joined by inet sockets (mcast)",
+    "session-keyring": "the session keyring a process joined, with its user keys (keyring)",
     "process-knobs": "I/O priorities, NUMA policies, coredump_filter, mlockall(MCL_FUTURE), "
                      "clone exit signals",
     "in-call": "a task frozen in a syscall, restored inside it (cpu.in_call)",

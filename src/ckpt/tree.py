@@ -37,7 +37,7 @@ from .kernel.record import dataclass, field
 from .log import logger
 from .pages import fill
 from .pages.chain import Segment
-from .resources import fdtable, mem, nspids, seccomp, sharing, signals, task
+from .resources import fdtable, keyring, mem, nspids, seccomp, sharing, signals, task
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -319,6 +319,8 @@ class Creation:
             task.unregister_rseq(node.pid, inj)  # queued: in the round trip of its fds
             self._give_fds(node, inj)
             self.join_cgroups(node.pid)
+            keyring.restore(node.pid, inj, self.helper.start, _keyring(node),
+                            _keyring(node.parent) if node.parent is not None else None)
             self._restore_memory(node, inj)
             for kid in node.early:
                 self._clone(node, inj, kid)
@@ -465,6 +467,11 @@ class Creation:
                     pass  # gone as it should, its exit seen by ckpt (its tracer)
         self.made.remove(kid)  # a zombie of its parent's now, no longer traced
         log.info("process %d: a zombie again (status %#x)", kid.pid, status)
+
+
+def _keyring(node: Node) -> dict[str, Any] | None:
+    """The session keyring ``node``'s process had joined (a stand-in has none)."""
+    return node.core.get("task", {}).get("keyring")
 
 
 def _what(stand_in: Node) -> str:

@@ -728,22 +728,101 @@ static int mempolicy(void)
 	zt_pass();
 }
 
-/* A session keyring of the process's own with a key in it. */
+/* keyctl(2) by number: no libkeyutils. */
+static long kctl(long op, long a, long b, long c, long d)
+{
+	return syscall(SYS_keyctl, op, a, b, c, d);
+}
+
+/* What a session keyring must be after the restore: its description (type, owner,
+ * permissions and name) and a user key found in it by search, with its payload. */
+static void check_ring(const char *who, const char *want, const char *key,
+		       const char *payload)
+{
+	char desc[256], buf[64];
+	long n = kctl(6 /* KEYCTL_DESCRIBE */, -3, (long)desc, sizeof(desc), 0);
+	CHECK(n > 0 && !strcmp(desc, want), "%s: session keyring '%s', expected '%s'", who,
+	      n > 0 ? desc : strerror(errno), want);
+	long k = kctl(10 /* KEYCTL_SEARCH */, -3, (long)"user", (long)key, 0);
+	CHECK(k > 0, "%s: key %s not found: %s", who, key, strerror(errno));
+	n = kctl(11 /* KEYCTL_READ */, k, (long)buf, sizeof(buf), 0);
+	CHECK(n == (long)strlen(payload) && !memcmp(buf, payload, n), "%s: key %s reads %ld bytes",
+	      who, key, n);
+	n = kctl(6, k, (long)desc, sizeof(desc), 0);
+	snprintf(buf, sizeof(buf), "user;0;0;3f3b0000;%s", key);
+	CHECK(n > 0 && !strcmp(desc, buf), "%s: key described '%s', expected '%s'", who, desc,
+	      buf);
+}
+
+static long ring_id(void) { return kctl(0 /* KEYCTL_GET_KEYRING_ID */, -3, 0, 0, 0); }
+
+static void *keyring_thread(void *arg)
+{
+	*(long *)arg = ring_id();
+	return NULL;
+}
+
+/* A session keyring of the process's own (named, its permissions changed) with a user
+ * key in it, shared by a thread made after the restore; a child that joined an
+ * anonymous one of its own with its own key. Serials are new after a restore: names,
+ * permissions and keys are compared. */
 static int session_keyring(void)
 {
-	long ring = syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, "zdtm-ring");
-	if (ring < 0)
+	if (kctl(1 /* KEYCTL_JOIN_SESSION_KEYRING */, (long)"zdtm-ring", 0, 0, 0) < 0)
 		zt_setup_fail("keyctl join");
 	long key = syscall(SYS_add_key, "user", "zdtm-key", "secret", 6, -3 /* @s */);
-	if (key < 0)
-		zt_setup_fail("add_key");
+	if (key < 0 || kctl(5 /* KEYCTL_SETPERM */, key, 0x3f3b0000, 0, 0) < 0
+	    || kctl(5, -3, 0x3f1b0000, 0, 0) < 0)
+		zt_setup_fail("add_key/setperm");
+	int go[2], done[2];
+	if (pipe(go) || pipe(done))
+		zt_setup_fail("pipe");
+	pid_t kid = fork();
+	if (kid == 0) {
+		if (kctl(1, 0, 0, 0, 0) < 0
+		    || syscall(SYS_add_key, "user", "kid-key", "kidsecret", 9, -3) < 0
+		    || kctl(5, syscall(SYS_keyctl, 10, -3, "user", "kid-key", 0), 0x3f3b0000, 0, 0))
+			_exit(2);
+		char c = 0;
+		if (write(done[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(3);
+		check_ring("child", "keyring;0;0;3f030000;_ses", "kid-key", "kidsecret");
+		long k = kctl(10, -3, (long)"user", (long)"zdtm-key", 0);
+		CHECK(k < 0, "child: its parent's key is in its keyring");
+		_exit(0);
+	}
+	char c;
+	if (read(done[0], &c, 1) != 1)
+		zt_setup_fail("child set-up");
 	zt_ready();
 	zt_wait();
-	long now = syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0);
-	CHECK(now == ring, "session keyring %ld, was %ld", now, ring);
-	char buf[16];
-	long n = syscall(SYS_keyctl, 11 /* KEYCTL_READ */, key, buf, sizeof(buf));
-	CHECK(n == 6 && !memcmp(buf, "secret", 6), "key unreadable (%ld)", n);
+	check_ring("process", "keyring;0;0;3f1b0000;zdtm-ring", "zdtm-key", "secret");
+	pthread_t th;
+	long theirs = 0;
+	CHECK(!pthread_create(&th, NULL, keyring_thread, &theirs) && !pthread_join(th, NULL),
+	      "thread");
+	CHECK(theirs == ring_id(), "a new thread's session keyring %ld, the process's %ld",
+	      theirs, ring_id());
+	CHECK(write(go[1], "g", 1) == 1, "pipe");
+	int st;
+	CHECK(waitpid(kid, &st, 0) == kid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "the child's keyring check failed (status %#x)", st);
+	zt_pass();
+}
+
+/* A session keyring holding a logon key, whose payload no process can read: refused. */
+static int keyring_logon(void)
+{
+	if (kctl(1, (long)"zdtm-logon", 0, 0, 0) < 0)
+		zt_setup_fail("keyctl join");
+	if (syscall(SYS_add_key, "logon", "zdtm:pass", "hidden", 6, -3) < 0)
+		zt_setup_fail("add_key logon: %s", strerror(errno));
+	zt_ready();
+	zt_wait();
+	char desc[128];
+	CHECK(kctl(6, -3, (long)desc, sizeof(desc), 0) > 0 && strstr(desc, ";zdtm-logon"),
+	      "session keyring %s", desc);
+	CHECK(kctl(10, -3, (long)"logon", (long)"zdtm:pass", 0) > 0, "logon key lost");
 	zt_pass();
 }
 
@@ -911,6 +990,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "exit-signal")) return exit_signal();
 	if (!strcmp(m, "mempolicy")) return mempolicy();
 	if (!strcmp(m, "session-keyring")) return session_keyring();
+	if (!strcmp(m, "keyring-logon")) return keyring_logon();
 	if (!strcmp(m, "vfork")) return vfork_child();
 	zt_setup_fail("unknown mode %s", m);
 }

@@ -21,7 +21,7 @@ from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import InjectionError, Injector, raw_runs
 from ..log import logger
 from ..schema import PATH, U32, U64, Int, List, Obj, Opt, Str, Tup
-from . import creds, ghost, numa, sched, seccomp
+from . import creds, ghost, keyring, numa, sched, seccomp
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ SCHEMA = OWN.extend(
     oom_score_adj=Int(-1000, 1000), dumpable=Int(0, 2), thp_disable=U64,
     child_subreaper=Int(0, 1), membarrier=U64, mdwe=U64, memory_merge=Int(0, 1),
     coredump_filter=Opt(Int(0, 0x1ff)),  # absent: the kernel's default
+    keyring=Opt(keyring.SCHEMA),  # absent: the session keyring of whoever restores it
 )
 
 
