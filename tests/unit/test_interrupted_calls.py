@@ -15,10 +15,11 @@ def regs(nr: int, ret: int) -> ptrace.UserRegs:
     return r
 
 
-def test_semop_interrupted_by_the_stop_runs_again() -> None:
-    """semop and semtimedop return EINTR after a mere stop (the kernel never restarts
-    them): saved, and let go after a refused dump, they run again."""
-    for nr in (65, 220):
+def test_calls_interrupted_by_the_stop_run_again() -> None:
+    """semop, semtimedop, epoll_wait, epoll_pwait(2) and sigtimedwait return EINTR
+    after a mere stop (the kernel never restarts them): saved, and let go after a
+    refused dump, they run again."""
+    for nr in cpu._EINTR_WHEN_STOPPED:
         saved = regs(nr, -EINTR)
         assert cpu.fix_interrupted_syscall(saved) is not None
         assert (saved.rax, saved.rip) == (nr, 0x1000 - 2)

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/sysmacros.h>
 
 #define PG 4096
@@ -604,11 +605,40 @@ static int fd_from_pidfd(void)
 	zt_pass();
 }
 
+/* fds at high numbers, 2^k - 1 up to the last the raised limit allows (RLIMIT_NOFILE
+ * soft raised to hard): each the same file at its own offset. */
+static int fd_high(void)
+{
+	struct rlimit r;
+	SYS(getrlimit(RLIMIT_NOFILE, &r));
+	r.rlim_cur = r.rlim_max;
+	SYS(setrlimit(RLIMIT_NOFILE, &r));
+	int f = zt_make_file("hi.file", PG, 3);
+	int fds[40], n = 0;
+	for (long k = 2; (1L << k) - 1 < (long)r.rlim_cur && n < 38; k++)
+		fds[n++] = SYS(dup2(f, (int)((1L << k) - 1)));
+	fds[n++] = SYS(fcntl(f, F_DUPFD, (int)r.rlim_cur - 1));
+	SYS(lseek(f, 321, SEEK_SET));
+	zt_ready();
+	zt_wait();
+	struct rlimit now;
+	SYS(getrlimit(RLIMIT_NOFILE, &now));
+	CHECK(now.rlim_cur == r.rlim_cur && now.rlim_max == r.rlim_max, "RLIMIT_NOFILE");
+	for (int i = 0; i < n; i++)
+		CHECK(lseek(fds[i], 0, SEEK_CUR) == 321, "fd %d: offset %ld", fds[i],
+		      (long)lseek(fds[i], 0, SEEK_CUR));
+	CHECK(fds[n - 1] == (int)r.rlim_cur - 1, "last fd %d", fds[n - 1]);
+	CHECK(fcntl(fds[n - 1] - 1, F_GETFD) < 0 || fds[n - 1] - 1 == fds[n - 2],
+	      "an fd appeared below the last");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
 	zt_init();
 	if (!strcmp(m, "fd-table")) return fd_table();
+	if (!strcmp(m, "fd-high")) return fd_high();
 	if (!strcmp(m, "write-read")) return write_read();
 	if (!strcmp(m, "file-attr")) return file_attr();
 	if (!strcmp(m, "unlinked")) return unlinked(0);

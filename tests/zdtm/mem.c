@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
 #define PG 4096
 
@@ -578,6 +579,30 @@ static int memfd_mapped_only(void)
 	zt_pass();
 }
 
+/* Memory locked while root, then the process became an unprivileged user whose
+ * RLIMIT_MEMLOCK is 0: its pages stay locked, and it cannot lock more. */
+static int mlock_setuid(void)
+{
+	char *p = map(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	zt_fill(p, 8 * PG, 12);
+	SYS(mlock(p, 8 * PG));
+	struct rlimit r = { 0, 0 };
+	SYS(setrlimit(RLIMIT_MEMLOCK, &r));
+	SYS(setresgid(65534, 65534, 65534));
+	SYS(setresuid(65534, 65534, 65534));
+	char before[256], now[256];
+	vmflags(p, before, sizeof(before));
+	zt_ready();
+	zt_wait();
+	vmflags(p, now, sizeof(now));
+	CHECK(!strcmp(now, before) && strstr(now, " lo"), "VmFlags%s, were%s", now, before);
+	CHECK(zt_diff(p, 8 * PG, 12) < 0, "data");
+	CHECK(getuid() == 65534 && geteuid() == 65534, "ids");
+	char *q = map(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(mlock(q, PG) < 0, "an unprivileged process locked more than RLIMIT_MEMLOCK");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -587,6 +612,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "madvise")) return madvise_flags(0);
 	if (!strcmp(m, "madvise-access")) return madvise_flags(1);
 	if (!strcmp(m, "mlock")) return mlocked();
+	if (!strcmp(m, "mlock-setuid")) return mlock_setuid();
 	if (!strcmp(m, "growsdown")) return growsdown();
 	if (!strcmp(m, "high-map")) return high_map();
 	if (!strcmp(m, "many-maps")) return many_maps();

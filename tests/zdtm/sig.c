@@ -1,6 +1,8 @@
 /* Signals and timers: handlers, masks, pending and queued signals, the alternate
  * stack, itimers, POSIX timers, a process traced by another of the tree. */
 #include "zdtm.h"
+#include <poll.h>
+#include <pthread.h>
 #include <sys/ptrace.h>
 #include <sys/time.h>
 #include <time.h>
@@ -287,6 +289,193 @@ static int ptraced(void)
 	zt_pass();
 }
 
+/* Asleep in sigsuspend (zt_wait) with SIGUSR1 and SIGTERM blocked outside it: once
+ * SIGTERM woke it, its mask is the one it had before, not sigsuspend's own. A second
+ * thread sleeps in ppoll with SIGUSR2 let through only there; after it woke (by
+ * SIGUSR2), SIGUSR2 is blocked again. */
+static volatile int ppoll_woke;
+static void on_usr2(int s) { (void)s; }
+
+static void *ppoll_thread(void *arg)
+{
+	(void)arg;
+	sigset_t during;
+	pthread_sigmask(SIG_BLOCK, NULL, &during);
+	sigdelset(&during, SIGUSR2);
+	int r = ppoll(NULL, 0, NULL, &during);
+	ppoll_woke = (r < 0 && errno == EINTR) ? 1 : -1;
+	sigset_t after;
+	pthread_sigmask(SIG_BLOCK, NULL, &after);
+	if (!sigismember(&after, SIGUSR2))
+		ppoll_woke = -2;  /* ppoll's temporary mask stayed */
+	return NULL;
+}
+
+static int masks_around(sigset_t *before, const char *who)
+{
+	sigset_t now;
+	pthread_sigmask(SIG_BLOCK, NULL, &now);
+	for (int s = 1; s < 65; s++)
+		if (sigismember(&now, s) != sigismember(before, s))
+			zt_fail("%s: signal %d %s after the temporary mask", who, s,
+				sigismember(&now, s) ? "blocked" : "unblocked");
+	return 0;
+}
+
+static int temp_masks(void)
+{
+	sigset_t block;
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR1);
+	sigaddset(&block, SIGUSR2);
+	sigaddset(&block, SIGRTMIN + 3);
+	SYS(sigprocmask(SIG_BLOCK, &block, NULL));
+	signal(SIGUSR2, on_usr2);
+	sigset_t before;
+	sigprocmask(SIG_BLOCK, NULL, &before);
+	pthread_t th;
+	if (pthread_create(&th, NULL, ppoll_thread, NULL))
+		zt_setup_fail("pthread_create");
+	usleep(100000);  /* (the thread reaches ppoll; checked below either way) */
+	zt_ready();
+	zt_wait();
+	masks_around(&before, "sigsuspend");
+	CHECK(ppoll_woke == 0, "ppoll returned before its signal (%d)", ppoll_woke);
+	pthread_kill(th, SIGUSR2);
+	pthread_join(th, NULL);
+	CHECK(ppoll_woke != -2, "the ppoll thread kept ppoll's mask: SIGUSR2 unblocked");
+	CHECK(ppoll_woke == 1, "ppoll did not return EINTR on SIGUSR2");
+	zt_pass();
+}
+
+/* A thread asleep inside a handler running on its own alternate stack (SS_ONSTACK) at
+ * the dump: it wakes there, its stack as it was, returns, and the next signal runs on
+ * the alternate stack again; the main thread has another alternate stack. */
+static char alt_main[65536], alt_thread[65536];
+static volatile int in_handler, handler_ok, handler_done;
+static volatile sig_atomic_t let_go;
+
+static void on_usr1_onstack(int s)
+{
+	(void)s;
+	char here;
+	stack_t ss;
+	sigaltstack(NULL, &ss);
+	int ok = &here >= alt_thread && &here < alt_thread + sizeof(alt_thread)
+		 && (ss.ss_flags & SS_ONSTACK) && ss.ss_sp == alt_thread;
+	if (in_handler++ == 0) {
+		while (!let_go)
+			usleep(10000);
+		sigaltstack(NULL, &ss);
+		handler_ok = ok && (ss.ss_flags & SS_ONSTACK) && ss.ss_sp == alt_thread
+			     && ss.ss_size == sizeof(alt_thread);
+	} else {
+		handler_done = ok ? 1 : -1;
+	}
+}
+
+static void *onstack_thread(void *arg)
+{
+	(void)arg;
+	stack_t ss = { .ss_sp = alt_thread, .ss_size = sizeof(alt_thread) };
+	sigaltstack(&ss, NULL);
+	sigset_t u;
+	sigemptyset(&u);
+	sigaddset(&u, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &u, NULL);
+	raise(SIGUSR1);  /* sleeps in the handler until let go */
+	stack_t now;
+	sigaltstack(NULL, &now);
+	if (now.ss_flags != 0 || now.ss_sp != alt_thread)
+		handler_ok = 0;
+	raise(SIGUSR1);  /* on the alternate stack again */
+	return NULL;
+}
+
+static int altstack_onstack(void)
+{
+	stack_t ss = { .ss_sp = alt_main, .ss_size = sizeof(alt_main) }, got;
+	SYS(sigaltstack(&ss, NULL));
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1_onstack;
+	sa.sa_flags = SA_ONSTACK;
+	SYS(sigaction(SIGUSR1, &sa, NULL));
+	sigset_t b;
+	sigemptyset(&b);
+	sigaddset(&b, SIGUSR1);
+	SYS(sigprocmask(SIG_BLOCK, &b, NULL));
+	pthread_t th;
+	if (pthread_create(&th, NULL, onstack_thread, NULL))
+		zt_setup_fail("pthread_create");
+	for (int i = 0; i < 500 && !in_handler; i++)
+		usleep(10000);
+	if (!in_handler)
+		zt_setup_fail("the thread's handler did not run");
+	zt_ready();
+	zt_wait();
+	let_go = 1;
+	pthread_join(th, NULL);
+	CHECK(handler_ok, "the thread's alternate stack was not as it was in its handler");
+	CHECK(handler_done == 1, "second handler: %d (not on the alternate stack?)",
+	      handler_done);
+	SYS(sigaltstack(NULL, &got));
+	CHECK(got.ss_sp == alt_main && got.ss_size == sizeof(alt_main) && got.ss_flags == 0,
+	      "main thread's alternate stack %p/%zu/%d", got.ss_sp, got.ss_size, got.ss_flags);
+	zt_pass();
+}
+
+/* Asleep in read() of an empty pipe, with a handler installed without SA_RESTART: the
+ * dump and restore interrupt nothing the program sees; the read gets the data written
+ * after the restore, and a signal after that still interrupts a second read (EINTR). */
+static volatile int usr2_hits;
+static void on_usr2_count(int s) { (void)s; usr2_hits++; }
+static int rd_pipe[2];
+static volatile long read_got = -2, read2_got = -2;
+static volatile int read2_errno;
+
+static void *reader_thread(void *arg)
+{
+	(void)arg;
+	char buf[16];
+	read_got = read(rd_pipe[0], buf, sizeof(buf));
+	if (read_got == 5 && memcmp(buf, "after", 5))
+		read_got = -3;
+	read2_got = read(rd_pipe[0], buf, sizeof(buf));
+	read2_errno = errno;
+	return NULL;
+}
+
+static int read_norestart(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr2_count;  /* no SA_RESTART */
+	SYS(sigaction(SIGUSR2, &sa, NULL));
+	SYS(pipe(rd_pipe));
+	pthread_t th;
+	if (pthread_create(&th, NULL, reader_thread, NULL))
+		zt_setup_fail("pthread_create");
+	usleep(100000);
+	zt_ready();
+	zt_wait();
+	CHECK(read_got == -2, "read returned %ld before anything was written (errno %d)",
+	      read_got, errno);
+	SYS(write(rd_pipe[1], "after", 5));
+	for (int i = 0; i < 500 && read_got == -2; i++)
+		usleep(10000);
+	CHECK(read_got == 5, "read got %ld", read_got);
+	for (int i = 0; i < 500 && read2_got == -2; i++) {
+		pthread_kill(th, SIGUSR2);
+		usleep(10000);
+	}
+	pthread_join(th, NULL);
+	CHECK(read2_got == -1 && read2_errno == EINTR && usr2_hits >= 1,
+	      "second read: %ld errno %d, %d signals", read2_got, read2_errno, usr2_hits);
+	CHECK(usr2_hits >= 1, "no SIGUSR2");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -295,6 +484,9 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "sigpending")) return sigpending_check();
 	if (!strcmp(m, "sigaltstack")) return sigaltstack_check();
 	if (!strcmp(m, "sigtrap")) return sigtrap_check();
+	if (!strcmp(m, "temp-masks")) return temp_masks();
+	if (!strcmp(m, "altstack-onstack")) return altstack_onstack();
+	if (!strcmp(m, "read-norestart")) return read_norestart();
 	if (!strcmp(m, "itimers")) return itimers();
 	if (!strcmp(m, "itimer-oneshot")) return itimer_oneshot();
 	if (!strcmp(m, "posix-timers")) return posix_timers();

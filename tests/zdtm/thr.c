@@ -3,6 +3,9 @@
  * registers, the vDSO, rseq. */
 #include "zdtm.h"
 #include <linux/futex.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <sched.h>
@@ -449,6 +452,112 @@ static int rseq_check(void)
 	zt_fail("rseq cpu_id %u never matched sched_getcpu %d (unregistered?)", *cpu_id, sched_getcpu());
 }
 
+/* Threads asleep across the dump in calls with a timeout far away, which the kernel
+ * restarts in its own way when interrupted (restart_syscall with what it kept of the
+ * call, or the timeout left written back): a futex wait, poll, select, epoll_wait,
+ * sigtimedwait, an absolute clock_nanosleep and a relative nanosleep. After the
+ * restore none has returned; each wakes for what it waits for (the sleepers by a
+ * signal whose handler has no SA_RESTART: EINTR). */
+#define NB 7
+static volatile int bl_ret[NB], bl_err[NB];
+static volatile int bl_futex;
+static int bl_pipe[2], bl_epoll;
+static pthread_t bl_th[NB];
+static void on_usr1_plain(int s) { (void)s; }
+
+static void *blocked(void *arg)
+{
+	long i = (long)arg;
+	long r = -1;
+	struct timespec far = { 100000, 0 };
+	if (i == 0) {
+		r = syscall(SYS_futex, &bl_futex, FUTEX_WAIT_PRIVATE, 0, &far, NULL, 0);
+	} else if (i == 1) {
+		struct pollfd p = { bl_pipe[0], POLLIN, 0 };
+		r = poll(&p, 1, 100000000);
+	} else if (i == 2) {
+		fd_set rd;
+		FD_ZERO(&rd);
+		FD_SET(bl_pipe[0], &rd);
+		struct timeval tv = { 100000, 0 };
+		r = select(bl_pipe[0] + 1, &rd, NULL, NULL, &tv);
+	} else if (i == 3) {
+		struct epoll_event ev;
+		r = epoll_wait(bl_epoll, &ev, 1, 100000000);
+	} else if (i == 4) {
+		sigset_t w;
+		sigemptyset(&w);
+		sigaddset(&w, SIGUSR2);
+		siginfo_t si;
+		r = sigtimedwait(&w, &si, &far);
+	} else if (i == 5) {
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		t.tv_sec += 100000;
+		r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL);
+		if (r) {
+			errno = (int)r;
+			r = -1;
+		}
+	} else {
+		r = nanosleep(&far, NULL);
+	}
+	bl_err[i] = errno;
+	__atomic_store_n(&bl_ret[i], (int)r, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static int wait_ret(int i)
+{
+	for (int k = 0; k < 1000 && bl_ret[i] == -100; k++)
+		usleep(10000);
+	return bl_ret[i];
+}
+
+static int blocked_calls(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1_plain;  /* no SA_RESTART */
+	SYS(sigaction(SIGUSR1, &sa, NULL));
+	sigset_t b;
+	sigemptyset(&b);
+	sigaddset(&b, SIGUSR2);
+	SYS(sigprocmask(SIG_BLOCK, &b, NULL));
+	SYS(pipe(bl_pipe));
+	bl_epoll = SYS(epoll_create1(0));
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 77 };
+	SYS(epoll_ctl(bl_epoll, EPOLL_CTL_ADD, bl_pipe[0], &ev));
+	for (long i = 0; i < NB; i++) {
+		bl_ret[i] = -100;
+		SYS(-pthread_create(&bl_th[i], NULL, blocked, (void *)i));
+	}
+	usleep(200000);
+	zt_ready();
+	zt_wait();
+	usleep(100000);  /* (a call the restore broke would return now) */
+	for (int i = 0; i < NB; i++)
+		CHECK(bl_ret[i] == -100, "call %d returned %d (errno %d) after the restore", i,
+		      bl_ret[i], bl_err[i]);
+	__atomic_store_n(&bl_futex, 1, __ATOMIC_SEQ_CST);
+	syscall(SYS_futex, &bl_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	CHECK(wait_ret(0) == 0, "futex wait: %d errno %d", bl_ret[0], bl_err[0]);
+	SYS(write(bl_pipe[1], "x", 1));
+	CHECK(wait_ret(1) == 1, "poll: %d errno %d", bl_ret[1], bl_err[1]);
+	CHECK(wait_ret(2) == 1, "select: %d errno %d", bl_ret[2], bl_err[2]);
+	CHECK(wait_ret(3) == 1, "epoll_wait: %d errno %d", bl_ret[3], bl_err[3]);
+	pthread_kill(bl_th[4], SIGUSR2);
+	CHECK(wait_ret(4) == SIGUSR2, "sigtimedwait: %d errno %d", bl_ret[4], bl_err[4]);
+	for (int i = 5; i < NB; i++) {
+		pthread_kill(bl_th[i], SIGUSR1);
+		CHECK(wait_ret(i) == -1 && bl_err[i] == EINTR, "sleep %d: %d errno %d", i,
+		      bl_ret[i], bl_err[i]);
+	}
+	for (int i = 0; i < NB; i++)
+		pthread_join(bl_th[i], NULL);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -456,6 +565,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "threads")) return threads();
 	if (!strcmp(m, "thread-pending")) return thread_pending();
 	if (!strcmp(m, "futex")) return futexes();
+	if (!strcmp(m, "blocked-calls")) return blocked_calls();
 	if (!strcmp(m, "robust-list")) return robust_list();
 	if (!strcmp(m, "thread-creds")) return thread_creds();
 	if (!strcmp(m, "thread-timers")) return thread_timers();

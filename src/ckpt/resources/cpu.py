@@ -28,8 +28,10 @@ FEATURE = "in-call"
 
 _RESTART_AS_IS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
 # Calls the kernel never restarts, which return EINTR when the task is merely stopped
-# (man 7 signal): semop and semtimedop. Frozen in one, a task comes back in it.
-_EINTR_WHEN_STOPPED = (65, 220)
+# (man 7 signal): semop, semtimedop, epoll_wait, epoll_pwait, epoll_pwait2 and
+# sigtimedwait (sigwaitinfo). Frozen in one, a task comes back in it (a signal handler
+# running first makes it return EINTR, as it would have).
+_EINTR_WHEN_STOPPED = (65, 220, 232, 281, 441, 128)
 _EINTR = 4
 # Calls whose restart block the kernel keeps (ERESTART_RESTARTBLOCK), run again with
 # their own arguments at restore: nanosleep and clock_nanosleep (a relative one; an
