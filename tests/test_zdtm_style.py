@@ -133,8 +133,8 @@ CASES: list[Case | object] = [
     C("threads", "thr", zdtm="pthread00 pthread01", libs=RT),
     C("thread-pending", "thr", zdtm="pthread02 sigpending (per thread)", libs=RT),
     C("futex", "thr", zdtm="futex", libs=RT),
-    C("blocked-calls", "thr", zdtm="(futex, poll, select, epoll_wait, sigtimedwait, sleeps "
-      "with a timeout, asleep across the dump)", libs=RT),
+    C("blocked-calls", "thr", zdtm="(futex, poll, select, epoll_wait, sigtimedwait, sleeps, "
+      "recv and accept with a timeout, asleep across the dump)", libs=RT),
     C("robust-list", "thr", zdtm="futex-rl", libs=RT),
     C("thread-creds", "thr", zdtm="thread_different_uid_gid different_creds", libs=RT),
     C("thread-timers", "thr", zdtm="pthread_timers pthread_timers_h leader_posix_timer",

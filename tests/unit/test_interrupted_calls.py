@@ -16,9 +16,10 @@ def regs(nr: int, ret: int) -> ptrace.UserRegs:
 
 
 def test_calls_interrupted_by_the_stop_run_again() -> None:
-    """semop, semtimedop, epoll_wait, epoll_pwait(2) and sigtimedwait return EINTR
-    after a mere stop (the kernel never restarts them): saved, and let go after a
-    refused dump, they run again."""
+    """semop, semtimedop, epoll_wait, epoll_pwait(2), sigtimedwait, io_getevents and
+    the socket calls of a socket with a timeout return EINTR after a mere stop (the
+    kernel never restarts them): saved, and let go after a refused dump, they run
+    again."""
     for nr in cpu._EINTR_WHEN_STOPPED:
         saved = regs(nr, -EINTR)
         assert cpu.fix_interrupted_syscall(saved) is not None

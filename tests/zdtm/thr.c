@@ -6,6 +6,8 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <sched.h>
@@ -458,10 +460,10 @@ static int rseq_check(void)
  * sigtimedwait, an absolute clock_nanosleep and a relative nanosleep. After the
  * restore none has returned; each wakes for what it waits for (the sleepers by a
  * signal whose handler has no SA_RESTART: EINTR). */
-#define NB 7
+#define NB 9
 static volatile int bl_ret[NB], bl_err[NB];
 static volatile int bl_futex;
-static int bl_pipe[2], bl_epoll;
+static int bl_pipe[2], bl_epoll, bl_pair[2], bl_listen;
 static pthread_t bl_th[NB];
 static void on_usr1_plain(int s) { (void)s; }
 
@@ -490,6 +492,13 @@ static void *blocked(void *arg)
 		sigaddset(&w, SIGUSR2);
 		siginfo_t si;
 		r = sigtimedwait(&w, &si, &far);
+	} else if (i == 7) {
+		char c;
+		r = recv(bl_pair[0], &c, 1, 0);
+	} else if (i == 8) {
+		r = accept(bl_listen, NULL, NULL);
+		if (r >= 0)
+			r = 0;
 	} else if (i == 5) {
 		struct timespec t;
 		clock_gettime(CLOCK_MONOTONIC, &t);
@@ -499,7 +508,7 @@ static void *blocked(void *arg)
 			errno = (int)r;
 			r = -1;
 		}
-	} else {
+	} else if (i == 6) {
 		r = nanosleep(&far, NULL);
 	}
 	bl_err[i] = errno;
@@ -528,6 +537,17 @@ static int blocked_calls(void)
 	bl_epoll = SYS(epoll_create1(0));
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 77 };
 	SYS(epoll_ctl(bl_epoll, EPOLL_CTL_ADD, bl_pipe[0], &ev));
+	/* sockets with receive timeouts: their waits return EINTR on a mere stop */
+	struct timeval tmo = { 100000, 0 };
+	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, bl_pair));
+	SYS(setsockopt(bl_pair[0], SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo)));
+	bl_listen = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1, "zdtm-blocked-%d", getpid());
+	socklen_t ul = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(un.sun_path + 1);
+	SYS(bind(bl_listen, (void *)&un, ul));
+	SYS(listen(bl_listen, 4));
+	SYS(setsockopt(bl_listen, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo)));
 	for (long i = 0; i < NB; i++) {
 		bl_ret[i] = -100;
 		SYS(-pthread_create(&bl_th[i], NULL, blocked, (void *)i));
@@ -548,7 +568,12 @@ static int blocked_calls(void)
 	CHECK(wait_ret(3) == 1, "epoll_wait: %d errno %d", bl_ret[3], bl_err[3]);
 	pthread_kill(bl_th[4], SIGUSR2);
 	CHECK(wait_ret(4) == SIGUSR2, "sigtimedwait: %d errno %d", bl_ret[4], bl_err[4]);
-	for (int i = 5; i < NB; i++) {
+	SYS(send(bl_pair[1], "y", 1, 0));
+	CHECK(wait_ret(7) == 1, "recv with a timeout: %d errno %d", bl_ret[7], bl_err[7]);
+	int cl = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
+	SYS(connect(cl, (void *)&un, ul));
+	CHECK(wait_ret(8) == 0, "accept with a timeout: %d errno %d", bl_ret[8], bl_err[8]);
+	for (int i = 5; i < 7; i++) {
 		pthread_kill(bl_th[i], SIGUSR1);
 		CHECK(wait_ret(i) == -1 && bl_err[i] == EINTR, "sleep %d: %d errno %d", i,
 		      bl_ret[i], bl_err[i]);

@@ -28,10 +28,14 @@ FEATURE = "in-call"
 
 _RESTART_AS_IS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
 # Calls the kernel never restarts, which return EINTR when the task is merely stopped
-# (man 7 signal): semop, semtimedop, epoll_wait, epoll_pwait, epoll_pwait2 and
-# sigtimedwait (sigwaitinfo). Frozen in one, a task comes back in it (a signal handler
-# running first makes it return EINTR, as it would have).
-_EINTR_WHEN_STOPPED = (65, 220, 232, 281, 441, 128)
+# (man 7 signal): semop, semtimedop, epoll_wait, epoll_pwait, epoll_pwait2,
+# sigtimedwait (sigwaitinfo), io_getevents, io_pgetevents, and the socket calls of a
+# socket with a timeout (SO_RCVTIMEO, SO_SNDTIMEO): connect, accept, accept4, sendto,
+# recvfrom, sendmsg, recvmsg, sendmmsg, recvmmsg, and read, write, readv, writev of
+# it. An EINTR says the call did nothing. Frozen in one, a task comes back in it (a
+# signal handler running first makes it return EINTR, as it would have).
+_EINTR_WHEN_STOPPED = (65, 220, 232, 281, 441, 128, 208, 333, 42, 43, 288, 44, 45, 46, 47,
+                       307, 299, 0, 1, 19, 20)
 _EINTR = 4
 # Calls whose restart block the kernel keeps (ERESTART_RESTARTBLOCK), run again with
 # their own arguments at restore: nanosleep and clock_nanosleep (a relative one; an
