@@ -113,6 +113,7 @@ CASES: list[Case | object] = [
     C("exit-signal", "task", zdtm="(clone children with another exit signal)"),
     C("mempolicy", "task", zdtm="(set_mempolicy, mbind)", libs=PT),
     C("session-keyring", "task", zdtm="(keyctl session keyrings)", libs=PT),
+    C("keyring-user", "task", zdtm="(an unprivileged user's session keyring)"),
     C("keyring-logon", "task", zdtm="(a logon key in a session keyring)", libs=PT,
       refuse=r"holds a key 'zdtm:pass' of type 'logon'"),
     # ---------------------------------------------------------------- signals and timers

@@ -794,9 +794,24 @@ static int session_keyring(void)
 	char c;
 	if (read(done[0], &c, 1) != 1)
 		zt_setup_fail("child set-up");
+	int share[2];
+	if (pipe(share))
+		zt_setup_fail("pipe");
+	pid_t sharer = fork();  /* on its parent's keyring */
+	if (sharer == 0) {
+		long parents;
+		if (read(share[0], &parents, sizeof(parents)) != sizeof(parents))
+			_exit(3);
+		_exit(ring_id() == parents ? 0 : 1);
+	}
 	zt_ready();
 	zt_wait();
 	check_ring("process", "keyring;0;0;3f1b0000;zdtm-ring", "zdtm-key", "secret");
+	long mine = ring_id();
+	CHECK(write(share[1], &mine, sizeof(mine)) == sizeof(mine), "pipe");
+	int sst;
+	CHECK(waitpid(sharer, &sst, 0) == sharer && WIFEXITED(sst) && WEXITSTATUS(sst) == 0,
+	      "the child that shared its parent's keyring has another (status %#x)", sst);
 	pthread_t th;
 	long theirs = 0;
 	CHECK(!pthread_create(&th, NULL, keyring_thread, &theirs) && !pthread_join(th, NULL),
@@ -807,6 +822,31 @@ static int session_keyring(void)
 	int st;
 	CHECK(waitpid(kid, &st, 0) == kid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "the child's keyring check failed (status %#x)", st);
+	zt_pass();
+}
+
+/* The same as an unprivileged user: a keyring and a key it owns. */
+static int keyring_user(void)
+{
+	if (setresgid(1000, 1000, 1000) || setresuid(1000, 1000, 1000))
+		zt_setup_fail("setresuid");
+	if (kctl(1, (long)"zdtm-user-ring", 0, 0, 0) < 0)
+		zt_setup_fail("keyctl join: %s", strerror(errno));
+	long key = syscall(SYS_add_key, "user", "zdtm-ukey", "usecret", 7, -3);
+	if (key < 0 || kctl(5, key, 0x3f3b0000, 0, 0) < 0)
+		zt_setup_fail("add_key: %s", strerror(errno));
+	zt_ready();
+	zt_wait();
+	char desc[256], buf[32];
+	long n = kctl(6, -3, (long)desc, sizeof(desc), 0);
+	CHECK(n > 0 && !strcmp(desc, "keyring;1000;1000;3f130000;zdtm-user-ring"),
+	      "session keyring '%s'", n > 0 ? desc : strerror(errno));
+	long k = kctl(10, -3, (long)"user", (long)"zdtm-ukey", 0);
+	CHECK(k > 0, "key not found: %s", strerror(errno));
+	n = kctl(6, k, (long)desc, sizeof(desc), 0);
+	CHECK(n > 0 && !strcmp(desc, "user;1000;1000;3f3b0000;zdtm-ukey"), "key '%s'", desc);
+	n = kctl(11, k, (long)buf, sizeof(buf), 0);
+	CHECK(n == 7 && !memcmp(buf, "usecret", 7), "key reads %ld bytes", n);
 	zt_pass();
 }
 
@@ -991,6 +1031,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "mempolicy")) return mempolicy();
 	if (!strcmp(m, "session-keyring")) return session_keyring();
 	if (!strcmp(m, "keyring-logon")) return keyring_logon();
+	if (!strcmp(m, "keyring-user")) return keyring_user();
 	if (!strcmp(m, "vfork")) return vfork_child();
 	zt_setup_fail("unknown mode %s", m);
 }
