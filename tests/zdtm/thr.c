@@ -460,7 +460,7 @@ static int rseq_check(void)
  * sigtimedwait, an absolute clock_nanosleep and a relative nanosleep. After the
  * restore none has returned; each wakes for what it waits for (the sleepers by a
  * signal whose handler has no SA_RESTART: EINTR). */
-#define NB 9
+#define NB 10
 static volatile int bl_ret[NB], bl_err[NB];
 static volatile int bl_futex;
 static int bl_pipe[2], bl_epoll, bl_pair[2], bl_listen;
@@ -495,6 +495,9 @@ static void *blocked(void *arg)
 	} else if (i == 7) {
 		char c;
 		r = recv(bl_pair[0], &c, 1, 0);
+	} else if (i == 9) {
+		char c;
+		r = read(bl_pair[1], &c, 1);  /* read(2) of a socket with a timeout */
 	} else if (i == 8) {
 		r = accept(bl_listen, NULL, NULL);
 		if (r >= 0)
@@ -541,6 +544,7 @@ static int blocked_calls(void)
 	struct timeval tmo = { 100000, 0 };
 	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, bl_pair));
 	SYS(setsockopt(bl_pair[0], SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo)));
+	SYS(setsockopt(bl_pair[1], SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo)));
 	bl_listen = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
 	snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1, "zdtm-blocked-%d", getpid());
@@ -570,6 +574,8 @@ static int blocked_calls(void)
 	CHECK(wait_ret(4) == SIGUSR2, "sigtimedwait: %d errno %d", bl_ret[4], bl_err[4]);
 	SYS(send(bl_pair[1], "y", 1, 0));
 	CHECK(wait_ret(7) == 1, "recv with a timeout: %d errno %d", bl_ret[7], bl_err[7]);
+	SYS(send(bl_pair[0], "z", 1, 0));
+	CHECK(wait_ret(9) == 1, "read with a timeout: %d errno %d", bl_ret[9], bl_err[9]);
 	int cl = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
 	SYS(connect(cl, (void *)&un, ul));
 	CHECK(wait_ret(8) == 0, "accept with a timeout: %d errno %d", bl_ret[8], bl_err[8]);
