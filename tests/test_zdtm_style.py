@@ -175,6 +175,8 @@ CASES: list[Case | object] = [
     C("memfd-mapped-only", "mem", zdtm="memfd04 memfd05"),
     # ---------------------------------------------------------------- files
     C("fd-table", "fds", zdtm="fd fd01 fd_offset file_shared file_append file_cloexec"),
+    C("fd-rare-flags", "fds", zdtm="write_read10 file_append (O_DIRECT, O_SYNC, O_DSYNC, "
+      "O_NOATIME)"),
     C("fd-high", "fds", zdtm="fd01 (fds up to the raised RLIMIT_NOFILE)"),
     C("write-read", "fds", zdtm="write_read00 write_read01 write_read02 write_read10"),
     C("file-attr", "fds", zdtm="file_attr link10 mtime_mmap"),

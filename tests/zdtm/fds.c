@@ -633,12 +633,48 @@ static int fd_high(void)
 	zt_pass();
 }
 
+/* Files opened with the rarer status flags: O_DIRECT, O_SYNC, O_DSYNC, O_NOATIME,
+ * O_NONBLOCK on a regular file, and O_DIRECT set later by fcntl; each keeps its flags
+ * and its offset, and an O_DIRECT write of an aligned block still works. */
+static int fd_rare_flags(void)
+{
+	int want[] = { O_RDWR | O_DIRECT, O_WRONLY | O_SYNC, O_WRONLY | O_DSYNC,
+		       O_RDONLY | O_NOATIME, O_RDWR | O_NONBLOCK };
+	enum { N = sizeof(want) / sizeof(want[0]) };
+	close(zt_make_file("rare.file", 16 * PG, 6));
+	int fds[N + 1], flags[N + 1];
+	for (int i = 0; i < N; i++) {
+		fds[i] = open("rare.file", want[i]);
+		if (fds[i] < 0)
+			zt_setup_fail("open #%d: %s", i, strerror(errno));
+		SYS(lseek(fds[i], (i + 1) * PG, SEEK_SET));
+	}
+	fds[N] = SYS(open("rare.file", O_RDONLY));
+	SYS(fcntl(fds[N], F_SETFL, O_DIRECT));
+	for (int i = 0; i <= N; i++)
+		flags[i] = fd_flags(fds[i]);
+	zt_ready();
+	zt_wait();
+	for (int i = 0; i <= N; i++) {
+		CHECK(fd_flags(fds[i]) == flags[i], "#%d: flags %o, were %o", i, fd_flags(fds[i]),
+		      flags[i]);
+		if (i < N)
+			CHECK(lseek(fds[i], 0, SEEK_CUR) == (i + 1) * PG, "#%d: offset", i);
+	}
+	void *block;
+	CHECK(!posix_memalign(&block, PG, PG), "memalign");
+	memset(block, 0x5a, PG);
+	CHECK(pwrite(fds[0], block, PG, 2 * PG) == PG, "O_DIRECT write: %s", strerror(errno));
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
 	zt_init();
 	if (!strcmp(m, "fd-table")) return fd_table();
 	if (!strcmp(m, "fd-high")) return fd_high();
+	if (!strcmp(m, "fd-rare-flags")) return fd_rare_flags();
 	if (!strcmp(m, "write-read")) return write_read();
 	if (!strcmp(m, "file-attr")) return file_attr();
 	if (!strcmp(m, "unlinked")) return unlinked(0);
