@@ -170,6 +170,9 @@ CASES: list[Case | object] = [
     C("cow-anon", "mem", zdtm="cow00"),
     C("cow-file", "mem", zdtm="cow01"),
     C("shared-anon", "mem", zdtm="maps01 shm-mp (anonymous)"),
+    C("shared-anon-split", "mem", zdtm="maps01 (pieces of one shared object, moved by "
+      "mremap)"),
+    C("shared-devzero", "mem", zdtm="maps01 (MAP_SHARED of /dev/zero)"),
     C("memfd", "mem", zdtm="memfd00 memfd01 shmemfd shmemfd-priv"),
     C("memfd-sealed", "mem", zdtm="memfd02 memfd03"),
     C("memfd-mapped-only", "mem", zdtm="memfd04 memfd05"),

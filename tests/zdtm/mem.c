@@ -603,6 +603,44 @@ static int mlock_setuid(void)
 	zt_pass();
 }
 
+/* One shared anonymous object seen through pieces at other offsets: the parent
+ * unmapped a hole in its mapping and moved its tail elsewhere (mremap), the child kept
+ * the whole; and a MAP_SHARED mapping of /dev/zero. After the restore the child's
+ * writes show in each of the parent's pieces. */
+static int shared_anon_split(int devzero)
+{
+	int fd = devzero ? SYS(open("/dev/zero", O_RDWR)) : -1;
+	char *sh = map(NULL, 8 * PG, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | (devzero ? 0 : MAP_ANONYMOUS), fd, 0);
+	if (fd >= 0)
+		close(fd);
+	zt_fill(sh, 8 * PG, 13);
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		zt_wait();
+		for (int i = 0; i < 8; i++)
+			sh[i * PG + 7] = (char)(0x70 + i);
+		_exit(0);
+	}
+	SYS(munmap(sh + 2 * PG, 2 * PG));
+	char *tail = mremap(sh + 6 * PG, 2 * PG, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED,
+			    sh + 64 * PG);
+	if (tail == MAP_FAILED)
+		zt_setup_fail("mremap: %s", strerror(errno));
+	zt_ready();
+	zt_wait();
+	kill(c, SIGTERM);
+	CHECK(zt_reap(c) == 0, "child");
+	int at[] = { 0, 1, 4, 5 };
+	for (int k = 0; k < 4; k++)
+		CHECK(sh[at[k] * PG + 7] == (char)(0x70 + at[k]), "page %d: the child's write is not "
+		      "seen", at[k]);
+	for (int k = 0; k < 2; k++)
+		CHECK(tail[k * PG + 7] == (char)(0x76 + k), "moved page %d: the child's write is "
+		      "not seen", 6 + k);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -612,6 +650,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "madvise")) return madvise_flags(0);
 	if (!strcmp(m, "madvise-access")) return madvise_flags(1);
 	if (!strcmp(m, "mlock")) return mlocked();
+	if (!strcmp(m, "shared-anon-split")) return shared_anon_split(0);
+	if (!strcmp(m, "shared-devzero")) return shared_anon_split(1);
 	if (!strcmp(m, "mlock-setuid")) return mlock_setuid();
 	if (!strcmp(m, "growsdown")) return growsdown();
 	if (!strcmp(m, "high-map")) return high_map();
