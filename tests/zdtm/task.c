@@ -850,6 +850,24 @@ static int keyring_user(void)
 	zt_pass();
 }
 
+/* 900 supplementary groups with large ids (the Groups: line of /proc/PID/status is
+ * long), in order. */
+static int massive_groups(void)
+{
+	enum { N = 900 };
+	static gid_t want[N], got[N + 1];
+	for (int i = 0; i < N; i++)
+		want[i] = 1000000000u + i;
+	SYS(setgroups(N, want));
+	zt_ready();
+	zt_wait();
+	int n = getgroups(N + 1, got);
+	CHECK(n == N, "%d groups, were %d", n, N);
+	for (int i = 0; i < N; i++)
+		CHECK(got[i] == want[i], "group %d: %u, was %u", i, got[i], want[i]);
+	zt_pass();
+}
+
 /* A session keyring holding a logon key, whose payload no process can read: refused. */
 static int keyring_logon(void)
 {
@@ -1032,6 +1050,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "session-keyring")) return session_keyring();
 	if (!strcmp(m, "keyring-logon")) return keyring_logon();
 	if (!strcmp(m, "keyring-user")) return keyring_user();
+	if (!strcmp(m, "massive-groups")) return massive_groups();
 	if (!strcmp(m, "vfork")) return vfork_child();
 	zt_setup_fail("unknown mode %s", m);
 }

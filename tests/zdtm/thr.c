@@ -589,6 +589,58 @@ static int blocked_calls(void)
 	zt_pass();
 }
 
+/* A POSIX timer that signals one thread (SIGEV_THREAD_ID), whose thread exited before
+ * the dump: the timer is still there after the restore (timer_gettime works, it is
+ * disarmed), and the process's other timer, armed, still fires. */
+static timer_t orphan_timer;
+static volatile int orphan_ok;
+
+static void *timer_maker(void *arg)
+{
+	(void)arg;
+	struct sigevent ev;
+	memset(&ev, 0, sizeof(ev));
+	ev.sigev_notify = SIGEV_THREAD_ID;
+	ev.sigev_signo = SIGRTMIN + 1;
+	ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	orphan_ok = timer_create(CLOCK_MONOTONIC, &ev, &orphan_timer) == 0;
+	return NULL;
+}
+
+static volatile int alarm_hits;
+static void on_alarm_rt(int s) { (void)s; alarm_hits++; }
+
+static int dead_thread_timer(void)
+{
+	pthread_t t;
+	SYS(-pthread_create(&t, NULL, timer_maker, NULL));
+	pthread_join(t, NULL);
+	if (!orphan_ok)
+		zt_setup_fail("timer_create");
+	signal(SIGRTMIN + 2, on_alarm_rt);
+	struct sigevent ev;
+	memset(&ev, 0, sizeof(ev));
+	ev.sigev_notify = SIGEV_SIGNAL;
+	ev.sigev_signo = SIGRTMIN + 2;
+	timer_t live;
+	SYS(timer_create(CLOCK_MONOTONIC, &ev, &live));
+	struct itimerspec its = { { 0, 0 }, { 1000, 0 } };
+	SYS(timer_settime(live, 0, &its, NULL));
+	zt_ready();
+	zt_wait();
+	struct itimerspec got;
+	CHECK(timer_gettime(orphan_timer, &got) == 0, "the dead thread's timer is gone: %s",
+	      strerror(errno));
+	CHECK(got.it_value.tv_sec == 0 && got.it_value.tv_nsec == 0, "it is armed");
+	CHECK(timer_gettime(live, &got) == 0 && got.it_value.tv_sec > 900, "the live timer");
+	struct itimerspec soon = { { 0, 0 }, { 0, 1000000 } };
+	SYS(timer_settime(live, 0, &soon, NULL));
+	for (int i = 0; i < 500 && !alarm_hits; i++)
+		usleep(10000);
+	CHECK(alarm_hits == 1, "the live timer did not fire");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -597,6 +649,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "thread-pending")) return thread_pending();
 	if (!strcmp(m, "futex")) return futexes();
 	if (!strcmp(m, "blocked-calls")) return blocked_calls();
+	if (!strcmp(m, "dead-thread-timer")) return dead_thread_timer();
 	if (!strcmp(m, "robust-list")) return robust_list();
 	if (!strcmp(m, "thread-creds")) return thread_creds();
 	if (!strcmp(m, "thread-timers")) return thread_timers();

@@ -6,13 +6,17 @@ each timer is created again under its old ID, since the program holds it: with
 PR_TIMER_CREATE_RESTORE_IDS where the kernel has it (6.15), else by creating
 timers in ID order (IDs are handed out in increasing order) and deleting the
 fillers. The time left is set relative, so a timer fires as long after the
-restore as it had left at the dump. Overruns not yet read are not kept.
+restore as it had left at the dump. Overruns not yet read are not kept. A timer that
+signals one thread (SIGEV_THREAD_ID) whose thread has exited signals nobody: it comes
+back as such a timer, notifying nobody (SIGEV_NONE), still armed as it was (a new
+timer cannot name a thread that is gone).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import os
 
 from ..errors import DumpError, RestoreError
 from ..kernel import libc, procfs
@@ -24,7 +28,7 @@ TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
 
-SIGEV_THREAD_ID = 4
+SIGEV_NONE, SIGEV_THREAD_ID = 1, 4
 _NOTIFY = {"signal": 0, "none": 1, "thread": 2}
 _MAX_FILLERS = 1 << 16
 
@@ -56,13 +60,17 @@ def dump(pid: int, inj: Injector, scratch: int) -> list[dict[str, Any]]:
         found = procfs.posix_timers(pid)
     except ValueError as e:
         raise DumpError(f"process {pid}: {e}") from None
+    threads = {int(tid) for tid in os.listdir(f"/proc/{pid}/task")} if found else set()
     for t in found:
         inj.call("timer_gettime", t.id, scratch)
         its = ITimerSpec.from_buffer_copy(inj.read(scratch, ctypes.sizeof(ITimerSpec)))
+        to_thread = t.to_thread and t.target in threads
+        orphan = t.to_thread and not to_thread  # its thread exited: it signals nobody
         out.append({
             "id": t.id, "clock": t.clock, "signo": t.signo, "value": t.value,
-            "notify": _NOTIFY[t.notify] | (SIGEV_THREAD_ID if t.to_thread else 0),
-            "tid": t.target if t.to_thread else 0,
+            "notify": (SIGEV_NONE if orphan else _NOTIFY[t.notify])
+                      | (SIGEV_THREAD_ID if to_thread else 0),
+            "tid": t.target if to_thread else 0,
             "interval": [its.interval_sec, its.interval_nsec],
             "left": [its.value_sec, its.value_nsec],
         })
