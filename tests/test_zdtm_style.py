@@ -242,6 +242,8 @@ CASES: list[Case | object] = [
     C("lease-read", "evfd", zdtm="file_lease00 file_lease02", dump=LOCKS, restore=LOCKS),
     C("lease-write", "evfd", zdtm="file_lease01 file_lease03 file_lease04", dump=LOCKS,
       restore=LOCKS),
+    C("lease-broken", "evfd", zdtm="file_lease05 (leases being broken)", dump=LOCKS,
+      restore=LOCKS),
     C("locks-no-flag", "evfd", zdtm="file_locks00_fail", refuse=r"--file-locks"),
     # ---------------------------------------------------------------- sockets
     C("unix-pair", "sock", zdtm="sockets_spair sockets00 socket_queues"),

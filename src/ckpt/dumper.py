@@ -966,6 +966,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             images.need(locks.FEATURE)
             if dumper.locks.mapped:
                 images.need(locks.MAPPED_FEATURE)
+            if dumper.locks.breaking:
+                images.need(locks.BREAKING_FEATURE)
         faults.point("dump.files")
         outside_sid, outside_pgid = _outside_ids(tasks, shell_job)
         if stand_ins:

@@ -52,6 +52,7 @@ FEATURES: dict[str, str] = {
     "pidfd": "pidfds",
     "locks": "file locks (locks.json)",
     "mapped-locks": "flock and OFD locks held through a memory mapping only (locks.json)",
+    "lease-breaking": "leases being broken, broken again at restore (locks.json)",
     "memory-kinds": "aio rings, SysV mappings, guard pages and sealed mappings in mm-PID.json",
     "sysv": "SysV IPC objects (sysv.json, sysv-shm.img)",
     "mqueue": "POSIX message queues",

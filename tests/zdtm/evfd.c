@@ -382,6 +382,48 @@ static int lock_refused(void)
 	zt_pass();
 }
 
+/* Leases being broken at the dump: a read lease a writer's open is breaking (to none)
+ * and a write lease a reader's open is breaking (to a read lease). After the restore
+ * each is still being broken, the same way: readers may open the first file, writers
+ * still may not; nobody may open the second; and no break signal came twice. */
+static volatile int lease_signals;
+static void on_lease_break(int s) { (void)s; lease_signals++; }
+
+static int lease_broken(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_lease_break;
+	sa.sa_flags = SA_RESTART;
+	SYS(sigaction(SIGIO, &sa, NULL));
+	close(open("rd.lease", O_CREAT | O_RDWR, 0644));
+	close(open("wr.lease", O_CREAT | O_RDWR, 0644));
+	int rd = SYS(open("rd.lease", O_RDONLY));
+	int wr = SYS(open("wr.lease", O_RDONLY));
+	SYS(fcntl(rd, F_SETLEASE, F_RDLCK));
+	SYS(fcntl(wr, F_SETLEASE, F_WRLCK));
+	CHECK(open("rd.lease", O_WRONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK,
+	      "set-up: no break of the read lease");
+	CHECK(open("wr.lease", O_RDONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK,
+	      "set-up: no break of the write lease");
+	for (int i = 0; i < 200 && lease_signals < 2; i++)
+		usleep(5000);
+	int seen = lease_signals;
+	zt_ready();
+	zt_wait();
+	CHECK(lease_signals == seen, "%d break signals after the restore", lease_signals - seen);
+	CHECK(fcntl(rd, F_GETLEASE) == F_UNLCK, "read lease breaking to %d", fcntl(rd, F_GETLEASE));
+	CHECK(fcntl(wr, F_GETLEASE) == F_RDLCK, "write lease breaking to %d", fcntl(wr, F_GETLEASE));
+	int r = open("rd.lease", O_RDONLY | O_NONBLOCK);
+	CHECK(r >= 0, "a reader conflicts with the read lease: %s", strerror(errno));
+	close(r);
+	CHECK(open("rd.lease", O_WRONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK,
+	      "a writer does not conflict with the read lease being broken");
+	CHECK(open("wr.lease", O_RDONLY | O_NONBLOCK) < 0 && errno == EWOULDBLOCK,
+	      "a reader does not conflict with the write lease being broken");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -400,6 +442,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "locks-shared")) return locks_shared();
 	if (!strcmp(m, "lease-read")) return lease(F_RDLCK);
 	if (!strcmp(m, "lease-write")) return lease(F_WRLCK);
+	if (!strcmp(m, "lease-broken")) return lease_broken();
 	if (!strcmp(m, "locks-no-flag")) return lock_refused();
 	zt_setup_fail("unknown mode %s", m);
 }

@@ -51,11 +51,13 @@ log = logger("ckpt.locks")
 IMAGE = "locks.json"
 FEATURE = "locks"  # the image feature of locks.json
 MAPPED_FEATURE = "mapped-locks"  # locks held through a memory mapping only
+BREAKING_FEATURE = "lease-breaking"  # leases being broken (``breaking``)
 _KINDS = {"POSIX": "posix", "OFDLCK": "ofd", "FLOCK": "flock", "LEASE": "lease"}
 # What locks.json holds (above); the fd and file are checked against the fd tables.
 SCHEMA = List(Obj(kind=Str(choices=_KINDS.values()), type=Str(choices=("read", "write")),
                   start=NAT, end=Null(NAT), pid=PID, fd=Opt(Int(0, (1 << 31) - 1)),
-                  file=Opt(STR), mapping=Opt(Int(0, 1 << 47))),  # fd and file, or mapping
+                  file=Opt(STR), mapping=Opt(Int(0, 1 << 47)),  # fd and file, or mapping
+                  breaking=Opt(Str(choices=("read", "unlock")))),  # what a lease breaks to
               max=1 << 20)
 _SHOWN = {"posix": "POSIX lock", "ofd": "OFD lock", "flock": "flock lock", "lease": "lease"}
 _TYPES = {"READ": "read", "WRITE": "write"}
@@ -64,9 +66,35 @@ F_SETLEASE = 1024
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid
 
 
+def _breaking_lease(f: OpenFd, raw: procfs.FileLock) -> dict[str, Any]:
+    """A lease someone's open is breaking: /proc shows what it breaks to, a read lease
+    (a write lease a reader broke) or none. A lease broken to none was a read lease if
+    a read-only open of the file does not conflict with it (such an open changes
+    nothing: a lease already breaking is not broken again)."""
+    if raw.type == "READ":
+        return {"kind": "lease", "type": "write", "start": raw.start, "end": raw.end,
+                "pid": f.pid, "breaking": "read"}
+    if raw.type != "UNLCK":
+        raise UnsupportedError(f"{f.where} ({f.link}) holds a lease breaking to {raw.type}; "
+                               "not supported")
+    try:
+        os.close(os.open(f"/proc/{f.pid}/fd/{f.fd}", os.O_RDONLY | os.O_NONBLOCK
+                         | os.O_CLOEXEC | os.O_NOCTTY))
+        was = "read"
+    except BlockingIOError:
+        was = "write"
+    except OSError as e:
+        raise UnsupportedError(f"{f.where} ({f.link}) holds a lease being broken, whose "
+                               f"type ckpt cannot tell: {e.strerror}") from None
+    return {"kind": "lease", "type": was, "start": raw.start, "end": raw.end, "pid": f.pid,
+            "breaking": "unlock"}
+
+
 def describe(lock: dict[str, Any]) -> str:
     """"a POSIX write lock on bytes 0-9", "a flock read lock", "a read lease"."""
     what = f"{lock['type']} {_SHOWN[lock['kind']]}"
+    if "breaking" in lock:
+        what += f" being broken (to {lock['breaking']})"
     if lock["kind"] in ("posix", "ofd") and (lock["start"], lock["end"]) != (0, None):
         end = "the end" if lock["end"] is None else lock["end"]
         what += f" on bytes {lock['start']}-{end}"
@@ -119,14 +147,21 @@ class DumpLocks:
         if kind is None:
             raise UnsupportedError(f"{f.where} ({f.link}) holds a {raw.kind} lock; not "
                                    "supported")
+        if kind == "lease" and raw.state == "BREAKING":
+            return _breaking_lease(f, raw)
         if kind == "lease" and raw.state != "ACTIVE":
-            raise UnsupportedError(f"{f.where} ({f.link}) holds a lease that is being "
-                                   "broken; dump again once it is released")
+            raise UnsupportedError(f"{f.where} ({f.link}) holds a lease in state "
+                                   f"{raw.state}; not supported")
         if raw.type not in _TYPES:
             raise UnsupportedError(f"{f.where} ({f.link}) holds a {raw.kind} lock of type "
                                    f"{raw.type}; not supported")
         return {"kind": kind, "type": _TYPES[raw.type], "start": raw.start, "end": raw.end,
                 "pid": f.pid}
+
+    @property
+    def breaking(self) -> bool:
+        """Whether a lease being broken is saved (feature ``lease-breaking``)."""
+        return any("breaking" in lock for lock in self.saved)
 
     def check_tree(self, pids: set[int],
                    mappings: dict[int, list[dict[str, Any]]] | None = None) -> None:
@@ -262,6 +297,8 @@ class RestoreLocks:
                 raise RestoreError(f"process {pid} fd {lock['fd']}: cannot take "
                                    f"{describe(lock)} on {path} again: "
                                    f"{_why(e, lock, path)}") from None
+            if "breaking" in lock:
+                _break(pid, lock, descriptions[lock["file"]].get("path", "?"))
             log.info("process %d fd %d: %s taken again", pid, lock["fd"], describe(lock))
 
 
@@ -279,6 +316,25 @@ def take_mapped(inj: Injector, scratch: int, pid: int, lock: dict[str, Any], fd:
              path)
 
 
+def _break(pid: int, lock: dict[str, Any], path: str) -> None:
+    """Break the lease just taken again as it was being broken: ckpt opens its file as
+    the breaker had (for writing: to none; for reading: a write lease to a read one),
+    without waiting. The signal the break sends the process is dropped with its other
+    pending signals before its own come back (signals.drain_pending)."""
+    mode = os.O_WRONLY if lock["breaking"] == "unlock" else os.O_RDONLY
+    try:
+        fd = os.open(f"/proc/{pid}/fd/{lock['fd']}",
+                     mode | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except BlockingIOError:
+        return  # the break has begun
+    except OSError as e:
+        raise RestoreError(f"process {pid} fd {lock['fd']}: cannot break its lease on {path} "
+                           f"again: {e.strerror}") from None
+    os.close(fd)
+    raise RestoreError(f"process {pid} fd {lock['fd']}: its lease on {path} did not "
+                       "conflict with the open that was breaking it")
+
+
 def _bad(lock: Any, why: str) -> ImageError:
     return ImageError(f"{IMAGE}: lock {lock!r}: {why}")
 
@@ -292,6 +348,8 @@ def _validate_common(lock: Any) -> None:
     start, end = lock.get("start"), lock.get("end")
     if not _int(start) or start < 0 or not (end is None or (_int(end) and end >= start)):
         raise _bad(lock, "bad range")
+    if "breaking" in lock and lock["kind"] != "lease":
+        raise _bad(lock, "only a lease is broken")
 
 
 def _validate_mapped(lock: dict[str, Any], mms: dict[int, dict[str, Any]]) -> None:
