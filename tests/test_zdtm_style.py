@@ -334,6 +334,8 @@ CASES: list[Case | object] = [
     C("seccomp-filter", "misc", zdtm="seccomp_filter seccomp_filter_inheritance "
       "seccomp_no_new_privs", libs=PT),
     C("seccomp-tsync", "misc", zdtm="seccomp_filter_tsync seccomp_filter_threads", libs=PT),
+    C("mntns-child", "misc", zdtm="mapfile_priv (a child's own mount namespace)", libs=PT,
+      refuse=r"process \d+ is in mnt namespace"),
     C("landlock", "misc", zdtm="(landlock_restrict_self)", refuse=r"Landlock domain"),
     C("proc-views", "views", zdtm="(what /proc and syscalls show of a process with common "
       "state, line by line)", libs=RT),

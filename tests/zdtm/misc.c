@@ -7,6 +7,8 @@
 #include <sched.h>
 #include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <termios.h>
@@ -301,11 +303,50 @@ static int knobs(void)
 	zt_pass();
 }
 
+/* A child in a mount namespace of its own, a file of a tmpfs mounted there mapped
+ * (as criu's mapfile_priv): ckpt restores a tree in its own namespaces only and
+ * refuses it, naming the child; the child runs on, its mapping intact. */
+static int mntns_child(void)
+{
+	int sync[2];
+	SYS(pipe(sync));
+	SYS(mkdir("ns-mnt", 0700));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_PRIVATE | MS_REC, NULL)
+		    || mount("zdtm", "ns-mnt", "tmpfs", 0, NULL))
+			_exit(10);
+		int fd = open("ns-mnt/f", O_RDWR | O_CREAT, 0600);
+		if (fd < 0 || ftruncate(fd, 4096))
+			_exit(11);
+		volatile unsigned *a = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (a == MAP_FAILED)
+			_exit(12);
+		close(fd);
+		a[0] = 0xdeadbeef;
+		char ok = 1;
+		if (write(sync[1], &ok, 1) != 1)
+			_exit(13);
+		zt_wait();
+		_exit(a[0] == 0xdeadbeef ? 0 : 14);
+	}
+	char ok;
+	if (read(sync[0], &ok, 1) != 1)
+		zt_setup_fail("the child's set-up failed (%d)", zt_reap(c));
+	zt_ready();
+	zt_wait();
+	kill(c, SIGTERM);
+	int code = zt_reap(c);
+	CHECK(code == 0, "child: %d", code);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
 	zt_init();
 	if (!strcmp(m, "pty")) return pty();
+	if (!strcmp(m, "mntns-child")) return mntns_child();
 	if (!strcmp(m, "pty-session")) return pty_session();
 	if (!strcmp(m, "pty-hungup")) return pty_hungup();
 	if (!strcmp(m, "pty-split")) return pty_split();
