@@ -115,6 +115,8 @@ CASES: list[Case | object] = [
     C("mempolicy", "task", zdtm="(set_mempolicy, mbind)", libs=PT),
     C("session-keyring", "task", zdtm="(keyctl session keyrings)", libs=PT),
     C("keyring-user", "task", zdtm="(an unprivileged user's session keyring)"),
+    C("keyring-process", "task", zdtm="(a process keyring, keyctl @p)",
+      refuse=r"process \d+ has a process keyring"),
     C("keyring-logon", "task", zdtm="(a logon key in a session keyring)", libs=PT,
       refuse=r"holds a key 'zdtm:pass' of type 'logon'"),
     # ---------------------------------------------------------------- signals and timers

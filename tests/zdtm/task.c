@@ -868,6 +868,19 @@ static int massive_groups(void)
 	zt_pass();
 }
 
+/* A process keyring (@p) with a key: refused (only a session keyring comes back). */
+static int keyring_process(void)
+{
+	long ring = kctl(0, -2 /* @p */, 1 /* create */, 0, 0);
+	if (ring < 0 || syscall(SYS_add_key, "user", "zdtm-pkey", "p", 1, -2) < 0)
+		zt_setup_fail("process keyring: %s", strerror(errno));
+	zt_ready();
+	zt_wait();
+	CHECK(kctl(0, -2, 0, 0, 0) == ring, "process keyring");
+	CHECK(kctl(10, -2, (long)"user", (long)"zdtm-pkey", 0) > 0, "key lost");
+	zt_pass();
+}
+
 /* A session keyring holding a logon key, whose payload no process can read: refused. */
 static int keyring_logon(void)
 {
@@ -1050,6 +1063,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "session-keyring")) return session_keyring();
 	if (!strcmp(m, "keyring-logon")) return keyring_logon();
 	if (!strcmp(m, "keyring-user")) return keyring_user();
+	if (!strcmp(m, "keyring-process")) return keyring_process();
 	if (!strcmp(m, "massive-groups")) return massive_groups();
 	if (!strcmp(m, "vfork")) return vfork_child();
 	zt_setup_fail("unknown mode %s", m);

@@ -39,6 +39,7 @@ KEY_VIEW, KEY_READ, KEY_SEARCH, KEY_SETATTR = 0x01, 0x02, 0x08, 0x20  # in each 
 PROBE = b"user\0ckpt-probe-none\0"  # what a probing search looks for (never found)
 PROBE_ROOM = 32  # where in the probe's memory a description may be written
 ANONYMOUS = "_ses"  # the name of a keyring joined without one
+_PRIVATE = {"_pid": "process keyring", "_tid": "thread keyring"}  # as the kernel names them
 MAX_PAYLOAD = 32767  # a user key's largest payload
 
 KEY = Obj(description=Str(4096), uid=U32, gid=U32, perm=U32, data=B64(MAX_PAYLOAD))
@@ -171,6 +172,10 @@ class Probe:
                 "own is supported")
         serial = own.pop()
         ring = rings[serial]
+        if ring.name in _PRIVATE:
+            raise UnsupportedError(
+                f"process {pid} has a {_PRIVATE[ring.name]} (keyctl), which ckpt cannot "
+                "give back; not supported")
         self.joined[pid] = serial
         keys = [_key(pid, inj, scratch, k, ring.name) for k in _linked(inj, scratch, serial)]
         return {"serial": serial, "name": ring.name, "uid": ring.uid, "gid": ring.gid,
