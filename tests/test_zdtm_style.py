@@ -380,8 +380,27 @@ def run_case(case: Case, exe: Path, tmp_path: Path) -> None:
     try:
         _run(case, exe, procs, tmp_path, images, pids)
     finally:
-        kill_restored(exe, pids)
+        kill_restored(exe, descendants(pids))
         procs.cleanup()
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """``pids`` and every live descendant of theirs, parents first (a dump refused where
+    it should not be leaves the root's children running, not in any list)."""
+    out: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop(0)
+        if pid in out:
+            continue
+        out.append(pid)
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo += map(int, f.read().split())
+        except OSError:
+            pass
+    return out
 
 
 def _run(case: Case, exe: Path, procs: Procs, tmp_path: Path, images: Path,
@@ -389,6 +408,7 @@ def _run(case: Case, exe: Path, procs: Procs, tmp_path: Path, images: Path,
     work = tmp_path / "work"
     work.mkdir()
     target = procs.start([exe, case.mode], cwd=work)
+    pids.append(target.pid)
     out = target.out
     first = out.wait_line(r"^(ready|SETUP: .*|FAIL: .*)$", timeout=case.timeout)
     assert first == "ready", f"set-up failed: {first}"
@@ -402,7 +422,7 @@ def _run(case: Case, exe: Path, procs: Procs, tmp_path: Path, images: Path,
         assert not (images / "inventory.json").exists()
     else:
         dump_and_check_dead(procs, target, images, *case.dump, timeout=case.timeout)
-        pids += dumped_pids(images)
+        pids += [p for p in dumped_pids(images) if p not in pids]
         for pid in pids:  # re-parented to pytest (a subreaper): reap them
             procs.wait_gone(pid)
         restore_detached(procs, target.pid, out, images, "-v4", "-o", "restore.log",
