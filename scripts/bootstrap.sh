@@ -37,9 +37,9 @@ if [ -n "$missing" ]; then
     echo "bootstrap: missing$missing (Debian packages; the tests that need them skip)" >&2
   fi
 fi
-# (again when the console scripts predate their entry points, ckpt.cli:run)
+# (again when the commands predate the scripts of bin/, e.g. pip's entry points)
 if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ckpt-criu ] \
-    || ! grep -q 'import run' .venv/bin/ckpt .venv/bin/ckpt-criu \
+    || ! grep -qi 'script of its own' .venv/bin/ckpt .venv/bin/ckpt-criu \
     || ! .venv/bin/python -c 'import ckpt, pytest' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'

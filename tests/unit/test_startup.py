@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -209,3 +210,19 @@ def test_a_restore_imports_only_what_it_runs() -> None:
                "'json', 're', 'enum', 'contextlib', 'functools', 'collections') "
                "if m in sys.modules))")
     assert out == "[]"
+
+
+def test_the_commands_import_no_re() -> None:
+    """The installed ``ckpt`` (bin/ckpt) imports no ``re``, as pip's entry point script
+    did first thing: a restore's imports, up to its first error, hold none of re, enum,
+    json or contextlib."""
+    script = os.path.join(os.path.dirname(sys.executable), "ckpt")
+    env = {**os.environ, "CKPT_NETLOCK_DIR": "/nonexistent"}  # no lock notes to recover
+    res = subprocess.run([sys.executable, "-X", "importtime", script, "restore", "-D",
+                          "/nonexistent/ckpt-images", "-d"], capture_output=True, text=True,
+                         env=env)
+    assert res.returncode == 1 and "ckpt restore: error: /nonexistent" in res.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "ckpt.restorer" in imported
+    assert sorted({"re", "enum", "json", "contextlib"} & imported) == []
