@@ -584,12 +584,14 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
                mappings: dict[int, list[dict[str, Any]]] | None = None,
                confinement: landlock.Probe | None = None,
                watch: guard.Guard | None = None,
-               keyrings: keyring.Probe | None = None) -> dict[str, int]:
+               keyrings: keyring.Probe | None = None, tree: tuple[int, ...] = ()
+               ) -> dict[str, int]:
     """Save everything of one frozen task; return its page summary. ``mappings``: the
     saved mappings of the tasks saved so far, whose children may share their pages;
     ``confinement``: what tells a process confined by Landlock (refused); ``watch``:
     the dump's guard, started before a process moves its own pages (pages/splice.py);
-    ``keyrings``: what finds the session keyring a process joined."""
+    ``keyrings``: what finds the session keyring a process joined; ``tree``: the live
+    processes of the tree."""
     mappings = {} if mappings is None else mappings
     pid = t.pid
     fr = t.frozen
@@ -620,7 +622,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
             memory.start()
     try:
         core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status,
-                                          confinement, parking, keyrings)
+                                          tree, confinement, parking, keyrings)
         mm = memory.finish(inj, core["task"].get("mempolicy"), splice=splice)
     except BaseException:
         memory.cancel()
@@ -662,12 +664,12 @@ def _copy_aside(vmas: list[procfs.Vma], images: ImageWriter) -> bool:
 
 def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: int,
                 park: int | None, scratch: int, status: procfs.Status,
-                confinement: landlock.Probe | None = None, parking: bytes = PARK_CODE,
-                keyrings: keyring.Probe | None = None
+                tree: tuple[int, ...], confinement: landlock.Probe | None = None,
+                parking: bytes = PARK_CODE, keyrings: keyring.Probe | None = None
                 ) -> tuple[dict[str, Any], Any, Injector]:
     """The registers, signals, task state and threads of frozen ``t``, and its fds:
     its core, its fd table, and the injector that read them; ``confinement``: what
-    tells a process confined by Landlock (refused)."""
+    tells a process confined by Landlock (refused); ``tree``: the tree's live PIDs."""
     pid, fr = t.pid, t.frozen
     assert fr is not None
     inj = fr.injector(site)
@@ -681,7 +683,7 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
         "cpu": cpu.dump(pid, fr.regs0),
         "signals": signals.dump(pid, inj, fr.scratch, fr.mask0),
         "task": task.dump(pid, inj, fr.scratch, status),
-        "timers": timers.dump(pid, inj, fr.scratch),
+        "timers": timers.dump(pid, inj, fr.scratch, tree),
         "stop_signal": fr.stop_signal,
     }
     if keyrings is not None:
@@ -941,13 +943,14 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         t_tasks = time.monotonic()
         confinement = landlock.Probe()
         keyrings = keyring.Probe()
+        tree = tuple(t.pid for t in live)
         try:
             for t in tasks:  # parents first: their children's pages are compared with theirs
                 if t.frozen is not None:
                     try:
                         total += _dump_task(t, images, dumper, shmem_seen, note, memctx,
                                             mappings, confinement, watch,
-                                            keyrings)["bytes"]
+                                            keyrings, tree)["bytes"]
                     except OSError as e:
                         raise _task_failed(t.pid, e) from e
         finally:

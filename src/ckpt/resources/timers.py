@@ -9,7 +9,9 @@ fillers. The time left is set relative, so a timer fires as long after the
 restore as it had left at the dump. Overruns not yet read are not kept. A timer that
 signals one thread (SIGEV_THREAD_ID) whose thread has exited signals nobody: it comes
 back as such a timer, notifying nobody (SIGEV_NONE), still armed as it was (a new
-timer cannot name a thread that is gone).
+timer cannot name a thread that is gone). A timer counting the CPU time of a thread
+that has exited, or of a process outside the tree, is refused at dump: timer_create
+cannot make it again.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import ctypes
 import errno
 import os
 
-from ..errors import DumpError, RestoreError
-from ..kernel import libc, procfs
+from ..errors import DumpError, RestoreError, UnsupportedError
+from ..kernel import libc, pidns, procfs
 from ..kernel.inject import Injector
 from ..schema import INT, NAT, PID0, S32, Int, List, Obj, Tup
 from . import nspids
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SIGEV_NONE, SIGEV_THREAD_ID = 1, 4
+_CPUCLOCK_PERTHREAD = 4  # a CPU clock (clockid < 0) of a thread, not of a process
 _NOTIFY = {"signal": 0, "none": 1, "thread": 2}
 _MAX_FILLERS = 1 << 16
 
@@ -53,14 +56,17 @@ SCHEMA = List(Obj(id=Int(0, (1 << 31) - 1), clock=S32, signo=Int(0, 64), value=I
               max=1 << 20)
 
 
-def dump(pid: int, inj: Injector, scratch: int) -> list[dict[str, Any]]:
-    """Every POSIX timer of process ``pid`` (``inj`` runs in it), in ID order."""
+def dump(pid: int, inj: Injector, scratch: int, tree: tuple[int, ...]
+         ) -> list[dict[str, Any]]:
+    """Every POSIX timer of process ``pid`` (``inj`` runs in it), in ID order; ``tree``:
+    the live processes of the dumped tree (``_check_clocks``)."""
     out = []
     try:
         found = procfs.posix_timers(pid)
     except ValueError as e:
         raise DumpError(f"process {pid}: {e}") from None
     threads = {int(tid) for tid in os.listdir(f"/proc/{pid}/task")} if found else set()
+    _check_clocks(pid, found, threads, tree)
     for t in found:
         inj.call("timer_gettime", t.id, scratch)
         its = ITimerSpec.from_buffer_copy(inj.read(scratch, ctypes.sizeof(ITimerSpec)))
@@ -75,6 +81,27 @@ def dump(pid: int, inj: Injector, scratch: int) -> list[dict[str, Any]]:
             "left": [its.value_sec, its.value_nsec],
         })
     return sorted(out, key=lambda t: t["id"])
+
+
+def _check_clocks(pid: int, found: list[procfs.PosixTimer], threads: set[int],
+                  tree: tuple[int, ...]) -> None:
+    """A timer counting the CPU time of a thread that has exited, or of a process that
+    is gone or outside the tree, lives on in the kernel (counting nothing), but
+    timer_create refuses to make it again (EINVAL): refused here, before the kill."""
+    for t in found:
+        target = ~(t.clock >> 3)  # as the process knows it (its PID namespace's)
+        if t.clock >= 0 or not target:  # not a CPU clock, or its own (PID 0)
+            continue
+        if t.clock & _CPUCLOCK_PERTHREAD:
+            if target not in {pidns.ns_pids(f"{pid}/task/{tid}")[-1] for tid in threads}:
+                raise UnsupportedError(
+                    f"process {pid}: POSIX timer {t.id} counts the CPU time of thread "
+                    f"{target}, which has exited; timer_create cannot make it again")
+        elif target not in {pidns.ns_pids(p)[-1] for p in tree}:
+            raise UnsupportedError(
+                f"process {pid}: POSIX timer {t.id} counts the CPU time of process "
+                f"{target}, outside the dumped tree (or exited); ckpt cannot make it count "
+                "that process again")
 
 
 def restore(pid: int, inj: Injector, scratch: int, timers: list[dict[str, Any]]) -> None:
