@@ -78,3 +78,15 @@ def test_names_gone_and_peers_closed(procs: Procs, images: Path, tmp_path: Path)
         f"dg name {folder / 'b.sock'}", "b.sock holds replaced",
         f"d1 peer {folder / 'peer.sock'}", f"d1 got hello from {folder / 'peer.sock'}",
         "d1 send ECONNREFUSED", "d2 send ECONNREFUSED"]
+
+
+def test_more_waiting_than_the_backlog_now(procs: Procs, images: Path) -> None:
+    """A listener that lowered its backlog (listen again) below the connections already
+    waiting: the kernel kept them, and so does the restore (it connected them again
+    under the lower backlog and hung on the second); the backlog is the lower one after."""
+    target = procs.start([PYTHON, PROGS / "backlog_lowered.py"])
+    pid = int(target.out.wait_line(r"^ready ").split()[1])
+    ckpt_ok("dump", "-t", pid, "-D", images)
+    procs.wait_gone(target)
+    restored = restore_detached(procs, pid, target.out, images)
+    assert signal_report(restored) == ["accepted 4: 0 1 2 3", "room 2"]

@@ -834,8 +834,12 @@ class UnixSockets(SocketKind):
             linj = injector(lpid)
             where = f"socket:[{d['inode']}]"
             addr = _sockaddr(d)
+            # A listener may have lowered its backlog (listen again) below the clients
+            # already waiting, which the kernel kept: room for them all while they
+            # connect (a connect beyond the backlog would wait for ever), then its own.
+            room = max(d["backlog"], len(d["pending"]))
             try:
-                linj.call("listen", lfd, d["backlog"])
+                linj.call("listen", lfd, room)
                 self._listening.add(fid)
                 for client in d["pending"]:
                     cfid = fid_of.get(client)
@@ -853,6 +857,8 @@ class UnixSockets(SocketKind):
                     how = _SHUT.get(self.descriptions[cfid]["shutdown"])
                     if how is not None:
                         cinj.call("shutdown", cfd, how)
+                if room != d["backlog"]:
+                    linj.call("listen", lfd, d["backlog"])
             except OSError as e:
                 raise RestoreError(f"{where}: cannot connect its clients not accepted yet "
                                    f"again: {e.strerror}") from None
