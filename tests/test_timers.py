@@ -66,3 +66,20 @@ def test_timers_of_a_live_thread_come_back(build: Builder, procs: Procs,
     out.wait_line(rf"^{count + 3} ")
     assert all(ln.endswith(" ok") for ln in out.lines()), out.lines()[-3:]
     assert_consecutive(out.first_field_numbers())
+
+
+@pytest.mark.parametrize("signo", [12345, -5])
+def test_timer_without_signal_keeps_its_number(build: Builder, procs: Procs, images: Path,
+                                               signo: int) -> None:
+    """A timer that sends no signal (SIGEV_NONE) keeps any sigev_signo it was made with
+    (the kernel checks none): it comes back with it, armed (-5 failed the dump's reading
+    of /proc/PID/timers, 12345 the restore's schema, after the kill)."""
+    target = procs.start([build("timer_targets"), "no-signal", str(signo)])
+    target.out.wait_numbers(2)
+    dump_and_check_dead(procs, target, images)
+    count = len(target.out.lines())
+    restore_detached(procs, target.pid, target.out, images)
+    target.out.wait_numbers(count + 2)
+    shown = Path(f"/proc/{target.pid}/timers").read_text()
+    assert f"signal: {signo}/" in shown and "notify: none/" in shown, shown
+    assert_consecutive(target.out.numbers())

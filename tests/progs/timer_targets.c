@@ -1,7 +1,9 @@
 /* POSIX timers aimed at threads and processes: "dead-clock" counts the CPU time of a thread that has exited,
  * "process PID" counts the CPU time of process PID, "live" aims one timer at a thread that
  * lives on and one at that thread's CPU clock. Then prints a number every 50 ms, and in
- * "live" mode whether both timers are still there ("ok"). */
+ * "live" mode whether both timers are still there ("ok"). "no-signal SIGNO": an armed timer
+ * that sends no signal (SIGEV_NONE) made with sigev_signo SIGNO, which the kernel keeps
+ * unchecked. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -45,7 +47,18 @@ int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "live";
     signal(SIGUSR1, SIG_IGN);
     pthread_barrier_init(&made, NULL, 2);
-    if (strcmp(mode, "process") == 0) {
+    if (strcmp(mode, "no-signal") == 0) {
+        struct sigevent sev;
+        struct itimerspec its = {{1, 0}, {1, 0}};
+        memset(&sev, 0, sizeof sev);
+        sev.sigev_notify = SIGEV_NONE;
+        sev.sigev_signo = atoi(argv[2]);
+        if (timer_create(CLOCK_MONOTONIC, &sev, &signals_thread) ||
+            timer_settime(signals_thread, 0, &its, NULL)) {
+            perror("timer_create");
+            return 1;
+        }
+    } else if (strcmp(mode, "process") == 0) {
         clockid_t clock;
         timer_t t;
         if (clock_getcpuclockid(atoi(argv[2]), &clock)) {

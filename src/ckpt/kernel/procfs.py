@@ -642,7 +642,7 @@ class PosixTimer:
     clock: int
 
 
-_TIMER_RE = LazyPattern(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-f]+)\n"
+_TIMER_RE = LazyPattern(r"ID: (-?\d+)\nsignal: (-?\d+)/([0-9a-f]+)\n"
                        r"notify: (\w+)/(pid|tid)\.(\d+)\nClockID: (-?\d+)")
 
 

@@ -51,7 +51,9 @@ class ITimerSpec(ctypes.Structure):
 
 _TIMESPEC = Tup(NAT, Int(0, 999_999_999))
 # What ``dump`` writes (docs/image-format.md, core-PID.json's timers).
-SCHEMA = List(Obj(id=Int(0, (1 << 31) - 1), clock=S32, signo=Int(0, 64), value=INT,
+# A timer that sends no signal (SIGEV_NONE) keeps whatever sigev_signo it was made
+# with, unchecked by the kernel (often an uninitialised int): any int.
+SCHEMA = List(Obj(id=Int(0, (1 << 31) - 1), clock=S32, signo=S32, value=INT,
                   notify=Int(0, 7), tid=PID0, interval=_TIMESPEC, left=_TIMESPEC),
               max=1 << 20)
 
