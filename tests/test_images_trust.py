@@ -244,3 +244,25 @@ def test_socket_file_folder_now_a_users_symbolic_link(procs: Procs, images: Path
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
     assert (st.st_uid, st.st_gid) == (NOBODY, 0)
     _says_hi(path, restored.pid)
+
+
+def test_socket_file_through_a_users_symbolic_link(procs: Procs, images: Path,
+                                                   tmp_path: Path) -> None:
+    """A listener bound through a symbolic link of a user's (nobody's ~/run -> a folder):
+    the restore follows root's links only, so it reaches the folder by the path the
+    dump resolved (it refused the link after the kill); the socket comes back in that
+    folder under the name the process gave, and answers through the link."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "run"
+    link.symlink_to(real)
+    os.lchown(link, NOBODY, NOBODY)
+    path = link / "l.sock"
+    target = procs.start([PYTHON, PROGS / "unixlisten.py", str(path)])
+    target.out.wait_line("^ready")
+    _says_hi(path, target.pid)
+    dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    ticks_go_on(target.out)  # "BAD" if its name is not the path it gave
+    assert stat.S_ISSOCK(os.lstat(real / "l.sock").st_mode) and link.is_symlink()
+    _says_hi(path, restored.pid)

@@ -59,6 +59,7 @@ FEATURES: dict[str, str] = {
     "socket-queues": "UDP datagram queues and shutdown, raw and ping sockets",
     "socket-families": "netlink and packet sockets",
     "unix-files": "files in unix messages, unaccepted unix connections, gone socket files",
+    "unix-real-path": "socket files reached through symbolic links (file.real)",
     "namespace-fds": "fds on the process's own namespaces (the ns kind)",
     "cgroups": "the processes' cgroups and their knobs (cgroups.json)",
     "epoll-moved": "epoll watches whose fd number no longer named their file (holder)",

@@ -168,8 +168,22 @@ def _bound_name(pid: int, where: str, me: UnixDiag) -> dict[str, Any]:
                  "relative name, is not found from the process's working directory): bound "
                  "again to a file nobody reaches", where, path)
         return {"name": raw.hex(), "file": {"path": full, "gone": True}}
-    return {"name": raw.hex(), "file": {"path": full, "mode": st_mod.S_IMODE(fst.st_mode),
-                                        "uid": fst.st_uid, "gid": fst.st_gid}}
+    file = {"path": full, "mode": st_mod.S_IMODE(fst.st_mode), "uid": fst.st_uid,
+            "gid": fst.st_gid}
+    real = _real_path(full)
+    if real != full:
+        file["real"] = real
+    return {"name": raw.hex(), "file": file}
+
+
+def _real_path(full: str) -> str:
+    """``full`` with its folder's symbolic links resolved as at dump: the restore reaches
+    the folder this way, following root's links only (``_folder_of``): a link of a
+    user's on the way (~/run -> /srv/x) is not followed then. A tree with a root of its
+    own keeps its path (links there resolve inside its root)."""
+    if treeroot.is_own():
+        return full
+    return os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
 
 
 def _in_own_mounts(work: Callable[[], None], failed: str) -> None:
@@ -241,11 +255,13 @@ _FOLDER = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT = os.O_PATH | os.O_DIRECTORY
 
 
-def _folder_of(path: str, where: str) -> int:
+def _folder_of(path: str, where: str, shown: str = "") -> int:
     """An O_PATH fd of the folder of socket file ``path``, reached from the tree's / one
     name at a time following root's symbolic links only (a system's /var/run -> /run;
     an absolute one from the tree's /): a link a user planted since the dump, in a
-    folder of theirs on the way, never leads root's bind, removal or chown elsewhere."""
+    folder of theirs on the way, never leads root's bind, removal or chown elsewhere.
+    ``shown``: the socket's name, in errors (``path`` by default)."""
+    shown = shown or path
     todo = [p for p in os.path.dirname(path).split("/") if p]
     fd = treeroot.open_root(_ROOT)
     links = 0
@@ -256,14 +272,14 @@ def _folder_of(path: str, where: str) -> int:
                 step = os.open(part, _FOLDER, dir_fd=fd)
             except OSError as e:
                 if e.errno not in (errno.ENOTDIR, errno.ELOOP):
-                    raise RestoreError(f"{where}: cannot bind {path}: {part}: {e.strerror}"
+                    raise RestoreError(f"{where}: cannot bind {shown}: {part}: {e.strerror}"
                                        ) from None
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
                 links += 1
                 if not st_mod.S_ISLNK(st.st_mode) or st.st_uid != 0 or links > 40:
                     what = (f"a symbolic link of uid {st.st_uid}'s"
                             if st_mod.S_ISLNK(st.st_mode) else "not a folder")
-                    raise RestoreError(f"{where}: cannot bind {path}: {part} on the way is "
+                    raise RestoreError(f"{where}: cannot bind {shown}: {part} on the way is "
                                        f"{what} now (a restore follows root's links only)")
                 target = os.readlink(part, dir_fd=fd)
                 todo[:0] = [p for p in target.split("/") if p]
@@ -278,18 +294,19 @@ def _folder_of(path: str, where: str) -> int:
     return fd
 
 
-def _bind_in(sock: socket.socket, raw: bytes, path: str, where: str) -> None:
+def _bind_in(sock: socket.socket, raw: bytes, path: str, where: str, reach: str) -> None:
     """Bind ``sock`` to the path name ``raw`` (``path`` in full) with its socket file
     made in path's folder as ``_folder_of`` reaches it, whatever the names on the way
     lead to by the time of the bind: from a child in a mount namespace of its own
     (where the folder is reached again: a bind mount takes a folder of the caller's
     namespace only), chrooted into a tmpfs where path's folder is a bind mount of
-    the folder reached. The socket gets ``raw`` as its name, as the process gave it."""
+    the folder reached (``reach``'s: ``path`` with the links resolved at dump). The
+    socket gets ``raw`` as its name, as the process gave it."""
     rel = os.fsdecode(raw)
     inner = os.path.dirname(path)
 
     def work() -> None:
-        folder = _folder_of(path, where)
+        folder = _folder_of(reach, where, path)
         bound = mountinfo.open_tree("", mountinfo.OPEN_TREE_CLONE | mountinfo.OPEN_TREE_CLOEXEC
                                     | mountinfo.AT_EMPTY_PATH, folder)  # no /proc needed
         top = next((d for d in ("/tmp", "/mnt", "/run", "/dev") if os.path.isdir(d)), "/")
@@ -347,7 +364,8 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> int | None:
     where = f"socket:[{ino}]"
     if f.get("gone"):
         return _bind_hidden(sock, raw, path, where)
-    folder = _folder_of(path, where)
+    reach = f.get("real", path)
+    folder = _folder_of(reach, where, path)
     name = os.path.basename(path)
     try:
         try:
@@ -366,7 +384,7 @@ def _bind(sock: socket.socket, desc: dict[str, Any]) -> int | None:
             os.unlink(name, dir_fd=folder)
         umask = os.umask(0o777 & ~f["mode"])  # the file is made with its saved permissions
         try:
-            _bind_in(sock, raw, path, where)
+            _bind_in(sock, raw, path, where, reach)
         finally:
             os.umask(umask)
         _own_file(sock, folder, name, f, where)
@@ -627,7 +645,7 @@ class UnixSockets(SocketKind):
         "owner": Tup(UID, UID), "sndbuf": NAT, "rcvbuf": NAT, "opts": OPTIONS,
         "name": Opt(Hex(108)),  # the address it is bound to
         "file": Opt(Obj(path=PATH, mode=Opt(Int(0, 0o7777)), uid=Opt(UID), gid=Opt(UID),
-                        gone=Opt(BOOL))),
+                        gone=Opt(BOOL), real=Opt(PATH))),  # real: path, links resolved
         "backlog": Opt(NAT),
         "senders": Opt(List(Hex(108))),  # each queued datagram's sender
         "files": Opt(List(List(STR))),  # the files each queued message carries
@@ -687,6 +705,8 @@ class UnixSockets(SocketKind):
                                   f.st)
             if "peer_name" in desc or desc.get("file", {}).get("gone"):
                 ctx.images.need("unix-files")
+            if "real" in desc.get("file", {}):
+                ctx.images.need("unix-real-path")
             return desc
         finally:
             sock.close()
@@ -1190,7 +1210,7 @@ def _reach(lfd: int, listener: dict[str, Any], where: str
     me = unix_socket(os.fstat(lfd).st_ino) if not f.get("gone") else None
     if me is None or not me["vfs"]:
         return None
-    folder = _folder_of(f["path"], where)
+    folder = _folder_of(f.get("real", f["path"]), where, f["path"])
     try:
         fd = os.open(os.path.basename(f["path"]), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
                      dir_fd=folder)
