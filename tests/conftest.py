@@ -122,11 +122,18 @@ def images(tmp_path: Path) -> Path:
 @pytest.fixture
 def shm_path() -> Iterator[Path]:
     """A folder of the test's own on tmpfs (/dev/shm), removed at teardown: a big
-    process's pages go into images there by the splice of pages/splice.py."""
+    process's pages go into images there by the splice of pages/splice.py, which the
+    test's ckpt commands are told to use (CKPT_SPLICE_PAGES=1; off by default)."""
     path = Path(tempfile.mkdtemp(prefix="ckpt-test-", dir="/dev/shm"))
+    was = os.environ.get("CKPT_SPLICE_PAGES")
+    os.environ["CKPT_SPLICE_PAGES"] = "1"
     try:
         yield path
     finally:
+        if was is None:
+            del os.environ["CKPT_SPLICE_PAGES"]
+        else:
+            os.environ["CKPT_SPLICE_PAGES"] = was
         shutil.rmtree(path, ignore_errors=True)
 
 

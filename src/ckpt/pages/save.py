@@ -37,6 +37,8 @@ log = logger("ckpt.pages")
 CHUNK_PAGES = 1 << 12
 
 
+SPLICE_ENV = "CKPT_SPLICE_PAGES"  # "1": a big process moves its own pages (can_splice)
+
 class DumpMemory:
     """The memory side of one dump or pre-dump: its parent, and how it tracks memory."""
 
@@ -174,10 +176,14 @@ class TaskPages:
         self._use(self.sink.buffer)
 
     def can_splice(self) -> bool:
-        """Whether the process may move its own pages (pages/splice.py): a dump (not a
-        pre-dump: the process runs when they are copied) into a local pages file on
-        tmpfs, pages not hashed (digest tracking reads every page)."""
-        return (not self.deferred and isinstance(self.sink, WriteBehind)
+        """Whether the process may move its own pages (pages/splice.py): asked for with
+        CKPT_SPLICE_PAGES=1 (on an idle machine the copy was faster: 1 GiB to tmpfs in
+        0.61 s against 0.70 s, the splice's read-back for the CRC being a second pass
+        over the file; under load the splice was faster), a dump (not a pre-dump: the
+        process runs when they are copied) into a local pages file on tmpfs, pages not
+        hashed (digest tracking reads every page)."""
+        return (os.environ.get(SPLICE_ENV) == "1"
+                and not self.deferred and isinstance(self.sink, WriteBehind)
                 and "digest" not in (self.compare, self.record)
                 and libc.fs_type(self.sink.out.fd) == libc.TMPFS_MAGIC)
 
