@@ -51,7 +51,7 @@ def tree(pid: int) -> list[int]:
             try:
                 with open(f"/proc/{p}/task/{tid}/children") as f:
                     todo += [int(x) for x in f.read().split()]
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):  # ESRCH: the thread is exiting
                 continue
     return out
 

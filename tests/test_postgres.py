@@ -138,7 +138,7 @@ pg=$!
 until {bin}/pg_isready -q -h {base}/sock; do sleep 0.2; done
 {bin}/pgbench -q -i -s 1 -h {base}/sock -U postgres postgres > init.log 2>&1 \\
   && echo initialized
-{bin}/pgbench -c 2 -j 2 -t {tx} -P 1 -h {base}/sock -U postgres postgres 2>&1
+{bin}/pgbench -c 2 -j 2 -t {tx} -R 100 -P 1 -h {base}/sock -U postgres postgres 2>&1
 echo pgbench-exit $?
 kill -INT $pg
 wait $pg
@@ -148,7 +148,9 @@ echo postgres-exit $?
 
 def test_pgbench_through_dumps(procs: Procs, tmp_path: Path) -> None:
     """pgbench with 2 clients (2 threads, each on its backend over the unix socket)
-    running TPC-B-like transactions against the postmaster tree, all as user postgres
+    running TPC-B-like transactions (100 a second in all, so that the run lasts some 30 s
+    however fast the machine: the three dumps land mid-run) against the postmaster tree,
+    all as user postgres
     in one tree under a shell: dumped and restored mid-run, dumped with -R (running
     on), and again: pgbench ends with every transaction done and none failed, and the
     server shuts down cleanly, its segment removed."""
