@@ -35,6 +35,7 @@ from ckpt_helpers import (
     proc_status,
     restore_detached,
 )
+from real_helpers import tree
 
 ZDTM = TESTS / "zdtm"
 VERDICT = r"^(PASS|FAIL: .*|SETUP: .*)$"
@@ -387,20 +388,7 @@ def run_case(case: Case, exe: Path, tmp_path: Path) -> None:
 def descendants(pids: list[int]) -> list[int]:
     """``pids`` and every live descendant of theirs, parents first (a dump refused where
     it should not be leaves the root's children running, not in any list)."""
-    out: list[int] = []
-    todo = list(pids)
-    while todo:
-        pid = todo.pop(0)
-        if pid in out:
-            continue
-        out.append(pid)
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    todo += map(int, f.read().split())
-        except OSError:
-            pass
-    return out
+    return list(dict.fromkeys(p for pid in pids for p in tree(pid)))
 
 
 def _run(case: Case, exe: Path, procs: Procs, tmp_path: Path, images: Path,
