@@ -27,6 +27,7 @@ from ckpt_helpers import (
     proc_status,
     restore_detached,
 )
+from real_helpers import dumped_pids
 
 PAGE = 4096
 
@@ -56,11 +57,15 @@ def test_every_byte_of_many_kinds_of_mappings(build: Builder, procs: Procs, imag
 
 def _cycle(build: Builder, procs: Procs, images: Path, argv: list[str | Path],
            ticks_before: int = 2) -> Proc:
-    """Start ``argv``, wait for "ready" and a few ticks, dump it (killed), restore it."""
+    """Start ``argv``, wait for "ready" and a few ticks, dump it (killed), reap every
+    process of its tree (a child it forked, re-parented to pytest, would hold its PID as
+    its group), restore it."""
     target = procs.start(argv)
     target.out.wait_line(r"^ready$")
     target.out.wait_line(rf"^{ticks_before} ")
     dump_and_check_dead(procs, target, images)
+    for pid in dumped_pids(images):
+        procs.wait_gone(pid)
     return restore_detached(procs, target.pid, target.out, images)
 
 
