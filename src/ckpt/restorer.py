@@ -857,7 +857,7 @@ class _TaskRestore:
         Threads frozen in a syscall go back inside it, from a trap stop (cpu.restore)."""
         threads = self.node.threads
         if any(cpu.needs_trap_stop(c) for c in [self.core["cpu"], *(t["cpu"] for t in threads)]):
-            ptrace.trap_stop_all(self.pid, [self.pid, *(t["tid"] for t in threads)])
+            ptrace.trap_stop_all([self.pid, *(t["tid"] for t in threads)])
         thread.finish_all(threads)
         cpu.restore(self.pid, self.core["cpu"])
         ptrace.set_sigmask(self.pid, self.core["signals"]["blocked"])

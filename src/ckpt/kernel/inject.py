@@ -470,17 +470,8 @@ class Injector:
         self.flush()
         if not self._at_exit:
             return
-        with interrupts.held():  # the trap comes before any signal (get_signal's order)
-            ptrace.interrupt(self.pid)
-            sig = 0
-            while True:
-                ptrace.cont(self.pid, sig)
-                stop = ptrace.wait_stop(self.pid)
-                if stop.exited:
-                    raise ProcessGone(self.pid, f"died while being released: {stop.describe()}")
-                if stop.event == ptrace.PTRACE_EVENT_STOP:
-                    break
-                sig = stop.stopsig if stop.stopsig in ptrace.STOP_SIGNALS else 0
+        with interrupts.held():
+            ptrace.trap_stop_all([self.pid])
             self._at_exit = False
             ptrace.set_regs(self.pid, self.regs)
 

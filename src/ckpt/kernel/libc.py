@@ -42,7 +42,7 @@ NR = {
     "arch_prctl": 158, "gettid": 186, "timer_create": 222, "timer_settime": 223,
     "timer_gettime": 224, "timer_delete": 226,
     "restart_syscall": 219, "set_tid_address": 218, "clock_nanosleep": 230, "exit_group": 231,
-    "tgkill": 234,
+    "tgkill": 234, "tkill": 200,
     "openat": 257, "set_robust_list": 273, "get_robust_list": 274,
     "tee": 276, "dup3": 292, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
     "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,

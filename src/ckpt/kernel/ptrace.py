@@ -243,14 +243,13 @@ class Stop:
         return f"stopped by signal {self.stopsig} event {self.event}"
 
 
-def trap_stop_all(tgid: int, tids: list[int]) -> None:
-    """Take each of ``tids`` (threads of process ``tgid``), stopped tracees of a seize at
-    any ptrace stop, to a plain
+def trap_stop_all(tids: list[int]) -> None:
+    """Take each of ``tids``, stopped tracees of a seize at any ptrace stop, to a plain
     trap stop (PTRACE_EVENT_STOP), one round trip for them all: the stop inside
     get_signal, from which a detached task goes through the kernel's syscall-restart
     logic (a syscall-exit stop skips it when no signal is pending). The trap comes
     before any signal (get_signal's order); a signal reported first all the same is
-    sent again, not lost."""
+    sent again (tkill: the thread is ckpt's tracee, its TID is not reused), not lost."""
     for tid in tids:
         interrupt(tid)
         cont(tid, 0)
@@ -263,7 +262,7 @@ def trap_stop_all(tgid: int, tids: list[int]) -> None:
             if stop.event == PTRACE_EVENT_STOP:
                 break
             if stop.event == 0 and 0 < stop.stopsig <= 64:  # a signal, not a syscall stop
-                raw_syscall("tgkill", tgid, tid, stop.stopsig)
+                raw_syscall("tkill", tid, stop.stopsig)
             cont(tid, 0)
 
 
