@@ -157,6 +157,11 @@ JOBS = {
     "less": Job("less", "less", "TERM=xterm less {tmp}/text", r"line 0000", None,
                 lambda i, _tmp, term: term.send(f"{100 * (i + 1)}g") or
                 f"line {100 * (i + 1) - 1:04d}", [("q", None)]),
+    "less-pipe": Job("less", "less",
+                     "TERM=xterm bash -c 'seq -f \"line %04g\" 0 99999 | less'",
+                     r"line 0000", None,
+                     lambda i, _tmp, term: term.send(f"{100 * (i + 1)}g") or
+                     f"line {100 * (i + 1) - 1:04d}", [("q", None)]),
     "sqlite3": Job("sqlite3", "sqlite3", "sqlite3 {tmp}/db.sqlite", r"sqlite3 ",
                    ("create table t (n); begin; insert into t values (0); "
                     "select 'count', count(*) from t;\n", r"^count\|1$"),

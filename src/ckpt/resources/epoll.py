@@ -17,7 +17,9 @@ and number). Held by no fd of the tree (by a process outside it, or only by a
 mapping), it is refused, naming it.
 
 At restore the description is an empty epoll instance (``epoll_create1``);
-once the owner's fds are at their final numbers, ``restore_in_task`` injects
+once the owner's fds are at their final numbers (after the other kinds' own
+``restore_in_task``, which put a pidfd or a /dev/tty in place of its stand-in),
+``restore_in_task`` injects
 ``epoll_ctl(EPFD, EPOLL_CTL_ADD, N, &event)`` in it for every watch, so the
 registrations carry the owner's own fd numbers. An epoll shared by several
 processes is filled once, in its owner. A watch whose file the owner no longer
@@ -139,6 +141,7 @@ def _check(pid: int, epfd: int, ws: list[procfs.EpollWatch]
 class Epoll(FileKind):
     KIND = "epoll"
     LINK = "anon_inode:[eventpoll]"
+    USES_OTHER_FDS = True  # a pidfd's, a /dev/tty's stand-in is not the file it watches
     # its own fields in files.json
     SCHEMA = {
         "owner": PID,

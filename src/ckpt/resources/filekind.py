@@ -185,6 +185,9 @@ class FileKind:
     # The fields its ``dump`` adds to a description in files.json, one line each
     # (schema.py): a field the schema lacks is refused at restore.
     SCHEMA: ClassVar[dict[str, Field | Opt]] = {}
+    # Its ``restore_in_task`` uses the process's other fds (epoll adds watches on them):
+    # it runs after every other kind's has put its real files in place of stand-ins.
+    USES_OTHER_FDS: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.descriptions: dict[str, Description] = {}  # this kind's, by id

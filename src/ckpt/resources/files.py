@@ -413,7 +413,7 @@ class RestoreFiles:
             mine.setdefault(desc["kind"], []).append(TaskFd(fd, fid, desc))
             if first and desc["flags"] & fcntl.FASYNC and not self._kind(desc).borrowed(desc):
                 asynchronous.append(TaskFd(fd, fid, desc))
-        for kind in self._made():
+        for kind in sorted(self._made(), key=lambda k: k.USES_OTHER_FDS):
             if kind.KIND in mine:
                 kind.restore_in_task(self.ctx, pid, inj, scratch, mine[kind.KIND])
         for t in asynchronous:  # after the kinds, which may have put another file there

@@ -1,0 +1,443 @@
+"""Real programs a user would checkpoint in the middle of their work, each dumped and
+restored three times in a row: killed, left running (-R, then killed with every
+process of its tree at once, as a crash would) and killed again, restored with -d each
+time. After each restore the work goes on from where it was: a ``sort`` of a stream
+bigger than its buffer (temporary files on disk, two threads) into ``gzip``, ``xz`` and
+``zstd`` compressing with threads in a pipeline, ``xargs -P`` running jobs in parallel,
+``timeout`` that still kills its command at its time, an asyncio server and memcached
+with clients connected through every dump, a forking perl server. What each prints is
+checked whole at the end: no line lost, repeated or reordered."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import re
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from ckpt_helpers import (
+    PYTHON,
+    Output,
+    Proc,
+    Procs,
+    assert_consecutive,
+    ckpt_ok,
+    free_port,
+    is_alive,
+    scaled,
+    wait_until,
+)
+from real_helpers import TIMEOUT, cycle, need, tree
+
+ROUNDS = (False, True, False)  # leave_running: killed, -R, killed
+
+
+def three_rounds(procs: Procs, root: Proc, tmp_path: Path, *flags: str,
+                 out: Output | None = None, after: Callable[[int], None] | None = None,
+                 crash: bool = False) -> None:
+    """Dump ``root``'s tree and restore it three times (ROUNDS); ``after(i)`` checks
+    the work goes on after the i-th round. The second dump leaves the tree running
+    (-R); with ``crash`` it is then killed, as a crash would, and restored from that
+    dump. Without, it runs on unharmed: a tree whose work reaches outside it (lines
+    appended to a file, a client's connection) would be restored behind what it did
+    since, which it would do again (with criu too), and killing it closes its
+    connections."""
+    for i, leave_running in enumerate(ROUNDS):
+        images = tmp_path / f"images{i}"
+        if leave_running and not crash:
+            ckpt_ok("dump", "-t", root.pid, "-D", images, *flags, "-R")
+            assert is_alive(root.pid), "dump -R did not leave the tree running"
+        else:
+            cycle(procs, root, images, *flags, out=out, leave_running=leave_running)
+        if after is not None:
+            after(i)
+
+
+def _grows(path: Path, by: int = 1) -> None:
+    """Wait until the file at ``path`` grew by ``by`` bytes."""
+    def size() -> int:
+        return path.stat().st_size if path.exists() else 0
+
+    before = size()
+    wait_until(lambda: size() >= before + by, TIMEOUT, f"{path.name} to grow")
+
+
+# ------------------------------------------------------------------ pipelines
+
+CHUNK_LINES = 3000
+
+
+def _chunk(tmp_path: Path) -> list[str]:
+    """A file of CHUNK_LINES distinct lines in no order, written to tmp_path/chunk."""
+    lines = [f"{(i * 7919) % 100003:06d} line {i}" for i in range(CHUNK_LINES)]
+    (tmp_path / "chunk").write_text("".join(f"{ln}\n" for ln in lines))
+    return lines
+
+
+def _feeder(tmp_path: Path) -> str:
+    """A shell loop that writes the chunk again and again, counting each in
+    tmp_path/count, until tmp_path/stop exists."""
+    return (f"n=0; while [ ! -e {tmp_path}/stop ]; do cat {tmp_path}/chunk; "
+            f"n=$((n+1)); echo $n > {tmp_path}/count.new; "
+            f"mv {tmp_path}/count.new {tmp_path}/count; sleep 0.1; done")
+
+
+def _stop_feeder(procs: Procs, proc: Proc, tmp_path: Path) -> int:
+    """Let the pipeline end; the number of chunks it was fed. Its root exits with 0."""
+    (tmp_path / "stop").touch()
+    assert procs.wait_gone(proc, timeout=TIMEOUT * 4) == 0, "the pipeline failed"
+    return int((tmp_path / "count").read_text())
+
+
+def test_sort_into_gzip(procs: Procs, tmp_path: Path) -> None:
+    """``LOOP | sort -S 1M -T TMP --parallel=2 | gzip -1 > OUT``: sort reads far more
+    than its buffer holds, writing sorted runs to temporary files it merges at the end;
+    dumped three times while it reads. Once the loop stops, OUT holds every line fed,
+    as many times as the loop wrote it, in order."""
+    lines = _chunk(tmp_path)
+    (tmp_path / "sorttmp").mkdir()
+    out = tmp_path / "sorted.gz"
+    proc = procs.start(["bash", "-c", f"{_feeder(tmp_path)} | sort -S 1M -T "
+                        f"{tmp_path}/sorttmp --parallel=2 | gzip -1 > {out}"], name="sort")
+    runs = tmp_path / "sorttmp"
+
+    def more_runs(_i: int = 0) -> None:
+        n = len(list(runs.iterdir()))
+        wait_until(lambda: len(list(runs.iterdir())) > n, TIMEOUT,
+                   "sort to write another temporary file")
+
+    more_runs()
+    three_rounds(procs, proc, tmp_path, after=more_runs, crash=True)
+    times = _stop_feeder(procs, proc, tmp_path)
+    with gzip.open(out, "rt") as f:
+        got = f.read().splitlines()
+    assert len(got) == times * CHUNK_LINES, (len(got), times)
+    assert got == sorted(got), "not in order"
+    assert Counter(got) == Counter({ln: times for ln in lines})
+
+
+def test_threaded_compressors_in_a_pipeline(procs: Procs, tmp_path: Path) -> None:
+    """``LOOP | xz -T2 -1 --block-size=256KiB | tee OUT.xz | xz -dc | zstd -T2 -1 -q >
+    OUT.zst``: xz and zstd compressing with worker threads, xz decompressing between
+    them; after three dumps both files decompress to the loop's chunks, whole and in
+    order."""
+    need("xz", "xz-utils")
+    need("zstd", "zstd")
+    lines = _chunk(tmp_path)
+    xz, zst = tmp_path / "out.xz", tmp_path / "out.zst"
+    proc = procs.start(["bash", "-c", f"{_feeder(tmp_path)} | xz -T2 -1 --block-size=256KiB "
+                        f"| tee {xz} | xz -dc | zstd -T2 -1 -q > {zst}"], name="xz")
+    wait_until(lambda: len(tree(proc.pid)) >= 6, TIMEOUT, "the pipeline")
+    _grows(xz)
+    three_rounds(procs, proc, tmp_path, after=lambda _i: _grows(xz), crash=True)
+    times = _stop_feeder(procs, proc, tmp_path)
+    whole = "".join(f"{ln}\n" for ln in lines) * times
+    assert lzma.decompress(xz.read_bytes()).decode() == whole
+    res = subprocess.run(["zstd", "-dc", str(zst)], capture_output=True, check=True,
+                         timeout=scaled(TIMEOUT))
+    assert res.stdout.decode() == whole
+
+
+def test_xargs_parallel_jobs(procs: Procs, tmp_path: Path) -> None:
+    """``seq 1 N | xargs -P 3 -n 1 sh -c 'echo $0 >> LOG; sleep 0.2'``: xargs with up
+    to three jobs running at each dump; every number is done once, none twice."""
+    log = Output(tmp_path / "done")
+    n = 150
+    proc = procs.start(["bash", "-c", f"seq 1 {n} | xargs -P 3 -n 1 sh -c "
+                        f"'sleep 0.2; echo $0 >> {log.path}'"], name="xargs")
+    log.wait_numbers(3, timeout=TIMEOUT)
+    three_rounds(procs, proc, tmp_path, out=log,
+                 after=lambda _i: log.wait_numbers(len(log.numbers()) + 3, timeout=TIMEOUT))
+    assert procs.wait_gone(proc, timeout=TIMEOUT * 4) == 0
+    assert sorted(log.numbers()) == list(range(1, n + 1))
+
+
+def test_timeout_kills_at_its_time(procs: Procs, tmp_path: Path) -> None:
+    """``timeout 25 bash LOOP``: coreutils timeout arms a POSIX timer and waits for its
+    signal; after three restores its command keeps running, and the timer still
+    ends it 25 seconds after the start (status 124), not before."""
+    out = Output(tmp_path / "ticks")
+    t0 = time.monotonic()
+    limit = max(25.0, scaled(25.0))
+    proc = procs.start(["timeout", str(limit), "bash", "-c",
+                        f"i=0; while :; do echo $i >> {out.path}; i=$((i+1)); sleep 0.1; "
+                        "done"], name="timeout")
+    out.wait_numbers(3, timeout=TIMEOUT)
+    three_rounds(procs, proc, tmp_path, out=out,
+                 after=lambda _i: out.wait_numbers(len(out.numbers()) + 3, timeout=TIMEOUT))
+    assert time.monotonic() - t0 < limit, "the rounds took longer than the timeout"
+    assert procs.wait_gone(proc, timeout=limit + TIMEOUT) == 124
+    assert time.monotonic() - t0 >= limit, "timeout ended its command early"
+    assert_consecutive(out.numbers())
+
+
+# ------------------------------------------------------------------ servers with clients
+
+ASYNC_SERVER = """
+import asyncio, os
+clients = 0
+async def serve(reader, writer):
+    global clients
+    clients += 1
+    me = clients
+    while line := await reader.readline():
+        writer.write(b"%d %d %s" % (os.getpid(), me, line))
+        await writer.drain()
+async def main():
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print("port", srv.sockets[0].getsockname()[1], flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+
+class _Client:
+    """A client of a line server, connected through the dumps."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT))
+        self.file = self.sock.makefile("rwb")
+
+    def ask(self, line: str) -> str:
+        self.file.write(line.encode() + b"\n")
+        self.file.flush()
+        return self.file.readline().decode().rstrip("\r\n")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def test_asyncio_server_with_clients(procs: Procs, tmp_path: Path) -> None:
+    """An asyncio server with three clients connected through three dumps
+    (--tcp-established): each connection is still served by the coroutine that
+    served it before (the server numbers its clients), and a new one gets number 4."""
+    (tmp_path / "server.py").write_text(ASYNC_SERVER)
+    proc = procs.start([PYTHON, tmp_path / "server.py"], name="async")
+    port = int(proc.out.wait_line(r"^port \d+$", timeout=TIMEOUT).split()[1])
+    clients = [_Client(port) for _ in range(3)]
+    try:
+        for k, c in enumerate(clients, 1):
+            assert c.ask("hello") == f"{proc.pid} {k} hello"
+
+        def answer(i: int) -> None:
+            for k, c in enumerate(clients, 1):
+                assert c.ask(f"round {i}") == f"{proc.pid} {k} round {i}"
+
+        three_rounds(procs, proc, tmp_path, "--tcp-established", after=answer)
+        late = _Client(port)
+        assert late.ask("late") == f"{proc.pid} 4 late"
+        late.close()
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_memcached_with_clients(procs: Procs, tmp_path: Path) -> None:
+    """memcached (4 worker threads) with two clients connected through three dumps
+    (--tcp-established): an incr on either connection goes on from the value the
+    other left, and the items set before are all there."""
+    memcached = need("memcached", "memcached")
+    for _ in range(5):
+        port = free_port()
+        proc = procs.start([memcached, "-u", "root", "-l", "127.0.0.1", "-p", str(port),
+                            "-U", "0", "-t", "4"], name="memcached")
+        c = wait_until(lambda p=port, pid=proc.pid: _try_connect(p) or not is_alive(pid),
+                       TIMEOUT, "memcached to listen")
+        if isinstance(c, _Client):
+            break
+        procs.wait_gone(proc)
+    else:
+        raise AssertionError("memcached found no free port in 5 tries")
+    clients = [c, _Client(port)]
+    try:
+        assert c.ask("set n 0 0 1\r\n0\r") == "STORED"
+        for k in range(50):
+            assert c.ask(f"set key{k} 0 0 {len(str(k))}\r\n{k}\r") == "STORED"
+        count = [0]
+
+        def incr(_i: int = 0) -> None:
+            for cl in clients:
+                count[0] += 1
+                assert cl.ask("incr n 1\r") == str(count[0])
+
+        incr()
+        three_rounds(procs, proc, tmp_path, "--tcp-established", after=incr)
+        got = _Client(port)
+        for k in range(50):
+            assert got.ask(f"get key{k}\r") == f"VALUE key{k} 0 {len(str(k))}"
+            assert got.file.readline().decode().strip() == str(k)
+            assert got.file.readline().decode().strip() == "END"
+        got.close()
+    finally:
+        for cl in clients:
+            cl.close()
+
+
+def _try_connect(port: int) -> _Client | None:
+    try:
+        return _Client(port)
+    except OSError:
+        return None
+
+
+PERL_SERVER = r"""
+use IO::Socket::INET;
+$SIG{CHLD} = 'IGNORE';
+my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5,
+                                ReuseAddr => 1) or die "listen: $!";
+$| = 1;
+print "port ", $srv->sockport, "\n";
+while (my $c = $srv->accept) {
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        close $srv;
+        my $n = 0;
+        while (my $line = <$c>) { $n++; print $c "$$ $n $line"; }
+        exit 0;
+    }
+    close $c;
+}
+"""
+
+
+def test_perl_forking_server(procs: Procs, tmp_path: Path) -> None:
+    """A perl server forking a child per connection (SIGCHLD ignored), two clients
+    connected through three dumps (--tcp-established): each is answered by the same
+    child, which counts its lines on, and a new client gets a child of its own."""
+    perl = need("perl", "perl-base")
+    (tmp_path / "server.pl").write_text(PERL_SERVER)
+    proc = procs.start([perl, tmp_path / "server.pl"], name="perl")
+    port = int(proc.out.wait_line(r"^port \d+$", timeout=TIMEOUT).split()[1])
+    clients = [_Client(port) for _ in range(2)]
+    try:
+        served = [c.ask("hello").split() for c in clients]
+        kids = [int(s[0]) for s in served]
+        assert [s[1:] for s in served] == [["1", "hello"]] * 2
+        assert set(tree(proc.pid)[1:]) == set(kids)
+
+        def answer(i: int) -> None:
+            for kid, c in zip(kids, clients, strict=True):
+                assert c.ask(f"round{i}") == f"{kid} {i + 2} round{i}"
+
+        three_rounds(procs, proc, tmp_path, "--tcp-established", after=answer)
+        late = _Client(port)
+        kid, n, word = late.ask("late").split()
+        assert (n, word) == ("1", "late") and int(kid) not in kids
+        late.close()
+    finally:
+        for c in clients:
+            c.close()
+    assert re.search(r"^port \d+$", proc.out.lines()[0])
+
+
+# ------------------------------------------------------------------ children, files, downloads
+
+ASYNC_JOBS = """
+import asyncio, sys, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+async def job(n):
+    p = await asyncio.create_subprocess_exec(
+        "sh", "-c", f"sleep 0.2; echo {n}", stdout=asyncio.subprocess.PIPE)
+    out, _ = await p.communicate()
+    return f"{int(out)}:{p.returncode}"
+async def main():
+    i = 0
+    while True:
+        print(i, *await asyncio.gather(*(job(i + k) for k in range(3))), flush=True)
+        i += 3
+if sys.version_info < (3, 12):  # the default from 3.12 on
+    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+asyncio.run(main())
+"""
+
+
+def test_asyncio_running_subprocesses(procs: Procs, tmp_path: Path) -> None:
+    """An asyncio program running three shells at a time, each watched through a pidfd
+    in its epoll and read through a pipe: after each restore the batches go on, each
+    child's output and exit status reach it, none lost or run twice."""
+    (tmp_path / "jobs.py").write_text(ASYNC_JOBS)
+    proc = procs.start([PYTHON, tmp_path / "jobs.py"], name="jobs")
+
+    def batches() -> list[list[str]]:
+        return [ln.split() for ln in proc.out.lines()]
+
+    def more(_i: int = 0) -> None:
+        n = len(batches())
+        wait_until(lambda: len(batches()) >= n + 3, TIMEOUT, "more batches")
+
+    more()
+    three_rounds(procs, proc, tmp_path, after=more)
+    got = batches()
+    assert [int(b[0]) for b in got] == list(range(0, 3 * len(got), 3)), got
+    for b in got:
+        i = int(b[0])
+        assert b[1:] == [f"{i + k}:0" for k in range(3)], b
+
+
+def test_tail_follows_rotated_logs(procs: Procs, tmp_path: Path) -> None:
+    """``tail -F LOG`` (by name, with inotify): the log is rotated (renamed, a new one
+    made) after each restore; tail follows each new file from its start, and every
+    line of every log is printed once, in order."""
+    log = tmp_path / "app.log"
+    log.write_text("log 0 line 0\n")
+    proc = procs.start(["tail", "-n", "+1", "-F", log], name="tail")
+
+    def printed() -> list[str]:
+        return [ln for ln in proc.out.lines() if ln.startswith("log ")]
+
+    wait_until(lambda: len(printed()) == 1, TIMEOUT, "the first line")
+
+    def rotate(i: int) -> None:
+        with open(log, "a") as f:
+            f.write(f"log {i} line 1\n")
+        wait_until(lambda: len(printed()) == 2 * i + 2, TIMEOUT, "the line appended")
+        log.rename(tmp_path / f"app.log.{i}")
+        log.write_text(f"log {i + 1} line 0\n")
+        wait_until(lambda: len(printed()) == 2 * i + 3, TIMEOUT, "the new log's line")
+
+    three_rounds(procs, proc, tmp_path, after=rotate)
+    assert printed() == [f"log {n} line {k}" for n in range(4) for k in range(2)][:-1]
+
+
+SLOW_CLIENT_FILE = 8 << 20
+
+
+def test_http_server_sending_to_a_slow_client(procs: Procs, tmp_path: Path) -> None:
+    """``python3 -m http.server`` sending an 8 MiB file to a client that reads a piece
+    between dumps (--tcp-established): its thread is blocked in sendall with both
+    socket queues full at each dump; the client gets the whole file, byte for byte."""
+    site = tmp_path / "site"
+    site.mkdir()
+    body = bytes(range(256)) * (SLOW_CLIENT_FILE // 256)
+    (site / "big").write_bytes(body)
+    port = free_port()
+    proc = procs.start([PYTHON, "-m", "http.server", "-b", "127.0.0.1", "-d", site,
+                        str(port)], name="http")
+    c = wait_until(lambda: _try_connect(port), TIMEOUT, "the server to listen")
+    try:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.file.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.file.flush()
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += c.file.readline()
+        assert head.startswith(b"HTTP/1.0 200") and b"%d" % len(body) in head, head
+        got = bytearray()
+
+        def read_some(_i: int = 0) -> None:
+            got.extend(c.file.read(1 << 20))
+
+        read_some()
+        three_rounds(procs, proc, tmp_path, "--tcp-established", after=read_some)
+        while len(got) < len(body) and (chunk := c.file.read(1 << 20)):
+            got.extend(chunk)
+    finally:
+        c.close()
+    assert len(got) == len(body) and got == body, "the file came different"
