@@ -58,7 +58,8 @@ fi
 # Byte-compiled once (as an installed package is): with PYTHONDONTWRITEBYTECODE set, every
 # command would otherwise compile ckpt from source at start-up.
 .venv/bin/python -m compileall -q src >/dev/null
-# The methods dataclasses writes for ckpt's classes, compiled once too (ckpt/dccache.py).
+# The methods dataclasses writes for ckpt's classes, compiled once too (ckpt/dccache.py),
+# and the code of ckpt's modules in one file the commands import them from (ckpt/modcache.py).
 .venv/bin/python -m ckpt.dccache >/dev/null
 # gunicorn, a real server the tests dump and restore (its test skips without it).
 if [ "$(id -u)" = 0 ] && ! .venv/bin/python -c 'import gunicorn' 2>/dev/null; then

@@ -1,7 +1,8 @@
 """How the ``ckpt`` and ``ckpt-criu`` commands start and end quickly, as a command
 needs and a program that imports ckpt as a library does not: ``begin`` (from
 ckpt/__init__, before any other import of ckpt's) puts off ``inspect``
-(deferred.py), takes the compiled methods of dataclasses (dccache.py) and stops the
+(deferred.py), takes the compiled methods of dataclasses (dccache.py), imports ckpt's
+modules from the one file of their code (modcache.py) and stops the
 cyclic garbage collector, which would otherwise sweep the objects of the imports
 again and again (7 to 10 ms); ``started`` (once the command's modules are in)
 freezes those objects and lets it run again; ``end`` leaves without Python's
@@ -25,12 +26,16 @@ def begin() -> None:
     defer_imports()  # before a command's modules import dataclasses
     from .dccache import install
     install()
+    from . import modcache
+    modcache.install()
     gc.disable()
 
 
 def started() -> None:
     """The command's modules are imported: the objects so far stay (no collection
     will look at them again) and the collector runs from here on."""
+    from . import modcache
+    modcache.release()
     if not gc.isenabled():
         gc.freeze()
         gc.enable()

@@ -99,3 +99,5 @@ def build(path: str = PATH) -> int:
 
 if __name__ == "__main__":
     print(f"ckpt.dccache: {build()} methods of dataclasses compiled into {PATH}")
+    from . import modcache  # the modules' code too, for the commands' imports
+    print(f"ckpt.dccache: {modcache.build()} modules compiled into {modcache.PATH}")

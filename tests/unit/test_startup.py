@@ -226,3 +226,48 @@ def test_the_commands_import_no_re() -> None:
                 if line.startswith("import time:")}
     assert "ckpt.restorer" in imported
     assert sorted({"re", "enum", "json", "contextlib"} & imported) == []
+
+
+_FROM_FILE = ("import sys\n"
+              "def from_file(name):\n"
+              "    return type(sys.modules[name].__spec__.loader).__name__ == 'Finder'\n")
+
+
+def test_modules_come_from_the_one_file_as_python_would_import_them(tmp_path) -> None:
+    """modcache: ckpt's modules imported from the file, with the __file__, package path
+    and code Python would give them; modules left out of it found as usual."""
+    path = tmp_path / "modules.bin"
+    assert int(_run(f"import ckpt.modcache as m; print(m.build({str(path)!r}))")) > 100
+    out = _run(f"import ckpt.modcache as m; m.install({str(path)!r})\n" + _FROM_FILE +
+               "import ckpt.restorer, ckpt.resources.mem, ckpt.pages.fill\n"
+               "from ckpt import restorer\n"
+               "print(from_file('ckpt.restorer'), from_file('ckpt.resources'),\n"
+               "      restorer.__file__.endswith('src/ckpt/restorer.py'),\n"
+               "      ckpt.resources.__path__[0].endswith('src/ckpt/resources'),\n"
+               "      callable(restorer.restore), from_file('ckpt.modcache'))\n"
+               "m.release(); import ckpt.show; print(from_file('ckpt.show'))")
+    assert out.split() == ["True", "True", "True", "True", "True", "False", "True"]
+
+
+def test_a_module_changed_since_the_file_was_made_is_imported_from_its_source(
+        tmp_path) -> None:
+    package = tmp_path / "pkg_mc"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "mod.py").write_text("VALUE = 'old'\n")
+    path = tmp_path / "modules.bin"
+    built = [("pkg_mc", str(package / "__init__.py"), True),
+             ("pkg_mc.mod", str(package / "mod.py"), False)]
+    _run(f"import ckpt.modcache as m; print(m.build({str(path)!r}, {built!r}))")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+            f"import ckpt.modcache as m; m.install({str(path)!r})\n" + _FROM_FILE +
+            "import pkg_mc.mod; print(pkg_mc.mod.VALUE, from_file('pkg_mc.mod'))")
+    assert _run(code) == "old True"
+    (package / "mod.py").write_text("VALUE = 'newer'\n")
+    assert _run(code) == "newer False"
+
+
+def test_a_modules_file_of_another_python_is_not_used(tmp_path) -> None:
+    path = tmp_path / "modules.bin"
+    path.write_bytes(b"\0\0\r\n" + b"junk" * 10)
+    assert _run(f"import ckpt.modcache as m; print(m.load({str(path)!r}))") == "None"
