@@ -122,8 +122,10 @@ def cache_key() -> dict[str, object]:
 
 def cached_lines(key: dict[str, object], path: str | None = None) -> list[str] | None:
     """The lines a ``check`` that found nothing missing printed under the same ``key``,
-    or None. Only a file of this user that no one else may write counts."""
-    import json
+    or None. Only a file of this user that no one else may write counts. Read by json's
+    C scanner (jsontext): the ``json`` package would import ``re`` and ``enum``, a
+    fifth of a cached check."""
+    from . import jsontext
     path = path or cache_path()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -134,7 +136,7 @@ def cached_lines(key: dict[str, object], path: str | None = None) -> list[str] |
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
-            saved = json.loads(f.read())
+            saved = jsontext.loads(f.read())
     except (OSError, ValueError):
         return None
     finally:
@@ -149,8 +151,7 @@ def cached_lines(key: dict[str, object], path: str | None = None) -> list[str] |
 def save_lines(key: dict[str, object], lines: list[str], path: str | None = None) -> None:
     """Keep ``lines`` for the next ``check`` of this boot; quietly nothing where this
     user cannot write (a user other than root, for /run)."""
-    import json
-
+    from . import jsontext
     from .kernel import safefs
     folder, name = os.path.split(path or cache_path())
     try:
@@ -161,7 +162,7 @@ def save_lines(key: dict[str, object], lines: list[str], path: str | None = None
     try:
         fd = safefs.create(dirfd, tmp)
         with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "lines": lines}, f)
+            f.write(jsontext.dumps({"key": key, "lines": lines}))
         os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
     except OSError:
         safefs.remove(dirfd, tmp)
