@@ -10,7 +10,8 @@ Every time is a whole command as a user runs it (``ckpt dump``, ``ckpt restore -
 
 * **fixed cost**: a trivial process (``sleep 1000``), images on tmpfs, median (and
   minimum) of ``--runs`` (default 7); ``python -c pass`` is the floor every command
-  pays;
+  pays; each ckpt's ``check`` (ckpt's and base's) keeps what it found in a file of its
+  own, as one ckpt does from one boot to the next;
 * **per megabyte**: a C program with 24 threads holding 105 MiB (half of it
   compressible text, half random), images on tmpfs, median of 3;
 * **CPU**: of the command (user + system), and for a restore with the restored
@@ -155,15 +156,16 @@ class Tool:
 
     name: str
     argv: list[str]
+    env: dict[str, str] | None = None  # of its commands (None: the bench's own)
 
     def dump(self, pid: int, images: Path, *extra: str) -> Run:
-        return run(self.argv + ["dump", "-t", str(pid), "-D", str(images), *extra])
+        return run(self.argv + ["dump", "-t", str(pid), "-D", str(images), *extra], self.env)
 
     def restore(self, images: Path, *extra: str) -> Run:
-        return run(self.argv + ["restore", "-d", "-D", str(images), *extra])
+        return run(self.argv + ["restore", "-d", "-D", str(images), *extra], self.env)
 
     def check(self) -> Run:
-        return run(self.argv + ["check"])
+        return run(self.argv + ["check"], self.env)
 
 
 def criu_tool() -> Tool | None:
@@ -527,6 +529,9 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q",
                     str(Path(__file__).resolve().parent.parent / "src")],
                    check=True, stdout=subprocess.DEVNULL)
+    # And the dataclasses' methods and the modules' code a command takes (dccache.py,
+    # modcache.py), as bootstrap writes them: sources changed since are imported slower.
+    subprocess.run([sys.executable, "-m", "ckpt.dccache"], check=True, stdout=subprocess.DEVNULL)
     tools = [Tool("ckpt", ckpt_command())]
     if os.environ.get("CKPT_BENCH_BASE"):
         tools.append(Tool("base", [os.environ["CKPT_BENCH_BASE"]]))
@@ -535,6 +540,9 @@ def main() -> int:
         tools.append(criu)
     work_disk = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=disk))
     work_tmpfs = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=tmpfs))
+    for tool in tools:  # ckpt and base: each check keeps the result it prints in a file
+        if tool.name != "criu":  # of its own (one file, keyed by the code, would flip)
+            tool.env = {**os.environ, "CKPT_CHECK_CACHE": str(work_tmpfs / f"{tool.name}.check")}
     header = f"machine: {machine()}"
     rows: list[Row] = []
     try:
