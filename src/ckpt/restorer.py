@@ -25,10 +25,10 @@ import os
 import struct
 import time
 
-from . import faults, guard, recovery, standins, tree, validate
+from . import faults, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError
 from .hooks import ignore
-from .images import INVENTORY, ImageReader, untrusted
+from .images import CGROUPS, INVENTORY, MOUNTS, NAMESPACES, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .kernel import interrupts, libc, procfs, ptrace, safefs, scoped, treeroot, vdso
 from .kernel.inject import BATCH_CODE, BATCH_ENTRY, BatchArea, Injector, vdso_syscall_offset
@@ -37,14 +37,12 @@ from .log import logger
 from .pages import fill
 from .pages.chain import Chain
 from .resources import (
-    cgroups,
     cpu,
     fdtable,
     files,
     ghost,
     locks,
     mem,
-    mounts,
     nspids,
     seccomp,
     sharing,
@@ -53,20 +51,19 @@ from .resources import (
     task,
     thread,
     timers,
-    treens,
 )
 from .resources.filekind import TcpFlags
 
 TYPE_CHECKING = False  # typing is not imported, for speed
-if TYPE_CHECKING:  # imported when the images hold a lock, or sockets; --new-pidns
-    from collections.abc import Callable
+if TYPE_CHECKING:  # imported when the images hold a lock, or sockets; --new-pidns; a tree
+    from collections.abc import Callable  # with its own namespaces, mounts or cgroups
     from typing import Any
 
-    from . import netlock, new_pidns
+    from . import guard, netlock, new_pidns
     from .hooks import Notify
     from .job_control import Foreground
     from .pages.lazy import Handover
-    from .resources import sk_inet, tty
+    from .resources import cgroups, mounts, sk_inet, treens, tty
 
 log = logger("ckpt.restore")
 
@@ -170,7 +167,7 @@ class Restore:
         self.fctx: files.RestoreFiles | None = None
         self.locks: locks.RestoreLocks | None = None
         self.ipc: sysv.Objects | None = None
-        self.namespaces = treens.Enter({})  # the tree's own uts and ipc namespaces
+        self.namespaces: treens.Enter | None = None  # the tree's own uts, ipc, pid ones
         self.mounts: mounts.Builder | None = None  # its mount tree, if it had its own
         self.stand_in_pids: set[int] = set()
         self.scope = scoped.Scope()  # what holds until the restore ends
@@ -185,13 +182,18 @@ class Restore:
         self.shmem: dict[int, tuple[int, int, int]] = {}  # shared memory mapped so far
         self.cwds: dict[int, int] = {}  # removed working directories: ghost id -> a pid in it
         self.pidfile_written: str | None = None
-        self.watch = guard.Guard(lambda: None)  # the real one made by let_live
+        self.watch: guard.Guard | None = None  # made by let_live, for a tree of several
         self.pages: fill.Fill | None = None  # the pages files, checked as they are read
         self.foreground: Foreground | None = None
 
     @property
     def root(self) -> tree.Node:
         return next(n for n in self.order if n.pid == self.root_pid)
+
+    @property
+    def own_pids(self) -> dict[int, int]:
+        """{PID: PID inside} of a tree that had a PID namespace of its own (treens.py)."""
+        return self.namespaces.pids if self.namespaces is not None else {}
 
     @property
     def needed_pids(self) -> set[int]:
@@ -243,7 +245,8 @@ class Restore:
             self.scope.close()
             if self.mounts is not None:
                 self.mounts.close()
-            self.namespaces.leave()  # they live on in the tree, or vanish with it
+            if self.namespaces is not None:
+                self.namespaces.leave()  # they live on in the tree, or vanish with it
         dt = time.monotonic() - t0
         log.info("%d processes restored in %.3f s", len(self.tasks), dt)
         return RestoreResult(self.root_pid, dt, exit_status=self.finish(),
@@ -320,21 +323,24 @@ class Restore:
             images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables,
             mms)
         self.ipc = sysv.Objects(images)
-        if treens.IMAGE in images.files:
+        if NAMESPACES in images.files:
+            from .resources import treens
             self.namespaces = treens.Enter(treens.check_image(
-                images.load_json(treens.IMAGE), images.path(treens.IMAGE)))
+                images.load_json(NAMESPACES), images.path(NAMESPACES)))
         self.load_mounts(images)
-        pids = self.namespaces.pids
+        pids = self.own_pids
         if pids and (pids.get(root_pid) != 1 or any(t["pid"] not in pids for t in tasks)):
-            raise ImageError(f"{images.path(treens.IMAGE)}: the PIDs inside must name every "
+            raise ImageError(f"{images.path(NAMESPACES)}: the PIDs inside must name every "
                              "process, the root as 1")
         if self.mounts is None:  # else once its mounts are made (enter_namespaces)
             self.check_mapped_files()
-        self.cgroups = cgroups.RestoreCgroups(
-            images.load_json(cgroups.IMAGE) if cgroups.IMAGE in images.files else None,
-            self.manage_cgroups)
-        self.cgroups.check()
-        self.cgroups.check_roots(root_pid, self.cg_root)
+        if CGROUPS in images.files or self.manage_cgroups is not None or self.cg_root:
+            from .resources import cgroups  # else the processes stay in ckpt's cgroups
+            self.cgroups = cgroups.RestoreCgroups(
+                images.load_json(CGROUPS) if CGROUPS in images.files else None,
+                self.manage_cgroups)
+            self.cgroups.check()
+            self.cgroups.check_roots(root_pid, self.cg_root)
         # before anything is created: a refused restore leaves the lock for a next try
         inet = self._inet()
         if inet is not None:
@@ -348,30 +354,37 @@ class Restore:
 
     def load_mounts(self, images: ImageReader) -> None:
         """The tree's mount tree, if it had a mount namespace of its own, checked with
-        --root and the external mounts' sources (mounts.py)."""
-        ext, others = mounts.split_external(self.external)
-        if others:
-            raise RestoreError(f"--external {others[0]} at restore: only mounts "
-                               "(mnt[KEY]:PATH); give files with --inherit-fd")
-        if mounts.IMAGE not in images.files:
+        --root and the external mounts' sources (mounts.py, imported for those only)."""
+        if not self.external and MOUNTS not in images.files:
             if self.new_root not in (None, "", "/"):
                 raise RestoreError(f"--root {self.new_root}: the tree had no mount "
                                    "namespace of its own")
             return
-        saved = mounts.check_image(images.load_json(mounts.IMAGE), images.path(mounts.IMAGE))
+        from .resources import mounts
+        ext, others = mounts.split_external(self.external)
+        if others:
+            raise RestoreError(f"--external {others[0]} at restore: only mounts "
+                               "(mnt[KEY]:PATH); give files with --inherit-fd")
+        if MOUNTS not in images.files:
+            if self.new_root not in (None, "", "/"):
+                raise RestoreError(f"--root {self.new_root}: the tree had no mount "
+                                   "namespace of its own")
+            return
+        saved = mounts.check_image(images.load_json(MOUNTS), images.path(MOUNTS))
         if self.new_root in (None, "", "/"):
             raise RestoreError("the tree had a mount namespace of its own: give the folder "
                                "its root mount comes back from (--root, runc's root)")
         self.mounts = mounts.Builder(images, saved, self.new_root, ext,
-                                     pid_ns=bool(self.namespaces.pids))
+                                     pid_ns=bool(self.own_pids))
         self.mounts.check()
 
     def enter_namespaces(self) -> None:
         """ckpt in the new uts, ipc and mount namespaces of the tree, if it had its own:
         what it makes from now on (mounts, SysV objects, files, the root) is made in them
         (treens.py); the tree's mounts built under --root (mounts.py)."""
-        self.namespaces.enter()
-        self.scope.enter(nspids.restoring(self.namespaces.pids))
+        if self.namespaces is not None:
+            self.namespaces.enter()
+        self.scope.enter(nspids.restoring(self.own_pids))
         if self.mounts is not None:
             self.mounts.hold(self.needed_pids)
             self.mounts.build()
@@ -442,8 +455,8 @@ class Restore:
     def make_cgroups(self) -> None:
         """The cgroups the processes go back into, made if missing, their knobs set, as
         the mode wants (cgroups.py)."""
-        assert self.cgroups is not None
-        self.cgroups.make()
+        if self.cgroups is not None:
+            self.cgroups.make()
         faults.point("restore.cgroups")
 
     def map_helper(self) -> None:
@@ -482,10 +495,11 @@ class Restore:
         of the files. Then each process stops as it was saved, if it was."""
         self.sender = fdtable.FdSender()
         helper = tree.Helper(self.helper, HELPER_SIZE, self.helper + _SITE_OFFSET, self.batch)
-        assert self.cgroups is not None and self.locks is not None
+        assert self.locks is not None
+        join = self.cgroups.join if self.cgroups is not None else _stay
         creation = self.creation = tree.Creation(helper, self.sender, self.images_dir,
                                                  self.shmem, self._files().held_ghosts(),
-                                                 self.cgroups.join, self.locks.by_mapping,
+                                                 join, self.locks.by_mapping,
                                                  self.pages, self.lazy)
         try:
             creation.fork_root(self.root, self.sibling,
@@ -493,7 +507,7 @@ class Restore:
             own = self.has_own_namespaces()
             if own:  # the root in them, stopped (runc runs its prestart hooks then)
                 self.notify("setup-namespaces", self.root_pid)
-            if self.mounts is not None and self.namespaces.pids:
+            if self.mounts is not None and self.own_pids:
                 self.finish_mounts()
             if own:  # their mounts complete, no other process yet
                 self.notify("post-setup-namespaces", 0)
@@ -512,7 +526,8 @@ class Restore:
     def has_own_namespaces(self) -> bool:
         """The tree had namespaces of its own (uts, ipc, net, mount, PID): as criu,
         the restore then tells its caller when they are made."""
-        return bool(self.namespaces.kinds or self.namespaces.pids) or self.mounts is not None
+        return (self.namespaces is not None and bool(self.namespaces.kinds or self.own_pids)
+                or self.mounts is not None)
 
     @property
     def started(self) -> list[tree.Node]:
@@ -582,10 +597,12 @@ class Restore:
                 for tid in [*n.thread_ids, n.pid]:
                     ptrace.set_options(tid, options)
                 faults.point("restore.task.let_go")
-            self.watch.stand_down()
+            if self.watch is not None:
+                self.watch.stand_down()
         faults.point("restore.let_live")
 
     def _start_guard(self) -> None:
+        from . import guard
         pidfds = [os.pidfd_open(n.pid) for n in self.started]
         self.watch = guard.Guard(lambda: _kill_all(pidfds), keep=pidfds)
         try:
@@ -677,7 +694,8 @@ class Restore:
                 netlock.unlock(self.net_lock)
             except CkptError as e:
                 log.error("%s", e)
-        self.watch.stand_down()
+        if self.watch is not None:
+            self.watch.stand_down()
 
     def _inet(self) -> sk_inet.InetSockets | None:
         """The restore's sockets of kind inet (TCP connections among them), None when
@@ -941,6 +959,10 @@ def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,
     out = new_pidns.restore(run, detach=detach or sibling, pidfile=pidfile, sibling=sibling)
     return RestoreResult(out.pid, time.monotonic() - t0, exit_status=out.exit_status,
                          pids=out.pids, init_pid=out.init_pid)
+
+
+def _stay(pid: int) -> None:
+    """A tree without cgroups to restore: its processes stay in ckpt's."""
 
 
 def _kill_all(pidfds: list[int]) -> None:

@@ -14,24 +14,21 @@ from __future__ import annotations
 
 from . import standins
 from .errors import ImageError
-from .images import FILES, FORMAT, INVENTORY, ImageReader
+from .images import CGROUPS, FILES, FORMAT, INVENTORY, MOUNTS, NAMESPACES, ImageReader
 from .kernel import libc
 from .kernel.record import dataclass, field
 from .resources import (
-    cgroups,
     cpu,
     files,
     ghost,
     locks,
     mem,
-    mounts,
     sharing,
     signals,
     sysv,
     task,
     thread,
     timers,
-    treens,
 )
 from .resources.filekind import ImageRefs
 from .schema import (
@@ -54,6 +51,7 @@ from .schema import (
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # What the dump driver writes of the tree: an entry of the inventory's tasks, the same
@@ -85,14 +83,35 @@ CORE = TASK.extend(
     cpu=cpu.SCHEMA, signals=signals.SCHEMA, task=task.SCHEMA, timers=timers.SCHEMA,
     threads=List(thread.SCHEMA, max=1 << 22), stop_signal=Int(0, 64),
 )
+
+
+def _cgroups() -> Any:
+    from .resources import cgroups  # as the two below: imported for a tree that has its image
+    return cgroups
+
+
+def _mounts() -> Any:
+    from .resources import mounts
+    return mounts
+
+
+def _treens() -> Any:
+    from .resources import treens
+    return treens
+
+
 # The schema of each JSON image by its name (PID replaced by N).
 SCHEMAS = {
     "core-N.json": CORE, "mm-N.json": mem.SCHEMA, "fds-N.json": files.FD_TABLE,
-    locks.IMAGE: locks.SCHEMA, sysv.IMAGE: sysv.SCHEMA, cgroups.IMAGE: cgroups.SCHEMA,
-    mounts.IMAGE: mounts.SCHEMA, treens.IMAGE: treens.SCHEMA,
+    locks.IMAGE: locks.SCHEMA, sysv.IMAGE: sysv.SCHEMA,
+    CGROUPS: Deferred(lambda: _cgroups().SCHEMA), MOUNTS: Deferred(lambda: _mounts().SCHEMA),
+    NAMESPACES: Deferred(lambda: _treens().SCHEMA),
 }
 # Checks of what a schema cannot say in one field, by image name: each raises ImageError.
-RELATIONS = {mounts.IMAGE: mounts.check_image, treens.IMAGE: treens.check_image}
+RELATIONS: dict[str, Callable[[Any, str], Any]] = {
+    MOUNTS: lambda value, where: _mounts().check_image(value, where),
+    NAMESPACES: lambda value, where: _treens().check_image(value, where),
+}
 
 
 @dataclass
@@ -140,7 +159,7 @@ def load(reader: ImageReader) -> Images:
     out.descriptions = descriptions
     _check_processes(out, sizes)
     _check_ghosts(out, sizes.get(ghost.DATA_FILE, 0))
-    for name in (locks.IMAGE, sysv.IMAGE, cgroups.IMAGE, mounts.IMAGE, treens.IMAGE):
+    for name in (locks.IMAGE, sysv.IMAGE, CGROUPS, MOUNTS, NAMESPACES):
         if name in reader.files:
             value = _load(reader, name, SCHEMAS[name])
             if name in RELATIONS:
@@ -314,16 +333,16 @@ def _check_others(out: Images, sizes: dict[str, int]) -> None:
             if v["kind"] == "sysv" and v["shmid"] not in shmids:
                 raise refuse(reader.path(f"mm-{pid}.json"), f"vmas[{i}].shmid",
                              f"SysV segment {v['shmid']} is not in {sysv.IMAGE}")
-    if cgroups.IMAGE in reader.files:
+    if CGROUPS in reader.files:
         tree = {str(p) for p in out.live}
-        cg = reader.load_json(cgroups.IMAGE)
+        cg = reader.load_json(CGROUPS)
         for key in cg["tasks"]:
             if key not in tree:
-                raise refuse(reader.path(cgroups.IMAGE), f"tasks.{key}",
+                raise refuse(reader.path(CGROUPS), f"tasks.{key}",
                              "not a live process of the tree")
-        problem = cgroups.inconsistency(cg)
+        problem = _cgroups().inconsistency(cg)
         if problem is not None:
-            raise refuse(reader.path(cgroups.IMAGE), *problem)
+            raise refuse(reader.path(CGROUPS), *problem)
 
 
 def _nr_open() -> int:

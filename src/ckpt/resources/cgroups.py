@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 
 from ..errors import RestoreError, UnsupportedError, UsageError
+from ..images import CGROUPS
 from ..kernel import cgroupfs
 from ..kernel.cgroupfs import V2
 from ..log import logger
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logger("ckpt.cgroups")
 
-IMAGE = "cgroups.json"
+IMAGE = CGROUPS
 FEATURE = "cgroups"  # what a dump with cgroups.json needs of its reader (images.py)
 MODES = ("ignore", "none", "props", "soft", "full", "strict")
 DEFAULT = "soft"  # criu's, with or without --manage-cgroups

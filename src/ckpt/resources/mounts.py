@@ -35,7 +35,7 @@ import os
 import stat
 
 from ..errors import ImageError, RestoreError, UnsupportedError, UsageError
-from ..images import ImageReader, ImageWriter, RawWriter
+from ..images import MOUNTS, ImageReader, ImageWriter, RawWriter
 from ..kernel import libc, mountinfo, nsenter
 from ..kernel.lazyre import LazyPattern
 from ..kernel.mountinfo import Mount
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logger("ckpt.mounts")
 
-IMAGE = "mounts.json"
+IMAGE = MOUNTS
 DATA = "mounts-data.img"
 FEATURE = "mounts"
 TMPFS_LIMIT = 64 << 20  # bytes of tmpfs contents saved at most, all mounts together

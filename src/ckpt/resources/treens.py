@@ -17,6 +17,7 @@ ckpt's (namespaces.check_tree refuses the rest, before the kill).
 from __future__ import annotations
 
 from ..errors import ImageError, RestoreError, UnsupportedError
+from ..images import NAMESPACES
 from ..kernel import nsenter
 from ..kernel.lazyre import LazyPattern
 from ..log import logger
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logger("ckpt.namespaces")
 
-IMAGE = "namespaces.json"
+IMAGE = NAMESPACES
 FEATURE = "tree-namespaces"
 KINDS = ("uts", "ipc")  # the namespaces saved here
 OWN = (*KINDS, "mnt", "net", "pid")  # the namespaces a tree may have of its own (mnt:
