@@ -257,3 +257,37 @@ def test_epoll_shown(build: Builder, procs: Procs, images: Path) -> None:
     assert len(eps) == 2, fds  # the parent's and the child's, one description
     assert len({e["file"] for e in eps}) == 1
     assert all(e["key"] is None for e in eps)
+
+
+PIDFD_WATCHER = """
+import os, select, sys
+child = os.fork()
+if child == 0:
+    os.execvp("sleep", ["sleep", "1000"])
+pidfd = os.pidfd_open(child)
+ep = select.epoll()
+ep.register(pidfd, select.EPOLLIN)
+print("watching", child, pidfd, ep.fileno(), flush=True)
+while True:
+    for fd, ev in ep.poll():
+        print("exited", fd == pidfd, os.waitid(os.P_PIDFD, pidfd, os.WEXITED).si_status,
+              flush=True)
+        sys.exit(0)
+"""
+
+
+def test_watch_of_a_pidfd(procs: Procs, images: Path, tmp_path: Path) -> None:
+    """An epoll watching a pidfd of a child (asyncio's PidfdChildWatcher does): the
+    watch is added again on the real pidfd, which the process opens itself after the
+    restore (its stand-in before that, /dev/null, cannot be watched), and reports the
+    child's exit."""
+    (tmp_path / "watcher.py").write_text(PIDFD_WATCHER)
+    target = procs.start([PYTHON, tmp_path / "watcher.py"])
+    _, child, pidfd, epfd = target.out.wait_line(r"^watching ").split()
+    dump_and_check_dead(procs, target, images)
+    procs.wait_gone(int(child))
+    restore_detached(procs, target.pid, target.out, images)
+    assert [w[0] for w in _watches(target.pid, int(epfd))] == [int(pidfd)]
+    assert os.readlink(f"/proc/{target.pid}/fd/{pidfd}") == "anon_inode:[pidfd]"
+    os.kill(int(child), signal.SIGTERM)
+    target.out.wait_line(rf"^exited True {signal.SIGTERM}$")

@@ -157,6 +157,11 @@ JOBS = {
     "less": Job("less", "less", "TERM=xterm less {tmp}/text", r"line 0000", None,
                 lambda i, _tmp, term: term.send(f"{100 * (i + 1)}g") or
                 f"line {100 * (i + 1) - 1:04d}", [("q", None)]),
+    "vim-terminal": Job("vim", "vim",
+                        "TERM=xterm vim -N -u NONE -c 'terminal ++curwin ++close bash --norc -i'",
+                        r"\$ ", ("PS1='in$ '; x=6\n", r"in\$ "),
+                        _count("x=$((x+1)); echo got$((x*7))\n", r"got{}"),
+                        [("exit\n", None)]),
     "less-pipe": Job("less", "less",
                      "TERM=xterm bash -c 'seq -f \"line %04g\" 0 99999 | less'",
                      r"line 0000", None,

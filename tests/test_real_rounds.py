@@ -11,14 +11,19 @@ checked whole at the end: no line lost, repeated or reordered."""
 from __future__ import annotations
 
 import gzip
+import json
 import lzma
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from ckpt_helpers import (
     PYTHON,
@@ -32,7 +37,7 @@ from ckpt_helpers import (
     scaled,
     wait_until,
 )
-from real_helpers import TIMEOUT, cycle, need, tree
+from real_helpers import TIMEOUT, cycle, need, threads, tree
 
 ROUNDS = (False, True, False)  # leave_running: killed, -R, killed
 
@@ -441,3 +446,332 @@ def test_http_server_sending_to_a_slow_client(procs: Procs, tmp_path: Path) -> N
     finally:
         c.close()
     assert len(got) == len(body) and got == body, "the file came different"
+
+
+# ------------------------------------------------------------------ interpreters' servers
+
+NODE_CLUSTER = r"""
+const cluster = require("cluster"), net = require("net");
+if (cluster.isPrimary) {
+  for (let i = 0; i < 2; i++) cluster.fork();
+  let up = 0;
+  cluster.on("listening", (w, a) => { if (++up == 2) console.log("port " + a.port); });
+  cluster.on("exit", (w, code, sig) => console.log("worker died " + code + " " + sig));
+} else {
+  let n = 0;
+  net.createServer((c) => {
+    let buf = "";
+    c.on("data", (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i); buf = buf.slice(i + 1);
+        n++;
+        // the primary counts with it, over the IPC channel
+        process.send({ line }, () => c.write(process.pid + " " + n + " " + line + "\n"));
+      }
+    });
+  }).listen(Number(process.argv[2]), "127.0.0.1");
+}
+"""
+
+
+def test_node_cluster_with_clients(procs: Procs, tmp_path: Path) -> None:
+    """node's cluster: a primary and two workers sharing one listening socket (passed
+    over their IPC channels, unix socket pairs), each message of a client sent to the
+    primary before it is answered; two clients connected through three dumps
+    (--tcp-established) are answered by the same workers, counting on."""
+    node = need("node", "nodejs")
+    port = free_port()
+    (tmp_path / "cluster.js").write_text(NODE_CLUSTER)
+    proc = procs.start([node, tmp_path / "cluster.js", str(port)], name="node")
+    proc.out.wait_line(rf"^port {port}$", timeout=TIMEOUT * 2)
+    clients = [_Client(port) for _ in range(4)]
+    try:
+        first = [c.ask("hello").split() for c in clients]
+        assert {int(w) for w, *_ in first} <= set(tree(proc.pid)[1:])
+        said = {k: int(f[1]) for k, f in enumerate(first)}
+
+        def answer(i: int) -> None:
+            for k, c in enumerate(clients):
+                worker, n, word = c.ask(f"round{i}").split()
+                assert int(worker) == int(first[k][0]) and word == f"round{i}"
+                assert int(n) > said[k], (n, said[k])
+                said[k] = int(n)
+
+        three_rounds(procs, proc, tmp_path, "--tcp-established", after=answer)
+        late = _Client(port)
+        assert late.ask("late").split()[2] == "late"
+        late.close()
+    finally:
+        for c in clients:
+            c.close()
+    assert not [ln for ln in proc.out.lines() if ln.startswith("worker died")]
+
+
+TCL_SERVER = r"""
+proc serve {chan addr port} {
+    fconfigure $chan -buffering line
+    fileevent $chan readable [list answer $chan]
+}
+proc answer {chan} {
+    global count
+    if {[gets $chan line] < 0} { if {[eof $chan]} { close $chan }; return }
+    incr count
+    puts $chan "[pid] $count $line"
+}
+set count 0
+set srv [socket -server serve -myaddr 127.0.0.1 0]
+puts "port [lindex [fconfigure $srv -sockname] 2]"
+flush stdout
+proc tick {n} { puts "tick $n"; flush stdout; after 100 [list tick [expr {$n + 1}]] }
+tick 0
+vwait forever
+"""
+
+
+def test_tcl_event_loop_server(procs: Procs, tmp_path: Path) -> None:
+    """A Tcl server in its event loop (a threaded Tcl: its notifier thread, a pipe to
+    it) with a timer ticking and a client connected through three dumps
+    (--tcp-established): the client is answered, the count goes on, ticks too."""
+    tclsh = need("tclsh", "tcl")
+    (tmp_path / "server.tcl").write_text(TCL_SERVER)
+    proc = procs.start([tclsh, tmp_path / "server.tcl"], name="tcl")
+    port = int(proc.out.wait_line(r"^port \d+$", timeout=TIMEOUT).split()[1])
+    c = _Client(port)
+    n = [0]
+
+    def answer(_i: int = 0) -> None:
+        n[0] += 1
+        assert c.ask(f"line{n[0]}") == f"{proc.pid} {n[0]} line{n[0]}"
+        ticks = len([ln for ln in proc.out.lines() if ln.startswith("tick ")])
+        proc.out.wait_line(rf"^tick {ticks + 2}$", timeout=TIMEOUT)
+
+    try:
+        answer()
+        three_rounds(procs, proc, tmp_path, "--tcp-established", after=answer)
+    finally:
+        c.close()
+    ticks = [int(ln.split()[1]) for ln in proc.out.lines() if ln.startswith("tick ")]
+    assert_consecutive(ticks)
+
+
+def test_openssl_tls_server_with_a_client(procs: Procs, tmp_path: Path) -> None:
+    """``openssl s_server -rev`` (it sends each line back reversed) with a TLS client
+    connected through three dumps (--tcp-established): the session's keys and
+    sequence numbers live in the server's memory, so the same TLS connection goes on."""
+    openssl = need("openssl", "openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=localhost", "-days", "1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=scaled(TIMEOUT))
+    import ssl
+    for _ in range(5):
+        port = free_port()
+        proc = procs.start([openssl, "s_server", "-rev", "-accept", f"127.0.0.1:{port}",
+                            "-key", key, "-cert", cert], name="s_server")
+        raw = wait_until(lambda p=port, pid=proc.pid: _try_connect(p) or not is_alive(pid),
+                         TIMEOUT, "s_server to listen")
+        if isinstance(raw, _Client):
+            break
+        procs.wait_gone(proc)
+    else:
+        raise AssertionError("s_server found no free port in 5 tries")
+    raw.close()
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port),
+                                                   timeout=scaled(TIMEOUT)))
+    f = tls.makefile("rwb")
+
+    def ask(line: str) -> str:
+        f.write(line.encode() + b"\n")
+        f.flush()
+        while True:
+            got = f.readline().decode().strip()
+            if got and not got.startswith(("CONNECTION", "ACCEPT")):
+                return got
+
+    try:
+        assert ask("hello") == "olleh"
+        three_rounds(procs, proc, tmp_path, "--tcp-established",
+                     after=lambda i: None if ask(f"round{i}") == f"{i}dnuor" else
+                     pytest.fail(f"round {i}: the TLS connection did not answer"))
+    finally:
+        f.close()
+        tls.close()
+
+
+RUBY_SERVER = r"""
+require "socket"
+srv = TCPServer.new("127.0.0.1", 0)
+$stdout.sync = true
+puts "port #{srv.addr[1]}"
+count = 0
+lock = Mutex.new
+Thread.new { n = 0; loop { puts "tick #{n}"; n += 1; sleep 0.1 } }
+loop do
+  Thread.new(srv.accept) do |c|
+    while line = c.gets
+      mine = lock.synchronize { count += 1 }
+      c.puts "#{Process.pid} #{mine} #{line}"
+    end
+  end
+end
+"""
+
+
+def test_ruby_threaded_server(procs: Procs, tmp_path: Path) -> None:
+    """A Ruby server with a thread per client and a ticking thread (Ruby's timer
+    thread and its wake-up pipe too): two clients connected through three dumps
+    (--tcp-established) are answered, the shared count goes on, ticks too."""
+    ruby = need("ruby", "ruby")
+    (tmp_path / "server.rb").write_text(RUBY_SERVER)
+    proc = procs.start([ruby, tmp_path / "server.rb"], name="ruby")
+    port = int(proc.out.wait_line(r"^port \d+$", timeout=TIMEOUT).split()[1])
+    clients = [_Client(port) for _ in range(2)]
+    n = [0]
+
+    def answer(_i: int = 0) -> None:
+        for c in clients:
+            n[0] += 1
+            assert c.ask(f"line{n[0]}") == f"{proc.pid} {n[0]} line{n[0]}"
+        ticks = len([ln for ln in proc.out.lines() if ln.startswith("tick ")])
+        proc.out.wait_line(rf"^tick {ticks + 2}$", timeout=TIMEOUT)
+
+    try:
+        answer()
+        three_rounds(procs, proc, tmp_path, "--tcp-established", after=answer)
+    finally:
+        for c in clients:
+            c.close()
+    assert_consecutive([int(ln.split()[1]) for ln in proc.out.lines()
+                        if ln.startswith("tick ")])
+
+
+def test_inotifywait_on_a_tree_of_folders(procs: Procs, tmp_path: Path) -> None:
+    """``inotifywait -m -r`` on 300 folders (one watch each): after each restore a file
+    made in the last folder, and in a folder made since (watched on its creation),
+    is reported, each event once."""
+    inotifywait = need("inotifywait", "inotify-tools")
+    top = tmp_path / "top"
+    for i in range(300):
+        (top / f"d{i // 20}" / f"e{i}").mkdir(parents=True)
+    proc = procs.start([inotifywait, "-m", "-r", "-e", "create", "--format", "%w%f", top],
+                       name="inotify")
+    proc.out.wait_line("Watches established", timeout=TIMEOUT)
+    expected: list[str] = []
+
+    def made(i: int) -> None:
+        for path in (top / "d14" / "e299" / f"file{i}", top / f"new{i}",
+                     top / f"new{i}" / "inside"):
+            (path.mkdir if "new" in path.name else path.touch)()
+            expected.append(str(path))
+            proc.out.wait_line(f"^{re.escape(str(path))}$", timeout=TIMEOUT)
+
+    made(-1)
+    three_rounds(procs, proc, tmp_path, after=made)
+    assert [ln for ln in proc.out.lines() if ln.startswith("/")] == expected
+
+
+MANAGER = """
+import multiprocessing as mp, os, time
+if __name__ == "__main__":
+    with mp.Manager() as m:
+        shared = m.dict()
+        lock = m.Lock()
+        i = 0
+        while True:
+            with lock:
+                shared[i % 7] = shared.get(i % 7, 0) + 1
+            print(i, sum(shared.values()), m._process.pid, flush=True)
+            i += 1
+            time.sleep(0.05)
+"""
+
+
+def test_multiprocessing_manager(procs: Procs, tmp_path: Path) -> None:
+    """A multiprocessing Manager: its server process holds a dict and a lock that the
+    parent reaches over a unix socket (authenticated by HMAC): after each restore the
+    parent's calls go on, on the same connection, and the dict's sum counts on."""
+    (tmp_path / "manager.py").write_text(MANAGER)
+    proc = procs.start([PYTHON, tmp_path / "manager.py"], name="manager")
+    proc.out.wait_line(r"^5 ", timeout=TIMEOUT)
+    server = tree(proc.pid)[1]
+
+    def more(_i: int = 0) -> None:
+        n = len(proc.out.lines())
+        proc.out.wait_line(rf"^{n + 5} ", timeout=TIMEOUT)
+
+    three_rounds(procs, proc, tmp_path, after=more)
+    rows = [[int(x) for x in ln.split()] for ln in proc.out.lines()]
+    assert [r[0] for r in rows] == list(range(len(rows)))
+    assert all(r[1] == r[0] + 1 and r[2] == server for r in rows), rows
+
+
+def test_bash_coprocess(procs: Procs, tmp_path: Path) -> None:
+    """bash with a coprocess (``coproc awk``: pipes both ways): a loop hands it numbers
+    and reads their squares; after each restore each answer is still right."""
+    out = Output(tmp_path / "sums")
+    proc = procs.start(["bash", "-c", "coproc awk '{ print $1 * $1; fflush() }'; i=0; "
+                        'while :; do echo $i >&${COPROC[1]}; read -r r <&${COPROC[0]}; '
+                        f"echo $i $r >> {out.path}; i=$((i+1)); sleep 0.05; done"],
+                       name="coproc")
+
+    def more(_i: int = 0) -> None:
+        n = len(out.lines())
+        wait_until(lambda: len(out.lines()) >= n + 5, TIMEOUT, "more answers")
+
+    more()
+    three_rounds(procs, proc, tmp_path, out=out, after=more)
+    rows = [[int(x) for x in ln.split()] for ln in out.lines()]
+    assert [r[0] for r in rows] == list(range(len(rows)))
+    assert all(r[1] == r[0] * r[0] for r in rows), rows
+
+
+# ------------------------------------------------------------------ a Go program
+
+def _unix_get(sock: Path, path: str) -> str | None:
+    """The body of GET ``path`` from an HTTP server on unix socket ``sock``, or None."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(scaled(TIMEOUT))
+            s.connect(str(sock))
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: d\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return None
+    head, _, body = data.decode().partition("\r\n\r\n")
+    return body if head.startswith("HTTP/1.") and " 200 " in head.split("\r\n")[0] else None
+
+
+def test_go_api_server(procs: Procs, tmp_path: Path) -> None:
+    """``podman system service`` (a Go program: the runtime's threads, its netpoller's
+    epoll and signal-based preemption) serving its API on a unix socket: after each
+    restore it answers a ping and its info, from the same threads."""
+    podman = need("podman", "podman")
+    run_root = tmp_path / "run"  # podman takes a runroot of 50 characters at most
+    if len(str(run_root)) > 40:
+        run_root = Path(tempfile.mkdtemp(prefix="ckpt-pm-", dir="/tmp"))
+    sock = tmp_path / "api.sock"
+    proc = procs.start([podman, "--root", tmp_path / "storage", "--runroot", run_root,
+                        "--tmpdir", run_root / "tmp", "--storage-driver", "vfs",
+                        "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+                        "system", "service", "--time=0", f"unix://{sock}"], name="podman")
+    try:
+        wait_until(lambda: _unix_get(sock, "/v4.0.0/libpod/_ping") == "OK", TIMEOUT * 2,
+                   "the API to answer")
+        tids = threads(proc.pid)
+
+        def answers(_i: int) -> None:
+            assert _unix_get(sock, "/v4.0.0/libpod/_ping") == "OK"
+            info = json.loads(_unix_get(sock, "/v4.0.0/libpod/info") or "{}")
+            assert info["store"]["graphRoot"] == str(tmp_path / "storage"), info["store"]
+            assert tids <= threads(proc.pid), "a thread of the Go runtime was lost"
+
+        three_rounds(procs, proc, tmp_path, after=answers)
+    finally:
+        if run_root.parent == Path("/tmp"):
+            shutil.rmtree(run_root, ignore_errors=True)
