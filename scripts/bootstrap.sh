@@ -22,7 +22,8 @@ for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:
     dbus-send:dbus-bin podman:podman conmon:conmon htop:htop bc:bc nano:nano dtach:dtach \
     mc:mc sshd:openssh-server apache2:apache2 mosquitto:mosquitto \
     mosquitto_pub:mosquitto-clients dnsmasq:dnsmasq-base nc:netcat-openbsd curl:curl \
-    haproxy:haproxy make:make git:git xz:xz-utils zstd:zstd; do
+    haproxy:haproxy make:make git:git xz:xz-utils zstd:zstd \
+    tclsh:tcl ruby:ruby openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done
