@@ -13,8 +13,10 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -775,3 +777,79 @@ def test_go_api_server(procs: Procs, tmp_path: Path) -> None:
     finally:
         if run_root.parent == Path("/tmp"):
             shutil.rmtree(run_root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ replication
+
+def test_redis_primary_and_replica(procs: Procs, tmp_path: Path) -> None:
+    """A redis primary and its replica, both children of one shell (the replication
+    link a loopback connection inside the tree, --tcp-established), and a client
+    outside writing to the primary: after each restore the replica is still linked
+    (no full resync), and the values written since reach it."""
+    redis = need("redis-server", "redis-server")
+    for _ in range(5):
+        primary, replica = free_port(), free_port()
+        if primary == replica:
+            continue
+        common = "--bind 127.0.0.1 --save '' --appendonly no --protected-mode no"
+        (tmp_path / "p").mkdir(exist_ok=True)
+        (tmp_path / "r").mkdir(exist_ok=True)
+        proc = procs.start(["bash", "-c", f"{redis} --port {primary} {common} "
+                            f"--dir {tmp_path}/p > {tmp_path}/p.log & {redis} --port "
+                            f"{replica} {common} --dir {tmp_path}/r --replicaof 127.0.0.1 "
+                            f"{primary} > {tmp_path}/r.log & wait"], name="redis")
+        if wait_until(lambda p=primary, r=replica, pid=proc.pid: _both_up(tmp_path, p, r, pid),
+                      TIMEOUT, "both servers to answer") == "up":
+            break
+        procs.wait_gone(proc)
+    else:
+        raise AssertionError("no two free ports for redis in 5 tries")
+    wait_until(lambda: "master_link_status:up" in (_redis_ask(replica, "INFO", "replication")
+                                                   or ""), TIMEOUT, "the replica's link")
+
+    def synced(i: int) -> None:
+        assert _redis_ask(primary, "SET", f"k{i}", f"v{i}") == "+OK"
+        value = f"v{i}"
+        wait_until(lambda: _redis_ask(replica, "GET", f"k{i}") == f"${len(value)}\r\n{value}",
+                   TIMEOUT, f"k{i} on the replica")
+
+    synced(-1)
+    three_rounds(procs, proc, tmp_path, "--tcp-established", after=synced)
+    stats = _redis_ask(primary, "INFO", "stats") or ""
+    assert re.search(r"^sync_full:1\r?$", stats, re.M), "the replica synced again in full"
+
+
+def _both_up(tmp_path: Path, primary: int, replica: int, pid: int) -> str | None:
+    """"up" once both redis servers answer; "failed" when one could not listen."""
+    if _redis_ask(primary, "PING") == "+PONG" and _redis_ask(replica, "PING") == "+PONG":
+        return "up"
+    logs = [tmp_path / "p.log", tmp_path / "r.log"]
+    if any(f.exists() and "Address already in use" in f.read_text() for f in logs):
+        for server in tree(pid)[1:]:  # the other one: the shell then ends
+            os.kill(server, signal.SIGKILL)
+        return "failed"
+    return None
+
+
+def _redis_ask(port: int, *args: str) -> str | None:
+    """One command to redis on ``port``; its reply's text (bulk: "$LEN\\r\\nDATA"), or
+    None when nobody answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT)) as c:
+            c.sendall(b"*%d\r\n" % len(args) + b"".join(
+                b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in args))
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if data.startswith((b"+", b"-", b":")) and data.endswith(b"\r\n"):
+                    break
+                if data.startswith(b"$"):
+                    head, _, rest = data.partition(b"\r\n")
+                    if int(head[1:]) < 0 or len(rest) >= int(head[1:]) + 2:
+                        break
+    except OSError:
+        return None
+    return data.decode().rstrip("\r\n") or None
