@@ -101,3 +101,38 @@ def test_pidfd_refused(procs: Procs, images: Path, tmp_path: Path, which: str) -
     count = len(target.out.numbers())
     target.out.wait_numbers(count + 3)
     assert_consecutive(target.out.numbers())
+
+
+IN_FLIGHT = """
+import array, os, socket, sys, time
+child = os.fork()
+if child == 0:
+    os.execvp("sleep", ["sleep", "1000"])
+a, b = socket.socketpair()
+pidfd = os.pidfd_open(child)
+a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd]))])
+if sys.argv[1] == "passed":
+    os.close(pidfd)
+n = 0
+while True:
+    print(n, flush=True)
+    n += 1
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("which", ["passed", "kept too"])
+def test_pidfd_in_a_queued_message_refused(procs: Procs, images: Path, tmp_path: Path,
+                                            which: str) -> None:
+    """A pidfd passed in a message not received yet (SCM_RIGHTS) is refused at dump,
+    naming it (the restore fills queues before the processes exist: it would arrive as
+    something else), whether the sender kept its fd or not; the tree runs on."""
+    (tmp_path / "in_flight.py").write_text(IN_FLIGHT)
+    target = procs.start([PYTHON, tmp_path / "in_flight.py", which])
+    target.out.wait_numbers(3)
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+    assert "pidfd of" in err and "passed in a message not received yet" in err, err
+    assert not (images / "inventory.json").exists()
+    count = len(target.out.numbers())
+    target.out.wait_numbers(count + 3)
+    assert_consecutive(target.out.numbers())

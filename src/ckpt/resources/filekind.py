@@ -230,6 +230,12 @@ class FileKind:
         return False
 
     @classmethod
+    def sent_back(cls, desc: Description) -> bool:
+        """Whether a description passed in a queued message comes back: ckpt queues it
+        again before the processes exist, so not one only a restored process opens."""
+        return True
+
+    @classmethod
     def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
         """Refuse what ``SCHEMA`` allows but the other images contradict (a description
         it names that files.json lacks, data past the end of a raw file), before the

@@ -218,6 +218,11 @@ class DumpFiles:
                            label=where)
                 fid = self._describe(f)
                 self._seen.setdefault(bucket, []).insert(at, (me, fd, fid))
+            desc = self.descriptions[fid]
+            if not self._kind(desc["kind"]).sent_back(desc):
+                shown = self._kind(desc["kind"]).shown_path(desc)
+                raise UnsupportedError(f"{where}: a {shown} passed in a message not received "
+                                       "yet; ckpt cannot queue it again (not supported)")
             done(fid)
 
     def dump_task(self, pid: int, pidfd: int, owner: int = 0) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ as criu does: the restore could not make it name that process. At restore the
 first process holding the description calls ``pidfd_open`` itself (after the
 whole tree exists, zombies too); the others share that file (inside.py). A
 pidfd on a thread (``PIDFD_THREAD``) is refused: the restore makes threads after
-the fds are in place.
+the fds are in place. So is one passed in a message not received yet (SCM_RIGHTS):
+queues are filled again before the processes exist.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class PidFds(FileKind):
         super().__init__()
         self._found: list[tuple[str, Description]] = []  # dump: where each was seen
         self._inside = OpenedInside()  # restore
+
+    @classmethod
+    def sent_back(cls, desc: Description) -> bool:
+        return False  # opened by its restored process, after the queues are filled
 
     @classmethod
     def shown_path(cls, desc: Description) -> str:
