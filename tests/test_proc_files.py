@@ -101,3 +101,32 @@ def test_python_temporary_files(procs: Procs, images: Path, tmp_path: Path) -> N
         assert fd_pos_flags(restored.pid, fd)[1] & os.O_ACCMODE == os.O_RDWR, name
         assert os.stat(f"/proc/{restored.pid}/fd/{fd}").st_nlink == 0, name
     assert os.listdir(tmp) == []
+
+
+PASSED_PROC_FILE = """
+import array, os, socket, time
+a, b = socket.socketpair()
+fd = os.open("/proc/self/status", os.O_RDONLY)
+a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+os.close(fd)
+n = 0
+while True:
+    print(n, flush=True)
+    n += 1
+    time.sleep(0.05)
+"""
+
+
+def test_proc_file_in_a_queued_message_refused(procs: Procs, images: Path,
+                                               tmp_path: Path) -> None:
+    """A /proc/PID file passed in a message not received yet (SCM_RIGHTS) is refused at
+    dump, naming it: the restore opens such a file once its process exists, after the
+    queues are filled again (it came as /dev/null). The process runs on."""
+    (tmp_path / "passer.py").write_text(PASSED_PROC_FILE)
+    target = procs.start([PYTHON, tmp_path / "passer.py"])
+    target.out.wait_numbers(3)
+    err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+    assert f"/proc/{target.pid}/status passed in a message not received yet" in err, err
+    count = len(target.out.numbers())
+    target.out.wait_numbers(count + 3)
+    assert is_alive(target.pid)

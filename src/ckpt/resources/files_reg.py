@@ -156,6 +156,10 @@ class RegularFiles(FileKind):
             refs.in_tree(desc["proc_pid"], where, "proc_pid")
 
     @classmethod
+    def sent_back(cls, desc: Description) -> bool:
+        return "proc_pid" not in desc  # opened once its process exists
+
+    @classmethod
     def held_at_restore(cls, desc: Description) -> int:
         return 2 if "ghost" in desc else 1  # a deleted file made again, and its reopen
 
