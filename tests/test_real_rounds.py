@@ -853,3 +853,38 @@ def _redis_ask(port: int, *args: str) -> str | None:
     except OSError:
         return None
     return data.decode().rstrip("\r\n") or None
+
+
+# ------------------------------------------------------------------ gpg-agent
+
+def test_gpg_agent_keeps_a_cached_passphrase(procs: Procs, tmp_path: Path) -> None:
+    """gpg-agent (its four listening sockets, its inotify watches on its home and
+    sockets) with a passphrase in its cache: after each restore it gives the same
+    passphrase back, from the same PID."""
+    agent = need("gpg-agent", "gpg-agent")
+    connect = need("gpg-connect-agent", "gpgconf")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    (home / "gpg-agent.conf").write_text("allow-preset-passphrase\n")
+    starter = procs.start([agent, "--homedir", home, "--daemon"], name="agent")
+    assert procs.wait_gone(starter, timeout=TIMEOUT) == 0, "gpg-agent did not start"
+    grip = "0123456789ABCDEF0123456789ABCDEF01234567"
+
+    def ask(command: str) -> str:
+        res = subprocess.run([connect, "--homedir", str(home), "--no-autostart", command,
+                              "/bye"], capture_output=True, text=True,
+                             timeout=scaled(TIMEOUT))
+        return res.stdout
+
+    # the daemon is the starter's child, left to us (a child subreaper)
+    said = wait_until(lambda: re.fullmatch(r"D (\d+)\nOK\n", ask("GETINFO pid")), TIMEOUT,
+                      "the agent to answer")
+    proc = procs.adopt(int(said[1]), starter.out)
+    assert ask(f"PRESET_PASSPHRASE {grip} -1 {b'secret'.hex()}") == "OK\n"
+
+    def kept(_i: int = 0) -> None:
+        assert ask(f"GET_PASSPHRASE --no-ask --data {grip} X X X") == "D secret\nOK\n"
+        assert ask("GETINFO pid") == f"D {proc.pid}\nOK\n"
+
+    kept()
+    three_rounds(procs, proc, tmp_path, after=kept)
