@@ -26,7 +26,15 @@ from .errors import CkptError, DumpError, TransientError, UnsupportedError
 from .hooks import ignore
 from .images import ImageWriter
 from .kernel import interrupts, libc, nsenter, procfs, ptrace, treeroot, vdso
-from .kernel.inject import PARK_AREA, PARK_CODE, Injector, find_syscall_site, resumable
+from .kernel.inject import (
+    BATCH_ENTRY,
+    PARK_AREA,
+    PARK_CODE,
+    Injector,
+    SignalBatch,
+    find_syscall_site,
+    resumable,
+)
 from .kernel.record import dataclass, field
 from .kernel.scoped import Scope
 from .log import logger
@@ -65,6 +73,7 @@ if TYPE_CHECKING:  # imported where used: most dumps need none of them
 log = logger("ckpt.dump")
 
 SCRATCH_SIZE = 64 << 10
+BATCH_ROOM = 8 << 10  # its last bytes: the table of a run of calls (inject.SignalBatch)
 
 
 @dataclass
@@ -634,9 +643,10 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     mappings[pid] = sorted(mm["vmas"], key=lambda v: v["start"])
     pages = mem.summarize(mm)
     log.info("process %d: %d mappings, %d pages in %d runs saved, %d in the parent images, "
-             "%d shared with its parent process (%d injected syscalls)", pid, len(mm["vmas"]),
-             pages["pages"], pages["runs"], sum(n for _, n in mm.get("in_parent", [])),
-             sum(n for _, n in mm.get("inherited", [])), inj.count)
+             "%d shared with its parent process (%d injected syscalls, %d round trips)", pid,
+             len(mm["vmas"]), pages["pages"], pages["runs"],
+             sum(n for _, n in mm.get("in_parent", [])),
+             sum(n for _, n in mm.get("inherited", [])), inj.count, inj.trips)
     if t.shares or "root" in core["task"]:
         images.need(sharing.FEATURE)
     if _uses_knobs(core, mm):
@@ -676,6 +686,10 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
     if park is not None and not inj.park_at(park, parking):
         log.info("process %d: cannot write parking code in its vDSO", pid)
     inj.map_scratch(scratch, SCRATCH_SIZE)
+    quiet = signals.ignored_signal(status.sig_ignored, status.sig_caught, fr.mask0)
+    if quiet is not None:  # runs of calls in one round trip (inject.SignalBatch)
+        inj.signal_batch = SignalBatch(scratch + SCRATCH_SIZE - BATCH_ROOM,
+                                       BATCH_ROOM // BATCH_ENTRY - 1, quiet)
     if confinement is not None:
         confinement.check(pid, inj, status)
     core: dict[str, Any] = {
@@ -698,7 +712,7 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
     for th in t.threads:
         assert th.regs0 is not None and th.mask0 is not None
         others.append((th.injector(inj.site, inj.parks), th.regs0, th.mask0))
-    core["threads"] = thread.dump_all(pid, others, fr.scratch, SCRATCH_SIZE)
+    core["threads"] = thread.dump_all(pid, others, fr.scratch, SCRATCH_SIZE - BATCH_ROOM)
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))
     faults.point("dump.task.core")

@@ -35,3 +35,15 @@ def test_times_saturate() -> None:
     res = SimpleNamespace(pages_bytes=0, parent_bytes=0, frozen_seconds=1e9,
                           freezing_seconds=0, memory_seconds=0)
     assert _read(stats.encode_file(stats.dump_entry(res)))["dump"]["frozen_time"] == 0xFFFFFFFF
+
+
+def test_encoded_as_wire_encodes() -> None:
+    """stats.py encodes its one message itself; wire.py (every criu message) agrees."""
+    from ckpt.rpc.wire import encode
+    dump = stats.dump_entry(SimpleNamespace(pages_bytes=300 << 20, parent_bytes=4096,
+                                            frozen_seconds=3.5, freezing_seconds=0.01,
+                                            memory_seconds=1e9))
+    restore = stats.restore_entry(SimpleNamespace(seconds=0.02))
+    for entry in (dump, restore, {**dump, **restore},
+                  {"restore": {**restore["restore"], "pages_restored": 1 << 40}}):
+        assert stats.encode_entry(entry) == encode(entry, "stats_entry")

@@ -79,7 +79,7 @@ PARK_CODE = b"\x0f\x05" + b"\xb8" + libc.NR["pause"].to_bytes(4, "little") + b"\
 # The task keeps the read end open all along: should ckpt die, nothing reads the pipe
 # and the loop waits on a full pipe (no SIGPIPE, which would go to the whole process);
 # ckpt/recovery.py then closes what ``splice_fds_open`` says is open.
-PARK_AREA = PARK_CODE + bytes.fromhex(
+_PARK_AND_SPLICE = PARK_CODE + bytes.fromhex(
     "0000000000b8250100004889dfbe000008000f054885c075584c8d63204c8b6b084d85ed7436b816"
     "0100008b7b044c89e6ba010000004531d20f054885c07e1849010424492944240875db4983c41049"
     "ffcd48ff4318ebc948894310b8030000008b3b0f05b8030000008b7b040f05eb8648894310eb80")
@@ -110,6 +110,16 @@ BATCH_CODE = bytes.fromhex(
     "8b0383f8ff7430488b7b08488b7310488b53184c8b53204c8b43284c8b4b"
     "300f05488943384883c340483d01f0ffff72cff643c40174c9cc")
 BATCH_ENTRY = 64
+# The parking area (``park_at``): the parking code, the splice loop at SPLICE_ENTRY, and at
+# PARKED_BATCH_ENTRY BATCH_CODE again, whose end parks (a jump to the pause loop) instead
+# of trapping: a dump's run of calls in one round trip (``SignalBatch``).
+PARKED_BATCH_ENTRY = 0x90
+PARK_AREA = (_PARK_AND_SPLICE + bytes(PARKED_BATCH_ENTRY - len(_PARK_AND_SPLICE))
+             + BATCH_CODE[:-1] + b"\xe9"
+             + (len(b"\x0f\x05") - (PARKED_BATCH_ENTRY + len(BATCH_CODE) - 1 + 5)).to_bytes(
+                 4, "little", signed=True))
+_BATCH_AFTER_SYSCALL = 0x21  # the batch loop's rip once its syscall returned
+_SIG_SETMASK = 2
 _MUST_SUCCEED = 1
 _END = struct.pack("<I", 0xFFFFFFFF)
 _SIGTRAP_BIT = 1 << (5 - 1)
@@ -126,6 +136,25 @@ class BatchArea:
     code: int
     table: int
     entries: int
+
+
+@dataclass(frozen=True)
+class SignalBatch:
+    """What lets a dump run a run of calls (``Injector.raw_all``) in one round trip from
+    its parking area's batch loop: room for the table at ``table`` (``entries`` calls,
+    in scratch memory no call of the run writes) and ``signal``, one the process
+    ignores (SIG_IGN, or a default action that ignores it) and the task does not block.
+    The table ends with calls that unblock that signal alone, send it to the task and
+    block every signal again: ckpt takes the task at the signal's delivery stop (and
+    drops the signal). Should ckpt be dead by then, the signal is ignored as the
+    kernel would have ignored it from anyone without ckpt there (an ignored signal
+    that is not blocked is dropped when sent; only a tracee queues it), and the task
+    runs on to park as after any call (module doc). The trap that ends a restore's
+    batch would kill it, or run a handler of its own."""
+
+    table: int
+    entries: int
+    signal: int
 
 
 class InjectionError(OSError):
@@ -199,6 +228,7 @@ class Injector:
         self._at_exit = False  # the task waits at a syscall-exit stop of ours
         self._code_running = False  # runs the parking area's code (``run_code``)
         self.batch = batch
+        self.signal_batch: SignalBatch | None = None  # a dump's, when parked (PARK_AREA)
         # (name, args, check, errnos that count as success)
         self._queue: list[tuple[str, tuple[int, ...], bool, tuple[int, ...]]] = []
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
@@ -245,6 +275,8 @@ class Injector:
             return self._batched(calls)
         if not self.parks:
             return [self.raw(name, *args) for name, args in calls]
+        if self._signalled_fits(calls):
+            return self._signalled(calls)
         last = len(calls) - 1
         with interrupts.held():
             return [self._one(name, args, block=i == 0, home=i == last)
@@ -269,6 +301,83 @@ class Injector:
         if self._queue:
             out += self._run_queue()
         return out[len(out) - len(calls):]
+
+    def _signalled_fits(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> bool:
+        """Whether ``calls`` run as one batch of the parking area (``SignalBatch``)."""
+        sb = self.signal_batch
+        return (sb is not None and self._parked is not None and self.mask is not None
+                and len(self._parked[1]) >= len(PARK_AREA) and self.site == self._parked[0]
+                and 1 < len(calls) <= sb.entries - 3 and not self._queue
+                and not any(name in _ALONE for name, _ in calls))
+
+    def _signalled(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
+        """``calls`` run by the parking area's batch loop, ended by the batch's signal
+        (``SignalBatch``); their raw results. The task is left at that signal's
+        delivery stop with its own registers and mask, as at the exit of a call."""
+        sb, parked = self.signal_batch, self._parked
+        assert sb is not None and parked is not None
+        sig = sb.signal
+        ending = len(calls)  # the entry that unblocks the signal; the send is the next
+        masks = sb.table + (ending + 3) * BATCH_ENTRY + len(_END)
+        table = bytearray()
+        for name, args in [*calls, ("rt_sigprocmask", (_SIG_SETMASK, masks, 0, 8)),
+                           ("tkill", (self.pid, sig)),
+                           ("rt_sigprocmask", (_SIG_SETMASK, masks + 8, 0, 8))]:
+            padded = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
+            table += struct.pack("<II6QQ", libc.NR[name], 0, *padded, 0)
+        table += _END + struct.pack("<QQ", ALL_BLOCKED & ~(1 << (sig - 1)), ALL_BLOCKED)
+        code = parked[0] + PARKED_BATCH_ENTRY
+        with interrupts.held():
+            self.write(sb.table, bytes(table))
+            regs = self.home.copy()
+            regs.rip = code
+            regs.rbx = sb.table
+            regs.eflags &= ~_TRAP_FLAG
+            try:
+                ptrace.set_regs(self.pid, regs)
+                ptrace.set_sigmask(self.pid, ALL_BLOCKED)
+                self._at_exit = True  # from here on, whatever happens, it goes home
+                for _ in calls:
+                    self._entered()  # the task holds ckpt's registers (fault points)
+                self._await_signal(code + _BATCH_AFTER_SYSCALL, sig,
+                                   (sb.table + ending * BATCH_ENTRY,
+                                    sb.table + (ending + 1) * BATCH_ENTRY))
+            finally:
+                try:
+                    self._go_home()
+                except (OSError, ProcessGone):
+                    pass
+        self.trips += 1
+        done = self.read(sb.table, BATCH_ENTRY * len(calls))
+        self.count += len(calls)
+        results = []
+        for i in range(len(calls)):
+            res = struct.unpack_from("<Q", done, i * BATCH_ENTRY + 56)[0]
+            results.append(res - _U64 if res >= 1 << 63 else res)
+        return results
+
+    def _await_signal(self, rip: int, sig: int, entries: tuple[int, int]) -> None:
+        """Resume the task and wait for the delivery stop of ``sig`` at ``rip`` of the
+        batch loop, at one of the ``entries`` that unblock and send it (the first: one
+        sent by someone else came meanwhile; ignored by the process, it is dropped
+        with ours)."""
+        ptrace.cont(self.pid)
+        while True:
+            stop = ptrace.wait_stop(self.pid)
+            if stop.exited:
+                raise ProcessGone(self.pid, f"died during injected syscalls: {stop.describe()}")
+            if stop.event == 0 and stop.stopsig == sig:
+                regs = ptrace.get_regs(self.pid)
+                if regs.rip == rip and regs.rbx in entries:
+                    return
+            if stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE):
+                resume = 0  # a group-stop or interrupt trap; a traced clone's event
+            elif stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS:
+                resume = stop.stopsig
+            else:
+                raise InjectionError(0, f"unexpected stop during injected syscalls in process "
+                                        f"{self.pid}: {stop.describe()}")
+            ptrace.cont(self.pid, resume)
 
     def _one(self, name: str, args: tuple[int, ...], block: bool, home: bool) -> int:
         """One call, its registers loaded (with ``block``, every signal blocked first),

@@ -59,8 +59,10 @@ def find(tasks: list[dict[str, Any]]) -> dict[int, dict[str, int]]:
             raise UnsupportedError(f"process {root['pid']} shares its {what} with its parent "
                                    f"{root['ppid']}, outside the dumped tree ({flag}); "
                                    "dump the parent's tree")
-        import functools  # here: few trees share fd tables or fs structs
-        order = sorted(heads, key=functools.cmp_to_key(
+        if len(heads) < 2:  # one group: nothing to compare (a tree of one process)
+            continue
+        from _functools import cmp_to_key  # functools' own, without collections
+        order = sorted(heads, key=cmp_to_key(
             lambda a, b, k=kind: {0: 0, 1: -1, 2: 1}[libc.syscall("kcmp", a, b, k, 0, 0)]))
         for a, b in zip(order, order[1:], strict=False):
             if _same(a, b, kind):

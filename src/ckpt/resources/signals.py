@@ -86,6 +86,27 @@ def reset_actions(sigs: list[int]) -> None:
         libc.syscall("rt_sigaction", sig, ctypes.addressof(_DEFAULT), 0, 8)
 
 
+# Signals whose default action ignores them: SIGURG, SIGWINCH, SIGCHLD (SIGCONT's sending
+# continues a stopped process, whatever its action)
+_IGNORED_BY_DEFAULT = (23, 28, 17)
+_SENDING_DOES_MORE = (18, 19, 20, 21, 22)  # SIGCONT; stop signals flush a pending SIGCONT
+
+
+def ignored_signal(ignored: int, caught: int, blocked: int) -> int | None:
+    """A signal whose sending changes nothing in a process (``ignored`` and ``caught``:
+    /proc/PID/status's SigIgn and SigCgt) whose task with the mask ``blocked`` does not
+    block it: ignored by its default action or by SIG_IGN (inject.SignalBatch); None if
+    the process catches or blocks them all."""
+    for sig in _IGNORED_BY_DEFAULT:
+        if not (caught | blocked) >> (sig - 1) & 1:
+            return sig
+    for sig in range(1, libc.NSIG + 1):
+        if (ignored & ~blocked) >> (sig - 1) & 1 and sig not in _SENDING_DOES_MORE \
+                and sig not in _UNCATCHABLE:
+            return sig
+    return None
+
+
 def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
     """``mask`` is the blocked mask read when the task was frozen."""
     # one run of calls (Injector.raw_all), each writing at its own place in the scratch
