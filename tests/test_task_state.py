@@ -6,18 +6,23 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
 from ckpt_helpers import (
+    PROGS,
+    PYTHON,
     Builder,
     Procs,
     assert_consecutive,
     assert_silent,
+    ckpt_ok,
     dump_and_check_dead,
     proc_state,
+    proc_status,
     restore_detached,
     wait_until,
 )
@@ -102,3 +107,44 @@ def test_signal_at_resume_interrupts_the_call(call: str, sa_restart: int, build:
         return
     line = target.out.wait_line("^woke ")
     assert line == "woke EINTR", target.out.lines()
+
+
+def _signal_state(pid: int) -> tuple[str, ...]:
+    status = proc_status(pid)
+    return tuple(status[k] for k in ("SigBlk", "SigIgn", "SigCgt", "SigPnd", "ShdPnd"))
+
+
+# (the program's arguments, whether the leader's signal actions are read in one round trip:
+# there is a signal it neither catches nor blocks whose sending changes nothing)
+SIGNAL_BATCHES = [
+    (["catch=USR1,URG", "ignore=INT,TERM", "block=WINCH", "pend=WINCH"], True),  # SIGCHLD
+    (["catch=USR1,URG,WINCH", "block=CHLD", "ignore=HUP,TSTP,CONT"], True),  # SIGHUP
+    (["catch=USR1,URG,WINCH,CHLD", "ignore=CONT,TSTP", "dfl=PIPE,XFSZ"], False),
+]
+
+
+@pytest.mark.parametrize("argv,batched", SIGNAL_BATCHES, ids=["chld", "ignored", "none"])
+def test_signal_actions_in_one_round_trip(argv: list[str], batched: bool, procs: Procs,
+                                          images: Path) -> None:
+    """The dump reads the 62 signal actions (and the interval timers) in one round trip
+    when the process has a signal whose sending changes nothing (ignored, unblocked),
+    which ends the injected batch; else one call each. Either way the actions, mask and
+    pending signals come back as they were, through a dump -R and a restore."""
+    target = procs.start([PYTHON, PROGS / "sigactions.py", *argv])
+    target.out.wait_numbers(2)
+    before = _signal_state(target.pid)
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R", "-v4", "-o", "dump.log")
+    log = (images / "dump.log").read_text()
+    trips = int(re.findall(r"injected syscalls, (\d+) round trips", log)[-1])
+    assert (trips < 40) == batched, log
+    target.out.wait_numbers(len(target.out.numbers()) + 3)
+    assert _signal_state(target.pid) == before
+    shutil.rmtree(images)
+    n_before = dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    target.out.wait_numbers(len(n_before) + 2)
+    assert _signal_state(restored.pid) == before
+    lines = len(target.out.lines())
+    signal.pidfd_send_signal(restored.pidfd, signal.SIGUSR1)
+    assert target.out.wait_line(r"^GOT ", start=lines) == f"GOT [{int(signal.SIGUSR1)}]"
+    assert_consecutive(target.out.numbers())

@@ -40,6 +40,11 @@ area: a loop over a table of syscalls that ends on ``int3``). That trap is a for
 SIGTRAP, harmless only while the process's signal actions are still the defaults and
 ckpt's death kills it (EXITKILL): a restore batches only until the process's signals
 are restored (``stop_batching``).
+
+A dump batches too, where the parking area is written whole (PARK_AREA): its copy of
+the batch loop ends in the parking code rather than on a trap, and the table ends
+by sending the task a signal it ignores (``SignalBatch``), at whose delivery stop ckpt
+takes it. A dump's ``raw_all`` (the 62 signal actions) is one round trip then.
 """
 
 from __future__ import annotations
