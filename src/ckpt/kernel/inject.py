@@ -437,17 +437,18 @@ class Injector:
 
     def call(self, name: str, *args: int) -> int:
         """Run syscall ``name``; raise InjectionError when it fails."""
-        return self._checked(name, self.raw(name, *args))
+        return self.checked(name, self.raw(name, *args))
 
     def call_all(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
         """``raw_all``; InjectionError for the first call that failed, once all ran (for
         calls that change nothing, queries)."""
         results = self.raw_all(calls)
         for (name, _), res in zip(calls, results, strict=True):
-            self._checked(name, res)
+            self.checked(name, res)
         return results
 
-    def _checked(self, name: str, res: int) -> int:
+    def checked(self, name: str, res: int) -> int:
+        """``res``, the raw result of an injected ``name``; InjectionError if it failed."""
         if -4096 < res < 0:
             raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
         return res
@@ -463,7 +464,7 @@ class Injector:
         if self.batch is None:
             res = self.raw(name, *args)
             if check and -res not in ok:
-                self._checked(name, res)
+                self.checked(name, res)
             return
         self._queue.append((name, args, check, ok))
         if len(self._queue) >= self.batch.entries:
@@ -519,7 +520,7 @@ class Injector:
             results.append(res)
             self.count += 1
             if check and -res not in ok:
-                self._checked(name, res)
+                self.checked(name, res)
         return results
 
     def _await_trap(self, rip: int) -> None:

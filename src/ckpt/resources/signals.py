@@ -110,15 +110,18 @@ def ignored_signal(ignored: int, caught: int, blocked: int) -> int | None:
 def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
     """``mask`` is the blocked mask read when the task was frozen."""
     # one run of calls (Injector.raw_all), each writing at its own place in the scratch
-    # area: every action, then the three interval timers, read back at once
+    # area: every action, the three interval timers, the alternate signal stack, read
+    # back at once
     sigs = [sig for sig in range(1, libc.NSIG + 1) if sig not in _UNCATCHABLE]
     size, tsize = ctypes.sizeof(KSigaction), ctypes.sizeof(ITimerVal)
     timers_at = len(sigs) * size
-    inj.call_all([("rt_sigaction", (sig, 0, scratch + i * size, 8))
-                  for i, sig in enumerate(sigs)]
-                 + [("getitimer", (which, scratch + timers_at + which * tsize))
-                    for which in range(3)])
-    raw = inj.read(scratch, timers_at + 3 * tsize)
+    altstack_at = timers_at + 3 * tsize
+    results = inj.call_all([("rt_sigaction", (sig, 0, scratch + i * size, 8))
+                            for i, sig in enumerate(sigs)]
+                           + [("getitimer", (which, scratch + timers_at + which * tsize))
+                              for which in range(3)]
+                           + [altstack_query(scratch + altstack_at)])
+    raw = inj.read(scratch, altstack_at + ALTSTACK_SIZE)
     actions = {}
     for i, sig in enumerate(sigs):
         act = KSigaction.from_buffer_copy(raw, i * size)
@@ -132,7 +135,8 @@ def dump(pid: int, inj: Injector, scratch: int, mask: int) -> dict[str, Any]:
         "private": pending_private(pid),
         "shared": _base64(ptrace.peek_siginfo(pid, True)),
     }
-    return {"actions": actions, "blocked": mask, "altstack": dump_altstack(inj, scratch),
+    altstack = altstack_value(pid, results[-1], raw[altstack_at:])
+    return {"actions": actions, "blocked": mask, "altstack": altstack,
             "itimers": itimers, "pending": pending}
 
 
@@ -143,12 +147,6 @@ def pending_private(tid: int) -> list[str]:
 
 def _base64(infos: list[bytes]) -> list[str]:
     return [binascii.b2a_base64(info, newline=False).decode() for info in infos]
-
-
-def dump_altstack(inj: Injector, scratch: int) -> list[int]:
-    """[sp, flags, size] of the alternate signal stack of the thread ``inj`` runs in."""
-    name, args = altstack_query(scratch)
-    return altstack_value(inj.pid, inj.raw(name, *args), inj.read(scratch, ALTSTACK_SIZE))
 
 
 ALTSTACK_SIZE = ctypes.sizeof(StackT)  # bytes ``altstack_query`` writes

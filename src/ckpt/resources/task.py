@@ -76,17 +76,29 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
     _check_rlimits(pid, rlimits)
     oom = procfs.oom_score_adj(pid)
     _check_oom_score_adj(pid, oom)
-    dumpable = inj.call("prctl", libc.PR_GET_DUMPABLE)
+    # the leader's own values and the process's, in one run of calls (one round trip
+    # when the injector batches: Injector.raw_all)
+    own = own_queries(scratch)
+    subreaper_at = scratch + OWN_SLOT
+    results = inj.raw_all([*own, ("prctl", (libc.PR_GET_DUMPABLE,)),
+                           ("prctl", (libc.PR_GET_CHILD_SUBREAPER, subreaper_at)),
+                           ("prctl", (PR_GET_THP_DISABLE,)),
+                           ("membarrier", (MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)),
+                           ("prctl", (PR_GET_MDWE,)), ("prctl", (PR_GET_MEMORY_MERGE,))])
+    raw = inj.read(scratch, OWN_SLOT + 4)
+    got = own_values(pid, results[:len(own)], raw[:OWN_SLOT])
+    dumpable, subreaper_res, thp, membarrier, mdwe, merge = results[len(own):]
+    dumpable = inj.checked("prctl", dumpable)
     if dumpable == SUID_DUMP_ROOT and _suid_dumpable() != SUID_DUMP_ROOT:
         raise UnsupportedError(
             f"process {pid} is dumpable by root only (dumpable 2, from fs.suid_dumpable=2 "
             "when it changed credentials), which a restore cannot set now that "
             f"fs.suid_dumpable is {_suid_dumpable()}")
-    inj.call("prctl", libc.PR_GET_CHILD_SUBREAPER, scratch)
-    subreaper = int.from_bytes(inj.read(scratch, 4), "little")
+    inj.checked("prctl", subreaper_res)
+    subreaper = int.from_bytes(raw[OWN_SLOT:], "little")
     core_filter = procfs.coredump_filter(pid)
     return {
-        **dump_own(pid, pid, inj, scratch),
+        **dump_own(pid, pid, inj, scratch, got),
         "cwd": _cwd(pid),
         **({"root": root} if root != "/" else {}),
         "umask": st.umask,
@@ -94,23 +106,23 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
         "rlimits": {n: list(lim) for n, lim in zip(procfs.LIMIT_NAMES, rlimits, strict=True)},
         "oom_score_adj": oom,
         "dumpable": dumpable,
-        "thp_disable": inj.call("prctl", PR_GET_THP_DISABLE),
+        "thp_disable": inj.checked("prctl", thp),
         "child_subreaper": subreaper,
-        "membarrier": _membarrier_registrations(pid, inj),
-        "mdwe": _optional_prctl(inj, PR_GET_MDWE),  # Linux 6.3
-        "memory_merge": _optional_prctl(inj, PR_GET_MEMORY_MERGE),  # Linux 6.4
+        "membarrier": _membarrier_registrations(pid, membarrier),
+        "mdwe": _optional_prctl(pid, PR_GET_MDWE, mdwe),  # Linux 6.3
+        "memory_merge": _optional_prctl(pid, PR_GET_MEMORY_MERGE, merge),  # Linux 6.4
         **({"coredump_filter": core_filter} if core_filter != COREDUMP_FILTER_DEFAULT
            else {}),
     }
 
 
-def _optional_prctl(inj: Injector, option: int) -> int:
-    """A prctl value this kernel may not know (EINVAL): 0, what every process has there."""
-    got = inj.raw("prctl", option)
+def _optional_prctl(pid: int, option: int, got: int) -> int:
+    """A prctl value (``got``: the injected call's raw result) this kernel may not know
+    (EINVAL): 0, what every process has there."""
     if got == -errno.EINVAL:
         return 0
     if got < 0:
-        raise OSError(-got, f"prctl {option} in process {inj.pid}: {os.strerror(-got)}")
+        raise OSError(-got, f"prctl {option} in process {pid}: {os.strerror(-got)}")
     return got
 
 
@@ -167,9 +179,9 @@ def _suid_dumpable() -> int:
         return int(f.read())
 
 
-def _membarrier_registrations(pid: int, inj: Injector) -> int:
-    """The membarrier commands the process registered for (a mask of REGISTER_*)."""
-    got = inj.raw("membarrier", MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
+def _membarrier_registrations(pid: int, got: int) -> int:
+    """The membarrier commands the process registered for (a mask of REGISTER_*), from
+    the raw result ``got`` of an injected GET_REGISTRATIONS."""
     if got >= 0:
         return got
     if got == -errno.EINVAL:  # before Linux 6.3: registrations cannot be read
