@@ -14,7 +14,6 @@ deleted (still held open somewhere) has no path: ``Deleted``.
 from __future__ import annotations
 
 import os
-import re
 
 from . import anon, treeroot
 from .procfs import Inode
@@ -34,6 +33,9 @@ class Mount:
 
 
 def _unescape(field: bytes) -> str:
+    if b"\\" not in field:  # nothing escaped: no pattern compiled (start-up)
+        return os.fsdecode(field)
+    import re
     return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
 
 

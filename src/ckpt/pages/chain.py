@@ -4,7 +4,6 @@ offset) along that chain."""
 
 from __future__ import annotations
 
-import bisect
 import os
 
 from ..errors import ImageError
@@ -107,11 +106,12 @@ class Chain:
 def take(wanted: list[list[int]], theirs: list[Segment], where: str,
          parent_dir: str) -> list[Segment]:
     """The parts of ``theirs`` (sorted) that the runs ``wanted`` (sorted) ask for."""
+    import _bisect  # here: few commands bisect (start-up)
     out: list[Segment] = []
     starts = [s.start for s in theirs]
     for vaddr, npages in wanted:
         a, b = vaddr, vaddr + npages * PAGE
-        j = max(0, bisect.bisect_right(starts, a) - 1)
+        j = max(0, _bisect.bisect_right(starts, a) - 1)
         pos = a
         while pos < b:
             if j >= len(theirs) or theirs[j].start > pos:

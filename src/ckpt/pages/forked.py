@@ -19,8 +19,6 @@ Pure functions over ``mm-PID.json`` entries and pagemap bytes.
 
 from __future__ import annotations
 
-import bisect
-
 from ..kernel.libc import PAGE_SIZE as PAGE
 from ..kernel.record import dataclass
 from .runs import merge_runs
@@ -72,9 +70,10 @@ def private(v: Vma) -> bool:
 def overlaps(parents: list[Vma], child: Vma) -> list[tuple[int, int, Vma]]:
     """``(start, end, parent mapping)`` of the parts of ``child`` where a mapping of
     ``parents`` (sorted by start) is of the same origin."""
+    import _bisect  # here: few commands bisect (start-up)
     starts = [v["start"] for v in parents]
     out: list[tuple[int, int, Vma]] = []
-    i = max(0, bisect.bisect_right(starts, child["start"]) - 1)
+    i = max(0, _bisect.bisect_right(starts, child["start"]) - 1)
     while i < len(parents) and parents[i]["start"] < child["end"]:
         pv = parents[i]
         i += 1
@@ -113,8 +112,9 @@ class Spans:
 
     def clip(self, a: int, b: int) -> list[tuple[int, int]]:
         """The parts of the spans within [a, b)."""
+        import _bisect  # here: few commands bisect (start-up)
         out = []
-        for s, e in self.spans[max(0, bisect.bisect_right(self.starts, a) - 1):]:
+        for s, e in self.spans[max(0, _bisect.bisect_right(self.starts, a) - 1):]:
             if s >= b:
                 break
             if e > a:

@@ -4,7 +4,6 @@ as that process's parent (same process, memory tracked, bits not cleared since).
 
 from __future__ import annotations
 
-import bisect
 import os
 
 from ..errors import DumpError, ImageError
@@ -60,15 +59,16 @@ class ParentMm:
     def cover(self, entry: dict[str, Any], lo: int, hi: int) -> Cover:
         """``(start, end, page index)`` of what the parent has in [lo, hi) in mappings of
         the same identity as ``entry``; the index counts pages in address order."""
+        import _bisect  # here: few commands bisect (start-up)
         out: Cover = []
-        i = max(0, bisect.bisect_right(self.vma_starts, lo) - 1)
+        i = max(0, _bisect.bisect_right(self.vma_starts, lo) - 1)
         while i < len(self.vmas) and self.vmas[i]["start"] < hi:
             pv = self.vmas[i]
             i += 1
             a, b = max(lo, pv["start"]), min(hi, pv["end"])
             if a >= b or not same_identity(pv, entry):
                 continue
-            j = max(0, bisect.bisect_right(self.starts, a) - 1)
+            j = max(0, _bisect.bisect_right(self.starts, a) - 1)
             while j < len(self.starts) and self.starts[j] < b:
                 x, y = max(a, self.starts[j]), min(b, self.ends[j])
                 if x < y:

@@ -16,7 +16,6 @@ parent has its parent's table) are left alone; whatever else it holds is closed.
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import os
 import resource
@@ -150,6 +149,7 @@ def _free(occupied: list[int]) -> Iterator[int]:
 def plan(wants: list[Want], kept: set[int], sock: int) -> Plan:
     """How to give a process the fds ``wants``, when it holds ``kept`` already (left
     alone) and the socket at ``sock`` (anything else it holds is closed)."""
+    import _bisect  # here: few commands bisect (start-up)
     numbers = {w.fd for w in wants}
     if len(numbers) != len(wants) or numbers & kept:
         raise ValueError("an fd number is wanted twice")
@@ -173,7 +173,7 @@ def plan(wants: list[Want], kept: set[int], sock: int) -> Plan:
             slot = next(free)
             continue
         # Free numbers below the next wanted one: fill them, or move the rest in.
-        between = bisect.bisect_left(occupied, w.fd) - bisect.bisect_left(occupied, slot)
+        between = _bisect.bisect_left(occupied, w.fd) - _bisect.bisect_left(occupied, slot)
         if w.fd - slot - between <= GAP_FACTOR * (len(todo) - i):
             while slot < w.fd:
                 sends.append((slot, None))

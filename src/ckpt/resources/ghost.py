@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import mmap
 import os
 import stat as st_mod
 
@@ -296,6 +295,7 @@ def _save_tail(raw: RawWriter, fd: int, size: int) -> list[int] | None:
 def _crc_of(fd: int, start: int, length: int, crc: int) -> int:
     """Continue ``crc`` over bytes [start, start+length) of the file open as ``fd`` (mapped,
     no copy)."""
+    import mmap  # here: a dump of no deleted file needs it not (start-up)
     pos = start
     while pos < start + length:
         base = pos & ~(mmap.ALLOCATIONGRANULARITY - 1)

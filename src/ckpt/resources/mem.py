@@ -32,7 +32,6 @@ restore maps it through the removed name made again for the moment, as an fd.
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import errno
 import fcntl
@@ -585,6 +584,7 @@ def _check_runs(runs: list[list[int]], spans: list[tuple[int, int]], where: str,
                 field: str, ordered: bool) -> None:
     """Each run of pages lies inside one of ``spans``; in order, without overlap, if
     ``ordered``."""
+    import _bisect  # here: few commands bisect (start-up)
     starts = [s for s, _ in spans]
     prev = 0
     for i, (addr, npages) in enumerate(runs):
@@ -593,7 +593,7 @@ def _check_runs(runs: list[list[int]], spans: list[tuple[int, int]], where: str,
             raise refuse(where, f"{field}[{i}]", "overlaps the run before it or is out of "
                          "order")
         prev = end
-        k = bisect.bisect_right(starts, addr) - 1
+        k = _bisect.bisect_right(starts, addr) - 1
         if k < 0 or end > spans[k][1]:
             raise refuse(where, f"{field}[{i}]", f"pages {addr:#x}-{end:#x} are not all in "
                          "private mappings (a restore writes pages only there, never into "

@@ -81,6 +81,8 @@ class NamespaceFiles(FileKind):
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
+        if not link.endswith("]"):  # a file's path: no pattern compiled (start-up)
+            return False
         m = _LINK.fullmatch(link)
         return m is not None and m[1] in NAMES and int(m[2]) == st.st_ino
 
