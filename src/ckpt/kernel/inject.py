@@ -148,7 +148,9 @@ class SignalBatch:
     """What lets a dump run a run of calls (``Injector.raw_all``) in one round trip from
     its parking area's batch loop: room for the table at ``table`` (``entries`` calls,
     in scratch memory no call of the run writes) and ``signal``, one the process
-    ignores (SIG_IGN, or a default action that ignores it) and the task does not block.
+    ignores (SIG_IGN, or a default action that ignores it) and the task does not block,
+    a standard one (an RT signal's queue may be full); ``tid``: the task's TID in its
+    own PID namespace, which the injected ``tkill`` is given.
     The table ends with calls that unblock that signal alone, send it to the task and
     block every signal again: ckpt takes the task at the signal's delivery stop (and
     drops the signal). Should ckpt be dead by then, the signal is ignored as the
@@ -160,6 +162,7 @@ class SignalBatch:
     table: int
     entries: int
     signal: int
+    tid: int
 
 
 class InjectionError(OSError):
@@ -326,7 +329,7 @@ class Injector:
         masks = sb.table + (ending + 3) * BATCH_ENTRY + len(_END)
         table = bytearray()
         for name, args in [*calls, ("rt_sigprocmask", (_SIG_SETMASK, masks, 0, 8)),
-                           ("tkill", (self.pid, sig)),
+                           ("tkill", (sb.tid, sig)),
                            ("rt_sigprocmask", (_SIG_SETMASK, masks + 8, 0, 8))]:
             padded = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
             table += struct.pack("<II6QQ", libc.NR[name], 0, *padded, 0)

@@ -90,17 +90,19 @@ def reset_actions(sigs: list[int]) -> None:
 # continues a stopped process, whatever its action)
 _IGNORED_BY_DEFAULT = (23, 28, 17)
 _SENDING_DOES_MORE = (18, 19, 20, 21, 22)  # SIGCONT; stop signals flush a pending SIGCONT
+_SIGRTMIN = 32
 
 
 def ignored_signal(ignored: int, caught: int, blocked: int) -> int | None:
     """A signal whose sending changes nothing in a process (``ignored`` and ``caught``:
     /proc/PID/status's SigIgn and SigCgt) whose task with the mask ``blocked`` does not
     block it: ignored by its default action or by SIG_IGN (inject.SignalBatch); None if
-    the process catches or blocks them all."""
+    the process catches or blocks them all. A standard signal: an RT one may find its
+    queue full, and the send fail."""
     for sig in _IGNORED_BY_DEFAULT:
         if not (caught | blocked) >> (sig - 1) & 1:
             return sig
-    for sig in range(1, libc.NSIG + 1):
+    for sig in range(1, _SIGRTMIN):
         if (ignored & ~blocked) >> (sig - 1) & 1 and sig not in _SENDING_DOES_MORE \
                 and sig not in _UNCATCHABLE:
             return sig
