@@ -347,9 +347,9 @@ class Injector:
                 self._at_exit = True  # from here on, whatever happens, it goes home
                 for _ in calls:
                     self._entered()  # the task holds ckpt's registers (fault points)
-                self._await_signal(code + _BATCH_AFTER_SYSCALL, sig,
-                                   (sb.table + ending * BATCH_ENTRY,
-                                    sb.table + (ending + 1) * BATCH_ENTRY))
+                self._await_batch(code + _BATCH_AFTER_SYSCALL, sig,
+                                  (sb.table + ending * BATCH_ENTRY,
+                                   sb.table + (ending + 1) * BATCH_ENTRY))
             finally:
                 try:
                     self._go_home()
@@ -363,29 +363,6 @@ class Injector:
             res = struct.unpack_from("<Q", done, i * BATCH_ENTRY + 56)[0]
             results.append(res - _U64 if res >= 1 << 63 else res)
         return results
-
-    def _await_signal(self, rip: int, sig: int, entries: tuple[int, int]) -> None:
-        """Resume the task and wait for the delivery stop of ``sig`` at ``rip`` of the
-        batch loop, at one of the ``entries`` that unblock and send it (the first: one
-        sent by someone else came meanwhile; ignored by the process, it is dropped
-        with ours)."""
-        ptrace.cont(self.pid)
-        while True:
-            stop = ptrace.wait_stop(self.pid)
-            if stop.exited:
-                raise ProcessGone(self.pid, f"died during injected syscalls: {stop.describe()}")
-            if stop.event == 0 and stop.stopsig == sig:
-                regs = ptrace.get_regs(self.pid)
-                if regs.rip == rip and regs.rbx in entries:
-                    return
-            if stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE):
-                resume = 0  # a group-stop or interrupt trap; a traced clone's event
-            elif stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS:
-                resume = stop.stopsig
-            else:
-                raise InjectionError(0, f"unexpected stop during injected syscalls in process "
-                                        f"{self.pid}: {stop.describe()}")
-            ptrace.cont(self.pid, resume)
 
     def _one(self, name: str, args: tuple[int, ...], block: bool, home: bool) -> int:
         """One call, its registers loaded (with ``block``, every signal blocked first),
@@ -508,7 +485,7 @@ class Injector:
             if self.mask is not None:
                 ptrace.set_sigmask(self.pid, ALL_BLOCKED)
             try:
-                self._await_trap(area.code + len(BATCH_CODE))
+                self._await_batch(area.code + len(BATCH_CODE))
             finally:
                 if mask & _SIGTRAP_BIT:  # the trap unblocked SIGTRAP (a forced signal)
                     ptrace.set_sigmask(self.pid, mask)
@@ -526,23 +503,29 @@ class Injector:
                 self.checked(name, res)
         return results
 
-    def _await_trap(self, rip: int) -> None:
-        """Resume the task and wait for the batch loop's trap at ``rip``."""
+    def _await_batch(self, rip: int, sig: int = 5, entries: tuple[int, ...] = ()) -> None:
+        """Resume the task and wait for the batch loop's stop at ``rip``: the delivery
+        stop of its trap (SIGTRAP), or of ``sig`` with rbx at one of ``entries`` (a
+        dump's batch, ``SignalBatch``: the entries that unblock and send it; at the
+        first, one sent by someone else came meanwhile, which the process ignores and
+        is dropped with ours)."""
         ptrace.cont(self.pid)
         while True:
             stop = ptrace.wait_stop(self.pid)
             if stop.exited:
                 raise ProcessGone(self.pid, f"died during injected syscalls: {stop.describe()}")
-            if stop.event == 0 and stop.stopsig == 5 and ptrace.get_regs(self.pid).rip == rip:
-                return
+            if stop.event == 0 and stop.stopsig == sig:
+                regs = ptrace.get_regs(self.pid)
+                if regs.rip == rip and (not entries or regs.rbx in entries):
+                    return
             if stop.event in (ptrace.PTRACE_EVENT_STOP, ptrace.PTRACE_EVENT_CLONE):
-                sig = 0  # a group-stop or interrupt trap; a traced clone's event
+                resume = 0  # a group-stop or interrupt trap; a traced clone's event
             elif stop.event == 0 and stop.stopsig in ptrace.STOP_SIGNALS:
-                sig = stop.stopsig
+                resume = stop.stopsig
             else:
                 raise InjectionError(0, f"unexpected stop during injected syscalls in process "
                                         f"{self.pid}: {stop.describe()}")
-            ptrace.cont(self.pid, sig)
+            ptrace.cont(self.pid, resume)
 
     def _await(self, name: str) -> None:
         """Wait for the resumed task's next syscall stop (the entry of the injected call,
