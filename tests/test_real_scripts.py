@@ -50,8 +50,11 @@ def test_bash_loop_into_cat_n(procs: Procs, images: Path, tmp_path: Path) -> Non
 def _lasting(pid: int) -> list[int]:
     """The processes of the tree of ``pid`` but the loop's short-lived date and sleep."""
     def comm(p: int) -> str:
-        with open(f"/proc/{p}/comm") as f:
-            return f.read().strip()
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                return f.read().strip()
+        except (FileNotFoundError, ProcessLookupError):  # a date or sleep that just ended
+            return ""
 
     return [p for p in tree(pid) if comm(p) in ("bash", "cat")]
 

@@ -25,6 +25,7 @@ address.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 from ..errors import DumpError, RestoreError, UnsupportedError
@@ -166,8 +167,7 @@ def dump(images: ImageWriter, pids: list[int]) -> None:
         log.info("%s saved (%d bytes, attached %d times)", where, size, len(maps))
     for semid, sem in sorted(sysvipc.table("sem").items()):
         nsems = sem.extra["nsems"]
-        if semid not in blocked_sems and not any(
-                p in tree for p in sysvipc.sem_pids(semid, nsems)):
+        if semid not in blocked_sems and not any(p in tree for p in _sem_pids(semid, nsems)):
             continue
         entry = _common(sem)
         entry.update(values=sysvipc.sem_values(semid, nsems))
@@ -184,6 +184,17 @@ def dump(images: ImageWriter, pids: list[int]) -> None:
     if any(saved.values()):
         images.write_json(IMAGE, saved)
         images.need("sysv")
+
+
+def _sem_pids(semid: int, nsems: int) -> list[int]:
+    """The last process that operated on each semaphore of the set; none for a set
+    removed since the table was read (by a process outside the frozen tree)."""
+    try:
+        return sysvipc.sem_pids(semid, nsems)
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.EIDRM):
+            return []
+        raise
 
 
 def _common(e: sysvipc.Entry) -> dict[str, Any]:
