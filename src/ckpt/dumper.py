@@ -111,6 +111,11 @@ class _Frozen:
 
     def freeze(self) -> bool:
         """Seize and stop the task; False if it turned out to be a zombie or gone."""
+        return self.seize() and self.wait_trap() and self.hold()
+
+    def seize(self) -> bool:
+        """Seize the task and ask for its trap stop (``wait_trap`` takes it); False if it
+        turned out to be a zombie or gone."""
         pid = self.pid
         try:
             ptrace.seize(pid, ptrace.INJECT_OPTIONS)
@@ -126,6 +131,11 @@ class _Frozen:
             raise
         self.attached = True
         ptrace.interrupt(pid)
+        return True
+
+    def wait_trap(self) -> bool:
+        """Take the trap stop ``seize`` asked for; False if the task exited first."""
+        pid = self.pid
         while True:
             stop = ptrace.wait_stop(pid)
             if stop.exited:
@@ -135,17 +145,20 @@ class _Frozen:
                 # Seized in a group stop, the trap reports the stop's signal.
                 if stop.stopsig in ptrace.STOP_SIGNALS:
                     self.stop_signal = stop.stopsig
-                break
+                return True
             # A signal arrived before the freeze: let it be delivered as it would have been.
             ptrace.cont(pid, stop.stopsig)
+
+    def hold(self) -> bool:
+        """In its trap stop: its seccomp filters suspended, its registers and mask read."""
         try:
             self._suspend_seccomp()
         except BaseException:
             self.attached = False
-            ptrace.detach(pid)
+            ptrace.detach(self.pid)
             raise
-        self.regs0 = ptrace.get_regs(pid)
-        self.mask0 = ptrace.get_sigmask(pid)
+        self.regs0 = ptrace.get_regs(self.pid)
+        self.mask0 = ptrace.get_sigmask(self.pid)
         return True
 
     def _suspend_seccomp(self) -> None:
@@ -226,11 +239,15 @@ class _Task:
             new = [tid for tid in procfs.threads(self.pid) if tid not in done]
             if not new:
                 return
-            for tid in new:
-                done.add(tid)
-                fr = _Frozen(tid)
-                if fr.freeze():
-                    self.threads.append(fr)
+            done.update(new)
+            # All seized and interrupted before ckpt waits for the first: their round
+            # trips overlap. Each is in ``threads`` once seized, to be let go on a failure.
+            seized = [fr for fr in map(_Frozen, new) if fr.seize()]
+            self.threads += seized
+            stopped = [fr for fr in seized if fr.wait_trap()]
+            self.threads = [fr for fr in self.threads if fr.attached]
+            for fr in stopped:
+                fr.hold()
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"pid": self.pid, "ppid": self.ppid, "pgid": self.pgid,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from .libc import _check, _libc
+from .libc import _check
 from .libc import syscall as raw_syscall
 from .record import dataclass
 
@@ -48,7 +48,16 @@ STOP_SIGNALS = (19, 20, 21, 22)  # SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU: group-sto
 NT_X86_XSTATE = 0x202
 __WALL = 0x40000000
 
-_ptrace = _libc.ptrace
+# The interpreter's lock is held, not released, during a ptrace request and a wait
+# for a stop that has come already: each takes microseconds, and while a dump's thread
+# copies pages it would take the lock at every release, the dump's thread then waiting
+# for it back at each of its thousands of requests (3-5 times the time of thread
+# states with the copy running).
+_held = ctypes.PyDLL("libc.so.6", use_errno=True)
+_ptrace = _held.ptrace
+_waitpid_now = _held.waitpid
+_waitpid_now.restype = ctypes.c_int
+_waitpid_now.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
 _ptrace.restype = ctypes.c_long
 _ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 
@@ -267,7 +276,11 @@ def trap_stop_all(tids: list[int]) -> None:
 
 
 def wait_stop(pid: int) -> Stop:
-    """Wait for the next ptrace-stop (or death) of ``pid``."""
+    """Wait for the next ptrace-stop (or death) of ``pid``: one that came already is
+    taken with the interpreter's lock held (see ``_held``)."""
+    status = ctypes.c_int()
+    if _waitpid_now(pid, ctypes.byref(status), __WALL | os.WNOHANG) == pid:
+        return Stop(pid, status.value)
     while True:
         try:
             wpid, status = os.waitpid(pid, __WALL)
