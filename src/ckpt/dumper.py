@@ -108,6 +108,7 @@ class _Frozen:
         self.attached = False
         self.stop_signal = 0  # the signal of the group stop it was in (SIGSTOP...), or 0
         self.options = ptrace.INJECT_OPTIONS  # as seized (and seccomp suspended)
+        self.status: procfs.Status | None = None  # /proc/TID/status, read once stopped
 
     def freeze(self) -> bool:
         """Seize and stop the task; False if it turned out to be a zombie or gone."""
@@ -164,7 +165,8 @@ class _Frozen:
     def _suspend_seccomp(self) -> None:
         """A task under seccomp runs ckpt's syscalls with its filters suspended: a filter
         could refuse them or kill the task, and strict mode kills it on the first one."""
-        mode = procfs.status(self.pid).seccomp
+        self.status = procfs.status(self.pid)
+        mode = self.status.seccomp
         if not mode:
             return
         try:
@@ -728,8 +730,8 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
         core["task"]["cwd_ghost"] = cwd_ghost
     others = []
     for th in t.threads:
-        assert th.regs0 is not None and th.mask0 is not None
-        others.append((th.injector(inj.site, inj.parks), th.regs0, th.mask0))
+        assert th.regs0 is not None and th.mask0 is not None and th.status is not None
+        others.append((th.injector(inj.site, inj.parks), th.regs0, th.mask0, th.status))
     core["threads"] = thread.dump_all(pid, others, fr.scratch, SCRATCH_SIZE - BATCH_ROOM)
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))

@@ -98,7 +98,7 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
     subreaper = int.from_bytes(raw[OWN_SLOT:], "little")
     core_filter = procfs.coredump_filter(pid)
     return {
-        **dump_own(pid, pid, inj, scratch, got),
+        **dump_own(pid, pid, inj, scratch, got, st=st),
         "cwd": _cwd(pid),
         **({"root": root} if root != "/" else {}),
         "umask": st.umask,
@@ -241,17 +241,18 @@ def own_injected(injs: Sequence[Injector], slots: Sequence[int]) -> list[dict[st
 
 
 def dump_own(pid: int, tid: int, inj: Injector, scratch: int,
-             got: dict[str, int] | None = None, mine: procfs.Status | None = None
-             ) -> dict[str, Any]:
+             got: dict[str, int] | None = None, mine: procfs.Status | None = None,
+             st: procfs.Status | None = None) -> dict[str, Any]:
     """What each thread has of its own: comm, rseq, tid address, robust list, affinity,
     scheduling, parent-death signal, credentials, seccomp. ``inj`` runs in thread
     ``tid`` of process ``pid``; ``got``: what ``own_injected`` read in it already;
-    ``mine``: ckpt's own status, if read already."""
+    ``mine``: ckpt's own status, if read already; ``st``: the thread's, read while it
+    was frozen."""
     if got is None:
         got = own_injected([inj], [scratch])[0]
     rseq = _rseq_config(tid)
     robust_head, robust_len = libc.get_robust_list(tid)
-    st = procfs.thread_status(pid, tid)
+    st = st or procfs.thread_status(pid, tid)
     cred = creds.dump(pid, tid, got["securebits"], st)
     creds.check(pid, tid, cred, mine)
     scheduling = sched.dump(tid)

@@ -44,10 +44,11 @@ SCHEMA = Obj(tid=PID, cpu=cpu.SCHEMA, blocked=U64, pending=List(signals.SIGINFO,
 _SLOT = 64
 
 
-def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int]],
+def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int, procfs.Status]],
              scratch: int, scratch_size: int) -> list[dict[str, Any]]:
     """The state of the frozen threads of process ``pid`` but its first: for each, an
-    injector running in it, and its registers and blocked mask as it was frozen. What
+    injector running in it, and its registers, blocked mask and status as it was frozen
+    (credentials and seccomp mode do not change while it is). What
     only injected calls tell is read in all of them at once, each thread running its
     calls one after the other while the others run theirs (inject.raw_runs; as many
     threads at once as the scratch area has slots for)."""
@@ -59,9 +60,10 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int]],
         slots = [scratch + i * _SLOT for i in range(len(part))]
         results = raw_runs([(inj, [*task.own_queries(slot),
                                    signals.altstack_query(slot + task.OWN_SLOT)])
-                            for (inj, _regs, _blocked), slot in zip(part, slots, strict=True)])
+                            for (inj, _regs, _blocked, _st), slot in zip(part, slots,
+                                                                          strict=True)])
         raw = part[0][0].read(scratch, len(part) * _SLOT)  # the threads' memory is one
-        for (inj, regs, blocked), slot, res in zip(part, slots, results, strict=True):
+        for (inj, regs, blocked, st), slot, res in zip(part, slots, results, strict=True):
             tid = inj.pid
             at = slot - scratch
             own = task.own_values(tid, res[:-1], raw[at:at + task.OWN_SLOT])
@@ -69,7 +71,7 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int]],
             stack = signals.altstack_value(tid, res[-1], raw[at:at + signals.ALTSTACK_SIZE])
             out.append({"tid": tid, "cpu": cpu.dump(tid, regs), "blocked": blocked,
                         "pending": signals.pending_private(tid), "altstack": stack,
-                        "own": task.dump_own(pid, tid, inj, scratch, own, mine)})
+                        "own": task.dump_own(pid, tid, inj, scratch, own, mine, st)})
     return out
 
 
