@@ -34,6 +34,7 @@ from .kernel.inject import (
     SignalBatch,
     find_syscall_site,
     resumable,
+    settle_all,
 )
 from .kernel.record import dataclass, field
 from .kernel.scoped import Scope
@@ -193,9 +194,10 @@ class _Frozen:
         assert self.inj is not None and self.inj.scratch is not None
         return self.inj.scratch[0]
 
-    def thaw(self) -> None:
-        """Undo every change made while frozen: the scratch area unmapped, the task
-        stopped as it was found, with its own registers and mask."""
+    def undo(self) -> Injector | None:
+        """Undo the changes made while frozen but the last (``_thaw_all`` settles the
+        injector returned, if any): the scratch area unmapped, the parking code taken
+        back."""
         inj, self.inj = self.inj, None
         if inj is None:  # still in the trap stop it was frozen in
             if self.regs0 is not None and cpu.on_release(self.regs0) is not self.regs0:
@@ -203,17 +205,31 @@ class _Frozen:
                     ptrace.set_regs(self.pid, cpu.on_release(self.regs0))
                 except OSError as e:
                     log.warning("process %d: could not undo the freeze: %s", self.pid, e)
-            return
+            return None
         for undo, what in ((inj.unmap_scratch, "unmap the scratch area"),
                            (inj.unpark, "take back the parking code")):
             try:
                 undo()
             except (OSError, procfs.ProcessGone) as e:
                 log.warning("process %d: could not %s: %s", self.pid, what, e)
-        try:
-            inj.settle()
-        except (OSError, procfs.ProcessGone) as e:
-            log.warning("process %d: could not undo the freeze: %s", self.pid, e)
+        return inj
+
+
+def _thaw_all(frozen: list[_Frozen]) -> None:
+    """Undo every change made while ``frozen`` (threads of one process) were: each task
+    stopped as it was found, with its own registers and mask; their stops taken in one
+    round trip for them all (inject.settle_all). Should that fail (a thread killed
+    meanwhile), each is taken alone, its failure told."""
+    injs = [inj for fr in frozen if (inj := fr.undo()) is not None]
+    try:
+        settle_all(injs)
+    except (OSError, procfs.ProcessGone):
+        for inj in injs:
+            try:
+                inj.settle()
+            except (OSError, procfs.ProcessGone) as e:
+                log.warning("process %d: could not undo the freeze: %s", inj.pid, e)
+    for inj in injs:
         inj.close()
 
 
@@ -344,8 +360,7 @@ def _let_go(t: _Task, stop: bool) -> None:
     """Thaw and detach every thread of ``t``, the first last; SIGSTOP it with ``stop``."""
     assert t.frozen is not None
     frozen = [fr for fr in [*t.threads, t.frozen] if fr.attached]
-    for fr in frozen:
-        fr.thaw()
+    _thaw_all(frozen)
     if stop:  # queued now, taken by the first thread let go: none runs on
         os.kill(t.pid, libc.SIGSTOP)
     for fr in frozen:

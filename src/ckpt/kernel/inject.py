@@ -568,13 +568,7 @@ class Injector:
         stop holding the registers and mask it was stopped with: from there the
         kernel itself resumes its interrupted syscall, or delivers a signal that came
         meanwhile, exactly as it would have. Call before detaching."""
-        self.flush()
-        if not self._at_exit:
-            return
-        with interrupts.held():
-            ptrace.trap_stop_all([self.pid])
-            self._at_exit = False
-            ptrace.set_regs(self.pid, self.regs)
+        settle_all([self])
 
     # ------------------------------------------------------------ parking, scratch memory
 
@@ -696,6 +690,21 @@ class Injector:
         data = os.fsencode(s) + b"\0"
         self.write(addr, data)
         return len(data)
+
+
+def settle_all(injs: Sequence[Injector]) -> None:
+    """``Injector.settle`` of each of ``injs`` (the threads of a process), one round trip
+    for them all."""
+    for inj in injs:
+        inj.flush()
+    waiting = [inj for inj in injs if inj._at_exit]
+    if not waiting:
+        return
+    with interrupts.held():
+        ptrace.trap_stop_all([inj.pid for inj in waiting])
+        for inj in waiting:
+            inj._at_exit = False
+            ptrace.set_regs(inj.pid, inj.regs)
 
 
 def raw_each(calls: Sequence[tuple[Injector, str, tuple[int, ...]]]) -> list[int]:
