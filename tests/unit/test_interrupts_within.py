@@ -3,6 +3,9 @@ command wrapped (Python 3.11: RuntimeError from ``__set_name__``): ``within`` fi
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from ckpt.kernel import interrupts
@@ -42,14 +45,17 @@ def test_a_cycle_of_causes_ends() -> None:
 
 
 
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+
+
 def test_a_signal_inside_the_import_machinery_is_raised_once_out_of_it() -> None:
     """In a module lock's weakref callback an exception is printed and dropped, and the
     command would go on as if no signal had come: the handler sends it again, and it
-    is raised out of that code, once."""
-    import subprocess
-    import sys
-    code = (
-        "import types\n"
+    is raised out of that code, once, not inside a held() section."""
+    out = _run(
+        "import time, types\n"
         "from ckpt.kernel import interrupts\n"
         "interrupts.install()\n"
         "frame = types.SimpleNamespace(f_code=types.SimpleNamespace("
@@ -57,10 +63,35 @@ def test_a_signal_inside_the_import_machinery_is_raised_once_out_of_it() -> None
         "try:\n"
         "    with interrupts.held():  # the signal sent again waits for the block's end\n"
         "        interrupts._handler(interrupts.SIGTERM, frame)\n"
+        "        time.sleep(0.2)\n"
         "        print('not raised in there')\n"
+        "    for _ in range(1000):\n"
+        "        time.sleep(0.01)\n"
         "    print('not raised after')\n"
         "except interrupts.Interrupted as e:\n"
-        "    print('raised', e.signum)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+        "    print('raised', e.signum)\n").stdout.split("\n")
     assert out[:2] == ["not raised in there", "raised 15"]
+
+
+def test_a_signal_raised_in_a_weakref_callback_of_the_import_machinery() -> None:
+    """The signal comes while such a callback runs: raised after it, never printed as an
+    exception ignored (the handler sending it again does not run itself from there)."""
+    res = _run(
+        "import _signal, time, weakref\n"
+        "from ckpt.kernel import interrupts\n"
+        "interrupts.install()\n"
+        "ns = {'_signal': _signal}\n"
+        "exec(compile('def cb(ref):\\n    _signal.raise_signal(15)\\n    return 1\\n',\n"
+        "             '<frozen importlib._bootstrap>', 'exec'), ns)\n"
+        "class A: pass\n"
+        "a = A()\n"
+        "r = weakref.ref(a, ns['cb'])\n"
+        "try:\n"
+        "    del a\n"
+        "    for _ in range(1000):\n"
+        "        time.sleep(0.01)\n"
+        "    print('not raised')\n"
+        "except interrupts.Interrupted as e:\n"
+        "    print('raised', e.signum)\n")
+    assert res.stdout == "raised 15\n", res.stdout
+    assert res.stderr == "", res.stderr

@@ -8,7 +8,7 @@ the signals are blocked meanwhile and arrive as soon as it ends.
 
 ``record()`` is for start-up, before anything could catch the exception: a
 signal is only noted, and ``install()`` raises it. This module imports only
-the builtin ``_signal`` so that it can be loaded first and fast.
+the builtins ``_signal`` and ``_thread`` so that it can be loaded first and fast.
 """
 
 from __future__ import annotations
@@ -50,12 +50,18 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     _again = False
     if not _raising:
         return
+    while frame is not None and frame.f_code is _handler.__code__:  # run from itself
+        frame = frame.f_back
     if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
         # Python's import machinery runs (a module lock's weakref callback, where an
         # exception would be printed and dropped, and the dump go on): the signal is
-        # sent again, for this handler to raise it once that code has returned.
+        # sent again, by another thread, for this handler to raise it once that code
+        # has returned (sent from this thread, it would run the handler at once, from
+        # here); to this thread, so that a held() section still holds it off.
+        import _thread
+
         _again = True
-        _signal.raise_signal(_received[0])
+        _thread.start_new_thread(_signal.pthread_kill, (_thread.get_ident(), _received[0]))
         return
     raise Interrupted(_received[0])
 
