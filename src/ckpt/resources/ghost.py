@@ -849,7 +849,7 @@ def _fill_tail(fd: int, data_path: str, info: dict[str, Any]) -> None:
 
 def _fill(fd: int, data_path: str, info: dict[str, Any]) -> None:
     """Copy the saved data ranges into the new object, by the kernel."""
-    if info["runs"]:
+    if info.get("runs"):  # none: a file of holes only
         _fill_runs(fd, data_path, info)
     if info.get("tail"):
         _fill_tail(fd, data_path, info)

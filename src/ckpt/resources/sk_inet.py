@@ -34,7 +34,7 @@ from ..images import RawWriter
 from ..kernel import proc_net, sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from ..log import logger
-from ..schema import NAT, U16, U32, U64, UID, Either, Int, List, Null, Opt, Str, Tup
+from ..schema import NAT, U16, U32, U64, UID, Either, Int, List, Null, Opt, Str, Tup, refuse
 from . import mcast, sk_tcp, udp_queue
 from .filekind import (
     Description,
@@ -174,6 +174,8 @@ class InetSockets(SocketKind):
 
     @classmethod
     def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        if desc["state"] == TCP_LISTEN and "backlog" not in desc:
+            raise refuse(where, "backlog", "missing, but the socket listens")
         for i, d in enumerate(desc.get("queue", [])):
             refs.within(udp_queue.QUEUE_FILE, d["at"], d["len"], where, f"queue[{i}]")
         tcp = desc.get("tcp", {})

@@ -664,6 +664,8 @@ class UnixSockets(SocketKind):
         for i, carried in enumerate(desc.get("files", [])):
             for fid in carried:
                 refs.described(fid, where, f"files[{i}]")
+        if desc.get("pending") and "backlog" not in desc:
+            raise refuse(where, "backlog", "missing, but the socket has clients waiting")
         if len(desc.get("senders", desc["queue"])) != len(desc["queue"]):
             raise refuse(where, "senders", "not one per queued message")
         f = desc.get("file")
