@@ -1,0 +1,196 @@
+"""ckpt cut at random moments in the modes tests/test_interrupted.py (plain dump and
+restore) and tests/test_faults.py (each step) leave out: a dump that leaves the tree
+running (-R), a pre-dump, and a dump to a page server (the dump or the server cut).
+
+A cut dump of any of these modes leaves the tree running, and once the next ckpt has
+taken back what the cut one left, exactly as it was (tracer, masks, mappings, fds,
+counters without a gap). The moments are drawn from a seed printed in every
+failure.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ckpt.images import INVENTORY
+from ckpt_helpers import (
+    Builder,
+    Procs,
+    ckpt_cmd,
+    ckpt_ok,
+    my_children,
+    proc_state,
+    reap_guards,
+    run_ckpt,
+    scaled,
+)
+from test_faults import (
+    Tree,
+    assert_untouched,
+    restore_and_check,
+    snapshot,
+    start_tree,
+)
+
+# notes of killed ckpts kept from other helpers' ckpts (conftest.own_notes)
+pytestmark = pytest.mark.usefixtures("own_notes")
+
+CUTS = 6
+
+
+def _run_cut(argv: list[str | int | Path], after: float, sig: int) -> tuple[int, str]:
+    """Run ``ckpt ARGV``, send it ``sig`` ``after`` seconds in; its exit status, stderr."""
+    p = subprocess.Popen(ckpt_cmd() + [str(a) for a in argv], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(after)  # the random moment itself, not a wait for anything
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=scaled(60))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, err
+
+
+def _span(argv: list[str | int | Path]) -> float:
+    t0 = time.monotonic()
+    ckpt_ok(*argv)
+    return time.monotonic() - t0
+
+
+def _page_server(directory: Path) -> tuple[subprocess.Popen[str], int]:
+    server = subprocess.Popen(ckpt_cmd() + ["page-server", "-D", str(directory), "--port", "0",
+                                            "--address", "127.0.0.1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL)
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert line.startswith("ckpt page-server: listening on 127.0.0.1:"), line
+    return server, int(line.rsplit(":", 1)[1])
+
+
+def _server_ended(server: subprocess.Popen[str], received: Path, what: str) -> None:
+    """The page server ends by itself: with a complete dump, or an error in one line
+    and no inventory."""
+    _out, err = server.communicate(timeout=scaled(30))
+    assert "Traceback" not in err, f"{what}: {err}"
+    complete = (received / "inventory.json").exists()
+    if server.returncode == 0:
+        assert complete, f"{what}: the page server ended well without an inventory"
+    else:
+        assert server.returncode == 1 and not complete, f"{what}: {server.returncode} {err}"
+        assert len(err.strip().splitlines()) == 1, f"{what}: {err}"
+
+
+def _assert_cut_dump(code: int, err: str, sig: int, what: str) -> None:
+    assert "Traceback" not in err, f"{what}: {err}"
+    assert code in (0, -sig, 128 + sig), f"{what}: exit status {code}: {err}"
+
+
+def _cuts_leave_the_tree(build: Builder, procs: Procs, tmp_path: Path, sig: int,
+                         one_cut: Callable[[Tree, int, random.Random, str], None]) -> None:
+    """``one_cut`` CUTS times; the tree runs on through each, and is as it was once the
+    next ckpt took back what the cut ones left."""
+    tree = start_tree(build, procs, tmp_path)
+    before = {pid: snapshot(pid) for pid in (tree.root, tree.child)}
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    children = my_children()
+    for i in range(CUTS):
+        one_cut(tree, i, rng, f"cut {i} (seed {seed})")
+        reap_guards(children)
+        for pid in (tree.root, tree.child):
+            assert proc_state(pid) not in (None, "Z", "X"), \
+                f"cut {i} (seed {seed}): {pid} did not survive (state {proc_state(pid)})"
+    ckpt_ok("dump", "-R", "-t", tree.root, "-D", tmp_path / "again")
+    assert_untouched(tree, before)
+    ckpt_ok("dump", "-t", tree.root, "-D", tmp_path / "last")
+    for pid in (tree.child, tree.root):
+        procs.wait_gone(pid)
+    restore_and_check(procs, tree, tmp_path / "last")
+
+
+SIGNALS = pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM],
+                                  ids=["SIGKILL", "SIGTERM"])
+
+
+@SIGNALS
+@pytest.mark.parametrize("command", ["dump -R", "pre-dump", "pre-dump --track-mem"])
+def test_running_dump_cut(build: Builder, procs: Procs, tmp_path: Path, sig: int,
+                          command: str) -> None:
+    """A dump that leaves the tree running, or a pre-dump, cut anywhere."""
+    words = command.split()
+
+    def one_cut(tree: Tree, i: int, rng: random.Random, what: str) -> None:
+        argv: list[str | int | Path] = [words[0], *words[1:], "-t", tree.root, "-D",
+                                        tmp_path / f"cut{i}"]
+        span = _span([*argv[:-1], tmp_path / f"timing{i}"])
+        code, err = _run_cut(argv, rng.uniform(0, span), sig)
+        _assert_cut_dump(code, err, sig, what)
+
+    _cuts_leave_the_tree(build, procs, tmp_path, sig, one_cut)
+
+
+@SIGNALS
+@pytest.mark.parametrize("victim", ["dump", "page-server"])
+def test_page_server_dump_cut(build: Builder, procs: Procs, tmp_path: Path, sig: int,
+                              victim: str) -> None:
+    """A dump -R sending its pages to a page server, the dump or the server cut
+    anywhere: the dump fails in one line or completes, the server ends either way."""
+    span = 0.0
+
+    def one_cut(tree: Tree, i: int, rng: random.Random, what: str) -> None:
+        nonlocal span
+        if not span:  # how long a whole dump takes here
+            server, port = _page_server(tmp_path / "timing")
+            span = _span(["dump", "-R", "-t", tree.root, "-D", tmp_path / "timing-local",
+                          "--page-server", "--address", "127.0.0.1", "--port", port])
+            assert server.wait(scaled(30)) == 0
+        server, port = _page_server(tmp_path / f"received{i}")
+        argv: list[str | int | Path] = ["dump", "-R", "-t", tree.root, "-D",
+                                        tmp_path / f"cut{i}", "--page-server", "--address",
+                                        "127.0.0.1", "--port", port]
+        try:
+            if victim == "dump":
+                code, err = _run_cut(argv, rng.uniform(0, span), sig)
+                _assert_cut_dump(code, err, sig, what)
+                if code == 0:  # complete: the server wrote it all, and ended
+                    _out, serr = server.communicate(timeout=scaled(30))
+                    assert server.returncode == 0, f"{what}: {serr}"
+                    return
+                # Cut before it connected, the server still waits for a dump: the next
+                # one goes there. Cut after, the server ends, and the next is refused.
+                retry = run_ckpt(*argv[:5], tmp_path / f"retry{i}", *argv[6:])
+                assert "Traceback" not in retry.stderr, f"{what}: {retry.stderr}"
+                errors = [ln for ln in retry.stderr.splitlines() if " Warn " not in ln]
+                assert retry.returncode == 0 or len(errors) == 1, f"{what}: {retry.stderr}"
+                _server_ended(server, tmp_path / f"received{i}", what)
+            else:
+                p = subprocess.Popen(ckpt_cmd() + [str(a) for a in argv],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+                time.sleep(rng.uniform(0, span))
+                server.send_signal(sig)
+                _, err = p.communicate(timeout=scaled(60))
+                assert "Traceback" not in err, f"{what}: {err}"
+                assert p.returncode in (0, 1), f"{what}: exit {p.returncode}: {err}"
+                if p.returncode == 1:
+                    assert len(err.strip().splitlines()) == 1, f"{what}: {err}"
+                _out, serr = server.communicate(timeout=scaled(30))
+                assert "Traceback" not in serr, f"{what}: {serr}"
+                assert server.returncode in (0, -sig, 128 + sig), f"{what}: {serr}"
+                assert p.returncode == 1 or (tmp_path / f"received{i}" / INVENTORY).exists()
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+
+    _cuts_leave_the_tree(build, procs, tmp_path, sig, one_cut)
