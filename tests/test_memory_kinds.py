@@ -18,14 +18,17 @@ import pytest
 from ckpt.kernel import mqueue, sysvipc
 from ckpt_helpers import (
     PROGS,
+    PYTHON,
     Builder,
     Proc,
     Procs,
     ckpt_fails,
+    ckpt_ok,
     dump_and_check_dead,
     is_alive,
     proc_status,
     restore_detached,
+    wait_until,
 )
 from real_helpers import dumped_pids
 
@@ -315,3 +318,36 @@ def test_node_with_io_uring_refused(procs: Procs, images: Path,
     n = len(target.out.numbers())
     target.out.wait_numbers(n + 3)
     assert proc_status(target.pid)["TracerPid"] == "0"
+
+
+_CHURN = """
+from ckpt.kernel import sysvipc
+live = []
+while True:  # 64 sets at any time, the oldest removed for each new one
+    if len(live) >= 64:
+        sysvipc.sem_rmid(live.pop(0))
+    live.append(sysvipc.semget(0, 4, 0o600 | sysvipc.IPC_CREAT))  # IPC_PRIVATE
+"""
+
+
+def test_semaphore_sets_made_and_removed_meanwhile(procs: Procs, images: Path) -> None:
+    """Another process of the tree's IPC namespace (its own: others' dumps are not
+    disturbed) makes and removes semaphore sets while ckpt dumps: a set gone between
+    the table read and the look at it is not the tree's, and the dump goes on (it
+    failed with 'semctl(GETPID): Invalid argument')."""
+    target = procs.start(["unshare", "--ipc", "sleep", "1000"])
+    wait_until(lambda: os.stat(f"/proc/{target.pid}/ns/ipc").st_ino
+               != os.stat("/proc/self/ns/ipc").st_ino, 10, "unshare to make its namespace")
+    churn = procs.start(["nsenter", "-t", str(target.pid), "-i", PYTHON, "-c", _CHURN],
+                        name="churn")
+    wait_until(lambda: len(_in_ipc(target.pid)) > 32, 10, "the sets to come")
+    for i in range(10):
+        ckpt_ok("dump", "-R", "-t", target.pid, "-D", images / str(i))
+    assert churn.popen is not None and churn.popen.poll() is None
+
+
+def _in_ipc(pid: int) -> list[str]:
+    """The semaphore sets of the IPC namespace of ``pid``."""
+    out = subprocess.run(["nsenter", "-t", str(pid), "-i", "cat", "/proc/sysvipc/sem"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.splitlines()[1:]
