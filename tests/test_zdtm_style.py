@@ -30,6 +30,7 @@ from ckpt_helpers import (
     Output,
     Procs,
     ckpt_fails,
+    ckpt_ok,
     dump_and_check_dead,
     is_alive,
     proc_status,
@@ -54,10 +55,17 @@ class Case:
     refuse: str = ""  # a regex of the dump's refusal, when ckpt refuses this by design
     libs: tuple[str, ...] = ()  # extra gcc flags (libraries)
     timeout: float = 30.0
+    leave_running: bool = False  # dumped with -R (the process goes on), not restored
 
 
 def C(id: str, prog: str, mode: str = "", zdtm: str = "", **kw: object) -> Case:  # noqa: N802
     return Case(id, prog, mode or id, zdtm or id, **kw)  # type: ignore[arg-type]
+
+
+def R(case: Case) -> Case:  # noqa: N802
+    """``case`` dumped with -R: the state must be as it was for the process going on."""
+    return Case(f"{case.id}-R", case.prog, case.mode, case.zdtm, case.dump, case.restore,
+                case.refuse, case.libs, case.timeout, leave_running=True)
 
 
 def xfail(case: Case, area: str, why: str) -> object:
@@ -137,10 +145,17 @@ CASES: list[Case | object] = [
     # ---------------------------------------------------------------- threads, CPU state
     C("threads", "thr", zdtm="pthread00 pthread01", libs=RT),
     C("thread-pending", "thr", zdtm="pthread02 sigpending (per thread)", libs=RT),
+    C("thread-knobs", "thr", zdtm="(each thread's name, nice, affinity, timer slack, policy, "
+      "I/O priority)", libs=RT),
+    R(C("thread-knobs", "thr", zdtm="(the same, -R)", libs=RT)),
     C("futex", "thr", zdtm="futex", libs=RT),
     C("blocked-calls", "thr", zdtm="(futex, poll, select, epoll_wait, sigtimedwait, sleeps, "
       "recv and accept with a timeout, asleep across the dump)", libs=RT),
     C("robust-list", "thr", zdtm="futex-rl", libs=RT),
+    C("blocked-waits", "thr", zdtm="(reads of eventfd, inotify, signalfd, timerfd; msgrcv, "
+      "mq_receive, a full pipe, UDP recv, accept, a FIFO's open, F_SETLKW, epoll_wait, "
+      "asleep across the dump)", libs=RT, dump=LOCKS, restore=LOCKS),
+    R(C("blocked-waits", "thr", zdtm="(the same, -R)", libs=RT, dump=LOCKS)),
     C("thread-creds", "thr", zdtm="thread_different_uid_gid different_creds", libs=RT),
     C("dead-thread-timer", "thr", zdtm="(dead_thread_posix_timer: its thread exited)",
       libs=RT),
@@ -200,6 +215,8 @@ CASES: list[Case | object] = [
     C("rmdir-open", "fds", zdtm="rmdir_open unlink_fstat04"),
     C("cwd-removed", "fds", zdtm="cwd01 unlink_fstat041"),
     C("cwd", "fds", zdtm="cwd00 cwd02"),
+    C("dir-position", "fds", zdtm="(a directory read half-way: readdir, getdents64; ext4, "
+      "tmpfs)"),
     C("chroot", "fds", zdtm="chroot chroot-file"),
     C("fifo", "fds", zdtm="fifo"),
     C("fifo-ro", "fds", zdtm="fifo_ro"),
@@ -232,9 +249,12 @@ CASES: list[Case | object] = [
     C("eventfd", "evfd", zdtm="eventfs00"),
     C("signalfd", "evfd", zdtm="signalfd00"),
     C("timerfd", "evfd", zdtm="timerfd"),
+    C("timerfd-abs", "evfd", zdtm="timerfd (absolute: TFD_TIMER_ABSTIME, CANCEL_ON_SET; "
+      "a POSIX timer with TIMER_ABSTIME)", libs=RT),
     C("epoll", "evfd", zdtm="epoll"),
     C("epoll-moved", "evfd", zdtm="epoll01"),
     C("epoll-oneshot", "evfd", zdtm="(EPOLLONESHOT watches that fired, not re-armed yet)"),
+    C("epoll-exclusive", "evfd", zdtm="(EPOLLEXCLUSIVE, EPOLLPRI|EPOLLRDHUP|EPOLLET watches)"),
     C("poll", "evfd", zdtm="poll"),
     C("inotify", "evfd", zdtm="inotify00 inotify01 inotify_irmap inotify_system"),
     C("inotify-removed", "evfd", zdtm="inotify02 inotify04 inotify_system_nodel"),
@@ -265,6 +285,9 @@ CASES: list[Case | object] = [
     C("unix-dgram-abstract", "sock", zdtm="sockets03-seqpacket (abstract) sk-unix01-seqpacket"),
     C("unix-unconnected", "sock", zdtm="sk-unix-unconn sk-unix-unconn-seqpacket unbound_sock"),
     C("unix-shutdown", "sock", zdtm="socket_close_data01 (shutdown)"),
+    C("unix-oob", "sock", zdtm="(an out-of-band byte at its mark, MSG_OOB)",
+      refuse=r"an out-of-band byte \(send with MSG_OOB\) waits in its queue"),
+    C("unix-oob-read", "sock", zdtm="(out-of-band bytes read already, or inline)"),
     C("unix-deleted", "sock", zdtm="deleted_unix_sock del_standalone_un"),
     C("unix-deleted-dgram", "sock",
       zdtm="del_standalone_un_seqpacket sk-unix-dgram-ghost deleted_standalone_unix"),
@@ -344,6 +367,8 @@ CASES: list[Case | object] = [
       "state, line by line)", libs=RT),
     C("knobs", "misc", zdtm="cpu-affinity0 (personality, name, no_new_privs, timer slack)",
       libs=PT),
+    C("knobs-more", "misc", zdtm="(KSM for all memory, MDWE, SCHED_RESET_ON_FORK, "
+      "PR_MCE_KILL)", libs=PT),
 ]
 
 
@@ -408,6 +433,11 @@ def _run(case: Case, exe: Path, procs: Procs, tmp_path: Path, images: Path,
             "the refused dump killed the process"  # (a zombie leader's threads run on)
         assert proc_status(target.pid)["TracerPid"] == "0", "left traced"
         assert not (images / "inventory.json").exists()
+    elif case.leave_running:
+        ckpt_ok("dump", "-t", target.pid, "-D", images, "-R", *case.dump,
+                timeout=case.timeout)
+        assert is_alive(target.pid), "the -R dump killed the process"
+        assert proc_status(target.pid)["TracerPid"] == "0", "left traced"
     else:
         dump_and_check_dead(procs, target, images, *case.dump, timeout=case.timeout)
         pids += [p for p in dumped_pids(images) if p not in pids]

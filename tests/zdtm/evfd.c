@@ -424,6 +424,118 @@ static int lease_broken(void)
 	zt_pass();
 }
 
+/* The "settime flags" line of FD's fdinfo (TFD_TIMER_ABSTIME, CANCEL_ON_SET). */
+static void settime_flags(int fd, char *out, size_t size)
+{
+	char path[64], line[128];
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	FILE *f = fopen(path, "r");
+	out[0] = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "settime flags:", 14))
+			snprintf(out, size, "%s", line + 14);
+	if (f)
+		fclose(f);
+}
+
+/* Timers armed for a time of day or of the clock (absolute): a timerfd of
+ * CLOCK_REALTIME that is cancelled when the clock is set (TFD_TIMER_CANCEL_ON_SET, as
+ * cron-like daemons and systemd use), a periodic one of CLOCK_MONOTONIC, and a POSIX
+ * timer of CLOCK_REALTIME with TIMER_ABSTIME: same expiry, flags and period after. */
+static int timerfd_abs(void)
+{
+	struct timespec now;
+	int wall = SYS(timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK));
+	int mono = SYS(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK));
+	SYS(clock_gettime(CLOCK_REALTIME, &now));
+	struct itimerspec w = { { 0, 0 }, { now.tv_sec + 500, 0 } };
+	SYS(timerfd_settime(wall, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &w, NULL));
+	SYS(clock_gettime(CLOCK_MONOTONIC, &now));
+	struct itimerspec m = { { 3600, 0 }, { now.tv_sec + 400, 0 } };
+	SYS(timerfd_settime(mono, TFD_TIMER_ABSTIME, &m, NULL));
+	timer_t pt;
+	struct sigevent sev = { .sigev_notify = SIGEV_NONE };
+	SYS(timer_create(CLOCK_REALTIME, &sev, &pt));
+	struct itimerspec p = { { 0, 0 }, { w.it_value.tv_sec + 100, 0 } };
+	SYS(timer_settime(pt, TIMER_ABSTIME, &p, NULL));
+	char wall_flags[32], mono_flags[32], now_flags[32];
+	settime_flags(wall, wall_flags, sizeof(wall_flags));
+	settime_flags(mono, mono_flags, sizeof(mono_flags));
+	zt_ready();
+	zt_wait();
+	struct itimerspec got;
+	SYS(clock_gettime(CLOCK_REALTIME, &now));
+	SYS(timerfd_gettime(wall, &got));
+	CHECK(labs(now.tv_sec + got.it_value.tv_sec - w.it_value.tv_sec) <= 2,
+	      "wall timer due in %ld s, at %ld, now %ld", (long)got.it_value.tv_sec,
+	      (long)w.it_value.tv_sec, (long)now.tv_sec);
+	settime_flags(wall, now_flags, sizeof(now_flags));
+	CHECK(!strcmp(now_flags, wall_flags), "wall timer flags%s, were%s", now_flags, wall_flags);
+	SYS(timer_gettime(pt, &got));
+	CHECK(labs(now.tv_sec + got.it_value.tv_sec - p.it_value.tv_sec) <= 2,
+	      "POSIX timer due in %ld s", (long)got.it_value.tv_sec);
+	SYS(clock_gettime(CLOCK_MONOTONIC, &now));
+	SYS(timerfd_gettime(mono, &got));
+	CHECK(got.it_interval.tv_sec == 3600 && got.it_value.tv_sec <= 400, "monotonic: %ld s "
+	      "left, period %ld", (long)got.it_value.tv_sec, (long)got.it_interval.tv_sec);
+	settime_flags(mono, now_flags, sizeof(now_flags));
+	CHECK(!strcmp(now_flags, mono_flags), "monotonic flags%s, were%s", now_flags, mono_flags);
+	uint64_t n;
+	CHECK(read(wall, &n, 8) < 0 && errno == EAGAIN, "the wall timer fired or was cancelled");
+	zt_pass();
+}
+
+/* The watches of epoll FD from its fdinfo, "fd events data" each, sorted by fd (the
+ * kernel lists them in the order of its tree, by file address). */
+static void epoll_watches(int fd, char *out, size_t size)
+{
+	char path[64], line[256], items[16][64];
+	int n = 0;
+	size_t used = 0;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	FILE *f = fopen(path, "r");
+	while (f && n < 16 && fgets(line, sizeof(line), f)) {
+		int tfd;
+		unsigned events;
+		unsigned long long data;
+		if (sscanf(line, "tfd: %d events: %x data: %llx", &tfd, &events, &data) == 3)
+			snprintf(items[n++], sizeof(items[0]), "%4d %x %llx;", tfd, events, data);
+	}
+	if (f)
+		fclose(f);
+	qsort(items, n, sizeof(items[0]), (int (*)(const void *, const void *))strcmp);
+	out[0] = 0;
+	for (int i = 0; i < n && used < size; i++)
+		used += snprintf(out + used, size - used, "%s", items[i]);
+}
+
+/* Watches added with EPOLLEXCLUSIVE (nginx's workers share a listener this way) and
+ * EPOLLWAKEUP-less EPOLLRDHUP|EPOLLPRI: the same events after, each waking once. */
+static int epoll_exclusive(void)
+{
+	int p[2], q[2];
+	SYS(pipe(p));
+	SYS(pipe(q));
+	int ep = SYS(epoll_create1(EPOLL_CLOEXEC));
+	struct epoll_event e = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = 0x71 };
+	SYS(epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &e));
+	e = (struct epoll_event){ .events = EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLET, .data.u64 = 0x72 };
+	SYS(epoll_ctl(ep, EPOLL_CTL_ADD, q[0], &e));
+	char before[512], after[512];
+	epoll_watches(ep, before, sizeof(before));
+	zt_ready();
+	zt_wait();
+	epoll_watches(ep, after, sizeof(after));
+	CHECK(!strcmp(before, after), "watches %s, were %s", after, before);
+	e.events = EPOLLIN;  /* EPOLL_CTL_MOD of an exclusive watch: EINVAL */
+	CHECK(epoll_ctl(ep, EPOLL_CTL_MOD, p[0], &e) < 0 && errno == EINVAL,
+	      "the watch is not exclusive");
+	SYS(write(p[1], "x", 1));
+	struct epoll_event got[2];
+	CHECK(epoll_wait(ep, got, 2, 5000) == 1 && got[0].data.u64 == 0x71, "exclusive watch");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -431,6 +543,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "eventfd")) return eventfds();
 	if (!strcmp(m, "signalfd")) return signalfds();
 	if (!strcmp(m, "timerfd")) return timerfds();
+	if (!strcmp(m, "timerfd-abs")) return timerfd_abs();
+	if (!strcmp(m, "epoll-exclusive")) return epoll_exclusive();
 	if (!strcmp(m, "epoll")) return epolls(0);
 	if (!strcmp(m, "epoll-moved")) return epolls(1);
 	if (!strcmp(m, "epoll-oneshot")) return epoll_oneshot();

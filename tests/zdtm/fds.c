@@ -668,6 +668,81 @@ static int fd_rare_flags(void)
 	zt_pass();
 }
 
+/* The names getdents64 gives from FD's position on, joined by '/'. */
+static void names_from(int fd, char *out, size_t size)
+{
+	char buf[8192];
+	size_t used = 0;
+	long n;
+	out[0] = 0;
+	while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0)
+		for (long at = 0; at < n;) {
+			struct dirent64 *e = (void *)(buf + at);
+			if (used < size)
+				used += snprintf(out + used, size - used, "%s/", e->d_name);
+			at += e->d_reclen;
+		}
+}
+
+/* A directory read half-way (find, du, rm -r, rsync scanning): through readdir's DIR
+ * (its position from telldir) and a raw fd after one getdents64, in a folder of the
+ * work directory and one of /dev/shm (tmpfs counts positions otherwise): the rest
+ * of the entries come after, in the same order, none twice, none missed. */
+static int dir_position(void)
+{
+	char shm[64], path[128];
+	snprintf(shm, sizeof(shm), "/dev/shm/zdtm-dir-%d", getpid());
+	const char *dirs[] = { "many", shm };
+	DIR *d[2];
+	int raw[2];
+	long pos[2];
+	static char rest[2][2048], now[2048];
+	for (int k = 0; k < 2; k++) {
+		SYS(mkdir(dirs[k], 0700));
+		for (int i = 0; i < 60; i++) {
+			snprintf(path, sizeof(path), "%s/entry-%02d", dirs[k], i);
+			close(SYS(open(path, O_CREAT | O_WRONLY, 0600)));
+		}
+		d[k] = opendir(dirs[k]);
+		if (!d[k])
+			zt_setup_fail("opendir %s", dirs[k]);
+		for (int i = 0; i < 25; i++)
+			readdir(d[k]);
+		pos[k] = telldir(d[k]);
+		raw[k] = SYS(open(dirs[k], O_RDONLY | O_DIRECTORY));
+		char first[300];
+		SYS(syscall(SYS_getdents64, raw[k], first, sizeof(first)));
+		off_t at = SYS(lseek(raw[k], 0, SEEK_CUR));
+		names_from(raw[k], rest[k], sizeof(rest[k]));
+		SYS(lseek(raw[k], at, SEEK_SET));
+	}
+	zt_ready();
+	zt_wait();
+	int failed = 0;
+	char why[300] = "";
+	for (int k = 0; k < 2 && !failed; k++) {
+		long at = telldir(d[k]);
+		int count = 0;
+		while (readdir(d[k]))
+			count++;
+		names_from(raw[k], now, sizeof(now));
+		if (at != pos[k] || count != 62 - 25) {
+			snprintf(why, sizeof(why), "%s: telldir %ld, was %ld; %d entries left", dirs[k],
+				 at, pos[k], count);
+			failed = 1;
+		} else if (strcmp(now, rest[k])) {
+			snprintf(why, sizeof(why), "%s: getdents64 gave %.100s, before %.100s", dirs[k],
+				 now, rest[k]);
+			failed = 1;
+		}
+	}
+	snprintf(path, sizeof(path), "rm -rf %s", shm);
+	if (system(path))
+		;
+	CHECK(!failed, "%s", why);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -687,6 +762,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "rmdir-open")) return removed_dir(0);
 	if (!strcmp(m, "cwd-removed")) return removed_dir(1);
 	if (!strcmp(m, "cwd")) return cwd_check();
+	if (!strcmp(m, "dir-position")) return dir_position();
 	if (!strcmp(m, "chroot")) return chrooted();
 	if (!strcmp(m, "fifo")) return fifos(0);
 	if (!strcmp(m, "fifo-ro")) return fifos(1);

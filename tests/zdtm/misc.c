@@ -341,6 +341,51 @@ static int mntns_child(void)
 	zt_pass();
 }
 
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#define PR_GET_MDWE 66
+#endif
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#define PR_GET_MEMORY_MERGE 68
+#endif
+
+/* Process knobs services get from their manager (systemd's MemoryKSM=,
+ * MemoryDenyWriteExecute=, CPUSchedulingResetOnFork=) or set themselves: KSM for all
+ * memory, memory-deny-write-execute, SCHED_RESET_ON_FORK, early machine-check kills. */
+static int knobs_more(void)
+{
+	struct sched_param sp = { 0 };
+	SYS(sched_setscheduler(0, SCHED_BATCH | SCHED_RESET_ON_FORK, &sp));
+	SYS(prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0));
+	if (prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0))
+		zt_setup_fail("PR_SET_MEMORY_MERGE");
+	char *later = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			   -1, 0);
+	if (later == MAP_FAILED)
+		zt_setup_fail("mmap");
+	memset(later, 7, 4 * 4096);
+	if (prctl(PR_SET_MDWE, 1 /* PR_MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0))
+		zt_setup_fail("PR_SET_MDWE");
+	int mdwe = prctl(PR_GET_MDWE, 0, 0, 0, 0);
+	zt_ready();
+	zt_wait();
+	CHECK(sched_getscheduler(0) == (SCHED_BATCH | SCHED_RESET_ON_FORK), "policy %#x",
+	      sched_getscheduler(0));
+	CHECK(prctl(PR_MCE_KILL_GET, 0, 0, 0, 0) == PR_MCE_KILL_EARLY, "MCE kill %d",
+	      prctl(PR_MCE_KILL_GET, 0, 0, 0, 0));
+	CHECK(prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == 1, "memory merge lost");
+	CHECK(prctl(PR_GET_MDWE, 0, 0, 0, 0) == mdwe, "MDWE %d, was %d",
+	      prctl(PR_GET_MDWE, 0, 0, 0, 0), mdwe);
+	CHECK(later[4 * 4096 - 1] == 7, "memory");
+	CHECK(mprotect(later, 4096, PROT_READ | PROT_EXEC) < 0, "MDWE let memory become executable");
+	pid_t c = SYS(fork());
+	if (c == 0)  /* the flag resets itself in a child (a real-time policy too) */
+		_exit(sched_getscheduler(0) == SCHED_BATCH ? 0 : 1);
+	CHECK(zt_reap(c) == 0, "the child's policy: reset-on-fork kept or batch lost");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -356,5 +401,6 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "seccomp-filter")) return seccomp_filter(0);
 	if (!strcmp(m, "seccomp-tsync")) return seccomp_filter(1);
 	if (!strcmp(m, "knobs")) return knobs();
+	if (!strcmp(m, "knobs-more")) return knobs_more();
 	zt_setup_fail("unknown mode %s", m);
 }

@@ -667,6 +667,50 @@ static int udp_corked(int pending)
 	zt_pass();
 }
 
+/* Everything queued on stream FD (a read stops at an urgent byte's mark). */
+static ssize_t drain(int fd, char *buf, size_t size)
+{
+	ssize_t got = 0, n;
+	while ((size_t)got < size && (n = recv(fd, buf + got, size - got, MSG_DONTWAIT)) > 0)
+		got += n;
+	return got;
+}
+
+/* Out-of-band bytes on a unix stream (MSG_OOB, Linux 5.15+): one read already with
+ * MSG_OOB and one sent on a socket that takes them inline (SO_OOBINLINE) come back as
+ * plain data; one still waiting at its mark (PENDING) is refused at dump. */
+static int unix_oob(int pending)
+{
+	int sv[2], in[2], one = 1;
+	char c = 0, buf[16];
+	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, in));
+	SYS(setsockopt(in[1], SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)));
+	SYS(send(sv[0], "ab", 2, 0));
+	if (send(sv[0], "U", 1, MSG_OOB) != 1)
+		zt_setup_fail("MSG_OOB on a unix stream");
+	SYS(send(sv[0], "cd", 2, 0));
+	if (!pending && (recv(sv[1], &c, 1, MSG_OOB) != 1 || c != 'U'))
+		zt_setup_fail("the urgent byte");
+	SYS(send(in[0], "x", 1, 0));
+	SYS(send(in[0], "Y", 1, MSG_OOB));
+	zt_ready();
+	zt_wait();
+	if (pending) {
+		CHECK(recv(sv[1], &c, 1, MSG_OOB | MSG_DONTWAIT) == 1 && c == 'U',
+		      "the urgent byte is gone");
+	} else {
+		CHECK(recv(sv[1], &c, 1, MSG_OOB | MSG_DONTWAIT) < 0, "an urgent byte came back");
+	}
+	ssize_t n = drain(sv[1], buf, sizeof(buf));
+	CHECK(n == 4 && !memcmp(buf, "abcd", 4), "queued: %zd bytes '%.*s'", n,
+	      (int)(n > 0 ? n : 0), buf);
+	n = drain(in[1], buf, sizeof(buf));
+	CHECK(n == 2 && !memcmp(buf, "xY", 2), "inline urgent byte: %zd bytes '%.*s'", n,
+	      (int)(n > 0 ? n : 0), buf);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -682,6 +726,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "unix-dgram-abstract")) return unix_dgram(1);
 	if (!strcmp(m, "unix-unconnected")) return unix_unconnected();
 	if (!strcmp(m, "unix-shutdown")) return unix_shutdown();
+	if (!strcmp(m, "unix-oob")) return unix_oob(1);
+	if (!strcmp(m, "unix-oob-read")) return unix_oob(0);
 	if (!strcmp(m, "unix-deleted")) return unix_deleted(1);
 	if (!strcmp(m, "unix-deleted-dgram")) return unix_deleted(0);
 	if (!strcmp(m, "scm-rights")) return scm_rights(0);

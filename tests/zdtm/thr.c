@@ -13,8 +13,16 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
+#include <mqueue.h>
+#include <netinet/in.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/msg.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 
 #define NT 4
 static pthread_t th[NT];
@@ -641,11 +649,287 @@ static int dead_thread_timer(void)
 	zt_pass();
 }
 
+/* Knobs each thread sets for itself (thread pools name and tune their workers): its
+ * name, nice value, CPU affinity, timer slack, scheduling policy and I/O priority. */
+struct knobs { char name[16]; int nice, policy, cpu; unsigned long slack; long ioprio; };
+static struct knobs knobs_of(long i)
+{
+	static const int policies[] = { SCHED_OTHER, SCHED_BATCH, SCHED_IDLE, SCHED_BATCH };
+	struct knobs k;
+	snprintf(k.name, sizeof(k.name), "pool-%ld", i);
+	k.nice = (int)(i % 2 ? 3 + i : 1 + i);
+	k.policy = policies[i % 4];
+	k.cpu = (int)(i % sysconf(_SC_NPROCESSORS_ONLN));
+	k.slack = 10000 + 1000 * i;
+	k.ioprio = (2L << 13) | (i % 8);  /* best effort, level i */
+	return k;
+}
+
+static struct knobs knobs_now(void)
+{
+	struct knobs k;
+	cpu_set_t set;
+	prctl(PR_GET_NAME, k.name);
+	errno = 0;
+	k.nice = getpriority(PRIO_PROCESS, gettid());
+	k.policy = sched_getscheduler(0);
+	k.cpu = -1;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) == 1)
+		for (int c = 0; c < CPU_SETSIZE; c++)
+			if (CPU_ISSET(c, &set))
+				k.cpu = c;
+	k.slack = (unsigned long)prctl(PR_GET_TIMERSLACK);
+	k.ioprio = syscall(SYS_ioprio_get, 1, 0);
+	return k;
+}
+
+static int knobs_differ(const struct knobs *a, const struct knobs *b, char *why, size_t n)
+{
+	snprintf(why, n, "name %s/%s nice %d/%d policy %d/%d cpu %d/%d slack %lu/%lu io %lx/%lx",
+		 a->name, b->name, a->nice, b->nice, a->policy, b->policy, a->cpu, b->cpu,
+		 a->slack, b->slack, (unsigned long)a->ioprio, (unsigned long)b->ioprio);
+	return strcmp(a->name, b->name) || a->nice != b->nice || a->policy != b->policy
+	       || a->cpu != b->cpu || a->slack != b->slack || a->ioprio != b->ioprio;
+}
+
+static char knob_why[NT][200];
+static void *knob_thread(void *arg)
+{
+	long i = (long)arg;
+	struct knobs want = knobs_of(i);
+	struct sched_param sp = { 0 };
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(want.cpu, &set);
+	prctl(PR_SET_NAME, want.name);
+	int ok = setpriority(PRIO_PROCESS, gettid(), want.nice) == 0
+		 && sched_setscheduler(0, want.policy, &sp) == 0
+		 && sched_setaffinity(0, sizeof(set), &set) == 0
+		 && prctl(PR_SET_TIMERSLACK, want.slack) == 0
+		 && syscall(SYS_ioprio_set, 1, 0, want.ioprio) == 0;
+	/* SCHED_IDLE keeps the nice value set before it */
+	want.nice = getpriority(PRIO_PROCESS, gettid());
+	pthread_barrier_wait(&barrier);
+	while (!zt_stopped)
+		usleep(2000);
+	struct knobs now = knobs_now();
+	verdict[i] = !ok ? 3 : knobs_differ(&now, &want, knob_why[i], sizeof(knob_why[i])) ? 2 : 1;
+	return NULL;
+}
+
+static int thread_knobs(void)
+{
+	pthread_barrier_init(&barrier, NULL, NT + 1);
+	for (long i = 0; i < NT; i++)
+		SYS(-pthread_create(&th[i], NULL, knob_thread, (void *)i));
+	pthread_barrier_wait(&barrier);
+	struct knobs main_before = knobs_now();
+	for (int i = 0; i < NT; i++)
+		if (verdict[i] == 3)
+			zt_setup_fail("thread %d could not set its knobs", i);
+	zt_ready();
+	zt_wait();
+	join_all(NT);
+	char why[200];
+	struct knobs main_now = knobs_now();
+	CHECK(!knobs_differ(&main_now, &main_before, why, sizeof(why)), "main thread: %s", why);
+	for (int i = 0; i < NT; i++)
+		CHECK(verdict[i] == 1, "thread %d: %s", i, knob_why[i]);
+	zt_pass();
+}
+
+/* Threads asleep across the dump in reads and waits on kernel objects: an eventfd,
+ * inotify, signalfd and timerfd read, msgrcv, mq_receive, a write to a full pipe, a
+ * UDP recv, accept, the open of a FIFO with no writer yet, a POSIX lock held by a child
+ * (F_SETLKW) and epoll_wait. After the restore none has returned; each returns what
+ * it waited for once it comes. */
+#define NW 12
+static volatile long bw_ret[NW];
+static volatile int bw_err[NW];
+static int bw_evfd, bw_ino, bw_sfd, bw_tfd, bw_msq = -1, bw_full[2], bw_udp, bw_lst, bw_ep;
+static int bw_ep_pipe[2];
+static mqd_t bw_mq;
+
+static void *waiter(void *arg)
+{
+	long i = (long)arg, r = -1;
+	char buf[4096];
+	uint64_t v = 0;
+	if (i == 0) {
+		r = read(bw_evfd, &v, 8);
+		r = r == 8 ? (long)v : r;
+	} else if (i == 1) {
+		r = read(bw_ino, buf, sizeof(buf));
+	} else if (i == 2) {
+		struct signalfd_siginfo si;
+		r = read(bw_sfd, &si, sizeof(si));
+		r = r == sizeof(si) ? (long)si.ssi_signo : r;
+	} else if (i == 3) {
+		r = read(bw_tfd, &v, 8);
+	} else if (i == 4) {
+		struct { long type; char text[8]; } m;
+		r = msgrcv(bw_msq, &m, sizeof(m.text), 0, 0);
+	} else if (i == 5) {
+		unsigned prio;
+		r = mq_receive(bw_mq, buf, sizeof(buf), &prio);
+	} else if (i == 6) {
+		memset(buf, 'w', sizeof(buf));
+		r = write(bw_full[1], buf, sizeof(buf));
+	} else if (i == 7) {
+		r = recv(bw_udp, buf, sizeof(buf), 0);
+	} else if (i == 8) {
+		r = accept(bw_lst, NULL, NULL);
+		r = r >= 0 ? 0 : r;
+	} else if (i == 9) {
+		int fd = open("waited.fifo", O_RDONLY);
+		r = fd < 0 ? -1 : read(fd, buf, sizeof(buf));
+	} else if (i == 10) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 10 };
+		int fd = open("waited.lock", O_RDWR);
+		r = fd < 0 ? -1 : fcntl(fd, F_SETLKW, &fl);
+	} else if (i == 11) {
+		struct epoll_event e;
+		r = epoll_wait(bw_ep, &e, 1, -1);
+	}
+	bw_err[i] = errno;
+	__atomic_store_n(&bw_ret[i], r, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static long waited(int i)
+{
+	for (int k = 0; k < 1000 && bw_ret[i] == -100; k++)
+		usleep(10000);
+	return bw_ret[i];
+}
+
+static void remove_queue(void)
+{
+	if (bw_msq >= 0)
+		msgctl(bw_msq, IPC_RMID, NULL);
+}
+
+static int blocked_waits(void)
+{
+	sigset_t usr2;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	SYS(sigprocmask(SIG_BLOCK, &usr2, NULL));
+	bw_evfd = SYS(eventfd(0, 0));
+	SYS(mkdir("watched", 0700));
+	bw_ino = SYS(inotify_init());
+	SYS(inotify_add_watch(bw_ino, "watched", IN_CREATE));
+	bw_sfd = SYS(signalfd(-1, &usr2, 0));
+	bw_tfd = SYS(timerfd_create(CLOCK_MONOTONIC, 0));
+	bw_msq = SYS(msgget(IPC_PRIVATE, 0600));
+	atexit(remove_queue);
+	char qname[64];
+	snprintf(qname, sizeof(qname), "/zdtm-waits-%d", getpid());
+	struct mq_attr attr = { .mq_maxmsg = 4, .mq_msgsize = 16 };
+	bw_mq = SYS(mq_open(qname, O_RDWR | O_CREAT | O_EXCL, 0600, &attr));
+	SYS(mq_unlink(qname));
+	SYS(pipe(bw_full));
+	SYS(fcntl(bw_full[1], F_SETFL, O_NONBLOCK));
+	static char filler[65536];
+	while (write(bw_full[1], filler, sizeof(filler)) > 0)
+		;
+	SYS(fcntl(bw_full[1], F_SETFL, 0));
+	bw_udp = SYS(socket(AF_INET, SOCK_DGRAM, 0));
+	struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t inl = sizeof(in);
+	SYS(bind(bw_udp, (void *)&in, inl));
+	SYS(getsockname(bw_udp, (void *)&in, &inl));
+	bw_lst = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1, "zdtm-waits-%d", getpid());
+	socklen_t ul = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(un.sun_path + 1);
+	SYS(bind(bw_lst, (void *)&un, ul));
+	SYS(listen(bw_lst, 4));
+	SYS(mkfifo("waited.fifo", 0600));
+	int lock = SYS(open("waited.lock", O_RDWR | O_CREAT, 0600));
+	int ready[2];
+	SYS(pipe(ready));
+	pid_t holder = SYS(fork());
+	if (holder == 0) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 10 };
+		bw_msq = -1;  /* the parent's to remove */
+		if (fcntl(lock, F_SETLK, &fl) < 0)
+			_exit(2);
+		close(ready[1]);
+		zt_wait();
+		_exit(0);
+	}
+	close(ready[1]);
+	char c;
+	SYS(read(ready[0], &c, 1) == 0 ? 0 : -1);  /* the child holds the lock */
+	bw_ep = SYS(epoll_create1(0));
+	SYS(pipe(bw_ep_pipe));
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 5 };
+	SYS(epoll_ctl(bw_ep, EPOLL_CTL_ADD, bw_ep_pipe[0], &ev));
+	pthread_t t[NW];
+	for (long i = 0; i < NW; i++) {
+		bw_ret[i] = -100;
+		SYS(-pthread_create(&t[i], NULL, waiter, (void *)i));
+	}
+	usleep(300000);
+	for (int i = 0; i < NW; i++)
+		if (bw_ret[i] != -100)
+			zt_setup_fail("call %d returned %ld before the dump", i, bw_ret[i]);
+	zt_ready();
+	zt_wait();
+	usleep(100000);  /* (a call the restore broke would return now) */
+	for (int i = 0; i < NW; i++)
+		CHECK(bw_ret[i] == -100, "call %d returned %ld (errno %d) after the restore", i,
+		      bw_ret[i], bw_err[i]);
+	uint64_t five = 5;
+	SYS(write(bw_evfd, &five, 8));
+	CHECK(waited(0) == 5, "eventfd read: %ld errno %d", bw_ret[0], bw_err[0]);
+	close(SYS(open("watched/new", O_CREAT | O_WRONLY, 0600)));
+	CHECK(waited(1) > 0, "inotify read: %ld errno %d", bw_ret[1], bw_err[1]);
+	SYS(kill(getpid(), SIGUSR2));
+	CHECK(waited(2) == SIGUSR2, "signalfd read: %ld errno %d", bw_ret[2], bw_err[2]);
+	struct itimerspec soon = { .it_value = { 0, 1000000 } };
+	SYS(timerfd_settime(bw_tfd, 0, &soon, NULL));
+	CHECK(waited(3) == 8, "timerfd read: %ld errno %d", bw_ret[3], bw_err[3]);
+	struct { long type; char text[8]; } m = { 1, "message" };
+	SYS(msgsnd(bw_msq, &m, sizeof(m.text), 0));
+	CHECK(waited(4) == 8, "msgrcv: %ld errno %d", bw_ret[4], bw_err[4]);
+	SYS(mq_send(bw_mq, "hi", 2, 1));
+	CHECK(waited(5) == 2, "mq_receive: %ld errno %d", bw_ret[5], bw_err[5]);
+	SYS(fcntl(bw_full[0], F_SETFL, O_NONBLOCK));
+	for (int k = 0; k < 500 && bw_ret[6] == -100; k++) {
+		while (read(bw_full[0], filler, sizeof(filler)) > 0)
+			;
+		usleep(10000);
+	}
+	CHECK(waited(6) == 4096, "write to a full pipe: %ld errno %d", bw_ret[6], bw_err[6]);
+	int u = SYS(socket(AF_INET, SOCK_DGRAM, 0));
+	SYS(sendto(u, "dgram", 5, 0, (void *)&in, inl));
+	CHECK(waited(7) == 5, "UDP recv: %ld errno %d", bw_ret[7], bw_err[7]);
+	int cl = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
+	SYS(connect(cl, (void *)&un, ul));
+	CHECK(waited(8) == 0, "accept: %ld errno %d", bw_ret[8], bw_err[8]);
+	int w = SYS(open("waited.fifo", O_WRONLY));
+	SYS(write(w, "fifo", 4));
+	CHECK(waited(9) == 4, "FIFO open and read: %ld errno %d", bw_ret[9], bw_err[9]);
+	CHECK(bw_ret[10] == -100, "F_SETLKW returned while the child holds the lock");
+	SYS(kill(holder, SIGTERM));
+	CHECK(zt_reap(holder) == 0, "the lock holder");
+	CHECK(waited(10) == 0, "F_SETLKW: %ld errno %d", bw_ret[10], bw_err[10]);
+	SYS(write(bw_ep_pipe[1], "e", 1));
+	CHECK(waited(11) == 1, "epoll_wait: %ld errno %d", bw_ret[11], bw_err[11]);
+	for (int i = 0; i < NW; i++)
+		pthread_join(t[i], NULL);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
 	zt_init();
 	if (!strcmp(m, "threads")) return threads();
+	if (!strcmp(m, "thread-knobs")) return thread_knobs();
+	if (!strcmp(m, "blocked-waits")) return blocked_waits();
 	if (!strcmp(m, "thread-pending")) return thread_pending();
 	if (!strcmp(m, "futex")) return futexes();
 	if (!strcmp(m, "blocked-calls")) return blocked_calls();

@@ -10,9 +10,11 @@ At restore the timer is armed again relative to the restore (the time the
 process was not running does not count), except an absolute (TFD_TIMER_ABSTIME)
 timer on CLOCK_REALTIME or CLOCK_REALTIME_ALARM: it keeps its wall-clock
 deadline, so expirations missed while the process was down are counted on
-its next read, as if it had kept running. Unread ticks go back with
-TFD_IOC_SET_TICKS (CONFIG_CHECKPOINT_RESTORE). No --inherit-fd key but
-``orig-fd[N]``.
+its next read, as if it had kept running. An absolute timer of another clock
+(CLOCK_MONOTONIC, CLOCK_BOOTTIME) is armed absolute again, as far from the
+restore's now as it was from the dump's (fdinfo shows the flag as before).
+Unread ticks go back with TFD_IOC_SET_TICKS (CONFIG_CHECKPOINT_RESTORE). No
+--inherit-fd key but ``orig-fd[N]``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 log = logger("ckpt.timerfd")
 
 _WALL_CLOCKS = {anon.CLOCK_REALTIME, anon.CLOCK_REALTIME_ALARM}
+_BASE_CLOCK = {anon.CLOCK_BOOTTIME_ALARM: anon.CLOCK_BOOTTIME}  # the time an alarm clock reads
 
 
 class TimerFds(FileKind):
@@ -91,6 +94,11 @@ class TimerFds(FileKind):
                     fd, anon.TFD_TIMER_ABSTIME
                     | (desc["settime_flags"] & anon.TFD_TIMER_CANCEL_ON_SET),
                     desc["deadline_ns"], interval)
+            elif value and desc["settime_flags"] & anon.TFD_TIMER_ABSTIME:
+                # due as long after the restore as after the dump, and still absolute
+                clock = _BASE_CLOCK.get(desc["clockid"], desc["clockid"])
+                anon.timerfd_settime(fd, anon.TFD_TIMER_ABSTIME,
+                                     time.clock_gettime_ns(clock) + value, interval)
             elif armed:
                 anon.timerfd_settime(fd, 0, value or 1, interval)
         except OSError as e:
