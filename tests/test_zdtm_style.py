@@ -228,6 +228,8 @@ CASES: list[Case | object] = [
     C("pipe-big", "fds", zdtm="pipe01"),
     C("pipe-nonblock", "fds", zdtm="pipe02"),
     C("pipe-packet", "fds", zdtm="pipe03"),
+    C("pipe-reopened", "fds", zdtm="(a pipe opened again through /proc/self/fd: read-write, "
+      "read-only)"),
     C("file-fown", "fds", zdtm="file_fown"),
     C("proc-self", "fds", zdtm="proc-self"),
     C("proc-child", "fds", zdtm="child_opened_proc"),
@@ -328,6 +330,10 @@ CASES: list[Case | object] = [
     xfail(C("tcp-reset", "tcp", zdtm="socket-tcp-reseted socket-tcp-closed", dump=TCP,
             restore=TCP), "tcp2", "a TCP socket whose connection was reset (state CLOSE) is "
           "refused at dump"),
+    C("tcp-oob", "tcp", zdtm="(urgent data at its mark, MSG_OOB)", dump=TCP,
+      refuse=r"with an out-of-band byte \(MSG_OOB, urgent data\) not read yet"),
+    C("tcp-oob-read", "tcp", zdtm="(urgent data read already, or inline)", dump=TCP,
+      restore=TCP),
     C("tcp-syn-sent", "tcp", zdtm="socket-tcp-syn-sent", dump=TCP,
       refuse=r"SYN_SENT|being made|not accepted yet"),
     C("tcp-reuseport", "tcp", zdtm="socket-tcp-reuseport", dump=TCP, restore=TCP),

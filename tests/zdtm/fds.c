@@ -743,6 +743,33 @@ static int dir_position(void)
 	zt_pass();
 }
 
+/* A pipe opened again through /proc/self/fd (as "/dev/stdin" and "/dev/stdout" are
+ * when they are pipes, and "exec 3<>/proc/self/fd/N" in a shell): read-write, and
+ * read-only, each its own open file (its own flags); the bytes in the pipe. */
+static int pipe_reopened(void)
+{
+	int p[2];
+	char path[64], buf[8];
+	SYS(pipe(p));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", p[0]);
+	int rw = SYS(open(path, O_RDWR));
+	int ro = SYS(open(path, O_RDONLY | O_NONBLOCK));
+	SYS(write(p[1], "abc", 3));
+	int rw_flags = fcntl(rw, F_GETFL), ro_flags = fcntl(ro, F_GETFL);
+	zt_ready();
+	zt_wait();
+	CHECK(fcntl(rw, F_GETFL) == rw_flags, "read-write end: flags %o, were %o",
+	      fcntl(rw, F_GETFL), rw_flags);
+	CHECK(fcntl(ro, F_GETFL) == ro_flags, "read-only end: flags %o, were %o",
+	      fcntl(ro, F_GETFL), ro_flags);
+	CHECK(read(rw, buf, 1) == 1 && buf[0] == 'a', "read through the read-write end");
+	CHECK(read(ro, buf, 1) == 1 && buf[0] == 'b', "read through the read-only end");
+	CHECK(write(rw, "d", 1) == 1, "write through the read-write end");
+	CHECK(read(p[0], buf, 8) == 2 && !memcmp(buf, "cd", 2), "the same pipe");
+	CHECK(read(ro, buf, 1) < 0 && errno == EAGAIN, "empty, non-blocking");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -774,6 +801,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "pipe-big")) return pipes(1);
 	if (!strcmp(m, "pipe-nonblock")) return pipes(2);
 	if (!strcmp(m, "pipe-packet")) return pipes(3);
+	if (!strcmp(m, "pipe-reopened")) return pipe_reopened();
 	if (!strcmp(m, "file-fown")) return file_fown();
 	if (!strcmp(m, "proc-self")) return proc_files(0);
 	if (!strcmp(m, "proc-child")) return proc_files(1);

@@ -192,6 +192,42 @@ static int in_flight(void)
 	zt_pass();
 }
 
+/* Urgent data (MSG_OOB; telnet, ftp's ABOR): a byte waiting at its mark (PENDING) is
+ * refused at dump; one read already, and one sent to a socket taking it inline
+ * (SO_OOBINLINE), come back as plain data with the rest. */
+static int urgent(int pending)
+{
+	int c, s, c2, s2, one = 1;
+	char u = 0, buf[16];
+	pair(AF_INET, AF_INET, &c, &s);
+	pair(AF_INET, AF_INET, &c2, &s2);
+	SYS(setsockopt(s2, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)));
+	SYS(send(c, "ab", 2, 0));
+	SYS(send(c, "U", 1, MSG_OOB));
+	SYS(send(c, "cd", 2, 0));
+	SYS(send(c2, "xY", 2, MSG_OOB));
+	for (int i = 0; i < 500; i++) {  /* the urgent byte is there */
+		if (recv(s, &u, 1, MSG_OOB | MSG_PEEK | MSG_DONTWAIT) == 1)
+			break;
+		usleep(10000);
+	}
+	if (u != 'U')
+		zt_setup_fail("no urgent byte arrived");
+	if (!pending)
+		SYS(recv(s, &u, 1, MSG_OOB));
+	zt_ready();
+	zt_wait();
+	if (pending)
+		CHECK(recv(s, &u, 1, MSG_OOB | MSG_DONTWAIT) == 1 && u == 'U', "the urgent byte");
+	else
+		CHECK(recv(s, &u, 1, MSG_OOB | MSG_DONTWAIT) < 0, "an urgent byte came back");
+	recv_all(s, buf, 4, "the stream around the mark");
+	CHECK(!memcmp(buf, "abcd", 4), "stream %.4s", buf);
+	recv_all(s2, buf, 2, "inline urgent byte");
+	CHECK(!memcmp(buf, "xY", 2), "inline stream %.2s", buf);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -202,6 +238,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "tcpbuf")) return established(AF_INET, AF_INET, 4 << 20);
 	if (!strcmp(m, "tcpbuf6")) return established(AF_INET6, AF_INET6, 4 << 20);
 	if (!strcmp(m, "tcp-unconn")) return unconnected();
+	if (!strcmp(m, "tcp-oob")) return urgent(1);
+	if (!strcmp(m, "tcp-oob-read")) return urgent(0);
 	if (!strcmp(m, "tcp-reset")) return reset();
 	if (!strcmp(m, "tcp-syn-sent")) return syn_sent();
 	if (!strcmp(m, "tcp-reuseport")) return reuseport();

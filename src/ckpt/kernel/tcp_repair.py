@@ -36,6 +36,7 @@ TH_FIN, TH_RST, TH_ACK = 0x01, 0x04, 0x10
 # The mark of the segments ckpt sends as a peer: the network lock lets them through.
 PEER_MARK = 0xC4C7
 CHUNK = 1 << 16  # bytes put into a queue per call: the kernel copies each into one skb
+SO_PEEK_OFF = 42
 
 
 def on(sock: socket.socket) -> None:
@@ -95,12 +96,10 @@ def read_queue(sock: socket.socket, which: int) -> Queue:
         seq = _u32(sock, TCP_QUEUE_SEQ)
         size = _ioctl(sock, SIOCOUTQ if which == SEND_QUEUE else SIOCINQ)
         unsent = _ioctl(sock, SIOCOUTQNSD) if which == SEND_QUEUE else 0
-        data = b""
-        if size > 0:
-            try:
-                data = sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                data = b""
+        if which == SEND_QUEUE:
+            data = _peek(sock, size)
+        else:
+            data = _peek_received(sock, size)
         return Queue(seq, data, unsent)
     finally:
         sock.setsockopt(SOL_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
@@ -110,13 +109,43 @@ def peek_received(sock: socket.socket) -> bytes:
     """The bytes received and not read, peeked outside repair mode: the bytes a peek
     of RECV_QUEUE in repair mode gives (the same code and limits in the kernel), read
     while a write of the process, should ckpt die, could not be queued as received."""
-    size = _ioctl(sock, SIOCINQ)
+    return _peek_received(sock, _ioctl(sock, SIOCINQ))
+
+
+def _peek(sock: socket.socket, size: int) -> bytes:
+    """Up to ``size`` bytes from the head of the selected queue, left in place."""
     if size <= 0:
         return b""
     try:
         return sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         return b""
+
+
+def _peek_received(sock: socket.socket, size: int) -> bytes:
+    """Every byte received and not read, left in place. A peek (and SIOCINQ, ``size``)
+    stops at the mark of urgent data (MSG_OOB) even once its byte was read out of
+    band: the bytes after it are peeked from there on with SO_PEEK_OFF (Linux 6.9+),
+    the byte itself left out as a read leaves it. The socket's own SO_PEEK_OFF is put
+    back."""
+    data = _peek(sock, size)
+    try:
+        saved = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, len(data))
+    except OSError:  # no SO_PEEK_OFF for TCP in this kernel
+        return data
+    try:
+        while True:
+            try:
+                more = sock.recv(CHUNK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if not more:  # the peer's FIN
+                break
+            data += more
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved)
+    return data
 
 
 def queue_seq(sock: socket.socket, which: int) -> int:

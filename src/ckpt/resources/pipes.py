@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logger("ckpt.pipes")
 
 DATA_FILE = "pipes-data.img"
+O_LARGEFILE = 0o100000  # x86-64's (Python's os.O_LARGEFILE is 0 there): set by open() only
 
 
 def _read_buffered(pid: int, fd: int, capacity: int) -> list[bytes]:
@@ -221,7 +222,11 @@ class Pipes(FileKind):
         if ino not in self._made:
             self._made[ino] = self._make(ctx, desc)
         r, w = self._made[ino]
-        if "fifo" in desc:
+        flags = desc["flags"]
+        if "fifo" in desc or flags & O_LARGEFILE or flags & os.O_ACCMODE == os.O_RDWR:
+            # a FIFO, or a pipe opened again through /proc/PID/fd/N ("/dev/stdin" of a
+            # pipeline's command, "exec 3<>/proc/self/fd/N"): an open() of its own, not
+            # an end pipe() made (O_LARGEFILE shows it), maybe read-write
             return os.open(f"/proc/self/fd/{r}", (desc["flags"] & ~0o2000000) | os.O_NONBLOCK)
         return os.dup(r if desc["flags"] & os.O_ACCMODE == os.O_RDONLY else w)
 

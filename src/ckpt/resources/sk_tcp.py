@@ -57,6 +57,7 @@ from ..kernel.record import dataclass, field
 from ..log import logger
 from ..schema import BOOL, NAT, U32, Either, Enum, Int, Null, Obj, Opt, Tup
 from .filekind import Description, DumpCtx, RestoreCtx
+from .sockopts import urgent_pending
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -223,6 +224,11 @@ class Connections:
         if ctx.tcp.close:
             desc["tcp"] = {"closed": True}
             return
+        if urgent_pending(sock):
+            raise UnsupportedError(
+                f"{where}: {_name(state)} TCP connection to {_fmt(desc['peer'])} with an "
+                "out-of-band byte (MSG_OOB, urgent data) not read yet; ckpt cannot queue "
+                "it again as urgent: it would come back as plain data")
         reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
         # The receive queue is peeked before repair mode: in repair mode with that queue
         # selected, a write of the process (ckpt killed there) would be queued as

@@ -97,7 +97,7 @@ from .filekind import (
     close_quietly,
     taken_hint,
 )
-from .sockopts import OPTIONS, SOCKET, apply_opts, read_opts
+from .sockopts import OPTIONS, SOCKET, apply_opts, read_opts, urgent_pending
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -516,16 +516,6 @@ def _peek_queue(sock: socket.socket, stype: int, rqueue: int, shutdown: int,
     return msgs
 
 
-def _urgent_byte(sock: socket.socket) -> bool:
-    """Whether an out-of-band byte waits to be read with MSG_OOB (Linux 5.15+); a peek
-    leaves it, its mark and SIOCATMARK as they were. EINVAL: none, or SO_OOBINLINE
-    (then it is plain data in the queue)."""
-    try:
-        return bool(sock.recv(1, socket.MSG_OOB | socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except OSError:
-        return False
-
-
 def _merge_plain(msgs: list[Message]) -> list[Message]:
     """A stream's chunks with adjacent plain ones joined; a chunk that carries files stays
     one of its own (sent alone again, its files arrive with its first byte)."""
@@ -780,7 +770,7 @@ class UnixSockets(SocketKind):
         if state == TCP_ESTABLISHED or stype == socket.SOCK_DGRAM:
             queue = _peek_queue(sock, stype, me.get("rqueue", 0), me["shutdown"], where)
             try:
-                if queue and stype == socket.SOCK_STREAM and _urgent_byte(sock):
+                if queue and stype == socket.SOCK_STREAM and urgent_pending(sock):
                     raise UnsupportedError(
                         f"{where}: an out-of-band byte (send with MSG_OOB) waits in its "
                         "queue; ckpt cannot queue it again at its mark, it would come "

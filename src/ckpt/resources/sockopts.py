@@ -293,3 +293,16 @@ OPTIONS = Obj({name: Opt(_value_field(kind))
                for table in (SOCKET, IP, IPV6, TCP, UDP, UDPLITE, NETLINK, PACKET, RAW_ICMP,
                              RAW_ICMPV6)
                for name, (_level, _opt, _wopt, kind) in table.items()})
+
+
+def urgent_pending(sock: socket.socket) -> bool:
+    """Whether an out-of-band byte (sent with MSG_OOB: TCP urgent data, or a unix
+    stream's, Linux 5.15+) waits to be read apart from the stream. A peek leaves it and
+    its mark as they were. EAGAIN: TCP saw the urgent pointer, the byte is still to
+    come; EINVAL: none, read already, or taken inline (SO_OOBINLINE: plain data)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_OOB | socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
