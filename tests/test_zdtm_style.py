@@ -131,6 +131,8 @@ CASES: list[Case | object] = [
     # ---------------------------------------------------------------- signals and timers
     C("handlers", "sig", zdtm="sigaction masks (every zdtm test's handlers)"),
     C("sigpending", "sig", zdtm="sigpending"),
+    C("siginfo-queued", "sig", zdtm="sigpending (whole siginfos of the sender's choice, for "
+      "threads and the process; a zombie's SIGCHLD)", libs=PT),
     C("sigaltstack", "sig", zdtm="sigaltstack"),
     C("sigtrap", "sig", zdtm="sigtrap sigtrap01"),
     C("altstack-onstack", "sig", zdtm="sigaltstack (a thread asleep in its handler on it)",

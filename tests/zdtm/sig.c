@@ -3,6 +3,7 @@
 #include "zdtm.h"
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <sys/ptrace.h>
 #include <sys/time.h>
 #include <time.h>
@@ -476,12 +477,115 @@ static int read_norestart(void)
 	zt_pass();
 }
 
+/* Whole siginfos queued with codes and payloads of the sender's choice
+ * (rt_sigqueueinfo, rt_tgsigqueueinfo): many for the main thread, some for another
+ * thread, some for the process, and a SIGCHLD of a child that exited (left a zombie);
+ * each is delivered after the restore byte for byte as sent, in order. */
+#define SI_SELF 40
+#define SI_BYTES (offsetof(siginfo_t, _sifields) + 16)  /* signo, errno, code, pid, uid, value */
+static siginfo_t si_sent[SI_SELF + 5], si_got[SI_SELF + 5];
+static volatile int si_count[3], si_chld;
+static pid_t si_main, si_child, si_thread;
+static pthread_barrier_t si_barrier;
+static volatile int si_go;
+
+static void on_siginfo(int s, siginfo_t *i, void *u)
+{
+	(void)u;
+	if (s == SIGCHLD) {
+		si_chld = i->si_code == CLD_EXITED && i->si_pid == si_child && i->si_status == 5
+			  ? 1 : 2;
+		return;
+	}
+	int who = s == SIGRTMAX ? 2 : gettid() == si_main ? 0 : 1;
+	int base = who == 0 ? 0 : who == 1 ? SI_SELF : SI_SELF + 3;
+	if (si_count[who] < (who == 0 ? SI_SELF : who == 1 ? 3 : 2))
+		si_got[base + si_count[who]++] = *i;
+}
+
+static void *siginfo_thread(void *arg)
+{
+	(void)arg;
+	si_thread = gettid();
+	pthread_barrier_wait(&si_barrier);
+	while (!si_go)
+		usleep(1000);
+	sigset_t rt;
+	sigemptyset(&rt);
+	sigaddset(&rt, SIGRTMIN);
+	pthread_sigmask(SIG_UNBLOCK, &rt, NULL);
+	return NULL;
+}
+
+static void queue_info(int i, int signo, pid_t tid)
+{
+	memset(&si_sent[i], 0, sizeof(si_sent[i]));
+	si_sent[i].si_signo = signo;
+	si_sent[i].si_code = -10 - i;  /* below zero: the sender's own */
+	zt_fill(&si_sent[i]._sifields, 16, 40 + i);
+	if (tid)
+		SYS(syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, signo, &si_sent[i]));
+	else
+		SYS(syscall(SYS_rt_sigqueueinfo, getpid(), signo, &si_sent[i]));
+}
+
+static int siginfo_queued(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_siginfo;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigset_t all;
+	sigfillset(&all);
+	sigdelset(&all, SIGTERM);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	SYS(sigaction(SIGRTMIN, &sa, NULL));
+	SYS(sigaction(SIGRTMAX, &sa, NULL));
+	SYS(sigaction(SIGCHLD, &sa, NULL));
+	si_main = gettid();
+	pthread_t t;
+	pthread_barrier_init(&si_barrier, NULL, 2);
+	SYS(-pthread_create(&t, NULL, siginfo_thread, NULL));
+	pthread_barrier_wait(&si_barrier);
+	si_child = SYS(fork());
+	if (si_child == 0)
+		_exit(5);
+	siginfo_t w;
+	SYS(waitid(P_PID, si_child, &w, WEXITED | WNOWAIT));
+	for (int i = 0; i < SI_SELF; i++)
+		queue_info(i, SIGRTMIN, si_main);
+	for (int i = 0; i < 3; i++)
+		queue_info(SI_SELF + i, SIGRTMIN, si_thread);
+	for (int i = 0; i < 2; i++)
+		queue_info(SI_SELF + 3 + i, SIGRTMAX, 0);
+	zt_ready();
+	zt_wait();
+	sigset_t keep;  /* the process's SIGRTMAX for the main thread, after its own */
+	sigemptyset(&keep);
+	sigaddset(&keep, SIGTERM);
+	sigaddset(&keep, SIGRTMAX);
+	sigprocmask(SIG_SETMASK, &keep, NULL);
+	si_go = 1;
+	pthread_join(t, NULL);
+	sigdelset(&keep, SIGRTMAX);
+	sigprocmask(SIG_SETMASK, &keep, NULL);
+	CHECK(si_chld == 1, "SIGCHLD of the zombie child: %d", si_chld);
+	CHECK(si_count[0] == SI_SELF && si_count[1] == 3 && si_count[2] == 2,
+	      "delivered: main thread %d, other thread %d, process %d", si_count[0], si_count[1],
+	      si_count[2]);
+	for (int i = 0; i < SI_SELF + 5; i++)
+		CHECK(!memcmp(&si_got[i], &si_sent[i], SI_BYTES), "siginfo %d: code %d, was %d", i,
+		      si_got[i].si_code, si_sent[i].si_code);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
 	zt_init();
 	if (!strcmp(m, "handlers")) return handlers();
 	if (!strcmp(m, "sigpending")) return sigpending_check();
+	if (!strcmp(m, "siginfo-queued")) return siginfo_queued();
 	if (!strcmp(m, "sigaltstack")) return sigaltstack_check();
 	if (!strcmp(m, "sigtrap")) return sigtrap_check();
 	if (!strcmp(m, "temp-masks")) return temp_masks();
