@@ -233,6 +233,8 @@ CASES: list[Case | object] = [
     C("pipe-reopened", "fds", zdtm="(a pipe opened again through /proc/self/fd: read-write, "
       "read-only)"),
     C("file-fown", "fds", zdtm="file_fown"),
+    C("file-owners", "fds", zdtm="file_fown (F_SETOWN_EX: a thread, the process group; a "
+      "socket)", libs=PT),
     C("proc-self", "fds", zdtm="proc-self"),
     C("proc-child", "fds", zdtm="child_opened_proc"),
     C("proc-init", "fds", zdtm="pid_file", refuse=r"/proc/1"),

@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
 
 #define PG 4096
@@ -770,6 +771,81 @@ static int pipe_reopened(void)
 	zt_pass();
 }
 
+/* Owners of O_ASYNC files of every kind (F_SETOWN_EX): a thread (F_OWNER_TID), the
+ * process group (F_OWNER_PGRP), the process for a socket; each signal goes to its
+ * owner, the thread's to that thread. */
+static volatile pid_t owned_tid, owner_thread;
+static volatile int owned_fd = -1, owner_stop;
+static void on_owned(int s, siginfo_t *i, void *u)
+{
+	(void)s;
+	(void)u;
+	owned_tid = gettid();
+	owned_fd = i->si_fd;
+}
+
+static void *owner_loop(void *arg)
+{
+	(void)arg;
+	owner_thread = gettid();
+	while (!owner_stop)
+		usleep(1000);
+	return NULL;
+}
+
+static int signalled_by(int fd, int wfd, const char *how)
+{
+	owned_fd = -1;
+	if (how[0] == 's')
+		SYS(send(wfd, "x", 1, 0));
+	else
+		SYS(write(wfd, "x", 1));
+	for (int i = 0; i < 5000 && owned_fd < 0; i++)
+		usleep(1000);
+	return owned_fd == fd;
+}
+
+static int file_owners(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_owned;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	SYS(sigaction(SIGRTMIN + 3, &sa, NULL));
+	pthread_t t;
+	SYS(-pthread_create(&t, NULL, owner_loop, NULL));
+	while (!owner_thread)
+		usleep(1000);
+	int a[2], b[2], sv[2];
+	SYS(pipe(a));
+	SYS(pipe(b));
+	SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	struct f_owner_ex thread = { F_OWNER_TID, owner_thread }, group = { F_OWNER_PGRP, getpgrp() };
+	SYS(fcntl(a[0], F_SETOWN_EX, &thread));
+	SYS(fcntl(b[0], F_SETOWN_EX, &group));
+	SYS(fcntl(sv[0], F_SETOWN, getpid()));
+	int fds[] = { a[0], b[0], sv[0] };
+	for (int i = 0; i < 3; i++) {
+		SYS(fcntl(fds[i], F_SETSIG, SIGRTMIN + 3));
+		SYS(fcntl(fds[i], F_SETFL, O_ASYNC | O_NONBLOCK));
+	}
+	zt_ready();
+	zt_wait();
+	struct f_owner_ex x;
+	SYS(fcntl(a[0], F_GETOWN_EX, &x));
+	CHECK(x.type == F_OWNER_TID && x.pid == owner_thread, "thread owner: %d %d", x.type, x.pid);
+	SYS(fcntl(b[0], F_GETOWN_EX, &x));
+	CHECK(x.type == F_OWNER_PGRP && x.pid == getpgrp(), "group owner: %d %d", x.type, x.pid);
+	CHECK(fcntl(sv[0], F_GETOWN) == getpid(), "socket owner %d", fcntl(sv[0], F_GETOWN));
+	CHECK(signalled_by(a[0], a[1], "write") && owned_tid == owner_thread,
+	      "the thread's file: fd %d to %d", owned_fd, owned_tid);
+	CHECK(signalled_by(b[0], b[1], "write"), "the group's file: fd %d", owned_fd);
+	CHECK(signalled_by(sv[0], sv[1], "send"), "the socket: fd %d", owned_fd);
+	owner_stop = 1;
+	pthread_join(t, NULL);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -803,6 +879,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "pipe-packet")) return pipes(3);
 	if (!strcmp(m, "pipe-reopened")) return pipe_reopened();
 	if (!strcmp(m, "file-fown")) return file_fown();
+	if (!strcmp(m, "file-owners")) return file_owners();
 	if (!strcmp(m, "proc-self")) return proc_files(0);
 	if (!strcmp(m, "proc-child")) return proc_files(1);
 	if (!strcmp(m, "proc-init")) return proc_outside(0);
