@@ -166,6 +166,7 @@ CASES: list[Case | object] = [
     C("zombie-leader", "thr", zdtm="zombie_leader", libs=RT, refuse=r"zombie leader"),
     C("sse", "thr", zdtm="sse00 sse20", libs=RT),
     C("avx", "thr", zdtm="fpu02 (xstate)", libs=RT),
+    C("avx512", "thr", zdtm="fpu02 (AVX-512: zmm0-31, opmask registers)", libs=RT),
     C("x87", "thr", zdtm="fpu00 fpu01", libs=RT),
     C("mmx", "thr", zdtm="mmx00", libs=RT),
     C("fpu-thread", "thr", zdtm="fpu03", libs=RT),

@@ -365,6 +365,39 @@ static int avx_regs(void)
 	zt_pass();
 }
 
+/* AVX-512 state (this kind of CPU has it): full 512-bit zmm registers, the upper
+ * sixteen (zmm16-31, in their own XSAVE component) and the opmask registers k1-k7. */
+__attribute__((target("avx512f")))
+static int avx512_regs(void)
+{
+	__builtin_cpu_init();
+	if (!__builtin_cpu_supports("avx512f")) {
+		zt_ready();
+		zt_wait();
+		zt_pass(); /* nothing to check here */
+	}
+	static unsigned long long in[3][8] __attribute__((aligned(64))), out[3][8]
+		__attribute__((aligned(64)));
+	static unsigned long long k_in[2] = { 0xa5a5, 0x3c3c }, k_out[2];
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 8; j++)
+			in[i][j] = 0x0101010101010101ULL * (i * 8 + j + 1);
+	ready_for_asm();
+	asm volatile(
+		"vmovdqa64 0(%0), %%zmm0\n vmovdqa64 64(%0), %%zmm16\n vmovdqa64 128(%0), %%zmm31\n"
+		"kmovw 0(%3), %%k1\n kmovw 8(%3), %%k7\n"
+		"1: pause\n cmpl $0, %2\n je 1b\n"
+		"vmovdqa64 %%zmm0, 0(%1)\n vmovdqa64 %%zmm16, 64(%1)\n vmovdqa64 %%zmm31, 128(%1)\n"
+		"kmovw %%k1, 0(%4)\n kmovw %%k7, 8(%4)\n"
+		"vzeroupper\n"
+		: : "r"(in), "r"(out), "m"(asm_stop), "r"(k_in), "r"(k_out)
+		: "memory", "xmm0", "xmm16", "xmm31", "k1", "k7");
+	CHECK(!memcmp(in, out, sizeof(in)), "zmm registers changed");
+	CHECK(k_out[0] == k_in[0] && k_out[1] == k_in[1], "opmask registers %llx %llx",
+	      k_out[0], k_out[1]);
+	zt_pass();
+}
+
 /* The x87 stack and control word; MMX registers (which alias it) in another mode. */
 static int x87_regs(int mmx)
 {
@@ -940,6 +973,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "zombie-leader")) return zombie_leader();
 	if (!strcmp(m, "sse")) return sse_regs();
 	if (!strcmp(m, "avx")) return avx_regs();
+	if (!strcmp(m, "avx512")) return avx512_regs();
 	if (!strcmp(m, "x87")) return x87_regs(0);
 	if (!strcmp(m, "mmx")) return x87_regs(1);
 	if (!strcmp(m, "fpu-thread")) return fpu_thread();
