@@ -433,7 +433,7 @@ static void settime_flags(int fd, char *out, size_t size)
 	out[0] = 0;
 	while (f && fgets(line, sizeof(line), f))
 		if (!strncmp(line, "settime flags:", 14))
-			snprintf(out, size, "%s", line + 14);
+			snprintf(out, size, "%.31s", line + 14);
 	if (f)
 		fclose(f);
 }

@@ -738,8 +738,7 @@ static int dir_position(void)
 		}
 	}
 	snprintf(path, sizeof(path), "rm -rf %s", shm);
-	if (system(path))
-		;
+	CHECK(system(path) == 0, "could not remove %s", shm);
 	CHECK(!failed, "%s", why);
 	zt_pass();
 }
