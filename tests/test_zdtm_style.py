@@ -355,6 +355,8 @@ CASES: list[Case | object] = [
     C("sysv-sem-msg", "ipc", zdtm="sem msgque", libs=RT),
     C("sysv-sem-undo", "ipc", zdtm="sem (SEM_UNDO)", libs=RT),
     C("posix-sem", "ipc", zdtm="posix_sem", libs=RT),
+    C("shared-waits", "ipc", zdtm="futex shm-mp (processes asleep on a shared futex, a "
+      "process-shared semaphore, mutex and condition variable)", libs=RT),
     C("posix-mq", "ipc", zdtm="(POSIX message queues)", libs=RT),
     C("posix-mq-notify", "ipc", zdtm="(mq_notify)", libs=RT, refuse=r"mq_notify"),
     C("aio", "ipc", zdtm="aio00 aio01 socket_aio", libs=RT),

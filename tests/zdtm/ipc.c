@@ -2,9 +2,11 @@
  * POSIX semaphores and message queues, AIO rings, io_uring, userfaultfd. */
 #include "zdtm.h"
 #include <linux/aio_abi.h>
+#include <linux/futex.h>
 #include <linux/io_uring.h>
 #include <linux/userfaultfd.h>
 #include <mqueue.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <sys/ioctl.h>
 #include <sys/ipc.h>
@@ -195,6 +197,69 @@ static int uffd(void)
 	zt_pass();
 }
 
+/* Processes asleep on objects in shared anonymous memory across the dump (prefork
+ * servers' and databases' locks): a raw shared futex, a process-shared POSIX
+ * semaphore, a process-shared mutex and condition variable. After the restore none
+ * woke; each wakes for its parent's post, so the memory is still one object. */
+static int shared_waits(void)
+{
+	struct shared {
+		int word, flag;
+		sem_t sem;
+		pthread_mutex_t mu;
+		pthread_cond_t cv;
+	} *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		zt_setup_fail("mmap");
+	SYS(sem_init(&sh->sem, 1, 0));
+	pthread_mutexattr_t ma;
+	pthread_condattr_t ca;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+	SYS(-pthread_mutex_init(&sh->mu, &ma));
+	SYS(-pthread_cond_init(&sh->cv, &ca));
+	pid_t kids[3];
+	for (int k = 0; k < 3; k++) {
+		kids[k] = SYS(fork());
+		if (kids[k])
+			continue;
+		int ok = 0;
+		if (k == 0) {
+			while (__atomic_load_n(&sh->word, __ATOMIC_SEQ_CST) == 0)
+				syscall(SYS_futex, &sh->word, FUTEX_WAIT, 0, NULL, NULL, 0);
+			ok = 1;
+		} else if (k == 1) {
+			ok = sem_wait(&sh->sem) == 0;
+		} else {
+			pthread_mutex_lock(&sh->mu);
+			while (!sh->flag)
+				pthread_cond_wait(&sh->cv, &sh->mu);
+			ok = sh->flag == 1;
+			pthread_mutex_unlock(&sh->mu);
+		}
+		_exit(ok ? 0 : 1);
+	}
+	usleep(300000);
+	zt_ready();
+	zt_wait();
+	usleep(100000);
+	for (int k = 0; k < 3; k++)
+		CHECK(waitpid(kids[k], NULL, WNOHANG) == 0, "waiter %d woke before its post", k);
+	__atomic_store_n(&sh->word, 1, __ATOMIC_SEQ_CST);
+	syscall(SYS_futex, &sh->word, FUTEX_WAKE, 1, NULL, NULL, 0);
+	SYS(sem_post(&sh->sem));
+	pthread_mutex_lock(&sh->mu);
+	sh->flag = 1;
+	pthread_cond_broadcast(&sh->cv);
+	pthread_mutex_unlock(&sh->mu);
+	alarm(30);  /* a waiter that never wakes */
+	for (int k = 0; k < 3; k++)
+		CHECK(zt_reap(kids[k]) == 0, "waiter %d", k);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -204,6 +269,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "sysv-sem-msg")) return sysv_sem_msg(0);
 	if (!strcmp(m, "sysv-sem-undo")) return sysv_sem_msg(1);
 	if (!strcmp(m, "posix-sem")) return posix_sem();
+	if (!strcmp(m, "shared-waits")) return shared_waits();
 	if (!strcmp(m, "posix-mq")) return posix_mq();
 	if (!strcmp(m, "posix-mq-notify")) return posix_mq_notify();
 	if (!strcmp(m, "aio")) return aio();
