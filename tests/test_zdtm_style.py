@@ -193,6 +193,7 @@ CASES: list[Case | object] = [
     C("mlockall-onfault", "mem", zdtm="(mlockall MCL_FUTURE|MCL_ONFAULT)"),
     C("cow-anon", "mem", zdtm="cow00"),
     C("cow-file", "mem", zdtm="cow01"),
+    C("cow-reserved", "mem", zdtm="cow02 (protections differ between parent and child)"),
     C("shared-anon", "mem", zdtm="maps01 shm-mp (anonymous)"),
     C("shared-anon-split", "mem", zdtm="maps01 (pieces of one shared object, moved by "
       "mremap)"),

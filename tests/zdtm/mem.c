@@ -641,6 +641,42 @@ static int shared_anon_split(int devzero)
 	zt_pass();
 }
 
+/* Copy-on-write memory whose protection differs between parent and child (as criu's
+ * cow02): a range the parent reserved PROT_NONE and never touched, which the child
+ * made writable and filled; and one both wrote, half changed by the child, which the
+ * parent then hid (PROT_NONE). Each sees its own bytes after. */
+static int cow_reserved(void)
+{
+	const size_t len = 32 * PG;
+	char *res = map(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *both = map(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	zt_fill(both, len, 5);
+	int ready[2];
+	SYS(pipe(ready));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		close(ready[0]);
+		if (mprotect(res, len, PROT_READ | PROT_WRITE))
+			_exit(9);
+		zt_fill(res, len, 77);
+		zt_fill(both + len / 2, len / 2, 99);
+		close(ready[1]);
+		zt_wait();
+		_exit(zt_diff(res, len, 77) < 0 && zt_diff(both, len / 2, 5) < 0
+		      && zt_diff(both + len / 2, len / 2, 99) < 0 ? 0 : 1);
+	}
+	close(ready[1]);
+	char x;
+	SYS(read(ready[0], &x, 1));  /* EOF: the child is set */
+	SYS(mprotect(both, len, PROT_NONE));
+	zt_ready();
+	zt_wait();
+	SYS(mprotect(both, len, PROT_READ));
+	CHECK(zt_diff(both, len, 5) < 0, "the parent's hidden copy changed");
+	zt_children_verdict(&c, 1);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -661,6 +697,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "touch-later")) return touch_later();
 	if (!strcmp(m, "cow-anon")) return cow(0);
 	if (!strcmp(m, "cow-file")) return cow(1);
+	if (!strcmp(m, "cow-reserved")) return cow_reserved();
 	if (!strcmp(m, "shared-anon")) return shared_anon();
 	if (!strcmp(m, "memfd")) return memfd(0);
 	if (!strcmp(m, "memfd-sealed")) return memfd(1);
