@@ -246,6 +246,8 @@ CASES: list[Case | object] = [
     C("opath-deleted-link", "fds", zdtm="symlink01"),
     C("devices", "fds", zdtm="(character devices of every test)"),
     C("devices-deleted", "fds", zdtm="deleted_dev"),
+    C("kmsg-readers", "fds", zdtm="(/dev/kmsg readers, one caught up and one behind: dmesg -w, "
+      "journald)"),
     C("pidfd", "fds", zdtm="pidfd_self pidfd_child pidfd_kill"),
     C("pidfd-zombie", "fds", zdtm="pidfd_diffdead"),
     C("pidfd-dead", "fds", zdtm="pidfd_dead", refuse=r"pidfd"),

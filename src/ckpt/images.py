@@ -78,6 +78,7 @@ FEATURES: dict[str, str] = {
     "process-knobs": "I/O priorities, NUMA policies, coredump_filter, mlockall(MCL_FUTURE), "
                      "clone exit signals",
     "in-call": "a task frozen in a syscall, restored inside it (cpu.in_call)",
+    "kmsg-place": "where a reader of /dev/kmsg reads next (kmsg_seq of a chr description)",
 }
 INVENTORY = "inventory.json"
 # Images only some trees have (each module's IMAGE), named here for a restore that

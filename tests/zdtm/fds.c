@@ -845,6 +845,63 @@ static int file_owners(void)
 	zt_pass();
 }
 
+/* The next record of /dev/kmsg reader FD that carries TAG (others skipped), as the
+ * text after TAG (so "" when none comes before EAGAIN). */
+static const char *kmsg_next(int fd, const char *tag)
+{
+	static char rec[8192];
+	ssize_t n;
+	while ((n = read(fd, rec, sizeof(rec) - 1)) > 0 || (n < 0 && errno == EPIPE)) {
+		if (n <= 0)
+			continue;  /* overwritten before it was read */
+		rec[n] = 0;
+		char *at = strstr(rec, tag);
+		if (at) {
+			at[strcspn(at, "\n")] = 0;
+			return at + strlen(tag);
+		}
+	}
+	return "";
+}
+
+/* Readers of the kernel's log (/dev/kmsg: dmesg -w, journald) keep their place: one
+ * that read everything reads only what came after; one that left records unread
+ * reads those first. Neither reads the old records again. */
+static int kmsg_readers(void)
+{
+	char tag[64];
+	snprintf(tag, sizeof(tag), "zdtm-kmsg-%d-", getpid());
+	int w = open("/dev/kmsg", O_WRONLY);
+	int done = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	int behind = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	if (w < 0 || done < 0 || behind < 0)
+		zt_setup_fail("/dev/kmsg");
+	char line[96];
+	for (int i = 1; i <= 3; i++) {  /* one write each (dprintf seeks: EINVAL) */
+		snprintf(line, sizeof(line), "%sA%d\n", tag, i);
+		SYS(write(w, line, strlen(line)));
+	}
+	while (*kmsg_next(done, tag) || errno == EPIPE)
+		;
+	if (strcmp(kmsg_next(behind, tag), "A1"))
+		zt_setup_fail("A1 was not logged");
+	zt_ready();
+	zt_wait();
+	snprintf(line, sizeof(line), "%sB\n", tag);
+	CHECK(write(w, line, strlen(line)) > 0, "write to /dev/kmsg");
+	const char *got = kmsg_next(done, tag);
+	CHECK(!strcmp(got, "B"), "the reader that read everything got '%s' before B", got);
+	for (int i = 2; i <= 3; i++) {
+		char want[4];
+		snprintf(want, sizeof(want), "A%d", i);
+		got = kmsg_next(behind, tag);
+		CHECK(!strcmp(got, want), "the reader behind got '%s', not %s", got, want);
+	}
+	got = kmsg_next(behind, tag);
+	CHECK(!strcmp(got, "B"), "the reader behind got '%s', not B", got);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -888,6 +945,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "opath-deleted-link")) return opath(1);
 	if (!strcmp(m, "devices")) return devices(0);
 	if (!strcmp(m, "devices-deleted")) return devices(1);
+	if (!strcmp(m, "kmsg-readers")) return kmsg_readers();
 	if (!strcmp(m, "pidfd")) return pidfds(0);
 	if (!strcmp(m, "pidfd-zombie")) return pidfds(1);
 	if (!strcmp(m, "pidfd-dead")) return pidfds(2);

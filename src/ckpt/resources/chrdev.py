@@ -2,27 +2,107 @@
 reopened by path with their flags. The dump checks the path still leads to the
 same device, without opening it (opening a device may act: a watchdog starts).
 A device node deleted while open is a ghost (ghost.py): made again under its
-name (``mknod``), opened and removed."""
+name (``mknod``), opened and removed.
+
+A reader of /dev/kmsg (``dmesg -w``, journald) has a place in the kernel's log: the
+sequence number of the next record it reads, which a new open sets to the oldest
+record (all read again). The dump finds it without moving it when the reader read
+everything (poll: nothing to read; then it is the number after the last record
+ckpt reads on a file of its own), else by reading one record from the reader's
+file and going back (lseek to the oldest, then reading up to it again); the
+restore reads the new file up to that place before the process gets it.
+Records the kernel logged between dump and restore are read after it."""
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import stat as st_mod
 
-from ..errors import RestoreError, UnsupportedError
+from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import treeroot
 from ..schema import NAT, PATH, U32, Opt, Tup
 from . import ghost
 from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen_flags
 
 TTY_MAJORS = {3, 4, 5, 136, 137, 138, 139, 140, 141, 142, 143}
+KMSG = [1, 11]  # /dev/kmsg
+_RECORD = 8192  # more than a /dev/kmsg record holds
+
+
+def _record_seq(fd: int) -> int | None:
+    """The sequence number of the next /dev/kmsg record read from ``fd`` (which
+    that read consumes), None when there is none (EAGAIN). A record overwritten
+    before it was read (EPIPE) is skipped, as the kernel skips it for the reader."""
+    while True:
+        try:
+            rec = os.read(fd, _RECORD)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno == errno.EPIPE:
+                continue
+            raise
+        return int(rec.split(b";", 1)[0].split(b",")[1])
+
+
+def _kmsg_end(fd: int) -> int:
+    """The sequence number after the last record of the kernel's log, read on a
+    file of ckpt's (/dev/kmsg opened again through ``fd``)."""
+    own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        last = -1
+        while (seq := _record_seq(own)) is not None:
+            last = seq
+        return last + 1
+    finally:
+        os.close(own)
+
+
+def _kmsg_skip_to(fd: int, seq: int) -> None:
+    """Read /dev/kmsg file ``fd`` (at its oldest record) up to record ``seq``: the
+    next read gives ``seq``, or the oldest record still there when ``seq`` is gone."""
+    own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        oldest = _record_seq(own)
+    finally:
+        os.close(own)
+    if oldest is None or oldest >= seq:
+        return
+    flags = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        while (got := _record_seq(fd)) is not None and got < seq - 1:
+            pass
+    finally:
+        os.set_blocking(fd, flags)
+
+
+def _kmsg_place(f: OpenFd) -> int:
+    """Where the process's /dev/kmsg file ``f`` reads next, left there."""
+    end = _kmsg_end(f.dup)  # first: the process, frozen, cannot read past it
+    poller = select.poll()
+    poller.register(f.dup, select.POLLIN)
+    if not poller.poll(0):
+        return end  # it read everything
+    os.set_blocking(f.dup, False)  # a file of the process's: put back below
+    try:
+        seq = _record_seq(f.dup)
+        os.lseek(f.dup, 0, os.SEEK_SET)  # to the oldest record, then up to seq again
+        if seq is not None:
+            _kmsg_skip_to(f.dup, seq)
+        return end if seq is None else seq
+    finally:
+        os.set_blocking(f.dup, not f.info.flags & os.O_NONBLOCK)
 
 
 class CharDevices(FileKind):
     KIND = "chr"
     # its own fields in files.json
     SCHEMA = {
-        "path": PATH, "rdev": Tup(U32, U32), "pos": NAT, "ghost": Opt(ghost.SCHEMA)}
+        "path": PATH, "rdev": Tup(U32, U32), "pos": NAT, "ghost": Opt(ghost.SCHEMA),
+        "kmsg_seq": Opt(NAT)}  # /dev/kmsg: the sequence number of the next record read
 
     @classmethod
     def claims(cls, link: str, st: os.stat_result) -> bool:
@@ -40,6 +120,13 @@ class CharDevices(FileKind):
             desc["path"] = desc["ghost"]["path"]
         elif not f.link.startswith("/"):
             raise UnsupportedError(f"{f.where}: character device {f.link} has no path")
+        if desc["rdev"] == KMSG and f.info.flags & os.O_ACCMODE != os.O_WRONLY:
+            try:
+                desc["kmsg_seq"] = _kmsg_place(f)
+            except (OSError, ValueError, IndexError) as e:
+                raise DumpError(f"{f.where}: cannot find where it reads {f.link}: {e}"
+                                ) from None
+            ctx.images.need("kmsg-place")
         return desc
 
     @classmethod
@@ -69,6 +156,13 @@ class CharDevices(FileKind):
         if [os.major(st.st_rdev), os.minor(st.st_rdev)] != desc["rdev"]:
             os.close(fd)
             raise RestoreError(f"{desc['path']} is now a different device")
+        if "kmsg_seq" in desc:
+            try:
+                _kmsg_skip_to(fd, desc["kmsg_seq"])
+            except (OSError, ValueError, IndexError) as e:
+                os.close(fd)
+                raise RestoreError(f"{desc['path']}: cannot read up to where the process "
+                                   f"read: {e}") from None
         return fd
 
     def close(self) -> None:
