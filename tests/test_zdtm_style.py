@@ -246,6 +246,10 @@ CASES: list[Case | object] = [
     C("opath-deleted-link", "fds", zdtm="symlink01"),
     C("devices", "fds", zdtm="(character devices of every test)"),
     C("devices-deleted", "fds", zdtm="deleted_dev"),
+    C("devices-stateful", "fds", zdtm="(a FUSE daemon's /dev/fuse, a tap attached by "
+      "TUNSETIFF: refused, as criu does)", refuse=r"/dev/(fuse is the channel|net/tun is "
+      "attached)"),
+    C("devices-stateless", "fds", zdtm="(a TUN/TAP file attached to nothing, /dev/kvm)"),
     C("kmsg-readers", "fds", zdtm="(/dev/kmsg readers, one caught up and one behind: dmesg -w, "
       "journald)"),
     C("pidfd", "fds", zdtm="pidfd_self pidfd_child pidfd_kill"),

@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -902,6 +904,38 @@ static int kmsg_readers(void)
 	zt_pass();
 }
 
+/* Devices whose open file holds state: /dev/fuse (a FUSE daemon's channel), and a
+ * /dev/net/tun file attached to an interface (TUNSETIFF) are refused at dump; a tun
+ * file attached to nothing yet and /dev/kvm (stateless until a VM is made) are not
+ * (the "stateless" variant). */
+static int stateful_devices(int stateless)
+{
+	int tun = SYS(open("/dev/net/tun", O_RDWR));
+	int kvm = open("/dev/kvm", O_RDWR);
+	int fuse = -1;
+	if (!stateless) {
+		fuse = SYS(open("/dev/fuse", O_RDWR));
+		struct ifreq ifr;
+		memset(&ifr, 0, sizeof(ifr));
+		ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "zt%d", getpid() % 100000);
+		SYS(ioctl(tun, TUNSETIFF, &ifr));
+	}
+	zt_ready();
+	zt_wait();
+	struct stat st;
+	CHECK(fstat(tun, &st) == 0 && st.st_rdev == makedev(10, 200), "/dev/net/tun");
+	CHECK(kvm < 0 || (fstat(kvm, &st) == 0 && st.st_rdev == makedev(10, 232)), "/dev/kvm");
+	if (!stateless) {
+		struct ifreq now;
+		memset(&now, 0, sizeof(now));
+		CHECK(ioctl(tun, TUNGETIFF, &now) == 0 && !strncmp(now.ifr_name, "zt", 2),
+		      "the tap interface is gone");
+		CHECK(fstat(fuse, &st) == 0 && st.st_rdev == makedev(10, 229), "/dev/fuse");
+	}
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -946,6 +980,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "devices")) return devices(0);
 	if (!strcmp(m, "devices-deleted")) return devices(1);
 	if (!strcmp(m, "kmsg-readers")) return kmsg_readers();
+	if (!strcmp(m, "devices-stateful")) return stateful_devices(0);
+	if (!strcmp(m, "devices-stateless")) return stateful_devices(1);
 	if (!strcmp(m, "pidfd")) return pidfds(0);
 	if (!strcmp(m, "pidfd-zombie")) return pidfds(1);
 	if (!strcmp(m, "pidfd-dead")) return pidfds(2);

@@ -4,6 +4,12 @@ same device, without opening it (opening a device may act: a watchdog starts).
 A device node deleted while open is a ghost (ghost.py): made again under its
 name (``mknod``), opened and removed.
 
+A device whose open file holds state a new open would not have is refused at dump,
+naming it: a FUSE daemon's /dev/fuse (the channel its mount is served through), a
+tun/tap file attached to an interface, the virtual devices of /dev/uinput and
+/dev/uhid, vhost, CUSE and PPP files, and sound, DRM, RTC and watchdog devices
+(criu refuses any device it does not know).
+
 A reader of /dev/kmsg (``dmesg -w``, journald) has a place in the kernel's log: the
 sequence number of the next record it reads, which a new open sets to the oldest
 record (all read again). The dump finds it without moving it when the reader read
@@ -28,6 +34,36 @@ from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx, reopen
 
 TTY_MAJORS = {3, 4, 5, 136, 137, 138, 139, 140, 141, 142, 143}
 KMSG = [1, 11]  # /dev/kmsg
+# (major, minor) -> what its open file holds that a new open would not
+_STATEFUL = {
+    (10, 229): "is the channel a FUSE daemon serves its mount through (a new open serves none)",
+    (10, 223): "made a virtual input device (uinput), which goes away with its file",
+    (10, 239): "made a virtual HID device (uhid), which goes away with its file",
+    (10, 238): "holds a vhost-net device's state", (10, 241): "holds a vhost-vsock device's state",
+    (10, 203): "is a CUSE device's channel (a new open serves none)",
+    (10, 130): "is a watchdog, which a new open would start again",
+    (108, 0): "holds a PPP unit or channel",
+}
+# subsystems (/sys/dev/char/M:m/subsystem) whose devices keep state per open file
+_STATEFUL_CLASSES = {"sound", "drm", "rtc", "watchdog", "vfio"}
+TUN = (10, 200)
+
+
+def _stateful(f: OpenFd, rdev: tuple[int, int]) -> str:
+    """Why the device of ``f`` cannot be opened again in the state it has ("" when it
+    can)."""
+    if rdev == TUN:
+        iff = f.info.other.get("iff")
+        return f"is attached to network interface {iff} (TUNSETIFF)" if iff else ""
+    if rdev in _STATEFUL:
+        return _STATEFUL[rdev]
+    try:
+        cls = os.path.basename(os.readlink(f"/sys/dev/char/{rdev[0]}:{rdev[1]}/subsystem"))
+    except OSError:
+        return ""
+    if cls in _STATEFUL_CLASSES:
+        return f"is a {cls} device, whose open file holds state a new open would not have"
+    return ""
 _RECORD = 8192  # more than a /dev/kmsg record holds
 
 
@@ -120,6 +156,9 @@ class CharDevices(FileKind):
             desc["path"] = desc["ghost"]["path"]
         elif not f.link.startswith("/"):
             raise UnsupportedError(f"{f.where}: character device {f.link} has no path")
+        why = _stateful(f, (desc["rdev"][0], desc["rdev"][1]))
+        if why:
+            raise UnsupportedError(f"{f.where}: {f.link} {why}; ckpt cannot make that again")
         if desc["rdev"] == KMSG and f.info.flags & os.O_ACCMODE != os.O_WRONLY:
             try:
                 desc["kmsg_seq"] = _kmsg_place(f)
