@@ -98,7 +98,8 @@ def _kmsg_end(fd: int) -> int:
 
 def _kmsg_skip_to(fd: int, seq: int) -> None:
     """Read /dev/kmsg file ``fd`` (at its oldest record) up to record ``seq``: the
-    next read gives ``seq``, or the oldest record still there when ``seq`` is gone."""
+    next read gives ``seq``, or the oldest record still there when ``seq`` is gone.
+    Its reads never wait when record ``seq`` is there, or ``fd`` is non-blocking."""
     own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         oldest = _record_seq(own)
@@ -106,31 +107,24 @@ def _kmsg_skip_to(fd: int, seq: int) -> None:
         os.close(own)
     if oldest is None or oldest >= seq:
         return
-    flags = os.get_blocking(fd)
-    os.set_blocking(fd, False)
-    try:
-        while (got := _record_seq(fd)) is not None and got < seq - 1:
-            pass
-    finally:
-        os.set_blocking(fd, flags)
+    while (got := _record_seq(fd)) is not None and got < seq - 1:
+        pass
 
 
 def _kmsg_place(f: OpenFd) -> int:
-    """Where the process's /dev/kmsg file ``f`` reads next, left there."""
+    """Where the process's /dev/kmsg file ``f`` reads next, left there (its flags
+    untouched: each read below has a record to give)."""
     end = _kmsg_end(f.dup)  # first: the process, frozen, cannot read past it
     poller = select.poll()
     poller.register(f.dup, select.POLLIN)
     if not poller.poll(0):
         return end  # it read everything
-    os.set_blocking(f.dup, False)  # a file of the process's: put back below
-    try:
-        seq = _record_seq(f.dup)
-        os.lseek(f.dup, 0, os.SEEK_SET)  # to the oldest record, then up to seq again
-        if seq is not None:
-            _kmsg_skip_to(f.dup, seq)
-        return end if seq is None else seq
-    finally:
-        os.set_blocking(f.dup, not f.info.flags & os.O_NONBLOCK)
+    seq = _record_seq(f.dup)
+    if seq is None:  # (poll said there was one)
+        return end
+    os.lseek(f.dup, 0, os.SEEK_SET)  # to the oldest record, then up to seq again
+    _kmsg_skip_to(f.dup, seq)
+    return seq
 
 
 class CharDevices(FileKind):
@@ -197,7 +191,9 @@ class CharDevices(FileKind):
             raise RestoreError(f"{desc['path']} is now a different device")
         if "kmsg_seq" in desc:
             try:
+                os.set_blocking(fd, False)  # (ckpt's file yet) the log may end before it
                 _kmsg_skip_to(fd, desc["kmsg_seq"])
+                os.set_blocking(fd, not desc["flags"] & os.O_NONBLOCK)
             except (OSError, ValueError, IndexError) as e:
                 os.close(fd)
                 raise RestoreError(f"{desc['path']}: cannot read up to where the process "
