@@ -100,6 +100,7 @@ CASES: list[Case | object] = [
     C("caps", "task", zdtm="caps00"),
     C("caps-ambient", "task", zdtm="caps01"),
     C("xids", "task", zdtm="xids00"),
+    C("fs-ids", "task", zdtm="xids00 (setfsuid, setfsgid; securebits, locked)"),
     C("groups", "task", zdtm="groups"),
     C("massive-groups", "task", zdtm="(massive_groups: 900 supplementary groups)"),
     C("rlimits", "task", zdtm="rlimits00"),

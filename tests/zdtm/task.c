@@ -7,6 +7,8 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/fsuid.h>
+#include <linux/securebits.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -1017,6 +1019,26 @@ static int vfork_child(void)
 	zt_pass();
 }
 
+/* Credentials file servers use (NFS, Samba, FTP daemons): file-system ids apart from
+ * the effective ones (setfsuid, setfsgid), and securebits, some locked. */
+static int fs_ids(void)
+{
+	setfsuid(1234);
+	setfsgid(4321);
+	int bits = SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED;
+	SYS(prctl(PR_SET_SECUREBITS, bits, 0, 0, 0));
+	zt_ready();
+	zt_wait();
+	int fsuid = setfsuid(-1), fsgid = setfsgid(-1);
+	CHECK(fsuid == 1234 && fsgid == 4321, "fsuid %d, fsgid %d", fsuid, fsgid);
+	CHECK(geteuid() == 0 && getegid() == 0, "effective ids %d %d", geteuid(), getegid());
+	CHECK(prctl(PR_GET_SECUREBITS) == bits, "securebits %#x, were %#x",
+	      prctl(PR_GET_SECUREBITS), bits);
+	CHECK(prctl(PR_GET_KEEPCAPS) == 1, "keep-caps");
+	CHECK(prctl(PR_SET_SECUREBITS, SECBIT_KEEP_CAPS, 0, 0, 0) < 0, "the lock is gone");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -1037,6 +1059,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "stopped-tstp")) return stopped(SIGTSTP, 0, 0);
 	if (!strcmp(m, "stopped-ttin")) return stopped(SIGTTIN, 1, 0);
 	if (!strcmp(m, "caps")) return caps(0);
+	if (!strcmp(m, "fs-ids")) return fs_ids();
 	if (!strcmp(m, "caps-ambient")) return caps(1);
 	if (!strcmp(m, "xids")) return xids();
 	if (!strcmp(m, "groups")) return groups();
