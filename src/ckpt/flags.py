@@ -56,7 +56,21 @@ def size(text: str) -> int:
     return int(m[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[m[2].upper()]
 
 
-_SPELLINGS: dict[tuple[str, ...], tuple[str, str]] = {}  # Flag.names -> (long, dest)
+class _Spelling:
+    """A flag's ``long`` or ``dest``, both worked out on first use and kept in the flag's
+    own attributes, which from then on hide this (a non-data descriptor): a command asks
+    for every flag's several times (parse_simple, screen, api_kwargs), some 600 times."""
+
+    def __init__(self, which: int):
+        self.which = which
+
+    def __get__(self, flag: Flag | None, owner: type | None = None) -> Any:
+        if flag is None:
+            return self
+        long = next((n for n in flag.names if n.startswith("--")), flag.names[0])
+        spelled = (long, long.lstrip("-").replace("-", "_"))
+        flag.__dict__["long"], flag.__dict__["dest"] = spelled  # (frozen: not setattr)
+        return spelled[self.which]
 
 
 @dataclass(frozen=True)
@@ -80,22 +94,8 @@ class Flag:
     default: Any = None
     special: tuple[tuple[str, str, str], ...] = ()  # (command, effect, what) exceptions
 
-    @property
-    def long(self) -> str:
-        return self._spellings()[0]
-
-    @property
-    def dest(self) -> str:
-        return self._spellings()[1]
-
-    def _spellings(self) -> tuple[str, str]:
-        """(long, dest), worked out once per flag: a command asks for every flag's
-        several times (parse_simple, screen, api_kwargs), some 600 times in all."""
-        got = _SPELLINGS.get(self.names)
-        if got is None:
-            long = next((n for n in self.names if n.startswith("--")), self.names[0])
-            got = _SPELLINGS[self.names] = (long, long.lstrip("-").replace("-", "_"))
-        return got
+    long = _Spelling(0)  # its long name (--name), or its only one
+    dest = _Spelling(1)  # the attribute argparse gives its value
 
     def effect_on(self, command: str) -> tuple[str, str]:
         """(effect, what) of this flag given to ``command``."""
