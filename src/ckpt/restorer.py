@@ -860,7 +860,7 @@ class _TaskRestore:
                         self.pid, ", ".join(map(str, signalled)))
         thread.restore_final_all(self.inj, self.scratch, threads, pdeathsig=not orphaned)
         task.restore_final(self.pid, self.inj, self.scratch, self.core["task"],
-                           pdeathsig=not orphaned)
+                           pdeathsig=not orphaned, alone=not threads)
         faults.point("restore.task.final")
 
     def drop_helper(self) -> None:

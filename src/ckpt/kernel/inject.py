@@ -127,6 +127,9 @@ _BATCH_AFTER_SYSCALL = 0x21  # the batch loop's rip once its syscall returned
 _SIG_SETMASK = 2
 _MUST_SUCCEED = 1
 _END = struct.pack("<I", 0xFFFFFFFF)
+_ENTRY = struct.Struct("<II6Q")  # an entry but its result, which the loop writes
+_ZEROS = (0,) * 6  # the arguments not given
+_U64_MASK = 0xFFFFFFFFFFFFFFFF
 _SIGTRAP_BIT = 1 << (5 - 1)
 # Calls that never join a batch: the new task would start in the loop, or there is no return.
 _ALONE = frozenset(("clone", "clone3", "fork", "vfork", "execve", "execveat", "exit",
@@ -467,12 +470,13 @@ class Injector:
         InjectionError for the first failure of a checked call (the rest did not run)."""
         assert self.batch is not None
         queue, self._queue = self._queue, []
-        table = bytearray()
-        for name, args, check, ok in queue:
-            padded = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
-            table += struct.pack("<II6QQ", libc.NR[name],
-                                 _MUST_SUCCEED if check and not ok else 0, *padded, 0)
-        table += _END
+        table = bytearray(BATCH_ENTRY * len(queue) + len(_END))
+        nr = libc.NR
+        for i, (name, args, check, ok) in enumerate(queue):
+            _ENTRY.pack_into(table, i * BATCH_ENTRY, nr[name],
+                             _MUST_SUCCEED if check and not ok else 0,
+                             *[a & _U64_MASK for a in args], *_ZEROS[len(args):])
+        table[-len(_END):] = _END
         area = self.batch
         with interrupts.held():
             self.write(area.table, bytes(table))

@@ -149,7 +149,7 @@ def _can_set_loginuid(value: int) -> bool:
 # ---------------------------------------------------------------- restore
 
 def restore(pid: int, inj: Injector, scratch: int, c: dict[str, Any],
-            before_drop: Callable[[], None] | None = None) -> None:
+            before_drop: Callable[[bool], None] | None = None) -> None:
     """Lower the thread ``inj`` runs in, which has ckpt's credentials, to ``c``.
 
     The order is the kernel's: the loginuid and the ids while root may set them,
@@ -157,13 +157,14 @@ def restore(pid: int, inj: Injector, scratch: int, c: dict[str, Any],
     raised again for what follows; fs ids (setresuid resets them); bounding set,
     ambient set (its capabilities must be permitted and inheritable, and raising
     may not yet be locked), ``before_drop`` (the leader sets the process's
-    dumpable there), securebits, and last the three sets. No privilege is left
+    dumpable there; called with whether the credentials changed), securebits, and
+    last the three sets. No privilege is left
     that ``c`` does not have. A thread that has ``c`` already (ckpt's credentials, as
     root) gets none of it (``unchanged``)."""
     tid = inj.pid
     if unchanged(pid, tid, c):
         if before_drop is not None:
-            before_drop()
+            before_drop(False)
         return
     _set_loginuid(inj, scratch, c.get("loginuid"))
     groups = c["groups"]
@@ -187,7 +188,7 @@ def restore(pid: int, inj: Injector, scratch: int, c: dict[str, Any],
         if caps["amb"] >> cap & 1:
             inj.call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
     if before_drop is not None:
-        before_drop()
+        before_drop(True)
     inj.call("prctl", PR_SET_SECUREBITS, c["securebits"])
     _capset(inj, scratch, caps["eff"], caps["prm"], caps["inh"])
     if c["no_new_privs"]:

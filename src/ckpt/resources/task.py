@@ -424,12 +424,13 @@ def _restore_rlimits(pid: int, rlimits: dict[str, list[int]]) -> None:
 
 
 def restore_final(pid: int, inj: Injector, scratch: int, t: dict[str, Any],
-                  pdeathsig: bool = True) -> None:
+                  pdeathsig: bool = True, alone: bool = False) -> None:
     """The first thread's credentials, then what a change of credentials resets: the
     process's dumpable flag and the thread's parent-death signal (``pdeathsig`` False
-    leaves it unset). Its other threads and seccomp are done (thread.py, seccomp.py)."""
+    leaves it unset). Its other threads and seccomp are done (thread.py, seccomp.py);
+    ``alone``: it has none."""
     restore_final_own(pid, inj, scratch, t, pdeathsig,
-                      before_drop=lambda: _restore_dumpable(inj, t))
+                      before_drop=lambda changed: _restore_dumpable(inj, t, changed or not alone))
 
 
 def restore_final_own(pid: int, inj: Injector, scratch: int, own: dict[str, Any],
@@ -440,10 +441,14 @@ def restore_final_own(pid: int, inj: Injector, scratch: int, own: dict[str, Any]
         inj.call("prctl", libc.PR_SET_PDEATHSIG, own["pdeathsig"])
 
 
-def _restore_dumpable(inj: Injector, t: dict[str, Any]) -> None:
+def _restore_dumpable(inj: Injector, t: dict[str, Any], changed: bool = True) -> None:
     """Set once every thread has its credentials (each change resets it). Dumpable 2
     cannot be set by prctl; the kernel gives it on a change of credentials when
-    fs.suid_dumpable is 2 (checked at dump): a passing change of fsuid makes one."""
+    fs.suid_dumpable is 2 (checked at dump): a passing change of fsuid makes one.
+    Unless ``changed`` (a thread's credentials changed since the fork), the process has
+    ckpt's, which the fork copied: nothing to set when that is the saved one."""
+    if not changed and t["dumpable"] == libc.syscall("prctl", libc.PR_GET_DUMPABLE):
+        return
     if t["dumpable"] != SUID_DUMP_ROOT:
         inj.call("prctl", libc.PR_SET_DUMPABLE, t["dumpable"])
     elif inj.call("prctl", libc.PR_GET_DUMPABLE) != SUID_DUMP_ROOT:
