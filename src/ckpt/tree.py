@@ -361,11 +361,17 @@ class Creation:
         faults.point("restore.task.memory")
 
     def _set_session(self, node: Node, inj: Injector) -> None:
-        """``setsid`` (with its controlling terminal again) or a group of its own."""
+        """``setsid`` (with its controlling terminal again) or a group of its own: queued
+        (the next round trip runs them, before any clone)."""
         info = node.info
+
+        def failed(err: int) -> RestoreError:
+            return RestoreError(f"process {node.pid}: session/group set-up failed: "
+                                f"{os.strerror(err)}")
+
         try:
             if info.get("setsid"):
-                inj.call("setsid")
+                inj.later("setsid", failed=failed)
                 slave = info.get("ctty_fd")
                 if slave is not None:
                     from .resources.tty import TIOCSCTTY  # a tree with terminals only
@@ -375,9 +381,9 @@ class Creation:
                     finally:
                         inj.call("close", fd)
             elif info["pgid"] == node.pid:
-                inj.call("setpgid", 0, 0)
+                inj.later("setpgid", 0, 0, failed=failed)
             elif node.joins_group:  # while its stand-in lives; the PID it knows it by
-                inj.call("setpgid", 0, nspids.inner(info["pgid"]))
+                inj.later("setpgid", 0, nspids.inner(info["pgid"]), failed=failed)
         except OSError as e:
             raise RestoreError(f"process {node.pid}: session/group set-up failed: "
                                f"{os.strerror(e.errno or 0)}") from None

@@ -34,9 +34,11 @@ the trap it reports first when resumed (PTRACE_EVENT_STOP) is passed over, and
 it stays stopped once detached.
 
 A restore's new processes run many calls whose results nobody reads (munmap, mmap
-MAP_FIXED, mprotect, close...): ``later`` queues them and the next ``call``, ``raw``
-or ``flush`` runs the queue in one round trip (``BATCH_CODE``, in the restore's helper
-area: a loop over a table of syscalls that ends on ``int3``). That trap is a forced
+MAP_FIXED, mprotect, close, chdir, setsid...): ``later`` queues them and the next
+``call``, ``raw`` or ``flush`` runs the queue in one round trip (``BATCH_CODE``, in the
+restore's helper area: a loop over a table of syscalls that ends on ``int3``); what a
+queued call points to (a path, a struct) goes with the table, after it, and its
+failure may raise an error of the caller's making once the batch has run. That trap is a forced
 SIGTRAP, harmless only while the process's signal actions are still the defaults and
 ckpt's death kills it (EXITKILL): a restore batches only until the process's signals
 are restored (``stop_batching``).
@@ -134,6 +136,25 @@ _SIGTRAP_BIT = 1 << (5 - 1)
 # Calls that never join a batch: the new task would start in the loop, or there is no return.
 _ALONE = frozenset(("clone", "clone3", "fork", "vfork", "execve", "execveat", "exit",
                     "exit_group", "rt_sigreturn"))
+
+
+class _Queued:
+    """A call ``later`` queued: its arguments, how its failure counts, its data."""
+
+    __slots__ = ("name", "args", "check", "ok", "data", "data_at", "failed", "room")
+
+    def __init__(self, name: str, args: tuple[int, ...], check: bool,
+                 ok: tuple[int, ...] = (), data: bytes | Callable[[int], bytes] | None = None,
+                 data_at: int = 0, failed: Callable[[int], BaseException] | None = None):
+        self.name, self.args, self.check, self.ok = name, args, check, ok
+        self.data, self.data_at, self.failed = data, data_at, failed
+        # the bytes its data takes after the table (a maker of data makes as many for
+        # any address)
+        self.room = 0 if data is None else _aligned(len(data(0) if callable(data) else data))
+
+
+def _aligned(n: int) -> int:
+    return (n + 7) & ~7
 
 
 @dataclass(frozen=True)
@@ -240,8 +261,8 @@ class Injector:
         self._code_running = False  # runs the parking area's code (``run_code``)
         self.batch = batch
         self.signal_batch: SignalBatch | None = None  # a dump's, when parked (PARK_AREA)
-        # (name, args, check, errnos that count as success)
-        self._queue: list[tuple[str, tuple[int, ...], bool, tuple[int, ...]]] = []
+        self._queue: list[_Queued] = []
+        self._data = 0  # bytes of the queued calls' data
         self._mem = os.open(f"/proc/{pid}/mem", os.O_RDWR)
 
     def close(self) -> None:
@@ -260,6 +281,7 @@ class Injector:
                  tb: TracebackType | None) -> None:
         if kind is not None:
             self._queue.clear()  # the restore fails: nothing more runs in the task
+            self._data = 0
         self.close()
 
     # ------------------------------------------------------------ calls
@@ -269,7 +291,7 @@ class Injector:
         Calls queued by ``later`` run first, in the same round trip when they can."""
         if self._queue:
             if name not in _ALONE:
-                self._queue.append((name, args, False, ()))
+                self._queue.append(_Queued(name, args, False))
                 return self._run_queue()[-1]
             self.flush()
         with interrupts.held():  # never leave the task with borrowed registers
@@ -306,8 +328,8 @@ class Injector:
         assert self.batch is not None
         out: list[int] = []
         for name, args in calls:
-            self._queue.append((name, args, False, ()))
-            if len(self._queue) >= self.batch.entries:
+            self._queue.append(_Queued(name, args, False))
+            if not self._fits(1):
                 out += self._run_queue()
         if self._queue:
             out += self._run_queue()
@@ -436,22 +458,47 @@ class Injector:
             raise InjectionError(-res, f"{name} in process {self.pid}: {os.strerror(-res)}")
         return res
 
-    def later(self, name: str, *args: int, check: bool = True, ok: tuple[int, ...] = ()
+    def later(self, name: str, *args: int, check: bool = True, ok: tuple[int, ...] = (),
+              data: bytes | Callable[[int], bytes] | None = None, data_at: int = 0,
+              scratch: int = 0, failed: Callable[[int], BaseException] | None = None
               ) -> None:
         """Queue syscall ``name``, whose result nobody needs, to run before the next call
-        (see the module doc); ``check``: its failure raises InjectionError then, and the
-        calls queued after it do not run; ``ok``: errnos that are no failure (the calls
-        after it run whatever it returns, and ckpt raises for the others once they ran).
-        Its arguments must point to nothing in the task's memory: ``write`` does not
-        wait for the queue. Without a batch area it runs at once."""
+        (see the module doc); ``check``: its failure raises InjectionError then (or
+        ``failed(errno)``), and the calls queued after it do not run; ``ok``: errnos that
+        are no failure (the calls after it run whatever it returns, and ckpt raises for
+        the others once they ran). Its arguments must point to nothing in the task's
+        memory (``write`` does not wait for the queue), but to ``data``: the bytes (or
+        what ``data(address)`` makes for its address) the argument ``data_at`` then
+        points to, which go with the batch's table. Without a batch area it runs at
+        once, ``data`` written at ``scratch``."""
         if self.batch is None:
+            if data is not None:
+                self.write(scratch, data(scratch) if callable(data) else data)
+                args = (*args[:data_at], scratch, *args[data_at + 1:])
             res = self.raw(name, *args)
             if check and -res not in ok:
-                self.checked(name, res)
+                self._fail(_Queued(name, args, check, ok, failed=failed), res)
             return
-        self._queue.append((name, args, check, ok))
-        if len(self._queue) >= self.batch.entries:
+        queued = _Queued(name, args, check, ok, data, data_at, failed)
+        if self._queue and not self._fits(1, queued.room):
             self.flush()
+        self._queue.append(queued)
+        self._data += queued.room
+        if not self._fits(1):
+            self.flush()
+
+    def _fits(self, calls: int, data: int = 0) -> bool:
+        """Whether the queue and ``calls`` more calls (with ``data`` bytes) fit the batch
+        area: their table, its end mark and their data."""
+        assert self.batch is not None
+        n = len(self._queue) + calls
+        return n <= self.batch.entries and _aligned(BATCH_ENTRY * n + len(_END)) + \
+            self._data + data <= (self.batch.entries + 1) * BATCH_ENTRY
+
+    def _fail(self, queued: _Queued, res: int) -> None:
+        if queued.failed is not None and -4096 < res < 0:
+            raise queued.failed(-res)
+        self.checked(queued.name, res)
 
     def flush(self) -> None:
         """Run the queued calls (``later``) now: anything ckpt does to the task other than
@@ -470,14 +517,22 @@ class Injector:
         InjectionError for the first failure of a checked call (the rest did not run)."""
         assert self.batch is not None
         queue, self._queue = self._queue, []
-        table = bytearray(BATCH_ENTRY * len(queue) + len(_END))
-        nr = libc.NR
-        for i, (name, args, check, ok) in enumerate(queue):
-            _ENTRY.pack_into(table, i * BATCH_ENTRY, nr[name],
-                             _MUST_SUCCEED if check and not ok else 0,
-                             *[a & _U64_MASK for a in args], *_ZEROS[len(args):])
-        table[-len(_END):] = _END
         area = self.batch
+        data_at = _aligned(BATCH_ENTRY * len(queue) + len(_END))
+        table = bytearray(data_at + self._data)
+        self._data = 0
+        nr = libc.NR
+        for i, q in enumerate(queue):
+            args = q.args
+            if q.data is not None:
+                data = q.data(area.table + data_at) if callable(q.data) else q.data
+                table[data_at:data_at + len(data)] = data
+                args = (*args[:q.data_at], area.table + data_at, *args[q.data_at + 1:])
+                data_at += _aligned(len(data))
+            _ENTRY.pack_into(table, i * BATCH_ENTRY, nr[q.name],
+                             _MUST_SUCCEED if q.check and not q.ok else 0,
+                             *[a & _U64_MASK for a in args], *_ZEROS[len(args):])
+        table[BATCH_ENTRY * len(queue):BATCH_ENTRY * len(queue) + len(_END)] = _END
         with interrupts.held():
             self.write(area.table, bytes(table))
             mask = ptrace.get_sigmask(self.pid)
@@ -498,13 +553,13 @@ class Injector:
         self.trips += 1
         done = self.read(area.table, BATCH_ENTRY * len(queue))
         results = []
-        for i, (name, _args, check, ok) in enumerate(queue):
+        for i, q in enumerate(queue):
             res = struct.unpack_from("<Q", done, i * BATCH_ENTRY + 56)[0]
             res = res - _U64 if res >= 1 << 63 else res
             results.append(res)
             self.count += 1
-            if check and -res not in ok:
-                self.checked(name, res)
+            if q.check and -res not in q.ok:
+                self._fail(q, res)
         return results
 
     def _await_batch(self, rip: int, sig: int = 5, entries: tuple[int, ...] = ()) -> None:

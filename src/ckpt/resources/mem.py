@@ -1282,18 +1282,21 @@ def _same_exe(pid: int, path: str) -> bool:
 
 
 def _set_mm_map(inj: Injector, mm: dict[str, Any], scratch: int, exe_fd: int) -> None:
+    """Queued (``exe_fd`` is closed after it): the struct, with the auxiliary vector after
+    it, goes with the batch."""
     auxv = bytes.fromhex(mm["auxv"])
-    auxv_addr = scratch + 4096
-    inj.write(auxv_addr, auxv)
-    m = libc.PrctlMmMap(**{k: mm[k] for k in (
-        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
-        "start_stack", "arg_start", "arg_end", "env_start", "env_end")},
-        auxv=auxv_addr, auxv_size=len(auxv), exe_fd=exe_fd & 0xFFFFFFFF)  # -1: keep the exe
-    inj.write(scratch, bytes(m))
-    try:
-        inj.call("prctl", libc.PR_SET_MM, libc.PR_SET_MM_MAP, scratch, ctypes.sizeof(m), 0)
-    except OSError as e:
-        raise RestoreError(f"prctl(PR_SET_MM_MAP) failed: {os.strerror(e.errno)}") from None
+    fields = {k: mm[k] for k in ("start_code", "end_code", "start_data", "end_data",
+                                 "start_brk", "brk", "start_stack", "arg_start", "arg_end",
+                                 "env_start", "env_end")}
+    size = ctypes.sizeof(libc.PrctlMmMap)
+
+    def data(at: int) -> bytes:
+        return bytes(libc.PrctlMmMap(**fields, auxv=at + size, auxv_size=len(auxv),
+                                     exe_fd=exe_fd & 0xFFFFFFFF)) + auxv  # -1: keep the exe
+
+    inj.later("prctl", libc.PR_SET_MM, libc.PR_SET_MM_MAP, 0, size, 0, data=data, data_at=2,
+              scratch=scratch, failed=lambda err: RestoreError(
+                  f"prctl(PR_SET_MM_MAP) failed: {os.strerror(err)}"))
 
 
 def summarize(mm: dict[str, Any]) -> dict[str, int]:

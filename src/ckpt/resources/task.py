@@ -287,8 +287,8 @@ def restore_own(tid: int, inj: Injector, scratch: int, t: dict[str, Any],
     (``own_calls``)."""
     inherited = cloned_from or {}
     if t["comm"] != inherited.get("comm") and procfs.thread_comm(tid, tid) != t["comm"]:
-        inj.write(scratch, os.fsencode(t["comm"])[:15] + b"\0")
-        inj.call("prctl", libc.PR_SET_NAME, scratch)
+        inj.later("prctl", libc.PR_SET_NAME, 0, data=os.fsencode(t["comm"])[:15] + b"\0",
+                  data_at=1, scratch=scratch)
     if cloned_from is None:
         inj.later("set_tid_address", t["tid_address"])
         for name, args in own_calls(t):
@@ -460,19 +460,13 @@ def _restore_dumpable(inj: Injector, t: dict[str, Any], changed: bool = True) ->
 def _restore_fs(pid: int, inj: Injector, scratch: int, t: dict[str, Any]) -> None:
     """cwd, then the root (chroot keeps the cwd, which may lie outside it), umask."""
     if "cwd_ghost" not in t:  # a removed one is entered before (ghost.cwd_source)
-        inj.write_string(scratch, t["cwd"])
-        try:
-            inj.call("chdir", scratch)
-        except OSError as e:
-            raise RestoreError(f"process {pid}: working directory {t['cwd']}: "
-                               f"{os.strerror(e.errno)}") from None
+        inj.later("chdir", 0, data=os.fsencode(t["cwd"]) + b"\0", scratch=scratch,
+                  failed=lambda err: RestoreError(f"process {pid}: working directory "
+                                                  f"{t['cwd']}: {os.strerror(err)}"))
     if t.get("root"):
-        inj.write_string(scratch, t["root"])
-        try:
-            inj.call("chroot", scratch)
-        except OSError as e:
-            raise RestoreError(f"process {pid}: cannot chroot to {t['root']}: "
-                               f"{os.strerror(e.errno)}") from None
+        inj.later("chroot", 0, data=os.fsencode(t["root"]) + b"\0", scratch=scratch,
+                  failed=lambda err: RestoreError(f"process {pid}: cannot chroot to "
+                                                  f"{t['root']}: {os.strerror(err)}"))
     inj.later("umask", t["umask"])
 
 
