@@ -109,3 +109,44 @@ def test_errnos_that_are_no_failure_let_the_batch_go_on(traced: tuple[int, Injec
         inj.flush()
     assert e.value.errno == errno.EBADF and "close in process" in str(e.value)
     assert f"{FREE:x}-" not in _maps(pid)  # the call after it ran
+
+
+def test_queued_calls_carry_the_data_they_point_to(traced: tuple[int, Injector],
+                                                   tmp_path) -> None:
+    """A queued call's path or struct goes with the batch (``data``; a maker of it is
+    given its address, where the call's results are read too); a failure raises the
+    caller's error (``failed``) and stops the batch there."""
+    pid, inj = traced
+    (tmp_path / "sub").mkdir()
+    inj.later("chdir", 0, data=os.fsencode(str(tmp_path)) + b"\0")
+    inj.later("prctl", libc.PR_SET_NAME, 0, data=lambda at: b"queued-name\0", data_at=1)
+    seen = []
+    inj.later("pipe2", 0, os.O_CLOEXEC, data=lambda at: seen.append(at) or bytes(8))
+    assert inj.raw("getpid") == pid and inj.trips == 1
+    assert os.readlink(f"/proc/{pid}/cwd") == str(tmp_path)
+    with open(f"/proc/{pid}/comm") as f:
+        assert f.read() == "queued-name\n"
+    ends = [int.from_bytes(inj.read(seen[-1] + i, 4), "little") for i in (0, 4)]
+    assert all(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:") for fd in ends)
+
+    class Refused(Exception):
+        pass
+
+    inj.later("chdir", 0, data=b"sub\0")
+    inj.later("chdir", 0, data=b"/nonexistent-ckpt-test\0",
+              failed=lambda err: Refused(os.strerror(err)))
+    inj.later("chdir", 0, data=b"/\0")
+    with pytest.raises(Refused, match="No such file"):
+        inj.flush()
+    assert os.readlink(f"/proc/{pid}/cwd") == str(tmp_path / "sub")  # stopped there
+
+
+def test_queued_data_beyond_the_area_runs_in_more_batches(
+        traced: tuple[int, Injector], tmp_path) -> None:
+    pid, inj = traced
+    path = os.fsencode(str(tmp_path)) + b"\0"
+    for _ in range(30):  # 30 times 4 KiB of data: more than the area holds at once
+        inj.later("chdir", 0, data=path.ljust(4096, b"\0"))
+    inj.flush()
+    assert inj.trips > 1 and inj.count == 30
+    assert os.readlink(f"/proc/{pid}/cwd") == str(tmp_path)
