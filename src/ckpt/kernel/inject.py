@@ -329,7 +329,7 @@ class Injector:
         out: list[int] = []
         for name, args in calls:
             self._queue.append(_Queued(name, args, False))
-            if not self._fits(1):
+            if len(self._queue) >= self.batch.entries or (self._data and not self._fits(1)):
                 out += self._run_queue()
         if self._queue:
             out += self._run_queue()
@@ -480,11 +480,11 @@ class Injector:
                 self._fail(_Queued(name, args, check, ok, failed=failed), res)
             return
         queued = _Queued(name, args, check, ok, data, data_at, failed)
-        if self._queue and not self._fits(1, queued.room):
+        if queued.room and self._queue and not self._fits(1, queued.room):
             self.flush()
         self._queue.append(queued)
         self._data += queued.room
-        if not self._fits(1):
+        if len(self._queue) >= self.batch.entries or (self._data and not self._fits(1)):
             self.flush()
 
     def _fits(self, calls: int, data: int = 0) -> bool:
