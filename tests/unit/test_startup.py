@@ -273,3 +273,14 @@ def test_a_modules_file_of_another_python_is_not_used(tmp_path) -> None:
     path = tmp_path / "modules.bin"
     path.write_bytes(b"\0\0\r\n" + b"junk" * 10)
     assert _run(f"import ckpt.modcache as m; print(m.load({str(path)!r}))") == "None"
+
+
+def test_a_restore_imports_the_kinds_of_trees_it_restores_only() -> None:
+    """A tree's own mounts, namespaces and cgroups, and the guard of a tree of several
+    processes: restorer.py and validate.py import their modules for the images (or
+    flags) that need them."""
+    out = _run("import sys; from ckpt import command; command.begin(); "
+               "import ckpt.cli, ckpt.restorer, ckpt.validate; "
+               "print(sorted(m for m in ('ckpt.resources.mounts', 'ckpt.resources.treens', "
+               "'ckpt.resources.cgroups', 'ckpt.guard', 'select') if m in sys.modules))")
+    assert out == "[]"
