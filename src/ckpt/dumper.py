@@ -723,8 +723,7 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
     quiet = signals.ignored_signal(status.sig_ignored, status.sig_caught, fr.mask0)
     if quiet is not None:  # runs of calls in one round trip (inject.SignalBatch)
         inj.signal_batch = SignalBatch(scratch + SCRATCH_SIZE - BATCH_ROOM,
-                                       BATCH_ROOM // BATCH_ENTRY - 1, quiet,
-                                       status.nspids[-1] if status.nspids else pid)
+                                       BATCH_ROOM // BATCH_ENTRY - 1, quiet)
     if confinement is not None:
         confinement.check(pid, inj, status)
     core: dict[str, Any] = {

@@ -45,8 +45,8 @@ are restored (``stop_batching``).
 
 A dump batches too, where the parking area is written whole (PARK_AREA): its copy of
 the batch loop ends in the parking code rather than on a trap, and the table ends
-by sending the task a signal it ignores (``SignalBatch``), at whose delivery stop ckpt
-takes it. A dump's ``raw_all`` (the 62 signal actions) is one round trip then.
+by unblocking a signal the task ignores, which ckpt sent it (``SignalBatch``), at whose
+delivery stop ckpt takes it. A dump's ``raw_all`` (the 62 signal actions) is one round trip then.
 """
 
 from __future__ import annotations
@@ -173,20 +173,19 @@ class SignalBatch:
     its parking area's batch loop: room for the table at ``table`` (``entries`` calls,
     in scratch memory no call of the run writes) and ``signal``, one the process
     ignores (SIG_IGN, or a default action that ignores it) and the task does not block,
-    a standard one (an RT signal's queue may be full); ``tid``: the task's TID in its
-    own PID namespace, which the injected ``tkill`` is given.
-    The table ends with calls that unblock that signal alone, send it to the task and
-    block every signal again: ckpt takes the task at the signal's delivery stop (and
-    drops the signal). Should ckpt be dead by then, the signal is ignored as the
-    kernel would have ignored it from anyone without ckpt there (an ignored signal
-    that is not blocked is dropped when sent; only a tracee queues it), and the task
-    runs on to park as after any call (module doc). The trap that ends a restore's
-    batch would kill it, or run a handler of its own."""
+    a standard one (an RT signal's queue may be full).
+    ckpt sends the task that signal before it runs the batch, every signal blocked; the
+    table ends with calls that unblock that signal alone, then block every signal
+    again: ckpt takes the task at the signal's delivery stop (and drops the signal).
+    Should ckpt be dead by then, the signal is ignored as the kernel would have
+    ignored it from anyone without ckpt there (an ignored signal that is not blocked
+    is dropped when sent; only a tracee queues it), and the task runs on to park as
+    after any call (module doc). The trap that ends a restore's batch would kill it,
+    or run a handler of its own."""
 
     table: int
     entries: int
     signal: int
-    tid: int
 
 
 class InjectionError(OSError):
@@ -350,11 +349,10 @@ class Injector:
         sb, parked = self.signal_batch, self._parked
         assert sb is not None and parked is not None
         sig = sb.signal
-        ending = len(calls)  # the entry that unblocks the signal; the send is the next
-        masks = sb.table + (ending + 3) * BATCH_ENTRY + len(_END)
+        ending = len(calls)  # the entry that unblocks the signal
+        masks = sb.table + (ending + 2) * BATCH_ENTRY + len(_END)
         table = bytearray()
         for name, args in [*calls, ("rt_sigprocmask", (_SIG_SETMASK, masks, 0, 8)),
-                           ("tkill", (sb.tid, sig)),
                            ("rt_sigprocmask", (_SIG_SETMASK, masks + 8, 0, 8))]:
             padded = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
             table += struct.pack("<II6QQ", libc.NR[name], 0, *padded, 0)
@@ -372,9 +370,9 @@ class Injector:
                 self._at_exit = True  # from here on, whatever happens, it goes home
                 for _ in calls:
                     self._entered()  # the task holds ckpt's registers (fault points)
+                libc.syscall("tkill", self.pid, sig)  # pending until the table unblocks it
                 self._await_batch(code + _BATCH_AFTER_SYSCALL, sig,
-                                  (sb.table + ending * BATCH_ENTRY,
-                                   sb.table + (ending + 1) * BATCH_ENTRY))
+                                  (sb.table + ending * BATCH_ENTRY,))
             finally:
                 try:
                     self._go_home()
@@ -565,9 +563,7 @@ class Injector:
     def _await_batch(self, rip: int, sig: int = 5, entries: tuple[int, ...] = ()) -> None:
         """Resume the task and wait for the batch loop's stop at ``rip``: the delivery
         stop of its trap (SIGTRAP), or of ``sig`` with rbx at one of ``entries`` (a
-        dump's batch, ``SignalBatch``: the entries that unblock and send it; at the
-        first, one sent by someone else came meanwhile, which the process ignores and
-        is dropped with ours)."""
+        dump's batch, ``SignalBatch``: the entry that unblocks it)."""
         ptrace.cont(self.pid)
         while True:
             stop = ptrace.wait_stop(self.pid)
