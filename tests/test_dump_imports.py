@@ -26,7 +26,6 @@ def test_a_dump_of_sleep_imports_only_what_it_runs(procs: Procs, images: Path,
     imported = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines()
                 if line.startswith("import time:")}
     assert {"ckpt.dumper", "ckpt.rpc.stats"} <= imported
-    print(res.stderr[res.stderr.index("ckpt.dumper"):])
     assert sorted(imported & {"functools", "collections", "ckpt.rpc.wire", "ckpt.rpc.schema",
                               "bisect", "_bisect", "mmap", "re", "json", "enum"}) == []
     assert (images / "stats-dump").is_file()
