@@ -202,8 +202,11 @@ def test_dump_leave_running_threads(build: Builder, procs: Procs, images: Path) 
     out = target.out
     tids = wait_tids(out, 5)
     wait_ticks(out, COUNT_ROLES, 3)
-    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R")
+    ckpt_ok("dump", "-t", target.pid, "-D", images, "-R", "-v4", "-o", "dump.log")
     assert (images / "inventory.json").is_file()
+    # each thread's own values (injected prctl calls...) in one batch, one round trip
+    assert f"its {len(tids) - 1} other threads read in {len(tids) - 1} round trips" in \
+        (images / "dump.log").read_text()
     assert_thread_group(target.pid, tids)
     for tid in tids:
         st = task_status(target.pid, tid)

@@ -179,12 +179,14 @@ class _Frozen:
                             "CAP_SYS_ADMIN and must not run under seccomp itself)") from None
         self.options |= ptrace.PTRACE_O_SUSPEND_SECCOMP
 
-    def injector(self, site: int, parks: bool = False) -> Injector:
+    def injector(self, site: int, parks: bool = False, area: int | None = None) -> Injector:
         """An injector for syscalls in this task, through the instruction at ``site``
-        (``parks``: its parking code, written by another thread's injector)."""
+        (``parks``: its parking code, written by another thread's injector, with the
+        whole parking area at ``area``, if it is there)."""
         assert self.regs0 is not None and self.mask0 is not None
         self.inj = Injector(self.pid, site, cpu.on_release(self.regs0), mask=self.mask0,
                             options=self.options, parks=parks)
+        self.inj.area = area
         self.inj.on_entry = _fault_in_syscall
         return self.inj
 
@@ -745,7 +747,8 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
     others = []
     for th in t.threads:
         assert th.regs0 is not None and th.mask0 is not None and th.status is not None
-        others.append((th.injector(inj.site, inj.parks), th.regs0, th.mask0, th.status))
+        others.append((th.injector(inj.site, inj.parks, inj.area), th.regs0, th.mask0,
+                       th.status))
     core["threads"] = thread.dump_all(pid, others, fr.scratch, SCRATCH_SIZE - BATCH_ROOM)
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))

@@ -255,6 +255,9 @@ class Injector:
         self.on_entry: Callable[[], None] | None = None  # called at each entry stop (tests)
         self.scratch: tuple[int, int] | None = None  # (address, size) of map_scratch's area
         self._parked: tuple[int, bytes, int] | None = None  # park_at's (address, bytes, site)
+        # Where the whole parking area is (PARK_AREA, written by this task's ``park_at`` or
+        # another thread's), whose batch loop a run of calls may take (``SignalBatch``).
+        self.area: int | None = None
         self.parks = parks  # ``site`` is parking code (park_at's, or another thread's)
         self._at_exit = False  # the task waits at a syscall-exit stop of ours
         self._code_running = False  # runs the parking area's code (``run_code``)
@@ -337,8 +340,8 @@ class Injector:
     def _signalled_fits(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> bool:
         """Whether ``calls`` run as one batch of the parking area (``SignalBatch``)."""
         sb = self.signal_batch
-        return (sb is not None and self._parked is not None and self.mask is not None
-                and len(self._parked[1]) >= len(PARK_AREA) and self.site == self._parked[0]
+        return (sb is not None and self.area is not None and self.mask is not None
+                and self.site in (self.area, self._parked[0] if self._parked else None)
                 and 1 < len(calls) <= sb.entries - 3 and not self._queue
                 and not any(name in _ALONE for name, _ in calls))
 
@@ -346,8 +349,17 @@ class Injector:
         """``calls`` run by the parking area's batch loop, ended by the batch's signal
         (``SignalBatch``); their raw results. The task is left at that signal's
         delivery stop with its own registers and mask, as at the exit of a call."""
-        sb, parked = self.signal_batch, self._parked
-        assert sb is not None and parked is not None
+        with interrupts.held():
+            self._signal_start(calls)
+            return self._signal_end(calls)
+
+    def _signal_start(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> None:
+        """``_signalled`` up to the task resumed into its batch loop (``_signal_end``
+        takes it at the signal; once this returned, it must be called whatever happens:
+        the task holds ckpt's registers). On a failure the task is sent home. Under
+        ``interrupts.held``."""
+        sb, area = self.signal_batch, self.area
+        assert sb is not None and area is not None
         sig = sb.signal
         ending = len(calls)  # the entry that unblocks the signal
         masks = sb.table + (ending + 2) * BATCH_ENTRY + len(_END)
@@ -357,27 +369,39 @@ class Injector:
             padded = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
             table += struct.pack("<II6QQ", libc.NR[name], 0, *padded, 0)
         table += _END + struct.pack("<QQ", ALL_BLOCKED & ~(1 << (sig - 1)), ALL_BLOCKED)
-        code = parked[0] + PARKED_BATCH_ENTRY
-        with interrupts.held():
-            self.write(sb.table, bytes(table))
-            regs = self.home.copy()
-            regs.rip = code
-            regs.rbx = sb.table
-            regs.eflags &= ~_TRAP_FLAG
+        self.write(sb.table, bytes(table))
+        regs = self.home.copy()
+        regs.rip = area + PARKED_BATCH_ENTRY
+        regs.rbx = sb.table
+        regs.eflags &= ~_TRAP_FLAG
+        try:
+            ptrace.set_regs(self.pid, regs)
+            ptrace.set_sigmask(self.pid, ALL_BLOCKED)
+            self._at_exit = True  # from here on, whatever happens, it goes home
+            for _ in calls:
+                self._entered()  # the task holds ckpt's registers (fault points)
+            libc.syscall("tkill", self.pid, sig)  # pending until the table unblocks it
+            ptrace.cont(self.pid)
+        except BaseException:
             try:
-                ptrace.set_regs(self.pid, regs)
-                ptrace.set_sigmask(self.pid, ALL_BLOCKED)
-                self._at_exit = True  # from here on, whatever happens, it goes home
-                for _ in calls:
-                    self._entered()  # the task holds ckpt's registers (fault points)
-                libc.syscall("tkill", self.pid, sig)  # pending until the table unblocks it
-                self._await_batch(code + _BATCH_AFTER_SYSCALL, sig,
-                                  (sb.table + ending * BATCH_ENTRY,))
-            finally:
-                try:
-                    self._go_home()
-                except (OSError, ProcessGone):
-                    pass
+                self._go_home()
+            except (OSError, ProcessGone):
+                pass
+            raise
+
+    def _signal_end(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
+        """The rest of ``_signalled``, after ``_signal_start``: the task taken at the
+        batch's signal and sent home; the calls' raw results."""
+        sb, area = self.signal_batch, self.area
+        assert sb is not None and area is not None
+        try:
+            self._await_batch(area + PARKED_BATCH_ENTRY + _BATCH_AFTER_SYSCALL, sb.signal,
+                              (sb.table + len(calls) * BATCH_ENTRY,), resume=False)
+        finally:
+            try:
+                self._go_home()
+            except (OSError, ProcessGone):
+                pass
         self.trips += 1
         done = self.read(sb.table, BATCH_ENTRY * len(calls))
         self.count += len(calls)
@@ -560,11 +584,14 @@ class Injector:
                 self._fail(q, res)
         return results
 
-    def _await_batch(self, rip: int, sig: int = 5, entries: tuple[int, ...] = ()) -> None:
-        """Resume the task and wait for the batch loop's stop at ``rip``: the delivery
-        stop of its trap (SIGTRAP), or of ``sig`` with rbx at one of ``entries`` (a
-        dump's batch, ``SignalBatch``: the entry that unblocks it)."""
-        ptrace.cont(self.pid)
+    def _await_batch(self, rip: int, sig: int = 5, entries: tuple[int, ...] = (),
+                     resume: bool = True) -> None:
+        """Resume the task (unless not ``resume``: it runs already) and wait for the
+        batch loop's stop at ``rip``: the delivery stop of its trap (SIGTRAP), or of
+        ``sig`` with rbx at one of ``entries`` (a dump's batch, ``SignalBatch``: the
+        entry that unblocks it)."""
+        if resume:
+            ptrace.cont(self.pid)
         while True:
             stop = ptrace.wait_stop(self.pid)
             if stop.exited:
@@ -638,6 +665,8 @@ class Injector:
         except OSError:
             return False
         self._parked = (addr, old, self.site)
+        if len(code) >= len(PARK_AREA):
+            self.area = addr
         self.site = addr
         self.parks = True
         return True
@@ -714,6 +743,7 @@ class Injector:
     def unpark(self) -> None:
         if self._parked is not None:
             addr, old, self.site = self._parked
+            self.area = None
             self.write(addr, old)
             self._parked = None
             self.parks = False
@@ -778,9 +808,13 @@ def raw_runs(runs: Sequence[tuple[Injector, Sequence[tuple[str, tuple[int, ...]]
     run theirs. Raw results, per task in order. Between two calls of a parked task
     (``Injector.parks``) it keeps the calls' registers and every signal blocked and gets
     its own back after its last, as ``Injector.raw_all``; else after each. Each task
-    is left as ``raw`` leaves it, and on a failure as ``raw`` leaves it then."""
+    is left as ``raw`` leaves it, and on a failure as ``raw`` leaves it then. When
+    every task can take its run as one batch (``SignalBatch``), each is one round trip,
+    all of them overlapping (``_signalled_runs``)."""
     for inj, _calls in runs:
         inj.flush()
+    if runs and all(inj._signalled_fits(calls) for inj, calls in runs):
+        return _signalled_runs(runs)
     # Where each task is in its current call: 0 loaded, 1 going to the entry, 2 at it,
     # 3 going to the exit, 4 back home (that call done); ``step`` is that call.
     where = [0] * len(runs)
@@ -843,5 +877,31 @@ def raw_runs(runs: Sequence[tuple[Injector, Sequence[tuple[str, tuple[int, ...]]
                     inj._go_home()
                 else:
                     inj._abandon(w == 2)
+            raise
+    return results
+
+
+def _signalled_runs(runs: Sequence[tuple[Injector, Sequence[tuple[str, tuple[int, ...]]]]]
+                    ) -> list[list[int]]:
+    """``raw_runs`` of runs that each fit a batch (``Injector._signalled``): every task
+    resumed into its batch before ckpt waits for the first. On a failure, each task
+    started is taken at its signal (or its death) and sent home before the error is
+    raised."""
+    started = 0
+    results: list[list[int]] = []
+    with interrupts.held():
+        try:
+            for inj, calls in runs:
+                inj._signal_start(calls)  # on a failure it goes home itself
+                started += 1
+            for inj, calls in runs:
+                results.append(inj._signal_end(calls))  # and so does this
+        except BaseException:
+            ended = len(results) + 1 if started == len(runs) else 0
+            for inj, calls in runs[ended:started]:
+                try:
+                    inj._signal_end(calls)
+                except (OSError, ProcessGone):
+                    pass
             raise
     return results

@@ -22,13 +22,16 @@ import struct
 
 from ..errors import RestoreError
 from ..kernel import libc, procfs, ptrace
-from ..kernel.inject import Injector, raw_runs
+from ..kernel.inject import BATCH_ENTRY, Injector, SignalBatch, raw_runs
+from ..log import logger
 from ..schema import PID, U64, List, Obj
 from . import cpu, creds, nspids, signals, task
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
     from typing import Any
+
+log = logger("ckpt.thread")
 
 THREAD_FLAGS = (libc.CLONE_VM | libc.CLONE_FS | libc.CLONE_FILES | libc.CLONE_SIGHAND
                 | libc.CLONE_THREAD | libc.CLONE_SYSVSEM)
@@ -42,6 +45,10 @@ SCHEMA = Obj(tid=PID, cpu=cpu.SCHEMA, blocked=U64, pending=List(signals.SIGINFO,
 # Bytes of the scratch area each thread's injected calls write into at dump: its own
 # values (task.OWN_SLOT), then its alternate signal stack.
 _SLOT = 64
+# Then, apart, the table of its calls as one batch (inject.SignalBatch): room for them,
+# the calls that end it, and what follows.
+_TABLE_ENTRIES = 12
+_TABLE = (_TABLE_ENTRIES + 1) * BATCH_ENTRY
 
 
 def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int, procfs.Status]],
@@ -53,11 +60,15 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int, procf
     calls one after the other while the others run theirs (inject.raw_runs; as many
     threads at once as the scratch area has slots for)."""
     out: list[dict[str, Any]] = []
-    per_round = max(1, scratch_size // _SLOT)
+    trips = sum(inj.trips for inj, *_ in threads)
+    per_round = max(1, scratch_size // (_SLOT + _TABLE))
     mine = procfs.status(os.getpid())  # ckpt's own, which each thread's are checked with
     for first in range(0, len(threads), per_round):
         part = threads[first:first + per_round]
         slots = [scratch + i * _SLOT for i in range(len(part))]
+        tables = scratch + len(part) * _SLOT
+        for i, (inj, _regs, blocked, st) in enumerate(part):
+            _batch_in(inj, tables + i * _TABLE, blocked, st)
         results = raw_runs([(inj, [*task.own_queries(slot),
                                    signals.altstack_query(slot + task.OWN_SLOT)])
                             for (inj, _regs, _blocked, _st), slot in zip(part, slots,
@@ -72,7 +83,20 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int, procf
             out.append({"tid": tid, "cpu": cpu.dump(tid, regs), "blocked": blocked,
                         "pending": signals.pending_private(tid), "altstack": stack,
                         "own": task.dump_own(pid, tid, inj, scratch, own, mine, st)})
+    if threads:
+        log.info("process %d: the own state of its %d other threads read in %d round trips",
+                 pid, len(threads), sum(inj.trips for inj, *_ in threads) - trips)
     return out
+
+
+def _batch_in(inj: Injector, table: int, blocked: int, st: procfs.Status) -> None:
+    """Let the thread ``inj`` runs in take its run of calls as one batch, its table at
+    ``table`` (inject.SignalBatch), ended by a signal the process ignores and the
+    thread, whose mask is ``blocked``, does not block; if there is one, and the
+    parking area is whole (``Injector.area``)."""
+    quiet = signals.ignored_signal(st.sig_ignored, st.sig_caught, blocked)
+    if inj.area is not None and quiet is not None:
+        inj.signal_batch = SignalBatch(table, _TABLE_ENTRIES, quiet)
 
 
 _CLONE_SLOT = 128  # scratch bytes of one new thread's clone3 arguments, then its TIDs
