@@ -29,6 +29,7 @@ import select
 
 from . import faults, recovery
 from . import log as ckpt_log
+from .kernel import interrupts
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class Guard:
         pidfd = os.pidfd_open(os.getpid())
         r, w = os.pipe2(os.O_CLOEXEC)
         keep = {0, 1, 2, r, pidfd, *self.keep, *ckpt_log.fds()}
-        pid = os.fork()
+        pid = interrupts.fork()
         if pid == 0:  # pragma: no cover (the guard's side; tests see what it does)
             code = 1
             try:

@@ -40,7 +40,7 @@ import socket
 
 from .errors import CkptError, ImageError
 from .images import ImageReader, crc32
-from .kernel import libc, uffd
+from .kernel import interrupts, libc, uffd
 from .kernel.libc import PAGE_SIZE as PAGE
 from .log import logger
 from .pages import fill, lazy
@@ -559,7 +559,7 @@ class Keeper:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.pid = os.fork()
+        self.pid = interrupts.fork()
         if self.pid == 0:  # a fork Python does not know of: simple code, out by os._exit
             status = 1
             try:

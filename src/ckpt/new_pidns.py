@@ -34,7 +34,7 @@ import time
 from . import errors, recovery
 from .errors import RestoreError
 from .job_control import Foreground
-from .kernel import libc, pidns, procfs, safefs
+from .kernel import interrupts, libc, pidns, procfs, safefs
 from .kernel.record import dataclass, field
 from .log import logger
 
@@ -439,7 +439,7 @@ def _fork_inside(where: Inside, work: Callable[[int], object]) -> bytes:
     try:
         pidns.setns(pid_fd, pidns.CLONE_NEWPID)
         try:
-            child = os.fork()
+            child = interrupts.fork()
         finally:
             if child != 0:
                 pidns.setns(own, pidns.CLONE_NEWPID)

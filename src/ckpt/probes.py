@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 
-from .kernel import libc, pagemap, procfs, ptrace, vdso
+from .kernel import interrupts, libc, pagemap, procfs, ptrace, vdso
 from .kernel.inject import Injector, find_syscall_site
 
 TYPE_CHECKING = False  # typing is not imported, for speed
@@ -115,7 +115,7 @@ def _fork_child(ctx: _Ctx) -> None:
     ctx.shm = libc.syscall("mmap", 0, page, libc.PROT_READ | libc.PROT_WRITE,
                            libc.MAP_SHARED | libc.MAP_ANONYMOUS, -1, 0)
     ctypes.memmove(ctx.shm, _SHM_BYTE, 1)
-    pid = os.fork()
+    pid = interrupts.fork()
     if pid == 0:
         try:
             libc.prctl(libc.PR_SET_PDEATHSIG, libc.SIGKILL)

@@ -95,3 +95,32 @@ def test_a_signal_raised_in_a_weakref_callback_of_the_import_machinery() -> None
         "    print('raised', e.signum)\n")
     assert res.stdout == "raised 15\n", res.stdout
     assert res.stderr == "", res.stderr
+
+
+@pytest.mark.parametrize("fork", ["interrupts.fork", "posix.fork"])
+def test_a_signal_during_an_at_fork_hook_is_raised_after_the_fork(fork: str) -> None:
+    """logging's at-fork hooks take its lock: a signal handled there is printed as an
+    exception ignored and dropped, and the dump would go on. ``interrupts.fork`` holds
+    it until the fork returns, then kills and reaps the child before raising it.
+    ``posix.fork`` shows the loss the test guards against."""
+    res = subprocess.run([sys.executable, "-c",
+        "import os, posix, signal\n"
+        "from ckpt.kernel import interrupts\n"
+        "interrupts.install()\n"
+        "os.register_at_fork(before=lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+        "try:\n"
+        f"    pid = {fork}()\n"
+        "    if pid == 0:\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "    print('not raised')\n"
+        "except interrupts.Interrupted as e:\n"
+        "    try:\n"
+        "        os.waitpid(-1, 0)\n"
+        "        print('child left')\n"
+        "    except ChildProcessError:\n"
+        "        print('raised', e.signum)\n"], capture_output=True, text=True, timeout=60)
+    if fork == "posix.fork":
+        assert "not raised" in res.stdout and "Exception ignored" in res.stderr
+    else:
+        assert res.stdout.split() == ["raised", "15"] and res.stderr == ""

@@ -8,15 +8,17 @@ the signals are blocked meanwhile and arrive as soon as it ends.
 
 ``record()`` is for start-up, before anything could catch the exception: a
 signal is only noted, and ``install()`` raises it. This module imports only
-the builtins ``_signal`` and ``_thread`` so that it can be loaded first and fast.
+the builtins ``_signal``, ``_thread`` and ``posix`` so that it can be loaded first and fast.
 """
 
 from __future__ import annotations
 
 import _signal
+import posix
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType, TracebackType
 
 SIGINT, SIGHUP, SIGPIPE, SIGTERM = 2, 1, 13, 15
@@ -113,3 +115,25 @@ class held:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, self._old)
+
+
+def fork(how: Callable[[], int] = posix.fork) -> int:
+    """``os.fork`` (or ``how``) with the terminating signals held until it returns:
+    one that came while Python ran its at-fork hooks (logging's lock) would be raised
+    there, printed as "Exception ignored" and dropped, and the dump go on. Raised
+    after the fork, in the parent, it first kills and reaps the child, which nobody
+    would know of."""
+    old = _signal.pthread_sigmask(_signal.SIG_BLOCK, TERMINATING)
+    try:
+        pid = how()
+    except BaseException:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
+        raise
+    try:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
+    except Interrupted:
+        if pid:
+            posix.kill(pid, 9)
+            posix.waitpid(pid, 0)
+        raise
+    return pid

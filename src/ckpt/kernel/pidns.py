@@ -19,7 +19,7 @@ import errno
 import os
 import struct
 
-from . import libc
+from . import interrupts, libc
 from .nsenter import setns
 
 CLONE_NEWPID = 0x20000000
@@ -41,7 +41,7 @@ def fork_init(sibling: bool = False) -> int:
     try:
         libc.unshare(CLONE_NEWPID)
         try:
-            pid = _fork_sibling() if sibling else os.fork()
+            pid = interrupts.fork(_fork_sibling if sibling else os.fork)
         finally:
             if os.getpid() != 1:  # the parent (the child is 1, and in the new namespace)
                 setns(own, CLONE_NEWPID)

@@ -16,7 +16,7 @@ import ctypes
 import os
 
 from ..errors import RestoreError, UnsupportedError
-from ..kernel import libc, procfs
+from ..kernel import interrupts, libc, procfs
 from ..kernel.inject import Injector
 from ..kernel.scoped import once
 from ..schema import U32, U64, UID, Int, List, Null, Obj, Tup
@@ -133,7 +133,7 @@ def _own_loginuid(pid: int) -> int | None:
 def _can_set_loginuid(value: int) -> bool:
     """Try it in a throwaway child of ckpt: the kernel's rules depend on audit settings
     that cannot be read from /proc."""
-    pid = os.fork()
+    pid = interrupts.fork()
     if pid == 0:
         code = 1
         try:

@@ -17,7 +17,7 @@ import errno
 import os
 
 from ..errors import UnsupportedError
-from ..kernel import libc, procfs
+from ..kernel import interrupts, libc, procfs
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class Probe:
         if (uid, gid) not in self._helpers:
             me = os.getpid()
             r, w = os.pipe2(os.O_CLOEXEC)
-            pid = os.fork()
+            pid = interrupts.fork()
             if pid == 0:  # the child: simple code, out by os._exit
                 try:
                     _become(uid, gid)

@@ -36,7 +36,7 @@ import stat
 
 from ..errors import ImageError, RestoreError, UnsupportedError, UsageError
 from ..images import MOUNTS, ImageReader, ImageWriter, RawWriter
-from ..kernel import libc, mountinfo, nsenter
+from ..kernel import interrupts, libc, mountinfo, nsenter
 from ..kernel.lazyre import LazyPattern
 from ..kernel.mountinfo import Mount
 from ..log import logger
@@ -518,7 +518,7 @@ class Builder:
         """Fork a child of ckpt pivoted into the new root, waiting to be killed."""
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         ckpt = os.getpid()
-        pid = os.fork()
+        pid = interrupts.fork()
         if pid == 0:
             try:
                 os.close(ready_r)

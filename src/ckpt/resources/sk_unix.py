@@ -72,7 +72,7 @@ import time
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import RawWriter
-from ..kernel import libc, mountinfo, procfs, treeroot
+from ..kernel import interrupts, libc, mountinfo, procfs, treeroot
 from ..kernel.inject import Injector
 from ..kernel.sock_diag import (
     TCP_CLOSE,
@@ -193,7 +193,7 @@ def _in_own_mounts(work: Callable[[], None], failed: str) -> None:
     error: a RestoreError "FAILED: why"."""
     tree_ns = treeroot.proc("ns/mnt") if treeroot.is_own() else None
     r, w = os.pipe()
-    pid = os.fork()
+    pid = interrupts.fork()
     if pid == 0:  # the child: nothing of ckpt's but the socket and the pipe matter
         code = 1
         try:
