@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -41,12 +42,24 @@ def _notes_dir() -> str:
     return f"/run/ckpt/test-{os.getpid()}/dumps"
 
 
+def _default_signal_actions() -> None:
+    """A suite started with SIGHUP or SIGINT ignored (nohup, ``&`` in a script) passes
+    that on to every test program, whose restored actions would then be checked
+    against it: the tests start from the default actions an interactive shell gives."""
+    for sig in (signal.SIGHUP, signal.SIGQUIT):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Become a child subreaper before any test starts a process. The ckpt commands of
     this run keep their notes of running dumps (ckpt/recovery.py) apart from other
     runs': a run's ckpt would otherwise take back what another run's test left on
     purpose, tracing its process meanwhile ("already traced by")."""
     _set_child_subreaper()
+    _default_signal_actions()
     if os.geteuid() == 0 and "CKPT_NOTES_DIR" not in os.environ:
         os.environ["CKPT_NOTES_DIR"] = _notes_dir()
 
