@@ -132,14 +132,10 @@ def images(tmp_path: Path) -> Path:
     return tmp_path / "images"
 
 
-@pytest.fixture
-def shm_path() -> Iterator[Path]:
-    """A folder of the test's own on tmpfs (/dev/shm), removed at teardown: a big
-    process's pages go into images there by the splice of pages/splice.py, which the
-    test's ckpt commands are told to use (CKPT_SPLICE_PAGES=1; off by default)."""
+def _tmpfs_folder(splice: str) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="ckpt-test-", dir="/dev/shm"))
     was = os.environ.get("CKPT_SPLICE_PAGES")
-    os.environ["CKPT_SPLICE_PAGES"] = "1"
+    os.environ["CKPT_SPLICE_PAGES"] = splice
     try:
         yield path
     finally:
@@ -148,6 +144,21 @@ def shm_path() -> Iterator[Path]:
         else:
             os.environ["CKPT_SPLICE_PAGES"] = was
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def shm_path() -> Iterator[Path]:
+    """A folder of the test's own on tmpfs (/dev/shm), removed at teardown: a big
+    process's pages go into images there by the splice of pages/splice.py, which the
+    test's ckpt commands are told to use (CKPT_SPLICE_PAGES=1; off by default)."""
+    yield from _tmpfs_folder("1")
+
+
+@pytest.fixture
+def tmpfs_path() -> Iterator[Path]:
+    """A folder of the test's own on tmpfs, removed at teardown, whose big processes'
+    pages ckpt copies, as by default (CKPT_SPLICE_PAGES=0 for the test's commands)."""
+    yield from _tmpfs_folder("0")
 
 
 @pytest.fixture

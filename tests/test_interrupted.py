@@ -107,10 +107,18 @@ def cut(args: list[str | int | Path], after: float, sig: int) -> tuple[int, str]
     return p.returncode, err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(("sig", "folder"), [(signal.SIGKILL, "shm_path"),
+                                             (signal.SIGTERM, "shm_path"),
+                                             (signal.SIGKILL, "tmpfs_path"),
+                                             (signal.SIGTERM, "tmpfs_path")],
+                         ids=["SIGKILL", "SIGTERM", "SIGKILL-copy", "SIGTERM-copy"])
 def test_dump_cut_at_random_moments(build: Builder, procs: Procs, tmp_path: Path,
-                                    shm_path: Path, sig: signal.Signals) -> None:
-    """Images on tmpfs: the process moves its own pages (pages/splice.py)."""
+                                    request: pytest.FixtureRequest, sig: signal.Signals,
+                                    folder: str) -> None:
+    """Images on tmpfs: the process moves its own pages (pages/splice.py), or, with the
+    splice off (the default), ckpt copies them (a thread reading, one writing behind),
+    the mappings' VmFlags read meanwhile (mem.MemoryDump.take_flags)."""
+    shm_path: Path = request.getfixturevalue(folder)
     target = start_bigmem(build, procs)
     pid, out = target.pid, target.out
     maps_before, fds_before = maps(pid), fd_table(pid)

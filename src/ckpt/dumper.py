@@ -641,10 +641,14 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     pid = t.pid
     fr = t.frozen
     assert fr is not None and fr.regs0 is not None and fr.mask0 is not None
-    vmas = procfs.maps(pid, with_flags=True)
+    status = procfs.status(pid)
+    # A big process's VmFlags (smaps walks every page: ~25 ms a GiB) are read once its
+    # pages are being copied (MemoryDump.take_flags), unless a parent saved already may
+    # share pages with it: the flags tell which it does since a fork (pages.forked).
+    early_flags = status.rss_kb < LATE_FLAGS_FROM >> 10 or t.ppid in mappings
+    vmas = procfs.maps(pid, with_flags=early_flags)
     for v in vmas:
         mem.classify(v, pid)
-    status = procfs.status(pid)
     stat = procfs.stat(pid)
     site, park, parking = _syscall_sites(pid, vmas)
     scratch = libc.free_area([(v.start, v.end) for v in vmas], SCRATCH_SIZE)
@@ -666,6 +670,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         elif not splice:
             memory.start()
     try:
+        if not early_flags:
+            memory.take_flags(procfs.maps(pid, with_flags=True))
         core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status,
                                           tree, confinement, parking, keyrings)
         mm = memory.finish(inj, core["task"].get("mempolicy"), splice=splice)
@@ -697,6 +703,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
 
 
 COPY_ASIDE_FROM = 8 << 20  # private writable mappings this large: pages copied aside
+LATE_FLAGS_FROM = 64 << 20  # memory in use from which VmFlags are read during the copy
 
 
 def _copy_aside(vmas: list[procfs.Vma], images: ImageWriter) -> bool:

@@ -94,6 +94,7 @@ class Status:
     cap_ambient: int = 0
     seccomp_filters: int = 0
     locked_kb: int = 0   # VmLck: the size of the mappings locked in memory (mm->locked_vm)
+    rss_kb: int = 0  # VmRSS: its memory in use (the pages smaps and pagemap walk)
     nspids: list[int] = field(default_factory=list)  # NSpid: its PID in each namespace
 
 
@@ -121,6 +122,7 @@ def parse_status(raw: bytes) -> Status:
         cap_permitted=hex_("CapPrm"), cap_bounding=hex_("CapBnd"), cap_ambient=hex_("CapAmb"),
         seccomp_filters=int(v.get("Seccomp_filters", "0")),
         locked_kb=int(v.get("VmLck", "0 kB").split()[0]), nspids=ids("NSpid"),
+        rss_kb=int(v.get("VmRSS", "0 kB").split()[0]),
     )
 
 

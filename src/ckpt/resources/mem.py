@@ -38,7 +38,7 @@ import fcntl
 import os
 
 from .. import progress
-from ..errors import RestoreError, UnsupportedError
+from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageWriter
 from ..kernel import interrupts, libc, procfs, treeroot, vdso
 from ..kernel.inject import Injector
@@ -258,6 +258,7 @@ class MemoryDump:
         self.images = images
         self.stat = stat
         self.compress = compress
+        self.vmas = vmas
         self.out_vmas: list[dict[str, Any]] = []
         # the size of its locked mappings (``_lock_future``)
         self.locked_kb = sum(v.end - v.start for v in vmas if "lo" in v.flags) // 1024
@@ -321,6 +322,19 @@ class MemoryDump:
                 continue
             self.to_copy.append((entry, "r" in v.perms))
 
+    def take_flags(self, flagged: list[procfs.Vma]) -> None:
+        """The VmFlags of its mappings, ``flagged`` (from smaps), when they were made
+        from /proc/PID/maps: smaps walks every page of the process (~25 ms a GiB), read
+        while the pages are copied rather than before. Each mapping's flags go into it
+        (and so into its entry); what they refuse is refused now."""
+        if [(v.start, v.end) for v in flagged] != [(v.start, v.end) for v in self.vmas]:
+            raise DumpError(f"process {self.pid}: its mappings changed while it was "
+                            "frozen (maps and smaps differ)")
+        for v, f in zip(self.vmas, flagged, strict=True):
+            v.flags[:] = f.flags  # the very list its entry holds
+            classify(v, self.pid)
+        self.locked_kb = sum(v.end - v.start for v in self.vmas if "lo" in v.flags) // 1024
+
     def start(self) -> None:
         """Copy the pages in a thread of its own from now on."""
         import threading  # here: a restore does not need it
@@ -380,6 +394,9 @@ class MemoryDump:
         mappings without a policy of their own show. ``splice``: the process moves its
         own pages (``inj`` is parked with the splice loop; pages/splice.py)."""
         try:
+            # Read while the copy's threads run (numa_maps walks every page of the
+            # process, as long again as smaps: ~20 ms a GiB), not after them.
+            extras = self._extras(inj, task_policy)
             if self._thread is None:
                 if splice and inj.splice_loop is not None and inj.scratch is not None:
                     self.tp.splice_with(inj, inj.scratch)
@@ -388,12 +405,36 @@ class MemoryDump:
                 self._join()
                 if self._error is not None:
                     raise self._error
+        except BaseException:
+            self.tp.stopped = True  # a copy under way ends before its files are closed
+            self._join()
+            raise
         finally:
             self.close()
         if any(e["kind"] in ("aio", "sysv") or "guards" in e or "sl" in e["flags"]
                for e in self.out_vmas):
             self.images.need("memory-kinds")
-        pid, stat, tp = self.pid, self.stat, self.tp
+        stat = self.stat
+        return {
+            **extras,
+            "vmas": self.out_vmas,
+            **self.tp.finish(),  # pagemap, in_parent, start_time, tracking
+            "shmem": self.objects,
+            "pages_file": f"pages-{self.pid}.img",
+            **({"pages_compression": compressed.METHOD} if self.compress else {}),
+            "start_code": stat.start_code, "end_code": stat.end_code,
+            "start_data": stat.start_data, "end_data": stat.end_data,
+            "start_brk": stat.start_brk, "start_stack": stat.start_stack,
+            "arg_start": stat.arg_start, "arg_end": stat.arg_end,
+            "env_start": stat.env_start, "env_end": stat.env_end,
+            **_lock_future(self.pid, self.locked_kb, inj),
+        }
+
+    def _extras(self, inj: Injector, task_policy: dict[str, Any] | None) -> dict[str, Any]:
+        """What ``mm-PID.json`` holds beyond the mappings and pages: the executable (and
+        its content, deleted), auxv, brk; the mappings' own NUMA policies go in their
+        entries."""
+        pid = self.pid
         policies = numa.mapping_policies(pid, task_policy)
         for e in self.out_vmas:
             if e["start"] in policies:
@@ -403,20 +444,9 @@ class MemoryDump:
         exe_ghost = ghost.save_exe(self.images, pid, exe)  # a deleted (e.g. upgraded) binary
         return {
             **({"exe_ghost": exe_ghost} if exe_ghost is not None else {}),
-            "vmas": self.out_vmas,
-            **tp.finish(),  # pagemap, in_parent, start_time, tracking
-            "shmem": self.objects,
-            "pages_file": f"pages-{pid}.img",
-            **({"pages_compression": compressed.METHOD} if self.compress else {}),
             "exe": exe,
             "auxv": procfs.auxv(pid).hex(),
             "brk": inj.call("brk", 0),
-            "start_code": stat.start_code, "end_code": stat.end_code,
-            "start_data": stat.start_data, "end_data": stat.end_data,
-            "start_brk": stat.start_brk, "start_stack": stat.start_stack,
-            "arg_start": stat.arg_start, "arg_end": stat.arg_end,
-            "env_start": stat.env_start, "env_end": stat.env_end,
-            **_lock_future(pid, self.locked_kb, inj),
         }
 
 
