@@ -1,7 +1,8 @@
 """inotify: watches come back under their watch descriptors (a gap in the numbers
 included) with their masks (IN_EXCL_UNLINK, IN_ONESHOT), and the process reads
 the events of after the restore with the wds it holds; unread events at dump are
-reported lost; a watch on a deleted file is refused at dump, a watched path gone
+reported lost; a watch on a deleted file held only outside the tree is refused at
+dump (test_real_rounds: one the tree holds comes back), a watched path gone
 at restore is refused before anything is created. fanotify: inode, mount,
 filesystem marks and ignore masks come back, with the same events."""
 

@@ -888,3 +888,38 @@ def test_gpg_agent_keeps_a_cached_passphrase(procs: Procs, tmp_path: Path) -> No
 
     kept()
     three_rounds(procs, proc, tmp_path, after=kept)
+
+
+def test_tail_follows_a_deleted_log(procs: Procs, tmp_path: Path) -> None:
+    """``tail -f LOG`` while the shell writing LOG (its fd open for appending) goes on
+    after LOG was removed: tail follows the deleted file through its fd and an inotify
+    watch on it; after each restore (the file made again as a ghost, the watch on it)
+    the lines written go on reaching tail's output, each once, in order."""
+    log = tmp_path / "app.log"
+    log.write_text("")
+    out = Output(tmp_path / "followed")
+    proc = procs.start(["bash", "-c", f"exec 8>>{log}; tail -f {log} > {out.path} & i=0; "
+                        "while :; do echo $i >&8; i=$((i+1)); sleep 0.1; done"], name="log")
+    out.wait_numbers(3, timeout=TIMEOUT)
+    log.unlink()
+    out.wait_numbers(len(out.numbers()) + 3, timeout=TIMEOUT)
+    tail = tree(proc.pid)[1]
+
+    def watched_inode() -> tuple[int, int]:
+        """(the inode tail's inotify watches, the inode of tail's fd on the log)."""
+        fds = {fd: os.readlink(f"/proc/{tail}/fd/{fd}") for fd in os.listdir(f"/proc/{tail}/fd")}
+        ino = next(fd for fd, link in fds.items() if link == "anon_inode:inotify")
+        with open(f"/proc/{tail}/fdinfo/{ino}") as f:
+            watch = re.search(r"^inotify wd:\S+ ino:([0-9a-f]+)", f.read(), re.M)
+        assert watch, "tail watches nothing"
+        held = next(fd for fd, link in fds.items() if link.endswith("app.log (deleted)"))
+        return int(watch[1], 16), os.stat(f"/proc/{tail}/fd/{held}").st_ino
+
+    def goes_on(_i: int) -> None:
+        out.wait_numbers(len(out.numbers()) + 3, timeout=TIMEOUT)
+        watch, held = watched_inode()
+        assert watch == held, "the watch is not on the file tail reads"
+
+    three_rounds(procs, proc, tmp_path, out=out, after=goes_on)
+    assert tree(proc.pid)[1] == tail
+    assert_consecutive(out.numbers())

@@ -10,8 +10,11 @@ At dump ``/proc/PID/fdinfo/FD`` lists each watch::
 major << 20 | minor). The watch holds an inode, not a path, so the path is found
 again from the file handle, through a mount of its filesystem (kernel/inode_path.py).
 A watched inode that was deleted (still held open somewhere, else the kernel would
-have dropped the watch) cannot be watched again and is refused, as is one whose
-path cannot be found.
+have dropped the watch: ``tail -f`` on a log removed by its rotation) is watched
+again through an fd of the tree holding it: the watch keeps that description
+(``file``), which the restore makes again (a ghost file) and watches through ckpt's
+fd of it. One held by no fd of the tree (a process outside it, a mapping only) is
+refused, as is one whose path cannot be found.
 
 Restore makes a new instance (``inotify_init1``) and adds the watches in wd order,
 each on the path's inode itself (an ``O_PATH | O_NOFOLLOW`` fd of it named through
@@ -47,8 +50,8 @@ from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, NotFound, PathFinder
 from ..log import logger
-from ..schema import PATH, U32, U64, Int, List, Obj
-from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
+from ..schema import PATH, STR, U32, U64, Int, List, Obj, Opt
+from .filekind import Description, DumpCtx, FileKind, ImageRefs, OpenFd, RestoreCtx
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -60,6 +63,7 @@ log = logger("ckpt.inotify")
 RESTORE_MASK = anon.IN_ALL_EVENTS | anon.IN_ONESHOT | anon.IN_EXCL_UNLINK
 FILLERS = ("/", "/proc", "/sys", "/dev", "/tmp", "/etc", "/usr", "/var")
 FILLER_MASK = anon.IN_DELETE_SELF
+FEATURE = "inotify-deleted"  # what a dump watching a deleted file needs of its reader
 MAX_FILLERS = 1 << 24  # ~7 us each: about two minutes of restore
 DRAIN_EVERY = 4096     # fillers between two reads of the queue (16384 events max)
 
@@ -119,7 +123,19 @@ class Inotify(FileKind):
     LINK = "anon_inode:inotify"
     # its own fields in files.json
     SCHEMA = {
-        "watches": List(Obj(wd=Int(1, (1 << 31) - 1), mask=U32, path=PATH, ino=U64, dev=U64))}
+        "watches": List(Obj(wd=Int(1, (1 << 31) - 1), mask=U32, path=PATH, ino=U64, dev=U64,
+                            file=Opt(STR)))}
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        for i, w in enumerate(desc["watches"]):
+            if "file" in w:
+                refs.described(w["file"], where, f"watches[{i}].file")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # dump: watches of deleted files, to find among the tree's fds: (where, watch)
+        self._deleted: list[tuple[str, dict[str, Any]]] = []
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         what = f"{f.where} (inotify)"
@@ -129,13 +145,11 @@ class Inotify(FileKind):
         try:
             for w in ws:
                 inode = w.inode
+                deleted = False
                 try:
                     path = finder.path(inode)
                 except Deleted as e:
-                    raise UnsupportedError(
-                        f"{what}: watch {w.wd} is on {e.args[0]}, which was deleted (it is "
-                        "still open somewhere); ckpt cannot watch a deleted file again"
-                    ) from None
+                    path, deleted = e.args[0], True
                 except NotFound as e:
                     raise UnsupportedError(
                         f"{what}: cannot find the path of the file watched by wd {w.wd} "
@@ -143,7 +157,11 @@ class Inotify(FileKind):
                     ) from None
                 out.append({"wd": w.wd, "mask": w.mask, "path": path, "ino": inode.ino,
                             "dev": inode.dev})
-                log.debug("%s: wd %d mask %#x on %s", what, w.wd, w.mask, path)
+                if deleted:
+                    self._deleted.append((f"{what}: watch {w.wd} is on {path}, which was "
+                                          "deleted", out[-1]))
+                log.debug("%s: wd %d mask %#x on %s%s", what, w.wd, w.mask, path,
+                          " (deleted)" if deleted else "")
         finally:
             finder.close()
         fillers = (ws[-1].wd - len(ws)) if ws else 0
@@ -158,12 +176,29 @@ class Inotify(FileKind):
         log.info("%s: %d watches", what, len(out))
         return {"watches": out}
 
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
+        """Each watch of a deleted file: the description of an fd of the tree holding
+        that file (restored as a ghost), or refuse."""
+        for where, w in self._deleted:
+            held = [fid for _pid, _fd, fid in ctx.holders.get((w["dev"], w["ino"]), [])]
+            if not held:
+                raise UnsupportedError(f"{where}, and no process of the dumped tree holds it "
+                                       "through an fd (a process outside the tree, or a "
+                                       "mapping, keeps it open); ckpt cannot watch it again")
+            w["file"] = held[0]
+            ctx.images.need(FEATURE)
+
+    def close(self) -> None:
+        self._deleted.clear()
+
     def before_restore(self, ctx: RestoreCtx) -> None:
         """Refuse before anything is created if a watched path is gone."""
         for fid, desc in self.descriptions.items():
             if fid in ctx.replaced:
                 continue
             for w in desc["watches"]:
+                if "file" in w:  # a deleted file, made again by the restore
+                    continue
                 try:
                     st = treeroot.stat(w["path"], follow=False)
                 except OSError as e:
@@ -178,13 +213,13 @@ class Inotify(FileKind):
         # non-blocking while ckpt drains the fillers' events; the saved flags come after
         fd = anon.inotify_init1(anon.IN_NONBLOCK | anon.IN_CLOEXEC)
         try:
-            self._fill(fd, sorted(desc["watches"], key=lambda w: w["wd"]))
+            self._fill(ctx, fd, sorted(desc["watches"], key=lambda w: w["wd"]))
         except BaseException:
             os.close(fd)
             raise
         return fd
 
-    def _fill(self, fd: int, ws: list[dict[str, Any]]) -> None:
+    def _fill(self, ctx: RestoreCtx, fd: int, ws: list[dict[str, Any]]) -> None:
         filler: str | None = None
         used = 0
         last = 0
@@ -207,7 +242,13 @@ class Inotify(FileKind):
                 if used % DRAIN_EVERY == 0:
                     _drain(fd)
             try:
-                got = _add_watch(fd, path, w["mask"] & RESTORE_MASK)
+                if "file" in w:  # deleted: through ckpt's fd of the file made again
+                    assert ctx.open_file is not None
+                    got = anon.inotify_add_watch(
+                        fd, f"/proc/self/fd/{ctx.open_file(w['file'])}",
+                        (w["mask"] & RESTORE_MASK) | anon.IN_MASK_CREATE)
+                else:
+                    got = _add_watch(fd, path, w["mask"] & RESTORE_MASK)
             except OSError as e:
                 why = os.strerror(e.errno or 0)
                 if e.errno == errno.EEXIST:
