@@ -923,3 +923,75 @@ def test_tail_follows_a_deleted_log(procs: Procs, tmp_path: Path) -> None:
     three_rounds(procs, proc, tmp_path, out=out, after=goes_on)
     assert tree(proc.pid)[1] == tail
     assert_consecutive(out.numbers())
+
+
+# ------------------------------------------------------------------ the kernel log
+
+def test_dmesg_follows_the_kernel_log(procs: Procs, tmp_path: Path) -> None:
+    """``dmesg -w`` (/dev/kmsg, whose read position the kernel does not show): after
+    each restore it prints the records logged since, not the whole log again, and
+    every record once."""
+    dmesg = need("dmesg", "util-linux")
+    proc = procs.start([dmesg, "-w"], name="dmesg")
+
+    def logged(i: int) -> None:
+        mark = f"ckpt-test {os.getpid()} {tmp_path.name} {i}"
+        with open("/dev/kmsg", "w") as f:
+            f.write(mark + "\n")
+        proc.out.wait_line(re.escape(mark), timeout=TIMEOUT)
+
+    logged(-1)
+    first = proc.out.lines()[0]
+    three_rounds(procs, proc, tmp_path, after=logged)
+    lines = proc.out.lines()
+    assert lines.count(first) == 1, "the kernel log was printed again"
+    assert len(set(lines)) == len(lines), "a record was printed twice"
+
+
+# ------------------------------------------------------------------ a background save
+
+def test_redis_background_save(procs: Procs, tmp_path: Path) -> None:
+    """redis-server in the middle of a BGSAVE (its forked child writing the snapshot,
+    slowed by rdb-key-save-delay, its memory shared with the server copy-on-write):
+    dumped three times with the child writing, the save then ends with success, and
+    a new redis-server loads every key from the file."""
+    redis = need("redis-server", "redis-server")
+    keys = 2000
+    for attempt in range(5):
+        port = free_port()
+        data = tmp_path / f"data{attempt}"
+        data.mkdir()
+        proc = procs.start([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--dir", data, "--protected-mode", "no",
+                            "--rdb-key-save-delay", "10000"], name=f"redis{attempt}")
+        if wait_until(lambda p=port, pid=proc.pid: _redis_ask(p, "PING") == "+PONG"
+                      or not is_alive(pid), TIMEOUT, "redis to answer") and is_alive(proc.pid):
+            break
+        procs.wait_gone(proc)
+    else:
+        raise AssertionError("no free port for redis in 5 tries")
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT)) as c:
+        c.sendall(b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\nk%d\r\n$%d\r\nv%d\r\n"
+                           % (len(str(i)) + 1, i, len(str(i)) + 1, i) for i in range(keys)))
+        got = b""
+        while got.count(b"+OK\r\n") < keys:
+            got += c.recv(65536)
+    assert _redis_ask(port, "BGSAVE") == "+Background saving started"
+    child = wait_until(lambda: tree(proc.pid)[1:], TIMEOUT, "the saving child")[0]
+
+    def saving(_i: int) -> None:
+        assert tree(proc.pid)[1:] == [child], "the save ended before the rounds did"
+        assert "rdb_bgsave_in_progress:1" in (_redis_ask(port, "INFO", "persistence") or "")
+
+    three_rounds(procs, proc, tmp_path, "--tcp-established", after=saving)
+    wait_until(lambda: "rdb_bgsave_in_progress:0" in (_redis_ask(port, "INFO", "persistence")
+                                                      or ""), TIMEOUT * 4, "the save to end")
+    assert "rdb_last_bgsave_status:ok" in (_redis_ask(port, "INFO", "persistence") or "")
+    check_port = free_port()
+    check = procs.start([redis, "--port", str(check_port), "--bind", "127.0.0.1", "--save",
+                         "", "--appendonly", "no", "--dir", data, "--protected-mode", "no"],
+                        name="check")
+    wait_until(lambda: _redis_ask(check_port, "PING") == "+PONG" or not is_alive(check.pid),
+               TIMEOUT, "the second redis to load the file")
+    assert _redis_ask(check_port, "DBSIZE") == f":{keys}"
+    assert _redis_ask(check_port, "GET", "k1234") == "$5\r\nv1234"
