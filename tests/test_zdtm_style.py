@@ -144,6 +144,7 @@ CASES: list[Case | object] = [
     C("itimers", "sig", zdtm="timers"),
     C("itimer-oneshot", "sig", zdtm="timers01"),
     C("posix-timers", "sig", zdtm="posix_timers", libs=RT),
+    C("sigev-thread", "sig", zdtm="posix_timers (SIGEV_THREAD: glibc's timer thread)", libs=RT),
     C("ptraced", "sig", zdtm="ptrace_sig", refuse=r"traced"),
     # ---------------------------------------------------------------- threads, CPU state
     C("threads", "thr", zdtm="pthread00 pthread01", libs=RT),
@@ -269,6 +270,8 @@ CASES: list[Case | object] = [
     C("epoll", "evfd", zdtm="epoll"),
     C("epoll-moved", "evfd", zdtm="epoll01"),
     C("epoll-oneshot", "evfd", zdtm="(EPOLLONESHOT watches that fired, not re-armed yet)"),
+    C("epoll-nested", "evfd", zdtm="epoll01 (an epoll in an epoll, a file under two fds, "
+      "a set shared with a child)"),
     C("epoll-exclusive", "evfd", zdtm="(EPOLLEXCLUSIVE, EPOLLPRI|EPOLLRDHUP|EPOLLET watches)"),
     C("poll", "evfd", zdtm="poll"),
     C("inotify", "evfd", zdtm="inotify00 inotify01 inotify_irmap inotify_system"),
@@ -322,6 +325,8 @@ CASES: list[Case | object] = [
     C("udp-corked-data", "sock", zdtm="socket_udp-corked (a piece held in the cork)",
       refuse=r"corked \(UDP_CORK\) with data not sent yet"),
     C("udp-queued", "sock", zdtm="socket_udp (queued)"),
+    C("udp-sources", "sock", zdtm="socket_udp (queued from two senders, one closed; "
+      "IP_PKTINFO destinations)"),
     C("multicast", "sock", zdtm="(IP_ADD_MEMBERSHIP, source filters, IPV6_JOIN_GROUP)"),
     C("sock-opts", "sock", zdtm="sock_opts00 sock_opts01 sock_opts02 sock_ip_opts00 "
       "sock_ip_opts01 sock_tcp_opts00 sock_tcp_opts01 sk-freebind socket-tcp-keepalive "

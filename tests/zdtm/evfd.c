@@ -1,6 +1,8 @@
 /* Anonymous-inode files and notification: eventfd, signalfd, timerfd, epoll, poll,
  * inotify, fanotify; file locks and leases (dumped with --file-locks). */
 #include "zdtm.h"
+#include <sys/un.h>
+#include <stddef.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -536,6 +538,77 @@ static int epoll_exclusive(void)
 	zt_pass();
 }
 
+/* An epoll set inside another, one file watched under two fds, a signalfd, a timerfd
+ * and a unix listener in the outer set, which a child shares (a prefork server): each
+ * wakes it for its own event after the restore, the child for the listener. */
+static unsigned long long epoll_seen(int ep, int ms)
+{
+	struct epoll_event o[16];
+	int n = epoll_wait(ep, o, 16, ms);
+	unsigned long long seen = 0;
+	for (int i = 0; i < n; i++)
+		seen |= o[i].data.u64;
+	return seen;
+}
+
+static int epoll_nested(void)
+{
+	int inner = SYS(epoll_create1(0)), outer = SYS(epoll_create1(0)), p[2];
+	SYS(pipe(p));
+	struct epoll_event e = { .events = EPOLLIN, .data.u64 = 1 };
+	SYS(epoll_ctl(inner, EPOLL_CTL_ADD, p[0], &e));
+	int again = SYS(dup(p[0]));
+	e.data.u64 = 2;
+	SYS(epoll_ctl(inner, EPOLL_CTL_ADD, again, &e));
+	e.data.u64 = 4;
+	SYS(epoll_ctl(outer, EPOLL_CTL_ADD, inner, &e));
+	sigset_t usr1;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	SYS(sigprocmask(SIG_BLOCK, &usr1, NULL));
+	int sfd = SYS(signalfd(-1, &usr1, SFD_NONBLOCK));
+	e.data.u64 = 8;
+	SYS(epoll_ctl(outer, EPOLL_CTL_ADD, sfd, &e));
+	int tfd = SYS(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK));
+	e.data.u64 = 16;
+	SYS(epoll_ctl(outer, EPOLL_CTL_ADD, tfd, &e));
+	int lst = SYS(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0));
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1, "zdtm-nested-%d", getpid());
+	socklen_t ul = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(un.sun_path + 1);
+	SYS(bind(lst, (void *)&un, ul));
+	SYS(listen(lst, 8));
+	e.data.u64 = 32;
+	SYS(epoll_ctl(outer, EPOLL_CTL_ADD, lst, &e));
+	pid_t c = SYS(fork());
+	if (c == 0) {
+		zt_wait();
+		for (int i = 0; i < 500; i++)  /* the others' events (level) come too */
+			if (epoll_seen(outer, 10) & 32)
+				_exit(0);
+		_exit(1);
+	}
+	zt_ready();
+	zt_wait();
+	unsigned long long seen = epoll_seen(outer, 100);
+	CHECK(seen == 0, "events before any: %llx", seen);
+	SYS(write(p[1], "x", 1));
+	CHECK((seen = epoll_seen(inner, 1000)) == 3, "inner set: %llx", seen);
+	CHECK((seen = epoll_seen(outer, 1000)) == 4, "outer set: %llx", seen);
+	SYS(kill(getpid(), SIGUSR1));
+	CHECK((seen = epoll_seen(outer, 1000)) & 8, "signalfd: %llx", seen);
+	struct itimerspec soon = { .it_value = { 0, 1000000 } };
+	SYS(timerfd_settime(tfd, 0, &soon, NULL));
+	usleep(20000);
+	CHECK((seen = epoll_seen(outer, 1000)) & 16, "timerfd: %llx", seen);
+	int cl = SYS(socket(AF_UNIX, SOCK_STREAM, 0));
+	SYS(connect(cl, (void *)&un, ul));
+	SYS(kill(c, SIGTERM));
+	CHECK(zt_reap(c) == 0, "the child saw no connection");
+	CHECK((seen = epoll_seen(outer, 1000)) & 32, "listener: %llx", seen);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -548,6 +621,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "epoll")) return epolls(0);
 	if (!strcmp(m, "epoll-moved")) return epolls(1);
 	if (!strcmp(m, "epoll-oneshot")) return epoll_oneshot();
+	if (!strcmp(m, "epoll-nested")) return epoll_nested();
 	if (!strcmp(m, "poll")) return polling();
 	if (!strcmp(m, "inotify")) return inotifies(0);
 	if (!strcmp(m, "inotify-removed")) return inotifies(1);

@@ -579,6 +579,39 @@ static int siginfo_queued(void)
 	zt_pass();
 }
 
+/* A POSIX timer that runs a function in a thread (SIGEV_THREAD: glibc's helper thread
+ * waits for its signal): it goes on firing after the restore. */
+static volatile int sigev_ticks;
+static void on_sigev_tick(union sigval v)
+{
+	(void)v;
+	__atomic_add_fetch(&sigev_ticks, 1, __ATOMIC_SEQ_CST);
+}
+
+static int sigev_thread(void)
+{
+	timer_t t;
+	struct sigevent sev;
+	memset(&sev, 0, sizeof(sev));
+	sev.sigev_notify = SIGEV_THREAD;
+	sev.sigev_notify_function = on_sigev_tick;
+	SYS(timer_create(CLOCK_MONOTONIC, &sev, &t));
+	struct itimerspec its = { { 0, 20000000 }, { 0, 20000000 } };
+	SYS(timer_settime(t, 0, &its, NULL));
+	for (int i = 0; i < 500 && sigev_ticks < 3; i++)
+		usleep(10000);
+	if (sigev_ticks < 3)
+		zt_setup_fail("the timer does not fire");
+	zt_ready();
+	zt_wait();
+	int before = sigev_ticks;
+	for (int i = 0; i < 1000 && sigev_ticks < before + 5; i++)
+		usleep(10000);
+	CHECK(sigev_ticks >= before + 5, "ticks %d, then %d: the timer's thread is silent",
+	      before, sigev_ticks);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -594,6 +627,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "itimers")) return itimers();
 	if (!strcmp(m, "itimer-oneshot")) return itimer_oneshot();
 	if (!strcmp(m, "posix-timers")) return posix_timers();
+	if (!strcmp(m, "sigev-thread")) return sigev_thread();
 	if (!strcmp(m, "ptraced")) return ptraced();
 	zt_setup_fail("unknown mode %s", m);
 }

@@ -711,6 +711,57 @@ static int unix_oob(int pending)
 	zt_pass();
 }
 
+/* Datagrams queued on a UDP socket bound to every address: each comes back from its
+ * sender's address and port (one sender closed since, one bound to 127.0.0.2) and to
+ * the address it was sent to (IP_PKTINFO: 127.0.0.1, 127.0.0.3), in order. */
+static int udp_sources(void)
+{
+	int r = SYS(socket(AF_INET, SOCK_DGRAM, 0)), one = 1;
+	SYS(setsockopt(r, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)));
+	struct sockaddr_in any = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
+	socklen_t l = sizeof(any);
+	SYS(bind(r, (void *)&any, l));
+	SYS(getsockname(r, (void *)&any, &l));
+	int s1 = SYS(socket(AF_INET, SOCK_DGRAM, 0)), s2 = SYS(socket(AF_INET, SOCK_DGRAM, 0));
+	struct sockaddr_in from[2] = { { .sin_family = AF_INET },
+				       { .sin_family = AF_INET, .sin_addr.s_addr = inet_addr("127.0.0.2") } };
+	SYS(bind(s1, (void *)&from[0], sizeof(from[0])));
+	SYS(bind(s2, (void *)&from[1], sizeof(from[1])));
+	struct sockaddr_in to[2] = { { .sin_family = AF_INET, .sin_port = any.sin_port,
+				       .sin_addr.s_addr = inet_addr("127.0.0.1") },
+				     { .sin_family = AF_INET, .sin_port = any.sin_port,
+				       .sin_addr.s_addr = inet_addr("127.0.0.3") } };
+	for (int i = 0; i < 2; i++) {
+		l = sizeof(from[i]);
+		SYS(getsockname(i ? s2 : s1, (void *)&from[i], &l));
+	}
+	SYS(sendto(s1, "one", 3, 0, (void *)&to[0], sizeof(to[0])));
+	SYS(sendto(s2, "two", 3, 0, (void *)&to[1], sizeof(to[1])));
+	close(s1);
+	usleep(50000);
+	zt_ready();
+	zt_wait();
+	for (int i = 0; i < 2; i++) {
+		char buf[16], cbuf[256];
+		struct sockaddr_in src;
+		struct iovec io = { buf, sizeof(buf) };
+		struct msghdr mh = { .msg_name = &src, .msg_namelen = sizeof(src), .msg_iov = &io,
+				     .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+		ssize_t n = recvmsg(r, &mh, MSG_DONTWAIT);
+		CHECK(n == 3 && !memcmp(buf, i ? "two" : "one", 3), "datagram %d: %zd bytes", i, n);
+		CHECK(src.sin_port == from[i].sin_port
+		      && (i == 0 || src.sin_addr.s_addr == from[i].sin_addr.s_addr),
+		      "datagram %d: from %#x:%d", i, ntohl(src.sin_addr.s_addr), ntohs(src.sin_port));
+		struct in_pktinfo *pi = NULL;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+			if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO)
+				pi = (void *)CMSG_DATA(c);
+		CHECK(pi && pi->ipi_addr.s_addr == to[i].sin_addr.s_addr,
+		      "datagram %d: sent to %#x", i, pi ? ntohl(pi->ipi_addr.s_addr) : 0);
+	}
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -742,6 +793,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "udplite")) return udp(AF_INET, IPPROTO_UDPLITE, 0);
 	if (!strcmp(m, "icmp")) return udp(AF_INET, IPPROTO_ICMP, 0);
 	if (!strcmp(m, "udp-queued")) return udp_queued();
+	if (!strcmp(m, "udp-sources")) return udp_sources();
 	if (!strcmp(m, "multicast")) return multicast();
 	if (!strcmp(m, "fifo-over-socket")) return fifo_over_socket(0);
 	if (!strcmp(m, "fifo-over-socket-relative")) return fifo_over_socket(1);
