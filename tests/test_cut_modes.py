@@ -139,6 +139,26 @@ def test_running_dump_cut(build: Builder, procs: Procs, tmp_path: Path, sig: int
     _cuts_leave_the_tree(build, procs, tmp_path, sig, one_cut)
 
 
+@pytest.mark.parametrize("point", ["dump.unmap", "dump.unmap:2"])
+def test_dump_killed_at_its_unmap(build: Builder, procs: Procs, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """A dump -R killed as it unmaps its scratch area from a process (the root, or the
+    child): the munmap runs on without ckpt and the thread waits in the parking code,
+    the area gone; the next ckpt wakes it all the same (it failed reading the area,
+    EIO, and left the thread waiting for good)."""
+    tree = start_tree(build, procs, tmp_path)
+    before = {pid: snapshot(pid) for pid in (tree.root, tree.child)}
+    children = my_children()
+    monkeypatch.setenv("CKPT_FAULT", f"{point}:kill")
+    res = run_ckpt("dump", "-R", "-t", tree.root, "-D", tmp_path / "cut")
+    monkeypatch.delenv("CKPT_FAULT")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    reap_guards(children)  # its guard woke the thread, or the next ckpt does
+    res = ckpt_ok("dump", "-R", "-t", tree.root, "-D", tmp_path / "again")
+    assert "Traceback" not in res.stderr and "Errno" not in res.stderr, res.stderr
+    assert_untouched(tree, before)
+
+
 @SIGNALS
 @pytest.mark.parametrize("victim", ["dump", "page-server"])
 def test_page_server_dump_cut(build: Builder, procs: Procs, tmp_path: Path, sig: int,

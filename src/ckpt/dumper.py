@@ -98,6 +98,11 @@ def _fault_in_syscall() -> None:
     faults.point("dump.inject")
 
 
+def _fault_in_unmap() -> None:
+    faults.point("dump.inject")
+    faults.point("dump.unmap")
+
+
 class _Frozen:
     """A seized, interrupted task and what is needed to let it go unchanged."""
 
@@ -208,6 +213,7 @@ class _Frozen:
                 except OSError as e:
                     log.warning("process %d: could not undo the freeze: %s", self.pid, e)
             return None
+        inj.on_entry = _fault_in_unmap
         for undo, what in ((inj.unmap_scratch, "unmap the scratch area"),
                            (inj.unpark, "take back the parking code")):
             try:

@@ -26,6 +26,7 @@ POINTS: dict[str, str] = {
     "dump.frozen": "every task and thread of the tree seized and stopped",
     "dump.network_locked": "the tree's TCP connections locked (--tcp-established), none read",
     "dump.inject": "at the entry of an injected syscall, the task holding ckpt's registers",
+    "dump.unmap": "at the entry of the munmap of a task's scratch area, as it is let go",
     "dump.task.core": "a task's registers, signals, task state and threads saved",
     "dump.task.fds": "a task's fds saved",
     "dump.task.pages": "a task's pages written, its state and fds read",

@@ -193,8 +193,7 @@ def _recover_process(entry: dict[str, Any], note: int) -> None:
             _stop(tid)
             rip = ptrace.get_regs(tid).rip
             if park is not None and park <= rip <= park + park_size:
-                left_open += splice_fds_open(rip - park, struct.unpack(
-                    "<ii", _read(pid, base, 8)))
+                left_open += splice_fds_open(rip - park, _splice_block(pid, base))
                 # Its mask before its registers: should this ckpt die in between, the
                 # thread still waits in the parking code for the next one (the other
                 # order would let it run on with every signal blocked for good).
@@ -244,6 +243,18 @@ def _note_again(note: int, entry: dict[str, Any], tids: list[int]) -> None:
                 "mask": ptrace.get_sigmask(tid)} for tid in tids]
     os.write(note, jsontext.dumps({**entry, "threads": threads}).encode()
              + b"\n")
+
+
+def _splice_block(pid: int, base: int) -> tuple[int, int]:
+    """The pipe's fds the splice loop keeps at the start of the scratch area; none when
+    the area is gone (ckpt killed once its munmap, injected from the parking code, was
+    done: the thread still waits there, and must be woken all the same)."""
+    try:
+        return struct.unpack("<ii", _read(pid, base, 8))
+    except OSError as e:
+        if e.errno != errno.EIO:  # what /proc/PID/mem gives for memory not mapped
+            raise
+        return (-1, -1)
 
 
 def _stop(tid: int) -> None:
