@@ -1,15 +1,18 @@
 """ckpt cut at random moments in the modes tests/test_interrupted.py (plain dump and
 restore) and tests/test_faults.py (each step) leave out: a dump that leaves the tree
-running (-R), a pre-dump, and a dump to a page server (the dump or the server cut).
+running (-R), a pre-dump, a dump to a page server (the dump or the server cut), and a
+restore sent SIGTERM or SIGINT (anywhere, or once the tree runs).
 
 A cut dump of any of these modes leaves the tree running, and once the next ckpt has
 taken back what the cut one left, exactly as it was (tracer, masks, mappings, fds,
-counters without a gap). The moments are drawn from a seed printed in every
-failure.
+counters without a gap). A cut restore leaves the complete tree running or nothing,
+and the same images restore again. The moments are drawn from a seed printed in
+every failure.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -25,15 +28,21 @@ from ckpt_helpers import (
     Procs,
     ckpt_cmd,
     ckpt_ok,
+    ckpt_stopped_at,
+    is_alive,
     my_children,
     proc_state,
     reap_guards,
     run_ckpt,
     scaled,
 )
+from test_faults import Dumped as FaultsDumped
 from test_faults import (
     Tree,
+    assert_nothing_left,
     assert_untouched,
+    dumped,  # noqa: F401 - the module's fixture, used by name
+    fresh_images,
     restore_and_check,
     snapshot,
     start_tree,
@@ -214,3 +223,72 @@ def test_page_server_dump_cut(build: Builder, procs: Procs, tmp_path: Path, sig:
                 server.wait()
 
     _cuts_leave_the_tree(build, procs, tmp_path, sig, one_cut)
+
+
+# ------------------------------------------------------------------ restore
+
+
+def _adopt_running(procs: Procs, tree: Tree, pidfile: Path, what: str) -> None:
+    """The complete tree runs, its pidfile written: checked, then killed."""
+    for pid in (tree.root, tree.child):
+        assert is_alive(pid), f"{what}: {pid} gone (state {proc_state(pid)})"
+        procs.adopt(pid, tree.out)
+    assert pidfile.read_text() == f"{tree.root}\n", what
+    for pid in (tree.root, tree.child):
+        os.kill(pid, signal.SIGKILL)
+    for pid in (tree.root, tree.child):
+        procs.wait_gone(pid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+                         ids=["SIGTERM", "SIGINT", "SIGKILL"])
+def test_restore_signalled_once_the_tree_runs(dumped: FaultsDumped,  # noqa: F811
+                                              procs: Procs, tmp_path: Path,
+                                              sig: signal.Signals) -> None:
+    """A signal once the tree runs and the pidfile is written: a SIGTERM or SIGINT is
+    only noted and the restore ends well (it said 'interrupted', exit 143, the tree
+    running); a SIGKILL leaves the tree running too."""
+    images = fresh_images(dumped, tmp_path)
+    pidfile = tmp_path / "restored.pid"
+    before = my_children()
+    with ckpt_stopped_at("restore.done", "restore", "-D", images, "-d", "--pidfile",
+                         pidfile) as p:
+        p.send_signal(sig)
+        p.send_signal(signal.SIGCONT)
+        _, err = p.communicate(timeout=scaled(60))
+    reap_guards(before)
+    assert p.returncode == (-sig if sig == signal.SIGKILL else 0), err
+    assert "Traceback" not in err and "interrupted" not in err, err
+    _adopt_running(procs, dumped.tree, pidfile, sig.name)
+    restore_and_check(procs, dumped.tree, fresh_images(dumped, tmp_path / "again"))
+
+
+def test_restore_cut_by_sigterm(dumped: FaultsDumped, procs: Procs,  # noqa: F811
+                                tmp_path: Path) -> None:
+    """A restore sent SIGTERM anywhere: the complete tree runs (the restore was done,
+    exit 0) or nothing is left (exit 143, or killed by it before its handler was set),
+    and the images restore again."""
+    tree = dumped.tree
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    images = fresh_images(dumped, tmp_path)
+    pidfile = tmp_path / "timing.pid"
+    span = _span(["restore", "-D", images, "-d", "--pidfile", pidfile])
+    _adopt_running(procs, tree, pidfile, "timing")
+    for i in range(CUTS):
+        images = fresh_images(dumped, tmp_path / f"cut{i}")
+        pidfile = tmp_path / f"pid{i}"
+        what = f"restore {i} (seed {seed})"
+        before = my_children()
+        code, err = _run_cut(["restore", "-D", images, "-d", "--pidfile", pidfile],
+                             rng.uniform(0, span), signal.SIGTERM)
+        assert "Traceback" not in err, f"{what}: {err}"
+        reap_guards(before)
+        if code == 0:
+            _adopt_running(procs, tree, pidfile, what)
+            continue
+        assert code in (128 + signal.SIGTERM, -signal.SIGTERM), f"{what}: exit {code}: {err}"
+        if code > 0:
+            assert err.strip().endswith("interrupted by SIGTERM"), f"{what}: {err}"
+        assert_nothing_left(procs, tree, pidfile)
+    restore_and_check(procs, tree, fresh_images(dumped, tmp_path / "last"))

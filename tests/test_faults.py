@@ -56,12 +56,14 @@ pytestmark = pytest.mark.usefixtures("own_notes")
 SECOND = ["dump.task.core:2", "dump.task.pages:2", "dump.task.done:2",
           "restore.task.fds:2", "restore.task.memory:2", "restore.task.children:2",
           "restore.task.final:2"]
-# reached only when a dump lets the tree go (-R, pre-dump, a failure): test_cut_modes.py
-RELEASE_POINTS = ["dump.unmap"]
+# reached only when a dump lets the tree go (-R, pre-dump, a failure), or once the
+# restored tree runs: tests/test_cut_modes.py
+LATER_POINTS = ["dump.unmap", "restore.done"]
 DUMP_POINTS = [n for n in faults.names()
-               if n.startswith(("dump.", "predump.")) and n not in RELEASE_POINTS]
+               if n.startswith(("dump.", "predump.")) and n not in LATER_POINTS]
 DUMP_POINTS += [n for n in SECOND if n.startswith("dump.")]
-RESTORE_POINTS = [n for n in faults.names() if n.startswith("restore.")]
+RESTORE_POINTS = [n for n in faults.names()
+                  if n.startswith("restore.") and n not in LATER_POINTS]
 RESTORE_POINTS += [n for n in SECOND if n.startswith("restore.")]
 # ckpt killed at each point; in the middle of its first injected syscall (the mmap of
 # the scratch area) and of its 40th (a signal handler read), the parking code holds
@@ -75,7 +77,7 @@ LET_GO_POINTS = ("restore.let_live",)
 def test_every_point_exercised() -> None:
     """Each declared point is made to fail below (tests/unit/test_fault_points.py checks
     that the declared points are the ones in the code)."""
-    assert {p.partition(":")[0] for p in DUMP_POINTS + RESTORE_POINTS + RELEASE_POINTS} \
+    assert {p.partition(":")[0] for p in DUMP_POINTS + RESTORE_POINTS + LATER_POINTS} \
         == set(faults.names())
 
 

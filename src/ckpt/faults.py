@@ -57,6 +57,7 @@ POINTS: dict[str, str] = {
                                 "mode, the tree not yet running",
     "restore.task.let_go": "a process let go should ckpt die (no EXITKILL), the next not",
     "restore.let_live": "every thread let go should ckpt die (no EXITKILL), no pidfile yet",
+    "restore.done": "the tree runs, the pidfile written, the command about to end",
 }
 
 

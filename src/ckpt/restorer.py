@@ -247,9 +247,14 @@ class Restore:
                 self.mounts.close()
             if self.namespaces is not None:
                 self.namespaces.leave()  # they live on in the tree, or vanish with it
+        # The tree runs, the pidfile written: a terminating signal from now on must not
+        # make ckpt say it failed (it exited 143, "interrupted", the tree running); only
+        # a wait for the root's exit is interrupted again.
+        raising = interrupts.only_note()
+        faults.point("restore.done")
         dt = time.monotonic() - t0
         log.info("%d processes restored in %.3f s", len(self.tasks), dt)
-        return RestoreResult(self.root_pid, dt, exit_status=self.finish(),
+        return RestoreResult(self.root_pid, dt, exit_status=self.finish(raising),
                              pids=[t["pid"] for t in self.tasks])
 
     # ------------------------------------------------------------ the phases, in order
@@ -636,21 +641,22 @@ class Restore:
         if self.creation is not None:
             self.creation.close()
 
-    def finish(self) -> int | None:
+    def finish(self, raising: bool) -> int | None:
         """The tree runs: report ``post-resume``; without ``detach``, wait for the root
-        and return its exit code."""
+        and return its exit code (a signal then interrupts the wait if ``raising``)."""
         if self.foreground is None:
-            return self._finish()
+            return self._finish(raising)
         with self.foreground:
-            return self._finish()
+            return self._finish(raising)
 
-    def _finish(self) -> int | None:
+    def _finish(self, raising: bool) -> int | None:
         try:
             self.notify("post-resume", 0)
         except CkptError as e:  # the processes run already: nothing to undo
             log.warning("post-resume: %s", e)
         if self.detach:
             return None
+        interrupts.resume(raising)
         if self.foreground is None:
             from .job_control import wait_for_exit
             status = wait_for_exit(self.root_pid)

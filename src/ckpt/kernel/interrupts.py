@@ -86,6 +86,23 @@ def install() -> None:
         raise Interrupted(_received[0])
 
 
+def only_note() -> bool:
+    """From now on a terminating signal is only noted: what it would undo is done (a
+    restored tree runs). Whether signals raised until now, for ``resume``."""
+    global _raising
+    was, _raising = _raising, False
+    return was
+
+
+def resume(raising: bool) -> None:
+    """Signals raise again if ``raising`` (what ``only_note`` returned); one noted
+    meanwhile is raised at once."""
+    global _raising
+    _raising = raising
+    if raising and _received:
+        raise Interrupted(_received[0])
+
+
 def within(error: BaseException) -> Interrupted | None:
     """The ``Interrupted`` that ``error`` wraps, if any: Python 3.11 turns an
     exception raised while a class is built (a dataclass's ``__set_name__``, in a
