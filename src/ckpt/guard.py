@@ -55,20 +55,24 @@ class Guard:
         """Fork the guard (once); it watches ckpt from now on."""
         if self.pid:
             return
-        pidfd = os.pidfd_open(os.getpid())
-        r, w = os.pipe2(os.O_CLOEXEC)
-        keep = {0, 1, 2, r, pidfd, *self.keep, *ckpt_log.fds()}
-        pid = interrupts.fork()
-        if pid == 0:  # pragma: no cover (the guard's side; tests see what it does)
-            code = 1
-            try:
-                _become_guard(keep)
-                code = _watch(r, pidfd, self.on_death)
-            finally:
-                os._exit(code)
-        os.close(r)
-        os.close(pidfd)
-        self.fd, self.pid = w, pid
+        # Not cut by a signal between the fork and ckpt's note of the guard: a ckpt
+        # interrupted then could not stand it down, and it took ckpt's exit for a death
+        # (a restore said both "interrupted" and "ckpt died ...: its guard killed the tree").
+        with interrupts.held():
+            pidfd = os.pidfd_open(os.getpid())
+            r, w = os.pipe2(os.O_CLOEXEC)
+            keep = {0, 1, 2, r, pidfd, *self.keep, *ckpt_log.fds()}
+            pid = interrupts.fork()
+            if pid == 0:  # pragma: no cover (the guard's side; tests see what it does)
+                code = 1
+                try:
+                    _become_guard(keep)
+                    code = _watch(r, pidfd, self.on_death)
+                finally:
+                    os._exit(code)
+            os.close(r)
+            os.close(pidfd)
+            self.fd, self.pid = w, pid
         log.debug("guard %d forked", pid)
 
     def stand_down(self) -> None:
