@@ -124,3 +124,26 @@ def test_a_signal_during_an_at_fork_hook_is_raised_after_the_fork(fork: str) -> 
         assert "not raised" in res.stdout and "Exception ignored" in res.stderr
     else:
         assert res.stdout.split() == ["raised", "15"] and res.stderr == ""
+
+
+def test_a_signal_another_thread_takes_waits_for_the_held_section() -> None:
+    """A page-copy or /proc/locks thread of ckpt does not block the signals: the kernel
+    gives it one the main thread holds off, Python runs the handler in the main thread
+    all the same, and a held() section (an injected call) was cut in the middle."""
+    out = _run(
+        "import os, signal, threading, time\n"
+        "from ckpt.kernel import interrupts\n"
+        "interrupts.install()\n"
+        "done = threading.Event()\n"
+        "threading.Thread(target=done.wait, args=(30,), daemon=True).start()\n"
+        "try:\n"
+        "    with interrupts.held():\n"
+        "        with interrupts.held():\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            time.sleep(0.2)\n"
+        "        time.sleep(0.1)\n"
+        "        print('held whole')\n"
+        "    print('not raised after')\n"
+        "except interrupts.Interrupted as e:\n"
+        "    print('raised', e.signum)\n").stdout.split("\n")
+    assert out[:2] == ["held whole", "raised 15"]

@@ -14,6 +14,7 @@ the builtins ``_signal``, ``_thread`` and ``posix`` so that it can be loaded fir
 from __future__ import annotations
 
 import _signal
+import _thread
 import posix
 
 TYPE_CHECKING = False  # typing is not imported, for speed
@@ -28,6 +29,9 @@ _NAMES = {SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP", SIGPIPE: "SIGP
 _received: list[int] = []
 _raising = False
 _again = False  # the first signal was sent again, to be raised out of the import machinery
+_MAIN = _thread.get_ident()  # Python runs signal handlers in the main thread, which loads this
+_holding = 0  # held() sections the main thread is in
+_deferred = False  # a signal came during one (through another thread): raised at its end
 
 
 class Interrupted(BaseException):
@@ -44,13 +48,16 @@ class Interrupted(BaseException):
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    global _again
+    global _again, _deferred
     if _received and not _again:  # the first one is handled: a second must not cut the rollback
         return
     if not _received:
         _received.append(signum)
     _again = False
     if not _raising:
+        return
+    if _holding:  # taken by another thread, whose mask lets it through: held off all the same
+        _deferred = True
         return
     while frame is not None and frame.f_code is _handler.__code__:  # run from itself
         frame = frame.f_back
@@ -60,8 +67,6 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         # sent again, by another thread, for this handler to raise it once that code
         # has returned (sent from this thread, it would run the handler at once, from
         # here); to this thread, so that a held() section still holds it off.
-        import _thread
-
         _again = True
         _thread.start_new_thread(_signal.pthread_kill, (_thread.get_ident(), _received[0]))
         return
@@ -124,14 +129,26 @@ def received() -> int | None:
 
 class held:
     """Block the terminating signals for a ``with`` block; one that came meanwhile is
-    handled when the block ends."""
+    handled when the block ends. In the main thread, one that another thread of ckpt
+    took (its mask lets it in, and Python runs the handler in the main thread) is
+    held off too, until the outermost block ends."""
 
     def __enter__(self) -> None:
+        global _holding
         self._old = _signal.pthread_sigmask(_signal.SIG_BLOCK, TERMINATING)
+        self._main = _thread.get_ident() == _MAIN
+        if self._main:
+            _holding += 1
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
+        global _holding, _deferred
+        if self._main:
+            _holding -= 1
         _signal.pthread_sigmask(_signal.SIG_SETMASK, self._old)
+        if self._main and not _holding and _deferred:
+            _deferred = False
+            raise Interrupted(_received[0])
 
 
 def fork(how: Callable[[], int] = posix.fork) -> int:
@@ -139,17 +156,17 @@ def fork(how: Callable[[], int] = posix.fork) -> int:
     one that came while Python ran its at-fork hooks (logging's lock) would be raised
     there, printed as "Exception ignored" and dropped, and the dump go on. Raised
     after the fork, in the parent, it first kills and reaps the child, which nobody
-    would know of."""
-    old = _signal.pthread_sigmask(_signal.SIG_BLOCK, TERMINATING)
+    would know of; the child, as the kernel does, leaves a held-off one to it."""
+    global _deferred
+    pid = -1
     try:
-        pid = how()
-    except BaseException:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
-        raise
-    try:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
+        with held():
+            pid = how()
+            if pid == 0 and _deferred:
+                _deferred = False
+                _received.clear()
     except Interrupted:
-        if pid:
+        if pid > 0:
             posix.kill(pid, 9)
             posix.waitpid(pid, 0)
         raise
