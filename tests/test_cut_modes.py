@@ -47,43 +47,13 @@ from test_faults import (
     snapshot,
     start_tree,
 )
+from test_incremental import page_server
+from test_interrupted import cut, timed
 
 # notes of killed ckpts kept from other helpers' ckpts (conftest.own_notes)
 pytestmark = pytest.mark.usefixtures("own_notes")
 
 CUTS = 6
-
-
-def _run_cut(argv: list[str | int | Path], after: float, sig: int) -> tuple[int, str]:
-    """Run ``ckpt ARGV``, send it ``sig`` ``after`` seconds in; its exit status, stderr."""
-    p = subprocess.Popen(ckpt_cmd() + [str(a) for a in argv], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(after)  # the random moment itself, not a wait for anything
-        p.send_signal(sig)
-        _, err = p.communicate(timeout=scaled(60))
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    return p.returncode, err
-
-
-def _span(argv: list[str | int | Path]) -> float:
-    t0 = time.monotonic()
-    ckpt_ok(*argv)
-    return time.monotonic() - t0
-
-
-def _page_server(directory: Path) -> tuple[subprocess.Popen[str], int]:
-    server = subprocess.Popen(ckpt_cmd() + ["page-server", "-D", str(directory), "--port", "0",
-                                            "--address", "127.0.0.1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              stdin=subprocess.DEVNULL)
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    assert line.startswith("ckpt page-server: listening on 127.0.0.1:"), line
-    return server, int(line.rsplit(":", 1)[1])
 
 
 def _server_ended(server: subprocess.Popen[str], received: Path, what: str) -> None:
@@ -141,8 +111,8 @@ def test_running_dump_cut(build: Builder, procs: Procs, tmp_path: Path, sig: int
     def one_cut(tree: Tree, i: int, rng: random.Random, what: str) -> None:
         argv: list[str | int | Path] = [words[0], *words[1:], "-t", tree.root, "-D",
                                         tmp_path / f"cut{i}"]
-        span = _span([*argv[:-1], tmp_path / f"timing{i}"])
-        code, err = _run_cut(argv, rng.uniform(0, span), sig)
+        span = timed(*argv[:-1], tmp_path / f"timing{i}")
+        code, err = cut(argv, rng.uniform(0, span), sig)
         _assert_cut_dump(code, err, sig, what)
 
     _cuts_leave_the_tree(build, procs, tmp_path, sig, one_cut)
@@ -179,17 +149,17 @@ def test_page_server_dump_cut(build: Builder, procs: Procs, tmp_path: Path, sig:
     def one_cut(tree: Tree, i: int, rng: random.Random, what: str) -> None:
         nonlocal span
         if not span:  # how long a whole dump takes here
-            server, port = _page_server(tmp_path / "timing")
-            span = _span(["dump", "-R", "-t", tree.root, "-D", tmp_path / "timing-local",
-                          "--page-server", "--address", "127.0.0.1", "--port", port])
+            server, port = page_server(procs, tmp_path / "timing")
+            span = timed("dump", "-R", "-t", tree.root, "-D", tmp_path / "timing-local",
+                         "--page-server", "--address", "127.0.0.1", "--port", port)
             assert server.wait(scaled(30)) == 0
-        server, port = _page_server(tmp_path / f"received{i}")
+        server, port = page_server(procs, tmp_path / f"received{i}")
         argv: list[str | int | Path] = ["dump", "-R", "-t", tree.root, "-D",
                                         tmp_path / f"cut{i}", "--page-server", "--address",
                                         "127.0.0.1", "--port", port]
         try:
             if victim == "dump":
-                code, err = _run_cut(argv, rng.uniform(0, span), sig)
+                code, err = cut(argv, rng.uniform(0, span), sig)
                 _assert_cut_dump(code, err, sig, what)
                 if code == 0:  # complete: the server wrote it all, and ended
                     _out, serr = server.communicate(timeout=scaled(30))
@@ -273,14 +243,14 @@ def test_restore_cut_by_sigterm(dumped: FaultsDumped, procs: Procs,  # noqa: F81
     rng = random.Random(seed)
     images = fresh_images(dumped, tmp_path)
     pidfile = tmp_path / "timing.pid"
-    span = _span(["restore", "-D", images, "-d", "--pidfile", pidfile])
+    span = timed("restore", "-D", images, "-d", "--pidfile", pidfile)
     _adopt_running(procs, tree, pidfile, "timing")
     for i in range(CUTS):
         images = fresh_images(dumped, tmp_path / f"cut{i}")
         pidfile = tmp_path / f"pid{i}"
         what = f"restore {i} (seed {seed})"
         before = my_children()
-        code, err = _run_cut(["restore", "-D", images, "-d", "--pidfile", pidfile],
+        code, err = cut(["restore", "-D", images, "-d", "--pidfile", pidfile],
                              rng.uniform(0, span), signal.SIGTERM)
         assert "Traceback" not in err, f"{what}: {err}"
         reap_guards(before)
