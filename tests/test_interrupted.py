@@ -109,8 +109,9 @@ def cut(args: list[str | int | Path], after: float, sig: int) -> tuple[int, str]
 
 @pytest.mark.parametrize(("sig", "folder"), [(signal.SIGKILL, "shm_path"),
                                              (signal.SIGTERM, "shm_path"),
-                                             (signal.SIGKILL, "tmpfs_path")],
-                         ids=["SIGKILL", "SIGTERM", "SIGKILL-copy"])
+                                             (signal.SIGKILL, "tmpfs_path"),
+                                             (signal.SIGTERM, "tmpfs_path")],
+                         ids=["SIGKILL", "SIGTERM", "SIGKILL-copy", "SIGTERM-copy"])
 def test_dump_cut_at_random_moments(build: Builder, procs: Procs, tmp_path: Path,
                                     request: pytest.FixtureRequest, sig: signal.Signals,
                                     folder: str) -> None:
