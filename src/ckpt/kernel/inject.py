@@ -157,6 +157,17 @@ def _aligned(n: int) -> int:
     return (n + 7) & ~7
 
 
+def _signed(res: int) -> int:
+    """A syscall's raw result (rax, or a batch entry's) as a signed number."""
+    return res - _U64 if res >= 1 << 63 else res
+
+
+def _results(table: bytes, n: int) -> list[int]:
+    """The raw results the batch loop wrote into the first ``n`` entries of ``table``."""
+    return [_signed(struct.unpack_from("<Q", table, i * BATCH_ENTRY + 56)[0])
+            for i in range(n)]
+
+
 @dataclass(frozen=True)
 class BatchArea:
     """Where a task has ``BATCH_CODE`` (``code``) and room for a table of ``entries``
@@ -363,11 +374,12 @@ class Injector:
         sig = sb.signal
         ending = len(calls)  # the entry that unblocks the signal
         masks = sb.table + (ending + 2) * BATCH_ENTRY + len(_END)
-        table = bytearray()
-        for name, args in [*calls, ("rt_sigprocmask", (_SIG_SETMASK, masks, 0, 8)),
-                           ("rt_sigprocmask", (_SIG_SETMASK, masks + 8, 0, 8))]:
-            padded = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
-            table += struct.pack("<II6QQ", libc.NR[name], 0, *padded, 0)
+        entries = [*calls, ("rt_sigprocmask", (_SIG_SETMASK, masks, 0, 8)),
+                   ("rt_sigprocmask", (_SIG_SETMASK, masks + 8, 0, 8))]
+        table = bytearray(BATCH_ENTRY * len(entries))
+        for i, (name, args) in enumerate(entries):
+            _ENTRY.pack_into(table, i * BATCH_ENTRY, libc.NR[name], 0,
+                             *[a & _U64_MASK for a in args], *_ZEROS[len(args):])
         table += _END + struct.pack("<QQ", ALL_BLOCKED & ~(1 << (sig - 1)), ALL_BLOCKED)
         self.write(sb.table, bytes(table))
         regs = self.home.copy()
@@ -405,11 +417,7 @@ class Injector:
         self.trips += 1
         done = self.read(sb.table, BATCH_ENTRY * len(calls))
         self.count += len(calls)
-        results = []
-        for i in range(len(calls)):
-            res = struct.unpack_from("<Q", done, i * BATCH_ENTRY + 56)[0]
-            results.append(res - _U64 if res >= 1 << 63 else res)
-        return results
+        return _results(done, len(calls))
 
     def _one(self, name: str, args: tuple[int, ...], block: bool, home: bool) -> int:
         """One call, its registers loaded (with ``block``, every signal blocked first),
@@ -460,7 +468,7 @@ class Injector:
             self._go_home()
         self.count += 1
         self.trips += 1
-        return res - _U64 if res >= 1 << 63 else res
+        return _signed(res)
 
     def call(self, name: str, *args: int) -> int:
         """Run syscall ``name``; raise InjectionError when it fails."""
@@ -574,11 +582,8 @@ class Injector:
         self._at_exit = True  # a signal-delivery stop, which ``settle`` takes as one
         self.trips += 1
         done = self.read(area.table, BATCH_ENTRY * len(queue))
-        results = []
-        for i, q in enumerate(queue):
-            res = struct.unpack_from("<Q", done, i * BATCH_ENTRY + 56)[0]
-            res = res - _U64 if res >= 1 << 63 else res
-            results.append(res)
+        results = _results(done, len(queue))
+        for q, res in zip(queue, results, strict=True):
             self.count += 1
             if q.check and -res not in q.ok:
                 self._fail(q, res)
@@ -698,7 +703,7 @@ class Injector:
                 ptrace.syscall(self.pid)
                 self._await("the parking area's code")
             res = ptrace.get_regs(self.pid).rax
-        return res - _U64 if res >= 1 << 63 else res
+        return _signed(res)
 
     def run_code(self) -> None:
         """Let the code started by ``start_code`` run on, unwatched but for ``code_stopped``."""
