@@ -167,6 +167,8 @@ def _notify(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _dump(args: argparse.Namespace, notes: list[str]) -> int:
+    from .kernel import procfs
+    procfs.warm_locks()  # the dump's own read of /proc/locks, soon, will wait less
     from .dumper import dump
     command.started()
     if args.leave_running and args.leave_stopped:
