@@ -13,7 +13,8 @@ from ckpt_helpers import PYTHON, Procs
 def test_a_dump_of_sleep_imports_only_what_it_runs(procs: Procs, images: Path,
                                                    tmp_path: Path) -> None:
     """No fd-table groups to sort (functools, collections), no criu message table for the
-    stats file (rpc/wire.py), no bisect, no mmap (ghost files), no regular expression."""
+    stats file (rpc/wire.py), no bisect, no mmap (ghost files), no regular expression, no
+    zlib (binascii's crc32), no resource (libc.prlimit), no page reading of a restore."""
     target = procs.start(["sleep", "1000"])
     script = os.path.join(os.path.dirname(PYTHON), "ckpt")
     # no network lock notes to recover (others' TCP dumps may have left some: netlock)
@@ -27,5 +28,6 @@ def test_a_dump_of_sleep_imports_only_what_it_runs(procs: Procs, images: Path,
                 if line.startswith("import time:")}
     assert {"ckpt.dumper", "ckpt.rpc.stats"} <= imported
     assert sorted(imported & {"functools", "collections", "ckpt.rpc.wire", "ckpt.rpc.schema",
-                              "bisect", "_bisect", "mmap", "re", "json", "enum"}) == []
+                              "bisect", "_bisect", "mmap", "re", "json", "enum", "zlib",
+                              "resource", "ckpt.pages.fill", "ckpt.pages.chain"}) == []
     assert (images / "stats-dump").is_file()

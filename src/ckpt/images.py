@@ -15,11 +15,11 @@ and page data (``pages-PID.img``) only to it.
 
 from __future__ import annotations
 
+import binascii  # its crc32 is zlib's, and ckpt imports it anyway: zlib stays out
 import ctypes
 import errno
 import os
 import stat
-import zlib
 
 from . import jsontext
 from .errors import CkptError, ImageError
@@ -114,9 +114,9 @@ def crc32(data: bytes | bytearray | memoryview, crc: int = 0, fast: bool = False
                 from zlib_ng import zlib_ng
                 _fast_crc = zlib_ng.crc32
             except ImportError:
-                _fast_crc = zlib.crc32
+                _fast_crc = binascii.crc32
         return int(_fast_crc(data, crc))
-    return zlib.crc32(data, crc)
+    return binascii.crc32(data, crc)
 def crc32_combiner() -> Any:
     """zlib-ng's crc32_combine(crc1, crc2, len2), the CRC-32 of two pieces of data from
     theirs, or None without zlib-ng (the standard library has none)."""
@@ -280,7 +280,7 @@ class ImageWriter:
     def write_json(self, name: str, obj: Any) -> None:
         data = _canonical(obj) + b"\n"
         self._write(name, data)
-        self.files[name] = {"size": len(data), "crc32": zlib.crc32(data)}
+        self.files[name] = {"size": len(data), "crc32": binascii.crc32(data)}
         if self.remote is not None:
             self._send(name)
 
@@ -311,7 +311,7 @@ class ImageWriter:
         body = dict(inventory, format=FORMAT, version=VERSION, files=self.files)
         if self.needs:
             body["needs"] = sorted(self.needs)
-        body["crc32"] = zlib.crc32(_canonical(body))
+        body["crc32"] = binascii.crc32(_canonical(body))
         self.write_json_plain(INVENTORY, body)
         self.folder.fsync()
         self._created.append(COMPLETE_MARK)
@@ -380,7 +380,7 @@ class ImageReader:
                              f"supported (this ckpt reads versions "
                              f"{', '.join(map(str, READ_VERSIONS))})")
         crc = inv.pop("crc32", None)
-        if crc != zlib.crc32(_canonical(inv)):
+        if crc != binascii.crc32(_canonical(inv)):
             raise ImageError(f"{path}: corrupted (checksum mismatch)")
         needs = inv.get("needs", [])
         if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):

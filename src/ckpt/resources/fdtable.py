@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import resource
 import struct
 
 from ..errors import RestoreError
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 
 MAX_FD = 0xFFFFFFFF  # close_range's "to the end"
 CAP_SYS_RESOURCE = 24
+RLIMIT_NOFILE = 7  # through libc.prlimit: the resource module is one more import for a dump
 RESERVE = 64  # fds of ckpt's own during a restore (images, log, pipes, pidfds)
 GAP_FACTOR = 64  # placeholders that cost as much as one injected dup3 (measured: more)
 
@@ -79,7 +79,7 @@ class Plan:
 def reachable_limit() -> int:
     """The most open files ckpt can allow itself, and so its new processes while their
     fds come in: its hard RLIMIT_NOFILE, or the system's maximum with CAP_SYS_RESOURCE."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = libc.prlimit(0, RLIMIT_NOFILE)[1]
     if procfs.status(os.getpid()).cap_effective >> CAP_SYS_RESOURCE & 1:
         with open("/proc/sys/fs/nr_open") as f:
             hard = max(hard, int(f.read()))
@@ -89,9 +89,9 @@ def reachable_limit() -> int:
 def raise_limit() -> int:
     """Raise ckpt's RLIMIT_NOFILE as far as it goes (``reachable_limit``); return it."""
     limit = reachable_limit()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = libc.prlimit(0, RLIMIT_NOFILE)
     if soft < limit:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, max(hard, limit)))
+        libc.prlimit(0, RLIMIT_NOFILE, (limit, max(hard, limit)))
     return limit
 
 

@@ -43,10 +43,8 @@ from ..images import ImageWriter
 from ..kernel import interrupts, libc, procfs, treeroot, vdso
 from ..kernel.inject import Injector
 from ..log import logger
-from ..pages import compressed, fill, forked
+from ..pages import compressed, forked
 from ..pages.buffer import BUF_SIZE, page_buffer
-from ..pages.chain import Segment
-from ..pages.fill import PagesFile
 from ..pages.runs import merge_runs
 from ..schema import (
     BOOL,
@@ -75,6 +73,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from ..pages import fill  # the restore's page reading: a dump does not import it
+    from ..pages.chain import Segment
+    from ..pages.fill import PagesFile
     from ..pages.lazy import Handover
     from ..pages.save import TaskPages  # the dump's: a restore does not import it
 
