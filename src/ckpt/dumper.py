@@ -1021,7 +1021,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             confinement.close()
         memory = time.monotonic() - t_tasks
         with nsenter.entered(pid, [k for k in own_ns if k == "ipc"]):
-            sysv.dump(images, [t.pid for t in tasks if t.frozen is not None])
+            sysv.dump(images, [t.pid for t in tasks if t.frozen is not None], mappings)
         dumper.after_dump([t.info() for t in tasks], mappings)
         if mount_tree is not None:  # a tmpfs's socket files are bound again by the tree's
             mount_tree.check_sockets(dumper.descriptions)

@@ -30,7 +30,7 @@ import os
 
 from ..errors import DumpError, RestoreError, UnsupportedError
 from ..images import ImageReader, ImageWriter, ctypes_view
-from ..kernel import procfs, sysvipc
+from ..kernel import sysvipc
 from ..kernel.libc import PAGE_SIZE as PAGE
 from ..log import logger
 from ..schema import BOOL, NAT, S32, U16, UID, Hex, Int, List, Obj, Tup
@@ -91,13 +91,15 @@ def _blocked_on(pids: list[int]) -> tuple[set[int], set[int]]:
     return sems, msgs
 
 
-def _attachments(pids: list[int]) -> dict[int, list[tuple[int, procfs.Vma]]]:
-    """shmid -> [(pid, mapping)] of every SysV attachment of ``pids``."""
-    out: dict[int, list[tuple[int, procfs.Vma]]] = {}
-    for pid in pids:
-        for v in procfs.maps(pid):
-            if is_attachment(v.path):
-                out.setdefault(v.inode, []).append((pid, v))
+def _attachments(mappings: dict[int, list[dict[str, Any]]]
+                 ) -> dict[int, list[tuple[int, dict[str, Any]]]]:
+    """shmid -> [(pid, its entry)] of every SysV attachment among ``mappings`` (each
+    process's saved mappings, mem.py's entries: /proc/PID/maps is not read again)."""
+    out: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for pid, vmas in mappings.items():
+        for v in vmas:
+            if v["kind"] == "sysv":
+                out.setdefault(v["shmid"], []).append((pid, v))
     return out
 
 
@@ -129,10 +131,12 @@ def _read_unattached(shmid: int, length: int, out: Any) -> None:
         sysvipc.shmdt(addr)
 
 
-def dump(images: ImageWriter, pids: list[int]) -> None:
-    """Save the SysV objects of the frozen processes ``pids`` (see the module's doc)."""
+def dump(images: ImageWriter, pids: list[int],
+         mappings: dict[int, list[dict[str, Any]]]) -> None:
+    """Save the SysV objects of the frozen processes ``pids`` (see the module's doc);
+    ``mappings``: their saved mappings, by pid."""
     tree = set(pids)
-    attached = _attachments(pids)
+    attached = _attachments(mappings)
     blocked_sems, blocked_msgs = _blocked_on(pids)
     shm = sysvipc.table("shm")
     saved: dict[str, list[dict[str, Any]]] = {"shm": [], "sem": [], "msg": []}
@@ -144,9 +148,9 @@ def dump(images: ImageWriter, pids: list[int]) -> None:
         where = f"SysV shared memory segment {shmid} (key {seg.key:#x})"
         size = seg.extra["size"]
         for pid, v in maps:
-            if v.offset or v.end - v.start != _pages(size):
+            if v["offset"] or v["end"] - v["start"] != _pages(size):
                 raise UnsupportedError(f"process {pid}: {where} is attached only in part "
-                                       f"({v.start:#x}-{v.end:#x}); not supported")
+                                       f"({v['start']:#x}-{v['end']:#x}); not supported")
         if seg.extra["nattch"] > len(maps):
             raise UnsupportedError(
                 f"process {maps[0][0] if maps else seg.extra['cpid']}: {where} is attached "
@@ -160,7 +164,7 @@ def dump(images: ImageWriter, pids: list[int]) -> None:
                      locked=bool(seg.mode & sysvipc.SHM_LOCKED))
         if maps:
             pid, v = maps[0]
-            _read_attached(pid, v.start, _pages(size), data)
+            _read_attached(pid, v["start"], _pages(size), data)
         else:
             _read_unattached(shmid, _pages(size), data)
         saved["shm"].append(entry)
