@@ -430,3 +430,26 @@ def test_one_process_restore_killed(procs: Procs, tmp_path: Path,
         assert proc_status(int(tid))["TracerPid"] == "0", f"thread {tid} traced"
     count = len(target.out.numbers())
     assert_consecutive(target.out.wait_numbers(count + 5))
+
+
+@pytest.mark.parametrize("point", ["restore.created", "restore.task.signals",
+                                   "restore.before_detach"])
+@pytest.mark.parametrize("victim", ["root", "child"])
+def test_restore_process_killed_from_outside(dumped: Dumped, procs: Procs, tmp_path: Path,
+                                             point: str, victim: str) -> None:
+    """A process of the tree killed (kill -9, the OOM killer) while ckpt restores it:
+    the restore fails saying which process was killed and how, in one line, not with a
+    bare ESRCH of a ptrace call; nothing is left, and the images restore again."""
+    images = fresh_images(dumped, tmp_path)
+    pidfile = tmp_path / "restored.pid"
+    pid = getattr(dumped.tree, victim)
+    with ckpt_stopped_at(point, "restore", "-D", images, "-d", "--pidfile", pidfile) as p:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: proc_state(pid) in ("Z", None), 30, f"{pid} to die")
+        p.send_signal(signal.SIGCONT)
+        _, err = p.communicate(timeout=scaled(60))
+    assert p.returncode == 1, err
+    assert err.strip() == (f"ckpt restore: error: process {pid} was killed by SIGKILL while "
+                           "it was being restored"), err
+    assert_nothing_left(procs, dumped.tree, pidfile)
+    restore_and_check(procs, dumped.tree, images)

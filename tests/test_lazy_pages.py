@@ -26,6 +26,7 @@ from ckpt_helpers import (
     ckpt_cmd,
     ckpt_fails,
     ckpt_ok,
+    ckpt_stopped_at,
     dump_and_check_dead,
     is_alive,
     my_children,
@@ -413,3 +414,74 @@ def test_shared_data_changed_after_the_check_fails_the_restore(
     assert "not what the lazy-pages daemon checked" in err, err
     procs.wait_gone(target.pid, timeout=30)
     assert daemon.wait() == 1
+
+
+
+def test_daemon_killed_at_random_moments(build: Builder, procs: Procs, images: Path,
+                                         daemons: list[Daemon], tmp_path: Path) -> None:
+    """The daemon killed at a random moment of a lazy restore, round after round on the
+    same images: the restore fails in one line before the process runs, or the process
+    runs and is killed (by the keeper) or has every page (it verifies); it never waits
+    for good on a page that will not come, nor reads a wrong byte. The target's output
+    is opened with O_APPEND: each round's restore writes after the last round's lines,
+    not over them from where the dump found it."""
+    import random
+    import time
+    target = procs.start([build("lazyheap"), "128"], append=True)
+    target.out.wait_line(r"^ready$", timeout=30)
+    ticks_go_on(target.out, more=2)
+    dump_and_check_dead(procs, target, images)
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    for i in range(int(os.environ.get("CKPT_LAZY_ROUNDS", "6"))):
+        what = f"round {i} (seed {seed})"
+        daemon = Daemon(images, tmp_path / f"lazy{i}.log")
+        daemons.append(daemon)
+        start = len(target.out.lines())
+        restore = subprocess.Popen(
+            [*ckpt_cmd(), "restore", "-D", str(images), "-d", "--lazy-pages"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        time.sleep(rng.uniform(0, 0.4))
+        daemon.stop()
+        _, err = restore.communicate(timeout=scaled(120))
+        assert restore.returncode == 0 or (restore.returncode == 1 and
+                                           len(err.strip().splitlines()) == 1), (what, err)
+        if proc_state(target.pid) in ("Z", None):
+            procs.wait_gone(target.pid, timeout=30)
+            continue
+        proc = procs.adopt(target.pid, target.out)
+        try:
+            signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+        wait_until(lambda start=start: proc_state(target.pid) in ("Z", None) or any(
+            ln.startswith("verify ") for ln in target.out.lines()[start:]), 30,
+            f"{what}: process {target.pid} killed or verified")
+        assert not [ln for ln in target.out.lines()[start:] if "BAD" in ln], what
+        if proc_state(target.pid) not in ("Z", None):
+            os.kill(target.pid, signal.SIGKILL)
+        procs.wait_gone(proc, timeout=30)
+
+
+def test_daemon_killed_while_the_restore_goes_on(build: Builder, procs: Procs, images: Path,
+                                                 daemons: list[Daemon], tmp_path: Path) -> None:
+    """The daemon killed once it holds the process, the restore stopped before it lets
+    the process run: the keeper kills the process, and the restore, let go on, says in
+    one line that the process was killed while it was being restored (it said a bare
+    "ptrace(0xc, PID): No such process"); nothing is left."""
+    target = _dumped(build, procs, images, 32)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    with ckpt_stopped_at("restore.created", "restore", "-D", images, "-d",
+                         "--lazy-pages") as restore:
+        daemon.stop()
+        wait_until(lambda: proc_state(target.pid) in ("Z", None), 30,
+                   "the keeper to kill the process")  # a zombie: ckpt is its parent
+        restore.send_signal(signal.SIGCONT)
+        _, err = restore.communicate(timeout=scaled(60))
+    assert restore.returncode == 1, err
+    assert err.strip().startswith(f"ckpt restore: error: process {target.pid} was killed by "
+                                  "SIGKILL while it was being restored (with --lazy-pages: "
+                                  "the daemon's keeper kills"), err
+    procs.wait_gone(target.pid, timeout=30)

@@ -232,8 +232,12 @@ class Restore:
             if self.lazy is not None:
                 self.lazy.done()
         except BaseException as e:
+            killed = self._killed_meanwhile() if isinstance(
+                e, (OSError, procfs.ProcessGone, CkptError)) else None
             with interrupts.held():
                 self.undo()
+            if killed is not None:
+                raise RestoreError(killed) from None
             if isinstance(e, CkptError):
                 raise
             if isinstance(e, procfs.ProcessGone):
@@ -256,6 +260,25 @@ class Restore:
         log.info("%d processes restored in %.3f s", len(self.tasks), dt)
         return RestoreResult(self.root_pid, dt, exit_status=self.finish(raising),
                              pids=[t["pid"] for t in self.tasks])
+
+    def _killed_meanwhile(self) -> str | None:
+        """The process of the tree a signal from outside ckpt killed while it was being
+        restored (kill -9, the OOM killer, the keeper of a lazy-pages daemon that died),
+        said in one line; None when each is alive. Read before ``undo`` kills them: the
+        failure it caused (a bare ESRCH of a ptrace call, an injected call cut short) says
+        less."""
+        for n in self.started:
+            try:
+                st = procfs.stat(n.pid)
+            except (procfs.ProcessGone, OSError):
+                continue
+            if st.state not in ("Z", "X") or not st.exit_code & 0x7F:
+                continue
+            why = ptrace.Stop(n.pid, st.exit_code).describe()
+            lazy = (" (with --lazy-pages: the daemon's keeper kills the processes it "
+                    "serves when the daemon dies)" if self.lazy is not None else "")
+            return f"process {n.pid} was {why} while it was being restored{lazy}"
+        return None
 
     # ------------------------------------------------------------ the phases, in order
 
