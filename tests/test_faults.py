@@ -453,3 +453,54 @@ def test_restore_process_killed_from_outside(dumped: Dumped, procs: Procs, tmp_p
                            "it was being restored"), err
     assert_nothing_left(procs, dumped.tree, pidfile)
     restore_and_check(procs, dumped.tree, images)
+
+
+def test_dump_waits_for_a_recovery_under_way(build: Builder, procs: Procs, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dump killed in the middle of an injected syscall leaves a note; while another
+    ckpt (or the killed dump's guard) holds it to recover the process, a new dump must
+    not take the process as it is (parked in ckpt's code, the scratch area mapped): it
+    waits for the recovery, then finds the note gone, or (the recoverer gone too)
+    recovers it itself."""
+    import fcntl
+    import threading
+    tree = start_tree(build, procs, tmp_path)
+    before = {pid: snapshot(pid) for pid in (tree.root, tree.child)}
+    monkeypatch.setenv("CKPT_FAULT", "dump.inject:40:kill")
+    res = run_ckpt("dump", "-t", tree.root, "-D", tmp_path / "killed")
+    monkeypatch.delenv("CKPT_FAULT")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    notes = Path(os.environ["CKPT_NOTES_DIR"])
+    [note] = [notes / n for n in os.listdir(notes) if n.endswith(".jsonl")]
+    held = os.open(note, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a recoverer at work
+    threading.Timer(scaled(3), os.close, (held,)).start()  # it dies, the note left
+    ckpt_ok("dump", "-R", "-t", tree.root, "-D", tmp_path / "again", "-v4", "-o", "dump.log")
+    assert not note.exists()
+    assert "waiting for the ckpt recovering it" in (tmp_path / "again/dump.log").read_text()
+    assert_untouched(tree, before)
+    ckpt_ok("dump", "-t", tree.root, "-D", tmp_path / "last")
+    for pid in (tree.child, tree.root):
+        procs.wait_gone(pid)
+    restore_and_check(procs, tree, tmp_path / "last")
+
+
+def test_dump_leaves_a_running_dumps_note_alone(build: Builder, procs: Procs,
+                                               tmp_path: Path) -> None:
+    """The note of a dump still running (locked by the ckpt whose PID names it) is left
+    to it: another dump neither recovers it nor waits for it."""
+    import fcntl
+    tree = start_tree(build, procs, tmp_path)
+    notes = Path(os.environ["CKPT_NOTES_DIR"])
+    notes.mkdir(parents=True, exist_ok=True)
+    note = notes / f"{os.getpid()}.jsonl"  # as if this process were a dump under way
+    held = os.open(note, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        ckpt_ok("dump", "-R", "-t", tree.root, "-D", tmp_path / "images", "-v4",
+                "-o", "dump.log")
+        assert note.exists()
+        assert "waiting" not in (tmp_path / "images/dump.log").read_text()
+    finally:
+        os.close(held)
+        note.unlink()

@@ -9,10 +9,11 @@ of an injected syscall, borrowed registers and, while it moves its own pages
 registers and signal mask, where the parking code goes and where the scratch area
 goes; it keeps the file locked (flock) while it runs and removes it at the end.
 The kernel drops the lock of a killed ckpt: ``recover``, which every dump,
-pre-dump and restore runs first, then finds the note unlocked, wakes any thread
-parked with its own registers and mask, closes the pipe's fds the splice loop had
-open where it stopped (read from the loop's block, at the start of the scratch
-area), unmaps the area and erases the code.
+pre-dump and restore runs first, then finds the note unlocked (or waits while a ckpt
+recovering it holds it: the killed dump's guard, guard.py, or a ckpt started
+meanwhile), wakes any thread parked with its own registers and mask, closes the
+pipe's fds the splice loop had open where it stopped (read from the loop's block, at
+the start of the scratch area), unmaps the area and erases the code.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ log = logger("ckpt.recovery")
 
 NOTES_DIR = "/run/ckpt/dumps"
 NETLOCK_DIR = "/run/ckpt/netlock"  # the notes of network locks (netlock.py)
+# How long a ckpt waits for another to recover a killed dump's note (its guard, or a
+# ckpt started meanwhile): a process takes milliseconds; one stopped longer is left to it.
+RECOVERY_WAIT = 30.0
 
 
 def notes_dir() -> str:
@@ -135,12 +139,14 @@ def _recover_dumps() -> None:
         except OSError:
             continue
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    continue  # a running dump's, or another ckpt recovering it
-                raise
+            if not _lock(fd):
+                if _held_by_its_dump(name, fd):
+                    continue  # a running dump's
+                log.info("note %s of a killed ckpt: waiting for the ckpt recovering it", path)
+                if not _wait_for_recovery(fd):
+                    log.warning("note %s of a killed ckpt: another ckpt has been recovering "
+                                "it for %.0f s; left to it", path, RECOVERY_WAIT)
+                    continue
             if os.fstat(fd).st_nlink == 0:
                 continue  # recovered and removed meanwhile
             with os.fdopen(os.dup(fd), "rb") as f:
@@ -151,6 +157,43 @@ def _recover_dumps() -> None:
             log.warning("note %s of a killed ckpt: %s", path, e)
         finally:
             os.close(fd)
+
+
+def _lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        raise
+    return True
+
+
+def _held_by_its_dump(name: str, fd: int) -> bool:
+    """Whether the lock on note ``name`` (open as ``fd``) is its own dump's, running
+    (the note is named by its ckpt's PID), rather than a recoverer's: the killed dump's
+    guard, or another ckpt started meanwhile. One must wait for a recoverer: until it is
+    done, the process is as the killed dump left it (a thread parked in ckpt's code, the
+    scratch area mapped), and a dump would save it so."""
+    from .kernel import procfs
+    st = os.fstat(fd)
+    owner = name.partition(".")[0]
+    for lk in procfs.locks():
+        if (lk.kind == "FLOCK" and not lk.waiting and lk.ino == st.st_ino
+                and os.makedev(lk.major, lk.minor) == st.st_dev):
+            return str(lk.pid) == owner
+    return False  # let go meanwhile: taken below
+
+
+def _wait_for_recovery(fd: int) -> bool:
+    """The note's lock, once its recoverer lets it go; False after ``RECOVERY_WAIT``."""
+    import time
+    deadline = time.monotonic() + RECOVERY_WAIT
+    while not _lock(fd):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _recover(name: str, entries: list[dict[str, Any]], note: int) -> None:
