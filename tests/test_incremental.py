@@ -417,6 +417,56 @@ def test_page_server_killed_mid_dump(build: Builder, procs: Procs, tmp_path: Pat
     still_running(target)
 
 
+def test_page_server_gone_before_its_reply(build: Builder, procs: Procs,
+                                           tmp_path: Path) -> None:
+    """A server that took every image in and ended before its reply to the finish (a
+    page server killed at that moment, whose end the dump sees only in its wait for the
+    reply, as a closed or reset connection): the dump fails as when a send breaks, in
+    one line naming the connection, the target running on."""
+    import threading
+
+    from ckpt import page_server as ps
+    target = start_incr(procs, build)
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+
+    def exact(conn: socket.socket, n: int) -> bytes:
+        got = b""
+        while len(got) < n:
+            part = conn.recv(n - len(got))
+            assert part, "the dump closed the connection"
+            got += part
+        return got
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            exact(conn, len(ps.MAGIC) + 4)
+            hello = json.dumps({"dir": "/nowhere", "dev": 0, "ino": 0}).encode()
+            conn.sendall(ps.REPLY.pack(0, len(hello)) + hello)
+            while True:
+                op, _fid, arg = ps.HDR.unpack(exact(conn, ps.HDR.size))
+                if op in (ps.OPEN, ps.DATA):
+                    exact(conn, arg)
+                elif op == ps.FINISH:
+                    return  # closed, no reply
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        err = ckpt_fails("dump", "-t", target.pid, "-D", tmp_path / "local", "--page-server",
+                         "--address", "127.0.0.1", "--port", port)
+    finally:
+        server.join(scaled(60))
+        lsock.close()
+    assert err.strip() == (f"ckpt dump: error: the connection to the page server at "
+                           f"127.0.0.1:{port} broke before its reply to the finish; the dump "
+                           "is not complete"), err
+    assert not (tmp_path / "local" / "inventory.json").exists()
+    still_running(target)
+    verify(target)
+
+
 def test_live_migration_over_page_server(build: Builder, procs: Procs,
                                          tmp_path: Path) -> None:
     """Live migration on one machine: pre-dump over a page server while the tree runs,

@@ -128,9 +128,8 @@ class Client:
 
     def _reply(self, what: str) -> str:
         head = _recv_exact(self.sock, REPLY.size)
-        if head is None:
-            raise PageServerError(f"the page server at {self.where} closed the connection "
-                                  f"({what})")
+        if head is None:  # it says why before it closes: it died
+            raise self._broke(f"before its reply to the {what}")
         status, n = REPLY.unpack(head)
         msg = (_recv_exact(self.sock, n) or b"").decode(errors="replace")
         if status != 0:
@@ -149,9 +148,15 @@ class Client:
             return why
         except OSError:
             pass
+        return self._broke("while the dump sent it images", e)
+
+    def _broke(self, when: str, e: OSError | None = None) -> PageServerError:
+        """The server gone (killed, its machine away): whether the dump's next send or
+        its wait for a reply sees it first depends on when the kernel took the end of the
+        connection in (under load, after the dump's last sends); one message either way."""
+        why = f" ({e.strerror or e})" if e is not None else ""
         return PageServerError(f"the connection to the page server at {self.where} broke "
-                               f"while the dump sent it images ({e.strerror or e}); "
-                               "the dump is not complete")
+                               f"{when}{why}; the dump is not complete")
 
     def _send(self, bufs: list[Any]) -> None:
         views = [memoryview(b).cast("B") for b in bufs]
@@ -214,7 +219,7 @@ class Client:
         try:
             self._reply("finish")
         except OSError as e:
-            raise PageServerError(f"page server at {self.where}: {e}") from None
+            raise self._broke("before its reply to the finish", e) from None
         finally:
             self.sock.close()
         log.info("page server at %s has the images: %d bytes sent in %.3f s", self.where,
