@@ -526,6 +526,28 @@ def edit_image(images: Path, name: str, change: Callable[[Any], object]) -> None
     (images / INVENTORY).write_text(json.dumps(inv))
 
 
+class OwnMemory:
+    """A buffer of this process's memory, which pages.fill writes into as into a
+    restored process's (unit tests)."""
+
+    def __init__(self, size: int):
+        self.buf = ctypes.create_string_buffer(size)
+        self.addr = ctypes.addressof(self.buf)
+
+    def runs(self, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [(self.addr + at, n) for at, n in pieces]
+
+    def bytes(self, at: int, n: int) -> bytes:
+        return self.buf.raw[at:at + n]
+
+
+def pages_bytes(images: Path, pid: int) -> int:
+    """The size of process ``pid``'s page data in ``images``: its pages file and, when
+    striped (pages.stripes), the other files of its stripes."""
+    names = [f"pages-{pid}.img"] + [p.name for p in images.glob(f"pages-{pid}-*.img")]
+    return sum((images / name).stat().st_size for name in names)
+
+
 # ------------------------------------------------------------------ a whole cycle
 
 def dump_and_check_dead(procs: Procs, target: Proc, images: Path, *extra: str,

@@ -32,6 +32,7 @@ from ckpt_helpers import (
     dump_and_check_dead,
     is_alive,
     only_child,
+    pages_bytes,
     restore_detached,
     run_ckpt,
     scaled,
@@ -70,7 +71,7 @@ def churn(proc: Proc) -> None:
 
 
 def pages_size(images: Path, pid: int) -> int:
-    return (images / f"pages-{pid}.img").stat().st_size
+    return pages_bytes(images, pid)
 
 
 def inventory(images: Path) -> dict:

@@ -12,6 +12,7 @@ from ckpt_helpers import (
     Procs,
     assert_consecutive,
     dump_and_check_dead,
+    pages_bytes,
     restore_detached,
 )
 
@@ -25,7 +26,7 @@ def test_one_gib_verified_after_restore(build: Builder, procs: Procs, images: Pa
     target.out.wait_numbers(2)
     before = dump_and_check_dead(procs, target, images, timeout=120)
     pid = target.pid
-    assert (images / f"pages-{pid}.img").stat().st_size >= GIB
+    assert pages_bytes(images, pid) >= GIB
     restored = restore_detached(procs, pid, target.out, images, timeout=120)
     target.out.wait_numbers(len(before) + 1)
     n_lines = len(target.out.lines())

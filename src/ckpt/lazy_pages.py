@@ -45,6 +45,7 @@ from .kernel.libc import PAGE_SIZE as PAGE
 from .log import logger
 from .pages import fill, lazy
 from .pages.buffer import BUF_SIZE, page_buffer
+from .pages.stripes import Stripes, read_into
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -67,43 +68,94 @@ class LazyError(CkptError):
 
 
 class PagesData:
-    """One pages file, checked whole at start-up; each chunk's CRC-32 kept to check it
-    again when it is read to be copied."""
+    """The page data of one process (one pages file, or stripes over several:
+    pages.stripes), each file checked whole at start-up; each chunk's CRC-32 kept to
+    check it again when it is read to be copied."""
 
-    def __init__(self, images: ImageReader, name: str):
+    def __init__(self, images: ImageReader, name: str, layout: Stripes):
         self.name = name
         self.path = images.path(name)
+        self.layout = layout
+        self.fds: list[int] = []
         try:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise ImageError(f"{self.path}: cannot be read ({e.strerror})") from None
-        self.size = os.fstat(self.fd).st_size
-        expected = images.files[name]
-        if self.size != expected["size"]:
-            raise ImageError(f"{self.path}: truncated or changed: {self.size} bytes, the "
-                             f"inventory says {expected['size']}")
+            for part in layout.names:
+                try:
+                    self.fds.append(os.open(images.path(part), os.O_RDONLY | os.O_CLOEXEC))
+                except OSError as e:
+                    raise ImageError(f"{images.path(part)}: cannot be read ({e.strerror})"
+                                     ) from None
+            self._check(images)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check(self, images: ImageReader) -> None:
+        sizes = []
+        for part, fd in zip(self.layout.names, self.fds, strict=True):
+            size = os.fstat(fd).st_size
+            expected = images.files.get(part)
+            if expected is None or size != expected["size"]:
+                raise ImageError(f"{images.path(part)}: truncated or changed: {size} bytes, "
+                                 f"the inventory says {expected and expected['size']}")
+            sizes.append(size)
+        self.size = sum(sizes)
+        if self.layout.sizes(self.size) != sizes:
+            raise ImageError(f"{self.path}: its stripes hold {sizes} bytes, not what "
+                             "mm-PID.json's stripes give")
         view = page_buffer().view
         self.crcs: list[int] = []
-        total = 0
+        totals = [0] * len(self.fds)
         for off in range(0, self.size, CHUNK):
-            got = self._read(view, off)
-            self.crcs.append(crc32(view[:got]))
-            total = crc32(view[:got], total)
-        if total != expected["crc32"]:
-            raise ImageError(f"{self.path}: corrupted (checksum mismatch)")
+            want = min(CHUNK, self.size - off)
+            at = 0
+            for index, _foff, n in self._read(view, off):
+                totals[index] = crc32(view[at:at + n], totals[index], fast=True)
+                at += n
+            self.crcs.append(crc32(view[:want]))
+        for part, total in zip(self.layout.names, totals, strict=True):
+            if total != images.files[part]["crc32"]:
+                raise ImageError(f"{images.path(part)}: corrupted (checksum mismatch)")
 
-    def _read(self, view: memoryview, off: int) -> int:
-        return fill.read_full(self.fd, view, min(CHUNK, self.size - off), off, self.path)
+    def _read(self, view: memoryview, off: int) -> list[tuple[int, int, int]]:
+        return read_into(self.fds, self.layout, view, min(CHUNK, self.size - off), off,
+                         self.path)
 
     def chunk(self, index: int, view: memoryview) -> None:
         """Chunk ``index`` into ``view``, checked; ImageError if it changed."""
-        got = self._read(view, index * CHUNK)
+        self._read(view, index * CHUNK)
+        got = min(CHUNK, self.size - index * CHUNK)
         if crc32(view[:got]) != self.crcs[index]:
             raise ImageError(f"{self.path}: the page data at offset {index * CHUNK} changed "
                              "since the daemon checked it (checksum mismatch)")
 
     def close(self) -> None:
-        os.close(self.fd)
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
+def _layouts(images: ImageReader) -> dict[str, Stripes]:
+    """The page data of each process of ``images``, by its first file's name: how its
+    files lie (pages.stripes, from its ``mm-PID.json``)."""
+    out: dict[str, Stripes] = {}
+    for name in sorted(images.files):
+        pid = name[6:-4]
+        if not (fill.is_pages(name) and pid.isdigit()):
+            continue
+        layout = Stripes([name])
+        mm_name = f"mm-{pid}.json"
+        if mm_name in images.files:
+            mm = images.load_json(mm_name)
+            try:
+                if mm.get("pages_file") == name and mm.get("stripes") is not None:
+                    layout = Stripes.of(mm)
+                    why = layout.check(int(pid), mm)
+                    if why is not None:
+                        raise ImageError(f"{images.path(mm_name)}: stripes: {why}")
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise ImageError(f"{images.path(mm_name)}: malformed stripes") from None
+        out[name] = layout
+    return out
 
 
 class Proc:
@@ -210,9 +262,8 @@ class Daemon:
         self.images = ImageReader(images_dir)
         self.images.verify(later=fill.is_pages)  # the pages files: PagesData
         self.data: dict[str, PagesData] = {}
-        for name in sorted(self.images.files):
-            if fill.is_pages(name):
-                self.data[name] = PagesData(self.images, name)
+        for name, layout in _layouts(self.images).items():
+            self.data[name] = PagesData(self.images, name, layout)
         self.path = os.path.join(work_dir, lazy.SOCKET)
         self.ep = select.epoll()
         self.listener: socket.socket | None = None

@@ -141,8 +141,9 @@ def load(reader: ImageReader) -> Images:
         for pid in out.live:
             name = f"mm-{pid}.json"
             mm = _load(reader, name, mem.PAGES_ONLY)
-            mem.check_image(pid, mm, reader.path(name), reader.files.get(
-                mm["pages_file"], {}).get("size"), pre_dump=True)
+            where = reader.path(name)
+            mem.check_image(pid, mm, where, mem.pages_size(pid, mm, where, _sizes(reader)),
+                            pre_dump=True)
         return out
     _check_tree(reader)
     for pid in out.live:
@@ -168,6 +169,10 @@ def load(reader: ImageReader) -> Images:
     return out
 
 
+def _sizes(reader: ImageReader) -> dict[str, int]:
+    return {name: meta["size"] for name, meta in reader.files.items()}
+
+
 def check_parent(reader: ImageReader, pids: list[int]) -> None:
     """The mm-PID.json of each of ``pids`` that a parent folder of a chain has: those
     give the pages a restore reads from it (a pre-dump's have the mappings only)."""
@@ -177,8 +182,9 @@ def check_parent(reader: ImageReader, pids: list[int]) -> None:
         name = f"mm-{pid}.json"
         if name in reader.files:
             mm = _load(reader, name, mem.PAGES_ONLY if pre else mem.SCHEMA)
-            size = reader.files.get(mm["pages_file"], {}).get("size", 0)
-            mem.check_image(pid, mm, reader.path(name), size, pre_dump=pre)
+            where = reader.path(name)
+            size = mem.pages_size(pid, mm, where, _sizes(reader), absent=0)
+            mem.check_image(pid, mm, where, size, pre_dump=pre)
 
 
 def check_file(name: str, value: Any, where: str) -> None:
@@ -252,7 +258,7 @@ def _check_processes(out: Images, sizes: dict[str, int]) -> None:
                 raise refuse(cwhere, f"threads[{i}].tid", f"{th['tid']} is taken by another "
                              "process or thread of the tree")
             tids.add(th["tid"])
-        mem.check_image(pid, mm, mwhere, sizes.get(mm["pages_file"]))
+        mem.check_image(pid, mm, mwhere, mem.pages_size(pid, mm, mwhere, sizes))
         executable = [(v["start"], v["end"]) for v in mm["vmas"]
                       if v["prot"] & libc.PROT_EXEC or v["kind"] == "vdso"]
         for where_regs, regs in [("cpu", core["cpu"]["regs"])] + [

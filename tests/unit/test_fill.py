@@ -7,7 +7,6 @@ raised (nothing left waiting)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import random
 from pathlib import Path
@@ -18,6 +17,7 @@ from ckpt.errors import ImageError, RestoreError
 from ckpt.images import ImageReader, ImageWriter
 from ckpt.pages import fill
 from ckpt.pages.save import BUF_SIZE
+from ckpt_helpers import OwnMemory as Memory
 
 PAGE = 4096
 NAME = "pages-4242.img"
@@ -31,20 +31,6 @@ def folder(tmp_path: Path, data: bytes = DATA, names: tuple[str, ...] = (NAME,))
         w.raw(name).write(data)
     w.finish({"type": "dump", "tasks": [{"pid": 4242}]})
     return d
-
-
-class Memory:
-    """A buffer of this process's memory, written into as a restored process's is."""
-
-    def __init__(self, size: int):
-        self.buf = ctypes.create_string_buffer(size)
-        self.addr = ctypes.addressof(self.buf)
-
-    def runs(self, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        return [(self.addr + at, n) for at, n in pieces]
-
-    def bytes(self, at: int, n: int) -> bytes:
-        return self.buf.raw[at:at + n]
 
 
 def open_fill(d: Path) -> tuple[fill.Fill, str]:
@@ -168,7 +154,7 @@ def test_long_write_of_a_file_checked_already(tmp_path: Path) -> None:
     a long write shared by the threads lands all the same."""
     d = folder(tmp_path)
     mem = Memory(len(DATA))
-    src = fill.PagesFile(str(d / NAME), len(DATA), None)
+    src = fill.PagesFile.one(str(d / NAME), len(DATA), None)
     src.write(os.getpid(), 0, mem.runs([(0, len(DATA))]))
     src.close()
     assert mem.bytes(0, len(DATA)) == DATA

@@ -76,7 +76,7 @@ def test_less_than_a_buffer_is_written_without_a_thread(tmp_path: Path) -> None:
     wb.write_behind(wb.buffer.view[:4096])
     wb.write(b"shared memory")
     wb.finish()
-    assert wb._thread is None
+    assert not wb._started
     out.close()
     assert (tmp_path / "pages-1.img").read_bytes() == b"p" * 4096 + b"shared memory"
 
@@ -92,12 +92,12 @@ def test_a_small_process_is_written_without_a_thread(tmp_path: Path) -> None:
         first.view[:4096] = bytes([n + 1]) * 4096
         wb.write_behind(first.view[:4096])
         expect += bytes([n + 1]) * 4096
-        assert wb.next_buffer() is first and wb._thread is None
+        assert wb.next_buffer() is first and not wb._started
         assert (tmp_path / "pages-1.img").read_bytes() == bytes(expect)
     first.view[:] = b"x" * BUF_SIZE
     wb.write_behind(first.view)
     expect += b"x" * BUF_SIZE
-    assert wb.next_buffer() is not first and wb._thread is not None
+    assert wb.next_buffer() is not first and wb._started
     wb.finish()
     out.close()
     assert (tmp_path / "pages-1.img").read_bytes() == bytes(expect)

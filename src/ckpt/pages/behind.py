@@ -13,6 +13,10 @@ The caller fills ``buffer``, hands views of it to ``write_behind``, then
 its order. An error of the thread (ENOSPC...) is raised by the next call, and every
 call after it.
 
+Big page data goes to two files, in stripes (pages.stripes), each written by a thread
+of its own: one tmpfs file takes one thread's writes at the speed of ``dd``, two files
+twice that. A buffer is free again once every thread is done with its part of it.
+
 Every ``FLUSH_EVERY`` bytes, ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` starts the
 disk write of what was written, so that the fsync before the processes are let go or
 killed has little left to wait for (on tmpfs it does nothing).
@@ -24,52 +28,97 @@ import os
 
 from ..images import RawWriter, crc32
 from ..kernel import interrupts, libc
+from . import stripes
 from .buffer import Buffer, ring
+from .stripes import Stripes
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 FLUSH_EVERY = 16 << 20
 SYNC_FILE_RANGE_WRITE = 2
 
 
-class WriteBehind:
-    """Appends page data to the pages file ``out`` from a thread of its own (module
-    doc); ``size`` counts what was handed over: the offset of the next write.
-
-    The thread starts once a buffer's worth of data was handed over: until then each
-    write is done in the caller's thread (no thread, nor its imports, for a small
-    dump)."""
+class _Writer:
+    """One file of the page data and the thread writing it, in the order of its queue."""
 
     def __init__(self, out: RawWriter):
         self.out = out
+        self.todo: Any = None  # queue.SimpleQueue of (kind, item), once the thread runs
+        self.thread: Any = None
+        self.written = self.flushed = out.size
+
+
+class WriteBehind:
+    """Appends page data to the pages file ``out`` from a thread of its own (module
+    doc); ``size`` counts what was handed over: the logical offset of the next write.
+
+    ``more`` (None: one file) makes file ``i`` of the data's stripes (pages.stripes):
+    once the data passes ``stripes.FROM`` bytes, it is cut in stripes over that many
+    files, each written by a thread of its own.
+
+    The threads start once a buffer's worth of data was handed over: until then each
+    write is done in the caller's thread (no thread, nor its imports, for a small
+    dump)."""
+
+    def __init__(self, out: RawWriter, more: Callable[[int], RawWriter] | None = None):
+        self.out = out
+        self.policy = Stripes.policy() if more is not None else None
+        self.more = more
+        self.layout = Stripes([out.name])
+        self.writers = [_Writer(out)]
+        self.logical = out.size
         self.buffers = ring()
         self.current = 0
-        self._queued: list[tuple[str, Any]] = []  # until the thread starts
-        self._todo: Any = None  # the thread's queue.SimpleQueue of (kind, item)
-        self._free: Any = None  # and of the buffers it gives back
-        self._thread: Any = None
+        self._queued: list[tuple[int, str, Any]] = []  # until the threads start
+        self._free: Any = None  # the threads' queue.SimpleQueue of the buffers they are done with
+        self._owed: dict[int, int] = {}  # buffer -> threads still to be done with it
+        self._started = False
         self._error: OSError | None = None
-        self._written = self._flushed = out.size
 
     @property
     def size(self) -> int:
-        return self.out.size
+        return self.logical
 
     @property
     def buffer(self) -> Buffer:
         """The buffer to fill now."""
         return self.buffers[self.current]
 
+    def one_file(self) -> None:
+        """Never stripes: the page data goes to ``out`` alone (pages.splice writes it)."""
+        self.policy = None
+
+    def _pieces(self, length: int) -> list[tuple[int, int, int]]:
+        """Where the next ``length`` bytes go (``Stripes.locate``), the stripes' files made
+        when the data passes ``stripes.FROM``."""
+        if (self.more is not None and self.policy is not None and not self.layout.striped
+                and self.logical + length > self.policy[0]):
+            outs = [self.out] + [self.more(i) for i in range(1, stripes.COUNT)]
+            self.layout = Stripes([o.name for o in outs], *self.policy)
+            for out in outs[1:]:
+                self.writers.append(_Writer(out))
+                if self._started:
+                    self._start_writer(self.writers[-1])
+        return self.layout.locate(self.logical, length)
+
     def write_behind(self, data: memoryview) -> int:
         """Queue ``data``, a view of ``buffer``, which must not change until
-        ``next_buffer`` gave it back; return its offset in the file."""
+        ``next_buffer`` gave it back; return its logical offset."""
         self._raise()
-        off = self.out.size
-        self.out.crc = crc32(data, self.out.crc)  # now, while it is in the cache
-        self.out.size += len(data)
-        self._put(("data", data))
+        off = self.logical
+        at = 0
+        for index, foff, n in self._pieces(len(data)):
+            out, piece = self.writers[index].out, data[at:at + n]
+            assert foff == out.size
+            # now, while it is in the cache; pieces cut by stripes: zlib-ng whatever their size
+            out.crc = crc32(piece, out.crc, fast=self.layout.striped)
+            out.size += n
+            self._put(index, ("data", piece))
+            at += n
+        self.logical += len(data)
         return off
 
     def next_buffer(self) -> Buffer:
@@ -77,74 +126,106 @@ class WriteBehind:
         a buffer's worth of data was handed over, it is written here, in the caller's
         thread, and the same buffer comes back: the few runs of pages of a small
         process cost no thread, nor a wait for it at each run."""
-        if self._thread is None:
-            if self.out.size < len(self.buffer.view):
+        if not self._started:
+            if self.logical < len(self.buffer.view):
                 self.drain()
                 return self.buffer
             self._start()
-        self._put(("free", self.current))
-        self.current = self._free.get()
+        self._owed[self.current] = len(self.writers)
+        for index in range(len(self.writers)):
+            self._put(index, ("free", self.current))
+        while True:
+            got = self._free.get()
+            self._owed[got] -= 1
+            if not self._owed[got]:
+                break
+        self.current = got
         self._raise()
         return self.buffer
 
     def write(self, data: bytes | memoryview) -> int:
-        """Append ``data`` (of any buffer) after what is queued."""
+        """Append ``data`` (of any buffer) after what is queued; its logical offset."""
         self.drain()
-        return self.out.write(data)
+        off = self.logical
+        view = memoryview(data)
+        at = 0
+        for index, _foff, n in self._pieces(len(view)):
+            self.writers[index].out.write(view[at:at + n])
+            at += n
+        self.logical += len(view)
+        return off
 
     def drain(self) -> None:
         """Wait until every queued write is done."""
-        if self._thread is None:
-            for kind, item in self._queued:
-                self._do(kind, item)
+        if not self._started:
+            for index, kind, item in self._queued:
+                self._do(self.writers[index], kind, item)
             self._queued.clear()
-        elif self._thread.is_alive():
+        else:
             import threading
 
-            done = threading.Event()
-            self._todo.put(("mark", done))
-            done.wait()
+            marks = []
+            for w in self.writers:
+                if w.thread.is_alive():
+                    marks.append(threading.Event())
+                    w.todo.put(("mark", marks[-1]))
+            for done in marks:
+                done.wait()
         self._raise()
 
     def finish(self) -> None:
-        """Write what is queued and end the thread."""
-        if self._thread is None:
+        """Write what is queued and end the threads."""
+        if not self._started:
             self.drain()
-        elif self._thread.is_alive():
-            self._todo.put(("end", None))
-            self._thread.join()
+            return
+        for w in self.writers:
+            if w.thread.is_alive():
+                w.todo.put(("end", None))
+        for w in self.writers:
+            w.thread.join()
         self._raise()
 
-    def _put(self, entry: tuple[str, Any]) -> None:
-        if self._todo is None:
-            self._queued.append(entry)
+    def _put(self, index: int, entry: tuple[str, Any]) -> None:
+        if not self._started:
+            self._queued.append((index, *entry))
         else:
-            self._todo.put(entry)
+            self.writers[index].todo.put(entry)
 
     def _start(self) -> None:
         import queue
-        import threading
 
-        self._todo, self._free = queue.SimpleQueue(), queue.SimpleQueue()
+        self._free = queue.SimpleQueue()
+        self._started = True
+        for w in self.writers:
+            self._start_writer(w)
         for i in range(len(self.buffers)):
             if i != self.current:
+                self._owed[i] = 1
                 self._free.put(i)
-        for entry in self._queued:
-            self._todo.put(entry)
+        for index, kind, item in self._queued:
+            self.writers[index].todo.put((kind, item))
         self._queued.clear()
-        self._thread = threading.Thread(target=self._run, name="ckpt-pages", daemon=True)
-        with interrupts.held():  # kept by the thread: ckpt's signals go to its main thread
-            self._thread.start()
 
-    def _run(self) -> None:
+    def _start_writer(self, w: _Writer) -> None:
+        import queue
+        import threading
+
+        w.todo = queue.SimpleQueue()
+        w.thread = threading.Thread(target=self._run, args=(w,), name="ckpt-pages",
+                                    daemon=True)
+        with interrupts.held():  # kept by the thread: ckpt's signals go to its main thread
+            w.thread.start()
+
+    def _run(self, w: _Writer) -> None:
         while True:
-            kind, item = self._todo.get()
+            kind, item = w.todo.get()
             if kind == "end":
                 return
-            self._do(kind, item)
+            self._do(w, kind, item)
 
-    def _do(self, kind: str, item: Any) -> None:
-        """One entry of the queue (in the thread, or in the caller's before it starts)."""
+    def _do(self, w: _Writer, kind: str, item: Any) -> None:
+        """One entry of a writer's queue (in its thread, or in the caller's before the
+        threads start)."""
         if kind == "free":
             self._free.put(item)
         elif kind == "mark":
@@ -153,18 +234,15 @@ class WriteBehind:
             try:
                 done = 0
                 while done < len(item):
-                    done += os.write(self.out.fd, item[done:])
-                self._written += done
-                if self._written - self._flushed >= FLUSH_EVERY:
-                    self._start_writeback()
+                    done += os.write(w.out.fd, item[done:])
+                w.written += done
+                if w.written - w.flushed >= FLUSH_EVERY:
+                    start_writeback(w.out.fd, w.flushed, w.written - w.flushed)
+                    w.flushed = w.written
             except OSError as e:
                 self._error = e
             except Exception as e:  # never a thread that ends and leaves the copy waiting
-                self._error = OSError(f"writing {self.out.name}: {e!r}")
-
-    def _start_writeback(self) -> None:
-        start_writeback(self.out.fd, self._flushed, self._written - self._flushed)
-        self._flushed = self._written
+                self._error = OSError(f"writing {w.out.name}: {e!r}")
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -11,6 +11,7 @@ from ..images import ImageReader
 from ..kernel.libc import PAGE_SIZE as PAGE
 from ..kernel.record import dataclass
 from .compressed import FEATURE
+from .stripes import Stripes
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -19,12 +20,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class Segment:
-    """Pages [start, end) of a process, at ``offset`` in the raw file ``path``."""
+    """Pages [start, end) of a process, at logical ``offset`` in the page data whose
+    first file is ``path``, laid out as ``layout`` says (pages.stripes)."""
 
     start: int
     end: int
     path: str
     offset: int
+    layout: Stripes | None = None
 
 
 class Chain:
@@ -82,10 +85,11 @@ class Chain:
     def _resolve(self, level: int, pid: int, mm: dict[str, Any]) -> list[Segment]:
         reader = self.readers[level]
         path = os.path.abspath(reader.path(mm["pages_file"]))
+        layout = Stripes.of(mm)
         segs: list[Segment] = []
         off = 0
         for vaddr, npages in mm["pagemap"]:
-            segs.append(Segment(vaddr, vaddr + npages * PAGE, path, off))
+            segs.append(Segment(vaddr, vaddr + npages * PAGE, path, off, layout))
             off += npages * PAGE
         wanted = mm.get("in_parent") or []
         if wanted:
@@ -122,7 +126,7 @@ def take(wanted: list[list[int]], theirs: list[Segment], where: str,
                 j += 1
                 continue
             e = min(b, s.end)
-            out.append(Segment(pos, e, s.path, s.offset + pos - s.start))
+            out.append(Segment(pos, e, s.path, s.offset + pos - s.start, s.layout))
             pos = e
             j += 1
     return out
@@ -138,5 +142,5 @@ def merge_segments(segs: list[Segment]) -> list[Segment]:
                 and last.offset + (last.end - last.start) == s.offset):
             last.end = s.end
         else:
-            out.append(Segment(s.start, s.end, s.path, s.offset))
+            out.append(Segment(s.start, s.end, s.path, s.offset, s.layout))
     return out

@@ -25,7 +25,8 @@ from .. import progress
 from ..errors import ImageError, RestoreError
 from ..images import ImageReader, crc32, crc32_combiner
 from ..kernel import libc
-from .buffer import BUF_SIZE, Buffer, page_buffer, ring
+from .buffer import BUF_SIZE, Buffer, page_buffer, ring, spare_buffer
+from .stripes import Stripes, read_full
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -44,9 +45,10 @@ def is_pages(name: str) -> bool:
     return name.startswith("pages-") and name.endswith(".img")
 
 
-class PagesFile:
-    """One pages file, read from its start: what was read so far is checksummed, unless a
-    read out of order (or ``checked``: its checksum was compared already) stops that."""
+class _Part:
+    """One file of a process's page data, read from its start: what was read so far is
+    checksummed, unless a read out of order (or ``crc`` None: its checksum was compared
+    already) stops that."""
 
     def __init__(self, path: str, size: int, crc: int | None):
         self.path = path
@@ -68,66 +70,170 @@ class PagesFile:
             os.close(self.fd)
             self.fd = -1
 
+    def check_end(self, off: int, want: int) -> None:
+        if off + want > self.size:
+            raise ImageError(f"{self.path}: the page data ends at {self.size}, before "
+                             f"offset {off + want}")
+
+    def read(self, view: memoryview, want: int, off: int) -> int:
+        """Bytes [off, +want) of the file into ``view``, checksummed when in order (the
+        bytes before ``off`` not read yet are read and checksummed first)."""
+        self.check_end(off, want)
+        self.catch_up(off)
+        if self.in_order and off + want > self._ahead and self._ahead < self.size:
+            self._ahead = off + want + _AHEAD
+            os.posix_fadvise(self.fd, off + want, _AHEAD, os.POSIX_FADV_WILLNEED)
+        got = read_full(self.fd, view, want, off, self.path)
+        if self.in_order and off == self.pos:
+            self.sum = crc32(view[:got], self.sum, fast=self.size > BUF_SIZE)
+            self.pos += got
+        return got
+
+    def catch_up(self, off: int) -> None:
+        """A read at ``off`` beyond the checksummed part: the bytes between are read and
+        checksummed; before it: the file is checked whole at ``finish``."""
+        if not self.in_order or off == self.pos:
+            return
+        if off < self.pos:
+            self.in_order = False
+            return
+        view = spare_buffer().view
+        while self.pos < off:
+            self.read(view, min(BUF_SIZE, off - self.pos), self.pos)
+
+    def finish(self, reader: ImageReader, name: str) -> None:
+        """Check the checksum: the rest of the file read on, or all of it again if it was
+        read out of order."""
+        if self.crc is None:
+            return
+        if not self.in_order:
+            self.close()
+            reader.verify_file(name)
+            return
+        view = spare_buffer().view
+        while self.pos < self.size:
+            self.read(view, min(BUF_SIZE, self.size - self.pos), self.pos)
+        self.close()
+        if self.sum != self.crc:
+            raise ImageError(f"{self.path}: corrupted (checksum mismatch)")
+
+
+class PagesFile:
+    """The page data of one process, in one file or striped over several (pages.stripes,
+    ``layout``), read by logical offsets; each file checksummed as it is read in order."""
+
+    def __init__(self, path: str, parts: list[_Part], layout: Stripes):
+        self.path = path  # the first file's
+        self.parts = parts
+        self.layout = layout
+
+    @classmethod
+    def one(cls, path: str, size: int, crc: int | None) -> PagesFile:
+        """Page data in the one file at ``path``."""
+        return cls(path, [_Part(path, size, crc)], Stripes([os.path.basename(path)]))
+
+    @property
+    def size(self) -> int:
+        return sum(p.size for p in self.parts)
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
     def write(self, pid: int, off: int, runs: list[Run]) -> None:
-        """The file's bytes from ``off`` on, into the ``runs`` of process ``pid`` one after
-        the other: a buffer of the file at a time, written into as many runs (or parts of
-        them) as it holds with one call."""
-        if off != self.pos:
-            self._out_of_order(off)
+        """The page data from logical offset ``off`` on, into the ``runs`` of process
+        ``pid`` one after the other: a buffer at a time, written into as many runs (or
+        parts of them) as it holds with one call."""
         total = sum(n for _, n in runs)
-        if total >= _PARALLEL_FROM and (not self.in_order or crc32_combiner() is not None):
-            self._parallel(pid, off, _pieces(runs, total))
+        chunks = _pieces(runs, total)
+        if total >= _PARALLEL_FROM and (crc32_combiner() is not None
+                                        or not any(p.in_order for p in self.parts)):
+            self._parallel(pid, off, chunks)
             return
         buf = page_buffer()
         done = 0
-        for pieces, want in _pieces(runs, total):
-            got = self._read(buf.view, want, off + done)
+        for pieces, want in chunks:
+            at = 0
+            for index, foff, n in self.layout.locate(off + done, want):
+                at += self.parts[index].read(buf.view[at:], n, foff)
             write_pieces(pid, buf.addr, pieces)
-            done += got
-            progress.advance(got)
+            done += want
+            progress.advance(want)
+
+    def _plan(self, off: int, chunks: list[tuple[list[Run], int]]
+              ) -> list[tuple[list[tuple[int, int, int, bool]], list[Run], int]]:
+        """Each chunk's reads ``(file, offset, length, summed)``: summed when it comes next
+        in its file, which is then read in order (a file's gap before the first of its
+        reads is read here, before any worker starts; a later gap, or a read back, leaves
+        the file to be checked whole at its end)."""
+        at = {i: p.pos for i, p in enumerate(self.parts)}
+        first = set(range(len(self.parts)))
+        jobs = []
+        for pieces, want in chunks:
+            reads = []
+            for index, foff, n in self.layout.locate(off, want):
+                part = self.parts[index]
+                part.check_end(foff, n)
+                if index in first and part.in_order and foff > part.pos:
+                    part.catch_up(foff)
+                    at[index] = part.pos
+                first.discard(index)
+                summed = part.in_order and foff == at[index]
+                if summed:
+                    at[index] += n
+                elif part.in_order:
+                    part.in_order = False
+                reads.append((index, foff, n, summed))
+            jobs.append((reads, pieces, want))
+            off += want
+        for index, part in enumerate(self.parts):  # asked of the disk before the reads
+            reads_of = [(foff, n) for reads, _, _ in jobs for i, foff, n, _ in reads
+                        if i == index]
+            if reads_of and part.in_order:
+                os.posix_fadvise(part.fd, reads_of[0][0], sum(n for _, n in reads_of),
+                                 os.POSIX_FADV_WILLNEED)
+        return jobs
 
     def _parallel(self, pid: int, off: int, chunks: list[tuple[list[Run], int]]) -> None:
-        """``write`` by ``_WORKERS`` threads of ckpt's, each reading a buffer of the file,
+        """``write`` by ``_WORKERS`` threads of ckpt's, each reading a buffer of the data,
         checksumming it while it is in its CPU's cache and writing it into the process
         (all mostly in the kernel, which lets go of the interpreter's lock; faulting in
         the process's fresh pages is most of the work); the buffers' checksums are
-        joined here in the order of the file (zlib-ng's crc32_combine). The first failure
+        joined here in the order of each file (zlib-ng's crc32_combine). The first failure
         stops the others and is raised here."""
         from _queue import SimpleQueue  # (the queue module would import threading)
         from _thread import start_new_thread
-        summed = self.in_order and off == self.pos
         combine = crc32_combiner()
-        if summed:
-            os.posix_fadvise(self.fd, off, sum(n for _, n in chunks), os.POSIX_FADV_WILLNEED)
-        jobs: SimpleQueue[tuple[int, int, list[Run], int] | None] = SimpleQueue()
-        done: SimpleQueue[tuple[int, int, int] | None] = SimpleQueue()  # (k, crc, length)
+        plan = self._plan(off, chunks)
+        fds = [p.fd for p in self.parts]
+        paths = [p.path for p in self.parts]
+        jobs: SimpleQueue[int | None] = SimpleQueue()
+        done: SimpleQueue[tuple[int, list[int]] | None] = SimpleQueue()  # (k, crcs)
         failed: list[BaseException] = []
 
         def worker(buf: Buffer) -> None:
-            while (job := jobs.get()) is not None:
-                k, at, pieces, want = job
-                crc = 0
+            while (k := jobs.get()) is not None:
+                reads, pieces, _want = plan[k]
+                crcs: list[int] = []
                 if not failed:
                     try:
-                        got = read_full(self.fd, buf.view, want, at, self.path)
-                        crc = crc32(buf.view[:got], 0) if summed else 0
+                        at = 0
+                        for index, foff, n, summed in reads:
+                            read_full(fds[index], buf.view[at:], n, foff, paths[index])
+                            crcs.append(crc32(buf.view[at:at + n], 0, fast=True) if summed else 0)
+                            at += n
                         write_pieces(pid, buf.addr, pieces)
                     except BaseException as e:
                         failed.append(e)
-                done.put((k, crc, want))
+                done.put((k, crcs))
             done.put(None)  # its last word
 
-        at = off
-        for k, (pieces, want) in enumerate(chunks):
-            if at + want > self.size:
-                raise ImageError(f"{self.path}: the page data ends at {self.size}, before "
-                                 f"offset {at + want}")
-            jobs.put((k, at, pieces, want))
-            at += want
+        for k in range(len(plan)):
+            jobs.put(k)
         for buf in ring()[:_WORKERS]:
             jobs.put(None)
             start_new_thread(worker, (buf,))
-        crcs: dict[int, tuple[int, int]] = {}
+        results: dict[int, list[int]] = {}
         next_k, running = 0, _WORKERS
         try:
             while running:
@@ -135,13 +241,15 @@ class PagesFile:
                 if item is None:
                     running -= 1
                     continue
-                k, crc, want = item
-                crcs[k] = (crc, want)
-                while next_k in crcs and not failed:
-                    crc, want = crcs.pop(next_k)
-                    if summed:
-                        self.sum = combine(self.sum, crc, want)
-                        self.pos += want
+                results[item[0]] = item[1]
+                while next_k in results and not failed:
+                    crcs = results.pop(next_k)
+                    reads, _pieces_of, want = plan[next_k]
+                    for (index, _foff, n, summed), crc in zip(reads, crcs, strict=True):
+                        if summed:
+                            part = self.parts[index]
+                            part.sum = combine(part.sum, crc, n)
+                            part.pos += n
                     progress.advance(want)
                     next_k += 1
         finally:
@@ -153,55 +261,21 @@ class PagesFile:
         if failed:
             raise failed[0]
 
-    def _read(self, view: memoryview, want: int, off: int) -> int:
-        """Bytes [off, +want) of the file into ``view``, checksummed when in order."""
-        if off + want > self.size:
-            raise ImageError(f"{self.path}: the page data ends at {self.size}, before "
-                             f"offset {off + want}")
-        if self.in_order and off + want > self._ahead and self._ahead < self.size:
-            self._ahead = off + want + _AHEAD
-            os.posix_fadvise(self.fd, off + want, _AHEAD, os.POSIX_FADV_WILLNEED)
-        got = read_full(self.fd, view, want, off, self.path)
-        if self.in_order and off == self.pos:
-            self.sum = crc32(view[:got], self.sum)
-            self.pos += got
-        return got
-
     def read(self, size: int) -> bytes:
         """The next ``size`` bytes of the file, or fewer at its end, checksummed: the
-        compressed stream of a compressed pages file, for zstd to read."""
-        data = os.pread(self.fd, min(size, self.size - self.pos), self.pos)
-        self.sum = crc32(data, self.sum)
-        self.pos += len(data)
+        compressed stream of a compressed pages file (never striped), for zstd to read."""
+        part = self.parts[0]
+        data = os.pread(part.fd, min(size, part.size - part.pos), part.pos)
+        part.sum = crc32(data, part.sum)
+        part.pos += len(data)
         return data
 
-    def _out_of_order(self, off: int) -> None:
-        """A read at ``off`` beyond the checksummed part: the bytes between are read and
-        checksummed; before it: the file is checked whole at ``finish``."""
-        if not self.in_order:
-            return
-        if off < self.pos:
-            self.in_order = False
-            return
-        view = page_buffer().view
-        while self.pos < off:
-            self._read(view, min(BUF_SIZE, off - self.pos), self.pos)
-
-    def finish(self, reader: ImageReader, name: str) -> None:
-        """Check the checksum: the rest of the file read on, or all of it again if it was
-        read out of order."""
-        if self.crc is None:
-            return
-        if not self.in_order:
-            self.close()
-            reader.verify_file(name)
-            return
-        view = page_buffer().view
-        while self.pos < self.size:
-            self._read(view, min(BUF_SIZE, self.size - self.pos), self.pos)
-        self.close()
-        if self.sum != self.crc:
-            raise ImageError(f"{self.path}: corrupted (checksum mismatch)")
+    def finish(self, reader: ImageReader, names: dict[str, str]) -> None:
+        """Check the checksum of each of its files (``names``: by path, those to check)."""
+        for part in self.parts:
+            if part.path in names:
+                part.finish(reader, names[part.path])
+            part.close()
 
 
 def _pieces(runs: list[Run], total: int) -> list[tuple[list[Run], int]]:
@@ -224,18 +298,6 @@ def _pieces(runs: list[Run], total: int) -> list[tuple[list[Run], int]]:
         out.append((pieces, want))
         done += want
     return out
-
-
-def read_full(fd: int, view: memoryview, want: int, off: int, path: str) -> int:
-    """Bytes [off, +want) of file ``fd`` (at ``path``) into ``view``; ImageError if it
-    ends before."""
-    got = 0
-    while got < want:
-        n = os.preadv(fd, [view[got:want]], off + got)
-        if n <= 0:
-            raise ImageError(f"{path}: short read at offset {off + got}")
-        got += n
-    return got
 
 
 def write_pieces(pid: int, local: int, pieces: list[Run]) -> None:
@@ -265,40 +327,61 @@ class Fill:
         self.deferred = set(deferred)  # the pages files whose checksum is still to check
         self.open: dict[str, PagesFile] = {}  # by absolute path
 
-    def file(self, path: str) -> PagesFile:
-        """The pages file at ``path``: one of the folder's, checksummed on the way, or a
+    def file(self, path: str, layout: Stripes | None = None) -> PagesFile:
+        """The page data whose first file is at ``path`` (``layout``: its files, by
+        default that one alone): one of the folder's, checksummed on the way, or a
         parent's, checked already."""
         path = os.path.abspath(path)
         f = self.open.get(path)
         if f is None:
-            name = self._own_name(path)
-            info = self.images.files.get(name) if name else None
-            crc = int(info["crc32"]) if name in self.deferred and info else None
-            size = int(info["size"]) if info else os.stat(path).st_size
-            f = self.open[path] = PagesFile(path, size, crc)
+            folder = os.path.dirname(path)
+            names = layout.names if layout is not None else [os.path.basename(path)]
+            parts = []
+            try:
+                for name in names:
+                    parts.append(self._part(os.path.join(folder, name)))
+            except BaseException:
+                for part in parts:
+                    part.close()
+                raise
+            f = self.open[path] = PagesFile(path, parts, layout or Stripes(names))
         return f
+
+    def _part(self, path: str) -> _Part:
+        name = self._own_name(path)
+        info = self.images.files.get(name) if name else None
+        crc = int(info["crc32"]) if name in self.deferred and info else None
+        size = int(info["size"]) if info else os.stat(path).st_size
+        return _Part(path, size, crc)
 
     def _own_name(self, path: str) -> str | None:
         folder, name = os.path.split(path)
         return name if folder == os.path.abspath(self.images.dir) else None
 
     def vouched(self, path: str) -> None:
-        """``path`` (one of the folder's) was checked whole by the lazy-pages daemon,
-        which gave the CRC-32 of each of its chunks: the restore checks what it reads of
-        it against those (pages.lazy), not the whole file again."""
-        name = self._own_name(os.path.abspath(path))
-        if name is not None:
-            self.deferred.discard(name)
+        """The page data at ``path`` (the folder's; opened with ``file``) was checked
+        whole by the lazy-pages daemon, which gave the CRC-32 of each of its chunks: the
+        restore checks what it reads of it against those (pages.lazy), not its files
+        again."""
+        f = self.open.get(os.path.abspath(path))
+        for part in f.parts if f is not None else []:
+            name = self._own_name(part.path)
+            if name is not None:
+                self.deferred.discard(name)
 
     def done(self, path: str) -> None:
-        """Every page the restore takes from ``path`` is in place: check its checksum."""
-        path = os.path.abspath(path)
-        f = self.open.get(path)
-        name = self._own_name(path)
-        if f is None or name is None or name not in self.deferred:
+        """Every page the restore takes from the page data at ``path`` is in place:
+        check the checksum of each of its files."""
+        f = self.open.get(os.path.abspath(path))
+        if f is None:
             return
-        f.finish(self.images, name)
-        self.deferred.discard(name)
+        names = {}
+        for part in f.parts:
+            name = self._own_name(part.path)
+            if name is not None and name in self.deferred:
+                names[part.path] = name
+                self.deferred.discard(name)
+        f.finish(self.images, names)
 
     def finish(self) -> None:
         """Every pages file no process read whole: checked now, before anything runs."""

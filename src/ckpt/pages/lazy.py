@@ -41,6 +41,7 @@ from ..kernel.record import dataclass, field
 from . import fill
 from .buffer import BUF_SIZE, Buffer, page_buffer
 from .forked import Spans
+from .stripes import read_into
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -176,40 +177,37 @@ class Handover:
         self.chunk = int(reply.get("chunk", 0))
         self.crcs: dict[str, list[int]] = reply.get("crcs", {})
 
-    def write_eager(self, pid: int, path: str, name: str, runs: list[Run]) -> None:
-        """The pages of ``runs`` not left to the daemon, from pages file ``path``, into
-        process ``pid``: read a chunk at a time, each checked against the CRC-32 the
-        daemon found for it (it checked the whole file against the inventory)."""
+    def write_eager(self, pid: int, source: fill.PagesFile, name: str, runs: list[Run]
+                    ) -> None:
+        """The pages of ``runs`` not left to the daemon, from the page data ``source``
+        (whose first file is ``name``), into process ``pid``: read a chunk at a time,
+        each checked against the CRC-32 the daemon found for it (it checked the whole
+        data against the inventory)."""
         crcs = self.crcs.get(name)
         if crcs is None or self.chunk <= 0 or BUF_SIZE % self.chunk:
             raise RestoreError(f"--lazy-pages: the daemon has no checksums of {name}")
         buf = page_buffer()
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            window = (-1, -1)  # file bytes in the buffer
-            for vaddr, length, off in runs:
-                end = off + length
-                while off < end:
-                    if not window[0] <= off < window[1]:
-                        window = self._read(fd, size, name, crcs, buf,
-                                            off - off % self.chunk)
-                    n = min(end, window[1]) - off
-                    fill.write_pieces(pid, buf.addr + off - window[0], [(vaddr, n)])
-                    vaddr, off = vaddr + n, off + n
-        finally:
-            os.close(fd)
+        window = (-1, -1)  # logical bytes in the buffer
+        for vaddr, length, off in runs:
+            end = off + length
+            while off < end:
+                if not window[0] <= off < window[1]:
+                    window = self._read(source, name, crcs, buf, off - off % self.chunk)
+                n = min(end, window[1]) - off
+                fill.write_pieces(pid, buf.addr + off - window[0], [(vaddr, n)])
+                vaddr, off = vaddr + n, off + n
 
-    def _read(self, fd: int, size: int, name: str, crcs: list[int], buf: Buffer,
+    def _read(self, source: fill.PagesFile, name: str, crcs: list[int], buf: Buffer,
               start: int) -> tuple[int, int]:
-        """The chunks of the file from ``start``, a buffer of them, each checked."""
-        got = fill.read_full(fd, buf.view, min(BUF_SIZE, size - start), start, name)
-        for at in range(0, got, self.chunk):
+        """The chunks of the data from ``start``, a buffer of them, each checked."""
+        want = min(BUF_SIZE, source.size - start)
+        read_into([p.fd for p in source.parts], source.layout, buf.view, want, start, name)
+        for at in range(0, want, self.chunk):
             c = (start + at) // self.chunk
-            if c >= len(crcs) or crc32(buf.view[at:min(got, at + self.chunk)]) != crcs[c]:
+            if c >= len(crcs) or crc32(buf.view[at:min(want, at + self.chunk)]) != crcs[c]:
                 raise ImageError(f"{name}: the page data at offset {start + at} is not what "
                                  "the lazy-pages daemon checked (checksum mismatch)")
-        return start, start + got
+        return start, start + want
 
     def _ask(self, obj: dict[str, Any], fds: list[int], what: str) -> dict[str, Any]:
         try:

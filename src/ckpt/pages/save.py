@@ -14,7 +14,7 @@ from ..kernel import libc, pagemap
 from ..kernel.libc import PAGE_SIZE as PAGE
 from ..kernel.record import dataclass
 from ..log import logger
-from . import forked, select
+from . import forked, select, stripes
 from .behind import WriteBehind, WriteThrough
 from .buffer import BUF_SIZE, Buffer, page_buffer
 from .parent import ParentImages, ParentMm
@@ -24,6 +24,7 @@ from .tracking import clear_soft_dirty, start_time, tracking_method
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..kernel.inject import Injector
@@ -147,6 +148,7 @@ class TaskPages:
         self.fds: list[int] = []
         self.sink: WriteBehind | WriteThrough | None = None
         self.spliced: SplicedPages | None = None  # runs the process moves itself
+        self.layout: stripes.Stripes | None = None  # of the page data, once it is written
 
     def begin(self, images: ImageWriter, pages: Any, deferred: bool = False) -> None:
         """Open the process's pagemap and memory; ``pages`` is the pages file's writer
@@ -162,6 +164,7 @@ class TaskPages:
                                         os.O_RDONLY | os.O_CLOEXEC)
             self.fds.append(self.fork_pagemap)
         self.pages = pages
+        self.images = images
         self.deferred = deferred
         self.buf_pages = BUF_SIZE // PAGE
         if not deferred:
@@ -172,7 +175,8 @@ class TaskPages:
     def _open_sink(self) -> None:
         """Start writing to ``pages`` (a write behind starts a thread: one process at a
         time, as the ring of buffers is one)."""
-        self.sink = sink_for(self.pages)
+        pid, images = self.pid, self.images
+        self.sink = sink_for(self.pages, lambda i: images.raw(stripes.stripe_name(pid, i)))
         self._use(self.sink.buffer)
 
     def can_splice(self) -> bool:
@@ -193,6 +197,7 @@ class TaskPages:
         assert self.can_splice() and isinstance(self.sink, WriteBehind)
         from .splice import SplicedPages  # here: only big dumps splice
 
+        self.sink.one_file()  # the process writes into the first file
         self.spliced = SplicedPages(inj, scratch, self.sink.out)
 
     def flush_spliced(self) -> None:
@@ -226,6 +231,8 @@ class TaskPages:
                 self.sink.finish()
             except OSError:
                 pass  # raised by ``flush``, on a way that did not fail already
+            if isinstance(self.sink, WriteBehind):
+                self.layout = self.sink.layout
             self.sink = None
         for fd in self.fds:
             os.close(fd)
@@ -469,9 +476,15 @@ class TaskPages:
             tracking = {"method": "soft-dirty", "token": self.token}
         elif self.record == "digest":
             tracking = {"method": "digest", "file": f"digests-{self.pid}.img"}
-        return {"pagemap": self.own.runs, "in_parent": self.in_parent.runs,
-                "inherited": self.inherited.runs,
-                "start_time": self.started, "tracking": tracking}
+        out = {"pagemap": self.own.runs, "in_parent": self.in_parent.runs,
+               "inherited": self.inherited.runs,
+               "start_time": self.started, "tracking": tracking}
+        if isinstance(self.sink, WriteBehind):
+            self.layout = self.sink.layout
+        if self.layout is not None and self.layout.striped:
+            self.images.need(stripes.FEATURE)
+            out["stripes"] = self.layout.field()
+        return out
 
     def after_pages(self) -> None:
         """Once every page of the process is read (still frozen): clear soft-dirty bits."""
@@ -480,9 +493,11 @@ class TaskPages:
             clear_soft_dirty(self.pid, self.started, self.token)
 
 
-def sink_for(pages: Any) -> WriteBehind | WriteThrough:
-    """How page data reaches ``pages``: a local pages file is written behind the copy;
-    a page server's or a zstd stream's writer, at once through one buffer."""
+def sink_for(pages: Any, more: Callable[[int], RawWriter] | None = None
+             ) -> WriteBehind | WriteThrough:
+    """How page data reaches ``pages``: a local pages file is written behind the copy
+    (big data in stripes over files ``more`` makes, pages.stripes); a page server's or
+    a zstd stream's writer, at once through one buffer."""
     if isinstance(pages, RawWriter):
-        return WriteBehind(pages)
+        return WriteBehind(pages, more)
     return WriteThrough(pages, page_buffer())

@@ -46,6 +46,7 @@ from ..log import logger
 from ..pages import compressed, forked
 from ..pages.buffer import BUF_SIZE, page_buffer
 from ..pages.runs import merge_runs
+from ..pages.stripes import Stripes
 from ..schema import (
     BOOL,
     NAT,
@@ -128,6 +129,9 @@ PAGES_ONLY = Obj(
     inherited=Opt(List(RUN)),  # pages kept from the parent process (pages.forked)
     start_time=Opt(NAT), tracking=Null(TRACKING), pages_file=Str(pattern=r"pages-[0-9]+\.img"),
     shmem=List(SHMEM),
+    # its page data in stripes over several files (pages.stripes), checked by pages_size
+    stripes=Opt(Obj({"files": List(Str(pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*"), max=16),
+                     "from": NAT, "size": Int(1, 1 << 40)})),
 )
 _MM_ADDR = Int(0, TASK_SIZE)
 SCHEMA = PAGES_ONLY.extend(
@@ -536,6 +540,28 @@ def takes_pages(v: dict[str, Any]) -> bool:
     file), shared anonymous and SysV memory are saved once as objects, the vDSO is the
     kernel's."""
     return v["kind"] in ("anon", "aio") or (v["kind"] == "file" and not v["shared"])
+
+
+def pages_size(pid: int, mm: dict[str, Any], where: str, sizes: dict[str, int],
+               absent: int | None = None) -> int | None:
+    """The size of the page data of ``mm`` (``where``, checked by its schema), its files'
+    ``sizes`` added (a file not listed: ``absent``; None: not known). Refuses stripes
+    (pages.stripes) of other files than the process's, or whose files do not hold what
+    the layout gives them for that size."""
+    layout = Stripes.of(mm)
+    why = layout.check(pid, mm)
+    if why is None and layout.striped and "pages_compression" in mm:
+        why = "compressed page data is one file"
+    if why is not None:
+        raise refuse(where, "stripes", why)
+    got = [sizes.get(name, absent) for name in layout.names]
+    if None in got:
+        return None
+    total = sum(got)  # type: ignore[arg-type]
+    if layout.striped and layout.sizes(total) != got:
+        raise refuse(where, "stripes", f"its files hold {got} bytes, where "
+                     f"{layout.sizes(total)} would be")
+    return total
 
 
 def check_image(pid: int, mm: dict[str, Any], where: str, pages_size: int | None,
@@ -1160,7 +1186,7 @@ class _Rebuild:
                  if p.parent is None and lazy.eligible(p.vma)]
         spans = lazy.lazy_spans(fresh, self.kids_inherit)
         cut = lazy.split(self.mm["pagemap"], spans)
-        self.lazy.write_eager(self.pid, source.path, self.mm["pages_file"],
+        self.lazy.write_eager(self.pid, source, self.mm["pages_file"],
                               cut.eager + self.objects.data_runs())
         self.pages.vouched(source.path)
         served = forked.Spans([(a, a + n) for a, n, _ in cut.lazy])
@@ -1172,7 +1198,8 @@ class _Rebuild:
         file checksummed on the way (pages.fill)."""
         mm = self.mm
         path = os.path.join(os.path.abspath(self.images_dir), mm["pages_file"])
-        pages = _PagesFile(self.pid, self.pages.file(path), mm.get("pages_compression"))
+        pages = _PagesFile(self.pid, self.pages.file(path, Stripes.of(mm)),
+                           mm.get("pages_compression"))
         try:
             if self.lazy is not None and self.segments is None and pages.reader is None:
                 self._write_eager(pages.source)  # the shared objects' data too
@@ -1183,8 +1210,8 @@ class _Rebuild:
                     raise RestoreError(f"{mm['pages_file']}: compressed page data cannot "
                                        "have parent images")
                 else:  # each page from the image of the chain that has it
-                    for seg_path, off, runs in _batches(self.segments):
-                        self.pages.file(seg_path).write(self.pid, off, runs)
+                    for seg_path, layout, off, runs in _batches(self.segments):
+                        self.pages.file(seg_path, layout).write(self.pid, off, runs)
                 self.objects.fill(pages)
         finally:
             pages.close()
@@ -1213,17 +1240,19 @@ def _joined(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _batches(segments: list[Segment]) -> list[tuple[str, int, list[tuple[int, int]]]]:
-    """Segments that follow each other in one file, as (file, offset, runs): one read
-    and one write each, for as many as a buffer holds."""
-    out: list[tuple[str, int, list[tuple[int, int]]]] = []
+def _batches(segments: list[Segment]
+             ) -> list[tuple[str, Stripes | None, int, list[tuple[int, int]]]]:
+    """Segments that follow each other in one page data, as (its first file, its
+    layout, logical offset, runs): one read and one write each, for as many as a buffer
+    holds."""
+    out: list[tuple[str, Stripes | None, int, list[tuple[int, int]]]] = []
     end = -1
     for seg in segments:
         length = seg.end - seg.start
         if out and out[-1][0] == seg.path and seg.offset == end:
-            out[-1][2].append((seg.start, length))
+            out[-1][3].append((seg.start, length))
         else:
-            out.append((seg.path, seg.offset, [(seg.start, length)]))
+            out.append((seg.path, seg.layout, seg.offset, [(seg.start, length)]))
         end = seg.offset + length
     return out
 
