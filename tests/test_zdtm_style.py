@@ -174,6 +174,9 @@ CASES: list[Case | object] = [
     C("fpu-thread", "thr", zdtm="fpu03", libs=RT),
     C("vdso", "thr", zdtm="vdso00 vdso01 vdso02 vdso-proxy", libs=RT),
     C("rseq", "thr", zdtm="rseq00", libs=RT),
+    C("ldt", "thr", zdtm="(x86 LDT entries of every kind, modify_ldt: Wine, DOSEMU; %gs and "
+      "a thread's %es on them; a child's own table, a child without one)", libs=RT),
+    R(C("ldt", "thr", zdtm="(the same, -R)", libs=RT)),
     # ---------------------------------------------------------------- memory
     C("mappings", "mem", zdtm="maps00 maps01 maps_file_prot write_read (mapped)"),
     C("mprotect", "mem", zdtm="mprotect00"),

@@ -48,6 +48,7 @@ from .resources import (
     ghost,
     keyring,
     landlock,
+    ldt,
     locks,
     mem,
     namespaces,
@@ -73,7 +74,7 @@ if TYPE_CHECKING:  # imported where used: most dumps need none of them
 
 log = logger("ckpt.dump")
 
-SCRATCH_SIZE = 64 << 10
+SCRATCH_SIZE = 64 << 10  # (a whole LDT: resources/ldt.py TABLE_BYTES)
 BATCH_ROOM = 8 << 10  # its last bytes: the table of a run of calls (inject.SignalBatch)
 
 
@@ -701,6 +702,8 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         images.need("process-knobs")
     if any("in_call" in c for c in [core["cpu"], *(t["cpu"] for t in core["threads"])]):
         images.need(cpu.FEATURE)
+    if "ldt" in core["task"]:
+        images.need(ldt.FEATURE)
     images.write_json(f"core-{pid}.json", core)
     images.write_json(f"mm-{pid}.json", mm)
     images.write_json(f"fds-{pid}.json", fd_table)

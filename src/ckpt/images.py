@@ -81,6 +81,7 @@ FEATURES: dict[str, str] = {
     "in-call": "a task frozen in a syscall, restored inside it (cpu.in_call)",
     "kmsg-place": "where a reader of /dev/kmsg reads next (kmsg_seq of a chr description)",
     "pages-stripes": "page data in stripes over two files, each written by a thread (stripes)",
+    "ldt": "a process's x86 LDT entries (task.ldt)",
 }
 INVENTORY = "inventory.json"
 # Images only some trees have (each module's IMAGE), named here for a restore that

@@ -23,6 +23,7 @@
 #include <sys/msg.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
+#include <asm/ldt.h>
 
 #define NT 4
 static pthread_t th[NT];
@@ -956,6 +957,136 @@ static int blocked_waits(void)
 	zt_pass();
 }
 
+/* The x86 LDT (modify_ldt: Wine, DOSEMU): a process's entries of every kind (32-bit and
+ * 16-bit data, read-only data, code, conforming code not present, one written and
+ * cleared, the last of the 8192), %gs on one of them and a thread's %es on another; a
+ * child forked with the table that changed its own; a child forked before there was
+ * one, which still has none. */
+#define LDT_ENTRIES_MAX 8192
+#define LDT_BYTES (LDT_ENTRIES_MAX * 8)
+#define LDT_SEL(i) ((unsigned short)(((i) << 3) | 7)) /* TI=1 (the LDT), RPL 3 */
+static uint64_t ldt_saved[LDT_ENTRIES_MAX], ldt_now[LDT_ENTRIES_MAX];
+static volatile int ldt_stop, ldt_es_ok = -1;
+
+/* modify_ldt returns an int in rax (0xfffffff2 for -EFAULT): sign it as one. */
+static int ldt_call(int func, void *ptr, unsigned long n)
+{
+	return (int)syscall(SYS_modify_ldt, func, ptr, n);
+}
+
+/* Whether the process has an LDT: reading one byte of it to NULL faults only then. */
+static int ldt_present(void) { return ldt_call(0, NULL, 1) == -EFAULT; }
+
+static void ldt_set(unsigned idx, unsigned base, unsigned limit, int bits32, int contents,
+		    int rx_only, int pages, int absent, int usable)
+{
+	struct user_desc d = {
+		.entry_number = idx, .base_addr = base, .limit = limit, .seg_32bit = bits32,
+		.contents = contents, .read_exec_only = rx_only, .limit_in_pages = pages,
+		.seg_not_present = absent, .useable = usable,
+	};
+	if (ldt_call(0x11, &d, sizeof(d)) != 0)
+		zt_setup_fail("modify_ldt(1) of entry %u", idx);
+}
+
+static void ldt_clear(unsigned idx) { ldt_set(idx, 0, 0, 0, 0, 1, 0, 1, 0); }
+
+static void ldt_take(uint64_t *into)
+{
+	memset(into, 0xa5, LDT_BYTES);
+	int n = ldt_call(0, into, LDT_BYTES);
+	if (n != LDT_BYTES)
+		zt_fail("modify_ldt(0) read %d bytes, not %d", n, LDT_BYTES);
+}
+
+static void ldt_check(const char *who)
+{
+	CHECK(ldt_present(), "%s: no LDT", who);
+	ldt_take(ldt_now);
+	for (int i = 0; i < LDT_ENTRIES_MAX; i++)
+		CHECK(ldt_now[i] == ldt_saved[i], "%s: LDT entry %d is %016llx, was %016llx", who,
+		      i, (unsigned long long)ldt_now[i], (unsigned long long)ldt_saved[i]);
+}
+
+static unsigned short seg_gs(void) { unsigned short v; asm volatile("mov %%gs, %0" : "=r"(v)); return v; }
+static unsigned short seg_es(void) { unsigned short v; asm volatile("mov %%es, %0" : "=r"(v)); return v; }
+
+static void *ldt_es_thread(void *arg)
+{
+	(void)arg;
+	unsigned short sel = LDT_SEL(3);
+	asm volatile("mov %0, %%es" : : "r"(sel));
+	ldt_es_ok = 0;
+	while (!ldt_stop)
+		usleep(1000);
+	ldt_es_ok = seg_es() == sel;
+	return NULL;
+}
+
+static int ldt(void)
+{
+	int ready[2];
+	SYS(pipe(ready));
+	pid_t kids[2];
+	kids[0] = SYS(fork());
+	if (kids[0] == 0) {
+		SYS(write(ready[1], "n", 1));
+		zt_wait();
+		CHECK(!ldt_present(), "child forked before the LDT has one now");
+		_exit(0);
+	}
+	unsigned char *area = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+	if (area == MAP_FAILED)
+		zt_setup_fail("mmap MAP_32BIT");
+	zt_fill(area, 4096, 77);
+	unsigned base = (unsigned)(uintptr_t)area;
+	ldt_set(0, base, 0xfff, 1, 0, 0, 0, 0, 1);       /* 32-bit data, writable, AVL */
+	ldt_set(3, 0x12340, 0xf, 0, 0, 1, 1, 0, 0);      /* 16-bit read-only data, pages */
+	ldt_set(5, 0x1000, 0xfffff, 1, 2, 0, 1, 0, 0);   /* 32-bit readable code, 4 GiB */
+	ldt_set(6, 0x2000, 0x100, 1, 3, 1, 0, 1, 1);     /* conforming code, not present */
+	ldt_set(9, base, 0x10, 1, 1, 0, 0, 0, 0);        /* expand-down data */
+	ldt_set(12, 0xdead000, 0x77, 1, 0, 0, 0, 0, 0);
+	ldt_clear(12);                                   /* written, then cleared */
+	ldt_set(LDT_ENTRIES_MAX - 1, 0xfeed0000, 0xabcde, 1, 0, 0, 1, 0, 1);
+	ldt_take(ldt_saved);
+	kids[1] = SYS(fork());
+	if (kids[1] == 0) { /* its own table, from its parent's */
+		ldt_set(3, 0x5550, 0x20, 1, 0, 0, 0, 0, 1);
+		ldt_set(20, 0x7770000, 0x300, 0, 0, 1, 0, 0, 0);
+		ldt_take(ldt_saved);
+		SYS(write(ready[1], "o", 1));
+		zt_wait();
+		ldt_check("child");
+		_exit(0);
+	}
+	char c;
+	for (int i = 0; i < 2; i++)
+		if (read(ready[0], &c, 1) != 1)
+			zt_setup_fail("children not ready");
+	SYS(-pthread_create(&th[0], NULL, ldt_es_thread, NULL));
+	while (ldt_es_ok < 0)
+		usleep(1000);
+	unsigned short gs = LDT_SEL(0);
+	asm volatile("mov %0, %%gs" : : "r"(gs));
+	zt_ready();
+	zt_wait();
+	CHECK(seg_gs() == gs, "%%gs is %#x, was %#x", seg_gs(), gs);
+	ldt_check("process");
+	/* the segment works: loaded again from the table, it reaches the area */
+	unsigned got;
+	asm volatile("mov %1, %%gs\n movl %%gs:8, %0" : "=r"(got) : "r"(gs));
+	CHECK(got == *(unsigned *)(area + 8), "%%gs:8 reads %#x, not %#x", got,
+	      *(unsigned *)(area + 8));
+	unsigned short zero = 0;
+	asm volatile("mov %0, %%gs" : : "r"(zero));
+	ldt_stop = 1;
+	pthread_join(th[0], NULL);
+	CHECK(ldt_es_ok == 1, "the thread's %%es is no longer its LDT selector");
+	zt_children_verdict(kids, 2);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -979,5 +1110,6 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "fpu-thread")) return fpu_thread();
 	if (!strcmp(m, "vdso")) return vdso();
 	if (!strcmp(m, "rseq")) return rseq_check();
+	if (!strcmp(m, "ldt")) return ldt();
 	zt_setup_fail("unknown mode %s", m);
 }

@@ -55,7 +55,7 @@ NR = {
     "ioprio_get": 252, "mbind": 237, "set_mempolicy": 238, "get_mempolicy": 239,
     "io_setup": 206, "userfaultfd": 323, "io_getevents": 208, "io_submit": 209, "shmat": 30,
     "fchownat": 260, "sync_file_range": 277, "pipe2": 293, "vmsplice": 278, "splice": 275,
-    "statx": 332, "add_key": 248, "keyctl": 250,
+    "statx": 332, "add_key": 248, "keyctl": 250, "modify_ldt": 154,
 }
 SYSCALL_NAMES = {v: k for k, v in NR.items()}
 

@@ -46,6 +46,8 @@ INJECT_OPTIONS = PTRACE_O_TRACESYSGOOD
 STOP_SIGNALS = (19, 20, 21, 22)  # SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU: group-stop signals
 
 NT_X86_XSTATE = 0x202
+NT_386_IOPERM = 0x201
+_ESRCH = 3
 __WALL = 0x40000000
 
 # The interpreter's lock is held, not released, during a ptrace request and a wait
@@ -154,6 +156,22 @@ def get_xstate(pid: int, size: int = 4096) -> bytes:
     iov = _IOVec(ctypes.addressof(buf), size)
     ptrace(PTRACE_GETREGSET, pid, NT_X86_XSTATE, ctypes.addressof(iov))
     return buf.raw[: iov.iov_len]
+
+
+def has_io_bitmap(pid: int) -> bool:
+    """Whether thread ``pid`` has I/O port permissions of its own (``ioperm``): the kernel
+    gives its bitmap as NT_386_IOPERM, or fails with ENXIO when it has none (always, on
+    a kernel without ioperm: CONFIG_X86_IOPL_IOPERM unset); a kernel without that
+    regset (EINVAL, ENODEV) has no ioperm either."""
+    word = ctypes.c_uint64()
+    iov = _IOVec(ctypes.addressof(word), 8)
+    try:
+        ptrace(PTRACE_GETREGSET, pid, NT_386_IOPERM, ctypes.addressof(iov))
+    except OSError as e:
+        if e.errno == _ESRCH:
+            raise
+        return False
+    return True
 
 
 def set_xstate(pid: int, data: bytes) -> None:

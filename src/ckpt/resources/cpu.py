@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 
+from ..errors import UnsupportedError
 from ..kernel import libc, ptrace
 from ..log import logger
 from ..schema import B64, U64, Enum, Null, Obj, Opt, Str
@@ -119,6 +120,9 @@ def dump(pid: int, regs: ptrace.UserRegs) -> dict[str, Any]:
     if note:
         log.info("task %d was in a syscall: %s", pid, note)
     fixed.orig_rax = _U64 - 1
+    if ptrace.has_io_bitmap(pid):  # (iopl(3) shows nowhere: docs/state.md)
+        raise UnsupportedError(f"thread {pid} has I/O port permissions of its own (ioperm), "
+                               "which a restore does not give back; not supported")
     xstate = ptrace.get_xstate(pid)
     out = {"regs": fixed.to_dict(), "xstate": binascii.b2a_base64(xstate, newline=False).decode(),
            "syscall_note": note}

@@ -21,7 +21,7 @@ from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import InjectionError, Injector, raw_runs
 from ..log import logger
 from ..schema import PATH, U32, U64, Int, List, Obj, Opt, Str, Tup
-from . import creds, ghost, keyring, numa, sched, seccomp
+from . import creds, ghost, keyring, ldt, numa, sched, seccomp
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ SCHEMA = OWN.extend(
     child_subreaper=Int(0, 1), membarrier=U64, mdwe=U64, memory_merge=Int(0, 1),
     coredump_filter=Opt(Int(0, 0x1ff)),  # absent: the kernel's default
     keyring=Opt(keyring.SCHEMA),  # absent: the session keyring of whoever restores it
+    ldt=Opt(ldt.SCHEMA),  # absent: no LDT
 )
 
 
@@ -84,10 +85,11 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
                            ("prctl", (libc.PR_GET_CHILD_SUBREAPER, subreaper_at)),
                            ("prctl", (PR_GET_THP_DISABLE,)),
                            ("membarrier", (MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)),
-                           ("prctl", (PR_GET_MDWE,)), ("prctl", (PR_GET_MEMORY_MERGE,))])
+                           ("prctl", (PR_GET_MDWE,)), ("prctl", (PR_GET_MEMORY_MERGE,)),
+                           ldt.PROBE])
     raw = inj.read(scratch, OWN_SLOT + 4)
     got = own_values(pid, results[:len(own)], raw[:OWN_SLOT])
-    dumpable, subreaper_res, thp, membarrier, mdwe, merge = results[len(own):]
+    dumpable, subreaper_res, thp, membarrier, mdwe, merge, ldt_probe = results[len(own):]
     dumpable = inj.checked("prctl", dumpable)
     if dumpable == SUID_DUMP_ROOT and _suid_dumpable() != SUID_DUMP_ROOT:
         raise UnsupportedError(
@@ -113,6 +115,8 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
         "memory_merge": _optional_prctl(pid, PR_GET_MEMORY_MERGE, merge),  # Linux 6.4
         **({"coredump_filter": core_filter} if core_filter != COREDUMP_FILTER_DEFAULT
            else {}),
+        # last: a table is read over the whole scratch area (64 KiB)
+        **ldt.dump(pid, inj, scratch, ldt_probe),
     }
 
 
@@ -405,6 +409,8 @@ def restore(pid: int, inj: Injector, scratch: int, t: dict[str, Any], fs: bool =
         inj.later("prctl", PR_SET_MEMORY_MERGE, 1)
     if t["mdwe"]:  # no mapping may become writable and executable from here on
         inj.later("prctl", PR_SET_MDWE, t["mdwe"])
+    if "ldt" in t:  # its children cloned already: they do not inherit it
+        ldt.restore(inj, t["ldt"], scratch)
     restore_own(pid, inj, scratch, t)
 
 
