@@ -158,3 +158,19 @@ def test_lazy_pages_over_stripes(build: Builder, procs: Procs, images: Path,
     assert daemon.wait() == 0, daemon.log_text()
     assert verify((target.out, target.pid), len(target.out.lines())).startswith("verify ok ")
     ticks_go_on(target.out, more=2)
+
+
+def test_spliced_pages_then_shared_memory(build: Builder, procs: Procs,
+                                          shm_path: Path) -> None:
+    """A process moving its own pages into the file (pages.splice: one file, never
+    striped) and holding shared memory, saved after its runs: found at its offset."""
+    target = start_incr(procs, build, "-m", "160", "-f")
+    pid = target.pid
+    kid = procs.adopt(only_child(pid), target.out)
+    images = shm_path / "images"
+    ckpt_ok("dump", "-t", pid, "-D", images, timeout=120)
+    procs.wait_gone(target)
+    procs.wait_gone(kid)
+    mm = json.loads((images / f"mm-{pid}.json").read_text())
+    assert "stripes" not in mm and mm["shmem"]
+    restore_and_check(procs, target, images, len(target.out.numbers()), child=True)

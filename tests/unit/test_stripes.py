@@ -133,3 +133,36 @@ def test_small_data_is_one_file(tmp_path: Path) -> None:
     d = striped_folder(tmp_path, policy=(len(DATA), 5 * PAGE))
     assert not (d / LAYOUT.names[1]).exists()
     assert (d / FIRST).read_bytes() == DATA
+
+
+def test_room_keeps_a_buffer_in_one_stripe(tmp_path: Path) -> None:
+    """Filled up to ``room`` each time, every handed-over piece lies in one stripe."""
+    w = ImageWriter(str(tmp_path / "images"))
+    os.environ[stripes.ENV] = f"{3 * PAGE},{5 * PAGE}"
+    try:
+        sink = WriteBehind(w.raw(FIRST), lambda i: w.raw(stripes.stripe_name(PID, i)))
+    finally:
+        del os.environ[stripes.ENV]
+    for _ in range(40):
+        n = min(2 * PAGE, sink.room())
+        assert len(sink.layout.locate(sink.size, n)) == 1 or not sink.layout.striped
+        sink.write_behind(sink.buffer.view[:n])
+        sink.next_buffer()
+    sink.finish()
+    assert sink.layout.striped
+    w.abort()
+
+
+def test_one_file_follows_what_others_append(tmp_path: Path) -> None:
+    """Never striped (``one_file``, as when the process splices its own pages into the
+    file): data appended to the file by others moves the offset of the next write."""
+    w = ImageWriter(str(tmp_path / "images"))
+    out = w.raw(FIRST)
+    sink = WriteBehind(out, lambda i: w.raw(stripes.stripe_name(PID, i)))
+    sink.one_file()
+    sink.write(b"a" * PAGE)
+    out.write(b"b" * PAGE)  # as pages.splice does
+    assert sink.size == 2 * PAGE
+    assert sink.write(b"c" * PAGE) == 2 * PAGE
+    sink.finish()
+    w.abort()

@@ -80,7 +80,14 @@ class WriteBehind:
 
     @property
     def size(self) -> int:
+        self._sync()
         return self.logical
+
+    def _sync(self) -> None:
+        """In one file, the logical offset is the file's size, which pages.splice moves
+        on too (its runs go to ``out`` directly; it never stripes: ``one_file``)."""
+        if not self.layout.striped:
+            self.logical = self.out.size
 
     @property
     def buffer(self) -> Buffer:
@@ -90,6 +97,16 @@ class WriteBehind:
     def one_file(self) -> None:
         """Never stripes: the page data goes to ``out`` alone (pages.splice writes it)."""
         self.policy = None
+
+    def room(self) -> int:
+        """Bytes the next write may hold without crossing into another stripe (or into
+        the stripes): a buffer filled with at most that much goes to one thread."""
+        self._sync()
+        if self.policy is None:
+            return 1 << 62
+        if not self.layout.striped:
+            return self.policy[0] - self.logical if self.logical < self.policy[0] else 1 << 62
+        return self.layout.size - (self.logical - self.layout.start) % self.layout.size
 
     def _pieces(self, length: int) -> list[tuple[int, int, int]]:
         """Where the next ``length`` bytes go (``Stripes.locate``), the stripes' files made
@@ -108,6 +125,7 @@ class WriteBehind:
         """Queue ``data``, a view of ``buffer``, which must not change until
         ``next_buffer`` gave it back; return its logical offset."""
         self._raise()
+        self._sync()
         off = self.logical
         at = 0
         for index, foff, n in self._pieces(len(data)):
@@ -146,6 +164,7 @@ class WriteBehind:
     def write(self, data: bytes | memoryview) -> int:
         """Append ``data`` (of any buffer) after what is queued; its logical offset."""
         self.drain()
+        self._sync()
         off = self.logical
         view = memoryview(data)
         at = 0
@@ -278,6 +297,9 @@ class WriteThrough:
 
     def next_buffer(self) -> Buffer:
         return self.buffer
+
+    def room(self) -> int:
+        return 1 << 62
 
     def finish(self) -> None:
         """Nothing is queued: every write was done at once."""

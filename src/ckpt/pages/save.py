@@ -335,7 +335,7 @@ class TaskPages:
         /proc/PID/mem; ``record``: in ``own`` (else they are already)."""
         done = 0
         while done < npages:
-            k = min(self.buf_pages, npages - done)
+            k = min(self.buf_pages, npages - done, max(1, self.sink.room() // PAGE))
             valid = self._read(vaddr + done * PAGE, k, readable, elsewhere[done:done + k])
             if valid is None:
                 self._write(vaddr + done * PAGE, 0, k, record)
