@@ -681,6 +681,10 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
             memory.take_flags(procfs.maps(pid, with_flags=True))
         core, fd_table, inj = _task_state(t, images, dumper, site, park, scratch, status,
                                           tree, confinement, parking, keyrings)
+        # Written (and synced) while the pages are copied: a core of many threads is
+        # ~4 KiB a thread, encoded and synced after the copy otherwise.
+        images.write_json(f"core-{pid}.json", core)
+        images.write_json(f"fds-{pid}.json", fd_table)
         mm = memory.finish(inj, core["task"].get("mempolicy"), splice=splice)
     except BaseException:
         memory.cancel()
@@ -704,9 +708,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         images.need(cpu.FEATURE)
     if "ldt" in core["task"]:
         images.need(ldt.FEATURE)
-    images.write_json(f"core-{pid}.json", core)
     images.write_json(f"mm-{pid}.json", mm)
-    images.write_json(f"fds-{pid}.json", fd_table)
     faults.point("dump.task.done")
     return pages
 
