@@ -158,23 +158,22 @@ class _Frozen:
             ptrace.cont(pid, stop.stopsig)
 
     def hold(self) -> bool:
-        """In its trap stop: its seccomp filters suspended, its registers and mask read."""
-        try:
-            self._suspend_seccomp()
-        except BaseException:
-            self.attached = False
-            ptrace.detach(self.pid)
-            raise
+        """In its trap stop: its registers and mask read. Its status is read, and its
+        seccomp filters suspended, once a call is to be injected in it (``injector``):
+        neither the freeze of many threads nor the copy of the pages, which starts
+        after it, waits for their status."""
         self.regs0 = ptrace.get_regs(self.pid)
         self.mask0 = ptrace.get_sigmask(self.pid)
         return True
 
     def _suspend_seccomp(self) -> None:
         """A task under seccomp runs ckpt's syscalls with its filters suspended: a filter
-        could refuse them or kill the task, and strict mode kills it on the first one."""
-        self.status = procfs.status(self.pid)
+        could refuse them or kill the task, and strict mode kills it on the first one.
+        Its ``status`` is read first, unless known."""
+        if self.status is None:
+            self.status = procfs.status(self.pid)
         mode = self.status.seccomp
-        if not mode:
+        if not mode or self.options & ptrace.PTRACE_O_SUSPEND_SECCOMP:
             return
         try:
             ptrace.set_options(self.pid, self.options | ptrace.PTRACE_O_SUSPEND_SECCOMP)
@@ -188,8 +187,10 @@ class _Frozen:
     def injector(self, site: int, parks: bool = False, area: int | None = None) -> Injector:
         """An injector for syscalls in this task, through the instruction at ``site``
         (``parks``: its parking code, written by another thread's injector, with the
-        whole parking area at ``area``, if it is there)."""
+        whole parking area at ``area``, if it is there); its seccomp filters suspended
+        first."""
         assert self.regs0 is not None and self.mask0 is not None
+        self._suspend_seccomp()
         self.inj = Injector(self.pid, site, cpu.on_release(self.regs0), mask=self.mask0,
                             options=self.options, parks=parks)
         self.inj.area = area
@@ -648,7 +649,7 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     pid = t.pid
     fr = t.frozen
     assert fr is not None and fr.regs0 is not None and fr.mask0 is not None
-    status = procfs.status(pid)
+    status = fr.status = procfs.status(pid)  # its seccomp mode too (_Frozen.injector)
     # A big process's VmFlags (smaps walks every page: ~25 ms a GiB) are read once its
     # pages are being copied (MemoryDump.take_flags), unless a parent saved already may
     # share pages with it: the flags tell which it does since a fork (pages.forked).
@@ -764,9 +765,9 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
         core["task"]["cwd_ghost"] = cwd_ghost
     others = []
     for th in t.threads:
+        th_inj = th.injector(inj.site, inj.parks, inj.area)  # its status read
         assert th.regs0 is not None and th.mask0 is not None and th.status is not None
-        others.append((th.injector(inj.site, inj.parks, inj.area), th.regs0, th.mask0,
-                       th.status))
+        others.append((th_inj, th.regs0, th.mask0, th.status))
     core["threads"] = thread.dump_all(pid, others, fr.scratch, SCRATCH_SIZE - BATCH_ROOM)
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))
