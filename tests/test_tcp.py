@@ -849,3 +849,32 @@ def test_not_accepted_from_outside(procs: Procs, images: Path) -> None:
         os.kill(server.pid, signal.SIGUSR2)
         again.sendall(b"ping")
         assert again.recv(10) == b"pong"
+
+
+@pytest.mark.usefixtures("own_notes")  # no other helper's ckpt recovers them
+def test_dump_waits_for_a_lock_under_recovery(procs: Procs, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network lock left by a ckpt killed with its guard, its note held by another
+    ckpt recovering it (a stand-in here, which then lets go without doing it): the next
+    dump waits for that recovery instead of leaving the lock to it, then releases the
+    lock itself; the pair streams on."""
+    import fcntl
+    import threading
+    need("nft")
+    notes = tmp_path / "notes"
+    monkeypatch.setenv("CKPT_NETLOCK_DIR", str(notes))
+    pair, child = _start_pair(procs)
+    _kill_ckpt_during_dump(pair.pid, tmp_path / "killed", "guard-too")
+    [note] = list(notes.glob("*.json"))
+    name = str(json.loads(note.read_text())["name"])
+    held = os.open(note, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a recoverer at work
+    threading.Timer(scaled(3), os.close, (held,)).start()  # it dies, the note left
+    res = ckpt_ok("dump", "-t", pair.pid, "-D", tmp_path / "again", "--tcp-established", "-R",
+                  "-v4", "-o", "dump.log")
+    log = (tmp_path / "again/dump.log").read_text()
+    assert re.search(RELEASED.replace(r"(\S+)", re.escape(name)), log), (log, res.stderr)
+    assert "waiting for the ckpt recovering it" in log, log
+    assert not table_present(name)
+    assert list(notes.glob("*.json")) == []
+    _streaming(pair.out, 3000)

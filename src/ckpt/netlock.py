@@ -34,6 +34,7 @@ from .kernel import libc, procfs
 from .kernel.record import asdict, dataclass, field
 from .log import logger
 from .recovery import netlock_dir as notes_dir
+from .recovery import wait_for_recoverer
 from .schema import U16, List, Obj, Str, Tup
 
 TYPE_CHECKING = False  # typing is not imported, for speed
@@ -426,9 +427,10 @@ def _notes() -> list[str]:
         return []
 
 
-def _each_note(mode: int) -> Iterator[tuple[Note, bool]]:
+def _each_note(mode: int, wait: bool = False) -> Iterator[tuple[Note, bool]]:
     """Each lock noted in this network namespace, and whether its note was free to
-    flock with ``mode`` (no running dump owns it): read, and yielded, under that flock."""
+    flock with ``mode`` (no running dump owns it): read, and yielded, under that flock.
+    ``wait``: for a note another ckpt holds to recover it (recovery.wait_for_recoverer)."""
     for name in _notes():
         path = os.path.join(notes_dir(), name)
         try:
@@ -440,7 +442,7 @@ def _each_note(mode: int) -> Iterator[tuple[Note, bool]]:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 free = True
             except BlockingIOError:
-                free = False
+                free = wait and wait_for_recoverer(fd, _owner(fd), path)
             if free and os.fstat(fd).st_nlink == 0:
                 continue  # released meanwhile
             with os.fdopen(os.dup(fd), "rb") as f:
@@ -451,6 +453,14 @@ def _each_note(mode: int) -> Iterator[tuple[Note, bool]]:
             log.warning("network lock note %s: %s", path, e)
         finally:
             os.close(fd)
+
+
+def _owner(fd: int) -> str:
+    """The PID of the dump that wrote the note open as ``fd`` ("" if unreadable)."""
+    try:
+        return str(int(json.loads(os.pread(fd, 1 << 20, 0))["owner"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def held() -> list[tuple[Note, bool]]:
@@ -464,7 +474,7 @@ def recover() -> list[str]:
     sockets are still open in their processes (the dump never killed them), take those
     sockets out of repair mode and remove the rules. What was done, one line each."""
     done = []
-    for note, free in _each_note(fcntl.LOCK_EX):
+    for note, free in _each_note(fcntl.LOCK_EX, wait=True):
         if not free:
             continue  # a running dump's
         try:

@@ -139,14 +139,8 @@ def _recover_dumps() -> None:
         except OSError:
             continue
         try:
-            if not _lock(fd):
-                if _held_by_its_dump(name, fd):
-                    continue  # a running dump's
-                log.info("note %s of a killed ckpt: waiting for the ckpt recovering it", path)
-                if not _wait_for_recovery(fd):
-                    log.warning("note %s of a killed ckpt: another ckpt has been recovering "
-                                "it for %.0f s; left to it", path, RECOVERY_WAIT)
-                    continue
+            if not _lock(fd) and not wait_for_recoverer(fd, name.partition(".")[0], path):
+                continue  # a running dump's
             if os.fstat(fd).st_nlink == 0:
                 continue  # recovered and removed meanwhile
             with os.fdopen(os.dup(fd), "rb") as f:
@@ -169,28 +163,29 @@ def _lock(fd: int) -> bool:
     return True
 
 
-def _held_by_its_dump(name: str, fd: int) -> bool:
-    """Whether the lock on note ``name`` (open as ``fd``) is its own dump's, running
-    (the note is named by its ckpt's PID), rather than a recoverer's: the killed dump's
-    guard, or another ckpt started meanwhile. One must wait for a recoverer: until it is
-    done, the process is as the killed dump left it (a thread parked in ckpt's code, the
-    scratch area mapped), and a dump would save it so."""
+def wait_for_recoverer(fd: int, owner: str, path: str) -> bool:
+    """A note (this one's, or a network lock's) found locked, open as ``fd``: True once
+    its flock is ours, after the ckpt that held it to recover it (the killed dump's
+    guard, or another ckpt started meanwhile) let it go; False when ``owner``, the PID of
+    the dump that wrote it ("": unknown), holds it (it runs), or a recoverer held it for
+    ``RECOVERY_WAIT``. Skipped, a note under recovery left the process as the killed dump
+    left it (a thread parked in ckpt's code, the scratch area mapped, sockets in repair
+    mode) to a dump started then, which saved it so."""
+    import time
+
     from .kernel import procfs
     st = os.fstat(fd)
-    owner = name.partition(".")[0]
-    for lk in procfs.locks():
-        if (lk.kind == "FLOCK" and not lk.waiting and lk.ino == st.st_ino
-                and os.makedev(lk.major, lk.minor) == st.st_dev):
-            return str(lk.pid) == owner
-    return False  # let go meanwhile: taken below
-
-
-def _wait_for_recovery(fd: int) -> bool:
-    """The note's lock, once its recoverer lets it go; False after ``RECOVERY_WAIT``."""
-    import time
+    holder = next((str(lk.pid) for lk in procfs.locks()
+                   if lk.kind == "FLOCK" and not lk.waiting and lk.ino == st.st_ino
+                   and os.makedev(lk.major, lk.minor) == st.st_dev), None)
+    if holder == owner or not owner:  # its dump's (or a note being written: its dump's)
+        return False
+    log.info("note %s of a killed ckpt: waiting for the ckpt recovering it", path)
     deadline = time.monotonic() + RECOVERY_WAIT
     while not _lock(fd):
         if time.monotonic() > deadline:
+            log.warning("note %s of a killed ckpt: another ckpt has been recovering it for "
+                        "%.0f s; left to it", path, RECOVERY_WAIT)
             return False
         time.sleep(0.01)
     return True
