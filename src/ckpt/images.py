@@ -87,6 +87,7 @@ INVENTORY = "inventory.json"
 # Images only some trees have (each module's IMAGE), named here for a restore that
 # imports their modules only when they are there.
 MOUNTS, NAMESPACES, CGROUPS = "mounts.json", "namespaces.json", "cgroups.json"
+LOCKS, SYSV = "locks.json", "sysv.json"
 # The inventory's files: a plain name in the folder (never a path) -> size and CRC-32.
 FILE_NAME = Str(255, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 FILES = Map(Obj(size=NAT, crc32=U32), key=FILE_NAME, max=1 << 22)

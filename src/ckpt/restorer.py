@@ -28,7 +28,7 @@ import time
 from . import faults, recovery, standins, tree, validate
 from .errors import CkptError, ImageError, RestoreError
 from .hooks import ignore
-from .images import CGROUPS, INVENTORY, MOUNTS, NAMESPACES, ImageReader, untrusted
+from .images import CGROUPS, INVENTORY, LOCKS, MOUNTS, NAMESPACES, SYSV, ImageReader, untrusted
 from .inherit import available_keys, parse_inherit_fd, resolve_original_fds
 from .kernel import interrupts, libc, procfs, ptrace, safefs, scoped, treeroot, vdso
 from .kernel.inject import BATCH_CODE, BATCH_ENTRY, BatchArea, Injector, vdso_syscall_offset
@@ -41,13 +41,11 @@ from .resources import (
     fdtable,
     files,
     ghost,
-    locks,
     mem,
     nspids,
     seccomp,
     sharing,
     signals,
-    sysv,
     task,
     thread,
     timers,
@@ -63,7 +61,7 @@ if TYPE_CHECKING:  # imported when the images hold a lock, or sockets; --new-pid
     from .hooks import Notify
     from .job_control import Foreground
     from .pages.lazy import Handover
-    from .resources import cgroups, mounts, sk_inet, treens, tty
+    from .resources import cgroups, locks, mounts, sk_inet, sysv, treens, tty
 
 log = logger("ckpt.restore")
 
@@ -165,8 +163,8 @@ class Restore:
         self.outside_pgid: int | None = None  # a shell job's group, outside the tree
         self.inherit: dict[str, int] = {}
         self.fctx: files.RestoreFiles | None = None
-        self.locks: locks.RestoreLocks | None = None
-        self.ipc: sysv.Objects | None = None
+        self.locks: locks.RestoreLocks | None = None  # a tree that held file locks
+        self.ipc: sysv.Objects | None = None  # a tree that had SysV objects
         self.namespaces: treens.Enter | None = None  # the tree's own uts, ipc, pid ones
         self.mounts: mounts.Builder | None = None  # its mount tree, if it had its own
         self.stand_in_pids: set[int] = set()
@@ -220,7 +218,8 @@ class Restore:
             for node in self.live:
                 _TaskRestore(self, node).run()
             ghost.seal_memfds()  # once every mapping of every memfd is made
-            self.ipc.finish()  # type: ignore[union-attr]
+            if self.ipc is not None:
+                self.ipc.finish()
             self._files().set_owners()  # once every process and thread exists
             self.lend_terminal()
             self.notify("post-restore", self.root_pid)
@@ -347,10 +346,12 @@ class Restore:
             n.core, n.mm, n.fd_table = cores[n.pid], mms[n.pid], fd_tables[n.pid]
             n.segments = segments[n.pid]
         self.outside_pgid = inv.get("outside_pgid")
-        self.locks = locks.RestoreLocks(
-            images.load_json(locks.IMAGE) if locks.IMAGE in images.files else [], fd_tables,
-            mms)
-        self.ipc = sysv.Objects(images)
+        if LOCKS in images.files:  # locks.py, sysv.py: imported for the trees that need them
+            from .resources import locks
+            self.locks = locks.RestoreLocks(images.load_json(LOCKS), fd_tables, mms)
+        if SYSV in images.files:
+            from .resources import sysv
+            self.ipc = sysv.Objects(images)
         if NAMESPACES in images.files:
             from .resources import treens
             self.namespaces = treens.Enter(treens.check_image(
@@ -454,7 +455,8 @@ class Restore:
 
     def make_ipc(self) -> None:
         """The tree's SysV objects, under their ids, before any process attaches them."""
-        assert self.ipc is not None, "load() runs first"
+        if self.ipc is None:
+            return
         self.ipc.check()  # ids and keys free, or the tree's own objects left behind
         self.ipc.make()
 
@@ -523,12 +525,11 @@ class Restore:
         of the files. Then each process stops as it was saved, if it was."""
         self.sender = fdtable.FdSender()
         helper = tree.Helper(self.helper, HELPER_SIZE, self.helper + _SITE_OFFSET, self.batch)
-        assert self.locks is not None
         join = self.cgroups.join if self.cgroups is not None else _stay
+        mapped_locks = self.locks.by_mapping if self.locks is not None else {}
         creation = self.creation = tree.Creation(helper, self.sender, self.images_dir,
                                                  self.shmem, self._files().held_ghosts(),
-                                                 join, self.locks.by_mapping,
-                                                 self.pages, self.lazy)
+                                                 join, mapped_locks, self.pages, self.lazy)
         try:
             creation.fork_root(self.root, self.sibling,
                                self.mounts.ns_fd if self.mounts is not None else -1)
@@ -802,8 +803,8 @@ class _TaskRestore:
         """Its file locks (locks.py): after its memory, whose restore opens and closes
         the files it maps inside it (a close drops the process's POSIX locks on that
         file), before its credentials (a lease on a file it does not own needs root)."""
-        assert self.r.locks is not None
-        self.r.locks.take(self.pid, self.inj, self.scratch, self.r._files().descriptions)
+        if self.r.locks is not None:
+            self.r.locks.take(self.pid, self.inj, self.scratch, self.r._files().descriptions)
 
     def join_group(self) -> None:
         if self.pgid is None or self.pgid == self.pid:

@@ -14,18 +14,26 @@ from __future__ import annotations
 
 from . import standins
 from .errors import ImageError
-from .images import CGROUPS, FILES, FORMAT, INVENTORY, MOUNTS, NAMESPACES, ImageReader
+from .images import (
+    CGROUPS,
+    FILES,
+    FORMAT,
+    INVENTORY,
+    LOCKS,
+    MOUNTS,
+    NAMESPACES,
+    SYSV,
+    ImageReader,
+)
 from .kernel import libc
 from .kernel.record import dataclass, field
 from .resources import (
     cpu,
     files,
     ghost,
-    locks,
     mem,
     sharing,
     signals,
-    sysv,
     task,
     thread,
     timers,
@@ -86,7 +94,7 @@ CORE = TASK.extend(
 
 
 def _cgroups() -> Any:
-    from .resources import cgroups  # as the two below: imported for a tree that has its image
+    from .resources import cgroups  # as those below: imported for a tree that has its image
     return cgroups
 
 
@@ -100,10 +108,20 @@ def _treens() -> Any:
     return treens
 
 
+def _locks() -> Any:
+    from .resources import locks
+    return locks
+
+
+def _sysv() -> Any:
+    from .resources import sysv
+    return sysv
+
+
 # The schema of each JSON image by its name (PID replaced by N).
 SCHEMAS = {
     "core-N.json": CORE, "mm-N.json": mem.SCHEMA, "fds-N.json": files.FD_TABLE,
-    locks.IMAGE: locks.SCHEMA, sysv.IMAGE: sysv.SCHEMA,
+    LOCKS: Deferred(lambda: _locks().SCHEMA), SYSV: Deferred(lambda: _sysv().SCHEMA),
     CGROUPS: Deferred(lambda: _cgroups().SCHEMA), MOUNTS: Deferred(lambda: _mounts().SCHEMA),
     NAMESPACES: Deferred(lambda: _treens().SCHEMA),
 }
@@ -160,7 +178,7 @@ def load(reader: ImageReader) -> Images:
     out.descriptions = descriptions
     _check_processes(out, sizes)
     _check_ghosts(out, sizes.get(ghost.DATA_FILE, 0))
-    for name in (locks.IMAGE, sysv.IMAGE, CGROUPS, MOUNTS, NAMESPACES):
+    for name in (LOCKS, SYSV, CGROUPS, MOUNTS, NAMESPACES):
         if name in reader.files:
             value = _load(reader, name, SCHEMAS[name])
             if name in RELATIONS:
@@ -310,9 +328,9 @@ def _check_ghosts(out: Images, data_size: int) -> None:
 def _check_others(out: Images, sizes: dict[str, int]) -> None:
     """locks.json, sysv.json and cgroups.json against the tree and the raw files."""
     reader = out.reader
-    if locks.IMAGE in reader.files:
-        where = reader.path(locks.IMAGE)
-        for i, lk in enumerate(reader.load_json(locks.IMAGE)):
+    if LOCKS in reader.files:
+        where = reader.path(LOCKS)
+        for i, lk in enumerate(reader.load_json(LOCKS)):
             if "mapping" in lk:  # held through a mapping of a file, and no fd
                 mm = out.mms.get(lk["pid"])
                 if "fd" in lk or "file" in lk or mm is None or not any(
@@ -328,17 +346,18 @@ def _check_others(out: Images, sizes: dict[str, int]) -> None:
                 raise refuse(where, f"[{i}]", f"process {lk['pid']} has no fd {lk.get('fd')} "
                              f"on file {lk.get('file')}")
     shmids: set[int] = set()
-    if sysv.IMAGE in reader.files:
-        where = reader.path(sysv.IMAGE)
-        for i, seg in enumerate(reader.load_json(sysv.IMAGE)["shm"]):
+    if SYSV in reader.files:
+        where = reader.path(SYSV)
+        data = _sysv().DATA
+        for i, seg in enumerate(reader.load_json(SYSV)["shm"]):
             shmids.add(seg["id"])
-            if seg["data_off"] + seg["length"] > sizes.get(sysv.DATA, 0):
-                raise refuse(where, f"shm[{i}]", f"its data lies past the end of {sysv.DATA}")
+            if seg["data_off"] + seg["length"] > sizes.get(data, 0):
+                raise refuse(where, f"shm[{i}]", f"its data lies past the end of {data}")
     for pid in out.live:
         for i, v in enumerate(out.mms[pid]["vmas"]):
             if v["kind"] == "sysv" and v["shmid"] not in shmids:
                 raise refuse(reader.path(f"mm-{pid}.json"), f"vmas[{i}].shmid",
-                             f"SysV segment {v['shmid']} is not in {sysv.IMAGE}")
+                             f"SysV segment {v['shmid']} is not in {SYSV}")
     if CGROUPS in reader.files:
         tree = {str(p) for p in out.live}
         cg = reader.load_json(CGROUPS)

@@ -276,11 +276,12 @@ def test_a_modules_file_of_another_python_is_not_used(tmp_path) -> None:
 
 
 def test_a_restore_imports_the_kinds_of_trees_it_restores_only() -> None:
-    """A tree's own mounts, namespaces and cgroups, and the guard of a tree of several
-    processes: restorer.py and validate.py import their modules for the images (or
-    flags) that need them."""
+    """A tree's own mounts, namespaces and cgroups, its file locks and SysV objects, and
+    the guard of a tree of several processes: restorer.py and validate.py import their
+    modules for the images (or flags) that need them."""
     out = _run("import sys; from ckpt import command; command.begin(); "
                "import ckpt.cli, ckpt.restorer, ckpt.validate; "
                "print(sorted(m for m in ('ckpt.resources.mounts', 'ckpt.resources.treens', "
-               "'ckpt.resources.cgroups', 'ckpt.guard', 'select') if m in sys.modules))")
+               "'ckpt.resources.cgroups', 'ckpt.guard', 'select', 'ckpt.resources.locks', "
+               "'ckpt.resources.sysv', 'ckpt.kernel.sysvipc') if m in sys.modules))")
     assert out == "[]"

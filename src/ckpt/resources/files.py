@@ -25,7 +25,7 @@ from ..kernel import libc, procfs
 from ..kernel.inject import Injector
 from ..log import logger
 from ..schema import BOOL, PID0, U32, Int, List, Obj, Opt, Str, check, refuse
-from . import fdtable, kinds, locks
+from . import fdtable, kinds
 from .fdtable import Want
 from .filekind import (
     STATUS_FLAGS,
@@ -132,6 +132,7 @@ class DumpFiles:
                            ext_unix_sk=ext_unix_sk, empty_net=empty_net, orphan_pts=orphan_pts)
         self.kinds: dict[str, FileKind] = {}  # made when an fd they may claim comes
         self.descriptions: dict[str, Description] = {}
+        from . import locks  # a dump's (a restore imports it for a tree with locks only)
         self.locks = locks.DumpLocks(file_locks)
         # What fds of one description share (the file, its offset and status flags) ->
         # [(pid, fd, id)] of the descriptions seen with those, in kcmp's order of open

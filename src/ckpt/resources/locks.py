@@ -35,6 +35,7 @@ import os
 import struct
 
 from ..errors import ImageError, RestoreError, UnsupportedError
+from ..images import LOCKS
 from ..kernel import procfs
 from ..kernel.inject import InjectionError, Injector
 from ..kernel.record import replace
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logger("ckpt.locks")
 
-IMAGE = "locks.json"
+IMAGE = LOCKS
 FEATURE = "locks"  # the image feature of locks.json
 MAPPED_FEATURE = "mapped-locks"  # locks held through a memory mapping only
 BREAKING_FEATURE = "lease-breaking"  # leases being broken (``breaking``)

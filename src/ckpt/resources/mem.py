@@ -66,7 +66,10 @@ from ..schema import (
     Tup,
     refuse,
 )
-from . import aio, ghost, locks, nspids, numa, sysv
+from . import aio, ghost, nspids, numa
+
+# locks.py and sysv.py (with kernel/sysvipc.py) are imported where a tree has file locks or
+# SysV segments (the dump imports them anyway): a restore of most trees needs neither.
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -174,8 +177,10 @@ def classify(v: procfs.Vma, pid: int) -> str:
         raise UnsupportedError(f"{where}: {ghost.SECRETMEM_REFUSAL}")
     if v.shared and (v.path == "/dev/zero (deleted)" or v.path == "/dev/zero" and v.inode == 0):
         return "shmem"
-    if sysv.is_attachment(v.path) and v.shared:
-        return "sysv"
+    if v.shared:
+        from . import sysv
+        if sysv.is_attachment(v.path):
+            return "sysv"
     if not v.path or v.path.startswith("["):
         return "anon"
     if aio.is_ring(v.path) and v.shared:
@@ -1117,6 +1122,7 @@ class _Rebuild:
                 inj.later("mmap", p.start, length, prot, flags, fd, offset)
             lock = self.file_locks.get(v["start"])
             if lock is not None and "ghost" not in v:
+                from . import locks
                 locks.take_mapped(inj, self.helper[0], self.pid, lock, fd, v["path"])
             if "ghost" in v:
                 self.ghosts.mapped(v["ghost"], p.start, p.end)
@@ -1293,6 +1299,7 @@ def seal(inj: Injector, mm: dict[str, Any]) -> None:
 
 def _attach_sysv(inj: Injector, v: dict[str, Any]) -> None:
     """Attach the SysV segment of mapping ``v`` at its address (sysv.py made it)."""
+    from . import sysv
     prot = v["prot"]
     flags = (0 if prot & libc.PROT_WRITE else sysv.SHM_RDONLY) \
         | (sysv.SHM_EXEC if prot & libc.PROT_EXEC else 0)

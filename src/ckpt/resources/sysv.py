@@ -29,7 +29,7 @@ import errno
 import os
 
 from ..errors import DumpError, RestoreError, UnsupportedError
-from ..images import ImageReader, ImageWriter, ctypes_view
+from ..images import SYSV, ImageReader, ImageWriter, ctypes_view
 from ..kernel import sysvipc
 from ..kernel.libc import PAGE_SIZE as PAGE
 from ..log import logger
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logger("ckpt.sysv")
 
-IMAGE = "sysv.json"
+IMAGE = SYSV
 DATA = "sysv-shm.img"
 PREFIX = "/SYSV"
 SHM_RDONLY, SHM_EXEC = sysvipc.SHM_RDONLY, sysvipc.SHM_EXEC
