@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import stat as st_mod
 
 from ..errors import DumpError, RestoreError, UnsupportedError
@@ -114,6 +113,7 @@ def _kmsg_skip_to(fd: int, seq: int) -> None:
 def _kmsg_place(f: OpenFd) -> int:
     """Where the process's /dev/kmsg file ``f`` reads next, left there (its flags
     untouched: each read below has a record to give)."""
+    import select  # here: a restore of a tree holding /dev/null needs it not (start-up)
     end = _kmsg_end(f.dup)  # first: the process, frozen, cannot read past it
     poller = select.poll()
     poller.register(f.dup, select.POLLIN)
