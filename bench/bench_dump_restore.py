@@ -230,7 +230,10 @@ def drop_cache(path: Path) -> None:
 
 
 def pages_bytes(images: Path, pid: int) -> int:
-    return sum(p.stat().st_size for p in images.glob(f"pages-{pid}.img*"))
+    """The process's page data: its pages file, and the other files of its stripes
+    (pages-PID-N.img, pages/stripes.py)."""
+    return sum(p.stat().st_size for pattern in (f"pages-{pid}.img*", f"pages-{pid}-*.img")
+               for p in images.glob(pattern))
 
 
 def images_bytes(images: Path) -> int:
