@@ -131,8 +131,9 @@ def crc32_combiner() -> Any:
 
 
 # The names ckpt writes in a folder: metadata (NAME.json, NAME-PID.json), raw data
-# (NAME.img, NAME-PID.img), the inventory and its temporary name, the page-server note.
-IMAGE_NAME = LazyPattern(r"inventory\.json(\.tmp)?|pages-sent\.txt|[a-z][a-z-]*(-\d+)?\.(json|img)")
+# (NAME.img, NAME-PID.img, NAME-PID-N.img), the inventory and its temporary name, the
+# page-server note.
+IMAGE_NAME = LazyPattern(r"inventory\.json(\.tmp)?|pages-sent\.txt|[a-z][a-z-]*(-\d+)*\.(json|img)")
 
 
 def _canonical(obj: Any) -> bytes:

@@ -166,3 +166,14 @@ def test_one_file_follows_what_others_append(tmp_path: Path) -> None:
     assert sink.write(b"c" * PAGE) == 2 * PAGE
     sink.finish()
     w.abort()
+
+
+def test_a_folder_with_only_a_stripe_file_holds_images(tmp_path: Path) -> None:
+    """A second stripe file alone (a dump's left-overs) makes a folder one a dump does not
+    write into without --overwrite, as any image does."""
+    from ckpt.errors import CkptError
+    from ckpt.images import Folder
+
+    (tmp_path / stripes.stripe_name(PID, 1)).write_bytes(b"x")
+    with pytest.raises(CkptError, match="already holds images"):
+        Folder.for_dump(str(tmp_path))
