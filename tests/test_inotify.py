@@ -4,7 +4,9 @@ the events of after the restore with the wds it holds; unread events at dump are
 reported lost; a watch on a deleted file held only outside the tree is refused at
 dump (test_real_rounds: one the tree holds comes back), a watched path gone
 at restore is refused before anything is created. fanotify: inode, mount,
-filesystem marks and ignore masks come back, with the same events."""
+filesystem marks and ignore masks come back, with the same events; a mark on a
+deleted file the process holds open comes back on the file made again, one held
+only outside the tree is refused at dump."""
 
 from __future__ import annotations
 
@@ -250,3 +252,53 @@ def test_fanotify_marks(build: Builder, procs: Procs, images: Path, tmp_path: Pa
     restore_detached(procs, target.pid, out, images)
     assert _fan_marks(target.pid, fd) == before
     assert _fan_round(out, base, n) == expected
+
+
+def test_fanotify_mark_on_a_deleted_file(build: Builder, procs: Procs, images: Path,
+                                         tmp_path: Path) -> None:
+    """An inode mark (FAN_MODIFY) on a log the process holds open, then removed: the
+    dump keeps it (the fd's description), and the restored process reads the events of
+    writes to the file made again, still deleted; a mark on a deleted file no process
+    of the tree holds is refused at dump, the process left running."""
+    base = tmp_path / "w"
+    base.mkdir()
+    log = base / "log"
+    log.write_text("first\n")
+    target = procs.start([build("inotify_fanotify"), f"{base}/", f"held:2:{log}"])
+    out = target.out
+    out.wait_line(r"^ready$")
+    held = int(out.wait_line(r"^held ").split()[1])
+    log.unlink()
+    proc_file = Path(f"/proc/{target.pid}/fd/{held}")
+
+    def modified(start: int) -> None:
+        with open(proc_file, "a") as w:
+            w.write("more\n")
+        out.wait_line(rf"^event mask=2 path={re.escape(str(log))} \(deleted\)$", start=start)
+
+    modified(0)
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    assert procs.wait_gone(target) == -9
+    inv = json.loads((images / "inventory.json").read_text())
+    assert "fanotify-deleted" in inv["needs"]
+    n = len(out.lines())
+    restore_detached(procs, target.pid, out, images)
+    assert os.readlink(proc_file) == f"{log} (deleted)"
+    modified(n)
+    assert proc_file.read_text() == "first\nmore\nmore\n"
+
+    # marked only: the fd closed by a process outside the tree holding the file
+    other = base / "other"
+    other.write_text("x\n")
+    keeper = os.open(other, os.O_RDONLY)
+    try:
+        marker = procs.start([build("inotify_fanotify"), f"{base}/", f"inode:2:{other}"],
+                             name="marker")
+        marker.out.wait_line(r"^ready$")
+        other.unlink()
+        err = ckpt_fails("dump", "-t", marker.pid, "-D", tmp_path / "refused")
+        assert re.search(rf"a mark is on {re.escape(str(other))}, which was deleted, and "
+                         "no process of the dumped tree holds it", err), err
+        assert is_alive(marker.pid)
+    finally:
+        os.close(keeper)

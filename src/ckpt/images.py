@@ -64,6 +64,7 @@ FEATURES: dict[str, str] = {
     "cgroups": "the processes' cgroups and their knobs (cgroups.json)",
     "epoll-moved": "epoll watches whose fd number no longer named their file (holder)",
     "inotify-deleted": "inotify watches of deleted files, through a description (file)",
+    "fanotify-deleted": "fanotify marks of deleted files, through a description (file)",
     "inherited-pages": "pages a child shares with its parent process (mm-PID.json inherited)",
     "tree-namespaces": "uts and ipc namespaces of the tree's own (namespaces.json)",
     "compressed-pages": "pages files compressed with zstd (mm-PID.json pages_compression)",

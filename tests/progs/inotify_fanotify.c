@@ -3,8 +3,9 @@
  * (Named inotify_* to sit with the inotify tests; it is about fanotify.)
  *
  * Usage: inotify_fanotify PREFIX TYPE:MASK:PATH ...
- *   TYPE is inode, mount, fs (FAN_MARK_FILESYSTEM) or ignore (an inode mark's
- *   ignored mask, with FAN_MARK_IGNORED_SURV_MODIFY); MASK is hex.
+ *   TYPE is inode, mount, fs (FAN_MARK_FILESYSTEM), ignore (an inode mark's
+ *   ignored mask, with FAN_MARK_IGNORED_SURV_MODIFY) or held (an inode mark on a
+ *   file the program also holds open, printing "held FD"); MASK is hex.
  *
  * Prints "fd N", "ready", then for each event on a file whose path starts with
  * PREFIX: "event mask=HEX path=PATH" (other events are read and dropped).
@@ -51,7 +52,14 @@ int main(int argc, char **argv)
             flags |= FAN_MARK_FILESYSTEM;
         else if (!strcmp(type, "ignore"))
             flags |= FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY;
-        else if (strcmp(type, "inode")) {
+        else if (!strcmp(type, "held")) {
+            int held = open(end + 1, O_RDWR);
+            if (held < 0) {
+                perror(end + 1);
+                return 3;
+            }
+            dprintf(1, "held %d\n", held);
+        } else if (strcmp(type, "inode")) {
             fprintf(stderr, "bad mark type %s\n", type);
             return 2;
         }

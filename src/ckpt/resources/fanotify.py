@@ -10,7 +10,10 @@ mount or a whole filesystem), made again with ``fanotify_mark``.
     fanotify sdev:D mflags:M mask:X ignored_mask:Y
 
 An inode mark's path is found as for inotify (kernel/inode_path.py: file handle,
-``open_by_handle_at``, ``/proc/self/fd``; a deleted inode is refused). A mount mark
+``open_by_handle_at``, ``/proc/self/fd``). A mark on a deleted file still open (a
+log watched and removed) keeps the description of an fd of the tree holding it
+(``file``), as inotify does: the restore makes that file again (a ghost) and marks
+it through ckpt's fd of it; one held by no fd of the tree is refused. A mount mark
 is saved as the mount point of mount N (``/proc/self/mountinfo``), refused when
 another mount hides it; a filesystem mark as a mount point of that device.
 ``mflags`` are the mark flags the kernel keeps (FAN_MARK_IGNORED_SURV_MODIFY 0x40,
@@ -43,8 +46,8 @@ from ..errors import DumpError, RestoreError, UnsupportedError
 from ..kernel import anon, procfs, treeroot
 from ..kernel.inode_path import Deleted, Mount, NotFound, PathFinder, mounts
 from ..log import logger
-from ..schema import PATH, U32, U64, List, Obj, Opt, Str
-from .filekind import Description, DumpCtx, FileKind, OpenFd, RestoreCtx
+from ..schema import PATH, STR, U32, U64, List, Obj, Opt, Str
+from .filekind import Description, DumpCtx, FileKind, ImageRefs, OpenFd, RestoreCtx
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
 log = logger("ckpt.fanotify")
 
 MARK_FLAGS = anon.FAN_MARK_IGNORED_SURV_MODIFY | anon.FAN_MARK_EVICTABLE | anon.FAN_MARK_IGNORE
+FEATURE = "fanotify-deleted"  # what a dump marking a deleted file needs of its reader
 
 def _mnt_id(path: str) -> int | None:
     """The mount the tree's ``path`` resolves to (fdinfo's ``mnt_id``)."""
@@ -78,8 +82,20 @@ class Fanotify(FileKind):
     SCHEMA = {
         "init_flags": U32, "event_flags": U32,
         "marks": List(Obj(type=Str(choices=("inode", "mount", "filesystem")), path=PATH,
-                          ino=Opt(U64), dev=Opt(U64), mflags=U32, mask=U64, ignored_mask=U64)),
+                          ino=Opt(U64), dev=Opt(U64), mflags=U32, mask=U64, ignored_mask=U64,
+                          file=Opt(STR))),
     }
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        for i, mk in enumerate(desc["marks"]):
+            if "file" in mk:
+                refs.described(mk["file"], where, f"marks[{i}].file")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # dump: marks of deleted files, to find among the tree's fds: (where, mark)
+        self._deleted: list[tuple[str, dict[str, Any]]] = []
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         what = f"{f.where} (fanotify)"
@@ -109,16 +125,17 @@ class Fanotify(FileKind):
               table: list[Mount]) -> dict[str, Any]:
         if fm.inode is not None:
             w = fm.inode
+            deleted = False
             try:
                 path = finder.path(w)
             except Deleted as e:
-                raise UnsupportedError(f"{what}: a mark is on {e.args[0]}, which was deleted "
-                                       "(it is still open somewhere); ckpt cannot mark a "
-                                       "deleted file again") from None
+                path, deleted = e.args[0], True
             except NotFound as e:
                 raise UnsupportedError(f"{what}: cannot find the path of the marked inode "
                                        f"{w.ino} on device {w.major}:{w.minor}: {e}") from None
             mark: dict[str, Any] = {"type": "inode", "path": path, "ino": w.ino, "dev": w.dev}
+            if deleted:
+                self._deleted.append((f"{what}: a mark is on {path}, which was deleted", mark))
         elif fm.type == "mount":
             mount = _visible([x for x in table if x.mount_id == fm.mnt_id])
             if mount is None:
@@ -137,12 +154,29 @@ class Fanotify(FileKind):
         log.debug("%s: %s", what, mark)
         return mark
 
+    def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
+        """Each mark of a deleted file: the description of an fd of the tree holding
+        that file (restored as a ghost), or refuse."""
+        for where, mk in self._deleted:
+            held = ctx.held(mk["dev"], mk["ino"])
+            if held is None:
+                raise UnsupportedError(f"{where}, and no process of the dumped tree holds it "
+                                       "through an fd (a process outside the tree, or a "
+                                       "mapping, keeps it open); ckpt cannot mark it again")
+            mk["file"] = held
+            ctx.images.need(FEATURE)
+
+    def close(self) -> None:
+        self._deleted.clear()
+
     def before_restore(self, ctx: RestoreCtx) -> None:
         """Refuse before anything is created if a marked path is gone."""
         for fid, desc in self.descriptions.items():
             if fid in ctx.replaced:
                 continue
             for mk in desc["marks"]:
+                if "file" in mk:  # a deleted file, made again by the restore
+                    continue
                 try:
                     st = treeroot.stat(mk["path"], follow=False)
                 except OSError as e:
@@ -162,13 +196,13 @@ class Fanotify(FileKind):
         try:
             os.set_inheritable(fd, False)
             for mk in desc["marks"]:
-                self._add(fd, mk)
+                self._add(ctx, fd, mk)
         except BaseException:
             os.close(fd)
             raise
         return fd
 
-    def _add(self, fd: int, mk: dict[str, Any]) -> None:
+    def _add(self, ctx: RestoreCtx, fd: int, mk: dict[str, Any]) -> None:
         base = anon.FAN_MARK_ADD | (mk["mflags"] & anon.FAN_MARK_EVICTABLE)
         base |= {"inode": 0, "mount": anon.FAN_MARK_MOUNT,
                  "filesystem": anon.FAN_MARK_FILESYSTEM}[mk["type"]]
@@ -182,8 +216,13 @@ class Fanotify(FileKind):
                           mk["ignored_mask"]))
         for flags, mask in calls:
             try:
-                with treeroot.held(mk["path"]) as name:  # followed: the path's inode
-                    anon.fanotify_mark(fd, flags, mask, name)
+                if "file" in mk:  # deleted: through ckpt's fd of the file made again
+                    assert ctx.open_file is not None
+                    held = ctx.open_file(mk["file"])
+                    anon.fanotify_mark(fd, flags, mask, f"/proc/self/fd/{held}")
+                else:
+                    with treeroot.held(mk["path"]) as name:  # followed: the path's inode
+                        anon.fanotify_mark(fd, flags, mask, name)
             except OSError as e:
                 raise RestoreError(f"fanotify: cannot mark {mk['type']} {mk['path']} again "
                                    f"(flags {flags:#x}, mask {mask:#x}): "

@@ -82,6 +82,12 @@ class DumpCtx:
     in_flight: Callable[[int, str, Callable[[str], None]], None] | None = None
     holders: dict[tuple[int, int], list[tuple[int, int, str]]] = field(default_factory=dict)
 
+    def held(self, dev: int, ino: int) -> str | None:
+        """The description of the first fd of the tree open on file (dev, ino): what a
+        watch or mark of a deleted file is made again through, None if no fd holds it."""
+        fds = self.holders.get((dev, ino))
+        return fds[0][2] if fds else None
+
 
 @dataclass
 class RestoreCtx:

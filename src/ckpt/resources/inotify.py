@@ -180,12 +180,12 @@ class Inotify(FileKind):
         """Each watch of a deleted file: the description of an fd of the tree holding
         that file (restored as a ghost), or refuse."""
         for where, w in self._deleted:
-            held = [fid for _pid, _fd, fid in ctx.holders.get((w["dev"], w["ino"]), [])]
-            if not held:
+            held = ctx.held(w["dev"], w["ino"])
+            if held is None:
                 raise UnsupportedError(f"{where}, and no process of the dumped tree holds it "
                                        "through an fd (a process outside the tree, or a "
                                        "mapping, keeps it open); ckpt cannot watch it again")
-            w["file"] = held[0]
+            w["file"] = held
             ctx.images.need(FEATURE)
 
     def close(self) -> None:
