@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ckpt_helpers import (
     KCMP_FILE,
+    PYTHON,
     Builder,
     Procs,
     assert_consecutive,
@@ -126,3 +127,58 @@ def test_slave_of_a_closed_master(build: Builder, procs: Procs, images: Path) ->
     lines = target.out.lines()
     assert_consecutive(target.out.first_field_numbers())
     assert all(ln.endswith(" read=0 write=5") for ln in lines), lines
+
+
+TTY_IN_FLIGHT = r"""
+import fcntl, os, signal, socket, termios
+master, slave = os.openpty()
+if os.fork() == 0:
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    tty = os.open("/dev/tty", os.O_RDWR)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    socket.send_fds(mine, [b"tty"], [tty])
+    os.close(tty)
+    def receive(*_):
+        msg, fds, _f, _a = socket.recv_fds(theirs, 16, 4)
+        link = os.readlink(f"/proc/self/fd/{fds[0]}")
+        os.write(1, b"child got %s %s\n" % (msg, link.encode()))
+        os.write(fds[0], b"through-tty\n")
+    signal.signal(signal.SIGUSR1, receive)
+    os.write(1, b"child %d ready\n" % os.getpid())
+    while True:
+        signal.pause()
+os.close(slave)
+while True:
+    for line in os.read(master, 1024).splitlines():
+        os.write(1, b"master read %s\n" % line.strip())
+"""
+
+
+def test_dev_tty_in_a_message_not_received(procs: Procs, images: Path,
+                                           tmp_path: Path) -> None:
+    """A session leader on an inner pty opens /dev/tty and sends it to itself over a
+    socketpair, then closes it: the message, not received at dump, carries /dev/tty
+    after the restore (not the new slave it stands for), and what is written through
+    it reaches the new pair's master."""
+    (tmp_path / "tty.py").write_text(TTY_IN_FLIGHT)
+    target = procs.start([PYTHON, tmp_path / "tty.py"])
+    out = target.out
+    child = int(out.wait_line(r"^child \d+ ready$").split()[1])
+    ckpt_ok("dump", "-t", target.pid, "-D", images)
+    for pid in (target.pid, child):
+        procs.wait_gone(pid)
+    restore_detached(procs, target.pid, out, images)
+    n = len(out.lines())
+    new_tty = os.readlink(f"/proc/{child}/fd/{_slave_fd(child)}")
+    assert _ctty(child) == (os.stat(new_tty).st_rdev, child)
+    os.kill(child, signal.SIGUSR1)
+    out.wait_line(r"^child got tty /dev/tty$", start=n)
+    out.wait_line(r"^master read through-tty$", start=n)
+
+
+def _slave_fd(pid: int) -> int:
+    """The fd of ``pid`` on a pty slave (its controlling terminal)."""
+    return next(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dev/pts/"))

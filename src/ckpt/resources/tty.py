@@ -28,7 +28,9 @@ pair, for whoever holds its master.
 ``/dev/tty`` stands for the controlling terminal of whoever opened it. It must be
 its session's terminal (an inner pty's slave, or with ``-j`` the user's); the
 first restored process holding it opens ``/dev/tty`` itself (inside.py), so it is
-the new terminal, and the others share that file.
+the new terminal, and the others share that file. One passed in a message not
+received yet is queued again as a real ``/dev/tty`` of the new terminal (a child of
+ckpt makes it its controlling terminal for the time of the open).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import termios
 from contextlib import contextmanager
 
 from ..errors import ImageError, RestoreError, UnsupportedError
-from ..kernel import treeroot
+from ..kernel import interrupts, libc, treeroot
 from ..kernel.inject import InjectionError, Injector
 from ..log import logger
 from ..schema import B64, BOOL, PATH, U8, U16, U32, U64, UID, Hex, Int, List, Opt, Str, Tup
@@ -319,7 +321,7 @@ class Terminals(FileKind):
         if desc.get("deleted"):
             return _hung_up_slave(desc)
         if desc.get("ctty") and desc.get("internal"):
-            return os.dup(self._pair(_index(desc["real"]))[1])
+            return _dev_tty_of(self._pair(_index(desc["real"]))[1], desc["flags"])
         if desc.get("internal") or desc.get("orphan"):
             master = self._pair(desc["index"])[0]
             return fcntl.ioctl(master, TIOCGPTPEER, (desc["flags"] & (
@@ -330,6 +332,10 @@ class Terminals(FileKind):
         if "termios" in desc and self._job_settings is None:
             self._job_settings = desc
         with _job_terminal() as tty:
+            if desc.get("ctty"):
+                own = _own_dev_tty(tty, desc["flags"])
+                if own is not None:
+                    return own
             return _with_mode(tty, desc["flags"])
 
     def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
@@ -509,6 +515,57 @@ def _hung_up_slave(desc: Description) -> int:
         os.close(master)
 
 
+def _dev_tty_of(slave: int, flags: int) -> int:
+    """A ``/dev/tty`` file standing for the new pair's ``slave`` (not a dup of the slave:
+    a /dev/tty passed in a queued message is received as /dev/tty), opened by a child
+    of ckpt leading a session of its own whose controlling terminal the slave is for
+    that time; the child dies, and the slave is free for the restored session."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = interrupts.fork()
+    if pid == 0:  # the child: simple calls, out by os._exit
+        try:
+            os.close(r)
+            os.setsid()
+            fcntl.ioctl(slave, TIOCSCTTY, 0)
+            fd = os.open("/dev/tty", (flags & os.O_ACCMODE) | os.O_NOCTTY)
+            os.write(w, b"%d" % fd)
+            while True:
+                _signal.pause()
+        finally:
+            os._exit(1)
+    try:
+        os.close(w)
+        said = os.read(r, 16)  # once the child has it (b"" if it died)
+        os.close(r)
+        if not said:
+            raise RestoreError("a child of ckpt could not open /dev/tty on the new terminal "
+                               f"/dev/pts/{pts_index(os.fstat(slave).st_rdev)}")
+        holder = libc.pidfd_open(pid)
+        try:
+            return libc.pidfd_getfd(holder, int(said))
+        finally:
+            os.close(holder)
+    finally:
+        os.kill(pid, _signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def _own_dev_tty(tty: int, flags: int) -> int | None:
+    """ckpt's own ``/dev/tty`` if it stands for ``tty`` (the job's terminal), else None."""
+    try:
+        fd = os.open("/dev/tty", (flags & os.O_ACCMODE) | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        real = struct.unpack("I", fcntl.ioctl(fd, TIOCGDEV, b"\0" * 4))[0]
+    except OSError:
+        real = -1
+    if real != os.fstat(tty).st_rdev:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _index(rdev: int) -> int:
     index = pts_index(rdev)
     if index is None:
@@ -521,9 +578,15 @@ def _check_ctty(f: OpenFd, desc: Description, tasks: list[dict[str, Any]],
     """/dev/tty must stand for its holder's session's terminal: the restored process
     reopens /dev/tty, which is then its session's terminal (an inner pty's new slave,
     or with -j the terminal ckpt runs on)."""
-    me = next(t for t in tasks if t["pid"] == f.pid)
-    leader = next((t for t in tasks if t["pid"] == me["sid"]), None)
     real = desc["real"]
+    me = next((t for t in tasks if t["pid"] == f.pid), None)
+    if me is None:  # passed in a message not received yet: some session's terminal
+        if not internal or any(t.get("ctty") == real for t in tasks):
+            return
+        raise UnsupportedError(f"{f.where}: a /dev/tty standing for the terminal "
+                               f"{os.major(real)}:{os.minor(real)}, which no session of the "
+                               "tree has as its controlling terminal; not supported")
+    leader = next((t for t in tasks if t["pid"] == me["sid"]), None)
     if (leader.get("ctty") == real) if leader is not None else not internal:
         return
     raise UnsupportedError(f"{f.where}: /dev/tty there is the terminal {os.major(real)}:"
