@@ -23,7 +23,9 @@ for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:
     mc:mc sshd:openssh-server apache2:apache2 mosquitto:mosquitto \
     mosquitto_pub:mosquitto-clients dnsmasq:dnsmasq-base nc:netcat-openbsd curl:curl \
     haproxy:haproxy make:make git:git xz:xz-utils zstd:zstd \
-    tclsh:tcl ruby:ruby openssl:openssl gpg-agent:gpg-agent gpg-connect-agent:gpgconf; do
+    tclsh:tcl ruby:ruby openssl:openssl gpg-agent:gpg-agent gpg-connect-agent:gpgconf \
+    lighttpd:lighttpd expect:expect pv:pv ninja:ninja-build unbound:unbound Xvfb:xvfb \
+    xclock:x11-apps; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done

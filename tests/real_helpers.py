@@ -10,6 +10,7 @@ import shutil
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,25 +94,48 @@ def cycle(procs: Procs, root: Proc | int, images: Path, *flags: str,
     return pids
 
 
+ROUNDS = (False, True, False)  # leave_running: killed, -R, killed
+
+
+def three_rounds(procs: Procs, root: Proc, tmp_path: Path, *flags: str,
+                 out: Output | None = None, after: Callable[[int], None] | None = None,
+                 crash: bool = False) -> None:
+    """Dump ``root``'s tree and restore it three times (ROUNDS); ``after(i)`` checks
+    the work goes on after the i-th round. The second dump leaves the tree running
+    (-R); with ``crash`` it is then killed, as a crash would, and restored from that
+    dump. Without, it runs on unharmed: a tree whose work reaches outside it (lines
+    appended to a file, a client's connection) would be restored behind what it did
+    since, which it would do again (with criu too), and killing it closes its
+    connections."""
+    for i, leave_running in enumerate(ROUNDS):
+        images = tmp_path / f"images{i}"
+        if leave_running and not crash:
+            ckpt_ok("dump", "-t", root.pid, "-D", images, *flags, "-R")
+            assert is_alive(root.pid), "dump -R did not leave the tree running"
+        else:
+            cycle(procs, root, images, *flags, out=out, leave_running=leave_running)
+        if after is not None:
+            after(i)
+
+
 def crash(procs: Procs, pids: list[int]) -> None:
-    """Kill ``pids`` and every process of their process groups at once (what a tree
-    dumped with -R started since, a make's new job, would otherwise live on and keep
-    its group's number, the PID of its leader), and reap those that became ours."""
-    groups = set()
+    """Kill ``pids`` and every process of their process groups, and of the sessions
+    one of them leads, at once (what a tree dumped with -R started since, a make's new
+    job, a job control shell's new job in a group of its own, would otherwise live on
+    and keep its group's or session's number, the PID of its leader), and reap those
+    that became ours."""
+    groups, sessions = set(), set()
     for p in pids:
         try:
             groups.add(os.getpgid(p))
+            sessions.add(os.getsid(p))
         except ProcessLookupError:
             pass
     groups.discard(os.getpgrp())
+    sessions &= set(pids)  # those the tree leads: not a terminal's shell outside it
     for g in groups:
         try:
             os.killpg(g, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -119,22 +143,30 @@ def crash(procs: Procs, pids: list[int]) -> None:
         found = []
         for entry in os.listdir("/proc"):
             try:
-                if entry.isdigit() and os.getpgid(int(entry)) in groups:
+                if entry.isdigit() and (os.getpgid(int(entry)) in groups
+                                        or os.getsid(int(entry)) in sessions):
                     found.append(int(entry))
             except ProcessLookupError:
                 pass
         return found
 
+    for p in [*pids, *members()]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def emptied() -> bool:
         for p in members():
             if p not in pids:
                 try:
+                    os.kill(p, signal.SIGKILL)
                     os.waitpid(p, os.WNOHANG)
-                except ChildProcessError:
+                except (ChildProcessError, ProcessLookupError):
                     pass
         return not [p for p in members() if p not in pids]
 
-    wait_until(emptied, 30, "the killed tree's process groups to empty")
+    wait_until(emptied, 30, "the killed tree's process groups and sessions to empty")
 
 
 def dumped_pids(images: Path) -> list[int]:

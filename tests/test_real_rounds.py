@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,36 +32,12 @@ from ckpt_helpers import (
     Proc,
     Procs,
     assert_consecutive,
-    ckpt_ok,
     free_port,
     is_alive,
     scaled,
     wait_until,
 )
-from real_helpers import TIMEOUT, cycle, need, threads, tree
-
-ROUNDS = (False, True, False)  # leave_running: killed, -R, killed
-
-
-def three_rounds(procs: Procs, root: Proc, tmp_path: Path, *flags: str,
-                 out: Output | None = None, after: Callable[[int], None] | None = None,
-                 crash: bool = False) -> None:
-    """Dump ``root``'s tree and restore it three times (ROUNDS); ``after(i)`` checks
-    the work goes on after the i-th round. The second dump leaves the tree running
-    (-R); with ``crash`` it is then killed, as a crash would, and restored from that
-    dump. Without, it runs on unharmed: a tree whose work reaches outside it (lines
-    appended to a file, a client's connection) would be restored behind what it did
-    since, which it would do again (with criu too), and killing it closes its
-    connections."""
-    for i, leave_running in enumerate(ROUNDS):
-        images = tmp_path / f"images{i}"
-        if leave_running and not crash:
-            ckpt_ok("dump", "-t", root.pid, "-D", images, *flags, "-R")
-            assert is_alive(root.pid), "dump -R did not leave the tree running"
-        else:
-            cycle(procs, root, images, *flags, out=out, leave_running=leave_running)
-        if after is not None:
-            after(i)
+from real_helpers import TIMEOUT, need, threads, three_rounds, tree
 
 
 def _grows(path: Path, by: int = 1) -> None:
