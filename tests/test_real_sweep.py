@@ -6,7 +6,9 @@ and nginx (two workers, SO_REUSEPORT listeners on IPv4 and IPv6) with clients ke
 alive through the dumps, node worker threads waiting on a SharedArrayBuffer, tmux
 with three panes, git daemon, ``tar | pv | gzip`` and ``find`` in the middle of a
 tree, ninja building with two jobs, expect driving bc on a pty, a JVM, redis with a
-subscriber, Xvfb with two X clients, unbound answering over UDP with two threads."""
+subscriber, Xvfb with two X clients, unbound answering over UDP with two threads,
+and a daemon living by its clocks as chrony does (timerfds, itimer, POSIX timer,
+absolute sleeps)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pytest
 
 from ckpt_helpers import (
     PYTHON,
+    Builder,
     Output,
     Procs,
     assert_consecutive,
@@ -584,3 +587,31 @@ def test_unbound_answers(procs: Procs, tmp_path: Path) -> None:
             assert _dns_a(port, "a.ckpt.test") == "127.0.0.7"
 
     three_rounds(procs, proc, tmp_path, after=ask, crash=True)
+
+
+_TICK = re.compile(r"^(\d+) mono=(\d+) second=(\d+) alarm=(\d+) rt=(\d+) sleeper=(\d+)$")
+
+
+def test_timekeeper_daemon(build: Builder, procs: Procs, tmp_path: Path) -> None:
+    """A daemon living by its clocks as chrony does (tests/progs/timekeeper.c): a
+    periodic monotonic timerfd, an absolute realtime timerfd re-armed each second
+    (cancel-on-set), an itimer's SIGALRM and a boottime POSIX timer's SIGRTMIN read
+    from a signalfd in one epoll, and a thread sleeping to absolute deadlines. After
+    each restore every one of them fires again, and the ticks have no gap."""
+    proc = procs.start([build("timekeeper", extra=("-pthread",))], name="timekeeper")
+
+    def counts() -> list[int]:
+        m = _TICK.match(proc.out.lines()[-1]) if proc.out.lines() else None
+        return [int(x) for x in m.groups()[1:]] if m else []
+
+    wait_until(lambda: len(proc.out.lines()) >= 15, TIMEOUT, "ticks")
+
+    def all_fire(_i: int) -> None:
+        before = counts()
+        wait_until(lambda: all(a > b for a, b in zip(counts(), before, strict=True)),
+                   TIMEOUT, "every timer to fire again")
+
+    three_rounds(procs, proc, tmp_path, after=all_fire, crash=True)
+    ticks = [_TICK.match(ln) for ln in proc.out.lines()]
+    assert all(ticks), "a line of another form"
+    assert_consecutive([int(m[1]) for m in ticks if m])
