@@ -3,7 +3,8 @@ three times in a row: killed (``-j``), left running (``-j -R``, then killed with
 rest of its tree, as a crash would) and killed again; each time restored with ``-j``
 in the foreground from the shell on its terminal. After each restore the program
 answers keys at once and remembers what it was told before (a variable, a line of
-text), and at the end it quits on its own key.
+text), and at the end it quits on its own key; the group in the foreground of the
+terminal is that of the dump (a job control shell's own job, bash-jobs).
 
 Then programs started on a pty of their own, leading its session (as ``pty.fork``
 starts them: no shell), dumped with ``-j``: restored with ``-j -d`` by a ckpt whose
@@ -116,6 +117,19 @@ def _script_logged(tmp: Path) -> None:
     assert re.search(r"^got63\r?$", (tmp / "typescript").read_text(), re.M)
 
 
+def _stopped_job(i: int, _tmp: Path, term: Terminal) -> str:
+    """A job control shell with a job in the background and one it stopped (Ctrl-Z,
+    then ``fg`` and Ctrl-Z again after each restore): it still knows both, and its
+    variable."""
+    term.send("\x1a" if i == 0 else "fg %2\n")
+    if i:
+        term.wait_for(r"sleep 1001\r?\n", start=len(term.text()) - 200)
+        term.send("\x1a")
+    term.send("x=$((x+1)); jobs; echo got$((x*7))\n")
+    return rf"\[1\][-+ ]+Running +sleep 1000 &\r?\n\[2\][-+ ]+Stopped +sleep 1001\r?\n" \
+        rf"(in\$ )?got{(7 + i) * 7}"
+
+
 STATE = "abcdefghijklmnop"
 SIZES = ((24, 100), (30, 90))  # the window's rows and columns, and after a resize
 AFTER_PROMPT = r"(^|[^\d ])"  # readline's escape sequences may come right before
@@ -177,6 +191,9 @@ JOBS = {
                    check=_sqlite_committed),
     "mc": Job("mc", "mc", "TERM=xterm mc -u", r"Left", None, _resized(r"Left"),
               [("\x1b0", None)]),
+    "bash-jobs": Job("bash", "bash", "bash --norc -i", r"\$ ",
+                     ("PS1='in$ '; x=6; sleep 1000 & sleep 1001\n", r"in\$ .*\n"),
+                     _stopped_job, [("kill %1 %2; exit\n", None)]),
 }
 
 
@@ -184,7 +201,9 @@ def _restore_job(term: Terminal, procs: Procs, pid: int, images: Path, flags: tu
                  how: str) -> int:
     """Dump the job ``pid`` (killed, or left running and then killed with every process
     of its tree) and restore it with -j from the shell; where the terminal's text then
-    stood."""
+    stood. The group in the foreground of the terminal at the dump (the job's, or
+    one of its own shell's jobs) is again after the restore."""
+    foreground = os.tcgetpgrp(term.master)
     if how == "left running":
         ckpt_ok("dump", "-j", "-R", "-t", pid, "-D", images, *flags)
         assert is_alive(pid), "dump -R did not leave the job running"
@@ -201,7 +220,7 @@ def _restore_job(term: Terminal, procs: Procs, pid: int, images: Path, flags: tu
     except AssertionError as e:
         raise AssertionError(f"{e}; the terminal shows:\n{term.text()[-1000:]}") from None
     procs.adopt(pid, Output(images / "none"))
-    wait_until(lambda: os.tcgetpgrp(term.master) == pid, TIMEOUT,
+    wait_until(lambda: os.tcgetpgrp(term.master) == foreground, TIMEOUT,
                "the restored job in the foreground of its terminal")
     assert proc_ids(pid)[1:] == (pid, term.shell.pid), "not a job of the shell"
     wait_until(lambda: proc_status(pid)["TracerPid"] == "0", TIMEOUT,

@@ -259,6 +259,7 @@ class _Task:
     threads: list[_Frozen] = field(default_factory=list)  # all but the first
     shares: dict[str, int] = field(default_factory=dict)  # files_of, fs_of (sharing.py)
     fd_owner: int = 0  # the first process sharing its fd table, if another one
+    job_tpgid: int = -1  # the root of a shell job: its terminal's foreground group
 
     def freeze_threads(self) -> None:
         """Seize every other thread; again until no new one appeared meanwhile."""
@@ -283,6 +284,8 @@ class _Task:
         if self.ctty and self.sid == self.pid:
             d["ctty"] = self.ctty
             d["tpgid"] = self.tpgid
+        elif self.job_tpgid > 0:
+            d["tpgid"] = self.job_tpgid
         if self.frozen is None:
             d["zombie"] = True
             d["exit_status"] = self.exit_status
@@ -317,6 +320,8 @@ def _freeze_tree(root: int) -> list[_Task]:
             task = _Task(pid, st.ppid, st.pgid, st.sid, fr if alive else None, st.exit_code,
                          st.tty_nr, st.tpgid,
                          libc.SIGCHLD if pid == root else st.exit_signal)
+            if pid == root and st.sid != pid and st.tty_nr:
+                task.job_tpgid = st.tpgid  # a job's own job in the foreground (its shell's)
             tasks.append(task)
             if not alive:
                 _refuse_zombie_leader(pid)

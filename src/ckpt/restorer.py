@@ -609,6 +609,9 @@ class Restore:
             return
         from .job_control import Foreground
         pgid = self.root.info["pgid"]
+        ahead = self.root.info.get("tpgid", -1)  # the group in the foreground at dump
+        if any(n.info["pgid"] == ahead for n in self.live):  # a job of a shell in the job
+            pgid = ahead
         self.foreground = Foreground((pgid if pgid != self.outside_pgid else None)
                                      or os.getpgrp())
 

@@ -66,7 +66,8 @@ if TYPE_CHECKING:
 # fields at the top of core-PID.json.
 TASK = Obj(
     pid=PID, ppid=PID0, pgid=PID0, sid=PID0,
-    ctty=Opt(U64), tpgid=Opt(Int(-1, 1 << 22)),  # a session leader's terminal
+    # a session leader's terminal and its foreground group; a shell job's root: that group
+    ctty=Opt(U64), tpgid=Opt(Int(-1, 1 << 22)),
     zombie=Opt(BOOL), exit_status=Opt(Int(0, 0xFFFF)),
     exit_signal=Opt(Int(0, 64)),  # a child cloned with another signal than SIGCHLD (or none)
     **sharing.TASK_FIELDS,
