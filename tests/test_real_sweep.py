@@ -318,19 +318,21 @@ def test_tar_into_gzip(procs: Procs, tmp_path: Path) -> None:
     # pv -L slows the stream so the dumps land in the middle
     proc = procs.start(["bash", "-c", f"tar -C {tmp_path} -cf - src | pv -q -L 400k | "
                         f"gzip -1 > {out}"], name="tar")
-    wait_until(lambda: out.exists() and out.stat().st_size > 10000, TIMEOUT, "tar output")
-
-    def more(_i: int) -> None:
-        n = out.stat().st_size
-        wait_until(lambda: out.stat().st_size > n + 10000, TIMEOUT, "more output")
-
-    three_rounds(procs, proc, tmp_path, after=more, crash=True)
+    _grows(out, 10000)
+    three_rounds(procs, proc, tmp_path, after=lambda _i: _grows(out, 10000), crash=True)
     assert procs.wait_gone(proc, timeout=TIMEOUT * 4) == 0
     x = tmp_path / "x"
     x.mkdir()
     subprocess.run(["tar", "-C", str(x), "-xzf", str(out)], check=True)
     res = subprocess.run(["diff", "-r", str(src), str(x / "src")], capture_output=True)
     assert res.returncode == 0, res.stdout[:500]
+
+
+def _grows(path: Path, by: int) -> None:
+    """Wait until the file at ``path`` grew by ``by`` bytes (from nothing if missing)."""
+    before = path.stat().st_size if path.exists() else 0
+    wait_until(lambda: path.exists() and path.stat().st_size >= before + by, TIMEOUT,
+               f"{path.name} to grow")
 
 
 def test_find_over_a_big_tree(procs: Procs, tmp_path: Path) -> None:
@@ -346,13 +348,8 @@ def test_find_over_a_big_tree(procs: Procs, tmp_path: Path) -> None:
     out = tmp_path / "found"
     proc = procs.start(["bash", "-c", f"find {src} -mindepth 2 -type d | "
                         f"pv -q -L 20k > {out}"], name="find")
-    wait_until(lambda: out.exists() and out.stat().st_size > 5000, TIMEOUT, "find output")
-
-    def more(_i: int) -> None:
-        n = out.stat().st_size
-        wait_until(lambda: out.stat().st_size > n + 5000, TIMEOUT, "more output")
-
-    three_rounds(procs, proc, tmp_path, after=more, crash=True)
+    _grows(out, 5000)
+    three_rounds(procs, proc, tmp_path, after=lambda _i: _grows(out, 5000), crash=True)
     assert procs.wait_gone(proc, timeout=TIMEOUT * 8) == 0
     got = out.read_text().splitlines()
     assert sorted(got) == sorted(names)

@@ -157,14 +157,7 @@ class Fanotify(FileKind):
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         """Each mark of a deleted file: the description of an fd of the tree holding
         that file (restored as a ghost), or refuse."""
-        for where, mk in self._deleted:
-            held = ctx.held(mk["dev"], mk["ino"])
-            if held is None:
-                raise UnsupportedError(f"{where}, and no process of the dumped tree holds it "
-                                       "through an fd (a process outside the tree, or a "
-                                       "mapping, keeps it open); ckpt cannot mark it again")
-            mk["file"] = held
-            ctx.images.need(FEATURE)
+        ctx.hold_deleted(self._deleted, FEATURE, "mark")
 
     def close(self) -> None:
         self._deleted.clear()

@@ -88,6 +88,20 @@ class DumpCtx:
         fds = self.holders.get((dev, ino))
         return fds[0][2] if fds else None
 
+    def hold_deleted(self, deleted: list[tuple[str, dict[str, Any]]], feature: str,
+                     again: str) -> None:
+        """Each watch or mark of a deleted file, ``(where, entry)``: its ``file`` the
+        description of an fd of the tree holding it (restored as a ghost, watched or
+        marked again through it), or refused: ckpt cannot ``again`` it otherwise."""
+        for where, entry in deleted:
+            held = self.held(entry["dev"], entry["ino"])
+            if held is None:
+                raise UnsupportedError(f"{where}, and no process of the dumped tree holds it "
+                                       "through an fd (a process outside the tree, or a "
+                                       f"mapping, keeps it open); ckpt cannot {again} it again")
+            entry["file"] = held
+            self.images.need(feature)
+
 
 @dataclass
 class RestoreCtx:

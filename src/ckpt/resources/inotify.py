@@ -179,14 +179,7 @@ class Inotify(FileKind):
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         """Each watch of a deleted file: the description of an fd of the tree holding
         that file (restored as a ghost), or refuse."""
-        for where, w in self._deleted:
-            held = ctx.held(w["dev"], w["ino"])
-            if held is None:
-                raise UnsupportedError(f"{where}, and no process of the dumped tree holds it "
-                                       "through an fd (a process outside the tree, or a "
-                                       "mapping, keeps it open); ckpt cannot watch it again")
-            w["file"] = held
-            ctx.images.need(FEATURE)
+        ctx.hold_deleted(self._deleted, FEATURE, "watch")
 
     def close(self) -> None:
         self._deleted.clear()
