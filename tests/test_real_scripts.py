@@ -36,15 +36,23 @@ def test_bash_loop_into_cat_n(procs: Procs, images: Path, tmp_path: Path) -> Non
     proc = procs.start(["bash", "-c", "while :; do date +%s.%N; sleep 0.1; done "
                         f"| cat -n > {out.path}"], name="bash")
     _wait_more(out, 5)
-    before = _lasting(proc.pid)
-    assert len(before) == 3, before  # bash, the loop's subshell, cat
+    before = _settled(proc.pid)
     cycle(procs, proc, images, out=out)
-    assert _lasting(proc.pid) == before
+    assert _settled(proc.pid) == before
     _wait_more(out, 10)
     numbered = [ln.split() for ln in out.lines()]
     assert_consecutive([int(n) for n, _ in numbered], start=1)
     times = [float(t) for _, t in numbered]
     assert times == sorted(times) and len(set(times)) == len(times), "a time came twice"
+
+
+def _settled(pid: int) -> list[int]:
+    """bash, the loop's subshell and cat (``_lasting``), once no fork of the loop is
+    caught between its fork and its exec (a bash then, for a moment)."""
+    def three() -> list[int] | None:
+        found = _lasting(pid)
+        return found if len(found) == 3 else None
+    return wait_until(three, TIMEOUT, "bash, the loop's subshell and cat alone")
 
 
 def _lasting(pid: int) -> list[int]:
