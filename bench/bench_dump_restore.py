@@ -21,7 +21,8 @@ Every time is a whole command as a user runs it (``ckpt dump``, ``ckpt restore -
   read), each next to ``dd`` moving the same bytes in the same round:
   ``dd if=/dev/zero of=DIR/file bs=1M conv=fsync`` for a dump (the dump fsyncs its
   images too), ``dd if=pages.img of=/dev/null bs=SIZE`` for a restore (one read into
-  fresh memory, as the restored process's memory is). The ratio is the median over
+  fresh memory, as the restored process's memory is; of each file of striped page data,
+  one after the other). The ratio is the median over
   the rounds of ckpt's time over dd's in the same round;
 * **memory**: ckpt's peak RSS (``wait4``'s ``ru_maxrss``) during the 1 GiB dump and
   restore on tmpfs;
@@ -369,17 +370,22 @@ def gigabyte(tools: list[Tool], exe: Path, where: str, base: Path, size_mib: int
                 ddfile.unlink()
                 d = tool.dump(target.pid, images)
                 target.killed()
-                pages = next(images.glob(f"pages-{target.pid}.img"), None)
-                if pages is None:  # criu names its pages files otherwise
-                    pages = max(images.iterdir(), key=lambda p: p.stat().st_size)
-                if on_disk:
-                    drop_cache(pages)
-                r_run = run(["dd", f"if={pages}", "of=/dev/null",
-                             f"bs={pages.stat().st_size}", "count=1", "iflag=fullblock",
-                             "status=none"])
+                # every file of the page data: the pages file, the other files of its
+                # stripes (pages-PID-N.img); criu names its pages files otherwise
+                files = [*images.glob(f"pages-{target.pid}.img"),
+                         *images.glob(f"pages-{target.pid}-*.img")] or \
+                    [max(images.iterdir(), key=lambda p: p.stat().st_size)]
+                r_run = Run(0.0, 0.0, 0)
+                for pages in files:  # one read of each into fresh memory, one after the other
+                    if on_disk:
+                        drop_cache(pages)
+                    one = run(["dd", f"if={pages}", "of=/dev/null",
+                               f"bs={pages.stat().st_size}", "count=1", "iflag=fullblock",
+                               "status=none"])
+                    r_run = Run(r_run.wall + one.wall, r_run.cpu + one.cpu, 0)
+                    if on_disk:
+                        drop_cache(pages)
                 r_dd = r_run.wall
-                if on_disk:
-                    drop_cache(pages)
                 r = tool.restore(images)
                 restored_cpu = target.cpu()
                 target.check_restored()
