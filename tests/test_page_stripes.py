@@ -174,3 +174,20 @@ def test_spliced_pages_then_shared_memory(build: Builder, procs: Procs,
     mm = json.loads((images / f"mm-{pid}.json").read_text())
     assert "stripes" not in mm and mm["shmem"]
     restore_and_check(procs, target, images, len(target.out.numbers()), child=True)
+
+
+@pytest.mark.skipif(not uffd.available(), reason="no userfaultfd here")
+@pytest.mark.usefixtures("small_stripes")
+def test_lazy_pages_daemon_refuses_a_changed_stripe(build: Builder, procs: Procs,
+                                                    images: Path) -> None:
+    """The daemon checks every file of the page data before it serves any: a flipped
+    byte in the second one is named, and it does not start."""
+    target = procs.start([build("lazyheap"), "8"])
+    target.out.wait_line(r"^ready$", timeout=30)
+    dump_and_check_dead(procs, target, images)
+    second = images / f"pages-{target.pid}-1.img"
+    data = bytearray(second.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    second.write_bytes(bytes(data))
+    err = ckpt_fails("lazy-pages", "-D", images, timeout=60)
+    assert f"{second.name}: corrupted" in err, err

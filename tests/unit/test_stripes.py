@@ -48,6 +48,8 @@ def test_check_names_the_files() -> None:
     assert "files" in LAYOUT.check(PID + 1, mm)
     mm["stripes"] = {**LAYOUT.field(), "size": 100}
     assert "multiples" in LAYOUT.check(PID, mm)
+    mm["stripes"] = {**LAYOUT.field(), "from": -4096}
+    assert "multiples" in LAYOUT.check(PID, mm)
 
 
 def striped_folder(tmp_path: Path, policy: tuple[int, int] = (3 * PAGE, 5 * PAGE)) -> Path:

@@ -118,7 +118,7 @@ class Stripes:
         files = s["files"]
         if len(files) < 2 or files != [stripe_name(pid, i) for i in range(len(files))]:
             return f"files are not {[stripe_name(pid, i) for i in range(COUNT)]}"
-        if s["size"] <= 0 or s["size"] % 4096 or s["from"] % 4096:
+        if s["size"] <= 0 or s["from"] < 0 or s["size"] % 4096 or s["from"] % 4096:
             return "from and size are not multiples of pages (size > 0)"
         return None
 
