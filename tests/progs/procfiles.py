@@ -32,6 +32,15 @@ def hold(name: str, path: str, skip: int, flags: int = os.O_RDONLY) -> None:
     expect[name] = skip
 
 
+def _whole(fd: int) -> bytes:
+    """The file from its start, read to its end: a read of /proc/PID/maps gives about a
+    page of lines at a time, and the [stack] line may come after 4 KiB."""
+    data = b""
+    while chunk := os.pread(fd, 1 << 16, len(data)):
+        data += chunk
+    return data
+
+
 def check() -> str | None:
     for name, fd in files.items():
         if name == "dir":
@@ -45,7 +54,7 @@ def check() -> str | None:
             return f"{name} empty"
         if name in ("stat", "pstat") and not head.startswith(f"{pid_of[name]} (".encode()):
             return f"{name} is {head[:20]!r}"
-        if name == "maps" and b"[stack]" not in os.pread(fd, 1 << 20, 0):
+        if name == "maps" and b"[stack]" not in _whole(fd):
             return "maps without [stack]"
         if name == "fdinfo" and not head.startswith(b"pos:"):
             return f"fdinfo is {head[:20]!r}"
