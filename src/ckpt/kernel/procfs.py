@@ -479,17 +479,17 @@ class LocksSoon:
 
 
 _warmers: list[_thread.LockType] = []  # held until a LocksSoon starts: see warm_locks
-_WARM_EVERY = 0.002  # s; a grace period here lasts 4 ms or more
+_WARM_EVERY = 0.003  # s; a grace period here lasts 4 ms or more
 _WARM_AT_MOST = 0.5  # s
 
 
 def warm_locks() -> None:
-    """Read /proc/locks again and again in a thread of its own, until a ``LocksSoon``
-    starts (or for half a second at most), the results dropped, so that the read that counts
-    (a dump's, once its tree is frozen) finds the RCU grace period its reader waits for
-    passed already: the kernel skips that wait for a reader who comes within about one
-    grace period of the last one, and ``ckpt dump`` calls this before it imports the
-    dumper, 13 ms or more before that read (longer under load)."""
+    """Read /proc/locks every 3 ms (the GIL allowing) in a thread of its own, until a
+    ``LocksSoon`` starts (or for half a second at most), the results dropped, so that
+    the read that counts (a dump's, once its tree is frozen) finds the RCU grace period
+    its reader waits for passed already: the kernel skips that wait for a reader who
+    comes within about one grace period of the last one, and ``ckpt dump`` calls this
+    before it imports the dumper, 13 ms or more before that read (longer under load)."""
     stop = _thread.allocate_lock()
     stop.acquire()
     _warmers.append(stop)
