@@ -457,8 +457,6 @@ class LocksSoon:
         self._done.acquire()
         self._raw = b""
         self._error: BaseException | None = None
-        while _warmers:  # this read is the one that counts: they can stop
-            _warmers.pop().release()
         _thread.start_new_thread(self._read, ())
 
     def _read(self) -> None:
@@ -478,36 +476,15 @@ class LocksSoon:
         return parse_locks(self._raw)
 
 
-_warmers: list[_thread.LockType] = []  # held until a LocksSoon starts: see warm_locks
-_WARM_EVERY = 0.003  # s; a grace period here lasts 4 ms or more
-_WARM_AT_MOST = 0.5  # s
-
-
 def warm_locks() -> None:
-    """Read /proc/locks every 3 ms (the GIL allowing) in a thread of its own, until a
-    ``LocksSoon`` starts (or for half a second at most), the results dropped, so that
-    the read that counts (a dump's, once its tree is frozen) finds the RCU grace period
-    its reader waits for passed already: the kernel skips that wait for a reader who
+    """Start a read of /proc/locks whose result nobody asks for, so that the read that
+    counts (a dump's LocksSoon, once its tree is frozen) finds the RCU grace period its
+    reader waits for passed, or under way: the kernel skips that wait for a reader who
     comes within about one grace period of the last one, and ``ckpt dump`` calls this
-    before it imports the dumper, 13 ms or more before that read (longer under load)."""
-    stop = _thread.allocate_lock()
-    stop.acquire()
-    _warmers.append(stop)
-    _thread.start_new_thread(_keep_warm, (stop, time.monotonic() + _WARM_AT_MOST))
-
-
-def _keep_warm(stop: _thread.LockType, until: float) -> None:
-    while True:
-        try:
-            fd = os.open("/proc/locks", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.read(fd, 65536)
-            finally:
-                os.close(fd)
-        except OSError:
-            return
-        if stop.acquire(timeout=_WARM_EVERY) or time.monotonic() > until:
-            return
+    before it imports the dumper (13 ms or more before that read). A thread reading it
+    again and again until the freeze kept the wait away more often under load, but its
+    switches of the GIL cost the dump of sleep 4 ms of CPU at load 9."""
+    LocksSoon()
 
 
 @dataclass
