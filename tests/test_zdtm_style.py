@@ -398,6 +398,26 @@ CASES: list[Case | object] = [
       libs=PT),
     C("knobs-more", "misc", zdtm="(KSM for all memory, MDWE, SCHED_RESET_ON_FORK, "
       "PR_MCE_KILL)", libs=PT),
+    # ---------------------------------------------------------------- changing as dumped
+    C("thread-bomb", "trans", zdtm="transition/thread-bomb", libs=PT),
+    C("fork-churn", "trans", zdtm="transition/fork transition/fork2 transition/pid_reuse",
+      libs=PT),
+    C("maps-churn", "trans", zdtm="transition/maps007 transition/maps_newpage", libs=PT),
+    C("pipe-ring", "trans", zdtm="transition/pipe_loop00 transition/pipe_shared00", libs=PT),
+    C("fifo-ring", "trans", zdtm="transition/fifo_loop transition/fifo_dyn", libs=PT),
+    C("socket-ring", "trans", zdtm="transition/socket_loop00 transition/unix_sock", libs=PT),
+    C("file-read", "trans", zdtm="transition/file_read", libs=PT),
+    C("shmem-turns", "trans", zdtm="transition/shmem transition/maps008", libs=PT),
+    C("aio-churn", "trans", zdtm="transition/file_aio", libs=PT),
+    C("ipc-churn", "trans", zdtm="transition/ipc", libs=PT),
+    C("epoll-churn", "trans", zdtm="transition/epoll", libs=PT),
+    C("netlink-churn", "trans", zdtm="transition/netlink00 (asking every millisecond)",
+      libs=PT),
+    C("rseq-churn", "trans", zdtm="transition/rseq01 transition/rseq02 (stopped inside "
+      "rseq critical sections)", libs=PT),
+    R(C("rseq-churn", "trans", zdtm="(the same, -R)", libs=PT)),
+    R(C("maps-churn", "trans", zdtm="(the same, -R)", libs=PT)),
+    R(C("pipe-ring", "trans", zdtm="(the same, -R)", libs=PT)),
 ]
 
 

@@ -158,11 +158,12 @@ class _Frozen:
             ptrace.cont(pid, stop.stopsig)
 
     def hold(self) -> bool:
-        """In its trap stop: its registers and mask read. Its status is read, and its
-        seccomp filters suspended, once a call is to be injected in it (``injector``):
-        neither the freeze of many threads nor the copy of the pages, which starts
-        after it, waits for their status."""
-        self.regs0 = ptrace.get_regs(self.pid)
+        """In its trap stop: its registers and mask read (moved to the abort handler of
+        an rseq critical section it was stopped in: cpu.rseq_aborted). Its status is
+        read, and its seccomp filters suspended, once a call is to be injected in it
+        (``injector``): neither the freeze of many threads nor the copy of the pages,
+        which starts after it, waits for their status."""
+        self.regs0 = cpu.rseq_aborted(self.pid, ptrace.get_regs(self.pid))
         self.mask0 = ptrace.get_sigmask(self.pid)
         return True
 
@@ -837,7 +838,12 @@ def _unlock_network(lock: netlock.Lock | None, notify: Notify, failed: bool) -> 
         log.error("%s", e)
 
 
-_TRANSIENT_TRIES = 5  # dumps tried when one meets state held for an instant only
+# A dump that meets state held for an instant only is tried again, at least 5 times and
+# for 2 s: a process talking to the kernel over netlink in a loop has an answer waiting
+# for it at most moments it can be stopped at (the end of its sendmsg), and 70% of
+# tries were refused (CRIU's netlink00).
+_TRANSIENT_TRIES = 5
+_TRANSIENT_FOR = 2.0
 
 
 class _SentOnce:
@@ -869,15 +875,18 @@ def _tried_again_when_transient(fn: Callable[..., DumpResult]) -> Callable[..., 
         if isinstance(options.get("notify"), _SentOnce):  # a try of an outer run
             return fn(pid, images_dir, **options)
         notify = options["notify"] = _SentOnce(options.get("notify") or ignore)
-        for attempt in range(1, _TRANSIENT_TRIES + 1):
+        end = time.monotonic() + _TRANSIENT_FOR
+        attempt = 1
+        while True:
             try:
                 return fn(pid, images_dir, **options)
             except TransientError as e:
-                if attempt == _TRANSIENT_TRIES or notify.beyond_once():
+                if (attempt >= _TRANSIENT_TRIES and time.monotonic() >= end) \
+                        or notify.beyond_once():
                     raise
-                log.info("%s; the dump is tried again (try %d)", e, attempt + 1)
-                time.sleep(0.02 * attempt)
-        raise AssertionError("unreachable")
+                attempt += 1
+                log.info("%s; the dump is tried again (try %d)", e, attempt)
+                time.sleep(0.02 * min(attempt - 1, 5))
     run.__doc__, run.__name__ = fn.__doc__, fn.__name__
     return run
 

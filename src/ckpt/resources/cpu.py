@@ -8,6 +8,9 @@ not run when a tracer sets the final registers.
 from __future__ import annotations
 
 import binascii
+import ctypes
+import errno
+import struct
 
 from ..errors import UnsupportedError
 from ..kernel import libc, ptrace
@@ -110,6 +113,47 @@ def on_release(regs: ptrace.UserRegs) -> ptrace.UserRegs:
         regs = regs.copy()
         regs.rax = (-libc.ERESTARTNOHAND) % _U64
     return regs
+
+
+def rseq_aborted(tid: int, regs: ptrace.UserRegs) -> ptrace.UserRegs:
+    """``regs`` of a task stopped inside a critical section of its rseq area, moved to the
+    section's abort handler, as the kernel moves it on its way back to user space after
+    any preemption or signal (rseq_ip_fixup, whose checks these are); ``regs`` unchanged
+    otherwise. ckpt's injected calls return to user space elsewhere, after which the
+    kernel forgets the section: let go or restored in the middle of it, a task would
+    commit what it read before the stop (three threads adding to per-CPU counters lost
+    thousands of additions: zdtm-style case rseq-churn)."""
+    try:
+        conf = ptrace.get_rseq(tid)
+    except OSError:  # Linux before 5.13 shows no rseq area
+        return regs
+    if not conf.rseq_abi_pointer:
+        return regs
+    try:
+        (cs,) = struct.unpack("<Q", _peek(tid, conf.rseq_abi_pointer + 8, 8))
+        if not cs:
+            return regs
+        version, _flags, start, length, abort = struct.unpack("<IIQQQ", _peek(tid, cs, 32))
+        if (version or (regs.rip - start) % _U64 >= length
+                or (abort - start) % _U64 < length or start + length > _U64):
+            return regs
+        (sig,) = struct.unpack("<I", _peek(tid, abort - 4, 4))
+    except OSError:  # (an address the task does not map: the kernel would kill it)
+        return regs
+    if sig != conf.signature:
+        return regs
+    log.info("task %d was in an rseq critical section (%#x): it goes on at its abort "
+             "handler %#x", tid, regs.rip, abort)
+    fixed = regs.copy()
+    fixed.rip = abort
+    return fixed
+
+
+def _peek(tid: int, addr: int, size: int) -> bytes:
+    buf = ctypes.create_string_buffer(size)
+    if libc.process_vm_readv(tid, ctypes.addressof(buf), addr, size) != size:
+        raise OSError(errno.EFAULT, "short read")
+    return buf.raw
 
 
 def dump(pid: int, regs: ptrace.UserRegs) -> dict[str, Any]:

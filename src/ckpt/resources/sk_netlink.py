@@ -14,7 +14,7 @@ import os
 import socket
 import stat as st_mod
 
-from ..errors import RestoreError, UnsupportedError
+from ..errors import RestoreError, TransientError, UnsupportedError
 from ..kernel import sock_diag
 from ..log import logger
 from ..schema import U32, U64, UID, Int, List, Tup
@@ -96,13 +96,15 @@ class NetlinkSockets(SocketKind):
             if diag is None:
                 raise UnsupportedError(f"{where}: not found by sock_diag (of another network "
                                        "namespace?)")
+            # (transient: a process reads an answer an instant after asking: the dump is
+            # tried again, errors.TransientError)
             if diag.dumping:
-                raise UnsupportedError(f"{where}: an answer in several parts (a dump request) "
-                                       "is being made for it; retry once it is read")
+                raise TransientError(f"{where}: an answer in several parts (a dump request) "
+                                     "is being made for it; retry once it is read")
             if diag.rqueue:
-                raise UnsupportedError(f"{where}: messages queued for reading (answers or "
-                                       "events not read yet); ckpt cannot have them sent "
-                                       "again: retry when the process has read them")
+                raise TransientError(f"{where}: messages queued for reading (answers or "
+                                     "events not read yet); ckpt cannot have them sent "
+                                     "again: retry when the process has read them")
             ctx.images.need("socket-families")
             with socket.socket(socket.AF_NETLINK, sock.type, sock.proto) as fresh:
                 opts = read_opts(sock, TABLE, fresh, where)
