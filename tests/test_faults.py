@@ -504,3 +504,31 @@ def test_dump_leaves_a_running_dumps_note_alone(build: Builder, procs: Procs,
     finally:
         os.close(held)
         note.unlink()
+
+
+@pytest.mark.parametrize("point", ["dump.frozen", "dump.task.core", "dump.task.pages",
+                                   "dump.task.fds:2"])
+@pytest.mark.parametrize("victim", ["root", "child"])
+def test_dump_process_killed_from_outside(build: Builder, procs: Procs, tmp_path: Path,
+                                          point: str, victim: str) -> None:
+    """A process of the tree killed (kill -9, the OOM killer) while ckpt dumps it: the
+    dump fails in one line naming it and the signal; the other process runs on. It hung
+    for good when the root was killed with ckpt's code parked in it (a write of its
+    memory, the parking code taken back, gave 0 bytes again and again), else said
+    "No such process" or "short read of ... pagemap"."""
+    tree = start_tree(build, procs, tmp_path)
+    pid = getattr(tree, victim)
+    with ckpt_stopped_at(point, "dump", "-t", tree.root, "-D", tmp_path / "images") as p:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: proc_state(pid) in ("Z", None), 30, f"{pid} to die")
+        p.send_signal(signal.SIGCONT)
+        _, err = p.communicate(timeout=scaled(60))
+    assert p.returncode == 1, err
+    lines = [ln for ln in err.splitlines() if "Warn" not in ln]
+    assert lines == [f"ckpt dump: error: process {pid} was killed by SIGKILL during the "
+                     "dump"], err
+    assert not (tmp_path / "images" / "inventory.json").exists()
+    other = tree.child if victim == "root" else tree.root
+    assert is_alive(other)
+    with open(f"/proc/{other}/status") as f:
+        assert "TracerPid:\t0\n" in f.read()

@@ -1082,9 +1082,12 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         faults.point("dump.before_kill")
         notify("post-dump", 0)
         ok = True
-    except CkptError:
-        raise
-    except (procfs.ProcessGone, OSError) as e:
+    except (CkptError, procfs.ProcessGone, OSError) as e:
+        killed = _killed_meanwhile(tasks, "dump")
+        if killed is not None:
+            raise DumpError(killed) from None
+        if isinstance(e, CkptError):
+            raise
         raise _failed("dump", pid, e) from e
     finally:
         scope.close()
@@ -1189,6 +1192,24 @@ def _task_failed(pid: int, e: OSError) -> DumpError:
         hint = (f"; it runs as user {st.uids[0]}, ckpt as {os.getuid()}: this kernel "
                 "refused ckpt the access (a capability ckpt lacks?)")
     return DumpError(f"dump of process {pid} ({comm}) failed: {why}{hint}")
+
+
+def _killed_meanwhile(tasks: list[_Task], what: str) -> str | None:
+    """The process of the tree a signal from outside ckpt killed during the dump (kill
+    -9, the OOM killer), said in one line; None when none was. Read while ckpt still
+    traces them (a traced process stays a zombie): the failure its death caused (a bare
+    ESRCH of a ptrace call, a short read of its memory) says less."""
+    for t in tasks:
+        if t.frozen is None:  # a zombie already (saved as one)
+            continue
+        try:
+            st = procfs.stat(t.pid)
+        except (procfs.ProcessGone, OSError):
+            continue
+        if st.state in ("Z", "X") and st.exit_code & 0x7F:
+            why = ptrace.Stop(t.pid, st.exit_code).describe()
+            return f"process {t.pid} was {why} during the {what}"
+    return None
 
 
 def _failed(what: str, pid: int, e: procfs.ProcessGone | OSError) -> DumpError:

@@ -774,7 +774,10 @@ class Injector:
     def write(self, addr: int, data: bytes) -> None:
         done = 0
         while done < len(data):
-            done += os.pwrite(self._mem, data[done:], addr + done)
+            n = os.pwrite(self._mem, data[done:], addr + done)
+            if n <= 0:  # no error: its address space is gone (killed meanwhile)
+                raise ProcessGone(self.pid, "its memory is gone")
+            done += n
 
     def write_string(self, addr: int, s: str) -> int:
         data = os.fsencode(s) + b"\0"
