@@ -783,8 +783,7 @@ class _TaskRestore:
             self.create_threads()
             self.restore_signals()
             self.restore_credentials()
-            self.drop_helper()
-            self.load_registers()
+            self.drop_helper_and_load_registers()
         log.info("process %d: state restored with %d injected syscalls in %d round trips",
                  self.pid, self.inj.count, self.inj.trips)
 
@@ -896,19 +895,20 @@ class _TaskRestore:
                            pdeathsig=not orphaned, alone=not threads)
         faults.point("restore.task.final")
 
-    def drop_helper(self) -> None:
-        """Unmap the helper area, through the syscall instruction of its restored vDSO."""
+    def drop_helper_and_load_registers(self) -> None:
+        """Unmap the helper area, through the syscall instruction of its restored vDSO;
+        then the registers and blocked masks, every thread's: each runs as saved once
+        detached. Threads frozen in a syscall go back inside it, from a trap stop
+        (cpu.restore), which the unmapping reaches on its way out (one stop fewer)."""
         saved_vdso = [v["start"] for v in self.node.mm["vmas"] if v["path"] == "[vdso]"]
         if saved_vdso:
             self.inj.site = saved_vdso[0] + self.r.vdso_offset
-        self.inj.call("munmap", self.scratch, HELPER_SIZE)
-
-    def load_registers(self) -> None:
-        """Registers and blocked masks, every thread's: each runs as saved once detached.
-        Threads frozen in a syscall go back inside it, from a trap stop (cpu.restore)."""
         threads = self.node.threads
         if any(cpu.needs_trap_stop(c) for c in [self.core["cpu"], *(t["cpu"] for t in threads)]):
-            ptrace.trap_stop_all([self.pid, *(t["tid"] for t in threads)])
+            self.inj.call_then_trap("munmap", self.scratch, HELPER_SIZE,
+                                    others=[t["tid"] for t in threads])
+        else:
+            self.inj.call("munmap", self.scratch, HELPER_SIZE)
         thread.finish_all(threads)
         cpu.restore(self.pid, self.core["cpu"])
         ptrace.set_sigmask(self.pid, self.core["signals"]["blocked"])

@@ -474,6 +474,25 @@ class Injector:
         """Run syscall ``name``; raise InjectionError when it fails."""
         return self.checked(name, self.raw(name, *args))
 
+    def call_then_trap(self, name: str, *args: int, others: Sequence[int] = ()) -> int:
+        """Run syscall ``name``, the task's last injected call, and leave the task (with
+        ``others``, stopped tasks of the same tracer: its threads) at a plain trap stop
+        just after it (ptrace.trap_stop_all): let go from the call's entry stop with an
+        interrupt pending, it traps as the call returns, one stop fewer than ``call``
+        and ``trap_stop_all`` after it. The task keeps the call's registers and mask:
+        whoever takes it from there loads its own. InjectionError if the call failed."""
+        self.flush()
+        with interrupts.held():
+            self._load(name, args)
+            ptrace.syscall(self.pid)
+            self._await(name)
+            self._entered()
+            ptrace.trap_stop_all([self.pid, *others])
+            res = _signed(ptrace.get_regs(self.pid).rax)
+        self.count += 1
+        self.trips += 1
+        return self.checked(name, res)
+
     def call_all(self, calls: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
         """``raw_all``; InjectionError for the first call that failed, once all ran (for
         calls that change nothing, queries)."""
