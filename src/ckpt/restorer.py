@@ -549,6 +549,8 @@ class Restore:
         self._files().close_all()
         self.sender.close()
         for n in creation.made:  # before any process's signals are back (see enter_stop)
+            if n.core.get("stop_signal"):
+                creation.run_carried(n.pid)
             signals.enter_stop(n.pid, n.core.get("stop_signal", 0), n.core["signals"])
         faults.point("restore.created")
 
@@ -576,6 +578,8 @@ class Restore:
 
         def injector(pid: int) -> Injector:
             if pid not in injectors:
+                if self.creation is not None:  # its last calls first (Creation.carried)
+                    self.creation.run_carried(pid)
                 regs = ptrace.get_regs(pid)
                 injectors[pid] = (Injector(pid, self.helper + _SITE_OFFSET, regs), regs)
             return injectors[pid][0]
@@ -766,8 +770,10 @@ class _TaskRestore:
         self.scratch = restore.helper  # the helper area, mapped in every new process
         pgid = node.info["pgid"]
         self.pgid = None if pgid == restore.outside_pgid else pgid  # None: keep ckpt's
-        self.inj = Injector(self.pid, restore.helper + _SITE_OFFSET, ptrace.get_regs(self.pid),
-                            options=tree.ptrace_options(node), batch=restore.batch)
+        carried = restore.creation.carried.pop(self.pid, None) if restore.creation else None
+        self.inj = carried or Injector(self.pid, restore.helper + _SITE_OFFSET,
+                                       ptrace.get_regs(self.pid),
+                                       options=tree.ptrace_options(node), batch=restore.batch)
 
     def run(self) -> None:
         with self.inj:

@@ -223,6 +223,12 @@ class Creation:
         self.stand_ins: list[Node] = []  # alive until the tree is complete
         self.zombies: list[Node] = []  # exit once the tree is complete, in their groups
         self.go_w = -1  # the root waits on the other end until ckpt has seized it
+        # A tree of one process (no stand-in, no zombie): its injector, its last calls
+        # (its memory's last ones, its session) still queued, to join the first round
+        # trip of its own state (restorer.py): one round trip fewer. In a larger tree
+        # each process's calls run before the next is made, and the next's own state
+        # may count on them (a group it joins, a stop its parent sees).
+        self.carried: dict[int, Injector] = {}
 
     def fork_root(self, root: Node, sibling: bool, mount_ns: int = -1) -> None:
         """Fork ckpt under the root's PID (``sibling``: as a child of ckpt's parent); the
@@ -294,28 +300,49 @@ class Creation:
         """Every process of the tree, from the root down, each parent before its children."""
         todo = [root.creator or root]
         while todo:
-            todo += self._make(todo.pop(0))
+            node = todo.pop(0)
+            inj, kids = self._make(node)
+            todo += kids
+            if inj is None:
+                continue
+            if todo or self.zombies or self.stand_ins or len(self.made) > 1:
+                inj.close()  # its calls run before any other process is made
+            else:
+                self.carried[node.pid] = inj
         for kid in sorted(self.zombies, key=lambda z: z.info["pgid"] != z.pid):
             self._make_zombie(kid)  # group leaders first
         for stand_in in reversed(self.stand_ins):
             self._retire(stand_in)
 
+    def run_carried(self, pid: int) -> None:
+        """Run the calls process ``pid``'s carried injector holds, if any: before ckpt acts
+        on the process otherwise (its session and group in place before a stop signal,
+        which the kernel discards in an orphaned group)."""
+        carried = self.carried.get(pid)
+        if carried is not None:
+            carried.flush()
+
     def close(self) -> None:
         if self.go_w >= 0:
             os.close(self.go_w)
             self.go_w = -1
+        for inj in self.carried.values():  # left by a failed restore
+            inj.discard()
+        self.carried.clear()
 
     # ------------------------------------------------------------ one process
 
-    def _make(self, node: Node) -> list[Node]:
+    def _make(self, node: Node) -> tuple[Injector | None, list[Node]]:
         """Make ``node``'s process what it is before its own state: its fds, its memory,
-        its session or group, its children; return the live ones."""
+        its session or group, its children; return its injector, its last calls still
+        queued (None for a stand-in), and its live children."""
         if node.stand_in is not None:  # a group's made as soon as it is cloned
             if node.stand_in.session:
                 self._make_session(node)
-            return [kid for kid in node.late if not kid.zombie]
-        with Injector(node.pid, self.helper.site, ptrace.get_regs(node.pid),
-                      options=ptrace_options(node), batch=self.helper.batch) as inj:
+            return None, [kid for kid in node.late if not kid.zombie]
+        inj = Injector(node.pid, self.helper.site, ptrace.get_regs(node.pid),
+                       options=ptrace_options(node), batch=self.helper.batch)
+        try:
             task.unregister_rseq(node.pid, inj)  # queued: in the round trip of its fds
             self._give_fds(node, inj)
             self.join_cgroups(node.pid)
@@ -330,7 +357,10 @@ class Creation:
             faults.point("restore.task.children")
             if self.lazy is not None:  # its children have their copy: faults now served
                 self.lazy.give(node.pid, inj)
-        return [kid for kid in node.early + node.late if not kid.zombie]
+        except BaseException:
+            inj.discard()
+            raise
+        return inj, [kid for kid in node.early + node.late if not kid.zombie]
 
     def _give_fds(self, node: Node, inj: Injector) -> None:
         """Its fds: those its parent holds at the same number on the same description (and

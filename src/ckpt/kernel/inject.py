@@ -287,15 +287,22 @@ class Injector:
                 os.close(self._mem)
                 self._mem = -1
 
+    def discard(self) -> None:
+        """Let go of the task's memory, the queued calls not run: the restore failed,
+        nothing more runs in the task."""
+        self._queue.clear()
+        self._data = 0
+        self.close()
+
     def __enter__(self) -> Injector:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
         if kind is not None:
-            self._queue.clear()  # the restore fails: nothing more runs in the task
-            self._data = 0
-        self.close()
+            self.discard()
+        else:
+            self.close()
 
     # ------------------------------------------------------------ calls
 
