@@ -139,15 +139,17 @@ _ALONE = frozenset(("clone", "clone3", "fork", "vfork", "execve", "execveat", "e
 
 
 class _Queued:
-    """A call ``later`` queued: its arguments, how its failure counts, its data."""
+    """A call ``later`` queued: its arguments, how its failure counts, its data, what
+    reads its result."""
 
-    __slots__ = ("name", "args", "check", "ok", "data", "data_at", "failed", "room")
+    __slots__ = ("name", "args", "check", "ok", "data", "data_at", "failed", "then", "room")
 
     def __init__(self, name: str, args: tuple[int, ...], check: bool,
                  ok: tuple[int, ...] = (), data: bytes | Callable[[int], bytes] | None = None,
-                 data_at: int = 0, failed: Callable[[int], BaseException] | None = None):
+                 data_at: int = 0, failed: Callable[[int], BaseException] | None = None,
+                 then: Callable[[int, int], None] | None = None):
         self.name, self.args, self.check, self.ok = name, args, check, ok
-        self.data, self.data_at, self.failed = data, data_at, failed
+        self.data, self.data_at, self.failed, self.then = data, data_at, failed, then
         # the bytes its data takes after the table (a maker of data makes as many for
         # any address)
         self.room = 0 if data is None else _aligned(len(data(0) if callable(data) else data))
@@ -516,8 +518,8 @@ class Injector:
 
     def later(self, name: str, *args: int, check: bool = True, ok: tuple[int, ...] = (),
               data: bytes | Callable[[int], bytes] | None = None, data_at: int = 0,
-              scratch: int = 0, failed: Callable[[int], BaseException] | None = None
-              ) -> None:
+              scratch: int = 0, failed: Callable[[int], BaseException] | None = None,
+              then: Callable[[int, int], None] | None = None) -> None:
         """Queue syscall ``name``, whose result nobody needs, to run before the next call
         (see the module doc); ``check``: its failure raises InjectionError then (or
         ``failed(errno)``), and the calls queued after it do not run; ``ok``: errnos that
@@ -526,7 +528,8 @@ class Injector:
         memory (``write`` does not wait for the queue), but to ``data``: the bytes (or
         what ``data(address)`` makes for its address) the argument ``data_at`` then
         points to, which go with the batch's table. Without a batch area it runs at
-        once, ``data`` written at ``scratch``."""
+        once, ``data`` written at ``scratch``. ``then(result, address of its data)``, once
+        it ran and did not fail, reads what it wrote there (before any other call)."""
         if self.batch is None:
             if data is not None:
                 self.write(scratch, data(scratch) if callable(data) else data)
@@ -534,8 +537,10 @@ class Injector:
             res = self.raw(name, *args)
             if check and -res not in ok:
                 self._fail(_Queued(name, args, check, ok, failed=failed), res)
+            if then is not None:
+                then(res, scratch)
             return
-        queued = _Queued(name, args, check, ok, data, data_at, failed)
+        queued = _Queued(name, args, check, ok, data, data_at, failed, then)
         if queued.room and self._queue and not self._fits(1, queued.room):
             self.flush()
         self._queue.append(queued)
@@ -578,12 +583,14 @@ class Injector:
         table = bytearray(data_at + self._data)
         self._data = 0
         nr = libc.NR
+        placed = [0] * len(queue)  # where each call's data is
         for i, q in enumerate(queue):
             args = q.args
             if q.data is not None:
-                data = q.data(area.table + data_at) if callable(q.data) else q.data
+                placed[i] = area.table + data_at
+                data = q.data(placed[i]) if callable(q.data) else q.data
                 table[data_at:data_at + len(data)] = data
-                args = (*args[:q.data_at], area.table + data_at, *args[q.data_at + 1:])
+                args = (*args[:q.data_at], placed[i], *args[q.data_at + 1:])
                 data_at += _aligned(len(data))
             _ENTRY.pack_into(table, i * BATCH_ENTRY, nr[q.name],
                              _MUST_SUCCEED if q.check and not q.ok else 0,
@@ -609,10 +616,12 @@ class Injector:
         self.trips += 1
         done = self.read(area.table, BATCH_ENTRY * len(queue))
         results = _results(done, len(queue))
-        for q, res in zip(queue, results, strict=True):
+        for q, res, at in zip(queue, results, placed, strict=True):
             self.count += 1
             if q.check and -res not in q.ok:
                 self._fail(q, res)
+            if q.then is not None:
+                q.then(res, at)
         return results
 
     def _await_batch(self, rip: int, sig: int = 5, entries: tuple[int, ...] = (),

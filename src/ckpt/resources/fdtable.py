@@ -27,7 +27,7 @@ from ..kernel.record import dataclass, field
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 MAX_FD = 0xFFFFFFFF  # close_range's "to the end"
 CAP_SYS_RESOURCE = 24
@@ -237,8 +237,8 @@ class FdSender:
             inj.later("dup3", p.sock_from, p.sock, os.O_CLOEXEC)
         for first, last in p.close_first:
             inj.later("close_range", first, last, 0)
-        for batch in p.batches:
-            self._pass(inj, scratch, p.sock, batch)
+        for batch in p.batches:  # one message (most): received with the calls after it
+            self._pass(inj, scratch, p.sock, batch, queued=len(p.batches) == 1)
         for slot, w in p.moves:
             inj.later("dup3", slot, w.fd, os.O_CLOEXEC if w.cloexec else 0)
         for first, last in p.close_after:
@@ -251,36 +251,65 @@ class FdSender:
         libc.send_fds(self.ours, [source])
         return self._receive(inj, scratch, sock, 1, os.O_CLOEXEC)[0]
 
-    def _pass(self, inj: Injector, scratch: int, sock: int, batch: Batch) -> None:
+    def _pass(self, inj: Injector, scratch: int, sock: int, batch: Batch,
+              queued: bool = False) -> None:
+        """Send one message, received in the process at once, or with the next round trip
+        (``queued``: the calls queued after it run before its numbers are checked)."""
         sources = [self.placeholder if w is None else w.source for w in batch.wants]
         libc.send_fds(self.ours, sources)
-        got = self._receive(inj, scratch, sock, len(sources),
-                            os.O_CLOEXEC if batch.cloexec else 0)
-        if got != batch.slots:
-            raise RestoreError(f"process {inj.pid}: fds came in at {_shown(got)} instead "
-                               f"of {_shown(batch.slots)}")
+        cloexec = os.O_CLOEXEC if batch.cloexec else 0
+
+        def check(got: list[int]) -> None:
+            if got != batch.slots:
+                raise RestoreError(f"process {inj.pid}: fds came in at {_shown(got)} instead "
+                                   f"of {_shown(batch.slots)}")
+
+        if queued:
+            self._receive_later(inj, sock, len(sources), cloexec, check)
+        else:
+            check(self._receive(inj, scratch, sock, len(sources), cloexec))
         self.sent += len(sources)
 
     def _receive(self, inj: Injector, scratch: int, sock: int, count: int,
                  cloexec: int) -> list[int]:
         """Receive one message of ``count`` fds in the process; the numbers they got."""
-        space = _CMSG + (count * 4 + 7) // 8 * 8
-        hdr = libc.MsgHdr(msg_iov=scratch + _IOV_AT, msg_iovlen=1,
-                          msg_control=scratch + _CONTROL_AT, msg_controllen=space)
-        iov = libc.IOVec(scratch + _BYTE_AT, 1)
-        inj.write(scratch, bytes(hdr).ljust(_IOV_AT, b"\0") + bytes(iov))
-        flags = libc.MSG_DONTWAIT | (libc.MSG_CMSG_CLOEXEC if cloexec else 0)
-        inj.call("recvmsg", sock, scratch, flags)
-        back = libc.MsgHdr.from_buffer_copy(inj.read(scratch, ctypes.sizeof(libc.MsgHdr)))
-        control = inj.read(scratch + _CONTROL_AT, _CMSG + count * 4)
-        cmsg = libc.CmsgHdr.from_buffer_copy(control)
-        n = (cmsg.cmsg_len - _CMSG) // 4 if back.msg_controllen >= _CMSG else 0
-        if back.msg_flags & libc.MSG_CTRUNC or n != count or (
-                cmsg.cmsg_level, cmsg.cmsg_type) != (libc.SOL_SOCKET, libc.SCM_RIGHTS):
-            limit = libc.prlimit(inj.pid, 7)[0]  # RLIMIT_NOFILE
-            raise RestoreError(f"process {inj.pid}: {count} fds sent, {n} received (its "
-                               f"limit of open files is {limit})")
-        return list(struct.unpack(f"{count}i", control[_CMSG:]))
+        inj.write(scratch, _header(scratch, count))
+        inj.call("recvmsg", sock, scratch, _recv_flags(cloexec))
+        return _received(inj, scratch, count)
+
+    def _receive_later(self, inj: Injector, sock: int, count: int, cloexec: int,
+                       check: Callable[[list[int]], None]) -> None:
+        """``_receive`` queued (Injector.later): its header and buffers go with the batch,
+        ``check`` gets the numbers once it ran."""
+        inj.later("recvmsg", sock, 0, _recv_flags(cloexec), data=lambda at: _header(at, count),
+                  data_at=1, then=lambda _, at: check(_received(inj, at, count)))
+
+
+def _header(at: int, count: int) -> bytes:
+    """A msghdr for ``count`` fds placed at ``at``, its iovec and buffers after it."""
+    space = _CMSG + (count * 4 + 7) // 8 * 8
+    hdr = libc.MsgHdr(msg_iov=at + _IOV_AT, msg_iovlen=1, msg_control=at + _CONTROL_AT,
+                      msg_controllen=space)
+    iov = libc.IOVec(at + _BYTE_AT, 1)
+    return (bytes(hdr).ljust(_IOV_AT, b"\0") + bytes(iov)).ljust(_CONTROL_AT + space, b"\0")
+
+
+def _recv_flags(cloexec: int) -> int:
+    return libc.MSG_DONTWAIT | (libc.MSG_CMSG_CLOEXEC if cloexec else 0)
+
+
+def _received(inj: Injector, at: int, count: int) -> list[int]:
+    """The numbers of the ``count`` fds a recvmsg with the header at ``at`` received."""
+    back = libc.MsgHdr.from_buffer_copy(inj.read(at, ctypes.sizeof(libc.MsgHdr)))
+    control = inj.read(at + _CONTROL_AT, _CMSG + count * 4)
+    cmsg = libc.CmsgHdr.from_buffer_copy(control)
+    n = (cmsg.cmsg_len - _CMSG) // 4 if back.msg_controllen >= _CMSG else 0
+    if back.msg_flags & libc.MSG_CTRUNC or n != count or (
+            cmsg.cmsg_level, cmsg.cmsg_type) != (libc.SOL_SOCKET, libc.SCM_RIGHTS):
+        limit = libc.prlimit(inj.pid, 7)[0]  # RLIMIT_NOFILE
+        raise RestoreError(f"process {inj.pid}: {count} fds sent, {n} received (its "
+                           f"limit of open files is {limit})")
+    return list(struct.unpack(f"{count}i", control[_CMSG:]))
 
 
 def _shown(numbers: list[int]) -> str:
