@@ -55,8 +55,7 @@ def traced() -> tuple[int, Injector]:
     try:
         yield pid, inj
     finally:
-        inj._queue.clear()
-        inj.close()
+        inj.discard()
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
 
@@ -150,3 +149,34 @@ def test_queued_data_beyond_the_area_runs_in_more_batches(
     inj.flush()
     assert inj.trips > 1 and inj.count == 30
     assert os.readlink(f"/proc/{pid}/cwd") == str(tmp_path)
+
+
+def test_a_queued_call_reads_what_it_wrote_after_the_batch(traced: tuple[int, Injector]) -> None:
+    """``then`` gets the result and the place of the call's data once the batch ran, the
+    calls queued after it run too: the same round trip."""
+    pid, inj = traced
+    got: list[tuple[int, bytes]] = []
+    inj.later("pipe2", 0, os.O_CLOEXEC, data=bytes(8),
+              then=lambda res, at: got.append((res, inj.read(at, 8))))
+    assert got == []  # queued, not run yet
+    inj.later("getpid")
+    assert inj.raw("gettid") == pid and inj.trips == 1
+    assert got[0][0] == 0
+    ends = [int.from_bytes(got[0][1][i:i + 4], "little") for i in (0, 4)]
+    assert all(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:") for fd in ends)
+
+
+def test_call_then_trap_stops_the_task_just_after_the_call(
+        traced: tuple[int, Injector]) -> None:
+    """The call's result, and the task at a trap stop on the instruction after the
+    syscall (the site's next byte is an int3 it never ran): no more stops than the
+    call's entry and the trap."""
+    pid, inj = traced
+    inj.later("getpid")  # the queue first, in a round trip of its own
+    assert inj.call_then_trap("gettid") == pid
+    assert inj.trips == 2
+    regs = ptrace.get_regs(pid)
+    assert regs.rip == inj.site + 2 and regs.orig_rax == libc.NR["gettid"]
+    assert ptrace.poll_stop(pid) is None  # at the trap stop, nothing else reported
+    with pytest.raises(InjectionError, match="Bad file descriptor"):
+        inj.call_then_trap("close", 1 << 20)

@@ -770,9 +770,9 @@ class _TaskRestore:
         self.scratch = restore.helper  # the helper area, mapped in every new process
         pgid = node.info["pgid"]
         self.pgid = None if pgid == restore.outside_pgid else pgid  # None: keep ckpt's
+        regs = ptrace.get_regs(self.pid)  # ESRCH first if it was killed meanwhile
         carried = restore.creation.carried.pop(self.pid, None) if restore.creation else None
-        self.inj = carried or Injector(self.pid, restore.helper + _SITE_OFFSET,
-                                       ptrace.get_regs(self.pid),
+        self.inj = carried or Injector(self.pid, restore.helper + _SITE_OFFSET, regs,
                                        options=tree.ptrace_options(node), batch=restore.batch)
 
     def run(self) -> None:
