@@ -24,6 +24,7 @@ from ckpt_helpers import (
     ckpt_ok,
     is_alive,
     left_behind,
+    only_child,
     proc_ids,
     proc_ppid,
     proc_state,
@@ -208,6 +209,38 @@ def test_shell_job_in_new_pidns_keeps_job_control(build: Builder, procs: Procs,
         assert os.tcgetpgrp(term.master) == root, "the restored job is not in the foreground"
 
         job_control_round(term, root, Output(out), start)
+    finally:
+        term.close()
+
+
+def test_job_shell_running_its_own_job_in_new_pidns(procs: Procs, tmp_path: Path) -> None:
+    """A job control shell dumped with -j while one of its own jobs (``sleep``) held
+    the terminal, restored with ``-j --new-pidns``: that job's group has the terminal
+    again (not the shell's), so Ctrl-Z reaches it and the shell reports it stopped."""
+    term = Terminal(tmp_path, [str(Path(ckpt_cmd()[0]).parent)])
+    try:
+        images, pidfile = tmp_path / "images", tmp_path / "pid"
+        term.send("bash --norc -i\n")
+        shell = only_child(term.shell.pid, timeout=30)
+        term.send("PS1='in$ '; sleep 1001\n")
+        wait_until(lambda: os.tcgetpgrp(term.master) not in (shell, term.shell.pid), 30,
+                   "sleep in the foreground")
+        ckpt_ok("dump", "-j", "-t", shell, "-D", images)
+        procs.wait_gone(shell)
+        start = len(term.text())
+        term.send(f"ckpt restore -j --new-pidns -D {images} --pidfile {pidfile}\n")
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), 30,
+                   "the pidfile")
+        root = int(pidfile.read_text())
+        procs.adopt(proc_ppid(root), Output(tmp_path / "none"))
+        sleeper = only_child(root, timeout=30)
+        wait_until(lambda: os.tcgetpgrp(term.master) == proc_ids(sleeper)[1], 30,
+                   "the shell's own job in the foreground")
+        term.send("\x1a")
+        term.wait_for(r"Stopped +sleep 1001", start=start)
+        for pid in (sleeper, root):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not is_alive(root), 30, "the shell to end")
     finally:
         term.close()
 

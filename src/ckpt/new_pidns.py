@@ -68,13 +68,16 @@ class Handshake:
         self.sock = sock
         self.follow_stops = False
 
-    def ready(self, root_pid: int, shell_job: bool, pids: list[int]) -> None:
-        """Send a pidfd of the root, wait for ckpt's go, then outlive ckpt."""
+    def ready(self, root_pid: int, shell_job: bool, pids: list[int], foreground: int = 0
+              ) -> None:
+        """Send a pidfd of the root, wait for ckpt's go, then outlive ckpt; ``foreground``:
+        a shell job's group that gets the terminal (its number in the namespace)."""
         fd = os.pidfd_open(root_pid)
         try:
             import socket
-            socket.send_fds(self.sock, [json.dumps({"restored": root_pid, "pids": pids,
-                                                    "shell_job": shell_job}).encode()], [fd])
+            socket.send_fds(self.sock, [json.dumps({
+                "restored": root_pid, "pids": pids, "shell_job": shell_job,
+                "foreground": foreground}).encode()], [fd])
         finally:
             os.close(fd)
         reply = json.loads(self.sock.recv(_MSG) or b"{}")
@@ -225,7 +228,7 @@ def restore(run: Callable[[Handshake], int], *, detach: bool, pidfile: str | Non
                 msg = host.receive()
             host.root_pid = pidns.pidfd_pid(host.root_fd)
             if msg.get("shell_job") and not detach:
-                host.foreground = Foreground(procfs.stat(host.root_pid).pgid)
+                host.foreground = Foreground(_host_group(host.root_pid, msg.get("foreground")))
             host.sock.send(json.dumps({"go": host.foreground is not None}).encode())
             host.receive()
         except BaseException:
@@ -241,6 +244,22 @@ def restore(run: Callable[[Handshake], int], *, detach: bool, pidfile: str | Non
         return Outcome(host.root_pid, init_pid, _wait(host), pids)
     finally:
         host.close()
+
+
+def _host_group(root: int, inner: object) -> int:
+    """The host's number of the group a shell job's terminal goes to: the group whose
+    leader is ``inner`` in the namespace, found among ``root``'s tree (else the
+    root's group: a group whose leader is gone, or none named)."""
+    todo = [root]
+    while todo and isinstance(inner, int) and inner > 0:
+        pid = todo.pop(0)
+        try:
+            if pidns.ns_pids(pid)[-1] == inner:
+                return procfs.stat(pid).pgid
+            todo += procfs.children(pid)
+        except (OSError, procfs.ProcessGone):
+            continue
+    return procfs.stat(root).pgid
 
 
 def _wait(host: _Host) -> int:

@@ -612,12 +612,18 @@ class Restore:
         if self.detach or self.root.info["setsid"]:  # a session of its own: not ckpt's job
             return
         from .job_control import Foreground
-        pgid = self.root.info["pgid"]
-        ahead = self.root.info.get("tpgid", -1)  # the group in the foreground at dump
-        if any(n.info["pgid"] == ahead for n in self.live):  # a job of a shell in the job
-            pgid = ahead
+        pgid = self.job_foreground()
         self.foreground = Foreground((pgid if pgid != self.outside_pgid else None)
                                      or os.getpgrp())
+
+    def job_foreground(self) -> int:
+        """The group of a shell job that gets the terminal: the one in its foreground at
+        dump when it is a group of the tree (a job of a shell in the job), else the
+        root's."""
+        ahead = self.root.info.get("tpgid", -1)
+        if any(n.info["pgid"] == ahead for n in self.live):
+            return ahead
+        return self.root.info["pgid"]
 
     def let_live(self) -> None:
         """The point of no return: every process stops depending on ckpt's life (EXITKILL
@@ -989,7 +995,8 @@ def _restore_in_new_pidns(images_dir: str, *, detach: bool, pidfile: str | None,
             if notify is not ignore:  # the PID as the host (the client) numbers it
                 notify(action, handshake.host_pid(pid) if pid > 0 else pid)
             if action == "pre-resume":
-                handshake.ready(r.root_pid, bool(r.shell_job), [t["pid"] for t in r.tasks])
+                handshake.ready(r.root_pid, bool(r.shell_job), [t["pid"] for t in r.tasks],
+                                r.job_foreground() if r.shell_job else 0)
 
         r.notify = notify_and_wait
         return r.run().pid
