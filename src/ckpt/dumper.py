@@ -130,8 +130,11 @@ class _Frozen:
         except OSError as e:
             if e.errno == errno.ESRCH:
                 return False
-            if e.errno == errno.EPERM:
-                st = procfs.status(pid)
+            if e.errno == errno.EPERM:  # (also a thread exiting: gone by now, or a zombie)
+                try:
+                    st = procfs.status(pid)
+                except procfs.ProcessGone:
+                    return False
                 if st.state in ("Z", "X"):
                     return False
                 tracer = f" (already traced by {st.tracer_pid})" if st.tracer_pid else ""
