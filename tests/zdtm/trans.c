@@ -39,6 +39,33 @@ static int goes_on(volatile unsigned long *counter, unsigned long more)
 	return 0;
 }
 
+/* The rhythm of a case that checks as it goes: "ready" once it went ``warm`` rounds;
+ * after SIGTERM, ``more`` rounds again (within 10 s) before its last checks. */
+struct pace {
+	unsigned long warm, more, rounds, from;
+	int ready;
+	double stop_at;
+};
+
+/* One more round; 0 once the case went on long enough after SIGTERM. */
+static int pace_on(struct pace *p)
+{
+	p->rounds++;
+	if (!p->ready && p->rounds > p->warm) {
+		zt_ready();
+		p->ready = 1;
+	}
+	if (p->ready && !p->stop_at && zt_term_pending()) {
+		p->stop_at = now();
+		p->from = p->rounds;
+	}
+	if (p->stop_at && p->rounds > p->from + p->more)
+		return 0;
+	CHECK(!p->stop_at || now() < p->stop_at + 10, "it stopped going on (%lu rounds since "
+	      "SIGTERM)", p->rounds - p->from);
+	return 1;
+}
+
 /* ---------------------------------------------------------------- thread-bomb */
 static volatile unsigned long bombs;
 static volatile int bomb_stop;
@@ -266,8 +293,6 @@ static void ring_member(int i, int fds[RING][2])
 	_exit(r == 0 ? 0 : 3);
 }
 
-static volatile unsigned long ring_count;
-
 static int ring(const char *kind)
 {
 	int fds[RING][2];
@@ -286,26 +311,13 @@ static int ring(const char *kind)
 	uint64_t next = 0, want = 0, got;
 	for (; next < IN_FLIGHT; next++)
 		SYS(write_full(out, &next, sizeof(next)));
-	int ready = 0;
-	double stop_at = 0;
-	for (;;) {
-		if (!ready && want >= 1000) {
-			zt_ready();
-			ready = 1;
-		}
-		if (ready && !stop_at && zt_term_pending())
-			stop_at = now();
-		if (stop_at && ring_count >= 1000) /* it went on after the restore */
-			break;
-		CHECK(!stop_at || now() < stop_at + 10, "the ring stopped (%lu numbers round "
-		      "since SIGTERM)", ring_count);
+	struct pace pace = { .warm = 1000, .more = 1000 };
+	while (pace_on(&pace)) {
 		int r = read_full(in, &got, sizeof(got));
 		CHECK(r == 1, "the ring broke: read %d (errno %d)", r, errno);
 		CHECK(got == want, "the ring gave back %llu, not %llu", (unsigned long long)got,
 		      (unsigned long long)want);
 		want++;
-		if (stop_at)
-			ring_count++;
 		SYS(write_full(out, &next, sizeof(next)));
 		next++;
 	}
@@ -334,19 +346,9 @@ static int file_read(void)
 	unsigned char *want = malloc(len), buf[7777];
 	zt_fill(want, len, 33);
 	size_t at = 0;
-	unsigned long rounds = 0;
 	unsigned seed = 5;
-	int ready = 0;
-	double stop_at = 0;
-	for (;;) {
-		if (!ready && rounds > 100) {
-			zt_ready();
-			ready = 1;
-		}
-		if (ready && !stop_at && zt_term_pending())
-			stop_at = now();
-		if (stop_at && now() > stop_at + 0.3)
-			break;
+	struct pace pace = { .warm = 100, .more = 1000 };
+	while (pace_on(&pace)) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 		CHECK(n >= 0, "read: %s", strerror(errno));
 		if (n == 0) {
@@ -362,7 +364,6 @@ static int file_read(void)
 		      "pread at %lld: not the file's", (long long)pos);
 		CHECK(lseek(fd, 0, SEEK_CUR) == (off_t)at, "the offset is %lld, not %zu",
 		      (long long)lseek(fd, 0, SEEK_CUR), at);
-		rounds++;
 	}
 	zt_pass();
 }
@@ -434,21 +435,12 @@ static int shmem_turns(void)
 		take_turns(t, 1, &child_never_stops);
 		_exit(1);
 	}
-	while (t->turn < 1000)
-		parent_turn(t);
-	zt_ready();
-	double stop_at = 0;
-	uint64_t from = 0;
-	for (;;) {
-		if (!stop_at && zt_term_pending()) {
-			stop_at = now();
-			from = t->turn;
-		}
-		if (stop_at && t->turn >= from + 2000)
-			break;
-		CHECK(!stop_at || now() < stop_at + 10, "the turns stopped at %llu",
-		      (unsigned long long)t->turn);
-		parent_turn(t);
+	struct pace pace = { .warm = 500, .more = 1000 };
+	while (pace_on(&pace)) {
+		double end = now() + 10;
+		while (!parent_turn(t))
+			CHECK(now() < end, "the child no longer takes its turns (turn %llu)",
+			      (unsigned long long)t->turn);
 	}
 	kill(kid, SIGKILL);
 	int code = zt_reap(kid);
@@ -470,18 +462,8 @@ static int aio_churn(void)
 	SYS(syscall(SYS_io_setup, 32, &ctx));
 	struct iocb cbs[8], *ptrs[8];
 	unsigned seed = 9;
-	unsigned long rounds = 0;
-	int ready = 0;
-	double stop_at = 0;
-	for (;;) {
-		if (!ready && rounds > 100) {
-			zt_ready();
-			ready = 1;
-		}
-		if (ready && !stop_at && zt_term_pending())
-			stop_at = now();
-		if (stop_at && now() > stop_at + 0.3)
-			break;
+	struct pace pace = { .warm = 100, .more = 300 };
+	while (pace_on(&pace)) {
 		off_t at[8];
 		for (int i = 0; i < 8; i++) {
 			at[i] = (rand_r(&seed) % (len / chunk)) * chunk;
@@ -514,7 +496,6 @@ static int aio_churn(void)
 			}
 			got += k;
 		}
-		rounds++;
 	}
 	zt_pass();
 }
@@ -558,8 +539,6 @@ static void ipc_turns(int sem, int q, int me, uint64_t *turns, int (*stop)(void)
 	}
 }
 
-static unsigned long ipc_count;
-
 static int ipc_churn(void)
 {
 	int sem = SYS(semget(IPC_PRIVATE, 2, 0600));
@@ -573,10 +552,9 @@ static int ipc_churn(void)
 		ipc_turns(sem, q, 1, &n, never);
 		_exit(1);
 	}
-	double stop_at = 0;
-	unsigned long from = 0;
 	uint64_t want = 0;
-	for (;;) {
+	struct pace pace = { .warm = 1000, .more = 1000 };
+	while (pace_on(&pace)) {
 		sem_op(sem, 0, -1);
 		struct turn_msg m;
 		if (want) {
@@ -588,16 +566,7 @@ static int ipc_churn(void)
 		m.n = want;
 		CHECK(msgsnd(q, &m, sizeof(m.n), 0) == 0, "msgsnd: %s", strerror(errno));
 		want += 2;
-		ipc_count++;
 		sem_op(sem, 1, 1);
-		if (ipc_count == 1000)
-			zt_ready();
-		if (ipc_count > 1000 && !stop_at && zt_term_pending()) {
-			stop_at = now();
-			from = ipc_count;
-		}
-		if (stop_at && ipc_count >= from + 1000)
-			break;
 	}
 	kill(kid, SIGKILL);
 	zt_reap(kid);
@@ -631,10 +600,8 @@ static int epoll_churn(void)
 		SYS(epoll_ctl(ep, EPOLL_CTL_ADD, p[i][0], &e));
 	}
 	uint32_t want[4] = { 0 };
-	unsigned long total = 0, from = 0;
-	int ready = 0;
-	double stop_at = 0;
-	for (;;) {
+	struct pace pace = { .warm = 1000, .more = 1000 };
+	while (pace_on(&pace)) {
 		struct epoll_event ev[4];
 		int n = epoll_wait(ep, ev, 4, 5000);
 		if (n < 0 && errno == EINTR)
@@ -657,22 +624,10 @@ static int epoll_churn(void)
 				memcpy(&v, all + k, 4);
 				CHECK(v == want[i], "pipe %d gave %u, not %u", i, v, want[i]);
 				want[i]++;
-				total++;
 			}
 			tail_len[i] = (int)(have - k);
 			memcpy(tail[i], all + k, tail_len[i]);
 		}
-		if (!ready && total > 10000) {
-			zt_ready();
-			ready = 1;
-		}
-		if (ready && !stop_at && zt_term_pending()) {
-			stop_at = now();
-			from = total;
-		}
-		if (stop_at && total > from + 10000)
-			break;
-		CHECK(!stop_at || now() < stop_at + 10, "the numbers stopped coming");
 	}
 	kill(kid, SIGKILL);
 	zt_reap(kid);
@@ -724,23 +679,10 @@ static int netlink_churn(void)
 	SYS(setsockopt(sk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
 	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
 	SYS(bind(sk, (struct sockaddr *)&sa, sizeof(sa)));
-	unsigned long rounds = 0, from = 0;
-	int ready = 0;
-	double stop_at = 0;
-	for (uint32_t seq = 1;; seq++) {
+	struct pace pace = { .warm = 100, .more = 100 };
+	for (uint32_t seq = 1; pace_on(&pace); seq++) {
 		CHECK(netlink_ask(sk, seq, seq % 20 == 0) > 0, "answer %u lists no link", seq);
-		rounds++;
 		usleep(1000);
-		if (!ready && rounds > 100) {
-			zt_ready();
-			ready = 1;
-		}
-		if (ready && !stop_at && zt_term_pending()) {
-			stop_at = now();
-			from = rounds;
-		}
-		if (stop_at && rounds > from + 100)
-			break;
 	}
 	zt_pass();
 }
