@@ -30,6 +30,7 @@ from ckpt_helpers import (
     ckpt_cmd,
     ckpt_fails,
     ckpt_ok,
+    ckpt_stopped_at,
     is_alive,
     my_children,
     only_child,
@@ -737,6 +738,32 @@ def test_reset_while_frozen_is_refused(procs: Procs, images: Path) -> None:
                      r"error", err), err
     _signal_and_wait(target, signal.SIGUSR1, "^error ECONNRESET$")
     assert _finish_ended(procs, images, target) == ["read b'unread'", "eof", "write EPIPE"]
+
+
+def test_reset_before_the_lock_is_tried_again(procs: Procs, images: Path) -> None:
+    """The peer resets the connection once the dump froze the process, before the
+    network lock: the dump finds the error unread and, the tree let go as it was, tries
+    again a moment later (no action script hears it twice); the process has read its
+    error meanwhile, and the connection is saved as ended. Restored, the process ticks
+    on. The dump was refused: a real server (haproxy before nginx) met it under load."""
+    need("nft")
+    target, peer, ends = _connected(procs, PROGS / "tcp_reset_reader.py")
+    target.out.wait_line("^tick 2$")
+    with ckpt_stopped_at("dump.frozen", "dump", "-t", target.pid, "-D", images,
+                         "--tcp-established", "-v4", "-o", "dump.log") as p:
+        _reset(peer)
+        wait_until(lambda: _state_of(ends) is None, TIMEOUT, "the reset")
+        p.send_signal(signal.SIGCONT)
+        _, err = p.communicate(timeout=scaled(60))
+    assert p.returncode == 0, err
+    assert "the dump is tried again" in (images / "dump.log").read_text()
+    procs.wait_gone(target)
+    assert "error ECONNRESET" in target.out.lines()
+    files = json.loads((images / "files.json").read_text())
+    assert [d["tcp"].get("ended") for d in files.values() if "tcp" in d] == [True]
+    _restore(procs, images, [target.pid], target.out)
+    n = len(target.out.lines())
+    target.out.wait_line("^tick ", start=n + 3)
 
 
 def test_connection_closed_both_ways(procs: Procs, images: Path) -> None:

@@ -867,7 +867,9 @@ class _SentOnce:
         return answer
 
     def beyond_once(self) -> bool:
-        return bool(set(self.answers) - set(self.ONCE))
+        """Whether a try after this one would repeat a notification to someone (no
+        action script nor RPC client: nobody hears them)."""
+        return self.notify is not ignore and bool(set(self.answers) - set(self.ONCE))
 
 
 def _tried_again_when_transient(fn: Callable[..., DumpResult]) -> Callable[..., DumpResult]:

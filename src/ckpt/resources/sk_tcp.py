@@ -30,7 +30,9 @@ peer while frozen, timed out, or an ICMP error with IP_RECVERR), and one with
 messages on its error queue. The kernel gives a pending error only through
 SO_ERROR, which clears it: read by a dump that then fails or lets the process run
 (-R), the process would never see it. poll() shows it (POLLERR) without clearing
-it; a retry once the process has seen it works.
+it; a retry once the process has seen it works, and the dump tries again by itself
+for a moment (errors.TransientError): a process that polls its socket reads it as soon
+as it runs.
 
 At dump a socket is in repair mode only while it is read (the network lock keeps
 its packets out, the freeze keeps its process still); it enters repair mode again
@@ -49,7 +51,7 @@ import socket
 import struct
 import time
 
-from ..errors import DumpError, RestoreError, UnsupportedError
+from ..errors import DumpError, RestoreError, TransientError, UnsupportedError
 from ..images import RawWriter
 from ..kernel import procfs, sock_diag
 from ..kernel import tcp_repair as repair
@@ -215,8 +217,8 @@ class Connections:
                 f"{where}: {_name(state)} TCP connection to {_fmt(desc['peer'])}; dump "
                 "with --tcp-established to save it (or --tcp-close to restore it closed)")
         ctx.images.need("tcp")
-        if pending_error(sock):
-            raise UnsupportedError(
+        if pending_error(sock):  # the process reads it as soon as it runs, mostly
+            raise TransientError(
                 f"{where}: {_name(state)} TCP connection to {_fmt(desc['peer'])} with an "
                 "error the process has not read yet (an ICMP error), or messages on its "
                 "error queue; ckpt cannot read either without taking it from the process: "
@@ -322,8 +324,8 @@ class Connections:
         """Save a socket whose connection ended (state CLOSE, ``ti`` its TCP_INFO): the
         bytes received and not read. It locks nothing and needs no --tcp-established
         (as criu's closed sockets)."""
-        if pending_error(sock):
-            raise UnsupportedError(
+        if pending_error(sock):  # reset between the freeze and the network lock
+            raise TransientError(
                 f"{where}: its TCP connection ended (state CLOSE) with an error the "
                 "process has not read yet (reset by the peer, timed out or refused); "
                 "reading it would clear it (SO_ERROR), and a dump that fails or lets the "
