@@ -416,6 +416,9 @@ CASES: list[Case | object] = [
     C("rseq-churn", "trans", zdtm="transition/rseq01 transition/rseq02 (stopped inside "
       "rseq critical sections)", libs=PT),
     R(C("rseq-churn", "trans", zdtm="(the same, -R)", libs=PT)),
+    C("rseq-spin", "trans", zdtm="transition/rseq03 (spinning inside an rseq critical "
+      "section, which must still be named when it goes on)", libs=PT),
+    R(C("rseq-spin", "trans", zdtm="(the same, -R)", libs=PT)),
     R(C("maps-churn", "trans", zdtm="(the same, -R)", libs=PT)),
     R(C("pipe-ring", "trans", zdtm="(the same, -R)", libs=PT)),
 ]

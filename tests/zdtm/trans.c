@@ -785,6 +785,85 @@ static int rseq_churn(void)
 	zt_pass();
 }
 
+/* rseq-spin: two threads spin inside an rseq critical section until told to leave it,
+ * checking as they spin that their rseq area still names the section: the kernel sends
+ * a thread preempted there to the abort handler, and only something that made it
+ * forget the section (ckpt's injected calls, returning to user space elsewhere) would
+ * let it spin on with the section no longer named (CRIU's rseq03). */
+static volatile int spin_stay = 1, spin_stop;
+static volatile unsigned long spin_aborts[2], spin_forgotten[2];
+
+/* 0: left the section when told; 1: aborted; 2: found it forgotten. */
+static int spin_in_section(struct rseq *rs)
+{
+	asm goto(".pushsection __rseq_cs, \"aw\"\n\t"
+		 ".balign 32\n\t"
+		 "5: .long 0, 0\n\t"
+		 ".quad 1f, (2f - 1f), 4f\n\t"
+		 ".popsection\n\t"
+		 "leaq 5b(%%rip), %%rax\n\t"
+		 "movq %%rax, %[cs]\n\t"
+		 "1:\n\t"
+		 "cmpq %%rax, %[cs]\n\t"
+		 "jne %l[forgotten]\n\t"
+		 "cmpl $0, %[stay]\n\t"
+		 "jne 1b\n\t"
+		 "2:\n\t"
+		 ".pushsection __rseq_failure, \"ax\"\n\t"
+		 ".long 0x53053053\n\t"
+		 "4:\n\t"
+		 "jmp %l[aborted]\n\t"
+		 ".popsection\n\t"
+		 : : [cs] "m" (rs->rseq_cs), [stay] "m" (spin_stay)
+		 : "rax", "memory", "cc" : forgotten, aborted);
+	return 0;
+forgotten:
+	return 2;
+aborted:
+	return 1;
+}
+
+static void *spinner(void *arg)
+{
+	int me = (int)(uintptr_t)arg;
+	struct rseq *rs = rseq_area();
+	while (!spin_stop) {
+		int r = spin_in_section(rs);
+		if (r == 1)
+			spin_aborts[me]++;
+		else if (r == 2)
+			spin_forgotten[me]++;
+	}
+	return NULL;
+}
+
+static int rseq_spin(void)
+{
+	if (__rseq_size == 0)
+		zt_setup_fail("glibc did not register rseq");
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		SYS(-pthread_create(&t[i], NULL, spinner, (void *)(uintptr_t)i));
+	while (spin_aborts[0] + spin_aborts[1] < 10)
+		usleep(1000);
+	zt_ready();
+	zt_wait();
+	unsigned long from = spin_aborts[0] + spin_aborts[1];
+	double end = now() + 10;
+	while (spin_aborts[0] + spin_aborts[1] < from + 10 && now() < end)
+		usleep(1000);
+	spin_stop = 1;
+	spin_stay = 0;
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHECK(!spin_forgotten[0] && !spin_forgotten[1], "a thread spun on in a critical "
+	      "section its rseq area no longer named (%lu, %lu times)", spin_forgotten[0],
+	      spin_forgotten[1]);
+	CHECK(spin_aborts[0] + spin_aborts[1] >= from + 10, "the threads were no longer "
+	      "aborted out of the section (%lu)", spin_aborts[0] + spin_aborts[1] - from);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -802,5 +881,6 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "epoll-churn")) return epoll_churn();
 	if (!strcmp(m, "netlink-churn")) return netlink_churn();
 	if (!strcmp(m, "rseq-churn")) return rseq_churn();
+	if (!strcmp(m, "rseq-spin")) return rseq_spin();
 	zt_setup_fail("unknown mode %s", m);
 }
