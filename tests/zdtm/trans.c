@@ -1,8 +1,9 @@
 /* State that keeps changing while the dump runs (CRIU's zdtm transition tests): threads
  * and processes made and gone all the time, mappings made, changed and unmapped by
- * threads, numbers going round a ring of pipes, FIFOs or sockets, a file read on through
- * its offset, memory two processes share written in turn. Each checks as it goes and,
- * after SIGTERM, that it still goes on. */
+ * threads, numbers going round a ring of pipes, FIFOs or sockets, records written into
+ * one pipe by three processes, a file read on through its offset, memory two processes
+ * share written in turn. Each checks as it goes and, after SIGTERM, that it still goes
+ * on. */
 #include "zdtm.h"
 #include <poll.h>
 #include <pthread.h>
@@ -331,6 +332,49 @@ static int ring(const char *kind)
 	for (int i = 0; i < RING - 1; i++) {
 		int code = zt_reap(kids[i]);
 		CHECK(code == 0, "ring process %d ended with %d", i + 1, code);
+	}
+	zt_pass();
+}
+
+/* ---------------------------------------------------------------- pipe-shared */
+/* Three children write numbered records into one pipe they share with the process,
+ * which reads them: each writer's records in order, none lost or torn (8 bytes, below
+ * PIPE_BUF: each write whole). */
+static int pipe_shared(void)
+{
+	int p[2];
+	pid_t kids[3];
+	SYS(pipe(p));
+	for (int w = 0; w < 3; w++) {
+		kids[w] = SYS(fork());
+		if (kids[w] == 0) {
+			signal(SIGTERM, SIG_DFL);
+			close(p[0]);
+			for (uint64_t n = 0;; n++) {
+				uint64_t rec = (uint64_t)w << 56 | n;
+				if (write(p[1], &rec, sizeof(rec)) != sizeof(rec))
+					_exit(1);
+			}
+		}
+	}
+	close(p[1]);
+	uint64_t want[3] = { 0 };
+	struct pace pace = { .warm = 3000, .more = 3000 };
+	while (pace_on(&pace)) {
+		uint64_t rec;
+		int r = read_full(p[0], &rec, sizeof(rec));
+		CHECK(r == 1, "read: %d (errno %d)", r, errno);
+		unsigned w = rec >> 56;
+		CHECK(w < 3, "a torn record %#llx", (unsigned long long)rec);
+		uint64_t n = rec & ((1ULL << 56) - 1);
+		CHECK(n == want[w], "writer %u's record %llu, not %llu", w, (unsigned long long)n,
+		      (unsigned long long)want[w]);
+		want[w]++;
+	}
+	for (int w = 0; w < 3; w++) {
+		kill(kids[w], SIGKILL);
+		int code = zt_reap(kids[w]);
+		CHECK(code == 128 + SIGKILL, "writer %d ended with %d", w, code);
 	}
 	zt_pass();
 }
@@ -874,6 +918,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "pipe-ring")) return ring("pipe");
 	if (!strcmp(m, "fifo-ring")) return ring("fifo");
 	if (!strcmp(m, "socket-ring")) return ring("socket");
+	if (!strcmp(m, "pipe-shared")) return pipe_shared();
 	if (!strcmp(m, "file-read")) return file_read();
 	if (!strcmp(m, "shmem-turns")) return shmem_turns();
 	if (!strcmp(m, "aio-churn")) return aio_churn();
