@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import termios
@@ -28,6 +29,7 @@ from ckpt_helpers import (
     proc_ids,
     proc_ppid,
     proc_state,
+    proc_status,
     wait_until,
 )
 from terminal import Terminal, job_control_round
@@ -224,3 +226,48 @@ def test_vim_after_restore(term: Terminal, procs: Procs, tmp_path: Path) -> None
     term.send("after\x1b:wq\r")
     wait_until(lambda: text.exists() and not is_alive(pid), 20, "vim to write and quit")
     assert text.read_text() == "before after\n"
+
+
+QUEUED_TTY = r"""
+import os, signal, socket, sys
+tty = os.open("/dev/tty", os.O_RDWR)
+mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+socket.send_fds(mine, [b"tty"], [tty])
+os.close(tty)
+out = sys.argv[1]
+def receive(*_):
+    _msg, fds, _f, _a = socket.recv_fds(theirs, 16, 4)
+    with open(out, "a") as f:
+        f.write("got " + os.readlink(f"/proc/self/fd/{fds[0]}") + "\n")
+    os.write(fds[0], b"through-the-tty\r\n")
+signal.signal(signal.SIGUSR1, receive)
+with open(out, "a") as f:
+    f.write("ready\n")
+while True:
+    signal.pause()
+"""
+
+
+def test_dev_tty_in_a_queued_message(term: Terminal, procs: Procs, tmp_path: Path) -> None:
+    """A job sends itself its /dev/tty over a socketpair and closes it; dumped with -j,
+    restored with -j: the message carries /dev/tty again (ckpt's own, standing for the
+    job's terminal), and what is written through it shows on the terminal."""
+    out, images, prog = tmp_path / "out", tmp_path / "images", tmp_path / "queued.py"
+    prog.write_text(QUEUED_TTY)
+    term.send(f"{PYTHON} {prog} {out}\n")
+    wait_until(lambda: out.exists() and "ready" in out.read_text(), 20, "the program")
+    pid = only_child(term.shell.pid)
+    ckpt_ok("dump", "-j", "-t", pid, "-D", images)
+    procs.wait_gone(pid)
+    term.send(f"ckpt restore -j -D {images}\n")
+    wait_until(lambda: is_alive(pid), 20, "the restored program")
+    procs.adopt(pid, Output(out))
+    # the job in the foreground, then let go: the restore is done (a signal sent while
+    # the restore held it would be the restore's)
+    wait_until(lambda: os.tcgetpgrp(term.master) == pid, 20, "the job in the foreground")
+    wait_until(lambda: proc_status(pid)["TracerPid"] == "0", 20, "the restore to let it go")
+    start = len(term.text())
+    os.kill(pid, signal.SIGUSR1)
+    wait_until(lambda: "got " in out.read_text(), 10, "the message received")
+    assert out.read_text().splitlines()[-1] == "got /dev/tty"
+    term.wait_for(r"through-the-tty", start=start)
