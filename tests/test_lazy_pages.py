@@ -321,8 +321,38 @@ def test_fork_while_pages_are_pending(build: Builder, procs: Procs, images: Path
     target.out.wait_line(r"^forked$", start=n, timeout=30)
     signal.pidfd_send_signal(proc.pidfd, signal.SIGUSR1)
     assert target.out.wait_line(r"^verify ", start=n, timeout=30) == f"verify ok {32 << 20}"
-    assert "forked: its child is served too" in daemon.log_text()
+    assert re.search(r"forked \d+: its child is served too", daemon.log_text())
     ticks_go_on(target.out, more=2)
+
+
+def test_daemon_killed_while_a_forked_child_waits(build: Builder, procs: Procs,
+                                                  images: Path, daemons: list[Daemon],
+                                                  tmp_path: Path) -> None:
+    """The restored process forks while its pages are pending, and the daemon is
+    stopped, then killed, while the child checks its memory: the keeper kills the child
+    too (the daemon found its PID at the fork), which otherwise waited on its fault for
+    good; nothing of the tree is left."""
+    before = my_children()
+    target = _dumped(build, procs, images, 256)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    _lazy_restore(procs, target.pid, target.out, images)
+    proc = procs.tracked[-1]
+    signal.pidfd_send_signal(proc.pidfd, signal.SIGHUP)
+    wait_until(lambda: re.search(r"forked (\d+): its child", daemon.log_text()), 30,
+               "the fork's event")
+    daemon.popen.send_signal(signal.SIGSTOP)
+    child = int(re.search(r"forked (\d+)", daemon.log_text())[1])  # type: ignore[index]
+    daemon.popen.kill()
+    daemon.popen.wait()
+    err = daemon.popen.stderr.read()  # type: ignore[union-attr]
+    procs.wait_gone(proc, timeout=30)
+    wait_until(lambda: proc_state(child) in ("Z", None), 30, f"the child {child} to go")
+    if f"process {child} killed" not in err:  # else it was done before the daemon stopped
+        assert any(ln.startswith("child verify ok") for ln in target.out.lines()), err
+    wait_until(lambda: all(proc_state(p) in ("Z", None) for p in my_children() - before
+                           if _comm(p) == "ckpt"), 30, "the keeper to exit")
+    reap_guards(before)
 
 
 def test_threads_fault_side_by_side(build: Builder, procs: Procs, images: Path,

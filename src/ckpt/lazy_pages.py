@@ -24,10 +24,12 @@ A daemon that dies must not let the processes read zeros where their pages were 
 come (the kernel would, once the last fd of a userfaultfd is closed): a keeper process,
 forked at start-up, holds a copy of every userfaultfd (and pidfd) the daemon serves,
 dropped when the daemon is done with it. Should the daemon die first (killed, or a
-bug), the keeper kills the processes it has a pidfd of, with a message on stderr; a
-child they forked after the restore (the daemon knows its userfaultfd, not its PID)
-stays stuck on its next fault there until it is killed (criu's daemon has that limit for
-every process), the keeper waiting for its address space to go.
+bug), the keeper kills the processes it has a pidfd of, with a message on stderr: a
+child they forked after the restore too, its PID found at the fork event (which names
+none) as its parent's one new child with registered mappings; one of two forks side by
+side, not told apart, stays stuck on its next fault there until it is killed (criu's
+daemon has that limit for every process), the keeper waiting for its address space to
+go.
 """
 
 from __future__ import annotations
@@ -496,8 +498,14 @@ class Daemon:
                     self._fault(p, m.address & ~(PAGE - 1), m.tid)
                 elif m.event == uffd.FORK:
                     uffd.set_nonblocking(m.fd)
-                    self._add(p.fork(m.fd))
-                    log.info("process %d forked: its child is served too", p.pid)
+                    child = p.fork(m.fd)
+                    child.pid, child.pidfd = self._forked_child(p)
+                    self._add(child)
+                    if child.pidfd >= 0:
+                        self.by_pidfd[child.pidfd] = child
+                        self.ep.register(child.pidfd, select.EPOLLIN)
+                    log.info("process %d forked%s: its child is served too", p.pid,
+                             f" {child.pid}" if child.pid else "")
                 elif m.event == uffd.REMAP:
                     log.debug("process %d: mremap %#x+%#x to %#x", p.pid, m.start, m.length,
                               m.to)
@@ -506,6 +514,35 @@ class Daemon:
                     log.debug("process %d: %s %#x-%#x", p.pid,
                               "munmap" if m.event == uffd.UNMAP else "madvise", m.start, m.end)
                     p.cut(m.start, m.end)
+
+    def _forked_child(self, p: Proc) -> tuple[int, int]:
+        """The PID, and a pidfd, of the child whose fork event ``p`` just gave (the event
+        names none, and comes before the fork links the child to its parent: looked for
+        up to 0.2 s): its one new child whose mappings are registered with a userfaultfd
+        (smaps' ``um``), the others being served already or done; (0, -1) if none or
+        several (forks side by side), as before: such a child is not killed by the
+        keeper should the daemon die, and waits on its next fault."""
+        import time
+        known = {q.pid for q in self.procs.values()}
+        deadline = time.monotonic() + 0.2
+        while True:  # the event comes before the fork links the child to its parent
+            found = []
+            try:
+                for tid in os.listdir(f"/proc/{p.pid}/task"):
+                    with open(f"/proc/{p.pid}/task/{tid}/children") as f:
+                        found += [int(c) for c in f.read().split() if int(c) not in known]
+            except OSError:
+                return 0, -1
+            found = [c for c in found if _registered(c)]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+        if len(found) != 1:
+            return 0, -1
+        try:
+            return found[0], libc.pidfd_open(found[0])
+        except OSError:
+            return 0, -1
 
     def _fault(self, p: Proc, addr: int, tid: int) -> None:
         self.faults += 1
@@ -698,6 +735,15 @@ def _keep(sock: socket.socket) -> None:
     while stuck:  # their address spaces, until they are gone
         time.sleep(1)
         stuck = [fd for fd in stuck if not _gone(fd)]
+
+
+def _registered(pid: int) -> bool:
+    """Whether a mapping of ``pid`` is registered with a userfaultfd for missing pages."""
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            return any(line.startswith("VmFlags:") and " um" in line for line in f)
+    except OSError:
+        return False
 
 
 def _pid_of(pidfd: int) -> str:
