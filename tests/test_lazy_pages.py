@@ -94,6 +94,17 @@ def _lazy_restore(procs: Procs, pid: int, out: Output, images: Path) -> None:
     restore_detached(procs, pid, out, images, "--lazy-pages", timeout=120)
 
 
+def _served_on_touch(build: Builder, procs: Procs, images: Path, daemons: list[Daemon],
+                     tmp_path: Path, mib: int) -> tuple[Proc, Daemon, Proc]:
+    """lazyheap of ``mib`` MiB dumped and restored lazily, by a daemon that serves pages
+    on touch only: the dumped target, the daemon, the restored process."""
+    target = _dumped(build, procs, images, mib)
+    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
+    daemons.append(daemon)
+    _lazy_restore(procs, target.pid, target.out, images)
+    return target, daemon, procs.tracked[-1]
+
+
 def test_counter_with_large_heap_runs_at_once(build: Builder, procs: Procs, images: Path,
                                               daemons: list[Daemon], tmp_path: Path) -> None:
     """256 MiB of checked heap: the counter goes on from where it stopped while its pages
@@ -220,11 +231,7 @@ def test_daemon_killed_kills_what_waits_on_it(build: Builder, procs: Procs, imag
     """The daemon killed with pages still to serve: its keeper kills the process, which
     never reads zeros where its pages were to come; nothing is left behind."""
     before = my_children()
-    target = _dumped(build, procs, images, 32)
-    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
-    daemons.append(daemon)
-    _lazy_restore(procs, target.pid, target.out, images)
-    proc = procs.tracked[-1]
+    target, daemon, proc = _served_on_touch(build, procs, images, daemons, tmp_path, 32)
     daemon.popen.kill()
     daemon.popen.wait()
     assert procs.wait_gone(proc, timeout=30) == -signal.SIGKILL
@@ -333,11 +340,7 @@ def test_daemon_killed_while_a_forked_child_waits(build: Builder, procs: Procs,
     too (the daemon found its PID at the fork), which otherwise waited on its fault for
     good; nothing of the tree is left."""
     before = my_children()
-    target = _dumped(build, procs, images, 256)
-    daemon = Daemon(images, tmp_path / "lazy.log", background=False)
-    daemons.append(daemon)
-    _lazy_restore(procs, target.pid, target.out, images)
-    proc = procs.tracked[-1]
+    target, daemon, proc = _served_on_touch(build, procs, images, daemons, tmp_path, 256)
     signal.pidfd_send_signal(proc.pidfd, signal.SIGHUP)
     wait_until(lambda: re.search(r"forked (\d+): its child", daemon.log_text()), 30,
                "the fork's event")
