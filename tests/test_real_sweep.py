@@ -519,14 +519,19 @@ def test_xvfb_with_clients(procs: Procs, tmp_path: Path) -> None:
     new client (a screenshot), both clients live on, and the clock moves."""
     xvfb = need("Xvfb", "xvfb")
     need("xclock", "x11-apps")
-    disp = None
-    for n in range(90, 140):
-        if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"):
-            disp = n
-            break
-    assert disp is not None
+    disp = next((n for n in range(90, 140) if not os.path.exists(f"/tmp/.X11-unix/X{n}")
+                 and not os.path.exists(f"/tmp/.X{n}-lock")), None)
+    assert disp is not None, "no free X display number from :90 to :139"
+    try:
+        _xvfb_rounds(procs, tmp_path, xvfb, disp)
+    finally:  # the socket of a server killed by the rounds (-nolock: no lock file)
+        Path(f"/tmp/.X11-unix/X{disp}").unlink(missing_ok=True)
+
+
+def _xvfb_rounds(procs: Procs, tmp_path: Path, xvfb: str, disp: int) -> None:
     env = f"DISPLAY=:{disp}"
-    proc = procs.start(["bash", "-c", f"{xvfb} :{disp} -nolisten tcp -screen 0 320x240x24 & "
+    proc = procs.start(["bash", "-c", f"{xvfb} :{disp} -nolock -nolisten tcp "
+                        "-screen 0 320x240x24 & "
                         f"while [ ! -e /tmp/.X11-unix/X{disp} ]; do sleep 0.1; done; "
                         f"{env} xclock -update 1 & {env} xeyes & wait"], name="x")
     wait_until(lambda: len(tree(proc.pid)) >= 4, TIMEOUT, "X and clients")
