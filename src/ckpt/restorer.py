@@ -231,9 +231,9 @@ class Restore:
             if self.lazy is not None:
                 self.lazy.done()
         except BaseException as e:
-            killed = self._killed_meanwhile() if isinstance(
-                e, (OSError, procfs.ProcessGone, CkptError)) else None
-            with interrupts.held():
+            with interrupts.held():  # a signal now waits until everything is taken back
+                killed = self._killed_meanwhile() if isinstance(
+                    e, (OSError, procfs.ProcessGone, CkptError)) else None
                 self.undo()
             if killed is not None:
                 raise RestoreError(killed) from None
