@@ -27,6 +27,7 @@ from ckpt_helpers import (
     PYTHON,
     Builder,
     Output,
+    Proc,
     Procs,
     assert_consecutive,
     free_port,
@@ -34,7 +35,7 @@ from ckpt_helpers import (
     scaled,
     wait_until,
 )
-from real_helpers import TIMEOUT, need, threads, three_rounds, tree
+from real_helpers import TIMEOUT, crash, need, threads, three_rounds, tree
 from test_real_daemons import _dns_a
 from test_real_servers import _java_class, _jvm_counts, _port_line
 
@@ -522,26 +523,40 @@ def test_xvfb_with_clients(procs: Procs, tmp_path: Path) -> None:
     disp = next((n for n in range(90, 140) if not os.path.exists(f"/tmp/.X11-unix/X{n}")
                  and not os.path.exists(f"/tmp/.X{n}-lock")), None)
     assert disp is not None, "no free X display number from :90 to :139"
-    try:
-        _xvfb_rounds(procs, tmp_path, xvfb, disp)
-    finally:  # the socket of a server killed by the rounds (-nolock: no lock file)
-        Path(f"/tmp/.X11-unix/X{disp}").unlink(missing_ok=True)
-
-
-def _xvfb_rounds(procs: Procs, tmp_path: Path, xvfb: str, disp: int) -> None:
     env = f"DISPLAY=:{disp}"
     proc = procs.start(["bash", "-c", f"{xvfb} :{disp} -nolock -nolisten tcp "
                         "-screen 0 320x240x24 & "
-                        f"while [ ! -e /tmp/.X11-unix/X{disp} ]; do sleep 0.1; done; "
-                        f"{env} xclock -update 1 & {env} xeyes & wait"], name="x")
-    wait_until(lambda: len(tree(proc.pid)) >= 4, TIMEOUT, "X and clients")
+                        f"until xwd -root -display :{disp} -out /dev/null 2>/dev/null; do "
+                        f"sleep 0.1; done; {env} xclock -update 1 & {env} xeyes & wait"],
+                       name="x")
+    try:
+        _xvfb_rounds(procs, tmp_path, proc, disp)
+    finally:  # the server and its clients killed (a server left alone resets, making
+        # its socket again), then its socket removed (-nolock: no lock file)
+        crash(procs, tree(proc.pid))
+        Path(f"/tmp/.X11-unix/X{disp}").unlink(missing_ok=True)
+
+
+def _x_running(root: int) -> bool:
+    """Whether the server and both clients are in the tree of ``root``."""
+    names = set()
+    for pid in tree(root):
+        try:
+            names.add(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            pass
+    return {"Xvfb", "xclock", "xeyes"} <= names
+
+
+def _xvfb_rounds(procs: Procs, tmp_path: Path, proc: Proc, disp: int) -> None:
+    wait_until(lambda: _x_running(proc.pid), TIMEOUT, "X and its clients")
 
     def shot(i: int) -> None:
         res = subprocess.run(["xwd", "-root", "-display", f":{disp}", "-out",
                               str(tmp_path / f"shot{i}")], capture_output=True,
                              timeout=scaled(TIMEOUT))
         assert res.returncode == 0, res.stderr
-        assert len(tree(proc.pid)) >= 4
+        assert _x_running(proc.pid), "the server or a client is gone"
 
     wait_until(lambda: subprocess.run(["xwd", "-root", "-display", f":{disp}", "-out",
                                        "/dev/null"], capture_output=True).returncode == 0,
