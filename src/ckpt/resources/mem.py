@@ -521,22 +521,29 @@ class PreDumpTask:
 # ---------------------------------------------------------------- restore
 
 def check_files(mm: dict[str, Any]) -> None:
-    """Refuse to restore when a mapped file is gone or changed since the dump."""
-    seen: set[str] = set()
+    """Refuse to restore when a mapped file is gone or changed since the dump.
+
+    A file mapped privately must be as it was: its pages not saved are read from it. A
+    file mapped shared only is the process's own store, as an open file is: what was
+    written to it since (a JVM's hsperfdata after a ``dump -R``) is what the process
+    sees, so only its size must be the same (a shorter file would fault)."""
+    private: dict[str, bool] = {}
     for obj in [v["ghost"] for v in mm["vmas"] if "ghost" in v] + [mm.get("exe_ghost")]:
         if obj is not None:
             ghost.check(obj)  # a deleted file is made again in its directory
+    files: dict[str, dict[str, int]] = {}
     for v in mm["vmas"]:
-        if v["kind"] != "file" or "ghost" in v or v["path"] in seen:
-            continue
-        seen.add(v["path"])
+        if v["kind"] == "file" and "ghost" not in v:
+            files.setdefault(v["path"], v["file"])
+            private[v["path"]] = private.get(v["path"], False) or not v["shared"]
+    for path, then in files.items():
         try:
-            now = _file_id(v["path"])
+            now = _file_id(path)
         except FileNotFoundError:
-            raise RestoreError(f"mapped file {v['path']} no longer exists") from None
-        if now != v["file"]:
-            raise RestoreError(f"mapped file {v['path']} changed since the dump "
-                               f"(size/mtime {now} vs {v['file']})")
+            raise RestoreError(f"mapped file {path} no longer exists") from None
+        if now["size"] != then["size"] or (private[path] and now != then):
+            raise RestoreError(f"mapped file {path} changed since the dump "
+                               f"(size/mtime {now} vs {then})")
 
 
 def takes_pages(v: dict[str, Any]) -> bool:
