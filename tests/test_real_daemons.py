@@ -296,6 +296,14 @@ def _dns_a(port: int, name: str) -> str:
     return ".".join(map(str, answer[-4:]))
 
 
+def _dns_answer(port: int, name: str) -> str | None:
+    """``_dns_a``, or None while the server does not answer yet."""
+    try:
+        return _dns_a(port, name)
+    except (OSError, AssertionError):
+        return None
+
+
 def test_dnsmasq_answers(procs: Procs, tmp_path: Path) -> None:
     """dnsmasq serving a hosts file over UDP: it answers the same after each restore,
     and reads a name added to its hosts file after it (SIGHUP)."""
@@ -310,19 +318,14 @@ def test_dnsmasq_answers(procs: Procs, tmp_path: Path) -> None:
                         "--no-hosts", f"--addn-hosts={hosts}", "--user=root", "--pid-file="],
                        name="dnsmasq")
 
-    def answers(name: str) -> str | None:
-        try:
-            return _dns_a(port, name)
-        except (OSError, AssertionError):
-            return None
-
-    wait_until(lambda: answers("ckpt.test"), TIMEOUT, "dnsmasq to answer")
+    wait_until(lambda: _dns_answer(port, "ckpt.test"), TIMEOUT, "dnsmasq to answer")
     for i, leave_running in enumerate(ROUNDS):
         cycle(procs, proc, tmp_path / f"images{i}", leave_running=leave_running)
         assert _dns_a(port, "ckpt.test") == "127.0.0.9"
     hosts.write_text("127.0.0.9 ckpt.test\n127.0.0.10 later.test\n")
     os.kill(proc.pid, 1)  # SIGHUP: read the hosts files again
-    assert wait_until(lambda: answers("later.test"), TIMEOUT, "the new name") == "127.0.0.10"
+    later = wait_until(lambda: _dns_answer(port, "later.test"), TIMEOUT, "the new name")
+    assert later == "127.0.0.10"
 
 
 # ------------------------------------------------------------------ a download

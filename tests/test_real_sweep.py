@@ -36,7 +36,7 @@ from ckpt_helpers import (
     wait_until,
 )
 from real_helpers import TIMEOUT, crash, need, threads, three_rounds, tree
-from test_real_daemons import _dns_a
+from test_real_daemons import _dns_a, _dns_answer
 from test_real_servers import _java_class, _jvm_counts, _port_line
 
 POOL = """
@@ -591,13 +591,7 @@ def test_unbound_answers(procs: Procs, tmp_path: Path) -> None:
 """)
     proc = procs.start([unbound, "-d", "-c", conf], name="unbound")
 
-    def answers(name: str) -> str | None:
-        try:
-            return _dns_a(port, name)
-        except (OSError, AssertionError):
-            return None
-
-    wait_until(lambda: answers("a.ckpt.test"), TIMEOUT, "unbound to answer")
+    wait_until(lambda: _dns_answer(port, "a.ckpt.test"), TIMEOUT, "unbound to answer")
 
     def ask(_i: int) -> None:
         for _ in range(5):

@@ -201,7 +201,7 @@ class WriteBehind:
             if w.thread.is_alive():
                 w.todo.put(("end", None))
         for w in self.writers:
-            w.thread.join()
+            interrupts.join(w.thread)
         self._raise()
 
     def _put(self, index: int, entry: tuple[str, Any]) -> None:

@@ -176,7 +176,7 @@ class _Checker:
 
     def finish(self) -> None:
         self.todo.put(None)
-        self.thread.join()
+        interrupts.join(self.thread)
         if self.error is not None:
             raise self.error
         self.out.crc = self.crc

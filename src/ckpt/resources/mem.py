@@ -386,7 +386,7 @@ class MemoryDump:
 
     def _join(self) -> None:
         if self._thread is not None:
-            self._thread.join()
+            interrupts.join(self._thread)
             self._thread = None
 
     def close(self) -> None:
