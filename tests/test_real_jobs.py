@@ -36,6 +36,7 @@ from ckpt_helpers import (
     only_child,
     proc_ids,
     proc_stat_fields,
+    proc_state,
     proc_status,
     wait_until,
 )
@@ -121,13 +122,31 @@ def _stopped_job(i: int, _tmp: Path, term: Terminal) -> str:
     """A job control shell with a job in the background and one it stopped (Ctrl-Z,
     then ``fg`` and Ctrl-Z again after each restore): it still knows both, and its
     variable."""
-    term.send("\x1a" if i == 0 else "fg %2\n")
     if i:
-        term.wait_for(r"sleep 1001\r?\n", start=len(term.text()) - 200)
-        term.send("\x1a")
+        start = len(term.text())
+        term.send("fg %2\n")
+        term.wait_for(r"fg %2\r?\nsleep 1001\r?\n", start=start)
+    _running_in_foreground(term, [b"sleep", b"1001"])
+    term.send("\x1a")
     term.send("x=$((x+1)); jobs; echo got$((x*7))\n")
     return rf"\[1\][-+ ]+Running +sleep 1000 &\r?\n\[2\][-+ ]+Stopped +sleep 1001\r?\n" \
         rf"(in\$ )?got{(7 + i) * 7}"
+
+
+def _running_in_foreground(term: Terminal, argv: list[bytes]) -> None:
+    """Wait until the group in the foreground of ``term`` is led by ``argv``, running:
+    a shell prints a job's command at ``fg`` before it gives the job the terminal and
+    continues it, and a Ctrl-Z typed in between goes to the shell's group (which
+    ignores it) or to a job not continued yet (SIGCONT then discards it)."""
+    def running() -> bool:
+        leader = os.tcgetpgrp(term.master)
+        try:
+            return (Path(f"/proc/{leader}/cmdline").read_bytes().split(b"\0")[:-1] == argv
+                    and proc_state(leader) in ("S", "R")
+                    and proc_status(leader)["TracerPid"] == "0")
+        except (OSError, KeyError):
+            return False
+    wait_until(running, TIMEOUT, f"{b' '.join(argv).decode()} in the foreground, running")
 
 
 STATE = "abcdefghijklmnop"
@@ -193,7 +212,9 @@ JOBS = {
               [("\x1b0", None)]),
     "bash-jobs": Job("bash", "bash", "bash --norc -i", r"\$ ",
                      ("PS1='in$ '; x=6; sleep 1000 & sleep 1001\n", r"in\$ .*\n"),
-                     _stopped_job, [("kill %1 %2; exit\n", None)]),
+                     # bash updates its table of jobs when it reaps them: ``kill %2; exit``
+                     # would find job 2 still stopped and refuse to exit; ``fg`` reaps it
+                     _stopped_job, [("kill %1 %2; fg %2; exit\n", None)]),
 }
 
 
