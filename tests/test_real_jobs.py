@@ -52,7 +52,8 @@ class Job:
     shell's prompt ({tmp} is the test's folder), ``ready`` shown once it is up,
     ``setup`` keys and what they show, ``round`` what the user does after the i-th
     restore (returning what the terminal then shows), ``quit`` steps, ``flags`` for
-    each dump and restore."""
+    each dump and restore; ``settled`` waits, after the setup, until the program is
+    in the state the rounds dump (the job in the foreground)."""
 
     program: str
     package: str
@@ -64,6 +65,7 @@ class Job:
     flags: tuple[str, ...] = ()
     check: Callable[[Path], None] | None = None
     ready_timeout: float = TIMEOUT
+    settled: Callable[[Terminal], None] | None = None
 
 
 def _count(keys: str, show: str) -> Callable[[int, Path, Terminal], str]:
@@ -211,10 +213,11 @@ JOBS = {
     "mc": Job("mc", "mc", "TERM=xterm mc -u", r"Left", None, _resized(r"Left"),
               [("\x1b0", None)]),
     "bash-jobs": Job("bash", "bash", "bash --norc -i", r"\$ ",
-                     ("PS1='in$ '; x=6; sleep 1000 & sleep 1001\n", r"in\$ .*\n"),
+                     ("PS1='in$ '; x=6; sleep 1000 & sleep 1001\n", r"^\[1\] \d+\r?$"),
                      # bash updates its table of jobs when it reaps them: ``kill %2; exit``
                      # would find job 2 still stopped and refuse to exit; ``fg`` reaps it
-                     _stopped_job, [("kill %1 %2; fg %2; exit\n", None)]),
+                     _stopped_job, [("kill %1 %2; fg %2; exit\n", None)],
+                     settled=lambda term: _running_in_foreground(term, [b"sleep", b"1001"])),
 }
 
 
@@ -263,6 +266,8 @@ def test_job_three_times(name: str, term: Terminal, procs: Procs, tmp_path: Path
     if job.setup is not None:
         term.send(job.setup[0])
         term.wait_for(job.setup[1])
+    if job.settled is not None:
+        job.settled(term)
     for i, how in enumerate(ROUNDS):
         start = _restore_job(term, procs, pid, tmp_path / f"images{i}", job.flags, how)
         term.wait_for(job.round(i, tmp_path, term), start=start)
