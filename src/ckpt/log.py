@@ -26,7 +26,7 @@ import sys
 import time
 
 from .errors import CkptError
-from .kernel import safefs
+from .kernel import interrupts, safefs
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -75,7 +75,10 @@ _installing = _thread.allocate_lock()
 
 
 def _install_pending() -> None:
-    with _installing:
+    # The terminating signals held: an exception cut into the opening of the log file
+    # (-o) closed its fd, and the next try, the failure's own report, found it gone
+    # (EBADF, printed as a traceback).
+    with _installing, interrupts.held():
         if _pending:
             _pending[0].install()
             _pending.clear()

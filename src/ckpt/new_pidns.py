@@ -465,10 +465,12 @@ def _fork_inside(where: Inside, work: Callable[[int], object]) -> bytes:
         if child == 0:
             os.close(r)
             _worker(w, mnt_fd, where, work)
-        os.close(w)
-        w = -1
-        with os.fdopen(r, "rb") as f:
-            r = -1
+        # each marked closed before it is (a signal's exception right after a close
+        # would have the finally close it again, or another file opened since)
+        mine, w = w, -1
+        os.close(mine)
+        mine, r = r, -1
+        with os.fdopen(mine, "rb") as f:
             data = f.read()
         os.waitpid(child, 0)
         return data

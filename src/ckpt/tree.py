@@ -273,8 +273,10 @@ class Creation:
                     os.read(go_r, 1)
                 finally:
                     os._exit(127)
-            os.close(ready_w)
-            ready_w = -1
+            # marked closed first: a signal's exception raised right after the close
+            # would have the finally close it again (EBADF, taken for the restore's error)
+            mine, ready_w = ready_w, -1
+            os.close(mine)
             if os.read(ready_r, 1) != b".":
                 self.made.append(root)
                 raise RestoreError(f"the new process {root.pid} died before it was seized"

@@ -223,10 +223,11 @@ class FdSender:
 
     def close(self) -> None:
         """Close the pair and the placeholder, once (a failed restore closes it again)."""
-        for fd in (self.ours, self.theirs, self.placeholder):
+        fds = (self.ours, self.theirs, self.placeholder)
+        self.ours = self.theirs = self.placeholder = -1  # first: a cut close is not redone
+        for fd in fds:
             if fd >= 0:
                 os.close(fd)
-        self.ours = self.theirs = self.placeholder = -1
 
     def install(self, inj: Injector, scratch: int, sock: int, wants: list[Want],
                 kept: set[int] | frozenset[int] = frozenset()) -> int:
