@@ -1202,19 +1202,12 @@ def _task_failed(pid: int, e: OSError) -> DumpError:
 def _killed_meanwhile(tasks: list[_Task], what: str) -> str | None:
     """The process of the tree a signal from outside ckpt killed during the dump (kill
     -9, the OOM killer), said in one line; None when none was. Read while ckpt still
-    traces them (a traced process stays a zombie): the failure its death caused (a bare
-    ESRCH of a ptrace call, a short read of its memory) says less."""
-    for t in tasks:
-        if t.frozen is None:  # a zombie already (saved as one)
-            continue
-        try:
-            st = procfs.stat(t.pid)
-        except (procfs.ProcessGone, OSError):
-            continue
-        if st.state in ("Z", "X") and st.exit_code & 0x7F:
-            why = ptrace.Stop(t.pid, st.exit_code).describe()
-            return f"process {t.pid} was {why} during the {what}"
-    return None
+    traces them: the failure its death caused (a bare ESRCH of a ptrace call, a short
+    read of its memory) says less."""
+    killed = procfs.killed_by_signal(t.pid for t in tasks if t.frozen is not None)
+    if killed is None:
+        return None
+    return f"process {killed[0]} was {ptrace.Stop(*killed).describe()} during the {what}"
 
 
 def _failed(what: str, pid: int, e: procfs.ProcessGone | OSError) -> DumpError:

@@ -266,18 +266,13 @@ class Restore:
         said in one line; None when each is alive. Read before ``undo`` kills them: the
         failure it caused (a bare ESRCH of a ptrace call, an injected call cut short) says
         less."""
-        for n in self.started:
-            try:
-                st = procfs.stat(n.pid)
-            except (procfs.ProcessGone, OSError):
-                continue
-            if st.state not in ("Z", "X") or not st.exit_code & 0x7F:
-                continue
-            why = ptrace.Stop(n.pid, st.exit_code).describe()
-            lazy = (" (with --lazy-pages: the daemon's keeper kills the processes it "
-                    "serves when the daemon dies)" if self.lazy is not None else "")
-            return f"process {n.pid} was {why} while it was being restored{lazy}"
-        return None
+        killed = procfs.killed_by_signal(n.pid for n in self.started)
+        if killed is None:
+            return None
+        lazy = (" (with --lazy-pages: the daemon's keeper kills the processes it "
+                "serves when the daemon dies)" if self.lazy is not None else "")
+        return (f"process {killed[0]} was {ptrace.Stop(*killed).describe()} while it was "
+                f"being restored{lazy}")
 
     # ------------------------------------------------------------ the phases, in order
 

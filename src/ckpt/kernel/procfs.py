@@ -23,7 +23,7 @@ from .scoped import contextmanager
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 
 class ProcessGone(Exception):
@@ -212,6 +212,21 @@ def parse_stat(raw: bytes) -> Stat:
 
 def stat(pid: int) -> Stat:
     return parse_stat(_read(pid, "stat"))
+
+
+def killed_by_signal(pids: Iterable[int]) -> tuple[int, int] | None:
+    """The first of ``pids`` that is a zombie a signal killed (one ckpt traces stays a
+    zombie until ckpt waits for it), with its wait status; None when none is: how a
+    dump or restore tells a process killed from outside (kill -9, the OOM killer) from
+    the bare ESRCH or short read that death caused."""
+    for pid in pids:
+        try:
+            st = stat(pid)
+        except (ProcessGone, OSError):
+            continue
+        if st.state in ("Z", "X") and st.exit_code & 0x7F:
+            return pid, st.exit_code
+    return None
 
 
 # ---------------------------------------------------------------- maps
