@@ -30,7 +30,11 @@ def test_failed_restore_of_a_container_ends(tmp_path: Path,
     data = tmp_path / "data"
     data.mkdir()
     ctr = Container(runc, tmp_path / "state", make_bundle(tmp_path / "bundle",
-                    ["sh", "-c", COUNTER], data), f"ckpt-fault-{os.getpid()}",
+                    # a sleep of its own besides the counter's: the loop forks its
+                    # short sleeps one after the other, and a dump between two caught
+                    # the shell alone (once in a rehearsal)
+                    ["sh", "-c", "sleep 1000 & " + COUNTER], data),
+                    f"ckpt-fault-{os.getpid()}",
                     Output(tmp_path / "stdout"))
     try:
         ctr.run()
