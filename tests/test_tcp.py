@@ -19,6 +19,7 @@ import pytest
 
 import ckpt
 from ckpt.kernel import libc
+from ckpt.kernel import tcp_repair as repair
 from ckpt.kernel.sock_diag import InetDiag, inet_sockets
 from ckpt.resources.filekind import TcpFlags
 from ckpt_helpers import (
@@ -31,6 +32,7 @@ from ckpt_helpers import (
     ckpt_fails,
     ckpt_ok,
     ckpt_stopped_at,
+    free_port,
     is_alive,
     my_children,
     only_child,
@@ -383,7 +385,8 @@ def _target_end(ends: tuple[int, int]) -> InetDiag | None:
     target's, the peer's), as sock_diag lists it; None when it does not (closed). Both
     ports: connect() gives a local port to connections to other places too (other tests
     running side by side)."""
-    return next((s for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP)
+    return next((s for fam in (socket.AF_INET, socket.AF_INET6)
+                 for s in inet_sockets(fam, socket.IPPROTO_TCP)
                  if (s.sport, s.dport) == ends and s.inode), None)
 
 
@@ -399,29 +402,33 @@ def _rqueue(ends: tuple[int, int]) -> int | None:
     return None if s is None else s.rqueue
 
 
-def _connected(procs: Procs, prog: Path) -> tuple[Proc, socket.socket, tuple[int, int]]:
+def _connected(procs: Procs, prog: Path, host: str = "127.0.0.1"
+               ) -> tuple[Proc, socket.socket, tuple[int, int]]:
     """``prog HOST PORT`` connected to a peer of the test's (which it prints "local PORT"
-    for): (the target, the peer, the ports of the target's end and of the peer's)."""
-    with socket.socket() as lst:
-        lst.bind(("127.0.0.1", 0))
+    for): (the target, the peer, the ports of the target's end and of the peer's). An
+    IPv4-mapped ``host`` gives the target an IPv6 socket talking IPv4 to an IPv4 peer."""
+    wire = repair.on_the_wire(host)
+    with socket.socket(wire[0]) as lst:
+        lst.bind((wire[1], 0))
         lst.listen(1)
-        target = procs.start([PYTHON, prog, "127.0.0.1", str(lst.getsockname()[1])])
+        target = procs.start([PYTHON, prog, host, str(lst.getsockname()[1])])
         peer, _ = lst.accept()
     peer.settimeout(scaled(TIMEOUT))
     port = int(target.out.wait_line(r"^local ").split()[1])
     return target, peer, (port, peer.getsockname()[1])
 
 
-def _half_closed(procs: Procs, images: Path, state: str) -> None:
-    """The target's end is brought to ``state`` (the test's end, the peer, answering or
-    not), dumped (killed) and restored; then both ends finish the close and every byte
-    and FIN arrives once."""
+def _half_closed(procs: Procs, images: Path, state: str, host: str) -> None:
+    """The target's end (connected to ``host``) is brought to ``state`` (the test's end,
+    the peer, answering or not), dumped (killed) and restored; then both ends finish
+    the close and every byte and FIN arrives once."""
     need("nft")
-    target, peer, ends = _connected(procs, HALF)
+    target, peer, ends = _connected(procs, HALF, host)
     with peer:
         quiet = state in ("FIN_WAIT1", "LAST_ACK", "CLOSING")  # our FIN never acknowledged
         from tcp_helpers import dropped
-        with dropped(("127.0.0.1", ends[0]), peer.getsockname()) if quiet else _nothing():
+        ours = (repair.on_the_wire(host)[1], ends[0])
+        with dropped(ours, peer.getsockname()[:2]) if quiet else _nothing():
             if state in ("CLOSE_WAIT", "LAST_ACK"):
                 peer.sendall(b"before")
                 peer.shutdown(socket.SHUT_WR)
@@ -463,9 +470,11 @@ class _nothing:
         return None
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "::ffff:127.0.0.1"],
+                         ids=["ipv4", "ipv6", "ipv4-mapped"])
 @pytest.mark.parametrize("state", list(STATES))
-def test_half_closed(procs: Procs, images: Path, state: str) -> None:
-    _half_closed(procs, images, state)
+def test_half_closed(procs: Procs, images: Path, state: str, host: str) -> None:
+    _half_closed(procs, images, state, host)
 
 
 # ------------------------------------------------------------------ ckpt killed mid-dump
@@ -876,6 +885,53 @@ def test_not_accepted_from_outside(procs: Procs, images: Path) -> None:
         os.kill(server.pid, signal.SIGUSR2)
         again.sendall(b"ping")
         assert again.recv(10) == b"pong"
+
+
+# ------------------------------------------------------------------ connections being made
+
+CONNECTING = PROGS / "tcp_connecting.py"
+
+
+@pytest.mark.parametrize("mode", ["block", "poll"])
+def test_connect_under_way(procs: Procs, images: Path, mode: str) -> None:
+    """A connect() whose SYN the peer (the test's listener, outside the tree) never got
+    (the test drops it on its way) is dumped in SYN_SENT, with the process inside a
+    blocking connect() or polling a non-blocking one. Without --tcp-established the
+    dump is refused, naming it. Restored once the way is open, its SYN goes out again:
+    the listener accepts it and bytes go both ways."""
+    need("nft")
+    from tcp_helpers import dropped
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(4)
+        lst.settimeout(scaled(TIMEOUT))
+        port, cport = lst.getsockname()[1], free_port()
+        ends = (cport, port)
+        with dropped(("127.0.0.1", cport), ("127.0.0.1", port)):
+            target = procs.start([PYTHON, CONNECTING, "127.0.0.1", str(port), str(cport),
+                                  mode])
+            target.out.wait_line("^connecting$")
+            wait_until(lambda: _state_of(ends) == 2, TIMEOUT, "SYN_SENT")
+            err = ckpt_fails("dump", "-t", target.pid, "-D", images)
+            assert re.search(rf"TCP connection being made \(SYN_SENT\) to 127\.0\.0\.1:"
+                             rf"{port}; dump with --tcp-established", err), err
+            ckpt_ok("dump", "-t", target.pid, "-D", images, "--tcp-established")
+            procs.wait_gone(target)
+        files = json.loads((images / "files.json").read_text())
+        assert [d["tcp"].get("syn_sent") for d in files.values() if "tcp" in d] == [True]
+        _restore(procs, images, [target.pid], target.out)
+        conn, peer = lst.accept()
+        with conn:
+            assert peer[1] == cport
+            conn.settimeout(scaled(TIMEOUT))
+            target.out.wait_line("^connected$")
+            got = b""
+            while len(got) < 4:
+                got += conn.recv(4 - len(got))
+            assert got == b"ping"
+            conn.sendall(b"pong")
+            target.out.wait_line("^got ")
+            assert "got b'pong'" in target.out.lines(), target.out.lines()
 
 
 @pytest.mark.usefixtures("own_notes")  # no other helper's ckpt recovers them

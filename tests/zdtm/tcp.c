@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 /* A connected pair (client, server) over loopback. */
@@ -23,6 +24,16 @@ static void pair(int lfamily, int cfamily, int *cli, int *srv)
 	SYS(connect(*cli, (void *)&ss, zt_loopback(&ss, cfamily, zt_port_of(l))));
 	*srv = SYS(accept(l, NULL, NULL));
 	close(l);
+}
+
+/* The peer's port of a connected IPv4 or IPv6 socket. */
+static int zt_port_of_peer(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof(ss);
+	getpeername(fd, (void *)&ss, &l);
+	return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
 static void recv_all(int fd, char *buf, size_t len, const char *what)
@@ -113,29 +124,125 @@ static int reset(void)
 }
 
 /* A connect() in SYN_SENT: to a loopback listener whose queue is full, which drops
- * the SYN (nothing leaves the machine). */
-static int syn_sent(void)
+ * the SYN (nothing leaves the machine). After the restore the listener accepts what
+ * its queue holds, and the connect that was under way completes: the restored socket
+ * sent its SYN again, and it carries bytes both ways. */
+static int syn_sent(int family)
 {
 	struct sockaddr_storage ss;
-	int l = SYS(socket(AF_INET, SOCK_STREAM, 0));
-	SYS(bind(l, (void *)&ss, zt_loopback(&ss, AF_INET, 0)));
+	int l = SYS(socket(family, SOCK_STREAM, 0));
+	SYS(bind(l, (void *)&ss, zt_loopback(&ss, family, 0)));
 	SYS(listen(l, 0));
-	socklen_t len = zt_loopback(&ss, AF_INET, zt_port_of(l));
-	for (int i = 0; i < 16; i++) {
-		int s = SYS(socket(AF_INET, SOCK_STREAM, 0));
-		SYS(fcntl(s, F_SETFL, O_NONBLOCK));
-		connect(s, (void *)&ss, len);
+	socklen_t len = zt_loopback(&ss, family, zt_port_of(l));
+	int s = -1;
+	for (int i = 0; i < 16 && s < 0; i++) {
+		int c = SYS(socket(family, SOCK_STREAM, 0));
+		SYS(fcntl(c, F_SETFL, O_NONBLOCK));
+		connect(c, (void *)&ss, len);
 		usleep(20000);
 		struct tcp_info ti;
 		socklen_t tl = sizeof(ti);
-		SYS(getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &tl));
-		if (ti.tcpi_state == TCP_SYN_SENT) {
-			zt_ready();
-			zt_wait();
-			zt_pass();
-		}
+		SYS(getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &tl));
+		if (ti.tcpi_state == TCP_SYN_SENT)
+			s = c;
 	}
-	zt_setup_fail("no connection stayed in SYN_SENT");
+	if (s < 0)
+		zt_setup_fail("no connection stayed in SYN_SENT");
+	zt_ready();
+	zt_wait();
+	SYS(fcntl(l, F_SETFL, O_NONBLOCK));
+	int mine = -1, port = zt_port_of(s);
+	for (int tries = 0; tries < 600 && mine < 0; tries++) { /* 60 s */
+		int a = accept(l, (void *)&ss, &(socklen_t){ sizeof(ss) });
+		if (a >= 0 && zt_port_of_peer(a) == port)
+			mine = a;
+		else if (a < 0)
+			usleep(100000);
+	}
+	CHECK(mine >= 0, "the connect under way never reached the listener");
+	struct pollfd p = { .fd = s, .events = POLLOUT };
+	CHECK(poll(&p, 1, 30000) == 1, "the connect under way did not complete");
+	int err = 0;
+	SYS(getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &(socklen_t){ sizeof(err) }));
+	CHECK(err == 0, "the connect under way failed: %s", strerror(err));
+	SYS(fcntl(s, F_SETFL, 0));
+	char b[4];
+	SYS(send(s, "ping", 4, 0));
+	recv_all(mine, b, 4, "client to server");
+	CHECK(!memcmp(b, "ping", 4), "ping");
+	SYS(send(mine, "pong", 4, 0));
+	recv_all(s, b, 4, "server to client");
+	CHECK(!memcmp(b, "pong", 4), "pong");
+	zt_pass();
+}
+
+/* TCP options the process set on an established connection (both ends), each read
+ * back after the restore as it was, and the connection carrying bytes both ways; the
+ * client's segment size (TCP_MAXSEG, which it had lowered before connecting) too. */
+static int conn_opts(int family)
+{
+	struct sockaddr_storage ss;
+	int l = SYS(socket(family, SOCK_STREAM, 0));
+	SYS(bind(l, (void *)&ss, zt_loopback(&ss, family, 0)));
+	SYS(listen(l, 1));
+	int c = SYS(socket(family, SOCK_STREAM, 0)), mss = 1200;
+	SYS(setsockopt(c, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)));
+	SYS(connect(c, (void *)&ss, zt_loopback(&ss, family, zt_port_of(l))));
+	int s = SYS(accept(l, NULL, NULL));
+	struct { int level, name, val; const char *what; } opts[] = {
+		{ IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY" },
+		{ SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE" },
+		{ IPPROTO_TCP, TCP_KEEPIDLE, 55, "TCP_KEEPIDLE" },
+		{ IPPROTO_TCP, TCP_KEEPINTVL, 7, "TCP_KEEPINTVL" },
+		{ IPPROTO_TCP, TCP_KEEPCNT, 3, "TCP_KEEPCNT" },
+		{ IPPROTO_TCP, TCP_USER_TIMEOUT, 12345, "TCP_USER_TIMEOUT" },
+		{ IPPROTO_TCP, TCP_WINDOW_CLAMP, 40000, "TCP_WINDOW_CLAMP" },
+		{ IPPROTO_TCP, TCP_NOTSENT_LOWAT, 16384, "TCP_NOTSENT_LOWAT" },
+		{ IPPROTO_TCP, TCP_LINGER2, 9, "TCP_LINGER2" },
+		{ IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS, 1, "TCP_THIN_LINEAR_TIMEOUTS" },
+		{ SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR" },
+		{ SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT" },
+	};
+	int n = sizeof(opts) / sizeof(opts[0]), fds[2] = { c, s };
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < n; i++)
+			SYS(setsockopt(fds[k], opts[i].level, opts[i].name, &opts[i].val, sizeof(int)));
+	int one = 1; /* corked: the bytes wait until uncorked (or 200 ms) */
+	SYS(setsockopt(s, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)));
+	char cc[16] = "", cc2[16] = "";
+	int reno = setsockopt(c, IPPROTO_TCP, TCP_CONGESTION, "reno", 4) == 0;
+	int seg = 0;
+	SYS(getsockopt(c, IPPROTO_TCP, TCP_MAXSEG, &seg, &(socklen_t){ sizeof(seg) }));
+	CHECK(seg <= 1200, "TCP_MAXSEG %d before the dump", seg);
+	SYS(send(c, "before", 6, 0));
+	zt_ready();
+	zt_wait();
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < n; i++) {
+			int v = -1;
+			getsockopt(fds[k], opts[i].level, opts[i].name, &v, &(socklen_t){ sizeof(v) });
+			CHECK(v == opts[i].val, "%s %s: %d, expected %d", k ? "server" : "client",
+			      opts[i].what, v, opts[i].val);
+		}
+	int v = 0;
+	getsockopt(s, IPPROTO_TCP, TCP_CORK, &v, &(socklen_t){ sizeof(v) });
+	CHECK(v == 1, "TCP_CORK %d", v);
+	if (reno) {
+		getsockopt(c, IPPROTO_TCP, TCP_CONGESTION, cc, &(socklen_t){ sizeof(cc) });
+		getsockopt(s, IPPROTO_TCP, TCP_CONGESTION, cc2, &(socklen_t){ sizeof(cc2) });
+		CHECK(!strcmp(cc, "reno"), "client TCP_CONGESTION %s", cc);
+	}
+	getsockopt(c, IPPROTO_TCP, TCP_MAXSEG, &v, &(socklen_t){ sizeof(v) });
+	CHECK(v == seg, "client TCP_MAXSEG %d, was %d", v, seg);
+	char b[8];
+	recv_all(s, b, 6, "before the dump");
+	CHECK(!memcmp(b, "before", 6), "before");
+	SYS(send(s, "after", 5, 0));
+	int zero = 0;
+	SYS(setsockopt(s, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero)));
+	recv_all(c, b, 5, "after the restore");
+	CHECK(!memcmp(b, "after", 5), "after");
+	zt_pass();
 }
 
 /* Two listeners sharing a port (SO_REUSEPORT). */
@@ -241,8 +348,11 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "tcp-oob")) return urgent(1);
 	if (!strcmp(m, "tcp-oob-read")) return urgent(0);
 	if (!strcmp(m, "tcp-reset")) return reset();
-	if (!strcmp(m, "tcp-syn-sent")) return syn_sent();
+	if (!strcmp(m, "tcp-syn-sent")) return syn_sent(AF_INET);
+	if (!strcmp(m, "tcp6-syn-sent")) return syn_sent(AF_INET6);
 	if (!strcmp(m, "tcp-reuseport")) return reuseport();
+	if (!strcmp(m, "tcp-conn-opts")) return conn_opts(AF_INET);
+	if (!strcmp(m, "tcp6-conn-opts")) return conn_opts(AF_INET6);
 	if (!strcmp(m, "tcp-no-flag")) return established(AF_INET, AF_INET, 0);
 	if (!strcmp(m, "tcp-close")) return closed_on_restore();
 	if (!strcmp(m, "tcp-skip-in-flight")) return in_flight();

@@ -12,11 +12,11 @@ or connected to the same peer, and shut down as it was. A TCP port still held
 by connections in TIME_WAIT (the dumped socket's, since the dump closed them) is
 freed with SOCK_DESTROY before the bind is tried again.
 
-Refused at dump: TCP connections without ``--tcp-established``, connections
-being made (SYN_SENT, SYN_RECV), a listener with connections not yet accepted, a
-TCP connection that ended with an error not read yet or whose attempt failed
-(sk_tcp.py), a corked UDP socket with data not sent yet, and every other protocol
-or family.
+Refused at dump: TCP connections (and connect() calls under way, SYN_SENT) without
+``--tcp-established``, a SYN_RECV of a simultaneous open, a listener with connections
+not yet accepted, a TCP connection that ended with an error not read yet or whose
+attempt failed (sk_tcp.py), a corked UDP socket with data not sent yet, and every
+other protocol or family.
 
 """
 
@@ -258,6 +258,9 @@ class InetSockets(SocketKind):
         if state in sk_tcp.CONNECTED:
             desc["peer"] = list(sock.getpeername())
             self.connections.dump(ctx, sock, desc, where)
+            return
+        if state == sk_tcp.SYN_SENT:
+            self.connections.connecting(ctx, sock, desc, where)
             return
         if state != TCP_CLOSE:
             raise UnsupportedError(f"{where}: TCP connection in state "

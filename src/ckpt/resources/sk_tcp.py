@@ -22,6 +22,11 @@ the restored client. Others (a client outside the tree, bytes or a FIN received)
 are refused naming them, or dropped with --skip-in-flight, as criu does (their
 client then sees a reset).
 
+A connect() under way (SYN_SENT, its SYN not answered yet) is saved with its peer and
+first sequence number; the restored socket is bound, given that sequence number, and
+connected without waiting once the network is unlocked: the same SYN goes out again,
+and the process's own connect() or poll() sees the handshake end.
+
 A dump with --tcp-close (alone or with --tcp-established) saves no connection's
 state: each is restored closed.
 
@@ -45,6 +50,7 @@ we are, and bytes never sent go out.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import socket
@@ -73,6 +79,7 @@ _QUEUE = Obj(seq=U32, off=NAT, len=NAT)
 SCHEMA = Either(
     Obj(closed=Enum(True)),  # dumped with --tcp-close
     Obj(ended=Enum(True), recv=_QUEUE, send=Obj(seq=U32)),  # tcp-ended
+    Obj(syn_sent=Enum(True), send=Obj(seq=U32)),  # tcp-syn-sent: a connect() under way
     Obj(send=_QUEUE.extend(unsent=NAT), recv=_QUEUE,
         fin_unsent=BOOL, mss=Int(0, 0xFFFF), snd_wscale=_WSCALE, rcv_wscale=_WSCALE,
         sack=BOOL, timestamps=BOOL, timestamp=Null(U32), window=Tup(U32, U32, U32, U32, U32),
@@ -83,6 +90,7 @@ QUEUE_FILE = "tcp-queues.img"
 (ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT,
  LAST_ACK, LISTEN, CLOSING) = range(1, 12)
 CONNECTED = frozenset({ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING})
+LOCKED = CONNECTED | {SYN_SENT}  # the network lock holds their packets during a dump
 OUR_FIN = frozenset({FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING})  # we sent a FIN
 PEER_FIN = frozenset({CLOSE_WAIT, LAST_ACK, CLOSING})  # we received the peer's FIN
 _SEND_TIMEOUT = 30.0  # seconds to hand the bytes never sent to the kernel at restore
@@ -121,7 +129,8 @@ class TreeConnection:
 
 
 def tree_connections(pids: list[int]) -> list[TreeConnection]:
-    """Every TCP connection held by an fd of ``pids``."""
+    """Every TCP connection held by an fd of ``pids``, and every one being made
+    (SYN_SENT: the network lock keeps the peer's answer out until the restore)."""
     held: dict[int, list[tuple[int, int]]] = {}
     for pid in pids:
         for fd in procfs.fd_numbers(pid):
@@ -131,7 +140,7 @@ def tree_connections(pids: list[int]) -> list[TreeConnection]:
                 continue
             if link.startswith("socket:["):
                 held.setdefault(int(link[8:-1]), []).append((pid, fd))
-    mask = sum(1 << s for s in CONNECTED)
+    mask = sum(1 << s for s in LOCKED)
     out = []
     for fam in (socket.AF_INET, socket.AF_INET6):
         for s in sock_diag.inet_sockets(fam, socket.IPPROTO_TCP, mask):
@@ -269,6 +278,36 @@ class Connections:
                  where, _name(state), _fmt(desc["peer"]), len(send.data), unsent,
                  len(recv.data))
 
+    def connecting(self, ctx: DumpCtx, sock: socket.socket, desc: Description,
+                   where: str) -> None:
+        """Save a connect() under way (SYN_SENT, its SYN not answered yet): the peer
+        (getpeername does not tell it yet: sock_diag does) and the first sequence
+        number, so that the restored socket's SYN is the same one again."""
+        peer = _peer_of(desc["inode"], SYN_SENT)
+        if peer is None:  # answered meanwhile (no lock without --tcp-established)
+            raise TransientError(f"{where}: a TCP connection being made (SYN_SENT) "
+                                 "changed state while it was read: retry")
+        local = desc["addr"]
+        desc["peer"] = [*peer, 0, local[3]] if len(local) == 4 else list(peer)  # IPv6: scope
+        if not ctx.tcp.established and not ctx.tcp.close:
+            raise UnsupportedError(
+                f"{where}: TCP connection being made (SYN_SENT) to {_fmt(peer)}; dump "
+                "with --tcp-established to save it (or --tcp-close to restore it closed)")
+        ctx.images.need("tcp")
+        if ctx.tcp.close:
+            desc["tcp"] = {"closed": True}
+            return
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        repair.on(sock)
+        try:
+            seq = repair.queue_seq(sock, repair.SEND_QUEUE)  # after the SYN
+        finally:
+            repair.off(sock, probe=False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+        desc["tcp"] = {"syn_sent": True, "send": {"seq": seq}}
+        ctx.images.need("tcp-syn-sent")
+        log.info("%s: connecting to %s (SYN_SENT)", where, _fmt(peer))
+
     def listening(self, ctx: DumpCtx, desc: Description, pending: int, where: str) -> None:
         """A listener with ``pending`` connections not accepted yet: which they are is
         settled once every socket of the tree is dumped (``after_dump``)."""
@@ -397,6 +436,9 @@ class Connections:
         if t.get("reconnect"):
             self._to_connect_again(ctx, sock, desc, where)
             return
+        if t.get("syn_sent"):
+            self._to_connect(sock, desc, where)
+            return
         state = desc["state"]
         send, recv = t["send"], t["recv"]
         send_data, recv_data = _load(ctx, send, where), _load(ctx, recv, where)
@@ -452,6 +494,24 @@ class Connections:
                                      connect_to=(desc["peer"][0], desc["peer"][1])))
         log.info("%s: not accepted at dump: connects again to %s (%d bytes to send)", where,
                  _fmt(desc["peer"]), len(data))
+
+    def _to_connect(self, sock: socket.socket, desc: Description, where: str) -> None:
+        """A connect() that was under way (SYN_SENT): bound now, its first sequence
+        number set (in repair mode, which only that needs), and connected once the
+        network is unlocked (``finish``) without waiting: its SYN goes out as the same
+        one again, and the process's own connect() or poll() sees the answer."""
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        repair.on(sock)
+        try:
+            _bind(sock, desc, where)
+            repair.set_seq(sock, repair.SEND_QUEUE, desc["tcp"]["send"]["seq"] - 1)
+        finally:
+            repair.off(sock, probe=False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+        self.rebuilt.append(_Rebuilt(socket.socket(fileno=os.dup(sock.fileno())), where,
+                                     SYN_SENT, reuse=reuse,
+                                     connect_to=(desc["peer"][0], desc["peer"][1])))
+        log.info("%s: connects again to %s (it was SYN_SENT)", where, _fmt(desc["peer"]))
 
     def _rebuild_ended(self, ctx: RestoreCtx, sock: socket.socket, desc: Description,
                        where: str) -> None:
@@ -532,9 +592,14 @@ class Connections:
         """Once the network is unlocked: every rebuilt socket leaves repair mode (a window
         probe goes out), and what was never sent is sent."""
         errors = []
-        for r in self.rebuilt:
+        # connects under way go last: their SYNs must not take a listener's place that
+        # a connection not accepted at dump (connected again, waited for) had
+        for r in sorted(self.rebuilt, key=lambda r: r.state == SYN_SENT):
             try:
-                if r.connect_to is not None:
+                if r.state == SYN_SENT:
+                    assert r.connect_to is not None
+                    _start_connect(r.sock, r.connect_to)
+                elif r.connect_to is not None:
                     _connect_again(r.sock, r.connect_to)
                 else:
                     repair.off(r.sock, probe=not r.ended)
@@ -630,6 +695,28 @@ def _connect_again(sock: socket.socket, peer: tuple[str, int]) -> None:
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # a new socket's own
     if err:
         raise OSError(err, f"cannot connect again to {_fmt(peer)}: {os.strerror(err)}")
+
+
+def _start_connect(sock: socket.socket, peer: tuple[str, int]) -> None:
+    """Send the SYN of ``sock`` to ``peer`` and return (the socket is made non-blocking
+    for this call only: the process, stopped still, has its own flags back)."""
+    flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
+    sock.setblocking(False)
+    try:
+        err = sock.connect_ex(peer)
+    finally:
+        fcntl.fcntl(sock.fileno(), fcntl.F_SETFL, flags)
+    if err not in (0, errno.EINPROGRESS):
+        raise OSError(err, f"cannot connect again to {_fmt(peer)}: {os.strerror(err)}")
+
+
+def _peer_of(inode: int, state: int) -> tuple[str, int] | None:
+    """The peer of the TCP socket ``inode`` in ``state``, as sock_diag lists it."""
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for s in sock_diag.inet_sockets(fam, socket.IPPROTO_TCP, 1 << state):
+            if s.inode == inode:
+                return s.endpoints()[1]
+    return None
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:
