@@ -358,6 +358,9 @@ CASES: list[Case | object] = [
     C("tcp-syn-sent", "tcp", zdtm="socket-tcp-syn-sent", dump=TCP, restore=TCP),
     C("tcp6-syn-sent", "tcp", zdtm="socket-tcp6-syn-sent", dump=TCP, restore=TCP),
     C("tcp-reuseport", "tcp", zdtm="socket-tcp-reuseport", dump=TCP, restore=TCP),
+    C("tcp-closed", "tcp", zdtm="socket-tcp-closed", dump=TCP, restore=TCP),
+    C("tcp6-closed", "tcp", zdtm="socket-tcp6-closed", dump=TCP, restore=TCP),
+    C("tcp4v6-closed", "tcp", zdtm="socket-tcp4v6-closed", dump=TCP, restore=TCP),
     C("tcp-conn-opts", "tcp", zdtm="sock_tcp_opts00 sock_tcp_opts01 socket-tcp-keepalive "
       "(on a connection)", dump=TCP, restore=TCP),
     C("tcp6-conn-opts", "tcp", zdtm="sock_tcp_opts00 (IPv6, on a connection)", dump=TCP,

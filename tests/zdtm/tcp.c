@@ -245,6 +245,52 @@ static int conn_opts(int family)
 	zt_pass();
 }
 
+/* Both ends closed their side of a connection (each sent a FIN, each acknowledged):
+ * both sockets are in CLOSE. After the restore each reads the end of file, a write
+ * fails, and each keeps its own address and its peer's (SO_PEERNAME tells it even in
+ * CLOSE, where getpeername says ENOTCONN). */
+static int closed(int lfamily, int cfamily)
+{
+	int c, s;
+	pair(lfamily, cfamily, &c, &s);
+	SYS(shutdown(c, SHUT_WR));
+	SYS(shutdown(s, SHUT_WR));
+	int fds[2] = { c, s }, fams[2] = { cfamily, lfamily };
+	struct sockaddr_storage me[2], peer[2], now;
+	socklen_t ml[2], pl[2];
+	for (int k = 0; k < 2; k++) {
+		for (int tries = 0;; tries++) { /* the FINs and ACKs go through loopback */
+			struct tcp_info ti;
+			SYS(getsockopt(fds[k], IPPROTO_TCP, TCP_INFO, &ti, &(socklen_t){ sizeof(ti) }));
+			if (ti.tcpi_state == TCP_CLOSE)
+				break;
+			if (tries == 500)
+				zt_setup_fail("end %d not in CLOSE (state %d)", k, ti.tcpi_state);
+			usleep(10000);
+		}
+		/* SO_PEERNAME wants a buffer no longer than the address */
+		ml[k] = pl[k] = fams[k] == AF_INET ? sizeof(struct sockaddr_in)
+						   : sizeof(struct sockaddr_in6);
+		SYS(getsockname(fds[k], (void *)&me[k], &ml[k]));
+		SYS(getsockopt(fds[k], SOL_SOCKET, SO_PEERNAME, &peer[k], &pl[k]));
+	}
+	zt_ready();
+	zt_wait();
+	for (int k = 0; k < 2; k++) {
+		char b;
+		CHECK(recv(fds[k], &b, 1, MSG_DONTWAIT) == 0, "end %d: no end of file", k);
+		CHECK(send(fds[k], "x", 1, MSG_NOSIGNAL) < 0, "end %d writes", k);
+		socklen_t l = sizeof(now);
+		SYS(getsockname(fds[k], (void *)&now, &l));
+		CHECK(l == ml[k] && !memcmp(&now, &me[k], l), "end %d: its address changed", k);
+		l = pl[k];
+		SYS(getsockopt(fds[k], SOL_SOCKET, SO_PEERNAME, &now, &l));
+		CHECK(l == pl[k] && !memcmp(&now, &peer[k], l), "end %d: its peer's address changed",
+		      k);
+	}
+	zt_pass();
+}
+
 /* Two listeners sharing a port (SO_REUSEPORT). */
 static int reuseport(void)
 {
@@ -351,6 +397,9 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "tcp-syn-sent")) return syn_sent(AF_INET);
 	if (!strcmp(m, "tcp6-syn-sent")) return syn_sent(AF_INET6);
 	if (!strcmp(m, "tcp-reuseport")) return reuseport();
+	if (!strcmp(m, "tcp-closed")) return closed(AF_INET, AF_INET);
+	if (!strcmp(m, "tcp6-closed")) return closed(AF_INET6, AF_INET6);
+	if (!strcmp(m, "tcp4v6-closed")) return closed(AF_INET6, AF_INET);
 	if (!strcmp(m, "tcp-conn-opts")) return conn_opts(AF_INET);
 	if (!strcmp(m, "tcp6-conn-opts")) return conn_opts(AF_INET6);
 	if (!strcmp(m, "tcp-no-flag")) return established(AF_INET, AF_INET, 0);

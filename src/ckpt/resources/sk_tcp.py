@@ -11,7 +11,8 @@ the window (``TCP_REPAIR_WINDOW``). Half-closed connections keep their FINs: our
 from a segment ckpt sends as the peer. A connection that ended (both FINs, or a reset
 whose error the process has read) comes back closed, its unread bytes read before
 the end of file, as criu restores a connection in CLOSE: it is rebuilt in repair
-mode and closed by the peer's FIN and ACK sent as the peer.
+mode to the same peer (SO_PEERNAME), our FIN queued, and closed by the peer's ACK and
+FIN sent as the peer.
 
 Connections not accepted yet (in a listener's queue: the kernel made them, no
 process holds them) whose client is in the tree, and received nothing: the client's
@@ -93,6 +94,7 @@ CONNECTED = frozenset({ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, 
 LOCKED = CONNECTED | {SYN_SENT}  # the network lock holds their packets during a dump
 OUR_FIN = frozenset({FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING})  # we sent a FIN
 PEER_FIN = frozenset({CLOSE_WAIT, LAST_ACK, CLOSING})  # we received the peer's FIN
+SO_PEERNAME = 28
 _SEND_TIMEOUT = 30.0  # seconds to hand the bytes never sent to the kernel at restore
 
 
@@ -381,6 +383,7 @@ class Connections:
         finally:
             repair.off(sock, probe=False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+        desc["peer"] = _peer_name(sock)
         desc["tcp"] = {"ended": True,
                        "recv": {"seq": recv.seq, **self._save(ctx, recv.data)},
                        "send": {"seq": send.seq}}
@@ -516,14 +519,20 @@ class Connections:
     def _rebuild_ended(self, ctx: RestoreCtx, sock: socket.socket, desc: Description,
                        where: str) -> None:
         """A connection that ended: in repair mode, bound to its address and "connected"
-        to itself (the peer is gone, its address unknown: nothing goes out), the bytes
-        received put back, then closed by the peer's FIN, ours, and the peer's ACK of it:
-        state CLOSE, reads give the bytes, then the end of file; writes fail (EPIPE)."""
+        to its peer's (no packet; images without the peer: to itself), the bytes
+        received put back, then closed from our side first: our FIN queued as sent,
+        then the peer's ACK of it and FIN, sent as the peer. State CLOSE: reads give
+        the bytes, then the end of file; writes fail (EPIPE); SO_PEERNAME names the
+        peer. Our side closes first because the socket answers the peer's FIN with an
+        ACK, which, on its way to a peer that has no such connection, brings back a
+        reset: it meets the TIME_WAIT left by the close, not the socket (closed the
+        other way round, it reset the socket before its close was done)."""
         t = desc["tcp"]
         data = _load(ctx, t["recv"], where)
         rcv = (t["recv"]["seq"] - len(data) - 1) & 0xFFFFFFFF  # the peer's FIN last
         snd = (t["send"]["seq"] - 1) & 0xFFFFFFFF  # ours
         local = tuple(desc["addr"])
+        peer = tuple(desc["peer"]) if desc.get("peer") else local
         reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
         _grow_buffers(sock, 0, len(data))
         repair.on(sock)
@@ -531,17 +540,15 @@ class Connections:
         repair.set_seq(sock, repair.RECV_QUEUE, rcv)
         repair.set_seq(sock, repair.SEND_QUEUE, snd)
         try:
-            sock.connect(local)
+            _connect_over_time_wait(sock, local, peer)
             repair.fill_queue(sock, repair.RECV_QUEUE, data)
-            fin_at = (rcv + len(data)) & 0xFFFFFFFF
-            repair.send_as_peer(local, local, fin_at, snd, repair.TH_FIN | repair.TH_ACK)
-            _wait_state(sock, CLOSE_WAIT, where)
             sock.setsockopt(repair.SOL_TCP, repair.TCP_REPAIR_QUEUE, repair.SEND_QUEUE)
             try:
                 sock.shutdown(socket.SHUT_WR)  # queued as sent: nothing goes out
             finally:
                 sock.setsockopt(repair.SOL_TCP, repair.TCP_REPAIR_QUEUE, repair.NO_QUEUE)
-            repair.send_as_peer(local, local, fin_at + 1, snd + 1, repair.TH_ACK)
+            fin_at = (rcv + len(data)) & 0xFFFFFFFF
+            repair.send_as_peer(peer, local, fin_at, snd + 1, repair.TH_FIN | repair.TH_ACK)
             _wait_state(sock, CLOSE, where)
         except OSError as e:
             raise RestoreError(f"{where}: cannot rebuild the connection that ended: "
@@ -695,6 +702,41 @@ def _connect_again(sock: socket.socket, peer: tuple[str, int]) -> None:
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # a new socket's own
     if err:
         raise OSError(err, f"cannot connect again to {_fmt(peer)}: {os.strerror(err)}")
+
+
+def _peer_name(sock: socket.socket) -> list[Any] | None:
+    """The peer's address of a TCP socket, also in state CLOSE, where getpeername says
+    ENOTCONN but SO_PEERNAME tells it (the kernel asks for a buffer no longer than the
+    address)."""
+    v6 = sock.family == socket.AF_INET6
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERNAME, 28 if v6 else 16)
+    except OSError:
+        return None
+    port = struct.unpack_from("!H", raw, 2)[0]
+    if not v6:
+        return [socket.inet_ntop(socket.AF_INET, raw[4:8]), port]
+    flow, scope = struct.unpack_from("=I", raw, 4)[0], struct.unpack_from("=I", raw, 24)[0]
+    return [socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flow, scope]
+
+
+def _connect_over_time_wait(sock: socket.socket, local: tuple[Any, ...],
+                            peer: tuple[Any, ...]) -> None:
+    """connect() in repair mode to ``peer``; a TIME_WAIT left on the same addresses (by
+    the dumped socket's own close, say) that the kernel does not let it take over
+    (no timestamps) is closed first (SOCK_DESTROY)."""
+    try:
+        sock.connect(peer)
+        return
+    except OSError as e:
+        if e.errno not in (errno.EADDRNOTAVAIL, errno.EADDRINUSE):
+            raise
+    ours, theirs = _wire(local), _wire(peer)
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for s in sock_diag.inet_sockets(fam, socket.IPPROTO_TCP, 1 << TIME_WAIT):
+            if (_wire(s.endpoints()[0]), _wire(s.endpoints()[1])) == (ours, theirs):
+                sock_diag.destroy(s)
+    sock.connect(peer)
 
 
 def _start_connect(sock: socket.socket, peer: tuple[str, int]) -> None:
