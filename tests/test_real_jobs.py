@@ -107,6 +107,10 @@ def _nano_saved(tmp: Path) -> None:
     assert (tmp / "notes.txt").read_text() == "before\nafter0\nafter1\nafter2\n\n"
 
 
+def _emacs_saved(tmp: Path) -> None:
+    assert (tmp / "notes.txt").read_text() == "before\nafter0\nafter1\nafter2\n"
+
+
 def _vim_saved(tmp: Path) -> None:
     assert (tmp / "notes.txt").read_text() == "before\n0-after\n1-after\n2-after\n"
 
@@ -210,6 +214,13 @@ JOBS = {
                    or rf"^count\|{i + 2}$",
                    [("commit;\n.quit\n", None)], flags=("--file-locks",),
                    check=_sqlite_committed),
+    "emacs": Job("emacs", "emacs-nox", "TERM=xterm emacs -nw -Q {tmp}/notes.txt",
+                 r"L1 +\(Text\)", ("before\r", r"before"),
+                 lambda i, _tmp, term: term.send(f"after{i}\r") or f"after{i}",
+                 [("\x18\x13", r"Wrote"), ("\x18\x03", None)], check=_emacs_saved),
+    "erl": Job("erl", "erlang-base", "erl", r"1> ", ("put(x, 6).\n", r"2> "),
+               _count("put(x, get(x) + 1), io:format(\"got~p~n\", [get(x) * 7]).\n",
+                      r"^got{}\r?$"), [("q().\n", None)]),
     "mc": Job("mc", "mc", "TERM=xterm mc -u", r"Left", None, _resized(r"Left"),
               [("\x1b0", None)]),
     "bash-jobs": Job("bash", "bash", "bash --norc -i", r"\$ ",

@@ -249,6 +249,12 @@ class FileKind:
         terminal of a shell job): ckpt then leaves its status flags alone."""
         return False
 
+    def lent(self, fid: str, desc: Description) -> bool:
+        """Whether the restored processes hold, for description ``fid``, one ckpt lends
+        them (the user's terminal of a shell job) rather than one of their own: its
+        signal owner is then left alone, as it is ckpt's and the shell's too."""
+        return self.borrowed(desc)
+
     @classmethod
     def sent_back(cls, desc: Description) -> bool:
         """Whether a description passed in a queued message comes back: ckpt queues it

@@ -430,12 +430,15 @@ class RestoreFiles:
         saved signal owner (``F_SETOWN_EX`` on a copy of a restored process's fd), as the
         owner's number must exist when it is set."""
         for fid, desc in self.descriptions.items():
-            fown = desc.get("fown")
-            if fown is None or not fown["pid"] or fid in self.ctx.replaced:
+            fown = desc.get("fown") or {"type": "pid", "pid": 0}
+            if fid in self.ctx.replaced or not (fown["pid"] or (
+                    _owner_given(desc) and fid in self._holders)):
                 continue
-            if self._kind(desc).borrowed(desc):
-                log.warning("file %s: its signals went to %s %d; they do not on ckpt's own "
-                            "terminal, which stands for it", fid, fown["type"], fown["pid"])
+            if self._kind(desc).lent(fid, desc):
+                if fown["pid"]:
+                    log.warning("file %s: its signals went to %s %d; they do not on ckpt's own "
+                                "terminal, which stands for it", fid, fown["type"],
+                                fown["pid"])
                 continue
             pid, fd = self._holders[fid]
             pidfd = os.pidfd_open(pid)
@@ -454,6 +457,13 @@ class RestoreFiles:
                 os.close(copy)
             log.info("process %d fd %d: its signals go to %s %d", pid, fd, fown["type"],
                      fown["pid"])
+
+
+def _owner_given(desc: Description) -> bool:
+    """Whether the restore gave ``desc`` an owner it did not have: O_ASYNC
+    set on a terminal makes the terminal's foreground group (ckpt's, while a shell job
+    is restored) its owner."""
+    return bool(desc["flags"] & fcntl.FASYNC) and desc["kind"] == "tty"
 
 
 def read_fown(fd: int) -> dict[str, Any] | None:

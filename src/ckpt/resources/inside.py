@@ -30,6 +30,10 @@ class OpenedInside:
     def __init__(self) -> None:
         self._first: dict[str, tuple[int, int]] = {}
 
+    def __contains__(self, fid: str) -> bool:
+        """Whether a restored process opened description ``fid`` itself."""
+        return fid in self._first
+
     def place(self, pid: int, inj: Injector, t: TaskFd, open_inside: Callable[[], int]
               ) -> None:
         """Put the real file of ``t`` at its fd in process ``pid``: ``open_inside`` opens it

@@ -215,6 +215,10 @@ class Terminals(FileKind):
         return (desc.get("pty") != "master" and not desc.get("internal")
                 and not desc.get("deleted") and not desc.get("orphan"))  # the user's
 
+    def lent(self, fid: str, desc: Description) -> bool:
+        """/dev/tty the restored process opened itself is its own description."""
+        return self.borrowed(desc) and fid not in self._ctty
+
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
         st = f.st
         desc: Description = {"path": f.link, "rdev": [os.major(st.st_rdev),
