@@ -24,13 +24,28 @@ static socklen_t zt_loopback(struct sockaddr_storage *ss, int family, int port)
 	return sizeof(*a);
 }
 
+/* The port of an IPv4 or IPv6 address. */
+static int zt_port_in(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+					      : ((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
 /* The local port of an IPv4 or IPv6 socket. */
 static int zt_port_of(int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t l = sizeof(ss);
 	getsockname(fd, (void *)&ss, &l);
-	return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	return zt_port_in(&ss);
+}
+
+/* The port of the peer of a connected IPv4 or IPv6 socket. */
+static int zt_peer_port_of(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof(ss);
+	getpeername(fd, (void *)&ss, &l);
+	return zt_port_in(&ss);
 }
 #endif

@@ -776,8 +776,10 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
 
 
 def _closed(sock: socket.socket, desc: Description, where: str) -> None:
-    """--tcp-close: the socket comes back closed (reading and writing fail), and no
-    packet goes out."""
+    """--tcp-close: the socket comes back closed, as a connection both ends closed
+    (reads give the end of file, poll a hang-up, writes fail with EPIPE), and no
+    packet goes out: "connected" and dropped in repair mode, which leaves an error
+    (ECONNABORTED) ckpt takes, then shut down both ways."""
     repair.on(sock)
     try:
         _bind(sock, desc, where)
@@ -788,4 +790,10 @@ def _closed(sock: socket.socket, desc: Description, where: str) -> None:
             log.info("%s: %s; left unconnected", where, e.strerror)
     finally:
         repair.off(sock, probe=False)
+    sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # the disconnect's, not the process's
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # ENOTCONN, but shut down all the same
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
     log.info("%s: connection to %s restored closed", where, _fmt(desc["peer"]))
