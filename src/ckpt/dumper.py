@@ -116,6 +116,9 @@ class _Frozen:
         self.stop_signal = 0  # the signal of the group stop it was in (SIGSTOP...), or 0
         self.options = ptrace.INJECT_OPTIONS  # as seized (and seccomp suspended)
         self.status: procfs.Status | None = None  # /proc/TID/status, read once stopped
+        # its syscall user dispatch (None: off), turned off while ckpt injects calls
+        self.dispatch: ptrace.DispatchConfig | None = None
+        self.dispatch_paused = False
 
     def freeze(self) -> bool:
         """Seize and stop the task; False if it turned out to be a zombie or gone."""
@@ -168,7 +171,28 @@ class _Frozen:
         which starts after it, waits for their status."""
         self.regs0 = cpu.rseq_aborted(self.pid, ptrace.get_regs(self.pid))
         self.mask0 = ptrace.get_sigmask(self.pid)
+        self.dispatch = ptrace.get_dispatch(self.pid)
         return True
+
+    def _pause_dispatch(self) -> None:
+        """A thread under syscall user dispatch (Wine) whose selector blocks syscalls
+        would take ckpt's injected calls for its own and get SIGSYS for each: its
+        dispatch is off while ckpt works in it, put back by ``resume_dispatch`` (or,
+        should ckpt die, by the next one: recovery.py)."""
+        conf = self.dispatch
+        if conf is None or self.dispatch_paused or not cpu.dispatches(self.pid, conf):
+            return
+        ptrace.set_dispatch(self.pid, ptrace.DispatchConfig())
+        self.dispatch_paused = True
+
+    def resume_dispatch(self) -> None:
+        if self.dispatch is not None and self.dispatch_paused:
+            try:
+                ptrace.set_dispatch(self.pid, self.dispatch)
+                self.dispatch_paused = False
+            except OSError as e:
+                log.warning("thread %d: could not put back its syscall user dispatch: %s",
+                            self.pid, e)
 
     def _suspend_seccomp(self) -> None:
         """A task under seccomp runs ckpt's syscalls with its filters suspended: a filter
@@ -195,6 +219,7 @@ class _Frozen:
         first."""
         assert self.regs0 is not None and self.mask0 is not None
         self._suspend_seccomp()
+        self._pause_dispatch()
         self.inj = Injector(self.pid, site, cpu.on_release(self.regs0), mask=self.mask0,
                             options=self.options, parks=parks)
         self.inj.area = area
@@ -245,6 +270,8 @@ def _thaw_all(frozen: list[_Frozen]) -> None:
                 log.warning("process %d: could not undo the freeze: %s", inj.pid, e)
     for inj in injs:
         inj.close()
+    for fr in frozen:
+        fr.resume_dispatch()
 
 
 @dataclass
@@ -673,12 +700,16 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     for v in vmas:
         mem.classify(v, pid)
     stat = procfs.stat(pid)
+    if fr.regs0.cs == cpu.COMPAT_CS:
+        raise UnsupportedError(f"process {pid} runs 32-bit code (compat mode: an i386 "
+                               "program, or 64-bit code that switched to it); not supported")
     site, park, parking = _syscall_sites(pid, vmas)
     scratch = libc.free_area([(v.start, v.end) for v in vmas], SCRATCH_SIZE)
     note.process(pid, stat.start_time, [(th.pid, resumable(th.regs0), th.mask0)
                                         for th in (fr, *t.threads)
                                         if th.regs0 is not None and th.mask0 is not None],
-                 park, (scratch, SCRATCH_SIZE), len(parking))
+                 park, (scratch, SCRATCH_SIZE), len(parking),
+                 {th.pid: th.dispatch for th in (fr, *t.threads) if th.dispatch is not None})
     fork = ForkParent(t.ppid, mappings[t.ppid]) if t.ppid in mappings else None
     track = memctx.task(pid, fork) if memctx is not None else None
     memory = mem.MemoryDump(pid, vmas, images, stat, shmem_seen, track=track,
@@ -722,8 +753,15 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         images.need("process-knobs")
     if any("in_call" in c for c in [core["cpu"], *(t["cpu"] for t in core["threads"])]):
         images.need(cpu.FEATURE)
+    cpus = [core["cpu"], *(t["cpu"] for t in core["threads"])]
+    if any("dispatch" in c for c in cpus):
+        images.need(cpu.DISPATCH_FEATURE)
+    if any("tls" in c for c in cpus):
+        images.need(cpu.TLS_FEATURE)
     if "ldt" in core["task"]:
         images.need(ldt.FEATURE)
+    if "autogroup" in core["task"]:
+        images.need(task.AUTOGROUP_FEATURE)
     images.write_json(f"mm-{pid}.json", mm)
     faults.point("dump.task.done")
     return pages
@@ -784,6 +822,11 @@ def _task_state(t: _Task, images: ImageWriter, dumper: files.DumpFiles, site: in
         assert th.regs0 is not None and th.mask0 is not None and th.status is not None
         others.append((th_inj, th.regs0, th.mask0, th.status))
     core["threads"] = thread.dump_all(pid, others, fr.scratch, SCRATCH_SIZE - BATCH_ROOM)
+    if fr.dispatch is not None:
+        core["cpu"]["dispatch"] = cpu.dispatch_state(fr.dispatch)
+    for th, state in zip(t.threads, core["threads"], strict=True):
+        if th.dispatch is not None:
+            state["cpu"]["dispatch"] = cpu.dispatch_state(th.dispatch)
     log.info("process %d: registers, signals and task state saved (%d threads)", pid,
              1 + len(t.threads))
     faults.point("dump.task.core")
@@ -1003,6 +1046,11 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             own_ns.remove("net")  # refused below: its network namespace is not saved
         namespaces.check_tree([t.pid for t in live], (*own_ns, "pid_for_children")
                               if "pid" in own_ns else tuple(own_ns))
+        for t in live:
+            if t.threads:
+                tids = [th.pid for th in t.threads]
+                sharing.check_threads(t.pid, tids)
+                namespaces.check_threads(t.pid, tids)
         inside = nspids.dump({t.pid: [th.pid for th in t.threads] for t in tasks}, pid) \
             if "pid" in own_ns else None
         if "net" in own_ns:  # its sockets are found by sock_diag from inside it

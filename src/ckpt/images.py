@@ -84,6 +84,10 @@ FEATURES: dict[str, str] = {
     "kmsg-place": "where a reader of /dev/kmsg reads next (kmsg_seq of a chr description)",
     "pages-stripes": "page data in stripes over two files, each written by a thread (stripes)",
     "ldt": "a process's x86 LDT entries (task.ldt)",
+    "syscall-dispatch": "a task's syscall user dispatch, Wine's (cpu.dispatch)",
+    "epoll-params": "an epoll's busy polling parameters (EPIOCSPARAMS: params)",
+    "gdt-tls": "a thread's GDT TLS entries, set_thread_area's (cpu.tls)",
+    "autogroup": "the nice value of a process's autogroup (task.autogroup)",
 }
 INVENTORY = "inventory.json"
 # Images only some trees have (each module's IMAGE), named here for a restore that

@@ -87,13 +87,17 @@ class Note:
             os.write(self.fd, jsontext.dumps(entry).encode() + b"\n")
 
     def process(self, pid: int, started: int, threads: list[tuple[int, ptrace.UserRegs, int]],
-                park: int | None, scratch: tuple[int, int], park_size: int = 0) -> None:
+                park: int | None, scratch: tuple[int, int], park_size: int = 0,
+                dispatch: dict[int, ptrace.DispatchConfig] | None = None) -> None:
         """Process ``pid``'s threads, each with the registers and mask it resumes with;
         where its parking code (of ``park_size`` bytes) and its scratch area (address,
-        size) go."""
+        size) go; ``dispatch``: the syscall user dispatch of threads that have one (ckpt
+        turns it off while it works in them)."""
+        dispatch = dispatch or {}
         self._add({"pid": pid, "start": started, "park": park, "scratch": list(scratch),
                    "park_size": park_size,
-                   "threads": [{"tid": tid, "regs": regs.to_dict(), "mask": mask}
+                   "threads": [{"tid": tid, "regs": regs.to_dict(), "mask": mask,
+                                **_dispatch_entry(dispatch.get(tid))}
                                for tid, regs, mask in threads]})
 
     def close(self) -> None:
@@ -104,6 +108,10 @@ class Note:
                 pass
             os.close(self.fd)
             self.fd = -1
+
+
+def _dispatch_entry(conf: ptrace.DispatchConfig | None) -> dict[str, list[int]]:
+    return {} if conf is None else {"dispatch": [conf.selector, conf.offset, conf.len]}
 
 
 def recover() -> None:
@@ -205,6 +213,7 @@ def _recover(name: str, entries: list[dict[str, Any]], note: int) -> None:
             continue
         try:
             _recover_process(entry, note)
+            _dispatch_back(entry)
         except (OSError, procfs.ProcessGone) as e:
             log.warning("process %d, left by a killed ckpt (%s): %s", pid, name, e)
 
@@ -270,6 +279,25 @@ def _recover_process(entry: dict[str, Any], note: int) -> None:
                 log.warning("thread %d: detach: %s", tid, e)
 
 
+def _dispatch_back(entry: dict[str, Any]) -> None:
+    """Put back the syscall user dispatch of each thread that had one, which the killed
+    ckpt may have left off (its injected calls would have been dispatched)."""
+    from .kernel import ptrace
+    for th in entry["threads"]:
+        if "dispatch" not in th or not os.path.exists(f"/proc/{entry['pid']}/task/{th['tid']}"):
+            continue
+        tid = th["tid"]
+        ptrace.seize(tid, ptrace.PTRACE_O_TRACESYSGOOD)
+        try:
+            _stop(tid)
+            if ptrace.get_dispatch(tid) is None:
+                ptrace.set_dispatch(tid, ptrace.DispatchConfig(1, *th["dispatch"]))
+                log.warning("thread %d of process %d: its syscall user dispatch, which a "
+                            "killed ckpt left off, is on again", tid, entry["pid"])
+        finally:
+            ptrace.detach(tid)
+
+
 def _note_again(note: int, entry: dict[str, Any], tids: list[int]) -> None:
     """Add to the note ``entry`` with its stopped threads' own state as it is now: should
     this ckpt die in the middle of the munmap it injects from the parking code, the next
@@ -277,8 +305,10 @@ def _note_again(note: int, entry: dict[str, Any], tids: list[int]) -> None:
     thread back in time: a counter printed its last numbers twice)."""
     from .kernel import ptrace
     from .kernel.inject import resumable
+    dispatch = {th["tid"]: th["dispatch"] for th in entry["threads"] if "dispatch" in th}
     threads = [{"tid": tid, "regs": resumable(ptrace.get_regs(tid)).to_dict(),
-                "mask": ptrace.get_sigmask(tid)} for tid in tids]
+                "mask": ptrace.get_sigmask(tid),
+                **({"dispatch": dispatch[tid]} if tid in dispatch else {})} for tid in tids]
     os.write(note, jsontext.dumps({**entry, "threads": threads}).encode()
              + b"\n")
 

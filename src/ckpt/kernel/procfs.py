@@ -748,6 +748,20 @@ def oom_score_adj(pid: int) -> int:
     return int(_read(pid, "oom_score_adj"))
 
 
+def autogroup_nice(pid: int) -> int:
+    """The nice value of the autogroup (the scheduling group of its session) ``pid`` is
+    in, from /proc/PID/autogroup ("/autogroup-N nice K"); 0 without autogroups."""
+    try:
+        text = _read(pid, "autogroup")
+    except FileNotFoundError:  # a kernel without CONFIG_SCHED_AUTOGROUP
+        return 0
+    _, _, nice = text.partition(b" nice ")
+    try:
+        return int(nice)
+    except ValueError:  # autogroups off: nothing shown
+        return 0
+
+
 def numa_maps(pid: int) -> list[tuple[int, str]]:
     """/proc/PID/numa_maps: each mapping's start and the rest of its line (its NUMA
     policy, then page counts)."""

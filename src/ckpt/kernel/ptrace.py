@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 from .libc import _check
@@ -29,6 +30,14 @@ PTRACE_SETSIGMASK = 0x420B
 PTRACE_SECCOMP_GET_FILTER = 0x420C
 PTRACE_SECCOMP_GET_METADATA = 0x420D
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG = 0x4210
+PTRACE_GET_THREAD_AREA, PTRACE_SET_THREAD_AREA = 25, 26
+# The GDT's TLS entries (set_thread_area), 3 per thread, and what the kernel gives for an
+# empty one (struct user_desc: entry, base, limit, flags with read_exec_only and
+# seg_not_present set)
+GDT_TLS_ENTRIES = (12, 13, 14)
+_EMPTY_TLS_FLAGS = 0x28
+PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG = 0x4211
 
 PTRACE_PEEKSIGINFO_SHARED = 1
 PTRACE_EVENT_STOP = 128
@@ -90,6 +99,12 @@ class RseqConfig(ctypes.Structure):
     _fields_ = [("rseq_abi_pointer", ctypes.c_uint64), ("rseq_abi_size", ctypes.c_uint32),
                 ("signature", ctypes.c_uint32), ("flags", ctypes.c_uint32),
                 ("pad", ctypes.c_uint32)]
+
+
+class DispatchConfig(ctypes.Structure):
+    """struct ptrace_sud_config: a thread's syscall user dispatch (mode 1: on)."""
+    _fields_ = [("mode", ctypes.c_uint64), ("selector", ctypes.c_uint64),
+                ("offset", ctypes.c_uint64), ("len", ctypes.c_uint64)]
 
 
 class PeekSigInfoArgs(ctypes.Structure):
@@ -195,6 +210,49 @@ def get_rseq(pid: int) -> RseqConfig:
     conf = RseqConfig()
     ptrace(PTRACE_GET_RSEQ_CONFIGURATION, pid, ctypes.sizeof(conf), ctypes.addressof(conf))
     return conf
+
+
+def get_dispatch(tid: int) -> DispatchConfig | None:
+    """Stopped thread ``tid``'s syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH),
+    None when off (or on a kernel without it, before 5.19)."""
+    conf = DispatchConfig()
+    try:
+        ptrace(PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, tid, ctypes.sizeof(conf),
+               ctypes.addressof(conf))
+    except OSError as e:
+        if e.errno in (errno.EIO, errno.EINVAL):  # an older kernel: none
+            return None
+        raise
+    return conf if conf.mode else None
+
+
+def set_dispatch(tid: int, conf: DispatchConfig) -> None:
+    """Give stopped thread ``tid`` the syscall user dispatch ``conf`` (mode 0: off)."""
+    ptrace(PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG, tid, ctypes.sizeof(conf),
+           ctypes.addressof(conf))
+
+
+def get_tls(tid: int) -> list[list[int]]:
+    """Stopped thread ``tid``'s GDT TLS entries that are not empty, each as [entry, base,
+    limit, flags] (struct user_desc); none where the kernel has no 32-bit emulation."""
+    out = []
+    desc = (ctypes.c_uint32 * 4)()
+    for entry in GDT_TLS_ENTRIES:
+        try:
+            ptrace(PTRACE_GET_THREAD_AREA, tid, entry, ctypes.addressof(desc))
+        except OSError as e:
+            if e.errno == errno.EIO:  # a kernel without CONFIG_IA32_EMULATION
+                return []
+            raise
+        if list(desc[1:]) != [0, 0, _EMPTY_TLS_FLAGS]:
+            out.append([entry, desc[1], desc[2], desc[3]])
+    return out
+
+
+def set_tls(tid: int, entry: int, base: int, limit: int, flags: int) -> None:
+    """Set GDT TLS entry ``entry`` of stopped thread ``tid`` (set_thread_area's)."""
+    desc = (ctypes.c_uint32 * 4)(entry, base, limit, flags)
+    ptrace(PTRACE_SET_THREAD_AREA, tid, entry, ctypes.addressof(desc))
 
 
 def peek_siginfo(pid: int, shared: bool) -> list[bytes]:

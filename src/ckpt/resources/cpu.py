@@ -12,10 +12,10 @@ import ctypes
 import errno
 import struct
 
-from ..errors import UnsupportedError
+from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, ptrace
 from ..log import logger
-from ..schema import B64, U64, Enum, Null, Obj, Opt, Str
+from ..schema import B64, U32, U64, Enum, List, Null, Obj, Opt, Str, Tup
 
 TYPE_CHECKING = False  # typing is not imported, for speed
 if TYPE_CHECKING:
@@ -26,9 +26,16 @@ log = logger("ckpt.cpu")
 # A task's CPU state (docs/image-format.md, core-PID.json).
 SCHEMA = Obj(regs=Obj({n: U64 for n in ptrace.REG_NAMES}), xstate=B64(1 << 16),
              syscall_note=Null(Str(200)),
-             in_call=Opt(Enum(libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)))
+             in_call=Opt(Enum(libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)),
+             dispatch=Opt(Obj(selector=U64, offset=U64, len=U64)),
+             tls=Opt(List(Tup(Enum(*ptrace.GDT_TLS_ENTRIES), U32, U32, U32), max=3)))
 # The image feature of ``in_call``.
 FEATURE = "in-call"
+# The image feature of ``dispatch``: the task's syscall user dispatch (Wine's).
+DISPATCH_FEATURE = "syscall-dispatch"
+# The image feature of ``tls``: GDT TLS entries (set_thread_area).
+TLS_FEATURE = "gdt-tls"
+COMPAT_CS = 0x23  # the code segment of 32-bit code (__USER32_CS); 64-bit code's is 0x33
 
 _RESTART_AS_IS = (libc.ERESTARTSYS, libc.ERESTARTNOINTR, libc.ERESTARTNOHAND)
 # Calls the kernel never restarts, which return EINTR when the task is merely stopped
@@ -156,6 +163,23 @@ def _peek(tid: int, addr: int, size: int) -> bytes:
     return buf.raw
 
 
+def dispatches(tid: int, conf: ptrace.DispatchConfig) -> bool:
+    """Whether stopped thread ``tid``, under syscall user dispatch ``conf``, would take
+    a syscall it runs now for one to dispatch (SIGSYS): unless its selector byte says
+    ALLOW (0), as a Wine thread's does in Unix code, any syscall is, wherever it is."""
+    if not conf.selector:
+        return True
+    try:
+        return _peek(tid, conf.selector, 1) != b"\0"
+    except OSError:
+        return True
+
+
+def dispatch_state(conf: ptrace.DispatchConfig) -> dict[str, int]:
+    """What ``restore`` sets again of a thread's syscall user dispatch."""
+    return {"selector": conf.selector, "offset": conf.offset, "len": conf.len}
+
+
 def dump(pid: int, regs: ptrace.UserRegs) -> dict[str, Any]:
     """The task's CPU state; ``regs`` are those read when it was frozen."""
     fixed = regs.copy()
@@ -172,6 +196,9 @@ def dump(pid: int, regs: ptrace.UserRegs) -> dict[str, Any]:
            "syscall_note": note}
     if code is not None:
         out["in_call"] = code
+    tls = ptrace.get_tls(pid)
+    if tls:
+        out["tls"] = tls
     return out
 
 
@@ -182,11 +209,27 @@ def restore(pid: int, cpu: dict[str, Any]) -> None:
     detached, the kernel runs the call again, or has it return EINTR should a signal
     handler run first (mc waits in select for its SIGWINCH handler to interrupt it)."""
     ptrace.set_xstate(pid, binascii.a2b_base64(cpu["xstate"]))
+    for entry, base, limit, flags in cpu.get("tls", ()):  # before a selector naming one
+        try:
+            ptrace.set_tls(pid, entry, base, limit, flags)
+        except OSError as e:
+            raise RestoreError(f"thread {pid}: its TLS entry {entry} of the GDT (base "
+                               f"{base:#x}, limit {limit:#x}, flags {flags:#x}) cannot be set "
+                               f"again: {e.strerror}") from None
     regs = ptrace.UserRegs.from_dict(cpu["regs"])
     if "in_call" in cpu:
         regs.orig_rax, regs.rax = regs.rax, (-cpu["in_call"]) % _U64
         regs.rip += 2
     ptrace.set_regs(pid, regs)
+    if "dispatch" in cpu:  # last: no call of ckpt's runs in the task after it
+        d = cpu["dispatch"]
+        try:
+            ptrace.set_dispatch(pid, ptrace.DispatchConfig(1, d["selector"], d["offset"],
+                                                           d["len"]))
+        except OSError as e:
+            raise RestoreError(f"thread {pid}: its syscall user dispatch (selector "
+                               f"{d['selector']:#x}, calls allowed from {d['offset']:#x}, "
+                               f"{d['len']} bytes) cannot be set again: {e.strerror}") from None
 
 
 def needs_trap_stop(cpu: dict[str, Any]) -> bool:

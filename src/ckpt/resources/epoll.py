@@ -27,6 +27,11 @@ has under N is added through a temporary fd N: the owner takes a copy of the
 holder's fd (``pidfd_getfd``), puts it at N (moving aside what N holds), adds
 the watch, and puts N back as it was.
 
+Busy polling parameters (``EPIOCSPARAMS``: microseconds, budget, preference) are
+read with ``EPIOCGPARAMS`` from ckpt's copy of the fd and set again on the new
+instance; a budget above 64, which only ``CAP_NET_ADMIN`` may set, is refused at
+dump (the restore would give it whether or not the process could).
+
 Readiness is not saved: on EPOLL_CTL_ADD the kernel polls the file and queues
 the watch as ready if it is, for level- and edge-triggered watches alike. A
 level-triggered watch is therefore exactly as before. An edge-triggered one
@@ -83,6 +88,10 @@ ANY_READY = 0x1 | 0x2 | 0x4 | 0x2000
 KCMP_EPOLL_TFD = 7
 F_DUPFD_CLOEXEC = 1030
 FEATURE = "epoll-moved"  # what a dump with a moved watch needs of its reader (images.py)
+PARAMS_FEATURE = "epoll-params"  # ... and one with busy polling parameters
+# struct epoll_params (u32 usecs, u16 budget, u8 prefer, u8 pad): _IOW/_IOR(0x8A, 1/2)
+_EPIOCSPARAMS, _EPIOCGPARAMS = 0x40088A01, 0x80088A02
+_BUDGET_MAX = 64  # NAPI_POLL_WEIGHT: above it, EPIOCSPARAMS needs CAP_NET_ADMIN
 
 def _same_file(pid: int, epfd: int, w: procfs.EpollWatch, toff: int,
                holder: tuple[int, int] | None = None) -> bool | None:
@@ -147,6 +156,7 @@ class Epoll(FileKind):
         "owner": PID,
         "watches": List(Obj(tfd=Int(0, (1 << 31) - 1), events=U32, data=U64,
                             file=Opt(STR), holder=Opt(Tup(PID, Int(0, (1 << 31) - 1))))),
+        "params": Opt(Tup(Int(0, (1 << 31) - 1), Int(0, _BUDGET_MAX), Int(0, 1))),
     }
 
     @classmethod
@@ -175,7 +185,12 @@ class Epoll(FileKind):
                          f"{moved}")
                 self._moved.append(_Moved(watch, where, f.pid, f.fd, w, toff))
         log.info("%s: epoll with %d watches", f.where, len(watches))
-        return {"owner": f.pid, "watches": watches}
+        desc: Description = {"owner": f.pid, "watches": watches}
+        params = _params(f)
+        if params is not None:
+            desc["params"] = params
+            ctx.images.need(PARAMS_FEATURE)
+        return desc
 
     def after_dump(self, ctx: DumpCtx, tasks: list[dict[str, Any]]) -> None:
         """Find the file of each watch whose fd number moved: one fd of the tree holding
@@ -205,7 +220,15 @@ class Epoll(FileKind):
         self._moved.clear()
 
     def open(self, ctx: RestoreCtx, desc: Description) -> int:
-        return libc.syscall("epoll_create1", EPOLL_CLOEXEC)
+        fd = libc.syscall("epoll_create1", EPOLL_CLOEXEC)
+        if "params" in desc:
+            try:
+                fcntl.ioctl(fd, _EPIOCSPARAMS, struct.pack("<IHBB", *desc["params"], 0))
+            except OSError as e:
+                os.close(fd)
+                raise RestoreError(f"an epoll's busy polling parameters {desc['params']} "
+                                   f"cannot be set again (EPIOCSPARAMS): {e.strerror}") from None
+        return fd
 
     def restore_in_task(self, ctx: RestoreCtx, pid: int, inj: Injector, scratch: int,
                         fds: list[TaskFd]) -> None:
@@ -227,6 +250,26 @@ class Epoll(FileKind):
                     _add(pid, inj, epfd, w, scratch, w["events"])
             log.info("process %d fd %d: epoll with %d watches restored", pid, epfd,
                      len(desc["watches"]))
+
+
+def _params(f: OpenFd) -> list[int] | None:
+    """The epoll's busy polling parameters (microseconds, budget, preference) when any
+    is set; refused when the budget is one only CAP_NET_ADMIN may set."""
+    buf = bytearray(8)
+    try:
+        fcntl.ioctl(f.dup, _EPIOCGPARAMS, buf, True)
+    except OSError as e:
+        if e.errno in (errno.ENOTTY, errno.EINVAL):  # a kernel without them (before 6.9)
+            return None
+        raise
+    usecs, budget, prefer, _ = struct.unpack("<IHBB", buf)
+    if not (usecs or budget or prefer):
+        return None
+    if budget > _BUDGET_MAX:
+        raise UnsupportedError(f"{f.where} (epoll) has a busy polling budget of {budget}, "
+                               f"above {_BUDGET_MAX}, which only CAP_NET_ADMIN may set; "
+                               "not supported")
+    return [usecs, budget, prefer]
 
 
 def _fired(w: dict[str, Any]) -> bool:

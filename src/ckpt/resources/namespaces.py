@@ -74,6 +74,45 @@ def check_tree(pids: list[int], theirs_too: tuple[str, ...] = ()) -> None:
                     "own namespaces only; run ckpt inside the process's (nsenter)")
 
 
+# The namespaces a thread may change alone (mnt comes with its own fs struct, which
+# sharing.check_threads refuses; user namespaces only a single thread may enter).
+_THREAD_OWN = ("uts", "ipc", "net", "cgroup", "pid_for_children", "time_for_children")
+
+
+def check_threads(pid: int, tids: list[int]) -> None:
+    """Refuse a thread of ``pid`` in another namespace than its process's (``unshare``
+    or ``setns`` in one thread): restored threads are all in their process's. (Links
+    read relative to each thread's ns folder: ~9 us each, 25 threads in ~1.4 ms.)"""
+    leader = {}
+    for name in _THREAD_OWN:
+        try:
+            leader[name] = os.readlink(f"/proc/{pid}/ns/{name}")
+        except FileNotFoundError:
+            continue
+    task = os.open(f"/proc/{pid}/task", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for tid in tids:
+            try:
+                ns = os.open(f"{tid}/ns", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                             dir_fd=task)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            try:
+                for name, link in leader.items():
+                    theirs = os.readlink(name, dir_fd=ns)
+                    if theirs != link:
+                        raise UnsupportedError(
+                            f"thread {tid} of process {pid} is in {name} namespace {theirs}, "
+                            f"not its process's ({link}); ckpt restores every thread in its "
+                            "process's namespaces")
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            finally:
+                os.close(ns)
+    finally:
+        os.close(task)
+
+
 class NamespaceFiles(FileKind):
     KIND = "ns"
     # its own fields in files.json

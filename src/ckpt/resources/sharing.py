@@ -72,6 +72,22 @@ def find(tasks: list[dict[str, Any]]) -> dict[int, dict[str, int]]:
     return out
 
 
+def check_threads(pid: int, tids: list[int]) -> None:
+    """Refuse a thread of ``pid`` with an fd table or fs struct of its own (it called
+    ``unshare(CLONE_FILES)`` or ``unshare(CLONE_FS)``): a restored thread is cloned
+    sharing its process's, and would lose its own fds, cwd, root and umask."""
+    for tid in tids:
+        for kind, (_, what, flag) in WHAT.items():
+            try:
+                differs = libc.syscall("kcmp", pid, tid, kind, 0, 0) != 0
+            except OSError:
+                continue  # gone meanwhile: the freeze tells what matters
+            if differs:
+                raise UnsupportedError(f"thread {tid} of process {pid} has its own {what} "
+                                       f"(unshare({flag})); ckpt restores threads sharing "
+                                       "their process's only")
+
+
 def check(tasks: list[dict[str, Any]]) -> None:
     """At restore: ``files_of`` and ``fs_of`` name the parent, which is a live process
     of the tree (images are untrusted)."""

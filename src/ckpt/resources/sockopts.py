@@ -77,6 +77,8 @@ SOCKET: SockOpts = {
     "SO_PREFER_BUSY_POLL": (SOL_SOCKET, 69, 69, "int"),
     "SO_BUSY_POLL_BUDGET": (SOL_SOCKET, 70, 70, "int"),
     "SO_TXREHASH": (SOL_SOCKET, 74, 74, "int"),
+    "SO_RCVPRIORITY": (SOL_SOCKET, 82, 82, "int"),  # Linux 6.14
+    "SO_PASSRIGHTS": (SOL_SOCKET, 83, 83, "int"),  # Linux 6.16: unix sockets take no fds
     "SO_ATTACH_FILTER": (SOL_SOCKET, SO_ATTACH_FILTER, SO_ATTACH_FILTER, "filter"),
     "SO_LOCK_FILTER": (SOL_SOCKET, 44, 44, "int"),
 }

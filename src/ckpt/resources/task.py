@@ -62,7 +62,9 @@ SCHEMA = OWN.extend(
     coredump_filter=Opt(Int(0, 0x1ff)),  # absent: the kernel's default
     keyring=Opt(keyring.SCHEMA),  # absent: the session keyring of whoever restores it
     ldt=Opt(ldt.SCHEMA),  # absent: no LDT
+    autogroup=Opt(Int(-20, 19)),  # absent: its autogroup's nice value is 0
 )
+AUTOGROUP_FEATURE = "autogroup"  # the image feature of ``autogroup``
 
 
 def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, Any]:
@@ -99,6 +101,7 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
     inj.checked("prctl", subreaper_res)
     subreaper = int.from_bytes(raw[OWN_SLOT:], "little")
     core_filter = procfs.coredump_filter(pid)
+    autogroup = procfs.autogroup_nice(pid)
     return {
         **dump_own(pid, pid, inj, scratch, got, st=st),
         "cwd": _cwd(pid),
@@ -115,6 +118,7 @@ def dump(pid: int, inj: Injector, scratch: int, st: procfs.Status) -> dict[str, 
         "memory_merge": _optional_prctl(pid, PR_GET_MEMORY_MERGE, merge),  # Linux 6.4
         **({"coredump_filter": core_filter} if core_filter != COREDUMP_FILTER_DEFAULT
            else {}),
+        **({"autogroup": autogroup} if autogroup else {}),
         # last: a table is read over the whole scratch area (64 KiB)
         **ldt.dump(pid, inj, scratch, ldt_probe),
     }
@@ -437,6 +441,20 @@ def restore_final(pid: int, inj: Injector, scratch: int, t: dict[str, Any],
     ``alone``: it has none."""
     restore_final_own(pid, inj, scratch, t, pdeathsig,
                       before_drop=lambda changed: _restore_dumpable(inj, t, changed or not alone))
+    if "autogroup" in t:
+        _restore_autogroup(pid, t["autogroup"])
+
+
+def _restore_autogroup(pid: int, nice: int) -> None:
+    """The nice value of the autogroup the process is in: the one its session made at
+    its ``setsid`` (every process of a session shares it), unless that session is
+    ckpt's own (a shell job's: its autogroup is the caller's, left alone)."""
+    if os.getsid(pid) == os.getsid(0):
+        log.warning("process %d: its autogroup's nice value %d is not restored: it is in "
+                    "ckpt's session, whose autogroup is the caller's", pid, nice)
+        return
+    with open(f"/proc/{pid}/autogroup", "w") as f:
+        f.write(str(nice))
 
 
 def restore_final_own(pid: int, inj: Injector, scratch: int, own: dict[str, Any],

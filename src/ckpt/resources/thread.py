@@ -20,7 +20,7 @@ import ctypes
 import os
 import struct
 
-from ..errors import RestoreError
+from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import BATCH_ENTRY, Injector, SignalBatch, raw_runs
 from ..log import logger
@@ -48,6 +48,7 @@ _SLOT = 64
 # Then, apart, the table of its calls as one batch (inject.SignalBatch): room for them,
 # the calls that end it, and what follows.
 _TABLE_ENTRIES = 12
+_QUERY = 0xFFFFFFFF  # personality's argument that only reads it
 _TABLE = (_TABLE_ENTRIES + 1) * BATCH_ENTRY
 
 
@@ -63,6 +64,7 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int, procf
     trips = sum(inj.trips for inj, *_ in threads)
     per_round = max(1, scratch_size // (_SLOT + _TABLE))
     mine = procfs.status(os.getpid())  # ckpt's own, which each thread's are checked with
+    persona = procfs.personality(pid) if threads else 0  # the process's (its first thread's)
     for first in range(0, len(threads), per_round):
         part = threads[first:first + per_round]
         slots = [scratch + i * _SLOT for i in range(len(part))]
@@ -70,16 +72,18 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int, procf
         for i, (inj, _regs, blocked, st) in enumerate(part):
             _batch_in(inj, tables + i * _TABLE, blocked, st)
         results = raw_runs([(inj, [*task.own_queries(slot),
-                                   signals.altstack_query(slot + task.OWN_SLOT)])
+                                   signals.altstack_query(slot + task.OWN_SLOT),
+                                   ("personality", (_QUERY,))])
                             for (inj, _regs, _blocked, _st), slot in zip(part, slots,
                                                                           strict=True)])
         raw = part[0][0].read(scratch, len(part) * _SLOT)  # the threads' memory is one
         for (inj, regs, blocked, st), slot, res in zip(part, slots, results, strict=True):
             tid = inj.pid
             at = slot - scratch
-            own = task.own_values(tid, res[:-1], raw[at:at + task.OWN_SLOT])
+            _check_personality(pid, tid, res[-1], persona)
+            own = task.own_values(tid, res[:-2], raw[at:at + task.OWN_SLOT])
             at += task.OWN_SLOT
-            stack = signals.altstack_value(tid, res[-1], raw[at:at + signals.ALTSTACK_SIZE])
+            stack = signals.altstack_value(tid, res[-2], raw[at:at + signals.ALTSTACK_SIZE])
             out.append({"tid": tid, "cpu": cpu.dump(tid, regs), "blocked": blocked,
                         "pending": signals.pending_private(tid), "altstack": stack,
                         "own": task.dump_own(pid, tid, inj, scratch, own, mine, st)})
@@ -87,6 +91,16 @@ def dump_all(pid: int, threads: list[tuple[Injector, ptrace.UserRegs, int, procf
         log.info("process %d: the own state of its %d other threads read in %d round trips",
                  pid, len(threads), sum(inj.trips for inj, *_ in threads) - trips)
     return out
+
+
+def _check_personality(pid: int, tid: int, got: int, persona: int) -> None:
+    """Refuse a thread whose personality (``got``: what personality(0xffffffff) gave in
+    it) is not its process's: personality() sets the calling thread's only, and restored
+    threads take the process's."""
+    if got != persona and not -4096 < got < 0:
+        raise UnsupportedError(f"thread {tid} of process {pid} has personality {got:#x}, not "
+                               f"its process's ({persona:#x}); ckpt restores one personality "
+                               "for all threads")
 
 
 def _batch_in(inj: Injector, table: int, blocked: int, st: procfs.Status) -> None:
