@@ -887,6 +887,64 @@ def test_not_accepted_from_outside(procs: Procs, images: Path) -> None:
         assert again.recv(10) == b"pong"
 
 
+def _held(port: int) -> list[int]:
+    """The client ports of the connections to 127.0.0.1:``port`` a listener holds in
+    SYN_RECV (TCP_DEFER_ACCEPT: the client has sent nothing yet)."""
+    return [s.dport for s in inet_sockets(socket.AF_INET, socket.IPPROTO_TCP, 1 << 3)
+            if s.sport == port]
+
+
+def test_held_by_defer_accept_from_the_tree(procs: Procs, images: Path) -> None:
+    """A listener with TCP_DEFER_ACCEPT holds its child's connection (which sent nothing
+    yet) in SYN_RECV, out of its accept queue's count. The dump finds it: the child's
+    socket connects again at restore, so once it sends its "ping" the server accepts
+    it and answers (it was rebuilt established to a server that had no such
+    connection: the ping met a reset)."""
+    need("nft")
+    tree = procs.start([PYTHON, INFLIGHT, "tree", "defer"])
+    port = int(tree.out.wait_line(r"^port ").split()[1])
+    client = only_child(tree.pid)
+    cport = int(tree.out.wait_line(r"^client local ").split()[2])
+    wait_until(lambda: _held(port) == [cport], TIMEOUT, "the held connection")
+    err = ckpt_fails("dump", "-t", tree.pid, "-D", images, "--tcp-close")
+    assert re.search(r"listening on 127\.0\.0\.1:\d+ with 1 connection\(s\) held by "
+                     r"TCP_DEFER_ACCEPT until their client sends; dump with "
+                     r"--tcp-established", err), err
+    ckpt_ok("dump", "-t", tree.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(tree)
+    procs.wait_gone(client)
+    files = json.loads((images / "files.json").read_text())
+    assert [d["tcp"].get("reconnect") for d in files.values() if "tcp" in d] == [True]
+    _restore(procs, images, [tree.pid, client], tree.out)
+    _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
+    os.kill(tree.pid, signal.SIGUSR2)
+    tree.out.wait_line("^client (got|error) ")
+    lines = tree.out.lines()
+    assert "server got b'ping'" in lines and "client got b'pong'" in lines, lines
+
+
+def test_held_by_defer_accept_from_outside(procs: Procs, images: Path) -> None:
+    """A connection from outside the tree that TCP_DEFER_ACCEPT holds is refused,
+    naming it (it was dropped without a word); --skip-in-flight drops it."""
+    server = procs.start([PYTHON, INFLIGHT, "serve", "defer"])
+    port = int(server.out.wait_line(r"^port ").split()[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT)) as outside:
+        oport = outside.getsockname()[1]
+        wait_until(lambda: _held(port) == [oport], TIMEOUT, "the held connection")
+        err = ckpt_fails("dump", "-t", server.pid, "-D", images, "--tcp-established")
+        assert re.search(rf"listening with a connection from 127\.0\.0\.1:{oport} held by "
+                         r"TCP_DEFER_ACCEPT until its client sends, whose client is outside "
+                         r"the dumped tree; ckpt cannot bring it back", err), err
+        assert _held(port) == [oport]
+        ckpt_ok("dump", "-t", server.pid, "-D", images, "--skip-in-flight")
+        procs.wait_gone(server)
+    _restore(procs, images, [server.pid], server.out)
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(TIMEOUT)) as again:
+        again.sendall(b"ping")
+        os.kill(server.pid, signal.SIGUSR2)
+        assert again.recv(10) == b"pong"
+
+
 # ------------------------------------------------------------------ connections being made
 
 CONNECTING = PROGS / "tcp_connecting.py"

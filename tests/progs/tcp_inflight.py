@@ -1,9 +1,10 @@
 """A TCP server that does not accept its connection until told, and (``tree``) its
 client in the same tree, driven by signals.
 
-Usage: tcp_inflight.py serve|tree
+Usage: tcp_inflight.py serve|tree [defer]
 
-The server listens on 127.0.0.1 (a port the kernel picks) and prints "port N".
+The server listens on 127.0.0.1 (a port the kernel picks) and prints "port N";
+with ``defer``, TCP_DEFER_ACCEPT holds each connection until its client sends.
 SIGUSR2: it accepts one connection, reads until it has "ping" (or end of file),
 prints "server got DATA" (as Python shows bytes), answers "pong", prints
 "server sent".
@@ -20,6 +21,8 @@ import sys
 
 lst = socket.socket()
 lst.bind(("127.0.0.1", 0))
+if sys.argv[2:] == ["defer"]:
+    lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
 lst.listen(8)
 port = lst.getsockname()[1]
 print(f"port {port}", flush=True)

@@ -251,7 +251,7 @@ class InetSockets(SocketKind):
         desc["state"] = state
         if state == TCP_LISTEN:
             pending, backlog = struct.unpack_from("=II", ti, 24)  # tcpi_unacked, _sacked
-            if pending:  # connections not accepted yet
+            if pending or desc["opts"].get("TCP_DEFER_ACCEPT"):  # connections waiting
                 self.connections.listening(ctx, desc, pending, where)
             desc["backlog"] = backlog
             return

@@ -15,7 +15,8 @@ mode to the same peer (SO_PEERNAME), our FIN queued, and closed by the peer's AC
 FIN sent as the peer.
 
 Connections not accepted yet (in a listener's queue: the kernel made them, no
-process holds them) whose client is in the tree, and received nothing: the client's
+process holds them; or held in SYN_RECV by a listener with TCP_DEFER_ACCEPT until the
+client sends) whose client is in the tree, and received nothing: the client's
 connection is saved as any, and at restore connects again to the restored listener
 once the network is unlocked (a handshake over the same addresses), and sends what
 it had sent and not seen acknowledged: the listener's queue holds a connection to
@@ -167,12 +168,13 @@ def _wire(addr: Any) -> tuple[str, int]:
     return repair.on_the_wire(addr[0])[1], int(addr[1])
 
 
-def _queued_on(listener: tuple[str, int]) -> list[_Waiting]:
-    """The connections no process holds yet (no inode) whose local end is ``listener``'s
-    address and port (any address, for a listener on a wildcard)."""
+def _queued_on(listener: tuple[str, int],
+               mask: int = (1 << ESTABLISHED) | (1 << CLOSE_WAIT)) -> list[_Waiting]:
+    """The connections no process holds yet (no inode), in the states of ``mask``, whose
+    local end is ``listener``'s address and port (any address, for a listener on a
+    wildcard)."""
     host, port = _wire(listener)
     wildcard = host in ("0.0.0.0", "::")
-    mask = (1 << ESTABLISHED) | (1 << CLOSE_WAIT)
     out = []
     for fam in (socket.AF_INET, socket.AF_INET6):
         for s in sock_diag.inet_sockets(fam, socket.IPPROTO_TCP, mask):
@@ -191,6 +193,7 @@ class _Listener:
     where: str
     waiting: list[_Waiting]
     pending: int  # how many the listener says it has
+    held: list[_Waiting] = field(default_factory=list)  # by TCP_DEFER_ACCEPT (SYN_RECV)
 
 
 @dataclass
@@ -311,16 +314,25 @@ class Connections:
         log.info("%s: connecting to %s (SYN_SENT)", where, _fmt(peer))
 
     def listening(self, ctx: DumpCtx, desc: Description, pending: int, where: str) -> None:
-        """A listener with ``pending`` connections not accepted yet: which they are is
-        settled once every socket of the tree is dumped (``after_dump``)."""
+        """A listener with ``pending`` connections not accepted yet, or with
+        TCP_DEFER_ACCEPT, which holds a connection whose client sent nothing yet in
+        SYN_RECV, out of the count: which they are is settled once every socket of the
+        tree is dumped (``after_dump``)."""
         addr = desc["addr"] or ["0.0.0.0", 0]
+        held = (_queued_on((addr[0], addr[1]), 1 << SYN_RECV)
+                if desc["opts"].get("TCP_DEFER_ACCEPT") else [])
+        if not pending and not held:
+            return
         if not ctx.tcp.established and not ctx.tcp.skip_in_flight:
+            what = (f"{pending} connection(s) not accepted yet" if pending else
+                    f"{len(held)} connection(s) held by TCP_DEFER_ACCEPT until their "
+                    "client sends")
             raise UnsupportedError(
-                f"{where}: listening on {_fmt(addr)} with {pending} connection(s) not "
-                "accepted yet; dump with --tcp-established (those whose client is in the "
-                "tree connect again at restore) or --skip-in-flight (dropped)")
-        self.listeners.append(_Listener(desc, where, _queued_on((addr[0], addr[1])),
-                                        pending))
+                f"{where}: listening on {_fmt(addr)} with {what}; dump with "
+                "--tcp-established (those whose client is in the tree connect again at "
+                "restore) or --skip-in-flight (dropped)")
+        waiting = _queued_on((addr[0], addr[1])) if pending else []
+        self.listeners.append(_Listener(desc, where, waiting, pending, held))
 
     def after_dump(self, ctx: DumpCtx, descs: list[Description]) -> None:
         """Each connection waiting in a listener's queue: its client's connection (in
@@ -330,6 +342,8 @@ class Connections:
             return
         clients = {(_wire(d["addr"]), _wire(d["peer"])): d for d in descs
                    if "tcp" in d and "window" in d["tcp"]}  # saved live connections
+        connecting = {(_wire(d["addr"]), _wire(d["peer"])) for d in descs
+                      if d.get("tcp", {}).get("syn_sent")}  # their SYN goes again
         for lst in self.listeners:
             if len(lst.waiting) != lst.pending:
                 self._cannot(ctx, lst, f"{lst.pending} connection(s) not accepted yet, of "
@@ -337,12 +351,16 @@ class Connections:
                              f"{len(lst.waiting)} (another listener on its port?)")
                 continue
             again = []
-            for w in lst.waiting:
+            for w in lst.waiting + lst.held:
+                if (w.peer, w.local) in connecting:
+                    continue
                 client = clients.get((w.peer, w.local))
                 why = _why_not_again(w, client)
                 if why:
-                    self._cannot(ctx, lst, f"a connection from {_fmt(w.peer)} not accepted "
-                                 f"yet, {why}")
+                    kind = ("held by TCP_DEFER_ACCEPT until its client sends"
+                            if w.state == SYN_RECV else "not accepted yet")
+                    self._cannot(ctx, lst, f"a connection from {_fmt(w.peer)} {kind}, "
+                                 f"{why}")
                     continue
                 assert client is not None
                 client["tcp"]["reconnect"] = True
@@ -684,9 +702,9 @@ def _why_not_again(w: _Waiting, client: Description | None) -> str | None:
     restore (its client ``client``), or None if it can."""
     if client is None:
         return "whose client is outside the dumped tree"
-    if w.rqueue or w.state != ESTABLISHED:
+    if w.rqueue or w.state == CLOSE_WAIT:
         return (f"which has received {w.rqueue} bytes"
-                + (" and the end of the stream" if w.state != ESTABLISHED else "")
+                + (" and the end of the stream" if w.state == CLOSE_WAIT else "")
                 + " that only the kernel holds")
     t = client["tcp"]
     if client["state"] != ESTABLISHED or t["recv"]["len"] or t.get("fin_unsent"):
