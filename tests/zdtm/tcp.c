@@ -212,8 +212,20 @@ static int conn_opts(int family)
 	SYS(getsockopt(c, IPPROTO_TCP, TCP_MAXSEG, &seg, &(socklen_t){ sizeof(seg) }));
 	CHECK(seg <= 1200, "TCP_MAXSEG %d before the dump", seg);
 	SYS(send(c, "before", 6, 0));
+	struct tcp_info was[2], now;
+	for (int k = 0; k < 2; k++)
+		SYS(getsockopt(fds[k], IPPROTO_TCP, TCP_INFO, &was[k], &(socklen_t){ sizeof(was[k]) }));
 	zt_ready();
 	zt_wait();
+	for (int k = 0; k < 2; k++) { /* what the handshake negotiated */
+		SYS(getsockopt(fds[k], IPPROTO_TCP, TCP_INFO, &now, &(socklen_t){ sizeof(now) }));
+		CHECK(now.tcpi_options == was[k].tcpi_options, "end %d: options %#x, were %#x", k,
+		      now.tcpi_options, was[k].tcpi_options);
+		CHECK(now.tcpi_snd_wscale == was[k].tcpi_snd_wscale &&
+		      now.tcpi_rcv_wscale == was[k].tcpi_rcv_wscale,
+		      "end %d: window scales %d/%d, were %d/%d", k, now.tcpi_snd_wscale,
+		      now.tcpi_rcv_wscale, was[k].tcpi_snd_wscale, was[k].tcpi_rcv_wscale);
+	}
 	for (int k = 0; k < 2; k++)
 		for (int i = 0; i < n; i++) {
 			int v = -1;
@@ -285,6 +297,37 @@ static int closed(int lfamily, int cfamily)
 		CHECK(l == pl[k] && !memcmp(&now, &peer[k], l), "end %d: its peer's address changed",
 		      k);
 	}
+	zt_pass();
+}
+
+/* A connection not accepted yet whose client (in the process) sent nothing: after the
+ * restore the listener accepts it and bytes go both ways. */
+static int unaccepted(int lfamily, int cfamily)
+{
+	struct sockaddr_storage ss;
+	int l;
+	if (lfamily == AF_INET6 && cfamily == AF_INET) {
+		struct sockaddr_in6 any = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
+		l = SYS(socket(lfamily, SOCK_STREAM, 0));
+		SYS(bind(l, (void *)&any, sizeof(any)));
+		SYS(listen(l, 4));
+	} else
+		l = listener(lfamily, 4);
+	int c = SYS(socket(cfamily, SOCK_STREAM, 0));
+	SYS(connect(c, (void *)&ss, zt_loopback(&ss, cfamily, zt_port_of(l))));
+	zt_ready();
+	zt_wait();
+	SYS(fcntl(l, F_SETFL, O_NONBLOCK));
+	int a = accept(l, NULL, NULL);
+	CHECK(a >= 0, "no connection to accept: %s", strerror(errno));
+	CHECK(zt_peer_port_of(a) == zt_port_of(c), "accepted another connection");
+	char b[4];
+	SYS(send(c, "ping", 4, 0));
+	recv_all(a, b, 4, "client to server");
+	CHECK(!memcmp(b, "ping", 4), "ping");
+	SYS(send(a, "pong", 4, 0));
+	recv_all(c, b, 4, "server to client");
+	CHECK(!memcmp(b, "pong", 4), "pong");
 	zt_pass();
 }
 
@@ -415,6 +458,9 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "tcp-syn-sent")) return syn_sent(AF_INET);
 	if (!strcmp(m, "tcp6-syn-sent")) return syn_sent(AF_INET6);
 	if (!strcmp(m, "tcp-reuseport")) return reuseport();
+	if (!strcmp(m, "tcp-unaccepted")) return unaccepted(AF_INET, AF_INET);
+	if (!strcmp(m, "tcp6-unaccepted")) return unaccepted(AF_INET6, AF_INET6);
+	if (!strcmp(m, "tcp4v6-unaccepted")) return unaccepted(AF_INET6, AF_INET);
 	if (!strcmp(m, "tcp-closed")) return closed(AF_INET, AF_INET);
 	if (!strcmp(m, "tcp6-closed")) return closed(AF_INET6, AF_INET6);
 	if (!strcmp(m, "tcp4v6-closed")) return closed(AF_INET6, AF_INET);
