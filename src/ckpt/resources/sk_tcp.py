@@ -302,6 +302,13 @@ class Connections:
         if ctx.tcp.close:
             desc["tcp"] = {"closed": True}
             return
+        ti = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+        notsent, data_out = (struct.unpack_from("=I", ti, 144)[0],
+                             struct.unpack_from("=I", ti, 156)[0]) if len(ti) >= 160 else (0, 0)
+        if notsent or data_out:  # the SYN carries data, or data waits for the handshake
+            raise UnsupportedError(
+                f"{where}: TCP connection being made (SYN_SENT) to {_fmt(peer)} with bytes "
+                "in its SYN or waiting for the handshake (TCP Fast Open); not supported")
         reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
         repair.on(sock)
         try:
