@@ -22,7 +22,7 @@ import sys
 lst = socket.socket()
 lst.bind(("127.0.0.1", 0))
 if sys.argv[2:] == ["defer"]:
-    lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
+    lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 600)
 lst.listen(8)
 port = lst.getsockname()[1]
 print(f"port {port}", flush=True)
