@@ -10,6 +10,11 @@ The ``zdtm`` column names the CRIU tests whose kind of state a case covers (the
 programs are ours). docs/zdtm-inventory.md lists every CRIU static test with what
 became of it here. A case that fails for a known cause in another helper's area is a
 strict xfail naming the area and the cause: it turns red once fixed, and the mark must go.
+
+Some cases run as criu's zdtm.py runs every test in its other modes: after pre-dumps
+(``--pre``), their pages sent to a page server, or restored lazily (``--lazy-pages``).
+A local sweep runs every case so: CKPT_ZDTM_SWEEP="pre lazy page-server" (any of
+them), and CKPT_ZDTM_ROUNDS=N dumps and restores each N times in a row.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ import json
 import os
 import re
 import signal
+import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -28,13 +36,16 @@ from ckpt_helpers import (
     TESTS,
     Builder,
     Output,
+    Proc,
     Procs,
+    ckpt_cmd,
     ckpt_fails,
     ckpt_ok,
     dump_and_check_dead,
     is_alive,
     proc_status,
     restore_detached,
+    scaled,
 )
 from real_helpers import tree
 
@@ -56,6 +67,9 @@ class Case:
     libs: tuple[str, ...] = ()  # extra gcc flags (libraries)
     timeout: float = 30.0
     leave_running: bool = False  # dumped with -R (the process goes on), not restored
+    pre_dumps: int = 0  # pre-dumps (--track-mem, each the parent of the next) first
+    page_server: bool = False  # its pages sent by the dump to a ckpt page-server
+    lazy: bool = False  # restored with --lazy-pages, served by a ckpt lazy-pages
 
 
 def C(id: str, prog: str, mode: str = "", zdtm: str = "", **kw: object) -> Case:  # noqa: N802
@@ -64,8 +78,22 @@ def C(id: str, prog: str, mode: str = "", zdtm: str = "", **kw: object) -> Case:
 
 def R(case: Case) -> Case:  # noqa: N802
     """``case`` dumped with -R: the state must be as it was for the process going on."""
-    return Case(f"{case.id}-R", case.prog, case.mode, case.zdtm, case.dump, case.restore,
-                case.refuse, case.libs, case.timeout, leave_running=True)
+    return replace(case, id=f"{case.id}-R", leave_running=True)
+
+
+def PRE(case: Case) -> Case:  # noqa: N802
+    """``case`` pre-dumped twice before its dump (criu's zdtm.py --pre 2)."""
+    return replace(case, id=f"{case.id}-pre", pre_dumps=2)
+
+
+def PS(case: Case) -> Case:  # noqa: N802
+    """``case`` whose dump sends its pages to a page server (zdtm.py --page-server)."""
+    return replace(case, id=f"{case.id}-ps", page_server=True)
+
+
+def LAZY(case: Case) -> Case:  # noqa: N802
+    """``case`` restored lazily (zdtm.py --lazy-pages)."""
+    return replace(case, id=f"{case.id}-lazy", lazy=True)
 
 
 def xfail(case: Case, area: str, why: str) -> object:
@@ -435,10 +463,45 @@ CASES: list[Case | object] = [
     R(C("rseq-spin", "trans", zdtm="(the same, -R)", libs=PT)),
     R(C("maps-churn", "trans", zdtm="(the same, -R)", libs=PT)),
     R(C("pipe-ring", "trans", zdtm="(the same, -R)", libs=PT)),
+    # ---------------------------------------------------------------- zdtm.py's other modes
+    C("waits-again", "thr", zdtm="(poll without a timeout, FUTEX_WAIT_BITSET, sem_timedwait, "
+      "an absolute clock_nanosleep, asleep across the dump)", libs=RT),
+    PRE(C("waits-again", "thr", zdtm="(the same, through two pre-dumps: each lets them go "
+          "on, restarted)", libs=RT)),
+    R(C("waits-again", "thr", zdtm="(the same, -R)", libs=RT)),
+    PRE(C("mappings", "mem", zdtm="(pre-dumped: zdtm.py --pre 2)")),
+    PRE(C("cow-anon", "mem", zdtm="(pre-dumped)")),
+    PRE(C("shared-anon", "mem", zdtm="(pre-dumped)")),
+    PRE(C("memfd", "mem", zdtm="(pre-dumped)")),
+    PRE(C("growsdown", "mem", zdtm="(pre-dumped)")),
+    PRE(C("sysv-shm", "ipc", zdtm="(pre-dumped)", libs=RT)),
+    PRE(C("threads", "thr", zdtm="(pre-dumped)", libs=RT)),
+    PRE(C("maps-churn", "trans", zdtm="(pre-dumped while its mappings change)", libs=PT)),
+    PRE(C("shmem-turns", "trans", zdtm="(pre-dumped while its shared memory changes)",
+          libs=PT)),
+    PRE(C("fork-churn", "trans", zdtm="(pre-dumped while it forks)", libs=PT)),
+    PS(C("mappings", "mem", zdtm="(pages to a page server: zdtm.py --page-server)")),
+    PS(C("cow-anon", "mem", zdtm="(pages to a page server)")),
+    PS(C("shared-anon-split", "mem", zdtm="(pages to a page server)")),
+    PS(C("memfd-mapped-only", "mem", zdtm="(pages to a page server)")),
+    PS(PRE(C("maps-churn", "trans", zdtm="(pre-dumped, pages to a page server)",
+             libs=PT))),
+    LAZY(C("mappings", "mem", zdtm="(restored lazily: zdtm.py --lazy-pages)")),
+    LAZY(C("cow-anon", "mem", zdtm="(restored lazily)")),
+    LAZY(C("cow-file", "mem", zdtm="(restored lazily)")),
+    LAZY(C("shared-anon", "mem", zdtm="(restored lazily)")),
+    LAZY(C("growsdown", "mem", zdtm="(restored lazily)")),
+    LAZY(C("guard-pages", "mem", zdtm="(restored lazily)")),
+    LAZY(C("madvise", "mem", zdtm="(restored lazily)")),
+    LAZY(C("threads", "thr", zdtm="(restored lazily)", libs=RT)),
+    LAZY(C("maps-churn", "trans", zdtm="(restored lazily)", libs=PT)),
+    LAZY(PRE(C("cow-anon", "mem", zdtm="(pre-dumped, restored lazily)"))),
 ]
 
 
 JOBS = int(os.environ.get("CKPT_ZDTM_JOBS", "3"))
+SWEEP = set(os.environ.get("CKPT_ZDTM_SWEEP", "").split())
+ROUNDS = int(os.environ.get("CKPT_ZDTM_ROUNDS", "1"))
 
 
 def _param(c: Case | object) -> object:
@@ -453,8 +516,24 @@ class CaseProcs(Procs):
     """The processes of one case; its clean-up kills only them (other cases run beside
     it, their processes also pytest's children)."""
 
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.daemons: list[subprocess.Popen[str]] = []  # page servers, lazy-pages
+
     def cleanup(self) -> None:
         self.kill_tracked()
+        for d in self.daemons:
+            if d.poll() is None:
+                d.kill()
+            d.communicate()
+
+    def daemon(self, *args: str | Path) -> tuple[subprocess.Popen[str], str]:
+        """``ckpt ARGS`` in the background, and the first line it printed."""
+        d = subprocess.Popen([*ckpt_cmd(), *map(str, args)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.daemons.append(d)
+        assert d.stdout is not None
+        return d, d.stdout.readline().strip()
 
 
 def dumped_pids(images: Path) -> list[int]:
@@ -463,9 +542,19 @@ def dumped_pids(images: Path) -> list[int]:
     return [t["pid"] for t in inventory["tasks"]]
 
 
+def swept(case: Case) -> Case:
+    """``case`` in the modes CKPT_ZDTM_SWEEP asks for (a case dumped and restored)."""
+    if case.refuse or case.leave_running:
+        return case
+    return replace(case, pre_dumps=case.pre_dumps or 2 * ("pre" in SWEEP),
+                   page_server=case.page_server or "page-server" in SWEEP,
+                   lazy=case.lazy or "lazy" in SWEEP)
+
+
 def run_case(case: Case, exe: Path, tmp_path: Path) -> None:
     """Start the case's program, dump and restore it (or see the dump refused), and ask
     it for its verdict; any failure raises."""
+    case = swept(case)
     procs = CaseProcs(tmp_path)
     images = tmp_path / "images"
     pids: list[int] = []
@@ -482,7 +571,7 @@ def descendants(pids: list[int]) -> list[int]:
     return list(dict.fromkeys(p for pid in pids for p in tree(pid)))
 
 
-def _run(case: Case, exe: Path, procs: Procs, tmp_path: Path, images: Path,
+def _run(case: Case, exe: Path, procs: CaseProcs, tmp_path: Path, images: Path,
          pids: list[int]) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -505,13 +594,57 @@ def _run(case: Case, exe: Path, procs: Procs, tmp_path: Path, images: Path,
         assert is_alive(target.pid), "the -R dump killed the process"
         assert proc_status(target.pid)["TracerPid"] == "0", "left traced"
     else:
-        dump_and_check_dead(procs, target, images, *case.dump, timeout=case.timeout)
-        pids += [p for p in dumped_pids(images) if p not in pids]
-        for pid in pids:  # re-parented to pytest (a subreaper): reap them
-            procs.wait_gone(pid)
-        restore_detached(procs, target.pid, out, images, "-v4", "-o", "restore.log",
-                         *case.restore, timeout=case.timeout)
+        for n in range(ROUNDS):
+            target = dump_and_restore(case, procs, target, tmp_path / f"images{n or ''}",
+                                      pids)
     check_verdict(case, procs, target.pid, out)
+
+
+def dump_and_restore(case: Case, procs: CaseProcs, target: Proc, images: Path,
+                     pids: list[int]) -> Proc:
+    """Dump ``target`` (killed) and restore it, in the case's modes; the restored one."""
+    flags = [*pre_dumps(case, target.pid, images), *case.dump]
+    with page_server(case, procs, images) as sent:
+        dump_and_check_dead(procs, target, images.with_name(f"{images.name}-local")
+                            if sent else images, *flags, *sent, timeout=case.timeout)
+    pids += [p for p in dumped_pids(images) if p not in pids]
+    for pid in pids:  # re-parented to pytest (a subreaper): reap them
+        procs.wait_gone(pid)
+    lazy: list[str] = []
+    if case.lazy:
+        _, line = procs.daemon("lazy-pages", "-D", images, "-v4", "-o", "lazy.log")
+        assert line.startswith("ckpt lazy-pages: listening"), line
+        lazy.append("--lazy-pages")
+    return restore_detached(procs, target.pid, target.out, images, "-v4", "-o",
+                            "restore.log", *case.restore, *lazy, timeout=case.timeout)
+
+
+def pre_dumps(case: Case, pid: int, images: Path) -> list[str]:
+    """Run the case's pre-dumps of ``pid`` (which goes on) into folders beside
+    ``images``; the dump's flags that make the last one its parent."""
+    parent: list[str] = []
+    for k in range(case.pre_dumps):
+        folder = images.with_name(f"{images.name}-pre{k}")
+        ckpt_ok("pre-dump", "-t", pid, "-D", folder, "--track-mem", *parent,
+                *[f for f in case.dump if f != "--tcp-close"], timeout=case.timeout)
+        assert is_alive(pid), "the pre-dump killed the process"
+        parent = ["--track-mem", "--prev-images-dir", f"../{folder.name}"]
+    return parent
+
+
+@contextmanager
+def page_server(case: Case, procs: CaseProcs, images: Path) -> Iterator[list[str]]:
+    """For a case whose pages go to a page server: one writing into ``images``, and the
+    dump's flags that send them there (none otherwise); it must end well after."""
+    if not case.page_server:
+        yield []
+        return
+    server, line = procs.daemon("page-server", "-D", images, "--address", "127.0.0.1",
+                                "--port", "0")
+    assert line.startswith("ckpt page-server: listening on 127.0.0.1:"), line
+    yield ["--page-server", "--address", "127.0.0.1", "--port", line.rsplit(":", 1)[1]]
+    _, err = server.communicate(timeout=scaled(case.timeout))
+    assert server.returncode == 0, f"page server: {err}"
 
 
 def check_verdict(case: Case, procs: Procs, pid: int, out: Output) -> None:

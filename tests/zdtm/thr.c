@@ -24,6 +24,7 @@
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <asm/ldt.h>
+#include <semaphore.h>
 
 #define NT 4
 static pthread_t th[NT];
@@ -631,6 +632,87 @@ static int blocked_calls(void)
 	zt_pass();
 }
 
+/* Threads asleep in waits that the kernel goes on with through restart_syscall once a
+ * stop interrupted them, and that are the same wait when run again: poll without a
+ * timeout, a futex FUTEX_WAIT_BITSET until an absolute time, sem_timedwait (which
+ * returns EINTR to its caller), and an absolute clock_nanosleep. Pre-dumped twice (each
+ * lets them go on) before the dump, none has returned after the restore; each wakes
+ * for what it waits for. */
+#define NA 4
+static volatile int ag_ret[NA], ag_err[NA];
+static volatile int ag_futex;
+static int ag_pipe[2];
+static sem_t ag_sem;
+static pthread_t ag_th[NA];
+
+static void *waits_again_thread(void *arg)
+{
+	long i = (long)arg;
+	long r = -1;
+	struct timespec t;
+	clock_gettime(i == 2 ? CLOCK_REALTIME : CLOCK_MONOTONIC, &t);
+	t.tv_sec += 100000;
+	if (i == 0) {
+		struct pollfd p = { ag_pipe[0], POLLIN, 0 };
+		r = poll(&p, 1, -1);
+	} else if (i == 1) {
+		r = syscall(SYS_futex, &ag_futex, FUTEX_WAIT_BITSET_PRIVATE, 0, &t, NULL,
+			    FUTEX_BITSET_MATCH_ANY);
+	} else if (i == 2) {
+		r = sem_timedwait(&ag_sem, &t);
+	} else if (i == 3) {
+		r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL);
+		if (r) {
+			errno = (int)r;
+			r = -1;
+		}
+	}
+	ag_err[i] = errno;
+	__atomic_store_n(&ag_ret[i], (int)r, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static int ag_wait_ret(int i)
+{
+	for (int k = 0; k < 1000 && ag_ret[i] == -100; k++)
+		usleep(10000);
+	return ag_ret[i];
+}
+
+static int waits_again(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1_plain;  /* no SA_RESTART */
+	SYS(sigaction(SIGUSR1, &sa, NULL));
+	SYS(pipe(ag_pipe));
+	SYS(sem_init(&ag_sem, 0, 0));
+	for (long i = 0; i < NA; i++) {
+		ag_ret[i] = -100;
+		SYS(-pthread_create(&ag_th[i], NULL, waits_again_thread, (void *)i));
+	}
+	usleep(200000);
+	zt_ready();
+	zt_wait();
+	usleep(100000);  /* (a call the dumps broke would return now) */
+	for (int i = 0; i < NA; i++)
+		CHECK(ag_ret[i] == -100, "wait %d returned %d (errno %d) after the restore", i,
+		      ag_ret[i], ag_err[i]);
+	SYS(write(ag_pipe[1], "x", 1));
+	CHECK(ag_wait_ret(0) == 1, "poll: %d errno %d", ag_ret[0], ag_err[0]);
+	__atomic_store_n(&ag_futex, 1, __ATOMIC_SEQ_CST);
+	syscall(SYS_futex, &ag_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	CHECK(ag_wait_ret(1) == 0, "futex wait: %d errno %d", ag_ret[1], ag_err[1]);
+	SYS(sem_post(&ag_sem));
+	CHECK(ag_wait_ret(2) == 0, "sem_timedwait: %d errno %d", ag_ret[2], ag_err[2]);
+	pthread_kill(ag_th[3], SIGUSR1);
+	CHECK(ag_wait_ret(3) == -1 && ag_err[3] == EINTR, "sleep: %d errno %d", ag_ret[3],
+	      ag_err[3]);
+	for (int i = 0; i < NA; i++)
+		pthread_join(ag_th[i], NULL);
+	zt_pass();
+}
+
 /* A POSIX timer that signals one thread (SIGEV_THREAD_ID), whose thread exited before
  * the dump: the timer is still there after the restore (timer_gettime works, it is
  * disarmed), and the process's other timer, armed, still fires. */
@@ -1097,6 +1179,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "thread-pending")) return thread_pending();
 	if (!strcmp(m, "futex")) return futexes();
 	if (!strcmp(m, "blocked-calls")) return blocked_calls();
+	if (!strcmp(m, "waits-again")) return waits_again();
 	if (!strcmp(m, "dead-thread-timer")) return dead_thread_timer();
 	if (!strcmp(m, "robust-list")) return robust_list();
 	if (!strcmp(m, "thread-creds")) return thread_creds();

@@ -113,13 +113,35 @@ def in_call(regs: ptrace.UserRegs) -> int | None:
 
 
 def on_release(regs: ptrace.UserRegs) -> ptrace.UserRegs:
-    """The registers a task frozen and released unchanged (a refused dump, -R) gets
-    back: one frozen in semop or semtimedop waits in it again (ERESTARTNOHAND) rather
-    than see the EINTR the stop caused; the kernel restarts the other calls itself."""
-    if _signed(regs.orig_rax) in _EINTR_WHEN_STOPPED and -_signed(regs.rax) == _EINTR:
+    """The registers a task frozen and released unchanged (a refused dump, a pre-dump,
+    -R) gets back: one frozen in semop or semtimedop waits in it again (ERESTARTNOHAND)
+    rather than see the EINTR the stop caused, and so does one in a wait that the kernel
+    would go on with through restart_syscall when running the call again is exactly the
+    same wait (``_reruns_exactly``): a later dump would find it in restart_syscall,
+    whose call is no longer known, and its restore would make it return EINTR (a
+    pre-dump then a dump: poll(-1) failed with EINTR). The kernel restarts the other
+    calls itself (a relative sleep keeps its end so)."""
+    nr, err = _signed(regs.orig_rax), -_signed(regs.rax)
+    if (nr in _EINTR_WHEN_STOPPED and err == _EINTR) or (
+            err == libc.ERESTART_RESTARTBLOCK and _reruns_exactly(nr, regs)):
         regs = regs.copy()
         regs.rax = (-libc.ERESTARTNOHAND) % _U64
     return regs
+
+
+_POLL, _FUTEX = 7, 202
+_FUTEX_CMD = 0x7F  # the op without FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME
+_FUTEX_WAIT_BITSET = 9
+
+
+def _reruns_exactly(nr: int, regs: ptrace.UserRegs) -> bool:
+    """Whether call ``nr``, interrupted with a restart block, is the same wait when run
+    again with its arguments: poll without a timeout (a negative one), a futex
+    FUTEX_WAIT_BITSET (its timeout is an absolute time: pthread_cond_timedwait,
+    sem_timedwait). A relative timeout would start over."""
+    if nr == _POLL:
+        return regs.rdx & 0x8000_0000 != 0  # (int) timeout < 0
+    return nr == _FUTEX and regs.rsi & _FUTEX_CMD == _FUTEX_WAIT_BITSET
 
 
 def rseq_aborted(tid: int, regs: ptrace.UserRegs) -> ptrace.UserRegs:
