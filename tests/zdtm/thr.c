@@ -562,12 +562,14 @@ static void *blocked(void *arg)
 	return NULL;
 }
 
-static int wait_ret(int i)
+/* The result *ret of a thread's call once it returned (-100 until then), or after 10 s. */
+static int returned(volatile int *ret)
 {
-	for (int k = 0; k < 1000 && bl_ret[i] == -100; k++)
+	for (int k = 0; k < 1000 && *ret == -100; k++)
 		usleep(10000);
-	return bl_ret[i];
+	return *ret;
 }
+#define wait_ret(i) returned(&bl_ret[i])
 
 static int blocked_calls(void)
 {
@@ -672,13 +674,6 @@ static void *waits_again_thread(void *arg)
 	return NULL;
 }
 
-static int ag_wait_ret(int i)
-{
-	for (int k = 0; k < 1000 && ag_ret[i] == -100; k++)
-		usleep(10000);
-	return ag_ret[i];
-}
-
 static int waits_again(void)
 {
 	struct sigaction sa;
@@ -699,14 +694,14 @@ static int waits_again(void)
 		CHECK(ag_ret[i] == -100, "wait %d returned %d (errno %d) after the restore", i,
 		      ag_ret[i], ag_err[i]);
 	SYS(write(ag_pipe[1], "x", 1));
-	CHECK(ag_wait_ret(0) == 1, "poll: %d errno %d", ag_ret[0], ag_err[0]);
+	CHECK(returned(&ag_ret[0]) == 1, "poll: %d errno %d", ag_ret[0], ag_err[0]);
 	__atomic_store_n(&ag_futex, 1, __ATOMIC_SEQ_CST);
 	syscall(SYS_futex, &ag_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-	CHECK(ag_wait_ret(1) == 0, "futex wait: %d errno %d", ag_ret[1], ag_err[1]);
+	CHECK(returned(&ag_ret[1]) == 0, "futex wait: %d errno %d", ag_ret[1], ag_err[1]);
 	SYS(sem_post(&ag_sem));
-	CHECK(ag_wait_ret(2) == 0, "sem_timedwait: %d errno %d", ag_ret[2], ag_err[2]);
+	CHECK(returned(&ag_ret[2]) == 0, "sem_timedwait: %d errno %d", ag_ret[2], ag_err[2]);
 	pthread_kill(ag_th[3], SIGUSR1);
-	CHECK(ag_wait_ret(3) == -1 && ag_err[3] == EINTR, "sleep: %d errno %d", ag_ret[3],
+	CHECK(returned(&ag_ret[3]) == -1 && ag_err[3] == EINTR, "sleep: %d errno %d", ag_ret[3],
 	      ag_err[3]);
 	for (int i = 0; i < NA; i++)
 		pthread_join(ag_th[i], NULL);
