@@ -427,6 +427,7 @@ def _simple_names() -> dict[str, tuple[Flag, bool]]:
 
 
 _SIMPLE_NAMES: dict[str, tuple[Flag, bool]] = {}
+flag_names = _simple_names  # each flag's names, --no- forms too -> (flag, negated)
 
 
 def parse_simple(command: str, argv: Sequence[str]) -> argparse.Namespace | None:
@@ -576,15 +577,20 @@ def parse_config(text: str, name: str) -> list[str]:
     return out
 
 
+def default_config_paths(defaults: bool = True) -> list[tuple[str, bool]]:
+    """(path, whether it must exist) of the configuration files criu reads before any
+    it is given: the default files (unless not ``defaults``), then $CRIU_CONFIG_FILE."""
+    paths = [(os.path.expanduser(p), False) for p in DEFAULT_CONFIGS] if defaults else []
+    if os.environ.get("CRIU_CONFIG_FILE"):
+        paths.append((os.environ["CRIU_CONFIG_FILE"], True))
+    return paths
+
+
 def config_args(argv: Sequence[str]) -> list[str]:
     """The arguments of the configuration files criu would read for ``argv``, in its
     order: the default files (unless --no-default-config), $CRIU_CONFIG_FILE, then each
     --config FILE."""
-    paths: list[tuple[str, bool]] = []  # (path, must exist)
-    if "--no-default-config" not in argv:
-        paths += [(os.path.expanduser(p), False) for p in DEFAULT_CONFIGS]
-    if os.environ.get("CRIU_CONFIG_FILE"):
-        paths.append((os.environ["CRIU_CONFIG_FILE"], True))
+    paths = default_config_paths("--no-default-config" not in argv)
     for i, a in enumerate(argv):
         if a == "--":
             break

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ckpt.rpc import options, schema
@@ -87,8 +89,6 @@ def test_screen_refuses_container_options_and_accepts_neutral_ones() -> None:
             "ext_mnt": [{"key": "/data", "val": "data"}], "empty_ns": 0x40000000})
     with pytest.raises(RequestError, match="option ps.fd"):
         screen({"images_dir_fd": 3, "ps": {"fd": 4}})
-    with pytest.raises(RequestError, match="option config_file: .* exists"):
-        screen({"images_dir_fd": 3, "config_file": "/etc/passwd"})
     screen({"images_dir_fd": 3, "root": "/", "manage_cgroups": False, "empty_ns": 0,
             "config_file": "/nonexistent/runc.conf",
             "manage_cgroups_mode": 0, "ext_mnt": [], "file_locks": False,
@@ -116,3 +116,51 @@ def test_container_options_become_arguments() -> None:
         args_for(DUMP, {"pid": 5, "empty_ns": 0x20000000}, _Dirs())  # type: ignore[arg-type]
     with pytest.raises(RequestError, match="cg_root at dump"):
         args_for(DUMP, {"pid": 5, "cg_root": [{"path": "/c"}]}, _Dirs())  # type: ignore[arg-type]
+
+
+def test_config_file_wins_over_the_request(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """criu swrk: the default configuration files under the request's options, the
+    request's config_file (runc's runc.conf, a container's org.criu.config) over them;
+    each line becomes the criu_opts field its flag stands for."""
+    from ckpt.rpc.config import with_files
+    default, own = tmp_path / "default.conf", tmp_path / "own.conf"
+    default.write_text("log-file default.log\ntcp-established\nshell-job\n")
+    own.write_text("# the container's\nlog-file=own.log\nverbosity 1\nno-shell-job\n"
+                   "manage-cgroups full\nnetwork-lock skip\nempty-ns net\n"
+                   "ext-mount-map /data:data\ninherit-fd fd[5]:pipe:[12]\n"
+                   "cgroup-root cpu:/a\nghost-limit 2M\nexternal unix[7]\n"
+                   "skip-in-flight\nauto-dedup\n")
+    monkeypatch.setenv("CRIU_CONFIG_FILE", str(default))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    got = with_files({"images_dir_fd": 3, "log_file": "dump.log", "shell_job": True,
+                      "tcp_established": False, "config_file": str(own)})
+    assert got == {
+        "images_dir_fd": 3, "config_file": str(own), "log_file": "own.log", "log_level": 1,
+        "tcp_established": False, "shell_job": False, "manage_cgroups": True,
+        "manage_cgroups_mode": 4, "network_lock": 3, "empty_ns": 0x40000000,
+        "inherit_fd": [{"fd": 5, "key": "pipe:[12]"}],
+        "cg_root": [{"ctrl": "cpu", "path": "/a"}], "ghost_limit": 2 << 20,
+        "external": ["unix[7]"], "tcp_skip_in_flight": True}
+    monkeypatch.delenv("CRIU_CONFIG_FILE")
+    assert with_files({"images_dir_fd": 3, "config_file": str(tmp_path / "none.conf")}) \
+        == {"images_dir_fd": 3, "config_file": str(tmp_path / "none.conf")}
+
+
+@pytest.mark.parametrize("line, words", [
+    ("page-server", ["page-server", "no RPC option"]),
+    ("no-such-option", ["no-such-option", "not one of criu's options"]),
+    ("--log-file x", ["expected an option without its leading --"]),
+    ("manage-cgroups sideways", ["unknown mode sideways"]),
+    ("inherit-fd 5:x", ["expected fd[N]:KEY"]),
+])
+def test_config_file_refused_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   line: str, words: list[str]) -> None:
+    from ckpt.rpc.config import with_files
+    monkeypatch.delenv("CRIU_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conf = tmp_path / "c.conf"
+    conf.write_text(line + "\n")
+    with pytest.raises(RequestError) as e:
+        with_files({"images_dir_fd": 3, "config_file": str(conf)})
+    assert all(w in str(e.value) for w in [str(conf), *words]), str(e.value)

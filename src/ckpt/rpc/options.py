@@ -40,7 +40,7 @@ USED = {
     "inherit_fd", "rst_sibling", "exec_cmd", "file_locks", "tcp_established",
     "tcp_skip_in_flight", "tcp_close", "network_lock", "manage_cgroups",
     "manage_cgroups_mode", "root", "ext_mnt", "empty_ns", "cg_root", "orphan_pts_master",
-    "lazy_pages",
+    "lazy_pages", "config_file",
 }
 
 # Accepted, logged, and without effect: why ckpt needs none of them.
@@ -67,7 +67,6 @@ IGNORED = {
 # Refused when set to anything but their neutral value: ckpt cannot do it yet.
 UNSUPPORTED = {
     "status_fd": "status_fd is not supported (criu deprecates it)",
-    "config_file": "criu configuration files are not read (this one exists)",
     "lsm_profile": "LSM profiles are not set at restore",
     "lsm_mount_context": "LSM mount contexts are not set at restore",
     "tls": "the page server speaks no TLS",
@@ -104,9 +103,6 @@ def screen(opts: dict[str, Any]) -> None:
     for name, value in opts.items():
         if name in USED or name == "_unknown" or _neutral(name, value):
             continue
-        if name == "config_file" and not os.path.exists(value):
-            log.info("option config_file: %s does not exist; nothing to read", value)
-            continue  # runc names /etc/criu/runc.conf whether it exists or not
         if name in CONTAINER:
             raise RequestError(f"option {name}: containers (namespaces, mounts, cgroups) are "
                                "not supported yet", errno.EOPNOTSUPP)

@@ -182,9 +182,10 @@ def _errno_of(e: BaseException) -> int:
 # ------------------------------------------------------------ the requests
 
 def _with_dirs(session: Session, req: dict[str, Any]) -> Dirs:
-    opts = req.get("opts")
-    if opts is None:
+    if req.get("opts") is None:
         raise RequestError(f"{s.REQUEST_NAMES[req['type']]} without opts")
+    from .config import with_files
+    opts = req["opts"] = with_files(req["opts"])
     dirs = Dirs.from_opts(opts, session.peer)
     try:
         ckpt_log.setup(dirs.verbosity, dirs.log_file)
