@@ -362,9 +362,10 @@ class Restore:
             from .resources import cgroups  # else the processes stay in ckpt's cgroups
             self.cgroups = cgroups.RestoreCgroups(
                 images.load_json(CGROUPS) if CGROUPS in images.files else None,
-                self.manage_cgroups)
+                self.manage_cgroups, root_pid, self.cg_root)
             self.cgroups.check()
-            self.cgroups.check_roots(root_pid, self.cg_root)
+            if self.mounts is not None and self.cgroups.moves:
+                self.mounts.move_cgroup_roots(self.cgroups.moves)
         # before anything is created: a refused restore leaves the lock for a next try
         inet = self._inet()
         if inet is not None:

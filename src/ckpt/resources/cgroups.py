@@ -202,38 +202,84 @@ def _dump_cgroup(pid: int, hierarchy: str, path: str,
 
 # ---------------------------------------------------------------- restore
 
+def _root_of(hierarchy: str, roots: dict[str, str]) -> str | None:
+    """The root given for ``hierarchy`` among criu's cgroup roots ({controller: path},
+    "" for every controller not named, and for cgroup2)."""
+    for ctrl, path in roots.items():
+        if ctrl and hierarchy and ctrl in hierarchy.split(","):
+            return path
+    return roots.get("")
+
+
+def moved(path: str, old: str, new: str) -> str | None:
+    """``path`` with its prefix ``old`` replaced by ``new``; None if not below ``old``."""
+    old, new = old.rstrip("/"), new.rstrip("/")
+    if path.rstrip("/") == old:
+        return new or "/"
+    if path.startswith(old + "/"):
+        return new + path[len(old):]
+    return None
+
+
+Moves = dict[str, tuple[str, str]]  # hierarchy -> (cgroup at the dump, where it goes)
+
+
+def rerooted(image: dict[str, Any], root_pid: int, roots: dict[str, str]
+             ) -> tuple[dict[str, Any], Moves]:
+    """cgroups.json with the tree moved to criu's cgroup roots (``--cgroup-root``,
+    runc's cg_root, a container restored under another ID): in each hierarchy given a
+    root, the cgroup of the tree's root process becomes that root and the cgroups below
+    it move along (the rest stay where they were); and those moves."""
+    saved = image["tasks"].get(str(root_pid), {})
+    moves: Moves = {}
+    for h, was in saved.items():
+        root = _root_of(h, roots)
+        if root is None:
+            continue
+        if not cgroupfs.below_root(root):
+            raise RestoreError(f"cgroup root {shown(h, root)}: not a cgroup below ckpt's "
+                               "cgroup root")
+        if was is None or was.rstrip("/") == root.rstrip("/"):
+            continue
+        log.info("cgroups of %s below %s move to %s", h or "cgroup2", was, root)
+        moves[h] = (was, root)
+    if not moves:
+        return image, moves
+
+    def move(h: str, path: str | None) -> str | None:
+        if path is None or h not in moves:
+            return path
+        return moved(path, *moves[h]) or path
+
+    cgroups: dict[tuple[str, str], dict[str, Any]] = {}
+    for cg in image["cgroups"]:
+        key = (cg["hierarchy"], move(cg["hierarchy"], cg["path"]))
+        if key in cgroups:
+            raise RestoreError(f"cgroup root: cgroups {shown(*key)} and "
+                               f"{shown(cg['hierarchy'], cg['path'])} would be one")
+        cgroups[key] = {**cg, "path": key[1]}
+    tasks = {pid: {h: move(h, path) for h, path in where.items()}
+             for pid, where in image["tasks"].items()}
+    return {**image, "tasks": tasks, "cgroups": list(cgroups.values())}, moves
+
+
 class RestoreCgroups:
     """The cgroups of one restore: checked, made, joined, and removed on failure."""
 
-    def __init__(self, image: dict[str, Any] | None, mode: str | None):
+    def __init__(self, image: dict[str, Any] | None, mode: str | None,
+                 root_pid: int = 0, roots: dict[str, str] | None = None):
         self.mode = check_mode(mode)
         self.image = image if self.mode != "ignore" else None
         self.created: list[str] = []  # folders made, in order (removed in reverse)
         self._folders: dict[tuple[str, str], str] = {}
         self._mine: dict[str, str] = {}
+        self.moves: Moves = {}  # by criu's cgroup roots (``rerooted``)
         if image is not None and self.mode == "ignore":
             log.info("the processes stay in the restorer's cgroups (--manage-cgroups=ignore)")
         if self.image is not None:
+            if roots:
+                self.image, self.moves = rerooted(self.image, root_pid, roots)
             self._find(self.image)
-
-    def check_roots(self, root_pid: int, roots: dict[str, str]) -> None:
-        """criu's cgroup roots (``--cgroup-root``, runc's cg_root): {controller ("" for
-        cgroup2): path}. ckpt puts the processes back in the cgroups they were in, so
-        each given root must be the cgroup the tree's root was in (runc gives those);
-        moving the tree elsewhere is refused."""
-        saved = (self.image or {}).get("tasks", {}).get(str(root_pid), {})
-        for ctrl, path in roots.items():
-            hier = next((h for h in saved if (h == "" and ctrl == "")
-                         or (ctrl and ctrl in h.split(","))), None)
-            if hier is None:
-                log.info("cgroup root %s:%s: no cgroup of that controller was saved",
-                         ctrl, path)
-                continue
-            was = saved[hier]
-            if was is not None and was.rstrip("/") != path.rstrip("/"):
-                raise RestoreError(f"cgroup root {ctrl or 'cgroup2'}:{path}: the tree was "
-                                   f"in {was}; moving it to another cgroup is not "
-                                   "supported yet")
 
     def _find(self, image: dict[str, Any]) -> None:
         """Every hierarchy and cgroup found here; nothing created (the image itself was

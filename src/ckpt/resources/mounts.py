@@ -492,6 +492,27 @@ class Builder:
                 if not os.path.exists(src):
                     raise RestoreError(f"mount {m['point']}: source {src} does not exist")
 
+    def move_cgroup_roots(self, moves: dict[str, tuple[str, str]]) -> None:
+        """The tree's cgroup mounts follow its cgroups to criu's cgroup roots (a
+        container restored under another ID, in other cgroups): an external cgroup
+        mount whose root was a moved cgroup, or below one, is bound from where it went
+        (``moves``: hierarchy -> (old cgroup, new), cgroups.rerooted)."""
+        from ..kernel import cgroupfs
+        from .cgroups import moved
+        hierarchies = cgroupfs.hierarchy_mounts()
+        for m in self.mounts:
+            if m["how"] != "external" or m["fstype"] not in ("cgroup", "cgroup2") \
+                    or not m.get("root"):
+                continue
+            src = os.path.realpath(self.external[m["key"]])
+            at = [(len(hm.point), h) for h, ms in hierarchies.items() for hm in ms
+                  if _below(src, hm.point) is not None]
+            h = max(at)[1] if at else None
+            new = moved(m["root"], *moves[h]) if h in moves else None
+            if new is not None:
+                log.info("cgroup mount %s: bound from %s, not %s", m["point"], new, m["root"])
+                m["root"] = new
+
     def hold(self, avoid: set[int]) -> None:
         """The tree's own mount namespace: a copy of ckpt's made private, whose root is
         the new root bound over itself, pivoted into by a child of ckpt that holds it
