@@ -161,22 +161,29 @@ def _children(pid: int) -> list[int]:
         return [int(x) for x in f.read().split()]
 
 
-@pytest.mark.parametrize("family,make", [
-    ("an inet", "socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"),
-    ("a netlink", "socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)"),
-    ("a packet", "socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)"),
+_OFF_LO = ("subprocess.run('ip link set lo up && ip addr add 10.9.9.9/32 dev lo', "
+           "shell=True, check=True)\n")
+
+
+@pytest.mark.parametrize("what,make", [
+    ("an inet socket bound to 10.9.9.9 in",
+     _OFF_LO + "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+     "s.bind(('10.9.9.9', 0))"),
+    ("a netlink socket of", "s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)"),
+    ("a packet socket of", "s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)"),
 ])
 def test_sockets_of_an_unsaved_network_namespace_refused(procs: Procs, images: Path,
-                                                        family: str, make: str) -> None:
+                                                        what: str, make: str) -> None:
     """With --empty-ns net (runc's empty_ns) the tree's network namespace is not saved:
-    a socket other than a unix one lives there, and is refused at dump, naming it; the
-    process runs on as it was."""
-    code = (f"import itertools, socket, time\ns = {make}\n"
+    a socket other than a unix one lives there, and is refused at dump, naming it (an
+    inet one unless on lo, which the new namespace has); the process runs on as it
+    was."""
+    code = (f"import itertools, socket, subprocess, time\n{make}\n"
             "for i in itertools.count():\n print(i, flush=True)\n time.sleep(0.1)")
     target = procs.start(["unshare", "--net", PYTHON, "-c", code])
     target.out.wait_numbers(3)
     before = snapshot(target.pid)
     err = ckpt_fails("dump", "-t", target.pid, "-D", images, "--empty-ns", "net")
-    assert (f"is {family} socket of the tree's own network namespace, which is not saved "
+    assert (f"is {what} the tree's own network namespace, which is not saved "
             "(--empty-ns net)") in err, err
     assert_untouched(target, before)

@@ -1042,7 +1042,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         stand_ins = _check_sessions(tasks, shell_job)  # after: a stand-in cannot share
         live = [t for t in tasks if t.frozen is not None]
         own_ns = treens.others([t.pid for t in live], pid)
-        if "net" in own_ns and "net" not in empty_ns:
+        net_key, external = treens.external_net(external, pid)
+        if "net" in own_ns and "net" not in empty_ns and net_key is None:
             own_ns.remove("net")  # refused below: its network namespace is not saved
         namespaces.check_tree([t.pid for t in live], (*own_ns, "pid_for_children")
                               if "pid" in own_ns else tuple(own_ns))
@@ -1070,8 +1071,10 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
             images.write_json(cgroups.IMAGE, memberships)
             images.need(cgroups.FEATURE)
         if set(own_ns) & {*treens.KINDS, "net", "pid"}:
-            images.write_json(treens.IMAGE, treens.dump(pid, own_ns, inside))
+            images.write_json(treens.IMAGE, treens.dump(pid, own_ns, inside, net_key))
             images.need(treens.FEATURE)
+            if net_key is not None and "net" in own_ns:
+                images.need(treens.NET_FEATURE)
         mount_tree = None
         if "mnt" in own_ns:
             from .resources import mounts

@@ -68,6 +68,8 @@ FEATURES: dict[str, str] = {
     "fanotify-deleted": "fanotify marks of deleted files, through a description (file)",
     "inherited-pages": "pages a child shares with its parent process (mm-PID.json inherited)",
     "tree-namespaces": "uts and ipc namespaces of the tree's own (namespaces.json)",
+    "external-netns": "a network namespace of the tree's own named external, joined at "
+                      "restore (namespaces.json net.external)",
     "compressed-pages": "pages files compressed with zstd (mm-PID.json pages_compression)",
     "standins": "groups and sessions whose leader had exited, made by stand-ins (standins)",
     "pipe-packets": "the packets buffered in a pipe in packet mode (O_DIRECT)",

@@ -349,8 +349,13 @@ class Restore:
             self.ipc = sysv.Objects(images)
         if NAMESPACES in images.files:
             from .resources import treens
-            self.namespaces = treens.Enter(treens.check_image(
-                images.load_json(NAMESPACES), images.path(NAMESPACES)))
+            saved = treens.check_image(images.load_json(NAMESPACES), images.path(NAMESPACES))
+            net_key = treens.external_net_key(saved)
+            if net_key is not None and net_key not in self.inherit:
+                raise RestoreError(f"the tree's network namespace was external as {net_key!r}: "
+                                   f"give it with --inherit-fd fd[N]:{net_key}")
+            # the key names a namespace, not a file of the tree
+            self.namespaces = treens.Enter(saved, self.inherit.pop(net_key, -1))
         self.load_mounts(images)
         pids = self.own_pids
         if pids and (pids.get(root_pid) != 1 or any(t["pid"] not in pids for t in tasks)):

@@ -90,8 +90,10 @@ class Unshared:
     """New namespaces ``names`` made for this process; ``leave`` goes back to its own
     (the new ones live on in the processes created meanwhile, else they vanish)."""
 
-    def __init__(self, names: list[str]):
-        self.back = _own(names)
+    def __init__(self, names: list[str], join: dict[str, int] | None = None):
+        """``join``: namespaces entered instead of made, {name: fd on it}."""
+        join = join or {}
+        self.back = _own([*names, *join])
         flags = 0
         for name in names:
             flags |= FLAGS[name]
@@ -100,6 +102,12 @@ class Unshared:
                 libc.unshare(flags)
         except BaseException:
             _close(self.back)
+            raise
+        try:
+            for name, fd in join.items():
+                setns(fd, FLAGS[name])
+        except BaseException:
+            self.leave()
             raise
 
     def leave(self) -> None:

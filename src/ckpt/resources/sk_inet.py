@@ -133,6 +133,31 @@ def _bound(addr: tuple[Any, ...]) -> list[Any] | None:
     return list(addr)
 
 
+def on_loopback(host: str) -> bool:
+    """Whether ``host`` is an address of ``lo`` or a wildcard: one that every network
+    namespace has once its lo is up."""
+    if host.startswith("::ffff:"):
+        host = host[7:]
+    return host in ("0.0.0.0", "::", "::1") or host.startswith("127.")
+
+
+def _refuse_off_loopback(f: OpenFd, desc: dict[str, Any], sock: socket.socket) -> None:
+    """A socket of the tree's own network namespace, which is not saved (``--empty-ns
+    net``: the restore makes a new one, only lo up in it) is kept only when bound to
+    and connected over lo (or a wildcard), which the new namespace has: refused
+    otherwise, naming its address."""
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        peer = None
+    for what, addr in (("bound to", desc["addr"]), ("connected to", peer)):
+        if addr is not None and not on_loopback(addr[0]):
+            raise UnsupportedError(
+                f"{f.where}: {f.link} is an inet socket {what} {addr[0]} in the tree's own "
+                "network namespace, which is not saved (--empty-ns net): the restore makes "
+                "a new one with only lo up")
+
+
 def udp_sockets(family: int, proto: int) -> dict[int, sock_diag.InetDiag]:
     """The hashed (bound) UDP or UDP-Lite sockets of ``family`` by inode, from sock_diag:
     their queues and shutdown state."""
@@ -201,7 +226,6 @@ class InetSockets(SocketKind):
                 and not sock_diag.is_unix_socket(st.st_ino))
 
     def dump(self, ctx: DumpCtx, f: OpenFd) -> Description:
-        refuse_if_net_not_saved(ctx, f, "an inet")
         pid, fd, link, st = f.pid, f.fd, f.link, f.st
         sock = socket.socket(fileno=os.dup(f.dup))
         try:
@@ -221,6 +245,8 @@ class InetSockets(SocketKind):
                 raise UnsupportedError(f"{f.where}: {link} is an {fam.name} socket of type "
                                        f"{int(stype)}, protocol {proto}; ckpt supports TCP, "
                                        "UDP, UDP-Lite, raw and ICMP (ping) sockets only")
+            if ctx.empty_net and (stype == socket.SOCK_RAW or _is_ping(stype, proto)):
+                refuse_if_net_not_saved(ctx, f, f"a raw or ping {_FAMILIES[fam]}")
             where = f"{f.where} ({_proto_name(stype, proto)} {_FAMILIES[fam]} {link})"
             with new_socket(fam, stype, proto, st.st_gid) as fresh:
                 opts = read_opts(sock, opts_table(fam, proto, stype), fresh, where)
@@ -228,6 +254,8 @@ class InetSockets(SocketKind):
                                     "type": int(stype), "proto": proto,
                                     "addr": _bound(sock.getsockname()), "peer": None,
                                     "owner": [st.st_uid, st.st_gid], "opts": opts}
+            if ctx.empty_net:
+                _refuse_off_loopback(f, desc, sock)
             if proto != socket.IPPROTO_TCP:  # (TCP sockets cannot join groups)
                 groups = mcast.dump(pid, sock, where)
                 if groups:

@@ -10,7 +10,12 @@ itself (``Enter``) before anything of the tree is created, so that the SysV obje
 the files ckpt opens and the root it forks are made in them, and leaves them at the
 end: the namespaces live on in the restored processes.
 
-Other namespaces of the tree (mount, net, pid, user, cgroup, time) still have to be
+A network namespace of the tree's own is not saved: it is made empty (lo up) at
+restore (criu's --empty-ns net), or, when the dump was told it is external (criu's
+``--external net[INODE]:KEY``, runc's for a container joining a named namespace), the
+restore joins the namespace given for KEY (``--inherit-fd fd[N]:KEY``, runc's).
+
+Other namespaces of the tree (mount, pid, user, cgroup, time) still have to be
 ckpt's (namespaces.check_tree refuses the rest, before the kill).
 """
 
@@ -32,6 +37,7 @@ log = logger("ckpt.namespaces")
 
 IMAGE = NAMESPACES
 FEATURE = "tree-namespaces"
+NET_FEATURE = "external-netns"
 KINDS = ("uts", "ipc")  # the namespaces saved here
 OWN = (*KINDS, "mnt", "net", "pid")  # the namespaces a tree may have of its own (mnt:
 # mounts.py; net: made empty, --empty-ns net; pid: nspids.py)
@@ -53,7 +59,7 @@ SCHEMA = Obj(
     uts=Opt(Obj(hostname=Str(_MAX_NAME), domainname=Str(_MAX_NAME))),
     ipc=Opt(Obj(sysctls=Map(Str(80, pattern=_NUMBER_LIST),
                             key=Str(choices=IPC_SYSCTLS)))),
-    net=Opt(Obj()),
+    net=Opt(Obj(external=Opt(Str(256, pattern=r"[^\n]+")))),
     pid=Opt(Obj(ids=Map(PID, key=Str(7, pattern=r"[1-9][0-9]*"), max=1 << 22))),
 )
 
@@ -82,10 +88,36 @@ def _read_sysctl(name: str) -> str:
         return " ".join(f.read().split())
 
 
-def dump(root: int, kinds: list[str], pids: dict[int, int] | None = None
-         ) -> dict[str, Any]:
+def external_net(external: tuple[str, ...], root: int) -> tuple[str | None, tuple[str, ...]]:
+    """The key of criu's ``net[INODE]:KEY`` among ``external`` when INODE is the tree's
+    network namespace (None otherwise: logged), and the other external entries."""
+    import os
+    key, rest = None, []
+    for e in external:
+        if not e.startswith("net["):
+            rest.append(e)
+            continue
+        inode, _, name = e[4:].partition("]:")
+        if not inode.isdigit() or not name or "\n" in name or len(name) > 256:
+            raise UnsupportedError(f"--external {e}: expected net[INODE]:KEY")
+        if os.stat(f"/proc/{root}/ns/net").st_ino == int(inode):
+            key = name
+        else:
+            log.info("external network namespace %s is not the tree's", e)
+    return key, tuple(rest)
+
+
+def external_net_key(saved: dict[str, Any]) -> str | None:
+    """The key of the tree's external network namespace in namespaces.json, if any."""
+    net = saved.get("net")
+    return net.get("external") if net else None
+
+
+def dump(root: int, kinds: list[str], pids: dict[int, int] | None = None,
+         net_key: str | None = None) -> dict[str, Any]:
     """What namespaces.json holds of the root's namespaces ``kinds`` (``pids``: the
-    PIDs inside of a PID namespace of the tree's own, nspids.py)."""
+    PIDs inside of a PID namespace of the tree's own, nspids.py; ``net_key``: criu's
+    key of its network namespace, external)."""
     saved: dict[str, Any] = {}
     if pids:
         saved["pid"] = {"ids": {str(host): inside for host, inside in pids.items()}}
@@ -104,7 +136,10 @@ def dump(root: int, kinds: list[str], pids: dict[int, int] | None = None
                     continue  # a kernel without it (mqueue left out)
         saved["ipc"] = {"sysctls": sysctls}
         log.info("ipc namespace of its own, sysctls %s", sysctls)
-    if "net" in kinds:
+    if "net" in kinds and net_key is not None:
+        saved["net"] = {"external": net_key}  # joined at restore
+        log.info("network namespace of its own, external as %s", net_key)
+    elif "net" in kinds:
         saved["net"] = {}  # made empty at restore, its loopback up
         log.info("network namespace of its own, not saved (--empty-ns net)")
     return saved
@@ -117,8 +152,10 @@ def check_image(data: Any, where: str) -> dict[str, Any]:
 
     if not isinstance(data, dict) or set(data) - {*KINDS, "net", "pid"}:
         raise bad(f"an object with keys among {', '.join(KINDS)}, net, pid is expected")
-    if data.get("net", {}) != {}:
-        raise bad("net must be an empty object")
+    net = data.get("net", {})
+    if not isinstance(net, dict) or set(net) - {"external"} or not all(
+            isinstance(v, str) and 0 < len(v) <= 256 and "\n" not in v for v in net.values()):
+        raise bad("net must be an empty object or hold the key of an external namespace")
     pid = data.get("pid")
     if pid is not None:
         ids = pid.get("ids") if isinstance(pid, dict) else None
@@ -154,22 +191,29 @@ def check_image(data: Any, where: str) -> dict[str, Any]:
 class Enter:
     """ckpt in new namespaces of the tree for the time of a restore (``leave``)."""
 
-    def __init__(self, saved: dict[str, Any]):
+    def __init__(self, saved: dict[str, Any], net_fd: int = -1):
+        """``net_fd``: the external network namespace to join (external_net_key)."""
         self.saved = saved
         self.kinds = [k for k in (*KINDS, "net") if k in saved]  # pid: by the root's clone
+        self.join = {"net": net_fd} if external_net_key(saved) is not None else {}
+        if self.join:
+            self.kinds.remove("net")
         self.pids = {int(h): i for h, i in saved.get("pid", {}).get("ids", {}).items()}
         self.unshared: nsenter.Unshared | None = None
 
     def enter(self) -> None:
         """Make the namespaces, named and set as saved."""
         kinds = self.kinds
-        if not kinds:
+        if not kinds and not self.join:
             return
         try:
-            self.unshared = nsenter.Unshared(kinds)
+            self.unshared = nsenter.Unshared(kinds, self.join)
         except OSError as e:
-            raise RestoreError(f"cannot make new {' and '.join(kinds)} namespaces: "
-                               f"{e.strerror}") from None
+            what = f"make new {' and '.join(kinds)} namespaces" if kinds else ""
+            if self.join:
+                what += (" or " if what else "") + "join the external network namespace " \
+                    f"{external_net_key(self.saved)}"
+            raise RestoreError(f"cannot {what}: {e.strerror}") from None
         uts = self.saved.get("uts")
         if uts is not None:
             try:
@@ -192,7 +236,8 @@ class Enter:
             except OSError as e:
                 raise RestoreError(f"cannot bring up lo in the new network namespace: "
                                    f"{e.strerror}") from None
-        log.info("in new %s namespaces", " and ".join(kinds))
+        log.info("in new %s namespaces%s", " and ".join(kinds) or "no",
+                 ", in the external network namespace" if self.join else "")
 
     def leave(self) -> None:
         if self.unshared is not None:
