@@ -156,12 +156,12 @@ class Container:
             out, err = p.communicate(timeout=scaled(10))
         return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
-    def restore(self, images: Path) -> subprocess.CompletedProcess[str]:
+    def restore(self, images: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         work = images.with_name(images.name + "-work")
         work.mkdir(exist_ok=True)
         return self._run_piped(self.cmd("restore", "-d", "--image-path", str(images),
-                                        "--work-path", str(work), self.cid, criu=True),
-                               timeout=120)
+                                        "--work-path", str(work), *extra, self.cid,
+                                        criu=True), timeout=120)
 
     @staticmethod
     def reap(images: Path) -> None:
