@@ -537,3 +537,38 @@ def test_file_locks_option(procs: Procs, tmp_path: Path, images: Path) -> None:
                    "the restored lock")
     finally:
         os.close(images_fd)
+
+
+def test_libcriu_client_drives_ckpt(build: Builder, procs: Procs, images: Path) -> None:
+    """criu's own C library, libcriu (what crun links when built with CRIU support;
+    Debian 12's crun 1.8.1 is not, and says so), with ckpt-criu as its service binary:
+    its version query, check, dump and restore of a counter, which goes on where it
+    stopped under its PID."""
+    if not Path("/usr/lib/x86_64-linux-gnu/libcriu.so.2").exists():
+        pytest.skip("libcriu is not installed (Debian package criu)")
+    client = build("libcriu_client", extra=("-l:libcriu.so.2",))
+    images.mkdir(exist_ok=True)
+    service = criu_cmd()
+    if len(service) != 1:
+        pytest.skip("libcriu needs ckpt-criu as one executable (the venv's console script)")
+
+    def call(*args: str) -> str:
+        res = subprocess.run([str(client), service[0], str(images), *args],
+                             capture_output=True, text=True, timeout=scaled(60))
+        log = images / "libcriu.log"
+        assert res.returncode == 0, (res.stdout, res.stderr,
+                                     log.read_text() if log.exists() else "")
+        return res.stdout.strip()
+
+    version = call("version").split()
+    assert version[0] == "version" and int(version[1]) >= 30000, version
+    assert call("check") == "check 0"
+    target = procs.start([build("counter")])
+    target.out.wait_numbers(3)
+    assert call("dump", str(target.pid)) == "dump 0"
+    procs.wait_gone(target)
+    before = target.out.numbers()
+    assert call("restore") == f"restore {target.pid}"
+    procs.adopt(target.pid, target.out)
+    nums = target.out.wait_numbers(len(before) + 5)
+    assert_consecutive(nums)
