@@ -836,6 +836,36 @@ def test_not_accepted_from_the_tree(procs: Procs, images: Path, sent: str) -> No
     assert "server got b'ping'" in lines and "client got b'pong'" in lines, lines
 
 
+def test_not_accepted_client_port_shared_meanwhile(procs: Procs, images: Path) -> None:
+    """Between dump and restore a connection from outside (to another peer) took the
+    client's port, as the kernel's connects share their ports: the client's socket is
+    bound again all the same (a plain bind failed "Address already in use", seen under
+    load) and connects again; the outsider's connection carries on."""
+    need("nft")
+    tree = procs.start([PYTHON, INFLIGHT, "tree"])
+    port = int(tree.out.wait_line(r"^port ").split()[1])
+    client = only_child(tree.pid)
+    cport = int(tree.out.wait_line(r"^client local ").split()[2])
+    assert _waiting(port) == [(cport, 0)]
+    ckpt_ok("dump", "-t", tree.pid, "-D", images, "--tcp-established")
+    procs.wait_gone(tree)
+    procs.wait_gone(client)
+    with socket.create_server(("127.0.0.1", 0)) as other, \
+            socket.socket() as outsider:  # no SO_REUSEADDR, as a connect's own port
+        outsider.bind(("127.0.0.1", cport))
+        outsider.connect(other.getsockname())
+        peer, _ = other.accept()
+        with peer:
+            _restore(procs, images, [tree.pid, client], tree.out)
+            _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
+            os.kill(tree.pid, signal.SIGUSR2)
+            tree.out.wait_line("^client got ")
+            outsider.sendall(b"still")
+            assert peer.recv(10) == b"still"
+    lines = tree.out.lines()
+    assert "server got b'ping'" in lines and "client got b'pong'" in lines, lines
+
+
 def test_not_accepted_with_bytes_received(procs: Procs, images: Path) -> None:
     """A connection not accepted yet that has received bytes (which only the kernel
     holds) is refused, naming it; with --skip-in-flight it is dropped: the restored

@@ -511,12 +511,19 @@ class Connections:
                           where: str) -> None:
         """A connection that was not accepted at dump: bound now, connected once the
         network is unlocked (``finish``), then what it had sent goes again (the other
-        end had received none of it)."""
+        end had received none of it). It is bound in repair mode, which forces the
+        port as the repaired connections' binds do: the client's port was most often
+        picked by its connect, and the kernel gives such a port to other connects
+        (to other peers) meanwhile, whose sockets a plain bind conflicts with
+        (EADDRINUSE); the connect checks that its own four-tuple is free."""
         t = desc["tcp"]
         data = _load(ctx, t["send"], where)
         reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its port, as before
-        _bind(sock, desc, where)
+        repair.on(sock)
+        try:
+            _bind(sock, desc, where)
+        finally:
+            repair.off(sock, probe=False)  # a closed socket: connect shakes hands
         self.rebuilt.append(_Rebuilt(socket.socket(fileno=os.dup(sock.fileno())), where,
                                      desc["state"], unsent=data, reuse=reuse,
                                      connect_to=(desc["peer"][0], desc["peer"][1])))
