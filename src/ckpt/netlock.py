@@ -115,14 +115,17 @@ def _nft_match(c: Conn, inbound: bool) -> str:
             f"meta mark != {_mark():#x} counter drop")
 
 
-def _nft_lock(name: str, conns: list[Conn]) -> str | None:
+def _nft_lock(name: str, conns: list[Conn], check: bool = False) -> str | None:
+    """Add table ``name`` dropping the packets of ``conns``; with ``check``, only see
+    whether the kernel would take it (nft -c: the kernel checks the batch, then drops
+    it): nothing is made."""
     lines = [f"add table inet {name}",
              f"add chain inet {name} input {{ type filter hook input priority -300; }}",
              f"add chain inet {name} output {{ type filter hook output priority -300; }}"]
     for c in conns:
         lines.append(f"add rule inet {name} input {_nft_match(c, True)}")
         lines.append(f"add rule inet {name} output {_nft_match(c, False)}")
-    return _run(["nft", "-f", "-"], "\n".join(lines) + "\n")
+    return _run(["nft", *(["-c"] if check else []), "-f", "-"], "\n".join(lines) + "\n")
 
 
 def _nft_unlock(name: str) -> str | None:
@@ -189,16 +192,14 @@ def _ipt_unlock(name: str) -> str | None:
 def probe(backend: str) -> str | None:
     """None if ``backend`` can lock the network here, else why not."""
     name = f"ckpt_probe_{os.getpid()}"
-    if backend == "nftables":
-        err = _nft_lock(name, [])
-        if err is None:
-            err = _nft_unlock(name)
-        return err
+    if backend == "nftables":  # checked only: a ckpt killed meanwhile leaves no table
+        return _nft_lock(name, [], check=True)
     if backend == "iptables":
         chain = f"CKPT-PROBE-{os.getpid()}"
-        err = _ipt_lock(chain, [])
-        _ipt_unlock(chain)
-        return err
+        try:
+            return _ipt_lock(chain, [])
+        finally:  # an interrupted probe's chain too
+            _ipt_unlock(chain)
     return None
 
 
@@ -305,12 +306,26 @@ def lock(conns: list[Conn], backend: str, tag: int = 0,
         return lk
     _write_note(lk, images=None)
     lk.held = True  # set first: an interrupted lock is undone too
-    err = (_nft_lock if backend == "nftables" else _ipt_lock)(lk.name, conns)
+    try:
+        err = (_nft_lock if backend == "nftables" else _ipt_lock)(lk.name, conns)
+    except BaseException:  # interrupted (SIGTERM) while the tool ran: its rules may be in,
+        # and the caller never gets the lock to release: undone here
+        _undo(lk)
+        raise
     if err is not None:
         unlock(lk)
         raise LockError(f"cannot lock the network with {backend}: {err}")
     log.info("network locked with %s (%s): %d connection(s)", backend, lk.name, len(conns))
     return lk
+
+
+def _undo(lk: Lock) -> None:
+    """Unlock after an interruption: a failure is logged (the note stays, for the
+    next ckpt), not raised over the interruption."""
+    try:
+        unlock(lk)
+    except LockError as e:
+        log.warning("%s", e)
 
 
 def keep(lk: Lock, images_dir: str) -> None:
