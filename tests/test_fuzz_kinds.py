@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import ckpt
+from ckpt.errors import CkptError
 from ckpt.images import INVENTORY
 from ckpt_helpers import Builder, Procs, my_children, scaled
 from test_fuzz_images import Folder, Mutant, _at, _run_mutants, _spots
@@ -29,14 +30,16 @@ KINDS = ["eventfd", "signalfd", "timerfd", "inotify", "epoll", "memfd", "opath",
          "unix-unconnected", "posix-timer"]
 
 
-def _every_value(folder: Folder, name: str) -> list[Mutant]:
-    """Each value of image ``name`` replaced by each of ODD, or dropped."""
+def _every_value(folder: Folder, name: str, under: tuple[Any, ...] = (),
+                 odd: list[Any] = ODD) -> list[Mutant]:
+    """Each value of image ``name`` (of its part ``under``) replaced by each of
+    ``odd``, or dropped."""
     doc = folder.load(name)
     out: list[Mutant] = []
     for path in _spots(doc):
-        if not path:
+        if not path or path[:len(under)] != under:
             continue
-        for value in [*ODD, "drop"]:
+        for value in [*odd, "drop"]:
             new = copy.deepcopy(doc)
             parent, key = _at(new, path[:-1]), path[-1]
             if value == "drop":
@@ -86,3 +89,120 @@ def test_every_value_of_the_inventory_wrong(build: Builder, procs: Procs,
     mutants = _every_value(folder, INVENTORY)
     problems, _ = _run_mutants(folder, mutants, my_children())
     assert problems == [], "\n".join(problems)
+
+
+# ------------------------------------------------------------------ newer kinds of state
+
+ZDTM = Path(__file__).parent / "zdtm"
+SIZES: list[Any] = [0, 1, 4095, 4096, 1 << 40, 2**63]
+
+
+def _mutate(folder: Folder, name: str, what: str, change: Any) -> Mutant:
+    doc = folder.load(name)
+    change(doc)
+    return f"{name}: {what}", {name: json.dumps(doc).encode()}
+
+
+def test_every_value_of_the_stripes_wrong(build: Builder, procs: Procs, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Page data in stripes (pages-stripes; 1 MiB, then stripes of 64 KiB): each value
+    of mm-PID.json's ``stripes`` wrong (sizes and offsets that are no multiple of a
+    page, or past the files, too), the files named swapped, twice, or the other
+    process's, each file cut short: refused in one line, or restored whole."""
+    monkeypatch.setenv("CKPT_PAGE_STRIPES", f"{1 << 20},{64 << 10}")
+    target = procs.start([build("bigmem"), "4"])
+    target.out.wait_line("^ready$", timeout=scaled(30))
+    images = tmp_path / "images"
+    ckpt.dump(target.pid, str(images))
+    procs.wait_gone(target)
+    folder = Folder(images)
+    mm = f"mm-{target.pid}.json"
+    files = folder.load(mm)["stripes"]["files"]
+    assert len(files) == 2, files
+    mutants = _every_value(folder, mm, ("stripes",), [*ODD, *SIZES])
+    for what, names in [("swapped", files[::-1]), ("twice the first", [files[0]] * 2),
+                        ("three", [*files, files[1]]), ("one", files[:1]),
+                        ("another process's", ["pages-1.img", "pages-1-1.img"])]:
+        mutants.append(_mutate(folder, mm, f"stripes' files {what}",
+                               lambda d, n=names: d["stripes"].update(files=n)))
+    mutants.append(_mutate(folder, mm, "no stripes", lambda d: d.pop("stripes")))
+    mutants += _raw_cut(folder)
+    problems, accepted = _run_mutants(folder, mutants, my_children())
+    assert problems == [], "\n".join(problems)
+    assert accepted < len(mutants) // 4, f"{accepted} of {len(mutants)} mutants restored"
+
+
+def _ldt_bits(raw: int, clear: int = 0, set_: int = 0) -> int:
+    return (raw & ~clear) | set_
+
+
+def test_every_value_of_the_ldt_wrong(build: Builder, procs: Procs, tmp_path: Path) -> None:
+    """x86 LDT entries (task.ldt; zdtm thr.c's ldt case: a root and two children): each
+    value wrong, and entries no modify_ldt makes (a system or DPL 0 descriptor, a
+    64-bit code segment, a present conforming code segment, an index past the
+    table): refused in one line, never written into the table."""
+    exe = build("thr", where=ZDTM, extra=("-pthread", "-lrt"))
+    target = procs.start([exe, "ldt"], cwd=tmp_path)
+    first = target.out.wait_line(r"^(ready|SETUP: .*|FAIL: .*)$", timeout=scaled(30))
+    assert first == "ready", first
+    images = tmp_path / "images"
+    ckpt.dump(target.pid, str(images))
+    procs.wait_gone(target)
+    folder = Folder(images)
+    children = my_children()
+    core = f"core-{target.pid}.json"
+    entries = folder.load(core)["task"]["ldt"]
+    assert entries, "no LDT saved"
+    mutants = _every_value(folder, core, ("task", "ldt"), [*ODD, 0, 8192, 2**64 - 1])
+    index, raw = entries[0]
+    bad = {"a system descriptor (S clear)": _ldt_bits(raw, clear=1 << 44),
+           "DPL 0": _ldt_bits(raw, clear=3 << 45),
+           "a 64-bit code segment": _ldt_bits(raw, set_=(1 << 53) | (0b1010 << 40)),
+           "a present conforming code segment": _ldt_bits(raw, set_=(1 << 47) | (0b1111 << 40)),
+           "a call gate": (raw & ~(0x1F << 40)) | (0x0C << 40)}
+    for what, value in bad.items():
+        mutants.append(_mutate(folder, core, f"LDT entry {index}: {what}",
+                               lambda d, v=value: d["task"]["ldt"][0].__setitem__(1, v)))
+    for at in (8192, -1, 1 << 20):
+        mutants.append(_mutate(folder, core, f"LDT entry at {at}",
+                               lambda d, a=at: d["task"]["ldt"][0].__setitem__(0, a)))
+    problems, accepted = _run_mutants(folder, mutants, my_children())
+    assert problems == [], "\n".join(problems)
+    assert accepted < len(mutants), "every mutant restored: the images were not changed"
+    for what, new in mutants[-len(bad) - 3:]:  # refused by name, before anything is made
+        folder.apply(new)
+        with pytest.raises(CkptError, match=r"ldt|LDT"):
+            ckpt.restore(str(images), detach=True)
+        folder.reset(new)
+        assert my_children() == children, f"{what}: a process left"
+
+
+def test_every_value_of_a_fanotify_mark_on_a_deleted_file_wrong(
+        build: Builder, procs: Procs, tmp_path: Path) -> None:
+    """A fanotify inode mark on a deleted file the process holds (fanotify-deleted): each
+    value of its description wrong, its ``file`` naming itself, a missing description,
+    or the process's output: refused in one line, or restored."""
+    base = tmp_path / "w"
+    base.mkdir()
+    log = base / "log"
+    log.write_text("first\n")
+    target = procs.start([build("inotify_fanotify"), f"{base}/", f"held:2:{log}"])
+    target.out.wait_line(r"^held ", timeout=scaled(10))
+    log.unlink()
+    images = tmp_path / "images"
+    ckpt.dump(target.pid, str(images))
+    procs.wait_gone(target)
+    folder = Folder(images)
+    files = folder.load("files.json")
+    key = next(k for k, d in files.items() if d["kind"] == "fanotify")
+    held = files[key]["marks"][0]["file"]
+    assert "ghost" in files[held], files[held]
+    mutants = _every_value(folder, "files.json", (key,))
+    others = [k for k in files if k not in (key, held)]
+    for what, ref in [("itself", key), ("nothing", "99999"), ("another file", others[0])]:
+        mutants.append(_mutate(folder, "files.json", f"the mark's file: {what}",
+                               lambda d, r=ref: d[key]["marks"][0].update(file=r)))
+    mutants += _every_value(folder, "files.json", (held, "ghost"))
+    problems, accepted = _run_mutants(folder, mutants, my_children())
+    assert problems == [], "\n".join(problems)
+    assert accepted < len(mutants), "every mutant restored: the images were not changed"
