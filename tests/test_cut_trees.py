@@ -131,8 +131,13 @@ def _dead_or_going_on(pids: list[int], out: Output, what: str) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_dump_of_a_talking_tree_cut(procs: Procs, tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize("mode", ["kill", "leave-running"])
+def test_dump_of_a_talking_tree_cut(procs: Procs, tmp_path: Path, sig: int, mode: str
+                                    ) -> None:
+    """``mode``: the dump kills the tree, or leaves it running (-R: a complete dump
+    too leaves the tree streaming on, its lock released)."""
     need("nft")
+    extra = ["-R"] if mode == "leave-running" else []
     pids, out = _start(procs)
     root = pids[0]
     span = timed("dump", "-R", "-t", root, "-D", tmp_path / "timing", "--tcp-established")
@@ -145,7 +150,7 @@ def test_dump_of_a_talking_tree_cut(procs: Procs, tmp_path: Path, sig: int) -> N
         after = rng.uniform(0, span)
         what = f"cut {i} after {after:.3f} s of {span:.3f} (seed {seed})"
         code, err = cut(["dump", "-t", root, "-D", images, "--tcp-established", "-v4",
-                          "-o", "dump.log"], after, sig)
+                          "-o", "dump.log", *extra], after, sig)
         reap_guards(children)
         assert "Traceback" not in err, f"{what}: {err}"
         assert code in (0, -sig, 128 + sig), f"{what}: exit status {code}: {err}"
@@ -153,8 +158,8 @@ def test_dump_of_a_talking_tree_cut(procs: Procs, tmp_path: Path, sig: int) -> N
         assert code != 0 or complete, f"{what}: ckpt succeeded without an inventory"
         if complete and any(is_alive(p) for p in pids):
             _dead_or_going_on(pids, out, what)
-        if complete and not any(is_alive(p) for p in pids):
-            completed += 1
+        completed += complete
+        if complete and not extra and not any(is_alive(p) for p in pids):
             _kill_tree(procs, pids)  # reaped
             _restore(procs, pids, out, images, what)
         else:
@@ -166,7 +171,7 @@ def test_dump_of_a_talking_tree_cut(procs: Procs, tmp_path: Path, sig: int) -> N
     ckpt_ok("dump", "-t", root, "-D", tmp_path / "last", "--tcp-established")
     _kill_tree(procs, pids)
     _restore(procs, pids, out, tmp_path / "last", f"the last dump (seed {seed})")
-    print(f"{CUTS} dumps cut by {signal.Signals(sig).name} (seed {seed}): "
+    print(f"{CUTS} dumps ({mode}) cut by {signal.Signals(sig).name} (seed {seed}): "
           f"{completed} were complete")
 
 
