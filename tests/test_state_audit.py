@@ -40,6 +40,8 @@ CASES = [
       refuse=r"thread \d+ of process \d+ has personality 0x40000, not its process's \(0x0\)"),
     C("gdt-tls", zdtm="(set_thread_area: a GDT TLS entry, %gs on it; criu's thread_info.tls)"),
     C("altstack-autodisarm", zdtm="sigaltstack (SS_AUTODISARM)", libs=PT),
+    C("pty-ldisc", zdtm="(a pty with the N_NULL line discipline, TIOCSETD)",
+      refuse=r"fd \d+: the slave of /dev/pts/\d+ has line discipline 27 \(TIOCSETD\)"),
     C("perf-fd", zdtm="(perf_event_open)", refuse=r"fd 3: \[perf_event\] .* cannot dump"),
     C("bpf-map-fd", zdtm="(a BPF map)", refuse=r"fd 3: bpf-map .* cannot dump"),
     C("fsopen-fd", zdtm="(fsopen: a mount being made)", refuse=r"fd 3: \[fscontext\] .* "

@@ -440,6 +440,22 @@ static int gdt_tls(void)
 	zt_pass();
 }
 
+/* A pty whose slave has another line discipline than N_TTY (N_NULL: input dropped). */
+#include <termios.h>
+static int pty_ldisc(void)
+{
+	int m = SYS(posix_openpt(O_RDWR | O_NOCTTY)), ld = 27 /* N_NULL */, now = -1;
+	SYS(grantpt(m));
+	SYS(unlockpt(m));
+	int s = SYS(open(ptsname(m), O_RDWR | O_NOCTTY));
+	SYS(ioctl(s, TIOCSETD, &ld));
+	zt_ready();
+	zt_wait();
+	SYS(ioctl(s, TIOCGETD, &now));
+	CHECK(now == ld, "line discipline %d, was %d", now, ld);
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -453,6 +469,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "sock-opts-new")) return sock_opts_new();
 	if (!strcmp(m, "thread-personality")) return thread_personality();
 	if (!strcmp(m, "gdt-tls")) return gdt_tls();
+	if (!strcmp(m, "pty-ldisc")) return pty_ldisc();
 	if (!strcmp(m, "perf-fd")) return perf_fd();
 	if (!strcmp(m, "bpf-map-fd")) return bpf_map_fd();
 	if (!strcmp(m, "fsopen-fd")) return fsopen_fd();

@@ -79,6 +79,7 @@ TIOCGSID = 0x5429
 TIOCGPTLCK = 0x80045439
 TIOCGDEV = 0x80045432
 TIOCEXCL, TIOCGEXCL = 0x540C, 0x80045440
+TIOCGETD, N_TTY = 0x5424, 0  # a terminal's line discipline
 TIOCGLCKTRMIOS, TIOCSLCKTRMIOS = 0x5456, 0x5457
 KERNEL_TERMIOS = 36  # the kernel's struct termios: 4 flags, the line, 19 control chars
 DEV_TTY_RDEV = os.makedev(5, 0)
@@ -109,7 +110,11 @@ def pts_index(rdev: int) -> int | None:
 
 
 def _settings(fd: int) -> dict[str, Any]:
-    attrs = termios.tcgetattr(fd)
+    try:
+        attrs = termios.tcgetattr(fd)
+    except termios.error as e:  # (a line discipline without termios, N_NULL's)
+        raise UnsupportedError(f"a terminal's settings cannot be read (tcgetattr: "
+                               f"{e.args[-1]}); its line discipline is not N_TTY?") from None
     cc = [c if isinstance(c, int) else c[0] for c in attrs[6]]
     winsize = struct.unpack("4H", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
     return {"termios": attrs[:6] + [cc], "winsize": list(winsize)}
@@ -145,6 +150,12 @@ def _dump_master(f: OpenFd, desc: Description) -> None:
     slave = fcntl.ioctl(f.dup, TIOCGPTPEER,
                         os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
+        for end, fd in (("slave", slave), ("master", f.dup)):
+            ldisc = struct.unpack("i", fcntl.ioctl(fd, TIOCGETD, b"\0" * 4))[0]
+            if ldisc != N_TTY:  # SLIP, PPP, N_NULL...: a new pair has N_TTY
+                raise UnsupportedError(f"{f.where}: the {end} of /dev/pts/{index} has line "
+                                       f"discipline {ldisc} (TIOCSETD), not N_TTY; not "
+                                       "supported")
         st = os.fstat(slave)
         desc.update(pty="master", index=index, **_settings(slave),
                     owner=[st.st_uid, st.st_gid], mode=st_mod.S_IMODE(st.st_mode),
