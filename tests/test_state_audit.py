@@ -42,6 +42,8 @@ CASES = [
     C("altstack-autodisarm", zdtm="sigaltstack (SS_AUTODISARM)", libs=PT),
     C("pty-ldisc", zdtm="(a pty with the N_NULL line discipline, TIOCSETD)",
       refuse=r"fd \d+: the slave of /dev/pts/\d+ has line discipline 27 \(TIOCSETD\)"),
+    C("seccomp-notify", zdtm="(a seccomp filter with SECCOMP_RET_USER_NOTIF)",
+      refuse=r"thread \d+ of process \d+: a seccomp filter hands syscalls to a supervisor"),
     C("perf-fd", zdtm="(perf_event_open)", refuse=r"fd 3: \[perf_event\] .* cannot dump"),
     C("bpf-map-fd", zdtm="(a BPF map)", refuse=r"fd 3: bpf-map .* cannot dump"),
     C("fsopen-fd", zdtm="(fsopen: a mount being made)", refuse=r"fd 3: \[fscontext\] .* "

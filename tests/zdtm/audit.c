@@ -456,6 +456,30 @@ static int pty_ldisc(void)
 	zt_pass();
 }
 
+/* A seccomp filter returning SECCOMP_RET_USER_NOTIF for getppid, its listener (the
+ * supervisor's end) closed: the call fails with ENOSYS. */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+static int seccomp_notify(void)
+{
+	struct sock_filter insns[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof(insns) / sizeof(insns[0]), insns };
+	SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	int listener = SYS(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+				   SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog));
+	close(listener);
+	zt_ready();
+	zt_wait();
+	CHECK(syscall(SYS_getppid) < 0 && errno == ENOSYS, "getppid not handed over");
+	zt_pass();
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = zt_mode(argc, argv);
@@ -470,6 +494,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "thread-personality")) return thread_personality();
 	if (!strcmp(m, "gdt-tls")) return gdt_tls();
 	if (!strcmp(m, "pty-ldisc")) return pty_ldisc();
+	if (!strcmp(m, "seccomp-notify")) return seccomp_notify();
 	if (!strcmp(m, "perf-fd")) return perf_fd();
 	if (!strcmp(m, "bpf-map-fd")) return bpf_map_fd();
 	if (!strcmp(m, "fsopen-fd")) return fsopen_fd();

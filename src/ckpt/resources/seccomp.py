@@ -17,8 +17,9 @@ still finds its threads in step.
 from __future__ import annotations
 
 import binascii
+import struct
 
-from ..errors import RestoreError
+from ..errors import RestoreError, UnsupportedError
 from ..kernel import libc, procfs, ptrace
 from ..kernel.inject import Injector
 from ..schema import B64, U32, Int, List, Obj, Tup
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 MODE_STRICT, MODE_FILTER = 1, 2
 KEPT_FLAGS = 2  # SECCOMP_FILTER_FLAG_LOG: the only flag the kernel reports
+_BPF_RET_K, _RET_ACTION_FULL, _RET_USER_NOTIF = 0x06, 0xFFFF0000, 0x7FC00000
 
 # What ``dump`` writes (docs/image-format.md, task.seccomp): BPF_MAXINSNS of 8 bytes.
 SCHEMA = Obj(mode=Int(0, 2), filters=List(Tup(B64(4096 * 8), U32), max=1 << 12))
@@ -42,9 +44,24 @@ def dump(pid: int, tid: int, st: procfs.Status | None = None) -> dict[str, Any]:
     filters: list[list[Any]] = []
     if mode == MODE_FILTER:
         progs = ptrace.seccomp_filters(tid)  # newest first
+        for prog in progs:
+            _refuse_user_notif(pid, tid, prog)
         filters = [[binascii.b2a_base64(prog, newline=False).decode(), ptrace.seccomp_flags(tid, i)]
                    for i, prog in enumerate(progs)][::-1]
     return {"mode": mode, "filters": filters}
+
+
+def _refuse_user_notif(pid: int, tid: int, prog: bytes) -> None:
+    """Refuse a filter that hands syscalls to a supervisor (a ``return`` of
+    SECCOMP_RET_USER_NOTIF): its listener, an fd the supervisor got when the filter was
+    installed, cannot be attached to a filter installed again, whose notifying syscalls
+    would then fail with ENOSYS."""
+    for off in range(0, len(prog) - 7, 8):
+        code, _jt, _jf, k = struct.unpack_from("<HBBI", prog, off)
+        if code == _BPF_RET_K and k & _RET_ACTION_FULL == _RET_USER_NOTIF:
+            raise UnsupportedError(f"thread {tid} of process {pid}: a seccomp filter hands "
+                                   "syscalls to a supervisor (SECCOMP_RET_USER_NOTIF), whose "
+                                   "listener ckpt cannot attach again; not supported")
 
 
 def used(core: dict[str, Any]) -> bool:
