@@ -4,7 +4,7 @@ process of its tree at once, as a crash would) and killed again, restored with -
 time. After each restore the work goes on from where it was: a ``sort`` of a stream
 bigger than its buffer (temporary files on disk, two threads) into ``gzip``, ``xz`` and
 ``zstd`` compressing with threads in a pipeline, ``xargs -P`` running jobs in parallel,
-``timeout`` that still kills its command at its time, an asyncio server and memcached
+``timeout`` that still kills its command at its time, gcc in the middle of a compile, an asyncio server and memcached
 with clients connected through every dump, a forking perl server. What each prints is
 checked whole at the end: no line lost, repeated or reordered."""
 
@@ -156,6 +156,41 @@ def test_timeout_kills_at_its_time(procs: Procs, tmp_path: Path) -> None:
     assert procs.wait_gone(proc, timeout=limit + TIMEOUT) == 124
     assert time.monotonic() - t0 >= limit, "timeout ended its command early"
     assert_consecutive(out.numbers())
+
+
+def _big_c(path: Path, functions: int) -> None:
+    """A C file whose compilation at -O2 takes gcc's cc1 a few seconds."""
+    lines = ["#include <stdio.h>"]
+    lines += [f"static int f{i}(int x) {{ int s = 0; for (int k = 0; k < x; k++) "
+              f"s += (k * {i}) ^ (s >> 3); return s + {i}; }}" for i in range(functions)]
+    lines += ["int main(void) { long t = 0;"]
+    lines += [f"  t += f{i}({i % 17});" for i in range(functions)]
+    lines += ['  printf("%ld\\n", t); return 0; }']
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_gcc_in_the_middle_of_a_compile(procs: Procs, tmp_path: Path) -> None:
+    """``gcc -O2 -pipe -c``: the driver, cc1 writing assembly into a pipe and ``as``
+    reading it, dumped three times while cc1 works: the object it ends with is the
+    very one a compile left alone makes."""
+    gcc = need("gcc", "gcc")
+    _big_c(tmp_path / "big.c", 1000)
+    argv = [gcc, "-O2", "-pipe", "-c", "big.c", "-o"]
+    proc = procs.start([*argv, "dumped.o"], name="gcc", cwd=tmp_path)
+
+    def compiler() -> int | None:
+        return next((p for p in tree(proc.pid)
+                     if Path(f"/proc/{p}/comm").read_text().strip() == "cc1"), None)
+
+    cc1 = wait_until(compiler, TIMEOUT, "cc1")
+
+    def compiling(_i: int) -> None:
+        assert compiler() == cc1, "the compile ended before the three dumps: a bigger file"
+
+    three_rounds(procs, proc, tmp_path, after=compiling)
+    assert procs.wait_gone(proc, timeout=TIMEOUT * 4) == 0, proc.out.lines()
+    subprocess.run([*argv, "alone.o"], cwd=tmp_path, check=True, timeout=scaled(TIMEOUT * 4))
+    assert (tmp_path / "dumped.o").read_bytes() == (tmp_path / "alone.o").read_bytes()
 
 
 # ------------------------------------------------------------------ servers with clients

@@ -1,7 +1,8 @@
 """Servers from Debian with workers, threads or clients in the middle of a transfer,
 each dumped and restored three times in a row (killed, -R, killed): php-fpm's master
 and its workers of another user sharing their scoreboard, uwsgi's master and workers
-sharing a cache, BIND's named with its worker threads, an rsync daemon and vsftpd each
+sharing a cache, BIND's named with its worker threads, squid serving from its
+cache, an rsync daemon and vsftpd each
 sending a file to a client outside the tree, an Erlang VM serving clients and running
 commands through its erl_child_setup, and fio doing asynchronous I/O (libaio) that
 verifies what it wrote. After each restore the work goes on from where it was; what
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import http.server
 import os
 import re
 import shutil
@@ -20,6 +22,8 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -291,6 +295,84 @@ def test_named_answers_and_reloads(procs: Procs, tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGHUP)
     assert wait_until(lambda: _dns(port, "later.ckpt"), TIMEOUT,
                       "the name added to the zone") == "10.4.5.6"
+
+
+# ------------------------------------------------------------------ squid
+
+class _Origin(http.server.BaseHTTPRequestHandler):
+    """An origin server whose page may be cached an hour, counting its requests."""
+
+    hits = 0
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).hits += 1
+        body = f"page {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Cache-Control", "public, max-age=3600")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _through(proxy: int, url: str) -> tuple[str, str] | None:
+    """(body, X-Cache header) of ``url`` fetched through the proxy on ``proxy``, or None
+    when it does not answer."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler(
+        {"http": f"http://127.0.0.1:{proxy}"}))
+    try:
+        with opener.open(url, timeout=scaled(10)) as r:
+            return r.read().decode(), r.headers.get("X-Cache", "")
+    except OSError:
+        return None
+
+
+def test_squid_serves_from_its_cache(procs: Procs, tmp_path: Path) -> None:
+    """squid (as user proxy, its unlinkd and its pinger with raw ICMP sockets) caching
+    a page of an origin server: after each restore the page comes from its memory
+    cache (a HIT; the origin asked once in all), and a new page goes to the origin."""
+    squid = shutil.which("squid") or "/usr/sbin/squid"
+    if not os.path.exists(squid):
+        pytest.skip("squid is not installed (Debian package squid; "
+                    "scripts/bootstrap.sh installs it as root)")
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{origin.server_address[1]}"
+    _Origin.hits = 0
+    try:
+        with _site() as site:  # squid's user must reach its cache and logs
+            shutil.chown(site, "proxy")
+
+            def start(port: int) -> Proc:
+                conf = site / "squid.conf"
+                conf.write_text(
+                    f"http_port 127.0.0.1:{port}\nhttp_access allow all\n"
+                    f"cache_dir ufs {site}/cache 16 4 16\ncache_log {site}/cache.log\n"
+                    f"access_log {site}/access.log\npid_filename none\n"
+                    f"cache_effective_user proxy\ncoredump_dir {site}\n")
+                subprocess.run([squid, "-z", "-N", "-f", conf], cwd=tmp_path, check=True,
+                               capture_output=True, timeout=scaled(TIMEOUT))
+                return procs.start([squid, "-N", "-f", conf], name="squid", cwd=tmp_path)
+
+            proc, port = _listening(procs, start, lambda p: _through(p, f"{url}/first"))
+            asked = _Origin.hits  # once, or more if a try while squid started timed out
+
+            def cached(_i: int = 0) -> None:
+                body, how = _through(port, f"{url}/first") or ("", "")
+                assert body == "page /first\n" and how.startswith("HIT"), (body, how)
+                assert _Origin.hits == asked, "squid asked the origin again"
+
+            cached()
+            three_rounds(procs, proc, tmp_path, after=cached)
+            body, how = _through(port, f"{url}/second") or ("", "")
+            assert body == "page /second\n" and how.startswith("MISS"), (body, how)
+            assert _Origin.hits == asked + 1
+    finally:
+        origin.shutdown()
+        origin.server_close()
 
 
 # ------------------------------------------------------------------ file servers
