@@ -4,8 +4,9 @@ process of its tree at once, as a crash would) and killed again, restored with -
 time. After each restore the work goes on from where it was: a ``sort`` of a stream
 bigger than its buffer (temporary files on disk, two threads) into ``gzip``, ``xz`` and
 ``zstd`` compressing with threads in a pipeline, ``xargs -P`` running jobs in parallel,
-``timeout`` that still kills its command at its time, gcc in the middle of a compile, an asyncio server and memcached
-with clients connected through every dump, a forking perl server. What each prints is
+``timeout`` that still kills its command at its time, gcc in the middle of a compile,
+an asyncio server and memcached with clients connected through every dump, a forking
+perl server. What each prints is
 checked whole at the end: no line lost, repeated or reordered."""
 
 from __future__ import annotations
