@@ -722,6 +722,46 @@ def test_multiprocessing_manager(procs: Procs, tmp_path: Path) -> None:
     assert all(r[1] == r[0] + 1 and r[2] == server for r in rows), rows
 
 
+FORKSERVER = """
+import multiprocessing as mp, os, time
+def square(x):
+    time.sleep(0.02)
+    return x * x, os.getpid()
+if __name__ == "__main__":
+    mp.set_start_method("forkserver")
+    with mp.Pool(3) as pool:
+        i = 0
+        while True:
+            got = pool.map(square, range(i, i + 6))
+            with mp.Pool(1) as new:  # its worker forked by the fork server now
+                extra, pid = new.apply(square, (i,))
+            print(i, *[x for x, _ in got], extra, pid, flush=True)
+            i += 1
+"""
+
+
+def test_multiprocessing_forkserver_pool(procs: Procs, tmp_path: Path) -> None:
+    """A multiprocessing Pool started from a fork server (which gets each new child's
+    fds over a unix socket, SCM_RIGHTS) and its resource tracker: after each restore the
+    pool's workers answer on, and a new pool each round gets a new worker from the
+    restored fork server."""
+    (tmp_path / "fs.py").write_text(FORKSERVER)
+    proc = procs.start([PYTHON, tmp_path / "fs.py"], name="forkserver")
+
+    def more(_i: int = 0) -> None:
+        n = len(proc.out.lines())
+        wait_until(lambda: len(proc.out.lines()) >= n + 3, TIMEOUT, "more rounds of the pools")
+
+    more()
+    # not crashed after -R: the pools it makes and ends since unlink their named
+    # semaphores, which the -R dump holds mapped
+    three_rounds(procs, proc, tmp_path, after=more)
+    rows = [[int(x) for x in ln.split()] for ln in proc.out.lines()]
+    assert [r[0] for r in rows] == list(range(len(rows)))
+    assert all(r[1:8] == [(r[0] + k) ** 2 for k in range(6)] + [r[0] ** 2] for r in rows), rows
+    assert len({r[8] for r in rows}) == len(rows), "a new pool's worker came back twice"
+
+
 def test_bash_coprocess(procs: Procs, tmp_path: Path) -> None:
     """bash with a coprocess (``coproc awk``: pipes both ways): a loop hands it numbers
     and reads their squares; after each restore each answer is still right."""
