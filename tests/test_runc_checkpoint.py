@@ -126,6 +126,29 @@ def test_pre_dump_then_dump_on_its_parent(counter: Counter, tmp_path: Path) -> N
     assert res.returncode == 0 and res.stdout == "ok\n", res
 
 
+def test_cgroup_namespace(counter: Counter, tmp_path: Path) -> None:
+    """checkpoint.bats' "(cgroupns)": a container with a cgroup namespace of its own
+    (runc's, rooted at its cgroups) comes back in a new one rooted at its cgroups
+    again, twice: it sees itself at / in every hierarchy, the host its cgroups."""
+    config = counter.config()
+    config["linux"]["namespaces"].append({"type": "cgroup"})
+    counter.set_config(config)
+    counter.run()
+    for round_ in (1, 2):
+        counter.round_trip(tmp_path / f"images{round_}")
+        pid = counter.ctr.pid()
+        ns = os.stat(f"/proc/{pid}/ns/cgroup").st_ino
+        assert ns != os.stat("/proc/self/ns/cgroup").st_ino
+        assert counter.ctr.cid in Path(f"/proc/{pid}/cgroup").read_text()
+        inside = subprocess.run(counter.ctr.cmd("exec", counter.ctr.cid, "cat",
+                                                "/proc/self/cgroup"),
+                                capture_output=True, text=True, timeout=60)
+        assert inside.returncode == 0, inside
+        assert all(line.endswith(":/") for line in inside.stdout.splitlines()), inside.stdout
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert all(os.stat(f"/proc/{k}/ns/cgroup").st_ino == ns for k in kids)
+
+
 def test_auto_dedup(counter: Counter, tmp_path: Path) -> None:
     ctr = counter.run()
     parent, images = tmp_path / "parent", tmp_path / "images"

@@ -1070,11 +1070,13 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         if memberships is not None:
             images.write_json(cgroups.IMAGE, memberships)
             images.need(cgroups.FEATURE)
-        if set(own_ns) & {*treens.KINDS, "net", "pid"}:
+        if set(own_ns) & {*treens.KINDS, "net", "pid", "cgroup"}:
             images.write_json(treens.IMAGE, treens.dump(pid, own_ns, inside, net_key))
             images.need(treens.FEATURE)
             if net_key is not None and "net" in own_ns:
                 images.need(treens.NET_FEATURE)
+            if "cgroup" in own_ns:
+                images.need(treens.CGROUP_FEATURE)
         mount_tree = None
         if "mnt" in own_ns:
             from .resources import mounts

@@ -68,6 +68,8 @@ FEATURES: dict[str, str] = {
     "fanotify-deleted": "fanotify marks of deleted files, through a description (file)",
     "inherited-pages": "pages a child shares with its parent process (mm-PID.json inherited)",
     "tree-namespaces": "uts and ipc namespaces of the tree's own (namespaces.json)",
+    "cgroup-namespace": "a cgroup namespace of the tree's own, rooted at the root's cgroups "
+                        "(namespaces.json cgroup)",
     "external-netns": "a network namespace of the tree's own named external, joined at "
                       "restore (namespaces.json net.external)",
     "compressed-pages": "pages files compressed with zstd (mm-PID.json pages_compression)",
@@ -76,6 +78,7 @@ FEATURES: dict[str, str] = {
     "linked-mappings": "mappings of a removed name of a file with other links (deleted)",
     "unix-peercred": "the creator of a unix socket pair (peercred), who makes it again",
     "mounts": "the mount tree of the tree's own mount namespace (mounts.json, mounts-data.img)",
+    "cgroup-mounts": "cgroup mounts of the tree bound from its cgroups (mounts.json how cgroup)",
     "orphan-pts": "a terminal whose master was outside the tree, a container's console (tty)",
     "job-ctty": "a shell job's session leader whose controlling terminal was the user's",
     "multicast": "multicast groups joined by inet sockets (mcast)",

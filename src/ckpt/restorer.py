@@ -531,6 +531,7 @@ class Restore:
         creation = self.creation = tree.Creation(helper, self.sender, self.images_dir,
                                                  self.shmem, self._files().held_ghosts(),
                                                  join, mapped_locks, self.pages, self.lazy)
+        creation.cgroup_ns = self.namespaces is not None and self.namespaces.cgroup
         try:
             creation.fork_root(self.root, self.sibling,
                                self.mounts.ns_fd if self.mounts is not None else -1)

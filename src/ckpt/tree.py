@@ -229,6 +229,7 @@ class Creation:
         # each process's calls run before the next is made, and the next's own state
         # may count on them (a group it joins, a stop its parent sees).
         self.carried: dict[int, Injector] = {}
+        self.cgroup_ns = False  # the root makes a cgroup namespace once in its cgroups
 
     def fork_root(self, root: Node, sibling: bool, mount_ns: int = -1) -> None:
         """Fork ckpt under the root's PID (``sibling``: as a child of ckpt's parent); the
@@ -334,6 +335,17 @@ class Creation:
 
     # ------------------------------------------------------------ one process
 
+    @staticmethod
+    def _new_cgroup_ns(node: Node, inj: Injector) -> None:
+        """The tree's own cgroup namespace, made by its root in the cgroups it has just
+        joined (its root's at dump, treens.py): every process cloned from it after is
+        in it."""
+        try:
+            inj.call("unshare", nsenter.CLONE_NEWCGROUP)
+        except OSError as e:
+            raise RestoreError(f"process {node.pid}: cannot make its cgroup namespace: "
+                               f"{e.strerror}") from None
+
     def _make(self, node: Node) -> tuple[Injector | None, list[Node]]:
         """Make ``node``'s process what it is before its own state: its fds, its memory,
         its session or group, its children; return its injector, its last calls still
@@ -348,6 +360,8 @@ class Creation:
             task.unregister_rseq(node.pid, inj)  # queued: in the round trip of its fds
             self._give_fds(node, inj)
             self.join_cgroups(node.pid)
+            if self.cgroup_ns and node.parent is None:
+                self._new_cgroup_ns(node, inj)
             keyring.restore(node.pid, inj, self.helper.start, _keyring(node),
                             _keyring(node.parent) if node.parent is not None else None)
             self._restore_memory(node, inj)

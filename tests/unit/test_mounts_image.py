@@ -65,6 +65,8 @@ GOOD: dict[str, Any] = {"mounts": [
      "subpath": "null", "fstype": "tmpfs", "source": "tmpfs", "flags": []},
     {"id": 4, "parent": 1, "point": "/data", "how": "external", "key": "data",
      "fstype": "ext4", "source": "/dev/vda", "flags": ["ro"]},
+    {"id": 5, "parent": 1, "point": "/sys/fs/cgroup/cpu", "how": "cgroup", "key": "cpu",
+     "root": "/ctr", "fstype": "cgroup", "source": "cgroup", "flags": ["ro"]},
 ]}
 
 
@@ -102,6 +104,8 @@ def _bad(path: list[Any], value: Any) -> dict[str, Any]:
     (["mounts", 2, "from"], 4),
     (["mounts", 2, "subpath"], "../../x"),
     (["mounts", 3, "key"], None),
+    (["mounts", 4, "key"], None),
+    (["mounts", 4, "root"], "/ctr/../.."),
 ])
 def test_bad_image_refused(path: list[Any], value: Any) -> None:
     with pytest.raises(ImageError, match="mounts.json"):

@@ -18,10 +18,15 @@ GOOD = {"uts": {"hostname": "box", "domainname": "(none)"},
 def test_good_image_passes() -> None:
     assert check_image(GOOD, "namespaces.json") == GOOD
     assert check_image({}, "namespaces.json") == {}
+    more = {**GOOD, "net": {"external": "extRootNetNS"}, "cgroup": {}}
+    assert check_image(more, "namespaces.json") == more
+    validate.check_file("namespaces.json", more, "namespaces.json")
 
 
 @pytest.mark.parametrize("bad", [
-    [], {"net": {"up": 1}}, {"mnt": {}}, {"pid": {}}, {"pid": {"ids": {"x": 1}}},
+    [], {"net": {"up": 1}}, {"net": {"external": ""}}, {"net": {"external": "a\nb"}},
+    {"net": {"external": 3}}, {"cgroup": {"root": "/"}}, {"cgroup": []}, {"mnt": {}},
+    {"pid": {}}, {"pid": {"ids": {"x": 1}}},
     {"pid": {"ids": {"12": 0}}}, {"pid": {"ids": {"12": 1, "13": 1}}},
     {"uts": {"hostname": "x"}}, {"uts": {"hostname": "x" * 65, "domainname": ""}},
     {"uts": {"hostname": "a\nb", "domainname": ""}}, {"uts": {"hostname": 3, "domainname": ""}},

@@ -23,9 +23,11 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWCGROUP = 0x02000000
 
 # /proc/PID/ns/ names of the namespaces this module moves between, and their flags.
-FLAGS = {"uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC, "net": CLONE_NEWNET, "mnt": CLONE_NEWNS}
+FLAGS = {"uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC, "net": CLONE_NEWNET, "mnt": CLONE_NEWNS,
+         "cgroup": CLONE_NEWCGROUP}
 
 
 def setns(fd: int, nstype: int) -> None:

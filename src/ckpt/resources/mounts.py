@@ -52,6 +52,7 @@ log = logger("ckpt.mounts")
 IMAGE = MOUNTS
 DATA = "mounts-data.img"
 FEATURE = "mounts"
+CGROUP_FEATURE = "cgroup-mounts"
 TMPFS_LIMIT = 64 << 20  # bytes of tmpfs contents saved at most, all mounts together
 MAX_ENTRIES = 100_000
 
@@ -81,7 +82,8 @@ CONTENT = Obj(
 MOUNT = Obj({
     "id": Int(0, U32.hi), "point": PATH, "fstype": Str(255), "source": STR,
     "flags": List(Str(choices=mountinfo.MNT_FLAGS), max=len(mountinfo.MNT_FLAGS)),
-    "how": Str(choices=("root", "external", "bind", "new")), "parent": Opt(Int(0, U32.hi)),
+    "how": Str(choices=("root", "external", "bind", "new", "cgroup")),
+    "parent": Opt(Int(0, U32.hi)),
     "key": Opt(STR), "root": Opt(PATH), "from": Opt(Int(0, U32.hi)),
     "subpath": Opt(Either(Str(choices=("",)), Path(relative=True))), "options": Opt(STR),
     "contents": Opt(List(CONTENT, max=MAX_ENTRIES + 1)),
@@ -177,6 +179,7 @@ class DumpMounts:
         self.bytes = 0
         self.entries = 0
         self.sockets: list[tuple[str, str]] = []  # (mount, path) of tmpfs socket files
+        self._hierarchies: dict[str, str] | None = None  # device -> cgroup hierarchy
 
     def check(self) -> list[Mount]:
         """Refuse what a restore could not make again, before anything is written."""
@@ -205,6 +208,10 @@ class DumpMounts:
                 elif src is not None:
                     entry.update(how="bind", **{"from": src.mount_id},
                                  subpath=_below(m.root, src.root))
+                elif m.fstype in ("cgroup", "cgroup2") and self._hierarchy(m) is not None:
+                    # (a cgroup namespace's own mount shows its folder from ckpt's root)
+                    entry.update(how="cgroup", key=self._hierarchy(m), root=m.root)
+                    self.images.need(CGROUP_FEATURE)
                 elif m.fstype in NEW_FS and m.root == "/":
                     entry.update(how="new", options=_options(m))
                     if m.fstype == "tmpfs":
@@ -218,6 +225,21 @@ class DumpMounts:
             log.info("mount %s: %s", m.point, entry["how"])
         self.images.write_json(IMAGE, {"mounts": self.saved})
         self.images.need(FEATURE)
+
+    def _hierarchy(self, m: Mount) -> str | None:
+        """The cgroup hierarchy (as /proc/PID/cgroup names it) that cgroup mount ``m``
+        shows, found among ckpt's own mounts by its device; None if none is."""
+        if self._hierarchies is None:
+            from ..kernel import cgroupfs
+            self._hierarchies = {}
+            for h, ms in cgroupfs.hierarchy_mounts().items():
+                for hm in ms:
+                    try:
+                        st = os.stat(hm.point)
+                    except OSError:
+                        continue
+                    self._hierarchies[f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"] = h
+        return self._hierarchies.get(m.dev)
 
     def _sources(self, mounts: list[Mount]) -> dict[int, Mount]:
         """The mount each bind mount is made from: the first mount of its filesystem with
@@ -410,6 +432,10 @@ def check_image(data: Any, where: str) -> list[dict[str, Any]]:
                     raise ImageError(f"{what}: option {opt!r} of {fstype}")
             if fstype == "tmpfs":
                 _check_contents(m.get("contents"), what)
+        elif how == "cgroup":
+            if not isinstance(m.get("key"), str) or "root" not in m:
+                raise ImageError(f"{what}: a cgroup mount needs its hierarchy and root")
+            _clean(m["root"], what, True)
         elif how not in ("root", "external"):
             raise ImageError(f"{what}: unknown kind {how!r}")
         if not isinstance(m.get("flags"), list) or \
@@ -491,6 +517,18 @@ class Builder:
                         f"source (--external mnt[{m['key']}]:PATH, runc's ext_mnt)")
                 if not os.path.exists(src):
                     raise RestoreError(f"mount {m['point']}: source {src} does not exist")
+            elif m["how"] == "cgroup":
+                self._cgroup_source(m)
+
+    def _cgroup_source(self, m: dict[str, Any]) -> str:
+        """The folder a cgroup mount is bound from: its cgroup (``root``) through ckpt's
+        mount of its hierarchy (``key``)."""
+        from ..kernel import cgroupfs
+        folder = cgroupfs.directory(cgroupfs.hierarchy_mounts().get(m["key"], []), m["root"])
+        if folder is None or not os.path.isdir(folder):
+            raise RestoreError(f"mount {m['point']}: cgroup {m['key'] or 'cgroup2'}:"
+                               f"{m['root']} is not reachable here")
+        return folder
 
     def move_cgroup_roots(self, moves: dict[str, tuple[str, str]]) -> None:
         """The tree's cgroup mounts follow its cgroups to criu's cgroup roots (a
@@ -501,13 +539,16 @@ class Builder:
         from .cgroups import moved
         hierarchies = cgroupfs.hierarchy_mounts()
         for m in self.mounts:
-            if m["how"] != "external" or m["fstype"] not in ("cgroup", "cgroup2") \
-                    or not m.get("root"):
+            if m["how"] == "cgroup":
+                h: str | None = m["key"]
+            elif m["how"] == "external" and m["fstype"] in ("cgroup", "cgroup2") \
+                    and m.get("root"):
+                src = os.path.realpath(self.external[m["key"]])
+                at = [(len(hm.point), h) for h, ms in hierarchies.items() for hm in ms
+                      if _below(src, hm.point) is not None]
+                h = max(at)[1] if at else None
+            else:
                 continue
-            src = os.path.realpath(self.external[m["key"]])
-            at = [(len(hm.point), h) for h, ms in hierarchies.items() for hm in ms
-                  if _below(src, hm.point) is not None]
-            h = max(at)[1] if at else None
             new = moved(m["root"], *moves[h]) if h in moves else None
             if new is not None:
                 log.info("cgroup mount %s: bound from %s, not %s", m["point"], new, m["root"])
@@ -578,9 +619,10 @@ class Builder:
         data = -1
         try:
             for m in todo:
-                if m["how"] == "external":
+                if m["how"] in ("external", "cgroup"):
                     sources[m["id"]] = mountinfo.open_tree(
-                        external_source(self.external[m["key"]], m.get("root", "")),
+                        external_source(self.external[m["key"]], m.get("root", ""))
+                        if m["how"] == "external" else self._cgroup_source(m),
                         mountinfo.OPEN_TREE_CLONE | mountinfo.OPEN_TREE_CLOEXEC)
             if any(m.get("contents") for m in todo) and DATA in self.images.files:
                 data = os.open(self.images.path(DATA), os.O_RDONLY | os.O_CLOEXEC)
@@ -600,7 +642,7 @@ class Builder:
         """Mount ``m`` at its point, ckpt being in the tree's namespace (paths its own)."""
         point, how = m["point"], m["how"]
         try:
-            if how == "external":
+            if how in ("external", "cgroup"):
                 mountinfo.move_mount(source, point)
             elif how == "bind":
                 src = next(s for s in self.mounts if s["id"] == m["from"])

@@ -15,8 +15,12 @@ restore (criu's --empty-ns net), or, when the dump was told it is external (criu
 ``--external net[INODE]:KEY``, runc's for a container joining a named namespace), the
 restore joins the namespace given for KEY (``--inherit-fd fd[N]:KEY``, runc's).
 
-Other namespaces of the tree (mount, pid, user, cgroup, time) still have to be
-ckpt's (namespaces.check_tree refuses the rest, before the kill).
+A cgroup namespace of the tree's own is saved when the root is at its root in every
+hierarchy (a container's init): the restored root makes a new one as soon as it has
+joined its cgroups, before any other process is cloned from it (tree.py).
+
+Other namespaces of the tree (mount, pid, user, time) still have to be ckpt's
+(namespaces.check_tree refuses the rest, before the kill).
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ log = logger("ckpt.namespaces")
 
 IMAGE = NAMESPACES
 FEATURE = "tree-namespaces"
+CGROUP_FEATURE = "cgroup-namespace"
 NET_FEATURE = "external-netns"
 KINDS = ("uts", "ipc")  # the namespaces saved here
-OWN = (*KINDS, "mnt", "net", "pid")  # the namespaces a tree may have of its own (mnt:
-# mounts.py; net: made empty, --empty-ns net; pid: nspids.py)
+OWN = (*KINDS, "mnt", "net", "pid", "cgroup")  # the namespaces a tree may have of its own
+# (mnt: mounts.py; net: made empty, --empty-ns net; pid: nspids.py; cgroup: rooted at the
+# root's cgroups, ``cgroup_root_check``)
 
 # The ipc namespace's sysctls, by their path under /proc/sys (each namespace has its own).
 IPC_SYSCTLS = (
@@ -61,6 +67,7 @@ SCHEMA = Obj(
                             key=Str(choices=IPC_SYSCTLS)))),
     net=Opt(Obj(external=Opt(Str(256, pattern=r"[^\n]+")))),
     pid=Opt(Obj(ids=Map(PID, key=Str(7, pattern=r"[1-9][0-9]*"), max=1 << 22))),
+    cgroup=Opt(Obj()),
 )
 
 
@@ -136,6 +143,10 @@ def dump(root: int, kinds: list[str], pids: dict[int, int] | None = None,
                     continue  # a kernel without it (mqueue left out)
         saved["ipc"] = {"sysctls": sysctls}
         log.info("ipc namespace of its own, sysctls %s", sysctls)
+    if "cgroup" in kinds:
+        _check_cgroup_root(root)
+        saved["cgroup"] = {}  # made anew by the root, at its cgroups (tree.py)
+        log.info("cgroup namespace of its own, rooted at the root's cgroups")
     if "net" in kinds and net_key is not None:
         saved["net"] = {"external": net_key}  # joined at restore
         log.info("network namespace of its own, external as %s", net_key)
@@ -145,13 +156,29 @@ def dump(root: int, kinds: list[str], pids: dict[int, int] | None = None,
     return saved
 
 
+def _check_cgroup_root(root: int) -> None:
+    """A cgroup namespace of the tree's own is made again at restore by the root, in
+    its cgroups: refused unless those are the namespace's root in every hierarchy (a
+    container's init, as runc makes it)."""
+    with nsenter.entered(root, ["cgroup"]), open(f"/proc/{root}/cgroup") as f:
+        inside = [line.split(":", 2) for line in f.read().splitlines()]
+    below = [f"{h or 'cgroup2'}:{p}" for _, h, p in inside if p != "/"]
+    if below:
+        raise UnsupportedError(
+            f"process {root} is in cgroup {below[0]} of its cgroup namespace, not at its "
+            "root: ckpt makes a tree's cgroup namespace again at the root's cgroups only")
+
+
 def check_image(data: Any, where: str) -> dict[str, Any]:
     """namespaces.json as a restore may use it, or ImageError naming what is wrong."""
     def bad(what: str) -> ImageError:
         return ImageError(f"{where}: {what}")
 
-    if not isinstance(data, dict) or set(data) - {*KINDS, "net", "pid"}:
-        raise bad(f"an object with keys among {', '.join(KINDS)}, net, pid is expected")
+    if not isinstance(data, dict) or set(data) - {*KINDS, "net", "pid", "cgroup"}:
+        raise bad(f"an object with keys among {', '.join(KINDS)}, net, pid, cgroup is "
+                  "expected")
+    if data.get("cgroup", {}) != {}:
+        raise bad("cgroup must be an empty object")
     net = data.get("net", {})
     if not isinstance(net, dict) or set(net) - {"external"} or not all(
             isinstance(v, str) and 0 < len(v) <= 256 and "\n" not in v for v in net.values()):
@@ -196,6 +223,7 @@ class Enter:
         self.saved = saved
         self.kinds = [k for k in (*KINDS, "net") if k in saved]  # pid: by the root's clone
         self.join = {"net": net_fd} if external_net_key(saved) is not None else {}
+        self.cgroup = "cgroup" in saved  # made by the root itself (tree.py)
         if self.join:
             self.kinds.remove("net")
         self.pids = {int(h): i for h, i in saved.get("pid", {}).get("ids", {}).items()}
