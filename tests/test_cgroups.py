@@ -332,3 +332,33 @@ def test_process_outside_the_cgroup_namespace_root_refused(procs: Procs, cgs: Ma
     status = proc_status(pid)
     assert status["TracerPid"] == "0" and status["SigBlk"] == blocked
     assert_tags_carry_on(target.out, ["P", "C"], 3)
+
+
+def test_cgroup_root_moves_the_tree(procs: Procs, cgs: MadeCgroups, images: Path) -> None:
+    """restore --cgroup-root [CTL:]PATH (criu's; runc's cg_root over RPC): the parent's
+    cgroups at dump become PATH in each hierarchy, made with their knobs (soft), the
+    child stays in the restorer's; refused at dump, where the cgroups are saved as they
+    are."""
+    err = ckpt_fails("dump", "-t", os.getpid(), "-D", images, "--cgroup-root", "/x")
+    assert "--cgroup-root /x: the cgroups are saved where they are" in err, err
+    target, child, _ = _dumped(procs, cgs, images)
+    moved = {h: f"{cgs.own[h].rstrip('/')}/{cgs.outer}/moved" for h in cgs.folders}
+    roots = [a for h, path in moved.items()
+             for a in ("--cgroup-root", f"{h}:{path}" if h else path)]
+    mounts = cgroupfs.hierarchy_mounts()
+    folders = [cgroupfs.directory(mounts[h], path) for h, path in moved.items()]
+    try:
+        ckpt_ok("restore", "-D", images, "-d", *roots)
+        _restored(procs, target, child)
+        assert _where(target.pid) == moved
+        assert _where(child) == {h: cgs.own[h] for h in cgs.folders}
+        for h, (knob, value) in KNOBS.items():
+            if h in moved:
+                assert Path(cgroupfs.directory(mounts[h], moved[h]) or "", knob
+                            ).read_text().strip() == value
+    finally:
+        if is_alive(target.pid):
+            _kill_restored(procs, target, child)
+        for folder in folders:
+            if folder is not None:
+                wait_until(lambda d=folder: _rmdir(d), 10, f"cgroup {folder} to empty")

@@ -198,6 +198,17 @@ def _pre_dump(args: argparse.Namespace, notes: list[str]) -> int:
     return 0
 
 
+def _cgroup_roots(given: list[str]) -> dict[str, str]:
+    """criu's --cgroup-root [CTL:]PATH values as {controller ("" for the rest): path}."""
+    out = {}
+    for value in given:
+        ctrl, _, path = value.rpartition(":")
+        if not path.startswith("/"):
+            raise UsageError(f"--cgroup-root {value}: expected [CONTROLLER:]/PATH")
+        out[ctrl] = path
+    return out
+
+
 def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) -> int:
     from .restorer import restore
     command.started()
@@ -214,6 +225,7 @@ def _restore(args: argparse.Namespace, notes: list[str], exec_cmd: list[str]) ->
                   work_dir=_work_dir(args),
                   sibling=bool(args.restore_sibling), notify=_notify(args), **_tcp(args),
                   external=tuple(args.external or ()),
+                  cg_root=_cgroup_roots(args.cgroup_root or []),
                   **flags.api_kwargs(flags.RESTORE, args))
     from .rpc import stats
     stats.write(_work_dir(args), stats.RESTORE_FILE, stats.restore_entry(res))

@@ -249,7 +249,11 @@ FLAGS: tuple[Flag, ...] = (
          choices=("none", "props", "soft", "full", "strict", "ignore"), commands=_DR,
          api="manage_cgroups"),
     # ---- containers and other features ckpt lacks
-    Flag(("--cgroup-root",), REFUSE, _CG, value="[CTL:]PATH", repeat=True, commands=_DR),
+    Flag(("--cgroup-root",), USE, "restore: where the tree goes in the hierarchy of "
+         "controller CTL (in every other without CTL): its root's cgroup at dump becomes "
+         "PATH, the cgroups below it move along", value="[CTL:]PATH", repeat=True,
+         commands=frozenset({RESTORE}),
+         special=((DUMP, REFUSE, "the cgroups are saved where they are"),)),
     Flag(("--cgroup-props",), REFUSE, _CG, value="SPEC", commands=_DUMPS),
     Flag(("--cgroup-props-file",), REFUSE, _CG, value="FILE", commands=_DUMPS),
     Flag(("--cgroup-dump-controller",), REFUSE, _CG, value="NAME", repeat=True,
