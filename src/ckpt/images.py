@@ -46,6 +46,7 @@ FEATURES: dict[str, str] = {
     "tcp-ended": "TCP connections that ended (tcp.ended), rebuilt closed",
     "tcp-reconnect": "connections not accepted yet that connect again (tcp.reconnect)",
     "tcp-syn-sent": "TCP connections being made (tcp.syn_sent) that connect again",
+    "tcp-shut-rd": "TCP connections shut down for reading by the process (tcp.shut_rd)",
     "tty": "pty queues, owners and modes, deleted slaves, /dev/tty, a job's termios",
     "ghost-nodes": "deleted files that are not regular files, a removed cwd, the path kind",
     "ghost-tail": "a ghost file's tail beyond --ghost-limit",

@@ -331,6 +331,27 @@ static int unaccepted(int lfamily, int cfamily)
 	zt_pass();
 }
 
+/* An end shut down for reading only (shutdown(SHUT_RD): no packet, the socket reads
+ * the end of file once its queue is empty; its peer can still write to it). */
+static int shut_rd(int family)
+{
+	int c, s;
+	pair(family, family, &c, &s);
+	SYS(shutdown(s, SHUT_RD));
+	zt_ready();
+	zt_wait();
+	char b[4];
+	struct pollfd p = { .fd = s, .events = POLLIN | POLLRDHUP };
+	CHECK(poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP), "not shut down for reading (%#x)",
+	      p.revents);
+	ssize_t n = recv(s, b, sizeof(b), MSG_DONTWAIT);
+	CHECK(n == 0, "recv gave %zd (%s), not the end of file", n, n < 0 ? strerror(errno) : "data");
+	SYS(send(s, "out", 3, 0)); /* it still writes */
+	recv_all(c, b, 3, "from the end shut down for reading");
+	CHECK(!memcmp(b, "out", 3), "out");
+	zt_pass();
+}
+
 /* Two listeners sharing a port (SO_REUSEPORT). */
 static int reuseport(void)
 {
@@ -458,6 +479,8 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "tcp-syn-sent")) return syn_sent(AF_INET);
 	if (!strcmp(m, "tcp6-syn-sent")) return syn_sent(AF_INET6);
 	if (!strcmp(m, "tcp-reuseport")) return reuseport();
+	if (!strcmp(m, "tcp-shut-rd")) return shut_rd(AF_INET);
+	if (!strcmp(m, "tcp6-shut-rd")) return shut_rd(AF_INET6);
 	if (!strcmp(m, "tcp-unaccepted")) return unaccepted(AF_INET, AF_INET);
 	if (!strcmp(m, "tcp6-unaccepted")) return unaccepted(AF_INET6, AF_INET6);
 	if (!strcmp(m, "tcp4v6-unaccepted")) return unaccepted(AF_INET6, AF_INET);

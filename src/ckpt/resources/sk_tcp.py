@@ -85,7 +85,8 @@ SCHEMA = Either(
     Obj(send=_QUEUE.extend(unsent=NAT), recv=_QUEUE,
         fin_unsent=BOOL, mss=Int(0, 0xFFFF), snd_wscale=_WSCALE, rcv_wscale=_WSCALE,
         sack=BOOL, timestamps=BOOL, timestamp=Null(U32), window=Tup(U32, U32, U32, U32, U32),
-        reconnect=Opt(Enum(True))),  # tcp-reconnect: connected again, not accepted yet
+        reconnect=Opt(Enum(True)),  # tcp-reconnect: connected again, not accepted yet
+        shut_rd=Opt(Enum(True))),  # tcp-shut-rd: shutdown(SHUT_RD) by the process
 )
 
 QUEUE_FILE = "tcp-queues.img"
@@ -278,6 +279,9 @@ class Connections:
             "window": [window.snd_wl1, window.snd_wnd, window.max_window, window.rcv_wnd,
                        window.rcv_wup],
         }
+        if state not in PEER_FIN and _shut_for_reading(sock):  # no FIN: the process's
+            desc["tcp"]["shut_rd"] = True
+            ctx.images.need("tcp-shut-rd")
         self.held.append(socket.socket(fileno=os.dup(sock.fileno())))
         log.info("%s: %s to %s, %d bytes to send (%d never sent), %d received unread",
                  where, _name(state), _fmt(desc["peer"]), len(send.data), unsent,
@@ -494,6 +498,8 @@ class Connections:
             repair.set_window(sock, repair.Window(*t["window"]))
         except OSError as e:
             raise RestoreError(f"{where}: cannot set the window: {e.strerror}") from None
+        if t.get("shut_rd"):
+            sock.shutdown(socket.SHUT_RD)  # a flag of the socket's: no packet goes out
         got = repair.state(sock)
         expected = state
         if t["fin_unsent"]:  # our FIN goes out in finish (a FIN dropped on its way out
@@ -734,6 +740,14 @@ def _connect_again(sock: socket.socket, peer: tuple[str, int]) -> None:
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # a new socket's own
     if err:
         raise OSError(err, f"cannot connect again to {_fmt(peer)}: {os.strerror(err)}")
+
+
+def _shut_for_reading(sock: socket.socket) -> bool:
+    """Whether ``sock`` reads the end of file once its queue is empty (RCV_SHUTDOWN:
+    the peer's FIN, or shutdown(SHUT_RD)); poll tells it (POLLRDHUP)."""
+    p = select.poll()
+    p.register(sock, select.POLLRDHUP)
+    return any(ev & select.POLLRDHUP for _, ev in p.poll(0))
 
 
 def _peer_name(sock: socket.socket) -> list[Any] | None:
