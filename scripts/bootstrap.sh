@@ -26,7 +26,8 @@ for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:
     tclsh:tcl ruby:ruby openssl:openssl gpg-agent:gpg-agent gpg-connect-agent:gpgconf \
     lighttpd:lighttpd expect:expect pv:pv ninja:ninja-build unbound:unbound Xvfb:xvfb \
     xclock:x11-apps emacs:emacs-nox erl:erlang-base php-fpm8.2:php-fpm \
-    uwsgi:uwsgi-plugin-python3 named:bind9 rsync:rsync vsftpd:vsftpd fio:fio squid:squid; do
+    uwsgi:uwsgi-plugin-python3 named:bind9 rsync:rsync vsftpd:vsftpd fio:fio squid:squid \
+    tcpdump:tcpdump; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done

@@ -692,3 +692,30 @@ def test_fio_io_uring_refused(procs: Procs, tmp_path: Path) -> None:
     assert re.search(r"process \d+ .*io_uring.*not supported", err), err
     assert is_alive(proc.pid)
     _fio_ends_well(procs, proc)
+
+
+# ------------------------------------------------------------------ tcpdump
+
+def test_tcpdump_refused_and_capturing_on(procs: Procs, tmp_path: Path) -> None:
+    """tcpdump on loopback reads packets through a ring it maps from its packet socket
+    (TPACKET_V3): the dump is refused naming that mapping and the process, and tcpdump
+    captures on."""
+    tcpdump = shutil.which("tcpdump") or "/usr/bin/tcpdump"
+    if not os.path.exists(tcpdump):
+        pytest.skip("tcpdump is not installed (Debian package tcpdump; "
+                    "scripts/bootstrap.sh installs it as root)")
+    port = free_port(socket.SOCK_DGRAM)
+    proc = procs.start([tcpdump, "-i", "lo", "-n", "-l", "-Q", "in", "udp", "port", str(port)],
+                       name="tcpdump", cwd=tmp_path)
+
+    def captured(payload: bytes) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(payload, ("127.0.0.1", port))
+        return any(f"length {len(payload)}" in ln for ln in proc.out.lines())
+
+    wait_until(lambda: captured(b"x" * 11), TIMEOUT, "tcpdump to capture")
+    err = ckpt_fails("dump", "-t", proc.pid, "-D", tmp_path / "images")
+    assert re.search(rf"process {proc.pid} mapping 0x[0-9a-f]+-0x[0-9a-f]+ socket:\[\d+\]: "
+                     r"memory of a socket \(a packet socket's ring", err), err
+    assert is_alive(proc.pid)
+    wait_until(lambda: captured(b"y" * 23), TIMEOUT, "tcpdump to capture after the refusal")

@@ -187,6 +187,10 @@ def classify(v: procfs.Vma, pid: int) -> str:
         return "aio"
     if v.path.startswith("/"):
         return "file"
+    if v.path.startswith("socket:["):
+        raise UnsupportedError(f"{where}: memory of a socket (a packet socket's ring, "
+                               "PACKET_RX_RING or PACKET_TX_RING, as tcpdump maps it; an "
+                               "AF_XDP ring; TCP zero-copy receive); not supported")
     raise UnsupportedError(f"{where}: a kind of mapping ckpt does not know; not supported")
 
 
