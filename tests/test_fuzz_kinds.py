@@ -206,3 +206,39 @@ def test_every_value_of_a_fanotify_mark_on_a_deleted_file_wrong(
     problems, accepted = _run_mutants(folder, mutants, my_children())
     assert problems == [], "\n".join(problems)
     assert accepted < len(mutants), "every mutant restored: the images were not changed"
+
+
+def test_every_value_of_a_tcp_connection_wrong(procs: Procs, tmp_path: Path) -> None:
+    """An established TCP connection (--tcp-established; both ends in the tree, both
+    queues holding bytes): each value of one end's description wrong (its ``tcp``:
+    sequence numbers, queues' offsets and lengths, MSS, window scales, the window;
+    its state, addresses), and the queues' file cut: refused in one line, or restored
+    (then killed), never a traceback, a hang or a process left behind."""
+    from ckpt.resources.filekind import TcpFlags
+    from ckpt_helpers import PROGS, PYTHON, only_child
+
+    pair = procs.start([PYTHON, PROGS / "tcp_echo.py", "pair"])
+    pair.out.wait_line("^client got ", timeout=scaled(20))
+    child = only_child(pair.pid)
+    tcp = TcpFlags(established=True)
+    images = tmp_path / "images"
+    ckpt.dump(pair.pid, str(images), tcp=tcp)
+    procs.wait_gone(pair)
+    procs.wait_gone(child)
+    folder = Folder(images)
+    files = folder.load("files.json")
+    key = next(k for k, d in files.items() if "tcp" in d)
+    mutants = _every_value(folder, "files.json", (key, "tcp"), [*ODD, 0, 2**32])
+    for field in ("state", "addr", "peer"):
+        mutants += _every_value(folder, "files.json", (key, field))
+    for field in ("addr", "peer"):
+        for what, change in [("IPv6-shaped", lambda a: [*a, 0, 0]),
+                             ("an IPv6 host", lambda a: ["::1", a[1]]),
+                             ("another host", lambda a: ["192.0.2.1", a[1]])]:
+            mutants.append(_mutate(folder, "files.json", f"{key}/{field}: {what}",
+                                   lambda d, f=field, c=change: d[key].update(
+                                       {f: c(d[key][f])})))
+    mutants += _raw_cut(folder)
+    problems, accepted = _run_mutants(folder, mutants, my_children(), tcp=tcp)
+    assert problems == [], "\n".join(problems)
+    assert accepted < len(mutants) // 2, f"{accepted} of {len(mutants)} mutants restored"

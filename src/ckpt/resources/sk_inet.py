@@ -201,9 +201,17 @@ class InetSockets(SocketKind):
     def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
         if desc["state"] == TCP_LISTEN and "backlog" not in desc:
             raise refuse(where, "backlog", "missing, but the socket listens")
+        if desc["family"] == socket.AF_INET:  # an IPv4 socket takes [host, port] only
+            for name in ("addr", "peer"):
+                if desc[name] is not None and len(desc[name]) != 2:
+                    raise refuse(where, name, "not an IPv4 address ([host, port])")
+        tcp = desc.get("tcp", {})
+        if "tcp" in desc and desc["addr"] is None:
+            raise refuse(where, "addr", "null, but the socket had a TCP connection")
+        if "tcp" in desc and desc["peer"] is None and not tcp.get("ended"):
+            raise refuse(where, "peer", "null, but the socket had a TCP connection")
         for i, d in enumerate(desc.get("queue", [])):
             refs.within(udp_queue.QUEUE_FILE, d["at"], d["len"], where, f"queue[{i}]")
-        tcp = desc.get("tcp", {})
         for side in ("send", "recv"):
             if "off" in tcp.get(side, {}):
                 q = tcp[side]
