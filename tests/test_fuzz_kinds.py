@@ -242,3 +242,38 @@ def test_every_value_of_a_tcp_connection_wrong(procs: Procs, tmp_path: Path) -> 
     problems, accepted = _run_mutants(folder, mutants, my_children(), tcp=tcp)
     assert problems == [], "\n".join(problems)
     assert accepted < len(mutants) // 2, f"{accepted} of {len(mutants)} mutants restored"
+
+
+# A program holding some kind of state, the line it prints once it holds it, and what
+# of its images to make wrong: a JSON image whole, or its descriptions of some kinds.
+PROGRAMS = {
+    "locks": (["locks", "{tmp}"], r"^child locked$", "locks.json", ()),
+    "pidfds": (["pidfds"], r"^2 ", "files.json", ("pidfd",)),
+    "pty": (["ptypair"], r"^G 5 ", "files.json", ("tty",)),
+}
+DUMP_OPTIONS = {"locks": {"file_locks": True}}
+
+
+@pytest.mark.parametrize("program", list(PROGRAMS))
+def test_every_value_of_a_program_wrong(build: Builder, procs: Procs, tmp_path: Path,
+                                        program: str) -> None:
+    """File locks (locks.json), pidfds and a terminal pair's descriptions: each value
+    wrong in turn, refused in one line or restored (then killed)."""
+    argv, ready, name, kinds = PROGRAMS[program]
+    target = procs.start([str(build(argv[0])),
+                          *(a.format(tmp=tmp_path) for a in argv[1:])])
+    target.out.wait_line(ready, timeout=scaled(20))
+    images = tmp_path / "images"
+    ckpt.dump(target.pid, str(images), **DUMP_OPTIONS.get(program, {}))
+    procs.wait_gone(target)
+    folder = Folder(images)
+    doc = folder.load(name)
+    if kinds:
+        keys = [k for k, d in doc.items() if d["kind"] in kinds]
+        assert keys, f"no description of kind {kinds}"
+        mutants = [m for k in keys for m in _every_value(folder, name, (k,))]
+    else:
+        mutants = _every_value(folder, name)
+    problems, accepted = _run_mutants(folder, mutants, my_children())
+    assert problems == [], "\n".join(problems)
+    assert accepted < len(mutants), "every mutant restored: the images were not changed"

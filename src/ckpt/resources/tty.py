@@ -50,13 +50,30 @@ from ..errors import ImageError, RestoreError, UnsupportedError
 from ..kernel import interrupts, libc, treeroot
 from ..kernel.inject import InjectionError, Injector
 from ..log import logger
-from ..schema import B64, BOOL, PATH, U8, U16, U32, U64, UID, Hex, Int, List, Opt, Str, Tup
+from ..schema import (
+    B64,
+    BOOL,
+    PATH,
+    U8,
+    U16,
+    U32,
+    U64,
+    UID,
+    Hex,
+    Int,
+    List,
+    Opt,
+    Str,
+    Tup,
+    refuse,
+)
 from . import pty_queue
 from .chrdev import TTY_MAJORS
 from .filekind import (
     Description,
     DumpCtx,
     FileKind,
+    ImageRefs,
     OpenFd,
     RestoreCtx,
     TaskFd,
@@ -196,6 +213,28 @@ class Terminals(FileKind):
         "internal": Opt(BOOL), "deleted": Opt(BOOL), "ctty": Opt(BOOL), "real": Opt(U32),
         "orphan": Opt(BOOL),
     }
+
+    @classmethod
+    def check_image(cls, desc: Description, where: str, refs: ImageRefs) -> None:
+        """What the restore reads of a terminal, there: a pty end's index (of a slave of
+        the tree's own pair, or a console's), /dev/tty's terminal; a master's or a
+        console's settings, owner and mode (a new pair gets them); settings of the
+        kernel's size (tcsetattr takes NCCS control characters)."""
+        ctty = desc.get("ctty")
+        if "index" not in desc and ("pty" in desc or (
+                not ctty and (desc.get("internal") or desc.get("orphan")))):
+            raise refuse(where, "index", "missing, but it is a pty's end")
+        if ctty and "real" not in desc:
+            raise refuse(where, "real", "missing, but it is /dev/tty")
+        if desc.get("pty") == "master" or desc.get("orphan"):
+            for name in ("termios", "winsize", "owner", "mode"):
+                if name not in desc:
+                    raise refuse(where, name, "missing, but a new pty pair gets it")
+        if "termios" in desc and "winsize" not in desc:
+            raise refuse(where, "winsize", "missing, but the terminal's settings are saved")
+        if "termios" in desc and len(desc["termios"][6]) != termios.NCCS:
+            raise refuse(where, "termios", f"{len(desc['termios'][6])} control characters, "
+                         f"not {termios.NCCS}")
 
     @classmethod
     def held_at_restore(cls, desc: Description) -> int:
