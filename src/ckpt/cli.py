@@ -179,7 +179,7 @@ def _dump(args: argparse.Namespace, notes: list[str]) -> int:
     _setup_log(args, notes, create=True)
     res = dump(args.tree, args.images_dir, external=external, page_server=server,
                notify=_notify(args), ext_unix_sk=args.ext_unix_sk is not None, **_tcp(args),
-               **flags.api_kwargs(flags.DUMP, args))
+               wait_exit=False, **flags.api_kwargs(flags.DUMP, args))
     from .rpc import stats
     stats.write(_work_dir(args), stats.DUMP_FILE, stats.dump_entry(res))
     return 0

@@ -310,6 +310,10 @@ class Restore:
                                "ckpt's init")
         live = [t for t in tasks if not t.get("zombie")]
         cores, mms, fd_tables = checked.cores, checked.mms, checked.fd_tables
+        # a CLI dump does not wait for its processes' exit: before anything is checked
+        # against the system (ports, locks, PIDs), those still exiting are waited for
+        tree.wait_dumped_exits({pid: mm["start_time"] for pid, mm in mms.items()
+                                if mm.get("start_time")})
         descriptions = checked.descriptions
         segments = {pid: chain.segments(pid, mm) for pid, mm in mms.items()}
         if chain.depth:

@@ -151,6 +151,48 @@ def ptrace_options(node: Node) -> int:
     return options
 
 
+_SIGKILL_BIT = 1 << (libc.SIGKILL - 1)
+
+
+def wait_dumped_exits(started: dict[int, int], timeout: float = PID_WAIT_SECONDS) -> None:
+    """Wait (at most ``timeout``) for each dumped process still exiting: PID -> its saved
+    start time (/proc/PID/stat field 22). A CLI dump returns once it has sent SIGKILL,
+    not once its processes have exited (dumper._kill_only): one of them may still hold
+    its PID, memory, files, locks and ports, all let go at its exit. A process with that
+    PID and start time that is not dying (a dump -R let it run) is left to the PID's
+    own refusal; a zombie has let go of everything but its PID (``_clone`` waits)."""
+    pending: dict[int, int] = {}  # pidfd -> pid
+    try:
+        for pid, start in started.items():
+            try:
+                if procfs.stat(pid).start_time != start:
+                    continue
+                st = procfs.status(pid)
+            except (procfs.ProcessGone, OSError):
+                continue
+            if st.state in ("Z", "X") or not (st.shared_pending | st.sig_pending) & _SIGKILL_BIT:
+                continue
+            try:
+                pending[libc.pidfd_open(pid)] = pid
+            except OSError:
+                continue
+        deadline = time.monotonic() + timeout
+        if pending:
+            import select  # here: a restore right after a CLI dump only
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("dumped processes still exiting after %.0f s: %s", timeout,
+                            ", ".join(map(str, pending.values())))
+                return
+            for fd in select.select(list(pending), [], [], left)[0]:
+                log.debug("process %d (the dumped one) has exited", pending.pop(fd))
+                os.close(fd)
+    finally:
+        for fd in pending:
+            os.close(fd)
+
+
 def pid_holder(pid: int) -> str:
     try:
         st = procfs.stat(pid)
