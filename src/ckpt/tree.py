@@ -158,9 +158,10 @@ def wait_dumped_exits(started: dict[int, int], timeout: float = PID_WAIT_SECONDS
     """Wait (at most ``timeout``) for each dumped process still exiting: PID -> its saved
     start time (/proc/PID/stat field 22). A CLI dump returns once it has sent SIGKILL,
     not once its processes have exited (dumper._kill_only): one of them may still hold
-    its PID, memory, files, locks and ports, all let go at its exit. A process with that
-    PID and start time that is not dying (a dump -R let it run) is left to the PID's
-    own refusal; a zombie has let go of everything but its PID (``_clone`` waits)."""
+    its PID, memory, files, locks and ports, all let go at its exit (its pidfd is then
+    readable; a zombie leader waits for its other threads). A process with that PID and
+    start time that is not dying (a dump -R let it run) is left to the PID's own
+    refusal; a zombie's PID, to the retries of the clone."""
     pending: dict[int, int] = {}  # pidfd -> pid
     try:
         for pid, start in started.items():
@@ -170,8 +171,9 @@ def wait_dumped_exits(started: dict[int, int], timeout: float = PID_WAIT_SECONDS
                 st = procfs.status(pid)
             except (procfs.ProcessGone, OSError):
                 continue
-            if st.state in ("Z", "X") or not (st.shared_pending | st.sig_pending) & _SIGKILL_BIT:
-                continue
+            if st.state not in ("Z", "X") and \
+                    not (st.shared_pending | st.sig_pending) & _SIGKILL_BIT:
+                continue  # alive, not dying
             try:
                 pending[libc.pidfd_open(pid)] = pid
             except OSError:
