@@ -530,3 +530,54 @@ def test_daemon_killed_while_the_restore_goes_on(build: Builder, procs: Procs, i
                                   "SIGKILL while it was being restored (with --lazy-pages: "
                                   "the daemon's keeper kills"), err
     procs.wait_gone(target.pid, timeout=30)
+
+
+def test_remote_migration_through_rpc(build: Builder, procs: Procs, images: Path,
+                                      tmp_path: Path) -> None:
+    """criu's remote lazy migration as runc drives it: a DUMP with lazy_pages and ps
+    writes the images whole, says status-ready, and hands them over to the daemon of
+    `lazy-pages --page-server --address --port -D OTHER`, which takes them into OTHER
+    and serves the restore from there: the counter finds every byte."""
+    import socket
+
+    from ckpt.rpc import schema
+    from criu_rpc import Client, open_dir
+    target = procs.start([build("lazyheap"), "16"])
+    target.out.wait_line(r"^ready$", timeout=30)
+    ticks_go_on(target.out, more=2)
+    other = tmp_path / "other"
+    other.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = subprocess.Popen(
+        [*ckpt_cmd(), "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port",
+         str(port), "-D", str(other), "-v4", "-o", str(tmp_path / "lazy.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        images_fd = open_dir(images)
+        try:
+            with Client() as c:
+                resp = c.call({"type": schema.DUMP, "opts": {
+                    "images_dir_fd": images_fd, "pid": target.pid, "log_level": 4,
+                    "log_file": "dump.log", "lazy_pages": True, "notify_scripts": True,
+                    "ps": {"address": "127.0.0.1", "port": port}}})
+                assert resp.get("success"), resp
+                assert ("status-ready", 0) in c.notes, c.notes
+        finally:
+            os.close(images_fd)
+        procs.wait_gone(target)
+        assert daemon.stdout is not None
+        assert daemon.stdout.readline().startswith("ckpt lazy-pages: listening on ")
+        assert sorted(p.name for p in other.iterdir() if p.name.startswith("pages-")) == \
+            sorted(p.name for p in images.iterdir() if p.name.startswith("pages-"))
+        restore_detached(procs, target.pid, target.out, other, "--lazy-pages", timeout=120)
+        ticks_go_on(target.out, more=3)
+        assert daemon.wait(scaled(60)) == 0, daemon.stderr.read()  # type: ignore[union-attr]
+        n = len(target.out.lines())
+        signal.pidfd_send_signal(procs.tracked[-1].pidfd, signal.SIGUSR1)
+        assert target.out.wait_line(r"^verify ", start=n, timeout=30) == f"verify ok {16 << 20}"
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()

@@ -313,3 +313,55 @@ def test_page_server(counter: Counter, tmp_path: Path) -> None:
             os.link(f, images / f.name)
     counter.restore(images)
     _unbroken(counter.data, last)
+
+
+def test_lazy_pages_migration(counter: Counter, tmp_path: Path) -> None:
+    """checkpoint.bats' "checkpoint --lazy-pages and restore": runc checkpoint
+    --lazy-pages --page-server --status-fd in the background, ready once the status pipe
+    says so; `lazy-pages --page-server` on the images; runc restore --lazy-pages under a
+    new ID: the counter goes on, runc exec works in it, the checkpoint and the daemon
+    end. (The dump hands its images over whole: a copy, not criu's post-copy.)"""
+    from runc_helpers import ckpt_criu
+    ctr = counter.run()
+    images = tmp_path / "images"
+    images.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    status_r, status_w = os.pipe()
+    checkpoint = subprocess.Popen(
+        ctr.cmd("checkpoint", "--lazy-pages", "--page-server", f"127.0.0.1:{port}",
+                "--status-fd", str(status_w), "--work-path", str(images), "--image-path",
+                str(images), ctr.cid, criu=True),
+        pass_fds=(status_w,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    os.close(status_w)
+    daemon = None
+    try:
+        assert os.read(status_r, 1) == b"\0", Container.log(images, "dump.log")
+        Container.reap(images)
+        last = counted(counter.data)[-1]
+        daemon = subprocess.Popen([ckpt_criu(), "lazy-pages", "--page-server", "--address",
+                                   "127.0.0.1", "--port", str(port), "-D", str(images)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert checkpoint.wait(timeout=60) == 0, checkpoint.stdout.read()  # type: ignore[union-attr]
+        restored = counter.container("restored")
+        wait_until(lambda: (images / "lazy-pages.socket").exists() or daemon.poll() is not None,
+                   30, "the lazy-pages daemon to listen")
+        res = restored._run_piped(restored.cmd(
+            "restore", "-d", "--image-path", str(images), "--work-path", str(images),
+            "--lazy-pages", restored.cid, criu=True), timeout=120)
+        assert res.returncode == 0, f"{res.stderr}\n{Container.log(images, 'restore.log')}"
+        counter.ctr = restored
+        _grows(counter.data, restored.out)
+        _unbroken(counter.data, last)
+        ok = subprocess.run(restored.cmd("exec", "--cwd", "/bin", restored.cid, "echo", "ok"),
+                            capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0 and ok.stdout == "ok\n", ok
+        assert daemon.wait(timeout=60) == 0, daemon.stdout.read()  # type: ignore[union-attr]
+    finally:
+        os.close(status_r)
+        for p in (checkpoint, daemon):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()

@@ -258,7 +258,11 @@ def _page_server_command(args: argparse.Namespace, notes: list[str]) -> int:
 def _lazy_pages_command(args: argparse.Namespace, notes: list[str]) -> int:
     from .lazy_pages import serve
     command.started()
+    server = _page_server(args)
     _setup_log(args, notes, create=False)
+    if server is not None:  # criu's remote lazy migration: the images from the dump
+        from .page_server import fetch
+        fetch(args.images_dir, *server)
 
     def ready(path: str) -> None:
         _listening(args, f"ckpt lazy-pages: listening on {path}")

@@ -207,14 +207,14 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--overwrite",), USE, "ckpt's own: write into a -D that holds images already "
          "(they are replaced) or belongs to another user, which is refused without it "
          "(criu overwrites silently)", commands=_DUMPS | {PAGE_SERVER}, api="overwrite"),
-    Flag(("--page-server",), USE, "send the images to a page server (--address, --port)",
-         negatable=True, commands=_DUMPS,
-         special=((LAZY_PAGES, REFUSE, "the lazy-pages daemon serves the pages of local "
-                   "images only (criu's remote post-copy is not supported)"),)),
+    Flag(("--page-server",), USE, "send the images to a page server (--address, --port); "
+         "lazy-pages: first take the images from the dump at --address, --port (criu's "
+         "remote lazy migration, runc's checkpoint --lazy-pages: the dump hands its images "
+         "over whole) unless -D holds them", negatable=True, commands=_DUMPS | {LAZY_PAGES}),
     Flag(("--address",), USE, "the page server's address (page-server: to listen on, "
-         "default all)", value="ADDR", commands=_DUMPS | {PAGE_SERVER}),
+         "default all)", value="ADDR", commands=_DUMPS | {PAGE_SERVER, LAZY_PAGES}),
     Flag(("--port",), USE, "the page server's port", value="PORT", type=int,
-         commands=_DUMPS | {PAGE_SERVER}, required=frozenset({PAGE_SERVER})),
+         commands=_DUMPS | {PAGE_SERVER, LAZY_PAGES}, required=frozenset({PAGE_SERVER})),
     Flag(("--freeze-cgroup",), NO_EFFECT, "ckpt stops the tree with ptrace", value="PATH",
          commands=_DUMPS),
     Flag(("--timeout",), NO_EFFECT, "ckpt stops the tree without a time limit",

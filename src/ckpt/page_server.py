@@ -24,6 +24,14 @@ Protocol (all integers little-endian), see docs/image-format.md:
         3 CLOSE  arg = the file's size (the server checks it)
         4 FINISH (arg 0): write inventory.json (sent last), fsync the folder
     server: u32 status u32 length, message  (after FINISH, or at the first error)
+
+criu's remote lazy migration (``dump --lazy-pages`` with a page server, runc's
+``checkpoint --lazy-pages``, then ``lazy-pages --page-server`` where the restore runs)
+is a copy here: the dump writes its images whole, then ``offer`` listens where criu's
+page server would and sends them, as a dump sends them to a page server, to the
+lazy-pages daemon that connects (``fetch``), which then serves the restore from them.
+The daemon starts with "CKPTWANT" (send them) or "CKPTHAVE" (its folder holds them:
+the same folder, on the same machine).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import struct
 import time
 
@@ -96,11 +105,14 @@ class RemoteRawWriter:
 class Client:
     """One dump's connection to a page server."""
 
-    def __init__(self, address: str, port: int, images_dir: str):
+    def __init__(self, address: str, port: int, images_dir: str,
+                 sock: socket.socket | None = None):
+        """``sock``: a connection made already (``offer``: the receiver connected)."""
         _check_port(port)
         self.where = f"{address}:{port}"
         try:
-            self.sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
+            self.sock = sock or socket.create_connection((address, port),
+                                                         timeout=CONNECT_TIMEOUT)
         except OSError as e:
             raise DumpError(f"cannot connect to the page server at {self.where}: "
                             f"{e.strerror or e}") from None
@@ -360,6 +372,87 @@ def serve(directory: str, port: int, address: str = "0.0.0.0",
         return _listen(folder, port, address, ready)
     finally:
         folder.close()
+
+
+WANT, HAVE = b"CKPTWANT", b"CKPTHAVE"
+
+
+def offer(images_dir: str, address: str, port: int,
+          ready: Callable[[], None] | None = None) -> None:
+    """The dump side of a lazy migration: listen on ``address``:``port``, call
+    ``ready()``, and give the complete images of ``images_dir`` to the lazy-pages
+    daemon that connects (``fetch``), unless it has them."""
+    _check_port(port)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as lsock:
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            lsock.bind((address, port))
+        except OSError as e:
+            raise CkptError(f"cannot listen on {address}:{port} for the lazy-pages daemon: "
+                            f"{e.strerror or e}") from None
+        lsock.listen(1)
+        log.info("images offered to a lazy-pages daemon on %s:%d", address, port)
+        if ready is not None:
+            ready()
+        conn, peer = lsock.accept()
+    with conn:
+        asked = _recv_exact(conn, len(WANT))
+        if asked == HAVE:
+            log.info("the lazy-pages daemon at %s has the images", peer[0])
+            return
+        if asked != WANT:
+            raise CkptError(f"{peer[0]}:{peer[1]} is not a ckpt lazy-pages daemon")
+        client = Client(address, port, images_dir, conn.dup())
+        try:
+            folder = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                names = sorted(n for n in os.listdir(folder)
+                               if n not in (INVENTORY, COMPLETE_MARK) and _NAME.fullmatch(n))
+                for name in [*names, INVENTORY]:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 dir_fd=folder)
+                    try:
+                        if stat.S_ISREG(os.fstat(fd).st_mode):
+                            client.send_file(name, fd)
+                    finally:
+                        os.close(fd)
+            finally:
+                os.close(folder)
+            client.finish()
+        except BaseException:
+            client.abort()
+            raise
+
+
+def fetch(images_dir: str, address: str, port: int, wait: float = 30.0) -> None:
+    """The restore side of a lazy migration: connect to the dump's ``offer`` (waiting
+    up to ``wait`` seconds for it to listen) and receive its images into
+    ``images_dir``, unless that holds a complete dump already."""
+    _check_port(port)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
+            break
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise CkptError(f"cannot connect to the dump at {address}:{port}: "
+                                f"{e.strerror or e}") from None
+            time.sleep(0.1)
+    with sock:
+        sock.settimeout(None)
+        if os.path.exists(os.path.join(images_dir, COMPLETE_MARK)):
+            sock.sendall(HAVE)
+            log.info("%s holds the images already", images_dir)
+            return
+        sock.sendall(WANT)
+        folder = Folder.for_dump(images_dir, overwrite=True)
+        try:
+            total = _session(sock, folder)
+        finally:
+            folder.close()
+        log.info("received the images from %s:%d: %d bytes", address, port, total)
 
 
 def _check_port(port: int) -> None:

@@ -40,7 +40,7 @@ USED = {
     "inherit_fd", "rst_sibling", "exec_cmd", "file_locks", "tcp_established",
     "tcp_skip_in_flight", "tcp_close", "network_lock", "manage_cgroups",
     "manage_cgroups_mode", "root", "ext_mnt", "empty_ns", "cg_root", "orphan_pts_master",
-    "lazy_pages", "config_file",
+    "lazy_pages", "config_file", "status_fd",
 }
 
 # Accepted, logged, and without effect: why ckpt needs none of them.
@@ -66,7 +66,6 @@ IGNORED = {
 
 # Refused when set to anything but their neutral value: ckpt cannot do it yet.
 UNSUPPORTED = {
-    "status_fd": "status_fd is not supported (criu deprecates it)",
     "lsm_profile": "LSM profiles are not set at restore",
     "lsm_mount_context": "LSM mount contexts are not set at restore",
     "tls": "the page server speaks no TLS",
@@ -243,10 +242,10 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
                 # the lazy-pages daemon listens in the work folder (pages/lazy.py)
                 "lazy_pages": bool(opts.get("lazy_pages")), "work_dir": dirs.work,
                 **_tcp(opts)}
-    if opts.get("lazy_pages"):
-        raise RequestError("option lazy_pages at dump: criu's remote post-copy from a "
-                           "frozen source is not supported: dump, then `ckpt lazy-pages` "
-                           "and a restore with lazy_pages on the images", errno.EOPNOTSUPP)
+    if opts.get("lazy_pages") and not (opts.get("ps") or {}).get("port"):
+        raise RequestError("option lazy_pages at dump: give ps, where the lazy-pages "
+                           "daemon takes the images from (criu's remote lazy migration)",
+                           errno.EOPNOTSUPP)
     if opts.get("inherit_fd"):
         log.info("option inherit_fd is for restores; ignored")
     parent = opts.get("parent_img")
@@ -259,8 +258,9 @@ def args_for(kind: int, opts: dict[str, Any], dirs: Dirs) -> dict[str, Any]:
         # criu's pre-dumps always track memory: the next dump builds on them
         "track_mem": bool(opts.get("track_mem")) or kind in (PRE_DUMP, SINGLE_PRE_DUMP),
         "prev_images_dir": parent or None,
+        # with lazy_pages the images are written whole, then handed over (offer)
         "page_server": (ps.get("address") or "127.0.0.1", ps["port"])
-        if ps and ps.get("port") else None,
+        if ps and ps.get("port") and not opts.get("lazy_pages") else None,
     }
     if ps and not ps.get("port"):
         raise RequestError("option ps: a page server needs a port")

@@ -210,9 +210,26 @@ def _dump(session: Session, req: dict[str, Any]) -> None:
         notify = session.notify if opts.get("notify_scripts") else None
         res = dump(opts["pid"], dirs.images, notify=notify, **args_for(s.DUMP, opts, dirs))
         stats.write(dirs.work, stats.DUMP_FILE, stats.dump_entry(res))
+        if opts.get("lazy_pages"):  # criu's remote lazy migration, as a copy
+            from ..page_server import offer
+            ps = opts["ps"]
+            offer(dirs.images, ps.get("address") or "0.0.0.0", ps["port"],
+                  ready=lambda: _ready(opts.get("status_fd"), notify))
     finally:
         dirs.close()
     session.send({"type": s.DUMP, "success": True, "dump": {"restored": False}})
+
+
+def _ready(fd: int | None, notify: Any) -> None:
+    """ckpt serves the lazy-pages daemon: criu's status_fd gets a zero byte and is
+    closed, and the client is told "status-ready" (runc waits for one or the other)."""
+    if fd is not None and fd >= 0:
+        try:
+            os.write(fd, b"\0")
+        finally:
+            os.close(fd)
+    if notify is not None:
+        notify("status-ready", 0)
 
 
 def _pre_dump(session: Session, req: dict[str, Any]) -> None:
@@ -279,7 +296,9 @@ def _feature_check(session: Session, req: dict[str, Any]) -> None:
     asked = req.get("features") or {}
     session.send({"type": s.FEATURE_CHECK, "success": True, "features": {
         "mem_track": bool(asked.get("mem_track")),  # soft-dirty or page digests: always
-        "lazy_pages": False,
+        # restore: served by `ckpt lazy-pages`; dump (runc's checkpoint --lazy-pages):
+        # the images are written whole and handed to the daemon (page_server.offer)
+        "lazy_pages": bool(asked.get("lazy_pages")),
         "pidfd_store": False,
     }})
 
