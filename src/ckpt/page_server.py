@@ -383,15 +383,7 @@ def offer(images_dir: str, address: str, port: int,
     ``ready()``, and give the complete images of ``images_dir`` to the lazy-pages
     daemon that connects (``fetch``), unless it has them."""
     _check_port(port)
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as lsock:
-        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            lsock.bind((address, port))
-        except OSError as e:
-            raise CkptError(f"cannot listen on {address}:{port} for the lazy-pages daemon: "
-                            f"{e.strerror or e}") from None
-        lsock.listen(1)
+    with _listening(address, port) as lsock:
         log.info("images offered to a lazy-pages daemon on %s:%d", address, port)
         if ready is not None:
             ready()
@@ -460,17 +452,24 @@ def _check_port(port: int) -> None:
         raise CkptError(f"port {port} is out of range (0-65535)")
 
 
+def _listening(address: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``address``:``port`` for one connection."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    lsock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((address, port))
+        lsock.listen(1)
+    except OSError as e:
+        lsock.close()
+        raise CkptError(f"cannot listen on {address}:{port}: {e.strerror or e}") from None
+    return lsock
+
+
 def _listen(folder: Folder, port: int, address: str,
             ready: Callable[[str, int], None] | None) -> int:
     directory = folder.path
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as lsock:
-        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            lsock.bind((address, port))
-        except OSError as e:
-            raise CkptError(f"cannot listen on {address}:{port}: {e.strerror or e}") from None
-        lsock.listen(1)
+    with _listening(address, port) as lsock:
         bound = lsock.getsockname()
         log.info("listening on %s:%d, images into %s", bound[0], bound[1], directory)
         if ready is not None:
