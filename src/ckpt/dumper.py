@@ -720,9 +720,11 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
     for v in vmas:
         mem.classify(v, pid)
     stat = procfs.stat(pid)
-    if fr.regs0.cs == cpu.COMPAT_CS:
-        raise UnsupportedError(f"process {pid} runs 32-bit code (compat mode: an i386 "
-                               "program, or 64-bit code that switched to it); not supported")
+    for th in (fr, *t.threads):  # ckpt's calls would not run there as 64-bit ones
+        if th.regs0 is not None and th.regs0.cs == cpu.COMPAT_CS:
+            who = f"process {pid}" if th.pid == pid else f"thread {th.pid} of process {pid}"
+            raise UnsupportedError(f"{who} runs 32-bit code (compat mode: an i386 program, or "
+                                   "64-bit code that switched to it); not supported")
     site, park, parking = _syscall_sites(pid, vmas)
     scratch = libc.free_area([(v.start, v.end) for v in vmas], SCRATCH_SIZE)
     note.process(pid, stat.start_time, [(th.pid, resumable(th.regs0), th.mask0)
@@ -771,9 +773,9 @@ def _dump_task(t: _Task, images: ImageWriter, dumper: files.DumpFiles,
         images.need(sharing.FEATURE)
     if _uses_knobs(core, mm):
         images.need("process-knobs")
-    if any("in_call" in c for c in [core["cpu"], *(t["cpu"] for t in core["threads"])]):
-        images.need(cpu.FEATURE)
     cpus = [core["cpu"], *(t["cpu"] for t in core["threads"])]
+    if any("in_call" in c for c in cpus):
+        images.need(cpu.FEATURE)
     if any("dispatch" in c for c in cpus):
         images.need(cpu.DISPATCH_FEATURE)
     if any("tls" in c for c in cpus):
