@@ -17,6 +17,13 @@ Big page data goes to two files, in stripes (pages.stripes), each written by a t
 of its own: one tmpfs file takes one thread's writes at the speed of ``dd``, two files
 twice that. A buffer is free again once every thread is done with its part of it.
 
+Once the data is in stripes, the writers also read it: ``read_behind`` queues runs of
+a frozen process's memory, which each writer copies (process_vm_readv) into a buffer of
+its own, checksums and writes, for the runs of its stripes. The copy from the process
+was the long pole (1 GiB: the copy thread 0.66 s of CPU, each writer 0.25 s): now each
+of two threads reads, checksums and writes half, on its own core, from its own cache.
+Each file's CRC is computed by its writer, in the file's order.
+
 Every ``FLUSH_EVERY`` bytes, ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` starts the
 disk write of what was written, so that the fsync before the processes are let go or
 killed has little left to wait for (on tmpfs it does nothing).
@@ -24,12 +31,13 @@ killed has little left to wait for (on tmpfs it does nothing).
 
 from __future__ import annotations
 
+import errno
 import os
 
 from ..images import RawWriter, crc32
 from ..kernel import interrupts, libc
 from . import stripes
-from .buffer import Buffer, ring
+from .buffer import Buffer, ring, writer_buffer
 from .stripes import Stripes
 
 TYPE_CHECKING = False  # typing is not imported, for speed
@@ -41,11 +49,16 @@ FLUSH_EVERY = 16 << 20
 SYNC_FILE_RANGE_WRITE = 2
 
 
+# Runs queued by ``read_behind`` and not yet written, at most (then the caller waits).
+READS_IN_FLIGHT = 6
+
+
 class _Writer:
     """One file of the page data and the thread writing it, in the order of its queue."""
 
     def __init__(self, out: RawWriter):
         self.out = out
+        self.buffer: Buffer | None = None  # its own, for the runs it reads (read_behind)
         self.todo: Any = None  # queue.SimpleQueue of (kind, item), once the thread runs
         self.thread: Any = None
         self.written = self.flushed = out.size
@@ -75,6 +88,7 @@ class WriteBehind:
         self._queued: list[tuple[int, str, Any]] = []  # until the threads start
         self._free: Any = None  # the threads' queue.SimpleQueue of the buffers they are done with
         self._owed: dict[int, int] = {}  # buffer -> threads still to be done with it
+        self._slots: Any = None  # threading.Semaphore of READS_IN_FLIGHT (read_behind)
         self._started = False
         self._error: OSError | None = None
 
@@ -131,12 +145,35 @@ class WriteBehind:
         for index, foff, n in self._pieces(len(data)):
             out, piece = self.writers[index].out, data[at:at + n]
             assert foff == out.size
-            # now, while it is in the cache; pieces cut by stripes: zlib-ng whatever their size
-            out.crc = crc32(piece, out.crc, fast=self.layout.striped)
             out.size += n
-            self._put(index, ("data", piece))
+            # checksummed by the writer (pieces cut by stripes: zlib-ng whatever their size)
+            self._put(index, ("data", (piece, self.layout.striped)))
             at += n
         self.logical += len(data)
+        return off
+
+    def can_read_behind(self) -> bool:
+        """Whether ``read_behind`` takes runs now: the threads run and the data is in
+        stripes, or goes in stripes from the next byte."""
+        return (self._started and self.more is not None and self.policy is not None
+                and (self.layout.striped or self.logical >= self.policy[0]))
+
+    def read_behind(self, pid: int, vaddr: int, length: int) -> int:
+        """Queue ``length`` bytes of frozen process ``pid``'s memory from ``vaddr``
+        (every byte readable by process_vm_readv), read and written by the writers of
+        their stripes (``can_read_behind``); return their logical offset. Waits while
+        READS_IN_FLIGHT runs are queued."""
+        self._raise()
+        off = self.logical
+        at = 0
+        for index, foff, n in self._pieces(length):
+            out = self.writers[index].out
+            assert foff == out.size
+            out.size += n
+            self._slots.acquire()
+            self._put(index, ("read", (pid, vaddr + at, n)))
+            at += n
+        self.logical += length
         return off
 
     def next_buffer(self) -> Buffer:
@@ -212,8 +249,10 @@ class WriteBehind:
 
     def _start(self) -> None:
         import queue
+        import threading
 
         self._free = queue.SimpleQueue()
+        self._slots = threading.Semaphore(READS_IN_FLIGHT)
         self._started = True
         for w in self.writers:
             self._start_writer(w)
@@ -230,6 +269,7 @@ class WriteBehind:
         import threading
 
         w.todo = queue.SimpleQueue()
+        w.buffer = writer_buffer(self.writers.index(w))  # mapped now, touched if used
         w.thread = threading.Thread(target=self._run, args=(w,), name="ckpt-pages",
                                     daemon=True)
         with interrupts.held():  # kept by the thread: ckpt's signals go to its main thread
@@ -251,17 +291,50 @@ class WriteBehind:
             item.set()
         elif self._error is None:
             try:
-                done = 0
-                while done < len(item):
-                    done += os.write(w.out.fd, item[done:])
-                w.written += done
-                if w.written - w.flushed >= FLUSH_EVERY:
-                    start_writeback(w.out.fd, w.flushed, w.written - w.flushed)
-                    w.flushed = w.written
+                if kind == "read":
+                    self._read_and_write(w, *item)
+                else:
+                    data, fast = item
+                    w.out.crc = crc32(data, w.out.crc, fast=fast)
+                    self._write_out(w, data)
             except OSError as e:
                 self._error = e
             except Exception as e:  # never a thread that ends and leaves the copy waiting
                 self._error = OSError(f"writing {w.out.name}: {e!r}")
+            finally:
+                if kind == "read":
+                    self._slots.release()
+        elif kind == "read":  # skipped after an error: its slot is free again
+            self._slots.release()
+
+    def _read_and_write(self, w: _Writer, pid: int, vaddr: int, length: int) -> None:
+        """A run of ``read_behind``: through the writer's own buffer, a piece at a time."""
+        assert w.buffer is not None
+        addr, view = w.buffer.addr, w.buffer.view
+        done = 0
+        while done < length:
+            k = min(length - done, len(view))
+            got = 0
+            while got < k:
+                n = libc.process_vm_readv(pid, addr + got, vaddr + done + got, k - got)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"short read of process {pid} memory at "
+                                  f"{vaddr + done + got:#x}")
+                got += n
+            piece = view[:k]
+            w.out.crc = crc32(piece, w.out.crc, fast=True)
+            self._write_out(w, piece)
+            done += k
+
+    @staticmethod
+    def _write_out(w: _Writer, data: memoryview) -> None:
+        done = 0
+        while done < len(data):
+            done += os.write(w.out.fd, data[done:])
+        w.written += done
+        if w.written - w.flushed >= FLUSH_EVERY:
+            start_writeback(w.out.fd, w.flushed, w.written - w.flushed)
+            w.flushed = w.written
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -45,3 +45,9 @@ def ring() -> list[Buffer]:
     """``RING`` buffers, none of them ``page_buffer``'s (which a shared memory object's
     data is read into while the ring's are still being written)."""
     return _more(RING + 1)[1:RING + 1]
+
+
+def writer_buffer(index: int) -> Buffer:
+    """The buffer of writer ``index`` of a write behind, for the runs it reads itself
+    (pages.behind.read_behind); none of the others."""
+    return _more(RING + 3 + index)[RING + 2 + index]

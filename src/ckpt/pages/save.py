@@ -332,9 +332,24 @@ class TaskPages:
                   record: bool = True) -> None:
         """Copy ``npages`` pages from ``vaddr`` through the buffers (``_read``); pages not
         ``readable``, or mapped ``elsewhere`` too (a mask, or empty), through
-        /proc/PID/mem; ``record``: in ``own`` (else they are already)."""
+        /proc/PID/mem; ``record``: in ``own`` (else they are already). Once the page
+        data is in stripes, the pages of a frozen process readable by process_vm_readv
+        are read by the stripes' writers themselves (WriteBehind.read_behind)."""
         done = 0
+        direct = (readable and 1 not in elsewhere and not self.deferred
+                  and isinstance(self.sink, WriteBehind))
         while done < npages:
+            if direct and self.sink.can_read_behind():
+                k = min(self.buf_pages, npages - done)
+                self.sink.read_behind(self.pid, vaddr + done * PAGE, k * PAGE)
+                progress.advance(k * PAGE)
+                if record:
+                    self.own.add(vaddr + done * PAGE, k)
+                    self.ctx.own_pages += k
+                if self.stopped:
+                    raise CopyStopped(f"process {self.pid}: the copy of its pages was stopped")
+                done += k
+                continue
             k = min(self.buf_pages, npages - done, max(1, self.sink.room() // PAGE))
             valid = self._read(vaddr + done * PAGE, k, readable, elsewhere[done:done + k])
             if valid is None:
