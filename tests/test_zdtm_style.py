@@ -202,6 +202,10 @@ CASES: list[Case | object] = [
     C("fpu-thread", "thr", zdtm="fpu03", libs=RT),
     C("vdso", "thr", zdtm="vdso00 vdso01 vdso02 vdso-proxy", libs=RT),
     C("rseq", "thr", zdtm="rseq00", libs=RT),
+    C("red-zone", "thr", zdtm="transition/stack (the leader and a thread spinning on data "
+      "in their red zone, the 128 bytes under %rsp)", libs=RT),
+    R(C("red-zone", "thr", zdtm="(the same, -R)", libs=RT)),
+    PRE(C("red-zone", "thr", zdtm="(the same, pre-dumped)", libs=RT)),
     C("ldt", "thr", zdtm="(x86 LDT entries of every kind, modify_ldt: Wine, DOSEMU; %gs and "
       "a thread's %es on them; a child's own table, a child without one)", libs=RT),
     R(C("ldt", "thr", zdtm="(the same, -R)", libs=RT)),

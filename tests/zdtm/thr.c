@@ -708,6 +708,66 @@ static int waits_again(void)
 	zt_pass();
 }
 
+/* The 128 bytes under the stack pointer (the x86-64 red zone) belong to the code
+ * running, which may keep data there without moving %rsp: nothing ckpt does in a
+ * frozen task may write there (criu's transition/stack). The leader and a thread spin
+ * in red_zone_spin, which fills its red zone with the zone's own addresses and checks
+ * them over and over until *stop; it returns the number of words found changed. */
+__asm__(".text\n"
+	".globl red_zone_spin\n"
+	"red_zone_spin:\n"
+	"	lea -128(%rsp), %rax\n"
+	"1:	mov %rax, (%rax)\n"
+	"	add $8, %rax\n"
+	"	cmp %rsp, %rax\n"
+	"	jne 1b\n"
+	"	xor %edx, %edx\n"
+	"2:	lea -128(%rsp), %rax\n"
+	"3:	cmp %rax, (%rax)\n"
+	"	je 4f\n"
+	"	inc %rdx\n"
+	"	mov %rax, (%rax)\n"
+	"4:	add $8, %rax\n"
+	"	cmp %rsp, %rax\n"
+	"	jne 3b\n"
+	"	cmpl $0, (%rdi)\n"
+	"	je 2b\n"
+	"	mov %rdx, %rax\n"
+	"	ret\n");
+long red_zone_spin(volatile int *stop);
+
+static volatile int rz_stop;
+static long rz_thread_bad = -1;
+
+static void *red_zone_thread(void *arg)
+{
+	(void)arg;
+	rz_thread_bad = red_zone_spin(&rz_stop);
+	return NULL;
+}
+
+static void *red_zone_waiter(void *arg)
+{
+	(void)arg;
+	zt_ready();
+	zt_wait();  /* SIGTERM comes here: the spinners block it */
+	rz_stop = 1;
+	return NULL;
+}
+
+static int red_zone(void)
+{
+	pthread_t spinner, waiter;
+	SYS(-pthread_create(&spinner, NULL, red_zone_thread, NULL));
+	SYS(-pthread_create(&waiter, NULL, red_zone_waiter, NULL));
+	long bad = red_zone_spin(&rz_stop);
+	pthread_join(spinner, NULL);
+	pthread_join(waiter, NULL);
+	CHECK(bad == 0, "%ld words of the leader's red zone changed", bad);
+	CHECK(rz_thread_bad == 0, "%ld words of a thread's red zone changed", rz_thread_bad);
+	zt_pass();
+}
+
 /* A POSIX timer that signals one thread (SIGEV_THREAD_ID), whose thread exited before
  * the dump: the timer is still there after the restore (timer_gettime works, it is
  * disarmed), and the process's other timer, armed, still fires. */
@@ -1175,6 +1235,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "futex")) return futexes();
 	if (!strcmp(m, "blocked-calls")) return blocked_calls();
 	if (!strcmp(m, "waits-again")) return waits_again();
+	if (!strcmp(m, "red-zone")) return red_zone();
 	if (!strcmp(m, "dead-thread-timer")) return dead_thread_timer();
 	if (!strcmp(m, "robust-list")) return robust_list();
 	if (!strcmp(m, "thread-creds")) return thread_creds();
