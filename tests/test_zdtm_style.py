@@ -14,7 +14,9 @@ strict xfail naming the area and the cause: it turns red once fixed, and the mar
 Some cases run as criu's zdtm.py runs every test in its other modes: after pre-dumps
 (``--pre``), their pages sent to a page server, or restored lazily (``--lazy-pages``).
 A local sweep runs every case so: CKPT_ZDTM_SWEEP="pre lazy page-server" (any of
-them), and CKPT_ZDTM_ROUNDS=N dumps and restores each N times in a row.
+them; "user" runs each program as a user of no one's, as zdtm.py does, and then the
+cases that need root fail at their set-up), and CKPT_ZDTM_ROUNDS=N dumps and restores
+each N times in a row.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Case:
     pre_dumps: int = 0  # pre-dumps (--track-mem, each the parent of the next) first
     page_server: bool = False  # its pages sent by the dump to a ckpt page-server
     lazy: bool = False  # restored with --lazy-pages, served by a ckpt lazy-pages
+    user: bool = False  # run as a user of no one's, not root
 
 
 def C(id: str, prog: str, mode: str = "", zdtm: str = "", **kw: object) -> Case:  # noqa: N802
@@ -118,6 +121,8 @@ CASES: list[Case | object] = [
     C("zombies", "task", zdtm="zombie00"),
     C("zombie-pgid", "task", zdtm="zombie01"),
     C("helper-zombie", "task", zdtm="helper_zombie_child"),
+    C("helper-zombie-user", "task", "helper-zombie", zdtm="(the same as another user: its "
+      "zombie too, which it can kill(2))", user=True),
     C("stopped", "task", zdtm="stopped"),
     C("stopped-kill", "task", zdtm="stopped01"),
     C("stopped-tkill", "task", zdtm="stopped02"),
@@ -582,7 +587,10 @@ def _run(case: Case, exe: Path, procs: CaseProcs, tmp_path: Path, images: Path,
          pids: list[int]) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    target = procs.start([exe, case.mode], cwd=work)
+    argv: list[str | Path] = [exe, case.mode]
+    if "user" in SWEEP or case.user:
+        argv = as_user(argv, work)
+    target = procs.start(argv, cwd=work)
     pids.append(target.pid)
     out = target.out
     first = out.wait_line(r"^(ready|SETUP: .*|FAIL: .*)$", timeout=case.timeout)
@@ -605,6 +613,18 @@ def _run(case: Case, exe: Path, procs: CaseProcs, tmp_path: Path, images: Path,
             target = dump_and_restore(case, procs, target, tmp_path / f"images{n or ''}",
                                       pids)
     check_verdict(case, procs, target.pid, out)
+
+
+def as_user(argv: list[str | Path], work: Path) -> list[str | Path]:
+    """``argv`` run as a user and group of no one's (zdtm.py runs its tests so, unless
+    they need root), in ``work``, which it may write (the folders above it, root's,
+    only readable)."""
+    for d in work.parents:
+        if str(d) in ("/", "/tmp"):
+            break
+        os.chmod(d, 0o755)
+    os.chmod(work, 0o777)
+    return ["setpriv", "--reuid=18943", "--regid=58467", "--clear-groups", *argv]
 
 
 def dump_and_restore(case: Case, procs: CaseProcs, target: Proc, images: Path,

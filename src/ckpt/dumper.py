@@ -291,6 +291,7 @@ class _Task:
     shares: dict[str, int] = field(default_factory=dict)  # files_of, fs_of (sharing.py)
     fd_owner: int = 0  # the first process sharing its fd table, if another one
     job_tpgid: int = -1  # the root of a shell job: its terminal's foreground group
+    zombie_as: dict[str, Any] | None = None  # a zombie's name and ids (``zombie_identity``)
 
     def freeze_threads(self) -> None:
         """Seize every other thread; again until no new one appeared meanwhile."""
@@ -320,6 +321,8 @@ class _Task:
         if self.frozen is None:
             d["zombie"] = True
             d["exit_status"] = self.exit_status
+            if self.zombie_as is not None:
+                d["zombie_as"] = self.zombie_as
         elif self.exit_signal != libc.SIGCHLD:
             d["exit_signal"] = self.exit_signal
         return {**d, **self.shares}
@@ -361,6 +364,7 @@ def _freeze_tree(root: int) -> list[_Task]:
                 if os.WCOREDUMP(st.exit_code):
                     log.warning("zombie %d dumped core; its restored zombie will not say "
                                 "so to its parent (WCOREDUMP)", pid)
+                task.zombie_as = zombie_identity(pid, st.comm)
                 continue
             task.freeze_threads()
             for kid in sorted(procfs.children(pid)):
@@ -595,6 +599,20 @@ def _check_restorable_here() -> None:
                         "which a restore needs (to give processes their PIDs, clone3 "
                         "set_tid, and their memory layout, PR_SET_MM_MAP): run ckpt as root "
                         "or give it CAP_CHECKPOINT_RESTORE")
+
+
+ZOMBIE_FEATURE = "zombie-identity"
+
+
+def zombie_identity(pid: int, comm: str) -> dict[str, Any] | None:
+    """What a zombie still shows of itself: its name, and the ids its parent sees it by
+    (kill(2) from a parent of another user, waitid's si_uid, ps). None if it was reaped
+    meanwhile."""
+    try:
+        st = procfs.status(pid)
+    except procfs.ProcessGone:
+        return None
+    return {"comm": comm, "uids": st.uids, "gids": st.gids, "groups": st.groups}
 
 
 def _refuse_zombie_leader(pid: int) -> None:
@@ -1148,6 +1166,8 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
         outside_sid, outside_pgid = _outside_ids(tasks, shell_job)
         if stand_ins:
             images.need(standins.FEATURE)
+        if any(t.zombie_as for t in tasks):
+            images.need(ZOMBIE_FEATURE)
         faults.point("dump.inventory")
         images.finish({
             "root_pid": pid,

@@ -94,6 +94,7 @@ FEATURES: dict[str, str] = {
     "epoll-params": "an epoll's busy polling parameters (EPIOCSPARAMS: params)",
     "gdt-tls": "a thread's GDT TLS entries, set_thread_area's (cpu.tls)",
     "autogroup": "the nice value of a process's autogroup (task.autogroup)",
+    "zombie-identity": "a zombie's name, uids, gids and groups (zombie_as of a task)",
 }
 INVENTORY = "inventory.json"
 # Images only some trees have (each module's IMAGE), named here for a restore that

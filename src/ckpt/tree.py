@@ -554,6 +554,7 @@ class Creation:
         with Injector(kid.pid, self.helper.site, ptrace.get_regs(kid.pid),
                       options=ptrace_options(kid)) as inj:
             self._set_session(kid, inj)
+            _become(kid.pid, inj, self.helper.start, kid.info.get("zombie_as"))
             if os.WIFSIGNALED(status):
                 _die_of(kid.pid, inj, self.helper.start, os.WTERMSIG(status))
             else:
@@ -581,6 +582,28 @@ def _refused(node: Node, err: int) -> RestoreError:
         return e
     return RestoreError(f"the stand-in for {_what(node)} {node.pid}, whose leader had "
                         f"exited: {e}")
+
+
+def _become(pid: int, inj: Injector, scratch: int, who: dict[str, Any] | None) -> None:
+    """Give the zombie-to-be ``pid`` the name and ids it had (``who``, zombie_as), which
+    its parent sees it by: a clone of its parent made by ckpt, it has ckpt's (its parent
+    of another user could not kill(2) it, waitid's si_uid said root, ps said ckpt).
+    Ids already its own are left alone (a ckpt that is not root could not set them)."""
+    if not who:
+        return
+    inj.write(scratch, os.fsencode(who["comm"])[:15] + b"\0")
+    inj.call("prctl", libc.PR_SET_NAME, scratch)
+    now = procfs.status(pid)
+    if sorted(now.groups) != sorted(who["groups"]):
+        groups = who["groups"]
+        inj.write(scratch, b"".join(g.to_bytes(4, "little") for g in groups) or b"\0")
+        inj.call("setgroups", len(groups), scratch)
+    if now.gids != who["gids"]:
+        inj.call("setresgid", *who["gids"][:3])
+        inj.raw("setfsgid", who["gids"][3])  # (it returns the one before, never fails)
+    if now.uids != who["uids"]:
+        inj.call("setresuid", *who["uids"][:3])
+        inj.raw("setfsuid", who["uids"][3])
 
 
 def _die_of(pid: int, inj: Injector, scratch: int, sig: int) -> None:

@@ -29,6 +29,7 @@ from .kernel import libc
 from .kernel.record import dataclass, field
 from .resources import (
     cpu,
+    creds,
     files,
     ghost,
     mem,
@@ -45,6 +46,7 @@ from .schema import (
     PID0,
     U32,
     U64,
+    UID,
     Deferred,
     Field,
     Int,
@@ -69,6 +71,8 @@ TASK = Obj(
     # a session leader's terminal and its foreground group; a shell job's root: that group
     ctty=Opt(U64), tpgid=Opt(Int(-1, 1 << 22)),
     zombie=Opt(BOOL), exit_status=Opt(Int(0, 0xFFFF)),
+    zombie_as=Opt(Obj(comm=Str(64), uids=creds.IDS, gids=creds.IDS,
+                      groups=List(UID, max=65536))),  # a zombie's name and ids
     exit_signal=Opt(Int(0, 64)),  # a child cloned with another signal than SIGCHLD (or none)
     **sharing.TASK_FIELDS,
 )

@@ -191,14 +191,39 @@ static void wait_zombie(pid_t pid)
 		zt_setup_fail("waitid");
 }
 
-/* Zombies: an exit code, a kill by SIGKILL, a kill by SIGUSR1, an exit of 0. */
+/* Whether /proc/PID/status of zombie ``pid`` has line ``line`` (with its newline). */
+static int status_has(pid_t pid, const char *line)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	int n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	return strstr(buf, line) != NULL;
+}
+
+/* Zombies: an exit code, a kill by SIGKILL, a kill by SIGUSR1, an exit of 0; each with a
+ * name of its own, the last as another user with other groups: what its parent sees of
+ * it (ps, kill(2) from a parent of that user, waitid's si_uid). */
 static int zombies(void)
 {
 	pid_t z[4];
 	for (int i = 0; i < 4; i++) {
 		z[i] = SYS(fork());
 		if (z[i] == 0) {
+			char name[16];
+			snprintf(name, sizeof(name), "zombie-%d", i);
+			prctl(PR_SET_NAME, name);
 			signal(SIGUSR1, SIG_DFL);
+			if (i == 3) {
+				gid_t g = 4321;
+				if (setgroups(1, &g) || setresgid(2345, 2346, 2347) ||
+				    setresuid(1234, 1235, 1236))
+					_exit(99);
+			}
 			if (i == 0) _exit(42);
 			if (i == 1) raise(SIGKILL);
 			if (i == 2) { sigset_t s; sigemptyset(&s); sigprocmask(SIG_SETMASK, &s, NULL); raise(SIGUSR1); }
@@ -209,6 +234,17 @@ static int zombies(void)
 	zt_ready();
 	zt_wait();
 	int want[4] = { 42, 128 + SIGKILL, 128 + SIGUSR1, 0 };
+	for (int i = 0; i < 4; i++) {
+		char line[32];
+		snprintf(line, sizeof(line), "Name:\tzombie-%d\n", i);
+		CHECK(status_has(z[i], line), "zombie %d lost its name", i);
+	}
+	CHECK(status_has(z[3], "Uid:\t1234\t1235\t1236\t1235\n"), "a zombie's uids changed");
+	CHECK(status_has(z[3], "Gid:\t2345\t2346\t2347\t2346\n"), "a zombie's gids changed");
+	CHECK(status_has(z[3], "Groups:\t4321 \n"), "a zombie's groups changed");
+	siginfo_t si = { 0 };
+	CHECK(waitid(P_PID, z[3], &si, WEXITED | WNOWAIT) == 0 && si.si_uid == 1234,
+	      "waitid says zombie 3 was uid %d, not 1234", (int)si.si_uid);
 	for (int i = 0; i < 4; i++) {
 		int code = zt_reap(z[i]);
 		CHECK(code == want[i], "zombie %d: status %d, expected %d", i, code, want[i]);

@@ -67,9 +67,9 @@ def _who(pid: int, tid: int) -> str:
 
 # ---------------------------------------------------------------- dump
 
-_IDS = Tup(UID, UID, UID, UID)  # real, effective, saved, filesystem
+IDS = Tup(UID, UID, UID, UID)  # real, effective, saved, filesystem
 # What ``dump`` writes (docs/image-format.md, task.creds).
-SCHEMA = Obj(uids=_IDS, gids=_IDS, groups=List(UID, max=65536),
+SCHEMA = Obj(uids=IDS, gids=IDS, groups=List(UID, max=65536),
              caps=Obj(eff=U64, prm=U64, inh=U64, bnd=U64, amb=U64),
              securebits=U32, no_new_privs=Int(0, 1), loginuid=Null(U32))
 
