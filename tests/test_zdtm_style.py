@@ -491,13 +491,11 @@ CASES: list[Case | object] = [
     PRE(C("maps-churn", "trans", zdtm="(pre-dumped while its mappings change)", libs=PT)),
     PRE(C("shmem-turns", "trans", zdtm="(pre-dumped while its shared memory changes)",
           libs=PT)),
-    PRE(C("fork-churn", "trans", zdtm="(pre-dumped while it forks)", libs=PT)),
     PS(C("mappings", "mem", zdtm="(pages to a page server: zdtm.py --page-server)")),
     PS(C("cow-anon", "mem", zdtm="(pages to a page server)")),
     PS(C("shared-anon-split", "mem", zdtm="(pages to a page server)")),
     PS(C("memfd-mapped-only", "mem", zdtm="(pages to a page server)")),
-    PS(PRE(C("maps-churn", "trans", zdtm="(pre-dumped, pages to a page server)",
-             libs=PT))),
+    PS(PRE(C("cow-anon", "mem", zdtm="(pre-dumped, pages to a page server)"))),
     LAZY(C("mappings", "mem", zdtm="(restored lazily: zdtm.py --lazy-pages)")),
     LAZY(C("cow-anon", "mem", zdtm="(restored lazily)")),
     LAZY(C("cow-file", "mem", zdtm="(restored lazily)")),
@@ -506,7 +504,6 @@ CASES: list[Case | object] = [
     LAZY(C("guard-pages", "mem", zdtm="(restored lazily)")),
     LAZY(C("madvise", "mem", zdtm="(restored lazily)")),
     LAZY(C("threads", "thr", zdtm="(restored lazily)", libs=RT)),
-    LAZY(C("maps-churn", "trans", zdtm="(restored lazily)", libs=PT)),
     LAZY(PRE(C("cow-anon", "mem", zdtm="(pre-dumped, restored lazily)"))),
 ]
 
