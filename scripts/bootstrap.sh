@@ -27,7 +27,7 @@ for pair in nft:nftables iptables-restore:iptables redis-server:redis-server ip:
     lighttpd:lighttpd expect:expect pv:pv ninja:ninja-build unbound:unbound Xvfb:xvfb \
     xclock:x11-apps emacs:emacs-nox erl:erlang-base php-fpm8.2:php-fpm \
     uwsgi:uwsgi-plugin-python3 named:bind9 rsync:rsync vsftpd:vsftpd fio:fio squid:squid \
-    tcpdump:tcpdump; do
+    tcpdump:tcpdump mariadbd:mariadb-server-core mariadb:mariadb-client-core; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
     || missing="$missing ${pair##*:}"
 done

@@ -159,6 +159,49 @@ def test_guard_regions_and_unreadable_mappings(build: Builder, procs: Procs, ima
     _all_ok_after(restored)
 
 
+RESERVATION = """
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+size = 8 << 40
+base = libc.mmap(None, size, 0, 0x22 | 0x4000, -1, 0)  # PROT_NONE, private, NORESERVE
+assert base != ctypes.c_void_p(-1).value, ctypes.get_errno()
+offsets = [0, 1 << 30, 3 << 40, size - (8 << 12)]
+for i, o in enumerate(offsets):  # pages written here and there, read-write again
+    assert libc.mprotect(ctypes.c_void_p(base + o), 2 << 12, 3) == 0
+    ctypes.memset(base + o, 65 + i, 5000)
+guards = libc.madvise(ctypes.c_void_p(base + (6 << 40)), 2 << 12, 102) == 0
+print("ready", hex(base), int(guards), flush=True)
+n = 0
+while True:
+    for i, o in enumerate(offsets):
+        assert ctypes.string_at(base + o, 8192) == bytes([65 + i]) * 5000 + bytes(3192), i
+    print(n, "ok", flush=True)
+    n += 1
+    time.sleep(0.1)
+"""
+
+
+def test_terabytes_reserved_a_few_pages_used(procs: Procs, images: Path,
+                                             tmp_path: Path) -> None:
+    """A reservation of 8 TiB (PROT_NONE, as mariadbd makes one) with a few pages made
+    read-write and written far apart, and guard pages: its pagemap is read only where
+    it holds pages (PAGEMAP_SCAN; read whole, 16 GiB of entries, it took minutes), and
+    the pages and guards come back."""
+    (tmp_path / "reserve.py").write_text(RESERVATION)
+    target = procs.start([PYTHON, tmp_path / "reserve.py"])
+    _, base, guards = target.out.wait_line(r"^ready ").split()
+    target.out.wait_line(r"^2 ok$")
+    dump_and_check_dead(procs, target, images)
+    restored = restore_detached(procs, target.pid, target.out, images)
+    n = len(target.out.lines())
+    target.out.wait_line(rf"^{n + 2} ok$")
+    if guards == "1":
+        assert _guard_pages(restored.pid, int(base, 16) + (6 << 40), 3) == [0, 1]
+
+
 def test_aio_ring_with_unreaped_events(build: Builder, procs: Procs, images: Path) -> None:
     """aioring: an AIO context whose 7 completed events wait, not reaped, across the end
     of its ring (the dump failed on the ring's mapping), comes back at the same address:

@@ -2,7 +2,7 @@
 each dumped and restored three times in a row (killed, -R, killed): php-fpm's master
 and its workers of another user sharing their scoreboard, uwsgi's master and workers
 sharing a cache, BIND's named with its worker threads, squid serving from its
-cache, an rsync daemon and vsftpd each
+cache, MariaDB with a client in a transaction, an rsync daemon and vsftpd each
 sending a file to a client outside the tree, an Erlang VM serving clients and running
 commands through its erl_child_setup, and fio doing asynchronous I/O (libaio) that
 verifies what it wrote. After each restore the work goes on from where it was; what
@@ -719,3 +719,86 @@ def test_tcpdump_refused_and_capturing_on(procs: Procs, tmp_path: Path) -> None:
                      r"memory of a socket \(a packet socket's ring", err), err
     assert is_alive(proc.pid)
     wait_until(lambda: captured(b"y" * 23), TIMEOUT, "tcpdump to capture after the refusal")
+
+
+# ------------------------------------------------------------------ MariaDB
+
+def _mariadb(procs: Procs, tmp_path: Path, *options: str) -> tuple[Proc, int]:
+    """mariadbd on a new data folder, listening on loopback; its port."""
+    server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+    install = shutil.which("mariadb-install-db")
+    if not os.path.exists(server) or install is None or shutil.which("mariadb") is None:
+        pytest.skip("MariaDB is not installed (Debian packages mariadb-server-core and "
+                    "mariadb-client-core; scripts/bootstrap.sh installs them as root)")
+    data = tmp_path / "data"
+    subprocess.run([install, "--no-defaults", f"--datadir={data}", "--user=root",
+                    "--skip-test-db", "--auth-root-authentication-method=normal"],
+                   check=True, capture_output=True, cwd=tmp_path, timeout=scaled(120))
+
+    def start(port: int) -> Proc:
+        return procs.start([server, "--no-defaults", f"--datadir={data}", "--user=root",
+                            f"--socket={tmp_path}/mysqld.sock", f"--port={port}",
+                            "--bind-address=127.0.0.1", "--skip-grant-tables",
+                            f"--pid-file={tmp_path}/mysqld.pid", *options],
+                           name="mariadbd", cwd=tmp_path)
+
+    def answers(port: int) -> bool:
+        res = subprocess.run(["mariadb", "-h127.0.0.1", f"-P{port}", "-uroot", "-BN", "-e",
+                              "select 1"], capture_output=True, text=True,
+                             timeout=scaled(TIMEOUT))
+        return res.stdout.strip() == "1"
+
+    return _listening(procs, start, answers)
+
+
+def test_mariadb_transaction_through_dumps(procs: Procs, tmp_path: Path) -> None:
+    """MariaDB (InnoDB, its dozen threads; I/O without io_uring) with a client outside
+    the tree in the middle of a transaction (--tcp-established): after each restore
+    the client's session goes on in it, its rows seen by it alone, and once committed
+    every row is there for a new connection."""
+    proc, port = _mariadb(procs, tmp_path, "--innodb-use-native-aio=0")
+    client = subprocess.Popen(["mariadb", "-h127.0.0.1", f"-P{port}", "-uroot", "-BNn"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert client.stdin is not None and client.stdout is not None
+
+    def ask(sql: str) -> str:
+        client.stdin.write(sql + "\n")
+        client.stdin.flush()
+        return client.stdout.readline().strip()
+
+    def others_see() -> str:
+        return subprocess.run(["mariadb", "-h127.0.0.1", f"-P{port}", "-uroot", "-BN", "-e",
+                               "select count(*) from d.t"], capture_output=True, text=True,
+                              check=True, timeout=scaled(TIMEOUT)).stdout.strip()
+
+    try:
+        ask("create database d; create table d.t (n int primary key) engine=innodb; "
+            "begin; insert into d.t values (0); select count(*) from d.t;")
+
+        def in_transaction(i: int) -> None:
+            assert ask(f"insert into d.t values ({i + 1}); select count(*) from d.t;") == \
+                str(i + 2)
+            assert others_see() == "0", "the transaction's rows seen outside it"
+
+        three_rounds(procs, proc, tmp_path, "--tcp-established", "--file-locks",
+                     after=in_transaction)
+        assert ask("commit; select 'done';") == "done"
+        assert others_see() == "4"
+        client.stdin.close()
+        assert client.wait(timeout=scaled(TIMEOUT)) == 0
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_mariadb_with_io_uring_refused(procs: Procs, tmp_path: Path) -> None:
+    """MariaDB as Debian builds it does InnoDB's I/O through io_uring: the dump is
+    refused naming the ring and the process, and the server answers on."""
+    proc, port = _mariadb(procs, tmp_path)
+    err = ckpt_fails("dump", "-t", proc.pid, "-D", tmp_path / "images", "--tcp-established")
+    assert re.search(rf"process {proc.pid} .*io_uring.*not supported", err), err
+    assert is_alive(proc.pid)
+    res = subprocess.run(["mariadb", "-h127.0.0.1", f"-P{port}", "-uroot", "-BN", "-e",
+                          "select 6 * 7"], capture_output=True, text=True,
+                         timeout=scaled(TIMEOUT))
+    assert res.stdout.strip() == "42", res
