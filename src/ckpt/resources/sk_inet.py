@@ -29,7 +29,7 @@ import socket
 import stat as st_mod
 import struct
 
-from ..errors import RestoreError, UnsupportedError
+from ..errors import RestoreError, TransientError, UnsupportedError
 from ..images import RawWriter
 from ..kernel import proc_net, sock_diag
 from ..kernel.sock_diag import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
@@ -322,8 +322,8 @@ class InetSockets(SocketKind):
         if connected:
             assert listed is not None
             desc["peer"] = [listed.remote[0], 0]
-        if listed is not None and listed.rqueue:
-            raise UnsupportedError(f"{where}: packets queued for reading ({listed.rqueue} "
+        if listed is not None and listed.rqueue:  # one that reads them will, once let run
+            raise TransientError(f"{where}: packets queued for reading ({listed.rqueue} "
                                    "bytes); ckpt could not give them back to this socket "
                                    "alone: retry when the process has read them")
         desc["shutdown"] = _shutdown_by_poll(sock)

@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 
-from ..errors import RestoreError, UnsupportedError
+from ..errors import RestoreError, TransientError, UnsupportedError
 from ..kernel import sock_diag
 from ..log import logger
 from ..schema import NAT, U16, U64, UID, Hex, Int, List, Null, Str, Tup
@@ -70,8 +70,8 @@ class PacketSockets(SocketKind):
             if diag.fanout:
                 raise UnsupportedError(f"{where}: a member of a PACKET_FANOUT group; not "
                                        "supported")
-            if diag.rqueue:
-                raise UnsupportedError(f"{where}: packets queued for reading; ckpt could not "
+            if diag.rqueue:  # one that reads them will, once let run
+                raise TransientError(f"{where}: packets queued for reading; ckpt could not "
                                        "give them back to this socket alone: retry when the "
                                        "process has read them")
             ctx.images.need("socket-families")
