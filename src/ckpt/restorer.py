@@ -71,6 +71,9 @@ _SITE_OFFSET = HELPER_SIZE - 16
 # its first is scratch memory.
 _TABLE_OFFSET = HELPER_SIZE // 2
 _BATCH_CODE_OFFSET = HELPER_SIZE - 256
+# How long a process whose loss (ESRCH) failed the restore may take to become the zombie
+# that says what killed it (a killed thread group's leader waits for its threads' exit)
+_DYING_SECONDS = 1.0
 
 @dataclass
 class RestoreResult:
@@ -232,7 +235,8 @@ class Restore:
                 self.lazy.done()
         except BaseException as e:
             with interrupts.held():  # a signal now waits until everything is taken back
-                killed = self._killed_meanwhile() if isinstance(
+                killed = self._killed_meanwhile(
+                    isinstance(e, (ProcessLookupError, procfs.ProcessGone))) if isinstance(
                     e, (OSError, procfs.ProcessGone, CkptError)) else None
                 self.undo()
             if killed is not None:
@@ -260,13 +264,17 @@ class Restore:
         return RestoreResult(self.root_pid, dt, exit_status=self.finish(raising),
                              pids=[t["pid"] for t in self.tasks])
 
-    def _killed_meanwhile(self) -> str | None:
+    def _killed_meanwhile(self, gone: bool = False) -> str | None:
         """The process of the tree a signal from outside ckpt killed while it was being
         restored (kill -9, the OOM killer, the keeper of a lazy-pages daemon that died),
         said in one line; None when each is alive. Read before ``undo`` kills them: the
         failure it caused (a bare ESRCH of a ptrace call, an injected call cut short) says
-        less."""
+        less. ``gone``: the failure was an ESRCH, the process perhaps still exiting."""
         killed = procfs.killed_by_signal(n.pid for n in self.started)
+        deadline = time.monotonic() + _DYING_SECONDS
+        while killed is None and gone and time.monotonic() < deadline:
+            time.sleep(0.005)  # ``gone``: a process ckpt lost (ESRCH) may still be exiting
+            killed = procfs.killed_by_signal(n.pid for n in self.started)
         if killed is None:
             return None
         lazy = (" (with --lazy-pages: the daemon's keeper kills the processes it "
@@ -677,9 +685,7 @@ class Restore:
         with interrupts.held():
             self.write_pidfile()
             for n in self.started:
-                for tid in n.thread_ids:
-                    ptrace.detach(tid)
-                ptrace.detach(n.pid)
+                _detach(n)
         procfs.settle_stopped([n.pid for n in self.started if n.core.get("stop_signal")])
         if self.creation is not None:
             self.creation.close()
@@ -883,11 +889,14 @@ class _TaskRestore:
         faults.point("restore.task.threads")
 
     def restore_signals(self) -> None:
-        """Its signals, pending ones dropped first; from here on its signal actions are its
-        own: no more batches of injected calls (whose trap would change them)."""
-        signals.drain_pending(self.inj, self.scratch)
+        """Its signals: what its restore made pending dropped first, what was sent to it
+        meanwhile queued again after its saved ones (blocked, all wait for its own mask:
+        signals.take_arrived); from here on its signal actions are its own: no more
+        batches of injected calls (whose trap would change them)."""
+        arrived = signals.take_arrived(self.inj, self.scratch, nspids.inner(self.pid))
         self.inj.stop_batching()
         signals.restore(self.pid, self.inj, self.scratch, self.core["signals"])
+        signals.queue_arrived(self.inj, self.scratch, self.pid, arrived)
         timers.restore(self.pid, self.inj, self.scratch, self.core.get("timers", []))
         faults.point("restore.task.signals")
 
@@ -930,6 +939,23 @@ class _TaskRestore:
         thread.finish_all(threads)
         cpu.restore(self.pid, self.core["cpu"])
         ptrace.set_sigmask(self.pid, self.core["signals"]["blocked"])
+
+
+def _detach(node: tree.Node) -> None:
+    """Let every thread of ``node``'s process go. Once one runs, a signal sent during the
+    restore that kills (SIGTERM, pending and blocked until the thread's own mask came
+    back) may end the process before its other threads are let go: they are gone
+    (ESRCH), the process having run restored, which is no failure of the restore."""
+    let_go = False
+    for tid in [*node.thread_ids, node.pid]:
+        try:
+            ptrace.detach(tid)
+        except ProcessLookupError:
+            if not let_go:
+                raise
+            log.info("process %d ended as soon as it was let go", node.pid)
+            return
+        let_go = True
 
 
 def restore(images_dir: str, *, detach: bool = True, shell_job: bool | None = None,

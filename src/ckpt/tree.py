@@ -298,8 +298,10 @@ class Creation:
             handled = signals.not_default()
             flags = libc.CLONE_CLEAR_SIGHAND | (nsenter.CLONE_NEWPID if len(tids) > 1 else 0)
             while True:
-                try:
-                    pid = libc.clone3_with_pid(tids, sibling, flags)
+                try:  # born with every signal blocked, as the processes it clones:
+                    # one sent to its PID meanwhile waits for the restore's end
+                    # (signals.take_arrived) rather than kill it or meet ckpt's stops
+                    pid = libc.clone3_with_pid(tids, sibling, flags, blocked=True)
                     break
                 except OSError as e:
                     if e.errno != errno.EEXIST or time.monotonic() > deadline:
@@ -339,7 +341,6 @@ class Creation:
         stop = ptrace.wait_stop(root.pid)
         if stop.exited:
             raise RestoreError(f"the new process {root.pid} died: {stop.describe()}")
-        ptrace.set_sigmask(root.pid, signals.ALL_BLOCKED)
         root.sock = self.sender.theirs
         faults.point("restore.seized")
 

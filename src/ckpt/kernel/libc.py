@@ -131,6 +131,18 @@ def syscall(name: str, *args: int) -> int:
     return _check(_syscall(NR[name], *padded), name)
 
 
+SIG_BLOCK, SIG_SETMASK = 0, 2
+
+
+def sigprocmask(how: int, mask: int) -> int:
+    """rt_sigprocmask of the calling thread with a 64-bit ``mask``; the old mask. Unlike
+    Python's ``signal.pthread_sigmask`` it reaches the two signals glibc keeps for itself
+    (32 and 33), which a new process of a restore must have blocked too."""
+    new, old = ctypes.c_uint64(mask), ctypes.c_uint64()
+    syscall("rt_sigprocmask", how, ctypes.addressof(new), ctypes.addressof(old), 8)
+    return old.value
+
+
 def getsockopt(fd: int, level: int, opt: int, size: int, optlen: int,
                data: bytes = b"") -> tuple[bytes, int]:
     """getsockopt into a buffer of ``size`` bytes, passing ``optlen`` as the length: for
@@ -226,11 +238,15 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
                        data.encode() if data else None), f"mount {target}")
 
 
-def clone3_with_pid(pid: int | list[int], sibling: bool = False, flags: int = 0) -> int:
+def clone3_with_pid(pid: int | list[int], sibling: bool = False, flags: int = 0,
+                    blocked: bool = False) -> int:
     """Fork this process so that the child gets PID ``pid`` (or the set_tid array
     ``pid``: its PID in a new PID namespace first, CLONE_NEWPID in ``flags``); 0 in
     the child. ``sibling``: the child is our parent's child (CLONE_PARENT), not ours.
     ``flags``: more clone flags (CLONE_FILES, CLONE_FS: what the child shares).
+    ``blocked``: the child is born with every signal blocked (ours are blocked around
+    the call, and back after it in this process): a signal sent to the PID it takes,
+    whose owner-to-be someone may know already, waits instead of killing it.
 
     Runs without Python's fork hooks: the child must only do simple work and
     must leave through ``os._exit``.
@@ -240,7 +256,16 @@ def clone3_with_pid(pid: int | list[int], sibling: bool = False, flags: int = 0)
     args = CloneArgs(flags=flags | (CLONE_PARENT if sibling else 0),
                      exit_signal=0 if sibling else SIGCHLD,
                      set_tid=ctypes.addressof(tid), set_tid_size=len(pids))
-    return syscall("clone3", ctypes.addressof(args), ctypes.sizeof(args))
+    if not blocked:
+        return syscall("clone3", ctypes.addressof(args), ctypes.sizeof(args))
+    mask = sigprocmask(SIG_BLOCK, (1 << 64) - 1)
+    child = -1
+    try:
+        child = syscall("clone3", ctypes.addressof(args), ctypes.sizeof(args))
+        return child
+    finally:
+        if child != 0:
+            sigprocmask(SIG_SETMASK, mask)
 
 
 def pidfd_open(pid: int) -> int:

@@ -214,17 +214,24 @@ def stat(pid: int) -> Stat:
     return parse_stat(_read(pid, "stat"))
 
 
+_SIGKILL = 9
+
+
 def killed_by_signal(pids: Iterable[int]) -> tuple[int, int] | None:
     """The first of ``pids`` that is a zombie a signal killed (one ckpt traces stays a
-    zombie until ckpt waits for it), with its wait status; None when none is: how a
-    dump or restore tells a process killed from outside (kill -9, the OOM killer) from
-    the bare ESRCH or short read that death caused."""
+    zombie until ckpt waits for it), or that SIGKILL took out of a stop and is still
+    exiting (its memory gone already: what failed may have read its empty maps), with
+    its wait status; None when none is: how a dump or restore tells a process killed
+    from outside (kill -9, the OOM killer) from the bare ESRCH or short read that death
+    caused."""
     for pid in pids:
         try:
             st = stat(pid)
         except (ProcessGone, OSError):
             continue
         if st.state in ("Z", "X") and st.exit_code & 0x7F:
+            return pid, st.exit_code
+        if st.state not in ("t", "T") and st.exit_code == _SIGKILL:  # set as it exits
             return pid, st.exit_code
     return None
 

@@ -321,7 +321,7 @@ def _break(pid: int, lock: dict[str, Any], path: str) -> None:
     """Break the lease just taken again as it was being broken: ckpt opens its file as
     the breaker had (for writing: to none; for reading: a write lease to a read one),
     without waiting. The signal the break sends the process is dropped with its other
-    pending signals before its own come back (signals.drain_pending)."""
+    pending signals before its own come back (signals.take_arrived)."""
     mode = os.O_WRONLY if lock["breaking"] == "unlock" else os.O_RDONLY
     try:
         fd = os.open(f"/proc/{pid}/fd/{lock['fd']}",

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 log = logger("ckpt.signals")
 
 # What ``dump`` writes (docs/image-format.md, core-PID.json's signals).
-SIGINFO = B64(128)
+SIGINFO_SIZE = 128
+SIGINFO = B64(SIGINFO_SIZE)
 ALTSTACK = Tup(U64, S32, U64)
 SCHEMA = Obj(
     actions=Map(Tup(U64, U64, U64, U64), key=Str(2, pattern="[1-9]|[1-5][0-9]|6[0-4]")),
@@ -186,12 +187,67 @@ def queue_private(inj: Injector, scratch: int, tgid: int, tid: int, infos: list[
         inj.call("rt_tgsigqueueinfo", tgid, tid, signo, scratch)
 
 
-def drain_pending(inj: Injector, scratch: int) -> None:
-    """Discard signals the fresh process got while being built (SIGCHLD of zombies...)."""
-    inj.write(scratch, ALL_BLOCKED.to_bytes(8, "little") + bytes(16))  # set, then timespec 0
-    for _ in range(256):
-        if inj.raw("rt_sigtimedwait", scratch, 0, scratch + 8, 8) < 0:
-            return
+# si_code of a signal a process sent with kill/pidfd_send_signal, sigqueue, tgkill
+SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
+_SENT = (SI_USER, SI_QUEUE, SI_TKILL)
+_WAITS = 32  # rt_sigtimedwait calls per round trip of ``take_arrived``
+_MAX_ARRIVED = 1 << 16  # as many as the images hold pending
+
+
+def sent_from_outside(info: bytes, own_pid: int) -> bool:
+    """Whether the siginfo ``info``, pending in a new process of a restore whose PID (as it
+    knows itself) is ``own_pid``, was sent by some process (kill, sigqueue, tgkill) to its
+    PID while it was being restored: not by the kernel for what the restore did (SIGCHLD
+    of a stand-in or zombie, a terminal's SIGHUP/SIGTTOU, SIGIO/SIGURG of a file, all
+    with a positive code), nor by itself (SIGPIPE of a write, sent as SI_USER from
+    its own PID)."""
+    code = int.from_bytes(info[8:12], "little", signed=True)
+    sender = int.from_bytes(info[16:20], "little", signed=True)
+    return code in _SENT and sender != own_pid
+
+
+def take_arrived(inj: Injector, scratch: int, own_pid: int) -> list[bytes]:
+    """Take every signal pending for the fresh process (its first thread's and the
+    process's queues), blocked since its clone: return those sent from outside while it
+    was being restored, in order (``queue_arrived`` puts them back once its saved ones
+    are queued), drop what the restore itself caused. ``own_pid``: its PID as it knows
+    itself. Rounds of ``_WAITS`` injected ``rt_sigtimedwait`` that return at once, each
+    writing its siginfo apart: one round trip when none or few are pending."""
+    infos = scratch + 32
+    inj.write(scratch, ALL_BLOCKED.to_bytes(8, "little") + bytes(24))  # set, timespec 0
+    at_once = _WAITS if inj.batch is not None else 1
+    kept: list[bytes] = []
+    for _ in range(-(-_MAX_ARRIVED // at_once)):
+        results = inj.raw_all([("rt_sigtimedwait", (scratch, infos + i * SIGINFO_SIZE,
+                                                    scratch + 8, 8))
+                               for i in range(at_once)])
+        got = [i for i, res in enumerate(results) if res > 0]
+        if got:
+            raw = inj.read(infos, at_once * SIGINFO_SIZE)
+            for i in got:
+                info = raw[i * SIGINFO_SIZE:(i + 1) * SIGINFO_SIZE]
+                if sent_from_outside(info, own_pid):
+                    kept.append(info)
+        if results[-1] <= 0:
+            break
+    if kept:
+        log.info("process %d: %d signals sent while it was being restored, queued again",
+                 inj.pid, len(kept))
+    return kept
+
+
+def queue_arrived(inj: Injector, scratch: int, pid: int, infos: list[bytes]) -> None:
+    """Queue again, after its saved ones, the signals ``take_arrived`` took from process
+    ``pid``: one sent to its first thread (tgkill) to that thread, the others to the
+    process; with the sender's PID and values, as they came."""
+    tgid = nspids.inner(pid)
+    for info in infos:
+        inj.write(scratch, info)
+        signo = int.from_bytes(info[:4], "little", signed=True)
+        if int.from_bytes(info[8:12], "little", signed=True) == SI_TKILL:
+            inj.call("rt_tgsigqueueinfo", tgid, tgid, signo, scratch)
+        else:
+            inj.call("rt_sigqueueinfo", tgid, signo, scratch)
 
 
 def enter_stop(pid: int, sig: int, saved: dict[str, Any]) -> None:
@@ -200,7 +256,7 @@ def enter_stop(pid: int, sig: int, saved: dict[str, Any]) -> None:
     once let go it stays stopped until SIGCONT, and only then handles the signals
     queued for it, as it would have. Threads created later stop with it when ckpt
     detaches them. Done before any process of the tree gets its signals back, so the
-    SIGCHLD its parent gets is drained with the rest (``drain_pending``).
+    SIGCHLD its parent gets is dropped with the rest (``take_arrived``).
 
     SIGSTOP is sent, and delivered as ``sig`` instead (the tracer may change it), so
     that the parent's wait reports the same signal; a stop signal the process catches

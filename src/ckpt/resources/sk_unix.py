@@ -1168,7 +1168,7 @@ def _as_process(cred: Cred | None, work: Callable[[], list[int]]) -> list[int]:
         deadline = time.monotonic() + _PID_WAIT
         while True:
             try:
-                child = libc.clone3_with_pid(pid, flags=libc.CLONE_FILES)
+                child = libc.clone3_with_pid(pid, flags=libc.CLONE_FILES, blocked=True)
                 break
             except OSError as e:
                 if e.errno != errno.EEXIST or time.monotonic() > deadline:
