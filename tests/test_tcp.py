@@ -851,6 +851,15 @@ def _waiting(port: int) -> list[tuple[int, int]]:
             if s.sport == port and not s.inode and s.state == 1]
 
 
+def _inflight_tree(procs: Procs, *mode: str) -> tuple[Proc, int, int, int]:
+    """tcp_inflight.py's tree (``mode``: "defer"): the process, its listener's port, its
+    client child and the client's port."""
+    tree = procs.start([PYTHON, INFLIGHT, "tree", *mode])
+    port = int(tree.out.wait_line(r"^port ").split()[1])
+    client = only_child(tree.pid)
+    return tree, port, client, int(tree.out.wait_line(r"^client local ").split()[2])
+
+
 @pytest.mark.parametrize("sent", ["after", "unacknowledged"])
 def test_not_accepted_from_the_tree(procs: Procs, images: Path, sent: str) -> None:
     """The server's connection from its own child is not accepted yet at dump. At
@@ -859,10 +868,7 @@ def test_not_accepted_from_the_tree(procs: Procs, images: Path, sent: str) -> No
     sent before the dump and never acknowledged: the test drops it on its way) reaches
     the server once, and the server's answer the child."""
     need("nft")
-    tree = procs.start([PYTHON, INFLIGHT, "tree"])
-    port = int(tree.out.wait_line(r"^port ").split()[1])
-    client = only_child(tree.pid)
-    cport = int(tree.out.wait_line(r"^client local ").split()[2])
+    tree, port, client, cport = _inflight_tree(procs)
     assert _waiting(port) == [(cport, 0)]
     if sent == "unacknowledged":
         from tcp_helpers import dropped
@@ -892,10 +898,7 @@ def test_not_accepted_client_port_shared_meanwhile(procs: Procs, images: Path) -
     bound again all the same (a plain bind failed "Address already in use", seen under
     load) and connects again; the outsider's connection carries on."""
     need("nft")
-    tree = procs.start([PYTHON, INFLIGHT, "tree"])
-    port = int(tree.out.wait_line(r"^port ").split()[1])
-    client = only_child(tree.pid)
-    cport = int(tree.out.wait_line(r"^client local ").split()[2])
+    tree, port, client, cport = _inflight_tree(procs)
     assert _waiting(port) == [(cport, 0)]
     ckpt_ok("dump", "-t", tree.pid, "-D", images, "--tcp-established")
     procs.wait_gone(tree)
@@ -921,10 +924,7 @@ def test_not_accepted_with_bytes_received(procs: Procs, images: Path) -> None:
     holds) is refused, naming it; with --skip-in-flight it is dropped: the restored
     client's connection is reset."""
     need("nft")
-    tree = procs.start([PYTHON, INFLIGHT, "tree"])
-    port = int(tree.out.wait_line(r"^port ").split()[1])
-    client = only_child(tree.pid)
-    cport = int(tree.out.wait_line(r"^client local ").split()[2])
+    tree, port, client, cport = _inflight_tree(procs)
     _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
     wait_until(lambda: _waiting(port) == [(cport, 4)], TIMEOUT, "the bytes to arrive")
     err = ckpt_fails("dump", "-t", tree.pid, "-D", images, "--tcp-established")
@@ -981,10 +981,7 @@ def test_held_by_defer_accept_from_the_tree(procs: Procs, images: Path) -> None:
     it and answers (it was rebuilt established to a server that had no such
     connection: the ping met a reset)."""
     need("nft")
-    tree = procs.start([PYTHON, INFLIGHT, "tree", "defer"])
-    port = int(tree.out.wait_line(r"^port ").split()[1])
-    client = only_child(tree.pid)
-    cport = int(tree.out.wait_line(r"^client local ").split()[2])
+    tree, port, client, cport = _inflight_tree(procs, "defer")
     wait_until(lambda: _held(port) == [cport], TIMEOUT, "the held connection")
     err = ckpt_fails("dump", "-t", tree.pid, "-D", images, "--tcp-close")
     assert re.search(r"listening on 127\.0\.0\.1:\d+ with 1 connection\(s\) held by "
