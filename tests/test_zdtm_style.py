@@ -395,6 +395,8 @@ CASES: list[Case | object] = [
     C("tcp-syn-sent", "tcp", zdtm="socket-tcp-syn-sent", dump=TCP, restore=TCP),
     C("tcp6-syn-sent", "tcp", zdtm="socket-tcp6-syn-sent", dump=TCP, restore=TCP),
     C("tcp-reuseport", "tcp", zdtm="socket-tcp-reuseport", dump=TCP, restore=TCP),
+    C("tcp-small-bufs", "tcp", zdtm="(small SO_RCVBUF/SO_SNDBUF, both full)", dump=TCP,
+      restore=TCP),
     C("tcp-shut-rd", "tcp", zdtm="(shutdown(SHUT_RD) on a connection)", dump=TCP,
       restore=TCP),
     C("tcp6-shut-rd", "tcp", zdtm="(IPv6, shutdown(SHUT_RD))", dump=TCP, restore=TCP),

@@ -352,6 +352,47 @@ static int shut_rd(int family)
 	zt_pass();
 }
 
+/* Small buffers the process set (SO_RCVBUF, SO_SNDBUF), both full: after the restore
+ * each reads back the size it had, and every byte queued arrives. */
+static int small_bufs(int family)
+{
+	struct sockaddr_storage ss;
+	int l = listener(family, 1), small = 4096;
+	int c = SYS(socket(family, SOCK_STREAM, 0));
+	SYS(setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)));
+	SYS(connect(c, (void *)&ss, zt_loopback(&ss, family, zt_port_of(l))));
+	int s = SYS(accept(l, NULL, NULL));
+	SYS(setsockopt(s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+	SYS(fcntl(c, F_SETFL, O_NONBLOCK));
+	char out[1 << 16], in[1 << 16];
+	zt_fill(out, sizeof(out), 5);
+	size_t sent = 0;
+	for (int idle = 0; idle < 20 && sent < sizeof(out);) {
+		ssize_t n = send(c, out + sent, sizeof(out) - sent, 0);
+		if (n > 0) {
+			sent += n;
+			idle = 0;
+		} else {
+			idle++;
+			usleep(10000);
+		}
+	}
+	SYS(fcntl(c, F_SETFL, 0));
+	int snd = 0, rcv = 0;
+	SYS(getsockopt(c, SOL_SOCKET, SO_SNDBUF, &snd, &(socklen_t){ sizeof(snd) }));
+	SYS(getsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcv, &(socklen_t){ sizeof(rcv) }));
+	zt_ready();
+	zt_wait();
+	int v = 0;
+	SYS(getsockopt(c, SOL_SOCKET, SO_SNDBUF, &v, &(socklen_t){ sizeof(v) }));
+	CHECK(v == snd, "SO_SNDBUF %d, was %d", v, snd);
+	SYS(getsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, &(socklen_t){ sizeof(v) }));
+	CHECK(v == rcv, "SO_RCVBUF %d, was %d", v, rcv);
+	recv_all(s, in, sent, "the bytes queued both sides");
+	CHECK(!memcmp(in, out, sent), "bytes differ");
+	zt_pass();
+}
+
 /* Two listeners sharing a port (SO_REUSEPORT). */
 static int reuseport(void)
 {
@@ -479,6 +520,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "tcp-syn-sent")) return syn_sent(AF_INET);
 	if (!strcmp(m, "tcp6-syn-sent")) return syn_sent(AF_INET6);
 	if (!strcmp(m, "tcp-reuseport")) return reuseport();
+	if (!strcmp(m, "tcp-small-bufs")) return small_bufs(AF_INET);
 	if (!strcmp(m, "tcp-shut-rd")) return shut_rd(AF_INET);
 	if (!strcmp(m, "tcp6-shut-rd")) return shut_rd(AF_INET6);
 	if (!strcmp(m, "tcp-unaccepted")) return unaccepted(AF_INET, AF_INET);

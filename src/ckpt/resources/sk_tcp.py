@@ -97,6 +97,7 @@ LOCKED = CONNECTED | {SYN_SENT}  # the network lock holds their packets during a
 OUR_FIN = frozenset({FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING})  # we sent a FIN
 PEER_FIN = frozenset({CLOSE_WAIT, LAST_ACK, CLOSING})  # we received the peer's FIN
 SO_PEERNAME = 28
+SO_BUF_LOCK = 72
 _SEND_TIMEOUT = 30.0  # seconds to hand the bytes never sent to the kernel at restore
 
 
@@ -210,6 +211,7 @@ class _Rebuilt:
     fin_unsent: bool = False
     reuse: int = 0
     ended: bool = False  # closed already: it only leaves repair mode
+    buffers: list[tuple[int, int]] = field(default_factory=list)  # put back at the end
     connect_to: tuple[str, int] | None = None  # not accepted at dump: connects again
 
 
@@ -476,7 +478,7 @@ class Connections:
         send_data, recv_data = _load(ctx, send, where), _load(ctx, recv, where)
         sent = send_data[:len(send_data) - send["unsent"]]
         reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
-        _grow_buffers(sock, len(send_data), len(recv_data))
+        grown = _grow_buffers(sock, len(send_data), len(recv_data))
         repair.on(sock)
         _bind(sock, desc, where)
         repair.set_seq(sock, repair.RECV_QUEUE, recv["seq"] - len(recv_data))
@@ -509,7 +511,8 @@ class Connections:
             raise RestoreError(f"{where}: rebuilt in state {_name(got)}, not "
                                f"{_name(expected)}")
         self.rebuilt.append(_Rebuilt(socket.socket(fileno=os.dup(sock.fileno())), where,
-                                     state, send_data[len(sent):], t["fin_unsent"], reuse))
+                                     state, send_data[len(sent):], t["fin_unsent"], reuse,
+                                     buffers=grown))
         log.info("%s: %s to %s rebuilt (%d bytes to send, %d received unread)", where,
                  _name(state), _fmt(desc["peer"]), len(send_data), len(recv_data))
 
@@ -572,7 +575,7 @@ class Connections:
         local = tuple(desc["addr"])
         peer = tuple(desc["peer"]) if desc.get("peer") else local
         reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
-        _grow_buffers(sock, 0, len(data))
+        grown = _grow_buffers(sock, 0, len(data))
         repair.on(sock)
         _bind(sock, desc, where)
         repair.set_seq(sock, repair.RECV_QUEUE, rcv)
@@ -592,7 +595,7 @@ class Connections:
             raise RestoreError(f"{where}: cannot rebuild the connection that ended: "
                                f"{e.strerror}") from None
         self.rebuilt.append(_Rebuilt(socket.socket(fileno=os.dup(sock.fileno())), where,
-                                     CLOSE, reuse=reuse, ended=True))
+                                     CLOSE, reuse=reuse, ended=True, buffers=grown))
         log.info("%s: connection that ended rebuilt (%d bytes received unread)", where,
                  len(data))
 
@@ -652,6 +655,7 @@ class Connections:
                 _send_all(r.sock, r.unsent)
                 if r.fin_unsent:
                     r.sock.shutdown(socket.SHUT_WR)
+                _shrink_back(r.sock, r.buffers)
             except OSError as e:
                 errors.append(f"{r.where}: {e.strerror or e}")
             finally:
@@ -680,13 +684,27 @@ def _load(ctx: RestoreCtx, q: dict[str, int], where: str) -> bytes:
     return data
 
 
-def _grow_buffers(sock: socket.socket, send: int, recv: int) -> None:
+def _grow_buffers(sock: socket.socket, send: int, recv: int) -> list[tuple[int, int]]:
     """Buffers big enough to take the queues back (each byte costs about twice its
-    size in the kernel's accounting)."""
+    size in the kernel's accounting); what ``_shrink_back`` puts back once they are
+    in: (the option that writes a size, the size before), then SO_BUF_LOCK's value."""
+    grown = []
     for opt, force, size in ((socket.SO_SNDBUF, 32, send), (socket.SO_RCVBUF, 33, recv)):
         want = 2 * size + (64 << 10)
-        if size and sock.getsockopt(socket.SOL_SOCKET, opt) < want:
+        had = sock.getsockopt(socket.SOL_SOCKET, opt) if size else want
+        if had < want:
+            if not grown:
+                grown.append((SO_BUF_LOCK, sock.getsockopt(socket.SOL_SOCKET, SO_BUF_LOCK)))
+            grown.append((force, had))
             sock.setsockopt(socket.SOL_SOCKET, force, want)
+    return grown
+
+
+def _shrink_back(sock: socket.socket, grown: list[tuple[int, int]]) -> None:
+    """The buffer sizes the process had (and what of them it had locked), once the
+    queues are in: a queue may hold more than its buffer, as it did."""
+    for opt, value in reversed(grown):  # the lock last: setting a size locks it
+        sock.setsockopt(socket.SOL_SOCKET, opt, value if opt == SO_BUF_LOCK else value // 2)
 
 
 def _bind(sock: socket.socket, desc: Description, where: str) -> None:
