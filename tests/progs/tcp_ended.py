@@ -16,7 +16,6 @@ import socket
 import sys
 
 sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-print(f"local {sock.getsockname()[1]}", flush=True)
 signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
@@ -53,5 +52,6 @@ def finish(signum: int, frame: object) -> None:
 signal.signal(signal.SIGUSR1, error)
 signal.signal(signal.SIGHUP, shut)
 signal.signal(signal.SIGUSR2, finish)
+print(f"local {sock.getsockname()[1]}", flush=True)  # the handlers are in
 while True:
     signal.pause()

@@ -13,7 +13,6 @@ import socket
 import sys
 
 sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-print(f"local {sock.getsockname()[1]}", flush=True)
 sock.settimeout(60)
 
 
@@ -38,5 +37,8 @@ def finish(signum: int, frame: object) -> None:
 
 signal.signal(signal.SIGUSR1, shut)
 signal.signal(signal.SIGUSR2, finish)
+# said once the handlers are in: a signal sent as soon as this line is seen must not
+# find SIGUSR1's default action (the end of the process) under load
+print(f"local {sock.getsockname()[1]}", flush=True)
 while True:
     signal.pause()
