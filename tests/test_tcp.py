@@ -860,6 +860,17 @@ def _inflight_tree(procs: Procs, *mode: str) -> tuple[Proc, int, int, int]:
     return tree, port, client, int(tree.out.wait_line(r"^client local ").split()[2])
 
 
+def _served(tree: Proc, client: int, ping: bool = True) -> None:
+    """tcp_inflight.py's restored tree: its client (told to send its "ping" first, with
+    ``ping``) is accepted by the server, which gets the ping and answers "pong"."""
+    if ping:
+        _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
+    os.kill(tree.pid, signal.SIGUSR2)
+    tree.out.wait_line("^client (got|error) ")
+    lines = tree.out.lines()
+    assert "server got b'ping'" in lines and "client got b'pong'" in lines, lines
+
+
 @pytest.mark.parametrize("sent", ["after", "unacknowledged"])
 def test_not_accepted_from_the_tree(procs: Procs, images: Path, sent: str) -> None:
     """The server's connection from its own child is not accepted yet at dump. At
@@ -884,12 +895,7 @@ def test_not_accepted_from_the_tree(procs: Procs, images: Path, sent: str) -> No
         [[["127.0.0.1", cport]]]
     assert [d["tcp"].get("reconnect") for d in files.values() if "tcp" in d] == [True]
     _restore(procs, images, [tree.pid, client], tree.out)
-    if sent == "after":
-        _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
-    os.kill(tree.pid, signal.SIGUSR2)
-    tree.out.wait_line("^client got ")
-    lines = tree.out.lines()
-    assert "server got b'ping'" in lines and "client got b'pong'" in lines, lines
+    _served(tree, client, ping=sent == "after")
 
 
 def test_not_accepted_client_port_shared_meanwhile(procs: Procs, images: Path) -> None:
@@ -993,11 +999,7 @@ def test_held_by_defer_accept_from_the_tree(procs: Procs, images: Path) -> None:
     files = json.loads((images / "files.json").read_text())
     assert [d["tcp"].get("reconnect") for d in files.values() if "tcp" in d] == [True]
     _restore(procs, images, [tree.pid, client], tree.out)
-    _signal_and_wait(tree, signal.SIGUSR1, "^client sent$", client)
-    os.kill(tree.pid, signal.SIGUSR2)
-    tree.out.wait_line("^client (got|error) ")
-    lines = tree.out.lines()
-    assert "server got b'ping'" in lines and "client got b'pong'" in lines, lines
+    _served(tree, client)
 
 
 def test_held_by_defer_accept_from_outside(procs: Procs, images: Path) -> None:

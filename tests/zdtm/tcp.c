@@ -9,28 +9,26 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-/* A connected pair (client, server) over loopback. */
-/* A socket of FAMILY listening on a loopback port. */
-static int listener(int family, int backlog)
+/* A socket of LFAMILY listening on a loopback port for clients of CFAMILY (an IPv6
+ * listener of IPv4 clients: on every address, both families). */
+static int listener(int lfamily, int cfamily, int backlog)
 {
 	struct sockaddr_storage ss;
-	int l = SYS(socket(family, SOCK_STREAM, 0));
-	SYS(bind(l, (void *)&ss, zt_loopback(&ss, family, 0)));
+	int l = SYS(socket(lfamily, SOCK_STREAM, 0));
+	if (lfamily == AF_INET6 && cfamily == AF_INET) {
+		struct sockaddr_in6 any = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
+		SYS(bind(l, (void *)&any, sizeof(any)));
+	} else
+		SYS(bind(l, (void *)&ss, zt_loopback(&ss, lfamily, 0)));
 	SYS(listen(l, backlog));
 	return l;
 }
 
+/* A connected pair (client, server) over loopback. */
 static void pair(int lfamily, int cfamily, int *cli, int *srv)
 {
 	struct sockaddr_storage ss;
-	int l;
-	if (lfamily == AF_INET6 && cfamily == AF_INET) {
-		struct sockaddr_in6 any = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
-		l = SYS(socket(lfamily, SOCK_STREAM, 0));
-		SYS(bind(l, (void *)&any, sizeof(any)));
-		SYS(listen(l, 1));
-	} else
-		l = listener(lfamily, 1);
+	int l = listener(lfamily, cfamily, 1);
 	*cli = SYS(socket(cfamily, SOCK_STREAM, 0));
 	SYS(connect(*cli, (void *)&ss, zt_loopback(&ss, cfamily, zt_port_of(l))));
 	*srv = SYS(accept(l, NULL, NULL));
@@ -46,6 +44,18 @@ static void recv_all(int fd, char *buf, size_t len, const char *what)
 		      n < 0 ? strerror(errno) : "EOF");
 		got += n;
 	}
+}
+
+/* "ping" from client C to server S and "pong" back: the connection carries on. */
+static void ping_pong(int c, int s)
+{
+	char b[4];
+	SYS(send(c, "ping", 4, 0));
+	recv_all(s, b, 4, "client to server");
+	CHECK(!memcmp(b, "ping", 4), "ping");
+	SYS(send(s, "pong", 4, 0));
+	recv_all(c, b, 4, "server to client");
+	CHECK(!memcmp(b, "pong", 4), "pong");
 }
 
 static int established(int lfamily, int cfamily, size_t big)
@@ -131,7 +141,7 @@ static int reset(void)
 static int syn_sent(int family)
 {
 	struct sockaddr_storage ss;
-	int l = listener(family, 0);
+	int l = listener(family, family, 0);
 	socklen_t len = zt_loopback(&ss, family, zt_port_of(l));
 	int s = -1;
 	for (int i = 0; i < 16 && s < 0; i++) {
@@ -165,13 +175,7 @@ static int syn_sent(int family)
 	SYS(getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &(socklen_t){ sizeof(err) }));
 	CHECK(err == 0, "the connect under way failed: %s", strerror(err));
 	SYS(fcntl(s, F_SETFL, 0));
-	char b[4];
-	SYS(send(s, "ping", 4, 0));
-	recv_all(mine, b, 4, "client to server");
-	CHECK(!memcmp(b, "ping", 4), "ping");
-	SYS(send(mine, "pong", 4, 0));
-	recv_all(s, b, 4, "server to client");
-	CHECK(!memcmp(b, "pong", 4), "pong");
+	ping_pong(s, mine);
 	zt_pass();
 }
 
@@ -181,7 +185,7 @@ static int syn_sent(int family)
 static int conn_opts(int family)
 {
 	struct sockaddr_storage ss;
-	int l = listener(family, 1);
+	int l = listener(family, family, 1);
 	int c = SYS(socket(family, SOCK_STREAM, 0)), mss = 1200;
 	SYS(setsockopt(c, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)));
 	SYS(connect(c, (void *)&ss, zt_loopback(&ss, family, zt_port_of(l))));
@@ -305,14 +309,7 @@ static int closed(int lfamily, int cfamily)
 static int unaccepted(int lfamily, int cfamily)
 {
 	struct sockaddr_storage ss;
-	int l;
-	if (lfamily == AF_INET6 && cfamily == AF_INET) {
-		struct sockaddr_in6 any = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
-		l = SYS(socket(lfamily, SOCK_STREAM, 0));
-		SYS(bind(l, (void *)&any, sizeof(any)));
-		SYS(listen(l, 4));
-	} else
-		l = listener(lfamily, 4);
+	int l = listener(lfamily, cfamily, 4);
 	int c = SYS(socket(cfamily, SOCK_STREAM, 0));
 	SYS(connect(c, (void *)&ss, zt_loopback(&ss, cfamily, zt_port_of(l))));
 	zt_ready();
@@ -321,13 +318,7 @@ static int unaccepted(int lfamily, int cfamily)
 	int a = accept(l, NULL, NULL);
 	CHECK(a >= 0, "no connection to accept: %s", strerror(errno));
 	CHECK(zt_peer_port_of(a) == zt_port_of(c), "accepted another connection");
-	char b[4];
-	SYS(send(c, "ping", 4, 0));
-	recv_all(a, b, 4, "client to server");
-	CHECK(!memcmp(b, "ping", 4), "ping");
-	SYS(send(a, "pong", 4, 0));
-	recv_all(c, b, 4, "server to client");
-	CHECK(!memcmp(b, "pong", 4), "pong");
+	ping_pong(c, a);
 	zt_pass();
 }
 
@@ -357,7 +348,7 @@ static int shut_rd(int family)
 static int small_bufs(int family)
 {
 	struct sockaddr_storage ss;
-	int l = listener(family, 1), small = 4096;
+	int l = listener(family, family, 1), small = 4096;
 	int c = SYS(socket(family, SOCK_STREAM, 0));
 	SYS(setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)));
 	SYS(connect(c, (void *)&ss, zt_loopback(&ss, family, zt_port_of(l))));
@@ -416,7 +407,7 @@ static int reuseport(void)
 static int closed_on_restore(void)
 {
 	struct sockaddr_storage ss;
-	int l = listener(AF_INET, 1);
+	int l = listener(AF_INET, AF_INET, 1);
 	socklen_t len = zt_loopback(&ss, AF_INET, zt_port_of(l));
 	int c = SYS(socket(AF_INET, SOCK_STREAM, 0));
 	SYS(connect(c, (void *)&ss, len));
