@@ -189,7 +189,9 @@ JOBS = {
     "dtach": Job("dtach", "dtach", "dtach -c {tmp}/dtach.sock -z bash --norc -i", r"\$ ",
                  ("PS1='in$ '; x=6\n", r"in\$ "),
                  _count("x=$((x+1)); echo got$((x*7))\n", r"^got{}$"), [("exit\n", None)]),
-    "vim": Job("vim", "vim", "TERM=xterm vim {tmp}/notes.txt", r"notes\.txt",
+    # vim's own message line ("…/notes.txt" [New]), not the command line's echo: keys
+    # typed before vim puts the terminal in raw mode are echoed and left to the shell
+    "vim": Job("vim", "vim", "TERM=xterm vim {tmp}/notes.txt", r'notes\.txt" ',
                ("ibefore\x1b", r"before"),
                lambda i, _tmp, term: term.send(f"o{i}-after\x1b") or f"{i}-after",
                [(":wq\r", None)], check=_vim_saved),
