@@ -1203,10 +1203,13 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
                         remote.abort()
                 kill = ok and not leave_running and not leave_stopped
                 if kill:  # from now on a killed ckpt takes the tree along: the lock stays
+                    if dumper is not None:  # first: a ckpt killed once the kernel kills
+                        # the tree with it closes no connection with a packet (a FIN the
+                        # lock dropped kept the connection alive, and the restore said
+                        # its address was in use); killed before, the guard undoes it
+                        dumper.before_kill()
                     _exit_kill(tasks)
                     watch.stand_down()
-                    if dumper is not None:
-                        dumper.before_kill()
                 _release(tasks, kill=kill, stop=ok and leave_stopped, wait_exit=wait_exit)
                 note.close()
                 if images is not None:
