@@ -95,6 +95,18 @@ class DumpResult:
     memory_seconds: float = 0.0  # saving the tasks (their memory above all)
 
 
+def _traced_by(tracer: int) -> str:
+    """Why a process cannot be seized: its tracer (a debugger, strace), named."""
+    if not tracer:
+        return ""
+    try:
+        name = procfs.thread_comm(tracer, tracer)
+    except (procfs.ProcessGone, OSError):
+        name = "gone since"
+    return (f" (already traced by {tracer}, {name}: ckpt traces the processes it dumps "
+            "and does not save another tracer's hold; detach it first)")
+
+
 def _fault_in_syscall() -> None:
     faults.point("dump.inject")
 
@@ -140,8 +152,8 @@ class _Frozen:
                     return False
                 if st.state in ("Z", "X"):
                     return False
-                tracer = f" (already traced by {st.tracer_pid})" if st.tracer_pid else ""
-                raise DumpError(f"process {pid} cannot be traced{tracer}") from None
+                raise DumpError(f"process {pid} cannot be traced{_traced_by(st.tracer_pid)}"
+                                ) from None
             raise
         self.attached = True
         ptrace.interrupt(pid)
