@@ -1,5 +1,5 @@
 """The CLI dump returns once its processes are killed, not once they have exited
-(dumper._kill_only): a restore started right after waits for a dumped process still
+(dumper._kill): a restore started right after waits for a dumped process still
 exiting (tree.wait_dumped_exits), which holds its PID, its memory, its port and its
 lock until its exit is over.
 """

@@ -399,10 +399,8 @@ def _release(tasks: list[_Task], kill: bool, stop: bool = False,
             fr = t.frozen
             if fr is None or not fr.attached:
                 continue
-            if kill and not wait_exit:
-                _kill_only(t)
-            elif kill:
-                _kill(t)
+            if kill:
+                _kill(t, wait_exit)
             else:
                 _let_go(t, stop)
                 if stop or fr.stop_signal:
@@ -436,16 +434,25 @@ def _let_go(t: _Task, stop: bool) -> None:
         fr.attached = False
 
 
-def _kill(t: _Task) -> None:
+def _kill(t: _Task, wait_exit: bool = True) -> None:
     """Kill ``t`` and reap its threads and itself as their tracer (its parent still
     reaps it). Its children are killed first (``_release``): the init of a PID
     namespace of the tree does not finish exiting before every process of its
-    namespace is reaped, which for one ckpt traces takes ckpt's wait first."""
+    namespace is reaped, which for one ckpt traces takes ckpt's wait first.
+
+    Not ``wait_exit``: return once SIGKILL is sent. ``t`` can never run again (the
+    signal is pending before the kill returns) and exits while ckpt ends. Only for a
+    ckpt command that exits right after the dump: its exit lets go of the dying tasks
+    it traces, whose parent then reaps them, and a restore waits for a dumped process
+    still exiting (tree.wait_dumped_exits). A ckpt that lives on (the API, RPC) waits:
+    a task ckpt traces cannot be reaped by its parent until ckpt collects its exit."""
     assert t.frozen is not None
-    try:  # before the kill, so that process_mrelease comes right after it
-        pidfd = libc.pidfd_open(t.pid)
-    except OSError:
-        pidfd = -1
+    pidfd = -1
+    if wait_exit:
+        try:  # before the kill, so that process_mrelease comes right after it
+            pidfd = libc.pidfd_open(t.pid)
+        except OSError:
+            pass
     try:
         os.kill(t.pid, libc.SIGKILL)
     except OSError as e:
@@ -458,6 +465,8 @@ def _kill(t: _Task) -> None:
     t.frozen.attached = False
     for th in t.threads:
         th.attached = False
+    if not wait_exit:
+        return
     # dead threads still traced by ckpt hold the process back; then the process, unless
     # ckpt is its parent too (the API's caller): that wait would take its exit status
     for tid in [th.pid for th in t.threads] + ([t.pid] if t.ppid != os.getpid() else []):
@@ -465,23 +474,6 @@ def _kill(t: _Task) -> None:
             os.waitpid(tid, ptrace.__WALL)
         except ChildProcessError:
             pass
-
-
-def _kill_only(t: _Task) -> None:
-    """SIGKILL ``t`` and return at once: it can never run again (the signal is pending
-    before the kill returns), and it exits while ckpt ends. For a ckpt command that
-    exits right after the dump: its exit lets go of the dying tasks it traces, whose
-    parent then reaps them; a restore waits for a dumped process still exiting
-    (restorer.wait_dumped_exits). Not for a ckpt that lives on (the API, RPC): a task
-    ckpt traces cannot be reaped by its parent until ckpt collects its exit."""
-    assert t.frozen is not None
-    try:
-        os.kill(t.pid, libc.SIGKILL)
-    except OSError as e:
-        log.warning("process %d: kill: %s", t.pid, e)
-    t.frozen.attached = False
-    for th in t.threads:
-        th.attached = False
 
 
 def _free_memory(pid: int, pidfd: int) -> None:
@@ -1009,7 +1001,7 @@ def dump(pid: int, images_dir: str, *, leave_running: bool = False,
     ``leave_running`` lets them go on, ``leave_stopped`` leaves them stopped.
     ``wait_exit`` (False: only for a caller that exits right after, as the CLI): the
     dump returns once the killed processes can never run again, not once they have
-    exited (their exit frees their memory, 40-60 ms for 1 GiB; ``_kill_only``).
+    exited (their exit frees their memory, 40-60 ms for 1 GiB; ``_kill``).
     ``ghost_limit``: the most data of a deleted file saved, in bytes (64 MiB by default;
     holes do not count). ``link_remap`` and ``ghost_fiemap`` (criu's flags) change
     nothing: a removed name of a file with other links is always saved as a link, found

@@ -157,7 +157,7 @@ _SIGKILL_BIT = 1 << (libc.SIGKILL - 1)
 def wait_dumped_exits(started: dict[int, int], timeout: float = PID_WAIT_SECONDS) -> None:
     """Wait (at most ``timeout``) for each dumped process still exiting: PID -> its saved
     start time (/proc/PID/stat field 22). A CLI dump returns once it has sent SIGKILL,
-    not once its processes have exited (dumper._kill_only): one of them may still hold
+    not once its processes have exited (dumper._kill): one of them may still hold
     its PID, memory, files, locks and ports, all let go at its exit (its pidfd is then
     readable; a zombie leader waits for its other threads). A process with that PID and
     start time that is not dying (a dump -R let it run) is left to the PID's own
